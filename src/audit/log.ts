@@ -1,0 +1,108 @@
+// The audit log: append-only, each row chained to the one before by
+//   hash = SHA-256(prev_hash || "\n" || JSON.stringify([seq, at, actor, action, subject, details]))
+// so editing, deleting or reordering rows is detectable by recomputing the chain.
+import { createHash } from "node:crypto";
+import type { Db, Store, Tx } from "../store/store.js";
+import type { AuditLogTable } from "../store/schema.js";
+
+export const GENESIS_HASH = "0".repeat(64);
+
+export interface AuditEvent {
+  actor: string;
+  action: string;
+  subject: string;
+  details?: Record<string, unknown>;
+  at?: Date;
+}
+
+export type AuditRecord = AuditLogTable;
+
+/** JSON with object keys sorted at every level, so the same event always hashes the same. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v) =>
+    v && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, (v as Record<string, unknown>)[k]]))
+      : v,
+  );
+}
+
+export function rowHash(prevHash: string, row: Omit<AuditRecord, "prev_hash" | "hash">): string {
+  return createHash("sha256")
+    .update(prevHash)
+    .update("\n")
+    .update(JSON.stringify([row.seq, row.at, row.actor, row.action, row.subject, row.details]))
+    .digest("hex");
+}
+
+/** Appends events inside the caller's write transaction; returns the rows written. */
+export async function appendAudit(tx: Tx, events: readonly AuditEvent[]): Promise<AuditRecord[]> {
+  if (events.length === 0) return [];
+  const head = await tx.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1).executeTakeFirst();
+  let seq = head?.seq ?? 0;
+  let prev = head?.hash ?? GENESIS_HASH;
+  const rows: AuditRecord[] = [];
+  for (const e of events) {
+    seq += 1;
+    const base = {
+      seq,
+      at: (e.at ?? new Date()).toISOString(),
+      actor: e.actor,
+      action: e.action,
+      subject: e.subject,
+      details: canonicalJson(e.details ?? {}),
+    };
+    const hash = rowHash(prev, base);
+    rows.push({ ...base, prev_hash: prev, hash });
+    prev = hash;
+  }
+  await tx.insertInto("audit_log").values(rows).execute();
+  if (head) await tx.updateTable("audit_head").set({ seq, hash: prev }).where("id", "=", 1).execute();
+  else await tx.insertInto("audit_head").values({ id: 1, seq, hash: prev }).execute();
+  return rows;
+}
+
+export type AuditVerdict = { ok: true; rows: number; headHash: string } | { ok: false; rows: number; firstBadSeq: number; problem: string };
+
+/** Recomputes the whole chain; reports the first sequence number at which it breaks. */
+export async function verifyAudit(db: Db, pageSize = 5000): Promise<AuditVerdict> {
+  let prev = GENESIS_HASH;
+  let expected = 1;
+  let checked = 0;
+  for (;;) {
+    const page = await db.selectFrom("audit_log").selectAll().where("seq", ">=", expected).orderBy("seq").limit(pageSize).execute();
+    for (const row of page) {
+      if (row.seq !== expected)
+        return { ok: false, rows: checked, firstBadSeq: expected, problem: `row ${expected} is missing (next row is ${row.seq})` };
+      if (row.prev_hash !== prev)
+        return { ok: false, rows: checked, firstBadSeq: row.seq, problem: `row ${row.seq} does not link to row ${row.seq - 1} (rows deleted, replaced or reordered)` };
+      if (rowHash(prev, row) !== row.hash)
+        return { ok: false, rows: checked, firstBadSeq: row.seq, problem: `row ${row.seq} was modified (its content does not match its hash)` };
+      prev = row.hash;
+      expected += 1;
+      checked += 1;
+    }
+    if (page.length < pageSize) break;
+  }
+  const head = await db.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1).executeTakeFirst();
+  const headSeq = head?.seq ?? 0;
+  if (headSeq !== checked || (head && head.hash !== prev))
+    return {
+      ok: false,
+      rows: checked,
+      firstBadSeq: Math.min(headSeq, checked) + 1,
+      problem: `the log ends at row ${checked} but its recorded head is row ${headSeq} (rows removed from the end)`,
+    };
+  return { ok: true, rows: checked, headHash: prev };
+}
+
+export interface AuditQuery {
+  since?: Date;
+  limit?: number;
+}
+
+export async function listAudit(store: Store, query: AuditQuery = {}): Promise<AuditRecord[]> {
+  let q = store.db.selectFrom("audit_log").selectAll().orderBy("seq");
+  if (query.since) q = q.where("at", ">=", query.since.toISOString());
+  if (query.limit) q = q.limit(query.limit);
+  return q.execute();
+}

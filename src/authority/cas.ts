@@ -1,0 +1,199 @@
+// CA records and files: creating intermediates and local CAs, listing the hierarchy.
+import { createPublicKey, type KeyObject } from "node:crypto";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { appendAudit } from "../audit/log.js";
+import { parseDuration } from "../config/duration.js";
+import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
+import { generateKey, publicSpki, writePrivateKey } from "../keys/keys.js";
+import type { CaTable } from "../store/schema.js";
+import type { Tx } from "../store/store.js";
+import { describeKey, type CaKeyType } from "../x509/algorithms.js";
+import { parseCertificate, subjectPublicKeyOf } from "../x509/certificate.js";
+import { nameToString } from "../x509/name.js";
+import { toPem } from "../x509/pem.js";
+import { buildIntermediateCertificate, caName, type CaSubject } from "../x509/profiles.js";
+import { CaExists, CaKeyOffline, InvalidArgument } from "./errors.js";
+import { fingerprint, type Fleet } from "./fleet.js";
+import { LOCAL_CA_NAME, layout, localCaId, type IntermediateRole } from "./layout.js";
+import { writeCeremonyRequest } from "./ceremony.js";
+
+const ROLE_TITLES: Record<string, string> = {
+  root: "Root CA",
+  devices: "Devices CA",
+  services: "Services CA",
+  operators: "Operators CA",
+};
+
+export function caSubjectFor(organization: string, id: string): CaSubject {
+  const title = ROLE_TITLES[id] ?? `Local CA ${id.replace(/^local-/, "")}`;
+  return { organization, commonName: `${organization} ${title}` };
+}
+
+export function roleOf(id: string): CaTable["role"] {
+  if (id === "root" || id === "devices" || id === "services" || id === "operators") return id;
+  if (id.startsWith("local-")) return "local";
+  throw new InvalidArgument(`unknown CA role for "${id}"`);
+}
+
+/** Devices, operators and local CAs may only issue names under the fleet domain. */
+export function isDomainConstrained(role: IntermediateRole | "root"): boolean {
+  return role === "devices" || role === "operators" || role === "local";
+}
+
+export interface NewCaRecord {
+  id: string;
+  der: Buffer;
+  keyFile: string | null;
+  issuerId: string;
+}
+
+export async function recordCa(tx: Tx, ca: NewCaRecord, actor: string, now: Date): Promise<void> {
+  const cert = parseCertificate(ca.der);
+  const pem = toPem("CERTIFICATE", ca.der);
+  const row: CaTable = {
+    id: ca.id,
+    role: roleOf(ca.id),
+    subject: nameToString(cert.subject),
+    issuer: nameToString(cert.issuer),
+    serial: cert.serialHex,
+    fingerprint_sha256: fingerprint(ca.der),
+    not_before: cert.notBefore.toISOString(),
+    not_after: cert.notAfter.toISOString(),
+    key_type: describeKey(createPublicKey({ key: cert.spki, format: "der", type: "spki" })),
+    certificate_pem: pem,
+    key_file: ca.keyFile,
+    status: "active",
+    created_at: now.toISOString(),
+  };
+  await tx.insertInto("cas").values(row).execute();
+  await tx
+    .insertInto("certificates")
+    .values({
+      serial: cert.serialHex,
+      issuer_ca: ca.issuerId,
+      kind: "ca",
+      subject_id: ca.id,
+      device_id: null,
+      not_before: row.not_before,
+      not_after: row.not_after,
+      fingerprint_sha256: row.fingerprint_sha256,
+      der: ca.der,
+      status: "valid",
+      revoked_at: null,
+      revocation_reason: null,
+      created_at: row.created_at,
+    })
+    .execute();
+  await appendAudit(tx, [
+    {
+      actor,
+      action: "ca.create",
+      subject: `ca:${ca.id}`,
+      details: { serial: row.serial, subject: row.subject, issuer: ca.issuerId, not_after: row.not_after, key_type: row.key_type, key_online: ca.keyFile !== null },
+      at: now,
+    },
+  ]);
+}
+
+/** cert.pem, chain.pem (this CA then the root) and, when given, the encrypted key.pem. */
+export function writeCaFiles(dir: string, id: string, der: Buffer, rootPem: string, key?: KeyObject, passphrase?: string): void {
+  const certPath = join(dir, layout.caCert(id));
+  ensurePrivateDir(dirname(certPath));
+  const pem = toPem("CERTIFICATE", der);
+  writeFileAtomic(certPath, pem);
+  if (id !== "root") writeFileAtomic(join(dir, layout.caChain(id)), pem + rootPem);
+  if (key) writePrivateKey(join(dir, layout.caKey(id)), key, passphrase);
+}
+
+export interface CaSummary {
+  id: string;
+  role: string;
+  subject: string;
+  issuer: string;
+  serial: string;
+  fingerprintSha256: string;
+  notBefore: string;
+  notAfter: string;
+  keyType: string;
+  status: string;
+  keyOnline: boolean;
+}
+
+export async function listCas(fleet: Fleet): Promise<CaSummary[]> {
+  const order = ["root", "devices", "services", "operators"];
+  const rows = await fleet.store.db.selectFrom("cas").selectAll().execute();
+  rows.sort((a, b) => (order.indexOf(a.id) + 1 || 99) - (order.indexOf(b.id) + 1 || 99) || a.id.localeCompare(b.id));
+  return rows.map((r) => ({
+    id: r.id,
+    role: r.role,
+    subject: r.subject,
+    issuer: r.issuer,
+    serial: r.serial,
+    fingerprintSha256: r.fingerprint_sha256,
+    notBefore: r.not_before,
+    notAfter: r.not_after,
+    keyType: r.key_type,
+    status: r.status,
+    keyOnline: r.key_file !== null && existsSync(fleet.path(r.key_file)),
+  }));
+}
+
+/** Creates a key for a new intermediate and signs it with the root when the root key is here. */
+export async function createIntermediate(
+  fleet: Fleet,
+  id: string,
+  lifetime: string,
+  actor: string,
+  now = new Date(),
+): Promise<{ status: "created" } | { status: "pending"; requestFile: string }> {
+  const exists = await fleet.store.db.selectFrom("cas").select("id").where("id", "=", id).executeTakeFirst();
+  if (exists) throw new CaExists(id);
+  const role = roleOf(id) as IntermediateRole;
+  const key = generateKey(fleet.config.keys.type as CaKeyType);
+  const subject = caSubjectFor(fleet.config.fleet.name, id);
+  let root;
+  try {
+    root = await fleet.issuingCa("root");
+  } catch (e) {
+    if (!(e instanceof CaKeyOffline)) throw e;
+    // Offline root: keep the new key here and hand the offline machine a request to sign.
+    writePrivateKey(fleet.path(layout.caKey(id)), key, fleet.passphrase());
+    const requestFile = writeCeremonyRequest(fleet, id, role, subject, key, lifetime);
+    await fleet.store.transaction((tx) =>
+      appendAudit(tx, [{ actor, action: "ca.request", subject: `ca:${id}`, details: { request: requestFile }, at: now }]),
+    );
+    return { status: "pending", requestFile };
+  }
+  const spki = publicSpki(key);
+  const issued = buildIntermediateCertificate(root, {
+    subject: caName(subject),
+    spki,
+    subjectPublicKey: subjectPublicKeyOf(spki),
+    now,
+    lifetimeMs: parseDuration(lifetime),
+    constrainToDomain: isDomainConstrained(role) ? fleet.domain : undefined,
+  });
+  const { root: rootPem } = await fleet.chainPem("root");
+  writeCaFiles(fleet.dir, id, issued.der, rootPem, key, fleet.passphrase());
+  await fleet.store.transaction((tx) => recordCa(tx, { id, der: issued.der, keyFile: layout.caKey(id), issuerId: "root" }, actor, now));
+  return { status: "created" };
+}
+
+
+export interface CreateLocalCaRequest {
+  name: string;
+  validity?: string;
+  actor: string;
+}
+
+export async function createLocalCa(fleet: Fleet, req: CreateLocalCaRequest) {
+  if (!LOCAL_CA_NAME.test(req.name)) throw new InvalidArgument(`invalid local CA name "${req.name}": 1-32 characters a-z 0-9 - starting with a letter or digit`);
+  const validity = req.validity ?? fleet.config.validity.local_ca;
+  try {
+    parseDuration(validity);
+  } catch (e) {
+    throw new InvalidArgument((e as Error).message);
+  }
+  return createIntermediate(fleet, localCaId(req.name), validity, req.actor);
+}

@@ -1,0 +1,114 @@
+// Device registry: add, list, show. Groups and labels live here, not in certificates.
+import { appendAudit } from "../audit/log.js";
+import { isUniqueViolation } from "../store/store.js";
+import type { DeviceTable } from "../store/schema.js";
+import { DEVICE_ID_PATTERN } from "../x509/profiles.js";
+import { DeviceExists, InvalidArgument, UnknownDevice } from "./errors.js";
+import type { Fleet } from "./fleet.js";
+import { assertDeviceId } from "./issuance.js";
+
+const LABEL_KEY = /^[a-z0-9]([a-z0-9._/-]{0,62})$/;
+const MAX_LABEL_VALUE = 256;
+
+export interface Device {
+  id: string;
+  group: string | null;
+  labels: Record<string, string>;
+  status: DeviceTable["status"];
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface AddDeviceRequest {
+  id: string;
+  group?: string;
+  labels?: Record<string, string>;
+  actor: string;
+}
+
+/** Parses "k=v" pairs from the command line into validated labels. */
+export function parseLabels(pairs: readonly string[]): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf("=");
+    if (eq <= 0) throw new InvalidArgument(`label "${pair}" must be key=value`);
+    labels[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return validateLabels(labels);
+}
+
+export function validateLabels(labels: Record<string, string>): Record<string, string> {
+  for (const [k, v] of Object.entries(labels)) {
+    if (!LABEL_KEY.test(k)) throw new InvalidArgument(`invalid label key "${k}": 1-63 characters a-z 0-9 . _ / -`);
+    if (typeof v !== "string" || v.length > MAX_LABEL_VALUE) throw new InvalidArgument(`label "${k}" value must be at most ${MAX_LABEL_VALUE} characters`);
+  }
+  return labels;
+}
+
+function toDevice(row: DeviceTable): Device {
+  return { id: row.id, group: row.group_name, labels: JSON.parse(row.labels), status: row.status, createdAt: row.created_at, updatedAt: row.updated_at };
+}
+
+export async function addDevice(fleet: Fleet, req: AddDeviceRequest): Promise<Device> {
+  assertDeviceId(req.id);
+  if (req.group !== undefined && !DEVICE_ID_PATTERN.test(req.group))
+    throw new InvalidArgument(`invalid group "${req.group}": 1-63 characters a-z 0-9 . _ - starting with a letter or digit`);
+  const labels = validateLabels(req.labels ?? {});
+  const now = new Date().toISOString();
+  const row: DeviceTable = { id: req.id, group_name: req.group ?? null, labels: JSON.stringify(labels), status: "active", created_at: now, updated_at: now };
+  try {
+    await fleet.store.transaction(async (tx) => {
+      await tx.insertInto("devices").values(row).execute();
+      await appendAudit(tx, [{ actor: req.actor, action: "device.add", subject: `device:${req.id}`, details: { group: row.group_name, labels } }]);
+    });
+  } catch (e) {
+    if (isUniqueViolation(e)) throw new DeviceExists(req.id);
+    throw e;
+  }
+  return toDevice(row);
+}
+
+export async function listDevices(fleet: Fleet, filter: { group?: string } = {}): Promise<Device[]> {
+  let q = fleet.store.db.selectFrom("devices").selectAll().orderBy("id");
+  if (filter.group) q = q.where("group_name", "=", filter.group);
+  return (await q.execute()).map(toDevice);
+}
+
+export interface DeviceCertificateSummary {
+  serial: string;
+  issuer: string;
+  kind: string;
+  notBefore: string;
+  notAfter: string;
+  /** valid | revoked | hold | expired */
+  status: string;
+  fingerprintSha256: string;
+}
+
+export interface DeviceDetails extends Device {
+  certificates: DeviceCertificateSummary[];
+}
+
+export async function showDevice(fleet: Fleet, id: string, now = new Date()): Promise<DeviceDetails> {
+  assertDeviceId(id);
+  const row = await fleet.store.db.selectFrom("devices").selectAll().where("id", "=", id).executeTakeFirst();
+  if (!row) throw new UnknownDevice(id);
+  const certs = await fleet.store.db
+    .selectFrom("certificates")
+    .select(["serial", "issuer_ca", "kind", "not_before", "not_after", "status", "fingerprint_sha256"])
+    .where("device_id", "=", id)
+    .orderBy("not_before", "desc")
+    .execute();
+  return {
+    ...toDevice(row),
+    certificates: certs.map((c) => ({
+      serial: c.serial,
+      issuer: c.issuer_ca,
+      kind: c.kind,
+      notBefore: c.not_before,
+      notAfter: c.not_after,
+      status: c.status === "valid" && c.not_after < now.toISOString() ? "expired" : c.status,
+      fingerprintSha256: c.fingerprint_sha256,
+    })),
+  };
+}

@@ -1,0 +1,76 @@
+// Typed outcomes of authority operations. Transports map `code` to their own status codes.
+
+export abstract class AuthorityError extends Error {
+  abstract readonly code: string;
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+export class CsrInvalid extends AuthorityError {
+  readonly code = "csr-invalid";
+  constructor(
+    readonly reason: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+export class KeyTypeNotAllowed extends AuthorityError {
+  readonly code = "key-type-not-allowed";
+}
+export class InvalidDeviceId extends AuthorityError {
+  readonly code = "invalid-device-id";
+  constructor(id: string, why = "use 1-63 characters a-z 0-9 _ - starting with a letter or digit") {
+    super(`invalid device id "${id}": ${why}`);
+  }
+}
+export class UnknownDevice extends AuthorityError {
+  readonly code = "unknown-device";
+  constructor(id: string) {
+    super(`unknown device "${id}" (add it with \`fleetpki device add ${id}\`)`);
+  }
+}
+export class DeviceExists extends AuthorityError {
+  readonly code = "device-exists";
+  constructor(id: string) {
+    super(`device "${id}" already exists`);
+  }
+}
+export class DeviceNotActive extends AuthorityError {
+  readonly code = "device-not-active";
+  constructor(id: string, status: string) {
+    super(`device "${id}" is ${status}; it cannot receive certificates`);
+  }
+}
+export class FleetExists extends AuthorityError {
+  readonly code = "fleet-exists";
+  constructor(dir: string) {
+    super(`a fleet already exists at ${dir}; refusing to overwrite it`);
+  }
+}
+export class UnknownCa extends AuthorityError {
+  readonly code = "unknown-ca";
+  constructor(id: string) {
+    super(`unknown CA "${id}"`);
+  }
+}
+export class CaExists extends AuthorityError {
+  readonly code = "ca-exists";
+  constructor(id: string) {
+    super(`CA "${id}" already exists`);
+  }
+}
+export class CaKeyOffline extends AuthorityError {
+  readonly code = "ca-key-offline";
+}
+export class CaNotActive extends AuthorityError {
+  readonly code = "ca-not-active";
+}
+export class InvalidArgument extends AuthorityError {
+  readonly code = "invalid-argument";
+}
+export class CeremonyError extends AuthorityError {
+  readonly code = "ceremony-error";
+}

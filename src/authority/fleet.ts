@@ -1,0 +1,126 @@
+// An open fleet: its directory, configuration, database and (lazily) the CA keys it can sign with.
+import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { loadConfig, resolveIn, type FleetConfig } from "../config/config.js";
+import { readPassphraseFile, readPrivateKey } from "../keys/keys.js";
+import { openStore, type Store } from "../store/store.js";
+import type { CaTable } from "../store/schema.js";
+import { signatureSchemeFor } from "../x509/algorithms.js";
+import { parseCertificate, type ParsedCertificate } from "../x509/certificate.js";
+import { fromPem } from "../x509/pem.js";
+import { LeafTemplate, type IssuingCa, type LeafKind } from "../x509/profiles.js";
+import { CaKeyOffline, CaNotActive, UnknownCa } from "./errors.js";
+
+export function databasePath(dir: string, config: FleetConfig): string {
+  const url = config.database.url;
+  if (!url.startsWith("sqlite:")) throw new Error(`database.url "${url}": only sqlite:<file> is supported`);
+  return resolveIn(dir, url.slice("sqlite:".length));
+}
+
+export function fingerprint(der: Uint8Array): string {
+  return createHash("sha256").update(der).digest("hex");
+}
+
+export interface OpenFleetOptions {
+  /** Overrides keys.passphrase_file (e.g. a passphrase supplied by the operator). */
+  passphrase?: string;
+}
+
+export class Fleet {
+  private passphraseValue: string | undefined;
+  private readonly issuers = new Map<string, IssuingCa>();
+  private readonly templates = new Map<string, LeafTemplate>();
+  private readonly chains = new Map<string, { chain: string; root: string }>();
+
+  private constructor(
+    readonly dir: string,
+    readonly config: FleetConfig,
+    readonly store: Store,
+    options: OpenFleetOptions,
+  ) {
+    this.passphraseValue = options.passphrase;
+  }
+
+  static async open(dir: string, options: OpenFleetOptions = {}): Promise<Fleet> {
+    const config = loadConfig(dir);
+    const store = await openStore(databasePath(dir, config));
+    return new Fleet(dir, config, store, options);
+  }
+
+  /** For init, which creates the database itself. */
+  static attach(dir: string, config: FleetConfig, store: Store, options: OpenFleetOptions = {}): Fleet {
+    return new Fleet(dir, config, store, options);
+  }
+
+  get domain(): string {
+    return this.config.fleet.domain;
+  }
+
+  path(relative: string): string {
+    return join(this.dir, relative);
+  }
+
+  passphrase(): string {
+    this.passphraseValue ??= readPassphraseFile(resolveIn(this.dir, this.config.keys.passphrase_file));
+    return this.passphraseValue;
+  }
+
+  statusUrlsFor(caId: string): { crl: string; ocsp: string } {
+    return { crl: `${this.config.urls.crl_base.replace(/\/$/, "")}/${caId}.crl`, ocsp: this.config.urls.ocsp };
+  }
+
+  async caRecord(id: string): Promise<CaTable> {
+    const row = await this.store.db.selectFrom("cas").selectAll().where("id", "=", id).executeTakeFirst();
+    if (!row) throw new UnknownCa(id);
+    return row;
+  }
+
+  async caCertificate(id: string): Promise<ParsedCertificate> {
+    return parseCertificate(fromPem((await this.caRecord(id)).certificate_pem, ["CERTIFICATE"]));
+  }
+
+  /** The CA with its decrypted key; keys are decrypted once per process. */
+  async issuingCa(id: string): Promise<IssuingCa> {
+    const cached = this.issuers.get(id);
+    if (cached) return cached;
+    const row = await this.caRecord(id);
+    if (row.status !== "active") throw new CaNotActive(`CA "${id}" is ${row.status}`);
+    if (!row.key_file || !existsSync(this.path(row.key_file)))
+      throw new CaKeyOffline(`the ${id} CA key is not in this fleet directory (held offline); sign with \`fleetpki ca root sign\` on the machine that holds it`);
+    const key = readPrivateKey(this.path(row.key_file), this.passphrase());
+    const issuer: IssuingCa = {
+      certificate: parseCertificate(fromPem(row.certificate_pem, ["CERTIFICATE"])),
+      signer: { key, scheme: signatureSchemeFor(key) },
+      // CDP/AIA written into what this CA issues point at this CA's own CRL and the OCSP responder.
+      status: this.statusUrlsFor(id),
+    };
+    this.issuers.set(id, issuer);
+    return issuer;
+  }
+
+  async leafTemplate(caId: string, kind: LeafKind): Promise<LeafTemplate> {
+    const key = `${caId}/${kind}`;
+    let template = this.templates.get(key);
+    if (!template) {
+      template = new LeafTemplate(await this.issuingCa(caId), kind);
+      this.templates.set(key, template);
+    }
+    return template;
+  }
+
+  /** PEM of the root and of a CA's chain up to (excluding) the root. */
+  async chainPem(caId: string): Promise<{ chain: string; root: string }> {
+    let cached = this.chains.get(caId);
+    if (!cached) {
+      const root = (await this.caRecord("root")).certificate_pem;
+      cached = { chain: caId === "root" ? "" : (await this.caRecord(caId)).certificate_pem, root };
+      this.chains.set(caId, cached);
+    }
+    return cached;
+  }
+
+  async close(): Promise<void> {
+    await this.store.close();
+  }
+}

@@ -1,0 +1,198 @@
+// `fleetpki init`: the CA hierarchy, server and admin certificates, configuration and database,
+// created together; on any failure nothing is left behind.
+import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { isIP } from "node:net";
+import { dirname, join } from "node:path";
+import { appendAudit } from "../audit/log.js";
+import { CONFIG_FILE, defaultConfig, renderConfig, validateDomain } from "../config/config.js";
+import { parseDuration } from "../config/duration.js";
+import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
+import { generateKey, publicSpki, writePrivateKey } from "../keys/keys.js";
+import { openStore } from "../store/store.js";
+import { CA_KEY_TYPES, signatureSchemeFor, type CaKeyType } from "../x509/algorithms.js";
+import { parseCertificate, subjectPublicKeyOf } from "../x509/certificate.js";
+import { fromPem, toPem } from "../x509/pem.js";
+import { buildRootCertificate, operatorSpiffeId } from "../x509/profiles.js";
+import type { GeneralName } from "../x509/extensions.js";
+import { caSubjectFor, createIntermediate, recordCa, writeCaFiles } from "./cas.js";
+import { matchSignedIntermediates, pendingRequests, removeRequest } from "./ceremony.js";
+import { CeremonyError, FleetExists, InvalidArgument } from "./errors.js";
+import { Fleet, databasePath, fingerprint } from "./fleet.js";
+import { STANDARD_INTERMEDIATES, layout } from "./layout.js";
+import { preparePassphrase } from "./passphrase.js";
+import { certificateRow, issueAuditDetails, type IssuedRecord } from "./records.js";
+
+export interface InitOptions {
+  dir: string;
+  name?: string;
+  domain?: string;
+  keyType?: string;
+  passphraseFile?: string;
+  serverNames?: string[];
+  /** PEM of a root created offline (`ca root init`); the root key then never enters this directory. */
+  rootCertFile?: string;
+  now?: Date;
+}
+
+export interface InitResult {
+  dir: string;
+  rootFingerprint: string;
+  passphraseGenerated: boolean;
+  passphraseFile: string;
+  /** Ceremony requests waiting for the offline root (empty when the fleet is ready). */
+  pending: string[];
+}
+
+const HOSTNAME = /^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
+
+export function serverGeneralName(name: string): GeneralName {
+  if (isIP(name)) return { ip: name };
+  if (!HOSTNAME.test(name)) throw new InvalidArgument(`invalid server name "${name}": a DNS name or an IP address`);
+  return { dns: name.toLowerCase() };
+}
+
+const FLEET_MARKERS = [CONFIG_FILE, "fleetpki.db", "ca"];
+
+export async function initFleet(opts: InitOptions): Promise<InitResult> {
+  const dir = opts.dir;
+  if (FLEET_MARKERS.some((m) => existsSync(join(dir, m)))) throw new FleetExists(dir);
+  const name = opts.name ?? "fleetpki";
+  if (name.trim() === "" || name.length > 64) throw new InvalidArgument("--name must be 1-64 characters");
+  const domain = validateDomain(opts.domain ?? "fleet.example");
+  const keyType = (opts.keyType ?? "p256") as CaKeyType;
+  if (!CA_KEY_TYPES.includes(keyType)) throw new InvalidArgument(`--key-type must be one of ${CA_KEY_TYPES.join(", ")}`);
+  const serverNames = opts.serverNames?.length ? opts.serverNames : ["localhost", "127.0.0.1", "::1"];
+  serverNames.forEach(serverGeneralName);
+  const externalRoot = opts.rootCertFile ? readRootCertificate(opts.rootCertFile) : undefined;
+  if (opts.passphraseFile && !existsSync(opts.passphraseFile)) throw new InvalidArgument(`passphrase file ${opts.passphraseFile} not found`);
+
+  const existedBefore = existsSync(dir);
+  const entriesBefore = new Set(existedBefore ? readdirSync(dir) : []);
+  ensurePrivateDir(dir);
+  let fleet: Fleet | undefined;
+  try {
+    const pass = preparePassphrase(dir, opts.passphraseFile);
+    const config = defaultConfig({ name, domain, keyType, passphraseFile: pass.configPath, serverNames });
+    const store = await openStore(databasePath(dir, config), { create: true });
+    fleet = Fleet.attach(dir, config, store, { passphrase: pass.passphrase });
+    const now = opts.now ?? new Date();
+    const actor = "cli:init";
+
+    let rootDer: Buffer;
+    if (externalRoot) {
+      rootDer = externalRoot;
+      writeCaFiles(dir, "root", rootDer, "");
+      await store.transaction((tx) => recordCa(tx, { id: "root", der: rootDer, keyFile: null, issuerId: "root" }, actor, now));
+    } else {
+      const key = generateKey(keyType);
+      const spki = publicSpki(key);
+      const notBefore = new Date(Math.floor(now.getTime() / 1000) * 1000 - 60_000);
+      rootDer = buildRootCertificate({
+        subject: caSubjectFor(name, "root"),
+        spki,
+        subjectPublicKey: subjectPublicKeyOf(spki),
+        signer: { key, scheme: signatureSchemeFor(key) },
+        notBefore,
+        notAfter: new Date(notBefore.getTime() + parseDuration(config.validity.root)),
+      }).der;
+      writeCaFiles(dir, "root", rootDer, "", key, pass.passphrase);
+      await store.transaction((tx) => recordCa(tx, { id: "root", der: rootDer, keyFile: layout.caKey("root"), issuerId: "root" }, actor, now));
+    }
+    for (const id of STANDARD_INTERMEDIATES) await createIntermediate(fleet, id, config.validity.intermediate, actor, now);
+    await completeFleet(fleet, actor, now);
+    writeFileAtomic(join(dir, CONFIG_FILE), renderConfig(config));
+    await store.transaction((tx) =>
+      appendAudit(tx, [{ actor, action: "fleet.init", subject: `fleet:${domain}`, details: { name, domain, key_type: keyType, offline_root: !!externalRoot }, at: now }]),
+    );
+    return {
+      dir,
+      rootFingerprint: fingerprint(rootDer),
+      passphraseGenerated: pass.generated,
+      passphraseFile: pass.generated ? join(dir, pass.configPath) : pass.configPath,
+      pending: pendingRequests(fleet),
+    };
+  } catch (e) {
+    await fleet?.close().catch(() => {});
+    fleet = undefined;
+    if (!existedBefore) rmSync(dir, { recursive: true, force: true });
+    else for (const entry of readdirSync(dir)) if (!entriesBefore.has(entry)) rmSync(join(dir, entry), { recursive: true, force: true });
+    throw e;
+  } finally {
+    await fleet?.close();
+  }
+}
+
+function readRootCertificate(file: string): Buffer {
+  let der: Buffer;
+  try {
+    der = fromPem(readFileSync(file, "utf8"), ["CERTIFICATE"]);
+  } catch (e) {
+    throw new InvalidArgument(`--root-cert ${file}: ${(e as Error).message}`);
+  }
+  const cert = parseCertificate(der);
+  if (!cert.issuer.equals(cert.subject)) throw new InvalidArgument(`--root-cert ${file}: not a self-signed root certificate`);
+  return der;
+}
+
+interface OwnLeaf {
+  caId: string;
+  kind: "server" | "operator";
+  commonName: string;
+  sans: GeneralName[];
+  dirRel: string;
+  lifetime: string;
+}
+
+/** Issues a certificate for a key generated here (server, operator) and writes cert/key/chain. */
+async function issueOwnLeaf(fleet: Fleet, leaf: OwnLeaf, actor: string, now: Date): Promise<void> {
+  const template = await fleet.leafTemplate(leaf.caId, leaf.kind);
+  const key = generateKey(fleet.config.keys.type as CaKeyType);
+  const spki = publicSpki(key);
+  const issued = template.issue(leaf.commonName, leaf.sans, { spki, subjectPublicKey: subjectPublicKeyOf(spki), now, lifetimeMs: parseDuration(leaf.lifetime) });
+  const record: IssuedRecord = { issued, issuerCa: leaf.caId, kind: leaf.kind, subjectId: leaf.commonName, deviceId: null };
+  const { chain } = await fleet.chainPem(leaf.caId);
+  const dir = fleet.path(leaf.dirRel);
+  ensurePrivateDir(dir);
+  writePrivateKey(join(dir, "key.pem"), key, fleet.passphrase());
+  writeFileAtomic(join(dir, "cert.pem"), toPem("CERTIFICATE", issued.der));
+  writeFileAtomic(join(dir, "chain.pem"), chain);
+  await fleet.store.transaction(async (tx) => {
+    await tx.insertInto("certificates").values(certificateRow(record, now)).execute();
+    await appendAudit(tx, [{ actor, action: "certificate.issue", subject: `${leaf.kind}:${leaf.commonName}`, details: issueAuditDetails(record), at: now }]);
+  });
+}
+
+/** Once the three standard intermediates exist: the server certificate and the admin operator certificate. */
+export async function completeFleet(fleet: Fleet, actor: string, now = new Date()): Promise<boolean> {
+  const active = await fleet.store.db.selectFrom("cas").select("id").where("id", "in", [...STANDARD_INTERMEDIATES]).execute();
+  if (active.length < STANDARD_INTERMEDIATES.length) return false;
+  const have = await fleet.store.db.selectFrom("certificates").select("kind").where("kind", "in", ["server", "operator"]).execute();
+  const names = fleet.config.server.names;
+  if (!have.some((c) => c.kind === "server"))
+    await issueOwnLeaf(fleet, { caId: "services", kind: "server", commonName: names[0]!, sans: names.map(serverGeneralName), dirRel: layout.serverDir, lifetime: fleet.config.validity.server }, actor, now);
+  if (!have.some((c) => c.kind === "operator"))
+    await issueOwnLeaf(
+      fleet,
+      { caId: "operators", kind: "operator", commonName: "admin", sans: [{ uri: operatorSpiffeId(fleet.domain, "admin") }], dirRel: layout.operatorDir("admin"), lifetime: fleet.config.validity.operator },
+      actor,
+      now,
+    );
+  return true;
+}
+
+/** Imports intermediates signed by the offline root; completes the fleet when all are present. */
+export async function importIntermediates(fleet: Fleet, files: readonly string[], actor: string): Promise<{ imported: string[]; ready: boolean }> {
+  if (files.length === 0) throw new InvalidArgument("no certificate files given");
+  const rootDer = fromPem((await fleet.caRecord("root")).certificate_pem, ["CERTIFICATE"]);
+  const matched = matchSignedIntermediates(fleet, files, rootDer);
+  const { root: rootPem } = await fleet.chainPem("root");
+  const now = new Date();
+  for (const m of matched) {
+    if (!existsSync(fleet.path(layout.caKey(m.caId)))) throw new CeremonyError(`${m.file}: the key for ${m.caId} is missing from ${dirname(layout.caKey(m.caId))}`);
+    writeCaFiles(fleet.dir, m.caId, m.der, rootPem);
+    await fleet.store.transaction((tx) => recordCa(tx, { id: m.caId, der: m.der, keyFile: layout.caKey(m.caId), issuerId: "root" }, actor, now));
+    removeRequest(fleet, m.requestFile);
+  }
+  const ready = await completeFleet(fleet, actor, now);
+  return { imported: matched.map((m) => m.caId), ready };
+}

@@ -1,0 +1,124 @@
+// authority.issue: a CSR (or a public key we generated) and a device id in, a recorded
+// device certificate out. The device profile decides every field; the CSR contributes its key.
+import { parseDuration } from "../config/duration.js";
+import { appendAudit } from "../audit/log.js";
+import { isUniqueViolation } from "../store/store.js";
+import { CsrError, parseCsr } from "../x509/csr.js";
+import { toPem } from "../x509/pem.js";
+import { DEVICE_ID_PATTERN, deviceSpiffeId, type IssuedCertificate } from "../x509/profiles.js";
+import { CsrInvalid, DeviceNotActive, InvalidDeviceId, KeyTypeNotAllowed, UnknownDevice } from "./errors.js";
+import type { Fleet } from "./fleet.js";
+import { certificateRow, issueAuditDetails, type IssuedRecord } from "./records.js";
+
+export interface SubjectKey {
+  /** DER SubjectPublicKeyInfo. */
+  spki: Buffer;
+  /** Its BIT STRING value. */
+  subjectPublicKey: Buffer;
+  keyType: string;
+}
+
+export interface DeviceIssueRequest {
+  deviceId: string;
+  /** Who asked (audit actor), e.g. "cli", "est:token", "spiffe://.../operator/admin". */
+  actor: string;
+  /** Issuing CA: "devices" (default) or a local CA id for factory certificates. */
+  caId?: string;
+  /** Overrides validity.device. */
+  lifetimeMs?: number;
+  now?: Date;
+  /** Free-form context for the audit event (e.g. { via: "est-simpleenroll" }). */
+  context?: Record<string, unknown>;
+}
+
+export interface DeviceCertificate {
+  deviceId: string;
+  serial: string;
+  der: Buffer;
+  certificatePem: string;
+  /** Issuing CA certificate(s), without the root. */
+  chainPem: string;
+  /** The root: the trust anchor for the device. */
+  caPem: string;
+  notBefore: Date;
+  notAfter: Date;
+  keyType: string;
+}
+
+export function assertDeviceId(id: string): void {
+  if (!DEVICE_ID_PATTERN.test(id)) throw new InvalidDeviceId(id);
+  // OpenSSL reads a dotted CN as a host name and checks it against the devices CA's DNS name
+  // constraint (there is no DNS SAN), so such a certificate would fail every TLS handshake.
+  if (id.includes("."))
+    throw new InvalidDeviceId(id, "device ids must not contain '.': OpenSSL would read the certificate's CN as a host name outside the fleet domain and reject it");
+}
+
+/** Verifies the CSR and extracts its key; maps mechanical CSR errors to typed authority errors. */
+export function keyFromCsr(csr: Buffer | string): SubjectKey {
+  try {
+    const parsed = parseCsr(csr);
+    return { spki: parsed.spki, subjectPublicKey: parsed.subjectPublicKey, keyType: parsed.keyType };
+  } catch (e) {
+    if (e instanceof CsrError) {
+      if (e.reason === "key-type-not-allowed") throw new KeyTypeNotAllowed(e.message);
+      throw new CsrInvalid(e.reason, e.message);
+    }
+    throw e;
+  }
+}
+
+export async function issueDeviceCertificate(fleet: Fleet, req: DeviceIssueRequest & { csr: Buffer | string }): Promise<DeviceCertificate> {
+  assertDeviceId(req.deviceId);
+  return issueForKey(fleet, req, keyFromCsr(req.csr));
+}
+
+const MAX_SERIAL_ATTEMPTS = 3;
+
+/** Signs a device certificate for a verified key and records it (certificate row + audit event, one transaction). */
+export async function issueForKey(fleet: Fleet, req: DeviceIssueRequest, key: SubjectKey): Promise<DeviceCertificate> {
+  assertDeviceId(req.deviceId);
+  const caId = req.caId ?? "devices";
+  const template = await fleet.leafTemplate(caId, "device");
+  const now = req.now ?? new Date();
+  const lifetimeMs = req.lifetimeMs ?? parseDuration(fleet.config.validity.device);
+  const sans = [{ uri: deviceSpiffeId(fleet.domain, req.deviceId) }];
+  const kind = caId === "devices" ? "device" : "factory";
+
+  for (let attempt = 1; ; attempt++) {
+    const issued: IssuedCertificate = template.issue(req.deviceId, sans, { spki: key.spki, subjectPublicKey: key.subjectPublicKey, now, lifetimeMs });
+    const record: IssuedRecord = { issued, issuerCa: caId, kind, subjectId: req.deviceId, deviceId: req.deviceId };
+    try {
+      await fleet.store.transaction(async (tx) => {
+        const device = await tx.selectFrom("devices").select("status").where("id", "=", req.deviceId).executeTakeFirst();
+        if (!device) throw new UnknownDevice(req.deviceId);
+        if (device.status !== "active") throw new DeviceNotActive(req.deviceId, device.status);
+        await tx.insertInto("certificates").values(certificateRow(record, now)).execute();
+        await appendAudit(tx, [
+          {
+            actor: req.actor,
+            action: "certificate.issue",
+            subject: `device:${req.deviceId}`,
+            details: issueAuditDetails(record, { key_type: key.keyType, ...req.context }),
+            at: now,
+          },
+        ]);
+      });
+    } catch (e) {
+      // A 128-bit serial collision is astronomically unlikely, but uniqueness is checked, not assumed.
+      if (isUniqueViolation(e) && attempt < MAX_SERIAL_ATTEMPTS) continue;
+      throw e;
+    }
+    const { chain, root } = await fleet.chainPem(caId);
+    return {
+      deviceId: req.deviceId,
+      serial: issued.serialHex,
+      der: issued.der,
+      certificatePem: toPem("CERTIFICATE", issued.der),
+      chainPem: chain,
+      caPem: root,
+      notBefore: issued.notBefore,
+      notAfter: issued.notAfter,
+      keyType: key.keyType,
+    };
+  }
+}

@@ -1,0 +1,28 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import type { Command } from "commander";
+import { listCas } from "../../authority/cas.js";
+import { initFleet } from "../../authority/init.js";
+import { CONFIG_FILE } from "../../config/config.js";
+import { dirOption, withFleet } from "../context.js";
+import { say } from "../output.js";
+import { describeInit } from "./init.js";
+
+export function registerStart(program: Command): void {
+  dirOption(program.command("start").description("initialize the fleet directory if missing and show the hierarchy")).action(async (opts) => {
+    if (!existsSync(join(opts.dir, CONFIG_FILE))) {
+      describeInit(await initFleet({ dir: opts.dir }));
+      say("");
+    }
+    await withFleet(opts.dir, async (fleet) => {
+      const cas = await listCas(fleet);
+      say(`Fleet "${fleet.config.fleet.name}" (${fleet.domain}) in ${opts.dir}`);
+      for (const c of cas) {
+        const indent = c.id === "root" ? "" : "  └─ ";
+        say(`${indent}${c.id.padEnd(c.id === "root" ? 14 : 9)} ${c.subject}  [${c.keyType}${c.keyOnline ? "" : ", key offline"}] until ${c.notAfter.slice(0, 10)}  sha256:${c.fingerprintSha256.slice(0, 16)}…`);
+      }
+      say("");
+      say("Next: fleetpki device add robot-0001 --dir " + opts.dir + "   |   fleetpki ca list --dir " + opts.dir);
+    });
+  });
+}

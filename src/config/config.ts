@@ -1,0 +1,204 @@
+// fleetpki.yaml: one commented file holding every default, validated on load.
+import { readFileSync } from "node:fs";
+import { isAbsolute, join } from "node:path";
+import { parse } from "yaml";
+import { CA_KEY_TYPES, type CaKeyType } from "../x509/algorithms.js";
+import { parseDuration } from "./duration.js";
+
+export const CONFIG_FILE = "fleetpki.yaml";
+
+export interface FleetConfig {
+  fleet: { name: string; domain: string };
+  keys: { type: CaKeyType; passphrase_file: string };
+  validity: { root: string; intermediate: string; local_ca: string; device: string; server: string; operator: string };
+  urls: { crl_base: string; ocsp: string; est: string };
+  listen: { registration: string; status: string; gateway: string; admin: string };
+  server: { names: string[] };
+  database: { url: string };
+  renewal: { after_expiry_grace: string };
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$/;
+
+export function validateDomain(domain: string): string {
+  if (!DOMAIN.test(domain)) throw new ConfigError(`invalid fleet domain "${domain}" (lower-case DNS name with at least one dot, e.g. fleet.example)`);
+  return domain;
+}
+
+export interface ConfigDefaultsInput {
+  name: string;
+  domain: string;
+  keyType: CaKeyType;
+  passphraseFile: string;
+  serverNames: string[];
+}
+
+export function defaultConfig(input: ConfigDefaultsInput): FleetConfig {
+  const host = input.serverNames[0] ?? "localhost";
+  const urlHost = host.includes(":") ? `[${host}]` : host;
+  return {
+    fleet: { name: input.name, domain: input.domain },
+    keys: { type: input.keyType, passphrase_file: input.passphraseFile },
+    validity: { root: "20y", intermediate: "10y", local_ca: "5y", device: "30d", server: "1y", operator: "1y" },
+    urls: {
+      crl_base: `http://${urlHost}:8080/crl`,
+      ocsp: `http://${urlHost}:8080/ocsp`,
+      est: `https://${urlHost}:8443/.well-known/est`,
+    },
+    listen: { registration: "0.0.0.0:8443", status: "0.0.0.0:8080", gateway: "0.0.0.0:8883", admin: "127.0.0.1:9443" },
+    server: { names: input.serverNames },
+    database: { url: "sqlite:fleetpki.db" },
+    renewal: { after_expiry_grace: "7d" },
+  };
+}
+
+const q = (s: string): string => JSON.stringify(s);
+
+/** The commented YAML written by `fleetpki init`. */
+export function renderConfig(c: FleetConfig): string {
+  return `# fleetpki configuration. Written by \`fleetpki init\`; every value shown is in effect.
+# Durations: a number and a unit (s, m, h, d, w, y). Paths are relative to this directory.
+
+fleet:
+  name: ${q(c.fleet.name)}          # organisation name written into CA certificates
+  domain: ${q(c.fleet.domain)}      # trust domain: device identities are spiffe://<domain>/device/<id>
+
+keys:
+  type: ${c.keys.type}                     # CA key type: p256 | p384 | ed25519 | rsa3072
+  passphrase_file: ${q(c.keys.passphrase_file)}   # decrypts the CA keys (PKCS#8, AES-256) at rest
+
+validity:
+  root: ${c.validity.root}                     # self-signed root CA
+  intermediate: ${c.validity.intermediate}             # devices, services and operators CAs
+  local_ca: ${c.validity.local_ca}                  # factory / line CAs (ca create-local)
+  device: ${c.validity.device}                   # device certificates; never past the issuer's end
+  server: ${c.validity.server}                    # server certificates from the services CA
+  operator: ${c.validity.operator}                  # operator certificates
+
+# URLs written into certificates (CRL distribution point, OCSP in AIA) and given to devices.
+urls:
+  crl_base: ${q(c.urls.crl_base)}   # each CA's CRL is <crl_base>/<ca>.crl
+  ocsp: ${q(c.urls.ocsp)}
+  est: ${q(c.urls.est)}
+
+# Listen addresses of the servers started by \`fleetpki serve\`.
+listen:
+  registration: ${q(c.listen.registration)}   # EST + JSON enrollment (HTTPS)
+  status: ${q(c.listen.status)}         # CRLs and OCSP (plain HTTP)
+  gateway: ${q(c.listen.gateway)}        # MQTT over mutual TLS
+  admin: ${q(c.listen.admin)}          # operator API and dashboard
+
+server:
+  names: [${c.server.names.map(q).join(", ")}]   # DNS names / IPs in the server certificate
+
+database:
+  url: ${q(c.database.url)}     # sqlite:<file> (embedded, WAL)
+
+renewal:
+  after_expiry_grace: ${c.renewal.after_expiry_grace}        # an expired, never-revoked certificate may still renew this long
+`;
+}
+
+function section<T extends object>(raw: unknown, key: string): T {
+  const value = (raw as Record<string, unknown>)[key];
+  if (value === undefined || value === null) throw new ConfigError(`${CONFIG_FILE}: missing section "${key}"`);
+  if (typeof value !== "object") throw new ConfigError(`${CONFIG_FILE}: "${key}" must be a mapping`);
+  return value as T;
+}
+
+function str(obj: Record<string, unknown>, path: string, key: string): string {
+  const v = obj[key];
+  if (typeof v !== "string" || v === "") throw new ConfigError(`${CONFIG_FILE}: ${path}.${key} must be a non-empty string`);
+  return v;
+}
+
+export function parseConfig(text: string): FleetConfig {
+  let raw: unknown;
+  try {
+    raw = parse(text);
+  } catch (e) {
+    throw new ConfigError(`${CONFIG_FILE}: not valid YAML: ${(e as Error).message.split("\n")[0]}`);
+  }
+  if (!raw || typeof raw !== "object") throw new ConfigError(`${CONFIG_FILE}: expected a mapping at the top level`);
+  const fleet = section<Record<string, unknown>>(raw, "fleet");
+  const keys = section<Record<string, unknown>>(raw, "keys");
+  const validity = section<Record<string, unknown>>(raw, "validity");
+  const urls = section<Record<string, unknown>>(raw, "urls");
+  const listen = section<Record<string, unknown>>(raw, "listen");
+  const server = section<Record<string, unknown>>(raw, "server");
+  const database = section<Record<string, unknown>>(raw, "database");
+  const renewal = section<Record<string, unknown>>(raw, "renewal");
+  const keyType = str(keys, "keys", "type");
+  if (!(CA_KEY_TYPES as readonly string[]).includes(keyType))
+    throw new ConfigError(`${CONFIG_FILE}: keys.type "${keyType}" is not one of ${CA_KEY_TYPES.join(", ")}`);
+  const names = server.names;
+  if (!Array.isArray(names) || names.some((n) => typeof n !== "string"))
+    throw new ConfigError(`${CONFIG_FILE}: server.names must be a list of names`);
+  const duration = (key: string): string => {
+    const v = str(validity, "validity", key);
+    try {
+      parseDuration(v);
+    } catch (e) {
+      throw new ConfigError(`${CONFIG_FILE}: validity.${key}: ${(e as Error).message}`);
+    }
+    return v;
+  };
+  const url = (obj: Record<string, unknown>, path: string, key: string): string => {
+    const v = str(obj, path, key);
+    try {
+      new URL(v);
+    } catch {
+      throw new ConfigError(`${CONFIG_FILE}: ${path}.${key} is not a URL: ${v}`);
+    }
+    return v;
+  };
+  const grace = str(renewal, "renewal", "after_expiry_grace");
+  try {
+    parseDuration(grace);
+  } catch (e) {
+    throw new ConfigError(`${CONFIG_FILE}: renewal.after_expiry_grace: ${(e as Error).message}`);
+  }
+  return {
+    fleet: { name: str(fleet, "fleet", "name"), domain: validateDomain(str(fleet, "fleet", "domain")) },
+    keys: { type: keyType as CaKeyType, passphrase_file: str(keys, "keys", "passphrase_file") },
+    validity: {
+      root: duration("root"),
+      intermediate: duration("intermediate"),
+      local_ca: duration("local_ca"),
+      device: duration("device"),
+      server: duration("server"),
+      operator: duration("operator"),
+    },
+    urls: { crl_base: url(urls, "urls", "crl_base"), ocsp: url(urls, "urls", "ocsp"), est: url(urls, "urls", "est") },
+    listen: {
+      registration: str(listen, "listen", "registration"),
+      status: str(listen, "listen", "status"),
+      gateway: str(listen, "listen", "gateway"),
+      admin: str(listen, "listen", "admin"),
+    },
+    server: { names: names as string[] },
+    database: { url: str(database, "database", "url") },
+    renewal: { after_expiry_grace: grace },
+  };
+}
+
+export function loadConfig(dir: string): FleetConfig {
+  let text: string;
+  try {
+    text = readFileSync(join(dir, CONFIG_FILE), "utf8");
+  } catch {
+    throw new ConfigError(`no fleet at ${dir} (${CONFIG_FILE} not found; run \`fleetpki init --dir ${dir}\`)`);
+  }
+  return parseConfig(text);
+}
+
+export function resolveIn(dir: string, path: string): string {
+  return isAbsolute(path) ? path : join(dir, path);
+}

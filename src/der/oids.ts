@@ -1,0 +1,56 @@
+// Object identifiers used across fleetpki, by name.
+export const OID = {
+  // attribute types
+  commonName: "2.5.4.3",
+  organizationName: "2.5.4.10",
+  organizationalUnitName: "2.5.4.11",
+  countryName: "2.5.4.6",
+  serialNumberAttr: "2.5.4.5",
+  extensionRequest: "1.2.840.113549.1.9.14",
+  // public keys
+  rsaEncryption: "1.2.840.113549.1.1.1",
+  rsassaPss: "1.2.840.113549.1.1.10",
+  ecPublicKey: "1.2.840.10045.2.1",
+  prime256v1: "1.2.840.10045.3.1.7",
+  secp384r1: "1.3.132.0.34",
+  secp521r1: "1.3.132.0.35",
+  ed25519: "1.3.101.112",
+  ed448: "1.3.101.113",
+  dsa: "1.2.840.10040.4.1",
+  // signature algorithms
+  md2WithRSAEncryption: "1.2.840.113549.1.1.2",
+  md4WithRSAEncryption: "1.2.840.113549.1.1.3",
+  md5WithRSAEncryption: "1.2.840.113549.1.1.4",
+  sha1WithRSAEncryption: "1.2.840.113549.1.1.5",
+  sha256WithRSAEncryption: "1.2.840.113549.1.1.11",
+  sha384WithRSAEncryption: "1.2.840.113549.1.1.12",
+  sha512WithRSAEncryption: "1.2.840.113549.1.1.13",
+  ecdsaWithSHA1: "1.2.840.10045.4.1",
+  ecdsaWithSHA256: "1.2.840.10045.4.3.2",
+  ecdsaWithSHA384: "1.2.840.10045.4.3.3",
+  ecdsaWithSHA512: "1.2.840.10045.4.3.4",
+  dsaWithSHA1: "1.2.840.10040.4.3",
+  dsaWithSHA256: "2.16.840.1.101.3.4.3.2",
+  // certificate extensions
+  subjectKeyIdentifier: "2.5.29.14",
+  keyUsage: "2.5.29.15",
+  subjectAltName: "2.5.29.17",
+  basicConstraints: "2.5.29.19",
+  nameConstraints: "2.5.29.30",
+  crlDistributionPoints: "2.5.29.31",
+  authorityKeyIdentifier: "2.5.29.35",
+  extKeyUsage: "2.5.29.37",
+  authorityInfoAccess: "1.3.6.1.5.5.7.1.1",
+  // access methods and key purposes
+  ocsp: "1.3.6.1.5.5.7.48.1",
+  caIssuers: "1.3.6.1.5.5.7.48.2",
+  serverAuth: "1.3.6.1.5.5.7.3.1",
+  clientAuth: "1.3.6.1.5.5.7.3.2",
+  ocspSigning: "1.3.6.1.5.5.7.3.9",
+} as const;
+
+const NAMES = new Map<string, string>(Object.entries(OID).map(([name, oid]) => [oid, name]));
+
+export function oidName(oid: string): string {
+  return NAMES.get(oid) ?? oid;
+}

@@ -1,0 +1,77 @@
+// Schema migrations. Only types and SQL that PostgreSQL accepts as well (binary type chosen per dialect).
+import type { Kysely, Migration } from "kysely";
+
+export function migrations(binaryType: "blob" | "bytea"): Record<string, Migration> {
+  return {
+    "0001_initial": {
+      async up(db: Kysely<any>): Promise<void> {
+        await db.schema
+          .createTable("cas")
+          .addColumn("id", "text", (c) => c.primaryKey())
+          .addColumn("role", "text", (c) => c.notNull())
+          .addColumn("subject", "text", (c) => c.notNull())
+          .addColumn("issuer", "text", (c) => c.notNull())
+          .addColumn("serial", "text", (c) => c.notNull())
+          .addColumn("fingerprint_sha256", "text", (c) => c.notNull())
+          .addColumn("not_before", "text", (c) => c.notNull())
+          .addColumn("not_after", "text", (c) => c.notNull())
+          .addColumn("key_type", "text", (c) => c.notNull())
+          .addColumn("certificate_pem", "text", (c) => c.notNull())
+          .addColumn("key_file", "text")
+          .addColumn("status", "text", (c) => c.notNull().defaultTo("active"))
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .execute();
+
+        await db.schema
+          .createTable("devices")
+          .addColumn("id", "text", (c) => c.primaryKey())
+          .addColumn("group_name", "text")
+          .addColumn("labels", "text", (c) => c.notNull().defaultTo("{}"))
+          .addColumn("status", "text", (c) => c.notNull().defaultTo("active"))
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .addColumn("updated_at", "text", (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex("devices_group").on("devices").column("group_name").execute();
+
+        await db.schema
+          .createTable("certificates")
+          .addColumn("serial", "text", (c) => c.primaryKey())
+          .addColumn("issuer_ca", "text", (c) => c.notNull().references("cas.id"))
+          .addColumn("kind", "text", (c) => c.notNull())
+          .addColumn("subject_id", "text", (c) => c.notNull())
+          .addColumn("device_id", "text", (c) => c.references("devices.id"))
+          .addColumn("not_before", "text", (c) => c.notNull())
+          .addColumn("not_after", "text", (c) => c.notNull())
+          .addColumn("fingerprint_sha256", "text", (c) => c.notNull())
+          .addColumn("der", binaryType, (c) => c.notNull())
+          .addColumn("status", "text", (c) => c.notNull().defaultTo("valid"))
+          .addColumn("revoked_at", "text")
+          .addColumn("revocation_reason", "text")
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex("certificates_device").on("certificates").columns(["device_id", "not_after"]).execute();
+        await db.schema.createIndex("certificates_issuer_status").on("certificates").columns(["issuer_ca", "status"]).execute();
+
+        await db.schema
+          .createTable("audit_log")
+          .addColumn("seq", "integer", (c) => c.primaryKey())
+          .addColumn("at", "text", (c) => c.notNull())
+          .addColumn("actor", "text", (c) => c.notNull())
+          .addColumn("action", "text", (c) => c.notNull())
+          .addColumn("subject", "text", (c) => c.notNull())
+          .addColumn("details", "text", (c) => c.notNull())
+          .addColumn("prev_hash", "text", (c) => c.notNull())
+          .addColumn("hash", "text", (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex("audit_log_at").on("audit_log").column("at").execute();
+
+        await db.schema
+          .createTable("audit_head")
+          .addColumn("id", "integer", (c) => c.primaryKey())
+          .addColumn("seq", "integer", (c) => c.notNull())
+          .addColumn("hash", "text", (c) => c.notNull())
+          .execute();
+      },
+    },
+  };
+}

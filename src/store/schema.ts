@@ -1,0 +1,80 @@
+// Table shapes. Timestamps are ISO-8601 UTC text (sortable, identical on SQLite and
+// PostgreSQL); binary columns are Uint8Array (blob / bytea).
+import type { Generated } from "kysely";
+
+export interface CaTable {
+  /** "root", "devices", "services", "operators" or "local-<name>". */
+  id: string;
+  role: "root" | "devices" | "services" | "operators" | "local";
+  subject: string;
+  issuer: string;
+  serial: string;
+  fingerprint_sha256: string;
+  not_before: string;
+  not_after: string;
+  key_type: string;
+  certificate_pem: string;
+  /** Key file relative to the fleet directory; null when the key is held offline. */
+  key_file: string | null;
+  status: "active" | "revoked";
+  created_at: string;
+}
+
+export interface DeviceTable {
+  id: string;
+  group_name: string | null;
+  /** JSON object of string labels. */
+  labels: string;
+  status: "active" | "disabled" | "revoked";
+  created_at: string;
+  updated_at: string;
+}
+
+export interface CertificateTable {
+  /** Lower-case hex of the serial number's magnitude. */
+  serial: string;
+  issuer_ca: string;
+  kind: "device" | "factory" | "server" | "operator" | "ca";
+  /** Device id, operator name, server name or CA id this certificate identifies. */
+  subject_id: string;
+  device_id: string | null;
+  not_before: string;
+  not_after: string;
+  fingerprint_sha256: string;
+  der: Uint8Array;
+  status: "valid" | "revoked" | "hold";
+  revoked_at: string | null;
+  revocation_reason: string | null;
+  created_at: string;
+}
+
+export interface AuditLogTable {
+  seq: number;
+  at: string;
+  actor: string;
+  action: string;
+  subject: string;
+  /** Canonical JSON (sorted keys). */
+  details: string;
+  prev_hash: string;
+  hash: string;
+}
+
+/** One row (id = 1): the newest sequence number and hash, so a removed tail is noticed. */
+export interface AuditHeadTable {
+  id: number;
+  seq: number;
+  hash: string;
+}
+
+export interface SchemaMigrationNote {
+  id: Generated<number>;
+}
+
+export interface Database {
+  cas: CaTable;
+  devices: DeviceTable;
+  certificates: CertificateTable;
+  audit_log: AuditLogTable;
+  audit_head: AuditHeadTable;
+}

@@ -1,0 +1,54 @@
+// PEM with OpenSSL's labels and a trailing newline.
+
+export class PemError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "PemError";
+  }
+}
+
+export function toPem(label: string, der: Buffer): string {
+  const b64 = der.toString("base64");
+  let body = "";
+  for (let i = 0; i < b64.length; i += 64) body += b64.slice(i, i + 64) + "\n";
+  return `-----BEGIN ${label}-----\n${body}-----END ${label}-----\n`;
+}
+
+export interface PemBlock {
+  label: string;
+  der: Buffer;
+}
+
+const BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----\r?\n([\s\S]*?)-----END ([A-Z0-9 ]+)-----/g;
+const BASE64_BODY = /^[A-Za-z0-9+/=\s]*$/;
+
+/** Every PEM block in the text, in order. Text outside blocks (e.g. openssl's "Bag Attributes") is ignored. */
+export function parsePemBlocks(text: string): PemBlock[] {
+  const blocks: PemBlock[] = [];
+  for (const m of text.matchAll(BLOCK)) {
+    const [, begin, body, end] = m;
+    if (begin !== end) throw new PemError(`PEM block "BEGIN ${begin}" ends with "END ${end}"`);
+    if (/^[A-Za-z-]+:/m.test(body!)) throw new PemError(`PEM block "${begin}" has headers (encrypted legacy PEM is not supported)`);
+    if (!BASE64_BODY.test(body!)) throw new PemError(`PEM block "${begin}" contains characters that are not base64`);
+    const compact = body!.replace(/\s+/g, "");
+    if (compact.length % 4 !== 0) throw new PemError(`PEM block "${begin}" has a truncated base64 body`);
+    blocks.push({ label: begin!, der: Buffer.from(compact, "base64") });
+  }
+  return blocks;
+}
+
+/** The single block with one of the accepted labels; a clear error names what was found instead. */
+export function fromPem(text: string, accepted: readonly string[]): Buffer {
+  const blocks = parsePemBlocks(text);
+  if (blocks.length === 0) throw new PemError(`no PEM block found (expected ${accepted.join(" or ")})`);
+  const match = blocks.filter((b) => accepted.includes(b.label));
+  if (match.length === 0)
+    throw new PemError(`wrong PEM label "${blocks[0]!.label}" (expected ${accepted.join(" or ")})`);
+  if (match.length > 1) throw new PemError(`more than one ${accepted[0]} PEM block`);
+  return match[0]!.der;
+}
+
+export function looksLikePem(input: Buffer | string): boolean {
+  const head = typeof input === "string" ? input.slice(0, 200) : input.subarray(0, 200).toString("latin1");
+  return head.includes("-----BEGIN ");
+}

@@ -1,0 +1,198 @@
+// Certificate profiles: what every kind of certificate fleetpki issues contains. The leaf
+// templates precompute everything that is constant per issuer, so issuing one certificate is
+// a handful of buffer concatenations plus one signature.
+import { OID } from "../der/oids.js";
+import {
+  authorityInfoAccess,
+  authorityKeyIdentifier,
+  basicConstraints,
+  crlDistributionPoints,
+  extendedKeyUsage,
+  fleetDomainConstraints,
+  keyIdentifier,
+  keyUsage,
+  subjectAltName,
+  subjectKeyIdentifier,
+  type GeneralName,
+} from "./extensions.js";
+import { buildCertificate, randomSerial, type ParsedCertificate, type Signer } from "./certificate.js";
+import { encodeName } from "./name.js";
+
+export const DEVICE_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+export function deviceSpiffeId(domain: string, deviceId: string): string {
+  return `spiffe://${domain}/device/${deviceId}`;
+}
+export function operatorSpiffeId(domain: string, name: string): string {
+  return `spiffe://${domain}/operator/${name}`;
+}
+
+/** Where relying parties find status for certificates of one issuer. */
+export interface StatusUrls {
+  crl?: string;
+  ocsp?: string;
+}
+
+function statusExtensions(urls: StatusUrls): Buffer[] {
+  const out: Buffer[] = [];
+  if (urls.crl) out.push(crlDistributionPoints([urls.crl]));
+  if (urls.ocsp) out.push(authorityInfoAccess({ ocsp: [urls.ocsp] }));
+  return out;
+}
+
+export interface IssuedCertificate {
+  der: Buffer;
+  serialHex: string;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+/** The issuing side of a CA: its certificate, its signing key and the URLs it writes. */
+export interface IssuingCa {
+  certificate: ParsedCertificate;
+  signer: Signer;
+  status: StatusUrls;
+}
+
+function keyId(ca: IssuingCa): Buffer {
+  const ski = ca.certificate.extensions.get(OID.subjectKeyIdentifier);
+  // The SKI extension value is an OCTET STRING; fall back to computing it.
+  return ski ? ski.value.subarray(2) : keyIdentifier(ca.certificate.subjectPublicKey);
+}
+
+/** Clamp a validity to the issuer's own lifetime: a child never outlives its CA. */
+function clampedValidity(ca: IssuingCa, now: Date, lifetimeMs: number): { notBefore: Date; notAfter: Date } {
+  // Backdate one minute so robots whose clocks run slightly behind accept the certificate.
+  const notBefore = new Date(Math.floor(now.getTime() / 1000) * 1000 - 60_000);
+  const wanted = Math.floor((now.getTime() + lifetimeMs) / 1000) * 1000;
+  const notAfter = new Date(Math.min(wanted, ca.certificate.notAfter.getTime()));
+  return { notBefore, notAfter };
+}
+
+export interface LeafRequest {
+  /** DER SubjectPublicKeyInfo of the subject key. */
+  spki: Buffer;
+  /** BIT STRING value of that key (input for the SKI). */
+  subjectPublicKey: Buffer;
+  now: Date;
+  lifetimeMs: number;
+  serial?: Buffer;
+}
+
+export type LeafKind = "device" | "operator" | "server";
+
+/**
+ * Precomputed per issuer and kind: issuer name, AKI, key usage, EKU, CDP and AIA bytes.
+ */
+export class LeafTemplate {
+  private readonly constant: Buffer[];
+  private readonly issuerName: Buffer;
+
+  constructor(
+    private readonly ca: IssuingCa,
+    readonly kind: LeafKind,
+  ) {
+    this.issuerName = ca.certificate.subject;
+    const usage = keyUsage(["digitalSignature"]);
+    const eku = extendedKeyUsage([kind === "server" ? OID.serverAuth : OID.clientAuth]);
+    this.constant = [usage, eku, authorityKeyIdentifier(keyId(ca)), ...statusExtensions(ca.status)];
+  }
+
+  issue(commonName: string, sans: readonly GeneralName[], request: LeafRequest): IssuedCertificate {
+    const serial = request.serial ?? randomSerial();
+    const { notBefore, notAfter } = clampedValidity(this.ca, request.now, request.lifetimeMs);
+    const der = buildCertificate(
+      {
+        serial,
+        issuer: this.issuerName,
+        subject: encodeName([{ type: OID.commonName, value: commonName }]),
+        notBefore,
+        notAfter,
+        spki: request.spki,
+        extensions: [
+          ...this.constant.slice(0, 2),
+          subjectKeyIdentifier(keyIdentifier(request.subjectPublicKey)),
+          ...this.constant.slice(2),
+          subjectAltName(sans),
+        ],
+      },
+      this.ca.signer,
+    );
+    return { der, serialHex: serial.toString("hex"), notBefore, notAfter };
+  }
+}
+
+export interface CaSubject {
+  commonName: string;
+  organization: string;
+}
+
+export function caName(subject: CaSubject): Buffer {
+  return encodeName([
+    { type: OID.organizationName, value: subject.organization },
+    { type: OID.commonName, value: subject.commonName },
+  ]);
+}
+
+export interface SelfSignedRootRequest {
+  subject: CaSubject;
+  spki: Buffer;
+  subjectPublicKey: Buffer;
+  signer: Signer;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+export function buildRootCertificate(req: SelfSignedRootRequest): IssuedCertificate {
+  const serial = randomSerial();
+  const name = caName(req.subject);
+  const ski = keyIdentifier(req.subjectPublicKey);
+  const der = buildCertificate(
+    {
+      serial,
+      issuer: name,
+      subject: name,
+      notBefore: req.notBefore,
+      notAfter: req.notAfter,
+      spki: req.spki,
+      extensions: [
+        basicConstraints(true),
+        keyUsage(["keyCertSign", "cRLSign"]),
+        subjectKeyIdentifier(ski),
+        authorityKeyIdentifier(ski),
+      ],
+    },
+    req.signer,
+  );
+  return { der, serialHex: serial.toString("hex"), notBefore: req.notBefore, notAfter: req.notAfter };
+}
+
+export interface IntermediateRequest {
+  /** DER Name for the intermediate's subject. */
+  subject: Buffer;
+  spki: Buffer;
+  subjectPublicKey: Buffer;
+  now: Date;
+  lifetimeMs: number;
+  /** Fleet domain to constrain names to, or undefined for an unconstrained CA. */
+  constrainToDomain?: string;
+}
+
+/** An intermediate CA (pathLen 0) signed by the root. */
+export function buildIntermediateCertificate(root: IssuingCa, req: IntermediateRequest): IssuedCertificate {
+  const serial = randomSerial();
+  const { notBefore, notAfter } = clampedValidity(root, req.now, req.lifetimeMs);
+  const extensions = [
+    basicConstraints(true, 0),
+    keyUsage(["keyCertSign", "cRLSign"]),
+    subjectKeyIdentifier(keyIdentifier(req.subjectPublicKey)),
+    authorityKeyIdentifier(keyId(root)),
+    ...statusExtensions(root.status),
+  ];
+  if (req.constrainToDomain) extensions.push(fleetDomainConstraints(req.constrainToDomain));
+  const der = buildCertificate(
+    { serial, issuer: root.certificate.subject, subject: req.subject, notBefore, notAfter, spki: req.spki, extensions },
+    root.signer,
+  );
+  return { der, serialHex: serial.toString("hex"), notBefore, notAfter };
+}
