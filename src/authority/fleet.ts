@@ -11,6 +11,7 @@ import { parseCertificate, type ParsedCertificate } from "../x509/certificate.js
 import { fromPem } from "../x509/pem.js";
 import { LeafTemplate, type IssuingCa, type LeafKind } from "../x509/profiles.js";
 import { CaKeyOffline, CaNotActive, UnknownCa } from "./errors.js";
+import { IssuanceRecorder } from "./recorder.js";
 
 export function databasePath(dir: string, config: FleetConfig): string {
   const url = config.database.url;
@@ -51,6 +52,14 @@ export class Fleet {
   /** For init, which creates the database itself. */
   static attach(dir: string, config: FleetConfig, store: Store, options: OpenFleetOptions = {}): Fleet {
     return new Fleet(dir, config, store, options);
+  }
+
+  private recorderInstance: IssuanceRecorder | undefined;
+
+  /** Group-commit recorder for issued certificates (one per process and fleet). */
+  get recorder(): IssuanceRecorder {
+    this.recorderInstance ??= new IssuanceRecorder(this.store);
+    return this.recorderInstance;
   }
 
   get domain(): string {

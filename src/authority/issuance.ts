@@ -1,12 +1,11 @@
 // authority.issue: a CSR (or a public key we generated) and a device id in, a recorded
 // device certificate out. The device profile decides every field; the CSR contributes its key.
 import { parseDuration } from "../config/duration.js";
-import { appendAudit } from "../audit/log.js";
 import { isUniqueViolation } from "../store/store.js";
-import { CsrError, parseCsr } from "../x509/csr.js";
+import { CsrError, parseCsrAsync } from "../x509/csr.js";
 import { toPem } from "../x509/pem.js";
 import { DEVICE_ID_PATTERN, deviceSpiffeId, type IssuedCertificate } from "../x509/profiles.js";
-import { CsrInvalid, DeviceNotActive, InvalidDeviceId, KeyTypeNotAllowed, UnknownDevice } from "./errors.js";
+import { CsrInvalid, InvalidDeviceId, KeyTypeNotAllowed } from "./errors.js";
 import type { Fleet } from "./fleet.js";
 import { certificateRow, issueAuditDetails, type IssuedRecord } from "./records.js";
 
@@ -53,10 +52,10 @@ export function assertDeviceId(id: string): void {
     throw new InvalidDeviceId(id, "device ids must not contain '.': OpenSSL would read the certificate's CN as a host name outside the fleet domain and reject it");
 }
 
-/** Verifies the CSR and extracts its key; maps mechanical CSR errors to typed authority errors. */
-export function keyFromCsr(csr: Buffer | string): SubjectKey {
+/** Verifies the CSR (signature check off the event loop) and extracts its key as typed authority errors. */
+export async function keyFromCsr(csr: Buffer | string): Promise<SubjectKey> {
   try {
-    const parsed = parseCsr(csr);
+    const parsed = await parseCsrAsync(csr);
     return { spki: parsed.spki, subjectPublicKey: parsed.subjectPublicKey, keyType: parsed.keyType };
   } catch (e) {
     if (e instanceof CsrError) {
@@ -69,7 +68,7 @@ export function keyFromCsr(csr: Buffer | string): SubjectKey {
 
 export async function issueDeviceCertificate(fleet: Fleet, req: DeviceIssueRequest & { csr: Buffer | string }): Promise<DeviceCertificate> {
   assertDeviceId(req.deviceId);
-  return issueForKey(fleet, req, keyFromCsr(req.csr));
+  return issueForKey(fleet, req, await keyFromCsr(req.csr));
 }
 
 const MAX_SERIAL_ATTEMPTS = 3;
@@ -88,20 +87,12 @@ export async function issueForKey(fleet: Fleet, req: DeviceIssueRequest, key: Su
     const issued: IssuedCertificate = template.issue(req.deviceId, sans, { spki: key.spki, subjectPublicKey: key.subjectPublicKey, now, lifetimeMs });
     const record: IssuedRecord = { issued, issuerCa: caId, kind, subjectId: req.deviceId, deviceId: req.deviceId };
     try {
-      await fleet.store.transaction(async (tx) => {
-        const device = await tx.selectFrom("devices").select("status").where("id", "=", req.deviceId).executeTakeFirst();
-        if (!device) throw new UnknownDevice(req.deviceId);
-        if (device.status !== "active") throw new DeviceNotActive(req.deviceId, device.status);
-        await tx.insertInto("certificates").values(certificateRow(record, now)).execute();
-        await appendAudit(tx, [
-          {
-            actor: req.actor,
-            action: "certificate.issue",
-            subject: `device:${req.deviceId}`,
-            details: issueAuditDetails(record, { key_type: key.keyType, ...req.context }),
-            at: now,
-          },
-        ]);
+      await fleet.recorder.record(certificateRow(record, now), {
+        actor: req.actor,
+        action: "certificate.issue",
+        subject: `device:${req.deviceId}`,
+        details: issueAuditDetails(record, { key_type: key.keyType, ...req.context }),
+        at: now,
       });
     } catch (e) {
       // A 128-bit serial collision is astronomically unlikely, but uniqueness is checked, not assumed.

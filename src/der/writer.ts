@@ -110,7 +110,19 @@ export function namedBitString(bits: readonly number[]): Buffer {
   return tlv(TAG.BIT_STRING, [Buffer.from([unused]), bytes]);
 }
 
+const oidCache = new Map<string, Buffer>();
+
+/** Encoded OBJECT IDENTIFIER; memoized because the same few OIDs are written on every issuance. */
 export function oid(dotted: string): Buffer {
+  let encoded = oidCache.get(dotted);
+  if (!encoded) {
+    encoded = encodeOid(dotted);
+    if (oidCache.size < 1024) oidCache.set(dotted, encoded);
+  }
+  return encoded;
+}
+
+function encodeOid(dotted: string): Buffer {
   const arcs = dotted.split(".").map((a) => {
     if (!/^\d+$/.test(a)) throw new RangeError(`bad OID ${dotted}`);
     return BigInt(a);

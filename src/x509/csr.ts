@@ -3,7 +3,7 @@
 import { createPublicKey, sign, verify, type KeyObject } from "node:crypto";
 import { bitString, implicitConstructed, sequence, smallInteger } from "../der/writer.js";
 import { OID, oidName } from "../der/oids.js";
-import { DerError, children, expectTag, raw, readBitStringBytes, readOid, readRoot, readSmallInteger, type Element } from "../der/reader.js";
+import { DerError, children, expectTag, raw, readBitStringBytes, readOid, readRoot, readSmallInteger, readUnsignedInteger, type Element } from "../der/reader.js";
 import { CSR_SIGNATURE_ALGORITHMS, MAX_RSA_BITS, MIN_RSA_BITS, describeKey, type KeyDescription, type SignatureScheme } from "./algorithms.js";
 import { PemError, fromPem, looksLikePem } from "./pem.js";
 
@@ -54,6 +54,39 @@ export function csrDer(input: Buffer | string): Buffer {
 interface SpkiInfo {
   subjectPublicKey: Buffer;
   algorithm: string;
+  curve?: string;
+}
+
+const JWK_CURVES: Record<string, { crv: string; size: number }> = {
+  [OID.prime256v1]: { crv: "P-256", size: 32 },
+  [OID.secp384r1]: { crv: "P-384", size: 48 },
+};
+
+/**
+ * KeyObject from an SPKI. OpenSSL 3's generic DER decoder costs ~280 us per EC key here; the
+ * JWK path builds the same key directly (~100 us for EC, ~10 us for RSA and Ed25519) and still
+ * rejects points that are not on the curve. Unusual encodings fall back to the DER decoder.
+ */
+function importPublicKey(spki: Buffer, info: SpkiInfo): KeyObject {
+  const bits = info.subjectPublicKey;
+  if (info.algorithm === OID.ecPublicKey) {
+    const curve = JWK_CURVES[info.curve!]!;
+    if (bits.length === 1 + 2 * curve.size && bits[0] === 0x04)
+      return createPublicKey({
+        key: { kty: "EC", crv: curve.crv, x: bits.subarray(1, 1 + curve.size).toString("base64url"), y: bits.subarray(1 + curve.size).toString("base64url") },
+        format: "jwk",
+      });
+  } else if (info.algorithm === OID.ed25519) {
+    if (bits.length !== 32) throw new CsrError("malformed", "CSR: Ed25519 public key must be 32 bytes");
+    return createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: bits.toString("base64url") }, format: "jwk" });
+  } else if (info.algorithm === OID.rsaEncryption) {
+    const [n, e] = children(expectTag(readRoot(bits), 0x30, "RSAPublicKey"));
+    return createPublicKey({
+      key: { kty: "RSA", n: readUnsignedInteger(n!).toString("base64url"), e: readUnsignedInteger(e!).toString("base64url") },
+      format: "jwk",
+    });
+  }
+  return createPublicKey({ key: spki, format: "der", type: "spki" });
 }
 
 function readSpki(spki: Element): SpkiInfo {
@@ -66,14 +99,22 @@ function readSpki(spki: Element): SpkiInfo {
     const curve = readOid(params);
     if (curve !== OID.prime256v1 && curve !== OID.secp384r1)
       throw new CsrError("key-type-not-allowed", `CSR: key type not allowed: EC curve ${oidName(curve)} (allowed: P-256, P-384, Ed25519, RSA >= ${MIN_RSA_BITS})`);
+    return { subjectPublicKey, algorithm, curve };
   } else if (algorithm !== OID.rsaEncryption && algorithm !== OID.ed25519) {
     throw new CsrError("key-type-not-allowed", `CSR: key type not allowed: ${oidName(algorithm)} (allowed: P-256, P-384, Ed25519, RSA >= ${MIN_RSA_BITS})`);
   }
   return { subjectPublicKey, algorithm };
 }
 
-/** Parses and verifies a CSR. Throws CsrError with a specific reason. */
-export function parseCsr(input: Buffer | string): ParsedCsr {
+/** A structurally valid CSR with an allowed key, whose signature is not yet checked. */
+export interface DecodedCsr extends ParsedCsr {
+  signedInfo: Buffer;
+  signature: Buffer;
+  hash: string | null;
+}
+
+/** Structure, key policy and signature algorithm checks; the signature itself is checked separately. */
+export function decodeCsr(input: Buffer | string): DecodedCsr {
   const der = csrDer(input);
   let info: Element, sigAlg: Element, sigBits: Element, spkiElement: Element;
   let spkiInfo: SpkiInfo;
@@ -104,9 +145,9 @@ export function parseCsr(input: Buffer | string): ParsedCsr {
 
   let publicKey: KeyObject;
   try {
-    publicKey = createPublicKey({ key: raw(spkiElement), format: "der", type: "spki" });
+    publicKey = importPublicKey(raw(spkiElement), spkiInfo);
   } catch {
-    throw new CsrError("malformed", "CSR: public key cannot be decoded");
+    throw new CsrError("malformed", "CSR: public key cannot be decoded (not a valid key of its type)");
   }
   const keyType = describeKey(publicKey);
   if (publicKey.asymmetricKeyType === "rsa") {
@@ -129,15 +170,43 @@ export function parseCsr(input: Buffer | string): ParsedCsr {
     throw new CsrError("signature-algorithm-not-allowed", `CSR: signature algorithm not allowed: ${oidName(sigOid)}`);
   if (scheme.keyType !== publicKey.asymmetricKeyType)
     throw new CsrError("signature-invalid", `CSR: signature algorithm ${oidName(sigOid)} does not fit a ${keyType} key`);
+  return { der, spki: raw(spkiElement), subjectPublicKey: spkiInfo.subjectPublicKey, publicKey, keyType, signedInfo: raw(info), signature, hash: scheme.hash };
+}
+
+const BAD_SIGNATURE = "CSR: signature does not verify (no proof of possession of the private key)";
+
+function verified(csr: DecodedCsr): ParsedCsr {
+  return { der: csr.der, spki: csr.spki, subjectPublicKey: csr.subjectPublicKey, publicKey: csr.publicKey, keyType: csr.keyType };
+}
+
+/** Parses and verifies a CSR. Throws CsrError with a specific reason. */
+export function parseCsr(input: Buffer | string): ParsedCsr {
+  const csr = decodeCsr(input);
   let ok = false;
   try {
-    ok = verify(scheme.hash, raw(info), publicKey, signature);
+    ok = verify(csr.hash, csr.signedInfo, csr.publicKey, csr.signature);
   } catch {
     ok = false;
   }
-  if (!ok) throw new CsrError("signature-invalid", "CSR: signature does not verify (no proof of possession of the private key)");
-  return { der, spki: raw(spkiElement), subjectPublicKey: spkiInfo.subjectPublicKey, publicKey, keyType };
+  if (!ok) throw new CsrError("signature-invalid", BAD_SIGNATURE);
+  return verified(csr);
 }
+
+/** As parseCsr, but the signature check runs on libuv's thread pool, off the event loop. */
+export async function parseCsrAsync(input: Buffer | string): Promise<ParsedCsr> {
+  const csr = decodeCsr(input);
+  const ok = await new Promise<boolean>((resolve) => {
+    try {
+      verify(csr.hash, csr.signedInfo, csr.publicKey, csr.signature, (err, result) => resolve(!err && result));
+    } catch {
+      resolve(false);
+    }
+  });
+  if (!ok) throw new CsrError("signature-invalid", BAD_SIGNATURE);
+  return verified(csr);
+}
+
+
 
 /** A minimal PKCS#10 request (no attributes) signed by `key`; used for CA ceremony requests. */
 export function buildCsr(subject: Buffer, spki: Buffer, signer: { key: KeyObject; scheme: SignatureScheme }): Buffer {

@@ -1,0 +1,83 @@
+// Shared test plumbing: temporary fleets, running the real CLI, running openssl.
+import { execFile, spawnSync, type SpawnSyncReturns } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { Fleet } from "../src/authority/fleet.js";
+import { initFleet, type InitOptions } from "../src/authority/init.js";
+
+export const ROOT = resolve(import.meta.dirname, "..");
+export const CLI = join(ROOT, "bin", "fleetpki.js");
+export const TESTDATA = resolve(ROOT, "..", "shared", "testdata");
+
+export function tempDir(prefix = "fleetpki-test-"): { path: string; cleanup: () => void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, cleanup: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/** A fresh fleet in a temp dir; call close() in a finally/after hook. */
+export async function tempFleet(options: Partial<InitOptions> = {}): Promise<{ dir: string; fleet: Fleet; close: () => Promise<void> }> {
+  const tmp = tempDir();
+  const dir = join(tmp.path, "fleet");
+  await initFleet({ dir, name: "Test Robots", domain: "fleet.example", ...options });
+  const fleet = await Fleet.open(dir);
+  return {
+    dir,
+    fleet,
+    close: async () => {
+      await fleet.close();
+      tmp.cleanup();
+    },
+  };
+}
+
+export interface RunResult {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the fleetpki CLI synchronously with no stdin, as CI would. */
+export function cli(args: readonly string[], env: NodeJS.ProcessEnv = {}): RunResult {
+  const r: SpawnSyncReturns<string> = spawnSync(process.execPath, [CLI, ...args], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
+    timeout: 120_000,
+  });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+const execFileAsync = promisify(execFile);
+
+/** Runs the fleetpki CLI asynchronously (for tests that must not block the event loop). */
+export async function cliAsync(args: readonly string[]): Promise<RunResult> {
+  try {
+    const { stdout, stderr } = await execFileAsync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 120_000 });
+    return { status: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code?: number; stdout?: string; stderr?: string };
+    return { status: typeof err.code === "number" ? err.code : -1, stdout: err.stdout ?? "", stderr: err.stderr ?? "" };
+  }
+}
+
+export function openssl(args: readonly string[], input?: string | Buffer): RunResult {
+  const r = spawnSync("openssl", args, { input, encoding: "utf8", timeout: 60_000 });
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Makes a key + CSR with openssl itself (an independent implementation). */
+export function opensslCsr(dir: string, name: string, keyArgs: string[] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], extra: string[] = []): { key: string; csr: string } {
+  const key = join(dir, `${name}.key`);
+  const csr = join(dir, `${name}.csr`);
+  const r = openssl(["req", "-new", ...keyArgs, "-nodes", "-keyout", key, "-subj", `/CN=${name}`, ...extra, "-out", csr]);
+  if (r.status !== 0) throw new Error(`openssl req failed: ${r.stderr}`);
+  return { key, csr };
+}
+
+export function writeTemp(dir: string, name: string, content: string | Buffer): string {
+  const p = join(dir, name);
+  writeFileSync(p, content);
+  return p;
+}
