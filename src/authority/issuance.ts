@@ -4,8 +4,8 @@ import { parseDuration } from "../config/duration.js";
 import { isUniqueViolation } from "../store/store.js";
 import { CsrError, parseCsrAsync } from "../x509/csr.js";
 import { toPem } from "../x509/pem.js";
-import { DEVICE_ID_PATTERN, deviceSpiffeId, type IssuedCertificate } from "../x509/profiles.js";
-import { CsrInvalid, InvalidDeviceId, KeyTypeNotAllowed } from "./errors.js";
+import { DEVICE_ID_PATTERN, IssuerExpired, deviceSpiffeId, type IssuedCertificate } from "../x509/profiles.js";
+import { CaNotActive, CsrInvalid, InvalidDeviceId, KeyTypeNotAllowed } from "./errors.js";
 import type { Fleet } from "./fleet.js";
 import { certificateRow, issueAuditDetails, type IssuedRecord } from "./records.js";
 
@@ -84,7 +84,13 @@ export async function issueForKey(fleet: Fleet, req: DeviceIssueRequest, key: Su
   const kind = caId === "devices" ? "device" : "factory";
 
   for (let attempt = 1; ; attempt++) {
-    const issued: IssuedCertificate = template.issue(req.deviceId, sans, { spki: key.spki, subjectPublicKey: key.subjectPublicKey, now, lifetimeMs });
+    let issued: IssuedCertificate;
+    try {
+      issued = template.issue(req.deviceId, sans, { spki: key.spki, subjectPublicKey: key.subjectPublicKey, now, lifetimeMs });
+    } catch (e) {
+      if (e instanceof IssuerExpired) throw new CaNotActive(e.message);
+      throw e;
+    }
     const record: IssuedRecord = { issued, issuerCa: caId, kind, subjectId: req.deviceId, deviceId: req.deviceId };
     try {
       await fleet.recorder.record(certificateRow(record, now), {

@@ -20,7 +20,7 @@ registerCa(program);
 registerDevice(program);
 registerAudit(program);
 
-const EXPECTED = new Set(["ConfigError", "KeyError", "StoreError", "CsrError", "PemError", "AuditBroken", "DerError"]);
+const EXPECTED = new Set(["ConfigError", "KeyError", "StoreError", "CsrError", "PemError", "AuditBroken", "DerError", "IssuerExpired"]);
 
 try {
   await program.parseAsync(process.argv);

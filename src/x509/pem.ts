@@ -48,7 +48,7 @@ export function fromPem(text: string, accepted: readonly string[]): Buffer {
   return match[0]!.der;
 }
 
+/** True when a PEM block starts anywhere in the input (openssl -text output puts a dump first). */
 export function looksLikePem(input: Buffer | string): boolean {
-  const head = typeof input === "string" ? input.slice(0, 200) : input.subarray(0, 200).toString("latin1");
-  return head.includes("-----BEGIN ");
+  return input.includes("-----BEGIN ");
 }

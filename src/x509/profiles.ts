@@ -16,7 +16,7 @@ import {
   type GeneralName,
 } from "./extensions.js";
 import { buildCertificate, randomSerial, type ParsedCertificate, type Signer } from "./certificate.js";
-import { encodeName } from "./name.js";
+import { encodeName, nameToString } from "./name.js";
 
 export const DEVICE_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
@@ -61,7 +61,15 @@ function keyId(ca: IssuingCa): Buffer {
 }
 
 /** Clamp a validity to the issuer's own lifetime: a child never outlives its CA. */
+export class IssuerExpired extends Error {
+  constructor(subject: string, notAfter: Date) {
+    super(`the issuing CA (${subject}) expired at ${notAfter.toISOString()}; it can no longer issue`);
+    this.name = "IssuerExpired";
+  }
+}
+
 function clampedValidity(ca: IssuingCa, now: Date, lifetimeMs: number): { notBefore: Date; notAfter: Date } {
+  if (now.getTime() >= ca.certificate.notAfter.getTime()) throw new IssuerExpired(nameToString(ca.certificate.subject), ca.certificate.notAfter);
   // Backdate one minute so robots whose clocks run slightly behind accept the certificate.
   const notBefore = new Date(Math.floor(now.getTime() / 1000) * 1000 - 60_000);
   const wanted = Math.floor((now.getTime() + lifetimeMs) / 1000) * 1000;

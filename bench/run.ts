@@ -1,0 +1,63 @@
+// `npm run bench [-- <name>...] [--seconds N] [--runs N]`: runs each benchmark module in turn
+// (all of them, or the ones named) in this one process. Add a benchmark by adding a line to
+// BENCHMARKS; modules are imported only when selected so one benchmark's set-up never slows another.
+import { parseArgs } from "node:util";
+import { BenchFailure, type BenchOptions, type Benchmark } from "./lib.js";
+
+const BENCHMARKS: readonly { name: string; load: () => Promise<Benchmark> }[] = [
+  { name: "issuance", load: async () => (await import("./issuance.js")).benchmark },
+];
+
+/** A benchmark that hangs must not hang CI: the whole run is capped. */
+const WATCHDOG_MS = 5 * 60_000;
+
+async function main(): Promise<number> {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      seconds: { type: "string", default: "2" },
+      runs: { type: "string", default: "3" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(`usage: npm run bench -- [${BENCHMARKS.map((b) => b.name).join("|")}]... [--seconds N] [--runs N]`);
+    return 0;
+  }
+  const options: BenchOptions = { seconds: Number(values.seconds), runs: Number(values.runs) };
+  if (!(options.seconds > 0) || !Number.isInteger(options.runs) || options.runs < 1) {
+    console.error("bench: --seconds must be > 0 and --runs a positive integer");
+    return 2;
+  }
+  const unknown = positionals.filter((p) => !BENCHMARKS.some((b) => b.name === p));
+  if (unknown.length > 0) {
+    console.error(`bench: unknown benchmark(s) ${unknown.join(", ")}; available: ${BENCHMARKS.map((b) => b.name).join(", ")}`);
+    return 2;
+  }
+  const selected = positionals.length > 0 ? BENCHMARKS.filter((b) => positionals.includes(b.name)) : BENCHMARKS;
+
+  console.log(`fleetpki benchmarks, ${new Date().toISOString()}`);
+  let failed = 0;
+  for (const entry of selected) {
+    const started = Date.now();
+    console.log("");
+    try {
+      const bench = await entry.load();
+      await bench.run(options);
+      console.log(`\n(${bench.name}: ${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    } catch (e) {
+      failed++;
+      const what = e instanceof BenchFailure ? "check failed" : "error";
+      console.error(`\nbench ${entry.name}: ${what}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    }
+  }
+  return failed > 0 ? 1 : 0;
+}
+
+const watchdog = setTimeout(() => {
+  console.error(`bench: still running after ${WATCHDOG_MS / 1000} s, giving up`);
+  process.exit(1);
+}, WATCHDOG_MS);
+watchdog.unref();
+
+process.exitCode = await main();
