@@ -120,9 +120,7 @@ describe("audit log", () => {
     const runs: [string, string[]][] = [
       ["verify", ["audit", "verify", "--dir", base]],
       ...Object.entries(dirs).map(([k, d]): [string, string[]] => [k, ["audit", "verify", "--dir", d]]),
-      ["verifyJson", ["audit", "verify", "--dir", dirs.deleteMiddle!, "--json"]],
       ["list", ["audit", "list", "--dir", base, "--json"]],
-      ["table", ["audit", "list", "--dir", base]],
       ["since1h", ["audit", "list", "--dir", base, "--json", "--since", "1h"]],
       ["sinceIso", ["audit", "list", "--dir", base, "--json", "--since", sinceIso]],
       ["limit", ["audit", "list", "--dir", base, "--json", "--limit", "2"]],
@@ -156,15 +154,6 @@ describe("audit log", () => {
     });
   }
 
-  it("audit verify --json reports the verdict and still exits non-zero", () => {
-    const r = results.get("verifyJson")!;
-    assert.notEqual(r.status, 0);
-    const verdict = JSON.parse(r.stdout);
-    assert.equal(verdict.ok, false);
-    assert.equal(verdict.firstBadSeq, 5);
-    assert.match(r.stderr, /sequence number 5\b/);
-  });
-
   it("audit list --json returns the chained rows with details as objects", () => {
     const r = results.get("list")!;
     assert.equal(r.status, 0, r.stderr);
@@ -190,11 +179,6 @@ describe("audit log", () => {
     const issue = list.find((x) => x.action === "certificate.issue" && x.subject === "device:robot-0001")!;
     assert.equal(issue.details.issuer, "devices");
     assert.match(String(issue.details.serial), /^[0-9a-f]+$/);
-
-    const table = results.get("table")!;
-    assert.equal(table.status, 0, table.stderr);
-    assert.match(table.stdout.split("\n")[0]!, /^SEQ\s+AT\s+ACTOR\s+ACTION\s+SUBJECT\s+DETAILS/);
-    assert.equal(table.stdout.trimEnd().split("\n").length, rows.length + 1);
   });
 
   it("--since filters by duration and by ISO time", () => {

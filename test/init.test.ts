@@ -48,304 +48,304 @@ const KEY_DIRS = ["ca/root", "ca/devices", "ca/services", "ca/operators", "serve
 // The suites are independent (own temp dirs); running them side by side halves the wall time.
 describe("init", { concurrency: true }, () => {
 
-describe("fleetpki init (passphrase file)", () => {
-  const tmp = tempDir();
-  const dir = join(tmp.path, "fleet");
-  const passFile = writeTemp(tmp.path, "passphrase.txt", PASSPHRASE + "\n");
-  let initResult: RunResult;
+  describe("fleetpki init (passphrase file)", { concurrency: false }, () => {
+    const tmp = tempDir();
+    const dir = join(tmp.path, "fleet");
+    const passFile = writeTemp(tmp.path, "passphrase.txt", PASSPHRASE + "\n");
+    let initResult: RunResult;
 
-  before(() => {
-    initResult = cli(["init", "--dir", dir, "--name", "Acme Robots", "--domain", "fleet.example", "--passphrase-file", passFile]);
-  });
-  after(() => tmp.cleanup());
+    before(() => {
+      initResult = cli(["init", "--dir", dir, "--name", "Acme Robots", "--domain", "fleet.example", "--passphrase-file", passFile]);
+    });
+    after(() => tmp.cleanup());
 
-  it("exits 0 and reports the root fingerprint, without a development-setup warning", () => {
-    assert.equal(initResult.status, 0, initResult.stderr);
-    const fp = opensslFingerprint(join(dir, "ca/root/cert.pem"));
-    assert.ok(initResult.stdout.includes(`sha256:${fp}`), `stdout should name the root fingerprint ${fp}:\n${initResult.stdout}`);
-    assert.doesNotMatch(initResult.stdout, /DEVELOPMENT/i);
-    assert.equal(existsSync(join(dir, "secrets")), false, "no generated passphrase when --passphrase-file is given");
-  });
+    it("exits 0 and reports the root fingerprint, without a development-setup warning", () => {
+      assert.equal(initResult.status, 0, initResult.stderr);
+      const fp = opensslFingerprint(join(dir, "ca/root/cert.pem"));
+      assert.ok(initResult.stdout.includes(`sha256:${fp}`), `stdout should name the root fingerprint ${fp}:\n${initResult.stdout}`);
+      assert.doesNotMatch(initResult.stdout, /DEVELOPMENT/i);
+      assert.equal(existsSync(join(dir, "secrets")), false, "no generated passphrase when --passphrase-file is given");
+    });
 
-  it("creates the CA hierarchy, server and admin files, config and database", () => {
-    for (const id of ["root", "devices", "services", "operators"]) {
-      assert.ok(existsSync(join(dir, "ca", id, "cert.pem")), `ca/${id}/cert.pem`);
-      assert.ok(existsSync(join(dir, "ca", id, "key.pem")), `ca/${id}/key.pem`);
-    }
-    for (const id of ["devices", "services", "operators"]) {
-      const chain = readFileSync(join(dir, "ca", id, "chain.pem"), "utf8");
-      const cert = readFileSync(join(dir, "ca", id, "cert.pem"), "utf8");
-      const root = readFileSync(join(dir, "ca/root/cert.pem"), "utf8");
-      assert.equal(chain, cert + root, `ca/${id}/chain.pem is the CA certificate followed by the root`);
-    }
-    for (const leaf of ["server", "operators/admin"])
-      for (const f of ["cert.pem", "key.pem", "chain.pem"]) assert.ok(existsSync(join(dir, leaf, f)), `${leaf}/${f}`);
-    assert.ok(existsSync(join(dir, "fleetpki.yaml")));
-    assert.ok(existsSync(join(dir, "fleetpki.db")));
-  });
-
-  it("key files are 0600, their directories and the fleet directory 0700, the database 0600", () => {
-    assert.equal(octal(mode(dir)), "0700", "fleet dir");
-    for (const d of ["ca", "operators", ...KEY_DIRS]) assert.equal(octal(mode(join(dir, d))), "0700", `${d}/`);
-    for (const d of KEY_DIRS) assert.equal(octal(mode(join(dir, d, "key.pem"))), "0600", `${d}/key.pem`);
-    assert.equal(octal(mode(join(dir, "fleetpki.db"))), "0600", "fleetpki.db");
-  });
-
-  it("private keys are encrypted with the passphrase (openssl decrypts only with it)", () => {
-    for (const d of ["ca/root", "ca/devices", "server"]) {
-      const keyFile = join(dir, d, "key.pem");
-      const text = readFileSync(keyFile, "utf8");
-      assert.ok(text.startsWith("-----BEGIN ENCRYPTED PRIVATE KEY-----"), `${d}/key.pem header: ${text.split("\n")[0]}`);
-      const ok = openssl(["pkey", "-in", keyFile, "-passin", `file:${passFile}`, "-noout"]);
-      assert.equal(ok.status, 0, `${d}: openssl with the passphrase: ${ok.stderr}`);
-      for (const pass of ["pass:", "pass:wrong-passphrase"]) {
-        const bad = openssl(["pkey", "-in", keyFile, "-passin", pass, "-noout"]);
-        assert.notEqual(bad.status, 0, `${d}: openssl must not decrypt with ${pass}`);
+    it("creates the CA hierarchy, server and admin files, config and database", () => {
+      for (const id of ["root", "devices", "services", "operators"]) {
+        assert.ok(existsSync(join(dir, "ca", id, "cert.pem")), `ca/${id}/cert.pem`);
+        assert.ok(existsSync(join(dir, "ca", id, "key.pem")), `ca/${id}/key.pem`);
       }
-    }
-  });
-
-  it("each key matches its certificate", () => {
-    for (const d of KEY_DIRS) {
-      const key = createPrivateKey({ key: readFileSync(join(dir, d, "key.pem"), "utf8"), passphrase: PASSPHRASE });
-      const cert = new X509Certificate(readFileSync(join(dir, d, "cert.pem")));
-      assert.ok(spkiOf(createPublicKey(key)).equals(spkiOf(cert.publicKey)), `${d}: key.pem does not match cert.pem`);
-    }
-  });
-
-  it("the whole chain verifies with openssl", () => {
-    const root = join(dir, "ca/root/cert.pem");
-    for (const id of ["devices", "services", "operators"]) {
-      const r = openssl(["verify", "-x509_strict", "-CAfile", root, join(dir, "ca", id, "cert.pem")]);
-      assert.equal(r.status, 0, `${id}: ${r.stdout}${r.stderr}`);
-    }
-    const server = openssl(["verify", "-purpose", "sslserver", "-CAfile", root, "-untrusted", join(dir, "ca/services/cert.pem"), join(dir, "server/cert.pem")]);
-    assert.equal(server.status, 0, server.stdout + server.stderr);
-    const admin = openssl(["verify", "-purpose", "sslclient", "-CAfile", root, "-untrusted", join(dir, "ca/operators/cert.pem"), join(dir, "operators/admin/cert.pem")]);
-    assert.equal(admin.status, 0, admin.stdout + admin.stderr);
-    // server/chain.pem is what a TLS server sends: the services CA (and nothing that would not chain).
-    const chain = openssl(["verify", "-CAfile", root, "-untrusted", join(dir, "server/chain.pem"), join(dir, "server/cert.pem")]);
-    assert.equal(chain.status, 0, chain.stdout + chain.stderr);
-  });
-
-  it("fleetpki.yaml holds every section with the defaults", () => {
-    const config = parseYaml(readFileSync(join(dir, "fleetpki.yaml"), "utf8"));
-    assert.deepEqual(config.fleet, { name: "Acme Robots", domain: "fleet.example" });
-    assert.equal(config.keys.type, "p256");
-    assert.equal(config.keys.passphrase_file, resolve(passFile));
-    assert.deepEqual(config.validity, { root: "20y", intermediate: "10y", local_ca: "5y", device: "30d", server: "1y", operator: "1y" });
-    assert.deepEqual(config.urls, {
-      crl_base: "http://localhost:8080/crl",
-      ocsp: "http://localhost:8080/ocsp",
-      est: "https://localhost:8443/.well-known/est",
+      for (const id of ["devices", "services", "operators"]) {
+        const chain = readFileSync(join(dir, "ca", id, "chain.pem"), "utf8");
+        const cert = readFileSync(join(dir, "ca", id, "cert.pem"), "utf8");
+        const root = readFileSync(join(dir, "ca/root/cert.pem"), "utf8");
+        assert.equal(chain, cert + root, `ca/${id}/chain.pem is the CA certificate followed by the root`);
+      }
+      for (const leaf of ["server", "operators/admin"])
+        for (const f of ["cert.pem", "key.pem", "chain.pem"]) assert.ok(existsSync(join(dir, leaf, f)), `${leaf}/${f}`);
+      assert.ok(existsSync(join(dir, "fleetpki.yaml")));
+      assert.ok(existsSync(join(dir, "fleetpki.db")));
     });
-    assert.deepEqual(Object.keys(config.listen).sort(), ["admin", "gateway", "registration", "status"]);
-    assert.deepEqual(config.server.names, ["localhost", "127.0.0.1", "::1"]);
-    assert.deepEqual(config.database, { url: "sqlite:fleetpki.db" });
-    assert.deepEqual(config.renewal, { after_expiry_grace: "7d" });
-  });
 
-  it("refuses to overwrite an existing fleet and leaves it untouched", async () => {
-    const files = ["ca/root/cert.pem", "ca/root/key.pem", "server/cert.pem", "fleetpki.yaml", "fleetpki.db"];
-    const before = files.map((f) => readFileSync(join(dir, f)));
-    const entriesBefore = readdirSync(dir).sort();
-    // Once with the same options, once as a development setup (which would write secrets/).
-    const [again, dev] = await Promise.all([
-      cliAsync(["init", "--dir", dir, "--name", "Other", "--domain", "other.example", "--passphrase-file", passFile]),
-      cliAsync(["init", "--dir", dir]),
-    ]);
-    for (const r of [again, dev]) assertOneLineError(r, /exists/);
-    files.forEach((f, i) => assert.ok(readFileSync(join(dir, f)).equals(before[i]!), `${f} changed`));
-    assert.deepEqual(readdirSync(dir).sort(), entriesBefore);
-  });
-
-  it("ca list --json describes root, devices, services and operators like openssl does", () => {
-    const r = cli(["ca", "list", "--dir", dir, "--json"]);
-    assert.equal(r.status, 0, r.stderr);
-    const cas = JSON.parse(r.stdout) as Record<string, unknown>[];
-    assert.deepEqual(
-      cas.map((c) => c.id),
-      ["root", "devices", "services", "operators"],
-    );
-    const rootSubject = "O=Acme Robots, CN=Acme Robots Root CA";
-    const titles: Record<string, string> = { root: "Root CA", devices: "Devices CA", services: "Services CA", operators: "Operators CA" };
-    for (const c of cas) {
-      const id = c.id as string;
-      const certFile = join(dir, "ca", id, "cert.pem");
-      const x = new X509Certificate(readFileSync(certFile));
-      assert.equal(c.subject, `O=Acme Robots, CN=Acme Robots ${titles[id]}`, `${id} subject`);
-      assert.equal(c.issuer, rootSubject, `${id} issuer`);
-      assert.equal(c.fingerprintSha256, opensslFingerprint(certFile), `${id} fingerprint`);
-      const serial = openssl(["x509", "-noout", "-serial", "-in", certFile]).stdout.trim().replace(/^serial=/, "").toLowerCase();
-      assert.equal(c.serial, serial, `${id} serial`);
-      assert.equal(new Date(c.notBefore as string).getTime(), new Date(x.validFrom).getTime(), `${id} notBefore`);
-      assert.equal(new Date(c.notAfter as string).getTime(), new Date(x.validTo).getTime(), `${id} notAfter`);
-      assert.equal(c.keyType, "p256", `${id} keyType`);
-      assert.equal(c.status, "active");
-      assert.equal(c.keyOnline, true);
-    }
-    // Intermediates never outlive the root.
-    const rootNotAfter = Date.parse(cas[0]!.notAfter as string);
-    for (const c of cas.slice(1)) assert.ok(Date.parse(c.notAfter as string) <= rootNotAfter, `${String(c.id)} outlives the root`);
-  });
-
-  it("a broken fleetpki.yaml makes commands fail with a one-line message naming the file and field", async () => {
-    const original = readFileSync(join(dir, "fleetpki.yaml"), "utf8");
-    const invalid = join(tmp.path, "invalid-yaml");
-    const forever = join(tmp.path, "forever");
-    cpSync(dir, invalid, { recursive: true });
-    cpSync(dir, forever, { recursive: true });
-    writeFileSync(join(invalid, "fleetpki.yaml"), original + "\nfleet: [unclosed\n  : :\n");
-    const edited = original.replace(/^(\s*device:\s*)30d/m, '$1"forever"');
-    assert.notEqual(edited, original, "the device validity line was found");
-    writeFileSync(join(forever, "fleetpki.yaml"), edited);
-    const [a, b] = await Promise.all([cliAsync(["ca", "list", "--dir", invalid]), cliAsync(["ca", "list", "--dir", forever])]);
-    assertOneLineError(a, /fleetpki\.yaml/);
-    const line = assertOneLineError(b, /fleetpki\.yaml/);
-    assert.match(line, /validity\.device/);
-    assert.match(line, /forever/);
-  });
-});
-
-describe("fleetpki init without --passphrase-file (development setup)", () => {
-  const tmp = tempDir();
-  const dir = join(tmp.path, "dev");
-  after(() => tmp.cleanup());
-
-  it("generates secrets/passphrase (0600), says so, and the keys decrypt with it", () => {
-    const r = cli(["init", "--dir", dir]);
-    assert.equal(r.status, 0, r.stderr);
-    assert.match(r.stdout, /DEVELOPMENT SETUP/);
-    assert.match(r.stdout, /--passphrase-file/);
-    const passFile = join(dir, "secrets/passphrase");
-    assert.ok(existsSync(passFile));
-    assert.equal(octal(mode(passFile)), "0600");
-    assert.equal(octal(mode(join(dir, "secrets"))), "0700");
-    assert.ok(readFileSync(passFile, "utf8").trim().length >= 16, "a strong generated passphrase");
-    for (const d of ["ca/root", "ca/devices", "server"]) {
-      const keyFile = join(dir, d, "key.pem");
-      assert.ok(readFileSync(keyFile, "utf8").startsWith("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
-      const ok = openssl(["pkey", "-in", keyFile, "-passin", `file:${passFile}`, "-noout"]);
-      assert.equal(ok.status, 0, `${d}: ${ok.stderr}`);
-      assert.notEqual(openssl(["pkey", "-in", keyFile, "-passin", "pass:", "-noout"]).status, 0);
-    }
-    const config = parseYaml(readFileSync(join(dir, "fleetpki.yaml"), "utf8"));
-    assert.equal(config.keys.passphrase_file, "secrets/passphrase", "relative to the fleet directory, so the directory can move");
-  });
-});
-
-describe("fleetpki init with bad input leaves no partial state", () => {
-  const tmp = tempDir();
-  after(() => tmp.cleanup());
-  const shortPass = writeTemp(tmp.path, "short.txt", "short\n");
-  const goodPass = writeTemp(tmp.path, "good.txt", PASSPHRASE + "\n");
-
-  const cases: { name: string; args: string[]; pattern: RegExp }[] = [
-    { name: "domain with spaces", args: ["--domain", "Not A Domain"], pattern: /domain/ },
-    { name: "single-label domain", args: ["--domain", "localhost"], pattern: /domain/ },
-    { name: "unknown key type", args: ["--key-type", "rsa1024"], pattern: /key-type/ },
-    { name: "bad server name", args: ["--server-name", "bad name!"], pattern: /server name/ },
-    { name: "missing passphrase file", args: ["--passphrase-file", join(tmp.path, "does-not-exist")], pattern: /passphrase file/ },
-    { name: "passphrase under 8 characters", args: ["--passphrase-file", shortPass], pattern: /8 characters/ },
-  ];
-
-  it("refuses each with one line and creates no directory", async () => {
-    const results = await Promise.all(cases.map((c, i) => cliAsync(["init", "--dir", join(tmp.path, `fleet-${i}`), ...c.args])));
-    results.forEach((r, i) => {
-      const c = cases[i]!;
-      assertOneLineError(r, c.pattern);
-      assert.equal(existsSync(join(tmp.path, `fleet-${i}`)), false, `${c.name}: the directory must not exist afterwards`);
+    it("key files are 0600, their directories and the fleet directory 0700, the database 0600", () => {
+      assert.equal(octal(mode(dir)), "0700", "fleet dir");
+      for (const d of ["ca", "operators", ...KEY_DIRS]) assert.equal(octal(mode(join(dir, d))), "0700", `${d}/`);
+      for (const d of KEY_DIRS) assert.equal(octal(mode(join(dir, d, "key.pem"))), "0600", `${d}/key.pem`);
+      assert.equal(octal(mode(join(dir, "fleetpki.db"))), "0600", "fleetpki.db");
     });
-  });
 
-  it("a directory that existed before keeps exactly its previous content", async () => {
-    const empty = join(tmp.path, "pre-empty");
-    const withNotes = join(tmp.path, "pre-notes");
-    mkdirSync(empty);
-    mkdirSync(withNotes);
-    writeFileSync(join(withNotes, "NOTES.txt"), "keep me\n");
-    // Both failures happen after the directory was taken over (passphrase read, server name check).
-    const [a, b] = await Promise.all([
-      cliAsync(["init", "--dir", empty, "--passphrase-file", shortPass]),
-      cliAsync(["init", "--dir", withNotes, "--passphrase-file", goodPass, "--server-name", "ok.example", "--server-name", "bad name!"]),
-    ]);
-    assertOneLineError(a, /8 characters/);
-    assertOneLineError(b, /server name/);
-    assert.deepEqual(readdirSync(empty), []);
-    assert.deepEqual(readdirSync(withNotes), ["NOTES.txt"]);
-    assert.equal(readFileSync(join(withNotes, "NOTES.txt"), "utf8"), "keep me\n");
-  });
-});
+    it("private keys are encrypted with the passphrase (openssl decrypts only with it)", () => {
+      for (const d of ["ca/root", "ca/devices", "server"]) {
+        const keyFile = join(dir, d, "key.pem");
+        const text = readFileSync(keyFile, "utf8");
+        assert.ok(text.startsWith("-----BEGIN ENCRYPTED PRIVATE KEY-----"), `${d}/key.pem header: ${text.split("\n")[0]}`);
+        const ok = openssl(["pkey", "-in", keyFile, "-passin", `file:${passFile}`, "-noout"]);
+        assert.equal(ok.status, 0, `${d}: openssl with the passphrase: ${ok.stderr}`);
+        for (const pass of ["pass:", "pass:wrong-passphrase"]) {
+          const bad = openssl(["pkey", "-in", keyFile, "-passin", pass, "-noout"]);
+          assert.notEqual(bad.status, 0, `${d}: openssl must not decrypt with ${pass}`);
+        }
+      }
+    });
 
-describe("fleetpki init --key-type and --server-name", () => {
-  const tmp = tempDir();
-  const passFile = writeTemp(tmp.path, "pass.txt", PASSPHRASE + "\n");
-  const results = new Map<string, RunResult>();
-  const types = ["p384", "ed25519", "rsa3072"] as const;
+    it("each key matches its certificate", () => {
+      for (const d of KEY_DIRS) {
+        const key = createPrivateKey({ key: readFileSync(join(dir, d, "key.pem"), "utf8"), passphrase: PASSPHRASE });
+        const cert = new X509Certificate(readFileSync(join(dir, d, "cert.pem")));
+        assert.ok(spkiOf(createPublicKey(key)).equals(spkiOf(cert.publicKey)), `${d}: key.pem does not match cert.pem`);
+      }
+    });
 
-  before(async () => {
-    const runs = await Promise.all(
-      types.map((t) =>
-        cliAsync([
-          "init",
-          "--dir",
-          join(tmp.path, t),
-          "--key-type",
-          t,
-          "--passphrase-file",
-          passFile,
-          // The names are checked on one of them.
-          ...(t === "p384" ? ["--server-name", "pki.fleet.example", "--server-name", "10.0.0.5"] : []),
-        ]),
-      ),
-    );
-    types.forEach((t, i) => results.set(t, runs[i]!));
-  });
-  after(() => tmp.cleanup());
+    it("the whole chain verifies with openssl", () => {
+      const root = join(dir, "ca/root/cert.pem");
+      for (const id of ["devices", "services", "operators"]) {
+        const r = openssl(["verify", "-x509_strict", "-CAfile", root, join(dir, "ca", id, "cert.pem")]);
+        assert.equal(r.status, 0, `${id}: ${r.stdout}${r.stderr}`);
+      }
+      const server = openssl(["verify", "-purpose", "sslserver", "-CAfile", root, "-untrusted", join(dir, "ca/services/cert.pem"), join(dir, "server/cert.pem")]);
+      assert.equal(server.status, 0, server.stdout + server.stderr);
+      const admin = openssl(["verify", "-purpose", "sslclient", "-CAfile", root, "-untrusted", join(dir, "ca/operators/cert.pem"), join(dir, "operators/admin/cert.pem")]);
+      assert.equal(admin.status, 0, admin.stdout + admin.stderr);
+      // server/chain.pem is what a TLS server sends: the services CA (and nothing that would not chain).
+      const chain = openssl(["verify", "-CAfile", root, "-untrusted", join(dir, "server/chain.pem"), join(dir, "server/cert.pem")]);
+      assert.equal(chain.status, 0, chain.stdout + chain.stderr);
+    });
 
-  const expected: Record<string, { type: string; detail?: Record<string, unknown> }> = {
-    p384: { type: "ec", detail: { namedCurve: "secp384r1" } },
-    ed25519: { type: "ed25519" },
-    rsa3072: { type: "rsa", detail: { modulusLength: 3072 } },
-  };
+    it("fleetpki.yaml holds every section with the defaults", () => {
+      const config = parseYaml(readFileSync(join(dir, "fleetpki.yaml"), "utf8"));
+      assert.deepEqual(config.fleet, { name: "Acme Robots", domain: "fleet.example" });
+      assert.equal(config.keys.type, "p256");
+      assert.equal(config.keys.passphrase_file, resolve(passFile));
+      assert.deepEqual(config.validity, { root: "20y", intermediate: "10y", local_ca: "5y", device: "30d", server: "1y", operator: "1y" });
+      assert.deepEqual(config.urls, {
+        crl_base: "http://localhost:8080/crl",
+        ocsp: "http://localhost:8080/ocsp",
+        est: "https://localhost:8443/.well-known/est",
+      });
+      assert.deepEqual(Object.keys(config.listen).sort(), ["admin", "gateway", "registration", "status"]);
+      assert.deepEqual(config.server.names, ["localhost", "127.0.0.1", "::1"]);
+      assert.deepEqual(config.database, { url: "sqlite:fleetpki.db" });
+      assert.deepEqual(config.renewal, { after_expiry_grace: "7d" });
+    });
 
-  for (const t of types) {
-    it(`${t}: a working fleet whose server certificate verifies with openssl`, () => {
-      const r = results.get(t)!;
+    it("refuses to overwrite an existing fleet and leaves it untouched", async () => {
+      const files = ["ca/root/cert.pem", "ca/root/key.pem", "server/cert.pem", "fleetpki.yaml", "fleetpki.db"];
+      const before = files.map((f) => readFileSync(join(dir, f)));
+      const entriesBefore = readdirSync(dir).sort();
+      // Once with the same options, once as a development setup (which would write secrets/).
+      const [again, dev] = await Promise.all([
+        cliAsync(["init", "--dir", dir, "--name", "Other", "--domain", "other.example", "--passphrase-file", passFile]),
+        cliAsync(["init", "--dir", dir]),
+      ]);
+      for (const r of [again, dev]) assertOneLineError(r, /exists/);
+      files.forEach((f, i) => assert.ok(readFileSync(join(dir, f)).equals(before[i]!), `${f} changed`));
+      assert.deepEqual(readdirSync(dir).sort(), entriesBefore);
+    });
+
+    it("ca list --json describes root, devices, services and operators like openssl does", () => {
+      const r = cli(["ca", "list", "--dir", dir, "--json"]);
       assert.equal(r.status, 0, r.stderr);
-      const dir = join(tmp.path, t);
-      const v = openssl(["verify", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "ca/services/cert.pem"), join(dir, "server/cert.pem")]);
-      assert.equal(v.status, 0, v.stdout + v.stderr);
-      assert.match(v.stdout, /server\/cert\.pem: OK/);
-      for (const f of ["ca/root/cert.pem", "ca/devices/cert.pem", "server/cert.pem", "operators/admin/cert.pem"]) {
-        const pub = new X509Certificate(readFileSync(join(dir, f))).publicKey;
-        assert.equal(pub.asymmetricKeyType, expected[t]!.type, `${f} key type`);
-        for (const [k, val] of Object.entries(expected[t]!.detail ?? {}))
-          assert.equal((pub.asymmetricKeyDetails as Record<string, unknown>)[k], val, `${f} ${k}`);
+      const cas = JSON.parse(r.stdout) as Record<string, unknown>[];
+      assert.deepEqual(
+        cas.map((c) => c.id),
+        ["root", "devices", "services", "operators"],
+      );
+      const rootSubject = "O=Acme Robots, CN=Acme Robots Root CA";
+      const titles: Record<string, string> = { root: "Root CA", devices: "Devices CA", services: "Services CA", operators: "Operators CA" };
+      for (const c of cas) {
+        const id = c.id as string;
+        const certFile = join(dir, "ca", id, "cert.pem");
+        const x = new X509Certificate(readFileSync(certFile));
+        assert.equal(c.subject, `O=Acme Robots, CN=Acme Robots ${titles[id]}`, `${id} subject`);
+        assert.equal(c.issuer, rootSubject, `${id} issuer`);
+        assert.equal(c.fingerprintSha256, opensslFingerprint(certFile), `${id} fingerprint`);
+        const serial = openssl(["x509", "-noout", "-serial", "-in", certFile]).stdout.trim().replace(/^serial=/, "").toLowerCase();
+        assert.equal(c.serial, serial, `${id} serial`);
+        assert.equal(new Date(c.notBefore as string).getTime(), new Date(x.validFrom).getTime(), `${id} notBefore`);
+        assert.equal(new Date(c.notAfter as string).getTime(), new Date(x.validTo).getTime(), `${id} notAfter`);
+        assert.equal(c.keyType, "p256", `${id} keyType`);
+        assert.equal(c.status, "active");
+        assert.equal(c.keyOnline, true);
       }
-      assert.equal(parseYaml(readFileSync(join(dir, "fleetpki.yaml"), "utf8")).keys.type, t);
-      const key = readFileSync(join(dir, "ca/root/key.pem"), "utf8");
-      assert.ok(key.startsWith("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
-      assert.equal(openssl(["pkey", "-in", join(dir, "ca/root/key.pem"), "-passin", `file:${passFile}`, "-noout"]).status, 0);
+      // Intermediates never outlive the root.
+      const rootNotAfter = Date.parse(cas[0]!.notAfter as string);
+      for (const c of cas.slice(1)) assert.ok(Date.parse(c.notAfter as string) <= rootNotAfter, `${String(c.id)} outlives the root`);
     });
-  }
 
-  it("--server-name puts DNS and IP SANs in server/cert.pem and the first name into the URLs", () => {
-    const dir = join(tmp.path, "p384");
-    assert.equal(results.get("p384")!.status, 0);
-    const cert = new X509Certificate(readFileSync(join(dir, "server/cert.pem")));
-    const sans = (cert.subjectAltName ?? "").split(", ").sort();
-    assert.deepEqual(sans, ["DNS:pki.fleet.example", "IP Address:10.0.0.5"]);
-    const host = openssl(["verify", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "ca/services/cert.pem"), "-verify_hostname", "pki.fleet.example", join(dir, "server/cert.pem")]);
-    assert.equal(host.status, 0, host.stdout + host.stderr);
-    const ip = openssl(["verify", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "ca/services/cert.pem"), "-verify_ip", "10.0.0.5", join(dir, "server/cert.pem")]);
-    assert.equal(ip.status, 0, ip.stdout + ip.stderr);
-    const other = openssl(["verify", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "ca/services/cert.pem"), "-verify_hostname", "localhost", join(dir, "server/cert.pem")]);
-    assert.notEqual(other.status, 0, "localhost is not a name of this server");
-    const config = parseYaml(readFileSync(join(dir, "fleetpki.yaml"), "utf8"));
-    assert.equal(config.urls.crl_base, "http://pki.fleet.example:8080/crl");
-    assert.equal(config.urls.ocsp, "http://pki.fleet.example:8080/ocsp");
-    assert.deepEqual(config.server.names, ["pki.fleet.example", "10.0.0.5"]);
+    it("a broken fleetpki.yaml makes commands fail with a one-line message naming the file and field", async () => {
+      const original = readFileSync(join(dir, "fleetpki.yaml"), "utf8");
+      const invalid = join(tmp.path, "invalid-yaml");
+      const forever = join(tmp.path, "forever");
+      cpSync(dir, invalid, { recursive: true });
+      cpSync(dir, forever, { recursive: true });
+      writeFileSync(join(invalid, "fleetpki.yaml"), original + "\nfleet: [unclosed\n  : :\n");
+      const edited = original.replace(/^(\s*device:\s*)30d/m, '$1"forever"');
+      assert.notEqual(edited, original, "the device validity line was found");
+      writeFileSync(join(forever, "fleetpki.yaml"), edited);
+      const [a, b] = await Promise.all([cliAsync(["ca", "list", "--dir", invalid]), cliAsync(["ca", "list", "--dir", forever])]);
+      assertOneLineError(a, /fleetpki\.yaml/);
+      const line = assertOneLineError(b, /fleetpki\.yaml/);
+      assert.match(line, /validity\.device/);
+      assert.match(line, /forever/);
+    });
   });
-});
+
+  describe("fleetpki init without --passphrase-file (development setup)", { concurrency: false }, () => {
+    const tmp = tempDir();
+    const dir = join(tmp.path, "dev");
+    after(() => tmp.cleanup());
+
+    it("generates secrets/passphrase (0600), says so, and the keys decrypt with it", () => {
+      const r = cli(["init", "--dir", dir]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /DEVELOPMENT SETUP/);
+      assert.match(r.stdout, /--passphrase-file/);
+      const passFile = join(dir, "secrets/passphrase");
+      assert.ok(existsSync(passFile));
+      assert.equal(octal(mode(passFile)), "0600");
+      assert.equal(octal(mode(join(dir, "secrets"))), "0700");
+      assert.ok(readFileSync(passFile, "utf8").trim().length >= 16, "a strong generated passphrase");
+      for (const d of ["ca/root", "ca/devices", "server"]) {
+        const keyFile = join(dir, d, "key.pem");
+        assert.ok(readFileSync(keyFile, "utf8").startsWith("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        const ok = openssl(["pkey", "-in", keyFile, "-passin", `file:${passFile}`, "-noout"]);
+        assert.equal(ok.status, 0, `${d}: ${ok.stderr}`);
+        assert.notEqual(openssl(["pkey", "-in", keyFile, "-passin", "pass:", "-noout"]).status, 0);
+      }
+      const config = parseYaml(readFileSync(join(dir, "fleetpki.yaml"), "utf8"));
+      assert.equal(config.keys.passphrase_file, "secrets/passphrase", "relative to the fleet directory, so the directory can move");
+    });
+  });
+
+  describe("fleetpki init with bad input leaves no partial state", { concurrency: false }, () => {
+    const tmp = tempDir();
+    after(() => tmp.cleanup());
+    const shortPass = writeTemp(tmp.path, "short.txt", "short\n");
+    const goodPass = writeTemp(tmp.path, "good.txt", PASSPHRASE + "\n");
+
+    const cases: { name: string; args: string[]; pattern: RegExp }[] = [
+      { name: "domain with spaces", args: ["--domain", "Not A Domain"], pattern: /domain/ },
+      { name: "single-label domain", args: ["--domain", "localhost"], pattern: /domain/ },
+      { name: "unknown key type", args: ["--key-type", "rsa1024"], pattern: /key-type/ },
+      { name: "bad server name", args: ["--server-name", "bad name!"], pattern: /server name/ },
+      { name: "missing passphrase file", args: ["--passphrase-file", join(tmp.path, "does-not-exist")], pattern: /passphrase file/ },
+      { name: "passphrase under 8 characters", args: ["--passphrase-file", shortPass], pattern: /8 characters/ },
+    ];
+
+    it("refuses each with one line and creates no directory", async () => {
+      const results = await Promise.all(cases.map((c, i) => cliAsync(["init", "--dir", join(tmp.path, `fleet-${i}`), ...c.args])));
+      results.forEach((r, i) => {
+        const c = cases[i]!;
+        assertOneLineError(r, c.pattern);
+        assert.equal(existsSync(join(tmp.path, `fleet-${i}`)), false, `${c.name}: the directory must not exist afterwards`);
+      });
+    });
+
+    it("a directory that existed before keeps exactly its previous content", async () => {
+      const empty = join(tmp.path, "pre-empty");
+      const withNotes = join(tmp.path, "pre-notes");
+      mkdirSync(empty);
+      mkdirSync(withNotes);
+      writeFileSync(join(withNotes, "NOTES.txt"), "keep me\n");
+      // Both failures happen after the directory was taken over (passphrase read, server name check).
+      const [a, b] = await Promise.all([
+        cliAsync(["init", "--dir", empty, "--passphrase-file", shortPass]),
+        cliAsync(["init", "--dir", withNotes, "--passphrase-file", goodPass, "--server-name", "ok.example", "--server-name", "bad name!"]),
+      ]);
+      assertOneLineError(a, /8 characters/);
+      assertOneLineError(b, /server name/);
+      assert.deepEqual(readdirSync(empty), []);
+      assert.deepEqual(readdirSync(withNotes), ["NOTES.txt"]);
+      assert.equal(readFileSync(join(withNotes, "NOTES.txt"), "utf8"), "keep me\n");
+    });
+  });
+
+  describe("fleetpki init --key-type and --server-name", { concurrency: false }, () => {
+    const tmp = tempDir();
+    const passFile = writeTemp(tmp.path, "pass.txt", PASSPHRASE + "\n");
+    const results = new Map<string, RunResult>();
+    const types = ["p384", "ed25519", "rsa3072"] as const;
+
+    before(async () => {
+      const runs = await Promise.all(
+        types.map((t) =>
+          cliAsync([
+            "init",
+            "--dir",
+            join(tmp.path, t),
+            "--key-type",
+            t,
+            "--passphrase-file",
+            passFile,
+            // The names are checked on one of them.
+            ...(t === "p384" ? ["--server-name", "pki.fleet.example", "--server-name", "10.0.0.5"] : []),
+          ]),
+        ),
+      );
+      types.forEach((t, i) => results.set(t, runs[i]!));
+    });
+    after(() => tmp.cleanup());
+
+    const expected: Record<string, { type: string; detail?: Record<string, unknown> }> = {
+      p384: { type: "ec", detail: { namedCurve: "secp384r1" } },
+      ed25519: { type: "ed25519" },
+      rsa3072: { type: "rsa", detail: { modulusLength: 3072 } },
+    };
+
+    for (const t of types) {
+      it(`${t}: a working fleet whose server certificate verifies with openssl`, () => {
+        const r = results.get(t)!;
+        assert.equal(r.status, 0, r.stderr);
+        const dir = join(tmp.path, t);
+        const v = openssl(["verify", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "ca/services/cert.pem"), join(dir, "server/cert.pem")]);
+        assert.equal(v.status, 0, v.stdout + v.stderr);
+        assert.match(v.stdout, /server\/cert\.pem: OK/);
+        for (const f of ["ca/root/cert.pem", "ca/devices/cert.pem", "server/cert.pem", "operators/admin/cert.pem"]) {
+          const pub = new X509Certificate(readFileSync(join(dir, f))).publicKey;
+          assert.equal(pub.asymmetricKeyType, expected[t]!.type, `${f} key type`);
+          for (const [k, val] of Object.entries(expected[t]!.detail ?? {}))
+            assert.equal((pub.asymmetricKeyDetails as Record<string, unknown>)[k], val, `${f} ${k}`);
+        }
+        assert.equal(parseYaml(readFileSync(join(dir, "fleetpki.yaml"), "utf8")).keys.type, t);
+        const key = readFileSync(join(dir, "ca/root/key.pem"), "utf8");
+        assert.ok(key.startsWith("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+        assert.equal(openssl(["pkey", "-in", join(dir, "ca/root/key.pem"), "-passin", `file:${passFile}`, "-noout"]).status, 0);
+      });
+    }
+
+    it("--server-name puts DNS and IP SANs in server/cert.pem and the first name into the URLs", () => {
+      const dir = join(tmp.path, "p384");
+      assert.equal(results.get("p384")!.status, 0);
+      const cert = new X509Certificate(readFileSync(join(dir, "server/cert.pem")));
+      const sans = (cert.subjectAltName ?? "").split(", ").sort();
+      assert.deepEqual(sans, ["DNS:pki.fleet.example", "IP Address:10.0.0.5"]);
+      const host = openssl(["verify", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "ca/services/cert.pem"), "-verify_hostname", "pki.fleet.example", join(dir, "server/cert.pem")]);
+      assert.equal(host.status, 0, host.stdout + host.stderr);
+      const ip = openssl(["verify", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "ca/services/cert.pem"), "-verify_ip", "10.0.0.5", join(dir, "server/cert.pem")]);
+      assert.equal(ip.status, 0, ip.stdout + ip.stderr);
+      const other = openssl(["verify", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "ca/services/cert.pem"), "-verify_hostname", "localhost", join(dir, "server/cert.pem")]);
+      assert.notEqual(other.status, 0, "localhost is not a name of this server");
+      const config = parseYaml(readFileSync(join(dir, "fleetpki.yaml"), "utf8"));
+      assert.equal(config.urls.crl_base, "http://pki.fleet.example:8080/crl");
+      assert.equal(config.urls.ocsp, "http://pki.fleet.example:8080/ocsp");
+      assert.deepEqual(config.server.names, ["pki.fleet.example", "10.0.0.5"]);
+    });
+  });
 });

@@ -14,7 +14,7 @@ import { parseDuration } from "../config/duration.js";
 import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
 import { generateKey, publicSpki, readPassphraseFile, readPrivateKey, writePrivateKey } from "../keys/keys.js";
 import { CA_KEY_TYPES, signatureSchemeFor, type CaKeyType } from "../x509/algorithms.js";
-import { parseCertificate, subjectPublicKeyOf } from "../x509/certificate.js";
+import { parseCertificate, subjectPublicKeyOf, type ParsedCertificate } from "../x509/certificate.js";
 import { buildCsr, parseCsr, CsrError } from "../x509/csr.js";
 import { nameToString } from "../x509/name.js";
 import { fromPem, toPem, PemError } from "../x509/pem.js";
@@ -141,7 +141,11 @@ function readRequest(file: string): CeremonyRequest {
   } catch {
     throw new CeremonyError(`${file}: not a fleetpki ceremony request (unreadable or not JSON)`);
   }
-  if (request.fleetpki_ceremony_request !== REQUEST_VERSION) throw new CeremonyError(`${file}: not a fleetpki ceremony request (version ${request.fleetpki_ceremony_request})`);
+  if (!request || typeof request !== "object" || request.fleetpki_ceremony_request !== REQUEST_VERSION)
+    throw new CeremonyError(`${file}: not a fleetpki ceremony request (version ${request?.fleetpki_ceremony_request})`);
+  for (const field of ["ca_id", "domain", "lifetime", "crl_url", "ocsp_url", "csr"] as const)
+    if (typeof request[field] !== "string" || request[field] === "") throw new CeremonyError(`${file}: field "${field}" missing or not a string`);
+  if (typeof request.subject?.commonName !== "string") throw new CeremonyError(`${file}: field "subject.commonName" missing or not a string`);
   if (!["devices", "services", "operators", "local"].includes(request.role)) throw new CeremonyError(`${file}: unknown role "${request.role}"`);
   return request;
 }
@@ -225,12 +229,13 @@ export function matchSignedIntermediates(
   const rootCert = parseCertificate(rootDer);
   return files.map((file) => {
     let der: Buffer;
+    let cert: ParsedCertificate;
     try {
       der = fromPem(readFileSync(file, "utf8"), ["CERTIFICATE"]);
+      cert = parseCertificate(der);
     } catch (e) {
-      throw new CeremonyError(`${file}: ${(e as Error).message}`);
+      throw new CeremonyError(`${file}: not a readable certificate: ${(e as Error).message}`);
     }
-    const cert = parseCertificate(der);
     const match = pending.find((p) => p.spki.equals(cert.spki));
     if (!match) throw new CeremonyError(`${basename(file)}: no pending request in ${layout.ceremonyDir}/ has this public key`);
     if (!cert.issuer.equals(rootCert.subject)) throw new CeremonyError(`${basename(file)}: not issued by this fleet's root CA`);

@@ -2,7 +2,7 @@
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { loadConfig, resolveIn, type FleetConfig } from "../config/config.js";
+import { CONFIG_FILE, ConfigError, loadConfig, resolveIn, type FleetConfig } from "../config/config.js";
 import { readPassphraseFile, readPrivateKey } from "../keys/keys.js";
 import { openStore, type Store } from "../store/store.js";
 import type { CaTable } from "../store/schema.js";
@@ -15,7 +15,8 @@ import { IssuanceRecorder } from "./recorder.js";
 
 export function databasePath(dir: string, config: FleetConfig): string {
   const url = config.database.url;
-  if (!url.startsWith("sqlite:")) throw new Error(`database.url "${url}": only sqlite:<file> is supported`);
+  if (!url.startsWith("sqlite:") || url.length === "sqlite:".length)
+    throw new ConfigError(`${CONFIG_FILE}: database.url "${url}": only sqlite:<file> is supported so far`);
   return resolveIn(dir, url.slice("sqlite:".length));
 }
 

@@ -1,6 +1,6 @@
 // `fleetpki init`: the CA hierarchy, server and admin certificates, configuration and database,
 // created together; on any failure nothing is left behind.
-import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { dirname, join } from "node:path";
 import { appendAudit } from "../audit/log.js";
@@ -10,7 +10,7 @@ import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
 import { generateKey, publicSpki, writePrivateKey } from "../keys/keys.js";
 import { openStore } from "../store/store.js";
 import { CA_KEY_TYPES, signatureSchemeFor, type CaKeyType } from "../x509/algorithms.js";
-import { parseCertificate, subjectPublicKeyOf } from "../x509/certificate.js";
+import { parseCertificate, subjectPublicKeyOf, type ParsedCertificate } from "../x509/certificate.js";
 import { fromPem, toPem } from "../x509/pem.js";
 import { buildRootCertificate, operatorSpiffeId } from "../x509/profiles.js";
 import type { GeneralName } from "../x509/extensions.js";
@@ -68,6 +68,7 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
 
   const existedBefore = existsSync(dir);
   const entriesBefore = new Set(existedBefore ? readdirSync(dir) : []);
+  const modeBefore = existedBefore ? statSync(dir).mode & 0o7777 : 0;
   ensurePrivateDir(dir);
   let fleet: Fleet | undefined;
   try {
@@ -115,7 +116,10 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
     await fleet?.close().catch(() => {});
     fleet = undefined;
     if (!existedBefore) rmSync(dir, { recursive: true, force: true });
-    else for (const entry of readdirSync(dir)) if (!entriesBefore.has(entry)) rmSync(join(dir, entry), { recursive: true, force: true });
+    else {
+      for (const entry of readdirSync(dir)) if (!entriesBefore.has(entry)) rmSync(join(dir, entry), { recursive: true, force: true });
+      chmodSync(dir, modeBefore);
+    }
     throw e;
   } finally {
     await fleet?.close();
@@ -124,12 +128,13 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
 
 function readRootCertificate(file: string): Buffer {
   let der: Buffer;
+  let cert: ParsedCertificate;
   try {
     der = fromPem(readFileSync(file, "utf8"), ["CERTIFICATE"]);
+    cert = parseCertificate(der);
   } catch (e) {
-    throw new InvalidArgument(`--root-cert ${file}: ${(e as Error).message}`);
+    throw new InvalidArgument(`--root-cert ${file}: not a readable certificate: ${(e as Error).message}`);
   }
-  const cert = parseCertificate(der);
   if (!cert.issuer.equals(cert.subject)) throw new InvalidArgument(`--root-cert ${file}: not a self-signed root certificate`);
   return der;
 }

@@ -35,12 +35,17 @@ export async function openStore(path: string, options: OpenStoreOptions = {}): P
   } catch (e) {
     throw new StoreError(`cannot open database ${path}: ${(e as Error).message}`);
   }
-  if (options.create) chmodSync(path, 0o600); // WAL and shm files inherit this mode
-  native.pragma("journal_mode = WAL");
-  // FULL: a commit is on disk before we answer; certificates must never be handed out unrecorded.
-  native.pragma("synchronous = FULL");
-  native.pragma("foreign_keys = ON");
-  native.pragma("busy_timeout = 10000");
+  try {
+    if (options.create) chmodSync(path, 0o600); // WAL and shm files inherit this mode
+    native.pragma("busy_timeout = 10000");
+    native.pragma("journal_mode = WAL");
+    // FULL: a commit is on disk before we answer; certificates must never be handed out unrecorded.
+    native.pragma("synchronous = FULL");
+    native.pragma("foreign_keys = ON");
+  } catch (e) {
+    native.close();
+    throw new StoreError(`cannot open database ${path}: ${(e as Error).message}`);
+  }
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: native }) });
 
   const provider: MigrationProvider = { getMigrations: async () => migrations("blob") };
