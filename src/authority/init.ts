@@ -20,7 +20,7 @@ import { CeremonyError, FleetExists, InvalidArgument } from "./errors.js";
 import { Fleet, databasePath, fingerprint } from "./fleet.js";
 import { STANDARD_INTERMEDIATES, layout } from "./layout.js";
 import { preparePassphrase } from "./passphrase.js";
-import { certificateRow, issueAuditDetails, type IssuedRecord } from "./records.js";
+import { certificateRow, issueAuditDetails, issuedRecord } from "./records.js";
 
 export interface InitOptions {
   dir: string;
@@ -154,7 +154,7 @@ async function issueOwnLeaf(fleet: Fleet, leaf: OwnLeaf, actor: string, now: Dat
   const key = generateKey(fleet.config.keys.type as CaKeyType);
   const spki = publicSpki(key);
   const issued = template.issue(leaf.commonName, leaf.sans, { spki, subjectPublicKey: subjectPublicKeyOf(spki), now, lifetimeMs: parseDuration(leaf.lifetime) });
-  const record: IssuedRecord = { issued, issuerCa: leaf.caId, kind: leaf.kind, subjectId: leaf.commonName, deviceId: null };
+  const record = issuedRecord(issued, { issuerCa: leaf.caId, kind: leaf.kind, subjectId: leaf.commonName, deviceId: null });
   const { chain } = await fleet.chainPem(leaf.caId);
   const dir = fleet.path(leaf.dirRel);
   ensurePrivateDir(dir);

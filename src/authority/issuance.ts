@@ -7,7 +7,7 @@ import { toPem } from "../x509/pem.js";
 import { DEVICE_ID_PATTERN, IssuerExpired, deviceSpiffeId, type IssuedCertificate } from "../x509/profiles.js";
 import { CaNotActive, CsrInvalid, InvalidDeviceId, KeyTypeNotAllowed } from "./errors.js";
 import type { Fleet } from "./fleet.js";
-import { certificateRow, issueAuditDetails, type IssuedRecord } from "./records.js";
+import { certificateRow, issueAuditDetails, issuedRecord } from "./records.js";
 
 export interface SubjectKey {
   /** DER SubjectPublicKeyInfo. */
@@ -91,7 +91,7 @@ export async function issueForKey(fleet: Fleet, req: DeviceIssueRequest, key: Su
       if (e instanceof IssuerExpired) throw new CaNotActive(e.message);
       throw e;
     }
-    const record: IssuedRecord = { issued, issuerCa: caId, kind, subjectId: req.deviceId, deviceId: req.deviceId };
+    const record = issuedRecord(issued, { issuerCa: caId, kind, subjectId: req.deviceId, deviceId: req.deviceId });
     try {
       await fleet.recorder.record(certificateRow(record, now), {
         actor: req.actor,

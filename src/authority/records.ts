@@ -3,8 +3,14 @@ import type { CertificateTable } from "../store/schema.js";
 import type { IssuedCertificate } from "../x509/profiles.js";
 import { fingerprint } from "./fleet.js";
 
+export function issuedRecord(issued: IssuedCertificate, fields: Omit<IssuedRecord, "issued" | "fingerprintSha256">): IssuedRecord {
+  return { issued, fingerprintSha256: fingerprint(issued.der), ...fields };
+}
+
 export interface IssuedRecord {
   issued: IssuedCertificate;
+  /** SHA-256 of the DER, computed once for the row and the audit event. */
+  fingerprintSha256: string;
   issuerCa: string;
   kind: CertificateTable["kind"];
   subjectId: string;
@@ -20,7 +26,7 @@ export function certificateRow(r: IssuedRecord, now: Date): CertificateTable {
     device_id: r.deviceId,
     not_before: r.issued.notBefore.toISOString(),
     not_after: r.issued.notAfter.toISOString(),
-    fingerprint_sha256: fingerprint(r.issued.der),
+    fingerprint_sha256: r.fingerprintSha256,
     der: r.issued.der,
     status: "valid",
     revoked_at: null,
@@ -36,7 +42,7 @@ export function issueAuditDetails(r: IssuedRecord, extra: Record<string, unknown
     kind: r.kind,
     not_before: r.issued.notBefore.toISOString(),
     not_after: r.issued.notAfter.toISOString(),
-    fingerprint_sha256: fingerprint(r.issued.der),
+    fingerprint_sha256: r.fingerprintSha256,
     ...extra,
   };
 }
