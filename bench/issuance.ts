@@ -340,7 +340,7 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, steps: readonly
   if (contention > CONTENDED_CORES)
     out.push(`WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; these figures are pessimistic, rerun on an idle machine`);
   out.push("");
-  out.push(`Reference points from the issue (same machine class; reference baseline sign ${fmtRate(REFERENCE_SPEED.sign)}/s, verify ${fmtRate(REFERENCE_SPEED.verify)}/s, bound ${fmtRate(REFERENCE_BOUND)}/s)`);
+  out.push(`Reference points quoted in the issue for this machine class, against ARCHITECTURE.md's openssl figures (sign ${fmtRate(REFERENCE_SPEED.sign)}/s, verify ${fmtRate(REFERENCE_SPEED.verify)}/s, bound ${fmtRate(REFERENCE_BOUND)}/s)`);
   out.push(formatTable(["implementation", "cert/s", "vs reference bound"], REFERENCES.map(([name, rate]) => [name, fmtRate(rate), `${(rate / REFERENCE_BOUND).toFixed(2)}x`])));
   out.push("");
   out.push("Checks");
