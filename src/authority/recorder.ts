@@ -4,12 +4,20 @@
 // unrecorded, and the per-transaction cost is shared by everything that arrived meanwhile.
 import { appendAudit, type AuditEvent } from "../audit/log.js";
 import type { CertificateTable } from "../store/schema.js";
-import type { Store } from "../store/store.js";
-import { DeviceNotActive, UnknownDevice } from "./errors.js";
+import type { Store, Tx } from "../store/store.js";
+import { AuthorityError, DeviceNotActive, UnknownDevice } from "./errors.js";
+
+/**
+ * A condition checked and consumed inside the recording transaction (a one-time token, a
+ * renewal nonce, an approved request). It throws an AuthorityError to refuse its certificate,
+ * and must do so before writing anything, so a refusal leaves no trace.
+ */
+export type Claim = (tx: Tx) => Promise<void>;
 
 interface Pending {
   row: CertificateTable;
   audit: AuditEvent;
+  claim?: Claim;
   resolve: () => void;
   reject: (e: unknown) => void;
 }
@@ -23,9 +31,9 @@ export class IssuanceRecorder {
   constructor(private readonly store: Store) {}
 
   /** Resolves once the row and its audit event are committed; rejects for unknown or inactive devices. */
-  record(row: CertificateTable, audit: AuditEvent): Promise<void> {
+  record(row: CertificateTable, audit: AuditEvent, claim?: Claim): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ row, audit, resolve, reject });
+      this.queue.push({ row, audit, claim, resolve, reject });
       if (!this.flushing) {
         this.flushing = true;
         // Deferred to the check phase so every completion of this event-loop turn joins the batch.
@@ -45,14 +53,22 @@ export class IssuanceRecorder {
             const status = new Map<string, string>();
             if (ids.length > 0)
               for (const d of await tx.selectFrom("devices").select(["id", "status"]).where("id", "in", ids).execute()) status.set(d.id, d.status);
-            const accepted = batch.filter((p) => {
+            const accepted: Pending[] = [];
+            for (const p of batch) {
               const id = p.row.device_id;
-              if (id === null) return true;
-              const s = status.get(id);
-              if (s === undefined) refused.set(p, new UnknownDevice(id));
-              else if (s !== "active") refused.set(p, new DeviceNotActive(id, s));
-              return s === "active";
-            });
+              const s = id === null ? "active" : status.get(id);
+              if (s === undefined) refused.set(p, new UnknownDevice(id!));
+              else if (s !== "active") refused.set(p, new DeviceNotActive(id!, s));
+              else if (p.claim) {
+                try {
+                  await p.claim(tx);
+                  accepted.push(p);
+                } catch (e) {
+                  if (!(e instanceof AuthorityError)) throw e;
+                  refused.set(p, e);
+                }
+              } else accepted.push(p);
+            }
             if (accepted.length === 0) return;
             await tx.insertInto("certificates").values(accepted.map((p) => p.row)).execute();
             await appendAudit(tx, accepted.map((p) => p.audit));

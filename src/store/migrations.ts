@@ -73,5 +73,42 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
           .execute();
       },
     },
+    "0002_enrollment": {
+      async up(db: Kysely<any>): Promise<void> {
+        await db.schema
+          .createTable("enrollment_tokens")
+          .addColumn("id", "text", (c) => c.primaryKey())
+          .addColumn("device_id", "text", (c) => c.notNull().references("devices.id"))
+          .addColumn("token_hash", "text", (c) => c.notNull())
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .addColumn("expires_at", "text", (c) => c.notNull())
+          .addColumn("used_at", "text")
+          .addColumn("created_by", "text", (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex("enrollment_tokens_device").on("enrollment_tokens").columns(["device_id", "used_at"]).execute();
+
+        await db.schema
+          .createTable("enrollment_requests")
+          .addColumn("id", "text", (c) => c.primaryKey())
+          .addColumn("device_id", "text", (c) => c.notNull())
+          .addColumn("csr", binaryType, (c) => c.notNull())
+          .addColumn("status", "text", (c) => c.notNull())
+          .addColumn("source", "text", (c) => c.notNull())
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .addColumn("decided_at", "text")
+          .addColumn("decided_by", "text")
+          .addColumn("certificate_serial", "text")
+          .execute();
+        await db.schema.createIndex("enrollment_requests_device").on("enrollment_requests").columns(["device_id", "status"]).execute();
+
+        await db.schema
+          .createTable("renewal_nonces")
+          .addColumn("nonce", "text", (c) => c.primaryKey())
+          .addColumn("device_id", "text", (c) => c.notNull())
+          .addColumn("expires_at", "text", (c) => c.notNull())
+          .addColumn("used_at", "text")
+          .execute();
+      },
+    },
   };
 }

@@ -1,6 +1,5 @@
 // Table shapes. Timestamps are ISO-8601 UTC text (sortable, identical on SQLite and
 // PostgreSQL); binary columns are Uint8Array (blob / bytea).
-import type { Generated } from "kysely";
 
 export interface CaTable {
   /** "root", "devices", "services", "operators" or "local-<name>". */
@@ -67,8 +66,37 @@ export interface AuditHeadTable {
   hash: string;
 }
 
-export interface SchemaMigrationNote {
-  id: Generated<number>;
+/** One-time enrollment tokens: only a SHA-256 of the token is kept. */
+export interface EnrollmentTokenTable {
+  id: string;
+  device_id: string;
+  token_hash: string;
+  created_at: string;
+  expires_at: string;
+  used_at: string | null;
+  created_by: string;
+}
+
+/** Enrollment requests waiting for an operator's approval. */
+export interface EnrollmentRequestTable {
+  id: string;
+  device_id: string;
+  csr: Uint8Array;
+  status: "pending" | "approved" | "denied" | "issued";
+  /** Where it came from (transport and peer address), for the operator deciding. */
+  source: string;
+  created_at: string;
+  decided_at: string | null;
+  decided_by: string | null;
+  certificate_serial: string | null;
+}
+
+/** Single-use challenges for renewing an expired certificate by proof of possession. */
+export interface RenewalNonceTable {
+  nonce: string;
+  device_id: string;
+  expires_at: string;
+  used_at: string | null;
 }
 
 export interface Database {
@@ -77,4 +105,7 @@ export interface Database {
   certificates: CertificateTable;
   audit_log: AuditLogTable;
   audit_head: AuditHeadTable;
+  enrollment_tokens: EnrollmentTokenTable;
+  enrollment_requests: EnrollmentRequestTable;
+  renewal_nonces: RenewalNonceTable;
 }
