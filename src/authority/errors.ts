@@ -74,3 +74,36 @@ export class InvalidArgument extends AuthorityError {
 export class CeremonyError extends AuthorityError {
   readonly code = "ceremony-error";
 }
+
+/** Credentials missing or wrong (token, client certificate); transports answer 401. */
+export class AuthenticationFailed extends AuthorityError {
+  readonly code = "authentication-failed";
+  constructor(
+    readonly reason: "token-invalid" | "token-expired" | "token-used" | "certificate-required" | "certificate-unknown" | "proof-invalid" | "nonce-invalid",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+/** A valid identity that may not do this; transports answer 403. */
+export class NotPermitted extends AuthorityError {
+  readonly code = "not-permitted";
+  constructor(
+    readonly reason: "certificate-revoked" | "certificate-expired" | "wrong-issuer" | "provisioner-disabled" | "enrollment-denied" | "identity-mismatch" | "key-mismatch",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+export class ReEnrollRequired extends AuthorityError {
+  readonly code = "re-enroll-required";
+}
+export class TooManyRequests extends AuthorityError {
+  readonly code = "too-many-requests";
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(message);
+  }
+}

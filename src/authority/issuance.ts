@@ -8,6 +8,7 @@ import { DEVICE_ID_PATTERN, IssuerExpired, deviceSpiffeId, type IssuedCertificat
 import { CaNotActive, CsrInvalid, InvalidDeviceId, KeyTypeNotAllowed } from "./errors.js";
 import type { Fleet } from "./fleet.js";
 import { certificateRow, issueAuditDetails, issuedRecord } from "./records.js";
+import type { Claim } from "./recorder.js";
 
 export interface SubjectKey {
   /** DER SubjectPublicKeyInfo. */
@@ -28,6 +29,8 @@ export interface DeviceIssueRequest {
   now?: Date;
   /** Free-form context for the audit event (e.g. { via: "est-simpleenroll" }). */
   context?: Record<string, unknown>;
+  /** Consumed in the recording transaction (token, nonce, approval); refuses the certificate if it throws. */
+  claim?: Claim;
 }
 
 export interface DeviceCertificate {
@@ -99,7 +102,7 @@ export async function issueForKey(fleet: Fleet, req: DeviceIssueRequest, key: Su
         subject: `device:${req.deviceId}`,
         details: issueAuditDetails(record, { key_type: key.keyType, ...req.context }),
         at: now,
-      });
+      }, req.claim);
     } catch (e) {
       // A 128-bit serial collision is astronomically unlikely, but uniqueness is checked, not assumed.
       if (isUniqueViolation(e) && attempt < MAX_SERIAL_ATTEMPTS) continue;

@@ -1,10 +1,12 @@
 // fleetpki command line. Errors are one line on stderr and a non-zero exit; --debug adds stacks.
 import { Command, CommanderError } from "commander";
 import { AuthorityError } from "../authority/errors.js";
+import { registerAgent } from "./commands/agent.js";
 import { registerAudit } from "./commands/audit.js";
 import { registerCa } from "./commands/ca.js";
-import { registerDevice } from "./commands/device.js";
+import { registerDevice, registerToken } from "./commands/device.js";
 import { registerInit } from "./commands/init.js";
+import { registerServe } from "./commands/serve.js";
 import { registerStart } from "./commands/start.js";
 
 const debug = process.argv.includes("--debug");
@@ -16,11 +18,14 @@ const program = new Command("fleetpki")
 
 registerInit(program);
 registerStart(program);
+registerServe(program);
 registerCa(program);
 registerDevice(program);
+registerToken(program);
 registerAudit(program);
+registerAgent(program);
 
-const EXPECTED = new Set(["ConfigError", "KeyError", "StoreError", "CsrError", "PemError", "AuditBroken", "DerError", "IssuerExpired"]);
+const EXPECTED = new Set(["ConfigError", "KeyError", "StoreError", "CsrError", "PemError", "AuditBroken", "DerError", "IssuerExpired", "AgentError"]);
 
 try {
   await program.parseAsync(process.argv);

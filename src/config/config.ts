@@ -16,7 +16,22 @@ export interface FleetConfig {
   server: { names: string[] };
   database: { url: string };
   renewal: { after_expiry_grace: string };
+  enrollment: EnrollmentConfig;
 }
+
+export interface EnrollmentConfig {
+  /** One-time tokens (`device add`, `token create`). */
+  token: boolean;
+  /** Factory certificates from local CAs (`ca issue-batch`). */
+  factory: boolean;
+  /** Requests without credentials wait for `device approve`. */
+  approval: boolean;
+  token_ttl: string;
+  /** Failed authentications per source address and per device id per minute before 429. */
+  failed_auth_per_minute: number;
+}
+
+export const DEFAULT_ENROLLMENT: EnrollmentConfig = { token: true, factory: true, approval: false, token_ttl: "24h", failed_auth_per_minute: 10 };
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -56,6 +71,7 @@ export function defaultConfig(input: ConfigDefaultsInput): FleetConfig {
     server: { names: input.serverNames },
     database: { url: "sqlite:fleetpki.db" },
     renewal: { after_expiry_grace: "7d" },
+    enrollment: { ...DEFAULT_ENROLLMENT },
   };
 }
 
@@ -103,6 +119,14 @@ database:
 
 renewal:
   after_expiry_grace: ${c.renewal.after_expiry_grace}        # an expired, never-revoked certificate may still renew this long
+
+# How devices may prove they may enroll (docs/enrollment.md). Each can be switched off.
+enrollment:
+  token: ${c.enrollment.token}                  # one-time tokens from \`device add\` / \`token create\`
+  factory: ${c.enrollment.factory}                # certificates from local (factory) CAs
+  approval: ${c.enrollment.approval}              # requests without credentials wait for \`device approve\`
+  token_ttl: ${c.enrollment.token_ttl}               # default lifetime of a token
+  failed_auth_per_minute: ${c.enrollment.failed_auth_per_minute}    # per source address and per device id, then 429
 `;
 }
 
@@ -165,6 +189,7 @@ export function parseConfig(text: string): FleetConfig {
   } catch (e) {
     throw new ConfigError(`${CONFIG_FILE}: renewal.after_expiry_grace: ${(e as Error).message}`);
   }
+  const enrollment = parseEnrollment((raw as Record<string, unknown>).enrollment);
   return {
     fleet: { name: str(fleet, "fleet", "name"), domain: validateDomain(str(fleet, "fleet", "domain")) },
     keys: { type: keyType as CaKeyType, passphrase_file: str(keys, "keys", "passphrase_file") },
@@ -186,7 +211,35 @@ export function parseConfig(text: string): FleetConfig {
     server: { names: names as string[] },
     database: { url: str(database, "database", "url") },
     renewal: { after_expiry_grace: grace },
+    enrollment,
   };
+}
+
+/** The enrollment section is optional (fleets made before it existed get the defaults). */
+function parseEnrollment(value: unknown): EnrollmentConfig {
+  if (value === undefined || value === null) return { ...DEFAULT_ENROLLMENT };
+  if (typeof value !== "object") throw new ConfigError(`${CONFIG_FILE}: "enrollment" must be a mapping`);
+  const e = value as Record<string, unknown>;
+  const out = { ...DEFAULT_ENROLLMENT };
+  for (const key of ["token", "factory", "approval"] as const) {
+    if (e[key] === undefined) continue;
+    if (typeof e[key] !== "boolean") throw new ConfigError(`${CONFIG_FILE}: enrollment.${key} must be true or false`);
+    out[key] = e[key] as boolean;
+  }
+  if (e.token_ttl !== undefined) {
+    try {
+      parseDuration(String(e.token_ttl));
+    } catch (err) {
+      throw new ConfigError(`${CONFIG_FILE}: enrollment.token_ttl: ${(err as Error).message}`);
+    }
+    out.token_ttl = String(e.token_ttl);
+  }
+  if (e.failed_auth_per_minute !== undefined) {
+    const n = e.failed_auth_per_minute;
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 1) throw new ConfigError(`${CONFIG_FILE}: enrollment.failed_auth_per_minute must be a positive integer`);
+    out.failed_auth_per_minute = n;
+  }
+  return out;
 }
 
 export function loadConfig(dir: string): FleetConfig {

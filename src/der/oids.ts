@@ -47,6 +47,15 @@ export const OID = {
   serverAuth: "1.3.6.1.5.5.7.3.1",
   clientAuth: "1.3.6.1.5.5.7.3.2",
   ocspSigning: "1.3.6.1.5.5.7.3.9",
+  // CMS content types (RFC 5652) and EST CSR attributes (RFC 7030 4.5.2)
+  idData: "1.2.840.113549.1.7.1",
+  idSignedData: "1.2.840.113549.1.7.2",
+  idEnvelopedData: "1.2.840.113549.1.7.3",
+  idDigestedData: "1.2.840.113549.1.7.5",
+  idEncryptedData: "1.2.840.113549.1.7.6",
+  idAuthEnvelopedData: "1.2.840.113549.1.9.16.1.23",
+  challengePassword: "1.2.840.113549.1.9.7",
+  macAddress: "1.3.6.1.1.1.1.22",
 } as const;
 
 const NAMES = new Map<string, string>(Object.entries(OID).map(([name, oid]) => [oid, name]));

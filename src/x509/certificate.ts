@@ -130,3 +130,11 @@ export function subjectPublicKeyOf(spki: Buffer): Buffer {
   const [, bits] = children(expectTag(readRoot(spki), 0x30, "SubjectPublicKeyInfo"));
   return readBitStringBytes(expectTag(bits, 0x03, "subjectPublicKey"));
 }
+
+/** URIs in the subjectAltName extension (empty when there is none). */
+export function subjectAltNameUris(cert: ParsedCertificate): string[] {
+  const san = cert.extensions.get("2.5.29.17");
+  if (!san) return [];
+  const names = children(readRoot(san.value));
+  return names.filter((n) => n.tag === 0x86).map((n) => content(n).toString("latin1"));
+}

@@ -33,6 +33,8 @@ export interface ParsedCsr {
   subjectPublicKey: Buffer;
   publicKey: KeyObject;
   keyType: KeyDescription;
+  /** DER Name the requester asked for (informational only; profiles decide the subject). */
+  subject: Buffer;
 }
 
 export const CSR_PEM_LABELS = ["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"] as const;
@@ -116,7 +118,7 @@ export interface DecodedCsr extends ParsedCsr {
 /** Structure, key policy and signature algorithm checks; the signature itself is checked separately. */
 export function decodeCsr(input: Buffer | string): DecodedCsr {
   const der = csrDer(input);
-  let info: Element, sigAlg: Element, sigBits: Element, spkiElement: Element;
+  let info: Element, sigAlg: Element, sigBits: Element, spkiElement: Element, subject: Buffer;
   let spkiInfo: SpkiInfo;
   try {
     const root = readRoot(der);
@@ -127,7 +129,7 @@ export function decodeCsr(input: Buffer | string): DecodedCsr {
     if (fields.length !== 4) throw new DerError(`CertificationRequestInfo has ${fields.length} fields, expected 4`, info.start);
     const version = readSmallInteger(fields[0]!);
     if (version !== 0) throw new CsrError("unsupported-version", `CSR: unsupported version ${version} (only version 1, encoded 0, exists)`);
-    expectTag(fields[1], 0x30, "subject Name");
+    subject = raw(expectTag(fields[1], 0x30, "subject Name"));
     spkiElement = fields[2]!;
     spkiInfo = readSpki(spkiElement);
     const attributes = expectTag(fields[3], 0xa0, "attributes [0]");
@@ -170,13 +172,13 @@ export function decodeCsr(input: Buffer | string): DecodedCsr {
     throw new CsrError("signature-algorithm-not-allowed", `CSR: signature algorithm not allowed: ${oidName(sigOid)}`);
   if (scheme.keyType !== publicKey.asymmetricKeyType)
     throw new CsrError("signature-invalid", `CSR: signature algorithm ${oidName(sigOid)} does not fit a ${keyType} key`);
-  return { der, spki: raw(spkiElement), subjectPublicKey: spkiInfo.subjectPublicKey, publicKey, keyType, signedInfo: raw(info), signature, hash: scheme.hash };
+  return { der, spki: raw(spkiElement), subjectPublicKey: spkiInfo.subjectPublicKey, publicKey, keyType, subject, signedInfo: raw(info), signature, hash: scheme.hash };
 }
 
 const BAD_SIGNATURE = "CSR: signature does not verify (no proof of possession of the private key)";
 
 function verified(csr: DecodedCsr): ParsedCsr {
-  return { der: csr.der, spki: csr.spki, subjectPublicKey: csr.subjectPublicKey, publicKey: csr.publicKey, keyType: csr.keyType };
+  return { der: csr.der, spki: csr.spki, subjectPublicKey: csr.subjectPublicKey, publicKey: csr.publicKey, keyType: csr.keyType, subject: csr.subject };
 }
 
 /** Parses and verifies a CSR. Throws CsrError with a specific reason. */

@@ -36,3 +36,14 @@ export function nameToString(nameDer: Buffer): string {
     })
     .join(", ");
 }
+
+/** The (last) commonName in a Name, if any. */
+export function commonNameOf(nameDer: Buffer): string | undefined {
+  let cn: string | undefined;
+  for (const rdn of children(expectTag(readElement(nameDer, 0), 0x30, "Name")))
+    for (const atv of children(rdn)) {
+      const [type, value] = children(atv);
+      if (readOid(type!) === OID.commonName) cn = content(value!).toString(value!.tag === 0x1e ? "utf16le" : "utf8");
+    }
+  return cn;
+}

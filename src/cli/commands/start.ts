@@ -7,9 +7,12 @@ import { CONFIG_FILE } from "../../config/config.js";
 import { dirOption, withFleet } from "../context.js";
 import { say } from "../output.js";
 import { describeInit } from "./init.js";
+import { serve } from "./serve.js";
 
 export function registerStart(program: Command): void {
-  dirOption(program.command("start").description("initialize the fleet directory if missing and show the hierarchy")).action(async (opts) => {
+  dirOption(program.command("start").description("initialize the fleet directory if missing, show the hierarchy and serve"))
+    .option("--listen <host:port>", "override listen.registration")
+    .action(async (opts) => {
     if (!existsSync(join(opts.dir, CONFIG_FILE))) {
       describeInit(await initFleet({ dir: opts.dir }));
       say("");
@@ -22,7 +25,7 @@ export function registerStart(program: Command): void {
         say(`${indent}${c.id.padEnd(c.id === "root" ? 14 : 9)} ${c.subject}  [${c.keyType}${c.keyOnline ? "" : ", key offline"}] until ${c.notAfter.slice(0, 10)}  sha256:${c.fingerprintSha256.slice(0, 16)}…`);
       }
       say("");
-      say("Next: fleetpki device add robot-0001 --dir " + opts.dir + "   |   fleetpki ca list --dir " + opts.dir);
     });
+    await serve(opts.dir, opts.listen);
   });
 }

@@ -1,0 +1,228 @@
+// First enrollment: bootstrap trust from the pinned fingerprint, make the key on the device,
+// get it certified (token, factory certificate or operator approval), check the answer, and
+// only then create the agent directory and write everything in one commit.
+import { X509Certificate, createPrivateKey } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { parseCertificate } from "../x509/certificate.js";
+import { DEVICE_ID_PATTERN } from "../x509/profiles.js";
+import { PemError, parsePemBlocks } from "../x509/pem.js";
+import { systemClock, type Clock } from "./clock.js";
+import { RegistrationClient, bootstrapRoot, parseServerUrl, type ClientIdentity, type PinnedRoot } from "./client.js";
+import { AgentError, ServerError, TransportError } from "./errors.js";
+import { fingerprintOf, parseFingerprint } from "./fingerprint.js";
+import { silentLogger, type Logger } from "./log.js";
+import { newKeyAndCsr, type AgentKeyType } from "./request.js";
+import { AGENT_FILES, commitState, isEnrolled, lockAgentDir, type AgentConfig } from "./state.js";
+import { deviceIdentityOf, sameKey, validateIssued, type IssuedBundle } from "./verify.js";
+
+export type EnrollMode = { kind: "token"; token: string } | { kind: "factory"; dir: string } | { kind: "approval" };
+
+export interface EnrollOptions {
+  server: string;
+  /** "sha256:HEX" (any case, colons allowed). */
+  rootFingerprint: string;
+  deviceId: string;
+  mode: EnrollMode;
+  /** The agent directory; created (0700) only once a valid certificate is in hand. */
+  dir: string;
+  keyType?: AgentKeyType;
+  /** How long to keep polling while an approval is pending (default 10 minutes). */
+  waitMs?: number;
+  /** Replace an existing enrollment in dir. */
+  force?: boolean;
+  timeoutMs?: number;
+  log?: Logger;
+  clock?: Clock;
+  signal?: AbortSignal;
+}
+
+export interface EnrollResult {
+  dir: string;
+  deviceId: string;
+  spiffeId: string;
+  serial: string;
+  notBefore: Date;
+  notAfter: Date;
+  server: string;
+  rootFingerprint: string;
+}
+
+export const ENROLL_PATH = "/api/v1/enroll";
+const DEFAULT_WAIT_MS = 10 * 60_000;
+const MIN_POLL_MS = 1_000;
+const MAX_POLL_MS = 60_000;
+
+export function assertDeviceId(id: string): void {
+  if (!DEVICE_ID_PATTERN.test(id)) throw new AgentError(`invalid device id "${id}": use 1-63 characters a-z 0-9 . _ - starting with a letter or digit`);
+}
+
+export interface FactoryBundle {
+  identity: ClientIdentity;
+  certificate: X509Certificate;
+  /** ca.pem of the bundle, when present. */
+  rootDer?: Buffer;
+}
+
+function readBundleFile(dir: string, name: string, required: boolean): string | undefined {
+  const path = join(dir, name);
+  if (!existsSync(path)) {
+    if (required) throw new AgentError(`factory bundle ${dir} has no ${name} (expected key.pem, cert.pem, chain.pem, ca.pem from \`ca issue-batch\`)`);
+    return undefined;
+  }
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    throw new AgentError(`cannot read ${path}`);
+  }
+}
+
+function pemCertificates(text: string, path: string): X509Certificate[] {
+  try {
+    return parsePemBlocks(text)
+      .filter((b) => b.label === "CERTIFICATE")
+      .map((b) => new X509Certificate(b.der));
+  } catch (e) {
+    throw new AgentError(`${path}: ${e instanceof PemError ? e.message : "a certificate cannot be parsed"}`);
+  }
+}
+
+/** The issue-batch bundle as a TLS client identity, checked to be this device's. */
+export function readFactoryBundle(dirPath: string, deviceId: string): FactoryBundle {
+  const dir = resolve(dirPath);
+  const keyPem = readBundleFile(dir, "key.pem", true)!;
+  const certPem = readBundleFile(dir, "cert.pem", true)!;
+  const chainPem = readBundleFile(dir, "chain.pem", true)!;
+  const caPem = readBundleFile(dir, "ca.pem", false);
+  let key;
+  try {
+    key = createPrivateKey(keyPem);
+  } catch {
+    throw new AgentError(`${join(dir, "key.pem")} is not a readable unencrypted private key`);
+  }
+  const certificate = pemCertificates(certPem, join(dir, "cert.pem"))[0];
+  if (!certificate) throw new AgentError(`${join(dir, "cert.pem")} holds no certificate`);
+  if (!sameKey(certificate.publicKey, key)) throw new AgentError(`factory bundle ${dir}: key.pem does not match cert.pem`);
+  const identity = deviceIdentityOf(parseCertificate(Buffer.from(certificate.raw)));
+  if (identity?.deviceId !== deviceId)
+    throw new AgentError(`factory certificate in ${dir} is for ${identity?.spiffeId ?? "no device identity"}, not device ${deviceId}`);
+  pemCertificates(chainPem, join(dir, "chain.pem"));
+  const roots = caPem === undefined ? [] : pemCertificates(caPem, join(dir, "ca.pem"));
+  const certChainPem = certPem.replace(/\s*$/, "\n") + chainPem;
+  return { identity: { certChainPem, keyPem }, certificate, rootDer: roots[0] ? Buffer.from(roots[0].raw) : undefined };
+}
+
+/** Parses and checks everything that needs no network; throws before anything is sent. */
+function preflight(options: EnrollOptions): { server: URL; fingerprint: string; dir: string; factory?: FactoryBundle } {
+  assertDeviceId(options.deviceId);
+  const server = parseServerUrl(options.server);
+  const fingerprint = parseFingerprint(options.rootFingerprint);
+  const dir = resolve(options.dir);
+  if (!options.force && isEnrolled(dir))
+    throw new AgentError(`${dir} already holds an enrollment (${AGENT_FILES.config}); use another --dir, or --force to replace it`);
+  if (options.mode.kind === "token" && options.mode.token.length === 0) throw new AgentError("the enrollment token is empty");
+  const factory = options.mode.kind === "factory" ? readFactoryBundle(options.mode.dir, options.deviceId) : undefined;
+  return { server, fingerprint, dir, factory };
+}
+
+/** POSTs the enrollment and polls while it is pending; returns the 2xx body. */
+async function requestCertificate(
+  client: RegistrationClient,
+  payload: Record<string, string>,
+  options: EnrollOptions,
+  clock: Clock,
+  log: Logger,
+): Promise<Record<string, unknown>> {
+  const waitMs = options.waitMs ?? DEFAULT_WAIT_MS;
+  const deadline = clock.now() + waitMs;
+  let pendingSeen = false;
+  for (;;) {
+    let answer;
+    try {
+      answer = await client.postJson(ENROLL_PATH, payload);
+    } catch (e) {
+      // Once a request is pending, ride out blips until the deadline; before that, fail fast.
+      const retryable = e instanceof TransportError || (e instanceof ServerError && e.transient);
+      if (!pendingSeen || !retryable) {
+        if (e instanceof ServerError && e.status === 403) throw new AgentError(`enrollment refused: ${e.message}`);
+        throw e;
+      }
+      const delay = Math.min(Math.max((e as ServerError).retryAfterMs ?? 5_000, MIN_POLL_MS), MAX_POLL_MS);
+      if (clock.now() + delay > deadline) throw e;
+      log.warn("enrollment poll failed; retrying", { error: (e as Error).message, retry_in_ms: delay });
+      await clock.sleep(delay, options.signal);
+      if (options.signal?.aborted) throw new AgentError("enrollment interrupted");
+      continue;
+    }
+    if (answer.status !== 202) return answer.body;
+    pendingSeen = true;
+    const requestId = typeof answer.body.request_id === "string" ? answer.body.request_id : undefined;
+    const bodyRetry = typeof answer.body.retry_after === "number" ? answer.body.retry_after * 1000 : undefined;
+    const delay = Math.min(Math.max(answer.retryAfterMs ?? bodyRetry ?? 5_000, MIN_POLL_MS), MAX_POLL_MS);
+    if (clock.now() + delay > deadline)
+      throw new AgentError(
+        `enrollment of ${options.deviceId} is still pending approval after ${Math.round(waitMs / 1000)} s${requestId ? ` (request ${requestId})` : ""}; approve it with \`fleetpki device approve ${options.deviceId}\` and run this command again (or pass a longer --wait)`,
+      );
+    log.info("enrollment pending approval", { device_id: options.deviceId, request_id: requestId, retry_in_ms: delay });
+    await clock.sleep(delay, options.signal);
+    if (options.signal?.aborted) throw new AgentError("enrollment interrupted");
+  }
+}
+
+/**
+ * Enrolls this device. Nothing is written, and the directory is not created, unless the
+ * server returned a certificate that passed every check in verify.ts.
+ */
+export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
+  const log = options.log ?? silentLogger;
+  const clock = options.clock ?? systemClock;
+  const { server, fingerprint, dir, factory } = preflight(options);
+
+  log.info("fetching CA certificates", { server: server.origin });
+  const root: PinnedRoot = await bootstrapRoot(server, fingerprint, options.timeoutMs, options.signal);
+  log.info("pinned root found", { root_fingerprint: fingerprint, subject: root.certificate.subject.replace(/\n/g, ", ") });
+  if (factory?.rootDer && fingerprintOf(factory.rootDer) !== fingerprint)
+    throw new AgentError(`the factory bundle's ca.pem (${fingerprintOf(factory.rootDer)}) is not the pinned root ${fingerprint}`);
+
+  const fresh = newKeyAndCsr(options.deviceId, options.keyType ?? "p256");
+  const payload: Record<string, string> =
+    options.mode.kind === "token"
+      ? { device_id: options.deviceId, token: options.mode.token, csr: fresh.csrPem }
+      : { device_id: options.deviceId, csr: fresh.csrPem };
+
+  const client = new RegistrationClient(server, { rootPem: root.pem, identity: factory?.identity, timeoutMs: options.timeoutMs, signal: options.signal });
+  let issued: IssuedBundle;
+  try {
+    log.info("requesting certificate", { device_id: options.deviceId, mode: options.mode.kind });
+    const body = await requestCertificate(client, payload, options, clock, log);
+    issued = validateIssued(body, { key: fresh.key, deviceId: options.deviceId, root });
+  } finally {
+    client.close();
+  }
+
+  const config: AgentConfig = { server: server.href.replace(/\/$/, ""), root_fingerprint: fingerprint, device_id: options.deviceId };
+  const release = lockAgentDir(dir);
+  try {
+    if (!options.force && existsSync(join(dir, AGENT_FILES.config))) throw new AgentError(`${dir} was enrolled meanwhile; not overwriting it`);
+    commitState(dir, {
+      key: fresh.keyPem,
+      cert: issued.certPem,
+      chain: issued.chainPem,
+      ca: root.pem,
+      config: JSON.stringify(config, null, 2) + "\n",
+    });
+  } finally {
+    release();
+  }
+  log.info("enrolled", { device_id: options.deviceId, serial: issued.serial, not_after: issued.notAfter, identity: issued.spiffeId });
+  return {
+    dir,
+    deviceId: options.deviceId,
+    spiffeId: issued.spiffeId,
+    serial: issued.serial,
+    notBefore: issued.notBefore,
+    notAfter: issued.notAfter,
+    server: config.server,
+    rootFingerprint: fingerprint,
+  };
+}

@@ -1,0 +1,85 @@
+// One-time enrollment tokens. The token is shown once; only its SHA-256 is stored. A token is
+// bound to one device, expires, and is consumed inside the transaction that records the
+// certificate it paid for, so racing requests cannot both use it.
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
+import { appendAudit } from "../audit/log.js";
+import { parseDuration } from "../config/duration.js";
+import type { EnrollmentTokenTable } from "../store/schema.js";
+import type { Tx } from "../store/store.js";
+import { AuthenticationFailed, InvalidArgument, UnknownDevice } from "./errors.js";
+import type { Fleet } from "./fleet.js";
+import { assertDeviceId } from "./issuance.js";
+import type { Claim } from "./recorder.js";
+
+const TOKEN_PREFIX = "fpt_";
+
+function hashToken(token: string): Buffer {
+  return createHash("sha256").update(token, "utf8").digest();
+}
+
+export interface CreatedToken {
+  token: string;
+  deviceId: string;
+  expiresAt: Date;
+}
+
+export async function createToken(fleet: Fleet, req: { deviceId: string; ttl?: string; actor: string; tx?: Tx }): Promise<CreatedToken> {
+  assertDeviceId(req.deviceId);
+  const ttl = req.ttl ?? fleet.config.enrollment.token_ttl;
+  let ttlMs: number;
+  try {
+    ttlMs = parseDuration(ttl);
+  } catch (e) {
+    throw new InvalidArgument(`--ttl: ${(e as Error).message}`);
+  }
+  const token = TOKEN_PREFIX + randomBytes(24).toString("base64url");
+  const now = new Date();
+  const row: EnrollmentTokenTable = {
+    id: randomUUID(),
+    device_id: req.deviceId,
+    token_hash: hashToken(token).toString("hex"),
+    created_at: now.toISOString(),
+    expires_at: new Date(now.getTime() + ttlMs).toISOString(),
+    used_at: null,
+    created_by: req.actor,
+  };
+  const write = async (tx: Tx) => {
+    const device = await tx.selectFrom("devices").select("id").where("id", "=", req.deviceId).executeTakeFirst();
+    if (!device) throw new UnknownDevice(req.deviceId);
+    await tx.insertInto("enrollment_tokens").values(row).execute();
+    await appendAudit(tx, [{ actor: req.actor, action: "token.create", subject: `device:${req.deviceId}`, details: { token_id: row.id, expires_at: row.expires_at }, at: now }]);
+  };
+  if (req.tx) await write(req.tx);
+  else await fleet.store.transaction(write);
+  return { token, deviceId: req.deviceId, expiresAt: new Date(row.expires_at) };
+}
+
+/** The stored token matching `token` for this device, compared in constant time. */
+async function findToken(tx: Tx, deviceId: string, token: string): Promise<EnrollmentTokenTable | undefined> {
+  const presented = hashToken(token);
+  const rows = await tx.selectFrom("enrollment_tokens").selectAll().where("device_id", "=", deviceId).execute();
+  let found: EnrollmentTokenTable | undefined;
+  for (const row of rows) if (timingSafeEqual(Buffer.from(row.token_hash, "hex"), presented)) found = row;
+  return found;
+}
+
+function assertUsable(row: EnrollmentTokenTable | undefined, deviceId: string, now: Date): asserts row is EnrollmentTokenTable {
+  if (!row) throw new AuthenticationFailed("token-invalid", `invalid token for device "${deviceId}"`);
+  if (row.used_at) throw new AuthenticationFailed("token-used", `the token for device "${deviceId}" was already used`);
+  if (row.expires_at <= now.toISOString()) throw new AuthenticationFailed("token-expired", `the token for device "${deviceId}" expired at ${row.expires_at}`);
+}
+
+/** Read-only check before any expensive work, so wrong tokens cost no signature. */
+export async function checkToken(fleet: Fleet, deviceId: string, token: string, now = new Date()): Promise<void> {
+  assertUsable(await findToken(fleet.store.db, deviceId, token), deviceId, now);
+}
+
+/** Consumes the token in the recording transaction; a lost race is refused there. */
+export function tokenClaim(deviceId: string, token: string, now: Date): Claim {
+  return async (tx) => {
+    const row = await findToken(tx, deviceId, token);
+    assertUsable(row, deviceId, now);
+    const result = await tx.updateTable("enrollment_tokens").set({ used_at: now.toISOString() }).where("id", "=", row.id).where("used_at", "is", null).executeTakeFirst();
+    if (Number(result.numUpdatedRows) !== 1) throw new AuthenticationFailed("token-used", `the token for device "${deviceId}" was already used`);
+  };
+}

@@ -1,0 +1,44 @@
+// Typed authority outcomes -> HTTP statuses (RFC 7030's usual codes, RFC 9457 bodies).
+import {
+  AuthenticationFailed,
+  AuthorityError,
+  CaKeyOffline,
+  CaNotActive,
+  CsrInvalid,
+  DeviceNotActive,
+  InvalidArgument,
+  InvalidDeviceId,
+  KeyTypeNotAllowed,
+  NotPermitted,
+  ReEnrollRequired,
+  TooManyRequests,
+  UnknownDevice,
+} from "../authority/errors.js";
+import { Base64Error } from "../x509/base64.js";
+import { HttpProblem } from "./http.js";
+
+export const BASIC_CHALLENGE = { "www-authenticate": 'Basic realm="fleetpki", charset="UTF-8"' };
+
+/** Maps an error to the problem to send; unknown errors become a 500 without internals. */
+export function toProblem(e: unknown): HttpProblem {
+  if (e instanceof HttpProblem) return e;
+  if (e instanceof Base64Error) return new HttpProblem(400, "invalid-base64", e.message);
+  if (e instanceof CsrInvalid) return new HttpProblem(400, `csr-${e.reason}`, e.message);
+  if (e instanceof KeyTypeNotAllowed) return new HttpProblem(400, "key-type-not-allowed", e.message);
+  if (e instanceof InvalidDeviceId || e instanceof InvalidArgument) return new HttpProblem(400, e.code, e.message);
+  // Whether a device exists is not told to unauthenticated callers: same answer as a bad token.
+  if (e instanceof UnknownDevice) return new HttpProblem(401, "token-invalid", "invalid credentials", BASIC_CHALLENGE);
+  if (e instanceof AuthenticationFailed) return new HttpProblem(401, e.reason, e.message, BASIC_CHALLENGE);
+  if (e instanceof NotPermitted) return new HttpProblem(403, e.reason, e.message);
+  if (e instanceof DeviceNotActive) return new HttpProblem(403, e.code, e.message);
+  if (e instanceof ReEnrollRequired) return new HttpProblem(403, e.code, e.message);
+  if (e instanceof TooManyRequests) return new HttpProblem(429, e.code, e.message, { "retry-after": String(e.retryAfterSeconds) });
+  if (e instanceof CaNotActive || e instanceof CaKeyOffline) return new HttpProblem(503, e.code, e.message);
+  if (e instanceof AuthorityError) return new HttpProblem(400, e.code, e.message);
+  return new HttpProblem(500, "internal-error", "internal error (see the server log)");
+}
+
+/** True for outcomes that count as failed authentication (rate limit + audit). */
+export function isAuthFailure(e: unknown): boolean {
+  return e instanceof AuthenticationFailed || e instanceof UnknownDevice;
+}

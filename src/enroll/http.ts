@@ -1,0 +1,110 @@
+// Small HTTP mechanics for the registration server: bounded bodies, problem details, JSON.
+import type { IncomingMessage, ServerResponse } from "node:http";
+
+export const MAX_BODY_BYTES = 64 * 1024;
+
+export class HttpProblem extends Error {
+  constructor(
+    readonly status: number,
+    readonly type: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = "HttpProblem";
+  }
+}
+
+export const PROBLEM_BASE = "https://fleetpki.dev/problems/";
+
+const TITLES: Record<number, string> = {
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  413: "Content Too Large",
+  415: "Unsupported Media Type",
+  429: "Too Many Requests",
+  500: "Internal Server Error",
+  503: "Service Unavailable",
+};
+
+/** RFC 9457 problem details. */
+export function sendProblem(res: ServerResponse, problem: HttpProblem): void {
+  const body = JSON.stringify({ type: PROBLEM_BASE + problem.type, title: TITLES[problem.status] ?? "Error", status: problem.status, detail: problem.message });
+  res.writeHead(problem.status, { "content-type": "application/problem+json", "content-length": Buffer.byteLength(body), ...problem.headers });
+  res.end(body);
+}
+
+export function sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
+  const body = JSON.stringify(value);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body), ...headers });
+  res.end(body);
+}
+
+export function sendText(res: ServerResponse, status: number, contentType: string, body: string, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(body), ...headers });
+  res.end(body);
+}
+
+/** Reads the body, refusing more than `limit` bytes (413) before buffering it all. */
+export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<Buffer> {
+  const declared = Number(req.headers["content-length"]);
+  if (Number.isFinite(declared) && declared > limit)
+    return Promise.reject(new HttpProblem(413, "body-too-large", `request body of ${declared} bytes exceeds the ${limit}-byte limit`));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        reject(new HttpProblem(413, "body-too-large", `request body exceeds the ${limit}-byte limit`, { connection: "close" }));
+        req.removeAllListeners("data");
+        req.resume();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}
+
+/** The media type without parameters, lower-cased ("application/pkcs10"). */
+export function mediaType(req: IncomingMessage): string {
+  return (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
+}
+
+export function requireMediaType(req: IncomingMessage, ...accepted: string[]): void {
+  const type = mediaType(req);
+  if (!accepted.includes(type))
+    throw new HttpProblem(415, "unsupported-media-type", `Content-Type must be ${accepted.join(" or ")}${type ? `, not ${type}` : ""}`);
+}
+
+export function methodNotAllowed(allowed: string[]): HttpProblem {
+  return new HttpProblem(405, "method-not-allowed", `use ${allowed.join(" or ")}`, { allow: allowed.join(", ") });
+}
+
+export async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  requireMediaType(req, "application/json");
+  const body = await readBody(req);
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString("utf8"));
+  } catch {
+    throw new HttpProblem(400, "invalid-json", "the request body is not valid JSON");
+  }
+  if (!value || typeof value !== "object" || Array.isArray(value)) throw new HttpProblem(400, "invalid-json", "the request body must be a JSON object");
+  return value as Record<string, unknown>;
+}
+
+export function stringField(body: Record<string, unknown>, name: string, required = true): string | undefined {
+  const v = body[name];
+  if (v === undefined || v === null) {
+    if (required) throw new HttpProblem(400, "missing-field", `field "${name}" is required`);
+    return undefined;
+  }
+  if (typeof v !== "string" || v === "") throw new HttpProblem(400, "invalid-field", `field "${name}" must be a non-empty string`);
+  return v;
+}

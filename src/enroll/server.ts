@@ -1,0 +1,314 @@
+// The registration server: EST (RFC 7030) and a JSON API over HTTPS. It decides nothing
+// itself: it authenticates the transport (Basic credentials, TLS client certificates), calls
+// the authority, and maps results to HTTP.
+import { createServer, type Server } from "node:https";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { TLSSocket } from "node:tls";
+import { AuthFailureLog } from "../authority/auth-failures.js";
+import {
+  enrollByApproval,
+  enrollWithFactoryCertificate,
+  enrollWithToken,
+  renewExpired,
+  renewWithCertificate,
+  renewalChallenge,
+  requestedDeviceId,
+  type ClientCertificate,
+  type RequestSource,
+} from "../authority/enrollment.js";
+import { AuthenticationFailed } from "../authority/errors.js";
+import type { Fleet } from "../authority/fleet.js";
+import type { DeviceCertificate } from "../authority/issuance.js";
+import type { Logger } from "../log.js";
+import { fromBase64Body, toBase64Body } from "../x509/base64.js";
+import { fleetCsrAttrs } from "../x509/csrattrs.js";
+import { fromPem } from "../x509/pem.js";
+import { certsOnly } from "../x509/pkcs7.js";
+import { BASIC_CHALLENGE, isAuthFailure, toProblem } from "./errors.js";
+import { HttpProblem, methodNotAllowed, readBody, readJson, requireMediaType, sendJson, sendProblem, sendText, stringField } from "./http.js";
+import { FailureLimiter } from "./rate-limit.js";
+
+export interface RegistrationTls {
+  /** Unencrypted PEM, held in memory only. */
+  key: string;
+  /** Server certificate followed by its issuing CA. */
+  cert: string;
+  /** Trust anchors and intermediates for client certificates (root, devices CA, local CAs). */
+  ca: string[];
+}
+
+export interface RegistrationServerOptions {
+  fleet: Fleet;
+  logger: Logger;
+  tls: RegistrationTls;
+  host: string;
+  port: number;
+}
+
+export interface RunningServer {
+  server: Server;
+  address: AddressInfo;
+  close(): Promise<void>;
+}
+
+const EST = "/.well-known/est/";
+const PKCS7_HEADERS = { "content-transfer-encoding": "base64" };
+const PKCS7_TYPE = "application/pkcs7-mime; smime-type=certs-only";
+
+class Handler {
+  private readonly limiter: FailureLimiter;
+  readonly failures: AuthFailureLog;
+  private cacertsBody: string | undefined;
+
+  constructor(
+    private readonly fleet: Fleet,
+    private readonly logger: Logger,
+  ) {
+    this.limiter = new FailureLimiter(fleet.config.enrollment.failed_auth_per_minute);
+    this.failures = new AuthFailureLog(fleet);
+  }
+
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    const path = (req.url ?? "/").split("?")[0]!;
+    const source: RequestSource = { via: path.startsWith(EST) ? "est" : "api", address: req.socket.remoteAddress };
+    let device: string | undefined;
+    try {
+      device = await this.route(req, res, path, source);
+    } catch (e) {
+      const problem = toProblem(e);
+      if (problem.status >= 500) this.logger.error({ err: { name: (e as Error)?.name, message: (e as Error)?.message, stack: (e as Error)?.stack }, path }, "request failed");
+      if (!res.headersSent) sendProblem(res, problem);
+      else res.destroy();
+    } finally {
+      this.logger.info({ method: req.method, path, status: res.statusCode, ms: Math.round((performance.now() - started) * 10) / 10, address: source.address, device }, "request");
+    }
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse, path: string, source: RequestSource): Promise<string | undefined> {
+    switch (path) {
+      case "/healthz":
+        if (req.method !== "GET" && req.method !== "HEAD") throw methodNotAllowed(["GET"]);
+        sendJson(res, 200, { status: "ok" });
+        return;
+      case `${EST}cacerts`:
+        if (req.method !== "GET") throw methodNotAllowed(["GET"]);
+        sendText(res, 200, PKCS7_TYPE, await this.cacerts(), PKCS7_HEADERS);
+        return;
+      case `${EST}csrattrs`:
+        if (req.method !== "GET") throw methodNotAllowed(["GET"]);
+        sendText(res, 200, "application/csrattrs", toBase64Body(fleetCsrAttrs()), PKCS7_HEADERS);
+        return;
+      case `${EST}simpleenroll`:
+        return this.estEnroll(req, res, source);
+      case `${EST}simplereenroll`:
+        return this.estReenroll(req, res, source);
+      case "/api/v1/enroll":
+        return this.apiEnroll(req, res, source);
+      case "/api/v1/renew":
+        return this.apiRenew(req, res, source);
+      case "/api/v1/renew/challenge":
+        return this.apiChallenge(req, res, source);
+      case "/api/v1/renew/expired":
+        return this.apiRenewExpired(req, res, source);
+      default:
+        throw new HttpProblem(404, "not-found", `no such resource: ${path}`);
+    }
+  }
+
+  private async cacerts(): Promise<string> {
+    if (!this.cacertsBody) {
+      const { chain, root } = await this.fleet.chainPem("devices");
+      this.cacertsBody = toBase64Body(certsOnly([fromPem(chain, ["CERTIFICATE"]), fromPem(root, ["CERTIFICATE"])]));
+    }
+    return this.cacertsBody;
+  }
+
+  /** Refuses (429) sources and device ids that failed authentication too often, before any work. */
+  private checkLimits(address: string | undefined, deviceId: string | undefined): void {
+    const wait = Math.max(this.limiter.blockedFor(`ip:${address}`), deviceId ? this.limiter.blockedFor(`device:${deviceId}`) : 0);
+    if (wait > 0) throw new HttpProblem(429, "too-many-requests", `too many failed attempts; retry in ${wait} s`, { "retry-after": String(wait) });
+  }
+
+  /** Runs an authenticated operation, counting and auditing authentication failures. */
+  private async authenticated<T>(source: RequestSource, deviceId: string | undefined, reasonVia: string, op: () => Promise<T>): Promise<T> {
+    this.checkLimits(source.address, deviceId);
+    try {
+      return await op();
+    } catch (e) {
+      if (isAuthFailure(e)) {
+        this.limiter.fail(`ip:${source.address}`);
+        if (deviceId) this.limiter.fail(`device:${deviceId}`);
+        this.failures.record({ address: source.address ?? "unknown", deviceId, reason: (e as AuthenticationFailed).reason ?? "unknown-device", via: reasonVia });
+      }
+      throw e;
+    }
+  }
+
+  private async estCsr(req: IncomingMessage): Promise<Buffer> {
+    if (req.method !== "POST") throw methodNotAllowed(["POST"]);
+    requireMediaType(req, "application/pkcs10");
+    return fromBase64Body(await readBody(req));
+  }
+
+  private sendPkcs7(res: ServerResponse, cert: DeviceCertificate): void {
+    sendText(res, 200, PKCS7_TYPE, toBase64Body(certsOnly([cert.der])), PKCS7_HEADERS);
+  }
+
+  private async estEnroll(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
+    const csr = await this.estCsr(req);
+    const basic = basicCredentials(req);
+    const client = clientCertificate(req);
+    if (basic) {
+      const cert = await this.authenticated(source, basic.user, "est-basic", () => enrollWithToken(this.fleet, { deviceId: basic.user, token: basic.password, csr, source }));
+      this.sendPkcs7(res, cert);
+      return cert.deviceId;
+    }
+    if (client) {
+      const cert = await this.authenticated(source, undefined, "est-factory", () => enrollWithFactoryCertificate(this.fleet, { clientCertificate: client, csr, source }));
+      this.sendPkcs7(res, cert);
+      return cert.deviceId;
+    }
+    if (this.fleet.config.enrollment.approval) {
+      const deviceId = requestedDeviceId(csr);
+      const outcome = await enrollByApproval(this.fleet, { deviceId, csr, source });
+      if (outcome.status === "pending") {
+        res.writeHead(202, { "retry-after": String(outcome.retryAfterSeconds), "content-length": 0 });
+        res.end();
+      } else this.sendPkcs7(res, outcome.certificate);
+      return deviceId;
+    }
+    throw new HttpProblem(401, "credentials-required", "authenticate with HTTP Basic (device id and one-time token) or a factory client certificate", BASIC_CHALLENGE);
+  }
+
+  private async estReenroll(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
+    const csr = await this.estCsr(req);
+    const client = clientCertificate(req);
+    if (!client) throw new HttpProblem(401, "certificate-required", "simplereenroll needs the current device certificate as TLS client certificate");
+    const cert = await this.authenticated(source, undefined, "est-reenroll", () => renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }));
+    this.sendPkcs7(res, cert);
+    return cert.deviceId;
+  }
+
+  private async apiEnroll(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
+    if (req.method !== "POST") throw methodNotAllowed(["POST"]);
+    const body = await readJson(req);
+    const csr = stringField(body, "csr")!;
+    const deviceId = stringField(body, "device_id", false);
+    const token = stringField(body, "token", false);
+    const client = clientCertificate(req);
+    if (token) {
+      if (!deviceId) throw new HttpProblem(400, "missing-field", 'field "device_id" is required with a token');
+      const cert = await this.authenticated(source, deviceId, "api-token", () => enrollWithToken(this.fleet, { deviceId, token, csr, source }));
+      sendJson(res, 200, certificateJson(cert));
+      return cert.deviceId;
+    }
+    if (client) {
+      const cert = await this.authenticated(source, deviceId, "api-factory", () => enrollWithFactoryCertificate(this.fleet, { clientCertificate: client, deviceId, csr, source }));
+      sendJson(res, 200, certificateJson(cert));
+      return cert.deviceId;
+    }
+    if (this.fleet.config.enrollment.approval && deviceId) {
+      const outcome = await enrollByApproval(this.fleet, { deviceId, csr, source });
+      if (outcome.status === "pending")
+        sendJson(res, 202, { status: "pending", request_id: outcome.requestId, retry_after: outcome.retryAfterSeconds }, { "retry-after": String(outcome.retryAfterSeconds) });
+      else sendJson(res, 200, certificateJson(outcome.certificate));
+      return deviceId;
+    }
+    throw new HttpProblem(401, "credentials-required", 'give "device_id" and "token", or present a factory client certificate', BASIC_CHALLENGE);
+  }
+
+  private async apiRenew(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
+    if (req.method !== "POST") throw methodNotAllowed(["POST"]);
+    const body = await readJson(req);
+    const csr = stringField(body, "csr")!;
+    const client = clientCertificate(req);
+    if (!client) throw new HttpProblem(401, "certificate-required", "renewal needs the current device certificate as TLS client certificate");
+    const cert = await this.authenticated(source, undefined, "api-renew", () => renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }));
+    sendJson(res, 200, certificateJson(cert));
+    return cert.deviceId;
+  }
+
+  private async apiChallenge(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
+    if (req.method !== "POST") throw methodNotAllowed(["POST"]);
+    const deviceId = stringField(await readJson(req), "device_id")!;
+    this.checkLimits(source.address, deviceId);
+    const { nonce, expiresAt } = await renewalChallenge(this.fleet, deviceId);
+    sendJson(res, 200, { nonce, expires_at: expiresAt.toISOString() });
+    return deviceId;
+  }
+
+  private async apiRenewExpired(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
+    if (req.method !== "POST") throw methodNotAllowed(["POST"]);
+    const body = await readJson(req);
+    const fields = { certificate: stringField(body, "certificate")!, csr: stringField(body, "csr")!, nonce: stringField(body, "nonce")!, signature: stringField(body, "signature")! };
+    const cert = await this.authenticated(source, undefined, "api-renew-expired", () => renewExpired(this.fleet, { ...fields, source }));
+    sendJson(res, 200, certificateJson(cert));
+    return cert.deviceId;
+  }
+}
+
+function certificateJson(cert: DeviceCertificate): Record<string, string> {
+  return { certificate: cert.certificatePem, chain: cert.chainPem, ca_bundle: cert.caPem, not_after: cert.notAfter.toISOString(), serial: cert.serial };
+}
+
+function basicCredentials(req: IncomingMessage): { user: string; password: string } | undefined {
+  const header = req.headers.authorization;
+  if (!header) return undefined;
+  const m = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header);
+  if (!m) throw new HttpProblem(401, "credentials-invalid", "Authorization must be HTTP Basic", BASIC_CHALLENGE);
+  const decoded = Buffer.from(m[1]!, "base64").toString("utf8");
+  const colon = decoded.indexOf(":");
+  if (colon <= 0) throw new HttpProblem(401, "credentials-invalid", "HTTP Basic credentials must be device-id:token", BASIC_CHALLENGE);
+  return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}
+
+function clientCertificate(req: IncomingMessage): ClientCertificate | undefined {
+  const socket = req.socket as TLSSocket;
+  const peer = socket.getPeerCertificate?.();
+  if (!peer || !peer.raw) return undefined;
+  return { der: peer.raw, verificationError: socket.authorized ? undefined : String(socket.authorizationError ?? "UNVERIFIED") };
+}
+
+export async function startRegistrationServer(options: RegistrationServerOptions): Promise<RunningServer> {
+  const handler = new Handler(options.fleet, options.logger);
+  const server = createServer(
+    {
+      key: options.tls.key,
+      cert: options.tls.cert,
+      ca: options.tls.ca,
+      // Ask for a client certificate (factory enrollment, renewal) without requiring one (tokens).
+      requestCert: true,
+      rejectUnauthorized: false,
+      minVersion: "TLSv1.2",
+      handshakeTimeout: 10_000,
+    },
+    (req, res) => void handler.handle(req, res),
+  );
+  // Slow or silent clients must not hold connections open.
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  server.keepAliveTimeout = 5_000;
+  server.maxHeadersCount = 64;
+  server.on("tlsClientError", (err, socket) => options.logger.debug({ err: err.message, address: socket.remoteAddress }, "TLS handshake failed"));
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  return {
+    server,
+    address: server.address() as AddressInfo,
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+        setTimeout(() => server.closeAllConnections(), 2_000).unref();
+      });
+      await handler.failures.close();
+    },
+  };
+}

@@ -1,0 +1,60 @@
+// Composition root: configuration -> services -> listeners.
+import { readFileSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { Fleet } from "./authority/fleet.js";
+import { layout } from "./authority/layout.js";
+import { ConfigError } from "./config/config.js";
+import { startRegistrationServer, type RunningServer } from "./enroll/server.js";
+import { readPrivateKey } from "./keys/keys.js";
+import { createLogger, type Logger } from "./log.js";
+
+export interface ServeOptions {
+  dir: string;
+  /** Overrides listen.registration, e.g. "127.0.0.1:0" in tests. */
+  registrationListen?: string;
+  logger?: Logger;
+}
+
+export interface FleetServer {
+  fleet: Fleet;
+  registration: AddressInfo;
+  close(): Promise<void>;
+}
+
+export function parseListen(value: string, what: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(value.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(`${what} "${value}" must be HOST:PORT (e.g. 0.0.0.0:8443 or [::]:8443)`);
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+async function registrationTls(fleet: Fleet) {
+  const key = readPrivateKey(fleet.path(`${layout.serverDir}/key.pem`), fleet.passphrase());
+  const cert = readFileSync(fleet.path(`${layout.serverDir}/cert.pem`), "utf8") + readFileSync(fleet.path(`${layout.serverDir}/chain.pem`), "utf8");
+  const cas = await fleet.store.db.selectFrom("cas").select(["id", "certificate_pem"]).where("status", "=", "active").execute();
+  // Root plus the CAs that issue device certificates, so clients may send just their leaf.
+  const ca = cas.filter((c) => c.id === "root" || c.id === "devices" || c.id.startsWith("local-")).map((c) => c.certificate_pem);
+  return { key: key.export({ type: "pkcs8", format: "pem" }).toString(), cert, ca };
+}
+
+export async function startFleetServer(options: ServeOptions): Promise<FleetServer> {
+  const fleet = await Fleet.open(options.dir);
+  const logger = options.logger ?? createLogger("fleetpki");
+  let registration: RunningServer | undefined;
+  try {
+    const listen = parseListen(options.registrationListen ?? fleet.config.listen.registration, "listen.registration");
+    registration = await startRegistrationServer({ fleet, logger: logger.child({ listener: "registration" }), tls: await registrationTls(fleet), ...listen });
+  } catch (e) {
+    await fleet.close();
+    throw e;
+  }
+  logger.info({ address: registration.address }, "registration server listening");
+  return {
+    fleet,
+    registration: registration.address,
+    async close() {
+      await registration.close();
+      await fleet.close();
+    },
+  };
+}
