@@ -14,18 +14,28 @@ interface Run {
   args: string[];
   env?: NodeJS.ProcessEnv;
   cwd?: string;
+  /** SIGTERM the process once stderr matches (for commands that keep running, like start). */
+  stopWhen?: RegExp;
 }
 
 /** Runs the CLI with no stdin, like helpers' cli(), but asynchronously and with env/cwd. */
-function run({ args, env = {}, cwd }: Run): Promise<RunResult> {
+function run({ args, env = {}, cwd, stopWhen }: Run): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     // An env value of undefined removes the variable.
     const merged = Object.fromEntries(Object.entries({ ...process.env, ...env }).filter(([, v]) => v !== undefined));
     const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"], env: merged, cwd });
     let stdout = "";
     let stderr = "";
+    let signalled = false;
     child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr += d;
+      // A long-running command (start serves): stop it gracefully once it says it is up.
+      if (stopWhen && !signalled && stopWhen.test(stderr)) {
+        signalled = true;
+        child.kill("SIGTERM");
+      }
+    });
     const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
     child.on("error", reject);
     child.on("close", (code) => {
@@ -103,9 +113,9 @@ describe("fleetpki CLI", () => {
 
     const d = ["--dir", dir];
     const startChain = (async () => {
-      startFirst = await run({ args: ["start", "--dir", started] });
+      startFirst = await run({ args: ["start", "--dir", started, "--listen", "127.0.0.1:0"], stopWhen: /root fingerprint: sha256:[0-9a-f]{64}/ });
       rootBeforeSecondStart = existsSync(join(started, "ca/root/cert.pem")) ? readFileSync(join(started, "ca/root/cert.pem")) : undefined;
-      startSecond = await run({ args: ["start", "--dir", started] });
+      startSecond = await run({ args: ["start", "--dir", started, "--listen", "127.0.0.1:0"], stopWhen: /root fingerprint: sha256:[0-9a-f]{64}/ });
     })();
     const phase2 = runAll({
       issueOut: { args: ["device", "issue", "robot-0001", ...d, "--csr", csr, "--out", outCert] },
@@ -262,8 +272,11 @@ describe("fleetpki CLI", () => {
     for (const c of ["add", "list", "show", "issue"]) assert.match(dh.stdout, new RegExp(`^\\s+${c}\\b`, "m"));
   });
 
-  it("start initializes a missing directory and prints the hierarchy; a second start only prints it", () => {
+  it("start initializes a missing directory, prints the hierarchy and serves; a second start does not re-create", () => {
     assertOk(startFirst, "first start");
+    assert.match(startFirst.stderr, /registration \(EST \+ JSON\): https:\/\/127\.0\.0\.1:\d+/);
+    assert.match(startFirst.stderr, /fleetpki agent enroll --server https:\/\/127\.0\.0\.1:\d+ --root-fingerprint sha256:[0-9a-f]{64}/);
+    assert.match(startFirst.stderr, /SIGTERM received, shutting down/);
     assert.match(startFirst.stdout, /Fleet created/);
     assert.match(startFirst.stdout, /DEVELOPMENT SETUP/);
     for (const id of ["root", "devices", "services", "operators"]) assert.match(startFirst.stdout, new RegExp(`^(\\s*└─ )?${id}\\s`, "m"), `${id} in:\n${startFirst.stdout}`);

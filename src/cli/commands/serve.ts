@@ -7,6 +7,19 @@ import { dirOption } from "../context.js";
 /** Runs the servers until SIGTERM/SIGINT, then shuts down gracefully. */
 export async function serve(dir: string, registrationListen?: string): Promise<void> {
   const server = await startFleetServer({ dir, registrationListen });
+  // Handlers first: anything that reads the banner below may signal us right away.
+  const stopped = new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      process.stderr.write(`fleetpki: ${signal} received, shutting down\n`);
+      process.off("SIGTERM", onTerm);
+      process.off("SIGINT", onInt);
+      void server.close().then(resolve, resolve);
+    };
+    const onTerm = () => stop("SIGTERM");
+    const onInt = () => stop("SIGINT");
+    process.on("SIGTERM", onTerm);
+    process.on("SIGINT", onInt);
+  });
   const root = await server.fleet.caRecord("root");
   const fp = fingerprint(fromPem(root.certificate_pem, ["CERTIFICATE"]));
   const { address, port } = server.registration;
@@ -26,18 +39,7 @@ export async function serve(dir: string, registrationListen?: string): Promise<v
       "",
     ].join("\n"),
   );
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      process.stderr.write(`fleetpki: ${signal} received, shutting down\n`);
-      process.off("SIGTERM", onTerm);
-      process.off("SIGINT", onInt);
-      void server.close().then(resolve, resolve);
-    };
-    const onTerm = () => stop("SIGTERM");
-    const onInt = () => stop("SIGINT");
-    process.on("SIGTERM", onTerm);
-    process.on("SIGINT", onInt);
-  });
+  await stopped;
 }
 
 export function registerServe(program: Command): void {
