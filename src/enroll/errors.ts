@@ -17,6 +17,7 @@ import {
 import { Base64Error } from "../x509/base64.js";
 import { HttpProblem } from "./http.js";
 
+/** Every 401 carries a challenge (RFC 9110 11.6.1); Basic is the one EST clients understand. */
 export const BASIC_CHALLENGE = { "www-authenticate": 'Basic realm="fleetpki", charset="UTF-8"' };
 
 /** Maps an error to the problem to send; unknown errors become a 500 without internals. */

@@ -185,7 +185,7 @@ class Handler {
   private async estReenroll(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
     const csr = await this.estCsr(req);
     const client = clientCertificate(req);
-    if (!client) throw new HttpProblem(401, "certificate-required", "simplereenroll needs the current device certificate as TLS client certificate");
+    if (!client) throw new HttpProblem(401, "certificate-required", "simplereenroll needs the current device certificate as TLS client certificate", BASIC_CHALLENGE);
     const cert = await this.authenticated(source, undefined, "est-reenroll", () => renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }));
     this.sendPkcs7(res, cert);
     return cert.deviceId;
@@ -224,7 +224,7 @@ class Handler {
     const body = await readJson(req);
     const csr = stringField(body, "csr")!;
     const client = clientCertificate(req);
-    if (!client) throw new HttpProblem(401, "certificate-required", "renewal needs the current device certificate as TLS client certificate");
+    if (!client) throw new HttpProblem(401, "certificate-required", "renewal needs the current device certificate as TLS client certificate", BASIC_CHALLENGE);
     const cert = await this.authenticated(source, undefined, "api-renew", () => renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }));
     sendJson(res, 200, certificateJson(cert));
     return cert.deviceId;
@@ -283,6 +283,8 @@ export async function startRegistrationServer(options: RegistrationServerOptions
       rejectUnauthorized: false,
       minVersion: "TLSv1.2",
       handshakeTimeout: 10_000,
+      // headersTimeout/requestTimeout are only enforced when this check runs (default every 30 s).
+      connectionsCheckingInterval: 1_000,
     },
     (req, res) => void handler.handle(req, res),
   );
