@@ -17,10 +17,9 @@
 // directory holds a matching key/cert pair: the old one or the new one, never a mix. (A reader
 // outside the agent can see the two renames of step 3 a few microseconds apart; it should
 // retry if key and certificate do not match, or react to the --on-renew hook.)
-import { X509Certificate, createPrivateKey, type KeyObject } from "node:crypto";
-import { closeSync, existsSync, fsyncSync, linkSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync } from "node:fs";
+import { X509Certificate, createPrivateKey, randomBytes, type KeyObject } from "node:crypto";
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { randomBytes } from "node:crypto";
 import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
 import { parseCertificate, type ParsedCertificate } from "../x509/certificate.js";
 import { PemError, parsePemBlocks } from "../x509/pem.js";
@@ -291,7 +290,15 @@ export function lockAgentDir(dir: string): () => void {
     const tmp = join(dir, `.${LOCK_FILE}.${randomBytes(6).toString("hex")}.tmp`);
     writeFileAtomic(tmp, mine, 0o600);
     try {
-      linkSync(tmp, path);
+      try {
+        linkSync(tmp, path);
+      } catch (e) {
+        // File systems without hard links: exclusive create, then write (a tiny window in
+        // which a reader could see an empty lock, which counts as stale).
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP") throw e;
+        writeFileSync(path, mine, { flag: "wx", mode: 0o600 });
+      }
       unlinkSync(tmp);
       return () => {
         try {

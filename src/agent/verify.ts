@@ -66,7 +66,7 @@ export function deviceIdentityOf(parsed: ParsedCertificate): { spiffeId: string;
 }
 
 export function sameKey(a: KeyObject, b: KeyObject): boolean {
-  const spki = (k: KeyObject) => createPublicKey(k).export({ type: "spki", format: "der" });
+  const spki = (k: KeyObject) => (k.type === "public" ? k : createPublicKey(k)).export({ type: "spki", format: "der" });
   return spki(a).equals(spki(b));
 }
 

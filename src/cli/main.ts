@@ -1,13 +1,6 @@
 // fleetpki command line. Errors are one line on stderr and a non-zero exit; --debug adds stacks.
 import { Command, CommanderError } from "commander";
 import { AuthorityError } from "../authority/errors.js";
-import { registerAgent } from "./commands/agent.js";
-import { registerAudit } from "./commands/audit.js";
-import { registerCa } from "./commands/ca.js";
-import { registerDevice, registerToken } from "./commands/device.js";
-import { registerInit } from "./commands/init.js";
-import { registerServe } from "./commands/serve.js";
-import { registerStart } from "./commands/start.js";
 
 const debug = process.argv.includes("--debug");
 const program = new Command("fleetpki")
@@ -16,14 +9,26 @@ const program = new Command("fleetpki")
   .showHelpAfterError()
   .exitOverride();
 
-registerInit(program);
-registerStart(program);
-registerServe(program);
-registerCa(program);
-registerDevice(program);
-registerToken(program);
-registerAudit(program);
-registerAgent(program);
+// On a robot, `fleetpki agent ...` must not load server code (nor the native SQLite module).
+const command = process.argv.slice(2).find((a) => !a.startsWith("-"));
+if (command !== "agent") {
+  const [init, start, serve, ca, device, audit] = await Promise.all([
+    import("./commands/init.js"),
+    import("./commands/start.js"),
+    import("./commands/serve.js"),
+    import("./commands/ca.js"),
+    import("./commands/device.js"),
+    import("./commands/audit.js"),
+  ]);
+  init.registerInit(program);
+  start.registerStart(program);
+  serve.registerServe(program);
+  ca.registerCa(program);
+  device.registerDevice(program);
+  device.registerToken(program);
+  audit.registerAudit(program);
+}
+(await import("./commands/agent.js")).registerAgent(program);
 
 const EXPECTED = new Set(["ConfigError", "KeyError", "StoreError", "CsrError", "PemError", "AuditBroken", "DerError", "IssuerExpired", "AgentError"]);
 

@@ -1,0 +1,430 @@
+// The JSON enrollment API (/api/v1/...) over real HTTPS with a node:https client: token,
+// factory and approval provisioners, renewal with mTLS and after expiry, a one-token race, and
+// the audit trail it leaves. Each suite has its own fleet and server; they run side by side so
+// the wait for a certificate to expire overlaps the rest.
+import assert from "node:assert/strict";
+import { X509Certificate, createHash, createPublicKey, sign } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { verifyAudit } from "../src/audit/log.js";
+import { addDevice } from "../src/authority/devices.js";
+import type { Fleet } from "../src/authority/fleet.js";
+import { createToken } from "../src/authority/tokens.js";
+import { cliAsync, tempDir, tempFleet } from "./helpers.js";
+import {
+  assertProblem,
+  devicesCaPemPath,
+  editConfig,
+  https,
+  makeCsr,
+  newP256Key,
+  postJson,
+  rootPemPath,
+  sleep,
+  startTestServer,
+  type ClientKey,
+  type HttpResult,
+  type TestServer,
+} from "./server-helpers.js";
+
+type TempFleet = Awaited<ReturnType<typeof tempFleet>>;
+
+async function deviceWithToken(fleet: Fleet, id: string): Promise<string> {
+  await addDevice(fleet, { id, actor: "test" });
+  return (await createToken(fleet, { deviceId: id, actor: "test" })).token;
+}
+
+const normalizeSerial = (hex: string): string => hex.toLowerCase().replace(/^(00)+/, "");
+
+interface Issued {
+  certificate: string;
+  chain: string;
+  ca_bundle: string;
+  not_after: string;
+  serial: string;
+}
+
+/** Checks the success shape and the certificate itself; returns the body. */
+function assertIssued(res: HttpResult, dir: string, deviceId: string, key?: ClientKey): Issued {
+  assert.equal(res.status, 200, `expected 200, got ${res.status}: ${res.text}`);
+  assert.match(String(res.headers["content-type"]), /^application\/json/);
+  const body = res.json() as Issued;
+  assert.deepEqual(Object.keys(body).sort(), ["ca_bundle", "certificate", "chain", "not_after", "serial"]);
+  const cert = new X509Certificate(body.certificate);
+  const issuer = new X509Certificate(body.chain);
+  const root = new X509Certificate(body.ca_bundle);
+  assert.equal(issuer.raw.toString("base64"), new X509Certificate(readFileSync(devicesCaPemPath(dir))).raw.toString("base64"), "chain is the devices CA");
+  assert.equal(root.raw.toString("base64"), new X509Certificate(readFileSync(rootPemPath(dir))).raw.toString("base64"), "ca_bundle is the fleet root");
+  assert.ok(cert.checkIssued(issuer) && cert.verify(issuer.publicKey), "signed by the devices CA");
+  assert.ok(issuer.verify(root.publicKey), "devices CA signed by the root");
+  assert.equal(cert.subject, `CN=${deviceId}`);
+  assert.ok(cert.subjectAltName?.split(", ").includes(`URI:spiffe://fleet.example/device/${deviceId}`), `SAN of ${cert.subjectAltName}`);
+  assert.equal(normalizeSerial(cert.serialNumber), normalizeSerial(body.serial));
+  assert.equal(new Date(cert.validTo).getTime(), new Date(body.not_after).getTime());
+  if (key) assert.ok(cert.publicKey.equals(createPublicKey(key.privateKey)), "the certificate carries the CSR's key");
+  return body;
+}
+
+/** Client certificate as TLS wants it: leaf followed by its chain. */
+const tlsCert = (issued: Issued): string => issued.certificate + issued.chain;
+
+describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
+  // ---- token, factory, renewal, errors ----------------------------------------------------
+  describe("token, factory, renewal and errors", { concurrency: false }, () => {
+    let f: TempFleet;
+    let server: TestServer;
+    let out: { path: string; cleanup: () => void };
+    let ca: string;
+    const tokens: Record<string, string> = {};
+    let enrolled: { issued: Issued; key: ClientKey } | undefined;
+    const api = (path: string) => `${server.url}${path}`;
+
+    before(async () => {
+      f = await tempFleet();
+      out = tempDir("fleetpki-api-factory-");
+      ca = readFileSync(rootPemPath(f.dir), "utf8");
+      for (const id of ["api-0001", "api-rev", "api-err"]) tokens[id] = await deviceWithToken(f.fleet, id);
+      // Factory bundles with the real CLI, before the server starts (it loads local CAs as client trust).
+      const local = await cliAsync(["ca", "create-local", "--dir", f.dir, "--name", "f1"]);
+      assert.equal(local.status, 0, local.stderr);
+      const batch = await cliAsync(["ca", "issue-batch", "--dir", f.dir, "--local", "f1", "--ids", "robot-0001..robot-0002", "--out", out.path]);
+      assert.equal(batch.status, 0, batch.stderr);
+      server = await startTestServer(f.dir);
+    });
+    after(async () => {
+      await server?.close();
+      await f?.close();
+      out?.cleanup();
+    });
+
+    it("GET /healthz -> 200 {status: ok}", async () => {
+      const r = await https(api("/healthz"), { ca });
+      assert.equal(r.status, 200);
+      assert.match(String(r.headers["content-type"]), /^application\/json/);
+      assert.deepEqual(r.json(), { status: "ok" });
+      const post = await https(api("/healthz"), { ca, method: "POST" });
+      assertProblem(post, 405, "method-not-allowed");
+      assert.equal(post.headers["allow"], "GET");
+    });
+
+    it("POST /api/v1/enroll with a token -> {certificate, chain, ca_bundle, not_after, serial}", async () => {
+      const { key, csr } = await makeCsr("whatever-the-csr-says");
+      const r = await postJson(api("/api/v1/enroll"), { device_id: "api-0001", token: tokens["api-0001"], csr: csr.pem }, { ca });
+      const issued = assertIssued(r, f.dir, "api-0001", key);
+      const row = await f.fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", issued.serial).executeTakeFirstOrThrow();
+      assert.equal(row.device_id, "api-0001");
+      assert.equal(row.kind, "device");
+      assert.ok(Buffer.from(row.der).equals(new X509Certificate(issued.certificate).raw), "the recorded DER is what was handed out");
+      enrolled = { issued, key };
+    });
+
+    it("errors are application/problem+json with type, title, status, detail", async () => {
+      const { csr } = await makeCsr("api-err");
+      const enroll = (body: unknown, headers?: Record<string, string>) => postJson(api("/api/v1/enroll"), body, { ca, headers });
+      assertProblem(await enroll({ device_id: "api-0001", token: tokens["api-0001"], csr: csr.pem }), 401, "token-used");
+      assertProblem(await enroll({ device_id: "api-err", token: "fpt_not-the-token", csr: csr.pem }), 401, "token-invalid");
+      assertProblem(await enroll({ device_id: "api-err", csr: csr.pem }), 401, "credentials-required");
+      assertProblem(await enroll({ token: tokens["api-err"], csr: csr.pem }), 400, "missing-field");
+      assertProblem(await enroll({ device_id: "api-err", token: tokens["api-err"] }), 400, "missing-field");
+      assertProblem(await enroll({ device_id: "api-err", token: tokens["api-err"], csr: 42 }), 400, "invalid-field");
+      assertProblem(await enroll({ device_id: "api-err", token: tokens["api-err"], csr: "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n" }), 400, "csr-malformed");
+      assertProblem(await enroll({ device_id: "Bad Id", token: tokens["api-err"], csr: csr.pem }), 400, "invalid-device-id");
+      assertProblem(await enroll([1, 2]), 400, "invalid-json");
+      assertProblem(await https(api("/api/v1/enroll"), { ca, method: "POST", headers: { "content-type": "application/json" }, body: "{not json" }), 400, "invalid-json");
+      assertProblem(await https(api("/api/v1/enroll"), { ca, method: "POST", headers: { "content-type": "text/plain" }, body: "{}" }), 415, "unsupported-media-type");
+      assertProblem(await https(api("/api/v1/enroll"), { ca, method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ csr: "x".repeat(70_000) }) }), 413, "body-too-large");
+      const get = await https(api("/api/v1/enroll"), { ca });
+      assertProblem(get, 405, "method-not-allowed");
+      assert.equal(get.headers["allow"], "POST");
+      assertProblem(await https(api("/api/v1/nothing"), { ca }), 404, "not-found");
+      assertProblem(await postJson(api("/api/v1/renew"), { csr: csr.pem }, { ca }), 401, "certificate-required");
+      // None of the refusals consumed api-err's token.
+      const { key, csr: good } = await makeCsr("api-err");
+      assertIssued(await enroll({ device_id: "api-err", token: tokens["api-err"], csr: good.pem }), f.dir, "api-err", key);
+    });
+
+    it("factory: mTLS with the issue-batch bundle -> devices-CA certificate for robot-0001; asking for robot-0002 -> 403 identity-mismatch", async () => {
+      const bundle = join(out.path, "robot-0001");
+      const cert = readFileSync(join(bundle, "cert.pem"), "utf8") + readFileSync(join(bundle, "chain.pem"), "utf8");
+      const key = readFileSync(join(bundle, "key.pem"), "utf8");
+      const { key: newKey, csr } = await makeCsr("robot-0001");
+      const mismatch = await postJson(api("/api/v1/enroll"), { device_id: "robot-0002", csr: csr.pem }, { ca, cert, key });
+      assertProblem(mismatch, 403, "identity-mismatch");
+      const r = await postJson(api("/api/v1/enroll"), { device_id: "robot-0001", csr: csr.pem }, { ca, cert, key });
+      const issued = assertIssued(r, f.dir, "robot-0001", newKey);
+      const row = await f.fleet.store.db.selectFrom("certificates").select(["issuer_ca", "kind"]).where("serial", "=", issued.serial).executeTakeFirstOrThrow();
+      assert.deepEqual(row, { issuer_ca: "devices", kind: "device" });
+      // The factory certificate is not an operational identity: it cannot renew.
+      assertProblem(await postJson(api("/api/v1/renew"), { csr: csr.pem }, { ca, cert, key }), 403, "wrong-issuer");
+    });
+
+    it("POST /api/v1/renew with mTLS -> a new certificate (new serial, new key)", async () => {
+      assert.ok(enrolled, "needs the token enrollment");
+      const { key, csr } = await makeCsr("api-0001");
+      const r = await postJson(api("/api/v1/renew"), { csr: csr.pem }, { ca, cert: tlsCert(enrolled.issued), key: enrolled.key.privateKey });
+      const renewed = assertIssued(r, f.dir, "api-0001", key);
+      assert.notEqual(renewed.serial, enrolled.issued.serial);
+      // The renewed certificate is itself a working identity.
+      const { csr: again } = await makeCsr("api-0001", key);
+      assertIssued(await postJson(api("/api/v1/renew"), { csr: again.pem }, { ca, cert: tlsCert(renewed), key: key.privateKey }), f.dir, "api-0001", key);
+    });
+
+    it("renewal with a certificate whose row is 'revoked' -> 403", async () => {
+      const { key, csr } = await makeCsr("api-rev");
+      const issued = assertIssued(await postJson(api("/api/v1/enroll"), { device_id: "api-rev", token: tokens["api-rev"], csr: csr.pem }, { ca }), f.dir, "api-rev", key);
+      await f.fleet.store.db.updateTable("certificates").set({ status: "revoked", revoked_at: new Date().toISOString(), revocation_reason: "keyCompromise" }).where("serial", "=", issued.serial).execute();
+      const r = await postJson(api("/api/v1/renew"), { csr: csr.pem }, { ca, cert: tlsCert(issued), key: key.privateKey });
+      assertProblem(r, 403, "certificate-revoked");
+    });
+  });
+
+  // ---- approval ---------------------------------------------------------------------------
+  describe("approval: pending, approve, deny (fleetpki device requests/approve/deny)", { concurrency: false }, () => {
+    let f: TempFleet;
+    let server: TestServer;
+    let twin: Awaited<ReturnType<typeof makeCsr>> | undefined;
+
+    before(async () => {
+      f = await tempFleet();
+      editConfig(f.dir, (doc) => {
+        doc.enrollment = { ...(doc.enrollment ?? {}), approval: true };
+      });
+      server = await startTestServer(f.dir);
+    });
+    after(async () => {
+      await server?.close();
+      await f?.close();
+    });
+
+    it("202 pending -> approve -> 200; another device: deny -> 403", async () => {
+      const ca = readFileSync(rootPemPath(f.dir), "utf8");
+      const a = await makeCsr("robot-app1");
+      const d = await makeCsr("robot-den1");
+      twin = await makeCsr("robot-app2");
+      const poll = (id: string, csr: string) => postJson(`${server.url}/api/v1/enroll`, { device_id: id, csr }, { ca });
+
+      for (const [id, csr] of [["robot-app1", a.csr.pem], ["robot-den1", d.csr.pem], ["robot-app2", twin.csr.pem]] as const) {
+        const r = await poll(id, csr);
+        assert.equal(r.status, 202, r.text);
+        const body = r.json();
+        assert.equal(body.status, "pending");
+        assert.equal(typeof body.request_id, "string");
+        assert.ok(body.retry_after > 0);
+        assert.equal(r.headers["retry-after"], String(body.retry_after));
+        // Polling again is the same request.
+        const again = await poll(id, csr);
+        assert.equal(again.status, 202);
+        assert.equal(again.json().request_id, body.request_id);
+      }
+
+      const listed = await cliAsync(["device", "requests", "--dir", f.dir, "--json"]);
+      assert.equal(listed.status, 0, listed.stderr);
+      const pending = JSON.parse(listed.stdout) as { deviceId: string; source: string }[];
+      assert.deepEqual(pending.map((p) => p.deviceId).sort(), ["robot-app1", "robot-app2", "robot-den1"]);
+      assert.ok(pending.every((p) => /127\.0\.0\.1/.test(p.source)), "the operator sees where requests came from");
+
+      const decisions = await Promise.all([
+        cliAsync(["device", "approve", "robot-app1", "--dir", f.dir]),
+        cliAsync(["device", "deny", "robot-den1", "--dir", f.dir]),
+        cliAsync(["device", "approve", "robot-app2", "--dir", f.dir]),
+      ]);
+      for (const r of decisions) assert.equal(r.status, 0, r.stderr);
+
+      const issued = assertIssued(await poll("robot-app1", a.csr.pem), f.dir, "robot-app1", a.key);
+      // The answer can be fetched again (a lost response is not a lost certificate) ...
+      const repeat = assertIssued(await poll("robot-app1", a.csr.pem), f.dir, "robot-app1", a.key);
+      assert.equal(repeat.serial, issued.serial);
+      assertProblem(await poll("robot-den1", d.csr.pem), 403, "enrollment-denied");
+      const rows = await f.fleet.store.db.selectFrom("certificates").select("serial").where("device_id", "in", ["robot-app1", "robot-den1"]).execute();
+      assert.deepEqual(rows.map((r) => r.serial), [issued.serial]);
+    });
+
+    // A device that repeats its poll while the first one is still being answered (a client
+    // timeout and retry) must not be told "denied": the approval was granted, and a repeated
+    // poll is answered with the same certificate (enrollByApproval's "issued" branch).
+    it("simultaneous polls after approval all get the one certificate, not 403 enrollment-denied", async () => {
+      assert.ok(twin, "needs the approved robot-app2 request");
+      const ca = readFileSync(rootPemPath(f.dir), "utf8");
+      const both = await Promise.all([0, 1, 2, 3].map(() => postJson(`${server.url}/api/v1/enroll`, { device_id: "robot-app2", csr: twin!.csr.pem }, { ca })));
+      const rows = await f.fleet.store.db.selectFrom("certificates").select("serial").where("device_id", "=", "robot-app2").execute();
+      assert.equal(rows.length, 1, "one certificate for one approval");
+      assert.deepEqual(both.map((r) => r.status), [200, 200, 200, 200], both.map((r) => (r.status === 200 ? "200" : `${r.status} ${r.text}`)).join("\n"));
+      for (const r of both) {
+        const issued = assertIssued(r, f.dir, "robot-app2", twin!.key);
+        assert.equal(issued.serial, rows[0]!.serial);
+      }
+    });
+  });
+
+  // ---- renewal after expiry ---------------------------------------------------------------
+  describe("renewal after expiry (validity.device 20s, after_expiry_grace 1h)", { concurrency: false }, () => {
+    let f: TempFleet;
+    let server: TestServer | undefined;
+    let ca: string;
+    const devices: Record<string, { issued: Issued; key: ClientKey }> = {};
+    const api = (path: string) => `${server!.url}${path}`;
+
+    /** fleetpki-renew-expired/v1 \n id \n nonce \n hex SHA-256 of the CSR DER, ECDSA-SHA256 (DER) for P-256. */
+    const proof = (key: ClientKey, id: string, nonce: string, csrDer: Buffer): string =>
+      sign("sha256", Buffer.from(`fleetpki-renew-expired/v1\n${id}\n${nonce}\n${createHash("sha256").update(csrDer).digest("hex")}`, "utf8"), key.privateKey).toString("base64");
+
+    async function challenge(id: string): Promise<string> {
+      const r = await postJson(api("/api/v1/renew/challenge"), { device_id: id }, { ca });
+      assert.equal(r.status, 200, r.text);
+      const body = r.json();
+      assert.equal(typeof body.nonce, "string");
+      const ttl = new Date(body.expires_at).getTime() - Date.now();
+      assert.ok(ttl > 4 * 60_000 && ttl <= 5 * 60_000 + 1000, `nonce valid for 5 minutes (${ttl} ms)`);
+      return body.nonce;
+    }
+
+    before(async () => {
+      f = await tempFleet();
+      editConfig(f.dir, (doc) => {
+        doc.validity.device = "20s";
+        doc.renewal.after_expiry_grace = "1h";
+      });
+      ca = readFileSync(rootPemPath(f.dir), "utf8");
+      const ids = ["exp-ok", "exp-revoked", "exp-late"];
+      const tokens: Record<string, string> = {};
+      for (const id of ids) tokens[id] = await deviceWithToken(f.fleet, id);
+      server = await startTestServer(f.dir);
+      for (const id of ids) {
+        const { key, csr } = await makeCsr(id);
+        const issued = assertIssued(await postJson(api("/api/v1/enroll"), { device_id: id, token: tokens[id], csr: csr.pem }, { ca }), f.dir, id, key);
+        const lifetime = new Date(issued.not_after).getTime() - Date.now();
+        assert.ok(lifetime > 10_000 && lifetime <= 20_000, `validity.device 20s gives ~20 s (${lifetime} ms)`);
+        devices[id] = { issued, key };
+      }
+      await f.fleet.store.db.updateTable("certificates").set({ status: "revoked", revoked_at: new Date().toISOString(), revocation_reason: "superseded" }).where("serial", "=", devices["exp-revoked"]!.issued.serial).execute();
+      // Wait until every certificate has expired (plus a margin for second-granular notAfter).
+      const last = Math.max(...Object.values(devices).map((d) => new Date(d.issued.not_after).getTime()));
+      await sleep(last - Date.now() + 1_500);
+    });
+    after(async () => {
+      await server?.close();
+      await f?.close();
+    });
+
+    it("an expired certificate no longer renews over mTLS: 403 certificate-expired", async () => {
+      const { issued, key } = devices["exp-ok"]!;
+      const { csr } = await makeCsr("exp-ok");
+      assertProblem(await postJson(api("/api/v1/renew"), { csr: csr.pem }, { ca, cert: tlsCert(issued), key: key.privateKey }), 403, "certificate-expired");
+    });
+
+    it("challenge + signed proof within the grace -> 200; the nonce again -> 401; a bad signature -> 401", async () => {
+      const { issued, key: oldKey } = devices["exp-ok"]!;
+      assert.ok(Date.now() > new Date(issued.not_after).getTime(), "the certificate has expired");
+
+      // A bad signature (made with a different key) -> 401, and the nonce is not spent by it.
+      const nonce = await challenge("exp-ok");
+      const { key: newKey, csr } = await makeCsr("exp-ok");
+      const stranger = await newP256Key();
+      const bad = await postJson(api("/api/v1/renew/expired"), { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(stranger, "exp-ok", nonce, csr.der) }, { ca });
+      assertProblem(bad, 401, "proof-invalid");
+      // A signature over another CSR does not fit this one either.
+      const other = await makeCsr("exp-ok");
+      assertProblem(await postJson(api("/api/v1/renew/expired"), { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(oldKey, "exp-ok", nonce, other.csr.der) }, { ca }), 401, "proof-invalid");
+
+      const good = { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(oldKey, "exp-ok", nonce, csr.der) };
+      const renewed = assertIssued(await postJson(api("/api/v1/renew/expired"), good, { ca }), f.dir, "exp-ok", newKey);
+      assert.notEqual(renewed.serial, issued.serial);
+      assert.ok(new Date(renewed.not_after).getTime() > Date.now());
+
+      assertProblem(await postJson(api("/api/v1/renew/expired"), good, { ca }), 401, "nonce-invalid");
+      // A nonce handed out for another device does not work either.
+      const foreign = await challenge("exp-late");
+      assertProblem(await postJson(api("/api/v1/renew/expired"), { ...good, nonce: foreign, signature: proof(oldKey, "exp-ok", foreign, csr.der) }, { ca }), 401, "nonce-invalid");
+    });
+
+    it("a revoked (status 'revoked') expired certificate -> 403 re-enroll-required", async () => {
+      const { issued, key } = devices["exp-revoked"]!;
+      const nonce = await challenge("exp-revoked");
+      const { csr } = await makeCsr("exp-revoked");
+      const r = await postJson(api("/api/v1/renew/expired"), { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(key, "exp-revoked", nonce, csr.der) }, { ca });
+      assertProblem(r, 403, "re-enroll-required");
+    });
+
+    it("outside the grace (restart with after_expiry_grace 1s) -> 403 re-enroll-required", async () => {
+      await server!.close();
+      server = undefined;
+      editConfig(f.dir, (doc) => {
+        doc.renewal.after_expiry_grace = "1s";
+      });
+      server = await startTestServer(f.dir);
+      const { issued, key } = devices["exp-late"]!;
+      assert.ok(Date.now() > new Date(issued.not_after).getTime() + 1_000, "expired more than 1 s ago");
+      const nonce = await challenge("exp-late");
+      const { csr } = await makeCsr("exp-late");
+      const r = await postJson(api("/api/v1/renew/expired"), { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(key, "exp-late", nonce, csr.der) }, { ca });
+      const p = assertProblem(r, 403, "re-enroll-required");
+      assert.match(p.detail, /grace/);
+    });
+  });
+
+  // ---- one token, fifty requests ----------------------------------------------------------
+  describe("50 concurrent enrollments with ONE token", { concurrency: false }, () => {
+    let f: TempFleet;
+    let server: TestServer | undefined;
+    let results: HttpResult[] = [];
+
+    before(async () => {
+      f = await tempFleet();
+      // The per-source failure limit (10/min) would otherwise turn late losers into 429s: this
+      // suite is about the token claim, so it lifts the limit.
+      editConfig(f.dir, (doc) => {
+        doc.enrollment = { ...(doc.enrollment ?? {}), failed_auth_per_minute: 1000 };
+      });
+      server = await startTestServer(f.dir);
+    });
+    after(async () => {
+      await server?.close();
+      await f?.close();
+    });
+
+    it("exactly one 200, 49 x 401, one certificate row, audit intact", async () => {
+      const ca = readFileSync(rootPemPath(f.dir), "utf8");
+      const token = await deviceWithToken(f.fleet, "race-0001");
+      const csrs = await Promise.all(Array.from({ length: 50 }, () => makeCsr("race-0001")));
+      results = await Promise.all(csrs.map(({ csr }) => postJson(`${server!.url}/api/v1/enroll`, { device_id: "race-0001", token, csr: csr.pem }, { ca, timeoutMs: 60_000 })));
+      const statuses = results.map((r) => r.status);
+      assert.equal(statuses.filter((s) => s === 200).length, 1, `statuses: ${statuses.join(",")}`);
+      assert.equal(statuses.filter((s) => s === 401).length, 49, `statuses: ${statuses.join(",")}`);
+      const winner = results.findIndex((r) => r.status === 200);
+      const issued = assertIssued(results[winner]!, f.dir, "race-0001", csrs[winner]!.key);
+      for (const r of results.filter((x) => x.status === 401)) assertProblem(r, 401, "token-used");
+
+      const rows = await f.fleet.store.db.selectFrom("certificates").select(["serial", "der"]).where("device_id", "=", "race-0001").execute();
+      assert.equal(rows.length, 1, "exactly one certificate row for the device");
+      assert.equal(rows[0]!.serial, issued.serial);
+      const tokenRow = await f.fleet.store.db.selectFrom("enrollment_tokens").select("used_at").where("device_id", "=", "race-0001").executeTakeFirstOrThrow();
+      assert.notEqual(tokenRow.used_at, null);
+      const verdict = await verifyAudit(f.fleet.store.db);
+      assert.ok(verdict.ok, JSON.stringify(verdict));
+    });
+
+    it("after the server closes, the failures are in the audit log as aggregated auth.failure rows", async () => {
+      assert.equal(results.length, 50, "needs the race");
+      await server!.close(); // flushes the failure tallies
+      server = undefined;
+      const rows = await f.fleet.store.db.selectFrom("audit_log").selectAll().where("action", "=", "auth.failure").execute();
+      assert.ok(rows.length >= 1 && rows.length <= 2, `aggregated, not one row per failure (${rows.length} rows)`);
+      let total = 0;
+      for (const row of rows) {
+        const details = JSON.parse(row.details);
+        assert.equal(row.subject, "device:race-0001");
+        assert.equal(row.actor, "address:127.0.0.1");
+        assert.equal(details.reason, "token-used");
+        assert.equal(details.via, "api-token");
+        assert.ok(Number.isInteger(details.count) && details.count > 0);
+        assert.ok(details.first <= details.last);
+        total += details.count;
+      }
+      assert.equal(total, 49, "one failure counted per refused request");
+      const verdict = await verifyAudit(f.fleet.store.db);
+      assert.ok(verdict.ok, JSON.stringify(verdict));
+      assert.equal((await cliAsync(["audit", "verify", "--dir", f.dir])).status, 0);
+    });
+  });
+});

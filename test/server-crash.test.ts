@@ -1,0 +1,198 @@
+// Crash safety of the registration server: `fleetpki serve` runs as a child process, a burst of
+// token enrollments hits it, and it is SIGKILLed in the middle. Every certificate a client
+// received must be recorded (same DER), its token spent, the audit chain intact, and the
+// restarted server must work.
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { verifyAudit } from "../src/audit/log.js";
+import { addDevice } from "../src/authority/devices.js";
+import { Fleet } from "../src/authority/fleet.js";
+import { initFleet } from "../src/authority/init.js";
+import { createToken } from "../src/authority/tokens.js";
+import { CLI, cliAsync, tempDir } from "./helpers.js";
+import { assertProblem, makeCsr, pool, postJson, rootPemPath, type ClientCsr, type HttpResult } from "./server-helpers.js";
+
+const DEVICES = 300;
+const CONCURRENCY = 16;
+const KILL_AFTER = 50;
+
+interface Child {
+  process: ChildProcess;
+  url: string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stderr: () => string;
+}
+
+/** `fleetpki serve --listen 127.0.0.1:0` as a child; resolves once it prints its address. */
+function startServe(dir: string): Promise<Child> {
+  const child = spawn(process.execPath, [CLI, "serve", "--dir", dir, "--listen", "127.0.0.1:0"], {
+    // Request logs go to stdout; nobody reads them here, so they must not fill a pipe.
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { ...process.env, FLEETPKI_LOG_LEVEL: "warn" },
+  });
+  let stderr = "";
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`fleetpki serve did not start within 60 s:\n${stderr}`));
+    }, 60_000);
+    child.stderr!.setEncoding("utf8");
+    child.stderr!.on("data", (chunk: string) => {
+      stderr += chunk;
+      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(stderr);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ process: child, url: `https://127.0.0.1:${m[1]}`, exited, stderr: () => stderr });
+      }
+    });
+    void exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`fleetpki serve exited early (${code ?? signal}):\n${stderr}`));
+    });
+  });
+}
+
+async function stopChild(child: Child | undefined): Promise<void> {
+  if (!child || child.process.exitCode !== null || child.process.signalCode !== null) return;
+  child.process.kill("SIGKILL");
+  await child.exited;
+}
+
+interface Received {
+  deviceId: string;
+  serial: string;
+  der: Buffer;
+}
+
+describe("registration server killed in the middle of an enrollment burst", { concurrency: false }, () => {
+  const tmp = tempDir("fleetpki-crash-");
+  const dir = join(tmp.path, "fleet");
+  const ids = Array.from({ length: DEVICES }, (_, i) => `crash-${String(i + 1).padStart(4, "0")}`);
+  const tokens = new Map<string, string>();
+  const csrs = new Map<string, ClientCsr>();
+  let ca: string;
+  let first: Child | undefined;
+  let second: Child | undefined;
+  const received: Received[] = [];
+  const failed = new Set<string>();
+  let statusesBeforeKill: number[] = [];
+  let killedAt = 0;
+
+  before(async () => {
+    await initFleet({ dir, name: "Crash Robots", domain: "fleet.example" });
+    const fleet = await Fleet.open(dir);
+    try {
+      for (const id of ids) {
+        await addDevice(fleet, { id, actor: "test" });
+        tokens.set(id, (await createToken(fleet, { deviceId: id, actor: "test" })).token);
+      }
+    } finally {
+      await fleet.close(); // the child must be the only writer while the burst runs
+    }
+    for (const id of ids) csrs.set(id, (await makeCsr(id)).csr);
+    ca = readFileSync(rootPemPath(dir), "utf8");
+  });
+
+  after(async () => {
+    await stopChild(first);
+    await stopChild(second);
+    tmp.cleanup();
+  });
+
+  it(`burst of ${DEVICES} enrollments (concurrency ${CONCURRENCY}), SIGKILL after ${KILL_AFTER} successes`, { timeout: 120_000 }, async () => {
+    first = await startServe(dir);
+    const server = first;
+    let killed = false;
+    const beforeKill: number[] = [];
+    await pool(ids, CONCURRENCY, async (id) => {
+      if (killed) return; // nothing new once the server is gone
+      let res: HttpResult;
+      try {
+        res = await postJson(`${server.url}/api/v1/enroll`, { device_id: id, token: tokens.get(id), csr: csrs.get(id)!.pem }, { ca, timeoutMs: 30_000 });
+      } catch {
+        failed.add(id); // connection refused/reset: the server died under this request
+        return;
+      }
+      if (!killed) beforeKill.push(res.status);
+      if (res.status !== 200) {
+        failed.add(id);
+        return;
+      }
+      const body = res.json();
+      received.push({ deviceId: id, serial: body.serial, der: new X509Certificate(body.certificate).raw });
+      if (!killed && received.length >= KILL_AFTER) {
+        killed = true;
+        killedAt = received.length;
+        server.process.kill("SIGKILL");
+      }
+    });
+    statusesBeforeKill = beforeKill;
+    const exit = await server.exited;
+    assert.equal(exit.signal, "SIGKILL", "the server was killed, it did not stop on its own");
+    assert.ok(killed, `the burst reached ${KILL_AFTER} successes (got ${received.length}; failures ${failed.size})`);
+    assert.ok(statusesBeforeKill.every((s) => s === 200), `every answer before the kill was 200: ${statusesBeforeKill.join(",")}`);
+    assert.ok(received.length >= KILL_AFTER && received.length < DEVICES, `received ${received.length} certificates (kill at ${killedAt})`);
+  });
+
+  it("after a restart every received certificate is recorded with identical DER, and its token is spent", async (t) => {
+    assert.ok(received.length > 0, "needs the burst");
+    second = await startServe(dir);
+    const fleet = await Fleet.open(dir);
+    try {
+      for (const r of received) {
+        const row = await fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", r.serial).executeTakeFirst();
+        assert.ok(row, `certificate ${r.serial} of ${r.deviceId} was handed out but is not recorded`);
+        assert.equal(row.device_id, r.deviceId);
+        assert.ok(Buffer.from(row.der).equals(r.der), `certificate ${r.serial}: recorded DER differs from what the client received`);
+      }
+      // Token and certificate are committed together: a device has a certificate exactly when its token is spent.
+      const used = (await fleet.store.db.selectFrom("enrollment_tokens").select("device_id").where("used_at", "is not", null).execute()).map((r) => r.device_id).sort();
+      const withCert = (await fleet.store.db.selectFrom("certificates").select("device_id").where("kind", "=", "device").execute()).map((r) => r.device_id!).sort();
+      assert.deepEqual(withCert, used, "certificates recorded <=> tokens spent");
+      assert.equal(new Set(withCert).size, withCert.length, "at most one certificate per token");
+      for (const r of received) assert.ok(used.includes(r.deviceId), `token of ${r.deviceId} is spent`);
+      t.diagnostic(`received ${received.length} certificates, ${withCert.length} recorded, ${failed.size} requests died with the server`);
+      const verdict = await verifyAudit(fleet.store.db);
+      assert.ok(verdict.ok, JSON.stringify(verdict));
+      // Every recorded issuance has its audit event.
+      const issued = await fleet.store.db.selectFrom("audit_log").select("subject").where("action", "=", "certificate.issue").where("subject", "like", "device:%").execute();
+      assert.deepEqual(issued.map((e) => e.subject.replace(/^device:/, "")).sort(), withCert);
+    } finally {
+      await fleet.close();
+    }
+  });
+
+  it("fleetpki audit verify exits 0", async () => {
+    const r = await cliAsync(["audit", "verify", "--dir", dir]);
+    assert.equal(r.status, 0, `audit verify failed:\n${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, /audit log intact/);
+  });
+
+  it("after the restart: received tokens are used (401), and fresh enrollments succeed", async () => {
+    const server = second!;
+    // A few spent tokens (under the 10-per-minute failure limit, which would answer 429).
+    for (const r of received.slice(0, 5)) {
+      const res = await postJson(`${server.url}/api/v1/enroll`, { device_id: r.deviceId, token: tokens.get(r.deviceId), csr: csrs.get(r.deviceId)!.pem }, { ca });
+      assertProblem(res, 401, "token-used");
+    }
+    // Devices never tried, and devices whose request died with the server but whose token was not spent.
+    const fleet = await Fleet.open(dir);
+    let unspent: string[];
+    try {
+      unspent = (await fleet.store.db.selectFrom("enrollment_tokens").select("device_id").where("used_at", "is", null).execute()).map((r) => r.device_id);
+    } finally {
+      await fleet.close();
+    }
+    const interrupted = unspent.filter((id) => failed.has(id)).slice(0, 3);
+    const untouched = unspent.filter((id) => !failed.has(id)).slice(0, 3);
+    const fresh = [...interrupted, ...untouched];
+    assert.ok(fresh.length > 0, "some tokens are left");
+    const results = await Promise.all(fresh.map((id) => postJson(`${server.url}/api/v1/enroll`, { device_id: id, token: tokens.get(id), csr: csrs.get(id)!.pem }, { ca })));
+    for (const [i, res] of results.entries()) assert.equal(res.status, 200, `${fresh[i]}: ${res.text}`);
+  });
+});
