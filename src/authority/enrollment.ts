@@ -13,6 +13,7 @@ import type { Tx } from "../store/store.js";
 import { deviceSpiffeId } from "../x509/profiles.js";
 import {
   AuthenticationFailed,
+  AuthorityError,
   CsrInvalid,
   DeviceNotActive,
   InvalidArgument,
@@ -23,6 +24,7 @@ import {
 import type { Fleet } from "./fleet.js";
 import { assertDeviceId, issueForKey, keyFromCsr, type DeviceCertificate, type SubjectKey } from "./issuance.js";
 import { checkToken, tokenClaim } from "./tokens.js";
+import type { Claim } from "./recorder.js";
 
 /** Where a request came from, for audit events (e.g. "est 10.0.0.7"). */
 export interface RequestSource {
@@ -183,7 +185,7 @@ export async function renewExpired(
     ok = false;
   }
   if (!ok) throw new AuthenticationFailed("proof-invalid", "the proof of possession does not verify with the expired certificate's key");
-  const claim = async (tx: Tx) => {
+  const claim: Claim = async (tx) => {
     const row = await tx.selectFrom("renewal_nonces").selectAll().where("nonce", "=", req.nonce).executeTakeFirst();
     if (!row || row.device_id !== known.deviceId || row.used_at || row.expires_at <= now.toISOString())
       throw new AuthenticationFailed("nonce-invalid", "the renewal challenge is unknown, expired, already used or for another device");
@@ -202,7 +204,17 @@ const POLL_SECONDS = 10;
 const MAX_PENDING = 1000;
 
 /** A request without credentials: pending until an operator decides, then issued or refused. */
-export async function enrollByApproval(fleet: Fleet, req: { deviceId: string; csr: Buffer | string; source: RequestSource }): Promise<ApprovalOutcome> {
+class ApprovalAlreadyIssued extends AuthorityError {
+  readonly code = "approval-already-issued";
+  constructor() {
+    super("the approval was already used");
+  }
+}
+
+export async function enrollByApproval(
+  fleet: Fleet,
+  req: { deviceId: string; csr: Buffer | string; source: RequestSource; retried?: boolean },
+): Promise<ApprovalOutcome> {
   requireProvisioner(fleet, "approval");
   assertDeviceId(req.deviceId);
   const key = await keyFromCsr(req.csr);
@@ -219,13 +231,24 @@ export async function enrollByApproval(fleet: Fleet, req: { deviceId: string; cs
   if (latest?.status === "denied") throw new NotPermitted("enrollment-denied", `enrollment of "${req.deviceId}" was denied by an operator`);
   if (latest?.status === "approved") {
     if (!sameKey) throw new NotPermitted("key-mismatch", `the approved request for "${req.deviceId}" was for another key`);
-    const claim = async (tx: Tx) => {
-      const r = await tx.updateTable("enrollment_requests").set({ status: "issued" }).where("id", "=", latest.id).where("status", "=", "approved").executeTakeFirst();
-      if (Number(r.numUpdatedRows) !== 1) throw new NotPermitted("enrollment-denied", "the approval was already used");
+    // The serial is recorded with the certificate, so a repeated poll finds what was issued.
+    const claim: Claim = async (tx, certificate) => {
+      const r = await tx
+        .updateTable("enrollment_requests")
+        .set({ status: "issued", certificate_serial: certificate.serial })
+        .where("id", "=", latest.id)
+        .where("status", "=", "approved")
+        .executeTakeFirst();
+      if (Number(r.numUpdatedRows) !== 1) throw new ApprovalAlreadyIssued();
     };
-    const certificate = await issueForKey(fleet, { deviceId: req.deviceId, actor: `approval:${latest.decided_by}`, context: context(req.source, { provisioner: "approval", request: latest.id }), claim }, key);
-    await fleet.store.db.updateTable("enrollment_requests").set({ certificate_serial: certificate.serial }).where("id", "=", latest.id).execute();
-    return { status: "issued", certificate };
+    try {
+      const certificate = await issueForKey(fleet, { deviceId: req.deviceId, actor: `approval:${latest.decided_by}`, context: context(req.source, { provisioner: "approval", request: latest.id }), claim }, key);
+      return { status: "issued", certificate };
+    } catch (e) {
+      // A concurrent poll collected the approval first: answer with the certificate it got.
+      if (e instanceof ApprovalAlreadyIssued && !req.retried) return enrollByApproval(fleet, { ...req, retried: true });
+      throw e;
+    }
   }
   if (latest?.status === "pending" && sameKey) return { status: "pending", requestId: latest.id, retryAfterSeconds: POLL_SECONDS };
   if (latest?.status === "issued" && sameKey && latest.certificate_serial) {

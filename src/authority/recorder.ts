@@ -12,7 +12,7 @@ import { AuthorityError, DeviceNotActive, UnknownDevice } from "./errors.js";
  * renewal nonce, an approved request). It throws an AuthorityError to refuse its certificate,
  * and must do so before writing anything, so a refusal leaves no trace.
  */
-export type Claim = (tx: Tx) => Promise<void>;
+export type Claim = (tx: Tx, certificate: CertificateTable) => Promise<void>;
 
 interface Pending {
   row: CertificateTable;
@@ -61,7 +61,7 @@ export class IssuanceRecorder {
               else if (s !== "active") refused.set(p, new DeviceNotActive(id!, s));
               else if (p.claim) {
                 try {
-                  await p.claim(tx);
+                  await p.claim(tx, p.row);
                   accepted.push(p);
                 } catch (e) {
                   if (!(e instanceof AuthorityError)) throw e;

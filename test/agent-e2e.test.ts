@@ -1,0 +1,436 @@
+// Issue 3 acceptance, end to end: the REAL device agent (`node bin/fleetpki.js agent ...`)
+// against the REAL registration server (`fleetpki serve`), both as child processes, plus the
+// operator CLI (`device add/requests/approve/deny`, `ca create-local/issue-batch`) and openssl
+// and curl as independent clients of the files the agent writes.
+//
+// Two fleets:
+//   - "main" (default validities, enrollment.approval on): wrong fingerprint, token enrollment
+//     with the files checked by openssl and curl, the factory path, approve and deny;
+//   - "short" (validity.device 2m): `agent run` renewing twice, with the server stopped
+//     around the second renewal and restarted on the same port.
+// The tests run concurrently (about 2.5 minutes in all, bounded by the renewal test).
+import assert from "node:assert/strict";
+import { X509Certificate, createPrivateKey, createPublicKey } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import {
+  fingerprintOfPemFile,
+  fleetpki,
+  fleetpkiOk,
+  killAll,
+  logLines,
+  run,
+  setConfig,
+  sleep,
+  spawnCli,
+  startServer,
+  waitFor,
+  type LogLine,
+  type Server,
+} from "./agent-e2e-helpers.js";
+
+const DOMAIN = "fleet.example";
+const SECOND = 1_000;
+const AGENT_FILES = ["agent.json", "ca.pem", "cert.pem", "chain.pem", "key.pem"];
+
+const tmp = mkdtempSync(join(tmpdir(), "fleetpki-agent-e2e-"));
+const servers: Server[] = [];
+
+after(async () => {
+  await killAll();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+// ---- small utilities ----------------------------------------------------------------------
+
+const mode = (path: string): number => statSync(path).mode & 0o777;
+const cert = (path: string): X509Certificate => new X509Certificate(readFileSync(path));
+/** Hex serial without leading zeros, lower case: comparable across openssl, node and fleetpki. */
+const normSerial = (s: string): string => s.replace(/^serial=/i, "").trim().toLowerCase().replace(/^0+/, "");
+const spiffe = (id: string): string => `spiffe://${DOMAIN}/device/${id}`;
+
+async function initFleet(name: string): Promise<string> {
+  const dir = join(tmp, name);
+  await fleetpkiOk(["init", "--dir", dir, "--name", `E2E ${name}`, "--domain", DOMAIN], { timeoutMs: 60_000 });
+  return dir;
+}
+
+async function addDevice(fleetDir: string, id: string): Promise<string> {
+  const r = await fleetpkiOk(["device", "add", id, "--dir", fleetDir, "--json"]);
+  const token = (JSON.parse(r.stdout) as { token: string | null }).token;
+  assert.ok(token, `device add ${id} printed a token`);
+  return token;
+}
+
+async function opensslVerify(args: readonly string[]): Promise<void> {
+  const r = await run("openssl", ["verify", ...args]);
+  assert.equal(r.code, 0, `openssl verify ${args.join(" ")}: ${r.stdout}${r.stderr}`);
+  assert.match(r.stdout, /: OK\s*$/);
+}
+
+async function status(agentDir: string): Promise<Record<string, any>> {
+  const r = await fleetpkiOk(["agent", "status", "--dir", agentDir, "--json"]);
+  return JSON.parse(r.stdout) as Record<string, any>;
+}
+
+/** The agent directory as `agent enroll` must leave it. */
+function assertAgentDir(dir: string, id: string, server: Server, fingerprint: string): void {
+  assert.equal(mode(dir), 0o700, "agent dir is 0700");
+  assert.deepEqual(readdirSync(dir).sort(), AGENT_FILES, "exactly the five agent files, no leftovers");
+  assert.equal(mode(join(dir, "key.pem")), 0o600, "key.pem is 0600");
+  for (const f of ["cert.pem", "chain.pem", "ca.pem", "agent.json"]) assert.equal(mode(join(dir, f)) & 0o022, 0, `${f} is not group/world writable`);
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, "agent.json"), "utf8")), { server: server.url, root_fingerprint: fingerprint, device_id: id });
+  const leaf = cert(join(dir, "cert.pem"));
+  assert.ok(leaf.checkPrivateKey(createPrivateKey(readFileSync(join(dir, "key.pem")))), "key.pem matches cert.pem");
+  assert.equal(leaf.subjectAltName, `URI:${spiffe(id)}`);
+  assert.equal(fingerprintOfPemFile(join(dir, "ca.pem")), fingerprint, "ca.pem is the pinned root");
+}
+
+// ---- the fleet shared by every test except the renewal one -------------------------------
+
+interface MainFleet {
+  dir: string;
+  server: Server;
+  fingerprint: string;
+}
+
+let mainFleet: Promise<MainFleet> | undefined;
+/** Created on first use, so that the renewal test does not wait for it. */
+function main(): Promise<MainFleet> {
+  return (mainFleet ??= (async () => {
+    const dir = await initFleet("main");
+    setConfig(dir, ["enrollment", "approval"], true);
+    const server = await startServer(dir);
+    servers.push(server);
+    return { dir, server, fingerprint: fingerprintOfPemFile(join(dir, "ca", "root", "cert.pem")) };
+  })());
+}
+
+function enrollArgs(f: MainFleet, id: string, agentDir: string, ...extra: string[]): string[] {
+  return ["agent", "enroll", "--server", f.server.url, "--root-fingerprint", f.fingerprint, "--id", id, "--dir", agentDir, ...extra];
+}
+
+/** Waits until `device requests --json` lists the device; returns the request. */
+async function pendingRequest(fleetDir: string, id: string, timeoutMs = 30_000): Promise<Record<string, string>> {
+  return waitFor(
+    `a pending request of ${id}`,
+    async () => {
+      const r = await fleetpkiOk(["device", "requests", "--json", "--dir", fleetDir]);
+      return (JSON.parse(r.stdout) as Record<string, string>[]).find((p) => p.deviceId === id);
+    },
+    timeoutMs,
+    300,
+  );
+}
+
+describe("fleetpki agent against a running fleetpki serve", { concurrency: true, timeout: 240_000 }, () => {
+  after(async () => {
+    // Graceful first (the server must stop on SIGTERM), then the global hook kills leftovers.
+    const exits = await Promise.all(servers.map((s) => s.stop()));
+    for (const e of exits) assert.ok(e.code === 0 || e.code === null, `serve exited ${e.code ?? e.signal}`);
+  });
+
+  // ---- 1 ------------------------------------------------------------------------------------
+  it("refuses a wrong --root-fingerprint with one line, a non-zero exit and nothing written", { timeout: 90_000 }, async () => {
+    const f = await main();
+    const id = "robot-0300";
+    const token = await addDevice(f.dir, id);
+    const devicesCa = fingerprintOfPemFile(join(f.dir, "ca", "devices", "cert.pem"));
+    const real = f.fingerprint.slice("sha256:".length);
+    const flipped = `sha256:${real.slice(0, -1)}${real.endsWith("0") ? "1" : "0"}`;
+    const cases: [string, string][] = [
+      ["all zeros", `sha256:${"0".repeat(64)}`],
+      ["one hex digit off", flipped],
+      // Offered by the server in cacerts, but not a root: must not become the trust anchor.
+      ["the devices CA", devicesCa],
+    ];
+    await Promise.all(
+      cases.map(async ([what, fp], i) => {
+        const dir = join(tmp, `wrong-fp-${i}`);
+        const r = await fleetpki(["agent", "enroll", "--server", f.server.url, "--root-fingerprint", fp, "--id", id, "--token", token, "--dir", dir]);
+        assert.notEqual(r.code, 0, `${what}: exit code`);
+        assert.equal(r.stdout, "", `${what}: nothing on stdout`);
+        const lines = r.stderr.trimEnd().split("\n");
+        assert.equal(lines.length, 1, `${what}: exactly one line on stderr:\n${r.stderr}`);
+        assert.match(lines[0]!, /^fleetpki: .*fingerprint/i, `${what}: ${lines[0]}`);
+        assert.doesNotMatch(lines[0]!, /--debug|at .*\.ts:\d+/, `${what}: an expected error, no stack`);
+        assert.ok(!existsSync(dir), `${what}: ${dir} was not created`);
+      }),
+    );
+    // Nothing was sent with the token: it still works with the right fingerprint.
+    const good = join(tmp, "wrong-fp-then-right");
+    await fleetpkiOk(["agent", "enroll", "--server", f.server.url, "--root-fingerprint", f.fingerprint, "--id", id, "--token", token, "--dir", good]);
+    assertAgentDir(good, id, f.server, f.fingerprint);
+  });
+
+  // ---- 2 ------------------------------------------------------------------------------------
+  it("enrolls with a token; the files work as they are with openssl and curl", { timeout: 120_000 }, async () => {
+    const f = await main();
+    const id = "robot-0001";
+    const token = await addDevice(f.dir, id);
+    const A = join(tmp, "token-agent");
+    const r = await fleetpkiOk(enrollArgs(f, id, A, "--token", token));
+    assert.match(r.stdout, new RegExp(`enrolled ${id} as ${spiffe(id)}`));
+    assertAgentDir(A, id, f.server, f.fingerprint);
+    const leaf = cert(join(A, "cert.pem"));
+    const devicesCa = cert(join(f.dir, "ca", "devices", "cert.pem"));
+    assert.ok(leaf.checkIssued(devicesCa) && leaf.verify(devicesCa.publicKey), "issued by the devices CA");
+    assert.ok(cert(join(A, "chain.pem")).raw.equals(devicesCa.raw), "chain.pem is the devices CA");
+
+    // The token was one-time.
+    const again = await fleetpki(enrollArgs(f, id, join(tmp, "token-agent-again"), "--token", token));
+    assert.notEqual(again.code, 0, "a used token is refused");
+    assert.ok(!existsSync(join(tmp, "token-agent-again")));
+
+    await opensslVerify(["-CAfile", join(A, "ca.pem"), "-untrusted", join(A, "chain.pem"), join(A, "cert.pem")]);
+
+    // agent status: identity and next renewal (2/3 of the lifetime, +-5%).
+    const s = await status(A);
+    assert.equal(s.device_id, id);
+    assert.equal(s.identity, spiffe(id));
+    assert.equal(s.server, f.server.url);
+    assert.equal(s.root_fingerprint, f.fingerprint);
+    assert.equal(normSerial(s.serial), normSerial(leaf.serialNumber));
+    assert.equal(s.key_type, "p256");
+    assert.equal(s.not_after, new Date(leaf.validTo).toISOString());
+    assert.equal(s.expired, false);
+    assert.equal(s.renewal_due, false);
+    assert.equal(s.update_pending, false);
+    const nb = Date.parse(s.not_before);
+    const na = Date.parse(s.not_after);
+    const renewAt = Date.parse(s.renew_at);
+    assert.ok(Math.abs(renewAt - (nb + ((na - nb) * 2) / 3)) < 2 * SECOND, `renew_at ${s.renew_at} is at 2/3 of ${s.not_before}..${s.not_after}`);
+    assert.ok(Date.parse(s.renew_window.from) < renewAt && renewAt < Date.parse(s.renew_window.to));
+    const human = await fleetpkiOk(["agent", "status", "--dir", A]);
+    assert.match(human.stdout, new RegExp(`identity:\\s+${spiffe(id)}`));
+    assert.match(human.stdout, /renews at:\s+\d{4}-/);
+
+    // openssl s_client with the agent's files: the server verifies against ca.pem.
+    const sc = await run("openssl", [
+      "s_client",
+      "-connect",
+      `127.0.0.1:${f.server.port}`,
+      "-cert",
+      join(A, "cert.pem"),
+      "-key",
+      join(A, "key.pem"),
+      "-CAfile",
+      join(A, "ca.pem"),
+      "-verify_return_error",
+    ]);
+    assert.equal(sc.code, 0, `openssl s_client: ${sc.stderr}`);
+    assert.match(sc.stdout, /Verify return code: 0 \(ok\)/);
+
+    // curl with cert.pem/key.pem/ca.pem as they are: the server takes the certificate as the
+    // device's identity and renews it (a CSR for a key made by openssl).
+    const csrKey = join(tmp, "curl-key.pem");
+    const csrFile = join(tmp, "curl-req.pem");
+    const req = await run("openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", csrKey, "-subj", `/CN=${id}`, "-out", csrFile]);
+    assert.equal(req.code, 0, req.stderr);
+    const body = join(tmp, "curl-body.json");
+    writeFileSync(body, JSON.stringify({ csr: readFileSync(csrFile, "utf8") }));
+    const curl = (extra: string[], out: string) =>
+      run("curl", ["-sS", "-o", out, "-w", "%{http_code}", "--cacert", join(A, "ca.pem"), ...extra, "-H", "content-type: application/json", "--data-binary", `@${body}`, `${f.server.url}/api/v1/renew`]);
+    const withCert = await curl(["--cert", join(A, "cert.pem"), "--key", join(A, "key.pem")], join(tmp, "curl-renew.json"));
+    assert.equal(withCert.code, 0, withCert.stderr);
+    assert.equal(withCert.stdout, "200", readFileSync(join(tmp, "curl-renew.json"), "utf8"));
+    const renewed = JSON.parse(readFileSync(join(tmp, "curl-renew.json"), "utf8")) as { certificate: string; serial: string };
+    const renewedCert = new X509Certificate(renewed.certificate);
+    assert.equal(renewedCert.subjectAltName, `URI:${spiffe(id)}`, "curl got a certificate for the same identity");
+    assert.ok(renewedCert.publicKey.export({ type: "spki", format: "der" }).equals(createPublicKey(readFileSync(csrKey)).export({ type: "spki", format: "der" })));
+    assert.notEqual(normSerial(renewed.serial), normSerial(leaf.serialNumber));
+    // ...and it is the client certificate that made the difference.
+    const without = await curl([], join(tmp, "curl-nocert.json"));
+    assert.equal(without.stdout, "401", readFileSync(join(tmp, "curl-nocert.json"), "utf8"));
+  });
+
+  // ---- 4 ------------------------------------------------------------------------------------
+  it("enrolls with a factory bundle and gets a devices-CA certificate", { timeout: 120_000 }, async () => {
+    const f = await main();
+    const id = "robot-0100";
+    // The local CA is made while the server is running, as a factory would.
+    await fleetpkiOk(["ca", "create-local", "--name", "f1", "--dir", f.dir]);
+    const B = join(tmp, "factory-bundles");
+    await fleetpkiOk(["ca", "issue-batch", "--local", "f1", "--ids", `${id}..${id}`, "--out", B, "--dir", f.dir]);
+    const bundle = join(B, id);
+    const before = Object.fromEntries(readdirSync(bundle).map((n) => [n, readFileSync(join(bundle, n), "utf8")]));
+    assert.deepEqual(Object.keys(before).sort(), ["ca.pem", "cert.pem", "chain.pem", "key.pem"]);
+    const localCa = cert(join(f.dir, "ca", "local-f1", "cert.pem"));
+    const devicesCa = cert(join(f.dir, "ca", "devices", "cert.pem"));
+    assert.ok(cert(join(bundle, "cert.pem")).checkIssued(localCa), "the factory certificate comes from the local CA");
+
+    // A bundle for another id is refused before anything is sent or written.
+    const wrongId = join(tmp, "factory-wrong-id");
+    const bad = await fleetpki(enrollArgs(f, "robot-0101", wrongId, "--factory-dir", bundle));
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /^fleetpki: .*robot-0100.*robot-0101|^fleetpki: .*robot-0101.*robot-0100/);
+    assert.ok(!existsSync(wrongId));
+
+    const C = join(tmp, "factory-agent");
+    const r = await fleetpkiOk(enrollArgs(f, id, C, "--factory-dir", bundle));
+    assert.match(r.stdout, new RegExp(`enrolled ${id}`));
+    assertAgentDir(C, id, f.server, f.fingerprint);
+    const leaf = cert(join(C, "cert.pem"));
+    assert.ok(leaf.checkIssued(devicesCa) && leaf.verify(devicesCa.publicKey), "issued by the devices CA");
+    assert.ok(!leaf.checkIssued(localCa), "not issued by the local CA");
+    assert.equal(leaf.issuer, devicesCa.subject);
+    assert.ok(cert(join(C, "chain.pem")).raw.equals(devicesCa.raw), "chain.pem is the devices CA");
+    await opensslVerify(["-CAfile", join(C, "ca.pem"), "-untrusted", join(f.dir, "ca", "devices", "cert.pem"), join(C, "cert.pem")]);
+    // The device made a new key; the factory bundle is left as it was.
+    assert.ok(!leaf.publicKey.export({ type: "spki", format: "der" }).equals(cert(join(bundle, "cert.pem")).publicKey.export({ type: "spki", format: "der" })));
+    for (const [n, text] of Object.entries(before)) assert.equal(readFileSync(join(bundle, n), "utf8"), text, `${n} of the bundle unchanged`);
+  });
+
+  // ---- 5 ------------------------------------------------------------------------------------
+  it("enrolls by operator approval: pending, approve, certificate", { timeout: 120_000 }, async () => {
+    const f = await main();
+    const id = "robot-0200";
+    const E = join(tmp, "approval-agent");
+    const agent = spawnCli(`agent enroll ${id}`, enrollArgs(f, id, E, "--approval", "--wait", "60s", "--log-level", "info"));
+    const request = await pendingRequest(f.dir, id);
+    assert.match(request.source ?? "", /127\.0\.0\.1/);
+    await waitFor("the agent to log that it is pending", () => logLines(agent.stderr()).some((l) => l.msg === "enrollment pending approval"), 15_000);
+    assert.ok(agent.running(), "the agent waits for the decision");
+    assert.ok(!existsSync(E), "nothing is written while pending");
+
+    await fleetpkiOk(["device", "approve", id, "--dir", f.dir]);
+    const exit = await agent.exited;
+    assert.equal(exit.code, 0, `agent enroll --approval: ${agent.stderr()}`);
+    assert.match(agent.stdout(), new RegExp(`enrolled ${id} as ${spiffe(id)}`));
+    assertAgentDir(E, id, f.server, f.fingerprint);
+    await opensslVerify(["-CAfile", join(E, "ca.pem"), "-untrusted", join(E, "chain.pem"), join(E, "cert.pem")]);
+    const shown = JSON.parse((await fleetpkiOk(["device", "show", id, "--json", "--dir", f.dir])).stdout) as { status: string; certificates: { serial: string }[] };
+    assert.equal(shown.status, "active", "approval registered the device");
+    assert.ok(shown.certificates.some((c) => normSerial(c.serial) === normSerial(cert(join(E, "cert.pem")).serialNumber)), "the server recorded the agent's certificate");
+  });
+
+  it("enrollment by approval: deny ends the agent with a clear error and nothing written", { timeout: 120_000 }, async () => {
+    const f = await main();
+    const id = "robot-0201";
+    const E = join(tmp, "denied-agent");
+    const agent = spawnCli(`agent enroll ${id}`, enrollArgs(f, id, E, "--approval", "--wait", "60s"));
+    await pendingRequest(f.dir, id);
+    assert.ok(agent.running());
+    await fleetpkiOk(["device", "deny", id, "--dir", f.dir]);
+    const exit = await agent.exited;
+    assert.notEqual(exit.code, 0, "agent enroll exits non-zero after a denial");
+    assert.equal(agent.stdout(), "");
+    const lines = agent.stderr().trimEnd().split("\n");
+    assert.equal(lines.length, 1, `one line on stderr (log level warn):\n${agent.stderr()}`);
+    assert.match(lines[0]!, /^fleetpki: enrollment refused: .*denied/);
+    assert.ok(!existsSync(E), "nothing written after a denial");
+  });
+
+  // ---- 3 ------------------------------------------------------------------------------------
+  it("agent run renews twice with the hook, and rides out a server outage", { timeout: 230_000 }, async () => {
+    const started = Date.now();
+    const dir = await initFleet("short");
+    setConfig(dir, ["validity", "device"], "2m");
+    let server = await startServer(dir);
+    servers.push(server);
+    const port = server.port;
+    const fingerprint = fingerprintOfPemFile(join(dir, "ca", "root", "cert.pem"));
+    const id = "robot-0001";
+    const token = await addDevice(dir, id);
+    const A = join(tmp, "run-agent");
+    await fleetpkiOk(["agent", "enroll", "--server", server.url, "--root-fingerprint", fingerprint, "--id", id, "--token", token, "--dir", A]);
+    assertAgentDir(A, id, server, fingerprint);
+    const s0 = await status(A);
+    const life0 = Date.parse(s0.not_after) - Date.now();
+    assert.ok(life0 > 100 * SECOND && life0 <= 121 * SECOND, `validity.device 2m is in effect (${life0} ms left)`);
+
+    const hookFile = join(tmp, "hook.log");
+    const hook = `printf '%s %s\\n' "$FLEETPKI_DEVICE_ID" "$(openssl x509 -in "$FLEETPKI_CERT" -noout -serial)" >> "$HOOK_FILE"`;
+    const agent = spawnCli("agent run", ["agent", "run", "--dir", A, "--on-renew", hook], { env: { HOOK_FILE: hookFile } });
+    const hookLines = (): string[] => (existsSync(hookFile) ? readFileSync(hookFile, "utf8").split("\n").filter(Boolean) : []);
+    const logs = (): LogLine[] => logLines(agent.stderr());
+    const stillRunning = () => {
+      if (!agent.running()) throw new Error(`agent run exited early:\n${agent.stderr()}`);
+    };
+    await waitFor("agent started", () => (stillRunning(), logs().some((l) => l.msg === "agent started")), 20_000);
+    const scheduled = logs().find((l) => l.msg === "renewal scheduled");
+    assert.ok(scheduled, "the agent logged its schedule");
+    const renewAt0 = Date.parse(String(scheduled.renew_at));
+    assert.ok(renewAt0 >= Date.parse(s0.renew_window.from) && renewAt0 <= Date.parse(s0.renew_window.to), "scheduled inside the window agent status shows");
+
+    // First renewal, on schedule.
+    await waitFor("the first renewal and hook", () => (stillRunning(), hookLines().length >= 1), Date.parse(s0.renew_window.to) - Date.now() + 30 * SECOND, 200);
+    const s1 = await status(A);
+    assert.notEqual(s1.serial, s0.serial, "first renewal: a new certificate");
+    const firstRenewed = logs().filter((l) => l.msg === "renewed");
+    assert.equal(firstRenewed.length, 1);
+    assert.ok(Date.parse(firstRenewed[0]!.time) >= Date.parse(s0.renew_window.from), "not renewed before the window");
+    assert.equal(normSerial(String(firstRenewed[0]!.serial)), normSerial(s1.serial));
+    assert.equal(normSerial(String(firstRenewed[0]!.previous_serial)), normSerial(s0.serial));
+    await opensslVerify(["-CAfile", join(A, "ca.pem"), "-untrusted", join(A, "chain.pem"), join(A, "cert.pem")]);
+
+    // Stop the server shortly before the second renewal can be due.
+    const stopAt = Date.parse(s1.renew_window.from) - 3 * SECOND;
+    while (Date.now() < stopAt) {
+      stillRunning();
+      await sleep(Math.min(1_000, stopAt - Date.now()));
+    }
+    assert.equal(hookLines().length, 1, "no second renewal before the window");
+    const stopped = await server.stop();
+    assert.equal(stopped.code, 0, `serve exits 0 on SIGTERM: ${server.proc.stderr()}`);
+    const stoppedAt = Date.now();
+
+    // The agent tries, fails on the network, and retries.
+    await waitFor(
+      "a failed renewal attempt while the server is down",
+      () => (stillRunning(), logs().some((l) => l.msg === "renewal failed; retrying")),
+      Date.parse(s1.renew_window.to) - Date.now() + 15 * SECOND,
+      200,
+    );
+    assert.equal(hookLines().length, 1, "no renewal while the server is down");
+    const downFor = Date.now() - stoppedAt;
+    if (downFor < 10 * SECOND) await sleep(10 * SECOND - downFor);
+
+    server = await startServer(dir, port);
+    servers.push(server);
+    const restartedAt = Date.now();
+    await waitFor("the second renewal and hook", () => (stillRunning(), hookLines().length >= 2), 60 * SECOND, 200);
+    const s2 = await status(A);
+
+    const all = logs();
+    const renewedLines = all.filter((l) => l.msg === "renewed");
+    assert.equal(renewedLines.length, 2, "renewed twice");
+    assert.ok(Date.parse(renewedLines[1]!.time) >= restartedAt, "the second renewal happened after the restart");
+    const retries = all.filter((l) => l.msg === "renewal failed; retrying");
+    assert.ok(retries.length >= 1, "retries were logged");
+    for (const l of retries) {
+      assert.equal(l.level, "warn");
+      assert.equal(l.kind, "network", `a network failure: ${JSON.stringify(l)}`);
+      assert.equal(normSerial(String(l.serial)), normSerial(s1.serial));
+      assert.ok(Date.parse(l.time) >= stoppedAt && Date.parse(l.time) <= restartedAt + 5 * SECOND, `retry logged during the outage: ${l.time}`);
+      assert.ok(typeof l.retry_in_ms === "number" && l.retry_in_ms > 0 && l.retry_in_ms <= 18 * SECOND, `backoff within lifetime/10: ${l.retry_in_ms}`);
+    }
+    assert.deepEqual(retries.map((l) => l.attempt), retries.map((_, i) => i + 1), "attempts counted up");
+    assert.equal(all.filter((l) => l.level === "error").length, 0, `no errors logged:\n${agent.stderr()}`);
+    assert.equal(all.filter((l) => l.msg === "renew hook succeeded").length, 2);
+
+    // Hook: ran twice, after each commit, with the new certificate in place; serials differ.
+    const hooked = hookLines().map((l) => {
+      const [who, serial] = l.split(" ");
+      assert.equal(who, id, "FLEETPKI_DEVICE_ID");
+      return normSerial(serial!);
+    });
+    assert.deepEqual(hooked, [normSerial(s1.serial), normSerial(s2.serial)]);
+    assert.equal(new Set([s0.serial, s1.serial, s2.serial]).size, 3, "three different certificates");
+    assert.equal(normSerial(String(renewedLines[1]!.serial)), normSerial(s2.serial));
+    assert.ok(Date.parse(s2.not_after) > Date.parse(s1.not_after));
+    assert.equal(s2.expired, false);
+    await opensslVerify(["-CAfile", join(A, "ca.pem"), "-untrusted", join(A, "chain.pem"), join(A, "cert.pem")]);
+
+    // SIGTERM: the agent stops cleanly, releases its lock and leaves only its five files.
+    const exit = await agent.stop("SIGTERM", 15_000);
+    assert.equal(exit.code, 0, `agent run exits 0 on SIGTERM (got ${exit.code ?? exit.signal}):\n${agent.stderr()}`);
+    assert.ok(logLines(agent.stderr()).some((l) => l.msg === "agent stopped"));
+    assertAgentDir(A, id, server, fingerprint);
+    assert.ok(!agent.stderr().includes("PRIVATE KEY"), "no key material in the logs");
+    const took = Date.now() - started;
+    assert.ok(took < 210 * SECOND, `renewal test took ${Math.round(took / 1000)} s`);
+  });
+});
