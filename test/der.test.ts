@@ -29,7 +29,6 @@ import {
   sequence,
   smallInteger,
   time,
-  tlv,
   unsignedInteger,
 } from "../src/der/writer.js";
 import { OID } from "../src/der/oids.js";

@@ -6,7 +6,7 @@ import { spawnSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { Base64Error, Pkcs7Error, certsOnly, fromBase64Body, parseCertsOnly, toBase64Body } from "../src/x509/pkcs7.js";
+import { Base64Error, certsOnly, fromBase64Body, parseCertsOnly, toBase64Body } from "../src/x509/pkcs7.js";
 import { fromPem, parsePemBlocks } from "../src/x509/pem.js";
 import { implicitConstructed, octetString, oid, sequence, set, smallInteger } from "../src/der/writer.js";
 import { OID } from "../src/der/oids.js";

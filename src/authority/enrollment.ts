@@ -9,7 +9,6 @@ import { parseCertificate, subjectAltNameUris, type ParsedCertificate } from "..
 import { CsrError, csrDer, decodeCsr } from "../x509/csr.js";
 import { commonNameOf } from "../x509/name.js";
 import { fromPem, toPem } from "../x509/pem.js";
-import type { Tx } from "../store/store.js";
 import { deviceSpiffeId } from "../x509/profiles.js";
 import {
   AuthenticationFailed,
