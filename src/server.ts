@@ -4,7 +4,7 @@ import type { AddressInfo } from "node:net";
 import { Fleet } from "./authority/fleet.js";
 import { layout } from "./authority/layout.js";
 import { ConfigError } from "./config/config.js";
-import { startRegistrationServer, type RunningServer } from "./enroll/server.js";
+import { startRegistrationServer, type RegistrationTls, type RunningServer } from "./enroll/server.js";
 import { readPrivateKey } from "./keys/keys.js";
 import { createLogger, type Logger } from "./log.js";
 
@@ -28,13 +28,16 @@ export function parseListen(value: string, what: string): { host: string; port: 
   return { host: (m[1] ?? m[2])!, port };
 }
 
-async function registrationTls(fleet: Fleet) {
+/** Root plus the CAs that issue device certificates, so clients may send just their leaf. */
+async function clientCas(fleet: Fleet): Promise<string[]> {
+  const cas = await fleet.store.db.selectFrom("cas").select(["id", "certificate_pem"]).where("status", "=", "active").orderBy("id").execute();
+  return cas.filter((c) => c.id === "root" || c.id === "devices" || c.id.startsWith("local-")).map((c) => c.certificate_pem);
+}
+
+async function registrationTls(fleet: Fleet): Promise<RegistrationTls> {
   const key = readPrivateKey(fleet.path(`${layout.serverDir}/key.pem`), fleet.passphrase());
   const cert = readFileSync(fleet.path(`${layout.serverDir}/cert.pem`), "utf8") + readFileSync(fleet.path(`${layout.serverDir}/chain.pem`), "utf8");
-  const cas = await fleet.store.db.selectFrom("cas").select(["id", "certificate_pem"]).where("status", "=", "active").execute();
-  // Root plus the CAs that issue device certificates, so clients may send just their leaf.
-  const ca = cas.filter((c) => c.id === "root" || c.id === "devices" || c.id.startsWith("local-")).map((c) => c.certificate_pem);
-  return { key: key.export({ type: "pkcs8", format: "pem" }).toString(), cert, ca };
+  return { key: key.export({ type: "pkcs8", format: "pem" }).toString(), cert, ca: await clientCas(fleet) };
 }
 
 export async function startFleetServer(options: ServeOptions): Promise<FleetServer> {
@@ -43,7 +46,16 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
   let registration: RunningServer | undefined;
   try {
     const listen = parseListen(options.registrationListen ?? fleet.config.listen.registration, "listen.registration");
-    registration = await startRegistrationServer({ fleet, logger: logger.child({ listener: "registration" }), tls: await registrationTls(fleet), ...listen });
+    const tls = await registrationTls(fleet);
+    let current = tls.ca.join("");
+    // CAs created or revoked by the CLI while we run change whom we accept.
+    const refreshTls = async (): Promise<RegistrationTls | undefined> => {
+      const ca = await clientCas(fleet);
+      if (ca.join("") === current) return undefined;
+      current = ca.join("");
+      return { ...tls, ca };
+    };
+    registration = await startRegistrationServer({ fleet, logger: logger.child({ listener: "registration" }), tls, refreshTls, ...listen });
   } catch (e) {
     await fleet.close();
     throw e;

@@ -14,7 +14,7 @@ import { X509Certificate, createPrivateKey, createPublicKey } from "node:crypto"
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, describe, it } from "node:test";
+import { after, describe, it, type TestContext } from "node:test";
 import {
   fingerprintOfPemFile,
   fleetpki,
@@ -96,10 +96,20 @@ interface MainFleet {
   fingerprint: string;
 }
 
+// The renewal test's clock starts with its enrollment; on a small, busy machine its setup
+// (init, serve, device add, enroll) should not compete with the other tests' child processes,
+// which fit easily into the minute the agent then sleeps before its first renewal.
+let releaseHeadStart: () => void = () => {};
+const headStart = new Promise<void>((resolve) => {
+  releaseHeadStart = resolve;
+  setTimeout(resolve, 60_000).unref();
+});
+
 let mainFleet: Promise<MainFleet> | undefined;
-/** Created on first use, so that the renewal test does not wait for it. */
+/** Created on first use, once the renewal test has its agent running. */
 function main(): Promise<MainFleet> {
   return (mainFleet ??= (async () => {
+    await headStart;
     const dir = await initFleet("main");
     setConfig(dir, ["enrollment", "approval"], true);
     const server = await startServer(dir);
@@ -132,8 +142,136 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     for (const e of exits) assert.ok(e.code === 0 || e.code === null, `serve exited ${e.code ?? e.signal}`);
   });
 
+  // ---- 3 ------------------------------------------------------------------------------------
+  it("agent run renews twice with the hook, and rides out a server outage", { timeout: 230_000 }, async (t) => {
+    try {
+      await renewalTest(t);
+    } finally {
+      releaseHeadStart();
+    }
+  });
+
+  async function renewalTest(t: TestContext): Promise<void> {
+    const started = Date.now();
+    const dir = await initFleet("short");
+    setConfig(dir, ["validity", "device"], "2m");
+    let server = await startServer(dir);
+    servers.push(server);
+    const port = server.port;
+    const fingerprint = fingerprintOfPemFile(join(dir, "ca", "root", "cert.pem"));
+    const id = "robot-0001";
+    const token = await addDevice(dir, id);
+    const A = join(tmp, "run-agent");
+    await fleetpkiOk(["agent", "enroll", "--server", server.url, "--root-fingerprint", fingerprint, "--id", id, "--token", token, "--dir", A]);
+    const enrolledAt = Date.now();
+    assertAgentDir(A, id, server, fingerprint);
+    const s0 = await status(A);
+    const life0 = Date.parse(s0.not_after) - Date.now();
+    const span0 = Date.parse(s0.not_after) - Date.parse(s0.not_before);
+    // 2 minutes from issuance; notBefore is backdated (by 1 minute) for slow device clocks.
+    assert.ok(life0 <= 121 * SECOND && span0 >= 120 * SECOND && span0 <= 181 * SECOND, `validity.device 2m is in effect (${life0} ms left, ${span0} ms in all)`);
+
+    const hookFile = join(tmp, "hook.log");
+    const hook = `printf '%s %s\\n' "$FLEETPKI_DEVICE_ID" "$(openssl x509 -in "$FLEETPKI_CERT" -noout -serial)" >> "$HOOK_FILE"`;
+    const agent = spawnCli("agent run", ["agent", "run", "--dir", A, "--on-renew", hook], { env: { HOOK_FILE: hookFile } });
+    const hookLines = (): string[] => (existsSync(hookFile) ? readFileSync(hookFile, "utf8").split("\n").filter(Boolean) : []);
+    const logs = (): LogLine[] => logLines(agent.stderr());
+    const stillRunning = () => {
+      if (!agent.running()) throw new Error(`agent run exited early:\n${agent.stderr()}`);
+    };
+    await waitFor("agent started", () => (stillRunning(), logs().some((l) => l.msg === "agent started")), 20_000);
+    releaseHeadStart();
+    const scheduled = logs().find((l) => l.msg === "renewal scheduled");
+    assert.ok(scheduled, "the agent logged its schedule");
+    const renewAt0 = Date.parse(String(scheduled.renew_at));
+    assert.ok(renewAt0 >= Date.parse(s0.renew_window.from) && renewAt0 <= Date.parse(s0.renew_window.to), "scheduled inside the window agent status shows");
+
+    // First renewal, on schedule.
+    await waitFor("the first renewal and hook", () => (stillRunning(), hookLines().length >= 1), Date.parse(s0.renew_window.to) - Date.now() + 30 * SECOND, 200);
+    const s1 = await status(A);
+    assert.notEqual(s1.serial, s0.serial, "first renewal: a new certificate");
+    const firstRenewed = logs().filter((l) => l.msg === "renewed");
+    assert.equal(firstRenewed.length, 1);
+    assert.ok(Date.parse(firstRenewed[0]!.time) >= Date.parse(s0.renew_window.from), "not renewed before the window");
+    assert.equal(normSerial(String(firstRenewed[0]!.serial)), normSerial(s1.serial));
+    assert.equal(normSerial(String(firstRenewed[0]!.previous_serial)), normSerial(s0.serial));
+    await opensslVerify(["-CAfile", join(A, "ca.pem"), "-untrusted", join(A, "chain.pem"), join(A, "cert.pem")]);
+
+    // Stop the server shortly before the second renewal can be due.
+    const stopAt = Date.parse(s1.renew_window.from) - 3 * SECOND;
+    while (Date.now() < stopAt) {
+      stillRunning();
+      await sleep(Math.min(1_000, stopAt - Date.now()));
+    }
+    assert.equal(hookLines().length, 1, "no second renewal before the window");
+    const stoppedAt = Date.now(); // SIGTERM is sent now; the listener closes at once
+    const stopped = await server.stop();
+    assert.equal(stopped.code, 0, `serve exits 0 on SIGTERM: ${server.proc.stderr()}`);
+    const exitedAt = Date.now();
+
+    // The agent tries, fails on the network, and retries.
+    await waitFor(
+      "a failed renewal attempt while the server is down",
+      () => (stillRunning(), logs().some((l) => l.msg === "renewal failed; retrying")),
+      Date.parse(s1.renew_window.to) - Date.now() + 15 * SECOND,
+      200,
+    );
+    assert.equal(hookLines().length, 1, "no renewal while the server is down");
+    const downFor = Date.now() - stoppedAt;
+    if (downFor < 10 * SECOND) await sleep(10 * SECOND - downFor);
+
+    server = await startServer(dir, port);
+    servers.push(server);
+    const restartedAt = Date.now();
+    await waitFor("the second renewal and hook", () => (stillRunning(), hookLines().length >= 2), 60 * SECOND, 200);
+    const s2 = await status(A);
+
+    const all = logs();
+    const renewedLines = all.filter((l) => l.msg === "renewed");
+    assert.equal(renewedLines.length, 2, "renewed twice");
+    assert.ok(Date.parse(renewedLines[1]!.time) >= restartedAt, "the second renewal happened after the restart");
+    const retries = all.filter((l) => l.msg === "renewal failed; retrying");
+    assert.ok(retries.length >= 1, "retries were logged");
+    for (const l of retries) {
+      assert.equal(l.level, "warn");
+      assert.equal(l.kind, "network", `a network failure: ${JSON.stringify(l)}`);
+      assert.equal(normSerial(String(l.serial)), normSerial(s1.serial));
+      assert.ok(Date.parse(l.time) >= stoppedAt && Date.parse(l.time) <= restartedAt + 5 * SECOND, `retry logged during the outage: ${l.time}`);
+      assert.ok(typeof l.retry_in_ms === "number" && l.retry_in_ms > 0 && l.retry_in_ms <= 18 * SECOND, `backoff within lifetime/10: ${l.retry_in_ms}`);
+    }
+    assert.deepEqual(retries.map((l) => l.attempt), retries.map((_, i) => i + 1), "attempts counted up");
+    assert.equal(all.filter((l) => l.level === "error").length, 0, `no errors logged:\n${agent.stderr()}`);
+    assert.equal(all.filter((l) => l.msg === "renew hook succeeded").length, 2);
+
+    // Hook: ran twice, after each commit, with the new certificate in place; serials differ.
+    const hooked = hookLines().map((l) => {
+      const [who, serial] = l.split(" ");
+      assert.equal(who, id, "FLEETPKI_DEVICE_ID");
+      return normSerial(serial!);
+    });
+    assert.deepEqual(hooked, [normSerial(s1.serial), normSerial(s2.serial)]);
+    assert.equal(new Set([s0.serial, s1.serial, s2.serial]).size, 3, "three different certificates");
+    assert.equal(normSerial(String(renewedLines[1]!.serial)), normSerial(s2.serial));
+    assert.ok(Date.parse(s2.not_after) > Date.parse(s1.not_after));
+    assert.equal(s2.expired, false);
+    await opensslVerify(["-CAfile", join(A, "ca.pem"), "-untrusted", join(A, "chain.pem"), join(A, "cert.pem")]);
+
+    // SIGTERM: the agent stops cleanly, releases its lock and leaves only its five files.
+    const exit = await agent.stop("SIGTERM", 15_000);
+    assert.equal(exit.code, 0, `agent run exits 0 on SIGTERM (got ${exit.code ?? exit.signal}):\n${agent.stderr()}`);
+    assert.ok(logLines(agent.stderr()).some((l) => l.msg === "agent stopped"));
+    assertAgentDir(A, id, server, fingerprint);
+    assert.ok(!agent.stderr().includes("PRIVATE KEY"), "no key material in the logs");
+    const rel = (ms: number) => `${((ms - started) / 1000).toFixed(1)} s`;
+    t.diagnostic(
+      `enrolled at ${rel(enrolledAt)}; renewed at ${rel(Date.parse(firstRenewed[0]!.time))}; server stopped at ${rel(stoppedAt)} (exited after ${exitedAt - stoppedAt} ms), ` +
+        `restarted at ${rel(restartedAt)}; ${retries.length} retries (${retries.map((l) => `${rel(Date.parse(l.time))} +${l.retry_in_ms} ms`).join(", ")}); ` +
+        `renewed again at ${rel(Date.parse(renewedLines[1]!.time))}; test took ${rel(Date.now())}`,
+    );
+  }
+
   // ---- 1 ------------------------------------------------------------------------------------
-  it("refuses a wrong --root-fingerprint with one line, a non-zero exit and nothing written", { timeout: 90_000 }, async () => {
+  it("refuses a wrong --root-fingerprint with one line, a non-zero exit and nothing written", { timeout: 180_000 }, async () => {
     const f = await main();
     const id = "robot-0300";
     const token = await addDevice(f.dir, id);
@@ -166,7 +304,7 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
   });
 
   // ---- 2 ------------------------------------------------------------------------------------
-  it("enrolls with a token; the files work as they are with openssl and curl", { timeout: 120_000 }, async () => {
+  it("enrolls with a token; the files work as they are with openssl and curl", { timeout: 180_000 }, async () => {
     const f = await main();
     const id = "robot-0001";
     const token = await addDevice(f.dir, id);
@@ -247,13 +385,13 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
   });
 
   // ---- 4 ------------------------------------------------------------------------------------
-  it("enrolls with a factory bundle and gets a devices-CA certificate", { timeout: 120_000 }, async () => {
+  it("enrolls with a factory bundle and gets a devices-CA certificate", { timeout: 180_000 }, async (t) => {
     const f = await main();
     const id = "robot-0100";
     // The local CA is made while the server is running, as a factory would.
     await fleetpkiOk(["ca", "create-local", "--name", "f1", "--dir", f.dir]);
     const B = join(tmp, "factory-bundles");
-    await fleetpkiOk(["ca", "issue-batch", "--local", "f1", "--ids", `${id}..${id}`, "--out", B, "--dir", f.dir]);
+    await fleetpkiOk(["ca", "issue-batch", "--local", "f1", "--ids", "robot-0100..robot-0101", "--out", B, "--dir", f.dir]);
     const bundle = join(B, id);
     const before = Object.fromEntries(readdirSync(bundle).map((n) => [n, readFileSync(join(bundle, n), "utf8")]));
     assert.deepEqual(Object.keys(before).sort(), ["ca.pem", "cert.pem", "chain.pem", "key.pem"]);
@@ -281,10 +419,27 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     // The device made a new key; the factory bundle is left as it was.
     assert.ok(!leaf.publicKey.export({ type: "spki", format: "der" }).equals(cert(join(bundle, "cert.pem")).publicKey.export({ type: "spki", format: "der" })));
     for (const [n, text] of Object.entries(before)) assert.equal(readFileSync(join(bundle, n), "utf8"), text, `${n} of the bundle unchanged`);
+
+    // Known server bug (src/server.ts registrationTls): the TLS trust list of local CAs is read
+    // once at startup, so a device presenting only its factory leaf (no chain) is refused with
+    // 401 UNABLE_TO_VERIFY_LEAF_SIGNATURE until the server restarts. The agent always sends
+    // the chain, which is why the enrollment above works.
+    await t.test("a factory leaf without its chain enrolls against a server started before the local CA", async () => {
+      const other = join(B, "robot-0101");
+      const key = join(tmp, "factory-leaf-key.pem");
+      const csr = join(tmp, "factory-leaf-req.pem");
+      const req = await run("openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-subj", "/CN=robot-0101", "-out", csr]);
+      assert.equal(req.code, 0, req.stderr);
+      const body = join(tmp, "factory-leaf-body.json");
+      writeFileSync(body, JSON.stringify({ device_id: "robot-0101", csr: readFileSync(csr, "utf8") }));
+      const out = join(tmp, "factory-leaf-answer.json");
+      const r = await run("curl", ["-sS", "-o", out, "-w", "%{http_code}", "--cacert", join(other, "ca.pem"), "--cert", join(other, "cert.pem"), "--key", join(other, "key.pem"), "-H", "content-type: application/json", "--data-binary", `@${body}`, `${f.server.url}/api/v1/enroll`]);
+      assert.equal(r.stdout, "200", existsSync(out) ? readFileSync(out, "utf8") : r.stderr);
+    });
   });
 
   // ---- 5 ------------------------------------------------------------------------------------
-  it("enrolls by operator approval: pending, approve, certificate", { timeout: 120_000 }, async () => {
+  it("enrolls by operator approval: pending, approve, certificate", { timeout: 180_000 }, async () => {
     const f = await main();
     const id = "robot-0200";
     const E = join(tmp, "approval-agent");
@@ -306,7 +461,7 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     assert.ok(shown.certificates.some((c) => normSerial(c.serial) === normSerial(cert(join(E, "cert.pem")).serialNumber)), "the server recorded the agent's certificate");
   });
 
-  it("enrollment by approval: deny ends the agent with a clear error and nothing written", { timeout: 120_000 }, async () => {
+  it("enrollment by approval: deny ends the agent with a clear error and nothing written", { timeout: 180_000 }, async () => {
     const f = await main();
     const id = "robot-0201";
     const E = join(tmp, "denied-agent");
@@ -321,116 +476,5 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     assert.equal(lines.length, 1, `one line on stderr (log level warn):\n${agent.stderr()}`);
     assert.match(lines[0]!, /^fleetpki: enrollment refused: .*denied/);
     assert.ok(!existsSync(E), "nothing written after a denial");
-  });
-
-  // ---- 3 ------------------------------------------------------------------------------------
-  it("agent run renews twice with the hook, and rides out a server outage", { timeout: 230_000 }, async () => {
-    const started = Date.now();
-    const dir = await initFleet("short");
-    setConfig(dir, ["validity", "device"], "2m");
-    let server = await startServer(dir);
-    servers.push(server);
-    const port = server.port;
-    const fingerprint = fingerprintOfPemFile(join(dir, "ca", "root", "cert.pem"));
-    const id = "robot-0001";
-    const token = await addDevice(dir, id);
-    const A = join(tmp, "run-agent");
-    await fleetpkiOk(["agent", "enroll", "--server", server.url, "--root-fingerprint", fingerprint, "--id", id, "--token", token, "--dir", A]);
-    assertAgentDir(A, id, server, fingerprint);
-    const s0 = await status(A);
-    const life0 = Date.parse(s0.not_after) - Date.now();
-    assert.ok(life0 > 100 * SECOND && life0 <= 121 * SECOND, `validity.device 2m is in effect (${life0} ms left)`);
-
-    const hookFile = join(tmp, "hook.log");
-    const hook = `printf '%s %s\\n' "$FLEETPKI_DEVICE_ID" "$(openssl x509 -in "$FLEETPKI_CERT" -noout -serial)" >> "$HOOK_FILE"`;
-    const agent = spawnCli("agent run", ["agent", "run", "--dir", A, "--on-renew", hook], { env: { HOOK_FILE: hookFile } });
-    const hookLines = (): string[] => (existsSync(hookFile) ? readFileSync(hookFile, "utf8").split("\n").filter(Boolean) : []);
-    const logs = (): LogLine[] => logLines(agent.stderr());
-    const stillRunning = () => {
-      if (!agent.running()) throw new Error(`agent run exited early:\n${agent.stderr()}`);
-    };
-    await waitFor("agent started", () => (stillRunning(), logs().some((l) => l.msg === "agent started")), 20_000);
-    const scheduled = logs().find((l) => l.msg === "renewal scheduled");
-    assert.ok(scheduled, "the agent logged its schedule");
-    const renewAt0 = Date.parse(String(scheduled.renew_at));
-    assert.ok(renewAt0 >= Date.parse(s0.renew_window.from) && renewAt0 <= Date.parse(s0.renew_window.to), "scheduled inside the window agent status shows");
-
-    // First renewal, on schedule.
-    await waitFor("the first renewal and hook", () => (stillRunning(), hookLines().length >= 1), Date.parse(s0.renew_window.to) - Date.now() + 30 * SECOND, 200);
-    const s1 = await status(A);
-    assert.notEqual(s1.serial, s0.serial, "first renewal: a new certificate");
-    const firstRenewed = logs().filter((l) => l.msg === "renewed");
-    assert.equal(firstRenewed.length, 1);
-    assert.ok(Date.parse(firstRenewed[0]!.time) >= Date.parse(s0.renew_window.from), "not renewed before the window");
-    assert.equal(normSerial(String(firstRenewed[0]!.serial)), normSerial(s1.serial));
-    assert.equal(normSerial(String(firstRenewed[0]!.previous_serial)), normSerial(s0.serial));
-    await opensslVerify(["-CAfile", join(A, "ca.pem"), "-untrusted", join(A, "chain.pem"), join(A, "cert.pem")]);
-
-    // Stop the server shortly before the second renewal can be due.
-    const stopAt = Date.parse(s1.renew_window.from) - 3 * SECOND;
-    while (Date.now() < stopAt) {
-      stillRunning();
-      await sleep(Math.min(1_000, stopAt - Date.now()));
-    }
-    assert.equal(hookLines().length, 1, "no second renewal before the window");
-    const stopped = await server.stop();
-    assert.equal(stopped.code, 0, `serve exits 0 on SIGTERM: ${server.proc.stderr()}`);
-    const stoppedAt = Date.now();
-
-    // The agent tries, fails on the network, and retries.
-    await waitFor(
-      "a failed renewal attempt while the server is down",
-      () => (stillRunning(), logs().some((l) => l.msg === "renewal failed; retrying")),
-      Date.parse(s1.renew_window.to) - Date.now() + 15 * SECOND,
-      200,
-    );
-    assert.equal(hookLines().length, 1, "no renewal while the server is down");
-    const downFor = Date.now() - stoppedAt;
-    if (downFor < 10 * SECOND) await sleep(10 * SECOND - downFor);
-
-    server = await startServer(dir, port);
-    servers.push(server);
-    const restartedAt = Date.now();
-    await waitFor("the second renewal and hook", () => (stillRunning(), hookLines().length >= 2), 60 * SECOND, 200);
-    const s2 = await status(A);
-
-    const all = logs();
-    const renewedLines = all.filter((l) => l.msg === "renewed");
-    assert.equal(renewedLines.length, 2, "renewed twice");
-    assert.ok(Date.parse(renewedLines[1]!.time) >= restartedAt, "the second renewal happened after the restart");
-    const retries = all.filter((l) => l.msg === "renewal failed; retrying");
-    assert.ok(retries.length >= 1, "retries were logged");
-    for (const l of retries) {
-      assert.equal(l.level, "warn");
-      assert.equal(l.kind, "network", `a network failure: ${JSON.stringify(l)}`);
-      assert.equal(normSerial(String(l.serial)), normSerial(s1.serial));
-      assert.ok(Date.parse(l.time) >= stoppedAt && Date.parse(l.time) <= restartedAt + 5 * SECOND, `retry logged during the outage: ${l.time}`);
-      assert.ok(typeof l.retry_in_ms === "number" && l.retry_in_ms > 0 && l.retry_in_ms <= 18 * SECOND, `backoff within lifetime/10: ${l.retry_in_ms}`);
-    }
-    assert.deepEqual(retries.map((l) => l.attempt), retries.map((_, i) => i + 1), "attempts counted up");
-    assert.equal(all.filter((l) => l.level === "error").length, 0, `no errors logged:\n${agent.stderr()}`);
-    assert.equal(all.filter((l) => l.msg === "renew hook succeeded").length, 2);
-
-    // Hook: ran twice, after each commit, with the new certificate in place; serials differ.
-    const hooked = hookLines().map((l) => {
-      const [who, serial] = l.split(" ");
-      assert.equal(who, id, "FLEETPKI_DEVICE_ID");
-      return normSerial(serial!);
-    });
-    assert.deepEqual(hooked, [normSerial(s1.serial), normSerial(s2.serial)]);
-    assert.equal(new Set([s0.serial, s1.serial, s2.serial]).size, 3, "three different certificates");
-    assert.equal(normSerial(String(renewedLines[1]!.serial)), normSerial(s2.serial));
-    assert.ok(Date.parse(s2.not_after) > Date.parse(s1.not_after));
-    assert.equal(s2.expired, false);
-    await opensslVerify(["-CAfile", join(A, "ca.pem"), "-untrusted", join(A, "chain.pem"), join(A, "cert.pem")]);
-
-    // SIGTERM: the agent stops cleanly, releases its lock and leaves only its five files.
-    const exit = await agent.stop("SIGTERM", 15_000);
-    assert.equal(exit.code, 0, `agent run exits 0 on SIGTERM (got ${exit.code ?? exit.signal}):\n${agent.stderr()}`);
-    assert.ok(logLines(agent.stderr()).some((l) => l.msg === "agent stopped"));
-    assertAgentDir(A, id, server, fingerprint);
-    assert.ok(!agent.stderr().includes("PRIVATE KEY"), "no key material in the logs");
-    const took = Date.now() - started;
-    assert.ok(took < 210 * SECOND, `renewal test took ${Math.round(took / 1000)} s`);
   });
 });

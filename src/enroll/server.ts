@@ -44,6 +44,12 @@ export interface RegistrationServerOptions {
   tls: RegistrationTls;
   host: string;
   port: number;
+  /**
+   * Called periodically; returns new TLS material when the CA set changed (e.g. a local CA
+   * created by the CLI while the server runs), or undefined when nothing changed.
+   */
+  refreshTls?: () => Promise<RegistrationTls | undefined>;
+  refreshIntervalMs?: number;
 }
 
 export interface RunningServer {
@@ -294,6 +300,25 @@ export async function startRegistrationServer(options: RegistrationServerOptions
   server.keepAliveTimeout = 5_000;
   server.maxHeadersCount = 64;
   server.on("tlsClientError", (err, socket) => options.logger.debug({ err: err.message, address: socket.remoteAddress }, "TLS handshake failed"));
+  let refreshTimer: NodeJS.Timeout | undefined;
+  if (options.refreshTls) {
+    const refresh = options.refreshTls;
+    let running = false;
+    refreshTimer = setInterval(() => {
+      if (running) return;
+      running = true;
+      refresh()
+        .then((tls) => {
+          if (!tls) return;
+          // New handshakes use the new trust set; established connections keep theirs.
+          server.setSecureContext({ key: tls.key, cert: tls.cert, ca: tls.ca, minVersion: "TLSv1.2" });
+          options.logger.info({ cas: tls.ca.length }, "client CA set changed; TLS context refreshed");
+        })
+        .catch((e) => options.logger.warn({ err: (e as Error).message }, "refreshing the TLS context failed"))
+        .finally(() => (running = false));
+    }, options.refreshIntervalMs ?? 1_000);
+    refreshTimer.unref();
+  }
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port, options.host, () => {
@@ -305,6 +330,7 @@ export async function startRegistrationServer(options: RegistrationServerOptions
     server,
     address: server.address() as AddressInfo,
     async close() {
+      clearInterval(refreshTimer);
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
