@@ -18,9 +18,9 @@
 // outside the agent can see the two renames of step 3 a few microseconds apart; it should
 // retry if key and certificate do not match, or react to the --on-renew hook.)
 import { X509Certificate, createPrivateKey, randomBytes, type KeyObject } from "node:crypto";
-import { closeSync, existsSync, fsyncSync, linkSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { existsSync, linkSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
+import { ensurePrivateDir, fsyncDir, writeFileAtomic } from "../keys/files.js";
 import { parseCertificate, type ParsedCertificate } from "../x509/certificate.js";
 import { PemError, parsePemBlocks } from "../x509/pem.js";
 import { AgentError } from "./errors.js";
@@ -52,14 +52,6 @@ export interface AgentConfig {
   device_id: string;
 }
 
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function unlinkIfPresent(path: string): void {
   try {

@@ -4,7 +4,7 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { appendAudit } from "../audit/log.js";
-import { ensurePrivateDir } from "../keys/files.js";
+import { ensurePrivateDir, fsyncDir } from "../keys/files.js";
 import { generateKey, privateKeyPem, publicSpki } from "../keys/keys.js";
 import { subjectPublicKeyOf } from "../x509/certificate.js";
 import { describeKey } from "../x509/algorithms.js";
@@ -71,14 +71,6 @@ function writeDurable(path: string, data: string, mode: number): void {
   }
 }
 
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 export async function issueBatch(fleet: Fleet, req: BatchRequest): Promise<BatchResult> {
   const caId = localCaId(req.localName);

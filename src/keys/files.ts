@@ -28,11 +28,16 @@ export function writeFileAtomic(path: string, data: string | Buffer, mode = 0o64
   closeSync(fd);
   chmodSync(tmp, mode); // the umask may have narrowed or the caller wants it exact
   renameSync(tmp, path);
-  const dirFd = openSync(dir, "r");
+  fsyncDir(dir);
+}
+
+/** Makes a rename or file creation in `dir` durable. */
+export function fsyncDir(dir: string): void {
+  const fd = openSync(dir, "r");
   try {
-    fsyncSync(dirFd);
+    fsyncSync(fd);
   } finally {
-    closeSync(dirFd);
+    closeSync(fd);
   }
 }
 
