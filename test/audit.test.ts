@@ -10,7 +10,7 @@ import { addDevice } from "../src/authority/devices.js";
 import { Fleet } from "../src/authority/fleet.js";
 import { initFleet } from "../src/authority/init.js";
 import { issueDeviceCertificate } from "../src/authority/issuance.js";
-import { cliAsync, opensslCsr, tempDir, type RunResult } from "./helpers.js";
+import { cliAsync, opensslCsr, tempDir, type RunResult, assertOneLineError } from "./helpers.js";
 
 interface Row {
   seq: number;
@@ -26,17 +26,6 @@ interface Row {
 const GENESIS = "0".repeat(64);
 const HOURS = 3_600_000;
 
-/** Non-zero exit and exactly one clean line on stderr: "fleetpki: ...", no stack trace. */
-function assertOneLineError(r: RunResult, pattern?: RegExp): string {
-  assert.notEqual(r.status, 0, `expected a non-zero exit; stdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
-  const lines = r.stderr.trimEnd().split("\n");
-  assert.equal(lines.length, 1, `expected exactly one line on stderr, got:\n${r.stderr}`);
-  const line = lines[0]!;
-  assert.match(line, /^fleetpki: \S/);
-  assert.doesNotMatch(r.stderr, /^\s+at /m, "no stack trace");
-  if (pattern) assert.match(line, pattern);
-  return line;
-}
 
 /** The documented chain: SHA-256(prev_hash || "\n" || JSON([seq, at, actor, action, subject, details])). */
 function chainHash(prev: string, r: Omit<Row, "prev_hash" | "hash">): string {

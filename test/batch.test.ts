@@ -11,27 +11,13 @@ import Database from "better-sqlite3";
 import { createLocalCa } from "../src/authority/cas.js";
 import { Fleet } from "../src/authority/fleet.js";
 import { initFleet } from "../src/authority/init.js";
-import { CLI, cli, cliAsync, openssl, tempDir, writeTemp, type RunResult } from "./helpers.js";
+import { CLI, cli, cliAsync, openssl, tempDir, writeTemp, type RunResult, assertOk, assertOneLineError } from "./helpers.js";
 
 const COUNT = 1000;
 const KILL_AFTER = 150;
 const ids = Array.from({ length: COUNT }, (_, i) => `robot-${String(i + 1).padStart(4, "0")}`);
 
-function assertOk(r: RunResult, what: string): void {
-  assert.equal(r.status, 0, `${what} failed (${r.status}):\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
-}
 
-/** Non-zero exit and exactly one clean line on stderr: "fleetpki: ...", no stack trace. */
-function assertOneLineError(r: RunResult, pattern?: RegExp): string {
-  assert.notEqual(r.status, 0, `expected a non-zero exit; stdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
-  const lines = r.stderr.trimEnd().split("\n");
-  assert.equal(lines.length, 1, `expected exactly one line on stderr, got:\n${r.stderr}`);
-  const line = lines[0]!;
-  assert.match(line, /^fleetpki: \S/);
-  assert.doesNotMatch(r.stderr, /^\s+at /m, "no stack trace");
-  if (pattern) assert.match(line, pattern);
-  return line;
-}
 
 function completeBundles(out: string): string[] {
   try {

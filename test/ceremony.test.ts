@@ -6,26 +6,12 @@ import { X509Certificate, createPrivateKey, createPublicKey, type KeyObject } fr
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { cli, cliAsync, openssl, opensslCsr, tempDir, writeTemp, type RunResult } from "./helpers.js";
+import { cli, cliAsync, openssl, opensslCsr, tempDir, writeTemp, type RunResult, assertOk, assertOneLineError } from "./helpers.js";
 
 const P1 = "offline-root-passphrase";
 const P2 = "online-fleet-passphrase";
 
-function assertOk(r: RunResult, what: string): void {
-  assert.equal(r.status, 0, `${what} failed (${r.status}):\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
-}
 
-/** Non-zero exit and exactly one clean line on stderr: "fleetpki: ...", no stack trace. */
-function assertOneLineError(r: RunResult, pattern?: RegExp): string {
-  assert.notEqual(r.status, 0, `expected a non-zero exit; stdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
-  const lines = r.stderr.trimEnd().split("\n");
-  assert.equal(lines.length, 1, `expected exactly one line on stderr, got:\n${r.stderr}`);
-  const line = lines[0]!;
-  assert.match(line, /^fleetpki: \S/);
-  assert.doesNotMatch(r.stderr, /^\s+at /m, "no stack trace");
-  if (pattern) assert.match(line, pattern);
-  return line;
-}
 
 function walk(dir: string): string[] {
   const out: string[] = [];

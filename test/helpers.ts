@@ -1,4 +1,5 @@
 // Shared test plumbing: temporary fleets, running the real CLI, running openssl.
+import assert from "node:assert/strict";
 import { execFile, spawnSync, type SpawnSyncReturns } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -80,4 +81,20 @@ export function writeTemp(dir: string, name: string, content: string | Buffer): 
   const p = join(dir, name);
   writeFileSync(p, content);
   return p;
+}
+
+export function assertOk(r: RunResult, what: string): void {
+  assert.equal(r.status, 0, `${what} failed (${r.status}):\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+}
+
+/** Non-zero exit and exactly one clean line on stderr: "fleetpki: ...", no stack trace. */
+export function assertOneLineError(r: RunResult, pattern?: RegExp): string {
+  assert.notEqual(r.status, 0, `expected a non-zero exit; stdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
+  const lines = r.stderr.trimEnd().split("\n");
+  assert.equal(lines.length, 1, `expected exactly one line on stderr, got:\n${r.stderr}`);
+  const line = lines[0]!;
+  assert.match(line, /^fleetpki: \S/);
+  assert.doesNotMatch(r.stderr, /^\s+at /m, "no stack trace");
+  if (pattern) assert.match(line, pattern);
+  return line;
 }
