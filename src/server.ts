@@ -1,6 +1,7 @@
 // Composition root: configuration -> services -> listeners.
 import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
+import { deviceClientCas } from "./authority/cas.js";
 import { Fleet } from "./authority/fleet.js";
 import { layout } from "./authority/layout.js";
 import { ConfigError } from "./config/config.js";
@@ -28,16 +29,10 @@ export function parseListen(value: string, what: string): { host: string; port: 
   return { host: (m[1] ?? m[2])!, port };
 }
 
-/** Root plus the CAs that issue device certificates, so clients may send just their leaf. */
-async function clientCas(fleet: Fleet): Promise<string[]> {
-  const cas = await fleet.store.db.selectFrom("cas").select(["id", "certificate_pem"]).where("status", "=", "active").orderBy("id").execute();
-  return cas.filter((c) => c.id === "root" || c.id === "devices" || c.id.startsWith("local-")).map((c) => c.certificate_pem);
-}
-
 async function registrationTls(fleet: Fleet): Promise<RegistrationTls> {
   const key = readPrivateKey(fleet.path(`${layout.serverDir}/key.pem`), fleet.passphrase());
   const cert = readFileSync(fleet.path(`${layout.serverDir}/cert.pem`), "utf8") + readFileSync(fleet.path(`${layout.serverDir}/chain.pem`), "utf8");
-  return { key: key.export({ type: "pkcs8", format: "pem" }).toString(), cert, ca: await clientCas(fleet) };
+  return { key: key.export({ type: "pkcs8", format: "pem" }).toString(), cert, ca: await deviceClientCas(fleet) };
 }
 
 export async function startFleetServer(options: ServeOptions): Promise<FleetServer> {
@@ -50,7 +45,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
     let current = tls.ca.join("");
     // CAs created or revoked by the CLI while we run change whom we accept.
     const refreshTls = async (): Promise<RegistrationTls | undefined> => {
-      const ca = await clientCas(fleet);
+      const ca = await deviceClientCas(fleet);
       if (ca.join("") === current) return undefined;
       current = ca.join("");
       return { ...tls, ca };

@@ -197,3 +197,9 @@ export async function createLocalCa(fleet: Fleet, req: CreateLocalCaRequest) {
   }
   return createIntermediate(fleet, localCaId(req.name), validity, req.actor);
 }
+
+/** PEMs of the root and the active CAs that issue device certificates (trust set for device clients). */
+export async function deviceClientCas(fleet: Fleet): Promise<string[]> {
+  const cas = await fleet.store.db.selectFrom("cas").select(["id", "certificate_pem"]).where("status", "=", "active").orderBy("id").execute();
+  return cas.filter((c) => c.id === "root" || c.id === "devices" || c.id.startsWith("local-")).map((c) => c.certificate_pem);
+}
