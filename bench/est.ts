@@ -7,7 +7,7 @@
 // The load generator is this process. Run as a script with BASELINE_FLAG, this module is the
 // bare server instead (see baselineServerMain at the end).
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { createHash, generateKeyPairSync, randomBytes, randomUUID } from "node:crypto";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { Agent, createServer, request as httpsRequest, type RequestOptions } from "node:https";
@@ -25,13 +25,9 @@ import { keyFromCsr } from "../src/authority/issuance.js";
 import { layout } from "../src/authority/layout.js";
 import { checkToken } from "../src/authority/tokens.js";
 import { parseDuration } from "../src/config/duration.js";
-import { OID } from "../src/der/oids.js";
 import { readPassphraseFile, readPrivateKey } from "../src/keys/keys.js";
 import type { AuditLogTable, DeviceTable, EnrollmentTokenTable } from "../src/store/schema.js";
-import { signatureSchemeFor } from "../src/x509/algorithms.js";
 import { parseCertificate } from "../src/x509/certificate.js";
-import { buildCsr } from "../src/x509/csr.js";
-import { encodeName } from "../src/x509/name.js";
 import { toPem } from "../src/x509/pem.js";
 import { certsOnly, fromBase64Body, parseCertsOnly, toBase64Body } from "../src/x509/pkcs7.js";
 import { deviceSpiffeId } from "../src/x509/profiles.js";
@@ -49,6 +45,7 @@ import {
   type Benchmark,
   type LoadResult,
   type OpensslSpeed,
+  prepareP256Csrs,
 } from "./lib.js";
 
 /** Concurrent clients, each with one request in flight. */
@@ -195,22 +192,14 @@ function emergencyCleanup(): void {
 
 // ---- fixtures -------------------------------------------------------------------------------
 
-interface PreparedCsr {
+interface EstCsr {
   /** The request body: base64 of the DER CSR, in 64-character lines as EST sends it. */
   body: string;
   spki: Buffer;
 }
 
-function prepareCsrs(count: number): PreparedCsr[] {
-  const out: PreparedCsr[] = [];
-  for (let i = 0; i < count; i++) {
-    const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
-    const spki = publicKey.export({ format: "der", type: "spki" });
-    const der = buildCsr(encodeName([{ type: OID.commonName, value: `est-robot-${i}` }]), spki, { key: privateKey, scheme: signatureSchemeFor(privateKey) });
-    out.push({ body: toBase64Body(der), spki });
-  }
-  check(new Set(out.map((c) => c.body)).size === count, "prepared CSRs are not distinct");
-  return out;
+function prepareCsrs(count: number): EstCsr[] {
+  return prepareP256Csrs(count, "est-robot").map((c) => ({ body: toBase64Body(c.der), spki: c.spki }));
 }
 
 interface Credential {
@@ -513,7 +502,7 @@ async function runBench(options: BenchOptions): Promise<void> {
 }
 
 /** Proof that what was timed is real: one row per 200, tokens consumed, audit intact, chains that OpenSSL accepts. */
-async function verifyOutput(dir: string, tmp: string, csrs: readonly PreparedCsr[], scenarios: readonly Scenario[], fleetOk: number): Promise<string[]> {
+async function verifyOutput(dir: string, tmp: string, csrs: readonly EstCsr[], scenarios: readonly Scenario[], fleetOk: number): Promise<string[]> {
   const passed: string[] = [];
   const fleet = await Fleet.open(dir);
   try {

@@ -2,7 +2,7 @@
 // CSRs, (a) without the database and (b) through the real issueDeviceCertificate path with
 // durable group-commit recording, next to the `openssl speed` sign+verify bound.
 import { spawnSync } from "node:child_process";
-import { createPublicKey, generateKeyPairSync, sign, verify } from "node:crypto";
+import { createPublicKey, sign, verify } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,12 +14,9 @@ import { initFleet } from "../src/authority/init.js";
 import { assertDeviceId, issueDeviceCertificate, keyFromCsr } from "../src/authority/issuance.js";
 import { layout } from "../src/authority/layout.js";
 import { parseDuration } from "../src/config/duration.js";
-import { OID } from "../src/der/oids.js";
 import type { Db } from "../src/store/store.js";
-import { signatureSchemeFor } from "../src/x509/algorithms.js";
 import { parseCertificate } from "../src/x509/certificate.js";
-import { buildCsr, decodeCsr } from "../src/x509/csr.js";
-import { encodeName } from "../src/x509/name.js";
+import { decodeCsr } from "../src/x509/csr.js";
 import { toPem } from "../src/x509/pem.js";
 import { deviceSpiffeId } from "../src/x509/profiles.js";
 import {
@@ -34,6 +31,8 @@ import {
   type Benchmark,
   type LoadResult,
   type OpensslSpeed,
+  prepareP256Csrs,
+  type PreparedCsr,
 } from "./lib.js";
 
 const DEVICE = "bench-robot";
@@ -61,23 +60,6 @@ const REFERENCES: readonly [string, number][] = [
   ["@peculiar/x509", 270],
 ];
 
-interface PreparedCsr {
-  der: Buffer;
-  spki: Buffer;
-}
-
-/** Distinct P-256 keys and CSRs, built before any clock starts. */
-function prepareCsrs(count: number): PreparedCsr[] {
-  const out: PreparedCsr[] = [];
-  for (let i = 0; i < count; i++) {
-    const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
-    const spki = publicKey.export({ format: "der", type: "spki" });
-    const subject = encodeName([{ type: OID.commonName, value: `${DEVICE}-${i}` }]);
-    out.push({ der: buildCsr(subject, spki, { key: privateKey, scheme: signatureSchemeFor(privateKey) }), spki });
-  }
-  check(new Set(out.map((c) => c.der.toString("base64"))).size === count, "prepared CSRs are not distinct");
-  return out;
-}
 
 interface Scenario {
   label: string;
@@ -115,7 +97,7 @@ async function run(options: BenchOptions): Promise<void> {
     await initFleet({ dir, name: "Bench Robots", domain: "fleet.example" });
     fleet = await Fleet.open(dir);
     await addDevice(fleet, { id: DEVICE, actor: "bench" });
-    const csrs = prepareCsrs(CSR_COUNT);
+    const csrs = prepareP256Csrs(CSR_COUNT, DEVICE);
 
     // Count and time write transactions: how many certificates one group commit carries, and
     // how long the event loop spends in them (better-sqlite3 is synchronous, fsync included).

@@ -1,9 +1,14 @@
 // Shared benchmark plumbing: the module contract run.ts relies on, a fixed-concurrency load
 // loop, the `openssl speed` baseline, and plain-text tables.
 import { spawnSync } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { performance } from "node:perf_hooks";
+import { OID } from "../src/der/oids.js";
+import { signatureSchemeFor } from "../src/x509/algorithms.js";
+import { buildCsr } from "../src/x509/csr.js";
+import { encodeName } from "../src/x509/name.js";
 
 export interface BenchOptions {
   /** Seconds per measured run. */
@@ -170,3 +175,21 @@ export function formatTable(headers: readonly string[], rows: readonly (readonly
 
 export const fmtRate = (n: number): string => Math.round(n).toLocaleString("en-US");
 export const fmtMs = (n: number): string => (n < 10 ? n.toFixed(2) : n.toFixed(1));
+
+export interface PreparedCsr {
+  der: Buffer;
+  spki: Buffer;
+}
+
+/** `count` distinct P-256 keys and DER CSRs (CN=<prefix>-<i>), built before any clock starts. */
+export function prepareP256Csrs(count: number, prefix: string): PreparedCsr[] {
+  const out: PreparedCsr[] = [];
+  for (let i = 0; i < count; i++) {
+    const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const spki = publicKey.export({ format: "der", type: "spki" });
+    const subject = encodeName([{ type: OID.commonName, value: `${prefix}-${i}` }]);
+    out.push({ der: buildCsr(subject, spki, { key: privateKey, scheme: signatureSchemeFor(privateKey) }), spki });
+  }
+  check(new Set(out.map((c) => c.der.toString("base64"))).size === count, "prepared CSRs are not distinct");
+  return out;
+}
