@@ -190,6 +190,14 @@ function emergencyCleanup(): void {
   for (const d of TEMP_DIRS) rmSync(d, { recursive: true, force: true });
 }
 
+/**
+ * Extra node arguments for the fleetpki server only, e.g. BENCH_SERVER_NODE_ARGS="--cpu-prof
+ * --cpu-prof-dir=/tmp/prof" to profile it (NODE_OPTIONS refuses --cpu-prof).
+ */
+function serverNodeArgs(): string[] {
+  return (process.env.BENCH_SERVER_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
+}
+
 // ---- fixtures -------------------------------------------------------------------------------
 
 interface EstCsr {
@@ -412,7 +420,7 @@ async function runBench(options: BenchOptions): Promise<void> {
   lap(`${CSR_COUNT} CSRs`);
 
   const [fleetServer, bareServer] = await Promise.all([
-    ServerProcess.start("fleetpki serve", [join(REPO, "bin", "fleetpki.js"), "serve", "--dir", dir, "--listen", "127.0.0.1:0"], { FLEETPKI_LOG_LEVEL: "warn" }),
+    ServerProcess.start("fleetpki serve", [...serverNodeArgs(), join(REPO, "bin", "fleetpki.js"), "serve", "--dir", dir, "--listen", "127.0.0.1:0"], { FLEETPKI_LOG_LEVEL: "warn" }),
     ServerProcess.start("bare server", ["--import", "tsx", THIS_FILE, BASELINE_FLAG, dir], {}),
   ]);
   lap("servers started");

@@ -42,6 +42,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
   try {
     const listen = parseListen(options.registrationListen ?? fleet.config.listen.registration, "listen.registration");
     const tls = await registrationTls(fleet);
+    await fleet.recordOnThread();
     let current = tls.ca.join("");
     // CAs created or revoked by the CLI while we run change whom we accept.
     const refreshTls = async (): Promise<RegistrationTls | undefined> => {

@@ -2,7 +2,7 @@
 //   hash = SHA-256(prev_hash || "\n" || JSON.stringify([seq, at, actor, action, subject, details]))
 // so editing, deleting or reordering rows is detectable by recomputing the chain.
 import { createHash } from "node:crypto";
-import type { Db, Store, Tx } from "../store/store.js";
+import { preparedStatement, type Db, type NativeDb, type Store, type Tx } from "../store/store.js";
 import type { AuditLogTable } from "../store/schema.js";
 
 export const GENESIS_HASH = "0".repeat(64);
@@ -34,10 +34,13 @@ export function rowHash(prevHash: string, row: Omit<AuditRecord, "prev_hash" | "
     .digest("hex");
 }
 
-/** Appends events inside the caller's write transaction; returns the rows written. */
-export async function appendAudit(tx: Tx, events: readonly AuditEvent[]): Promise<AuditRecord[]> {
-  if (events.length === 0) return [];
-  const head = await tx.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1).executeTakeFirst();
+export interface AuditHead {
+  seq: number;
+  hash: string;
+}
+
+/** The rows that append `events` after `head` (undefined: an empty log), and the new head. */
+export function chainAudit(head: AuditHead | undefined, events: readonly AuditEvent[]): { rows: AuditRecord[]; head: AuditHead } {
   let seq = head?.seq ?? 0;
   let prev = head?.hash ?? GENESIS_HASH;
   const rows: AuditRecord[] = [];
@@ -55,10 +58,36 @@ export async function appendAudit(tx: Tx, events: readonly AuditEvent[]): Promis
     rows.push({ ...base, prev_hash: prev, hash });
     prev = hash;
   }
-  await tx.insertInto("audit_log").values(rows).execute();
-  if (head) await tx.updateTable("audit_head").set({ seq, hash: prev }).where("id", "=", 1).execute();
-  else await tx.insertInto("audit_head").values({ id: 1, seq, hash: prev }).execute();
-  return rows;
+  return { rows, head: { seq, hash: prev } };
+}
+
+/** Appends events inside the caller's write transaction; returns the rows written. */
+export async function appendAudit(tx: Tx, events: readonly AuditEvent[]): Promise<AuditRecord[]> {
+  if (events.length === 0) return [];
+  const head = await tx.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1).executeTakeFirst();
+  const chained = chainAudit(head, events);
+  await tx.insertInto("audit_log").values(chained.rows).execute();
+  if (head) await tx.updateTable("audit_head").set(chained.head).where("id", "=", 1).execute();
+  else await tx.insertInto("audit_head").values({ id: 1, ...chained.head }).execute();
+  return chained.rows;
+}
+
+/**
+ * appendAudit for synchronous work on a better-sqlite3 connection (Store.withNative), inside the
+ * caller's native transaction.
+ */
+export function appendAuditNative(native: NativeDb, events: readonly AuditEvent[]): AuditRecord[] {
+  if (events.length === 0) return [];
+  const head = preparedStatement<[], AuditHead>(native, "select seq, hash from audit_head where id = 1").get();
+  const chained = chainAudit(head, events);
+  const insertRow = preparedStatement<[AuditRecord]>(
+    native,
+    "insert into audit_log (seq, at, actor, action, subject, details, prev_hash, hash) values (@seq, @at, @actor, @action, @subject, @details, @prev_hash, @hash)",
+  );
+  for (const row of chained.rows) insertRow.run(row);
+  const writeHead = head ? "update audit_head set seq = @seq, hash = @hash where id = 1" : "insert into audit_head (id, seq, hash) values (1, @seq, @hash)";
+  preparedStatement<[AuditHead]>(native, writeHead).run(chained.head);
+  return chained.rows;
 }
 
 export type AuditVerdict = { ok: true; rows: number; headHash: string } | { ok: false; rows: number; firstBadSeq: number; problem: string };

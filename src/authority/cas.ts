@@ -14,7 +14,8 @@ import { nameToString } from "../x509/name.js";
 import { toPem } from "../x509/pem.js";
 import { buildIntermediateCertificate, caName, type CaSubject } from "../x509/profiles.js";
 import { CaExists, CaKeyOffline, InvalidArgument } from "./errors.js";
-import { fingerprint, type Fleet } from "./fleet.js";
+import type { Fleet } from "./fleet.js";
+import { sha256Fingerprint } from "../x509/certificate.js";
 import { LOCAL_CA_NAME, layout, localCaId, type IntermediateRole } from "./layout.js";
 import { writeCeremonyRequest } from "./ceremony.js";
 
@@ -57,7 +58,7 @@ export async function recordCa(tx: Tx, ca: NewCaRecord, actor: string, now: Date
     subject: nameToString(cert.subject),
     issuer: nameToString(cert.issuer),
     serial: cert.serialHex,
-    fingerprint_sha256: fingerprint(ca.der),
+    fingerprint_sha256: sha256Fingerprint(ca.der),
     not_before: cert.notBefore.toISOString(),
     not_after: cert.notAfter.toISOString(),
     key_type: describeKey(createPublicKey({ key: cert.spki, format: "der", type: "spki" })),

@@ -20,7 +20,8 @@ import { nameToString } from "../x509/name.js";
 import { fromPem, toPem, PemError } from "../x509/pem.js";
 import { buildIntermediateCertificate, buildRootCertificate, caName, type CaSubject } from "../x509/profiles.js";
 import { CeremonyError, FleetExists, InvalidArgument } from "./errors.js";
-import { fingerprint, type Fleet } from "./fleet.js";
+import type { Fleet } from "./fleet.js";
+import { sha256Fingerprint } from "../x509/certificate.js";
 import { layout, type IntermediateRole } from "./layout.js";
 import { preparePassphrase } from "./passphrase.js";
 
@@ -121,7 +122,7 @@ export function initOfflineRoot(opts: RootInitOptions): { certificatePath: strin
     max_intermediate_lifetime: "10y",
   };
   writeFileAtomic(join(opts.dir, ROOT_CONFIG), "# Offline root CA (fleetpki ca root init)\n" + stringifyYaml(config));
-  return { certificatePath: join(opts.dir, "cert.pem"), fingerprint: fingerprint(root.der), passphraseGenerated: pass.generated };
+  return { certificatePath: join(opts.dir, "cert.pem"), fingerprint: sha256Fingerprint(root.der), passphraseGenerated: pass.generated };
 }
 
 

@@ -12,7 +12,7 @@ import { fromPem, toPem } from "../x509/pem.js";
 import { deviceSpiffeId } from "../x509/profiles.js";
 import {
   AuthenticationFailed,
-  AuthorityError,
+  ApprovalAlreadyIssued,
   CsrInvalid,
   DeviceNotActive,
   InvalidArgument,
@@ -22,8 +22,8 @@ import {
 } from "./errors.js";
 import type { Fleet } from "./fleet.js";
 import { assertDeviceId, issueForKey, keyFromCsr, type DeviceCertificate, type SubjectKey } from "./issuance.js";
-import { checkToken, tokenClaim } from "./tokens.js";
-import type { Claim } from "./recorder.js";
+import { checkToken } from "./tokens.js";
+import type { Claim } from "./claims.js";
 
 /** Where a request came from, for audit events (e.g. "est 10.0.0.7"). */
 export interface RequestSource {
@@ -45,9 +45,12 @@ export async function enrollWithToken(fleet: Fleet, req: { deviceId: string; tok
   requireProvisioner(fleet, "token");
   assertDeviceId(req.deviceId);
   const now = new Date();
-  await checkToken(fleet, req.deviceId, req.token, now);
-  const key = await keyFromCsr(req.csr);
-  return issueForKey(fleet, { deviceId: req.deviceId, actor: `token:${req.deviceId}`, now, context: context(req.source, { provisioner: "token" }), claim: tokenClaim(req.deviceId, req.token, now) }, key);
+  // The token is read while the CSR signature is checked on the thread pool; a wrong token still
+  // costs no CA signature, and the CSR's own error wins only when the token is good.
+  const [tokenChecked, csrChecked] = await Promise.allSettled([checkToken(fleet, req.deviceId, req.token, now), keyFromCsr(req.csr)]);
+  if (tokenChecked.status === "rejected") throw tokenChecked.reason;
+  if (csrChecked.status === "rejected") throw csrChecked.reason;
+  return issueForKey(fleet, { deviceId: req.deviceId, actor: `token:${req.deviceId}`, now, context: context(req.source, { provisioner: "token" }), claim: tokenChecked.value }, csrChecked.value);
 }
 
 // ---- presented certificates -------------------------------------------------------------
@@ -184,13 +187,7 @@ export async function renewExpired(
     ok = false;
   }
   if (!ok) throw new AuthenticationFailed("proof-invalid", "the proof of possession does not verify with the expired certificate's key");
-  const claim: Claim = async (tx) => {
-    const row = await tx.selectFrom("renewal_nonces").selectAll().where("nonce", "=", req.nonce).executeTakeFirst();
-    if (!row || row.device_id !== known.deviceId || row.used_at || row.expires_at <= now.toISOString())
-      throw new AuthenticationFailed("nonce-invalid", "the renewal challenge is unknown, expired, already used or for another device");
-    const r = await tx.updateTable("renewal_nonces").set({ used_at: now.toISOString() }).where("nonce", "=", req.nonce).where("used_at", "is", null).executeTakeFirst();
-    if (Number(r.numUpdatedRows) !== 1) throw new AuthenticationFailed("nonce-invalid", "the renewal challenge was already used");
-  };
+  const claim: Claim = { kind: "renewal-nonce", deviceId: known.deviceId, nonce: req.nonce, at: now.toISOString() };
   await assertIssuerActive(fleet, known.row.issuer_ca);
   return issueForKey(fleet, { deviceId: known.deviceId, actor: `device:${known.deviceId}`, now, context: context(req.source, { renews: known.row.serial, after_expiry: true }), claim }, key);
 }
@@ -202,13 +199,6 @@ export type ApprovalOutcome = { status: "pending"; requestId: string; retryAfter
 const POLL_SECONDS = 10;
 const MAX_PENDING = 1000;
 
-/** A request without credentials: pending until an operator decides, then issued or refused. */
-class ApprovalAlreadyIssued extends AuthorityError {
-  readonly code = "approval-already-issued";
-  constructor() {
-    super("the approval was already used");
-  }
-}
 
 export async function enrollByApproval(
   fleet: Fleet,
@@ -230,16 +220,7 @@ export async function enrollByApproval(
   if (latest?.status === "denied") throw new NotPermitted("enrollment-denied", `enrollment of "${req.deviceId}" was denied by an operator`);
   if (latest?.status === "approved") {
     if (!sameKey) throw new NotPermitted("key-mismatch", `the approved request for "${req.deviceId}" was for another key`);
-    // The serial is recorded with the certificate, so a repeated poll finds what was issued.
-    const claim: Claim = async (tx, certificate) => {
-      const r = await tx
-        .updateTable("enrollment_requests")
-        .set({ status: "issued", certificate_serial: certificate.serial })
-        .where("id", "=", latest.id)
-        .where("status", "=", "approved")
-        .executeTakeFirst();
-      if (Number(r.numUpdatedRows) !== 1) throw new ApprovalAlreadyIssued();
-    };
+    const claim: Claim = { kind: "approval", requestId: latest.id };
     try {
       const certificate = await issueForKey(fleet, { deviceId: req.deviceId, actor: `approval:${latest.decided_by}`, context: context(req.source, { provisioner: "approval", request: latest.id }), claim }, key);
       return { status: "issued", certificate };

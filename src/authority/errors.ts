@@ -107,3 +107,10 @@ export class TooManyRequests extends AuthorityError {
     super(message);
   }
 }
+/** A concurrent poll collected the approval first (enrollment.ts retries and answers with its certificate). */
+export class ApprovalAlreadyIssued extends AuthorityError {
+  readonly code = "approval-already-issued";
+  constructor() {
+    super("the approval was already used");
+  }
+}

@@ -1,5 +1,4 @@
 // An open fleet: its directory, configuration, database and (lazily) the CA keys it can sign with.
-import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { CONFIG_FILE, ConfigError, loadConfig, resolveIn, type FleetConfig } from "../config/config.js";
@@ -11,17 +10,14 @@ import { parseCertificate, type ParsedCertificate } from "../x509/certificate.js
 import { fromPem } from "../x509/pem.js";
 import { LeafTemplate, type IssuingCa, type LeafKind } from "../x509/profiles.js";
 import { CaKeyOffline, CaNotActive, UnknownCa } from "./errors.js";
-import { IssuanceRecorder } from "./recorder.js";
+import { InProcessRecorder, type IssuanceRecorder } from "./recorder.js";
+import { ThreadedRecorder } from "./recording-thread.js";
 
 export function databasePath(dir: string, config: FleetConfig): string {
   const url = config.database.url;
   if (!url.startsWith("sqlite:") || url.length === "sqlite:".length)
     throw new ConfigError(`${CONFIG_FILE}: database.url "${url}": only sqlite:<file> is supported so far`);
   return resolveIn(dir, url.slice("sqlite:".length));
-}
-
-export function fingerprint(der: Uint8Array): string {
-  return createHash("sha256").update(der).digest("hex");
 }
 
 export interface OpenFleetOptions {
@@ -59,8 +55,16 @@ export class Fleet {
 
   /** Group-commit recorder for issued certificates (one per process and fleet). */
   get recorder(): IssuanceRecorder {
-    this.recorderInstance ??= new IssuanceRecorder(this.store);
+    this.recorderInstance ??= new InProcessRecorder(this.store);
     return this.recorderInstance;
+  }
+
+  /** From now on certificates are recorded on a thread of their own (servers; see recording-thread.ts). */
+  async recordOnThread(): Promise<void> {
+    if (this.recorderInstance instanceof ThreadedRecorder) return;
+    const threaded = await ThreadedRecorder.start(databasePath(this.dir, this.config));
+    await this.recorderInstance?.close();
+    this.recorderInstance = threaded;
   }
 
   get domain(): string {
@@ -131,6 +135,7 @@ export class Fleet {
   }
 
   async close(): Promise<void> {
+    await this.recorderInstance?.close();
     await this.store.close();
   }
 }

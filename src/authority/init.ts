@@ -17,7 +17,8 @@ import type { GeneralName } from "../x509/extensions.js";
 import { caSubjectFor, createIntermediate, recordCa, writeCaFiles } from "./cas.js";
 import { matchSignedIntermediates, pendingRequests, removeRequest } from "./ceremony.js";
 import { CeremonyError, FleetExists, InvalidArgument } from "./errors.js";
-import { Fleet, databasePath, fingerprint } from "./fleet.js";
+import { Fleet, databasePath } from "./fleet.js";
+import { sha256Fingerprint } from "../x509/certificate.js";
 import { STANDARD_INTERMEDIATES, layout } from "./layout.js";
 import { preparePassphrase } from "./passphrase.js";
 import { certificateRow, issueAuditDetails, issuedRecord } from "./records.js";
@@ -107,7 +108,7 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
     );
     return {
       dir,
-      rootFingerprint: fingerprint(rootDer),
+      rootFingerprint: sha256Fingerprint(rootDer),
       passphraseGenerated: pass.generated,
       passphraseFile: pass.generated ? join(dir, pass.configPath) : pass.configPath,
       pending: pendingRequests(fleet),

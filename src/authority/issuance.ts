@@ -8,7 +8,7 @@ import { DEVICE_ID_PATTERN, IssuerExpired, deviceSpiffeId, type IssuedCertificat
 import { CaNotActive, CsrInvalid, InvalidDeviceId, KeyTypeNotAllowed } from "./errors.js";
 import type { Fleet } from "./fleet.js";
 import { certificateRow, issueAuditDetails, issuedRecord } from "./records.js";
-import type { Claim } from "./recorder.js";
+import type { Claim } from "./claims.js";
 
 export interface SubjectKey {
   /** DER SubjectPublicKeyInfo. */

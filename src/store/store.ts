@@ -16,10 +16,18 @@ export class StoreError extends Error {
   }
 }
 
+export type NativeDb = SqliteDatabase.Database;
+
 export interface Store {
   db: Db;
   /** Runs fn inside one write transaction; commits when it resolves, rolls back when it throws. */
   transaction<T>(fn: (tx: Db) => Promise<T>): Promise<T>;
+  /**
+   * Runs synchronous work on the underlying better-sqlite3 connection, never inside another
+   * caller's open transaction (it waits for Kysely's connection then). For hot paths only
+   * (issuance recording, token checks), where Kysely's per-statement cost dominates.
+   */
+  withNative<T>(fn: (native: NativeDb) => T): Promise<T>;
   close(): Promise<void>;
 }
 
@@ -28,8 +36,9 @@ export interface OpenStoreOptions {
   create?: boolean;
 }
 
-export async function openStore(path: string, options: OpenStoreOptions = {}): Promise<Store> {
-  let native: SqliteDatabase.Database;
+/** A better-sqlite3 connection with the settings every connection to a fleet database uses. */
+export function openNativeDb(path: string, options: OpenStoreOptions = {}): NativeDb {
+  let native: NativeDb;
   try {
     native = new SqliteDatabase(path, { fileMustExist: !options.create });
   } catch (e) {
@@ -46,6 +55,11 @@ export async function openStore(path: string, options: OpenStoreOptions = {}): P
     native.close();
     throw new StoreError(`cannot open database ${path}: ${(e as Error).message}`);
   }
+  return native;
+}
+
+export async function openStore(path: string, options: OpenStoreOptions = {}): Promise<Store> {
+  const native = openNativeDb(path, options);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(native) }) });
 
   const provider: MigrationProvider = { getMigrations: async () => migrations("blob") };
@@ -71,31 +85,41 @@ export async function openStore(path: string, options: OpenStoreOptions = {}): P
         }
       });
     },
+    async withNative<T>(fn: (native: NativeDb) => T): Promise<T> {
+      // Kysely's statements run synchronously, so only an open transaction can be in the way.
+      if (!native.inTransaction) return fn(native);
+      return db.connection().execute(async () => fn(native));
+    },
     close: () => db.destroy(),
   };
 }
 
+const STATEMENT_CACHE_CAPACITY = 256;
+const statementCaches = new WeakMap<NativeDb, Map<string, SqliteDatabase.Statement>>();
+
 /**
- * Kysely's SQLite driver prepares every statement anew, which cost ~13% of the registration
- * server's event loop; the same few SQL texts repeat, so keep their prepared statements.
- * Statements are only ever run to completion (no streaming), so sharing them is safe.
+ * The prepared statement for `sql` on this connection, prepared once. Kysely's SQLite driver
+ * prepares every statement anew, which cost ~13% of the registration server's event loop; the
+ * same few SQL texts repeat. Least recently used statements are dropped beyond the capacity
+ * (Kysely's `in (?, ?, ...)` lists make many texts). Statements are only ever run to completion
+ * (no streaming), so sharing them is safe.
  */
-function withStatementCache(native: SqliteDatabase.Database, capacity = 256): KyselySqliteDatabase {
-  const cache = new Map<string, SqliteDatabase.Statement>();
-  return {
-    close: () => native.close(),
-    prepare(sql: string) {
-      let statement = cache.get(sql);
-      if (statement) {
-        cache.delete(sql); // re-insert: most recently used last
-      } else {
-        statement = native.prepare(sql);
-        if (cache.size >= capacity) cache.delete(cache.keys().next().value!);
-      }
-      cache.set(sql, statement);
-      return statement;
-    },
-  };
+export function preparedStatement<P extends unknown[] | {} = unknown[], R = unknown>(native: NativeDb, sql: string): SqliteDatabase.Statement<P, R> {
+  let cache = statementCaches.get(native);
+  if (!cache) statementCaches.set(native, (cache = new Map()));
+  let statement = cache.get(sql);
+  if (statement) {
+    cache.delete(sql); // re-insert: most recently used last
+  } else {
+    statement = native.prepare(sql);
+    if (cache.size >= STATEMENT_CACHE_CAPACITY) cache.delete(cache.keys().next().value!);
+  }
+  cache.set(sql, statement);
+  return statement as SqliteDatabase.Statement<P, R>;
+}
+
+function withStatementCache(native: NativeDb): KyselySqliteDatabase {
+  return { close: () => native.close(), prepare: (sql: string) => preparedStatement(native, sql) };
 }
 
 export function isUniqueViolation(e: unknown): boolean {

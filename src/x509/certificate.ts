@@ -1,5 +1,5 @@
 // X.509 v3 certificate encoding from prepared parts, and a minimal strict parser.
-import { randomBytes, sign, type KeyObject } from "node:crypto";
+import { createHash, randomBytes, sign, type KeyObject } from "node:crypto";
 import { DerError, children, content, expectTag, raw, readBitStringBytes, readElement, readOid, readRoot, readUnsignedInteger, type Element } from "../der/reader.js";
 import { bitString, explicit, sequence, smallInteger, time, unsignedInteger } from "../der/writer.js";
 import type { SignatureScheme } from "./algorithms.js";
@@ -137,4 +137,9 @@ export function subjectAltNameUris(cert: ParsedCertificate): string[] {
   if (!san) return [];
   const names = children(readRoot(san.value));
   return names.filter((n) => n.tag === 0x86).map((n) => content(n).toString("latin1"));
+}
+
+/** Lower-case hex SHA-256 of a certificate's DER, as stored and printed (`fleetpki init`, `ca list`). */
+export function sha256Fingerprint(der: Uint8Array): string {
+  return createHash("sha256").update(der).digest("hex");
 }

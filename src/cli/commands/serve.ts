@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { fingerprint } from "../../authority/fleet.js";
+import { sha256Fingerprint } from "../../x509/certificate.js";
 import { startFleetServer } from "../../server.js";
 import { fromPem } from "../../x509/pem.js";
 import { dirOption } from "../context.js";
@@ -21,7 +21,7 @@ export async function serve(dir: string, registrationListen?: string): Promise<v
     process.on("SIGINT", onInt);
   });
   const root = await server.fleet.caRecord("root");
-  const fp = fingerprint(fromPem(root.certificate_pem, ["CERTIFICATE"]));
+  const fp = sha256Fingerprint(fromPem(root.certificate_pem, ["CERTIFICATE"]));
   const { address, port } = server.registration;
   const host = address === "0.0.0.0" || address === "::" ? server.fleet.config.server.names[0] ?? "localhost" : address;
   const url = `https://${host.includes(":") ? `[${host}]` : host}:${port}`;

@@ -1,0 +1,48 @@
+// Conditions consumed inside the transaction that records a certificate: a one-time token, a
+// renewal nonce, an approved request. They are plain data, not closures, so the recording
+// transaction can run on another thread (see recording-thread.ts). Each throws an
+// AuthorityError to refuse its certificate, before writing anything, so a refusal leaves no trace.
+//
+// They run inside recorder.ts's synchronous better-sqlite3 transaction (the issuance hot path).
+import type { CertificateTable, EnrollmentTokenTable, RenewalNonceTable } from "../store/schema.js";
+import { preparedStatement, type NativeDb } from "../store/store.js";
+import { ApprovalAlreadyIssued, AuthenticationFailed } from "./errors.js";
+import { assertUsableToken, matchToken } from "./tokens.js";
+
+export type Claim =
+  /** A one-time enrollment token, identified by its SHA-256 (hex); `at` is the request time (ISO). */
+  | { kind: "token"; deviceId: string; tokenHash: string; at: string }
+  /** A renewal-after-expiry challenge issued to this device. */
+  | { kind: "renewal-nonce"; deviceId: string; nonce: string; at: string }
+  /** An operator's approval of enrollment request `requestId`; the certificate's serial is recorded on it. */
+  | { kind: "approval"; requestId: string };
+
+export function applyClaim(native: NativeDb, claim: Claim, certificate: CertificateTable): void {
+  switch (claim.kind) {
+    case "token": {
+      const rows = preparedStatement<[string], EnrollmentTokenTable>(native, "select * from enrollment_tokens where device_id = ?").all(claim.deviceId);
+      const row = matchToken(rows, Buffer.from(claim.tokenHash, "hex"));
+      assertUsableToken(row, claim.deviceId, claim.at);
+      const r = preparedStatement<[string, string]>(native, "update enrollment_tokens set used_at = ? where id = ? and used_at is null").run(claim.at, row.id);
+      if (r.changes !== 1) throw new AuthenticationFailed("token-used", `the token for device "${claim.deviceId}" was already used`);
+      return;
+    }
+    case "renewal-nonce": {
+      const row = preparedStatement<[string], RenewalNonceTable>(native, "select * from renewal_nonces where nonce = ?").get(claim.nonce);
+      if (!row || row.device_id !== claim.deviceId || row.used_at || row.expires_at <= claim.at)
+        throw new AuthenticationFailed("nonce-invalid", "the renewal challenge is unknown, expired, already used or for another device");
+      const r = preparedStatement<[string, string]>(native, "update renewal_nonces set used_at = ? where nonce = ? and used_at is null").run(claim.at, claim.nonce);
+      if (r.changes !== 1) throw new AuthenticationFailed("nonce-invalid", "the renewal challenge was already used");
+      return;
+    }
+    case "approval": {
+      // The serial is recorded with the certificate, so a repeated poll finds what was issued.
+      const r = preparedStatement<[string, string]>(native, "update enrollment_requests set status = 'issued', certificate_serial = ? where id = ? and status = 'approved'").run(
+        certificate.serial,
+        claim.requestId,
+      );
+      if (r.changes !== 1) throw new ApprovalAlreadyIssued();
+      return;
+    }
+  }
+}
