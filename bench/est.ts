@@ -420,7 +420,7 @@ async function runBench(options: BenchOptions): Promise<void> {
   lap(`${CSR_COUNT} CSRs`);
 
   const [fleetServer, bareServer] = await Promise.all([
-    ServerProcess.start("fleetpki serve", [...serverNodeArgs(), join(REPO, "bin", "fleetpki.js"), "serve", "--dir", dir, "--listen", "127.0.0.1:0"], { FLEETPKI_LOG_LEVEL: "warn" }),
+    ServerProcess.start("fleetpki serve", [...serverNodeArgs(), join(REPO, "bin", "fleetpki.js"), "serve", "--dir", dir, "--listen", "127.0.0.1:0", "--only", "registration"], { FLEETPKI_LOG_LEVEL: "warn" }),
     ServerProcess.start("bare server", ["--import", "tsx", THIS_FILE, BASELINE_FLAG, dir], {}),
   ]);
   lap("servers started");

@@ -2,23 +2,38 @@
 import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { deviceClientCas } from "./authority/cas.js";
+import { ChangeFeed } from "./authority/change-feed.js";
+import { CrlPublisher } from "./authority/crls.js";
 import { Fleet } from "./authority/fleet.js";
+import { OcspService } from "./authority/ocsp-responder.js";
+import { STATUS_ACTIONS } from "./authority/revocation.js";
 import { layout } from "./authority/layout.js";
 import { ConfigError } from "./config/config.js";
-import { startRegistrationServer, type RegistrationTls, type RunningServer } from "./enroll/server.js";
+import { startRegistrationServer, type RegistrationTls } from "./enroll/server.js";
 import { readPrivateKey } from "./keys/keys.js";
 import { createLogger, type Logger } from "./log.js";
+import { startStatusServer } from "./status/server.js";
+
+export const LISTENERS = ["registration", "status"] as const;
+export type Listener = (typeof LISTENERS)[number];
 
 export interface ServeOptions {
   dir: string;
   /** Overrides listen.registration, e.g. "127.0.0.1:0" in tests. */
   registrationListen?: string;
+  /** Overrides listen.status. */
+  statusListen?: string;
+  /** Run only these listeners (`serve --only status` for scale-out); default all. */
+  only?: readonly Listener[];
   logger?: Logger;
 }
 
 export interface FleetServer {
   fleet: Fleet;
-  registration: AddressInfo;
+  registration?: AddressInfo;
+  status?: AddressInfo;
+  /** Reads the audit log now instead of waiting for the next poll (tests). */
+  changes: ChangeFeed;
   close(): Promise<void>;
 }
 
@@ -38,31 +53,66 @@ async function registrationTls(fleet: Fleet): Promise<RegistrationTls> {
 export async function startFleetServer(options: ServeOptions): Promise<FleetServer> {
   const fleet = await Fleet.open(options.dir);
   const logger = options.logger ?? createLogger("fleetpki");
-  let registration: RunningServer | undefined;
-  try {
-    const listen = parseListen(options.registrationListen ?? fleet.config.listen.registration, "listen.registration");
-    const tls = await registrationTls(fleet);
-    await fleet.recordOnThread();
-    let current = tls.ca.join("");
-    // CAs created or revoked by the CLI while we run change whom we accept.
-    const refreshTls = async (): Promise<RegistrationTls | undefined> => {
-      const ca = await deviceClientCas(fleet);
-      if (ca.join("") === current) return undefined;
-      current = ca.join("");
-      return { ...tls, ca };
-    };
-    registration = await startRegistrationServer({ fleet, logger: logger.child({ listener: "registration" }), tls, refreshTls, ...listen });
-  } catch (e) {
+  const only = new Set<Listener>(options.only ?? LISTENERS);
+  const closers: (() => Promise<void>)[] = [];
+  const closeAll = async () => {
+    for (const close of closers.reverse()) await close().catch((e) => logger.warn({ err: (e as Error).message }, "closing failed"));
     await fleet.close();
+  };
+  let registration: AddressInfo | undefined;
+  let status: AddressInfo | undefined;
+  const changes = new ChangeFeed(fleet.store, undefined, (e) => logger.warn({ err: (e as Error).message }, "following the audit log failed"));
+  try {
+    await changes.start();
+    closers.push(() => changes.stop());
+
+    if (only.has("registration")) {
+      const listen = parseListen(options.registrationListen ?? fleet.config.listen.registration, "listen.registration");
+      const tls = await registrationTls(fleet);
+      await fleet.recordOnThread();
+      let current = tls.ca.join("");
+      // CAs created or revoked by the CLI while we run change whom we accept.
+      const refreshTls = async (): Promise<RegistrationTls | undefined> => {
+        const ca = await deviceClientCas(fleet);
+        if (ca.join("") === current) return undefined;
+        current = ca.join("");
+        return { ...tls, ca };
+      };
+      const running = await startRegistrationServer({ fleet, logger: logger.child({ listener: "registration" }), tls, refreshTls, ...listen });
+      closers.push(() => running.close());
+      registration = running.address;
+      logger.info({ address: registration }, "registration server listening");
+    }
+
+    if (only.has("status")) {
+      const statusLogger = logger.child({ listener: "status" });
+      const listen = parseListen(options.statusListen ?? fleet.config.listen.status, "listen.status");
+      const crls = new CrlPublisher(fleet, (caId, e) => statusLogger.warn({ ca: caId, err: (e as Error).message }, "signing a CRL failed"));
+      const ocsp = new OcspService(fleet, (e) => statusLogger.error({ err: (e as Error).message }, "answering an OCSP request failed"));
+      // A revocation made anywhere (this process, the CLI, another server) reaches us through the audit log.
+      changes.subscribe((events) => {
+        const cas = new Set<string>();
+        for (const event of events) {
+          if (!STATUS_ACTIONS.has(event.action)) continue;
+          const details = JSON.parse(event.details) as { cas?: string[] };
+          for (const ca of details.cas ?? []) cas.add(ca);
+          if (event.action === "ca.revoke") fleet.forgetCa(event.subject.replace(/^ca:/, ""));
+        }
+        if (cas.size === 0) return;
+        ocsp.invalidate();
+        void crls.markChanged([...cas]);
+        statusLogger.info({ cas: [...cas] }, "certificate status changed; CRLs re-signed, OCSP cache dropped");
+      });
+      await crls.start();
+      closers.push(() => crls.stop());
+      const running = await startStatusServer({ crls, ocsp, logger: statusLogger, ...listen });
+      closers.push(() => running.close());
+      status = running.address;
+      logger.info({ address: status }, "status server listening");
+    }
+  } catch (e) {
+    await closeAll();
     throw e;
   }
-  logger.info({ address: registration.address }, "registration server listening");
-  return {
-    fleet,
-    registration: registration.address,
-    async close() {
-      await registration.close();
-      await fleet.close();
-    },
-  };
+  return { fleet, registration, status, changes, close: closeAll };
 }

@@ -158,7 +158,7 @@ export interface Server {
 
 /** `fleetpki serve --dir DIR --listen 127.0.0.1:PORT` (PORT 0 = any); resolves once it listens. */
 export async function startServer(fleetDir: string, port = 0, timeoutMs = 30_000): Promise<Server> {
-  const proc = spawnCli(`serve ${fleetDir}`, ["serve", "--dir", fleetDir, "--listen", `127.0.0.1:${port}`]);
+  const proc = spawnCli(`serve ${fleetDir}`, ["serve", "--dir", fleetDir, "--listen", `127.0.0.1:${port}`, "--status-listen", "127.0.0.1:0"]);
   const listening = await Promise.race([
     waitFor(`"listening on" from fleetpki serve`, () => /\(listening on 127\.0\.0\.1:(\d+)\)/.exec(proc.stderr())?.[1], timeoutMs, 50),
     proc.exited.then((e) => {

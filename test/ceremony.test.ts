@@ -263,6 +263,35 @@ describe("ceremony", { concurrency: true }, () => {
       assert.equal(b.status, 0, b.stdout + b.stderr);
     });
 
+    it("revoke-local with the offline root: a CRL request, signed offline, imported; openssl then rejects the line's bundles", async () => {
+      const bundles = join(tmp.path, "line1-bundles");
+      const revoke = await cliAsync(["ca", "revoke-local", "line1", "--dir", fleet]);
+      assertOk(revoke, "ca revoke-local");
+      assert.match(revoke.stderr, /root key is offline.*ca root sign-crl/);
+      const request = join(fleet, "ceremony", "root-crl.request.json");
+      const body = JSON.parse(readFileSync(request, "utf8")) as { entries: { reason: string }[] };
+      assert.deepEqual(body.entries.map((e) => e.reason), ["cACompromise"]);
+
+      const out = join(tmp.path, "signed-crl");
+      const sign = await cliAsync(["ca", "root", "sign-crl", "--dir", off, "--out", out, request]);
+      assertOk(sign, "ca root sign-crl");
+      // Another root cannot feed us a CRL, and an import is refused a second time (number not newer).
+      const foreignOut = join(tmp.path, "foreign-crl");
+      assertOk(await cliAsync(["ca", "root", "sign-crl", "--dir", foreign, "--out", foreignOut, request]), "foreign sign-crl");
+      assertOneLineError(await cliAsync(["crl", "import", "--dir", fleet, join(foreignOut, "root.crl")]), /not a CRL signed by this fleet's root/);
+      assertOk(await cliAsync(["crl", "import", "--dir", fleet, join(out, "root.crl")]), "crl import");
+      assertOneLineError(await cliAsync(["crl", "import", "--dir", fleet, join(out, "root.crl.pem")]), /not newer/);
+
+      const exported = join(tmp.path, "crls");
+      assertOk(await cliAsync(["crl", "export", "--dir", fleet, "--out", exported]), "crl export");
+      const v = verify([
+        "-crl_check_all", "-CAfile", join(off, "cert.pem"), "-untrusted", join(bundles, "line1-01/chain.pem"),
+        "-CRLfile", join(exported, "root.pem"), "-CRLfile", join(exported, "local-line1.pem"), join(bundles, "line1-01/cert.pem"),
+      ]);
+      assert.notEqual(v.status, 0);
+      assert.match(v.stdout + v.stderr, /certificate revoked/);
+    });
+
     it("the fleet directory holds no copy of the root private key", () => {
       const rootPub = new X509Certificate(readFileSync(join(off, "cert.pem"))).publicKey;
       const rootKey = createPrivateKey({ key: readFileSync(join(off, "key.pem"), "utf8"), passphrase: P1 });

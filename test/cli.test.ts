@@ -113,9 +113,9 @@ describe("fleetpki CLI", () => {
 
     const d = ["--dir", dir];
     const startChain = (async () => {
-      startFirst = await run({ args: ["start", "--dir", started, "--listen", "127.0.0.1:0"], stopWhen: /root fingerprint: sha256:[0-9a-f]{64}/ });
+      startFirst = await run({ args: ["start", "--dir", started, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"], stopWhen: /root fingerprint: sha256:[0-9a-f]{64}/ });
       rootBeforeSecondStart = existsSync(join(started, "ca/root/cert.pem")) ? readFileSync(join(started, "ca/root/cert.pem")) : undefined;
-      startSecond = await run({ args: ["start", "--dir", started, "--listen", "127.0.0.1:0"], stopWhen: /root fingerprint: sha256:[0-9a-f]{64}/ });
+      startSecond = await run({ args: ["start", "--dir", started, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"], stopWhen: /root fingerprint: sha256:[0-9a-f]{64}/ });
     })();
     const phase2 = runAll({
       issueOut: { args: ["device", "issue", "robot-0001", ...d, "--csr", csr, "--out", outCert] },

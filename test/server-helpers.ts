@@ -37,12 +37,12 @@ export interface TestServer {
 
 /** Starts the registration server on 127.0.0.1 with a free port; close() is idempotent. */
 export async function startTestServer(dir: string): Promise<TestServer> {
-  const server = await startFleetServer({ dir, registrationListen: "127.0.0.1:0", logger: silentLogger });
+  const server = await startFleetServer({ dir, registrationListen: "127.0.0.1:0", statusListen: "127.0.0.1:0", logger: silentLogger });
   let closed: Promise<void> | undefined;
   return {
     server,
-    port: server.registration.port,
-    url: `https://127.0.0.1:${server.registration.port}`,
+    port: server.registration!.port,
+    url: `https://127.0.0.1:${server.registration!.port}`,
     close: () => (closed ??= server.close()),
   };
 }

@@ -74,7 +74,7 @@ export function pendingRequests(fleet: Fleet): string[] {
 
 export const ROOT_CONFIG = "root.yaml";
 
-interface RootConfig {
+export interface RootConfig {
   name: string;
   domain: string;
   key_type: CaKeyType;
@@ -152,14 +152,25 @@ function readRequest(file: string): CeremonyRequest {
 }
 
 /** Signs ceremony requests with the offline root; writes <out>/<ca_id>.pem for each. */
-export function signCeremonyRequests(rootDir: string, files: readonly string[], outDir: string, now = new Date()): SignedIntermediate[] {
+export interface OfflineRoot {
+  config: RootConfig;
+  certificate: ParsedCertificate;
+  key: KeyObject;
+}
+
+/** The offline root directory's configuration, certificate and decrypted key. */
+export function openOfflineRoot(rootDir: string): OfflineRoot {
   const configPath = join(rootDir, ROOT_CONFIG);
   if (!existsSync(configPath)) throw new CeremonyError(`${rootDir} is not an offline root directory (${ROOT_CONFIG} missing; run \`fleetpki ca root init\`)`);
   const config = parseYaml(readFileSync(configPath, "utf8")) as RootConfig;
   const passphrase = readPassphraseFile(resolve(rootDir, config.passphrase_file));
   const key = readPrivateKey(join(rootDir, "key.pem"), passphrase);
-  const rootDer = fromPem(readFileSync(join(rootDir, "cert.pem"), "utf8"), ["CERTIFICATE"]);
-  const rootCert = parseCertificate(rootDer);
+  const certificate = parseCertificate(fromPem(readFileSync(join(rootDir, "cert.pem"), "utf8"), ["CERTIFICATE"]));
+  return { config, certificate, key };
+}
+
+export function signCeremonyRequests(rootDir: string, files: readonly string[], outDir: string, now = new Date()): SignedIntermediate[] {
+  const { config, certificate: rootCert, key } = openOfflineRoot(rootDir);
   const maxLifetime = parseDuration(config.max_intermediate_lifetime);
   // Validate every request before signing any, so a bad batch signs nothing.
   const prepared = files.map((file) => {

@@ -94,12 +94,15 @@ export class Fleet {
     return parseCertificate(fromPem((await this.caRecord(id)).certificate_pem, ["CERTIFICATE"]));
   }
 
-  /** The CA with its decrypted key; keys are decrypted once per process. */
-  async issuingCa(id: string): Promise<IssuingCa> {
+  /**
+   * The CA with its decrypted key; keys are decrypted once per process. A revoked CA issues
+   * nothing, but may still sign its own CRL (`forCrl`).
+   */
+  async issuingCa(id: string, options: { forCrl?: boolean } = {}): Promise<IssuingCa> {
     const cached = this.issuers.get(id);
     if (cached) return cached;
     const row = await this.caRecord(id);
-    if (row.status !== "active") throw new CaNotActive(`CA "${id}" is ${row.status}`);
+    if (row.status !== "active" && !options.forCrl) throw new CaNotActive(`CA "${id}" is ${row.status}`);
     if (!row.key_file || !existsSync(this.path(row.key_file)))
       throw new CaKeyOffline(`the ${id} CA key is not in this fleet directory (held offline); sign with \`fleetpki ca root sign\` on the machine that holds it`);
     const key = readPrivateKey(this.path(row.key_file), this.passphrase());
@@ -109,7 +112,7 @@ export class Fleet {
       // CDP/AIA written into what this CA issues point at this CA's own CRL and the OCSP responder.
       status: this.statusUrlsFor(id),
     };
-    this.issuers.set(id, issuer);
+    if (row.status === "active") this.issuers.set(id, issuer);
     return issuer;
   }
 
@@ -132,6 +135,13 @@ export class Fleet {
       this.chains.set(caId, cached);
     }
     return cached;
+  }
+
+  /** Drops what this process cached about a CA (its status changed, e.g. revoked). */
+  forgetCa(id: string): void {
+    this.issuers.delete(id);
+    this.chains.delete(id);
+    for (const key of [...this.templates.keys()]) if (key.startsWith(`${id}/`)) this.templates.delete(key);
   }
 
   async close(): Promise<void> {

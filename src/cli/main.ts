@@ -12,12 +12,13 @@ const program = new Command("fleetpki")
 // On a robot, `fleetpki agent ...` must not load server code (nor the native SQLite module).
 const command = process.argv.slice(2).find((a) => !a.startsWith("-"));
 if (command !== "agent") {
-  const [init, start, serve, ca, device, audit] = await Promise.all([
+  const [init, start, serve, ca, device, revoke, audit] = await Promise.all([
     import("./commands/init.js"),
     import("./commands/start.js"),
     import("./commands/serve.js"),
     import("./commands/ca.js"),
     import("./commands/device.js"),
+    import("./commands/revoke.js"),
     import("./commands/audit.js"),
   ]);
   init.registerInit(program);
@@ -26,11 +27,12 @@ if (command !== "agent") {
   ca.registerCa(program);
   device.registerDevice(program);
   device.registerToken(program);
+  revoke.registerRevocation(program);
   audit.registerAudit(program);
 }
 (await import("./commands/agent.js")).registerAgent(program);
 
-const EXPECTED = new Set(["ConfigError", "KeyError", "StoreError", "CsrError", "PemError", "AuditBroken", "DerError", "IssuerExpired", "AgentError"]);
+const EXPECTED = new Set(["ConfigError", "KeyError", "StoreError", "CsrError", "PemError", "AuditBroken", "DerError", "IssuerExpired", "AgentError", "CrlError"]);
 
 try {
   await program.parseAsync(process.argv);

@@ -17,7 +17,21 @@ export interface FleetConfig {
   database: { url: string };
   renewal: { after_expiry_grace: string };
   enrollment: EnrollmentConfig;
+  revocation: RevocationConfig;
 }
+
+export interface RevocationConfig {
+  /** A CRL's nextUpdate - thisUpdate; re-signed at half of it and at once after any change. */
+  crl_validity: string;
+  /** Lifetime of the delegated OCSP responder certificates (one per CA, renewed at half-life). */
+  ocsp_responder_validity: string;
+  /** How long a signed `good` OCSP answer is reused (dropped at once on any status change). */
+  ocsp_cache: string;
+  /** Certificates one OCSP request may ask about. */
+  ocsp_max_certificates: number;
+}
+
+export const DEFAULT_REVOCATION: RevocationConfig = { crl_validity: "24h", ocsp_responder_validity: "24h", ocsp_cache: "60s", ocsp_max_certificates: 16 };
 
 export interface EnrollmentConfig {
   /** One-time tokens (`device add`, `token create`). */
@@ -72,6 +86,7 @@ export function defaultConfig(input: ConfigDefaultsInput): FleetConfig {
     database: { url: "sqlite:fleetpki.db" },
     renewal: { after_expiry_grace: "7d" },
     enrollment: { ...DEFAULT_ENROLLMENT },
+    revocation: { ...DEFAULT_REVOCATION },
   };
 }
 
@@ -127,6 +142,13 @@ enrollment:
   approval: ${c.enrollment.approval}              # requests without credentials wait for \`device approve\`
   token_ttl: ${c.enrollment.token_ttl}               # default lifetime of a token
   failed_auth_per_minute: ${c.enrollment.failed_auth_per_minute}    # per source address and per device id, then 429
+
+# CRLs and OCSP, served by the status listener (listen.status).
+revocation:
+  crl_validity: ${c.revocation.crl_validity}               # nextUpdate - thisUpdate; re-signed at half-life and after every change
+  ocsp_responder_validity: ${c.revocation.ocsp_responder_validity}    # delegated OCSP signing certificates, renewed at half-life
+  ocsp_cache: ${c.revocation.ocsp_cache}                 # reuse of signed "good" answers; dropped on any status change
+  ocsp_max_certificates: ${c.revocation.ocsp_max_certificates}        # certificates per OCSP request
 `;
 }
 
@@ -212,6 +234,7 @@ export function parseConfig(text: string): FleetConfig {
     database: { url: str(database, "database", "url") },
     renewal: { after_expiry_grace: grace },
     enrollment,
+    revocation: parseRevocation((raw as Record<string, unknown>).revocation),
   };
 }
 
@@ -238,6 +261,31 @@ function parseEnrollment(value: unknown): EnrollmentConfig {
     const n = e.failed_auth_per_minute;
     if (typeof n !== "number" || !Number.isInteger(n) || n < 1) throw new ConfigError(`${CONFIG_FILE}: enrollment.failed_auth_per_minute must be a positive integer`);
     out.failed_auth_per_minute = n;
+  }
+  return out;
+}
+
+/** Optional too (fleets made before it existed get the defaults). */
+function parseRevocation(value: unknown): RevocationConfig {
+  if (value === undefined || value === null) return { ...DEFAULT_REVOCATION };
+  if (typeof value !== "object") throw new ConfigError(`${CONFIG_FILE}: "revocation" must be a mapping`);
+  const r = value as Record<string, unknown>;
+  const out = { ...DEFAULT_REVOCATION };
+  for (const key of ["crl_validity", "ocsp_responder_validity", "ocsp_cache"] as const) {
+    if (r[key] === undefined) continue;
+    try {
+      // Signing cannot keep up with shorter lifetimes; a zero cache simply turns caching off.
+      if (key !== "ocsp_cache" && parseDuration(String(r[key])) < 2000) throw new Error("must be at least 2s");
+    } catch (err) {
+      throw new ConfigError(`${CONFIG_FILE}: revocation.${key}: ${(err as Error).message}`);
+    }
+    out[key] = String(r[key]);
+  }
+  if (r.ocsp_max_certificates !== undefined) {
+    const n = r.ocsp_max_certificates;
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > 1000)
+      throw new ConfigError(`${CONFIG_FILE}: revocation.ocsp_max_certificates must be an integer from 1 to 1000`);
+    out.ocsp_max_certificates = n;
   }
   return out;
 }

@@ -15,7 +15,7 @@ import {
   UnknownDevice,
 } from "../authority/errors.js";
 import { Base64Error } from "../x509/base64.js";
-import { HttpProblem } from "./http.js";
+import { HttpProblem } from "../http/http.js";
 
 /** Every 401 carries a challenge (RFC 9110 11.6.1); Basic is the one EST clients understand. */
 export const BASIC_CHALLENGE = { "www-authenticate": 'Basic realm="fleetpki", charset="UTF-8"' };

@@ -26,7 +26,7 @@ import { fleetCsrAttrs } from "../x509/csrattrs.js";
 import { fromPem } from "../x509/pem.js";
 import { certsOnly } from "../x509/pkcs7.js";
 import { BASIC_CHALLENGE, isAuthFailure, toProblem } from "./errors.js";
-import { HttpProblem, methodNotAllowed, readBody, readJson, requireMediaType, sendJson, sendProblem, sendText, stringField } from "./http.js";
+import { HttpProblem, methodNotAllowed, readBody, readJson, requireMediaType, sendJson, sendProblem, sendText, stringField } from "../http/http.js";
 import { FailureLimiter } from "./rate-limit.js";
 
 export interface RegistrationTls {

@@ -110,5 +110,20 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
           .execute();
       },
     },
+    "0003_revocation": {
+      async up(db: Kysely<any>): Promise<void> {
+        // The newest CRL of each CA. crl_number only ever grows (RFC 5280 5.2.3), across
+        // restarts and across every process that signs, because it is taken in a transaction.
+        await db.schema
+          .createTable("crls")
+          .addColumn("ca_id", "text", (c) => c.primaryKey().references("cas.id"))
+          .addColumn("crl_number", "integer", (c) => c.notNull())
+          .addColumn("this_update", "text", (c) => c.notNull())
+          .addColumn("next_update", "text", (c) => c.notNull())
+          .addColumn("entries", "integer", (c) => c.notNull())
+          .addColumn("der", binaryType, (c) => c.notNull())
+          .execute();
+      },
+    },
   };
 }

@@ -24,7 +24,8 @@ export interface DeviceTable {
   group_name: string | null;
   /** JSON object of string labels. */
   labels: string;
-  status: "active" | "disabled" | "revoked";
+  /** held: every certificate on hold (reversible); revoked: for good, no enrollment or renewal. */
+  status: "active" | "disabled" | "held" | "revoked";
   created_at: string;
   updated_at: string;
 }
@@ -33,7 +34,7 @@ export interface CertificateTable {
   /** Lower-case hex of the serial number's magnitude. */
   serial: string;
   issuer_ca: string;
-  kind: "device" | "factory" | "server" | "operator" | "ca";
+  kind: "device" | "factory" | "server" | "operator" | "ca" | "ocsp-responder";
   /** Device id, operator name, server name or CA id this certificate identifies. */
   subject_id: string;
   device_id: string | null;
@@ -99,6 +100,16 @@ export interface RenewalNonceTable {
   used_at: string | null;
 }
 
+/** The newest CRL signed (or, for an offline root, imported) for each CA. */
+export interface CrlTable {
+  ca_id: string;
+  crl_number: number;
+  this_update: string;
+  next_update: string;
+  entries: number;
+  der: Uint8Array;
+}
+
 export interface Database {
   cas: CaTable;
   devices: DeviceTable;
@@ -108,4 +119,5 @@ export interface Database {
   enrollment_tokens: EnrollmentTokenTable;
   enrollment_requests: EnrollmentRequestTable;
   renewal_nonces: RenewalNonceTable;
+  crls: CrlTable;
 }

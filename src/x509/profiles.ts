@@ -8,6 +8,7 @@ import {
   basicConstraints,
   crlDistributionPoints,
   extendedKeyUsage,
+  extension,
   fleetDomainConstraints,
   keyIdentifier,
   keyUsage,
@@ -16,7 +17,8 @@ import {
   type GeneralName,
 } from "./extensions.js";
 import { buildCertificate, randomSerial, type ParsedCertificate, type Signer } from "./certificate.js";
-import { encodeName, nameToString } from "./name.js";
+import { commonNameOf, encodeName, nameToString } from "./name.js";
+import { nullValue } from "../der/writer.js";
 
 export const DEVICE_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
@@ -201,6 +203,50 @@ export function buildIntermediateCertificate(root: IssuingCa, req: IntermediateR
   const der = buildCertificate(
     { serial, issuer: root.certificate.subject, subject: req.subject, notBefore, notAfter, spki: req.spki, extensions },
     root.signer,
+  );
+  return { der, serialHex: serial.toString("hex"), notBefore, notAfter };
+}
+
+export interface OcspResponderRequest {
+  /** DER SubjectPublicKeyInfo of the responder key (never the CA's own key). */
+  spki: Buffer;
+  /** BIT STRING value of that key (input for the SKI and for the OCSP ResponderID byKey). */
+  subjectPublicKey: Buffer;
+  now: Date;
+  /** Keep it short (days): with ocsp-nocheck nobody checks whether this certificate is revoked. */
+  lifetimeMs: number;
+  serial?: Buffer;
+}
+
+/**
+ * A delegated OCSP responder certificate (RFC 6960 4.2.2.2) for one CA: EKU id-kp-OCSPSigning
+ * only, so the key can sign OCSP answers for this CA and nothing else; id-pkix-ocsp-nocheck
+ * (4.2.2.2.1) so clients do not ask about the responder itself; no CDP/AIA for the same reason.
+ * Validity is clamped to the CA's like every leaf.
+ */
+export function buildOcspResponderCertificate(ca: IssuingCa, req: OcspResponderRequest): IssuedCertificate {
+  const serial = req.serial ?? randomSerial();
+  const { notBefore, notAfter } = clampedValidity(ca, req.now, req.lifetimeMs);
+  const caCommonName = commonNameOf(ca.certificate.subject) ?? nameToString(ca.certificate.subject);
+  const extensions = [
+    basicConstraints(false),
+    keyUsage(["digitalSignature"]),
+    extendedKeyUsage([OID.ocspSigning]),
+    subjectKeyIdentifier(keyIdentifier(req.subjectPublicKey)),
+    authorityKeyIdentifier(keyId(ca)),
+    extension(OID.ocspNoCheck, false, nullValue()),
+  ];
+  const der = buildCertificate(
+    {
+      serial,
+      issuer: ca.certificate.subject,
+      subject: encodeName([{ type: OID.commonName, value: `${caCommonName} OCSP responder` }]),
+      notBefore,
+      notAfter,
+      spki: req.spki,
+      extensions,
+    },
+    ca.signer,
   );
   return { der, serialHex: serial.toString("hex"), notBefore, notAfter };
 }

@@ -1,12 +1,32 @@
 import type { Command } from "commander";
+import { InvalidArgument } from "../../authority/errors.js";
 import { sha256Fingerprint } from "../../x509/certificate.js";
-import { startFleetServer } from "../../server.js";
+import { LISTENERS, startFleetServer, type Listener } from "../../server.js";
 import { fromPem } from "../../x509/pem.js";
 import { dirOption } from "../context.js";
 
 /** Runs the servers until SIGTERM/SIGINT, then shuts down gracefully. */
-export async function serve(dir: string, registrationListen?: string): Promise<void> {
-  const server = await startFleetServer({ dir, registrationListen });
+export interface ServeCliOptions {
+  registrationListen?: string;
+  statusListen?: string;
+  only?: Listener[];
+}
+
+function urlOf(server: { fleet: { config: { server: { names: string[] } } } }, scheme: string, a: { address: string; port: number }): string {
+  const host = a.address === "0.0.0.0" || a.address === "::" ? (server.fleet.config.server.names[0] ?? "localhost") : a.address;
+  return `${scheme}://${host.includes(":") ? `[${host}]` : host}:${a.port}`;
+}
+
+export function parseOnly(text: string | undefined): Listener[] | undefined {
+  if (text === undefined) return undefined;
+  const names = text.split(",").map((s) => s.trim()).filter(Boolean);
+  const bad = names.filter((n) => !(LISTENERS as readonly string[]).includes(n));
+  if (names.length === 0 || bad.length > 0) throw new InvalidArgument(`--only takes ${LISTENERS.join(", ")} (comma-separated), not "${text}"`);
+  return names as Listener[];
+}
+
+export async function serve(dir: string, options: ServeCliOptions = {}): Promise<void> {
+  const server = await startFleetServer({ dir, ...options });
   // Handlers first: anything that reads the banner below may signal us right away.
   const stopped = new Promise<void>((resolve) => {
     const stop = (signal: string) => {
@@ -22,28 +42,29 @@ export async function serve(dir: string, registrationListen?: string): Promise<v
   });
   const root = await server.fleet.caRecord("root");
   const fp = sha256Fingerprint(fromPem(root.certificate_pem, ["CERTIFICATE"]));
-  const { address, port } = server.registration;
-  const host = address === "0.0.0.0" || address === "::" ? server.fleet.config.server.names[0] ?? "localhost" : address;
-  const url = `https://${host.includes(":") ? `[${host}]` : host}:${port}`;
-  process.stderr.write(
-    [
-      `fleetpki serving fleet "${server.fleet.config.fleet.name}" (${server.fleet.domain})`,
-      `  registration (EST + JSON): ${url}  (listening on ${address}:${port})`,
-      `  root fingerprint: sha256:${fp}`,
-      "",
+  const lines = [`fleetpki serving fleet "${server.fleet.config.fleet.name}" (${server.fleet.domain})`];
+  const registration = server.registration;
+  const url = registration ? urlOf(server, "https", registration) : undefined;
+  if (registration) lines.push(`  registration (EST + JSON): ${url}  (listening on ${registration.address}:${registration.port})`);
+  if (server.status) lines.push(`  status (CRLs, OCSP):       ${urlOf(server, "http", server.status)}  (listening on ${server.status.address}:${server.status.port})`);
+  lines.push(`  root fingerprint: sha256:${fp}`, "");
+  if (url)
+    lines.push(
       "Enroll a device:",
       `  fleetpki device add robot-0001 --dir ${dir}          # prints a one-time token`,
       `  fleetpki agent enroll --server ${url} --root-fingerprint sha256:${fp} \\`,
       `      --id robot-0001 --token <token> --dir ./robot-0001`,
       `  fleetpki agent run --dir ./robot-0001               # keeps the certificate fresh`,
       "",
-    ].join("\n"),
-  );
+    );
+  process.stderr.write(lines.join("\n"));
   await stopped;
 }
 
 export function registerServe(program: Command): void {
-  dirOption(program.command("serve").description("run the registration server (EST + JSON API)"))
+  dirOption(program.command("serve").description("run the registration server (EST + JSON API) and the status server (CRLs, OCSP)"))
     .option("--listen <host:port>", "override listen.registration")
-    .action(async (opts) => serve(opts.dir, opts.listen));
+    .option("--status-listen <host:port>", "override listen.status")
+    .option("--only <listeners>", `run only these listeners (${LISTENERS.join(", ")}), e.g. --only status to scale out CRL/OCSP`)
+    .action(async (opts) => serve(opts.dir, { registrationListen: opts.listen, statusListen: opts.statusListen, only: parseOnly(opts.only) }));
 }

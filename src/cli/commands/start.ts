@@ -12,6 +12,7 @@ import { serve } from "./serve.js";
 export function registerStart(program: Command): void {
   dirOption(program.command("start").description("initialize the fleet directory if missing, show the hierarchy and serve"))
     .option("--listen <host:port>", "override listen.registration")
+    .option("--status-listen <host:port>", "override listen.status")
     .action(async (opts) => {
     if (!existsSync(join(opts.dir, CONFIG_FILE))) {
       describeInit(await initFleet({ dir: opts.dir }));
@@ -26,6 +27,6 @@ export function registerStart(program: Command): void {
       }
       say("");
     });
-    await serve(opts.dir, opts.listen);
+    await serve(opts.dir, { registrationListen: opts.listen, statusListen: opts.statusListen });
   });
 }

@@ -1,4 +1,4 @@
-// Small HTTP mechanics for the registration server: bounded bodies, problem details, JSON.
+// Small HTTP mechanics shared by the listeners: bounded bodies, problem details, JSON.
 import type { IncomingMessage, ServerResponse } from "node:http";
 
 export const MAX_BODY_BYTES = 64 * 1024;

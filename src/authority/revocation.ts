@@ -1,0 +1,171 @@
+// Revoking, holding and releasing certificates. Every change is one transaction that updates the
+// certificate rows and appends one audit event naming the CAs whose CRLs change, so that every
+// running process (change-feed.ts) re-signs those CRLs and drops cached OCSP answers.
+import { appendAudit } from "../audit/log.js";
+import type { CertificateTable } from "../store/schema.js";
+import type { Tx } from "../store/store.js";
+import { InvalidArgument, UnknownCa, UnknownDevice } from "./errors.js";
+import type { Fleet } from "./fleet.js";
+import { assertDeviceId } from "./issuance.js";
+
+/** Reasons an operator may give (RFC 5280 5.3.1); certificateHold comes from `hold`, cACompromise from `ca revoke-local`. */
+export const REVOKE_REASONS = ["unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation", "privilegeWithdrawn"] as const;
+export type RevokeReason = (typeof REVOKE_REASONS)[number];
+/** What the certificates table stores in revocation_reason. */
+export type StoredReason = RevokeReason | "certificateHold" | "cACompromise";
+
+/** Audit actions that change some certificate's status; details.cas lists the CAs whose CRL changes. */
+export const STATUS_ACTIONS = new Set(["device.revoke", "device.hold", "device.unhold", "certificate.revoke", "ca.revoke", "crl.import"]);
+
+export function parseRevokeReason(text: string | undefined): RevokeReason {
+  if (text === undefined) return "unspecified";
+  const found = REVOKE_REASONS.find((r) => r.toLowerCase() === text.trim().toLowerCase());
+  if (!found) throw new InvalidArgument(`--reason must be one of ${REVOKE_REASONS.join(", ")} (got "${text}")`);
+  return found;
+}
+
+/** A serial as operators paste it (openssl's "serial=01AB...", colons, any case) -> the stored form. */
+export function normalizeSerial(text: string): string {
+  let hex = text.trim().replace(/^serial=/i, "").replace(/[:\s]/g, "").toLowerCase();
+  if (hex.startsWith("0x")) hex = hex.slice(2);
+  if (!/^[0-9a-f]{1,42}$/.test(hex)) throw new InvalidArgument(`invalid serial "${text}": expected hexadecimal, as printed by \`fleetpki device show\` or \`openssl x509 -serial\``);
+  if (hex.length % 2 === 1) hex = `0${hex}`;
+  while (hex.length > 2 && hex.startsWith("00")) hex = hex.slice(2);
+  return hex;
+}
+
+export interface StatusChange {
+  /** Serials whose status changed. */
+  serials: string[];
+  /** CAs whose CRL must be re-signed. */
+  cas: string[];
+}
+
+type Row = Pick<CertificateTable, "serial" | "issuer_ca" | "status">;
+
+function change(rows: readonly Row[]): StatusChange {
+  return { serials: rows.map((r) => r.serial), cas: [...new Set(rows.map((r) => r.issuer_ca))].sort() };
+}
+
+async function deviceRow(tx: Tx, deviceId: string) {
+  assertDeviceId(deviceId);
+  const device = await tx.selectFrom("devices").select(["id", "status"]).where("id", "=", deviceId).executeTakeFirst();
+  if (!device) throw new UnknownDevice(deviceId);
+  return device;
+}
+
+/** The device's certificates that still matter: not expired, in one of `statuses`. */
+async function liveCertificates(tx: Tx, deviceId: string, statuses: CertificateTable["status"][], now: Date): Promise<Row[]> {
+  return tx
+    .selectFrom("certificates")
+    .select(["serial", "issuer_ca", "status"])
+    .where("device_id", "=", deviceId)
+    .where("status", "in", statuses)
+    .where("not_after", ">", now.toISOString())
+    .execute();
+}
+
+async function setStatus(tx: Tx, rows: readonly Row[], status: CertificateTable["status"], reason: StoredReason | null, at: string | null): Promise<void> {
+  if (rows.length === 0) return;
+  await tx
+    .updateTable("certificates")
+    .set({ status, revocation_reason: reason, revoked_at: at })
+    .where("serial", "in", rows.map((r) => r.serial))
+    .execute();
+}
+
+/** Revokes every unexpired certificate of the device and blocks its enrollment and renewal for good. */
+export async function revokeDevice(fleet: Fleet, req: { deviceId: string; reason?: RevokeReason; actor: string }): Promise<StatusChange> {
+  const now = new Date();
+  const reason = req.reason ?? "unspecified";
+  return fleet.store.transaction(async (tx) => {
+    const device = await deviceRow(tx, req.deviceId);
+    if (device.status === "revoked") throw new InvalidArgument(`device "${req.deviceId}" is already revoked`);
+    const rows = await liveCertificates(tx, req.deviceId, ["valid", "hold"], now);
+    await setStatus(tx, rows, "revoked", reason, now.toISOString());
+    await tx.updateTable("devices").set({ status: "revoked", updated_at: now.toISOString() }).where("id", "=", req.deviceId).execute();
+    // Unused tokens and waiting requests must not bring it back.
+    await tx.updateTable("enrollment_tokens").set({ used_at: now.toISOString() }).where("device_id", "=", req.deviceId).where("used_at", "is", null).execute();
+    await tx
+      .updateTable("enrollment_requests")
+      .set({ status: "denied", decided_at: now.toISOString(), decided_by: req.actor })
+      .where("device_id", "=", req.deviceId)
+      .where("status", "in", ["pending", "approved"])
+      .execute();
+    const c = change(rows);
+    await appendAudit(tx, [{ actor: req.actor, action: "device.revoke", subject: `device:${req.deviceId}`, details: { reason, serials: c.serials, cas: c.cas }, at: now }]);
+    return c;
+  });
+}
+
+/** Puts every unexpired certificate of the device on hold (certificateHold) until `unholdDevice`. */
+export async function holdDevice(fleet: Fleet, req: { deviceId: string; actor: string }): Promise<StatusChange> {
+  const now = new Date();
+  return fleet.store.transaction(async (tx) => {
+    const device = await deviceRow(tx, req.deviceId);
+    if (device.status !== "active") throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}; only an active device can be put on hold`);
+    const rows = await liveCertificates(tx, req.deviceId, ["valid"], now);
+    await setStatus(tx, rows, "hold", "certificateHold", now.toISOString());
+    await tx.updateTable("devices").set({ status: "held", updated_at: now.toISOString() }).where("id", "=", req.deviceId).execute();
+    const c = change(rows);
+    await appendAudit(tx, [{ actor: req.actor, action: "device.hold", subject: `device:${req.deviceId}`, details: { serials: c.serials, cas: c.cas }, at: now }]);
+    return c;
+  });
+}
+
+/** Releases a held device: its held certificates are valid again (they leave the CRLs). */
+export async function unholdDevice(fleet: Fleet, req: { deviceId: string; actor: string }): Promise<StatusChange> {
+  const now = new Date();
+  return fleet.store.transaction(async (tx) => {
+    const device = await deviceRow(tx, req.deviceId);
+    if (device.status !== "held") throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}, not on hold`);
+    const rows = await tx.selectFrom("certificates").select(["serial", "issuer_ca", "status"]).where("device_id", "=", req.deviceId).where("status", "=", "hold").execute();
+    await setStatus(tx, rows, "valid", null, null);
+    await tx.updateTable("devices").set({ status: "active", updated_at: now.toISOString() }).where("id", "=", req.deviceId).execute();
+    const c = change(rows);
+    await appendAudit(tx, [{ actor: req.actor, action: "device.unhold", subject: `device:${req.deviceId}`, details: { serials: c.serials, cas: c.cas }, at: now }]);
+    return c;
+  });
+}
+
+/** Revokes one certificate by serial (any kind this fleet issued). */
+export async function revokeCertificate(fleet: Fleet, req: { serial: string; reason?: RevokeReason; actor: string }): Promise<StatusChange & { kind: CertificateTable["kind"]; subjectId: string }> {
+  const serial = normalizeSerial(req.serial);
+  const reason = req.reason ?? "unspecified";
+  const now = new Date();
+  return fleet.store.transaction(async (tx) => {
+    const row = await tx.selectFrom("certificates").select(["serial", "issuer_ca", "status", "kind", "subject_id"]).where("serial", "=", serial).executeTakeFirst();
+    if (!row) throw new InvalidArgument(`no certificate with serial ${serial} was issued by this fleet`);
+    if (row.status === "revoked") throw new InvalidArgument(`certificate ${serial} is already revoked`);
+    if (row.kind === "ca") throw new InvalidArgument(`certificate ${serial} is the ${row.subject_id} CA's; use \`fleetpki ca revoke-local\` for a local CA`);
+    await setStatus(tx, [row], "revoked", reason, now.toISOString());
+    const c = change([row]);
+    await appendAudit(tx, [{ actor: req.actor, action: "certificate.revoke", subject: `certificate:${serial}`, details: { reason, serials: c.serials, cas: c.cas, subject: row.subject_id }, at: now }]);
+    return { ...c, kind: row.kind, subjectId: row.subject_id };
+  });
+}
+
+/**
+ * A compromised factory CA: its certificate is revoked (it appears on the root's CRL), the CA is
+ * no longer trusted for enrollment, and OCSP answers `revoked` for everything it issued.
+ */
+export async function revokeLocalCa(fleet: Fleet, req: { name: string; actor: string }): Promise<StatusChange & { caId: string }> {
+  const caId = req.name.startsWith("local-") ? req.name : `local-${req.name}`;
+  const now = new Date();
+  const result = await fleet.store.transaction(async (tx) => {
+    const ca = await tx.selectFrom("cas").select(["id", "role", "status", "serial"]).where("id", "=", caId).executeTakeFirst();
+    if (!ca) throw new UnknownCa(caId);
+    if (ca.role !== "local") throw new InvalidArgument(`only local (factory) CAs can be revoked this way; "${caId}" is the ${ca.role} CA`);
+    if (ca.status === "revoked") throw new InvalidArgument(`CA "${caId}" is already revoked`);
+    const row = await tx.selectFrom("certificates").select(["serial", "issuer_ca", "status"]).where("serial", "=", ca.serial).executeTakeFirst();
+    const rows = row ? [row] : [];
+    await setStatus(tx, rows, "revoked", "cACompromise", now.toISOString());
+    await tx.updateTable("cas").set({ status: "revoked" }).where("id", "=", caId).execute();
+    // Its own CRL changes meaning too (everything it issued is now untrusted): re-sign it as well.
+    const c = { serials: rows.map((r) => r.serial), cas: [...new Set([...rows.map((r) => r.issuer_ca), caId])].sort() };
+    await appendAudit(tx, [{ actor: req.actor, action: "ca.revoke", subject: `ca:${caId}`, details: { reason: "cACompromise", serials: c.serials, cas: c.cas }, at: now }]);
+    return { ...c, caId };
+  });
+  fleet.forgetCa(caId);
+  return result;
+}

@@ -1,0 +1,180 @@
+// Revocation commands: device revoke|hold|unhold, cert revoke, ca revoke-local, crl export.
+// A running `serve` picks each change up from the audit log within a second.
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { Command } from "commander";
+import { crlPem, signCrl, storedCrl, type PublishedCrl } from "../../authority/crls.js";
+import { CaKeyOffline, InvalidArgument, UnknownCa } from "../../authority/errors.js";
+import { importCrl, signRootCrlRequest, writeRootCrlRequest, OFFLINE_ROOT_CRL_VALIDITY } from "../../authority/root-crl.js";
+import type { Fleet } from "../../authority/fleet.js";
+import { REVOKE_REASONS, holdDevice, parseRevokeReason, revokeCertificate, revokeDevice, revokeLocalCa, unholdDevice, type StatusChange } from "../../authority/revocation.js";
+import { writeFileAtomic } from "../../keys/files.js";
+import { CLI_ACTOR, dirOption, withFleet } from "../context.js";
+import { printJson, say } from "../output.js";
+
+const REASON_HELP = `reason: ${REVOKE_REASONS.join(" | ")} (default unspecified)`;
+
+function described(c: StatusChange): string {
+  if (c.serials.length === 0) return "no unexpired certificates were affected";
+  return `${c.serials.length} certificate${c.serials.length === 1 ? "" : "s"} (${c.serials.join(", ")}); CRLs re-signed: ${c.cas.join(", ")}`;
+}
+
+/**
+ * The CLI re-signs the affected CRLs itself, so they are current even when no server runs. A
+ * root held offline gets a signing request for the ceremony instead.
+ */
+async function resign(fleet: Fleet, cas: readonly string[]): Promise<void> {
+  for (const caId of cas) {
+    try {
+      await signCrl(fleet, caId);
+    } catch (e) {
+      if (e instanceof CaKeyOffline && caId === "root") {
+        const request = await writeRootCrlRequest(fleet);
+        process.stderr.write(
+          `fleetpki: the root key is offline: sign ${join(fleet.dir, request)} with \`fleetpki ca root sign-crl\` on the offline machine, then \`fleetpki crl import root.crl\`\n`,
+        );
+        continue;
+      }
+      process.stderr.write(`fleetpki: warning: the ${caId} CRL was not re-signed here (${(e as Error).message}); a running server re-signs it\n`);
+    }
+  }
+}
+
+function subcommand(program: Command, name: string): Command {
+  const found = program.commands.find((c) => c.name() === name);
+  if (!found) throw new Error(`register the ${name} command before the revocation commands`);
+  return found;
+}
+
+export function registerRevocation(program: Command): void {
+  const device = subcommand(program, "device");
+  const ca = subcommand(program, "ca");
+  dirOption(device.command("revoke <id>").description("revoke every unexpired certificate of a device and block its enrollment and renewal"))
+    .option("--reason <reason>", REASON_HELP)
+    .option("--json", "machine-readable output")
+    .action(async (id: string, opts) => {
+      const reason = parseRevokeReason(opts.reason);
+      await withFleet(opts.dir, async (fleet) => {
+        const change = await revokeDevice(fleet, { deviceId: id, reason, actor: CLI_ACTOR });
+        await resign(fleet, change.cas);
+        if (opts.json) return printJson({ device: id, reason, ...change });
+        say(`device ${id} revoked (${reason}): ${described(change)}`);
+      });
+    });
+
+  dirOption(device.command("hold <id>").description("put a device's certificates on hold (certificateHold; undo with unhold)"))
+    .option("--json", "machine-readable output")
+    .action(async (id: string, opts) => {
+      await withFleet(opts.dir, async (fleet) => {
+        const change = await holdDevice(fleet, { deviceId: id, actor: CLI_ACTOR });
+        await resign(fleet, change.cas);
+        if (opts.json) return printJson({ device: id, ...change });
+        say(`device ${id} on hold: ${described(change)}`);
+      });
+    });
+
+  dirOption(device.command("unhold <id>").description("release a held device: its certificates are valid again"))
+    .option("--json", "machine-readable output")
+    .action(async (id: string, opts) => {
+      await withFleet(opts.dir, async (fleet) => {
+        const change = await unholdDevice(fleet, { deviceId: id, actor: CLI_ACTOR });
+        await resign(fleet, change.cas);
+        if (opts.json) return printJson({ device: id, ...change });
+        say(`device ${id} released: ${described(change)}`);
+      });
+    });
+
+  const cert = program.command("cert").description("certificates by serial");
+  dirOption(cert.command("revoke <serial>").description("revoke one certificate (hex serial, as `device show` or `openssl x509 -serial` print it)"))
+    .option("--reason <reason>", REASON_HELP)
+    .option("--json", "machine-readable output")
+    .action(async (serial: string, opts) => {
+      const reason = parseRevokeReason(opts.reason);
+      await withFleet(opts.dir, async (fleet) => {
+        const change = await revokeCertificate(fleet, { serial, reason, actor: CLI_ACTOR });
+        await resign(fleet, change.cas);
+        if (opts.json) return printJson({ reason, ...change });
+        say(`certificate ${change.serials[0]} (${change.kind} ${change.subjectId}) revoked (${reason}); CRL re-signed: ${change.cas.join(", ")}`);
+      });
+    });
+
+  dirOption(ca.command("revoke-local <name>").description("revoke a compromised local (factory) CA: on the root's CRL, refused for enrollment"))
+    .option("--json", "machine-readable output")
+    .action(async (name: string, opts) => {
+      await withFleet(opts.dir, async (fleet) => {
+        const change = await revokeLocalCa(fleet, { name, actor: CLI_ACTOR });
+        await resign(fleet, change.cas);
+        if (opts.json) return printJson(change);
+        say(`local CA ${change.caId} revoked (cACompromise): devices it certified can no longer enroll, and chains through it fail CRL checks`);
+      });
+    });
+
+  const crl = program.command("crl").description("certificate revocation lists");
+  registerOfflineRootCrl(crl, ca);
+  dirOption(crl.command("export").description("write each CA's current CRL (DER and PEM), re-signing any that is due"))
+    .option("--ca <name>", "only this CA")
+    .option("--out <dir>", "directory to write <ca>.crl and <ca>.pem into", ".")
+    .option("--json", "machine-readable output")
+    .action(async (opts) => {
+      await withFleet(opts.dir, async (fleet) => {
+        const ids = opts.ca ? [opts.ca as string] : (await fleet.store.db.selectFrom("cas").select("id").orderBy("id").execute()).map((c) => c.id);
+        mkdirSync(opts.out, { recursive: true });
+        const written: { ca: string; crl_number: string; entries: number; next_update: string; files: string[] }[] = [];
+        for (const id of ids) {
+          const crl = await currentCrl(fleet, id);
+          const files = [join(opts.out, `${id}.crl`), join(opts.out, `${id}.pem`)];
+          writeFileAtomic(files[0]!, crl.der);
+          writeFileAtomic(files[1]!, crlPem(crl));
+          written.push({ ca: id, crl_number: crl.crlNumber.toString(), entries: crl.entries, next_update: crl.nextUpdate.toISOString(), files });
+        }
+        if (opts.json) return printJson(written);
+        for (const w of written) say(`${w.ca}: CRL #${w.crl_number}, ${w.entries} entries, next update ${w.next_update} -> ${w.files.join(", ")}`);
+      });
+    });
+}
+
+function registerOfflineRootCrl(crl: Command, ca: Command): void {
+  dirOption(crl.command("request").description("write ceremony/root-crl.request.json for a root held offline (what its CRL must list)"))
+    .option("--validity <duration>", "how long the signed CRL stays valid", OFFLINE_ROOT_CRL_VALIDITY)
+    .action(async (opts) => {
+      await withFleet(opts.dir, async (fleet) => {
+        const request = await writeRootCrlRequest(fleet, opts.validity);
+        say(`wrote ${join(fleet.dir, request)}: sign it with \`fleetpki ca root sign-crl\` on the offline machine, then \`fleetpki crl import root.crl\``);
+      });
+    });
+
+  dirOption(crl.command("import <file>").description("import the root CRL signed offline (DER or PEM); running servers serve it at once"))
+    .option("--json", "machine-readable output")
+    .action(async (file: string, opts) => {
+      await withFleet(opts.dir, async (fleet) => {
+        const r = await importCrl(fleet, file, CLI_ACTOR);
+        if (opts.json) return printJson({ ca: r.caId, crl_number: r.crlNumber.toString(), entries: r.entries, next_update: r.nextUpdate.toISOString() });
+        say(`imported the root CRL #${r.crlNumber} (${r.entries} entries), valid until ${r.nextUpdate.toISOString()}: request the next one before then`);
+      });
+    });
+
+  const root = ca.commands.find((c) => c.name() === "root");
+  if (!root) throw new Error("register `ca root` before the revocation commands");
+  root
+    .command("sign-crl <request>")
+    .description("sign a root CRL request (ceremony/root-crl.request.json) with the offline root")
+    .requiredOption("--dir <dir>", "offline root directory")
+    .requiredOption("--out <dir>", "where to write root.crl and root.crl.pem")
+    .action(async (request: string, opts) => {
+      const r = signRootCrlRequest(opts.dir, request, opts.out);
+      say(`signed the root CRL #${r.crlNumber} (${r.entries} entries, valid until ${r.nextUpdate.toISOString()}) -> ${r.file}`);
+    });
+}
+
+/** The stored CRL if it is before its half-life, else a freshly signed one (or the stored one for an offline root). */
+async function currentCrl(fleet: Fleet, caId: string): Promise<PublishedCrl> {
+  const ca = await fleet.store.db.selectFrom("cas").select(["key_file"]).where("id", "=", caId).executeTakeFirst();
+  if (!ca) throw new UnknownCa(caId);
+  const stored = await storedCrl(fleet, caId);
+  const now = Date.now();
+  const fresh = stored && now < stored.thisUpdate.getTime() + (stored.nextUpdate.getTime() - stored.thisUpdate.getTime()) / 2;
+  if (fresh) return stored;
+  if (ca.key_file) return signCrl(fleet, caId);
+  if (stored) return stored;
+  throw new InvalidArgument(`no CRL for ${caId}: its key is not in this fleet directory and none was imported`);
+}

@@ -1,0 +1,268 @@
+// Revocation end to end (issue 4): the CLI revokes, holds and releases while `serve` runs; the
+// served CRLs and OCSP answers change within a second; openssl verifies against them.
+import assert from "node:assert/strict";
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { addDevice } from "../src/authority/devices.js";
+import type { Fleet } from "../src/authority/fleet.js";
+import { issueDeviceCertificate } from "../src/authority/issuance.js";
+import { silentLogger } from "../src/log.js";
+import { startFleetServer, type FleetServer } from "../src/server.js";
+import { parseCrl } from "../src/x509/crl.js";
+import { parseOcspResponse } from "../src/x509/ocsp.js";
+import { TESTDATA, assertOk, cliAsync, openssl, opensslCsr, tempDir, tempFleet } from "./helpers.js";
+import { devicesCaPemPath, editConfig, rootPemPath, run, sleep } from "./server-helpers.js";
+
+interface Leaf {
+  id: string;
+  serial: string;
+  certPath: string;
+}
+
+async function fetchBytes(url: string, init?: RequestInit): Promise<{ status: number; type: string; body: Buffer }> {
+  const r = await fetch(url, init);
+  return { status: r.status, type: r.headers.get("content-type") ?? "", body: Buffer.from(await r.arrayBuffer()) };
+}
+
+describe("revocation: CLI -> running server -> CRLs and OCSP -> openssl", { concurrency: false }, () => {
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+  let fleet: Fleet;
+  let server: FleetServer;
+  let work: { path: string; cleanup: () => void };
+  let base: string;
+  const leaves: Record<string, Leaf> = {};
+
+  const startServer = async () => {
+    server = await startFleetServer({ dir: f.dir, only: ["status"], statusListen: "127.0.0.1:0", logger: silentLogger });
+    base = `http://127.0.0.1:${server.status!.port}`;
+  };
+
+  before(async () => {
+    f = await tempFleet();
+    fleet = f.fleet;
+    work = tempDir("fleetpki-revocation-");
+    for (const id of ["rev-a", "rev-b", "rev-c"]) {
+      await addDevice(fleet, { id, actor: "test" });
+      const { csr } = opensslCsr(work.path, id);
+      const cert = await issueDeviceCertificate(fleet, { deviceId: id, csr: readFileSync(csr), actor: "test" });
+      const certPath = join(work.path, `${id}.pem`);
+      writeFileSync(certPath, cert.certificatePem);
+      leaves[id] = { id, serial: cert.serial, certPath };
+    }
+    await startServer();
+  });
+  after(async () => {
+    await server?.close();
+    await f?.close();
+    work?.cleanup();
+  });
+
+  /** The served CRLs of the root and the devices CA, as PEM files for openssl. */
+  async function servedCrls(): Promise<string[]> {
+    const paths: string[] = [];
+    for (const ca of ["root", "devices"]) {
+      const r = await fetchBytes(`${base}/crl/${ca}.pem`);
+      assert.equal(r.status, 200);
+      const p = join(work.path, `served-${ca}.crl.pem`);
+      writeFileSync(p, r.body);
+      paths.push(p);
+    }
+    return paths;
+  }
+
+  async function verify(leaf: Leaf): Promise<{ ok: boolean; output: string }> {
+    const crls = await servedCrls();
+    const r = openssl(["verify", "-crl_check_all", "-CAfile", rootPemPath(f.dir), "-untrusted", devicesCaPemPath(f.dir), ...crls.flatMap((c) => ["-CRLfile", c]), leaf.certPath]);
+    return { ok: r.status === 0, output: r.stdout + r.stderr };
+  }
+
+  /** Asynchronous: the server runs in this process, so a blocking openssl would wait for itself. */
+  async function ocsp(leaf: Leaf, extra: string[] = []): Promise<{ status: number; output: string }> {
+    // openssl wants the digest option before -cert.
+    const r = await run("openssl", ["ocsp", "-url", `${base}/ocsp`, ...extra, "-issuer", devicesCaPemPath(f.dir), "-cert", leaf.certPath, "-CAfile", rootPemPath(f.dir)]);
+    return { status: r.status, output: r.stdout + r.stderr };
+  }
+
+  it("serves each CA's CRL as DER and PEM; openssl reads them and every leaf verifies with -crl_check_all", async () => {
+    const der = await fetchBytes(`${base}/crl/devices.crl`);
+    assert.equal(der.status, 200);
+    assert.equal(der.type, "application/pkix-crl");
+    const parsed = parseCrl(der.body);
+    assert.ok(parsed.crlNumber! >= 1n);
+    assert.equal(parsed.entries.length, 0);
+    const text = openssl(["crl", "-inform", "DER", "-noout", "-text"], der.body);
+    assertOk(text, "openssl crl -text");
+    assert.match(text.stdout, /X509v3 CRL Number/);
+    assert.match(text.stdout, /X509v3 Authority Key Identifier/);
+    for (const ca of ["root", "services", "operators"]) assert.equal((await fetchBytes(`${base}/crl/${ca}.crl`)).status, 200, ca);
+    assert.equal((await fetchBytes(`${base}/crl/nope.crl`)).status, 404);
+    for (const leaf of Object.values(leaves)) assert.ok((await verify(leaf)).ok, leaf.id);
+  });
+
+  it("openssl ocsp: good with and without a nonce and with SHA-256 CertIDs; unknown for a serial we never issued", async () => {
+    for (const extra of [[], ["-no_nonce"], ["-sha256"]]) {
+      const r = await ocsp(leaves["rev-c"]!, extra);
+      assert.equal(r.status, 0, r.output);
+      assert.match(r.output, /Response verify OK/, extra.join(" "));
+      assert.match(r.output, /: good/, extra.join(" "));
+    }
+    const unknown = await run("openssl", ["ocsp", "-url", `${base}/ocsp`, "-issuer", devicesCaPemPath(f.dir), "-serial", "0x0123456789abcdef", "-CAfile", rootPemPath(f.dir)]);
+    assert.match(unknown.stdout + unknown.stderr, /: unknown/);
+  });
+
+  it("`fleetpki device revoke` while serve runs: within 1 s OCSP says revoked (reason, time) and the served CRL lists it", async (t) => {
+    const revoke = await cliAsync(["device", "revoke", "rev-a", "--reason", "keyCompromise", "--dir", f.dir]);
+    assertOk(revoke, "device revoke");
+    const started = Date.now();
+    let crlSeen: number | undefined;
+    let ocspSeen: number | undefined;
+    while (Date.now() - started < 5000 && (crlSeen === undefined || ocspSeen === undefined)) {
+      if (crlSeen === undefined) {
+        const crl = parseCrl((await fetchBytes(`${base}/crl/devices.crl`)).body);
+        if (crl.entries.some((e) => e.serialHex === leaves["rev-a"]!.serial)) crlSeen = Date.now() - started;
+      }
+      if (ocspSeen === undefined) {
+        const req = openssl(["ocsp", "-issuer", devicesCaPemPath(f.dir), "-cert", leaves["rev-a"]!.certPath, "-no_nonce", "-reqout", join(work.path, "a.req")]);
+        assertOk(req, "openssl ocsp -reqout");
+        const resp = await fetchBytes(`${base}/ocsp`, { method: "POST", headers: { "content-type": "application/ocsp-request" }, body: readFileSync(join(work.path, "a.req")) });
+        const parsed = parseOcspResponse(resp.body);
+        if ("responses" in parsed && parsed.responses[0]?.status.status === "revoked") ocspSeen = Date.now() - started;
+      }
+      if (crlSeen === undefined || ocspSeen === undefined) await sleep(25);
+    }
+    t.diagnostic(`after the CLI exited: the served CRL listed the serial after ${crlSeen} ms, OCSP said revoked after ${ocspSeen} ms`);
+    assert.ok(crlSeen !== undefined && crlSeen < 1000, `CRL listed the revocation after ${crlSeen} ms`);
+    assert.ok(ocspSeen !== undefined && ocspSeen < 1000, `OCSP said revoked after ${ocspSeen} ms`);
+    const r = await ocsp(leaves["rev-a"]!);
+    assert.match(r.output, /Response verify OK/);
+    assert.match(r.output, /: revoked/);
+    assert.match(r.output, /Reason: keyCompromise/);
+    assert.match(r.output, /Revocation Time: /);
+    const v = await verify(leaves["rev-a"]!);
+    assert.equal(v.ok, false);
+    assert.match(v.output, /certificate revoked/);
+    assert.ok((await verify(leaves["rev-b"]!)).ok, "other leaves still verify");
+  });
+
+  it("hold makes a leaf fail verification and OCSP say revoked (certificateHold); unhold makes it pass again", async () => {
+    assertOk(await cliAsync(["device", "hold", "rev-b", "--dir", f.dir]), "device hold");
+    await server.changes.poll();
+    const held = await verify(leaves["rev-b"]!);
+    assert.equal(held.ok, false, held.output);
+    assert.match(held.output, /certificate revoked/);
+    assert.match((await ocsp(leaves["rev-b"]!)).output, /Reason: certificateHold/);
+    assertOk(await cliAsync(["device", "unhold", "rev-b", "--dir", f.dir]), "device unhold");
+    await server.changes.poll();
+    const released = await verify(leaves["rev-b"]!);
+    assert.ok(released.ok, released.output);
+    assert.match((await ocsp(leaves["rev-b"]!)).output, /: good/);
+  });
+
+  it("every pyca OCSP request vector gets a response (successful, unauthorized or malformedRequest); none crashes the responder", async () => {
+    const dir = join(TESTDATA, "pyca-vectors", "x509", "ocsp");
+    const requests = readdirSync(dir).filter((n) => n.startsWith("req-") || n.endsWith("-req.der"));
+    assert.ok(requests.length >= 8);
+    for (const name of requests) {
+      const r = await fetchBytes(`${base}/ocsp`, { method: "POST", headers: { "content-type": "application/ocsp-request" }, body: readFileSync(join(dir, name)) });
+      assert.equal(r.status, 200, name);
+      assert.equal(r.type, "application/ocsp-response", name);
+      const parsed = parseOcspResponse(r.body);
+      const status = "responseStatus" in parsed ? parsed.responseStatus : "successful";
+      // These requests name other CAs (or are malformed): never a signed answer from us.
+      assert.ok(["unauthorized", "malformedRequest"].includes(status), `${name}: ${status}`);
+      if (name === "req-duplicate-ext.der") assert.equal(status, "malformedRequest");
+    }
+    for (const garbage of [Buffer.alloc(0), Buffer.from("not der"), Buffer.from([0x30, 0x82, 0xff, 0xff])]) {
+      const r = await fetchBytes(`${base}/ocsp`, { method: "POST", headers: { "content-type": "application/ocsp-request" }, body: garbage });
+      const parsed = parseOcspResponse(r.body);
+      assert.equal("responseStatus" in parsed && parsed.responseStatus, "malformedRequest");
+    }
+    const big = await fetchBytes(`${base}/ocsp`, { method: "POST", headers: { "content-type": "application/ocsp-request" }, body: Buffer.alloc(64 * 1024) });
+    assert.equal(big.status, 413);
+    assert.equal((await fetchBytes(`${base}/healthz`)).status, 200);
+  });
+
+  it("CRLNumber keeps increasing across a restart", async () => {
+    const before = parseCrl((await fetchBytes(`${base}/crl/devices.crl`)).body).crlNumber!;
+    await server.close();
+    await startServer();
+    assertOk(await cliAsync(["cert", "revoke", leaves["rev-c"]!.serial, "--dir", f.dir]), "cert revoke");
+    await server.changes.poll();
+    const crl = parseCrl((await fetchBytes(`${base}/crl/devices.crl`)).body);
+    assert.ok(crl.crlNumber! > before, `${crl.crlNumber} > ${before}`);
+    assert.ok(crl.entries.some((e) => e.serialHex === leaves["rev-c"]!.serial));
+  });
+});
+
+describe("a revoked local (factory) CA", () => {
+  it("its certificate lands on the root's CRL, its bundles fail openssl -crl_check_all, and factory enrollment is refused", async () => {
+    const f = await tempFleet();
+    const out = tempDir("fleetpki-revoked-local-");
+    let server: FleetServer | undefined;
+    try {
+      assertOk(await cliAsync(["ca", "create-local", "--dir", f.dir, "--name", "line1"]), "ca create-local");
+      assertOk(await cliAsync(["ca", "issue-batch", "--dir", f.dir, "--local", "line1", "--ids", "fab-0001..fab-0001", "--out", out.path]), "ca issue-batch");
+      server = await startFleetServer({ dir: f.dir, registrationListen: "127.0.0.1:0", statusListen: "127.0.0.1:0", logger: silentLogger });
+      const status = `http://127.0.0.1:${server.status!.port}`;
+      const bundle = join(out.path, "fab-0001");
+      const localCa = join(f.dir, "ca", "local-line1", "cert.pem");
+      const verifyBundle = async () => {
+        const rootCrl = join(out.path, "root.crl.pem");
+        const localCrl = join(out.path, "local.crl.pem");
+        writeFileSync(rootCrl, Buffer.from(await (await fetch(`${status}/crl/root.pem`)).arrayBuffer()));
+        writeFileSync(localCrl, Buffer.from(await (await fetch(`${status}/crl/local-line1.pem`)).arrayBuffer()));
+        return openssl(["verify", "-crl_check_all", "-CAfile", rootPemPath(f.dir), "-untrusted", localCa, "-CRLfile", rootCrl, "-CRLfile", localCrl, join(bundle, "cert.pem")]);
+      };
+      assertOk(await verifyBundle(), "the factory bundle verifies before the revocation");
+
+      assertOk(await cliAsync(["ca", "revoke-local", "line1", "--dir", f.dir]), "ca revoke-local");
+      await server.changes.poll();
+      const after = await verifyBundle();
+      assert.notEqual(after.status, 0);
+      assert.match(after.stdout + after.stderr, /certificate revoked/);
+      const rootCrl = parseCrl(Buffer.from(await (await fetch(`${status}/crl/root.crl`)).arrayBuffer()));
+      const caSerial = (await f.fleet.store.db.selectFrom("cas").select("serial").where("id", "=", "local-line1").executeTakeFirstOrThrow()).serial;
+      assert.deepEqual(rootCrl.entries.find((e) => e.serialHex === caSerial)?.reason, "cACompromise");
+
+      // The factory certificate can no longer buy an operational certificate.
+      const { csr } = opensslCsr(out.path, "fab-0001");
+      const enroll = await run("curl", [
+        "-sS", "--cacert", rootPemPath(f.dir), "--cert", join(bundle, "cert.pem"), "--key", join(bundle, "key.pem"),
+        "-H", "content-type: application/json", "-o", "-", "-w", "\n%{http_code}",
+        "--data-binary", JSON.stringify({ device_id: "fab-0001", csr: readFileSync(csr, "utf8") }),
+        `https://localhost:${server.registration!.port}/api/v1/enroll`,
+      ]);
+      const code = enroll.stdout.trim().split("\n").pop();
+      assert.ok(code === "403" || code === "401", `factory enrollment after revoke-local answered ${code}: ${enroll.stdout}`);
+    } finally {
+      await server?.close();
+      await f.close();
+      out.cleanup();
+    }
+  });
+});
+
+describe("CRL freshness with a short validity", () => {
+  it("the served CRLs never pass their nextUpdate while the server runs (validity 4 s, watched for 6 s)", async () => {
+    const f = await tempFleet();
+    let server: FleetServer | undefined;
+    try {
+      editConfig(f.dir, (doc) => (doc.revocation = { crl_validity: "4s" }));
+      server = await startFleetServer({ dir: f.dir, only: ["status"], statusListen: "127.0.0.1:0", logger: silentLogger });
+      const url = `http://127.0.0.1:${server.status!.port}/crl/devices.crl`;
+      const numbers = new Set<bigint>();
+      const end = Date.now() + 6000;
+      while (Date.now() < end) {
+        const crl = parseCrl(Buffer.from(await (await fetch(url)).arrayBuffer()));
+        assert.ok(crl.nextUpdate!.getTime() > Date.now(), `served a CRL whose nextUpdate ${crl.nextUpdate!.toISOString()} has passed`);
+        numbers.add(crl.crlNumber!);
+        await sleep(200);
+      }
+      assert.ok(numbers.size >= 2, "it was re-signed at half-life");
+    } finally {
+      await server?.close();
+      await f.close();
+    }
+  });
+});
