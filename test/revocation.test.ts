@@ -111,6 +111,24 @@ describe("revocation: CLI -> running server -> CRLs and OCSP -> openssl", { conc
     assert.match(unknown.stdout + unknown.stderr, /: unknown/);
   });
 
+  it("GET /ocsp/<base64> answers like POST; the delegated responder certificate is recorded, OCSPSigning only, ocsp-nocheck", async () => {
+    const reqPath = join(work.path, "get.req");
+    assertOk(openssl(["ocsp", "-issuer", devicesCaPemPath(f.dir), "-cert", leaves["rev-c"]!.certPath, "-no_nonce", "-reqout", reqPath]), "openssl ocsp -reqout");
+    const get = await fetchBytes(`${base}/ocsp/${encodeURIComponent(readFileSync(reqPath).toString("base64"))}`);
+    assert.equal(get.status, 200);
+    const parsed = parseOcspResponse(get.body);
+    assert.ok("responses" in parsed, "successful");
+    assert.equal(parsed.responses[0]!.status.status, "good");
+    const rows = await fleet.store.db.selectFrom("certificates").select(["serial", "der"]).where("kind", "=", "ocsp-responder").where("issuer_ca", "=", "devices").execute();
+    assert.equal(rows.length, 1, "one responder certificate for the devices CA, recorded");
+    assert.ok(parsed.certs.some((c) => c.equals(Buffer.from(rows[0]!.der))), "the response carries the recorded responder certificate");
+    const text = openssl(["x509", "-inform", "DER", "-noout", "-text"], Buffer.from(rows[0]!.der));
+    assertOk(text, "openssl x509 -text");
+    assert.match(text.stdout, /X509v3 Extended Key Usage: \n\s+OCSP Signing\n/);
+    assert.match(text.stdout, /OCSP No Check/);
+    assert.equal((await fetchBytes(`${base}/ocsp/%%%`)).status, 200, "an undecodable GET is still an OCSP answer");
+  });
+
   it("`fleetpki device revoke` while serve runs: within 1 s OCSP says revoked (reason, time) and the served CRL lists it", async (t) => {
     const revoke = await cliAsync(["device", "revoke", "rev-a", "--reason", "keyCompromise", "--dir", f.dir]);
     assertOk(revoke, "device revoke");
