@@ -1,6 +1,7 @@
 // Revocation end to end (issue 4): the CLI revokes, holds and releases while `serve` runs; the
 // served CRLs and OCSP answers change within a second; openssl verifies against them.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -11,7 +12,7 @@ import { silentLogger } from "../src/log.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
 import { parseCrl } from "../src/x509/crl.js";
 import { parseOcspResponse } from "../src/x509/ocsp.js";
-import { TESTDATA, assertOk, cliAsync, openssl, opensslCsr, tempDir, tempFleet } from "./helpers.js";
+import { CLI, TESTDATA, assertOk, assertOneLineError, cliAsync, openssl, opensslCsr, tempDir, tempFleet } from "./helpers.js";
 import { devicesCaPemPath, editConfig, rootPemPath, run, sleep } from "./server-helpers.js";
 
 interface Leaf {
@@ -258,6 +259,34 @@ describe("a revoked local (factory) CA", () => {
       await f.close();
       out.cleanup();
     }
+  });
+});
+
+describe("fleetpki serve --only status", () => {
+  it("runs the status listener alone (curl fetches a CRL), and refuses an unknown listener name", async () => {
+    const f = await tempFleet();
+    const child = spawn(process.execPath, [CLI, "serve", "--dir", f.dir, "--only", "status", "--status-listen", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "pipe"] });
+    try {
+      let stderr = "";
+      child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+      const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+      const deadline = Date.now() + 30_000;
+      let port: string | undefined;
+      while (!port && Date.now() < deadline) {
+        port = /status \(CRLs, OCSP\): +http:\/\/127\.0\.0\.1:(\d+)/.exec(stderr)?.[1];
+        if (!port) await sleep(50);
+      }
+      assert.ok(port, `no status banner:\n${stderr}`);
+      assert.doesNotMatch(stderr, /registration \(EST/);
+      const crl = await run("curl", ["-sS", "-o", "-", "-w", "\n%{http_code} %{content_type}", `http://127.0.0.1:${port}/crl/devices.crl`]);
+      assert.match(crl.stdout, /\n200 application\/pkix-crl$/);
+      child.kill("SIGTERM");
+      assert.equal(await exited, 0);
+    } finally {
+      child.kill("SIGKILL");
+      await f.close();
+    }
+    assertOneLineError(await cliAsync(["serve", "--dir", "/nonexistent", "--only", "gateway,status"]), /--only takes registration, status/);
   });
 });
 
