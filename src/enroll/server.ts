@@ -26,7 +26,7 @@ import { fleetCsrAttrs } from "../x509/csrattrs.js";
 import { fromPem } from "../x509/pem.js";
 import { certsOnly } from "../x509/pkcs7.js";
 import { BASIC_CHALLENGE, isAuthFailure, toProblem } from "./errors.js";
-import { HttpProblem, methodNotAllowed, readBody, readJson, requireMediaType, sendJson, sendProblem, sendText, stringField } from "../http/http.js";
+import { HttpProblem, closeGracefully, listen, methodNotAllowed, readBody, readJson, requireMediaType, sendJson, sendProblem, sendText, stringField } from "../http/http.js";
 import { FailureLimiter } from "./rate-limit.js";
 
 export interface RegistrationTls {
@@ -319,23 +319,13 @@ export async function startRegistrationServer(options: RegistrationServerOptions
     }, options.refreshIntervalMs ?? 1_000);
     refreshTimer.unref();
   }
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port, options.host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
+  await listen(server, options.port, options.host);
   return {
     server,
     address: server.address() as AddressInfo,
     async close() {
       clearInterval(refreshTimer);
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-        setTimeout(() => server.closeAllConnections(), 2_000).unref();
-      });
+      await closeGracefully(server);
       await handler.failures.close();
     },
   };

@@ -1,5 +1,5 @@
 // Small HTTP mechanics shared by the listeners: bounded bodies, problem details, JSON.
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 
 export const MAX_BODY_BYTES = 64 * 1024;
 
@@ -107,4 +107,24 @@ export function stringField(body: Record<string, unknown>, name: string, require
   }
   if (typeof v !== "string" || v === "") throw new HttpProblem(400, "invalid-field", `field "${name}" must be a non-empty string`);
   return v;
+}
+
+/** Listens on host:port; resolves once listening, rejects if the address cannot be bound. */
+export function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+}
+
+/** Stops accepting, lets idle keep-alive connections go at once and cuts the rest after 2 s. */
+export function closeGracefully(server: Server & { closeIdleConnections(): void; closeAllConnections(): void }): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+    setTimeout(() => server.closeAllConnections(), 2_000).unref();
+  });
 }

@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { crlPem, type CrlPublisher } from "../authority/crls.js";
 import type { OcspService } from "../authority/ocsp-responder.js";
-import { HttpProblem, methodNotAllowed, readBody, requireMediaType, sendProblem, sendText } from "../http/http.js";
+import { HttpProblem, closeGracefully, listen, methodNotAllowed, readBody, requireMediaType, sendProblem, sendText } from "../http/http.js";
 import type { Logger } from "../log.js";
 import { DEFAULT_MAX_REQUEST_BYTES } from "../x509/ocsp.js";
 
@@ -93,22 +93,12 @@ export async function startStatusServer(options: StatusServerOptions): Promise<R
   server.requestTimeout = 15_000;
   server.keepAliveTimeout = 5_000;
   server.maxHeadersCount = 64;
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(options.port, options.host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
+  await listen(server, options.port, options.host);
   return {
     server,
     address: server.address() as AddressInfo,
     async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-        setTimeout(() => server.closeAllConnections(), 2_000).unref();
-      });
+      await closeGracefully(server);
     },
   };
 }

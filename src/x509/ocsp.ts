@@ -18,26 +18,15 @@ import { DerError, readElement, readOid, readRoot, readUnsignedInteger, type Ele
 import { TAG, bitString, explicit, generalizedTime, octetString, oid, sequence, tlv } from "../der/writer.js";
 import { keyIdentifier } from "./extensions.js";
 import type { ParsedCertificate, ParsedExtension, Signer } from "./certificate.js";
-import type { RevocationReason } from "./crl.js";
+import { REVOCATION_REASONS, type RevocationReason } from "./crl.js";
 
 export type OcspHash = "sha1" | "sha256" | "sha384" | "sha512";
 
 /** CRLReason names (RFC 5280 5.3.1), shared with the CRL module. */
 export type RevocationReasonName = RevocationReason;
 
-// Our own name -> ENUMERATED code table (7 is unused); typed against crl.ts's names so the two cannot drift apart.
-const REVOCATION_REASON_CODES: Readonly<Record<RevocationReasonName, number>> = {
-  unspecified: 0,
-  keyCompromise: 1,
-  cACompromise: 2,
-  affiliationChanged: 3,
-  superseded: 4,
-  cessationOfOperation: 5,
-  certificateHold: 6,
-  removeFromCRL: 8,
-  privilegeWithdrawn: 9,
-  aACompromise: 10,
-};
+// The ENUMERATED codes are crl.ts's: one table for CRL entries and OCSP answers.
+const REVOCATION_REASON_CODES = REVOCATION_REASONS;
 const REASON_BY_CODE = new Map<number, RevocationReasonName>(
   Object.entries(REVOCATION_REASON_CODES).map(([name, code]) => [code, name as RevocationReasonName]),
 );
