@@ -7,6 +7,7 @@ import { BenchFailure, type BenchOptions, type Benchmark } from "./lib.js";
 const BENCHMARKS: readonly { name: string; load: () => Promise<Benchmark> }[] = [
   { name: "issuance", load: async () => (await import("./issuance.js")).benchmark },
   { name: "est", load: async () => (await import("./est.js")).benchmark },
+  { name: "ocsp", load: async () => (await import("./ocsp.js")).benchmark },
 ];
 
 /** A benchmark that hangs must not hang CI: the whole run is capped. */

@@ -65,6 +65,10 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
   try {
     await changes.start();
     closers.push(() => changes.stop());
+    // A CA revoked by the CLI must stop issuing here too (its key and status are cached).
+    changes.subscribe((events) => {
+      for (const event of events) if (event.action === "ca.revoke") fleet.forgetCa(event.subject.replace(/^ca:/, ""));
+    });
 
     if (only.has("registration")) {
       const listen = parseListen(options.registrationListen ?? fleet.config.listen.registration, "listen.registration");
@@ -96,7 +100,6 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
           if (!STATUS_ACTIONS.has(event.action)) continue;
           const details = JSON.parse(event.details) as { cas?: string[] };
           for (const ca of details.cas ?? []) cas.add(ca);
-          if (event.action === "ca.revoke") fleet.forgetCa(event.subject.replace(/^ca:/, ""));
         }
         if (cas.size === 0) return;
         ocsp.invalidate();

@@ -27,8 +27,9 @@ export interface OpenFleetOptions {
 
 export class Fleet {
   private passphraseValue: string | undefined;
-  private readonly issuers = new Map<string, IssuingCa>();
-  private readonly templates = new Map<string, LeafTemplate>();
+  // Promises, so that concurrent first calls decrypt a key once, not once each.
+  private readonly issuers = new Map<string, Promise<{ issuer: IssuingCa; status: CaTable["status"] }>>();
+  private readonly templates = new Map<string, Promise<LeafTemplate>>();
   private readonly chains = new Map<string, { chain: string; root: string }>();
 
   private constructor(
@@ -99,10 +100,19 @@ export class Fleet {
    * nothing, but may still sign its own CRL (`forCrl`).
    */
   async issuingCa(id: string, options: { forCrl?: boolean } = {}): Promise<IssuingCa> {
-    const cached = this.issuers.get(id);
-    if (cached) return cached;
+    let loading = this.issuers.get(id);
+    if (!loading) {
+      loading = this.loadIssuer(id);
+      this.issuers.set(id, loading);
+      loading.catch(() => this.issuers.delete(id));
+    }
+    const { issuer, status } = await loading;
+    if (status !== "active" && !options.forCrl) throw new CaNotActive(`CA "${id}" is ${status}`);
+    return issuer;
+  }
+
+  private async loadIssuer(id: string): Promise<{ issuer: IssuingCa; status: CaTable["status"] }> {
     const row = await this.caRecord(id);
-    if (row.status !== "active" && !options.forCrl) throw new CaNotActive(`CA "${id}" is ${row.status}`);
     if (!row.key_file || !existsSync(this.path(row.key_file)))
       throw new CaKeyOffline(`the ${id} CA key is not in this fleet directory (held offline); sign with \`fleetpki ca root sign\` on the machine that holds it`);
     const key = readPrivateKey(this.path(row.key_file), this.passphrase());
@@ -112,16 +122,16 @@ export class Fleet {
       // CDP/AIA written into what this CA issues point at this CA's own CRL and the OCSP responder.
       status: this.statusUrlsFor(id),
     };
-    if (row.status === "active") this.issuers.set(id, issuer);
-    return issuer;
+    return { issuer, status: row.status };
   }
 
   async leafTemplate(caId: string, kind: LeafKind): Promise<LeafTemplate> {
     const key = `${caId}/${kind}`;
     let template = this.templates.get(key);
     if (!template) {
-      template = new LeafTemplate(await this.issuingCa(caId), kind);
+      template = this.issuingCa(caId).then((ca) => new LeafTemplate(ca, kind));
       this.templates.set(key, template);
+      template.catch(() => this.templates.delete(key));
     }
     return template;
   }

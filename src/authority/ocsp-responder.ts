@@ -127,11 +127,13 @@ export class OcspService {
       if (status.status !== "good") allGood = false;
       return { certId, status, thisUpdate, nextUpdate };
     });
-    const der = responder.signer.sign({ producedAt: thisUpdate, responses, nonce: parsed.nonce });
+    // On the thread pool: the event loop keeps parsing and answering meanwhile.
+    const der = await responder.signer.signAsync({ producedAt: thisUpdate, responses, nonce: parsed.nonce });
     // A nonce makes every answer unique; only plain `good` answers are worth keeping.
     if (allGood && !parsed.nonce && this.cacheMs > 0) {
       if (this.cache.size >= CACHE_ENTRIES) this.cache.delete(this.cache.keys().next().value!);
-      this.cache.set(key, { der, until: Math.min(now + this.cacheMs, responder.notAfter.getTime()) });
+      // Never past the answer's own nextUpdate (thisUpdate is rounded down to the second).
+      this.cache.set(key, { der, until: Math.min(nextUpdate.getTime(), responder.notAfter.getTime()) });
     }
     return { der, status: "successful", cached: false };
   }

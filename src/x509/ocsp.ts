@@ -467,6 +467,20 @@ export class OcspResponseSigner {
   }
 
   sign(input: OcspResponseInput): Buffer {
+    const tbs = this.tbs(input);
+    const { scheme, key } = this.responder.signer;
+    return this.assemble(tbs, sign(scheme.hash, tbs, key), input);
+  }
+
+  /** As sign, with the signature computed on libuv's thread pool, off the event loop. */
+  async signAsync(input: OcspResponseInput): Promise<Buffer> {
+    const tbs = this.tbs(input);
+    const { scheme, key } = this.responder.signer;
+    const signature = await new Promise<Buffer>((resolve, reject) => sign(scheme.hash, tbs, key, (err, sig) => (err ? reject(err) : resolve(sig))));
+    return this.assemble(tbs, signature, input);
+  }
+
+  private tbs(input: OcspResponseInput): Buffer {
     if (input.responses.length === 0) throw new RangeError("an OCSP response needs at least one SingleResponse");
     const singles = input.responses.map((r) => this.single(r));
     const parts = [this.responderId, this.time(input.producedAt), tlv(TAG.SEQUENCE, singles)];
@@ -475,9 +489,11 @@ export class OcspResponseSigner {
       // responseExtensions [1] EXPLICIT Extensions { nonce, extnValue = DER of OCTET STRING(nonce) }
       parts.push(explicit(1, sequence(sequence(NONCE_OID, octetString(octetString(input.nonce))))));
     }
-    const tbs = tlv(TAG.SEQUENCE, parts); // version v1 is the DEFAULT and therefore omitted
-    const { scheme, key } = this.responder.signer;
-    const signature = bitString(sign(scheme.hash, tbs, key));
+    return tlv(TAG.SEQUENCE, parts); // version v1 is the DEFAULT and therefore omitted
+  }
+
+  private assemble(tbs: Buffer, rawSignature: Buffer, input: OcspResponseInput): Buffer {
+    const signature = bitString(rawSignature);
     const certs = input.includeCertificate === false ? EMPTY : this.certs;
     // OCSPResponse ::= SEQUENCE { responseStatus, responseBytes [0] EXPLICIT SEQUENCE { responseType,
     //   response OCTET STRING (BasicOCSPResponse ::= SEQUENCE { tbs, signatureAlgorithm, signature, certs [0] }) } }
