@@ -290,6 +290,41 @@ describe("fleetpki serve --only status", () => {
   });
 });
 
+describe("OCSP responder rotation", () => {
+  it("a new delegated responder certificate at half of its lifetime (4 s), each recorded; answers verify throughout", async () => {
+    const f = await tempFleet();
+    let server: FleetServer | undefined;
+    const work = tempDir("fleetpki-ocsp-rotation-");
+    try {
+      editConfig(f.dir, (doc) => (doc.revocation = { ocsp_responder_validity: "4s" }));
+      await addDevice(f.fleet, { id: "rot-1", actor: "test" });
+      const { csr } = opensslCsr(work.path, "rot-1");
+      const cert = await issueDeviceCertificate(f.fleet, { deviceId: "rot-1", csr: readFileSync(csr), actor: "test" });
+      const certPath = join(work.path, "rot-1.pem");
+      writeFileSync(certPath, cert.certificatePem);
+      server = await startFleetServer({ dir: f.dir, only: ["status"], statusListen: "127.0.0.1:0", logger: silentLogger });
+      const url = `http://127.0.0.1:${server.status!.port}/ocsp`;
+      const responderOf = async () => {
+        const r = await run("openssl", ["ocsp", "-url", url, "-issuer", devicesCaPemPath(f.dir), "-cert", certPath, "-CAfile", rootPemPath(f.dir), "-resp_text"]);
+        assert.match(r.stdout + r.stderr, /Response verify OK/);
+        assert.match(r.stdout + r.stderr, /: good/);
+        return /Responder Id: (\S+)/.exec(r.stdout)?.[1];
+      };
+      const first = await responderOf();
+      assert.equal(await responderOf(), first, "the same responder within its first half");
+      await sleep(2300);
+      const second = await responderOf();
+      assert.ok(first && second && first !== second, `rotated: ${first} -> ${second}`);
+      const recorded = await f.fleet.store.db.selectFrom("certificates").select("serial").where("kind", "=", "ocsp-responder").where("issuer_ca", "=", "devices").execute();
+      assert.equal(recorded.length, 2);
+    } finally {
+      await server?.close();
+      await f.close();
+      work.cleanup();
+    }
+  });
+});
+
 describe("CRL freshness with a short validity", () => {
   it("the served CRLs never pass their nextUpdate while the server runs (validity 4 s, watched for 6 s)", async () => {
     const f = await tempFleet();

@@ -195,7 +195,8 @@ export class OcspService {
     );
     const certificate: ParsedCertificate = parseCertificate(issued.der);
     const signer = new OcspResponseSigner(ocspResponder(certificate, { key: privateKey, scheme: signatureSchemeFor(privateKey) }));
-    const half = issued.notBefore.getTime() + (issued.notAfter.getTime() - issued.notBefore.getTime()) / 2;
+    // Half-way from now (notBefore is backdated for clock skew, so it would make short lifetimes renew at once).
+    const half = now.getTime() + (issued.notAfter.getTime() - now.getTime()) / 2;
     return { signer, notAfter: issued.notAfter, renewAt: new Date(half) };
   }
 }
