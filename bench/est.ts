@@ -6,7 +6,7 @@
 //
 // The load generator is this process. Run as a script with BASELINE_FLAG, this module is the
 // bare server instead (see baselineServerMain at the end).
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
@@ -47,6 +47,7 @@ import {
   type OpensslSpeed,
   prepareP256Csrs,
 } from "./lib.js";
+import { LIVE, ServerProcess, killLive, serverNodeArgs } from "./server-process.js";
 
 /** Concurrent clients, each with one request in flight. */
 const CONCURRENCY = 4;
@@ -75,6 +76,8 @@ const CEILING_PATH = "/ceiling";
 const CEILING_BODY = "ok\n";
 const PKCS7_TYPE = "application/pkcs7-mime; smime-type=certs-only";
 const BASELINE_FLAG = "--est-baseline-server";
+/** What both servers print once they listen (fleetpki's banner, the baseline's own line). */
+const LISTENING = /listening on [^\s]*?:(\d+)\)?\s/;
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const THIS_FILE = fileURLToPath(import.meta.url);
 
@@ -86,116 +89,11 @@ export const benchmark: Benchmark = {
 
 // ---- child processes ----------------------------------------------------------------------
 
-const CLK_TCK = (() => {
-  const r = spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" });
-  const n = Number(r.stdout?.trim());
-  return r.status === 0 && n > 0 ? n : 100;
-})();
-
-/** A server in a child process: started, its port read from stderr, its CPU read from /proc, stopped. */
-class ServerProcess {
-  private output = "";
-  private exited: Promise<number | null>;
-  exitCode: number | null | undefined;
-
-  private constructor(
-    readonly name: string,
-    readonly proc: ChildProcess,
-  ) {
-    const keep = (chunk: Buffer) => {
-      this.output = (this.output + chunk.toString("utf8")).slice(-16_000);
-    };
-    proc.stdout?.on("data", keep);
-    proc.stderr?.on("data", keep);
-    this.exited = new Promise((resolveExit) => proc.once("exit", (code, signal) => resolveExit((this.exitCode = code ?? (signal ? -1 : 0)))));
-    LIVE.add(this);
-  }
-
-  /** Spawns `args` with node and waits for "listening on HOST:PORT" on its stderr. */
-  static async start(name: string, args: readonly string[], env: Record<string, string>): Promise<{ server: ServerProcess; port: number }> {
-    const proc = spawn(process.execPath, args, { cwd: REPO, env: { ...process.env, ...env }, stdio: ["pipe", "pipe", "pipe"] });
-    proc.stdin?.on("error", () => {});
-    const server = new ServerProcess(name, proc);
-    const port = await new Promise<number>((resolvePort, reject) => {
-      let seen = "";
-      const timer = setTimeout(() => fail(new Error("did not report its port within 60 s")), 60_000);
-      const onData = (chunk: Buffer) => {
-        seen += chunk.toString("utf8");
-        const m = /listening on [^\s]*?:(\d+)\)?\s/.exec(seen);
-        if (m) {
-          cleanup();
-          resolvePort(Number(m[1]));
-        }
-      };
-      const onExit = () => fail(new Error(`exited (${server.exitCode}) before listening`));
-      const cleanup = () => {
-        clearTimeout(timer);
-        proc.stderr?.off("data", onData);
-        proc.off("exit", onExit);
-      };
-      const fail = (e: Error) => {
-        cleanup();
-        reject(new BenchFailure(`${name}: ${e.message}; its output:\n${server.output}`));
-      };
-      proc.stderr?.on("data", onData);
-      proc.once("exit", onExit);
-      proc.once("error", (e) => fail(e));
-    });
-    return { server, port };
-  }
-
-  get pid(): number {
-    return this.proc.pid ?? -1;
-  }
-
-  get log(): string {
-    return this.output;
-  }
-
-  /** CPU seconds (user + system, all threads) used so far, or NaN where /proc is missing. */
-  cpuSeconds(): number {
-    try {
-      const stat = readFileSync(`/proc/${this.pid}/stat`, "latin1");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime, stime
-    } catch {
-      return NaN;
-    }
-  }
-
-  /** SIGTERM, then SIGKILL after `graceMs`. Resolves with the exit code and whether it had to be killed. */
-  async stop(graceMs = 10_000): Promise<{ code: number | null; killed: boolean }> {
-    if (this.exitCode !== undefined) {
-      LIVE.delete(this);
-      return { code: this.exitCode, killed: false };
-    }
-    this.proc.kill("SIGTERM");
-    let timer: NodeJS.Timeout | undefined;
-    const inTime = await Promise.race([this.exited.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs)))]);
-    clearTimeout(timer);
-    if (!inTime) {
-      this.proc.kill("SIGKILL");
-      await this.exited;
-    }
-    LIVE.delete(this);
-    return { code: this.exitCode ?? null, killed: !inTime };
-  }
-}
-
-/** Children still running; killed synchronously if this process exits early (e.g. run.ts's watchdog). */
-const LIVE = new Set<ServerProcess>();
+/** Temporary directories, removed synchronously if this process exits early (e.g. run.ts's watchdog). */
 const TEMP_DIRS = new Set<string>();
 function emergencyCleanup(): void {
-  for (const s of LIVE) s.proc.kill("SIGKILL");
+  killLive();
   for (const d of TEMP_DIRS) rmSync(d, { recursive: true, force: true });
-}
-
-/**
- * Extra node arguments for the fleetpki server only, e.g. BENCH_SERVER_NODE_ARGS="--cpu-prof
- * --cpu-prof-dir=/tmp/prof" to profile it (NODE_OPTIONS refuses --cpu-prof).
- */
-function serverNodeArgs(): string[] {
-  return (process.env.BENCH_SERVER_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
 }
 
 // ---- fixtures -------------------------------------------------------------------------------
@@ -420,8 +318,12 @@ async function runBench(options: BenchOptions): Promise<void> {
   lap(`${CSR_COUNT} CSRs`);
 
   const [fleetServer, bareServer] = await Promise.all([
-    ServerProcess.start("fleetpki serve", [...serverNodeArgs(), join(REPO, "bin", "fleetpki.js"), "serve", "--dir", dir, "--listen", "127.0.0.1:0", "--only", "registration"], { FLEETPKI_LOG_LEVEL: "warn" }),
-    ServerProcess.start("bare server", ["--import", "tsx", THIS_FILE, BASELINE_FLAG, dir], {}),
+    ServerProcess.start("fleetpki serve", process.execPath, [...serverNodeArgs(), join(REPO, "bin", "fleetpki.js"), "serve", "--dir", dir, "--listen", "127.0.0.1:0", "--only", "registration"], {
+      env: { FLEETPKI_LOG_LEVEL: "warn" },
+      logFile: join(tmp, "fleetpki-serve.log"),
+      port: LISTENING,
+    }),
+    ServerProcess.start("bare server", process.execPath, ["--import", "tsx", THIS_FILE, BASELINE_FLAG, dir], { logFile: join(tmp, "bare-server.log"), port: LISTENING }),
   ]);
   lap("servers started");
   const servers = [fleetServer.server, bareServer.server];
@@ -470,8 +372,8 @@ async function runBench(options: BenchOptions): Promise<void> {
       return { ...r, serverCores, clientCores: (own.user + own.system) / 1e6 / wall, others, ...counts };
     } catch (e) {
       await new Promise((r) => setTimeout(r, 500)); // a crashed server's exit may be reported after its sockets' errors
-      const dead = servers.find((p) => p.exitCode !== undefined);
-      if (dead) throw new BenchFailure(`${dead.name} exited (${dead.exitCode}) during "${s.label}": ${(e as Error).message}; its output:\n${dead.log}`);
+      const dead = servers.find((p) => p.exit);
+      if (dead) throw new BenchFailure(`${dead.name} exited (${dead.exitText}) during "${s.label}": ${(e as Error).message}; its output:\n${dead.log}`);
       throw e;
     } finally {
       if (agent) agent.destroy();
