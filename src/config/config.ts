@@ -274,8 +274,9 @@ function parseRevocation(value: unknown): RevocationConfig {
   for (const key of ["crl_validity", "ocsp_responder_validity", "ocsp_cache"] as const) {
     if (r[key] === undefined) continue;
     try {
-      // Signing cannot keep up with shorter lifetimes; a zero cache simply turns caching off.
-      if (key !== "ocsp_cache" && parseDuration(String(r[key])) < 2000) throw new Error("must be at least 2s");
+      // Signing cannot keep up with shorter lifetimes; the cache may be as short as 1s.
+      const ms = parseDuration(String(r[key]));
+      if (key !== "ocsp_cache" && ms < 2000) throw new Error("must be at least 2s");
     } catch (err) {
       throw new ConfigError(`${CONFIG_FILE}: revocation.${key}: ${(err as Error).message}`);
     }
