@@ -52,6 +52,8 @@ async function registrationTls(fleet: Fleet): Promise<RegistrationTls> {
 
 export async function startFleetServer(options: ServeOptions): Promise<FleetServer> {
   const fleet = await Fleet.open(options.dir);
+  // Commits stop waiting for the disk on the event loop; answers still wait for it (Store.durable).
+  fleet.store.useGroupSync();
   const logger = options.logger ?? createLogger("fleetpki");
   const only = new Set<Listener>(options.only ?? LISTENERS);
   const closers: (() => Promise<void>)[] = [];
@@ -73,7 +75,6 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
     if (only.has("registration")) {
       const listen = parseListen(options.registrationListen ?? fleet.config.listen.registration, "listen.registration");
       const tls = await registrationTls(fleet);
-      await fleet.recordOnThread();
       let current = tls.ca.join("");
       // CAs created or revoked by the CLI while we run change whom we accept.
       const refreshTls = async (): Promise<RegistrationTls | undefined> => {

@@ -1,16 +1,14 @@
-// The issuance recorders: the same outcomes whether a batch is recorded on the calling thread or
-// on the server's recording thread, errors crossing the thread boundary as their own classes.
+// The group-commit recorder: the same outcomes whether commits sync themselves (CLI) or the
+// server's group sync makes them durable afterwards.
 import assert from "node:assert/strict";
 import { generateKeyPairSync } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 import { verifyAudit } from "../src/audit/log.js";
 import { addDevice } from "../src/authority/devices.js";
-import { AuthenticationFailed, CsrInvalid, DeviceNotActive, TooManyRequests, UnknownDevice } from "../src/authority/errors.js";
+import { AuthenticationFailed, DeviceNotActive, UnknownDevice } from "../src/authority/errors.js";
 import type { Fleet } from "../src/authority/fleet.js";
 import { issueForKey, type SubjectKey } from "../src/authority/issuance.js";
-import { reviveError, transferError } from "../src/authority/recording-thread.js";
 import { checkToken, createToken } from "../src/authority/tokens.js";
-import { isUniqueViolation } from "../src/store/store.js";
 import { tempFleet } from "./helpers.js";
 
 function p256Key(): SubjectKey {
@@ -18,34 +16,35 @@ function p256Key(): SubjectKey {
   return { spki, subjectPublicKey: spki.subarray(spki.length - 65), keyType: "p256" };
 }
 
-describe("errors crossing the recording thread", () => {
-  it("AuthorityErrors come back as their own class with their fields", () => {
-    const revived = reviveError(structuredClone(transferError(new TooManyRequests("slow down", 42))));
-    assert.ok(revived instanceof TooManyRequests);
-    assert.equal((revived as TooManyRequests).retryAfterSeconds, 42);
-    assert.equal((revived as TooManyRequests).code, "too-many-requests");
-    assert.equal(revived.message, "slow down");
-    const csr = reviveError(structuredClone(transferError(new CsrInvalid("signature-invalid", "bad signature"))));
-    assert.ok(csr instanceof CsrInvalid);
-    assert.equal((csr as CsrInvalid).reason, "signature-invalid");
-  });
-
-  it("database errors keep their SQLite code (serial collisions are retried on it)", () => {
-    const e = Object.assign(new Error("UNIQUE constraint failed: certificates.serial"), { code: "SQLITE_CONSTRAINT_PRIMARYKEY" });
-    const revived = reviveError(structuredClone(transferError(e)));
-    assert.ok(isUniqueViolation(revived));
-    assert.ok(!(revived instanceof AuthenticationFailed));
+describe("WAL group sync", () => {
+  it("one sync serves the commits made while the previous one ran, and close waits for it", async () => {
+    const ctx = await tempFleet();
+    try {
+      const store = ctx.fleet.store;
+      store.useGroupSync();
+      const native = (await store.withNative((n) => n)) as { pragma(s: string, o: { simple: true }): unknown };
+      assert.equal(native.pragma("synchronous", { simple: true }), 1, "commits no longer sync themselves");
+      const first = store.durable();
+      const [second, third] = [store.durable(), store.durable()];
+      assert.notEqual(first, second, "a commit made during a running sync waits for the next one");
+      assert.equal(second, third, "and shares it with every other commit made meanwhile");
+      await Promise.all([first, second, third]);
+      await addDevice(ctx.fleet, { id: "after-sync", actor: "test" });
+      assert.ok(await store.db.selectFrom("devices").select("id").where("id", "=", "after-sync").executeTakeFirst());
+    } finally {
+      await ctx.close();
+    }
   });
 });
 
-for (const mode of ["in-process", "recording thread"] as const) {
-  describe(`issuance recorded ${mode === "in-process" ? "on the calling thread" : "on the recording thread"}`, () => {
+for (const mode of ["synchronous commits", "group sync"] as const) {
+  describe(`issuance recorded with ${mode}`, () => {
     let ctx: Awaited<ReturnType<typeof tempFleet>>;
     let fleet: Fleet;
     before(async () => {
       ctx = await tempFleet();
       fleet = ctx.fleet;
-      if (mode === "recording thread") await fleet.recordOnThread();
+      if (mode === "group sync") fleet.store.useGroupSync();
       await addDevice(fleet, { id: "r1", actor: "test" });
       await addDevice(fleet, { id: "r2", actor: "test" });
     });

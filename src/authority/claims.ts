@@ -1,17 +1,17 @@
 // Conditions consumed inside the transaction that records a certificate: a one-time token, a
-// renewal nonce, an approved request. They are plain data, not closures, so the recording
-// transaction can run on another thread (see recording-thread.ts). Each throws an
-// AuthorityError to refuse its certificate, before writing anything, so a refusal leaves no trace.
+// renewal nonce, an approved request. They are plain data, queued with their certificate until
+// the group commit records the batch. Each throws an AuthorityError to refuse its certificate,
+// before writing anything, so a refusal leaves no trace.
 //
 // They run inside recorder.ts's synchronous better-sqlite3 transaction (the issuance hot path).
 import type { CertificateTable, EnrollmentTokenTable, RenewalNonceTable } from "../store/schema.js";
 import { preparedStatement, type NativeDb } from "../store/store.js";
 import { ApprovalAlreadyIssued, AuthenticationFailed } from "./errors.js";
-import { assertUsableToken, matchToken } from "./tokens.js";
+import { assertUsableToken } from "./tokens.js";
 
 export type Claim =
-  /** A one-time enrollment token, identified by its SHA-256 (hex); `at` is the request time (ISO). */
-  | { kind: "token"; deviceId: string; tokenHash: string; at: string }
+  /** A one-time enrollment token, the row checkToken matched in constant time; `at` is the request time (ISO). */
+  | { kind: "token"; deviceId: string; tokenId: string; at: string }
   /** A renewal-after-expiry challenge issued to this device. */
   | { kind: "renewal-nonce"; deviceId: string; nonce: string; at: string }
   /** An operator's approval of enrollment request `requestId`; the certificate's serial is recorded on it. */
@@ -20,12 +20,15 @@ export type Claim =
 export function applyClaim(native: NativeDb, claim: Claim, certificate: CertificateTable): void {
   switch (claim.kind) {
     case "token": {
-      const rows = preparedStatement<[string], EnrollmentTokenTable>(native, "select * from enrollment_tokens where device_id = ?").all(claim.deviceId);
-      const row = matchToken(rows, Buffer.from(claim.tokenHash, "hex"));
+      // One statement when the token is still good; only a refusal reads the row to say why.
+      const spent = preparedStatement<{ at: string; id: string; device: string }>(
+        native,
+        "update enrollment_tokens set used_at = @at where id = @id and device_id = @device and used_at is null and expires_at > @at",
+      ).run({ at: claim.at, id: claim.tokenId, device: claim.deviceId });
+      if (spent.changes === 1) return;
+      const row = preparedStatement<[string, string], EnrollmentTokenTable>(native, "select * from enrollment_tokens where id = ? and device_id = ?").get(claim.tokenId, claim.deviceId);
       assertUsableToken(row, claim.deviceId, claim.at);
-      const r = preparedStatement<[string, string]>(native, "update enrollment_tokens set used_at = ? where id = ? and used_at is null").run(claim.at, row.id);
-      if (r.changes !== 1) throw new AuthenticationFailed("token-used", `the token for device "${claim.deviceId}" was already used`);
-      return;
+      throw new AuthenticationFailed("token-used", `the token for device "${claim.deviceId}" was already used`);
     }
     case "renewal-nonce": {
       const row = preparedStatement<[string], RenewalNonceTable>(native, "select * from renewal_nonces where nonce = ?").get(claim.nonce);

@@ -106,6 +106,8 @@ export async function signCrl(fleet: Fleet, caId: string, now = new Date()): Pro
       })
       .immediate(),
   );
+  // A CRL number must never be reused, so the new one is on disk before the CRL is served.
+  await fleet.store.durable();
   return published(row);
 }
 
@@ -140,6 +142,9 @@ export class CrlPublisher {
 
   /** The CA's current CRL; undefined if there is none (offline root, nothing imported yet). */
   async crl(caId: string): Promise<PublishedCrl | undefined> {
+    // A re-sign may be under way after a change (the change mark is cleared when it starts): serve its result.
+    const signing = this.inFlight.get(caId);
+    if (signing) return signing;
     const crl = this.current.get(caId);
     if (crl && !this.changed.has(caId) && !this.due(crl, new Date())) return crl;
     return this.refresh(caId);

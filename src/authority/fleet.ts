@@ -10,8 +10,7 @@ import { parseCertificate, type ParsedCertificate } from "../x509/certificate.js
 import { fromPem } from "../x509/pem.js";
 import { LeafTemplate, type IssuingCa, type LeafKind } from "../x509/profiles.js";
 import { CaKeyOffline, CaNotActive, UnknownCa } from "./errors.js";
-import { InProcessRecorder, type IssuanceRecorder } from "./recorder.js";
-import { ThreadedRecorder } from "./recording-thread.js";
+import { GroupCommitRecorder, type IssuanceRecorder } from "./recorder.js";
 
 export function databasePath(dir: string, config: FleetConfig): string {
   const url = config.database.url;
@@ -56,16 +55,8 @@ export class Fleet {
 
   /** Group-commit recorder for issued certificates (one per process and fleet). */
   get recorder(): IssuanceRecorder {
-    this.recorderInstance ??= new InProcessRecorder(this.store);
+    this.recorderInstance ??= new GroupCommitRecorder(this.store);
     return this.recorderInstance;
-  }
-
-  /** From now on certificates are recorded on a thread of their own (servers; see recording-thread.ts). */
-  async recordOnThread(): Promise<void> {
-    if (this.recorderInstance instanceof ThreadedRecorder) return;
-    const threaded = await ThreadedRecorder.start(databasePath(this.dir, this.config));
-    await this.recorderInstance?.close();
-    this.recorderInstance = threaded;
   }
 
   get domain(): string {

@@ -77,6 +77,7 @@ export async function checkToken(fleet: Fleet, deviceId: string, token: string, 
   // On the hot path of every token enrollment: one prepared statement rather than a Kysely query.
   const rows = await fleet.store.withNative((native) => preparedStatement<[string], EnrollmentTokenTable>(native, "select * from enrollment_tokens where device_id = ?").all(deviceId));
   const at = now.toISOString();
-  assertUsableToken(matchToken(rows, presented), deviceId, at);
-  return { kind: "token", deviceId, tokenHash: presented.toString("hex"), at };
+  const row = matchToken(rows, presented);
+  assertUsableToken(row, deviceId, at);
+  return { kind: "token", deviceId, tokenId: row.id, at };
 }

@@ -3,24 +3,24 @@
 import { chmodSync } from "node:fs";
 import SqliteDatabase from "better-sqlite3";
 import { Kysely, Migrator, SqliteDialect, sql, type MigrationProvider, type SqliteDatabase as KyselySqliteDatabase, type Transaction } from "kysely";
+import { StoreError } from "./errors.js";
 import { migrations } from "./migrations.js";
+import { WalSync } from "./wal-sync.js";
 import type { Database } from "./schema.js";
 
 export type Db = Kysely<Database>;
 export type Tx = Kysely<Database> | Transaction<Database>;
 
-export class StoreError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "StoreError";
-  }
-}
+export { StoreError };
 
 export type NativeDb = SqliteDatabase.Database;
 
 export interface Store {
   db: Db;
-  /** Runs fn inside one write transaction; commits when it resolves, rolls back when it throws. */
+  /**
+   * Runs fn inside one write transaction; commits when it resolves, rolls back when it throws.
+   * Resolves once the commit is durable.
+   */
   transaction<T>(fn: (tx: Db) => Promise<T>): Promise<T>;
   /**
    * Runs synchronous work on the underlying better-sqlite3 connection, never inside another
@@ -28,6 +28,18 @@ export interface Store {
    * (issuance recording, token checks), where Kysely's per-statement cost dominates.
    */
   withNative<T>(fn: (native: NativeDb) => T): Promise<T>;
+  /**
+   * Resolves once every transaction committed on this connection so far is on disk. Needed after
+   * writes made through withNative; transaction() waits for it itself. Without group sync every
+   * commit is synced before it returns, and this resolves at once.
+   */
+  durable(): Promise<void>;
+  /**
+   * Group sync (for servers): commits stop syncing on their own (`synchronous = NORMAL`), and
+   * durable() syncs the write-ahead log on libuv's thread pool, once for all the commits made
+   * while the previous sync ran (wal-sync.ts). The event loop never waits for the disk.
+   */
+  useGroupSync(): void;
   close(): Promise<void>;
 }
 
@@ -48,7 +60,8 @@ export function openNativeDb(path: string, options: OpenStoreOptions = {}): Nati
     if (options.create) chmodSync(path, 0o600); // WAL and shm files inherit this mode
     native.pragma("busy_timeout = 10000");
     native.pragma("journal_mode = WAL");
-    // FULL: a commit is on disk before we answer; certificates must never be handed out unrecorded.
+    // FULL: a commit is on disk when it returns; certificates must never be handed out unrecorded.
+    // Servers switch to group sync (Store.useGroupSync), which keeps that guarantee.
     native.pragma("synchronous = FULL");
     native.pragma("foreign_keys = ON");
   } catch (e) {
@@ -70,10 +83,12 @@ export async function openStore(path: string, options: OpenStoreOptions = {}): P
     throw new StoreError(`database migration ${failed} failed: ${(error as Error).message ?? error}`);
   }
 
+  let walSync: WalSync | undefined;
+  const durable = (): Promise<void> => (walSync ? walSync.sync() : Promise.resolve());
   return {
     db,
     async transaction<T>(fn: (tx: Db) => Promise<T>): Promise<T> {
-      return db.connection().execute(async (conn) => {
+      const result = await db.connection().execute(async (conn) => {
         await sql`begin immediate`.execute(conn);
         try {
           const result = await fn(conn);
@@ -84,13 +99,24 @@ export async function openStore(path: string, options: OpenStoreOptions = {}): P
           throw e;
         }
       });
+      await durable();
+      return result;
     },
     async withNative<T>(fn: (native: NativeDb) => T): Promise<T> {
       // Kysely's statements run synchronously, so only an open transaction can be in the way.
       if (!native.inTransaction) return fn(native);
       return db.connection().execute(async () => fn(native));
     },
-    close: () => db.destroy(),
+    durable,
+    useGroupSync() {
+      if (walSync) return;
+      walSync = new WalSync(`${path}-wal`);
+      native.pragma("synchronous = NORMAL");
+    },
+    async close() {
+      await walSync?.close();
+      await db.destroy();
+    },
   };
 }
 
