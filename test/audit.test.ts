@@ -6,6 +6,7 @@ import { cpSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import Database from "better-sqlite3";
+import { canonicalJson } from "../src/audit/log.js";
 import { addDevice } from "../src/authority/devices.js";
 import { Fleet } from "../src/authority/fleet.js";
 import { initFleet } from "../src/authority/init.js";
@@ -201,5 +202,14 @@ describe("audit log", () => {
   it("a bad --since or --limit is a one-line error", () => {
     assertOneLineError(results.get("badSince")!, /--since/);
     assertOneLineError(results.get("badLimit")!, /--limit/);
+  });
+});
+
+describe("canonical JSON of event details", () => {
+  it("sorts keys at every level and drops undefined, flat or nested", () => {
+    assert.equal(canonicalJson({ b: 1, a: "x", c: null, d: undefined, e: true }), '{"a":"x","b":1,"c":null,"e":true}');
+    assert.equal(canonicalJson({ z: [2, { b: 2, a: 1 }], a: { y: 1, x: 2 } }), '{"a":{"x":2,"y":1},"z":[2,{"a":1,"b":2}]}');
+    assert.equal(canonicalJson({}), "{}");
+    assert.equal(canonicalJson({ s: 'quote " and \u2028' }), JSON.stringify({ s: 'quote " and \u2028' }));
   });
 });

@@ -19,6 +19,12 @@ export type AuditRecord = AuditLogTable;
 
 /** JSON with object keys sorted at every level, so the same event always hashes the same. */
 export function canonicalJson(value: unknown): string {
+  // Fast path for the usual event details, one level of primitives: a key list as replacer
+  // makes JSON.stringify write the properties in that order. The output is the same.
+  if (value && typeof value === "object" && !Array.isArray(value)) {
+    const values = Object.values(value);
+    if (values.every((v) => v === null || typeof v !== "object")) return JSON.stringify(value, Object.keys(value).sort());
+  }
   return JSON.stringify(value, (_key, v) =>
     v && typeof v === "object" && !Array.isArray(v)
       ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, (v as Record<string, unknown>)[k]]))

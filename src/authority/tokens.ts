@@ -55,14 +55,14 @@ export async function createToken(fleet: Fleet, req: { deviceId: string; ttl?: s
 }
 
 /** The row among a device's tokens whose hash is `presented`, compared in constant time (every row is compared). */
-export function matchToken(rows: readonly EnrollmentTokenTable[], presented: Buffer): EnrollmentTokenTable | undefined {
-  let found: EnrollmentTokenTable | undefined;
+export function matchToken<T extends Pick<EnrollmentTokenTable, "token_hash">>(rows: readonly T[], presented: Buffer): T | undefined {
+  let found: T | undefined;
   for (const row of rows) if (timingSafeEqual(Buffer.from(row.token_hash, "hex"), presented)) found = row;
   return found;
 }
 
 /** `at`: the request time, ISO 8601. */
-export function assertUsableToken(row: EnrollmentTokenTable | undefined, deviceId: string, at: string): asserts row is EnrollmentTokenTable {
+export function assertUsableToken<T extends Pick<EnrollmentTokenTable, "used_at" | "expires_at">>(row: T | undefined, deviceId: string, at: string): asserts row is T {
   if (!row) throw new AuthenticationFailed("token-invalid", `invalid token for device "${deviceId}"`);
   if (row.used_at) throw new AuthenticationFailed("token-used", `the token for device "${deviceId}" was already used`);
   if (row.expires_at <= at) throw new AuthenticationFailed("token-expired", `the token for device "${deviceId}" expired at ${row.expires_at}`);
@@ -75,7 +75,9 @@ export function assertUsableToken(row: EnrollmentTokenTable | undefined, deviceI
 export async function checkToken(fleet: Fleet, deviceId: string, token: string, now = new Date()): Promise<Claim> {
   const presented = hashToken(token);
   // On the hot path of every token enrollment: one prepared statement rather than a Kysely query.
-  const rows = await fleet.store.withNative((native) => preparedStatement<[string], EnrollmentTokenTable>(native, "select * from enrollment_tokens where device_id = ?").all(deviceId));
+  const rows = await fleet.store.withNative((native) =>
+    preparedStatement<[string], Pick<EnrollmentTokenTable, "id" | "token_hash" | "used_at" | "expires_at">>(native, "select id, token_hash, used_at, expires_at from enrollment_tokens where device_id = ?").all(deviceId),
+  );
   const at = now.toISOString();
   const row = matchToken(rows, presented);
   assertUsableToken(row, deviceId, at);
