@@ -448,7 +448,9 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     assert.match(request.source ?? "", /127\.0\.0\.1/);
     await waitFor("the agent to log that it is pending", () => logLines(agent.stderr()).some((l) => l.msg === "enrollment pending approval"), 15_000);
     assert.ok(agent.running(), "the agent waits for the decision");
-    assert.ok(!existsSync(E), "nothing is written while pending");
+    assert.deepEqual(readdirSync(E), [`pending-${id}.key.pem`], "while pending, only the request's key is kept");
+    assert.equal(mode(E), 0o700);
+    assert.equal(mode(join(E, `pending-${id}.key.pem`)), 0o600);
 
     await fleetpkiOk(["device", "approve", id, "--dir", f.dir]);
     const exit = await agent.exited;
@@ -475,6 +477,25 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     const lines = agent.stderr().trimEnd().split("\n");
     assert.equal(lines.length, 1, `one line on stderr (log level warn):\n${agent.stderr()}`);
     assert.match(lines[0]!, /^fleetpki: enrollment refused: .*denied/);
-    assert.ok(!existsSync(E), "nothing written after a denial");
+    assert.ok(!existsSync(E), "nothing left after a denial (the pending key is removed with the directory it needed)");
+  });
+
+  it("enrollment by approval survives an agent restart: approved later, the next run gets the certificate for the same key", { timeout: 180_000 }, async () => {
+    const f = await main();
+    const id = "robot-0202";
+    const E = join(tmp, "restarted-approval-agent");
+    // The first run gives up while still pending (as after a reboot, or a short --wait).
+    const first = await fleetpki(enrollArgs(f, id, E, "--approval", "--wait", "2s"));
+    assert.notEqual(first.code, 0);
+    assert.match(first.stderr, /still pending approval/);
+    const keptKey = createPrivateKey(readFileSync(join(E, `pending-${id}.key.pem`), "utf8"));
+    await fleetpkiOk(["device", "approve", id, "--dir", f.dir]);
+
+    const second = await fleetpki(enrollArgs(f, id, E, "--approval", "--wait", "60s"));
+    assert.equal(second.code, 0, second.stderr);
+    assertAgentDir(E, id, f.server, f.fingerprint);
+    const issuedKey = cert(join(E, "cert.pem")).publicKey.export({ format: "der", type: "spki" });
+    assert.deepEqual(issuedKey, createPublicKey(keptKey).export({ format: "der", type: "spki" }), "the certificate is for the key of the approved request");
+    assert.deepEqual(createPublicKey(createPrivateKey(readFileSync(join(E, "key.pem"), "utf8"))).export({ format: "der", type: "spki" }), issuedKey);
   });
 });

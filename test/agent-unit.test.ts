@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { X509Certificate, createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, verify, type KeyObject } from "node:crypto";
-import { existsSync, readFileSync, statSync, writeFileSync, mkdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync, mkdirSync } from "node:fs";
 import https from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -562,14 +562,15 @@ describe("agent: TLS pinning and enrollment", () => {
     assert.ok(existsSync(join(dir, "cert.pem")));
   });
 
-  it("gives up waiting for approval after --wait, writing nothing", async () => {
+  it("gives up waiting for approval after --wait, keeping only the pending request's key (0600) for the next run", async () => {
     const g = await fake({ behaviour: { pendingPolls: 1000 } });
     const dir = freshDir();
     await assert.rejects(
       enroll({ server: g.url, rootFingerprint: ROOT_FP, deviceId: "robot-0007", mode: { kind: "approval" }, dir, clock: g.clock, waitMs: 7000 }),
       /still pending approval after 7 s \(request req-1\)/,
     );
-    assert.ok(!existsSync(dir));
+    assert.deepEqual(readdirSync(dir), ["pending-robot-0007.key.pem"]);
+    assert.equal(statSync(join(dir, "pending-robot-0007.key.pem")).mode & 0o777, 0o600);
   });
 
   it("enrolls with a factory certificate as the TLS client identity", async () => {

@@ -11,6 +11,8 @@ import Database from "better-sqlite3";
 import { createLocalCa } from "../src/authority/cas.js";
 import { Fleet } from "../src/authority/fleet.js";
 import { initFleet } from "../src/authority/init.js";
+import { ConfigError, DEFAULT_FACTORY_VALIDITY, defaultConfig, parseConfig, renderConfig } from "../src/config/config.js";
+import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { CLI, cli, cliAsync, openssl, tempDir, writeTemp, type RunResult, assertOk, assertOneLineError } from "./helpers.js";
 
 const COUNT = 1000;
@@ -186,6 +188,8 @@ describe("issue-batch", { concurrency: true }, () => {
         ["unknownLocal", [...base, "--local", "nowhere", "--ids", "robot-1..robot-2", "--out", join(tmp.path, "x3")]],
         ["both", [...base, "--local", "factory-b", "--ids", "robot-1..robot-2", "--ids-file", idsFile, "--out", join(tmp.path, "x4")]],
         ["neither", [...base, "--local", "factory-b", "--out", join(tmp.path, "x5")]],
+        ["validity", [...base, "--local", "factory-b", "--ids", "shelf-1..shelf-1", "--validity", "90d", "--out", join(tmp.path, "ninety-days")]],
+        ["badValidity", [...base, "--local", "factory-b", "--ids", "shelf-2..shelf-2", "--validity", "soon", "--out", join(tmp.path, "x6")]],
       ];
       const res = await Promise.all(runs.map(([, a]) => cliAsync(a)));
       runs.forEach(([k], i) => results.set(k, res[i]!));
@@ -199,11 +203,17 @@ describe("issue-batch", { concurrency: true }, () => {
       const dir = join(tmp.path, "from-file");
       assert.deepEqual(readdirSync(dir).sort(), ["bot-a", "bot-b", "bot-c"]);
       for (const id of ["bot-a", "bot-b", "bot-c"]) assert.equal(new X509Certificate(readFileSync(join(dir, id, "cert.pem"))).subject, `CN=${id}`);
+      // validity.factory (1 year by default), not the 30-day device validity: bundles wait in stock.
+      const lifetimeDays = (pem: string) => {
+        const c = new X509Certificate(pem);
+        return (Date.parse(c.validTo) - Date.parse(c.validFrom)) / 86_400_000;
+      };
+      assert.ok(Math.abs(lifetimeDays(readFileSync(join(dir, "bot-a", "cert.pem"), "utf8")) - 365) < 0.01);
       const v = openssl(["verify", "-CAfile", join(fleet, "ca/root/cert.pem"), "-untrusted", join(fleet, "ca/local-factory-b/cert.pem"), ...["bot-a", "bot-b", "bot-c"].map((id) => join(dir, id, "cert.pem"))]);
       assert.equal(v.status, 0, v.stdout + v.stderr);
       const db = new Database(join(fleet, "fleetpki.db"), { readonly: true });
       try {
-        const groups = db.prepare("SELECT id, group_name FROM devices ORDER BY id").all();
+        const groups = db.prepare("SELECT id, group_name FROM devices WHERE id LIKE 'bot-%' ORDER BY id").all();
         assert.deepEqual(groups, [
           { id: "bot-a", group_name: "line3" },
           { id: "bot-b", group_name: "line3" },
@@ -222,5 +232,31 @@ describe("issue-batch", { concurrency: true }, () => {
       assertOneLineError(results.get("neither")!, /--ids/);
       for (const x of ["x1", "x2", "x3", "x4", "x5"]) assert.equal(existsSync(join(tmp.path, x)), false, `${x} must not be created`);
     });
+
+    it("--validity sets the factory certificates' lifetime; a bad duration is a one-line error that issues nothing", () => {
+      assertOk(results.get("validity")!, "issue-batch --validity 90d");
+      const c = new X509Certificate(readFileSync(join(tmp.path, "ninety-days", "shelf-1", "cert.pem")));
+      assert.ok(Math.abs((Date.parse(c.validTo) - Date.parse(c.validFrom)) / 86_400_000 - 90) < 0.01);
+      assertOneLineError(results.get("badValidity")!, /--validity/);
+      assert.equal(existsSync(join(tmp.path, "x6")), false);
+    });
+  });
+});
+
+describe("validity.factory", () => {
+  const base = renderConfig(defaultConfig({ name: "t", domain: "fleet.example", keyType: "p256", passphraseFile: "secrets/passphrase", serverNames: ["localhost"] }));
+  const withFactory = (value: unknown) => {
+    const doc = parseYaml(base) as { validity: Record<string, unknown> };
+    if (value === undefined) delete doc.validity.factory;
+    else doc.validity.factory = value;
+    return stringifyYaml(doc);
+  };
+  it("is written with its default, and a file from before it existed gets the default", () => {
+    assert.equal(parseConfig(base).validity.factory, DEFAULT_FACTORY_VALIDITY);
+    assert.equal(parseConfig(withFactory(undefined)).validity.factory, DEFAULT_FACTORY_VALIDITY);
+    assert.equal(parseConfig(withFactory("90d")).validity.factory, "90d");
+  });
+  it("refuses a bad duration", () => {
+    assert.throws(() => parseConfig(withFactory("soon")), (e: Error) => e instanceof ConfigError && /validity\.factory/.test(e.message));
   });
 });

@@ -133,7 +133,7 @@ describe("init", { concurrency: true }, () => {
       assert.deepEqual(config.fleet, { name: "Acme Robots", domain: "fleet.example" });
       assert.equal(config.keys.type, "p256");
       assert.equal(config.keys.passphrase_file, resolve(passFile));
-      assert.deepEqual(config.validity, { root: "20y", intermediate: "10y", local_ca: "5y", device: "30d", server: "1y", operator: "1y" });
+      assert.deepEqual(config.validity, { root: "20y", intermediate: "10y", local_ca: "5y", device: "30d", factory: "1y", server: "1y", operator: "1y" });
       assert.deepEqual(config.urls, {
         crl_base: "http://localhost:8080/crl",
         ocsp: "http://localhost:8080/ocsp",

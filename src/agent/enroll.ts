@@ -2,17 +2,18 @@
 // get it certified (token, factory certificate or operator approval), check the answer, and
 // only then create the agent directory and write everything in one commit.
 import { X509Certificate, createPrivateKey } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, rmdirSync, unlinkSync } from "node:fs";
+import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
 import { join, resolve } from "node:path";
 import { parseCertificate } from "../x509/certificate.js";
 import { DEVICE_ID_PATTERN } from "../x509/profiles.js";
 import { PemError, parsePemBlocks } from "../x509/pem.js";
 import { systemClock, type Clock } from "./clock.js";
 import { RegistrationClient, bootstrapRoot, parseServerUrl, type ClientIdentity, type PinnedRoot } from "./client.js";
-import { AgentError, ServerError, TransportError } from "./errors.js";
+import { AgentError, EnrollmentRefused, ServerError, TransportError } from "./errors.js";
 import { fingerprintOf, parseFingerprint } from "./fingerprint.js";
 import { silentLogger, type Logger } from "./log.js";
-import { newKeyAndCsr, type AgentKeyType } from "./request.js";
+import { csrForKey, newKeyAndCsr, type AgentKeyType, type KeyAndCsr } from "./request.js";
 import { AGENT_FILES, commitState, isEnrolled, lockAgentDir, type AgentConfig } from "./state.js";
 import { deviceIdentityOf, sameKey, validateIssued, type IssuedBundle } from "./verify.js";
 
@@ -125,6 +126,26 @@ function preflight(options: EnrollOptions): { server: URL; fingerprint: string; 
   return { server, fingerprint, dir, factory };
 }
 
+/**
+ * Approval: the key of a request that went pending. The operator approves that request, and the
+ * server issues only for its key, so an agent restarted before the approval (reboot, --wait ran
+ * out) asks again with the same key instead of a new one. Removed once enrolled or denied.
+ */
+export function pendingKeyFile(deviceId: string): string {
+  return `pending-${deviceId}.key.pem`;
+}
+
+function pendingKeyAndCsr(path: string, deviceId: string): KeyAndCsr | undefined {
+  if (!existsSync(path)) return undefined;
+  let key;
+  try {
+    key = createPrivateKey(readFileSync(path, "utf8"));
+  } catch {
+    throw new AgentError(`${path} (the key of a pending approval request) cannot be read; delete it to start a new request`);
+  }
+  return csrForKey(deviceId, key);
+}
+
 /** POSTs the enrollment and polls while it is pending; returns the 2xx body. */
 async function requestCertificate(
   client: RegistrationClient,
@@ -132,6 +153,7 @@ async function requestCertificate(
   options: EnrollOptions,
   clock: Clock,
   log: Logger,
+  onPending: () => void,
 ): Promise<Record<string, unknown>> {
   const waitMs = options.waitMs ?? DEFAULT_WAIT_MS;
   const deadline = clock.now() + waitMs;
@@ -144,7 +166,7 @@ async function requestCertificate(
       // Once a request is pending, ride out blips until the deadline; before that, fail fast.
       const retryable = e instanceof TransportError || (e instanceof ServerError && e.transient);
       if (!pendingSeen || !retryable) {
-        if (e instanceof ServerError && e.status === 403) throw new AgentError(`enrollment refused: ${e.message}`);
+        if (e instanceof ServerError && e.status === 403) throw new EnrollmentRefused(e.message);
         throw e;
       }
       const delay = Math.min(Math.max((e as ServerError).retryAfterMs ?? 5_000, MIN_POLL_MS), MAX_POLL_MS);
@@ -155,6 +177,7 @@ async function requestCertificate(
       continue;
     }
     if (answer.status !== 202) return answer.body;
+    if (!pendingSeen) onPending();
     pendingSeen = true;
     const requestId = typeof answer.body.request_id === "string" ? answer.body.request_id : undefined;
     const bodyRetry = typeof answer.body.retry_after === "number" ? answer.body.retry_after * 1000 : undefined;
@@ -171,7 +194,8 @@ async function requestCertificate(
 
 /**
  * Enrolls this device. Nothing is written, and the directory is not created, unless the
- * server returned a certificate that passed every check in verify.ts.
+ * server returned a certificate that passed every check in verify.ts, or (approval) the pinned
+ * server put the request on pending: then only the request's key is kept (pendingKeyFile).
  */
 export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
   const log = options.log ?? silentLogger;
@@ -184,7 +208,21 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
   if (factory?.rootDer && fingerprintOf(factory.rootDer) !== fingerprint)
     throw new AgentError(`the factory bundle's ca.pem (${fingerprintOf(factory.rootDer)}) is not the pinned root ${fingerprint}`);
 
-  const fresh = newKeyAndCsr(options.deviceId, options.keyType ?? "p256");
+  const pendingPath = options.mode.kind === "approval" ? join(dir, pendingKeyFile(options.deviceId)) : undefined;
+  const resumed = pendingPath ? pendingKeyAndCsr(pendingPath, options.deviceId) : undefined;
+  if (resumed) log.info("asking again with the key of the pending request", { device_id: options.deviceId, key_file: pendingPath });
+  const fresh = resumed ?? newKeyAndCsr(options.deviceId, options.keyType ?? "p256");
+  const dirExisted = existsSync(dir);
+  const keepPendingKey = () => {
+    if (!pendingPath || resumed) return;
+    ensurePrivateDir(dir);
+    writeFileAtomic(pendingPath, fresh.keyPem, 0o600);
+  };
+  const dropPendingKey = () => {
+    if (!pendingPath || !existsSync(pendingPath)) return;
+    unlinkSync(pendingPath);
+    if (!dirExisted && readdirSync(dir).length === 0) rmdirSync(dir);
+  };
   const payload: Record<string, string> =
     options.mode.kind === "token"
       ? { device_id: options.deviceId, token: options.mode.token, csr: fresh.csrPem }
@@ -194,7 +232,14 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
   let issued: IssuedBundle;
   try {
     log.info("requesting certificate", { device_id: options.deviceId, mode: options.mode.kind });
-    const body = await requestCertificate(client, payload, options, clock, log);
+    let body;
+    try {
+      body = await requestCertificate(client, payload, options, clock, log, keepPendingKey);
+    } catch (e) {
+      // A decision was made (denied, or issued for another key): the kept key is of no more use.
+      if (e instanceof EnrollmentRefused) dropPendingKey();
+      throw e;
+    }
     issued = validateIssued(body, { key: fresh.key, deviceId: options.deviceId, root });
   } finally {
     client.close();
@@ -211,6 +256,7 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
       ca: root.pem,
       config: JSON.stringify(config, null, 2) + "\n",
     });
+    dropPendingKey();
   } finally {
     release();
   }

@@ -7,6 +7,14 @@ export class AgentError extends Error {
   }
 }
 
+/** The server decided against this enrollment (403): denied, or approved for another key. */
+export class EnrollmentRefused extends AgentError {
+  constructor(detail: string) {
+    super(`enrollment refused: ${detail}`);
+    this.name = "EnrollmentRefused";
+  }
+}
+
 /** A problem+json (RFC 9457) or other non-2xx answer from the registration server. */
 export class ServerError extends AgentError {
   constructor(

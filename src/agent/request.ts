@@ -27,7 +27,11 @@ export interface KeyAndCsr {
 
 /** A fresh key of the given type (or of the same type as `like`) and a CSR with CN=<id>. */
 export function newKeyAndCsr(deviceId: string, type: AgentKeyType | KeyObject): KeyAndCsr {
-  const key = generateKey(typeof type === "string" ? type : sameTypeAs(type));
+  return csrForKey(deviceId, generateKey(typeof type === "string" ? type : sameTypeAs(type)));
+}
+
+/** A CSR with CN=<id> for a key the device already holds. */
+export function csrForKey(deviceId: string, key: KeyObject): KeyAndCsr {
   const csrDer = buildCsr(encodeName([{ type: OID.commonName, value: deviceId }]), publicSpki(key), { key, scheme: signatureSchemeFor(key) });
   return { key, keyPem: privateKeyPem(key), csrDer, csrPem: toPem("CERTIFICATE REQUEST", csrDer) };
 }

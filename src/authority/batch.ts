@@ -4,6 +4,7 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { appendAudit } from "../audit/log.js";
+import { parseDuration } from "../config/duration.js";
 import { ensurePrivateDir, fsyncDir } from "../keys/files.js";
 import { generateKey, privateKeyPem, publicSpki } from "../keys/keys.js";
 import { subjectPublicKeyOf } from "../x509/certificate.js";
@@ -47,6 +48,8 @@ export interface BatchRequest {
   ids: readonly string[];
   outDir: string;
   group?: string;
+  /** Lifetime of the factory certificates (default: validity.factory). */
+  validity?: string;
   actor: string;
   onProgress?: (progress: { done: number; skipped: number; total: number }) => void;
 }
@@ -74,6 +77,13 @@ function writeDurable(path: string, data: string, mode: number): void {
 
 export async function issueBatch(fleet: Fleet, req: BatchRequest): Promise<BatchResult> {
   const caId = localCaId(req.localName);
+  const validity = req.validity ?? fleet.config.validity.factory;
+  let lifetimeMs: number;
+  try {
+    lifetimeMs = parseDuration(validity);
+  } catch (e) {
+    throw new InvalidArgument(`--validity: ${(e as Error).message}`);
+  }
   const ca = await fleet.store.db.selectFrom("cas").select(["id", "status"]).where("id", "=", caId).executeTakeFirst();
   if (!ca) throw new UnknownCa(caId);
   await fleet.issuingCa(caId); // fail early if the key is offline or the CA inactive
@@ -112,7 +122,7 @@ export async function issueBatch(fleet: Fleet, req: BatchRequest): Promise<Batch
     const spki = publicSpki(key);
     const cert = await issueForKey(
       fleet,
-      { deviceId: id, actor: req.actor, caId, context: { via: "issue-batch" } },
+      { deviceId: id, actor: req.actor, caId, lifetimeMs, context: { via: "issue-batch" } },
       { spki, subjectPublicKey: subjectPublicKeyOf(spki), keyType: describeKey(key) },
     );
     const partial = join(req.outDir, `.partial-${id}`);

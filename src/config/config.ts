@@ -10,7 +10,7 @@ export const CONFIG_FILE = "fleetpki.yaml";
 export interface FleetConfig {
   fleet: { name: string; domain: string };
   keys: { type: CaKeyType; passphrase_file: string };
-  validity: { root: string; intermediate: string; local_ca: string; device: string; server: string; operator: string };
+  validity: { root: string; intermediate: string; local_ca: string; device: string; factory: string; server: string; operator: string };
   urls: { crl_base: string; ocsp: string; est: string };
   listen: { registration: string; status: string; gateway: string; admin: string };
   server: { names: string[] };
@@ -30,6 +30,9 @@ export interface RevocationConfig {
   /** Certificates one OCSP request may ask about. */
   ocsp_max_certificates: number;
 }
+
+/** Factory certificates outlive operational ones: a bundle may wait months between the line and first boot. */
+export const DEFAULT_FACTORY_VALIDITY = "1y";
 
 export const DEFAULT_REVOCATION: RevocationConfig = { crl_validity: "24h", ocsp_responder_validity: "24h", ocsp_cache: "60s", ocsp_max_certificates: 16 };
 
@@ -75,7 +78,7 @@ export function defaultConfig(input: ConfigDefaultsInput): FleetConfig {
   return {
     fleet: { name: input.name, domain: input.domain },
     keys: { type: input.keyType, passphrase_file: input.passphraseFile },
-    validity: { root: "20y", intermediate: "10y", local_ca: "5y", device: "30d", server: "1y", operator: "1y" },
+    validity: { root: "20y", intermediate: "10y", local_ca: "5y", device: "30d", factory: DEFAULT_FACTORY_VALIDITY, server: "1y", operator: "1y" },
     urls: {
       crl_base: `http://${urlHost}:8080/crl`,
       ocsp: `http://${urlHost}:8080/ocsp`,
@@ -110,6 +113,7 @@ validity:
   intermediate: ${c.validity.intermediate}             # devices, services and operators CAs
   local_ca: ${c.validity.local_ca}                  # factory / line CAs (ca create-local)
   device: ${c.validity.device}                   # device certificates; never past the issuer's end
+  factory: ${c.validity.factory}                   # factory bundles (ca issue-batch): they wait in stock until first boot
   server: ${c.validity.server}                    # server certificates from the services CA
   operator: ${c.validity.operator}                  # operator certificates
 
@@ -220,6 +224,8 @@ export function parseConfig(text: string): FleetConfig {
       intermediate: duration("intermediate"),
       local_ca: duration("local_ca"),
       device: duration("device"),
+      // Added after the first releases: fleets whose file predates it get the default.
+      factory: validity.factory === undefined ? DEFAULT_FACTORY_VALIDITY : duration("factory"),
       server: duration("server"),
       operator: duration("operator"),
     },

@@ -51,6 +51,7 @@ export function registerCa(program: Command): void {
     .option("--ids-file <file>", "file with one device id per line")
     .requiredOption("--out <dir>", "output directory: <dir>/<id>/{key,cert,chain,ca}.pem")
     .option("--group <group>", "group for newly registered devices")
+    .option("--validity <duration>", "lifetime of the factory certificates (default: validity.factory, 1y)")
     .action(async (opts) => {
       if (!!opts.ids === !!opts.idsFile) throw new InvalidArgument("give exactly one of --ids and --ids-file");
       let ids: string[];
@@ -70,6 +71,7 @@ export function registerCa(program: Command): void {
           ids,
           outDir: opts.out,
           group: opts.group,
+          validity: opts.validity,
           actor: `${CLI_ACTOR}:issue-batch`,
           onProgress: progressBar(`issuing from local-${opts.local}`),
         });
