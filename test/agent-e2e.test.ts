@@ -12,6 +12,8 @@
 import assert from "node:assert/strict";
 import { X509Certificate, createPrivateKey, createPublicKey } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it, type TestContext } from "node:test";
@@ -84,7 +86,7 @@ function assertAgentDir(dir: string, id: string, server: Server, fingerprint: st
   assert.deepEqual(JSON.parse(readFileSync(join(dir, "agent.json"), "utf8")), { server: server.url, root_fingerprint: fingerprint, device_id: id });
   const leaf = cert(join(dir, "cert.pem"));
   assert.ok(leaf.checkPrivateKey(createPrivateKey(readFileSync(join(dir, "key.pem")))), "key.pem matches cert.pem");
-  assert.equal(leaf.subjectAltName, `URI:${spiffe(id)}`);
+  assert.equal(leaf.subjectAltName, `URI:${spiffe(id)}, DNS:${id}.devices.${DOMAIN}`);
   assert.equal(fingerprintOfPemFile(join(dir, "ca.pem")), fingerprint, "ca.pem is the pinned root");
 }
 
@@ -361,6 +363,22 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     assert.equal(sc.code, 0, `openssl s_client: ${sc.stderr}`);
     assert.match(sc.stdout, /Verify return code: 0 \(ok\)/);
 
+    // The robot serving TLS with the same files (as foxglove_bridge's certfile/keyfile): curl,
+    // trusting only ca.pem, accepts the robot's DNS name and refuses any other.
+    const robotService = createHttpsServer({ cert: readFileSync(join(A, "cert.pem"), "utf8") + readFileSync(join(A, "chain.pem"), "utf8"), key: readFileSync(join(A, "key.pem")) }, (_req, res) => res.end("robot ok\n"));
+    await new Promise<void>((resolve) => robotService.listen(0, "127.0.0.1", resolve));
+    try {
+      const port = (robotService.address() as AddressInfo).port;
+      const robotUrl = (host: string) => ["-sS", "--cacert", join(A, "ca.pem"), "--resolve", `${host}:${port}:127.0.0.1`, `https://${host}:${port}/`];
+      const served = await run("curl", robotUrl(`${id}.devices.${DOMAIN}`));
+      assert.equal(served.code, 0, served.stderr);
+      assert.equal(served.stdout, "robot ok\n");
+      const wrongName = await run("curl", robotUrl(`robot-9999.devices.${DOMAIN}`));
+      assert.equal(wrongName.code, 60, `another robot's name is refused: ${wrongName.stderr}`);
+    } finally {
+      await new Promise((resolve) => robotService.close(resolve));
+    }
+
     // curl with cert.pem/key.pem/ca.pem as they are: the server takes the certificate as the
     // device's identity and renews it (a CSR for a key made by openssl).
     const csrKey = join(tmp, "curl-key.pem");
@@ -376,7 +394,7 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     assert.equal(withCert.stdout, "200", readFileSync(join(tmp, "curl-renew.json"), "utf8"));
     const renewed = JSON.parse(readFileSync(join(tmp, "curl-renew.json"), "utf8")) as { certificate: string; serial: string };
     const renewedCert = new X509Certificate(renewed.certificate);
-    assert.equal(renewedCert.subjectAltName, `URI:${spiffe(id)}`, "curl got a certificate for the same identity");
+    assert.equal(renewedCert.subjectAltName, `URI:${spiffe(id)}, DNS:${id}.devices.${DOMAIN}`, "curl got a certificate for the same identity");
     assert.ok(renewedCert.publicKey.export({ type: "spki", format: "der" }).equals(createPublicKey(readFileSync(csrKey)).export({ type: "spki", format: "der" })));
     assert.notEqual(normSerial(renewed.serial), normSerial(leaf.serialNumber));
     // ...and it is the client certificate that made the difference.

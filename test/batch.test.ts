@@ -106,7 +106,7 @@ describe("issue-batch", { concurrency: true }, () => {
         const d = join(out, id);
         const cert = new X509Certificate(readFileSync(join(d, "cert.pem")));
         assert.equal(cert.subject, `CN=${id}`);
-        assert.equal(cert.subjectAltName, `URI:spiffe://fleet.example/device/${id}`);
+        assert.equal(cert.subjectAltName, `URI:spiffe://fleet.example/device/${id}, DNS:${id}.devices.fleet.example`);
         const key = createPrivateKey(readFileSync(join(d, "key.pem"), "utf8"));
         assert.ok(
           createPublicKey(key).export({ type: "spki", format: "der" }).equals(cert.publicKey.export({ type: "spki", format: "der" })),

@@ -98,14 +98,18 @@ describe("chain validation with openssl", () => {
       // the PEMs handed to the device are the ones that verify
       assert.equal(cert.chainPem, await caPem(fleet, "devices"));
       assert.equal(cert.caPem, await caPem(fleet, "root"));
-      // and the leaf is not acceptable as a TLS server certificate
+      // the robot may serve TLS with it, for its own host name only (foxglove_bridge)
       const n = verifyCounter++;
-      const r = openssl([
-        "verify", "-x509_strict", "-purpose", "sslserver",
-        "-CAfile", writeTmp(`r${n}.pem`, cert.caPem), "-untrusted", writeTmp(`c${n}.pem`, cert.chainPem), writeTmp(`l${n}.pem`, cert.certificatePem),
-      ]);
-      assert.notEqual(r.status, 0);
-      assert.match(r.stdout + r.stderr, /unsuitable certificate purpose/);
+      const asServer = (host: string) =>
+        openssl([
+          "verify", "-x509_strict", "-purpose", "sslserver", "-verify_hostname", host,
+          "-CAfile", writeTmp(`r${n}.pem`, cert.caPem), "-untrusted", writeTmp(`c${n}.pem`, cert.chainPem), writeTmp(`l${n}.pem`, cert.certificatePem),
+        ]);
+      const own = asServer(`robot-1.devices.${fleet.domain}`);
+      assert.equal(own.status, 0, own.stdout + own.stderr);
+      const other = asServer(`pki.${fleet.domain}`);
+      assert.notEqual(other.status, 0);
+      assert.match(other.stdout + other.stderr, /hostname mismatch/);
     });
   }
 

@@ -180,7 +180,7 @@ describe("fleetpki CLI", () => {
     const cert = new X509Certificate(readFileSync(outCert));
     assert.ok(issue.stderr.includes(cert.serialNumber.toLowerCase()), `stderr names the serial: ${issue.stderr}`);
     assert.equal(cert.subject, "CN=robot-0001");
-    assert.equal(cert.subjectAltName, "URI:spiffe://fleet.example/device/robot-0001");
+    assert.equal(cert.subjectAltName, "URI:spiffe://fleet.example/device/robot-0001, DNS:robot-0001.devices.fleet.example");
     const v = openssl(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "ca/devices/chain.pem"), outCert]);
     assert.equal(v.status, 0, v.stdout + v.stderr);
   });

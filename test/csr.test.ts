@@ -293,14 +293,17 @@ describe("a CSR asking for more than the device profile", () => {
     assert.equal(c.getExtension(x509.BasicConstraintsExtension), null);
 
     const san = c.getExtension(x509.SubjectAlternativeNameExtension)!;
-    assert.deepEqual(san.names.toJSON(), [{ type: "url", value: "spiffe://fleet.example/device/robot-2" }]);
+    assert.deepEqual(san.names.toJSON(), [
+      { type: "url", value: "spiffe://fleet.example/device/robot-2" },
+      { type: "dns", value: "robot-2.devices.fleet.example" },
+    ]);
 
     const ku = c.getExtension(x509.KeyUsagesExtension)!;
     assert.equal(ku.critical, true);
     assert.equal(ku.usages, x509.KeyUsageFlags.digitalSignature);
 
     const eku = c.getExtension(x509.ExtendedKeyUsageExtension)!;
-    assert.deepEqual([...eku.usages], [x509.ExtendedKeyUsage.clientAuth]);
+    assert.deepEqual([...eku.usages], [x509.ExtendedKeyUsage.clientAuth, x509.ExtendedKeyUsage.serverAuth]);
 
     const ski = c.getExtension(x509.SubjectKeyIdentifierExtension)!;
     const expectedSki = await x509.SubjectKeyIdentifierExtension.create(c.publicKey);
@@ -332,10 +335,10 @@ describe("a CSR asking for more than the device profile", () => {
     assert.match(text, /Subject: CN = robot-2\n/);
     assert.doesNotMatch(text, /Basic Constraints/);
     assert.doesNotMatch(text, /evil|admin|Evil Corp/i);
-    assert.doesNotMatch(text, /Certificate Sign|CRL Sign|Server Authentication/);
+    assert.doesNotMatch(text, /Certificate Sign|CRL Sign/);
     assert.match(text, /X509v3 Key Usage: critical\n\s+Digital Signature\n/);
-    assert.match(text, /X509v3 Extended Key Usage: \n\s+TLS Web Client Authentication\n/);
-    assert.match(text, /X509v3 Subject Alternative Name: \n\s+URI:spiffe:\/\/fleet\.example\/device\/robot-2\n/);
+    assert.match(text, /X509v3 Extended Key Usage: \n\s+TLS Web Client Authentication, TLS Web Server Authentication\n/);
+    assert.match(text, /X509v3 Subject Alternative Name: \n\s+URI:spiffe:\/\/fleet\.example\/device\/robot-2, DNS:robot-2\.devices\.fleet\.example\n/);
     assert.match(text, /X509v3 Subject Key Identifier: \n\s+[0-9A-F:]{59}\n/);
     assert.match(text, /X509v3 Authority Key Identifier: \n\s+[0-9A-F:]{59}\n/);
     assert.match(text, /X509v3 CRL Distribution Points: \n\s+Full Name:\n\s+URI:http:\/\/localhost:8080\/crl\/devices\.crl\n/);

@@ -5,7 +5,8 @@ import { X509Certificate, createPrivateKey, createPublicKey } from "node:crypto"
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { parse as parseYaml } from "yaml";
+import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
+import { ConfigError, defaultConfig, parseConfig, renderConfig } from "../src/config/config.js";
 import { cli, cliAsync, openssl, tempDir, writeTemp, type RunResult } from "./helpers.js";
 
 const PASSPHRASE = "correct horse battery staple";
@@ -348,4 +349,20 @@ describe("init", { concurrency: true }, () => {
       assert.deepEqual(config.server.names, ["pki.fleet.example", "10.0.0.5"]);
     });
   });
+});
+
+describe("server.names and the device zone", () => {
+  const base = renderConfig(defaultConfig({ name: "t", domain: "fleet.example", keyType: "p256", passphraseFile: "secrets/passphrase", serverNames: ["pki.fleet.example"] }));
+  const withNames = (names: string[]) => {
+    const doc = parseYaml(base) as { server: { names: string[] } };
+    doc.server.names = names;
+    return stringifyYaml(doc);
+  };
+  it("accepts names outside devices.<domain>", () => {
+    assert.deepEqual(parseConfig(withNames(["pki.fleet.example", "devices-gw.fleet.example", "10.0.0.5"])).server.names, ["pki.fleet.example", "devices-gw.fleet.example", "10.0.0.5"]);
+  });
+  for (const name of ["devices.fleet.example", "robot-0001.devices.fleet.example", "X.Devices.Fleet.Example"])
+    it(`refuses ${name}: a robot's certificate could claim it`, () => {
+      assert.throws(() => parseConfig(withNames(["pki.fleet.example", name])), (e: Error) => e instanceof ConfigError && /zone of device certificates/.test(e.message));
+    });
 });

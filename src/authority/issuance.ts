@@ -4,7 +4,7 @@ import { parseDuration } from "../config/duration.js";
 import { isUniqueViolation } from "../store/store.js";
 import { CsrError, parseCsrAsync } from "../x509/csr.js";
 import { toPem } from "../x509/pem.js";
-import { DEVICE_ID_PATTERN, IssuerExpired, deviceSpiffeId, type IssuedCertificate } from "../x509/profiles.js";
+import { DEVICE_ID_PATTERN, IssuerExpired, deviceDnsName, deviceSpiffeId, type IssuedCertificate } from "../x509/profiles.js";
 import { CaNotActive, CsrInvalid, InvalidDeviceId, KeyTypeNotAllowed } from "./errors.js";
 import type { Fleet } from "./fleet.js";
 import { certificateRow, issueAuditDetails, issuedRecord } from "./records.js";
@@ -83,7 +83,7 @@ export async function issueForKey(fleet: Fleet, req: DeviceIssueRequest, key: Su
   const template = await fleet.leafTemplate(caId, "device");
   const now = req.now ?? new Date();
   const lifetimeMs = req.lifetimeMs ?? parseDuration(fleet.config.validity.device);
-  const sans = [{ uri: deviceSpiffeId(fleet.domain, req.deviceId) }];
+  const sans = [{ uri: deviceSpiffeId(fleet.domain, req.deviceId) }, { dns: deviceDnsName(fleet.domain, req.deviceId) }];
   const kind = caId === "devices" ? "device" : "factory";
 
   for (let attempt = 1; ; attempt++) {

@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { isAbsolute, join } from "node:path";
 import { parse } from "yaml";
 import { CA_KEY_TYPES, type CaKeyType } from "../x509/algorithms.js";
+import { deviceDnsZone } from "../x509/profiles.js";
 import { parseDuration } from "./duration.js";
 
 export const CONFIG_FILE = "fleetpki.yaml";
@@ -191,6 +192,12 @@ export function parseConfig(text: string): FleetConfig {
   const names = server.names;
   if (!Array.isArray(names) || names.some((n) => typeof n !== "string"))
     throw new ConfigError(`${CONFIG_FILE}: server.names must be a list of names`);
+  const domain = validateDomain(str(fleet, "fleet", "domain"));
+  // Device certificates name <id>.devices.<domain>: a server there could be impersonated by a robot.
+  const deviceZone = deviceDnsZone(domain);
+  const inDeviceZone = (names as string[]).find((n) => n.toLowerCase() === deviceZone || n.toLowerCase().endsWith(`.${deviceZone}`));
+  if (inDeviceZone)
+    throw new ConfigError(`${CONFIG_FILE}: server.names: "${inDeviceZone}" is in ${deviceZone}, the zone of device certificates; use a name outside it`);
   const duration = (key: string): string => {
     const v = str(validity, "validity", key);
     try {
@@ -217,7 +224,7 @@ export function parseConfig(text: string): FleetConfig {
   }
   const enrollment = parseEnrollment((raw as Record<string, unknown>).enrollment);
   return {
-    fleet: { name: str(fleet, "fleet", "name"), domain: validateDomain(str(fleet, "fleet", "domain")) },
+    fleet: { name: str(fleet, "fleet", "name"), domain },
     keys: { type: keyType as CaKeyType, passphrase_file: str(keys, "keys", "passphrase_file") },
     validity: {
       root: duration("root"),

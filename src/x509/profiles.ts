@@ -25,6 +25,16 @@ export const DEVICE_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 export function deviceSpiffeId(domain: string, deviceId: string): string {
   return `spiffe://${domain}/device/${deviceId}`;
 }
+
+/** Devices' DNS names live in a zone of their own, so no device can claim a service's name. */
+export function deviceDnsZone(domain: string): string {
+  return `devices.${domain}`;
+}
+
+/** The DNS name in a device certificate, for services the robot itself serves (e.g. foxglove_bridge). */
+export function deviceDnsName(domain: string, deviceId: string): string {
+  return `${deviceId}.${deviceDnsZone(domain)}`;
+}
 export function operatorSpiffeId(domain: string, name: string): string {
   return `spiffe://${domain}/operator/${name}`;
 }
@@ -104,7 +114,9 @@ export class LeafTemplate {
   ) {
     this.issuerName = ca.certificate.subject;
     const usage = keyUsage(["digitalSignature"]);
-    const eku = extendedKeyUsage([kind === "server" ? OID.serverAuth : OID.clientAuth]);
+    // Devices are mTLS clients and serve TLS themselves (foxglove_bridge, a local web UI), as
+    // SPIFFE X.509-SVIDs do; operators are clients only.
+    const eku = extendedKeyUsage(kind === "server" ? [OID.serverAuth] : kind === "device" ? [OID.clientAuth, OID.serverAuth] : [OID.clientAuth]);
     this.constant = [usage, eku, authorityKeyIdentifier(keyId(ca)), ...statusExtensions(ca.status)];
   }
 
