@@ -210,6 +210,8 @@ describe("canonical JSON of event details", () => {
     assert.equal(canonicalJson({ b: 1, a: "x", c: null, d: undefined, e: true }), '{"a":"x","b":1,"c":null,"e":true}');
     assert.equal(canonicalJson({ z: [2, { b: 2, a: 1 }], a: { y: 1, x: 2 } }), '{"a":{"x":2,"y":1},"z":[2,{"a":1,"b":2}]}');
     assert.equal(canonicalJson({}), "{}");
+    // integer-like keys as an object orders them (numerically), as the chain has always written them
+    assert.equal(canonicalJson({ "10": 1, "9": 2, a: 3 }), '{"9":2,"10":1,"a":3}');
     assert.equal(canonicalJson({ s: 'quote " and \u2028' }), JSON.stringify({ s: 'quote " and \u2028' }));
   });
 });

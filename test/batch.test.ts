@@ -106,7 +106,8 @@ describe("issue-batch", { concurrency: true }, () => {
         const d = join(out, id);
         const cert = new X509Certificate(readFileSync(join(d, "cert.pem")));
         assert.equal(cert.subject, `CN=${id}`);
-        assert.equal(cert.subjectAltName, `URI:spiffe://fleet.example/device/${id}, DNS:${id}.devices.fleet.example`);
+        assert.equal(cert.subjectAltName, `URI:spiffe://fleet.example/device/${id}`, "a factory certificate only enrolls: no host name");
+        assert.deepEqual(cert.keyUsage, ["1.3.6.1.5.5.7.3.2"], "and only as a TLS client");
         const key = createPrivateKey(readFileSync(join(d, "key.pem"), "utf8"));
         assert.ok(
           createPublicKey(key).export({ type: "spki", format: "der" }).equals(cert.publicKey.export({ type: "spki", format: "der" })),

@@ -361,6 +361,13 @@ describe("server.names and the device zone", () => {
   it("accepts names outside devices.<domain>", () => {
     assert.deepEqual(parseConfig(withNames(["pki.fleet.example", "devices-gw.fleet.example", "10.0.0.5"])).server.names, ["pki.fleet.example", "devices-gw.fleet.example", "10.0.0.5"]);
   });
+  it("init refuses a --server-name in the device zone before creating anything", () => {
+    const dir = join(tempDir("fleetpki-init-zone-").path, "fleet");
+    const r = cli(["init", "--dir", dir, "--domain", "fleet.example", "--server-name", "robot-1.devices.fleet.example"]);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /robot-1\.devices\.fleet\.example is in devices\.fleet\.example, the zone of device certificates/);
+    assert.equal(existsSync(dir), false);
+  });
   for (const name of ["devices.fleet.example", "robot-0001.devices.fleet.example", "X.Devices.Fleet.Example"])
     it(`refuses ${name}: a robot's certificate could claim it`, () => {
       assert.throws(() => parseConfig(withNames(["pki.fleet.example", name])), (e: Error) => e instanceof ConfigError && /zone of device certificates/.test(e.message));

@@ -166,7 +166,7 @@ async function requestCertificate(
       // Once a request is pending, ride out blips until the deadline; before that, fail fast.
       const retryable = e instanceof TransportError || (e instanceof ServerError && e.transient);
       if (!pendingSeen || !retryable) {
-        if (e instanceof ServerError && e.status === 403) throw new EnrollmentRefused(e.message);
+        if (e instanceof ServerError && e.status === 403) throw new EnrollmentRefused(e.message, e.type);
         throw e;
       }
       const delay = Math.min(Math.max((e as ServerError).retryAfterMs ?? 5_000, MIN_POLL_MS), MAX_POLL_MS);
@@ -208,20 +208,25 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
   if (factory?.rootDer && fingerprintOf(factory.rootDer) !== fingerprint)
     throw new AgentError(`the factory bundle's ca.pem (${fingerprintOf(factory.rootDer)}) is not the pinned root ${fingerprint}`);
 
-  const pendingPath = options.mode.kind === "approval" ? join(dir, pendingKeyFile(options.deviceId)) : undefined;
-  const resumed = pendingPath ? pendingKeyAndCsr(pendingPath, options.deviceId) : undefined;
+  // A key kept by an earlier approval run; another way of enrolling makes it useless (dropped below).
+  const pendingPath = join(dir, pendingKeyFile(options.deviceId));
+  const resumed = options.mode.kind === "approval" ? pendingKeyAndCsr(pendingPath, options.deviceId) : undefined;
   if (resumed) log.info("asking again with the key of the pending request", { device_id: options.deviceId, key_file: pendingPath });
   const fresh = resumed ?? newKeyAndCsr(options.deviceId, options.keyType ?? "p256");
   const dirExisted = existsSync(dir);
   const keepPendingKey = () => {
-    if (!pendingPath || resumed) return;
+    if (options.mode.kind !== "approval" || resumed) return;
     ensurePrivateDir(dir);
     writeFileAtomic(pendingPath, fresh.keyPem, 0o600);
   };
   const dropPendingKey = () => {
-    if (!pendingPath || !existsSync(pendingPath)) return;
-    unlinkSync(pendingPath);
-    if (!dirExisted && readdirSync(dir).length === 0) rmdirSync(dir);
+    if (!existsSync(pendingPath)) return;
+    try {
+      unlinkSync(pendingPath);
+      if (!dirExisted && readdirSync(dir).length === 0) rmdirSync(dir);
+    } catch (e) {
+      log.warn("could not remove the kept key of the pending request", { key_file: pendingPath, error: (e as Error).message });
+    }
   };
   const payload: Record<string, string> =
     options.mode.kind === "token"
@@ -236,8 +241,9 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
     try {
       body = await requestCertificate(client, payload, options, clock, log, keepPendingKey);
     } catch (e) {
-      // A decision was made (denied, or issued for another key): the kept key is of no more use.
-      if (e instanceof EnrollmentRefused) dropPendingKey();
+      // A decision was made (denied, or approved for another key): the kept key is of no more use.
+      // Other refusals (a held device, approval switched off) may pass; the key is kept for them.
+      if (e instanceof EnrollmentRefused && e.decided) dropPendingKey();
       throw e;
     }
     issued = validateIssued(body, { key: fresh.key, deviceId: options.deviceId, root });

@@ -7,11 +7,20 @@ export class AgentError extends Error {
   }
 }
 
-/** The server decided against this enrollment (403): denied, or approved for another key. */
+/** The server refused this enrollment (403). */
 export class EnrollmentRefused extends AgentError {
-  constructor(detail: string) {
+  constructor(
+    detail: string,
+    /** The problem type URI, e.g. …/enrollment-denied. */
+    readonly problemType: string | undefined,
+  ) {
     super(`enrollment refused: ${detail}`);
     this.name = "EnrollmentRefused";
+  }
+
+  /** An operator's decision on this request (denied, or approved for another key), not a passing state such as a held device. */
+  get decided(): boolean {
+    return /\/(enrollment-denied|key-mismatch)$/.test(this.problemType ?? "");
   }
 }
 

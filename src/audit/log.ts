@@ -17,13 +17,16 @@ export interface AuditEvent {
 
 export type AuditRecord = AuditLogTable;
 
+const INTEGER_KEY = /^(0|[1-9]\d*)$/;
+
 /** JSON with object keys sorted at every level, so the same event always hashes the same. */
 export function canonicalJson(value: unknown): string {
   // Fast path for the usual event details, one level of primitives: a key list as replacer
-  // makes JSON.stringify write the properties in that order. The output is the same.
+  // makes JSON.stringify write the properties in that order. The output is the same, except for
+  // integer-like keys, which objects order numerically: those take the general path.
   if (value && typeof value === "object" && !Array.isArray(value)) {
-    const values = Object.values(value);
-    if (values.every((v) => v === null || typeof v !== "object")) return JSON.stringify(value, Object.keys(value).sort());
+    const keys = Object.keys(value);
+    if (Object.values(value).every((v) => v === null || typeof v !== "object") && !keys.some((k) => INTEGER_KEY.test(k))) return JSON.stringify(value, keys.sort());
   }
   return JSON.stringify(value, (_key, v) =>
     v && typeof v === "object" && !Array.isArray(v)

@@ -234,6 +234,8 @@ export async function enrollByApproval(
   if (latest?.status === "issued" && sameKey && latest.certificate_serial) {
     // A poll repeated after the answer was lost gets the same certificate again.
     const row = await fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", latest.certificate_serial).executeTakeFirstOrThrow();
+    // It may have been committed by a concurrent poll whose sync is still running.
+    await fleet.store.durable();
     const { chain, root } = await fleet.chainPem(row.issuer_ca);
     const der = Buffer.from(row.der);
     return {

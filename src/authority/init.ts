@@ -12,7 +12,7 @@ import { openStore } from "../store/store.js";
 import { CA_KEY_TYPES, signatureSchemeFor, type CaKeyType } from "../x509/algorithms.js";
 import { parseCertificate, subjectPublicKeyOf, type ParsedCertificate } from "../x509/certificate.js";
 import { fromPem, toPem } from "../x509/pem.js";
-import { buildRootCertificate, operatorSpiffeId } from "../x509/profiles.js";
+import { buildRootCertificate, deviceDnsZone, inDeviceDnsZone, operatorSpiffeId } from "../x509/profiles.js";
 import type { GeneralName } from "../x509/extensions.js";
 import { caSubjectFor, createIntermediate, recordCa, writeCaFiles } from "./cas.js";
 import { matchSignedIntermediates, pendingRequests, removeRequest } from "./ceremony.js";
@@ -64,6 +64,9 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
   if (!CA_KEY_TYPES.includes(keyType)) throw new InvalidArgument(`--key-type must be one of ${CA_KEY_TYPES.join(", ")}`);
   const serverNames = opts.serverNames?.length ? opts.serverNames : ["localhost", "127.0.0.1", "::1"];
   serverNames.forEach(serverGeneralName);
+  // A robot's certificate names <id>.devices.<domain>: it could impersonate a server named there.
+  const inZone = serverNames.find((n) => inDeviceDnsZone(domain, n));
+  if (inZone) throw new InvalidArgument(`--server-name ${inZone} is in ${deviceDnsZone(domain)}, the zone of device certificates; use a name outside it`);
   const externalRoot = opts.rootCertFile ? readRootCertificate(opts.rootCertFile) : undefined;
   if (opts.passphraseFile && !existsSync(opts.passphraseFile)) throw new InvalidArgument(`passphrase file ${opts.passphraseFile} not found`);
 

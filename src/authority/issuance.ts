@@ -4,6 +4,7 @@ import { parseDuration } from "../config/duration.js";
 import { isUniqueViolation } from "../store/store.js";
 import { CsrError, parseCsrAsync } from "../x509/csr.js";
 import { toPem } from "../x509/pem.js";
+import type { GeneralName } from "../x509/extensions.js";
 import { DEVICE_ID_PATTERN, IssuerExpired, deviceDnsName, deviceSpiffeId, type IssuedCertificate } from "../x509/profiles.js";
 import { CaNotActive, CsrInvalid, InvalidDeviceId, KeyTypeNotAllowed } from "./errors.js";
 import type { Fleet } from "./fleet.js";
@@ -80,11 +81,13 @@ const MAX_SERIAL_ATTEMPTS = 3;
 export async function issueForKey(fleet: Fleet, req: DeviceIssueRequest, key: SubjectKey): Promise<DeviceCertificate> {
   assertDeviceId(req.deviceId);
   const caId = req.caId ?? "devices";
-  const template = await fleet.leafTemplate(caId, "device");
+  const kind = caId === "devices" ? "device" : "factory";
+  const template = await fleet.leafTemplate(caId, kind);
   const now = req.now ?? new Date();
   const lifetimeMs = req.lifetimeMs ?? parseDuration(fleet.config.validity.device);
-  const sans = [{ uri: deviceSpiffeId(fleet.domain, req.deviceId) }, { dns: deviceDnsName(fleet.domain, req.deviceId) }];
-  const kind = caId === "devices" ? "device" : "factory";
+  // Only operational certificates name the robot as a host; a factory bundle only enrolls.
+  const sans: GeneralName[] = [{ uri: deviceSpiffeId(fleet.domain, req.deviceId) }];
+  if (kind === "device") sans.push({ dns: deviceDnsName(fleet.domain, req.deviceId) });
 
   for (let attempt = 1; ; attempt++) {
     let issued: IssuedCertificate;

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { isAbsolute, join } from "node:path";
 import { parse } from "yaml";
 import { CA_KEY_TYPES, type CaKeyType } from "../x509/algorithms.js";
-import { deviceDnsZone } from "../x509/profiles.js";
+import { deviceDnsZone, inDeviceDnsZone } from "../x509/profiles.js";
 import { parseDuration } from "./duration.js";
 
 export const CONFIG_FILE = "fleetpki.yaml";
@@ -194,10 +194,9 @@ export function parseConfig(text: string): FleetConfig {
     throw new ConfigError(`${CONFIG_FILE}: server.names must be a list of names`);
   const domain = validateDomain(str(fleet, "fleet", "domain"));
   // Device certificates name <id>.devices.<domain>: a server there could be impersonated by a robot.
-  const deviceZone = deviceDnsZone(domain);
-  const inDeviceZone = (names as string[]).find((n) => n.toLowerCase() === deviceZone || n.toLowerCase().endsWith(`.${deviceZone}`));
+  const inDeviceZone = (names as string[]).find((n) => inDeviceDnsZone(domain, n));
   if (inDeviceZone)
-    throw new ConfigError(`${CONFIG_FILE}: server.names: "${inDeviceZone}" is in ${deviceZone}, the zone of device certificates; use a name outside it`);
+    throw new ConfigError(`${CONFIG_FILE}: server.names: "${inDeviceZone}" is in ${deviceDnsZone(domain)}, the zone of device certificates; use a name outside it`);
   const duration = (key: string): string => {
     const v = str(validity, "validity", key);
     try {

@@ -31,6 +31,13 @@ export function deviceDnsZone(domain: string): string {
   return `devices.${domain}`;
 }
 
+/** True when `name` is the device zone or inside it: only robots may carry such names. */
+export function inDeviceDnsZone(domain: string, name: string): boolean {
+  const zone = deviceDnsZone(domain).toLowerCase();
+  const n = name.toLowerCase().replace(/\.$/, "");
+  return n === zone || n.endsWith(`.${zone}`);
+}
+
 /** The DNS name in a device certificate, for services the robot itself serves (e.g. foxglove_bridge). */
 export function deviceDnsName(domain: string, deviceId: string): string {
   return `${deviceId}.${deviceDnsZone(domain)}`;
@@ -99,7 +106,8 @@ export interface LeafRequest {
   serial?: Buffer;
 }
 
-export type LeafKind = "device" | "operator" | "server";
+/** device: operational (devices CA); factory: first-enrollment identity from a local CA. */
+export type LeafKind = "device" | "factory" | "operator" | "server";
 
 /**
  * Precomputed per issuer and kind: issuer name, AKI, key usage, EKU, CDP and AIA bytes.
@@ -115,7 +123,7 @@ export class LeafTemplate {
     this.issuerName = ca.certificate.subject;
     const usage = keyUsage(["digitalSignature"]);
     // Devices are mTLS clients and serve TLS themselves (foxglove_bridge, a local web UI), as
-    // SPIFFE X.509-SVIDs do; operators are clients only.
+    // SPIFFE X.509-SVIDs do. Factory certificates (a year in stock) and operators are clients only.
     const eku = extendedKeyUsage(kind === "server" ? [OID.serverAuth] : kind === "device" ? [OID.clientAuth, OID.serverAuth] : [OID.clientAuth]);
     this.constant = [usage, eku, authorityKeyIdentifier(keyId(ca)), ...statusExtensions(ca.status)];
   }
