@@ -599,7 +599,7 @@ async function baselineServerMain(dir: string): Promise<void> {
     const basic = Buffer.from((req.headers.authorization ?? "").replace(/^Basic\s+/i, ""), "base64").toString("utf8");
     const deviceId = basic.slice(0, Math.max(0, basic.indexOf(":"))) || BARE_DEVICE;
     const subjectKey = await keyFromCsr(fromBase64Body(Buffer.concat(chunks)));
-    const issued = template.issue(deviceId, [{ uri: deviceSpiffeId(domain, deviceId) }, { dns: deviceDnsName(domain, deviceId) }], {
+    const issued = template.issue(deviceId, [{ uri: deviceSpiffeId(domain, deviceId) }, { dns: deviceDnsName(domain, deviceId)! }], {
       spki: subjectKey.spki,
       subjectPublicKey: subjectKey.subjectPublicKey,
       now: new Date(),

@@ -87,7 +87,8 @@ export async function issueForKey(fleet: Fleet, req: DeviceIssueRequest, key: Su
   const lifetimeMs = req.lifetimeMs ?? parseDuration(fleet.config.validity.device);
   // Only operational certificates name the robot as a host; a factory bundle only enrolls.
   const sans: GeneralName[] = [{ uri: deviceSpiffeId(fleet.domain, req.deviceId) }];
-  if (kind === "device") sans.push({ dns: deviceDnsName(fleet.domain, req.deviceId) });
+  const dnsName = kind === "device" ? deviceDnsName(fleet.domain, req.deviceId) : undefined;
+  if (dnsName) sans.push({ dns: dnsName });
 
   for (let attempt = 1; ; attempt++) {
     let issued: IssuedCertificate;

@@ -38,9 +38,13 @@ export function inDeviceDnsZone(domain: string, name: string): boolean {
   return n === zone || n.endsWith(`.${zone}`);
 }
 
-/** The DNS name in a device certificate, for services the robot itself serves (e.g. foxglove_bridge). */
-export function deviceDnsName(domain: string, deviceId: string): string {
-  return `${deviceId}.${deviceDnsZone(domain)}`;
+/**
+ * The DNS name in a device certificate, for services the robot itself serves (e.g.
+ * foxglove_bridge); undefined for ids that are no DNS label (an underscore, a leading or
+ * trailing hyphen), which some TLS stacks would refuse in a certificate.
+ */
+export function deviceDnsName(domain: string, deviceId: string): string | undefined {
+  return /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(deviceId) ? `${deviceId}.${deviceDnsZone(domain)}` : undefined;
 }
 export function operatorSpiffeId(domain: string, name: string): string {
   return `spiffe://${domain}/operator/${name}`;
