@@ -279,6 +279,9 @@ function clientCertificate(req: IncomingMessage): ClientCertificate | undefined 
 
 export async function startRegistrationServer(options: RegistrationServerOptions): Promise<RunningServer> {
   const handler = new Handler(options.fleet, options.logger);
+  // Requests still being handled when the server closes: they finish (their certificates are
+  // recorded and answered, or refused) before the database may close.
+  const inFlight = new Set<Promise<void>>();
   const server = createServer(
     {
       key: options.tls.key,
@@ -292,7 +295,11 @@ export async function startRegistrationServer(options: RegistrationServerOptions
       // headersTimeout/requestTimeout are only enforced when this check runs (default every 30 s).
       connectionsCheckingInterval: 1_000,
     },
-    (req, res) => void handler.handle(req, res),
+    (req, res) => {
+      const handled = handler.handle(req, res);
+      inFlight.add(handled);
+      void handled.finally(() => inFlight.delete(handled));
+    },
   );
   // Slow or silent clients must not hold connections open.
   server.headersTimeout = 10_000;
@@ -326,6 +333,8 @@ export async function startRegistrationServer(options: RegistrationServerOptions
     async close() {
       clearInterval(refreshTimer);
       await closeGracefully(server);
+      // Bounded: a handler stuck on a dead socket must not hold the shutdown.
+      await Promise.race([Promise.allSettled([...inFlight]), new Promise((resolve) => setTimeout(resolve, 10_000).unref())]);
       await handler.failures.close();
     },
   };
