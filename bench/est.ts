@@ -33,7 +33,10 @@ import { certsOnly, fromBase64Body, parseCertsOnly, toBase64Body } from "../src/
 import { deviceDnsName, deviceSpiffeId } from "../src/x509/profiles.js";
 import {
   BenchFailure,
+  CONTENDED_CORES,
+  WARMUP_SECONDS,
   check,
+  cleanUpOnInterrupt,
   fmtMs,
   fmtRate,
   formatTable,
@@ -52,9 +55,6 @@ import { LIVE, ServerProcess, killLive, serverNodeArgs } from "./server-process.
 /** Concurrent clients, each with one request in flight. */
 const CONCURRENCY = 4;
 const CSR_COUNT = 500;
-const WARMUP_SECONDS = 0.5;
-/** Above this much CPU taken by other processes (in cores) the report warns that it is pessimistic. */
-const CONTENDED_CORES = 0.1;
 /** From the issue: keep-alive simpleenroll throughput fleetpki must reach on this machine class. */
 const TARGET_KEEPALIVE = 1500;
 /** From the issue: "a bare Node server with DER issuance and no database measured 2,100/s here". */
@@ -273,22 +273,14 @@ const TARGET_LABEL: Record<Target, string> = {
 
 async function run(options: BenchOptions): Promise<void> {
   // Interrupted (Ctrl-C, a CI timeout) or cut short (run.ts's watchdog exits): leave nothing behind.
-  const interrupted = (signal: NodeJS.Signals) => {
-    emergencyCleanup();
-    process.kill(process.pid, signal);
-  };
-  process.on("exit", emergencyCleanup);
-  process.once("SIGINT", interrupted);
-  process.once("SIGTERM", interrupted);
+  const uninstall = cleanUpOnInterrupt(emergencyCleanup);
   try {
     await runBench(options);
   } finally {
     for (const s of [...LIVE]) await s.stop(5_000);
     for (const d of TEMP_DIRS) rmSync(d, { recursive: true, force: true });
     TEMP_DIRS.clear();
-    process.off("exit", emergencyCleanup);
-    process.off("SIGINT", interrupted);
-    process.off("SIGTERM", interrupted);
+    uninstall();
   }
 }
 

@@ -20,6 +20,8 @@ import { decodeCsr } from "../src/x509/csr.js";
 import { toPem } from "../src/x509/pem.js";
 import { deviceSpiffeId } from "../src/x509/profiles.js";
 import {
+  CONTENDED_CORES,
+  WARMUP_SECONDS,
   check,
   fmtMs,
   fmtRate,
@@ -39,9 +41,6 @@ const DEVICE = "bench-robot";
 const CSR_COUNT = 500;
 /** Requests in flight, as a busy enrollment server would have. */
 const CONCURRENCY = 64;
-const WARMUP_SECONDS = 0.5;
-/** Above this much CPU taken by other processes (in cores) the report warns that it is pessimistic. */
-const CONTENDED_CORES = 0.1;
 /** From the issue: throughput fleetpki must reach on this machine class. */
 const TARGET_WITHOUT_DB = 3000;
 const TARGET_WITH_DB = 2000;

@@ -193,3 +193,27 @@ export function prepareP256Csrs(count: number, prefix: string): PreparedCsr[] {
   check(new Set(out.map((c) => c.der.toString("base64"))).size === count, "prepared CSRs are not distinct");
   return out;
 }
+
+/** Warm-up of each scenario before its measured runs (JIT, pools, caches). */
+export const WARMUP_SECONDS = 0.5;
+/** Above this much CPU taken by other processes (in cores) a report warns that it is pessimistic. */
+export const CONTENDED_CORES = 0.1;
+
+/**
+ * Runs `cleanup` when this process is interrupted (SIGINT or SIGTERM, after which it dies of the
+ * same signal) or exits early (run.ts's watchdog). Returns the function that uninstalls it.
+ */
+export function cleanUpOnInterrupt(cleanup: () => void): () => void {
+  const interrupted = (signal: NodeJS.Signals) => {
+    cleanup();
+    process.kill(process.pid, signal);
+  };
+  process.on("exit", cleanup);
+  process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
+  return () => {
+    process.off("exit", cleanup);
+    process.off("SIGINT", interrupted);
+    process.off("SIGTERM", interrupted);
+  };
+}

@@ -40,7 +40,10 @@ import { fromPem, toPem } from "../src/x509/pem.js";
 import { buildOcspResponderCertificate } from "../src/x509/profiles.js";
 import {
   BenchFailure,
+  CONTENDED_CORES,
+  WARMUP_SECONDS,
   check,
+  cleanUpOnInterrupt,
   fmtMs,
   fmtRate,
   formatTable,
@@ -66,9 +69,6 @@ const REVOKE_REASONS: readonly RevokeReason[] = ["unspecified", "keyCompromise",
 /** The cached scenario repeats this many no-nonce requests, one per good certificate. */
 const CACHED_REQUESTS = 4;
 const NONCE_BYTES = 16;
-const WARMUP_SECONDS = 0.5;
-/** Above this much CPU taken by other processes (in cores) the report warns that it is pessimistic. */
-const CONTENDED_CORES = 0.1;
 /** From the issue: cached fleetpki must answer >= 3x the openssl responder's rate. */
 const TARGET_CACHED_RATIO = 3;
 /** From the issue: "a cached Node responder measured 16.7k/s here against 5.5k/s". */
@@ -128,13 +128,7 @@ async function run(options: BenchOptions): Promise<void> {
     killGroup();
     rmSync(tmp, { recursive: true, force: true });
   };
-  const interrupted = (signal: NodeJS.Signals) => {
-    emergencyCleanup();
-    process.kill(process.pid, signal);
-  };
-  process.on("exit", emergencyCleanup);
-  process.once("SIGINT", interrupted);
-  process.once("SIGTERM", interrupted);
+  const uninstall = cleanUpOnInterrupt(emergencyCleanup);
   try {
     child = spawn("unshare", [...ns, "--", process.execPath, "--import", "tsx", THIS_FILE, NETNS_FLAG, tmp, String(options.seconds), String(options.runs), ns.join(" ")], {
       cwd: REPO,
@@ -151,9 +145,7 @@ async function run(options: BenchOptions): Promise<void> {
   } finally {
     killGroup(); // anything it left behind
     rmSync(tmp, { recursive: true, force: true });
-    process.off("exit", emergencyCleanup);
-    process.off("SIGINT", interrupted);
-    process.off("SIGTERM", interrupted);
+    uninstall();
   }
 }
 
@@ -1220,13 +1212,7 @@ function printReport(r: Report): void {
 // ---- inside the namespace ---------------------------------------------------------------------
 
 async function netnsMain(tmp: string, options: BenchOptions, ns: string): Promise<number> {
-  const interrupted = (signal: NodeJS.Signals) => {
-    killLive();
-    process.kill(process.pid, signal);
-  };
-  process.on("exit", killLive);
-  process.once("SIGINT", interrupted);
-  process.once("SIGTERM", interrupted);
+  cleanUpOnInterrupt(killLive); // this process ends when the measurement does
   try {
     await runBench(tmp, options, ns);
     return 0;

@@ -63,6 +63,21 @@ async function stopChild(child: Child | undefined): Promise<void> {
   await child.exited;
 }
 
+/** A new fleet with one device, token and client CSR per id. */
+async function fleetWithTokens(dir: string, name: string, ids: readonly string[], tokens: Map<string, string>, csrs: Map<string, ClientCsr>): Promise<void> {
+  await initFleet({ dir, name, domain: "fleet.example" });
+  const fleet = await Fleet.open(dir);
+  try {
+    for (const id of ids) {
+      await addDevice(fleet, { id, actor: "test" });
+      tokens.set(id, (await createToken(fleet, { deviceId: id, actor: "test" })).token);
+    }
+  } finally {
+    await fleet.close(); // the server must be the only writer while a burst runs
+  }
+  for (const id of ids) csrs.set(id, (await makeCsr(id)).csr);
+}
+
 interface Received {
   deviceId: string;
   serial: string;
@@ -84,17 +99,7 @@ describe("registration server killed in the middle of an enrollment burst", { co
   let killedAt = 0;
 
   before(async () => {
-    await initFleet({ dir, name: "Crash Robots", domain: "fleet.example" });
-    const fleet = await Fleet.open(dir);
-    try {
-      for (const id of ids) {
-        await addDevice(fleet, { id, actor: "test" });
-        tokens.set(id, (await createToken(fleet, { deviceId: id, actor: "test" })).token);
-      }
-    } finally {
-      await fleet.close(); // the child must be the only writer while the burst runs
-    }
-    for (const id of ids) csrs.set(id, (await makeCsr(id)).csr);
+    await fleetWithTokens(dir, "Crash Robots", ids, tokens, csrs);
     ca = readFileSync(rootPemPath(dir), "utf8");
   });
 
@@ -205,19 +210,7 @@ describe("registration server stopped with SIGTERM in the middle of an enrollmen
   const csrs = new Map<string, ClientCsr>();
   let child: Child | undefined;
 
-  before(async () => {
-    await initFleet({ dir, name: "Term Robots", domain: "fleet.example" });
-    const fleet = await Fleet.open(dir);
-    try {
-      for (const id of ids) {
-        await addDevice(fleet, { id, actor: "test" });
-        tokens.set(id, (await createToken(fleet, { deviceId: id, actor: "test" })).token);
-      }
-    } finally {
-      await fleet.close();
-    }
-    for (const id of ids) csrs.set(id, (await makeCsr(id)).csr);
-  });
+  before(() => fleetWithTokens(dir, "Term Robots", ids, tokens, csrs));
 
   after(async () => {
     await stopChild(child);
