@@ -573,6 +573,18 @@ describe("agent: TLS pinning and enrollment", () => {
     assert.equal(statSync(join(dir, "pending-robot-0007.key.pem")).mode & 0o777, 0o600);
   });
 
+  it("an unreadable kept approval key is a clear error, and the file is left for the operator", async () => {
+    const g = await fake({ behaviour: { pendingPolls: 1000 } });
+    const dir = freshDir();
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    writeFileSync(join(dir, "pending-robot-0009.key.pem"), "not a key\n", { mode: 0o600 });
+    await assert.rejects(
+      enroll({ server: g.url, rootFingerprint: ROOT_FP, deviceId: "robot-0009", mode: { kind: "approval" }, dir, clock: g.clock, waitMs: 7000 }),
+      /pending-robot-0009\.key\.pem \(the key of a pending approval request\) cannot be read; delete it to start a new request/,
+    );
+    assert.equal(readFileSync(join(dir, "pending-robot-0009.key.pem"), "utf8"), "not a key\n");
+  });
+
   it("enrolls with a factory certificate as the TLS client identity", async () => {
     const bundle = join(freshDir(), "bundle");
     mkdirSync(bundle, { recursive: true });
