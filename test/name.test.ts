@@ -56,8 +56,11 @@ function opensslCertificate(label: string, mask: number): { der: Buffer; path: s
     `[req]\ndistinguished_name = dn\nstring_mask = MASK:0x${mask.toString(16)}\nutf8 = yes\nprompt = no\n[dn]\nCN = ${CN}\nO = ${O}\n`,
   );
   const path = join(tmp.path, `${label}.der`);
-  const r = openssl(["req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", join(tmp.path, `${label}.key`),
-    "-config", config, "-days", "1", "-outform", "DER", "-out", path]);
+  const key = join(tmp.path, `${label}.key`);
+  const r = openssl([
+    ...["req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key],
+    ...["-config", config, "-days", "1", "-outform", "DER", "-out", path],
+  ]);
   assertOk(r, `openssl req (${label})`);
   return { der: readFileSync(path), path };
 }
@@ -122,16 +125,23 @@ describe("names in BMPString, UniversalString and T61String", () => {
   });
 
   it("UTF8String and PrintableString are unchanged", () => {
-    const name = sequence(set(sequence(oid(OID.countryName), tlv(0x13, Buffer.from("DE")))), set(sequence(oid(OID.commonName), tlv(0x0c, Buffer.from(CN)))));
+    const name = sequence(
+      set(sequence(oid(OID.countryName), tlv(0x13, Buffer.from("DE")))),
+      set(sequence(oid(OID.commonName), tlv(0x0c, Buffer.from(CN)))),
+    );
     assert.equal(nameToString(name), `C=DE, CN=${CN}`);
   });
 });
 
 describe("the device id of an EST approval request (the CSR's commonName)", () => {
   it("is read from a BMPString CN that openssl req wrote", () => {
-    const config = writeTemp(tmp.path, "csr.cnf", "[req]\ndistinguished_name = dn\nstring_mask = MASK:0x800\nprompt = no\n[dn]\nCN = robot-0007\n");
+    const cnf = "[req]\ndistinguished_name = dn\nstring_mask = MASK:0x800\nprompt = no\n[dn]\nCN = robot-0007\n";
+    const config = writeTemp(tmp.path, "csr.cnf", cnf);
     const csr = join(tmp.path, "bmp.csr");
-    assertOk(openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", join(tmp.path, "csr.key"), "-config", config, "-out", csr]), "openssl req -new");
+    const key = join(tmp.path, "csr.key");
+    const r = openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-config", config,
+      "-out", csr]);
+    assertOk(r, "openssl req -new");
     assert.match(openssl(["asn1parse", "-in", csr]).stdout, /BMPSTRING/);
     assert.equal(requestedDeviceId(readFileSync(csr, "latin1")), "robot-0007");
   });
@@ -139,7 +149,8 @@ describe("the device id of an EST approval request (the CSR's commonName)", () =
   it("a CN that is no text (odd-length BMPString) is CsrInvalid, a 400, not an internal error", () => {
     const { publicKey, privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const subject = sequence(set(sequence(oid(OID.commonName), tlv(BMP_STRING, Buffer.from([0x00, 0x72, 0x00])))));
-    const csr = buildCsr(subject, publicKey.export({ type: "spki", format: "der" }), { key: privateKey, scheme: signatureSchemeFor(privateKey) });
+    const spki = publicKey.export({ type: "spki", format: "der" });
+    const csr = buildCsr(subject, spki, { key: privateKey, scheme: signatureSchemeFor(privateKey) });
     assert.throws(
       () => requestedDeviceId(csr),
       (e: unknown) => e instanceof CsrInvalid && e.reason === "malformed" && /BMPString/.test(e.message),

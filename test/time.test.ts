@@ -152,6 +152,12 @@ function certificateWithNotAfter(notAfter: Date): Buffer {
   return buildCertificate({ serial: randomSerial(), issuer: name, subject: name, notBefore, notAfter, spki, extensions: [] }, signer);
 }
 
+function ocspThisUpdate(der: Buffer): Date {
+  const parsed = parseOcspResponse(der);
+  assert.ok("responses" in parsed);
+  return parsed.responses[0]!.thisUpdate;
+}
+
 describe("every DER time parser takes the same decisions", () => {
   const utcCert = certificateWithNotAfter(new Date(Date.UTC(2030, 0, 1, 0, 0, 0)));
   const genCert = certificateWithNotAfter(new Date(Date.UTC(2050, 0, 1, 0, 0, 0)));
@@ -163,12 +169,14 @@ describe("every DER time parser takes the same decisions", () => {
     nextUpdate: new Date(Date.UTC(2029, 0, 8)),
     entries: [{ serialHex: "01", revokedAt: new Date(Date.UTC(2030, 0, 1)) }],
   });
-  const certId = sequence(sequence(oid(OID.sha256), nullValue()), octetString(Buffer.alloc(32, 1)), octetString(Buffer.alloc(32, 2)), unsignedInteger(Buffer.from([7])));
+  const [nameHash, keyHash] = [Buffer.alloc(32, 1), Buffer.alloc(32, 2)];
+  const serial = unsignedInteger(Buffer.from([7]));
+  const certId = sequence(sequence(oid(OID.sha256), nullValue()), octetString(nameHash), octetString(keyHash), serial);
   const ocsp = buildOcspResponse(ocspResponder(issuer.certificate, signer), {
     producedAt: new Date(Date.UTC(2029, 0, 1)),
     responses: [
       {
-        certId: { hashAlgorithm: "sha256", issuerNameHash: Buffer.alloc(32, 1), issuerKeyHash: Buffer.alloc(32, 2), serialHex: "07", der: certId },
+        certId: { hashAlgorithm: "sha256", issuerNameHash: nameHash, issuerKeyHash: keyHash, serialHex: "07", der: certId },
         status: { status: "good" },
         thisUpdate: new Date(Date.UTC(2030, 0, 1)),
       },
@@ -180,9 +188,9 @@ describe("every DER time parser takes the same decisions", () => {
     it(`${text} / ${asGeneralized(text)}: ${verdict === "ok" ? "read alike" : "refused"} by the certificate, CRL and OCSP parsers`, () => {
       const cases: Array<[string, () => Date, new (...args: never[]) => Error]> = [
         ["certificate UTCTime", () => parseCertificate(patched(utcCert, "300101000000Z", text)).notAfter, DerError],
-        ["certificate GeneralizedTime", () => parseCertificate(patched(genCert, "20500101000000Z", asGeneralized(text))).notAfter, DerError],
+        ["certificate GeneralizedTime", () => parseCertificate(patched(genCert, "20500101000000Z", `20${text}`)).notAfter, DerError],
         ["CRL revocationDate", () => parseCrl(patched(crl, "300101000000Z", text)).entries[0]!.revokedAt, CrlError],
-        ["OCSP thisUpdate", () => (parseOcspResponse(patched(ocsp, "20300101000000Z", asGeneralized(text))) as { responses: Array<{ thisUpdate: Date }> }).responses[0]!.thisUpdate, OcspResponseError],
+        ["OCSP thisUpdate", () => ocspThisUpdate(patched(ocsp, "20300101000000Z", asGeneralized(text))), OcspResponseError],
       ];
       for (const [where, read, errorClass] of cases) {
         if (verdict === "bad") {
@@ -193,8 +201,10 @@ describe("every DER time parser takes the same decisions", () => {
         assert.equal(read().getTime(), want, where);
       }
       if (verdict === "bad") {
-        assert.throws(() => parseCrl(patched(crl, "300101000000Z", text)), (e: unknown) => e instanceof CrlError && e.reason === "invalid-time");
-        assert.throws(() => parseOcspResponse(patched(ocsp, "20300101000000Z", asGeneralized(text))), (e: unknown) => e instanceof OcspResponseError && e.reason === "bad-time");
+        const crlInput = patched(crl, "300101000000Z", text);
+        assert.throws(() => parseCrl(crlInput), (e: unknown) => e instanceof CrlError && e.reason === "invalid-time");
+        const ocspInput = patched(ocsp, "20300101000000Z", asGeneralized(text));
+        assert.throws(() => parseOcspResponse(ocspInput), (e: unknown) => e instanceof OcspResponseError && e.reason === "bad-time");
       }
     });
   }

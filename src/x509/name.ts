@@ -45,7 +45,8 @@ export function directoryStringText(value: Element): string {
     let text = "";
     for (let i = 0; i < bytes.length; i += 4) {
       const cp = bytes.readUInt32BE(i);
-      if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) throw new DerError(`UniversalString holds no character 0x${cp.toString(16)}`, value.start);
+      if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        throw new DerError(`UniversalString holds no character 0x${cp.toString(16)}`, value.start);
       text += String.fromCodePoint(cp);
     }
     return text;

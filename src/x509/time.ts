@@ -43,7 +43,8 @@ export function utcMs(year: number, month: number, day: number, hour: number, mi
   )
     return NaN;
   // Date.UTC maps years 0-99 to 1900-1999; 400 Gregorian years later the calendar repeats exactly.
-  return year < 100 ? Date.UTC(year + 400, month - 1, day, hour, minute, second, ms) - GREGORIAN_CYCLE_MS : Date.UTC(year, month - 1, day, hour, minute, second, ms);
+  if (year < 100) return Date.UTC(year + 400, month - 1, day, hour, minute, second, ms) - GREGORIAN_CYCLE_MS;
+  return Date.UTC(year, month - 1, day, hour, minute, second, ms);
 }
 
 function digit(src: Buffer, i: number): number {
@@ -52,6 +53,8 @@ function digit(src: Buffer, i: number): number {
 }
 
 const two = (src: Buffer, i: number): number => digit(src, i) * 10 + digit(src, i + 1);
+const quoted = (src: Buffer, start: number, end: number): string => `"${src.toString("latin1", start, end)}"`;
+const NOT_RFC_5280_FORM = 'is not in the form RFC 5280 requires (whole seconds, "Z")';
 
 /**
  * A DER UTCTime (YYMMDDHHMMSSZ; YY >= 50 is 19YY) or GeneralizedTime (YYYYMMDDHHMMSSZ) read in
@@ -70,16 +73,17 @@ export function readX509Time(tag: number, src: Buffer, start: number, end: numbe
     year = two(src, start) * 100 + two(src, start + 2);
     p = start + 4;
   } else if (tag === UTC_TIME_TAG || tag === GENERALIZED_TIME_TAG) {
-    throw new InvalidTime(`"${src.toString("latin1", start, end)}" is not in the form RFC 5280 requires (whole seconds, "Z")`, "form");
+    throw new InvalidTime(`${quoted(src, start, end)} ${NOT_RFC_5280_FORM}`, "form");
   } else {
     throw new InvalidTime(`expected a UTCTime or GeneralizedTime, found tag 0x${tag.toString(16)}`, "form");
   }
-  if (src[p + 10] !== 0x5a) throw new InvalidTime(`"${src.toString("latin1", start, end)}" is not in the form RFC 5280 requires (whole seconds, "Z")`, "form");
+  if (src[p + 10] !== 0x5a) throw new InvalidTime(`${quoted(src, start, end)} ${NOT_RFC_5280_FORM}`, "form");
   const ms = utcMs(year, two(src, p), two(src, p + 2), two(src, p + 4), two(src, p + 6), two(src, p + 8));
   if (Number.isNaN(ms)) {
     // NaN from a non-digit is a form error; from a digit field out of range, a value error.
-    const form = !/^\d+Z$/.test(src.toString("latin1", start, end));
-    throw new InvalidTime(`"${src.toString("latin1", start, end)}" is not a valid ${form ? "UTCTime or GeneralizedTime" : "time"}`, form ? "form" : "value");
+    if (!/^\d+Z$/.test(src.toString("latin1", start, end)))
+      throw new InvalidTime(`${quoted(src, start, end)} is not a valid UTCTime or GeneralizedTime`, "form");
+    throw new InvalidTime(`${quoted(src, start, end)} is not a valid time`, "value");
   }
   return ms;
 }
@@ -96,11 +100,13 @@ const DATE_TIME_WITHOUT_ZONE = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?::\d{2}(?:\.
 export function parseRfc3339(text: string): Date {
   const m = RFC3339.exec(text);
   if (!m) {
-    if (DATE_TIME_WITHOUT_ZONE.test(text)) throw new InvalidTime(`"${text}" has no time zone: add "Z" for UTC or an offset like +02:00`, "form");
+    if (DATE_TIME_WITHOUT_ZONE.test(text))
+      throw new InvalidTime(`"${text}" has no time zone: add "Z" for UTC or an offset like +02:00`, "form");
     throw new InvalidTime(`"${text}" is not an RFC 3339 time like 2026-05-01T12:00:00Z or a date like 2026-05-01`, "form");
   }
   const [, y, mo, d, h, mi, s, frac, zone] = m;
-  const ms = utcMs(Number(y), Number(mo), Number(d), Number(h ?? 0), Number(mi ?? 0), Number(s ?? 0), frac ? Number(frac.padEnd(3, "0").slice(0, 3)) : 0);
+  const millis = frac ? Number(frac.padEnd(3, "0").slice(0, 3)) : 0;
+  const ms = utcMs(Number(y), Number(mo), Number(d), Number(h ?? 0), Number(mi ?? 0), Number(s ?? 0), millis);
   if (Number.isNaN(ms)) throw new InvalidTime(`"${text}" is not a valid time (no such date or time of day)`, "value");
   let offsetMs = 0;
   if (zone && zone !== "Z" && zone !== "z") {

@@ -28,7 +28,7 @@ export function registerAudit(program: Command): void {
     });
 
   dirOption(audit.command("list").description("show audit events"))
-    .option("--since <time>", "only events at or after this RFC 3339 time (with Z or an offset), date (00:00 UTC) or duration ago (e.g. 1h)")
+    .option("--since <time>", "only events at or after this RFC 3339 time (with Z or offset), date (00:00 UTC) or duration ago (1h)")
     .option("--limit <n>", "at most this many events")
     .option("--json", "machine-readable output")
     .action(async (opts) => {
