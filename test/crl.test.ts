@@ -28,6 +28,11 @@ import { LeafTemplate, buildRootCertificate, type IssuingCa } from "../src/x509/
 import { TESTDATA, assertOk, openssl, tempDir, writeTemp } from "./helpers.js";
 
 const DAY = 86_400_000;
+/**
+ * The injected "now" of every CA, leaf and CRL here, and the time openssl verifies at (-attime):
+ * nothing depends on the wall clock. Whole seconds, as X.509 times are.
+ */
+const NOW = Date.UTC(2031, 2, 14, 15, 9, 26);
 const VECTORS = join(TESTDATA, "pyca-vectors", "x509", "custom");
 const tmp = tempDir("fleetpki-crl-test-");
 after(() => tmp.cleanup());
@@ -54,7 +59,7 @@ function makeCa(kind: KeyKind): TestCa {
   const { publicKey, privateKey } = keyPair(kind);
   const spki = publicKey.export({ type: "spki", format: "der" });
   const signer = { key: privateKey, scheme: signatureSchemeFor(privateKey) };
-  const now = Date.now();
+  const now = NOW;
   const root = buildRootCertificate({
     subject: { commonName: `CRL Test ${kind} Root CA`, organization: "CRL Test" },
     spki,
@@ -80,7 +85,7 @@ function issueLeaf(ca: TestCa, name: string): { serialHex: string; path: string 
   const issued = new LeafTemplate(ca.ca, "device").issue(name, [{ uri: `spiffe://fleet.example/device/${name}` }], {
     spki: leafKey,
     subjectPublicKey: subjectPublicKeyOf(leafKey),
-    now: new Date(),
+    now: new Date(NOW),
     lifetimeMs: DAY,
   });
   return { serialHex: issued.serialHex, path: writeTemp(tmp.path, `${name}.pem`, toPem("CERTIFICATE", issued.der)) };
@@ -93,7 +98,7 @@ function randomSerialHex(): string {
 }
 
 function currentOptions(entries: readonly RevokedEntry[], crlNumber = 42n): CrlOptions {
-  const now = Date.now();
+  const now = NOW;
   return { crlNumber, thisUpdate: wholeSeconds(now - 60_000), nextUpdate: wholeSeconds(now + DAY), entries };
 }
 
@@ -108,9 +113,9 @@ function crlText(path: string): string {
   return r.stdout;
 }
 
-/** `openssl verify -crl_check` of a leaf against the CA and one CRL. */
+/** `openssl verify -crl_check` of a leaf against the CA and one CRL, at NOW. */
 function verifyLeaf(ca: TestCa, crlPath: string, leafPath: string): { ok: boolean; out: string } {
-  const r = openssl(["verify", "-crl_check", "-CAfile", ca.pemPath, "-CRLfile", crlPath, leafPath]);
+  const r = openssl(["verify", "-attime", String(NOW / 1000), "-crl_check", "-CAfile", ca.pemPath, "-CRLfile", crlPath, leafPath]);
   return { ok: r.status === 0 && /: OK\s*$/.test(r.stdout), out: r.stdout + r.stderr };
 }
 
@@ -162,7 +167,7 @@ describe("buildCrl, judged by openssl", () => {
       const held = issueLeaf(ca, `held-${kind}`);
       const good = issueLeaf(ca, `good-${kind}`);
       const unspecifiedSerial = randomSerialHex();
-      const now = Date.now();
+      const now = NOW;
       const entries: RevokedEntry[] = [
         { serialHex: revoked.serialHex, revokedAt: new Date(now - 5_000), reason: "keyCompromise" },
         { serialHex: held.serialHex, revokedAt: new Date(now - 4_000), reason: "certificateHold" },
@@ -332,16 +337,16 @@ describe("round trip: parseCrl(buildCrl(...))", () => {
 
   it("rejects invalid input with a RangeError", () => {
     const ca = caOf("p256");
-    const ok: RevokedEntry = { serialHex: "01", revokedAt: new Date() };
+    const ok: RevokedEntry = { serialHex: "01", revokedAt: new Date(NOW) };
     const bad: Array<[string, Partial<CrlOptions> | RevokedEntry]> = [
-      ["non-hex serial", { serialHex: "zz", revokedAt: new Date() }],
-      ["non-hex in the middle", { serialHex: "01x2", revokedAt: new Date() }],
-      ["odd-length serial", { serialHex: "abc", revokedAt: new Date() }],
-      ["empty serial", { serialHex: "", revokedAt: new Date() }],
+      ["non-hex serial", { serialHex: "zz", revokedAt: new Date(NOW) }],
+      ["non-hex in the middle", { serialHex: "01x2", revokedAt: new Date(NOW) }],
+      ["odd-length serial", { serialHex: "abc", revokedAt: new Date(NOW) }],
+      ["empty serial", { serialHex: "", revokedAt: new Date(NOW) }],
       ["invalid date", { serialHex: "01", revokedAt: new Date(NaN) }],
       ["year 10000", { serialHex: "01", revokedAt: new Date(Date.UTC(10000, 0, 1)) }],
-      ["removeFromCRL", { serialHex: "01", revokedAt: new Date(), reason: "removeFromCRL" }],
-      ["unknown reason", { serialHex: "01", revokedAt: new Date(), reason: "toString" as RevocationReason }],
+      ["removeFromCRL", { serialHex: "01", revokedAt: new Date(NOW), reason: "removeFromCRL" }],
+      ["unknown reason", { serialHex: "01", revokedAt: new Date(NOW), reason: "toString" as RevocationReason }],
       ["nextUpdate == thisUpdate", { thisUpdate: new Date(Date.UTC(2030, 0, 1)), nextUpdate: new Date(Date.UTC(2030, 0, 1, 0, 0, 0, 900)) }],
       ["negative CRL number", { crlNumber: -1n }],
       ["CRL number over 20 octets", { crlNumber: 1n << 159n }],
@@ -536,9 +541,12 @@ describe("parseCrl on bad input", () => {
 });
 
 describe("performance", () => {
-  it("100,000 entries: build + sign well under the 0.5 s budget; openssl accepts the result", (t) => {
+  // The 0.5 s budget is the benchmark's to judge (bench/ocsp.ts, quiet machine, against openssl in
+  // the same run). Here only a bound no loaded CI can reach (~0.1 s measured) that an accidentally
+  // quadratic encoder (minutes at 100k entries) cannot meet either.
+  it("100,000 entries: build + sign in linear time (bound 20 s, generous for loaded machines); openssl accepts the result", (t) => {
     const ca = caOf("p256");
-    const now = Date.now();
+    const now = NOW;
     const reasons: Array<RevocationReason | undefined> = [undefined, "keyCompromise", "superseded", "cessationOfOperation", "certificateHold"];
     const entries: RevokedEntry[] = [];
     const serials = randomBytes(17 * 100_000);
@@ -559,7 +567,7 @@ describe("performance", () => {
     const parseMs = performance.now() - t0;
     const best = Math.min(...times);
     t.diagnostic(`100k-entry CRL (${(der.length / 1e6).toFixed(1)} MB): build+sign ${times.map((x) => x.toFixed(0)).join("/")} ms (best ${best.toFixed(0)} ms), parse ${parseMs.toFixed(0)} ms`);
-    assert.ok(best < 2000, `build+sign took ${best.toFixed(0)} ms`);
+    assert.ok(best < 20_000, `build+sign took ${best.toFixed(0)} ms`);
 
     assert.equal(parsed.entries.length, 100_000);
     for (const i of [0, 1, 4, 54_321, 99_999]) {

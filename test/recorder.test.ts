@@ -1,7 +1,10 @@
 // The group-commit recorder: the same outcomes whether commits sync themselves (CLI) or the
-// server's group sync makes them durable afterwards.
+// server's group sync makes them durable afterwards. The group sync itself is driven through its
+// seam (an injected sync function): commits made while an fdatasync is in flight, and a failing one.
 import assert from "node:assert/strict";
 import { generateKeyPairSync } from "node:crypto";
+import { fdatasync, fstatSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { verifyAudit } from "../src/audit/log.js";
 import { addDevice } from "../src/authority/devices.js";
@@ -9,6 +12,8 @@ import { AuthenticationFailed, DeviceNotActive, UnknownDevice } from "../src/aut
 import type { Fleet } from "../src/authority/fleet.js";
 import { issueForKey, type SubjectKey } from "../src/authority/issuance.js";
 import { checkToken, createToken } from "../src/authority/tokens.js";
+import { StoreError } from "../src/store/errors.js";
+import type { SyncFunction } from "../src/store/wal-sync.js";
 import { tempFleet } from "./helpers.js";
 
 function p256Key(): SubjectKey {
@@ -16,8 +21,179 @@ function p256Key(): SubjectKey {
   return { spki, subjectPublicKey: spki.subarray(spki.length - 65), keyType: "p256" };
 }
 
+/**
+ * The WAL sync seam (WalSync's sync function): every fdatasync is held in flight until the test
+ * releases it, then runs the real fdatasync, or fails with the error given. Records the size of
+ * the WAL when each sync began: a sync covers exactly the frames written before it began.
+ */
+class HeldSync {
+  private readonly calls: Array<{ walBytes: number; released: boolean; run: (err?: NodeJS.ErrnoException) => void }> = [];
+  private readonly waiting: Array<{ n: number; resolve: () => void }> = [];
+  private holding = true;
+
+  readonly sync: SyncFunction = (fd, callback) => {
+    const call = {
+      walBytes: fstatSync(fd).size,
+      released: false,
+      run: (err?: NodeJS.ErrnoException) => (err ? setImmediate(() => callback(err)) : fdatasync(fd, callback)),
+    };
+    this.calls.push(call);
+    for (const w of this.waiting.filter((w) => this.calls.length >= w.n)) w.resolve();
+    if (!this.holding) this.release(this.calls.length);
+  };
+
+  get count(): number {
+    return this.calls.length;
+  }
+
+  /** Resolves once the n-th sync (1-based) has begun. */
+  started(n: number): Promise<void> {
+    return this.calls.length >= n ? Promise.resolve() : new Promise((resolve) => this.waiting.push({ n, resolve }));
+  }
+
+  walBytesAtStart(n: number): number {
+    return this.calls[n - 1]!.walBytes;
+  }
+
+  release(n: number, err?: NodeJS.ErrnoException): void {
+    const call = this.calls[n - 1]!;
+    assert.equal(call.released, false, `sync ${n} released twice`);
+    call.released = true;
+    call.run(err);
+  }
+
+  /** Clean-up (also after a failed assertion): lets every sync, held or future, run, so close() can finish. */
+  stopHolding(): void {
+    this.holding = false;
+    this.calls.forEach((c, i) => c.released || this.release(i + 1));
+  }
+}
+
+/** Tracks whether a promise has settled, without awaiting it. */
+function watch<T>(p: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
+  let settled = false;
+  const promise = p.finally(() => {
+    settled = true;
+  });
+  promise.catch(() => undefined); // rejections are asserted where the test awaits them
+  return { promise, settled: () => settled };
+}
+
+/** Lets every callback already queued run (promise jobs and one turn of the event loop). */
+const drain = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** Polls `cond` once per event-loop turn (no timers), failing after many turns. */
+async function until(cond: () => Promise<boolean>, what: string): Promise<void> {
+  for (let turn = 0; turn < 10_000; turn++) {
+    if (await cond()) return;
+    await drain();
+  }
+  assert.fail(`never happened: ${what}`);
+}
+
+const deviceExists = async (fleet: Fleet, id: string): Promise<boolean> =>
+  (await fleet.store.db.selectFrom("devices").select("id").where("id", "=", id).executeTakeFirst()) !== undefined;
+
+async function certificateCount(fleet: Fleet, deviceId: string): Promise<number> {
+  return (await fleet.store.db.selectFrom("certificates").select("serial").where("device_id", "=", deviceId).execute()).length;
+}
+
+describe("WAL group sync: commits during a sync, and a failed sync", () => {
+  it("a commit made while an fdatasync is in flight is answered by a later sync, never by the one already running", async () => {
+    const ctx = await tempFleet();
+    let held: HeldSync | undefined;
+    try {
+      const { fleet } = ctx;
+      await addDevice(fleet, { id: "r1", actor: "test" });
+      await addDevice(fleet, { id: "r2", actor: "test" });
+      held = new HeldSync();
+      fleet.store.useGroupSync({ sync: held.sync });
+      const wal = join(ctx.dir, "fleetpki.db-wal");
+
+      // Issuance A commits its batch, then waits for sync 1, which the test holds in flight.
+      const a = watch(issueForKey(fleet, { deviceId: "r1", actor: "test" }, p256Key()));
+      await held.started(1);
+      assert.equal(await certificateCount(fleet, "r1"), 1, "A's certificate is committed");
+      assert.equal(a.settled(), false, "but not handed out before it is on disk");
+
+      // Commit C while sync 1 runs: a real write transaction (Store.transaction commits, then
+      // waits for durability before it resolves).
+      const c = watch(addDevice(fleet, { id: "r3", actor: "test" }));
+      await until(() => deviceExists(fleet, "r3"), "C committed");
+      const walAfterC = statSync(wal).size;
+      assert.ok(walAfterC > held.walBytesAtStart(1), "C's frames were written after sync 1 began, so sync 1 does not cover them");
+      // Issuance B arrives during sync 1 as well.
+      const b = watch(issueForKey(fleet, { deviceId: "r2", actor: "test" }, p256Key()));
+      await drain();
+      assert.equal(held.count, 1, "no second sync runs concurrently with the first");
+
+      held.release(1);
+      await a.promise;
+      await drain();
+      assert.equal(c.settled(), false, "C is not answered by the sync that was running when it committed");
+      assert.equal(b.settled(), false);
+      assert.equal(held.count, 2, "the next sync began as soon as sync 1 finished");
+      assert.ok(held.walBytesAtStart(2) >= walAfterC, "and it covers C's frames");
+
+      // B's batch commits only after A's sync (the recorder records one batch at a time); it
+      // then waits behind sync 2, which began before B's frames were written, so B needs sync 3.
+      held.release(2);
+      await c.promise;
+      await held.started(3);
+      assert.equal(await certificateCount(fleet, "r2"), 1, "B's certificate is committed");
+      assert.equal(held.walBytesAtStart(3), statSync(wal).size, "sync 3 covers everything written, B included");
+      await drain();
+      assert.equal(b.settled(), false, "B waits for sync 3");
+      held.release(3);
+      await b.promise;
+      assert.equal(held.count, 3);
+      assert.equal((await verifyAudit(fleet.store.db)).ok, true);
+    } finally {
+      held?.stopHolding();
+      await ctx.close();
+    }
+  });
+
+  it("a failed fdatasync rejects the waits it served and every later one, and no later sync is trusted", async () => {
+    const ctx = await tempFleet();
+    let held: HeldSync | undefined;
+    try {
+      const { fleet } = ctx;
+      await addDevice(fleet, { id: "r1", actor: "test" });
+      await addDevice(fleet, { id: "r2", actor: "test" });
+      held = new HeldSync();
+      fleet.store.useGroupSync({ sync: held.sync });
+
+      const a = watch(issueForKey(fleet, { deviceId: "r1", actor: "test" }, p256Key()));
+      await held.started(1);
+      const c = watch(addDevice(fleet, { id: "r3", actor: "test" })); // committed during the sync that will fail
+      await until(() => deviceExists(fleet, "r3"), "C committed");
+      await drain();
+
+      held.release(1, Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
+      const failed = (e: unknown): boolean => e instanceof StoreError && /syncing the write-ahead log .* failed \(EIO/.test(e.message);
+      await assert.rejects(a.promise, failed, "the issuance whose sync failed gets no certificate");
+      await drain();
+      assert.ok(c.settled(), "the commit that waited for the next sync is answered too, not left waiting");
+      await assert.rejects(c.promise, failed, "and refused");
+
+      // The kernel may have dropped the dirty pages: a later fdatasync could succeed without them.
+      const later = watch(fleet.store.durable());
+      await drain();
+      assert.equal(held.count, 1, "no sync is started after the failure");
+      assert.ok(later.settled(), "a later durable wait is refused at once");
+      await assert.rejects(later.promise, failed);
+      await assert.rejects(issueForKey(fleet, { deviceId: "r2", actor: "test" }, p256Key()), failed, "a later issuance is refused");
+      assert.equal(held.count, 1, "no sync was started after the failure");
+    } finally {
+      held?.stopHolding();
+      await ctx.close();
+    }
+  });
+});
+
 describe("WAL group sync", () => {
-  it("one sync serves the commits made while the previous one ran, and close waits for it", async () => {
+  it("durable() calls made while a sync runs share the next sync (real fdatasync), and close waits for it", async () => {
     const ctx = await tempFleet();
     try {
       const store = ctx.fleet.store;

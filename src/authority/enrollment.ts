@@ -7,6 +7,7 @@ import { parseDuration } from "../config/duration.js";
 import type { CertificateTable, EnrollmentRequestTable } from "../store/schema.js";
 import { parseCertificate, subjectAltNameUris, type ParsedCertificate } from "../x509/certificate.js";
 import { CsrError, csrDer, decodeCsr } from "../x509/csr.js";
+import { DerError } from "../der/reader.js";
 import { commonNameOf } from "../x509/name.js";
 import { fromPem, toPem } from "../x509/pem.js";
 import { deviceSpiffeId } from "../x509/profiles.js";
@@ -306,6 +307,8 @@ export function requestedDeviceId(csr: Buffer | string): string {
     cn = commonNameOf(decodeCsr(csr).subject);
   } catch (e) {
     if (e instanceof CsrError) throw new CsrInvalid(e.reason, e.message);
+    // A subject string that is not text (an odd-length BMPString, say) is the requester's error.
+    if (e instanceof DerError) throw new CsrInvalid("malformed", `CSR: malformed subject: ${e.message}`);
     throw e;
   }
   if (!cn) throw new InvalidArgument("the CSR has no commonName to take the device id from");

@@ -5,7 +5,7 @@ import SqliteDatabase from "better-sqlite3";
 import { Kysely, Migrator, SqliteDialect, sql, type MigrationProvider, type SqliteDatabase as KyselySqliteDatabase, type Transaction } from "kysely";
 import { StoreError } from "./errors.js";
 import { migrations } from "./migrations.js";
-import { WalSync } from "./wal-sync.js";
+import { WalSync, type SyncFunction } from "./wal-sync.js";
 import type { Database } from "./schema.js";
 
 export type Db = Kysely<Database>;
@@ -39,7 +39,7 @@ export interface Store {
    * durable() syncs the write-ahead log on libuv's thread pool, once for all the commits made
    * while the previous sync ran (wal-sync.ts). The event loop never waits for the disk.
    */
-  useGroupSync(): void;
+  useGroupSync(options?: { sync?: SyncFunction }): void;
   close(): Promise<void>;
 }
 
@@ -108,9 +108,9 @@ export async function openStore(path: string, options: OpenStoreOptions = {}): P
       return db.connection().execute(async () => fn(native));
     },
     durable,
-    useGroupSync() {
+    useGroupSync(options = {}) {
       if (walSync) return;
-      walSync = new WalSync(`${path}-wal`);
+      walSync = new WalSync(`${path}-wal`, options.sync);
       native.pragma("synchronous = NORMAL");
     },
     async close() {

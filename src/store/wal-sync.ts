@@ -25,6 +25,9 @@ function waiters(): Waiters {
   return { promise, resolve, reject };
 }
 
+/** fdatasync's shape; a seam so tests can hold a sync in flight or make it fail. */
+export type SyncFunction = (fd: number, callback: (err: NodeJS.ErrnoException | null) => void) => void;
+
 export class WalSync {
   private readonly fd: number;
   /** Callers of the sync in progress; undefined when none runs. */
@@ -42,7 +45,10 @@ export class WalSync {
    * `walPath`: the connection's `-wal` file. SQLite deletes it only when the last connection to
    * the database closes, so it stays the same file while the caller's connection is open.
    */
-  constructor(private readonly walPath: string) {
+  constructor(
+    private readonly walPath: string,
+    private readonly syncFile: SyncFunction = fdatasync,
+  ) {
     try {
       this.fd = openSync(walPath, "r");
       // The WAL's directory entry must survive a power loss too.
@@ -66,7 +72,7 @@ export class WalSync {
   }
 
   private start(): void {
-    fdatasync(this.fd, (err) => {
+    this.syncFile(this.fd, (err) => {
       const done = this.running!;
       if (err) {
         this.failed = new StoreError(`syncing the write-ahead log ${this.walPath} failed (${err.message}); recent commits may not be on disk, restart the server`);

@@ -3,6 +3,7 @@ import { createHash, randomBytes, sign, type KeyObject } from "node:crypto";
 import { DerError, children, content, expectTag, raw, readBitStringBytes, readElement, readOid, readRoot, readUnsignedInteger, type Element } from "../der/reader.js";
 import { bitString, explicit, sequence, smallInteger, time, unsignedInteger } from "../der/writer.js";
 import type { SignatureScheme } from "./algorithms.js";
+import { InvalidTime, readX509Time } from "./time.js";
 
 export interface Signer {
   key: KeyObject;
@@ -75,16 +76,14 @@ export interface ParsedCertificate {
   signatureAlgorithm: string;
 }
 
+/** notBefore / notAfter through the one strict time reader (x509/time.ts): month 13 is no date. */
 function readTime(e: Element): Date {
-  const s = content(e).toString("latin1");
-  let m: RegExpMatchArray | null;
-  if (e.tag === 0x17 && (m = s.match(/^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/))) {
-    const yy = Number(m[1]);
-    return new Date(Date.UTC(yy >= 50 ? 1900 + yy : 2000 + yy, Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])));
+  try {
+    return new Date(readX509Time(e.tag, e.source, e.contentStart, e.end));
+  } catch (err) {
+    if (err instanceof InvalidTime) throw new DerError(`invalid validity time: ${err.message}`, e.start);
+    throw err;
   }
-  if (e.tag === 0x18 && (m = s.match(/^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/)))
-    return new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])));
-  throw new DerError(`invalid time "${s}"`, e.start);
 }
 
 export function parseCertificate(der: Buffer): ParsedCertificate {

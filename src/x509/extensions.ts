@@ -4,7 +4,6 @@ import { OID } from "../der/oids.js";
 import {
   boolean,
   explicit,
-
   implicitConstructed,
   implicitPrimitive,
   namedBitString,
@@ -60,25 +59,55 @@ export function authorityKeyIdentifier(keyId: Buffer): Buffer {
 
 export type GeneralName = { uri: string } | { dns: string } | { ip: string };
 
-function ipBytes(ip: string): Buffer {
-  const family = isIP(ip);
-  if (family === 4) return Buffer.from(ip.split(".").map(Number));
-  if (family === 6) {
-    const [head, tail] = ip.includes("::") ? ip.split("::") : [ip, undefined];
-    const h = head ? head.split(":") : [];
-    const t = tail ? tail.split(":") : [];
-    const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill("0"), ...t];
-    const out = Buffer.alloc(16);
-    groups.forEach((g, i) => out.writeUInt16BE(parseInt(g || "0", 16), i * 2));
-    return out;
+function ipv4Bytes(ip: string): Buffer {
+  return Buffer.from(ip.split(".").map(Number));
+}
+
+/**
+ * The 16 octets of an IPv6 address (RFC 4291 2.2): eight hex groups, one "::" standing for one
+ * or more zero groups, and an optional trailing dotted quad (::ffff:10.0.0.1, ::1.2.3.4) that
+ * fills the last two groups. isIP has checked the syntax already; the counts are checked again.
+ */
+function ipv6Bytes(ip: string): Buffer {
+  let text = ip;
+  let v4: Buffer | undefined;
+  const lastColon = ip.lastIndexOf(":");
+  if (ip.includes(".", lastColon)) {
+    v4 = ipv4Bytes(ip.slice(lastColon + 1));
+    text = `${ip.slice(0, lastColon + 1)}0:0`; // two placeholder groups, overwritten by v4
   }
+  const halves = text.split("::");
+  if (halves.length > 2) throw new RangeError(`not an IPv6 address: ${ip}`);
+  const groupsOf = (part: string): string[] => (part === "" ? [] : part.split(":"));
+  const head = groupsOf(halves[0]!);
+  const tail = halves.length === 2 ? groupsOf(halves[1]!) : [];
+  const zeros = halves.length === 2 ? 8 - head.length - tail.length : 0;
+  const groups = [...head, ...Array<string>(Math.max(zeros, 0)).fill("0"), ...tail];
+  if (groups.length !== 8 || (halves.length === 2 && zeros < 1) || !groups.every((g) => /^[0-9a-fA-F]{1,4}$/.test(g)))
+    throw new RangeError(`not an IPv6 address: ${ip}`);
+  const out = Buffer.alloc(16);
+  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
+  v4?.copy(out, 12);
+  return out;
+}
+
+/**
+ * The iPAddress GeneralName octets (RFC 5280 4.2.1.6): 4 for IPv4, 16 for IPv6, including the
+ * IPv4-mapped form. A zone id ("fe80::1%eth0") names an interface of one host, not an address a
+ * certificate can vouch for, so it is refused.
+ */
+export function ipAddressBytes(ip: string): Buffer {
+  if (ip.includes("%")) throw new RangeError(`IP address ${ip} has a zone id ("%..."), which a certificate cannot name`);
+  const family = isIP(ip);
+  if (family === 4) return ipv4Bytes(ip);
+  if (family === 6) return ipv6Bytes(ip);
   throw new RangeError(`not an IP address: ${ip}`);
 }
 
 export function generalName(name: GeneralName): Buffer {
   if ("uri" in name) return implicitPrimitive(6, Buffer.from(name.uri, "latin1"));
   if ("dns" in name) return implicitPrimitive(2, Buffer.from(name.dns, "latin1"));
-  return implicitPrimitive(7, ipBytes(name.ip));
+  return implicitPrimitive(7, ipAddressBytes(name.ip));
 }
 
 export function subjectAltName(names: readonly GeneralName[]): Buffer {

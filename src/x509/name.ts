@@ -1,5 +1,5 @@
 // X.501 Names: building RDN sequences and rendering them as text.
-import { children, content, expectTag, readElement, readOid, type Element } from "../der/reader.js";
+import { DerError, children, content, expectTag, readElement, readOid, type Element } from "../der/reader.js";
 import { OID } from "../der/oids.js";
 import { oid, printableString, sequence, set, utf8String } from "../der/writer.js";
 
@@ -24,6 +24,37 @@ const SHORT: Record<string, string> = {
   [OID.serialNumberAttr]: "serialNumber",
 };
 
+const BMP_STRING = 0x1e;
+const UNIVERSAL_STRING = 0x1c;
+const T61_STRING = 0x14;
+
+/**
+ * The text of a DirectoryString value. BMPString is UCS-2 and UniversalString UCS-4, both
+ * big-endian (X.690 8.23.7-8); Node has no big-endian decoder, so the bytes are swapped first.
+ * TeletexString is read as Latin-1, as OpenSSL reads it. The other string types we meet
+ * (UTF8String, PrintableString, IA5String) are UTF-8 compatible.
+ */
+export function directoryStringText(value: Element): string {
+  const bytes = content(value);
+  if (value.tag === BMP_STRING) {
+    if (bytes.length % 2 !== 0) throw new DerError(`BMPString of odd length ${bytes.length}`, value.start);
+    return Buffer.from(bytes).swap16().toString("utf16le");
+  }
+  if (value.tag === UNIVERSAL_STRING) {
+    if (bytes.length % 4 !== 0) throw new DerError(`UniversalString of length ${bytes.length}, not a multiple of 4`, value.start);
+    let text = "";
+    for (let i = 0; i < bytes.length; i += 4) {
+      const cp = bytes.readUInt32BE(i);
+      if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        throw new DerError(`UniversalString holds no character 0x${cp.toString(16)}`, value.start);
+      text += String.fromCodePoint(cp);
+    }
+    return text;
+  }
+  if (value.tag === T61_STRING) return bytes.toString("latin1");
+  return bytes.toString("utf8");
+}
+
 /** "CN=x, O=y" rendering (RDNs in encoded order) for humans and logs. */
 export function nameToString(nameDer: Buffer): string {
   const root = readElement(nameDer, 0);
@@ -32,7 +63,7 @@ export function nameToString(nameDer: Buffer): string {
     .map((atv: Element) => {
       const [type, value] = children(atv);
       const t = readOid(type!);
-      return `${SHORT[t] ?? t}=${content(value!).toString(value!.tag === 0x1e ? "utf16le" : "utf8")}`;
+      return `${SHORT[t] ?? t}=${directoryStringText(value!)}`;
     })
     .join(", ");
 }
@@ -43,7 +74,7 @@ export function commonNameOf(nameDer: Buffer): string | undefined {
   for (const rdn of children(expectTag(readElement(nameDer, 0), 0x30, "Name")))
     for (const atv of children(rdn)) {
       const [type, value] = children(atv);
-      if (readOid(type!) === OID.commonName) cn = content(value!).toString(value!.tag === 0x1e ? "utf16le" : "utf8");
+      if (readOid(type!) === OID.commonName) cn = directoryStringText(value!);
     }
   return cn;
 }

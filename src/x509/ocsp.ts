@@ -17,6 +17,7 @@ import { OID } from "../der/oids.js";
 import { DerError, readElement, readOid, readRoot, readUnsignedInteger, type Element } from "../der/reader.js";
 import { TAG, bitString, explicit, generalizedTime, octetString, oid, sequence, tlv } from "../der/writer.js";
 import { keyIdentifier } from "./extensions.js";
+import { InvalidTime, readX509Time } from "./time.js";
 import type { ParsedCertificate, ParsedExtension, Signer } from "./certificate.js";
 import { REVOCATION_REASONS, type RevocationReason } from "./crl.js";
 
@@ -750,21 +751,13 @@ function parseSingleResponse(single: Element): ParsedSingleResponse {
   return out;
 }
 
-const GENERALIZED_TIME = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/;
-
-/** GeneralizedTime "YYYYMMDDHHMMSSZ" only (RFC 5280 4.1.2.5.2: no fractions, always Zulu). */
+/** GeneralizedTime "YYYYMMDDHHMMSSZ" only (RFC 5280 4.1.2.5.2), read by the one strict time reader. */
 function readGeneralizedTime(e: Element): Date {
   expect(e, TAG.GENERALIZED_TIME, "GeneralizedTime");
-  const s = contentOf(e).toString("latin1");
-  const m = GENERALIZED_TIME.exec(s);
-  if (!m) throw new OcspResponseError("bad-time", `invalid GeneralizedTime "${s}"`);
-  const date = new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6])));
-  // Date.UTC rolls over out-of-range fields (month 13, second 61); re-encoding catches that.
-  if (Number.isNaN(date.getTime()) || generalizedTimeText(date) !== s)
-    throw new OcspResponseError("bad-time", `invalid GeneralizedTime "${s}"`);
-  return date;
-}
-
-function generalizedTimeText(date: Date): string {
-  return generalizedTime(date).subarray(2).toString("latin1");
+  try {
+    return new Date(readX509Time(e.tag, e.source, e.contentStart, e.end));
+  } catch (err) {
+    if (err instanceof InvalidTime) throw new OcspResponseError("bad-time", `invalid GeneralizedTime: ${err.message}`);
+    throw err;
+  }
 }

@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { listAudit, verifyAudit } from "../../audit/log.js";
 import { InvalidArgument } from "../../authority/errors.js";
 import { parseDuration } from "../../config/duration.js";
+import { parseRfc3339 } from "../../x509/time.js";
 import { dirOption, withFleet } from "../context.js";
 import { printJson, printTable, say } from "../output.js";
 
@@ -27,14 +28,18 @@ export function registerAudit(program: Command): void {
     });
 
   dirOption(audit.command("list").description("show audit events"))
-    .option("--since <time>", "only events at or after this ISO-8601 time or duration ago (e.g. 1h)")
+    .option("--since <time>", "only events at or after this RFC 3339 time (with Z or offset), date (00:00 UTC) or duration ago (1h)")
     .option("--limit <n>", "at most this many events")
     .option("--json", "machine-readable output")
     .action(async (opts) => {
       let since: Date | undefined;
       if (opts.since) {
-        since = /^\d+[smhdwy]$/.test(opts.since) ? new Date(Date.now() - parseDuration(opts.since)) : new Date(opts.since);
-        if (Number.isNaN(since.getTime())) throw new InvalidArgument(`--since "${opts.since}": use an ISO-8601 time or a duration like 1h`);
+        // Absolute times through the one strict parser: `new Date()` took "2026-02-30" as March 1 and "1" as 2001.
+        try {
+          since = /^\d+[smhdwy]$/.test(opts.since) ? new Date(Date.now() - parseDuration(opts.since)) : parseRfc3339(opts.since);
+        } catch (e) {
+          throw new InvalidArgument(`--since ${(e as Error).message}; use a time like 2026-05-01T12:00:00Z, a date, or a duration like 1h`);
+        }
       }
       const limit = opts.limit ? Number(opts.limit) : undefined;
       if (limit !== undefined && (!Number.isInteger(limit) || limit <= 0)) throw new InvalidArgument("--limit must be a positive integer");
