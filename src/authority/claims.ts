@@ -26,7 +26,8 @@ export function applyClaim(native: NativeDb, claim: Claim, certificate: Certific
       // One statement when the token is still good; only a refusal reads the row to say why.
       const spent = preparedStatement<{ at: string; serial: string; id: string; device: string }>(
         native,
-        "update enrollment_tokens set used_at = @at, certificate_serial = @serial where id = @id and device_id = @device and used_at is null and expires_at > @at",
+        "update enrollment_tokens set used_at = @at, certificate_serial = @serial " +
+          "where id = @id and device_id = @device and used_at is null and expires_at > @at",
       ).run({ at: claim.at, serial: certificate.serial, id: claim.tokenId, device: claim.deviceId });
       if (spent.changes === 1) return;
       const row = preparedStatement<[string, string], EnrollmentTokenTable>(native, "select * from enrollment_tokens where id = ? and device_id = ?").get(claim.tokenId, claim.deviceId);
@@ -36,7 +37,8 @@ export function applyClaim(native: NativeDb, claim: Claim, certificate: Certific
     case "renewal": {
       // Checked first: a racing request renewed it already (enrollment.ts answers with that renewal
       // for the same key), and then the nonce stays unspent.
-      const renewed = preparedStatement<[string], { serial: string }>(native, "select serial from renewals where renewed_serial = ?").get(claim.renews);
+      const renewals = preparedStatement<[string], { serial: string }>(native, "select serial from renewals where renewed_serial = ?");
+      const renewed = renewals.get(claim.renews);
       if (renewed) throw new CertificateAlreadyRenewed(claim.renews, renewed.serial);
       if (claim.nonce !== undefined) {
         const row = preparedStatement<[string], RenewalNonceTable>(native, "select * from renewal_nonces where nonce = ?").get(claim.nonce);
@@ -44,12 +46,8 @@ export function applyClaim(native: NativeDb, claim: Claim, certificate: Certific
           throw new AuthenticationFailed("nonce-invalid", "the renewal challenge is unknown, expired, already used or for another device");
         preparedStatement<[string, string]>(native, "update renewal_nonces set used_at = ? where nonce = ?").run(claim.at, claim.nonce);
       }
-      preparedStatement<[string, string, string, string]>(native, "insert into renewals (renewed_serial, serial, device_id, created_at) values (?, ?, ?, ?)").run(
-        claim.renews,
-        certificate.serial,
-        claim.deviceId,
-        claim.at,
-      );
+      const insert = "insert into renewals (renewed_serial, serial, device_id, created_at) values (?, ?, ?, ?)";
+      preparedStatement<[string, string, string, string]>(native, insert).run(claim.renews, certificate.serial, claim.deviceId, claim.at);
       return;
     }
     case "approval": {

@@ -62,12 +62,15 @@ export async function enrollWithToken(
     });
   const [tokenChecked, csrChecked] = await Promise.allSettled([tokenCheck, keyFromCsr(req.csr)]);
   if (tokenChecked.status === "rejected") {
-    if (isSpentToken(tokenChecked.reason) && csrChecked.status === "fulfilled") return retryWithSpentToken(fleet, req, csrChecked.value, tokenChecked.reason);
+    if (isSpentToken(tokenChecked.reason) && csrChecked.status === "fulfilled")
+      return retryWithSpentToken(fleet, req, csrChecked.value, tokenChecked.reason);
     throw tokenChecked.reason;
   }
   if (csrChecked.status === "rejected") throw csrChecked.reason;
   try {
-    return await issueForKey(fleet, { deviceId: req.deviceId, actor: `token:${req.deviceId}`, now, context: context(req.source, { provisioner: "token" }), claim: tokenChecked.value }, csrChecked.value);
+    const ctx = context(req.source, { provisioner: "token" });
+    const issue = { deviceId: req.deviceId, actor: `token:${req.deviceId}`, now, context: ctx, claim: tokenChecked.value };
+    return await issueForKey(fleet, issue, csrChecked.value);
   } catch (e) {
     // A concurrent request with this token won: the same key gets the certificate it got.
     if (isSpentToken(e)) return retryWithSpentToken(fleet, req, csrChecked.value, e);
@@ -80,10 +83,16 @@ function isSpentToken(e: unknown): e is AuthenticationFailed {
 }
 
 /** A spent token asks again: the same key gets the certificate the token paid for; any other key gets `refusal` ("token used"). */
-async function retryWithSpentToken(fleet: Fleet, req: { deviceId: string; token: string; source: RequestSource }, key: SubjectKey, refusal: AuthenticationFailed): Promise<DeviceCertificate> {
+async function retryWithSpentToken(
+  fleet: Fleet,
+  req: { deviceId: string; token: string; source: RequestSource },
+  key: SubjectKey,
+  refusal: AuthenticationFailed,
+): Promise<DeviceCertificate> {
   const serial = await certificateOfSpentToken(fleet, req.deviceId, req.token);
   if (serial === undefined) throw refusal;
-  return redeliver(fleet, { serial, deviceId: req.deviceId, key, actor: `token:${req.deviceId}`, context: context(req.source, { provisioner: "token" }), refusal: () => refusal });
+  const ctx = context(req.source, { provisioner: "token" });
+  return redeliver(fleet, { serial, deviceId: req.deviceId, key, actor: `token:${req.deviceId}`, context: ctx, refusal: () => refusal });
 }
 
 // ---- retries after a lost answer ----------------------------------------------------------
@@ -99,13 +108,15 @@ async function redeliver(
 ): Promise<DeviceCertificate> {
   const row = await fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", req.serial).executeTakeFirst();
   if (!row || row.device_id !== req.deviceId || !parseCertificate(Buffer.from(row.der)).spki.equals(req.key.spki)) throw req.refusal();
-  if (row.status !== "valid") throw new NotPermitted("certificate-revoked", `certificate ${row.serial} of device "${req.deviceId}" is ${row.status === "hold" ? "on hold" : "revoked"}`);
+  if (row.status !== "valid")
+    throw new NotPermitted("certificate-revoked", `certificate ${row.serial} is ${row.status === "hold" ? "on hold" : "revoked"}`);
   await assertIssuerActive(fleet, row.issuer_ca);
   await fleet.store.transaction(async (tx) => {
     const device = await tx.selectFrom("devices").select("status").where("id", "=", req.deviceId).executeTakeFirst();
     if (!device) throw new UnknownDevice(req.deviceId);
     if (device.status !== "active") throw new DeviceNotActive(req.deviceId, device.status);
-    await appendAudit(tx, [{ actor: req.actor, action: "certificate.redeliver", subject: `device:${req.deviceId}`, details: { serial: row.serial, ...req.context } }]);
+    const details = { serial: row.serial, ...req.context };
+    await appendAudit(tx, [{ actor: req.actor, action: "certificate.redeliver", subject: `device:${req.deviceId}`, details }]);
   });
   return recordedDeviceCertificate(fleet, row, req.key.keyType);
 }
@@ -193,11 +204,19 @@ export async function renewWithCertificate(fleet: Fleet, req: { clientCertificat
  * and only its renewal can renew now. `nonce`: the renewal-after-expiry challenge, spent with a
  * new renewal; a repeated answer needs it unexpired and for this device (it may be spent).
  */
-async function renewOnce(fleet: Fleet, known: KnownCertificate, key: SubjectKey, req: { now: Date; context: Record<string, unknown>; nonce?: string }): Promise<DeviceCertificate> {
+async function renewOnce(
+  fleet: Fleet,
+  known: KnownCertificate,
+  key: SubjectKey,
+  req: { now: Date; context: Record<string, unknown>; nonce?: string },
+): Promise<DeviceCertificate> {
   const actor = `device:${known.deviceId}`;
-  let renewal: string | undefined = (await fleet.store.db.selectFrom("renewals").select("serial").where("renewed_serial", "=", known.row.serial).executeTakeFirst())?.serial;
+  const renewals = fleet.store.db.selectFrom("renewals").select("serial");
+  const earlier = await renewals.where("renewed_serial", "=", known.row.serial).executeTakeFirst();
+  let renewal = earlier?.serial;
   if (renewal === undefined) {
-    const claim: Claim = { kind: "renewal", deviceId: known.deviceId, renews: known.row.serial, nonce: req.nonce, at: req.now.toISOString() };
+    const at = req.now.toISOString();
+    const claim: Claim = { kind: "renewal", deviceId: known.deviceId, renews: known.row.serial, nonce: req.nonce, at };
     try {
       return await issueForKey(fleet, { deviceId: known.deviceId, actor, now: req.now, context: req.context, claim }, key);
     } catch (e) {
@@ -206,7 +225,8 @@ async function renewOnce(fleet: Fleet, known: KnownCertificate, key: SubjectKey,
     }
   }
   if (req.nonce !== undefined) {
-    const nonce = await fleet.store.db.selectFrom("renewal_nonces").select(["device_id", "expires_at"]).where("nonce", "=", req.nonce).executeTakeFirst();
+    const nonces = fleet.store.db.selectFrom("renewal_nonces").select(["device_id", "expires_at"]);
+    const nonce = await nonces.where("nonce", "=", req.nonce).executeTakeFirst();
     if (!nonce || nonce.device_id !== known.deviceId || nonce.expires_at <= req.now.toISOString())
       throw new AuthenticationFailed("nonce-invalid", "the renewal challenge is unknown, expired or for another device");
   }
@@ -275,8 +295,9 @@ const challengeTransactions = new WeakMap<NativeDb, SqliteTransaction<(c: Challe
 function storeChallenge(native: NativeDb, c: ChallengeRow): void {
   const eligible = preparedStatement<ChallengeRow>(
     native,
-    "select 1 from certificates join devices on devices.id = certificates.device_id where certificates.device_id = @device and certificates.kind = 'device' " +
-      "and certificates.status = 'valid' and devices.status = 'active' and certificates.not_after >= @expiredSince and certificates.not_after <= @expiredBy limit 1",
+    "select 1 from certificates c join devices d on d.id = c.device_id " +
+      "where c.device_id = @device and c.kind = 'device' and c.status = 'valid' and d.status = 'active' " +
+      "and c.not_after >= @expiredSince and c.not_after <= @expiredBy limit 1",
   );
   if (eligible.get(c) === undefined) return;
   // Expired challenges are useless (a spent one is refused as unknown just as well): the table
@@ -284,9 +305,11 @@ function storeChallenge(native: NativeDb, c: ChallengeRow): void {
   preparedStatement<ChallengeRow>(native, "delete from renewal_nonces where expires_at <= @at").run(c);
   preparedStatement<ChallengeRow>(
     native,
-    "delete from renewal_nonces where device_id = @device and nonce not in (select nonce from renewal_nonces where device_id = @device order by expires_at desc limit @keep)",
+    "delete from renewal_nonces where device_id = @device " +
+      "and nonce not in (select nonce from renewal_nonces where device_id = @device order by expires_at desc limit @keep)",
   ).run(c);
-  preparedStatement<ChallengeRow>(native, "insert into renewal_nonces (nonce, device_id, expires_at, used_at) values (@nonce, @device, @expires, null)").run(c);
+  const insert = "insert into renewal_nonces (nonce, device_id, expires_at, used_at) values (@nonce, @device, @expires, null)";
+  preparedStatement<ChallengeRow>(native, insert).run(c);
 }
 
 function hashFor(key: ReturnType<typeof createPublicKey>): string | null {
@@ -324,7 +347,8 @@ export async function renewExpired(
   }
   if (!ok) throw new AuthenticationFailed("proof-invalid", "the proof of possession does not verify with the expired certificate's key");
   await assertIssuerActive(fleet, known.row.issuer_ca);
-  return renewOnce(fleet, known, key, { now, nonce: req.nonce, context: context(req.source, { renews: known.row.serial, after_expiry: true }) });
+  const renewal = { now, nonce: req.nonce, context: context(req.source, { renews: known.row.serial, after_expiry: true }) };
+  return renewOnce(fleet, known, key, renewal);
 }
 
 // ---- approval ---------------------------------------------------------------------------

@@ -146,7 +146,7 @@ enrollment:
   factory: ${c.enrollment.factory}                # certificates from local (factory) CAs
   approval: ${c.enrollment.approval}              # requests without credentials wait for \`device approve\`
   token_ttl: ${c.enrollment.token_ttl}               # default lifetime of a token
-  failed_auth_per_minute: ${c.enrollment.failed_auth_per_minute}    # failed logins per source address; beyond it failures get 429, valid credentials still pass
+  failed_auth_per_minute: ${c.enrollment.failed_auth_per_minute}    # failed logins per source address, then 429 (valid ones still pass)
 
 # CRLs and OCSP, served by the status listener (listen.status).
 revocation:

@@ -143,7 +143,12 @@ class Handler {
    * not locked out: a valid credential still succeeds (`limited` asks the authority to check it
    * before costlier work), and only failures are answered 429 instead of 401.
    */
-  private async authenticated<T>(source: RequestSource, deviceId: string | undefined, reasonVia: string, op: (limited: boolean) => Promise<T>): Promise<T> {
+  private async authenticated<T>(
+    source: RequestSource,
+    deviceId: string | undefined,
+    reasonVia: string,
+    op: (limited: boolean) => Promise<T>,
+  ): Promise<T> {
     const key = sourceKey(source.address);
     const limited = this.limiter.blockedFor(key) > 0;
     try {
@@ -153,7 +158,7 @@ class Handler {
       this.limiter.fail(key);
       this.recordFailure(source, deviceId, reasonVia, e);
       const wait = this.limiter.blockedFor(key);
-      if (limited && wait > 0) throw new HttpProblem(429, "too-many-requests", `too many failed attempts from this address; retry in ${wait} s`, { "retry-after": String(wait) });
+      if (limited && wait > 0) throw tooManyRequests(`too many failed attempts from this address; retry in ${wait} s`, wait);
       throw e;
     }
   }
@@ -173,7 +178,8 @@ class Handler {
   }
 
   private recordFailure(source: RequestSource, deviceId: string | undefined, via: string, e: unknown): void {
-    this.failures.record({ address: source.address ?? "unknown", deviceId, reason: (e as AuthenticationFailed).reason ?? "unknown-device", via });
+    const reason = (e as AuthenticationFailed).reason ?? "unknown-device";
+    this.failures.record({ address: source.address ?? "unknown", deviceId, reason, via });
   }
 
   private async estCsr(req: IncomingMessage): Promise<Buffer> {
@@ -218,7 +224,9 @@ class Handler {
     const csr = await this.estCsr(req);
     const client = clientCertificate(req);
     if (!client) throw new HttpProblem(401, "certificate-required", "simplereenroll needs the current device certificate as TLS client certificate", BASIC_CHALLENGE);
-    const cert = await this.mtlsRenewal(source, "est-reenroll", () => renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }));
+    const cert = await this.mtlsRenewal(source, "est-reenroll", () =>
+      renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }),
+    );
     this.sendPkcs7(res, cert);
     return cert.deviceId;
   }
@@ -232,7 +240,9 @@ class Handler {
     const client = clientCertificate(req);
     if (token) {
       if (!deviceId) throw new HttpProblem(400, "missing-field", 'field "device_id" is required with a token');
-      const cert = await this.authenticated(source, deviceId, "api-token", (limited) => enrollWithToken(this.fleet, { deviceId, token, csr, source, credentialFirst: limited }));
+      const cert = await this.authenticated(source, deviceId, "api-token", (limited) =>
+        enrollWithToken(this.fleet, { deviceId, token, csr, source, credentialFirst: limited }),
+      );
       sendJson(res, 200, certificateJson(cert));
       return cert.deviceId;
     }
@@ -257,7 +267,9 @@ class Handler {
     const csr = stringField(body, "csr")!;
     const client = clientCertificate(req);
     if (!client) throw new HttpProblem(401, "certificate-required", "renewal needs the current device certificate as TLS client certificate", BASIC_CHALLENGE);
-    const cert = await this.mtlsRenewal(source, "api-renew", () => renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }));
+    const cert = await this.mtlsRenewal(source, "api-renew", () =>
+      renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }),
+    );
     sendJson(res, 200, certificateJson(cert));
     return cert.deviceId;
   }
@@ -265,7 +277,7 @@ class Handler {
   private async apiChallenge(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
     if (req.method !== "POST") throw methodNotAllowed(["POST"]);
     const wait = this.challenges.take(sourceKey(source.address));
-    if (wait > 0) throw new HttpProblem(429, "too-many-requests", `too many renewal challenges from this address; retry in ${wait} s`, { "retry-after": String(wait) });
+    if (wait > 0) throw tooManyRequests(`too many renewal challenges from this address; retry in ${wait} s`, wait);
     const deviceId = stringField(await readJson(req), "device_id")!;
     const { nonce, expiresAt } = await renewalChallenge(this.fleet, deviceId);
     sendJson(res, 200, { nonce, expires_at: expiresAt.toISOString() });
@@ -280,6 +292,10 @@ class Handler {
     sendJson(res, 200, certificateJson(cert));
     return cert.deviceId;
   }
+}
+
+function tooManyRequests(detail: string, retryAfterSeconds: number): HttpProblem {
+  return new HttpProblem(429, "too-many-requests", detail, { "retry-after": String(retryAfterSeconds) });
 }
 
 function certificateJson(cert: DeviceCertificate): Record<string, string> {
