@@ -172,6 +172,7 @@ async function createDevicesWithTokens(dir: string, count: number): Promise<Cred
             expires_at: expiresAt,
             used_at: null,
             created_by: ACTOR,
+            certificate_serial: null,
           };
           insertToken.run(row);
           audit("token.create", `device:${deviceId}`, { token_id: row.id, expires_at: row.expires_at });

@@ -10,15 +10,19 @@ import { after, before, describe, it } from "node:test";
 import { verifyAudit } from "../src/audit/log.js";
 import { addDevice } from "../src/authority/devices.js";
 import type { Fleet } from "../src/authority/fleet.js";
+import { issueDeviceCertificate } from "../src/authority/issuance.js";
+import { revokeCertificate } from "../src/authority/revocation.js";
 import { createToken } from "../src/authority/tokens.js";
 import { cliAsync, tempDir, tempFleet } from "./helpers.js";
 import {
   assertProblem,
+  curl,
   devicesCaPemPath,
   editConfig,
   https,
   makeCsr,
   newP256Key,
+  pool,
   postJson,
   rootPemPath,
   sleep,
@@ -68,6 +72,32 @@ function assertIssued(res: HttpResult, dir: string, deviceId: string, key?: Clie
 
 /** Client certificate as TLS wants it: leaf followed by its chain. */
 const tlsCert = (issued: Issued): string => issued.certificate + issued.chain;
+
+/** fleetpki-renew-expired/v1 \n id \n nonce \n hex SHA-256 of the CSR DER, ECDSA-SHA256 (DER) for P-256. */
+const expiredProof = (key: ClientKey, id: string, nonce: string, csrDer: Buffer): string =>
+  sign("sha256", Buffer.from(`fleetpki-renew-expired/v1\n${id}\n${nonce}\n${createHash("sha256").update(csrDer).digest("hex")}`, "utf8"), key.privateKey).toString("base64");
+
+/**
+ * A device whose certificate (for a key the test holds) expired `agoMs` ago: issued with a clock
+ * set in the past, so nothing waits for it to expire.
+ */
+async function deviceWithExpiredCertificate(fleet: Fleet, id: string, agoMs = 10 * 60_000): Promise<{ issued: Issued; key: ClientKey }> {
+  await addDevice(fleet, { id, actor: "test" });
+  const { key, csr } = await makeCsr(id);
+  const lifetimeMs = 60_000;
+  const c = await issueDeviceCertificate(fleet, { deviceId: id, actor: "test", csr: csr.der, now: new Date(Date.now() - agoMs - lifetimeMs), lifetimeMs });
+  assert.ok(c.notAfter.getTime() < Date.now());
+  return { issued: { certificate: c.certificatePem, chain: c.chainPem, ca_bundle: c.caPem, not_after: c.notAfter.toISOString(), serial: c.serial }, key };
+}
+
+const countRows = async (fleet: Fleet, table: "renewal_nonces" | "certificates", deviceId?: string): Promise<number> => {
+  let q = fleet.store.db.selectFrom(table).select((eb) => eb.fn.countAll().as("n"));
+  if (deviceId) q = q.where("device_id", "=", deviceId);
+  return Number((await q.executeTakeFirstOrThrow()).n);
+};
+
+const auditRows = (fleet: Fleet, action: string, deviceId: string) =>
+  fleet.store.db.selectFrom("audit_log").selectAll().where("action", "=", action).where("subject", "=", `device:${deviceId}`).execute();
 
 describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
   // ---- token, factory, renewal, errors ----------------------------------------------------
@@ -313,7 +343,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assertProblem(await postJson(api("/api/v1/renew"), { csr: csr.pem }, { ca, cert: tlsCert(issued), key: key.privateKey }), 403, "certificate-expired");
     });
 
-    it("challenge + signed proof within the grace -> 200; the nonce again -> 401; a bad signature -> 401", async () => {
+    it("challenge + signed proof within the grace -> 200; the same request again -> the same certificate; a bad signature -> 401", async () => {
       const { issued, key: oldKey } = devices["exp-ok"]!;
       assert.ok(Date.now() > new Date(issued.not_after).getTime(), "the certificate has expired");
 
@@ -332,7 +362,13 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assert.notEqual(renewed.serial, issued.serial);
       assert.ok(new Date(renewed.not_after).getTime() > Date.now());
 
-      assertProblem(await postJson(api("/api/v1/renew/expired"), good, { ca }), 401, "nonce-invalid");
+      // Sent again (the answer was lost): the renewal already issued, not a second one.
+      const again = assertIssued(await postJson(api("/api/v1/renew/expired"), good, { ca }), f.dir, "exp-ok", newKey);
+      assert.equal(again.certificate, renewed.certificate);
+      // The certificate was replaced: with another key it no longer renews.
+      const { csr: otherCsr } = await makeCsr("exp-ok");
+      const rekey = { certificate: issued.certificate, csr: otherCsr.pem, nonce, signature: proof(oldKey, "exp-ok", nonce, otherCsr.der) };
+      assertProblem(await postJson(api("/api/v1/renew/expired"), rekey, { ca }), 403, "re-enroll-required");
       // A nonce handed out for another device does not work either.
       const foreign = await challenge("exp-late");
       assertProblem(await postJson(api("/api/v1/renew/expired"), { ...good, nonce: foreign, signature: proof(oldKey, "exp-ok", foreign, csr.der) }, { ca }), 401, "nonce-invalid");
@@ -360,6 +396,196 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       const r = await postJson(api("/api/v1/renew/expired"), { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(key, "exp-late", nonce, csr.der) }, { ca });
       const p = assertProblem(r, 403, "re-enroll-required");
       assert.match(p.detail, /grace/);
+    });
+  });
+
+  // ---- renewal challenges (issue 9, item 1.4) ----------------------------------------------
+  describe("renewal challenges: stored only for renewable certificates, bounded, rate-limited per address", { concurrency: false }, () => {
+    let f: TempFleet;
+    let server: TestServer;
+    let ca: string;
+    const api = (path: string) => `${server.url}${path}`;
+
+    const challenge = async (id: string): Promise<{ nonce: string; expires_at: string }> => {
+      const r = await postJson(api("/api/v1/renew/challenge"), { device_id: id }, { ca });
+      assert.equal(r.status, 200, r.text);
+      return r.json();
+    };
+    const renewAfterExpiry = async (id: string, dev: { issued: Issued; key: ClientKey }, nonce: string) => {
+      const { key, csr } = await makeCsr(id);
+      const r = await postJson(api("/api/v1/renew/expired"), { certificate: dev.issued.certificate, csr: csr.pem, nonce, signature: expiredProof(dev.key, id, nonce, csr.der) }, { ca });
+      return { r, key };
+    };
+
+    before(async () => {
+      f = await tempFleet();
+      ca = readFileSync(rootPemPath(f.dir), "utf8");
+      server = await startTestServer(f.dir);
+    });
+    after(async () => {
+      await server?.close();
+      await f?.close();
+    });
+
+    it("junk ids, devices with nothing to renew and revoked or too old certificates get the same answer, and nothing is stored", async () => {
+      await addDevice(f.fleet, { id: "ch-nocert", actor: "test" });
+      const token = await deviceWithToken(f.fleet, "ch-valid");
+      const { csr } = await makeCsr("ch-valid");
+      assertIssued(await postJson(api("/api/v1/enroll"), { device_id: "ch-valid", token, csr: csr.pem }, { ca }), f.dir, "ch-valid");
+      const revoked = await deviceWithExpiredCertificate(f.fleet, "ch-revoked");
+      await revokeCertificate(f.fleet, { serial: revoked.issued.serial, actor: "test" });
+      await deviceWithExpiredCertificate(f.fleet, "ch-late", 8 * 24 * 3_600_000); // the grace is 7 days
+      const junk = ["no-such-robot", "robot-0001", "x", "ch-nocert", "ch-valid", "ch-revoked", "ch-late"];
+      for (const id of junk) {
+        const body = await challenge(id);
+        assert.deepEqual(Object.keys(body).sort(), ["expires_at", "nonce"]);
+        assert.match(body.nonce, /^[A-Za-z0-9_-]{43}$/, "a nonce like any other");
+        const ttl = new Date(body.expires_at).getTime() - Date.now();
+        assert.ok(ttl > 4 * 60_000 && ttl <= 5 * 60_000 + 1000, `valid for 5 minutes like any other (${ttl} ms)`);
+      }
+      assert.equal(await countRows(f.fleet, "renewal_nonces"), 0, "no challenge stored for ids that cannot renew after expiry");
+      // The revoked certificate's own checks still answer specifically.
+      const nonce = (await challenge("ch-revoked")).nonce;
+      assertProblem((await renewAfterExpiry("ch-revoked", revoked, nonce)).r, 403, "re-enroll-required");
+      // A device that can renew gets a stored challenge.
+      await deviceWithExpiredCertificate(f.fleet, "ch-real");
+      await challenge("ch-real");
+      assert.equal(await countRows(f.fleet, "renewal_nonces"), 1);
+    });
+
+    it("expired challenges do not count: 25 left over from a flood neither block the device nor stay in the table", async () => {
+      const dev = await deviceWithExpiredCertificate(f.fleet, "ch-flooded");
+      const past = new Date(Date.now() - 60_000).toISOString();
+      await f.fleet.store.db
+        .insertInto("renewal_nonces")
+        .values(Array.from({ length: 25 }, (_, i) => ({ nonce: `old-${i}`, device_id: "ch-flooded", expires_at: past, used_at: null })))
+        .execute();
+      const { nonce } = await challenge("ch-flooded");
+      const { r, key } = await renewAfterExpiry("ch-flooded", dev, nonce);
+      assertIssued(r, f.dir, "ch-flooded", key);
+      const left = await f.fleet.store.db.selectFrom("renewal_nonces").select("nonce").where("expires_at", "<=", new Date().toISOString()).execute();
+      assert.deepEqual(left, [], "expired challenges are purged");
+    });
+
+    it("a third party asking for 40 challenges for a device does not stop its renewal, and its rows stay bounded", async () => {
+      const dev = await deviceWithExpiredCertificate(f.fleet, "ch-target");
+      await pool(Array.from({ length: 40 }), 8, () => challenge("ch-target"));
+      assert.ok((await countRows(f.fleet, "renewal_nonces", "ch-target")) <= 20, "at most 20 open challenges per device");
+      const { nonce } = await challenge("ch-target");
+      const { r, key } = await renewAfterExpiry("ch-target", dev, nonce);
+      assertIssued(r, f.dir, "ch-target", key);
+      assert.ok((await countRows(f.fleet, "renewal_nonces", "ch-target")) <= 20);
+    });
+
+    it("60 challenges a minute per source address, then 429 with Retry-After; other addresses are not affected", async () => {
+      const root = rootPemPath(f.dir);
+      const from = (address: string, id: string) =>
+        curl(["--cacert", root, "--interface", address, "-H", "content-type: application/json", "--data-binary", JSON.stringify({ device_id: id }), api("/api/v1/renew/challenge")]);
+      const statuses = (await pool(Array.from({ length: 60 }, (_, i) => `ch-junk-${i}`), 4, (id) => from("127.0.0.2", id))).map((r) => r.status);
+      assert.deepEqual(new Set(statuses), new Set([200]), `the first 60: ${statuses.join(",")}`);
+      const limited = await from("127.0.0.2", "ch-junk-60");
+      assertProblem(limited, 429, "too-many-requests");
+      const retry = Number(limited.headers["retry-after"]);
+      assert.ok(Number.isInteger(retry) && retry >= 1 && retry <= 60, `Retry-After ${limited.headers["retry-after"]}`);
+      assert.equal((await from("127.0.0.3", "ch-junk-61")).status, 200, "another address still gets challenges");
+      const stored = await f.fleet.store.db.selectFrom("renewal_nonces").select("nonce").where("device_id", "like", "ch-junk-%").execute();
+      assert.deepEqual(stored, []);
+    });
+  });
+
+  // ---- retries after a lost answer (issue 9, item 1.10) -------------------------------------
+  describe("a request whose answer was lost can be repeated: same credential and key -> the same certificate", { concurrency: false }, () => {
+    let f: TempFleet;
+    let server: TestServer;
+    let ca: string;
+    const api = (path: string) => `${server.url}${path}`;
+
+    before(async () => {
+      f = await tempFleet();
+      ca = readFileSync(rootPemPath(f.dir), "utf8");
+      server = await startTestServer(f.dir);
+    });
+    after(async () => {
+      await server?.close();
+      await f?.close();
+    });
+
+    it("token: the same token and key again -> identical certificate (audited as a re-delivery); another key -> 401 token-used", async () => {
+      const token = await deviceWithToken(f.fleet, "retry-tok");
+      const { key, csr } = await makeCsr("retry-tok");
+      const lost = assertIssued(await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: csr.pem }, { ca }), f.dir, "retry-tok", key);
+      const again = assertIssued(await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: csr.pem }, { ca }), f.dir, "retry-tok", key);
+      assert.equal(again.certificate, lost.certificate, "the certificate already issued, byte for byte");
+      // A new CSR for the same key is the same request.
+      const { csr: sameKey } = await makeCsr("retry-tok", key);
+      assert.equal(assertIssued(await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: sameKey.pem }, { ca }), f.dir, "retry-tok", key).certificate, lost.certificate);
+      const { csr: otherKey } = await makeCsr("retry-tok");
+      assertProblem(await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: otherKey.pem }, { ca }), 401, "token-used");
+      assert.equal(await countRows(f.fleet, "certificates", "retry-tok"), 1, "one certificate for one token");
+      const redelivered = await auditRows(f.fleet, "certificate.redeliver", "retry-tok");
+      assert.equal(redelivered.length, 2);
+      for (const row of redelivered) {
+        assert.equal(JSON.parse(row.details).serial, lost.serial);
+        assert.equal(row.actor, "token:retry-tok");
+      }
+      assert.ok((await verifyAudit(f.fleet.store.db)).ok);
+    });
+
+    it("token: 8 simultaneous requests with one token and one key all get the one certificate", async () => {
+      const token = await deviceWithToken(f.fleet, "retry-race");
+      const { key, csr } = await makeCsr("retry-race");
+      const results = await Promise.all(Array.from({ length: 8 }, () => postJson(api("/api/v1/enroll"), { device_id: "retry-race", token, csr: csr.pem }, { ca })));
+      const bodies = results.map((r) => assertIssued(r, f.dir, "retry-race", key));
+      assert.equal(new Set(bodies.map((b) => b.certificate)).size, 1, "identical answers");
+      assert.equal(await countRows(f.fleet, "certificates", "retry-race"), 1);
+    });
+
+    it("mTLS renewal: the same certificate and key again -> the renewal already issued; another key -> 403; the renewal itself renews on", async () => {
+      const token = await deviceWithToken(f.fleet, "retry-ren");
+      const first = await makeCsr("retry-ren");
+      const current = assertIssued(await postJson(api("/api/v1/enroll"), { device_id: "retry-ren", token, csr: first.csr.pem }, { ca }), f.dir, "retry-ren", first.key);
+      const tls = { ca, cert: tlsCert(current), key: first.key.privateKey };
+      const next = await makeCsr("retry-ren");
+      const lost = assertIssued(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), f.dir, "retry-ren", next.key);
+      const again = assertIssued(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), f.dir, "retry-ren", next.key);
+      assert.equal(again.certificate, lost.certificate, "the renewal already issued, byte for byte");
+      const other = await makeCsr("retry-ren");
+      const refused = assertProblem(await postJson(api("/api/v1/renew"), { csr: other.csr.pem }, tls), 403, "re-enroll-required");
+      assert.match(refused.detail, /already renewed/);
+      assert.equal(await countRows(f.fleet, "certificates", "retry-ren"), 2, "the enrollment and one renewal");
+      const redelivered = await auditRows(f.fleet, "certificate.redeliver", "retry-ren");
+      assert.deepEqual(redelivered.map((r) => JSON.parse(r.details).serial), [lost.serial]);
+      // The renewal is the identity now, and renews with any key.
+      assertIssued(await postJson(api("/api/v1/renew"), { csr: other.csr.pem }, { ca, cert: tlsCert(lost), key: next.key.privateKey }), f.dir, "retry-ren", other.key);
+    });
+
+    it("renewal after expiry: a new challenge signed with the old key, same new key -> the renewal already issued; another key -> 403", async () => {
+      const dev = await deviceWithExpiredCertificate(f.fleet, "retry-exp");
+      const next = await makeCsr("retry-exp");
+      const renewExpired = async (csr: { pem: string; der: Buffer }) => {
+        const r = await postJson(api("/api/v1/renew/challenge"), { device_id: "retry-exp" }, { ca });
+        assert.equal(r.status, 200, r.text);
+        const nonce = r.json().nonce as string;
+        return postJson(api("/api/v1/renew/expired"), { certificate: dev.issued.certificate, csr: csr.pem, nonce, signature: expiredProof(dev.key, "retry-exp", nonce, csr.der) }, { ca });
+      };
+      const lost = assertIssued(await renewExpired(next.csr), f.dir, "retry-exp", next.key);
+      const again = assertIssued(await renewExpired(next.csr), f.dir, "retry-exp", next.key);
+      assert.equal(again.certificate, lost.certificate);
+      const other = await makeCsr("retry-exp");
+      assertProblem(await renewExpired(other.csr), 403, "re-enroll-required");
+      assert.equal(await countRows(f.fleet, "certificates", "retry-exp"), 2);
+      assert.equal((await auditRows(f.fleet, "certificate.redeliver", "retry-exp")).length, 1);
+    });
+
+    it("a renewal revoked since is not handed out again", async () => {
+      const token = await deviceWithToken(f.fleet, "retry-rev");
+      const first = await makeCsr("retry-rev");
+      const current = assertIssued(await postJson(api("/api/v1/enroll"), { device_id: "retry-rev", token, csr: first.csr.pem }, { ca }), f.dir, "retry-rev", first.key);
+      const tls = { ca, cert: tlsCert(current), key: first.key.privateKey };
+      const next = await makeCsr("retry-rev");
+      const lost = assertIssued(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), f.dir, "retry-rev", next.key);
+      await revokeCertificate(f.fleet, { serial: lost.serial, actor: "test" });
+      assertProblem(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), 403, "certificate-revoked");
     });
   });
 

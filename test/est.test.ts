@@ -96,7 +96,7 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
       work = tempDir("fleetpki-est-");
       root = rootPemPath(f.dir);
       devicesCa = devicesCaPemPath(f.dir);
-      for (const id of ["est-0001", "est-lib894", "est-lib5052", "est-gs", "est-bad", "est-disabled", "est-revoked"]) tokens[id] = await deviceWithToken(f.fleet, id);
+      for (const id of ["est-0001", "est-lib894", "est-lib5052", "est-gs", "est-bad", "est-disabled", "est-revoked", "est-retry"]) tokens[id] = await deviceWithToken(f.fleet, id);
       // A factory bundle: what `ca create-local` + `ca issue-batch` do, through the same library
       // calls (the CLI itself is exercised in enroll-api.test.ts), before the server starts.
       await createLocalCa(f.fleet, { name: "line1", actor: "test" });
@@ -160,6 +160,27 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
       assert.notEqual(await pubkeyOf(renewed, "cert"), await pubkeyOf(firstKey, "key"));
       assert.match(await certField(renewed, "-subject", "-nameopt", "RFC2253"), /^subject=CN=est-0001$/);
       assert.match(await certField(renewed, "-ext", "subjectAltName"), /URI:spiffe:\/\/fleet\.example\/device\/est-0001\b/);
+    });
+
+    it("a repeated request whose answer was lost gets the same certificate (simpleenroll and simplereenroll); another key is refused", async () => {
+      const certOf = async (r: CurlResult) => {
+        assertPkcs7Response(r);
+        return (await pkcs7Certs(r.body))[0]!;
+      };
+      const req = await opensslRequest(work.path, "retry", "est-retry");
+      const enroll = () => est("simpleenroll", enrollArgs(`est-retry:${tokens["est-retry"]}`, req.b64));
+      const enrolled = await certOf(await enroll());
+      assert.equal(await certOf(await enroll()), enrolled, "the same token and key: the certificate already issued");
+      const cert = join(work.path, "retry.cert.pem");
+      writeFileSync(cert, enrolled);
+
+      const next = await opensslRequest(work.path, "retry-next", "est-retry");
+      const reenroll = (b64: string) => est("simplereenroll", ["--cert", cert, "--key", req.key, ...enrollArgs(undefined, b64)]);
+      const renewed = await certOf(await reenroll(next.b64));
+      assert.equal(await certOf(await reenroll(next.b64)), renewed, "the same certificate and key: the renewal already issued");
+      const other = await opensslRequest(work.path, "retry-other", "est-retry");
+      assertProblem(await reenroll(other.b64), 403, "re-enroll-required");
+      assertProblem(await est("simpleenroll", enrollArgs(`est-retry:${tokens["est-retry"]}`, other.b64)), 401, "token-used");
     });
 
     it("csrattrs: application/csrattrs, base64 DER that openssl asn1parse reads", async () => {
@@ -334,14 +355,20 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
     });
   });
 
-  describe("429 after 10 failed authentications from one source within a minute", { concurrency: false }, () => {
+  describe("failed authentications: 429 per source after 10 a minute, never for a valid credential", { concurrency: false }, () => {
     let f: TempFleet;
     let server: TestServer;
     let work: { path: string; cleanup: () => void };
+    let root: string;
+
+    /** simpleenroll with HTTP Basic from a given loopback address (curl --interface). */
+    const enrollFrom = (address: string, user: string, b64: string) =>
+      curl(["--cacert", root, "--interface", address, "-u", user, "-H", "Content-Type: application/pkcs10", "--data-binary", `@${b64}`, `${server.url}${EST}/simpleenroll`]);
 
     before(async () => {
       f = await tempFleet();
       work = tempDir("fleetpki-est429-");
+      root = rootPemPath(f.dir);
       server = await startTestServer(f.dir);
     });
     after(async () => {
@@ -350,22 +377,54 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
       work?.cleanup();
     });
 
-    it("the 11th attempt is refused with 429 and Retry-After before the credentials are looked at", async () => {
-      const root = rootPemPath(f.dir);
+    it("after 10 failures from one source, its next failure gets 429 + Retry-After, while a valid token from it still enrolls", async () => {
       const goodToken = await deviceWithToken(f.fleet, "rl-good");
       const req = await opensslRequest(work.path, "rl", "rl-good");
-      const post = (user: string) => curl(["--cacert", root, ...["-u", user, "-H", "Content-Type: application/pkcs10", "--data-binary", `@${req.b64}`], `${server.url}${EST}/simpleenroll`]);
       // Ten failures for ten different device ids: the per-source limit is what trips.
-      for (let i = 0; i < 10; i++) assertProblem(await post(`rl-${i}:fpt_wrong${i}`), 401, "token-invalid");
-      const blocked = await post(`rl-good:${goodToken}`);
+      for (let i = 0; i < 10; i++) assertProblem(await enrollFrom("127.0.0.1", `rl-${i}:fpt_wrong${i}`, req.b64), 401, "token-invalid");
+      const blocked = await enrollFrom("127.0.0.1", "rl-good:fpt_stillwrong", req.b64);
       assertProblem(blocked, 429, "too-many-requests");
       const retry = Number(blocked.headers["retry-after"]);
       assert.ok(Number.isInteger(retry) && retry >= 1 && retry <= 60, `Retry-After ${blocked.headers["retry-after"]}`);
-      // The refused request did not consume the good token.
+      // The refused request did not consume the good token, which still works from that source.
       const row = await f.fleet.store.db.selectFrom("enrollment_tokens").select("used_at").where("device_id", "=", "rl-good").executeTakeFirstOrThrow();
       assert.equal(row.used_at, null);
+      assertPkcs7Response(await enrollFrom("127.0.0.1", `rl-good:${goodToken}`, req.b64));
       // Unauthenticated resources stay available.
       assert.equal((await curl(["--cacert", root, `${server.url}${EST}/cacerts`])).status, 200);
+    });
+
+    it("ten wrong tokens for a device from one address do not lock out its correct token from another", async () => {
+      const token = await deviceWithToken(f.fleet, "rl-victim");
+      const req = await opensslRequest(work.path, "victim", "rl-victim");
+      for (let i = 0; i < 10; i++) assertProblem(await enrollFrom("127.0.0.2", `rl-victim:fpt_guess${i}`, req.b64), 401, "token-invalid");
+      assertProblem(await enrollFrom("127.0.0.2", "rl-victim:fpt_guess10", req.b64), 429, "too-many-requests");
+      assertPkcs7Response(await enrollFrom("127.0.0.3", `rl-victim:${token}`, req.b64));
+    });
+
+    it("ten bad logins from an address do not refuse valid mTLS renewals from it (EST and JSON)", async () => {
+      const token = await deviceWithToken(f.fleet, "rl-nat");
+      const req = await opensslRequest(work.path, "nat", "rl-nat");
+      const first = await enrollFrom("127.0.0.4", `rl-nat:${token}`, req.b64);
+      assertPkcs7Response(first);
+      const cert = join(work.path, "nat.cert.pem");
+      writeFileSync(cert, (await pkcs7Certs(first.body))[0]!);
+      // Another robot behind the same address keeps failing its logins.
+      for (let i = 0; i < 12; i++) {
+        const r = await enrollFrom("127.0.0.4", `rl-other-${i}:fpt_wrong`, req.b64);
+        assert.equal(r.status, i < 10 ? 401 : 429, r.text);
+      }
+      const next = await opensslRequest(work.path, "nat-next", "rl-nat");
+      const re = await curl(["--cacert", root, "--interface", "127.0.0.4", "--cert", cert, "--key", req.key, ...["-H", "Content-Type: application/pkcs10", "--data-binary", `@${next.b64}`], `${server.url}${EST}/simplereenroll`]);
+      assertPkcs7Response(re);
+      const renewed = join(work.path, "nat-next.cert.pem");
+      writeFileSync(renewed, (await pkcs7Certs(re.body))[0]!);
+      // The JSON renewal, with a PEM CSR.
+      const pemCsr = join(work.path, "nat-json.csr.pem");
+      await opensslOk(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", join(work.path, "nat-json.key.pem"), "-subj", "/CN=rl-nat", "-out", pemCsr]);
+      const body = JSON.stringify({ csr: readFileSync(pemCsr, "utf8") });
+      const api = await curl(["--cacert", root, "--interface", "127.0.0.4", "--cert", renewed, "--key", next.key, "-H", "content-type: application/json", "--data-binary", body, `${server.url}/api/v1/renew`]);
+      assert.equal(api.status, 200, api.text);
     });
   });
 

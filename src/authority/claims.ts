@@ -1,19 +1,22 @@
 // Conditions consumed inside the transaction that records a certificate: a one-time token, a
-// renewal nonce, an approved request. They are plain data, queued with their certificate until
-// the group commit records the batch. Each throws an AuthorityError to refuse its certificate,
-// before writing anything, so a refusal leaves no trace.
+// renewal (with its nonce after expiry), an approved request. They are plain data, queued with
+// their certificate until the group commit records the batch. Each throws an AuthorityError to
+// refuse its certificate, before writing anything, so a refusal leaves no trace.
 //
 // They run inside recorder.ts's synchronous better-sqlite3 transaction (the issuance hot path).
 import type { CertificateTable, EnrollmentTokenTable, RenewalNonceTable } from "../store/schema.js";
 import { preparedStatement, type NativeDb } from "../store/store.js";
-import { ApprovalAlreadyIssued, AuthenticationFailed } from "./errors.js";
+import { ApprovalAlreadyIssued, AuthenticationFailed, CertificateAlreadyRenewed } from "./errors.js";
 import { assertUsableToken } from "./tokens.js";
 
 export type Claim =
   /** A one-time enrollment token, the row checkToken matched in constant time; `at` is the request time (ISO). */
   | { kind: "token"; deviceId: string; tokenId: string; at: string }
-  /** A renewal-after-expiry challenge issued to this device. */
-  | { kind: "renewal-nonce"; deviceId: string; nonce: string; at: string }
+  /**
+   * Renewal of certificate `renews` (it renews once); `nonce`: the renewal-after-expiry challenge
+   * the proof was made over, spent with it.
+   */
+  | { kind: "renewal"; deviceId: string; renews: string; nonce?: string; at: string }
   /** An operator's approval of enrollment request `requestId`; the certificate's serial is recorded on it. */
   | { kind: "approval"; requestId: string };
 
@@ -21,21 +24,30 @@ export function applyClaim(native: NativeDb, claim: Claim, certificate: Certific
   switch (claim.kind) {
     case "token": {
       // One statement when the token is still good; only a refusal reads the row to say why.
-      const spent = preparedStatement<{ at: string; id: string; device: string }>(
+      const spent = preparedStatement<{ at: string; serial: string; id: string; device: string }>(
         native,
-        "update enrollment_tokens set used_at = @at where id = @id and device_id = @device and used_at is null and expires_at > @at",
-      ).run({ at: claim.at, id: claim.tokenId, device: claim.deviceId });
+        "update enrollment_tokens set used_at = @at, certificate_serial = @serial " +
+          "where id = @id and device_id = @device and used_at is null and expires_at > @at",
+      ).run({ at: claim.at, serial: certificate.serial, id: claim.tokenId, device: claim.deviceId });
       if (spent.changes === 1) return;
       const row = preparedStatement<[string, string], EnrollmentTokenTable>(native, "select * from enrollment_tokens where id = ? and device_id = ?").get(claim.tokenId, claim.deviceId);
       assertUsableToken(row, claim.deviceId, claim.at);
       throw new AuthenticationFailed("token-used", `the token for device "${claim.deviceId}" was already used`);
     }
-    case "renewal-nonce": {
-      const row = preparedStatement<[string], RenewalNonceTable>(native, "select * from renewal_nonces where nonce = ?").get(claim.nonce);
-      if (!row || row.device_id !== claim.deviceId || row.used_at || row.expires_at <= claim.at)
-        throw new AuthenticationFailed("nonce-invalid", "the renewal challenge is unknown, expired, already used or for another device");
-      const r = preparedStatement<[string, string]>(native, "update renewal_nonces set used_at = ? where nonce = ? and used_at is null").run(claim.at, claim.nonce);
-      if (r.changes !== 1) throw new AuthenticationFailed("nonce-invalid", "the renewal challenge was already used");
+    case "renewal": {
+      // Checked first: a racing request renewed it already (enrollment.ts answers with that renewal
+      // for the same key), and then the nonce stays unspent.
+      const renewals = preparedStatement<[string], { serial: string }>(native, "select serial from renewals where renewed_serial = ?");
+      const renewed = renewals.get(claim.renews);
+      if (renewed) throw new CertificateAlreadyRenewed(claim.renews, renewed.serial);
+      if (claim.nonce !== undefined) {
+        const row = preparedStatement<[string], RenewalNonceTable>(native, "select * from renewal_nonces where nonce = ?").get(claim.nonce);
+        if (!row || row.device_id !== claim.deviceId || row.used_at || row.expires_at <= claim.at)
+          throw new AuthenticationFailed("nonce-invalid", "the renewal challenge is unknown, expired, already used or for another device");
+        preparedStatement<[string, string]>(native, "update renewal_nonces set used_at = ? where nonce = ?").run(claim.at, claim.nonce);
+      }
+      const insert = "insert into renewals (renewed_serial, serial, device_id, created_at) values (?, ?, ?, ?)";
+      preparedStatement<[string, string, string, string]>(native, insert).run(claim.renews, certificate.serial, claim.deviceId, claim.at);
       return;
     }
     case "approval": {

@@ -4,26 +4,30 @@
 import { createPublicKey, randomBytes, randomUUID, verify, createHash } from "node:crypto";
 import { appendAudit } from "../audit/log.js";
 import { parseDuration } from "../config/duration.js";
+import type { Transaction as SqliteTransaction } from "better-sqlite3";
 import type { CertificateTable, EnrollmentRequestTable } from "../store/schema.js";
+import { preparedStatement, type NativeDb } from "../store/store.js";
 import { parseCertificate, subjectAltNameUris, type ParsedCertificate } from "../x509/certificate.js";
 import { CsrError, csrDer, decodeCsr } from "../x509/csr.js";
 import { DerError } from "../der/reader.js";
 import { commonNameOf } from "../x509/name.js";
-import { fromPem, toPem } from "../x509/pem.js";
+import { fromPem } from "../x509/pem.js";
 import { deviceSpiffeId } from "../x509/profiles.js";
 import {
   AuthenticationFailed,
   ApprovalAlreadyIssued,
+  CertificateAlreadyRenewed,
   CsrInvalid,
   DeviceNotActive,
   InvalidArgument,
   NotPermitted,
   ReEnrollRequired,
   TooManyRequests,
+  UnknownDevice,
 } from "./errors.js";
 import type { Fleet } from "./fleet.js";
-import { assertDeviceId, issueForKey, keyFromCsr, type DeviceCertificate, type SubjectKey } from "./issuance.js";
-import { checkToken } from "./tokens.js";
+import { assertDeviceId, issueForKey, keyFromCsr, recordedDeviceCertificate, type DeviceCertificate, type SubjectKey } from "./issuance.js";
+import { certificateOfSpentToken, checkToken } from "./tokens.js";
 import type { Claim } from "./claims.js";
 
 /** Where a request came from, for audit events (e.g. "est 10.0.0.7"). */
@@ -42,16 +46,80 @@ function requireProvisioner(fleet: Fleet, name: "token" | "factory" | "approval"
 
 // ---- token ------------------------------------------------------------------------------
 
-export async function enrollWithToken(fleet: Fleet, req: { deviceId: string; token: string; csr: Buffer | string; source: RequestSource }): Promise<DeviceCertificate> {
+export async function enrollWithToken(
+  fleet: Fleet,
+  req: { deviceId: string; token: string; csr: Buffer | string; source: RequestSource; credentialFirst?: boolean },
+): Promise<DeviceCertificate> {
   requireProvisioner(fleet, "token");
   assertDeviceId(req.deviceId);
   const now = new Date();
   // The token is read while the CSR signature is checked on the thread pool; a wrong token still
-  // costs no CA signature, and the CSR's own error wins only when the token is good.
-  const [tokenChecked, csrChecked] = await Promise.allSettled([checkToken(fleet, req.deviceId, req.token, now), keyFromCsr(req.csr)]);
-  if (tokenChecked.status === "rejected") throw tokenChecked.reason;
+  // costs no CA signature, and the CSR's own error wins only when the token is good. With
+  // credentialFirst (a source over its failure limit) a wrong token costs no CSR check either.
+  const tokenCheck = checkToken(fleet, req.deviceId, req.token, now);
+  if (req.credentialFirst)
+    await tokenCheck.catch((e: unknown) => {
+      if (!isSpentToken(e)) throw e;
+    });
+  const [tokenChecked, csrChecked] = await Promise.allSettled([tokenCheck, keyFromCsr(req.csr)]);
+  if (tokenChecked.status === "rejected") {
+    if (isSpentToken(tokenChecked.reason) && csrChecked.status === "fulfilled")
+      return retryWithSpentToken(fleet, req, csrChecked.value, tokenChecked.reason);
+    throw tokenChecked.reason;
+  }
   if (csrChecked.status === "rejected") throw csrChecked.reason;
-  return issueForKey(fleet, { deviceId: req.deviceId, actor: `token:${req.deviceId}`, now, context: context(req.source, { provisioner: "token" }), claim: tokenChecked.value }, csrChecked.value);
+  try {
+    const ctx = context(req.source, { provisioner: "token" });
+    const issue = { deviceId: req.deviceId, actor: `token:${req.deviceId}`, now, context: ctx, claim: tokenChecked.value };
+    return await issueForKey(fleet, issue, csrChecked.value);
+  } catch (e) {
+    // A concurrent request with this token won: the same key gets the certificate it got.
+    if (isSpentToken(e)) return retryWithSpentToken(fleet, req, csrChecked.value, e);
+    throw e;
+  }
+}
+
+function isSpentToken(e: unknown): e is AuthenticationFailed {
+  return e instanceof AuthenticationFailed && e.reason === "token-used";
+}
+
+/** A spent token asks again: the same key gets the certificate the token paid for; any other key gets `refusal` ("token used"). */
+async function retryWithSpentToken(
+  fleet: Fleet,
+  req: { deviceId: string; token: string; source: RequestSource },
+  key: SubjectKey,
+  refusal: AuthenticationFailed,
+): Promise<DeviceCertificate> {
+  const serial = await certificateOfSpentToken(fleet, req.deviceId, req.token);
+  if (serial === undefined) throw refusal;
+  const ctx = context(req.source, { provisioner: "token" });
+  return redeliver(fleet, { serial, deviceId: req.deviceId, key, actor: `token:${req.deviceId}`, context: ctx, refusal: () => refusal });
+}
+
+// ---- retries after a lost answer ----------------------------------------------------------
+
+/**
+ * Answers a retry with the certificate its credential already obtained, when the retry is for the
+ * same key (the first answer was lost). Any other key gets `refusal`; a certificate revoked or held
+ * since, or a device no longer active, is refused as a new issuance would be. Audited.
+ */
+async function redeliver(
+  fleet: Fleet,
+  req: { serial: string; deviceId: string; key: SubjectKey; actor: string; context: Record<string, unknown>; refusal: () => Error },
+): Promise<DeviceCertificate> {
+  const row = await fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", req.serial).executeTakeFirst();
+  if (!row || row.device_id !== req.deviceId || !parseCertificate(Buffer.from(row.der)).spki.equals(req.key.spki)) throw req.refusal();
+  if (row.status !== "valid")
+    throw new NotPermitted("certificate-revoked", `certificate ${row.serial} is ${row.status === "hold" ? "on hold" : "revoked"}`);
+  await assertIssuerActive(fleet, row.issuer_ca);
+  await fleet.store.transaction(async (tx) => {
+    const device = await tx.selectFrom("devices").select("status").where("id", "=", req.deviceId).executeTakeFirst();
+    if (!device) throw new UnknownDevice(req.deviceId);
+    if (device.status !== "active") throw new DeviceNotActive(req.deviceId, device.status);
+    const details = { serial: row.serial, ...req.context };
+    await appendAudit(tx, [{ actor: req.actor, action: "certificate.redeliver", subject: `device:${req.deviceId}`, details }]);
+  });
+  return recordedDeviceCertificate(fleet, row, req.key.keyType);
 }
 
 // ---- presented certificates -------------------------------------------------------------
@@ -128,7 +196,54 @@ export async function renewWithCertificate(fleet: Fleet, req: { clientCertificat
   assertNotRevoked(known);
   await assertIssuerActive(fleet, known.row.issuer_ca);
   const key = await keyFromCsr(req.csr);
-  return issueForKey(fleet, { deviceId: known.deviceId, actor: `device:${known.deviceId}`, context: context(req.source, { renews: known.row.serial }) }, key);
+  return renewOnce(fleet, known, key, { now: new Date(), context: context(req.source, { renews: known.row.serial }) });
+}
+
+/**
+ * A certificate renews once. Asked again (its answer was lost, or two requests raced), the same
+ * key gets the renewal already issued; another key is refused: the certificate has been replaced,
+ * and only its renewal can renew now. `nonce`: the renewal-after-expiry challenge, spent with a
+ * new renewal; a repeated answer needs it unexpired and for this device (it may be spent).
+ */
+async function renewOnce(
+  fleet: Fleet,
+  known: KnownCertificate,
+  key: SubjectKey,
+  req: { now: Date; context: Record<string, unknown>; nonce?: string },
+): Promise<DeviceCertificate> {
+  const actor = `device:${known.deviceId}`;
+  const renewals = fleet.store.db.selectFrom("renewals").select("serial");
+  const earlier = await renewals.where("renewed_serial", "=", known.row.serial).executeTakeFirst();
+  let renewal = earlier?.serial;
+  if (renewal === undefined) {
+    const at = req.now.toISOString();
+    const claim: Claim = { kind: "renewal", deviceId: known.deviceId, renews: known.row.serial, nonce: req.nonce, at };
+    try {
+      return await issueForKey(fleet, { deviceId: known.deviceId, actor, now: req.now, context: req.context, claim }, key);
+    } catch (e) {
+      if (!(e instanceof CertificateAlreadyRenewed)) throw e;
+      renewal = e.serial;
+    }
+  }
+  if (req.nonce !== undefined) {
+    const nonces = fleet.store.db.selectFrom("renewal_nonces").select(["device_id", "expires_at"]);
+    const nonce = await nonces.where("nonce", "=", req.nonce).executeTakeFirst();
+    if (!nonce || nonce.device_id !== known.deviceId || nonce.expires_at <= req.now.toISOString())
+      throw new AuthenticationFailed("nonce-invalid", "the renewal challenge is unknown, expired or for another device");
+  }
+  const replaced = renewal;
+  return redeliver(fleet, {
+    serial: replaced,
+    deviceId: known.deviceId,
+    key,
+    actor,
+    context: req.context,
+    refusal: () =>
+      new ReEnrollRequired(
+        `certificate ${known.row.serial} was already renewed (certificate ${replaced}) for another key; a certificate renews once: ` +
+          "renew with that certificate, or ask again with the key of that renewal, or re-enroll",
+      ),
+  });
 }
 
 const NONCE_LIFETIME_MS = 5 * 60_000;
@@ -139,19 +254,63 @@ export function expiredRenewalMessage(deviceId: string, nonce: string, csrDer: B
   return Buffer.from(`${EXPIRED_RENEWAL_LABEL}\n${deviceId}\n${nonce}\n${createHash("sha256").update(csrDer).digest("hex")}`, "utf8");
 }
 
-export async function renewalChallenge(fleet: Fleet, deviceId: string): Promise<{ nonce: string; expiresAt: Date }> {
+/** Unexpired challenges kept per device; a new one replaces the oldest, so junk cannot lock a device out. */
+const MAX_OPEN_CHALLENGES = 20;
+/** A device whose clock runs ahead asks a little before its certificate has expired here. */
+const CHALLENGE_CLOCK_SKEW_MS = NONCE_LIFETIME_MS;
+
+/**
+ * A challenge for renewing an expired certificate. Only a device that can use one gets a stored
+ * challenge: an active device with an unrevoked certificate that expired within the grace. Every
+ * other id gets an answer of the same shape that is stored nowhere (the proof then fails as
+ * "nonce-invalid", after the certificate's own checks), so this unauthenticated endpoint neither
+ * tells which devices exist nor fills the table for them.
+ */
+export async function renewalChallenge(fleet: Fleet, deviceId: string, now = new Date()): Promise<{ nonce: string; expiresAt: Date }> {
   assertDeviceId(deviceId);
-  const now = new Date();
   const nonce = randomBytes(32).toString("base64url");
   const expiresAt = new Date(now.getTime() + NONCE_LIFETIME_MS);
-  await fleet.store.transaction(async (tx) => {
-    // Old challenges are useless after expiry; keep the table small.
-    await tx.deleteFrom("renewal_nonces").where("expires_at", "<", new Date(now.getTime() - 3_600_000).toISOString()).execute();
-    const open = await tx.selectFrom("renewal_nonces").select((eb) => eb.fn.countAll().as("n")).where("device_id", "=", deviceId).where("used_at", "is", null).executeTakeFirstOrThrow();
-    if (Number(open.n) >= 20) throw new TooManyRequests(`too many open renewal challenges for "${deviceId}"`, 60);
-    await tx.insertInto("renewal_nonces").values({ nonce, device_id: deviceId, expires_at: expiresAt.toISOString(), used_at: null }).execute();
+  const graceMs = parseDuration(fleet.config.renewal.after_expiry_grace);
+  const challenge = {
+    nonce,
+    device: deviceId,
+    at: now.toISOString(),
+    expires: expiresAt.toISOString(),
+    expiredSince: new Date(now.getTime() - graceMs).toISOString(),
+    expiredBy: new Date(now.getTime() + CHALLENGE_CLOCK_SKEW_MS).toISOString(),
+    keep: MAX_OPEN_CHALLENGES - 1,
+  };
+  // Not waiting for the disk: a challenge lost in a crash is only asked for again. So both
+  // answers cost about the same (a short write transaction, no sync), whether stored or not.
+  await fleet.store.withNative((native) => {
+    let store = challengeTransactions.get(native);
+    if (!store) challengeTransactions.set(native, (store = native.transaction((c: ChallengeRow) => storeChallenge(native, c))));
+    store.immediate(challenge);
   });
   return { nonce, expiresAt };
+}
+
+type ChallengeRow = { nonce: string; device: string; at: string; expires: string; expiredSince: string; expiredBy: string; keep: number };
+const challengeTransactions = new WeakMap<NativeDb, SqliteTransaction<(c: ChallengeRow) => void>>();
+
+function storeChallenge(native: NativeDb, c: ChallengeRow): void {
+  const eligible = preparedStatement<ChallengeRow>(
+    native,
+    "select 1 from certificates c join devices d on d.id = c.device_id " +
+      "where c.device_id = @device and c.kind = 'device' and c.status = 'valid' and d.status = 'active' " +
+      "and c.not_after >= @expiredSince and c.not_after <= @expiredBy limit 1",
+  );
+  if (eligible.get(c) === undefined) return;
+  // Expired challenges are useless (a spent one is refused as unknown just as well): the table
+  // holds at most MAX_OPEN_CHALLENGES unexpired rows per eligible device.
+  preparedStatement<ChallengeRow>(native, "delete from renewal_nonces where expires_at <= @at").run(c);
+  preparedStatement<ChallengeRow>(
+    native,
+    "delete from renewal_nonces where device_id = @device " +
+      "and nonce not in (select nonce from renewal_nonces where device_id = @device order by expires_at desc limit @keep)",
+  ).run(c);
+  const insert = "insert into renewal_nonces (nonce, device_id, expires_at, used_at) values (@nonce, @device, @expires, null)";
+  preparedStatement<ChallengeRow>(native, insert).run(c);
 }
 
 function hashFor(key: ReturnType<typeof createPublicKey>): string | null {
@@ -188,9 +347,9 @@ export async function renewExpired(
     ok = false;
   }
   if (!ok) throw new AuthenticationFailed("proof-invalid", "the proof of possession does not verify with the expired certificate's key");
-  const claim: Claim = { kind: "renewal-nonce", deviceId: known.deviceId, nonce: req.nonce, at: now.toISOString() };
   await assertIssuerActive(fleet, known.row.issuer_ca);
-  return issueForKey(fleet, { deviceId: known.deviceId, actor: `device:${known.deviceId}`, now, context: context(req.source, { renews: known.row.serial, after_expiry: true }), claim }, key);
+  const renewal = { now, nonce: req.nonce, context: context(req.source, { renews: known.row.serial, after_expiry: true }) };
+  return renewOnce(fleet, known, key, renewal);
 }
 
 // ---- approval ---------------------------------------------------------------------------
@@ -235,14 +394,7 @@ export async function enrollByApproval(
   if (latest?.status === "issued" && sameKey && latest.certificate_serial) {
     // A poll repeated after the answer was lost gets the same certificate again.
     const row = await fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", latest.certificate_serial).executeTakeFirstOrThrow();
-    // It may have been committed by a concurrent poll whose sync is still running.
-    await fleet.store.durable();
-    const { chain, root } = await fleet.chainPem(row.issuer_ca);
-    const der = Buffer.from(row.der);
-    return {
-      status: "issued",
-      certificate: { deviceId: req.deviceId, serial: row.serial, der, certificatePem: toPem("CERTIFICATE", der), chainPem: chain, caPem: root, notBefore: new Date(row.not_before), notAfter: new Date(row.not_after), keyType: key.keyType },
-    };
+    return { status: "issued", certificate: await recordedDeviceCertificate(fleet, row, key.keyType) };
   }
 
   // New request (or a new key replacing a pending one).

@@ -114,3 +114,16 @@ export class ApprovalAlreadyIssued extends AuthorityError {
     super("the approval was already used");
   }
 }
+/**
+ * The certificate was renewed already (by a racing or earlier request): enrollment.ts answers with
+ * that renewal when the key is the same, and refuses otherwise.
+ */
+export class CertificateAlreadyRenewed extends AuthorityError {
+  readonly code = "certificate-already-renewed";
+  constructor(
+    readonly renewedSerial: string,
+    readonly serial: string,
+  ) {
+    super(`certificate ${renewedSerial} was already renewed (certificate ${serial})`);
+  }
+}

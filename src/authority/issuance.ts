@@ -1,6 +1,7 @@
 // authority.issue: a CSR (or a public key we generated) and a device id in, a recorded
 // device certificate out. The device profile decides every field; the CSR contributes its key.
 import { parseDuration } from "../config/duration.js";
+import type { CertificateTable } from "../store/schema.js";
 import { isUniqueViolation } from "../store/store.js";
 import { CsrError, parseCsrAsync } from "../x509/csr.js";
 import { toPem } from "../x509/pem.js";
@@ -46,6 +47,27 @@ export interface DeviceCertificate {
   notBefore: Date;
   notAfter: Date;
   keyType: string;
+}
+
+/**
+ * A device certificate recorded earlier, answered again (a retry after a lost answer). It may have
+ * been committed by a concurrent request whose sync is still running: waits until it is durable.
+ */
+export async function recordedDeviceCertificate(fleet: Fleet, row: CertificateTable, keyType: string): Promise<DeviceCertificate> {
+  await fleet.store.durable();
+  const { chain, root } = await fleet.chainPem(row.issuer_ca);
+  const der = Buffer.from(row.der);
+  return {
+    deviceId: row.device_id ?? row.subject_id,
+    serial: row.serial,
+    der,
+    certificatePem: toPem("CERTIFICATE", der),
+    chainPem: chain,
+    caPem: root,
+    notBefore: new Date(row.not_before),
+    notAfter: new Date(row.not_after),
+    keyType,
+  };
 }
 
 export function assertDeviceId(id: string): void {

@@ -42,6 +42,7 @@ export async function createToken(fleet: Fleet, req: { deviceId: string; ttl?: s
     expires_at: new Date(now.getTime() + ttlMs).toISOString(),
     used_at: null,
     created_by: req.actor,
+    certificate_serial: null,
   };
   const write = async (tx: Tx) => {
     const device = await tx.selectFrom("devices").select("id").where("id", "=", req.deviceId).executeTakeFirst();
@@ -82,4 +83,18 @@ export async function checkToken(fleet: Fleet, deviceId: string, token: string, 
   const row = matchToken(rows, presented);
   assertUsableToken(row, deviceId, at);
   return { kind: "token", deviceId, tokenId: row.id, at };
+}
+
+/**
+ * The certificate a spent token paid for, or undefined (a wrong token, or one spent before
+ * serials were recorded): a retry after a lost answer is answered with it (enrollment.ts).
+ */
+export async function certificateOfSpentToken(fleet: Fleet, deviceId: string, token: string): Promise<string | undefined> {
+  const rows = await fleet.store.db
+    .selectFrom("enrollment_tokens")
+    .select(["token_hash", "certificate_serial"])
+    .where("device_id", "=", deviceId)
+    .where("used_at", "is not", null)
+    .execute();
+  return matchToken(rows, hashToken(token))?.certificate_serial ?? undefined;
 }

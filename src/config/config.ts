@@ -45,7 +45,7 @@ export interface EnrollmentConfig {
   /** Requests without credentials wait for `device approve`. */
   approval: boolean;
   token_ttl: string;
-  /** Failed authentications per source address and per device id per minute before 429. */
+  /** Failed authentications per source address per minute before further failures get 429. */
   failed_auth_per_minute: number;
 }
 
@@ -146,7 +146,7 @@ enrollment:
   factory: ${c.enrollment.factory}                # certificates from local (factory) CAs
   approval: ${c.enrollment.approval}              # requests without credentials wait for \`device approve\`
   token_ttl: ${c.enrollment.token_ttl}               # default lifetime of a token
-  failed_auth_per_minute: ${c.enrollment.failed_auth_per_minute}    # per source address and per device id, then 429
+  failed_auth_per_minute: ${c.enrollment.failed_auth_per_minute}    # failed logins per source address, then 429 (valid ones still pass)
 
 # CRLs and OCSP, served by the status listener (listen.status).
 revocation:

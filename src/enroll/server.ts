@@ -27,7 +27,7 @@ import { fromPem } from "../x509/pem.js";
 import { certsOnly } from "../x509/pkcs7.js";
 import { BASIC_CHALLENGE, isAuthFailure, toProblem } from "./errors.js";
 import { HttpProblem, closeGracefully, listen, methodNotAllowed, readBody, readJson, requireMediaType, sendJson, sendProblem, sendText, stringField } from "../http/http.js";
-import { FailureLimiter } from "./rate-limit.js";
+import { FailureLimiter, sourceKey } from "./rate-limit.js";
 
 export interface RegistrationTls {
   /** Unencrypted PEM, held in memory only. */
@@ -61,9 +61,15 @@ export interface RunningServer {
 const EST = "/.well-known/est/";
 const PKCS7_HEADERS = { "content-transfer-encoding": "base64" };
 const PKCS7_TYPE = "application/pkcs7-mime; smime-type=certs-only";
+/**
+ * Renewal challenges per source address and minute. A challenge is unauthenticated and may cost a
+ * write; a device needs one per renewal after expiry, so this leaves room for a fleet behind one NAT.
+ */
+const CHALLENGES_PER_MINUTE = 60;
 
 class Handler {
   private readonly limiter: FailureLimiter;
+  private readonly challenges = new FailureLimiter(CHALLENGES_PER_MINUTE);
   readonly failures: AuthFailureLog;
   private cacertsBody: string | undefined;
 
@@ -131,25 +137,49 @@ class Handler {
     return this.cacertsBody;
   }
 
-  /** Refuses (429) sources and device ids that failed authentication too often, before any work. */
-  private checkLimits(address: string | undefined, deviceId: string | undefined): void {
-    const wait = Math.max(this.limiter.blockedFor(`ip:${address}`), deviceId ? this.limiter.blockedFor(`device:${deviceId}`) : 0);
-    if (wait > 0) throw new HttpProblem(429, "too-many-requests", `too many failed attempts; retry in ${wait} s`, { "retry-after": String(wait) });
+  /**
+   * Runs an operation that checks a presented credential (token, factory certificate, proof of
+   * possession), counting and auditing its failures per source address. A source over its limit is
+   * not locked out: a valid credential still succeeds (`limited` asks the authority to check it
+   * before costlier work), and only failures are answered 429 instead of 401.
+   */
+  private async authenticated<T>(
+    source: RequestSource,
+    deviceId: string | undefined,
+    reasonVia: string,
+    op: (limited: boolean) => Promise<T>,
+  ): Promise<T> {
+    const key = sourceKey(source.address);
+    const limited = this.limiter.blockedFor(key) > 0;
+    try {
+      return await op(limited);
+    } catch (e) {
+      if (!isAuthFailure(e)) throw e;
+      this.limiter.fail(key);
+      this.recordFailure(source, deviceId, reasonVia, e);
+      const wait = this.limiter.blockedFor(key);
+      if (limited && wait > 0) throw tooManyRequests(`too many failed attempts from this address; retry in ${wait} s`, wait);
+      throw e;
+    }
   }
 
-  /** Runs an authenticated operation, counting and auditing authentication failures. */
-  private async authenticated<T>(source: RequestSource, deviceId: string | undefined, reasonVia: string, op: () => Promise<T>): Promise<T> {
-    this.checkLimits(source.address, deviceId);
+  /**
+   * Renewal over mTLS: the TLS handshake proved possession of the certificate's key, so failed
+   * logins from the same address (every robot behind one NAT) never refuse it, and its own
+   * failures are audited but not counted against the address.
+   */
+  private async mtlsRenewal<T>(source: RequestSource, reasonVia: string, op: () => Promise<T>): Promise<T> {
     try {
       return await op();
     } catch (e) {
-      if (isAuthFailure(e)) {
-        this.limiter.fail(`ip:${source.address}`);
-        if (deviceId) this.limiter.fail(`device:${deviceId}`);
-        this.failures.record({ address: source.address ?? "unknown", deviceId, reason: (e as AuthenticationFailed).reason ?? "unknown-device", via: reasonVia });
-      }
+      if (isAuthFailure(e)) this.recordFailure(source, undefined, reasonVia, e);
       throw e;
     }
+  }
+
+  private recordFailure(source: RequestSource, deviceId: string | undefined, via: string, e: unknown): void {
+    const reason = (e as AuthenticationFailed).reason ?? "unknown-device";
+    this.failures.record({ address: source.address ?? "unknown", deviceId, reason, via });
   }
 
   private async estCsr(req: IncomingMessage): Promise<Buffer> {
@@ -167,7 +197,9 @@ class Handler {
     const basic = basicCredentials(req);
     const client = clientCertificate(req);
     if (basic) {
-      const cert = await this.authenticated(source, basic.user, "est-basic", () => enrollWithToken(this.fleet, { deviceId: basic.user, token: basic.password, csr, source }));
+      const cert = await this.authenticated(source, basic.user, "est-basic", (limited) =>
+        enrollWithToken(this.fleet, { deviceId: basic.user, token: basic.password, csr, source, credentialFirst: limited }),
+      );
       this.sendPkcs7(res, cert);
       return cert.deviceId;
     }
@@ -192,7 +224,9 @@ class Handler {
     const csr = await this.estCsr(req);
     const client = clientCertificate(req);
     if (!client) throw new HttpProblem(401, "certificate-required", "simplereenroll needs the current device certificate as TLS client certificate", BASIC_CHALLENGE);
-    const cert = await this.authenticated(source, undefined, "est-reenroll", () => renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }));
+    const cert = await this.mtlsRenewal(source, "est-reenroll", () =>
+      renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }),
+    );
     this.sendPkcs7(res, cert);
     return cert.deviceId;
   }
@@ -206,7 +240,9 @@ class Handler {
     const client = clientCertificate(req);
     if (token) {
       if (!deviceId) throw new HttpProblem(400, "missing-field", 'field "device_id" is required with a token');
-      const cert = await this.authenticated(source, deviceId, "api-token", () => enrollWithToken(this.fleet, { deviceId, token, csr, source }));
+      const cert = await this.authenticated(source, deviceId, "api-token", (limited) =>
+        enrollWithToken(this.fleet, { deviceId, token, csr, source, credentialFirst: limited }),
+      );
       sendJson(res, 200, certificateJson(cert));
       return cert.deviceId;
     }
@@ -231,15 +267,18 @@ class Handler {
     const csr = stringField(body, "csr")!;
     const client = clientCertificate(req);
     if (!client) throw new HttpProblem(401, "certificate-required", "renewal needs the current device certificate as TLS client certificate", BASIC_CHALLENGE);
-    const cert = await this.authenticated(source, undefined, "api-renew", () => renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }));
+    const cert = await this.mtlsRenewal(source, "api-renew", () =>
+      renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }),
+    );
     sendJson(res, 200, certificateJson(cert));
     return cert.deviceId;
   }
 
   private async apiChallenge(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
     if (req.method !== "POST") throw methodNotAllowed(["POST"]);
+    const wait = this.challenges.take(sourceKey(source.address));
+    if (wait > 0) throw tooManyRequests(`too many renewal challenges from this address; retry in ${wait} s`, wait);
     const deviceId = stringField(await readJson(req), "device_id")!;
-    this.checkLimits(source.address, deviceId);
     const { nonce, expiresAt } = await renewalChallenge(this.fleet, deviceId);
     sendJson(res, 200, { nonce, expires_at: expiresAt.toISOString() });
     return deviceId;
@@ -253,6 +292,10 @@ class Handler {
     sendJson(res, 200, certificateJson(cert));
     return cert.deviceId;
   }
+}
+
+function tooManyRequests(detail: string, retryAfterSeconds: number): HttpProblem {
+  return new HttpProblem(429, "too-many-requests", detail, { "retry-after": String(retryAfterSeconds) });
 }
 
 function certificateJson(cert: DeviceCertificate): Record<string, string> {

@@ -128,5 +128,25 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
         await sql`create index certificates_revoked on certificates (issuer_ca, not_after, serial, revoked_at, revocation_reason) where status in ('revoked', 'hold')`.execute(db);
       },
     },
+    "0004_renewal_challenges_and_retries": {
+      async up(db: Kysely<any>): Promise<void> {
+        // Challenges are counted per device among the unexpired ones and purged by expiry.
+        await db.schema.createIndex("renewal_nonces_device").on("renewal_nonces").columns(["device_id", "expires_at"]).execute();
+        await db.schema.createIndex("renewal_nonces_expiry").on("renewal_nonces").column("expires_at").execute();
+        // Earlier versions stored challenges for any id asked for: drop those of unknown devices.
+        await sql`delete from renewal_nonces where device_id not in (select id from devices)`.execute(db);
+        // A spent token names the certificate it paid for, so a retry can be answered with it.
+        await db.schema.alterTable("enrollment_tokens").addColumn("certificate_serial", "text").execute();
+        // One row per renewed certificate (the primary key makes "renews once" hold under races).
+        // No foreign key on serial: the claim writes this row before its certificate row.
+        await db.schema
+          .createTable("renewals")
+          .addColumn("renewed_serial", "text", (c) => c.primaryKey().references("certificates.serial"))
+          .addColumn("serial", "text", (c) => c.notNull())
+          .addColumn("device_id", "text", (c) => c.notNull())
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .execute();
+      },
+    },
   };
 }

@@ -76,6 +76,8 @@ export interface EnrollmentTokenTable {
   expires_at: string;
   used_at: string | null;
   created_by: string;
+  /** The certificate the token paid for, so a retry after a lost answer gets it again. */
+  certificate_serial: string | null;
 }
 
 /** Enrollment requests waiting for an operator's approval. */
@@ -100,6 +102,18 @@ export interface RenewalNonceTable {
   used_at: string | null;
 }
 
+/**
+ * Which certificate renewed which: a certificate renews once. A second renewal with the same key
+ * is answered with the certificate already issued (a retry after a lost answer); with another
+ * key it is refused.
+ */
+export interface RenewalTable {
+  renewed_serial: string;
+  serial: string;
+  device_id: string;
+  created_at: string;
+}
+
 /** The newest CRL signed (or, for an offline root, imported) for each CA. */
 export interface CrlTable {
   ca_id: string;
@@ -119,5 +133,6 @@ export interface Database {
   enrollment_tokens: EnrollmentTokenTable;
   enrollment_requests: EnrollmentRequestTable;
   renewal_nonces: RenewalNonceTable;
+  renewals: RenewalTable;
   crls: CrlTable;
 }
