@@ -134,7 +134,8 @@ describe("revocation: CLI -> running server -> CRLs and OCSP -> openssl", { conc
     const reqPath = join(work.path, "get-nonce.req");
     let der = Buffer.alloc(0);
     for (let i = 0; i < 50 && !/[+/]/.test(der.toString("base64")); i++) {
-      assertOk(openssl(["ocsp", "-issuer", devicesCaPemPath(f.dir), "-cert", leaves["rev-c"]!.certPath, "-reqout", reqPath]), "openssl ocsp -reqout");
+      const made = openssl(["ocsp", "-issuer", devicesCaPemPath(f.dir), "-cert", leaves["rev-c"]!.certPath, "-reqout", reqPath]);
+      assertOk(made, "openssl ocsp -reqout");
       der = readFileSync(reqPath);
     }
     const b64 = der.toString("base64");

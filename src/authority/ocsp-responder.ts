@@ -48,8 +48,9 @@ export type StoredStatus = Pick<CertificateTable, "status" | "revoked_at" | "rev
 
 export interface OcspOutcome {
   der: Buffer;
-  /** For logs and metrics: successful, malformedRequest, unauthorized, internalError. */
+  /** For logs and metrics: successful, malformedRequest, unauthorized, tryLater, internalError. */
   status: string;
+  /** Not signed for this request: from the cache, or shared with an identical request in flight. */
   cached: boolean;
 }
 
@@ -142,13 +143,14 @@ export class OcspService {
     await this.loadIssuers(now);
     const cas = parsed.certIds.map((id) => (id.hashAlgorithm === "unsupported" ? undefined : this.issuers.get(`${id.hashAlgorithm}:${id.issuerNameHash.toString("hex")}:${id.issuerKeyHash.toString("hex")}`)));
     const ca = cas[0];
-    if (!ca || cas.some((c) => c !== ca) || ca.status !== "active") return { der: ocspErrorResponse("unauthorized"), status: "unauthorized" };
+    const unauthorized = { der: ocspErrorResponse("unauthorized"), status: "unauthorized" };
+    if (!ca || cas.some((c) => c !== ca) || ca.status !== "active") return unauthorized;
 
     let responder: Responder;
     try {
       responder = await this.responder(ca.id, new Date(now));
     } catch (e) {
-      if (e instanceof AuthorityError) return { der: ocspErrorResponse("unauthorized"), status: "unauthorized" }; // e.g. an offline root
+      if (e instanceof AuthorityError) return unauthorized; // e.g. an offline root
       throw e;
     }
 
@@ -169,8 +171,8 @@ export class OcspService {
     const der = await responder.signer.signAsync({ producedAt: thisUpdate, responses, nonce: parsed.nonce });
     // A nonce makes every answer unique; only plain `good` answers are worth keeping,
     // never past the answer's own nextUpdate (thisUpdate is rounded down to the second).
-    const cacheUntil = allGood && !parsed.nonce && this.cacheMs > 0 ? Math.min(nextUpdate.getTime(), responder.notAfter.getTime()) : undefined;
-    return { der, status: "successful", cacheUntil };
+    if (!allGood || parsed.nonce || this.cacheMs <= 0) return { der, status: "successful" };
+    return { der, status: "successful", cacheUntil: Math.min(nextUpdate.getTime(), responder.notAfter.getTime()) };
   }
 
   /** What the database says of each serial issued by the CA (undefined: not issued by it). A seam for tests. */

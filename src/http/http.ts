@@ -26,7 +26,9 @@ export class ClientAborted extends HttpProblem {
     super(
       timedOut ? 408 : 499,
       timedOut ? "request-timeout" : "client-aborted",
-      timedOut ? "the request body did not arrive within the request timeout" : "the client closed the connection before the request body was complete",
+      timedOut
+        ? "the request body did not arrive within the request timeout"
+        : "the client closed the connection before the request body was complete",
     );
     this.name = "ClientAborted";
   }
@@ -76,7 +78,8 @@ export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<
   if (Number.isFinite(declared) && declared > limit)
     return Promise.reject(new HttpProblem(413, "body-too-large", `request body of ${declared} bytes exceeds the ${limit}-byte limit`));
   return new Promise((resolve, reject) => {
-    const aborted = () => reject(new ClientAborted((req.socket?.errored as NodeJS.ErrnoException | null)?.code === "ERR_HTTP_REQUEST_TIMEOUT"));
+    const timedOut = () => (req.socket?.errored as NodeJS.ErrnoException | null)?.code === "ERR_HTTP_REQUEST_TIMEOUT";
+    const aborted = () => reject(new ClientAborted(timedOut()));
     if (req.destroyed && !req.complete) return aborted(); // already gone: no event will come
     const chunks: Buffer[] = [];
     let size = 0;
@@ -151,7 +154,9 @@ export interface ListenerTimeouts {
  * so a slow client could hold one up to 30 s longer than configured. Checking 20 times per
  * timeout (at most every 500 ms) closes it at most 5 % (or 0.5 s) late.
  */
-export function timeoutOptions(t: ListenerTimeouts): Pick<ServerOptions, "headersTimeout" | "requestTimeout" | "keepAliveTimeout" | "connectionsCheckingInterval"> {
+export function timeoutOptions(
+  t: ListenerTimeouts,
+): Pick<ServerOptions, "headersTimeout" | "requestTimeout" | "keepAliveTimeout" | "connectionsCheckingInterval"> {
   const check = Math.min(500, Math.max(10, Math.floor(Math.min(t.headersMs, t.requestMs) / 20)));
   return { headersTimeout: t.headersMs, requestTimeout: t.requestMs, keepAliveTimeout: t.keepAliveMs, connectionsCheckingInterval: check };
 }

@@ -47,8 +47,8 @@ class StatusHandler {
   constructor(private readonly options: StatusServerOptions) {}
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? "/").split("?")[0]!;
     try {
-      const path = (req.url ?? "/").split("?")[0]!;
       if (path === "/ocsp" || path.startsWith("/ocsp/")) return await this.ocsp(req, res, path);
       if (path.startsWith("/crl/")) return await this.crl(req, res, path.slice("/crl/".length));
       if (path === "/healthz") {
@@ -59,7 +59,7 @@ class StatusHandler {
     } catch (e) {
       if (e instanceof ClientAborted) {
         // Nobody is left to answer, and it is not our fault.
-        this.options.logger.info({ method: req.method, path: (req.url ?? "/").split("?")[0], address: req.socket.remoteAddress, reason: e.type }, e.message);
+        this.options.logger.info({ method: req.method, path, address: req.socket.remoteAddress, reason: e.type }, e.message);
         return;
       }
       if (e instanceof HttpProblem) return sendProblem(res, e);
@@ -118,7 +118,8 @@ function ocspGetRequest(encoded: string): Buffer {
   try {
     return fromBase64Body(text, { whitespace: false });
   } catch (e) {
-    if (e instanceof Base64Error) throw new HttpProblem(400, "invalid-ocsp-get", `the OCSP request in the URL must be URL-encoded standard base64: ${e.message}`);
+    if (e instanceof Base64Error)
+      throw new HttpProblem(400, "invalid-ocsp-get", `the OCSP request in the URL must be URL-encoded standard base64: ${e.message}`);
     throw e;
   }
 }
