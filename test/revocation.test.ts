@@ -127,7 +127,50 @@ describe("revocation: CLI -> running server -> CRLs and OCSP -> openssl", { conc
     assertOk(text, "openssl x509 -text");
     assert.match(text.stdout, /X509v3 Extended Key Usage: \n\s+OCSP Signing\n/);
     assert.match(text.stdout, /OCSP No Check/);
-    assert.equal((await fetchBytes(`${base}/ocsp/%%%`)).status, 200, "an undecodable GET is still an OCSP answer");
+  });
+
+  it("GET /ocsp/<base64>: standard base64, percent-encoded or not; anything else is a 400 naming the problem", async () => {
+    // A request whose base64 holds "+" and "/" (a fresh nonce each time), so that escaping them matters.
+    const reqPath = join(work.path, "get-nonce.req");
+    let der = Buffer.alloc(0);
+    for (let i = 0; i < 50 && !/[+/]/.test(der.toString("base64")); i++) {
+      const made = openssl(["ocsp", "-issuer", devicesCaPemPath(f.dir), "-cert", leaves["rev-c"]!.certPath, "-reqout", reqPath]);
+      assertOk(made, "openssl ocsp -reqout");
+      der = readFileSync(reqPath);
+    }
+    const b64 = der.toString("base64");
+    assert.match(b64, /[+/]/);
+    const good = async (encoded: string, what: string) => {
+      const r = await fetchBytes(`${base}/ocsp/${encoded}`);
+      assert.equal(r.status, 200, `${what}: ${r.body.toString()}`);
+      const parsed = parseOcspResponse(r.body);
+      assert.ok("responses" in parsed, `${what}: a signed answer`);
+      assert.equal(parsed.responses[0]!.status.status, "good", what);
+    };
+    await good(encodeURIComponent(b64), "percent-encoded");
+    await good(b64, "raw (+, / and = as they are)");
+    await good(b64.replace(/[+/=]/g, (c) => `%${c.charCodeAt(0).toString(16)}`), "lower-case escapes");
+
+    const junk: Array<[string, string, RegExp]> = [
+      ["%%%", "a broken %-escape", /malformed %-escape/],
+      [der.toString("base64url"), "base64url", /character "[-_]" at offset \d+ is not base64|not a multiple of 4/],
+      [`${b64.slice(0, 8)}%20${b64.slice(8)}`, "an encoded space", /character 0x20 at offset 8 is not base64/],
+      [`${encodeURIComponent(b64)}%0A`, "a trailing encoded newline", /character 0x0a/],
+      [b64.slice(0, -1), "a truncated value", /not a multiple of 4/],
+      [`${b64.slice(0, 8)}%C3%A9${b64.slice(8)}`, "non-ASCII", /character 0xe9 at offset 8/],
+      [encodeURIComponent(encodeURIComponent(b64)), "encoded twice", /character "%"/],
+      [`${b64.replace(/=+$/, "")}==AA`, "data after padding", /data after "=" padding/],
+      ["", "an empty value", /empty/],
+    ];
+    for (const [encoded, what, detail] of junk) {
+      const r = await fetchBytes(`${base}/ocsp/${encoded}`);
+      assert.equal(r.status, 400, `${what}: HTTP ${r.status}`);
+      assert.equal(r.type, "application/problem+json", what);
+      const problem = JSON.parse(r.body.toString()) as { type: string; detail: string };
+      assert.match(problem.type, /invalid-ocsp-get$/, what);
+      assert.match(problem.detail, detail, what);
+    }
+    assert.equal((await fetchBytes(`${base}/healthz`)).status, 200);
   });
 
   it("`fleetpki device revoke` while serve runs: within 1 s OCSP says revoked (reason, time) and the served CRL lists it", async (t) => {

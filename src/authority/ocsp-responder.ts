@@ -1,7 +1,8 @@
 // The OCSP responder (RFC 6960): answers from the certificates table, signed by a delegated
 // responder certificate per CA (made here, recorded like every certificate, renewed at half-life).
 // Signed `good` answers to requests without a nonce are reused for a short window; any status
-// change (change-feed.ts -> invalidate) drops every cached answer at once.
+// change (change-feed.ts -> invalidate) drops every cached answer at once, and an answer whose
+// lookup began before that change is looked up again rather than served or cached.
 import { generateKeyPairSync } from "node:crypto";
 import { parseDuration } from "../config/duration.js";
 import type { CaTable, CertificateTable } from "../store/schema.js";
@@ -17,6 +18,7 @@ import {
   parseOcspRequest,
   type CertStatus,
   type OcspHash,
+  type ParsedOcspRequest,
   type RevocationReasonName,
   type SingleResponseInput,
 } from "../x509/ocsp.js";
@@ -27,6 +29,8 @@ import type { Fleet } from "./fleet.js";
 
 const HASHES: readonly OcspHash[] = ["sha1", "sha256", "sha384", "sha512"];
 const CACHE_ENTRIES = 10_000;
+/** Lookups started over after a status change before answering tryLater (changes come at most a few per second). */
+const MAX_ATTEMPTS = 3;
 
 interface ServedCa {
   id: string;
@@ -40,52 +44,75 @@ interface Responder {
   renewAt: Date;
 }
 
+export type StoredStatus = Pick<CertificateTable, "status" | "revoked_at" | "revocation_reason" | "kind">;
+
 export interface OcspOutcome {
   der: Buffer;
-  /** For logs and metrics: successful, malformedRequest, unauthorized, internalError. */
+  /** For logs and metrics: successful, malformedRequest, unauthorized, tryLater, internalError. */
   status: string;
+  /** Not signed for this request: from the cache, or shared with an identical request in flight. */
   cached: boolean;
+}
+
+export interface OcspServiceOptions {
+  /** Milliseconds since the epoch; tests pass their own to expire cached answers without waiting. */
+  now?: () => number;
 }
 
 export class OcspService {
   /** `${hash}:${nameHash hex}:${keyHash hex}` -> CA. */
   private issuers = new Map<string, ServedCa>();
   private issuersLoadedAt = 0;
+  private issuersGeneration = -1;
   private readonly responders = new Map<string, Promise<Responder>>();
   private readonly cache = new Map<string, { der: Buffer; until: number }>();
+  /**
+   * Requests being answered, by their bytes: an identical request arriving meanwhile shares the
+   * answer instead of signing another one (two answers to one no-nonce request would differ).
+   */
+  private readonly answering = new Map<string, Promise<OcspOutcome>>();
+  /** Bumped by every invalidate(): what was read under an older generation may be stale. */
+  private generation = 0;
   private readonly cacheMs: number;
   private readonly responderLifetimeMs: number;
+  private readonly now: () => number;
 
   constructor(
     private readonly fleet: Fleet,
     private readonly onError: (e: unknown) => void = () => {},
+    options: OcspServiceOptions = {},
   ) {
     this.cacheMs = parseDuration(fleet.config.revocation.ocsp_cache);
     this.responderLifetimeMs = parseDuration(fleet.config.revocation.ocsp_responder_validity);
+    this.now = options.now ?? Date.now;
   }
 
-  /** A certificate's status changed somewhere: no cached answer may be served again. */
+  /** A certificate's (or a CA's) status changed somewhere: no answer read before may be served again. */
   invalidate(): void {
+    this.generation++;
     this.cache.clear();
-    this.issuersLoadedAt = 0; // a CA may have been revoked
   }
 
   /** Always an OCSPResponse (RFC 6960 2.3): errors are answered with their status, never thrown. */
   async respond(request: Buffer): Promise<OcspOutcome> {
-    try {
-      return await this.answer(request);
-    } catch (e) {
+    const key = request.toString("latin1");
+    const hit = this.cache.get(key);
+    if (hit && hit.until > this.now()) return { der: hit.der, status: "successful", cached: true };
+    const running = this.answering.get(key);
+    if (running) return { ...(await running), cached: true };
+    const answer = this.answer(request, key).catch((e: unknown): OcspOutcome => {
       this.onError(e);
       return { der: ocspErrorResponse("internalError"), status: "internalError", cached: false };
+    });
+    this.answering.set(key, answer);
+    try {
+      return await answer;
+    } finally {
+      this.answering.delete(key);
     }
   }
 
-  private async answer(request: Buffer): Promise<OcspOutcome> {
-    const now = Date.now();
-    const key = request.toString("latin1");
-    const hit = this.cache.get(key);
-    if (hit && hit.until > now) return { der: hit.der, status: "successful", cached: true };
-
+  private async answer(request: Buffer, key: string): Promise<OcspOutcome> {
     let parsed;
     try {
       parsed = parseOcspRequest(request, { maxCertIds: this.fleet.config.revocation.ocsp_max_certificates });
@@ -93,30 +120,43 @@ export class OcspService {
       if (e instanceof OcspRequestError) return { der: ocspErrorResponse("malformedRequest"), status: "malformedRequest", cached: false };
       throw e;
     }
+    for (let attempt = 1; ; attempt++) {
+      const generation = this.generation;
+      const outcome = await this.lookUpAndSign(parsed, this.now());
+      // A status changed while we looked (a revocation reached us meanwhile): what we read may say
+      // `good` for a certificate that no longer is, so it is neither cached nor served.
+      if (generation !== this.generation) {
+        if (attempt < MAX_ATTEMPTS) continue;
+        return { der: ocspErrorResponse("tryLater"), status: "tryLater", cached: false };
+      }
+      if (outcome.cacheUntil !== undefined) {
+        if (this.cache.size >= CACHE_ENTRIES) this.cache.delete(this.cache.keys().next().value!);
+        this.cache.set(key, { der: outcome.der, until: outcome.cacheUntil });
+      }
+      return { der: outcome.der, status: outcome.status, cached: false };
+    }
+  }
 
+  /** The answer from the database as it is now; cacheUntil is set for answers worth keeping. */
+  private async lookUpAndSign(parsed: ParsedOcspRequest, now: number): Promise<{ der: Buffer; status: string; cacheUntil?: number }> {
     // One signer per response: every CertID must name the same CA, one we serve (RFC 6960 2.3 "unauthorized").
     await this.loadIssuers(now);
     const cas = parsed.certIds.map((id) => (id.hashAlgorithm === "unsupported" ? undefined : this.issuers.get(`${id.hashAlgorithm}:${id.issuerNameHash.toString("hex")}:${id.issuerKeyHash.toString("hex")}`)));
     const ca = cas[0];
-    if (!ca || cas.some((c) => c !== ca) || ca.status !== "active") return { der: ocspErrorResponse("unauthorized"), status: "unauthorized", cached: false };
+    const unauthorized = { der: ocspErrorResponse("unauthorized"), status: "unauthorized" };
+    if (!ca || cas.some((c) => c !== ca) || ca.status !== "active") return unauthorized;
 
     let responder: Responder;
     try {
       responder = await this.responder(ca.id, new Date(now));
     } catch (e) {
-      if (e instanceof AuthorityError) return { der: ocspErrorResponse("unauthorized"), status: "unauthorized", cached: false }; // e.g. an offline root
+      if (e instanceof AuthorityError) return unauthorized; // e.g. an offline root
       throw e;
     }
 
     const thisUpdate = new Date(Math.floor(now / 1000) * 1000);
     const nextUpdate = new Date(thisUpdate.getTime() + Math.max(this.cacheMs, 1000));
-    const rows = await this.fleet.store.withNative((native) => {
-      const lookup = preparedStatement<[string, string], Pick<CertificateTable, "status" | "revoked_at" | "revocation_reason" | "kind">>(
-        native,
-        "select status, revoked_at, revocation_reason, kind from certificates where serial = ? and issuer_ca = ?",
-      );
-      return parsed.certIds.map((id) => lookup.get(id.serialHex, ca.id));
-    });
+    const rows = await this.readStatuses(ca.id, parsed.certIds.map((id) => id.serialHex));
     let allGood = true;
     const responses: SingleResponseInput[] = parsed.certIds.map((certId, i) => {
       const row = rows[i];
@@ -129,18 +169,27 @@ export class OcspService {
     });
     // On the thread pool: the event loop keeps parsing and answering meanwhile.
     const der = await responder.signer.signAsync({ producedAt: thisUpdate, responses, nonce: parsed.nonce });
-    // A nonce makes every answer unique; only plain `good` answers are worth keeping.
-    if (allGood && !parsed.nonce && this.cacheMs > 0) {
-      if (this.cache.size >= CACHE_ENTRIES) this.cache.delete(this.cache.keys().next().value!);
-      // Never past the answer's own nextUpdate (thisUpdate is rounded down to the second).
-      this.cache.set(key, { der, until: Math.min(nextUpdate.getTime(), responder.notAfter.getTime()) });
-    }
-    return { der, status: "successful", cached: false };
+    // A nonce makes every answer unique; only plain `good` answers are worth keeping,
+    // never past the answer's own nextUpdate (thisUpdate is rounded down to the second).
+    if (!allGood || parsed.nonce || this.cacheMs <= 0) return { der, status: "successful" };
+    return { der, status: "successful", cacheUntil: Math.min(nextUpdate.getTime(), responder.notAfter.getTime()) };
   }
 
-  /** The CAs we answer for, by every CertID hash they can be named with; reloaded at most once a second. */
+  /** What the database says of each serial issued by the CA (undefined: not issued by it). A seam for tests. */
+  protected readStatuses(caId: string, serials: readonly string[]): Promise<(StoredStatus | undefined)[]> {
+    return this.fleet.store.withNative((native) => {
+      const lookup = preparedStatement<[string, string], StoredStatus>(
+        native,
+        "select status, revoked_at, revocation_reason, kind from certificates where serial = ? and issuer_ca = ?",
+      );
+      return serials.map((serial) => lookup.get(serial, caId));
+    });
+  }
+
+  /** The CAs we answer for, by every CertID hash they can be named with; reloaded at most once a second and after any change. */
   private async loadIssuers(now: number): Promise<void> {
-    if (now - this.issuersLoadedAt < 1000) return;
+    if (this.issuersGeneration === this.generation && now - this.issuersLoadedAt < 1000) return;
+    const generation = this.generation; // a CA revoked while we read is read again next time
     const rows = await this.fleet.store.db.selectFrom("cas").select(["id", "status", "certificate_pem"]).execute();
     const next = new Map<string, ServedCa>();
     for (const row of rows) {
@@ -153,6 +202,7 @@ export class OcspService {
     }
     this.issuers = next;
     this.issuersLoadedAt = now;
+    this.issuersGeneration = generation;
   }
 
   /** The CA's delegated responder, made on first use and replaced at half of its lifetime. */

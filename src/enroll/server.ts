@@ -27,6 +27,7 @@ import { fromPem } from "../x509/pem.js";
 import { certsOnly } from "../x509/pkcs7.js";
 import { BASIC_CHALLENGE, isAuthFailure, toProblem } from "./errors.js";
 import { HttpProblem, closeGracefully, listen, methodNotAllowed, readBody, readJson, requireMediaType, sendJson, sendProblem, sendText, stringField } from "../http/http.js";
+import { timeoutOptions, type ListenerTimeouts } from "../http/http.js";
 import { FailureLimiter, sourceKey } from "./rate-limit.js";
 
 export interface RegistrationTls {
@@ -50,6 +51,8 @@ export interface RegistrationServerOptions {
    */
   refreshTls?: () => Promise<RegistrationTls | undefined>;
   refreshIntervalMs?: number;
+  /** Defaults: headers 10 s, request 30 s, keep-alive 5 s. */
+  timeouts?: Partial<ListenerTimeouts>;
 }
 
 export interface RunningServer {
@@ -335,8 +338,8 @@ export async function startRegistrationServer(options: RegistrationServerOptions
       rejectUnauthorized: false,
       minVersion: "TLSv1.2",
       handshakeTimeout: 10_000,
-      // headersTimeout/requestTimeout are only enforced when this check runs (default every 30 s).
-      connectionsCheckingInterval: 1_000,
+      // Slow or silent clients must not hold connections open past the timeouts.
+      ...timeoutOptions({ headersMs: 10_000, requestMs: 30_000, keepAliveMs: 5_000, ...options.timeouts }),
     },
     (req, res) => {
       const handled = handler.handle(req, res);
@@ -344,10 +347,6 @@ export async function startRegistrationServer(options: RegistrationServerOptions
       void handled.finally(() => inFlight.delete(handled));
     },
   );
-  // Slow or silent clients must not hold connections open.
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
-  server.keepAliveTimeout = 5_000;
   server.maxHeadersCount = 64;
   server.on("tlsClientError", (err, socket) => options.logger.debug({ err: err.message, address: socket.remoteAddress }, "TLS handshake failed"));
   let refreshTimer: NodeJS.Timeout | undefined;

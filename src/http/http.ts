@@ -1,5 +1,5 @@
-// Small HTTP mechanics shared by the listeners: bounded bodies, problem details, JSON.
-import type { IncomingMessage, Server, ServerResponse } from "node:http";
+// Small HTTP mechanics shared by the listeners: bounded bodies, problem details, JSON, timeouts.
+import type { IncomingMessage, Server, ServerOptions, ServerResponse } from "node:http";
 
 export const MAX_BODY_BYTES = 64 * 1024;
 
@@ -15,6 +15,25 @@ export class HttpProblem extends Error {
   }
 }
 
+/**
+ * The request ended before its body did: the client closed the connection, or was so slow that
+ * the listener's request timeout closed it (Node has answered 408 then). There is no one left to
+ * answer, and it is the client's doing: log it as such, never as a server error. 499 is nginx's
+ * "client closed request"; neither status reaches the client.
+ */
+export class ClientAborted extends HttpProblem {
+  constructor(readonly timedOut: boolean) {
+    super(
+      timedOut ? 408 : 499,
+      timedOut ? "request-timeout" : "client-aborted",
+      timedOut
+        ? "the request body did not arrive within the request timeout"
+        : "the client closed the connection before the request body was complete",
+    );
+    this.name = "ClientAborted";
+  }
+}
+
 export const PROBLEM_BASE = "https://fleetpki.dev/problems/";
 
 const TITLES: Record<number, string> = {
@@ -23,7 +42,9 @@ const TITLES: Record<number, string> = {
   403: "Forbidden",
   404: "Not Found",
   405: "Method Not Allowed",
+  408: "Request Timeout",
   413: "Content Too Large",
+  414: "URI Too Long",
   415: "Unsupported Media Type",
   429: "Too Many Requests",
   500: "Internal Server Error",
@@ -48,12 +69,18 @@ export function sendText(res: ServerResponse, status: number, contentType: strin
   res.end(body);
 }
 
-/** Reads the body, refusing more than `limit` bytes (413) before buffering it all. */
+/**
+ * Reads the body, refusing more than `limit` bytes (413) before buffering it all. A connection
+ * that ends before the body is complete rejects with ClientAborted.
+ */
 export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<Buffer> {
   const declared = Number(req.headers["content-length"]);
   if (Number.isFinite(declared) && declared > limit)
     return Promise.reject(new HttpProblem(413, "body-too-large", `request body of ${declared} bytes exceeds the ${limit}-byte limit`));
   return new Promise((resolve, reject) => {
+    const timedOut = () => (req.socket?.errored as NodeJS.ErrnoException | null)?.code === "ERR_HTTP_REQUEST_TIMEOUT";
+    const aborted = () => reject(new ClientAborted(timedOut()));
+    if (req.destroyed && !req.complete) return aborted(); // already gone: no event will come
     const chunks: Buffer[] = [];
     let size = 0;
     req.on("data", (chunk: Buffer) => {
@@ -67,7 +94,9 @@ export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<
       chunks.push(chunk);
     });
     req.on("end", () => resolve(Buffer.concat(chunks)));
-    req.on("error", reject);
+    // Node reports a connection closed mid-body as an "aborted" error (ECONNRESET), or only closes.
+    req.on("error", (e) => (req.complete ? reject(e) : aborted()));
+    req.on("close", () => req.complete || aborted());
   });
 }
 
@@ -107,6 +136,29 @@ export function stringField(body: Record<string, unknown>, name: string, require
   }
   if (typeof v !== "string" || v === "") throw new HttpProblem(400, "invalid-field", `field "${name}" must be a non-empty string`);
   return v;
+}
+
+/** How long a listener waits for a client. */
+export interface ListenerTimeouts {
+  /** For the request line and headers, from the connection or the request's first byte on. */
+  headersMs: number;
+  /** For the whole request, body included (at least headersMs). */
+  requestMs: number;
+  /** For the next request on an idle keep-alive connection. */
+  keepAliveMs: number;
+}
+
+/**
+ * createServer options that enforce the timeouts promptly. Node closes connections past
+ * headersTimeout or requestTimeout only when its connection check runs, by default every 30 s,
+ * so a slow client could hold one up to 30 s longer than configured. Checking 20 times per
+ * timeout (at most every 500 ms) closes it at most 5 % (or 0.5 s) late.
+ */
+export function timeoutOptions(
+  t: ListenerTimeouts,
+): Pick<ServerOptions, "headersTimeout" | "requestTimeout" | "keepAliveTimeout" | "connectionsCheckingInterval"> {
+  const check = Math.min(500, Math.max(10, Math.floor(Math.min(t.headersMs, t.requestMs) / 20)));
+  return { headersTimeout: t.headersMs, requestTimeout: t.requestMs, keepAliveTimeout: t.keepAliveMs, connectionsCheckingInterval: check };
 }
 
 /** Listens on host:port; resolves once listening, rejects if the address cannot be bound. */

@@ -5,8 +5,21 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { crlPem, type CrlPublisher } from "../authority/crls.js";
 import type { OcspService } from "../authority/ocsp-responder.js";
-import { HttpProblem, closeGracefully, listen, methodNotAllowed, readBody, requireMediaType, sendProblem, sendText } from "../http/http.js";
+import {
+  ClientAborted,
+  HttpProblem,
+  closeGracefully,
+  listen,
+  methodNotAllowed,
+  readBody,
+  requireMediaType,
+  sendProblem,
+  sendText,
+  timeoutOptions,
+  type ListenerTimeouts,
+} from "../http/http.js";
 import type { Logger } from "../log.js";
+import { Base64Error, fromBase64Body } from "../x509/base64.js";
 import { DEFAULT_MAX_REQUEST_BYTES } from "../x509/ocsp.js";
 
 export interface StatusServerOptions {
@@ -15,7 +28,12 @@ export interface StatusServerOptions {
   logger: Logger;
   host: string;
   port: number;
+  /** Defaults: STATUS_TIMEOUTS. */
+  timeouts?: Partial<ListenerTimeouts>;
 }
+
+/** Answers are small and quick: a client that has not sent its request by now never will. */
+export const STATUS_TIMEOUTS: ListenerTimeouts = { headersMs: 10_000, requestMs: 15_000, keepAliveMs: 5_000 };
 
 export interface RunningStatusServer {
   server: Server;
@@ -29,8 +47,8 @@ class StatusHandler {
   constructor(private readonly options: StatusServerOptions) {}
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? "/").split("?")[0]!;
     try {
-      const path = (req.url ?? "/").split("?")[0]!;
       if (path === "/ocsp" || path.startsWith("/ocsp/")) return await this.ocsp(req, res, path);
       if (path.startsWith("/crl/")) return await this.crl(req, res, path.slice("/crl/".length));
       if (path === "/healthz") {
@@ -39,6 +57,11 @@ class StatusHandler {
       }
       throw new HttpProblem(404, "not-found", `no such resource: ${path}`);
     } catch (e) {
+      if (e instanceof ClientAborted) {
+        // Nobody is left to answer, and it is not our fault.
+        this.options.logger.info({ method: req.method, path, address: req.socket.remoteAddress, reason: e.type }, e.message);
+        return;
+      }
       if (e instanceof HttpProblem) return sendProblem(res, e);
       this.options.logger.error({ err: (e as Error).message }, "status request failed");
       sendProblem(res, new HttpProblem(500, "internal-error", "internal error"));
@@ -72,13 +95,7 @@ class StatusHandler {
       // GET {url}/{url-encoding of base-64 encoding of the DER OCSPRequest}
       const encoded = path.slice("/ocsp/".length);
       if (encoded.length > DEFAULT_MAX_REQUEST_BYTES * 2) throw new HttpProblem(414, "uri-too-long", "the OCSP request in the URL is too long; POST it");
-      let text: string;
-      try {
-        text = decodeURIComponent(encoded);
-      } catch {
-        text = "";
-      }
-      request = Buffer.from(text, "base64");
+      request = ocspGetRequest(encoded);
     } else throw methodNotAllowed(path === "/ocsp" ? ["POST"] : ["GET"]);
     const outcome = await this.options.ocsp.respond(request);
     res.writeHead(200, { "content-type": "application/ocsp-response", "content-length": outcome.der.length, "cache-control": "no-cache" });
@@ -86,12 +103,31 @@ class StatusHandler {
   }
 }
 
+/**
+ * The DER request of an RFC 6960 A.1 GET: standard base64 (with its padding), percent-encoded
+ * or not. Anything else (base64url, whitespace, a broken %-escape, a truncated or empty value)
+ * is a 400 that names the problem, rather than a guess at what was meant.
+ */
+function ocspGetRequest(encoded: string): Buffer {
+  let text: string;
+  try {
+    text = decodeURIComponent(encoded);
+  } catch {
+    throw new HttpProblem(400, "invalid-ocsp-get", "the OCSP request in the URL has a malformed %-escape");
+  }
+  try {
+    return fromBase64Body(text, { whitespace: false });
+  } catch (e) {
+    if (e instanceof Base64Error)
+      throw new HttpProblem(400, "invalid-ocsp-get", `the OCSP request in the URL must be URL-encoded standard base64: ${e.message}`);
+    throw e;
+  }
+}
+
 export async function startStatusServer(options: StatusServerOptions): Promise<RunningStatusServer> {
   const handler = new StatusHandler(options);
-  const server = createServer((req, res) => void handler.handle(req, res));
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 15_000;
-  server.keepAliveTimeout = 5_000;
+  // Slow or silent clients must not hold connections open past the timeouts.
+  const server = createServer(timeoutOptions({ ...STATUS_TIMEOUTS, ...options.timeouts }), (req, res) => void handler.handle(req, res));
   server.maxHeadersCount = 64;
   await listen(server, options.port, options.host);
   return {

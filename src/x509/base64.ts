@@ -27,14 +27,21 @@ function describeChar(code: number): string {
   return `0x${code.toString(16).padStart(2, "0")}`;
 }
 
+export interface Base64Options {
+  /** Whitespace is skipped (true, the default: MIME line breaks) or refused (false: base64 in a URL). */
+  whitespace?: boolean;
+}
+
 /**
- * Decodes a base64 body. Whitespace anywhere (spaces, tabs, LF, CRLF) is ignored; anything else
- * that is not in the standard alphabet (including base64url's "-" and "_"), "=" anywhere but
- * as one or two final padding characters, a length that is not a multiple of 4 (truncated or
- * unpadded) and an empty body are refused with a Base64Error naming the problem.
+ * Decodes a base64 body. Whitespace anywhere (spaces, tabs, LF, CRLF) is ignored unless
+ * `whitespace: false`; anything else that is not in the standard alphabet (including
+ * base64url's "-" and "_"), "=" anywhere but as one or two final padding characters, a length
+ * that is not a multiple of 4 (truncated or unpadded) and an empty body are refused with a
+ * Base64Error naming the problem.
  * A Buffer is read as bytes, so non-ASCII input is reported rather than mis-decoded.
  */
-export function fromBase64Body(text: string | Buffer): Buffer {
+export function fromBase64Body(text: string | Buffer, options: Base64Options = {}): Buffer {
+  const skipWhitespace = options.whitespace ?? true;
   const length = text.length;
   const codeAt = typeof text === "string" ? (i: number) => text.charCodeAt(i) : (i: number) => text[i]!;
   const compact = Buffer.allocUnsafe(length);
@@ -44,8 +51,8 @@ export function fromBase64Body(text: string | Buffer): Buffer {
   for (let i = 0; i < length; i++) {
     const code = codeAt(i);
     const kind = code < 128 ? CLASS[code]! : 0;
-    if (kind === 2) continue;
-    if (kind === 0) throw new Base64Error(`bad base64: character ${describeChar(code)} at offset ${i} is not base64`);
+    if (kind === 2 && skipWhitespace) continue;
+    if (kind === 0 || kind === 2) throw new Base64Error(`bad base64: character ${describeChar(code)} at offset ${i} is not base64`);
     if (kind === 3) {
       if (padding === 0) paddingAt = i;
       padding++;
