@@ -161,6 +161,63 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assertProblem(await postJson(api("/api/v1/renew"), { csr: csr.pem }, { ca, cert, key }), 403, "wrong-issuer");
     });
 
+    it("a factory bundle enrolls its device once: 5 enrollments -> one 200, four 403 factory-already-enrolled, each audited; reprovision allows one more", async () => {
+      const bundle = join(out.path, "robot-0002");
+      const cert = readFileSync(join(bundle, "cert.pem"), "utf8") + readFileSync(join(bundle, "chain.pem"), "utf8");
+      const key = readFileSync(join(bundle, "key.pem"), "utf8");
+      const factorySerial = normalizeSerial(new X509Certificate(readFileSync(join(bundle, "cert.pem"))).serialNumber);
+      const enroll = (csr: string) => postJson(api("/api/v1/enroll"), { device_id: "robot-0002", csr }, { ca, cert, key });
+      const csrs = await Promise.all(Array.from({ length: 5 }, () => makeCsr("robot-0002")));
+      // At the same time, as copies of one bundle would.
+      const results = await Promise.all(csrs.map((c) => enroll(c.csr.pem)));
+      const winners = results.flatMap((r, i) => (r.status === 200 ? [i] : []));
+      assert.equal(winners.length, 1, results.map((r) => `${r.status} ${r.text}`).join("\n"));
+      const winner = winners[0]!;
+      const issued = assertIssued(results[winner]!, f.dir, "robot-0002", csrs[winner]!.key);
+      for (const r of results.filter((x) => x.status !== 200)) {
+        const p = assertProblem(r, 403, "factory-already-enrolled");
+        assert.match(p.detail, /fleetpki device reprovision robot-0002/);
+      }
+      const deviceCerts = () => f.fleet.store.db.selectFrom("certificates").select("serial").where("device_id", "=", "robot-0002").where("kind", "=", "device").execute();
+      assert.deepEqual((await deviceCerts()).map((r) => r.serial), [issued.serial]);
+      const refusals = async () =>
+        (await f.fleet.store.db.selectFrom("audit_log").select("details").where("action", "=", "enrollment.refuse").where("subject", "=", "device:robot-0002").execute()).map((r) => JSON.parse(r.details));
+      const refused = await refusals();
+      assert.equal(refused.length, 4, "every refusal is audited");
+      for (const d of refused) assert.deepEqual([d.reason, d.factory_serial, d.enrolled_certificate, d.address], ["factory-already-enrolled", factorySerial, issued.serial, "127.0.0.1"]);
+
+      // The same enrollment repeated (its answer lost): the certificate already issued, no new one.
+      const retry = assertIssued(await enroll(csrs[winner]!.csr.pem), f.dir, "robot-0002", csrs[winner]!.key);
+      assert.equal(retry.serial, issued.serial);
+      assert.equal((await deviceCerts()).length, 1);
+
+      // The operator allows one more (a repaired robot), audited; then it is once again.
+      const noFactory = await cliAsync(["device", "reprovision", "api-0001", "--dir", f.dir]);
+      assert.equal(noFactory.status, 1);
+      assert.match(noFactory.stderr, /^fleetpki: device "api-0001" has not enrolled with a factory certificate/);
+      const reprovisioned = await cliAsync(["device", "reprovision", "robot-0002", "--dir", f.dir]);
+      assert.equal(reprovisioned.status, 0, reprovisioned.stderr);
+      const audit = await f.fleet.store.db.selectFrom("audit_log").selectAll().where("action", "=", "device.reprovision").where("subject", "=", "device:robot-0002").execute();
+      assert.equal(audit.length, 1);
+      assert.equal(audit[0]!.actor, "cli");
+      assert.equal(JSON.parse(audit[0]!.details).certificate_serial, issued.serial);
+      const again = await makeCsr("robot-0002");
+      assertIssued(await enroll(again.csr.pem), f.dir, "robot-0002", again.key);
+      assertProblem(await enroll((await makeCsr("robot-0002")).csr.pem), 403, "factory-already-enrolled");
+      // Nor does another factory certificate for the same device.
+      const second = join(out.path, "second-batch");
+      const batch = await cliAsync(["ca", "issue-batch", "--dir", f.dir, "--local", "f1", "--ids", "robot-0002..robot-0002", "--out", second]);
+      assert.equal(batch.status, 0, batch.stderr);
+      const otherBundle = join(second, "robot-0002");
+      const otherCert = readFileSync(join(otherBundle, "cert.pem"), "utf8") + readFileSync(join(otherBundle, "chain.pem"), "utf8");
+      const viaOther = await postJson(api("/api/v1/enroll"), { device_id: "robot-0002", csr: (await makeCsr("robot-0002")).csr.pem }, { ca, cert: otherCert, key: readFileSync(join(otherBundle, "key.pem"), "utf8") });
+      assertProblem(viaOther, 403, "factory-already-enrolled");
+      assert.equal((await deviceCerts()).length, 2);
+      assert.equal((await refusals()).length, 6);
+      const verdict = await verifyAudit(f.fleet.store.db);
+      assert.ok(verdict.ok, JSON.stringify(verdict));
+    });
+
     it("POST /api/v1/renew with mTLS -> a new certificate (new serial, new key)", async () => {
       assert.ok(enrolled, "needs the token enrollment");
       const { key, csr } = await makeCsr("api-0001");

@@ -376,20 +376,11 @@ async function newApprovalRequest(fleet: Fleet, req: { deviceId: string; csr: Bu
     source_address: source.address,
     source_group: source.group,
   };
+  // Checked first without the write lock, so a flood of refused junk costs no write transaction;
+  // checked again inside it, where the answer holds.
+  await assertRequestBounds(fleet.store.db, req.deviceId, source.group);
   await fleet.store.transaction(async (tx) => {
-    const device = await tx.selectFrom("devices").select("status").where("id", "=", req.deviceId).executeTakeFirst();
-    if (device?.status === "revoked") throw new DeviceNotActive(req.deviceId, device.status);
-    const count = async (where: (q: ReturnType<typeof pendingRequests>) => ReturnType<typeof pendingRequests>) =>
-      Number((await where(pendingRequests(tx)).select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
-    const from = source.group ?? "an unknown source";
-    // Specific bounds first, so the answer names the one that applies.
-    if (await count((q) => q.where("device_id", "=", req.deviceId).where("source_group", "is", source.group)) >= MAX_PENDING_PER_DEVICE_AND_SOURCE)
-      throw new TooManyRequests(`${MAX_PENDING_PER_DEVICE_AND_SOURCE} enrollment requests for "${req.deviceId}" from ${from} already wait for an operator's decision`, 60);
-    if (await count((q) => q.where("device_id", "=", req.deviceId)) >= MAX_PENDING_PER_DEVICE)
-      throw new TooManyRequests(`${MAX_PENDING_PER_DEVICE} enrollment requests for "${req.deviceId}" already wait for an operator's decision`, 60);
-    if (await count((q) => q.where("source_group", "is", source.group)) >= MAX_PENDING_PER_SOURCE)
-      throw new TooManyRequests(`${MAX_PENDING_PER_SOURCE} enrollment requests from ${from} already wait for an operator's decision`, 60);
-    if (await count((q) => q) >= MAX_PENDING) throw new TooManyRequests("too many enrollment requests are waiting for approval", 60);
+    await assertRequestBounds(tx, req.deviceId, source.group);
     await tx.insertInto("enrollment_requests").values(row).execute();
     await appendAudit(tx, [
       {
@@ -404,6 +395,23 @@ async function newApprovalRequest(fleet: Fleet, req: { deviceId: string; csr: Bu
 }
 
 const pendingRequests = (tx: Db) => tx.selectFrom("enrollment_requests").where("status", "=", "pending");
+
+/** Refuses a new request for a revoked device, or one over a bound (most specific bound named first). */
+async function assertRequestBounds(tx: Db, deviceId: string, group: string | null): Promise<void> {
+  const device = await tx.selectFrom("devices").select("status").where("id", "=", deviceId).executeTakeFirst();
+  if (device?.status === "revoked") throw new DeviceNotActive(deviceId, device.status);
+  const count = async (where: (q: ReturnType<typeof pendingRequests>) => ReturnType<typeof pendingRequests>) =>
+    Number((await where(pendingRequests(tx)).select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
+  const from = group ?? "an unknown source";
+  const waiting = "already wait for an operator's decision";
+  if ((await count((q) => q.where("device_id", "=", deviceId).where("source_group", "is", group))) >= MAX_PENDING_PER_DEVICE_AND_SOURCE)
+    throw new TooManyRequests(`${MAX_PENDING_PER_DEVICE_AND_SOURCE} enrollment requests for "${deviceId}" from ${from} ${waiting}`, 60);
+  if ((await count((q) => q.where("device_id", "=", deviceId))) >= MAX_PENDING_PER_DEVICE)
+    throw new TooManyRequests(`${MAX_PENDING_PER_DEVICE} enrollment requests for "${deviceId}" ${waiting}`, 60);
+  if ((await count((q) => q.where("source_group", "is", group))) >= MAX_PENDING_PER_SOURCE)
+    throw new TooManyRequests(`${MAX_PENDING_PER_SOURCE} enrollment requests from ${from} ${waiting}`, 60);
+  if ((await count((q) => q)) >= MAX_PENDING) throw new TooManyRequests("too many enrollment requests are waiting for approval", 60);
+}
 
 export interface PendingRequest {
   id: string;
