@@ -147,7 +147,7 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
             await db.deleteFrom("enrollment_requests").where("id", "=", row.id).execute();
             continue;
           }
-          const address = row.source.split(" ")[1] ?? null;
+          const address = row.source.split(" ")[1]?.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i, "$1") ?? null;
           await db
             .updateTable("enrollment_requests")
             .set({ key_fingerprint: csrKeyFingerprint(row.csr), source_address: address, source_group: address })
