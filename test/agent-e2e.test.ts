@@ -461,7 +461,7 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     const f = await main();
     const id = "robot-0200";
     const E = join(tmp, "approval-agent");
-    const agent = spawnCli(`agent enroll ${id}`, enrollArgs(f, id, E, "--approval", "--wait", "60s", "--log-level", "info"));
+    const agent = spawnCli(`agent enroll ${id}`, enrollArgs(f, id, E, "--approval", "--wait", "150s", "--log-level", "info"));
     const request = await pendingRequest(f.dir, id);
     assert.match(request.source ?? "", /127\.0\.0\.1/);
     await waitFor("the agent to log that it is pending", () => logLines(agent.stderr()).some((l) => l.msg === "enrollment pending approval"), 15_000);
@@ -495,7 +495,7 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     const f = await main();
     const id = "robot-0201";
     const E = join(tmp, "denied-agent");
-    const agent = spawnCli(`agent enroll ${id}`, enrollArgs(f, id, E, "--approval", "--wait", "60s"));
+    const agent = spawnCli(`agent enroll ${id}`, enrollArgs(f, id, E, "--approval", "--wait", "150s"));
     await pendingRequest(f.dir, id);
     assert.ok(agent.running());
     await fleetpkiOk(["device", "deny", id, "--dir", f.dir]);
