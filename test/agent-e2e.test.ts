@@ -10,7 +10,7 @@
 //     around the second renewal and restarted on the same port.
 // The tests run concurrently (about 2.5 minutes in all, bounded by the renewal test).
 import assert from "node:assert/strict";
-import { X509Certificate, createPrivateKey, createPublicKey } from "node:crypto";
+import { X509Certificate, createHash, createPrivateKey, createPublicKey } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
@@ -461,7 +461,7 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     const f = await main();
     const id = "robot-0200";
     const E = join(tmp, "approval-agent");
-    const agent = spawnCli(`agent enroll ${id}`, enrollArgs(f, id, E, "--approval", "--wait", "60s", "--log-level", "info"));
+    const agent = spawnCli(`agent enroll ${id}`, enrollArgs(f, id, E, "--approval", "--wait", "150s", "--log-level", "info"));
     const request = await pendingRequest(f.dir, id);
     assert.match(request.source ?? "", /127\.0\.0\.1/);
     await waitFor("the agent to log that it is pending", () => logLines(agent.stderr()).some((l) => l.msg === "enrollment pending approval"), 15_000);
@@ -469,8 +469,18 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     assert.deepEqual(readdirSync(E), [`pending-${id}.key.pem`], "while pending, only the request's key is kept");
     assert.equal(mode(E), 0o700);
     assert.equal(mode(join(E, `pending-${id}.key.pem`)), 0o600);
+    // The agent prints its key's fingerprint (at the default level too) for the operator to
+    // compare with the one `device requests` lists; it is the SPKI of the kept key.
+    const waiting = logLines(agent.stderr()).find((l) => l.msg.startsWith("waiting for an operator to approve this key"));
+    assert.ok(waiting, agent.stderr());
+    assert.equal(waiting.level, "warn");
+    const keptSpki = createPublicKey(createPrivateKey(readFileSync(join(E, `pending-${id}.key.pem`), "utf8"))).export({ type: "spki", format: "der" });
+    assert.equal(waiting.key_fingerprint, `sha256:${createHash("sha256").update(keptSpki).digest("hex")}`);
+    assert.equal(waiting.key_fingerprint, request.keyFingerprint, "the agent and `device requests` show the same fingerprint");
+    assert.equal(waiting.request_id, request.id);
+    assert.equal(waiting.approve_with, `fleetpki device approve ${id} --fingerprint ${request.keyFingerprint}`);
 
-    await fleetpkiOk(["device", "approve", id, "--dir", f.dir]);
+    await fleetpkiOk(["device", "approve", id, "--fingerprint", String(waiting.key_fingerprint), "--dir", f.dir]);
     const exit = await agent.exited;
     assert.equal(exit.code, 0, `agent enroll --approval: ${agent.stderr()}`);
     assert.match(agent.stdout(), new RegExp(`enrolled ${id} as ${spiffe(id)}`));
@@ -485,7 +495,7 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     const f = await main();
     const id = "robot-0201";
     const E = join(tmp, "denied-agent");
-    const agent = spawnCli(`agent enroll ${id}`, enrollArgs(f, id, E, "--approval", "--wait", "60s"));
+    const agent = spawnCli(`agent enroll ${id}`, enrollArgs(f, id, E, "--approval", "--wait", "150s"));
     await pendingRequest(f.dir, id);
     assert.ok(agent.running());
     await fleetpkiOk(["device", "deny", id, "--dir", f.dir]);
@@ -493,8 +503,9 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     assert.notEqual(exit.code, 0, "agent enroll exits non-zero after a denial");
     assert.equal(agent.stdout(), "");
     const lines = agent.stderr().trimEnd().split("\n");
-    assert.equal(lines.length, 1, `one line on stderr (log level warn):\n${agent.stderr()}`);
-    assert.match(lines[0]!, /^fleetpki: enrollment refused: .*denied/);
+    assert.equal(lines.length, 2, `at log level warn: the key fingerprint to compare while waiting, then the error:\n${agent.stderr()}`);
+    assert.match(JSON.parse(lines[0]!).key_fingerprint, /^sha256:[0-9a-f]{64}$/);
+    assert.match(lines[1]!, /^fleetpki: enrollment refused: .*denied/);
     assert.ok(!existsSync(E), "nothing left after a denial (the pending key is removed with the directory it needed)");
   });
 

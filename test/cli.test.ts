@@ -125,6 +125,7 @@ describe("fleetpki CLI", () => {
       badId2: { args: ["device", "add", "robot.01", ...d] },
       badLabel1: { args: ["device", "add", "robot-0002", ...d, "--label", "noequals"] },
       badLabel2: { args: ["device", "add", "robot-0003", ...d, "--label", "BAD=x"] },
+      badTtl: { args: ["device", "add", "robot-ttl", ...d, "--ttl", "soon"] },
       unknownIssue: { args: ["device", "issue", "robot-9999", ...d, "--csr", csr] },
       unknownShow: { args: ["device", "show", "robot-9999", ...d] },
       missingCsr: { args: ["device", "issue", "robot-0001", ...d, "--csr", join(tmp.path, "nope.csr")] },
@@ -145,6 +146,7 @@ describe("fleetpki CLI", () => {
       listJson: { args: ["device", "list", ...d, "--json"] },
       show: { args: ["device", "show", "robot-0001", ...d] },
       showJson: { args: ["device", "show", "robot-0001", ...d, "--json"] },
+      badTtlShow: { args: ["device", "show", "robot-ttl", ...d] },
     });
     for (const [k, v] of p3) r.set(k, v);
   });
@@ -238,6 +240,13 @@ describe("fleetpki CLI", () => {
     assertOneLineError(r.get("missingCsr"), /nope\.csr/);
     assertOneLineError(r.get("garbageCsr"), /CSR/);
     assertOneLineError(r.get("corruptDb"), /cannot open database .*fleetpki\.db/);
+  });
+
+  it("device add with a bad --ttl exits 1 and leaves no device behind (device and token are one transaction)", () => {
+    const bad = r.get("badTtl")!;
+    assert.equal(bad.status, 1);
+    assertOneLineError(bad, /--ttl: .*soon/);
+    assertOneLineError(r.get("badTtlShow"), /unknown device "robot-ttl"/);
   });
 
   it("an unexpected error is one line pointing at --debug; --debug adds the stack trace", () => {

@@ -9,7 +9,9 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { verifyAudit } from "../src/audit/log.js";
 import { addDevice } from "../src/authority/devices.js";
-import type { Fleet } from "../src/authority/fleet.js";
+import { enrollByApproval, listPendingRequests, sourceOf } from "../src/authority/enrollment.js";
+import { TooManyRequests } from "../src/authority/errors.js";
+import { Fleet } from "../src/authority/fleet.js";
 import { issueDeviceCertificate } from "../src/authority/issuance.js";
 import { revokeCertificate } from "../src/authority/revocation.js";
 import { createToken } from "../src/authority/tokens.js";
@@ -189,6 +191,63 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assertProblem(await postJson(api("/api/v1/renew"), { csr: csr.pem }, { ca, cert, key }), 403, "wrong-issuer");
     });
 
+    it("a factory bundle enrolls its device once: 5 enrollments -> one 200, four 403 factory-already-enrolled, each audited; reprovision allows one more", async () => {
+      const bundle = join(out.path, "robot-0002");
+      const cert = readFileSync(join(bundle, "cert.pem"), "utf8") + readFileSync(join(bundle, "chain.pem"), "utf8");
+      const key = readFileSync(join(bundle, "key.pem"), "utf8");
+      const factorySerial = normalizeSerial(new X509Certificate(readFileSync(join(bundle, "cert.pem"))).serialNumber);
+      const enroll = (csr: string) => postJson(api("/api/v1/enroll"), { device_id: "robot-0002", csr }, { ca, cert, key });
+      const csrs = await Promise.all(Array.from({ length: 5 }, () => makeCsr("robot-0002")));
+      // At the same time, as copies of one bundle would.
+      const results = await Promise.all(csrs.map((c) => enroll(c.csr.pem)));
+      const winners = results.flatMap((r, i) => (r.status === 200 ? [i] : []));
+      assert.equal(winners.length, 1, results.map((r) => `${r.status} ${r.text}`).join("\n"));
+      const winner = winners[0]!;
+      const issued = assertIssued(results[winner]!, f.dir, "robot-0002", csrs[winner]!.key);
+      for (const r of results.filter((x) => x.status !== 200)) {
+        const p = assertProblem(r, 403, "factory-already-enrolled");
+        assert.match(p.detail, /fleetpki device reprovision robot-0002/);
+      }
+      const deviceCerts = () => f.fleet.store.db.selectFrom("certificates").select("serial").where("device_id", "=", "robot-0002").where("kind", "=", "device").execute();
+      assert.deepEqual((await deviceCerts()).map((r) => r.serial), [issued.serial]);
+      const refusals = async () =>
+        (await f.fleet.store.db.selectFrom("audit_log").select("details").where("action", "=", "enrollment.refuse").where("subject", "=", "device:robot-0002").execute()).map((r) => JSON.parse(r.details));
+      const refused = await refusals();
+      assert.equal(refused.length, 4, "every refusal is audited");
+      for (const d of refused) assert.deepEqual([d.reason, d.factory_serial, d.enrolled_certificate, d.address], ["factory-already-enrolled", factorySerial, issued.serial, "127.0.0.1"]);
+
+      // The same enrollment repeated (its answer lost): the certificate already issued, no new one.
+      const retry = assertIssued(await enroll(csrs[winner]!.csr.pem), f.dir, "robot-0002", csrs[winner]!.key);
+      assert.equal(retry.serial, issued.serial);
+      assert.equal((await deviceCerts()).length, 1);
+
+      // The operator allows one more (a repaired robot), audited; then it is once again.
+      const noFactory = await cliAsync(["device", "reprovision", "api-0001", "--dir", f.dir]);
+      assert.equal(noFactory.status, 1);
+      assert.match(noFactory.stderr, /^fleetpki: device "api-0001" has not enrolled with a factory certificate/);
+      const reprovisioned = await cliAsync(["device", "reprovision", "robot-0002", "--dir", f.dir]);
+      assert.equal(reprovisioned.status, 0, reprovisioned.stderr);
+      const audit = await f.fleet.store.db.selectFrom("audit_log").selectAll().where("action", "=", "device.reprovision").where("subject", "=", "device:robot-0002").execute();
+      assert.equal(audit.length, 1);
+      assert.equal(audit[0]!.actor, "cli");
+      assert.equal(JSON.parse(audit[0]!.details).certificate_serial, issued.serial);
+      const again = await makeCsr("robot-0002");
+      assertIssued(await enroll(again.csr.pem), f.dir, "robot-0002", again.key);
+      assertProblem(await enroll((await makeCsr("robot-0002")).csr.pem), 403, "factory-already-enrolled");
+      // Nor does another factory certificate for the same device.
+      const second = join(out.path, "second-batch");
+      const batch = await cliAsync(["ca", "issue-batch", "--dir", f.dir, "--local", "f1", "--ids", "robot-0002..robot-0002", "--out", second]);
+      assert.equal(batch.status, 0, batch.stderr);
+      const otherBundle = join(second, "robot-0002");
+      const otherCert = readFileSync(join(otherBundle, "cert.pem"), "utf8") + readFileSync(join(otherBundle, "chain.pem"), "utf8");
+      const viaOther = await postJson(api("/api/v1/enroll"), { device_id: "robot-0002", csr: (await makeCsr("robot-0002")).csr.pem }, { ca, cert: otherCert, key: readFileSync(join(otherBundle, "key.pem"), "utf8") });
+      assertProblem(viaOther, 403, "factory-already-enrolled");
+      assert.equal((await deviceCerts()).length, 2);
+      assert.equal((await refusals()).length, 6);
+      const verdict = await verifyAudit(f.fleet.store.db);
+      assert.ok(verdict.ok, JSON.stringify(verdict));
+    });
+
     it("POST /api/v1/renew with mTLS -> a new certificate (new serial, new key)", async () => {
       assert.ok(enrolled, "needs the token enrollment");
       const { key, csr } = await makeCsr("api-0001");
@@ -284,6 +343,184 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
         const issued = assertIssued(r, f.dir, "robot-app2", twin!.key);
         assert.equal(issued.serial, rows[0]!.serial);
       }
+    });
+  });
+
+  // ---- approval cannot be hijacked (issue 9, 1.3) -----------------------------------------
+  describe("approval: requests are decided one by one, by key; bounded per id and per source", { concurrency: false }, () => {
+    let f: TempFleet;
+    let server: TestServer;
+    let ca: string;
+    // The authority as another process on the fleet sees it (opened after approval was switched on).
+    let fleet: Fleet;
+    // The robot connects from 127.0.0.1, the attacker from 127.0.0.2 (both loopback).
+    const ATTACKER = "127.0.0.2";
+    const poll = (id: string, csr: string, localAddress?: string) => postJson(`${server.url}/api/v1/enroll`, { device_id: id, csr }, { ca, localAddress });
+    const fingerprintOf = (key: ClientKey) => `sha256:${createHash("sha256").update(createPublicKey(key.privateKey).export({ type: "spki", format: "der" })).digest("hex")}`;
+    const requests = async () => {
+      const r = await cliAsync(["device", "requests", "--dir", f.dir, "--json"]);
+      assert.equal(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout) as { id: string; deviceId: string; keyFingerprint: string; address: string; source: string; createdAt: string }[];
+    };
+    const auditOf = async (action: string, subject: string) =>
+      (await f.fleet.store.db.selectFrom("audit_log").selectAll().where("action", "=", action).where("subject", "=", subject).orderBy("seq").execute()).map((r) => JSON.parse(r.details));
+
+    before(async () => {
+      f = await tempFleet();
+      editConfig(f.dir, (doc) => {
+        doc.enrollment = { ...(doc.enrollment ?? {}), approval: true };
+      });
+      ca = readFileSync(rootPemPath(f.dir), "utf8");
+      fleet = await Fleet.open(f.dir);
+      server = await startTestServer(f.dir);
+    });
+    after(async () => {
+      await server?.close();
+      await fleet?.close();
+      await f?.close();
+    });
+
+    it("a second request for the same id is its own request; approving by id alone is refused; the key the operator names gets the certificate", async () => {
+      const robot = await makeCsr("robot-h1");
+      const attacker = await makeCsr("robot-h1");
+      const first = await poll("robot-h1", robot.csr.pem);
+      assert.equal(first.status, 202, first.text);
+      const rid = first.json().request_id as string;
+      const raced = await poll("robot-h1", attacker.csr.pem, ATTACKER);
+      assert.equal(raced.status, 202, raced.text);
+      const attackerRid = raced.json().request_id as string;
+      assert.notEqual(attackerRid, rid, "the attacker's request has its own id");
+      // The robot's request is still there, unchanged.
+      assert.equal((await poll("robot-h1", robot.csr.pem)).json().request_id, rid);
+
+      const listed = (await requests()).filter((p) => p.deviceId === "robot-h1");
+      assert.deepEqual(
+        listed.map((p) => [p.id, p.keyFingerprint, p.address]).sort(),
+        [[rid, fingerprintOf(robot.key), "127.0.0.1"], [attackerRid, fingerprintOf(attacker.key), ATTACKER]].sort(),
+        "device requests shows each request with its key fingerprint and source address",
+      );
+      assert.ok(listed.every((p) => !Number.isNaN(Date.parse(p.createdAt))));
+      const table = await cliAsync(["device", "requests", "--dir", f.dir]);
+      assert.match(table.stdout, /^DEVICE\s+REQUEST\s+KEY FINGERPRINT\s+FROM\s+REQUESTED$/m);
+      assert.ok(table.stdout.includes(fingerprintOf(robot.key)) && table.stdout.includes(ATTACKER), table.stdout);
+
+      const ambiguous = await cliAsync(["device", "approve", "robot-h1", "--dir", f.dir]);
+      assert.equal(ambiguous.status, 1);
+      assert.equal(ambiguous.stderr.trimEnd().split("\n").length, 1, ambiguous.stderr);
+      assert.match(ambiguous.stderr, /2 enrollment requests for "robot-h1" are waiting/);
+      assert.ok(ambiguous.stderr.includes(rid) && ambiguous.stderr.includes(attackerRid) && ambiguous.stderr.includes(fingerprintOf(attacker.key)), "lists them");
+      const wrongKey = await cliAsync(["device", "approve", "robot-h1", "--fingerprint", `sha256:${"ab".repeat(32)}`, "--dir", f.dir]);
+      assert.equal(wrongKey.status, 1);
+      assert.match(wrongKey.stderr, /no pending request of "robot-h1" is for key sha256:abab/);
+
+      // The operator compared fingerprints with the robot (colons and upper case are accepted).
+      const given = "SHA256:" + fingerprintOf(robot.key).slice("sha256:".length).toUpperCase().replace(/(..)(?=.)/g, "$1:");
+      const approved = await cliAsync(["device", "approve", "robot-h1", "--fingerprint", given, "--dir", f.dir]);
+      assert.equal(approved.status, 0, approved.stderr);
+      assert.match(approved.stdout, new RegExp(`approved: request ${rid}`));
+      assert.match(approved.stdout, new RegExp(`denied request ${attackerRid}`));
+      assertProblem(await poll("robot-h1", attacker.csr.pem, ATTACKER), 403, "enrollment-denied");
+      assertIssued(await poll("robot-h1", robot.csr.pem), f.dir, "robot-h1", robot.key);
+
+      const approvals = await auditOf("enrollment.approve", "device:robot-h1");
+      assert.deepEqual(approvals.map((d) => [d.request, d.key_fingerprint]), [[rid, fingerprintOf(robot.key)]]);
+      const denials = await auditOf("enrollment.deny", "device:robot-h1");
+      assert.deepEqual(denials.map((d) => [d.request, d.key_fingerprint, d.approved_request]), [[attackerRid, fingerprintOf(attacker.key), rid]]);
+    });
+
+    it("a denial is for that request's key: the real device, with its own key, can still ask and be approved (by request id)", async () => {
+      const attacker = await makeCsr("robot-h2");
+      const robot = await makeCsr("robot-h2");
+      assert.equal((await poll("robot-h2", attacker.csr.pem, ATTACKER)).status, 202);
+      const denied = await cliAsync(["device", "deny", "robot-h2", "--dir", f.dir]);
+      assert.equal(denied.status, 0, denied.stderr);
+      assertProblem(await poll("robot-h2", attacker.csr.pem, ATTACKER), 403, "enrollment-denied");
+
+      const asked = await poll("robot-h2", robot.csr.pem);
+      assert.equal(asked.status, 202, asked.text);
+      const rid = asked.json().request_id as string;
+      const approved = await cliAsync(["device", "approve", "robot-h2", "--request", rid, "--dir", f.dir]);
+      assert.equal(approved.status, 0, approved.stderr);
+      assertIssued(await poll("robot-h2", robot.csr.pem), f.dir, "robot-h2", robot.key);
+      // The denied key stays denied.
+      assertProblem(await poll("robot-h2", attacker.csr.pem, ATTACKER), 403, "enrollment-denied");
+      assert.equal((await auditOf("enrollment.deny", "device:robot-h2")).length, 1);
+      assert.deepEqual((await auditOf("enrollment.approve", "device:robot-h2")).map((d) => d.request), [rid]);
+    });
+
+    it("1,000 junk requests from one address do not make a real robot from another address get 429; one command denies them all", async () => {
+      const junk = await makeCsr("junk");
+      const source = { via: "api", address: "::ffff:198.51.100.7" };
+      let accepted = 0;
+      let refused = 0;
+      for (let i = 0; i < 1000; i++) {
+        try {
+          await enrollByApproval(fleet, { deviceId: `junk-${i}`, csr: junk.csr.der, source });
+          accepted++;
+        } catch (e) {
+          assert.ok(e instanceof TooManyRequests, String(e));
+          assert.match(e.message, /from 198\.51\.100\.7 already wait/);
+          refused++;
+        }
+      }
+      assert.equal(accepted + refused, 1000);
+      assert.ok(accepted <= 20, `at most 20 waiting requests from one source (${accepted})`);
+      // The same over HTTPS: the server counts the peer address it saw.
+      const overHttp = await Promise.all(Array.from({ length: 25 }, (_, i) => poll(`junk-http-${i}`, junk.csr.pem, ATTACKER)));
+      assert.ok(overHttp.some((r) => r.status === 429), overHttp.map((r) => r.status).join(","));
+      for (const r of overHttp.filter((x) => x.status !== 202)) assertProblem(r, 429, "too-many-requests");
+
+      const robot = await makeCsr("robot-h3");
+      const real = await poll("robot-h3", robot.csr.pem);
+      assert.equal(real.status, 202, real.text);
+
+      const before = (await requests()).filter((p) => p.address === "198.51.100.7");
+      assert.equal(before.length, accepted);
+      const bulk = await cliAsync(["device", "deny", "--all-from", "198.51.100.7", "--dir", f.dir]);
+      assert.equal(bulk.status, 0, bulk.stderr);
+      assert.match(bulk.stdout, new RegExp(`^${accepted} requests denied$`, "m"));
+      const after = await requests();
+      assert.equal(after.filter((p) => p.address === "198.51.100.7").length, 0);
+      assert.ok(after.some((p) => p.deviceId === "robot-h3"), "other sources' requests are untouched");
+      const denials = await f.fleet.store.db.selectFrom("audit_log").select("details").where("action", "=", "enrollment.deny").where("details", "like", "%198.51.100.7%").execute();
+      assert.equal(denials.length, accepted, "every denial is audited");
+    });
+
+    it("one IPv6 host (a /64) counts as one source", async () => {
+      const junk = await makeCsr("junk6");
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 30 }, (_, i) => enrollByApproval(fleet, { deviceId: `junk6-${i}`, csr: junk.csr.der, source: { via: "api", address: `2001:db8:1:2::${(i + 1).toString(16)}` } })),
+      );
+      assert.equal(outcomes.filter((o) => o.status === "fulfilled").length, 20);
+      assert.ok(outcomes.filter((o) => o.status === "rejected").every((o) => (o as PromiseRejectedResult).reason instanceof TooManyRequests));
+      assert.deepEqual(sourceOf("2001:db8:1:2:aa::1"), { address: "2001:db8:1:2:aa::1", group: "2001:0db8:0001:0002::/64" });
+      assert.deepEqual(sourceOf("::ffff:10.1.2.3"), { address: "10.1.2.3", group: "10.1.2.3" });
+    });
+
+    it("re-requesting one id with new keys 500 times adds a bounded number of rows and audit rows", async () => {
+      const keys = await Promise.all(Array.from({ length: 500 }, () => makeCsr("robot-churn")));
+      let refused = 0;
+      for (const k of keys) {
+        try {
+          await enrollByApproval(fleet, { deviceId: "robot-churn", csr: k.csr.der, source: { via: "api", address: "192.0.2.9" } });
+        } catch (e) {
+          assert.ok(e instanceof TooManyRequests, String(e));
+          refused++;
+        }
+      }
+      const rows = await f.fleet.store.db.selectFrom("enrollment_requests").select("id").where("device_id", "=", "robot-churn").execute();
+      assert.equal(rows.length, 2, "two waiting requests per id and source; later ones are refused, never swapped in");
+      assert.equal(refused, 498);
+      assert.equal((await auditOf("enrollment.request", "device:robot-churn")).length, 2);
+      // Other sources still reach the operator, up to the cap per id.
+      for (const [i, address] of ["192.0.2.10", "192.0.2.11", "192.0.2.12"].entries()) {
+        await enrollByApproval(fleet, { deviceId: "robot-churn", csr: keys[10 + i]!.csr.der, source: { via: "api", address } });
+      }
+      await assert.rejects(enrollByApproval(fleet, { deviceId: "robot-churn", csr: keys[20]!.csr.der, source: { via: "api", address: "192.0.2.13" } }), /5 enrollment requests for "robot-churn" already wait/);
+      const all = await cliAsync(["device", "deny", "robot-churn", "--all", "--dir", f.dir]);
+      assert.equal(all.status, 0, all.stderr);
+      assert.match(all.stdout, /^5 requests denied$/m);
+      assert.equal((await listPendingRequests(f.fleet, { deviceId: "robot-churn" })).length, 0);
     });
   });
 

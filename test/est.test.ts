@@ -290,6 +290,9 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
       writeFileSync(cert, (await pkcs7Certs(en.body))[0]!);
       assert.match((await opensslOk(["verify", "-CAfile", root, "-untrusted", devicesCa, cert])).stdout, /: OK$/m);
       assert.match(await certField(cert, "-ext", "subjectAltName"), /URI:spiffe:\/\/fleet\.example\/device\/robot-f001\b/);
+      // A factory certificate enrolls its device once: a copied bundle with a new key is refused.
+      const copy = await opensslRequest(work.path, "factory-copy", "robot-f001");
+      assertProblem(await est("simpleenroll", [...tls, ...enrollArgs(undefined, copy.b64)]), 403, "factory-already-enrolled");
     });
 
     it("403 for a disabled device (token and certificate) and for a revoked certificate", async () => {

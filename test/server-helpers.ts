@@ -80,6 +80,8 @@ export interface HttpOptions {
   cert?: string;
   key?: string | KeyObject;
   timeoutMs?: number;
+  /** Source address of the connection, e.g. 127.0.0.2 to act as another client on loopback. */
+  localAddress?: string;
 }
 
 /** One HTTPS request with its own connection (no agent pooling, so client certificates never mix). */
@@ -98,6 +100,7 @@ export function https(url: string, opts: HttpOptions): Promise<HttpResult> {
     agent: false,
     servername: "localhost",
     timeout: opts.timeoutMs ?? 30_000,
+    localAddress: opts.localAddress,
   };
   return new Promise((resolve, reject) => {
     const req = httpsRequest(options, (res) => {

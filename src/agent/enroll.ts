@@ -4,6 +4,7 @@
 import { X509Certificate, createPrivateKey } from "node:crypto";
 import { existsSync, readFileSync, readdirSync, rmdirSync, unlinkSync } from "node:fs";
 import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
+import { publicSpki } from "../keys/keys.js";
 import { join, resolve } from "node:path";
 import { parseCertificate } from "../x509/certificate.js";
 import { DEVICE_ID_PATTERN } from "../x509/profiles.js";
@@ -153,7 +154,8 @@ async function requestCertificate(
   options: EnrollOptions,
   clock: Clock,
   log: Logger,
-  onPending: () => void,
+  onPending: (requestId: string | undefined) => void,
+  keyFingerprint: string,
 ): Promise<Record<string, unknown>> {
   const waitMs = options.waitMs ?? DEFAULT_WAIT_MS;
   const deadline = clock.now() + waitMs;
@@ -177,14 +179,15 @@ async function requestCertificate(
       continue;
     }
     if (answer.status !== 202) return answer.body;
-    if (!pendingSeen) onPending();
-    pendingSeen = true;
     const requestId = typeof answer.body.request_id === "string" ? answer.body.request_id : undefined;
+    if (!pendingSeen) onPending(requestId);
+    pendingSeen = true;
     const bodyRetry = typeof answer.body.retry_after === "number" ? answer.body.retry_after * 1000 : undefined;
     const delay = Math.min(Math.max(answer.retryAfterMs ?? bodyRetry ?? 5_000, MIN_POLL_MS), MAX_POLL_MS);
     if (clock.now() + delay > deadline)
       throw new AgentError(
-        `enrollment of ${options.deviceId} is still pending approval after ${Math.round(waitMs / 1000)} s${requestId ? ` (request ${requestId})` : ""}; approve it with \`fleetpki device approve ${options.deviceId}\` and run this command again (or pass a longer --wait)`,
+        `enrollment of ${options.deviceId} is still pending approval after ${Math.round(waitMs / 1000)} s${requestId ? ` (request ${requestId})` : ""}; ` +
+          `approve it with \`fleetpki device approve ${options.deviceId} --fingerprint ${keyFingerprint}\` and run this command again (or pass a longer --wait)`,
       );
     log.info("enrollment pending approval", { device_id: options.deviceId, request_id: requestId, retry_in_ms: delay });
     await clock.sleep(delay, options.signal);
@@ -214,7 +217,17 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
   if (resumed) log.info("asking again with the key of the pending request", { device_id: options.deviceId, key_file: pendingPath });
   const fresh = resumed ?? newKeyAndCsr(options.deviceId, options.keyType ?? "p256");
   const dirExisted = existsSync(dir);
-  const keepPendingKey = () => {
+  const keyFingerprint = fingerprintOf(publicSpki(fresh.key));
+  const onPending = (requestId: string | undefined) => {
+    // At warn, so it shows at the default log level: the operator approves this key only after
+    // comparing its fingerprint with the one `fleetpki device requests` lists, through another
+    // channel (anyone can ask for this device id; only this robot holds this key).
+    log.warn("waiting for an operator to approve this key; give them its fingerprint to compare", {
+      device_id: options.deviceId,
+      request_id: requestId,
+      key_fingerprint: keyFingerprint,
+      approve_with: `fleetpki device approve ${options.deviceId} --fingerprint ${keyFingerprint}`,
+    });
     if (options.mode.kind !== "approval" || resumed) return;
     ensurePrivateDir(dir);
     writeFileAtomic(pendingPath, fresh.keyPem, 0o600);
@@ -239,7 +252,7 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
     log.info("requesting certificate", { device_id: options.deviceId, mode: options.mode.kind });
     let body;
     try {
-      body = await requestCertificate(client, payload, options, clock, log, keepPendingKey);
+      body = await requestCertificate(client, payload, options, clock, log, onPending, keyFingerprint);
     } catch (e) {
       // A decision was made (denied, or approved for another key): the kept key is of no more use.
       // Other refusals (a held device, approval switched off) may pass; the key is kept for them.

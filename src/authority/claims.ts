@@ -1,12 +1,13 @@
 // Conditions consumed inside the transaction that records a certificate: a one-time token, a
-// renewal (with its nonce after expiry), an approved request. They are plain data, queued with
-// their certificate until the group commit records the batch. Each throws an AuthorityError to
-// refuse its certificate, before writing anything, so a refusal leaves no trace.
+// renewal (with its nonce after expiry), an approved request, a device's one factory enrollment.
+// They are plain data, queued with their certificate until the group commit records the batch.
+// Each throws an AuthorityError to refuse its certificate, before writing anything, so a refusal
+// leaves no trace.
 //
 // They run inside recorder.ts's synchronous better-sqlite3 transaction (the issuance hot path).
 import type { CertificateTable, EnrollmentTokenTable, RenewalNonceTable } from "../store/schema.js";
 import { preparedStatement, type NativeDb } from "../store/store.js";
-import { ApprovalAlreadyIssued, AuthenticationFailed, CertificateAlreadyRenewed } from "./errors.js";
+import { ApprovalAlreadyIssued, AuthenticationFailed, CertificateAlreadyRenewed, NotPermitted } from "./errors.js";
 import { assertUsableToken } from "./tokens.js";
 
 export type Claim =
@@ -18,7 +19,9 @@ export type Claim =
    */
   | { kind: "renewal"; deviceId: string; renews: string; nonce?: string; at: string }
   /** An operator's approval of enrollment request `requestId`; the certificate's serial is recorded on it. */
-  | { kind: "approval"; requestId: string };
+  | { kind: "approval"; requestId: string }
+  /** The device's one enrollment with a factory certificate (until `device reprovision`); `at` is the request time (ISO). */
+  | { kind: "factory"; deviceId: string; factorySerial: string; at: string };
 
 export function applyClaim(native: NativeDb, claim: Claim, certificate: CertificateTable): void {
   switch (claim.kind) {
@@ -59,5 +62,21 @@ export function applyClaim(native: NativeDb, claim: Claim, certificate: Certific
       if (r.changes !== 1) throw new ApprovalAlreadyIssued();
       return;
     }
+    case "factory": {
+      // Racing enrollments with one bundle: the row's primary key lets exactly one through.
+      const r = preparedStatement<[string, string, string, string]>(
+        native,
+        "insert into factory_enrollments (device_id, factory_serial, certificate_serial, enrolled_at) values (?, ?, ?, ?) on conflict (device_id) do nothing",
+      ).run(claim.deviceId, claim.factorySerial, certificate.serial, claim.at);
+      if (r.changes !== 1) throw factoryAlreadyEnrolled(claim.deviceId);
+      return;
+    }
   }
+}
+
+export function factoryAlreadyEnrolled(deviceId: string): NotPermitted {
+  return new NotPermitted(
+    "factory-already-enrolled",
+    `device "${deviceId}" already enrolled with a factory certificate; an operator must run \`fleetpki device reprovision ${deviceId}\` to allow another`,
+  );
 }

@@ -6,6 +6,7 @@ import { DEVICE_ID_PATTERN } from "../x509/profiles.js";
 import { DeviceExists, InvalidArgument, UnknownDevice } from "./errors.js";
 import type { Fleet } from "./fleet.js";
 import { assertDeviceId } from "./issuance.js";
+import { prepareToken, storeToken, type CreatedToken } from "./tokens.js";
 
 const LABEL_KEY = /^[a-z0-9]([a-z0-9._/-]{0,62})$/;
 const MAX_LABEL_VALUE = 256;
@@ -24,6 +25,8 @@ export interface AddDeviceRequest {
   group?: string;
   labels?: Record<string, string>;
   actor: string;
+  /** Also create a one-time enrollment token, in the same transaction (ttl: enrollment.token_ttl by default). */
+  token?: { ttl?: string };
 }
 
 /** Parses "k=v" pairs from the command line into validated labels. */
@@ -49,23 +52,51 @@ function toDevice(row: DeviceTable): Device {
   return { id: row.id, group: row.group_name, labels: JSON.parse(row.labels), status: row.status, createdAt: row.created_at, updatedAt: row.updated_at };
 }
 
-export async function addDevice(fleet: Fleet, req: AddDeviceRequest): Promise<Device> {
+/** Registers a device (and its first token): both or, on any error, neither. */
+export async function addDevice(fleet: Fleet, req: AddDeviceRequest): Promise<Device & { token?: CreatedToken }> {
   assertDeviceId(req.id);
   if (req.group !== undefined && !DEVICE_ID_PATTERN.test(req.group))
     throw new InvalidArgument(`invalid group "${req.group}": 1-63 characters a-z 0-9 . _ - starting with a letter or digit`);
   const labels = validateLabels(req.labels ?? {});
+  const token = req.token ? prepareToken(fleet, { deviceId: req.id, ttl: req.token.ttl }) : undefined;
   const now = new Date().toISOString();
   const row: DeviceTable = { id: req.id, group_name: req.group ?? null, labels: JSON.stringify(labels), status: "active", created_at: now, updated_at: now };
+  let created: CreatedToken | undefined;
   try {
     await fleet.store.transaction(async (tx) => {
       await tx.insertInto("devices").values(row).execute();
       await appendAudit(tx, [{ actor: req.actor, action: "device.add", subject: `device:${req.id}`, details: { group: row.group_name, labels } }]);
+      if (token) created = await storeToken(tx, token, req.actor);
     });
   } catch (e) {
     if (isUniqueViolation(e)) throw new DeviceExists(req.id);
     throw e;
   }
-  return toDevice(row);
+  return { ...toDevice(row), ...(created ? { token: created } : {}) };
+}
+
+/**
+ * Allows one more enrollment with a factory certificate (a device that was repaired, reset or
+ * re-imaged). A factory certificate otherwise enrolls its device once.
+ */
+export async function reprovisionDevice(fleet: Fleet, req: { deviceId: string; actor: string }): Promise<{ factorySerial: string; certificateSerial: string }> {
+  assertDeviceId(req.deviceId);
+  return fleet.store.transaction(async (tx) => {
+    const device = await tx.selectFrom("devices").select("id").where("id", "=", req.deviceId).executeTakeFirst();
+    if (!device) throw new UnknownDevice(req.deviceId);
+    const enrolled = await tx.selectFrom("factory_enrollments").selectAll().where("device_id", "=", req.deviceId).executeTakeFirst();
+    if (!enrolled) throw new InvalidArgument(`device "${req.deviceId}" has not enrolled with a factory certificate since it was last reprovisioned; nothing to do`);
+    await tx.deleteFrom("factory_enrollments").where("device_id", "=", req.deviceId).execute();
+    await appendAudit(tx, [
+      {
+        actor: req.actor,
+        action: "device.reprovision",
+        subject: `device:${req.deviceId}`,
+        details: { factory_serial: enrolled.factory_serial, certificate_serial: enrolled.certificate_serial, enrolled_at: enrolled.enrolled_at },
+      },
+    ]);
+    return { factorySerial: enrolled.factory_serial, certificateSerial: enrolled.certificate_serial };
+  });
 }
 
 export async function listDevices(fleet: Fleet, filter: { group?: string } = {}): Promise<Device[]> {

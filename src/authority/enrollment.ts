@@ -2,11 +2,12 @@
 // Transports hand in what they saw (token, TLS client certificate, CSR, peer address) and get a
 // DeviceCertificate, a pending approval, or a typed error.
 import { createPublicKey, randomBytes, randomUUID, verify, createHash } from "node:crypto";
-import { appendAudit } from "../audit/log.js";
+import { isIP } from "node:net";
+import { appendAudit, type AuditEvent } from "../audit/log.js";
 import { parseDuration } from "../config/duration.js";
 import type { Transaction as SqliteTransaction } from "better-sqlite3";
-import type { CertificateTable, EnrollmentRequestTable } from "../store/schema.js";
-import { preparedStatement, type NativeDb } from "../store/store.js";
+import type { CertificateTable, EnrollmentRequestTable, FactoryEnrollmentTable } from "../store/schema.js";
+import { preparedStatement, type Db, type NativeDb } from "../store/store.js";
 import { parseCertificate, subjectAltNameUris, type ParsedCertificate } from "../x509/certificate.js";
 import { CsrError, csrDer, decodeCsr } from "../x509/csr.js";
 import { DerError } from "../der/reader.js";
@@ -28,7 +29,7 @@ import {
 import type { Fleet } from "./fleet.js";
 import { assertDeviceId, issueForKey, keyFromCsr, recordedDeviceCertificate, type DeviceCertificate, type SubjectKey } from "./issuance.js";
 import { certificateOfSpentToken, checkToken } from "./tokens.js";
-import type { Claim } from "./claims.js";
+import { factoryAlreadyEnrolled, type Claim } from "./claims.js";
 
 /** Where a request came from, for audit events (e.g. "est 10.0.0.7"). */
 export interface RequestSource {
@@ -184,7 +185,60 @@ export async function enrollWithFactoryCertificate(
   if (req.deviceId !== undefined && req.deviceId !== known.deviceId)
     throw new NotPermitted("identity-mismatch", `the factory certificate belongs to "${known.deviceId}", not "${req.deviceId}"`);
   const key = await keyFromCsr(req.csr);
-  return issueForKey(fleet, { deviceId: known.deviceId, actor: `factory:${known.row.issuer_ca}`, context: context(req.source, { provisioner: "factory", factory_serial: known.row.serial }) }, key);
+  const now = new Date();
+  const attempt = async (): Promise<DeviceCertificate> => {
+    // A factory certificate enrolls its device once: a copied bundle must not mint certificates
+    // for its year of life. Checked before signing; the claim settles racing requests.
+    const previous = await fleet.store.db.selectFrom("factory_enrollments").selectAll().where("device_id", "=", known.deviceId).executeTakeFirst();
+    if (previous) return (await factoryRetryAnswer(fleet, previous, known.row.serial, key)) ?? refuseFactoryReenrollment(fleet, known, previous, req.source);
+    const claim: Claim = { kind: "factory", deviceId: known.deviceId, factorySerial: known.row.serial, at: now.toISOString() };
+    const context_ = context(req.source, { provisioner: "factory", factory_serial: known.row.serial });
+    return issueForKey(fleet, { deviceId: known.deviceId, actor: `factory:${known.row.issuer_ca}`, now, context: context_, claim }, key);
+  };
+  try {
+    return await attempt();
+  } catch (e) {
+    // Lost the race to a concurrent enrollment of the same device: answer as if it came second.
+    if (e instanceof NotPermitted && e.reason === "factory-already-enrolled" && !(e instanceof FactoryRefusal)) return attempt();
+    throw e;
+  }
+}
+
+/** The refusal of a second factory enrollment, once audited (so the retry above does not repeat it). */
+class FactoryRefusal extends NotPermitted {}
+
+/**
+ * The answer to a factory enrollment repeated because its answer was lost: the same factory
+ * certificate and the same key get the certificate already issued (kept apart for the general
+ * idempotent retry of issue 9, 1.10). Anything else is a second enrollment.
+ */
+async function factoryRetryAnswer(fleet: Fleet, previous: FactoryEnrollmentTable, factorySerial: string, key: SubjectKey): Promise<DeviceCertificate | undefined> {
+  if (previous.factory_serial !== factorySerial) return undefined;
+  const row = await fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", previous.certificate_serial).executeTakeFirst();
+  if (!row || row.status !== "valid" || row.not_after <= new Date().toISOString()) return undefined;
+  if (!parseCertificate(Buffer.from(row.der)).spki.equals(key.spki)) return undefined;
+  return recordedDeviceCertificate(fleet, row, key.keyType);
+}
+
+async function refuseFactoryReenrollment(fleet: Fleet, known: KnownCertificate, previous: FactoryEnrollmentTable, source: RequestSource): Promise<never> {
+  await fleet.store.transaction((tx) =>
+    appendAudit(tx, [
+      {
+        actor: `factory:${known.row.issuer_ca}`,
+        action: "enrollment.refuse",
+        subject: `device:${known.deviceId}`,
+        details: context(source, {
+          provisioner: "factory",
+          reason: "factory-already-enrolled",
+          factory_serial: known.row.serial,
+          enrolled_with: previous.factory_serial,
+          enrolled_certificate: previous.certificate_serial,
+        }),
+      },
+    ]),
+  );
+  const e = factoryAlreadyEnrolled(known.deviceId);
+  throw new FactoryRefusal(e.reason, e.message);
 }
 
 // ---- renewal ----------------------------------------------------------------------------
@@ -353,12 +407,56 @@ export async function renewExpired(
 }
 
 // ---- approval ---------------------------------------------------------------------------
+//
+// A request without credentials waits for an operator, who decides that request, for that key
+// (compared out of band by its fingerprint), never a device id as such. So a request is never
+// replaced by another: a second request for an id is its own pending request. Rows stay bounded
+// per device id, per source and in total; a request over a bound is refused (429), not swapped
+// for an older one, because replacing would let anyone behind the same address (a NAT) push a
+// robot's request out while the operator compares it, and would still cost a row per attempt.
 
 export type ApprovalOutcome = { status: "pending"; requestId: string; retryAfterSeconds: number } | { status: "issued"; certificate: DeviceCertificate };
 
 const POLL_SECONDS = 10;
-const MAX_PENDING = 1000;
+/** Waiting requests in total: the last bound on the table, far above what one source can fill. */
+const MAX_PENDING = 10_000;
+/** Waiting requests from one source (an IPv4 address or an IPv6 /64), whatever the device ids. */
+const MAX_PENDING_PER_SOURCE = 20;
+/** Waiting requests for one device id (each with its own key), from any source. */
+const MAX_PENDING_PER_DEVICE = 5;
+/** Waiting requests for one device id from one source: a robot keeps its key while it waits. */
+const MAX_PENDING_PER_DEVICE_AND_SOURCE = 2;
 
+/** "sha256:<hex>" of a SubjectPublicKeyInfo, the form `device requests` shows and the agent prints. */
+export function keyFingerprint(spki: Buffer): string {
+  return `sha256:${createHash("sha256").update(spki).digest("hex")}`;
+}
+
+/** Accepts "sha256:HEX" or bare hex, any case, with colons; returns the canonical form. */
+export function parseKeyFingerprint(text: string): string {
+  const m = /^(?:sha-?256\s*[:=]\s*)?([0-9a-f:\s]+)$/i.exec(text.trim());
+  const hex = m ? m[1]!.replace(/[:\s]/g, "").toLowerCase() : "";
+  if (!/^[0-9a-f]{64}$/.test(hex)) throw new InvalidArgument(`invalid key fingerprint "${text}": expected sha256:<64 hex digits>, as \`fleetpki device requests\` shows`);
+  return `sha256:${hex}`;
+}
+
+/** The peer address as shown and matched (IPv4-mapped IPv6 as IPv4), and the bucket it is counted in. */
+export function sourceOf(address: string | undefined): { address: string | null; group: string | null } {
+  if (!address) return { address: null, group: null };
+  const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (v4) return { address: v4[1]!, group: v4[1]! };
+  if (isIP(address) !== 6) return { address, group: address };
+  // One IPv6 host usually holds a whole /64: counting addresses would not bound it.
+  return { address, group: `${expandIpv6(address).slice(0, 4).join(":")}::/64` };
+}
+
+function expandIpv6(address: string): string[] {
+  const [head, tail] = address.split("%")[0]!.toLowerCase().split("::") as [string, string | undefined];
+  const left = head ? head.split(":") : [];
+  const right = tail ? tail.split(":") : [];
+  const groups = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill("0"), ...right];
+  return groups.map((g) => g.padStart(4, "0"));
+}
 
 export async function enrollByApproval(
   fleet: Fleet,
@@ -366,20 +464,22 @@ export async function enrollByApproval(
 ): Promise<ApprovalOutcome> {
   requireProvisioner(fleet, "approval");
   assertDeviceId(req.deviceId);
+  // The CSR's signature proves the requester holds the key the operator will approve.
   const key = await keyFromCsr(req.csr);
-  const csr = csrDer(req.csr);
+  const fingerprint = keyFingerprint(key.spki);
   const latest = await fleet.store.db
     .selectFrom("enrollment_requests")
     .selectAll()
     .where("device_id", "=", req.deviceId)
+    .where("key_fingerprint", "=", fingerprint)
     .orderBy("created_at", "desc")
     .limit(1)
     .executeTakeFirst();
-  const sameKey = latest ? (await keyFromCsr(Buffer.from(latest.csr))).spki.equals(key.spki) : false;
 
-  if (latest?.status === "denied") throw new NotPermitted("enrollment-denied", `enrollment of "${req.deviceId}" was denied by an operator`);
+  // A denial is for this key: the device may still ask with another one.
+  if (latest?.status === "denied")
+    throw new NotPermitted("enrollment-denied", `the enrollment request of "${req.deviceId}" for key ${fingerprint} was denied by an operator`);
   if (latest?.status === "approved") {
-    if (!sameKey) throw new NotPermitted("key-mismatch", `the approved request for "${req.deviceId}" was for another key`);
     const claim: Claim = { kind: "approval", requestId: latest.id };
     try {
       const certificate = await issueForKey(fleet, { deviceId: req.deviceId, actor: `approval:${latest.decided_by}`, context: context(req.source, { provisioner: "approval", request: latest.id }), claim }, key);
@@ -390,65 +490,187 @@ export async function enrollByApproval(
       throw e;
     }
   }
-  if (latest?.status === "pending" && sameKey) return { status: "pending", requestId: latest.id, retryAfterSeconds: POLL_SECONDS };
-  if (latest?.status === "issued" && sameKey && latest.certificate_serial) {
+  if (latest?.status === "pending") return { status: "pending", requestId: latest.id, retryAfterSeconds: POLL_SECONDS };
+  if (latest?.status === "issued" && latest.certificate_serial) {
     // A poll repeated after the answer was lost gets the same certificate again.
     const row = await fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", latest.certificate_serial).executeTakeFirstOrThrow();
     return { status: "issued", certificate: await recordedDeviceCertificate(fleet, row, key.keyType) };
   }
+  return newApprovalRequest(fleet, { ...req, csr: csrDer(req.csr) }, key, fingerprint);
+}
 
-  // New request (or a new key replacing a pending one).
+async function newApprovalRequest(fleet: Fleet, req: { deviceId: string; csr: Buffer; source: RequestSource }, key: SubjectKey, fingerprint: string): Promise<ApprovalOutcome> {
   const now = new Date().toISOString();
+  const source = sourceOf(req.source.address);
   const row: EnrollmentRequestTable = {
     id: randomUUID(),
     device_id: req.deviceId,
-    csr,
+    csr: req.csr,
     status: "pending",
-    source: [req.source.via, req.source.address].filter(Boolean).join(" "),
+    source: [req.source.via, source.address].filter(Boolean).join(" "),
     created_at: now,
     decided_at: null,
     decided_by: null,
     certificate_serial: null,
+    key_fingerprint: fingerprint,
+    source_address: source.address,
+    source_group: source.group,
   };
+  // Checked first without the write lock, so a flood of refused junk costs no write transaction;
+  // checked again inside it, where the answer holds.
+  await assertRequestBounds(fleet.store.db, req.deviceId, source.group);
   await fleet.store.transaction(async (tx) => {
-    const pending = await tx.selectFrom("enrollment_requests").select((eb) => eb.fn.countAll().as("n")).where("status", "=", "pending").executeTakeFirstOrThrow();
-    if (Number(pending.n) >= MAX_PENDING) throw new TooManyRequests("too many enrollment requests are waiting for approval", 60);
-    await tx.updateTable("enrollment_requests").set({ status: "denied", decided_at: now, decided_by: "superseded" }).where("device_id", "=", req.deviceId).where("status", "=", "pending").execute();
+    await assertRequestBounds(tx, req.deviceId, source.group);
     await tx.insertInto("enrollment_requests").values(row).execute();
-    await appendAudit(tx, [{ actor: `approval:${req.deviceId}`, action: "enrollment.request", subject: `device:${req.deviceId}`, details: { request: row.id, source: row.source, key_type: key.keyType } }]);
+    await appendAudit(tx, [
+      {
+        actor: `approval:${req.deviceId}`,
+        action: "enrollment.request",
+        subject: `device:${req.deviceId}`,
+        details: { request: row.id, source: row.source, key_type: key.keyType, key_fingerprint: fingerprint },
+      },
+    ]);
   });
   return { status: "pending", requestId: row.id, retryAfterSeconds: POLL_SECONDS };
+}
+
+const pendingRequests = (tx: Db) => tx.selectFrom("enrollment_requests").where("status", "=", "pending");
+
+/** Refuses a new request for a revoked device, or one over a bound (most specific bound named first). */
+async function assertRequestBounds(tx: Db, deviceId: string, group: string | null): Promise<void> {
+  const device = await tx.selectFrom("devices").select("status").where("id", "=", deviceId).executeTakeFirst();
+  if (device?.status === "revoked") throw new DeviceNotActive(deviceId, device.status);
+  const count = async (where: (q: ReturnType<typeof pendingRequests>) => ReturnType<typeof pendingRequests>) =>
+    Number((await where(pendingRequests(tx)).select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
+  const from = group ?? "an unknown source";
+  const waiting = "already wait for an operator's decision";
+  if ((await count((q) => q.where("device_id", "=", deviceId).where("source_group", "is", group))) >= MAX_PENDING_PER_DEVICE_AND_SOURCE)
+    throw new TooManyRequests(`${MAX_PENDING_PER_DEVICE_AND_SOURCE} enrollment requests for "${deviceId}" from ${from} ${waiting}`, 60);
+  if ((await count((q) => q.where("device_id", "=", deviceId))) >= MAX_PENDING_PER_DEVICE)
+    throw new TooManyRequests(`${MAX_PENDING_PER_DEVICE} enrollment requests for "${deviceId}" ${waiting}`, 60);
+  if ((await count((q) => q.where("source_group", "is", group))) >= MAX_PENDING_PER_SOURCE)
+    throw new TooManyRequests(`${MAX_PENDING_PER_SOURCE} enrollment requests from ${from} ${waiting}`, 60);
+  if ((await count((q) => q)) >= MAX_PENDING) throw new TooManyRequests("too many enrollment requests are waiting for approval", 60);
 }
 
 export interface PendingRequest {
   id: string;
   deviceId: string;
+  /** "sha256:<hex>" of the requested key's SubjectPublicKeyInfo. */
+  keyFingerprint: string | null;
+  /** Transport and peer address, e.g. "api 10.0.0.7". */
   source: string;
+  address: string | null;
   createdAt: string;
 }
 
-export async function listPendingRequests(fleet: Fleet): Promise<PendingRequest[]> {
-  const rows = await fleet.store.db.selectFrom("enrollment_requests").select(["id", "device_id", "source", "created_at"]).where("status", "=", "pending").orderBy("created_at").execute();
-  return rows.map((r) => ({ id: r.id, deviceId: r.device_id, source: r.source, createdAt: r.created_at }));
+function toPending(r: EnrollmentRequestTable): PendingRequest {
+  return { id: r.id, deviceId: r.device_id, keyFingerprint: r.key_fingerprint, source: r.source, address: r.source_address, createdAt: r.created_at };
 }
 
-/** Approves or denies the device's pending request; approval registers an unknown device. */
-export async function decideRequest(fleet: Fleet, req: { deviceId: string; approve: boolean; actor: string }): Promise<void> {
+export async function listPendingRequests(fleet: Fleet, filter: { deviceId?: string } = {}): Promise<PendingRequest[]> {
+  let q = pendingRequests(fleet.store.db).selectAll().orderBy("created_at").orderBy("id");
+  if (filter.deviceId !== undefined) q = q.where("device_id", "=", filter.deviceId);
+  return (await q.execute()).map(toPending);
+}
+
+function describePending(rows: readonly EnrollmentRequestTable[]): string {
+  return rows.map((r) => `${r.id} (${r.key_fingerprint ?? "key unknown"} from ${r.source_address ?? "?"} at ${r.created_at})`).join("; ");
+}
+
+export interface DecideRequest {
+  deviceId: string;
+  /** The request to decide; or `fingerprint`; with neither, the device's only waiting request. */
+  requestId?: string;
+  /** The key's "sha256:<hex>" fingerprint, as the robot prints it. */
+  fingerprint?: string;
+  approve: boolean;
+  actor: string;
+}
+
+export interface Decision {
+  request: PendingRequest;
+  /** Other requests for the device denied with an approval (they cannot also be the device). */
+  alsoDenied: PendingRequest[];
+}
+
+/**
+ * Approves or denies one waiting request; approval registers an unknown device and denies the
+ * device's other waiting requests. Without a request id or fingerprint it applies only when
+ * exactly one request waits: with several, the operator must say which key is the robot's.
+ */
+export async function decideRequest(fleet: Fleet, req: DecideRequest): Promise<Decision> {
   assertDeviceId(req.deviceId);
+  const fingerprint = req.fingerprint === undefined ? undefined : parseKeyFingerprint(req.fingerprint);
+  if (req.requestId !== undefined && fingerprint !== undefined) throw new InvalidArgument("give a request id or a key fingerprint, not both");
   const now = new Date().toISOString();
-  await fleet.store.transaction(async (tx) => {
-    const pending = await tx.selectFrom("enrollment_requests").select("id").where("device_id", "=", req.deviceId).where("status", "=", "pending").executeTakeFirst();
-    if (!pending) throw new InvalidArgument(`no pending enrollment request for "${req.deviceId}"`);
+  return fleet.store.transaction(async (tx) => {
+    const pending = await pendingRequests(tx).selectAll().where("device_id", "=", req.deviceId).orderBy("created_at").orderBy("id").execute();
+    if (pending.length === 0) throw new InvalidArgument(`no pending enrollment request for "${req.deviceId}"`);
+    let chosen: EnrollmentRequestTable | undefined;
+    if (req.requestId !== undefined) {
+      chosen = pending.find((r) => r.id === req.requestId);
+      if (!chosen) throw new InvalidArgument(`request ${req.requestId} is not a pending request of "${req.deviceId}"; pending: ${describePending(pending)}`);
+    } else if (fingerprint !== undefined) {
+      chosen = pending.find((r) => r.key_fingerprint === fingerprint);
+      if (!chosen) throw new InvalidArgument(`no pending request of "${req.deviceId}" is for key ${fingerprint}; pending: ${describePending(pending)}`);
+    } else if (pending.length === 1) {
+      chosen = pending[0]!;
+    } else {
+      throw new InvalidArgument(
+        `${pending.length} enrollment requests for "${req.deviceId}" are waiting; choose one with --request ID or --fingerprint sha256:… ` +
+          `(compare with the fingerprint the robot prints)${req.approve ? "" : ", or deny them all with --all"}: ${describePending(pending)}`,
+      );
+    }
+    const events: AuditEvent[] = [];
+    let others: EnrollmentRequestTable[] = [];
     if (req.approve) {
       const device = await tx.selectFrom("devices").select("status").where("id", "=", req.deviceId).executeTakeFirst();
       if (device && device.status !== "active") throw new DeviceNotActive(req.deviceId, device.status);
       if (!device) {
         await tx.insertInto("devices").values({ id: req.deviceId, group_name: null, labels: "{}", status: "active", created_at: now, updated_at: now }).execute();
-        await appendAudit(tx, [{ actor: req.actor, action: "device.add", subject: `device:${req.deviceId}`, details: { via: "approval" } }]);
+        events.push({ actor: req.actor, action: "device.add", subject: `device:${req.deviceId}`, details: { via: "approval" } });
       }
+      others = pending.filter((r) => r.id !== chosen.id);
     }
-    await tx.updateTable("enrollment_requests").set({ status: req.approve ? "approved" : "denied", decided_at: now, decided_by: req.actor }).where("id", "=", pending.id).execute();
-    await appendAudit(tx, [{ actor: req.actor, action: req.approve ? "enrollment.approve" : "enrollment.deny", subject: `device:${req.deviceId}`, details: { request: pending.id } }]);
+    await tx.updateTable("enrollment_requests").set({ status: req.approve ? "approved" : "denied", decided_at: now, decided_by: req.actor }).where("id", "=", chosen.id).execute();
+    events.push(decisionEvent(chosen, req.approve ? "enrollment.approve" : "enrollment.deny", req.actor));
+    for (const other of others) {
+      await tx.updateTable("enrollment_requests").set({ status: "denied", decided_at: now, decided_by: req.actor }).where("id", "=", other.id).execute();
+      events.push(decisionEvent(other, "enrollment.deny", req.actor, { reason: "another request for the device was approved", approved_request: chosen.id }));
+    }
+    await appendAudit(tx, events);
+    return { request: toPending(chosen), alsoDenied: others.map(toPending) };
+  });
+}
+
+function decisionEvent(r: EnrollmentRequestTable, action: string, actor: string, extra: Record<string, unknown> = {}): AuditEvent {
+  return { actor, action, subject: `device:${r.device_id}`, details: { request: r.id, key_fingerprint: r.key_fingerprint, source: r.source, ...extra } };
+}
+
+/**
+ * Denies every waiting request of a device, or from an address (junk from one source is cleared
+ * with one command). Each denial is audited; returns what was denied.
+ */
+export async function denyRequests(fleet: Fleet, req: { deviceId?: string; fromAddress?: string; actor: string }): Promise<PendingRequest[]> {
+  if (req.deviceId === undefined && req.fromAddress === undefined) throw new InvalidArgument("say whose requests to deny: a device id, or --all-from ADDRESS");
+  if (req.deviceId !== undefined) assertDeviceId(req.deviceId);
+  const address = req.fromAddress === undefined ? undefined : sourceOf(req.fromAddress.trim()).address;
+  if (req.fromAddress !== undefined && (!address || isIP(address) === 0)) throw new InvalidArgument(`--all-from "${req.fromAddress}" is not an IP address`);
+  const now = new Date().toISOString();
+  return fleet.store.transaction(async (tx) => {
+    let q = pendingRequests(tx).selectAll();
+    if (req.deviceId !== undefined) q = q.where("device_id", "=", req.deviceId);
+    if (address !== undefined) q = q.where("source_address", "=", address);
+    const rows = await q.orderBy("created_at").execute();
+    if (rows.length === 0) return [];
+    await tx
+      .updateTable("enrollment_requests")
+      .set({ status: "denied", decided_at: now, decided_by: req.actor })
+      .where("id", "in", rows.map((r) => r.id))
+      .execute();
+    await appendAudit(tx, rows.map((r) => decisionEvent(r, "enrollment.deny", req.actor, { bulk: address !== undefined ? `all from ${address}` : "all of the device" })));
+    return rows.map(toPending);
   });
 }
 

@@ -89,7 +89,15 @@ export class AuthenticationFailed extends AuthorityError {
 export class NotPermitted extends AuthorityError {
   readonly code = "not-permitted";
   constructor(
-    readonly reason: "certificate-revoked" | "certificate-expired" | "wrong-issuer" | "provisioner-disabled" | "enrollment-denied" | "identity-mismatch" | "key-mismatch",
+    readonly reason:
+      | "certificate-revoked"
+      | "certificate-expired"
+      | "wrong-issuer"
+      | "provisioner-disabled"
+      | "enrollment-denied"
+      | "identity-mismatch"
+      | "key-mismatch"
+      | "factory-already-enrolled",
     message: string,
   ) {
     super(message);

@@ -23,7 +23,15 @@ export interface CreatedToken {
   expiresAt: Date;
 }
 
-export async function createToken(fleet: Fleet, req: { deviceId: string; ttl?: string; actor: string; tx?: Tx }): Promise<CreatedToken> {
+/** A token ready to be stored: checked and made, nothing written yet. */
+export interface PreparedToken {
+  created: CreatedToken;
+  row: EnrollmentTokenTable;
+  at: Date;
+}
+
+/** Validates the lifetime and makes the token; throws before anything is written. */
+export function prepareToken(fleet: Fleet, req: { deviceId: string; ttl?: string }): PreparedToken {
   assertDeviceId(req.deviceId);
   const ttl = req.ttl ?? fleet.config.enrollment.token_ttl;
   let ttlMs: number;
@@ -41,18 +49,25 @@ export async function createToken(fleet: Fleet, req: { deviceId: string; ttl?: s
     created_at: now.toISOString(),
     expires_at: new Date(now.getTime() + ttlMs).toISOString(),
     used_at: null,
-    created_by: req.actor,
+    created_by: "",
     certificate_serial: null,
   };
-  const write = async (tx: Tx) => {
-    const device = await tx.selectFrom("devices").select("id").where("id", "=", req.deviceId).executeTakeFirst();
-    if (!device) throw new UnknownDevice(req.deviceId);
-    await tx.insertInto("enrollment_tokens").values(row).execute();
-    await appendAudit(tx, [{ actor: req.actor, action: "token.create", subject: `device:${req.deviceId}`, details: { token_id: row.id, expires_at: row.expires_at }, at: now }]);
-  };
-  if (req.tx) await write(req.tx);
-  else await fleet.store.transaction(write);
-  return { token, deviceId: req.deviceId, expiresAt: new Date(row.expires_at) };
+  return { created: { token, deviceId: req.deviceId, expiresAt: new Date(row.expires_at) }, row, at: now };
+}
+
+/** Stores a prepared token inside the caller's write transaction (e.g. with the device it is for). */
+export async function storeToken(tx: Tx, prepared: PreparedToken, actor: string): Promise<CreatedToken> {
+  const { row, at } = prepared;
+  const device = await tx.selectFrom("devices").select("id").where("id", "=", row.device_id).executeTakeFirst();
+  if (!device) throw new UnknownDevice(row.device_id);
+  await tx.insertInto("enrollment_tokens").values({ ...row, created_by: actor }).execute();
+  await appendAudit(tx, [{ actor, action: "token.create", subject: `device:${row.device_id}`, details: { token_id: row.id, expires_at: row.expires_at }, at }]);
+  return prepared.created;
+}
+
+export async function createToken(fleet: Fleet, req: { deviceId: string; ttl?: string; actor: string }): Promise<CreatedToken> {
+  const prepared = prepareToken(fleet, req);
+  return fleet.store.transaction((tx) => storeToken(tx, prepared, req.actor));
 }
 
 /** The row among a device's tokens whose hash is `presented`, compared in constant time (every row is compared). */

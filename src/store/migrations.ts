@@ -1,5 +1,7 @@
 // Schema migrations. Only types and SQL that PostgreSQL accepts as well (binary type chosen per dialect).
+import { createHash } from "node:crypto";
 import { sql, type Kysely, type Migration } from "kysely";
+import { children, raw, readRoot } from "../der/reader.js";
 
 export function migrations(binaryType: "blob" | "bytea"): Record<string, Migration> {
   return {
@@ -148,5 +150,75 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
           .execute();
       },
     },
+    "0005_approval_requests_and_factory_once": {
+      async up(db: Kysely<any>): Promise<void> {
+        // Approval requests are decided one by one (issue 9, 1.3): each carries its key's SHA-256
+        // SPKI fingerprint (what the operator compares with the robot) and its peer address,
+        // and is bounded per device id, per source and in total, which these indexes serve.
+        await db.schema.alterTable("enrollment_requests").addColumn("key_fingerprint", "text").execute();
+        await db.schema.alterTable("enrollment_requests").addColumn("source_address", "text").execute();
+        // The bucket a source is counted in: an IPv4 address or an IPv6 /64.
+        await db.schema.alterTable("enrollment_requests").addColumn("source_group", "text").execute();
+        const rows = await db.selectFrom("enrollment_requests").select(["id", "csr", "source", "status", "decided_by"]).execute();
+        for (const row of rows as { id: string; csr: Uint8Array; source: string; status: string; decided_by: string | null }[]) {
+          // A request "superseded" by a later one was never an operator's decision: drop it, so
+          // the device asking again with that key gets a new pending request.
+          if (row.status === "denied" && row.decided_by === "superseded") {
+            await db.deleteFrom("enrollment_requests").where("id", "=", row.id).execute();
+            continue;
+          }
+          const address = row.source.split(" ")[1]?.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i, "$1") ?? null;
+          await db
+            .updateTable("enrollment_requests")
+            .set({ key_fingerprint: csrKeyFingerprint(row.csr), source_address: address, source_group: address })
+            .where("id", "=", row.id)
+            .execute();
+        }
+        await db.schema.createIndex("enrollment_requests_device_key").on("enrollment_requests").columns(["device_id", "key_fingerprint"]).execute();
+        await db.schema.createIndex("enrollment_requests_status_group").on("enrollment_requests").columns(["status", "source_group"]).execute();
+        await db.schema.createIndex("enrollment_requests_status_address").on("enrollment_requests").columns(["status", "source_address"]).execute();
+
+        // A factory certificate enrolls its device once (issue 9, 1.8): one row per device that
+        // did, deleted by `fleetpki device reprovision` to allow one more.
+        await db.schema
+          .createTable("factory_enrollments")
+          .addColumn("device_id", "text", (c) => c.primaryKey().references("devices.id"))
+          .addColumn("factory_serial", "text", (c) => c.notNull())
+          .addColumn("certificate_serial", "text", (c) => c.notNull())
+          .addColumn("enrolled_at", "text", (c) => c.notNull())
+          .execute();
+        // Devices that already enrolled with a factory certificate before this migration.
+        const issued = await db
+          .selectFrom("audit_log")
+          .select(["subject", "details", "at"])
+          .where("action", "=", "certificate.issue")
+          .where("details", "like", '%"provisioner":"factory"%')
+          .orderBy("seq")
+          .execute();
+        for (const row of issued as { subject: string; details: string; at: string }[]) {
+          const details = JSON.parse(row.details) as { serial?: string; factory_serial?: string };
+          const deviceId = row.subject.replace(/^device:/, "");
+          if (!details.serial || !details.factory_serial) continue;
+          const device = await db.selectFrom("devices").select("id").where("id", "=", deviceId).executeTakeFirst();
+          if (!device) continue;
+          await db
+            .insertInto("factory_enrollments")
+            .values({ device_id: deviceId, factory_serial: details.factory_serial, certificate_serial: details.serial, enrolled_at: row.at })
+            .onConflict((oc) => oc.column("device_id").doNothing())
+            .execute();
+        }
+      },
+    },
   };
+}
+
+/** "sha256:<hex>" of the SubjectPublicKeyInfo inside a stored CSR; null if it cannot be read. */
+function csrKeyFingerprint(csr: Uint8Array): string | null {
+  try {
+    const info = children(readRoot(Buffer.from(csr)))[0]!;
+    const spki = children(info)[2]!;
+    return `sha256:${createHash("sha256").update(raw(spki)).digest("hex")}`;
+  } catch {
+    return null;
+  }
 }

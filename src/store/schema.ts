@@ -92,6 +92,22 @@ export interface EnrollmentRequestTable {
   decided_at: string | null;
   decided_by: string | null;
   certificate_serial: string | null;
+  /** "sha256:<hex>" of the CSR's SubjectPublicKeyInfo: what the operator compares with the robot. */
+  key_fingerprint: string | null;
+  /** The peer address, IPv4-mapped IPv6 written as IPv4. */
+  source_address: string | null;
+  /** What per-source bounds count: the IPv4 address, or the IPv6 /64. */
+  source_group: string | null;
+}
+
+/** Devices that enrolled with a factory certificate; one more is allowed only after `device reprovision`. */
+export interface FactoryEnrollmentTable {
+  device_id: string;
+  /** The factory certificate presented. */
+  factory_serial: string;
+  /** The operational certificate it obtained. */
+  certificate_serial: string;
+  enrolled_at: string;
 }
 
 /** Single-use challenges for renewing an expired certificate by proof of possession. */
@@ -132,6 +148,7 @@ export interface Database {
   audit_head: AuditHeadTable;
   enrollment_tokens: EnrollmentTokenTable;
   enrollment_requests: EnrollmentRequestTable;
+  factory_enrollments: FactoryEnrollmentTable;
   renewal_nonces: RenewalNonceTable;
   renewals: RenewalTable;
   crls: CrlTable;

@@ -1,9 +1,9 @@
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { addDevice, listDevices, parseLabels, showDevice } from "../../authority/devices.js";
+import { addDevice, listDevices, parseLabels, reprovisionDevice, showDevice } from "../../authority/devices.js";
 import { InvalidArgument } from "../../authority/errors.js";
 import { issueDeviceCertificate } from "../../authority/issuance.js";
-import { decideRequest, listPendingRequests } from "../../authority/enrollment.js";
+import { decideRequest, denyRequests, listPendingRequests, type PendingRequest } from "../../authority/enrollment.js";
 import { createToken } from "../../authority/tokens.js";
 import { writeFileAtomic } from "../../keys/files.js";
 import { CLI_ACTOR, dirOption, withFleet } from "../context.js";
@@ -24,31 +24,75 @@ export function registerDevice(program: Command): void {
       const labels = parseLabels(opts.label ?? []);
       await withFleet(opts.dir, async (fleet) => {
         const withToken = opts.token !== false && fleet.config.enrollment.token;
-        const d = await addDevice(fleet, { id, group: opts.group, labels, actor: CLI_ACTOR });
-        const token = withToken ? await createToken(fleet, { deviceId: id, ttl: opts.ttl, actor: CLI_ACTOR }) : undefined;
-        if (opts.json) return printJson({ ...d, token: token?.token ?? null, token_expires_at: token?.expiresAt.toISOString() ?? null });
+        // One transaction: a bad --ttl leaves no device behind.
+        const d = await addDevice(fleet, { id, group: opts.group, labels, actor: CLI_ACTOR, token: withToken ? { ttl: opts.ttl } : undefined });
+        const { token, ...device } = d;
+        if (opts.json) return printJson({ ...device, token: token?.token ?? null, token_expires_at: token?.expiresAt.toISOString() ?? null });
         say(`device ${d.id} added${d.group ? ` to group ${d.group}` : ""}`);
         if (token) say(`one-time enrollment token (valid until ${token.expiresAt.toISOString()}):\n${token.token}`);
       });
     });
 
-  dirOption(device.command("requests").description("enrollment requests waiting for approval"))
+  dirOption(device.command("requests").description("enrollment requests waiting for approval, with each key's fingerprint and source"))
     .option("--json", "machine-readable output")
     .action(async (opts) => {
       await withFleet(opts.dir, async (fleet) => {
         const pending = await listPendingRequests(fleet);
         if (opts.json) return printJson(pending);
-        printTable(pending.map((p) => ({ device: p.deviceId, requested: p.createdAt, from: p.source, id: p.id })), ["device", "requested", "from", "id"]);
+        printTable(
+          pending.map((p) => ({ device: p.deviceId, request: p.id, "key fingerprint": p.keyFingerprint ?? "?", from: p.address ?? p.source, requested: p.createdAt })),
+          ["device", "request", "key fingerprint", "from", "requested"],
+        );
       });
     });
 
-  for (const [name, approve] of [["approve", true], ["deny", false]] as const)
-    dirOption(device.command(`${name} <id>`).description(`${name} the device's pending enrollment request`)).action(async (id: string, opts) => {
-      await withFleet(opts.dir, async (fleet) => {
-        await decideRequest(fleet, { deviceId: id, approve, actor: CLI_ACTOR });
-        say(`enrollment of ${id} ${approve ? "approved: its next poll gets a certificate" : "denied"}`);
-      });
+  const describe = (p: PendingRequest) => `request ${p.id} (key ${p.keyFingerprint ?? "?"}, from ${p.address ?? p.source})`;
+  dirOption(
+    device
+      .command("approve <id>")
+      .description("approve a pending enrollment request (by request id or key fingerprint when several wait)")
+      .option("--request <rid>", "the request to approve (`fleetpki device requests`)")
+      .option("--fingerprint <sha256:hex>", "the key to approve, as the robot prints it"),
+  ).action(async (id: string, opts) => {
+    await withFleet(opts.dir, async (fleet) => {
+      const d = await decideRequest(fleet, { deviceId: id, requestId: opts.request, fingerprint: opts.fingerprint, approve: true, actor: CLI_ACTOR });
+      say(`enrollment of ${id} approved: ${describe(d.request)}; its next poll gets a certificate`);
+      for (const other of d.alsoDenied) say(`denied ${describe(other)}: another request for ${id} was approved`);
     });
+  });
+
+  dirOption(
+    device
+      .command("deny [id]")
+      .description("deny a pending enrollment request; --all denies every request of the device, --all-from every request from an address")
+      .option("--request <rid>", "the request to deny")
+      .option("--fingerprint <sha256:hex>", "the key to deny")
+      .option("--all", "every pending request of the device")
+      .option("--all-from <address>", "every pending request from this IP address, whatever the device id"),
+  ).action(async (id: string | undefined, opts) => {
+    await withFleet(opts.dir, async (fleet) => {
+      if (opts.all || opts.allFrom !== undefined) {
+        if (opts.request !== undefined || opts.fingerprint !== undefined) throw new InvalidArgument("--all and --all-from deny every matching request; leave out --request and --fingerprint");
+        if (opts.all && id === undefined) throw new InvalidArgument("--all needs the device id: fleetpki device deny ID --all");
+        const denied = await denyRequests(fleet, { deviceId: id, fromAddress: opts.allFrom, actor: CLI_ACTOR });
+        for (const p of denied) say(`denied ${p.deviceId}: ${describe(p)}`);
+        say(`${denied.length} request${denied.length === 1 ? "" : "s"} denied`);
+        return;
+      }
+      if (id === undefined) throw new InvalidArgument("give the device id (or --all-from ADDRESS)");
+      const d = await decideRequest(fleet, { deviceId: id, requestId: opts.request, fingerprint: opts.fingerprint, approve: false, actor: CLI_ACTOR });
+      say(`enrollment of ${id} denied: ${describe(d.request)}; a request with another key can still be approved`);
+    });
+  });
+
+  dirOption(device.command("reprovision <id>").description("allow one more enrollment with a factory certificate (a factory certificate enrolls once)")).action(
+    async (id: string, opts) => {
+      await withFleet(opts.dir, async (fleet) => {
+        const r = await reprovisionDevice(fleet, { deviceId: id, actor: CLI_ACTOR });
+        say(`${id} may enroll once more with a factory certificate (it last enrolled with factory certificate ${r.factorySerial}, getting ${r.certificateSerial})`);
+      });
+    },
+  );
 
   dirOption(device.command("list").description("list devices"))
     .option("--group <group>", "only this group")
