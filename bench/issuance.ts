@@ -28,6 +28,7 @@ import {
   CONTENDED_CORES,
   WARMUP_SECONDS,
   check,
+  cleanUpOnInterrupt,
   fmtMs,
   fmtRate,
   formatTable,
@@ -165,6 +166,8 @@ async function run(options: BenchOptions): Promise<void> {
   const speed = opensslSpeedEcdsaP256(options.seconds);
 
   const tmp = mkdtempSync(join(tmpdir(), "fleetpki-bench-"));
+  // Interrupted, or cut short by run.ts's watchdog: the fleet directory goes too.
+  const uninstall = cleanUpOnInterrupt(() => rmSync(tmp, { recursive: true, force: true }));
   let fleet: Fleet | undefined;
   try {
     const dir = join(tmp, "fleet");
@@ -253,6 +256,7 @@ async function run(options: BenchOptions): Promise<void> {
   } finally {
     await fleet?.close();
     rmSync(tmp, { recursive: true, force: true });
+    uninstall();
   }
 }
 
