@@ -350,12 +350,14 @@ async function runBench(options: BenchOptions): Promise<void> {
     let authorization = bareAuthorization;
     if (s.target === "fleet") {
       const n = nextCredential++;
-      if (n >= credentials.length) throw new BenchFailure(`all ${credentials.length} pre-made tokens are used; raise maxRate in MODES (bench/est.ts)`);
+      if (n >= credentials.length)
+        throw new BenchFailure(`all ${credentials.length} pre-made tokens are used; raise maxRate in MODES (bench/est.ts)`);
       authorization = credentials[n]!.authorization;
       csrIndex = n % CSR_COUNT;
     }
     const port = ports[s.target];
-    const request = postRequest(port, s.target === "ceiling" ? CEILING_PATH : EST_ENROLL, authorization, csrs[csrIndex]!.body, !s.mode.keepAlive);
+    const path = s.target === "ceiling" ? CEILING_PATH : EST_ENROLL;
+    const request = postRequest(port, path, authorization, csrs[csrIndex]!.body, !s.mode.keepAlive);
     let conn = clients[w];
     if (!conn?.usable) {
       const socket = await connectTls(port, secureContext);
@@ -375,7 +377,8 @@ async function runBench(options: BenchOptions): Promise<void> {
       return;
     }
     if (reply.status !== 200) throw new BenchFailure(`${s.label}: HTTP ${reply.status}: ${reply.body.toString("utf8").slice(0, 500)}`);
-    check(reply.headers["content-type"] === PKCS7_TYPE, `${s.label}: content-type ${reply.headers["content-type"]}, expected ${PKCS7_TYPE}`);
+    const type = reply.headers["content-type"];
+    check(type === PKCS7_TYPE, `${s.label}: content-type ${type}, expected ${PKCS7_TYPE}`);
     if (s.target === "fleet") fleetOk++;
     issued.push({ body: reply.body, csrIndex });
   };
@@ -419,7 +422,8 @@ async function runBench(options: BenchOptions): Promise<void> {
   };
 
   const scenarios: Scenario[] = [];
-  for (const mode of MODES) for (const target of ["fleet", "bare", "ceiling"] as const) scenarios.push({ target, label: TARGET_LABEL[target], mode, results: [] });
+  for (const mode of MODES)
+    for (const target of ["fleet", "bare", "ceiling"] as const) scenarios.push({ target, label: TARGET_LABEL[target], mode, results: [] });
   // JIT, thread pools, SQLite page cache, TLS contexts: none of it belongs in the figures.
   for (const s of scenarios) await measure(s, WARMUP_SECONDS);
   lap("warm-up");
@@ -430,8 +434,13 @@ async function runBench(options: BenchOptions): Promise<void> {
   for (const s of scenarios)
     for (const r of s.results) {
       const what = `${s.label}, ${s.mode.clients} clients, ${tlsLabel(s.mode)}`;
-      if (s.mode.keepAlive) check(r.connections === s.mode.clients, `${what}: ${r.connections} connections for ${s.mode.clients} clients; connections were not kept alive`);
-      else check(r.connections === r.completed && r.resumed === 0, `${what}: ${r.connections} connections (${r.resumed} resumed) for ${r.completed} requests`);
+      if (s.mode.keepAlive)
+        check(r.connections === s.mode.clients, `${what}: ${r.connections} connections for ${s.mode.clients} clients; not kept alive`);
+      else
+        check(
+          r.connections === r.completed && r.resumed === 0,
+          `${what}: ${r.connections} connections (${r.resumed} resumed) for ${r.completed} requests`,
+        );
     }
 
   // Graceful stop (SIGTERM: close the listener, then the database) before the database is read.
@@ -515,7 +524,8 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, scenarios: read
   out.push(`setup     fresh P-256 fleet in ${tmp}, ${fmtRate(tokens)} devices with one token each, ${CSR_COUNT} distinct P-256 CSRs (base64 DER)`);
   out.push(`          servers: \`fleetpki serve\` (FLEETPKI_LOG_LEVEL=warn) and a bare node:https server, each its own process; the client is this process`);
   out.push(`          (HTTP/1.1 written and read directly on TLS sockets, one request in flight per client)`);
-  out.push(`method    ${WARMUP_SECONDS} s warm-up per scenario, then ${options.runs} interleaved runs of ${options.seconds} s; median reported. Modes:`);
+  out.push(`method    ${WARMUP_SECONDS} s warm-up per scenario, ${options.runs} interleaved runs of ${options.seconds} s, median reported`);
+  out.push("          Modes:");
   for (const m of MODES) out.push(`            ${modeName(m)}: ${m.role}`);
   out.push(
     `baseline  openssl speed -seconds ${speed.seconds} ecdsap256: sign ${fmtRate(speed.signPerSecond)}/s, verify ${fmtRate(speed.verifyPerSecond)}/s, bound ${fmtRate(speed.boundPerSecond)}/s` +
@@ -549,12 +559,14 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, scenarios: read
   });
   out.push(
     formatTable(
-      ["scenario", "clients", "TLS", "req/s", "runs min..max", "vs bare", "vs ceiling", "p50 ms", "p99 ms", "srv us/req", "cli us/req", "srv cores", "cli cores", "cli busy", "others"],
+      ["scenario", "clients", "TLS", "req/s", "runs min..max", "vs bare", "vs ceiling", "p50 ms", "p99 ms"].concat(
+        ["srv us/req", "cli us/req", "srv cores", "cli cores", "cli busy", "others"],
+      ),
       rows,
     ),
   );
-  out.push("  clients: concurrent clients, one request in flight each. TLS: keep-alive = one connection per client for the whole run (opened");
-  out.push("  before the clock starts); full = a new connection and full handshake per request (no resumption).");
+  out.push("  clients: concurrent clients, one request in flight each. TLS: keep-alive = one connection per client for the whole");
+  out.push("  run (opened before the clock starts); full = a new connection and full handshake per request (no resumption).");
   out.push("  vs bare / vs ceiling: req/s over the bare server's DER-issuance / fixed-body figure with the same clients in this run.");
   out.push("  srv/cli us/req: CPU time (all threads, user + system) of the server process / of this client process per request.");
   out.push("  srv/cli cores: the same as cores busy. cli busy: share of wall time the client's event loop was busy; near 100% the");
@@ -569,9 +581,10 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, scenarios: read
     const ceiling = srvUs("ceiling", m);
     const bare = srvUs("bare", m);
     const fleet = srvUs("fleet", m);
-    return [String(m.clients), tlsLabel(m), Math.round(ceiling).toString(), Math.round(bare - ceiling).toString(), Math.round(fleet - bare).toString(), Math.round(fleet).toString()];
+    return [String(m.clients), tlsLabel(m), ...[ceiling, bare - ceiling, fleet - bare, fleet].map((us) => Math.round(us).toString())];
   });
-  out.push(formatTable(["clients", "TLS", "TLS + HTTP (ceiling)", "+ CSR check, issue, PKCS#7", "+ fleetpki (token, DB, audit, log)", "= fleetpki us/req"], layers));
+  const layerHeaders = ["TLS + HTTP (ceiling)", "+ CSR check, issue, PKCS#7", "+ fleetpki (token, DB, audit, log)", "= fleetpki us/req"];
+  out.push(formatTable(["clients", "TLS", ...layerHeaders], layers));
   out.push("");
 
   out.push("fleetpki against the bare server (DER issuance, no DB) in the same run");
@@ -594,7 +607,8 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, scenarios: read
       target === undefined ? "" : ratio >= target ? "ok" : "BELOW",
     ];
   });
-  out.push(formatTable(["clients", "TLS", "fleetpki req/s", "p50 ms", "p99 ms", "bare req/s", "p50 ms", "p99 ms", "fleetpki / bare", "target", "status"], against));
+  const againstHeaders = ["fleetpki req/s", "p50 ms", "p99 ms", "bare req/s", "p50 ms", "p99 ms", "fleetpki / bare", "target", "status"];
+  out.push(formatTable(["clients", "TLS", ...againstHeaders], against));
   for (const m of MODES) out.push(`  ${modeName(m)}: ${m.role}.`);
   out.push("  Every fleetpki 200 means the certificate, the token's use and the audit event are committed and synced to disk.");
   out.push("  The 32-client target (>= 0.70x) is issue 9's.");
@@ -603,7 +617,8 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, scenarios: read
     const fleetKa = rate(find("fleet", ka4));
     const asIf = (fleetKa / rate(find("bare", ka4))) * ISSUE_BARE_RATE;
     const status = fleetKa >= TARGET_KEEPALIVE ? "ok" : asIf >= TARGET_KEEPALIVE ? "ok (vs bare)" : "BELOW";
-    out.push(`  Issue 3's target, 4 keep-alive clients >= ${fmtRate(TARGET_KEEPALIVE)}/s (its bare server made ${fmtRate(ISSUE_BARE_RATE)}/s): ${status}.`);
+    const issue3 = `4 keep-alive clients >= ${fmtRate(TARGET_KEEPALIVE)}/s (its bare server made ${fmtRate(ISSUE_BARE_RATE)}/s)`;
+    out.push(`  Issue 3's target, ${issue3}: ${status}.`);
     out.push(`  ${fmtRate(fleetKa)}/s here; ${fmtRate(asIf)}/s as if bare = ${fmtRate(ISSUE_BARE_RATE)}/s (the ratio above times that);`);
     out.push(`  ${fmtRate(fleetKa * scale)}/s normalized (x reference bound ${fmtRate(REFERENCE_BOUND)}/s / this run's openssl bound).`);
   }
@@ -614,7 +629,10 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, scenarios: read
   const busiest = scenarios.reduce((a, b) => (busyOf(b) > busyOf(a) ? b : a));
   out.push(`Client: busiest event loop ${Math.round(100 * busyOf(busiest))}% (${busiest.label}, ${modeName(busiest.mode)}).`);
   for (const s of clientBound)
-    out.push(`WARNING: the client's event loop was busy ${Math.round(100 * busyOf(s))}% in "${s.label}, ${modeName(s.mode)}": that figure may measure the client`);
+    out.push(
+      `WARNING: the client's event loop was busy ${Math.round(100 * busyOf(s))}% in "${s.label}, ${modeName(s.mode)}": ` +
+        "that figure may measure the client",
+    );
   const contention = Math.max(speed.otherCores ?? 0, ...scenarios.flatMap((s) => s.results.map((r) => r.others ?? 0)));
   if (contention > CONTENDED_CORES)
     out.push(`WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; these figures are pessimistic, rerun on an idle machine`);

@@ -108,7 +108,8 @@ async function peculiarIssuer(fleet: Fleet): Promise<(csr: Buffer) => Promise<Bu
   px.cryptoProvider.set(webcrypto as unknown as Crypto);
   const ca = await fleet.issuingCa("devices");
   const curve = ca.signer.key.asymmetricKeyDetails?.namedCurve;
-  check(ca.signer.key.asymmetricKeyType === "ec" && curve === "prime256v1", `the @peculiar/x509 peer signs with ECDSA P-256 only; the devices CA key is ${ca.signer.key.asymmetricKeyType} ${curve ?? ""}`);
+  const keyType = ca.signer.key.asymmetricKeyType;
+  check(keyType === "ec" && curve === "prime256v1", `the @peculiar/x509 peer signs with P-256 only; the devices CA is ${keyType} ${curve}`);
   const signingKey = await webcrypto.subtle.importKey(
     "pkcs8",
     ca.signer.key.export({ format: "der", type: "pkcs8" }),
@@ -329,7 +330,8 @@ async function verifyOutput(
   check(audit.ok, `audit chain broken: ${audit.ok ? "" : audit.problem}`);
   passed.push(`audit log: ${events} certificate.issue events, hash chain of ${audit.rows} rows verifies`);
 
-  for (const [name, sample] of [["without database", samples.noDb], ["with database", samples.db], ["by @peculiar/x509", samples.peer]] as const) {
+  const named = [["without database", samples.noDb], ["with database", samples.db], ["by @peculiar/x509", samples.peer]] as const;
+  for (const [name, sample] of named) {
     check(sample, `no certificate was produced ${name}`);
     const cert = parseCertificate(sample.der);
     check(cert.spki.equals(csrs[sample.csrIndex]!.spki), `certificate issued ${name} does not carry its CSR's key`);
@@ -356,13 +358,20 @@ function samePeerProfile(fleetDer: Buffer, peerDer: Buffer): string {
   const ours = parseCertificate(fleetDer);
   const peer = parseCertificate(peerDer);
   for (const field of ["issuer", "subject"] as const)
-    check(peer[field].equals(ours[field]), `${field} differs: @peculiar/x509 ${peer[field].toString("hex")}, fleetpki ${ours[field].toString("hex")}`);
-  check(peer.signatureAlgorithm === ours.signatureAlgorithm, `@peculiar/x509 signed with ${peer.signatureAlgorithm}, fleetpki with ${ours.signatureAlgorithm}`);
+    check(
+      peer[field].equals(ours[field]),
+      `${field} differs: @peculiar/x509 ${peer[field].toString("hex")}, fleetpki ${ours[field].toString("hex")}`,
+    );
+  check(
+    peer.signatureAlgorithm === ours.signatureAlgorithm,
+    `@peculiar/x509 signed with ${peer.signatureAlgorithm}, fleetpki with ${ours.signatureAlgorithm}`,
+  );
   const oids = [...ours.extensions.keys()];
-  check(oids.join() === [...peer.extensions.keys()].join(), `extensions differ: fleetpki ${oids.join(", ")}; @peculiar/x509 ${[...peer.extensions.keys()].join(", ")}`);
+  const peerOids = [...peer.extensions.keys()];
+  check(oids.join() === peerOids.join(), `extensions differ: fleetpki ${oids.join(", ")}; @peculiar/x509 ${peerOids.join(", ")}`);
   for (const [oid, e] of ours.extensions) {
     const p = peer.extensions.get(oid)!;
-    check(p.critical === e.critical, `extension ${oid}: critical ${p.critical} in the @peculiar/x509 certificate, ${e.critical} in fleetpki's`);
+    check(p.critical === e.critical, `extension ${oid}: critical ${p.critical} in the @peculiar/x509 certificate, ${e.critical} in ours`);
     if (oid === OID.subjectKeyIdentifier) continue;
     check(p.value.equals(e.value), `extension ${oid} differs between the @peculiar/x509 certificate and fleetpki's`);
   }
@@ -438,17 +447,20 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, steps: readonly
     out.push(`WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; these figures are pessimistic, rerun on an idle machine`);
   out.push("");
   out.push("Peer: @peculiar/x509 issuing the same certificate, measured in this run (medians)");
-  const rateOf = (path: Path, concurrency: number) => median(scenarios.find((s) => s.path === path && s.concurrency === concurrency)!.results.map((r) => r.perSecond));
+  const rateOf = (path: Path, concurrency: number) =>
+    median(scenarios.find((s) => s.path === path && s.concurrency === concurrency)!.results.map((r) => r.perSecond));
   const peerRows = [CONCURRENCY, 1].map((c) => {
     const [noDb, db, peer] = [rateOf("noDb", c), rateOf("db", c), rateOf("peer", c)];
-    return [String(c), fmtRate(peer), ratio(peer), fmtRate(noDb), `${(noDb / peer).toFixed(1)}x`, fmtRate(db), `${(db / peer).toFixed(1)}x`];
+    const over = (rate: number) => `${(rate / peer).toFixed(1)}x`;
+    return [String(c), fmtRate(peer), ratio(peer), fmtRate(noDb), over(noDb), fmtRate(db), over(db)];
   });
   out.push(formatTable(["in flight", "peer cert/s", "peer vs bound", "fleetpki no DB", "/ peer", "fleetpki durable", "/ peer"], peerRows));
   out.push("  / peer: fleetpki's cert/s over the peer's in the same run. The peer parses and verifies the CSR, builds, signs (WebCrypto)");
   out.push("  and PEM-encodes, without a database; the checks below confirm it issues the same certificate as fleetpki.");
   out.push("");
   out.push(`Quoted from issue 2, not measured in this run (against ARCHITECTURE.md's reference bound ${fmtRate(REFERENCE_BOUND)}/s)`);
-  out.push(formatTable(["implementation", "cert/s", "vs reference bound"], QUOTED.map(([name, rate]) => [name, fmtRate(rate), `${(rate / REFERENCE_BOUND).toFixed(2)}x`])));
+  const quoted = QUOTED.map(([name, rate]) => [name, fmtRate(rate), `${(rate / REFERENCE_BOUND).toFixed(2)}x`]);
+  out.push(formatTable(["implementation", "cert/s", "vs reference bound"], quoted));
   out.push("");
   out.push("Checks");
   for (const c of checks) out.push(`  ok  ${c}`);

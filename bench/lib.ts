@@ -66,7 +66,11 @@ export interface LoadResult {
  * in flight has finished, so the tail is included rather than dropped. `op` gets a running
  * number and its worker's index (0..concurrency-1), e.g. to use that worker's own connection.
  */
-export async function runLoad(op: (i: number, worker: number) => Promise<unknown>, concurrency: number, seconds: number): Promise<LoadResult> {
+export async function runLoad(
+  op: (i: number, worker: number) => Promise<unknown>,
+  concurrency: number,
+  seconds: number,
+): Promise<LoadResult> {
   const latencies: number[] = [];
   let next = 0;
   const stop = watchContention();
