@@ -1,11 +1,11 @@
 // Shared benchmark plumbing: the module contract run.ts relies on, a fixed-concurrency load
-// loop, the `openssl speed` baseline, and plain-text tables.
+// loop, a lean HTTP/1.1 client connection, the `openssl speed` baseline, and plain-text tables.
 import { spawnSync } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
 import { readFileSync } from "node:fs";
+import type { Socket } from "node:net";
 import { cpus } from "node:os";
 import { performance } from "node:perf_hooks";
-import type { Duplex } from "node:stream";
 import { OID } from "../src/der/oids.js";
 import { signatureSchemeFor } from "../src/x509/algorithms.js";
 import { buildCsr } from "../src/x509/csr.js";
@@ -247,7 +247,15 @@ export class Http1Connection {
   private pending: { resolve: (r: HttpReply) => void; reject: (e: Error) => void } | undefined;
   private failure: Error | undefined;
 
-  constructor(readonly socket: Duplex) {
+  constructor(
+    readonly socket: Socket,
+    timeoutMs = 30_000,
+  ) {
+    // A server that stops answering fails the run instead of hanging it.
+    socket.setTimeout(timeoutMs, () => {
+      this.fail(new Error(`no answer from the server within ${timeoutMs / 1000} s`));
+      socket.destroy();
+    });
     socket.on("data", (chunk: Buffer) => this.onData(chunk));
     socket.on("error", (e: Error) => this.fail(e));
     socket.on("close", () => this.fail(new Error("the server closed the connection")));
