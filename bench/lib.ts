@@ -1,8 +1,9 @@
 // Shared benchmark plumbing: the module contract run.ts relies on, a fixed-concurrency load
-// loop, the `openssl speed` baseline, and plain-text tables.
+// loop, a lean HTTP/1.1 client connection, the `openssl speed` baseline, and plain-text tables.
 import { spawnSync } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
 import { readFileSync } from "node:fs";
+import type { Socket } from "node:net";
 import { cpus } from "node:os";
 import { performance } from "node:perf_hooks";
 import { OID } from "../src/der/oids.js";
@@ -62,23 +63,28 @@ export interface LoadResult {
 /**
  * Keeps `concurrency` operations in flight until `seconds` have passed, as a server with that
  * many open requests would, and counts completions. The clock stops when the last operation
- * in flight has finished, so the tail is included rather than dropped.
+ * in flight has finished, so the tail is included rather than dropped. `op` gets a running
+ * number and its worker's index (0..concurrency-1), e.g. to use that worker's own connection.
  */
-export async function runLoad(op: (i: number) => Promise<unknown>, concurrency: number, seconds: number): Promise<LoadResult> {
+export async function runLoad(
+  op: (i: number, worker: number) => Promise<unknown>,
+  concurrency: number,
+  seconds: number,
+): Promise<LoadResult> {
   const latencies: number[] = [];
   let next = 0;
   const stop = watchContention();
   const start = performance.now();
   const deadline = start + seconds * 1000;
-  const worker = async (): Promise<void> => {
+  const worker = async (w: number): Promise<void> => {
     while (performance.now() < deadline) {
       const i = next++;
       const t0 = performance.now();
-      await op(i);
+      await op(i, w);
       latencies.push(performance.now() - t0);
     }
   };
-  await Promise.all(Array.from({ length: concurrency }, worker));
+  await Promise.all(Array.from({ length: concurrency }, (_, w) => worker(w)));
   const elapsed = (performance.now() - start) / 1000;
   const otherCores = stop();
   latencies.sort((a, b) => a - b);
@@ -216,4 +222,105 @@ export function cleanUpOnInterrupt(cleanup: () => void): () => void {
     process.off("SIGINT", interrupted);
     process.off("SIGTERM", interrupted);
   };
+}
+
+export interface HttpReply {
+  status: number;
+  /** Header names in lower case; a repeated header keeps its last value. */
+  headers: Record<string, string>;
+  body: Buffer;
+}
+
+const HEADER_END = Buffer.from("\r\n\r\n");
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * One HTTP/1.1 client connection over an open socket (net or TLS), one request at a time. A
+ * load generator's client must cost far less than the server it measures: node:http's client
+ * allocates a request, a response stream and a parser per request and spends more CPU per
+ * request than a keep-alive server does. This writes the caller's prepared request bytes in one
+ * write and reads a response framed by Content-Length (which every server measured here sends;
+ * anything else is an error, not a guess).
+ */
+export class Http1Connection {
+  private buffered: Buffer = EMPTY;
+  private pending: { resolve: (r: HttpReply) => void; reject: (e: Error) => void } | undefined;
+  private failure: Error | undefined;
+
+  constructor(
+    readonly socket: Socket,
+    timeoutMs = 30_000,
+  ) {
+    // A server that stops answering fails the run instead of hanging it.
+    socket.setTimeout(timeoutMs, () => {
+      this.fail(new Error(`no answer from the server within ${timeoutMs / 1000} s`));
+      socket.destroy();
+    });
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("error", (e: Error) => this.fail(e));
+    socket.on("close", () => this.fail(new Error("the server closed the connection")));
+  }
+
+  /** False once the connection failed or closed; a keep-alive client then opens a new one. */
+  get usable(): boolean {
+    return this.failure === undefined;
+  }
+
+  /** Sends a complete request (head and body) and resolves with the response. */
+  request(bytes: Buffer | string): Promise<HttpReply> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.pending) return Promise.reject(new Error("Http1Connection: one request at a time"));
+    return new Promise((resolve, reject) => {
+      this.pending = { resolve, reject };
+      this.socket.write(bytes);
+    });
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private fail(e: Error): void {
+    this.failure ??= e;
+    const p = this.pending;
+    this.pending = undefined;
+    p?.reject(e);
+  }
+
+  private onData(chunk: Buffer): void {
+    this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
+    if (!this.pending) {
+      this.fail(new Error(`unexpected bytes from the server with no request outstanding: ${chunk.toString("latin1", 0, 80)}`));
+      this.socket.destroy();
+      return;
+    }
+    const headEnd = this.buffered.indexOf(HEADER_END);
+    if (headEnd < 0) return;
+    const lines = this.buffered.toString("latin1", 0, headEnd).split("\r\n");
+    const status = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0]!);
+    const headers: Record<string, string> = {};
+    for (let k = 1; k < lines.length; k++) {
+      const line = lines[k]!;
+      const colon = line.indexOf(":");
+      if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+    }
+    const length = Number(headers["content-length"]);
+    if (!status || !Number.isInteger(length) || length < 0) {
+      this.fail(new Error(`unsupported response (a status line and Content-Length are required): ${lines.slice(0, 8).join(" | ")}`));
+      this.socket.destroy();
+      return;
+    }
+    const bodyStart = headEnd + HEADER_END.length;
+    if (this.buffered.length < bodyStart + length) return;
+    if (this.buffered.length > bodyStart + length) {
+      this.fail(new Error(`${this.buffered.length - bodyStart - length} bytes beyond the response's Content-Length`));
+      this.socket.destroy();
+      return;
+    }
+    const body = this.buffered.subarray(bodyStart);
+    this.buffered = EMPTY;
+    const p = this.pending;
+    this.pending = undefined;
+    p.resolve({ status: Number(status[1]), headers, body });
+  }
 }
