@@ -90,25 +90,25 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
   if (FLEET_MARKERS.some((m) => existsSync(join(dir, m)))) throw new FleetExists(dir);
   const name = opts.name ?? "fleetpki";
   if (name.trim() === "" || name.length > 64) throw new InvalidArgument("--name must be 1-64 characters");
-  // The domain is baked into the CAs' name constraints for their whole life: no silent default.
-  if (opts.domain === undefined || opts.domain === "")
-    throw new InvalidArgument("--domain is required: the fleet's trust domain (e.g. fleet.acme.example) is fixed in the CA certificates for good");
-  const domain = validateDomain(opts.domain);
   const keyType = (opts.keyType ?? "p256") as CaKeyType;
   if (!CA_KEY_TYPES.includes(keyType)) throw new InvalidArgument(`--key-type must be one of ${CA_KEY_TYPES.join(", ")}`);
-  const serverNames = opts.serverNames?.length ? opts.serverNames : defaultServerNames(undefined, undefined, domain);
-  serverNames.forEach(serverGeneralName);
+  opts.serverNames?.forEach(serverGeneralName);
   let publicUrl: string | undefined;
   try {
     publicUrl = opts.publicUrl === undefined ? undefined : validatePublicUrl(opts.publicUrl, "--public-url");
   } catch (e) {
     throw e instanceof ConfigError ? new InvalidArgument(e.message) : e;
   }
+  const externalRoot = opts.rootCertFile ? readRootCertificate(opts.rootCertFile) : undefined;
+  if (opts.passphraseFile && !existsSync(opts.passphraseFile)) throw new InvalidArgument(`passphrase file ${opts.passphraseFile} not found`);
+  // The domain is baked into the CAs' name constraints for their whole life: no silent default.
+  if (opts.domain === undefined || opts.domain === "")
+    throw new InvalidArgument("--domain is required: the fleet's trust domain (e.g. fleet.acme.example) is fixed in the CA certificates for good");
+  const domain = validateDomain(opts.domain);
+  const serverNames = opts.serverNames?.length ? opts.serverNames : defaultServerNames(undefined, undefined, domain);
   // A robot's certificate names <id>.devices.<domain>: it could impersonate a server named there.
   const inZone = serverNames.find((n) => inDeviceDnsZone(domain, n));
   if (inZone) throw new InvalidArgument(`--server-name ${inZone} is in ${deviceDnsZone(domain)}, the zone of device certificates; use a name outside it`);
-  const externalRoot = opts.rootCertFile ? readRootCertificate(opts.rootCertFile) : undefined;
-  if (opts.passphraseFile && !existsSync(opts.passphraseFile)) throw new InvalidArgument(`passphrase file ${opts.passphraseFile} not found`);
 
   const existedBefore = existsSync(dir);
   const entriesBefore = new Set(existedBefore ? readdirSync(dir) : []);
