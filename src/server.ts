@@ -96,7 +96,13 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
       const reissued = await ensureServerCertificate(fleet, { actor: "serve" });
       if (reissued)
         logger.warn(
-          { serial: reissued.serial, replaces: reissued.previousSerial, names: reissued.names, ocsp: reissued.ocspUrl, reasons: reissued.reasons },
+          {
+            serial: reissued.serial,
+            replaces: reissued.previousSerial,
+            names: reissued.names,
+            ocsp: reissued.ocspUrl,
+            reasons: reissued.reasons,
+          },
           "server certificate reissued from the services CA",
         );
       let tls = await registrationTls(fleet);

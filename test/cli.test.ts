@@ -296,7 +296,11 @@ describe("fleetpki CLI", () => {
     const line = /^\s+(\S.* device add robot-0001 --dir \S+)/m.exec(startSecond.stderr)?.[1];
     assert.ok(line, `a device add command in:\n${startSecond.stderr}`);
     // Run exactly that text through a shell, from the directory start ran in, with a PATH that has no fleetpki.
-    const shell = spawnSync("/bin/sh", ["-c", line], { encoding: "utf8", env: { ...process.env, PATH: `${dirname(process.execPath)}:/usr/bin:/bin` }, timeout: 120_000 });
+    const shell = spawnSync("/bin/sh", ["-c", line], {
+      encoding: "utf8",
+      env: { ...process.env, PATH: `${dirname(process.execPath)}:/usr/bin:/bin` },
+      timeout: 120_000,
+    });
     assert.equal(shell.status, 0, `${line}\n${shell.stdout}${shell.stderr}`);
     assert.match(shell.stdout, /token/i);
   });

@@ -33,7 +33,9 @@ interface Running {
 /** Starts a long-running CLI command (start/serve) on 127.0.0.1:0 and waits for its banner. */
 function startCli(args: readonly string[]): Promise<Running> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [CLI, ...args, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let stdout = "";
     let stderr = "";
     let up = false;
@@ -116,7 +118,17 @@ describe("first run: a fleet made by `start` on this host", { skip: skipHost }, 
 
   it(`serves https://${HOST}:PORT to a client that trusts only the root (curl --resolve)`, async () => {
     const url = `https://${HOST}:${server.registrationPort}/.well-known/est/cacerts`;
-    const r = await run("curl", ["--fail", "-sS", "--resolve", `${HOST}:${server.registrationPort}:127.0.0.1`, "--cacert", root, "-o", "/dev/null", url]);
+    const r = await run("curl", [
+      "--fail",
+      "-sS",
+      "--resolve",
+      `${HOST}:${server.registrationPort}:127.0.0.1`,
+      "--cacert",
+      root,
+      "-o",
+      "/dev/null",
+      url,
+    ]);
     assert.equal(r.status, 0, `curl ${url}: ${r.stderr}`);
   });
 
@@ -128,7 +140,8 @@ describe("first run: a fleet made by `start` on this host", { skip: skipHost }, 
     // The recipe as documented; only the server's address differs (curl resolves it to the test server).
     const port = server.registrationPort;
     const script =
-      `curl() { command curl -sS --resolve ${HOST}:${port}:127.0.0.1 "$@"; }\n` + documentedRecipe().replaceAll("https://pki.example:8443", `https://${HOST}:${port}`);
+      `curl() { command curl -sS --resolve ${HOST}:${port}:127.0.0.1 "$@"; }\n` +
+      documentedRecipe().replaceAll("https://pki.example:8443", `https://${HOST}:${port}`);
     const ok = await run("bash", ["-e", "-o", "pipefail", "-c", `cd '${work}' && TOKEN='${token}' && ${script}`]);
     assert.equal(ok.status, 0, ok.stderr);
     const ext = await cdpAndOcsp(join(work, "cert.pem"));
@@ -144,8 +157,18 @@ describe("first run: a fleet made by `start` on this host", { skip: skipHost }, 
   it("a pinned fingerprint that does not match is refused without showing the one the server offers", async () => {
     const wrong = `sha256:${"ab".repeat(32)}`;
     const r = await cliAsync([
-      "agent", "enroll", "--server", `https://127.0.0.1:${server.registrationPort}`, "--root-fingerprint", wrong,
-      "--id", "robot-0009", "--token", "t", "--dir", join(tmp.path, "never"),
+      "agent",
+      "enroll",
+      "--server",
+      `https://127.0.0.1:${server.registrationPort}`,
+      "--root-fingerprint",
+      wrong,
+      "--id",
+      "robot-0009",
+      "--token",
+      "t",
+      "--dir",
+      join(tmp.path, "never"),
     ]);
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /root fingerprint mismatch/);
@@ -158,11 +181,25 @@ describe("first run: a fleet made by `start` on this host", { skip: skipHost }, 
     const agentDir = join(tmp.path, "agent");
     const token = await addDevice("robot-0002");
     const enrolled = await cliAsync([
-      "agent", "enroll", "--server", `https://127.0.0.1:${server.registrationPort}`, "--root-fingerprint", server.fingerprint,
-      "--id", "robot-0002", "--token", token, "--dir", agentDir,
+      "agent",
+      "enroll",
+      "--server",
+      `https://127.0.0.1:${server.registrationPort}`,
+      "--root-fingerprint",
+      server.fingerprint,
+      "--id",
+      "robot-0002",
+      "--token",
+      token,
+      "--dir",
+      agentDir,
     ]);
     assert.equal(enrolled.status, 0, enrolled.stderr);
-    for (const args of [["audit", "list", "--dir", dir], ["ca", "list", "--dir", dir], ["agent", "status", "--dir", agentDir]]) {
+    for (const args of [
+      ["audit", "list", "--dir", dir],
+      ["ca", "list", "--dir", dir],
+      ["agent", "status", "--dir", agentDir],
+    ]) {
       const r = await new Promise<RunResult>((resolve) => {
         const child = spawn(process.execPath, [CLI, ...args], { stdio: ["ignore", "pipe", "pipe"] });
         // The reader is gone before the command writes a byte, as when `| head -2` has had its lines.
@@ -203,17 +240,35 @@ describe("first run: a fleet made by `start` on this host", { skip: skipHost }, 
     writeFileSync(file, edited);
     server = await startCli(["start", "--dir", dir]);
     // pino's JSON lines go to stdout.
-    const log = server.output().stdout.split("\n").find((l) => l.includes("server certificate reissued from the services CA"));
+    const log = server
+      .output()
+      .stdout.split("\n")
+      .find((l) => l.includes("server certificate reissued from the services CA"));
     assert.ok(log, server.output().stdout);
     assert.deepEqual(JSON.parse(log).names.slice(0, 2), ["pki.new.example", HOST]);
     const url = `https://pki.new.example:${server.registrationPort}/.well-known/est/cacerts`;
-    const r = await run("curl", ["--fail", "-sS", "--resolve", `pki.new.example:${server.registrationPort}:127.0.0.1`, "--cacert", root, "-o", "/dev/null", url]);
+    const r = await run("curl", [
+      "--fail",
+      "-sS",
+      "--resolve",
+      `pki.new.example:${server.registrationPort}:127.0.0.1`,
+      "--cacert",
+      root,
+      "-o",
+      "/dev/null",
+      url,
+    ]);
     assert.equal(r.status, 0, `curl ${url}: ${r.stderr}`);
     assert.ok(readFileSync(root).equals(rootBefore), "the same root");
     const cert = new X509Certificate(readFileSync(join(dir, "server", "cert.pem")));
     assert.match(cert.subject, /CN=pki\.new\.example/);
     const audit = await cliAsync(["audit", "list", "--dir", dir, "--json"]);
-    const events = JSON.parse(audit.stdout) as { action: string; actor: string; subject: string; details: string | Record<string, unknown> }[];
+    const events = JSON.parse(audit.stdout) as {
+      action: string;
+      actor: string;
+      subject: string;
+      details: string | Record<string, unknown>;
+    }[];
     const reissue = events.filter((e) => e.action === "certificate.issue" && e.subject === "server:pki.new.example");
     assert.equal(reissue.length, 1, audit.stdout);
     assert.equal(reissue[0]!.actor, "serve");
@@ -253,7 +308,11 @@ describe("serve checks its certificate against fleetpki.yaml at start", () => {
         // The running server's fleet issues device certificates with the new URLs too.
         const { csr } = opensslCsr(f.dir, "robot-0001");
         await addDevice(s.server.fleet, { id: "robot-0001", actor: "test" });
-        const issued = await issueDeviceCertificate(s.server.fleet, { deviceId: "robot-0001", actor: "test", csr: readFileSync(csr, "utf8") });
+        const issued = await issueDeviceCertificate(s.server.fleet, {
+          deviceId: "robot-0001",
+          actor: "test",
+          csr: readFileSync(csr, "utf8"),
+        });
         const device = await run("openssl", ["x509", "-noout", "-ext", "crlDistributionPoints,authorityInfoAccess"], issued.certificatePem);
         assert.ok(device.stdout.includes("URI:https://status.fleet.example/crl/devices.crl"), device.stdout);
         assert.ok(device.stdout.includes("OCSP - URI:https://status.fleet.example/ocsp"), device.stdout);
@@ -286,7 +345,13 @@ describe("fleetpki.yaml keys and the passphrase at CLI start", () => {
 
   before(async () => {
     writeFileSync(passphrase, "a passphrase for the credential test\n", { mode: 0o600 });
-    await initFleet({ dir, domain: "fleet.example", passphraseFile: passphrase, serverNames: ["localhost"], publicUrl: "http://localhost:8080" });
+    await initFleet({
+      dir,
+      domain: "fleet.example",
+      passphraseFile: passphrase,
+      serverNames: ["localhost"],
+      publicUrl: "http://localhost:8080",
+    });
     config = readFileSync(join(dir, "fleetpki.yaml"), "utf8");
   });
   after(() => tmp.cleanup());

@@ -101,11 +101,26 @@ describe("init", { concurrency: true }, () => {
       const server = new X509Certificate(readFileSync(join(dir, "server/cert.pem")));
       const sans = (server.subjectAltName ?? "").split(", ");
       assert.ok(sans.includes(`DNS:${host}`), `DNS:${host} in ${server.subjectAltName}`);
-      for (const a of ownAddresses().filter((x) => !x.includes(":"))) assert.ok(sans.includes(`IP Address:${a}`), `${a} in ${server.subjectAltName}`);
-      const verify = openssl(["verify", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "server/chain.pem"), "-verify_hostname", host, join(dir, "server/cert.pem")]);
+      for (const a of ownAddresses().filter((x) => !x.includes(":")))
+        assert.ok(sans.includes(`IP Address:${a}`), `${a} in ${server.subjectAltName}`);
+      const verify = openssl([
+        "verify",
+        "-CAfile",
+        join(dir, "ca/root/cert.pem"),
+        "-untrusted",
+        join(dir, "server/chain.pem"),
+        "-verify_hostname",
+        host,
+        join(dir, "server/cert.pem"),
+      ]);
       assert.equal(verify.status, 0, verify.stdout + verify.stderr);
       // The intermediates made by init too: their URLs can never change afterwards.
-      for (const [file, ca] of [["ca/devices/cert.pem", "root"], ["ca/services/cert.pem", "root"], ["server/cert.pem", "services"], ["operators/admin/cert.pem", "operators"]] as const) {
+      for (const [file, ca] of [
+        ["ca/devices/cert.pem", "root"],
+        ["ca/services/cert.pem", "root"],
+        ["server/cert.pem", "services"],
+        ["operators/admin/cert.pem", "operators"],
+      ] as const) {
         const text = openssl(["x509", "-in", join(dir, file), "-noout", "-ext", "crlDistributionPoints,authorityInfoAccess"]).stdout;
         assert.ok(text.includes(`URI:http://${host}:8080/crl/${ca}.crl`), `${file}:\n${text}`);
         assert.ok(text.includes(`OCSP - URI:http://${host}:8080/ocsp`), `${file}:\n${text}`);
@@ -170,7 +185,8 @@ describe("init", { concurrency: true }, () => {
       // The machine's own names, so robots on the network can reach it (issue 9, section 3).
       const host = hostname().toLowerCase();
       assert.equal(config.server.names[0], host);
-      for (const n of ["localhost", "127.0.0.1", "::1", ...ownAddresses()]) assert.ok(config.server.names.includes(n), `${n} in ${config.server.names}`);
+      for (const n of ["localhost", "127.0.0.1", "::1", ...ownAddresses()])
+        assert.ok(config.server.names.includes(n), `${n} in ${config.server.names}`);
       assert.equal(config.server.public_url, `http://${host}:8080`);
       assert.deepEqual(config.database, { url: "sqlite:fleetpki.db" });
       assert.deepEqual(config.renewal, { after_expiry_grace: "7d" });
@@ -277,18 +293,30 @@ describe("init", { concurrency: true }, () => {
       { name: "unknown key type", args: ["--key-type", "rsa1024"], pattern: /key-type/ },
       { name: "bad server name", args: ["--server-name", "bad name!"], pattern: /server name/ },
       { name: "missing passphrase file", args: ["--passphrase-file", join(tmp.path, "does-not-exist")], pattern: /passphrase file/ },
-      { name: "passphrase under 8 characters", args: ["--domain", "fleet.example", "--passphrase-file", shortPass], pattern: /8 characters/ },
+      {
+        name: "passphrase under 8 characters",
+        args: ["--domain", "fleet.example", "--passphrase-file", shortPass],
+        pattern: /8 characters/,
+      },
       // fleet.example used to be baked silently into the CAs' name constraints, for good.
       { name: "no --domain", args: ["--passphrase-file", goodPass], pattern: /--domain is required/ },
       // The other malformed URLs are refused by the same check (tested below without a process each).
-      { name: "public URL with credentials", args: ["--domain", "fleet.example", "--public-url", "http://user:secret@pki.example:8080"], pattern: /--public-url .*credentials/ },
+      {
+        name: "public URL with credentials",
+        args: ["--domain", "fleet.example", "--public-url", "http://user:secret@pki.example:8080"],
+        pattern: /--public-url .*credentials/,
+      },
     ];
 
     it("refuses each with one line and creates no directory", async () => {
       // A few at a time: each CLI start is CPU-bound, and the machine is shared.
       const results: RunResult[] = [];
       for (let i = 0; i < cases.length; i += 4)
-        results.push(...(await Promise.all(cases.slice(i, i + 4).map((c, j) => cliAsync(["init", "--dir", join(tmp.path, `fleet-${i + j}`), ...c.args])))));
+        results.push(
+          ...(await Promise.all(
+            cases.slice(i, i + 4).map((c, j) => cliAsync(["init", "--dir", join(tmp.path, `fleet-${i + j}`), ...c.args])),
+          )),
+        );
       results.forEach((r, i) => {
         const c = cases[i]!;
         assertOneLineError(r, c.pattern);
@@ -305,7 +333,19 @@ describe("init", { concurrency: true }, () => {
       // Both failures happen after the directory was taken over (passphrase read, server name check).
       const [a, b] = await Promise.all([
         cliAsync(["init", "--dir", empty, "--domain", "fleet.example", "--passphrase-file", shortPass]),
-        cliAsync(["init", "--dir", withNotes, "--domain", "fleet.example", "--passphrase-file", goodPass, "--server-name", "ok.example", "--server-name", "bad name!"]),
+        cliAsync([
+          "init",
+          "--dir",
+          withNotes,
+          "--domain",
+          "fleet.example",
+          "--passphrase-file",
+          goodPass,
+          "--server-name",
+          "ok.example",
+          "--server-name",
+          "bad name!",
+        ]),
       ]);
       assertOneLineError(a, /8 characters/);
       assertOneLineError(b, /server name/);
@@ -390,7 +430,15 @@ describe("init", { concurrency: true }, () => {
 });
 
 describe("server.names and the device zone", () => {
-  const base = renderConfig(defaultConfig({ name: "t", domain: "fleet.example", keyType: "p256", passphraseFile: "secrets/passphrase", serverNames: ["pki.fleet.example"] }));
+  const base = renderConfig(
+    defaultConfig({
+      name: "t",
+      domain: "fleet.example",
+      keyType: "p256",
+      passphraseFile: "secrets/passphrase",
+      serverNames: ["pki.fleet.example"],
+    }),
+  );
   const withNames = (names: string[]) => {
     const doc = parseYaml(base) as { server: { names: string[] } };
     doc.server.names = names;
@@ -418,11 +466,26 @@ describe("init --public-url", () => {
 
   it("is written into server.public_url and into every certificate init makes, intermediates included", () => {
     const dir = join(tmp.path, "fleet");
-    const r = cli(["init", "--dir", dir, "--domain", "fleet.example", "--public-url", "https://status.fleet.example/pki/", "--server-name", "pki.fleet.example"]);
+    const r = cli([
+      "init",
+      "--dir",
+      dir,
+      "--domain",
+      "fleet.example",
+      "--public-url",
+      "https://status.fleet.example/pki/",
+      "--server-name",
+      "pki.fleet.example",
+    ]);
     assert.equal(r.status, 0, r.stderr);
     const config = parseYaml(readFileSync(join(dir, "fleetpki.yaml"), "utf8"));
     assert.equal(config.server.public_url, "https://status.fleet.example/pki", "normalized: no trailing slash");
-    for (const [file, ca] of [["ca/devices/cert.pem", "root"], ["ca/operators/cert.pem", "root"], ["server/cert.pem", "services"], ["operators/admin/cert.pem", "operators"]] as const) {
+    for (const [file, ca] of [
+      ["ca/devices/cert.pem", "root"],
+      ["ca/operators/cert.pem", "root"],
+      ["server/cert.pem", "services"],
+      ["operators/admin/cert.pem", "operators"],
+    ] as const) {
       const text = openssl(["x509", "-in", join(dir, file), "-noout", "-ext", "crlDistributionPoints,authorityInfoAccess"]).stdout;
       assert.ok(text.includes(`URI:https://status.fleet.example/pki/crl/${ca}.crl`), `${file}:\n${text}`);
       assert.ok(text.includes("OCSP - URI:https://status.fleet.example/pki/ocsp"), `${file}:\n${text}`);
@@ -442,15 +505,23 @@ describe("init refuses a malformed public URL before creating anything", () => {
   ] as const)
     it(url, async () => {
       const dir = join(tmp.path, encodeURIComponent(url));
-      await assert.rejects(initFleet({ dir, domain: "fleet.example", publicUrl: url }), (e: Error) => e instanceof InvalidArgument && /--public-url/.test(e.message) && pattern.test(e.message));
+      await assert.rejects(
+        initFleet({ dir, domain: "fleet.example", publicUrl: url }),
+        (e: Error) => e instanceof InvalidArgument && /--public-url/.test(e.message) && pattern.test(e.message),
+      );
       assert.equal(existsSync(dir), false);
     });
 });
 
 describe("defaultServerNames", () => {
-  const iface = (address: string, internal = false) => ({ address, internal, family: address.includes(":") ? "IPv6" : "IPv4" }) as NetworkInterfaceInfo;
+  const iface = (address: string, internal = false) =>
+    ({ address, internal, family: address.includes(":") ? "IPv6" : "IPv4" }) as NetworkInterfaceInfo;
   it("host name first, then the loopback names, then addresses that are neither loopback nor link-local", () => {
-    const names = defaultServerNames("Robot-Hub", { lo: [iface("127.0.0.1", true), iface("::1", true)], eth0: [iface("10.1.2.3"), iface("fe80::1"), iface("2001:db8::5")], wl: [iface("169.254.9.9")] });
+    const names = defaultServerNames("Robot-Hub", {
+      lo: [iface("127.0.0.1", true), iface("::1", true)],
+      eth0: [iface("10.1.2.3"), iface("fe80::1"), iface("2001:db8::5")],
+      wl: [iface("169.254.9.9")],
+    });
     assert.deepEqual(names, ["robot-hub", "localhost", "127.0.0.1", "::1", "10.1.2.3", "2001:db8::5"]);
   });
   it("leaves out a host name that is no DNS name or that lies in the device zone", () => {
@@ -460,7 +531,15 @@ describe("defaultServerNames", () => {
 });
 
 describe("fleetpki.yaml: unknown and unused keys, server.public_url", () => {
-  const base = renderConfig(defaultConfig({ name: "t", domain: "fleet.example", keyType: "p256", passphraseFile: "secrets/passphrase", serverNames: ["pki.fleet.example"] }));
+  const base = renderConfig(
+    defaultConfig({
+      name: "t",
+      domain: "fleet.example",
+      keyType: "p256",
+      passphraseFile: "secrets/passphrase",
+      serverNames: ["pki.fleet.example"],
+    }),
+  );
   const lineOf = (text: string, prefix: string) => text.split("\n").findIndex((l) => l.startsWith(prefix)) + 1;
 
   it("refuses a misspelt key, naming it, its line and the key meant (a typo must not leave a default in force)", () => {
@@ -468,26 +547,43 @@ describe("fleetpki.yaml: unknown and unused keys, server.public_url", () => {
     assert.notEqual(typo, base);
     assert.throws(
       () => parseConfig(typo),
-      (e: Error) => e instanceof ConfigError && e.message.includes(`line ${lineOf(typo, "  aproval:")}: unknown key "enrollment.aproval" (did you mean enrollment.approval?)`),
+      (e: Error) =>
+        e instanceof ConfigError &&
+        e.message.includes(`line ${lineOf(typo, "  aproval:")}: unknown key "enrollment.aproval" (did you mean enrollment.approval?)`),
     );
-    assert.throws(() => parseConfig(base + "gateway:\n  port: 8883\n"), (e: Error) => e instanceof ConfigError && /line \d+: unknown key "gateway"/.test(e.message));
+    assert.throws(
+      () => parseConfig(base + "gateway:\n  port: 8883\n"),
+      (e: Error) => e instanceof ConfigError && /line \d+: unknown key "gateway"/.test(e.message),
+    );
   });
 
   it("reports keys nothing reads yet (gateway and admin ports, urls.est) without refusing the file", () => {
     const old = base.replace(/^  status: (.*)$/m, '  status: $1\n  gateway: "0.0.0.0:8883"\n  admin: "127.0.0.1:9443"');
     const { config, notes } = parseConfigWithNotes(old);
     assert.equal(config.listen.status, "0.0.0.0:8080");
-    assert.deepEqual(notes.map((n) => [n.key, n.line]), [["listen.gateway", lineOf(old, "  gateway:")], ["listen.admin", lineOf(old, "  admin:")]]);
+    assert.deepEqual(
+      notes.map((n) => [n.key, n.line]),
+      [
+        ["listen.gateway", lineOf(old, "  gateway:")],
+        ["listen.admin", lineOf(old, "  admin:")],
+      ],
+    );
     for (const n of notes) assert.match(n.message, /has no effect/);
   });
 
   it("reads the urls section of older files; refuses it beside server.public_url", () => {
-    const legacy = base.replace(/^  public_url: .*$/m, "") + 'urls:\n  crl_base: "http://old.example:8080/crl"\n  ocsp: "http://old.example:8080/ocsp"\n  est: "https://old.example:8443/.well-known/est"\n';
+    const legacy =
+      base.replace(/^  public_url: .*$/m, "") +
+      'urls:\n  crl_base: "http://old.example:8080/crl"\n  ocsp: "http://old.example:8080/ocsp"\n' +
+      '  est: "https://old.example:8443/.well-known/est"\n';
     const { config, notes } = parseConfigWithNotes(legacy);
     assert.deepEqual(config.urls, { crl_base: "http://old.example:8080/crl", ocsp: "http://old.example:8080/ocsp" });
     assert.deepEqual(notes.map((n) => n.key), ["urls.est"]);
     const both = base + 'urls:\n  crl_base: "http://old.example:8080/crl"\n  ocsp: "http://old.example:8080/ocsp"\n';
-    assert.throws(() => parseConfig(both), (e: Error) => e instanceof ConfigError && /both server\.public_url and the older urls section/.test(e.message));
+    assert.throws(
+      () => parseConfig(both),
+      (e: Error) => e instanceof ConfigError && /both server\.public_url and the older urls section/.test(e.message),
+    );
   });
 
   for (const [url, pattern] of [
@@ -499,11 +595,17 @@ describe("fleetpki.yaml: unknown and unused keys, server.public_url", () => {
   ] as const)
     it(`refuses server.public_url ${url}`, () => {
       const text = base.replace(/^  public_url: .*$/m, `  public_url: ${JSON.stringify(url)}`);
-      assert.throws(() => parseConfig(text), (e: Error) => e instanceof ConfigError && /server\.public_url/.test(e.message) && pattern.test(e.message));
+      assert.throws(
+        () => parseConfig(text),
+        (e: Error) => e instanceof ConfigError && /server\.public_url/.test(e.message) && pattern.test(e.message),
+      );
     });
 
   it("derives the CRL base and OCSP URL from server.public_url", () => {
     const text = base.replace(/^  public_url: .*$/m, '  public_url: "https://pki.fleet.example:9000/status/"');
-    assert.deepEqual(parseConfig(text).urls, { crl_base: "https://pki.fleet.example:9000/status/crl", ocsp: "https://pki.fleet.example:9000/status/ocsp" });
+    assert.deepEqual(parseConfig(text).urls, {
+      crl_base: "https://pki.fleet.example:9000/status/crl",
+      ocsp: "https://pki.fleet.example:9000/status/ocsp",
+    });
   });
 });

@@ -100,10 +100,13 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
     throw e instanceof ConfigError ? new InvalidArgument(e.message) : e;
   }
   const externalRoot = opts.rootCertFile ? readRootCertificate(opts.rootCertFile) : undefined;
-  if (opts.passphraseFile && !existsSync(opts.passphraseFile)) throw new InvalidArgument(`passphrase file ${opts.passphraseFile} not found`);
+  if (opts.passphraseFile && !existsSync(opts.passphraseFile))
+    throw new InvalidArgument(`passphrase file ${opts.passphraseFile} not found`);
   // The domain is baked into the CAs' name constraints for their whole life: no silent default.
   if (opts.domain === undefined || opts.domain === "")
-    throw new InvalidArgument("--domain is required: the fleet's trust domain (e.g. fleet.acme.example) is fixed in the CA certificates for good");
+    throw new InvalidArgument(
+      "--domain is required: the fleet's trust domain (e.g. fleet.acme.example) is fixed in the CA certificates for good",
+    );
   const domain = validateDomain(opts.domain);
   const serverNames = opts.serverNames?.length ? opts.serverNames : defaultServerNames(undefined, undefined, domain);
   // A robot's certificate names <id>.devices.<domain>: it could impersonate a server named there.
@@ -199,17 +202,36 @@ export interface OwnLeaf {
  * key, cert and chain (in that order: a crash in between leaves a key that does not match the
  * certificate, which `serve` notices and repairs by reissuing).
  */
-export async function issueOwnLeaf(fleet: Fleet, leaf: OwnLeaf, actor: string, now: Date, auditExtra: Record<string, unknown> = {}): Promise<IssuedRecord> {
+export async function issueOwnLeaf(
+  fleet: Fleet,
+  leaf: OwnLeaf,
+  actor: string,
+  now: Date,
+  auditExtra: Record<string, unknown> = {},
+): Promise<IssuedRecord> {
   const template = await fleet.leafTemplate(leaf.caId, leaf.kind);
   const key = generateKey(fleet.config.keys.type as CaKeyType);
   const spki = publicSpki(key);
-  const issued = template.issue(leaf.commonName, leaf.sans, { spki, subjectPublicKey: subjectPublicKeyOf(spki), now, lifetimeMs: parseDuration(leaf.lifetime) });
+  const issued = template.issue(leaf.commonName, leaf.sans, {
+    spki,
+    subjectPublicKey: subjectPublicKeyOf(spki),
+    now,
+    lifetimeMs: parseDuration(leaf.lifetime),
+  });
   const record = issuedRecord(issued, { issuerCa: leaf.caId, kind: leaf.kind, subjectId: leaf.commonName, deviceId: null });
   const { chain } = await fleet.chainPem(leaf.caId);
   const passphrase = fleet.passphrase();
   await fleet.store.transaction(async (tx) => {
     await tx.insertInto("certificates").values(certificateRow(record, now)).execute();
-    await appendAudit(tx, [{ actor, action: "certificate.issue", subject: `${leaf.kind}:${leaf.commonName}`, details: issueAuditDetails(record, auditExtra), at: now }]);
+    await appendAudit(tx, [
+      {
+        actor,
+        action: "certificate.issue",
+        subject: `${leaf.kind}:${leaf.commonName}`,
+        details: issueAuditDetails(record, auditExtra),
+        at: now,
+      },
+    ]);
   });
   const dir = fleet.path(leaf.dirRel);
   ensurePrivateDir(dir);

@@ -74,13 +74,23 @@ export function checkServerCertificate(fleet: Fleet): ServerCertificateCheck {
 }
 
 /** A new key and certificate from the services CA for server.names, recorded and audited before the files change. */
-export async function reissueServerCertificate(fleet: Fleet, req: { actor: string; reasons: string[]; previousSerial?: string; now?: Date }): Promise<ServerReissue> {
+export async function reissueServerCertificate(
+  fleet: Fleet,
+  req: { actor: string; reasons: string[]; previousSerial?: string; now?: Date },
+): Promise<ServerReissue> {
   const names = fleet.config.server.names;
   configuredSans(fleet); // a bad name fails here, before anything is issued
   const now = req.now ?? new Date();
   const record = await issueOwnLeaf(
     fleet,
-    { caId: "services", kind: "server", commonName: names[0]!, sans: names.map(serverGeneralName), dirRel: layout.serverDir, lifetime: fleet.config.validity.server },
+    {
+      caId: "services",
+      kind: "server",
+      commonName: names[0]!,
+      sans: names.map(serverGeneralName),
+      dirRel: layout.serverDir,
+      lifetime: fleet.config.validity.server,
+    },
     req.actor,
     now,
     { reissue: { replaces: req.previousSerial ?? null, reasons: req.reasons } },

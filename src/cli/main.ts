@@ -7,7 +7,7 @@ endQuietlyOnClosedOutput();
 
 const debug = process.argv.includes("--debug");
 const program = new Command("fleetpki")
-  .description("PKI, enrollment and an mTLS ingestion gateway for robot fleets")
+  .description("PKI and enrollment for robot fleets (the mTLS gateway is still to come)")
   .option("--debug", "print stack traces on errors")
   .showHelpAfterError()
   .exitOverride();

@@ -242,10 +242,12 @@ function editDistance(a: string, b: string): number {
   return row[b.length]!;
 }
 
-function suggestion(key: string, candidates: readonly string[]): string {
+function suggestion(key: string, candidates: readonly string[], prefix = ""): string {
   const best = candidates.map((c) => ({ c, d: editDistance(key, c) })).sort((x, y) => x.d - y.d)[0];
-  return best && best.d <= 2 ? ` (did you mean ${best.c}?)` : "";
+  return best && best.d <= 2 ? ` (did you mean ${prefix}${best.c}?)` : "";
 }
+
+const REFUSED = "fleetpki refuses settings it would ignore";
 
 /** Refuses unknown keys (naming key and line) and lists known keys that have no effect. */
 function checkKeys(root: unknown, lines: LineCounter): ConfigNote[] {
@@ -260,17 +262,24 @@ function checkKeys(root: unknown, lines: LineCounter): ConfigNote[] {
     const top = keyOf(pair);
     const known = KNOWN_KEYS[top];
     if (!known)
-      throw new ConfigError(`${CONFIG_FILE} line ${lineOf(pair)}: unknown key "${top}"${suggestion(top, Object.keys(KNOWN_KEYS))}; fleetpki refuses settings it would ignore`);
+      throw new ConfigError(
+        `${CONFIG_FILE} line ${lineOf(pair)}: unknown key "${top}"${suggestion(top, Object.keys(KNOWN_KEYS))}; ${REFUSED}`,
+      );
     if (!isMap(pair.value)) continue; // the section's own check names the wrong type
     for (const inner of pair.value.items) {
       const key = keyOf(inner);
       const path = `${top}.${key}`;
       if (!known.includes(key))
         throw new ConfigError(
-          `${CONFIG_FILE} line ${lineOf(inner)}: unknown key "${path}"${suggestion(key, known).replace(/mean (\S+)\?/, `mean ${top}.$1?`)}; fleetpki refuses settings it would ignore`,
+          `${CONFIG_FILE} line ${lineOf(inner)}: unknown key "${path}"${suggestion(key, known, `${top}.`)}; ${REFUSED}`,
         );
       const why = UNUSED_KEYS[path];
-      if (why) notes.push({ key: path, line: lineOf(inner), message: `${CONFIG_FILE} line ${lineOf(inner)}: ${path} has no effect (${why}); you may delete it` });
+      if (why)
+        notes.push({
+          key: path,
+          line: lineOf(inner),
+          message: `${CONFIG_FILE} line ${lineOf(inner)}: ${path} has no effect (${why}); you may delete it`,
+        });
     }
   }
   return notes;
@@ -357,7 +366,8 @@ function parseUrls(server: Record<string, unknown>, legacy: unknown): { urls: Fl
     const publicUrl = validatePublicUrl(server.public_url, `${CONFIG_FILE}: server.public_url`);
     return { urls: statusUrls(publicUrl), publicUrl };
   }
-  if (legacy === undefined || legacy === null) throw new ConfigError(`${CONFIG_FILE}: server.public_url is missing (e.g. http://pki.fleet.example:8080)`);
+  if (legacy === undefined || legacy === null)
+    throw new ConfigError(`${CONFIG_FILE}: server.public_url is missing (e.g. http://pki.fleet.example:8080)`);
   if (typeof legacy !== "object") throw new ConfigError(`${CONFIG_FILE}: "urls" must be a mapping`);
   const url = (key: string): string => {
     const v = (legacy as Record<string, unknown>)[key];

@@ -33,7 +33,11 @@ export function registerInit(program: Command): void {
     .option("--domain <domain>", "fleet trust domain, required (device ids are spiffe://<domain>/device/<id>); fixed in the CAs for good")
     .option("--key-type <type>", "CA key type: p256 | p384 | ed25519 | rsa3072", "p256")
     .option("--passphrase-file <file>", "file holding the passphrase that encrypts CA keys")
-    .option("--server-name <name>", "DNS name or IP for the server certificate (repeatable; default: this host's name and addresses)", collect)
+    .option(
+      "--server-name <name>",
+      "DNS name or IP for the server certificate (repeatable; default: this host's name and addresses)",
+      collect,
+    )
     .option("--public-url <url>", "where robots reach the status server, written into every certificate (default http://<first name>:8080)")
     .option("--root-cert <file>", "use a root created offline with `ca root init`; its key never comes here")
     .action(async (opts) => {

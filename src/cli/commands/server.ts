@@ -10,7 +10,10 @@ export function registerServer(program: Command): void {
   dirOption(
     server
       .command("reissue")
-      .description("issue a new server key and certificate (services CA) for server.names and server.public_url; `serve` does this at start when they changed"),
+      .description(
+        "issue a new server key and certificate (services CA) for server.names and server.public_url " +
+          "(`serve` does this at start when they changed)",
+      ),
   )
     .option("--json", "machine-readable output")
     .action(async (opts) => {
