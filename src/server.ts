@@ -1,4 +1,5 @@
 // Composition root: configuration -> services -> listeners.
+import { X509Certificate, createPublicKey, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { deviceClientCas } from "./authority/cas.js";
@@ -8,6 +9,7 @@ import { Fleet } from "./authority/fleet.js";
 import { OcspService } from "./authority/ocsp-responder.js";
 import { STATUS_ACTIONS } from "./authority/revocation.js";
 import { layout } from "./authority/layout.js";
+import { ensureServerCertificate } from "./authority/server-certificate.js";
 import { ConfigError } from "./config/config.js";
 import { startRegistrationServer, type RegistrationTls } from "./enroll/server.js";
 import { readPrivateKey } from "./keys/keys.js";
@@ -44,10 +46,26 @@ export function parseListen(value: string, what: string): { host: string; port: 
   return { host: (m[1] ?? m[2])!, port };
 }
 
+const serverFile = (fleet: Fleet, name: string): string => fleet.path(`${layout.serverDir}/${name}`);
+
+/** The server's key and certificate + chain as files hold them now (PEM). */
+function serverIdentity(fleet: Fleet): { key: string; cert: string } {
+  const key = readPrivateKey(serverFile(fleet, "key.pem"), fleet.passphrase());
+  const cert = readFileSync(serverFile(fleet, "cert.pem"), "utf8") + readFileSync(serverFile(fleet, "chain.pem"), "utf8");
+  return { key: key.export({ type: "pkcs8", format: "pem" }).toString(), cert };
+}
+
 async function registrationTls(fleet: Fleet): Promise<RegistrationTls> {
-  const key = readPrivateKey(fleet.path(`${layout.serverDir}/key.pem`), fleet.passphrase());
-  const cert = readFileSync(fleet.path(`${layout.serverDir}/cert.pem`), "utf8") + readFileSync(fleet.path(`${layout.serverDir}/chain.pem`), "utf8");
-  return { key: key.export({ type: "pkcs8", format: "pem" }).toString(), cert, ca: await deviceClientCas(fleet) };
+  return { ...serverIdentity(fleet), ca: await deviceClientCas(fleet) };
+}
+
+function certificateMatchesKey(certPem: string, keyPem: string): boolean {
+  const spki = (k: KeyObject) => k.export({ type: "spki", format: "der" });
+  try {
+    return spki(new X509Certificate(certPem).publicKey).equals(spki(createPublicKey(keyPem)));
+  } catch {
+    return false;
+  }
 }
 
 export async function startFleetServer(options: ServeOptions): Promise<FleetServer> {
@@ -74,14 +92,39 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
 
     if (only.has("registration")) {
       const listen = parseListen(options.registrationListen ?? fleet.config.listen.registration, "listen.registration");
-      const tls = await registrationTls(fleet);
+      // server.names or server.public_url edited since the certificate was made: a new one, audited.
+      const reissued = await ensureServerCertificate(fleet, { actor: "serve" });
+      if (reissued)
+        logger.warn(
+          {
+            serial: reissued.serial,
+            replaces: reissued.previousSerial,
+            names: reissued.names,
+            ocsp: reissued.ocspUrl,
+            reasons: reissued.reasons,
+          },
+          "server certificate reissued from the services CA",
+        );
+      let tls = await registrationTls(fleet);
       let current = tls.ca.join("");
-      // CAs created or revoked by the CLI while we run change whom we accept.
+      let currentCert = readFileSync(serverFile(fleet, "cert.pem"), "utf8");
+      // CAs created or revoked by the CLI while we run change whom we accept; `fleetpki server
+      // reissue` changes our own certificate.
       const refreshTls = async (): Promise<RegistrationTls | undefined> => {
         const ca = await deviceClientCas(fleet);
-        if (ca.join("") === current) return undefined;
+        const certPem = readFileSync(serverFile(fleet, "cert.pem"), "utf8");
+        if (ca.join("") === current && certPem === currentCert) return undefined;
+        if (certPem !== currentCert) {
+          const identity = serverIdentity(fleet);
+          // Mid-reissue the key may be new and the certificate old (or the reverse): wait for both.
+          if (!identity.cert.startsWith(certPem) || !certificateMatchesKey(certPem, identity.key)) return undefined;
+          currentCert = certPem;
+          tls = { ...tls, ...identity };
+          logger.info({ listener: "registration" }, "server certificate changed on disk; serving the new one");
+        }
         current = ca.join("");
-        return { ...tls, ca };
+        tls = { ...tls, ca };
+        return tls;
       };
       const running = await startRegistrationServer({ fleet, logger: logger.child({ listener: "registration" }), tls, refreshTls, ...listen });
       closers.push(() => running.close());

@@ -1,10 +1,10 @@
 // The device commands and general CLI behaviour: tables and --json, certificates issued by hand,
 // one-line errors (stack traces only with --debug), FLEETPKI_DIR, --help, `start`.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { cpSync, existsSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import { initFleet } from "../src/authority/init.js";
@@ -284,7 +284,10 @@ describe("fleetpki CLI", () => {
   it("start initializes a missing directory, prints the hierarchy and serves; a second start does not re-create", () => {
     assertOk(startFirst, "first start");
     assert.match(startFirst.stderr, /registration \(EST \+ JSON\): https:\/\/127\.0\.0\.1:\d+/);
-    assert.match(startFirst.stderr, /fleetpki agent enroll --server https:\/\/127\.0\.0\.1:\d+ --root-fingerprint sha256:[0-9a-f]{64}/);
+    assert.match(startFirst.stderr, / agent enroll --server https:\/\/127\.0\.0\.1:\d+ --root-fingerprint sha256:[0-9a-f]{64}/);
+    // The development fleet's domain is a labelled placeholder, not a silent fleet.example.
+    assert.match(startFirst.stdout, /DEVELOPMENT FLEET: its trust domain is the placeholder dev\.fleet\.invalid/);
+    assert.match(startFirst.stdout, / init --domain <your domain>/);
     assert.match(startFirst.stderr, /SIGTERM received, shutting down/);
     assert.match(startFirst.stdout, /Fleet created/);
     assert.match(startFirst.stdout, /DEVELOPMENT SETUP/);
@@ -296,5 +299,18 @@ describe("fleetpki CLI", () => {
     const fp = new X509Certificate(readFileSync(join(started, "ca/root/cert.pem"))).fingerprint256.replace(/:/g, "").toLowerCase();
     assert.ok(startSecond.stdout.includes(fp.slice(0, 16)), "the same root");
     assert.ok(rootBeforeSecondStart?.equals(readFileSync(join(started, "ca/root/cert.pem"))), "the second start did not re-create the root");
+  });
+
+  it("the next-step commands start prints work as printed (no bare fleetpki that is not on the PATH)", () => {
+    const line = /^\s+(\S.* device add robot-0001 --dir \S+)/m.exec(startSecond.stderr)?.[1];
+    assert.ok(line, `a device add command in:\n${startSecond.stderr}`);
+    // Run exactly that text through a shell, from the directory start ran in, with a PATH that has no fleetpki.
+    const shell = spawnSync("/bin/sh", ["-c", line], {
+      encoding: "utf8",
+      env: { ...process.env, PATH: `${dirname(process.execPath)}:/usr/bin:/bin` },
+      timeout: 120_000,
+    });
+    assert.equal(shell.status, 0, `${line}\n${shell.stdout}${shell.stderr}`);
+    assert.match(shell.stdout, /token/i);
   });
 });

@@ -126,7 +126,7 @@ let p256: { key: string; csr: string };
 let rsa2048: { key: string; csr: string };
 
 before(async () => {
-  ctx = await tempFleet();
+  ctx = await tempFleet({ publicUrl: "http://localhost:8080" });
   fleet = ctx.fleet;
   rootPem = (await fleet.caRecord("root")).certificate_pem;
   devicesPem = (await fleet.caRecord("devices")).certificate_pem;

@@ -3,10 +3,13 @@
 import assert from "node:assert/strict";
 import { X509Certificate, createPrivateKey, createPublicKey } from "node:crypto";
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { hostname, networkInterfaces, type NetworkInterfaceInfo } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
-import { ConfigError, defaultConfig, parseConfig, renderConfig } from "../src/config/config.js";
+import { ConfigError, defaultConfig, parseConfig, parseConfigWithNotes, renderConfig } from "../src/config/config.js";
+import { InvalidArgument } from "../src/authority/errors.js";
+import { defaultServerNames, initFleet } from "../src/authority/init.js";
 import { cli, cliAsync, openssl, tempDir, writeTemp, type RunResult } from "./helpers.js";
 
 const PASSPHRASE = "correct horse battery staple";
@@ -42,6 +45,14 @@ function opensslFingerprint(certFile: string): string {
 
 function spkiOf(key: { export: (o: { type: "spki"; format: "der" }) => Buffer }): Buffer {
   return key.export({ type: "spki", format: "der" });
+}
+
+/** This machine's addresses robots could use: not loopback, not link-local. */
+function ownAddresses(): string[] {
+  return Object.values(networkInterfaces())
+    .flat()
+    .filter((i) => i && !i.internal && !/^fe80:/i.test(i.address) && !i.address.startsWith("169.254."))
+    .map((i) => i!.address);
 }
 
 const KEY_DIRS = ["ca/root", "ca/devices", "ca/services", "ca/operators", "server", "operators/admin"];
@@ -83,6 +94,39 @@ describe("init", { concurrency: true }, () => {
         for (const f of ["cert.pem", "key.pem", "chain.pem"]) assert.ok(existsSync(join(dir, leaf, f)), `${leaf}/${f}`);
       assert.ok(existsSync(join(dir, "fleetpki.yaml")));
       assert.ok(existsSync(join(dir, "fleetpki.db")));
+    });
+
+    it("the server certificate names this host and its addresses; every certificate's CRL/OCSP URLs are on this host", () => {
+      const host = hostname().toLowerCase();
+      const server = new X509Certificate(readFileSync(join(dir, "server/cert.pem")));
+      const sans = (server.subjectAltName ?? "").split(", ");
+      assert.ok(sans.includes(`DNS:${host}`), `DNS:${host} in ${server.subjectAltName}`);
+      for (const a of ownAddresses().filter((x) => !x.includes(":")))
+        assert.ok(sans.includes(`IP Address:${a}`), `${a} in ${server.subjectAltName}`);
+      const verify = openssl([
+        "verify",
+        "-CAfile",
+        join(dir, "ca/root/cert.pem"),
+        "-untrusted",
+        join(dir, "server/chain.pem"),
+        "-verify_hostname",
+        host,
+        join(dir, "server/cert.pem"),
+      ]);
+      assert.equal(verify.status, 0, verify.stdout + verify.stderr);
+      // The intermediates made by init too: their URLs can never change afterwards.
+      for (const [file, ca] of [
+        ["ca/devices/cert.pem", "root"],
+        ["ca/services/cert.pem", "root"],
+        ["server/cert.pem", "services"],
+        ["operators/admin/cert.pem", "operators"],
+      ] as const) {
+        const text = openssl(["x509", "-in", join(dir, file), "-noout", "-ext", "crlDistributionPoints,authorityInfoAccess"]).stdout;
+        assert.ok(text.includes(`URI:http://${host}:8080/crl/${ca}.crl`), `${file}:\n${text}`);
+        assert.ok(text.includes(`OCSP - URI:http://${host}:8080/ocsp`), `${file}:\n${text}`);
+        assert.doesNotMatch(text, /localhost/, file);
+      }
+      assert.match(initResult.stdout, new RegExp(`CRL and OCSP URLs in certificates: http://${host}:8080/crl/<ca>\\.crl`));
     });
 
     it("key files are 0600, their directories and the fleet directory 0700, the database 0600", () => {
@@ -135,13 +179,15 @@ describe("init", { concurrency: true }, () => {
       assert.equal(config.keys.type, "p256");
       assert.equal(config.keys.passphrase_file, resolve(passFile));
       assert.deepEqual(config.validity, { root: "20y", intermediate: "10y", local_ca: "5y", device: "30d", factory: "1y", server: "1y", operator: "1y" });
-      assert.deepEqual(config.urls, {
-        crl_base: "http://localhost:8080/crl",
-        ocsp: "http://localhost:8080/ocsp",
-        est: "https://localhost:8443/.well-known/est",
-      });
-      assert.deepEqual(Object.keys(config.listen).sort(), ["admin", "gateway", "registration", "status"]);
-      assert.deepEqual(config.server.names, ["localhost", "127.0.0.1", "::1"]);
+      // Only keys something reads: no gateway or admin ports, no urls section (server.public_url replaced it).
+      assert.equal(config.urls, undefined);
+      assert.deepEqual(Object.keys(config.listen).sort(), ["registration", "status"]);
+      // The machine's own names, so robots on the network can reach it (issue 9, section 3).
+      const host = hostname().toLowerCase();
+      assert.equal(config.server.names[0], host);
+      for (const n of ["localhost", "127.0.0.1", "::1", ...ownAddresses()])
+        assert.ok(config.server.names.includes(n), `${n} in ${config.server.names}`);
+      assert.equal(config.server.public_url, `http://${host}:8080`);
       assert.deepEqual(config.database, { url: "sqlite:fleetpki.db" });
       assert.deepEqual(config.renewal, { after_expiry_grace: "7d" });
     });
@@ -214,7 +260,7 @@ describe("init", { concurrency: true }, () => {
     after(() => tmp.cleanup());
 
     it("generates secrets/passphrase (0600), says so, and the keys decrypt with it", () => {
-      const r = cli(["init", "--dir", dir]);
+      const r = cli(["init", "--dir", dir, "--domain", "fleet.example"]);
       assert.equal(r.status, 0, r.stderr);
       assert.match(r.stdout, /DEVELOPMENT SETUP/);
       assert.match(r.stdout, /--passphrase-file/);
@@ -247,11 +293,30 @@ describe("init", { concurrency: true }, () => {
       { name: "unknown key type", args: ["--key-type", "rsa1024"], pattern: /key-type/ },
       { name: "bad server name", args: ["--server-name", "bad name!"], pattern: /server name/ },
       { name: "missing passphrase file", args: ["--passphrase-file", join(tmp.path, "does-not-exist")], pattern: /passphrase file/ },
-      { name: "passphrase under 8 characters", args: ["--passphrase-file", shortPass], pattern: /8 characters/ },
+      {
+        name: "passphrase under 8 characters",
+        args: ["--domain", "fleet.example", "--passphrase-file", shortPass],
+        pattern: /8 characters/,
+      },
+      // fleet.example used to be baked silently into the CAs' name constraints, for good.
+      { name: "no --domain", args: ["--passphrase-file", goodPass], pattern: /--domain is required/ },
+      // The other malformed URLs are refused by the same check (tested below without a process each).
+      {
+        name: "public URL with credentials",
+        args: ["--domain", "fleet.example", "--public-url", "http://user:secret@pki.example:8080"],
+        pattern: /--public-url .*credentials/,
+      },
     ];
 
     it("refuses each with one line and creates no directory", async () => {
-      const results = await Promise.all(cases.map((c, i) => cliAsync(["init", "--dir", join(tmp.path, `fleet-${i}`), ...c.args])));
+      // A few at a time: each CLI start is CPU-bound, and the machine is shared.
+      const results: RunResult[] = [];
+      for (let i = 0; i < cases.length; i += 4)
+        results.push(
+          ...(await Promise.all(
+            cases.slice(i, i + 4).map((c, j) => cliAsync(["init", "--dir", join(tmp.path, `fleet-${i + j}`), ...c.args])),
+          )),
+        );
       results.forEach((r, i) => {
         const c = cases[i]!;
         assertOneLineError(r, c.pattern);
@@ -267,8 +332,20 @@ describe("init", { concurrency: true }, () => {
       writeFileSync(join(withNotes, "NOTES.txt"), "keep me\n");
       // Both failures happen after the directory was taken over (passphrase read, server name check).
       const [a, b] = await Promise.all([
-        cliAsync(["init", "--dir", empty, "--passphrase-file", shortPass]),
-        cliAsync(["init", "--dir", withNotes, "--passphrase-file", goodPass, "--server-name", "ok.example", "--server-name", "bad name!"]),
+        cliAsync(["init", "--dir", empty, "--domain", "fleet.example", "--passphrase-file", shortPass]),
+        cliAsync([
+          "init",
+          "--dir",
+          withNotes,
+          "--domain",
+          "fleet.example",
+          "--passphrase-file",
+          goodPass,
+          "--server-name",
+          "ok.example",
+          "--server-name",
+          "bad name!",
+        ]),
       ]);
       assertOneLineError(a, /8 characters/);
       assertOneLineError(b, /server name/);
@@ -293,6 +370,8 @@ describe("init", { concurrency: true }, () => {
             join(tmp.path, t),
             "--key-type",
             t,
+            "--domain",
+            "fleet.example",
             "--passphrase-file",
             passFile,
             // The names are checked on one of them.
@@ -344,15 +423,22 @@ describe("init", { concurrency: true }, () => {
       const other = openssl(["verify", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "ca/services/cert.pem"), "-verify_hostname", "localhost", join(dir, "server/cert.pem")]);
       assert.notEqual(other.status, 0, "localhost is not a name of this server");
       const config = parseYaml(readFileSync(join(dir, "fleetpki.yaml"), "utf8"));
-      assert.equal(config.urls.crl_base, "http://pki.fleet.example:8080/crl");
-      assert.equal(config.urls.ocsp, "http://pki.fleet.example:8080/ocsp");
+      assert.equal(config.server.public_url, "http://pki.fleet.example:8080");
       assert.deepEqual(config.server.names, ["pki.fleet.example", "10.0.0.5"]);
     });
   });
 });
 
 describe("server.names and the device zone", () => {
-  const base = renderConfig(defaultConfig({ name: "t", domain: "fleet.example", keyType: "p256", passphraseFile: "secrets/passphrase", serverNames: ["pki.fleet.example"] }));
+  const base = renderConfig(
+    defaultConfig({
+      name: "t",
+      domain: "fleet.example",
+      keyType: "p256",
+      passphraseFile: "secrets/passphrase",
+      serverNames: ["pki.fleet.example"],
+    }),
+  );
   const withNames = (names: string[]) => {
     const doc = parseYaml(base) as { server: { names: string[] } };
     doc.server.names = names;
@@ -372,4 +458,154 @@ describe("server.names and the device zone", () => {
     it(`refuses ${name}: a robot's certificate could claim it`, () => {
       assert.throws(() => parseConfig(withNames(["pki.fleet.example", name])), (e: Error) => e instanceof ConfigError && /zone of device certificates/.test(e.message));
     });
+});
+
+describe("init --public-url", () => {
+  const tmp = tempDir("fleetpki-init-url-");
+  after(() => tmp.cleanup());
+
+  it("is written into server.public_url and into every certificate init makes, intermediates included", () => {
+    const dir = join(tmp.path, "fleet");
+    const r = cli([
+      "init",
+      "--dir",
+      dir,
+      "--domain",
+      "fleet.example",
+      "--public-url",
+      "https://status.fleet.example/pki/",
+      "--server-name",
+      "pki.fleet.example",
+    ]);
+    assert.equal(r.status, 0, r.stderr);
+    const config = parseYaml(readFileSync(join(dir, "fleetpki.yaml"), "utf8"));
+    assert.equal(config.server.public_url, "https://status.fleet.example/pki", "normalized: no trailing slash");
+    for (const [file, ca] of [
+      ["ca/devices/cert.pem", "root"],
+      ["ca/operators/cert.pem", "root"],
+      ["server/cert.pem", "services"],
+      ["operators/admin/cert.pem", "operators"],
+    ] as const) {
+      const text = openssl(["x509", "-in", join(dir, file), "-noout", "-ext", "crlDistributionPoints,authorityInfoAccess"]).stdout;
+      assert.ok(text.includes(`URI:https://status.fleet.example/pki/crl/${ca}.crl`), `${file}:\n${text}`);
+      assert.ok(text.includes("OCSP - URI:https://status.fleet.example/pki/ocsp"), `${file}:\n${text}`);
+    }
+  });
+});
+
+describe("init refuses a malformed public URL before creating anything", () => {
+  const tmp = tempDir("fleetpki-init-badurl-");
+  after(() => tmp.cleanup());
+  for (const [url, pattern] of [
+    ["ftp://pki.example", /http:\/\/ or https:\/\//],
+    ["http://pki.example:8080/?a=b", /query or fragment/],
+    ["http://pki.example:8080/#x", /query or fragment/],
+    ["pki.example:8080", /http:\/\/ or https:\/\//],
+    ["http://", /not a URL/],
+  ] as const)
+    it(url, async () => {
+      const dir = join(tmp.path, encodeURIComponent(url));
+      await assert.rejects(
+        initFleet({ dir, domain: "fleet.example", publicUrl: url }),
+        (e: Error) => e instanceof InvalidArgument && /--public-url/.test(e.message) && pattern.test(e.message),
+      );
+      assert.equal(existsSync(dir), false);
+    });
+});
+
+describe("defaultServerNames", () => {
+  const iface = (address: string, internal = false) =>
+    ({ address, internal, family: address.includes(":") ? "IPv6" : "IPv4" }) as NetworkInterfaceInfo;
+  it("host name first, then the loopback names, then addresses that are neither loopback nor link-local", () => {
+    const names = defaultServerNames("Robot-Hub", {
+      lo: [iface("127.0.0.1", true), iface("::1", true)],
+      eth0: [iface("10.1.2.3"), iface("fe80::1"), iface("2001:db8::5")],
+      wl: [iface("169.254.9.9")],
+    });
+    assert.deepEqual(names, ["robot-hub", "localhost", "127.0.0.1", "::1", "10.1.2.3", "2001:db8::5"]);
+  });
+  it("leaves out a host name that is no DNS name or that lies in the device zone", () => {
+    assert.deepEqual(defaultServerNames("my_host", {}), ["localhost", "127.0.0.1", "::1"]);
+    assert.deepEqual(defaultServerNames("r1.devices.fleet.example", {}, "fleet.example"), ["localhost", "127.0.0.1", "::1"]);
+  });
+});
+
+describe("fleetpki.yaml: unknown and unused keys, server.public_url", () => {
+  const base = renderConfig(
+    defaultConfig({
+      name: "t",
+      domain: "fleet.example",
+      keyType: "p256",
+      passphraseFile: "secrets/passphrase",
+      serverNames: ["pki.fleet.example"],
+    }),
+  );
+  const lineOf = (text: string, prefix: string) => text.split("\n").findIndex((l) => l.startsWith(prefix)) + 1;
+
+  it("refuses a misspelt key, naming it, its line and the key meant (a typo must not leave a default in force)", () => {
+    const typo = base.replace(/^  approval: false/m, "  aproval: true");
+    assert.notEqual(typo, base);
+    assert.throws(
+      () => parseConfig(typo),
+      (e: Error) =>
+        e instanceof ConfigError &&
+        e.message.includes(`line ${lineOf(typo, "  aproval:")}: unknown key "enrollment.aproval" (did you mean enrollment.approval?)`),
+    );
+    assert.throws(
+      () => parseConfig(base + "gateway:\n  port: 8883\n"),
+      (e: Error) => e instanceof ConfigError && /line \d+: unknown key "gateway"/.test(e.message),
+    );
+  });
+
+  it("reports keys nothing reads yet (gateway and admin ports, urls.est) without refusing the file", () => {
+    const old = base.replace(/^  status: (.*)$/m, '  status: $1\n  gateway: "0.0.0.0:8883"\n  admin: "127.0.0.1:9443"');
+    const { config, notes } = parseConfigWithNotes(old);
+    assert.equal(config.listen.status, "0.0.0.0:8080");
+    assert.deepEqual(
+      notes.map((n) => [n.key, n.line]),
+      [
+        ["listen.gateway", lineOf(old, "  gateway:")],
+        ["listen.admin", lineOf(old, "  admin:")],
+      ],
+    );
+    for (const n of notes) assert.match(n.message, /has no effect/);
+  });
+
+  it("reads the urls section of older files; refuses it beside server.public_url", () => {
+    const legacy =
+      base.replace(/^  public_url: .*$/m, "") +
+      'urls:\n  crl_base: "http://old.example:8080/crl"\n  ocsp: "http://old.example:8080/ocsp"\n' +
+      '  est: "https://old.example:8443/.well-known/est"\n';
+    const { config, notes } = parseConfigWithNotes(legacy);
+    assert.deepEqual(config.urls, { crl_base: "http://old.example:8080/crl", ocsp: "http://old.example:8080/ocsp" });
+    assert.deepEqual(notes.map((n) => n.key), ["urls.est"]);
+    const both = base + 'urls:\n  crl_base: "http://old.example:8080/crl"\n  ocsp: "http://old.example:8080/ocsp"\n';
+    assert.throws(
+      () => parseConfig(both),
+      (e: Error) => e instanceof ConfigError && /both server\.public_url and the older urls section/.test(e.message),
+    );
+  });
+
+  for (const [url, pattern] of [
+    ["file:///etc/passwd", /http:\/\/ or https:\/\//],
+    ["http://admin:pw@pki.example:8080", /credentials/],
+    ["http://pki.example:8080/?x=1", /query or fragment/],
+    ["http://pki.example:8080#top", /query or fragment/],
+    ["not a url", /not a URL/],
+  ] as const)
+    it(`refuses server.public_url ${url}`, () => {
+      const text = base.replace(/^  public_url: .*$/m, `  public_url: ${JSON.stringify(url)}`);
+      assert.throws(
+        () => parseConfig(text),
+        (e: Error) => e instanceof ConfigError && /server\.public_url/.test(e.message) && pattern.test(e.message),
+      );
+    });
+
+  it("derives the CRL base and OCSP URL from server.public_url", () => {
+    const text = base.replace(/^  public_url: .*$/m, '  public_url: "https://pki.fleet.example:9000/status/"');
+    assert.deepEqual(parseConfig(text).urls, {
+      crl_base: "https://pki.fleet.example:9000/status/crl",
+      ocsp: "https://pki.fleet.example:9000/status/ocsp",
+    });
+  });
 });

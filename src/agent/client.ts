@@ -256,11 +256,12 @@ export function pinnedRootFrom(der: Buffer, fingerprint: string): PinnedRoot {
 export async function bootstrapRoot(server: URL, fingerprint: string, timeoutMs = DEFAULT_TIMEOUT_MS, signal?: AbortSignal): Promise<PinnedRoot> {
   const certs = await fetchCacertsUnverified(server, timeoutMs, signal);
   const match = certs.find((der) => fingerprintOf(der) === fingerprint);
-  if (!match) {
-    const found = certs.map(fingerprintOf).join(", ") || "none";
+  if (!match)
+    // What the server offers is exactly what an impostor controls: never suggest it as the fix.
     throw new AgentError(
-      `root fingerprint mismatch: ${server.origin} offers no CA certificate with the pinned fingerprint ${fingerprint} (it offers: ${found}); check --root-fingerprint and --server`,
+      `root fingerprint mismatch: ${server.origin} offers no CA certificate with the pinned fingerprint ${fingerprint}; ` +
+        "this may not be your fleet's server. Check --server, and get the root fingerprint from your fleet operator " +
+        "through another channel (`fleetpki init` and `serve` print it), never from the server you are checking",
     );
-  }
   return pinnedRootFrom(match, fingerprint);
 }

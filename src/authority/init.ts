@@ -2,9 +2,10 @@
 // created together; on any failure nothing is left behind.
 import { chmodSync, existsSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import { isIP } from "node:net";
+import { hostname, networkInterfaces } from "node:os";
 import { dirname, join } from "node:path";
 import { appendAudit } from "../audit/log.js";
-import { CONFIG_FILE, defaultConfig, renderConfig, validateDomain } from "../config/config.js";
+import { CONFIG_FILE, ConfigError, defaultConfig, renderConfig, validateDomain, validatePublicUrl } from "../config/config.js";
 import { parseDuration } from "../config/duration.js";
 import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
 import { generateKey, publicSpki, writePrivateKey } from "../keys/keys.js";
@@ -21,7 +22,7 @@ import { Fleet, databasePath } from "./fleet.js";
 import { sha256Fingerprint } from "../x509/certificate.js";
 import { STANDARD_INTERMEDIATES, layout } from "./layout.js";
 import { preparePassphrase } from "./passphrase.js";
-import { certificateRow, issueAuditDetails, issuedRecord } from "./records.js";
+import { certificateRow, issueAuditDetails, issuedRecord, type IssuedRecord } from "./records.js";
 
 export interface InitOptions {
   dir: string;
@@ -29,7 +30,10 @@ export interface InitOptions {
   domain?: string;
   keyType?: string;
   passphraseFile?: string;
+  /** Default: this machine's names (defaultServerNames). */
   serverNames?: string[];
+  /** Base URL of the status listener written into certificates; default http://<first server name>:8080. */
+  publicUrl?: string;
   /** PEM of a root created offline (`ca root init`); the root key then never enters this directory. */
   rootCertFile?: string;
   now?: Date;
@@ -40,6 +44,8 @@ export interface InitResult {
   rootFingerprint: string;
   passphraseGenerated: boolean;
   passphraseFile: string;
+  serverNames: string[];
+  publicUrl: string;
   /** Ceremony requests waiting for the offline root (empty when the fleet is ready). */
   pending: string[];
 }
@@ -52,6 +58,31 @@ export function serverGeneralName(name: string): GeneralName {
   return { dns: name.toLowerCase() };
 }
 
+/**
+ * What robots on the network may call this machine: its host name and its non-loopback
+ * addresses, besides localhost/127.0.0.1/::1 for clients on the machine itself. Link-local
+ * addresses are left out (they need a zone id no certificate can carry).
+ */
+export function defaultServerNames(host = hostname(), interfaces = networkInterfaces(), domain?: string): string[] {
+  const names: string[] = [];
+  const add = (n: string) => {
+    if (!names.includes(n)) names.push(n);
+  };
+  const h = host.toLowerCase();
+  // A host name that is not a valid DNS name (e.g. with "_") or sits in the device zone is skipped.
+  if (HOSTNAME.test(h) && !(domain && inDeviceDnsZone(domain, h))) add(h);
+  for (const n of ["localhost", "127.0.0.1", "::1"]) add(n);
+  for (const list of Object.values(interfaces))
+    for (const i of list ?? []) {
+      if (i.internal || /^fe[89ab]/i.test(i.address) || i.address.startsWith("169.254.") || i.address.includes("%")) continue;
+      add(i.address);
+    }
+  return names;
+}
+
+/** The development fleet `npm start` creates: a reserved name (RFC 2606) that cannot clash with a real one. */
+export const DEV_DOMAIN = "dev.fleet.invalid";
+
 const FLEET_MARKERS = [CONFIG_FILE, "fleetpki.db", "ca"];
 
 export async function initFleet(opts: InitOptions): Promise<InitResult> {
@@ -59,16 +90,28 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
   if (FLEET_MARKERS.some((m) => existsSync(join(dir, m)))) throw new FleetExists(dir);
   const name = opts.name ?? "fleetpki";
   if (name.trim() === "" || name.length > 64) throw new InvalidArgument("--name must be 1-64 characters");
-  const domain = validateDomain(opts.domain ?? "fleet.example");
   const keyType = (opts.keyType ?? "p256") as CaKeyType;
   if (!CA_KEY_TYPES.includes(keyType)) throw new InvalidArgument(`--key-type must be one of ${CA_KEY_TYPES.join(", ")}`);
-  const serverNames = opts.serverNames?.length ? opts.serverNames : ["localhost", "127.0.0.1", "::1"];
-  serverNames.forEach(serverGeneralName);
+  opts.serverNames?.forEach(serverGeneralName);
+  let publicUrl: string | undefined;
+  try {
+    publicUrl = opts.publicUrl === undefined ? undefined : validatePublicUrl(opts.publicUrl, "--public-url");
+  } catch (e) {
+    throw e instanceof ConfigError ? new InvalidArgument(e.message) : e;
+  }
+  const externalRoot = opts.rootCertFile ? readRootCertificate(opts.rootCertFile) : undefined;
+  if (opts.passphraseFile && !existsSync(opts.passphraseFile))
+    throw new InvalidArgument(`passphrase file ${opts.passphraseFile} not found`);
+  // The domain is baked into the CAs' name constraints for their whole life: no silent default.
+  if (opts.domain === undefined || opts.domain === "")
+    throw new InvalidArgument(
+      "--domain is required: the fleet's trust domain (e.g. fleet.acme.example) is fixed in the CA certificates for good",
+    );
+  const domain = validateDomain(opts.domain);
+  const serverNames = opts.serverNames?.length ? opts.serverNames : defaultServerNames(undefined, undefined, domain);
   // A robot's certificate names <id>.devices.<domain>: it could impersonate a server named there.
   const inZone = serverNames.find((n) => inDeviceDnsZone(domain, n));
   if (inZone) throw new InvalidArgument(`--server-name ${inZone} is in ${deviceDnsZone(domain)}, the zone of device certificates; use a name outside it`);
-  const externalRoot = opts.rootCertFile ? readRootCertificate(opts.rootCertFile) : undefined;
-  if (opts.passphraseFile && !existsSync(opts.passphraseFile)) throw new InvalidArgument(`passphrase file ${opts.passphraseFile} not found`);
 
   const existedBefore = existsSync(dir);
   const entriesBefore = new Set(existedBefore ? readdirSync(dir) : []);
@@ -77,7 +120,7 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
   let fleet: Fleet | undefined;
   try {
     const pass = preparePassphrase(dir, opts.passphraseFile);
-    const config = defaultConfig({ name, domain, keyType, passphraseFile: pass.configPath, serverNames });
+    const config = defaultConfig({ name, domain, keyType, passphraseFile: pass.configPath, serverNames, publicUrl });
     const store = await openStore(databasePath(dir, config), { create: true });
     fleet = Fleet.attach(dir, config, store, { passphrase: pass.passphrase });
     const now = opts.now ?? new Date();
@@ -114,6 +157,8 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
       rootFingerprint: sha256Fingerprint(rootDer),
       passphraseGenerated: pass.generated,
       passphraseFile: pass.generated ? join(dir, pass.configPath) : pass.configPath,
+      serverNames,
+      publicUrl: config.server.public_url!,
       pending: pendingRequests(fleet),
     };
   } catch (e) {
@@ -143,7 +188,7 @@ function readRootCertificate(file: string): Buffer {
   return der;
 }
 
-interface OwnLeaf {
+export interface OwnLeaf {
   caId: string;
   kind: "server" | "operator";
   commonName: string;
@@ -152,23 +197,48 @@ interface OwnLeaf {
   lifetime: string;
 }
 
-/** Issues a certificate for a key generated here (server, operator) and writes cert/key/chain. */
-async function issueOwnLeaf(fleet: Fleet, leaf: OwnLeaf, actor: string, now: Date): Promise<void> {
+/**
+ * Issues a certificate for a key generated here (server, operator), records it, then writes
+ * key, cert and chain (in that order: a crash in between leaves a key that does not match the
+ * certificate, which `serve` notices and repairs by reissuing).
+ */
+export async function issueOwnLeaf(
+  fleet: Fleet,
+  leaf: OwnLeaf,
+  actor: string,
+  now: Date,
+  auditExtra: Record<string, unknown> = {},
+): Promise<IssuedRecord> {
   const template = await fleet.leafTemplate(leaf.caId, leaf.kind);
   const key = generateKey(fleet.config.keys.type as CaKeyType);
   const spki = publicSpki(key);
-  const issued = template.issue(leaf.commonName, leaf.sans, { spki, subjectPublicKey: subjectPublicKeyOf(spki), now, lifetimeMs: parseDuration(leaf.lifetime) });
+  const issued = template.issue(leaf.commonName, leaf.sans, {
+    spki,
+    subjectPublicKey: subjectPublicKeyOf(spki),
+    now,
+    lifetimeMs: parseDuration(leaf.lifetime),
+  });
   const record = issuedRecord(issued, { issuerCa: leaf.caId, kind: leaf.kind, subjectId: leaf.commonName, deviceId: null });
   const { chain } = await fleet.chainPem(leaf.caId);
-  const dir = fleet.path(leaf.dirRel);
-  ensurePrivateDir(dir);
-  writePrivateKey(join(dir, "key.pem"), key, fleet.passphrase());
-  writeFileAtomic(join(dir, "cert.pem"), toPem("CERTIFICATE", issued.der));
-  writeFileAtomic(join(dir, "chain.pem"), chain);
+  const passphrase = fleet.passphrase();
   await fleet.store.transaction(async (tx) => {
     await tx.insertInto("certificates").values(certificateRow(record, now)).execute();
-    await appendAudit(tx, [{ actor, action: "certificate.issue", subject: `${leaf.kind}:${leaf.commonName}`, details: issueAuditDetails(record), at: now }]);
+    await appendAudit(tx, [
+      {
+        actor,
+        action: "certificate.issue",
+        subject: `${leaf.kind}:${leaf.commonName}`,
+        details: issueAuditDetails(record, auditExtra),
+        at: now,
+      },
+    ]);
   });
+  const dir = fleet.path(leaf.dirRel);
+  ensurePrivateDir(dir);
+  writePrivateKey(join(dir, "key.pem"), key, passphrase);
+  writeFileAtomic(join(dir, "cert.pem"), toPem("CERTIFICATE", issued.der));
+  writeFileAtomic(join(dir, "chain.pem"), chain);
+  return record;
 }
 
 /** Once the three standard intermediates exist: the server certificate and the admin operator certificate. */

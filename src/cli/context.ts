@@ -1,6 +1,9 @@
 // Shared CLI plumbing: the --dir option, opening the fleet, running an action with clean errors.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import type { Command } from "commander";
 import { Fleet } from "../authority/fleet.js";
+import { CONFIG_FILE, loadConfigWithNotes } from "../config/config.js";
 
 export const DEFAULT_DIR = "./fleet";
 
@@ -18,3 +21,13 @@ export async function withFleet<T>(dir: string, fn: (fleet: Fleet) => Promise<T>
 }
 
 export const CLI_ACTOR = "cli";
+
+/** Warns on stderr about keys in fleetpki.yaml that nothing reads; errors are left to the command. */
+export function reportConfigNotes(dir: unknown): void {
+  if (typeof dir !== "string" || !existsSync(join(dir, CONFIG_FILE))) return;
+  try {
+    for (const note of loadConfigWithNotes(dir).notes) process.stderr.write(`fleetpki: warning: ${note.message}\n`);
+  } catch {
+    // The command reads the file itself and reports what is wrong with it.
+  }
+}

@@ -1,10 +1,13 @@
 // fleetpki command line. Errors are one line on stderr and a non-zero exit; --debug adds stacks.
 import { Command, CommanderError } from "commander";
 import { AuthorityError } from "../authority/errors.js";
+import { endQuietlyOnClosedOutput } from "./output.js";
+
+endQuietlyOnClosedOutput();
 
 const debug = process.argv.includes("--debug");
 const program = new Command("fleetpki")
-  .description("PKI, enrollment and an mTLS ingestion gateway for robot fleets")
+  .description("PKI and enrollment for robot fleets (the mTLS gateway is still to come)")
   .option("--debug", "print stack traces on errors")
   .showHelpAfterError()
   .exitOverride();
@@ -12,7 +15,7 @@ const program = new Command("fleetpki")
 // On a robot, `fleetpki agent ...` must not load server code (nor the native SQLite module).
 const command = process.argv.slice(2).find((a) => !a.startsWith("-"));
 if (command !== "agent") {
-  const [init, start, serve, ca, device, revoke, audit] = await Promise.all([
+  const [init, start, serve, ca, device, revoke, audit, server, context] = await Promise.all([
     import("./commands/init.js"),
     import("./commands/start.js"),
     import("./commands/serve.js"),
@@ -20,6 +23,8 @@ if (command !== "agent") {
     import("./commands/device.js"),
     import("./commands/revoke.js"),
     import("./commands/audit.js"),
+    import("./commands/server.js"),
+    import("./context.js"),
   ]);
   init.registerInit(program);
   start.registerStart(program);
@@ -29,6 +34,9 @@ if (command !== "agent") {
   device.registerToken(program);
   revoke.registerRevocation(program);
   audit.registerAudit(program);
+  server.registerServer(program);
+  // Settings in fleetpki.yaml that have no effect are named before any fleet command runs.
+  program.hook("preAction", (_program, action) => context.reportConfigNotes(action.opts().dir));
 }
 (await import("./commands/agent.js")).registerAgent(program);
 

@@ -1,7 +1,7 @@
 // fleetpki.yaml: one commented file holding every default, validated on load.
 import { readFileSync } from "node:fs";
-import { isAbsolute, join } from "node:path";
-import { parse } from "yaml";
+import { isAbsolute, join, resolve } from "node:path";
+import { isMap, isScalar, LineCounter, parseDocument, type Pair } from "yaml";
 import { CA_KEY_TYPES, type CaKeyType } from "../x509/algorithms.js";
 import { deviceDnsZone, inDeviceDnsZone } from "../x509/profiles.js";
 import { parseDuration } from "./duration.js";
@@ -12,9 +12,11 @@ export interface FleetConfig {
   fleet: { name: string; domain: string };
   keys: { type: CaKeyType; passphrase_file: string };
   validity: { root: string; intermediate: string; local_ca: string; device: string; factory: string; server: string; operator: string };
-  urls: { crl_base: string; ocsp: string; est: string };
-  listen: { registration: string; status: string; gateway: string; admin: string };
-  server: { names: string[] };
+  /** Derived from server.public_url (or, in files written before it existed, the urls section). */
+  urls: { crl_base: string; ocsp: string };
+  listen: { registration: string; status: string };
+  /** public_url: base URL of the status listener as robots reach it; absent in files from before it existed. */
+  server: { names: string[]; public_url?: string };
   database: { url: string };
   renewal: { after_expiry_grace: string };
   enrollment: EnrollmentConfig;
@@ -71,22 +73,50 @@ export interface ConfigDefaultsInput {
   keyType: CaKeyType;
   passphraseFile: string;
   serverNames: string[];
+  /** Base URL for CRLs and OCSP; default http://<first server name>:<status port>. */
+  publicUrl?: string;
+}
+
+const DEFAULT_STATUS_LISTEN = "0.0.0.0:8080";
+
+/** http://<host>:<port> for a server name (IPv6 in brackets). */
+export function defaultPublicUrl(host: string, listenStatus = DEFAULT_STATUS_LISTEN): string {
+  const port = /:(\d+)$/.exec(listenStatus)?.[1] ?? "8080";
+  return `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+}
+
+/**
+ * Checks a public base URL (where robots fetch CRLs and ask OCSP) and returns it without a
+ * trailing slash. It is written into every certificate, so anything a client could misread is refused.
+ */
+export function validatePublicUrl(text: string, what = "server.public_url"): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new ConfigError(`${what} "${text}" is not a URL (e.g. http://pki.fleet.example:8080)`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") throw new ConfigError(`${what} "${text}" must be an http:// or https:// URL`);
+  if (url.username || url.password) throw new ConfigError(`${what} "${text}" must not carry credentials`);
+  if (text.includes("?") || text.includes("#")) throw new ConfigError(`${what} "${text}" must have no query or fragment`);
+  if (!url.hostname) throw new ConfigError(`${what} "${text}" names no host`);
+  return `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, "")}`;
+}
+
+export function statusUrls(publicUrl: string): FleetConfig["urls"] {
+  return { crl_base: `${publicUrl}/crl`, ocsp: `${publicUrl}/ocsp` };
 }
 
 export function defaultConfig(input: ConfigDefaultsInput): FleetConfig {
   const host = input.serverNames[0] ?? "localhost";
-  const urlHost = host.includes(":") ? `[${host}]` : host;
+  const publicUrl = validatePublicUrl(input.publicUrl ?? defaultPublicUrl(host), input.publicUrl ? "--public-url" : "server.public_url");
   return {
     fleet: { name: input.name, domain: input.domain },
     keys: { type: input.keyType, passphrase_file: input.passphraseFile },
     validity: { root: "20y", intermediate: "10y", local_ca: "5y", device: "30d", factory: DEFAULT_FACTORY_VALIDITY, server: "1y", operator: "1y" },
-    urls: {
-      crl_base: `http://${urlHost}:8080/crl`,
-      ocsp: `http://${urlHost}:8080/ocsp`,
-      est: `https://${urlHost}:8443/.well-known/est`,
-    },
-    listen: { registration: "0.0.0.0:8443", status: "0.0.0.0:8080", gateway: "0.0.0.0:8883", admin: "127.0.0.1:9443" },
-    server: { names: input.serverNames },
+    urls: statusUrls(publicUrl),
+    listen: { registration: "0.0.0.0:8443", status: DEFAULT_STATUS_LISTEN },
+    server: { names: input.serverNames, public_url: publicUrl },
     database: { url: "sqlite:fleetpki.db" },
     renewal: { after_expiry_grace: "7d" },
     enrollment: { ...DEFAULT_ENROLLMENT },
@@ -118,21 +148,19 @@ validity:
   server: ${c.validity.server}                    # server certificates from the services CA
   operator: ${c.validity.operator}                  # operator certificates
 
-# URLs written into certificates (CRL distribution point, OCSP in AIA) and given to devices.
-urls:
-  crl_base: ${q(c.urls.crl_base)}   # each CA's CRL is <crl_base>/<ca>.crl
-  ocsp: ${q(c.urls.ocsp)}
-  est: ${q(c.urls.est)}
-
 # Listen addresses of the servers started by \`fleetpki serve\`.
 listen:
   registration: ${q(c.listen.registration)}   # EST + JSON enrollment (HTTPS)
   status: ${q(c.listen.status)}         # CRLs and OCSP (plain HTTP)
-  gateway: ${q(c.listen.gateway)}        # MQTT over mutual TLS
-  admin: ${q(c.listen.admin)}          # operator API and dashboard
 
+# The registration server's certificate. \`fleetpki serve\` reissues it (services CA) at start when
+# these names or the URLs below differ from it; \`fleetpki server reissue\` does it on demand.
 server:
-  names: [${c.server.names.map(q).join(", ")}]   # DNS names / IPs in the server certificate
+  names: [${c.server.names.map(q).join(", ")}]   # DNS names / IPs robots use to reach this server
+  # Where robots reach the status listener: every certificate's CRL distribution point
+  # (<public_url>/crl/<ca>.crl) and OCSP URL (<public_url>/ocsp). Already issued CA certificates keep
+  # the URL they were made with, so choose a name that lasts.
+  public_url: ${q(c.server.public_url ?? c.urls.crl_base.replace(/\/crl$/, ""))}
 
 database:
   url: ${q(c.database.url)}     # sqlite:<file> (embedded, WAL)
@@ -170,18 +198,107 @@ function str(obj: Record<string, unknown>, path: string, key: string): string {
   return v;
 }
 
-export function parseConfig(text: string): FleetConfig {
-  let raw: unknown;
-  try {
-    raw = parse(text);
-  } catch (e) {
-    throw new ConfigError(`${CONFIG_FILE}: not valid YAML: ${(e as Error).message.split("\n")[0]}`);
+/** A key fleetpki knows but does not act on (yet): reported, never an error. */
+export interface ConfigNote {
+  key: string;
+  line: number;
+  message: string;
+}
+
+// Every key fleetpki reads. Anything else is refused: a misspelt security setting (say
+// `enrollment.aproval`) silently ignored would leave the default in force without anyone noticing.
+const KNOWN_KEYS: Record<string, readonly string[]> = {
+  fleet: ["name", "domain"],
+  keys: ["type", "passphrase_file"],
+  validity: ["root", "intermediate", "local_ca", "device", "factory", "server", "operator"],
+  listen: ["registration", "status", "gateway", "admin"],
+  server: ["names", "public_url"],
+  database: ["url"],
+  renewal: ["after_expiry_grace"],
+  enrollment: ["token", "factory", "approval", "token_ttl", "failed_auth_per_minute"],
+  revocation: ["crl_validity", "ocsp_responder_validity", "ocsp_cache", "ocsp_max_certificates"],
+  // Written by fleetpki before server.public_url replaced it; still read.
+  urls: ["crl_base", "ocsp", "est"],
+};
+
+// Keys older files carry that nothing reads yet: reported, not refused, so such fleets keep working.
+const UNUSED_KEYS: Record<string, string> = {
+  "listen.gateway": "the MQTT gateway is not built yet",
+  "listen.admin": "the admin API is not built yet",
+  "urls.est": "devices are given the server URL directly",
+};
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let diagonal = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const above = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
+      diagonal = above;
+    }
   }
-  if (!raw || typeof raw !== "object") throw new ConfigError(`${CONFIG_FILE}: expected a mapping at the top level`);
+  return row[b.length]!;
+}
+
+function suggestion(key: string, candidates: readonly string[], prefix = ""): string {
+  const best = candidates.map((c) => ({ c, d: editDistance(key, c) })).sort((x, y) => x.d - y.d)[0];
+  return best && best.d <= 2 ? ` (did you mean ${prefix}${best.c}?)` : "";
+}
+
+const REFUSED = "fleetpki refuses settings it would ignore";
+
+/** Refuses unknown keys (naming key and line) and lists known keys that have no effect. */
+function checkKeys(root: unknown, lines: LineCounter): ConfigNote[] {
+  const notes: ConfigNote[] = [];
+  if (!isMap(root)) return notes;
+  const lineOf = (pair: Pair): number => {
+    const range = (pair.key as { range?: [number, number, number] } | null)?.range;
+    return range ? lines.linePos(range[0]).line : 0;
+  };
+  const keyOf = (pair: Pair): string => (isScalar(pair.key) ? String(pair.key.value) : String(pair.key));
+  for (const pair of root.items) {
+    const top = keyOf(pair);
+    const known = KNOWN_KEYS[top];
+    if (!known)
+      throw new ConfigError(
+        `${CONFIG_FILE} line ${lineOf(pair)}: unknown key "${top}"${suggestion(top, Object.keys(KNOWN_KEYS))}; ${REFUSED}`,
+      );
+    if (!isMap(pair.value)) continue; // the section's own check names the wrong type
+    for (const inner of pair.value.items) {
+      const key = keyOf(inner);
+      const path = `${top}.${key}`;
+      if (!known.includes(key))
+        throw new ConfigError(
+          `${CONFIG_FILE} line ${lineOf(inner)}: unknown key "${path}"${suggestion(key, known, `${top}.`)}; ${REFUSED}`,
+        );
+      const why = UNUSED_KEYS[path];
+      if (why)
+        notes.push({
+          key: path,
+          line: lineOf(inner),
+          message: `${CONFIG_FILE} line ${lineOf(inner)}: ${path} has no effect (${why}); you may delete it`,
+        });
+    }
+  }
+  return notes;
+}
+
+export function parseConfig(text: string): FleetConfig {
+  return parseConfigWithNotes(text).config;
+}
+
+export function parseConfigWithNotes(text: string): { config: FleetConfig; notes: ConfigNote[] } {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  if (doc.errors.length > 0) throw new ConfigError(`${CONFIG_FILE}: not valid YAML: ${doc.errors[0]!.message.split("\n")[0]}`);
+  const raw: unknown = doc.toJS();
+  if (!raw || typeof raw !== "object" || Array.isArray(raw)) throw new ConfigError(`${CONFIG_FILE}: expected a mapping at the top level`);
+  const notes = checkKeys(doc.contents, lineCounter);
   const fleet = section<Record<string, unknown>>(raw, "fleet");
   const keys = section<Record<string, unknown>>(raw, "keys");
   const validity = section<Record<string, unknown>>(raw, "validity");
-  const urls = section<Record<string, unknown>>(raw, "urls");
   const listen = section<Record<string, unknown>>(raw, "listen");
   const server = section<Record<string, unknown>>(raw, "server");
   const database = section<Record<string, unknown>>(raw, "database");
@@ -190,8 +307,8 @@ export function parseConfig(text: string): FleetConfig {
   if (!(CA_KEY_TYPES as readonly string[]).includes(keyType))
     throw new ConfigError(`${CONFIG_FILE}: keys.type "${keyType}" is not one of ${CA_KEY_TYPES.join(", ")}`);
   const names = server.names;
-  if (!Array.isArray(names) || names.some((n) => typeof n !== "string"))
-    throw new ConfigError(`${CONFIG_FILE}: server.names must be a list of names`);
+  if (!Array.isArray(names) || names.length === 0 || names.some((n) => typeof n !== "string" || n === ""))
+    throw new ConfigError(`${CONFIG_FILE}: server.names must be a non-empty list of names`);
   const domain = validateDomain(str(fleet, "fleet", "domain"));
   // Device certificates name <id>.devices.<domain>: a server there could be impersonated by a robot.
   const inDeviceZone = (names as string[]).find((n) => inDeviceDnsZone(domain, n));
@@ -206,15 +323,6 @@ export function parseConfig(text: string): FleetConfig {
     }
     return v;
   };
-  const url = (obj: Record<string, unknown>, path: string, key: string): string => {
-    const v = str(obj, path, key);
-    try {
-      new URL(v);
-    } catch {
-      throw new ConfigError(`${CONFIG_FILE}: ${path}.${key} is not a URL: ${v}`);
-    }
-    return v;
-  };
   const grace = str(renewal, "renewal", "after_expiry_grace");
   try {
     parseDuration(grace);
@@ -222,32 +330,51 @@ export function parseConfig(text: string): FleetConfig {
     throw new ConfigError(`${CONFIG_FILE}: renewal.after_expiry_grace: ${(e as Error).message}`);
   }
   const enrollment = parseEnrollment((raw as Record<string, unknown>).enrollment);
+  const { urls, publicUrl } = parseUrls(server, (raw as Record<string, unknown>).urls);
   return {
-    fleet: { name: str(fleet, "fleet", "name"), domain },
-    keys: { type: keyType as CaKeyType, passphrase_file: str(keys, "keys", "passphrase_file") },
-    validity: {
-      root: duration("root"),
-      intermediate: duration("intermediate"),
-      local_ca: duration("local_ca"),
-      device: duration("device"),
-      // Added after the first releases: fleets whose file predates it get the default.
-      factory: validity.factory === undefined ? DEFAULT_FACTORY_VALIDITY : duration("factory"),
-      server: duration("server"),
-      operator: duration("operator"),
+    notes,
+    config: {
+      fleet: { name: str(fleet, "fleet", "name"), domain },
+      keys: { type: keyType as CaKeyType, passphrase_file: str(keys, "keys", "passphrase_file") },
+      validity: {
+        root: duration("root"),
+        intermediate: duration("intermediate"),
+        local_ca: duration("local_ca"),
+        device: duration("device"),
+        // Added after the first releases: fleets whose file predates it get the default.
+        factory: validity.factory === undefined ? DEFAULT_FACTORY_VALIDITY : duration("factory"),
+        server: duration("server"),
+        operator: duration("operator"),
+      },
+      urls,
+      listen: { registration: str(listen, "listen", "registration"), status: str(listen, "listen", "status") },
+      server: publicUrl === undefined ? { names: names as string[] } : { names: names as string[], public_url: publicUrl },
+      database: { url: str(database, "database", "url") },
+      renewal: { after_expiry_grace: grace },
+      enrollment,
+      revocation: parseRevocation((raw as Record<string, unknown>).revocation),
     },
-    urls: { crl_base: url(urls, "urls", "crl_base"), ocsp: url(urls, "urls", "ocsp"), est: url(urls, "urls", "est") },
-    listen: {
-      registration: str(listen, "listen", "registration"),
-      status: str(listen, "listen", "status"),
-      gateway: str(listen, "listen", "gateway"),
-      admin: str(listen, "listen", "admin"),
-    },
-    server: { names: names as string[] },
-    database: { url: str(database, "database", "url") },
-    renewal: { after_expiry_grace: grace },
-    enrollment,
-    revocation: parseRevocation((raw as Record<string, unknown>).revocation),
   };
+}
+
+/** server.public_url, or the urls section of files written before it existed; never both. */
+function parseUrls(server: Record<string, unknown>, legacy: unknown): { urls: FleetConfig["urls"]; publicUrl?: string } {
+  if (server.public_url !== undefined) {
+    if (legacy !== undefined && legacy !== null)
+      throw new ConfigError(`${CONFIG_FILE}: both server.public_url and the older urls section are set; delete the urls section`);
+    if (typeof server.public_url !== "string") throw new ConfigError(`${CONFIG_FILE}: server.public_url must be a URL`);
+    const publicUrl = validatePublicUrl(server.public_url, `${CONFIG_FILE}: server.public_url`);
+    return { urls: statusUrls(publicUrl), publicUrl };
+  }
+  if (legacy === undefined || legacy === null)
+    throw new ConfigError(`${CONFIG_FILE}: server.public_url is missing (e.g. http://pki.fleet.example:8080)`);
+  if (typeof legacy !== "object") throw new ConfigError(`${CONFIG_FILE}: "urls" must be a mapping`);
+  const url = (key: string): string => {
+    const v = (legacy as Record<string, unknown>)[key];
+    if (typeof v !== "string" || v === "") throw new ConfigError(`${CONFIG_FILE}: urls.${key} must be a non-empty string`);
+    return validatePublicUrl(v, `${CONFIG_FILE}: urls.${key}`);
+  };
+  return { urls: { crl_base: url("crl_base"), ocsp: url("ocsp") } };
 }
 
 /** The enrollment section is optional (fleets made before it existed get the defaults). */
@@ -303,14 +430,27 @@ function parseRevocation(value: unknown): RevocationConfig {
   return out;
 }
 
+/**
+ * Environment variable naming the passphrase file instead of keys.passphrase_file, for a service
+ * manager that hands the passphrase over separately (systemd: LoadCredential= and %d/<name>).
+ */
+export const PASSPHRASE_FILE_ENV = "FLEETPKI_PASSPHRASE_FILE";
+
 export function loadConfig(dir: string): FleetConfig {
+  return loadConfigWithNotes(dir).config;
+}
+
+export function loadConfigWithNotes(dir: string): { config: FleetConfig; notes: ConfigNote[] } {
   let text: string;
   try {
     text = readFileSync(join(dir, CONFIG_FILE), "utf8");
   } catch {
     throw new ConfigError(`no fleet at ${dir} (${CONFIG_FILE} not found; run \`fleetpki init --dir ${dir}\`)`);
   }
-  return parseConfig(text);
+  const loaded = parseConfigWithNotes(text);
+  const fromEnv = process.env[PASSPHRASE_FILE_ENV];
+  if (fromEnv) loaded.config.keys.passphrase_file = resolve(fromEnv);
+  return loaded;
 }
 
 export function resolveIn(dir: string, path: string): string {

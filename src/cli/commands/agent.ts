@@ -8,7 +8,7 @@ import { AGENT_KEY_TYPES, parseKeyType } from "../../agent/request.js";
 import { runAgent } from "../../agent/runner.js";
 import { parseDuration } from "../../agent/schedule.js";
 import { agentStatus } from "../../agent/status.js";
-import { printJson, say } from "../output.js";
+import { printJson, say, selfCommand, shellWord } from "../output.js";
 
 const LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error"];
 
@@ -61,7 +61,7 @@ export function registerAgent(program: Command): void {
       });
       say(`enrolled ${result.deviceId} as ${result.spiffeId}`);
       say(`certificate ${result.serial}, valid until ${result.notAfter.toISOString()}`);
-      say(`files in ${result.dir}; keep it renewed with: fleetpki agent run --dir ${opts.dir}`);
+      say(`files in ${result.dir}; keep it renewed with: ${selfCommand()} agent run --dir ${shellWord(opts.dir)}`);
     });
 
   agent

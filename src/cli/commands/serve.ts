@@ -4,6 +4,7 @@ import { sha256Fingerprint } from "../../x509/certificate.js";
 import { LISTENERS, startFleetServer, type Listener } from "../../server.js";
 import { fromPem } from "../../x509/pem.js";
 import { dirOption } from "../context.js";
+import { selfCommand, shellWord } from "../output.js";
 
 /** Runs the servers until SIGTERM/SIGINT, then shuts down gracefully. */
 export interface ServeCliOptions {
@@ -48,13 +49,14 @@ export async function serve(dir: string, options: ServeCliOptions = {}): Promise
   if (registration) lines.push(`  registration (EST + JSON): ${url}  (listening on ${registration.address}:${registration.port})`);
   if (server.status) lines.push(`  status (CRLs, OCSP):       ${urlOf(server, "http", server.status)}  (listening on ${server.status.address}:${server.status.port})`);
   lines.push(`  root fingerprint: sha256:${fp}`, "");
+  const cli = selfCommand();
   if (url)
     lines.push(
-      "Enroll a device:",
-      `  fleetpki device add robot-0001 --dir ${dir}          # prints a one-time token`,
-      `  fleetpki agent enroll --server ${url} --root-fingerprint sha256:${fp} \\`,
+      "Enroll a device (the commands work as printed, from this directory):",
+      `  ${cli} device add robot-0001 --dir ${shellWord(dir)}          # prints a one-time token`,
+      `  ${cli} agent enroll --server ${url} --root-fingerprint sha256:${fp} \\`,
       `      --id robot-0001 --token <token> --dir ./robot-0001`,
-      `  fleetpki agent run --dir ./robot-0001               # keeps the certificate fresh`,
+      `  ${cli} agent run --dir ./robot-0001               # keeps the certificate fresh`,
       "",
     );
   process.stderr.write(lines.join("\n"));
