@@ -17,6 +17,15 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it, type TestContext } from "node:test";
+import { connect, createServer as createTcpServer, type Socket } from "node:net";
+import Database from "better-sqlite3";
+import type { Clock } from "../src/agent/clock.js";
+import { enroll } from "../src/agent/enroll.js";
+import { TransportError } from "../src/agent/errors.js";
+import { createLogger } from "../src/agent/log.js";
+import { renew } from "../src/agent/renew.js";
+import { runAgent } from "../src/agent/runner.js";
+import { loadState, recoverState } from "../src/agent/state.js";
 import {
   fingerprintOfPemFile,
   fleetpki,
@@ -527,4 +536,188 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     assert.deepEqual(issuedKey, createPublicKey(keptKey).export({ format: "der", type: "spki" }), "the certificate is for the key of the approved request");
     assert.deepEqual(createPublicKey(createPrivateKey(readFileSync(join(E, "key.pem"), "utf8"))).export({ format: "der", type: "spki" }), issuedKey);
   });
+  // ---- 6 ------------------------------------------------------------------------------------
+  // The server renews a certificate once and re-delivers that renewal to the same key only. Here
+  // the server commits each renewal but its answer never reaches the agent (a proxy cuts the
+  // connection once the renewal is in the database), or the agent crashes around the request;
+  // the agent (in this process, on a shifted clock) must end with the certificate the server
+  // recorded, never with "must re-enroll".
+  it("a lost renewal answer or a crash is retried with the kept key and gets the recorded certificate", { timeout: 240_000 }, async () => {
+    // Like main(): after the renewal test's setup (a timer of our own keeps the loop alive when run alone).
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([headStart, new Promise((resolve) => (timer = setTimeout(resolve, 60_000)))]);
+    clearTimeout(timer);
+    const dir = await initFleet("lost-answer");
+    // Short-lived, so that the server accepts the after-expiry exchange at once (it allows a
+    // device clock 5 minutes ahead) while the certificates still hold for mTLS in real time.
+    setConfig(dir, ["validity", "device"], "4m");
+    const server = await startServer(dir);
+    servers.push(server);
+    const db = new Database(join(dir, "fleetpki.db"), { readonly: true, fileMustExist: true });
+    const renewals = db.prepare<[string], { serial: string }>("select serial from renewals where renewed_serial = ?");
+    const renewalOf = (serial: string): string | undefined => renewals.get(serial)?.serial;
+    const proxy = await lossyProxy(server.port, renewalOf);
+    try {
+      const fingerprint = fingerprintOfPemFile(join(dir, "ca", "root", "cert.pem"));
+      const id = "robot-0500";
+      const A = join(tmp, "lost-answer-agent");
+      const token = await addDevice(dir, id);
+      // In this process: one CLI start fewer on a busy machine (`agent enroll` is shown above).
+      await enroll({ server: proxy.url, rootFingerprint: fingerprint, deviceId: id, mode: { kind: "token", token }, dir: A });
+      const keptFile = (serial: string) => join(A, `renewal-${serial}.key.pem`);
+      const spkiOf = (pem: string | Buffer) => createPublicKey(pem).export({ type: "spki", format: "der" }).toString("hex");
+      const lines: string[] = [];
+      const log = createLogger({ level: "debug", write: (l) => void lines.push(l) });
+      const crashAt = (step: string) => (s: string) => {
+        if (s === step) throw new Error(`crash at ${step}`);
+      };
+      const recorded: string[] = [];
+
+      // 1. Over mTLS, in the run loop: the answer is lost, the loop backs off and retries.
+      let s = loadState(A);
+      proxy.loseAnswerToRenewalOf(s.serial);
+      const due = shiftedClock(s.notBefore.getTime() + ((s.notAfter.getTime() - s.notBefore.getTime()) * 2) / 3 - Date.now() + 1);
+      const controller = new AbortController();
+      const renewed: string[] = [];
+      const onRenewed = (r: { serial: string }) => {
+        renewed.push(r.serial);
+        controller.abort();
+      };
+      await runAgent({ dir: A, clock: due, random: () => 0.5, log, signal: controller.signal, onRenewed });
+      assert.equal(proxy.cuts, 1, "the answer was lost once");
+      const failed = lines.map((l) => JSON.parse(l) as LogLine).filter((l) => l.msg === "renewal failed; retrying");
+      assert.deepEqual(failed.map((l) => l.kind), ["network"], "one network failure, then success");
+      assert.ok(renewalOf(s.serial), "the server had committed the renewal");
+      assert.deepEqual(renewed, [renewalOf(s.serial)], "the retry got the certificate the server recorded");
+      recorded.push(renewalOf(s.serial)!);
+
+      // 2. After expiry (challenge and proof): the answer is lost; the retry (a new challenge, the same key) gets it.
+      s = loadState(A);
+      assert.equal(s.serial, recorded[0]);
+      const expired = shiftedClock(s.notAfter.getTime() + 60 * SECOND - Date.now());
+      proxy.loseAnswerToRenewalOf(s.serial);
+      await assert.rejects(renew(s, { clock: expired, log }), (e: Error) => e instanceof TransportError);
+      assert.equal(proxy.cuts, 2);
+      assert.ok(renewalOf(s.serial), "committed");
+      assert.equal(mode(keptFile(s.serial)), 0o600, "the key is kept for the retry");
+      const r2 = await renew(loadState(A), { clock: expired, log });
+      assert.equal(r2.afterExpiry, true);
+      assert.equal(r2.serial, renewalOf(s.serial));
+      recorded.push(r2.serial);
+
+      // 3. Lost over mTLS, fetched again after expiry.
+      s = loadState(A);
+      proxy.loseAnswerToRenewalOf(s.serial);
+      await assert.rejects(renew(s, { log }), (e: Error) => e instanceof TransportError);
+      assert.ok(renewalOf(s.serial), "committed");
+      const r3 = await renew(loadState(A), { clock: shiftedClock(s.notAfter.getTime() + SECOND - Date.now()), log });
+      assert.equal(r3.afterExpiry, true);
+      assert.equal(r3.serial, renewalOf(s.serial));
+      recorded.push(r3.serial);
+
+      // 4. A crash between keeping the key and sending: nothing reached the server; the next run sends that key.
+      s = loadState(A);
+      await assert.rejects(renew(s, { log, onStep: crashAt("key kept") }), /crash at key kept/);
+      assert.equal(renewalOf(s.serial), undefined, "nothing was sent");
+      const keptKey = readFileSync(keptFile(s.serial), "utf8");
+      recoverState(A);
+      const r4 = await renew(loadState(A), { log });
+      assert.equal(r4.serial, renewalOf(s.serial));
+      assert.equal(spkiOf(readFileSync(join(A, "cert.pem"))), spkiOf(keptKey), "certified for the kept key");
+      recorded.push(r4.serial);
+
+      // 5. A crash after the answer, before the agent's commit point: the old pair stays; the retry gets the recorded one.
+      s = loadState(A);
+      await assert.rejects(renew(s, { log, commit: { onStep: crashAt("staged cert.pem") } }), /crash at staged cert\.pem/);
+      assert.equal(recoverState(A), "rolled-back");
+      assert.equal(loadState(A).serial, s.serial);
+      assert.ok(renewalOf(s.serial), "committed by the server");
+      const r5 = await renew(loadState(A), { log });
+      assert.equal(r5.serial, renewalOf(s.serial));
+      recorded.push(r5.serial);
+
+      // The server renewed each certificate once; the four retries after a commit were re-deliveries.
+      const count = (sql: string, ...args: string[]) => db.prepare<string[], { n: number }>(sql).get(...args)!.n;
+      assert.equal(count("select count(*) as n from renewals where device_id = ?", id), 5);
+      assert.equal(count("select count(*) as n from audit_log where action = 'certificate.redeliver' and subject = ?", `device:${id}`), 4);
+      assert.equal(new Set(recorded).size, 5);
+      assert.ok(!lines.some((l) => /re-enroll/.test(l)), "never 'must re-enroll'");
+      assert.ok(!lines.join("\n").includes("PRIVATE KEY"), "no key material in the logs");
+      assertAgentDir(A, id, { ...server, url: proxy.url }, fingerprint); // the five files, no kept key left
+      assert.equal(normSerial(cert(join(A, "cert.pem")).serialNumber), normSerial(recorded[4]!));
+      await opensslVerify(["-CAfile", join(A, "ca.pem"), "-untrusted", join(A, "chain.pem"), join(A, "cert.pem")]);
+    } finally {
+      db.close();
+      await proxy.close();
+    }
+  });
 });
+
+/** The agent's clock in the lost-answer test: real time shifted by `offset`; sleeping moves the offset instead of waiting. */
+function shiftedClock(offset: number): Clock {
+  return {
+    now: () => Date.now() + offset,
+    sleep: async (ms: number, signal?: AbortSignal) => {
+      if (signal?.aborted) return;
+      offset += ms;
+      await new Promise((resolve) => setImmediate(resolve));
+    },
+  };
+}
+
+interface LossyProxy {
+  url: string;
+  /** Connections cut so far. */
+  cuts: number;
+  loseAnswerToRenewalOf(serial: string): void;
+  close(): Promise<void>;
+}
+
+/**
+ * A TCP proxy in front of the registration server (TLS passes through it untouched) that can lose
+ * one renewal answer. Armed with a serial, it cuts the connection at the first server-to-client
+ * chunk that arrives once the server has recorded the renewal of that serial. The server records
+ * before it answers, so the answer never reaches the agent, and nothing before the commit is cut:
+ * decided by the database, not by timing.
+ */
+async function lossyProxy(targetPort: number, renewalOf: (serial: string) => string | undefined): Promise<LossyProxy> {
+  const sockets = new Set<Socket>();
+  let armed: string | undefined;
+  const server = createTcpServer((client) => {
+    const upstream = connect(targetPort, "127.0.0.1");
+    const cut = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("data", (chunk: Buffer) => upstream.write(chunk));
+    upstream.on("data", (chunk: Buffer) => {
+      if (armed !== undefined && renewalOf(armed) !== undefined) {
+        armed = undefined;
+        proxy.cuts++;
+        cut();
+      } else client.write(chunk);
+    });
+    client.on("end", () => upstream.end());
+    upstream.on("end", () => client.end());
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on("error", cut);
+      socket.on("close", () => {
+        sockets.delete(socket);
+        cut();
+      });
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const proxy: LossyProxy = {
+    url: `https://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    cuts: 0,
+    loseAnswerToRenewalOf: (serial) => void (armed = serial),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+  return proxy;
+}

@@ -809,3 +809,135 @@ describe("agent: CLI", () => {
   });
 });
 
+
+// ---------------------------------------------------------------------------------------------
+// The key of a renewal in flight (issue 9, item 1.10 follow-up): the server renews a certificate
+// once and re-delivers it only to the same key, so every retry of one renewal must send the key
+// of the first attempt. (agent-e2e.test.ts shows the same against the real server.)
+
+describe("agent: the renewal key survives failed attempts and crashes", () => {
+  const spkiHex = (k: KeyObject) => (k.type === "public" ? k : createPublicKey(k)).export({ type: "spki", format: "der" }).toString("hex");
+  /** SPKIs (hex) of the CSRs of every renewal request the fake received (mTLS and after expiry), in order. */
+  const renewalCsrKeys = (f: Fake) =>
+    f.received
+      .map((b) => JSON.parse(b || "{}") as Record<string, string>)
+      .filter((b) => b.csr !== undefined && b.device_id === undefined)
+      .map((b) => parseCsr(b.csr!).spki.toString("hex"));
+  const keptFile = (dir: string, serial: string) => join(dir, `renewal-${serial}.key.pem`);
+  const agentFiles = ["agent.json", "ca.pem", "cert.pem", "chain.pem", "key.pem"];
+  const crashAt = (step: string) => (s: string) => {
+    if (s === step) throw new Error(`crash at ${step}`);
+  };
+
+  it("keeps the key (0600) before sending, sends it again on every retry, and removes it once the certificate is committed", async () => {
+    const f = await fake({ behaviour: { failRenewals: [503, 500] } });
+    const dir = await enrolled(f, "robot-0400");
+    const s = loadState(dir);
+    await assert.rejects(renew(s, { clock: f.clock }), /HTTP 503/);
+    const kept = keptFile(dir, s.serial);
+    assert.ok(existsSync(kept), "the key of the failed attempt is kept");
+    assert.equal(statSync(kept).mode & 0o777, 0o600);
+    const keptKey = createPrivateKey(readFileSync(kept, "utf8"));
+    assert.notEqual(spkiHex(keptKey), spkiHex(s.key), "a new key, not the current one");
+    assert.equal(keptKey.asymmetricKeyDetails?.namedCurve, "prime256v1", "of the current key's type");
+
+    await assert.rejects(renew(loadState(dir), { clock: f.clock }), /HTTP 500/);
+    f.clock.t = s.notAfter.getTime() + MINUTE; // the next retry goes the after-expiry way
+    const r = await renew(loadState(dir), { clock: f.clock });
+    assert.equal(r.afterExpiry, true);
+    assert.deepEqual(renewalCsrKeys(f), [spkiHex(keptKey), spkiHex(keptKey), spkiHex(keptKey)], "one key for all three attempts");
+    const after = loadState(dir);
+    assert.equal(after.serial, r.serial);
+    assert.equal(spkiHex(after.key), spkiHex(keptKey), "the committed key is the kept one");
+    assert.deepEqual(readdirSync(dir).sort(), agentFiles, "the kept key is gone once committed");
+  });
+
+  it("a crash after keeping the key, before sending: the next attempt sends that key", async () => {
+    const f = await fake();
+    const dir = await enrolled(f, "robot-0401");
+    const s = loadState(dir);
+    await assert.rejects(renew(s, { clock: f.clock, onStep: crashAt("key kept") }), /crash at key kept/);
+    assert.deepEqual(f.calls.filter((c) => c.path.startsWith("/api/v1/renew")), [], "nothing was sent");
+    const keptKey = createPrivateKey(readFileSync(keptFile(dir, s.serial), "utf8"));
+    assert.equal(recoverState(dir), "clean", "the kept key is no leftover of an unfinished commit");
+    await renew(loadState(dir), { clock: f.clock });
+    assert.deepEqual(renewalCsrKeys(f), [spkiHex(keptKey)]);
+    assert.equal(spkiHex(loadState(dir).key), spkiHex(keptKey));
+    assert.deepEqual(readdirSync(dir).sort(), agentFiles);
+  });
+
+  it("a crash after the answer, before the commit point: the old pair stays and the retry sends the same key", async () => {
+    for (const step of ["answered", "staged key.pem", "staged chain.pem"]) {
+      const f = await fake();
+      const dir = await enrolled(f, "robot-0402");
+      const s = loadState(dir);
+      const crash = step === "answered" ? { onStep: crashAt(step) } : { commit: { onStep: crashAt(step) } };
+      await assert.rejects(renew(s, { clock: f.clock, ...crash }), /crash at/);
+      recoverState(dir);
+      assert.equal(loadState(dir).serial, s.serial, `crash at ${step}: still the old certificate`);
+      await renew(loadState(dir), { clock: f.clock });
+      const [first, second] = renewalCsrKeys(f);
+      assert.equal(second, first, `crash at ${step}: the retry sent the key of the lost answer`);
+      assert.equal(spkiHex(loadState(dir).key), first);
+      assert.deepEqual(readdirSync(dir).sort(), agentFiles);
+    }
+  });
+
+  it("a crash after the commit: the kept key (now the current key) is removed, never reused for the next renewal", async () => {
+    const f = await fake();
+    const dir = await enrolled(f, "robot-0403");
+    const s = loadState(dir);
+    await assert.rejects(renew(s, { clock: f.clock, commit: { onStep: crashAt("done") } }), /crash at done/);
+    recoverState(dir);
+    const current = loadState(dir);
+    assert.notEqual(current.serial, s.serial, "committed");
+    assert.ok(existsSync(keptFile(dir, s.serial)), "the crash left the kept key behind");
+    // agent run removes it at start-up...
+    const { log, lines } = captureLog();
+    await runAgent({ dir, clock: f.clock, log, signal: AbortSignal.abort() });
+    assert.deepEqual(readdirSync(dir).sort(), agentFiles);
+    assert.ok(lines.some((l) => JSON.parse(l).msg === "removed the key of a finished renewal"));
+    // ...and so does a renewal, which makes a new key (the kept key put back as the crash left it).
+    writeFileSync(keptFile(dir, s.serial), current.keyPem, { mode: 0o600 });
+    await renew(loadState(dir), { clock: f.clock });
+    const sent = renewalCsrKeys(f).at(-1)!;
+    assert.notEqual(sent, spkiHex(current.key), "the next renewal has a new key");
+    assert.deepEqual(readdirSync(dir).sort(), agentFiles);
+  });
+
+  it("replaces a kept key that cannot be this renewal's: the current key, another key type, unreadable", async () => {
+    const f = await fake();
+    const dir = await enrolled(f, "robot-0404");
+    const cases: [string, () => string][] = [
+      ["the current key", () => loadState(dir).keyPem],
+      ["a P-384 key for a P-256 certificate", () => privateKeyPem(generateKey("p384"))],
+      ["an Ed25519 key", () => privateKeyPem(generateKey("ed25519"))],
+      ["garbage", () => "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"],
+    ];
+    for (const [what, pem] of cases) {
+      const s = loadState(dir);
+      writeFileSync(keptFile(dir, s.serial), pem(), { mode: 0o600 });
+      const { log, lines } = captureLog();
+      await renew(s, { clock: f.clock, log });
+      const after = loadState(dir);
+      assert.notEqual(spkiHex(after.key), spkiHex(s.key), `${what}: a new key`);
+      assert.equal(after.key.asymmetricKeyDetails?.namedCurve, "prime256v1", `${what}: of the certificate's type`);
+      const warned = lines.map((l) => JSON.parse(l)).find((e) => e.msg === "replacing an unusable kept renewal key");
+      assert.ok(warned, `${what}: logged`);
+      assert.ok(!lines.join("\n").includes("PRIVATE KEY-----\nM"), "no key material in the log");
+      assert.deepEqual(readdirSync(dir).sort(), agentFiles);
+    }
+  });
+
+  it("removes the kept key on re-enroll-required, keeps it through other refusals", async () => {
+    const f = await fake({ behaviour: { failRenewals: [403] } });
+    const dir = await enrolled(f, "robot-0405");
+    const s = loadState(dir);
+    await assert.rejects(renew(s, { clock: f.clock }), /HTTP 403/);
+    assert.ok(existsSync(keptFile(dir, s.serial)), "a refusal that may pass (a held device) keeps the key");
+    f.clock.t = s.notAfter.getTime() + 30 * DAY; // beyond the grace: final
+    await assert.rejects(renew(loadState(dir), { clock: f.clock }), (e: Error) => e instanceof ReEnrollRequired);
+    assert.deepEqual(readdirSync(dir).sort(), agentFiles, "the kept key is of no more use");
+    assert.equal(loadState(dir).serial, s.serial);
+  });
+});

@@ -6,7 +6,7 @@ import { systemClock, type Clock } from "./clock.js";
 import { AgentError, ReEnrollRequired, ServerError, TransportError } from "./errors.js";
 import { runHook } from "./hook.js";
 import { silentLogger, type Logger } from "./log.js";
-import { renew, type RenewOptions, type RenewResult } from "./renew.js";
+import { dropStaleRenewalKeys, renew, type RenewOptions, type RenewResult } from "./renew.js";
 import { backoffDelay, renewalTime, type BackoffOptions } from "./schedule.js";
 import { isEnrolled, loadState, lockAgentDir, recoverState, type AgentState } from "./state.js";
 
@@ -59,6 +59,7 @@ export async function runAgent(options: RunOptions): Promise<void> {
     const recovery = recoverState(options.dir);
     if (recovery !== "clean") log.warn("finished an interrupted certificate update", { recovery });
     let state = loadState(options.dir);
+    dropStaleRenewalKeys(state, log);
     log.info("agent started", {
       device_id: state.deviceId,
       identity: state.spiffeId,

@@ -135,6 +135,54 @@ export function commitState(dir: string, files: Partial<Record<StateFile, string
   step("done");
 }
 
+// ---- the key of a renewal in flight ---------------------------------------------------------
+//
+// A certificate renews once: asked again, the server re-delivers that renewal to the same key
+// and refuses any other (re-enroll-required). So the key of a renewal is made durable BEFORE the
+// request is sent, reused by every retry of that renewal (over mTLS or after expiry), and
+// removed only once the new certificate is committed (or a final refusal made it useless). The
+// file is named after the serial it renews: a kept key for any other certificate is stale (its
+// renewal was committed, or the directory was enrolled again) and is removed, never reused.
+
+const RENEWAL_KEY = /^renewal-([0-9a-f]+)\.key\.pem$/;
+
+/** renewal-<serial>.key.pem: the key of the renewal of certificate `serial` (lower-case hex). */
+export function renewalKeyFile(serial: string): string {
+  if (!/^[0-9a-f]+$/.test(serial)) throw new AgentError(`invalid certificate serial "${serial}"`);
+  return `renewal-${serial}.key.pem`;
+}
+
+/** Keeps the renewal key durably: 0600, written atomically, the directory fsynced. */
+export function keepRenewalKey(dir: string, serial: string, keyPem: string): string {
+  const path = join(dir, renewalKeyFile(serial));
+  writeFileAtomic(path, keyPem, 0o600);
+  return path;
+}
+
+/** The PEM kept for renewing certificate `serial`, or undefined when there is none. */
+export function readRenewalKey(dir: string, serial: string): string | undefined {
+  try {
+    return readFileSync(join(dir, renewalKeyFile(serial)), "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new AgentError(`cannot read ${join(dir, renewalKeyFile(serial))}: ${(e as Error).message}`);
+  }
+}
+
+/** Removes the kept renewal keys, except the one for serial `except`; returns the names removed. */
+export function dropRenewalKeys(dir: string, options: { except?: string } = {}): string[] {
+  if (!existsSync(dir)) return [];
+  const removed: string[] = [];
+  for (const entry of readdirSync(dir)) {
+    const m = RENEWAL_KEY.exec(entry);
+    if (!m || m[1] === options.except) continue;
+    unlinkIfPresent(join(dir, entry));
+    removed.push(entry);
+  }
+  if (removed.length > 0) fsyncDir(dir);
+  return removed;
+}
+
 export interface AgentState {
   dir: string;
   config: AgentConfig;
