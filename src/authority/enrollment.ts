@@ -50,7 +50,7 @@ export async function enrollWithToken(fleet: Fleet, req: { deviceId: string; tok
   const [tokenChecked, csrChecked] = await Promise.allSettled([checkToken(fleet, req.deviceId, req.token, now), keyFromCsr(req.csr)]);
   if (tokenChecked.status === "rejected") throw tokenChecked.reason;
   if (csrChecked.status === "rejected") throw csrChecked.reason;
-  return issueForKey(fleet, { deviceId: req.deviceId, actor: `token:${req.deviceId}`, now, context: context(req.source, { provisioner: "token" }), claim: tokenChecked.value }, csrChecked.value);
+  return issueForKey(fleet, { deviceId: req.deviceId, actor: `token:${req.deviceId}`, now, context: context(req.source, { provisioner: "token", token_id: tokenChecked.value.tokenId }), claim: tokenChecked.value }, csrChecked.value);
 }
 
 // ---- presented certificates -------------------------------------------------------------

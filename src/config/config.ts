@@ -19,7 +19,15 @@ export interface FleetConfig {
   renewal: { after_expiry_grace: string };
   enrollment: EnrollmentConfig;
   revocation: RevocationConfig;
+  audit: AuditConfig;
 }
+
+export interface AuditConfig {
+  /** How often `serve` signs a checkpoint of the audit log's head (when it moved); docs/audit.md. */
+  checkpoint_interval: string;
+}
+
+export const DEFAULT_AUDIT: AuditConfig = { checkpoint_interval: "5m" };
 
 export interface RevocationConfig {
   /** A CRL's nextUpdate - thisUpdate; re-signed at half of it and at once after any change. */
@@ -91,6 +99,7 @@ export function defaultConfig(input: ConfigDefaultsInput): FleetConfig {
     renewal: { after_expiry_grace: "7d" },
     enrollment: { ...DEFAULT_ENROLLMENT },
     revocation: { ...DEFAULT_REVOCATION },
+    audit: { ...DEFAULT_AUDIT },
   };
 }
 
@@ -154,6 +163,10 @@ revocation:
   ocsp_responder_validity: ${c.revocation.ocsp_responder_validity}    # delegated OCSP signing certificates, renewed at half-life
   ocsp_cache: ${c.revocation.ocsp_cache}                 # reuse of signed "good" answers; dropped on any status change
   ocsp_max_certificates: ${c.revocation.ocsp_max_certificates}        # certificates per OCSP request
+
+# Signed checkpoints of the audit log's head (docs/audit.md); also written after every CA operation.
+audit:
+  checkpoint_interval: ${c.audit.checkpoint_interval}          # how often \`serve\` signs the head when it moved
 `;
 }
 
@@ -247,6 +260,7 @@ export function parseConfig(text: string): FleetConfig {
     renewal: { after_expiry_grace: grace },
     enrollment,
     revocation: parseRevocation((raw as Record<string, unknown>).revocation),
+    audit: parseAudit((raw as Record<string, unknown>).audit),
   };
 }
 
@@ -299,6 +313,24 @@ function parseRevocation(value: unknown): RevocationConfig {
     if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > 1000)
       throw new ConfigError(`${CONFIG_FILE}: revocation.ocsp_max_certificates must be an integer from 1 to 1000`);
     out.ocsp_max_certificates = n;
+  }
+  return out;
+}
+
+/** Optional (fleets made before it existed get the defaults). */
+function parseAudit(value: unknown): AuditConfig {
+  if (value === undefined || value === null) return { ...DEFAULT_AUDIT };
+  if (typeof value !== "object") throw new ConfigError(`${CONFIG_FILE}: "audit" must be a mapping`);
+  const a = value as Record<string, unknown>;
+  const out = { ...DEFAULT_AUDIT };
+  if (a.checkpoint_interval !== undefined) {
+    try {
+      // Each checkpoint is one signature and one row: more often than every 10 s buys nothing.
+      if (parseDuration(String(a.checkpoint_interval)) < 10_000) throw new Error("must be at least 10s");
+    } catch (err) {
+      throw new ConfigError(`${CONFIG_FILE}: audit.checkpoint_interval: ${(err as Error).message}`);
+    }
+    out.checkpoint_interval = String(a.checkpoint_interval);
   }
   return out;
 }

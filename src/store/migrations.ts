@@ -128,5 +128,18 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
         await sql`create index certificates_revoked on certificates (issuer_ca, not_after, serial, revoked_at, revocation_reason) where status in ('revoked', 'hold')`.execute(db);
       },
     },
+    "0004_audit_checkpoints": {
+      async up(db: Kysely<any>): Promise<void> {
+        // Signed heads of the audit log (src/audit/checkpoints.ts), one per sequence number. The
+        // document is the exported file, byte for byte.
+        await db.schema
+          .createTable("audit_checkpoints")
+          .addColumn("seq", "integer", (c) => c.primaryKey())
+          .addColumn("hash", "text", (c) => c.notNull())
+          .addColumn("at", "text", (c) => c.notNull())
+          .addColumn("document", "text", (c) => c.notNull())
+          .execute();
+      },
+    },
   };
 }
