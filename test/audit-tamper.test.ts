@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import { GENESIS_HASH, listAudit, rowHash } from "../src/audit/log.js";
-import { CheckpointSchedule, exportCheckpoint, verifyFleetAudit, writeCheckpoint, type AuditReport } from "../src/authority/audit-checkpoints.js";
+import { CheckpointSchedule, exportCheckpoint, verifyFleetAudit, writeCheckpoint } from "../src/authority/audit-checkpoints.js";
+import type { AuditReport } from "../src/authority/audit-checkpoints.js";
 import { createLocalCa } from "../src/authority/cas.js";
 import { addDevice } from "../src/authority/devices.js";
 import { enrollWithToken } from "../src/authority/enrollment.js";
@@ -56,16 +57,25 @@ function rechain(db: Database.Database, from: number): void {
   db.prepare("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1").run(last.seq, prev);
 }
 
+function insertRow(db: Database.Database, row: Row): void {
+  db.prepare("INSERT INTO audit_log VALUES (@seq, @at, @actor, @action, @subject, @details, @prev_hash, @hash)").run(row);
+}
+
+/** Inserts a row with these columns (a copy of another row, changed). */
+function insertLike(db: Database.Database, table: string, row: Record<string, unknown>): void {
+  const columns = Object.keys(row);
+  db.prepare(`INSERT INTO ${table} (${columns.join(", ")}) VALUES (${columns.map((c) => `@${c}`).join(", ")})`).run(row);
+}
+
+const attackerHash = createHash("sha256").update("fpt_attacker").digest("hex");
+const revertStatus = "UPDATE certificates SET status = 'valid', revoked_at = NULL, revocation_reason = NULL WHERE serial = ?";
+
 /** Appends a correctly chained event and moves the head, as fleetpki itself would (`seq`: a row outside the chain, head left alone). */
 function forgeAppend(db: Database.Database, event: Pick<Row, "actor" | "action" | "subject" | "details">, seq?: number): void {
   const head = db.prepare("SELECT seq, hash FROM audit_head WHERE id = 1").get() as { seq: number; hash: string };
   const row = { seq: seq ?? head.seq + 1, at: new Date().toISOString(), ...event };
   const hash = rowHash(head.hash, row);
-  db.prepare("INSERT INTO audit_log (seq, at, actor, action, subject, details, prev_hash, hash) VALUES (@seq, @at, @actor, @action, @subject, @details, @prev_hash, @hash)").run({
-    ...row,
-    prev_hash: head.hash,
-    hash,
-  });
+  insertRow(db, { ...row, prev_hash: head.hash, hash });
   if (seq === undefined) db.prepare("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1").run(row.seq, hash);
 }
 
@@ -108,7 +118,7 @@ describe("audit verify against a database rewritten by an attacker", () => {
           subject: `certificate:${f.cert1}`,
           details: JSON.stringify({ cas: ["devices"], reason: "keyCompromise", serials: [f.cert1], subject: "robot-0001" }),
         }),
-      expect: [new RegExp(`certificate ${f.cert1 || "[0-9a-f]+"}.* is valid in the table, but the log makes it revoked \\(keyCompromise\\)`)],
+      expect: [/certificate [0-9a-f]+ \(device robot-0001\) is valid in the table, but the log makes it revoked \(keyCompromise\)/],
     },
     {
       name: "a forged tail: rolled back before the checkpoint and re-appended, correctly chained",
@@ -156,14 +166,14 @@ describe("audit verify against a database rewritten by an attacker", () => {
       checkpoints: false,
       tamper: (db) => {
         const row = { seq: -3, at: new Date(0).toISOString(), actor: "cli", action: "ca.revoke", subject: "ca:devices", details: "{}" };
-        db.prepare("INSERT INTO audit_log VALUES (@seq, @at, @actor, @action, @subject, @details, @prev_hash, @hash)").run({ ...row, prev_hash: GENESIS_HASH, hash: rowHash(GENESIS_HASH, row) });
+        insertRow(db, { ...row, prev_hash: GENESIS_HASH, hash: rowHash(GENESIS_HASH, row) });
       },
       expect: [/sequence number -3: 1 row\(s\) with a sequence number <= 0/],
     },
     {
       name: "un-revoking a certificate",
       checkpoints: false,
-      tamper: (db) => db.prepare("UPDATE certificates SET status = 'valid', revoked_at = NULL, revocation_reason = NULL WHERE serial = ?").run(f.cert2),
+      tamper: (db) => db.prepare(revertStatus).run(f.cert2),
       expect: [/certificate [0-9a-f]+ \(device robot-0002\) is valid in the table, but the log makes it revoked \(keyCompromise\)/],
     },
     {
@@ -171,9 +181,12 @@ describe("audit verify against a database rewritten by an attacker", () => {
       checkpoints: false,
       tamper: (db) => {
         db.prepare("UPDATE devices SET status = 'active' WHERE id = 'robot-0003'").run();
-        db.prepare("UPDATE certificates SET status = 'valid', revoked_at = NULL, revocation_reason = NULL WHERE serial = ?").run(f.cert3);
+        db.prepare(revertStatus).run(f.cert3);
       },
-      expect: [/device robot-0003 is active in the table, but the log makes it held/, /certificate [0-9a-f]+ \(device robot-0003\) is valid in the table, but the log makes it on hold/],
+      expect: [
+        /device robot-0003 is active in the table, but the log makes it held/,
+        /certificate [0-9a-f]+ \(device robot-0003\) is valid in the table, but the log makes it on hold/,
+      ],
     },
     {
       name: "planting a token hash (a token row no event created)",
@@ -181,13 +194,13 @@ describe("audit verify against a database rewritten by an attacker", () => {
       tamper: (db) =>
         db
           .prepare("INSERT INTO enrollment_tokens VALUES (?, 'robot-0001', ?, ?, ?, NULL, 'cli')")
-          .run(randomUUID(), createHash("sha256").update("fpt_attacker").digest("hex"), new Date().toISOString(), new Date(Date.now() + 86_400_000).toISOString()),
+          .run(randomUUID(), attackerHash, new Date().toISOString(), new Date(Date.now() + 86_400_000).toISOString()),
       expect: [/token [0-9a-f-]+ of device robot-0001 is in the enrollment_tokens table, but no event created it \(planted\)/],
     },
     {
       name: "replacing the hash of an unused token",
       checkpoints: false,
-      tamper: (db) => db.prepare("UPDATE enrollment_tokens SET token_hash = ? WHERE id = ?").run(createHash("sha256").update("fpt_attacker").digest("hex"), f.unusedToken),
+      tamper: (db) => db.prepare("UPDATE enrollment_tokens SET token_hash = ? WHERE id = ?").run(attackerHash, f.unusedToken),
       expect: [/token [0-9a-f-]+ of device robot-0004: its hash is not the one event \d+ recorded/],
     },
     {
@@ -207,14 +220,15 @@ describe("audit verify against a database rewritten by an attacker", () => {
       checkpoints: false,
       tamper: (db) => {
         const row = db.prepare("SELECT * FROM certificates WHERE serial = ?").get(f.cert1) as Record<string, unknown>;
-        db.prepare("INSERT INTO certificates (serial, issuer_ca, kind, subject_id, device_id, not_before, not_after, fingerprint_sha256, der, status, created_at) VALUES (@serial, @issuer_ca, @kind, @subject_id, @device_id, @not_before, @not_after, @fingerprint_sha256, @der, 'valid', @created_at)").run({ ...row, serial: "0badc0de" });
+        insertLike(db, "certificates", { ...row, serial: "0badc0de" });
       },
       expect: [/certificate 0badc0de \(device robot-0001\) is in the certificates table, but no event issued it \(planted\)/],
     },
     {
       name: "replacing a certificate's DER",
       checkpoints: false,
-      tamper: (db) => db.prepare("UPDATE certificates SET der = (SELECT der FROM certificates WHERE serial = ?) WHERE serial = ?").run(f.cert3, f.cert1),
+      tamper: (db) =>
+        db.prepare("UPDATE certificates SET der = (SELECT der FROM certificates WHERE serial = ?) WHERE serial = ?").run(f.cert3, f.cert1),
       expect: [/certificate [0-9a-f]+ \(device robot-0001\): its DER does not match its recorded fingerprint/],
     },
     {
@@ -222,11 +236,7 @@ describe("audit verify against a database rewritten by an attacker", () => {
       checkpoints: false,
       tamper: (db) => {
         const ca = db.prepare("SELECT * FROM cas WHERE id = 'local-line1'").get() as Record<string, unknown>;
-        db.prepare("INSERT INTO cas VALUES (@id, @role, @subject, @issuer, @serial, @fingerprint_sha256, @not_before, @not_after, @key_type, @certificate_pem, @key_file, 'active', @created_at)").run({
-          ...ca,
-          id: "local-rogue",
-          serial: "0dd",
-        });
+        insertLike(db, "cas", { ...ca, id: "local-rogue", serial: "0dd" });
       },
       expect: [/CA local-rogue is in the cas table, but no event created it \(planted\)/],
     },
@@ -241,7 +251,8 @@ describe("audit verify against a database rewritten by an attacker", () => {
       checkpoints: false,
       tamper: (db) => {
         const cp = db.prepare("SELECT * FROM audit_checkpoints ORDER BY seq DESC LIMIT 1").get() as { seq: number; document: string };
-        db.prepare("UPDATE audit_checkpoints SET document = ? WHERE seq = ?").run(cp.document.replace(/hash: ([0-9a-f])/, (_m, c: string) => `hash: ${c === "0" ? "1" : "0"}`), cp.seq);
+        const edited = cp.document.replace(/hash: ([0-9a-f])/, (_m, c: string) => `hash: ${c === "0" ? "1" : "0"}`);
+        db.prepare("UPDATE audit_checkpoints SET document = ? WHERE seq = ?").run(edited, cp.seq);
       },
       expect: [/stored checkpoint \d+: the signature does not verify with the audit certificate/],
     },
@@ -251,12 +262,14 @@ describe("audit verify against a database rewritten by an attacker", () => {
     await initFleet({ dir: base, name: "Tamper Robots", domain: "fleet.example" });
     const fleet = await Fleet.open(base);
     try {
-      for (const id of ["robot-0001", "robot-0002", "robot-0003", "robot-0004", "robot-0005"]) await addDevice(fleet, { id, group: "lab", labels: { site: "berlin" }, actor: "cli" });
+      for (const id of ["robot-0001", "robot-0002", "robot-0003", "robot-0004", "robot-0005"])
+        await addDevice(fleet, { id, group: "lab", labels: { site: "berlin" }, actor: "cli" });
       const csr = (name: string) => readFileSync(opensslCsr(tmp.path, name).csr);
       const t1 = await createToken(fleet, { deviceId: "robot-0001", actor: "cli" });
-      f.cert1 = (await enrollWithToken(fleet, { deviceId: "robot-0001", token: t1.token, csr: csr("robot-0001"), source: { via: "test" } })).serial;
+      const source = { via: "test" };
+      f.cert1 = (await enrollWithToken(fleet, { deviceId: "robot-0001", token: t1.token, csr: csr("robot-0001"), source })).serial;
       const t2 = await createToken(fleet, { deviceId: "robot-0002", actor: "cli" });
-      f.cert2 = (await enrollWithToken(fleet, { deviceId: "robot-0002", token: t2.token, csr: csr("robot-0002"), source: { via: "test" } })).serial;
+      f.cert2 = (await enrollWithToken(fleet, { deviceId: "robot-0002", token: t2.token, csr: csr("robot-0002"), source })).serial;
       await createToken(fleet, { deviceId: "robot-0002", actor: "cli" }); // cancelled by the revocation
       await revokeDevice(fleet, { deviceId: "robot-0002", reason: "keyCompromise", actor: "cli" });
       f.cert3 = (await issueDeviceCertificate(fleet, { deviceId: "robot-0003", csr: csr("robot-0003"), actor: "cli" })).serial;
@@ -304,7 +317,11 @@ describe("audit verify against a database rewritten by an attacker", () => {
     it(`detects ${c.name}${c.checkpoints ? " (checkpoint kept outside)" : ""}`, () => {
       const r = reports.get(c.name)!;
       assert.equal(r.ok, false, `went unnoticed: ${JSON.stringify(r.notes)}`);
-      for (const pattern of c.expect) assert.ok(r.problems.some((p) => pattern.test(p)), `no problem matches ${pattern}:\n${r.problems.join("\n")}`);
+      for (const pattern of c.expect)
+        assert.ok(
+          r.problems.some((p) => pattern.test(p)),
+          `no problem matches ${pattern}:\n${r.problems.join("\n")}`,
+        );
     });
   }
 
@@ -356,12 +373,17 @@ describe("audit verify against a database rewritten by an attacker", () => {
     const dirs = { altered: join(tmp.path, "cp-altered"), foreign: join(tmp.path, "cp-foreign"), server: join(tmp.path, "cp-server") };
     for (const d of Object.values(dirs)) mkdirSync(d);
     writeFileSync(join(dirs.altered, "cp.json"), JSON.stringify({ ...doc, payload: doc.payload!.replace(/seq: \d+/, "seq: 3") }));
-    writeFileSync(join(dirs.foreign, "cp.json"), JSON.stringify({ ...doc, payload: doc.payload!.replace("fleet: fleet.example", "fleet: other.example") }));
+    const foreign = doc.payload!.replace("fleet: fleet.example", "fleet: other.example");
+    writeFileSync(join(dirs.foreign, "cp.json"), JSON.stringify({ ...doc, payload: foreign }));
     // Signed correctly, but by the TLS server key: only the audit certificate may sign checkpoints.
     const serverKey = readPrivateKey(join(base, "server", "key.pem"), readPassphraseFile(join(base, "secrets", "passphrase")));
     writeFileSync(
       join(dirs.server, "cp.json"),
-      JSON.stringify({ ...doc, signature: sign("sha256", Buffer.from(doc.payload!), serverKey).toString("base64"), certificate: readFileSync(join(base, "server", "cert.pem"), "utf8") }),
+      JSON.stringify({
+        ...doc,
+        signature: sign("sha256", Buffer.from(doc.payload!), serverKey).toString("base64"),
+        certificate: readFileSync(join(base, "server", "cert.pem"), "utf8"),
+      }),
     );
     const fleet = await Fleet.open(base);
     try {
@@ -384,7 +406,8 @@ describe("audit verify against a database rewritten by an attacker", () => {
     writeFileSync(p("sig.bin"), Buffer.from(doc.signature!, "base64"));
     writeFileSync(p("audit.pem"), doc.certificate!);
     writeFileSync(p("chain.pem"), doc.chain!);
-    const chain = openssl(["verify", "-purpose", "any", "-CAfile", join(base, "ca", "root", "cert.pem"), "-untrusted", p("chain.pem"), p("audit.pem")]);
+    const root = join(base, "ca", "root", "cert.pem");
+    const chain = openssl(["verify", "-purpose", "any", "-CAfile", root, "-untrusted", p("chain.pem"), p("audit.pem")]);
     assert.equal(chain.status, 0, chain.stderr);
     const pub = openssl(["x509", "-in", p("audit.pem"), "-pubkey", "-noout", "-out", p("pub.pem")]);
     assert.equal(pub.status, 0, pub.stderr);
@@ -400,7 +423,7 @@ describe("the audit key", () => {
   const tmp = tempDir("fleetpki-auditkey-");
   after(() => tmp.cleanup());
 
-  it("is made at init under the services CA, encrypted at rest, and replaced (audited) on first need when it is no longer valid", async () => {
+  it("is made at init under the services CA, encrypted at rest, and replaced (audited) on first need once no longer valid", async () => {
     const dir = join(tmp.path, "fleet");
     await initFleet({ dir, name: "Key Robots", domain: "fleet.example" });
     assert.match(readFileSync(join(dir, "audit", "key.pem"), "utf8"), /BEGIN ENCRYPTED PRIVATE KEY/);
@@ -410,10 +433,10 @@ describe("the audit key", () => {
       assert.deepEqual(first.map((c) => c.issuer_ca), ["services"]);
       // What an older fleet (no audit key) or a revoked one goes through: the next checkpoint makes a new key.
       await revokeCertificate(fleet, { serial: first[0]!.serial, reason: "superseded", actor: "cli" });
-      const now = await fleet.store.db.selectFrom("certificates").select(["serial", "status"]).where("kind", "=", "audit").orderBy("created_at").execute();
+      const now = await fleet.store.db.selectFrom("certificates").select(["serial", "status"]).where("kind", "=", "audit").execute();
       assert.equal(now.length, 2);
       assert.equal(now.find((c) => c.serial !== first[0]!.serial)?.status, "valid");
-      const events = await fleet.store.db.selectFrom("audit_log").select(["action", "subject"]).where("subject", "=", "audit:fleet.example").execute();
+      const events = await fleet.store.db.selectFrom("audit_log").select("action").where("subject", "=", "audit:fleet.example").execute();
       assert.equal(events.length, 2, "both audit keys were issued with an audit event");
       const report = await verifyFleetAudit(fleet);
       assert.deepEqual(report.problems, []);
@@ -425,12 +448,12 @@ describe("the audit key", () => {
     }
   });
 
-  it("serve's schedule writes a checkpoint when the head moved and none when it did not; export goes to a file or a directory", async () => {
+  it("serve's schedule writes a checkpoint only when the head moved; export goes to a file or a directory", async () => {
     const dir = join(tmp.path, "sched");
     await initFleet({ dir, name: "Sched Robots", domain: "fleet.example" });
     const fleet = await Fleet.open(dir);
     try {
-      const count = async () => Number((await fleet.store.db.selectFrom("audit_checkpoints").select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
+      const count = async () => (await fleet.store.db.selectFrom("audit_checkpoints").select("seq").execute()).length;
       const errors: unknown[] = [];
       const schedule = new CheckpointSchedule(fleet, 3_600_000, (e) => errors.push(e));
       await schedule.start();
@@ -455,11 +478,13 @@ describe("the audit key", () => {
   });
 
   it("audit.checkpoint_interval is read from fleetpki.yaml, defaults to 5m, and bad values are refused", () => {
-    const text = renderConfig(defaultConfig({ name: "x", domain: "fleet.example", keyType: "p256", passphraseFile: "p", serverNames: ["localhost"] }));
+    const config = defaultConfig({ name: "x", domain: "fleet.example", keyType: "p256", passphraseFile: "p", serverNames: ["a"] });
+    const text = renderConfig(config);
     assert.equal(parseConfig(text).audit.checkpoint_interval, "5m");
     assert.equal(parseConfig(text.replace(/checkpoint_interval: \S+/, "checkpoint_interval: 1h")).audit.checkpoint_interval, "1h");
     assert.equal(parseConfig(text.replace(/\naudit:\n.*\n/, "\n")).audit.checkpoint_interval, "5m", "older files without the section");
-    assert.throws(() => parseConfig(text.replace(/checkpoint_interval: \S+/, "checkpoint_interval: 1s")), /audit\.checkpoint_interval: must be at least 10s/);
+    const tooShort = text.replace(/checkpoint_interval: \S+/, "checkpoint_interval: 1s");
+    assert.throws(() => parseConfig(tooShort), /audit\.checkpoint_interval: must be at least 10s/);
     assert.throws(() => parseConfig(text.replace(/checkpoint_interval: \S+/, "checkpoint_interval: soon")), /audit\.checkpoint_interval/);
   });
 });

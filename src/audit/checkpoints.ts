@@ -16,7 +16,10 @@ import { parsePemBlocks, toPem } from "../x509/pem.js";
 
 export const CHECKPOINT_FORMAT = "fleetpki-audit-checkpoint/v1";
 const PAYLOAD_TITLE = "fleetpki audit checkpoint v1";
-const PAYLOAD = /^fleetpki audit checkpoint v1\nfleet: ([a-z0-9.-]{1,253})\nroot: sha256:([0-9a-f]{64})\nseq: ([1-9][0-9]{0,15})\nhash: ([0-9a-f]{64})\nat: (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)\n$/;
+const PAYLOAD = new RegExp(
+  "^fleetpki audit checkpoint v1\\nfleet: ([a-z0-9.-]{1,253})\\nroot: sha256:([0-9a-f]{64})\\nseq: ([1-9][0-9]{0,15})\\n" +
+    "hash: ([0-9a-f]{64})\\nat: (\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z)\\n$",
+);
 
 /** The audit certificate's identity (SAN URI); with the document-signing EKU it marks the one key that signs checkpoints. */
 export function auditIdentity(domain: string): string {
@@ -53,7 +56,10 @@ interface CheckpointDocument {
 }
 
 export function checkpointPayload(trust: CheckpointTrust, head: CheckpointHead): string {
-  return `${PAYLOAD_TITLE}\nfleet: ${trust.domain}\nroot: sha256:${sha256Fingerprint(trust.rootDer)}\nseq: ${head.seq}\nhash: ${head.hash}\nat: ${head.at}\n`;
+  const root = sha256Fingerprint(trust.rootDer);
+  const lines = [PAYLOAD_TITLE, `fleet: ${trust.domain}`, `root: sha256:${root}`, `seq: ${head.seq}`];
+  lines.push(`hash: ${head.hash}`, `at: ${head.at}`);
+  return lines.map((l) => `${l}\n`).join("");
 }
 
 /** The checkpoint file's text for `head`, signed by the audit key. */
@@ -105,7 +111,9 @@ function certificates(pem: string, what: string): X509Certificate[] {
 function within(cert: X509Certificate, at: Date, what: string): void {
   const parsed = parseCertificate(Buffer.from(cert.raw));
   if (at < parsed.notBefore || at > parsed.notAfter)
-    throw new CheckpointInvalid(`${what} was not valid at ${at.toISOString()} (valid ${parsed.notBefore.toISOString()} to ${parsed.notAfter.toISOString()})`);
+    throw new CheckpointInvalid(
+      `${what} was not valid at ${at.toISOString()} (valid ${parsed.notBefore.toISOString()} to ${parsed.notAfter.toISOString()})`,
+    );
 }
 
 /**
@@ -127,7 +135,8 @@ export function verifyCheckpoint(text: string, trust: CheckpointTrust): Verified
   if (!m) throw new CheckpointInvalid("the payload is not a checkpoint payload");
   const [, domain, rootFingerprint, seqText, hash, at] = m as unknown as [string, string, string, string, string, string];
   if (domain !== trust.domain) throw new CheckpointInvalid(`it is for fleet ${domain}, not ${trust.domain}`);
-  if (rootFingerprint !== sha256Fingerprint(trust.rootDer)) throw new CheckpointInvalid(`it names root sha256:${rootFingerprint}, not this fleet's root`);
+  if (rootFingerprint !== sha256Fingerprint(trust.rootDer))
+    throw new CheckpointInvalid(`it names root sha256:${rootFingerprint}, not this fleet's root`);
   const when = new Date(at);
   if (Number.isNaN(when.getTime()) || when.toISOString() !== at) throw new CheckpointInvalid(`invalid time ${at}`);
 
@@ -138,16 +147,20 @@ export function verifyCheckpoint(text: string, trust: CheckpointTrust): Verified
   // audit certificate <- services CA <- root: exactly one intermediate, as fleetpki issues it.
   const issuer = chain.find((c) => cert!.checkIssued(c) && cert!.verify(c.publicKey));
   if (!issuer) throw new CheckpointInvalid("the audit certificate is not signed by the CA in the chain");
-  if (!issuer.ca || !issuer.checkIssued(root) || !issuer.verify(root.publicKey)) throw new CheckpointInvalid("the audit certificate's CA is not signed by this fleet's root");
+  if (!issuer.ca || !issuer.checkIssued(root) || !issuer.verify(root.publicKey))
+    throw new CheckpointInvalid("the audit certificate's CA is not signed by this fleet's root");
   within(issuer, when, "the audit certificate's CA");
   within(cert!, when, "the audit certificate");
   if (cert!.ca) throw new CheckpointInvalid("the signing certificate is a CA certificate");
-  if (!(cert!.keyUsage ?? []).includes(OID.documentSigning)) throw new CheckpointInvalid("the signing certificate is not an audit certificate (no document-signing purpose)");
+  // Node's X509Certificate.keyUsage lists the extended key usages.
+  if (!(cert!.keyUsage ?? []).includes(OID.documentSigning))
+    throw new CheckpointInvalid("the signing certificate is not an audit certificate (no document-signing purpose)");
   if (!(cert!.subjectAltName ?? "").split(", ").includes(`URI:${auditIdentity(trust.domain)}`))
     throw new CheckpointInvalid(`the signing certificate does not name ${auditIdentity(trust.domain)}`);
 
   const scheme = signatureSchemeFor(cert!.publicKey);
-  if (doc.signature_algorithm !== scheme.name) throw new CheckpointInvalid(`signature_algorithm must be ${scheme.name} for this certificate's key`);
+  if (doc.signature_algorithm !== scheme.name)
+    throw new CheckpointInvalid(`signature_algorithm must be ${scheme.name} for this certificate's key`);
   const signature = Buffer.from(field(doc, "signature"), "base64");
   let good = false;
   try {

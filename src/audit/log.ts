@@ -121,7 +121,14 @@ export async function verifyAuditRange(db: Db, from: AuditHead | undefined, to: 
   }
   if (to.seq < expected - 1) return `the head (row ${to.seq}) is behind row ${expected - 1}`;
   while (expected <= to.seq) {
-    const page = await db.selectFrom("audit_log").selectAll().where("seq", ">=", expected).where("seq", "<=", to.seq).orderBy("seq").limit(pageSize).execute();
+    const page = await db
+      .selectFrom("audit_log")
+      .selectAll()
+      .where("seq", ">=", expected)
+      .where("seq", "<=", to.seq)
+      .orderBy("seq")
+      .limit(pageSize)
+      .execute();
     if (page.length === 0) return `row ${expected} is missing`;
     for (const row of page) {
       if (row.seq !== expected) return `row ${expected} is missing`;
@@ -152,7 +159,8 @@ export async function verifyAudit(db: Db, options: VerifyAuditOptions = {}): Pro
   const outside = await db.selectFrom("audit_log").select(["seq"]).where("seq", "<=", 0).orderBy("seq").limit(1).executeTakeFirst();
   if (outside) {
     const count = await db.selectFrom("audit_log").select((eb) => eb.fn.countAll().as("n")).where("seq", "<=", 0).executeTakeFirstOrThrow();
-    return { ok: false, rows: 0, firstBadSeq: outside.seq, problem: `${count.n} row(s) with a sequence number <= 0 (the log starts at 1): inserted outside the chain` };
+    const problem = `${count.n} row(s) with a sequence number <= 0 (the log starts at 1): inserted outside the chain`;
+    return { ok: false, rows: 0, firstBadSeq: outside.seq, problem };
   }
   let prev = GENESIS_HASH;
   let expected = 1;
@@ -174,7 +182,8 @@ export async function verifyAudit(db: Db, options: VerifyAuditOptions = {}): Pro
     if (page.length < pageSize) break;
   }
   const head = await db.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1).executeTakeFirst();
-  if (checked === 0) return { ok: false, rows: 0, firstBadSeq: 1, problem: "the log is empty, but every fleet records its init events: the log was wiped" };
+  if (checked === 0)
+    return { ok: false, rows: 0, firstBadSeq: 1, problem: "the log is empty, but every fleet records its init events: the log was wiped" };
   const headSeq = head?.seq ?? 0;
   if (headSeq !== checked || (head && head.hash !== prev))
     return {
@@ -184,7 +193,8 @@ export async function verifyAudit(db: Db, options: VerifyAuditOptions = {}): Pro
       problem:
         headSeq > checked
           ? `the log ends at row ${checked} but its recorded head is row ${headSeq} (rows removed from the end)`
-          : `the log ends at row ${checked} but its recorded head is row ${headSeq}${headSeq === checked ? " with another hash" : ""} (rows written outside fleetpki)`,
+          : `the log ends at row ${checked} but its recorded head is row ${headSeq}${headSeq === checked ? " with another hash" : ""}` +
+            " (rows written outside fleetpki)",
     };
   return { ok: true, rows: checked, headHash: prev };
 }

@@ -46,7 +46,8 @@ type Details = Record<string, unknown>;
 
 const str = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
 const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((s): s is string => typeof s === "string") : []);
-const idOf = (subject: string, prefix: string): string | undefined => (subject.startsWith(prefix) ? subject.slice(prefix.length) : undefined);
+const idOf = (subject: string, prefix: string): string | undefined =>
+  subject.startsWith(prefix) ? subject.slice(prefix.length) : undefined;
 
 /** Labels as the devices table stores them, with keys sorted so the two can be compared. */
 function labelsKey(labels: unknown): string {
@@ -91,7 +92,8 @@ export class StateReplay {
       case "certificate.issue": {
         const serial = str(d.serial);
         if (!serial) return this.malformed(row);
-        this.certs.set(serial, { status: "valid", reason: null, seq: row.seq, fingerprint: str(d.fingerprint_sha256), notAfter: str(d.not_after) });
+        const fingerprint = str(d.fingerprint_sha256);
+        this.certs.set(serial, { status: "valid", reason: null, seq: row.seq, fingerprint, notAfter: str(d.not_after) });
         if (d.provisioner === "token") {
           const deviceId = idOf(row.subject, "device:") ?? "";
           const tokenId = str(d.token_id);
@@ -114,7 +116,8 @@ export class StateReplay {
         const id = idOf(row.subject, "device:");
         if (!id) return this.malformed(row);
         const status = row.action === "device.revoke" ? "revoked" : row.action === "device.hold" ? "hold" : "valid";
-        const reason = row.action === "device.revoke" ? (str(d.reason) ?? "unspecified") : row.action === "device.hold" ? "certificateHold" : null;
+        const reason =
+          row.action === "device.revoke" ? (str(d.reason) ?? "unspecified") : row.action === "device.hold" ? "certificateHold" : null;
         this.setStatus(row, strings(d.serials), status, reason);
         const device = this.devices.get(id);
         if (!device) this.problems.push(`event ${row.seq} (${row.action}) names device ${id}, which no event added`);
@@ -181,37 +184,53 @@ export class StateReplay {
         seenCerts.add(row.serial);
         const what = `certificate ${row.serial} (${row.kind} ${row.subject_id})`;
         const fingerprint = createHash("sha256").update(row.der).digest("hex");
-        if (fingerprint !== row.fingerprint_sha256) problems.push(`${what}: its DER does not match its recorded fingerprint (the certificate was replaced)`);
+        if (fingerprint !== row.fingerprint_sha256)
+          problems.push(`${what}: its DER does not match its recorded fingerprint (the certificate was replaced)`);
         const expected = this.certs.get(row.serial);
         if (!expected) {
           problems.push(`${what} is in the certificates table, but no event issued it (planted)`);
           continue;
         }
-        if (expected.fingerprint && expected.fingerprint !== fingerprint) problems.push(`${what} is not the certificate its issue event ${expected.seq} recorded (fingerprint differs)`);
-        if (expected.notAfter && expected.notAfter !== row.not_after) problems.push(`${what} expires ${row.not_after}, but its issue event says ${expected.notAfter}`);
+        if (expected.fingerprint && expected.fingerprint !== fingerprint)
+          problems.push(`${what} is not the certificate its issue event ${expected.seq} recorded (fingerprint differs)`);
+        if (expected.notAfter && expected.notAfter !== row.not_after)
+          problems.push(`${what} expires ${row.not_after}, but its issue event says ${expected.notAfter}`);
         if (expected.status !== row.status || (expected.status !== "valid" && expected.reason !== row.revocation_reason))
-          problems.push(`${what} is ${describeStatus(row.status, row.revocation_reason)} in the table, but the log makes it ${describeStatus(expected.status, expected.reason)} (event ${expected.seq})`);
+          problems.push(
+            `${what} is ${describeStatus(row.status, row.revocation_reason)} in the table, ` +
+              `but the log makes it ${describeStatus(expected.status, expected.reason)} (event ${expected.seq})`,
+          );
       }
       if (page.length < PAGE) break;
       after = page[page.length - 1]!.serial;
     }
-    for (const [serial, cert] of this.certs) if (!seenCerts.has(serial)) problems.push(`certificate ${serial} issued by event ${cert.seq} is missing from the certificates table (deleted)`);
+    for (const [serial, cert] of this.certs) if (!seenCerts.has(serial))
+      problems.push(`certificate ${serial} issued by event ${cert.seq} is missing from the certificates table (deleted)`);
 
     const cas = await db.selectFrom("cas").select(["id", "status", "serial"]).execute();
     for (const row of cas) {
       const expected = this.cas.get(row.id);
       if (!expected) problems.push(`CA ${row.id} is in the cas table, but no event created it (planted)`);
       else {
-        if (expected.serial !== row.serial) problems.push(`CA ${row.id} has serial ${row.serial}, but event ${expected.seq} created it with serial ${expected.serial}`);
-        if (expected.status !== row.status) problems.push(`CA ${row.id} is ${row.status} in the table, but the log makes it ${expected.status} (event ${expected.seq})`);
+        if (expected.serial !== row.serial)
+          problems.push(`CA ${row.id} has serial ${row.serial}, but event ${expected.seq} created it with serial ${expected.serial}`);
+        if (expected.status !== row.status)
+          problems.push(`CA ${row.id} is ${row.status} in the table, but the log makes it ${expected.status} (event ${expected.seq})`);
       }
     }
     const caIds = new Set(cas.map((c) => c.id));
-    for (const [id, ca] of this.cas) if (!caIds.has(id)) problems.push(`CA ${id} created by event ${ca.seq} is missing from the cas table (deleted)`);
+    for (const [id, ca] of this.cas) if (!caIds.has(id))
+      problems.push(`CA ${id} created by event ${ca.seq} is missing from the cas table (deleted)`);
 
     const seenDevices = new Set<string>();
     for (let after = ""; ; ) {
-      const page = await db.selectFrom("devices").select(["id", "status", "group_name", "labels"]).where("id", ">", after).orderBy("id").limit(PAGE).execute();
+      const page = await db
+        .selectFrom("devices")
+        .select(["id", "status", "group_name", "labels"])
+        .where("id", ">", after)
+        .orderBy("id")
+        .limit(PAGE)
+        .execute();
       for (const row of page) {
         seenDevices.add(row.id);
         const expected = this.devices.get(row.id);
@@ -219,24 +238,31 @@ export class StateReplay {
           problems.push(`device ${row.id} is in the devices table, but no event added it (planted)`);
           continue;
         }
-        if (expected.status !== row.status) problems.push(`device ${row.id} is ${row.status} in the table, but the log makes it ${expected.status} (event ${expected.seq})`);
+        if (expected.status !== row.status)
+          problems.push(`device ${row.id} is ${row.status} in the table, but the log makes it ${expected.status} (event ${expected.seq})`);
         let labels: string;
         try {
           labels = labelsKey(JSON.parse(row.labels));
         } catch {
           labels = row.labels;
         }
-        if (expected.group !== row.group_name || expected.labels !== labels) problems.push(`device ${row.id}: group or labels differ from what event ${expected.seq} recorded`);
+        if (expected.group !== row.group_name || expected.labels !== labels)
+          problems.push(`device ${row.id}: group or labels differ from what event ${expected.seq} recorded`);
       }
       if (page.length < PAGE) break;
       after = page[page.length - 1]!.id;
     }
-    for (const [id, device] of this.devices) if (!seenDevices.has(id)) problems.push(`device ${id} added by event ${device.seq} is missing from the devices table (deleted)`);
+    for (const [id, device] of this.devices) if (!seenDevices.has(id))
+      problems.push(`device ${id} added by event ${device.seq} is missing from the devices table (deleted)`);
 
     const seenTokens = new Set<string>();
     const anonymous = new Map(this.anonymousTokenUses);
     let unverifiableHashes = 0;
-    const tokens = await db.selectFrom("enrollment_tokens").select(["id", "device_id", "token_hash", "expires_at", "used_at"]).orderBy("created_at").execute();
+    const tokens = await db
+      .selectFrom("enrollment_tokens")
+      .select(["id", "device_id", "token_hash", "expires_at", "used_at"])
+      .orderBy("created_at")
+      .execute();
     for (const row of tokens) {
       seenTokens.add(row.id);
       const what = `token ${row.id} of device ${row.device_id}`;
@@ -245,10 +271,15 @@ export class StateReplay {
         problems.push(`${what} is in the enrollment_tokens table, but no event created it (planted)`);
         continue;
       }
-      if (expected.deviceId !== row.device_id) problems.push(`token ${row.id} belongs to device ${row.device_id} in the table, but event ${expected.seq} created it for ${expected.deviceId}`);
-      if (expected.expiresAt && expected.expiresAt !== row.expires_at) problems.push(`${what} expires ${row.expires_at}, but event ${expected.seq} says ${expected.expiresAt}`);
+      if (expected.deviceId !== row.device_id)
+        problems.push(
+          `token ${row.id} belongs to ${row.device_id} in the table, but event ${expected.seq} made it for ${expected.deviceId}`,
+        );
+      if (expected.expiresAt && expected.expiresAt !== row.expires_at)
+        problems.push(`${what} expires ${row.expires_at}, but event ${expected.seq} says ${expected.expiresAt}`);
       if (expected.hash !== undefined) {
-        if (expected.hash !== row.token_hash) problems.push(`${what}: its hash is not the one event ${expected.seq} recorded (a token was planted)`);
+        if (expected.hash !== row.token_hash)
+          problems.push(`${what}: its hash is not the one event ${expected.seq} recorded (a token was planted)`);
       } else if (row.used_at === null && row.expires_at > now.toISOString()) unverifiableHashes++;
       if (expected.usedSeq !== undefined && row.used_at === null)
         problems.push(`${what} is unused in the table, but event ${expected.usedSeq} used or cancelled it`);
@@ -259,9 +290,13 @@ export class StateReplay {
         else problems.push(`${what} is marked used in the table, but no event used it`);
       }
     }
-    for (const [id, token] of this.tokens) if (!seenTokens.has(id)) problems.push(`token ${id} created by event ${token.seq} is missing from the enrollment_tokens table (deleted)`);
+    for (const [id, token] of this.tokens) if (!seenTokens.has(id))
+      problems.push(`token ${id} created by event ${token.seq} is missing from the enrollment_tokens table (deleted)`);
     if (unverifiableHashes > 0)
-      notes.push(`${unverifiableHashes} usable token(s) were created before token hashes were logged: their hashes cannot be checked (replace them with \`fleetpki token create\`)`);
+      notes.push(
+        `${unverifiableHashes} usable token(s) were created before token hashes were logged: ` +
+          "their hashes cannot be checked (replace them with `fleetpki token create`)",
+      );
     return { problems, notes };
   }
 }

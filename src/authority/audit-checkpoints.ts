@@ -5,7 +5,17 @@
 // tables against the log.
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { CheckpointInvalid, auditIdentity, checkpointFileName, latestCheckpoint, signCheckpoint, storeCheckpoint, verifyCheckpoint, type AuditSigner, type CheckpointTrust } from "../audit/checkpoints.js";
+import {
+  CheckpointInvalid,
+  auditIdentity,
+  checkpointFileName,
+  latestCheckpoint,
+  signCheckpoint,
+  storeCheckpoint,
+  verifyCheckpoint,
+  type AuditSigner,
+  type CheckpointTrust,
+} from "../audit/checkpoints.js";
 import { appendAudit, verifyAudit, verifyAuditRange, AuditBroken, type AuditVerdict } from "../audit/log.js";
 import { StateReplay } from "../audit/replay.js";
 import { parseDuration } from "../config/duration.js";
@@ -61,7 +71,8 @@ export async function ensureAuditKey(fleet: Fleet, actor: string, now = new Date
     writeFileAtomic(join(dir, "cert.pem"), toPem("CERTIFICATE", issued.der));
     writeFileAtomic(join(dir, "chain.pem"), chain);
     await tx.insertInto("certificates").values(certificateRow(record, now)).execute();
-    await appendAudit(tx, [{ actor, action: "certificate.issue", subject: `audit:${fleet.domain}`, details: issueAuditDetails(record), at: now }]);
+    const event = { actor, action: "certificate.issue", subject: `audit:${fleet.domain}`, details: issueAuditDetails(record), at: now };
+    await appendAudit(tx, [event]);
   });
 }
 
@@ -81,9 +92,11 @@ async function auditSigner(fleet: Fleet, actor: string, now: Date): Promise<Audi
     throw new KeyError(`cannot read ${join(dir, "cert.pem")}`);
   }
   const der = Buffer.from(row.der);
-  if (!fromPem(certPem, ["CERTIFICATE"]).equals(der)) throw new KeyError(`${join(dir, "cert.pem")} is not the audit certificate recorded in the database`);
+  if (!fromPem(certPem, ["CERTIFICATE"]).equals(der))
+    throw new KeyError(`${join(dir, "cert.pem")} is not the audit certificate recorded in the database`);
   const key = readPrivateKey(join(dir, "key.pem"), fleet.passphrase());
-  if (!publicSpki(key).equals(parseCertificate(der).spki)) throw new KeyError(`${join(dir, "key.pem")} does not belong to the audit certificate`);
+  if (!publicSpki(key).equals(parseCertificate(der).spki))
+    throw new KeyError(`${join(dir, "key.pem")} does not belong to the audit certificate`);
   const signer: AuditSigner = { key, certificateDer: der, chainPem: (await fleet.chainPem("services")).chain };
   signers.set(fleet, { serial: row.serial, signer });
   return signer;
@@ -140,12 +153,16 @@ export async function writeCheckpoint(fleet: Fleet, opts: { actor?: string; now?
   return { ...stored, created: stored.document === document };
 }
 
+function warnOnStderr(message: string): void {
+  process.stderr.write(`fleetpki: warning: ${message}\n`);
+}
+
 /**
  * The one call after every CA operation (CA created or revoked, certificates revoked, held or
  * released, batch issuance, CRL import): a checkpoint of the head that includes its events. The
  * operation is already committed, so a failure here only warns; the next checkpoint covers it.
  */
-export async function checkpointAfter(fleet: Fleet, actor: string, warn = (message: string) => void process.stderr.write(`fleetpki: warning: ${message}\n`)): Promise<void> {
+export async function checkpointAfter(fleet: Fleet, actor: string, warn = warnOnStderr): Promise<void> {
   try {
     // An offline-root fleet still waiting for its intermediates has no services CA, so no audit key yet.
     const services = await fleet.store.db.selectFrom("cas").select("status").where("id", "=", "services").executeTakeFirst();
@@ -206,7 +223,8 @@ function checkpointFiles(dir: string): string[] {
     throw new InvalidArgument(`--checkpoints ${dir}: not a readable directory`);
   }
   const files = names.filter((n) => n.endsWith(".json")).sort();
-  if (files.length === 0) throw new InvalidArgument(`--checkpoints ${dir}: no checkpoint files (*.json); export them with \`fleetpki audit checkpoint --out ${dir}\``);
+  if (files.length === 0)
+    throw new InvalidArgument(`--checkpoints ${dir}: no checkpoint files (*.json); make them with \`fleetpki audit checkpoint --out\``);
   return files.map((n) => join(dir, n));
 }
 
@@ -269,10 +287,12 @@ export async function verifyFleetAudit(fleet: Fleet, opts: { checkpointsDir?: st
     const state = await replay.compare(db, opts.now);
     problems.push(...state.problems);
     notes.push(...state.notes);
-    if (newestOutside && chain.rows > newestOutside.seq)
-      notes.push(`rows ${newestOutside.seq + 1}-${chain.rows} are newer than the newest checkpoint kept outside: only the chain and the tables vouch for them`);
+    if (newestOutside && chain.rows > newestOutside.seq) {
+      const rows = `rows ${newestOutside.seq + 1}-${chain.rows}`;
+      notes.push(`${rows} are newer than the newest checkpoint kept outside: only the chain and the tables vouch for them`);
+    }
   } else notes.push("the state tables were not compared with the log (its chain is broken)");
-  if (files.length === 0) notes.push("no checkpoints kept outside were given (--checkpoints DIR): a database rewritten as a whole would pass");
+  if (files.length === 0) notes.push("no checkpoints kept outside were given (--checkpoints DIR): a database rewritten as a whole passes");
 
   return {
     ok: problems.length === 0,

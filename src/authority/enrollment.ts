@@ -50,7 +50,10 @@ export async function enrollWithToken(fleet: Fleet, req: { deviceId: string; tok
   const [tokenChecked, csrChecked] = await Promise.allSettled([checkToken(fleet, req.deviceId, req.token, now), keyFromCsr(req.csr)]);
   if (tokenChecked.status === "rejected") throw tokenChecked.reason;
   if (csrChecked.status === "rejected") throw csrChecked.reason;
-  return issueForKey(fleet, { deviceId: req.deviceId, actor: `token:${req.deviceId}`, now, context: context(req.source, { provisioner: "token", token_id: tokenChecked.value.tokenId }), claim: tokenChecked.value }, csrChecked.value);
+  // The token id lets `audit verify` replay which token each enrollment spent.
+  const ctx = context(req.source, { provisioner: "token", token_id: tokenChecked.value.tokenId });
+  const request = { deviceId: req.deviceId, actor: `token:${req.deviceId}`, now, context: ctx, claim: tokenChecked.value };
+  return issueForKey(fleet, request, csrChecked.value);
 }
 
 // ---- presented certificates -------------------------------------------------------------

@@ -12,6 +12,7 @@ import { assertDeviceId } from "./issuance.js";
 import type { Claim } from "./claims.js";
 
 const TOKEN_PREFIX = "fpt_";
+type TokenClaim = Extract<Claim, { kind: "token" }>;
 
 function hashToken(token: string): Buffer {
   return createHash("sha256").update(token, "utf8").digest();
@@ -47,7 +48,9 @@ export async function createToken(fleet: Fleet, req: { deviceId: string; ttl?: s
     const device = await tx.selectFrom("devices").select("id").where("id", "=", req.deviceId).executeTakeFirst();
     if (!device) throw new UnknownDevice(req.deviceId);
     await tx.insertInto("enrollment_tokens").values(row).execute();
-    await appendAudit(tx, [{ actor: req.actor, action: "token.create", subject: `device:${req.deviceId}`, details: { token_id: row.id, token_hash: row.token_hash, expires_at: row.expires_at }, at: now }]);
+    // The hash (never the token) lets `audit verify` find a token hash planted or replaced behind the log.
+    const details = { token_id: row.id, token_hash: row.token_hash, expires_at: row.expires_at };
+    await appendAudit(tx, [{ actor: req.actor, action: "token.create", subject: `device:${req.deviceId}`, details, at: now }]);
   };
   if (req.tx) await write(req.tx);
   else await fleet.store.transaction(write);
@@ -72,7 +75,7 @@ export function assertUsableToken<T extends Pick<EnrollmentTokenTable, "used_at"
  * Read-only check before any expensive work, so wrong tokens cost no signature. Returns the claim
  * that consumes the token in the recording transaction (claims.ts), where a lost race is refused.
  */
-export async function checkToken(fleet: Fleet, deviceId: string, token: string, now = new Date()): Promise<Extract<Claim, { kind: "token" }>> {
+export async function checkToken(fleet: Fleet, deviceId: string, token: string, now = new Date()): Promise<TokenClaim> {
   const presented = hashToken(token);
   // On the hot path of every token enrollment: one prepared statement rather than a Kysely query.
   const rows = await fleet.store.withNative((native) =>

@@ -129,7 +129,8 @@ export class LeafTemplate {
     // Devices are mTLS clients and serve TLS themselves (foxglove_bridge, a local web UI), as
     // SPIFFE X.509-SVIDs do. Factory certificates (a year in stock) and operators are clients only.
     // The audit key signs checkpoints only (RFC 9336 document signing), never TLS.
-    const eku = extendedKeyUsage(kind === "audit" ? [OID.documentSigning] : kind === "server" ? [OID.serverAuth] : kind === "device" ? [OID.clientAuth, OID.serverAuth] : [OID.clientAuth]);
+    const client = kind === "device" ? [OID.clientAuth, OID.serverAuth] : [OID.clientAuth];
+    const eku = extendedKeyUsage(kind === "audit" ? [OID.documentSigning] : kind === "server" ? [OID.serverAuth] : client);
     this.constant = [usage, eku, authorityKeyIdentifier(keyId(ca)), ...statusExtensions(ca.status)];
   }
 

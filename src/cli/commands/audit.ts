@@ -14,7 +14,7 @@ export function registerAudit(program: Command): void {
   dirOption(
     audit
       .command("verify")
-      .description("check the hash chain, the checkpoints kept outside (--checkpoints) and the state tables against the log; non-zero exit on any problem"),
+      .description("check the hash chain, the checkpoints kept outside (--checkpoints) and the state tables against the log"),
   )
     .option("--checkpoints <dir>", "directory of checkpoint files exported with `audit checkpoint --out` and kept outside the fleet")
     .option("--json", "machine-readable output")
@@ -41,7 +41,7 @@ export function registerAudit(program: Command): void {
       });
     });
 
-  dirOption(audit.command("checkpoint").description("export the newest signed checkpoint of the audit log (signing a new one if the log moved on)"))
+  dirOption(audit.command("checkpoint").description("export the newest signed checkpoint of the audit log (a new one if it moved on)"))
     .requiredOption("--out <file>", "file to write, or an existing directory (then checkpoint-<seq>-<hash>.json in it)")
     .option("--json", "machine-readable output")
     .action(async (opts) => {
