@@ -309,6 +309,10 @@ export async function verifyFleetAudit(fleet: Fleet, opts: { checkpointsDir?: st
 export async function exportCheckpoint(fleet: Fleet, out: string, actor: string): Promise<WrittenCheckpoint & { file: string }> {
   const cp = await writeCheckpoint(fleet, { actor });
   const file = existsSync(out) && statSync(out).isDirectory() ? join(out, checkpointFileName(cp)) : out;
-  writeFileAtomic(file, cp.document);
+  try {
+    writeFileAtomic(file, cp.document);
+  } catch (e) {
+    throw new InvalidArgument(`--out ${out}: cannot write ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
   return { ...cp, file };
 }
