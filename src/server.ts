@@ -2,6 +2,7 @@
 import { X509Certificate, createPublicKey, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
+import { CheckpointSchedule } from "./authority/audit-checkpoints.js";
 import { deviceClientCas } from "./authority/cas.js";
 import { ChangeFeed } from "./authority/change-feed.js";
 import { CrlPublisher } from "./authority/crls.js";
@@ -11,6 +12,7 @@ import { STATUS_ACTIONS } from "./authority/revocation.js";
 import { layout } from "./authority/layout.js";
 import { ensureServerCertificate } from "./authority/server-certificate.js";
 import { ConfigError } from "./config/config.js";
+import { parseDuration } from "./config/duration.js";
 import { startRegistrationServer, type RegistrationTls } from "./enroll/server.js";
 import { readPrivateKey } from "./keys/keys.js";
 import { createLogger, type Logger } from "./log.js";
@@ -89,6 +91,12 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
     changes.subscribe((events) => {
       for (const event of events) if (event.action === "ca.revoke") fleet.forgetCa(event.subject.replace(/^ca:/, ""));
     });
+    // Signed checkpoints of the audit log: one now (an older fleet gets its audit key), then every interval, and at stop.
+    const checkpoints = new CheckpointSchedule(fleet, parseDuration(fleet.config.audit.checkpoint_interval), (e) =>
+      logger.warn({ err: (e as Error).message }, "writing an audit checkpoint failed"),
+    );
+    await checkpoints.start();
+    closers.push(() => checkpoints.stop());
 
     if (only.has("registration")) {
       const listen = parseListen(options.registrationListen ?? fleet.config.listen.registration, "listen.registration");

@@ -99,10 +99,69 @@ export function appendAuditNative(native: NativeDb, events: readonly AuditEvent[
   return chained.rows;
 }
 
+/** The log is not what fleetpki wrote (a broken chain, or tables that disagree with it). */
+export class AuditBroken extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "AuditBroken";
+  }
+}
+
+/**
+ * Checks that the rows after `from` (undefined: from the start) up to `to` chain on from it and end
+ * in `to`; returns what is wrong, or undefined. Cheap when `from` is recent (a checkpoint).
+ */
+export async function verifyAuditRange(db: Db, from: AuditHead | undefined, to: AuditHead, pageSize = 5000): Promise<string | undefined> {
+  let prev = from?.hash ?? GENESIS_HASH;
+  let expected = (from?.seq ?? 0) + 1;
+  if (from) {
+    const anchor = await db.selectFrom("audit_log").select("hash").where("seq", "=", from.seq).executeTakeFirst();
+    if (!anchor) return `row ${from.seq} is gone`;
+    if (anchor.hash !== from.hash) return `row ${from.seq} no longer has hash ${from.hash}`;
+  }
+  if (to.seq < expected - 1) return `the head (row ${to.seq}) is behind row ${expected - 1}`;
+  while (expected <= to.seq) {
+    const page = await db
+      .selectFrom("audit_log")
+      .selectAll()
+      .where("seq", ">=", expected)
+      .where("seq", "<=", to.seq)
+      .orderBy("seq")
+      .limit(pageSize)
+      .execute();
+    if (page.length === 0) return `row ${expected} is missing`;
+    for (const row of page) {
+      if (row.seq !== expected) return `row ${expected} is missing`;
+      if (row.prev_hash !== prev || rowHash(prev, row) !== row.hash) return `row ${row.seq} does not chain on from row ${row.seq - 1}`;
+      prev = row.hash;
+      expected += 1;
+    }
+  }
+  if (prev !== to.hash) return `row ${to.seq} does not have the head's hash`;
+  return undefined;
+}
+
 export type AuditVerdict = { ok: true; rows: number; headHash: string } | { ok: false; rows: number; firstBadSeq: number; problem: string };
 
-/** Recomputes the whole chain; reports the first sequence number at which it breaks. */
-export async function verifyAudit(db: Db, pageSize = 5000): Promise<AuditVerdict> {
+export interface VerifyAuditOptions {
+  pageSize?: number;
+  /** Called with every row, in order, once its link and hash have been checked (state replay). */
+  onRow?: (row: AuditRecord) => void;
+}
+
+/**
+ * Recomputes the whole chain; reports the first sequence number at which it breaks. A log must
+ * start at 1 and count up by one: a fleet always has its init events, so an empty log is a wiped
+ * one, and rows at 0 or below (which sort first) are not part of any chain.
+ */
+export async function verifyAudit(db: Db, options: VerifyAuditOptions = {}): Promise<AuditVerdict> {
+  const pageSize = options.pageSize ?? 5000;
+  const outside = await db.selectFrom("audit_log").select(["seq"]).where("seq", "<=", 0).orderBy("seq").limit(1).executeTakeFirst();
+  if (outside) {
+    const count = await db.selectFrom("audit_log").select((eb) => eb.fn.countAll().as("n")).where("seq", "<=", 0).executeTakeFirstOrThrow();
+    const problem = `${count.n} row(s) with a sequence number <= 0 (the log starts at 1): inserted outside the chain`;
+    return { ok: false, rows: 0, firstBadSeq: outside.seq, problem };
+  }
   let prev = GENESIS_HASH;
   let expected = 1;
   let checked = 0;
@@ -115,6 +174,7 @@ export async function verifyAudit(db: Db, pageSize = 5000): Promise<AuditVerdict
         return { ok: false, rows: checked, firstBadSeq: row.seq, problem: `row ${row.seq} does not link to row ${row.seq - 1} (rows deleted, replaced or reordered)` };
       if (rowHash(prev, row) !== row.hash)
         return { ok: false, rows: checked, firstBadSeq: row.seq, problem: `row ${row.seq} was modified (its content does not match its hash)` };
+      options.onRow?.(row);
       prev = row.hash;
       expected += 1;
       checked += 1;
@@ -122,13 +182,19 @@ export async function verifyAudit(db: Db, pageSize = 5000): Promise<AuditVerdict
     if (page.length < pageSize) break;
   }
   const head = await db.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1).executeTakeFirst();
+  if (checked === 0)
+    return { ok: false, rows: 0, firstBadSeq: 1, problem: "the log is empty, but every fleet records its init events: the log was wiped" };
   const headSeq = head?.seq ?? 0;
   if (headSeq !== checked || (head && head.hash !== prev))
     return {
       ok: false,
       rows: checked,
       firstBadSeq: Math.min(headSeq, checked) + 1,
-      problem: `the log ends at row ${checked} but its recorded head is row ${headSeq} (rows removed from the end)`,
+      problem:
+        headSeq > checked
+          ? `the log ends at row ${checked} but its recorded head is row ${headSeq} (rows removed from the end)`
+          : `the log ends at row ${checked} but its recorded head is row ${headSeq}${headSeq === checked ? " with another hash" : ""}` +
+            " (rows written outside fleetpki)",
     };
   return { ok: true, rows: checked, headHash: prev };
 }
@@ -139,7 +205,8 @@ export interface AuditQuery {
 }
 
 export async function listAudit(store: Store, query: AuditQuery = {}): Promise<AuditRecord[]> {
-  let q = store.db.selectFrom("audit_log").selectAll().orderBy("seq");
+  // Rows at 0 or below are no part of the chain (`audit verify` rejects them); never list them first.
+  let q = store.db.selectFrom("audit_log").selectAll().where("seq", ">", 0).orderBy("seq");
   if (query.since) q = q.where("at", ">=", query.since.toISOString());
   if (query.limit) q = q.limit(query.limit);
   return q.execute();

@@ -9,6 +9,7 @@ import { ensurePrivateDir, fsyncDir } from "../keys/files.js";
 import { generateKey, privateKeyPem, publicSpki } from "../keys/keys.js";
 import { subjectPublicKeyOf } from "../x509/certificate.js";
 import { describeKey } from "../x509/algorithms.js";
+import { checkpointAfter } from "./audit-checkpoints.js";
 import { InvalidArgument, UnknownCa } from "./errors.js";
 import type { Fleet } from "./fleet.js";
 import { assertDeviceId, issueForKey } from "./issuance.js";
@@ -139,5 +140,6 @@ export async function issueBatch(fleet: Fleet, req: BatchRequest): Promise<Batch
     req.onProgress?.({ done, skipped, total });
   }
   skipped = total - todo.length;
+  await checkpointAfter(fleet, req.actor);
   return { issued: todo.length, skipped, total };
 }

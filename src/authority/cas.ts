@@ -18,6 +18,7 @@ import type { Fleet } from "./fleet.js";
 import { sha256Fingerprint } from "../x509/certificate.js";
 import { LOCAL_CA_NAME, layout, localCaId, type IntermediateRole } from "./layout.js";
 import { writeCeremonyRequest } from "./ceremony.js";
+import { checkpointAfter } from "./audit-checkpoints.js";
 
 const ROLE_TITLES: Record<string, string> = {
   root: "Root CA",
@@ -164,6 +165,7 @@ export async function createIntermediate(
     await fleet.store.transaction((tx) =>
       appendAudit(tx, [{ actor, action: "ca.request", subject: `ca:${id}`, details: { request: requestFile }, at: now }]),
     );
+    await checkpointAfter(fleet, actor);
     return { status: "pending", requestFile };
   }
   const spki = publicSpki(key);
@@ -178,6 +180,7 @@ export async function createIntermediate(
   const { root: rootPem } = await fleet.chainPem("root");
   writeCaFiles(fleet.dir, id, issued.der, rootPem, key, fleet.passphrase());
   await fleet.store.transaction((tx) => recordCa(tx, { id, der: issued.der, keyFile: layout.caKey(id), issuerId: "root" }, actor, now));
+  await checkpointAfter(fleet, actor);
   return { status: "created" };
 }
 

@@ -70,7 +70,8 @@ export async function enrollWithToken(
   }
   if (csrChecked.status === "rejected") throw csrChecked.reason;
   try {
-    const ctx = context(req.source, { provisioner: "token" });
+    // The token id lets `audit verify` replay which token each enrollment spent.
+    const ctx = context(req.source, { provisioner: "token", token_id: tokenChecked.value.tokenId });
     const issue = { deviceId: req.deviceId, actor: `token:${req.deviceId}`, now, context: ctx, claim: tokenChecked.value };
     return await issueForKey(fleet, issue, csrChecked.value);
   } catch (e) {

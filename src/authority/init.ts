@@ -15,6 +15,7 @@ import { parseCertificate, subjectPublicKeyOf, type ParsedCertificate } from "..
 import { fromPem, toPem } from "../x509/pem.js";
 import { buildRootCertificate, deviceDnsZone, inDeviceDnsZone, operatorSpiffeId } from "../x509/profiles.js";
 import type { GeneralName } from "../x509/extensions.js";
+import { checkpointAfter, ensureAuditKey } from "./audit-checkpoints.js";
 import { caSubjectFor, createIntermediate, recordCa, writeCaFiles } from "./cas.js";
 import { matchSignedIntermediates, pendingRequests, removeRequest } from "./ceremony.js";
 import { CeremonyError, FleetExists, InvalidArgument } from "./errors.js";
@@ -152,6 +153,7 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
     await store.transaction((tx) =>
       appendAudit(tx, [{ actor, action: "fleet.init", subject: `fleet:${domain}`, details: { name, domain, key_type: keyType, offline_root: !!externalRoot }, at: now }]),
     );
+    await checkpointAfter(fleet, actor);
     return {
       dir,
       rootFingerprint: sha256Fingerprint(rootDer),
@@ -256,6 +258,8 @@ export async function completeFleet(fleet: Fleet, actor: string, now = new Date(
       actor,
       now,
     );
+  // The audit key signs checkpoints of the audit log (audit-checkpoints.ts).
+  await ensureAuditKey(fleet, actor, now);
   return true;
 }
 
@@ -273,5 +277,6 @@ export async function importIntermediates(fleet: Fleet, files: readonly string[]
     removeRequest(fleet, m.requestFile);
   }
   const ready = await completeFleet(fleet, actor, now);
+  await checkpointAfter(fleet, actor);
   return { imported: matched.map((m) => m.caId), ready };
 }

@@ -4,6 +4,7 @@
 import { appendAudit } from "../audit/log.js";
 import type { CertificateTable } from "../store/schema.js";
 import type { Tx } from "../store/store.js";
+import { checkpointAfter } from "./audit-checkpoints.js";
 import { InvalidArgument, UnknownCa, UnknownDevice } from "./errors.js";
 import type { Fleet } from "./fleet.js";
 import { assertDeviceId } from "./issuance.js";
@@ -74,11 +75,18 @@ async function setStatus(tx: Tx, rows: readonly Row[], status: CertificateTable[
     .execute();
 }
 
+/** Hands back a committed status change's result once a checkpoint covers its event. */
+async function checkpointed<T>(fleet: Fleet, actor: string, committed: Promise<T>): Promise<T> {
+  const result = await committed;
+  await checkpointAfter(fleet, actor);
+  return result;
+}
+
 /** Revokes every unexpired certificate of the device and blocks its enrollment and renewal for good. */
 export async function revokeDevice(fleet: Fleet, req: { deviceId: string; reason?: RevokeReason; actor: string }): Promise<StatusChange> {
   const now = new Date();
   const reason = req.reason ?? "unspecified";
-  return fleet.store.transaction(async (tx) => {
+  return checkpointed(fleet, req.actor, fleet.store.transaction(async (tx) => {
     const device = await deviceRow(tx, req.deviceId);
     if (device.status === "revoked") throw new InvalidArgument(`device "${req.deviceId}" is already revoked`);
     const rows = await liveCertificates(tx, req.deviceId, ["valid", "hold"], now);
@@ -95,13 +103,13 @@ export async function revokeDevice(fleet: Fleet, req: { deviceId: string; reason
     const c = change(rows);
     await appendAudit(tx, [{ actor: req.actor, action: "device.revoke", subject: `device:${req.deviceId}`, details: { reason, serials: c.serials, cas: c.cas }, at: now }]);
     return c;
-  });
+  }));
 }
 
 /** Puts every unexpired certificate of the device on hold (certificateHold) until `unholdDevice`. */
 export async function holdDevice(fleet: Fleet, req: { deviceId: string; actor: string }): Promise<StatusChange> {
   const now = new Date();
-  return fleet.store.transaction(async (tx) => {
+  return checkpointed(fleet, req.actor, fleet.store.transaction(async (tx) => {
     const device = await deviceRow(tx, req.deviceId);
     if (device.status !== "active") throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}; only an active device can be put on hold`);
     const rows = await liveCertificates(tx, req.deviceId, ["valid"], now);
@@ -110,13 +118,13 @@ export async function holdDevice(fleet: Fleet, req: { deviceId: string; actor: s
     const c = change(rows);
     await appendAudit(tx, [{ actor: req.actor, action: "device.hold", subject: `device:${req.deviceId}`, details: { serials: c.serials, cas: c.cas }, at: now }]);
     return c;
-  });
+  }));
 }
 
 /** Releases a held device: its held certificates are valid again (they leave the CRLs). */
 export async function unholdDevice(fleet: Fleet, req: { deviceId: string; actor: string }): Promise<StatusChange> {
   const now = new Date();
-  return fleet.store.transaction(async (tx) => {
+  return checkpointed(fleet, req.actor, fleet.store.transaction(async (tx) => {
     const device = await deviceRow(tx, req.deviceId);
     if (device.status !== "held") throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}, not on hold`);
     const rows = await tx.selectFrom("certificates").select(["serial", "issuer_ca", "status"]).where("device_id", "=", req.deviceId).where("status", "=", "hold").execute();
@@ -125,7 +133,7 @@ export async function unholdDevice(fleet: Fleet, req: { deviceId: string; actor:
     const c = change(rows);
     await appendAudit(tx, [{ actor: req.actor, action: "device.unhold", subject: `device:${req.deviceId}`, details: { serials: c.serials, cas: c.cas }, at: now }]);
     return c;
-  });
+  }));
 }
 
 /** Revokes one certificate by serial (any kind this fleet issued). */
@@ -133,7 +141,7 @@ export async function revokeCertificate(fleet: Fleet, req: { serial: string; rea
   const serial = normalizeSerial(req.serial);
   const reason = req.reason ?? "unspecified";
   const now = new Date();
-  return fleet.store.transaction(async (tx) => {
+  return checkpointed(fleet, req.actor, fleet.store.transaction(async (tx) => {
     const row = await tx.selectFrom("certificates").select(["serial", "issuer_ca", "status", "kind", "subject_id"]).where("serial", "=", serial).executeTakeFirst();
     if (!row) throw new InvalidArgument(`no certificate with serial ${serial} was issued by this fleet`);
     if (row.status === "revoked") throw new InvalidArgument(`certificate ${serial} is already revoked`);
@@ -142,7 +150,7 @@ export async function revokeCertificate(fleet: Fleet, req: { serial: string; rea
     const c = change([row]);
     await appendAudit(tx, [{ actor: req.actor, action: "certificate.revoke", subject: `certificate:${serial}`, details: { reason, serials: c.serials, cas: c.cas, subject: row.subject_id }, at: now }]);
     return { ...c, kind: row.kind, subjectId: row.subject_id };
-  });
+  }));
 }
 
 /**
@@ -167,5 +175,6 @@ export async function revokeLocalCa(fleet: Fleet, req: { name: string; actor: st
     return { ...c, caId };
   });
   fleet.forgetCa(caId);
+  await checkpointAfter(fleet, req.actor);
   return result;
 }

@@ -11,6 +11,7 @@ import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
 import { signatureSchemeFor } from "../x509/algorithms.js";
 import { buildCrl, CrlError, parseCrl, verifyCrlSignature, type RevocationReason } from "../x509/crl.js";
 import { fromPem, PemError, toPem } from "../x509/pem.js";
+import { checkpointAfter } from "./audit-checkpoints.js";
 import { openOfflineRoot } from "./ceremony.js";
 import { CeremonyError, InvalidArgument } from "./errors.js";
 import type { Fleet } from "./fleet.js";
@@ -133,5 +134,6 @@ export async function importCrl(fleet: Fleet, file: string, actor: string): Prom
     // "cas" makes every running process serve it at once (change-feed.ts).
     await appendAudit(tx, [{ actor, action: "crl.import", subject: "ca:root", details: { crl_number: crlNumber.toString(), entries: crl.entries.length, next_update: nextUpdate.toISOString(), cas: ["root"] } }]);
   });
+  await checkpointAfter(fleet, actor);
   return { caId: "root", crlNumber, entries: crl.entries.length, nextUpdate };
 }

@@ -12,6 +12,7 @@ import { assertDeviceId } from "./issuance.js";
 import type { Claim } from "./claims.js";
 
 const TOKEN_PREFIX = "fpt_";
+type TokenClaim = Extract<Claim, { kind: "token" }>;
 
 function hashToken(token: string): Buffer {
   return createHash("sha256").update(token, "utf8").digest();
@@ -61,7 +62,9 @@ export async function storeToken(tx: Tx, prepared: PreparedToken, actor: string)
   const device = await tx.selectFrom("devices").select("id").where("id", "=", row.device_id).executeTakeFirst();
   if (!device) throw new UnknownDevice(row.device_id);
   await tx.insertInto("enrollment_tokens").values({ ...row, created_by: actor }).execute();
-  await appendAudit(tx, [{ actor, action: "token.create", subject: `device:${row.device_id}`, details: { token_id: row.id, expires_at: row.expires_at }, at }]);
+  // The hash (never the token) lets `audit verify` find a token hash planted or replaced behind the log.
+  const details = { token_id: row.id, token_hash: row.token_hash, expires_at: row.expires_at };
+  await appendAudit(tx, [{ actor, action: "token.create", subject: `device:${row.device_id}`, details, at }]);
   return prepared.created;
 }
 
@@ -88,7 +91,7 @@ export function assertUsableToken<T extends Pick<EnrollmentTokenTable, "used_at"
  * Read-only check before any expensive work, so wrong tokens cost no signature. Returns the claim
  * that consumes the token in the recording transaction (claims.ts), where a lost race is refused.
  */
-export async function checkToken(fleet: Fleet, deviceId: string, token: string, now = new Date()): Promise<Claim> {
+export async function checkToken(fleet: Fleet, deviceId: string, token: string, now = new Date()): Promise<TokenClaim> {
   const presented = hashToken(token);
   // On the hot path of every token enrollment: one prepared statement rather than a Kysely query.
   const rows = await fleet.store.withNative((native) =>

@@ -21,7 +21,15 @@ export interface FleetConfig {
   renewal: { after_expiry_grace: string };
   enrollment: EnrollmentConfig;
   revocation: RevocationConfig;
+  audit: AuditConfig;
 }
+
+export interface AuditConfig {
+  /** How often `serve` signs a checkpoint of the audit log's head (when it moved); docs/audit.md. */
+  checkpoint_interval: string;
+}
+
+export const DEFAULT_AUDIT: AuditConfig = { checkpoint_interval: "5m" };
 
 export interface RevocationConfig {
   /** A CRL's nextUpdate - thisUpdate; re-signed at half of it and at once after any change. */
@@ -121,6 +129,7 @@ export function defaultConfig(input: ConfigDefaultsInput): FleetConfig {
     renewal: { after_expiry_grace: "7d" },
     enrollment: { ...DEFAULT_ENROLLMENT },
     revocation: { ...DEFAULT_REVOCATION },
+    audit: { ...DEFAULT_AUDIT },
   };
 }
 
@@ -182,6 +191,10 @@ revocation:
   ocsp_responder_validity: ${c.revocation.ocsp_responder_validity}    # delegated OCSP signing certificates, renewed at half-life
   ocsp_cache: ${c.revocation.ocsp_cache}                 # reuse of signed "good" answers; dropped on any status change
   ocsp_max_certificates: ${c.revocation.ocsp_max_certificates}        # certificates per OCSP request
+
+# Signed checkpoints of the audit log's head (docs/audit.md); also written after every CA operation.
+audit:
+  checkpoint_interval: ${c.audit.checkpoint_interval}          # how often \`serve\` signs the head when it moved
 `;
 }
 
@@ -217,6 +230,7 @@ const KNOWN_KEYS: Record<string, readonly string[]> = {
   renewal: ["after_expiry_grace"],
   enrollment: ["token", "factory", "approval", "token_ttl", "failed_auth_per_minute"],
   revocation: ["crl_validity", "ocsp_responder_validity", "ocsp_cache", "ocsp_max_certificates"],
+  audit: ["checkpoint_interval"],
   // Written by fleetpki before server.public_url replaced it; still read.
   urls: ["crl_base", "ocsp", "est"],
 };
@@ -353,6 +367,7 @@ export function parseConfigWithNotes(text: string): { config: FleetConfig; notes
       renewal: { after_expiry_grace: grace },
       enrollment,
       revocation: parseRevocation((raw as Record<string, unknown>).revocation),
+      audit: parseAudit((raw as Record<string, unknown>).audit),
     },
   };
 }
@@ -435,6 +450,24 @@ function parseRevocation(value: unknown): RevocationConfig {
  * manager that hands the passphrase over separately (systemd: LoadCredential= and %d/<name>).
  */
 export const PASSPHRASE_FILE_ENV = "FLEETPKI_PASSPHRASE_FILE";
+
+/** Optional (fleets made before it existed get the defaults). */
+function parseAudit(value: unknown): AuditConfig {
+  if (value === undefined || value === null) return { ...DEFAULT_AUDIT };
+  if (typeof value !== "object") throw new ConfigError(`${CONFIG_FILE}: "audit" must be a mapping`);
+  const a = value as Record<string, unknown>;
+  const out = { ...DEFAULT_AUDIT };
+  if (a.checkpoint_interval !== undefined) {
+    try {
+      // Each checkpoint is one signature and one row: more often than every 10 s buys nothing.
+      if (parseDuration(String(a.checkpoint_interval)) < 10_000) throw new Error("must be at least 10s");
+    } catch (err) {
+      throw new ConfigError(`${CONFIG_FILE}: audit.checkpoint_interval: ${(err as Error).message}`);
+    }
+    out.checkpoint_interval = String(a.checkpoint_interval);
+  }
+  return out;
+}
 
 export function loadConfig(dir: string): FleetConfig {
   return loadConfigWithNotes(dir).config;

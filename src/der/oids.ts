@@ -56,6 +56,8 @@ export const OID = {
   serverAuth: "1.3.6.1.5.5.7.3.1",
   clientAuth: "1.3.6.1.5.5.7.3.2",
   ocspSigning: "1.3.6.1.5.5.7.3.9",
+  /** RFC 9336; the audit key's only purpose (signing audit checkpoints), never TLS. */
+  documentSigning: "1.3.6.1.5.5.7.3.36",
   // OCSP (RFC 6960, RFC 8954) and the digests its CertIDs use
   ocspBasic: "1.3.6.1.5.5.7.48.1.1",
   ocspNonce: "1.3.6.1.5.5.7.48.1.2",

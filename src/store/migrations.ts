@@ -209,6 +209,19 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
         }
       },
     },
+    "0006_audit_checkpoints": {
+      async up(db: Kysely<any>): Promise<void> {
+        // Signed heads of the audit log (src/audit/checkpoints.ts), one per sequence number. The
+        // document is the exported file, byte for byte.
+        await db.schema
+          .createTable("audit_checkpoints")
+          .addColumn("seq", "integer", (c) => c.primaryKey())
+          .addColumn("hash", "text", (c) => c.notNull())
+          .addColumn("at", "text", (c) => c.notNull())
+          .addColumn("document", "text", (c) => c.notNull())
+          .execute();
+      },
+    },
   };
 }
 

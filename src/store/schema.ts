@@ -34,7 +34,7 @@ export interface CertificateTable {
   /** Lower-case hex of the serial number's magnitude. */
   serial: string;
   issuer_ca: string;
-  kind: "device" | "factory" | "server" | "operator" | "ca" | "ocsp-responder";
+  kind: "device" | "factory" | "server" | "operator" | "ca" | "ocsp-responder" | "audit";
   /** Device id, operator name, server name or CA id this certificate identifies. */
   subject_id: string;
   device_id: string | null;
@@ -140,12 +140,21 @@ export interface CrlTable {
   der: Uint8Array;
 }
 
+/** A signed checkpoint of the audit log's head (src/audit/checkpoints.ts); document is the exported file. */
+export interface AuditCheckpointTable {
+  seq: number;
+  hash: string;
+  at: string;
+  document: string;
+}
+
 export interface Database {
   cas: CaTable;
   devices: DeviceTable;
   certificates: CertificateTable;
   audit_log: AuditLogTable;
   audit_head: AuditHeadTable;
+  audit_checkpoints: AuditCheckpointTable;
   enrollment_tokens: EnrollmentTokenTable;
   enrollment_requests: EnrollmentRequestTable;
   factory_enrollments: FactoryEnrollmentTable;

@@ -110,8 +110,8 @@ export interface LeafRequest {
   serial?: Buffer;
 }
 
-/** device: operational (devices CA); factory: first-enrollment identity from a local CA. */
-export type LeafKind = "device" | "factory" | "operator" | "server";
+/** device: operational (devices CA); factory: first-enrollment identity from a local CA; audit: signs audit checkpoints. */
+export type LeafKind = "device" | "factory" | "operator" | "server" | "audit";
 
 /**
  * Precomputed per issuer and kind: issuer name, AKI, key usage, EKU, CDP and AIA bytes.
@@ -128,7 +128,9 @@ export class LeafTemplate {
     const usage = keyUsage(["digitalSignature"]);
     // Devices are mTLS clients and serve TLS themselves (foxglove_bridge, a local web UI), as
     // SPIFFE X.509-SVIDs do. Factory certificates (a year in stock) and operators are clients only.
-    const eku = extendedKeyUsage(kind === "server" ? [OID.serverAuth] : kind === "device" ? [OID.clientAuth, OID.serverAuth] : [OID.clientAuth]);
+    // The audit key signs checkpoints only (RFC 9336 document signing), never TLS.
+    const client = kind === "device" ? [OID.clientAuth, OID.serverAuth] : [OID.clientAuth];
+    const eku = extendedKeyUsage(kind === "audit" ? [OID.documentSigning] : kind === "server" ? [OID.serverAuth] : client);
     this.constant = [usage, eku, authorityKeyIdentifier(keyId(ca)), ...statusExtensions(ca.status)];
   }
 
