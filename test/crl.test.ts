@@ -25,10 +25,10 @@ import {
 } from "../src/x509/crl.js";
 import { fromPem, toPem } from "../src/x509/pem.js";
 import { LeafTemplate, buildRootCertificate, type IssuingCa } from "../src/x509/profiles.js";
-import { TESTDATA, assertOk, openssl, tempDir, writeTemp } from "./helpers.js";
+import { vectorPath, assertOk, openssl, tempDir, writeTemp } from "./helpers.js";
 
 const DAY = 86_400_000;
-const VECTORS = join(TESTDATA, "pyca-vectors", "x509", "custom");
+const VECTORS = vectorPath("pyca", "x509", "custom");
 const tmp = tempDir("fleetpki-crl-test-");
 after(() => tmp.cleanup());
 
