@@ -9,7 +9,8 @@ import { Fleet } from "../src/authority/fleet.js";
 import { initFleet, type InitOptions } from "../src/authority/init.js";
 
 export const ROOT = resolve(import.meta.dirname, "..");
-export const CLI = join(ROOT, "bin", "fleetpki.js");
+/** The CLI run from src/ (through tsx), so tests never depend on a stale dist/. */
+export const CLI = join(ROOT, "scripts", "dev-cli.mjs");
 
 /**
  * A third-party test vector (file or directory) kept in the repository under test/vectors/<source>/;
