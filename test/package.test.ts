@@ -33,7 +33,12 @@ function ok(r: RunResult, what: string): RunResult {
 /** Resolves with the listening port printed by `serve`/`start`, or rejects when the process exits first. */
 function listeningPort(proc: Proc): Promise<number> {
   return Promise.race([
-    waitFor(`"listening on" from ${proc.name}`, () => /registration.*\(listening on 127\.0\.0\.1:(\d+)\)/.exec(proc.stderr())?.[1], 120_000, 50).then(Number),
+    waitFor(
+      `"listening on" from ${proc.name}`,
+      () => /registration.*\(listening on 127\.0\.0\.1:(\d+)\)/.exec(proc.stderr())?.[1],
+      120_000,
+      50,
+    ).then(Number),
     proc.exited.then((e) => {
       throw new Error(`${proc.name} exited ${e.code ?? e.signal} before listening:\n${proc.stdout()}\n${proc.stderr()}`);
     }),
@@ -67,11 +72,18 @@ describe("the package: npm pack, a global install, npm start", { concurrency: fa
 
   it("the tarball holds bin/ and dist/, no sources, tests or benchmarks, and no install script", async () => {
     const r = ok(await run("tar", ["tzf", tarball]), "tar tzf");
-    const files = r.stdout.trim().split("\n").map((f) => f.replace(/^package\//, ""));
+    const files = r.stdout
+      .trim()
+      .split("\n")
+      .map((f) => f.replace(/^package\//, ""));
     assert.ok(files.includes("bin/fleetpki.js"), "bin/fleetpki.js");
     assert.ok(files.includes("dist/cli/main.js"), "dist/cli/main.js");
     assert.ok(files.includes("dist/agent/index.js"), "dist/agent/index.js");
-    assert.deepEqual(files.filter((f) => /^(src|test|bench|scripts)\/|\.ts$/.test(f)), [], "no sources, tests, benchmarks or scripts");
+    assert.deepEqual(
+      files.filter((f) => /^(src|test|bench|scripts)\/|\.ts$/.test(f)),
+      [],
+      "no sources, tests, benchmarks or scripts",
+    );
     const manifest = JSON.parse(ok(await run("tar", ["xzfO", tarball, "package/package.json"]), "tar x").stdout) as {
       scripts?: Record<string, string>;
       dependencies: Record<string, string>;
@@ -83,13 +95,24 @@ describe("the package: npm pack, a global install, npm start", { concurrency: fa
   it("installed globally in a scratch prefix, fleetpki init, serve and agent enroll work without the source tree", async () => {
     const prefix = join(tmp.path, "prefix");
     const native = process.env.FLEETPKI_PACK_NATIVE_BUILD === "1";
-    const args = ["install", "-g", "--prefix", prefix, "--prefer-offline", "--no-audit", "--no-fund", ...(native ? [] : ["--ignore-scripts"]), tarball];
+    const args = [
+      "install",
+      "-g",
+      "--prefix",
+      prefix,
+      "--prefer-offline",
+      "--no-audit",
+      "--no-fund",
+      ...(native ? [] : ["--ignore-scripts"]),
+      tarball,
+    ];
     ok(await run(NPM, args, { cwd: tmp.path, timeoutMs: 600_000 }), "npm install -g");
     const installed = join(prefix, "lib", "node_modules", "fleetpki");
     const modules = join(installed, "node_modules");
     assert.throws(() => readFileSync(join(modules, "tsx", "package.json")), /ENOENT/, "tsx is not installed with the package");
     if (!native) {
-      const version = (dir: string) => (JSON.parse(readFileSync(join(dir, "better-sqlite3", "package.json"), "utf8")) as { version: string }).version;
+      const version = (dir: string) =>
+        (JSON.parse(readFileSync(join(dir, "better-sqlite3", "package.json"), "utf8")) as { version: string }).version;
       assert.equal(version(modules), version(join(ROOT, "node_modules")), "the same better-sqlite3 as this checkout");
       const binding = join("better-sqlite3", "build", "Release", "better_sqlite3.node");
       mkdirSync(dirname(join(modules, binding)), { recursive: true });
@@ -103,7 +126,13 @@ describe("the package: npm pack, a global install, npm start", { concurrency: fa
     const fleet = join(tmp.path, "fleet");
     const passphrase = join(tmp.path, "passphrase");
     writeFileSync(passphrase, "a passphrase for the packed install test\n", { mode: 0o600 });
-    ok(await run(fleetpki, ["init", "--dir", fleet, "--name", "Packed", "--domain", "fleet.example", "--passphrase-file", passphrase], { cwd, env }), "init");
+    ok(
+      await run(fleetpki, ["init", "--dir", fleet, "--name", "Packed", "--domain", "fleet.example", "--passphrase-file", passphrase], {
+        cwd,
+        env,
+      }),
+      "init",
+    );
 
     const serve = ["serve", "--dir", fleet, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"];
     const server = spawnProc("installed fleetpki serve", fleetpki, serve, { cwd, env });
@@ -112,7 +141,18 @@ describe("the package: npm pack, a global install, npm start", { concurrency: fa
     const token = (JSON.parse(added.stdout) as { token: string }).token;
     const robot = join(tmp.path, "robot");
     const root = join(fleet, "ca", "root", "cert.pem");
-    const enroll = ["agent", "enroll", "--server", `https://127.0.0.1:${port}`, "--root-fingerprint", fingerprintOfPemFile(root), "--id", "robot-0001", "--dir", robot];
+    const enroll = [
+      "agent",
+      "enroll",
+      "--server",
+      `https://127.0.0.1:${port}`,
+      "--root-fingerprint",
+      fingerprintOfPemFile(root),
+      "--id",
+      "robot-0001",
+      "--dir",
+      robot,
+    ];
     ok(await run(fleetpki, enroll, { cwd, env: { ...env, FLEETPKI_TOKEN: token } }), "agent enroll");
     const verify = openssl(["verify", "-CAfile", root, "-untrusted", join(fleet, "ca", "devices", "cert.pem"), join(robot, "cert.pem")]);
     assert.equal(verify.status, 0, verify.stderr);

@@ -25,7 +25,9 @@ describe("third-party test vectors live in the repository", () => {
 
   it("every source folder is listed in SOURCES.md and carries its licence file", () => {
     const sources = readFileSync(join(VECTORS, "SOURCES.md"), "utf8");
-    const folders = readdirSync(VECTORS, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+    const folders = readdirSync(VECTORS, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name);
     assert.ok(folders.length > 0);
     for (const folder of folders) {
       assert.match(sources, new RegExp("`" + folder + "/"), `${folder}/ is not described in SOURCES.md`);
