@@ -1,6 +1,11 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI directly through tsx's loader: no build step to forget.
-import { register } from "tsx/esm/api";
+// The fleetpki CLI runs the compiled JavaScript in dist/ (`npm run build`; `npm start` builds first
+// when src/ changed). Tests run the source through scripts/dev-cli.mjs instead.
+import { existsSync } from "node:fs";
 
-register();
-await import("../src/cli/main.ts");
+const main = new URL("../dist/cli/main.js", import.meta.url);
+if (!existsSync(main)) {
+  process.stderr.write("fleetpki: dist/ is missing: run `npm run build` first (`npm start` builds when needed)\n");
+  process.exit(1);
+}
+await import(main.href);

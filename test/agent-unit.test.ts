@@ -751,15 +751,23 @@ describe("agent: run loop", () => {
   });
 });
 
-/** `agent run` until it has scheduled its renewal, then SIGTERM; resolves with its exit and output. */
+/**
+ * `agent run` until it has scheduled its renewal, then ONE SIGTERM; resolves with its exit and output.
+ * Once: a SIGTERM on every later chunk ("stopping", "agent stopped") could land after the CLI had
+ * removed its handlers but before the process exited, killing it by signal (status null).
+ */
 function runUntilScheduledThenTerm(dir: string): Promise<{ status: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, "agent", "run", "--dir", dir], { stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
+    let termSent = false;
     const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
     child.stderr.setEncoding("utf8").on("data", (d: string) => {
       stderr += d;
-      if (stderr.includes('"renewal scheduled"')) child.kill("SIGTERM");
+      if (!termSent && stderr.includes('"renewal scheduled"')) {
+        termSent = true;
+        child.kill("SIGTERM");
+      }
     });
     child.on("error", reject);
     child.on("close", (status) => {

@@ -25,7 +25,7 @@ import {
 } from "../src/x509/crl.js";
 import { fromPem, toPem } from "../src/x509/pem.js";
 import { LeafTemplate, buildRootCertificate, type IssuingCa } from "../src/x509/profiles.js";
-import { TESTDATA, assertOk, openssl, tempDir, writeTemp } from "./helpers.js";
+import { vectorPath, assertOk, openssl, tempDir, writeTemp } from "./helpers.js";
 
 const DAY = 86_400_000;
 /**
@@ -33,7 +33,7 @@ const DAY = 86_400_000;
  * nothing depends on the wall clock. Whole seconds, as X.509 times are.
  */
 const NOW = Date.UTC(2031, 2, 14, 15, 9, 26);
-const VECTORS = join(TESTDATA, "pyca-vectors", "x509", "custom");
+const VECTORS = vectorPath("pyca", "x509", "custom");
 const tmp = tempDir("fleetpki-crl-test-");
 after(() => tmp.cleanup());
 

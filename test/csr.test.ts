@@ -17,12 +17,12 @@ import { addDevice } from "../src/authority/devices.js";
 import { AuthorityError, CsrInvalid, InvalidDeviceId, KeyTypeNotAllowed, UnknownDevice } from "../src/authority/errors.js";
 import type { Fleet } from "../src/authority/fleet.js";
 import { verifyAudit } from "../src/audit/log.js";
-import { TESTDATA, openssl, opensslCsr, tempDir, tempFleet } from "./helpers.js";
+import { vectorPath, openssl, opensslCsr, tempDir, tempFleet } from "./helpers.js";
 
 /** @peculiar/x509 certificate from PEM text or DER bytes. */
 const peculiar = (cert: Buffer | string): x509.X509Certificate => new x509.X509Certificate(typeof cert === "string" ? cert : new Uint8Array(cert));
 
-const VECTOR_DIR = join(TESTDATA, "pyca-vectors", "x509", "requests");
+const VECTOR_DIR = vectorPath("pyca", "x509", "requests");
 
 type Outcome =
   | { accept: string /* keyType */ }

@@ -10,10 +10,10 @@ import { Base64Error, fromBase64Body, toBase64Body } from "../src/x509/base64.js
 import { CsrError, parseCsr } from "../src/x509/csr.js";
 import { boolean, oid, printableString, sequence, set, smallInteger, utf8String } from "../src/der/writer.js";
 import { OID } from "../src/der/oids.js";
-import { TESTDATA, openssl, opensslCsr, tempDir } from "./helpers.js";
+import { vectorPath, openssl, opensslCsr, tempDir } from "./helpers.js";
 
-const GLOBALSIGN = join(TESTDATA, "est", "globalsign");
-const LIBEST = join(TESTDATA, "est", "libest");
+const GLOBALSIGN = vectorPath("globalsign");
+const LIBEST = vectorPath("libest");
 
 const hex = (b: Buffer): string => b.toString("hex");
 const asn1parse = (der: Buffer) => openssl(["asn1parse", "-inform", "DER", "-i"], der);

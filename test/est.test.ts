@@ -12,12 +12,12 @@ import { addDevice } from "../src/authority/devices.js";
 import { decideRequest, listPendingRequests } from "../src/authority/enrollment.js";
 import type { Fleet } from "../src/authority/fleet.js";
 import { createToken } from "../src/authority/tokens.js";
-import { TESTDATA, tempDir, tempFleet } from "./helpers.js";
+import { vectorPath, tempDir, tempFleet } from "./helpers.js";
 import { assertProblem, curl, devicesCaPemPath, editConfig, opensslOk, rootPemPath, startTestServer, type CurlResult, type TestServer } from "./server-helpers.js";
 
 const EST = "/.well-known/est";
-const LIBEST = join(TESTDATA, "est", "libest");
-const GLOBALSIGN = join(TESTDATA, "est", "globalsign");
+const LIBEST = vectorPath("libest");
+const GLOBALSIGN = vectorPath("globalsign");
 
 type TempFleet = Awaited<ReturnType<typeof tempFleet>>;
 

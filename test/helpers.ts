@@ -1,7 +1,7 @@
 // Shared test plumbing: temporary fleets, running the real CLI, running openssl.
 import assert from "node:assert/strict";
 import { execFile, spawnSync, type SpawnSyncReturns } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
@@ -9,8 +9,19 @@ import { Fleet } from "../src/authority/fleet.js";
 import { initFleet, type InitOptions } from "../src/authority/init.js";
 
 export const ROOT = resolve(import.meta.dirname, "..");
-export const CLI = join(ROOT, "bin", "fleetpki.js");
-export const TESTDATA = resolve(ROOT, "..", "shared", "testdata");
+/** The CLI run from src/ (through tsx), so tests never depend on a stale dist/. */
+export const CLI = join(ROOT, "scripts", "dev-cli.mjs");
+
+/**
+ * A third-party test vector (file or directory) kept in the repository under test/vectors/<source>/;
+ * test/vectors/SOURCES.md names each source's upstream, commit and licence. Tests read vectors only
+ * through here, so a fresh clone needs nothing beside it.
+ */
+export function vectorPath(source: string, ...parts: string[]): string {
+  const path = join(ROOT, "test", "vectors", source, ...parts);
+  if (!existsSync(path)) throw new Error(`test vector ${path} is missing: copy it into test/vectors/ and list it in test/vectors/SOURCES.md`);
+  return path;
+}
 
 export function tempDir(prefix = "fleetpki-test-"): { path: string; cleanup: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix));

@@ -30,9 +30,9 @@ import {
   type ParsedBasicOcspResponse,
   type ParsedOcspRequest,
 } from "../src/x509/ocsp.js";
-import { TESTDATA, openssl, tempDir, type RunResult } from "./helpers.js";
+import { vectorPath, openssl, tempDir, type RunResult } from "./helpers.js";
 
-const VECTORS = join(TESTDATA, "pyca-vectors", "x509", "ocsp");
+const VECTORS = vectorPath("pyca", "x509", "ocsp");
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 

@@ -10,9 +10,9 @@ import { Base64Error, certsOnly, fromBase64Body, parseCertsOnly, toBase64Body } 
 import { fromPem, parsePemBlocks } from "../src/x509/pem.js";
 import { implicitConstructed, octetString, oid, sequence, set, smallInteger } from "../src/der/writer.js";
 import { OID } from "../src/der/oids.js";
-import { TESTDATA, openssl, tempDir, tempFleet, writeTemp } from "./helpers.js";
+import { vectorPath, openssl, tempDir, tempFleet, writeTemp } from "./helpers.js";
 
-const LIBEST = join(TESTDATA, "est", "libest");
+const LIBEST = vectorPath("libest");
 
 /** openssl run with binary (DER) stdin/stdout; helpers.openssl decodes stdout as UTF-8. */
 function opensslBinary(args: readonly string[], input?: Buffer): { status: number; stdout: Buffer; stderr: string } {

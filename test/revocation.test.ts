@@ -12,7 +12,7 @@ import { silentLogger } from "../src/log.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
 import { parseCrl } from "../src/x509/crl.js";
 import { parseOcspResponse } from "../src/x509/ocsp.js";
-import { CLI, TESTDATA, assertOk, assertOneLineError, cliAsync, openssl, opensslCsr, tempDir, tempFleet } from "./helpers.js";
+import { CLI, vectorPath, assertOk, assertOneLineError, cliAsync, openssl, opensslCsr, tempDir, tempFleet } from "./helpers.js";
 import { devicesCaPemPath, editConfig, rootPemPath, run, sleep } from "./server-helpers.js";
 
 interface Leaf {
@@ -222,7 +222,7 @@ describe("revocation: CLI -> running server -> CRLs and OCSP -> openssl", { conc
   });
 
   it("every pyca OCSP request vector gets a response (successful, unauthorized or malformedRequest); none crashes the responder", async () => {
-    const dir = join(TESTDATA, "pyca-vectors", "x509", "ocsp");
+    const dir = vectorPath("pyca", "x509", "ocsp");
     const requests = readdirSync(dir).filter((n) => n.startsWith("req-") || n.endsWith("-req.der"));
     assert.ok(requests.length >= 8);
     for (const name of requests) {
