@@ -1,22 +1,56 @@
 // authority.issue: a CSR (or a public key we generated) and a device id in, a recorded
 // device certificate out. The device profile decides every field; the CSR contributes its key.
+import type { KeyObject } from "node:crypto";
 import { parseDuration } from "../config/duration.js";
 import { isUniqueViolation } from "../store/store.js";
 import { CsrError, parseCsrAsync } from "../x509/csr.js";
+import { KeyPolicyError, checkKeyObject, checkPublicKey, importPolicyKey, type PolicyKey } from "../x509/key-policy.js";
 import { toPem } from "../x509/pem.js";
 import type { GeneralName } from "../x509/extensions.js";
 import { DEVICE_ID_PATTERN, IssuerExpired, deviceDnsName, deviceSpiffeId, type IssuedCertificate } from "../x509/profiles.js";
-import { CaNotActive, CsrInvalid, InvalidDeviceId, KeyTypeNotAllowed } from "./errors.js";
+import { CaNotActive, CsrInvalid, InvalidArgument, InvalidDeviceId, KeyTypeNotAllowed, ReEnrollRequired } from "./errors.js";
 import type { Fleet } from "./fleet.js";
 import { certificateRow, issueAuditDetails, issuedRecord } from "./records.js";
 import type { Claim } from "./claims.js";
 
+declare const policyChecked: unique symbol;
+
+/** A key the CA may certify. Only keyFromCsr and subjectKeyOf make one, after the key policy. */
 export interface SubjectKey {
-  /** DER SubjectPublicKeyInfo. */
+  /** Canonical DER SubjectPublicKeyInfo (re-encoded from the checked key). */
   spki: Buffer;
   /** Its BIT STRING value. */
   subjectPublicKey: Buffer;
   keyType: string;
+  readonly [policyChecked]: true;
+}
+
+const subjectKey = (k: { spki: Buffer; subjectPublicKey: Buffer; keyType: string }): SubjectKey =>
+  ({ spki: k.spki, subjectPublicKey: k.subjectPublicKey, keyType: k.keyType }) as SubjectKey;
+
+/** A key that arrives without a CSR (one generated for a factory bundle), through the same key policy. */
+export function subjectKeyOf(key: KeyObject): SubjectKey {
+  try {
+    return subjectKey(checkKeyObject(key));
+  } catch (e) {
+    if (e instanceof KeyPolicyError) throw e.reason === "key-type-not-allowed" ? new KeyTypeNotAllowed(e.message) : new InvalidArgument(e.message);
+    throw e;
+  }
+}
+
+/**
+ * The key of a certificate fleetpki issued, for checking a signature made with it; refused when it
+ * fails today's key policy (certificates issued before it existed may hold keys anyone can sign for).
+ */
+export function certificateKey(spki: Buffer, serial: string): KeyObject {
+  let key: PolicyKey;
+  try {
+    key = checkPublicKey(spki);
+  } catch (e) {
+    if (e instanceof KeyPolicyError) throw new ReEnrollRequired(`certificate ${serial} holds a key the key policy refuses (${e.message}); it cannot renew: re-enroll`);
+    throw e;
+  }
+  return importPolicyKey(key);
 }
 
 export interface DeviceIssueRequest {
@@ -59,8 +93,7 @@ export function assertDeviceId(id: string): void {
 /** Verifies the CSR (signature check off the event loop) and extracts its key as typed authority errors. */
 export async function keyFromCsr(csr: Buffer | string): Promise<SubjectKey> {
   try {
-    const parsed = await parseCsrAsync(csr);
-    return { spki: parsed.spki, subjectPublicKey: parsed.subjectPublicKey, keyType: parsed.keyType };
+    return subjectKey(await parseCsrAsync(csr));
   } catch (e) {
     if (e instanceof CsrError) {
       if (e.reason === "key-type-not-allowed") throw new KeyTypeNotAllowed(e.message);
