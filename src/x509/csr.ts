@@ -100,13 +100,50 @@ function checkName(name: Element): void {
   }
 }
 
+/**
+ * An attribute value is ANY; OpenSSL still decodes the universal primitive types it finds there
+ * and refuses the CSR when one is malformed, so the same rules apply here.
+ */
+function checkAnyValue(value: Element): void {
+  const bytes = content(value);
+  const bad = (what: string): never => {
+    throw new DerError(`an attribute value is not a valid ${what}`, value.start);
+  };
+  switch (value.tag) {
+    case 0x01:
+      if (bytes.length !== 1) bad("BOOLEAN");
+      break;
+    case 0x02:
+    case 0x0a:
+      if (bytes.length === 0 || (bytes.length > 1 && ((bytes[0] === 0 && !(bytes[1]! & 0x80)) || (bytes[0] === 0xff && bytes[1]! & 0x80)))) bad("INTEGER");
+      break;
+    case 0x03:
+      if (bytes.length === 0 || bytes[0]! > 7 || (bytes.length === 1 && bytes[0] !== 0)) bad("BIT STRING");
+      break;
+    case 0x05:
+      if (bytes.length !== 0) bad("NULL");
+      break;
+    case 0x06:
+      readOid(value);
+      break;
+    case BMP_STRING:
+      if (bytes.length % 2 !== 0) bad("BMPString");
+      break;
+    case UNIVERSAL_STRING:
+      if (bytes.length % 4 !== 0) bad("UniversalString");
+      break;
+  }
+}
+
 /** Attributes [0] IMPLICIT SET OF Attribute; Attribute ::= SEQUENCE { type OID, values SET SIZE (1..MAX) }. */
 function checkAttributes(attributes: Element): void {
   for (const attr of children(expectTag(attributes, 0xa0, "attributes [0]"))) {
     const parts = children(expectTag(attr, 0x30, "Attribute"));
     if (parts.length !== 2) throw new DerError(`Attribute has ${parts.length} fields, expected 2`, attr.start);
     readOid(parts[0]!);
-    if (children(expectTag(parts[1], 0x31, "Attribute values SET")).length === 0) throw new DerError("Attribute with no values", parts[1]!.start);
+    const values = children(expectTag(parts[1], 0x31, "Attribute values SET"));
+    if (values.length === 0) throw new DerError("Attribute with no values", parts[1]!.start);
+    values.forEach(checkAnyValue);
   }
 }
 
