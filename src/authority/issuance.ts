@@ -4,7 +4,7 @@ import type { KeyObject } from "node:crypto";
 import { parseDuration } from "../config/duration.js";
 import { isUniqueViolation } from "../store/store.js";
 import { CsrError, parseCsrAsync } from "../x509/csr.js";
-import { KeyPolicyError, checkKeyObject, checkPublicKey, importPolicyKey, type PolicyKey } from "../x509/key-policy.js";
+import { KeyPolicyError, assertModulusNotPrimeAsync, checkKeyObject, checkPublicKey, importPolicyKey, type PolicyKey } from "../x509/key-policy.js";
 import { toPem } from "../x509/pem.js";
 import type { GeneralName } from "../x509/extensions.js";
 import { DEVICE_ID_PATTERN, IssuerExpired, deviceDnsName, deviceSpiffeId, type IssuedCertificate } from "../x509/profiles.js";
@@ -22,11 +22,23 @@ export interface SubjectKey {
   /** Its BIT STRING value. */
   subjectPublicKey: Buffer;
   keyType: string;
+  /** An RSA modulus whose primality test is still due (issueForKey runs it). */
+  readonly rsaModulus?: Buffer;
   readonly [policyChecked]: true;
 }
 
-const subjectKey = (k: { spki: Buffer; subjectPublicKey: Buffer; keyType: string }): SubjectKey =>
-  ({ spki: k.spki, subjectPublicKey: k.subjectPublicKey, keyType: k.keyType }) as SubjectKey;
+const subjectKey = (k: { spki: Buffer; subjectPublicKey: Buffer; keyType: string; rsaModulus?: Buffer }): SubjectKey =>
+  ({ spki: k.spki, subjectPublicKey: k.subjectPublicKey, keyType: k.keyType, ...(k.rsaModulus ? { rsaModulus: k.rsaModulus } : {}) }) as SubjectKey;
+
+/** The primality test of the key policy, where it is due; CSR keys it refuses are CsrInvalid. */
+async function assertModulusNotPrime(key: SubjectKey): Promise<void> {
+  try {
+    await assertModulusNotPrimeAsync({ modulus: key.rsaModulus });
+  } catch (e) {
+    if (e instanceof KeyPolicyError) throw new CsrInvalid(e.reason, `CSR: ${e.message}`);
+    throw e;
+  }
+}
 
 /** A key that arrives without a CSR (one generated for a factory bundle), through the same key policy. */
 export function subjectKeyOf(key: KeyObject): SubjectKey {
@@ -90,7 +102,10 @@ export function assertDeviceId(id: string): void {
     throw new InvalidDeviceId(id, "device ids must not contain '.': OpenSSL would read the certificate's CN as a host name outside the fleet domain and reject it");
 }
 
-/** Verifies the CSR (signature check off the event loop) and extracts its key as typed authority errors. */
+/**
+ * Verifies the CSR (signature check off the event loop) and extracts its key as typed authority
+ * errors. An RSA modulus is tested for primality later, in issueForKey, after authentication.
+ */
 export async function keyFromCsr(csr: Buffer | string): Promise<SubjectKey> {
   try {
     return subjectKey(await parseCsrAsync(csr));
@@ -113,6 +128,7 @@ const MAX_SERIAL_ATTEMPTS = 3;
 /** Signs a device certificate for a verified key and records it (certificate row + audit event, one transaction). */
 export async function issueForKey(fleet: Fleet, req: DeviceIssueRequest, key: SubjectKey): Promise<DeviceCertificate> {
   assertDeviceId(req.deviceId);
+  await assertModulusNotPrime(key);
   const caId = req.caId ?? "devices";
   const kind = caId === "devices" ? "device" : "factory";
   const template = await fleet.leafTemplate(caId, kind);

@@ -150,7 +150,7 @@ export function assertModulusNotPrime(key: PolicyKey): void {
 }
 
 /** As assertModulusNotPrime, on libuv's thread pool (a round costs ~2 ms at 2048 bits). */
-export async function assertModulusNotPrimeAsync(key: PolicyKey): Promise<void> {
+export async function assertModulusNotPrimeAsync(key: Pick<PolicyKey, "modulus">): Promise<void> {
   const modulus = key.modulus;
   if (!modulus) return;
   const prime = await new Promise<boolean>((resolve, reject) => checkPrime(modulus, { checks: 1 }, (err, result) => (err ? reject(err) : resolve(result))));
