@@ -220,6 +220,29 @@ describe("Ed25519 small-order points", () => {
     }
   });
 
+  it("the fast decoding agrees with plain RFC 8032 arithmetic on 600 random encodings", async () => {
+    // Imported here so that this file still loads, and its other tests run, against older code.
+    const { readPolicyKey, KeyPolicyError } = await import("../src/x509/key-policy.js");
+    const rng = new F.Rng(8032);
+    let points = 0;
+    for (let i = 0; i < 600; i++) {
+      const bytes = rng.bytes(32);
+      if (i % 3 === 0) bytes[31]! &= 0x7f; // more canonical ones
+      const point = F.edDecode(bytes);
+      const expected = point !== undefined && !(F.edMul(8n, point)[0] === 0n && F.edMul(8n, point)[1] === 1n);
+      let accepted = true;
+      try {
+        readPolicyKey(F.edSpki(bytes));
+      } catch (e) {
+        assert.ok(e instanceof KeyPolicyError && e.reason === "ed25519-point-invalid", String(e));
+        accepted = false;
+      }
+      assert.equal(accepted, expected, bytes.toString("hex"));
+      if (expected) points++;
+    }
+    assert.ok(points > 100 && points < 500, `${points} of 600 are points`);
+  });
+
   it("real keys are not of small order and are accepted (controls)", () => {
     for (let i = 0; i < 10; i++) {
       const key = F.makeKey("ed25519");
