@@ -343,9 +343,9 @@ export function checkPublicKey(spki: Buffer): PolicyKey {
   return key;
 }
 
-/** The policy for a key node:crypto already holds (e.g. one generated for a factory bundle). */
+/** The policy for a key node:crypto already holds, private or public (e.g. one generated for a factory bundle). */
 export function checkKeyObject(key: KeyObject): PolicyKey {
-  return checkPublicKey(createPublicKey(key).export({ type: "spki", format: "der" }));
+  return checkPublicKey((key.type === "public" ? key : createPublicKey(key)).export({ type: "spki", format: "der" }));
 }
 
 /** The checked key as a node:crypto KeyObject. */
