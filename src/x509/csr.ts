@@ -1,5 +1,6 @@
 // PKCS#10 (RFC 2986) parsing and proof-of-possession check. Only the public key of a CSR is
-// used for issuance; everything else it asks for is read just far enough to validate structure.
+// used for issuance (through the key policy, x509/key-policy.ts); everything else is checked as
+// strict DER, refusing at least what `openssl req -verify` refuses, and otherwise ignored.
 import { sign, verify, type KeyObject } from "node:crypto";
 import { bitString, implicitConstructed, sequence, smallInteger } from "../der/writer.js";
 import { oidName } from "../der/oids.js";
