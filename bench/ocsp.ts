@@ -25,7 +25,7 @@ import { appendAuditNative } from "../src/audit/log.js";
 import { signCrl, type PublishedCrl } from "../src/authority/crls.js";
 import { Fleet } from "../src/authority/fleet.js";
 import { initFleet } from "../src/authority/init.js";
-import { issueForKey } from "../src/authority/issuance.js";
+import { issueForKey, subjectKeyOf } from "../src/authority/issuance.js";
 import { layout } from "../src/authority/layout.js";
 import { revokeCertificate, type RevokeReason } from "../src/authority/revocation.js";
 import { parseDuration } from "../src/config/duration.js";
@@ -200,10 +200,7 @@ async function makeFixture(dir: string): Promise<Fixture> {
   try {
     const ids = Array.from({ length: DEVICE_COUNT }, (_, i) => `ocsp-robot-${String(i).padStart(6, "0")}`);
     await addDevicesInBulk(fleet, ids);
-    const keys = ids.map(() => {
-      const spki = generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey.export({ format: "der", type: "spki" });
-      return { spki, subjectPublicKey: subjectPublicKeyOf(spki), keyType: "p256" };
-    });
+    const keys = ids.map(() => subjectKeyOf(generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey));
     // One call first: Fleet.issuingCa caches the decrypted CA key only once a call has finished, so
     // 1,000 concurrent first calls would each decrypt it (~3 s here). Concurrent calls then share
     // the recorder's group commits (up to 256 certificates per transaction).

@@ -10,15 +10,14 @@ import { verifyAudit } from "../src/audit/log.js";
 import { addDevice } from "../src/authority/devices.js";
 import { AuthenticationFailed, DeviceNotActive, UnknownDevice } from "../src/authority/errors.js";
 import type { Fleet } from "../src/authority/fleet.js";
-import { issueForKey, type SubjectKey } from "../src/authority/issuance.js";
+import { issueForKey, subjectKeyOf, type SubjectKey } from "../src/authority/issuance.js";
 import { checkToken, createToken } from "../src/authority/tokens.js";
 import { StoreError } from "../src/store/errors.js";
 import type { SyncFunction } from "../src/store/wal-sync.js";
 import { tempFleet } from "./helpers.js";
 
 function p256Key(): SubjectKey {
-  const spki = generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey.export({ format: "der", type: "spki" });
-  return { spki, subjectPublicKey: spki.subarray(spki.length - 65), keyType: "p256" };
+  return subjectKeyOf(generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey);
 }
 
 /**

@@ -6,13 +6,11 @@ import { join } from "node:path";
 import { appendAudit } from "../audit/log.js";
 import { parseDuration } from "../config/duration.js";
 import { ensurePrivateDir, fsyncDir } from "../keys/files.js";
-import { generateKey, privateKeyPem, publicSpki } from "../keys/keys.js";
-import { subjectPublicKeyOf } from "../x509/certificate.js";
-import { describeKey } from "../x509/algorithms.js";
+import { generateKey, privateKeyPem } from "../keys/keys.js";
 import { checkpointAfter } from "./audit-checkpoints.js";
 import { InvalidArgument, UnknownCa } from "./errors.js";
 import type { Fleet } from "./fleet.js";
-import { assertDeviceId, issueForKey } from "./issuance.js";
+import { assertDeviceId, issueForKey, subjectKeyOf } from "./issuance.js";
 import { localCaId } from "./layout.js";
 
 export const BUNDLE_FILES = ["key.pem", "cert.pem", "chain.pem", "ca.pem"] as const;
@@ -120,12 +118,7 @@ export async function issueBatch(fleet: Fleet, req: BatchRequest): Promise<Batch
   const { chain, root } = await fleet.chainPem(caId);
   for (const id of todo) {
     const key = generateKey("p256");
-    const spki = publicSpki(key);
-    const cert = await issueForKey(
-      fleet,
-      { deviceId: id, actor: req.actor, caId, lifetimeMs, context: { via: "issue-batch" } },
-      { spki, subjectPublicKey: subjectPublicKeyOf(spki), keyType: describeKey(key) },
-    );
+    const cert = await issueForKey(fleet, { deviceId: id, actor: req.actor, caId, lifetimeMs, context: { via: "issue-batch" } }, subjectKeyOf(key));
     const partial = join(req.outDir, `.partial-${id}`);
     mkdirSync(partial, { mode: 0o700 });
     writeDurable(join(partial, "key.pem"), privateKeyPem(key), 0o600);

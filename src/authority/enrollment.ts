@@ -27,7 +27,15 @@ import {
   UnknownDevice,
 } from "./errors.js";
 import type { Fleet } from "./fleet.js";
-import { assertDeviceId, issueForKey, keyFromCsr, recordedDeviceCertificate, type DeviceCertificate, type SubjectKey } from "./issuance.js";
+import {
+  assertDeviceId,
+  certificateKey,
+  issueForKey,
+  keyFromCsr,
+  recordedDeviceCertificate,
+  type DeviceCertificate,
+  type SubjectKey,
+} from "./issuance.js";
 import { certificateOfSpentToken, checkToken } from "./tokens.js";
 import { factoryAlreadyEnrolled, type Claim } from "./claims.js";
 
@@ -394,7 +402,7 @@ export async function renewExpired(
     throw new ReEnrollRequired(`certificate ${known.row.serial} expired at ${known.parsed.notAfter.toISOString()}, beyond the ${fleet.config.renewal.after_expiry_grace} renewal grace: re-enroll`);
   const key: SubjectKey = await keyFromCsr(req.csr);
   const parsedCsrDer = csrDer(req.csr);
-  const publicKey = createPublicKey({ key: known.parsed.spki, format: "der", type: "spki" });
+  const publicKey = certificateKey(known.parsed.spki, known.row.serial);
   let ok = false;
   try {
     ok = verify(hashFor(publicKey), expiredRenewalMessage(known.deviceId, req.nonce, parsedCsrDer), publicKey, Buffer.from(req.signature, "base64"));

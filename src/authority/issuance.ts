@@ -1,23 +1,69 @@
 // authority.issue: a CSR (or a public key we generated) and a device id in, a recorded
 // device certificate out. The device profile decides every field; the CSR contributes its key.
+import type { KeyObject } from "node:crypto";
 import { parseDuration } from "../config/duration.js";
 import type { CertificateTable } from "../store/schema.js";
 import { isUniqueViolation } from "../store/store.js";
 import { CsrError, parseCsrAsync } from "../x509/csr.js";
+import { KeyPolicyError, assertModulusNotPrimeAsync, checkKeyObject, checkPublicKey, importPolicyKey, type PolicyKey } from "../x509/key-policy.js";
 import { toPem } from "../x509/pem.js";
 import type { GeneralName } from "../x509/extensions.js";
 import { DEVICE_ID_PATTERN, IssuerExpired, deviceDnsName, deviceSpiffeId, type IssuedCertificate } from "../x509/profiles.js";
-import { CaNotActive, CsrInvalid, InvalidDeviceId, KeyTypeNotAllowed } from "./errors.js";
+import { CaNotActive, CsrInvalid, InvalidArgument, InvalidDeviceId, KeyTypeNotAllowed, ReEnrollRequired } from "./errors.js";
 import type { Fleet } from "./fleet.js";
 import { certificateRow, issueAuditDetails, issuedRecord } from "./records.js";
 import type { Claim } from "./claims.js";
 
+declare const policyChecked: unique symbol;
+
+/** A key the CA may certify. Only keyFromCsr and subjectKeyOf make one, after the key policy. */
 export interface SubjectKey {
-  /** DER SubjectPublicKeyInfo. */
+  /** Canonical DER SubjectPublicKeyInfo (re-encoded from the checked key). */
   spki: Buffer;
   /** Its BIT STRING value. */
   subjectPublicKey: Buffer;
   keyType: string;
+  /** An RSA modulus whose primality test is still due (issueForKey runs it). */
+  readonly rsaModulus?: Buffer;
+  readonly [policyChecked]: true;
+}
+
+const subjectKey = (k: { spki: Buffer; subjectPublicKey: Buffer; keyType: string; rsaModulus?: Buffer }): SubjectKey =>
+  ({ spki: k.spki, subjectPublicKey: k.subjectPublicKey, keyType: k.keyType, ...(k.rsaModulus ? { rsaModulus: k.rsaModulus } : {}) }) as SubjectKey;
+
+/** The primality test of the key policy, where it is due; CSR keys it refuses are CsrInvalid. */
+async function assertModulusNotPrime(key: SubjectKey): Promise<void> {
+  try {
+    await assertModulusNotPrimeAsync({ modulus: key.rsaModulus });
+  } catch (e) {
+    if (e instanceof KeyPolicyError) throw new CsrInvalid(e.reason, `CSR: ${e.message}`);
+    throw e;
+  }
+}
+
+/** A key that arrives without a CSR (one generated for a factory bundle), through the same key policy. */
+export function subjectKeyOf(key: KeyObject): SubjectKey {
+  try {
+    return subjectKey(checkKeyObject(key));
+  } catch (e) {
+    if (e instanceof KeyPolicyError) throw e.reason === "key-type-not-allowed" ? new KeyTypeNotAllowed(e.message) : new InvalidArgument(e.message);
+    throw e;
+  }
+}
+
+/**
+ * The key of a certificate fleetpki issued, for checking a signature made with it; refused when it
+ * fails today's key policy (certificates issued before it existed may hold keys anyone can sign for).
+ */
+export function certificateKey(spki: Buffer, serial: string): KeyObject {
+  let key: PolicyKey;
+  try {
+    key = checkPublicKey(spki);
+  } catch (e) {
+    if (e instanceof KeyPolicyError) throw new ReEnrollRequired(`certificate ${serial} holds a key the key policy refuses (${e.message}); it cannot renew: re-enroll`);
+    throw e;
+  }
+  return importPolicyKey(key);
 }
 
 export interface DeviceIssueRequest {
@@ -78,11 +124,13 @@ export function assertDeviceId(id: string): void {
     throw new InvalidDeviceId(id, "device ids must not contain '.': OpenSSL would read the certificate's CN as a host name outside the fleet domain and reject it");
 }
 
-/** Verifies the CSR (signature check off the event loop) and extracts its key as typed authority errors. */
+/**
+ * Verifies the CSR (signature check off the event loop) and extracts its key as typed authority
+ * errors. An RSA modulus is tested for primality later, in issueForKey, after authentication.
+ */
 export async function keyFromCsr(csr: Buffer | string): Promise<SubjectKey> {
   try {
-    const parsed = await parseCsrAsync(csr);
-    return { spki: parsed.spki, subjectPublicKey: parsed.subjectPublicKey, keyType: parsed.keyType };
+    return subjectKey(await parseCsrAsync(csr));
   } catch (e) {
     if (e instanceof CsrError) {
       if (e.reason === "key-type-not-allowed") throw new KeyTypeNotAllowed(e.message);
@@ -102,6 +150,7 @@ const MAX_SERIAL_ATTEMPTS = 3;
 /** Signs a device certificate for a verified key and records it (certificate row + audit event, one transaction). */
 export async function issueForKey(fleet: Fleet, req: DeviceIssueRequest, key: SubjectKey): Promise<DeviceCertificate> {
   assertDeviceId(req.deviceId);
+  await assertModulusNotPrime(key);
   const caId = req.caId ?? "devices";
   const kind = caId === "devices" ? "device" : "factory";
   const template = await fleet.leafTemplate(caId, kind);

@@ -19,6 +19,7 @@ import {
 import { buildCertificate, randomSerial, type ParsedCertificate, type Signer } from "./certificate.js";
 import { commonNameOf, encodeName, nameToString } from "./name.js";
 import { nullValue } from "../der/writer.js";
+import { content, expectTag, readRoot } from "../der/reader.js";
 
 export const DEVICE_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
@@ -79,8 +80,9 @@ export interface IssuingCa {
 
 function keyId(ca: IssuingCa): Buffer {
   const ski = ca.certificate.extensions.get(OID.subjectKeyIdentifier);
-  // The SKI extension value is an OCTET STRING; fall back to computing it.
-  return ski ? ski.value.subarray(2) : keyIdentifier(ca.certificate.subjectPublicKey);
+  // The SKI extension value is an OCTET STRING (its length may take more than one byte, e.g. in
+  // a CA certificate made elsewhere); fall back to computing it.
+  return ski ? content(expectTag(readRoot(ski.value), 0x04, "SubjectKeyIdentifier")) : keyIdentifier(ca.certificate.subjectPublicKey);
 }
 
 /** Clamp a validity to the issuer's own lifetime: a child never outlives its CA. */
