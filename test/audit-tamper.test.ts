@@ -193,7 +193,10 @@ describe("audit verify against a database rewritten by an attacker", () => {
       checkpoints: false,
       tamper: (db) =>
         db
-          .prepare("INSERT INTO enrollment_tokens VALUES (?, 'robot-0001', ?, ?, ?, NULL, 'cli')")
+          .prepare(
+            "INSERT INTO enrollment_tokens (id, device_id, token_hash, created_at, expires_at, used_at, created_by) " +
+              "VALUES (?, 'robot-0001', ?, ?, ?, NULL, 'cli')",
+          )
           .run(randomUUID(), attackerHash, new Date().toISOString(), new Date(Date.now() + 86_400_000).toISOString()),
       expect: [/token [0-9a-f-]+ of device robot-0001 is in the enrollment_tokens table, but no event created it \(planted\)/],
     },
