@@ -2,7 +2,8 @@
 // Ed25519 and RSA-2048 CSRs through the authority's issue-from-CSR path and, a smaller share,
 // a real EST server. No crash, no error but a CSR rejection, no 5xx; every certificate's key
 // loads in node:crypto and is its canonical encoding; OpenSSL accepts every CSR we accepted.
-// FUZZ_SEED and FUZZ_CSRS override the defaults; `npm run fuzz` runs the same for longer.
+// FUZZ_SEED and FUZZ_CSRS override the defaults; `npm run fuzz` runs the same for longer. The
+// seed fixes the mutations; the keys are made afresh each run, so a failure prints the whole CSR.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { addDevice } from "../src/authority/devices.js";
@@ -12,7 +13,7 @@ import { Rng } from "./support/csr-fuzz.js";
 import { authoritySubmit, estSubmit, fuzzBatch, fuzzSeeds, newStats, opensslRefuses, summary, type FuzzSeed } from "./support/fuzz-run.js";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20260904);
-const BULK = Number(process.env.FUZZ_CSRS ?? 1200);
+const BULK = Number(process.env.FUZZ_CSRS ?? 2000);
 const OVER_EST = Math.max(20, Math.round(BULK / 20));
 /** Accepted mutants handed to `openssl req -verify` (one process each). */
 const OPENSSL_SAMPLE = 25;

@@ -258,9 +258,12 @@ export function rsaExponentOneCsr(n: Buffer, cn = "weak-e1"): Buffer {
 
 /** A 2048-bit RSA modulus p*q with p = q = 3 (mod 4), so square roots (e = 2) are computable. */
 export function blumModulus(): { n: bigint; p: bigint; q: bigint } {
-  const p = generatePrimeSync(1024, { bigint: true, add: 4n, rem: 3n });
-  const q = generatePrimeSync(1024, { bigint: true, add: 4n, rem: 3n });
-  return { n: p * q, p, q };
+  for (;;) {
+    // With `add`, OpenSSL sets only the top bit of each prime: the product may have 2047 bits.
+    const p = generatePrimeSync(1024, { bigint: true, add: 4n, rem: 3n });
+    const q = generatePrimeSync(1024, { bigint: true, add: 4n, rem: 3n });
+    if ((p * q).toString(2).length === 2048) return { n: p * q, p, q };
+  }
 }
 
 /** e = 2 with a signature that verifies: s = sqrt(EM) mod n, for a subject whose EM is a square. */
