@@ -426,30 +426,125 @@ describe("strict structure: what OpenSSL refuses, and a little more (issue 9 ite
   const challenge = oid(OID.challengePassword);
   /** openssl: what `openssl req -verify` says; where it accepts, fleetpki is stricter on purpose (RFC cited). */
   const CASES: { name: string; csr: () => Buffer; message: RegExp; openssl: "refuses" | "accepts" }[] = [
-    { name: "signature AlgorithmIdentifier with three fields", csr: () => F.signedCsr(F.requestInfo({ spki: rsa.spki }), rsa, sequence(oid(OID.sha256WithRSAEncryption), nullValue(), nullValue())), message: /signatureAlgorithm has 3 fields, expected 1 or 2/, openssl: "refuses" },
+    {
+      name: "signature AlgorithmIdentifier with three fields",
+      csr: () => F.signedCsr(F.requestInfo({ spki: rsa.spki }), rsa, sequence(oid(OID.sha256WithRSAEncryption), nullValue(), nullValue())),
+      message: /signatureAlgorithm has 3 fields, expected 1 or 2/,
+      openssl: "refuses",
+    },
     // RFC 5758 3.2: the ECDSA AlgorithmIdentifiers have absent parameters.
-    { name: "ecdsa-with-SHA256 with NULL parameters", csr: () => F.signedCsr(F.requestInfo({ spki: key.spki }), key, sequence(oid(OID.ecdsaWithSHA256), nullValue())), message: /ecdsaWithSHA256 takes no parameters \(absent, not NULL\)/, openssl: "accepts" },
+    {
+      name: "ecdsa-with-SHA256 with NULL parameters",
+      csr: () => F.signedCsr(F.requestInfo({ spki: key.spki }), key, sequence(oid(OID.ecdsaWithSHA256), nullValue())),
+      message: /ecdsaWithSHA256 takes no parameters \(absent, not NULL\)/,
+      openssl: "accepts",
+    },
     // RFC 8410 3: absent.
-    { name: "Ed25519 signature with NULL parameters", csr: () => F.signedCsr(F.requestInfo({ spki: ed.spki }), ed, sequence(oid(OID.ed25519), nullValue())), message: /ed25519 takes no parameters/, openssl: "accepts" },
+    {
+      name: "Ed25519 signature with NULL parameters",
+      csr: () => F.signedCsr(F.requestInfo({ spki: ed.spki }), ed, sequence(oid(OID.ed25519), nullValue())),
+      message: /ed25519 takes no parameters/,
+      openssl: "accepts",
+    },
     // RFC 4055 5: NULL (or absent).
-    { name: "sha256WithRSAEncryption with an OID as parameters", csr: () => F.signedCsr(F.requestInfo({ spki: rsa.spki }), rsa, sequence(oid(OID.sha256WithRSAEncryption), oid(OID.ed25519))), message: /takes NULL \(or no\) parameters/, openssl: "accepts" },
-    { name: "a subject AttributeTypeAndValue with three fields", csr: () => F.signedCsr(F.requestInfo({ spki: key.spki, subject: sequence(set(sequence(cn, utf8String("a"), utf8String("b")))) }), key), message: /AttributeTypeAndValue has 3 fields/, openssl: "refuses" },
+    {
+      name: "sha256WithRSAEncryption with an OID as parameters",
+      csr: () => F.signedCsr(F.requestInfo({ spki: rsa.spki }), rsa, sequence(oid(OID.sha256WithRSAEncryption), oid(OID.ed25519))),
+      message: /takes NULL \(or no\) parameters/,
+      openssl: "accepts",
+    },
+    {
+      name: "a subject AttributeTypeAndValue with three fields",
+      csr: () => F.signedCsr(F.requestInfo({ spki: key.spki, subject: sequence(set(sequence(cn, utf8String("a"), utf8String("b")))) }), key),
+      message: /AttributeTypeAndValue has 3 fields/,
+      openssl: "refuses",
+    },
     // RFC 5280 4.1.2.4: RelativeDistinguishedName ::= SET SIZE (1..MAX).
-    { name: "an empty RelativeDistinguishedName", csr: () => F.signedCsr(F.requestInfo({ spki: key.spki, subject: sequence(set()) }), key), message: /empty RelativeDistinguishedName/, openssl: "accepts" },
-    { name: "a subject value that is an INTEGER", csr: () => withName(smallInteger(5)), message: /has tag 0x2, not a string type/, openssl: "refuses" },
-    { name: "a subject value that is context-tagged", csr: () => withName(tlv(0x80, Buffer.from("x"))), message: /has tag 0x80, not a string type/, openssl: "refuses" },
-    { name: "a subject UTF8String that is not UTF-8", csr: () => withName(tlv(0x0c, Buffer.from([0xc3, 0x28]))), message: /not a valid UTF8String/, openssl: "refuses" },
-    { name: "a subject BMPString of odd length", csr: () => withName(tlv(0x1e, Buffer.from([0, 0x41, 0]))), message: /not a valid BMPString/, openssl: "refuses" },
-    { name: "a subject BMPString holding a surrogate", csr: () => withName(tlv(0x1e, Buffer.from([0xd8, 0x00]))), message: /not a valid BMPString/, openssl: "refuses" },
-    { name: "a subject UniversalString of 3 bytes", csr: () => withName(tlv(0x1c, Buffer.from([0, 0, 0x41]))), message: /not a valid UniversalString/, openssl: "refuses" },
-    { name: "an Attribute with three fields", csr: () => withAttribute(sequence(challenge, set(utf8String("x")), nullValue())), message: /Attribute has 3 fields/, openssl: "refuses" },
+    {
+      name: "an empty RelativeDistinguishedName",
+      csr: () => F.signedCsr(F.requestInfo({ spki: key.spki, subject: sequence(set()) }), key),
+      message: /empty RelativeDistinguishedName/,
+      openssl: "accepts",
+    },
+    {
+      name: "a subject value that is an INTEGER",
+      csr: () => withName(smallInteger(5)),
+      message: /has tag 0x2, not a string type/,
+      openssl: "refuses",
+    },
+    {
+      name: "a subject value that is context-tagged",
+      csr: () => withName(tlv(0x80, Buffer.from("x"))),
+      message: /has tag 0x80, not a string type/,
+      openssl: "refuses",
+    },
+    {
+      name: "a subject UTF8String that is not UTF-8",
+      csr: () => withName(tlv(0x0c, Buffer.from([0xc3, 0x28]))),
+      message: /not a valid UTF8String/,
+      openssl: "refuses",
+    },
+    {
+      name: "a subject BMPString of odd length",
+      csr: () => withName(tlv(0x1e, Buffer.from([0, 0x41, 0]))),
+      message: /not a valid BMPString/,
+      openssl: "refuses",
+    },
+    {
+      name: "a subject BMPString holding a surrogate",
+      csr: () => withName(tlv(0x1e, Buffer.from([0xd8, 0x00]))),
+      message: /not a valid BMPString/,
+      openssl: "refuses",
+    },
+    {
+      name: "a subject UniversalString of 3 bytes",
+      csr: () => withName(tlv(0x1c, Buffer.from([0, 0, 0x41]))),
+      message: /not a valid UniversalString/,
+      openssl: "refuses",
+    },
+    {
+      name: "an Attribute with three fields",
+      csr: () => withAttribute(sequence(challenge, set(utf8String("x")), nullValue())),
+      message: /Attribute has 3 fields/,
+      openssl: "refuses",
+    },
     // RFC 2986 4.1: values SET SIZE (1..MAX).
-    { name: "an Attribute with no values", csr: () => withAttribute(sequence(challenge, set())), message: /Attribute with no values/, openssl: "accepts" },
-    { name: "an attribute value BOOLEAN of two bytes", csr: () => withAttribute(sequence(challenge, set(tlv(0x01, Buffer.from([0xff, 0]))))), message: /not a valid BOOLEAN/, openssl: "refuses" },
-    { name: "an attribute value NULL with content", csr: () => withAttribute(sequence(challenge, set(tlv(0x05, Buffer.from([0]))))), message: /not a valid NULL/, openssl: "refuses" },
-    { name: "an attribute value INTEGER with a redundant leading zero", csr: () => withAttribute(sequence(challenge, set(tlv(0x02, Buffer.from([0, 1]))))), message: /not a valid INTEGER/, openssl: "refuses" },
-    { name: "an attribute value BIT STRING with 9 unused bits", csr: () => withAttribute(sequence(challenge, set(tlv(0x03, Buffer.from([9, 0]))))), message: /not a valid BIT STRING/, openssl: "refuses" },
-    { name: "an attribute value BMPString of odd length", csr: () => withAttribute(sequence(challenge, set(tlv(0x1e, Buffer.from([0]))))), message: /not a valid BMPString/, openssl: "refuses" },
+    {
+      name: "an Attribute with no values",
+      csr: () => withAttribute(sequence(challenge, set())),
+      message: /Attribute with no values/,
+      openssl: "accepts",
+    },
+    {
+      name: "an attribute value BOOLEAN of two bytes",
+      csr: () => withAttribute(sequence(challenge, set(tlv(0x01, Buffer.from([0xff, 0]))))),
+      message: /not a valid BOOLEAN/,
+      openssl: "refuses",
+    },
+    {
+      name: "an attribute value NULL with content",
+      csr: () => withAttribute(sequence(challenge, set(tlv(0x05, Buffer.from([0]))))),
+      message: /not a valid NULL/,
+      openssl: "refuses",
+    },
+    {
+      name: "an attribute value INTEGER with a redundant leading zero",
+      csr: () => withAttribute(sequence(challenge, set(tlv(0x02, Buffer.from([0, 1]))))),
+      message: /not a valid INTEGER/,
+      openssl: "refuses",
+    },
+    {
+      name: "an attribute value BIT STRING with 9 unused bits",
+      csr: () => withAttribute(sequence(challenge, set(tlv(0x03, Buffer.from([9, 0]))))),
+      message: /not a valid BIT STRING/,
+      openssl: "refuses",
+    },
+    {
+      name: "an attribute value BMPString of odd length",
+      csr: () => withAttribute(sequence(challenge, set(tlv(0x1e, Buffer.from([0]))))),
+      message: /not a valid BMPString/,
+      openssl: "refuses",
+    },
   ];
 
   for (const c of CASES) {

@@ -118,7 +118,8 @@ export async function issueBatch(fleet: Fleet, req: BatchRequest): Promise<Batch
   const { chain, root } = await fleet.chainPem(caId);
   for (const id of todo) {
     const key = generateKey("p256");
-    const cert = await issueForKey(fleet, { deviceId: id, actor: req.actor, caId, lifetimeMs, context: { via: "issue-batch" } }, subjectKeyOf(key));
+    const request = { deviceId: id, actor: req.actor, caId, lifetimeMs, context: { via: "issue-batch" } };
+    const cert = await issueForKey(fleet, request, subjectKeyOf(key));
     const partial = join(req.outDir, `.partial-${id}`);
     mkdirSync(partial, { mode: 0o700 });
     writeDurable(join(partial, "key.pem"), privateKeyPem(key), 0o600);

@@ -5,7 +5,8 @@ import { parseDuration } from "../config/duration.js";
 import type { CertificateTable } from "../store/schema.js";
 import { isUniqueViolation } from "../store/store.js";
 import { CsrError, parseCsrAsync } from "../x509/csr.js";
-import { KeyPolicyError, assertModulusNotPrimeAsync, checkKeyObject, checkPublicKey, importPolicyKey, type PolicyKey } from "../x509/key-policy.js";
+import { KeyPolicyError, assertModulusNotPrimeAsync, checkKeyObject, checkPublicKey, importPolicyKey } from "../x509/key-policy.js";
+import type { PolicyKey } from "../x509/key-policy.js";
 import { toPem } from "../x509/pem.js";
 import type { GeneralName } from "../x509/extensions.js";
 import { DEVICE_ID_PATTERN, IssuerExpired, deviceDnsName, deviceSpiffeId, type IssuedCertificate } from "../x509/profiles.js";
@@ -28,8 +29,10 @@ export interface SubjectKey {
   readonly [policyChecked]: true;
 }
 
-const subjectKey = (k: { spki: Buffer; subjectPublicKey: Buffer; keyType: string; rsaModulus?: Buffer }): SubjectKey =>
-  ({ spki: k.spki, subjectPublicKey: k.subjectPublicKey, keyType: k.keyType, ...(k.rsaModulus ? { rsaModulus: k.rsaModulus } : {}) }) as SubjectKey;
+const subjectKey = (k: { spki: Buffer; subjectPublicKey: Buffer; keyType: string; rsaModulus?: Buffer }): SubjectKey => {
+  const { spki, subjectPublicKey, keyType, rsaModulus } = k;
+  return { spki, subjectPublicKey, keyType, ...(rsaModulus && { rsaModulus }) } as SubjectKey;
+};
 
 /** The primality test of the key policy, where it is due; CSR keys it refuses are CsrInvalid. */
 async function assertModulusNotPrime(key: SubjectKey): Promise<void> {
@@ -46,7 +49,8 @@ export function subjectKeyOf(key: KeyObject): SubjectKey {
   try {
     return subjectKey(checkKeyObject(key));
   } catch (e) {
-    if (e instanceof KeyPolicyError) throw e.reason === "key-type-not-allowed" ? new KeyTypeNotAllowed(e.message) : new InvalidArgument(e.message);
+    if (e instanceof KeyPolicyError)
+      throw e.reason === "key-type-not-allowed" ? new KeyTypeNotAllowed(e.message) : new InvalidArgument(e.message);
     throw e;
   }
 }
@@ -60,7 +64,8 @@ export function certificateKey(spki: Buffer, serial: string): KeyObject {
   try {
     key = checkPublicKey(spki);
   } catch (e) {
-    if (e instanceof KeyPolicyError) throw new ReEnrollRequired(`certificate ${serial} holds a key the key policy refuses (${e.message}); it cannot renew: re-enroll`);
+    if (e instanceof KeyPolicyError)
+      throw new ReEnrollRequired(`certificate ${serial} holds a key the key policy refuses (${e.message}); it cannot renew: re-enroll`);
     throw e;
   }
   return importPolicyKey(key);

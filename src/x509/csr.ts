@@ -4,9 +4,11 @@
 import { sign, verify, type KeyObject } from "node:crypto";
 import { bitString, implicitConstructed, sequence, smallInteger } from "../der/writer.js";
 import { oidName } from "../der/oids.js";
-import { DerError, children, content, expectTag, raw, readBitStringBytes, readOid, readRoot, readSmallInteger, type Element } from "../der/reader.js";
+import { DerError, children, content, expectTag, raw, readBitStringBytes, readOid, readRoot, readSmallInteger } from "../der/reader.js";
+import type { Element } from "../der/reader.js";
 import { CSR_SIGNATURE_ALGORITHMS, type KeyDescription, type SignatureScheme } from "./algorithms.js";
-import { KeyPolicyError, assertModulusNotPrime, importPolicyKey, readPolicyKey, type KeyRejection, type PolicyKey } from "./key-policy.js";
+import { KeyPolicyError, assertModulusNotPrime, importPolicyKey, readPolicyKey } from "./key-policy.js";
+import type { KeyRejection, PolicyKey } from "./key-policy.js";
 import { PemError, fromPem, looksLikePem } from "./pem.js";
 
 export type CsrRejection =
@@ -60,12 +62,15 @@ export function csrDer(input: Buffer | string): Buffer {
 const UTF8_STRING = 0x0c;
 const BMP_STRING = 0x1e;
 const UNIVERSAL_STRING = 0x1c;
-const NAME_STRING_TAGS: ReadonlySet<number> = new Set([UTF8_STRING, 0x12, 0x13, 0x14, 0x15, 0x16, 0x19, 0x1a, 0x1b, UNIVERSAL_STRING, BMP_STRING]);
+const NAME_STRING_TAGS: ReadonlySet<number> = new Set([
+  UTF8_STRING, 0x12, 0x13, 0x14, 0x15, 0x16, 0x19, 0x1a, 0x1b, UNIVERSAL_STRING, BMP_STRING,
+]);
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Rejects what OpenSSL cannot convert to UTF-8 (it refuses such a Name when it decodes it). */
 function checkNameString(value: Element): void {
-  if (!NAME_STRING_TAGS.has(value.tag)) throw new DerError(`a Name attribute value has tag 0x${value.tag.toString(16)}, not a string type`, value.start);
+  if (!NAME_STRING_TAGS.has(value.tag))
+    throw new DerError(`a Name attribute value has tag 0x${value.tag.toString(16)}, not a string type`, value.start);
   const bytes = content(value);
   let ok = true;
   if (value.tag === UTF8_STRING) {
@@ -84,7 +89,8 @@ function checkNameString(value: Element): void {
       ok = c < 0x110000 && (c < 0xd800 || c > 0xdfff);
     }
   }
-  if (!ok) throw new DerError(`a Name attribute value is not a valid ${value.tag === UTF8_STRING ? "UTF8String" : value.tag === BMP_STRING ? "BMPString" : "UniversalString"}`, value.start);
+  const type = value.tag === UTF8_STRING ? "UTF8String" : value.tag === BMP_STRING ? "BMPString" : "UniversalString";
+  if (!ok) throw new DerError(`a Name attribute value is not a valid ${type}`, value.start);
 }
 
 /** Name ::= SEQUENCE OF RelativeDistinguishedName (SET SIZE (1..MAX) OF AttributeTypeAndValue). */
@@ -116,7 +122,8 @@ function checkAnyValue(value: Element): void {
       break;
     case 0x02:
     case 0x0a:
-      if (bytes.length === 0 || (bytes.length > 1 && ((bytes[0] === 0 && !(bytes[1]! & 0x80)) || (bytes[0] === 0xff && bytes[1]! & 0x80)))) bad("INTEGER");
+      if (bytes.length === 0) bad("INTEGER");
+      if (bytes.length > 1 && ((bytes[0] === 0 && !(bytes[1]! & 0x80)) || (bytes[0] === 0xff && bytes[1]! & 0x80))) bad("INTEGER");
       break;
     case 0x03:
       if (bytes.length === 0 || bytes[0]! > 7 || (bytes.length === 1 && bytes[0] !== 0)) bad("BIT STRING");
@@ -182,7 +189,8 @@ export function decodeCsr(input: Buffer | string): DecodedCsr {
     spkiElement = expectTag(fields[2], 0x30, "SubjectPublicKeyInfo");
     checkAttributes(fields[3]!);
     sigAlg = children(expectTag(top[1], 0x30, "signatureAlgorithm"));
-    if (sigAlg.length < 1 || sigAlg.length > 2) throw new DerError(`signatureAlgorithm has ${sigAlg.length} fields, expected 1 or 2`, top[1]!.start);
+    if (sigAlg.length < 1 || sigAlg.length > 2)
+      throw new DerError(`signatureAlgorithm has ${sigAlg.length} fields, expected 1 or 2`, top[1]!.start);
   } catch (e) {
     if (e instanceof DerError) throw new CsrError("malformed", `CSR: malformed DER: ${e.message}`);
     throw e;
@@ -212,16 +220,20 @@ export function decodeCsr(input: Buffer | string): DecodedCsr {
   // ECDSA (RFC 5758 3.2) and Ed25519 (RFC 8410 3): parameters absent. RSA PKCS#1 v1.5 (RFC 4055 5):
   // NULL, and implementations must accept them absent too.
   const params = sigAlg[1];
-  if (scheme.keyType === "rsa" ? params && !NULL_PARAMS(params) : params)
-    throw new CsrError("malformed", `CSR: ${oidName(sigOid)} takes ${scheme.keyType === "rsa" ? "NULL (or no) parameters" : "no parameters (absent, not NULL)"}`);
-  if (scheme.keyType !== key.family) throw new CsrError("signature-invalid", `CSR: signature algorithm ${oidName(sigOid)} does not fit a ${key.keyType} key`);
+  if (scheme.keyType === "rsa" ? params && !NULL_PARAMS(params) : params) {
+    const wanted = scheme.keyType === "rsa" ? "NULL (or no) parameters" : "no parameters (absent, not NULL)";
+    throw new CsrError("malformed", `CSR: ${oidName(sigOid)} takes ${wanted}`);
+  }
+  if (scheme.keyType !== key.family)
+    throw new CsrError("signature-invalid", `CSR: signature algorithm ${oidName(sigOid)} does not fit a ${key.keyType} key`);
   let publicKey: KeyObject;
   try {
     publicKey = importPolicyKey(key);
   } catch {
     throw new CsrError("key-encoding-invalid", "CSR: public key cannot be decoded (not a valid key of its type)");
   }
-  return { der, spki: key.spki, subjectPublicKey: key.subjectPublicKey, publicKey, keyType: key.keyType, subject, signedInfo: raw(info), signature, hash: scheme.hash, key };
+  const { spki, subjectPublicKey, keyType } = key;
+  return { der, spki, subjectPublicKey, publicKey, keyType, subject, signedInfo: raw(info), signature, hash: scheme.hash, key };
 }
 
 const BAD_SIGNATURE = "CSR: signature does not verify (no proof of possession of the private key)";

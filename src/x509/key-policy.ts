@@ -121,8 +121,10 @@ function checkRsa(params: Element | undefined, bits: Buffer): PolicyKey {
   if (size > MAX_RSA_BITS) fail("key-type-not-allowed", `key type not allowed: RSA ${size} bits is above the maximum of ${MAX_RSA_BITS}`);
   if (size % 8 !== 0) fail("rsa-modulus-not-allowed", `RSA key: a ${size}-bit modulus is not allowed (its size must be a multiple of 8)`);
   const exponent = toBig(e!);
-  if (exponent % 2n === 0n || exponent < E_MIN || exponent > E_MAX)
-    fail("rsa-exponent-not-allowed", `RSA key: public exponent ${exponent < 2n ** 64n ? exponent : "of " + e!.length * 8 + " bits"} is not allowed (odd, 65537 to 2^256-1)`);
+  if (exponent % 2n === 0n || exponent < E_MIN || exponent > E_MAX) {
+    const shown = exponent < 2n ** 64n ? String(exponent) : `of ${e!.length * 8} bits`;
+    fail("rsa-exponent-not-allowed", `RSA key: public exponent ${shown} is not allowed (odd, 65537 to 2^256-1)`);
+  }
   if (n![n!.length - 1]! % 2 === 0) fail("rsa-modulus-not-allowed", "RSA key: the modulus is even");
   const factor = smallFactor(n!);
   if (factor !== undefined) fail("rsa-modulus-not-allowed", `RSA key: the modulus has the small factor ${factor}`);
@@ -155,7 +157,9 @@ export function assertModulusNotPrime(key: PolicyKey): void {
 export async function assertModulusNotPrimeAsync(key: Pick<PolicyKey, "modulus">): Promise<void> {
   const modulus = key.modulus;
   if (!modulus) return;
-  const prime = await new Promise<boolean>((resolve, reject) => checkPrime(modulus, { checks: 1 }, (err, result) => (err ? reject(err) : resolve(result))));
+  const prime = await new Promise<boolean>((resolve, reject) =>
+    checkPrime(modulus, { checks: 1 }, (err, result) => (err ? reject(err) : resolve(result))),
+  );
   if (prime) fail("rsa-modulus-not-allowed", PRIME_MODULUS);
 }
 
@@ -194,7 +198,8 @@ const CURVES: Record<string, Curve> = {
 
 function checkEc(params: Element | undefined, point: Buffer): PolicyKey {
   // RFC 5480 2.1.1: namedCurve only; implicitCurve (NULL) and specifiedCurve are not allowed.
-  if (!params || params.tag !== 0x06) fail("key-parameters-invalid", "EC key: the parameters must name the curve (a named-curve OID)");
+  if (!params || params.tag !== 0x06)
+    fail("key-parameters-invalid", "EC key: the parameters must name the curve (a named-curve OID)");
   let curveOid = "";
   try {
     curveOid = readOid(params!);
@@ -205,9 +210,12 @@ function checkEc(params: Element | undefined, point: Buffer): PolicyKey {
   const curve = CURVES[curveOid];
   if (!curve) return fail("key-type-not-allowed", `key type not allowed: EC curve ${oidName(curveOid)} (${ALLOWED})`);
   if (point.length === 1 && point[0] === 0) fail("ec-point-invalid", `EC key: the point at infinity is not a public key`);
-  if (point[0] === 0x02 || point[0] === 0x03) fail("key-encoding-invalid", `EC key: compressed points are not allowed (uncompressed 04||X||Y only)`);
-  if (point[0] !== 0x04 || point.length !== 1 + 2 * curve.size)
-    fail("key-encoding-invalid", `EC key: a ${curve.name} point is 0x04 followed by ${2 * curve.size} bytes (got ${point.length} bytes starting 0x${(point[0] ?? 0).toString(16)})`);
+  if (point[0] === 0x02 || point[0] === 0x03)
+    fail("key-encoding-invalid", "EC key: compressed points are not allowed (uncompressed 04||X||Y only)");
+  if (point[0] !== 0x04 || point.length !== 1 + 2 * curve.size) {
+    const got = `${point.length} bytes starting 0x${(point[0] ?? 0).toString(16)}`;
+    fail("key-encoding-invalid", `EC key: a ${curve.name} point is 0x04 followed by ${2 * curve.size} bytes (got ${got})`);
+  }
   const xBytes = point.subarray(1, 1 + curve.size);
   const yBytes = point.subarray(1 + curve.size);
   const { p, b } = curve;
@@ -303,9 +311,11 @@ function checkEd25519(params: Element | undefined, bits: Buffer): PolicyKey {
     x = reduce25519(x * SQRT_M1);
   }
   if (x === 0n && sign === 1) fail("ed25519-point-invalid", "Ed25519 key: non-canonical encoding (sign bit set for x = 0)");
-  if (SMALL_ORDER_Y.has(y)) fail("ed25519-point-invalid", "Ed25519 key: a point of small order (signatures for it can be forged without a private key)");
+  if (SMALL_ORDER_Y.has(y))
+    fail("ed25519-point-invalid", "Ed25519 key: a point of small order (signatures for it can be forged without a private key)");
   const spki = sequence(sequence(oid(OID.ed25519)), bitString(bits));
-  return { family: "ed25519", keyType: "ed25519", spki, subjectPublicKey: spki.subarray(spki.length - 32), jwk: { kty: "OKP", crv: "Ed25519", x: bits.toString("base64url") } };
+  const jwk = { kty: "OKP", crv: "Ed25519", x: bits.toString("base64url") };
+  return { family: "ed25519", keyType: "ed25519", spki, subjectPublicKey: spki.subarray(spki.length - 32), jwk };
 }
 
 // ---- SubjectPublicKeyInfo ---------------------------------------------------------------------
@@ -322,7 +332,8 @@ export function readPolicyKey(spki: Buffer | Element): PolicyKey {
     const fields = children(expectTag(root, 0x30, "SubjectPublicKeyInfo"));
     if (fields.length !== 2) throw new DerError(`SubjectPublicKeyInfo has ${fields.length} fields, expected 2`, root.start);
     const algId = children(expectTag(fields[0], 0x30, "public key AlgorithmIdentifier"));
-    if (algId.length < 1 || algId.length > 2) throw new DerError(`public key AlgorithmIdentifier has ${algId.length} fields, expected 1 or 2`, fields[0]!.start);
+    if (algId.length < 1 || algId.length > 2)
+      throw new DerError(`public key AlgorithmIdentifier has ${algId.length} fields, expected 1 or 2`, fields[0]!.start);
     algorithm = readOid(algId[0]!);
     params = algId[1];
     bits = readBitStringBytes(expectTag(fields[1], 0x03, "subjectPublicKey BIT STRING"));
