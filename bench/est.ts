@@ -322,12 +322,20 @@ async function runBench(options: BenchOptions): Promise<void> {
   lap(`${CSR_COUNT} CSRs`);
 
   const [fleetServer, bareServer] = await Promise.all([
-    ServerProcess.start("fleetpki serve", process.execPath, [...serverNodeArgs(), join(REPO, "bin", "fleetpki.js"), "serve", "--dir", dir, "--listen", "127.0.0.1:0", "--only", "registration"], {
-      env: { FLEETPKI_LOG_LEVEL: "warn" },
-      logFile: join(tmp, "fleetpki-serve.log"),
+    ServerProcess.start(
+      "fleetpki serve",
+      process.execPath,
+      [...serverNodeArgs(), join(REPO, "bin", "fleetpki.js"), "serve", "--dir", dir, "--listen", "127.0.0.1:0", "--only", "registration"],
+      {
+        env: { FLEETPKI_LOG_LEVEL: "warn" },
+        logFile: join(tmp, "fleetpki-serve.log"),
+        port: LISTENING,
+      },
+    ),
+    ServerProcess.start("bare server", process.execPath, ["--import", "tsx", THIS_FILE, BASELINE_FLAG, dir], {
+      logFile: join(tmp, "bare-server.log"),
       port: LISTENING,
     }),
-    ServerProcess.start("bare server", process.execPath, ["--import", "tsx", THIS_FILE, BASELINE_FLAG, dir], { logFile: join(tmp, "bare-server.log"), port: LISTENING }),
   ]);
   lap("servers started");
   const servers = [fleetServer.server, bareServer.server];
@@ -374,7 +382,10 @@ async function runBench(options: BenchOptions): Promise<void> {
       if (!s.mode.keepAlive) conn.close();
     }
     if (s.target === "ceiling") {
-      check(reply.status === 200 && reply.body.toString("utf8") === CEILING_BODY, `${s.label}: HTTP ${reply.status} ${reply.body.toString("utf8").slice(0, 200)}`);
+      check(
+        reply.status === 200 && reply.body.toString("utf8") === CEILING_BODY,
+        `${s.label}: HTTP ${reply.status} ${reply.body.toString("utf8").slice(0, 200)}`,
+      );
       return;
     }
     if (reply.status !== 200) throw new BenchFailure(`${s.label}: HTTP ${reply.status}: ${reply.body.toString("utf8").slice(0, 500)}`);
@@ -415,7 +426,10 @@ async function runBench(options: BenchOptions): Promise<void> {
     } catch (e) {
       await new Promise((r) => setTimeout(r, 500)); // a crashed server's exit may be reported after its sockets' errors
       const dead = servers.find((p) => p.exit);
-      if (dead) throw new BenchFailure(`${dead.name} exited (${dead.exitText}) during "${s.label}": ${(e as Error).message}; its output:\n${dead.log}`);
+      if (dead)
+        throw new BenchFailure(
+          `${dead.name} exited (${dead.exitText}) during "${s.label}": ${(e as Error).message}; its output:\n${dead.log}`,
+        );
       throw e;
     } finally {
       for (const c of clients) c?.close();
@@ -460,24 +474,52 @@ async function runBench(options: BenchOptions): Promise<void> {
 }
 
 /** Proof that what was timed is real: one row per 200, tokens consumed, audit intact, chains that OpenSSL accepts. */
-async function verifyOutput(dir: string, tmp: string, csrs: readonly EstCsr[], scenarios: readonly Scenario[], fleetOk: number): Promise<string[]> {
+async function verifyOutput(
+  dir: string,
+  tmp: string,
+  csrs: readonly EstCsr[],
+  scenarios: readonly Scenario[],
+  fleetOk: number,
+): Promise<string[]> {
   const passed: string[] = [];
   const fleet = await Fleet.open(dir);
   try {
     const db = fleet.store.db;
     const count = async (q: Promise<{ n: number | string | bigint }>) => Number((await q).n);
-    const rows = await count(db.selectFrom("certificates").select((eb) => eb.fn.countAll<number>().as("n")).where("kind", "=", "device").executeTakeFirstOrThrow());
-    check(rows === fleetOk, `the certificates table holds ${rows} device certificates, but fleetpki answered 200 to ${fleetOk} simpleenroll requests`);
+    const rows = await count(
+      db
+        .selectFrom("certificates")
+        .select((eb) => eb.fn.countAll<number>().as("n"))
+        .where("kind", "=", "device")
+        .executeTakeFirstOrThrow(),
+    );
+    check(
+      rows === fleetOk,
+      `the certificates table holds ${rows} device certificates, but fleetpki answered 200 to ${fleetOk} simpleenroll requests`,
+    );
     passed.push(`device certificate rows = ${fmtRate(rows)} = simpleenroll 200 responses from fleetpki (warm-up included)`);
-    const used = await count(db.selectFrom("enrollment_tokens").select((eb) => eb.fn.countAll<number>().as("n")).where("used_at", "is not", null).executeTakeFirstOrThrow());
+    const used = await count(
+      db
+        .selectFrom("enrollment_tokens")
+        .select((eb) => eb.fn.countAll<number>().as("n"))
+        .where("used_at", "is not", null)
+        .executeTakeFirstOrThrow(),
+    );
     check(used === fleetOk, `${used} tokens are marked used, expected ${fleetOk}`);
     const events = await count(
-      db.selectFrom("audit_log").select((eb) => eb.fn.countAll<number>().as("n")).where("action", "=", "certificate.issue").where("subject", "like", "device:%").executeTakeFirstOrThrow(),
+      db
+        .selectFrom("audit_log")
+        .select((eb) => eb.fn.countAll<number>().as("n"))
+        .where("action", "=", "certificate.issue")
+        .where("subject", "like", "device:%")
+        .executeTakeFirstOrThrow(),
     );
     check(events === fleetOk, `the audit log holds ${events} certificate.issue events for devices, expected ${fleetOk}`);
     const audit = await verifyAudit(db);
     check(audit.ok, `audit chain broken: ${audit.ok ? "" : audit.problem}`);
-    passed.push(`tokens used = certificate.issue audit events = ${fmtRate(fleetOk)}; the audit hash chain of ${fmtRate(audit.rows)} rows verifies`);
+    passed.push(
+      `tokens used = certificate.issue audit events = ${fmtRate(fleetOk)}; the audit hash chain of ${fmtRate(audit.rows)} rows verifies`,
+    );
 
     const root = join(dir, layout.caCert("root"));
     const devicesCa = join(dir, layout.caCert("devices"));
@@ -496,7 +538,9 @@ async function verifyOutput(dir: string, tmp: string, csrs: readonly EstCsr[], s
       const args = ["verify", "-CAfile", root, "-untrusted", devicesCa, file];
       const r = spawnSync("openssl", args, { encoding: "utf8", timeout: 30_000 });
       check(r.status === 0 && r.stdout.includes(": OK"), `openssl ${args.join(" ")} failed for ${what}:\n${r.stdout}${r.stderr}`);
-      passed.push(`${what}: the last certificate carries its CSR's key${s.target === "fleet" ? ", is stored byte for byte" : ""}, and openssl verify (root + devices CA) accepts it`);
+      passed.push(
+        `${what}: the last certificate carries its CSR's key${s.target === "fleet" ? ", is stored byte for byte" : ""}, and openssl verify (root + devices CA) accepts it`,
+      );
     }
     passed.push("every response: 200 with a certs-only PKCS#7 holding one certificate (ceiling: 200 with its fixed body)");
     passed.push("keep-alive runs used exactly one TLS connection per client; full-handshake runs one connection per request, none resumed");
@@ -511,7 +555,15 @@ async function verifyOutput(dir: string, tmp: string, csrs: readonly EstCsr[], s
 const fmtCores = (n: number | undefined): string => (n === undefined || Number.isNaN(n) ? "?" : n.toFixed(2));
 const fmtRatio = (a: number, b: number): string => `${(a / b).toFixed(2)}x`;
 
-function printReport(options: BenchOptions, speed: OpensslSpeed, scenarios: readonly Scenario[], checks: readonly string[], tmp: string, tokens: number, timings: readonly [string, number][]): void {
+function printReport(
+  options: BenchOptions,
+  speed: OpensslSpeed,
+  scenarios: readonly Scenario[],
+  checks: readonly string[],
+  tmp: string,
+  tokens: number,
+  timings: readonly [string, number][],
+): void {
   const cpu = cpus();
   const rate = (s: Scenario) => median(s.results.map((r) => r.perSecond));
   const find = (target: Target, mode: Mode) => scenarios.find((s) => s.target === target && s.mode === mode)!;
@@ -521,9 +573,15 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, scenarios: read
   const modeName = (m: Mode) => `${m.clients} clients, ${m.keepAlive ? "keep-alive" : "full handshake per request"}`;
   const out: string[] = [];
   out.push(`== est: EST simpleenroll over HTTPS, ${[...new Set(MODES.map((m) => m.clients))].join(" and ")} concurrent clients ==`);
-  out.push(`machine   ${cpu.length} x ${cpu[0]?.model ?? "?"}, Node ${process.version} (OpenSSL ${process.versions.openssl}), CLI ${speed.version}`);
-  out.push(`setup     fresh P-256 fleet in ${tmp}, ${fmtRate(tokens)} devices with one token each, ${CSR_COUNT} distinct P-256 CSRs (base64 DER)`);
-  out.push(`          servers: \`fleetpki serve\` (FLEETPKI_LOG_LEVEL=warn) and a bare node:https server, each its own process; the client is this process`);
+  out.push(
+    `machine   ${cpu.length} x ${cpu[0]?.model ?? "?"}, Node ${process.version} (OpenSSL ${process.versions.openssl}), CLI ${speed.version}`,
+  );
+  out.push(
+    `setup     fresh P-256 fleet in ${tmp}, ${fmtRate(tokens)} devices with one token each, ${CSR_COUNT} distinct P-256 CSRs (base64 DER)`,
+  );
+  out.push(
+    `          servers: \`fleetpki serve\` (FLEETPKI_LOG_LEVEL=warn) and a bare node:https server, each its own process; the client is this process`,
+  );
   out.push(`          (HTTP/1.1 written and read directly on TLS sockets, one request in flight per client)`);
   out.push(`method    ${WARMUP_SECONDS} s warm-up per scenario, ${options.runs} interleaved runs of ${options.seconds} s, median reported`);
   out.push("          Modes:");
@@ -560,9 +618,14 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, scenarios: read
   });
   out.push(
     formatTable(
-      ["scenario", "clients", "TLS", "req/s", "runs min..max", "vs bare", "vs ceiling", "p50 ms", "p99 ms"].concat(
-        ["srv us/req", "cli us/req", "srv cores", "cli cores", "cli busy", "others"],
-      ),
+      ["scenario", "clients", "TLS", "req/s", "runs min..max", "vs bare", "vs ceiling", "p50 ms", "p99 ms"].concat([
+        "srv us/req",
+        "cli us/req",
+        "srv cores",
+        "cli cores",
+        "cli busy",
+        "others",
+      ]),
       rows,
     ),
   );
@@ -636,7 +699,9 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, scenarios: read
     );
   const contention = Math.max(speed.otherCores ?? 0, ...scenarios.flatMap((s) => s.results.map((r) => r.others ?? 0)));
   if (contention > CONTENDED_CORES)
-    out.push(`WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; these figures are pessimistic, rerun on an idle machine`);
+    out.push(
+      `WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; these figures are pessimistic, rerun on an idle machine`,
+    );
   out.push("");
   out.push(`Phases: ${timings.map(([w, s]) => `${w} ${s.toFixed(1)} s`).join(", ")}`);
   out.push("");
@@ -657,8 +722,11 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, scenarios: read
  */
 async function baselineServerMain(dir: string): Promise<void> {
   const passphrase = readPassphraseFile(join(dir, layout.passphrase));
-  const key = readPrivateKey(join(dir, layout.serverDir, "key.pem"), passphrase).export({ type: "pkcs8", format: "pem" }).toString();
-  const cert = readFileSync(join(dir, layout.serverDir, "cert.pem"), "utf8") + readFileSync(join(dir, layout.serverDir, "chain.pem"), "utf8");
+  const key = readPrivateKey(join(dir, layout.serverDir, "key.pem"), passphrase)
+    .export({ type: "pkcs8", format: "pem" })
+    .toString();
+  const cert =
+    readFileSync(join(dir, layout.serverDir, "cert.pem"), "utf8") + readFileSync(join(dir, layout.serverDir, "chain.pem"), "utf8");
   const ca = ["root", "devices"].map((id) => readFileSync(join(dir, layout.caCert(id)), "utf8"));
   // The database only to load the devices CA (certificate and decrypted key) once, as the fleet server does.
   const fleet = await Fleet.open(dir);
@@ -689,13 +757,16 @@ async function baselineServerMain(dir: string): Promise<void> {
     res.end(body);
   };
   // TLS options as in src/enroll/server.ts, so the two servers differ only in what happens after TLS.
-  const server = createServer({ key, cert, ca, requestCert: true, rejectUnauthorized: false, minVersion: "TLSv1.2", handshakeTimeout: 10_000 }, (req, res) => {
-    handle(req, res).catch((e: unknown) => {
-      const body = `${(e as Error)?.message ?? e}\n`;
-      if (!res.headersSent) res.writeHead(400, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) });
-      res.end(body);
-    });
-  });
+  const server = createServer(
+    { key, cert, ca, requestCert: true, rejectUnauthorized: false, minVersion: "TLSv1.2", handshakeTimeout: 10_000 },
+    (req, res) => {
+      handle(req, res).catch((e: unknown) => {
+        const body = `${(e as Error)?.message ?? e}\n`;
+        if (!res.headersSent) res.writeHead(400, { "content-type": "text/plain", "content-length": Buffer.byteLength(body) });
+        res.end(body);
+      });
+    },
+  );
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const shutdown = () => {

@@ -67,7 +67,6 @@ const QUOTED: readonly [string, number][] = [
   ["libcrypto C loop", 2200],
 ];
 
-
 /** fleetpki without recording, fleetpki's real durable path, or the @peculiar/x509 peer. */
 type Path = "noDb" | "db" | "peer";
 
@@ -220,7 +219,12 @@ async function run(options: BenchOptions): Promise<void> {
     let issuedWithDb = 0;
     const issueWithDb = async (i: number): Promise<void> => {
       const csrIndex = i % CSR_COUNT;
-      const cert = await issueDeviceCertificate(f, { deviceId: DEVICE, actor: "bench", csr: csrs[csrIndex]!.der, context: { via: "bench" } });
+      const cert = await issueDeviceCertificate(f, {
+        deviceId: DEVICE,
+        actor: "bench",
+        csr: csrs[csrIndex]!.der,
+        context: { via: "bench" },
+      });
       issuedWithDb++;
       samples.db = { der: cert.der, csrIndex };
     };
@@ -249,8 +253,7 @@ async function run(options: BenchOptions): Promise<void> {
     // JIT, thread pool start-up, SQLite page cache: none of it belongs in the figures.
     for (const s of scenarios) await measure(s, WARMUP_SECONDS);
     // Runs are interleaved so that drift (thermal, page cache, database growth) hits every scenario alike.
-    for (let round = 0; round < options.runs; round++)
-      for (const s of scenarios) s.results.push(await measure(s, options.seconds));
+    for (let round = 0; round < options.runs; round++) for (const s of scenarios) s.results.push(await measure(s, options.seconds));
 
     const verification = await verifyOutput(fleet, tmp, dir, csrs, samples, issuedWithDb);
     printReport(options, speed, stepCosts, scenarios, verification, tmp);
@@ -291,8 +294,16 @@ async function measureSteps(fleet: Fleet, csrs: readonly PreparedCsr[]): Promise
   const d = (i: number) => decoded[i % decoded.length]!;
   return [
     { step: "CSR parse + key import (JWK)", us: usPerOp((i) => decodeCsr(csrs[i % csrs.length]!.der)), where: "event loop" },
-    { step: "  key import via DER SPKI (avoided)", us: usPerOp((i) => createPublicKey({ key: csrs[i % csrs.length]!.spki, format: "der", type: "spki" })), where: "-" },
-    { step: "CSR signature verify (ECDSA)", us: usPerOp((i) => verify(d(i).hash, d(i).signedInfo, d(i).publicKey, d(i).signature)), where: "libuv pool" },
+    {
+      step: "  key import via DER SPKI (avoided)",
+      us: usPerOp((i) => createPublicKey({ key: csrs[i % csrs.length]!.spki, format: "der", type: "spki" })),
+      where: "-",
+    },
+    {
+      step: "CSR signature verify (ECDSA)",
+      us: usPerOp((i) => verify(d(i).hash, d(i).signedInfo, d(i).publicKey, d(i).signature)),
+      where: "libuv pool",
+    },
     { step: "certificate build + sign", us: usPerOp(issueOne), where: "event loop" },
     { step: "  of which ECDSA sign", us: usPerOp(() => sign(signer.scheme.hash, tbsSized, signer.key)), where: "event loop" },
     { step: "PEM encode", us: usPerOp(() => toPem("CERTIFICATE", certDer)), where: "event loop" },
@@ -316,7 +327,10 @@ async function verifyOutput(
     .select((eb) => eb.fn.countAll<number>().as("n"))
     .where("device_id", "=", DEVICE)
     .executeTakeFirstOrThrow();
-  check(Number(rows) === issuedWithDb, `certificates table holds ${rows} rows for ${DEVICE}, but ${issuedWithDb} certificates were issued with the database`);
+  check(
+    Number(rows) === issuedWithDb,
+    `certificates table holds ${rows} rows for ${DEVICE}, but ${issuedWithDb} certificates were issued with the database`,
+  );
   passed.push(`certificates rows for ${DEVICE} = ${rows} = certificates issued with the database (warm-up included)`);
 
   const { n: events } = await db
@@ -330,7 +344,11 @@ async function verifyOutput(
   check(audit.ok, `audit chain broken: ${audit.ok ? "" : audit.problem}`);
   passed.push(`audit log: ${events} certificate.issue events, hash chain of ${audit.rows} rows verifies`);
 
-  const named = [["without database", samples.noDb], ["with database", samples.db], ["by @peculiar/x509", samples.peer]] as const;
+  const named = [
+    ["without database", samples.noDb],
+    ["with database", samples.db],
+    ["by @peculiar/x509", samples.peer],
+  ] as const;
   for (const [name, sample] of named) {
     check(sample, `no certificate was produced ${name}`);
     const cert = parseCertificate(sample.der);
@@ -343,7 +361,10 @@ async function verifyOutput(
     writeFileSync(file, toPem("CERTIFICATE", sample.der));
     const args = ["verify", "-CAfile", join(dir, layout.caCert("root")), "-untrusted", join(dir, layout.caCert("devices")), file];
     const r = spawnSync("openssl", args, { encoding: "utf8", timeout: 30_000 });
-    check(r.status === 0 && r.stdout.includes(": OK"), `openssl ${args.join(" ")} failed for the certificate issued ${name}:\n${r.stdout}${r.stderr}`);
+    check(
+      r.status === 0 && r.stdout.includes(": OK"),
+      `openssl ${args.join(" ")} failed for the certificate issued ${name}:\n${r.stdout}${r.stderr}`,
+    );
     passed.push(`openssl verify (root + devices CA) accepts a certificate issued ${name}, serial ${cert.serialHex}`);
   }
   passed.push(`the @peculiar/x509 peer issues the same certificate: ${samePeerProfile(samples.noDb!.der, samples.peer!.der)}`);
@@ -387,7 +408,14 @@ function filesystemOf(path: string): string {
   return r.status === 0 ? (r.stdout.trim().split("\n").pop()?.trim() ?? "?") : "?";
 }
 
-function printReport(options: BenchOptions, speed: OpensslSpeed, steps: readonly StepCost[], scenarios: readonly Scenario[], checks: readonly string[], tmp: string): void {
+function printReport(
+  options: BenchOptions,
+  speed: OpensslSpeed,
+  steps: readonly StepCost[],
+  scenarios: readonly Scenario[],
+  checks: readonly string[],
+  tmp: string,
+): void {
   const cpu = cpus();
   const ratio = (rate: number): string => `${(rate / speed.boundPerSecond).toFixed(2)}x`;
   const scale = REFERENCE_BOUND / speed.boundPerSecond;
@@ -395,7 +423,9 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, steps: readonly
   out.push("== issuance: device certificates from prepared CSRs ==");
   out.push(`machine   ${cpu.length} x ${cpu[0]?.model ?? "?"}, Node ${process.version}, ${speed.version}`);
   out.push(`setup     fresh P-256 fleet in ${tmp} (${filesystemOf(tmp)}), ${CSR_COUNT} distinct P-256 CSRs (DER)`);
-  out.push(`method    ${WARMUP_SECONDS} s warm-up per scenario, then ${options.runs} interleaved runs of ${options.seconds} s each; median reported`);
+  out.push(
+    `method    ${WARMUP_SECONDS} s warm-up per scenario, then ${options.runs} interleaved runs of ${options.seconds} s each; median reported`,
+  );
   out.push("");
   out.push(`baseline  openssl speed -seconds ${speed.seconds} ecdsap256 (one process): ${speed.line}`);
   out.push(
@@ -404,7 +434,12 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, steps: readonly
   );
   out.push("");
   out.push("Per-step cost (one core, tight loop)");
-  out.push(formatTable(["step", "us/op", "runs on"], steps.map((s) => [s.step, s.us.toFixed(1), s.where])));
+  out.push(
+    formatTable(
+      ["step", "us/op", "runs on"],
+      steps.map((s) => [s.step, s.us.toFixed(1), s.where]),
+    ),
+  );
   out.push("");
   out.push("Throughput (one process)");
   const rows = scenarios.map((s) => {
@@ -424,7 +459,12 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, steps: readonly
       s.target ? (rate >= s.target ? "ok" : rate * scale >= s.target ? "ok (normalized)" : "BELOW") : "",
     ];
   });
-  out.push(formatTable(["scenario", "in flight", "cert/s", "runs min..max", "vs bound", "normalized", "p50 ms", "p99 ms", "others", "target", "status"], rows));
+  out.push(
+    formatTable(
+      ["scenario", "in flight", "cert/s", "runs min..max", "vs bound", "normalized", "p50 ms", "p99 ms", "others", "target", "status"],
+      rows,
+    ),
+  );
   out.push("  in flight: concurrent requests. vs bound: cert/s / this run's openssl bound. normalized: cert/s x reference");
   out.push(`  bound ${fmtRate(REFERENCE_BOUND)} / this run's bound (host speed drifts). others: CPU taken meanwhile by other processes`);
   out.push(`  or the hypervisor, in cores of ${cpu.length}. Every column is the median over the runs.`);
@@ -444,7 +484,9 @@ function printReport(options: BenchOptions, speed: OpensslSpeed, steps: readonly
   out.push("  synchronous, so the event loop does nothing else meanwhile.");
   const contention = Math.max(speed.otherCores ?? 0, ...scenarios.flatMap((s) => s.results.map((r) => r.otherCores ?? 0)));
   if (contention > CONTENDED_CORES)
-    out.push(`WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; these figures are pessimistic, rerun on an idle machine`);
+    out.push(
+      `WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; these figures are pessimistic, rerun on an idle machine`,
+    );
   out.push("");
   out.push("Peer: @peculiar/x509 issuing the same certificate, measured in this run (medians)");
   const rateOf = (path: Path, concurrency: number) =>

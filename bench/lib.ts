@@ -88,7 +88,14 @@ export async function runLoad(
   const elapsed = (performance.now() - start) / 1000;
   const otherCores = stop();
   latencies.sort((a, b) => a - b);
-  return { otherCores, completed: latencies.length, seconds: elapsed, perSecond: latencies.length / elapsed, p50Ms: percentile(latencies, 50), p99Ms: percentile(latencies, 99) };
+  return {
+    otherCores,
+    completed: latencies.length,
+    seconds: elapsed,
+    perSecond: latencies.length / elapsed,
+    p50Ms: percentile(latencies, 50),
+    p99Ms: percentile(latencies, 99),
+  };
 }
 
 /** Busy and total jiffies over all CPUs from /proc/stat (Linux), or undefined elsewhere. */
@@ -151,7 +158,10 @@ export function parseOpensslSpeed(output: string): { signPerSecond: number; veri
 export function opensslSpeedEcdsaP256(requestedSeconds: number): OpensslSpeed {
   const seconds = Math.max(1, Math.round(requestedSeconds)); // openssl takes whole seconds only
   const stop = watchContention();
-  const r = spawnSync("openssl", ["speed", "-seconds", String(seconds), "ecdsap256"], { encoding: "utf8", timeout: (seconds * 2 + 30) * 1000 });
+  const r = spawnSync("openssl", ["speed", "-seconds", String(seconds), "ecdsap256"], {
+    encoding: "utf8",
+    timeout: (seconds * 2 + 30) * 1000,
+  });
   if (r.status !== 0) throw new BenchFailure(`openssl speed failed (status ${r.status}): ${r.error?.message ?? r.stderr}`);
   const { signPerSecond, verifyPerSecond, line } = parseOpensslSpeed(r.stdout);
   const otherCores = stop(1); // openssl speed keeps one core busy
@@ -175,7 +185,11 @@ export function opensslVersion(): string {
 export function formatTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = headers.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? "").length)));
   const cell = (s: string, c: number): string => (c === 0 ? s.padEnd(widths[c]!) : s.padStart(widths[c]!));
-  const line = (r: readonly string[]): string => r.map((s, c) => cell(s, c)).join("  ").trimEnd();
+  const line = (r: readonly string[]): string =>
+    r
+      .map((s, c) => cell(s, c))
+      .join("  ")
+      .trimEnd();
   return [line(headers), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
 }
 

@@ -65,7 +65,13 @@ const DEVICE_COUNT = 1000;
 /** Every REVOKE_EVERY-th certificate is revoked, the reasons taking turns. */
 const REVOKE_EVERY = 10;
 /** Reasons an openssl index.txt can express too (openssl's list has no privilegeWithdrawn). */
-const REVOKE_REASONS: readonly RevokeReason[] = ["unspecified", "keyCompromise", "superseded", "cessationOfOperation", "affiliationChanged"];
+const REVOKE_REASONS: readonly RevokeReason[] = [
+  "unspecified",
+  "keyCompromise",
+  "superseded",
+  "cessationOfOperation",
+  "affiliationChanged",
+];
 /** The cached scenario repeats this many no-nonce requests, one per good certificate. */
 const CACHED_REQUESTS = 4;
 const NONCE_BYTES = 16;
@@ -89,7 +95,8 @@ const THIS_FILE = fileURLToPath(import.meta.url);
 
 export const benchmark: Benchmark = {
   name: "ocsp",
-  description: "OCSP responses/s (cached, uncached) of fleetpki's status listener next to `openssl ocsp`, 4 keep-alive clients; CRL re-sign time and size with 100,000 entries",
+  description:
+    "OCSP responses/s (cached, uncached) of fleetpki's status listener next to `openssl ocsp`, 4 keep-alive clients; CRL re-sign time and size with 100,000 entries",
   run,
 };
 
@@ -130,18 +137,35 @@ async function run(options: BenchOptions): Promise<void> {
   };
   const uninstall = cleanUpOnInterrupt(emergencyCleanup);
   try {
-    child = spawn("unshare", [...ns, "--", process.execPath, "--import", "tsx", THIS_FILE, NETNS_FLAG, tmp, String(options.seconds), String(options.runs), ns.join(" ")], {
-      cwd: REPO,
-      detached: true,
-      stdio: ["ignore", "inherit", "inherit"],
-    });
+    child = spawn(
+      "unshare",
+      [
+        ...ns,
+        "--",
+        process.execPath,
+        "--import",
+        "tsx",
+        THIS_FILE,
+        NETNS_FLAG,
+        tmp,
+        String(options.seconds),
+        String(options.runs),
+        ns.join(" "),
+      ],
+      {
+        cwd: REPO,
+        detached: true,
+        stdio: ["ignore", "inherit", "inherit"],
+      },
+    );
     const started = child;
     const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolveExit, reject) => {
       started.once("error", reject);
       started.once("exit", (code, signal) => resolveExit({ code, signal }));
     });
     if (exit.code === 1) throw new BenchFailure("a check failed inside the network namespace; its message is above");
-    if (exit.code !== 0) throw new Error(`the measurement inside the network namespace ended with ${exit.code ?? exit.signal}; its output is above`);
+    if (exit.code !== 0)
+      throw new Error(`the measurement inside the network namespace ended with ${exit.code ?? exit.signal}; its output is above`);
   } finally {
     killGroup(); // anything it left behind
     rmSync(tmp, { recursive: true, force: true });
@@ -187,7 +211,10 @@ async function addDevicesInBulk(fleet: Fleet, ids: readonly string[]): Promise<v
           "insert into devices (id, group_name, labels, status, created_at, updated_at) values (@id, @group_name, @labels, @status, @created_at, @updated_at)",
         );
         for (const id of ids) insert.run({ id, group_name: null, labels: "{}", status: "active", created_at: nowIso, updated_at: nowIso });
-        appendAuditNative(native, ids.map((id) => ({ actor: ACTOR, action: "device.add", subject: `device:${id}`, details: { group: null, labels: {} }, at: now })));
+        appendAuditNative(
+          native,
+          ids.map((id) => ({ actor: ACTOR, action: "device.add", subject: `device:${id}`, details: { group: null, labels: {} }, at: now })),
+        );
       })
       .immediate(),
   );
@@ -207,17 +234,30 @@ async function makeFixture(dir: string): Promise<Fixture> {
     await fleet.leafTemplate("devices", "device");
     const issued = await Promise.all(ids.map((deviceId, i) => issueForKey(fleet, { deviceId, actor: ACTOR }, keys[i]!)));
     for (let i = 0; i < issued.length; i += REVOKE_EVERY)
-      await revokeCertificate(fleet, { serial: issued[i]!.serial, reason: REVOKE_REASONS[(i / REVOKE_EVERY) % REVOKE_REASONS.length]!, actor: ACTOR });
+      await revokeCertificate(fleet, {
+        serial: issued[i]!.serial,
+        reason: REVOKE_REASONS[(i / REVOKE_EVERY) % REVOKE_REASONS.length]!,
+        actor: ACTOR,
+      });
 
     // What every answer must say, as the database has it.
-    const rows = await fleet.store.db.selectFrom("certificates").select(["serial", "subject_id", "not_after", "status", "revoked_at", "revocation_reason"]).where("kind", "=", "device").execute();
+    const rows = await fleet.store.db
+      .selectFrom("certificates")
+      .select(["serial", "subject_id", "not_after", "status", "revoked_at", "revocation_reason"])
+      .where("kind", "=", "device")
+      .execute();
     check(rows.length === DEVICE_COUNT, `the fixture holds ${rows.length} device certificates, expected ${DEVICE_COUNT}`);
     const bySerial = new Map(rows.map((r) => [r.serial, r]));
     const certs = issued.map((c): CertState => {
       const row = bySerial.get(c.serial);
       check(row, `certificate ${c.serial} is not in the database`);
       check(row.status === "valid" || row.status === "revoked", `certificate ${c.serial} has status ${row.status}`);
-      const state: CertState = { serialHex: c.serial, deviceId: c.deviceId, notAfter: new Date(row.not_after), status: row.status === "valid" ? "good" : "revoked" };
+      const state: CertState = {
+        serialHex: c.serial,
+        deviceId: c.deviceId,
+        notAfter: new Date(row.not_after),
+        status: row.status === "valid" ? "good" : "revoked",
+      };
       if (row.status === "revoked") {
         state.revokedAtMs = Math.floor(Date.parse(row.revoked_at!) / 1000) * 1000;
         state.reason = (row.revocation_reason ?? "unspecified") as RevocationReason;
@@ -254,7 +294,13 @@ interface Requests {
 function prepareRequests(fixture: Fixture): Requests {
   // CertID with SHA-1 (what OpenSSL and most clients send): H(issuer subject DER), H(issuer key bits).
   const { nameHash, keyHash } = issuerHashes(fixture.devicesCa, "sha1");
-  const certId = (serialHex: string) => sequence(sequence(oid(OID.sha1), nullValue()), octetString(nameHash), octetString(keyHash), unsignedInteger(Buffer.from(serialHex, "hex")));
+  const certId = (serialHex: string) =>
+    sequence(
+      sequence(oid(OID.sha1), nullValue()),
+      octetString(nameHash),
+      octetString(keyHash),
+      unsignedInteger(Buffer.from(serialHex, "hex")),
+    );
   const nonceTemplates = fixture.certs.map((c) => ocspRequest(certId(c.serialHex), Buffer.alloc(NONCE_BYTES)));
   const cachedCerts = fixture.certs.filter((c) => c.status === "good").slice(0, CACHED_REQUESTS);
   const cached = cachedCerts.map((c) => ocspRequest(certId(c.serialHex)));
@@ -262,7 +308,10 @@ function prepareRequests(fixture: Fixture): Requests {
   // Our own parser must read them as meant, the nonce where the load loop writes it.
   const probe = withFreshNonce(nonceTemplates[0]!);
   const parsed = parseOcspRequest(probe);
-  check(parsed.certIds.length === 1 && parsed.certIds[0]!.serialHex === fixture.certs[0]!.serialHex, "parseOcspRequest reads another serial than the request carries");
+  check(
+    parsed.certIds.length === 1 && parsed.certIds[0]!.serialHex === fixture.certs[0]!.serialHex,
+    "parseOcspRequest reads another serial than the request carries",
+  );
   check(parsed.nonce?.equals(probe.subarray(probe.length - NONCE_BYTES)), "the nonce is not the last NONCE_BYTES bytes of the request");
   check(parseOcspRequest(cached[0]!).nonce === undefined, "a cached request carries a nonce");
   return { nonceTemplates, cached, cachedCerts };
@@ -284,9 +333,17 @@ function indexTime(ms: number): string {
 
 /** One line of an openssl CA database (index.txt): status, expiry, revocation[,reason], serial, file, subject. */
 function indexLine(c: { serialHex: string; notAfter: Date; revokedAtMs?: number; reason?: RevocationReason; subject: string }): string {
-  const revoked = c.revokedAtMs === undefined ? "" : indexTime(c.revokedAtMs) + (c.reason && c.reason !== "unspecified" ? `,${c.reason}` : "");
+  const revoked =
+    c.revokedAtMs === undefined ? "" : indexTime(c.revokedAtMs) + (c.reason && c.reason !== "unspecified" ? `,${c.reason}` : "");
   // openssl looks serials up as BN_bn2hex prints them: upper case, whole octets, no leading 00.
-  return [c.revokedAtMs === undefined ? "V" : "R", indexTime(c.notAfter.getTime()), revoked, c.serialHex.toUpperCase(), "unknown", `/CN=${c.subject}`].join("\t");
+  return [
+    c.revokedAtMs === undefined ? "V" : "R",
+    indexTime(c.notAfter.getTime()),
+    revoked,
+    c.serialHex.toUpperCase(),
+    "unknown",
+    `/CN=${c.subject}`,
+  ].join("\t");
 }
 
 interface OpensslFiles {
@@ -312,7 +369,12 @@ async function writeOpensslFiles(fixture: Fixture, dir: string): Promise<Openssl
     const ca = await fleet.issuingCa("devices");
     const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
     const spki = publicKey.export({ format: "der", type: "spki" });
-    const issued = buildOcspResponderCertificate(ca, { spki, subjectPublicKey: subjectPublicKeyOf(spki), now: new Date(), lifetimeMs: parseDuration(fleet.config.revocation.ocsp_responder_validity) });
+    const issued = buildOcspResponderCertificate(ca, {
+      spki,
+      subjectPublicKey: subjectPublicKeyOf(spki),
+      now: new Date(),
+      lifetimeMs: parseDuration(fleet.config.revocation.ocsp_responder_validity),
+    });
     const responderCert = join(dir, "responder.pem");
     const responderKey = join(dir, "responder.key");
     writeFileSync(responderCert, toPem("CERTIFICATE", issued.der));
@@ -335,13 +397,27 @@ interface Reply {
 function post(port: number, path: string, body: Buffer, agent: Agent): Promise<Reply> {
   return new Promise((resolveReply, reject) => {
     const req = httpRequest(
-      { host: "127.0.0.1", port, method: "POST", path, agent, headers: { "content-type": OCSP_REQUEST_TYPE, "content-length": String(body.length) } },
+      {
+        host: "127.0.0.1",
+        port,
+        method: "POST",
+        path,
+        agent,
+        headers: { "content-type": OCSP_REQUEST_TYPE, "content-length": String(body.length) },
+      },
       (res) => {
         const newConnection = !req.reusedSocket;
         const chunks: Buffer[] = [];
         res.on("data", (c: Buffer) => chunks.push(c));
         res.on("error", reject);
-        res.on("end", () => resolveReply({ status: res.statusCode ?? 0, contentType: res.headers["content-type"], body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks), newConnection }));
+        res.on("end", () =>
+          resolveReply({
+            status: res.statusCode ?? 0,
+            contentType: res.headers["content-type"],
+            body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks),
+            newConnection,
+          }),
+        );
       },
     );
     req.setTimeout(30_000, () => req.destroy(new Error(`POST ${path} timed out after 30 s`)));
@@ -370,7 +446,10 @@ class RawConnection {
       this.connect();
       newConnection = true;
     }
-    const head = Buffer.from(`POST ${path} HTTP/1.1\r\nHost: 127.0.0.1:${this.port}\r\nContent-Type: ${OCSP_REQUEST_TYPE}\r\nContent-Length: ${body.length}\r\n\r\n`, "latin1");
+    const head = Buffer.from(
+      `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1:${this.port}\r\nContent-Type: ${OCSP_REQUEST_TYPE}\r\nContent-Length: ${body.length}\r\n\r\n`,
+      "latin1",
+    );
     return new Promise((resolveReply, reject) => {
       this.waiting = { resolve: resolveReply, reject, newConnection };
       this.socket!.write(Buffer.concat([head, body]));
@@ -440,7 +519,9 @@ function checkAnswer(der: Buffer, cert: CertState, nonce: Buffer | undefined, wh
   try {
     parsed = parseOcspResponse(der);
   } catch (e) {
-    throw new BenchFailure(`${what}: unreadable OCSP response for ${cert.serialHex}: ${(e as Error).message}\n${der.toString("hex").slice(0, 400)}`);
+    throw new BenchFailure(
+      `${what}: unreadable OCSP response for ${cert.serialHex}: ${(e as Error).message}\n${der.toString("hex").slice(0, 400)}`,
+    );
   }
   check(parsed.responseStatus === "successful", `${what}: responseStatus ${parsed.responseStatus} for ${cert.serialHex}`);
   const basic = parsed as ParsedBasicOcspResponse;
@@ -449,21 +530,36 @@ function checkAnswer(der: Buffer, cert: CertState, nonce: Buffer | undefined, wh
   check(single.certId.serialHex === cert.serialHex, `${what}: answer for ${single.certId.serialHex}, asked about ${cert.serialHex}`);
   check(single.status.status === cert.status, `${what}: ${cert.serialHex} is ${single.status.status}, the database says ${cert.status}`);
   if (single.status.status === "revoked") {
-    check(single.status.revokedAt.getTime() === cert.revokedAtMs, `${what}: ${cert.serialHex} revoked at ${single.status.revokedAt.toISOString()}, the database says ${new Date(cert.revokedAtMs!).toISOString()}`);
+    check(
+      single.status.revokedAt.getTime() === cert.revokedAtMs,
+      `${what}: ${cert.serialHex} revoked at ${single.status.revokedAt.toISOString()}, the database says ${new Date(cert.revokedAtMs!).toISOString()}`,
+    );
     const reason = single.status.reason ?? "unspecified";
     check(reason === (cert.reason ?? "unspecified"), `${what}: ${cert.serialHex} revoked for ${reason}, the database says ${cert.reason}`);
   }
   if (nonce) check(basic.nonce?.equals(nonce), `${what}: the response does not echo the request's nonce`);
   else check(basic.nonce === undefined, `${what}: a response to a request without a nonce carries one`);
-  check(single.nextUpdate && single.nextUpdate.getTime() > single.thisUpdate.getTime(), `${what}: nextUpdate missing or not after thisUpdate`);
-  check(basic.signatureAlgorithm === OID.ecdsaWithSHA256, `${what}: signature algorithm ${basic.signatureAlgorithm}, expected ecdsa-with-SHA256`);
+  check(
+    single.nextUpdate && single.nextUpdate.getTime() > single.thisUpdate.getTime(),
+    `${what}: nextUpdate missing or not after thisUpdate`,
+  );
+  check(
+    basic.signatureAlgorithm === OID.ecdsaWithSHA256,
+    `${what}: signature algorithm ${basic.signatureAlgorithm}, expected ecdsa-with-SHA256`,
+  );
   return basic;
 }
 
 /** The signature verifies with the public key of the one responder certificate, which must be `responder`. */
 function checkSignature(basic: ParsedBasicOcspResponse, responder: { der: Buffer; key: KeyObject }, what: string): void {
-  check(basic.certs.length === 1 && basic.certs[0]!.equals(responder.der), `${what}: the response does not carry the expected responder certificate`);
-  check(verify("sha256", basic.tbsResponseData, { key: responder.key, dsaEncoding: "der" }, basic.signature), `${what}: the response's signature does not verify with the responder's key`);
+  check(
+    basic.certs.length === 1 && basic.certs[0]!.equals(responder.der),
+    `${what}: the response does not carry the expected responder certificate`,
+  );
+  check(
+    verify("sha256", basic.tbsResponseData, { key: responder.key, dsaEncoding: "der" }, basic.signature),
+    `${what}: the response's signature does not verify with the responder's key`,
+  );
 }
 
 function openssl(args: readonly string[], timeoutMs = 60_000) {
@@ -534,23 +630,59 @@ async function runBench(tmp: string, options: BenchOptions, ns: string): Promise
   writeFileSync(probeFile, probe);
   const reqText = openssl(["ocsp", "-reqin", probeFile, "-req_text"]);
   check(reqText.status === 0, `openssl ocsp -reqin -req_text failed:\n${reqText.stdout}${reqText.stderr}`);
-  const nonceHex = probe.subarray(probe.length - NONCE_BYTES).toString("hex").toUpperCase();
+  const nonceHex = probe
+    .subarray(probe.length - NONCE_BYTES)
+    .toString("hex")
+    .toUpperCase();
   check(
-    /Hash Algorithm: sha1/.test(reqText.stdout) && reqText.stdout.includes(`Serial Number: ${probeCert.serialHex.toUpperCase()}`) && reqText.stdout.replace(/[\s:]/g, "").includes(nonceHex),
+    /Hash Algorithm: sha1/.test(reqText.stdout) &&
+      reqText.stdout.includes(`Serial Number: ${probeCert.serialHex.toUpperCase()}`) &&
+      reqText.stdout.replace(/[\s:]/g, "").includes(nonceHex),
     `openssl ocsp -req_text does not show the request's hash, serial and nonce:\n${reqText.stdout}`,
   );
   passed.push("openssl ocsp -req_text reads the bench's request as sent (SHA-1 CertID, serial, 16-byte nonce)");
 
   const [fleetServer, opensslServer] = await Promise.all([
-    ServerProcess.start("fleetpki serve", process.execPath, [...serverNodeArgs(), join(REPO, "bin", "fleetpki.js"), "serve", "--dir", fixture.dir, "--only", "status", "--status-listen", "127.0.0.1:0"], {
-      env: { FLEETPKI_LOG_LEVEL: "warn" },
-      logFile: join(tmp, "fleetpki-serve.log"),
-      port: /listening on [^\s]*?:(\d+)\)?\s/,
-    }),
+    ServerProcess.start(
+      "fleetpki serve",
+      process.execPath,
+      [
+        ...serverNodeArgs(),
+        join(REPO, "bin", "fleetpki.js"),
+        "serve",
+        "--dir",
+        fixture.dir,
+        "--only",
+        "status",
+        "--status-listen",
+        "127.0.0.1:0",
+      ],
+      {
+        env: { FLEETPKI_LOG_LEVEL: "warn" },
+        logFile: join(tmp, "fleetpki-serve.log"),
+        port: /listening on [^\s]*?:(\d+)\)?\s/,
+      },
+    ),
     ServerProcess.start(
       "openssl ocsp",
       "openssl",
-      ["ocsp", "-index", files.index, "-CA", files.caCert, "-rsigner", files.responderCert, "-rkey", files.responderKey, "-port", "0", "-nmin", "1", "-ignore_err", "-resp_key_id"],
+      [
+        "ocsp",
+        "-index",
+        files.index,
+        "-CA",
+        files.caCert,
+        "-rsigner",
+        files.responderCert,
+        "-rkey",
+        files.responderKey,
+        "-port",
+        "0",
+        "-nmin",
+        "1",
+        "-ignore_err",
+        "-resp_key_id",
+      ],
       { logFile: join(tmp, "openssl-ocsp.log"), port: /ACCEPT \S*:(\d+)/ },
     ),
   ]);
@@ -566,18 +698,38 @@ async function runBench(tmp: string, options: BenchOptions, ns: string): Promise
     const agent = new Agent({ keepAlive: true });
     try {
       const reply = await post(ports[target], paths[target], probe, agent);
-      check(reply.status === 200 && reply.contentType === OCSP_RESPONSE_TYPE, `${TARGET_LABEL[target]}: HTTP ${reply.status} ${reply.contentType}: ${reply.body.toString("latin1").slice(0, 300)}`);
+      check(
+        reply.status === 200 && reply.contentType === OCSP_RESPONSE_TYPE,
+        `${TARGET_LABEL[target]}: HTTP ${reply.status} ${reply.contentType}: ${reply.body.toString("latin1").slice(0, 300)}`,
+      );
       const basic = checkAnswer(reply.body, probeCert, probe.subarray(probe.length - NONCE_BYTES), TARGET_LABEL[target]);
-      check(basic.certs.length === 1, `${TARGET_LABEL[target]}: ${basic.certs.length} certificates in the response, expected the responder's`);
+      check(
+        basic.certs.length === 1,
+        `${TARGET_LABEL[target]}: ${basic.certs.length} certificates in the response, expected the responder's`,
+      );
       responders[target] = { der: Buffer.from(basic.certs[0]!), key: new X509Certificate(basic.certs[0]!).publicKey };
       checkSignature(basic, responders[target], TARGET_LABEL[target]);
       const respFile = join(tmp, `probe-response-${target}.der`);
       writeFileSync(respFile, reply.body);
       // With the request: the signature, the delegated responder's chain and the nonce.
       const judged = openssl(["ocsp", "-reqin", probeFile, "-respin", respFile, "-CAfile", chain]);
-      check(judged.status === 0 && /Response verify OK/.test(judged.stderr + judged.stdout), `openssl ocsp -reqin -respin does not accept ${TARGET_LABEL[target]}'s answer:\n${judged.stdout}${judged.stderr}`);
+      check(
+        judged.status === 0 && /Response verify OK/.test(judged.stderr + judged.stdout),
+        `openssl ocsp -reqin -respin does not accept ${TARGET_LABEL[target]}'s answer:\n${judged.stdout}${judged.stderr}`,
+      );
       // By certificate: the status openssl reads from it.
-      const status = openssl(["ocsp", "-respin", respFile, "-CAfile", chain, "-issuer", files.caCert, "-serial", `0x${probeCert.serialHex}`, "-no_nonce"]);
+      const status = openssl([
+        "ocsp",
+        "-respin",
+        respFile,
+        "-CAfile",
+        chain,
+        "-issuer",
+        files.caCert,
+        "-serial",
+        `0x${probeCert.serialHex}`,
+        "-no_nonce",
+      ]);
       check(
         status.status === 0 && new RegExp(`0x${probeCert.serialHex}: revoked[\\s\\S]*Reason: keyCompromise`, "i").test(status.stdout),
         `openssl ocsp -respin -serial does not read ${TARGET_LABEL[target]}'s answer as revoked (keyCompromise):\n${status.stdout}${status.stderr}`,
@@ -587,13 +739,24 @@ async function runBench(tmp: string, options: BenchOptions, ns: string): Promise
     }
   }
   check(responders.openssl.der.equals(files.responderDer), "openssl ocsp answered with another responder certificate than it was given");
-  passed.push("a nonce request for a revoked certificate: both answers parse (parseOcspResponse), say revoked at the database's time and reason, echo the nonce; `openssl ocsp -reqin -respin -CAfile <devices chain>` verifies both (signature, delegated responder, nonce) and reads them as revoked, keyCompromise");
+  passed.push(
+    "a nonce request for a revoked certificate: both answers parse (parseOcspResponse), say revoked at the database's time and reason, echo the nonce; `openssl ocsp -reqin -respin -CAfile <devices chain>` verifies both (signature, delegated responder, nonce) and reads them as revoked, keyCompromise",
+  );
 
   const scenarios: Scenario[] = [];
   for (const client of ["node", "raw"] as const)
     for (const mode of ["cached", "uncached"] as const)
       for (const target of ["fleet", "openssl"] as const)
-        scenarios.push({ target, mode, client, label: `${TARGET_LABEL[target]}, ${mode}, ${CLIENT_LABEL[client]} client`, results: [], stale: 0, checked: 0, signaturesChecked: 0 });
+        scenarios.push({
+          target,
+          mode,
+          client,
+          label: `${TARGET_LABEL[target]}, ${mode}, ${CLIENT_LABEL[client]} client`,
+          results: [],
+          stale: 0,
+          checked: 0,
+          signaturesChecked: 0,
+        });
   /** fleetpki's cached answers: the distinct bodies seen per cached request, in order (both clients), with their nextUpdate. */
   const fleetCachedSeen: { der: Buffer; at: number; nextUpdateMs: number }[][] = requests.cached.map(() => []);
   let fleetCachedAnswers = 0;
@@ -685,11 +848,21 @@ async function runBench(tmp: string, options: BenchOptions, ns: string): Promise
       const cores = allServers.map((p, k) => (p.cpuSeconds() - cpu0[k]!) / wall);
       const own = process.cpuUsage(own0);
       const others = stop(cores.reduce((a, b) => a + b, 0));
-      result = { ...r, serverCores: cores[allServers.indexOf(servers[s.target])]!, clientCores: (own.user + own.system) / 1e6 / wall, others, connections: out.connections, bytes: out.bytes };
+      result = {
+        ...r,
+        serverCores: cores[allServers.indexOf(servers[s.target])]!,
+        clientCores: (own.user + own.system) / 1e6 / wall,
+        others,
+        connections: out.connections,
+        bytes: out.bytes,
+      };
     } catch (e) {
       await sleep(500); // a crashed server's exit may be reported after its sockets' errors
       const dead = allServers.find((p) => p.exit);
-      if (dead) throw new BenchFailure(`${dead.name} exited (${dead.exitText}) during "${s.label}": ${(e as Error).message}; its output:\n${dead.log}`);
+      if (dead)
+        throw new BenchFailure(
+          `${dead.name} exited (${dead.exitText}) during "${s.label}": ${(e as Error).message}; its output:\n${dead.log}`,
+        );
       throw e;
     } finally {
       via.close();
@@ -711,7 +884,10 @@ async function runBench(tmp: string, options: BenchOptions, ns: string): Promise
     check(seen.length > 0, `${what}: no answer for cached request ${k}`);
     for (let j = 1; j < seen.length; j++) {
       const gap = seen[j]!.nextUpdateMs - seen[j - 1]!.nextUpdateMs;
-      check(gap >= cacheMs - 1000, `${what}: request ${k} got a newly signed answer ${gap} ms after the previous one; cached answers are kept ${cacheMs} ms`);
+      check(
+        gap >= cacheMs - 1000,
+        `${what}: request ${k} got a newly signed answer ${gap} ms after the previous one; cached answers are kept ${cacheMs} ms`,
+      );
     }
     for (const d of seen) checkSignature(checkAnswer(d.der, requests.cachedCerts[k]!, undefined, what), responders.fleet, what);
   }
@@ -722,25 +898,36 @@ async function runBench(tmp: string, options: BenchOptions, ns: string): Promise
   );
   for (const s of scenarios) {
     if (s.target === "fleet" && s.mode === "cached") continue;
-    passed.push(`${s.label}: all ${fmtRate(s.checked)} answers (warm-up included) parsed and matched the database (status, revocation time and reason, nonce); ${s.signaturesChecked} signatures verified`);
+    passed.push(
+      `${s.label}: all ${fmtRate(s.checked)} answers (warm-up included) parsed and matched the database (status, revocation time and reason, nonce); ${s.signaturesChecked} signatures verified`,
+    );
   }
   for (const s of scenarios)
     if (s.target === "fleet")
-      for (const r of s.results) check(r.connections <= CONCURRENCY, `${s.label}: ${r.connections} connections for ${CONCURRENCY} keep-alive clients; connections were not kept alive`);
+      for (const r of s.results)
+        check(
+          r.connections <= CONCURRENCY,
+          `${s.label}: ${r.connections} connections for ${CONCURRENCY} keep-alive clients; connections were not kept alive`,
+        );
   passed.push(`fleetpki: every run used at most ${CONCURRENCY} connections (keep-alive)`);
   const opensslConnections = scenarios.filter((s) => s.target === "openssl").flatMap((s) => s.results);
   const opensslKeptAlive = opensslConnections.every((r) => r.connections <= CONCURRENCY);
   const opensslPerRequest = opensslConnections.every((r) => r.connections === r.completed);
 
   // Graceful stop before the database is read.
-  const stops = await Promise.all((["fleet", "openssl"] as const).map(async (target) => ({ target, log: servers[target].log, ...(await servers[target].stop()) })));
+  const stops = await Promise.all(
+    (["fleet", "openssl"] as const).map(async (target) => ({ target, log: servers[target].log, ...(await servers[target].stop()) })),
+  );
   lap("servers stopped");
   for (const st of stops) check(!st.killed, `${TARGET_LABEL[st.target]} did not exit within 10 s of SIGTERM; its output:\n${st.log}`);
   const fleetStop = stops[0]!;
   const opensslStop = stops[1]!;
   check(fleetStop.code === 0, `fleetpki serve exited with ${fleetStop.code ?? fleetStop.signal}; its output:\n${fleetStop.log}`);
   // openssl ocsp has no SIGTERM handler: the signal's default action is its normal way to stop.
-  check(opensslStop.signal === "SIGTERM" || opensslStop.code === 0, `openssl ocsp ended with ${opensslStop.code ?? opensslStop.signal}; its output:\n${opensslStop.log}`);
+  check(
+    opensslStop.signal === "SIGTERM" || opensslStop.code === 0,
+    `openssl ocsp ended with ${opensslStop.code ?? opensslStop.signal}; its output:\n${opensslStop.log}`,
+  );
   const fleetLog = fleetStop.log.split("\n").filter((l) => l.startsWith("{"));
   check(fleetLog.length === 0, `fleetpki serve logged warnings or errors:\n${fleetLog.slice(0, 10).join("\n")}`);
   passed.push(`fleetpki serve exited 0 on SIGTERM and logged no warnings or errors; openssl ocsp ended on SIGTERM (it has no handler)`);
@@ -799,7 +986,10 @@ function checkNamespace(): string {
     .split("\n")
     .filter(Boolean)
     .map((l) => l.split(":")[1]?.trim());
-  check(links.status === 0 && names.length === 1 && names[0] === "lo", `not in a network namespace of our own: interfaces ${names.join(", ")}`);
+  check(
+    links.status === 0 && names.length === 1 && names[0] === "lo",
+    `not in a network namespace of our own: interfaces ${names.join(", ")}`,
+  );
   return "interfaces: lo only";
 }
 
@@ -818,10 +1008,24 @@ async function checkFleetAfter(fixture: Fixture, responderDer: Buffer): Promise<
   try {
     const db = fleet.store.db;
     const responders = await db.selectFrom("certificates").select(["der", "issuer_ca"]).where("kind", "=", "ocsp-responder").execute();
-    check(responders.length === 1 && responders[0]!.issuer_ca === "devices", `fleetpki recorded ${responders.length} responder certificates, expected 1 for the devices CA`);
-    check(Buffer.from(responders[0]!.der).equals(responderDer), "the responder certificate in fleetpki's answers is not the one it recorded");
-    const revoked = await db.selectFrom("certificates").select((eb) => eb.fn.countAll<number>().as("n")).where("kind", "=", "device").where("status", "=", "revoked").executeTakeFirstOrThrow();
-    check(Number(revoked.n) === DEVICE_COUNT / REVOKE_EVERY, `${revoked.n} device certificates are revoked after the run, expected ${DEVICE_COUNT / REVOKE_EVERY}`);
+    check(
+      responders.length === 1 && responders[0]!.issuer_ca === "devices",
+      `fleetpki recorded ${responders.length} responder certificates, expected 1 for the devices CA`,
+    );
+    check(
+      Buffer.from(responders[0]!.der).equals(responderDer),
+      "the responder certificate in fleetpki's answers is not the one it recorded",
+    );
+    const revoked = await db
+      .selectFrom("certificates")
+      .select((eb) => eb.fn.countAll<number>().as("n"))
+      .where("kind", "=", "device")
+      .where("status", "=", "revoked")
+      .executeTakeFirstOrThrow();
+    check(
+      Number(revoked.n) === DEVICE_COUNT / REVOKE_EVERY,
+      `${revoked.n} device certificates are revoked after the run, expected ${DEVICE_COUNT / REVOKE_EVERY}`,
+    );
     return "fleetpki recorded exactly one delegated responder certificate (devices CA), the one its answers carry; no certificate changed status";
   } finally {
     await fleet.close();
@@ -851,7 +1055,8 @@ function crlReason(i: number): RevocationReason {
 }
 
 /** The SQL signCrl runs (src/authority/crls.ts), for timing its parts on their own. */
-const CRL_SELECT = "select serial, revoked_at, revocation_reason from certificates where issuer_ca = ? and status in ('revoked', 'hold') and not_after > ?";
+const CRL_SELECT =
+  "select serial, revoked_at, revocation_reason from certificates where issuer_ca = ? and status in ('revoked', 'hold') and not_after > ?";
 const CRL_UPSERT =
   "insert into crls (ca_id, crl_number, this_update, next_update, entries, der) values (@ca_id, @crl_number, @this_update, @next_update, @entries, @der) " +
   "on conflict (ca_id) do update set crl_number = excluded.crl_number, this_update = excluded.this_update, next_update = excluded.next_update, entries = excluded.entries, der = excluded.der";
@@ -932,7 +1137,11 @@ async function crlBench(tmp: string, sampleDer: Buffer, runs: number): Promise<C
       const entries = await fleet.store.withNative((native) =>
         preparedStatement<[string, string], { serial: string; revoked_at: string; revocation_reason: string | null }>(native, CRL_SELECT)
           .all("devices", thisUpdate.toISOString())
-          .map((r): RevokedEntry => ({ serialHex: r.serial, revokedAt: new Date(Math.floor(Date.parse(r.revoked_at) / 1000) * 1000), reason: (r.revocation_reason ?? "unspecified") as RevocationReason })),
+          .map((r): RevokedEntry => ({
+            serialHex: r.serial,
+            revokedAt: new Date(Math.floor(Date.parse(r.revoked_at) / 1000) * 1000),
+            reason: (r.revocation_reason ?? "unspecified") as RevocationReason,
+          })),
       );
       const t3 = performance.now();
       buildCrl(issuer, { crlNumber: 1n, thisUpdate, nextUpdate: new Date(thisUpdate.getTime() + day), entries });
@@ -966,7 +1175,10 @@ async function crlBench(tmp: string, sampleDer: Buffer, runs: number): Promise<C
       const i = expected.get(e.serialHex);
       check(i !== undefined, `the CRL lists ${e.serialHex}, which is not a revoked row (or lists it twice)`);
       check((e.reason ?? "unspecified") === crlReason(i), `CRL entry ${e.serialHex}: reason ${e.reason}, the row says ${crlReason(i)}`);
-      check(e.revokedAt.getTime() === Math.floor(Date.parse(revokedAt[i]!) / 1000) * 1000, `CRL entry ${e.serialHex}: revoked at ${e.revokedAt.toISOString()}, the row says ${revokedAt[i]}`);
+      check(
+        e.revokedAt.getTime() === Math.floor(Date.parse(revokedAt[i]!) / 1000) * 1000,
+        `CRL entry ${e.serialHex}: revoked at ${e.revokedAt.toISOString()}, the row says ${revokedAt[i]}`,
+      );
       expected.delete(e.serialHex);
     }
     check(expected.size === 0, `${expected.size} revoked rows are missing from the CRL`);
@@ -975,10 +1187,16 @@ async function crlBench(tmp: string, sampleDer: Buffer, runs: number): Promise<C
     writeFileSync(crlFile, last.der);
     const text = openssl(["crl", "-inform", "DER", "-in", crlFile, "-noout", "-text"]);
     const listed = (text.stdout.match(/Serial Number:/g) ?? []).length;
-    check(text.status === 0 && listed === CRL_ENTRIES, `openssl crl -text lists ${listed} serial numbers (status ${text.status}), expected ${fmtRate(CRL_ENTRIES)}`);
+    check(
+      text.status === 0 && listed === CRL_ENTRIES,
+      `openssl crl -text lists ${listed} serial numbers (status ${text.status}), expected ${fmtRate(CRL_ENTRIES)}`,
+    );
     const chain = join(dir, layout.caChain("devices"));
     const verified = openssl(["crl", "-inform", "DER", "-in", crlFile, "-CAfile", chain, "-noout"]);
-    check(verified.status === 0 && /verify OK/.test(verified.stderr + verified.stdout), `openssl crl -CAfile does not verify the CRL:\n${verified.stdout}${verified.stderr}`);
+    check(
+      verified.status === 0 && /verify OK/.test(verified.stderr + verified.stdout),
+      `openssl crl -CAfile does not verify the CRL:\n${verified.stdout}${verified.stderr}`,
+    );
     checks.push(
       `CRL: parseCrl reads ${fmtRate(CRL_ENTRIES)} entries, exactly the revoked rows with their times and reasons; its signature verifies (devices CA key); ` +
         `\`openssl crl -text\` lists ${fmtRate(listed)} serial numbers and \`openssl crl -CAfile <devices chain>\` says verify OK; CRL numbers rose by one per signCrl`,
@@ -986,7 +1204,13 @@ async function crlBench(tmp: string, sampleDer: Buffer, runs: number): Promise<C
 
     // Baselines: openssl's own CRL generator over the same entries, and openssl re-encoding ours.
     const index = serials.map((serialHex, i) =>
-      indexLine({ serialHex, notAfter, revokedAtMs: Math.floor(Date.parse(revokedAt[i]!) / 1000) * 1000, reason: crlReason(i), subject: `crl-robot-${i}` }),
+      indexLine({
+        serialHex,
+        notAfter,
+        revokedAtMs: Math.floor(Date.parse(revokedAt[i]!) / 1000) * 1000,
+        reason: crlReason(i),
+        subject: `crl-robot-${i}`,
+      }),
     );
     const gencrl = opensslGencrl(join(tmp, "openssl-ca"), dir, index, runs);
     checks.push(...gencrl.checks);
@@ -1026,7 +1250,12 @@ async function crlBench(tmp: string, sampleDer: Buffer, runs: number): Promise<C
  * (status R, revocation time, reason), with the same CA key (decrypted by openssl with -passin)
  * and the same extensions (AKI, CRL number), ECDSA-SHA256. Timed per run as a whole process.
  */
-function opensslGencrl(dir: string, fleetDir: string, lines: readonly string[], runs: number): { ms: number[]; derBytes: number; checks: string[] } {
+function opensslGencrl(
+  dir: string,
+  fleetDir: string,
+  lines: readonly string[],
+  runs: number,
+): { ms: number[]; derBytes: number; checks: string[] } {
   mkdirSync(dir, { recursive: true });
   const index = join(dir, "index.txt");
   writeFileSync(index, lines.join("\n") + "\n");
@@ -1062,8 +1291,17 @@ function opensslGencrl(dir: string, fleetDir: string, lines: readonly string[], 
   }
   const der = fromPem(readFileSync(out, "utf8"), ["X509 CRL"]);
   const parsed = parseCrl(der);
-  check(parsed.entries.length === lines.length, `openssl ca -gencrl listed ${parsed.entries.length} entries, expected ${fmtRate(lines.length)}`);
-  return { ms, derBytes: der.length, checks: [`openssl ca -gencrl over the same ${fmtRate(lines.length)}-line index.txt: its CRL (read by parseCrl) lists ${fmtRate(parsed.entries.length)} entries`] };
+  check(
+    parsed.entries.length === lines.length,
+    `openssl ca -gencrl listed ${parsed.entries.length} entries, expected ${fmtRate(lines.length)}`,
+  );
+  return {
+    ms,
+    derBytes: der.length,
+    checks: [
+      `openssl ca -gencrl over the same ${fmtRate(lines.length)}-line index.txt: its CRL (read by parseCrl) lists ${fmtRate(parsed.entries.length)} entries`,
+    ],
+  };
 }
 
 // ---- report -----------------------------------------------------------------------------------
@@ -1089,12 +1327,15 @@ interface Report {
 function printReport(r: Report): void {
   const { options, speed, scenarios, crl } = r;
   const cpu = cpus();
-  const find = (target: Target, mode: Mode, client: Client) => scenarios.find((s) => s.target === target && s.mode === mode && s.client === client)!;
+  const find = (target: Target, mode: Mode, client: Client) =>
+    scenarios.find((s) => s.target === target && s.mode === mode && s.client === client)!;
   const med = (s: Scenario, f: (x: Run) => number) => median(s.results.map(f));
   const rate = (s: Scenario) => med(s, (x) => x.perSecond);
   const out: string[] = [];
   out.push("== ocsp: OCSP responses/s with 4 keep-alive clients; CRL with 100,000 entries ==");
-  out.push(`machine   ${cpu.length} x ${cpu[0]?.model ?? "?"}, Node ${process.version} (OpenSSL ${process.versions.openssl}), CLI ${opensslVersion()}`);
+  out.push(
+    `machine   ${cpu.length} x ${cpu[0]?.model ?? "?"}, Node ${process.version} (OpenSSL ${process.versions.openssl}), CLI ${opensslVersion()}`,
+  );
   out.push(`netns     ${r.netns}; servers and clients talk over 127.0.0.1 there`);
   out.push(
     `setup     fresh P-256 fleet in ${r.tmp}: ${fmtRate(DEVICE_COUNT)} device certificates from the devices CA, ${DEVICE_COUNT / REVOKE_EVERY} revoked (revokeCertificate; ${REVOKE_REASONS.join(", ")})`,
@@ -1102,12 +1343,18 @@ function printReport(r: Report): void {
   out.push(
     `servers   \`fleetpki serve --only status\` (FLEETPKI_LOG_LEVEL=warn, ocsp_cache ${r.cacheMs / 1000} s); \`openssl ocsp -index -CA -rsigner -rkey -port 0 -nmin 1 -ignore_err -resp_key_id\` (one process)`,
   );
-  out.push(`          both sign with a P-256 delegated responder (ECDSA-SHA256), ResponderID byKey, the responder certificate in every answer`);
+  out.push(
+    `          both sign with a P-256 delegated responder (ECDSA-SHA256), ResponderID byKey, the responder certificate in every answer`,
+  );
   out.push(
     `requests  POST ${OCSP_REQUEST_TYPE}, one SHA-1 CertID each; cached: ${CACHED_REQUESTS} fixed no-nonce requests for good certificates; uncached: a fresh ${NONCE_BYTES}-byte nonce in every request, cycling over all ${fmtRate(DEVICE_COUNT)} certificates`,
   );
-  out.push(`method    ${CONCURRENCY} clients, one request in flight each, in this process: node:http with a keep-alive Agent, and a lean client (hand-written HTTP/1.1 on net.Socket, keep-alive);`);
-  out.push(`          ${WARMUP_SECONDS} s warm-up per scenario, then ${options.runs} interleaved runs of ${options.seconds} s; median reported`);
+  out.push(
+    `method    ${CONCURRENCY} clients, one request in flight each, in this process: node:http with a keep-alive Agent, and a lean client (hand-written HTTP/1.1 on net.Socket, keep-alive);`,
+  );
+  out.push(
+    `          ${WARMUP_SECONDS} s warm-up per scenario, then ${options.runs} interleaved runs of ${options.seconds} s; median reported`,
+  );
   out.push(
     `signing   node:crypto sign("sha256", <300 bytes>, P-256 key), tight loop for ${SIGN_COST_SECONDS} s before the servers start: ${speed.us.toFixed(1)} us per signature` +
       (speed.otherCores === undefined ? "" : ` (other processes ${speed.otherCores.toFixed(2)} cores)`),
@@ -1136,10 +1383,35 @@ function printReport(r: Report): void {
       fmtCores(med(s, (x) => x.others ?? NaN)),
     ];
   });
-  out.push(formatTable(["server", "requests", "client", "req/s", "runs min..max", "vs openssl", "p50 ms", "p99 ms", "srv us/req", "cli us/req", "srv cores", "cli cores", "conns/run", "bytes/resp", "others"], rows));
+  out.push(
+    formatTable(
+      [
+        "server",
+        "requests",
+        "client",
+        "req/s",
+        "runs min..max",
+        "vs openssl",
+        "p50 ms",
+        "p99 ms",
+        "srv us/req",
+        "cli us/req",
+        "srv cores",
+        "cli cores",
+        "conns/run",
+        "bytes/resp",
+        "others",
+      ],
+      rows,
+    ),
+  );
   out.push("  vs openssl: fleetpki's req/s over the openssl responder's for the same requests in this run.");
-  out.push("  srv/cli us/req: CPU time (user + system, all threads) of the server process / of this client process per request; cores: the same as cores busy.");
-  out.push(`  conns/run: TCP connections opened per run (openssl ocsp: ${r.opensslConnections}). others: CPU taken meanwhile by other processes or the hypervisor, in cores of ${cpu.length}.`);
+  out.push(
+    "  srv/cli us/req: CPU time (user + system, all threads) of the server process / of this client process per request; cores: the same as cores busy.",
+  );
+  out.push(
+    `  conns/run: TCP connections opened per run (openssl ocsp: ${r.opensslConnections}). others: CPU taken meanwhile by other processes or the hypervisor, in cores of ${cpu.length}.`,
+  );
   out.push("  Every column is the median over the runs.");
   out.push("");
 
@@ -1161,28 +1433,61 @@ function printReport(r: Report): void {
     const o = median((["node", "raw"] as const).map((c) => srvUs(find("openssl", mode, c))));
     const target = mode === "cached" ? `>= ${TARGET_CACHED_RATIO.toFixed(2)}x` : "-";
     const status = mode === "cached" ? (o / f >= TARGET_CACHED_RATIO ? "ok" : "BELOW") : "";
-    issueRows.push([`${mode}, server CPU us per answer`, Math.round(f).toString(), Math.round(o).toString(), fmtRatio(o, f), target, status]);
+    issueRows.push([
+      `${mode}, server CPU us per answer`,
+      Math.round(f).toString(),
+      Math.round(o).toString(),
+      fmtRatio(o, f),
+      target,
+      status,
+    ]);
   }
-  issueRows.push(["the issue's measurement (cached, req/s)", fmtRate(ISSUE_NODE_CACHED), fmtRate(ISSUE_OPENSSL), fmtRatio(ISSUE_NODE_CACHED, ISSUE_OPENSSL), "", "a cached Node responder vs openssl"]);
+  issueRows.push([
+    "the issue's measurement (cached, req/s)",
+    fmtRate(ISSUE_NODE_CACHED),
+    fmtRate(ISSUE_OPENSSL),
+    fmtRatio(ISSUE_NODE_CACHED, ISSUE_OPENSSL),
+    "",
+    "a cached Node responder vs openssl",
+  ]);
   out.push(formatTable(["figure", "fleetpki", "openssl", "fleetpki / openssl", "target", "status"], issueRows));
-  out.push("  req/s rows: medians of this run. server CPU rows: srv us/req (the mean of the two clients' medians); there the ratio is openssl's CPU per answer");
-  out.push("  over fleetpki's: how many answers fleetpki gives for the CPU openssl spends on one, i.e. the rate ratio if neither the client nor the core count limited.");
+  out.push(
+    "  req/s rows: medians of this run. server CPU rows: srv us/req (the mean of the two clients' medians); there the ratio is openssl's CPU per answer",
+  );
+  out.push(
+    "  over fleetpki's: how many answers fleetpki gives for the CPU openssl spends on one, i.e. the rate ratio if neither the client nor the core count limited.",
+  );
   const stale = scenarios.reduce((n, s) => n + s.stale, 0);
-  if (stale > 0) out.push(`WARNING: ${stale} answers arrived after their own nextUpdate had passed (stale when served): ${scenarios.filter((s) => s.stale).map((s) => `${s.label}: ${s.stale}`).join("; ")}`);
+  if (stale > 0)
+    out.push(
+      `WARNING: ${stale} answers arrived after their own nextUpdate had passed (stale when served): ${scenarios
+        .filter((s) => s.stale)
+        .map((s) => `${s.label}: ${s.stale}`)
+        .join("; ")}`,
+    );
   const contention = Math.max(speed.otherCores ?? 0, ...scenarios.flatMap((s) => s.results.map((x) => x.others ?? 0)));
   if (contention > CONTENDED_CORES)
-    out.push(`WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; these figures are pessimistic, rerun on an idle machine`);
+    out.push(
+      `WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; these figures are pessimistic, rerun on an idle machine`,
+    );
   out.push("");
 
   const reasons = crl.reasons.map(([reason, n]) => `${Math.round((n / CRL_ENTRIES) * 100)}% ${reason}`).join(", ");
-  out.push(`CRL of the devices CA with ${fmtRate(CRL_ENTRIES)} revoked entries (${reasons}); P-256, ECDSA-SHA256; rows inserted in ${crl.insertSeconds.toFixed(1)} s`);
-  const msRow = (what: string, values: readonly number[]) => [what, fmtMs(median(values)), `${fmtMs(Math.min(...values))}..${fmtMs(Math.max(...values))}`, String(values.length)];
+  out.push(
+    `CRL of the devices CA with ${fmtRate(CRL_ENTRIES)} revoked entries (${reasons}); P-256, ECDSA-SHA256; rows inserted in ${crl.insertSeconds.toFixed(1)} s`,
+  );
+  const msRow = (what: string, values: readonly number[]) => [
+    what,
+    fmtMs(median(values)),
+    `${fmtMs(Math.min(...values))}..${fmtMs(Math.max(...values))}`,
+    String(values.length),
+  ];
   const signMed = median(crl.signMs);
   out.push(
     formatTable(
       ["step", "median ms", "min..max", "runs"],
       [
-        msRow("signCrl(fleet, \"devices\"): one transaction", crl.signMs),
+        msRow('signCrl(fleet, "devices"): one transaction', crl.signMs),
         msRow("  its query on its own (select + map rows to entries)", crl.queryMs),
         msRow("  buildCrl on its own (encode + sign)", crl.buildMs),
         msRow("  storing the row on its own (upsert + commit)", crl.storeMs),
@@ -1224,7 +1529,10 @@ async function netnsMain(tmp: string, options: BenchOptions, ns: string): Promis
 
 if (process.argv[1] && resolve(process.argv[1]) === THIS_FILE && process.argv[2] === NETNS_FLAG) {
   const [tmp, seconds, runs, ns] = process.argv.slice(3);
-  if (!tmp || !seconds || !runs) throw new Error(`usage: node --import tsx bench/ocsp.ts ${NETNS_FLAG} TMP SECONDS RUNS [UNSHARE-OPTIONS] (run.ts starts it under unshare)`);
+  if (!tmp || !seconds || !runs)
+    throw new Error(
+      `usage: node --import tsx bench/ocsp.ts ${NETNS_FLAG} TMP SECONDS RUNS [UNSHARE-OPTIONS] (run.ts starts it under unshare)`,
+    );
   const code = await netnsMain(tmp, { seconds: Number(seconds), runs: Number(runs) }, `unshare ${ns ?? "-n"}`);
   process.exit(code);
 }

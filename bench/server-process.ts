@@ -57,7 +57,12 @@ export class ServerProcess {
     LIVE.add(this);
   }
 
-  static async start(name: string, command: string, args: readonly string[], options: { env?: Record<string, string>; logFile: string; port: RegExp }): Promise<{ server: ServerProcess; port: number }> {
+  static async start(
+    name: string,
+    command: string,
+    args: readonly string[],
+    options: { env?: Record<string, string>; logFile: string; port: RegExp },
+  ): Promise<{ server: ServerProcess; port: number }> {
     const fd = openSync(options.logFile, "w");
     let proc: ChildProcess;
     try {
@@ -105,7 +110,10 @@ export class ServerProcess {
     if (!this.exit) {
       this.proc.kill("SIGTERM");
       let timer: NodeJS.Timeout | undefined;
-      const inTime = await Promise.race([this.exited.then(() => true), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs)))]);
+      const inTime = await Promise.race([
+        this.exited.then(() => true),
+        new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs))),
+      ]);
       clearTimeout(timer);
       if (!inTime) {
         this.proc.kill("SIGKILL");
@@ -132,4 +140,3 @@ export function killLive(): void {
 export function serverNodeArgs(): string[] {
   return (process.env.BENCH_SERVER_NODE_ARGS ?? "").split(/\s+/).filter(Boolean);
 }
-

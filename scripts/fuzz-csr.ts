@@ -41,9 +41,12 @@ try {
   let lastReport = Date.now();
   while (Date.now() < deadline) {
     await fuzzBatch(bulk.stats, bulk.rng, seeds, bulk.submit, 64);
-    if (est && est.stats.sent < (bulk.stats.sent * estShare) / (1 - estShare || 1)) await fuzzBatch(est.stats, est.rng, seeds, est.submit, 4, 4);
+    if (est && est.stats.sent < (bulk.stats.sent * estShare) / (1 - estShare || 1))
+      await fuzzBatch(est.stats, est.rng, seeds, est.submit, 4, 4);
     if (Date.now() - lastReport > 10_000) {
-      console.log(`  ${bulk.stats.sent + (est?.stats.sent ?? 0)} sent, ${bulk.stats.failures.length + (est?.stats.failures.length ?? 0)} failures`);
+      console.log(
+        `  ${bulk.stats.sent + (est?.stats.sent ?? 0)} sent, ${bulk.stats.failures.length + (est?.stats.failures.length ?? 0)} failures`,
+      );
       lastReport = Date.now();
     }
   }

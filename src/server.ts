@@ -83,7 +83,9 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
   };
   let registration: AddressInfo | undefined;
   let status: AddressInfo | undefined;
-  const changes = new ChangeFeed(fleet.store, undefined, (e) => logger.warn({ err: (e as Error).message }, "following the audit log failed"));
+  const changes = new ChangeFeed(fleet.store, undefined, (e) =>
+    logger.warn({ err: (e as Error).message }, "following the audit log failed"),
+  );
   try {
     await changes.start();
     closers.push(() => changes.stop());
@@ -134,7 +136,13 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         tls = { ...tls, ca };
         return tls;
       };
-      const running = await startRegistrationServer({ fleet, logger: logger.child({ listener: "registration" }), tls, refreshTls, ...listen });
+      const running = await startRegistrationServer({
+        fleet,
+        logger: logger.child({ listener: "registration" }),
+        tls,
+        refreshTls,
+        ...listen,
+      });
       closers.push(() => running.close());
       registration = running.address;
       logger.info({ address: registration }, "registration server listening");

@@ -35,7 +35,11 @@ export interface SpawnOptions {
 }
 
 export function spawnProc(name: string, command: string, args: readonly string[], options: SpawnOptions = {}): Proc {
-  const child = spawn(command, args, { cwd: options.cwd, env: { ...process.env, ...(options.env ?? {}) }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(command, args, {
+    cwd: options.cwd,
+    env: { ...process.env, ...(options.env ?? {}) },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let out = "";
   let err = "";
   child.stdout!.setEncoding("utf8").on("data", (c: string) => (out += c));
@@ -90,7 +94,11 @@ export interface RunResult {
 }
 
 /** Runs a command to completion asynchronously; SIGKILL after timeoutMs. */
-export async function run(command: string, args: readonly string[], options: SpawnOptions & { timeoutMs?: number } = {}): Promise<RunResult> {
+export async function run(
+  command: string,
+  args: readonly string[],
+  options: SpawnOptions & { timeoutMs?: number } = {},
+): Promise<RunResult> {
   const p = spawnProc(`${command} ${args[0] ?? ""}`, command, args, options);
   const timer = setTimeout(() => p.child.kill("SIGKILL"), options.timeoutMs ?? 60_000);
   try {
@@ -120,7 +128,12 @@ export async function fleetpkiOk(args: readonly string[], options: SpawnOptions 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Polls fn until it returns something other than undefined/false; throws after timeoutMs. */
-export async function waitFor<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs: number, intervalMs = 250): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs: number,
+  intervalMs = 250,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {
@@ -130,7 +143,10 @@ export async function waitFor<T>(what: string, fn: () => T | undefined | false |
     } catch (e) {
       lastError = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ""}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ""}`,
+      );
     await sleep(intervalMs);
   }
 }
@@ -145,7 +161,9 @@ export function setConfig(fleetDir: string, path: readonly string[], value: unkn
 
 /** sha256:<hex> of the DER of a PEM certificate file, computed here (not by fleetpki). */
 export function fingerprintOfPemFile(path: string): string {
-  return `sha256:${createHash("sha256").update(new X509Certificate(readFileSync(path)).raw).digest("hex")}`;
+  return `sha256:${createHash("sha256")
+    .update(new X509Certificate(readFileSync(path)).raw)
+    .digest("hex")}`;
 }
 
 export interface Server {
@@ -158,7 +176,15 @@ export interface Server {
 
 /** `fleetpki serve --dir DIR --listen 127.0.0.1:PORT` (PORT 0 = any); resolves once it listens. */
 export async function startServer(fleetDir: string, port = 0, timeoutMs = 30_000): Promise<Server> {
-  const proc = spawnCli(`serve ${fleetDir}`, ["serve", "--dir", fleetDir, "--listen", `127.0.0.1:${port}`, "--status-listen", "127.0.0.1:0"]);
+  const proc = spawnCli(`serve ${fleetDir}`, [
+    "serve",
+    "--dir",
+    fleetDir,
+    "--listen",
+    `127.0.0.1:${port}`,
+    "--status-listen",
+    "127.0.0.1:0",
+  ]);
   const listening = await Promise.race([
     waitFor(`"listening on" from fleetpki serve`, () => /\(listening on 127\.0\.0\.1:(\d+)\)/.exec(proc.stderr())?.[1], timeoutMs, 50),
     proc.exited.then((e) => {

@@ -433,7 +433,10 @@ describe("the audit key", () => {
     const fleet = await Fleet.open(dir);
     try {
       const first = await fleet.store.db.selectFrom("certificates").select(["serial", "issuer_ca"]).where("kind", "=", "audit").execute();
-      assert.deepEqual(first.map((c) => c.issuer_ca), ["services"]);
+      assert.deepEqual(
+        first.map((c) => c.issuer_ca),
+        ["services"],
+      );
       // What an older fleet (no audit key) or a revoked one goes through: the next checkpoint makes a new key.
       await revokeCertificate(fleet, { serial: first[0]!.serial, reason: "superseded", actor: "cli" });
       const now = await fleet.store.db.selectFrom("certificates").select(["serial", "status"]).where("kind", "=", "audit").execute();

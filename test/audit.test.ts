@@ -28,7 +28,6 @@ interface Row {
 const GENESIS = "0".repeat(64);
 const HOURS = 3_600_000;
 
-
 /** The documented chain: SHA-256(prev_hash || "\n" || JSON([seq, at, actor, action, subject, details])). */
 function chainHash(prev: string, r: Omit<Row, "prev_hash" | "hash">): string {
   return createHash("sha256")
@@ -40,7 +39,13 @@ function chainHash(prev: string, r: Omit<Row, "prev_hash" | "hash">): string {
 
 function sortedJson(value: unknown): string {
   return JSON.stringify(value, (_k, v) =>
-    v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, v[k]])) : v,
+    v && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(
+          Object.keys(v)
+            .sort()
+            .map((k) => [k, v[k]]),
+        )
+      : v,
   );
 }
 
@@ -97,7 +102,9 @@ describe("audit log", () => {
       deleteMiddle: copy("delete-middle", (db) => one(db.prepare("DELETE FROM audit_log WHERE seq = 5").run())),
       swap: copy("swap", (db) => {
         const [a, b] = db.prepare("SELECT * FROM audit_log WHERE seq IN (5, 6) ORDER BY seq").all() as Row[];
-        const set = db.prepare("UPDATE audit_log SET at = ?, actor = ?, action = ?, subject = ?, details = ?, prev_hash = ?, hash = ? WHERE seq = ?");
+        const set = db.prepare(
+          "UPDATE audit_log SET at = ?, actor = ?, action = ?, subject = ?, details = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+        );
         db.transaction(() => {
           one(set.run(b!.at, b!.actor, b!.action, b!.subject, b!.details, b!.prev_hash, b!.hash, 5));
           one(set.run(a!.at, a!.actor, a!.action, a!.subject, a!.details, a!.prev_hash, a!.hash, 6));
@@ -169,11 +176,24 @@ describe("audit log", () => {
       assert.equal(typeof row.details, "object");
       assert.ok(row.details !== null && !Array.isArray(row.details));
       assert.equal(row.prev_hash, prev, `row ${row.seq} links to the previous one`);
-      assert.equal(row.hash, chainHash(prev, { ...row, details: sortedJson(row.details) }), `row ${row.seq} hash follows the documented formula`);
+      assert.equal(
+        row.hash,
+        chainHash(prev, { ...row, details: sortedJson(row.details) }),
+        `row ${row.seq} hash follows the documented formula`,
+      );
       prev = row.hash;
     });
     const actions = list.map((x) => `${x.action} ${x.subject}`);
-    for (const expected of ["ca.create ca:root", "ca.create ca:devices", "ca.create ca:services", "ca.create ca:operators", "fleet.init fleet:fleet.example", "device.add device:robot-0001", "device.add device:robot-0002", "certificate.issue device:robot-0001"])
+    for (const expected of [
+      "ca.create ca:root",
+      "ca.create ca:devices",
+      "ca.create ca:services",
+      "ca.create ca:operators",
+      "fleet.init fleet:fleet.example",
+      "device.add device:robot-0001",
+      "device.add device:robot-0002",
+      "certificate.issue device:robot-0001",
+    ])
       assert.ok(actions.includes(expected), `missing event ${expected}: ${actions.join(" | ")}`);
     const add = list.find((x) => x.subject === "device:robot-0001" && x.action === "device.add")!;
     assert.deepEqual(add.details, { group: "lab", labels: { site: "berlin" } });

@@ -19,8 +19,6 @@ const COUNT = 1000;
 const KILL_AFTER = 150;
 const ids = Array.from({ length: COUNT }, (_, i) => `robot-${String(i + 1).padStart(4, "0")}`);
 
-
-
 function completeBundles(out: string): string[] {
   try {
     return readdirSync(out).filter((e) => !e.startsWith("."));
@@ -44,12 +42,18 @@ describe("issue-batch", { concurrency: true }, () => {
       assertOk(cli(["ca", "create-local", "--dir", fleet, "--name", "factory-a"]), "ca create-local");
 
       // First run: killed without warning once some bundles exist.
-      const child = spawn(process.execPath, [CLI, "ca", "issue-batch", "--dir", fleet, "--local", "factory-a", "--ids", `robot-0001..robot-${COUNT}`, "--out", out], {
-        stdio: ["ignore", "ignore", "pipe"],
-      });
+      const child = spawn(
+        process.execPath,
+        [CLI, "ca", "issue-batch", "--dir", fleet, "--local", "factory-a", "--ids", `robot-0001..robot-${COUNT}`, "--out", out],
+        {
+          stdio: ["ignore", "ignore", "pipe"],
+        },
+      );
       let stderr = "";
       child.stderr.on("data", (d) => (stderr += d));
-      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        child.on("exit", (code, signal) => resolve({ code, signal })),
+      );
       let done = false;
       void exited.then(() => (done = true));
       const deadline = Date.now() + 45_000;
@@ -60,11 +64,26 @@ describe("issue-batch", { concurrency: true }, () => {
       }
       child.kill("SIGKILL");
       killed = await exited;
-      assert.equal(killed.signal, "SIGKILL", `the first run must still be running when killed (exit ${killed.code}, ${seenAtKill} bundles): ${stderr}`);
+      assert.equal(
+        killed.signal,
+        "SIGKILL",
+        `the first run must still be running when killed (exit ${killed.code}, ${seenAtKill} bundles): ${stderr}`,
+      );
       assert.ok(seenAtKill >= KILL_AFTER, `saw only ${seenAtKill} bundles before the deadline`);
 
       // Second run: to completion.
-      resumed = await cliAsync(["ca", "issue-batch", "--dir", fleet, "--local", "factory-a", "--ids", `robot-0001..robot-${COUNT}`, "--out", out]);
+      resumed = await cliAsync([
+        "ca",
+        "issue-batch",
+        "--dir",
+        fleet,
+        "--local",
+        "factory-a",
+        "--ids",
+        `robot-0001..robot-${COUNT}`,
+        "--out",
+        out,
+      ]);
     });
     after(() => tmp.cleanup());
 
@@ -110,7 +129,9 @@ describe("issue-batch", { concurrency: true }, () => {
         assert.deepEqual(cert.keyUsage, ["1.3.6.1.5.5.7.3.2"], "and only as a TLS client");
         const key = createPrivateKey(readFileSync(join(d, "key.pem"), "utf8"));
         assert.ok(
-          createPublicKey(key).export({ type: "spki", format: "der" }).equals(cert.publicKey.export({ type: "spki", format: "der" })),
+          createPublicKey(key)
+            .export({ type: "spki", format: "der" })
+            .equals(cert.publicKey.export({ type: "spki", format: "der" })),
           `${id}: key.pem does not match cert.pem`,
         );
         serials.add(cert.serialNumber);
@@ -132,7 +153,15 @@ describe("issue-batch", { concurrency: true }, () => {
         join(out, "robot-0001/chain.pem"),
         ...ids.map((id) => join(out, id, "cert.pem")),
       ]);
-      assert.equal(r.status, 0, r.stderr + r.stdout.split("\n").filter((l) => !l.endsWith(": OK")).join("\n"));
+      assert.equal(
+        r.status,
+        0,
+        r.stderr +
+          r.stdout
+            .split("\n")
+            .filter((l) => !l.endsWith(": OK"))
+            .join("\n"),
+      );
       const ok = r.stdout.split("\n").filter((l) => l.endsWith(": OK"));
       assert.equal(ok.length, COUNT);
     });
@@ -141,7 +170,11 @@ describe("issue-batch", { concurrency: true }, () => {
       const audit = cliAsync(["audit", "verify", "--dir", fleet]);
       const db = new Database(join(fleet, "fleetpki.db"), { readonly: true });
       try {
-        const rows = db.prepare("SELECT serial, device_id, kind FROM certificates WHERE issuer_ca = 'local-factory-a'").all() as { serial: string; device_id: string; kind: string }[];
+        const rows = db.prepare("SELECT serial, device_id, kind FROM certificates WHERE issuer_ca = 'local-factory-a'").all() as {
+          serial: string;
+          device_id: string;
+          kind: string;
+        }[];
         assert.ok(rows.length >= COUNT, `${rows.length} certificate rows`);
         assert.equal(new Set(rows.map((r) => r.serial)).size, rows.length, "no duplicate serials");
         assert.ok(rows.every((r) => r.kind === "factory"));
@@ -152,7 +185,11 @@ describe("issue-batch", { concurrency: true }, () => {
         }
         // At most the bundle in flight at the kill was lost.
         assert.ok(rows.length <= COUNT + 1, `${rows.length - COUNT} extra certificate rows`);
-        const devices = db.prepare("SELECT id, labels, status FROM devices WHERE id LIKE 'robot-%' ORDER BY id").all() as { id: string; labels: string; status: string }[];
+        const devices = db.prepare("SELECT id, labels, status FROM devices WHERE id LIKE 'robot-%' ORDER BY id").all() as {
+          id: string;
+          labels: string;
+          status: string;
+        }[];
         assert.deepEqual(
           devices.map((d) => d.id),
           ids,
@@ -189,8 +226,14 @@ describe("issue-batch", { concurrency: true }, () => {
         ["unknownLocal", [...base, "--local", "nowhere", "--ids", "robot-1..robot-2", "--out", join(tmp.path, "x3")]],
         ["both", [...base, "--local", "factory-b", "--ids", "robot-1..robot-2", "--ids-file", idsFile, "--out", join(tmp.path, "x4")]],
         ["neither", [...base, "--local", "factory-b", "--out", join(tmp.path, "x5")]],
-        ["validity", [...base, "--local", "factory-b", "--ids", "shelf-1..shelf-1", "--validity", "90d", "--out", join(tmp.path, "ninety-days")]],
-        ["badValidity", [...base, "--local", "factory-b", "--ids", "shelf-2..shelf-2", "--validity", "soon", "--out", join(tmp.path, "x6")]],
+        [
+          "validity",
+          [...base, "--local", "factory-b", "--ids", "shelf-1..shelf-1", "--validity", "90d", "--out", join(tmp.path, "ninety-days")],
+        ],
+        [
+          "badValidity",
+          [...base, "--local", "factory-b", "--ids", "shelf-2..shelf-2", "--validity", "soon", "--out", join(tmp.path, "x6")],
+        ],
       ];
       const res = await Promise.all(runs.map(([, a]) => cliAsync(a)));
       runs.forEach(([k], i) => results.set(k, res[i]!));
@@ -203,14 +246,22 @@ describe("issue-batch", { concurrency: true }, () => {
       assert.match(r.stdout, /3 bundles issued, 0 already present, 3 in all/);
       const dir = join(tmp.path, "from-file");
       assert.deepEqual(readdirSync(dir).sort(), ["bot-a", "bot-b", "bot-c"]);
-      for (const id of ["bot-a", "bot-b", "bot-c"]) assert.equal(new X509Certificate(readFileSync(join(dir, id, "cert.pem"))).subject, `CN=${id}`);
+      for (const id of ["bot-a", "bot-b", "bot-c"])
+        assert.equal(new X509Certificate(readFileSync(join(dir, id, "cert.pem"))).subject, `CN=${id}`);
       // validity.factory (1 year by default), not the 30-day device validity: bundles wait in stock.
       const lifetimeDays = (pem: string) => {
         const c = new X509Certificate(pem);
         return (Date.parse(c.validTo) - Date.parse(c.validFrom)) / 86_400_000;
       };
       assert.ok(Math.abs(lifetimeDays(readFileSync(join(dir, "bot-a", "cert.pem"), "utf8")) - 365) < 0.01);
-      const v = openssl(["verify", "-CAfile", join(fleet, "ca/root/cert.pem"), "-untrusted", join(fleet, "ca/local-factory-b/cert.pem"), ...["bot-a", "bot-b", "bot-c"].map((id) => join(dir, id, "cert.pem"))]);
+      const v = openssl([
+        "verify",
+        "-CAfile",
+        join(fleet, "ca/root/cert.pem"),
+        "-untrusted",
+        join(fleet, "ca/local-factory-b/cert.pem"),
+        ...["bot-a", "bot-b", "bot-c"].map((id) => join(dir, id, "cert.pem")),
+      ]);
       assert.equal(v.status, 0, v.stdout + v.stderr);
       const db = new Database(join(fleet, "fleetpki.db"), { readonly: true });
       try {
@@ -245,7 +296,15 @@ describe("issue-batch", { concurrency: true }, () => {
 });
 
 describe("validity.factory", () => {
-  const base = renderConfig(defaultConfig({ name: "t", domain: "fleet.example", keyType: "p256", passphraseFile: "secrets/passphrase", serverNames: ["localhost"] }));
+  const base = renderConfig(
+    defaultConfig({
+      name: "t",
+      domain: "fleet.example",
+      keyType: "p256",
+      passphraseFile: "secrets/passphrase",
+      serverNames: ["localhost"],
+    }),
+  );
   const withFactory = (value: unknown) => {
     const doc = parseYaml(base) as { validity: Record<string, unknown> };
     if (value === undefined) delete doc.validity.factory;
@@ -258,6 +317,9 @@ describe("validity.factory", () => {
     assert.equal(parseConfig(withFactory("90d")).validity.factory, "90d");
   });
   it("refuses a bad duration", () => {
-    assert.throws(() => parseConfig(withFactory("soon")), (e: Error) => e instanceof ConfigError && /validity\.factory/.test(e.message));
+    assert.throws(
+      () => parseConfig(withFactory("soon")),
+      (e: Error) => e instanceof ConfigError && /validity\.factory/.test(e.message),
+    );
   });
 });

@@ -11,8 +11,6 @@ import { cli, cliAsync, openssl, opensslCsr, tempDir, writeTemp, type RunResult,
 const P1 = "offline-root-passphrase";
 const P2 = "online-fleet-passphrase";
 
-
-
 function walk(dir: string): string[] {
   const out: string[] = [];
   for (const e of readdirSync(dir, { withFileTypes: true })) {
@@ -59,7 +57,10 @@ describe("ceremony", { concurrency: true }, () => {
     const p1 = writeTemp(tmp.path, "p1.txt", P1 + "\n");
     const p2 = writeTemp(tmp.path, "p2.txt", P2 + "\n");
     let fleetInit: RunResult;
-    const requests = () => readdirSync(join(fleet, "ceremony")).filter((f) => f.endsWith(".request.json")).sort();
+    const requests = () =>
+      readdirSync(join(fleet, "ceremony"))
+        .filter((f) => f.endsWith(".request.json"))
+        .sort();
 
     before(async () => {
       const [a, b] = await Promise.all([
@@ -69,7 +70,19 @@ describe("ceremony", { concurrency: true }, () => {
       ]);
       assertOk(a, "ca root init");
       assertOk(b, "ca root init (foreign)");
-      fleetInit = cli(["init", "--dir", fleet, "--name", "Acme Robots", "--domain", "fleet.example", "--root-cert", join(off, "cert.pem"), "--passphrase-file", p2]);
+      fleetInit = cli([
+        "init",
+        "--dir",
+        fleet,
+        "--name",
+        "Acme Robots",
+        "--domain",
+        "fleet.example",
+        "--root-cert",
+        join(off, "cert.pem"),
+        "--passphrase-file",
+        p2,
+      ]);
     });
     after(() => tmp.cleanup());
 
@@ -92,7 +105,10 @@ describe("ceremony", { concurrency: true }, () => {
       assert.equal(existsSync(join(fleet, "server/cert.pem")), false, "no server certificate before the ceremony");
       assert.equal(existsSync(join(fleet, "operators/admin/cert.pem")), false);
       assert.equal(existsSync(join(fleet, "ca/root/key.pem")), false);
-      assert.ok(readFileSync(join(fleet, "ca/root/cert.pem")).equals(readFileSync(join(off, "cert.pem"))), "the root certificate is the offline one");
+      assert.ok(
+        readFileSync(join(fleet, "ca/root/cert.pem")).equals(readFileSync(join(off, "cert.pem"))),
+        "the root certificate is the offline one",
+      );
       for (const id of ["devices", "services", "operators"]) {
         assert.ok(existsSync(join(fleet, "ca", id, "key.pem")), `${id} key generated online`);
         assert.equal(existsSync(join(fleet, "ca", id, "cert.pem")), false, `${id} not signed yet`);
@@ -109,7 +125,10 @@ describe("ceremony", { concurrency: true }, () => {
       const tampered = writeTemp(
         tmp.path,
         "tampered.request.json",
-        JSON.stringify({ ...request, csr: `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString("base64").replace(/(.{64})/g, "$1\n")}\n-----END CERTIFICATE REQUEST-----\n` }),
+        JSON.stringify({
+          ...request,
+          csr: `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString("base64").replace(/(.{64})/g, "$1\n")}\n-----END CERTIFICATE REQUEST-----\n`,
+        }),
       );
       const otherDomain = writeTemp(tmp.path, "other-domain.request.json", JSON.stringify({ ...request, domain: "other.example" }));
       const out1 = join(tmp.path, "out-tampered");
@@ -130,7 +149,10 @@ describe("ceremony", { concurrency: true }, () => {
 
     it("refuses intermediates signed by a different root", () => {
       const foreignOut = join(tmp.path, "foreign-signed");
-      assertOk(cli(["ca", "root", "sign", "--dir", foreign, "--out", foreignOut, ...requests().map((r) => join(fleet, "ceremony", r))]), "foreign sign");
+      assertOk(
+        cli(["ca", "root", "sign", "--dir", foreign, "--out", foreignOut, ...requests().map((r) => join(fleet, "ceremony", r))]),
+        "foreign sign",
+      );
       const r = cli(["ca", "intermediate", "import", "--dir", fleet, join(foreignOut, "devices.pem")]);
       const line = assertOneLineError(r, /devices\.pem/);
       assert.match(line, /root/i);
@@ -184,11 +206,30 @@ describe("ceremony", { concurrency: true }, () => {
       for (const id of ["devices", "services", "operators"]) {
         const r = verify(["-CAfile", root, join(fleet, "ca", id, "cert.pem")]);
         assert.equal(r.status, 0, `${id}: ${r.stdout}${r.stderr}`);
-        assert.equal(readFileSync(join(fleet, "ca", id, "chain.pem"), "utf8"), readFileSync(join(fleet, "ca", id, "cert.pem"), "utf8") + readFileSync(root, "utf8"));
+        assert.equal(
+          readFileSync(join(fleet, "ca", id, "chain.pem"), "utf8"),
+          readFileSync(join(fleet, "ca", id, "cert.pem"), "utf8") + readFileSync(root, "utf8"),
+        );
       }
-      const server = verify(["-purpose", "sslserver", "-CAfile", root, "-untrusted", join(fleet, "ca/services/cert.pem"), join(fleet, "server/cert.pem")]);
+      const server = verify([
+        "-purpose",
+        "sslserver",
+        "-CAfile",
+        root,
+        "-untrusted",
+        join(fleet, "ca/services/cert.pem"),
+        join(fleet, "server/cert.pem"),
+      ]);
       assert.equal(server.status, 0, server.stdout + server.stderr);
-      const admin = verify(["-purpose", "sslclient", "-CAfile", root, "-untrusted", join(fleet, "ca/operators/cert.pem"), join(fleet, "operators/admin/cert.pem")]);
+      const admin = verify([
+        "-purpose",
+        "sslclient",
+        "-CAfile",
+        root,
+        "-untrusted",
+        join(fleet, "ca/operators/cert.pem"),
+        join(fleet, "operators/admin/cert.pem"),
+      ]);
       assert.equal(admin.status, 0, admin.stdout + admin.stderr);
       // And not against the foreign root with the same name.
       const wrong = verify(["-CAfile", join(foreign, "cert.pem"), join(fleet, "ca/devices/cert.pem")]);
@@ -213,7 +254,15 @@ describe("ceremony", { concurrency: true }, () => {
       const { csr } = opensslCsr(tmp.path, "robot-0001");
       const certFile = join(tmp.path, "robot-0001.crt");
       assertOk(cli(["device", "issue", "robot-0001", "--dir", fleet, "--csr", csr, "--out", certFile]), "device issue");
-      const r = verify(["-purpose", "sslclient", "-CAfile", join(off, "cert.pem"), "-untrusted", join(fleet, "ca/devices/chain.pem"), certFile]);
+      const r = verify([
+        "-purpose",
+        "sslclient",
+        "-CAfile",
+        join(off, "cert.pem"),
+        "-untrusted",
+        join(fleet, "ca/devices/chain.pem"),
+        certFile,
+      ]);
       assert.equal(r.status, 0, r.stdout + r.stderr);
       const cert = new X509Certificate(readFileSync(certFile));
       assert.equal(cert.subject, "CN=robot-0001");
@@ -259,7 +308,16 @@ describe("ceremony", { concurrency: true }, () => {
       assert.equal(v.status, 0, v.stdout + v.stderr);
       // It issues: a factory bundle verifies up to the offline root.
       assertOk(batch, "issue-batch from local-line1");
-      const b = verify(["-purpose", "sslclient", "-CAfile", join(off, "cert.pem"), "-untrusted", join(bundles, "line1-01/chain.pem"), join(bundles, "line1-01/cert.pem"), join(bundles, "line1-02/cert.pem")]);
+      const b = verify([
+        "-purpose",
+        "sslclient",
+        "-CAfile",
+        join(off, "cert.pem"),
+        "-untrusted",
+        join(bundles, "line1-01/chain.pem"),
+        join(bundles, "line1-01/cert.pem"),
+        join(bundles, "line1-02/cert.pem"),
+      ]);
       assert.equal(b.status, 0, b.stdout + b.stderr);
     });
 
@@ -270,7 +328,10 @@ describe("ceremony", { concurrency: true }, () => {
       assert.match(revoke.stderr, /root key is offline.*ca root sign-crl/);
       const request = join(fleet, "ceremony", "root-crl.request.json");
       const body = JSON.parse(readFileSync(request, "utf8")) as { entries: { reason: string }[] };
-      assert.deepEqual(body.entries.map((e) => e.reason), ["cACompromise"]);
+      assert.deepEqual(
+        body.entries.map((e) => e.reason),
+        ["cACompromise"],
+      );
 
       const out = join(tmp.path, "signed-crl");
       const sign = await cliAsync(["ca", "root", "sign-crl", "--dir", off, "--out", out, request]);
@@ -278,15 +339,26 @@ describe("ceremony", { concurrency: true }, () => {
       // Another root cannot feed us a CRL, and an import is refused a second time (number not newer).
       const foreignOut = join(tmp.path, "foreign-crl");
       assertOk(await cliAsync(["ca", "root", "sign-crl", "--dir", foreign, "--out", foreignOut, request]), "foreign sign-crl");
-      assertOneLineError(await cliAsync(["crl", "import", "--dir", fleet, join(foreignOut, "root.crl")]), /not a CRL signed by this fleet's root/);
+      assertOneLineError(
+        await cliAsync(["crl", "import", "--dir", fleet, join(foreignOut, "root.crl")]),
+        /not a CRL signed by this fleet's root/,
+      );
       assertOk(await cliAsync(["crl", "import", "--dir", fleet, join(out, "root.crl")]), "crl import");
       assertOneLineError(await cliAsync(["crl", "import", "--dir", fleet, join(out, "root.crl.pem")]), /not newer/);
 
       const exported = join(tmp.path, "crls");
       assertOk(await cliAsync(["crl", "export", "--dir", fleet, "--out", exported]), "crl export");
       const v = verify([
-        "-crl_check_all", "-CAfile", join(off, "cert.pem"), "-untrusted", join(bundles, "line1-01/chain.pem"),
-        "-CRLfile", join(exported, "root.pem"), "-CRLfile", join(exported, "local-line1.pem"), join(bundles, "line1-01/cert.pem"),
+        "-crl_check_all",
+        "-CAfile",
+        join(off, "cert.pem"),
+        "-untrusted",
+        join(bundles, "line1-01/chain.pem"),
+        "-CRLfile",
+        join(exported, "root.pem"),
+        "-CRLfile",
+        join(exported, "local-line1.pem"),
+        join(bundles, "line1-01/cert.pem"),
       ]);
       assert.notEqual(v.status, 0);
       assert.match(v.stdout + v.stderr, /certificate revoked/);
@@ -312,7 +384,10 @@ describe("ceremony", { concurrency: true }, () => {
 
       assert.equal(existsSync(join(fleet, "ca/root/key.pem")), false);
       const files = walk(fleet);
-      assert.ok(files.some((f) => f.endsWith("fleetpki.db")), "the database is part of the walk");
+      assert.ok(
+        files.some((f) => f.endsWith("fleetpki.db")),
+        "the database is part of the walk",
+      );
       for (const f of files) {
         const content = readFileSync(f);
         for (const [what, needle] of needles) assert.ok(!content.includes(needle), `${f} contains the root key (${what})`);

@@ -24,7 +24,8 @@ import type { GeneralName } from "../src/x509/extensions.js";
 import { openssl, opensslCsr, tempDir, tempFleet } from "./helpers.js";
 
 /** @peculiar/x509 certificate from PEM text or DER bytes. */
-const peculiar = (cert: Buffer | string): x509.X509Certificate => new x509.X509Certificate(typeof cert === "string" ? cert : new Uint8Array(cert));
+const peculiar = (cert: Buffer | string): x509.X509Certificate =>
+  new x509.X509Certificate(typeof cert === "string" ? cert : new Uint8Array(cert));
 
 const DAY = 86_400_000;
 const YEAR = 365 * DAY;
@@ -102,8 +103,17 @@ describe("chain validation with openssl", () => {
       const n = verifyCounter++;
       const asServer = (host: string) =>
         openssl([
-          "verify", "-x509_strict", "-purpose", "sslserver", "-verify_hostname", host,
-          "-CAfile", writeTmp(`r${n}.pem`, cert.caPem), "-untrusted", writeTmp(`c${n}.pem`, cert.chainPem), writeTmp(`l${n}.pem`, cert.certificatePem),
+          "verify",
+          "-x509_strict",
+          "-purpose",
+          "sslserver",
+          "-verify_hostname",
+          host,
+          "-CAfile",
+          writeTmp(`r${n}.pem`, cert.caPem),
+          "-untrusted",
+          writeTmp(`c${n}.pem`, cert.chainPem),
+          writeTmp(`l${n}.pem`, cert.certificatePem),
         ]);
       const own = asServer(`robot-1.devices.${fleet.domain}`);
       assert.equal(own.status, 0, own.stdout + own.stderr);
@@ -115,7 +125,12 @@ describe("chain validation with openssl", () => {
 
   it("a leaf from a local CA verifies through that CA", async () => {
     const { fleet } = p256Fleet;
-    const cert = await issueDeviceCertificate(fleet, { deviceId: "robot-1", actor: "test", csr: readFileSync(csrPath), caId: "local-line-1" });
+    const cert = await issueDeviceCertificate(fleet, {
+      deviceId: "robot-1",
+      actor: "test",
+      csr: readFileSync(csrPath),
+      caId: "local-line-1",
+    });
     const v = await opensslVerify(fleet, "local-line-1", cert.certificatePem);
     assert.ok(v.ok, v.out);
     const wrong = await opensslVerify(fleet, "devices", cert.certificatePem);
@@ -159,14 +174,19 @@ describe("name constraints are enforced by openssl", () => {
 });
 
 describe("CA certificate profiles", () => {
-  const PERMITTED = /X509v3 Name Constraints: critical\n\s+Permitted:\n\s+URI:fleet\.example\n\s+URI:\.fleet\.example\n\s+DNS:fleet\.example\n/;
+  const PERMITTED =
+    /X509v3 Name Constraints: critical\n\s+Permitted:\n\s+URI:fleet\.example\n\s+URI:\.fleet\.example\n\s+DNS:fleet\.example\n/;
 
   function permittedNames(cert: x509.X509Certificate): { critical: boolean; names: string[]; excluded: boolean } | null {
     const ext = cert.getExtension(OID.nameConstraints);
     if (!ext) return null;
     const nc = AsnConvert.parse(ext.value, NameConstraints);
     const names = [...(nc.permittedSubtrees ?? [])].map((s) =>
-      s.base.uniformResourceIdentifier !== undefined ? `URI:${s.base.uniformResourceIdentifier}` : s.base.dNSName !== undefined ? `DNS:${s.base.dNSName}` : "other",
+      s.base.uniformResourceIdentifier !== undefined
+        ? `URI:${s.base.uniformResourceIdentifier}`
+        : s.base.dNSName !== undefined
+          ? `DNS:${s.base.dNSName}`
+          : "other",
     );
     return { critical: ext.critical, names, excluded: nc.excludedSubtrees !== undefined };
   }
@@ -189,7 +209,11 @@ describe("CA certificate profiles", () => {
       const ku = cert.getExtension(x509.KeyUsagesExtension)!;
       assert.equal(ku.critical, true);
       assert.equal(ku.usages, x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign);
-      assert.deepEqual(permittedNames(cert), { critical: true, names: ["URI:fleet.example", "URI:.fleet.example", "DNS:fleet.example"], excluded: false });
+      assert.deepEqual(permittedNames(cert), {
+        critical: true,
+        names: ["URI:fleet.example", "URI:.fleet.example", "DNS:fleet.example"],
+        excluded: false,
+      });
       const root = peculiar(await caPem(p256Fleet.fleet, "root"));
       assert.ok(await cert.verify({ publicKey: root.publicKey, signatureOnly: true }), "signed by the root");
       assert.equal(
@@ -226,7 +250,13 @@ describe("CA certificate profiles", () => {
       assert.equal(ku.critical, true);
       assert.equal(ku.usages, x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign);
       assert.equal(cert.subject, cert.issuer);
-      const r = openssl(["verify", "-x509_strict", "-CAfile", writeTmp(`root-self-${verifyCounter++}.pem`, pem), writeTmp(`root-leaf-${verifyCounter++}.pem`, pem)]);
+      const r = openssl([
+        "verify",
+        "-x509_strict",
+        "-CAfile",
+        writeTmp(`root-self-${verifyCounter++}.pem`, pem),
+        writeTmp(`root-leaf-${verifyCounter++}.pem`, pem),
+      ]);
       assert.equal(r.status, 0, r.stdout + r.stderr);
     }
   });
@@ -259,7 +289,12 @@ describe("validity", () => {
   it("a requested lifetime of 100 years is clamped to the issuer's notAfter (issueDeviceCertificate)", async () => {
     const { fleet } = p256Fleet;
     const caNotAfter = peculiar(await caPem(fleet, "devices")).notAfter;
-    const cert = await issueDeviceCertificate(fleet, { deviceId: "robot-1", actor: "test", csr: readFileSync(csrPath), lifetimeMs: 100 * YEAR });
+    const cert = await issueDeviceCertificate(fleet, {
+      deviceId: "robot-1",
+      actor: "test",
+      csr: readFileSync(csrPath),
+      lifetimeMs: 100 * YEAR,
+    });
     assert.equal(cert.notAfter.getTime(), caNotAfter.getTime());
     assert.equal(peculiar(cert.der).notAfter.getTime(), caNotAfter.getTime());
     const v = await opensslVerify(fleet, "devices", cert.certificatePem);
@@ -370,7 +405,10 @@ describe("device leaf contents", () => {
     const cert = await issueDeviceCertificate(fleet, { deviceId: "robot-1", actor: "test", csr: readFileSync(csrPath) });
     const tbs = children(readRoot(cert.der))[0]!;
     const validity = children(children(tbs)[4]!);
-    assert.deepEqual(validity.map((e) => e.tag), [0x17, 0x17]);
+    assert.deepEqual(
+      validity.map((e) => e.tag),
+      [0x17, 0x17],
+    );
     assert.equal(new Date(new NodeX509(cert.der).validTo).getTime(), cert.notAfter.getTime());
     assert.equal(new Date(new NodeX509(cert.der).validFrom).getTime(), cert.notBefore.getTime());
   });

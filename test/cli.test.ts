@@ -107,37 +107,48 @@ describe("fleetpki CLI", () => {
     cpSync(dir, corrupt, { recursive: true });
     writeFileSync(join(corrupt, "fleetpki.db"), Buffer.alloc(4096, 0x5a));
 
-    const add = await run({ args: ["device", "add", "robot-0001", "--dir", dir, "--group", "lab", "--label", "site=berlin", "--label", "floor=2"] });
+    const add = await run({
+      args: ["device", "add", "robot-0001", "--dir", dir, "--group", "lab", "--label", "site=berlin", "--label", "floor=2"],
+    });
     r.set("add", add);
     assertOk(add, "device add");
 
     const d = ["--dir", dir];
     const startChain = (async () => {
-      startFirst = await run({ args: ["start", "--dir", started, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"], stopWhen: /root fingerprint: sha256:[0-9a-f]{64}/ });
+      startFirst = await run({
+        args: ["start", "--dir", started, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"],
+        stopWhen: /root fingerprint: sha256:[0-9a-f]{64}/,
+      });
       rootBeforeSecondStart = existsSync(join(started, "ca/root/cert.pem")) ? readFileSync(join(started, "ca/root/cert.pem")) : undefined;
-      startSecond = await run({ args: ["start", "--dir", started, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"], stopWhen: /root fingerprint: sha256:[0-9a-f]{64}/ });
+      startSecond = await run({
+        args: ["start", "--dir", started, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"],
+        stopWhen: /root fingerprint: sha256:[0-9a-f]{64}/,
+      });
     })();
-    const phase2 = runAll({
-      issueOut: { args: ["device", "issue", "robot-0001", ...d, "--csr", csr, "--out", outCert] },
-      issueStdout: { args: ["device", "issue", "robot-0001", ...d, "--csr", csr2] },
-      duplicate: { args: ["device", "add", "robot-0001", ...d] },
-      badId1: { args: ["device", "add", "Robot_1!", ...d] },
-      badId2: { args: ["device", "add", "robot.01", ...d] },
-      badLabel1: { args: ["device", "add", "robot-0002", ...d, "--label", "noequals"] },
-      badLabel2: { args: ["device", "add", "robot-0003", ...d, "--label", "BAD=x"] },
-      badTtl: { args: ["device", "add", "robot-ttl", ...d, "--ttl", "soon"] },
-      unknownIssue: { args: ["device", "issue", "robot-9999", ...d, "--csr", csr] },
-      unknownShow: { args: ["device", "show", "robot-9999", ...d] },
-      missingCsr: { args: ["device", "issue", "robot-0001", ...d, "--csr", join(tmp.path, "nope.csr")] },
-      garbageCsr: { args: ["device", "issue", "robot-0001", ...d, "--csr", garbage] },
-      unexpected: { args: ["device", "list", "--dir", damaged] },
-      corruptDb: { args: ["device", "list", "--dir", corrupt] },
-      unexpectedDebug: { args: ["device", "list", "--dir", damaged, "--debug"] },
-      envDir: { args: ["device", "list", "--json"], env: { FLEETPKI_DIR: dir }, cwd: tmp.path },
-      noEnvDir: { args: ["device", "list", "--json"], env: { FLEETPKI_DIR: undefined }, cwd: tmp.path },
-      help: { args: ["--help"] },
-      deviceHelp: { args: ["device", "--help"] },
-    }, 3);
+    const phase2 = runAll(
+      {
+        issueOut: { args: ["device", "issue", "robot-0001", ...d, "--csr", csr, "--out", outCert] },
+        issueStdout: { args: ["device", "issue", "robot-0001", ...d, "--csr", csr2] },
+        duplicate: { args: ["device", "add", "robot-0001", ...d] },
+        badId1: { args: ["device", "add", "Robot_1!", ...d] },
+        badId2: { args: ["device", "add", "robot.01", ...d] },
+        badLabel1: { args: ["device", "add", "robot-0002", ...d, "--label", "noequals"] },
+        badLabel2: { args: ["device", "add", "robot-0003", ...d, "--label", "BAD=x"] },
+        badTtl: { args: ["device", "add", "robot-ttl", ...d, "--ttl", "soon"] },
+        unknownIssue: { args: ["device", "issue", "robot-9999", ...d, "--csr", csr] },
+        unknownShow: { args: ["device", "show", "robot-9999", ...d] },
+        missingCsr: { args: ["device", "issue", "robot-0001", ...d, "--csr", join(tmp.path, "nope.csr")] },
+        garbageCsr: { args: ["device", "issue", "robot-0001", ...d, "--csr", garbage] },
+        unexpected: { args: ["device", "list", "--dir", damaged] },
+        corruptDb: { args: ["device", "list", "--dir", corrupt] },
+        unexpectedDebug: { args: ["device", "list", "--dir", damaged, "--debug"] },
+        envDir: { args: ["device", "list", "--json"], env: { FLEETPKI_DIR: dir }, cwd: tmp.path },
+        noEnvDir: { args: ["device", "list", "--json"], env: { FLEETPKI_DIR: undefined }, cwd: tmp.path },
+        help: { args: ["--help"] },
+        deviceHelp: { args: ["device", "--help"] },
+      },
+      3,
+    );
     const [p2] = await Promise.all([phase2, startChain]);
     for (const [k, v] of p2) r.set(k, v);
     // After both certificates exist.
@@ -183,7 +194,17 @@ describe("fleetpki CLI", () => {
     assert.ok(issue.stderr.includes(cert.serialNumber.toLowerCase()), `stderr names the serial: ${issue.stderr}`);
     assert.equal(cert.subject, "CN=robot-0001");
     assert.equal(cert.subjectAltName, "URI:spiffe://fleet.example/device/robot-0001, DNS:robot-0001.devices.fleet.example");
-    const v = openssl(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "ca/devices/chain.pem"), outCert]);
+    const v = openssl([
+      "verify",
+      "-x509_strict",
+      "-purpose",
+      "sslclient",
+      "-CAfile",
+      join(dir, "ca/root/cert.pem"),
+      "-untrusted",
+      join(dir, "ca/devices/chain.pem"),
+      outCert,
+    ]);
     assert.equal(v.status, 0, v.stdout + v.stderr);
   });
 
@@ -291,14 +312,18 @@ describe("fleetpki CLI", () => {
     assert.match(startFirst.stderr, /SIGTERM received, shutting down/);
     assert.match(startFirst.stdout, /Fleet created/);
     assert.match(startFirst.stdout, /DEVELOPMENT SETUP/);
-    for (const id of ["root", "devices", "services", "operators"]) assert.match(startFirst.stdout, new RegExp(`^(\\s*└─ )?${id}\\s`, "m"), `${id} in:\n${startFirst.stdout}`);
+    for (const id of ["root", "devices", "services", "operators"])
+      assert.match(startFirst.stdout, new RegExp(`^(\\s*└─ )?${id}\\s`, "m"), `${id} in:\n${startFirst.stdout}`);
     assert.ok(existsSync(join(started, "server/cert.pem")));
     assertOk(startSecond, "second start");
     assert.doesNotMatch(startSecond.stdout, /Fleet created|DEVELOPMENT/);
     for (const id of ["root", "devices", "services", "operators"]) assert.match(startSecond.stdout, new RegExp(`^(\\s*└─ )?${id}\\s`, "m"));
     const fp = new X509Certificate(readFileSync(join(started, "ca/root/cert.pem"))).fingerprint256.replace(/:/g, "").toLowerCase();
     assert.ok(startSecond.stdout.includes(fp.slice(0, 16)), "the same root");
-    assert.ok(rootBeforeSecondStart?.equals(readFileSync(join(started, "ca/root/cert.pem"))), "the second start did not re-create the root");
+    assert.ok(
+      rootBeforeSecondStart?.equals(readFileSync(join(started, "ca/root/cert.pem"))),
+      "the second start did not re-create the root",
+    );
   });
 
   it("the next-step commands start prints work as printed (no bare fleetpki that is not on the PATH)", () => {

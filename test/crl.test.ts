@@ -195,7 +195,8 @@ describe("buildCrl, judged by openssl", () => {
         const block = blocks.get(e.serialHex.toUpperCase());
         assert.ok(block, `serial ${e.serialHex} listed`);
         assert.match(block, new RegExp(`Revocation Date: ${opensslDate(e.revokedAt)}`));
-        if (e.reason === undefined || e.reason === "unspecified") assert.doesNotMatch(block, /CRL entry extensions|Reason/, "no reasonCode for unspecified");
+        if (e.reason === undefined || e.reason === "unspecified")
+          assert.doesNotMatch(block, /CRL entry extensions|Reason/, "no reasonCode for unspecified");
         else assert.match(block, new RegExp(`X509v3 CRL Reason Code: \\n\\s+${OPENSSL_REASON_NAMES[e.reason]}\\n`));
       }
 
@@ -275,7 +276,12 @@ describe("round trip: parseCrl(buildCrl(...))", () => {
       { serialHex: "0000ff", revokedAt: new Date(Date.UTC(2030, 5, 1)) },
     ];
     const crlNumber = (1n << 158n) + 12345n; // close to the 20-octet maximum
-    const options: CrlOptions = { crlNumber, thisUpdate: new Date(Date.UTC(2030, 0, 1, 0, 0, 0, 500)), nextUpdate: new Date(Date.UTC(2050, 0, 1)), entries };
+    const options: CrlOptions = {
+      crlNumber,
+      thisUpdate: new Date(Date.UTC(2030, 0, 1, 0, 0, 0, 500)),
+      nextUpdate: new Date(Date.UTC(2050, 0, 1)),
+      entries,
+    };
     const der = buildCrl(ca.ca, options);
     const crl = parseCrl(der);
     assert.ok(crl.der.equals(der));
@@ -286,18 +292,15 @@ describe("round trip: parseCrl(buildCrl(...))", () => {
     assert.ok(crl.authorityKeyId?.equals(Buffer.from(ca.skiText.replace(/:/g, ""), "hex")));
     assert.equal(crl.signatureAlgorithm, OID.ecdsaWithSHA256);
     assert.equal(crl.extensions.get(OID.cRLNumber)?.critical, false);
-    assert.deepEqual(
-      crl.entries,
-      [
-        { serialHex: entries[0]!.serialHex, revokedAt: new Date(Date.UTC(2024, 1, 29, 12, 34, 56)), reason: "aACompromise" },
-        { serialHex: "00", revokedAt: new Date(Date.UTC(2030, 5, 1)), reason: "privilegeWithdrawn" },
-        { serialHex: "7f", revokedAt: new Date(Date.UTC(2030, 5, 1)), reason: "cACompromise" },
-        { serialHex: "80", revokedAt: new Date(Date.UTC(2030, 5, 1)), reason: "affiliationChanged" },
-        { serialHex: "ff".repeat(20), revokedAt: new Date(Date.UTC(2030, 5, 1)), reason: "cessationOfOperation" },
-        { serialHex: "abcdef01", revokedAt: new Date(Date.UTC(2030, 5, 1)) },
-        { serialHex: "ff", revokedAt: new Date(Date.UTC(2030, 5, 1)) }, // leading zero octets are not part of the INTEGER
-      ],
-    );
+    assert.deepEqual(crl.entries, [
+      { serialHex: entries[0]!.serialHex, revokedAt: new Date(Date.UTC(2024, 1, 29, 12, 34, 56)), reason: "aACompromise" },
+      { serialHex: "00", revokedAt: new Date(Date.UTC(2030, 5, 1)), reason: "privilegeWithdrawn" },
+      { serialHex: "7f", revokedAt: new Date(Date.UTC(2030, 5, 1)), reason: "cACompromise" },
+      { serialHex: "80", revokedAt: new Date(Date.UTC(2030, 5, 1)), reason: "affiliationChanged" },
+      { serialHex: "ff".repeat(20), revokedAt: new Date(Date.UTC(2030, 5, 1)), reason: "cessationOfOperation" },
+      { serialHex: "abcdef01", revokedAt: new Date(Date.UTC(2030, 5, 1)) },
+      { serialHex: "ff", revokedAt: new Date(Date.UTC(2030, 5, 1)) }, // leading zero octets are not part of the INTEGER
+    ]);
     assert.equal(verifyCrlSignature(crl, ca.publicKey), true);
     // nextUpdate in 2050 must be a GeneralizedTime (RFC 5280 5.1.2.5), thisUpdate a UTCTime
     const tbs = children(children(readRoot(der))[0]!);
@@ -324,7 +327,12 @@ describe("round trip: parseCrl(buildCrl(...))", () => {
     ];
     for (let i = 0; i < 2000; i++) dates.push(Math.floor(-62167219200000 + Math.random() * (253402300799999 + 62167219200000)));
     const entries = dates.map((ms, i) => ({ serialHex: (i + 1).toString(16).padStart(4, "0"), revokedAt: new Date(ms) }));
-    const der = buildCrl(ca.ca, { crlNumber: 1n, thisUpdate: new Date(Date.UTC(2030, 0, 1)), nextUpdate: new Date(Date.UTC(2030, 0, 2)), entries });
+    const der = buildCrl(ca.ca, {
+      crlNumber: 1n,
+      thisUpdate: new Date(Date.UTC(2030, 0, 1)),
+      nextUpdate: new Date(Date.UTC(2030, 0, 2)),
+      entries,
+    });
     const encoded = children(children(children(readRoot(der))[0]!)[5]!).map((e) => raw(children(e)[1]!));
     const parsed = parseCrl(der);
     dates.forEach((ms, i) => {
@@ -347,7 +355,10 @@ describe("round trip: parseCrl(buildCrl(...))", () => {
       ["year 10000", { serialHex: "01", revokedAt: new Date(Date.UTC(10000, 0, 1)) }],
       ["removeFromCRL", { serialHex: "01", revokedAt: new Date(NOW), reason: "removeFromCRL" }],
       ["unknown reason", { serialHex: "01", revokedAt: new Date(NOW), reason: "toString" as RevocationReason }],
-      ["nextUpdate == thisUpdate", { thisUpdate: new Date(Date.UTC(2030, 0, 1)), nextUpdate: new Date(Date.UTC(2030, 0, 1, 0, 0, 0, 900)) }],
+      [
+        "nextUpdate == thisUpdate",
+        { thisUpdate: new Date(Date.UTC(2030, 0, 1)), nextUpdate: new Date(Date.UTC(2030, 0, 1, 0, 0, 0, 900)) },
+      ],
       ["negative CRL number", { crlNumber: -1n }],
       ["CRL number over 20 octets", { crlNumber: 1n << 159n }],
       ["CRL number not a bigint", { crlNumber: 5 as unknown as bigint }],
@@ -360,8 +371,11 @@ describe("round trip: parseCrl(buildCrl(...))", () => {
 });
 
 describe("parseCrl on pyca/cryptography CRL vectors", () => {
-  const files = readdirSync(VECTORS).filter((f) => /^crl_|_crl\.pem$/.test(f)).sort();
-  const load = (f: string): Buffer => (f.endsWith(".pem") ? fromPem(readFileSync(join(VECTORS, f), "latin1"), ["X509 CRL"]) : readFileSync(join(VECTORS, f)));
+  const files = readdirSync(VECTORS)
+    .filter((f) => /^crl_|_crl\.pem$/.test(f))
+    .sort();
+  const load = (f: string): Buffer =>
+    f.endsWith(".pem") ? fromPem(readFileSync(join(VECTORS, f), "latin1"), ["X509 CRL"]) : readFileSync(join(VECTORS, f));
 
   // What we expect: parse, or a specific CrlError. Scoped, delta and indirect CRLs and unknown
   // critical extensions are refused: reading them as complete CRLs would misreport status.
@@ -418,14 +432,21 @@ describe("parseCrl on pyca/cryptography CRL vectors", () => {
       if (crl.crlNumber !== undefined) assert.match(t, new RegExp(`X509v3 CRL Number: \\n\\s+${crl.crlNumber}\\n`), `${f} CRL number`);
       else assert.doesNotMatch(t, /CRL Number/, f);
       if (crl.authorityKeyId)
-        assert.match(t, new RegExp(`Authority Key Identifier: \\n\\s+(keyid:)?${crl.authorityKeyId.toString("hex").toUpperCase().match(/../g)!.join(":")}\\n`), `${f} AKI`);
+        assert.match(
+          t,
+          new RegExp(
+            `Authority Key Identifier: \\n\\s+(keyid:)?${crl.authorityKeyId.toString("hex").toUpperCase().match(/../g)!.join(":")}\\n`,
+          ),
+          `${f} AKI`,
+        );
       const blocks = entryBlocks(t);
       assert.equal(crl.entries.length, blocks.size, `${f} entry count`);
       for (const e of crl.entries) {
         const block = blocks.get(e.serialHex.toUpperCase());
         assert.ok(block, `${f}: serial ${e.serialHex} listed by openssl`);
         assert.match(block, new RegExp(`Revocation Date: ${opensslDate(e.revokedAt)}`), `${f} ${e.serialHex}`);
-        if (e.reason) assert.match(block, new RegExp(`CRL Reason Code: \\n\\s+${OPENSSL_REASON_NAMES[e.reason]}\\n`), `${f} ${e.serialHex}`);
+        if (e.reason)
+          assert.match(block, new RegExp(`CRL Reason Code: \\n\\s+${OPENSSL_REASON_NAMES[e.reason]}\\n`), `${f} ${e.serialHex}`);
         else assert.doesNotMatch(block, /CRL Reason Code/, `${f} ${e.serialHex}`);
       }
     }
@@ -547,12 +568,22 @@ describe("performance", () => {
   it("100,000 entries: build + sign in linear time (bound 20 s, generous for loaded machines); openssl accepts the result", (t) => {
     const ca = caOf("p256");
     const now = NOW;
-    const reasons: Array<RevocationReason | undefined> = [undefined, "keyCompromise", "superseded", "cessationOfOperation", "certificateHold"];
+    const reasons: Array<RevocationReason | undefined> = [
+      undefined,
+      "keyCompromise",
+      "superseded",
+      "cessationOfOperation",
+      "certificateHold",
+    ];
     const entries: RevokedEntry[] = [];
     const serials = randomBytes(17 * 100_000);
     for (let i = 0; i < 100_000; i++) {
       serials[i * 17] = 0x01;
-      entries.push({ serialHex: serials.toString("hex", i * 17, i * 17 + 17), revokedAt: new Date(now - i * 1000), reason: reasons[i % 5] });
+      entries.push({
+        serialHex: serials.toString("hex", i * 17, i * 17 + 17),
+        revokedAt: new Date(now - i * 1000),
+        reason: reasons[i % 5],
+      });
     }
     const options = currentOptions(entries, 100_000n);
     let der = buildCrl(ca.ca, options); // warms up the JIT, as a server re-signing repeatedly would be
@@ -566,13 +597,19 @@ describe("performance", () => {
     const parsed = parseCrl(der);
     const parseMs = performance.now() - t0;
     const best = Math.min(...times);
-    t.diagnostic(`100k-entry CRL (${(der.length / 1e6).toFixed(1)} MB): build+sign ${times.map((x) => x.toFixed(0)).join("/")} ms (best ${best.toFixed(0)} ms), parse ${parseMs.toFixed(0)} ms`);
+    t.diagnostic(
+      `100k-entry CRL (${(der.length / 1e6).toFixed(1)} MB): build+sign ${times.map((x) => x.toFixed(0)).join("/")} ms (best ${best.toFixed(0)} ms), parse ${parseMs.toFixed(0)} ms`,
+    );
     assert.ok(best < 20_000, `build+sign took ${best.toFixed(0)} ms`);
 
     assert.equal(parsed.entries.length, 100_000);
     for (const i of [0, 1, 4, 54_321, 99_999]) {
       const e = entries[i]!;
-      assert.deepEqual(parsed.entries[i], { serialHex: e.serialHex, revokedAt: wholeSeconds(e.revokedAt.getTime()), ...(e.reason ? { reason: e.reason } : {}) });
+      assert.deepEqual(parsed.entries[i], {
+        serialHex: e.serialHex,
+        revokedAt: wholeSeconds(e.revokedAt.getTime()),
+        ...(e.reason ? { reason: e.reason } : {}),
+      });
     }
     assert.equal(verifyCrlSignature(parsed, ca.publicKey), true);
     const path = writeCrl(der);

@@ -40,7 +40,9 @@ describe(`CSR fuzzing (seed ${SEED})`, () => {
     assert.deepEqual(stats.failures.slice(0, 5), [], `${stats.failures.length} failures (reproduce with FUZZ_SEED=${SEED})`);
     assert.ok(stats.issued > BULK / 20, `the mutants reach issuance (${stats.issued} issued)`);
     assert.ok(stats.rejected.size >= 8, `many distinct rejections (${[...stats.rejected.keys()].join(", ")})`);
-    const sample = stats.accepted.filter((_, i) => i % Math.max(1, Math.floor(stats.accepted.length / OPENSSL_SAMPLE)) === 0).slice(0, OPENSSL_SAMPLE);
+    const sample = stats.accepted
+      .filter((_, i) => i % Math.max(1, Math.floor(stats.accepted.length / OPENSSL_SAMPLE)) === 0)
+      .slice(0, OPENSSL_SAMPLE);
     assert.deepEqual(opensslRefuses(sample), [], "OpenSSL refuses a CSR fleetpki accepted");
   });
 

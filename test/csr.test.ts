@@ -22,15 +22,19 @@ import { verifyAudit } from "../src/audit/log.js";
 import { vectorPath, openssl, opensslCsr, tempDir, tempFleet } from "./helpers.js";
 
 /** @peculiar/x509 certificate from PEM text or DER bytes. */
-const peculiar = (cert: Buffer | string): x509.X509Certificate => new x509.X509Certificate(typeof cert === "string" ? cert : new Uint8Array(cert));
+const peculiar = (cert: Buffer | string): x509.X509Certificate =>
+  new x509.X509Certificate(typeof cert === "string" ? cert : new Uint8Array(cert));
 
 const VECTOR_DIR = vectorPath("pyca", "x509", "requests");
 
 type Outcome =
-  | { accept: string /* keyType */ }
-  | { reason: CsrRejection; message: RegExp; authority: typeof CsrInvalid | typeof KeyTypeNotAllowed };
+  { accept: string /* keyType */ } | { reason: CsrRejection; message: RegExp; authority: typeof CsrInvalid | typeof KeyTypeNotAllowed };
 
-const SHA1 = { reason: "signature-algorithm-not-allowed", message: /signature algorithm not allowed: sha1WithRSAEncryption/, authority: CsrInvalid } as const;
+const SHA1 = {
+  reason: "signature-algorithm-not-allowed",
+  message: /signature algorithm not allowed: sha1WithRSAEncryption/,
+  authority: CsrInvalid,
+} as const;
 
 /**
  * Every file of the pyca request vectors and what fleetpki must do with it. Verified independently:
@@ -57,20 +61,36 @@ const VECTORS: Record<string, Outcome> = {
   "two_basic_constraints.pem": SHA1,
   "unsupported_extension.pem": SHA1,
   "unsupported_extension_critical.pem": SHA1,
-  "rsa_md4.der": { reason: "signature-algorithm-not-allowed", message: /signature algorithm not allowed: md4WithRSAEncryption/, authority: CsrInvalid },
-  "rsa_md4.pem": { reason: "signature-algorithm-not-allowed", message: /signature algorithm not allowed: md4WithRSAEncryption/, authority: CsrInvalid },
+  "rsa_md4.der": {
+    reason: "signature-algorithm-not-allowed",
+    message: /signature algorithm not allowed: md4WithRSAEncryption/,
+    authority: CsrInvalid,
+  },
+  "rsa_md4.pem": {
+    reason: "signature-algorithm-not-allowed",
+    message: /signature algorithm not allowed: md4WithRSAEncryption/,
+    authority: CsrInvalid,
+  },
 
   "dsa_sha1.der": { reason: "key-type-not-allowed", message: /key type not allowed: dsa/, authority: KeyTypeNotAllowed },
   "dsa_sha1.pem": { reason: "key-type-not-allowed", message: /key type not allowed: dsa/, authority: KeyTypeNotAllowed },
   // RSA-1024 with a bad signature: the key policy is checked before the signature.
-  "invalid_signature.pem": { reason: "key-type-not-allowed", message: /RSA 1024 bits is below the minimum of 2048/, authority: KeyTypeNotAllowed },
+  "invalid_signature.pem": {
+    reason: "key-type-not-allowed",
+    message: /RSA 1024 bits is below the minimum of 2048/,
+    authority: KeyTypeNotAllowed,
+  },
 
   "bad-version.pem": { reason: "unsupported-version", message: /unsupported version 1 /, authority: CsrInvalid },
   // challengePassword attribute holding an INTEGER / two values; signatures do not verify (openssl agrees)
   "challenge-invalid.der": { reason: "signature-invalid", message: /signature does not verify/, authority: CsrInvalid },
   "challenge-multi-valued.der": { reason: "signature-invalid", message: /signature does not verify/, authority: CsrInvalid },
   // attribute value with a high-number ("long form") tag [APPLICATION 32], 7f 20 at byte 337
-  "long-form-attribute.pem": { reason: "malformed", message: /malformed DER: multi-byte tags are not supported at byte 337/, authority: CsrInvalid },
+  "long-form-attribute.pem": {
+    reason: "malformed",
+    message: /malformed DER: multi-byte tags are not supported at byte 337/,
+    authority: CsrInvalid,
+  },
 };
 
 function csrError(fn: () => unknown): CsrError {
@@ -83,7 +103,10 @@ function csrError(fn: () => unknown): CsrError {
   assert.fail("expected a CsrError, nothing was thrown");
 }
 
-async function authorityError<C extends abstract new (...a: never[]) => AuthorityError>(p: Promise<unknown>, cls: C): Promise<InstanceType<C>> {
+async function authorityError<C extends abstract new (...a: never[]) => AuthorityError>(
+  p: Promise<unknown>,
+  cls: C,
+): Promise<InstanceType<C>> {
   try {
     await p;
   } catch (e) {
@@ -262,7 +285,21 @@ describe("the device host name", () => {
   it("is <id>.devices.<domain> for ids that are DNS labels, and left out for the others (an underscore)", async () => {
     await addDevices("robot-7", "robot_8");
     const [key, csrFile] = [join(tmp.path, "host.key"), join(tmp.path, "host.csr")];
-    const r = openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-subj", "/CN=x", "-out", csrFile]);
+    const r = openssl([
+      "req",
+      "-new",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      key,
+      "-subj",
+      "/CN=x",
+      "-out",
+      csrFile,
+    ]);
     assert.equal(r.status, 0, r.stderr);
     const csr = readFileSync(csrFile, "utf8");
     const withName = await issueDeviceCertificate(fleet, { deviceId: "robot-7", actor: "test", csr });
@@ -279,13 +316,27 @@ describe("a CSR asking for more than the device profile", () => {
   before(async () => {
     evil = { key: join(tmp.path, "evil.key"), csr: join(tmp.path, "evil.csr") };
     const r = openssl([
-      "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", evil.key,
-      "-subj", "/CN=admin/O=Evil Corp",
-      "-addext", "basicConstraints=critical,CA:TRUE",
-      "-addext", "subjectAltName=DNS:evil.example,URI:spiffe://evil/x",
-      "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-      "-addext", "extendedKeyUsage=serverAuth",
-      "-out", evil.csr,
+      "req",
+      "-new",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      evil.key,
+      "-subj",
+      "/CN=admin/O=Evil Corp",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "subjectAltName=DNS:evil.example,URI:spiffe://evil/x",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign",
+      "-addext",
+      "extendedKeyUsage=serverAuth",
+      "-out",
+      evil.csr,
     ]);
     assert.equal(r.status, 0, r.stderr);
     await addDevices("robot-2");
@@ -294,7 +345,14 @@ describe("a CSR asking for more than the device profile", () => {
 
   it("the CSR really asks for CA:TRUE, foreign SANs, another CN and keyCertSign (control)", () => {
     const text = openssl(["req", "-in", evil.csr, "-noout", "-text"]).stdout;
-    for (const s of ["CA:TRUE", "DNS:evil.example", "URI:spiffe://evil/x", "CN = admin", "Certificate Sign", "TLS Web Server Authentication"])
+    for (const s of [
+      "CA:TRUE",
+      "DNS:evil.example",
+      "URI:spiffe://evil/x",
+      "CN = admin",
+      "Certificate Sign",
+      "TLS Web Server Authentication",
+    ])
       assert.ok(text.includes(s), s);
   });
 
@@ -304,7 +362,15 @@ describe("a CSR asking for more than the device profile", () => {
     assert.equal(c.issuer, "O=Test Robots, CN=Test Robots Devices CA");
     assert.deepEqual(
       [...c.extensions].map((e) => e.type).sort(),
-      [OID.keyUsage, OID.extKeyUsage, OID.subjectKeyIdentifier, OID.authorityKeyIdentifier, OID.crlDistributionPoints, OID.authorityInfoAccess, OID.subjectAltName].sort(),
+      [
+        OID.keyUsage,
+        OID.extKeyUsage,
+        OID.subjectKeyIdentifier,
+        OID.authorityKeyIdentifier,
+        OID.crlDistributionPoints,
+        OID.authorityInfoAccess,
+        OID.subjectAltName,
+      ].sort(),
     );
     assert.equal(c.getExtension(x509.BasicConstraintsExtension), null);
 
@@ -337,7 +403,10 @@ describe("a CSR asking for more than the device profile", () => {
     );
 
     const aia = c.getExtension(x509.AuthorityInfoAccessExtension)!;
-    assert.deepEqual(aia.ocsp.map((n) => n.toJSON()), [{ type: "url", value: "http://localhost:8080/ocsp" }]);
+    assert.deepEqual(
+      aia.ocsp.map((n) => n.toJSON()),
+      [{ type: "url", value: "http://localhost:8080/ocsp" }],
+    );
     assert.equal(aia.caIssuers.length, 0);
 
     // the key is the CSR's key
@@ -354,7 +423,10 @@ describe("a CSR asking for more than the device profile", () => {
     assert.doesNotMatch(text, /Certificate Sign|CRL Sign/);
     assert.match(text, /X509v3 Key Usage: critical\n\s+Digital Signature\n/);
     assert.match(text, /X509v3 Extended Key Usage: \n\s+TLS Web Client Authentication, TLS Web Server Authentication\n/);
-    assert.match(text, /X509v3 Subject Alternative Name: \n\s+URI:spiffe:\/\/fleet\.example\/device\/robot-2, DNS:robot-2\.devices\.fleet\.example\n/);
+    assert.match(
+      text,
+      /X509v3 Subject Alternative Name: \n\s+URI:spiffe:\/\/fleet\.example\/device\/robot-2, DNS:robot-2\.devices\.fleet\.example\n/,
+    );
     assert.match(text, /X509v3 Subject Key Identifier: \n\s+[0-9A-F:]{59}\n/);
     assert.match(text, /X509v3 Authority Key Identifier: \n\s+[0-9A-F:]{59}\n/);
     assert.match(text, /X509v3 CRL Distribution Points: \n\s+Full Name:\n\s+URI:http:\/\/localhost:8080\/crl\/devices\.crl\n/);
@@ -421,7 +493,8 @@ describe("strict structure: what OpenSSL refuses, and a little more (issue 9 ite
   const ed = F.makeKey("ed25519");
   const rsa = F.makeKey("rsa2048");
   const cn = oid(OID.commonName);
-  const withName = (value: Buffer): Buffer => F.signedCsr(F.requestInfo({ spki: key.spki, subject: sequence(set(sequence(cn, value))) }), key);
+  const withName = (value: Buffer): Buffer =>
+    F.signedCsr(F.requestInfo({ spki: key.spki, subject: sequence(set(sequence(cn, value))) }), key);
   const withAttribute = (attribute: Buffer): Buffer => F.signedCsr(F.requestInfo({ spki: key.spki, attributes: [attribute] }), key);
   const challenge = oid(OID.challengePassword);
   /** openssl: what `openssl req -verify` says; where it accepts, fleetpki is stricter on purpose (RFC cited). */
@@ -455,7 +528,8 @@ describe("strict structure: what OpenSSL refuses, and a little more (issue 9 ite
     },
     {
       name: "a subject AttributeTypeAndValue with three fields",
-      csr: () => F.signedCsr(F.requestInfo({ spki: key.spki, subject: sequence(set(sequence(cn, utf8String("a"), utf8String("b")))) }), key),
+      csr: () =>
+        F.signedCsr(F.requestInfo({ spki: key.spki, subject: sequence(set(sequence(cn, utf8String("a"), utf8String("b")))) }), key),
       message: /AttributeTypeAndValue has 3 fields/,
       openssl: "refuses",
     },
@@ -561,7 +635,10 @@ describe("strict structure: what OpenSSL refuses, and a little more (issue 9 ite
   }
 
   it("sha256WithRSAEncryption without parameters is accepted (RFC 4055 5: implementations must accept it), and so is an empty subject", () => {
-    assert.equal(parseCsr(F.signedCsr(F.requestInfo({ spki: rsa.spki }), rsa, sequence(oid(OID.sha256WithRSAEncryption)))).keyType, "rsa2048");
+    assert.equal(
+      parseCsr(F.signedCsr(F.requestInfo({ spki: rsa.spki }), rsa, sequence(oid(OID.sha256WithRSAEncryption)))).keyType,
+      "rsa2048",
+    );
     assert.equal(parseCsr(F.signedCsr(F.requestInfo({ spki: key.spki, subject: sequence() }), key)).keyType, "p256");
   });
 });
@@ -580,7 +657,11 @@ describe("malformed input", () => {
   it("garbage bytes", async () => {
     await rejects(Buffer.from("this is not a certificate request"), "malformed", /malformed DER: .*truncated/);
     await rejects(Buffer.from([0xff, 0xff, 0xff, 0xff]), "malformed", /malformed DER: multi-byte tags/);
-    await rejects(Buffer.from("3003020100", "hex"), "malformed", /malformed DER: expected CertificationRequest \(tag 0x30\)|CertificationRequest has 1 fields, expected 3/);
+    await rejects(
+      Buffer.from("3003020100", "hex"),
+      "malformed",
+      /malformed DER: expected CertificationRequest \(tag 0x30\)|CertificationRequest has 1 fields, expected 3/,
+    );
     await rejects("just some text", "malformed", /CSR: neither PEM nor DER/);
   });
 
@@ -592,7 +673,11 @@ describe("malformed input", () => {
   it("truncated DER (a valid CSR cut in half)", async () => {
     const der = fromPem(pemOf(), ["CERTIFICATE REQUEST"]);
     assert.equal(parseCsr(der).keyType, "p256"); // control
-    await rejects(der.subarray(0, der.length >> 1), "malformed", /malformed DER: element of length \d+ runs past the end of its container \(truncated\)/);
+    await rejects(
+      der.subarray(0, der.length >> 1),
+      "malformed",
+      /malformed DER: element of length \d+ runs past the end of its container \(truncated\)/,
+    );
     await rejects(der.subarray(0, der.length - 1), "malformed", /truncated/);
   });
 
@@ -613,7 +698,11 @@ describe("malformed input", () => {
     await rejects(bad, "malformed", /contains characters that are not base64/);
     const short = [lines[0], lines[1]!.slice(1), ...lines.slice(2)].join("\n");
     await rejects(short, "malformed", /truncated base64 body/);
-    await rejects(pem.replace("-----END CERTIFICATE REQUEST-----", "-----END CERTIFICATE-----"), "malformed", /ends with "END CERTIFICATE"/);
+    await rejects(
+      pem.replace("-----END CERTIFICATE REQUEST-----", "-----END CERTIFICATE-----"),
+      "malformed",
+      /ends with "END CERTIFICATE"/,
+    );
     await rejects("-----BEGIN CERTIFICATE REQUEST-----\nno end line\n", "malformed", /no PEM block found/);
   });
 
@@ -643,7 +732,10 @@ describe("device ids and error paths", () => {
   for (const id of bad) {
     it(`device id ${JSON.stringify(id)} -> InvalidDeviceId`, async () => {
       const before = await certCount();
-      const e = await authorityError(issueDeviceCertificate(fleet, { deviceId: id, actor: "test", csr: readFileSync(p256.csr) }), InvalidDeviceId);
+      const e = await authorityError(
+        issueDeviceCertificate(fleet, { deviceId: id, actor: "test", csr: readFileSync(p256.csr) }),
+        InvalidDeviceId,
+      );
       assert.equal(e.code, "invalid-device-id");
       assert.ok(e.message.includes(`"${id}"`), e.message);
       if (id === "robot.01") assert.match(e.message, /must not contain '\.'/);
@@ -661,15 +753,24 @@ describe("device ids and error paths", () => {
 
   it("unknown device -> UnknownDevice, and nothing is recorded", async () => {
     const before = await certCount();
-    const auditBefore = await fleet.store.db.selectFrom("audit_log").select(sql<number>`count(*)`.as("n")).executeTakeFirstOrThrow();
-    const e = await authorityError(issueDeviceCertificate(fleet, { deviceId: "ghost", actor: "test", csr: readFileSync(p256.csr) }), UnknownDevice);
+    const auditBefore = await fleet.store.db
+      .selectFrom("audit_log")
+      .select(sql<number>`count(*)`.as("n"))
+      .executeTakeFirstOrThrow();
+    const e = await authorityError(
+      issueDeviceCertificate(fleet, { deviceId: "ghost", actor: "test", csr: readFileSync(p256.csr) }),
+      UnknownDevice,
+    );
     assert.equal(e.code, "unknown-device");
     assert.match(e.message, /unknown device "ghost"/);
     assert.equal(await certCount({ deviceId: "ghost" }), 0);
     assert.equal(await certCount(), before);
     const rows = await fleet.store.db.selectFrom("certificates").select("serial").where("subject_id", "=", "ghost").execute();
     assert.deepEqual(rows, []);
-    const auditAfter = await fleet.store.db.selectFrom("audit_log").select(sql<number>`count(*)`.as("n")).executeTakeFirstOrThrow();
+    const auditAfter = await fleet.store.db
+      .selectFrom("audit_log")
+      .select(sql<number>`count(*)`.as("n"))
+      .executeTakeFirstOrThrow();
     assert.equal(Number(auditAfter.n), Number(auditBefore.n), "no audit event either");
   });
 

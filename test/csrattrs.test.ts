@@ -60,10 +60,7 @@ describe("CSR attributes", () => {
         { oid: "1.3.101.112" }, // id-Ed25519
         { type: "1.2.840.113549.1.1.1", values: [Buffer.from("02020800", "hex")] }, // rsaEncryption { INTEGER 2048 }
       ]);
-      assert.equal(
-        toBase64Body(der),
-        "MEAGCCqGSM49BAMCMBwGByqGSM49AgExEQYFK4EEACIGCCqGSM49AwEHBgMrZXAw\nEQYJKoZIhvcNAQEBMQQCAggA\n",
-      );
+      assert.equal(toBase64Body(der), "MEAGCCqGSM49BAMCMBwGByqGSM49AgExEQYFK4EEACIGCCqGSM49AwEHBgMrZXAw\nEQYJKoZIhvcNAQEBMQQCAggA\n");
       // A fresh copy each time: callers cannot corrupt what the next client gets.
       der.fill(0);
       assert.notDeepEqual(fleetCsrAttrs(), der);
@@ -75,7 +72,12 @@ describe("CSR attributes", () => {
       const fields = r.stdout
         .trim()
         .split("\n")
-        .map((l) => l.replace(/^.*?(prim|cons):\s*/, "").replace(/\s+/g, " ").trim());
+        .map((l) =>
+          l
+            .replace(/^.*?(prim|cons):\s*/, "")
+            .replace(/\s+/g, " ")
+            .trim(),
+        );
       assert.deepEqual(fields, [
         "SEQUENCE",
         "OBJECT :ecdsa-with-SHA256",
@@ -117,7 +119,11 @@ describe("CSR attributes", () => {
           ["rsa1024", ["-newkey", "rsa:1024"]],
           ["ed448", ["-newkey", "ed448"]],
         ] as [string, string[]][])
-          assert.throws(() => parseCsr(csr(name, args)), (e: unknown) => e instanceof CsrError && e.reason === "key-type-not-allowed", name);
+          assert.throws(
+            () => parseCsr(csr(name, args)),
+            (e: unknown) => e instanceof CsrError && e.reason === "key-type-not-allowed",
+            name,
+          );
       });
     });
   });
@@ -155,7 +161,10 @@ describe("CSR attributes", () => {
   });
 
   describe("libest us895 samples", () => {
-    const samples = JSON.parse(readFileSync(join(LIBEST, "csrattrs-samples.us895.json"), "utf8")) as Record<string, { base64: string; valid_base64: boolean }>;
+    const samples = JSON.parse(readFileSync(join(LIBEST, "csrattrs-samples.us895.json"), "utf8")) as Record<
+      string,
+      { base64: string; valid_base64: boolean }
+    >;
 
     // Recurring items of these samples, as summary() prints them.
     const ATTR_2_999_2 = "attr 2.999.2 = 0603883703 0603883704 1319" + hex(Buffer.from("Parse SET as 2.999.2 data"));
@@ -165,7 +174,8 @@ describe("CSR attributes", () => {
     const BRAINPOOL_P384R1 = "oid 1.3.36.3.3.2.8.1.1.11";
     const MAC = `oid ${OID.macAddress}`;
     const POP = `oid ${OID.challengePassword}`;
-    const long1 = (tail: string) => "attr 2.999.1 = " + printableString("Parse SET as 2.999.1 data 123456789012345678901234567890ab" + tail).toString("hex");
+    const long1 = (tail: string) =>
+      "attr 2.999.1 = " + printableString("Parse SET as 2.999.1 data 123456789012345678901234567890ab" + tail).toString("hex");
     const ATTR_2_999_2_LONG =
       "attr 2.999.2 = 0603883703 0603883704 " + printableString("Parse SET as 2.999.2 " + "1234567890".repeat(6)).toString("hex");
     const NOPOP = [ATTR_2_999_2, SHA384, BRAINPOOL_P384R1, ATTR_2_999_1, MAC];
@@ -186,7 +196,8 @@ describe("CSR attributes", () => {
       TEST_ATTR2_POP: [POP],
       TEST_ATTR8: { error: Base64Error, message: /not a multiple of 4/ }, // "MAthisis badsGCSqGSIb3DQEJBw==": marked invalid base64 by libest
       TEST_ATTR3: [
-        "attr 2.999.2 = " + ["2.999.2", "2.999.3", "2.999.4"].map((n) => printableString(`Parse SET as ${n} data`).toString("hex")).join(" "),
+        "attr 2.999.2 = " +
+          ["2.999.2", "2.999.3", "2.999.4"].map((n) => printableString(`Parse SET as ${n} data`).toString("hex")).join(" "),
         POP,
         ATTR_2_999_1,
         MAC,
@@ -195,7 +206,14 @@ describe("CSR attributes", () => {
       TEST_ATTR4_122POP: [...NOPOP, MAC, POP],
       TEST_ATTR5_117: NOPOP_117,
       TEST_ATTR5_117POP: [...NOPOP_117, POP],
-      TEST_ATTR6_116: [ATTR_2_999_2_SHORT, SHA384, BRAINPOOL_P384R1, "attr 2.999.1 = 1318" + hex(Buffer.from("Parse SET as 2.999.1 dat")), MAC, MAC],
+      TEST_ATTR6_116: [
+        ATTR_2_999_2_SHORT,
+        SHA384,
+        BRAINPOOL_P384R1,
+        "attr 2.999.1 = 1318" + hex(Buffer.from("Parse SET as 2.999.1 dat")),
+        MAC,
+        MAC,
+      ],
       TEST_ATTR_244: [ATTR_2_999_2_LONG, SHA384, BRAINPOOL_P384R1, long1("1234567890".repeat(3) + "1234"), MAC, MAC],
       TEST_ATTR_245: [ATTR_2_999_2_LONG, SHA384, BRAINPOOL_P384R1, long1("1234567890".repeat(3) + "12345"), MAC, MAC],
       TEST_ATTR_250: [ATTR_2_999_2_LONG, SHA384, BRAINPOOL_P384R1, long1("1234567890".repeat(3) + "1234512345"), MAC, MAC],
@@ -229,7 +247,10 @@ describe("CSR attributes", () => {
             return;
           }
           assert.notEqual(asn1parse(der).status, 0, "openssl asn1parse should refuse it too");
-          assert.throws(() => parseCsrAttrs(der), (e: unknown) => e instanceof expected.error && expected.message.test((e as Error).message));
+          assert.throws(
+            () => parseCsrAttrs(der),
+            (e: unknown) => e instanceof expected.error && expected.message.test((e as Error).message),
+          );
         }
       });
     }
@@ -290,10 +311,19 @@ describe("CSR attributes", () => {
     });
 
     it("encode refuses bad OIDs, Attributes without values and values that are not one DER element", () => {
-      assert.throws(() => encodeCsrAttrs([{ oid: "1.2.3" }, { oid: "not.an.oid" }]), { name: "CsrAttrsError", message: /CSR attribute 1: bad OID not\.an\.oid/ });
-      assert.throws(() => encodeCsrAttrs([{ type: "3.1", values: [smallInteger(1)] }]), { name: "CsrAttrsError", message: /first arc must be 0-2/ });
+      assert.throws(() => encodeCsrAttrs([{ oid: "1.2.3" }, { oid: "not.an.oid" }]), {
+        name: "CsrAttrsError",
+        message: /CSR attribute 1: bad OID not\.an\.oid/,
+      });
+      assert.throws(() => encodeCsrAttrs([{ type: "3.1", values: [smallInteger(1)] }]), {
+        name: "CsrAttrsError",
+        message: /first arc must be 0-2/,
+      });
       assert.throws(() => encodeCsrAttrs([{ type: "1.2.3", values: [] }]), { name: "CsrAttrsError", message: /needs at least one value/ });
-      assert.throws(() => encodeCsrAttrs([{ type: "1.2.3", values: [Buffer.from([0x02, 0x05, 0x01])] }]), { name: "CsrAttrsError", message: /not exactly one DER element.*truncated/ });
+      assert.throws(() => encodeCsrAttrs([{ type: "1.2.3", values: [Buffer.from([0x02, 0x05, 0x01])] }]), {
+        name: "CsrAttrsError",
+        message: /not exactly one DER element.*truncated/,
+      });
       assert.throws(() => encodeCsrAttrs([{ type: "1.2.3", values: [Buffer.concat([smallInteger(1), smallInteger(2)])] }]), {
         name: "CsrAttrsError",
         message: /not exactly one DER element.*trailing bytes/,

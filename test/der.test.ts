@@ -45,7 +45,10 @@ function derError(fn: () => unknown, pattern: RegExp): DerError {
   } catch (e) {
     caught = e;
   }
-  assert.ok(caught instanceof DerError, `expected DerError, got ${caught instanceof Error ? `${caught.name}: ${caught.message}` : String(caught)}`);
+  assert.ok(
+    caught instanceof DerError,
+    `expected DerError, got ${caught instanceof Error ? `${caught.name}: ${caught.message}` : String(caught)}`,
+  );
   assert.match(caught.message, pattern);
   assert.match(caught.message, / at byte \d+$/, "DerError messages carry the offset");
   return caught;
@@ -164,7 +167,8 @@ describe("DER OBJECT IDENTIFIER", () => {
   });
 
   it("oid() rejects text that is not a dotted OID", () => {
-    for (const bad of ["", "1", "1.", ".1", "1..2", "1.2.a", "1.-2", "1.2 ", "x"]) assert.throws(() => oid(bad), RangeError, JSON.stringify(bad));
+    for (const bad of ["", "1", "1.", ".1", "1..2", "1.2.a", "1.-2", "1.2 ", "x"])
+      assert.throws(() => oid(bad), RangeError, JSON.stringify(bad));
   });
 
   it("oid() rejects arcs that have no encoding (first arc > 2, second arc >= 40 under 0 and 1)", () => {

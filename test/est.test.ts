@@ -13,7 +13,17 @@ import { decideRequest, listPendingRequests } from "../src/authority/enrollment.
 import type { Fleet } from "../src/authority/fleet.js";
 import { createToken } from "../src/authority/tokens.js";
 import { vectorPath, tempDir, tempFleet } from "./helpers.js";
-import { assertProblem, curl, devicesCaPemPath, editConfig, opensslOk, rootPemPath, startTestServer, type CurlResult, type TestServer } from "./server-helpers.js";
+import {
+  assertProblem,
+  curl,
+  devicesCaPemPath,
+  editConfig,
+  opensslOk,
+  rootPemPath,
+  startTestServer,
+  type CurlResult,
+  type TestServer,
+} from "./server-helpers.js";
 
 const EST = "/.well-known/est";
 const LIBEST = vectorPath("libest");
@@ -31,7 +41,23 @@ async function opensslRequest(work: string, name: string, cn: string): Promise<{
   const key = join(work, `${name}.key.pem`);
   const der = join(work, `${name}.req.der`);
   const b64 = join(work, `${name}.req.b64`);
-  await opensslOk(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-subj", `/CN=${cn}`, "-outform", "DER", "-out", der]);
+  await opensslOk([
+    "req",
+    "-new",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+    key,
+    "-subj",
+    `/CN=${cn}`,
+    "-outform",
+    "DER",
+    "-out",
+    der,
+  ]);
   await opensslOk(["base64", "-in", der, "-out", b64]);
   return { key, b64 };
 }
@@ -96,7 +122,8 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
       work = tempDir("fleetpki-est-");
       root = rootPemPath(f.dir);
       devicesCa = devicesCaPemPath(f.dir);
-      for (const id of ["est-0001", "est-lib894", "est-lib5052", "est-gs", "est-bad", "est-disabled", "est-revoked", "est-retry"]) tokens[id] = await deviceWithToken(f.fleet, id);
+      for (const id of ["est-0001", "est-lib894", "est-lib5052", "est-gs", "est-bad", "est-disabled", "est-revoked", "est-retry"])
+        tokens[id] = await deviceWithToken(f.fleet, id);
       // A factory bundle: what `ca create-local` + `ca issue-batch` do, through the same library
       // calls (the CLI itself is exercised in enroll-api.test.ts), before the server starts.
       await createLocalCa(f.fleet, { name: "line1", actor: "test" });
@@ -190,7 +217,8 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
       const der = await opensslOk(["base64", "-d"], r.body);
       const parsed = await opensslOk(["asn1parse", "-inform", "DER"], der.stdoutBytes);
       assert.match(parsed.stdout, /^\s*0:d=0\s+hl=\d+ l=\s*\d+ cons: SEQUENCE/m);
-      for (const name of ["ecdsa-with-SHA256", "id-ecPublicKey", "prime256v1", "secp384r1", "ED25519", "rsaEncryption"]) assert.match(parsed.stdout, new RegExp(`:${name}\\b`), `csrattrs names ${name}`);
+      for (const name of ["ecdsa-with-SHA256", "id-ecPublicKey", "prime256v1", "secp384r1", "ED25519", "rsaEncryption"])
+        assert.match(parsed.stdout, new RegExp(`:${name}\\b`), `csrattrs names ${name}`);
     });
 
     it("libest US894 req.p10 (base64 DER, RSA-2048 signed with sha1WithRSAEncryption) -> 400: SHA-1 signatures are refused", async () => {
@@ -307,15 +335,31 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
         issued[id] = { cert, key: req.key };
       }
       await f.fleet.store.db.updateTable("devices").set({ status: "disabled" }).where("id", "=", "est-disabled").execute();
-      const rows = await f.fleet.store.db.updateTable("certificates").set({ status: "revoked", revoked_at: new Date().toISOString(), revocation_reason: "keyCompromise" }).where("device_id", "=", "est-revoked").executeTakeFirst();
+      const rows = await f.fleet.store.db
+        .updateTable("certificates")
+        .set({ status: "revoked", revoked_at: new Date().toISOString(), revocation_reason: "keyCompromise" })
+        .where("device_id", "=", "est-revoked")
+        .executeTakeFirst();
       assert.equal(Number(rows.numUpdatedRows), 1, "the one certificate of est-revoked");
 
       const req = await opensslRequest(work.path, "after-change", "x");
-      const disabledRe = await est("simplereenroll", ["--cert", issued["est-disabled"]!.cert, "--key", issued["est-disabled"]!.key, ...enrollArgs(undefined, req.b64)]);
+      const disabledRe = await est("simplereenroll", [
+        "--cert",
+        issued["est-disabled"]!.cert,
+        "--key",
+        issued["est-disabled"]!.key,
+        ...enrollArgs(undefined, req.b64),
+      ]);
       assertProblem(disabledRe, 403, "device-not-active");
       const newToken = (await createToken(f.fleet, { deviceId: "est-disabled", actor: "test" })).token;
       assertProblem(await est("simpleenroll", enrollArgs(`est-disabled:${newToken}`, req.b64)), 403, "device-not-active");
-      const revokedRe = await est("simplereenroll", ["--cert", issued["est-revoked"]!.cert, "--key", issued["est-revoked"]!.key, ...enrollArgs(undefined, req.b64)]);
+      const revokedRe = await est("simplereenroll", [
+        "--cert",
+        issued["est-revoked"]!.cert,
+        "--key",
+        issued["est-revoked"]!.key,
+        ...enrollArgs(undefined, req.b64),
+      ]);
       assertProblem(revokedRe, 403, "certificate-revoked");
     });
 
@@ -354,7 +398,11 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
       // curl's default for --data-binary is application/x-www-form-urlencoded
       assertProblem(await est("simpleenroll", ["--data-binary", `@${req.b64}`]), 415, "unsupported-media-type");
       // parameters and case are allowed
-      assertProblem(await est("simpleenroll", enrollArgs(undefined, req.b64, "Application/PKCS10; charset=x")), 401, "credentials-required");
+      assertProblem(
+        await est("simpleenroll", enrollArgs(undefined, req.b64, "Application/PKCS10; charset=x")),
+        401,
+        "credentials-required",
+      );
     });
   });
 
@@ -366,7 +414,19 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
 
     /** simpleenroll with HTTP Basic from a given loopback address (curl --interface). */
     const enrollFrom = (address: string, user: string, b64: string) =>
-      curl(["--cacert", root, "--interface", address, "-u", user, "-H", "Content-Type: application/pkcs10", "--data-binary", `@${b64}`, `${server.url}${EST}/simpleenroll`]);
+      curl([
+        "--cacert",
+        root,
+        "--interface",
+        address,
+        "-u",
+        user,
+        "-H",
+        "Content-Type: application/pkcs10",
+        "--data-binary",
+        `@${b64}`,
+        `${server.url}${EST}/simpleenroll`,
+      ]);
 
     before(async () => {
       f = await tempFleet();
@@ -390,7 +450,11 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
       const retry = Number(blocked.headers["retry-after"]);
       assert.ok(Number.isInteger(retry) && retry >= 1 && retry <= 60, `Retry-After ${blocked.headers["retry-after"]}`);
       // The refused request did not consume the good token, which still works from that source.
-      const row = await f.fleet.store.db.selectFrom("enrollment_tokens").select("used_at").where("device_id", "=", "rl-good").executeTakeFirstOrThrow();
+      const row = await f.fleet.store.db
+        .selectFrom("enrollment_tokens")
+        .select("used_at")
+        .where("device_id", "=", "rl-good")
+        .executeTakeFirstOrThrow();
       assert.equal(row.used_at, null);
       assertPkcs7Response(await enrollFrom("127.0.0.1", `rl-good:${goodToken}`, req.b64));
       // Unauthenticated resources stay available.
@@ -418,15 +482,54 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
         assert.equal(r.status, i < 10 ? 401 : 429, r.text);
       }
       const next = await opensslRequest(work.path, "nat-next", "rl-nat");
-      const re = await curl(["--cacert", root, "--interface", "127.0.0.4", "--cert", cert, "--key", req.key, ...["-H", "Content-Type: application/pkcs10", "--data-binary", `@${next.b64}`], `${server.url}${EST}/simplereenroll`]);
+      const re = await curl([
+        "--cacert",
+        root,
+        "--interface",
+        "127.0.0.4",
+        "--cert",
+        cert,
+        "--key",
+        req.key,
+        ...["-H", "Content-Type: application/pkcs10", "--data-binary", `@${next.b64}`],
+        `${server.url}${EST}/simplereenroll`,
+      ]);
       assertPkcs7Response(re);
       const renewed = join(work.path, "nat-next.cert.pem");
       writeFileSync(renewed, (await pkcs7Certs(re.body))[0]!);
       // The JSON renewal, with a PEM CSR.
       const pemCsr = join(work.path, "nat-json.csr.pem");
-      await opensslOk(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", join(work.path, "nat-json.key.pem"), "-subj", "/CN=rl-nat", "-out", pemCsr]);
+      await opensslOk([
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        join(work.path, "nat-json.key.pem"),
+        "-subj",
+        "/CN=rl-nat",
+        "-out",
+        pemCsr,
+      ]);
       const body = JSON.stringify({ csr: readFileSync(pemCsr, "utf8") });
-      const api = await curl(["--cacert", root, "--interface", "127.0.0.4", "--cert", renewed, "--key", next.key, "-H", "content-type: application/json", "--data-binary", body, `${server.url}/api/v1/renew`]);
+      const api = await curl([
+        "--cacert",
+        root,
+        "--interface",
+        "127.0.0.4",
+        "--cert",
+        renewed,
+        "--key",
+        next.key,
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        body,
+        `${server.url}/api/v1/renew`,
+      ]);
       assert.equal(api.status, 200, api.text);
     });
   });
@@ -453,7 +556,16 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
     it("no credentials, CSR CN = device id -> 202 + Retry-After; approve -> next poll 200", async () => {
       const root = rootPemPath(f.dir);
       const req = await opensslRequest(work.path, "ap", "robot-ap1");
-      const poll = () => curl(["--cacert", root, "-H", "Content-Type: application/pkcs10", "--data-binary", `@${req.b64}`, `${server.url}${EST}/simpleenroll`]);
+      const poll = () =>
+        curl([
+          "--cacert",
+          root,
+          "-H",
+          "Content-Type: application/pkcs10",
+          "--data-binary",
+          `@${req.b64}`,
+          `${server.url}${EST}/simpleenroll`,
+        ]);
       const first = await poll();
       assert.equal(first.status, 202, first.text);
       assert.equal(first.headers["retry-after"], "10");
@@ -463,7 +575,11 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
 
       // The operator side (`device requests`, `device approve`; the CLI is exercised in enroll-api.test.ts).
       const pending = await listPendingRequests(f.fleet);
-      assert.deepEqual(pending.map((p) => p.deviceId), ["robot-ap1"], "one pending request (the repeated poll did not add one)");
+      assert.deepEqual(
+        pending.map((p) => p.deviceId),
+        ["robot-ap1"],
+        "one pending request (the repeated poll did not add one)",
+      );
       await decideRequest(f.fleet, { deviceId: "robot-ap1", approve: true, actor: "test" });
 
       const done = await poll();
@@ -477,7 +593,15 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
     it("a CSR whose CN is not a device id -> 400", async () => {
       const root = rootPemPath(f.dir);
       const req = await opensslRequest(work.path, "badcn", "Not A Device");
-      const r = await curl(["--cacert", root, "-H", "Content-Type: application/pkcs10", "--data-binary", `@${req.b64}`, `${server.url}${EST}/simpleenroll`]);
+      const r = await curl([
+        "--cacert",
+        root,
+        "-H",
+        "Content-Type: application/pkcs10",
+        "--data-binary",
+        `@${req.b64}`,
+        `${server.url}${EST}/simpleenroll`,
+      ]);
       assertProblem(r, 400, "invalid-device-id");
     });
   });
@@ -500,9 +624,12 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
     it("a connection that never finishes its headers is closed within 15 s", { timeout: 25_000 }, async () => {
       const started = Date.now();
       const closedAfter = await new Promise<number | undefined>((resolve, reject) => {
-        const socket = connect({ host: "127.0.0.1", port: server.port, ca: readFileSync(rootPemPath(f.dir), "utf8"), servername: "localhost" }, () => {
-          socket.write("POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: loc");
-        });
+        const socket = connect(
+          { host: "127.0.0.1", port: server.port, ca: readFileSync(rootPemPath(f.dir), "utf8"), servername: "localhost" },
+          () => {
+            socket.write("POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: loc");
+          },
+        );
         const deadline = setTimeout(() => {
           socket.destroy();
           resolve(undefined);
@@ -538,7 +665,10 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
           resolve(Date.now() - started);
         });
       });
-      assert.ok(closedAfter !== undefined && closedAfter <= 15_000, `a silent TCP connection stayed open for ${closedAfter ?? "more than 16000"} ms`);
+      assert.ok(
+        closedAfter !== undefined && closedAfter <= 15_000,
+        `a silent TCP connection stayed open for ${closedAfter ?? "more than 16000"} ms`,
+      );
     });
   });
 });

@@ -19,7 +19,8 @@ export const CLI = join(ROOT, "scripts", "dev-cli.mjs");
  */
 export function vectorPath(source: string, ...parts: string[]): string {
   const path = join(ROOT, "test", "vectors", source, ...parts);
-  if (!existsSync(path)) throw new Error(`test vector ${path} is missing: copy it into test/vectors/ and list it in test/vectors/SOURCES.md`);
+  if (!existsSync(path))
+    throw new Error(`test vector ${path} is missing: copy it into test/vectors/ and list it in test/vectors/SOURCES.md`);
   return path;
 }
 
@@ -80,7 +81,12 @@ export function openssl(args: readonly string[], input?: string | Buffer): RunRe
 }
 
 /** Makes a key + CSR with openssl itself (an independent implementation). */
-export function opensslCsr(dir: string, name: string, keyArgs: string[] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"], extra: string[] = []): { key: string; csr: string } {
+export function opensslCsr(
+  dir: string,
+  name: string,
+  keyArgs: string[] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+  extra: string[] = [],
+): { key: string; csr: string } {
   const key = join(dir, `${name}.key`);
   const csr = join(dir, `${name}.csr`);
   const r = openssl(["req", "-new", ...keyArgs, "-nodes", "-keyout", key, "-subj", `/CN=${name}`, ...extra, "-out", csr]);

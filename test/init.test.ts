@@ -59,7 +59,6 @@ const KEY_DIRS = ["ca/root", "ca/devices", "ca/services", "ca/operators", "serve
 
 // The suites are independent (own temp dirs); running them side by side halves the wall time.
 describe("init", { concurrency: true }, () => {
-
   describe("fleetpki init (passphrase file)", { concurrency: false }, () => {
     const tmp = tempDir();
     const dir = join(tmp.path, "fleet");
@@ -164,9 +163,27 @@ describe("init", { concurrency: true }, () => {
         const r = openssl(["verify", "-x509_strict", "-CAfile", root, join(dir, "ca", id, "cert.pem")]);
         assert.equal(r.status, 0, `${id}: ${r.stdout}${r.stderr}`);
       }
-      const server = openssl(["verify", "-purpose", "sslserver", "-CAfile", root, "-untrusted", join(dir, "ca/services/cert.pem"), join(dir, "server/cert.pem")]);
+      const server = openssl([
+        "verify",
+        "-purpose",
+        "sslserver",
+        "-CAfile",
+        root,
+        "-untrusted",
+        join(dir, "ca/services/cert.pem"),
+        join(dir, "server/cert.pem"),
+      ]);
       assert.equal(server.status, 0, server.stdout + server.stderr);
-      const admin = openssl(["verify", "-purpose", "sslclient", "-CAfile", root, "-untrusted", join(dir, "ca/operators/cert.pem"), join(dir, "operators/admin/cert.pem")]);
+      const admin = openssl([
+        "verify",
+        "-purpose",
+        "sslclient",
+        "-CAfile",
+        root,
+        "-untrusted",
+        join(dir, "ca/operators/cert.pem"),
+        join(dir, "operators/admin/cert.pem"),
+      ]);
       assert.equal(admin.status, 0, admin.stdout + admin.stderr);
       // server/chain.pem is what a TLS server sends: the services CA (and nothing that would not chain).
       const chain = openssl(["verify", "-CAfile", root, "-untrusted", join(dir, "server/chain.pem"), join(dir, "server/cert.pem")]);
@@ -178,7 +195,15 @@ describe("init", { concurrency: true }, () => {
       assert.deepEqual(config.fleet, { name: "Acme Robots", domain: "fleet.example" });
       assert.equal(config.keys.type, "p256");
       assert.equal(config.keys.passphrase_file, resolve(passFile));
-      assert.deepEqual(config.validity, { root: "20y", intermediate: "10y", local_ca: "5y", device: "30d", factory: "1y", server: "1y", operator: "1y" });
+      assert.deepEqual(config.validity, {
+        root: "20y",
+        intermediate: "10y",
+        local_ca: "5y",
+        device: "30d",
+        factory: "1y",
+        server: "1y",
+        operator: "1y",
+      });
       // Only keys something reads: no gateway or admin ports, no urls section (server.public_url replaced it).
       assert.equal(config.urls, undefined);
       assert.deepEqual(Object.keys(config.listen).sort(), ["registration", "status"]);
@@ -223,7 +248,10 @@ describe("init", { concurrency: true }, () => {
         assert.equal(c.subject, `O=Acme Robots, CN=Acme Robots ${titles[id]}`, `${id} subject`);
         assert.equal(c.issuer, rootSubject, `${id} issuer`);
         assert.equal(c.fingerprintSha256, opensslFingerprint(certFile), `${id} fingerprint`);
-        const serial = openssl(["x509", "-noout", "-serial", "-in", certFile]).stdout.trim().replace(/^serial=/, "").toLowerCase();
+        const serial = openssl(["x509", "-noout", "-serial", "-in", certFile])
+          .stdout.trim()
+          .replace(/^serial=/, "")
+          .toLowerCase();
         assert.equal(c.serial, serial, `${id} serial`);
         assert.equal(new Date(c.notBefore as string).getTime(), new Date(x.validFrom).getTime(), `${id} notBefore`);
         assert.equal(new Date(c.notAfter as string).getTime(), new Date(x.validTo).getTime(), `${id} notAfter`);
@@ -394,7 +422,14 @@ describe("init", { concurrency: true }, () => {
         const r = results.get(t)!;
         assert.equal(r.status, 0, r.stderr);
         const dir = join(tmp.path, t);
-        const v = openssl(["verify", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "ca/services/cert.pem"), join(dir, "server/cert.pem")]);
+        const v = openssl([
+          "verify",
+          "-CAfile",
+          join(dir, "ca/root/cert.pem"),
+          "-untrusted",
+          join(dir, "ca/services/cert.pem"),
+          join(dir, "server/cert.pem"),
+        ]);
         assert.equal(v.status, 0, v.stdout + v.stderr);
         assert.match(v.stdout, /server\/cert\.pem: OK/);
         for (const f of ["ca/root/cert.pem", "ca/devices/cert.pem", "server/cert.pem", "operators/admin/cert.pem"]) {
@@ -416,11 +451,38 @@ describe("init", { concurrency: true }, () => {
       const cert = new X509Certificate(readFileSync(join(dir, "server/cert.pem")));
       const sans = (cert.subjectAltName ?? "").split(", ").sort();
       assert.deepEqual(sans, ["DNS:pki.fleet.example", "IP Address:10.0.0.5"]);
-      const host = openssl(["verify", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "ca/services/cert.pem"), "-verify_hostname", "pki.fleet.example", join(dir, "server/cert.pem")]);
+      const host = openssl([
+        "verify",
+        "-CAfile",
+        join(dir, "ca/root/cert.pem"),
+        "-untrusted",
+        join(dir, "ca/services/cert.pem"),
+        "-verify_hostname",
+        "pki.fleet.example",
+        join(dir, "server/cert.pem"),
+      ]);
       assert.equal(host.status, 0, host.stdout + host.stderr);
-      const ip = openssl(["verify", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "ca/services/cert.pem"), "-verify_ip", "10.0.0.5", join(dir, "server/cert.pem")]);
+      const ip = openssl([
+        "verify",
+        "-CAfile",
+        join(dir, "ca/root/cert.pem"),
+        "-untrusted",
+        join(dir, "ca/services/cert.pem"),
+        "-verify_ip",
+        "10.0.0.5",
+        join(dir, "server/cert.pem"),
+      ]);
       assert.equal(ip.status, 0, ip.stdout + ip.stderr);
-      const other = openssl(["verify", "-CAfile", join(dir, "ca/root/cert.pem"), "-untrusted", join(dir, "ca/services/cert.pem"), "-verify_hostname", "localhost", join(dir, "server/cert.pem")]);
+      const other = openssl([
+        "verify",
+        "-CAfile",
+        join(dir, "ca/root/cert.pem"),
+        "-untrusted",
+        join(dir, "ca/services/cert.pem"),
+        "-verify_hostname",
+        "localhost",
+        join(dir, "server/cert.pem"),
+      ]);
       assert.notEqual(other.status, 0, "localhost is not a name of this server");
       const config = parseYaml(readFileSync(join(dir, "fleetpki.yaml"), "utf8"));
       assert.equal(config.server.public_url, "http://pki.fleet.example:8080");
@@ -445,7 +507,11 @@ describe("server.names and the device zone", () => {
     return stringifyYaml(doc);
   };
   it("accepts names outside devices.<domain>", () => {
-    assert.deepEqual(parseConfig(withNames(["pki.fleet.example", "devices-gw.fleet.example", "10.0.0.5"])).server.names, ["pki.fleet.example", "devices-gw.fleet.example", "10.0.0.5"]);
+    assert.deepEqual(parseConfig(withNames(["pki.fleet.example", "devices-gw.fleet.example", "10.0.0.5"])).server.names, [
+      "pki.fleet.example",
+      "devices-gw.fleet.example",
+      "10.0.0.5",
+    ]);
   });
   it("init refuses a --server-name in the device zone before creating anything", () => {
     const dir = join(tempDir("fleetpki-init-zone-").path, "fleet");
@@ -456,7 +522,10 @@ describe("server.names and the device zone", () => {
   });
   for (const name of ["devices.fleet.example", "robot-0001.devices.fleet.example", "X.Devices.Fleet.Example"])
     it(`refuses ${name}: a robot's certificate could claim it`, () => {
-      assert.throws(() => parseConfig(withNames(["pki.fleet.example", name])), (e: Error) => e instanceof ConfigError && /zone of device certificates/.test(e.message));
+      assert.throws(
+        () => parseConfig(withNames(["pki.fleet.example", name])),
+        (e: Error) => e instanceof ConfigError && /zone of device certificates/.test(e.message),
+      );
     });
 });
 
@@ -578,7 +647,10 @@ describe("fleetpki.yaml: unknown and unused keys, server.public_url", () => {
       '  est: "https://old.example:8443/.well-known/est"\n';
     const { config, notes } = parseConfigWithNotes(legacy);
     assert.deepEqual(config.urls, { crl_base: "http://old.example:8080/crl", ocsp: "http://old.example:8080/ocsp" });
-    assert.deepEqual(notes.map((n) => n.key), ["urls.est"]);
+    assert.deepEqual(
+      notes.map((n) => n.key),
+      ["urls.est"],
+    );
     const both = base + 'urls:\n  crl_base: "http://old.example:8080/crl"\n  ocsp: "http://old.example:8080/ocsp"\n';
     assert.throws(
       () => parseConfig(both),

@@ -71,7 +71,14 @@ after(async () => {
 });
 
 async function certCount(): Promise<number> {
-  return Number((await fleet.store.db.selectFrom("certificates").select(sql<number>`count(*)`.as("n")).executeTakeFirstOrThrow()).n);
+  return Number(
+    (
+      await fleet.store.db
+        .selectFrom("certificates")
+        .select(sql<number>`count(*)`.as("n"))
+        .executeTakeFirstOrThrow()
+    ).n,
+  );
 }
 
 interface HostileCase {
@@ -102,7 +109,13 @@ function p256PointAboveP(): Buffer {
 
 function rsaKeyWith(options: { modulusLength: number; publicExponent?: number }): F.FuzzKey {
   const pair = generateKeyPairSync("rsa", options);
-  return { kind: "rsa2048", privateKey: pair.privateKey, spki: pair.publicKey.export({ type: "spki", format: "der" }), sigAlg: sequence(oid(F.OIDS.sha256WithRSA), nullValue()), hash: "sha256" };
+  return {
+    kind: "rsa2048",
+    privateKey: pair.privateKey,
+    spki: pair.publicKey.export({ type: "spki", format: "der" }),
+    sigAlg: sequence(oid(F.OIDS.sha256WithRSA), nullValue()),
+    hash: "sha256",
+  };
 }
 
 /** n = 3 * q: everyone can factor it, so everyone can sign for it. */
@@ -189,20 +202,27 @@ const CASES: HostileCase[] = [
   },
   {
     name: "RSAPublicKey with a trailing third INTEGER",
-    csr: () => around(keys.rsa2048, F.rsaSpki(F.rsaParts(keys.rsa2048.spki).n, F.rsaParts(keys.rsa2048.spki).e, undefined, [smallInteger(7)])),
+    csr: () =>
+      around(keys.rsa2048, F.rsaSpki(F.rsaParts(keys.rsa2048.spki).n, F.rsaParts(keys.rsa2048.spki).e, undefined, [smallInteger(7)])),
     reason: "key-encoding-invalid",
     message: /RSAPublicKey has 3 fields/,
   },
   // EC
   {
     name: "P-256 point at infinity (the issue's CSR)",
-    csr: () => Buffer.from("MEwwMwIBADARMQ8wDQYDVQQDDAZub2JvZHkwGTATBgcqhkjOPQIBBggqhkjOPQMBBwMCAACgADAKBggqhkjOPQQDAgMJADAGAgEBAgEB", "base64"),
+    csr: () =>
+      Buffer.from("MEwwMwIBADARMQ8wDQYDVQQDDAZub2JvZHkwGTATBgcqhkjOPQIBBggqhkjOPQMBBwMCAACgADAKBggqhkjOPQQDAgMJADAGAgEBAgEB", "base64"),
     reason: "ec-point-invalid",
     message: /point at infinity/,
   },
   {
     name: "P-384 point at infinity",
-    csr: () => F.assemble(F.requestInfo({ spki: F.ecSpki(Buffer.from([0]), oid(F.OIDS.secp384r1)) }), sequence(oid(F.OIDS.ecdsaSha384)), Buffer.from("3006020101020101", "hex")),
+    csr: () =>
+      F.assemble(
+        F.requestInfo({ spki: F.ecSpki(Buffer.from([0]), oid(F.OIDS.secp384r1)) }),
+        sequence(oid(F.OIDS.ecdsaSha384)),
+        Buffer.from("3006020101020101", "hex"),
+      ),
     reason: "ec-point-invalid",
     message: /point at infinity/,
   },
@@ -222,7 +242,11 @@ const CASES: HostileCase[] = [
   },
   {
     name: "P-256 point off the curve",
-    csr: () => around(keys.p256, F.ecSpki(Buffer.concat([F.spkiKeyBytes(keys.p256.spki).subarray(0, 64), Buffer.from([F.spkiKeyBytes(keys.p256.spki)[64]! ^ 1])]))),
+    csr: () =>
+      around(
+        keys.p256,
+        F.ecSpki(Buffer.concat([F.spkiKeyBytes(keys.p256.spki).subarray(0, 64), Buffer.from([F.spkiKeyBytes(keys.p256.spki)[64]! ^ 1])])),
+      ),
     reason: "ec-point-invalid",
     message: /not on P-256/,
   },
@@ -291,13 +315,24 @@ const CASES: HostileCase[] = [
   // SubjectPublicKeyInfo
   {
     name: "SubjectPublicKeyInfo with two BIT STRINGs",
-    csr: () => around(keys.p256, sequence(...F.parseDer(keys.p256.spki).children!.map(F.encodeDer), F.encodeDer(F.parseDer(keys.p256.spki).children![1]!))),
+    csr: () =>
+      around(
+        keys.p256,
+        sequence(...F.parseDer(keys.p256.spki).children!.map(F.encodeDer), F.encodeDer(F.parseDer(keys.p256.spki).children![1]!)),
+      ),
     reason: "key-encoding-invalid",
     message: /SubjectPublicKeyInfo has 3 fields/,
   },
   {
     name: "public key AlgorithmIdentifier with three fields",
-    csr: () => around(keys.p256, sequence(sequence(oid(F.OIDS.ecPublicKey), oid(F.OIDS.prime256v1), nullValue()), F.encodeDer(F.parseDer(keys.p256.spki).children![1]!))),
+    csr: () =>
+      around(
+        keys.p256,
+        sequence(
+          sequence(oid(F.OIDS.ecPublicKey), oid(F.OIDS.prime256v1), nullValue()),
+          F.encodeDer(F.parseDer(keys.p256.spki).children![1]!),
+        ),
+      ),
     reason: "key-encoding-invalid",
     message: /AlgorithmIdentifier has 3 fields/,
   },
@@ -325,13 +360,23 @@ describe("hostile keys in CSRs are refused with their own reason", () => {
   }
 
   it("RSA keys of 2048 and 3072 bits with e = 65537 and a large odd e are accepted (controls)", () => {
-    for (const modulusLength of [2048, 3072]) assert.equal(parseCsr(F.validCsr(rsaKeyWith({ modulusLength }))).keyType, `rsa${modulusLength}`);
+    for (const modulusLength of [2048, 3072])
+      assert.equal(parseCsr(F.validCsr(rsaKeyWith({ modulusLength }))).keyType, `rsa${modulusLength}`);
     assert.equal(parseCsr(F.validCsr(rsaKeyWith({ modulusLength: 2048, publicExponent: 0x7fffffff }))).keyType, "rsa2048");
   });
 
   it("secp256k1 and Ed448 keys -> KeyTypeNotAllowed, before any signature check", async () => {
-    for (const [name, pair] of [["secp256k1", generateKeyPairSync("ec", { namedCurve: "secp256k1" })], ["ed448", generateKeyPairSync("ed448")]] as const) {
-      const key: F.FuzzKey = { kind: "p256", privateKey: pair.privateKey, spki: pair.publicKey.export({ type: "spki", format: "der" }), sigAlg: keys.p256.sigAlg, hash: "sha256" };
+    for (const [name, pair] of [
+      ["secp256k1", generateKeyPairSync("ec", { namedCurve: "secp256k1" })],
+      ["ed448", generateKeyPairSync("ed448")],
+    ] as const) {
+      const key: F.FuzzKey = {
+        kind: "p256",
+        privateKey: pair.privateKey,
+        spki: pair.publicKey.export({ type: "spki", format: "der" }),
+        sigAlg: keys.p256.sigAlg,
+        hash: "sha256",
+      };
       const csr = F.assemble(F.requestInfo({ spki: key.spki }), key.sigAlg, Buffer.from("3006020101020101", "hex"));
       const e = csrError(() => parseCsr(csr));
       assert.equal(e.reason, "key-type-not-allowed", `${name}: ${e.message}`);
@@ -394,7 +439,8 @@ describe("certificates carry the canonical SubjectPublicKeyInfo", () => {
     for (const kind of F.FUZZ_KEY_KINDS) {
       const key = keys[kind];
       // RSA PKCS#1 v1.5 signature algorithms may come without their NULL (RFC 4055 5).
-      const csr = kind === "rsa2048" ? F.signedCsr(F.requestInfo({ spki: key.spki }), key, sequence(oid(F.OIDS.sha256WithRSA))) : F.validCsr(key);
+      const csr =
+        kind === "rsa2048" ? F.signedCsr(F.requestInfo({ spki: key.spki }), key, sequence(oid(F.OIDS.sha256WithRSA))) : F.validCsr(key);
       const cert = await issueDeviceCertificate(fleet, { deviceId: "robot-1", actor: "test", csr });
       const spki = parseCertificate(cert.der).spki;
       assert.ok(spki.equals(createPublicKey({ key: spki, format: "der", type: "spki" }).export({ type: "spki", format: "der" })), kind);
@@ -410,7 +456,11 @@ describe("the key of an expired certificate", () => {
     await addDevice(fleet, { id: deviceId, actor: "test" });
     const spki = F.edSpki(F.edEncode(F.ED_IDENTITY));
     const legacy = { spki, subjectPublicKey: F.edEncode(F.ED_IDENTITY), keyType: "ed25519" } as unknown as SubjectKey;
-    const cert = await issueForKey(fleet, { deviceId, actor: "test", now: new Date(Date.now() - 2 * 3_600_000), lifetimeMs: 3_600_000 }, legacy);
+    const cert = await issueForKey(
+      fleet,
+      { deviceId, actor: "test", now: new Date(Date.now() - 2 * 3_600_000), lifetimeMs: 3_600_000 },
+      legacy,
+    );
     return cert.certificatePem;
   }
 
@@ -421,9 +471,14 @@ describe("the key of an expired certificate", () => {
     // R = identity, S = 0 verifies under the identity point for every message.
     const forged = Buffer.concat([F.edEncode(F.ED_IDENTITY), Buffer.alloc(32)]);
     const message = expiredRenewalMessage("legacy-weak", nonce, fresh.der);
-    assert.ok(verify(null, message, createPublicKey({ key: F.edSpki(F.edEncode(F.ED_IDENTITY)), format: "der", type: "spki" }), forged), "control: the forged proof verifies");
+    assert.ok(
+      verify(null, message, createPublicKey({ key: F.edSpki(F.edEncode(F.ED_IDENTITY)), format: "der", type: "spki" }), forged),
+      "control: the forged proof verifies",
+    );
     const before = await certCount();
-    const e = await rejected(renewExpired(fleet, { certificate, csr: fresh.der, nonce, signature: forged.toString("base64"), source: { via: "test" } }));
+    const e = await rejected(
+      renewExpired(fleet, { certificate, csr: fresh.der, nonce, signature: forged.toString("base64"), source: { via: "test" } }),
+    );
     assert.ok(e instanceof ReEnrollRequired, String(e));
     assert.match((e as Error).message, /key policy refuses .*small order.*re-enroll/);
     assert.equal(await certCount(), before);
@@ -432,11 +487,23 @@ describe("the key of an expired certificate", () => {
   it("a certificate with a good key still renews after expiry (control)", async () => {
     await addDevice(fleet, { id: "legacy-good", actor: "test" });
     const old = await makeCsr("legacy-good");
-    const cert = await issueDeviceCertificate(fleet, { deviceId: "legacy-good", actor: "test", csr: old.csr.der, now: new Date(Date.now() - 2 * 3_600_000), lifetimeMs: 3_600_000 });
+    const cert = await issueDeviceCertificate(fleet, {
+      deviceId: "legacy-good",
+      actor: "test",
+      csr: old.csr.der,
+      now: new Date(Date.now() - 2 * 3_600_000),
+      lifetimeMs: 3_600_000,
+    });
     const { nonce } = await renewalChallenge(fleet, "legacy-good");
     const { csr: fresh } = await makeCsr("legacy-good");
     const proof = sign("sha256", expiredRenewalMessage("legacy-good", nonce, fresh.der), old.key.privateKey);
-    const renewed = await renewExpired(fleet, { certificate: cert.certificatePem, csr: fresh.der, nonce, signature: proof.toString("base64"), source: { via: "test" } });
+    const renewed = await renewExpired(fleet, {
+      certificate: cert.certificatePem,
+      csr: fresh.der,
+      nonce,
+      signature: proof.toString("base64"),
+      source: { via: "test" },
+    });
     assert.equal(renewed.deviceId, "legacy-good");
   });
 });
@@ -450,16 +517,35 @@ describe("keyId of an issuing CA whose SubjectKeyIdentifier is longer than 127 b
     const name = F.nameCn("Long SKI CA");
     const now = new Date();
     const der = buildCertificate(
-      { serial: Buffer.from([1]), issuer: name, subject: name, notBefore: new Date(now.getTime() - 60_000), notAfter: new Date(now.getTime() + 86_400_000), spki, extensions: [subjectKeyIdentifier(ski)] },
+      {
+        serial: Buffer.from([1]),
+        issuer: name,
+        subject: name,
+        notBefore: new Date(now.getTime() - 60_000),
+        notAfter: new Date(now.getTime() + 86_400_000),
+        spki,
+        extensions: [subjectKeyIdentifier(ski)],
+      },
       { key: caKey.privateKey, scheme },
     );
-    const template = new LeafTemplate({ certificate: parseCertificate(der), signer: { key: caKey.privateKey, scheme }, status: {} }, "device");
+    const template = new LeafTemplate(
+      { certificate: parseCertificate(der), signer: { key: caKey.privateKey, scheme }, status: {} },
+      "device",
+    );
     const leafKey = F.makeKey("p256");
-    const leaf = template.issue("robot-1", [{ uri: "spiffe://fleet.example/device/robot-1" }], { spki: leafKey.spki, subjectPublicKey: F.spkiKeyBytes(leafKey.spki), now, lifetimeMs: 3_600_000 });
+    const leaf = template.issue("robot-1", [{ uri: "spiffe://fleet.example/device/robot-1" }], {
+      spki: leafKey.spki,
+      subjectPublicKey: F.spkiKeyBytes(leafKey.spki),
+      now,
+      lifetimeMs: 3_600_000,
+    });
     const aki = parseCertificate(leaf.der).extensions.get("2.5.29.35")!.value;
     // AuthorityKeyIdentifier ::= SEQUENCE { [0] keyIdentifier }: 30 81 cb 80 81 c8 <200 bytes>
     assert.ok(aki.equals(sequence(tlv(0x80, ski))), aki.subarray(0, 8).toString("hex"));
-    assert.ok(new X509Certificate(leaf.der).checkIssued(new X509Certificate(der)), "OpenSSL links the leaf to its CA by the key identifiers");
+    assert.ok(
+      new X509Certificate(leaf.der).checkIssued(new X509Certificate(der)),
+      "OpenSSL links the leaf to its CA by the key identifiers",
+    );
   });
 });
 
@@ -480,7 +566,11 @@ describe("the point-at-infinity CSR against a running server (item 1.1)", () => 
   const infinity = (curve: "P-256" | "P-384"): Buffer =>
     curve === "P-256"
       ? Buffer.from("MEwwMwIBADARMQ8wDQYDVQQDDAZub2JvZHkwGTATBgcqhkjOPQIBBggqhkjOPQMBBwMCAACgADAKBggqhkjOPQQDAgMJADAGAgEBAgEB", "base64")
-      : F.assemble(F.requestInfo({ subject: F.nameCn("nobody"), spki: F.ecSpki(Buffer.from([0]), oid(F.OIDS.secp384r1)) }), sequence(oid(F.OIDS.ecdsaSha384)), Buffer.from("3006020101020101", "hex"));
+      : F.assemble(
+          F.requestInfo({ subject: F.nameCn("nobody"), spki: F.ecSpki(Buffer.from([0]), oid(F.OIDS.secp384r1)) }),
+          sequence(oid(F.OIDS.ecdsaSha384)),
+          Buffer.from("3006020101020101", "hex"),
+        );
 
   for (const curve of ["P-256", "P-384"] as const) {
     it(`${curve}: EST simpleenroll and /api/v1/enroll answer 400, and the same server then enrolls normally`, async () => {
@@ -506,7 +596,11 @@ describe("the point-at-infinity CSR against a running server (item 1.1)", () => 
       const api = await postJson(`${server.url}/api/v1/enroll`, { device_id: id, token, csr: toPem("CERTIFICATE REQUEST", bad) }, { ca });
       assertProblem(api, 400, "csr-ec-point-invalid");
       // Still alive, and the token was not spent by the refusals.
-      const good = await postJson(`${server.url}/api/v1/enroll`, { device_id: id, token, csr: toPem("CERTIFICATE REQUEST", F.validCsr(keys.p256, id)) }, { ca });
+      const good = await postJson(
+        `${server.url}/api/v1/enroll`,
+        { device_id: id, token, csr: toPem("CERTIFICATE REQUEST", F.validCsr(keys.p256, id)) },
+        { ca },
+      );
       assert.equal(good.status, 200, good.text);
       assert.ok(new X509Certificate(good.json().certificate).publicKey.equals(createPublicKey(key)));
     });

@@ -146,7 +146,11 @@ describe("the status listener and slow or vanishing clients", () => {
     assert.ok(line.level < 40, `logged at level ${line.level}: ${JSON.stringify(line)}`);
     assert.match(line.msg, /client closed the connection/);
     assert.equal(line.path, "/ocsp");
-    assert.deepEqual(log.lines.slice(from).filter((l) => l.level >= 40), [], "no warning or error");
+    assert.deepEqual(
+      log.lines.slice(from).filter((l) => l.level >= 40),
+      [],
+      "no warning or error",
+    );
     assert.equal((await fetch(`http://127.0.0.1:${status.address.port}/healthz`)).status, 200);
   });
 });
@@ -197,6 +201,10 @@ describe("the registration listener and slow or vanishing clients", () => {
     assert.ok(line.level < 40, `logged at level ${line.level}: ${JSON.stringify(line)}`);
     assert.equal(line.msg, "request");
     assert.equal(line.status, 499, JSON.stringify(line));
-    assert.deepEqual(log.lines.slice(from).filter((l) => l.level >= 40), [], "no warning or error");
+    assert.deepEqual(
+      log.lines.slice(from).filter((l) => l.level >= 40),
+      [],
+      "no warning or error",
+    );
   });
 });

@@ -139,8 +139,21 @@ describe("the device id of an EST approval request (the CSR's commonName)", () =
     const config = writeTemp(tmp.path, "csr.cnf", cnf);
     const csr = join(tmp.path, "bmp.csr");
     const key = join(tmp.path, "csr.key");
-    const r = openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-config", config,
-      "-out", csr]);
+    const r = openssl([
+      "req",
+      "-new",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      key,
+      "-config",
+      config,
+      "-out",
+      csr,
+    ]);
     assertOk(r, "openssl req -new");
     assert.match(openssl(["asn1parse", "-in", csr]).stdout, /BMPSTRING/);
     assert.equal(requestedDeviceId(readFileSync(csr, "latin1")), "robot-0007");

@@ -109,7 +109,10 @@ describe("OCSP answers and the cache when a status changes", () => {
       release();
       const [a, an, b] = await Promise.all(inFlight);
 
-      for (const [what, outcome] of [["no nonce", a!], ["nonce", an!]] as const) {
+      for (const [what, outcome] of [
+        ["no nonce", a!],
+        ["nonce", an!],
+      ] as const) {
         const s = single(outcome.der);
         assert.equal(s.status.status, "revoked", `race-a (${what}) answered after the revocation reached the responder`);
         assert.equal(s.status.status === "revoked" && s.status.reason, "keyCompromise");

@@ -7,7 +7,19 @@ import { X509Certificate, generateKeyPairSync, sign, verify, type KeyObject } fr
 import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { OID } from "../src/der/oids.js";
-import { TAG, explicit, bitString, boolean, nullValue, octetString, oid, sequence, smallInteger, tlv, unsignedInteger } from "../src/der/writer.js";
+import {
+  TAG,
+  explicit,
+  bitString,
+  boolean,
+  nullValue,
+  octetString,
+  oid,
+  sequence,
+  smallInteger,
+  tlv,
+  unsignedInteger,
+} from "../src/der/writer.js";
 import { signatureSchemeFor } from "../src/x509/algorithms.js";
 import { parseCertificate, subjectPublicKeyOf, type ParsedCertificate, type Signer } from "../src/x509/certificate.js";
 import { keyIdentifier } from "../src/x509/extensions.js";
@@ -66,7 +78,10 @@ function assertRequestError(fn: () => unknown, reason: string): OcspRequestError
   } catch (e) {
     caught = e;
   }
-  assert.ok(caught instanceof OcspRequestError, `expected OcspRequestError(${reason}), got ${caught instanceof Error ? `${caught.name}: ${caught.message}` : String(caught)}`);
+  assert.ok(
+    caught instanceof OcspRequestError,
+    `expected OcspRequestError(${reason}), got ${caught instanceof Error ? `${caught.name}: ${caught.message}` : String(caught)}`,
+  );
   assert.equal(caught.reason, reason, caught.message);
   return caught;
 }
@@ -102,7 +117,12 @@ const SHA1_ALG = sequence(oid(OID.sha1), nullValue());
 const H20 = Buffer.alloc(20, 0xab);
 
 function certIdDer(opts: { alg?: Buffer; nameHash?: Buffer; keyHash?: Buffer; serial?: Buffer } = {}): Buffer {
-  return sequence(opts.alg ?? SHA1_ALG, octetString(opts.nameHash ?? H20), octetString(opts.keyHash ?? H20), opts.serial ?? unsignedInteger(Buffer.from([0x01, 0x23])));
+  return sequence(
+    opts.alg ?? SHA1_ALG,
+    octetString(opts.nameHash ?? H20),
+    octetString(opts.keyHash ?? H20),
+    opts.serial ?? unsignedInteger(Buffer.from([0x01, 0x23])),
+  );
 }
 
 function ext(extnId: string, value: Buffer, critical?: boolean): Buffer {
@@ -111,13 +131,15 @@ function ext(extnId: string, value: Buffer, critical?: boolean): Buffer {
 
 const nonceExt = (nonce: Buffer): Buffer => ext(OID.ocspNonce, octetString(nonce));
 
-function requestDer(opts: {
-  requests?: Buffer[];
-  extensions?: Buffer[];
-  version?: number;
-  requestorName?: boolean;
-  signature?: Buffer;
-} = {}): Buffer {
+function requestDer(
+  opts: {
+    requests?: Buffer[];
+    extensions?: Buffer[];
+    version?: number;
+    requestorName?: boolean;
+    signature?: Buffer;
+  } = {},
+): Buffer {
   const tbs: Buffer[] = [];
   if (opts.version !== undefined) tbs.push(explicit(0, smallInteger(opts.version)));
   if (opts.requestorName) tbs.push(explicit(1, tlv(0x82, Buffer.from("requestor.example"))));
@@ -142,7 +164,11 @@ interface Pki {
 
 function p256(): { signer: Signer; spki: Buffer; publicKey: KeyObject } {
   const { publicKey, privateKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
-  return { signer: { key: privateKey, scheme: signatureSchemeFor(privateKey) }, spki: publicKey.export({ type: "spki", format: "der" }), publicKey };
+  return {
+    signer: { key: privateKey, scheme: signatureSchemeFor(privateKey) },
+    spki: publicKey.export({ type: "spki", format: "der" }),
+    publicKey,
+  };
 }
 
 function makeCa(commonName: string, now: Date): { ca: IssuingCa; caKey: KeyObject } {
@@ -155,7 +181,14 @@ function makeCa(commonName: string, now: Date): { ca: IssuingCa; caKey: KeyObjec
     notBefore: new Date(now.getTime() - DAY),
     notAfter: new Date(now.getTime() + 30 * DAY),
   });
-  return { ca: { certificate: parseCertificate(root.der), signer: key.signer, status: { crl: "http://status.fleet.example/devices.crl", ocsp: "http://status.fleet.example/ocsp" } }, caKey: key.signer.key };
+  return {
+    ca: {
+      certificate: parseCertificate(root.der),
+      signer: key.signer,
+      status: { crl: "http://status.fleet.example/devices.crl", ocsp: "http://status.fleet.example/ocsp" },
+    },
+    caKey: key.signer.key,
+  };
 }
 
 function makeResponder(ca: IssuingCa, now: Date, lifetimeMs = DAY): { responder: OcspResponder; cert: ParsedCertificate } {
@@ -236,7 +269,11 @@ describe("parseOcspRequest on pyca's request vectors, cross-checked with openssl
         assert.equal(c.hashAlgorithm, /^\d+(\.\d+)+$/.test(theirs.hash) ? "unsupported" : theirs.hash, `hash of CertID ${i}`);
         assert.equal(c.der[0], 0x30, "CertID DER is a SEQUENCE");
       });
-      if (want.hashes) assert.deepEqual(result.certIds.map((c) => c.hashAlgorithm), want.hashes);
+      if (want.hashes)
+        assert.deepEqual(
+          result.certIds.map((c) => c.hashAlgorithm),
+          want.hashes,
+        );
       // openssl shows unknown extensions too, so only compare nonces where one is expected
       assert.equal(result.nonce?.toString("hex"), want.nonceHex);
       if (want.nonceHex) assert.equal(view.nonceHex, want.nonceHex);
@@ -301,8 +338,14 @@ describe("parseOcspRequest rejects hostile input with OcspRequestError only", ()
   });
 
   it("extensions: duplicates and unknown critical ones are malformed; unknown non-critical ones ignored", () => {
-    assertRequestError(() => parseOcspRequest(requestDer({ extensions: [nonceExt(Buffer.alloc(16, 1)), nonceExt(Buffer.alloc(16, 2))] })), "duplicate-extension");
-    assertRequestError(() => parseOcspRequest(requestDer({ extensions: [ext("1.2.3.4", nullValue(), true)] })), "unsupported-critical-extension");
+    assertRequestError(
+      () => parseOcspRequest(requestDer({ extensions: [nonceExt(Buffer.alloc(16, 1)), nonceExt(Buffer.alloc(16, 2))] })),
+      "duplicate-extension",
+    );
+    assertRequestError(
+      () => parseOcspRequest(requestDer({ extensions: [ext("1.2.3.4", nullValue(), true)] })),
+      "unsupported-critical-extension",
+    );
     assert.equal(parseOcspRequest(requestDer({ extensions: [ext("1.2.3.4", nullValue(), false)] })).certIds.length, 1);
     assertRequestError(() => parseOcspRequest(requestDer({ extensions: [] })), "malformed-der"); // SIZE (1..MAX)
     const single = (exts: Buffer[]): Buffer => requestDer({ requests: [sequence(certIdDer(), explicit(0, sequence(...exts)))] });
@@ -316,16 +359,33 @@ describe("parseOcspRequest rejects hostile input with OcspRequestError only", ()
   it("CertID: wrong hash length, negative serial, odd parameters, unknown digest", () => {
     const sha256Alg = sequence(oid(OID.sha256));
     assertRequestError(() => parseOcspRequest(requestDer({ requests: [sequence(certIdDer({ alg: sha256Alg }))] })), "bad-hash-length");
-    assertRequestError(() => parseOcspRequest(requestDer({ requests: [sequence(certIdDer({ serial: tlv(TAG.INTEGER, Buffer.from([0xff, 0x01])) }))] })), "malformed-der");
-    assertRequestError(() => parseOcspRequest(requestDer({ requests: [sequence(certIdDer({ serial: tlv(TAG.INTEGER, Buffer.from([0x00, 0x01])) }))] })), "malformed-der");
+    assertRequestError(
+      () => parseOcspRequest(requestDer({ requests: [sequence(certIdDer({ serial: tlv(TAG.INTEGER, Buffer.from([0xff, 0x01])) }))] })),
+      "malformed-der",
+    );
+    assertRequestError(
+      () => parseOcspRequest(requestDer({ requests: [sequence(certIdDer({ serial: tlv(TAG.INTEGER, Buffer.from([0x00, 0x01])) }))] })),
+      "malformed-der",
+    );
     const h32 = Buffer.alloc(32, 1);
     const ok256 = parseOcspRequest(requestDer({ requests: [sequence(certIdDer({ alg: sha256Alg, nameHash: h32, keyHash: h32 }))] }));
     assert.equal(ok256.certIds[0]!.hashAlgorithm, "sha256"); // absent parameters (RFC 5754)
     const withParams = sequence(oid(OID.sha256), smallInteger(5));
-    assert.equal(parseOcspRequest(requestDer({ requests: [sequence(certIdDer({ alg: withParams, nameHash: h32, keyHash: h32 }))] })).certIds[0]!.hashAlgorithm, "unsupported");
+    assert.equal(
+      parseOcspRequest(requestDer({ requests: [sequence(certIdDer({ alg: withParams, nameHash: h32, keyHash: h32 }))] })).certIds[0]!
+        .hashAlgorithm,
+      "unsupported",
+    );
     const md5 = sequence(oid("1.2.840.113549.2.5"), nullValue());
-    const mixed = parseOcspRequest(requestDer({ requests: [sequence(certIdDer({ alg: md5, nameHash: Buffer.alloc(16), keyHash: Buffer.alloc(16) })), sequence(certIdDer())] }));
-    assert.deepEqual(mixed.certIds.map((c) => c.hashAlgorithm), ["unsupported", "sha1"]);
+    const mixed = parseOcspRequest(
+      requestDer({
+        requests: [sequence(certIdDer({ alg: md5, nameHash: Buffer.alloc(16), keyHash: Buffer.alloc(16) })), sequence(certIdDer())],
+      }),
+    );
+    assert.deepEqual(
+      mixed.certIds.map((c) => c.hashAlgorithm),
+      ["unsupported", "sha1"],
+    );
   });
 
   it("version, requestorName and a (not verified) signature", () => {
@@ -343,7 +403,14 @@ describe("parseOcspRequest rejects hostile input with OcspRequestError only", ()
     const inputs: Buffer[] = readdirSync(VECTORS)
       .filter((f) => f.startsWith("req-") || f.endsWith("-req.der"))
       .map((f) => readFileSync(join(VECTORS, f)));
-    inputs.push(requestDer({ version: 0, requestorName: true, extensions: [nonceExt(Buffer.alloc(16, 1))], signature: sequence(sequence(oid(OID.ecdsaWithSHA256)), bitString(Buffer.alloc(8))) }));
+    inputs.push(
+      requestDer({
+        version: 0,
+        requestorName: true,
+        extensions: [nonceExt(Buffer.alloc(16, 1))],
+        signature: sequence(sequence(oid(OID.ecdsaWithSHA256)), bitString(Buffer.alloc(8))),
+      }),
+    );
     for (const input of inputs) {
       for (let i = 0; i < input.length; i++) {
         for (const delta of [0x01, 0x80, 0xff]) {
@@ -410,7 +477,10 @@ function statusFor(certId: OcspCertId): CertStatus {
   return { status: "unknown" };
 }
 
-function respond(request: ParsedOcspRequest, opts: { nonce?: Buffer | null; includeCertificate?: boolean; responder?: OcspResponder } = {}): Buffer {
+function respond(
+  request: ParsedOcspRequest,
+  opts: { nonce?: Buffer | null; includeCertificate?: boolean; responder?: OcspResponder } = {},
+): Buffer {
   const nonce = opts.nonce === null ? undefined : (opts.nonce ?? request.nonce);
   return buildOcspResponse(opts.responder ?? pki.responder, {
     producedAt: NOW,
@@ -423,7 +493,20 @@ function respond(request: ParsedOcspRequest, opts: { nonce?: Buffer | null; incl
 function opensslRequest(name: string, extra: string[] = []): { path: string; der: Buffer; parsed: ParsedOcspRequest } {
   const path = file(name);
   ok(
-    openssl(["ocsp", ...extra, "-issuer", pki.caPath, "-cert", pki.leaves[0]!.path, "-cert", pki.leaves[1]!.path, "-serial", `0x${UNKNOWN_SERIAL}`, "-reqout", path]),
+    openssl([
+      "ocsp",
+      ...extra,
+      "-issuer",
+      pki.caPath,
+      "-cert",
+      pki.leaves[0]!.path,
+      "-cert",
+      pki.leaves[1]!.path,
+      "-serial",
+      `0x${UNKNOWN_SERIAL}`,
+      "-reqout",
+      path,
+    ]),
     "openssl ocsp -reqout",
   );
   const der = readFileSync(path);
@@ -433,8 +516,21 @@ function opensslRequest(name: string, extra: string[] = []): { path: string; der
 /** `openssl ocsp -respin` with the CertIDs given as -cert/-serial (prints per-certificate status). */
 function opensslStatus(respPath: string, extra: string[] = []): RunResult {
   return openssl([
-    "ocsp", "-respin", respPath, "-no_nonce", "-CAfile", pki.caPath, ...extra,
-    "-issuer", pki.caPath, "-cert", pki.leaves[0]!.path, "-cert", pki.leaves[1]!.path, "-serial", `0x${UNKNOWN_SERIAL}`,
+    "ocsp",
+    "-respin",
+    respPath,
+    "-no_nonce",
+    "-CAfile",
+    pki.caPath,
+    ...extra,
+    "-issuer",
+    pki.caPath,
+    "-cert",
+    pki.leaves[0]!.path,
+    "-cert",
+    pki.leaves[1]!.path,
+    "-serial",
+    `0x${UNKNOWN_SERIAL}`,
   ]);
 }
 
@@ -457,7 +553,10 @@ describe("responses judged by openssl ocsp", () => {
   it("parses openssl's request: three SHA-1 CertIDs for our CA, the right serials, a 16-octet nonce", () => {
     const { parsed, path } = withNonce;
     const hashes = issuerHashes(pki.ca.certificate, "sha1");
-    assert.deepEqual(parsed.certIds.map((c) => c.serialHex), [pki.leaves[0]!.serialHex, pki.leaves[1]!.serialHex, UNKNOWN_SERIAL]);
+    assert.deepEqual(
+      parsed.certIds.map((c) => c.serialHex),
+      [pki.leaves[0]!.serialHex, pki.leaves[1]!.serialHex, UNKNOWN_SERIAL],
+    );
     for (const c of parsed.certIds) {
       assert.equal(c.hashAlgorithm, "sha1");
       assert.deepEqual(c.issuerNameHash, hashes.nameHash);
@@ -467,13 +566,19 @@ describe("responses judged by openssl ocsp", () => {
     assert.equal(parsed.signed, false);
     const view = opensslRequestView(path);
     assert.equal(view.nonceHex, parsed.nonce?.toString("hex"));
-    assert.deepEqual(view.certIds.map((c) => c.serial), parsed.certIds.map((c) => c.serialHex));
+    assert.deepEqual(
+      view.certIds.map((c) => c.serial),
+      parsed.certIds.map((c) => c.serialHex),
+    );
   });
 
   it("a response for it verifies (delegated signer, nonce) and shows good / revoked keyCompromise / unknown", () => {
     const resp = respond(withNonce.parsed);
     const respPath = file("resp.der", resp);
-    const verified = ok(openssl(["ocsp", "-reqin", withNonce.path, "-respin", respPath, "-CAfile", pki.caPath]), "openssl ocsp -reqin -respin");
+    const verified = ok(
+      openssl(["ocsp", "-reqin", withNonce.path, "-respin", respPath, "-CAfile", pki.caPath]),
+      "openssl ocsp -reqin -respin",
+    );
     assert.match(verified.stderr, /^Response verify OK$/m);
     assert.doesNotMatch(verified.stderr, /WARNING|error/i);
     const status = ok(opensslStatus(respPath), "openssl ocsp -respin with -cert");
@@ -559,7 +664,10 @@ describe("responses judged by openssl ocsp", () => {
     const failed = openssl(["ocsp", "-reqin", withNonce.path, "-respin", respPath, "-CAfile", pki.caPath]);
     assert.notEqual(failed.status, 0);
     assert.match(failed.stderr, /signer certificate not found/);
-    const r = ok(openssl(["ocsp", "-reqin", withNonce.path, "-respin", respPath, "-CAfile", pki.caPath, "-verify_other", pki.responderPath]), "-verify_other");
+    const r = ok(
+      openssl(["ocsp", "-reqin", withNonce.path, "-respin", respPath, "-CAfile", pki.caPath, "-verify_other", pki.responderPath]),
+      "-verify_other",
+    );
     assert.match(r.stderr, /Response verify OK/);
   });
 
@@ -567,12 +675,27 @@ describe("responses judged by openssl ocsp", () => {
     const other = makeCa("Other CA", NOW);
     const foreign = makeResponder(other.ca, NOW).responder;
     const foreignPath = file("resp-foreign.der", respond(withNonce.parsed, { responder: foreign }));
-    const r1 = openssl(["ocsp", "-reqin", withNonce.path, "-respin", foreignPath, "-CAfile", pki.caPath, "-verify_other", file("other-ca.pem", toPem("CERTIFICATE", other.ca.certificate.der))]);
+    const r1 = openssl([
+      "ocsp",
+      "-reqin",
+      withNonce.path,
+      "-respin",
+      foreignPath,
+      "-CAfile",
+      pki.caPath,
+      "-verify_other",
+      file("other-ca.pem", toPem("CERTIFICATE", other.ca.certificate.der)),
+    ]);
     assert.notEqual(r1.status, 0);
     assert.match(r1.stderr, /Response Verify Failure/);
     // a device leaf of the right CA signing OCSP answers
     const key = p256();
-    const leaf = new LeafTemplate(pki.ca, "device").issue("impostor", [], { spki: key.spki, subjectPublicKey: subjectPublicKeyOf(key.spki), now: NOW, lifetimeMs: DAY });
+    const leaf = new LeafTemplate(pki.ca, "device").issue("impostor", [], {
+      spki: key.spki,
+      subjectPublicKey: subjectPublicKeyOf(key.spki),
+      now: NOW,
+      lifetimeMs: DAY,
+    });
     const impostor = ocspResponder(parseCertificate(leaf.der), key.signer);
     const impostorPath = file("resp-impostor.der", respond(withNonce.parsed, { responder: impostor }));
     const r2 = openssl(["ocsp", "-reqin", withNonce.path, "-respin", impostorPath, "-CAfile", pki.caPath]);
@@ -596,31 +719,60 @@ describe("responses judged by openssl ocsp", () => {
 
   it("reasons: unspecified is written by omission, removeFromCRL is refused, all others round-trip", () => {
     const certId = withNonce.parsed.certIds[0]!;
-    const build = (status: CertStatus): Buffer => buildOcspResponse(pki.responder, { producedAt: NOW, responses: [{ certId, status, thisUpdate: NOW }] });
+    const build = (status: CertStatus): Buffer =>
+      buildOcspResponse(pki.responder, { producedAt: NOW, responses: [{ certId, status, thisUpdate: NOW }] });
     const unspecified = successful(build({ status: "revoked", revokedAt: REVOKED_AT, reason: "unspecified" }));
     assert.deepEqual(unspecified.responses[0]!.status, { status: "revoked", revokedAt: REVOKED_AT });
     assert.equal(unspecified.responses[0]!.nextUpdate, undefined);
     assert.throws(() => build({ status: "revoked", revokedAt: REVOKED_AT, reason: "removeFromCRL" }), RangeError);
-    for (const reason of ["keyCompromise", "cACompromise", "affiliationChanged", "superseded", "cessationOfOperation", "certificateHold", "privilegeWithdrawn", "aACompromise"] as const) {
-      assert.deepEqual(successful(build({ status: "revoked", revokedAt: REVOKED_AT, reason })).responses[0]!.status, { status: "revoked", revokedAt: REVOKED_AT, reason });
+    for (const reason of [
+      "keyCompromise",
+      "cACompromise",
+      "affiliationChanged",
+      "superseded",
+      "cessationOfOperation",
+      "certificateHold",
+      "privilegeWithdrawn",
+      "aACompromise",
+    ] as const) {
+      assert.deepEqual(successful(build({ status: "revoked", revokedAt: REVOKED_AT, reason })).responses[0]!.status, {
+        status: "revoked",
+        revokedAt: REVOKED_AT,
+        reason,
+      });
     }
   });
 
   it("small and large responses (all DER length forms) parse back and verify", () => {
     const publicKey = new X509Certificate(pki.responderCert.der).publicKey;
     const certId = withNonce.parsed.certIds[0]!;
-    for (const [count, includeCertificate] of [[1, false], [1, true], [16, true], [400, false]] as const) {
+    for (const [count, includeCertificate] of [
+      [1, false],
+      [1, true],
+      [16, true],
+      [400, false],
+    ] as const) {
       const der = buildOcspResponse(pki.responder, {
         producedAt: NOW,
         includeCertificate,
-        responses: Array.from({ length: count }, () => ({ certId, status: { status: "good" } as const, thisUpdate: NOW, nextUpdate: NEXT_UPDATE })),
+        responses: Array.from({ length: count }, () => ({
+          certId,
+          status: { status: "good" } as const,
+          thisUpdate: NOW,
+          nextUpdate: NEXT_UPDATE,
+        })),
       });
       const parsed = successful(der);
       assert.equal(parsed.responses.length, count);
       assert.equal(parsed.certs.length, includeCertificate ? 1 : 0);
       assert.ok(verify("sha256", parsed.tbsResponseData, publicKey, parsed.signature), `${count} responses`);
     }
-    for (const [alg, length] of [["sha1", 20], ["sha256", 32], ["sha384", 48], ["sha512", 64]] as const) {
+    for (const [alg, length] of [
+      ["sha1", 20],
+      ["sha256", 32],
+      ["sha384", 48],
+      ["sha512", 64],
+    ] as const) {
       const h = issuerHashes(pki.ca.certificate, alg);
       assert.equal(h.nameHash.length, length);
       assert.equal(h.keyHash.length, length);
@@ -630,9 +782,21 @@ describe("responses judged by openssl ocsp", () => {
   it("refuses bad input from its caller: no responses, a bad nonce, nextUpdate before thisUpdate", () => {
     const certId = withNonce.parsed.certIds[0]!;
     assert.throws(() => buildOcspResponse(pki.responder, { producedAt: NOW, responses: [] }), RangeError);
-    assert.throws(() => buildOcspResponse(pki.responder, { producedAt: NOW, nonce: Buffer.alloc(33), responses: [{ certId, status: { status: "good" }, thisUpdate: NOW }] }), RangeError);
     assert.throws(
-      () => buildOcspResponse(pki.responder, { producedAt: NOW, responses: [{ certId, status: { status: "good" }, thisUpdate: NOW, nextUpdate: new Date(NOW.getTime() - 1000) }] }),
+      () =>
+        buildOcspResponse(pki.responder, {
+          producedAt: NOW,
+          nonce: Buffer.alloc(33),
+          responses: [{ certId, status: { status: "good" }, thisUpdate: NOW }],
+        }),
+      RangeError,
+    );
+    assert.throws(
+      () =>
+        buildOcspResponse(pki.responder, {
+          producedAt: NOW,
+          responses: [{ certId, status: { status: "good" }, thisUpdate: NOW, nextUpdate: new Date(NOW.getTime() - 1000) }],
+        }),
       RangeError,
     );
   });
@@ -664,10 +828,19 @@ describe("parseOcspResponse on pyca's response vectors", () => {
       // compare with openssl's reading (status and serial of each SingleResponse)
       const text = ok(openssl(["ocsp", "-respin", path, "-resp_text", "-noverify"]), "openssl -resp_text").stdout;
       const serials = [...text.matchAll(/Serial Number: ([0-9A-F]+)\n\s+Cert Status: (\w+)/g)].map((m) => [m[1]!.toLowerCase(), m[2]!]);
-      assert.deepEqual(result.responses.map((r) => [r.certId.serialHex, r.status.status]), serials);
+      assert.deepEqual(
+        result.responses.map((r) => [r.certId.serialHex, r.status.status]),
+        serials,
+      );
       const reasons = [...text.matchAll(/Revocation Reason: (\w+)/g)].map((m) => m[1]);
-      assert.deepEqual(result.responses.flatMap((r) => (r.status.status === "revoked" && r.status.reason ? [r.status.reason] : [])), reasons);
-      assert.equal(result.responses.some((r) => r.nextUpdate === undefined), f === "resp-revoked-no-next-update.der");
+      assert.deepEqual(
+        result.responses.flatMap((r) => (r.status.status === "revoked" && r.status.reason ? [r.status.reason] : [])),
+        reasons,
+      );
+      assert.equal(
+        result.responses.some((r) => r.nextUpdate === undefined),
+        f === "resp-revoked-no-next-update.der",
+      );
     });
   }
 
@@ -683,7 +856,10 @@ describe("parseOcspResponse on pyca's response vectors", () => {
   });
 
   it("single-byte mutations of responses parse or throw OcspResponseError, nothing else", () => {
-    const inputs = [respond(parseOcspRequest(readFileSync(join(tmp.path, "req.der")))), readFileSync(join(VECTORS, "resp-revoked-no-next-update.der"))];
+    const inputs = [
+      respond(parseOcspRequest(readFileSync(join(tmp.path, "req.der")))),
+      readFileSync(join(VECTORS, "resp-revoked-no-next-update.der")),
+    ];
     let rejectedCount = 0;
     for (const input of inputs) {
       for (let i = 0; i < input.length; i++) {
@@ -708,7 +884,11 @@ describe("performance", () => {
     const key = pki.responder.signer.key;
     const build = (): Buffer => {
       const now = new Date();
-      return signer.sign({ producedAt: now, nonce: request.nonce!, responses: [{ certId, status: { status: "good" }, thisUpdate: now, nextUpdate: new Date(now.getTime() + HOUR) }] });
+      return signer.sign({
+        producedAt: now,
+        nonce: request.nonce!,
+        responses: [{ certId, status: { status: "good" }, thisUpdate: now, nextUpdate: new Date(now.getTime() + HOUR) }],
+      });
     };
     for (let i = 0; i < 200; i++) build(); // warm up
     // Interleave batches so the baseline (a bare ECDSA signature) sees the same machine load.
@@ -724,7 +904,9 @@ describe("performance", () => {
     }
     const rate = 1000 / (buildMs / 1000);
     const baseline = 1000 / (signMs / 1000);
-    t.diagnostic(`OCSP responses: ${Math.round(rate)}/s; bare ECDSA P-256 sign: ${Math.round(baseline)}/s; ratio ${(rate / baseline).toFixed(2)}`);
+    t.diagnostic(
+      `OCSP responses: ${Math.round(rate)}/s; bare ECDSA P-256 sign: ${Math.round(baseline)}/s; ratio ${(rate / baseline).toFixed(2)}`,
+    );
     assert.ok(buildMs < 5000, `1000 responses took ${Math.round(buildMs)} ms`);
     assert.ok(rate / baseline > 0.3, `encoding dominates: ${Math.round(rate)}/s vs ${Math.round(baseline)}/s bare signatures`);
     const parsed = successful(build());

@@ -20,12 +20,16 @@ function opensslBinary(args: readonly string[], input?: Buffer): { status: numbe
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr.toString("utf8") };
 }
 
-const certPems = (text: string): Buffer[] => parsePemBlocks(text).filter((b) => b.label === "CERTIFICATE").map((b) => b.der);
+const certPems = (text: string): Buffer[] =>
+  parsePemBlocks(text)
+    .filter((b) => b.label === "CERTIFICATE")
+    .map((b) => b.der);
 const commonName = (der: Buffer): string => /^CN=(.*)$/m.exec(new X509Certificate(der).subject)![1]!;
 const sortedCopy = (list: readonly Buffer[]): Buffer[] => [...list].sort(Buffer.compare);
 
 /** Hand-built ContentInfo around a SignedData made of the given fields. */
-const contentInfo = (type: string, ...signedDataFields: Buffer[]): Buffer => sequence(oid(type), implicitConstructed(0, sequence(...signedDataFields)));
+const contentInfo = (type: string, ...signedDataFields: Buffer[]): Buffer =>
+  sequence(oid(type), implicitConstructed(0, sequence(...signedDataFields)));
 
 describe("certs-only PKCS#7", () => {
   let devices: Buffer;
@@ -56,8 +60,14 @@ describe("certs-only PKCS#7", () => {
     assert.equal(r.status, 0, r.stderr);
     const subjects = r.stdout.split("\n").filter((l) => l.startsWith("subject="));
     assert.equal(subjects.length, 2);
-    assert.ok(subjects.some((s) => s.includes(`CN = ${commonName(devices)}`)), r.stdout);
-    assert.ok(subjects.some((s) => s.includes(`CN = ${commonName(root)}`)), r.stdout);
+    assert.ok(
+      subjects.some((s) => s.includes(`CN = ${commonName(devices)}`)),
+      r.stdout,
+    );
+    assert.ok(
+      subjects.some((s) => s.includes(`CN = ${commonName(root)}`)),
+      r.stdout,
+    );
     assert.notEqual(commonName(devices), commonName(root));
     assert.deepEqual(sortedCopy(certPems(r.stdout)), sortedCopy([devices, root]));
   });
@@ -181,7 +191,10 @@ describe("certs-only PKCS#7", () => {
     it("garbage, empty and PEM input", () => {
       assert.throws(() => parseCertsOnly(Buffer.from("hello, world")), { name: "Pkcs7Error", message: /PKCS#7: malformed DER/ });
       assert.throws(() => parseCertsOnly(Buffer.alloc(0)), { name: "Pkcs7Error", message: /empty input/ });
-      assert.throws(() => parseCertsOnly(Buffer.from([0x02, 0x01, 0x05])), { name: "Pkcs7Error", message: /expected ContentInfo SEQUENCE/ });
+      assert.throws(() => parseCertsOnly(Buffer.from([0x02, 0x01, 0x05])), {
+        name: "Pkcs7Error",
+        message: /expected ContentInfo SEQUENCE/,
+      });
       assert.throws(() => parseCertsOnly(Buffer.from(`-----BEGIN PKCS7-----\n${toBase64Body(certsOnly([root]))}-----END PKCS7-----\n`)), {
         name: "Pkcs7Error",
         message: /PEM text, expected DER/,
@@ -203,7 +216,10 @@ describe("certs-only PKCS#7", () => {
 
     it("content types other than signedData", () => {
       const data = sequence(oid(OID.idData), implicitConstructed(0, octetString(Buffer.from("x"))));
-      assert.throws(() => parseCertsOnly(data), { name: "Pkcs7Error", message: /content type is idData \(1\.2\.840\.113549\.1\.7\.1\), expected signedData/ });
+      assert.throws(() => parseCertsOnly(data), {
+        name: "Pkcs7Error",
+        message: /content type is idData \(1\.2\.840\.113549\.1\.7\.1\), expected signedData/,
+      });
       const enveloped = sequence(oid(OID.idEnvelopedData), implicitConstructed(0, sequence()));
       assert.throws(() => parseCertsOnly(enveloped), { name: "Pkcs7Error", message: /content type is idEnvelopedData/ });
       const unknown = sequence(oid("1.2.3.4"), implicitConstructed(0, sequence()));
@@ -240,7 +256,10 @@ describe("certs-only PKCS#7", () => {
         name: "Pkcs7Error",
         message: /unsupported SignedData version 2/,
       });
-      assert.throws(() => parseCertsOnly(contentInfo(OID.idSignedData, v1, set(), encap, certs)), { name: "Pkcs7Error", message: /missing signerInfos SET/ });
+      assert.throws(() => parseCertsOnly(contentInfo(OID.idSignedData, v1, set(), encap, certs)), {
+        name: "Pkcs7Error",
+        message: /missing signerInfos SET/,
+      });
       assert.throws(() => parseCertsOnly(contentInfo(OID.idSignedData, v1, set(), encap, certs, set(), set())), {
         name: "Pkcs7Error",
         message: /after signerInfos/,
@@ -259,24 +278,36 @@ describe("certs-only PKCS#7", () => {
 
     it("certsOnly refuses an empty list and non-certificates", () => {
       assert.throws(() => certsOnly([]), { name: "Pkcs7Error", message: /at least one certificate/ });
-      assert.throws(() => certsOnly([root, Buffer.from("not a certificate")]), { name: "Pkcs7Error", message: /certificate 1 is not a DER certificate/ });
+      assert.throws(() => certsOnly([root, Buffer.from("not a certificate")]), {
+        name: "Pkcs7Error",
+        message: /certificate 1 is not a DER certificate/,
+      });
       assert.throws(() => certsOnly([Buffer.concat([root, Buffer.from([0])])]), { name: "Pkcs7Error", message: /trailing bytes/ });
     });
 
     it("bad base64 bodies", () => {
       const good = toBase64Body(certsOnly([root]));
-      assert.throws(() => fromBase64Body("MAthisis badsGCSqGSIb3DQEJBw=="), (e: unknown) => {
-        // whitespace is fine, so this one fails on its length: 29 base64 characters
-        assert.ok(e instanceof Base64Error);
-        assert.match(e.message, /29 base64 characters is not a multiple of 4/);
-        return true;
-      });
+      assert.throws(
+        () => fromBase64Body("MAthisis badsGCSqGSIb3DQEJBw=="),
+        (e: unknown) => {
+          // whitespace is fine, so this one fails on its length: 29 base64 characters
+          assert.ok(e instanceof Base64Error);
+          assert.match(e.message, /29 base64 characters is not a multiple of 4/);
+          return true;
+        },
+      );
       assert.throws(() => fromBase64Body(good.slice(0, -3)), { name: "Base64Error", message: /not a multiple of 4 \(truncated/ });
-      assert.throws(() => fromBase64Body(good.replace("M", "M!")), { name: "Base64Error", message: /character "!" at offset 1 is not base64/ });
+      assert.throws(() => fromBase64Body(good.replace("M", "M!")), {
+        name: "Base64Error",
+        message: /character "!" at offset 1 is not base64/,
+      });
       assert.throws(() => fromBase64Body("MA-_"), { name: "Base64Error", message: /character "-" at offset 2/ });
       assert.throws(() => fromBase64Body("MAA=MAA="), { name: "Base64Error", message: /data after "=" padding/ });
       assert.throws(() => fromBase64Body("MA=\u00e9"), { name: "Base64Error", message: /character 0xe9 at offset 3/ });
-      assert.throws(() => fromBase64Body(Buffer.from([0x4d, 0x41, 0x00, 0x3d])), { name: "Base64Error", message: /character 0x00 at offset 2/ });
+      assert.throws(() => fromBase64Body(Buffer.from([0x4d, 0x41, 0x00, 0x3d])), {
+        name: "Base64Error",
+        message: /character 0x00 at offset 2/,
+      });
       assert.throws(() => fromBase64Body("A==="), { name: "Base64Error", message: /3 "=" padding characters/ });
       assert.throws(() => fromBase64Body(" \r\n"), { name: "Base64Error", message: /empty body/ });
       // well-formed base64 of something that is not PKCS#7 gets through base64 and fails in the parser

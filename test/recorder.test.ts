@@ -243,9 +243,15 @@ for (const mode of ["synchronous commits", "group sync"] as const) {
       assert.equal(d!.status, "rejected");
       assert.ok((d as PromiseRejectedResult).reason instanceof UnknownDevice);
 
-      const rows = await fleet.store.db.selectFrom("certificates").select(["serial", "device_id"]).where("device_id", "in", ["r1", "r2"]).execute();
+      const rows = await fleet.store.db
+        .selectFrom("certificates")
+        .select(["serial", "device_id"])
+        .where("device_id", "in", ["r1", "r2"])
+        .execute();
       assert.equal(rows.length, 2);
-      const issued = results.filter((r): r is PromiseFulfilledResult<Awaited<ReturnType<typeof issueForKey>>> => r.status === "fulfilled").map((r) => r.value.serial);
+      const issued = results
+        .filter((r): r is PromiseFulfilledResult<Awaited<ReturnType<typeof issueForKey>>> => r.status === "fulfilled")
+        .map((r) => r.value.serial);
       assert.deepEqual(rows.map((r) => r.serial).sort(), issued.sort());
       assert.equal((await verifyAudit(fleet.store.db)).ok, true);
     });

@@ -5,11 +5,21 @@ import { after, before, describe, it } from "node:test";
 import { parse, stringify } from "yaml";
 import { addDevice } from "../src/authority/devices.js";
 import { InvalidArgument, UnknownCa, UnknownDevice } from "../src/authority/errors.js";
-import { holdDevice, normalizeSerial, parseRevokeReason, revokeCertificate, revokeDevice, revokeLocalCa, unholdDevice } from "../src/authority/revocation.js";
+import {
+  holdDevice,
+  normalizeSerial,
+  parseRevokeReason,
+  revokeCertificate,
+  revokeDevice,
+  revokeLocalCa,
+  unholdDevice,
+} from "../src/authority/revocation.js";
 import { ConfigError, DEFAULT_REVOCATION, defaultConfig, parseConfig, renderConfig } from "../src/config/config.js";
 import { assertOneLineError, cliAsync, tempFleet } from "./helpers.js";
 
-const base = renderConfig(defaultConfig({ name: "t", domain: "fleet.example", keyType: "p256", passphraseFile: "secrets/passphrase", serverNames: ["localhost"] }));
+const base = renderConfig(
+  defaultConfig({ name: "t", domain: "fleet.example", keyType: "p256", passphraseFile: "secrets/passphrase", serverNames: ["localhost"] }),
+);
 const withRevocation = (revocation: unknown) => {
   const doc = parse(base) as Record<string, unknown>;
   doc.revocation = revocation;
@@ -32,7 +42,11 @@ describe("revocation settings", () => {
     [{ ocsp_max_certificates: "16" }, /ocsp_max_certificates must be an integer/],
     ["yes", /"revocation" must be a mapping/],
   ] as const)
-    it(`refuses ${JSON.stringify(value)}`, () => assert.throws(() => parseConfig(withRevocation(value)), (e: Error) => e instanceof ConfigError && pattern.test(e.message)));
+    it(`refuses ${JSON.stringify(value)}`, () =>
+      assert.throws(
+        () => parseConfig(withRevocation(value)),
+        (e: Error) => e instanceof ConfigError && pattern.test(e.message),
+      ));
 });
 
 describe("serials and reasons", () => {
@@ -41,7 +55,8 @@ describe("serials and reasons", () => {
     assert.equal(normalizeSerial("0x1abcd"), "01abcd");
     assert.equal(normalizeSerial("00 00 7f"), "7f");
   });
-  for (const bad of ["", "xyz", "01-02", "0".repeat(43)]) it(`refuses serial ${JSON.stringify(bad)}`, () => assert.throws(() => normalizeSerial(bad), InvalidArgument));
+  for (const bad of ["", "xyz", "01-02", "0".repeat(43)])
+    it(`refuses serial ${JSON.stringify(bad)}`, () => assert.throws(() => normalizeSerial(bad), InvalidArgument));
   it("reasons: case-insensitive names, unknown and CA-only reasons refused", () => {
     assert.equal(parseRevokeReason(undefined), "unspecified");
     assert.equal(parseRevokeReason("KEYCOMPROMISE"), "keyCompromise");
@@ -58,7 +73,15 @@ describe("revocation refusals leave nothing behind", () => {
   after(() => f.close());
 
   it("unknown devices, serials and CAs; wrong state transitions; the audit log only grows for what happened", async () => {
-    const count = async () => Number((await f.fleet.store.db.selectFrom("audit_log").select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
+    const count = async () =>
+      Number(
+        (
+          await f.fleet.store.db
+            .selectFrom("audit_log")
+            .select((eb) => eb.fn.countAll().as("n"))
+            .executeTakeFirstOrThrow()
+        ).n,
+      );
     const before = await count();
     await assert.rejects(revokeDevice(f.fleet, { deviceId: "nobody", actor: "t" }), UnknownDevice);
     await assert.rejects(revokeCertificate(f.fleet, { serial: "01ab", actor: "t" }), /no certificate with serial 01ab/);

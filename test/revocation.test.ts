@@ -74,14 +74,34 @@ describe("revocation: CLI -> running server -> CRLs and OCSP -> openssl", { conc
 
   async function verify(leaf: Leaf): Promise<{ ok: boolean; output: string }> {
     const crls = await servedCrls();
-    const r = openssl(["verify", "-crl_check_all", "-CAfile", rootPemPath(f.dir), "-untrusted", devicesCaPemPath(f.dir), ...crls.flatMap((c) => ["-CRLfile", c]), leaf.certPath]);
+    const r = openssl([
+      "verify",
+      "-crl_check_all",
+      "-CAfile",
+      rootPemPath(f.dir),
+      "-untrusted",
+      devicesCaPemPath(f.dir),
+      ...crls.flatMap((c) => ["-CRLfile", c]),
+      leaf.certPath,
+    ]);
     return { ok: r.status === 0, output: r.stdout + r.stderr };
   }
 
   /** Asynchronous: the server runs in this process, so a blocking openssl would wait for itself. */
   async function ocsp(leaf: Leaf, extra: string[] = []): Promise<{ status: number; output: string }> {
     // openssl wants the digest option before -cert.
-    const r = await run("openssl", ["ocsp", "-url", `${base}/ocsp`, ...extra, "-issuer", devicesCaPemPath(f.dir), "-cert", leaf.certPath, "-CAfile", rootPemPath(f.dir)]);
+    const r = await run("openssl", [
+      "ocsp",
+      "-url",
+      `${base}/ocsp`,
+      ...extra,
+      "-issuer",
+      devicesCaPemPath(f.dir),
+      "-cert",
+      leaf.certPath,
+      "-CAfile",
+      rootPemPath(f.dir),
+    ]);
     return { status: r.status, output: r.stdout + r.stderr };
   }
 
@@ -108,21 +128,42 @@ describe("revocation: CLI -> running server -> CRLs and OCSP -> openssl", { conc
       assert.match(r.output, /Response verify OK/, extra.join(" "));
       assert.match(r.output, /: good/, extra.join(" "));
     }
-    const unknown = await run("openssl", ["ocsp", "-url", `${base}/ocsp`, "-issuer", devicesCaPemPath(f.dir), "-serial", "0x0123456789abcdef", "-CAfile", rootPemPath(f.dir)]);
+    const unknown = await run("openssl", [
+      "ocsp",
+      "-url",
+      `${base}/ocsp`,
+      "-issuer",
+      devicesCaPemPath(f.dir),
+      "-serial",
+      "0x0123456789abcdef",
+      "-CAfile",
+      rootPemPath(f.dir),
+    ]);
     assert.match(unknown.stdout + unknown.stderr, /: unknown/);
   });
 
   it("GET /ocsp/<base64> answers like POST; the delegated responder certificate is recorded, OCSPSigning only, ocsp-nocheck", async () => {
     const reqPath = join(work.path, "get.req");
-    assertOk(openssl(["ocsp", "-issuer", devicesCaPemPath(f.dir), "-cert", leaves["rev-c"]!.certPath, "-no_nonce", "-reqout", reqPath]), "openssl ocsp -reqout");
+    assertOk(
+      openssl(["ocsp", "-issuer", devicesCaPemPath(f.dir), "-cert", leaves["rev-c"]!.certPath, "-no_nonce", "-reqout", reqPath]),
+      "openssl ocsp -reqout",
+    );
     const get = await fetchBytes(`${base}/ocsp/${encodeURIComponent(readFileSync(reqPath).toString("base64"))}`);
     assert.equal(get.status, 200);
     const parsed = parseOcspResponse(get.body);
     assert.ok("responses" in parsed, "successful");
     assert.equal(parsed.responses[0]!.status.status, "good");
-    const rows = await fleet.store.db.selectFrom("certificates").select(["serial", "der"]).where("kind", "=", "ocsp-responder").where("issuer_ca", "=", "devices").execute();
+    const rows = await fleet.store.db
+      .selectFrom("certificates")
+      .select(["serial", "der"])
+      .where("kind", "=", "ocsp-responder")
+      .where("issuer_ca", "=", "devices")
+      .execute();
     assert.equal(rows.length, 1, "one responder certificate for the devices CA, recorded");
-    assert.ok(parsed.certs.some((c) => c.equals(Buffer.from(rows[0]!.der))), "the response carries the recorded responder certificate");
+    assert.ok(
+      parsed.certs.some((c) => c.equals(Buffer.from(rows[0]!.der))),
+      "the response carries the recorded responder certificate",
+    );
     const text = openssl(["x509", "-inform", "DER", "-noout", "-text"], Buffer.from(rows[0]!.der));
     assertOk(text, "openssl x509 -text");
     assert.match(text.stdout, /X509v3 Extended Key Usage: \n\s+OCSP Signing\n/);
@@ -149,7 +190,10 @@ describe("revocation: CLI -> running server -> CRLs and OCSP -> openssl", { conc
     };
     await good(encodeURIComponent(b64), "percent-encoded");
     await good(b64, "raw (+, / and = as they are)");
-    await good(b64.replace(/[+/=]/g, (c) => `%${c.charCodeAt(0).toString(16)}`), "lower-case escapes");
+    await good(
+      b64.replace(/[+/=]/g, (c) => `%${c.charCodeAt(0).toString(16)}`),
+      "lower-case escapes",
+    );
 
     const junk: Array<[string, string, RegExp]> = [
       ["%%%", "a broken %-escape", /malformed %-escape/],
@@ -185,9 +229,22 @@ describe("revocation: CLI -> running server -> CRLs and OCSP -> openssl", { conc
         if (crl.entries.some((e) => e.serialHex === leaves["rev-a"]!.serial)) crlSeen = Date.now() - started;
       }
       if (ocspSeen === undefined) {
-        const req = openssl(["ocsp", "-issuer", devicesCaPemPath(f.dir), "-cert", leaves["rev-a"]!.certPath, "-no_nonce", "-reqout", join(work.path, "a.req")]);
+        const req = openssl([
+          "ocsp",
+          "-issuer",
+          devicesCaPemPath(f.dir),
+          "-cert",
+          leaves["rev-a"]!.certPath,
+          "-no_nonce",
+          "-reqout",
+          join(work.path, "a.req"),
+        ]);
         assertOk(req, "openssl ocsp -reqout");
-        const resp = await fetchBytes(`${base}/ocsp`, { method: "POST", headers: { "content-type": "application/ocsp-request" }, body: readFileSync(join(work.path, "a.req")) });
+        const resp = await fetchBytes(`${base}/ocsp`, {
+          method: "POST",
+          headers: { "content-type": "application/ocsp-request" },
+          body: readFileSync(join(work.path, "a.req")),
+        });
         const parsed = parseOcspResponse(resp.body);
         if ("responses" in parsed && parsed.responses[0]?.status.status === "revoked") ocspSeen = Date.now() - started;
       }
@@ -226,7 +283,11 @@ describe("revocation: CLI -> running server -> CRLs and OCSP -> openssl", { conc
     const requests = readdirSync(dir).filter((n) => n.startsWith("req-") || n.endsWith("-req.der"));
     assert.ok(requests.length >= 8);
     for (const name of requests) {
-      const r = await fetchBytes(`${base}/ocsp`, { method: "POST", headers: { "content-type": "application/ocsp-request" }, body: readFileSync(join(dir, name)) });
+      const r = await fetchBytes(`${base}/ocsp`, {
+        method: "POST",
+        headers: { "content-type": "application/ocsp-request" },
+        body: readFileSync(join(dir, name)),
+      });
       assert.equal(r.status, 200, name);
       assert.equal(r.type, "application/ocsp-response", name);
       const parsed = parseOcspResponse(r.body);
@@ -236,11 +297,19 @@ describe("revocation: CLI -> running server -> CRLs and OCSP -> openssl", { conc
       if (name === "req-duplicate-ext.der") assert.equal(status, "malformedRequest");
     }
     for (const garbage of [Buffer.alloc(0), Buffer.from("not der"), Buffer.from([0x30, 0x82, 0xff, 0xff])]) {
-      const r = await fetchBytes(`${base}/ocsp`, { method: "POST", headers: { "content-type": "application/ocsp-request" }, body: garbage });
+      const r = await fetchBytes(`${base}/ocsp`, {
+        method: "POST",
+        headers: { "content-type": "application/ocsp-request" },
+        body: garbage,
+      });
       const parsed = parseOcspResponse(r.body);
       assert.equal("responseStatus" in parsed && parsed.responseStatus, "malformedRequest");
     }
-    const big = await fetchBytes(`${base}/ocsp`, { method: "POST", headers: { "content-type": "application/ocsp-request" }, body: Buffer.alloc(64 * 1024) });
+    const big = await fetchBytes(`${base}/ocsp`, {
+      method: "POST",
+      headers: { "content-type": "application/ocsp-request" },
+      body: Buffer.alloc(64 * 1024),
+    });
     assert.equal(big.status, 413);
     assert.equal((await fetchBytes(`${base}/healthz`)).status, 200);
   });
@@ -264,7 +333,10 @@ describe("a revoked local (factory) CA", () => {
     let server: FleetServer | undefined;
     try {
       assertOk(await cliAsync(["ca", "create-local", "--dir", f.dir, "--name", "line1"]), "ca create-local");
-      assertOk(await cliAsync(["ca", "issue-batch", "--dir", f.dir, "--local", "line1", "--ids", "fab-0001..fab-0001", "--out", out.path]), "ca issue-batch");
+      assertOk(
+        await cliAsync(["ca", "issue-batch", "--dir", f.dir, "--local", "line1", "--ids", "fab-0001..fab-0001", "--out", out.path]),
+        "ca issue-batch",
+      );
       server = await startFleetServer({ dir: f.dir, registrationListen: "127.0.0.1:0", statusListen: "127.0.0.1:0", logger: silentLogger });
       const status = `http://127.0.0.1:${server.status!.port}`;
       const bundle = join(out.path, "fab-0001");
@@ -274,7 +346,19 @@ describe("a revoked local (factory) CA", () => {
         const localCrl = join(out.path, "local.crl.pem");
         writeFileSync(rootCrl, Buffer.from(await (await fetch(`${status}/crl/root.pem`)).arrayBuffer()));
         writeFileSync(localCrl, Buffer.from(await (await fetch(`${status}/crl/local-line1.pem`)).arrayBuffer()));
-        return openssl(["verify", "-crl_check_all", "-CAfile", rootPemPath(f.dir), "-untrusted", localCa, "-CRLfile", rootCrl, "-CRLfile", localCrl, join(bundle, "cert.pem")]);
+        return openssl([
+          "verify",
+          "-crl_check_all",
+          "-CAfile",
+          rootPemPath(f.dir),
+          "-untrusted",
+          localCa,
+          "-CRLfile",
+          rootCrl,
+          "-CRLfile",
+          localCrl,
+          join(bundle, "cert.pem"),
+        ]);
       };
       assertOk(await verifyBundle(), "the factory bundle verifies before the revocation");
 
@@ -284,15 +368,28 @@ describe("a revoked local (factory) CA", () => {
       assert.notEqual(after.status, 0);
       assert.match(after.stdout + after.stderr, /certificate revoked/);
       const rootCrl = parseCrl(Buffer.from(await (await fetch(`${status}/crl/root.crl`)).arrayBuffer()));
-      const caSerial = (await f.fleet.store.db.selectFrom("cas").select("serial").where("id", "=", "local-line1").executeTakeFirstOrThrow()).serial;
+      const caSerial = (await f.fleet.store.db.selectFrom("cas").select("serial").where("id", "=", "local-line1").executeTakeFirstOrThrow())
+        .serial;
       assert.deepEqual(rootCrl.entries.find((e) => e.serialHex === caSerial)?.reason, "cACompromise");
 
       // The factory certificate can no longer buy an operational certificate.
       const { csr } = opensslCsr(out.path, "fab-0001");
       const enroll = await run("curl", [
-        "-sS", "--cacert", rootPemPath(f.dir), "--cert", join(bundle, "cert.pem"), "--key", join(bundle, "key.pem"),
-        "-H", "content-type: application/json", "-o", "-", "-w", "\n%{http_code}",
-        "--data-binary", JSON.stringify({ device_id: "fab-0001", csr: readFileSync(csr, "utf8") }),
+        "-sS",
+        "--cacert",
+        rootPemPath(f.dir),
+        "--cert",
+        join(bundle, "cert.pem"),
+        "--key",
+        join(bundle, "key.pem"),
+        "-H",
+        "content-type: application/json",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "--data-binary",
+        JSON.stringify({ device_id: "fab-0001", csr: readFileSync(csr, "utf8") }),
         `https://localhost:${server.registration!.port}/api/v1/enroll`,
       ]);
       const code = enroll.stdout.trim().split("\n").pop();
@@ -308,7 +405,9 @@ describe("a revoked local (factory) CA", () => {
 describe("fleetpki serve --only status", () => {
   it("runs the status listener alone (curl fetches a CRL), and refuses an unknown listener name", async () => {
     const f = await tempFleet();
-    const child = spawn(process.execPath, [CLI, "serve", "--dir", f.dir, "--only", "status", "--status-listen", "127.0.0.1:0"], { stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [CLI, "serve", "--dir", f.dir, "--only", "status", "--status-listen", "127.0.0.1:0"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     try {
       let stderr = "";
       child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
@@ -348,7 +447,18 @@ describe("OCSP responder rotation", () => {
       server = await startFleetServer({ dir: f.dir, only: ["status"], statusListen: "127.0.0.1:0", logger: silentLogger });
       const url = `http://127.0.0.1:${server.status!.port}/ocsp`;
       const responderOf = async () => {
-        const r = await run("openssl", ["ocsp", "-url", url, "-issuer", devicesCaPemPath(f.dir), "-cert", certPath, "-CAfile", rootPemPath(f.dir), "-resp_text"]);
+        const r = await run("openssl", [
+          "ocsp",
+          "-url",
+          url,
+          "-issuer",
+          devicesCaPemPath(f.dir),
+          "-cert",
+          certPath,
+          "-CAfile",
+          rootPemPath(f.dir),
+          "-resp_text",
+        ]);
         assert.match(r.stdout + r.stderr, /Response verify OK/);
         assert.match(r.stdout + r.stderr, /: good/);
         return /Responder Id: (\S+)/.exec(r.stdout)?.[1];
@@ -358,7 +468,12 @@ describe("OCSP responder rotation", () => {
       await sleep(2300);
       const second = await responderOf();
       assert.ok(first && second && first !== second, `rotated: ${first} -> ${second}`);
-      const recorded = await f.fleet.store.db.selectFrom("certificates").select("serial").where("kind", "=", "ocsp-responder").where("issuer_ca", "=", "devices").execute();
+      const recorded = await f.fleet.store.db
+        .selectFrom("certificates")
+        .select("serial")
+        .where("kind", "=", "ocsp-responder")
+        .where("issuer_ca", "=", "devices")
+        .execute();
       assert.equal(recorded.length, 2);
     } finally {
       await server?.close();

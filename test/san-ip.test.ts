@@ -89,8 +89,22 @@ describe("iPAddress SANs", () => {
     const key = writeTemp(tmp.path, "key.pem", privateKey.export({ type: "pkcs8", format: "pem" }));
     const theirsPath = join(tmp.path, "theirs.der");
     const san = `subjectAltName=${VALID.map(([text]) => `IP:${text}`).join(",")}`;
-    const r = openssl(["req", "-x509", "-key", key, "-subj", "/CN=san-ip", "-days", "1", "-addext", san, "-outform", "DER",
-      "-out", theirsPath]);
+    const r = openssl([
+      "req",
+      "-x509",
+      "-key",
+      key,
+      "-subj",
+      "/CN=san-ip",
+      "-days",
+      "1",
+      "-addext",
+      san,
+      "-outform",
+      "DER",
+      "-out",
+      theirsPath,
+    ]);
     assertOk(r, "openssl req -addext");
     const theirs = parseCertificate(readFileSync(theirsPath)).extensions.get(OID.subjectAltName)!.value;
     const ourValue = extensionValue(subjectAltName(VALID.map(([text]) => ({ ip: text }))));
@@ -101,8 +115,15 @@ describe("iPAddress SANs", () => {
     const path = certificateWithIps(VALID.map(([text]) => text));
     const r = openssl(["x509", "-in", path, "-noout", "-ext", "subjectAltName"]);
     assertOk(r, "openssl x509 -ext subjectAltName");
-    const shown = r.stdout.split("\n")[1]!.trim().split(", ").map((s) => s.replace(/^IP Address:/, ""));
-    assert.deepEqual(shown, VALID.map(([, , printed]) => printed));
+    const shown = r.stdout
+      .split("\n")[1]!
+      .trim()
+      .split(", ")
+      .map((s) => s.replace(/^IP Address:/, ""));
+    assert.deepEqual(
+      shown,
+      VALID.map(([, , printed]) => printed),
+    );
     for (const [text] of VALID) {
       const check = openssl(["x509", "-in", path, "-noout", "-checkip", text]);
       assert.match(check.stdout, /does match certificate/, `${text}: ${check.stdout}${check.stderr}`);
@@ -114,7 +135,11 @@ describe("iPAddress SANs", () => {
 
   it("refuses zone ids and malformed addresses with a RangeError naming the input", () => {
     for (const text of INVALID) {
-      assert.throws(() => ipAddressBytes(text), (e: unknown) => e instanceof RangeError && e.message.includes(text), JSON.stringify(text));
+      assert.throws(
+        () => ipAddressBytes(text),
+        (e: unknown) => e instanceof RangeError && e.message.includes(text),
+        JSON.stringify(text),
+      );
       assert.throws(() => subjectAltName([{ ip: text }]), RangeError, JSON.stringify(text));
     }
     assert.throws(() => ipAddressBytes("fe80::1%eth0"), /zone id/);

@@ -35,7 +35,9 @@ function startServe(dir: string): Promise<Child> {
     env: { ...process.env, FLEETPKI_LOG_LEVEL: "warn" },
   });
   let stderr = "";
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on("exit", (code, signal) => resolve({ code, signal })),
+  );
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
@@ -64,7 +66,13 @@ async function stopChild(child: Child | undefined): Promise<void> {
 }
 
 /** A new fleet with one device, token and client CSR per id. */
-async function fleetWithTokens(dir: string, name: string, ids: readonly string[], tokens: Map<string, string>, csrs: Map<string, ClientCsr>): Promise<void> {
+async function fleetWithTokens(
+  dir: string,
+  name: string,
+  ids: readonly string[],
+  tokens: Map<string, string>,
+  csrs: Map<string, ClientCsr>,
+): Promise<void> {
   await initFleet({ dir, name, domain: "fleet.example" });
   const fleet = await Fleet.open(dir);
   try {
@@ -109,40 +117,54 @@ describe("registration server killed in the middle of an enrollment burst", { co
     tmp.cleanup();
   });
 
-  it(`burst of ${DEVICES} enrollments (concurrency ${CONCURRENCY}), SIGKILL after ${KILL_AFTER} successes`, { timeout: 120_000 }, async () => {
-    first = await startServe(dir);
-    const server = first;
-    let killed = false;
-    const beforeKill: number[] = [];
-    await pool(ids, CONCURRENCY, async (id) => {
-      if (killed) return; // nothing new once the server is gone
-      let res: HttpResult;
-      try {
-        res = await postJson(`${server.url}/api/v1/enroll`, { device_id: id, token: tokens.get(id), csr: csrs.get(id)!.pem }, { ca, timeoutMs: 30_000 });
-      } catch {
-        failed.add(id); // connection refused/reset: the server died under this request
-        return;
-      }
-      if (!killed) beforeKill.push(res.status);
-      if (res.status !== 200) {
-        failed.add(id);
-        return;
-      }
-      const body = res.json();
-      received.push({ deviceId: id, serial: body.serial, der: new X509Certificate(body.certificate).raw });
-      if (!killed && received.length >= KILL_AFTER) {
-        killed = true;
-        killedAt = received.length;
-        server.process.kill("SIGKILL");
-      }
-    });
-    statusesBeforeKill = beforeKill;
-    const exit = await server.exited;
-    assert.equal(exit.signal, "SIGKILL", "the server was killed, it did not stop on its own");
-    assert.ok(killed, `the burst reached ${KILL_AFTER} successes (got ${received.length}; failures ${failed.size})`);
-    assert.ok(statusesBeforeKill.every((s) => s === 200), `every answer before the kill was 200: ${statusesBeforeKill.join(",")}`);
-    assert.ok(received.length >= KILL_AFTER && received.length < DEVICES, `received ${received.length} certificates (kill at ${killedAt})`);
-  });
+  it(
+    `burst of ${DEVICES} enrollments (concurrency ${CONCURRENCY}), SIGKILL after ${KILL_AFTER} successes`,
+    { timeout: 120_000 },
+    async () => {
+      first = await startServe(dir);
+      const server = first;
+      let killed = false;
+      const beforeKill: number[] = [];
+      await pool(ids, CONCURRENCY, async (id) => {
+        if (killed) return; // nothing new once the server is gone
+        let res: HttpResult;
+        try {
+          res = await postJson(
+            `${server.url}/api/v1/enroll`,
+            { device_id: id, token: tokens.get(id), csr: csrs.get(id)!.pem },
+            { ca, timeoutMs: 30_000 },
+          );
+        } catch {
+          failed.add(id); // connection refused/reset: the server died under this request
+          return;
+        }
+        if (!killed) beforeKill.push(res.status);
+        if (res.status !== 200) {
+          failed.add(id);
+          return;
+        }
+        const body = res.json();
+        received.push({ deviceId: id, serial: body.serial, der: new X509Certificate(body.certificate).raw });
+        if (!killed && received.length >= KILL_AFTER) {
+          killed = true;
+          killedAt = received.length;
+          server.process.kill("SIGKILL");
+        }
+      });
+      statusesBeforeKill = beforeKill;
+      const exit = await server.exited;
+      assert.equal(exit.signal, "SIGKILL", "the server was killed, it did not stop on its own");
+      assert.ok(killed, `the burst reached ${KILL_AFTER} successes (got ${received.length}; failures ${failed.size})`);
+      assert.ok(
+        statusesBeforeKill.every((s) => s === 200),
+        `every answer before the kill was 200: ${statusesBeforeKill.join(",")}`,
+      );
+      assert.ok(
+        received.length >= KILL_AFTER && received.length < DEVICES,
+        `received ${received.length} certificates (kill at ${killedAt})`,
+      );
+    },
+  );
 
   it("after a restart every received certificate is recorded with identical DER, and its token is spent", async (t) => {
     assert.ok(received.length > 0, "needs the burst");
@@ -156,8 +178,12 @@ describe("registration server killed in the middle of an enrollment burst", { co
         assert.ok(Buffer.from(row.der).equals(r.der), `certificate ${r.serial}: recorded DER differs from what the client received`);
       }
       // Token and certificate are committed together: a device has a certificate exactly when its token is spent.
-      const used = (await fleet.store.db.selectFrom("enrollment_tokens").select("device_id").where("used_at", "is not", null).execute()).map((r) => r.device_id).sort();
-      const withCert = (await fleet.store.db.selectFrom("certificates").select("device_id").where("kind", "=", "device").execute()).map((r) => r.device_id!).sort();
+      const used = (await fleet.store.db.selectFrom("enrollment_tokens").select("device_id").where("used_at", "is not", null).execute())
+        .map((r) => r.device_id)
+        .sort();
+      const withCert = (await fleet.store.db.selectFrom("certificates").select("device_id").where("kind", "=", "device").execute())
+        .map((r) => r.device_id!)
+        .sort();
       assert.deepEqual(withCert, used, "certificates recorded <=> tokens spent");
       assert.equal(new Set(withCert).size, withCert.length, "at most one certificate per token");
       for (const r of received) assert.ok(used.includes(r.deviceId), `token of ${r.deviceId} is spent`);
@@ -165,7 +191,12 @@ describe("registration server killed in the middle of an enrollment burst", { co
       const verdict = await verifyAudit(fleet.store.db);
       assert.ok(verdict.ok, JSON.stringify(verdict));
       // Every recorded issuance has its audit event.
-      const issued = await fleet.store.db.selectFrom("audit_log").select("subject").where("action", "=", "certificate.issue").where("subject", "like", "device:%").execute();
+      const issued = await fleet.store.db
+        .selectFrom("audit_log")
+        .select("subject")
+        .where("action", "=", "certificate.issue")
+        .where("subject", "like", "device:%")
+        .execute();
       assert.deepEqual(issued.map((e) => e.subject.replace(/^device:/, "")).sort(), withCert);
     } finally {
       await fleet.close();
@@ -181,18 +212,28 @@ describe("registration server killed in the middle of an enrollment burst", { co
   it("after the restart: a received certificate is answered again for its token and key, another key gets 401, fresh enrollments succeed", async (t) => {
     const server = second!;
     for (const r of received.slice(0, 3)) {
-      const again = await postJson(`${server.url}/api/v1/enroll`, { device_id: r.deviceId, token: tokens.get(r.deviceId), csr: csrs.get(r.deviceId)!.pem }, { ca });
+      const again = await postJson(
+        `${server.url}/api/v1/enroll`,
+        { device_id: r.deviceId, token: tokens.get(r.deviceId), csr: csrs.get(r.deviceId)!.pem },
+        { ca },
+      );
       assert.equal(again.status, 200, again.text);
       assert.ok(new X509Certificate(again.json().certificate).raw.equals(r.der), `${r.deviceId}: the certificate already issued`);
       // A spent token with another key (under the 10-per-minute failure limit, which would answer 429).
       const other = await makeCsr(r.deviceId);
-      assertProblem(await postJson(`${server.url}/api/v1/enroll`, { device_id: r.deviceId, token: tokens.get(r.deviceId), csr: other.csr.pem }, { ca }), 401, "token-used");
+      assertProblem(
+        await postJson(`${server.url}/api/v1/enroll`, { device_id: r.deviceId, token: tokens.get(r.deviceId), csr: other.csr.pem }, { ca }),
+        401,
+        "token-used",
+      );
     }
     const fleet = await Fleet.open(dir);
     let unspent: string[];
     let lost: { deviceId: string; der: Buffer }[];
     try {
-      unspent = (await fleet.store.db.selectFrom("enrollment_tokens").select("device_id").where("used_at", "is", null).execute()).map((r) => r.device_id);
+      unspent = (await fleet.store.db.selectFrom("enrollment_tokens").select("device_id").where("used_at", "is", null).execute()).map(
+        (r) => r.device_id,
+      );
       // Requests that died with the server after their certificate was recorded: the robot never got the answer.
       const rows = await fleet.store.db.selectFrom("certificates").select(["device_id", "der"]).where("kind", "=", "device").execute();
       lost = rows.filter((row) => failed.has(row.device_id!)).map((row) => ({ deviceId: row.device_id!, der: Buffer.from(row.der) }));
@@ -202,7 +243,11 @@ describe("registration server killed in the middle of an enrollment burst", { co
     // Their retry with the same token and key gets that certificate (issue 9, item 1.10).
     t.diagnostic(`${lost.length} answers were lost with the server`);
     for (const l of lost) {
-      const retry = await postJson(`${server.url}/api/v1/enroll`, { device_id: l.deviceId, token: tokens.get(l.deviceId), csr: csrs.get(l.deviceId)!.pem }, { ca });
+      const retry = await postJson(
+        `${server.url}/api/v1/enroll`,
+        { device_id: l.deviceId, token: tokens.get(l.deviceId), csr: csrs.get(l.deviceId)!.pem },
+        { ca },
+      );
       assert.equal(retry.status, 200, `${l.deviceId}: ${retry.text}`);
       assert.ok(new X509Certificate(retry.json().certificate).raw.equals(l.der), `${l.deviceId}: the recorded certificate`);
     }
@@ -211,7 +256,9 @@ describe("registration server killed in the middle of an enrollment burst", { co
     const untouched = unspent.filter((id) => !failed.has(id)).slice(0, 3);
     const fresh = [...interrupted, ...untouched];
     assert.ok(fresh.length > 0, "some tokens are left");
-    const results = await Promise.all(fresh.map((id) => postJson(`${server.url}/api/v1/enroll`, { device_id: id, token: tokens.get(id), csr: csrs.get(id)!.pem }, { ca })));
+    const results = await Promise.all(
+      fresh.map((id) => postJson(`${server.url}/api/v1/enroll`, { device_id: id, token: tokens.get(id), csr: csrs.get(id)!.pem }, { ca })),
+    );
     for (const [i, res] of results.entries()) assert.equal(res.status, 200, `${fresh[i]}: ${res.text}`);
   });
 });
@@ -242,7 +289,11 @@ describe("registration server stopped with SIGTERM in the middle of an enrollmen
       if (stopping) return;
       let res: HttpResult;
       try {
-        res = await postJson(`${server.url}/api/v1/enroll`, { device_id: id, token: tokens.get(id), csr: csrs.get(id)!.pem }, { ca, timeoutMs: 30_000 });
+        res = await postJson(
+          `${server.url}/api/v1/enroll`,
+          { device_id: id, token: tokens.get(id), csr: csrs.get(id)!.pem },
+          { ca, timeoutMs: 30_000 },
+        );
       } catch {
         return; // the listener closed before this request was taken
       }
@@ -258,13 +309,23 @@ describe("registration server stopped with SIGTERM in the middle of an enrollmen
     });
     const exit = await server.exited;
     assert.equal(exit.code, 0, `fleetpki serve exits 0 on SIGTERM:\n${server.stderr()}`);
-    assert.ok(statuses.every((s) => s < 500), `no 5xx answers during the shutdown: ${statuses.join(",")}`);
+    assert.ok(
+      statuses.every((s) => s < 500),
+      `no 5xx answers during the shutdown: ${statuses.join(",")}`,
+    );
     assert.doesNotMatch(server.stderr(), /"level":(50|60)|database is closed/, "nothing failed on the way down");
     const fleet = await Fleet.open(dir);
     try {
       for (const r of received) {
-        const row = await fleet.store.db.selectFrom("certificates").select(["der", "device_id"]).where("serial", "=", r.serial).executeTakeFirst();
-        assert.ok(row && Buffer.from(row.der).equals(r.der) && row.device_id === r.deviceId, `certificate ${r.serial} of ${r.deviceId} is recorded as received`);
+        const row = await fleet.store.db
+          .selectFrom("certificates")
+          .select(["der", "device_id"])
+          .where("serial", "=", r.serial)
+          .executeTakeFirst();
+        assert.ok(
+          row && Buffer.from(row.der).equals(r.der) && row.device_id === r.deviceId,
+          `certificate ${r.serial} of ${r.deviceId} is recorded as received`,
+        );
       }
       assert.equal((await verifyAudit(fleet.store.db)).ok, true);
     } finally {

@@ -121,11 +121,21 @@ export function https(url: string, opts: HttpOptions): Promise<HttpResult> {
 
 /** POSTs JSON. */
 export function postJson(url: string, value: unknown, opts: Omit<HttpOptions, "body" | "method">): Promise<HttpResult> {
-  return https(url, { ...opts, method: "POST", headers: { "content-type": "application/json", ...opts.headers }, body: JSON.stringify(value) });
+  return https(url, {
+    ...opts,
+    method: "POST",
+    headers: { "content-type": "application/json", ...opts.headers },
+    body: JSON.stringify(value),
+  });
 }
 
 /** Runs a program without blocking the event loop; `input` is written to its stdin. */
-export function run(cmd: string, args: readonly string[], input?: string | Buffer, timeoutMs = 60_000): Promise<RunResult & { stdoutBytes: Buffer }> {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  input?: string | Buffer,
+  timeoutMs = 60_000,
+): Promise<RunResult & { stdoutBytes: Buffer }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"] });
     const out: Buffer[] = [];
@@ -140,7 +150,12 @@ export function run(cmd: string, args: readonly string[], input?: string | Buffe
     child.on("close", (code, signal) => {
       clearTimeout(timer);
       const stdoutBytes = Buffer.concat(out);
-      resolve({ status: code ?? (signal ? -1 : 0), stdout: stdoutBytes.toString("utf8"), stderr: Buffer.concat(err).toString("utf8"), stdoutBytes });
+      resolve({
+        status: code ?? (signal ? -1 : 0),
+        stdout: stdoutBytes.toString("utf8"),
+        stderr: Buffer.concat(err).toString("utf8"),
+        stdoutBytes,
+      });
     });
     child.stdin.on("error", () => {}); // the program may exit before reading everything
     child.stdin.end(input);
@@ -229,7 +244,11 @@ export interface ClientCsr {
 /** A P-256 / ECDSA-SHA256 PKCS#10 request made with @peculiar/x509 (not fleetpki code). */
 export async function makeCsr(cn: string, key?: ClientKey): Promise<{ key: ClientKey; csr: ClientCsr }> {
   const k = key ?? (await newP256Key());
-  const req = await x509.Pkcs10CertificateRequestGenerator.create({ name: `CN=${cn}`, keys: k.keys, signingAlgorithm: { name: "ECDSA", hash: "SHA-256" } as EcdsaParams });
+  const req = await x509.Pkcs10CertificateRequestGenerator.create({
+    name: `CN=${cn}`,
+    keys: k.keys,
+    signingAlgorithm: { name: "ECDSA", hash: "SHA-256" } as EcdsaParams,
+  });
   const der = Buffer.from(req.rawData);
   return { key: k, csr: { der, pem: req.toString("pem") + "\n", b64: der.toString("base64") } };
 }

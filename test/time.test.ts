@@ -202,9 +202,15 @@ describe("every DER time parser takes the same decisions", () => {
       }
       if (verdict === "bad") {
         const crlInput = patched(crl, "300101000000Z", text);
-        assert.throws(() => parseCrl(crlInput), (e: unknown) => e instanceof CrlError && e.reason === "invalid-time");
+        assert.throws(
+          () => parseCrl(crlInput),
+          (e: unknown) => e instanceof CrlError && e.reason === "invalid-time",
+        );
         const ocspInput = patched(ocsp, "20300101000000Z", asGeneralized(text));
-        assert.throws(() => parseOcspResponse(ocspInput), (e: unknown) => e instanceof OcspResponseError && e.reason === "bad-time");
+        assert.throws(
+          () => parseOcspResponse(ocspInput),
+          (e: unknown) => e instanceof OcspResponseError && e.reason === "bad-time",
+        );
       }
     });
   }

@@ -67,7 +67,10 @@ function transportError(url: URL, e: unknown): TransportError {
   const code = typeof err?.code === "string" ? err.code : undefined;
   const where = `${url.origin}`;
   if (code && TLS_CODES.has(code))
-    return new TransportError(`TLS verification of ${where} failed (${code}): ${err.message}; the server's certificate must chain to the pinned fleet root and name this host`, code);
+    return new TransportError(
+      `TLS verification of ${where} failed (${code}): ${err.message}; the server's certificate must chain to the pinned fleet root and name this host`,
+      code,
+    );
   return new TransportError(`cannot reach ${where}: ${err?.message ?? String(e)}`, code);
 }
 
@@ -184,7 +187,15 @@ export class RegistrationClient {
   }
 
   async request(method: string, path: string, body?: Buffer, headers: Record<string, string> = {}): Promise<HttpResponse> {
-    return send({ method, url: endpoint(this.server, path), agent: this.agent, headers, body, timeoutMs: this.timeoutMs, signal: this.signal });
+    return send({
+      method,
+      url: endpoint(this.server, path),
+      agent: this.agent,
+      headers,
+      body,
+      timeoutMs: this.timeoutMs,
+      signal: this.signal,
+    });
   }
 
   /** POSTs JSON; 2xx answers are returned (with their JSON body), anything else throws ServerError. */
@@ -217,7 +228,15 @@ export const CACERTS_PATH = "/.well-known/est/cacerts";
  * certificates. The caller must check them against the pinned fingerprint before trusting any.
  */
 export async function fetchCacertsUnverified(server: URL, timeoutMs = DEFAULT_TIMEOUT_MS, signal?: AbortSignal): Promise<Buffer[]> {
-  const res = await send({ method: "GET", url: endpoint(server, CACERTS_PATH), agent: false, timeoutMs, signal, unverified: true, headers: { accept: "application/pkcs7-mime" } });
+  const res = await send({
+    method: "GET",
+    url: endpoint(server, CACERTS_PATH),
+    agent: false,
+    timeoutMs,
+    signal,
+    unverified: true,
+    headers: { accept: "application/pkcs7-mime" },
+  });
   if (res.status !== 200) throw serverError("GET", CACERTS_PATH, res);
   try {
     return parseCertsOnly(fromBase64Body(res.body));
@@ -236,7 +255,8 @@ export interface PinnedRoot {
 
 /** The pinned root from DER, checked to be a self-signed CA certificate. */
 export function pinnedRootFrom(der: Buffer, fingerprint: string): PinnedRoot {
-  if (fingerprintOf(der) !== fingerprint) throw new AgentError(`certificate fingerprint ${fingerprintOf(der)} is not the pinned ${fingerprint}`);
+  if (fingerprintOf(der) !== fingerprint)
+    throw new AgentError(`certificate fingerprint ${fingerprintOf(der)} is not the pinned ${fingerprint}`);
   let cert: X509Certificate;
   try {
     cert = new X509Certificate(der);
@@ -244,7 +264,9 @@ export function pinnedRootFrom(der: Buffer, fingerprint: string): PinnedRoot {
     throw new AgentError(`the certificate with the pinned fingerprint ${fingerprint} cannot be parsed`);
   }
   if (cert.issuer !== cert.subject || !cert.verify(cert.publicKey))
-    throw new AgentError(`the certificate with the pinned fingerprint ${fingerprint} (${cert.subject.replace(/\n/g, ", ")}) is not a self-signed root`);
+    throw new AgentError(
+      `the certificate with the pinned fingerprint ${fingerprint} (${cert.subject.replace(/\n/g, ", ")}) is not a self-signed root`,
+    );
   if (!cert.ca) throw new AgentError(`the certificate with the pinned fingerprint ${fingerprint} is not a CA certificate`);
   return { der, pem: toPem("CERTIFICATE", der), certificate: cert, fingerprint };
 }
@@ -253,7 +275,12 @@ export function pinnedRootFrom(der: Buffer, fingerprint: string): PinnedRoot {
  * Bootstrap trust: fetch cacerts unverified and keep only the certificate whose SHA-256
  * fingerprint is the pinned one. Fails, having trusted nothing, if it is not there.
  */
-export async function bootstrapRoot(server: URL, fingerprint: string, timeoutMs = DEFAULT_TIMEOUT_MS, signal?: AbortSignal): Promise<PinnedRoot> {
+export async function bootstrapRoot(
+  server: URL,
+  fingerprint: string,
+  timeoutMs = DEFAULT_TIMEOUT_MS,
+  signal?: AbortSignal,
+): Promise<PinnedRoot> {
   const certs = await fetchCacertsUnverified(server, timeoutMs, signal);
   const match = certs.find((der) => fingerprintOf(der) === fingerprint);
   if (!match)

@@ -8,7 +8,9 @@ export function parseFingerprint(text: string): string {
   const m = /^sha-?256\s*[:=]\s*(.*)$/i.exec(trimmed);
   const hex = (m ? m[1]! : trimmed).replace(/[:\s]/g, "").toLowerCase();
   if (!/^[0-9a-f]{64}$/.test(hex))
-    throw new AgentError(`invalid root fingerprint "${text}": expected sha256:<64 hex digits> (colons allowed), as printed by \`fleetpki init\``);
+    throw new AgentError(
+      `invalid root fingerprint "${text}": expected sha256:<64 hex digits> (colons allowed), as printed by \`fleetpki init\``,
+    );
   return `sha256:${hex}`;
 }
 

@@ -48,7 +48,9 @@ export interface RenewResult {
 /** Turns a 403 `.../re-enroll-required` problem into ReEnrollRequired. */
 function reEnrollCheck(e: unknown): never {
   if (e instanceof ServerError && e.status === 403 && e.type?.endsWith(RE_ENROLL_PROBLEM_SUFFIX))
-    throw new ReEnrollRequired(`${e.message.replace(/^POST \S+: HTTP 403: /, "")}; run \`fleetpki agent enroll ... --force\` for this directory`);
+    throw new ReEnrollRequired(
+      `${e.message.replace(/^POST \S+: HTTP 403: /, "")}; run \`fleetpki agent enroll ... --force\` for this directory`,
+    );
   throw e;
 }
 

@@ -32,7 +32,10 @@ export function newKeyAndCsr(deviceId: string, type: AgentKeyType | KeyObject): 
 
 /** A CSR with CN=<id> for a key the device already holds. */
 export function csrForKey(deviceId: string, key: KeyObject): KeyAndCsr {
-  const csrDer = buildCsr(encodeName([{ type: OID.commonName, value: deviceId }]), publicSpki(key), { key, scheme: signatureSchemeFor(key) });
+  const csrDer = buildCsr(encodeName([{ type: OID.commonName, value: deviceId }]), publicSpki(key), {
+    key,
+    scheme: signatureSchemeFor(key),
+  });
   return { key, keyPem: privateKeyPem(key), csrDer, csrPem: toPem("CERTIFICATE REQUEST", csrDer) };
 }
 

@@ -35,7 +35,8 @@ export interface RunOptions {
 const DEFAULT_MAX_SLEEP_MS = 10 * 60_000;
 
 function describe(e: unknown): Record<string, unknown> {
-  if (e instanceof ServerError) return { error: e.message, status: e.status, problem_type: e.type, kind: e.transient ? "server-unavailable" : "refused" };
+  if (e instanceof ServerError)
+    return { error: e.message, status: e.status, problem_type: e.type, kind: e.transient ? "server-unavailable" : "refused" };
   if (e instanceof TransportError) return { error: e.message, code: e.code, kind: "network" };
   if (e instanceof AgentError) return { error: e.message, kind: "agent" };
   return { error: e instanceof Error ? e.message : String(e), kind: "internal" };
@@ -69,7 +70,8 @@ export async function runAgent(options: RunOptions): Promise<void> {
     });
 
     const sleepUntil = async (at: number) => {
-      for (let left = at - clock.now(); left > 0 && !signal?.aborted; left = at - clock.now()) await clock.sleep(Math.min(left, maxSleep), signal);
+      for (let left = at - clock.now(); left > 0 && !signal?.aborted; left = at - clock.now())
+        await clock.sleep(Math.min(left, maxSleep), signal);
     };
 
     while (!signal?.aborted) {

@@ -53,7 +53,13 @@ export function backoffCap(lifetimeMs: number, options: BackoffOptions = {}): nu
  * "equal jitter" (between half and all of it). A server's Retry-After is a lower bound,
  * itself capped at maxRetryAfterMs.
  */
-export function backoffDelay(attempt: number, lifetimeMs: number, random: () => number = Math.random, retryAfterMs?: number, options: BackoffOptions = {}): number {
+export function backoffDelay(
+  attempt: number,
+  lifetimeMs: number,
+  random: () => number = Math.random,
+  retryAfterMs?: number,
+  options: BackoffOptions = {},
+): number {
   const cap = backoffCap(lifetimeMs, options);
   const base = Math.min(options.baseMs ?? DEFAULT_BACKOFF.baseMs, cap);
   const exp = Math.min(cap, base * 2 ** Math.min(Math.max(0, attempt), 52));

@@ -52,7 +52,6 @@ export interface AgentConfig {
   device_id: string;
 }
 
-
 function unlinkIfPresent(path: string): void {
   try {
     unlinkSync(path);
@@ -232,7 +231,11 @@ export function parseConfig(text: string, path: string): AgentConfig {
   }
   for (const field of ["server", "root_fingerprint", "device_id"] as const)
     if (typeof parsed?.[field] !== "string") throw new AgentError(`${path} has no "${field}"`);
-  return { server: parsed.server as string, root_fingerprint: parseFingerprint(parsed.root_fingerprint as string), device_id: parsed.device_id as string };
+  return {
+    server: parsed.server as string,
+    root_fingerprint: parseFingerprint(parsed.root_fingerprint as string),
+    device_id: parsed.device_id as string,
+  };
 }
 
 /**

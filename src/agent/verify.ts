@@ -82,12 +82,16 @@ export function chainToRoot(leaf: X509Certificate, candidates: readonly X509Cert
   let current = leaf;
   for (let depth = 0; depth <= MAX_CHAIN; depth++) {
     if (current.checkIssued(root) && current.verify(root.publicKey)) return path;
-    const issuer = candidates.find((c) => c.ca && !path.includes(c) && c !== current && current.checkIssued(c) && current.verify(c.publicKey));
+    const issuer = candidates.find(
+      (c) => c.ca && !path.includes(c) && c !== current && current.checkIssued(c) && current.verify(c.publicKey),
+    );
     if (!issuer) break;
     path.push(issuer);
     current = issuer;
   }
-  throw new AgentError(`the issued certificate does not chain to the pinned root ${root.subject.replace(/\n/g, ", ")} through the returned chain`);
+  throw new AgentError(
+    `the issued certificate does not chain to the pinned root ${root.subject.replace(/\n/g, ", ")} through the returned chain`,
+  );
 }
 
 export interface ExpectedIssue {
@@ -111,7 +115,10 @@ export function validateIssued(body: Record<string, unknown>, expected: Expected
 
   const parsed = parseCertificate(Buffer.from(leaf.raw));
   const identity = deviceIdentityOf(parsed);
-  if (!identity) throw new AgentError(`the issued certificate has no spiffe://<domain>/device/<id> URI (found: ${uriSans(parsed).join(", ") || "none"})`);
+  if (!identity)
+    throw new AgentError(
+      `the issued certificate has no spiffe://<domain>/device/<id> URI (found: ${uriSans(parsed).join(", ") || "none"})`,
+    );
   if (identity.deviceId !== expected.deviceId)
     throw new AgentError(`the issued certificate names ${identity.spiffeId}, expected a URI ending in /device/${expected.deviceId}`);
   if (parsed.notAfter.getTime() <= parsed.notBefore.getTime()) throw new AgentError("the issued certificate has an empty validity period");

@@ -26,11 +26,16 @@ export function canonicalJson(value: unknown): string {
   // integer-like keys, which objects order numerically: those take the general path.
   if (value && typeof value === "object" && !Array.isArray(value)) {
     const keys = Object.keys(value);
-    if (Object.values(value).every((v) => v === null || typeof v !== "object") && !keys.some((k) => INTEGER_KEY.test(k))) return JSON.stringify(value, keys.sort());
+    if (Object.values(value).every((v) => v === null || typeof v !== "object") && !keys.some((k) => INTEGER_KEY.test(k)))
+      return JSON.stringify(value, keys.sort());
   }
   return JSON.stringify(value, (_key, v) =>
     v && typeof v === "object" && !Array.isArray(v)
-      ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, (v as Record<string, unknown>)[k]]))
+      ? Object.fromEntries(
+          Object.keys(v)
+            .sort()
+            .map((k) => [k, (v as Record<string, unknown>)[k]]),
+        )
       : v,
   );
 }
@@ -77,7 +82,11 @@ export async function appendAudit(tx: Tx, events: readonly AuditEvent[]): Promis
   const chained = chainAudit(head, events);
   await tx.insertInto("audit_log").values(chained.rows).execute();
   if (head) await tx.updateTable("audit_head").set(chained.head).where("id", "=", 1).execute();
-  else await tx.insertInto("audit_head").values({ id: 1, ...chained.head }).execute();
+  else
+    await tx
+      .insertInto("audit_head")
+      .values({ id: 1, ...chained.head })
+      .execute();
   return chained.rows;
 }
 
@@ -94,7 +103,9 @@ export function appendAuditNative(native: NativeDb, events: readonly AuditEvent[
     "insert into audit_log (seq, at, actor, action, subject, details, prev_hash, hash) values (@seq, @at, @actor, @action, @subject, @details, @prev_hash, @hash)",
   );
   for (const row of chained.rows) insertRow.run(row);
-  const writeHead = head ? "update audit_head set seq = @seq, hash = @hash where id = 1" : "insert into audit_head (id, seq, hash) values (1, @seq, @hash)";
+  const writeHead = head
+    ? "update audit_head set seq = @seq, hash = @hash where id = 1"
+    : "insert into audit_head (id, seq, hash) values (1, @seq, @hash)";
   preparedStatement<[AuditHead]>(native, writeHead).run(chained.head);
   return chained.rows;
 }
@@ -158,7 +169,11 @@ export async function verifyAudit(db: Db, options: VerifyAuditOptions = {}): Pro
   const pageSize = options.pageSize ?? 5000;
   const outside = await db.selectFrom("audit_log").select(["seq"]).where("seq", "<=", 0).orderBy("seq").limit(1).executeTakeFirst();
   if (outside) {
-    const count = await db.selectFrom("audit_log").select((eb) => eb.fn.countAll().as("n")).where("seq", "<=", 0).executeTakeFirstOrThrow();
+    const count = await db
+      .selectFrom("audit_log")
+      .select((eb) => eb.fn.countAll().as("n"))
+      .where("seq", "<=", 0)
+      .executeTakeFirstOrThrow();
     const problem = `${count.n} row(s) with a sequence number <= 0 (the log starts at 1): inserted outside the chain`;
     return { ok: false, rows: 0, firstBadSeq: outside.seq, problem };
   }
@@ -171,9 +186,19 @@ export async function verifyAudit(db: Db, options: VerifyAuditOptions = {}): Pro
       if (row.seq !== expected)
         return { ok: false, rows: checked, firstBadSeq: expected, problem: `row ${expected} is missing (next row is ${row.seq})` };
       if (row.prev_hash !== prev)
-        return { ok: false, rows: checked, firstBadSeq: row.seq, problem: `row ${row.seq} does not link to row ${row.seq - 1} (rows deleted, replaced or reordered)` };
+        return {
+          ok: false,
+          rows: checked,
+          firstBadSeq: row.seq,
+          problem: `row ${row.seq} does not link to row ${row.seq - 1} (rows deleted, replaced or reordered)`,
+        };
       if (rowHash(prev, row) !== row.hash)
-        return { ok: false, rows: checked, firstBadSeq: row.seq, problem: `row ${row.seq} was modified (its content does not match its hash)` };
+        return {
+          ok: false,
+          rows: checked,
+          firstBadSeq: row.seq,
+          problem: `row ${row.seq} was modified (its content does not match its hash)`,
+        };
       options.onRow?.(row);
       prev = row.hash;
       expected += 1;

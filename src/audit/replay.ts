@@ -52,7 +52,13 @@ const idOf = (subject: string, prefix: string): string | undefined =>
 /** Labels as the devices table stores them, with keys sorted so the two can be compared. */
 function labelsKey(labels: unknown): string {
   const obj = labels && typeof labels === "object" && !Array.isArray(labels) ? (labels as Record<string, unknown>) : {};
-  return JSON.stringify(Object.fromEntries(Object.keys(obj).sort().map((k) => [k, obj[k]])));
+  return JSON.stringify(
+    Object.fromEntries(
+      Object.keys(obj)
+        .sort()
+        .map((k) => [k, obj[k]]),
+    ),
+  );
 }
 
 export interface ReplayReport {
@@ -172,7 +178,7 @@ export class StateReplay {
 
     const seenCerts = new Set<string>();
     const PAGE = 5000;
-    for (let after = ""; ; ) {
+    for (let after = ""; ;) {
       const page = await db
         .selectFrom("certificates")
         .select(["serial", "kind", "subject_id", "status", "revocation_reason", "fingerprint_sha256", "not_after", "der"])
@@ -204,8 +210,9 @@ export class StateReplay {
       if (page.length < PAGE) break;
       after = page[page.length - 1]!.serial;
     }
-    for (const [serial, cert] of this.certs) if (!seenCerts.has(serial))
-      problems.push(`certificate ${serial} issued by event ${cert.seq} is missing from the certificates table (deleted)`);
+    for (const [serial, cert] of this.certs)
+      if (!seenCerts.has(serial))
+        problems.push(`certificate ${serial} issued by event ${cert.seq} is missing from the certificates table (deleted)`);
 
     const cas = await db.selectFrom("cas").select(["id", "status", "serial"]).execute();
     for (const row of cas) {
@@ -219,11 +226,11 @@ export class StateReplay {
       }
     }
     const caIds = new Set(cas.map((c) => c.id));
-    for (const [id, ca] of this.cas) if (!caIds.has(id))
-      problems.push(`CA ${id} created by event ${ca.seq} is missing from the cas table (deleted)`);
+    for (const [id, ca] of this.cas)
+      if (!caIds.has(id)) problems.push(`CA ${id} created by event ${ca.seq} is missing from the cas table (deleted)`);
 
     const seenDevices = new Set<string>();
-    for (let after = ""; ; ) {
+    for (let after = ""; ;) {
       const page = await db
         .selectFrom("devices")
         .select(["id", "status", "group_name", "labels"])
@@ -252,8 +259,8 @@ export class StateReplay {
       if (page.length < PAGE) break;
       after = page[page.length - 1]!.id;
     }
-    for (const [id, device] of this.devices) if (!seenDevices.has(id))
-      problems.push(`device ${id} added by event ${device.seq} is missing from the devices table (deleted)`);
+    for (const [id, device] of this.devices)
+      if (!seenDevices.has(id)) problems.push(`device ${id} added by event ${device.seq} is missing from the devices table (deleted)`);
 
     const seenTokens = new Set<string>();
     const anonymous = new Map(this.anonymousTokenUses);
@@ -290,8 +297,9 @@ export class StateReplay {
         else problems.push(`${what} is marked used in the table, but no event used it`);
       }
     }
-    for (const [id, token] of this.tokens) if (!seenTokens.has(id))
-      problems.push(`token ${id} created by event ${token.seq} is missing from the enrollment_tokens table (deleted)`);
+    for (const [id, token] of this.tokens)
+      if (!seenTokens.has(id))
+        problems.push(`token ${id} created by event ${token.seq} is missing from the enrollment_tokens table (deleted)`);
     if (unverifiableHashes > 0)
       notes.push(
         `${unverifiableHashes} usable token(s) were created before token hashes were logged: ` +

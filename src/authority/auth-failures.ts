@@ -33,7 +33,15 @@ export class AuthFailureLog {
       tally.count++;
       tally.last = now;
     } else if (this.tallies.size < 10_000) {
-      this.tallies.set(key, { address: failure.address, deviceId: failure.deviceId ?? null, reason: failure.reason, via: failure.via, count: 1, first: now, last: now });
+      this.tallies.set(key, {
+        address: failure.address,
+        deviceId: failure.deviceId ?? null,
+        reason: failure.reason,
+        via: failure.via,
+        count: 1,
+        first: now,
+        last: now,
+      });
     }
   }
 

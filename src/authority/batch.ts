@@ -73,7 +73,6 @@ function writeDurable(path: string, data: string, mode: number): void {
   }
 }
 
-
 export async function issueBatch(fleet: Fleet, req: BatchRequest): Promise<BatchResult> {
   const caId = localCaId(req.localName);
   const validity = req.validity ?? fleet.config.validity.factory;
@@ -88,7 +87,8 @@ export async function issueBatch(fleet: Fleet, req: BatchRequest): Promise<Batch
   await fleet.issuingCa(caId); // fail early if the key is offline or the CA inactive
   ensurePrivateDir(req.outDir);
   // Partial bundles from an interrupted run are discarded; their certificates stay recorded.
-  for (const entry of readdirSync(req.outDir)) if (entry.startsWith(".partial-")) rmSync(join(req.outDir, entry), { recursive: true, force: true });
+  for (const entry of readdirSync(req.outDir))
+    if (entry.startsWith(".partial-")) rmSync(join(req.outDir, entry), { recursive: true, force: true });
 
   const todo = req.ids.filter((id) => !isComplete(join(req.outDir, id)));
   const total = req.ids.length;
@@ -109,9 +109,26 @@ export async function issueBatch(fleet: Fleet, req: BatchRequest): Promise<Batch
     await fleet.store.transaction(async (tx) => {
       await tx
         .insertInto("devices")
-        .values(chunk.map((id) => ({ id, group_name: req.group ?? null, labels: JSON.stringify({ factory: req.localName }), status: "active" as const, created_at: now, updated_at: now })))
+        .values(
+          chunk.map((id) => ({
+            id,
+            group_name: req.group ?? null,
+            labels: JSON.stringify({ factory: req.localName }),
+            status: "active" as const,
+            created_at: now,
+            updated_at: now,
+          })),
+        )
         .execute();
-      await appendAudit(tx, chunk.map((id) => ({ actor: req.actor, action: "device.add", subject: `device:${id}`, details: { group: req.group ?? null, labels: { factory: req.localName } } })));
+      await appendAudit(
+        tx,
+        chunk.map((id) => ({
+          actor: req.actor,
+          action: "device.add",
+          subject: `device:${id}`,
+          details: { group: req.group ?? null, labels: { factory: req.localName } },
+        })),
+      );
     });
   }
 

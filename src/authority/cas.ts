@@ -92,7 +92,14 @@ export async function recordCa(tx: Tx, ca: NewCaRecord, actor: string, now: Date
       actor,
       action: "ca.create",
       subject: `ca:${ca.id}`,
-      details: { serial: row.serial, subject: row.subject, issuer: ca.issuerId, not_after: row.not_after, key_type: row.key_type, key_online: ca.keyFile !== null },
+      details: {
+        serial: row.serial,
+        subject: row.subject,
+        issuer: ca.issuerId,
+        not_after: row.not_after,
+        key_type: row.key_type,
+        key_online: ca.keyFile !== null,
+      },
       at: now,
     },
   ]);
@@ -184,7 +191,6 @@ export async function createIntermediate(
   return { status: "created" };
 }
 
-
 export interface CreateLocalCaRequest {
   name: string;
   validity?: string;
@@ -192,7 +198,8 @@ export interface CreateLocalCaRequest {
 }
 
 export async function createLocalCa(fleet: Fleet, req: CreateLocalCaRequest) {
-  if (!LOCAL_CA_NAME.test(req.name)) throw new InvalidArgument(`invalid local CA name "${req.name}": 1-32 characters a-z 0-9 - starting with a letter or digit`);
+  if (!LOCAL_CA_NAME.test(req.name))
+    throw new InvalidArgument(`invalid local CA name "${req.name}": 1-32 characters a-z 0-9 - starting with a letter or digit`);
   const validity = req.validity ?? fleet.config.validity.local_ca;
   try {
     parseDuration(validity);
@@ -204,6 +211,11 @@ export async function createLocalCa(fleet: Fleet, req: CreateLocalCaRequest) {
 
 /** PEMs of the root and the active CAs that issue device certificates (trust set for device clients). */
 export async function deviceClientCas(fleet: Fleet): Promise<string[]> {
-  const cas = await fleet.store.db.selectFrom("cas").select(["id", "certificate_pem"]).where("status", "=", "active").orderBy("id").execute();
+  const cas = await fleet.store.db
+    .selectFrom("cas")
+    .select(["id", "certificate_pem"])
+    .where("status", "=", "active")
+    .orderBy("id")
+    .execute();
   return cas.filter((c) => c.id === "root" || c.id === "devices" || c.id.startsWith("local-")).map((c) => c.certificate_pem);
 }

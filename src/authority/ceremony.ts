@@ -40,7 +40,14 @@ export interface CeremonyRequest {
 }
 
 /** Writes <fleet>/ceremony/<id>.request.json for the offline root; returns its relative path. */
-export function writeCeremonyRequest(fleet: Fleet, id: string, role: IntermediateRole, subject: CaSubject, key: KeyObject, lifetime: string): string {
+export function writeCeremonyRequest(
+  fleet: Fleet,
+  id: string,
+  role: IntermediateRole,
+  subject: CaSubject,
+  key: KeyObject,
+  lifetime: string,
+): string {
   const spki = publicSpki(key);
   const csr = buildCsr(caName(subject), spki, { key, scheme: signatureSchemeFor(key) });
   const rootUrls = fleet.statusUrlsFor("root");
@@ -93,10 +100,10 @@ export interface RootInitOptions {
 }
 
 export function initOfflineRoot(opts: RootInitOptions): { certificatePath: string; fingerprint: string; passphraseGenerated: boolean } {
-  if (existsSync(join(opts.dir, ROOT_CONFIG)) || existsSync(join(opts.dir, "cert.pem")))
-    throw new FleetExists(opts.dir);
+  if (existsSync(join(opts.dir, ROOT_CONFIG)) || existsSync(join(opts.dir, "cert.pem"))) throw new FleetExists(opts.dir);
   validateDomain(opts.domain);
-  if (!(CA_KEY_TYPES as readonly string[]).includes(opts.keyType)) throw new InvalidArgument(`--key-type must be one of ${CA_KEY_TYPES.join(", ")}`);
+  if (!(CA_KEY_TYPES as readonly string[]).includes(opts.keyType))
+    throw new InvalidArgument(`--key-type must be one of ${CA_KEY_TYPES.join(", ")}`);
   const lifetimeMs = parseDuration(opts.validity ?? "20y");
   ensurePrivateDir(opts.dir);
   const pass = preparePassphrase(opts.dir, opts.passphraseFile);
@@ -125,7 +132,6 @@ export function initOfflineRoot(opts: RootInitOptions): { certificatePath: strin
   return { certificatePath: join(opts.dir, "cert.pem"), fingerprint: sha256Fingerprint(root.der), passphraseGenerated: pass.generated };
 }
 
-
 export interface SignedIntermediate {
   caId: string;
   role: string;
@@ -145,9 +151,12 @@ function readRequest(file: string): CeremonyRequest {
   if (!request || typeof request !== "object" || request.fleetpki_ceremony_request !== REQUEST_VERSION)
     throw new CeremonyError(`${file}: not a fleetpki ceremony request (version ${request?.fleetpki_ceremony_request})`);
   for (const field of ["ca_id", "domain", "lifetime", "crl_url", "ocsp_url", "csr"] as const)
-    if (typeof request[field] !== "string" || request[field] === "") throw new CeremonyError(`${file}: field "${field}" missing or not a string`);
-  if (typeof request.subject?.commonName !== "string") throw new CeremonyError(`${file}: field "subject.commonName" missing or not a string`);
-  if (!["devices", "services", "operators", "local"].includes(request.role)) throw new CeremonyError(`${file}: unknown role "${request.role}"`);
+    if (typeof request[field] !== "string" || request[field] === "")
+      throw new CeremonyError(`${file}: field "${field}" missing or not a string`);
+  if (typeof request.subject?.commonName !== "string")
+    throw new CeremonyError(`${file}: field "subject.commonName" missing or not a string`);
+  if (!["devices", "services", "operators", "local"].includes(request.role))
+    throw new CeremonyError(`${file}: unknown role "${request.role}"`);
   return request;
 }
 
@@ -161,7 +170,8 @@ export interface OfflineRoot {
 /** The offline root directory's configuration, certificate and decrypted key. */
 export function openOfflineRoot(rootDir: string): OfflineRoot {
   const configPath = join(rootDir, ROOT_CONFIG);
-  if (!existsSync(configPath)) throw new CeremonyError(`${rootDir} is not an offline root directory (${ROOT_CONFIG} missing; run \`fleetpki ca root init\`)`);
+  if (!existsSync(configPath))
+    throw new CeremonyError(`${rootDir} is not an offline root directory (${ROOT_CONFIG} missing; run \`fleetpki ca root init\`)`);
   const config = parseYaml(readFileSync(configPath, "utf8")) as RootConfig;
   const passphrase = readPassphraseFile(resolve(rootDir, config.passphrase_file));
   const key = readPrivateKey(join(rootDir, "key.pem"), passphrase);
@@ -175,7 +185,8 @@ export function signCeremonyRequests(rootDir: string, files: readonly string[], 
   // Validate every request before signing any, so a bad batch signs nothing.
   const prepared = files.map((file) => {
     const request = readRequest(file);
-    if (request.domain !== config.domain) throw new CeremonyError(`${file}: request is for domain ${request.domain}, this root serves ${config.domain}`);
+    if (request.domain !== config.domain)
+      throw new CeremonyError(`${file}: request is for domain ${request.domain}, this root serves ${config.domain}`);
     let csr;
     try {
       csr = parseCsr(request.csr);
@@ -251,11 +262,11 @@ export function matchSignedIntermediates(
     const match = pending.find((p) => p.spki.equals(cert.spki));
     if (!match) throw new CeremonyError(`${basename(file)}: no pending request in ${layout.ceremonyDir}/ has this public key`);
     if (!cert.issuer.equals(rootCert.subject)) throw new CeremonyError(`${basename(file)}: not issued by this fleet's root CA`);
-    if (!new X509Certificate(der).verify(rootKey)) throw new CeremonyError(`${basename(file)}: signature does not verify against this fleet's root CA`);
+    if (!new X509Certificate(der).verify(rootKey))
+      throw new CeremonyError(`${basename(file)}: signature does not verify against this fleet's root CA`);
     return { caId: match.request.ca_id, der, requestFile: match.rel, file };
   });
 }
-
 
 export function removeRequest(fleet: Fleet, rel: string): void {
   rmSync(fleet.path(rel), { force: true });

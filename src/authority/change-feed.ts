@@ -46,7 +46,9 @@ export class ChangeFeed {
   }
 
   private headSeq(): Promise<number> {
-    return this.store.withNative((native) => preparedStatement<[], { seq: number }>(native, "select seq from audit_head where id = 1").get()?.seq ?? 0);
+    return this.store.withNative(
+      (native) => preparedStatement<[], { seq: number }>(native, "select seq from audit_head where id = 1").get()?.seq ?? 0,
+    );
   }
 
   private async read(): Promise<void> {
@@ -55,7 +57,10 @@ export class ChangeFeed {
         const head = await this.headSeq();
         if (head <= this.lastSeq) return;
         const rows = await this.store.withNative((native) =>
-          preparedStatement<[number, number], AuditRecord>(native, "select * from audit_log where seq > ? order by seq limit ?").all(this.lastSeq, PAGE),
+          preparedStatement<[number, number], AuditRecord>(native, "select * from audit_log where seq > ? order by seq limit ?").all(
+            this.lastSeq,
+            PAGE,
+          ),
         );
         if (rows.length === 0) return;
         this.lastSeq = rows[rows.length - 1]!.seq;

@@ -33,7 +33,10 @@ export function applyClaim(native: NativeDb, claim: Claim, certificate: Certific
           "where id = @id and device_id = @device and used_at is null and expires_at > @at",
       ).run({ at: claim.at, serial: certificate.serial, id: claim.tokenId, device: claim.deviceId });
       if (spent.changes === 1) return;
-      const row = preparedStatement<[string, string], EnrollmentTokenTable>(native, "select * from enrollment_tokens where id = ? and device_id = ?").get(claim.tokenId, claim.deviceId);
+      const row = preparedStatement<[string, string], EnrollmentTokenTable>(
+        native,
+        "select * from enrollment_tokens where id = ? and device_id = ?",
+      ).get(claim.tokenId, claim.deviceId);
       assertUsableToken(row, claim.deviceId, claim.at);
       throw new AuthenticationFailed("token-used", `the token for device "${claim.deviceId}" was already used`);
     }
@@ -55,10 +58,10 @@ export function applyClaim(native: NativeDb, claim: Claim, certificate: Certific
     }
     case "approval": {
       // The serial is recorded with the certificate, so a repeated poll finds what was issued.
-      const r = preparedStatement<[string, string]>(native, "update enrollment_requests set status = 'issued', certificate_serial = ? where id = ? and status = 'approved'").run(
-        certificate.serial,
-        claim.requestId,
-      );
+      const r = preparedStatement<[string, string]>(
+        native,
+        "update enrollment_requests set status = 'issued', certificate_serial = ? where id = ? and status = 'approved'",
+      ).run(certificate.serial, claim.requestId);
       if (r.changes !== 1) throw new ApprovalAlreadyIssued();
       return;
     }

@@ -32,7 +32,8 @@ const twoDigits = (s: string, i: number): number => (s.charCodeAt(i) - 48) * 10 
 function storedTimeSecondMs(iso: string): number {
   const year = twoDigits(iso, 0) * 100 + twoDigits(iso, 2);
   // Anything unusual (and years below 100, which Date.UTC maps to 19xx) takes the slow path.
-  if (iso.length !== 24 || iso.charCodeAt(4) !== 45 || iso.charCodeAt(10) !== 84 || iso.charCodeAt(23) !== 90 || !(year >= 100)) return Math.floor(Date.parse(iso) / 1000) * 1000;
+  if (iso.length !== 24 || iso.charCodeAt(4) !== 45 || iso.charCodeAt(10) !== 84 || iso.charCodeAt(23) !== 90 || !(year >= 100))
+    return Math.floor(Date.parse(iso) / 1000) * 1000;
   return Date.UTC(year, twoDigits(iso, 5) - 1, twoDigits(iso, 8), twoDigits(iso, 11), twoDigits(iso, 14), twoDigits(iso, 17));
 }
 
@@ -66,7 +67,9 @@ export async function signCrl(fleet: Fleet, caId: string, now = new Date()): Pro
   const row = await fleet.store.withNative((native) =>
     native
       .transaction((): CrlTable => {
-        const previous = preparedStatement<[string], { crl_number: number }>(native, "select crl_number from crls where ca_id = ?").get(caId);
+        const previous = preparedStatement<[string], { crl_number: number }>(native, "select crl_number from crls where ca_id = ?").get(
+          caId,
+        );
         const crlNumber = (previous?.crl_number ?? 0) + 1;
         // Entries stay until the certificate itself expires (RFC 5280 5.2.6 allows dropping them then).
         // One string for all rows, split here: better-sqlite3 turning 100,000 rows of three
@@ -96,7 +99,14 @@ export async function signCrl(fleet: Fleet, caId: string, now = new Date()): Pro
             });
           }
         const der = buildCrl(issuer, { crlNumber: BigInt(crlNumber), thisUpdate, nextUpdate, entries });
-        const stored: CrlTable = { ca_id: caId, crl_number: crlNumber, this_update: thisUpdate.toISOString(), next_update: nextUpdate.toISOString(), entries: entries.length, der };
+        const stored: CrlTable = {
+          ca_id: caId,
+          crl_number: crlNumber,
+          this_update: thisUpdate.toISOString(),
+          next_update: nextUpdate.toISOString(),
+          entries: entries.length,
+          der,
+        };
         preparedStatement<[CrlTable]>(
           native,
           "insert into crls (ca_id, crl_number, this_update, next_update, entries, der) values (@ca_id, @crl_number, @this_update, @next_update, @entries, @der) " +
@@ -165,7 +175,9 @@ export class CrlPublisher {
     const now = new Date();
     const cas = await this.fleet.store.db.selectFrom("cas").select("id").execute();
     await Promise.allSettled(
-      cas.filter((ca) => this.changed.has(ca.id) || !this.current.has(ca.id) || this.due(this.current.get(ca.id)!, now)).map((ca) => this.refresh(ca.id)),
+      cas
+        .filter((ca) => this.changed.has(ca.id) || !this.current.has(ca.id) || this.due(this.current.get(ca.id)!, now))
+        .map((ca) => this.refresh(ca.id)),
     );
   }
 

@@ -43,13 +43,21 @@ export function parseLabels(pairs: readonly string[]): Record<string, string> {
 export function validateLabels(labels: Record<string, string>): Record<string, string> {
   for (const [k, v] of Object.entries(labels)) {
     if (!LABEL_KEY.test(k)) throw new InvalidArgument(`invalid label key "${k}": 1-63 characters a-z 0-9 . _ / -`);
-    if (typeof v !== "string" || v.length > MAX_LABEL_VALUE) throw new InvalidArgument(`label "${k}" value must be at most ${MAX_LABEL_VALUE} characters`);
+    if (typeof v !== "string" || v.length > MAX_LABEL_VALUE)
+      throw new InvalidArgument(`label "${k}" value must be at most ${MAX_LABEL_VALUE} characters`);
   }
   return labels;
 }
 
 function toDevice(row: DeviceTable): Device {
-  return { id: row.id, group: row.group_name, labels: JSON.parse(row.labels), status: row.status, createdAt: row.created_at, updatedAt: row.updated_at };
+  return {
+    id: row.id,
+    group: row.group_name,
+    labels: JSON.parse(row.labels),
+    status: row.status,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
 }
 
 /** Registers a device (and its first token): both or, on any error, neither. */
@@ -60,12 +68,21 @@ export async function addDevice(fleet: Fleet, req: AddDeviceRequest): Promise<De
   const labels = validateLabels(req.labels ?? {});
   const token = req.token ? prepareToken(fleet, { deviceId: req.id, ttl: req.token.ttl }) : undefined;
   const now = new Date().toISOString();
-  const row: DeviceTable = { id: req.id, group_name: req.group ?? null, labels: JSON.stringify(labels), status: "active", created_at: now, updated_at: now };
+  const row: DeviceTable = {
+    id: req.id,
+    group_name: req.group ?? null,
+    labels: JSON.stringify(labels),
+    status: "active",
+    created_at: now,
+    updated_at: now,
+  };
   let created: CreatedToken | undefined;
   try {
     await fleet.store.transaction(async (tx) => {
       await tx.insertInto("devices").values(row).execute();
-      await appendAudit(tx, [{ actor: req.actor, action: "device.add", subject: `device:${req.id}`, details: { group: row.group_name, labels } }]);
+      await appendAudit(tx, [
+        { actor: req.actor, action: "device.add", subject: `device:${req.id}`, details: { group: row.group_name, labels } },
+      ]);
       if (token) created = await storeToken(tx, token, req.actor);
     });
   } catch (e) {
@@ -79,20 +96,30 @@ export async function addDevice(fleet: Fleet, req: AddDeviceRequest): Promise<De
  * Allows one more enrollment with a factory certificate (a device that was repaired, reset or
  * re-imaged). A factory certificate otherwise enrolls its device once.
  */
-export async function reprovisionDevice(fleet: Fleet, req: { deviceId: string; actor: string }): Promise<{ factorySerial: string; certificateSerial: string }> {
+export async function reprovisionDevice(
+  fleet: Fleet,
+  req: { deviceId: string; actor: string },
+): Promise<{ factorySerial: string; certificateSerial: string }> {
   assertDeviceId(req.deviceId);
   return fleet.store.transaction(async (tx) => {
     const device = await tx.selectFrom("devices").select("id").where("id", "=", req.deviceId).executeTakeFirst();
     if (!device) throw new UnknownDevice(req.deviceId);
     const enrolled = await tx.selectFrom("factory_enrollments").selectAll().where("device_id", "=", req.deviceId).executeTakeFirst();
-    if (!enrolled) throw new InvalidArgument(`device "${req.deviceId}" has not enrolled with a factory certificate since it was last reprovisioned; nothing to do`);
+    if (!enrolled)
+      throw new InvalidArgument(
+        `device "${req.deviceId}" has not enrolled with a factory certificate since it was last reprovisioned; nothing to do`,
+      );
     await tx.deleteFrom("factory_enrollments").where("device_id", "=", req.deviceId).execute();
     await appendAudit(tx, [
       {
         actor: req.actor,
         action: "device.reprovision",
         subject: `device:${req.deviceId}`,
-        details: { factory_serial: enrolled.factory_serial, certificate_serial: enrolled.certificate_serial, enrolled_at: enrolled.enrolled_at },
+        details: {
+          factory_serial: enrolled.factory_serial,
+          certificate_serial: enrolled.certificate_serial,
+          enrolled_at: enrolled.enrolled_at,
+        },
       },
     ]);
     return { factorySerial: enrolled.factory_serial, certificateSerial: enrolled.certificate_serial };

@@ -79,7 +79,8 @@ export class CeremonyError extends AuthorityError {
 export class AuthenticationFailed extends AuthorityError {
   readonly code = "authentication-failed";
   constructor(
-    readonly reason: "token-invalid" | "token-expired" | "token-used" | "certificate-required" | "certificate-unknown" | "proof-invalid" | "nonce-invalid",
+    readonly reason:
+      "token-invalid" | "token-expired" | "token-used" | "certificate-required" | "certificate-unknown" | "proof-invalid" | "nonce-invalid",
     message: string,
   ) {
     super(message);

@@ -105,7 +105,9 @@ export class Fleet {
   private async loadIssuer(id: string): Promise<{ issuer: IssuingCa; status: CaTable["status"] }> {
     const row = await this.caRecord(id);
     if (!row.key_file || !existsSync(this.path(row.key_file)))
-      throw new CaKeyOffline(`the ${id} CA key is not in this fleet directory (held offline); sign with \`fleetpki ca root sign\` on the machine that holds it`);
+      throw new CaKeyOffline(
+        `the ${id} CA key is not in this fleet directory (held offline); sign with \`fleetpki ca root sign\` on the machine that holds it`,
+      );
     const key = readPrivateKey(this.path(row.key_file), this.passphrase());
     const issuer: IssuingCa = {
       certificate: parseCertificate(fromPem(row.certificate_pem, ["CERTIFICATE"])),

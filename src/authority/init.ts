@@ -112,7 +112,10 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
   const serverNames = opts.serverNames?.length ? opts.serverNames : defaultServerNames(undefined, undefined, domain);
   // A robot's certificate names <id>.devices.<domain>: it could impersonate a server named there.
   const inZone = serverNames.find((n) => inDeviceDnsZone(domain, n));
-  if (inZone) throw new InvalidArgument(`--server-name ${inZone} is in ${deviceDnsZone(domain)}, the zone of device certificates; use a name outside it`);
+  if (inZone)
+    throw new InvalidArgument(
+      `--server-name ${inZone} is in ${deviceDnsZone(domain)}, the zone of device certificates; use a name outside it`,
+    );
 
   const existedBefore = existsSync(dir);
   const entriesBefore = new Set(existedBefore ? readdirSync(dir) : []);
@@ -145,13 +148,23 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
         notAfter: new Date(notBefore.getTime() + parseDuration(config.validity.root)),
       }).der;
       writeCaFiles(dir, "root", rootDer, "", key, pass.passphrase);
-      await store.transaction((tx) => recordCa(tx, { id: "root", der: rootDer, keyFile: layout.caKey("root"), issuerId: "root" }, actor, now));
+      await store.transaction((tx) =>
+        recordCa(tx, { id: "root", der: rootDer, keyFile: layout.caKey("root"), issuerId: "root" }, actor, now),
+      );
     }
     for (const id of STANDARD_INTERMEDIATES) await createIntermediate(fleet, id, config.validity.intermediate, actor, now);
     await completeFleet(fleet, actor, now);
     writeFileAtomic(join(dir, CONFIG_FILE), renderConfig(config));
     await store.transaction((tx) =>
-      appendAudit(tx, [{ actor, action: "fleet.init", subject: `fleet:${domain}`, details: { name, domain, key_type: keyType, offline_root: !!externalRoot }, at: now }]),
+      appendAudit(tx, [
+        {
+          actor,
+          action: "fleet.init",
+          subject: `fleet:${domain}`,
+          details: { name, domain, key_type: keyType, offline_root: !!externalRoot },
+          at: now,
+        },
+      ]),
     );
     await checkpointAfter(fleet, actor);
     return {
@@ -245,16 +258,39 @@ export async function issueOwnLeaf(
 
 /** Once the three standard intermediates exist: the server certificate and the admin operator certificate. */
 export async function completeFleet(fleet: Fleet, actor: string, now = new Date()): Promise<boolean> {
-  const active = await fleet.store.db.selectFrom("cas").select("id").where("id", "in", [...STANDARD_INTERMEDIATES]).execute();
+  const active = await fleet.store.db
+    .selectFrom("cas")
+    .select("id")
+    .where("id", "in", [...STANDARD_INTERMEDIATES])
+    .execute();
   if (active.length < STANDARD_INTERMEDIATES.length) return false;
   const have = await fleet.store.db.selectFrom("certificates").select("kind").where("kind", "in", ["server", "operator"]).execute();
   const names = fleet.config.server.names;
   if (!have.some((c) => c.kind === "server"))
-    await issueOwnLeaf(fleet, { caId: "services", kind: "server", commonName: names[0]!, sans: names.map(serverGeneralName), dirRel: layout.serverDir, lifetime: fleet.config.validity.server }, actor, now);
+    await issueOwnLeaf(
+      fleet,
+      {
+        caId: "services",
+        kind: "server",
+        commonName: names[0]!,
+        sans: names.map(serverGeneralName),
+        dirRel: layout.serverDir,
+        lifetime: fleet.config.validity.server,
+      },
+      actor,
+      now,
+    );
   if (!have.some((c) => c.kind === "operator"))
     await issueOwnLeaf(
       fleet,
-      { caId: "operators", kind: "operator", commonName: "admin", sans: [{ uri: operatorSpiffeId(fleet.domain, "admin") }], dirRel: layout.operatorDir("admin"), lifetime: fleet.config.validity.operator },
+      {
+        caId: "operators",
+        kind: "operator",
+        commonName: "admin",
+        sans: [{ uri: operatorSpiffeId(fleet.domain, "admin") }],
+        dirRel: layout.operatorDir("admin"),
+        lifetime: fleet.config.validity.operator,
+      },
       actor,
       now,
     );
@@ -264,16 +300,23 @@ export async function completeFleet(fleet: Fleet, actor: string, now = new Date(
 }
 
 /** Imports intermediates signed by the offline root; completes the fleet when all are present. */
-export async function importIntermediates(fleet: Fleet, files: readonly string[], actor: string): Promise<{ imported: string[]; ready: boolean }> {
+export async function importIntermediates(
+  fleet: Fleet,
+  files: readonly string[],
+  actor: string,
+): Promise<{ imported: string[]; ready: boolean }> {
   if (files.length === 0) throw new InvalidArgument("no certificate files given");
   const rootDer = fromPem((await fleet.caRecord("root")).certificate_pem, ["CERTIFICATE"]);
   const matched = matchSignedIntermediates(fleet, files, rootDer);
   const { root: rootPem } = await fleet.chainPem("root");
   const now = new Date();
   for (const m of matched) {
-    if (!existsSync(fleet.path(layout.caKey(m.caId)))) throw new CeremonyError(`${m.file}: the key for ${m.caId} is missing from ${dirname(layout.caKey(m.caId))}`);
+    if (!existsSync(fleet.path(layout.caKey(m.caId))))
+      throw new CeremonyError(`${m.file}: the key for ${m.caId} is missing from ${dirname(layout.caKey(m.caId))}`);
     writeCaFiles(fleet.dir, m.caId, m.der, rootPem);
-    await fleet.store.transaction((tx) => recordCa(tx, { id: m.caId, der: m.der, keyFile: layout.caKey(m.caId), issuerId: "root" }, actor, now));
+    await fleet.store.transaction((tx) =>
+      recordCa(tx, { id: m.caId, der: m.der, keyFile: layout.caKey(m.caId), issuerId: "root" }, actor, now),
+    );
     removeRequest(fleet, m.requestFile);
   }
   const ready = await completeFleet(fleet, actor, now);

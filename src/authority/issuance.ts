@@ -126,7 +126,10 @@ export function assertDeviceId(id: string): void {
   // OpenSSL reads a dotted CN as a host name and checks it against the devices CA's DNS name
   // constraint (there is no DNS SAN), so such a certificate would fail every TLS handshake.
   if (id.includes("."))
-    throw new InvalidDeviceId(id, "device ids must not contain '.': OpenSSL would read the certificate's CN as a host name outside the fleet domain and reject it");
+    throw new InvalidDeviceId(
+      id,
+      "device ids must not contain '.': OpenSSL would read the certificate's CN as a host name outside the fleet domain and reject it",
+    );
 }
 
 /**
@@ -176,13 +179,17 @@ export async function issueForKey(fleet: Fleet, req: DeviceIssueRequest, key: Su
     }
     const record = issuedRecord(issued, { issuerCa: caId, kind, subjectId: req.deviceId, deviceId: req.deviceId });
     try {
-      await fleet.recorder.record(certificateRow(record, now), {
-        actor: req.actor,
-        action: "certificate.issue",
-        subject: `device:${req.deviceId}`,
-        details: issueAuditDetails(record, { key_type: key.keyType, ...req.context }),
-        at: now,
-      }, req.claim);
+      await fleet.recorder.record(
+        certificateRow(record, now),
+        {
+          actor: req.actor,
+          action: "certificate.issue",
+          subject: `device:${req.deviceId}`,
+          details: issueAuditDetails(record, { key_type: key.keyType, ...req.context }),
+          at: now,
+        },
+        req.claim,
+      );
     } catch (e) {
       // A 128-bit serial collision is astronomically unlikely, but uniqueness is checked, not assumed.
       if (isUniqueViolation(e) && attempt < MAX_SERIAL_ATTEMPTS) continue;

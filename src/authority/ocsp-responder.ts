@@ -141,7 +141,11 @@ export class OcspService {
   private async lookUpAndSign(parsed: ParsedOcspRequest, now: number): Promise<{ der: Buffer; status: string; cacheUntil?: number }> {
     // One signer per response: every CertID must name the same CA, one we serve (RFC 6960 2.3 "unauthorized").
     await this.loadIssuers(now);
-    const cas = parsed.certIds.map((id) => (id.hashAlgorithm === "unsupported" ? undefined : this.issuers.get(`${id.hashAlgorithm}:${id.issuerNameHash.toString("hex")}:${id.issuerKeyHash.toString("hex")}`)));
+    const cas = parsed.certIds.map((id) =>
+      id.hashAlgorithm === "unsupported"
+        ? undefined
+        : this.issuers.get(`${id.hashAlgorithm}:${id.issuerNameHash.toString("hex")}:${id.issuerKeyHash.toString("hex")}`),
+    );
     const ca = cas[0];
     const unauthorized = { der: ocspErrorResponse("unauthorized"), status: "unauthorized" };
     if (!ca || cas.some((c) => c !== ca) || ca.status !== "active") return unauthorized;
@@ -156,14 +160,22 @@ export class OcspService {
 
     const thisUpdate = new Date(Math.floor(now / 1000) * 1000);
     const nextUpdate = new Date(thisUpdate.getTime() + Math.max(this.cacheMs, 1000));
-    const rows = await this.readStatuses(ca.id, parsed.certIds.map((id) => id.serialHex));
+    const rows = await this.readStatuses(
+      ca.id,
+      parsed.certIds.map((id) => id.serialHex),
+    );
     let allGood = true;
     const responses: SingleResponseInput[] = parsed.certIds.map((certId, i) => {
       const row = rows[i];
       let status: CertStatus;
       if (!row || row.kind === "ocsp-responder") status = { status: "unknown" };
       else if (row.status === "valid") status = { status: "good" };
-      else status = { status: "revoked", revokedAt: new Date(row.revoked_at ?? thisUpdate), reason: (row.revocation_reason ?? "unspecified") as RevocationReasonName };
+      else
+        status = {
+          status: "revoked",
+          revokedAt: new Date(row.revoked_at ?? thisUpdate),
+          reason: (row.revocation_reason ?? "unspecified") as RevocationReasonName,
+        };
       if (status.status !== "good") allGood = false;
       return { certId, status, thisUpdate, nextUpdate };
     });
@@ -241,7 +253,13 @@ export class OcspService {
         revocation_reason: null,
         created_at: now.toISOString(),
       },
-      { actor: "status-server", action: "certificate.issue", subject: `ocsp-responder:${caId}`, details: { serial: issued.serialHex, issuer: caId, kind: "ocsp-responder", not_after: issued.notAfter.toISOString() }, at: now },
+      {
+        actor: "status-server",
+        action: "certificate.issue",
+        subject: `ocsp-responder:${caId}`,
+        details: { serial: issued.serialHex, issuer: caId, kind: "ocsp-responder", not_after: issued.notAfter.toISOString() },
+        at: now,
+      },
     );
     const certificate: ParsedCertificate = parseCertificate(issued.der);
     const signer = new OcspResponseSigner(ocspResponder(certificate, { key: privateKey, scheme: signatureSchemeFor(privateKey) }));

@@ -67,7 +67,10 @@ function recordInTransaction(native: NativeDb, batch: readonly RecordItem[]): Re
   }
   const insert = preparedStatement<[CertificateTable]>(native, INSERT_CERTIFICATE);
   for (const p of accepted) insert.run(p.row);
-  appendAuditNative(native, accepted.map((p) => p.audit));
+  appendAuditNative(
+    native,
+    accepted.map((p) => p.audit),
+  );
   return outcomes;
 }
 

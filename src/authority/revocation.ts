@@ -10,7 +10,14 @@ import type { Fleet } from "./fleet.js";
 import { assertDeviceId } from "./issuance.js";
 
 /** Reasons an operator may give (RFC 5280 5.3.1); certificateHold comes from `hold`, cACompromise from `ca revoke-local`. */
-export const REVOKE_REASONS = ["unspecified", "keyCompromise", "affiliationChanged", "superseded", "cessationOfOperation", "privilegeWithdrawn"] as const;
+export const REVOKE_REASONS = [
+  "unspecified",
+  "keyCompromise",
+  "affiliationChanged",
+  "superseded",
+  "cessationOfOperation",
+  "privilegeWithdrawn",
+] as const;
 export type RevokeReason = (typeof REVOKE_REASONS)[number];
 /** What the certificates table stores in revocation_reason. */
 export type StoredReason = RevokeReason | "certificateHold" | "cACompromise";
@@ -27,9 +34,16 @@ export function parseRevokeReason(text: string | undefined): RevokeReason {
 
 /** A serial as operators paste it (openssl's "serial=01AB...", colons, any case) -> the stored form. */
 export function normalizeSerial(text: string): string {
-  let hex = text.trim().replace(/^serial=/i, "").replace(/[:\s]/g, "").toLowerCase();
+  let hex = text
+    .trim()
+    .replace(/^serial=/i, "")
+    .replace(/[:\s]/g, "")
+    .toLowerCase();
   if (hex.startsWith("0x")) hex = hex.slice(2);
-  if (!/^[0-9a-f]{1,42}$/.test(hex)) throw new InvalidArgument(`invalid serial "${text}": expected hexadecimal, as printed by \`fleetpki device show\` or \`openssl x509 -serial\``);
+  if (!/^[0-9a-f]{1,42}$/.test(hex))
+    throw new InvalidArgument(
+      `invalid serial "${text}": expected hexadecimal, as printed by \`fleetpki device show\` or \`openssl x509 -serial\``,
+    );
   if (hex.length % 2 === 1) hex = `0${hex}`;
   while (hex.length > 2 && hex.startsWith("00")) hex = hex.slice(2);
   return hex;
@@ -66,12 +80,22 @@ async function liveCertificates(tx: Tx, deviceId: string, statuses: CertificateT
     .execute();
 }
 
-async function setStatus(tx: Tx, rows: readonly Row[], status: CertificateTable["status"], reason: StoredReason | null, at: string | null): Promise<void> {
+async function setStatus(
+  tx: Tx,
+  rows: readonly Row[],
+  status: CertificateTable["status"],
+  reason: StoredReason | null,
+  at: string | null,
+): Promise<void> {
   if (rows.length === 0) return;
   await tx
     .updateTable("certificates")
     .set({ status, revocation_reason: reason, revoked_at: at })
-    .where("serial", "in", rows.map((r) => r.serial))
+    .where(
+      "serial",
+      "in",
+      rows.map((r) => r.serial),
+    )
     .execute();
 }
 
@@ -86,71 +110,138 @@ async function checkpointed<T>(fleet: Fleet, actor: string, committed: Promise<T
 export async function revokeDevice(fleet: Fleet, req: { deviceId: string; reason?: RevokeReason; actor: string }): Promise<StatusChange> {
   const now = new Date();
   const reason = req.reason ?? "unspecified";
-  return checkpointed(fleet, req.actor, fleet.store.transaction(async (tx) => {
-    const device = await deviceRow(tx, req.deviceId);
-    if (device.status === "revoked") throw new InvalidArgument(`device "${req.deviceId}" is already revoked`);
-    const rows = await liveCertificates(tx, req.deviceId, ["valid", "hold"], now);
-    await setStatus(tx, rows, "revoked", reason, now.toISOString());
-    await tx.updateTable("devices").set({ status: "revoked", updated_at: now.toISOString() }).where("id", "=", req.deviceId).execute();
-    // Unused tokens and waiting requests must not bring it back.
-    await tx.updateTable("enrollment_tokens").set({ used_at: now.toISOString() }).where("device_id", "=", req.deviceId).where("used_at", "is", null).execute();
-    await tx
-      .updateTable("enrollment_requests")
-      .set({ status: "denied", decided_at: now.toISOString(), decided_by: req.actor })
-      .where("device_id", "=", req.deviceId)
-      .where("status", "in", ["pending", "approved"])
-      .execute();
-    const c = change(rows);
-    await appendAudit(tx, [{ actor: req.actor, action: "device.revoke", subject: `device:${req.deviceId}`, details: { reason, serials: c.serials, cas: c.cas }, at: now }]);
-    return c;
-  }));
+  return checkpointed(
+    fleet,
+    req.actor,
+    fleet.store.transaction(async (tx) => {
+      const device = await deviceRow(tx, req.deviceId);
+      if (device.status === "revoked") throw new InvalidArgument(`device "${req.deviceId}" is already revoked`);
+      const rows = await liveCertificates(tx, req.deviceId, ["valid", "hold"], now);
+      await setStatus(tx, rows, "revoked", reason, now.toISOString());
+      await tx.updateTable("devices").set({ status: "revoked", updated_at: now.toISOString() }).where("id", "=", req.deviceId).execute();
+      // Unused tokens and waiting requests must not bring it back.
+      await tx
+        .updateTable("enrollment_tokens")
+        .set({ used_at: now.toISOString() })
+        .where("device_id", "=", req.deviceId)
+        .where("used_at", "is", null)
+        .execute();
+      await tx
+        .updateTable("enrollment_requests")
+        .set({ status: "denied", decided_at: now.toISOString(), decided_by: req.actor })
+        .where("device_id", "=", req.deviceId)
+        .where("status", "in", ["pending", "approved"])
+        .execute();
+      const c = change(rows);
+      await appendAudit(tx, [
+        {
+          actor: req.actor,
+          action: "device.revoke",
+          subject: `device:${req.deviceId}`,
+          details: { reason, serials: c.serials, cas: c.cas },
+          at: now,
+        },
+      ]);
+      return c;
+    }),
+  );
 }
 
 /** Puts every unexpired certificate of the device on hold (certificateHold) until `unholdDevice`. */
 export async function holdDevice(fleet: Fleet, req: { deviceId: string; actor: string }): Promise<StatusChange> {
   const now = new Date();
-  return checkpointed(fleet, req.actor, fleet.store.transaction(async (tx) => {
-    const device = await deviceRow(tx, req.deviceId);
-    if (device.status !== "active") throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}; only an active device can be put on hold`);
-    const rows = await liveCertificates(tx, req.deviceId, ["valid"], now);
-    await setStatus(tx, rows, "hold", "certificateHold", now.toISOString());
-    await tx.updateTable("devices").set({ status: "held", updated_at: now.toISOString() }).where("id", "=", req.deviceId).execute();
-    const c = change(rows);
-    await appendAudit(tx, [{ actor: req.actor, action: "device.hold", subject: `device:${req.deviceId}`, details: { serials: c.serials, cas: c.cas }, at: now }]);
-    return c;
-  }));
+  return checkpointed(
+    fleet,
+    req.actor,
+    fleet.store.transaction(async (tx) => {
+      const device = await deviceRow(tx, req.deviceId);
+      if (device.status !== "active")
+        throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}; only an active device can be put on hold`);
+      const rows = await liveCertificates(tx, req.deviceId, ["valid"], now);
+      await setStatus(tx, rows, "hold", "certificateHold", now.toISOString());
+      await tx.updateTable("devices").set({ status: "held", updated_at: now.toISOString() }).where("id", "=", req.deviceId).execute();
+      const c = change(rows);
+      await appendAudit(tx, [
+        {
+          actor: req.actor,
+          action: "device.hold",
+          subject: `device:${req.deviceId}`,
+          details: { serials: c.serials, cas: c.cas },
+          at: now,
+        },
+      ]);
+      return c;
+    }),
+  );
 }
 
 /** Releases a held device: its held certificates are valid again (they leave the CRLs). */
 export async function unholdDevice(fleet: Fleet, req: { deviceId: string; actor: string }): Promise<StatusChange> {
   const now = new Date();
-  return checkpointed(fleet, req.actor, fleet.store.transaction(async (tx) => {
-    const device = await deviceRow(tx, req.deviceId);
-    if (device.status !== "held") throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}, not on hold`);
-    const rows = await tx.selectFrom("certificates").select(["serial", "issuer_ca", "status"]).where("device_id", "=", req.deviceId).where("status", "=", "hold").execute();
-    await setStatus(tx, rows, "valid", null, null);
-    await tx.updateTable("devices").set({ status: "active", updated_at: now.toISOString() }).where("id", "=", req.deviceId).execute();
-    const c = change(rows);
-    await appendAudit(tx, [{ actor: req.actor, action: "device.unhold", subject: `device:${req.deviceId}`, details: { serials: c.serials, cas: c.cas }, at: now }]);
-    return c;
-  }));
+  return checkpointed(
+    fleet,
+    req.actor,
+    fleet.store.transaction(async (tx) => {
+      const device = await deviceRow(tx, req.deviceId);
+      if (device.status !== "held") throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}, not on hold`);
+      const rows = await tx
+        .selectFrom("certificates")
+        .select(["serial", "issuer_ca", "status"])
+        .where("device_id", "=", req.deviceId)
+        .where("status", "=", "hold")
+        .execute();
+      await setStatus(tx, rows, "valid", null, null);
+      await tx.updateTable("devices").set({ status: "active", updated_at: now.toISOString() }).where("id", "=", req.deviceId).execute();
+      const c = change(rows);
+      await appendAudit(tx, [
+        {
+          actor: req.actor,
+          action: "device.unhold",
+          subject: `device:${req.deviceId}`,
+          details: { serials: c.serials, cas: c.cas },
+          at: now,
+        },
+      ]);
+      return c;
+    }),
+  );
 }
 
 /** Revokes one certificate by serial (any kind this fleet issued). */
-export async function revokeCertificate(fleet: Fleet, req: { serial: string; reason?: RevokeReason; actor: string }): Promise<StatusChange & { kind: CertificateTable["kind"]; subjectId: string }> {
+export async function revokeCertificate(
+  fleet: Fleet,
+  req: { serial: string; reason?: RevokeReason; actor: string },
+): Promise<StatusChange & { kind: CertificateTable["kind"]; subjectId: string }> {
   const serial = normalizeSerial(req.serial);
   const reason = req.reason ?? "unspecified";
   const now = new Date();
-  return checkpointed(fleet, req.actor, fleet.store.transaction(async (tx) => {
-    const row = await tx.selectFrom("certificates").select(["serial", "issuer_ca", "status", "kind", "subject_id"]).where("serial", "=", serial).executeTakeFirst();
-    if (!row) throw new InvalidArgument(`no certificate with serial ${serial} was issued by this fleet`);
-    if (row.status === "revoked") throw new InvalidArgument(`certificate ${serial} is already revoked`);
-    if (row.kind === "ca") throw new InvalidArgument(`certificate ${serial} is the ${row.subject_id} CA's; use \`fleetpki ca revoke-local\` for a local CA`);
-    await setStatus(tx, [row], "revoked", reason, now.toISOString());
-    const c = change([row]);
-    await appendAudit(tx, [{ actor: req.actor, action: "certificate.revoke", subject: `certificate:${serial}`, details: { reason, serials: c.serials, cas: c.cas, subject: row.subject_id }, at: now }]);
-    return { ...c, kind: row.kind, subjectId: row.subject_id };
-  }));
+  return checkpointed(
+    fleet,
+    req.actor,
+    fleet.store.transaction(async (tx) => {
+      const row = await tx
+        .selectFrom("certificates")
+        .select(["serial", "issuer_ca", "status", "kind", "subject_id"])
+        .where("serial", "=", serial)
+        .executeTakeFirst();
+      if (!row) throw new InvalidArgument(`no certificate with serial ${serial} was issued by this fleet`);
+      if (row.status === "revoked") throw new InvalidArgument(`certificate ${serial} is already revoked`);
+      if (row.kind === "ca")
+        throw new InvalidArgument(`certificate ${serial} is the ${row.subject_id} CA's; use \`fleetpki ca revoke-local\` for a local CA`);
+      await setStatus(tx, [row], "revoked", reason, now.toISOString());
+      const c = change([row]);
+      await appendAudit(tx, [
+        {
+          actor: req.actor,
+          action: "certificate.revoke",
+          subject: `certificate:${serial}`,
+          details: { reason, serials: c.serials, cas: c.cas, subject: row.subject_id },
+          at: now,
+        },
+      ]);
+      return { ...c, kind: row.kind, subjectId: row.subject_id };
+    }),
+  );
 }
 
 /**
@@ -165,13 +256,25 @@ export async function revokeLocalCa(fleet: Fleet, req: { name: string; actor: st
     if (!ca) throw new UnknownCa(caId);
     if (ca.role !== "local") throw new InvalidArgument(`only local (factory) CAs can be revoked this way; "${caId}" is the ${ca.role} CA`);
     if (ca.status === "revoked") throw new InvalidArgument(`CA "${caId}" is already revoked`);
-    const row = await tx.selectFrom("certificates").select(["serial", "issuer_ca", "status"]).where("serial", "=", ca.serial).executeTakeFirst();
+    const row = await tx
+      .selectFrom("certificates")
+      .select(["serial", "issuer_ca", "status"])
+      .where("serial", "=", ca.serial)
+      .executeTakeFirst();
     const rows = row ? [row] : [];
     await setStatus(tx, rows, "revoked", "cACompromise", now.toISOString());
     await tx.updateTable("cas").set({ status: "revoked" }).where("id", "=", caId).execute();
     // Its own CRL changes meaning too (everything it issued is now untrusted): re-sign it as well.
     const c = { serials: rows.map((r) => r.serial), cas: [...new Set([...rows.map((r) => r.issuer_ca), caId])].sort() };
-    await appendAudit(tx, [{ actor: req.actor, action: "ca.revoke", subject: `ca:${caId}`, details: { reason: "cACompromise", serials: c.serials, cas: c.cas }, at: now }]);
+    await appendAudit(tx, [
+      {
+        actor: req.actor,
+        action: "ca.revoke",
+        subject: `ca:${caId}`,
+        details: { reason: "cACompromise", serials: c.serials, cas: c.cas },
+        at: now,
+      },
+    ]);
     return { ...c, caId };
   });
   fleet.forgetCa(caId);

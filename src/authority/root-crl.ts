@@ -58,7 +58,12 @@ export async function writeRootCrlRequest(fleet: Fleet, validity = OFFLINE_ROOT_
 }
 
 /** Offline: signs a root CRL request; writes <out>/root.crl (DER) and root.crl.pem. */
-export function signRootCrlRequest(rootDir: string, file: string, outDir: string, now = new Date()): { file: string; crlNumber: bigint; entries: number; nextUpdate: Date } {
+export function signRootCrlRequest(
+  rootDir: string,
+  file: string,
+  outDir: string,
+  now = new Date(),
+): { file: string; crlNumber: bigint; entries: number; nextUpdate: Date } {
   let request: RootCrlRequest;
   try {
     request = JSON.parse(readFileSync(file, "utf8"));
@@ -68,7 +73,8 @@ export function signRootCrlRequest(rootDir: string, file: string, outDir: string
   if (request?.fleetpki_crl_request !== REQUEST_VERSION || !Array.isArray(request.entries) || !Number.isInteger(request.crl_number))
     throw new CeremonyError(`${file}: not a fleetpki CRL request`);
   const root = openOfflineRoot(rootDir);
-  if (request.domain !== root.config.domain) throw new CeremonyError(`${file}: request is for domain ${request.domain}, this root serves ${root.config.domain}`);
+  if (request.domain !== root.config.domain)
+    throw new CeremonyError(`${file}: request is for domain ${request.domain}, this root serves ${root.config.domain}`);
   // The root machine remembers the last number it signed, so a stale request cannot reuse one.
   const counter = join(rootDir, "crl-number");
   const last = existsSync(counter) ? Number(readFileSync(counter, "utf8").trim()) : 0;
@@ -88,7 +94,11 @@ export function signRootCrlRequest(rootDir: string, file: string, outDir: string
         crlNumber,
         thisUpdate,
         nextUpdate,
-        entries: request.entries.map((e) => ({ serialHex: e.serial, revokedAt: new Date(e.revoked_at), reason: (e.reason ?? "unspecified") as RevocationReason })),
+        entries: request.entries.map((e) => ({
+          serialHex: e.serial,
+          revokedAt: new Date(e.revoked_at),
+          reason: (e.reason ?? "unspecified") as RevocationReason,
+        })),
       },
     );
   } catch (e) {
@@ -103,7 +113,11 @@ export function signRootCrlRequest(rootDir: string, file: string, outDir: string
 }
 
 /** Online: stores a root CRL signed offline, after checking it is the root's, newer, and current. */
-export async function importCrl(fleet: Fleet, file: string, actor: string): Promise<{ caId: string; crlNumber: bigint; entries: number; nextUpdate: Date }> {
+export async function importCrl(
+  fleet: Fleet,
+  file: string,
+  actor: string,
+): Promise<{ caId: string; crlNumber: bigint; entries: number; nextUpdate: Date }> {
   let der: Buffer;
   try {
     const bytes = readFileSync(file);
@@ -120,19 +134,35 @@ export async function importCrl(fleet: Fleet, file: string, actor: string): Prom
     throw e;
   }
   const root = await fleet.caCertificate("root");
-  if (!crl.issuer.equals(root.subject) || !verifyCrlSignature(crl, root.spki)) throw new InvalidArgument(`${file}: not a CRL signed by this fleet's root`);
+  if (!crl.issuer.equals(root.subject) || !verifyCrlSignature(crl, root.spki))
+    throw new InvalidArgument(`${file}: not a CRL signed by this fleet's root`);
   if (crl.crlNumber === undefined || !crl.nextUpdate) throw new InvalidArgument(`${file}: a CRL needs a CRL number and a nextUpdate`);
   if (crl.nextUpdate.getTime() <= Date.now()) throw new InvalidArgument(`${file}: this CRL expired at ${crl.nextUpdate.toISOString()}`);
   const crlNumber = crl.crlNumber;
   const nextUpdate = crl.nextUpdate;
   await fleet.store.transaction(async (tx) => {
     const stored = await tx.selectFrom("crls").select("crl_number").where("ca_id", "=", "root").executeTakeFirst();
-    if (stored && BigInt(stored.crl_number) >= crlNumber) throw new InvalidArgument(`${file}: CRL number ${crlNumber} is not newer than the stored ${stored.crl_number}`);
-    const row = { ca_id: "root", crl_number: Number(crlNumber), this_update: crl.thisUpdate.toISOString(), next_update: nextUpdate.toISOString(), entries: crl.entries.length, der };
+    if (stored && BigInt(stored.crl_number) >= crlNumber)
+      throw new InvalidArgument(`${file}: CRL number ${crlNumber} is not newer than the stored ${stored.crl_number}`);
+    const row = {
+      ca_id: "root",
+      crl_number: Number(crlNumber),
+      this_update: crl.thisUpdate.toISOString(),
+      next_update: nextUpdate.toISOString(),
+      entries: crl.entries.length,
+      der,
+    };
     if (stored) await tx.updateTable("crls").set(row).where("ca_id", "=", "root").execute();
     else await tx.insertInto("crls").values(row).execute();
     // "cas" makes every running process serve it at once (change-feed.ts).
-    await appendAudit(tx, [{ actor, action: "crl.import", subject: "ca:root", details: { crl_number: crlNumber.toString(), entries: crl.entries.length, next_update: nextUpdate.toISOString(), cas: ["root"] } }]);
+    await appendAudit(tx, [
+      {
+        actor,
+        action: "crl.import",
+        subject: "ca:root",
+        details: { crl_number: crlNumber.toString(), entries: crl.entries.length, next_update: nextUpdate.toISOString(), cas: ["root"] },
+      },
+    ]);
   });
   await checkpointAfter(fleet, actor);
   return { caId: "root", crlNumber, entries: crl.entries.length, nextUpdate };

@@ -61,7 +61,10 @@ export async function storeToken(tx: Tx, prepared: PreparedToken, actor: string)
   const { row, at } = prepared;
   const device = await tx.selectFrom("devices").select("id").where("id", "=", row.device_id).executeTakeFirst();
   if (!device) throw new UnknownDevice(row.device_id);
-  await tx.insertInto("enrollment_tokens").values({ ...row, created_by: actor }).execute();
+  await tx
+    .insertInto("enrollment_tokens")
+    .values({ ...row, created_by: actor })
+    .execute();
   // The hash (never the token) lets `audit verify` find a token hash planted or replaced behind the log.
   const details = { token_id: row.id, token_hash: row.token_hash, expires_at: row.expires_at };
   await appendAudit(tx, [{ actor, action: "token.create", subject: `device:${row.device_id}`, details, at }]);
@@ -81,10 +84,15 @@ export function matchToken<T extends Pick<EnrollmentTokenTable, "token_hash">>(r
 }
 
 /** `at`: the request time, ISO 8601. */
-export function assertUsableToken<T extends Pick<EnrollmentTokenTable, "used_at" | "expires_at">>(row: T | undefined, deviceId: string, at: string): asserts row is T {
+export function assertUsableToken<T extends Pick<EnrollmentTokenTable, "used_at" | "expires_at">>(
+  row: T | undefined,
+  deviceId: string,
+  at: string,
+): asserts row is T {
   if (!row) throw new AuthenticationFailed("token-invalid", `invalid token for device "${deviceId}"`);
   if (row.used_at) throw new AuthenticationFailed("token-used", `the token for device "${deviceId}" was already used`);
-  if (row.expires_at <= at) throw new AuthenticationFailed("token-expired", `the token for device "${deviceId}" expired at ${row.expires_at}`);
+  if (row.expires_at <= at)
+    throw new AuthenticationFailed("token-expired", `the token for device "${deviceId}" expired at ${row.expires_at}`);
 }
 
 /**
@@ -95,7 +103,10 @@ export async function checkToken(fleet: Fleet, deviceId: string, token: string, 
   const presented = hashToken(token);
   // On the hot path of every token enrollment: one prepared statement rather than a Kysely query.
   const rows = await fleet.store.withNative((native) =>
-    preparedStatement<[string], Pick<EnrollmentTokenTable, "id" | "token_hash" | "used_at" | "expires_at">>(native, "select id, token_hash, used_at, expires_at from enrollment_tokens where device_id = ?").all(deviceId),
+    preparedStatement<[string], Pick<EnrollmentTokenTable, "id" | "token_hash" | "used_at" | "expires_at">>(
+      native,
+      "select id, token_hash, used_at, expires_at from enrollment_tokens where device_id = ?",
+    ).all(deviceId),
   );
   const at = now.toISOString();
   const row = matchToken(rows, presented);

@@ -40,7 +40,18 @@ if (command !== "agent") {
 }
 (await import("./commands/agent.js")).registerAgent(program);
 
-const EXPECTED = new Set(["ConfigError", "KeyError", "StoreError", "CsrError", "PemError", "AuditBroken", "DerError", "IssuerExpired", "AgentError", "CrlError"]);
+const EXPECTED = new Set([
+  "ConfigError",
+  "KeyError",
+  "StoreError",
+  "CsrError",
+  "PemError",
+  "AuditBroken",
+  "DerError",
+  "IssuerExpired",
+  "AgentError",
+  "CrlError",
+]);
 
 try {
   await program.parseAsync(process.argv);

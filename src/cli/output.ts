@@ -53,7 +53,11 @@ export function printJson(value: unknown): void {
 
 export function printTable(rows: readonly Record<string, string>[], columns: readonly string[]): void {
   const widths = columns.map((c) => Math.max(c.length, ...rows.map((r) => (r[c] ?? "").length)));
-  const line = (cells: readonly string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join("  ")
+      .trimEnd();
   process.stdout.write(line(columns.map((c) => c.toUpperCase())) + "\n");
   for (const r of rows) process.stdout.write(line(columns.map((c) => r[c] ?? "")) + "\n");
 }

@@ -128,7 +128,8 @@ function encodeOid(dotted: string): Buffer {
     return BigInt(a);
   });
   if (arcs.length < 2) throw new RangeError(`bad OID ${dotted}`);
-  if (arcs[0]! > 2n || (arcs[0]! < 2n && arcs[1]! >= 40n)) throw new RangeError(`bad OID ${dotted}: first arc must be 0-2, second < 40 under 0 and 1`);
+  if (arcs[0]! > 2n || (arcs[0]! < 2n && arcs[1]! >= 40n))
+    throw new RangeError(`bad OID ${dotted}: first arc must be 0-2, second < 40 under 0 and 1`);
   const out: number[] = [];
   const first = arcs[0]! * 40n + arcs[1]!;
   for (const arc of [first, ...arcs.slice(2)]) {

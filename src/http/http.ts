@@ -53,8 +53,17 @@ const TITLES: Record<number, string> = {
 
 /** RFC 9457 problem details. */
 export function sendProblem(res: ServerResponse, problem: HttpProblem): void {
-  const body = JSON.stringify({ type: PROBLEM_BASE + problem.type, title: TITLES[problem.status] ?? "Error", status: problem.status, detail: problem.message });
-  res.writeHead(problem.status, { "content-type": "application/problem+json", "content-length": Buffer.byteLength(body), ...problem.headers });
+  const body = JSON.stringify({
+    type: PROBLEM_BASE + problem.type,
+    title: TITLES[problem.status] ?? "Error",
+    status: problem.status,
+    detail: problem.message,
+  });
+  res.writeHead(problem.status, {
+    "content-type": "application/problem+json",
+    "content-length": Buffer.byteLength(body),
+    ...problem.headers,
+  });
   res.end(body);
 }
 
@@ -64,7 +73,13 @@ export function sendJson(res: ServerResponse, status: number, value: unknown, he
   res.end(body);
 }
 
-export function sendText(res: ServerResponse, status: number, contentType: string, body: string, headers: Record<string, string> = {}): void {
+export function sendText(
+  res: ServerResponse,
+  status: number,
+  contentType: string,
+  body: string,
+  headers: Record<string, string> = {},
+): void {
   res.writeHead(status, { "content-type": contentType, "content-length": Buffer.byteLength(body), ...headers });
   res.end(body);
 }
@@ -124,7 +139,8 @@ export async function readJson(req: IncomingMessage): Promise<Record<string, unk
   } catch {
     throw new HttpProblem(400, "invalid-json", "the request body is not valid JSON");
   }
-  if (!value || typeof value !== "object" || Array.isArray(value)) throw new HttpProblem(400, "invalid-json", "the request body must be a JSON object");
+  if (!value || typeof value !== "object" || Array.isArray(value))
+    throw new HttpProblem(400, "invalid-json", "the request body must be a JSON object");
   return value as Record<string, unknown>;
 }
 

@@ -71,7 +71,8 @@ class StatusHandler {
   private async crl(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
     if (req.method !== "GET" && req.method !== "HEAD") throw methodNotAllowed(["GET"]);
     const m = /^(.+)\.(crl|pem)$/.exec(name);
-    if (!m || !CA_NAME.test(m[1]!)) throw new HttpProblem(404, "not-found", `no such CRL: /crl/${name} (use /crl/<ca>.crl or /crl/<ca>.pem)`);
+    if (!m || !CA_NAME.test(m[1]!))
+      throw new HttpProblem(404, "not-found", `no such CRL: /crl/${name} (use /crl/<ca>.crl or /crl/<ca>.pem)`);
     const crl = await this.options.crls.crl(m[1]!);
     if (!crl) throw new HttpProblem(404, "not-found", `no CRL for CA "${m[1]}"`);
     const headers = {
@@ -82,7 +83,11 @@ class StatusHandler {
       "cache-control": "no-cache",
     };
     const body = m[2] === "crl" ? crl.der : Buffer.from(crlPem(crl), "ascii");
-    res.writeHead(200, { "content-type": m[2] === "crl" ? "application/pkix-crl" : "application/x-pem-file", "content-length": body.length, ...headers });
+    res.writeHead(200, {
+      "content-type": m[2] === "crl" ? "application/pkix-crl" : "application/x-pem-file",
+      "content-length": body.length,
+      ...headers,
+    });
     res.end(req.method === "HEAD" ? undefined : body);
   }
 
@@ -94,7 +99,8 @@ class StatusHandler {
     } else if (req.method === "GET" && path.startsWith("/ocsp/")) {
       // GET {url}/{url-encoding of base-64 encoding of the DER OCSPRequest}
       const encoded = path.slice("/ocsp/".length);
-      if (encoded.length > DEFAULT_MAX_REQUEST_BYTES * 2) throw new HttpProblem(414, "uri-too-long", "the OCSP request in the URL is too long; POST it");
+      if (encoded.length > DEFAULT_MAX_REQUEST_BYTES * 2)
+        throw new HttpProblem(414, "uri-too-long", "the OCSP request in the URL is too long; POST it");
       request = ocspGetRequest(encoded);
     } else throw methodNotAllowed(path === "/ocsp" ? ["POST"] : ["GET"]);
     const outcome = await this.options.ocsp.respond(request);

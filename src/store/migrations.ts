@@ -127,7 +127,9 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
           .execute();
         // Re-signing a CRL reads every revoked or held certificate of a CA: a partial covering
         // index holds just those rows (valid certificates cost it nothing).
-        await sql`create index certificates_revoked on certificates (issuer_ca, not_after, serial, revoked_at, revocation_reason) where status in ('revoked', 'hold')`.execute(db);
+        await sql`create index certificates_revoked on certificates (issuer_ca, not_after, serial, revoked_at, revocation_reason) where status in ('revoked', 'hold')`.execute(
+          db,
+        );
       },
     },
     "0004_renewal_challenges_and_retries": {
@@ -174,9 +176,21 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
             .where("id", "=", row.id)
             .execute();
         }
-        await db.schema.createIndex("enrollment_requests_device_key").on("enrollment_requests").columns(["device_id", "key_fingerprint"]).execute();
-        await db.schema.createIndex("enrollment_requests_status_group").on("enrollment_requests").columns(["status", "source_group"]).execute();
-        await db.schema.createIndex("enrollment_requests_status_address").on("enrollment_requests").columns(["status", "source_address"]).execute();
+        await db.schema
+          .createIndex("enrollment_requests_device_key")
+          .on("enrollment_requests")
+          .columns(["device_id", "key_fingerprint"])
+          .execute();
+        await db.schema
+          .createIndex("enrollment_requests_status_group")
+          .on("enrollment_requests")
+          .columns(["status", "source_group"])
+          .execute();
+        await db.schema
+          .createIndex("enrollment_requests_status_address")
+          .on("enrollment_requests")
+          .columns(["status", "source_address"])
+          .execute();
 
         // A factory certificate enrolls its device once (issue 9, 1.8): one row per device that
         // did, deleted by `fleetpki device reprovision` to allow one more.
@@ -203,7 +217,12 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
           if (!device) continue;
           await db
             .insertInto("factory_enrollments")
-            .values({ device_id: deviceId, factory_serial: details.factory_serial, certificate_serial: details.serial, enrolled_at: row.at })
+            .values({
+              device_id: deviceId,
+              factory_serial: details.factory_serial,
+              certificate_serial: details.serial,
+              enrolled_at: row.at,
+            })
             .onConflict((oc) => oc.column("device_id").doNothing())
             .execute();
         }

@@ -2,7 +2,15 @@
 // front (BEGIN IMMEDIATE) so a CLI and a running server can share one file safely.
 import { chmodSync } from "node:fs";
 import SqliteDatabase from "better-sqlite3";
-import { Kysely, Migrator, SqliteDialect, sql, type MigrationProvider, type SqliteDatabase as KyselySqliteDatabase, type Transaction } from "kysely";
+import {
+  Kysely,
+  Migrator,
+  SqliteDialect,
+  sql,
+  type MigrationProvider,
+  type SqliteDatabase as KyselySqliteDatabase,
+  type Transaction,
+} from "kysely";
 import { StoreError } from "./errors.js";
 import { migrations } from "./migrations.js";
 import { WalSync, type SyncFunction } from "./wal-sync.js";
@@ -130,7 +138,10 @@ const statementCaches = new WeakMap<NativeDb, Map<string, SqliteDatabase.Stateme
  * (Kysely's `in (?, ?, ...)` lists make many texts). Statements are only ever run to completion
  * (no streaming), so sharing them is safe.
  */
-export function preparedStatement<P extends unknown[] | {} = unknown[], R = unknown>(native: NativeDb, sql: string): SqliteDatabase.Statement<P, R> {
+export function preparedStatement<P extends unknown[] | {} = unknown[], R = unknown>(
+  native: NativeDb,
+  sql: string,
+): SqliteDatabase.Statement<P, R> {
   let cache = statementCaches.get(native);
   if (!cache) statementCaches.set(native, (cache = new Map()));
   let statement = cache.get(sql);

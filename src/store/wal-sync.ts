@@ -75,7 +75,9 @@ export class WalSync {
     this.syncFile(this.fd, (err) => {
       const done = this.running!;
       if (err) {
-        this.failed = new StoreError(`syncing the write-ahead log ${this.walPath} failed (${err.message}); recent commits may not be on disk, restart the server`);
+        this.failed = new StoreError(
+          `syncing the write-ahead log ${this.walPath} failed (${err.message}); recent commits may not be on disk, restart the server`,
+        );
         done.reject(this.failed);
         this.next?.reject(this.failed);
         this.running = this.next = undefined;

@@ -37,8 +37,16 @@ export interface SignatureScheme {
   name: string;
 }
 
-const ECDSA_SHA256: SignatureScheme = { algorithmIdentifier: sequence(oid(OID.ecdsaWithSHA256)), hash: "sha256", name: "ecdsa-with-SHA256" };
-const ECDSA_SHA384: SignatureScheme = { algorithmIdentifier: sequence(oid(OID.ecdsaWithSHA384)), hash: "sha384", name: "ecdsa-with-SHA384" };
+const ECDSA_SHA256: SignatureScheme = {
+  algorithmIdentifier: sequence(oid(OID.ecdsaWithSHA256)),
+  hash: "sha256",
+  name: "ecdsa-with-SHA256",
+};
+const ECDSA_SHA384: SignatureScheme = {
+  algorithmIdentifier: sequence(oid(OID.ecdsaWithSHA384)),
+  hash: "sha384",
+  name: "ecdsa-with-SHA384",
+};
 const ED25519: SignatureScheme = { algorithmIdentifier: sequence(oid(OID.ed25519)), hash: null, name: "Ed25519" };
 const RSA_SHA256: SignatureScheme = {
   algorithmIdentifier: sequence(oid(OID.sha256WithRSAEncryption), nullValue()),

@@ -1,6 +1,18 @@
 // X.509 v3 certificate encoding from prepared parts, and a minimal strict parser.
 import { createHash, randomBytes, sign, type KeyObject } from "node:crypto";
-import { DerError, children, content, expectTag, raw, readBitStringBytes, readElement, readOid, readRoot, readUnsignedInteger, type Element } from "../der/reader.js";
+import {
+  DerError,
+  children,
+  content,
+  expectTag,
+  raw,
+  readBitStringBytes,
+  readElement,
+  readOid,
+  readRoot,
+  readUnsignedInteger,
+  type Element,
+} from "../der/reader.js";
 import { bitString, explicit, sequence, smallInteger, time, unsignedInteger } from "../der/writer.js";
 import type { SignatureScheme } from "./algorithms.js";
 import { InvalidTime, readX509Time } from "./time.js";

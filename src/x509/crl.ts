@@ -243,7 +243,8 @@ export function buildCrl(issuer: CrlIssuer, options: CrlOptions): Buffer {
       const c = REASON_CODES.get(reason);
       if (c === undefined) throw new RangeError(`entry ${i}: unknown revocation reason "${String(reason)}"`);
       // RFC 5280 5.3.1: removeFromCRL is only for delta CRLs; we publish complete CRLs.
-      if (c === REVOCATION_REASONS.removeFromCRL) throw new RangeError(`entry ${i}: removeFromCRL belongs in delta CRLs; drop the entry instead`);
+      if (c === REVOCATION_REASONS.removeFromCRL)
+        throw new RangeError(`entry ${i}: removeFromCRL belongs in delta CRLs; drop the entry instead`);
       code = c;
     }
     reasonCode[i] = code;
@@ -372,7 +373,10 @@ const UNDERSTOOD_ENTRY_EXTENSIONS: ReadonlySet<string> = new Set([OID.cRLReason,
 function readTime(e: Element | undefined, what: string): Date {
   if (!e) throw new CrlError("malformed", `CRL: missing ${what}`);
   if (e.tag !== UTC_TIME && e.tag !== GENERALIZED_TIME)
-    throw new CrlError("invalid-time", `CRL: expected ${what} as UTCTime or GeneralizedTime, found tag 0x${e.tag.toString(16)} at byte ${e.start}`);
+    throw new CrlError(
+      "invalid-time",
+      `CRL: expected ${what} as UTCTime or GeneralizedTime, found tag 0x${e.tag.toString(16)} at byte ${e.start}`,
+    );
   try {
     return new Date(readX509Time(e.tag, e.source, e.contentStart, e.end));
   } catch (err) {
@@ -392,7 +396,8 @@ function readExtensions(list: Element, where: string): Map<string, ParsedExtensi
     let critical = false;
     if (parts[1]?.tag === BOOLEAN) {
       const b = content(parts[1]);
-      if (b.length !== 1 || (b[0] !== 0 && b[0] !== 0xff)) throw new CrlError("malformed", `CRL: ${oidName(id)} has an invalid critical flag`);
+      if (b.length !== 1 || (b[0] !== 0 && b[0] !== 0xff))
+        throw new CrlError("malformed", `CRL: ${oidName(id)} has an invalid critical flag`);
       critical = b[0] === 0xff;
       k++;
     }
@@ -417,7 +422,10 @@ function decodeExtension<T>(id: string, value: Buffer, decode: (root: Element) =
 function rejectUnknownCritical(exts: Map<string, ParsedExtension>, understood: ReadonlySet<string>, where: string): void {
   for (const [id, ext] of exts)
     if (ext.critical && !understood.has(id))
-      throw new CrlError("unsupported-critical-extension", `CRL: unsupported critical ${where} extension ${oidName(id)}; the CRL cannot be used`);
+      throw new CrlError(
+        "unsupported-critical-extension",
+        `CRL: unsupported critical ${where} extension ${oidName(id)}; the CRL cannot be used`,
+      );
 }
 
 /** The 13 bytes before the code in a reasonCode-only crlEntryExtensions, as buildCrl writes it. */
@@ -455,7 +463,8 @@ function readEntry(el: Element, issuer: Buffer): ParsedCrlEntry {
       const inner = children(names[0]!);
       return inner.length === 1 && raw(inner[0]!).equals(issuer);
     });
-    if (!same) throw new CrlError("indirect-crl", `CRL: entry ${serialHex} names a different certificate issuer (indirect CRLs are not supported)`);
+    if (!same)
+      throw new CrlError("indirect-crl", `CRL: entry ${serialHex} names a different certificate issuer (indirect CRLs are not supported)`);
   }
   const reasonExt = exts.get(OID.cRLReason);
   if (!reasonExt) return { serialHex, revokedAt };
@@ -469,7 +478,8 @@ function readEntry(el: Element, issuer: Buffer): ParsedCrlEntry {
 
 function reasonName(code: number, serialHex: string): RevocationReason {
   const reason = REASON_NAMES.get(code);
-  if (reason === undefined) throw new CrlError("invalid-reason", `CRL: entry ${serialHex} has reason code ${code}, which is not a CRLReason`);
+  if (reason === undefined)
+    throw new CrlError("invalid-reason", `CRL: entry ${serialHex} has reason code ${code}, which is not a CRLReason`);
   return reason;
 }
 
@@ -503,7 +513,8 @@ function decodeCrl(der: Buffer): ParsedCrl {
     if (wrapped.length !== 1) throw new CrlError("malformed", "CRL: [0] crlExtensions must hold exactly one SEQUENCE");
     extensions = readExtensions(wrapped[0]!, "CRL");
   }
-  if (i !== fields.length) throw new CrlError("malformed", `CRL: unexpected element with tag 0x${fields[i]!.tag.toString(16)} at byte ${fields[i]!.start}`);
+  if (i !== fields.length)
+    throw new CrlError("malformed", `CRL: unexpected element with tag 0x${fields[i]!.tag.toString(16)} at byte ${fields[i]!.start}`);
   rejectUnknownCritical(extensions, UNDERSTOOD_CRL_EXTENSIONS, "CRL");
 
   let crlNumber: bigint | undefined;

@@ -49,7 +49,8 @@ export function csrDer(input: Buffer | string): Buffer {
     try {
       return fromPem(typeof input === "string" ? input : input.toString("latin1"), CSR_PEM_LABELS);
     } catch (e) {
-      if (e instanceof PemError) throw new CsrError(e.message.startsWith("wrong PEM label") ? "wrong-pem-label" : "malformed", `CSR: ${e.message}`);
+      if (e instanceof PemError)
+        throw new CsrError(e.message.startsWith("wrong PEM label") ? "wrong-pem-label" : "malformed", `CSR: ${e.message}`);
       throw e;
     }
   }
@@ -63,7 +64,17 @@ const UTF8_STRING = 0x0c;
 const BMP_STRING = 0x1e;
 const UNIVERSAL_STRING = 0x1c;
 const NAME_STRING_TAGS: ReadonlySet<number> = new Set([
-  UTF8_STRING, 0x12, 0x13, 0x14, 0x15, 0x16, 0x19, 0x1a, 0x1b, UNIVERSAL_STRING, BMP_STRING,
+  UTF8_STRING,
+  0x12,
+  0x13,
+  0x14,
+  0x15,
+  0x16,
+  0x19,
+  0x1a,
+  0x1b,
+  UNIVERSAL_STRING,
+  BMP_STRING,
 ]);
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
@@ -239,7 +250,14 @@ export function decodeCsr(input: Buffer | string): DecodedCsr {
 const BAD_SIGNATURE = "CSR: signature does not verify (no proof of possession of the private key)";
 
 function verified(csr: DecodedCsr): ParsedCsr {
-  return { der: csr.der, spki: csr.spki, subjectPublicKey: csr.subjectPublicKey, publicKey: csr.publicKey, keyType: csr.keyType, subject: csr.subject };
+  return {
+    der: csr.der,
+    spki: csr.spki,
+    subjectPublicKey: csr.subjectPublicKey,
+    publicKey: csr.publicKey,
+    keyType: csr.keyType,
+    subject: csr.subject,
+  };
 }
 
 /** Parses and verifies a CSR. Throws CsrError with a specific reason. */

@@ -56,9 +56,12 @@ export function encodeCsrAttrs(items: readonly CsrAttr[]): Buffer {
 function readItem(e: Element, index: number): CsrAttr {
   if (e.tag === 0x06) return { oid: readOid(e) };
   if (e.tag !== 0x30)
-    throw new CsrAttrsError(`CSR attributes: item ${index} has tag 0x${e.tag.toString(16)}, expected an OBJECT IDENTIFIER or an Attribute SEQUENCE`);
+    throw new CsrAttrsError(
+      `CSR attributes: item ${index} has tag 0x${e.tag.toString(16)}, expected an OBJECT IDENTIFIER or an Attribute SEQUENCE`,
+    );
   const parts = children(e);
-  if (parts.length !== 2) throw new CsrAttrsError(`CSR attributes: item ${index} is an Attribute with ${parts.length} fields, expected 2 (type, values)`);
+  if (parts.length !== 2)
+    throw new CsrAttrsError(`CSR attributes: item ${index} is an Attribute with ${parts.length} fields, expected 2 (type, values)`);
   const type = readOid(expectTag(parts[0], 0x06, "Attribute type"));
   const values = children(expectTag(parts[1], 0x31, "Attribute values SET")).map((v) => Buffer.from(raw(v)));
   if (values.length === 0) throw new CsrAttrsError(`CSR attributes: item ${index} (Attribute ${type}) has no values`);

@@ -144,4 +144,3 @@ export function nameConstraints(permitted: readonly GeneralName[]): Buffer {
 export function fleetDomainConstraints(domain: string): Buffer {
   return nameConstraints([{ uri: domain }, { uri: `.${domain}` }, { dns: domain }]);
 }
-

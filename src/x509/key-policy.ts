@@ -198,8 +198,7 @@ const CURVES: Record<string, Curve> = {
 
 function checkEc(params: Element | undefined, point: Buffer): PolicyKey {
   // RFC 5480 2.1.1: namedCurve only; implicitCurve (NULL) and specifiedCurve are not allowed.
-  if (!params || params.tag !== 0x06)
-    fail("key-parameters-invalid", "EC key: the parameters must name the curve (a named-curve OID)");
+  if (!params || params.tag !== 0x06) fail("key-parameters-invalid", "EC key: the parameters must name the curve (a named-curve OID)");
   let curveOid = "";
   try {
     curveOid = readOid(params!);

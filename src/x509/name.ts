@@ -10,9 +10,7 @@ export interface NameAttribute {
 
 export function encodeName(attributes: readonly NameAttribute[]): Buffer {
   return sequence(
-    ...attributes.map((a) =>
-      set(sequence(oid(a.type), a.type === OID.countryName ? printableString(a.value) : utf8String(a.value))),
-    ),
+    ...attributes.map((a) => set(sequence(oid(a.type), a.type === OID.countryName ? printableString(a.value) : utf8String(a.value)))),
   );
 }
 

@@ -176,7 +176,10 @@ function parseCertId(e: Element): OcspCertId {
       if (!sameContent(algOid, h.oidContent)) continue;
       // A known digest of the wrong size cannot be a CertID at all.
       if (nameHash.end - nameHash.contentStart !== h.length || keyHash.end - keyHash.contentStart !== h.length)
-        throw new Malformed("bad-hash-length", `${h.name} CertID with ${nameHash.end - nameHash.contentStart}/${keyHash.end - keyHash.contentStart}-octet hashes`);
+        throw new Malformed(
+          "bad-hash-length",
+          `${h.name} CertID with ${nameHash.end - nameHash.contentStart}/${keyHash.end - keyHash.contentStart}-octet hashes`,
+        );
       hash = h.name;
       break;
     }
@@ -203,7 +206,7 @@ function parseExtensions(wrapper: Element): RawExtension[] {
   if (list.end === list.contentStart) throw new DerError("empty Extensions (SIZE 1..MAX)", list.start);
   const out: RawExtension[] = [];
   const seen = new Set<string>();
-  for (let off = list.contentStart; off < list.end; ) {
+  for (let off = list.contentStart; off < list.end;) {
     const ext = expect(at(list, off, "Extension"), TAG.SEQUENCE, "Extension");
     off = ext.end;
     const extOid = expect(at(ext, ext.contentStart, "extnID"), TAG.OID, "extnID");
@@ -300,7 +303,7 @@ function parseRequest(der: Buffer, maxCertIds: number): ParsedOcspRequest {
   }
 
   const certIds: OcspCertId[] = [];
-  for (let off = list.contentStart; off < list.end; ) {
+  for (let off = list.contentStart; off < list.end;) {
     if (certIds.length >= maxCertIds) throw new OcspRequestError("too-many-cert-ids", `more than ${maxCertIds} CertIDs in one request`);
     // Request ::= SEQUENCE { reqCert CertID, singleRequestExtensions [0] EXPLICIT Extensions OPTIONAL }
     const request = expect(at(list, off, "Request"), TAG.SEQUENCE, "Request");
@@ -311,7 +314,8 @@ function parseRequest(der: Buffer, maxCertIds: number): ParsedOcspRequest {
       const wrapper = expect(at(request, certId.end, "singleRequestExtensions"), 0xa0, "singleRequestExtensions [0]");
       noMore(request, wrapper.end, "Request");
       for (const ext of parseExtensions(wrapper))
-        if (ext.critical) throw new OcspRequestError("unsupported-critical-extension", `critical single request extension ${readOid(ext.oid)}`);
+        if (ext.critical)
+          throw new OcspRequestError("unsupported-critical-extension", `critical single request extension ${readOid(ext.oid)}`);
     }
   }
   if (certIds.length === 0) throw new OcspRequestError("no-cert-ids", "the request list is empty");
@@ -329,7 +333,8 @@ function parseNonce(value: Element): Buffer {
   if (inner.tag !== TAG.OCTET_STRING) throw new OcspRequestError("bad-nonce", "the nonce extension does not hold an OCTET STRING");
   const length = inner.end - inner.contentStart;
   // RFC 8954: a responder MUST reject nonces of 0 or more than 32 octets with malformedRequest.
-  if (length < 1 || length > MAX_NONCE_OCTETS) throw new OcspRequestError("bad-nonce", `nonce of ${length} octets (1..${MAX_NONCE_OCTETS} allowed)`);
+  if (length < 1 || length > MAX_NONCE_OCTETS)
+    throw new OcspRequestError("bad-nonce", `nonce of ${length} octets (1..${MAX_NONCE_OCTETS} allowed)`);
   return contentOf(inner);
 }
 
@@ -416,7 +421,10 @@ const NONCE_OID = oid(OID.ocspNonce);
 const GOOD = Buffer.from([0x80, 0x00]); // good [0] IMPLICIT NULL
 const UNKNOWN = Buffer.from([0x82, 0x00]); // unknown [2] IMPLICIT UnknownInfo (NULL)
 const REASON_ENCODINGS = new Map<RevocationReasonName, Buffer>(
-  Object.entries(REVOCATION_REASON_CODES).map(([name, code]) => [name as RevocationReasonName, explicit(0, tlv(TAG.ENUMERATED, Buffer.from([code])))]),
+  Object.entries(REVOCATION_REASON_CODES).map(([name, code]) => [
+    name as RevocationReasonName,
+    explicit(0, tlv(TAG.ENUMERATED, Buffer.from([code]))),
+  ]),
 );
 
 /** Size of a DER tag + length header for content of `length` octets. */
@@ -477,7 +485,9 @@ export class OcspResponseSigner {
   async signAsync(input: OcspResponseInput): Promise<Buffer> {
     const tbs = this.tbs(input);
     const { scheme, key } = this.responder.signer;
-    const signature = await new Promise<Buffer>((resolve, reject) => sign(scheme.hash, tbs, key, (err, sig) => (err ? reject(err) : resolve(sig))));
+    const signature = await new Promise<Buffer>((resolve, reject) =>
+      sign(scheme.hash, tbs, key, (err, sig) => (err ? reject(err) : resolve(sig))),
+    );
     return this.assemble(tbs, signature, input);
   }
 
@@ -486,7 +496,8 @@ export class OcspResponseSigner {
     const singles = input.responses.map((r) => this.single(r));
     const parts = [this.responderId, this.time(input.producedAt), tlv(TAG.SEQUENCE, singles)];
     if (input.nonce !== undefined) {
-      if (input.nonce.length < 1 || input.nonce.length > MAX_NONCE_OCTETS) throw new RangeError(`nonce of ${input.nonce.length} octets (1..32 allowed)`);
+      if (input.nonce.length < 1 || input.nonce.length > MAX_NONCE_OCTETS)
+        throw new RangeError(`nonce of ${input.nonce.length} octets (1..32 allowed)`);
       // responseExtensions [1] EXPLICIT Extensions { nonce, extnValue = DER of OCTET STRING(nonce) }
       parts.push(explicit(1, sequence(sequence(NONCE_OID, octetString(octetString(input.nonce))))));
     }
@@ -529,7 +540,8 @@ export class OcspResponseSigner {
     else {
       // RevokedInfo ::= SEQUENCE { revocationTime GeneralizedTime, revocationReason [0] EXPLICIT CRLReason OPTIONAL },
       // as revoked [1] IMPLICIT. As for CRL entries (RFC 5280 5.3.1), "unspecified" is written by omitting the reason.
-      if (s.reason === "removeFromCRL") throw new RangeError("removeFromCRL is not a revocation reason for OCSP; a released hold is `good`");
+      if (s.reason === "removeFromCRL")
+        throw new RangeError("removeFromCRL is not a revocation reason for OCSP; a released hold is `good`");
       if (s.reason !== undefined && !REASON_ENCODINGS.has(s.reason)) throw new RangeError(`unknown revocation reason ${String(s.reason)}`);
       const reason = s.reason && s.reason !== "unspecified" ? REASON_ENCODINGS.get(s.reason) : undefined;
       const time = this.time(s.revokedAt);
@@ -645,7 +657,7 @@ function parseResponse(der: Buffer): ParsedOcspResponse {
     const certsWrapper = expect(at(basic, sigBits.end, "certs"), 0xa0, "certs [0]");
     noMore(basic, certsWrapper.end, "BasicOCSPResponse");
     const seq = expect(unwrap(certsWrapper, "certs"), TAG.SEQUENCE, "certs");
-    for (let off = seq.contentStart; off < seq.end; ) {
+    for (let off = seq.contentStart; off < seq.end;) {
       const cert = expect(at(seq, off, "Certificate"), TAG.SEQUENCE, "Certificate");
       certs.push(src.subarray(cert.start, cert.end));
       off = cert.end;
@@ -656,7 +668,8 @@ function parseResponse(der: Buffer): ParsedOcspResponse {
   let e = at(tbs, tbs.contentStart, "responderID");
   if (e.tag === 0xa0) {
     const version = expect(unwrap(e, "version"), TAG.INTEGER, "version");
-    if (version.end - version.contentStart !== 1 || src[version.contentStart] !== 0) throw new OcspResponseError("unsupported-version", "only v1 responses are supported");
+    if (version.end - version.contentStart !== 1 || src[version.contentStart] !== 0)
+      throw new OcspResponseError("unsupported-version", "only v1 responses are supported");
     e = at(tbs, e.end, "responderID");
   }
   let responderKeyHash: Buffer | undefined;
@@ -690,7 +703,7 @@ function parseResponse(der: Buffer): ParsedOcspResponse {
   }
 
   const responses: ParsedSingleResponse[] = [];
-  for (let off = list.contentStart; off < list.end; ) {
+  for (let off = list.contentStart; off < list.end;) {
     const single = expect(at(list, off, "SingleResponse"), TAG.SEQUENCE, "SingleResponse");
     off = single.end;
     responses.push(parseSingleResponse(single));

@@ -42,8 +42,7 @@ export function fromPem(text: string, accepted: readonly string[]): Buffer {
   const blocks = parsePemBlocks(text);
   if (blocks.length === 0) throw new PemError(`no PEM block found (expected ${accepted.join(" or ")})`);
   const match = blocks.filter((b) => accepted.includes(b.label));
-  if (match.length === 0)
-    throw new PemError(`wrong PEM label "${blocks[0]!.label}" (expected ${accepted.join(" or ")})`);
+  if (match.length === 0) throw new PemError(`wrong PEM label "${blocks[0]!.label}" (expected ${accepted.join(" or ")})`);
   if (match.length > 1) throw new PemError(`more than one ${accepted[0]} PEM block`);
   return match[0]!.der;
 }

@@ -101,7 +101,9 @@ function readSignedData(signedData: Element): Buffer[] {
   if (fields[i]?.tag === 0xa0) {
     for (const choice of children(fields[i++]!)) {
       if (choice.tag !== 0x30)
-        throw new Pkcs7Error(`PKCS#7: unsupported CertificateChoices element (tag 0x${choice.tag.toString(16)}); only X.509 certificates are accepted`);
+        throw new Pkcs7Error(
+          `PKCS#7: unsupported CertificateChoices element (tag 0x${choice.tag.toString(16)}); only X.509 certificates are accepted`,
+        );
       const cert = Buffer.from(raw(choice));
       checkCertificateShape(cert, `PKCS#7: certificate ${certificates.length}`);
       certificates.push(cert);
@@ -109,7 +111,9 @@ function readSignedData(signedData: Element): Buffer[] {
   }
   if (fields[i]?.tag === 0xa1) children(fields[i++]!); // CRLs: structure only, contents ignored
   const signerInfos = expectTag(fields[i++], 0x31, "signerInfos SET");
-  if (children(signerInfos).length > 0) throw new Pkcs7Error("PKCS#7: SignedData has signerInfos; expected a certs-only message without signers");
-  if (i !== fields.length) throw new DerError(`unexpected element (tag 0x${fields[i]!.tag.toString(16)}) after signerInfos`, fields[i]!.start);
+  if (children(signerInfos).length > 0)
+    throw new Pkcs7Error("PKCS#7: SignedData has signerInfos; expected a certs-only message without signers");
+  if (i !== fields.length)
+    throw new DerError(`unexpected element (tag 0x${fields[i]!.tag.toString(16)}) after signerInfos`, fields[i]!.start);
   return certificates;
 }

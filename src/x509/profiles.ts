@@ -94,7 +94,8 @@ export class IssuerExpired extends Error {
 }
 
 function clampedValidity(ca: IssuingCa, now: Date, lifetimeMs: number): { notBefore: Date; notAfter: Date } {
-  if (now.getTime() >= ca.certificate.notAfter.getTime()) throw new IssuerExpired(nameToString(ca.certificate.subject), ca.certificate.notAfter);
+  if (now.getTime() >= ca.certificate.notAfter.getTime())
+    throw new IssuerExpired(nameToString(ca.certificate.subject), ca.certificate.notAfter);
   // Backdate one minute so robots whose clocks run slightly behind accept the certificate.
   const notBefore = new Date(Math.floor(now.getTime() / 1000) * 1000 - 60_000);
   const wanted = Math.floor((now.getTime() + lifetimeMs) / 1000) * 1000;
@@ -193,12 +194,7 @@ export function buildRootCertificate(req: SelfSignedRootRequest): IssuedCertific
       notBefore: req.notBefore,
       notAfter: req.notAfter,
       spki: req.spki,
-      extensions: [
-        basicConstraints(true),
-        keyUsage(["keyCertSign", "cRLSign"]),
-        subjectKeyIdentifier(ski),
-        authorityKeyIdentifier(ski),
-      ],
+      extensions: [basicConstraints(true), keyUsage(["keyCertSign", "cRLSign"]), subjectKeyIdentifier(ski), authorityKeyIdentifier(ski)],
     },
     req.signer,
   );

@@ -77,7 +77,7 @@ function parseAt(buf: Buffer, at: number, limit: number): { node: DerNode; end: 
   const h = readHeader(buf, at, limit);
   if (h.tag & 0x20) {
     const children: DerNode[] = [];
-    for (let p = h.start; p < h.end; ) {
+    for (let p = h.start; p < h.end;) {
       const c = parseAt(buf, p, h.end);
       children.push(c.node);
       p = c.end;
@@ -99,13 +99,18 @@ export function encodeDer(node: DerNode): Buffer {
 }
 
 /** Every node with the path of child indexes leading to it (root first). */
-export function walk(node: DerNode, path: number[] = [], out: { node: DerNode; path: number[] }[] = []): { node: DerNode; path: number[] }[] {
+export function walk(
+  node: DerNode,
+  path: number[] = [],
+  out: { node: DerNode; path: number[] }[] = [],
+): { node: DerNode; path: number[] }[] {
   out.push({ node, path });
   node.children?.forEach((c, i) => walk(c, [...path, i], out));
   return out;
 }
 
-const clone = (n: DerNode): DerNode => (n.children ? { tag: n.tag, children: n.children.map(clone) } : { tag: n.tag, content: Buffer.from(n.content!) });
+const clone = (n: DerNode): DerNode =>
+  n.children ? { tag: n.tag, children: n.children.map(clone) } : { tag: n.tag, content: Buffer.from(n.content!) };
 
 // ---- keys and CSRs ---------------------------------------------------------------------------
 
@@ -175,7 +180,12 @@ export interface CsrParts {
 }
 
 export function requestInfo(parts: CsrParts): Buffer {
-  return sequence(parts.version ?? smallInteger(0), parts.subject ?? nameCn("fuzz"), parts.spki, tlv(0xa0, parts.attributes ?? [EXTENSION_REQUEST]));
+  return sequence(
+    parts.version ?? smallInteger(0),
+    parts.subject ?? nameCn("fuzz"),
+    parts.spki,
+    tlv(0xa0, parts.attributes ?? [EXTENSION_REQUEST]),
+  );
 }
 
 /** CertificationRequest around a (possibly hostile) CertificationRequestInfo, signed by `key`. */
@@ -244,7 +254,10 @@ export function rsaParts(spki: Buffer): { n: Buffer; e: Buffer } {
 
 /** EMSA-PKCS1-v1_5 encoding (RFC 8017 9.2) of SHA-256(message) for a modulus of `size` bytes. */
 export function pkcs1Sha256(message: Buffer, size: number): Buffer {
-  const digestInfo = Buffer.concat([Buffer.from("3031300d060960864801650304020105000420", "hex"), createHash("sha256").update(message).digest()]);
+  const digestInfo = Buffer.concat([
+    Buffer.from("3031300d060960864801650304020105000420", "hex"),
+    createHash("sha256").update(message).digest(),
+  ]);
   return Buffer.concat([Buffer.from([0, 1]), Buffer.alloc(size - digestInfo.length - 3, 0xff), Buffer.from([0]), digestInfo]);
 }
 
@@ -362,7 +375,14 @@ export function smallOrderEd25519Csr(point: EdPoint, order: number): Buffer {
   const r = edEncode(ED_IDENTITY);
   for (let i = 0; ; i++) {
     const info = requestInfo({ subject: nameCn(`small-order-${i}`), spki: edSpki(a) });
-    const k = big(Buffer.from(createHash("sha512").update(Buffer.concat([r, a, info])).digest()).reverse()) % L25519;
+    const k =
+      big(
+        Buffer.from(
+          createHash("sha512")
+            .update(Buffer.concat([r, a, info]))
+            .digest(),
+        ).reverse(),
+      ) % L25519;
     if (k % BigInt(order) !== 0n) continue;
     return assemble(info, sequence(oid(OIDS.ed25519)), Buffer.concat([r, Buffer.alloc(32)]));
   }
@@ -390,7 +410,15 @@ export function compressPoint(uncompressed: Buffer): Buffer {
 
 /** Interesting values to put where an OID or parameters go. */
 const OID_POOL = Object.values(OIDS);
-const PARAM_POOL = (): Buffer[] => [nullValue(), oid(OIDS.prime256v1), oid(OIDS.secp384r1), oid(OIDS.ed25519), sequence(), Buffer.from("0500", "hex"), Buffer.from("0401ff", "hex")];
+const PARAM_POOL = (): Buffer[] => [
+  nullValue(),
+  oid(OIDS.prime256v1),
+  oid(OIDS.secp384r1),
+  oid(OIDS.ed25519),
+  sequence(),
+  Buffer.from("0500", "hex"),
+  Buffer.from("0401ff", "hex"),
+];
 const TAG_POOL = [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0c, 0x13, 0x16, 0x1e, 0x1c, 0x30, 0x31, 0xa0, 0xa3, 0x80, 0x17];
 
 export interface Mutant {
@@ -411,7 +439,12 @@ const TREE_MUTATIONS: Record<string, TreeMutation> = {
   "insert-element": (rng, root) => {
     const cons = walk(root).filter((w) => w.node.children);
     const parent = rng.pick(cons).node;
-    const items: DerNode[] = [{ tag: 0x05, content: Buffer.alloc(0) }, { tag: 0x02, content: Buffer.from([rng.int(256) & 0x7f]) }, { tag: 0x03, content: Buffer.from([0, ...rng.bytes(rng.int(4))]) }, { tag: 0x06, content: parseDer(oid(rng.pick(OID_POOL))).content! }];
+    const items: DerNode[] = [
+      { tag: 0x05, content: Buffer.alloc(0) },
+      { tag: 0x02, content: Buffer.from([rng.int(256) & 0x7f]) },
+      { tag: 0x03, content: Buffer.from([0, ...rng.bytes(rng.int(4))]) },
+      { tag: 0x06, content: parseDer(oid(rng.pick(OID_POOL))).content! },
+    ];
     if (parent.children!.length) items.push(clone(rng.pick(parent.children!)));
     parent.children!.splice(rng.int(parent.children!.length + 1), 0, rng.pick(items));
     return `insert into ${parent.tag.toString(16)}`;
@@ -461,8 +494,10 @@ const TREE_MUTATIONS: Record<string, TreeMutation> = {
     if (algs.length === 0) return undefined;
     const alg = rng.pick(algs).node;
     const choice = rng.int(3);
-    if (choice === 0) alg.children!.splice(1); // params absent
-    else if (choice === 1) alg.children!.splice(1, 1, parseDer(rng.pick(PARAM_POOL()))); // params replaced
+    if (choice === 0)
+      alg.children!.splice(1); // params absent
+    else if (choice === 1)
+      alg.children!.splice(1, 1, parseDer(rng.pick(PARAM_POOL()))); // params replaced
     else alg.children!.push(parseDer(rng.pick(PARAM_POOL()))); // one more field
     return `alg params ${choice}`;
   },
@@ -474,7 +509,13 @@ const TREE_MUTATIONS: Record<string, TreeMutation> = {
     const value = bits.content.subarray(1);
     let next: Buffer;
     if (key.kind === "p256" || key.kind === "p384") {
-      const options = [compressPoint(value), Buffer.from([0]), Buffer.concat([Buffer.from([4]), rng.bytes(value.length - 1)]), Buffer.concat([Buffer.from([4]), Buffer.alloc(value.length - 1, 0xff)]), value.subarray(0, value.length - 1)];
+      const options = [
+        compressPoint(value),
+        Buffer.from([0]),
+        Buffer.concat([Buffer.from([4]), rng.bytes(value.length - 1)]),
+        Buffer.concat([Buffer.from([4]), Buffer.alloc(value.length - 1, 0xff)]),
+        value.subarray(0, value.length - 1),
+      ];
       next = rng.pick(options);
     } else if (key.kind === "ed25519") {
       const points = smallOrderEncodings();
@@ -484,7 +525,14 @@ const TREE_MUTATIONS: Record<string, TreeMutation> = {
       next = rng.pick([...points, nonCanonical, rng.bytes(32), Buffer.concat([value, Buffer.from([0])])]);
     } else {
       const { n } = rsaParts(encodeDer(spki!));
-      const e = rng.pick([Buffer.from([1]), Buffer.from([2]), Buffer.from([3]), Buffer.from([1, 0, 0]), Buffer.from([1, 0, 1]), rng.bytes(40)]);
+      const e = rng.pick([
+        Buffer.from([1]),
+        Buffer.from([2]),
+        Buffer.from([3]),
+        Buffer.from([1, 0, 0]),
+        Buffer.from([1, 0, 1]),
+        rng.bytes(40),
+      ]);
       next = sequence(unsignedInteger(n), unsignedInteger(e));
     }
     bits.content = Buffer.concat([Buffer.from([0]), next]);
@@ -518,7 +566,8 @@ const BYTE_MUTATIONS: Record<string, ByteMutation> = {
     const out = Buffer.from(der);
     const kind = rng.int(3);
     if (kind === 0) out[at + 1] = (out[at + 1]! + (rng.chance(0.5) ? 1 : 255)) & 0xff;
-    else if (kind === 1 && out[at + 1]! < 0x80) return Buffer.concat([out.subarray(0, at + 1), Buffer.from([0x81, out[at + 1]!]), out.subarray(at + 2)]);
+    else if (kind === 1 && out[at + 1]! < 0x80)
+      return Buffer.concat([out.subarray(0, at + 1), Buffer.from([0x81, out[at + 1]!]), out.subarray(at + 2)]);
     else out[at + 1] = 0x80;
     return out;
   },

@@ -76,7 +76,7 @@ export async function fuzzBatch(
   count: number,
   concurrency = 8,
 ): Promise<void> {
-  for (let done = 0; done < count; ) {
+  for (let done = 0; done < count;) {
     const chunk = Array.from({ length: Math.min(concurrency, count - done) }, () => {
       const { key, csr } = rng.pick(seeds);
       return { key, seed: csr, mutant: rng.chance(0.03) ? { der: csr, label: "unmodified" } : mutateCsr(rng, csr, key) };
@@ -86,13 +86,21 @@ export async function fuzzBatch(
   }
 }
 
-async function book(stats: FuzzStats, key: FuzzKey, seed: Buffer, mutant: { der: Buffer; label: string }, submit: (csr: Buffer) => Promise<Outcome>): Promise<void> {
+async function book(
+  stats: FuzzStats,
+  key: FuzzKey,
+  seed: Buffer,
+  mutant: { der: Buffer; label: string },
+  submit: (csr: Buffer) => Promise<Outcome>,
+): Promise<void> {
   stats.sent++;
   let outcome: Outcome;
   try {
     outcome = await submit(mutant.der);
   } catch (e) {
-    stats.failures.push(`${key.kind} [${mutant.label}] ${mutant.der.toString("base64")}: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
+    stats.failures.push(
+      `${key.kind} [${mutant.label}] ${mutant.der.toString("base64")}: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`,
+    );
     return;
   }
   if ("rejected" in outcome) {
@@ -150,7 +158,8 @@ export function opensslRefuses(csrs: readonly Buffer[]): string[] {
       const file = join(dir, `${i}.der`);
       writeFileSync(file, der);
       const r = spawnSync("openssl", ["req", "-inform", "DER", "-in", file, "-noout", "-verify"], { encoding: "utf8", timeout: 30_000 });
-      if (r.status !== 0 || !/verify OK/i.test(r.stdout + r.stderr)) out.push(`${der.toString("base64")}: ${(r.stderr || r.stdout).trim().split("\n")[0]}`);
+      if (r.status !== 0 || !/verify OK/i.test(r.stdout + r.stderr))
+        out.push(`${der.toString("base64")}: ${(r.stderr || r.stdout).trim().split("\n")[0]}`);
     });
     return out;
   } finally {
@@ -159,6 +168,9 @@ export function opensslRefuses(csrs: readonly Buffer[]): string[] {
 }
 
 export function summary(stats: FuzzStats): string {
-  const rejected = [...stats.rejected.entries()].sort((a, b) => b[1] - a[1]).map(([r, n]) => `${r} ${n}`).join(", ");
+  const rejected = [...stats.rejected.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .map(([r, n]) => `${r} ${n}`)
+    .join(", ");
   return `seed ${stats.seed}: ${stats.sent} CSRs sent, ${stats.issued} issued (${stats.accepted.length} of them mutants), ${stats.failures.length} failures; rejected: ${rejected}`;
 }

@@ -41,7 +41,10 @@ export function registerCa(program: Command): void {
       await withFleet(opts.dir, async (fleet) => {
         const result = await createLocalCa(fleet, { name: opts.name, validity: opts.validity, actor: CLI_ACTOR });
         if (result.status === "created") say(`local CA local-${opts.name} created (ca/local-${opts.name}/)`);
-        else say(`the root key is offline: sign ${result.requestFile} with \`fleetpki ca root sign\`, then \`fleetpki ca intermediate import\``);
+        else
+          say(
+            `the root key is offline: sign ${result.requestFile} with \`fleetpki ca root sign\`, then \`fleetpki ca intermediate import\``,
+          );
       });
     });
 
@@ -90,7 +93,14 @@ export function registerCa(program: Command): void {
     .option("--passphrase-file <file>", "passphrase that encrypts the root key")
     .option("--validity <duration>", "root lifetime", "20y")
     .action(async (opts) => {
-      const r = initOfflineRoot({ dir: opts.dir, name: opts.name, domain: opts.domain, keyType: opts.keyType, passphraseFile: opts.passphraseFile, validity: opts.validity });
+      const r = initOfflineRoot({
+        dir: opts.dir,
+        name: opts.name,
+        domain: opts.domain,
+        keyType: opts.keyType,
+        passphraseFile: opts.passphraseFile,
+        validity: opts.validity,
+      });
       say(`root CA created in ${opts.dir}`);
       say(`fingerprint: sha256:${r.fingerprint}`);
       say(`carry ${r.certificatePath} (certificate only) to the online machine: fleetpki init --root-cert cert.pem`);
@@ -107,12 +117,13 @@ export function registerCa(program: Command): void {
     });
 
   const intermediate = ca.command("intermediate").description("intermediates signed by an offline root");
-  dirOption(intermediate.command("import <certs...>").description("import certificates signed by `ca root sign`"))
-    .action(async (certs: string[], opts) => {
+  dirOption(intermediate.command("import <certs...>").description("import certificates signed by `ca root sign`")).action(
+    async (certs: string[], opts) => {
       await withFleet(opts.dir, async (fleet) => {
         const { imported, ready } = await importIntermediates(fleet, certs, CLI_ACTOR);
         say(`imported: ${imported.join(", ")}`);
         say(ready ? "fleet ready: server and admin certificates issued" : "still waiting for more intermediates");
       });
-    });
+    },
+  );
 }

@@ -7,7 +7,16 @@ import { crlPem, signCrl, storedCrl, type PublishedCrl } from "../../authority/c
 import { CaKeyOffline, InvalidArgument, UnknownCa } from "../../authority/errors.js";
 import { importCrl, signRootCrlRequest, writeRootCrlRequest, OFFLINE_ROOT_CRL_VALIDITY } from "../../authority/root-crl.js";
 import type { Fleet } from "../../authority/fleet.js";
-import { REVOKE_REASONS, holdDevice, parseRevokeReason, revokeCertificate, revokeDevice, revokeLocalCa, unholdDevice, type StatusChange } from "../../authority/revocation.js";
+import {
+  REVOKE_REASONS,
+  holdDevice,
+  parseRevokeReason,
+  revokeCertificate,
+  revokeDevice,
+  revokeLocalCa,
+  unholdDevice,
+  type StatusChange,
+} from "../../authority/revocation.js";
 import { writeFileAtomic } from "../../keys/files.js";
 import { CLI_ACTOR, dirOption, withFleet } from "../context.js";
 import { printJson, say } from "../output.js";
@@ -35,7 +44,9 @@ async function resign(fleet: Fleet, cas: readonly string[]): Promise<void> {
         );
         continue;
       }
-      process.stderr.write(`fleetpki: warning: the ${caId} CRL was not re-signed here (${(e as Error).message}); a running server re-signs it\n`);
+      process.stderr.write(
+        `fleetpki: warning: the ${caId} CRL was not re-signed here (${(e as Error).message}); a running server re-signs it\n`,
+      );
     }
   }
 }
@@ -49,7 +60,9 @@ function subcommand(program: Command, name: string): Command {
 export function registerRevocation(program: Command): void {
   const device = subcommand(program, "device");
   const ca = subcommand(program, "ca");
-  dirOption(device.command("revoke <id>").description("revoke every unexpired certificate of a device and block its enrollment and renewal"))
+  dirOption(
+    device.command("revoke <id>").description("revoke every unexpired certificate of a device and block its enrollment and renewal"),
+  )
     .option("--reason <reason>", REASON_HELP)
     .option("--json", "machine-readable output")
     .action(async (id: string, opts) => {
@@ -85,7 +98,9 @@ export function registerRevocation(program: Command): void {
     });
 
   const cert = program.command("cert").description("certificates by serial");
-  dirOption(cert.command("revoke <serial>").description("revoke one certificate (hex serial, as `device show` or `openssl x509 -serial` print it)"))
+  dirOption(
+    cert.command("revoke <serial>").description("revoke one certificate (hex serial, as `device show` or `openssl x509 -serial` print it)"),
+  )
     .option("--reason <reason>", REASON_HELP)
     .option("--json", "machine-readable output")
     .action(async (serial: string, opts) => {
@@ -94,18 +109,24 @@ export function registerRevocation(program: Command): void {
         const change = await revokeCertificate(fleet, { serial, reason, actor: CLI_ACTOR });
         await resign(fleet, change.cas);
         if (opts.json) return printJson({ reason, ...change });
-        say(`certificate ${change.serials[0]} (${change.kind} ${change.subjectId}) revoked (${reason}); CRL re-signed: ${change.cas.join(", ")}`);
+        say(
+          `certificate ${change.serials[0]} (${change.kind} ${change.subjectId}) revoked (${reason}); CRL re-signed: ${change.cas.join(", ")}`,
+        );
       });
     });
 
-  dirOption(ca.command("revoke-local <name>").description("revoke a compromised local (factory) CA: on the root's CRL, refused for enrollment"))
+  dirOption(
+    ca.command("revoke-local <name>").description("revoke a compromised local (factory) CA: on the root's CRL, refused for enrollment"),
+  )
     .option("--json", "machine-readable output")
     .action(async (name: string, opts) => {
       await withFleet(opts.dir, async (fleet) => {
         const change = await revokeLocalCa(fleet, { name, actor: CLI_ACTOR });
         await resign(fleet, change.cas);
         if (opts.json) return printJson(change);
-        say(`local CA ${change.caId} revoked (cACompromise): devices it certified can no longer enroll, and chains through it fail CRL checks`);
+        say(
+          `local CA ${change.caId} revoked (cACompromise): devices it certified can no longer enroll, and chains through it fail CRL checks`,
+        );
       });
     });
 
@@ -117,7 +138,9 @@ export function registerRevocation(program: Command): void {
     .option("--json", "machine-readable output")
     .action(async (opts) => {
       await withFleet(opts.dir, async (fleet) => {
-        const ids = opts.ca ? [opts.ca as string] : (await fleet.store.db.selectFrom("cas").select("id").orderBy("id").execute()).map((c) => c.id);
+        const ids = opts.ca
+          ? [opts.ca as string]
+          : (await fleet.store.db.selectFrom("cas").select("id").orderBy("id").execute()).map((c) => c.id);
         mkdirSync(opts.out, { recursive: true });
         const written: { ca: string; crl_number: string; entries: number; next_update: string; files: string[] }[] = [];
         for (const id of ids) {
@@ -125,10 +148,17 @@ export function registerRevocation(program: Command): void {
           const files = [join(opts.out, `${id}.crl`), join(opts.out, `${id}.pem`)];
           writeFileAtomic(files[0]!, crl.der);
           writeFileAtomic(files[1]!, crlPem(crl));
-          written.push({ ca: id, crl_number: crl.crlNumber.toString(), entries: crl.entries, next_update: crl.nextUpdate.toISOString(), files });
+          written.push({
+            ca: id,
+            crl_number: crl.crlNumber.toString(),
+            entries: crl.entries,
+            next_update: crl.nextUpdate.toISOString(),
+            files,
+          });
         }
         if (opts.json) return printJson(written);
-        for (const w of written) say(`${w.ca}: CRL #${w.crl_number}, ${w.entries} entries, next update ${w.next_update} -> ${w.files.join(", ")}`);
+        for (const w of written)
+          say(`${w.ca}: CRL #${w.crl_number}, ${w.entries} entries, next update ${w.next_update} -> ${w.files.join(", ")}`);
       });
     });
 }
@@ -139,7 +169,9 @@ function registerOfflineRootCrl(crl: Command, ca: Command): void {
     .action(async (opts) => {
       await withFleet(opts.dir, async (fleet) => {
         const request = await writeRootCrlRequest(fleet, opts.validity);
-        say(`wrote ${join(fleet.dir, request)}: sign it with \`fleetpki ca root sign-crl\` on the offline machine, then \`fleetpki crl import root.crl\``);
+        say(
+          `wrote ${join(fleet.dir, request)}: sign it with \`fleetpki ca root sign-crl\` on the offline machine, then \`fleetpki crl import root.crl\``,
+        );
       });
     });
 
@@ -148,8 +180,11 @@ function registerOfflineRootCrl(crl: Command, ca: Command): void {
     .action(async (file: string, opts) => {
       await withFleet(opts.dir, async (fleet) => {
         const r = await importCrl(fleet, file, CLI_ACTOR);
-        if (opts.json) return printJson({ ca: r.caId, crl_number: r.crlNumber.toString(), entries: r.entries, next_update: r.nextUpdate.toISOString() });
-        say(`imported the root CRL #${r.crlNumber} (${r.entries} entries), valid until ${r.nextUpdate.toISOString()}: request the next one before then`);
+        if (opts.json)
+          return printJson({ ca: r.caId, crl_number: r.crlNumber.toString(), entries: r.entries, next_update: r.nextUpdate.toISOString() });
+        say(
+          `imported the root CRL #${r.crlNumber} (${r.entries} entries), valid until ${r.nextUpdate.toISOString()}: request the next one before then`,
+        );
       });
     });
 

@@ -13,16 +13,24 @@ export interface ServeCliOptions {
   only?: Listener[];
 }
 
-function urlOf(server: { fleet: { config: { server: { names: string[] } } } }, scheme: string, a: { address: string; port: number }): string {
+function urlOf(
+  server: { fleet: { config: { server: { names: string[] } } } },
+  scheme: string,
+  a: { address: string; port: number },
+): string {
   const host = a.address === "0.0.0.0" || a.address === "::" ? (server.fleet.config.server.names[0] ?? "localhost") : a.address;
   return `${scheme}://${host.includes(":") ? `[${host}]` : host}:${a.port}`;
 }
 
 export function parseOnly(text: string | undefined): Listener[] | undefined {
   if (text === undefined) return undefined;
-  const names = text.split(",").map((s) => s.trim()).filter(Boolean);
+  const names = text
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
   const bad = names.filter((n) => !(LISTENERS as readonly string[]).includes(n));
-  if (names.length === 0 || bad.length > 0) throw new InvalidArgument(`--only takes ${LISTENERS.join(", ")} (comma-separated), not "${text}"`);
+  if (names.length === 0 || bad.length > 0)
+    throw new InvalidArgument(`--only takes ${LISTENERS.join(", ")} (comma-separated), not "${text}"`);
   return names as Listener[];
 }
 
@@ -47,7 +55,10 @@ export async function serve(dir: string, options: ServeCliOptions = {}): Promise
   const registration = server.registration;
   const url = registration ? urlOf(server, "https", registration) : undefined;
   if (registration) lines.push(`  registration (EST + JSON): ${url}  (listening on ${registration.address}:${registration.port})`);
-  if (server.status) lines.push(`  status (CRLs, OCSP):       ${urlOf(server, "http", server.status)}  (listening on ${server.status.address}:${server.status.port})`);
+  if (server.status)
+    lines.push(
+      `  status (CRLs, OCSP):       ${urlOf(server, "http", server.status)}  (listening on ${server.status.address}:${server.status.port})`,
+    );
   lines.push(`  root fingerprint: sha256:${fp}`, "");
   const cli = selfCommand();
   if (url)
@@ -68,5 +79,7 @@ export function registerServe(program: Command): void {
     .option("--listen <host:port>", "override listen.registration")
     .option("--status-listen <host:port>", "override listen.status")
     .option("--only <listeners>", `run only these listeners (${LISTENERS.join(", ")}), e.g. --only status to scale out CRL/OCSP`)
-    .action(async (opts) => serve(opts.dir, { registrationListen: opts.listen, statusListen: opts.statusListen, only: parseOnly(opts.only) }));
+    .action(async (opts) =>
+      serve(opts.dir, { registrationListen: opts.listen, statusListen: opts.statusListen, only: parseOnly(opts.only) }),
+    );
 }
