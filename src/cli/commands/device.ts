@@ -40,8 +40,15 @@ export function registerDevice(program: Command): void {
         const pending = await listPendingRequests(fleet);
         if (opts.json) return printJson(pending);
         printTable(
-          pending.map((p) => ({ device: p.deviceId, request: p.id, "key fingerprint": p.keyFingerprint ?? "?", from: p.address ?? p.source, requested: p.createdAt })),
-          ["device", "request", "key fingerprint", "from", "requested"],
+          pending.map((p) => ({
+            device: p.deviceId,
+            request: p.id,
+            "key fingerprint": p.keyFingerprint ?? "?",
+            from: p.address ?? p.source,
+            requested: p.createdAt,
+            expires: p.expiresAt,
+          })),
+          ["device", "request", "key fingerprint", "from", "requested", "expires"],
         );
       });
     });
@@ -50,7 +57,7 @@ export function registerDevice(program: Command): void {
   dirOption(
     device
       .command("approve <id>")
-      .description("approve a pending enrollment request (by request id or key fingerprint when several wait)")
+      .description("approve a pending enrollment request, named by request id or key fingerprint (compare it with the one the robot prints)")
       .option("--request <rid>", "the request to approve (`fleetpki device requests`)")
       .option("--fingerprint <sha256:hex>", "the key to approve, as the robot prints it"),
   ).action(async (id: string, opts) => {
@@ -68,7 +75,7 @@ export function registerDevice(program: Command): void {
       .option("--request <rid>", "the request to deny")
       .option("--fingerprint <sha256:hex>", "the key to deny")
       .option("--all", "every pending request of the device")
-      .option("--all-from <address>", "every pending request from this IP address, whatever the device id"),
+      .option("--all-from <address[/prefix]>", "every pending request from this IP address or prefix (e.g. an IPv6 /64), whatever the device id"),
   ).action(async (id: string | undefined, opts) => {
     await withFleet(opts.dir, async (fleet) => {
       if (opts.all || opts.allFrom !== undefined) {
@@ -79,7 +86,7 @@ export function registerDevice(program: Command): void {
         say(`${denied.length} request${denied.length === 1 ? "" : "s"} denied`);
         return;
       }
-      if (id === undefined) throw new InvalidArgument("give the device id (or --all-from ADDRESS)");
+      if (id === undefined) throw new InvalidArgument("give the device id (or --all-from ADDRESS[/PREFIX])");
       const d = await decideRequest(fleet, { deviceId: id, requestId: opts.request, fingerprint: opts.fingerprint, approve: false, actor: CLI_ACTOR });
       say(`enrollment of ${id} denied: ${describe(d.request)}; a request with another key can still be approved`);
     });
