@@ -59,7 +59,12 @@ after(async () => {
 const mode = (path: string): number => statSync(path).mode & 0o777;
 const cert = (path: string): X509Certificate => new X509Certificate(readFileSync(path));
 /** Hex serial without leading zeros, lower case: comparable across openssl, node and fleetpki. */
-const normSerial = (s: string): string => s.replace(/^serial=/i, "").trim().toLowerCase().replace(/^0+/, "");
+const normSerial = (s: string): string =>
+  s
+    .replace(/^serial=/i, "")
+    .trim()
+    .toLowerCase()
+    .replace(/^0+/, "");
 const spiffe = (id: string): string => `spiffe://${DOMAIN}/device/${id}`;
 
 async function initFleet(name: string): Promise<string> {
@@ -91,8 +96,13 @@ function assertAgentDir(dir: string, id: string, server: Server, fingerprint: st
   assert.equal(mode(dir), 0o700, "agent dir is 0700");
   assert.deepEqual(readdirSync(dir).sort(), AGENT_FILES, "exactly the five agent files, no leftovers");
   assert.equal(mode(join(dir, "key.pem")), 0o600, "key.pem is 0600");
-  for (const f of ["cert.pem", "chain.pem", "ca.pem", "agent.json"]) assert.equal(mode(join(dir, f)) & 0o022, 0, `${f} is not group/world writable`);
-  assert.deepEqual(JSON.parse(readFileSync(join(dir, "agent.json"), "utf8")), { server: server.url, root_fingerprint: fingerprint, device_id: id });
+  for (const f of ["cert.pem", "chain.pem", "ca.pem", "agent.json"])
+    assert.equal(mode(join(dir, f)) & 0o022, 0, `${f} is not group/world writable`);
+  assert.deepEqual(JSON.parse(readFileSync(join(dir, "agent.json"), "utf8")), {
+    server: server.url,
+    root_fingerprint: fingerprint,
+    device_id: id,
+  });
   const leaf = cert(join(dir, "cert.pem"));
   assert.ok(leaf.checkPrivateKey(createPrivateKey(readFileSync(join(dir, "key.pem")))), "key.pem matches cert.pem");
   assert.equal(leaf.subjectAltName, `URI:${spiffe(id)}, DNS:${id}.devices.${DOMAIN}`);
@@ -173,14 +183,30 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     const id = "robot-0001";
     const token = await addDevice(dir, id);
     const A = join(tmp, "run-agent");
-    await fleetpkiOk(["agent", "enroll", "--server", server.url, "--root-fingerprint", fingerprint, "--id", id, "--token", token, "--dir", A]);
+    await fleetpkiOk([
+      "agent",
+      "enroll",
+      "--server",
+      server.url,
+      "--root-fingerprint",
+      fingerprint,
+      "--id",
+      id,
+      "--token",
+      token,
+      "--dir",
+      A,
+    ]);
     const enrolledAt = Date.now();
     assertAgentDir(A, id, server, fingerprint);
     const s0 = await status(A);
     const life0 = Date.parse(s0.not_after) - Date.now();
     const span0 = Date.parse(s0.not_after) - Date.parse(s0.not_before);
     // 2 minutes from issuance; notBefore is backdated (by 1 minute) for slow device clocks.
-    assert.ok(life0 <= 121 * SECOND && span0 >= 120 * SECOND && span0 <= 181 * SECOND, `validity.device 2m is in effect (${life0} ms left, ${span0} ms in all)`);
+    assert.ok(
+      life0 <= 121 * SECOND && span0 >= 120 * SECOND && span0 <= 181 * SECOND,
+      `validity.device 2m is in effect (${life0} ms left, ${span0} ms in all)`,
+    );
 
     const hookFile = join(tmp, "hook.log");
     const hook = `printf '%s %s\\n' "$FLEETPKI_DEVICE_ID" "$(openssl x509 -in "$FLEETPKI_CERT" -noout -serial)" >> "$HOOK_FILE"`;
@@ -195,10 +221,18 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     const scheduled = logs().find((l) => l.msg === "renewal scheduled");
     assert.ok(scheduled, "the agent logged its schedule");
     const renewAt0 = Date.parse(String(scheduled.renew_at));
-    assert.ok(renewAt0 >= Date.parse(s0.renew_window.from) && renewAt0 <= Date.parse(s0.renew_window.to), "scheduled inside the window agent status shows");
+    assert.ok(
+      renewAt0 >= Date.parse(s0.renew_window.from) && renewAt0 <= Date.parse(s0.renew_window.to),
+      "scheduled inside the window agent status shows",
+    );
 
     // First renewal, on schedule.
-    await waitFor("the first renewal and hook", () => (stillRunning(), hookLines().length >= 1), Date.parse(s0.renew_window.to) - Date.now() + 30 * SECOND, 200);
+    await waitFor(
+      "the first renewal and hook",
+      () => (stillRunning(), hookLines().length >= 1),
+      Date.parse(s0.renew_window.to) - Date.now() + 30 * SECOND,
+      200,
+    );
     const s1 = await status(A);
     assert.notEqual(s1.serial, s0.serial, "first renewal: a new certificate");
     const firstRenewed = logs().filter((l) => l.msg === "renewed");
@@ -247,10 +281,20 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
       assert.equal(l.level, "warn");
       assert.equal(l.kind, "network", `a network failure: ${JSON.stringify(l)}`);
       assert.equal(normSerial(String(l.serial)), normSerial(s1.serial));
-      assert.ok(Date.parse(l.time) >= stoppedAt && Date.parse(l.time) <= restartedAt + 5 * SECOND, `retry logged during the outage: ${l.time}`);
-      assert.ok(typeof l.retry_in_ms === "number" && l.retry_in_ms > 0 && l.retry_in_ms <= 18 * SECOND, `backoff within lifetime/10: ${l.retry_in_ms}`);
+      assert.ok(
+        Date.parse(l.time) >= stoppedAt && Date.parse(l.time) <= restartedAt + 5 * SECOND,
+        `retry logged during the outage: ${l.time}`,
+      );
+      assert.ok(
+        typeof l.retry_in_ms === "number" && l.retry_in_ms > 0 && l.retry_in_ms <= 18 * SECOND,
+        `backoff within lifetime/10: ${l.retry_in_ms}`,
+      );
     }
-    assert.deepEqual(retries.map((l) => l.attempt), retries.map((_, i) => i + 1), "attempts counted up");
+    assert.deepEqual(
+      retries.map((l) => l.attempt),
+      retries.map((_, i) => i + 1),
+      "attempts counted up",
+    );
     assert.equal(all.filter((l) => l.level === "error").length, 0, `no errors logged:\n${agent.stderr()}`);
     assert.equal(all.filter((l) => l.msg === "renew hook succeeded").length, 2);
 
@@ -298,7 +342,20 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     await Promise.all(
       cases.map(async ([what, fp], i) => {
         const dir = join(tmp, `wrong-fp-${i}`);
-        const r = await fleetpki(["agent", "enroll", "--server", f.server.url, "--root-fingerprint", fp, "--id", id, "--token", token, "--dir", dir]);
+        const r = await fleetpki([
+          "agent",
+          "enroll",
+          "--server",
+          f.server.url,
+          "--root-fingerprint",
+          fp,
+          "--id",
+          id,
+          "--token",
+          token,
+          "--dir",
+          dir,
+        ]);
         assert.notEqual(r.code, 0, `${what}: exit code`);
         assert.equal(r.stdout, "", `${what}: nothing on stdout`);
         const lines = r.stderr.trimEnd().split("\n");
@@ -310,7 +367,20 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     );
     // Nothing was sent with the token: it still works with the right fingerprint.
     const good = join(tmp, "wrong-fp-then-right");
-    await fleetpkiOk(["agent", "enroll", "--server", f.server.url, "--root-fingerprint", f.fingerprint, "--id", id, "--token", token, "--dir", good]);
+    await fleetpkiOk([
+      "agent",
+      "enroll",
+      "--server",
+      f.server.url,
+      "--root-fingerprint",
+      f.fingerprint,
+      "--id",
+      id,
+      "--token",
+      token,
+      "--dir",
+      good,
+    ]);
     assertAgentDir(good, id, f.server, f.fingerprint);
   });
 
@@ -350,7 +420,10 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     const nb = Date.parse(s.not_before);
     const na = Date.parse(s.not_after);
     const renewAt = Date.parse(s.renew_at);
-    assert.ok(Math.abs(renewAt - (nb + ((na - nb) * 2) / 3)) < 2 * SECOND, `renew_at ${s.renew_at} is at 2/3 of ${s.not_before}..${s.not_after}`);
+    assert.ok(
+      Math.abs(renewAt - (nb + ((na - nb) * 2) / 3)) < 2 * SECOND,
+      `renew_at ${s.renew_at} is at 2/3 of ${s.not_before}..${s.not_after}`,
+    );
     assert.ok(Date.parse(s.renew_window.from) < renewAt && renewAt < Date.parse(s.renew_window.to));
     const human = await fleetpkiOk(["agent", "status", "--dir", A]);
     assert.match(human.stdout, new RegExp(`identity:\\s+${spiffe(id)}`));
@@ -374,11 +447,24 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
 
     // The robot serving TLS with the same files (as foxglove_bridge's certfile/keyfile): curl,
     // trusting only ca.pem, accepts the robot's DNS name and refuses any other.
-    const robotService = createHttpsServer({ cert: readFileSync(join(A, "cert.pem"), "utf8") + readFileSync(join(A, "chain.pem"), "utf8"), key: readFileSync(join(A, "key.pem")) }, (_req, res) => res.end("robot ok\n"));
+    const robotService = createHttpsServer(
+      {
+        cert: readFileSync(join(A, "cert.pem"), "utf8") + readFileSync(join(A, "chain.pem"), "utf8"),
+        key: readFileSync(join(A, "key.pem")),
+      },
+      (_req, res) => res.end("robot ok\n"),
+    );
     await new Promise<void>((resolve) => robotService.listen(0, "127.0.0.1", resolve));
     try {
       const port = (robotService.address() as AddressInfo).port;
-      const robotUrl = (host: string) => ["-sS", "--cacert", join(A, "ca.pem"), "--resolve", `${host}:${port}:127.0.0.1`, `https://${host}:${port}/`];
+      const robotUrl = (host: string) => [
+        "-sS",
+        "--cacert",
+        join(A, "ca.pem"),
+        "--resolve",
+        `${host}:${port}:127.0.0.1`,
+        `https://${host}:${port}/`,
+      ];
       const served = await run("curl", robotUrl(`${id}.devices.${DOMAIN}`));
       assert.equal(served.code, 0, served.stderr);
       assert.equal(served.stdout, "robot ok\n");
@@ -392,19 +478,55 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     // device's identity and renews it (a CSR for a key made by openssl).
     const csrKey = join(tmp, "curl-key.pem");
     const csrFile = join(tmp, "curl-req.pem");
-    const req = await run("openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", csrKey, "-subj", `/CN=${id}`, "-out", csrFile]);
+    const req = await run("openssl", [
+      "req",
+      "-new",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      csrKey,
+      "-subj",
+      `/CN=${id}`,
+      "-out",
+      csrFile,
+    ]);
     assert.equal(req.code, 0, req.stderr);
     const body = join(tmp, "curl-body.json");
     writeFileSync(body, JSON.stringify({ csr: readFileSync(csrFile, "utf8") }));
     const curl = (extra: string[], out: string) =>
-      run("curl", ["-sS", "-o", out, "-w", "%{http_code}", "--cacert", join(A, "ca.pem"), ...extra, "-H", "content-type: application/json", "--data-binary", `@${body}`, `${f.server.url}/api/v1/renew`]);
+      run("curl", [
+        "-sS",
+        "-o",
+        out,
+        "-w",
+        "%{http_code}",
+        "--cacert",
+        join(A, "ca.pem"),
+        ...extra,
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        `@${body}`,
+        `${f.server.url}/api/v1/renew`,
+      ]);
     const withCert = await curl(["--cert", join(A, "cert.pem"), "--key", join(A, "key.pem")], join(tmp, "curl-renew.json"));
     assert.equal(withCert.code, 0, withCert.stderr);
     assert.equal(withCert.stdout, "200", readFileSync(join(tmp, "curl-renew.json"), "utf8"));
     const renewed = JSON.parse(readFileSync(join(tmp, "curl-renew.json"), "utf8")) as { certificate: string; serial: string };
     const renewedCert = new X509Certificate(renewed.certificate);
-    assert.equal(renewedCert.subjectAltName, `URI:${spiffe(id)}, DNS:${id}.devices.${DOMAIN}`, "curl got a certificate for the same identity");
-    assert.ok(renewedCert.publicKey.export({ type: "spki", format: "der" }).equals(createPublicKey(readFileSync(csrKey)).export({ type: "spki", format: "der" })));
+    assert.equal(
+      renewedCert.subjectAltName,
+      `URI:${spiffe(id)}, DNS:${id}.devices.${DOMAIN}`,
+      "curl got a certificate for the same identity",
+    );
+    assert.ok(
+      renewedCert.publicKey
+        .export({ type: "spki", format: "der" })
+        .equals(createPublicKey(readFileSync(csrKey)).export({ type: "spki", format: "der" })),
+    );
     assert.notEqual(normSerial(renewed.serial), normSerial(leaf.serialNumber));
     // ...and it is the client certificate that made the difference.
     const without = await curl([], join(tmp, "curl-nocert.json"));
@@ -444,8 +566,13 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     assert.ok(cert(join(C, "chain.pem")).raw.equals(devicesCa.raw), "chain.pem is the devices CA");
     await opensslVerify(["-CAfile", join(C, "ca.pem"), "-untrusted", join(f.dir, "ca", "devices", "cert.pem"), join(C, "cert.pem")]);
     // The device made a new key; the factory bundle is left as it was.
-    assert.ok(!leaf.publicKey.export({ type: "spki", format: "der" }).equals(cert(join(bundle, "cert.pem")).publicKey.export({ type: "spki", format: "der" })));
-    for (const [n, text] of Object.entries(before)) assert.equal(readFileSync(join(bundle, n), "utf8"), text, `${n} of the bundle unchanged`);
+    assert.ok(
+      !leaf.publicKey
+        .export({ type: "spki", format: "der" })
+        .equals(cert(join(bundle, "cert.pem")).publicKey.export({ type: "spki", format: "der" })),
+    );
+    for (const [n, text] of Object.entries(before))
+      assert.equal(readFileSync(join(bundle, n), "utf8"), text, `${n} of the bundle unchanged`);
 
     // Known server bug (src/server.ts registrationTls): the TLS trust list of local CAs is read
     // once at startup, so a device presenting only its factory leaf (no chain) is refused with
@@ -455,12 +582,43 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
       const other = join(B, "robot-0101");
       const key = join(tmp, "factory-leaf-key.pem");
       const csr = join(tmp, "factory-leaf-req.pem");
-      const req = await run("openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-subj", "/CN=robot-0101", "-out", csr]);
+      const req = await run("openssl", [
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-subj",
+        "/CN=robot-0101",
+        "-out",
+        csr,
+      ]);
       assert.equal(req.code, 0, req.stderr);
       const body = join(tmp, "factory-leaf-body.json");
       writeFileSync(body, JSON.stringify({ device_id: "robot-0101", csr: readFileSync(csr, "utf8") }));
       const out = join(tmp, "factory-leaf-answer.json");
-      const r = await run("curl", ["-sS", "-o", out, "-w", "%{http_code}", "--cacert", join(other, "ca.pem"), "--cert", join(other, "cert.pem"), "--key", join(other, "key.pem"), "-H", "content-type: application/json", "--data-binary", `@${body}`, `${f.server.url}/api/v1/enroll`]);
+      const r = await run("curl", [
+        "-sS",
+        "-o",
+        out,
+        "-w",
+        "%{http_code}",
+        "--cacert",
+        join(other, "ca.pem"),
+        "--cert",
+        join(other, "cert.pem"),
+        "--key",
+        join(other, "key.pem"),
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        `@${body}`,
+        `${f.server.url}/api/v1/enroll`,
+      ]);
       assert.equal(r.stdout, "200", existsSync(out) ? readFileSync(out, "utf8") : r.stderr);
     });
   });
@@ -473,7 +631,11 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     const agent = spawnCli(`agent enroll ${id}`, enrollArgs(f, id, E, "--approval", "--wait", "150s", "--log-level", "info"));
     const request = await pendingRequest(f.dir, id);
     assert.match(request.source ?? "", /127\.0\.0\.1/);
-    await waitFor("the agent to log that it is pending", () => logLines(agent.stderr()).some((l) => l.msg === "enrollment pending approval"), 15_000);
+    await waitFor(
+      "the agent to log that it is pending",
+      () => logLines(agent.stderr()).some((l) => l.msg === "enrollment pending approval"),
+      15_000,
+    );
     assert.ok(agent.running(), "the agent waits for the decision");
     assert.deepEqual(readdirSync(E), [`pending-${id}.key.pem`], "while pending, only the request's key is kept");
     assert.equal(mode(E), 0o700);
@@ -483,7 +645,10 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     const waiting = logLines(agent.stderr()).find((l) => l.msg.startsWith("waiting for an operator to approve this key"));
     assert.ok(waiting, agent.stderr());
     assert.equal(waiting.level, "warn");
-    const keptSpki = createPublicKey(createPrivateKey(readFileSync(join(E, `pending-${id}.key.pem`), "utf8"))).export({ type: "spki", format: "der" });
+    const keptSpki = createPublicKey(createPrivateKey(readFileSync(join(E, `pending-${id}.key.pem`), "utf8"))).export({
+      type: "spki",
+      format: "der",
+    });
     assert.equal(waiting.key_fingerprint, `sha256:${createHash("sha256").update(keptSpki).digest("hex")}`);
     assert.equal(waiting.key_fingerprint, request.keyFingerprint, "the agent and `device requests` show the same fingerprint");
     assert.equal(waiting.request_id, request.id);
@@ -495,9 +660,15 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     assert.match(agent.stdout(), new RegExp(`enrolled ${id} as ${spiffe(id)}`));
     assertAgentDir(E, id, f.server, f.fingerprint);
     await opensslVerify(["-CAfile", join(E, "ca.pem"), "-untrusted", join(E, "chain.pem"), join(E, "cert.pem")]);
-    const shown = JSON.parse((await fleetpkiOk(["device", "show", id, "--json", "--dir", f.dir])).stdout) as { status: string; certificates: { serial: string }[] };
+    const shown = JSON.parse((await fleetpkiOk(["device", "show", id, "--json", "--dir", f.dir])).stdout) as {
+      status: string;
+      certificates: { serial: string }[];
+    };
     assert.equal(shown.status, "active", "approval registered the device");
-    assert.ok(shown.certificates.some((c) => normSerial(c.serial) === normSerial(cert(join(E, "cert.pem")).serialNumber)), "the server recorded the agent's certificate");
+    assert.ok(
+      shown.certificates.some((c) => normSerial(c.serial) === normSerial(cert(join(E, "cert.pem")).serialNumber)),
+      "the server recorded the agent's certificate",
+    );
   });
 
   it("enrollment by approval: deny ends the agent with a clear error and nothing written", { timeout: 180_000 }, async () => {
@@ -518,28 +689,41 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     assert.ok(!existsSync(E), "nothing left after a denial (the pending key is removed with the directory it needed)");
   });
 
-  it("enrollment by approval survives an agent restart: approved later, the next run gets the certificate for the same key", { timeout: 180_000 }, async () => {
-    const f = await main();
-    const id = "robot-0202";
-    const E = join(tmp, "restarted-approval-agent");
-    // The first run gives up while still pending (as after a reboot, or a short --wait).
-    const first = await fleetpki(enrollArgs(f, id, E, "--approval", "--wait", "2s"));
-    assert.notEqual(first.code, 0);
-    assert.match(first.stderr, /still pending approval/);
-    const keptKey = createPrivateKey(readFileSync(join(E, `pending-${id}.key.pem`), "utf8"));
-    // The operator approves the key the robot printed, never the device id alone.
-    const fingerprintOfKey = (k: ReturnType<typeof createPrivateKey>) =>
-      `sha256:${createHash("sha256").update(createPublicKey(k).export({ format: "der", type: "spki" })).digest("hex")}`;
-    assert.ok(first.stderr.includes(fingerprintOfKey(keptKey)), first.stderr);
-    await fleetpkiOk(["device", "approve", id, "--fingerprint", fingerprintOfKey(keptKey), "--dir", f.dir]);
+  it(
+    "enrollment by approval survives an agent restart: approved later, the next run gets the certificate for the same key",
+    { timeout: 180_000 },
+    async () => {
+      const f = await main();
+      const id = "robot-0202";
+      const E = join(tmp, "restarted-approval-agent");
+      // The first run gives up while still pending (as after a reboot, or a short --wait).
+      const first = await fleetpki(enrollArgs(f, id, E, "--approval", "--wait", "2s"));
+      assert.notEqual(first.code, 0);
+      assert.match(first.stderr, /still pending approval/);
+      const keptKey = createPrivateKey(readFileSync(join(E, `pending-${id}.key.pem`), "utf8"));
+      // The operator approves the key the robot printed, never the device id alone.
+      const fingerprintOfKey = (k: ReturnType<typeof createPrivateKey>) =>
+        `sha256:${createHash("sha256")
+          .update(createPublicKey(k).export({ format: "der", type: "spki" }))
+          .digest("hex")}`;
+      assert.ok(first.stderr.includes(fingerprintOfKey(keptKey)), first.stderr);
+      await fleetpkiOk(["device", "approve", id, "--fingerprint", fingerprintOfKey(keptKey), "--dir", f.dir]);
 
-    const second = await fleetpki(enrollArgs(f, id, E, "--approval", "--wait", "60s"));
-    assert.equal(second.code, 0, second.stderr);
-    assertAgentDir(E, id, f.server, f.fingerprint);
-    const issuedKey = cert(join(E, "cert.pem")).publicKey.export({ format: "der", type: "spki" });
-    assert.deepEqual(issuedKey, createPublicKey(keptKey).export({ format: "der", type: "spki" }), "the certificate is for the key of the approved request");
-    assert.deepEqual(createPublicKey(createPrivateKey(readFileSync(join(E, "key.pem"), "utf8"))).export({ format: "der", type: "spki" }), issuedKey);
-  });
+      const second = await fleetpki(enrollArgs(f, id, E, "--approval", "--wait", "60s"));
+      assert.equal(second.code, 0, second.stderr);
+      assertAgentDir(E, id, f.server, f.fingerprint);
+      const issuedKey = cert(join(E, "cert.pem")).publicKey.export({ format: "der", type: "spki" });
+      assert.deepEqual(
+        issuedKey,
+        createPublicKey(keptKey).export({ format: "der", type: "spki" }),
+        "the certificate is for the key of the approved request",
+      );
+      assert.deepEqual(
+        createPublicKey(createPrivateKey(readFileSync(join(E, "key.pem"), "utf8"))).export({ format: "der", type: "spki" }),
+        issuedKey,
+      );
+    },
+  );
   // ---- 6 ------------------------------------------------------------------------------------
   // The server renews a certificate once and re-delivers that renewal to the same key only. Here
   // the server commits each renewal but its answer never reaches the agent (a proxy cuts the
@@ -590,7 +774,11 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
       await runAgent({ dir: A, clock: due, random: () => 0.5, log, signal: controller.signal, onRenewed });
       assert.equal(proxy.cuts, 1, "the answer was lost once");
       const failed = lines.map((l) => JSON.parse(l) as LogLine).filter((l) => l.msg === "renewal failed; retrying");
-      assert.deepEqual(failed.map((l) => l.kind), ["network"], "one network failure, then success");
+      assert.deepEqual(
+        failed.map((l) => l.kind),
+        ["network"],
+        "one network failure, then success",
+      );
       assert.ok(renewalOf(s.serial), "the server had committed the renewal");
       assert.deepEqual(renewed, [renewalOf(s.serial)], "the retry got the certificate the server recorded");
       recorded.push(renewalOf(s.serial)!);

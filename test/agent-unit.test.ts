@@ -5,7 +5,16 @@
 // on 127.0.0.1 that follows docs/enrollment.md.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { X509Certificate, createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, verify, type KeyObject } from "node:crypto";
+import {
+  X509Certificate,
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  randomBytes,
+  verify,
+  type KeyObject,
+} from "node:crypto";
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync, mkdirSync } from "node:fs";
 import https from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -53,7 +62,12 @@ interface Ca {
 }
 
 function caFrom(der: Buffer, key: KeyObject): Ca {
-  return { issuing: { certificate: parseCertificate(der), signer: { key, scheme: signatureSchemeFor(key) }, status: {} }, der, pem: toPem("CERTIFICATE", der), cert: new X509Certificate(der) };
+  return {
+    issuing: { certificate: parseCertificate(der), signer: { key, scheme: signatureSchemeFor(key) }, status: {} },
+    der,
+    pem: toPem("CERTIFICATE", der),
+    cert: new X509Certificate(der),
+  };
 }
 
 function makeRoot(name: string): Ca {
@@ -181,9 +195,18 @@ function signedBy(cert: X509Certificate, ca: Ca): boolean {
   return cert.checkIssued(ca.cert) && cert.verify(ca.cert.publicKey);
 }
 
-async function startFake(opts: { tls?: { keyPem: string; certPem: string }; behaviour?: Partial<Behaviour>; clock?: FakeClock } = {}): Promise<Fake> {
+async function startFake(
+  opts: { tls?: { keyPem: string; certPem: string }; behaviour?: Partial<Behaviour>; clock?: FakeClock } = {},
+): Promise<Fake> {
   const clock = opts.clock ?? new FakeClock(Date.now());
-  const behaviour: Behaviour = { lifetimeMs: 24 * HOUR, tokens: new Map(), pendingPolls: 0, failRenewals: [], graceMs: 7 * DAY, ...opts.behaviour };
+  const behaviour: Behaviour = {
+    lifetimeMs: 24 * HOUR,
+    tokens: new Map(),
+    pendingPolls: 0,
+    failRenewals: [],
+    graceMs: 7 * DAY,
+    ...opts.behaviour,
+  };
   const calls: Fake["calls"] = [];
   const received: string[] = [];
   const nonces = new Map<string, string>();
@@ -223,7 +246,8 @@ async function startFake(opts: { tls?: { keyPem: string; certPem: string }; beha
         return issueFor(res, b.device_id!, b.csr!, path);
       }
       if (peer) {
-        if (!signedBy(peer, factoryCa) || idOf(peer) !== b.device_id) return problem(res, 403, "forbidden", "not a factory certificate for this device");
+        if (!signedBy(peer, factoryCa) || idOf(peer) !== b.device_id)
+          return problem(res, 403, "forbidden", "not a factory certificate for this device");
         return issueFor(res, b.device_id!, b.csr!, path);
       }
       if (behaviour.busyPolls) {
@@ -241,7 +265,8 @@ async function startFake(opts: { tls?: { keyPem: string; certPem: string }; beha
       if (fail) return problem(res, fail, "unavailable", "try later", fail === 503 ? { "retry-after": "3" } : {});
       const now = clock.now();
       const validNow = peer && now >= Date.parse(peer.validFrom) && now < Date.parse(peer.validTo);
-      if (!peer || !signedBy(peer, devices) || !validNow) return problem(res, 401, "unauthenticated", "a valid device certificate is required");
+      if (!peer || !signedBy(peer, devices) || !validNow)
+        return problem(res, 401, "unauthenticated", "a valid device certificate is required");
       return issueFor(res, idOf(peer)!, json().csr!, path);
     }
     if (path === "/api/v1/renew/challenge") {
@@ -257,11 +282,18 @@ async function startFake(opts: { tls?: { keyPem: string; certPem: string }; beha
       if (!signedBy(cert, devices)) return problem(res, 401, "unauthenticated", "not a device certificate");
       if (nonces.get(b.nonce!) !== id) return problem(res, 401, "nonce-invalid", "unknown nonce");
       nonces.delete(b.nonce!);
-      if (clock.now() > Date.parse(cert.validTo) + behaviour.graceMs) return problem(res, 403, "re-enroll-required", "expired beyond the grace period");
+      if (clock.now() > Date.parse(cert.validTo) + behaviour.graceMs)
+        return problem(res, 403, "re-enroll-required", "expired beyond the grace period");
       const csr = parseCsr(b.csr!);
       const message = expiredRenewalMessage(id, b.nonce!, csr.der);
-      const digest = cert.publicKey.asymmetricKeyType === "ed25519" ? null : cert.publicKey.asymmetricKeyDetails?.namedCurve === "secp384r1" ? "sha384" : "sha256";
-      if (!verify(digest, message, cert.publicKey, Buffer.from(b.signature!, "base64"))) return problem(res, 401, "signature-invalid", "bad signature");
+      const digest =
+        cert.publicKey.asymmetricKeyType === "ed25519"
+          ? null
+          : cert.publicKey.asymmetricKeyDetails?.namedCurve === "secp384r1"
+            ? "sha384"
+            : "sha256";
+      if (!verify(digest, message, cert.publicKey, Buffer.from(b.signature!, "base64")))
+        return problem(res, 401, "signature-invalid", "bad signature");
       return issueFor(res, id, b.csr!, path);
     }
     return problem(res, 404, "not-found", path);
@@ -309,7 +341,15 @@ after(async () => {
 async function enrolled(f: Fake, id = "robot-0001", extra: Partial<Parameters<typeof enroll>[0]> = {}): Promise<string> {
   const dir = freshDir();
   f.behaviour.tokens.set(`tok-${id}-${counter}`, id);
-  await enroll({ server: f.url, rootFingerprint: ROOT_FP, deviceId: id, mode: { kind: "token", token: `tok-${id}-${counter}` }, dir, clock: f.clock, ...extra });
+  await enroll({
+    server: f.url,
+    rootFingerprint: ROOT_FP,
+    deviceId: id,
+    mode: { kind: "token", token: `tok-${id}-${counter}` },
+    dir,
+    clock: f.clock,
+    ...extra,
+  });
   return dir;
 }
 
@@ -318,7 +358,14 @@ async function enrolled(f: Fake, id = "robot-0001", extra: Partial<Parameters<ty
 describe("agent: fingerprints", () => {
   const hex = "ab".repeat(32);
   it("accepts sha256:hex in any case, with or without colons, and bare hex", () => {
-    for (const text of [`sha256:${hex}`, `SHA256:${hex.toUpperCase()}`, `sha256:${hex.match(/../g)!.join(":")}`, ` sha256:${hex} `, hex, `sha-256:${hex}`])
+    for (const text of [
+      `sha256:${hex}`,
+      `SHA256:${hex.toUpperCase()}`,
+      `sha256:${hex.match(/../g)!.join(":")}`,
+      ` sha256:${hex} `,
+      hex,
+      `sha-256:${hex}`,
+    ])
       assert.equal(parseFingerprint(text), `sha256:${hex}`, text);
   });
   it("refuses other lengths, digests and characters", () => {
@@ -335,8 +382,14 @@ describe("agent: schedule and backoff", () => {
   const life = 30 * DAY;
   const na = nb + life;
   it("renews at 2/3 of the lifetime, jittered by at most +-5%", () => {
-    assert.equal(renewalTime(nb, na, () => 0.5), nb + (life * 2) / 3);
-    assert.equal(renewalTime(nb, na, () => 0), nb + (life * 2) / 3 - life * 0.05);
+    assert.equal(
+      renewalTime(nb, na, () => 0.5),
+      nb + (life * 2) / 3,
+    );
+    assert.equal(
+      renewalTime(nb, na, () => 0),
+      nb + (life * 2) / 3 - life * 0.05,
+    );
     assert.ok(Math.abs(renewalTime(nb, na, () => 0.9999999) - (nb + (life * 2) / 3 + life * 0.05)) < 100);
     for (let i = 0; i < 1000; i++) {
       const t = renewalTime(nb, na);
@@ -352,8 +405,14 @@ describe("agent: schedule and backoff", () => {
   });
   it("backs off exponentially from 1 s, capped at 60 s or a tenth of the lifetime, with jitter", () => {
     const one = () => 1;
-    assert.deepEqual([0, 1, 2, 3, 4, 5, 6, 7, 20].map((a) => backoffDelay(a, life, one)), [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]);
-    assert.equal(backoffDelay(3, life, () => 0), 4000); // equal jitter: half to all
+    assert.deepEqual(
+      [0, 1, 2, 3, 4, 5, 6, 7, 20].map((a) => backoffDelay(a, life, one)),
+      [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000],
+    );
+    assert.equal(
+      backoffDelay(3, life, () => 0),
+      4000,
+    ); // equal jitter: half to all
     assert.equal(backoffCap(5 * MINUTE), 30_000); // a tenth of a 5-minute lifetime
     assert.equal(backoffDelay(10, 5 * MINUTE, one), 30_000);
     assert.equal(backoffDelay(0, 5 * 1000, one), 500); // base shrinks below the cap for tiny lifetimes
@@ -407,7 +466,9 @@ describe("agent: logs", () => {
     assert.ok(!Number.isNaN(Date.parse(entry.time as string)));
     assert.equal(entry.serial, "01");
     assert.deepEqual(entry.nested, { ok: 1 });
-    assert.ok(!lines[0]!.includes("tok-secret") && !lines[0]!.includes("PRIVATE KEY-----\nM") && !lines[0]!.includes(keyPem.split("\n")[1]!));
+    assert.ok(
+      !lines[0]!.includes("tok-secret") && !lines[0]!.includes("PRIVATE KEY-----\nM") && !lines[0]!.includes(keyPem.split("\n")[1]!),
+    );
   });
 });
 
@@ -433,7 +494,16 @@ describe("agent: state directory", () => {
   });
 
   it("after a crash at any point of a key/cert replacement, holds the old pair or the new one", () => {
-    const steps = ["staged key.pem", "staged cert.pem", "staged chain.pem", "committed", "applied key.pem", "applied cert.pem", "applied chain.pem", "done"];
+    const steps = [
+      "staged key.pem",
+      "staged cert.pem",
+      "staged chain.pem",
+      "committed",
+      "applied key.pem",
+      "applied cert.pem",
+      "applied chain.pem",
+      "done",
+    ];
     for (const [i, crashAt] of steps.entries()) {
       const dir = freshDir();
       const old = pair("robot-s");
@@ -441,11 +511,15 @@ describe("agent: state directory", () => {
       const next = pair("robot-s");
       assert.throws(
         () =>
-          commitState(dir, { key: next.keyPem, cert: next.certPem, chain: devices.pem }, {
-            onStep: (s) => {
-              if (s === crashAt) throw new Error("crash");
+          commitState(
+            dir,
+            { key: next.keyPem, cert: next.certPem, chain: devices.pem },
+            {
+              onStep: (s) => {
+                if (s === crashAt) throw new Error("crash");
+              },
             },
-          }),
+          ),
         /crash/,
       );
       // status sees what recovery will produce, without writing
@@ -483,7 +557,13 @@ describe("agent: TLS pinning and enrollment", () => {
     const dir = freshDir();
     f.behaviour.tokens.set("tok-wrong", "robot-0002");
     await assert.rejects(
-      enroll({ server: f.url, rootFingerprint: fingerprintOf(attackerRoot.der), deviceId: "robot-0002", mode: { kind: "token", token: "tok-wrong" }, dir }),
+      enroll({
+        server: f.url,
+        rootFingerprint: fingerprintOf(attackerRoot.der),
+        deviceId: "robot-0002",
+        mode: { kind: "token", token: "tok-wrong" },
+        dir,
+      }),
       (e: Error) => e instanceof AgentError && /root fingerprint mismatch/.test(e.message),
     );
     assert.ok(!existsSync(dir));
@@ -517,16 +597,31 @@ describe("agent: TLS pinning and enrollment", () => {
     const dir = freshDir();
     const { log, lines } = captureLog();
     f.behaviour.tokens.set("tok-secret-123", "robot-0004");
-    const r = await enroll({ server: f.url, rootFingerprint: ROOT_FP, deviceId: "robot-0004", mode: { kind: "token", token: "tok-secret-123" }, dir, log });
+    const r = await enroll({
+      server: f.url,
+      rootFingerprint: ROOT_FP,
+      deviceId: "robot-0004",
+      mode: { kind: "token", token: "tok-secret-123" },
+      dir,
+      log,
+    });
     assert.equal(r.spiffeId, `spiffe://${DOMAIN}/device/robot-0004`);
     assert.equal(statSync(dir).mode & 0o777, 0o700);
     assert.equal(statSync(join(dir, "key.pem")).mode & 0o777, 0o600);
     for (const f of Object.values(AGENT_FILES)) assert.ok(existsSync(join(dir, f)), f);
-    assert.deepEqual(JSON.parse(readFileSync(join(dir, "agent.json"), "utf8")), { server: f.url, root_fingerprint: ROOT_FP, device_id: "robot-0004" });
+    assert.deepEqual(JSON.parse(readFileSync(join(dir, "agent.json"), "utf8")), {
+      server: f.url,
+      root_fingerprint: ROOT_FP,
+      device_id: "robot-0004",
+    });
     assert.ok(readFileSync(join(dir, "ca.pem")).equals(Buffer.from(root.pem)));
     assert.ok(new X509Certificate(readFileSync(join(dir, "chain.pem"))).raw.equals(devices.der));
     const key = createPrivateKey(readFileSync(join(dir, "key.pem")));
-    assert.ok(createPublicKey(key).export({ type: "spki", format: "der" }).equals(new X509Certificate(readFileSync(join(dir, "cert.pem"))).publicKey.export({ type: "spki", format: "der" })));
+    assert.ok(
+      createPublicKey(key)
+        .export({ type: "spki", format: "der" })
+        .equals(new X509Certificate(readFileSync(join(dir, "cert.pem"))).publicKey.export({ type: "spki", format: "der" })),
+    );
     const all = lines.join("");
     assert.ok(!all.includes("tok-secret-123") && !all.includes("PRIVATE KEY"), all);
     for (const l of lines) JSON.parse(l);
@@ -572,7 +667,15 @@ describe("agent: TLS pinning and enrollment", () => {
     const g = await fake({ behaviour: { pendingPolls: 1000 } });
     const dir = freshDir();
     await assert.rejects(
-      enroll({ server: g.url, rootFingerprint: ROOT_FP, deviceId: "robot-0007", mode: { kind: "approval" }, dir, clock: g.clock, waitMs: 7000 }),
+      enroll({
+        server: g.url,
+        rootFingerprint: ROOT_FP,
+        deviceId: "robot-0007",
+        mode: { kind: "approval" },
+        dir,
+        clock: g.clock,
+        waitMs: 7000,
+      }),
       /still pending approval after 7 s \(request req-1\)/,
     );
     assert.deepEqual(readdirSync(dir), ["pending-robot-0007.key.pem"]);
@@ -583,7 +686,15 @@ describe("agent: TLS pinning and enrollment", () => {
     const g = await fake({ behaviour: { busyPolls: 1, pendingPolls: 0 } });
     const dir = freshDir();
     const { log, lines } = captureLog();
-    const refused = await enroll({ server: g.url, rootFingerprint: ROOT_FP, deviceId: "robot-0010", mode: { kind: "approval" }, dir, clock: g.clock, log }).then(
+    const refused = await enroll({
+      server: g.url,
+      rootFingerprint: ROOT_FP,
+      deviceId: "robot-0010",
+      mode: { kind: "approval" },
+      dir,
+      clock: g.clock,
+      log,
+    }).then(
       () => assert.fail("a 429 must end the run"),
       (e: Error) => e,
     );
@@ -592,7 +703,10 @@ describe("agent: TLS pinning and enrollment", () => {
     const fp = fingerprintOf(publicSpki(createPrivateKey(readFileSync(keptPath, "utf8"))));
     assert.match(refused.message, /HTTP 429/);
     assert.ok(refused.message.includes(`this robot's key fingerprint: ${fp}`), refused.message);
-    assert.ok(lines.some((l) => l.includes(fp) && l.includes("fingerprint to compare")), lines.join("\n"));
+    assert.ok(
+      lines.some((l) => l.includes(fp) && l.includes("fingerprint to compare")),
+      lines.join("\n"),
+    );
     // The next run asks with that key and gets a certificate for it.
     await enroll({ server: g.url, rootFingerprint: ROOT_FP, deviceId: "robot-0010", mode: { kind: "approval" }, dir, clock: g.clock });
     assert.equal(fingerprintOf(publicSpki(createPrivateKey(readFileSync(join(dir, "key.pem"), "utf8")))), fp);
@@ -604,7 +718,15 @@ describe("agent: TLS pinning and enrollment", () => {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     writeFileSync(join(dir, "pending-robot-0009.key.pem"), "not a key\n", { mode: 0o600 });
     await assert.rejects(
-      enroll({ server: g.url, rootFingerprint: ROOT_FP, deviceId: "robot-0009", mode: { kind: "approval" }, dir, clock: g.clock, waitMs: 7000 }),
+      enroll({
+        server: g.url,
+        rootFingerprint: ROOT_FP,
+        deviceId: "robot-0009",
+        mode: { kind: "approval" },
+        dir,
+        clock: g.clock,
+        waitMs: 7000,
+      }),
       /pending-robot-0009\.key\.pem \(the key of a pending approval request\) cannot be read; delete it to start a new request/,
     );
     assert.equal(readFileSync(join(dir, "pending-robot-0009.key.pem"), "utf8"), "not a key\n");
@@ -637,7 +759,10 @@ describe("agent: TLS pinning and enrollment", () => {
       const g = await fake({ behaviour: { [flag]: true } });
       const dir = freshDir();
       g.behaviour.tokens.set("t", "robot-0010");
-      await assert.rejects(enroll({ server: g.url, rootFingerprint: ROOT_FP, deviceId: "robot-0010", mode: { kind: "token", token: "t" }, dir }), pattern);
+      await assert.rejects(
+        enroll({ server: g.url, rootFingerprint: ROOT_FP, deviceId: "robot-0010", mode: { kind: "token", token: "t" }, dir }),
+        pattern,
+      );
       assert.ok(!existsSync(dir));
     }
   });
@@ -663,7 +788,10 @@ describe("agent: renewal", () => {
     assert.ok(third.notAfter.getTime() > f.clock.t);
 
     f.clock.t = third.notAfter.getTime() + 8 * DAY; // beyond the grace
-    await assert.rejects(renew(third, { clock: f.clock }), (e: Error) => e instanceof ReEnrollRequired && /^must re-enroll: /.test(e.message));
+    await assert.rejects(
+      renew(third, { clock: f.clock }),
+      (e: Error) => e instanceof ReEnrollRequired && /^must re-enroll: /.test(e.message),
+    );
     assert.equal(loadState(dir).serial, third.serial, "nothing changed");
   });
 
@@ -725,12 +853,23 @@ describe("agent: run loop", () => {
     const start = f.clock.t;
     const controller = new AbortController();
     const { log, lines } = captureLog();
-    await runAgent({ dir, clock: f.clock, random: () => 1, signal: controller.signal, log, onRenew: "echo oops >&2; exit 3", onRenewed: () => controller.abort() });
+    await runAgent({
+      dir,
+      clock: f.clock,
+      random: () => 1,
+      signal: controller.signal,
+      log,
+      onRenew: "echo oops >&2; exit 3",
+      onRenewed: () => controller.abort(),
+    });
     // 503 with Retry-After 3 s, then 2 s, then 4 s of backoff
     assert.deepEqual(f.clock.sleeps, [3000, 2000, 4000]);
     assert.equal(f.clock.t - start, 9000);
     const failures = lines.map((l) => JSON.parse(l)).filter((e) => e.msg === "renewal failed; retrying");
-    assert.deepEqual(failures.map((e) => e.status), [503, 500, 502]);
+    assert.deepEqual(
+      failures.map((e) => e.status),
+      [503, 500, 502],
+    );
     const hook = lines.map((l) => JSON.parse(l)).find((e) => e.msg === "renew hook failed");
     assert.equal(hook.exit_code, 3);
     assert.match(hook.output, /oops/);
@@ -746,7 +885,10 @@ describe("agent: run loop", () => {
     const { log, lines } = captureLog();
     await runAgent({ dir, clock: f.clock, random: () => 1, signal: controller.signal, log, onRenewed: () => controller.abort() });
     const entries = lines.map((l) => JSON.parse(l));
-    assert.deepEqual(entries.filter((e) => e.msg === "renewal refused; retrying").map((e) => e.status), [403, 403]);
+    assert.deepEqual(
+      entries.filter((e) => e.msg === "renewal refused; retrying").map((e) => e.status),
+      [403, 403],
+    );
     assert.equal(f.calls.at(-1)!.path, "/api/v1/renew/expired");
   });
 
@@ -754,7 +896,10 @@ describe("agent: run loop", () => {
     const f = await fake();
     const dir = await enrolled(f, "robot-0203");
     f.clock.t = loadState(dir).notAfter.getTime() + 30 * DAY;
-    await assert.rejects(runAgent({ dir, clock: f.clock }), (e: Error) => e instanceof ReEnrollRequired && /must re-enroll: /.test(e.message));
+    await assert.rejects(
+      runAgent({ dir, clock: f.clock }),
+      (e: Error) => e instanceof ReEnrollRequired && /must re-enroll: /.test(e.message),
+    );
     assert.ok(!existsSync(join(dir, "agent.lock")));
   });
 
@@ -815,9 +960,49 @@ describe("agent: CLI", () => {
     const statusDir = await enrolled(f, "robot-0302");
     // CLI start-up is the slow part: run the invocations side by side.
     const [bad, usage, ok, status, run] = await Promise.all([
-      cliAsync(["agent", "enroll", "--server", f.url, "--root-fingerprint", fingerprintOf(attackerRoot.der), "--id", "robot-0300", "--token", "t", "--dir", badDir]),
-      cliAsync(["agent", "enroll", "--server", f.url, "--root-fingerprint", ROOT_FP, "--id", "robot-0301", "--token", "x", "--approval", "--dir", freshDir()]),
-      cliAsync(["agent", "enroll", "--server", f.url, "--root-fingerprint", ROOT_FP.toUpperCase().replace("SHA256", "sha256"), "--id", "robot-0300", "--token", "cli-token", "--dir", dir]),
+      cliAsync([
+        "agent",
+        "enroll",
+        "--server",
+        f.url,
+        "--root-fingerprint",
+        fingerprintOf(attackerRoot.der),
+        "--id",
+        "robot-0300",
+        "--token",
+        "t",
+        "--dir",
+        badDir,
+      ]),
+      cliAsync([
+        "agent",
+        "enroll",
+        "--server",
+        f.url,
+        "--root-fingerprint",
+        ROOT_FP,
+        "--id",
+        "robot-0301",
+        "--token",
+        "x",
+        "--approval",
+        "--dir",
+        freshDir(),
+      ]),
+      cliAsync([
+        "agent",
+        "enroll",
+        "--server",
+        f.url,
+        "--root-fingerprint",
+        ROOT_FP.toUpperCase().replace("SHA256", "sha256"),
+        "--id",
+        "robot-0300",
+        "--token",
+        "cli-token",
+        "--dir",
+        dir,
+      ]),
       cliAsync(["agent", "status", "--dir", statusDir, "--json"]),
       runUntilScheduledThenTerm(statusDir),
     ]);
@@ -837,11 +1022,13 @@ describe("agent: CLI", () => {
     assert.equal(s.server, f.url);
 
     assert.equal(run.status, 0, run.stderr);
-    const msgs = run.stderr.trim().split("\n").map((l) => JSON.parse(l).msg);
+    const msgs = run.stderr
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l).msg);
     assert.deepEqual(msgs, ["agent started", "renewal scheduled", "stopping", "agent stopped"]);
   });
 });
-
 
 // ---------------------------------------------------------------------------------------------
 // The key of a renewal in flight (issue 9, item 1.10 follow-up): the server renews a certificate
@@ -890,7 +1077,11 @@ describe("agent: the renewal key survives failed attempts and crashes", () => {
     const dir = await enrolled(f, "robot-0401");
     const s = loadState(dir);
     await assert.rejects(renew(s, { clock: f.clock, onStep: crashAt("key kept") }), /crash at key kept/);
-    assert.deepEqual(f.calls.filter((c) => c.path.startsWith("/api/v1/renew")), [], "nothing was sent");
+    assert.deepEqual(
+      f.calls.filter((c) => c.path.startsWith("/api/v1/renew")),
+      [],
+      "nothing was sent",
+    );
     const keptKey = createPrivateKey(readFileSync(keptFile(dir, s.serial), "utf8"));
     assert.equal(recoverState(dir), "clean", "the kept key is no leftover of an unfinished commit");
     await renew(loadState(dir), { clock: f.clock });

@@ -56,7 +56,8 @@ const MIN_POLL_MS = 1_000;
 const MAX_POLL_MS = 60_000;
 
 export function assertDeviceId(id: string): void {
-  if (!DEVICE_ID_PATTERN.test(id)) throw new AgentError(`invalid device id "${id}": use 1-63 characters a-z 0-9 . _ - starting with a letter or digit`);
+  if (!DEVICE_ID_PATTERN.test(id))
+    throw new AgentError(`invalid device id "${id}": use 1-63 characters a-z 0-9 . _ - starting with a letter or digit`);
 }
 
 export interface FactoryBundle {
@@ -69,7 +70,8 @@ export interface FactoryBundle {
 function readBundleFile(dir: string, name: string, required: boolean): string | undefined {
   const path = join(dir, name);
   if (!existsSync(path)) {
-    if (required) throw new AgentError(`factory bundle ${dir} has no ${name} (expected key.pem, cert.pem, chain.pem, ca.pem from \`ca issue-batch\`)`);
+    if (required)
+      throw new AgentError(`factory bundle ${dir} has no ${name} (expected key.pem, cert.pem, chain.pem, ca.pem from \`ca issue-batch\`)`);
     return undefined;
   }
   try {
@@ -249,7 +251,12 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
       ? { device_id: options.deviceId, token: options.mode.token, csr: fresh.csrPem }
       : { device_id: options.deviceId, csr: fresh.csrPem };
 
-  const client = new RegistrationClient(server, { rootPem: root.pem, identity: factory?.identity, timeoutMs: options.timeoutMs, signal: options.signal });
+  const client = new RegistrationClient(server, {
+    rootPem: root.pem,
+    identity: factory?.identity,
+    timeoutMs: options.timeoutMs,
+    signal: options.signal,
+  });
   let issued: IssuedBundle;
   try {
     log.info("requesting certificate", { device_id: options.deviceId, mode: options.mode.kind });
@@ -269,7 +276,12 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
           key_fingerprint: keyFingerprint,
           key_file: pendingPath,
         });
-        throw new ServerError(`${e.message} (this robot's key fingerprint: ${keyFingerprint}; kept for the next run)`, e.status, e.type, e.retryAfterMs);
+        throw new ServerError(
+          `${e.message} (this robot's key fingerprint: ${keyFingerprint}; kept for the next run)`,
+          e.status,
+          e.type,
+          e.retryAfterMs,
+        );
       }
       throw e;
     }
@@ -281,7 +293,8 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
   const config: AgentConfig = { server: server.href.replace(/\/$/, ""), root_fingerprint: fingerprint, device_id: options.deviceId };
   const release = lockAgentDir(dir);
   try {
-    if (!options.force && existsSync(join(dir, AGENT_FILES.config))) throw new AgentError(`${dir} was enrolled meanwhile; not overwriting it`);
+    if (!options.force && existsSync(join(dir, AGENT_FILES.config)))
+      throw new AgentError(`${dir} was enrolled meanwhile; not overwriting it`);
     commitState(dir, {
       key: fresh.keyPem,
       cert: issued.certPem,

@@ -50,7 +50,8 @@ function context(source: RequestSource, extra: Record<string, unknown> = {}): Re
 }
 
 function requireProvisioner(fleet: Fleet, name: "token" | "factory" | "approval"): void {
-  if (!fleet.config.enrollment[name]) throw new NotPermitted("provisioner-disabled", `${name} enrollment is switched off in fleetpki.yaml (enrollment.${name})`);
+  if (!fleet.config.enrollment[name])
+    throw new NotPermitted("provisioner-disabled", `${name} enrollment is switched off in fleetpki.yaml (enrollment.${name})`);
 }
 
 // ---- token ------------------------------------------------------------------------------
@@ -159,13 +160,17 @@ async function lookupCertificate(fleet: Fleet, der: Buffer): Promise<KnownCertif
   if (!row || !Buffer.from(row.der).equals(der) || !row.device_id)
     throw new AuthenticationFailed("certificate-unknown", "the client certificate was not issued to a device of this fleet");
   const expected = deviceSpiffeId(fleet.domain, row.device_id);
-  if (!subjectAltNameUris(parsed).includes(expected)) throw new AuthenticationFailed("certificate-unknown", "the client certificate does not carry its device identity");
+  if (!subjectAltNameUris(parsed).includes(expected))
+    throw new AuthenticationFailed("certificate-unknown", "the client certificate does not carry its device identity");
   return { parsed, row, deviceId: row.device_id };
 }
 
 function assertNotRevoked(known: KnownCertificate): void {
   if (known.row.status !== "valid")
-    throw new NotPermitted("certificate-revoked", `certificate ${known.row.serial} of device "${known.deviceId}" is ${known.row.status === "hold" ? "on hold" : "revoked"}`);
+    throw new NotPermitted(
+      "certificate-revoked",
+      `certificate ${known.row.serial} of device "${known.deviceId}" is ${known.row.status === "hold" ? "on hold" : "revoked"}`,
+    );
 }
 
 async function assertIssuerActive(fleet: Fleet, caId: string): Promise<void> {
@@ -175,8 +180,12 @@ async function assertIssuerActive(fleet: Fleet, caId: string): Promise<void> {
 
 function assertVerified(cert: ClientCertificate, what: string): void {
   if (cert.verificationError === "CERT_HAS_EXPIRED")
-    throw new NotPermitted("certificate-expired", `${what} has expired; renew with /api/v1/renew/expired within the grace period, or re-enroll`);
-  if (cert.verificationError) throw new AuthenticationFailed("certificate-unknown", `${what} does not verify against the fleet root (${cert.verificationError})`);
+    throw new NotPermitted(
+      "certificate-expired",
+      `${what} has expired; renew with /api/v1/renew/expired within the grace period, or re-enroll`,
+    );
+  if (cert.verificationError)
+    throw new AuthenticationFailed("certificate-unknown", `${what} does not verify against the fleet root (${cert.verificationError})`);
 }
 
 // ---- factory ----------------------------------------------------------------------------
@@ -188,7 +197,11 @@ export async function enrollWithFactoryCertificate(
   requireProvisioner(fleet, "factory");
   assertVerified(req.clientCertificate, "the factory certificate");
   const known = await lookupCertificate(fleet, req.clientCertificate.der);
-  if (known.row.kind !== "factory") throw new NotPermitted("wrong-issuer", "only certificates from a local (factory) CA can enroll; operational certificates renew at /renew");
+  if (known.row.kind !== "factory")
+    throw new NotPermitted(
+      "wrong-issuer",
+      "only certificates from a local (factory) CA can enroll; operational certificates renew at /renew",
+    );
   assertNotRevoked(known);
   await assertIssuerActive(fleet, known.row.issuer_ca);
   if (req.deviceId !== undefined && req.deviceId !== known.deviceId)
@@ -198,8 +211,15 @@ export async function enrollWithFactoryCertificate(
   const attempt = async (): Promise<DeviceCertificate> => {
     // A factory certificate enrolls its device once: a copied bundle must not mint certificates
     // for its year of life. Checked before signing; the claim settles racing requests.
-    const previous = await fleet.store.db.selectFrom("factory_enrollments").selectAll().where("device_id", "=", known.deviceId).executeTakeFirst();
-    if (previous) return (await factoryRetryAnswer(fleet, previous, known.row.serial, key)) ?? refuseFactoryReenrollment(fleet, known, previous, req.source);
+    const previous = await fleet.store.db
+      .selectFrom("factory_enrollments")
+      .selectAll()
+      .where("device_id", "=", known.deviceId)
+      .executeTakeFirst();
+    if (previous)
+      return (
+        (await factoryRetryAnswer(fleet, previous, known.row.serial, key)) ?? refuseFactoryReenrollment(fleet, known, previous, req.source)
+      );
     const claim: Claim = { kind: "factory", deviceId: known.deviceId, factorySerial: known.row.serial, at: now.toISOString() };
     const context_ = context(req.source, { provisioner: "factory", factory_serial: known.row.serial });
     return issueForKey(fleet, { deviceId: known.deviceId, actor: `factory:${known.row.issuer_ca}`, now, context: context_, claim }, key);
@@ -221,15 +241,29 @@ class FactoryRefusal extends NotPermitted {}
  * certificate and the same key get the certificate already issued (kept apart for the general
  * idempotent retry of issue 9, 1.10). Anything else is a second enrollment.
  */
-async function factoryRetryAnswer(fleet: Fleet, previous: FactoryEnrollmentTable, factorySerial: string, key: SubjectKey): Promise<DeviceCertificate | undefined> {
+async function factoryRetryAnswer(
+  fleet: Fleet,
+  previous: FactoryEnrollmentTable,
+  factorySerial: string,
+  key: SubjectKey,
+): Promise<DeviceCertificate | undefined> {
   if (previous.factory_serial !== factorySerial) return undefined;
-  const row = await fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", previous.certificate_serial).executeTakeFirst();
+  const row = await fleet.store.db
+    .selectFrom("certificates")
+    .selectAll()
+    .where("serial", "=", previous.certificate_serial)
+    .executeTakeFirst();
   if (!row || row.status !== "valid" || row.not_after <= new Date().toISOString()) return undefined;
   if (!parseCertificate(Buffer.from(row.der)).spki.equals(key.spki)) return undefined;
   return recordedDeviceCertificate(fleet, row, key.keyType);
 }
 
-async function refuseFactoryReenrollment(fleet: Fleet, known: KnownCertificate, previous: FactoryEnrollmentTable, source: RequestSource): Promise<never> {
+async function refuseFactoryReenrollment(
+  fleet: Fleet,
+  known: KnownCertificate,
+  previous: FactoryEnrollmentTable,
+  source: RequestSource,
+): Promise<never> {
   await fleet.store.transaction((tx) =>
     appendAudit(tx, [
       {
@@ -252,10 +286,14 @@ async function refuseFactoryReenrollment(fleet: Fleet, known: KnownCertificate, 
 
 // ---- renewal ----------------------------------------------------------------------------
 
-export async function renewWithCertificate(fleet: Fleet, req: { clientCertificate: ClientCertificate; csr: Buffer | string; source: RequestSource }): Promise<DeviceCertificate> {
+export async function renewWithCertificate(
+  fleet: Fleet,
+  req: { clientCertificate: ClientCertificate; csr: Buffer | string; source: RequestSource },
+): Promise<DeviceCertificate> {
   assertVerified(req.clientCertificate, "the client certificate");
   const known = await lookupCertificate(fleet, req.clientCertificate.der);
-  if (known.row.kind !== "device") throw new NotPermitted("wrong-issuer", "only operational device certificates renew; factory certificates enroll");
+  if (known.row.kind !== "device")
+    throw new NotPermitted("wrong-issuer", "only operational device certificates renew; factory certificates enroll");
   assertNotRevoked(known);
   await assertIssuerActive(fleet, known.row.issuer_ca);
   const key = await keyFromCsr(req.csr);
@@ -396,16 +434,25 @@ export async function renewExpired(
   if (known.row.kind !== "device") throw new NotPermitted("wrong-issuer", "only operational device certificates renew");
   const now = new Date();
   if (known.row.status !== "valid")
-    throw new ReEnrollRequired(`certificate ${known.row.serial} was ${known.row.status === "hold" ? "put on hold" : "revoked"}; it cannot renew after expiry: re-enroll`);
+    throw new ReEnrollRequired(
+      `certificate ${known.row.serial} was ${known.row.status === "hold" ? "put on hold" : "revoked"}; it cannot renew after expiry: re-enroll`,
+    );
   const graceMs = parseDuration(fleet.config.renewal.after_expiry_grace);
   if (now.getTime() > known.parsed.notAfter.getTime() + graceMs)
-    throw new ReEnrollRequired(`certificate ${known.row.serial} expired at ${known.parsed.notAfter.toISOString()}, beyond the ${fleet.config.renewal.after_expiry_grace} renewal grace: re-enroll`);
+    throw new ReEnrollRequired(
+      `certificate ${known.row.serial} expired at ${known.parsed.notAfter.toISOString()}, beyond the ${fleet.config.renewal.after_expiry_grace} renewal grace: re-enroll`,
+    );
   const key: SubjectKey = await keyFromCsr(req.csr);
   const parsedCsrDer = csrDer(req.csr);
   const publicKey = certificateKey(known.parsed.spki, known.row.serial);
   let ok = false;
   try {
-    ok = verify(hashFor(publicKey), expiredRenewalMessage(known.deviceId, req.nonce, parsedCsrDer), publicKey, Buffer.from(req.signature, "base64"));
+    ok = verify(
+      hashFor(publicKey),
+      expiredRenewalMessage(known.deviceId, req.nonce, parsedCsrDer),
+      publicKey,
+      Buffer.from(req.signature, "base64"),
+    );
   } catch {
     ok = false;
   }
@@ -436,7 +483,8 @@ export async function renewExpired(
 //     own group's), so one flood cannot fill the table for everyone else.
 // Only waiting requests are ever evicted or purged, never an operator's decision.
 
-export type ApprovalOutcome = { status: "pending"; requestId: string; retryAfterSeconds: number } | { status: "issued"; certificate: DeviceCertificate };
+export type ApprovalOutcome =
+  { status: "pending"; requestId: string; retryAfterSeconds: number } | { status: "issued"; certificate: DeviceCertificate };
 
 const POLL_SECONDS = 10;
 /** Waiting requests in total: the last bound on the table, far above what one source can fill. */
@@ -457,7 +505,8 @@ export function keyFingerprint(spki: Buffer): string {
 export function parseKeyFingerprint(text: string): string {
   const m = /^(?:sha-?256\s*[:=]\s*)?([0-9a-f:\s]+)$/i.exec(text.trim());
   const hex = m ? m[1]!.replace(/[:\s]/g, "").toLowerCase() : "";
-  if (!/^[0-9a-f]{64}$/.test(hex)) throw new InvalidArgument(`invalid key fingerprint "${text}": expected sha256:<64 hex digits>, as \`fleetpki device requests\` shows`);
+  if (!/^[0-9a-f]{64}$/.test(hex))
+    throw new InvalidArgument(`invalid key fingerprint "${text}": expected sha256:<64 hex digits>, as \`fleetpki device requests\` shows`);
   return `sha256:${hex}`;
 }
 
@@ -509,11 +558,23 @@ export async function enrollByApproval(
 
   // A denial is for this key: the device may still ask with another one.
   if (latest?.status === "denied")
-    throw new NotPermitted("enrollment-denied", `the enrollment request of "${req.deviceId}" for key ${fingerprint} was denied by an operator`);
+    throw new NotPermitted(
+      "enrollment-denied",
+      `the enrollment request of "${req.deviceId}" for key ${fingerprint} was denied by an operator`,
+    );
   if (latest?.status === "approved") {
     const claim: Claim = { kind: "approval", requestId: latest.id };
     try {
-      const certificate = await issueForKey(fleet, { deviceId: req.deviceId, actor: `approval:${latest.decided_by}`, context: context(req.source, { provisioner: "approval", request: latest.id }), claim }, key);
+      const certificate = await issueForKey(
+        fleet,
+        {
+          deviceId: req.deviceId,
+          actor: `approval:${latest.decided_by}`,
+          context: context(req.source, { provisioner: "approval", request: latest.id }),
+          claim,
+        },
+        key,
+      );
       return { status: "issued", certificate };
     } catch (e) {
       // A concurrent poll collected the approval first: answer with the certificate it got.
@@ -522,13 +583,21 @@ export async function enrollByApproval(
     }
   }
   // An expired request is gone (purged when this one is filed): the robot asks anew.
-  if (latest?.status === "pending" && latest.created_at >= expiryCutoff(fleet, now)) return { status: "pending", requestId: latest.id, retryAfterSeconds: POLL_SECONDS };
+  if (latest?.status === "pending" && latest.created_at >= expiryCutoff(fleet, now))
+    return { status: "pending", requestId: latest.id, retryAfterSeconds: POLL_SECONDS };
   if (latest?.status === "issued" && latest.certificate_serial) {
     // A poll repeated after the answer was lost gets the same certificate again, unless it was
     // revoked or held since, its CA retired or the device held: checked as for any redelivery.
     const ctx = context(req.source, { provisioner: "approval", request: latest.id });
     const refusal = () => new NotPermitted("key-mismatch", `the certificate of request ${latest.id} is not for key ${fingerprint}`);
-    const certificate = await redeliver(fleet, { serial: latest.certificate_serial, deviceId: req.deviceId, key, actor: `approval:${req.deviceId}`, context: ctx, refusal });
+    const certificate = await redeliver(fleet, {
+      serial: latest.certificate_serial,
+      deviceId: req.deviceId,
+      key,
+      actor: `approval:${req.deviceId}`,
+      context: ctx,
+      refusal,
+    });
     return { status: "issued", certificate };
   }
   return newApprovalRequest(fleet, { ...req, csr: csrDer(req.csr) }, key, fingerprint, now);
@@ -563,10 +632,18 @@ async function newApprovalRequest(
   await planRequest(fleet.store.db, req.deviceId, source.group, cutoff);
   await fleet.store.transaction(async (tx) => {
     const events: AuditEvent[] = [];
-    const expired = await tx.selectFrom("enrollment_requests").select(SUMMARY).where("status", "=", "pending").where("created_at", "<", cutoff).execute();
+    const expired = await tx
+      .selectFrom("enrollment_requests")
+      .select(SUMMARY)
+      .where("status", "=", "pending")
+      .where("created_at", "<", cutoff)
+      .execute();
     if (expired.length > 0) {
       await tx.deleteFrom("enrollment_requests").where("status", "=", "pending").where("created_at", "<", cutoff).execute();
-      for (const r of expired) events.push(decisionEvent(r, "enrollment.expire", "fleetpki", { reason: "nobody decided it within enrollment.approval_request_ttl" }));
+      for (const r of expired)
+        events.push(
+          decisionEvent(r, "enrollment.expire", "fleetpki", { reason: "nobody decided it within enrollment.approval_request_ttl" }),
+        );
     }
     const { evict } = await planRequest(tx, req.deviceId, source.group, cutoff);
     if (evict) {
@@ -589,7 +666,8 @@ async function newApprovalRequest(
 const SUMMARY = ["id", "device_id", "source", "source_group", "source_address", "key_fingerprint", "created_at"] as const;
 type RequestSummary = Pick<EnrollmentRequestTable, (typeof SUMMARY)[number]>;
 
-const pendingRequests = (tx: Db, cutoff: string) => tx.selectFrom("enrollment_requests").where("status", "=", "pending").where("created_at", ">=", cutoff);
+const pendingRequests = (tx: Db, cutoff: string) =>
+  tx.selectFrom("enrollment_requests").where("status", "=", "pending").where("created_at", ">=", cutoff);
 
 /** The oldest request of the group holding most of `rows` (ties: the group with the oldest request), if it holds at least 2. */
 function oldestOfBiggestGroup(rows: readonly RequestSummary[]): RequestSummary | undefined {
@@ -599,7 +677,8 @@ function oldestOfBiggestGroup(rows: readonly RequestSummary[]): RequestSummary |
     groups.set(key, [...(groups.get(key) ?? []), r]);
   }
   let best: RequestSummary[] = [];
-  for (const g of groups.values()) if (g.length > best.length || (g.length === best.length && g[0]!.created_at < best[0]!.created_at)) best = g;
+  for (const g of groups.values())
+    if (g.length > best.length || (g.length === best.length && g[0]!.created_at < best[0]!.created_at)) best = g;
   return best.length >= 2 ? best[0] : undefined;
 }
 
@@ -607,7 +686,12 @@ function oldestOfBiggestGroup(rows: readonly RequestSummary[]): RequestSummary |
  * Refuses a new request for a revoked device, or one over a bound (most specific bound named
  * first); or says which waiting request it displaces (see the bounds above).
  */
-async function planRequest(tx: Db, deviceId: string, group: string | null, cutoff: string): Promise<{ evict?: { row: RequestSummary; reason: string } }> {
+async function planRequest(
+  tx: Db,
+  deviceId: string,
+  group: string | null,
+  cutoff: string,
+): Promise<{ evict?: { row: RequestSummary; reason: string } }> {
   const device = await tx.selectFrom("devices").select("status").where("id", "=", deviceId).executeTakeFirst();
   if (device?.status === "revoked") throw new DeviceNotActive(deviceId, device.status);
   const from = group ?? "an unknown source";
@@ -620,9 +704,13 @@ async function planRequest(tx: Db, deviceId: string, group: string | null, cutof
   if (mine.length >= MAX_PENDING_PER_DEVICE) {
     const oldest = fromHere === 0 ? oldestOfBiggestGroup(mine) : undefined;
     if (!oldest) throw new TooManyRequests(`${MAX_PENDING_PER_DEVICE} enrollment requests for "${deviceId}" ${waiting}`, 60);
-    evict = { row: oldest, reason: `${MAX_PENDING_PER_DEVICE} requests for the device waited; a request from a new source displaced the oldest of the source with the most` };
+    evict = {
+      row: oldest,
+      reason: `${MAX_PENDING_PER_DEVICE} requests for the device waited; a request from a new source displaced the oldest of the source with the most`,
+    };
   }
-  const count = async (q: ReturnType<typeof pendingRequests>) => Number((await q.select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
+  const count = async (q: ReturnType<typeof pendingRequests>) =>
+    Number((await q.select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
   // A registered device's first request from a full source still reaches the operator (see above).
   const exempt = fromHere === 0 && device?.status === "active";
   if (!exempt && (await count(pendingRequests(tx, cutoff).where("source_group", "is", group))) >= MAX_PENDING_PER_SOURCE)
@@ -634,9 +722,19 @@ async function planRequest(tx: Db, deviceId: string, group: string | null, cutof
       .orderBy("n", "desc")
       .limit(1)
       .executeTakeFirst();
-    if (!biggest || biggest.source_group === group || Number(biggest.n) < 2) throw new TooManyRequests("too many enrollment requests are waiting for approval", 60);
-    const oldest = await pendingRequests(tx, cutoff).select(SUMMARY).where("source_group", "is", biggest.source_group).orderBy("created_at").orderBy("id").limit(1).executeTakeFirstOrThrow();
-    evict = { row: oldest, reason: `${MAX_PENDING} requests waited; a request from another source displaced the oldest of the source with the most` };
+    if (!biggest || biggest.source_group === group || Number(biggest.n) < 2)
+      throw new TooManyRequests("too many enrollment requests are waiting for approval", 60);
+    const oldest = await pendingRequests(tx, cutoff)
+      .select(SUMMARY)
+      .where("source_group", "is", biggest.source_group)
+      .orderBy("created_at")
+      .orderBy("id")
+      .limit(1)
+      .executeTakeFirstOrThrow();
+    evict = {
+      row: oldest,
+      reason: `${MAX_PENDING} requests waited; a request from another source displaced the oldest of the source with the most`,
+    };
   }
   return evict ? { evict } : {};
 }
@@ -656,11 +754,22 @@ export interface PendingRequest {
 
 function toPending(fleet: Fleet, r: RequestSummary): PendingRequest {
   const { id, device_id, key_fingerprint, source, source_address, created_at } = r;
-  return { id, deviceId: device_id, keyFingerprint: key_fingerprint, source, address: source_address, createdAt: created_at, expiresAt: expiresAt(fleet, created_at) };
+  return {
+    id,
+    deviceId: device_id,
+    keyFingerprint: key_fingerprint,
+    source,
+    address: source_address,
+    createdAt: created_at,
+    expiresAt: expiresAt(fleet, created_at),
+  };
 }
 
 export async function listPendingRequests(fleet: Fleet, filter: { deviceId?: string; now?: Date } = {}): Promise<PendingRequest[]> {
-  let q = pendingRequests(fleet.store.db, expiryCutoff(fleet, filter.now ?? new Date())).select(SUMMARY).orderBy("created_at").orderBy("id");
+  let q = pendingRequests(fleet.store.db, expiryCutoff(fleet, filter.now ?? new Date()))
+    .select(SUMMARY)
+    .orderBy("created_at")
+    .orderBy("id");
   if (filter.deviceId !== undefined) q = q.where("device_id", "=", filter.deviceId);
   return (await q.execute()).map((r) => toPending(fleet, r));
 }
@@ -695,19 +804,31 @@ export interface Decision {
 export async function decideRequest(fleet: Fleet, req: DecideRequest): Promise<Decision> {
   assertDeviceId(req.deviceId);
   const fingerprint = req.fingerprint === undefined ? undefined : parseKeyFingerprint(req.fingerprint);
-  if (req.requestId !== undefined && fingerprint !== undefined) throw new InvalidArgument("give a request id or a key fingerprint, not both");
+  if (req.requestId !== undefined && fingerprint !== undefined)
+    throw new InvalidArgument("give a request id or a key fingerprint, not both");
   const nowDate = req.now ?? new Date();
   const now = nowDate.toISOString();
   return fleet.store.transaction(async (tx) => {
-    const pending = await pendingRequests(tx, expiryCutoff(fleet, nowDate)).select(SUMMARY).where("device_id", "=", req.deviceId).orderBy("created_at").orderBy("id").execute();
+    const pending = await pendingRequests(tx, expiryCutoff(fleet, nowDate))
+      .select(SUMMARY)
+      .where("device_id", "=", req.deviceId)
+      .orderBy("created_at")
+      .orderBy("id")
+      .execute();
     if (pending.length === 0) throw new InvalidArgument(`no pending enrollment request for "${req.deviceId}"`);
     let chosen: RequestSummary | undefined;
     if (req.requestId !== undefined) {
       chosen = pending.find((r) => r.id === req.requestId);
-      if (!chosen) throw new InvalidArgument(`request ${req.requestId} is not a pending request of "${req.deviceId}"; pending: ${describePending(pending)}`);
+      if (!chosen)
+        throw new InvalidArgument(
+          `request ${req.requestId} is not a pending request of "${req.deviceId}"; pending: ${describePending(pending)}`,
+        );
     } else if (fingerprint !== undefined) {
       chosen = pending.find((r) => r.key_fingerprint === fingerprint);
-      if (!chosen) throw new InvalidArgument(`no pending request of "${req.deviceId}" is for key ${fingerprint}; pending: ${describePending(pending)}`);
+      if (!chosen)
+        throw new InvalidArgument(
+          `no pending request of "${req.deviceId}" is for key ${fingerprint}; pending: ${describePending(pending)}`,
+        );
     } else if (!req.approve && pending.length === 1) {
       chosen = pending[0]!;
     } else {
@@ -724,16 +845,32 @@ export async function decideRequest(fleet: Fleet, req: DecideRequest): Promise<D
       const device = await tx.selectFrom("devices").select("status").where("id", "=", req.deviceId).executeTakeFirst();
       if (device && device.status !== "active") throw new DeviceNotActive(req.deviceId, device.status);
       if (!device) {
-        await tx.insertInto("devices").values({ id: req.deviceId, group_name: null, labels: "{}", status: "active", created_at: now, updated_at: now }).execute();
+        await tx
+          .insertInto("devices")
+          .values({ id: req.deviceId, group_name: null, labels: "{}", status: "active", created_at: now, updated_at: now })
+          .execute();
         events.push({ actor: req.actor, action: "device.add", subject: `device:${req.deviceId}`, details: { via: "approval" } });
       }
       others = pending.filter((r) => r.id !== chosen.id);
     }
-    await tx.updateTable("enrollment_requests").set({ status: req.approve ? "approved" : "denied", decided_at: now, decided_by: req.actor }).where("id", "=", chosen.id).execute();
+    await tx
+      .updateTable("enrollment_requests")
+      .set({ status: req.approve ? "approved" : "denied", decided_at: now, decided_by: req.actor })
+      .where("id", "=", chosen.id)
+      .execute();
     events.push(decisionEvent(chosen, req.approve ? "enrollment.approve" : "enrollment.deny", req.actor));
     for (const other of others) {
-      await tx.updateTable("enrollment_requests").set({ status: "denied", decided_at: now, decided_by: req.actor }).where("id", "=", other.id).execute();
-      events.push(decisionEvent(other, "enrollment.deny", req.actor, { reason: "another request for the device was approved", approved_request: chosen.id }));
+      await tx
+        .updateTable("enrollment_requests")
+        .set({ status: "denied", decided_at: now, decided_by: req.actor })
+        .where("id", "=", other.id)
+        .execute();
+      events.push(
+        decisionEvent(other, "enrollment.deny", req.actor, {
+          reason: "another request for the device was approved",
+          approved_request: chosen.id,
+        }),
+      );
     }
     await appendAudit(tx, events);
     return { request: toPending(fleet, chosen), alsoDenied: others.map((r) => toPending(fleet, r)) };
@@ -741,7 +878,12 @@ export async function decideRequest(fleet: Fleet, req: DecideRequest): Promise<D
 }
 
 function decisionEvent(r: RequestSummary, action: string, actor: string, extra: Record<string, unknown> = {}): AuditEvent {
-  return { actor, action, subject: `device:${r.device_id}`, details: { request: r.id, key_fingerprint: r.key_fingerprint, source: r.source, ...extra } };
+  return {
+    actor,
+    action,
+    subject: `device:${r.device_id}`,
+    details: { request: r.id, key_fingerprint: r.key_fingerprint, source: r.source, ...extra },
+  };
 }
 
 /** "ADDRESS" or "ADDRESS/LENGTH" (IPv4 or IPv6; an IPv4-mapped address as IPv4) as a matcher of source addresses. */
@@ -751,7 +893,9 @@ export function addressMatcher(text: string): (address: string) => boolean {
   const family = isIP(address);
   const bits = family === 6 ? 128 : 32;
   if (family === 0 || extra !== undefined || (length !== undefined && (!/^\d{1,3}$/.test(length) || Number(length) > bits)))
-    throw new InvalidArgument(`--all-from "${text}" is not an IP address or prefix (e.g. 198.51.100.7, 198.51.100.0/24, 2001:db8:1:2::/64)`);
+    throw new InvalidArgument(
+      `--all-from "${text}" is not an IP address or prefix (e.g. 198.51.100.7, 198.51.100.0/24, 2001:db8:1:2::/64)`,
+    );
   const type = family === 6 ? "ipv6" : "ipv4";
   const list = new BlockList();
   if (length === undefined) list.addAddress(address, type);
@@ -766,8 +910,12 @@ export function addressMatcher(text: string): (address: string) => boolean {
  * Denies every waiting request of a device, or from an address or prefix (junk from one source
  * is cleared with one command). Each denial is audited; returns what was denied.
  */
-export async function denyRequests(fleet: Fleet, req: { deviceId?: string; fromAddress?: string; actor: string; now?: Date }): Promise<PendingRequest[]> {
-  if (req.deviceId === undefined && req.fromAddress === undefined) throw new InvalidArgument("say whose requests to deny: a device id, or --all-from ADDRESS[/PREFIX]");
+export async function denyRequests(
+  fleet: Fleet,
+  req: { deviceId?: string; fromAddress?: string; actor: string; now?: Date },
+): Promise<PendingRequest[]> {
+  if (req.deviceId === undefined && req.fromAddress === undefined)
+    throw new InvalidArgument("say whose requests to deny: a device id, or --all-from ADDRESS[/PREFIX]");
   if (req.deviceId !== undefined) assertDeviceId(req.deviceId);
   const matches = req.fromAddress === undefined ? undefined : addressMatcher(req.fromAddress);
   const nowDate = req.now ?? new Date();
@@ -781,10 +929,17 @@ export async function denyRequests(fleet: Fleet, req: { deviceId?: string; fromA
     if (rows.length === 0) return [];
     for (let i = 0; i < rows.length; i += 500) {
       const ids = rows.slice(i, i + 500).map((r) => r.id);
-      await tx.updateTable("enrollment_requests").set({ status: "denied", decided_at: now, decided_by: req.actor }).where("id", "in", ids).execute();
+      await tx
+        .updateTable("enrollment_requests")
+        .set({ status: "denied", decided_at: now, decided_by: req.actor })
+        .where("id", "in", ids)
+        .execute();
     }
     const bulk = req.fromAddress !== undefined ? `all from ${req.fromAddress.trim()}` : "all of the device";
-    await appendAudit(tx, rows.map((r) => decisionEvent(r, "enrollment.deny", req.actor, { bulk })));
+    await appendAudit(
+      tx,
+      rows.map((r) => decisionEvent(r, "enrollment.deny", req.actor, { bulk })),
+    );
     return rows.map((r) => toPending(fleet, r));
   });
 }

@@ -45,7 +45,12 @@ export interface RevocationConfig {
 /** Factory certificates outlive operational ones: a bundle may wait months between the line and first boot. */
 export const DEFAULT_FACTORY_VALIDITY = "1y";
 
-export const DEFAULT_REVOCATION: RevocationConfig = { crl_validity: "24h", ocsp_responder_validity: "24h", ocsp_cache: "60s", ocsp_max_certificates: 16 };
+export const DEFAULT_REVOCATION: RevocationConfig = {
+  crl_validity: "24h",
+  ocsp_responder_validity: "24h",
+  ocsp_cache: "60s",
+  ocsp_max_certificates: 16,
+};
 
 export interface EnrollmentConfig {
   /** One-time tokens (`device add`, `token create`). */
@@ -61,7 +66,14 @@ export interface EnrollmentConfig {
   failed_auth_per_minute: number;
 }
 
-export const DEFAULT_ENROLLMENT: EnrollmentConfig = { token: true, factory: true, approval: false, token_ttl: "24h", approval_request_ttl: "24h", failed_auth_per_minute: 10 };
+export const DEFAULT_ENROLLMENT: EnrollmentConfig = {
+  token: true,
+  factory: true,
+  approval: false,
+  token_ttl: "24h",
+  approval_request_ttl: "24h",
+  failed_auth_per_minute: 10,
+};
 
 export class ConfigError extends Error {
   constructor(message: string) {
@@ -73,7 +85,8 @@ export class ConfigError extends Error {
 const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$/;
 
 export function validateDomain(domain: string): string {
-  if (!DOMAIN.test(domain)) throw new ConfigError(`invalid fleet domain "${domain}" (lower-case DNS name with at least one dot, e.g. fleet.example)`);
+  if (!DOMAIN.test(domain))
+    throw new ConfigError(`invalid fleet domain "${domain}" (lower-case DNS name with at least one dot, e.g. fleet.example)`);
   return domain;
 }
 
@@ -123,7 +136,15 @@ export function defaultConfig(input: ConfigDefaultsInput): FleetConfig {
   return {
     fleet: { name: input.name, domain: input.domain },
     keys: { type: input.keyType, passphrase_file: input.passphraseFile },
-    validity: { root: "20y", intermediate: "10y", local_ca: "5y", device: "30d", factory: DEFAULT_FACTORY_VALIDITY, server: "1y", operator: "1y" },
+    validity: {
+      root: "20y",
+      intermediate: "10y",
+      local_ca: "5y",
+      device: "30d",
+      factory: DEFAULT_FACTORY_VALIDITY,
+      server: "1y",
+      operator: "1y",
+    },
     urls: statusUrls(publicUrl),
     listen: { registration: "0.0.0.0:8443", status: DEFAULT_STATUS_LISTEN },
     server: { names: input.serverNames, public_url: publicUrl },
@@ -330,7 +351,9 @@ export function parseConfigWithNotes(text: string): { config: FleetConfig; notes
   // Device certificates name <id>.devices.<domain>: a server there could be impersonated by a robot.
   const inDeviceZone = (names as string[]).find((n) => inDeviceDnsZone(domain, n));
   if (inDeviceZone)
-    throw new ConfigError(`${CONFIG_FILE}: server.names: "${inDeviceZone}" is in ${deviceDnsZone(domain)}, the zone of device certificates; use a name outside it`);
+    throw new ConfigError(
+      `${CONFIG_FILE}: server.names: "${inDeviceZone}" is in ${deviceDnsZone(domain)}, the zone of device certificates; use a name outside it`,
+    );
   const duration = (key: string): string => {
     const v = str(validity, "validity", key);
     try {
@@ -417,7 +440,8 @@ function parseEnrollment(value: unknown): EnrollmentConfig {
   }
   if (e.failed_auth_per_minute !== undefined) {
     const n = e.failed_auth_per_minute;
-    if (typeof n !== "number" || !Number.isInteger(n) || n < 1) throw new ConfigError(`${CONFIG_FILE}: enrollment.failed_auth_per_minute must be a positive integer`);
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 1)
+      throw new ConfigError(`${CONFIG_FILE}: enrollment.failed_auth_per_minute must be a positive integer`);
     out.failed_auth_per_minute = n;
   }
   return out;

@@ -25,9 +25,16 @@ export function registerDevice(program: Command): void {
       await withFleet(opts.dir, async (fleet) => {
         const withToken = opts.token !== false && fleet.config.enrollment.token;
         // One transaction: a bad --ttl leaves no device behind.
-        const d = await addDevice(fleet, { id, group: opts.group, labels, actor: CLI_ACTOR, token: withToken ? { ttl: opts.ttl } : undefined });
+        const d = await addDevice(fleet, {
+          id,
+          group: opts.group,
+          labels,
+          actor: CLI_ACTOR,
+          token: withToken ? { ttl: opts.ttl } : undefined,
+        });
         const { token, ...device } = d;
-        if (opts.json) return printJson({ ...device, token: token?.token ?? null, token_expires_at: token?.expiresAt.toISOString() ?? null });
+        if (opts.json)
+          return printJson({ ...device, token: token?.token ?? null, token_expires_at: token?.expiresAt.toISOString() ?? null });
         say(`device ${d.id} added${d.group ? ` to group ${d.group}` : ""}`);
         if (token) say(`one-time enrollment token (valid until ${token.expiresAt.toISOString()}):\n${token.token}`);
       });
@@ -57,12 +64,20 @@ export function registerDevice(program: Command): void {
   dirOption(
     device
       .command("approve <id>")
-      .description("approve a pending enrollment request, named by request id or key fingerprint (compare it with the one the robot prints)")
+      .description(
+        "approve a pending enrollment request, named by request id or key fingerprint (compare it with the one the robot prints)",
+      )
       .option("--request <rid>", "the request to approve (`fleetpki device requests`)")
       .option("--fingerprint <sha256:hex>", "the key to approve, as the robot prints it"),
   ).action(async (id: string, opts) => {
     await withFleet(opts.dir, async (fleet) => {
-      const d = await decideRequest(fleet, { deviceId: id, requestId: opts.request, fingerprint: opts.fingerprint, approve: true, actor: CLI_ACTOR });
+      const d = await decideRequest(fleet, {
+        deviceId: id,
+        requestId: opts.request,
+        fingerprint: opts.fingerprint,
+        approve: true,
+        actor: CLI_ACTOR,
+      });
       say(`enrollment of ${id} approved: ${describe(d.request)}; its next poll gets a certificate`);
       for (const other of d.alsoDenied) say(`denied ${describe(other)}: another request for ${id} was approved`);
     });
@@ -75,11 +90,15 @@ export function registerDevice(program: Command): void {
       .option("--request <rid>", "the request to deny")
       .option("--fingerprint <sha256:hex>", "the key to deny")
       .option("--all", "every pending request of the device")
-      .option("--all-from <address[/prefix]>", "every pending request from this IP address or prefix (e.g. an IPv6 /64), whatever the device id"),
+      .option(
+        "--all-from <address[/prefix]>",
+        "every pending request from this IP address or prefix (e.g. an IPv6 /64), whatever the device id",
+      ),
   ).action(async (id: string | undefined, opts) => {
     await withFleet(opts.dir, async (fleet) => {
       if (opts.all || opts.allFrom !== undefined) {
-        if (opts.request !== undefined || opts.fingerprint !== undefined) throw new InvalidArgument("--all and --all-from deny every matching request; leave out --request and --fingerprint");
+        if (opts.request !== undefined || opts.fingerprint !== undefined)
+          throw new InvalidArgument("--all and --all-from deny every matching request; leave out --request and --fingerprint");
         if (opts.all && id === undefined) throw new InvalidArgument("--all needs the device id: fleetpki device deny ID --all");
         const denied = await denyRequests(fleet, { deviceId: id, fromAddress: opts.allFrom, actor: CLI_ACTOR });
         for (const p of denied) say(`denied ${p.deviceId}: ${describe(p)}`);
@@ -87,19 +106,29 @@ export function registerDevice(program: Command): void {
         return;
       }
       if (id === undefined) throw new InvalidArgument("give the device id (or --all-from ADDRESS[/PREFIX])");
-      const d = await decideRequest(fleet, { deviceId: id, requestId: opts.request, fingerprint: opts.fingerprint, approve: false, actor: CLI_ACTOR });
+      const d = await decideRequest(fleet, {
+        deviceId: id,
+        requestId: opts.request,
+        fingerprint: opts.fingerprint,
+        approve: false,
+        actor: CLI_ACTOR,
+      });
       say(`enrollment of ${id} denied: ${describe(d.request)}; a request with another key can still be approved`);
     });
   });
 
-  dirOption(device.command("reprovision <id>").description("allow one more enrollment with a factory certificate (a factory certificate enrolls once)")).action(
-    async (id: string, opts) => {
-      await withFleet(opts.dir, async (fleet) => {
-        const r = await reprovisionDevice(fleet, { deviceId: id, actor: CLI_ACTOR });
-        say(`${id} may enroll once more with a factory certificate (it last enrolled with factory certificate ${r.factorySerial}, getting ${r.certificateSerial})`);
-      });
-    },
-  );
+  dirOption(
+    device
+      .command("reprovision <id>")
+      .description("allow one more enrollment with a factory certificate (a factory certificate enrolls once)"),
+  ).action(async (id: string, opts) => {
+    await withFleet(opts.dir, async (fleet) => {
+      const r = await reprovisionDevice(fleet, { deviceId: id, actor: CLI_ACTOR });
+      say(
+        `${id} may enroll once more with a factory certificate (it last enrolled with factory certificate ${r.factorySerial}, getting ${r.certificateSerial})`,
+      );
+    });
+  });
 
   dirOption(device.command("list").description("list devices"))
     .option("--group <group>", "only this group")
@@ -113,7 +142,9 @@ export function registerDevice(program: Command): void {
             id: d.id,
             status: d.status,
             group: d.group ?? "",
-            labels: Object.entries(d.labels).map(([k, v]) => `${k}=${v}`).join(","),
+            labels: Object.entries(d.labels)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(","),
             created: d.createdAt,
           })),
           ["id", "status", "group", "labels", "created"],
@@ -130,7 +161,13 @@ export function registerDevice(program: Command): void {
         say(`id:      ${d.id}`);
         say(`status:  ${d.status}`);
         say(`group:   ${d.group ?? "-"}`);
-        say(`labels:  ${Object.entries(d.labels).map(([k, v]) => `${k}=${v}`).join(", ") || "-"}`);
+        say(
+          `labels:  ${
+            Object.entries(d.labels)
+              .map(([k, v]) => `${k}=${v}`)
+              .join(", ") || "-"
+          }`,
+        );
         say(`identity: spiffe://${fleet.domain}/device/${d.id}`);
         say("");
         if (d.certificates.length === 0) return say("no certificates");
@@ -155,7 +192,9 @@ export function registerDevice(program: Command): void {
         const cert = await issueDeviceCertificate(fleet, { deviceId: id, csr, actor: CLI_ACTOR, context: { via: "cli" } });
         if (opts.out) {
           writeFileAtomic(opts.out, cert.certificatePem);
-          process.stderr.write(`certificate ${cert.serial} for ${id} written to ${opts.out} (valid until ${cert.notAfter.toISOString()})\n`);
+          process.stderr.write(
+            `certificate ${cert.serial} for ${id} written to ${opts.out} (valid until ${cert.notAfter.toISOString()})\n`,
+          );
         } else process.stdout.write(cert.certificatePem);
       });
     });
