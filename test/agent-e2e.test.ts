@@ -701,7 +701,13 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
       assert.notEqual(first.code, 0);
       assert.match(first.stderr, /still pending approval/);
       const keptKey = createPrivateKey(readFileSync(join(E, `pending-${id}.key.pem`), "utf8"));
-      await fleetpkiOk(["device", "approve", id, "--dir", f.dir]);
+      // The operator approves the key the robot printed, never the device id alone.
+      const fingerprintOfKey = (k: ReturnType<typeof createPrivateKey>) =>
+        `sha256:${createHash("sha256")
+          .update(createPublicKey(k).export({ format: "der", type: "spki" }))
+          .digest("hex")}`;
+      assert.ok(first.stderr.includes(fingerprintOfKey(keptKey)), first.stderr);
+      await fleetpkiOk(["device", "approve", id, "--fingerprint", fingerprintOfKey(keptKey), "--dir", f.dir]);
 
       const second = await fleetpki(enrollArgs(f, id, E, "--approval", "--wait", "60s"));
       assert.equal(second.code, 0, second.stderr);

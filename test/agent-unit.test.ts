@@ -157,6 +157,8 @@ interface Behaviour {
   tokens: Map<string, string>; // token -> device id
   /** 202 answers to give before approving an approval-mode request. */
   pendingPolls: number;
+  /** Approval-mode requests to refuse with 429 first (the server's bounds are full). */
+  busyPolls?: number;
   /** Statuses to answer renewals with before serving them. */
   failRenewals: number[];
   graceMs: number;
@@ -247,6 +249,10 @@ async function startFake(
         if (!signedBy(peer, factoryCa) || idOf(peer) !== b.device_id)
           return problem(res, 403, "forbidden", "not a factory certificate for this device");
         return issueFor(res, b.device_id!, b.csr!, path);
+      }
+      if (behaviour.busyPolls) {
+        behaviour.busyPolls--;
+        return problem(res, 429, "too-many-requests", "20 enrollment requests from 10.0.0.1 already wait", { "retry-after": "60" });
       }
       if (polls++ < behaviour.pendingPolls) {
         res.writeHead(202, { "content-type": "application/json", "retry-after": "2" });
@@ -674,6 +680,36 @@ describe("agent: TLS pinning and enrollment", () => {
     );
     assert.deepEqual(readdirSync(dir), ["pending-robot-0007.key.pem"]);
     assert.equal(statSync(join(dir, "pending-robot-0007.key.pem")).mode & 0o777, 0o600);
+  });
+
+  it("refused with 429 while asking for approval, the agent prints its key fingerprint and asks with the same key next run", async () => {
+    const g = await fake({ behaviour: { busyPolls: 1, pendingPolls: 0 } });
+    const dir = freshDir();
+    const { log, lines } = captureLog();
+    const refused = await enroll({
+      server: g.url,
+      rootFingerprint: ROOT_FP,
+      deviceId: "robot-0010",
+      mode: { kind: "approval" },
+      dir,
+      clock: g.clock,
+      log,
+    }).then(
+      () => assert.fail("a 429 must end the run"),
+      (e: Error) => e,
+    );
+    const keptPath = join(dir, "pending-robot-0010.key.pem");
+    assert.ok(existsSync(keptPath), "the key is kept, so the fingerprint shown stays the one the robot asks with");
+    const fp = fingerprintOf(publicSpki(createPrivateKey(readFileSync(keptPath, "utf8"))));
+    assert.match(refused.message, /HTTP 429/);
+    assert.ok(refused.message.includes(`this robot's key fingerprint: ${fp}`), refused.message);
+    assert.ok(
+      lines.some((l) => l.includes(fp) && l.includes("fingerprint to compare")),
+      lines.join("\n"),
+    );
+    // The next run asks with that key and gets a certificate for it.
+    await enroll({ server: g.url, rootFingerprint: ROOT_FP, deviceId: "robot-0010", mode: { kind: "approval" }, dir, clock: g.clock });
+    assert.equal(fingerprintOf(publicSpki(createPrivateKey(readFileSync(join(dir, "key.pem"), "utf8")))), fp);
   });
 
   it("an unreadable kept approval key is a clear error, and the file is left for the operator", async () => {

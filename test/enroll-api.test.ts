@@ -13,7 +13,7 @@ import { enrollByApproval, listPendingRequests, sourceOf } from "../src/authorit
 import { TooManyRequests } from "../src/authority/errors.js";
 import { Fleet } from "../src/authority/fleet.js";
 import { issueDeviceCertificate } from "../src/authority/issuance.js";
-import { revokeCertificate } from "../src/authority/revocation.js";
+import { holdDevice, revokeCertificate } from "../src/authority/revocation.js";
 import { createToken } from "../src/authority/tokens.js";
 import { cliAsync, tempDir, tempFleet } from "./helpers.js";
 import {
@@ -416,12 +416,14 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       twin = await makeCsr("robot-app2");
       const poll = (id: string, csr: string) => postJson(`${server.url}/api/v1/enroll`, { device_id: id, csr }, { ca });
 
+      const rids = new Map<string, string>();
       for (const [id, csr] of [
         ["robot-app1", a.csr.pem],
         ["robot-den1", d.csr.pem],
         ["robot-app2", twin.csr.pem],
       ] as const) {
         const r = await poll(id, csr);
+        rids.set(id, r.json().request_id);
         assert.equal(r.status, 202, r.text);
         const body = r.json();
         assert.equal(body.status, "pending");
@@ -444,9 +446,9 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       );
 
       const decisions = await Promise.all([
-        cliAsync(["device", "approve", "robot-app1", "--dir", f.dir]),
+        cliAsync(["device", "approve", "robot-app1", "--request", rids.get("robot-app1")!, "--dir", f.dir]),
         cliAsync(["device", "deny", "robot-den1", "--dir", f.dir]),
-        cliAsync(["device", "approve", "robot-app2", "--dir", f.dir]),
+        cliAsync(["device", "approve", "robot-app2", "--request", rids.get("robot-app2")!, "--dir", f.dir]),
       ]);
       for (const r of decisions) assert.equal(r.status, 0, r.stderr);
 
@@ -530,7 +532,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
     before(async () => {
       f = await tempFleet();
       editConfig(f.dir, (doc) => {
-        doc.enrollment = { ...(doc.enrollment ?? {}), approval: true };
+        doc.enrollment = { ...(doc.enrollment ?? {}), approval: true, approval_request_ttl: "2h" };
       });
       ca = readFileSync(rootPemPath(f.dir), "utf8");
       fleet = await Fleet.open(f.dir);
@@ -566,7 +568,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       );
       assert.ok(listed.every((p) => !Number.isNaN(Date.parse(p.createdAt))));
       const table = await cliAsync(["device", "requests", "--dir", f.dir]);
-      assert.match(table.stdout, /^DEVICE\s+REQUEST\s+KEY FINGERPRINT\s+FROM\s+REQUESTED$/m);
+      assert.match(table.stdout, /^DEVICE\s+REQUEST\s+KEY FINGERPRINT\s+FROM\s+REQUESTED\s+EXPIRES$/m);
       assert.ok(table.stdout.includes(fingerprintOf(robot.key)) && table.stdout.includes(ATTACKER), table.stdout);
 
       const ambiguous = await cliAsync(["device", "approve", "robot-h1", "--dir", f.dir]);
@@ -717,14 +719,188 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       for (const [i, address] of ["192.0.2.10", "192.0.2.11", "192.0.2.12"].entries()) {
         await enrollByApproval(fleet, { deviceId: "robot-churn", csr: keys[10 + i]!.csr.der, source: { via: "api", address } });
       }
+      // A sixth source displaces the oldest request of the source holding two (192.0.2.9), not a
+      // source's only request; a further source then finds every source at one: 429.
+      await enrollByApproval(fleet, { deviceId: "robot-churn", csr: keys[20]!.csr.der, source: { via: "api", address: "192.0.2.13" } });
+      assert.equal((await listPendingRequests(f.fleet, { deviceId: "robot-churn" })).filter((p) => p.address === "192.0.2.9").length, 1);
       await assert.rejects(
-        enrollByApproval(fleet, { deviceId: "robot-churn", csr: keys[20]!.csr.der, source: { via: "api", address: "192.0.2.13" } }),
+        enrollByApproval(fleet, { deviceId: "robot-churn", csr: keys[21]!.csr.der, source: { via: "api", address: "192.0.2.14" } }),
         /5 enrollment requests for "robot-churn" already wait/,
       );
       const all = await cliAsync(["device", "deny", "robot-churn", "--all", "--dir", f.dir]);
       assert.equal(all.status, 0, all.stderr);
       assert.match(all.stdout, /^5 requests denied$/m);
       assert.equal((await listPendingRequests(f.fleet, { deviceId: "robot-churn" })).length, 0);
+    });
+
+    // Security review, approval hardening (finding 1): the only request waiting for an id may be
+    // the attacker's, e.g. when the robot behind a NAT full of junk was refused.
+    it("approving by device id alone is refused even with one request waiting; a registered robot behind a full NAT still files one request", async () => {
+      const NAT = "127.0.0.20";
+      const junk = await makeCsr("junk-nat");
+      for (let i = 0; i < 20; i++) assert.equal((await poll(`junk-nat-${i}`, junk.csr.pem, NAT)).status, 202);
+      // An unregistered id behind the full NAT is refused (nothing bounds junk ids otherwise) ...
+      const unregistered = await makeCsr("robot-n1");
+      assertProblem(await poll("robot-n1", unregistered.csr.pem, NAT), 429, "too-many-requests");
+      // ... a device the operator registered gets exactly one request through, not two.
+      await addDevice(f.fleet, { id: "robot-n2", actor: "test" });
+      const registered = await makeCsr("robot-n2");
+      const through = await poll("robot-n2", registered.csr.pem, NAT);
+      assert.equal(through.status, 202, through.text);
+      assert.equal(
+        (await poll("robot-n2", registered.csr.pem, NAT)).json().request_id,
+        through.json().request_id,
+        "the robot's polls are one request",
+      );
+      assertProblem(await poll("robot-n2", (await makeCsr("robot-n2")).csr.pem, NAT), 429, "too-many-requests");
+
+      // The attacker files the only request for robot-n1, from elsewhere.
+      const attacker = await makeCsr("robot-n1");
+      const filed = await poll("robot-n1", attacker.csr.pem, "127.0.0.21");
+      assert.equal(filed.status, 202, filed.text);
+      for (const id of ["robot-n1", "robot-n2"]) {
+        const byId = await cliAsync(["device", "approve", id, "--dir", f.dir]);
+        assert.equal(byId.status, 1, `approve ${id} by id alone: ${byId.stdout}`);
+        assert.equal(byId.stderr.trimEnd().split("\n").length, 1, byId.stderr);
+        assert.match(
+          byId.stderr,
+          new RegExp(`1 enrollment request for "${id}" is waiting; approve one with --request ID or --fingerprint`),
+        );
+        assert.match(byId.stderr, /comparing its key fingerprint with the one the robot prints/);
+      }
+      const refusal = (await cliAsync(["device", "approve", "robot-n1", "--dir", f.dir])).stderr;
+      assert.ok(
+        refusal.includes(filed.json().request_id) && refusal.includes(fingerprintOf(attacker.key)) && refusal.includes("127.0.0.21"),
+        refusal,
+      );
+      assert.equal((await poll("robot-n1", attacker.csr.pem, "127.0.0.21")).status, 202, "nothing was approved");
+      assert.deepEqual(await auditOf("enrollment.approve", "device:robot-n1"), []);
+      // Denying the only waiting request by id stays possible (it certifies nothing).
+      assert.equal((await cliAsync(["device", "deny", "robot-n1", "--dir", f.dir])).status, 0);
+      await cliAsync(["device", "deny", "--all-from", NAT, "--dir", f.dir]);
+    });
+
+    // Finding 2: 5 requests for an id from 3 addresses used to shut the real robot out for good.
+    it("junk for a robot's id from a few addresses cannot fill its requests: a new source evicts the oldest of the biggest source", async () => {
+      const froms = ["127.0.0.31", "127.0.0.31", "127.0.0.32", "127.0.0.32", "127.0.0.33"];
+      const junk = await Promise.all(froms.map(() => makeCsr("robot-c1")));
+      const rids: string[] = [];
+      for (const [i, from] of froms.entries()) {
+        const r = await poll("robot-c1", junk[i]!.csr.pem, from);
+        assert.equal(r.status, 202, r.text);
+        rids.push(r.json().request_id);
+      }
+      const robot = await makeCsr("robot-c1");
+      const real = await poll("robot-c1", robot.csr.pem, "127.0.0.39");
+      assert.equal(real.status, 202, real.text);
+      const waiting = (await requests()).filter((p) => p.deviceId === "robot-c1");
+      assert.deepEqual(
+        waiting.map((p) => p.id).sort(),
+        [...rids.slice(1), real.json().request_id].sort(),
+        "the oldest of 127.0.0.31 made room",
+      );
+      assert.equal(
+        (await f.fleet.store.db.selectFrom("enrollment_requests").select("id").where("id", "=", rids[0]!).execute()).length,
+        0,
+        "evicted rows are deleted",
+      );
+      const evictions = await auditOf("enrollment.evict", "device:robot-c1");
+      assert.deepEqual(
+        evictions.map((d) => [d.request, d.key_fingerprint, d.by_request]),
+        [[rids[0], fingerprintOf(junk[0]!.key), real.json().request_id]],
+      );
+      // The evicted junk key cannot push back in from its source (it still holds one), and the
+      // robot's request stays the same request.
+      assertProblem(await poll("robot-c1", junk[0]!.csr.pem, "127.0.0.31"), 429, "too-many-requests");
+      assert.equal((await poll("robot-c1", robot.csr.pem, "127.0.0.39")).json().request_id, real.json().request_id);
+      const approved = await cliAsync(["device", "approve", "robot-c1", "--fingerprint", fingerprintOf(robot.key), "--dir", f.dir]);
+      assert.equal(approved.status, 0, approved.stderr);
+      assertIssued(await poll("robot-c1", robot.csr.pem, "127.0.0.39"), f.dir, "robot-c1", robot.key);
+    });
+
+    it("waiting requests expire (enrollment.approval_request_ttl: 2h): they stop counting, are purged and audited, and cannot be approved", async () => {
+      const source = { via: "api", address: "192.0.2.50" };
+      const old = new Date(Date.now() - 3 * 3600_000);
+      const stale = await Promise.all([0, 1].map(() => makeCsr("robot-e1")));
+      const staleIds: string[] = [];
+      for (const k of stale) {
+        const r = await enrollByApproval(fleet, { deviceId: "robot-e1", csr: k.csr.der, source, now: old });
+        assert.equal(r.status, "pending");
+        staleIds.push((r as { requestId: string }).requestId);
+      }
+      assert.equal((await listPendingRequests(fleet, { deviceId: "robot-e1", now: old })).length, 2, "waiting while fresh");
+      assert.deepEqual(await listPendingRequests(fleet, { deviceId: "robot-e1" }), [], "expired requests are not listed");
+      const byRequest = await cliAsync(["device", "approve", "robot-e1", "--request", staleIds[0]!, "--dir", f.dir]);
+      assert.equal(byRequest.status, 1);
+      assert.match(byRequest.stderr, /no pending enrollment request for "robot-e1"/);
+
+      // Two requests from this source would be its bound; expired ones do not count.
+      const fresh = await makeCsr("robot-e1");
+      const r = await enrollByApproval(fleet, { deviceId: "robot-e1", csr: fresh.csr.der, source });
+      assert.equal(r.status, "pending");
+      const rows = await f.fleet.store.db.selectFrom("enrollment_requests").select("id").where("device_id", "=", "robot-e1").execute();
+      assert.deepEqual(
+        rows.map((x) => x.id),
+        [(r as { requestId: string }).requestId],
+        "expired rows are purged",
+      );
+      assert.deepEqual((await auditOf("enrollment.expire", "device:robot-e1")).map((d) => d.request).sort(), [...staleIds].sort());
+      // The robot still polling with an expired request's key files a new request (same key).
+      const again = await enrollByApproval(fleet, { deviceId: "robot-e1", csr: stale[0]!.csr.der, source });
+      assert.equal(again.status, "pending");
+      assert.ok(!staleIds.includes((again as { requestId: string }).requestId));
+    });
+
+    it("deny --all-from takes a prefix: an IPv6 /64 (as the bounds count) or an IPv4 prefix", async () => {
+      const k = await makeCsr("pfx");
+      for (const [id, address] of [
+        ["pfx-1", "2001:db8:7:7::1"],
+        ["pfx-2", "2001:db8:7:7:ffff::2"],
+        ["pfx-3", "2001:db8:7:8::1"],
+        ["pfx-4", "203.0.113.5"],
+        ["pfx-5", "::ffff:203.0.113.200"],
+        ["pfx-6", "203.0.114.1"],
+      ] as const)
+        await enrollByApproval(fleet, { deviceId: id, csr: k.csr.der, source: { via: "api", address } });
+      const six = await cliAsync(["device", "deny", "--all-from", "2001:db8:7:7::/64", "--dir", f.dir]);
+      assert.equal(six.status, 0, six.stderr);
+      assert.match(six.stdout, /^2 requests denied$/m);
+      const four = await cliAsync(["device", "deny", "--all-from", "203.0.113.0/24", "--dir", f.dir]);
+      assert.equal(four.status, 0, four.stderr);
+      assert.match(four.stdout, /^2 requests denied$/m);
+      const left = (await requests()).filter((p) => p.deviceId.startsWith("pfx-")).map((p) => p.deviceId);
+      assert.deepEqual(left.sort(), ["pfx-3", "pfx-6"]);
+      const denials = await f.fleet.store.db
+        .selectFrom("audit_log")
+        .select("details")
+        .where("action", "=", "enrollment.deny")
+        .where("details", "like", "%all from 2001:db8:7:7::/64%")
+        .execute();
+      assert.equal(denials.length, 2);
+      for (const bad of ["203.0.113.0/33", "2001:db8::/129", "10.0.0.0/8/8", "not-an-address", "10.0.0.0/x"]) {
+        const r = await cliAsync(["device", "deny", "--all-from", bad, "--dir", f.dir]);
+        assert.equal(r.status, 1, bad);
+        assert.match(r.stderr, /is not an IP address or prefix/, bad);
+      }
+    });
+
+    // Finding 3: a repeated poll after the certificate was issued used to get it with 200 even
+    // when it had been revoked or the device held since.
+    it("a repeated poll is not answered with a revoked certificate, or for a held device", async () => {
+      const issue = async (id: string) => {
+        const k = await makeCsr(id);
+        const rid = (await poll(id, k.csr.pem)).json().request_id as string;
+        assert.equal((await cliAsync(["device", "approve", id, "--request", rid, "--dir", f.dir])).status, 0);
+        return { k, issued: assertIssued(await poll(id, k.csr.pem), f.dir, id, k.key) };
+      };
+      const revoked = await issue("robot-r1");
+      await revokeCertificate(f.fleet, { serial: revoked.issued.serial, actor: "test" });
+      assertProblem(await poll("robot-r1", revoked.k.csr.pem), 403, "certificate-revoked");
+      const held = await issue("robot-r2");
+      await holdDevice(f.fleet, { deviceId: "robot-r2", actor: "test" });
+      // Holding the device holds its certificates: the poll is told so.
+      const onHold = assertProblem(await poll("robot-r2", held.k.csr.pem), 403, "certificate-revoked");
+      assert.match(onHold.detail, /on hold/);
     });
   });
 

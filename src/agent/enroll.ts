@@ -230,7 +230,10 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
       key_fingerprint: keyFingerprint,
       approve_with: `fleetpki device approve ${options.deviceId} --fingerprint ${keyFingerprint}`,
     });
-    if (options.mode.kind !== "approval" || resumed) return;
+    keepPendingKey();
+  };
+  const keepPendingKey = () => {
+    if (options.mode.kind !== "approval" || resumed || existsSync(pendingPath)) return;
     ensurePrivateDir(dir);
     writeFileAtomic(pendingPath, fresh.keyPem, 0o600);
   };
@@ -264,6 +267,22 @@ export async function enroll(options: EnrollOptions): Promise<EnrollResult> {
       // A decision was made (denied, or approved for another key): the kept key is of no more use.
       // Other refusals (a held device, approval switched off) may pass; the key is kept for them.
       if (e instanceof EnrollmentRefused && e.decided) dropPendingKey();
+      // Too many requests wait (junk from this NAT, say): the operator can still compare this
+      // key once it gets through, so show its fingerprint and ask with the same key next run.
+      if (options.mode.kind === "approval" && e instanceof ServerError && e.status === 429) {
+        keepPendingKey();
+        log.warn("the server refused to queue this key's request for now; give the operator its fingerprint to compare", {
+          device_id: options.deviceId,
+          key_fingerprint: keyFingerprint,
+          key_file: pendingPath,
+        });
+        throw new ServerError(
+          `${e.message} (this robot's key fingerprint: ${keyFingerprint}; kept for the next run)`,
+          e.status,
+          e.type,
+          e.retryAfterMs,
+        );
+      }
       throw e;
     }
     issued = validateIssued(body, { key: fresh.key, deviceId: options.deviceId, root });

@@ -2,7 +2,7 @@
 // Transports hand in what they saw (token, TLS client certificate, CSR, peer address) and get a
 // DeviceCertificate, a pending approval, or a typed error.
 import { createPublicKey, randomBytes, randomUUID, verify, createHash } from "node:crypto";
-import { isIP } from "node:net";
+import { BlockList, isIP } from "node:net";
 import { appendAudit, type AuditEvent } from "../audit/log.js";
 import { parseDuration } from "../config/duration.js";
 import type { Transaction as SqliteTransaction } from "better-sqlite3";
@@ -465,11 +465,23 @@ export async function renewExpired(
 // ---- approval ---------------------------------------------------------------------------
 //
 // A request without credentials waits for an operator, who decides that request, for that key
-// (compared out of band by its fingerprint), never a device id as such. So a request is never
-// replaced by another: a second request for an id is its own pending request. Rows stay bounded
-// per device id, per source and in total; a request over a bound is refused (429), not swapped
-// for an older one, because replacing would let anyone behind the same address (a NAT) push a
-// robot's request out while the operator compares it, and would still cost a row per attempt.
+// (compared out of band by its fingerprint), never a device id as such: approving always names
+// the request or the key. A request is never replaced by another: a second request for an id is
+// its own pending request. Waiting requests expire (enrollment.approval_request_ttl) and are
+// purged. Rows stay bounded per device id and source, per device id, per source and in total:
+//   - per device id and source group (an IPv4 address or an IPv6 /64): 2, then 429 (a robot keeps
+//     its key while it waits, so more from one place are not the robot);
+//   - per device id: 5; a request from a source with nothing waiting for the id then evicts the
+//     oldest request of the source group holding the most (2), so junk from a few addresses cannot
+//     shut out the robot; a group's only request is never evicted (5 groups of 1 get 429);
+//   - per source group: 20, whatever the ids; a device the operator registered (`device add`)
+//     may still file ONE request from a full source, so a robot behind a NAT full of junk can
+//     reach the operator; that adds at most one row per registered device and source (and 5 per
+//     device), a bound the operator sets, not the requester. Unregistered ids get 429 there until
+//     the junk expires or `device deny --all-from` clears it;
+//   - in total: 10,000; a request then evicts the oldest of the biggest source group (never its
+//     own group's), so one flood cannot fill the table for everyone else.
+// Only waiting requests are ever evicted or purged, never an operator's decision.
 
 export type ApprovalOutcome =
   { status: "pending"; requestId: string; retryAfterSeconds: number } | { status: "issued"; certificate: DeviceCertificate };
@@ -516,12 +528,22 @@ function expandIpv6(address: string): string[] {
   return groups.map((g) => g.padStart(4, "0"));
 }
 
+/** Requests filed before this instant have expired: they count for nothing and are purged. */
+function expiryCutoff(fleet: Fleet, now: Date): string {
+  return new Date(now.getTime() - parseDuration(fleet.config.enrollment.approval_request_ttl)).toISOString();
+}
+
+function expiresAt(fleet: Fleet, createdAt: string): string {
+  return new Date(Date.parse(createdAt) + parseDuration(fleet.config.enrollment.approval_request_ttl)).toISOString();
+}
+
 export async function enrollByApproval(
   fleet: Fleet,
-  req: { deviceId: string; csr: Buffer | string; source: RequestSource; retried?: boolean },
+  req: { deviceId: string; csr: Buffer | string; source: RequestSource; retried?: boolean; now?: Date },
 ): Promise<ApprovalOutcome> {
   requireProvisioner(fleet, "approval");
   assertDeviceId(req.deviceId);
+  const now = req.now ?? new Date();
   // The CSR's signature proves the requester holds the key the operator will approve.
   const key = await keyFromCsr(req.csr);
   const fingerprint = keyFingerprint(key.spki);
@@ -560,17 +582,25 @@ export async function enrollByApproval(
       throw e;
     }
   }
-  if (latest?.status === "pending") return { status: "pending", requestId: latest.id, retryAfterSeconds: POLL_SECONDS };
+  // An expired request is gone (purged when this one is filed): the robot asks anew.
+  if (latest?.status === "pending" && latest.created_at >= expiryCutoff(fleet, now))
+    return { status: "pending", requestId: latest.id, retryAfterSeconds: POLL_SECONDS };
   if (latest?.status === "issued" && latest.certificate_serial) {
-    // A poll repeated after the answer was lost gets the same certificate again.
-    const row = await fleet.store.db
-      .selectFrom("certificates")
-      .selectAll()
-      .where("serial", "=", latest.certificate_serial)
-      .executeTakeFirstOrThrow();
-    return { status: "issued", certificate: await recordedDeviceCertificate(fleet, row, key.keyType) };
+    // A poll repeated after the answer was lost gets the same certificate again, unless it was
+    // revoked or held since, its CA retired or the device held: checked as for any redelivery.
+    const ctx = context(req.source, { provisioner: "approval", request: latest.id });
+    const refusal = () => new NotPermitted("key-mismatch", `the certificate of request ${latest.id} is not for key ${fingerprint}`);
+    const certificate = await redeliver(fleet, {
+      serial: latest.certificate_serial,
+      deviceId: req.deviceId,
+      key,
+      actor: `approval:${req.deviceId}`,
+      context: ctx,
+      refusal,
+    });
+    return { status: "issued", certificate };
   }
-  return newApprovalRequest(fleet, { ...req, csr: csrDer(req.csr) }, key, fingerprint);
+  return newApprovalRequest(fleet, { ...req, csr: csrDer(req.csr) }, key, fingerprint, now);
 }
 
 async function newApprovalRequest(
@@ -578,8 +608,10 @@ async function newApprovalRequest(
   req: { deviceId: string; csr: Buffer; source: RequestSource },
   key: SubjectKey,
   fingerprint: string,
+  nowDate: Date,
 ): Promise<ApprovalOutcome> {
-  const now = new Date().toISOString();
+  const now = nowDate.toISOString();
+  const cutoff = expiryCutoff(fleet, nowDate);
   const source = sourceOf(req.source.address);
   const row: EnrollmentRequestTable = {
     id: randomUUID(),
@@ -597,45 +629,114 @@ async function newApprovalRequest(
   };
   // Checked first without the write lock, so a flood of refused junk costs no write transaction;
   // checked again inside it, where the answer holds.
-  await assertRequestBounds(fleet.store.db, req.deviceId, source.group);
+  await planRequest(fleet.store.db, req.deviceId, source.group, cutoff);
   await fleet.store.transaction(async (tx) => {
-    await assertRequestBounds(tx, req.deviceId, source.group);
+    const events: AuditEvent[] = [];
+    const expired = await tx
+      .selectFrom("enrollment_requests")
+      .select(SUMMARY)
+      .where("status", "=", "pending")
+      .where("created_at", "<", cutoff)
+      .execute();
+    if (expired.length > 0) {
+      await tx.deleteFrom("enrollment_requests").where("status", "=", "pending").where("created_at", "<", cutoff).execute();
+      for (const r of expired)
+        events.push(
+          decisionEvent(r, "enrollment.expire", "fleetpki", { reason: "nobody decided it within enrollment.approval_request_ttl" }),
+        );
+    }
+    const { evict } = await planRequest(tx, req.deviceId, source.group, cutoff);
+    if (evict) {
+      await tx.deleteFrom("enrollment_requests").where("id", "=", evict.row.id).where("status", "=", "pending").execute();
+      events.push(decisionEvent(evict.row, "enrollment.evict", `approval:${req.deviceId}`, { reason: evict.reason, by_request: row.id }));
+    }
     await tx.insertInto("enrollment_requests").values(row).execute();
-    await appendAudit(tx, [
-      {
-        actor: `approval:${req.deviceId}`,
-        action: "enrollment.request",
-        subject: `device:${req.deviceId}`,
-        details: { request: row.id, source: row.source, key_type: key.keyType, key_fingerprint: fingerprint },
-      },
-    ]);
+    events.push({
+      actor: `approval:${req.deviceId}`,
+      action: "enrollment.request",
+      subject: `device:${req.deviceId}`,
+      details: { request: row.id, source: row.source, key_type: key.keyType, key_fingerprint: fingerprint },
+    });
+    await appendAudit(tx, events);
   });
   return { status: "pending", requestId: row.id, retryAfterSeconds: POLL_SECONDS };
 }
 
-const pendingRequests = (tx: Db) => tx.selectFrom("enrollment_requests").where("status", "=", "pending");
+/** What bounds, audit and listings need of a request (not its CSR). */
+const SUMMARY = ["id", "device_id", "source", "source_group", "source_address", "key_fingerprint", "created_at"] as const;
+type RequestSummary = Pick<EnrollmentRequestTable, (typeof SUMMARY)[number]>;
 
-/** Refuses a new request for a revoked device, or one over a bound (most specific bound named first). */
-async function assertRequestBounds(tx: Db, deviceId: string, group: string | null): Promise<void> {
+const pendingRequests = (tx: Db, cutoff: string) =>
+  tx.selectFrom("enrollment_requests").where("status", "=", "pending").where("created_at", ">=", cutoff);
+
+/** The oldest request of the group holding most of `rows` (ties: the group with the oldest request), if it holds at least 2. */
+function oldestOfBiggestGroup(rows: readonly RequestSummary[]): RequestSummary | undefined {
+  const groups = new Map<string, RequestSummary[]>();
+  for (const r of [...rows].sort((a, b) => a.created_at.localeCompare(b.created_at) || a.id.localeCompare(b.id))) {
+    const key = r.source_group ?? "";
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  let best: RequestSummary[] = [];
+  for (const g of groups.values())
+    if (g.length > best.length || (g.length === best.length && g[0]!.created_at < best[0]!.created_at)) best = g;
+  return best.length >= 2 ? best[0] : undefined;
+}
+
+/**
+ * Refuses a new request for a revoked device, or one over a bound (most specific bound named
+ * first); or says which waiting request it displaces (see the bounds above).
+ */
+async function planRequest(
+  tx: Db,
+  deviceId: string,
+  group: string | null,
+  cutoff: string,
+): Promise<{ evict?: { row: RequestSummary; reason: string } }> {
   const device = await tx.selectFrom("devices").select("status").where("id", "=", deviceId).executeTakeFirst();
   if (device?.status === "revoked") throw new DeviceNotActive(deviceId, device.status);
-  const count = async (where: (q: ReturnType<typeof pendingRequests>) => ReturnType<typeof pendingRequests>) =>
-    Number(
-      (
-        await where(pendingRequests(tx))
-          .select((eb) => eb.fn.countAll().as("n"))
-          .executeTakeFirstOrThrow()
-      ).n,
-    );
   const from = group ?? "an unknown source";
   const waiting = "already wait for an operator's decision";
-  if ((await count((q) => q.where("device_id", "=", deviceId).where("source_group", "is", group))) >= MAX_PENDING_PER_DEVICE_AND_SOURCE)
+  const mine = await pendingRequests(tx, cutoff).select(SUMMARY).where("device_id", "=", deviceId).execute();
+  const fromHere = mine.filter((r) => r.source_group === group).length;
+  if (fromHere >= MAX_PENDING_PER_DEVICE_AND_SOURCE)
     throw new TooManyRequests(`${MAX_PENDING_PER_DEVICE_AND_SOURCE} enrollment requests for "${deviceId}" from ${from} ${waiting}`, 60);
-  if ((await count((q) => q.where("device_id", "=", deviceId))) >= MAX_PENDING_PER_DEVICE)
-    throw new TooManyRequests(`${MAX_PENDING_PER_DEVICE} enrollment requests for "${deviceId}" ${waiting}`, 60);
-  if ((await count((q) => q.where("source_group", "is", group))) >= MAX_PENDING_PER_SOURCE)
+  let evict: { row: RequestSummary; reason: string } | undefined;
+  if (mine.length >= MAX_PENDING_PER_DEVICE) {
+    const oldest = fromHere === 0 ? oldestOfBiggestGroup(mine) : undefined;
+    if (!oldest) throw new TooManyRequests(`${MAX_PENDING_PER_DEVICE} enrollment requests for "${deviceId}" ${waiting}`, 60);
+    evict = {
+      row: oldest,
+      reason: `${MAX_PENDING_PER_DEVICE} requests for the device waited; a request from a new source displaced the oldest of the source with the most`,
+    };
+  }
+  const count = async (q: ReturnType<typeof pendingRequests>) =>
+    Number((await q.select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
+  // A registered device's first request from a full source still reaches the operator (see above).
+  const exempt = fromHere === 0 && device?.status === "active";
+  if (!exempt && (await count(pendingRequests(tx, cutoff).where("source_group", "is", group))) >= MAX_PENDING_PER_SOURCE)
     throw new TooManyRequests(`${MAX_PENDING_PER_SOURCE} enrollment requests from ${from} ${waiting}`, 60);
-  if ((await count((q) => q)) >= MAX_PENDING) throw new TooManyRequests("too many enrollment requests are waiting for approval", 60);
+  if (!evict && (await count(pendingRequests(tx, cutoff))) >= MAX_PENDING) {
+    const biggest = await pendingRequests(tx, cutoff)
+      .select(["source_group", (eb) => eb.fn.countAll().as("n")])
+      .groupBy("source_group")
+      .orderBy("n", "desc")
+      .limit(1)
+      .executeTakeFirst();
+    if (!biggest || biggest.source_group === group || Number(biggest.n) < 2)
+      throw new TooManyRequests("too many enrollment requests are waiting for approval", 60);
+    const oldest = await pendingRequests(tx, cutoff)
+      .select(SUMMARY)
+      .where("source_group", "is", biggest.source_group)
+      .orderBy("created_at")
+      .orderBy("id")
+      .limit(1)
+      .executeTakeFirstOrThrow();
+    evict = {
+      row: oldest,
+      reason: `${MAX_PENDING} requests waited; a request from another source displaced the oldest of the source with the most`,
+    };
+  }
+  return evict ? { evict } : {};
 }
 
 export interface PendingRequest {
@@ -647,37 +748,45 @@ export interface PendingRequest {
   source: string;
   address: string | null;
   createdAt: string;
+  /** When it stops counting and is purged unless decided (enrollment.approval_request_ttl). */
+  expiresAt: string;
 }
 
-function toPending(r: EnrollmentRequestTable): PendingRequest {
+function toPending(fleet: Fleet, r: RequestSummary): PendingRequest {
+  const { id, device_id, key_fingerprint, source, source_address, created_at } = r;
   return {
-    id: r.id,
-    deviceId: r.device_id,
-    keyFingerprint: r.key_fingerprint,
-    source: r.source,
-    address: r.source_address,
-    createdAt: r.created_at,
+    id,
+    deviceId: device_id,
+    keyFingerprint: key_fingerprint,
+    source,
+    address: source_address,
+    createdAt: created_at,
+    expiresAt: expiresAt(fleet, created_at),
   };
 }
 
-export async function listPendingRequests(fleet: Fleet, filter: { deviceId?: string } = {}): Promise<PendingRequest[]> {
-  let q = pendingRequests(fleet.store.db).selectAll().orderBy("created_at").orderBy("id");
+export async function listPendingRequests(fleet: Fleet, filter: { deviceId?: string; now?: Date } = {}): Promise<PendingRequest[]> {
+  let q = pendingRequests(fleet.store.db, expiryCutoff(fleet, filter.now ?? new Date()))
+    .select(SUMMARY)
+    .orderBy("created_at")
+    .orderBy("id");
   if (filter.deviceId !== undefined) q = q.where("device_id", "=", filter.deviceId);
-  return (await q.execute()).map(toPending);
+  return (await q.execute()).map((r) => toPending(fleet, r));
 }
 
-function describePending(rows: readonly EnrollmentRequestTable[]): string {
+function describePending(rows: readonly RequestSummary[]): string {
   return rows.map((r) => `${r.id} (${r.key_fingerprint ?? "key unknown"} from ${r.source_address ?? "?"} at ${r.created_at})`).join("; ");
 }
 
 export interface DecideRequest {
   deviceId: string;
-  /** The request to decide; or `fingerprint`; with neither, the device's only waiting request. */
+  /** The request to decide; or `fingerprint`. A denial may name neither when exactly one request waits. */
   requestId?: string;
   /** The key's "sha256:<hex>" fingerprint, as the robot prints it. */
   fingerprint?: string;
   approve: boolean;
   actor: string;
+  now?: Date;
 }
 
 export interface Decision {
@@ -688,24 +797,26 @@ export interface Decision {
 
 /**
  * Approves or denies one waiting request; approval registers an unknown device and denies the
- * device's other waiting requests. Without a request id or fingerprint it applies only when
- * exactly one request waits: with several, the operator must say which key is the robot's.
+ * device's other waiting requests. Approval always names the request or the key: anyone can ask
+ * for a device id, so "the only waiting request" may be an attacker's. A denial without either
+ * applies when exactly one request waits (it certifies nothing; the robot can ask with a new key).
  */
 export async function decideRequest(fleet: Fleet, req: DecideRequest): Promise<Decision> {
   assertDeviceId(req.deviceId);
   const fingerprint = req.fingerprint === undefined ? undefined : parseKeyFingerprint(req.fingerprint);
   if (req.requestId !== undefined && fingerprint !== undefined)
     throw new InvalidArgument("give a request id or a key fingerprint, not both");
-  const now = new Date().toISOString();
+  const nowDate = req.now ?? new Date();
+  const now = nowDate.toISOString();
   return fleet.store.transaction(async (tx) => {
-    const pending = await pendingRequests(tx)
-      .selectAll()
+    const pending = await pendingRequests(tx, expiryCutoff(fleet, nowDate))
+      .select(SUMMARY)
       .where("device_id", "=", req.deviceId)
       .orderBy("created_at")
       .orderBy("id")
       .execute();
     if (pending.length === 0) throw new InvalidArgument(`no pending enrollment request for "${req.deviceId}"`);
-    let chosen: EnrollmentRequestTable | undefined;
+    let chosen: RequestSummary | undefined;
     if (req.requestId !== undefined) {
       chosen = pending.find((r) => r.id === req.requestId);
       if (!chosen)
@@ -718,16 +829,18 @@ export async function decideRequest(fleet: Fleet, req: DecideRequest): Promise<D
         throw new InvalidArgument(
           `no pending request of "${req.deviceId}" is for key ${fingerprint}; pending: ${describePending(pending)}`,
         );
-    } else if (pending.length === 1) {
+    } else if (!req.approve && pending.length === 1) {
       chosen = pending[0]!;
     } else {
+      const n = pending.length === 1 ? "1 enrollment request" : `${pending.length} enrollment requests`;
       throw new InvalidArgument(
-        `${pending.length} enrollment requests for "${req.deviceId}" are waiting; choose one with --request ID or --fingerprint sha256:… ` +
-          `(compare with the fingerprint the robot prints)${req.approve ? "" : ", or deny them all with --all"}: ${describePending(pending)}`,
+        `${n} for "${req.deviceId}" ${pending.length === 1 ? "is" : "are"} waiting; ${req.approve ? "approve" : "choose"} one with --request ID or ` +
+          `--fingerprint sha256:… after comparing its key fingerprint with the one the robot prints (anyone can ask for a device id)` +
+          `${req.approve ? "" : ", or deny them all with --all"}: ${describePending(pending)}`,
       );
     }
     const events: AuditEvent[] = [];
-    let others: EnrollmentRequestTable[] = [];
+    let others: RequestSummary[] = [];
     if (req.approve) {
       const device = await tx.selectFrom("devices").select("status").where("id", "=", req.deviceId).executeTakeFirst();
       if (device && device.status !== "active") throw new DeviceNotActive(req.deviceId, device.status);
@@ -760,11 +873,11 @@ export async function decideRequest(fleet: Fleet, req: DecideRequest): Promise<D
       );
     }
     await appendAudit(tx, events);
-    return { request: toPending(chosen), alsoDenied: others.map(toPending) };
+    return { request: toPending(fleet, chosen), alsoDenied: others.map((r) => toPending(fleet, r)) };
   });
 }
 
-function decisionEvent(r: EnrollmentRequestTable, action: string, actor: string, extra: Record<string, unknown> = {}): AuditEvent {
+function decisionEvent(r: RequestSummary, action: string, actor: string, extra: Record<string, unknown> = {}): AuditEvent {
   return {
     actor,
     action,
@@ -773,43 +886,61 @@ function decisionEvent(r: EnrollmentRequestTable, action: string, actor: string,
   };
 }
 
+/** "ADDRESS" or "ADDRESS/LENGTH" (IPv4 or IPv6; an IPv4-mapped address as IPv4) as a matcher of source addresses. */
+export function addressMatcher(text: string): (address: string) => boolean {
+  const [rawAddress, length, extra] = text.trim().split("/");
+  const address = sourceOf(rawAddress).address ?? "";
+  const family = isIP(address);
+  const bits = family === 6 ? 128 : 32;
+  if (family === 0 || extra !== undefined || (length !== undefined && (!/^\d{1,3}$/.test(length) || Number(length) > bits)))
+    throw new InvalidArgument(
+      `--all-from "${text}" is not an IP address or prefix (e.g. 198.51.100.7, 198.51.100.0/24, 2001:db8:1:2::/64)`,
+    );
+  const type = family === 6 ? "ipv6" : "ipv4";
+  const list = new BlockList();
+  if (length === undefined) list.addAddress(address, type);
+  else list.addSubnet(address, Number(length), type);
+  return (a) => {
+    const f = isIP(a);
+    return f !== 0 && (f === 6 ? "ipv6" : "ipv4") === type && list.check(a, type);
+  };
+}
+
 /**
- * Denies every waiting request of a device, or from an address (junk from one source is cleared
- * with one command). Each denial is audited; returns what was denied.
+ * Denies every waiting request of a device, or from an address or prefix (junk from one source
+ * is cleared with one command). Each denial is audited; returns what was denied.
  */
 export async function denyRequests(
   fleet: Fleet,
-  req: { deviceId?: string; fromAddress?: string; actor: string },
+  req: { deviceId?: string; fromAddress?: string; actor: string; now?: Date },
 ): Promise<PendingRequest[]> {
   if (req.deviceId === undefined && req.fromAddress === undefined)
-    throw new InvalidArgument("say whose requests to deny: a device id, or --all-from ADDRESS");
+    throw new InvalidArgument("say whose requests to deny: a device id, or --all-from ADDRESS[/PREFIX]");
   if (req.deviceId !== undefined) assertDeviceId(req.deviceId);
-  const address = req.fromAddress === undefined ? undefined : sourceOf(req.fromAddress.trim()).address;
-  if (req.fromAddress !== undefined && (!address || isIP(address) === 0))
-    throw new InvalidArgument(`--all-from "${req.fromAddress}" is not an IP address`);
-  const now = new Date().toISOString();
+  const matches = req.fromAddress === undefined ? undefined : addressMatcher(req.fromAddress);
+  const nowDate = req.now ?? new Date();
+  const now = nowDate.toISOString();
   return fleet.store.transaction(async (tx) => {
-    let q = pendingRequests(tx).selectAll();
+    let q = pendingRequests(tx, expiryCutoff(fleet, nowDate)).select(SUMMARY);
     if (req.deviceId !== undefined) q = q.where("device_id", "=", req.deviceId);
-    if (address !== undefined) q = q.where("source_address", "=", address);
-    const rows = await q.orderBy("created_at").execute();
+    // Prefixes are matched here, not in SQL; waiting rows are bounded (MAX_PENDING and a few).
+    if (matches !== undefined) q = q.where("source_address", "is not", null);
+    const rows = (await q.orderBy("created_at").execute()).filter((r) => matches === undefined || matches(r.source_address!));
     if (rows.length === 0) return [];
-    await tx
-      .updateTable("enrollment_requests")
-      .set({ status: "denied", decided_at: now, decided_by: req.actor })
-      .where(
-        "id",
-        "in",
-        rows.map((r) => r.id),
-      )
-      .execute();
+    for (let i = 0; i < rows.length; i += 500) {
+      const ids = rows.slice(i, i + 500).map((r) => r.id);
+      await tx
+        .updateTable("enrollment_requests")
+        .set({ status: "denied", decided_at: now, decided_by: req.actor })
+        .where("id", "in", ids)
+        .execute();
+    }
+    const bulk = req.fromAddress !== undefined ? `all from ${req.fromAddress.trim()}` : "all of the device";
     await appendAudit(
       tx,
-      rows.map((r) =>
-        decisionEvent(r, "enrollment.deny", req.actor, { bulk: address !== undefined ? `all from ${address}` : "all of the device" }),
-      ),
+      rows.map((r) => decisionEvent(r, "enrollment.deny", req.actor, { bulk })),
     );
-    return rows.map(toPending);
+    return rows.map((r) => toPending(fleet, r));
   });
 }
 

@@ -60,6 +60,8 @@ export interface EnrollmentConfig {
   /** Requests without credentials wait for `device approve`. */
   approval: boolean;
   token_ttl: string;
+  /** How long a request waiting for `device approve` counts; then it is purged and the robot asks again. */
+  approval_request_ttl: string;
   /** Failed authentications per source address per minute before further failures get 429. */
   failed_auth_per_minute: number;
 }
@@ -69,6 +71,7 @@ export const DEFAULT_ENROLLMENT: EnrollmentConfig = {
   factory: true,
   approval: false,
   token_ttl: "24h",
+  approval_request_ttl: "24h",
   failed_auth_per_minute: 10,
 };
 
@@ -203,6 +206,7 @@ enrollment:
   factory: ${c.enrollment.factory}                # certificates from local (factory) CAs
   approval: ${c.enrollment.approval}              # requests without credentials wait for \`device approve\`
   token_ttl: ${c.enrollment.token_ttl}               # default lifetime of a token
+  approval_request_ttl: ${c.enrollment.approval_request_ttl}    # a request waiting for \`device approve\` expires after this
   failed_auth_per_minute: ${c.enrollment.failed_auth_per_minute}    # failed logins per source address, then 429 (valid ones still pass)
 
 # CRLs and OCSP, served by the status listener (listen.status).
@@ -248,7 +252,7 @@ const KNOWN_KEYS: Record<string, readonly string[]> = {
   server: ["names", "public_url"],
   database: ["url"],
   renewal: ["after_expiry_grace"],
-  enrollment: ["token", "factory", "approval", "token_ttl", "failed_auth_per_minute"],
+  enrollment: ["token", "factory", "approval", "token_ttl", "approval_request_ttl", "failed_auth_per_minute"],
   revocation: ["crl_validity", "ocsp_responder_validity", "ocsp_cache", "ocsp_max_certificates"],
   audit: ["checkpoint_interval"],
   // Written by fleetpki before server.public_url replaced it; still read.
@@ -425,13 +429,14 @@ function parseEnrollment(value: unknown): EnrollmentConfig {
     if (typeof e[key] !== "boolean") throw new ConfigError(`${CONFIG_FILE}: enrollment.${key} must be true or false`);
     out[key] = e[key] as boolean;
   }
-  if (e.token_ttl !== undefined) {
+  for (const key of ["token_ttl", "approval_request_ttl"] as const) {
+    if (e[key] === undefined) continue;
     try {
-      parseDuration(String(e.token_ttl));
+      parseDuration(String(e[key]));
     } catch (err) {
-      throw new ConfigError(`${CONFIG_FILE}: enrollment.token_ttl: ${(err as Error).message}`);
+      throw new ConfigError(`${CONFIG_FILE}: enrollment.${key}: ${(err as Error).message}`);
     }
-    out.token_ttl = String(e.token_ttl);
+    out[key] = String(e[key]);
   }
   if (e.failed_auth_per_minute !== undefined) {
     const n = e.failed_auth_per_minute;

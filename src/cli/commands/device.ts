@@ -53,8 +53,9 @@ export function registerDevice(program: Command): void {
             "key fingerprint": p.keyFingerprint ?? "?",
             from: p.address ?? p.source,
             requested: p.createdAt,
+            expires: p.expiresAt,
           })),
-          ["device", "request", "key fingerprint", "from", "requested"],
+          ["device", "request", "key fingerprint", "from", "requested", "expires"],
         );
       });
     });
@@ -63,7 +64,9 @@ export function registerDevice(program: Command): void {
   dirOption(
     device
       .command("approve <id>")
-      .description("approve a pending enrollment request (by request id or key fingerprint when several wait)")
+      .description(
+        "approve a pending enrollment request, named by request id or key fingerprint (compare it with the one the robot prints)",
+      )
       .option("--request <rid>", "the request to approve (`fleetpki device requests`)")
       .option("--fingerprint <sha256:hex>", "the key to approve, as the robot prints it"),
   ).action(async (id: string, opts) => {
@@ -87,7 +90,10 @@ export function registerDevice(program: Command): void {
       .option("--request <rid>", "the request to deny")
       .option("--fingerprint <sha256:hex>", "the key to deny")
       .option("--all", "every pending request of the device")
-      .option("--all-from <address>", "every pending request from this IP address, whatever the device id"),
+      .option(
+        "--all-from <address[/prefix]>",
+        "every pending request from this IP address or prefix (e.g. an IPv6 /64), whatever the device id",
+      ),
   ).action(async (id: string | undefined, opts) => {
     await withFleet(opts.dir, async (fleet) => {
       if (opts.all || opts.allFrom !== undefined) {
@@ -99,7 +105,7 @@ export function registerDevice(program: Command): void {
         say(`${denied.length} request${denied.length === 1 ? "" : "s"} denied`);
         return;
       }
-      if (id === undefined) throw new InvalidArgument("give the device id (or --all-from ADDRESS)");
+      if (id === undefined) throw new InvalidArgument("give the device id (or --all-from ADDRESS[/PREFIX])");
       const d = await decideRequest(fleet, {
         deviceId: id,
         requestId: opts.request,
