@@ -140,13 +140,16 @@ async function createDevicesWithTokens(dir: string, count: number): Promise<Cred
     native.pragma("busy_timeout = 10000");
     native.pragma("foreign_keys = ON");
     const insertDevice = native.prepare<DeviceTable>(
-      "insert into devices (id, group_name, labels, status, created_at, updated_at) values (@id, @group_name, @labels, @status, @created_at, @updated_at)",
+      "insert into devices (id, group_name, labels, status, created_at, updated_at) " +
+        "values (@id, @group_name, @labels, @status, @created_at, @updated_at)",
     );
     const insertToken = native.prepare<EnrollmentTokenTable>(
-      "insert into enrollment_tokens (id, device_id, token_hash, created_at, expires_at, used_at, created_by) values (@id, @device_id, @token_hash, @created_at, @expires_at, @used_at, @created_by)",
+      "insert into enrollment_tokens (id, device_id, token_hash, created_at, expires_at, used_at, created_by) " +
+        "values (@id, @device_id, @token_hash, @created_at, @expires_at, @used_at, @created_by)",
     );
     const insertAudit = native.prepare<AuditLogTable>(
-      "insert into audit_log (seq, at, actor, action, subject, details, prev_hash, hash) values (@seq, @at, @actor, @action, @subject, @details, @prev_hash, @hash)",
+      "insert into audit_log (seq, at, actor, action, subject, details, prev_hash, hash) " +
+        "values (@seq, @at, @actor, @action, @subject, @details, @prev_hash, @hash)",
     );
     const readHead = native.prepare<[], { seq: number; hash: string }>("select seq, hash from audit_head where id = 1");
     const writeHead = native.prepare<[number, string]>("update audit_head set seq = ?, hash = ? where id = 1");
@@ -539,7 +542,8 @@ async function verifyOutput(
       const r = spawnSync("openssl", args, { encoding: "utf8", timeout: 30_000 });
       check(r.status === 0 && r.stdout.includes(": OK"), `openssl ${args.join(" ")} failed for ${what}:\n${r.stdout}${r.stderr}`);
       passed.push(
-        `${what}: the last certificate carries its CSR's key${s.target === "fleet" ? ", is stored byte for byte" : ""}, and openssl verify (root + devices CA) accepts it`,
+        `${what}: the last certificate carries its CSR's key${s.target === "fleet" ? ", is stored byte for byte" : ""}, ` +
+          `and openssl verify (root + devices CA) accepts it`,
       );
     }
     passed.push("every response: 200 with a certs-only PKCS#7 holding one certificate (ceiling: 200 with its fixed body)");
@@ -574,20 +578,23 @@ function printReport(
   const out: string[] = [];
   out.push(`== est: EST simpleenroll over HTTPS, ${[...new Set(MODES.map((m) => m.clients))].join(" and ")} concurrent clients ==`);
   out.push(
-    `machine   ${cpu.length} x ${cpu[0]?.model ?? "?"}, Node ${process.version} (OpenSSL ${process.versions.openssl}), CLI ${speed.version}`,
+    `machine   ${cpu.length} x ${cpu[0]?.model ?? "?"}, Node ${process.version} ` +
+      `(OpenSSL ${process.versions.openssl}), CLI ${speed.version}`,
   );
   out.push(
     `setup     fresh P-256 fleet in ${tmp}, ${fmtRate(tokens)} devices with one token each, ${CSR_COUNT} distinct P-256 CSRs (base64 DER)`,
   );
   out.push(
-    `          servers: \`fleetpki serve\` (FLEETPKI_LOG_LEVEL=warn) and a bare node:https server, each its own process; the client is this process`,
+    `          servers: \`fleetpki serve\` (FLEETPKI_LOG_LEVEL=warn) and a bare node:https server, ` +
+      `each its own process; the client is this process`,
   );
   out.push(`          (HTTP/1.1 written and read directly on TLS sockets, one request in flight per client)`);
   out.push(`method    ${WARMUP_SECONDS} s warm-up per scenario, ${options.runs} interleaved runs of ${options.seconds} s, median reported`);
   out.push("          Modes:");
   for (const m of MODES) out.push(`            ${modeName(m)}: ${m.role}`);
   out.push(
-    `baseline  openssl speed -seconds ${speed.seconds} ecdsap256: sign ${fmtRate(speed.signPerSecond)}/s, verify ${fmtRate(speed.verifyPerSecond)}/s, bound ${fmtRate(speed.boundPerSecond)}/s` +
+    `baseline  openssl speed -seconds ${speed.seconds} ecdsap256: sign ${fmtRate(speed.signPerSecond)}/s, ` +
+      `verify ${fmtRate(speed.verifyPerSecond)}/s, bound ${fmtRate(speed.boundPerSecond)}/s` +
       ` (reference ${fmtRate(REFERENCE_BOUND)}/s; host speed factor ${(1 / scale).toFixed(2)})` +
       (speed.otherCores === undefined ? "" : `, other processes ${speed.otherCores.toFixed(2)} cores`),
   );
@@ -700,7 +707,8 @@ function printReport(
   const contention = Math.max(speed.otherCores ?? 0, ...scenarios.flatMap((s) => s.results.map((r) => r.others ?? 0)));
   if (contention > CONTENDED_CORES)
     out.push(
-      `WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; these figures are pessimistic, rerun on an idle machine`,
+      `WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; ` +
+        `these figures are pessimistic, rerun on an idle machine`,
     );
   out.push("");
   out.push(`Phases: ${timings.map(([w, s]) => `${w} ${s.toFixed(1)} s`).join(", ")}`);

@@ -424,12 +424,14 @@ function printReport(
   out.push(`machine   ${cpu.length} x ${cpu[0]?.model ?? "?"}, Node ${process.version}, ${speed.version}`);
   out.push(`setup     fresh P-256 fleet in ${tmp} (${filesystemOf(tmp)}), ${CSR_COUNT} distinct P-256 CSRs (DER)`);
   out.push(
-    `method    ${WARMUP_SECONDS} s warm-up per scenario, then ${options.runs} interleaved runs of ${options.seconds} s each; median reported`,
+    `method    ${WARMUP_SECONDS} s warm-up per scenario, then ${options.runs} interleaved runs of ${options.seconds} s each; ` +
+      `median reported`,
   );
   out.push("");
   out.push(`baseline  openssl speed -seconds ${speed.seconds} ecdsap256 (one process): ${speed.line}`);
   out.push(
-    `          sign ${fmtRate(speed.signPerSecond)}/s, verify ${fmtRate(speed.verifyPerSecond)}/s -> bound 1/(1/sign + 1/verify) = ${fmtRate(speed.boundPerSecond)} cert/s on one core` +
+    `          sign ${fmtRate(speed.signPerSecond)}/s, verify ${fmtRate(speed.verifyPerSecond)}/s -> ` +
+      `bound 1/(1/sign + 1/verify) = ${fmtRate(speed.boundPerSecond)} cert/s on one core` +
       (speed.otherCores === undefined ? "" : ` (other processes: ${speed.otherCores.toFixed(2)} cores)`),
   );
   out.push("");
@@ -485,7 +487,8 @@ function printReport(
   const contention = Math.max(speed.otherCores ?? 0, ...scenarios.flatMap((s) => s.results.map((r) => r.otherCores ?? 0)));
   if (contention > CONTENDED_CORES)
     out.push(
-      `WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; these figures are pessimistic, rerun on an idle machine`,
+      `WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; ` +
+        `these figures are pessimistic, rerun on an idle machine`,
     );
   out.push("");
   out.push("Peer: @peculiar/x509 issuing the same certificate, measured in this run (medians)");

@@ -96,7 +96,8 @@ const THIS_FILE = fileURLToPath(import.meta.url);
 export const benchmark: Benchmark = {
   name: "ocsp",
   description:
-    "OCSP responses/s (cached, uncached) of fleetpki's status listener next to `openssl ocsp`, 4 keep-alive clients; CRL re-sign time and size with 100,000 entries",
+    "OCSP responses/s (cached, uncached) of fleetpki's status listener next to `openssl ocsp`, 4 keep-alive clients; " +
+    "CRL re-sign time and size with 100,000 entries",
   run,
 };
 
@@ -208,7 +209,8 @@ async function addDevicesInBulk(fleet: Fleet, ids: readonly string[]): Promise<v
     native
       .transaction(() => {
         const insert = native.prepare<DeviceTable>(
-          "insert into devices (id, group_name, labels, status, created_at, updated_at) values (@id, @group_name, @labels, @status, @created_at, @updated_at)",
+          "insert into devices (id, group_name, labels, status, created_at, updated_at) " +
+            "values (@id, @group_name, @labels, @status, @created_at, @updated_at)",
         );
         for (const id of ids) insert.run({ id, group_name: null, labels: "{}", status: "active", created_at: nowIso, updated_at: nowIso });
         appendAuditNative(
@@ -447,7 +449,8 @@ class RawConnection {
       newConnection = true;
     }
     const head = Buffer.from(
-      `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1:${this.port}\r\nContent-Type: ${OCSP_REQUEST_TYPE}\r\nContent-Length: ${body.length}\r\n\r\n`,
+      `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1:${this.port}\r\n` +
+        `Content-Type: ${OCSP_REQUEST_TYPE}\r\nContent-Length: ${body.length}\r\n\r\n`,
       "latin1",
     );
     return new Promise((resolveReply, reject) => {
@@ -532,7 +535,8 @@ function checkAnswer(der: Buffer, cert: CertState, nonce: Buffer | undefined, wh
   if (single.status.status === "revoked") {
     check(
       single.status.revokedAt.getTime() === cert.revokedAtMs,
-      `${what}: ${cert.serialHex} revoked at ${single.status.revokedAt.toISOString()}, the database says ${new Date(cert.revokedAtMs!).toISOString()}`,
+      `${what}: ${cert.serialHex} revoked at ${single.status.revokedAt.toISOString()}, ` +
+        `the database says ${new Date(cert.revokedAtMs!).toISOString()}`,
     );
     const reason = single.status.reason ?? "unspecified";
     check(reason === (cert.reason ?? "unspecified"), `${what}: ${cert.serialHex} revoked for ${reason}, the database says ${cert.reason}`);
@@ -732,7 +736,8 @@ async function runBench(tmp: string, options: BenchOptions, ns: string): Promise
       ]);
       check(
         status.status === 0 && new RegExp(`0x${probeCert.serialHex}: revoked[\\s\\S]*Reason: keyCompromise`, "i").test(status.stdout),
-        `openssl ocsp -respin -serial does not read ${TARGET_LABEL[target]}'s answer as revoked (keyCompromise):\n${status.stdout}${status.stderr}`,
+        `openssl ocsp -respin -serial does not read ${TARGET_LABEL[target]}'s answer as revoked (keyCompromise):\n` +
+          `${status.stdout}${status.stderr}`,
       );
     } finally {
       agent.destroy();
@@ -740,7 +745,9 @@ async function runBench(tmp: string, options: BenchOptions, ns: string): Promise
   }
   check(responders.openssl.der.equals(files.responderDer), "openssl ocsp answered with another responder certificate than it was given");
   passed.push(
-    "a nonce request for a revoked certificate: both answers parse (parseOcspResponse), say revoked at the database's time and reason, echo the nonce; `openssl ocsp -reqin -respin -CAfile <devices chain>` verifies both (signature, delegated responder, nonce) and reads them as revoked, keyCompromise",
+    "a nonce request for a revoked certificate: both answers parse (parseOcspResponse), say revoked at the database's time and reason, " +
+      "echo the nonce; `openssl ocsp -reqin -respin -CAfile <devices chain>` verifies both (signature, delegated responder, nonce) " +
+      "and reads them as revoked, keyCompromise",
   );
 
   const scenarios: Scenario[] = [];
@@ -893,13 +900,16 @@ async function runBench(tmp: string, options: BenchOptions, ns: string): Promise
   }
   const distinctCount = fleetCachedSeen.reduce((n, seen) => n + seen.length, 0);
   passed.push(
-    `fleetpki cached (both clients): ${distinctCount} distinct answers to ${CACHED_REQUESTS} requests in ${fmtRate(fleetCachedAnswers)} answers (warm-up included); each was served byte for byte until it was re-signed, ` +
+    `fleetpki cached (both clients): ${distinctCount} distinct answers to ${CACHED_REQUESTS} requests ` +
+      `in ${fmtRate(fleetCachedAnswers)} answers (warm-up included); ` +
+      `each was served byte for byte until it was re-signed, ` +
       `no sooner than ocsp_cache (${cacheMs / 1000} s) later; each distinct one parsed, matched the database and its signature verified`,
   );
   for (const s of scenarios) {
     if (s.target === "fleet" && s.mode === "cached") continue;
     passed.push(
-      `${s.label}: all ${fmtRate(s.checked)} answers (warm-up included) parsed and matched the database (status, revocation time and reason, nonce); ${s.signaturesChecked} signatures verified`,
+      `${s.label}: all ${fmtRate(s.checked)} answers (warm-up included) parsed and matched the database ` +
+        `(status, revocation time and reason, nonce); ${s.signaturesChecked} signatures verified`,
     );
   }
   for (const s of scenarios)
@@ -1026,7 +1036,10 @@ async function checkFleetAfter(fixture: Fixture, responderDer: Buffer): Promise<
       Number(revoked.n) === DEVICE_COUNT / REVOKE_EVERY,
       `${revoked.n} device certificates are revoked after the run, expected ${DEVICE_COUNT / REVOKE_EVERY}`,
     );
-    return "fleetpki recorded exactly one delegated responder certificate (devices CA), the one its answers carry; no certificate changed status";
+    return (
+      "fleetpki recorded exactly one delegated responder certificate (devices CA), the one its answers carry; " +
+      "no certificate changed status"
+    );
   } finally {
     await fleet.close();
   }
@@ -1058,8 +1071,10 @@ function crlReason(i: number): RevocationReason {
 const CRL_SELECT =
   "select serial, revoked_at, revocation_reason from certificates where issuer_ca = ? and status in ('revoked', 'hold') and not_after > ?";
 const CRL_UPSERT =
-  "insert into crls (ca_id, crl_number, this_update, next_update, entries, der) values (@ca_id, @crl_number, @this_update, @next_update, @entries, @der) " +
-  "on conflict (ca_id) do update set crl_number = excluded.crl_number, this_update = excluded.this_update, next_update = excluded.next_update, entries = excluded.entries, der = excluded.der";
+  "insert into crls (ca_id, crl_number, this_update, next_update, entries, der) " +
+  "values (@ca_id, @crl_number, @this_update, @next_update, @entries, @der) " +
+  "on conflict (ca_id) do update set crl_number = excluded.crl_number, this_update = excluded.this_update, " +
+  "next_update = excluded.next_update, entries = excluded.entries, der = excluded.der";
 
 /**
  * A second fleet whose devices CA has CRL_ENTRIES revoked certificates, written straight into the
@@ -1084,8 +1099,10 @@ async function crlBench(tmp: string, sampleDer: Buffer, runs: number): Promise<C
       native
         .transaction(() => {
           const insert = native.prepare<CertificateTable>(
-            "insert into certificates (serial, issuer_ca, kind, subject_id, device_id, not_before, not_after, fingerprint_sha256, der, status, revoked_at, revocation_reason, created_at) " +
-              "values (@serial, @issuer_ca, @kind, @subject_id, @device_id, @not_before, @not_after, @fingerprint_sha256, @der, @status, @revoked_at, @revocation_reason, @created_at)",
+            "insert into certificates (serial, issuer_ca, kind, subject_id, device_id, not_before, not_after, fingerprint_sha256, " +
+              "der, status, revoked_at, revocation_reason, created_at) " +
+              "values (@serial, @issuer_ca, @kind, @subject_id, @device_id, @not_before, @not_after, @fingerprint_sha256, @der, @status, " +
+              "@revoked_at, @revocation_reason, @created_at)",
           );
           // Serials as randomSerial() makes them (17 random octets, the first set to 01), from one draw.
           const random = randomBytes(CRL_ENTRIES * 49);
@@ -1198,8 +1215,10 @@ async function crlBench(tmp: string, sampleDer: Buffer, runs: number): Promise<C
       `openssl crl -CAfile does not verify the CRL:\n${verified.stdout}${verified.stderr}`,
     );
     checks.push(
-      `CRL: parseCrl reads ${fmtRate(CRL_ENTRIES)} entries, exactly the revoked rows with their times and reasons; its signature verifies (devices CA key); ` +
-        `\`openssl crl -text\` lists ${fmtRate(listed)} serial numbers and \`openssl crl -CAfile <devices chain>\` says verify OK; CRL numbers rose by one per signCrl`,
+      `CRL: parseCrl reads ${fmtRate(CRL_ENTRIES)} entries, exactly the revoked rows with their times and reasons; ` +
+        `its signature verifies (devices CA key); ` +
+        `\`openssl crl -text\` lists ${fmtRate(listed)} serial numbers and \`openssl crl -CAfile <devices chain>\` says verify OK; ` +
+        `CRL numbers rose by one per signCrl`,
     );
 
     // Baselines: openssl's own CRL generator over the same entries, and openssl re-encoding ours.
@@ -1299,7 +1318,8 @@ function opensslGencrl(
     ms,
     derBytes: der.length,
     checks: [
-      `openssl ca -gencrl over the same ${fmtRate(lines.length)}-line index.txt: its CRL (read by parseCrl) lists ${fmtRate(parsed.entries.length)} entries`,
+      `openssl ca -gencrl over the same ${fmtRate(lines.length)}-line index.txt: ` +
+        `its CRL (read by parseCrl) lists ${fmtRate(parsed.entries.length)} entries`,
     ],
   };
 }
@@ -1334,29 +1354,36 @@ function printReport(r: Report): void {
   const out: string[] = [];
   out.push("== ocsp: OCSP responses/s with 4 keep-alive clients; CRL with 100,000 entries ==");
   out.push(
-    `machine   ${cpu.length} x ${cpu[0]?.model ?? "?"}, Node ${process.version} (OpenSSL ${process.versions.openssl}), CLI ${opensslVersion()}`,
+    `machine   ${cpu.length} x ${cpu[0]?.model ?? "?"}, Node ${process.version} ` +
+      `(OpenSSL ${process.versions.openssl}), CLI ${opensslVersion()}`,
   );
   out.push(`netns     ${r.netns}; servers and clients talk over 127.0.0.1 there`);
   out.push(
-    `setup     fresh P-256 fleet in ${r.tmp}: ${fmtRate(DEVICE_COUNT)} device certificates from the devices CA, ${DEVICE_COUNT / REVOKE_EVERY} revoked (revokeCertificate; ${REVOKE_REASONS.join(", ")})`,
+    `setup     fresh P-256 fleet in ${r.tmp}: ${fmtRate(DEVICE_COUNT)} device certificates from the devices CA, ` +
+      `${DEVICE_COUNT / REVOKE_EVERY} revoked (revokeCertificate; ${REVOKE_REASONS.join(", ")})`,
   );
   out.push(
-    `servers   \`fleetpki serve --only status\` (FLEETPKI_LOG_LEVEL=warn, ocsp_cache ${r.cacheMs / 1000} s); \`openssl ocsp -index -CA -rsigner -rkey -port 0 -nmin 1 -ignore_err -resp_key_id\` (one process)`,
+    `servers   \`fleetpki serve --only status\` (FLEETPKI_LOG_LEVEL=warn, ocsp_cache ${r.cacheMs / 1000} s); ` +
+      `\`openssl ocsp -index -CA -rsigner -rkey -port 0 -nmin 1 -ignore_err -resp_key_id\` (one process)`,
   );
   out.push(
     `          both sign with a P-256 delegated responder (ECDSA-SHA256), ResponderID byKey, the responder certificate in every answer`,
   );
   out.push(
-    `requests  POST ${OCSP_REQUEST_TYPE}, one SHA-1 CertID each; cached: ${CACHED_REQUESTS} fixed no-nonce requests for good certificates; uncached: a fresh ${NONCE_BYTES}-byte nonce in every request, cycling over all ${fmtRate(DEVICE_COUNT)} certificates`,
+    `requests  POST ${OCSP_REQUEST_TYPE}, one SHA-1 CertID each; cached: ${CACHED_REQUESTS} fixed no-nonce requests ` +
+      `for good certificates; uncached: a fresh ${NONCE_BYTES}-byte nonce in every request, ` +
+      `cycling over all ${fmtRate(DEVICE_COUNT)} certificates`,
   );
   out.push(
-    `method    ${CONCURRENCY} clients, one request in flight each, in this process: node:http with a keep-alive Agent, and a lean client (hand-written HTTP/1.1 on net.Socket, keep-alive);`,
+    `method    ${CONCURRENCY} clients, one request in flight each, in this process: node:http with a keep-alive Agent, ` +
+      `and a lean client (hand-written HTTP/1.1 on net.Socket, keep-alive);`,
   );
   out.push(
     `          ${WARMUP_SECONDS} s warm-up per scenario, then ${options.runs} interleaved runs of ${options.seconds} s; median reported`,
   );
   out.push(
-    `signing   node:crypto sign("sha256", <300 bytes>, P-256 key), tight loop for ${SIGN_COST_SECONDS} s before the servers start: ${speed.us.toFixed(1)} us per signature` +
+    `signing   node:crypto sign("sha256", <300 bytes>, P-256 key), tight loop for ${SIGN_COST_SECONDS} s before the servers start: ` +
+      `${speed.us.toFixed(1)} us per signature` +
       (speed.otherCores === undefined ? "" : ` (other processes ${speed.otherCores.toFixed(2)} cores)`),
   );
   out.push("");
@@ -1407,10 +1434,12 @@ function printReport(r: Report): void {
   );
   out.push("  vs openssl: fleetpki's req/s over the openssl responder's for the same requests in this run.");
   out.push(
-    "  srv/cli us/req: CPU time (user + system, all threads) of the server process / of this client process per request; cores: the same as cores busy.",
+    "  srv/cli us/req: CPU time (user + system, all threads) of the server process / of this client process per request; " +
+      "cores: the same as cores busy.",
   );
   out.push(
-    `  conns/run: TCP connections opened per run (openssl ocsp: ${r.opensslConnections}). others: CPU taken meanwhile by other processes or the hypervisor, in cores of ${cpu.length}.`,
+    `  conns/run: TCP connections opened per run (openssl ocsp: ${r.opensslConnections}). ` +
+      `others: CPU taken meanwhile by other processes or the hypervisor, in cores of ${cpu.length}.`,
   );
   out.push("  Every column is the median over the runs.");
   out.push("");
@@ -1452,10 +1481,12 @@ function printReport(r: Report): void {
   ]);
   out.push(formatTable(["figure", "fleetpki", "openssl", "fleetpki / openssl", "target", "status"], issueRows));
   out.push(
-    "  req/s rows: medians of this run. server CPU rows: srv us/req (the mean of the two clients' medians); there the ratio is openssl's CPU per answer",
+    "  req/s rows: medians of this run. server CPU rows: srv us/req (the mean of the two clients' medians); " +
+      "there the ratio is openssl's CPU per answer",
   );
   out.push(
-    "  over fleetpki's: how many answers fleetpki gives for the CPU openssl spends on one, i.e. the rate ratio if neither the client nor the core count limited.",
+    "  over fleetpki's: how many answers fleetpki gives for the CPU openssl spends on one, " +
+      "i.e. the rate ratio if neither the client nor the core count limited.",
   );
   const stale = scenarios.reduce((n, s) => n + s.stale, 0);
   if (stale > 0)
@@ -1468,13 +1499,15 @@ function printReport(r: Report): void {
   const contention = Math.max(speed.otherCores ?? 0, ...scenarios.flatMap((s) => s.results.map((x) => x.others ?? 0)));
   if (contention > CONTENDED_CORES)
     out.push(
-      `WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; these figures are pessimistic, rerun on an idle machine`,
+      `WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; ` +
+        `these figures are pessimistic, rerun on an idle machine`,
     );
   out.push("");
 
   const reasons = crl.reasons.map(([reason, n]) => `${Math.round((n / CRL_ENTRIES) * 100)}% ${reason}`).join(", ");
   out.push(
-    `CRL of the devices CA with ${fmtRate(CRL_ENTRIES)} revoked entries (${reasons}); P-256, ECDSA-SHA256; rows inserted in ${crl.insertSeconds.toFixed(1)} s`,
+    `CRL of the devices CA with ${fmtRate(CRL_ENTRIES)} revoked entries (${reasons}); P-256, ECDSA-SHA256; ` +
+      `rows inserted in ${crl.insertSeconds.toFixed(1)} s`,
   );
   const msRow = (what: string, values: readonly number[]) => [
     what,
@@ -1497,11 +1530,13 @@ function printReport(r: Report): void {
     ),
   );
   out.push(
-    `  size: fleetpki ${fmtRate(crl.derBytes)} bytes DER (${(crl.derBytes / CRL_ENTRIES).toFixed(1)} bytes/entry); openssl ca -gencrl ${fmtRate(crl.opensslDerBytes)} bytes DER` +
+    `  size: fleetpki ${fmtRate(crl.derBytes)} bytes DER (${(crl.derBytes / CRL_ENTRIES).toFixed(1)} bytes/entry); ` +
+      `openssl ca -gencrl ${fmtRate(crl.opensslDerBytes)} bytes DER` +
       ` (${(crl.opensslDerBytes / CRL_ENTRIES).toFixed(1)} bytes/entry)`,
   );
   out.push(
-    `  target signCrl <= ${CRL_TARGET_MS} ms: ${signMed <= CRL_TARGET_MS ? "ok" : "ABOVE"} (${fmtMs(signMed)} ms); vs openssl ca -gencrl: ${fmtRatio(signMed, median(crl.opensslGencrlMs))} of its time`,
+    `  target signCrl <= ${CRL_TARGET_MS} ms: ${signMed <= CRL_TARGET_MS ? "ok" : "ABOVE"} (${fmtMs(signMed)} ms); ` +
+      `vs openssl ca -gencrl: ${fmtRatio(signMed, median(crl.opensslGencrlMs))} of its time`,
   );
   out.push("");
   out.push(`Phases: ${r.timings.map(([w, s]) => `${w} ${s.toFixed(1)} s`).join(", ")}`);

@@ -127,7 +127,9 @@ describe("ceremony", { concurrency: true }, () => {
         "tampered.request.json",
         JSON.stringify({
           ...request,
-          csr: `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString("base64").replace(/(.{64})/g, "$1\n")}\n-----END CERTIFICATE REQUEST-----\n`,
+          csr:
+            `-----BEGIN CERTIFICATE REQUEST-----\n` +
+            `${der.toString("base64").replace(/(.{64})/g, "$1\n")}\n-----END CERTIFICATE REQUEST-----\n`,
         }),
       );
       const otherDomain = writeTemp(tmp.path, "other-domain.request.json", JSON.stringify({ ...request, domain: "other.example" }));

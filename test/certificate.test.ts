@@ -337,7 +337,8 @@ describe("validity", () => {
     const c = peculiar(cert.der);
     assert.ok(
       c.notBefore.getTime() <= c.notAfter.getTime(),
-      `issued a certificate valid from ${c.notBefore.toISOString()} to ${c.notAfter.toISOString()} (issuer expired ${caNotAfter.toISOString()})`,
+      `issued a certificate valid from ${c.notBefore.toISOString()} to ${c.notAfter.toISOString()} ` +
+        `(issuer expired ${caNotAfter.toISOString()})`,
     );
   });
 });

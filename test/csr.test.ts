@@ -634,13 +634,16 @@ describe("strict structure: what OpenSSL refuses, and a little more (issue 9 ite
     });
   }
 
-  it("sha256WithRSAEncryption without parameters is accepted (RFC 4055 5: implementations must accept it), and so is an empty subject", () => {
-    assert.equal(
-      parseCsr(F.signedCsr(F.requestInfo({ spki: rsa.spki }), rsa, sequence(oid(OID.sha256WithRSAEncryption)))).keyType,
-      "rsa2048",
-    );
-    assert.equal(parseCsr(F.signedCsr(F.requestInfo({ spki: key.spki, subject: sequence() }), key)).keyType, "p256");
-  });
+  it(
+    "sha256WithRSAEncryption without parameters is accepted (RFC 4055 5: implementations must accept it), " + "and so is an empty subject",
+    () => {
+      assert.equal(
+        parseCsr(F.signedCsr(F.requestInfo({ spki: rsa.spki }), rsa, sequence(oid(OID.sha256WithRSAEncryption)))).keyType,
+        "rsa2048",
+      );
+      assert.equal(parseCsr(F.signedCsr(F.requestInfo({ spki: key.spki, subject: sequence() }), key)).keyType, "p256");
+    },
+  );
 });
 
 describe("malformed input", () => {

@@ -192,9 +192,11 @@ describe("CSR attributes", () => {
       TEST_ATTR_POPADDED: [...NOPOP, POP],
       TEST_ATTR1: [MAC, POP, `oid ${OID.secp384r1}`, SHA384],
       TEST_ATTR2: [],
-      TEST_ATTR7: { error: CsrAttrsError, message: /malformed DER: unexpected end of data in length \(truncated\)/ }, // "MA==" is the single byte 0x30
+      // "MA==" is the single byte 0x30
+      TEST_ATTR7: { error: CsrAttrsError, message: /malformed DER: unexpected end of data in length \(truncated\)/ },
       TEST_ATTR2_POP: [POP],
-      TEST_ATTR8: { error: Base64Error, message: /not a multiple of 4/ }, // "MAthisis badsGCSqGSIb3DQEJBw==": marked invalid base64 by libest
+      // "MAthisis badsGCSqGSIb3DQEJBw==": marked invalid base64 by libest
+      TEST_ATTR8: { error: Base64Error, message: /not a multiple of 4/ },
       TEST_ATTR3: [
         "attr 2.999.2 = " +
           ["2.999.2", "2.999.3", "2.999.4"].map((n) => printableString(`Parse SET as ${n} data`).toString("hex")).join(" "),

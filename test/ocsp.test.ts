@@ -462,7 +462,10 @@ describe("the delegated OCSP responder certificate profile", () => {
 function opensslTime(d: Date): string {
   const month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][d.getUTCMonth()]!;
   const p = (n: number): string => String(n).padStart(2, "0");
-  return `${month} ${String(d.getUTCDate()).padStart(2, " ")} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} ${d.getUTCFullYear()} GMT`;
+  return (
+    `${month} ${String(d.getUTCDate()).padStart(2, " ")} ` +
+    `${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())} ${d.getUTCFullYear()} GMT`
+  );
 }
 
 const UNKNOWN_SERIAL = "0123abcd";
@@ -537,7 +540,9 @@ function opensslStatus(respPath: string, extra: string[] = []): RunResult {
 function assertStatusLines(out: string): void {
   const leaf0 = pki.leaves[0]!.path;
   const leaf1 = pki.leaves[1]!.path;
-  const times = `\tThis Update: ${opensslTime(new Date(Math.floor(THIS_UPDATE.getTime() / 1000) * 1000))}\n\tNext Update: ${opensslTime(NEXT_UPDATE)}\n`;
+  const times =
+    `\tThis Update: ${opensslTime(new Date(Math.floor(THIS_UPDATE.getTime() / 1000) * 1000))}\n` +
+    `\tNext Update: ${opensslTime(NEXT_UPDATE)}\n`;
   assert.ok(out.includes(`${leaf0}: good\n${times}`), out);
   assert.ok(out.includes(`${leaf1}: revoked\n${times}\tReason: keyCompromise\n\tRevocation Time: ${opensslTime(REVOKED_AT)}\n`), out);
   assert.ok(out.includes(`0x${UNKNOWN_SERIAL}: unknown\n${times}`), out);

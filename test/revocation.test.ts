@@ -278,41 +278,44 @@ describe("revocation: CLI -> running server -> CRLs and OCSP -> openssl", { conc
     assert.match((await ocsp(leaves["rev-b"]!)).output, /: good/);
   });
 
-  it("every pyca OCSP request vector gets a response (successful, unauthorized or malformedRequest); none crashes the responder", async () => {
-    const dir = vectorPath("pyca", "x509", "ocsp");
-    const requests = readdirSync(dir).filter((n) => n.startsWith("req-") || n.endsWith("-req.der"));
-    assert.ok(requests.length >= 8);
-    for (const name of requests) {
-      const r = await fetchBytes(`${base}/ocsp`, {
+  it(
+    "every pyca OCSP request vector gets a response (successful, unauthorized or malformedRequest); " + "none crashes the responder",
+    async () => {
+      const dir = vectorPath("pyca", "x509", "ocsp");
+      const requests = readdirSync(dir).filter((n) => n.startsWith("req-") || n.endsWith("-req.der"));
+      assert.ok(requests.length >= 8);
+      for (const name of requests) {
+        const r = await fetchBytes(`${base}/ocsp`, {
+          method: "POST",
+          headers: { "content-type": "application/ocsp-request" },
+          body: readFileSync(join(dir, name)),
+        });
+        assert.equal(r.status, 200, name);
+        assert.equal(r.type, "application/ocsp-response", name);
+        const parsed = parseOcspResponse(r.body);
+        const status = "responseStatus" in parsed ? parsed.responseStatus : "successful";
+        // These requests name other CAs (or are malformed): never a signed answer from us.
+        assert.ok(["unauthorized", "malformedRequest"].includes(status), `${name}: ${status}`);
+        if (name === "req-duplicate-ext.der") assert.equal(status, "malformedRequest");
+      }
+      for (const garbage of [Buffer.alloc(0), Buffer.from("not der"), Buffer.from([0x30, 0x82, 0xff, 0xff])]) {
+        const r = await fetchBytes(`${base}/ocsp`, {
+          method: "POST",
+          headers: { "content-type": "application/ocsp-request" },
+          body: garbage,
+        });
+        const parsed = parseOcspResponse(r.body);
+        assert.equal("responseStatus" in parsed && parsed.responseStatus, "malformedRequest");
+      }
+      const big = await fetchBytes(`${base}/ocsp`, {
         method: "POST",
         headers: { "content-type": "application/ocsp-request" },
-        body: readFileSync(join(dir, name)),
+        body: Buffer.alloc(64 * 1024),
       });
-      assert.equal(r.status, 200, name);
-      assert.equal(r.type, "application/ocsp-response", name);
-      const parsed = parseOcspResponse(r.body);
-      const status = "responseStatus" in parsed ? parsed.responseStatus : "successful";
-      // These requests name other CAs (or are malformed): never a signed answer from us.
-      assert.ok(["unauthorized", "malformedRequest"].includes(status), `${name}: ${status}`);
-      if (name === "req-duplicate-ext.der") assert.equal(status, "malformedRequest");
-    }
-    for (const garbage of [Buffer.alloc(0), Buffer.from("not der"), Buffer.from([0x30, 0x82, 0xff, 0xff])]) {
-      const r = await fetchBytes(`${base}/ocsp`, {
-        method: "POST",
-        headers: { "content-type": "application/ocsp-request" },
-        body: garbage,
-      });
-      const parsed = parseOcspResponse(r.body);
-      assert.equal("responseStatus" in parsed && parsed.responseStatus, "malformedRequest");
-    }
-    const big = await fetchBytes(`${base}/ocsp`, {
-      method: "POST",
-      headers: { "content-type": "application/ocsp-request" },
-      body: Buffer.alloc(64 * 1024),
-    });
-    assert.equal(big.status, 413);
-    assert.equal((await fetchBytes(`${base}/healthz`)).status, 200);
-  });
+      assert.equal(big.status, 413);
+      assert.equal((await fetchBytes(`${base}/healthz`)).status, 200);
+    },
+  );
 
   it("CRLNumber keeps increasing across a restart", async () => {
     const before = parseCrl((await fetchBytes(`${base}/crl/devices.crl`)).body).crlNumber!;

@@ -209,58 +209,68 @@ describe("registration server killed in the middle of an enrollment burst", { co
     assert.match(r.stdout, /audit log intact/);
   });
 
-  it("after the restart: a received certificate is answered again for its token and key, another key gets 401, fresh enrollments succeed", async (t) => {
-    const server = second!;
-    for (const r of received.slice(0, 3)) {
-      const again = await postJson(
-        `${server.url}/api/v1/enroll`,
-        { device_id: r.deviceId, token: tokens.get(r.deviceId), csr: csrs.get(r.deviceId)!.pem },
-        { ca },
+  it(
+    "after the restart: a received certificate is answered again for its token and key, another key gets 401, " +
+      "fresh enrollments succeed",
+    async (t) => {
+      const server = second!;
+      for (const r of received.slice(0, 3)) {
+        const again = await postJson(
+          `${server.url}/api/v1/enroll`,
+          { device_id: r.deviceId, token: tokens.get(r.deviceId), csr: csrs.get(r.deviceId)!.pem },
+          { ca },
+        );
+        assert.equal(again.status, 200, again.text);
+        assert.ok(new X509Certificate(again.json().certificate).raw.equals(r.der), `${r.deviceId}: the certificate already issued`);
+        // A spent token with another key (under the 10-per-minute failure limit, which would answer 429).
+        const other = await makeCsr(r.deviceId);
+        assertProblem(
+          await postJson(
+            `${server.url}/api/v1/enroll`,
+            { device_id: r.deviceId, token: tokens.get(r.deviceId), csr: other.csr.pem },
+            { ca },
+          ),
+          401,
+          "token-used",
+        );
+      }
+      const fleet = await Fleet.open(dir);
+      let unspent: string[];
+      let lost: { deviceId: string; der: Buffer }[];
+      try {
+        unspent = (await fleet.store.db.selectFrom("enrollment_tokens").select("device_id").where("used_at", "is", null).execute()).map(
+          (r) => r.device_id,
+        );
+        // Requests that died with the server after their certificate was recorded: the robot never got the answer.
+        const rows = await fleet.store.db.selectFrom("certificates").select(["device_id", "der"]).where("kind", "=", "device").execute();
+        lost = rows.filter((row) => failed.has(row.device_id!)).map((row) => ({ deviceId: row.device_id!, der: Buffer.from(row.der) }));
+      } finally {
+        await fleet.close();
+      }
+      // Their retry with the same token and key gets that certificate (issue 9, item 1.10).
+      t.diagnostic(`${lost.length} answers were lost with the server`);
+      for (const l of lost) {
+        const retry = await postJson(
+          `${server.url}/api/v1/enroll`,
+          { device_id: l.deviceId, token: tokens.get(l.deviceId), csr: csrs.get(l.deviceId)!.pem },
+          { ca },
+        );
+        assert.equal(retry.status, 200, `${l.deviceId}: ${retry.text}`);
+        assert.ok(new X509Certificate(retry.json().certificate).raw.equals(l.der), `${l.deviceId}: the recorded certificate`);
+      }
+      // Devices never tried, and devices whose request died with the server but whose token was not spent.
+      const interrupted = unspent.filter((id) => failed.has(id)).slice(0, 3);
+      const untouched = unspent.filter((id) => !failed.has(id)).slice(0, 3);
+      const fresh = [...interrupted, ...untouched];
+      assert.ok(fresh.length > 0, "some tokens are left");
+      const results = await Promise.all(
+        fresh.map((id) =>
+          postJson(`${server.url}/api/v1/enroll`, { device_id: id, token: tokens.get(id), csr: csrs.get(id)!.pem }, { ca }),
+        ),
       );
-      assert.equal(again.status, 200, again.text);
-      assert.ok(new X509Certificate(again.json().certificate).raw.equals(r.der), `${r.deviceId}: the certificate already issued`);
-      // A spent token with another key (under the 10-per-minute failure limit, which would answer 429).
-      const other = await makeCsr(r.deviceId);
-      assertProblem(
-        await postJson(`${server.url}/api/v1/enroll`, { device_id: r.deviceId, token: tokens.get(r.deviceId), csr: other.csr.pem }, { ca }),
-        401,
-        "token-used",
-      );
-    }
-    const fleet = await Fleet.open(dir);
-    let unspent: string[];
-    let lost: { deviceId: string; der: Buffer }[];
-    try {
-      unspent = (await fleet.store.db.selectFrom("enrollment_tokens").select("device_id").where("used_at", "is", null).execute()).map(
-        (r) => r.device_id,
-      );
-      // Requests that died with the server after their certificate was recorded: the robot never got the answer.
-      const rows = await fleet.store.db.selectFrom("certificates").select(["device_id", "der"]).where("kind", "=", "device").execute();
-      lost = rows.filter((row) => failed.has(row.device_id!)).map((row) => ({ deviceId: row.device_id!, der: Buffer.from(row.der) }));
-    } finally {
-      await fleet.close();
-    }
-    // Their retry with the same token and key gets that certificate (issue 9, item 1.10).
-    t.diagnostic(`${lost.length} answers were lost with the server`);
-    for (const l of lost) {
-      const retry = await postJson(
-        `${server.url}/api/v1/enroll`,
-        { device_id: l.deviceId, token: tokens.get(l.deviceId), csr: csrs.get(l.deviceId)!.pem },
-        { ca },
-      );
-      assert.equal(retry.status, 200, `${l.deviceId}: ${retry.text}`);
-      assert.ok(new X509Certificate(retry.json().certificate).raw.equals(l.der), `${l.deviceId}: the recorded certificate`);
-    }
-    // Devices never tried, and devices whose request died with the server but whose token was not spent.
-    const interrupted = unspent.filter((id) => failed.has(id)).slice(0, 3);
-    const untouched = unspent.filter((id) => !failed.has(id)).slice(0, 3);
-    const fresh = [...interrupted, ...untouched];
-    assert.ok(fresh.length > 0, "some tokens are left");
-    const results = await Promise.all(
-      fresh.map((id) => postJson(`${server.url}/api/v1/enroll`, { device_id: id, token: tokens.get(id), csr: csrs.get(id)!.pem }, { ca })),
-    );
-    for (const [i, res] of results.entries()) assert.equal(res.status, 200, `${fresh[i]}: ${res.text}`);
-  });
+      for (const [i, res] of results.entries()) assert.equal(res.status, 200, `${fresh[i]}: ${res.text}`);
+    },
+  );
 });
 
 describe("registration server stopped with SIGTERM in the middle of an enrollment burst", { concurrency: false }, () => {

@@ -68,7 +68,8 @@ function transportError(url: URL, e: unknown): TransportError {
   const where = `${url.origin}`;
   if (code && TLS_CODES.has(code))
     return new TransportError(
-      `TLS verification of ${where} failed (${code}): ${err.message}; the server's certificate must chain to the pinned fleet root and name this host`,
+      `TLS verification of ${where} failed (${code}): ${err.message}; ` +
+        `the server's certificate must chain to the pinned fleet root and name this host`,
       code,
     );
   return new TransportError(`cannot reach ${where}: ${err?.message ?? String(e)}`, code);

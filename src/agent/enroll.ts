@@ -188,8 +188,10 @@ async function requestCertificate(
     const delay = Math.min(Math.max(answer.retryAfterMs ?? bodyRetry ?? 5_000, MIN_POLL_MS), MAX_POLL_MS);
     if (clock.now() + delay > deadline)
       throw new AgentError(
-        `enrollment of ${options.deviceId} is still pending approval after ${Math.round(waitMs / 1000)} s${requestId ? ` (request ${requestId})` : ""}; ` +
-          `approve it with \`fleetpki device approve ${options.deviceId} --fingerprint ${keyFingerprint}\` and run this command again (or pass a longer --wait)`,
+        `enrollment of ${options.deviceId} is still pending approval after ${Math.round(waitMs / 1000)} s` +
+          `${requestId ? ` (request ${requestId})` : ""}; ` +
+          `approve it with \`fleetpki device approve ${options.deviceId} --fingerprint ${keyFingerprint}\` ` +
+          `and run this command again (or pass a longer --wait)`,
       );
     log.info("enrollment pending approval", { device_id: options.deviceId, request_id: requestId, retry_in_ms: delay });
     await clock.sleep(delay, options.signal);

@@ -100,7 +100,8 @@ export function appendAuditNative(native: NativeDb, events: readonly AuditEvent[
   const chained = chainAudit(head, events);
   const insertRow = preparedStatement<[AuditRecord]>(
     native,
-    "insert into audit_log (seq, at, actor, action, subject, details, prev_hash, hash) values (@seq, @at, @actor, @action, @subject, @details, @prev_hash, @hash)",
+    "insert into audit_log (seq, at, actor, action, subject, details, prev_hash, hash) " +
+      "values (@seq, @at, @actor, @action, @subject, @details, @prev_hash, @hash)",
   );
   for (const row of chained.rows) insertRow.run(row);
   const writeHead = head

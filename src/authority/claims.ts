@@ -69,7 +69,8 @@ export function applyClaim(native: NativeDb, claim: Claim, certificate: Certific
       // Racing enrollments with one bundle: the row's primary key lets exactly one through.
       const r = preparedStatement<[string, string, string, string]>(
         native,
-        "insert into factory_enrollments (device_id, factory_serial, certificate_serial, enrolled_at) values (?, ?, ?, ?) on conflict (device_id) do nothing",
+        "insert into factory_enrollments (device_id, factory_serial, certificate_serial, enrolled_at) values (?, ?, ?, ?) " +
+          "on conflict (device_id) do nothing",
       ).run(claim.deviceId, claim.factorySerial, certificate.serial, claim.at);
       if (r.changes !== 1) throw factoryAlreadyEnrolled(claim.deviceId);
       return;
@@ -80,6 +81,7 @@ export function applyClaim(native: NativeDb, claim: Claim, certificate: Certific
 export function factoryAlreadyEnrolled(deviceId: string): NotPermitted {
   return new NotPermitted(
     "factory-already-enrolled",
-    `device "${deviceId}" already enrolled with a factory certificate; an operator must run \`fleetpki device reprovision ${deviceId}\` to allow another`,
+    `device "${deviceId}" already enrolled with a factory certificate; ` +
+      `an operator must run \`fleetpki device reprovision ${deviceId}\` to allow another`,
   );
 }

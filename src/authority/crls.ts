@@ -78,7 +78,8 @@ export async function signCrl(fleet: Fleet, caId: string, now = new Date()): Pro
         const select = preparedStatement<[string, string], string | null>(
           native,
           // (A NULL would drop its row from group_concat; revoked rows always carry a time.)
-          "select group_concat(serial || ' ' || coalesce(revoked_at, '1970-01-01T00:00:00.000Z') || ' ' || coalesce(revocation_reason, ''), char(10)) from certificates " +
+          "select group_concat(serial || ' ' || coalesce(revoked_at, '1970-01-01T00:00:00.000Z') || ' ' || " +
+            "coalesce(revocation_reason, ''), char(10)) from certificates " +
             "where issuer_ca = ? and status in ('revoked', 'hold') and not_after > ?",
         );
         let listed: string | null;
@@ -109,8 +110,10 @@ export async function signCrl(fleet: Fleet, caId: string, now = new Date()): Pro
         };
         preparedStatement<[CrlTable]>(
           native,
-          "insert into crls (ca_id, crl_number, this_update, next_update, entries, der) values (@ca_id, @crl_number, @this_update, @next_update, @entries, @der) " +
-            "on conflict (ca_id) do update set crl_number = excluded.crl_number, this_update = excluded.this_update, next_update = excluded.next_update, entries = excluded.entries, der = excluded.der",
+          "insert into crls (ca_id, crl_number, this_update, next_update, entries, der) " +
+            "values (@ca_id, @crl_number, @this_update, @next_update, @entries, @der) " +
+            "on conflict (ca_id) do update set crl_number = excluded.crl_number, this_update = excluded.this_update, " +
+            "next_update = excluded.next_update, entries = excluded.entries, der = excluded.der",
         ).run(stored);
         return stored;
       })

@@ -26,8 +26,10 @@ export type RecordOutcome = AuthorityError | undefined;
 const MAX_BATCH = 256;
 
 const INSERT_CERTIFICATE =
-  "insert into certificates (serial, issuer_ca, kind, subject_id, device_id, not_before, not_after, fingerprint_sha256, der, status, revoked_at, revocation_reason, created_at) " +
-  "values (@serial, @issuer_ca, @kind, @subject_id, @device_id, @not_before, @not_after, @fingerprint_sha256, @der, @status, @revoked_at, @revocation_reason, @created_at)";
+  "insert into certificates (serial, issuer_ca, kind, subject_id, device_id, not_before, not_after, fingerprint_sha256, der, status, " +
+  "revoked_at, revocation_reason, created_at) " +
+  "values (@serial, @issuer_ca, @kind, @subject_id, @device_id, @not_before, @not_after, @fingerprint_sha256, @der, @status, " +
+  "@revoked_at, @revocation_reason, @created_at)";
 
 /**
  * Records a batch in one write transaction (BEGIN IMMEDIATE) on a better-sqlite3 connection,

@@ -352,7 +352,8 @@ export function parseConfigWithNotes(text: string): { config: FleetConfig; notes
   const inDeviceZone = (names as string[]).find((n) => inDeviceDnsZone(domain, n));
   if (inDeviceZone)
     throw new ConfigError(
-      `${CONFIG_FILE}: server.names: "${inDeviceZone}" is in ${deviceDnsZone(domain)}, the zone of device certificates; use a name outside it`,
+      `${CONFIG_FILE}: server.names: "${inDeviceZone}" is in ${deviceDnsZone(domain)}, ` +
+        `the zone of device certificates; use a name outside it`,
     );
   const duration = (key: string): string => {
     const v = str(validity, "validity", key);

@@ -127,9 +127,12 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
           .execute();
         // Re-signing a CRL reads every revoked or held certificate of a CA: a partial covering
         // index holds just those rows (valid certificates cost it nothing).
-        await sql`create index certificates_revoked on certificates (issuer_ca, not_after, serial, revoked_at, revocation_reason) where status in ('revoked', 'hold')`.execute(
-          db,
-        );
+        await sql
+          .raw(
+            "create index certificates_revoked on certificates (issuer_ca, not_after, serial, revoked_at, revocation_reason) " +
+              "where status in ('revoked', 'hold')",
+          )
+          .execute(db);
       },
     },
     "0004_renewal_challenges_and_retries": {

@@ -172,5 +172,8 @@ export function summary(stats: FuzzStats): string {
     .sort((a, b) => b[1] - a[1])
     .map(([r, n]) => `${r} ${n}`)
     .join(", ");
-  return `seed ${stats.seed}: ${stats.sent} CSRs sent, ${stats.issued} issued (${stats.accepted.length} of them mutants), ${stats.failures.length} failures; rejected: ${rejected}`;
+  return (
+    `seed ${stats.seed}: ${stats.sent} CSRs sent, ${stats.issued} issued (${stats.accepted.length} of them mutants), ` +
+    `${stats.failures.length} failures; rejected: ${rejected}`
+  );
 }

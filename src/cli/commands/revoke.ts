@@ -25,7 +25,10 @@ const REASON_HELP = `reason: ${REVOKE_REASONS.join(" | ")} (default unspecified)
 
 function described(c: StatusChange): string {
   if (c.serials.length === 0) return "no unexpired certificates were affected";
-  return `${c.serials.length} certificate${c.serials.length === 1 ? "" : "s"} (${c.serials.join(", ")}); CRLs re-signed: ${c.cas.join(", ")}`;
+  return (
+    `${c.serials.length} certificate${c.serials.length === 1 ? "" : "s"} (${c.serials.join(", ")}); ` +
+    `CRLs re-signed: ${c.cas.join(", ")}`
+  );
 }
 
 /**
@@ -40,7 +43,8 @@ async function resign(fleet: Fleet, cas: readonly string[]): Promise<void> {
       if (e instanceof CaKeyOffline && caId === "root") {
         const request = await writeRootCrlRequest(fleet);
         process.stderr.write(
-          `fleetpki: the root key is offline: sign ${join(fleet.dir, request)} with \`fleetpki ca root sign-crl\` on the offline machine, then \`fleetpki crl import root.crl\`\n`,
+          `fleetpki: the root key is offline: sign ${join(fleet.dir, request)} with \`fleetpki ca root sign-crl\` ` +
+            `on the offline machine, then \`fleetpki crl import root.crl\`\n`,
         );
         continue;
       }
@@ -110,7 +114,8 @@ export function registerRevocation(program: Command): void {
         await resign(fleet, change.cas);
         if (opts.json) return printJson({ reason, ...change });
         say(
-          `certificate ${change.serials[0]} (${change.kind} ${change.subjectId}) revoked (${reason}); CRL re-signed: ${change.cas.join(", ")}`,
+          `certificate ${change.serials[0]} (${change.kind} ${change.subjectId}) revoked (${reason}); ` +
+            `CRL re-signed: ${change.cas.join(", ")}`,
         );
       });
     });
@@ -125,7 +130,8 @@ export function registerRevocation(program: Command): void {
         await resign(fleet, change.cas);
         if (opts.json) return printJson(change);
         say(
-          `local CA ${change.caId} revoked (cACompromise): devices it certified can no longer enroll, and chains through it fail CRL checks`,
+          `local CA ${change.caId} revoked (cACompromise): devices it certified can no longer enroll, ` +
+            `and chains through it fail CRL checks`,
         );
       });
     });
@@ -170,7 +176,8 @@ function registerOfflineRootCrl(crl: Command, ca: Command): void {
       await withFleet(opts.dir, async (fleet) => {
         const request = await writeRootCrlRequest(fleet, opts.validity);
         say(
-          `wrote ${join(fleet.dir, request)}: sign it with \`fleetpki ca root sign-crl\` on the offline machine, then \`fleetpki crl import root.crl\``,
+          `wrote ${join(fleet.dir, request)}: sign it with \`fleetpki ca root sign-crl\` on the offline machine, ` +
+            `then \`fleetpki crl import root.crl\``,
         );
       });
     });
@@ -183,7 +190,8 @@ function registerOfflineRootCrl(crl: Command, ca: Command): void {
         if (opts.json)
           return printJson({ ca: r.caId, crl_number: r.crlNumber.toString(), entries: r.entries, next_update: r.nextUpdate.toISOString() });
         say(
-          `imported the root CRL #${r.crlNumber} (${r.entries} entries), valid until ${r.nextUpdate.toISOString()}: request the next one before then`,
+          `imported the root CRL #${r.crlNumber} (${r.entries} entries), valid until ${r.nextUpdate.toISOString()}: ` +
+            `request the next one before then`,
         );
       });
     });
