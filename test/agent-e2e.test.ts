@@ -319,8 +319,10 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     assert.ok(!agent.stderr().includes("PRIVATE KEY"), "no key material in the logs");
     const rel = (ms: number) => `${((ms - started) / 1000).toFixed(1)} s`;
     t.diagnostic(
-      `enrolled at ${rel(enrolledAt)}; renewed at ${rel(Date.parse(firstRenewed[0]!.time))}; server stopped at ${rel(stoppedAt)} (exited after ${exitedAt - stoppedAt} ms), ` +
-        `restarted at ${rel(restartedAt)}; ${retries.length} retries (${retries.map((l) => `${rel(Date.parse(l.time))} +${l.retry_in_ms} ms`).join(", ")}); ` +
+      `enrolled at ${rel(enrolledAt)}; renewed at ${rel(Date.parse(firstRenewed[0]!.time))}; ` +
+        `server stopped at ${rel(stoppedAt)} (exited after ${exitedAt - stoppedAt} ms), ` +
+        `restarted at ${rel(restartedAt)}; ${retries.length} retries ` +
+        `(${retries.map((l) => `${rel(Date.parse(l.time))} +${l.retry_in_ms} ms`).join(", ")}); ` +
         `renewed again at ${rel(Date.parse(renewedLines[1]!.time))}; test took ${rel(Date.now())}`,
     );
   }

@@ -125,7 +125,8 @@ export function registerDevice(program: Command): void {
     await withFleet(opts.dir, async (fleet) => {
       const r = await reprovisionDevice(fleet, { deviceId: id, actor: CLI_ACTOR });
       say(
-        `${id} may enroll once more with a factory certificate (it last enrolled with factory certificate ${r.factorySerial}, getting ${r.certificateSerial})`,
+        `${id} may enroll once more with a factory certificate ` +
+          `(it last enrolled with factory certificate ${r.factorySerial}, getting ${r.certificateSerial})`,
       );
     });
   });
