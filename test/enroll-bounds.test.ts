@@ -100,7 +100,10 @@ describe("bounded audit rows from unauthenticated clients", { concurrency: false
     const { csr } = await makeCsr("retry-loop");
     const source = { via: "test", address: "192.0.2.1" };
     const first = await enrollWithToken(f.fleet, { deviceId: "retry-loop", token, csr: csr.der, source });
-    for (let i = 0; i < 25; i++) assert.equal((await enrollWithToken(f.fleet, { deviceId: "retry-loop", token, csr: csr.der, source })).serial, first.serial);
+    // Concurrent retries too (each would otherwise find no row audited yet).
+    const parallel = await Promise.all(Array.from({ length: 10 }, () => enrollWithToken(f.fleet, { deviceId: "retry-loop", token, csr: csr.der, source })));
+    assert.ok(parallel.every((c) => c.serial === first.serial));
+    for (let i = 0; i < 15; i++) assert.equal((await enrollWithToken(f.fleet, { deviceId: "retry-loop", token, csr: csr.der, source })).serial, first.serial);
     const rows = await f.fleet.store.db.selectFrom("audit_log").select("details").where("action", "=", "certificate.redeliver").where("subject", "=", "device:retry-loop").execute();
     assert.equal(rows.length, 1);
     // Another key for the spent token is still refused, re-delivery or not.

@@ -130,6 +130,12 @@ async function redeliver(
   const key = `${row.serial}\u0000${createHash("sha256").update(req.key.spki).digest("hex")}`;
   const last = seen.get(key);
   if (last === undefined || now.getTime() - last >= REDELIVERY_AUDIT_WINDOW_MS || now.getTime() < last) {
+    if (seen.size >= MAX_REDELIVERIES_REMEMBERED) {
+      for (const [k, at] of seen) if (now.getTime() - at >= REDELIVERY_AUDIT_WINDOW_MS) seen.delete(k);
+      if (seen.size >= MAX_REDELIVERIES_REMEMBERED) seen.clear();
+    }
+    // Marked before the write, so concurrent retries do not each write a row; unmarked if it fails.
+    seen.set(key, now.getTime());
     await fleet.store.transaction(async (tx) => {
       // Checked again under the write lock: a revocation or hold may have committed meanwhile.
       const current = await tx.selectFrom("devices").select("status").where("id", "=", req.deviceId).executeTakeFirst();
@@ -137,12 +143,10 @@ async function redeliver(
       if (current.status !== "active") throw new DeviceNotActive(req.deviceId, current.status);
       const details = { serial: row.serial, ...req.context };
       await appendAudit(tx, [{ actor: req.actor, action: "certificate.redeliver", subject: `device:${req.deviceId}`, details }]);
+    }).catch((e: unknown) => {
+      if (seen.get(key) === now.getTime()) seen.delete(key);
+      throw e;
     });
-    if (seen.size >= MAX_REDELIVERIES_REMEMBERED) {
-      for (const [k, at] of seen) if (now.getTime() - at >= REDELIVERY_AUDIT_WINDOW_MS) seen.delete(k);
-      if (seen.size >= MAX_REDELIVERIES_REMEMBERED) seen.clear();
-    }
-    seen.set(key, now.getTime());
   }
   return recordedDeviceCertificate(fleet, row, req.key.keyType);
 }
