@@ -21,7 +21,15 @@ import { makeCsr, pool, postJson, rootPemPath, startTestServer, type ClientKey }
 type TempFleet = Awaited<ReturnType<typeof tempFleet>>;
 
 const auditCount = async (fleet: Fleet, action: string): Promise<number> =>
-  Number((await fleet.store.db.selectFrom("audit_log").select((eb) => eb.fn.countAll().as("n")).where("action", "=", action).executeTakeFirstOrThrow()).n);
+  Number(
+    (
+      await fleet.store.db
+        .selectFrom("audit_log")
+        .select((eb) => eb.fn.countAll().as("n"))
+        .where("action", "=", action)
+        .executeTakeFirstOrThrow()
+    ).n,
+  );
 
 describe("bounded audit rows from unauthenticated clients", { concurrency: false }, () => {
   let f: TempFleet;
@@ -35,12 +43,24 @@ describe("bounded audit rows from unauthenticated clients", { concurrency: false
   it("AuthFailureLog: 1,500 failures with distinct device ids from one address -> a handful of rows, the total counted", async () => {
     const log = new AuthFailureLog(f.fleet, 3_600_000);
     const before = await auditCount(f.fleet, "auth.failure");
-    for (let i = 0; i < 1500; i++) log.record({ address: "198.51.100.7", deviceId: `junk-${i}`, reason: "unknown-device", via: "api-token" });
+    for (let i = 0; i < 1500; i++)
+      log.record({ address: "198.51.100.7", deviceId: `junk-${i}`, reason: "unknown-device", via: "api-token" });
     // An IPv6 host moving through its /64 is one source.
     for (let i = 0; i < 500; i++)
-      log.record({ address: `2001:db8:0:1::${i.toString(16)}`, source: "2001:db8:0:1::/64", deviceId: `v6-${i}`, reason: "token-invalid", via: "est-basic" });
+      log.record({
+        address: `2001:db8:0:1::${i.toString(16)}`,
+        source: "2001:db8:0:1::/64",
+        deviceId: `v6-${i}`,
+        reason: "token-invalid",
+        via: "est-basic",
+      });
     await log.close();
-    const rows = await f.fleet.store.db.selectFrom("audit_log").select(["subject", "details"]).where("action", "=", "auth.failure").where("seq", ">", before).execute();
+    const rows = await f.fleet.store.db
+      .selectFrom("audit_log")
+      .select(["subject", "details"])
+      .where("action", "=", "auth.failure")
+      .where("seq", ">", before)
+      .execute();
     assert.ok(rows.length <= 2 * (MAX_DETAILED_PER_SOURCE + 1), `${rows.length} rows for two sources`);
     const total = rows.reduce((n, r) => n + (JSON.parse(r.details) as { count: number }).count, 0);
     assert.equal(total, 2000, "every failure is counted in some row");
@@ -54,10 +74,14 @@ describe("bounded audit rows from unauthenticated clients", { concurrency: false
     const { csr } = await makeCsr("junk");
     const statuses = new Map<number, number>();
     try {
-      await pool(Array.from({ length: 1500 }, (_, i) => i), 16, async (i) => {
-        const r = await postJson(`${server.url}/api/v1/enroll`, { device_id: `junk-${i}`, token: "fpt_wrong", csr: csr.pem }, { ca });
-        statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
-      });
+      await pool(
+        Array.from({ length: 1500 }, (_, i) => i),
+        16,
+        async (i) => {
+          const r = await postJson(`${server.url}/api/v1/enroll`, { device_id: `junk-${i}`, token: "fpt_wrong", csr: csr.pem }, { ca });
+          statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+        },
+      );
     } finally {
       await server.close(); // flushes the tallies
     }
@@ -84,8 +108,16 @@ describe("bounded audit rows from unauthenticated clients", { concurrency: false
       await server.close();
     }
     assert.equal(statuses[0], 403);
-    assert.ok(statuses.slice(-10).every((s) => s === 429), `the source is limited after repeated refusals: ${statuses.join(" ")}`);
-    const rows = await f.fleet.store.db.selectFrom("audit_log").select("details").where("action", "=", "enrollment.refuse").where("subject", "=", "device:bot-1").execute();
+    assert.ok(
+      statuses.slice(-10).every((s) => s === 429),
+      `the source is limited after repeated refusals: ${statuses.join(" ")}`,
+    );
+    const rows = await f.fleet.store.db
+      .selectFrom("audit_log")
+      .select("details")
+      .where("action", "=", "enrollment.refuse")
+      .where("subject", "=", "device:bot-1")
+      .execute();
     assert.equal(rows.length, 1, "one tally for one source, device and bundle");
     const d = JSON.parse(rows[0]!.details) as Record<string, unknown>;
     assert.equal(d.count, 40);
@@ -101,13 +133,24 @@ describe("bounded audit rows from unauthenticated clients", { concurrency: false
     const source = { via: "test", address: "192.0.2.1" };
     const first = await enrollWithToken(f.fleet, { deviceId: "retry-loop", token, csr: csr.der, source });
     // Concurrent retries too (each would otherwise find no row audited yet).
-    const parallel = await Promise.all(Array.from({ length: 10 }, () => enrollWithToken(f.fleet, { deviceId: "retry-loop", token, csr: csr.der, source })));
+    const parallel = await Promise.all(
+      Array.from({ length: 10 }, () => enrollWithToken(f.fleet, { deviceId: "retry-loop", token, csr: csr.der, source })),
+    );
     assert.ok(parallel.every((c) => c.serial === first.serial));
-    for (let i = 0; i < 15; i++) assert.equal((await enrollWithToken(f.fleet, { deviceId: "retry-loop", token, csr: csr.der, source })).serial, first.serial);
-    const rows = await f.fleet.store.db.selectFrom("audit_log").select("details").where("action", "=", "certificate.redeliver").where("subject", "=", "device:retry-loop").execute();
+    for (let i = 0; i < 15; i++)
+      assert.equal((await enrollWithToken(f.fleet, { deviceId: "retry-loop", token, csr: csr.der, source })).serial, first.serial);
+    const rows = await f.fleet.store.db
+      .selectFrom("audit_log")
+      .select("details")
+      .where("action", "=", "certificate.redeliver")
+      .where("subject", "=", "device:retry-loop")
+      .execute();
     assert.equal(rows.length, 1);
     // Another key for the spent token is still refused, re-delivery or not.
-    await assert.rejects(enrollWithToken(f.fleet, { deviceId: "retry-loop", token, csr: (await makeCsr("retry-loop")).csr.der, source }), /already used/);
+    await assert.rejects(
+      enrollWithToken(f.fleet, { deviceId: "retry-loop", token, csr: (await makeCsr("retry-loop")).csr.der, source }),
+      /already used/,
+    );
   });
 });
 
@@ -149,18 +192,35 @@ describe("renewal after expiry, after the grace, with a renewal already recorded
   });
 
   const proof = (key: ClientKey, id: string, nonce: string, csrDer: Buffer): string =>
-    sign("sha256", Buffer.from(`fleetpki-renew-expired/v1\n${id}\n${nonce}\n${createHash("sha256").update(csrDer).digest("hex")}`), key.privateKey).toString("base64");
+    sign(
+      "sha256",
+      Buffer.from(`fleetpki-renew-expired/v1\n${id}\n${nonce}\n${createHash("sha256").update(csrDer).digest("hex")}`),
+      key.privateKey,
+    ).toString("base64");
 
   it("the same key gets the renewal already issued; another key is refused; without a renewal the grace holds", async () => {
     const id = "offline-bot";
     await addDevice(f.fleet, { id, actor: "test" });
     const { key, csr } = await makeCsr(id);
     const tenDays = 10 * 24 * 3_600_000;
-    const old = await issueDeviceCertificate(f.fleet, { deviceId: id, actor: "test", csr: csr.der, now: new Date(Date.now() - tenDays - 60_000), lifetimeMs: 60_000 });
+    const old = await issueDeviceCertificate(f.fleet, {
+      deviceId: id,
+      actor: "test",
+      csr: csr.der,
+      now: new Date(Date.now() - tenDays - 60_000),
+      lifetimeMs: 60_000,
+    });
     const source = { via: "test" };
     const renew = async (c: { pem: string; der: Buffer }, now: Date) => {
       const { nonce } = await renewalChallenge(f.fleet, id, now);
-      return renewExpired(f.fleet, { certificate: old.certificatePem, csr: c.pem, nonce, signature: proof(key, id, nonce, c.der), source, now });
+      return renewExpired(f.fleet, {
+        certificate: old.certificatePem,
+        csr: c.pem,
+        nonce,
+        signature: proof(key, id, nonce, c.der),
+        source,
+        now,
+      });
     };
     // Within the grace (an hour after expiry), the renewal is issued; its answer is lost.
     const next = await makeCsr(id);
@@ -174,11 +234,23 @@ describe("renewal after expiry, after the grace, with a renewal already recorded
     // A certificate past the grace that never renewed still has to re-enroll.
     await addDevice(f.fleet, { id: "late-bot", actor: "test" });
     const late = await makeCsr("late-bot");
-    const lateCert = await issueDeviceCertificate(f.fleet, { deviceId: "late-bot", actor: "test", csr: late.csr.der, now: new Date(Date.now() - tenDays - 60_000), lifetimeMs: 60_000 });
+    const lateCert = await issueDeviceCertificate(f.fleet, {
+      deviceId: "late-bot",
+      actor: "test",
+      csr: late.csr.der,
+      now: new Date(Date.now() - tenDays - 60_000),
+      lifetimeMs: 60_000,
+    });
     const { nonce } = await renewalChallenge(f.fleet, "late-bot");
     const fresh = await makeCsr("late-bot");
     await assert.rejects(
-      renewExpired(f.fleet, { certificate: lateCert.certificatePem, csr: fresh.csr.pem, nonce, signature: proof(late.key, "late-bot", nonce, fresh.csr.der), source }),
+      renewExpired(f.fleet, {
+        certificate: lateCert.certificatePem,
+        csr: fresh.csr.pem,
+        nonce,
+        signature: proof(late.key, "late-bot", nonce, fresh.csr.der),
+        source,
+      }),
       /beyond the 7d renewal grace: re-enroll/,
     );
   });

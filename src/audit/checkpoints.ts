@@ -182,13 +182,17 @@ export function verifyCheckpoint(text: string, trust: CheckpointTrust): Verified
  * it must be an audit certificate the fleet recorded, not revoked or held when the checkpoint was
  * made, and never revoked for a key or CA compromise (then nothing it signed can be trusted).
  */
-export async function checkpointSignerProblem(db: Db, cp: Pick<VerifiedCheckpoint, "certificateSerial" | "at">): Promise<string | undefined> {
+export async function checkpointSignerProblem(
+  db: Db,
+  cp: Pick<VerifiedCheckpoint, "certificateSerial" | "at">,
+): Promise<string | undefined> {
   const row = await db
     .selectFrom("certificates")
     .select(["kind", "status", "revoked_at", "revocation_reason"])
     .where("serial", "=", cp.certificateSerial)
     .executeTakeFirst();
-  if (!row || row.kind !== "audit") return `its audit certificate ${cp.certificateSerial} is not recorded as an audit certificate of this fleet`;
+  if (!row || row.kind !== "audit")
+    return `its audit certificate ${cp.certificateSerial} is not recorded as an audit certificate of this fleet`;
   if (row.status === "valid") return undefined;
   const compromised = row.revocation_reason === "keyCompromise" || row.revocation_reason === "cACompromise";
   if (compromised || row.revoked_at === null || row.revoked_at <= cp.at)

@@ -154,7 +154,8 @@ export class StateReplay {
       case "device.reprovision": {
         const id = idOf(row.subject, "device:");
         if (!id) return this.malformed(row);
-        if (!this.factory.delete(id)) this.problems.push(`event ${row.seq} reprovisions ${id}, which no event enrolled with a factory certificate`);
+        if (!this.factory.delete(id))
+          this.problems.push(`event ${row.seq} reprovisions ${id}, which no event enrolled with a factory certificate`);
         return;
       }
       case "device.add": {
@@ -182,7 +183,8 @@ export class StateReplay {
         if (row.action === "device.revoke") {
           for (const t of this.tokens.values()) if (t.deviceId === id) t.usedSeq ??= row.seq;
           for (const r of this.requests.values())
-            if (r.deviceId === id && (r.status === "pending" || r.status === "approved")) Object.assign(r, { status: "denied", seq: row.seq });
+            if (r.deviceId === id && (r.status === "pending" || r.status === "approved"))
+              Object.assign(r, { status: "denied", seq: row.seq });
         }
         return;
       }
@@ -214,7 +216,9 @@ export class StateReplay {
       const id = str(d.request);
       const request = id ? this.requests.get(id) : undefined;
       if (!id || !request || request.status !== "approved" || request.deviceId !== deviceId)
-        this.problems.push(`event ${row.seq} issues ${serial} to ${deviceId} by approval of request ${id ?? "(none)"}, which no event approved`);
+        this.problems.push(
+          `event ${row.seq} issues ${serial} to ${deviceId} by approval of request ${id ?? "(none)"}, which no event approved`,
+        );
       if (request) Object.assign(request, { status: "issued", serial, seq: row.seq });
     }
     if (d.provisioner === "factory") {
@@ -225,7 +229,8 @@ export class StateReplay {
     const renews = str(d.renews);
     if (renews) {
       const earlier = this.renewals.get(renews);
-      if (earlier) this.problems.push(`event ${row.seq} renews ${renews} again (event ${earlier.seq} renewed it): a certificate renews once`);
+      if (earlier)
+        this.problems.push(`event ${row.seq} renews ${renews} again (event ${earlier.seq} renewed it): a certificate renews once`);
       else this.renewals.set(renews, { serial, deviceId, seq: row.seq, at: row.at });
     }
   }
@@ -388,7 +393,10 @@ export class StateReplay {
 
     let legacyRequests = 0;
     const seenRequests = new Set<string>();
-    const requests = await db.selectFrom("enrollment_requests").select(["id", "device_id", "status", "certificate_serial", "created_at"]).execute();
+    const requests = await db
+      .selectFrom("enrollment_requests")
+      .select(["id", "device_id", "status", "certificate_serial", "created_at"])
+      .execute();
     for (const row of requests) {
       seenRequests.add(row.id);
       const what = `enrollment request ${row.id} of device ${row.device_id}`;
@@ -407,19 +415,26 @@ export class StateReplay {
     }
     for (const [id, r] of this.requests) if (!seenRequests.has(id))
       problems.push(`enrollment request ${id} made by event ${r.seq} is missing from the enrollment_requests table (deleted)`);
-    if (legacyRequests > 0) notes.push(`${legacyRequests} enrollment request(s) predate request ids in the log: their decisions cannot be checked`);
+    if (legacyRequests > 0)
+      notes.push(`${legacyRequests} enrollment request(s) predate request ids in the log: their decisions cannot be checked`);
 
     const seenFactory = new Set<string>();
     for (const row of await db.selectFrom("factory_enrollments").selectAll().execute()) {
       seenFactory.add(row.device_id);
       const expected = this.factory.get(row.device_id);
-      if (!expected) problems.push(`device ${row.device_id} has a factory enrollment in the table, but the log has none since its last reprovision (planted)`);
+      if (!expected)
+        problems.push(
+          `device ${row.device_id} has a factory enrollment in the table, but the log has none since its last reprovision (planted)`,
+        );
       else if (expected.factorySerial !== row.factory_serial || expected.serial !== row.certificate_serial)
-        problems.push(`the factory enrollment of ${row.device_id} differs from event ${expected.seq} (factory certificate or certificate changed)`);
+        problems.push(
+          `the factory enrollment of ${row.device_id} differs from event ${expected.seq} (factory certificate or certificate changed)`,
+        );
     }
     for (const [id, e] of this.factory) if (!seenFactory.has(id))
       problems.push(
-        `the factory enrollment of ${id} by event ${e.seq} is missing from factory_enrollments, and no device.reprovision event removed it (deleted)`,
+        `the factory enrollment of ${id} by event ${e.seq} is missing from factory_enrollments, ` +
+          "and no device.reprovision event removed it (deleted)",
       );
 
     let legacyRenewals = 0;
@@ -427,9 +442,13 @@ export class StateReplay {
     for (const row of await db.selectFrom("renewals").selectAll().execute()) {
       seenRenewals.add(row.renewed_serial);
       const expected = this.renewals.get(row.renewed_serial);
-      if (!expected) problems.push(`the renewal of ${row.renewed_serial} by ${row.serial} is in the renewals table, but no event issued it (planted)`);
+      if (!expected)
+        problems.push(`the renewal of ${row.renewed_serial} by ${row.serial} is in the renewals table, but no event issued it (planted)`);
       else if (expected.serial !== row.serial || expected.deviceId !== row.device_id)
-        problems.push(`the renewal of ${row.renewed_serial} is ${row.serial} in the table, but event ${expected.seq} renewed it with ${expected.serial}`);
+        problems.push(
+          `the renewal of ${row.renewed_serial} is ${row.serial} in the table, ` +
+            `but event ${expected.seq} renewed it with ${expected.serial}`,
+        );
     }
     for (const [renewed, e] of this.renewals) if (!seenRenewals.has(renewed)) {
       if (e.at < renewalsSince) legacyRenewals++;

@@ -99,7 +99,15 @@ export class AuthFailureLog {
           actor: `address:${t.address}`,
           action: t.action,
           subject: t.deviceId ? `device:${t.deviceId}` : `address:${t.address}`,
-          details: { reason: t.reason, via: t.via, ...t.extra, ...(t.action === "auth.failure" ? {} : { address: t.address }), count: t.count, first: t.first, last: t.last },
+          details: {
+            reason: t.reason,
+            via: t.via,
+            ...t.extra,
+            ...(t.action === "auth.failure" ? {} : { address: t.address }),
+            count: t.count,
+            first: t.first,
+            last: t.last,
+          },
         })),
       ),
     );
@@ -111,7 +119,15 @@ export class AuthFailureLog {
   }
 }
 
-function newTally(action: string, address: string, deviceId: string | null, reason: string, via: string, extra: Record<string, string>, at: string): Tally {
+function newTally(
+  action: string,
+  address: string,
+  deviceId: string | null,
+  reason: string,
+  via: string,
+  extra: Record<string, string>,
+  at: string,
+): Tally {
   return { action, address, deviceId, reason, via, extra, count: 1, first: at, last: at };
 }
 

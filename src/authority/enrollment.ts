@@ -115,7 +115,15 @@ async function retryWithSpentToken(
  */
 async function redeliver(
   fleet: Fleet,
-  req: { serial: string; deviceId: string; key: SubjectKey; actor: string; context: Record<string, unknown>; refusal: () => Error; now?: Date },
+  req: {
+    serial: string;
+    deviceId: string;
+    key: SubjectKey;
+    actor: string;
+    context: Record<string, unknown>;
+    refusal: () => Error;
+    now?: Date;
+  },
 ): Promise<DeviceCertificate> {
   const row = await fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", req.serial).executeTakeFirst();
   if (!row || row.device_id !== req.deviceId || !parseCertificate(Buffer.from(row.der)).spki.equals(req.key.spki)) throw req.refusal();
@@ -448,7 +456,8 @@ export async function renewExpired(
   if (!ok) throw new AuthenticationFailed("proof-invalid", "the proof of possession does not verify with the expired certificate's key");
   // The grace bounds new renewals only: a renewal already recorded (its answer was lost while the
   // robot stayed offline) is handed out again for the same key, proved by the signature above.
-  const earlier = await fleet.store.db.selectFrom("renewals").select("serial").where("renewed_serial", "=", known.row.serial).executeTakeFirst();
+  const renewals = fleet.store.db.selectFrom("renewals").select("serial");
+  const earlier = await renewals.where("renewed_serial", "=", known.row.serial).executeTakeFirst();
   const graceMs = parseDuration(fleet.config.renewal.after_expiry_grace);
   if (!earlier && now.getTime() > known.parsed.notAfter.getTime() + graceMs)
     throw new ReEnrollRequired(`certificate ${known.row.serial} expired at ${known.parsed.notAfter.toISOString()}, beyond the ${fleet.config.renewal.after_expiry_grace} renewal grace: re-enroll`);
