@@ -13,7 +13,13 @@ import { CheckpointSchedule, exportCheckpoint, verifyFleetAudit, writeCheckpoint
 import type { AuditReport } from "../src/authority/audit-checkpoints.js";
 import { createLocalCa } from "../src/authority/cas.js";
 import { addDevice } from "../src/authority/devices.js";
-import { decideRequest, enrollByApproval, enrollWithFactoryCertificate, enrollWithToken, renewWithCertificate } from "../src/authority/enrollment.js";
+import {
+  decideRequest,
+  enrollByApproval,
+  enrollWithFactoryCertificate,
+  enrollWithToken,
+  renewWithCertificate,
+} from "../src/authority/enrollment.js";
 import { issueBatch } from "../src/authority/batch.js";
 import { Fleet } from "../src/authority/fleet.js";
 import { initFleet } from "../src/authority/init.js";
@@ -264,7 +270,9 @@ describe("audit verify against a database rewritten by an attacker", () => {
       name: "approving an enrollment request behind the log",
       checkpoints: false,
       tamper: (db) =>
-        db.prepare("UPDATE enrollment_requests SET status = 'approved', decided_by = 'cli', decided_at = ? WHERE id = ?").run(new Date().toISOString(), f.pendingRequest),
+        db
+          .prepare("UPDATE enrollment_requests SET status = 'approved', decided_by = 'cli', decided_at = ? WHERE id = ?")
+          .run(new Date().toISOString(), f.pendingRequest),
       expect: [/enrollment request [0-9a-f-]+ of device robot-0008 is approved in the table, but the log makes it pending/],
     },
     {
@@ -283,8 +291,19 @@ describe("audit verify against a database rewritten by an attacker", () => {
         const row = db.prepare("SELECT * FROM certificates WHERE serial = ?").get(f.cert1) as Record<string, unknown>;
         insertLike(db, "certificates", { ...row, serial: "0a11ce" });
         db.prepare("UPDATE enrollment_requests SET status = 'issued', certificate_serial = '0a11ce' WHERE id = ?").run(f.pendingRequest);
-        const details = { serial: "0a11ce", fingerprint_sha256: row.fingerprint_sha256, not_after: row.not_after, provisioner: "approval", request: f.pendingRequest };
-        forgeAppend(db, { actor: "approval:cli", action: "certificate.issue", subject: "device:robot-0008", details: JSON.stringify(details) });
+        const details = {
+          serial: "0a11ce",
+          fingerprint_sha256: row.fingerprint_sha256,
+          not_after: row.not_after,
+          provisioner: "approval",
+          request: f.pendingRequest,
+        };
+        forgeAppend(db, {
+          actor: "approval:cli",
+          action: "certificate.issue",
+          subject: "device:robot-0008",
+          details: JSON.stringify(details),
+        });
       },
       expect: [/event \d+ issues 0a11ce to robot-0008 by approval of request [0-9a-f-]+, which no event approved/],
     },
@@ -292,7 +311,9 @@ describe("audit verify against a database rewritten by an attacker", () => {
       name: "deleting a factory enrollment (an unlogged reprovision)",
       checkpoints: false,
       tamper: (db) => db.prepare("DELETE FROM factory_enrollments WHERE device_id = 'robot-0006'").run(),
-      expect: [/the factory enrollment of robot-0006 by event \d+ is missing from factory_enrollments, and no device.reprovision event removed it/],
+      expect: [
+        /the factory enrollment of robot-0006 by event \d+ is missing from factory_enrollments, and no device.reprovision event removed it/,
+      ],
     },
     {
       name: "planting a factory enrollment for a device that never enrolled with one",
@@ -356,8 +377,12 @@ describe("audit verify against a database rewritten by an attacker", () => {
       await issueBatch(fleet, { localName: "line1", ids: ["robot-0006"], outDir: bundles, actor: "cli" });
       const factoryDer = fromPem(readFileSync(join(bundles, "robot-0006", "cert.pem"), "utf8"), ["CERTIFICATE"]);
       await enrollWithFactoryCertificate(fleet, { clientCertificate: { der: factoryDer }, csr: csr("robot-0006"), source });
-      const cert1Der = (await fleet.store.db.selectFrom("certificates").select("der").where("serial", "=", f.cert1).executeTakeFirstOrThrow()).der;
-      f.renewal = (await renewWithCertificate(fleet, { clientCertificate: { der: Buffer.from(cert1Der) }, csr: csr("robot-0001b"), source })).serial;
+      const cert1Der = (
+        await fleet.store.db.selectFrom("certificates").select("der").where("serial", "=", f.cert1).executeTakeFirstOrThrow()
+      ).der;
+      f.renewal = (
+        await renewWithCertificate(fleet, { clientCertificate: { der: Buffer.from(cert1Der) }, csr: csr("robot-0001b"), source })
+      ).serial;
       const csr7 = csr("robot-0007");
       assert.equal((await enrollByApproval(fleet, { deviceId: "robot-0007", csr: csr7, source })).status, "pending");
       await decideRequest(fleet, { deviceId: "robot-0007", approve: true, actor: "cli" });
@@ -519,7 +544,10 @@ describe("the audit key", () => {
     const fleet = await Fleet.open(dir);
     try {
       const first = await fleet.store.db.selectFrom("certificates").select(["serial", "issuer_ca"]).where("kind", "=", "audit").execute();
-      assert.deepEqual(first.map((c) => c.issuer_ca), ["services"]);
+      assert.deepEqual(
+        first.map((c) => c.issuer_ca),
+        ["services"],
+      );
       // What an older fleet (no audit key) or a revoked one goes through: the next checkpoint makes a new key.
       await revokeCertificate(fleet, { serial: first[0]!.serial, reason: "superseded", actor: "cli" });
       const now = await fleet.store.db.selectFrom("certificates").select(["serial", "status"]).where("kind", "=", "audit").execute();
@@ -550,12 +578,48 @@ describe("the audit key", () => {
       // Whoever holds the devices CA key (or a factory line's local CA) mints a document-signing
       // certificate naming the audit identity, and signs a checkpoint of a rewritten log with it.
       const p = (n: string) => join(tmp.path, `pin-${n}`);
-      writeFileSync(p("ext.cnf"), `[x]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=1.3.6.1.5.5.7.3.36\nsubjectAltName=URI:spiffe://fleet.example/service/audit\n`);
-      const req = openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", p("key.pem"), "-subj", "/CN=audit", "-out", p("csr.pem")]);
+      writeFileSync(
+        p("ext.cnf"),
+        `[x]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=1.3.6.1.5.5.7.3.36\nsubjectAltName=URI:spiffe://fleet.example/service/audit\n`,
+      );
+      const req = openssl([
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        p("key.pem"),
+        "-subj",
+        "/CN=audit",
+        "-out",
+        p("csr.pem"),
+      ]);
       assert.equal(req.status, 0, req.stderr);
       const ca = (n: string) => join(dir, "ca", "devices", n);
-      const x509 = openssl(["x509", "-req", "-in", p("csr.pem"), "-CA", ca("cert.pem"), "-CAkey", ca("key.pem"), "-passin", `file:${join(dir, "secrets", "passphrase")}`,
-        "-CAcreateserial", "-days", "30", "-extfile", p("ext.cnf"), "-extensions", "x", "-out", p("cert.pem")]);
+      const x509 = openssl([
+        "x509",
+        "-req",
+        "-in",
+        p("csr.pem"),
+        "-CA",
+        ca("cert.pem"),
+        "-CAkey",
+        ca("key.pem"),
+        "-passin",
+        `file:${join(dir, "secrets", "passphrase")}`,
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        p("ext.cnf"),
+        "-extensions",
+        "x",
+        "-out",
+        p("cert.pem"),
+      ]);
       assert.equal(x509.status, 0, x509.stderr);
       const forgedDir = join(tmp.path, "pin-forged");
       mkdirSync(forgedDir);
@@ -574,7 +638,11 @@ describe("the audit key", () => {
       assert.deepEqual((await verifyFleetAudit(fleet, { checkpointsDir: exportDir })).problems, [], "the real one passes");
 
       // The audit key revoked as compromised: nothing it signed is trusted any more.
-      const auditCert = await fleet.store.db.selectFrom("certificates").select("serial").where("kind", "=", "audit").executeTakeFirstOrThrow();
+      const auditCert = await fleet.store.db
+        .selectFrom("certificates")
+        .select("serial")
+        .where("kind", "=", "audit")
+        .executeTakeFirstOrThrow();
       await revokeCertificate(fleet, { serial: auditCert.serial, reason: "keyCompromise", actor: "cli" });
       const revoked = await verifyFleetAudit(fleet, { checkpointsDir: exportDir });
       const text = revoked.problems.join("\n");

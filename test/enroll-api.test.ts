@@ -60,8 +60,16 @@ function assertIssued(res: HttpResult, dir: string, deviceId: string, key?: Clie
   const cert = new X509Certificate(body.certificate);
   const issuer = new X509Certificate(body.chain);
   const root = new X509Certificate(body.ca_bundle);
-  assert.equal(issuer.raw.toString("base64"), new X509Certificate(readFileSync(devicesCaPemPath(dir))).raw.toString("base64"), "chain is the devices CA");
-  assert.equal(root.raw.toString("base64"), new X509Certificate(readFileSync(rootPemPath(dir))).raw.toString("base64"), "ca_bundle is the fleet root");
+  assert.equal(
+    issuer.raw.toString("base64"),
+    new X509Certificate(readFileSync(devicesCaPemPath(dir))).raw.toString("base64"),
+    "chain is the devices CA",
+  );
+  assert.equal(
+    root.raw.toString("base64"),
+    new X509Certificate(readFileSync(rootPemPath(dir))).raw.toString("base64"),
+    "ca_bundle is the fleet root",
+  );
   assert.ok(cert.checkIssued(issuer) && cert.verify(issuer.publicKey), "signed by the devices CA");
   assert.ok(issuer.verify(root.publicKey), "devices CA signed by the root");
   assert.equal(cert.subject, `CN=${deviceId}`);
@@ -77,7 +85,11 @@ const tlsCert = (issued: Issued): string => issued.certificate + issued.chain;
 
 /** fleetpki-renew-expired/v1 \n id \n nonce \n hex SHA-256 of the CSR DER, ECDSA-SHA256 (DER) for P-256. */
 const expiredProof = (key: ClientKey, id: string, nonce: string, csrDer: Buffer): string =>
-  sign("sha256", Buffer.from(`fleetpki-renew-expired/v1\n${id}\n${nonce}\n${createHash("sha256").update(csrDer).digest("hex")}`, "utf8"), key.privateKey).toString("base64");
+  sign(
+    "sha256",
+    Buffer.from(`fleetpki-renew-expired/v1\n${id}\n${nonce}\n${createHash("sha256").update(csrDer).digest("hex")}`, "utf8"),
+    key.privateKey,
+  ).toString("base64");
 
 /**
  * A device whose certificate (for a key the test holds) expired `agoMs` ago: issued with a clock
@@ -87,9 +99,18 @@ async function deviceWithExpiredCertificate(fleet: Fleet, id: string, agoMs = 10
   await addDevice(fleet, { id, actor: "test" });
   const { key, csr } = await makeCsr(id);
   const lifetimeMs = 60_000;
-  const c = await issueDeviceCertificate(fleet, { deviceId: id, actor: "test", csr: csr.der, now: new Date(Date.now() - agoMs - lifetimeMs), lifetimeMs });
+  const c = await issueDeviceCertificate(fleet, {
+    deviceId: id,
+    actor: "test",
+    csr: csr.der,
+    now: new Date(Date.now() - agoMs - lifetimeMs),
+    lifetimeMs,
+  });
   assert.ok(c.notAfter.getTime() < Date.now());
-  return { issued: { certificate: c.certificatePem, chain: c.chainPem, ca_bundle: c.caPem, not_after: c.notAfter.toISOString(), serial: c.serial }, key };
+  return {
+    issued: { certificate: c.certificatePem, chain: c.chainPem, ca_bundle: c.caPem, not_after: c.notAfter.toISOString(), serial: c.serial },
+    key,
+  };
 }
 
 const countRows = async (fleet: Fleet, table: "renewal_nonces" | "certificates", deviceId?: string): Promise<number> => {
@@ -120,7 +141,18 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       // Factory bundles with the real CLI, before the server starts (it loads local CAs as client trust).
       const local = await cliAsync(["ca", "create-local", "--dir", f.dir, "--name", "f1"]);
       assert.equal(local.status, 0, local.stderr);
-      const batch = await cliAsync(["ca", "issue-batch", "--dir", f.dir, "--local", "f1", "--ids", "robot-0001..robot-0002", "--out", out.path]);
+      const batch = await cliAsync([
+        "ca",
+        "issue-batch",
+        "--dir",
+        f.dir,
+        "--local",
+        "f1",
+        "--ids",
+        "robot-0001..robot-0002",
+        "--out",
+        out.path,
+      ]);
       assert.equal(batch.status, 0, batch.stderr);
       server = await startTestServer(f.dir);
     });
@@ -144,7 +176,11 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       const { key, csr } = await makeCsr("whatever-the-csr-says");
       const r = await postJson(api("/api/v1/enroll"), { device_id: "api-0001", token: tokens["api-0001"], csr: csr.pem }, { ca });
       const issued = assertIssued(r, f.dir, "api-0001", key);
-      const row = await f.fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", issued.serial).executeTakeFirstOrThrow();
+      const row = await f.fleet.store.db
+        .selectFrom("certificates")
+        .selectAll()
+        .where("serial", "=", issued.serial)
+        .executeTakeFirstOrThrow();
       assert.equal(row.device_id, "api-0001");
       assert.equal(row.kind, "device");
       assert.ok(Buffer.from(row.der).equals(new X509Certificate(issued.certificate).raw), "the recorded DER is what was handed out");
@@ -160,12 +196,37 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assertProblem(await enroll({ token: tokens["api-err"], csr: csr.pem }), 400, "missing-field");
       assertProblem(await enroll({ device_id: "api-err", token: tokens["api-err"] }), 400, "missing-field");
       assertProblem(await enroll({ device_id: "api-err", token: tokens["api-err"], csr: 42 }), 400, "invalid-field");
-      assertProblem(await enroll({ device_id: "api-err", token: tokens["api-err"], csr: "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n" }), 400, "csr-malformed");
+      assertProblem(
+        await enroll({
+          device_id: "api-err",
+          token: tokens["api-err"],
+          csr: "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+        }),
+        400,
+        "csr-malformed",
+      );
       assertProblem(await enroll({ device_id: "Bad Id", token: tokens["api-err"], csr: csr.pem }), 400, "invalid-device-id");
       assertProblem(await enroll([1, 2]), 400, "invalid-json");
-      assertProblem(await https(api("/api/v1/enroll"), { ca, method: "POST", headers: { "content-type": "application/json" }, body: "{not json" }), 400, "invalid-json");
-      assertProblem(await https(api("/api/v1/enroll"), { ca, method: "POST", headers: { "content-type": "text/plain" }, body: "{}" }), 415, "unsupported-media-type");
-      assertProblem(await https(api("/api/v1/enroll"), { ca, method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ csr: "x".repeat(70_000) }) }), 413, "body-too-large");
+      assertProblem(
+        await https(api("/api/v1/enroll"), { ca, method: "POST", headers: { "content-type": "application/json" }, body: "{not json" }),
+        400,
+        "invalid-json",
+      );
+      assertProblem(
+        await https(api("/api/v1/enroll"), { ca, method: "POST", headers: { "content-type": "text/plain" }, body: "{}" }),
+        415,
+        "unsupported-media-type",
+      );
+      assertProblem(
+        await https(api("/api/v1/enroll"), {
+          ca,
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ csr: "x".repeat(70_000) }),
+        }),
+        413,
+        "body-too-large",
+      );
       const get = await https(api("/api/v1/enroll"), { ca });
       assertProblem(get, 405, "method-not-allowed");
       assert.equal(get.headers["allow"], "POST");
@@ -185,7 +246,11 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assertProblem(mismatch, 403, "identity-mismatch");
       const r = await postJson(api("/api/v1/enroll"), { device_id: "robot-0001", csr: csr.pem }, { ca, cert, key });
       const issued = assertIssued(r, f.dir, "robot-0001", newKey);
-      const row = await f.fleet.store.db.selectFrom("certificates").select(["issuer_ca", "kind"]).where("serial", "=", issued.serial).executeTakeFirstOrThrow();
+      const row = await f.fleet.store.db
+        .selectFrom("certificates")
+        .select(["issuer_ca", "kind"])
+        .where("serial", "=", issued.serial)
+        .executeTakeFirstOrThrow();
       assert.deepEqual(row, { issuer_ca: "devices", kind: "device" });
       // The factory certificate is not an operational identity: it cannot renew.
       assertProblem(await postJson(api("/api/v1/renew"), { csr: csr.pem }, { ca, cert, key }), 403, "wrong-issuer");
@@ -207,8 +272,17 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
         const p = assertProblem(r, 403, "factory-already-enrolled");
         assert.match(p.detail, /fleetpki device reprovision robot-0002/);
       }
-      const deviceCerts = () => f.fleet.store.db.selectFrom("certificates").select("serial").where("device_id", "=", "robot-0002").where("kind", "=", "device").execute();
-      assert.deepEqual((await deviceCerts()).map((r) => r.serial), [issued.serial]);
+      const deviceCerts = () =>
+        f.fleet.store.db
+          .selectFrom("certificates")
+          .select("serial")
+          .where("device_id", "=", "robot-0002")
+          .where("kind", "=", "device")
+          .execute();
+      assert.deepEqual(
+        (await deviceCerts()).map((r) => r.serial),
+        [issued.serial],
+      );
       // Refusals are audited as a tally per source, device and bundle (one row with a count when
       // the server flushes its tallies) and counted against the source: test/enroll-bounds.test.ts.
 
@@ -223,7 +297,12 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assert.match(noFactory.stderr, /^fleetpki: device "api-0001" has not enrolled with a factory certificate/);
       const reprovisioned = await cliAsync(["device", "reprovision", "robot-0002", "--dir", f.dir]);
       assert.equal(reprovisioned.status, 0, reprovisioned.stderr);
-      const audit = await f.fleet.store.db.selectFrom("audit_log").selectAll().where("action", "=", "device.reprovision").where("subject", "=", "device:robot-0002").execute();
+      const audit = await f.fleet.store.db
+        .selectFrom("audit_log")
+        .selectAll()
+        .where("action", "=", "device.reprovision")
+        .where("subject", "=", "device:robot-0002")
+        .execute();
       assert.equal(audit.length, 1);
       assert.equal(audit[0]!.actor, "cli");
       assert.equal(JSON.parse(audit[0]!.details).certificate_serial, issued.serial);
@@ -232,11 +311,26 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assertProblem(await enroll((await makeCsr("robot-0002")).csr.pem), 403, "factory-already-enrolled");
       // Nor does another factory certificate for the same device.
       const second = join(out.path, "second-batch");
-      const batch = await cliAsync(["ca", "issue-batch", "--dir", f.dir, "--local", "f1", "--ids", "robot-0002..robot-0002", "--out", second]);
+      const batch = await cliAsync([
+        "ca",
+        "issue-batch",
+        "--dir",
+        f.dir,
+        "--local",
+        "f1",
+        "--ids",
+        "robot-0002..robot-0002",
+        "--out",
+        second,
+      ]);
       assert.equal(batch.status, 0, batch.stderr);
       const otherBundle = join(second, "robot-0002");
       const otherCert = readFileSync(join(otherBundle, "cert.pem"), "utf8") + readFileSync(join(otherBundle, "chain.pem"), "utf8");
-      const viaOther = await postJson(api("/api/v1/enroll"), { device_id: "robot-0002", csr: (await makeCsr("robot-0002")).csr.pem }, { ca, cert: otherCert, key: readFileSync(join(otherBundle, "key.pem"), "utf8") });
+      const viaOther = await postJson(
+        api("/api/v1/enroll"),
+        { device_id: "robot-0002", csr: (await makeCsr("robot-0002")).csr.pem },
+        { ca, cert: otherCert, key: readFileSync(join(otherBundle, "key.pem"), "utf8") },
+      );
       assertProblem(viaOther, 403, "factory-already-enrolled");
       assert.equal((await deviceCerts()).length, 2);
       const verdict = await verifyAudit(f.fleet.store.db);
@@ -246,18 +340,36 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
     it("POST /api/v1/renew with mTLS -> a new certificate (new serial, new key)", async () => {
       assert.ok(enrolled, "needs the token enrollment");
       const { key, csr } = await makeCsr("api-0001");
-      const r = await postJson(api("/api/v1/renew"), { csr: csr.pem }, { ca, cert: tlsCert(enrolled.issued), key: enrolled.key.privateKey });
+      const r = await postJson(
+        api("/api/v1/renew"),
+        { csr: csr.pem },
+        { ca, cert: tlsCert(enrolled.issued), key: enrolled.key.privateKey },
+      );
       const renewed = assertIssued(r, f.dir, "api-0001", key);
       assert.notEqual(renewed.serial, enrolled.issued.serial);
       // The renewed certificate is itself a working identity.
       const { csr: again } = await makeCsr("api-0001", key);
-      assertIssued(await postJson(api("/api/v1/renew"), { csr: again.pem }, { ca, cert: tlsCert(renewed), key: key.privateKey }), f.dir, "api-0001", key);
+      assertIssued(
+        await postJson(api("/api/v1/renew"), { csr: again.pem }, { ca, cert: tlsCert(renewed), key: key.privateKey }),
+        f.dir,
+        "api-0001",
+        key,
+      );
     });
 
     it("renewal with a certificate whose row is 'revoked' -> 403", async () => {
       const { key, csr } = await makeCsr("api-rev");
-      const issued = assertIssued(await postJson(api("/api/v1/enroll"), { device_id: "api-rev", token: tokens["api-rev"], csr: csr.pem }, { ca }), f.dir, "api-rev", key);
-      await f.fleet.store.db.updateTable("certificates").set({ status: "revoked", revoked_at: new Date().toISOString(), revocation_reason: "keyCompromise" }).where("serial", "=", issued.serial).execute();
+      const issued = assertIssued(
+        await postJson(api("/api/v1/enroll"), { device_id: "api-rev", token: tokens["api-rev"], csr: csr.pem }, { ca }),
+        f.dir,
+        "api-rev",
+        key,
+      );
+      await f.fleet.store.db
+        .updateTable("certificates")
+        .set({ status: "revoked", revoked_at: new Date().toISOString(), revocation_reason: "keyCompromise" })
+        .where("serial", "=", issued.serial)
+        .execute();
       const r = await postJson(api("/api/v1/renew"), { csr: csr.pem }, { ca, cert: tlsCert(issued), key: key.privateKey });
       assertProblem(r, 403, "certificate-revoked");
     });
@@ -288,7 +400,11 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       twin = await makeCsr("robot-app2");
       const poll = (id: string, csr: string) => postJson(`${server.url}/api/v1/enroll`, { device_id: id, csr }, { ca });
 
-      for (const [id, csr] of [["robot-app1", a.csr.pem], ["robot-den1", d.csr.pem], ["robot-app2", twin.csr.pem]] as const) {
+      for (const [id, csr] of [
+        ["robot-app1", a.csr.pem],
+        ["robot-den1", d.csr.pem],
+        ["robot-app2", twin.csr.pem],
+      ] as const) {
         const r = await poll(id, csr);
         assert.equal(r.status, 202, r.text);
         const body = r.json();
@@ -306,7 +422,10 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assert.equal(listed.status, 0, listed.stderr);
       const pending = JSON.parse(listed.stdout) as { deviceId: string; source: string }[];
       assert.deepEqual(pending.map((p) => p.deviceId).sort(), ["robot-app1", "robot-app2", "robot-den1"]);
-      assert.ok(pending.every((p) => /127\.0\.0\.1/.test(p.source)), "the operator sees where requests came from");
+      assert.ok(
+        pending.every((p) => /127\.0\.0\.1/.test(p.source)),
+        "the operator sees where requests came from",
+      );
 
       const decisions = await Promise.all([
         cliAsync(["device", "approve", "robot-app1", "--dir", f.dir]),
@@ -320,8 +439,15 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       const repeat = assertIssued(await poll("robot-app1", a.csr.pem), f.dir, "robot-app1", a.key);
       assert.equal(repeat.serial, issued.serial);
       assertProblem(await poll("robot-den1", d.csr.pem), 403, "enrollment-denied");
-      const rows = await f.fleet.store.db.selectFrom("certificates").select("serial").where("device_id", "in", ["robot-app1", "robot-den1"]).execute();
-      assert.deepEqual(rows.map((r) => r.serial), [issued.serial]);
+      const rows = await f.fleet.store.db
+        .selectFrom("certificates")
+        .select("serial")
+        .where("device_id", "in", ["robot-app1", "robot-den1"])
+        .execute();
+      assert.deepEqual(
+        rows.map((r) => r.serial),
+        [issued.serial],
+      );
     });
 
     // A device that repeats its poll while the first one is still being answered (a client
@@ -330,10 +456,16 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
     it("simultaneous polls after approval all get the one certificate, not 403 enrollment-denied", async () => {
       assert.ok(twin, "needs the approved robot-app2 request");
       const ca = readFileSync(rootPemPath(f.dir), "utf8");
-      const both = await Promise.all([0, 1, 2, 3].map(() => postJson(`${server.url}/api/v1/enroll`, { device_id: "robot-app2", csr: twin!.csr.pem }, { ca })));
+      const both = await Promise.all(
+        [0, 1, 2, 3].map(() => postJson(`${server.url}/api/v1/enroll`, { device_id: "robot-app2", csr: twin!.csr.pem }, { ca })),
+      );
       const rows = await f.fleet.store.db.selectFrom("certificates").select("serial").where("device_id", "=", "robot-app2").execute();
       assert.equal(rows.length, 1, "one certificate for one approval");
-      assert.deepEqual(both.map((r) => r.status), [200, 200, 200, 200], both.map((r) => (r.status === 200 ? "200" : `${r.status} ${r.text}`)).join("\n"));
+      assert.deepEqual(
+        both.map((r) => r.status),
+        [200, 200, 200, 200],
+        both.map((r) => (r.status === 200 ? "200" : `${r.status} ${r.text}`)).join("\n"),
+      );
       for (const r of both) {
         const issued = assertIssued(r, f.dir, "robot-app2", twin!.key);
         assert.equal(issued.serial, rows[0]!.serial);
@@ -350,15 +482,34 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
     let fleet: Fleet;
     // The robot connects from 127.0.0.1, the attacker from 127.0.0.2 (both loopback).
     const ATTACKER = "127.0.0.2";
-    const poll = (id: string, csr: string, localAddress?: string) => postJson(`${server.url}/api/v1/enroll`, { device_id: id, csr }, { ca, localAddress });
-    const fingerprintOf = (key: ClientKey) => `sha256:${createHash("sha256").update(createPublicKey(key.privateKey).export({ type: "spki", format: "der" })).digest("hex")}`;
+    const poll = (id: string, csr: string, localAddress?: string) =>
+      postJson(`${server.url}/api/v1/enroll`, { device_id: id, csr }, { ca, localAddress });
+    const fingerprintOf = (key: ClientKey) =>
+      `sha256:${createHash("sha256")
+        .update(createPublicKey(key.privateKey).export({ type: "spki", format: "der" }))
+        .digest("hex")}`;
     const requests = async () => {
       const r = await cliAsync(["device", "requests", "--dir", f.dir, "--json"]);
       assert.equal(r.status, 0, r.stderr);
-      return JSON.parse(r.stdout) as { id: string; deviceId: string; keyFingerprint: string; address: string; source: string; createdAt: string }[];
+      return JSON.parse(r.stdout) as {
+        id: string;
+        deviceId: string;
+        keyFingerprint: string;
+        address: string;
+        source: string;
+        createdAt: string;
+      }[];
     };
     const auditOf = async (action: string, subject: string) =>
-      (await f.fleet.store.db.selectFrom("audit_log").selectAll().where("action", "=", action).where("subject", "=", subject).orderBy("seq").execute()).map((r) => JSON.parse(r.details));
+      (
+        await f.fleet.store.db
+          .selectFrom("audit_log")
+          .selectAll()
+          .where("action", "=", action)
+          .where("subject", "=", subject)
+          .orderBy("seq")
+          .execute()
+      ).map((r) => JSON.parse(r.details));
 
     before(async () => {
       f = await tempFleet();
@@ -391,7 +542,10 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       const listed = (await requests()).filter((p) => p.deviceId === "robot-h1");
       assert.deepEqual(
         listed.map((p) => [p.id, p.keyFingerprint, p.address]).sort(),
-        [[rid, fingerprintOf(robot.key), "127.0.0.1"], [attackerRid, fingerprintOf(attacker.key), ATTACKER]].sort(),
+        [
+          [rid, fingerprintOf(robot.key), "127.0.0.1"],
+          [attackerRid, fingerprintOf(attacker.key), ATTACKER],
+        ].sort(),
         "device requests shows each request with its key fingerprint and source address",
       );
       assert.ok(listed.every((p) => !Number.isNaN(Date.parse(p.createdAt))));
@@ -403,13 +557,21 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assert.equal(ambiguous.status, 1);
       assert.equal(ambiguous.stderr.trimEnd().split("\n").length, 1, ambiguous.stderr);
       assert.match(ambiguous.stderr, /2 enrollment requests for "robot-h1" are waiting/);
-      assert.ok(ambiguous.stderr.includes(rid) && ambiguous.stderr.includes(attackerRid) && ambiguous.stderr.includes(fingerprintOf(attacker.key)), "lists them");
+      assert.ok(
+        ambiguous.stderr.includes(rid) && ambiguous.stderr.includes(attackerRid) && ambiguous.stderr.includes(fingerprintOf(attacker.key)),
+        "lists them",
+      );
       const wrongKey = await cliAsync(["device", "approve", "robot-h1", "--fingerprint", `sha256:${"ab".repeat(32)}`, "--dir", f.dir]);
       assert.equal(wrongKey.status, 1);
       assert.match(wrongKey.stderr, /no pending request of "robot-h1" is for key sha256:abab/);
 
       // The operator compared fingerprints with the robot (colons and upper case are accepted).
-      const given = "SHA256:" + fingerprintOf(robot.key).slice("sha256:".length).toUpperCase().replace(/(..)(?=.)/g, "$1:");
+      const given =
+        "SHA256:" +
+        fingerprintOf(robot.key)
+          .slice("sha256:".length)
+          .toUpperCase()
+          .replace(/(..)(?=.)/g, "$1:");
       const approved = await cliAsync(["device", "approve", "robot-h1", "--fingerprint", given, "--dir", f.dir]);
       assert.equal(approved.status, 0, approved.stderr);
       assert.match(approved.stdout, new RegExp(`approved: request ${rid}`));
@@ -418,9 +580,15 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assertIssued(await poll("robot-h1", robot.csr.pem), f.dir, "robot-h1", robot.key);
 
       const approvals = await auditOf("enrollment.approve", "device:robot-h1");
-      assert.deepEqual(approvals.map((d) => [d.request, d.key_fingerprint]), [[rid, fingerprintOf(robot.key)]]);
+      assert.deepEqual(
+        approvals.map((d) => [d.request, d.key_fingerprint]),
+        [[rid, fingerprintOf(robot.key)]],
+      );
       const denials = await auditOf("enrollment.deny", "device:robot-h1");
-      assert.deepEqual(denials.map((d) => [d.request, d.key_fingerprint, d.approved_request]), [[attackerRid, fingerprintOf(attacker.key), rid]]);
+      assert.deepEqual(
+        denials.map((d) => [d.request, d.key_fingerprint, d.approved_request]),
+        [[attackerRid, fingerprintOf(attacker.key), rid]],
+      );
     });
 
     it("a denial is for that request's key: the real device, with its own key, can still ask and be approved (by request id)", async () => {
@@ -440,7 +608,10 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       // The denied key stays denied.
       assertProblem(await poll("robot-h2", attacker.csr.pem, ATTACKER), 403, "enrollment-denied");
       assert.equal((await auditOf("enrollment.deny", "device:robot-h2")).length, 1);
-      assert.deepEqual((await auditOf("enrollment.approve", "device:robot-h2")).map((d) => d.request), [rid]);
+      assert.deepEqual(
+        (await auditOf("enrollment.approve", "device:robot-h2")).map((d) => d.request),
+        [rid],
+      );
     });
 
     it("1,000 junk requests from one address do not make a real robot from another address get 429; one command denies them all", async () => {
@@ -462,7 +633,10 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assert.ok(accepted <= 20, `at most 20 waiting requests from one source (${accepted})`);
       // The same over HTTPS: the server counts the peer address it saw.
       const overHttp = await Promise.all(Array.from({ length: 25 }, (_, i) => poll(`junk-http-${i}`, junk.csr.pem, ATTACKER)));
-      assert.ok(overHttp.some((r) => r.status === 429), overHttp.map((r) => r.status).join(","));
+      assert.ok(
+        overHttp.some((r) => r.status === 429),
+        overHttp.map((r) => r.status).join(","),
+      );
       for (const r of overHttp.filter((x) => x.status !== 202)) assertProblem(r, 429, "too-many-requests");
 
       const robot = await makeCsr("robot-h3");
@@ -476,18 +650,34 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assert.match(bulk.stdout, new RegExp(`^${accepted} requests denied$`, "m"));
       const after = await requests();
       assert.equal(after.filter((p) => p.address === "198.51.100.7").length, 0);
-      assert.ok(after.some((p) => p.deviceId === "robot-h3"), "other sources' requests are untouched");
-      const denials = await f.fleet.store.db.selectFrom("audit_log").select("details").where("action", "=", "enrollment.deny").where("details", "like", "%198.51.100.7%").execute();
+      assert.ok(
+        after.some((p) => p.deviceId === "robot-h3"),
+        "other sources' requests are untouched",
+      );
+      const denials = await f.fleet.store.db
+        .selectFrom("audit_log")
+        .select("details")
+        .where("action", "=", "enrollment.deny")
+        .where("details", "like", "%198.51.100.7%")
+        .execute();
       assert.equal(denials.length, accepted, "every denial is audited");
     });
 
     it("one IPv6 host (a /64) counts as one source", async () => {
       const junk = await makeCsr("junk6");
       const outcomes = await Promise.allSettled(
-        Array.from({ length: 30 }, (_, i) => enrollByApproval(fleet, { deviceId: `junk6-${i}`, csr: junk.csr.der, source: { via: "api", address: `2001:db8:1:2::${(i + 1).toString(16)}` } })),
+        Array.from({ length: 30 }, (_, i) =>
+          enrollByApproval(fleet, {
+            deviceId: `junk6-${i}`,
+            csr: junk.csr.der,
+            source: { via: "api", address: `2001:db8:1:2::${(i + 1).toString(16)}` },
+          }),
+        ),
       );
       assert.equal(outcomes.filter((o) => o.status === "fulfilled").length, 20);
-      assert.ok(outcomes.filter((o) => o.status === "rejected").every((o) => (o as PromiseRejectedResult).reason instanceof TooManyRequests));
+      assert.ok(
+        outcomes.filter((o) => o.status === "rejected").every((o) => (o as PromiseRejectedResult).reason instanceof TooManyRequests),
+      );
       assert.deepEqual(sourceOf("2001:db8:1:2:aa::1"), { address: "2001:db8:1:2:aa::1", group: "2001:0db8:0001:0002::/64" });
       assert.deepEqual(sourceOf("::ffff:10.1.2.3"), { address: "10.1.2.3", group: "10.1.2.3" });
     });
@@ -511,7 +701,10 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       for (const [i, address] of ["192.0.2.10", "192.0.2.11", "192.0.2.12"].entries()) {
         await enrollByApproval(fleet, { deviceId: "robot-churn", csr: keys[10 + i]!.csr.der, source: { via: "api", address } });
       }
-      await assert.rejects(enrollByApproval(fleet, { deviceId: "robot-churn", csr: keys[20]!.csr.der, source: { via: "api", address: "192.0.2.13" } }), /5 enrollment requests for "robot-churn" already wait/);
+      await assert.rejects(
+        enrollByApproval(fleet, { deviceId: "robot-churn", csr: keys[20]!.csr.der, source: { via: "api", address: "192.0.2.13" } }),
+        /5 enrollment requests for "robot-churn" already wait/,
+      );
       const all = await cliAsync(["device", "deny", "robot-churn", "--all", "--dir", f.dir]);
       assert.equal(all.status, 0, all.stderr);
       assert.match(all.stdout, /^5 requests denied$/m);
@@ -529,7 +722,11 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
 
     /** fleetpki-renew-expired/v1 \n id \n nonce \n hex SHA-256 of the CSR DER, ECDSA-SHA256 (DER) for P-256. */
     const proof = (key: ClientKey, id: string, nonce: string, csrDer: Buffer): string =>
-      sign("sha256", Buffer.from(`fleetpki-renew-expired/v1\n${id}\n${nonce}\n${createHash("sha256").update(csrDer).digest("hex")}`, "utf8"), key.privateKey).toString("base64");
+      sign(
+        "sha256",
+        Buffer.from(`fleetpki-renew-expired/v1\n${id}\n${nonce}\n${createHash("sha256").update(csrDer).digest("hex")}`, "utf8"),
+        key.privateKey,
+      ).toString("base64");
 
     async function challenge(id: string): Promise<string> {
       const r = await postJson(api("/api/v1/renew/challenge"), { device_id: id }, { ca });
@@ -554,12 +751,21 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       server = await startTestServer(f.dir);
       for (const id of ids) {
         const { key, csr } = await makeCsr(id);
-        const issued = assertIssued(await postJson(api("/api/v1/enroll"), { device_id: id, token: tokens[id], csr: csr.pem }, { ca }), f.dir, id, key);
+        const issued = assertIssued(
+          await postJson(api("/api/v1/enroll"), { device_id: id, token: tokens[id], csr: csr.pem }, { ca }),
+          f.dir,
+          id,
+          key,
+        );
         const lifetime = new Date(issued.not_after).getTime() - Date.now();
         assert.ok(lifetime > 10_000 && lifetime <= 20_000, `validity.device 20s gives ~20 s (${lifetime} ms)`);
         devices[id] = { issued, key };
       }
-      await f.fleet.store.db.updateTable("certificates").set({ status: "revoked", revoked_at: new Date().toISOString(), revocation_reason: "superseded" }).where("serial", "=", devices["exp-revoked"]!.issued.serial).execute();
+      await f.fleet.store.db
+        .updateTable("certificates")
+        .set({ status: "revoked", revoked_at: new Date().toISOString(), revocation_reason: "superseded" })
+        .where("serial", "=", devices["exp-revoked"]!.issued.serial)
+        .execute();
       // Wait until every certificate has expired (plus a margin for second-granular notAfter).
       const last = Math.max(...Object.values(devices).map((d) => new Date(d.issued.not_after).getTime()));
       await sleep(last - Date.now() + 1_500);
@@ -572,7 +778,11 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
     it("an expired certificate no longer renews over mTLS: 403 certificate-expired", async () => {
       const { issued, key } = devices["exp-ok"]!;
       const { csr } = await makeCsr("exp-ok");
-      assertProblem(await postJson(api("/api/v1/renew"), { csr: csr.pem }, { ca, cert: tlsCert(issued), key: key.privateKey }), 403, "certificate-expired");
+      assertProblem(
+        await postJson(api("/api/v1/renew"), { csr: csr.pem }, { ca, cert: tlsCert(issued), key: key.privateKey }),
+        403,
+        "certificate-expired",
+      );
     });
 
     it("challenge + signed proof within the grace -> 200; the same request again -> the same certificate; a bad signature -> 401", async () => {
@@ -583,11 +793,23 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       const nonce = await challenge("exp-ok");
       const { key: newKey, csr } = await makeCsr("exp-ok");
       const stranger = await newP256Key();
-      const bad = await postJson(api("/api/v1/renew/expired"), { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(stranger, "exp-ok", nonce, csr.der) }, { ca });
+      const bad = await postJson(
+        api("/api/v1/renew/expired"),
+        { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(stranger, "exp-ok", nonce, csr.der) },
+        { ca },
+      );
       assertProblem(bad, 401, "proof-invalid");
       // A signature over another CSR does not fit this one either.
       const other = await makeCsr("exp-ok");
-      assertProblem(await postJson(api("/api/v1/renew/expired"), { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(oldKey, "exp-ok", nonce, other.csr.der) }, { ca }), 401, "proof-invalid");
+      assertProblem(
+        await postJson(
+          api("/api/v1/renew/expired"),
+          { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(oldKey, "exp-ok", nonce, other.csr.der) },
+          { ca },
+        ),
+        401,
+        "proof-invalid",
+      );
 
       const good = { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(oldKey, "exp-ok", nonce, csr.der) };
       const renewed = assertIssued(await postJson(api("/api/v1/renew/expired"), good, { ca }), f.dir, "exp-ok", newKey);
@@ -603,14 +825,26 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assertProblem(await postJson(api("/api/v1/renew/expired"), rekey, { ca }), 403, "re-enroll-required");
       // A nonce handed out for another device does not work either.
       const foreign = await challenge("exp-late");
-      assertProblem(await postJson(api("/api/v1/renew/expired"), { ...good, nonce: foreign, signature: proof(oldKey, "exp-ok", foreign, csr.der) }, { ca }), 401, "nonce-invalid");
+      assertProblem(
+        await postJson(
+          api("/api/v1/renew/expired"),
+          { ...good, nonce: foreign, signature: proof(oldKey, "exp-ok", foreign, csr.der) },
+          { ca },
+        ),
+        401,
+        "nonce-invalid",
+      );
     });
 
     it("a revoked (status 'revoked') expired certificate -> 403 re-enroll-required", async () => {
       const { issued, key } = devices["exp-revoked"]!;
       const nonce = await challenge("exp-revoked");
       const { csr } = await makeCsr("exp-revoked");
-      const r = await postJson(api("/api/v1/renew/expired"), { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(key, "exp-revoked", nonce, csr.der) }, { ca });
+      const r = await postJson(
+        api("/api/v1/renew/expired"),
+        { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(key, "exp-revoked", nonce, csr.der) },
+        { ca },
+      );
       assertProblem(r, 403, "re-enroll-required");
     });
 
@@ -625,7 +859,11 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assert.ok(Date.now() > new Date(issued.not_after).getTime() + 1_000, "expired more than 1 s ago");
       const nonce = await challenge("exp-late");
       const { csr } = await makeCsr("exp-late");
-      const r = await postJson(api("/api/v1/renew/expired"), { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(key, "exp-late", nonce, csr.der) }, { ca });
+      const r = await postJson(
+        api("/api/v1/renew/expired"),
+        { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(key, "exp-late", nonce, csr.der) },
+        { ca },
+      );
       const p = assertProblem(r, 403, "re-enroll-required");
       assert.match(p.detail, /grace/);
     });
@@ -645,7 +883,11 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
     };
     const renewAfterExpiry = async (id: string, dev: { issued: Issued; key: ClientKey }, nonce: string) => {
       const { key, csr } = await makeCsr(id);
-      const r = await postJson(api("/api/v1/renew/expired"), { certificate: dev.issued.certificate, csr: csr.pem, nonce, signature: expiredProof(dev.key, id, nonce, csr.der) }, { ca });
+      const r = await postJson(
+        api("/api/v1/renew/expired"),
+        { certificate: dev.issued.certificate, csr: csr.pem, nonce, signature: expiredProof(dev.key, id, nonce, csr.der) },
+        { ca },
+      );
       return { r, key };
     };
 
@@ -695,7 +937,11 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       const { nonce } = await challenge("ch-flooded");
       const { r, key } = await renewAfterExpiry("ch-flooded", dev, nonce);
       assertIssued(r, f.dir, "ch-flooded", key);
-      const left = await f.fleet.store.db.selectFrom("renewal_nonces").select("nonce").where("expires_at", "<=", new Date().toISOString()).execute();
+      const left = await f.fleet.store.db
+        .selectFrom("renewal_nonces")
+        .select("nonce")
+        .where("expires_at", "<=", new Date().toISOString())
+        .execute();
       assert.deepEqual(left, [], "expired challenges are purged");
     });
 
@@ -712,8 +958,24 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
     it("60 challenges a minute per source address, then 429 with Retry-After; other addresses are not affected", async () => {
       const root = rootPemPath(f.dir);
       const from = (address: string, id: string) =>
-        curl(["--cacert", root, "--interface", address, "-H", "content-type: application/json", "--data-binary", JSON.stringify({ device_id: id }), api("/api/v1/renew/challenge")]);
-      const statuses = (await pool(Array.from({ length: 60 }, (_, i) => `ch-junk-${i}`), 4, (id) => from("127.0.0.2", id))).map((r) => r.status);
+        curl([
+          "--cacert",
+          root,
+          "--interface",
+          address,
+          "-H",
+          "content-type: application/json",
+          "--data-binary",
+          JSON.stringify({ device_id: id }),
+          api("/api/v1/renew/challenge"),
+        ]);
+      const statuses = (
+        await pool(
+          Array.from({ length: 60 }, (_, i) => `ch-junk-${i}`),
+          4,
+          (id) => from("127.0.0.2", id),
+        )
+      ).map((r) => r.status);
       assert.deepEqual(new Set(statuses), new Set([200]), `the first 60: ${statuses.join(",")}`);
       const limited = await from("127.0.0.2", "ch-junk-60");
       assertProblem(limited, 429, "too-many-requests");
@@ -726,100 +988,150 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
   });
 
   // ---- retries after a lost answer (issue 9, item 1.10) -------------------------------------
-  describe("a request whose answer was lost can be repeated: same credential and key -> the same certificate", { concurrency: false }, () => {
-    let f: TempFleet;
-    let server: TestServer;
-    let ca: string;
-    const api = (path: string) => `${server.url}${path}`;
+  describe(
+    "a request whose answer was lost can be repeated: same credential and key -> the same certificate",
+    { concurrency: false },
+    () => {
+      let f: TempFleet;
+      let server: TestServer;
+      let ca: string;
+      const api = (path: string) => `${server.url}${path}`;
 
-    before(async () => {
-      f = await tempFleet();
-      ca = readFileSync(rootPemPath(f.dir), "utf8");
-      server = await startTestServer(f.dir);
-    });
-    after(async () => {
-      await server?.close();
-      await f?.close();
-    });
+      before(async () => {
+        f = await tempFleet();
+        ca = readFileSync(rootPemPath(f.dir), "utf8");
+        server = await startTestServer(f.dir);
+      });
+      after(async () => {
+        await server?.close();
+        await f?.close();
+      });
 
-    it("token: the same token and key again -> identical certificate (audited as a re-delivery); another key -> 401 token-used", async () => {
-      const token = await deviceWithToken(f.fleet, "retry-tok");
-      const { key, csr } = await makeCsr("retry-tok");
-      const lost = assertIssued(await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: csr.pem }, { ca }), f.dir, "retry-tok", key);
-      const again = assertIssued(await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: csr.pem }, { ca }), f.dir, "retry-tok", key);
-      assert.equal(again.certificate, lost.certificate, "the certificate already issued, byte for byte");
-      // A new CSR for the same key is the same request.
-      const { csr: sameKey } = await makeCsr("retry-tok", key);
-      assert.equal(assertIssued(await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: sameKey.pem }, { ca }), f.dir, "retry-tok", key).certificate, lost.certificate);
-      const { csr: otherKey } = await makeCsr("retry-tok");
-      assertProblem(await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: otherKey.pem }, { ca }), 401, "token-used");
-      assert.equal(await countRows(f.fleet, "certificates", "retry-tok"), 1, "one certificate for one token");
-      const redelivered = await auditRows(f.fleet, "certificate.redeliver", "retry-tok");
-      assert.equal(redelivered.length, 1, "re-deliveries of one certificate to one key are audited once per window");
-      for (const row of redelivered) {
-        assert.equal(JSON.parse(row.details).serial, lost.serial);
-        assert.equal(row.actor, "token:retry-tok");
-      }
-      assert.ok((await verifyAudit(f.fleet.store.db)).ok);
-    });
+      it("token: the same token and key again -> identical certificate (audited as a re-delivery); another key -> 401 token-used", async () => {
+        const token = await deviceWithToken(f.fleet, "retry-tok");
+        const { key, csr } = await makeCsr("retry-tok");
+        const lost = assertIssued(
+          await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: csr.pem }, { ca }),
+          f.dir,
+          "retry-tok",
+          key,
+        );
+        const again = assertIssued(
+          await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: csr.pem }, { ca }),
+          f.dir,
+          "retry-tok",
+          key,
+        );
+        assert.equal(again.certificate, lost.certificate, "the certificate already issued, byte for byte");
+        // A new CSR for the same key is the same request.
+        const { csr: sameKey } = await makeCsr("retry-tok", key);
+        assert.equal(
+          assertIssued(
+            await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: sameKey.pem }, { ca }),
+            f.dir,
+            "retry-tok",
+            key,
+          ).certificate,
+          lost.certificate,
+        );
+        const { csr: otherKey } = await makeCsr("retry-tok");
+        assertProblem(
+          await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: otherKey.pem }, { ca }),
+          401,
+          "token-used",
+        );
+        assert.equal(await countRows(f.fleet, "certificates", "retry-tok"), 1, "one certificate for one token");
+        const redelivered = await auditRows(f.fleet, "certificate.redeliver", "retry-tok");
+        assert.equal(redelivered.length, 1, "re-deliveries of one certificate to one key are audited once per window");
+        for (const row of redelivered) {
+          assert.equal(JSON.parse(row.details).serial, lost.serial);
+          assert.equal(row.actor, "token:retry-tok");
+        }
+        assert.ok((await verifyAudit(f.fleet.store.db)).ok);
+      });
 
-    it("token: 8 simultaneous requests with one token and one key all get the one certificate", async () => {
-      const token = await deviceWithToken(f.fleet, "retry-race");
-      const { key, csr } = await makeCsr("retry-race");
-      const results = await Promise.all(Array.from({ length: 8 }, () => postJson(api("/api/v1/enroll"), { device_id: "retry-race", token, csr: csr.pem }, { ca })));
-      const bodies = results.map((r) => assertIssued(r, f.dir, "retry-race", key));
-      assert.equal(new Set(bodies.map((b) => b.certificate)).size, 1, "identical answers");
-      assert.equal(await countRows(f.fleet, "certificates", "retry-race"), 1);
-    });
+      it("token: 8 simultaneous requests with one token and one key all get the one certificate", async () => {
+        const token = await deviceWithToken(f.fleet, "retry-race");
+        const { key, csr } = await makeCsr("retry-race");
+        const results = await Promise.all(
+          Array.from({ length: 8 }, () => postJson(api("/api/v1/enroll"), { device_id: "retry-race", token, csr: csr.pem }, { ca })),
+        );
+        const bodies = results.map((r) => assertIssued(r, f.dir, "retry-race", key));
+        assert.equal(new Set(bodies.map((b) => b.certificate)).size, 1, "identical answers");
+        assert.equal(await countRows(f.fleet, "certificates", "retry-race"), 1);
+      });
 
-    it("mTLS renewal: the same certificate and key again -> the renewal already issued; another key -> 403; the renewal itself renews on", async () => {
-      const token = await deviceWithToken(f.fleet, "retry-ren");
-      const first = await makeCsr("retry-ren");
-      const current = assertIssued(await postJson(api("/api/v1/enroll"), { device_id: "retry-ren", token, csr: first.csr.pem }, { ca }), f.dir, "retry-ren", first.key);
-      const tls = { ca, cert: tlsCert(current), key: first.key.privateKey };
-      const next = await makeCsr("retry-ren");
-      const lost = assertIssued(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), f.dir, "retry-ren", next.key);
-      const again = assertIssued(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), f.dir, "retry-ren", next.key);
-      assert.equal(again.certificate, lost.certificate, "the renewal already issued, byte for byte");
-      const other = await makeCsr("retry-ren");
-      const refused = assertProblem(await postJson(api("/api/v1/renew"), { csr: other.csr.pem }, tls), 403, "re-enroll-required");
-      assert.match(refused.detail, /already renewed/);
-      assert.equal(await countRows(f.fleet, "certificates", "retry-ren"), 2, "the enrollment and one renewal");
-      const redelivered = await auditRows(f.fleet, "certificate.redeliver", "retry-ren");
-      assert.deepEqual(redelivered.map((r) => JSON.parse(r.details).serial), [lost.serial]);
-      // The renewal is the identity now, and renews with any key.
-      assertIssued(await postJson(api("/api/v1/renew"), { csr: other.csr.pem }, { ca, cert: tlsCert(lost), key: next.key.privateKey }), f.dir, "retry-ren", other.key);
-    });
+      it("mTLS renewal: the same certificate and key again -> the renewal already issued; another key -> 403; the renewal itself renews on", async () => {
+        const token = await deviceWithToken(f.fleet, "retry-ren");
+        const first = await makeCsr("retry-ren");
+        const current = assertIssued(
+          await postJson(api("/api/v1/enroll"), { device_id: "retry-ren", token, csr: first.csr.pem }, { ca }),
+          f.dir,
+          "retry-ren",
+          first.key,
+        );
+        const tls = { ca, cert: tlsCert(current), key: first.key.privateKey };
+        const next = await makeCsr("retry-ren");
+        const lost = assertIssued(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), f.dir, "retry-ren", next.key);
+        const again = assertIssued(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), f.dir, "retry-ren", next.key);
+        assert.equal(again.certificate, lost.certificate, "the renewal already issued, byte for byte");
+        const other = await makeCsr("retry-ren");
+        const refused = assertProblem(await postJson(api("/api/v1/renew"), { csr: other.csr.pem }, tls), 403, "re-enroll-required");
+        assert.match(refused.detail, /already renewed/);
+        assert.equal(await countRows(f.fleet, "certificates", "retry-ren"), 2, "the enrollment and one renewal");
+        const redelivered = await auditRows(f.fleet, "certificate.redeliver", "retry-ren");
+        assert.deepEqual(
+          redelivered.map((r) => JSON.parse(r.details).serial),
+          [lost.serial],
+        );
+        // The renewal is the identity now, and renews with any key.
+        assertIssued(
+          await postJson(api("/api/v1/renew"), { csr: other.csr.pem }, { ca, cert: tlsCert(lost), key: next.key.privateKey }),
+          f.dir,
+          "retry-ren",
+          other.key,
+        );
+      });
 
-    it("renewal after expiry: a new challenge signed with the old key, same new key -> the renewal already issued; another key -> 403", async () => {
-      const dev = await deviceWithExpiredCertificate(f.fleet, "retry-exp");
-      const next = await makeCsr("retry-exp");
-      const renewExpired = async (csr: { pem: string; der: Buffer }) => {
-        const r = await postJson(api("/api/v1/renew/challenge"), { device_id: "retry-exp" }, { ca });
-        assert.equal(r.status, 200, r.text);
-        const nonce = r.json().nonce as string;
-        return postJson(api("/api/v1/renew/expired"), { certificate: dev.issued.certificate, csr: csr.pem, nonce, signature: expiredProof(dev.key, "retry-exp", nonce, csr.der) }, { ca });
-      };
-      const lost = assertIssued(await renewExpired(next.csr), f.dir, "retry-exp", next.key);
-      const again = assertIssued(await renewExpired(next.csr), f.dir, "retry-exp", next.key);
-      assert.equal(again.certificate, lost.certificate);
-      const other = await makeCsr("retry-exp");
-      assertProblem(await renewExpired(other.csr), 403, "re-enroll-required");
-      assert.equal(await countRows(f.fleet, "certificates", "retry-exp"), 2);
-      assert.equal((await auditRows(f.fleet, "certificate.redeliver", "retry-exp")).length, 1);
-    });
+      it("renewal after expiry: a new challenge signed with the old key, same new key -> the renewal already issued; another key -> 403", async () => {
+        const dev = await deviceWithExpiredCertificate(f.fleet, "retry-exp");
+        const next = await makeCsr("retry-exp");
+        const renewExpired = async (csr: { pem: string; der: Buffer }) => {
+          const r = await postJson(api("/api/v1/renew/challenge"), { device_id: "retry-exp" }, { ca });
+          assert.equal(r.status, 200, r.text);
+          const nonce = r.json().nonce as string;
+          return postJson(
+            api("/api/v1/renew/expired"),
+            { certificate: dev.issued.certificate, csr: csr.pem, nonce, signature: expiredProof(dev.key, "retry-exp", nonce, csr.der) },
+            { ca },
+          );
+        };
+        const lost = assertIssued(await renewExpired(next.csr), f.dir, "retry-exp", next.key);
+        const again = assertIssued(await renewExpired(next.csr), f.dir, "retry-exp", next.key);
+        assert.equal(again.certificate, lost.certificate);
+        const other = await makeCsr("retry-exp");
+        assertProblem(await renewExpired(other.csr), 403, "re-enroll-required");
+        assert.equal(await countRows(f.fleet, "certificates", "retry-exp"), 2);
+        assert.equal((await auditRows(f.fleet, "certificate.redeliver", "retry-exp")).length, 1);
+      });
 
-    it("a renewal revoked since is not handed out again", async () => {
-      const token = await deviceWithToken(f.fleet, "retry-rev");
-      const first = await makeCsr("retry-rev");
-      const current = assertIssued(await postJson(api("/api/v1/enroll"), { device_id: "retry-rev", token, csr: first.csr.pem }, { ca }), f.dir, "retry-rev", first.key);
-      const tls = { ca, cert: tlsCert(current), key: first.key.privateKey };
-      const next = await makeCsr("retry-rev");
-      const lost = assertIssued(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), f.dir, "retry-rev", next.key);
-      await revokeCertificate(f.fleet, { serial: lost.serial, actor: "test" });
-      assertProblem(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), 403, "certificate-revoked");
-    });
-  });
+      it("a renewal revoked since is not handed out again", async () => {
+        const token = await deviceWithToken(f.fleet, "retry-rev");
+        const first = await makeCsr("retry-rev");
+        const current = assertIssued(
+          await postJson(api("/api/v1/enroll"), { device_id: "retry-rev", token, csr: first.csr.pem }, { ca }),
+          f.dir,
+          "retry-rev",
+          first.key,
+        );
+        const tls = { ca, cert: tlsCert(current), key: first.key.privateKey };
+        const next = await makeCsr("retry-rev");
+        const lost = assertIssued(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), f.dir, "retry-rev", next.key);
+        await revokeCertificate(f.fleet, { serial: lost.serial, actor: "test" });
+        assertProblem(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), 403, "certificate-revoked");
+      });
+    },
+  );
 
   // ---- one token, fifty requests ----------------------------------------------------------
   describe("50 concurrent enrollments with ONE token", { concurrency: false }, () => {
@@ -845,7 +1157,11 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       const ca = readFileSync(rootPemPath(f.dir), "utf8");
       const token = await deviceWithToken(f.fleet, "race-0001");
       const csrs = await Promise.all(Array.from({ length: 50 }, () => makeCsr("race-0001")));
-      results = await Promise.all(csrs.map(({ csr }) => postJson(`${server!.url}/api/v1/enroll`, { device_id: "race-0001", token, csr: csr.pem }, { ca, timeoutMs: 60_000 })));
+      results = await Promise.all(
+        csrs.map(({ csr }) =>
+          postJson(`${server!.url}/api/v1/enroll`, { device_id: "race-0001", token, csr: csr.pem }, { ca, timeoutMs: 60_000 }),
+        ),
+      );
       const statuses = results.map((r) => r.status);
       assert.equal(statuses.filter((s) => s === 200).length, 1, `statuses: ${statuses.join(",")}`);
       assert.equal(statuses.filter((s) => s === 401).length, 49, `statuses: ${statuses.join(",")}`);
@@ -853,10 +1169,18 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       const issued = assertIssued(results[winner]!, f.dir, "race-0001", csrs[winner]!.key);
       for (const r of results.filter((x) => x.status === 401)) assertProblem(r, 401, "token-used");
 
-      const rows = await f.fleet.store.db.selectFrom("certificates").select(["serial", "der"]).where("device_id", "=", "race-0001").execute();
+      const rows = await f.fleet.store.db
+        .selectFrom("certificates")
+        .select(["serial", "der"])
+        .where("device_id", "=", "race-0001")
+        .execute();
       assert.equal(rows.length, 1, "exactly one certificate row for the device");
       assert.equal(rows[0]!.serial, issued.serial);
-      const tokenRow = await f.fleet.store.db.selectFrom("enrollment_tokens").select("used_at").where("device_id", "=", "race-0001").executeTakeFirstOrThrow();
+      const tokenRow = await f.fleet.store.db
+        .selectFrom("enrollment_tokens")
+        .select("used_at")
+        .where("device_id", "=", "race-0001")
+        .executeTakeFirstOrThrow();
       assert.notEqual(tokenRow.used_at, null);
       const verdict = await verifyAudit(f.fleet.store.db);
       assert.ok(verdict.ok, JSON.stringify(verdict));

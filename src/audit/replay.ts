@@ -77,7 +77,13 @@ const idOf = (subject: string, prefix: string): string | undefined =>
 /** Labels as the devices table stores them, with keys sorted so the two can be compared. */
 function labelsKey(labels: unknown): string {
   const obj = labels && typeof labels === "object" && !Array.isArray(labels) ? (labels as Record<string, unknown>) : {};
-  return JSON.stringify(Object.fromEntries(Object.keys(obj).sort().map((k) => [k, obj[k]])));
+  return JSON.stringify(
+    Object.fromEntries(
+      Object.keys(obj)
+        .sort()
+        .map((k) => [k, obj[k]]),
+    ),
+  );
 }
 
 export interface ReplayReport {
@@ -257,7 +263,7 @@ export class StateReplay {
 
     const seenCerts = new Set<string>();
     const PAGE = 5000;
-    for (let after = ""; ; ) {
+    for (let after = ""; ;) {
       const page = await db
         .selectFrom("certificates")
         .select(["serial", "kind", "subject_id", "status", "revocation_reason", "fingerprint_sha256", "not_after", "der"])
@@ -289,8 +295,9 @@ export class StateReplay {
       if (page.length < PAGE) break;
       after = page[page.length - 1]!.serial;
     }
-    for (const [serial, cert] of this.certs) if (!seenCerts.has(serial))
-      problems.push(`certificate ${serial} issued by event ${cert.seq} is missing from the certificates table (deleted)`);
+    for (const [serial, cert] of this.certs)
+      if (!seenCerts.has(serial))
+        problems.push(`certificate ${serial} issued by event ${cert.seq} is missing from the certificates table (deleted)`);
 
     const cas = await db.selectFrom("cas").select(["id", "status", "serial"]).execute();
     for (const row of cas) {
@@ -304,11 +311,11 @@ export class StateReplay {
       }
     }
     const caIds = new Set(cas.map((c) => c.id));
-    for (const [id, ca] of this.cas) if (!caIds.has(id))
-      problems.push(`CA ${id} created by event ${ca.seq} is missing from the cas table (deleted)`);
+    for (const [id, ca] of this.cas)
+      if (!caIds.has(id)) problems.push(`CA ${id} created by event ${ca.seq} is missing from the cas table (deleted)`);
 
     const seenDevices = new Set<string>();
-    for (let after = ""; ; ) {
+    for (let after = ""; ;) {
       const page = await db
         .selectFrom("devices")
         .select(["id", "status", "group_name", "labels"])
@@ -337,8 +344,8 @@ export class StateReplay {
       if (page.length < PAGE) break;
       after = page[page.length - 1]!.id;
     }
-    for (const [id, device] of this.devices) if (!seenDevices.has(id))
-      problems.push(`device ${id} added by event ${device.seq} is missing from the devices table (deleted)`);
+    for (const [id, device] of this.devices)
+      if (!seenDevices.has(id)) problems.push(`device ${id} added by event ${device.seq} is missing from the devices table (deleted)`);
 
     const seenTokens = new Set<string>();
     const anonymous = new Map(this.anonymousTokenUses);
@@ -375,8 +382,9 @@ export class StateReplay {
         else problems.push(`${what} is marked used in the table, but no event used it`);
       }
     }
-    for (const [id, token] of this.tokens) if (!seenTokens.has(id))
-      problems.push(`token ${id} created by event ${token.seq} is missing from the enrollment_tokens table (deleted)`);
+    for (const [id, token] of this.tokens)
+      if (!seenTokens.has(id))
+        problems.push(`token ${id} created by event ${token.seq} is missing from the enrollment_tokens table (deleted)`);
     await this.compareEnrollment(db, problems, notes);
     if (unverifiableHashes > 0)
       notes.push(
@@ -413,8 +421,9 @@ export class StateReplay {
       else if (expected.status === "issued" && expected.serial !== row.certificate_serial)
         problems.push(`${what} names certificate ${row.certificate_serial}, but event ${expected.seq} issued ${expected.serial} for it`);
     }
-    for (const [id, r] of this.requests) if (!seenRequests.has(id))
-      problems.push(`enrollment request ${id} made by event ${r.seq} is missing from the enrollment_requests table (deleted)`);
+    for (const [id, r] of this.requests)
+      if (!seenRequests.has(id))
+        problems.push(`enrollment request ${id} made by event ${r.seq} is missing from the enrollment_requests table (deleted)`);
     if (legacyRequests > 0)
       notes.push(`${legacyRequests} enrollment request(s) predate request ids in the log: their decisions cannot be checked`);
 
@@ -431,11 +440,12 @@ export class StateReplay {
           `the factory enrollment of ${row.device_id} differs from event ${expected.seq} (factory certificate or certificate changed)`,
         );
     }
-    for (const [id, e] of this.factory) if (!seenFactory.has(id))
-      problems.push(
-        `the factory enrollment of ${id} by event ${e.seq} is missing from factory_enrollments, ` +
-          "and no device.reprovision event removed it (deleted)",
-      );
+    for (const [id, e] of this.factory)
+      if (!seenFactory.has(id))
+        problems.push(
+          `the factory enrollment of ${id} by event ${e.seq} is missing from factory_enrollments, ` +
+            "and no device.reprovision event removed it (deleted)",
+        );
 
     let legacyRenewals = 0;
     const seenRenewals = new Set<string>();
@@ -450,10 +460,12 @@ export class StateReplay {
             `but event ${expected.seq} renewed it with ${expected.serial}`,
         );
     }
-    for (const [renewed, e] of this.renewals) if (!seenRenewals.has(renewed)) {
-      if (e.at < renewalsSince) legacyRenewals++;
-      else problems.push(`the renewal of ${renewed} by event ${e.seq} is missing from the renewals table (deleted: it could renew again)`);
-    }
+    for (const [renewed, e] of this.renewals)
+      if (!seenRenewals.has(renewed)) {
+        if (e.at < renewalsSince) legacyRenewals++;
+        else
+          problems.push(`the renewal of ${renewed} by event ${e.seq} is missing from the renewals table (deleted: it could renew again)`);
+      }
     if (legacyRenewals > 0) notes.push(`${legacyRenewals} renewal(s) predate the renewals table: not checked`);
   }
 }

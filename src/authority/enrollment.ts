@@ -50,7 +50,8 @@ function context(source: RequestSource, extra: Record<string, unknown> = {}): Re
 }
 
 function requireProvisioner(fleet: Fleet, name: "token" | "factory" | "approval"): void {
-  if (!fleet.config.enrollment[name]) throw new NotPermitted("provisioner-disabled", `${name} enrollment is switched off in fleetpki.yaml (enrollment.${name})`);
+  if (!fleet.config.enrollment[name])
+    throw new NotPermitted("provisioner-disabled", `${name} enrollment is switched off in fleetpki.yaml (enrollment.${name})`);
 }
 
 // ---- token ------------------------------------------------------------------------------
@@ -144,17 +145,19 @@ async function redeliver(
     }
     // Marked before the write, so concurrent retries do not each write a row; unmarked if it fails.
     seen.set(key, now.getTime());
-    await fleet.store.transaction(async (tx) => {
-      // Checked again under the write lock: a revocation or hold may have committed meanwhile.
-      const current = await tx.selectFrom("devices").select("status").where("id", "=", req.deviceId).executeTakeFirst();
-      if (!current) throw new UnknownDevice(req.deviceId);
-      if (current.status !== "active") throw new DeviceNotActive(req.deviceId, current.status);
-      const details = { serial: row.serial, ...req.context };
-      await appendAudit(tx, [{ actor: req.actor, action: "certificate.redeliver", subject: `device:${req.deviceId}`, details }]);
-    }).catch((e: unknown) => {
-      if (seen.get(key) === now.getTime()) seen.delete(key);
-      throw e;
-    });
+    await fleet.store
+      .transaction(async (tx) => {
+        // Checked again under the write lock: a revocation or hold may have committed meanwhile.
+        const current = await tx.selectFrom("devices").select("status").where("id", "=", req.deviceId).executeTakeFirst();
+        if (!current) throw new UnknownDevice(req.deviceId);
+        if (current.status !== "active") throw new DeviceNotActive(req.deviceId, current.status);
+        const details = { serial: row.serial, ...req.context };
+        await appendAudit(tx, [{ actor: req.actor, action: "certificate.redeliver", subject: `device:${req.deviceId}`, details }]);
+      })
+      .catch((e: unknown) => {
+        if (seen.get(key) === now.getTime()) seen.delete(key);
+        throw e;
+      });
   }
   return recordedDeviceCertificate(fleet, row, req.key.keyType);
 }
@@ -202,13 +205,17 @@ async function lookupCertificate(fleet: Fleet, der: Buffer): Promise<KnownCertif
   if (!row || !Buffer.from(row.der).equals(der) || !row.device_id)
     throw new AuthenticationFailed("certificate-unknown", "the client certificate was not issued to a device of this fleet");
   const expected = deviceSpiffeId(fleet.domain, row.device_id);
-  if (!subjectAltNameUris(parsed).includes(expected)) throw new AuthenticationFailed("certificate-unknown", "the client certificate does not carry its device identity");
+  if (!subjectAltNameUris(parsed).includes(expected))
+    throw new AuthenticationFailed("certificate-unknown", "the client certificate does not carry its device identity");
   return { parsed, row, deviceId: row.device_id };
 }
 
 function assertNotRevoked(known: KnownCertificate): void {
   if (known.row.status !== "valid")
-    throw new NotPermitted("certificate-revoked", `certificate ${known.row.serial} of device "${known.deviceId}" is ${known.row.status === "hold" ? "on hold" : "revoked"}`);
+    throw new NotPermitted(
+      "certificate-revoked",
+      `certificate ${known.row.serial} of device "${known.deviceId}" is ${known.row.status === "hold" ? "on hold" : "revoked"}`,
+    );
 }
 
 async function assertIssuerActive(fleet: Fleet, caId: string): Promise<void> {
@@ -218,8 +225,12 @@ async function assertIssuerActive(fleet: Fleet, caId: string): Promise<void> {
 
 function assertVerified(cert: ClientCertificate, what: string): void {
   if (cert.verificationError === "CERT_HAS_EXPIRED")
-    throw new NotPermitted("certificate-expired", `${what} has expired; renew with /api/v1/renew/expired within the grace period, or re-enroll`);
-  if (cert.verificationError) throw new AuthenticationFailed("certificate-unknown", `${what} does not verify against the fleet root (${cert.verificationError})`);
+    throw new NotPermitted(
+      "certificate-expired",
+      `${what} has expired; renew with /api/v1/renew/expired within the grace period, or re-enroll`,
+    );
+  if (cert.verificationError)
+    throw new AuthenticationFailed("certificate-unknown", `${what} does not verify against the fleet root (${cert.verificationError})`);
 }
 
 // ---- factory ----------------------------------------------------------------------------
@@ -231,7 +242,11 @@ export async function enrollWithFactoryCertificate(
   requireProvisioner(fleet, "factory");
   assertVerified(req.clientCertificate, "the factory certificate");
   const known = await lookupCertificate(fleet, req.clientCertificate.der);
-  if (known.row.kind !== "factory") throw new NotPermitted("wrong-issuer", "only certificates from a local (factory) CA can enroll; operational certificates renew at /renew");
+  if (known.row.kind !== "factory")
+    throw new NotPermitted(
+      "wrong-issuer",
+      "only certificates from a local (factory) CA can enroll; operational certificates renew at /renew",
+    );
   assertNotRevoked(known);
   await assertIssuerActive(fleet, known.row.issuer_ca);
   if (req.deviceId !== undefined && req.deviceId !== known.deviceId)
@@ -241,7 +256,11 @@ export async function enrollWithFactoryCertificate(
   const attempt = async (): Promise<DeviceCertificate> => {
     // A factory certificate enrolls its device once: a copied bundle must not mint certificates
     // for its year of life. Checked before signing; the claim settles racing requests.
-    const previous = await fleet.store.db.selectFrom("factory_enrollments").selectAll().where("device_id", "=", known.deviceId).executeTakeFirst();
+    const previous = await fleet.store.db
+      .selectFrom("factory_enrollments")
+      .selectAll()
+      .where("device_id", "=", known.deviceId)
+      .executeTakeFirst();
     if (previous) return (await factoryRetryAnswer(fleet, previous, known.row.serial, key)) ?? refuseFactoryReenrollment(known, previous);
     const claim: Claim = { kind: "factory", deviceId: known.deviceId, factorySerial: known.row.serial, at: now.toISOString() };
     const context_ = context(req.source, { provisioner: "factory", factory_serial: known.row.serial });
@@ -277,9 +296,18 @@ export class FactoryRefusal extends NotPermitted {
  * certificate and the same key get the certificate already issued (kept apart for the general
  * idempotent retry of issue 9, 1.10). Anything else is a second enrollment.
  */
-async function factoryRetryAnswer(fleet: Fleet, previous: FactoryEnrollmentTable, factorySerial: string, key: SubjectKey): Promise<DeviceCertificate | undefined> {
+async function factoryRetryAnswer(
+  fleet: Fleet,
+  previous: FactoryEnrollmentTable,
+  factorySerial: string,
+  key: SubjectKey,
+): Promise<DeviceCertificate | undefined> {
   if (previous.factory_serial !== factorySerial) return undefined;
-  const row = await fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", previous.certificate_serial).executeTakeFirst();
+  const row = await fleet.store.db
+    .selectFrom("certificates")
+    .selectAll()
+    .where("serial", "=", previous.certificate_serial)
+    .executeTakeFirst();
   if (!row || row.status !== "valid" || row.not_after <= new Date().toISOString()) return undefined;
   if (!parseCertificate(Buffer.from(row.der)).spki.equals(key.spki)) return undefined;
   return recordedDeviceCertificate(fleet, row, key.keyType);
@@ -295,10 +323,14 @@ function refuseFactoryReenrollment(known: KnownCertificate, previous: FactoryEnr
 
 // ---- renewal ----------------------------------------------------------------------------
 
-export async function renewWithCertificate(fleet: Fleet, req: { clientCertificate: ClientCertificate; csr: Buffer | string; source: RequestSource }): Promise<DeviceCertificate> {
+export async function renewWithCertificate(
+  fleet: Fleet,
+  req: { clientCertificate: ClientCertificate; csr: Buffer | string; source: RequestSource },
+): Promise<DeviceCertificate> {
   assertVerified(req.clientCertificate, "the client certificate");
   const known = await lookupCertificate(fleet, req.clientCertificate.der);
-  if (known.row.kind !== "device") throw new NotPermitted("wrong-issuer", "only operational device certificates renew; factory certificates enroll");
+  if (known.row.kind !== "device")
+    throw new NotPermitted("wrong-issuer", "only operational device certificates renew; factory certificates enroll");
   assertNotRevoked(known);
   await assertIssuerActive(fleet, known.row.issuer_ca);
   const key = await keyFromCsr(req.csr);
@@ -443,13 +475,20 @@ export async function renewExpired(
   if (known.row.kind !== "device") throw new NotPermitted("wrong-issuer", "only operational device certificates renew");
   const now = req.now ?? new Date();
   if (known.row.status !== "valid")
-    throw new ReEnrollRequired(`certificate ${known.row.serial} was ${known.row.status === "hold" ? "put on hold" : "revoked"}; it cannot renew after expiry: re-enroll`);
+    throw new ReEnrollRequired(
+      `certificate ${known.row.serial} was ${known.row.status === "hold" ? "put on hold" : "revoked"}; it cannot renew after expiry: re-enroll`,
+    );
   const key: SubjectKey = await keyFromCsr(req.csr);
   const parsedCsrDer = csrDer(req.csr);
   const publicKey = certificateKey(known.parsed.spki, known.row.serial);
   let ok = false;
   try {
-    ok = verify(hashFor(publicKey), expiredRenewalMessage(known.deviceId, req.nonce, parsedCsrDer), publicKey, Buffer.from(req.signature, "base64"));
+    ok = verify(
+      hashFor(publicKey),
+      expiredRenewalMessage(known.deviceId, req.nonce, parsedCsrDer),
+      publicKey,
+      Buffer.from(req.signature, "base64"),
+    );
   } catch {
     ok = false;
   }
@@ -460,7 +499,9 @@ export async function renewExpired(
   const earlier = await renewals.where("renewed_serial", "=", known.row.serial).executeTakeFirst();
   const graceMs = parseDuration(fleet.config.renewal.after_expiry_grace);
   if (!earlier && now.getTime() > known.parsed.notAfter.getTime() + graceMs)
-    throw new ReEnrollRequired(`certificate ${known.row.serial} expired at ${known.parsed.notAfter.toISOString()}, beyond the ${fleet.config.renewal.after_expiry_grace} renewal grace: re-enroll`);
+    throw new ReEnrollRequired(
+      `certificate ${known.row.serial} expired at ${known.parsed.notAfter.toISOString()}, beyond the ${fleet.config.renewal.after_expiry_grace} renewal grace: re-enroll`,
+    );
   await assertIssuerActive(fleet, known.row.issuer_ca);
   const renewal = { now, nonce: req.nonce, context: context(req.source, { renews: known.row.serial, after_expiry: true }) };
   return renewOnce(fleet, known, key, renewal);
@@ -475,7 +516,8 @@ export async function renewExpired(
 // for an older one, because replacing would let anyone behind the same address (a NAT) push a
 // robot's request out while the operator compares it, and would still cost a row per attempt.
 
-export type ApprovalOutcome = { status: "pending"; requestId: string; retryAfterSeconds: number } | { status: "issued"; certificate: DeviceCertificate };
+export type ApprovalOutcome =
+  { status: "pending"; requestId: string; retryAfterSeconds: number } | { status: "issued"; certificate: DeviceCertificate };
 
 const POLL_SECONDS = 10;
 /** Waiting requests in total: the last bound on the table, far above what one source can fill. */
@@ -496,7 +538,8 @@ export function keyFingerprint(spki: Buffer): string {
 export function parseKeyFingerprint(text: string): string {
   const m = /^(?:sha-?256\s*[:=]\s*)?([0-9a-f:\s]+)$/i.exec(text.trim());
   const hex = m ? m[1]!.replace(/[:\s]/g, "").toLowerCase() : "";
-  if (!/^[0-9a-f]{64}$/.test(hex)) throw new InvalidArgument(`invalid key fingerprint "${text}": expected sha256:<64 hex digits>, as \`fleetpki device requests\` shows`);
+  if (!/^[0-9a-f]{64}$/.test(hex))
+    throw new InvalidArgument(`invalid key fingerprint "${text}": expected sha256:<64 hex digits>, as \`fleetpki device requests\` shows`);
   return `sha256:${hex}`;
 }
 
@@ -538,11 +581,23 @@ export async function enrollByApproval(
 
   // A denial is for this key: the device may still ask with another one.
   if (latest?.status === "denied")
-    throw new NotPermitted("enrollment-denied", `the enrollment request of "${req.deviceId}" for key ${fingerprint} was denied by an operator`);
+    throw new NotPermitted(
+      "enrollment-denied",
+      `the enrollment request of "${req.deviceId}" for key ${fingerprint} was denied by an operator`,
+    );
   if (latest?.status === "approved") {
     const claim: Claim = { kind: "approval", requestId: latest.id };
     try {
-      const certificate = await issueForKey(fleet, { deviceId: req.deviceId, actor: `approval:${latest.decided_by}`, context: context(req.source, { provisioner: "approval", request: latest.id }), claim }, key);
+      const certificate = await issueForKey(
+        fleet,
+        {
+          deviceId: req.deviceId,
+          actor: `approval:${latest.decided_by}`,
+          context: context(req.source, { provisioner: "approval", request: latest.id }),
+          claim,
+        },
+        key,
+      );
       return { status: "issued", certificate };
     } catch (e) {
       // A concurrent poll collected the approval first: answer with the certificate it got.
@@ -553,13 +608,22 @@ export async function enrollByApproval(
   if (latest?.status === "pending") return { status: "pending", requestId: latest.id, retryAfterSeconds: POLL_SECONDS };
   if (latest?.status === "issued" && latest.certificate_serial) {
     // A poll repeated after the answer was lost gets the same certificate again.
-    const row = await fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", latest.certificate_serial).executeTakeFirstOrThrow();
+    const row = await fleet.store.db
+      .selectFrom("certificates")
+      .selectAll()
+      .where("serial", "=", latest.certificate_serial)
+      .executeTakeFirstOrThrow();
     return { status: "issued", certificate: await recordedDeviceCertificate(fleet, row, key.keyType) };
   }
   return newApprovalRequest(fleet, { ...req, csr: csrDer(req.csr) }, key, fingerprint);
 }
 
-async function newApprovalRequest(fleet: Fleet, req: { deviceId: string; csr: Buffer; source: RequestSource }, key: SubjectKey, fingerprint: string): Promise<ApprovalOutcome> {
+async function newApprovalRequest(
+  fleet: Fleet,
+  req: { deviceId: string; csr: Buffer; source: RequestSource },
+  key: SubjectKey,
+  fingerprint: string,
+): Promise<ApprovalOutcome> {
   const now = new Date().toISOString();
   const source = sourceOf(req.source.address);
   const row: EnrollmentRequestTable = {
@@ -601,7 +665,13 @@ async function assertRequestBounds(tx: Db, deviceId: string, group: string | nul
   const device = await tx.selectFrom("devices").select("status").where("id", "=", deviceId).executeTakeFirst();
   if (device?.status === "revoked") throw new DeviceNotActive(deviceId, device.status);
   const count = async (where: (q: ReturnType<typeof pendingRequests>) => ReturnType<typeof pendingRequests>) =>
-    Number((await where(pendingRequests(tx)).select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
+    Number(
+      (
+        await where(pendingRequests(tx))
+          .select((eb) => eb.fn.countAll().as("n"))
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
   const from = group ?? "an unknown source";
   const waiting = "already wait for an operator's decision";
   if ((await count((q) => q.where("device_id", "=", deviceId).where("source_group", "is", group))) >= MAX_PENDING_PER_DEVICE_AND_SOURCE)
@@ -625,7 +695,14 @@ export interface PendingRequest {
 }
 
 function toPending(r: EnrollmentRequestTable): PendingRequest {
-  return { id: r.id, deviceId: r.device_id, keyFingerprint: r.key_fingerprint, source: r.source, address: r.source_address, createdAt: r.created_at };
+  return {
+    id: r.id,
+    deviceId: r.device_id,
+    keyFingerprint: r.key_fingerprint,
+    source: r.source,
+    address: r.source_address,
+    createdAt: r.created_at,
+  };
 }
 
 export async function listPendingRequests(fleet: Fleet, filter: { deviceId?: string } = {}): Promise<PendingRequest[]> {
@@ -662,18 +739,30 @@ export interface Decision {
 export async function decideRequest(fleet: Fleet, req: DecideRequest): Promise<Decision> {
   assertDeviceId(req.deviceId);
   const fingerprint = req.fingerprint === undefined ? undefined : parseKeyFingerprint(req.fingerprint);
-  if (req.requestId !== undefined && fingerprint !== undefined) throw new InvalidArgument("give a request id or a key fingerprint, not both");
+  if (req.requestId !== undefined && fingerprint !== undefined)
+    throw new InvalidArgument("give a request id or a key fingerprint, not both");
   const now = new Date().toISOString();
   return fleet.store.transaction(async (tx) => {
-    const pending = await pendingRequests(tx).selectAll().where("device_id", "=", req.deviceId).orderBy("created_at").orderBy("id").execute();
+    const pending = await pendingRequests(tx)
+      .selectAll()
+      .where("device_id", "=", req.deviceId)
+      .orderBy("created_at")
+      .orderBy("id")
+      .execute();
     if (pending.length === 0) throw new InvalidArgument(`no pending enrollment request for "${req.deviceId}"`);
     let chosen: EnrollmentRequestTable | undefined;
     if (req.requestId !== undefined) {
       chosen = pending.find((r) => r.id === req.requestId);
-      if (!chosen) throw new InvalidArgument(`request ${req.requestId} is not a pending request of "${req.deviceId}"; pending: ${describePending(pending)}`);
+      if (!chosen)
+        throw new InvalidArgument(
+          `request ${req.requestId} is not a pending request of "${req.deviceId}"; pending: ${describePending(pending)}`,
+        );
     } else if (fingerprint !== undefined) {
       chosen = pending.find((r) => r.key_fingerprint === fingerprint);
-      if (!chosen) throw new InvalidArgument(`no pending request of "${req.deviceId}" is for key ${fingerprint}; pending: ${describePending(pending)}`);
+      if (!chosen)
+        throw new InvalidArgument(
+          `no pending request of "${req.deviceId}" is for key ${fingerprint}; pending: ${describePending(pending)}`,
+        );
     } else if (pending.length === 1) {
       chosen = pending[0]!;
     } else {
@@ -688,16 +777,32 @@ export async function decideRequest(fleet: Fleet, req: DecideRequest): Promise<D
       const device = await tx.selectFrom("devices").select("status").where("id", "=", req.deviceId).executeTakeFirst();
       if (device && device.status !== "active") throw new DeviceNotActive(req.deviceId, device.status);
       if (!device) {
-        await tx.insertInto("devices").values({ id: req.deviceId, group_name: null, labels: "{}", status: "active", created_at: now, updated_at: now }).execute();
+        await tx
+          .insertInto("devices")
+          .values({ id: req.deviceId, group_name: null, labels: "{}", status: "active", created_at: now, updated_at: now })
+          .execute();
         events.push({ actor: req.actor, action: "device.add", subject: `device:${req.deviceId}`, details: { via: "approval" } });
       }
       others = pending.filter((r) => r.id !== chosen.id);
     }
-    await tx.updateTable("enrollment_requests").set({ status: req.approve ? "approved" : "denied", decided_at: now, decided_by: req.actor }).where("id", "=", chosen.id).execute();
+    await tx
+      .updateTable("enrollment_requests")
+      .set({ status: req.approve ? "approved" : "denied", decided_at: now, decided_by: req.actor })
+      .where("id", "=", chosen.id)
+      .execute();
     events.push(decisionEvent(chosen, req.approve ? "enrollment.approve" : "enrollment.deny", req.actor));
     for (const other of others) {
-      await tx.updateTable("enrollment_requests").set({ status: "denied", decided_at: now, decided_by: req.actor }).where("id", "=", other.id).execute();
-      events.push(decisionEvent(other, "enrollment.deny", req.actor, { reason: "another request for the device was approved", approved_request: chosen.id }));
+      await tx
+        .updateTable("enrollment_requests")
+        .set({ status: "denied", decided_at: now, decided_by: req.actor })
+        .where("id", "=", other.id)
+        .execute();
+      events.push(
+        decisionEvent(other, "enrollment.deny", req.actor, {
+          reason: "another request for the device was approved",
+          approved_request: chosen.id,
+        }),
+      );
     }
     await appendAudit(tx, events);
     return { request: toPending(chosen), alsoDenied: others.map(toPending) };
@@ -705,18 +810,28 @@ export async function decideRequest(fleet: Fleet, req: DecideRequest): Promise<D
 }
 
 function decisionEvent(r: EnrollmentRequestTable, action: string, actor: string, extra: Record<string, unknown> = {}): AuditEvent {
-  return { actor, action, subject: `device:${r.device_id}`, details: { request: r.id, key_fingerprint: r.key_fingerprint, source: r.source, ...extra } };
+  return {
+    actor,
+    action,
+    subject: `device:${r.device_id}`,
+    details: { request: r.id, key_fingerprint: r.key_fingerprint, source: r.source, ...extra },
+  };
 }
 
 /**
  * Denies every waiting request of a device, or from an address (junk from one source is cleared
  * with one command). Each denial is audited; returns what was denied.
  */
-export async function denyRequests(fleet: Fleet, req: { deviceId?: string; fromAddress?: string; actor: string }): Promise<PendingRequest[]> {
-  if (req.deviceId === undefined && req.fromAddress === undefined) throw new InvalidArgument("say whose requests to deny: a device id, or --all-from ADDRESS");
+export async function denyRequests(
+  fleet: Fleet,
+  req: { deviceId?: string; fromAddress?: string; actor: string },
+): Promise<PendingRequest[]> {
+  if (req.deviceId === undefined && req.fromAddress === undefined)
+    throw new InvalidArgument("say whose requests to deny: a device id, or --all-from ADDRESS");
   if (req.deviceId !== undefined) assertDeviceId(req.deviceId);
   const address = req.fromAddress === undefined ? undefined : sourceOf(req.fromAddress.trim()).address;
-  if (req.fromAddress !== undefined && (!address || isIP(address) === 0)) throw new InvalidArgument(`--all-from "${req.fromAddress}" is not an IP address`);
+  if (req.fromAddress !== undefined && (!address || isIP(address) === 0))
+    throw new InvalidArgument(`--all-from "${req.fromAddress}" is not an IP address`);
   const now = new Date().toISOString();
   return fleet.store.transaction(async (tx) => {
     let q = pendingRequests(tx).selectAll();
@@ -727,9 +842,18 @@ export async function denyRequests(fleet: Fleet, req: { deviceId?: string; fromA
     await tx
       .updateTable("enrollment_requests")
       .set({ status: "denied", decided_at: now, decided_by: req.actor })
-      .where("id", "in", rows.map((r) => r.id))
+      .where(
+        "id",
+        "in",
+        rows.map((r) => r.id),
+      )
       .execute();
-    await appendAudit(tx, rows.map((r) => decisionEvent(r, "enrollment.deny", req.actor, { bulk: address !== undefined ? `all from ${address}` : "all of the device" })));
+    await appendAudit(
+      tx,
+      rows.map((r) =>
+        decisionEvent(r, "enrollment.deny", req.actor, { bulk: address !== undefined ? `all from ${address}` : "all of the device" }),
+      ),
+    );
     return rows.map(toPending);
   });
 }

@@ -27,7 +27,19 @@ import { fleetCsrAttrs } from "../x509/csrattrs.js";
 import { fromPem } from "../x509/pem.js";
 import { certsOnly } from "../x509/pkcs7.js";
 import { BASIC_CHALLENGE, isAuthFailure, toProblem } from "./errors.js";
-import { HttpProblem, closeGracefully, listen, methodNotAllowed, readBody, readJson, requireMediaType, sendJson, sendProblem, sendText, stringField } from "../http/http.js";
+import {
+  HttpProblem,
+  closeGracefully,
+  listen,
+  methodNotAllowed,
+  readBody,
+  readJson,
+  requireMediaType,
+  sendJson,
+  sendProblem,
+  sendText,
+  stringField,
+} from "../http/http.js";
 import { timeoutOptions, type ListenerTimeouts } from "../http/http.js";
 import { FailureLimiter, sourceKey } from "./rate-limit.js";
 
@@ -94,11 +106,25 @@ class Handler {
       device = await this.route(req, res, path, source);
     } catch (e) {
       const problem = toProblem(e);
-      if (problem.status >= 500) this.logger.error({ err: { name: (e as Error)?.name, message: (e as Error)?.message, stack: (e as Error)?.stack }, path }, "request failed");
+      if (problem.status >= 500)
+        this.logger.error(
+          { err: { name: (e as Error)?.name, message: (e as Error)?.message, stack: (e as Error)?.stack }, path },
+          "request failed",
+        );
       if (!res.headersSent) sendProblem(res, problem);
       else res.destroy();
     } finally {
-      this.logger.info({ method: req.method, path, status: res.statusCode, ms: Math.round((performance.now() - started) * 10) / 10, address: source.address, device }, "request");
+      this.logger.info(
+        {
+          method: req.method,
+          path,
+          status: res.statusCode,
+          ms: Math.round((performance.now() - started) * 10) / 10,
+          address: source.address,
+          device,
+        },
+        "request",
+      );
     }
   }
 
@@ -224,7 +250,9 @@ class Handler {
       return cert.deviceId;
     }
     if (client) {
-      const cert = await this.authenticated(source, undefined, "est-factory", () => enrollWithFactoryCertificate(this.fleet, { clientCertificate: client, csr, source }));
+      const cert = await this.authenticated(source, undefined, "est-factory", () =>
+        enrollWithFactoryCertificate(this.fleet, { clientCertificate: client, csr, source }),
+      );
       this.sendPkcs7(res, cert);
       return cert.deviceId;
     }
@@ -237,13 +265,24 @@ class Handler {
       } else this.sendPkcs7(res, outcome.certificate);
       return deviceId;
     }
-    throw new HttpProblem(401, "credentials-required", "authenticate with HTTP Basic (device id and one-time token) or a factory client certificate", BASIC_CHALLENGE);
+    throw new HttpProblem(
+      401,
+      "credentials-required",
+      "authenticate with HTTP Basic (device id and one-time token) or a factory client certificate",
+      BASIC_CHALLENGE,
+    );
   }
 
   private async estReenroll(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
     const csr = await this.estCsr(req);
     const client = clientCertificate(req);
-    if (!client) throw new HttpProblem(401, "certificate-required", "simplereenroll needs the current device certificate as TLS client certificate", BASIC_CHALLENGE);
+    if (!client)
+      throw new HttpProblem(
+        401,
+        "certificate-required",
+        "simplereenroll needs the current device certificate as TLS client certificate",
+        BASIC_CHALLENGE,
+      );
     const cert = await this.mtlsRenewal(source, "est-reenroll", () =>
       renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }),
     );
@@ -267,18 +306,30 @@ class Handler {
       return cert.deviceId;
     }
     if (client) {
-      const cert = await this.authenticated(source, deviceId, "api-factory", () => enrollWithFactoryCertificate(this.fleet, { clientCertificate: client, deviceId, csr, source }));
+      const cert = await this.authenticated(source, deviceId, "api-factory", () =>
+        enrollWithFactoryCertificate(this.fleet, { clientCertificate: client, deviceId, csr, source }),
+      );
       sendJson(res, 200, certificateJson(cert));
       return cert.deviceId;
     }
     if (this.fleet.config.enrollment.approval && deviceId) {
       const outcome = await enrollByApproval(this.fleet, { deviceId, csr, source });
       if (outcome.status === "pending")
-        sendJson(res, 202, { status: "pending", request_id: outcome.requestId, retry_after: outcome.retryAfterSeconds }, { "retry-after": String(outcome.retryAfterSeconds) });
+        sendJson(
+          res,
+          202,
+          { status: "pending", request_id: outcome.requestId, retry_after: outcome.retryAfterSeconds },
+          { "retry-after": String(outcome.retryAfterSeconds) },
+        );
       else sendJson(res, 200, certificateJson(outcome.certificate));
       return deviceId;
     }
-    throw new HttpProblem(401, "credentials-required", 'give "device_id" and "token", or present a factory client certificate', BASIC_CHALLENGE);
+    throw new HttpProblem(
+      401,
+      "credentials-required",
+      'give "device_id" and "token", or present a factory client certificate',
+      BASIC_CHALLENGE,
+    );
   }
 
   private async apiRenew(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
@@ -286,7 +337,13 @@ class Handler {
     const body = await readJson(req);
     const csr = stringField(body, "csr")!;
     const client = clientCertificate(req);
-    if (!client) throw new HttpProblem(401, "certificate-required", "renewal needs the current device certificate as TLS client certificate", BASIC_CHALLENGE);
+    if (!client)
+      throw new HttpProblem(
+        401,
+        "certificate-required",
+        "renewal needs the current device certificate as TLS client certificate",
+        BASIC_CHALLENGE,
+      );
     const cert = await this.mtlsRenewal(source, "api-renew", () =>
       renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }),
     );
@@ -307,7 +364,12 @@ class Handler {
   private async apiRenewExpired(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
     if (req.method !== "POST") throw methodNotAllowed(["POST"]);
     const body = await readJson(req);
-    const fields = { certificate: stringField(body, "certificate")!, csr: stringField(body, "csr")!, nonce: stringField(body, "nonce")!, signature: stringField(body, "signature")! };
+    const fields = {
+      certificate: stringField(body, "certificate")!,
+      csr: stringField(body, "csr")!,
+      nonce: stringField(body, "nonce")!,
+      signature: stringField(body, "signature")!,
+    };
     const cert = await this.authenticated(source, undefined, "api-renew-expired", () => renewExpired(this.fleet, { ...fields, source }));
     sendJson(res, 200, certificateJson(cert));
     return cert.deviceId;
@@ -319,7 +381,13 @@ function tooManyRequests(detail: string, retryAfterSeconds: number): HttpProblem
 }
 
 function certificateJson(cert: DeviceCertificate): Record<string, string> {
-  return { certificate: cert.certificatePem, chain: cert.chainPem, ca_bundle: cert.caPem, not_after: cert.notAfter.toISOString(), serial: cert.serial };
+  return {
+    certificate: cert.certificatePem,
+    chain: cert.chainPem,
+    ca_bundle: cert.caPem,
+    not_after: cert.notAfter.toISOString(),
+    serial: cert.serial,
+  };
 }
 
 function basicCredentials(req: IncomingMessage): { user: string; password: string } | undefined {
@@ -365,7 +433,9 @@ export async function startRegistrationServer(options: RegistrationServerOptions
     },
   );
   server.maxHeadersCount = 64;
-  server.on("tlsClientError", (err, socket) => options.logger.debug({ err: err.message, address: socket.remoteAddress }, "TLS handshake failed"));
+  server.on("tlsClientError", (err, socket) =>
+    options.logger.debug({ err: err.message, address: socket.remoteAddress }, "TLS handshake failed"),
+  );
   let refreshTimer: NodeJS.Timeout | undefined;
   if (options.refreshTls) {
     const refresh = options.refreshTls;
