@@ -13,7 +13,14 @@ import { CheckpointSchedule, exportCheckpoint, verifyFleetAudit, writeCheckpoint
 import type { AuditReport } from "../src/authority/audit-checkpoints.js";
 import { createLocalCa } from "../src/authority/cas.js";
 import { addDevice } from "../src/authority/devices.js";
-import { enrollWithToken } from "../src/authority/enrollment.js";
+import {
+  decideRequest,
+  enrollByApproval,
+  enrollWithFactoryCertificate,
+  enrollWithToken,
+  renewWithCertificate,
+} from "../src/authority/enrollment.js";
+import { issueBatch } from "../src/authority/batch.js";
 import { Fleet } from "../src/authority/fleet.js";
 import { initFleet } from "../src/authority/init.js";
 import { issueDeviceCertificate } from "../src/authority/issuance.js";
@@ -21,7 +28,9 @@ import { holdDevice, revokeCertificate, revokeDevice } from "../src/authority/re
 import { createToken } from "../src/authority/tokens.js";
 import { parseConfig, renderConfig, defaultConfig } from "../src/config/config.js";
 import { readPassphraseFile, readPrivateKey } from "../src/keys/keys.js";
+import { fromPem } from "../src/x509/pem.js";
 import { assertOneLineError, cliAsync, openssl, opensslCsr, tempDir } from "./helpers.js";
+import { editConfig } from "./server-helpers.js";
 
 interface Row {
   seq: number;
@@ -83,7 +92,18 @@ describe("audit verify against a database rewritten by an attacker", () => {
   const tmp = tempDir("fleetpki-tamper-");
   const base = join(tmp.path, "fleet");
   const outside = join(tmp.path, "outside");
-  const f = { cert1: "", cert2: "", cert3: "", cert4a: "", usedToken: "", unusedToken: "", checkpointSeq: 0, rows: [] as Row[] };
+  const f = {
+    cert1: "",
+    cert2: "",
+    cert3: "",
+    cert4a: "",
+    usedToken: "",
+    unusedToken: "",
+    checkpointSeq: 0,
+    rows: [] as Row[],
+    pendingRequest: "",
+    renewal: "",
+  };
   const reports = new Map<string, AuditReport>();
 
   async function verifyCopy(dir: string, checkpoints: boolean): Promise<AuditReport> {
@@ -193,10 +213,7 @@ describe("audit verify against a database rewritten by an attacker", () => {
       checkpoints: false,
       tamper: (db) =>
         db
-          .prepare(
-            "INSERT INTO enrollment_tokens (id, device_id, token_hash, created_at, expires_at, used_at, created_by) " +
-              "VALUES (?, 'robot-0001', ?, ?, ?, NULL, 'cli')",
-          )
+          .prepare("INSERT INTO enrollment_tokens VALUES (?, 'robot-0001', ?, ?, ?, NULL, 'cli', NULL)")
           .run(randomUUID(), attackerHash, new Date().toISOString(), new Date(Date.now() + 86_400_000).toISOString()),
       expect: [/token [0-9a-f-]+ of device robot-0001 is in the enrollment_tokens table, but no event created it \(planted\)/],
     },
@@ -250,6 +267,76 @@ describe("audit verify against a database rewritten by an attacker", () => {
       expect: [/device robot-0005 added by event \d+ is missing from the devices table \(deleted\)/],
     },
     {
+      name: "approving an enrollment request behind the log",
+      checkpoints: false,
+      tamper: (db) =>
+        db
+          .prepare("UPDATE enrollment_requests SET status = 'approved', decided_by = 'cli', decided_at = ? WHERE id = ?")
+          .run(new Date().toISOString(), f.pendingRequest),
+      expect: [/enrollment request [0-9a-f-]+ of device robot-0008 is approved in the table, but the log makes it pending/],
+    },
+    {
+      name: "planting an approved enrollment request",
+      checkpoints: false,
+      tamper: (db) => {
+        const row = db.prepare("SELECT * FROM enrollment_requests WHERE id = ?").get(f.pendingRequest) as Record<string, unknown>;
+        insertLike(db, "enrollment_requests", { ...row, id: randomUUID(), status: "approved", key_fingerprint: `sha256:${attackerHash}` });
+      },
+      expect: [/enrollment request [0-9a-f-]+ of device robot-0008 is in the enrollment_requests table, but no event made it \(planted\)/],
+    },
+    {
+      name: "a correctly chained forged append issuing by approval of a request no event approved",
+      checkpoints: false,
+      tamper: (db) => {
+        const row = db.prepare("SELECT * FROM certificates WHERE serial = ?").get(f.cert1) as Record<string, unknown>;
+        insertLike(db, "certificates", { ...row, serial: "0a11ce" });
+        db.prepare("UPDATE enrollment_requests SET status = 'issued', certificate_serial = '0a11ce' WHERE id = ?").run(f.pendingRequest);
+        const details = {
+          serial: "0a11ce",
+          fingerprint_sha256: row.fingerprint_sha256,
+          not_after: row.not_after,
+          provisioner: "approval",
+          request: f.pendingRequest,
+        };
+        forgeAppend(db, {
+          actor: "approval:cli",
+          action: "certificate.issue",
+          subject: "device:robot-0008",
+          details: JSON.stringify(details),
+        });
+      },
+      expect: [/event \d+ issues 0a11ce to robot-0008 by approval of request [0-9a-f-]+, which no event approved/],
+    },
+    {
+      name: "deleting a factory enrollment (an unlogged reprovision)",
+      checkpoints: false,
+      tamper: (db) => db.prepare("DELETE FROM factory_enrollments WHERE device_id = 'robot-0006'").run(),
+      expect: [
+        /the factory enrollment of robot-0006 by event \d+ is missing from factory_enrollments, and no device.reprovision event removed it/,
+      ],
+    },
+    {
+      name: "planting a factory enrollment for a device that never enrolled with one",
+      checkpoints: false,
+      tamper: (db) => {
+        const row = db.prepare("SELECT * FROM factory_enrollments WHERE device_id = 'robot-0006'").get() as Record<string, unknown>;
+        insertLike(db, "factory_enrollments", { ...row, device_id: "robot-0005" });
+      },
+      expect: [/device robot-0005 has a factory enrollment in the table, but the log has none since its last reprovision \(planted\)/],
+    },
+    {
+      name: "deleting a renewal (so the certificate renews twice)",
+      checkpoints: false,
+      tamper: (db) => db.prepare("DELETE FROM renewals WHERE serial = ?").run(f.renewal),
+      expect: [/the renewal of [0-9a-f]+ by event \d+ is missing from the renewals table \(deleted: it could renew again\)/],
+    },
+    {
+      name: "pointing a renewal at another certificate",
+      checkpoints: false,
+      tamper: (db) => db.prepare("UPDATE renewals SET serial = ? WHERE serial = ?").run(f.cert3, f.renewal),
+      expect: [/the renewal of [0-9a-f]+ is [0-9a-f]+ in the table, but event \d+ renewed it with [0-9a-f]+/],
+    },
+    {
       name: "a stored checkpoint whose document was edited",
       checkpoints: false,
       tamper: (db) => {
@@ -263,6 +350,9 @@ describe("audit verify against a database rewritten by an attacker", () => {
 
   before(async () => {
     await initFleet({ dir: base, name: "Tamper Robots", domain: "fleet.example" });
+    editConfig(base, (d) => {
+      d.enrollment.approval = true;
+    });
     const fleet = await Fleet.open(base);
     try {
       for (const id of ["robot-0001", "robot-0002", "robot-0003", "robot-0004", "robot-0005"])
@@ -282,6 +372,27 @@ describe("audit verify against a database rewritten by an attacker", () => {
       await revokeCertificate(fleet, { serial: f.cert4a, reason: "superseded", actor: "cli" });
       await createToken(fleet, { deviceId: "robot-0004", actor: "cli" });
       await createLocalCa(fleet, { name: "line1", actor: "cli" });
+      // Enrollment state outside the certificates: a factory enrollment, a renewal, approval requests.
+      const bundles = join(tmp.path, "bundles");
+      await issueBatch(fleet, { localName: "line1", ids: ["robot-0006"], outDir: bundles, actor: "cli" });
+      const factoryDer = fromPem(readFileSync(join(bundles, "robot-0006", "cert.pem"), "utf8"), ["CERTIFICATE"]);
+      await enrollWithFactoryCertificate(fleet, { clientCertificate: { der: factoryDer }, csr: csr("robot-0006"), source });
+      const cert1Der = (
+        await fleet.store.db.selectFrom("certificates").select("der").where("serial", "=", f.cert1).executeTakeFirstOrThrow()
+      ).der;
+      f.renewal = (
+        await renewWithCertificate(fleet, { clientCertificate: { der: Buffer.from(cert1Der) }, csr: csr("robot-0001b"), source })
+      ).serial;
+      const csr7 = csr("robot-0007");
+      assert.equal((await enrollByApproval(fleet, { deviceId: "robot-0007", csr: csr7, source })).status, "pending");
+      await decideRequest(fleet, { deviceId: "robot-0007", approve: true, actor: "cli" });
+      assert.equal((await enrollByApproval(fleet, { deviceId: "robot-0007", csr: csr7, source })).status, "issued");
+      const pending = await enrollByApproval(fleet, { deviceId: "robot-0008", csr: csr("robot-0008"), source });
+      assert.equal(pending.status, "pending");
+      f.pendingRequest = pending.status === "pending" ? pending.requestId : "";
+      const denied = await enrollByApproval(fleet, { deviceId: "robot-0009", csr: csr("robot-0009"), source });
+      assert.equal(denied.status, "pending");
+      await decideRequest(fleet, { deviceId: "robot-0009", approve: false, actor: "cli" });
     } finally {
       await fleet.close();
     }
@@ -449,6 +560,94 @@ describe("the audit key", () => {
       const head = await fleet.store.db.selectFrom("audit_head").select("seq").executeTakeFirstOrThrow();
       const latest = await fleet.store.db.selectFrom("audit_checkpoints").select("seq").orderBy("seq", "desc").executeTakeFirstOrThrow();
       assert.equal(latest.seq, head.seq, "the revocation and the new key are covered by a checkpoint");
+    } finally {
+      await fleet.close();
+    }
+  });
+
+  it("refuses checkpoints signed by an audit-like certificate from the devices CA, and by an audit key revoked for compromise", async () => {
+    const dir = join(tmp.path, "pin");
+    await initFleet({ dir, name: "Pin Robots", domain: "fleet.example" });
+    const fleet = await Fleet.open(dir);
+    try {
+      await addDevice(fleet, { id: "robot-0001", actor: "cli" });
+      const exportDir = join(tmp.path, "pin-out");
+      mkdirSync(exportDir);
+      const good = await exportCheckpoint(fleet, exportDir, "cli");
+      const doc = JSON.parse(good.document) as Record<string, string>;
+      // Whoever holds the devices CA key (or a factory line's local CA) mints a document-signing
+      // certificate naming the audit identity, and signs a checkpoint of a rewritten log with it.
+      const p = (n: string) => join(tmp.path, `pin-${n}`);
+      writeFileSync(
+        p("ext.cnf"),
+        `[x]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=1.3.6.1.5.5.7.3.36\nsubjectAltName=URI:spiffe://fleet.example/service/audit\n`,
+      );
+      const req = openssl([
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        p("key.pem"),
+        "-subj",
+        "/CN=audit",
+        "-out",
+        p("csr.pem"),
+      ]);
+      assert.equal(req.status, 0, req.stderr);
+      const ca = (n: string) => join(dir, "ca", "devices", n);
+      const x509 = openssl([
+        "x509",
+        "-req",
+        "-in",
+        p("csr.pem"),
+        "-CA",
+        ca("cert.pem"),
+        "-CAkey",
+        ca("key.pem"),
+        "-passin",
+        `file:${join(dir, "secrets", "passphrase")}`,
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        p("ext.cnf"),
+        "-extensions",
+        "x",
+        "-out",
+        p("cert.pem"),
+      ]);
+      assert.equal(x509.status, 0, x509.stderr);
+      const forgedDir = join(tmp.path, "pin-forged");
+      mkdirSync(forgedDir);
+      const key = readFileSync(p("key.pem"), "utf8");
+      writeFileSync(
+        join(forgedDir, "cp.json"),
+        JSON.stringify({
+          ...doc,
+          signature: sign("sha256", Buffer.from(doc.payload!), key).toString("base64"),
+          certificate: readFileSync(p("cert.pem"), "utf8"),
+          chain: readFileSync(ca("cert.pem"), "utf8"),
+        }),
+      );
+      const forged = await verifyFleetAudit(fleet, { checkpointsDir: forgedDir });
+      assert.match(forged.problems.join("\n"), /cp\.json: the audit certificate is not issued by this fleet's services CA/);
+      assert.deepEqual((await verifyFleetAudit(fleet, { checkpointsDir: exportDir })).problems, [], "the real one passes");
+
+      // The audit key revoked as compromised: nothing it signed is trusted any more.
+      const auditCert = await fleet.store.db
+        .selectFrom("certificates")
+        .select("serial")
+        .where("kind", "=", "audit")
+        .executeTakeFirstOrThrow();
+      await revokeCertificate(fleet, { serial: auditCert.serial, reason: "keyCompromise", actor: "cli" });
+      const revoked = await verifyFleetAudit(fleet, { checkpointsDir: exportDir });
+      const text = revoked.problems.join("\n");
+      assert.match(text, new RegExp(`checkpoint-[^:]*: its audit certificate ${auditCert.serial} is revoked \\(keyCompromise\\)`));
+      assert.match(text, new RegExp(`stored checkpoint \\d+: its audit certificate ${auditCert.serial} is revoked`));
     } finally {
       await fleet.close();
     }

@@ -37,6 +37,8 @@ export interface CheckpointHead {
 export interface CheckpointTrust {
   domain: string;
   rootDer: Buffer;
+  /** The services CA (ca/services/cert.pem): the only CA whose audit certificates may sign checkpoints. */
+  servicesCaDer: Buffer;
 }
 
 export interface AuditSigner {
@@ -149,6 +151,9 @@ export function verifyCheckpoint(text: string, trust: CheckpointTrust): Verified
   if (!issuer) throw new CheckpointInvalid("the audit certificate is not signed by the CA in the chain");
   if (!issuer.ca || !issuer.checkIssued(root) || !issuer.verify(root.publicKey))
     throw new CheckpointInvalid("the audit certificate's CA is not signed by this fleet's root");
+  // Other CAs under the root (devices, local factory CAs) must not vouch for the audit key.
+  if (!Buffer.from(issuer.raw).equals(trust.servicesCaDer))
+    throw new CheckpointInvalid("the audit certificate is not issued by this fleet's services CA");
   within(issuer, when, "the audit certificate's CA");
   within(cert!, when, "the audit certificate");
   if (cert!.ca) throw new CheckpointInvalid("the signing certificate is a CA certificate");
@@ -169,7 +174,33 @@ export function verifyCheckpoint(text: string, trust: CheckpointTrust): Verified
     good = false;
   }
   if (!good) throw new CheckpointInvalid("the signature does not verify with the audit certificate");
-  return { seq: Number(seqText), hash, at, certificateSerial: cert!.serialNumber.toLowerCase() };
+  return { seq: Number(seqText), hash, at, certificateSerial: parseCertificate(Buffer.from(cert!.raw)).serialHex };
+}
+
+/**
+ * What the database says about a checkpoint's audit certificate, or undefined when it may sign:
+ * it must be an audit certificate the fleet recorded, not revoked or held when the checkpoint was
+ * made, and never revoked for a key or CA compromise (then nothing it signed can be trusted).
+ */
+export async function checkpointSignerProblem(
+  db: Db,
+  cp: Pick<VerifiedCheckpoint, "certificateSerial" | "at">,
+): Promise<string | undefined> {
+  const row = await db
+    .selectFrom("certificates")
+    .select(["kind", "status", "revoked_at", "revocation_reason"])
+    .where("serial", "=", cp.certificateSerial)
+    .executeTakeFirst();
+  if (!row || row.kind !== "audit")
+    return `its audit certificate ${cp.certificateSerial} is not recorded as an audit certificate of this fleet`;
+  if (row.status === "valid") return undefined;
+  const compromised = row.revocation_reason === "keyCompromise" || row.revocation_reason === "cACompromise";
+  if (compromised || row.revoked_at === null || row.revoked_at <= cp.at)
+    return (
+      `its audit certificate ${cp.certificateSerial} is ${row.status === "hold" ? "on hold" : "revoked"}` +
+      `${row.revocation_reason ? ` (${row.revocation_reason})` : ""}${row.revoked_at ? ` since ${row.revoked_at}` : ""}`
+    );
+  return undefined;
 }
 
 /** Stores a checkpoint (one per sequence number: a second one for the same head is dropped). */

@@ -2,13 +2,18 @@
 // device or an enrollment token is appended to the log in the transaction that makes it, so the
 // tables must be exactly what the events say; a row changed, planted or deleted behind the log's
 // back shows up as a disagreement. Covered: certificates (issued, revoked, held, released), CAs
-// (created, revoked), devices (added, revoked, held, released; group and labels) and tokens
-// (created, used, cancelled by a device revocation).
+// (created, revoked), devices (added, revoked, held, released; group and labels), tokens
+// (created, used, cancelled by a device revocation), approval requests (made, approved, denied,
+// issued; denied by a device revocation), factory enrollments (a device's one, until
+// reprovisioned) and renewals (which certificate renewed which: a certificate renews once).
 //
 // Older fleets: token.create events written before this check existed carry no token hash, and
 // certificate.issue events no token id. Such tokens are checked for everything but their hash (a note
-// while still usable), and a used token is matched to one token enrollment of its device.
+// while still usable), and a used token is matched to one token enrollment of its device. Requests
+// made before migration 0005 and renewals before 0004 (when those tables began to be kept as
+// now) are noted, not failed, when the log cannot account for them.
 import { createHash } from "node:crypto";
+import { sql } from "kysely";
 import type { Db } from "../store/store.js";
 import type { AuditRecord } from "./log.js";
 
@@ -42,6 +47,26 @@ interface TokenState {
   seq: number;
 }
 
+interface RequestState {
+  deviceId: string;
+  status: "pending" | "approved" | "denied" | "issued";
+  serial?: string;
+  seq: number;
+}
+
+interface FactoryState {
+  factorySerial: string;
+  serial: string;
+  seq: number;
+}
+
+interface RenewalState {
+  serial: string;
+  deviceId: string;
+  seq: number;
+  at: string;
+}
+
 type Details = Record<string, unknown>;
 
 const str = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
@@ -73,6 +98,11 @@ export class StateReplay {
   private readonly cas = new Map<string, CaState>();
   private readonly devices = new Map<string, DeviceState>();
   private readonly tokens = new Map<string, TokenState>();
+  private readonly requests = new Map<string, RequestState>();
+  /** Per device: its factory enrollment since it was last reprovisioned. */
+  private readonly factory = new Map<string, FactoryState>();
+  /** Per renewed certificate: its renewal. */
+  private readonly renewals = new Map<string, RenewalState>();
   /** Token enrollments logged without the token's id (older fleets), per device. */
   private readonly anonymousTokenUses = new Map<string, number>();
   private readonly problems: string[] = [];
@@ -108,6 +138,42 @@ export class StateReplay {
           else if (token) token.usedSeq ??= row.seq;
           else this.anonymousTokenUses.set(deviceId, (this.anonymousTokenUses.get(deviceId) ?? 0) + 1);
         }
+        this.applyIssueClaims(row, d, serial);
+        return;
+      }
+      case "enrollment.request": {
+        const deviceId = idOf(row.subject, "device:");
+        const id = str(d.request);
+        if (!deviceId) return this.malformed(row);
+        if (id) this.requests.set(id, { deviceId, status: "pending", seq: row.seq });
+        return;
+      }
+      case "enrollment.approve":
+      case "enrollment.deny": {
+        const id = str(d.request);
+        if (!id) return;
+        const request = this.requests.get(id);
+        if (!request) return void this.problems.push(`event ${row.seq} (${row.action}) decides request ${id}, which no event made`);
+        Object.assign(request, { status: row.action === "enrollment.approve" ? "approved" : "denied", seq: row.seq });
+        return;
+      }
+      case "enrollment.expire":
+      case "enrollment.evict": {
+        // An undecided request that expired or was displaced by another source's: its row is deleted.
+        const id = str(d.request);
+        if (!id) return this.malformed(row);
+        const request = this.requests.get(id);
+        if (!request) return void this.problems.push(`event ${row.seq} (${row.action}) removes request ${id}, which no event made`);
+        if (request.status !== "pending")
+          return void this.problems.push(`event ${row.seq} (${row.action}) removes request ${id}, which was already ${request.status}`);
+        this.requests.delete(id);
+        return;
+      }
+      case "device.reprovision": {
+        const id = idOf(row.subject, "device:");
+        if (!id) return this.malformed(row);
+        if (!this.factory.delete(id))
+          this.problems.push(`event ${row.seq} reprovisions ${id}, which no event enrolled with a factory certificate`);
         return;
       }
       case "device.add": {
@@ -131,8 +197,13 @@ export class StateReplay {
           device.status = row.action === "device.revoke" ? "revoked" : row.action === "device.hold" ? "held" : "active";
           device.seq = row.seq;
         }
-        // A revoked device's unused tokens are spent in the same transaction.
-        if (row.action === "device.revoke") for (const t of this.tokens.values()) if (t.deviceId === id) t.usedSeq ??= row.seq;
+        // A revoked device's unused tokens are spent, and its waiting or approved requests denied, in the same transaction.
+        if (row.action === "device.revoke") {
+          for (const t of this.tokens.values()) if (t.deviceId === id) t.usedSeq ??= row.seq;
+          for (const r of this.requests.values())
+            if (r.deviceId === id && (r.status === "pending" || r.status === "approved"))
+              Object.assign(r, { status: "denied", seq: row.seq });
+        }
         return;
       }
       case "certificate.revoke":
@@ -153,6 +224,32 @@ export class StateReplay {
         this.tokens.set(tokenId, { deviceId, expiresAt: str(d.expires_at), hash: str(d.token_hash), seq: row.seq });
         return;
       }
+    }
+  }
+
+  /** What an issuance consumed besides a token: an approved request, a factory enrollment, a renewal. */
+  private applyIssueClaims(row: AuditRecord, d: Details, serial: string): void {
+    const deviceId = idOf(row.subject, "device:") ?? "";
+    if (d.provisioner === "approval") {
+      const id = str(d.request);
+      const request = id ? this.requests.get(id) : undefined;
+      if (!id || !request || request.status !== "approved" || request.deviceId !== deviceId)
+        this.problems.push(
+          `event ${row.seq} issues ${serial} to ${deviceId} by approval of request ${id ?? "(none)"}, which no event approved`,
+        );
+      if (request) Object.assign(request, { status: "issued", serial, seq: row.seq });
+    }
+    if (d.provisioner === "factory") {
+      const factorySerial = str(d.factory_serial);
+      // The first one counts, as the table's primary key lets exactly one through.
+      if (factorySerial && !this.factory.has(deviceId)) this.factory.set(deviceId, { factorySerial, serial, seq: row.seq });
+    }
+    const renews = str(d.renews);
+    if (renews) {
+      const earlier = this.renewals.get(renews);
+      if (earlier)
+        this.problems.push(`event ${row.seq} renews ${renews} again (event ${earlier.seq} renewed it): a certificate renews once`);
+      else this.renewals.set(renews, { serial, deviceId, seq: row.seq, at: row.at });
     }
   }
 
@@ -300,12 +397,98 @@ export class StateReplay {
     for (const [id, token] of this.tokens)
       if (!seenTokens.has(id))
         problems.push(`token ${id} created by event ${token.seq} is missing from the enrollment_tokens table (deleted)`);
+    await this.compareEnrollment(db, problems, notes);
     if (unverifiableHashes > 0)
       notes.push(
         `${unverifiableHashes} usable token(s) were created before token hashes were logged: ` +
           "their hashes cannot be checked (replace them with `fleetpki token create`)",
       );
     return { problems, notes };
+  }
+
+  private async compareEnrollment(db: Db, problems: string[], notes: string[]): Promise<void> {
+    const migrations = await migratedAt(db);
+    const requestsSince = migrations.get("0005_approval_requests_and_factory_once") ?? "";
+    const renewalsSince = migrations.get("0004_renewal_challenges_and_retries") ?? "";
+
+    let legacyRequests = 0;
+    const seenRequests = new Set<string>();
+    const requests = await db
+      .selectFrom("enrollment_requests")
+      .select(["id", "device_id", "status", "certificate_serial", "created_at"])
+      .execute();
+    for (const row of requests) {
+      seenRequests.add(row.id);
+      const what = `enrollment request ${row.id} of device ${row.device_id}`;
+      const expected = this.requests.get(row.id);
+      if (!expected) {
+        if (row.created_at < requestsSince) legacyRequests++;
+        else problems.push(`${what} is in the enrollment_requests table, but no event made it (planted)`);
+        continue;
+      }
+      if (expected.deviceId !== row.device_id)
+        problems.push(`request ${row.id} is for ${row.device_id} in the table, but event ${expected.seq} made it for ${expected.deviceId}`);
+      if (expected.status !== row.status)
+        problems.push(`${what} is ${row.status} in the table, but the log makes it ${expected.status} (event ${expected.seq})`);
+      else if (expected.status === "issued" && expected.serial !== row.certificate_serial)
+        problems.push(`${what} names certificate ${row.certificate_serial}, but event ${expected.seq} issued ${expected.serial} for it`);
+    }
+    for (const [id, r] of this.requests)
+      if (!seenRequests.has(id))
+        problems.push(`enrollment request ${id} made by event ${r.seq} is missing from the enrollment_requests table (deleted)`);
+    if (legacyRequests > 0)
+      notes.push(`${legacyRequests} enrollment request(s) predate request ids in the log: their decisions cannot be checked`);
+
+    const seenFactory = new Set<string>();
+    for (const row of await db.selectFrom("factory_enrollments").selectAll().execute()) {
+      seenFactory.add(row.device_id);
+      const expected = this.factory.get(row.device_id);
+      if (!expected)
+        problems.push(
+          `device ${row.device_id} has a factory enrollment in the table, but the log has none since its last reprovision (planted)`,
+        );
+      else if (expected.factorySerial !== row.factory_serial || expected.serial !== row.certificate_serial)
+        problems.push(
+          `the factory enrollment of ${row.device_id} differs from event ${expected.seq} (factory certificate or certificate changed)`,
+        );
+    }
+    for (const [id, e] of this.factory)
+      if (!seenFactory.has(id))
+        problems.push(
+          `the factory enrollment of ${id} by event ${e.seq} is missing from factory_enrollments, ` +
+            "and no device.reprovision event removed it (deleted)",
+        );
+
+    let legacyRenewals = 0;
+    const seenRenewals = new Set<string>();
+    for (const row of await db.selectFrom("renewals").selectAll().execute()) {
+      seenRenewals.add(row.renewed_serial);
+      const expected = this.renewals.get(row.renewed_serial);
+      if (!expected)
+        problems.push(`the renewal of ${row.renewed_serial} by ${row.serial} is in the renewals table, but no event issued it (planted)`);
+      else if (expected.serial !== row.serial || expected.deviceId !== row.device_id)
+        problems.push(
+          `the renewal of ${row.renewed_serial} is ${row.serial} in the table, ` +
+            `but event ${expected.seq} renewed it with ${expected.serial}`,
+        );
+    }
+    for (const [renewed, e] of this.renewals)
+      if (!seenRenewals.has(renewed)) {
+        if (e.at < renewalsSince) legacyRenewals++;
+        else
+          problems.push(`the renewal of ${renewed} by event ${e.seq} is missing from the renewals table (deleted: it could renew again)`);
+      }
+    if (legacyRenewals > 0) notes.push(`${legacyRenewals} renewal(s) predate the renewals table: not checked`);
+  }
+}
+
+/** When the named migrations ran (an older fleet's tables started to be kept as replayed here then). */
+async function migratedAt(db: Db): Promise<Map<string, string>> {
+  try {
+    const rows = await sql<{ name: string; timestamp: string }>`select name, timestamp from kysely_migration`.execute(db);
+    return new Map(rows.rows.map((r) => [r.name, r.timestamp]));
+  } catch {
+    return new Map();
   }
 }
 

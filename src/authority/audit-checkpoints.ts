@@ -13,6 +13,7 @@ import {
   signCheckpoint,
   storeCheckpoint,
   verifyCheckpoint,
+  checkpointSignerProblem,
   type AuditSigner,
   type CheckpointTrust,
 } from "../audit/checkpoints.js";
@@ -104,14 +105,17 @@ async function auditSigner(fleet: Fleet, actor: string, now: Date): Promise<Audi
 
 /** The fleet's domain and root, as the fleet directory holds them (ca/root/cert.pem). */
 function trustOf(fleet: Fleet): CheckpointTrust {
-  const file = fleet.path(layout.caCert("root"));
-  let pem: string;
-  try {
-    pem = readFileSync(file, "utf8");
-  } catch {
-    throw new InvalidArgument(`cannot read the fleet root ${file}`);
-  }
-  return { domain: fleet.domain, rootDer: fromPem(pem, ["CERTIFICATE"]) };
+  const read = (id: string, what: string): Buffer => {
+    const file = fleet.path(layout.caCert(id));
+    let pem: string;
+    try {
+      pem = readFileSync(file, "utf8");
+    } catch {
+      throw new InvalidArgument(`cannot read the fleet ${what} ${file}`);
+    }
+    return fromPem(pem, ["CERTIFICATE"]);
+  };
+  return { domain: fleet.domain, rootDer: read("root", "root"), servicesCaDer: read("services", "services CA") };
 }
 
 export interface WrittenCheckpoint {
@@ -258,6 +262,8 @@ export async function verifyFleetAudit(fleet: Fleet, opts: { checkpointsDir?: st
   for (const file of files) {
     try {
       const cp = verifyCheckpoint(readFileSync(file, "utf8"), trust);
+      const signer = await checkpointSignerProblem(db, cp);
+      if (signer) throw new CheckpointInvalid(signer);
       const mismatch = await checkAgainstLog(db, `checkpoint ${file}`, cp);
       if (mismatch) problems.push(mismatch);
       else if (!newestOutside || cp.seq > newestOutside.seq) newestOutside = { seq: cp.seq, at: cp.at, file };
@@ -272,6 +278,8 @@ export async function verifyFleetAudit(fleet: Fleet, opts: { checkpointsDir?: st
     const where = `stored checkpoint ${row.seq}`;
     try {
       const cp = verifyCheckpoint(row.document, trust);
+      const signer = await checkpointSignerProblem(db, cp);
+      if (signer) throw new CheckpointInvalid(signer);
       if (cp.seq !== row.seq || cp.hash !== row.hash) problems.push(`${where}: its columns differ from its signed document`);
       else {
         const mismatch = await checkAgainstLog(db, where, cp);

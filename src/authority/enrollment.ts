@@ -116,21 +116,66 @@ async function retryWithSpentToken(
  */
 async function redeliver(
   fleet: Fleet,
-  req: { serial: string; deviceId: string; key: SubjectKey; actor: string; context: Record<string, unknown>; refusal: () => Error },
+  req: {
+    serial: string;
+    deviceId: string;
+    key: SubjectKey;
+    actor: string;
+    context: Record<string, unknown>;
+    refusal: () => Error;
+    now?: Date;
+  },
 ): Promise<DeviceCertificate> {
   const row = await fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", req.serial).executeTakeFirst();
   if (!row || row.device_id !== req.deviceId || !parseCertificate(Buffer.from(row.der)).spki.equals(req.key.spki)) throw req.refusal();
   if (row.status !== "valid")
     throw new NotPermitted("certificate-revoked", `certificate ${row.serial} is ${row.status === "hold" ? "on hold" : "revoked"}`);
   await assertIssuerActive(fleet, row.issuer_ca);
-  await fleet.store.transaction(async (tx) => {
-    const device = await tx.selectFrom("devices").select("status").where("id", "=", req.deviceId).executeTakeFirst();
-    if (!device) throw new UnknownDevice(req.deviceId);
-    if (device.status !== "active") throw new DeviceNotActive(req.deviceId, device.status);
-    const details = { serial: row.serial, ...req.context };
-    await appendAudit(tx, [{ actor: req.actor, action: "certificate.redeliver", subject: `device:${req.deviceId}`, details }]);
-  });
+  const device = await fleet.store.db.selectFrom("devices").select("status").where("id", "=", req.deviceId).executeTakeFirst();
+  if (!device) throw new UnknownDevice(req.deviceId);
+  if (device.status !== "active") throw new DeviceNotActive(req.deviceId, device.status);
+  const now = req.now ?? new Date();
+  const seen = redeliveriesAudited(fleet);
+  const key = `${row.serial}\u0000${createHash("sha256").update(req.key.spki).digest("hex")}`;
+  const last = seen.get(key);
+  if (last === undefined || now.getTime() - last >= REDELIVERY_AUDIT_WINDOW_MS || now.getTime() < last) {
+    if (seen.size >= MAX_REDELIVERIES_REMEMBERED) {
+      for (const [k, at] of seen) if (now.getTime() - at >= REDELIVERY_AUDIT_WINDOW_MS) seen.delete(k);
+      if (seen.size >= MAX_REDELIVERIES_REMEMBERED) seen.clear();
+    }
+    // Marked before the write, so concurrent retries do not each write a row; unmarked if it fails.
+    seen.set(key, now.getTime());
+    await fleet.store
+      .transaction(async (tx) => {
+        // Checked again under the write lock: a revocation or hold may have committed meanwhile.
+        const current = await tx.selectFrom("devices").select("status").where("id", "=", req.deviceId).executeTakeFirst();
+        if (!current) throw new UnknownDevice(req.deviceId);
+        if (current.status !== "active") throw new DeviceNotActive(req.deviceId, current.status);
+        const details = { serial: row.serial, ...req.context };
+        await appendAudit(tx, [{ actor: req.actor, action: "certificate.redeliver", subject: `device:${req.deviceId}`, details }]);
+      })
+      .catch((e: unknown) => {
+        if (seen.get(key) === now.getTime()) seen.delete(key);
+        throw e;
+      });
+  }
   return recordedDeviceCertificate(fleet, row, req.key.keyType);
+}
+
+/**
+ * A re-delivery hands out nothing new (the issuance is audited), so a robot retrying in a loop
+ * is audited once per certificate, key and window rather than once per request. Kept in memory:
+ * after a restart the next re-delivery is audited again.
+ */
+const REDELIVERY_AUDIT_WINDOW_MS = 3_600_000;
+/** Entries need a certificate whose key the requester holds, so this bound is rarely reached. */
+const MAX_REDELIVERIES_REMEMBERED = 10_000;
+const redeliveries = new WeakMap<Fleet, Map<string, number>>();
+
+function redeliveriesAudited(fleet: Fleet): Map<string, number> {
+  let seen = redeliveries.get(fleet);
+  if (!seen) redeliveries.set(fleet, (seen = new Map()));
+  return seen;
 }
 
 // ---- presented certificates -------------------------------------------------------------
@@ -216,10 +261,7 @@ export async function enrollWithFactoryCertificate(
       .selectAll()
       .where("device_id", "=", known.deviceId)
       .executeTakeFirst();
-    if (previous)
-      return (
-        (await factoryRetryAnswer(fleet, previous, known.row.serial, key)) ?? refuseFactoryReenrollment(fleet, known, previous, req.source)
-      );
+    if (previous) return (await factoryRetryAnswer(fleet, previous, known.row.serial, key)) ?? refuseFactoryReenrollment(known, previous);
     const claim: Claim = { kind: "factory", deviceId: known.deviceId, factorySerial: known.row.serial, at: now.toISOString() };
     const context_ = context(req.source, { provisioner: "factory", factory_serial: known.row.serial });
     return issueForKey(fleet, { deviceId: known.deviceId, actor: `factory:${known.row.issuer_ca}`, now, context: context_, claim }, key);
@@ -233,8 +275,21 @@ export async function enrollWithFactoryCertificate(
   }
 }
 
-/** The refusal of a second factory enrollment, once audited (so the retry above does not repeat it). */
-class FactoryRefusal extends NotPermitted {}
+/**
+ * The refusal of a second factory enrollment. Not audited one row each (a copied bundle could
+ * flood the log): the transport counts it against the source like a failed authentication and
+ * tallies it (AuthFailureLog, action "enrollment.refuse"), with the details carried here.
+ */
+export class FactoryRefusal extends NotPermitted {
+  constructor(
+    readonly deviceId: string,
+    /** The factory certificate presented now, and the enrollment that already used the device's one. */
+    readonly details: { factory_serial: string; enrolled_with: string; enrolled_certificate: string },
+  ) {
+    const e = factoryAlreadyEnrolled(deviceId);
+    super(e.reason, e.message);
+  }
+}
 
 /**
  * The answer to a factory enrollment repeated because its answer was lost: the same factory
@@ -258,30 +313,12 @@ async function factoryRetryAnswer(
   return recordedDeviceCertificate(fleet, row, key.keyType);
 }
 
-async function refuseFactoryReenrollment(
-  fleet: Fleet,
-  known: KnownCertificate,
-  previous: FactoryEnrollmentTable,
-  source: RequestSource,
-): Promise<never> {
-  await fleet.store.transaction((tx) =>
-    appendAudit(tx, [
-      {
-        actor: `factory:${known.row.issuer_ca}`,
-        action: "enrollment.refuse",
-        subject: `device:${known.deviceId}`,
-        details: context(source, {
-          provisioner: "factory",
-          reason: "factory-already-enrolled",
-          factory_serial: known.row.serial,
-          enrolled_with: previous.factory_serial,
-          enrolled_certificate: previous.certificate_serial,
-        }),
-      },
-    ]),
-  );
-  const e = factoryAlreadyEnrolled(known.deviceId);
-  throw new FactoryRefusal(e.reason, e.message);
+function refuseFactoryReenrollment(known: KnownCertificate, previous: FactoryEnrollmentTable): never {
+  throw new FactoryRefusal(known.deviceId, {
+    factory_serial: known.row.serial,
+    enrolled_with: previous.factory_serial,
+    enrolled_certificate: previous.certificate_serial,
+  });
 }
 
 // ---- renewal ----------------------------------------------------------------------------
@@ -339,6 +376,7 @@ async function renewOnce(
     key,
     actor,
     context: req.context,
+    now: req.now,
     refusal: () =>
       new ReEnrollRequired(
         `certificate ${known.row.serial} was already renewed (certificate ${replaced}) for another key; a certificate renews once: ` +
@@ -399,7 +437,10 @@ function storeChallenge(native: NativeDb, c: ChallengeRow): void {
     native,
     "select 1 from certificates c join devices d on d.id = c.device_id " +
       "where c.device_id = @device and c.kind = 'device' and c.status = 'valid' and d.status = 'active' " +
-      "and c.not_after >= @expiredSince and c.not_after <= @expiredBy limit 1",
+      "and c.not_after <= @expiredBy and (c.not_after >= @expiredSince " +
+      // Past the grace, only to collect a renewal already recorded and still valid (its answer was lost).
+      "or exists (select 1 from renewals r join certificates n on n.serial = r.serial " +
+      "where r.renewed_serial = c.serial and n.status = 'valid' and n.not_after > @at)) limit 1",
   );
   if (eligible.get(c) === undefined) return;
   // Expired challenges are useless (a spent one is refused as unknown just as well): the table
@@ -422,7 +463,7 @@ function hashFor(key: ReturnType<typeof createPublicKey>): string | null {
 
 export async function renewExpired(
   fleet: Fleet,
-  req: { certificate: string | Buffer; csr: Buffer | string; nonce: string; signature: string; source: RequestSource },
+  req: { certificate: string | Buffer; csr: Buffer | string; nonce: string; signature: string; source: RequestSource; now?: Date },
 ): Promise<DeviceCertificate> {
   let der: Buffer;
   try {
@@ -432,15 +473,10 @@ export async function renewExpired(
   }
   const known = await lookupCertificate(fleet, der);
   if (known.row.kind !== "device") throw new NotPermitted("wrong-issuer", "only operational device certificates renew");
-  const now = new Date();
+  const now = req.now ?? new Date();
   if (known.row.status !== "valid")
     throw new ReEnrollRequired(
       `certificate ${known.row.serial} was ${known.row.status === "hold" ? "put on hold" : "revoked"}; it cannot renew after expiry: re-enroll`,
-    );
-  const graceMs = parseDuration(fleet.config.renewal.after_expiry_grace);
-  if (now.getTime() > known.parsed.notAfter.getTime() + graceMs)
-    throw new ReEnrollRequired(
-      `certificate ${known.row.serial} expired at ${known.parsed.notAfter.toISOString()}, beyond the ${fleet.config.renewal.after_expiry_grace} renewal grace: re-enroll`,
     );
   const key: SubjectKey = await keyFromCsr(req.csr);
   const parsedCsrDer = csrDer(req.csr);
@@ -457,6 +493,15 @@ export async function renewExpired(
     ok = false;
   }
   if (!ok) throw new AuthenticationFailed("proof-invalid", "the proof of possession does not verify with the expired certificate's key");
+  // The grace bounds new renewals only: a renewal already recorded (its answer was lost while the
+  // robot stayed offline) is handed out again for the same key, proved by the signature above.
+  const renewals = fleet.store.db.selectFrom("renewals").select("serial");
+  const earlier = await renewals.where("renewed_serial", "=", known.row.serial).executeTakeFirst();
+  const graceMs = parseDuration(fleet.config.renewal.after_expiry_grace);
+  if (!earlier && now.getTime() > known.parsed.notAfter.getTime() + graceMs)
+    throw new ReEnrollRequired(
+      `certificate ${known.row.serial} expired at ${known.parsed.notAfter.toISOString()}, beyond the ${fleet.config.renewal.after_expiry_grace} renewal grace: re-enroll`,
+    );
   await assertIssuerActive(fleet, known.row.issuer_ca);
   const renewal = { now, nonce: req.nonce, context: context(req.source, { renews: known.row.serial, after_expiry: true }) };
   return renewOnce(fleet, known, key, renewal);

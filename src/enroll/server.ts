@@ -14,6 +14,7 @@ import {
   renewWithCertificate,
   renewalChallenge,
   requestedDeviceId,
+  FactoryRefusal,
   type ClientCertificate,
   type RequestSource,
 } from "../authority/enrollment.js";
@@ -183,9 +184,13 @@ class Handler {
     try {
       return await op(limited);
     } catch (e) {
-      if (!isAuthFailure(e)) throw e;
+      // A refused second enrollment with a factory bundle is counted like a failed login: a copied
+      // bundle is a credential someone should not be using.
+      const refusal = e instanceof FactoryRefusal;
+      if (!isAuthFailure(e) && !refusal) throw e;
       this.limiter.fail(key);
-      this.recordFailure(source, deviceId, reasonVia, e);
+      if (refusal) this.recordRefusal(source, reasonVia, e);
+      else this.recordFailure(source, deviceId, reasonVia, e);
       const wait = this.limiter.blockedFor(key);
       if (limited && wait > 0) throw tooManyRequests(`too many failed attempts from this address; retry in ${wait} s`, wait);
       throw e;
@@ -208,7 +213,19 @@ class Handler {
 
   private recordFailure(source: RequestSource, deviceId: string | undefined, via: string, e: unknown): void {
     const reason = (e as AuthenticationFailed).reason ?? "unknown-device";
-    this.failures.record({ address: source.address ?? "unknown", deviceId, reason, via });
+    this.failures.record({ address: source.address ?? "unknown", source: sourceKey(source.address), deviceId, reason, via });
+  }
+
+  private recordRefusal(source: RequestSource, via: string, e: FactoryRefusal): void {
+    this.failures.record({
+      address: source.address ?? "unknown",
+      source: sourceKey(source.address),
+      deviceId: e.deviceId,
+      reason: e.reason,
+      via,
+      action: "enrollment.refuse",
+      details: { provisioner: "factory", ...e.details },
+    });
   }
 
   private async estCsr(req: IncomingMessage): Promise<Buffer> {
