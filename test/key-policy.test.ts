@@ -13,7 +13,7 @@ import { addDevice } from "../src/authority/devices.js";
 import { CsrInvalid, KeyTypeNotAllowed, ReEnrollRequired } from "../src/authority/errors.js";
 import type { Fleet } from "../src/authority/fleet.js";
 import { issueDeviceCertificate, issueForKey, keyFromCsr, type SubjectKey } from "../src/authority/issuance.js";
-import { renewExpired, renewalChallenge, expiredRenewalMessage } from "../src/authority/enrollment.js";
+import { renewExpired, renewWithCertificate, renewalChallenge, expiredRenewalMessage } from "../src/authority/enrollment.js";
 import { createToken } from "../src/authority/tokens.js";
 import { nullValue, oid, sequence, smallInteger, tlv } from "../src/der/writer.js";
 import { buildCertificate, parseCertificate } from "../src/x509/certificate.js";
@@ -21,7 +21,7 @@ import { CsrError, parseCsr } from "../src/x509/csr.js";
 import { subjectKeyIdentifier } from "../src/x509/extensions.js";
 import { LeafTemplate } from "../src/x509/profiles.js";
 import { signatureSchemeFor } from "../src/x509/algorithms.js";
-import { toPem } from "../src/x509/pem.js";
+import { fromPem, toPem } from "../src/x509/pem.js";
 import { tempFleet } from "./helpers.js";
 import { assertProblem, https, postJson, startTestServer, makeCsr, type TestServer } from "./server-helpers.js";
 import * as F from "./support/csr-fuzz.js";
@@ -452,17 +452,29 @@ describe("certificates carry the canonical SubjectPublicKeyInfo", () => {
 
 describe("the key of an expired certificate", () => {
   /** A certificate for a small-order key, as the CA issued them before the policy existed. */
-  async function weakCertificate(deviceId: string): Promise<string> {
+  async function weakCertificate(deviceId: string, now = new Date(Date.now() - 2 * 3_600_000)): Promise<string> {
     await addDevice(fleet, { id: deviceId, actor: "test" });
     const spki = F.edSpki(F.edEncode(F.ED_IDENTITY));
     const legacy = { spki, subjectPublicKey: F.edEncode(F.ED_IDENTITY), keyType: "ed25519" } as unknown as SubjectKey;
-    const cert = await issueForKey(
-      fleet,
-      { deviceId, actor: "test", now: new Date(Date.now() - 2 * 3_600_000), lifetimeMs: 3_600_000 },
-      legacy,
-    );
+    const cert = await issueForKey(fleet, { deviceId, actor: "test", now, lifetimeMs: 3_600_000 }, legacy);
     return cert.certificatePem;
   }
+
+  it("a valid certificate for a small-order key cannot renew over mTLS either (its TLS 'proof' may be forged)", async () => {
+    const certificate = await weakCertificate("legacy-weak-mtls", new Date());
+    const { csr: fresh } = await makeCsr("legacy-weak-mtls");
+    const before = await certCount();
+    const e = await rejected(
+      renewWithCertificate(fleet, {
+        clientCertificate: { der: fromPem(certificate, ["CERTIFICATE"]) },
+        csr: fresh.der,
+        source: { via: "test" },
+      }),
+    );
+    assert.ok(e instanceof ReEnrollRequired, String(e));
+    assert.match((e as Error).message, /key policy refuses .*small order.*re-enroll/);
+    assert.equal(await certCount(), before);
+  });
 
   it("a certificate issued for a small-order key cannot renew after expiry, even with a 'proof' that verifies", async () => {
     const certificate = await weakCertificate("legacy-weak");

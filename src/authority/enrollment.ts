@@ -248,6 +248,8 @@ export async function enrollWithFactoryCertificate(
       "only certificates from a local (factory) CA can enroll; operational certificates renew at /renew",
     );
   assertNotRevoked(known);
+  // As for renewal: a factory certificate for a key the policy refuses proves nothing over TLS.
+  certificateKey(known.parsed.spki, known.row.serial);
   await assertIssuerActive(fleet, known.row.issuer_ca);
   if (req.deviceId !== undefined && req.deviceId !== known.deviceId)
     throw new NotPermitted("identity-mismatch", `the factory certificate belongs to "${known.deviceId}", not "${req.deviceId}"`);
@@ -332,6 +334,8 @@ export async function renewWithCertificate(
   if (known.row.kind !== "device")
     throw new NotPermitted("wrong-issuer", "only operational device certificates renew; factory certificates enroll");
   assertNotRevoked(known);
+  // A key issued before the key policy existed may be one whose TLS signature anyone can forge.
+  certificateKey(known.parsed.spki, known.row.serial);
   await assertIssuerActive(fleet, known.row.issuer_ca);
   const key = await keyFromCsr(req.csr);
   return renewOnce(fleet, known, key, { now: new Date(), context: context(req.source, { renews: known.row.serial }) });
