@@ -565,93 +565,97 @@ describe("the audit key", () => {
     }
   });
 
-  it("refuses checkpoints signed by an audit-like certificate from the devices CA, and by an audit key revoked for compromise", async () => {
-    const dir = join(tmp.path, "pin");
-    await initFleet({ dir, name: "Pin Robots", domain: "fleet.example" });
-    const fleet = await Fleet.open(dir);
-    try {
-      await addDevice(fleet, { id: "robot-0001", actor: "cli" });
-      const exportDir = join(tmp.path, "pin-out");
-      mkdirSync(exportDir);
-      const good = await exportCheckpoint(fleet, exportDir, "cli");
-      const doc = JSON.parse(good.document) as Record<string, string>;
-      // Whoever holds the devices CA key (or a factory line's local CA) mints a document-signing
-      // certificate naming the audit identity, and signs a checkpoint of a rewritten log with it.
-      const p = (n: string) => join(tmp.path, `pin-${n}`);
-      writeFileSync(
-        p("ext.cnf"),
-        `[x]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=1.3.6.1.5.5.7.3.36\nsubjectAltName=URI:spiffe://fleet.example/service/audit\n`,
-      );
-      const req = openssl([
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        p("key.pem"),
-        "-subj",
-        "/CN=audit",
-        "-out",
-        p("csr.pem"),
-      ]);
-      assert.equal(req.status, 0, req.stderr);
-      const ca = (n: string) => join(dir, "ca", "devices", n);
-      const x509 = openssl([
-        "x509",
-        "-req",
-        "-in",
-        p("csr.pem"),
-        "-CA",
-        ca("cert.pem"),
-        "-CAkey",
-        ca("key.pem"),
-        "-passin",
-        `file:${join(dir, "secrets", "passphrase")}`,
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-extfile",
-        p("ext.cnf"),
-        "-extensions",
-        "x",
-        "-out",
-        p("cert.pem"),
-      ]);
-      assert.equal(x509.status, 0, x509.stderr);
-      const forgedDir = join(tmp.path, "pin-forged");
-      mkdirSync(forgedDir);
-      const key = readFileSync(p("key.pem"), "utf8");
-      writeFileSync(
-        join(forgedDir, "cp.json"),
-        JSON.stringify({
-          ...doc,
-          signature: sign("sha256", Buffer.from(doc.payload!), key).toString("base64"),
-          certificate: readFileSync(p("cert.pem"), "utf8"),
-          chain: readFileSync(ca("cert.pem"), "utf8"),
-        }),
-      );
-      const forged = await verifyFleetAudit(fleet, { checkpointsDir: forgedDir });
-      assert.match(forged.problems.join("\n"), /cp\.json: the audit certificate is not issued by this fleet's services CA/);
-      assert.deepEqual((await verifyFleetAudit(fleet, { checkpointsDir: exportDir })).problems, [], "the real one passes");
+  it(
+    "refuses checkpoints signed by an audit-like certificate from the devices CA, and by an audit key " + "revoked for compromise",
+    async () => {
+      const dir = join(tmp.path, "pin");
+      await initFleet({ dir, name: "Pin Robots", domain: "fleet.example" });
+      const fleet = await Fleet.open(dir);
+      try {
+        await addDevice(fleet, { id: "robot-0001", actor: "cli" });
+        const exportDir = join(tmp.path, "pin-out");
+        mkdirSync(exportDir);
+        const good = await exportCheckpoint(fleet, exportDir, "cli");
+        const doc = JSON.parse(good.document) as Record<string, string>;
+        // Whoever holds the devices CA key (or a factory line's local CA) mints a document-signing
+        // certificate naming the audit identity, and signs a checkpoint of a rewritten log with it.
+        const p = (n: string) => join(tmp.path, `pin-${n}`);
+        writeFileSync(
+          p("ext.cnf"),
+          `[x]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n` +
+            `extendedKeyUsage=1.3.6.1.5.5.7.3.36\nsubjectAltName=URI:spiffe://fleet.example/service/audit\n`,
+        );
+        const req = openssl([
+          "req",
+          "-new",
+          "-newkey",
+          "ec",
+          "-pkeyopt",
+          "ec_paramgen_curve:P-256",
+          "-nodes",
+          "-keyout",
+          p("key.pem"),
+          "-subj",
+          "/CN=audit",
+          "-out",
+          p("csr.pem"),
+        ]);
+        assert.equal(req.status, 0, req.stderr);
+        const ca = (n: string) => join(dir, "ca", "devices", n);
+        const x509 = openssl([
+          "x509",
+          "-req",
+          "-in",
+          p("csr.pem"),
+          "-CA",
+          ca("cert.pem"),
+          "-CAkey",
+          ca("key.pem"),
+          "-passin",
+          `file:${join(dir, "secrets", "passphrase")}`,
+          "-CAcreateserial",
+          "-days",
+          "30",
+          "-extfile",
+          p("ext.cnf"),
+          "-extensions",
+          "x",
+          "-out",
+          p("cert.pem"),
+        ]);
+        assert.equal(x509.status, 0, x509.stderr);
+        const forgedDir = join(tmp.path, "pin-forged");
+        mkdirSync(forgedDir);
+        const key = readFileSync(p("key.pem"), "utf8");
+        writeFileSync(
+          join(forgedDir, "cp.json"),
+          JSON.stringify({
+            ...doc,
+            signature: sign("sha256", Buffer.from(doc.payload!), key).toString("base64"),
+            certificate: readFileSync(p("cert.pem"), "utf8"),
+            chain: readFileSync(ca("cert.pem"), "utf8"),
+          }),
+        );
+        const forged = await verifyFleetAudit(fleet, { checkpointsDir: forgedDir });
+        assert.match(forged.problems.join("\n"), /cp\.json: the audit certificate is not issued by this fleet's services CA/);
+        assert.deepEqual((await verifyFleetAudit(fleet, { checkpointsDir: exportDir })).problems, [], "the real one passes");
 
-      // The audit key revoked as compromised: nothing it signed is trusted any more.
-      const auditCert = await fleet.store.db
-        .selectFrom("certificates")
-        .select("serial")
-        .where("kind", "=", "audit")
-        .executeTakeFirstOrThrow();
-      await revokeCertificate(fleet, { serial: auditCert.serial, reason: "keyCompromise", actor: "cli" });
-      const revoked = await verifyFleetAudit(fleet, { checkpointsDir: exportDir });
-      const text = revoked.problems.join("\n");
-      assert.match(text, new RegExp(`checkpoint-[^:]*: its audit certificate ${auditCert.serial} is revoked \\(keyCompromise\\)`));
-      assert.match(text, new RegExp(`stored checkpoint \\d+: its audit certificate ${auditCert.serial} is revoked`));
-    } finally {
-      await fleet.close();
-    }
-  });
+        // The audit key revoked as compromised: nothing it signed is trusted any more.
+        const auditCert = await fleet.store.db
+          .selectFrom("certificates")
+          .select("serial")
+          .where("kind", "=", "audit")
+          .executeTakeFirstOrThrow();
+        await revokeCertificate(fleet, { serial: auditCert.serial, reason: "keyCompromise", actor: "cli" });
+        const revoked = await verifyFleetAudit(fleet, { checkpointsDir: exportDir });
+        const text = revoked.problems.join("\n");
+        assert.match(text, new RegExp(`checkpoint-[^:]*: its audit certificate ${auditCert.serial} is revoked \\(keyCompromise\\)`));
+        assert.match(text, new RegExp(`stored checkpoint \\d+: its audit certificate ${auditCert.serial} is revoked`));
+      } finally {
+        await fleet.close();
+      }
+    },
+  );
 
   it("serve's schedule writes a checkpoint only when the head moved; export goes to a file or a directory", async () => {
     const dir = join(tmp.path, "sched");

@@ -238,105 +238,113 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assertIssued(await enroll({ device_id: "api-err", token: tokens["api-err"], csr: good.pem }), f.dir, "api-err", key);
     });
 
-    it("factory: mTLS with the issue-batch bundle -> devices-CA certificate for robot-0001; asking for robot-0002 -> 403 identity-mismatch", async () => {
-      const bundle = join(out.path, "robot-0001");
-      const cert = readFileSync(join(bundle, "cert.pem"), "utf8") + readFileSync(join(bundle, "chain.pem"), "utf8");
-      const key = readFileSync(join(bundle, "key.pem"), "utf8");
-      const { key: newKey, csr } = await makeCsr("robot-0001");
-      const mismatch = await postJson(api("/api/v1/enroll"), { device_id: "robot-0002", csr: csr.pem }, { ca, cert, key });
-      assertProblem(mismatch, 403, "identity-mismatch");
-      const r = await postJson(api("/api/v1/enroll"), { device_id: "robot-0001", csr: csr.pem }, { ca, cert, key });
-      const issued = assertIssued(r, f.dir, "robot-0001", newKey);
-      const row = await f.fleet.store.db
-        .selectFrom("certificates")
-        .select(["issuer_ca", "kind"])
-        .where("serial", "=", issued.serial)
-        .executeTakeFirstOrThrow();
-      assert.deepEqual(row, { issuer_ca: "devices", kind: "device" });
-      // The factory certificate is not an operational identity: it cannot renew.
-      assertProblem(await postJson(api("/api/v1/renew"), { csr: csr.pem }, { ca, cert, key }), 403, "wrong-issuer");
-    });
-
-    it("a factory bundle enrolls its device once: 5 enrollments -> one 200, four 403 factory-already-enrolled, each audited; reprovision allows one more", async () => {
-      const bundle = join(out.path, "robot-0002");
-      const cert = readFileSync(join(bundle, "cert.pem"), "utf8") + readFileSync(join(bundle, "chain.pem"), "utf8");
-      const key = readFileSync(join(bundle, "key.pem"), "utf8");
-      const enroll = (csr: string) => postJson(api("/api/v1/enroll"), { device_id: "robot-0002", csr }, { ca, cert, key });
-      const csrs = await Promise.all(Array.from({ length: 5 }, () => makeCsr("robot-0002")));
-      // At the same time, as copies of one bundle would.
-      const results = await Promise.all(csrs.map((c) => enroll(c.csr.pem)));
-      const winners = results.flatMap((r, i) => (r.status === 200 ? [i] : []));
-      assert.equal(winners.length, 1, results.map((r) => `${r.status} ${r.text}`).join("\n"));
-      const winner = winners[0]!;
-      const issued = assertIssued(results[winner]!, f.dir, "robot-0002", csrs[winner]!.key);
-      for (const r of results.filter((x) => x.status !== 200)) {
-        const p = assertProblem(r, 403, "factory-already-enrolled");
-        assert.match(p.detail, /fleetpki device reprovision robot-0002/);
-      }
-      const deviceCerts = () =>
-        f.fleet.store.db
+    it(
+      "factory: mTLS with the issue-batch bundle -> devices-CA certificate for robot-0001; asking for " +
+        "robot-0002 -> 403 identity-mismatch",
+      async () => {
+        const bundle = join(out.path, "robot-0001");
+        const cert = readFileSync(join(bundle, "cert.pem"), "utf8") + readFileSync(join(bundle, "chain.pem"), "utf8");
+        const key = readFileSync(join(bundle, "key.pem"), "utf8");
+        const { key: newKey, csr } = await makeCsr("robot-0001");
+        const mismatch = await postJson(api("/api/v1/enroll"), { device_id: "robot-0002", csr: csr.pem }, { ca, cert, key });
+        assertProblem(mismatch, 403, "identity-mismatch");
+        const r = await postJson(api("/api/v1/enroll"), { device_id: "robot-0001", csr: csr.pem }, { ca, cert, key });
+        const issued = assertIssued(r, f.dir, "robot-0001", newKey);
+        const row = await f.fleet.store.db
           .selectFrom("certificates")
-          .select("serial")
-          .where("device_id", "=", "robot-0002")
-          .where("kind", "=", "device")
+          .select(["issuer_ca", "kind"])
+          .where("serial", "=", issued.serial)
+          .executeTakeFirstOrThrow();
+        assert.deepEqual(row, { issuer_ca: "devices", kind: "device" });
+        // The factory certificate is not an operational identity: it cannot renew.
+        assertProblem(await postJson(api("/api/v1/renew"), { csr: csr.pem }, { ca, cert, key }), 403, "wrong-issuer");
+      },
+    );
+
+    it(
+      "a factory bundle enrolls its device once: 5 enrollments -> one 200, four 403 " +
+        "factory-already-enrolled, each audited; reprovision allows one more",
+      async () => {
+        const bundle = join(out.path, "robot-0002");
+        const cert = readFileSync(join(bundle, "cert.pem"), "utf8") + readFileSync(join(bundle, "chain.pem"), "utf8");
+        const key = readFileSync(join(bundle, "key.pem"), "utf8");
+        const enroll = (csr: string) => postJson(api("/api/v1/enroll"), { device_id: "robot-0002", csr }, { ca, cert, key });
+        const csrs = await Promise.all(Array.from({ length: 5 }, () => makeCsr("robot-0002")));
+        // At the same time, as copies of one bundle would.
+        const results = await Promise.all(csrs.map((c) => enroll(c.csr.pem)));
+        const winners = results.flatMap((r, i) => (r.status === 200 ? [i] : []));
+        assert.equal(winners.length, 1, results.map((r) => `${r.status} ${r.text}`).join("\n"));
+        const winner = winners[0]!;
+        const issued = assertIssued(results[winner]!, f.dir, "robot-0002", csrs[winner]!.key);
+        for (const r of results.filter((x) => x.status !== 200)) {
+          const p = assertProblem(r, 403, "factory-already-enrolled");
+          assert.match(p.detail, /fleetpki device reprovision robot-0002/);
+        }
+        const deviceCerts = () =>
+          f.fleet.store.db
+            .selectFrom("certificates")
+            .select("serial")
+            .where("device_id", "=", "robot-0002")
+            .where("kind", "=", "device")
+            .execute();
+        assert.deepEqual(
+          (await deviceCerts()).map((r) => r.serial),
+          [issued.serial],
+        );
+        // Refusals are audited as a tally per source, device and bundle (one row with a count when
+        // the server flushes its tallies) and counted against the source: test/enroll-bounds.test.ts.
+
+        // The same enrollment repeated (its answer lost): the certificate already issued, no new one.
+        const retry = assertIssued(await enroll(csrs[winner]!.csr.pem), f.dir, "robot-0002", csrs[winner]!.key);
+        assert.equal(retry.serial, issued.serial);
+        assert.equal((await deviceCerts()).length, 1);
+
+        // The operator allows one more (a repaired robot), audited; then it is once again.
+        const noFactory = await cliAsync(["device", "reprovision", "api-0001", "--dir", f.dir]);
+        assert.equal(noFactory.status, 1);
+        assert.match(noFactory.stderr, /^fleetpki: device "api-0001" has not enrolled with a factory certificate/);
+        const reprovisioned = await cliAsync(["device", "reprovision", "robot-0002", "--dir", f.dir]);
+        assert.equal(reprovisioned.status, 0, reprovisioned.stderr);
+        const audit = await f.fleet.store.db
+          .selectFrom("audit_log")
+          .selectAll()
+          .where("action", "=", "device.reprovision")
+          .where("subject", "=", "device:robot-0002")
           .execute();
-      assert.deepEqual(
-        (await deviceCerts()).map((r) => r.serial),
-        [issued.serial],
-      );
-      // Refusals are audited as a tally per source, device and bundle (one row with a count when
-      // the server flushes its tallies) and counted against the source: test/enroll-bounds.test.ts.
-
-      // The same enrollment repeated (its answer lost): the certificate already issued, no new one.
-      const retry = assertIssued(await enroll(csrs[winner]!.csr.pem), f.dir, "robot-0002", csrs[winner]!.key);
-      assert.equal(retry.serial, issued.serial);
-      assert.equal((await deviceCerts()).length, 1);
-
-      // The operator allows one more (a repaired robot), audited; then it is once again.
-      const noFactory = await cliAsync(["device", "reprovision", "api-0001", "--dir", f.dir]);
-      assert.equal(noFactory.status, 1);
-      assert.match(noFactory.stderr, /^fleetpki: device "api-0001" has not enrolled with a factory certificate/);
-      const reprovisioned = await cliAsync(["device", "reprovision", "robot-0002", "--dir", f.dir]);
-      assert.equal(reprovisioned.status, 0, reprovisioned.stderr);
-      const audit = await f.fleet.store.db
-        .selectFrom("audit_log")
-        .selectAll()
-        .where("action", "=", "device.reprovision")
-        .where("subject", "=", "device:robot-0002")
-        .execute();
-      assert.equal(audit.length, 1);
-      assert.equal(audit[0]!.actor, "cli");
-      assert.equal(JSON.parse(audit[0]!.details).certificate_serial, issued.serial);
-      const again = await makeCsr("robot-0002");
-      assertIssued(await enroll(again.csr.pem), f.dir, "robot-0002", again.key);
-      assertProblem(await enroll((await makeCsr("robot-0002")).csr.pem), 403, "factory-already-enrolled");
-      // Nor does another factory certificate for the same device.
-      const second = join(out.path, "second-batch");
-      const batch = await cliAsync([
-        "ca",
-        "issue-batch",
-        "--dir",
-        f.dir,
-        "--local",
-        "f1",
-        "--ids",
-        "robot-0002..robot-0002",
-        "--out",
-        second,
-      ]);
-      assert.equal(batch.status, 0, batch.stderr);
-      const otherBundle = join(second, "robot-0002");
-      const otherCert = readFileSync(join(otherBundle, "cert.pem"), "utf8") + readFileSync(join(otherBundle, "chain.pem"), "utf8");
-      const viaOther = await postJson(
-        api("/api/v1/enroll"),
-        { device_id: "robot-0002", csr: (await makeCsr("robot-0002")).csr.pem },
-        { ca, cert: otherCert, key: readFileSync(join(otherBundle, "key.pem"), "utf8") },
-      );
-      assertProblem(viaOther, 403, "factory-already-enrolled");
-      assert.equal((await deviceCerts()).length, 2);
-      const verdict = await verifyAudit(f.fleet.store.db);
-      assert.ok(verdict.ok, JSON.stringify(verdict));
-    });
+        assert.equal(audit.length, 1);
+        assert.equal(audit[0]!.actor, "cli");
+        assert.equal(JSON.parse(audit[0]!.details).certificate_serial, issued.serial);
+        const again = await makeCsr("robot-0002");
+        assertIssued(await enroll(again.csr.pem), f.dir, "robot-0002", again.key);
+        assertProblem(await enroll((await makeCsr("robot-0002")).csr.pem), 403, "factory-already-enrolled");
+        // Nor does another factory certificate for the same device.
+        const second = join(out.path, "second-batch");
+        const batch = await cliAsync([
+          "ca",
+          "issue-batch",
+          "--dir",
+          f.dir,
+          "--local",
+          "f1",
+          "--ids",
+          "robot-0002..robot-0002",
+          "--out",
+          second,
+        ]);
+        assert.equal(batch.status, 0, batch.stderr);
+        const otherBundle = join(second, "robot-0002");
+        const otherCert = readFileSync(join(otherBundle, "cert.pem"), "utf8") + readFileSync(join(otherBundle, "chain.pem"), "utf8");
+        const viaOther = await postJson(
+          api("/api/v1/enroll"),
+          { device_id: "robot-0002", csr: (await makeCsr("robot-0002")).csr.pem },
+          { ca, cert: otherCert, key: readFileSync(join(otherBundle, "key.pem"), "utf8") },
+        );
+        assertProblem(viaOther, 403, "factory-already-enrolled");
+        assert.equal((await deviceCerts()).length, 2);
+        const verdict = await verifyAudit(f.fleet.store.db);
+        assert.ok(verdict.ok, JSON.stringify(verdict));
+      },
+    );
 
     it("POST /api/v1/renew with mTLS -> a new certificate (new serial, new key)", async () => {
       assert.ok(enrolled, "needs the token enrollment");
@@ -529,70 +537,76 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       await f?.close();
     });
 
-    it("a second request for the same id is its own request; approving by id alone is refused; the key the operator names gets the certificate", async () => {
-      const robot = await makeCsr("robot-h1");
-      const attacker = await makeCsr("robot-h1");
-      const first = await poll("robot-h1", robot.csr.pem);
-      assert.equal(first.status, 202, first.text);
-      const rid = first.json().request_id as string;
-      const raced = await poll("robot-h1", attacker.csr.pem, ATTACKER);
-      assert.equal(raced.status, 202, raced.text);
-      const attackerRid = raced.json().request_id as string;
-      assert.notEqual(attackerRid, rid, "the attacker's request has its own id");
-      // The robot's request is still there, unchanged.
-      assert.equal((await poll("robot-h1", robot.csr.pem)).json().request_id, rid);
+    it(
+      "a second request for the same id is its own request; approving by id alone is refused; the key the " +
+        "operator names gets the certificate",
+      async () => {
+        const robot = await makeCsr("robot-h1");
+        const attacker = await makeCsr("robot-h1");
+        const first = await poll("robot-h1", robot.csr.pem);
+        assert.equal(first.status, 202, first.text);
+        const rid = first.json().request_id as string;
+        const raced = await poll("robot-h1", attacker.csr.pem, ATTACKER);
+        assert.equal(raced.status, 202, raced.text);
+        const attackerRid = raced.json().request_id as string;
+        assert.notEqual(attackerRid, rid, "the attacker's request has its own id");
+        // The robot's request is still there, unchanged.
+        assert.equal((await poll("robot-h1", robot.csr.pem)).json().request_id, rid);
 
-      const listed = (await requests()).filter((p) => p.deviceId === "robot-h1");
-      assert.deepEqual(
-        listed.map((p) => [p.id, p.keyFingerprint, p.address]).sort(),
-        [
-          [rid, fingerprintOf(robot.key), "127.0.0.1"],
-          [attackerRid, fingerprintOf(attacker.key), ATTACKER],
-        ].sort(),
-        "device requests shows each request with its key fingerprint and source address",
-      );
-      assert.ok(listed.every((p) => !Number.isNaN(Date.parse(p.createdAt))));
-      const table = await cliAsync(["device", "requests", "--dir", f.dir]);
-      assert.match(table.stdout, /^DEVICE\s+REQUEST\s+KEY FINGERPRINT\s+FROM\s+REQUESTED\s+EXPIRES$/m);
-      assert.ok(table.stdout.includes(fingerprintOf(robot.key)) && table.stdout.includes(ATTACKER), table.stdout);
+        const listed = (await requests()).filter((p) => p.deviceId === "robot-h1");
+        assert.deepEqual(
+          listed.map((p) => [p.id, p.keyFingerprint, p.address]).sort(),
+          [
+            [rid, fingerprintOf(robot.key), "127.0.0.1"],
+            [attackerRid, fingerprintOf(attacker.key), ATTACKER],
+          ].sort(),
+          "device requests shows each request with its key fingerprint and source address",
+        );
+        assert.ok(listed.every((p) => !Number.isNaN(Date.parse(p.createdAt))));
+        const table = await cliAsync(["device", "requests", "--dir", f.dir]);
+        assert.match(table.stdout, /^DEVICE\s+REQUEST\s+KEY FINGERPRINT\s+FROM\s+REQUESTED\s+EXPIRES$/m);
+        assert.ok(table.stdout.includes(fingerprintOf(robot.key)) && table.stdout.includes(ATTACKER), table.stdout);
 
-      const ambiguous = await cliAsync(["device", "approve", "robot-h1", "--dir", f.dir]);
-      assert.equal(ambiguous.status, 1);
-      assert.equal(ambiguous.stderr.trimEnd().split("\n").length, 1, ambiguous.stderr);
-      assert.match(ambiguous.stderr, /2 enrollment requests for "robot-h1" are waiting/);
-      assert.ok(
-        ambiguous.stderr.includes(rid) && ambiguous.stderr.includes(attackerRid) && ambiguous.stderr.includes(fingerprintOf(attacker.key)),
-        "lists them",
-      );
-      const wrongKey = await cliAsync(["device", "approve", "robot-h1", "--fingerprint", `sha256:${"ab".repeat(32)}`, "--dir", f.dir]);
-      assert.equal(wrongKey.status, 1);
-      assert.match(wrongKey.stderr, /no pending request of "robot-h1" is for key sha256:abab/);
+        const ambiguous = await cliAsync(["device", "approve", "robot-h1", "--dir", f.dir]);
+        assert.equal(ambiguous.status, 1);
+        assert.equal(ambiguous.stderr.trimEnd().split("\n").length, 1, ambiguous.stderr);
+        assert.match(ambiguous.stderr, /2 enrollment requests for "robot-h1" are waiting/);
+        assert.ok(
+          ambiguous.stderr.includes(rid) &&
+            ambiguous.stderr.includes(attackerRid) &&
+            ambiguous.stderr.includes(fingerprintOf(attacker.key)),
+          "lists them",
+        );
+        const wrongKey = await cliAsync(["device", "approve", "robot-h1", "--fingerprint", `sha256:${"ab".repeat(32)}`, "--dir", f.dir]);
+        assert.equal(wrongKey.status, 1);
+        assert.match(wrongKey.stderr, /no pending request of "robot-h1" is for key sha256:abab/);
 
-      // The operator compared fingerprints with the robot (colons and upper case are accepted).
-      const given =
-        "SHA256:" +
-        fingerprintOf(robot.key)
-          .slice("sha256:".length)
-          .toUpperCase()
-          .replace(/(..)(?=.)/g, "$1:");
-      const approved = await cliAsync(["device", "approve", "robot-h1", "--fingerprint", given, "--dir", f.dir]);
-      assert.equal(approved.status, 0, approved.stderr);
-      assert.match(approved.stdout, new RegExp(`approved: request ${rid}`));
-      assert.match(approved.stdout, new RegExp(`denied request ${attackerRid}`));
-      assertProblem(await poll("robot-h1", attacker.csr.pem, ATTACKER), 403, "enrollment-denied");
-      assertIssued(await poll("robot-h1", robot.csr.pem), f.dir, "robot-h1", robot.key);
+        // The operator compared fingerprints with the robot (colons and upper case are accepted).
+        const given =
+          "SHA256:" +
+          fingerprintOf(robot.key)
+            .slice("sha256:".length)
+            .toUpperCase()
+            .replace(/(..)(?=.)/g, "$1:");
+        const approved = await cliAsync(["device", "approve", "robot-h1", "--fingerprint", given, "--dir", f.dir]);
+        assert.equal(approved.status, 0, approved.stderr);
+        assert.match(approved.stdout, new RegExp(`approved: request ${rid}`));
+        assert.match(approved.stdout, new RegExp(`denied request ${attackerRid}`));
+        assertProblem(await poll("robot-h1", attacker.csr.pem, ATTACKER), 403, "enrollment-denied");
+        assertIssued(await poll("robot-h1", robot.csr.pem), f.dir, "robot-h1", robot.key);
 
-      const approvals = await auditOf("enrollment.approve", "device:robot-h1");
-      assert.deepEqual(
-        approvals.map((d) => [d.request, d.key_fingerprint]),
-        [[rid, fingerprintOf(robot.key)]],
-      );
-      const denials = await auditOf("enrollment.deny", "device:robot-h1");
-      assert.deepEqual(
-        denials.map((d) => [d.request, d.key_fingerprint, d.approved_request]),
-        [[attackerRid, fingerprintOf(attacker.key), rid]],
-      );
-    });
+        const approvals = await auditOf("enrollment.approve", "device:robot-h1");
+        assert.deepEqual(
+          approvals.map((d) => [d.request, d.key_fingerprint]),
+          [[rid, fingerprintOf(robot.key)]],
+        );
+        const denials = await auditOf("enrollment.deny", "device:robot-h1");
+        assert.deepEqual(
+          denials.map((d) => [d.request, d.key_fingerprint, d.approved_request]),
+          [[attackerRid, fingerprintOf(attacker.key), rid]],
+        );
+      },
+    );
 
     it("a denial is for that request's key: the real device, with its own key, can still ask and be approved (by request id)", async () => {
       const attacker = await makeCsr("robot-h2");
@@ -617,54 +631,57 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       );
     });
 
-    it("1,000 junk requests from one address do not make a real robot from another address get 429; one command denies them all", async () => {
-      const junk = await makeCsr("junk");
-      const source = { via: "api", address: "::ffff:198.51.100.7" };
-      let accepted = 0;
-      let refused = 0;
-      for (let i = 0; i < 1000; i++) {
-        try {
-          await enrollByApproval(fleet, { deviceId: `junk-${i}`, csr: junk.csr.der, source });
-          accepted++;
-        } catch (e) {
-          assert.ok(e instanceof TooManyRequests, String(e));
-          assert.match(e.message, /from 198\.51\.100\.7 already wait/);
-          refused++;
+    it(
+      "1,000 junk requests from one address do not make a real robot from another address get 429; one " + "command denies them all",
+      async () => {
+        const junk = await makeCsr("junk");
+        const source = { via: "api", address: "::ffff:198.51.100.7" };
+        let accepted = 0;
+        let refused = 0;
+        for (let i = 0; i < 1000; i++) {
+          try {
+            await enrollByApproval(fleet, { deviceId: `junk-${i}`, csr: junk.csr.der, source });
+            accepted++;
+          } catch (e) {
+            assert.ok(e instanceof TooManyRequests, String(e));
+            assert.match(e.message, /from 198\.51\.100\.7 already wait/);
+            refused++;
+          }
         }
-      }
-      assert.equal(accepted + refused, 1000);
-      assert.ok(accepted <= 20, `at most 20 waiting requests from one source (${accepted})`);
-      // The same over HTTPS: the server counts the peer address it saw.
-      const overHttp = await Promise.all(Array.from({ length: 25 }, (_, i) => poll(`junk-http-${i}`, junk.csr.pem, ATTACKER)));
-      assert.ok(
-        overHttp.some((r) => r.status === 429),
-        overHttp.map((r) => r.status).join(","),
-      );
-      for (const r of overHttp.filter((x) => x.status !== 202)) assertProblem(r, 429, "too-many-requests");
+        assert.equal(accepted + refused, 1000);
+        assert.ok(accepted <= 20, `at most 20 waiting requests from one source (${accepted})`);
+        // The same over HTTPS: the server counts the peer address it saw.
+        const overHttp = await Promise.all(Array.from({ length: 25 }, (_, i) => poll(`junk-http-${i}`, junk.csr.pem, ATTACKER)));
+        assert.ok(
+          overHttp.some((r) => r.status === 429),
+          overHttp.map((r) => r.status).join(","),
+        );
+        for (const r of overHttp.filter((x) => x.status !== 202)) assertProblem(r, 429, "too-many-requests");
 
-      const robot = await makeCsr("robot-h3");
-      const real = await poll("robot-h3", robot.csr.pem);
-      assert.equal(real.status, 202, real.text);
+        const robot = await makeCsr("robot-h3");
+        const real = await poll("robot-h3", robot.csr.pem);
+        assert.equal(real.status, 202, real.text);
 
-      const before = (await requests()).filter((p) => p.address === "198.51.100.7");
-      assert.equal(before.length, accepted);
-      const bulk = await cliAsync(["device", "deny", "--all-from", "198.51.100.7", "--dir", f.dir]);
-      assert.equal(bulk.status, 0, bulk.stderr);
-      assert.match(bulk.stdout, new RegExp(`^${accepted} requests denied$`, "m"));
-      const after = await requests();
-      assert.equal(after.filter((p) => p.address === "198.51.100.7").length, 0);
-      assert.ok(
-        after.some((p) => p.deviceId === "robot-h3"),
-        "other sources' requests are untouched",
-      );
-      const denials = await f.fleet.store.db
-        .selectFrom("audit_log")
-        .select("details")
-        .where("action", "=", "enrollment.deny")
-        .where("details", "like", "%198.51.100.7%")
-        .execute();
-      assert.equal(denials.length, accepted, "every denial is audited");
-    });
+        const before = (await requests()).filter((p) => p.address === "198.51.100.7");
+        assert.equal(before.length, accepted);
+        const bulk = await cliAsync(["device", "deny", "--all-from", "198.51.100.7", "--dir", f.dir]);
+        assert.equal(bulk.status, 0, bulk.stderr);
+        assert.match(bulk.stdout, new RegExp(`^${accepted} requests denied$`, "m"));
+        const after = await requests();
+        assert.equal(after.filter((p) => p.address === "198.51.100.7").length, 0);
+        assert.ok(
+          after.some((p) => p.deviceId === "robot-h3"),
+          "other sources' requests are untouched",
+        );
+        const denials = await f.fleet.store.db
+          .selectFrom("audit_log")
+          .select("details")
+          .where("action", "=", "enrollment.deny")
+          .where("details", "like", "%198.51.100.7%")
+          .execute();
+        assert.equal(denials.length, accepted, "every denial is audited");
+      },
+    );
 
     it("one IPv6 host (a /64) counts as one source", async () => {
       const junk = await makeCsr("junk6");
@@ -720,121 +737,132 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
 
     // Security review, approval hardening (finding 1): the only request waiting for an id may be
     // the attacker's, e.g. when the robot behind a NAT full of junk was refused.
-    it("approving by device id alone is refused even with one request waiting; a registered robot behind a full NAT still files one request", async () => {
-      const NAT = "127.0.0.20";
-      const junk = await makeCsr("junk-nat");
-      for (let i = 0; i < 20; i++) assert.equal((await poll(`junk-nat-${i}`, junk.csr.pem, NAT)).status, 202);
-      // An unregistered id behind the full NAT is refused (nothing bounds junk ids otherwise) ...
-      const unregistered = await makeCsr("robot-n1");
-      assertProblem(await poll("robot-n1", unregistered.csr.pem, NAT), 429, "too-many-requests");
-      // ... a device the operator registered gets exactly one request through, not two.
-      await addDevice(f.fleet, { id: "robot-n2", actor: "test" });
-      const registered = await makeCsr("robot-n2");
-      const through = await poll("robot-n2", registered.csr.pem, NAT);
-      assert.equal(through.status, 202, through.text);
-      assert.equal(
-        (await poll("robot-n2", registered.csr.pem, NAT)).json().request_id,
-        through.json().request_id,
-        "the robot's polls are one request",
-      );
-      assertProblem(await poll("robot-n2", (await makeCsr("robot-n2")).csr.pem, NAT), 429, "too-many-requests");
-
-      // The attacker files the only request for robot-n1, from elsewhere.
-      const attacker = await makeCsr("robot-n1");
-      const filed = await poll("robot-n1", attacker.csr.pem, "127.0.0.21");
-      assert.equal(filed.status, 202, filed.text);
-      for (const id of ["robot-n1", "robot-n2"]) {
-        const byId = await cliAsync(["device", "approve", id, "--dir", f.dir]);
-        assert.equal(byId.status, 1, `approve ${id} by id alone: ${byId.stdout}`);
-        assert.equal(byId.stderr.trimEnd().split("\n").length, 1, byId.stderr);
-        assert.match(
-          byId.stderr,
-          new RegExp(`1 enrollment request for "${id}" is waiting; approve one with --request ID or --fingerprint`),
+    it(
+      "approving by device id alone is refused even with one request waiting; a registered robot behind a " +
+        "full NAT still files one request",
+      async () => {
+        const NAT = "127.0.0.20";
+        const junk = await makeCsr("junk-nat");
+        for (let i = 0; i < 20; i++) assert.equal((await poll(`junk-nat-${i}`, junk.csr.pem, NAT)).status, 202);
+        // An unregistered id behind the full NAT is refused (nothing bounds junk ids otherwise) ...
+        const unregistered = await makeCsr("robot-n1");
+        assertProblem(await poll("robot-n1", unregistered.csr.pem, NAT), 429, "too-many-requests");
+        // ... a device the operator registered gets exactly one request through, not two.
+        await addDevice(f.fleet, { id: "robot-n2", actor: "test" });
+        const registered = await makeCsr("robot-n2");
+        const through = await poll("robot-n2", registered.csr.pem, NAT);
+        assert.equal(through.status, 202, through.text);
+        assert.equal(
+          (await poll("robot-n2", registered.csr.pem, NAT)).json().request_id,
+          through.json().request_id,
+          "the robot's polls are one request",
         );
-        assert.match(byId.stderr, /comparing its key fingerprint with the one the robot prints/);
-      }
-      const refusal = (await cliAsync(["device", "approve", "robot-n1", "--dir", f.dir])).stderr;
-      assert.ok(
-        refusal.includes(filed.json().request_id) && refusal.includes(fingerprintOf(attacker.key)) && refusal.includes("127.0.0.21"),
-        refusal,
-      );
-      assert.equal((await poll("robot-n1", attacker.csr.pem, "127.0.0.21")).status, 202, "nothing was approved");
-      assert.deepEqual(await auditOf("enrollment.approve", "device:robot-n1"), []);
-      // Denying the only waiting request by id stays possible (it certifies nothing).
-      assert.equal((await cliAsync(["device", "deny", "robot-n1", "--dir", f.dir])).status, 0);
-      await cliAsync(["device", "deny", "--all-from", NAT, "--dir", f.dir]);
-    });
+        assertProblem(await poll("robot-n2", (await makeCsr("robot-n2")).csr.pem, NAT), 429, "too-many-requests");
+
+        // The attacker files the only request for robot-n1, from elsewhere.
+        const attacker = await makeCsr("robot-n1");
+        const filed = await poll("robot-n1", attacker.csr.pem, "127.0.0.21");
+        assert.equal(filed.status, 202, filed.text);
+        for (const id of ["robot-n1", "robot-n2"]) {
+          const byId = await cliAsync(["device", "approve", id, "--dir", f.dir]);
+          assert.equal(byId.status, 1, `approve ${id} by id alone: ${byId.stdout}`);
+          assert.equal(byId.stderr.trimEnd().split("\n").length, 1, byId.stderr);
+          assert.match(
+            byId.stderr,
+            new RegExp(`1 enrollment request for "${id}" is waiting; approve one with --request ID or --fingerprint`),
+          );
+          assert.match(byId.stderr, /comparing its key fingerprint with the one the robot prints/);
+        }
+        const refusal = (await cliAsync(["device", "approve", "robot-n1", "--dir", f.dir])).stderr;
+        assert.ok(
+          refusal.includes(filed.json().request_id) && refusal.includes(fingerprintOf(attacker.key)) && refusal.includes("127.0.0.21"),
+          refusal,
+        );
+        assert.equal((await poll("robot-n1", attacker.csr.pem, "127.0.0.21")).status, 202, "nothing was approved");
+        assert.deepEqual(await auditOf("enrollment.approve", "device:robot-n1"), []);
+        // Denying the only waiting request by id stays possible (it certifies nothing).
+        assert.equal((await cliAsync(["device", "deny", "robot-n1", "--dir", f.dir])).status, 0);
+        await cliAsync(["device", "deny", "--all-from", NAT, "--dir", f.dir]);
+      },
+    );
 
     // Finding 2: 5 requests for an id from 3 addresses used to shut the real robot out for good.
-    it("junk for a robot's id from a few addresses cannot fill its requests: a new source evicts the oldest of the biggest source", async () => {
-      const froms = ["127.0.0.31", "127.0.0.31", "127.0.0.32", "127.0.0.32", "127.0.0.33"];
-      const junk = await Promise.all(froms.map(() => makeCsr("robot-c1")));
-      const rids: string[] = [];
-      for (const [i, from] of froms.entries()) {
-        const r = await poll("robot-c1", junk[i]!.csr.pem, from);
-        assert.equal(r.status, 202, r.text);
-        rids.push(r.json().request_id);
-      }
-      const robot = await makeCsr("robot-c1");
-      const real = await poll("robot-c1", robot.csr.pem, "127.0.0.39");
-      assert.equal(real.status, 202, real.text);
-      const waiting = (await requests()).filter((p) => p.deviceId === "robot-c1");
-      assert.deepEqual(
-        waiting.map((p) => p.id).sort(),
-        [...rids.slice(1), real.json().request_id].sort(),
-        "the oldest of 127.0.0.31 made room",
-      );
-      assert.equal(
-        (await f.fleet.store.db.selectFrom("enrollment_requests").select("id").where("id", "=", rids[0]!).execute()).length,
-        0,
-        "evicted rows are deleted",
-      );
-      const evictions = await auditOf("enrollment.evict", "device:robot-c1");
-      assert.deepEqual(
-        evictions.map((d) => [d.request, d.key_fingerprint, d.by_request]),
-        [[rids[0], fingerprintOf(junk[0]!.key), real.json().request_id]],
-      );
-      // The evicted junk key cannot push back in from its source (it still holds one), and the
-      // robot's request stays the same request.
-      assertProblem(await poll("robot-c1", junk[0]!.csr.pem, "127.0.0.31"), 429, "too-many-requests");
-      assert.equal((await poll("robot-c1", robot.csr.pem, "127.0.0.39")).json().request_id, real.json().request_id);
-      const approved = await cliAsync(["device", "approve", "robot-c1", "--fingerprint", fingerprintOf(robot.key), "--dir", f.dir]);
-      assert.equal(approved.status, 0, approved.stderr);
-      assertIssued(await poll("robot-c1", robot.csr.pem, "127.0.0.39"), f.dir, "robot-c1", robot.key);
-    });
+    it(
+      "junk for a robot's id from a few addresses cannot fill its requests: a new source evicts the oldest " + "of the biggest source",
+      async () => {
+        const froms = ["127.0.0.31", "127.0.0.31", "127.0.0.32", "127.0.0.32", "127.0.0.33"];
+        const junk = await Promise.all(froms.map(() => makeCsr("robot-c1")));
+        const rids: string[] = [];
+        for (const [i, from] of froms.entries()) {
+          const r = await poll("robot-c1", junk[i]!.csr.pem, from);
+          assert.equal(r.status, 202, r.text);
+          rids.push(r.json().request_id);
+        }
+        const robot = await makeCsr("robot-c1");
+        const real = await poll("robot-c1", robot.csr.pem, "127.0.0.39");
+        assert.equal(real.status, 202, real.text);
+        const waiting = (await requests()).filter((p) => p.deviceId === "robot-c1");
+        assert.deepEqual(
+          waiting.map((p) => p.id).sort(),
+          [...rids.slice(1), real.json().request_id].sort(),
+          "the oldest of 127.0.0.31 made room",
+        );
+        assert.equal(
+          (await f.fleet.store.db.selectFrom("enrollment_requests").select("id").where("id", "=", rids[0]!).execute()).length,
+          0,
+          "evicted rows are deleted",
+        );
+        const evictions = await auditOf("enrollment.evict", "device:robot-c1");
+        assert.deepEqual(
+          evictions.map((d) => [d.request, d.key_fingerprint, d.by_request]),
+          [[rids[0], fingerprintOf(junk[0]!.key), real.json().request_id]],
+        );
+        // The evicted junk key cannot push back in from its source (it still holds one), and the
+        // robot's request stays the same request.
+        assertProblem(await poll("robot-c1", junk[0]!.csr.pem, "127.0.0.31"), 429, "too-many-requests");
+        assert.equal((await poll("robot-c1", robot.csr.pem, "127.0.0.39")).json().request_id, real.json().request_id);
+        const approved = await cliAsync(["device", "approve", "robot-c1", "--fingerprint", fingerprintOf(robot.key), "--dir", f.dir]);
+        assert.equal(approved.status, 0, approved.stderr);
+        assertIssued(await poll("robot-c1", robot.csr.pem, "127.0.0.39"), f.dir, "robot-c1", robot.key);
+      },
+    );
 
-    it("waiting requests expire (enrollment.approval_request_ttl: 2h): they stop counting, are purged and audited, and cannot be approved", async () => {
-      const source = { via: "api", address: "192.0.2.50" };
-      const old = new Date(Date.now() - 3 * 3600_000);
-      const stale = await Promise.all([0, 1].map(() => makeCsr("robot-e1")));
-      const staleIds: string[] = [];
-      for (const k of stale) {
-        const r = await enrollByApproval(fleet, { deviceId: "robot-e1", csr: k.csr.der, source, now: old });
+    it(
+      "waiting requests expire (enrollment.approval_request_ttl: 2h): they stop counting, are purged and " +
+        "audited, and cannot be approved",
+      async () => {
+        const source = { via: "api", address: "192.0.2.50" };
+        const old = new Date(Date.now() - 3 * 3600_000);
+        const stale = await Promise.all([0, 1].map(() => makeCsr("robot-e1")));
+        const staleIds: string[] = [];
+        for (const k of stale) {
+          const r = await enrollByApproval(fleet, { deviceId: "robot-e1", csr: k.csr.der, source, now: old });
+          assert.equal(r.status, "pending");
+          staleIds.push((r as { requestId: string }).requestId);
+        }
+        assert.equal((await listPendingRequests(fleet, { deviceId: "robot-e1", now: old })).length, 2, "waiting while fresh");
+        assert.deepEqual(await listPendingRequests(fleet, { deviceId: "robot-e1" }), [], "expired requests are not listed");
+        const byRequest = await cliAsync(["device", "approve", "robot-e1", "--request", staleIds[0]!, "--dir", f.dir]);
+        assert.equal(byRequest.status, 1);
+        assert.match(byRequest.stderr, /no pending enrollment request for "robot-e1"/);
+
+        // Two requests from this source would be its bound; expired ones do not count.
+        const fresh = await makeCsr("robot-e1");
+        const r = await enrollByApproval(fleet, { deviceId: "robot-e1", csr: fresh.csr.der, source });
         assert.equal(r.status, "pending");
-        staleIds.push((r as { requestId: string }).requestId);
-      }
-      assert.equal((await listPendingRequests(fleet, { deviceId: "robot-e1", now: old })).length, 2, "waiting while fresh");
-      assert.deepEqual(await listPendingRequests(fleet, { deviceId: "robot-e1" }), [], "expired requests are not listed");
-      const byRequest = await cliAsync(["device", "approve", "robot-e1", "--request", staleIds[0]!, "--dir", f.dir]);
-      assert.equal(byRequest.status, 1);
-      assert.match(byRequest.stderr, /no pending enrollment request for "robot-e1"/);
-
-      // Two requests from this source would be its bound; expired ones do not count.
-      const fresh = await makeCsr("robot-e1");
-      const r = await enrollByApproval(fleet, { deviceId: "robot-e1", csr: fresh.csr.der, source });
-      assert.equal(r.status, "pending");
-      const rows = await f.fleet.store.db.selectFrom("enrollment_requests").select("id").where("device_id", "=", "robot-e1").execute();
-      assert.deepEqual(
-        rows.map((x) => x.id),
-        [(r as { requestId: string }).requestId],
-        "expired rows are purged",
-      );
-      assert.deepEqual((await auditOf("enrollment.expire", "device:robot-e1")).map((d) => d.request).sort(), [...staleIds].sort());
-      // The robot still polling with an expired request's key files a new request (same key).
-      const again = await enrollByApproval(fleet, { deviceId: "robot-e1", csr: stale[0]!.csr.der, source });
-      assert.equal(again.status, "pending");
-      assert.ok(!staleIds.includes((again as { requestId: string }).requestId));
-    });
+        const rows = await f.fleet.store.db.selectFrom("enrollment_requests").select("id").where("device_id", "=", "robot-e1").execute();
+        assert.deepEqual(
+          rows.map((x) => x.id),
+          [(r as { requestId: string }).requestId],
+          "expired rows are purged",
+        );
+        assert.deepEqual((await auditOf("enrollment.expire", "device:robot-e1")).map((d) => d.request).sort(), [...staleIds].sort());
+        // The robot still polling with an expired request's key files a new request (same key).
+        const again = await enrollByApproval(fleet, { deviceId: "robot-e1", csr: stale[0]!.csr.der, source });
+        assert.equal(again.status, "pending");
+        assert.ok(!staleIds.includes((again as { requestId: string }).requestId));
+      },
+    );
 
     it("deny --all-from takes a prefix: an IPv6 /64 (as the bounds count) or an IPv4 prefix", async () => {
       const k = await makeCsr("pfx");
@@ -968,56 +996,64 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       );
     });
 
-    it("challenge + signed proof within the grace -> 200; the same request again -> the same certificate; a bad signature -> 401", async () => {
-      const { issued, key: oldKey } = devices["exp-ok"]!;
-      assert.ok(Date.now() > new Date(issued.not_after).getTime(), "the certificate has expired");
+    it(
+      "challenge + signed proof within the grace -> 200; the same request again -> the same certificate; a " + "bad signature -> 401",
+      async () => {
+        const { issued, key: oldKey } = devices["exp-ok"]!;
+        assert.ok(Date.now() > new Date(issued.not_after).getTime(), "the certificate has expired");
 
-      // A bad signature (made with a different key) -> 401, and the nonce is not spent by it.
-      const nonce = await challenge("exp-ok");
-      const { key: newKey, csr } = await makeCsr("exp-ok");
-      const stranger = await newP256Key();
-      const bad = await postJson(
-        api("/api/v1/renew/expired"),
-        { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(stranger, "exp-ok", nonce, csr.der) },
-        { ca },
-      );
-      assertProblem(bad, 401, "proof-invalid");
-      // A signature over another CSR does not fit this one either.
-      const other = await makeCsr("exp-ok");
-      assertProblem(
-        await postJson(
+        // A bad signature (made with a different key) -> 401, and the nonce is not spent by it.
+        const nonce = await challenge("exp-ok");
+        const { key: newKey, csr } = await makeCsr("exp-ok");
+        const stranger = await newP256Key();
+        const bad = await postJson(
           api("/api/v1/renew/expired"),
-          { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(oldKey, "exp-ok", nonce, other.csr.der) },
+          { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(stranger, "exp-ok", nonce, csr.der) },
           { ca },
-        ),
-        401,
-        "proof-invalid",
-      );
+        );
+        assertProblem(bad, 401, "proof-invalid");
+        // A signature over another CSR does not fit this one either.
+        const other = await makeCsr("exp-ok");
+        assertProblem(
+          await postJson(
+            api("/api/v1/renew/expired"),
+            { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(oldKey, "exp-ok", nonce, other.csr.der) },
+            { ca },
+          ),
+          401,
+          "proof-invalid",
+        );
 
-      const good = { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(oldKey, "exp-ok", nonce, csr.der) };
-      const renewed = assertIssued(await postJson(api("/api/v1/renew/expired"), good, { ca }), f.dir, "exp-ok", newKey);
-      assert.notEqual(renewed.serial, issued.serial);
-      assert.ok(new Date(renewed.not_after).getTime() > Date.now());
+        const good = { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(oldKey, "exp-ok", nonce, csr.der) };
+        const renewed = assertIssued(await postJson(api("/api/v1/renew/expired"), good, { ca }), f.dir, "exp-ok", newKey);
+        assert.notEqual(renewed.serial, issued.serial);
+        assert.ok(new Date(renewed.not_after).getTime() > Date.now());
 
-      // Sent again (the answer was lost): the renewal already issued, not a second one.
-      const again = assertIssued(await postJson(api("/api/v1/renew/expired"), good, { ca }), f.dir, "exp-ok", newKey);
-      assert.equal(again.certificate, renewed.certificate);
-      // The certificate was replaced: with another key it no longer renews.
-      const { csr: otherCsr } = await makeCsr("exp-ok");
-      const rekey = { certificate: issued.certificate, csr: otherCsr.pem, nonce, signature: proof(oldKey, "exp-ok", nonce, otherCsr.der) };
-      assertProblem(await postJson(api("/api/v1/renew/expired"), rekey, { ca }), 403, "re-enroll-required");
-      // A nonce handed out for another device does not work either.
-      const foreign = await challenge("exp-late");
-      assertProblem(
-        await postJson(
-          api("/api/v1/renew/expired"),
-          { ...good, nonce: foreign, signature: proof(oldKey, "exp-ok", foreign, csr.der) },
-          { ca },
-        ),
-        401,
-        "nonce-invalid",
-      );
-    });
+        // Sent again (the answer was lost): the renewal already issued, not a second one.
+        const again = assertIssued(await postJson(api("/api/v1/renew/expired"), good, { ca }), f.dir, "exp-ok", newKey);
+        assert.equal(again.certificate, renewed.certificate);
+        // The certificate was replaced: with another key it no longer renews.
+        const { csr: otherCsr } = await makeCsr("exp-ok");
+        const rekey = {
+          certificate: issued.certificate,
+          csr: otherCsr.pem,
+          nonce,
+          signature: proof(oldKey, "exp-ok", nonce, otherCsr.der),
+        };
+        assertProblem(await postJson(api("/api/v1/renew/expired"), rekey, { ca }), 403, "re-enroll-required");
+        // A nonce handed out for another device does not work either.
+        const foreign = await challenge("exp-late");
+        assertProblem(
+          await postJson(
+            api("/api/v1/renew/expired"),
+            { ...good, nonce: foreign, signature: proof(oldKey, "exp-ok", foreign, csr.der) },
+            { ca },
+          ),
+          401,
+          "nonce-invalid",
+        );
+      },
+    );
 
     it("a revoked (status 'revoked') expired certificate -> 403 re-enroll-required", async () => {
       const { issued, key } = devices["exp-revoked"]!;
@@ -1084,31 +1120,34 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       await f?.close();
     });
 
-    it("junk ids, devices with nothing to renew and revoked or too old certificates get the same answer, and nothing is stored", async () => {
-      await addDevice(f.fleet, { id: "ch-nocert", actor: "test" });
-      const token = await deviceWithToken(f.fleet, "ch-valid");
-      const { csr } = await makeCsr("ch-valid");
-      assertIssued(await postJson(api("/api/v1/enroll"), { device_id: "ch-valid", token, csr: csr.pem }, { ca }), f.dir, "ch-valid");
-      const revoked = await deviceWithExpiredCertificate(f.fleet, "ch-revoked");
-      await revokeCertificate(f.fleet, { serial: revoked.issued.serial, actor: "test" });
-      await deviceWithExpiredCertificate(f.fleet, "ch-late", 8 * 24 * 3_600_000); // the grace is 7 days
-      const junk = ["no-such-robot", "robot-0001", "x", "ch-nocert", "ch-valid", "ch-revoked", "ch-late"];
-      for (const id of junk) {
-        const body = await challenge(id);
-        assert.deepEqual(Object.keys(body).sort(), ["expires_at", "nonce"]);
-        assert.match(body.nonce, /^[A-Za-z0-9_-]{43}$/, "a nonce like any other");
-        const ttl = new Date(body.expires_at).getTime() - Date.now();
-        assert.ok(ttl > 4 * 60_000 && ttl <= 5 * 60_000 + 1000, `valid for 5 minutes like any other (${ttl} ms)`);
-      }
-      assert.equal(await countRows(f.fleet, "renewal_nonces"), 0, "no challenge stored for ids that cannot renew after expiry");
-      // The revoked certificate's own checks still answer specifically.
-      const nonce = (await challenge("ch-revoked")).nonce;
-      assertProblem((await renewAfterExpiry("ch-revoked", revoked, nonce)).r, 403, "re-enroll-required");
-      // A device that can renew gets a stored challenge.
-      await deviceWithExpiredCertificate(f.fleet, "ch-real");
-      await challenge("ch-real");
-      assert.equal(await countRows(f.fleet, "renewal_nonces"), 1);
-    });
+    it(
+      "junk ids, devices with nothing to renew and revoked or too old certificates get the same answer, and " + "nothing is stored",
+      async () => {
+        await addDevice(f.fleet, { id: "ch-nocert", actor: "test" });
+        const token = await deviceWithToken(f.fleet, "ch-valid");
+        const { csr } = await makeCsr("ch-valid");
+        assertIssued(await postJson(api("/api/v1/enroll"), { device_id: "ch-valid", token, csr: csr.pem }, { ca }), f.dir, "ch-valid");
+        const revoked = await deviceWithExpiredCertificate(f.fleet, "ch-revoked");
+        await revokeCertificate(f.fleet, { serial: revoked.issued.serial, actor: "test" });
+        await deviceWithExpiredCertificate(f.fleet, "ch-late", 8 * 24 * 3_600_000); // the grace is 7 days
+        const junk = ["no-such-robot", "robot-0001", "x", "ch-nocert", "ch-valid", "ch-revoked", "ch-late"];
+        for (const id of junk) {
+          const body = await challenge(id);
+          assert.deepEqual(Object.keys(body).sort(), ["expires_at", "nonce"]);
+          assert.match(body.nonce, /^[A-Za-z0-9_-]{43}$/, "a nonce like any other");
+          const ttl = new Date(body.expires_at).getTime() - Date.now();
+          assert.ok(ttl > 4 * 60_000 && ttl <= 5 * 60_000 + 1000, `valid for 5 minutes like any other (${ttl} ms)`);
+        }
+        assert.equal(await countRows(f.fleet, "renewal_nonces"), 0, "no challenge stored for ids that cannot renew after expiry");
+        // The revoked certificate's own checks still answer specifically.
+        const nonce = (await challenge("ch-revoked")).nonce;
+        assertProblem((await renewAfterExpiry("ch-revoked", revoked, nonce)).r, 403, "re-enroll-required");
+        // A device that can renew gets a stored challenge.
+        await deviceWithExpiredCertificate(f.fleet, "ch-real");
+        await challenge("ch-real");
+        assert.equal(await countRows(f.fleet, "renewal_nonces"), 1);
+      },
+    );
 
     it("expired challenges do not count: 25 left over from a flood neither block the device nor stay in the table", async () => {
       const dev = await deviceWithExpiredCertificate(f.fleet, "ch-flooded");
@@ -1190,48 +1229,51 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
         await f?.close();
       });
 
-      it("token: the same token and key again -> identical certificate (audited as a re-delivery); another key -> 401 token-used", async () => {
-        const token = await deviceWithToken(f.fleet, "retry-tok");
-        const { key, csr } = await makeCsr("retry-tok");
-        const lost = assertIssued(
-          await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: csr.pem }, { ca }),
-          f.dir,
-          "retry-tok",
-          key,
-        );
-        const again = assertIssued(
-          await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: csr.pem }, { ca }),
-          f.dir,
-          "retry-tok",
-          key,
-        );
-        assert.equal(again.certificate, lost.certificate, "the certificate already issued, byte for byte");
-        // A new CSR for the same key is the same request.
-        const { csr: sameKey } = await makeCsr("retry-tok", key);
-        assert.equal(
-          assertIssued(
-            await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: sameKey.pem }, { ca }),
+      it(
+        "token: the same token and key again -> identical certificate (audited as a re-delivery); another " + "key -> 401 token-used",
+        async () => {
+          const token = await deviceWithToken(f.fleet, "retry-tok");
+          const { key, csr } = await makeCsr("retry-tok");
+          const lost = assertIssued(
+            await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: csr.pem }, { ca }),
             f.dir,
             "retry-tok",
             key,
-          ).certificate,
-          lost.certificate,
-        );
-        const { csr: otherKey } = await makeCsr("retry-tok");
-        assertProblem(
-          await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: otherKey.pem }, { ca }),
-          401,
-          "token-used",
-        );
-        assert.equal(await countRows(f.fleet, "certificates", "retry-tok"), 1, "one certificate for one token");
-        const redelivered = await auditRows(f.fleet, "certificate.redeliver", "retry-tok");
-        assert.equal(redelivered.length, 1, "re-deliveries of one certificate to one key are audited once per window");
-        for (const row of redelivered) {
-          assert.equal(JSON.parse(row.details).serial, lost.serial);
-          assert.equal(row.actor, "token:retry-tok");
-        }
-        assert.ok((await verifyAudit(f.fleet.store.db)).ok);
-      });
+          );
+          const again = assertIssued(
+            await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: csr.pem }, { ca }),
+            f.dir,
+            "retry-tok",
+            key,
+          );
+          assert.equal(again.certificate, lost.certificate, "the certificate already issued, byte for byte");
+          // A new CSR for the same key is the same request.
+          const { csr: sameKey } = await makeCsr("retry-tok", key);
+          assert.equal(
+            assertIssued(
+              await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: sameKey.pem }, { ca }),
+              f.dir,
+              "retry-tok",
+              key,
+            ).certificate,
+            lost.certificate,
+          );
+          const { csr: otherKey } = await makeCsr("retry-tok");
+          assertProblem(
+            await postJson(api("/api/v1/enroll"), { device_id: "retry-tok", token, csr: otherKey.pem }, { ca }),
+            401,
+            "token-used",
+          );
+          assert.equal(await countRows(f.fleet, "certificates", "retry-tok"), 1, "one certificate for one token");
+          const redelivered = await auditRows(f.fleet, "certificate.redeliver", "retry-tok");
+          assert.equal(redelivered.length, 1, "re-deliveries of one certificate to one key are audited once per window");
+          for (const row of redelivered) {
+            assert.equal(JSON.parse(row.details).serial, lost.serial);
+            assert.equal(row.actor, "token:retry-tok");
+          }
+          assert.ok((await verifyAudit(f.fleet.store.db)).ok);
+        },
+      );
 
       it("token: 8 simultaneous requests with one token and one key all get the one certificate", async () => {
         const token = await deviceWithToken(f.fleet, "retry-race");
@@ -1244,59 +1286,67 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
         assert.equal(await countRows(f.fleet, "certificates", "retry-race"), 1);
       });
 
-      it("mTLS renewal: the same certificate and key again -> the renewal already issued; another key -> 403; the renewal itself renews on", async () => {
-        const token = await deviceWithToken(f.fleet, "retry-ren");
-        const first = await makeCsr("retry-ren");
-        const current = assertIssued(
-          await postJson(api("/api/v1/enroll"), { device_id: "retry-ren", token, csr: first.csr.pem }, { ca }),
-          f.dir,
-          "retry-ren",
-          first.key,
-        );
-        const tls = { ca, cert: tlsCert(current), key: first.key.privateKey };
-        const next = await makeCsr("retry-ren");
-        const lost = assertIssued(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), f.dir, "retry-ren", next.key);
-        const again = assertIssued(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), f.dir, "retry-ren", next.key);
-        assert.equal(again.certificate, lost.certificate, "the renewal already issued, byte for byte");
-        const other = await makeCsr("retry-ren");
-        const refused = assertProblem(await postJson(api("/api/v1/renew"), { csr: other.csr.pem }, tls), 403, "re-enroll-required");
-        assert.match(refused.detail, /already renewed/);
-        assert.equal(await countRows(f.fleet, "certificates", "retry-ren"), 2, "the enrollment and one renewal");
-        const redelivered = await auditRows(f.fleet, "certificate.redeliver", "retry-ren");
-        assert.deepEqual(
-          redelivered.map((r) => JSON.parse(r.details).serial),
-          [lost.serial],
-        );
-        // The renewal is the identity now, and renews with any key.
-        assertIssued(
-          await postJson(api("/api/v1/renew"), { csr: other.csr.pem }, { ca, cert: tlsCert(lost), key: next.key.privateKey }),
-          f.dir,
-          "retry-ren",
-          other.key,
-        );
-      });
-
-      it("renewal after expiry: a new challenge signed with the old key, same new key -> the renewal already issued; another key -> 403", async () => {
-        const dev = await deviceWithExpiredCertificate(f.fleet, "retry-exp");
-        const next = await makeCsr("retry-exp");
-        const renewExpired = async (csr: { pem: string; der: Buffer }) => {
-          const r = await postJson(api("/api/v1/renew/challenge"), { device_id: "retry-exp" }, { ca });
-          assert.equal(r.status, 200, r.text);
-          const nonce = r.json().nonce as string;
-          return postJson(
-            api("/api/v1/renew/expired"),
-            { certificate: dev.issued.certificate, csr: csr.pem, nonce, signature: expiredProof(dev.key, "retry-exp", nonce, csr.der) },
-            { ca },
+      it(
+        "mTLS renewal: the same certificate and key again -> the renewal already issued; another key -> 403; " +
+          "the renewal itself renews on",
+        async () => {
+          const token = await deviceWithToken(f.fleet, "retry-ren");
+          const first = await makeCsr("retry-ren");
+          const current = assertIssued(
+            await postJson(api("/api/v1/enroll"), { device_id: "retry-ren", token, csr: first.csr.pem }, { ca }),
+            f.dir,
+            "retry-ren",
+            first.key,
           );
-        };
-        const lost = assertIssued(await renewExpired(next.csr), f.dir, "retry-exp", next.key);
-        const again = assertIssued(await renewExpired(next.csr), f.dir, "retry-exp", next.key);
-        assert.equal(again.certificate, lost.certificate);
-        const other = await makeCsr("retry-exp");
-        assertProblem(await renewExpired(other.csr), 403, "re-enroll-required");
-        assert.equal(await countRows(f.fleet, "certificates", "retry-exp"), 2);
-        assert.equal((await auditRows(f.fleet, "certificate.redeliver", "retry-exp")).length, 1);
-      });
+          const tls = { ca, cert: tlsCert(current), key: first.key.privateKey };
+          const next = await makeCsr("retry-ren");
+          const lost = assertIssued(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), f.dir, "retry-ren", next.key);
+          const again = assertIssued(await postJson(api("/api/v1/renew"), { csr: next.csr.pem }, tls), f.dir, "retry-ren", next.key);
+          assert.equal(again.certificate, lost.certificate, "the renewal already issued, byte for byte");
+          const other = await makeCsr("retry-ren");
+          const refused = assertProblem(await postJson(api("/api/v1/renew"), { csr: other.csr.pem }, tls), 403, "re-enroll-required");
+          assert.match(refused.detail, /already renewed/);
+          assert.equal(await countRows(f.fleet, "certificates", "retry-ren"), 2, "the enrollment and one renewal");
+          const redelivered = await auditRows(f.fleet, "certificate.redeliver", "retry-ren");
+          assert.deepEqual(
+            redelivered.map((r) => JSON.parse(r.details).serial),
+            [lost.serial],
+          );
+          // The renewal is the identity now, and renews with any key.
+          assertIssued(
+            await postJson(api("/api/v1/renew"), { csr: other.csr.pem }, { ca, cert: tlsCert(lost), key: next.key.privateKey }),
+            f.dir,
+            "retry-ren",
+            other.key,
+          );
+        },
+      );
+
+      it(
+        "renewal after expiry: a new challenge signed with the old key, same new key -> the renewal already " +
+          "issued; another key -> 403",
+        async () => {
+          const dev = await deviceWithExpiredCertificate(f.fleet, "retry-exp");
+          const next = await makeCsr("retry-exp");
+          const renewExpired = async (csr: { pem: string; der: Buffer }) => {
+            const r = await postJson(api("/api/v1/renew/challenge"), { device_id: "retry-exp" }, { ca });
+            assert.equal(r.status, 200, r.text);
+            const nonce = r.json().nonce as string;
+            return postJson(
+              api("/api/v1/renew/expired"),
+              { certificate: dev.issued.certificate, csr: csr.pem, nonce, signature: expiredProof(dev.key, "retry-exp", nonce, csr.der) },
+              { ca },
+            );
+          };
+          const lost = assertIssued(await renewExpired(next.csr), f.dir, "retry-exp", next.key);
+          const again = assertIssued(await renewExpired(next.csr), f.dir, "retry-exp", next.key);
+          assert.equal(again.certificate, lost.certificate);
+          const other = await makeCsr("retry-exp");
+          assertProblem(await renewExpired(other.csr), 403, "re-enroll-required");
+          assert.equal(await countRows(f.fleet, "certificates", "retry-exp"), 2);
+          assert.equal((await auditRows(f.fleet, "certificate.redeliver", "retry-exp")).length, 1);
+        },
+      );
 
       it("a renewal revoked since is not handed out again", async () => {
         const token = await deviceWithToken(f.fleet, "retry-rev");

@@ -189,26 +189,29 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
       assert.match(await certField(renewed, "-ext", "subjectAltName"), /URI:spiffe:\/\/fleet\.example\/device\/est-0001\b/);
     });
 
-    it("a repeated request whose answer was lost gets the same certificate (simpleenroll and simplereenroll); another key is refused", async () => {
-      const certOf = async (r: CurlResult) => {
-        assertPkcs7Response(r);
-        return (await pkcs7Certs(r.body))[0]!;
-      };
-      const req = await opensslRequest(work.path, "retry", "est-retry");
-      const enroll = () => est("simpleenroll", enrollArgs(`est-retry:${tokens["est-retry"]}`, req.b64));
-      const enrolled = await certOf(await enroll());
-      assert.equal(await certOf(await enroll()), enrolled, "the same token and key: the certificate already issued");
-      const cert = join(work.path, "retry.cert.pem");
-      writeFileSync(cert, enrolled);
+    it(
+      "a repeated request whose answer was lost gets the same certificate (simpleenroll and simplereenroll); " + "another key is refused",
+      async () => {
+        const certOf = async (r: CurlResult) => {
+          assertPkcs7Response(r);
+          return (await pkcs7Certs(r.body))[0]!;
+        };
+        const req = await opensslRequest(work.path, "retry", "est-retry");
+        const enroll = () => est("simpleenroll", enrollArgs(`est-retry:${tokens["est-retry"]}`, req.b64));
+        const enrolled = await certOf(await enroll());
+        assert.equal(await certOf(await enroll()), enrolled, "the same token and key: the certificate already issued");
+        const cert = join(work.path, "retry.cert.pem");
+        writeFileSync(cert, enrolled);
 
-      const next = await opensslRequest(work.path, "retry-next", "est-retry");
-      const reenroll = (b64: string) => est("simplereenroll", ["--cert", cert, "--key", req.key, ...enrollArgs(undefined, b64)]);
-      const renewed = await certOf(await reenroll(next.b64));
-      assert.equal(await certOf(await reenroll(next.b64)), renewed, "the same certificate and key: the renewal already issued");
-      const other = await opensslRequest(work.path, "retry-other", "est-retry");
-      assertProblem(await reenroll(other.b64), 403, "re-enroll-required");
-      assertProblem(await est("simpleenroll", enrollArgs(`est-retry:${tokens["est-retry"]}`, other.b64)), 401, "token-used");
-    });
+        const next = await opensslRequest(work.path, "retry-next", "est-retry");
+        const reenroll = (b64: string) => est("simplereenroll", ["--cert", cert, "--key", req.key, ...enrollArgs(undefined, b64)]);
+        const renewed = await certOf(await reenroll(next.b64));
+        assert.equal(await certOf(await reenroll(next.b64)), renewed, "the same certificate and key: the renewal already issued");
+        const other = await opensslRequest(work.path, "retry-other", "est-retry");
+        assertProblem(await reenroll(other.b64), 403, "re-enroll-required");
+        assertProblem(await est("simpleenroll", enrollArgs(`est-retry:${tokens["est-retry"]}`, other.b64)), 401, "token-used");
+      },
+    );
 
     it("csrattrs: application/csrattrs, base64 DER that openssl asn1parse reads", async () => {
       const r = await est("csrattrs");
@@ -440,26 +443,29 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
       work?.cleanup();
     });
 
-    it("after 10 failures from one source, its next failure gets 429 + Retry-After, while a valid token from it still enrolls", async () => {
-      const goodToken = await deviceWithToken(f.fleet, "rl-good");
-      const req = await opensslRequest(work.path, "rl", "rl-good");
-      // Ten failures for ten different device ids: the per-source limit is what trips.
-      for (let i = 0; i < 10; i++) assertProblem(await enrollFrom("127.0.0.1", `rl-${i}:fpt_wrong${i}`, req.b64), 401, "token-invalid");
-      const blocked = await enrollFrom("127.0.0.1", "rl-good:fpt_stillwrong", req.b64);
-      assertProblem(blocked, 429, "too-many-requests");
-      const retry = Number(blocked.headers["retry-after"]);
-      assert.ok(Number.isInteger(retry) && retry >= 1 && retry <= 60, `Retry-After ${blocked.headers["retry-after"]}`);
-      // The refused request did not consume the good token, which still works from that source.
-      const row = await f.fleet.store.db
-        .selectFrom("enrollment_tokens")
-        .select("used_at")
-        .where("device_id", "=", "rl-good")
-        .executeTakeFirstOrThrow();
-      assert.equal(row.used_at, null);
-      assertPkcs7Response(await enrollFrom("127.0.0.1", `rl-good:${goodToken}`, req.b64));
-      // Unauthenticated resources stay available.
-      assert.equal((await curl(["--cacert", root, `${server.url}${EST}/cacerts`])).status, 200);
-    });
+    it(
+      "after 10 failures from one source, its next failure gets 429 + Retry-After, while a valid token from " + "it still enrolls",
+      async () => {
+        const goodToken = await deviceWithToken(f.fleet, "rl-good");
+        const req = await opensslRequest(work.path, "rl", "rl-good");
+        // Ten failures for ten different device ids: the per-source limit is what trips.
+        for (let i = 0; i < 10; i++) assertProblem(await enrollFrom("127.0.0.1", `rl-${i}:fpt_wrong${i}`, req.b64), 401, "token-invalid");
+        const blocked = await enrollFrom("127.0.0.1", "rl-good:fpt_stillwrong", req.b64);
+        assertProblem(blocked, 429, "too-many-requests");
+        const retry = Number(blocked.headers["retry-after"]);
+        assert.ok(Number.isInteger(retry) && retry >= 1 && retry <= 60, `Retry-After ${blocked.headers["retry-after"]}`);
+        // The refused request did not consume the good token, which still works from that source.
+        const row = await f.fleet.store.db
+          .selectFrom("enrollment_tokens")
+          .select("used_at")
+          .where("device_id", "=", "rl-good")
+          .executeTakeFirstOrThrow();
+        assert.equal(row.used_at, null);
+        assertPkcs7Response(await enrollFrom("127.0.0.1", `rl-good:${goodToken}`, req.b64));
+        // Unauthenticated resources stay available.
+        assert.equal((await curl(["--cacert", root, `${server.url}${EST}/cacerts`])).status, 200);
+      },
+    );
 
     it("ten wrong tokens for a device from one address do not lock out its correct token from another", async () => {
       const token = await deviceWithToken(f.fleet, "rl-victim");
@@ -644,7 +650,8 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
       });
       assert.ok(
         closedAfter !== undefined && closedAfter <= 15_000,
-        `the server kept a connection with incomplete headers open for ${closedAfter ?? "more than 16000"} ms (headersTimeout is 10 s, but node checks it only every connectionsCheckingInterval, 30 s by default)`,
+        `the server kept a connection with incomplete headers open for ${closedAfter ?? "more than 16000"} ms ` +
+          `(headersTimeout is 10 s, but node checks it only every connectionsCheckingInterval, 30 s by default)`,
       );
       assert.ok(closedAfter >= 9_000, `closed after ${closedAfter} ms, before headersTimeout`);
     });

@@ -480,7 +480,8 @@ export async function renewExpired(
   const now = req.now ?? new Date();
   if (known.row.status !== "valid")
     throw new ReEnrollRequired(
-      `certificate ${known.row.serial} was ${known.row.status === "hold" ? "put on hold" : "revoked"}; it cannot renew after expiry: re-enroll`,
+      `certificate ${known.row.serial} was ${known.row.status === "hold" ? "put on hold" : "revoked"}; it ` +
+        `cannot renew after expiry: re-enroll`,
     );
   const key: SubjectKey = await keyFromCsr(req.csr);
   const parsedCsrDer = csrDer(req.csr);
@@ -504,7 +505,8 @@ export async function renewExpired(
   const graceMs = parseDuration(fleet.config.renewal.after_expiry_grace);
   if (!earlier && now.getTime() > known.parsed.notAfter.getTime() + graceMs)
     throw new ReEnrollRequired(
-      `certificate ${known.row.serial} expired at ${known.parsed.notAfter.toISOString()}, beyond the ${fleet.config.renewal.after_expiry_grace} renewal grace: re-enroll`,
+      `certificate ${known.row.serial} expired at ${known.parsed.notAfter.toISOString()}, beyond the ` +
+        `${fleet.config.renewal.after_expiry_grace} renewal grace: re-enroll`,
     );
   await assertIssuerActive(fleet, known.row.issuer_ca);
   const renewal = { now, nonce: req.nonce, context: context(req.source, { renews: known.row.serial, after_expiry: true }) };
@@ -755,7 +757,9 @@ async function planRequest(
     if (!oldest) throw new TooManyRequests(`${MAX_PENDING_PER_DEVICE} enrollment requests for "${deviceId}" ${waiting}`, 60);
     evict = {
       row: oldest,
-      reason: `${MAX_PENDING_PER_DEVICE} requests for the device waited; a request from a new source displaced the oldest of the source with the most`,
+      reason:
+        `${MAX_PENDING_PER_DEVICE} requests for the device waited; a request from a new source ` +
+        `displaced the oldest of the source with the most`,
     };
   }
   const count = async (q: ReturnType<typeof pendingRequests>) =>
@@ -883,7 +887,8 @@ export async function decideRequest(fleet: Fleet, req: DecideRequest): Promise<D
     } else {
       const n = pending.length === 1 ? "1 enrollment request" : `${pending.length} enrollment requests`;
       throw new InvalidArgument(
-        `${n} for "${req.deviceId}" ${pending.length === 1 ? "is" : "are"} waiting; ${req.approve ? "approve" : "choose"} one with --request ID or ` +
+        `${n} for "${req.deviceId}" ${pending.length === 1 ? "is" : "are"} waiting; ` +
+          `${req.approve ? "approve" : "choose"} one with --request ID or ` +
           `--fingerprint sha256:… after comparing its key fingerprint with the one the robot prints (anyone can ask for a device id)` +
           `${req.approve ? "" : ", or deny them all with --all"}: ${describePending(pending)}`,
       );
