@@ -384,8 +384,10 @@ describe("audit verify against a database rewritten by an attacker", () => {
         await renewWithCertificate(fleet, { clientCertificate: { der: Buffer.from(cert1Der) }, csr: csr("robot-0001b"), source })
       ).serial;
       const csr7 = csr("robot-0007");
-      assert.equal((await enrollByApproval(fleet, { deviceId: "robot-0007", csr: csr7, source })).status, "pending");
-      await decideRequest(fleet, { deviceId: "robot-0007", approve: true, actor: "cli" });
+      const asked = await enrollByApproval(fleet, { deviceId: "robot-0007", csr: csr7, source });
+      assert.equal(asked.status, "pending");
+      const requestId = asked.status === "pending" ? asked.requestId : "";
+      await decideRequest(fleet, { deviceId: "robot-0007", requestId, approve: true, actor: "cli" });
       assert.equal((await enrollByApproval(fleet, { deviceId: "robot-0007", csr: csr7, source })).status, "issued");
       const pending = await enrollByApproval(fleet, { deviceId: "robot-0008", csr: csr("robot-0008"), source });
       assert.equal(pending.status, "pending");
