@@ -586,7 +586,7 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
         ["robot-ap1"],
         "one pending request (the repeated poll did not add one)",
       );
-      await decideRequest(f.fleet, { deviceId: "robot-ap1", approve: true, actor: "test" });
+      await decideRequest(f.fleet, { deviceId: "robot-ap1", requestId: pending[0]!.id, approve: true, actor: "test" });
 
       const done = await poll();
       assertPkcs7Response(done);
