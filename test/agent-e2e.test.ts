@@ -26,6 +26,7 @@ import { createLogger } from "../src/agent/log.js";
 import { renew } from "../src/agent/renew.js";
 import { runAgent } from "../src/agent/runner.js";
 import { loadState, recoverState } from "../src/agent/state.js";
+import { opensslCsr } from "./helpers.js";
 import {
   fingerprintOfPemFile,
   fleetpki,
@@ -582,24 +583,7 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
     // the chain, which is why the enrollment above works.
     await t.test("a factory leaf without its chain enrolls against a server started before the local CA", async () => {
       const other = join(B, "robot-0101");
-      const key = join(tmp, "factory-leaf-key.pem");
-      const csr = join(tmp, "factory-leaf-req.pem");
-      const req = await run("openssl", [
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key,
-        "-subj",
-        "/CN=robot-0101",
-        "-out",
-        csr,
-      ]);
-      assert.equal(req.code, 0, req.stderr);
+      const { csr } = opensslCsr(tmp, "robot-0101");
       const body = join(tmp, "factory-leaf-body.json");
       writeFileSync(body, JSON.stringify({ device_id: "robot-0101", csr: readFileSync(csr, "utf8") }));
       const out = join(tmp, "factory-leaf-answer.json");

@@ -284,23 +284,7 @@ describe("forged CSRs", () => {
 describe("the device host name", () => {
   it("is <id>.devices.<domain> for ids that are DNS labels, and left out for the others (an underscore)", async () => {
     await addDevices("robot-7", "robot_8");
-    const [key, csrFile] = [join(tmp.path, "host.key"), join(tmp.path, "host.csr")];
-    const r = openssl([
-      "req",
-      "-new",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      key,
-      "-subj",
-      "/CN=x",
-      "-out",
-      csrFile,
-    ]);
-    assert.equal(r.status, 0, r.stderr);
+    const { csr: csrFile } = opensslCsr(tmp.path, "host");
     const csr = readFileSync(csrFile, "utf8");
     const withName = await issueDeviceCertificate(fleet, { deviceId: "robot-7", actor: "test", csr });
     const without = await issueDeviceCertificate(fleet, { deviceId: "robot_8", actor: "test", csr });
