@@ -21,11 +21,11 @@ import { connect as tlsConnect, createSecureContext, type SecureContext, type TL
 import { fileURLToPath } from "node:url";
 import SqliteDatabase from "better-sqlite3";
 import { canonicalJson, rowHash, verifyAudit } from "../src/audit/log.js";
-import { Fleet, databasePath } from "../src/authority/fleet.js";
-import { initFleet } from "../src/authority/init.js";
-import { keyFromCsr } from "../src/authority/issuance.js";
+import { FleetServices, databasePath } from "../src/authority/services.js";
+import { initFleet } from "../src/authority/ca/init.js";
+import { keyFromCsr } from "../src/authority/issue/issuance.js";
 import { layout } from "../src/authority/layout.js";
-import { checkToken } from "../src/authority/tokens.js";
+import { checkToken } from "../src/authority/enroll/tokens.js";
 import { parseDuration } from "../src/config/duration.js";
 import { readPassphraseFile, readPrivateKey } from "../src/keys/keys.js";
 import type { AuditLogTable, DeviceTable, EnrollmentTokenTable } from "../src/store/schema.js";
@@ -126,7 +126,7 @@ interface Credential {
  * checkToken (the library's check) must accept bulk-made tokens before the servers start.
  */
 async function createDevicesWithTokens(dir: string, count: number): Promise<Credential[]> {
-  const fleet = await Fleet.open(dir);
+  const fleet = await FleetServices.open(dir);
   const dbPath = databasePath(dir, fleet.config);
   const tokenTtlMs = parseDuration(fleet.config.enrollment.token_ttl);
   await fleet.close();
@@ -191,7 +191,7 @@ async function createDevicesWithTokens(dir: string, count: number): Promise<Cred
   }
 
   // The library itself must accept a bulk-made token (same hashing, same row), or every request would be a 401.
-  const fleetAfter = await Fleet.open(dir);
+  const fleetAfter = await FleetServices.open(dir);
   try {
     await checkToken(fleetAfter, credentials[0]!.deviceId, credentials[0]!.token);
     await checkToken(fleetAfter, credentials[count - 1]!.deviceId, credentials[count - 1]!.token);
@@ -485,7 +485,7 @@ async function verifyOutput(
   fleetOk: number,
 ): Promise<string[]> {
   const passed: string[] = [];
-  const fleet = await Fleet.open(dir);
+  const fleet = await FleetServices.open(dir);
   try {
     const db = fleet.store.db;
     const count = async (q: Promise<{ n: number | string | bigint }>) => Number((await q).n);
@@ -737,7 +737,7 @@ async function baselineServerMain(dir: string): Promise<void> {
     readFileSync(join(dir, layout.serverDir, "cert.pem"), "utf8") + readFileSync(join(dir, layout.serverDir, "chain.pem"), "utf8");
   const ca = ["root", "devices"].map((id) => readFileSync(join(dir, layout.caCert(id)), "utf8"));
   // The database only to load the devices CA (certificate and decrypted key) once, as the fleet server does.
-  const fleet = await Fleet.open(dir);
+  const fleet = await FleetServices.open(dir);
   const template = await fleet.leafTemplate("devices", "device");
   const lifetimeMs = parseDuration(fleet.config.validity.device);
   const domain = fleet.domain;

@@ -12,9 +12,9 @@ import { performance } from "node:perf_hooks";
 import * as px from "@peculiar/x509";
 import { verifyAudit } from "../src/audit/log.js";
 import { addDevice } from "../src/authority/devices.js";
-import { Fleet } from "../src/authority/fleet.js";
-import { initFleet } from "../src/authority/init.js";
-import { assertDeviceId, issueDeviceCertificate, keyFromCsr } from "../src/authority/issuance.js";
+import { FleetServices } from "../src/authority/services.js";
+import { initFleet } from "../src/authority/ca/init.js";
+import { assertDeviceId, issueDeviceCertificate, keyFromCsr } from "../src/authority/issue/issuance.js";
 import { layout } from "../src/authority/layout.js";
 import { parseDuration } from "../src/config/duration.js";
 import { OID } from "../src/der/oids.js";
@@ -103,7 +103,7 @@ function deviceSans(domain: string): GeneralName[] {
  * signature, generate and sign, PEM. Constant extensions are built once, as fleetpki's template
  * does. No database. Returns the DER so the checks can compare it with fleetpki's certificate.
  */
-async function peculiarIssuer(fleet: Fleet): Promise<(csr: Buffer) => Promise<Buffer>> {
+async function peculiarIssuer(fleet: FleetServices): Promise<(csr: Buffer) => Promise<Buffer>> {
   px.cryptoProvider.set(webcrypto as unknown as Crypto);
   const ca = await fleet.issuingCa("devices");
   const curve = ca.signer.key.asymmetricKeyDetails?.namedCurve;
@@ -168,11 +168,11 @@ async function run(options: BenchOptions): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), "fleetpki-bench-"));
   // Interrupted, or cut short by run.ts's watchdog: the fleet directory goes too.
   const uninstall = cleanUpOnInterrupt(() => rmSync(tmp, { recursive: true, force: true }));
-  let fleet: Fleet | undefined;
+  let fleet: FleetServices | undefined;
   try {
     const dir = join(tmp, "fleet");
     await initFleet({ dir, name: "Bench Robots", domain: "fleet.example" });
-    fleet = await Fleet.open(dir);
+    fleet = await FleetServices.open(dir);
     await addDevice(fleet, { id: DEVICE, actor: "bench" });
     const csrs = prepareP256Csrs(CSR_COUNT, DEVICE);
 
@@ -271,7 +271,7 @@ interface StepCost {
 }
 
 /** Per-step cost on one core, each step alone in a tight loop: where one issuance's time goes. */
-async function measureSteps(fleet: Fleet, csrs: readonly PreparedCsr[]): Promise<StepCost[]> {
+async function measureSteps(fleet: FleetServices, csrs: readonly PreparedCsr[]): Promise<StepCost[]> {
   const template = await fleet.leafTemplate("devices", "device");
   const { signer } = await fleet.issuingCa("devices");
   const decoded = csrs.map((c) => decodeCsr(c.der));
@@ -312,7 +312,7 @@ async function measureSteps(fleet: Fleet, csrs: readonly PreparedCsr[]): Promise
 
 /** Proof that what was timed is real: rows committed, audit chain intact, chains that OpenSSL accepts. */
 async function verifyOutput(
-  fleet: Fleet,
+  fleet: FleetServices,
   tmp: string,
   dir: string,
   csrs: readonly PreparedCsr[],

@@ -22,12 +22,12 @@ import { dirname, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { appendAuditNative } from "../src/audit/log.js";
-import { signCrl, type PublishedCrl } from "../src/authority/crls.js";
-import { Fleet } from "../src/authority/fleet.js";
-import { initFleet } from "../src/authority/init.js";
-import { issueForKey, subjectKeyOf } from "../src/authority/issuance.js";
+import { signCrl, type PublishedCrl } from "../src/authority/status/crls.js";
+import { FleetServices } from "../src/authority/services.js";
+import { initFleet } from "../src/authority/ca/init.js";
+import { issueForKey, subjectKeyOf } from "../src/authority/issue/issuance.js";
 import { layout } from "../src/authority/layout.js";
-import { revokeCertificate, type RevokeReason } from "../src/authority/revocation.js";
+import { revokeCertificate, type RevokeReason } from "../src/authority/status/revocation.js";
 import { parseDuration } from "../src/config/duration.js";
 import { OID } from "../src/der/oids.js";
 import { explicit, nullValue, octetString, oid, sequence, unsignedInteger } from "../src/der/writer.js";
@@ -202,7 +202,7 @@ interface Fixture {
  * device.add audit events (chained by the audit module's appendAuditNative), written in one
  * transaction instead of one fsync'd transaction per device.
  */
-async function addDevicesInBulk(fleet: Fleet, ids: readonly string[]): Promise<void> {
+async function addDevicesInBulk(fleet: FleetServices, ids: readonly string[]): Promise<void> {
   const now = new Date();
   const nowIso = now.toISOString();
   await fleet.store.withNative((native) =>
@@ -225,12 +225,12 @@ async function addDevicesInBulk(fleet: Fleet, ids: readonly string[]): Promise<v
 /** A fresh fleet with DEVICE_COUNT real device certificates from the devices CA, every tenth revoked through the library. */
 async function makeFixture(dir: string): Promise<Fixture> {
   await initFleet({ dir, name: "Bench Robots", domain: "fleet.example" });
-  const fleet = await Fleet.open(dir);
+  const fleet = await FleetServices.open(dir);
   try {
     const ids = Array.from({ length: DEVICE_COUNT }, (_, i) => `ocsp-robot-${String(i).padStart(6, "0")}`);
     await addDevicesInBulk(fleet, ids);
     const keys = ids.map(() => subjectKeyOf(generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey));
-    // One call first: Fleet.issuingCa caches the decrypted CA key only once a call has finished, so
+    // One call first: FleetServices.issuingCa caches the decrypted CA key only once a call has finished, so
     // 1,000 concurrent first calls would each decrypt it (~3 s here). Concurrent calls then share
     // the recorder's group commits (up to 256 certificates per transaction).
     await fleet.leafTemplate("devices", "device");
@@ -366,7 +366,7 @@ async function writeOpensslFiles(fixture: Fixture, dir: string): Promise<Openssl
   mkdirSync(dir, { recursive: true });
   const index = join(dir, "index.txt");
   writeFileSync(index, fixture.certs.map((c) => indexLine({ ...c, subject: c.deviceId })).join("\n") + "\n");
-  const fleet = await Fleet.open(fixture.dir);
+  const fleet = await FleetServices.open(fixture.dir);
   try {
     const ca = await fleet.issuingCa("devices");
     const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
@@ -1004,7 +1004,7 @@ function checkNamespace(): string {
 }
 
 async function readCacheSetting(dir: string): Promise<string> {
-  const fleet = await Fleet.open(dir);
+  const fleet = await FleetServices.open(dir);
   try {
     return fleet.config.revocation.ocsp_cache;
   } finally {
@@ -1014,7 +1014,7 @@ async function readCacheSetting(dir: string): Promise<string> {
 
 /** The status listener wrote nothing but its own responder certificate, recorded, and changed no status. */
 async function checkFleetAfter(fixture: Fixture, responderDer: Buffer): Promise<string> {
-  const fleet = await Fleet.open(fixture.dir);
+  const fleet = await FleetServices.open(fixture.dir);
   try {
     const db = fleet.store.db;
     const responders = await db.selectFrom("certificates").select(["der", "issuer_ca"]).where("kind", "=", "ocsp-responder").execute();
@@ -1084,7 +1084,7 @@ const CRL_UPSERT =
 async function crlBench(tmp: string, sampleDer: Buffer, runs: number): Promise<CrlFigures> {
   const dir = join(tmp, "crl-fleet");
   await initFleet({ dir, name: "Bench Robots CRL", domain: "fleet.example" });
-  const fleet = await Fleet.open(dir);
+  const fleet = await FleetServices.open(dir);
   const checks: string[] = [];
   try {
     // Kept compact (no row objects), so that the bench's own heap weighs little on what it times.

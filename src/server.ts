@@ -3,14 +3,15 @@ import { X509Certificate, createPublicKey, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { CheckpointSchedule } from "./authority/audit-checkpoints.js";
-import { deviceClientCas } from "./authority/cas.js";
-import { ChangeFeed } from "./authority/change-feed.js";
-import { CrlPublisher } from "./authority/crls.js";
-import { Fleet } from "./authority/fleet.js";
-import { OcspService } from "./authority/ocsp-responder.js";
-import { STATUS_ACTIONS } from "./authority/revocation.js";
+import { deviceClientCas } from "./authority/ca/cas.js";
+import { ChangeFeed } from "./authority/events/change-feed.js";
+import { CrlPublisher } from "./authority/status/crls.js";
+import { FleetServices } from "./authority/services.js";
+import { OcspService } from "./authority/status/ocsp-responder.js";
+import { STATUS_ACTIONS } from "./authority/status/revocation.js";
 import { layout } from "./authority/layout.js";
-import { ensureServerCertificate } from "./authority/server-certificate.js";
+import { ensureServerCertificate } from "./authority/ca/server-certificate.js";
+import type { Clock } from "./authority/clock.js";
 import { ConfigError } from "./config/config.js";
 import { parseDuration } from "./config/duration.js";
 import { startRegistrationServer, type RegistrationTls } from "./enroll/server.js";
@@ -30,10 +31,12 @@ export interface ServeOptions {
   /** Run only these listeners (`serve --only status` for scale-out); default all. */
   only?: readonly Listener[];
   logger?: Logger;
+  /** Where "now" comes from (tests move time instead of waiting); the system clock by default. */
+  clock?: Clock;
 }
 
 export interface FleetServer {
-  fleet: Fleet;
+  fleet: FleetServices;
   registration?: AddressInfo;
   status?: AddressInfo;
   /** Reads the audit log now instead of waiting for the next poll (tests). */
@@ -48,16 +51,16 @@ export function parseListen(value: string, what: string): { host: string; port: 
   return { host: (m[1] ?? m[2])!, port };
 }
 
-const serverFile = (fleet: Fleet, name: string): string => fleet.path(`${layout.serverDir}/${name}`);
+const serverFile = (fleet: FleetServices, name: string): string => fleet.path(`${layout.serverDir}/${name}`);
 
 /** The server's key and certificate + chain as files hold them now (PEM). */
-function serverIdentity(fleet: Fleet): { key: string; cert: string } {
+function serverIdentity(fleet: FleetServices): { key: string; cert: string } {
   const key = readPrivateKey(serverFile(fleet, "key.pem"), fleet.passphrase());
   const cert = readFileSync(serverFile(fleet, "cert.pem"), "utf8") + readFileSync(serverFile(fleet, "chain.pem"), "utf8");
   return { key: key.export({ type: "pkcs8", format: "pem" }).toString(), cert };
 }
 
-async function registrationTls(fleet: Fleet): Promise<RegistrationTls> {
+async function registrationTls(fleet: FleetServices): Promise<RegistrationTls> {
   return { ...serverIdentity(fleet), ca: await deviceClientCas(fleet) };
 }
 
@@ -71,7 +74,7 @@ function certificateMatchesKey(certPem: string, keyPem: string): boolean {
 }
 
 export async function startFleetServer(options: ServeOptions): Promise<FleetServer> {
-  const fleet = await Fleet.open(options.dir);
+  const fleet = await FleetServices.open(options.dir, { clock: options.clock });
   // Commits stop waiting for the disk on the event loop; answers still wait for it (Store.durable).
   fleet.store.useGroupSync();
   const logger = options.logger ?? createLogger("fleetpki");

@@ -11,7 +11,7 @@ import Database from "better-sqlite3";
 import { GENESIS_HASH, listAudit, rowHash } from "../src/audit/log.js";
 import { CheckpointSchedule, exportCheckpoint, verifyFleetAudit, writeCheckpoint } from "../src/authority/audit-checkpoints.js";
 import type { AuditReport } from "../src/authority/audit-checkpoints.js";
-import { createLocalCa } from "../src/authority/cas.js";
+import { createLocalCa } from "../src/authority/ca/cas.js";
 import { addDevice } from "../src/authority/devices.js";
 import {
   decideRequest,
@@ -19,13 +19,13 @@ import {
   enrollWithFactoryCertificate,
   enrollWithToken,
   renewWithCertificate,
-} from "../src/authority/enrollment.js";
-import { issueBatch } from "../src/authority/batch.js";
-import { Fleet } from "../src/authority/fleet.js";
-import { initFleet } from "../src/authority/init.js";
-import { issueDeviceCertificate } from "../src/authority/issuance.js";
-import { holdDevice, revokeCertificate, revokeDevice } from "../src/authority/revocation.js";
-import { createToken } from "../src/authority/tokens.js";
+} from "../src/authority/enroll/enrollment.js";
+import { issueBatch } from "../src/authority/issue/batch.js";
+import { FleetServices } from "../src/authority/services.js";
+import { initFleet } from "../src/authority/ca/init.js";
+import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
+import { holdDevice, revokeCertificate, revokeDevice } from "../src/authority/status/revocation.js";
+import { createToken } from "../src/authority/enroll/tokens.js";
 import { parseConfig, renderConfig, defaultConfig } from "../src/config/config.js";
 import { readPassphraseFile, readPrivateKey } from "../src/keys/keys.js";
 import { fromPem } from "../src/x509/pem.js";
@@ -107,7 +107,7 @@ describe("audit verify against a database rewritten by an attacker", () => {
   const reports = new Map<string, AuditReport>();
 
   async function verifyCopy(dir: string, checkpoints: boolean): Promise<AuditReport> {
-    const fleet = await Fleet.open(dir);
+    const fleet = await FleetServices.open(dir);
     try {
       return await verifyFleetAudit(fleet, { checkpointsDir: checkpoints ? outside : undefined });
     } finally {
@@ -353,7 +353,7 @@ describe("audit verify against a database rewritten by an attacker", () => {
     editConfig(base, (d) => {
       d.enrollment.approval = true;
     });
-    const fleet = await Fleet.open(base);
+    const fleet = await FleetServices.open(base);
     try {
       for (const id of ["robot-0001", "robot-0002", "robot-0003", "robot-0004", "robot-0005"])
         await addDevice(fleet, { id, group: "lab", labels: { site: "berlin" }, actor: "cli" });
@@ -443,7 +443,7 @@ describe("audit verify against a database rewritten by an attacker", () => {
 
   it("audit list does not show rows with sequence numbers <= 0 first", async () => {
     const dir = join(tmp.path, `case-${cases.findIndex((c) => c.name.startsWith("a row with sequence number 0"))}`);
-    const fleet = await Fleet.open(dir);
+    const fleet = await FleetServices.open(dir);
     try {
       const rows = await listAudit(fleet.store, { limit: 3 });
       assert.deepEqual(
@@ -475,7 +475,7 @@ describe("audit verify against a database rewritten by an attacker", () => {
       rechain(db, 3);
       forgeAppend(db, { actor: "cli", action: "fleet.note", subject: "fleet:fleet.example", details: "{}" });
     });
-    const fleet = await Fleet.open(dir);
+    const fleet = await FleetServices.open(dir);
     try {
       await assert.rejects(writeCheckpoint(fleet), /refusing to sign a checkpoint: the log does not extend checkpoint \d+/);
     } finally {
@@ -501,7 +501,7 @@ describe("audit verify against a database rewritten by an attacker", () => {
         certificate: readFileSync(join(base, "server", "cert.pem"), "utf8"),
       }),
     );
-    const fleet = await Fleet.open(base);
+    const fleet = await FleetServices.open(base);
     try {
       const problems = async (dir: string) => (await verifyFleetAudit(fleet, { checkpointsDir: dir })).problems.join("\n");
       assert.match(await problems(dirs.altered), /cp\.json: the signature does not verify with the audit certificate/);
@@ -543,7 +543,7 @@ describe("the audit key", () => {
     const dir = join(tmp.path, "fleet");
     await initFleet({ dir, name: "Key Robots", domain: "fleet.example" });
     assert.match(readFileSync(join(dir, "audit", "key.pem"), "utf8"), /BEGIN ENCRYPTED PRIVATE KEY/);
-    const fleet = await Fleet.open(dir);
+    const fleet = await FleetServices.open(dir);
     try {
       const first = await fleet.store.db.selectFrom("certificates").select(["serial", "issuer_ca"]).where("kind", "=", "audit").execute();
       assert.deepEqual(
@@ -572,7 +572,7 @@ describe("the audit key", () => {
     async () => {
       const dir = join(tmp.path, "pin");
       await initFleet({ dir, name: "Pin Robots", domain: "fleet.example" });
-      const fleet = await Fleet.open(dir);
+      const fleet = await FleetServices.open(dir);
       try {
         await addDevice(fleet, { id: "robot-0001", actor: "cli" });
         const exportDir = join(tmp.path, "pin-out");
@@ -662,7 +662,7 @@ describe("the audit key", () => {
   it("serve's schedule writes a checkpoint only when the head moved; export goes to a file or a directory", async () => {
     const dir = join(tmp.path, "sched");
     await initFleet({ dir, name: "Sched Robots", domain: "fleet.example" });
-    const fleet = await Fleet.open(dir);
+    const fleet = await FleetServices.open(dir);
     try {
       const count = async () => (await fleet.store.db.selectFrom("audit_checkpoints").select("seq").execute()).length;
       const errors: unknown[] = [];

@@ -9,9 +9,9 @@ import Database from "better-sqlite3";
 import { canonicalJson } from "../src/audit/log.js";
 import { verifyFleetAudit, type AuditReport } from "../src/authority/audit-checkpoints.js";
 import { addDevice } from "../src/authority/devices.js";
-import { Fleet } from "../src/authority/fleet.js";
-import { initFleet } from "../src/authority/init.js";
-import { issueDeviceCertificate } from "../src/authority/issuance.js";
+import { FleetServices } from "../src/authority/services.js";
+import { initFleet } from "../src/authority/ca/init.js";
+import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
 import { cliAsync, opensslCsr, tempDir, type RunResult, assertOneLineError } from "./helpers.js";
 
 interface Row {
@@ -69,7 +69,7 @@ describe("audit log", () => {
   before(async () => {
     // The hierarchy is created two hours ago, the devices now, so time filters have something to split.
     await initFleet({ dir: base, name: "Audit Robots", domain: "fleet.example", now: new Date(Date.now() - 2 * HOURS) });
-    const fleet = await Fleet.open(base);
+    const fleet = await FleetServices.open(base);
     try {
       await addDevice(fleet, { id: "robot-0001", group: "lab", labels: { site: "berlin" }, actor: "cli" });
       await addDevice(fleet, { id: "robot-0002", actor: "cli" });
@@ -119,7 +119,7 @@ describe("audit log", () => {
     // The tampered copies are verified in-process (what `audit verify` runs); the CLI's own
     // error line is covered by audit-tamper.test.ts. Fewer processes keep this fast under load.
     for (const [k, d] of Object.entries(dirs)) {
-      const fleet = await Fleet.open(d);
+      const fleet = await FleetServices.open(d);
       try {
         verdicts.set(k, await verifyFleetAudit(fleet));
       } finally {

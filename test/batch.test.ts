@@ -8,9 +8,9 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { after, before, describe, it } from "node:test";
 import Database from "better-sqlite3";
-import { createLocalCa } from "../src/authority/cas.js";
-import { Fleet } from "../src/authority/fleet.js";
-import { initFleet } from "../src/authority/init.js";
+import { createLocalCa } from "../src/authority/ca/cas.js";
+import { FleetServices } from "../src/authority/services.js";
+import { initFleet } from "../src/authority/ca/init.js";
 import { ConfigError, DEFAULT_FACTORY_VALIDITY, defaultConfig, parseConfig, renderConfig } from "../src/config/config.js";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { CLI, cli, cliAsync, openssl, tempDir, writeTemp, type RunResult, assertOk, assertOneLineError } from "./helpers.js";
@@ -211,7 +211,7 @@ describe("issue-batch", { concurrency: true }, () => {
 
     before(async () => {
       await initFleet({ dir: fleet, name: "Factory Robots", domain: "fleet.example" });
-      const f = await Fleet.open(fleet);
+      const f = await FleetServices.open(fleet);
       try {
         assert.equal((await createLocalCa(f, { name: "factory-b", actor: "test" })).status, "created");
       } finally {

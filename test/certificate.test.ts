@@ -13,9 +13,9 @@ import { join } from "node:path";
 import { OID } from "../src/der/oids.js";
 import { children, content, readRoot } from "../src/der/reader.js";
 import { addDevice } from "../src/authority/devices.js";
-import { createLocalCa } from "../src/authority/cas.js";
-import { issueDeviceCertificate, issueForKey, keyFromCsr } from "../src/authority/issuance.js";
-import type { Fleet } from "../src/authority/fleet.js";
+import { createLocalCa } from "../src/authority/ca/cas.js";
+import { issueDeviceCertificate, issueForKey, keyFromCsr } from "../src/authority/issue/issuance.js";
+import type { FleetServices } from "../src/authority/services.js";
 import { randomSerial, parseCertificate } from "../src/x509/certificate.js";
 import { subjectPublicKeyOf } from "../src/x509/certificate.js";
 import { toPem } from "../src/x509/pem.js";
@@ -42,13 +42,13 @@ function writeTmp(name: string, data: string | Buffer): string {
   return p;
 }
 
-async function caPem(fleet: Fleet, id: string): Promise<string> {
+async function caPem(fleet: FleetServices, id: string): Promise<string> {
   return (await fleet.caRecord(id)).certificate_pem;
 }
 
 let verifyCounter = 0;
 /** `openssl verify -x509_strict -purpose sslclient` of a leaf through one intermediate to the fleet root. */
-async function opensslVerify(fleet: Fleet, caId: string, leafPem: string): Promise<{ ok: boolean; out: string }> {
+async function opensslVerify(fleet: FleetServices, caId: string, leafPem: string): Promise<{ ok: boolean; out: string }> {
   const n = verifyCounter++;
   const root = writeTmp(`root-${n}.pem`, await caPem(fleet, "root"));
   const chain = writeTmp(`ca-${n}.pem`, await caPem(fleet, caId));
@@ -64,7 +64,7 @@ function x509Text(pem: string): string {
 }
 
 /** A leaf built by hand with a CA's own template: any SANs we like. */
-async function handBuiltLeaf(fleet: Fleet, caId: string, commonName: string, sans: GeneralName[]): Promise<string> {
+async function handBuiltLeaf(fleet: FleetServices, caId: string, commonName: string, sans: GeneralName[]): Promise<string> {
   const ca = await fleet.issuingCa(caId);
   const template = new LeafTemplate(ca, "device");
   const spki = generateKeyPairSync("ec", { namedCurve: "prime256v1" }).publicKey.export({ type: "spki", format: "der" });

@@ -7,7 +7,7 @@ import { cpSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import Database from "better-sqlite3";
-import { initFleet } from "../src/authority/init.js";
+import { initFleet } from "../src/authority/ca/init.js";
 import { CLI, openssl, opensslCsr, tempDir, writeTemp, type RunResult } from "./helpers.js";
 
 interface Run {

@@ -14,10 +14,10 @@ import { parseCertificate } from "../src/x509/certificate.js";
 import { OID } from "../src/der/oids.js";
 import { nullValue, oid, sequence, set, smallInteger, tlv, utf8String } from "../src/der/writer.js";
 import * as F from "./support/csr-fuzz.js";
-import { issueDeviceCertificate, keyFromCsr, type DeviceCertificate } from "../src/authority/issuance.js";
+import { issueDeviceCertificate, keyFromCsr, type DeviceCertificate } from "../src/authority/issue/issuance.js";
 import { addDevice } from "../src/authority/devices.js";
 import { AuthorityError, CsrInvalid, InvalidDeviceId, KeyTypeNotAllowed, UnknownDevice } from "../src/authority/errors.js";
-import type { Fleet } from "../src/authority/fleet.js";
+import type { FleetServices } from "../src/authority/services.js";
 import { verifyAudit } from "../src/audit/log.js";
 import { vectorPath, openssl, opensslCsr, tempDir, tempFleet } from "./helpers.js";
 
@@ -118,7 +118,7 @@ async function authorityError<C extends abstract new (...a: never[]) => Authorit
 
 const tmp = tempDir("fleetpki-csr-test-");
 let ctx: Awaited<ReturnType<typeof tempFleet>>;
-let fleet: Fleet;
+let fleet: FleetServices;
 let rootPem: string;
 let devicesPem: string;
 

@@ -324,7 +324,7 @@ describe("DER reader strictness", () => {
   });
 
   it("rejects children that overrun their parent", () => {
-    // SEQUENCE of length 4 whose child claims 4 bytes of content but has 2
+    // SEQUENCE of length 4 whose child conditions 4 bytes of content but has 2
     const parent = readRoot(h("3004 0404 0102"));
     derError(() => children(parent), /runs past the end of its container \(truncated\)/);
     // a child whose length octets are cut off by the parent's end

@@ -10,12 +10,12 @@ import { after, before, describe, it } from "node:test";
 import { verifyAudit } from "../src/audit/log.js";
 import { verifyFleetAudit } from "../src/authority/audit-checkpoints.js";
 import { addDevice } from "../src/authority/devices.js";
-import { enrollByApproval, listPendingRequests, sourceOf } from "../src/authority/enrollment.js";
+import { enrollByApproval, listPendingRequests, sourceOf } from "../src/authority/enroll/enrollment.js";
 import { TooManyRequests } from "../src/authority/errors.js";
-import { Fleet } from "../src/authority/fleet.js";
-import { issueDeviceCertificate } from "../src/authority/issuance.js";
-import { holdDevice, revokeCertificate } from "../src/authority/revocation.js";
-import { createToken } from "../src/authority/tokens.js";
+import { FleetServices } from "../src/authority/services.js";
+import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
+import { holdDevice, revokeCertificate } from "../src/authority/status/revocation.js";
+import { createToken } from "../src/authority/enroll/tokens.js";
 import { cliAsync, tempDir, tempFleet } from "./helpers.js";
 import {
   assertProblem,
@@ -37,7 +37,7 @@ import {
 
 type TempFleet = Awaited<ReturnType<typeof tempFleet>>;
 
-async function deviceWithToken(fleet: Fleet, id: string): Promise<string> {
+async function deviceWithToken(fleet: FleetServices, id: string): Promise<string> {
   await addDevice(fleet, { id, actor: "test" });
   return (await createToken(fleet, { deviceId: id, actor: "test" })).token;
 }
@@ -96,7 +96,11 @@ const expiredProof = (key: ClientKey, id: string, nonce: string, csrDer: Buffer)
  * A device whose certificate (for a key the test holds) expired `agoMs` ago: issued with a clock
  * set in the past, so nothing waits for it to expire.
  */
-async function deviceWithExpiredCertificate(fleet: Fleet, id: string, agoMs = 10 * 60_000): Promise<{ issued: Issued; key: ClientKey }> {
+async function deviceWithExpiredCertificate(
+  fleet: FleetServices,
+  id: string,
+  agoMs = 10 * 60_000,
+): Promise<{ issued: Issued; key: ClientKey }> {
   await addDevice(fleet, { id, actor: "test" });
   const { key, csr } = await makeCsr(id);
   const lifetimeMs = 60_000;
@@ -114,13 +118,13 @@ async function deviceWithExpiredCertificate(fleet: Fleet, id: string, agoMs = 10
   };
 }
 
-const countRows = async (fleet: Fleet, table: "renewal_nonces" | "certificates", deviceId?: string): Promise<number> => {
+const countRows = async (fleet: FleetServices, table: "renewal_nonces" | "certificates", deviceId?: string): Promise<number> => {
   let q = fleet.store.db.selectFrom(table).select((eb) => eb.fn.countAll().as("n"));
   if (deviceId) q = q.where("device_id", "=", deviceId);
   return Number((await q.executeTakeFirstOrThrow()).n);
 };
 
-const auditRows = (fleet: Fleet, action: string, deviceId: string) =>
+const auditRows = (fleet: FleetServices, action: string, deviceId: string) =>
   fleet.store.db.selectFrom("audit_log").selectAll().where("action", "=", action).where("subject", "=", `device:${deviceId}`).execute();
 
 describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
@@ -490,7 +494,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
     let server: TestServer;
     let ca: string;
     // The authority as another process on the fleet sees it (opened after approval was switched on).
-    let fleet: Fleet;
+    let fleet: FleetServices;
     // The robot connects from 127.0.0.1, the attacker from 127.0.0.2 (both loopback).
     const ATTACKER = "127.0.0.2";
     const poll = (id: string, csr: string, localAddress?: string) =>
@@ -528,7 +532,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
         doc.enrollment = { ...(doc.enrollment ?? {}), approval: true, approval_request_ttl: "2h" };
       });
       ca = readFileSync(rootPemPath(f.dir), "utf8");
-      fleet = await Fleet.open(f.dir);
+      fleet = await FleetServices.open(f.dir);
       server = await startTestServer(f.dir);
     });
     after(async () => {
@@ -1375,7 +1379,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
     before(async () => {
       f = await tempFleet();
       // The per-source failure limit (10/min) would otherwise turn late losers into 429s: this
-      // suite is about the token claim, so it lifts the limit.
+      // suite is about the token condition, so it lifts the limit.
       editConfig(f.dir, (doc) => {
         doc.enrollment = { ...(doc.enrollment ?? {}), failed_auth_per_minute: 1000 };
       });

@@ -6,21 +6,21 @@ import { createHash, sign } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { AuthFailureLog, MAX_DETAILED_PER_SOURCE } from "../src/authority/auth-failures.js";
-import { issueBatch } from "../src/authority/batch.js";
-import { createLocalCa } from "../src/authority/cas.js";
+import { AuthFailureLog, MAX_DETAILED_PER_SOURCE } from "../src/authority/enroll/auth-failures.js";
+import { issueBatch } from "../src/authority/issue/batch.js";
+import { createLocalCa } from "../src/authority/ca/cas.js";
 import { addDevice } from "../src/authority/devices.js";
-import { enrollWithToken, renewExpired, renewalChallenge } from "../src/authority/enrollment.js";
-import type { Fleet } from "../src/authority/fleet.js";
-import { issueDeviceCertificate } from "../src/authority/issuance.js";
-import { createToken } from "../src/authority/tokens.js";
+import { enrollWithToken, renewExpired, renewalChallenge } from "../src/authority/enroll/enrollment.js";
+import type { FleetServices } from "../src/authority/services.js";
+import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
+import { createToken } from "../src/authority/enroll/tokens.js";
 import { FailureLimiter, sourceKey } from "../src/enroll/rate-limit.js";
 import { tempFleet } from "./helpers.js";
 import { makeCsr, pool, postJson, rootPemPath, startTestServer, type ClientKey } from "./server-helpers.js";
 
 type TempFleet = Awaited<ReturnType<typeof tempFleet>>;
 
-const auditCount = async (fleet: Fleet, action: string): Promise<number> =>
+const auditCount = async (fleet: FleetServices, action: string): Promise<number> =>
   Number(
     (
       await fleet.store.db

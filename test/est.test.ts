@@ -6,12 +6,12 @@ import { join } from "node:path";
 import { connect as netConnect } from "node:net";
 import { connect } from "node:tls";
 import { after, before, describe, it } from "node:test";
-import { issueBatch } from "../src/authority/batch.js";
-import { createLocalCa } from "../src/authority/cas.js";
+import { issueBatch } from "../src/authority/issue/batch.js";
+import { createLocalCa } from "../src/authority/ca/cas.js";
 import { addDevice } from "../src/authority/devices.js";
-import { decideRequest, listPendingRequests } from "../src/authority/enrollment.js";
-import type { Fleet } from "../src/authority/fleet.js";
-import { createToken } from "../src/authority/tokens.js";
+import { decideRequest, listPendingRequests } from "../src/authority/enroll/enrollment.js";
+import type { FleetServices } from "../src/authority/services.js";
+import { createToken } from "../src/authority/enroll/tokens.js";
 import { vectorPath, tempDir, tempFleet } from "./helpers.js";
 import {
   assertProblem,
@@ -31,7 +31,7 @@ const GLOBALSIGN = vectorPath("globalsign");
 
 type TempFleet = Awaited<ReturnType<typeof tempFleet>>;
 
-async function deviceWithToken(fleet: Fleet, id: string): Promise<string> {
+async function deviceWithToken(fleet: FleetServices, id: string): Promise<string> {
   await addDevice(fleet, { id, actor: "test" });
   return (await createToken(fleet, { deviceId: id, actor: "test" })).token;
 }

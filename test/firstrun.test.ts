@@ -12,8 +12,8 @@ import { join } from "node:path";
 import { connect } from "node:tls";
 import { after, before, describe, it } from "node:test";
 import { addDevice } from "../src/authority/devices.js";
-import { initFleet } from "../src/authority/init.js";
-import { issueDeviceCertificate } from "../src/authority/issuance.js";
+import { initFleet } from "../src/authority/ca/init.js";
+import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
 import { CLI, ROOT, cliAsync, opensslCsr, tempDir, tempFleet, type RunResult } from "./helpers.js";
 import { editConfig, run, startTestServer } from "./server-helpers.js";
 

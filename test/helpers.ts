@@ -5,8 +5,8 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
-import { Fleet } from "../src/authority/fleet.js";
-import { initFleet, type InitOptions } from "../src/authority/init.js";
+import { FleetServices } from "../src/authority/services.js";
+import { initFleet, type InitOptions } from "../src/authority/ca/init.js";
 
 export const ROOT = resolve(import.meta.dirname, "..");
 /** The CLI run from src/ (through tsx), so tests never depend on a stale dist/. */
@@ -30,11 +30,13 @@ export function tempDir(prefix = "fleetpki-test-"): { path: string; cleanup: () 
 }
 
 /** A fresh fleet in a temp dir; call close() in a finally/after hook. */
-export async function tempFleet(options: Partial<InitOptions> = {}): Promise<{ dir: string; fleet: Fleet; close: () => Promise<void> }> {
+export async function tempFleet(
+  options: Partial<InitOptions> = {},
+): Promise<{ dir: string; fleet: FleetServices; close: () => Promise<void> }> {
   const tmp = tempDir();
   const dir = join(tmp.path, "fleet");
   await initFleet({ dir, name: "Test Robots", domain: "fleet.example", ...options });
-  const fleet = await Fleet.open(dir);
+  const fleet = await FleetServices.open(dir);
   return {
     dir,
     fleet,

@@ -9,7 +9,7 @@ import { after, before, describe, it } from "node:test";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { ConfigError, defaultConfig, parseConfig, parseConfigWithNotes, renderConfig } from "../src/config/config.js";
 import { InvalidArgument } from "../src/authority/errors.js";
-import { defaultServerNames, initFleet } from "../src/authority/init.js";
+import { defaultServerNames, initFleet } from "../src/authority/ca/init.js";
 import { cli, cliAsync, openssl, tempDir, writeTemp, type RunResult } from "./helpers.js";
 
 const PASSPHRASE = "correct horse battery staple";
@@ -521,7 +521,7 @@ describe("server.names and the device zone", () => {
     assert.equal(existsSync(dir), false);
   });
   for (const name of ["devices.fleet.example", "robot-0001.devices.fleet.example", "X.Devices.Fleet.Example"])
-    it(`refuses ${name}: a robot's certificate could claim it`, () => {
+    it(`refuses ${name}: a robot's certificate could condition it`, () => {
       assert.throws(
         () => parseConfig(withNames(["pki.fleet.example", name])),
         (e: Error) => e instanceof ConfigError && /zone of device certificates/.test(e.message),

@@ -11,10 +11,10 @@ import { after, before, describe, it } from "node:test";
 import { sql } from "kysely";
 import { addDevice } from "../src/authority/devices.js";
 import { CsrInvalid, KeyTypeNotAllowed, ReEnrollRequired } from "../src/authority/errors.js";
-import type { Fleet } from "../src/authority/fleet.js";
-import { issueDeviceCertificate, issueForKey, keyFromCsr, type SubjectKey } from "../src/authority/issuance.js";
-import { renewExpired, renewWithCertificate, renewalChallenge, expiredRenewalMessage } from "../src/authority/enrollment.js";
-import { createToken } from "../src/authority/tokens.js";
+import type { FleetServices } from "../src/authority/services.js";
+import { issueDeviceCertificate, issueForKey, keyFromCsr, type SubjectKey } from "../src/authority/issue/issuance.js";
+import { renewExpired, renewWithCertificate, renewalChallenge, expiredRenewalMessage } from "../src/authority/enroll/enrollment.js";
+import { createToken } from "../src/authority/enroll/tokens.js";
 import { nullValue, oid, sequence, smallInteger, tlv } from "../src/der/writer.js";
 import { buildCertificate, parseCertificate } from "../src/x509/certificate.js";
 import { CsrError, parseCsr } from "../src/x509/csr.js";
@@ -56,7 +56,7 @@ function signatureVerifies(csr: Buffer): boolean {
 }
 
 let ctx: Awaited<ReturnType<typeof tempFleet>>;
-let fleet: Fleet;
+let fleet: FleetServices;
 let keys: Record<F.FuzzKeyKind, F.FuzzKey>;
 
 before(async () => {

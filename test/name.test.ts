@@ -7,7 +7,7 @@ import { generateKeyPairSync } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { requestedDeviceId } from "../src/authority/enrollment.js";
+import { requestedDeviceId } from "../src/authority/enroll/enrollment.js";
 import { CsrInvalid } from "../src/authority/errors.js";
 import { DerError, children, readRoot } from "../src/der/reader.js";
 import { OID } from "../src/der/oids.js";

@@ -9,9 +9,9 @@ import { after, before, describe, it } from "node:test";
 import { verifyAudit } from "../src/audit/log.js";
 import { addDevice } from "../src/authority/devices.js";
 import { AuthenticationFailed, DeviceNotActive, UnknownDevice } from "../src/authority/errors.js";
-import type { Fleet } from "../src/authority/fleet.js";
-import { issueForKey, subjectKeyOf, type SubjectKey } from "../src/authority/issuance.js";
-import { checkToken, createToken } from "../src/authority/tokens.js";
+import type { FleetServices } from "../src/authority/services.js";
+import { issueForKey, subjectKeyOf, type SubjectKey } from "../src/authority/issue/issuance.js";
+import { checkToken, createToken } from "../src/authority/enroll/tokens.js";
 import { StoreError } from "../src/store/errors.js";
 import type { SyncFunction } from "../src/store/wal-sync.js";
 import { tempFleet } from "./helpers.js";
@@ -90,10 +90,10 @@ async function until(cond: () => Promise<boolean>, what: string): Promise<void> 
   assert.fail(`never happened: ${what}`);
 }
 
-const deviceExists = async (fleet: Fleet, id: string): Promise<boolean> =>
+const deviceExists = async (fleet: FleetServices, id: string): Promise<boolean> =>
   (await fleet.store.db.selectFrom("devices").select("id").where("id", "=", id).executeTakeFirst()) !== undefined;
 
-async function certificateCount(fleet: Fleet, deviceId: string): Promise<number> {
+async function certificateCount(fleet: FleetServices, deviceId: string): Promise<number> {
   return (await fleet.store.db.selectFrom("certificates").select("serial").where("device_id", "=", deviceId).execute()).length;
 }
 
@@ -215,7 +215,7 @@ describe("WAL group sync", () => {
 for (const mode of ["synchronous commits", "group sync"] as const) {
   describe(`issuance recorded with ${mode}`, () => {
     let ctx: Awaited<ReturnType<typeof tempFleet>>;
-    let fleet: Fleet;
+    let fleet: FleetServices;
     before(async () => {
       ctx = await tempFleet();
       fleet = ctx.fleet;
@@ -227,10 +227,10 @@ for (const mode of ["synchronous commits", "group sync"] as const) {
 
     it("records concurrent issuances, spends a token once and refuses the rest precisely", async () => {
       const { token } = await createToken(fleet, { deviceId: "r1", actor: "test" });
-      const claim = await checkToken(fleet, "r1", token);
+      const condition = await checkToken(fleet, "r1", token);
       const results = await Promise.allSettled([
-        issueForKey(fleet, { deviceId: "r1", actor: "test", claim }, p256Key()),
-        issueForKey(fleet, { deviceId: "r1", actor: "test", claim }, p256Key()),
+        issueForKey(fleet, { deviceId: "r1", actor: "test", condition }, p256Key()),
+        issueForKey(fleet, { deviceId: "r1", actor: "test", condition }, p256Key()),
         issueForKey(fleet, { deviceId: "r2", actor: "test" }, p256Key()),
         issueForKey(fleet, { deviceId: "nobody", actor: "test" }, p256Key()),
       ]);

@@ -13,7 +13,7 @@ import {
   revokeDevice,
   revokeLocalCa,
   unholdDevice,
-} from "../src/authority/revocation.js";
+} from "../src/authority/status/revocation.js";
 import { ConfigError, DEFAULT_REVOCATION, defaultConfig, parseConfig, renderConfig } from "../src/config/config.js";
 import { assertOneLineError, cliAsync, tempFleet } from "./helpers.js";
 

@@ -6,8 +6,8 @@ import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { addDevice } from "../src/authority/devices.js";
-import type { Fleet } from "../src/authority/fleet.js";
-import { issueDeviceCertificate } from "../src/authority/issuance.js";
+import type { FleetServices } from "../src/authority/services.js";
+import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
 import { silentLogger } from "../src/log.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
 import { parseCrl } from "../src/x509/crl.js";
@@ -28,7 +28,7 @@ async function fetchBytes(url: string, init?: RequestInit): Promise<{ status: nu
 
 describe("revocation: CLI -> running server -> CRLs and OCSP -> openssl", { concurrency: false }, () => {
   let f: Awaited<ReturnType<typeof tempFleet>>;
-  let fleet: Fleet;
+  let fleet: FleetServices;
   let server: FleetServer;
   let work: { path: string; cleanup: () => void };
   let base: string;

@@ -10,9 +10,9 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { verifyAudit } from "../src/audit/log.js";
 import { addDevice } from "../src/authority/devices.js";
-import { Fleet } from "../src/authority/fleet.js";
-import { initFleet } from "../src/authority/init.js";
-import { createToken } from "../src/authority/tokens.js";
+import { FleetServices } from "../src/authority/services.js";
+import { initFleet } from "../src/authority/ca/init.js";
+import { createToken } from "../src/authority/enroll/tokens.js";
 import { CLI, cliAsync, tempDir } from "./helpers.js";
 import { assertProblem, makeCsr, pool, postJson, rootPemPath, type ClientCsr, type HttpResult } from "./server-helpers.js";
 
@@ -74,7 +74,7 @@ async function fleetWithTokens(
   csrs: Map<string, ClientCsr>,
 ): Promise<void> {
   await initFleet({ dir, name, domain: "fleet.example" });
-  const fleet = await Fleet.open(dir);
+  const fleet = await FleetServices.open(dir);
   try {
     for (const id of ids) {
       await addDevice(fleet, { id, actor: "test" });
@@ -169,7 +169,7 @@ describe("registration server killed in the middle of an enrollment burst", { co
   it("after a restart every received certificate is recorded with identical DER, and its token is spent", async (t) => {
     assert.ok(received.length > 0, "needs the burst");
     second = await startServe(dir);
-    const fleet = await Fleet.open(dir);
+    const fleet = await FleetServices.open(dir);
     try {
       for (const r of received) {
         const row = await fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", r.serial).executeTakeFirst();
@@ -234,7 +234,7 @@ describe("registration server killed in the middle of an enrollment burst", { co
           "token-used",
         );
       }
-      const fleet = await Fleet.open(dir);
+      const fleet = await FleetServices.open(dir);
       let unspent: string[];
       let lost: { deviceId: string; der: Buffer }[];
       try {
@@ -324,7 +324,7 @@ describe("registration server stopped with SIGTERM in the middle of an enrollmen
       `no 5xx answers during the shutdown: ${statuses.join(",")}`,
     );
     assert.doesNotMatch(server.stderr(), /"level":(50|60)|database is closed/, "nothing failed on the way down");
-    const fleet = await Fleet.open(dir);
+    const fleet = await FleetServices.open(dir);
     try {
       for (const r of received) {
         const row = await fleet.store.db

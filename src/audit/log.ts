@@ -2,7 +2,7 @@
 //   hash = SHA-256(prev_hash || "\n" || JSON.stringify([seq, at, actor, action, subject, details]))
 // so editing, deleting or reordering rows is detectable by recomputing the chain.
 import { createHash } from "node:crypto";
-import { preparedStatement, type Db, type NativeDb, type Store, type Tx } from "../store/store.js";
+import { preparedStatement, type Db, type NativeDb, type Store } from "../store/store.js";
 import type { AuditLogTable } from "../store/schema.js";
 
 export const GENESIS_HASH = "0".repeat(64);
@@ -75,23 +75,8 @@ export function chainAudit(head: AuditHead | undefined, events: readonly AuditEv
   return { rows, head: { seq, hash: prev } };
 }
 
-/** Appends events inside the caller's write transaction; returns the rows written. */
-export async function appendAudit(tx: Tx, events: readonly AuditEvent[]): Promise<AuditRecord[]> {
-  if (events.length === 0) return [];
-  const head = await tx.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1).executeTakeFirst();
-  const chained = chainAudit(head, events);
-  await tx.insertInto("audit_log").values(chained.rows).execute();
-  if (head) await tx.updateTable("audit_head").set(chained.head).where("id", "=", 1).execute();
-  else
-    await tx
-      .insertInto("audit_head")
-      .values({ id: 1, ...chained.head })
-      .execute();
-  return chained.rows;
-}
-
 /**
- * appendAudit for synchronous work on a better-sqlite3 connection (Store.withNative), inside the
+ * Appending (AuditOperations.append) for synchronous work on a better-sqlite3 connection (Store.withNative), inside the
  * caller's native transaction.
  */
 export function appendAuditNative(native: NativeDb, events: readonly AuditEvent[]): AuditRecord[] {

@@ -17,7 +17,7 @@ import {
   type AuditSigner,
   type CheckpointTrust,
 } from "../audit/checkpoints.js";
-import { appendAudit, verifyAudit, verifyAuditRange, AuditBroken, type AuditVerdict } from "../audit/log.js";
+import { verifyAudit, verifyAuditRange, AuditBroken, type AuditVerdict } from "../audit/log.js";
 import { StateReplay } from "../audit/replay.js";
 import { parseDuration } from "../config/duration.js";
 import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
@@ -26,9 +26,9 @@ import type { Db } from "../store/store.js";
 import { parseCertificate, subjectPublicKeyOf } from "../x509/certificate.js";
 import { fromPem, toPem } from "../x509/pem.js";
 import { InvalidArgument } from "./errors.js";
-import type { Fleet } from "./fleet.js";
+import type { FleetServices } from "./services.js";
 import { layout } from "./layout.js";
-import { certificateRow, issueAuditDetails, issuedRecord } from "./records.js";
+import { certificateRow, issueAuditDetails, issuedRecord } from "./issue/records.js";
 
 /** Where the audit key, its certificate and the services CA chain live in the fleet directory. */
 export const AUDIT_KEY_DIR = "audit";
@@ -51,7 +51,7 @@ async function currentAuditCertificate(db: Db, now: Date) {
  * fleet has none that is valid (new fleets at init; older fleets, or an expired or revoked one, on
  * first need). Created under the database's write lock so that two processes never both make one.
  */
-export async function ensureAuditKey(fleet: Fleet, actor: string, now = new Date()): Promise<void> {
+export async function ensureAuditKey(fleet: FleetServices, actor: string, now = new Date()): Promise<void> {
   if (await currentAuditCertificate(fleet.store.db, now)) return;
   const template = await fleet.leafTemplate("services", "audit");
   const { chain } = await fleet.chainPem("services");
@@ -73,13 +73,13 @@ export async function ensureAuditKey(fleet: Fleet, actor: string, now = new Date
     writeFileAtomic(join(dir, "chain.pem"), chain);
     await tx.insertInto("certificates").values(certificateRow(record, now)).execute();
     const event = { actor, action: "certificate.issue", subject: `audit:${fleet.domain}`, details: issueAuditDetails(record), at: now };
-    await appendAudit(tx, [event]);
+    await tx.audit.append([event]);
   });
 }
 
-const signers = new WeakMap<Fleet, { serial: string; signer: AuditSigner }>();
+const signers = new WeakMap<FleetServices, { serial: string; signer: AuditSigner }>();
 
-async function auditSigner(fleet: Fleet, actor: string, now: Date): Promise<AuditSigner> {
+async function auditSigner(fleet: FleetServices, actor: string, now: Date): Promise<AuditSigner> {
   await ensureAuditKey(fleet, actor, now);
   const row = await currentAuditCertificate(fleet.store.db, now);
   if (!row) throw new KeyError("no valid audit certificate"); // only if it was revoked this very moment
@@ -104,7 +104,7 @@ async function auditSigner(fleet: Fleet, actor: string, now: Date): Promise<Audi
 }
 
 /** The fleet's domain and root, as the fleet directory holds them (ca/root/cert.pem). */
-function trustOf(fleet: Fleet): CheckpointTrust {
+function trustOf(fleet: FleetServices): CheckpointTrust {
   const read = (id: string, what: string): Buffer => {
     const file = fleet.path(layout.caCert(id));
     let pem: string;
@@ -132,7 +132,7 @@ export interface WrittenCheckpoint {
  * Signs the current head unless the newest checkpoint already covers it. Refuses (AuditBroken) when
  * the log no longer extends the newest stored checkpoint: signing then would bless a rewrite.
  */
-export async function writeCheckpoint(fleet: Fleet, opts: { actor?: string; now?: Date } = {}): Promise<WrittenCheckpoint> {
+export async function writeCheckpoint(fleet: FleetServices, opts: { actor?: string; now?: Date } = {}): Promise<WrittenCheckpoint> {
   const now = opts.now ?? new Date();
   const db = fleet.store.db;
   // First: creating the key appends its own event, which the checkpoint then covers.
@@ -166,7 +166,7 @@ function warnOnStderr(message: string): void {
  * released, batch issuance, CRL import): a checkpoint of the head that includes its events. The
  * operation is already committed, so a failure here only warns; the next checkpoint covers it.
  */
-export async function checkpointAfter(fleet: Fleet, actor: string, warn = warnOnStderr): Promise<void> {
+export async function checkpointAfter(fleet: FleetServices, actor: string, warn = warnOnStderr): Promise<void> {
   try {
     // An offline-root fleet still waiting for its intermediates has no services CA, so no audit key yet.
     const services = await fleet.store.db.selectFrom("cas").select("status").where("id", "=", "services").executeTakeFirst();
@@ -183,7 +183,7 @@ export class CheckpointSchedule {
   private running: Promise<void> = Promise.resolve();
 
   constructor(
-    private readonly fleet: Fleet,
+    private readonly fleet: FleetServices,
     private readonly intervalMs: number,
     private readonly onError: (e: unknown) => void,
   ) {}
@@ -244,7 +244,7 @@ async function checkAgainstLog(db: Db, where: string, cp: { seq: number; hash: s
  * and every stored one (signed by an audit certificate under this fleet's root, and matched by the
  * row at its sequence number); and the state tables replayed from the log.
  */
-export async function verifyFleetAudit(fleet: Fleet, opts: { checkpointsDir?: string; now?: Date } = {}): Promise<AuditReport> {
+export async function verifyFleetAudit(fleet: FleetServices, opts: { checkpointsDir?: string; now?: Date } = {}): Promise<AuditReport> {
   const db = fleet.store.db;
   const files = opts.checkpointsDir !== undefined ? checkpointFiles(opts.checkpointsDir) : [];
   const problems: string[] = [];
@@ -314,7 +314,7 @@ export async function verifyFleetAudit(fleet: Fleet, opts: { checkpointsDir?: st
 }
 
 /** `audit checkpoint --out`: FILE, or DIR/checkpoint-<seq>-<hash>.json when `out` is a directory. */
-export async function exportCheckpoint(fleet: Fleet, out: string, actor: string): Promise<WrittenCheckpoint & { file: string }> {
+export async function exportCheckpoint(fleet: FleetServices, out: string, actor: string): Promise<WrittenCheckpoint & { file: string }> {
   const cp = await writeCheckpoint(fleet, { actor });
   const file = existsSync(out) && statSync(out).isDirectory() ? join(out, checkpointFileName(cp)) : out;
   try {

@@ -1,12 +1,11 @@
 // Device registry: add, list, show. Groups and labels live here, not in certificates.
-import { appendAudit } from "../audit/log.js";
 import { isUniqueViolation } from "../store/store.js";
 import type { DeviceTable } from "../store/schema.js";
 import { DEVICE_ID_PATTERN } from "../x509/profiles.js";
 import { DeviceExists, InvalidArgument, UnknownDevice } from "./errors.js";
-import type { Fleet } from "./fleet.js";
-import { assertDeviceId } from "./issuance.js";
-import { prepareToken, storeToken, type CreatedToken } from "./tokens.js";
+import type { FleetServices } from "./services.js";
+import { assertDeviceId } from "./issue/issuance.js";
+import { prepareToken, storeToken, type CreatedToken } from "./enroll/tokens.js";
 
 const LABEL_KEY = /^[a-z0-9]([a-z0-9._/-]{0,62})$/;
 const MAX_LABEL_VALUE = 256;
@@ -61,7 +60,7 @@ function toDevice(row: DeviceTable): Device {
 }
 
 /** Registers a device (and its first token): both or, on any error, neither. */
-export async function addDevice(fleet: Fleet, req: AddDeviceRequest): Promise<Device & { token?: CreatedToken }> {
+export async function addDevice(fleet: FleetServices, req: AddDeviceRequest): Promise<Device & { token?: CreatedToken }> {
   assertDeviceId(req.id);
   if (req.group !== undefined && !DEVICE_ID_PATTERN.test(req.group))
     throw new InvalidArgument(`invalid group "${req.group}": 1-63 characters a-z 0-9 . _ - starting with a letter or digit`);
@@ -80,7 +79,7 @@ export async function addDevice(fleet: Fleet, req: AddDeviceRequest): Promise<De
   try {
     await fleet.store.transaction(async (tx) => {
       await tx.insertInto("devices").values(row).execute();
-      await appendAudit(tx, [
+      await tx.audit.append([
         { actor: req.actor, action: "device.add", subject: `device:${req.id}`, details: { group: row.group_name, labels } },
       ]);
       if (token) created = await storeToken(tx, token, req.actor);
@@ -97,7 +96,7 @@ export async function addDevice(fleet: Fleet, req: AddDeviceRequest): Promise<De
  * re-imaged). A factory certificate otherwise enrolls its device once.
  */
 export async function reprovisionDevice(
-  fleet: Fleet,
+  fleet: FleetServices,
   req: { deviceId: string; actor: string },
 ): Promise<{ factorySerial: string; certificateSerial: string }> {
   assertDeviceId(req.deviceId);
@@ -110,7 +109,7 @@ export async function reprovisionDevice(
         `device "${req.deviceId}" has not enrolled with a factory certificate since it was last reprovisioned; nothing to do`,
       );
     await tx.deleteFrom("factory_enrollments").where("device_id", "=", req.deviceId).execute();
-    await appendAudit(tx, [
+    await tx.audit.append([
       {
         actor: req.actor,
         action: "device.reprovision",
@@ -126,7 +125,7 @@ export async function reprovisionDevice(
   });
 }
 
-export async function listDevices(fleet: Fleet, filter: { group?: string } = {}): Promise<Device[]> {
+export async function listDevices(fleet: FleetServices, filter: { group?: string } = {}): Promise<Device[]> {
   let q = fleet.store.db.selectFrom("devices").selectAll().orderBy("id");
   if (filter.group) q = q.where("group_name", "=", filter.group);
   return (await q.execute()).map(toDevice);
@@ -147,7 +146,7 @@ export interface DeviceDetails extends Device {
   certificates: DeviceCertificateSummary[];
 }
 
-export async function showDevice(fleet: Fleet, id: string, now = new Date()): Promise<DeviceDetails> {
+export async function showDevice(fleet: FleetServices, id: string, now = new Date()): Promise<DeviceDetails> {
   assertDeviceId(id);
   const row = await fleet.store.db.selectFrom("devices").selectAll().where("id", "=", id).executeTakeFirst();
   if (!row) throw new UnknownDevice(id);

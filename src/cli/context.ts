@@ -2,7 +2,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
-import { Fleet } from "../authority/fleet.js";
+import { FleetServices } from "../authority/services.js";
 import { CONFIG_FILE, loadConfigWithNotes } from "../config/config.js";
 
 export const DEFAULT_DIR = "./fleet";
@@ -11,8 +11,8 @@ export function dirOption(cmd: Command): Command {
   return cmd.option("--dir <dir>", "fleet directory (env FLEETPKI_DIR)", process.env.FLEETPKI_DIR ?? DEFAULT_DIR);
 }
 
-export async function withFleet<T>(dir: string, fn: (fleet: Fleet) => Promise<T>): Promise<T> {
-  const fleet = await Fleet.open(dir);
+export async function withFleet<T>(dir: string, fn: (fleet: FleetServices) => Promise<T>): Promise<T> {
+  const fleet = await FleetServices.open(dir);
   try {
     return await fn(fleet);
   } finally {

@@ -5,7 +5,7 @@ import { createServer, type Server } from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { TLSSocket } from "node:tls";
-import { AuthFailureLog } from "../authority/auth-failures.js";
+import { AuthFailureLog } from "../authority/enroll/auth-failures.js";
 import {
   enrollByApproval,
   enrollWithFactoryCertificate,
@@ -17,10 +17,10 @@ import {
   FactoryRefusal,
   type ClientCertificate,
   type RequestSource,
-} from "../authority/enrollment.js";
+} from "../authority/enroll/enrollment.js";
 import { AuthenticationFailed } from "../authority/errors.js";
-import type { Fleet } from "../authority/fleet.js";
-import type { DeviceCertificate } from "../authority/issuance.js";
+import type { FleetServices } from "../authority/services.js";
+import type { DeviceCertificate } from "../authority/issue/issuance.js";
 import type { Logger } from "../log.js";
 import { fromBase64Body, toBase64Body } from "../x509/base64.js";
 import { fleetCsrAttrs } from "../x509/csrattrs.js";
@@ -53,7 +53,7 @@ export interface RegistrationTls {
 }
 
 export interface RegistrationServerOptions {
-  fleet: Fleet;
+  fleet: FleetServices;
   logger: Logger;
   tls: RegistrationTls;
   host: string;
@@ -90,7 +90,7 @@ class Handler {
   private cacertsBody: string | undefined;
 
   constructor(
-    private readonly fleet: Fleet,
+    private readonly fleet: FleetServices,
     private readonly logger: Logger,
   ) {
     this.limiter = new FailureLimiter(fleet.config.enrollment.failed_auth_per_minute);

@@ -3,8 +3,8 @@
 // RFC 6960 A.1), /healthz. It only reads; signing happens in the domain services it is given.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { crlPem, type CrlPublisher } from "../authority/crls.js";
-import type { OcspService } from "../authority/ocsp-responder.js";
+import { crlPem, type CrlPublisher } from "../authority/status/crls.js";
+import type { OcspService } from "../authority/status/ocsp-responder.js";
 import {
   ClientAborted,
   HttpProblem,

@@ -15,6 +15,8 @@ import { StoreError } from "./errors.js";
 import { migrations } from "./migrations.js";
 import { WalSync, type SyncFunction } from "./wal-sync.js";
 import type { Database } from "./schema.js";
+import type { Operations } from "./operations.js";
+import { sqliteOperations } from "./sqlite/operations.js";
 
 export type Db = Kysely<Database>;
 export type Tx = Kysely<Database> | Transaction<Database>;
@@ -23,13 +25,21 @@ export { StoreError };
 
 export type NativeDb = SqliteDatabase.Database;
 
+/**
+ * A write transaction: the named operations bound to it, plus (until every caller uses
+ * operations) the Kysely transaction itself.
+ */
+export type TxOperations = Db & Operations;
+
 export interface Store {
   db: Db;
+  /** The named operations outside any transaction (reads, and writes that stand alone). */
+  ops: Operations;
   /**
    * Runs fn inside one write transaction; commits when it resolves, rolls back when it throws.
    * Resolves once the commit is durable.
    */
-  transaction<T>(fn: (tx: Db) => Promise<T>): Promise<T>;
+  transaction<T>(fn: (tx: TxOperations) => Promise<T>): Promise<T>;
   /**
    * Runs synchronous work on the underlying better-sqlite3 connection, never inside another
    * caller's open transaction (it waits for Kysely's connection then). For hot paths only
@@ -95,11 +105,12 @@ export async function openStore(path: string, options: OpenStoreOptions = {}): P
   const durable = (): Promise<void> => (walSync ? walSync.sync() : Promise.resolve());
   return {
     db,
-    async transaction<T>(fn: (tx: Db) => Promise<T>): Promise<T> {
+    ops: sqliteOperations(db),
+    async transaction<T>(fn: (tx: TxOperations) => Promise<T>): Promise<T> {
       const result = await db.connection().execute(async (conn) => {
         await sql`begin immediate`.execute(conn);
         try {
-          const result = await fn(conn);
+          const result = await fn(Object.assign(conn, sqliteOperations(conn)));
           await sql`commit`.execute(conn);
           return result;
         } catch (e) {

@@ -10,9 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { addDevice } from "../../src/authority/devices.js";
 import { CsrInvalid, KeyTypeNotAllowed } from "../../src/authority/errors.js";
-import type { Fleet } from "../../src/authority/fleet.js";
-import { issueDeviceCertificate } from "../../src/authority/issuance.js";
-import { createToken } from "../../src/authority/tokens.js";
+import type { FleetServices } from "../../src/authority/services.js";
+import { issueDeviceCertificate } from "../../src/authority/issue/issuance.js";
+import { createToken } from "../../src/authority/enroll/tokens.js";
 import { parseCertificate } from "../../src/x509/certificate.js";
 import { https } from "../server-helpers.js";
 import { FUZZ_KEY_KINDS, Rng, makeKey, mutateCsr, validCsr, type FuzzKey } from "./csr-fuzz.js";
@@ -114,7 +114,7 @@ async function book(
 }
 
 /** The authority's issue-from-CSR path; anything but a CSR rejection is thrown on. */
-export function authoritySubmit(fleet: Fleet, deviceId: string): (csr: Buffer) => Promise<Outcome> {
+export function authoritySubmit(fleet: FleetServices, deviceId: string): (csr: Buffer) => Promise<Outcome> {
   return async (csr) => {
     try {
       return { certificate: (await issueDeviceCertificate(fleet, { deviceId, actor: "fuzz", csr })).der };
@@ -130,7 +130,7 @@ export function authoritySubmit(fleet: Fleet, deviceId: string): (csr: Buffer) =
  * EST simpleenroll on a running server, each request with its own device and token (a token is
  * spent only by a certificate). 200 and 400 are the only acceptable statuses.
  */
-export function estSubmit(fleet: Fleet, serverUrl: string, ca: string): (csr: Buffer) => Promise<Outcome> {
+export function estSubmit(fleet: FleetServices, serverUrl: string, ca: string): (csr: Buffer) => Promise<Outcome> {
   let n = 0;
   return async (csr) => {
     const id = `est-fuzz-${n++}`;

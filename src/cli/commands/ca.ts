@@ -1,10 +1,10 @@
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { expandIdRange, issueBatch, parseIdList } from "../../authority/batch.js";
-import { createLocalCa, listCas } from "../../authority/cas.js";
-import { initOfflineRoot, signCeremonyRequests } from "../../authority/ceremony.js";
+import { expandIdRange, issueBatch, parseIdList } from "../../authority/issue/batch.js";
+import { createLocalCa, listCas } from "../../authority/ca/cas.js";
+import { initOfflineRoot, signCeremonyRequests } from "../../authority/ca/ceremony.js";
 import { InvalidArgument } from "../../authority/errors.js";
-import { importIntermediates } from "../../authority/init.js";
+import { importIntermediates } from "../../authority/ca/init.js";
 import { CLI_ACTOR, dirOption, withFleet } from "../context.js";
 import { printJson, printTable, progressBar, say } from "../output.js";
 

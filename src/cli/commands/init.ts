@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { initFleet, type InitResult } from "../../authority/init.js";
+import { initFleet, type InitResult } from "../../authority/ca/init.js";
 import { dirOption } from "../context.js";
 import { say, selfCommand, shellWord } from "../output.js";
 

@@ -3,10 +3,10 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
-import { crlPem, signCrl, storedCrl, type PublishedCrl } from "../../authority/crls.js";
+import { crlPem, signCrl, storedCrl, type PublishedCrl } from "../../authority/status/crls.js";
 import { CaKeyOffline, InvalidArgument, UnknownCa } from "../../authority/errors.js";
-import { importCrl, signRootCrlRequest, writeRootCrlRequest, OFFLINE_ROOT_CRL_VALIDITY } from "../../authority/root-crl.js";
-import type { Fleet } from "../../authority/fleet.js";
+import { importCrl, signRootCrlRequest, writeRootCrlRequest, OFFLINE_ROOT_CRL_VALIDITY } from "../../authority/ca/root-crl.js";
+import type { FleetServices } from "../../authority/services.js";
 import {
   REVOKE_REASONS,
   holdDevice,
@@ -16,7 +16,7 @@ import {
   revokeLocalCa,
   unholdDevice,
   type StatusChange,
-} from "../../authority/revocation.js";
+} from "../../authority/status/revocation.js";
 import { writeFileAtomic } from "../../keys/files.js";
 import { CLI_ACTOR, dirOption, withFleet } from "../context.js";
 import { printJson, say } from "../output.js";
@@ -35,7 +35,7 @@ function described(c: StatusChange): string {
  * The CLI re-signs the affected CRLs itself, so they are current even when no server runs. A
  * root held offline gets a signing request for the ceremony instead.
  */
-async function resign(fleet: Fleet, cas: readonly string[]): Promise<void> {
+async function resign(fleet: FleetServices, cas: readonly string[]): Promise<void> {
   for (const caId of cas) {
     try {
       await signCrl(fleet, caId);
@@ -210,7 +210,7 @@ function registerOfflineRootCrl(crl: Command, ca: Command): void {
 }
 
 /** The stored CRL if it is before its half-life, else a freshly signed one (or the stored one for an offline root). */
-async function currentCrl(fleet: Fleet, caId: string): Promise<PublishedCrl> {
+async function currentCrl(fleet: FleetServices, caId: string): Promise<PublishedCrl> {
   const ca = await fleet.store.db.selectFrom("cas").select(["key_file"]).where("id", "=", caId).executeTakeFirst();
   if (!ca) throw new UnknownCa(caId);
   const stored = await storedCrl(fleet, caId);

@@ -1,6 +1,6 @@
 // `fleetpki server`: the registration server's own certificate.
 import type { Command } from "commander";
-import { checkServerCertificate, reissueServerCertificate } from "../../authority/server-certificate.js";
+import { checkServerCertificate, reissueServerCertificate } from "../../authority/ca/server-certificate.js";
 import { CLI_ACTOR, dirOption, withFleet } from "../context.js";
 import { printJson, say, selfCommand, shellWord } from "../output.js";
 

@@ -1,8 +1,8 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
-import { listCas } from "../../authority/cas.js";
-import { DEV_DOMAIN, initFleet } from "../../authority/init.js";
+import { listCas } from "../../authority/ca/cas.js";
+import { DEV_DOMAIN, initFleet } from "../../authority/ca/init.js";
 import { CONFIG_FILE } from "../../config/config.js";
 import { dirOption, withFleet } from "../context.js";
 import { say, selfCommand } from "../output.js";

@@ -3,17 +3,17 @@
 // DeviceCertificate, a pending approval, or a typed error.
 import { createPublicKey, randomBytes, randomUUID, verify, createHash } from "node:crypto";
 import { BlockList, isIP } from "node:net";
-import { appendAudit, type AuditEvent } from "../audit/log.js";
-import { parseDuration } from "../config/duration.js";
+import { type AuditEvent } from "../../audit/log.js";
+import { parseDuration } from "../../config/duration.js";
 import type { Transaction as SqliteTransaction } from "better-sqlite3";
-import type { CertificateTable, EnrollmentRequestTable, FactoryEnrollmentTable } from "../store/schema.js";
-import { preparedStatement, type Db, type NativeDb } from "../store/store.js";
-import { parseCertificate, subjectAltNameUris, type ParsedCertificate } from "../x509/certificate.js";
-import { CsrError, csrDer, decodeCsr } from "../x509/csr.js";
-import { DerError } from "../der/reader.js";
-import { commonNameOf } from "../x509/name.js";
-import { fromPem } from "../x509/pem.js";
-import { deviceSpiffeId } from "../x509/profiles.js";
+import type { CertificateTable, EnrollmentRequestTable, FactoryEnrollmentTable } from "../../store/schema.js";
+import { preparedStatement, type Db, type NativeDb } from "../../store/store.js";
+import { parseCertificate, subjectAltNameUris, type ParsedCertificate } from "../../x509/certificate.js";
+import { CsrError, csrDer, decodeCsr } from "../../x509/csr.js";
+import { DerError } from "../../der/reader.js";
+import { commonNameOf } from "../../x509/name.js";
+import { fromPem } from "../../x509/pem.js";
+import { deviceSpiffeId } from "../../x509/profiles.js";
 import {
   AuthenticationFailed,
   ApprovalAlreadyIssued,
@@ -25,8 +25,8 @@ import {
   ReEnrollRequired,
   TooManyRequests,
   UnknownDevice,
-} from "./errors.js";
-import type { Fleet } from "./fleet.js";
+} from "../errors.js";
+import type { FleetServices } from "../services.js";
 import {
   assertDeviceId,
   certificateKey,
@@ -35,9 +35,9 @@ import {
   recordedDeviceCertificate,
   type DeviceCertificate,
   type SubjectKey,
-} from "./issuance.js";
+} from "../issue/issuance.js";
 import { certificateOfSpentToken, checkToken } from "./tokens.js";
-import { factoryAlreadyEnrolled, type Claim } from "./claims.js";
+import { factoryAlreadyEnrolled, type IssueCondition } from "../issue/conditions.js";
 
 /** Where a request came from, for audit events (e.g. "est 10.0.0.7"). */
 export interface RequestSource {
@@ -49,7 +49,7 @@ function context(source: RequestSource, extra: Record<string, unknown> = {}): Re
   return { via: source.via, ...(source.address ? { address: source.address } : {}), ...extra };
 }
 
-function requireProvisioner(fleet: Fleet, name: "token" | "factory" | "approval"): void {
+function requireProvisioner(fleet: FleetServices, name: "token" | "factory" | "approval"): void {
   if (!fleet.config.enrollment[name])
     throw new NotPermitted("provisioner-disabled", `${name} enrollment is switched off in fleetpki.yaml (enrollment.${name})`);
 }
@@ -57,7 +57,7 @@ function requireProvisioner(fleet: Fleet, name: "token" | "factory" | "approval"
 // ---- token ------------------------------------------------------------------------------
 
 export async function enrollWithToken(
-  fleet: Fleet,
+  fleet: FleetServices,
   req: { deviceId: string; token: string; csr: Buffer | string; source: RequestSource; credentialFirst?: boolean },
 ): Promise<DeviceCertificate> {
   requireProvisioner(fleet, "token");
@@ -81,7 +81,7 @@ export async function enrollWithToken(
   try {
     // The token id lets `audit verify` replay which token each enrollment spent.
     const ctx = context(req.source, { provisioner: "token", token_id: tokenChecked.value.tokenId });
-    const issue = { deviceId: req.deviceId, actor: `token:${req.deviceId}`, now, context: ctx, claim: tokenChecked.value };
+    const issue = { deviceId: req.deviceId, actor: `token:${req.deviceId}`, now, context: ctx, condition: tokenChecked.value };
     return await issueForKey(fleet, issue, csrChecked.value);
   } catch (e) {
     // A concurrent request with this token won: the same key gets the certificate it got.
@@ -96,7 +96,7 @@ function isSpentToken(e: unknown): e is AuthenticationFailed {
 
 /** A spent token asks again: the same key gets the certificate the token paid for; any other key gets `refusal` ("token used"). */
 async function retryWithSpentToken(
-  fleet: Fleet,
+  fleet: FleetServices,
   req: { deviceId: string; token: string; source: RequestSource },
   key: SubjectKey,
   refusal: AuthenticationFailed,
@@ -115,7 +115,7 @@ async function retryWithSpentToken(
  * since, or a device no longer active, is refused as a new issuance would be. Audited.
  */
 async function redeliver(
-  fleet: Fleet,
+  fleet: FleetServices,
   req: {
     serial: string;
     deviceId: string;
@@ -152,7 +152,7 @@ async function redeliver(
         if (!current) throw new UnknownDevice(req.deviceId);
         if (current.status !== "active") throw new DeviceNotActive(req.deviceId, current.status);
         const details = { serial: row.serial, ...req.context };
-        await appendAudit(tx, [{ actor: req.actor, action: "certificate.redeliver", subject: `device:${req.deviceId}`, details }]);
+        await tx.audit.append([{ actor: req.actor, action: "certificate.redeliver", subject: `device:${req.deviceId}`, details }]);
       })
       .catch((e: unknown) => {
         if (seen.get(key) === now.getTime()) seen.delete(key);
@@ -170,9 +170,9 @@ async function redeliver(
 const REDELIVERY_AUDIT_WINDOW_MS = 3_600_000;
 /** Entries need a certificate whose key the requester holds, so this bound is rarely reached. */
 const MAX_REDELIVERIES_REMEMBERED = 10_000;
-const redeliveries = new WeakMap<Fleet, Map<string, number>>();
+const redeliveries = new WeakMap<FleetServices, Map<string, number>>();
 
-function redeliveriesAudited(fleet: Fleet): Map<string, number> {
+function redeliveriesAudited(fleet: FleetServices): Map<string, number> {
   let seen = redeliveries.get(fleet);
   if (!seen) redeliveries.set(fleet, (seen = new Map()));
   return seen;
@@ -194,7 +194,7 @@ interface KnownCertificate {
 }
 
 /** A certificate is ours only if its exact bytes were recorded at issuance. */
-async function lookupCertificate(fleet: Fleet, der: Buffer): Promise<KnownCertificate> {
+async function lookupCertificate(fleet: FleetServices, der: Buffer): Promise<KnownCertificate> {
   let parsed: ParsedCertificate;
   try {
     parsed = parseCertificate(der);
@@ -218,7 +218,7 @@ function assertNotRevoked(known: KnownCertificate): void {
     );
 }
 
-async function assertIssuerActive(fleet: Fleet, caId: string): Promise<void> {
+async function assertIssuerActive(fleet: FleetServices, caId: string): Promise<void> {
   const ca = await fleet.caRecord(caId);
   if (ca.status !== "active") throw new NotPermitted("certificate-revoked", `the issuing CA ${caId} is ${ca.status}`);
 }
@@ -236,7 +236,7 @@ function assertVerified(cert: ClientCertificate, what: string): void {
 // ---- factory ----------------------------------------------------------------------------
 
 export async function enrollWithFactoryCertificate(
-  fleet: Fleet,
+  fleet: FleetServices,
   req: { clientCertificate: ClientCertificate; deviceId?: string; csr: Buffer | string; source: RequestSource },
 ): Promise<DeviceCertificate> {
   requireProvisioner(fleet, "factory");
@@ -257,16 +257,20 @@ export async function enrollWithFactoryCertificate(
   const now = new Date();
   const attempt = async (): Promise<DeviceCertificate> => {
     // A factory certificate enrolls its device once: a copied bundle must not mint certificates
-    // for its year of life. Checked before signing; the claim settles racing requests.
+    // for its year of life. Checked before signing; the condition settles racing requests.
     const previous = await fleet.store.db
       .selectFrom("factory_enrollments")
       .selectAll()
       .where("device_id", "=", known.deviceId)
       .executeTakeFirst();
     if (previous) return (await factoryRetryAnswer(fleet, previous, known.row.serial, key)) ?? refuseFactoryReenrollment(known, previous);
-    const claim: Claim = { kind: "factory", deviceId: known.deviceId, factorySerial: known.row.serial, at: now.toISOString() };
+    const condition: IssueCondition = { kind: "factory", deviceId: known.deviceId, factorySerial: known.row.serial, at: now.toISOString() };
     const context_ = context(req.source, { provisioner: "factory", factory_serial: known.row.serial });
-    return issueForKey(fleet, { deviceId: known.deviceId, actor: `factory:${known.row.issuer_ca}`, now, context: context_, claim }, key);
+    return issueForKey(
+      fleet,
+      { deviceId: known.deviceId, actor: `factory:${known.row.issuer_ca}`, now, context: context_, condition },
+      key,
+    );
   };
   try {
     return await attempt();
@@ -299,7 +303,7 @@ export class FactoryRefusal extends NotPermitted {
  * idempotent retry of issue 9, 1.10). Anything else is a second enrollment.
  */
 async function factoryRetryAnswer(
-  fleet: Fleet,
+  fleet: FleetServices,
   previous: FactoryEnrollmentTable,
   factorySerial: string,
   key: SubjectKey,
@@ -326,7 +330,7 @@ function refuseFactoryReenrollment(known: KnownCertificate, previous: FactoryEnr
 // ---- renewal ----------------------------------------------------------------------------
 
 export async function renewWithCertificate(
-  fleet: Fleet,
+  fleet: FleetServices,
   req: { clientCertificate: ClientCertificate; csr: Buffer | string; source: RequestSource },
 ): Promise<DeviceCertificate> {
   assertVerified(req.clientCertificate, "the client certificate");
@@ -348,7 +352,7 @@ export async function renewWithCertificate(
  * new renewal; a repeated answer needs it unexpired and for this device (it may be spent).
  */
 async function renewOnce(
-  fleet: Fleet,
+  fleet: FleetServices,
   known: KnownCertificate,
   key: SubjectKey,
   req: { now: Date; context: Record<string, unknown>; nonce?: string },
@@ -359,9 +363,9 @@ async function renewOnce(
   let renewal = earlier?.serial;
   if (renewal === undefined) {
     const at = req.now.toISOString();
-    const claim: Claim = { kind: "renewal", deviceId: known.deviceId, renews: known.row.serial, nonce: req.nonce, at };
+    const condition: IssueCondition = { kind: "renewal", deviceId: known.deviceId, renews: known.row.serial, nonce: req.nonce, at };
     try {
-      return await issueForKey(fleet, { deviceId: known.deviceId, actor, now: req.now, context: req.context, claim }, key);
+      return await issueForKey(fleet, { deviceId: known.deviceId, actor, now: req.now, context: req.context, condition }, key);
     } catch (e) {
       if (!(e instanceof CertificateAlreadyRenewed)) throw e;
       renewal = e.serial;
@@ -409,7 +413,11 @@ const CHALLENGE_CLOCK_SKEW_MS = NONCE_LIFETIME_MS;
  * "nonce-invalid", after the certificate's own checks), so this unauthenticated endpoint neither
  * tells which devices exist nor fills the table for them.
  */
-export async function renewalChallenge(fleet: Fleet, deviceId: string, now = new Date()): Promise<{ nonce: string; expiresAt: Date }> {
+export async function renewalChallenge(
+  fleet: FleetServices,
+  deviceId: string,
+  now = new Date(),
+): Promise<{ nonce: string; expiresAt: Date }> {
   assertDeviceId(deviceId);
   const nonce = randomBytes(32).toString("base64url");
   const expiresAt = new Date(now.getTime() + NONCE_LIFETIME_MS);
@@ -466,7 +474,7 @@ function hashFor(key: ReturnType<typeof createPublicKey>): string | null {
 }
 
 export async function renewExpired(
-  fleet: Fleet,
+  fleet: FleetServices,
   req: { certificate: string | Buffer; csr: Buffer | string; nonce: string; signature: string; source: RequestSource; now?: Date },
 ): Promise<DeviceCertificate> {
   let der: Buffer;
@@ -580,16 +588,16 @@ function expandIpv6(address: string): string[] {
 }
 
 /** Requests filed before this instant have expired: they count for nothing and are purged. */
-function expiryCutoff(fleet: Fleet, now: Date): string {
+function expiryCutoff(fleet: FleetServices, now: Date): string {
   return new Date(now.getTime() - parseDuration(fleet.config.enrollment.approval_request_ttl)).toISOString();
 }
 
-function expiresAt(fleet: Fleet, createdAt: string): string {
+function expiresAt(fleet: FleetServices, createdAt: string): string {
   return new Date(Date.parse(createdAt) + parseDuration(fleet.config.enrollment.approval_request_ttl)).toISOString();
 }
 
 export async function enrollByApproval(
-  fleet: Fleet,
+  fleet: FleetServices,
   req: { deviceId: string; csr: Buffer | string; source: RequestSource; retried?: boolean; now?: Date },
 ): Promise<ApprovalOutcome> {
   requireProvisioner(fleet, "approval");
@@ -614,7 +622,7 @@ export async function enrollByApproval(
       `the enrollment request of "${req.deviceId}" for key ${fingerprint} was denied by an operator`,
     );
   if (latest?.status === "approved") {
-    const claim: Claim = { kind: "approval", requestId: latest.id };
+    const condition: IssueCondition = { kind: "approval", requestId: latest.id };
     try {
       const certificate = await issueForKey(
         fleet,
@@ -622,7 +630,7 @@ export async function enrollByApproval(
           deviceId: req.deviceId,
           actor: `approval:${latest.decided_by}`,
           context: context(req.source, { provisioner: "approval", request: latest.id }),
-          claim,
+          condition,
         },
         key,
       );
@@ -655,7 +663,7 @@ export async function enrollByApproval(
 }
 
 async function newApprovalRequest(
-  fleet: Fleet,
+  fleet: FleetServices,
   req: { deviceId: string; csr: Buffer; source: RequestSource },
   key: SubjectKey,
   fingerprint: string,
@@ -708,7 +716,7 @@ async function newApprovalRequest(
       subject: `device:${req.deviceId}`,
       details: { request: row.id, source: row.source, key_type: key.keyType, key_fingerprint: fingerprint },
     });
-    await appendAudit(tx, events);
+    await tx.audit.append(events);
   });
   return { status: "pending", requestId: row.id, retryAfterSeconds: POLL_SECONDS };
 }
@@ -805,7 +813,7 @@ export interface PendingRequest {
   expiresAt: string;
 }
 
-function toPending(fleet: Fleet, r: RequestSummary): PendingRequest {
+function toPending(fleet: FleetServices, r: RequestSummary): PendingRequest {
   const { id, device_id, key_fingerprint, source, source_address, created_at } = r;
   return {
     id,
@@ -818,7 +826,7 @@ function toPending(fleet: Fleet, r: RequestSummary): PendingRequest {
   };
 }
 
-export async function listPendingRequests(fleet: Fleet, filter: { deviceId?: string; now?: Date } = {}): Promise<PendingRequest[]> {
+export async function listPendingRequests(fleet: FleetServices, filter: { deviceId?: string; now?: Date } = {}): Promise<PendingRequest[]> {
   let q = pendingRequests(fleet.store.db, expiryCutoff(fleet, filter.now ?? new Date()))
     .select(SUMMARY)
     .orderBy("created_at")
@@ -854,7 +862,7 @@ export interface Decision {
  * for a device id, so "the only waiting request" may be an attacker's. A denial without either
  * applies when exactly one request waits (it certifies nothing; the robot can ask with a new key).
  */
-export async function decideRequest(fleet: Fleet, req: DecideRequest): Promise<Decision> {
+export async function decideRequest(fleet: FleetServices, req: DecideRequest): Promise<Decision> {
   assertDeviceId(req.deviceId);
   const fingerprint = req.fingerprint === undefined ? undefined : parseKeyFingerprint(req.fingerprint);
   if (req.requestId !== undefined && fingerprint !== undefined)
@@ -926,7 +934,7 @@ export async function decideRequest(fleet: Fleet, req: DecideRequest): Promise<D
         }),
       );
     }
-    await appendAudit(tx, events);
+    await tx.audit.append(events);
     return { request: toPending(fleet, chosen), alsoDenied: others.map((r) => toPending(fleet, r)) };
   });
 }
@@ -965,7 +973,7 @@ export function addressMatcher(text: string): (address: string) => boolean {
  * is cleared with one command). Each denial is audited; returns what was denied.
  */
 export async function denyRequests(
-  fleet: Fleet,
+  fleet: FleetServices,
   req: { deviceId?: string; fromAddress?: string; actor: string; now?: Date },
 ): Promise<PendingRequest[]> {
   if (req.deviceId === undefined && req.fromAddress === undefined)
@@ -990,10 +998,7 @@ export async function denyRequests(
         .execute();
     }
     const bulk = req.fromAddress !== undefined ? `all from ${req.fromAddress.trim()}` : "all of the device";
-    await appendAudit(
-      tx,
-      rows.map((r) => decisionEvent(r, "enrollment.deny", req.actor, { bulk })),
-    );
+    await tx.audit.append(rows.map((r) => decisionEvent(r, "enrollment.deny", req.actor, { bulk })));
     return rows.map((r) => toPending(fleet, r));
   });
 }

@@ -1,19 +1,19 @@
 // authority.issue: a CSR (or a public key we generated) and a device id in, a recorded
 // device certificate out. The device profile decides every field; the CSR contributes its key.
 import type { KeyObject } from "node:crypto";
-import { parseDuration } from "../config/duration.js";
-import type { CertificateTable } from "../store/schema.js";
-import { isUniqueViolation } from "../store/store.js";
-import { CsrError, parseCsrAsync } from "../x509/csr.js";
-import { KeyPolicyError, assertModulusNotPrimeAsync, checkKeyObject, checkPublicKey, importPolicyKey } from "../x509/key-policy.js";
-import type { PolicyKey } from "../x509/key-policy.js";
-import { toPem } from "../x509/pem.js";
-import type { GeneralName } from "../x509/extensions.js";
-import { DEVICE_ID_PATTERN, IssuerExpired, deviceDnsName, deviceSpiffeId, type IssuedCertificate } from "../x509/profiles.js";
-import { CaNotActive, CsrInvalid, InvalidArgument, InvalidDeviceId, KeyTypeNotAllowed, ReEnrollRequired } from "./errors.js";
-import type { Fleet } from "./fleet.js";
+import { parseDuration } from "../../config/duration.js";
+import type { CertificateTable } from "../../store/schema.js";
+import { isUniqueViolation } from "../../store/store.js";
+import { CsrError, parseCsrAsync } from "../../x509/csr.js";
+import { KeyPolicyError, assertModulusNotPrimeAsync, checkKeyObject, checkPublicKey, importPolicyKey } from "../../x509/key-policy.js";
+import type { PolicyKey } from "../../x509/key-policy.js";
+import { toPem } from "../../x509/pem.js";
+import type { GeneralName } from "../../x509/extensions.js";
+import { DEVICE_ID_PATTERN, IssuerExpired, deviceDnsName, deviceSpiffeId, type IssuedCertificate } from "../../x509/profiles.js";
+import { CaNotActive, CsrInvalid, InvalidArgument, InvalidDeviceId, KeyTypeNotAllowed, ReEnrollRequired } from "../errors.js";
+import type { FleetServices } from "../services.js";
 import { certificateRow, issueAuditDetails, issuedRecord } from "./records.js";
-import type { Claim } from "./claims.js";
+import type { IssueCondition } from "./conditions.js";
 
 declare const policyChecked: unique symbol;
 
@@ -83,7 +83,7 @@ export interface DeviceIssueRequest {
   /** Free-form context for the audit event (e.g. { via: "est-simpleenroll" }). */
   context?: Record<string, unknown>;
   /** Consumed in the recording transaction (token, nonce, approval); refuses the certificate if it throws. */
-  claim?: Claim;
+  condition?: IssueCondition;
 }
 
 export interface DeviceCertificate {
@@ -104,7 +104,7 @@ export interface DeviceCertificate {
  * A device certificate recorded earlier, answered again (a retry after a lost answer). It may have
  * been committed by a concurrent request whose sync is still running: waits until it is durable.
  */
-export async function recordedDeviceCertificate(fleet: Fleet, row: CertificateTable, keyType: string): Promise<DeviceCertificate> {
+export async function recordedDeviceCertificate(fleet: FleetServices, row: CertificateTable, keyType: string): Promise<DeviceCertificate> {
   await fleet.store.durable();
   const { chain, root } = await fleet.chainPem(row.issuer_ca);
   const der = Buffer.from(row.der);
@@ -148,7 +148,10 @@ export async function keyFromCsr(csr: Buffer | string): Promise<SubjectKey> {
   }
 }
 
-export async function issueDeviceCertificate(fleet: Fleet, req: DeviceIssueRequest & { csr: Buffer | string }): Promise<DeviceCertificate> {
+export async function issueDeviceCertificate(
+  fleet: FleetServices,
+  req: DeviceIssueRequest & { csr: Buffer | string },
+): Promise<DeviceCertificate> {
   assertDeviceId(req.deviceId);
   return issueForKey(fleet, req, await keyFromCsr(req.csr));
 }
@@ -156,7 +159,7 @@ export async function issueDeviceCertificate(fleet: Fleet, req: DeviceIssueReque
 const MAX_SERIAL_ATTEMPTS = 3;
 
 /** Signs a device certificate for a verified key and records it (certificate row + audit event, one transaction). */
-export async function issueForKey(fleet: Fleet, req: DeviceIssueRequest, key: SubjectKey): Promise<DeviceCertificate> {
+export async function issueForKey(fleet: FleetServices, req: DeviceIssueRequest, key: SubjectKey): Promise<DeviceCertificate> {
   assertDeviceId(req.deviceId);
   await assertModulusNotPrime(key);
   const caId = req.caId ?? "devices";
@@ -188,7 +191,7 @@ export async function issueForKey(fleet: Fleet, req: DeviceIssueRequest, key: Su
           details: issueAuditDetails(record, { key_type: key.keyType, ...req.context }),
           at: now,
         },
-        req.claim,
+        req.condition,
       );
     } catch (e) {
       // A 128-bit serial collision is astronomically unlikely, but uniqueness is checked, not assumed.

@@ -3,15 +3,14 @@
 // certificate is durably recorded, so an interrupted run resumes by skipping finished ids.
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { appendAudit } from "../audit/log.js";
-import { parseDuration } from "../config/duration.js";
-import { ensurePrivateDir, fsyncDir } from "../keys/files.js";
-import { generateKey, privateKeyPem } from "../keys/keys.js";
-import { checkpointAfter } from "./audit-checkpoints.js";
-import { InvalidArgument, UnknownCa } from "./errors.js";
-import type { Fleet } from "./fleet.js";
+import { parseDuration } from "../../config/duration.js";
+import { ensurePrivateDir, fsyncDir } from "../../keys/files.js";
+import { generateKey, privateKeyPem } from "../../keys/keys.js";
+import { checkpointAfter } from "../audit-checkpoints.js";
+import { InvalidArgument, UnknownCa } from "../errors.js";
+import type { FleetServices } from "../services.js";
 import { assertDeviceId, issueForKey, subjectKeyOf } from "./issuance.js";
-import { localCaId } from "./layout.js";
+import { localCaId } from "../layout.js";
 
 export const BUNDLE_FILES = ["key.pem", "cert.pem", "chain.pem", "ca.pem"] as const;
 
@@ -73,7 +72,7 @@ function writeDurable(path: string, data: string, mode: number): void {
   }
 }
 
-export async function issueBatch(fleet: Fleet, req: BatchRequest): Promise<BatchResult> {
+export async function issueBatch(fleet: FleetServices, req: BatchRequest): Promise<BatchResult> {
   const caId = localCaId(req.localName);
   const validity = req.validity ?? fleet.config.validity.factory;
   let lifetimeMs: number;
@@ -120,8 +119,7 @@ export async function issueBatch(fleet: Fleet, req: BatchRequest): Promise<Batch
           })),
         )
         .execute();
-      await appendAudit(
-        tx,
+      await tx.audit.append(
         chunk.map((id) => ({
           actor: req.actor,
           action: "device.add",

@@ -3,15 +3,15 @@
 import { X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { OID } from "../der/oids.js";
-import { publicSpki, readPrivateKey } from "../keys/keys.js";
-import { parseCertificate, type ParsedCertificate } from "../x509/certificate.js";
-import { authorityInfoAccess, crlDistributionPoints, extension, subjectAltName } from "../x509/extensions.js";
-import { fromPem } from "../x509/pem.js";
-import { InvalidArgument } from "./errors.js";
-import type { Fleet } from "./fleet.js";
+import { OID } from "../../der/oids.js";
+import { publicSpki, readPrivateKey } from "../../keys/keys.js";
+import { parseCertificate, type ParsedCertificate } from "../../x509/certificate.js";
+import { authorityInfoAccess, crlDistributionPoints, extension, subjectAltName } from "../../x509/extensions.js";
+import { fromPem } from "../../x509/pem.js";
+import { InvalidArgument } from "../errors.js";
+import type { FleetServices } from "../services.js";
 import { issueOwnLeaf, serverGeneralName } from "./init.js";
-import { layout } from "./layout.js";
+import { layout } from "../layout.js";
 
 export interface ServerCertificateCheck {
   /** Why the certificate on disk does not fit the configuration; empty when it does. */
@@ -38,7 +38,7 @@ function asBuilt(cert: ParsedCertificate, oid: string): Buffer | undefined {
   return ext && extension(oid, ext.critical, ext.value);
 }
 
-function configuredSans(fleet: Fleet): Buffer {
+function configuredSans(fleet: FleetServices): Buffer {
   const names = fleet.config.server.names;
   try {
     return subjectAltName(names.map(serverGeneralName));
@@ -48,7 +48,7 @@ function configuredSans(fleet: Fleet): Buffer {
 }
 
 /** Compares server/cert.pem (and its key) with server.names and the status URLs in force. */
-export function checkServerCertificate(fleet: Fleet): ServerCertificateCheck {
+export function checkServerCertificate(fleet: FleetServices): ServerCertificateCheck {
   const certFile = fleet.path(join(layout.serverDir, "cert.pem"));
   const keyFile = fleet.path(join(layout.serverDir, "key.pem"));
   let cert: ParsedCertificate;
@@ -75,7 +75,7 @@ export function checkServerCertificate(fleet: Fleet): ServerCertificateCheck {
 
 /** A new key and certificate from the services CA for server.names, recorded and audited before the files change. */
 export async function reissueServerCertificate(
-  fleet: Fleet,
+  fleet: FleetServices,
   req: { actor: string; reasons: string[]; previousSerial?: string; now?: Date },
 ): Promise<ServerReissue> {
   const names = fleet.config.server.names;
@@ -108,7 +108,10 @@ export async function reissueServerCertificate(
 }
 
 /** At server start: reissues when the certificate no longer fits the configuration, else does nothing. */
-export async function ensureServerCertificate(fleet: Fleet, req: { actor: string; now?: Date }): Promise<ServerReissue | undefined> {
+export async function ensureServerCertificate(
+  fleet: FleetServices,
+  req: { actor: string; now?: Date },
+): Promise<ServerReissue | undefined> {
   const check = checkServerCertificate(fleet);
   if (check.reasons.length === 0) return undefined;
   return reissueServerCertificate(fleet, { ...req, reasons: check.reasons, previousSerial: check.serial });

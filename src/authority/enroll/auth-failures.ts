@@ -5,8 +5,7 @@
 // failures go to one per-source tally, so a source sends at most MAX_DETAILED_PER_SOURCE + 1 rows
 // per interval however many device ids it makes up. Past MAX_SOURCES sources, the rest share one
 // overflow tally: the rows per interval stay bounded by a constant.
-import { appendAudit } from "../audit/log.js";
-import type { Fleet } from "./fleet.js";
+import type { FleetServices } from "../services.js";
 
 /** Tallies naming a device and reason, per source and interval. */
 export const MAX_DETAILED_PER_SOURCE = 4;
@@ -51,7 +50,7 @@ export class AuthFailureLog {
   private timer: NodeJS.Timeout;
 
   constructor(
-    private readonly fleet: Fleet,
+    private readonly fleet: FleetServices,
     intervalMs = 60_000,
     private readonly now: () => Date = () => new Date(),
   ) {
@@ -93,8 +92,7 @@ export class AuthFailureLog {
     this.overflow = undefined;
     if (tallies.length === 0) return;
     await this.fleet.store.transaction((tx) =>
-      appendAudit(
-        tx,
+      tx.audit.append(
         tallies.map((t) => ({
           actor: `address:${t.address}`,
           action: t.action,

@@ -1,9 +1,9 @@
 // The fleet passphrase: supplied by the operator (a file) or, for development, generated.
 import { randomBytes } from "node:crypto";
 import { join, resolve } from "node:path";
-import { writeSecretFile } from "../keys/files.js";
-import { readPassphraseFile } from "../keys/keys.js";
-import { layout } from "./layout.js";
+import { writeSecretFile } from "../../keys/files.js";
+import { readPassphraseFile } from "../../keys/keys.js";
+import { layout } from "../layout.js";
 
 export interface PreparedPassphrase {
   passphrase: string;

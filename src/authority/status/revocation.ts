@@ -1,13 +1,12 @@
 // Revoking, holding and releasing certificates. Every change is one transaction that updates the
 // certificate rows and appends one audit event naming the CAs whose CRLs change, so that every
 // running process (change-feed.ts) re-signs those CRLs and drops cached OCSP answers.
-import { appendAudit } from "../audit/log.js";
-import type { CertificateTable } from "../store/schema.js";
-import type { Tx } from "../store/store.js";
-import { checkpointAfter } from "./audit-checkpoints.js";
-import { InvalidArgument, UnknownCa, UnknownDevice } from "./errors.js";
-import type { Fleet } from "./fleet.js";
-import { assertDeviceId } from "./issuance.js";
+import type { CertificateTable } from "../../store/schema.js";
+import type { Tx } from "../../store/store.js";
+import { checkpointAfter } from "../audit-checkpoints.js";
+import { InvalidArgument, UnknownCa, UnknownDevice } from "../errors.js";
+import type { FleetServices } from "../services.js";
+import { assertDeviceId } from "../issue/issuance.js";
 
 /** Reasons an operator may give (RFC 5280 5.3.1); certificateHold comes from `hold`, cACompromise from `ca revoke-local`. */
 export const REVOKE_REASONS = [
@@ -100,14 +99,17 @@ async function setStatus(
 }
 
 /** Hands back a committed status change's result once a checkpoint covers its event. */
-async function checkpointed<T>(fleet: Fleet, actor: string, committed: Promise<T>): Promise<T> {
+async function checkpointed<T>(fleet: FleetServices, actor: string, committed: Promise<T>): Promise<T> {
   const result = await committed;
   await checkpointAfter(fleet, actor);
   return result;
 }
 
 /** Revokes every unexpired certificate of the device and blocks its enrollment and renewal for good. */
-export async function revokeDevice(fleet: Fleet, req: { deviceId: string; reason?: RevokeReason; actor: string }): Promise<StatusChange> {
+export async function revokeDevice(
+  fleet: FleetServices,
+  req: { deviceId: string; reason?: RevokeReason; actor: string },
+): Promise<StatusChange> {
   const now = new Date();
   const reason = req.reason ?? "unspecified";
   return checkpointed(
@@ -133,7 +135,7 @@ export async function revokeDevice(fleet: Fleet, req: { deviceId: string; reason
         .where("status", "in", ["pending", "approved"])
         .execute();
       const c = change(rows);
-      await appendAudit(tx, [
+      await tx.audit.append([
         {
           actor: req.actor,
           action: "device.revoke",
@@ -148,7 +150,7 @@ export async function revokeDevice(fleet: Fleet, req: { deviceId: string; reason
 }
 
 /** Puts every unexpired certificate of the device on hold (certificateHold) until `unholdDevice`. */
-export async function holdDevice(fleet: Fleet, req: { deviceId: string; actor: string }): Promise<StatusChange> {
+export async function holdDevice(fleet: FleetServices, req: { deviceId: string; actor: string }): Promise<StatusChange> {
   const now = new Date();
   return checkpointed(
     fleet,
@@ -161,7 +163,7 @@ export async function holdDevice(fleet: Fleet, req: { deviceId: string; actor: s
       await setStatus(tx, rows, "hold", "certificateHold", now.toISOString());
       await tx.updateTable("devices").set({ status: "held", updated_at: now.toISOString() }).where("id", "=", req.deviceId).execute();
       const c = change(rows);
-      await appendAudit(tx, [
+      await tx.audit.append([
         {
           actor: req.actor,
           action: "device.hold",
@@ -176,7 +178,7 @@ export async function holdDevice(fleet: Fleet, req: { deviceId: string; actor: s
 }
 
 /** Releases a held device: its held certificates are valid again (they leave the CRLs). */
-export async function unholdDevice(fleet: Fleet, req: { deviceId: string; actor: string }): Promise<StatusChange> {
+export async function unholdDevice(fleet: FleetServices, req: { deviceId: string; actor: string }): Promise<StatusChange> {
   const now = new Date();
   return checkpointed(
     fleet,
@@ -193,7 +195,7 @@ export async function unholdDevice(fleet: Fleet, req: { deviceId: string; actor:
       await setStatus(tx, rows, "valid", null, null);
       await tx.updateTable("devices").set({ status: "active", updated_at: now.toISOString() }).where("id", "=", req.deviceId).execute();
       const c = change(rows);
-      await appendAudit(tx, [
+      await tx.audit.append([
         {
           actor: req.actor,
           action: "device.unhold",
@@ -209,7 +211,7 @@ export async function unholdDevice(fleet: Fleet, req: { deviceId: string; actor:
 
 /** Revokes one certificate by serial (any kind this fleet issued). */
 export async function revokeCertificate(
-  fleet: Fleet,
+  fleet: FleetServices,
   req: { serial: string; reason?: RevokeReason; actor: string },
 ): Promise<StatusChange & { kind: CertificateTable["kind"]; subjectId: string }> {
   const serial = normalizeSerial(req.serial);
@@ -230,7 +232,7 @@ export async function revokeCertificate(
         throw new InvalidArgument(`certificate ${serial} is the ${row.subject_id} CA's; use \`fleetpki ca revoke-local\` for a local CA`);
       await setStatus(tx, [row], "revoked", reason, now.toISOString());
       const c = change([row]);
-      await appendAudit(tx, [
+      await tx.audit.append([
         {
           actor: req.actor,
           action: "certificate.revoke",
@@ -248,7 +250,7 @@ export async function revokeCertificate(
  * A compromised factory CA: its certificate is revoked (it appears on the root's CRL), the CA is
  * no longer trusted for enrollment, and OCSP answers `revoked` for everything it issued.
  */
-export async function revokeLocalCa(fleet: Fleet, req: { name: string; actor: string }): Promise<StatusChange & { caId: string }> {
+export async function revokeLocalCa(fleet: FleetServices, req: { name: string; actor: string }): Promise<StatusChange & { caId: string }> {
   const caId = req.name.startsWith("local-") ? req.name : `local-${req.name}`;
   const now = new Date();
   const result = await fleet.store.transaction(async (tx) => {
@@ -266,7 +268,7 @@ export async function revokeLocalCa(fleet: Fleet, req: { name: string; actor: st
     await tx.updateTable("cas").set({ status: "revoked" }).where("id", "=", caId).execute();
     // Its own CRL changes meaning too (everything it issued is now untrusted): re-sign it as well.
     const c = { serials: rows.map((r) => r.serial), cas: [...new Set([...rows.map((r) => r.issuer_ca), caId])].sort() };
-    await appendAudit(tx, [
+    await tx.audit.append([
       {
         actor: req.actor,
         action: "ca.revoke",

@@ -9,20 +9,20 @@ import { X509Certificate, createPublicKey, type KeyObject } from "node:crypto";
 import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
-import { validateDomain } from "../config/config.js";
-import { parseDuration } from "../config/duration.js";
-import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
-import { generateKey, publicSpki, readPassphraseFile, readPrivateKey, writePrivateKey } from "../keys/keys.js";
-import { CA_KEY_TYPES, signatureSchemeFor, type CaKeyType } from "../x509/algorithms.js";
-import { parseCertificate, subjectPublicKeyOf, type ParsedCertificate } from "../x509/certificate.js";
-import { buildCsr, parseCsr, CsrError } from "../x509/csr.js";
-import { nameToString } from "../x509/name.js";
-import { fromPem, toPem, PemError } from "../x509/pem.js";
-import { buildIntermediateCertificate, buildRootCertificate, caName, type CaSubject } from "../x509/profiles.js";
-import { CeremonyError, FleetExists, InvalidArgument } from "./errors.js";
-import type { Fleet } from "./fleet.js";
-import { sha256Fingerprint } from "../x509/certificate.js";
-import { layout, type IntermediateRole } from "./layout.js";
+import { validateDomain } from "../../config/config.js";
+import { parseDuration } from "../../config/duration.js";
+import { ensurePrivateDir, writeFileAtomic } from "../../keys/files.js";
+import { generateKey, publicSpki, readPassphraseFile, readPrivateKey, writePrivateKey } from "../../keys/keys.js";
+import { CA_KEY_TYPES, signatureSchemeFor, type CaKeyType } from "../../x509/algorithms.js";
+import { parseCertificate, subjectPublicKeyOf, type ParsedCertificate } from "../../x509/certificate.js";
+import { buildCsr, parseCsr, CsrError } from "../../x509/csr.js";
+import { nameToString } from "../../x509/name.js";
+import { fromPem, toPem, PemError } from "../../x509/pem.js";
+import { buildIntermediateCertificate, buildRootCertificate, caName, type CaSubject } from "../../x509/profiles.js";
+import { CeremonyError, FleetExists, InvalidArgument } from "../errors.js";
+import type { FleetServices } from "../services.js";
+import { sha256Fingerprint } from "../../x509/certificate.js";
+import { layout, type IntermediateRole } from "../layout.js";
 import { preparePassphrase } from "./passphrase.js";
 
 const REQUEST_VERSION = 1;
@@ -41,7 +41,7 @@ export interface CeremonyRequest {
 
 /** Writes <fleet>/ceremony/<id>.request.json for the offline root; returns its relative path. */
 export function writeCeremonyRequest(
-  fleet: Fleet,
+  fleet: FleetServices,
   id: string,
   role: IntermediateRole,
   subject: CaSubject,
@@ -69,7 +69,7 @@ export function writeCeremonyRequest(
 }
 
 /** Requests still waiting for a signed certificate. */
-export function pendingRequests(fleet: Fleet): string[] {
+export function pendingRequests(fleet: FleetServices): string[] {
   const dir = fleet.path(layout.ceremonyDir);
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
@@ -240,7 +240,7 @@ export interface ImportedIntermediate {
 
 /** Matches each signed certificate to a pending request by public key and checks it chains to our root. */
 export function matchSignedIntermediates(
-  fleet: Fleet,
+  fleet: FleetServices,
   files: readonly string[],
   rootDer: Buffer,
 ): { caId: string; der: Buffer; requestFile: string; file: string }[] {
@@ -268,6 +268,6 @@ export function matchSignedIntermediates(
   });
 }
 
-export function removeRequest(fleet: Fleet, rel: string): void {
+export function removeRequest(fleet: FleetServices, rel: string): void {
   rmSync(fleet.path(rel), { force: true });
 }

@@ -4,11 +4,11 @@
 // change (change-feed.ts -> invalidate) drops every cached answer at once, and an answer whose
 // lookup began before that change is looked up again rather than served or cached.
 import { generateKeyPairSync } from "node:crypto";
-import { parseDuration } from "../config/duration.js";
-import type { CaTable, CertificateTable } from "../store/schema.js";
-import { preparedStatement } from "../store/store.js";
-import { parseCertificate, sha256Fingerprint, type ParsedCertificate } from "../x509/certificate.js";
-import { signatureSchemeFor } from "../x509/algorithms.js";
+import { parseDuration } from "../../config/duration.js";
+import type { CaTable, CertificateTable } from "../../store/schema.js";
+import { preparedStatement } from "../../store/store.js";
+import { parseCertificate, sha256Fingerprint, type ParsedCertificate } from "../../x509/certificate.js";
+import { signatureSchemeFor } from "../../x509/algorithms.js";
 import {
   OcspRequestError,
   OcspResponseSigner,
@@ -21,11 +21,11 @@ import {
   type ParsedOcspRequest,
   type RevocationReasonName,
   type SingleResponseInput,
-} from "../x509/ocsp.js";
-import { fromPem } from "../x509/pem.js";
-import { buildOcspResponderCertificate } from "../x509/profiles.js";
-import { AuthorityError } from "./errors.js";
-import type { Fleet } from "./fleet.js";
+} from "../../x509/ocsp.js";
+import { fromPem } from "../../x509/pem.js";
+import { buildOcspResponderCertificate } from "../../x509/profiles.js";
+import { AuthorityError } from "../errors.js";
+import type { FleetServices } from "../services.js";
 
 const HASHES: readonly OcspHash[] = ["sha1", "sha256", "sha384", "sha512"];
 const CACHE_ENTRIES = 10_000;
@@ -78,7 +78,7 @@ export class OcspService {
   private readonly now: () => number;
 
   constructor(
-    private readonly fleet: Fleet,
+    private readonly fleet: FleetServices,
     private readonly onError: (e: unknown) => void = () => {},
     options: OcspServiceOptions = {},
   ) {

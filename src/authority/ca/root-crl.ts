@@ -5,17 +5,16 @@
 // `ca revoke-local` writes the request itself when the root key is not here.
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { appendAudit } from "../audit/log.js";
-import { parseDuration } from "../config/duration.js";
-import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
-import { signatureSchemeFor } from "../x509/algorithms.js";
-import { buildCrl, CrlError, parseCrl, verifyCrlSignature, type RevocationReason } from "../x509/crl.js";
-import { fromPem, PemError, toPem } from "../x509/pem.js";
-import { checkpointAfter } from "./audit-checkpoints.js";
+import { parseDuration } from "../../config/duration.js";
+import { ensurePrivateDir, writeFileAtomic } from "../../keys/files.js";
+import { signatureSchemeFor } from "../../x509/algorithms.js";
+import { buildCrl, CrlError, parseCrl, verifyCrlSignature, type RevocationReason } from "../../x509/crl.js";
+import { fromPem, PemError, toPem } from "../../x509/pem.js";
+import { checkpointAfter } from "../audit-checkpoints.js";
 import { openOfflineRoot } from "./ceremony.js";
-import { CeremonyError, InvalidArgument } from "./errors.js";
-import type { Fleet } from "./fleet.js";
-import { layout } from "./layout.js";
+import { CeremonyError, InvalidArgument } from "../errors.js";
+import type { FleetServices } from "../services.js";
+import { layout } from "../layout.js";
 
 const REQUEST_VERSION = 1;
 /** An offline root signs rarely: its CRL must last until the next ceremony. */
@@ -33,7 +32,7 @@ export interface RootCrlRequest {
 export const ROOT_CRL_REQUEST = join(layout.ceremonyDir, "root-crl.request.json");
 
 /** Writes <fleet>/ceremony/root-crl.request.json listing what the root's CRL must revoke now. */
-export async function writeRootCrlRequest(fleet: Fleet, validity = OFFLINE_ROOT_CRL_VALIDITY): Promise<string> {
+export async function writeRootCrlRequest(fleet: FleetServices, validity = OFFLINE_ROOT_CRL_VALIDITY): Promise<string> {
   parseDuration(validity);
   const now = new Date().toISOString();
   const stored = await fleet.store.db.selectFrom("crls").select("crl_number").where("ca_id", "=", "root").executeTakeFirst();
@@ -114,7 +113,7 @@ export function signRootCrlRequest(
 
 /** Online: stores a root CRL signed offline, after checking it is the root's, newer, and current. */
 export async function importCrl(
-  fleet: Fleet,
+  fleet: FleetServices,
   file: string,
   actor: string,
 ): Promise<{ caId: string; crlNumber: bigint; entries: number; nextUpdate: Date }> {
@@ -155,7 +154,7 @@ export async function importCrl(
     if (stored) await tx.updateTable("crls").set(row).where("ca_id", "=", "root").execute();
     else await tx.insertInto("crls").values(row).execute();
     // "cas" makes every running process serve it at once (change-feed.ts).
-    await appendAudit(tx, [
+    await tx.audit.append([
       {
         actor,
         action: "crl.import",

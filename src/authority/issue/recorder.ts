@@ -1,5 +1,5 @@
 // Group commit for issuance: certificates issued concurrently are recorded in one write
-// transaction (device check, claims, certificate rows, audit rows). Each caller's promise settles
+// transaction (device check, conditions, certificate rows, audit rows). Each caller's promise settles
 // only after the transaction that holds its certificate is durable, so nothing is handed out
 // unrecorded, and the per-transaction cost is shared by everything that arrived meanwhile.
 //
@@ -7,17 +7,17 @@
 // microseconds per certificate); in a server the disk sync then runs on the thread pool (Store
 // group sync). A recording thread was tried and measured slower: each batch crossed threads
 // twice, and the hops cost more event-loop time than the statements themselves.
-import { appendAuditNative, type AuditEvent } from "../audit/log.js";
-import type { CertificateTable } from "../store/schema.js";
+import { appendAuditNative, type AuditEvent } from "../../audit/log.js";
+import type { CertificateTable } from "../../store/schema.js";
 import type { Transaction as SqliteTransaction } from "better-sqlite3";
-import { preparedStatement, type NativeDb, type Store } from "../store/store.js";
-import { applyClaim, type Claim } from "./claims.js";
-import { AuthorityError, DeviceNotActive, UnknownDevice } from "./errors.js";
+import { preparedStatement, type NativeDb, type Store } from "../../store/store.js";
+import { applyCondition, type IssueCondition } from "./conditions.js";
+import { AuthorityError, DeviceNotActive, UnknownDevice } from "../errors.js";
 
 export interface RecordItem {
   row: CertificateTable;
   audit: AuditEvent;
-  claim?: Claim;
+  condition?: IssueCondition;
 }
 
 /** Per item: undefined when recorded, or the AuthorityError that refused it (nothing written for it). */
@@ -35,7 +35,7 @@ const INSERT_CERTIFICATE =
  * Records a batch in one write transaction (BEGIN IMMEDIATE) on a better-sqlite3 connection,
  * synchronously: with Kysely the same transaction cost 3-5x the CPU (measured with 1-4
  * certificates per batch, the registration server's usual size). Items refused by a device check
- * or their claim get their error in the result; anything else (a database error, a serial
+ * or their condition get their error in the result; anything else (a database error, a serial
  * collision) rolls back the whole transaction and is thrown.
  */
 export function recordBatch(native: NativeDb, batch: readonly RecordItem[]): RecordOutcome[] {
@@ -59,7 +59,7 @@ function recordInTransaction(native: NativeDb, batch: readonly RecordItem[]): Re
     else if (status !== "active") outcomes[i] = new DeviceNotActive(id!, status);
     else {
       try {
-        if (p.claim) applyClaim(native, p.claim, p.row);
+        if (p.condition) applyCondition(native, p.condition, p.row);
         accepted.push(p);
       } catch (e) {
         if (!(e instanceof AuthorityError)) throw e;
@@ -77,8 +77,8 @@ function recordInTransaction(native: NativeDb, batch: readonly RecordItem[]): Re
 }
 
 export interface IssuanceRecorder {
-  /** Resolves once the row and its audit event are committed; rejects for unknown or inactive devices and refused claims. */
-  record(row: CertificateTable, audit: AuditEvent, claim?: Claim): Promise<void>;
+  /** Resolves once the row and its audit event are committed; rejects for unknown or inactive devices and refused conditions. */
+  record(row: CertificateTable, audit: AuditEvent, condition?: IssueCondition): Promise<void>;
   /** Waits for queued records, then releases what the recorder holds. */
   close(): Promise<void>;
 }
@@ -100,9 +100,9 @@ export class GroupCommitRecorder implements IssuanceRecorder {
     return outcomes;
   }
 
-  record(row: CertificateTable, audit: AuditEvent, claim?: Claim): Promise<void> {
+  record(row: CertificateTable, audit: AuditEvent, condition?: IssueCondition): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ row, audit, claim, resolve, reject });
+      this.queue.push({ row, audit, condition, resolve, reject });
       if (!this.flushing) {
         // Deferred to the check phase so every completion of this event-loop turn joins the batch.
         this.flushing = new Promise((done) => setImmediate(() => void this.flush().finally(done)));

@@ -4,26 +4,25 @@ import { chmodSync, existsSync, readFileSync, readdirSync, rmSync, statSync } fr
 import { isIP } from "node:net";
 import { hostname, networkInterfaces } from "node:os";
 import { dirname, join } from "node:path";
-import { appendAudit } from "../audit/log.js";
-import { CONFIG_FILE, ConfigError, defaultConfig, renderConfig, validateDomain, validatePublicUrl } from "../config/config.js";
-import { parseDuration } from "../config/duration.js";
-import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
-import { generateKey, publicSpki, writePrivateKey } from "../keys/keys.js";
-import { openStore } from "../store/store.js";
-import { CA_KEY_TYPES, signatureSchemeFor, type CaKeyType } from "../x509/algorithms.js";
-import { parseCertificate, subjectPublicKeyOf, type ParsedCertificate } from "../x509/certificate.js";
-import { fromPem, toPem } from "../x509/pem.js";
-import { buildRootCertificate, deviceDnsZone, inDeviceDnsZone, operatorSpiffeId } from "../x509/profiles.js";
-import type { GeneralName } from "../x509/extensions.js";
-import { checkpointAfter, ensureAuditKey } from "./audit-checkpoints.js";
+import { CONFIG_FILE, ConfigError, defaultConfig, renderConfig, validateDomain, validatePublicUrl } from "../../config/config.js";
+import { parseDuration } from "../../config/duration.js";
+import { ensurePrivateDir, writeFileAtomic } from "../../keys/files.js";
+import { generateKey, publicSpki, writePrivateKey } from "../../keys/keys.js";
+import { openStore } from "../../store/store.js";
+import { CA_KEY_TYPES, signatureSchemeFor, type CaKeyType } from "../../x509/algorithms.js";
+import { parseCertificate, subjectPublicKeyOf, type ParsedCertificate } from "../../x509/certificate.js";
+import { fromPem, toPem } from "../../x509/pem.js";
+import { buildRootCertificate, deviceDnsZone, inDeviceDnsZone, operatorSpiffeId } from "../../x509/profiles.js";
+import type { GeneralName } from "../../x509/extensions.js";
+import { checkpointAfter, ensureAuditKey } from "../audit-checkpoints.js";
 import { caSubjectFor, createIntermediate, recordCa, writeCaFiles } from "./cas.js";
 import { matchSignedIntermediates, pendingRequests, removeRequest } from "./ceremony.js";
-import { CeremonyError, FleetExists, InvalidArgument } from "./errors.js";
-import { Fleet, databasePath } from "./fleet.js";
-import { sha256Fingerprint } from "../x509/certificate.js";
-import { STANDARD_INTERMEDIATES, layout } from "./layout.js";
+import { CeremonyError, FleetExists, InvalidArgument } from "../errors.js";
+import { FleetServices, databasePath } from "../services.js";
+import { sha256Fingerprint } from "../../x509/certificate.js";
+import { STANDARD_INTERMEDIATES, layout } from "../layout.js";
 import { preparePassphrase } from "./passphrase.js";
-import { certificateRow, issueAuditDetails, issuedRecord, type IssuedRecord } from "./records.js";
+import { certificateRow, issueAuditDetails, issuedRecord, type IssuedRecord } from "../issue/records.js";
 
 export interface InitOptions {
   dir: string;
@@ -121,12 +120,12 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
   const entriesBefore = new Set(existedBefore ? readdirSync(dir) : []);
   const modeBefore = existedBefore ? statSync(dir).mode & 0o7777 : 0;
   ensurePrivateDir(dir);
-  let fleet: Fleet | undefined;
+  let fleet: FleetServices | undefined;
   try {
     const pass = preparePassphrase(dir, opts.passphraseFile);
     const config = defaultConfig({ name, domain, keyType, passphraseFile: pass.configPath, serverNames, publicUrl });
     const store = await openStore(databasePath(dir, config), { create: true });
-    fleet = Fleet.attach(dir, config, store, { passphrase: pass.passphrase });
+    fleet = FleetServices.attach(dir, config, store, { passphrase: pass.passphrase });
     const now = opts.now ?? new Date();
     const actor = "cli:init";
 
@@ -156,7 +155,7 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
     await completeFleet(fleet, actor, now);
     writeFileAtomic(join(dir, CONFIG_FILE), renderConfig(config));
     await store.transaction((tx) =>
-      appendAudit(tx, [
+      tx.audit.append([
         {
           actor,
           action: "fleet.init",
@@ -218,7 +217,7 @@ export interface OwnLeaf {
  * certificate, which `serve` notices and repairs by reissuing).
  */
 export async function issueOwnLeaf(
-  fleet: Fleet,
+  fleet: FleetServices,
   leaf: OwnLeaf,
   actor: string,
   now: Date,
@@ -238,7 +237,7 @@ export async function issueOwnLeaf(
   const passphrase = fleet.passphrase();
   await fleet.store.transaction(async (tx) => {
     await tx.insertInto("certificates").values(certificateRow(record, now)).execute();
-    await appendAudit(tx, [
+    await tx.audit.append([
       {
         actor,
         action: "certificate.issue",
@@ -257,7 +256,7 @@ export async function issueOwnLeaf(
 }
 
 /** Once the three standard intermediates exist: the server certificate and the admin operator certificate. */
-export async function completeFleet(fleet: Fleet, actor: string, now = new Date()): Promise<boolean> {
+export async function completeFleet(fleet: FleetServices, actor: string, now = new Date()): Promise<boolean> {
   const active = await fleet.store.db
     .selectFrom("cas")
     .select("id")
@@ -301,7 +300,7 @@ export async function completeFleet(fleet: Fleet, actor: string, now = new Date(
 
 /** Imports intermediates signed by the offline root; completes the fleet when all are present. */
 export async function importIntermediates(
-  fleet: Fleet,
+  fleet: FleetServices,
   files: readonly string[],
   actor: string,
 ): Promise<{ imported: string[]; ready: boolean }> {

@@ -2,17 +2,16 @@
 // bound to one device, expires, and is consumed inside the transaction that records the
 // certificate it paid for, so racing requests cannot both use it.
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
-import { appendAudit } from "../audit/log.js";
-import { parseDuration } from "../config/duration.js";
-import type { EnrollmentTokenTable } from "../store/schema.js";
-import { preparedStatement, type Tx } from "../store/store.js";
-import { AuthenticationFailed, InvalidArgument, UnknownDevice } from "./errors.js";
-import type { Fleet } from "./fleet.js";
-import { assertDeviceId } from "./issuance.js";
-import type { Claim } from "./claims.js";
+import { parseDuration } from "../../config/duration.js";
+import type { EnrollmentTokenTable } from "../../store/schema.js";
+import { preparedStatement, type TxOperations } from "../../store/store.js";
+import { AuthenticationFailed, InvalidArgument, UnknownDevice } from "../errors.js";
+import type { FleetServices } from "../services.js";
+import { assertDeviceId } from "../issue/issuance.js";
+import type { IssueCondition } from "../issue/conditions.js";
 
 const TOKEN_PREFIX = "fpt_";
-type TokenClaim = Extract<Claim, { kind: "token" }>;
+type TokenCondition = Extract<IssueCondition, { kind: "token" }>;
 
 function hashToken(token: string): Buffer {
   return createHash("sha256").update(token, "utf8").digest();
@@ -32,7 +31,7 @@ export interface PreparedToken {
 }
 
 /** Validates the lifetime and makes the token; throws before anything is written. */
-export function prepareToken(fleet: Fleet, req: { deviceId: string; ttl?: string }): PreparedToken {
+export function prepareToken(fleet: FleetServices, req: { deviceId: string; ttl?: string }): PreparedToken {
   assertDeviceId(req.deviceId);
   const ttl = req.ttl ?? fleet.config.enrollment.token_ttl;
   let ttlMs: number;
@@ -57,7 +56,7 @@ export function prepareToken(fleet: Fleet, req: { deviceId: string; ttl?: string
 }
 
 /** Stores a prepared token inside the caller's write transaction (e.g. with the device it is for). */
-export async function storeToken(tx: Tx, prepared: PreparedToken, actor: string): Promise<CreatedToken> {
+export async function storeToken(tx: TxOperations, prepared: PreparedToken, actor: string): Promise<CreatedToken> {
   const { row, at } = prepared;
   const device = await tx.selectFrom("devices").select("id").where("id", "=", row.device_id).executeTakeFirst();
   if (!device) throw new UnknownDevice(row.device_id);
@@ -67,11 +66,11 @@ export async function storeToken(tx: Tx, prepared: PreparedToken, actor: string)
     .execute();
   // The hash (never the token) lets `audit verify` find a token hash planted or replaced behind the log.
   const details = { token_id: row.id, token_hash: row.token_hash, expires_at: row.expires_at };
-  await appendAudit(tx, [{ actor, action: "token.create", subject: `device:${row.device_id}`, details, at }]);
+  await tx.audit.append([{ actor, action: "token.create", subject: `device:${row.device_id}`, details, at }]);
   return prepared.created;
 }
 
-export async function createToken(fleet: Fleet, req: { deviceId: string; ttl?: string; actor: string }): Promise<CreatedToken> {
+export async function createToken(fleet: FleetServices, req: { deviceId: string; ttl?: string; actor: string }): Promise<CreatedToken> {
   const prepared = prepareToken(fleet, req);
   return fleet.store.transaction((tx) => storeToken(tx, prepared, req.actor));
 }
@@ -96,10 +95,10 @@ export function assertUsableToken<T extends Pick<EnrollmentTokenTable, "used_at"
 }
 
 /**
- * Read-only check before any expensive work, so wrong tokens cost no signature. Returns the claim
- * that consumes the token in the recording transaction (claims.ts), where a lost race is refused.
+ * Read-only check before any expensive work, so wrong tokens cost no signature. Returns the condition
+ * that consumes the token in the recording transaction (issue/conditions.ts), where a lost race is refused.
  */
-export async function checkToken(fleet: Fleet, deviceId: string, token: string, now = new Date()): Promise<TokenClaim> {
+export async function checkToken(fleet: FleetServices, deviceId: string, token: string, now = new Date()): Promise<TokenCondition> {
   const presented = hashToken(token);
   // On the hot path of every token enrollment: one prepared statement rather than a Kysely query.
   const rows = await fleet.store.withNative((native) =>
@@ -118,7 +117,7 @@ export async function checkToken(fleet: Fleet, deviceId: string, token: string, 
  * The certificate a spent token paid for, or undefined (a wrong token, or one spent before
  * serials were recorded): a retry after a lost answer is answered with it (enrollment.ts).
  */
-export async function certificateOfSpentToken(fleet: Fleet, deviceId: string, token: string): Promise<string | undefined> {
+export async function certificateOfSpentToken(fleet: FleetServices, deviceId: string, token: string): Promise<string | undefined> {
   const rows = await fleet.store.db
     .selectFrom("enrollment_tokens")
     .select(["token_hash", "certificate_serial"])

@@ -1,8 +1,8 @@
 // Following the audit log: every process (serve, serve --only status, several of them) learns of
 // changes made by any other process on the same database (e.g. `fleetpki device revoke` from a
 // shell) by polling the audit head, a one-row read, a few times a second.
-import type { AuditRecord } from "../audit/log.js";
-import { preparedStatement, type Store } from "../store/store.js";
+import type { AuditRecord } from "../../audit/log.js";
+import { preparedStatement, type Store } from "../../store/store.js";
 
 export type ChangeListener = (events: readonly AuditRecord[]) => void;
 

@@ -2,23 +2,22 @@
 import { createPublicKey, type KeyObject } from "node:crypto";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { appendAudit } from "../audit/log.js";
-import { parseDuration } from "../config/duration.js";
-import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
-import { generateKey, publicSpki, writePrivateKey } from "../keys/keys.js";
-import type { CaTable } from "../store/schema.js";
-import type { Tx } from "../store/store.js";
-import { describeKey, type CaKeyType } from "../x509/algorithms.js";
-import { parseCertificate, subjectPublicKeyOf } from "../x509/certificate.js";
-import { nameToString } from "../x509/name.js";
-import { toPem } from "../x509/pem.js";
-import { buildIntermediateCertificate, caName, type CaSubject } from "../x509/profiles.js";
-import { CaExists, CaKeyOffline, InvalidArgument } from "./errors.js";
-import type { Fleet } from "./fleet.js";
-import { sha256Fingerprint } from "../x509/certificate.js";
-import { LOCAL_CA_NAME, layout, localCaId, type IntermediateRole } from "./layout.js";
+import { parseDuration } from "../../config/duration.js";
+import { ensurePrivateDir, writeFileAtomic } from "../../keys/files.js";
+import { generateKey, publicSpki, writePrivateKey } from "../../keys/keys.js";
+import type { CaTable } from "../../store/schema.js";
+import type { TxOperations } from "../../store/store.js";
+import { describeKey, type CaKeyType } from "../../x509/algorithms.js";
+import { parseCertificate, subjectPublicKeyOf } from "../../x509/certificate.js";
+import { nameToString } from "../../x509/name.js";
+import { toPem } from "../../x509/pem.js";
+import { buildIntermediateCertificate, caName, type CaSubject } from "../../x509/profiles.js";
+import { CaExists, CaKeyOffline, InvalidArgument } from "../errors.js";
+import type { FleetServices } from "../services.js";
+import { sha256Fingerprint } from "../../x509/certificate.js";
+import { LOCAL_CA_NAME, layout, localCaId, type IntermediateRole } from "../layout.js";
 import { writeCeremonyRequest } from "./ceremony.js";
-import { checkpointAfter } from "./audit-checkpoints.js";
+import { checkpointAfter } from "../audit-checkpoints.js";
 
 const ROLE_TITLES: Record<string, string> = {
   root: "Root CA",
@@ -50,7 +49,7 @@ export interface NewCaRecord {
   issuerId: string;
 }
 
-export async function recordCa(tx: Tx, ca: NewCaRecord, actor: string, now: Date): Promise<void> {
+export async function recordCa(tx: TxOperations, ca: NewCaRecord, actor: string, now: Date): Promise<void> {
   const cert = parseCertificate(ca.der);
   const pem = toPem("CERTIFICATE", ca.der);
   const row: CaTable = {
@@ -87,7 +86,7 @@ export async function recordCa(tx: Tx, ca: NewCaRecord, actor: string, now: Date
       created_at: row.created_at,
     })
     .execute();
-  await appendAudit(tx, [
+  await tx.audit.append([
     {
       actor,
       action: "ca.create",
@@ -129,7 +128,7 @@ export interface CaSummary {
   keyOnline: boolean;
 }
 
-export async function listCas(fleet: Fleet): Promise<CaSummary[]> {
+export async function listCas(fleet: FleetServices): Promise<CaSummary[]> {
   const order = ["root", "devices", "services", "operators"];
   const rows = await fleet.store.db.selectFrom("cas").selectAll().execute();
   rows.sort((a, b) => (order.indexOf(a.id) + 1 || 99) - (order.indexOf(b.id) + 1 || 99) || a.id.localeCompare(b.id));
@@ -150,7 +149,7 @@ export async function listCas(fleet: Fleet): Promise<CaSummary[]> {
 
 /** Creates a key for a new intermediate and signs it with the root when the root key is here. */
 export async function createIntermediate(
-  fleet: Fleet,
+  fleet: FleetServices,
   id: string,
   lifetime: string,
   actor: string,
@@ -170,7 +169,7 @@ export async function createIntermediate(
     writePrivateKey(fleet.path(layout.caKey(id)), key, fleet.passphrase());
     const requestFile = writeCeremonyRequest(fleet, id, role, subject, key, lifetime);
     await fleet.store.transaction((tx) =>
-      appendAudit(tx, [{ actor, action: "ca.request", subject: `ca:${id}`, details: { request: requestFile }, at: now }]),
+      tx.audit.append([{ actor, action: "ca.request", subject: `ca:${id}`, details: { request: requestFile }, at: now }]),
     );
     await checkpointAfter(fleet, actor);
     return { status: "pending", requestFile };
@@ -197,7 +196,7 @@ export interface CreateLocalCaRequest {
   actor: string;
 }
 
-export async function createLocalCa(fleet: Fleet, req: CreateLocalCaRequest) {
+export async function createLocalCa(fleet: FleetServices, req: CreateLocalCaRequest) {
   if (!LOCAL_CA_NAME.test(req.name))
     throw new InvalidArgument(`invalid local CA name "${req.name}": 1-32 characters a-z 0-9 - starting with a letter or digit`);
   const validity = req.validity ?? fleet.config.validity.local_ca;
@@ -210,7 +209,7 @@ export async function createLocalCa(fleet: Fleet, req: CreateLocalCaRequest) {
 }
 
 /** PEMs of the root and the active CAs that issue device certificates (trust set for device clients). */
-export async function deviceClientCas(fleet: Fleet): Promise<string[]> {
+export async function deviceClientCas(fleet: FleetServices): Promise<string[]> {
   const cas = await fleet.store.db
     .selectFrom("cas")
     .select(["id", "certificate_pem"])

@@ -1,7 +1,7 @@
 // Rows written when something is issued; shared by every issuing path.
-import type { CertificateTable } from "../store/schema.js";
-import type { IssuedCertificate } from "../x509/profiles.js";
-import { sha256Fingerprint } from "../x509/certificate.js";
+import type { CertificateTable } from "../../store/schema.js";
+import type { IssuedCertificate } from "../../x509/profiles.js";
+import { sha256Fingerprint } from "../../x509/certificate.js";
 
 export function issuedRecord(issued: IssuedCertificate, fields: Omit<IssuedRecord, "issued" | "fingerprintSha256">): IssuedRecord {
   return { issued, fingerprintSha256: sha256Fingerprint(issued.der), ...fields };

@@ -1,13 +1,13 @@
 // CRLs, one per CA: signed from the certificates table, numbered from the crls table (the number
 // only grows, across restarts and processes), re-signed at half of their validity and at once
 // after any status change of a certificate the CA issued (markChanged, fed by change-feed.ts).
-import { parseDuration } from "../config/duration.js";
-import type { CrlTable } from "../store/schema.js";
-import { preparedStatement } from "../store/store.js";
-import { buildCrl, type RevocationReason, type RevokedEntry } from "../x509/crl.js";
-import { toPem } from "../x509/pem.js";
-import { AuthorityError, UnknownCa } from "./errors.js";
-import type { Fleet } from "./fleet.js";
+import { parseDuration } from "../../config/duration.js";
+import type { CrlTable } from "../../store/schema.js";
+import { preparedStatement } from "../../store/store.js";
+import { buildCrl, type RevocationReason, type RevokedEntry } from "../../x509/crl.js";
+import { toPem } from "../../x509/pem.js";
+import { AuthorityError, UnknownCa } from "../errors.js";
+import type { FleetServices } from "../services.js";
 
 export interface PublishedCrl {
   caId: string;
@@ -49,7 +49,7 @@ function published(row: CrlTable): PublishedCrl {
 }
 
 /** The newest CRL stored for a CA, whoever signed (or imported) it. */
-export async function storedCrl(fleet: Fleet, caId: string): Promise<PublishedCrl | undefined> {
+export async function storedCrl(fleet: FleetServices, caId: string): Promise<PublishedCrl | undefined> {
   const row = await fleet.store.db.selectFrom("crls").selectAll().where("ca_id", "=", caId).executeTakeFirst();
   return row ? published(row) : undefined;
 }
@@ -59,7 +59,7 @@ export async function storedCrl(fleet: Fleet, caId: string): Promise<PublishedCr
  * one plus one, and the entries are what is revoked or held at that moment. Times are whole
  * seconds. Synchronous SQLite work and signing: about 0.3-0.5 s of blocked event loop at 100,000 entries.
  */
-export async function signCrl(fleet: Fleet, caId: string, now = new Date()): Promise<PublishedCrl> {
+export async function signCrl(fleet: FleetServices, caId: string, now = new Date()): Promise<PublishedCrl> {
   const issuer = await fleet.issuingCa(caId, { forCrl: true });
   const validityMs = parseDuration(fleet.config.revocation.crl_validity);
   const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
@@ -136,7 +136,7 @@ export class CrlPublisher {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly fleet: Fleet,
+    private readonly fleet: FleetServices,
     private readonly onError: (caId: string, e: unknown) => void = () => {},
   ) {}
 

@@ -5,12 +5,12 @@
 // leaves no trace.
 //
 // They run inside recorder.ts's synchronous better-sqlite3 transaction (the issuance hot path).
-import type { CertificateTable, EnrollmentTokenTable, RenewalNonceTable } from "../store/schema.js";
-import { preparedStatement, type NativeDb } from "../store/store.js";
-import { ApprovalAlreadyIssued, AuthenticationFailed, CertificateAlreadyRenewed, NotPermitted } from "./errors.js";
-import { assertUsableToken } from "./tokens.js";
+import type { CertificateTable, EnrollmentTokenTable, RenewalNonceTable } from "../../store/schema.js";
+import { preparedStatement, type NativeDb } from "../../store/store.js";
+import { ApprovalAlreadyIssued, AuthenticationFailed, CertificateAlreadyRenewed, NotPermitted } from "../errors.js";
+import { assertUsableToken } from "../enroll/tokens.js";
 
-export type Claim =
+export type IssueCondition =
   /** A one-time enrollment token, the row checkToken matched in constant time; `at` is the request time (ISO). */
   | { kind: "token"; deviceId: string; tokenId: string; at: string }
   /**
@@ -23,37 +23,47 @@ export type Claim =
   /** The device's one enrollment with a factory certificate (until `device reprovision`); `at` is the request time (ISO). */
   | { kind: "factory"; deviceId: string; factorySerial: string; at: string };
 
-export function applyClaim(native: NativeDb, claim: Claim, certificate: CertificateTable): void {
-  switch (claim.kind) {
+export function applyCondition(native: NativeDb, condition: IssueCondition, certificate: CertificateTable): void {
+  switch (condition.kind) {
     case "token": {
       // One statement when the token is still good; only a refusal reads the row to say why.
       const spent = preparedStatement<{ at: string; serial: string; id: string; device: string }>(
         native,
         "update enrollment_tokens set used_at = @at, certificate_serial = @serial " +
           "where id = @id and device_id = @device and used_at is null and expires_at > @at",
-      ).run({ at: claim.at, serial: certificate.serial, id: claim.tokenId, device: claim.deviceId });
+      ).run({ at: condition.at, serial: certificate.serial, id: condition.tokenId, device: condition.deviceId });
       if (spent.changes === 1) return;
       const row = preparedStatement<[string, string], EnrollmentTokenTable>(
         native,
         "select * from enrollment_tokens where id = ? and device_id = ?",
-      ).get(claim.tokenId, claim.deviceId);
-      assertUsableToken(row, claim.deviceId, claim.at);
-      throw new AuthenticationFailed("token-used", `the token for device "${claim.deviceId}" was already used`);
+      ).get(condition.tokenId, condition.deviceId);
+      assertUsableToken(row, condition.deviceId, condition.at);
+      throw new AuthenticationFailed("token-used", `the token for device "${condition.deviceId}" was already used`);
     }
     case "renewal": {
       // Checked first: a racing request renewed it already (enrollment.ts answers with that renewal
       // for the same key), and then the nonce stays unspent.
       const renewals = preparedStatement<[string], { serial: string }>(native, "select serial from renewals where renewed_serial = ?");
-      const renewed = renewals.get(claim.renews);
-      if (renewed) throw new CertificateAlreadyRenewed(claim.renews, renewed.serial);
-      if (claim.nonce !== undefined) {
-        const row = preparedStatement<[string], RenewalNonceTable>(native, "select * from renewal_nonces where nonce = ?").get(claim.nonce);
-        if (!row || row.device_id !== claim.deviceId || row.used_at || row.expires_at <= claim.at)
+      const renewed = renewals.get(condition.renews);
+      if (renewed) throw new CertificateAlreadyRenewed(condition.renews, renewed.serial);
+      if (condition.nonce !== undefined) {
+        const row = preparedStatement<[string], RenewalNonceTable>(native, "select * from renewal_nonces where nonce = ?").get(
+          condition.nonce,
+        );
+        if (!row || row.device_id !== condition.deviceId || row.used_at || row.expires_at <= condition.at)
           throw new AuthenticationFailed("nonce-invalid", "the renewal challenge is unknown, expired, already used or for another device");
-        preparedStatement<[string, string]>(native, "update renewal_nonces set used_at = ? where nonce = ?").run(claim.at, claim.nonce);
+        preparedStatement<[string, string]>(native, "update renewal_nonces set used_at = ? where nonce = ?").run(
+          condition.at,
+          condition.nonce,
+        );
       }
       const insert = "insert into renewals (renewed_serial, serial, device_id, created_at) values (?, ?, ?, ?)";
-      preparedStatement<[string, string, string, string]>(native, insert).run(claim.renews, certificate.serial, claim.deviceId, claim.at);
+      preparedStatement<[string, string, string, string]>(native, insert).run(
+        condition.renews,
+        certificate.serial,
+        condition.deviceId,
+        condition.at,
+      );
       return;
     }
     case "approval": {
@@ -61,7 +71,7 @@ export function applyClaim(native: NativeDb, claim: Claim, certificate: Certific
       const r = preparedStatement<[string, string]>(
         native,
         "update enrollment_requests set status = 'issued', certificate_serial = ? where id = ? and status = 'approved'",
-      ).run(certificate.serial, claim.requestId);
+      ).run(certificate.serial, condition.requestId);
       if (r.changes !== 1) throw new ApprovalAlreadyIssued();
       return;
     }
@@ -71,8 +81,8 @@ export function applyClaim(native: NativeDb, claim: Claim, certificate: Certific
         native,
         "insert into factory_enrollments (device_id, factory_serial, certificate_serial, enrolled_at) values (?, ?, ?, ?) " +
           "on conflict (device_id) do nothing",
-      ).run(claim.deviceId, claim.factorySerial, certificate.serial, claim.at);
-      if (r.changes !== 1) throw factoryAlreadyEnrolled(claim.deviceId);
+      ).run(condition.deviceId, condition.factorySerial, certificate.serial, condition.at);
+      if (r.changes !== 1) throw factoryAlreadyEnrolled(condition.deviceId);
       return;
     }
   }

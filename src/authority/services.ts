@@ -1,4 +1,4 @@
-// An open fleet: its directory, configuration, database and (lazily) the CA keys it can sign with.
+// The service container of an open fleet: its directory, configuration, database and (lazily) the CA keys it can sign with.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { CONFIG_FILE, ConfigError, loadConfig, resolveIn, type FleetConfig } from "../config/config.js";
@@ -9,8 +9,9 @@ import { signatureSchemeFor } from "../x509/algorithms.js";
 import { parseCertificate, type ParsedCertificate } from "../x509/certificate.js";
 import { fromPem } from "../x509/pem.js";
 import { LeafTemplate, type IssuingCa, type LeafKind } from "../x509/profiles.js";
+import { systemClock, type Clock } from "./clock.js";
 import { CaKeyOffline, CaNotActive, UnknownCa } from "./errors.js";
-import { GroupCommitRecorder, type IssuanceRecorder } from "./recorder.js";
+import { GroupCommitRecorder, type IssuanceRecorder } from "./issue/recorder.js";
 
 export function databasePath(dir: string, config: FleetConfig): string {
   const url = config.database.url;
@@ -22,10 +23,13 @@ export function databasePath(dir: string, config: FleetConfig): string {
 export interface OpenFleetOptions {
   /** Overrides keys.passphrase_file (e.g. a passphrase supplied by the operator). */
   passphrase?: string;
+  /** Where "now" comes from; the system clock unless a test moves time itself. */
+  clock?: Clock;
 }
 
-export class Fleet {
+export class FleetServices {
   private passphraseValue: string | undefined;
+  readonly clock: Clock;
   // Promises, so that concurrent first calls decrypt a key once, not once each.
   private readonly issuers = new Map<string, Promise<{ issuer: IssuingCa; status: CaTable["status"] }>>();
   private readonly templates = new Map<string, Promise<LeafTemplate>>();
@@ -38,17 +42,18 @@ export class Fleet {
     options: OpenFleetOptions,
   ) {
     this.passphraseValue = options.passphrase;
+    this.clock = options.clock ?? systemClock;
   }
 
-  static async open(dir: string, options: OpenFleetOptions = {}): Promise<Fleet> {
+  static async open(dir: string, options: OpenFleetOptions = {}): Promise<FleetServices> {
     const config = loadConfig(dir);
     const store = await openStore(databasePath(dir, config));
-    return new Fleet(dir, config, store, options);
+    return new FleetServices(dir, config, store, options);
   }
 
   /** For init, which creates the database itself. */
-  static attach(dir: string, config: FleetConfig, store: Store, options: OpenFleetOptions = {}): Fleet {
-    return new Fleet(dir, config, store, options);
+  static attach(dir: string, config: FleetConfig, store: Store, options: OpenFleetOptions = {}): FleetServices {
+    return new FleetServices(dir, config, store, options);
   }
 
   private recorderInstance: IssuanceRecorder | undefined;

@@ -1,0 +1,9 @@
+// What the authority asks of its database: named operations grouped by area. The interfaces are
+// backend-neutral (nothing synchronous, no SQLite-only SQL); src/store/sqlite/ implements them
+// today, and a PostgreSQL implementation can follow without touching src/authority/.
+import type { AuditOperations } from "./operations/audit.js";
+
+/** Every area's operations, bound to one connection or to one open transaction. */
+export interface Operations {
+  audit: AuditOperations;
+}

@@ -1,0 +1,10 @@
+// The SQLite implementation of every area's operations, over one Kysely connection or transaction.
+import type { Operations } from "../operations.js";
+import type { Tx } from "../store.js";
+import { SqliteAuditOperations } from "./audit.js";
+
+export function sqliteOperations(db: Tx): Operations {
+  return {
+    audit: new SqliteAuditOperations(db),
+  };
+}
