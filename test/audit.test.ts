@@ -12,6 +12,7 @@ import { addDevice } from "../src/authority/devices.js";
 import { FleetServices } from "../src/authority/services.js";
 import { initFleet } from "../src/authority/ca/init.js";
 import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
+import { ManualClock } from "./support/clock.js";
 import { cliAsync, opensslCsr, tempDir, type RunResult, assertOneLineError } from "./helpers.js";
 
 interface Row {
@@ -68,7 +69,7 @@ describe("audit log", () => {
 
   before(async () => {
     // The hierarchy is created two hours ago, the devices now, so time filters have something to split.
-    await initFleet({ dir: base, name: "Audit Robots", domain: "fleet.example", now: new Date(Date.now() - 2 * HOURS) });
+    await initFleet({ dir: base, name: "Audit Robots", domain: "fleet.example", clock: new ManualClock(Date.now() - 2 * HOURS) });
     const fleet = await FleetServices.open(base);
     try {
       await addDevice(fleet, { id: "robot-0001", group: "lab", labels: { site: "berlin" }, actor: "cli" });
