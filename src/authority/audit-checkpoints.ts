@@ -328,9 +328,7 @@ export async function listAuditEvents(fleet: FleetServices, req: AuditListReques
   if (req.since !== undefined && req.since !== "") {
     // Absolute times through the one strict parser: `new Date()` took "2026-02-30" as March 1 and "1" as 2001.
     try {
-      since = /^\d+[smhdwy]$/.test(req.since)
-        ? new Date(fleet.clock.now().getTime() - parseDuration(req.since))
-        : parseRfc3339(req.since);
+      since = /^\d+[smhdwy]$/.test(req.since) ? new Date(fleet.clock.now().getTime() - parseDuration(req.since)) : parseRfc3339(req.since);
     } catch (e) {
       throw new InvalidArgument(`--since ${(e as Error).message}; use a time like 2026-05-01T12:00:00Z, a date, or a duration like 1h`);
     }

@@ -108,10 +108,7 @@ export async function reissueServerCertificate(
 }
 
 /** At server start: reissues when the certificate no longer fits the configuration, else does nothing. */
-export async function ensureServerCertificate(
-  fleet: FleetServices,
-  req: { actor: string },
-): Promise<ServerReissue | undefined> {
+export async function ensureServerCertificate(fleet: FleetServices, req: { actor: string }): Promise<ServerReissue | undefined> {
   const check = checkServerCertificate(fleet);
   if (check.reasons.length === 0) return undefined;
   return reissueServerCertificate(fleet, { ...req, reasons: check.reasons, previousSerial: check.serial });
