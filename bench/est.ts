@@ -518,7 +518,7 @@ async function verifyOutput(
         .executeTakeFirstOrThrow(),
     );
     check(events === fleetOk, `the audit log holds ${events} certificate.issue events for devices, expected ${fleetOk}`);
-    const audit = await verifyAudit(db);
+    const audit = await verifyAudit(fleet.store.ops.audit);
     check(audit.ok, `audit chain broken: ${audit.ok ? "" : audit.problem}`);
     passed.push(
       `tokens used = certificate.issue audit events = ${fmtRate(fleetOk)}; the audit hash chain of ${fmtRate(audit.rows)} rows verifies`,

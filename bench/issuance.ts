@@ -340,7 +340,7 @@ async function verifyOutput(
     .where("subject", "=", `device:${DEVICE}`)
     .executeTakeFirstOrThrow();
   check(Number(events) === issuedWithDb, `audit log holds ${events} certificate.issue events for ${DEVICE}, expected ${issuedWithDb}`);
-  const audit = await verifyAudit(db);
+  const audit = await verifyAudit(fleet.store.ops.audit);
   check(audit.ok, `audit chain broken: ${audit.ok ? "" : audit.problem}`);
   passed.push(`audit log: ${events} certificate.issue events, hash chain of ${audit.rows} rows verifies`);
 

@@ -445,7 +445,7 @@ describe("audit verify against a database rewritten by an attacker", () => {
     const dir = join(tmp.path, `case-${cases.findIndex((c) => c.name.startsWith("a row with sequence number 0"))}`);
     const fleet = await FleetServices.open(dir);
     try {
-      const rows = await listAudit(fleet.store, { limit: 3 });
+      const rows = await listAudit(fleet.store.ops.audit, { limit: 3 });
       assert.deepEqual(
         rows.map((r) => r.seq),
         [1, 2, 3],

@@ -1,17 +1,18 @@
 // The hash-chained audit log: `audit verify` on an intact log, and on copies whose SQLite file was
 // tampered with directly (edit, delete, swap, truncate); `audit list` output and filters.
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
+import { X509Certificate, createHash } from "node:crypto";
 import { cpSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import { canonicalJson } from "../src/audit/log.js";
-import { verifyFleetAudit, type AuditReport } from "../src/authority/audit-checkpoints.js";
+import { listAuditEvents, verifyFleetAudit, type AuditReport } from "../src/authority/audit-checkpoints.js";
 import { addDevice } from "../src/authority/devices.js";
 import { FleetServices } from "../src/authority/services.js";
 import { initFleet } from "../src/authority/ca/init.js";
 import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
+import { ManualClock } from "./support/clock.js";
 import { cliAsync, opensslCsr, tempDir, type RunResult, assertOneLineError } from "./helpers.js";
 
 interface Row {
@@ -65,10 +66,11 @@ describe("audit log", () => {
   const results = new Map<string, RunResult>();
   const verdicts = new Map<string, AuditReport>();
   let sinceIso = "";
+  // The hierarchy is created two hours ago, the devices now, so time filters have something to split.
+  const initTime = new Date(Math.floor((Date.now() - 2 * HOURS) / 1000) * 1000 + 123);
 
   before(async () => {
-    // The hierarchy is created two hours ago, the devices now, so time filters have something to split.
-    await initFleet({ dir: base, name: "Audit Robots", domain: "fleet.example", now: new Date(Date.now() - 2 * HOURS) });
+    await initFleet({ dir: base, name: "Audit Robots", domain: "fleet.example", clock: new ManualClock(initTime) });
     const fleet = await FleetServices.open(base);
     try {
       await addDevice(fleet, { id: "robot-0001", group: "lab", labels: { site: "berlin" }, actor: "cli" });
@@ -229,6 +231,33 @@ describe("audit log", () => {
       (JSON.parse(r.stdout) as Row[]).map((x) => x.seq),
       [1, 2],
     );
+  });
+
+  it("init dates the hierarchy and every event it writes by the clock it is given", () => {
+    const initRows = rows.filter((r) => r.actor === "cli:init");
+    assert.ok(initRows.length >= 7, `init's events: ${initRows.map((r) => r.action).join(", ")}`);
+    for (const r of initRows) assert.equal(r.at, initTime.toISOString(), `${r.action} ${r.subject}`);
+    // The root is backdated a minute from that time, to whole seconds (as x509 times are).
+    const root = new X509Certificate(readFileSync(join(base, "ca/root/cert.pem")));
+    assert.equal(new Date(root.validFrom).getTime(), Math.floor(initTime.getTime() / 1000) * 1000 - 60_000);
+  });
+
+  it("audit list --since counts a duration back from the fleet's clock, not the machine's", async () => {
+    const initSeqs = rows.filter((r) => r.actor === "cli:init").map((r) => r.seq);
+    const list = async (clock?: ManualClock) => {
+      const fleet = await FleetServices.open(base, clock ? { clock } : {});
+      try {
+        return (await listAuditEvents(fleet, { since: "1h" })).map((r) => r.seq);
+      } finally {
+        await fleet.close();
+      }
+    };
+    // Half an hour after init by the fleet's clock, init's events are within the last hour.
+    const shortlyAfterInit = await list(new ManualClock(initTime.getTime() + HOURS / 2));
+    for (const seq of initSeqs) assert.ok(shortlyAfterInit.includes(seq), `event ${seq} is within the hour`);
+    // By the machine's clock they are two hours old.
+    const byMachine = await list();
+    assert.ok(!initSeqs.some((seq) => byMachine.includes(seq)), "init's events are older than an hour by the system clock");
   });
 
   it("a bad --since or --limit is a one-line error", () => {

@@ -811,7 +811,7 @@ describe("concurrent issuance", () => {
       .execute();
     assert.equal(events.length, 200);
     assert.deepEqual(new Set(events.map((e) => JSON.parse(e.details).serial)), serials);
-    const verdict = await verifyAudit(fleet.store.db);
+    const verdict = await verifyAudit(fleet.store.ops.audit);
     assert.ok(verdict.ok, JSON.stringify(verdict));
   });
 });

@@ -345,7 +345,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
         );
         assertProblem(viaOther, 403, "factory-already-enrolled");
         assert.equal((await deviceCerts()).length, 2);
-        const verdict = await verifyAudit(f.fleet.store.db);
+        const verdict = await verifyAudit(f.fleet.store.ops.audit);
         assert.ok(verdict.ok, JSON.stringify(verdict));
       },
     );
@@ -1275,7 +1275,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
             assert.equal(JSON.parse(row.details).serial, lost.serial);
             assert.equal(row.actor, "token:retry-tok");
           }
-          assert.ok((await verifyAudit(f.fleet.store.db)).ok);
+          assert.ok((await verifyAudit(f.fleet.store.ops.audit)).ok);
         },
       );
 
@@ -1419,7 +1419,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
         .where("device_id", "=", "race-0001")
         .executeTakeFirstOrThrow();
       assert.notEqual(tokenRow.used_at, null);
-      const verdict = await verifyAudit(f.fleet.store.db);
+      const verdict = await verifyAudit(f.fleet.store.ops.audit);
       assert.ok(verdict.ok, JSON.stringify(verdict));
     });
 
@@ -1441,7 +1441,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
         total += details.count;
       }
       assert.equal(total, 49, "one failure counted per refused request");
-      const verdict = await verifyAudit(f.fleet.store.db);
+      const verdict = await verifyAudit(f.fleet.store.ops.audit);
       assert.ok(verdict.ok, JSON.stringify(verdict));
       assert.equal((await cliAsync(["audit", "verify", "--dir", f.dir])).status, 0);
     });

@@ -146,7 +146,7 @@ describe("WAL group sync: commits during a sync, and a failed sync", () => {
       held.release(3);
       await b.promise;
       assert.equal(held.count, 3);
-      assert.equal((await verifyAudit(fleet.store.db)).ok, true);
+      assert.equal((await verifyAudit(fleet.store.ops.audit)).ok, true);
     } finally {
       held?.stopHolding();
       await ctx.close();
@@ -253,7 +253,7 @@ for (const mode of ["synchronous commits", "group sync"] as const) {
         .filter((r): r is PromiseFulfilledResult<Awaited<ReturnType<typeof issueForKey>>> => r.status === "fulfilled")
         .map((r) => r.value.serial);
       assert.deepEqual(rows.map((r) => r.serial).sort(), issued.sort());
-      assert.equal((await verifyAudit(fleet.store.db)).ok, true);
+      assert.equal((await verifyAudit(fleet.store.ops.audit)).ok, true);
     });
 
     it("refuses a device that is no longer active, leaving no row", async () => {

@@ -9,7 +9,7 @@
 // signature).
 import { X509Certificate, sign, verify, type KeyObject } from "node:crypto";
 import { OID } from "../der/oids.js";
-import type { Db } from "../store/store.js";
+import type { CheckpointOperations } from "../store/operations/checkpoints.js";
 import { signatureSchemeFor } from "../x509/algorithms.js";
 import { parseCertificate, sha256Fingerprint } from "../x509/certificate.js";
 import { parsePemBlocks, toPem } from "../x509/pem.js";
@@ -183,14 +183,10 @@ export function verifyCheckpoint(text: string, trust: CheckpointTrust): Verified
  * made, and never revoked for a key or CA compromise (then nothing it signed can be trusted).
  */
 export async function checkpointSignerProblem(
-  db: Db,
+  checkpoints: Pick<CheckpointOperations, "signer">,
   cp: Pick<VerifiedCheckpoint, "certificateSerial" | "at">,
 ): Promise<string | undefined> {
-  const row = await db
-    .selectFrom("certificates")
-    .select(["kind", "status", "revoked_at", "revocation_reason"])
-    .where("serial", "=", cp.certificateSerial)
-    .executeTakeFirst();
+  const row = await checkpoints.signer(cp.certificateSerial);
   if (!row || row.kind !== "audit")
     return `its audit certificate ${cp.certificateSerial} is not recorded as an audit certificate of this fleet`;
   if (row.status === "valid") return undefined;
@@ -201,19 +197,6 @@ export async function checkpointSignerProblem(
       `${row.revocation_reason ? ` (${row.revocation_reason})` : ""}${row.revoked_at ? ` since ${row.revoked_at}` : ""}`
     );
   return undefined;
-}
-
-/** Stores a checkpoint (one per sequence number: a second one for the same head is dropped). */
-export async function storeCheckpoint(db: Db, head: CheckpointHead, document: string): Promise<void> {
-  await db
-    .insertInto("audit_checkpoints")
-    .values({ seq: head.seq, hash: head.hash, at: head.at, document })
-    .onConflict((oc) => oc.column("seq").doNothing())
-    .execute();
-}
-
-export async function latestCheckpoint(db: Db): Promise<{ seq: number; hash: string; at: string; document: string } | undefined> {
-  return db.selectFrom("audit_checkpoints").selectAll().orderBy("seq", "desc").limit(1).executeTakeFirst();
 }
 
 /** A stable name for an exported checkpoint: checkpoint-<seq>-<first 12 hex of the hash>.json. */

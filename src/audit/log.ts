@@ -2,8 +2,9 @@
 //   hash = SHA-256(prev_hash || "\n" || JSON.stringify([seq, at, actor, action, subject, details]))
 // so editing, deleting or reordering rows is detectable by recomputing the chain.
 import { createHash } from "node:crypto";
-import { preparedStatement, type Db, type NativeDb, type Store } from "../store/store.js";
+import { preparedStatement, type NativeDb } from "../store/store.js";
 import type { AuditLogTable } from "../store/schema.js";
+import type { AuditOperations } from "../store/operations/audit.js";
 
 export const GENESIS_HASH = "0".repeat(64);
 
@@ -104,28 +105,29 @@ export class AuditBroken extends Error {
   }
 }
 
+/** What verifying the chain reads: the log's rows, in pages, and its recorded head. */
+export type AuditRows = Pick<AuditOperations, "rows" | "row" | "head" | "lowestSeq" | "countBefore">;
+
 /**
  * Checks that the rows after `from` (undefined: from the start) up to `to` chain on from it and end
  * in `to`; returns what is wrong, or undefined. Cheap when `from` is recent (a checkpoint).
  */
-export async function verifyAuditRange(db: Db, from: AuditHead | undefined, to: AuditHead, pageSize = 5000): Promise<string | undefined> {
+export async function verifyAuditRange(
+  log: AuditRows,
+  from: AuditHead | undefined,
+  to: AuditHead,
+  pageSize = 5000,
+): Promise<string | undefined> {
   let prev = from?.hash ?? GENESIS_HASH;
   let expected = (from?.seq ?? 0) + 1;
   if (from) {
-    const anchor = await db.selectFrom("audit_log").select("hash").where("seq", "=", from.seq).executeTakeFirst();
+    const anchor = await log.row(from.seq);
     if (!anchor) return `row ${from.seq} is gone`;
     if (anchor.hash !== from.hash) return `row ${from.seq} no longer has hash ${from.hash}`;
   }
   if (to.seq < expected - 1) return `the head (row ${to.seq}) is behind row ${expected - 1}`;
   while (expected <= to.seq) {
-    const page = await db
-      .selectFrom("audit_log")
-      .selectAll()
-      .where("seq", ">=", expected)
-      .where("seq", "<=", to.seq)
-      .orderBy("seq")
-      .limit(pageSize)
-      .execute();
+    const page = await log.rows(expected - 1, pageSize, to.seq);
     if (page.length === 0) return `row ${expected} is missing`;
     for (const row of page) {
       if (row.seq !== expected) return `row ${expected} is missing`;
@@ -151,23 +153,19 @@ export interface VerifyAuditOptions {
  * start at 1 and count up by one: a fleet always has its init events, so an empty log is a wiped
  * one, and rows at 0 or below (which sort first) are not part of any chain.
  */
-export async function verifyAudit(db: Db, options: VerifyAuditOptions = {}): Promise<AuditVerdict> {
+export async function verifyAudit(log: AuditRows, options: VerifyAuditOptions = {}): Promise<AuditVerdict> {
   const pageSize = options.pageSize ?? 5000;
-  const outside = await db.selectFrom("audit_log").select(["seq"]).where("seq", "<=", 0).orderBy("seq").limit(1).executeTakeFirst();
-  if (outside) {
-    const count = await db
-      .selectFrom("audit_log")
-      .select((eb) => eb.fn.countAll().as("n"))
-      .where("seq", "<=", 0)
-      .executeTakeFirstOrThrow();
-    const problem = `${count.n} row(s) with a sequence number <= 0 (the log starts at 1): inserted outside the chain`;
-    return { ok: false, rows: 0, firstBadSeq: outside.seq, problem };
+  const lowest = await log.lowestSeq();
+  if (lowest !== undefined && lowest <= 0) {
+    const count = await log.countBefore(1);
+    const problem = `${count} row(s) with a sequence number <= 0 (the log starts at 1): inserted outside the chain`;
+    return { ok: false, rows: 0, firstBadSeq: lowest, problem };
   }
   let prev = GENESIS_HASH;
   let expected = 1;
   let checked = 0;
   for (;;) {
-    const page = await db.selectFrom("audit_log").selectAll().where("seq", ">=", expected).orderBy("seq").limit(pageSize).execute();
+    const page = await log.rows(expected - 1, pageSize);
     for (const row of page) {
       if (row.seq !== expected)
         return { ok: false, rows: checked, firstBadSeq: expected, problem: `row ${expected} is missing (next row is ${row.seq})` };
@@ -192,7 +190,7 @@ export async function verifyAudit(db: Db, options: VerifyAuditOptions = {}): Pro
     }
     if (page.length < pageSize) break;
   }
-  const head = await db.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1).executeTakeFirst();
+  const head = await log.head();
   if (checked === 0)
     return { ok: false, rows: 0, firstBadSeq: 1, problem: "the log is empty, but every fleet records its init events: the log was wiped" };
   const headSeq = head?.seq ?? 0;
@@ -215,10 +213,7 @@ export interface AuditQuery {
   limit?: number;
 }
 
-export async function listAudit(store: Store, query: AuditQuery = {}): Promise<AuditRecord[]> {
-  // Rows at 0 or below are no part of the chain (`audit verify` rejects them); never list them first.
-  let q = store.db.selectFrom("audit_log").selectAll().where("seq", ">", 0).orderBy("seq");
-  if (query.since) q = q.where("at", ">=", query.since.toISOString());
-  if (query.limit) q = q.limit(query.limit);
-  return q.execute();
+/** The log's rows from 1 (rows at 0 or below are no part of the chain: `audit verify` rejects them, and they are never listed first). */
+export async function listAudit(log: Pick<AuditOperations, "list">, query: AuditQuery = {}): Promise<AuditRecord[]> {
+  return log.list({ since: query.since?.toISOString(), limit: query.limit });
 }

@@ -13,8 +13,7 @@
 // made before migration 0005 and renewals before 0004 (when those tables began to be kept as
 // now) are noted, not failed, when the log cannot account for them.
 import { createHash } from "node:crypto";
-import { sql } from "kysely";
-import type { Db } from "../store/store.js";
+import type { AuditStateSource } from "../store/operations/audit.js";
 import type { AuditRecord } from "./log.js";
 
 interface CertState {
@@ -269,20 +268,14 @@ export class StateReplay {
   }
 
   /** Compares the state tables with the replayed events. */
-  async compare(db: Db, now = new Date()): Promise<ReplayReport> {
+  async compare(tables: AuditStateSource, now: Date): Promise<ReplayReport> {
     const problems = [...this.problems];
     const notes: string[] = [];
 
     const seenCerts = new Set<string>();
     const PAGE = 5000;
     for (let after = ""; ;) {
-      const page = await db
-        .selectFrom("certificates")
-        .select(["serial", "kind", "subject_id", "status", "revocation_reason", "fingerprint_sha256", "not_after", "der"])
-        .where("serial", ">", after)
-        .orderBy("serial")
-        .limit(PAGE)
-        .execute();
+      const page = await tables.certificates(after, PAGE);
       for (const row of page) {
         seenCerts.add(row.serial);
         const what = `certificate ${row.serial} (${row.kind} ${row.subject_id})`;
@@ -311,7 +304,7 @@ export class StateReplay {
       if (!seenCerts.has(serial))
         problems.push(`certificate ${serial} issued by event ${cert.seq} is missing from the certificates table (deleted)`);
 
-    const cas = await db.selectFrom("cas").select(["id", "status", "serial"]).execute();
+    const cas = await tables.cas();
     for (const row of cas) {
       const expected = this.cas.get(row.id);
       if (!expected) problems.push(`CA ${row.id} is in the cas table, but no event created it (planted)`);
@@ -328,13 +321,7 @@ export class StateReplay {
 
     const seenDevices = new Set<string>();
     for (let after = ""; ;) {
-      const page = await db
-        .selectFrom("devices")
-        .select(["id", "status", "group_name", "labels"])
-        .where("id", ">", after)
-        .orderBy("id")
-        .limit(PAGE)
-        .execute();
+      const page = await tables.devices(after, PAGE);
       for (const row of page) {
         seenDevices.add(row.id);
         const expected = this.devices.get(row.id);
@@ -362,11 +349,7 @@ export class StateReplay {
     const seenTokens = new Set<string>();
     const anonymous = new Map(this.anonymousTokenUses);
     let unverifiableHashes = 0;
-    const tokens = await db
-      .selectFrom("enrollment_tokens")
-      .select(["id", "device_id", "token_hash", "expires_at", "used_at"])
-      .orderBy("created_at")
-      .execute();
+    const tokens = await tables.tokens();
     for (const row of tokens) {
       seenTokens.add(row.id);
       const what = `token ${row.id} of device ${row.device_id}`;
@@ -397,7 +380,7 @@ export class StateReplay {
     for (const [id, token] of this.tokens)
       if (!seenTokens.has(id))
         problems.push(`token ${id} created by event ${token.seq} is missing from the enrollment_tokens table (deleted)`);
-    await this.compareEnrollment(db, problems, notes);
+    await this.compareEnrollment(tables, problems, notes);
     if (unverifiableHashes > 0)
       notes.push(
         `${unverifiableHashes} usable token(s) were created before token hashes were logged: ` +
@@ -406,17 +389,14 @@ export class StateReplay {
     return { problems, notes };
   }
 
-  private async compareEnrollment(db: Db, problems: string[], notes: string[]): Promise<void> {
-    const migrations = await migratedAt(db);
+  private async compareEnrollment(tables: AuditStateSource, problems: string[], notes: string[]): Promise<void> {
+    const migrations = new Map((await tables.migrationTimes()).map((m) => [m.name, m.timestamp]));
     const requestsSince = migrations.get("0005_approval_requests_and_factory_once") ?? "";
     const renewalsSince = migrations.get("0004_renewal_challenges_and_retries") ?? "";
 
     let legacyRequests = 0;
     const seenRequests = new Set<string>();
-    const requests = await db
-      .selectFrom("enrollment_requests")
-      .select(["id", "device_id", "status", "certificate_serial", "created_at"])
-      .execute();
+    const requests = await tables.requests();
     for (const row of requests) {
       seenRequests.add(row.id);
       const what = `enrollment request ${row.id} of device ${row.device_id}`;
@@ -440,7 +420,7 @@ export class StateReplay {
       notes.push(`${legacyRequests} enrollment request(s) predate request ids in the log: their decisions cannot be checked`);
 
     const seenFactory = new Set<string>();
-    for (const row of await db.selectFrom("factory_enrollments").selectAll().execute()) {
+    for (const row of await tables.factoryEnrollments()) {
       seenFactory.add(row.device_id);
       const expected = this.factory.get(row.device_id);
       if (!expected)
@@ -461,7 +441,7 @@ export class StateReplay {
 
     let legacyRenewals = 0;
     const seenRenewals = new Set<string>();
-    for (const row of await db.selectFrom("renewals").selectAll().execute()) {
+    for (const row of await tables.renewals()) {
       seenRenewals.add(row.renewed_serial);
       const expected = this.renewals.get(row.renewed_serial);
       if (!expected)
@@ -479,16 +459,6 @@ export class StateReplay {
           problems.push(`the renewal of ${renewed} by event ${e.seq} is missing from the renewals table (deleted: it could renew again)`);
       }
     if (legacyRenewals > 0) notes.push(`${legacyRenewals} renewal(s) predate the renewals table: not checked`);
-  }
-}
-
-/** When the named migrations ran (an older fleet's tables started to be kept as replayed here then). */
-async function migratedAt(db: Db): Promise<Map<string, string>> {
-  try {
-    const rows = await sql<{ name: string; timestamp: string }>`select name, timestamp from kysely_migration`.execute(db);
-    return new Map(rows.rows.map((r) => [r.name, r.timestamp]));
-  } catch {
-    return new Map();
   }
 }
 

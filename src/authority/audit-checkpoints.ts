@@ -2,29 +2,28 @@
 // certificate (services CA, encrypted at rest like every key), made by `init` or on first need in
 // older fleets; checkpoints written after every CA operation and periodically by `serve`; and
 // `audit verify`, which checks the chain, the checkpoints kept outside the database and the state
-// tables against the log.
+// tables against the log; and `audit list`.
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import {
   CheckpointInvalid,
   auditIdentity,
   checkpointFileName,
-  latestCheckpoint,
   signCheckpoint,
-  storeCheckpoint,
   verifyCheckpoint,
   checkpointSignerProblem,
   type AuditSigner,
   type CheckpointTrust,
 } from "../audit/checkpoints.js";
-import { verifyAudit, verifyAuditRange, AuditBroken, type AuditVerdict } from "../audit/log.js";
+import { listAudit, verifyAudit, verifyAuditRange, AuditBroken, type AuditRecord, type AuditVerdict } from "../audit/log.js";
 import { StateReplay } from "../audit/replay.js";
 import { parseDuration } from "../config/duration.js";
 import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
 import { KeyError, generateKey, publicSpki, readPrivateKey, writePrivateKey } from "../keys/keys.js";
-import type { Db } from "../store/store.js";
+import type { Operations } from "../store/operations.js";
 import { parseCertificate, subjectPublicKeyOf } from "../x509/certificate.js";
 import { fromPem, toPem } from "../x509/pem.js";
+import { parseRfc3339 } from "../x509/time.js";
 import { InvalidArgument } from "./errors.js";
 import type { FleetServices } from "./services.js";
 import { layout } from "./layout.js";
@@ -33,17 +32,8 @@ import { certificateRow, issueAuditDetails, issuedRecord } from "./issue/records
 /** Where the audit key, its certificate and the services CA chain live in the fleet directory. */
 export const AUDIT_KEY_DIR = "audit";
 
-async function currentAuditCertificate(db: Db, now: Date) {
-  return db
-    .selectFrom("certificates")
-    .select(["serial", "der"])
-    .where("kind", "=", "audit")
-    .where("status", "=", "valid")
-    .where("not_before", "<=", now.toISOString())
-    .where("not_after", ">", now.toISOString())
-    .orderBy("not_after", "desc")
-    .limit(1)
-    .executeTakeFirst();
+function currentAuditCertificate(ops: Operations, now: Date) {
+  return ops.checkpoints.currentSigner(now.toISOString());
 }
 
 /**
@@ -51,8 +41,8 @@ async function currentAuditCertificate(db: Db, now: Date) {
  * fleet has none that is valid (new fleets at init; older fleets, or an expired or revoked one, on
  * first need). Created under the database's write lock so that two processes never both make one.
  */
-export async function ensureAuditKey(fleet: FleetServices, actor: string, now = new Date()): Promise<void> {
-  if (await currentAuditCertificate(fleet.store.db, now)) return;
+export async function ensureAuditKey(fleet: FleetServices, actor: string, now: Date): Promise<void> {
+  if (await currentAuditCertificate(fleet.store.ops, now)) return;
   const template = await fleet.leafTemplate("services", "audit");
   const { chain } = await fleet.chainPem("services");
   await fleet.store.transaction(async (tx) => {
@@ -71,7 +61,7 @@ export async function ensureAuditKey(fleet: FleetServices, actor: string, now = 
     writePrivateKey(join(dir, "key.pem"), key, fleet.passphrase());
     writeFileAtomic(join(dir, "cert.pem"), toPem("CERTIFICATE", issued.der));
     writeFileAtomic(join(dir, "chain.pem"), chain);
-    await tx.insertInto("certificates").values(certificateRow(record, now)).execute();
+    await tx.cas.recordOwnCertificate(certificateRow(record, now));
     const event = { actor, action: "certificate.issue", subject: `audit:${fleet.domain}`, details: issueAuditDetails(record), at: now };
     await tx.audit.append([event]);
   });
@@ -81,7 +71,7 @@ const signers = new WeakMap<FleetServices, { serial: string; signer: AuditSigner
 
 async function auditSigner(fleet: FleetServices, actor: string, now: Date): Promise<AuditSigner> {
   await ensureAuditKey(fleet, actor, now);
-  const row = await currentAuditCertificate(fleet.store.db, now);
+  const row = await currentAuditCertificate(fleet.store.ops, now);
   if (!row) throw new KeyError("no valid audit certificate"); // only if it was revoked this very moment
   const cached = signers.get(fleet);
   if (cached?.serial === row.serial) return cached.signer;
@@ -132,16 +122,16 @@ export interface WrittenCheckpoint {
  * Signs the current head unless the newest checkpoint already covers it. Refuses (AuditBroken) when
  * the log no longer extends the newest stored checkpoint: signing then would bless a rewrite.
  */
-export async function writeCheckpoint(fleet: FleetServices, opts: { actor?: string; now?: Date } = {}): Promise<WrittenCheckpoint> {
-  const now = opts.now ?? new Date();
-  const db = fleet.store.db;
+export async function writeCheckpoint(fleet: FleetServices, opts: { actor?: string } = {}): Promise<WrittenCheckpoint> {
+  const now = fleet.clock.now();
+  const ops = fleet.store.ops;
   // First: creating the key appends its own event, which the checkpoint then covers.
   const signer = await auditSigner(fleet, opts.actor ?? "audit", now);
-  const head = await db.selectFrom("audit_head").select(["seq", "hash"]).where("id", "=", 1).executeTakeFirst();
+  const head = await ops.audit.head();
   if (!head) throw new AuditBroken("the audit log is empty: nothing to checkpoint");
-  const latest = await latestCheckpoint(db);
+  const latest = await ops.checkpoints.latest();
   if (latest && latest.seq === head.seq && latest.hash === head.hash) return { ...latest, created: false };
-  const broken = await verifyAuditRange(db, latest, head);
+  const broken = await verifyAuditRange(ops.audit, latest, head);
   if (broken)
     throw new AuditBroken(
       latest
@@ -151,9 +141,10 @@ export async function writeCheckpoint(fleet: FleetServices, opts: { actor?: stri
   const at = new Date(Math.max(now.getTime(), latest ? Date.parse(latest.at) : 0)).toISOString();
   const checkpoint = { seq: head.seq, hash: head.hash, at };
   const document = signCheckpoint(trustOf(fleet), checkpoint, signer);
-  await storeCheckpoint(db, checkpoint, document);
+  await ops.checkpoints.store({ ...checkpoint, document });
   // A concurrent writer may have stored one for the same head first: return what is stored.
-  const stored = await db.selectFrom("audit_checkpoints").selectAll().where("seq", "=", head.seq).executeTakeFirstOrThrow();
+  const stored = await ops.checkpoints.at(head.seq);
+  if (!stored) throw new AuditBroken(`checkpoint ${head.seq} was stored but cannot be read back`);
   return { ...stored, created: stored.document === document };
 }
 
@@ -169,8 +160,7 @@ function warnOnStderr(message: string): void {
 export async function checkpointAfter(fleet: FleetServices, actor: string, warn = warnOnStderr): Promise<void> {
   try {
     // An offline-root fleet still waiting for its intermediates has no services CA, so no audit key yet.
-    const services = await fleet.store.db.selectFrom("cas").select("status").where("id", "=", "services").executeTakeFirst();
-    if (!services) return;
+    if (!(await fleet.store.ops.cas.get("services"))) return;
     await writeCheckpoint(fleet, { actor });
   } catch (e) {
     warn(`no audit checkpoint was written after this operation (${(e as Error).message}); \`fleetpki audit checkpoint\` writes one`);
@@ -232,8 +222,8 @@ function checkpointFiles(dir: string): string[] {
   return files.map((n) => join(dir, n));
 }
 
-async function checkAgainstLog(db: Db, where: string, cp: { seq: number; hash: string; at: string }): Promise<string | undefined> {
-  const row = await db.selectFrom("audit_log").select("hash").where("seq", "=", cp.seq).executeTakeFirst();
+async function checkAgainstLog(ops: Operations, where: string, cp: { seq: number; hash: string; at: string }): Promise<string | undefined> {
+  const row = await ops.audit.row(cp.seq);
   if (!row) return `${where} (row ${cp.seq}, signed ${cp.at}): the log has no row ${cp.seq} any more (truncated or wiped)`;
   if (row.hash !== cp.hash) return `${where} (row ${cp.seq}, signed ${cp.at}): row ${cp.seq} now has another hash (the log was rewritten)`;
   return undefined;
@@ -244,17 +234,17 @@ async function checkAgainstLog(db: Db, where: string, cp: { seq: number; hash: s
  * and every stored one (signed by an audit certificate under this fleet's root, and matched by the
  * row at its sequence number); and the state tables replayed from the log.
  */
-export async function verifyFleetAudit(fleet: FleetServices, opts: { checkpointsDir?: string; now?: Date } = {}): Promise<AuditReport> {
-  const db = fleet.store.db;
+export async function verifyFleetAudit(fleet: FleetServices, opts: { checkpointsDir?: string } = {}): Promise<AuditReport> {
+  const ops = fleet.store.ops;
   const files = opts.checkpointsDir !== undefined ? checkpointFiles(opts.checkpointsDir) : [];
   const problems: string[] = [];
   const notes: string[] = [];
   const replay = new StateReplay();
-  const chain = await verifyAudit(db, { onRow: (row) => replay.apply(row) });
+  const chain = await verifyAudit(ops.audit, { onRow: (row) => replay.apply(row) });
   if (!chain.ok) problems.push(`audit log broken at sequence number ${chain.firstBadSeq}: ${chain.problem}`);
 
   const trust = trustOf(fleet);
-  const dbRoot = await db.selectFrom("cas").select("certificate_pem").where("id", "=", "root").executeTakeFirst();
+  const dbRoot = await ops.cas.get("root");
   if (!dbRoot || !fromPem(dbRoot.certificate_pem, ["CERTIFICATE"]).equals(trust.rootDer))
     problems.push(`the root certificate in the database is not ${fleet.path(layout.caCert("root"))}`);
 
@@ -262,9 +252,9 @@ export async function verifyFleetAudit(fleet: FleetServices, opts: { checkpoints
   for (const file of files) {
     try {
       const cp = verifyCheckpoint(readFileSync(file, "utf8"), trust);
-      const signer = await checkpointSignerProblem(db, cp);
+      const signer = await checkpointSignerProblem(ops.checkpoints, cp);
       if (signer) throw new CheckpointInvalid(signer);
-      const mismatch = await checkAgainstLog(db, `checkpoint ${file}`, cp);
+      const mismatch = await checkAgainstLog(ops, `checkpoint ${file}`, cp);
       if (mismatch) problems.push(mismatch);
       else if (!newestOutside || cp.seq > newestOutside.seq) newestOutside = { seq: cp.seq, at: cp.at, file };
     } catch (e) {
@@ -273,16 +263,16 @@ export async function verifyFleetAudit(fleet: FleetServices, opts: { checkpoints
     }
   }
 
-  const stored = await db.selectFrom("audit_checkpoints").selectAll().orderBy("seq").execute();
+  const stored = await ops.checkpoints.list();
   for (const row of stored) {
     const where = `stored checkpoint ${row.seq}`;
     try {
       const cp = verifyCheckpoint(row.document, trust);
-      const signer = await checkpointSignerProblem(db, cp);
+      const signer = await checkpointSignerProblem(ops.checkpoints, cp);
       if (signer) throw new CheckpointInvalid(signer);
       if (cp.seq !== row.seq || cp.hash !== row.hash) problems.push(`${where}: its columns differ from its signed document`);
       else {
-        const mismatch = await checkAgainstLog(db, where, cp);
+        const mismatch = await checkAgainstLog(ops, where, cp);
         if (mismatch) problems.push(mismatch);
       }
     } catch (e) {
@@ -292,7 +282,7 @@ export async function verifyFleetAudit(fleet: FleetServices, opts: { checkpoints
   }
 
   if (chain.ok) {
-    const state = await replay.compare(db, opts.now);
+    const state = await replay.compare(ops.audit.state, fleet.clock.now());
     problems.push(...state.problems);
     notes.push(...state.notes);
     if (newestOutside && chain.rows > newestOutside.seq) {
@@ -323,4 +313,27 @@ export async function exportCheckpoint(fleet: FleetServices, out: string, actor:
     throw new InvalidArgument(`--out ${out}: cannot write ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   return { ...cp, file };
+}
+
+export interface AuditListRequest {
+  /** An RFC 3339 time (with Z or an offset), a date (00:00 UTC) or a duration ago (1h). */
+  since?: string;
+  /** At most this many events (a positive integer, as text from a command line or a number). */
+  limit?: string | number;
+}
+
+/** `audit list`: the log's events, filtered as the operator asked. */
+export async function listAuditEvents(fleet: FleetServices, req: AuditListRequest = {}): Promise<AuditRecord[]> {
+  let since: Date | undefined;
+  if (req.since !== undefined && req.since !== "") {
+    // Absolute times through the one strict parser: `new Date()` took "2026-02-30" as March 1 and "1" as 2001.
+    try {
+      since = /^\d+[smhdwy]$/.test(req.since) ? new Date(fleet.clock.now().getTime() - parseDuration(req.since)) : parseRfc3339(req.since);
+    } catch (e) {
+      throw new InvalidArgument(`--since ${(e as Error).message}; use a time like 2026-05-01T12:00:00Z, a date, or a duration like 1h`);
+    }
+  }
+  const limit = req.limit === undefined || req.limit === "" ? undefined : Number(req.limit);
+  if (limit !== undefined && (!Number.isInteger(limit) || limit <= 0)) throw new InvalidArgument("--limit must be a positive integer");
+  return listAudit(fleet.store.ops.audit, { since, limit });
 }

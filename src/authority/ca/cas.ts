@@ -6,7 +6,7 @@ import { parseDuration } from "../../config/duration.js";
 import { ensurePrivateDir, writeFileAtomic } from "../../keys/files.js";
 import { generateKey, publicSpki, writePrivateKey } from "../../keys/keys.js";
 import type { CaTable } from "../../store/schema.js";
-import type { TxOperations } from "../../store/store.js";
+import type { Operations } from "../../store/operations.js";
 import { describeKey, type CaKeyType } from "../../x509/algorithms.js";
 import { parseCertificate, subjectPublicKeyOf } from "../../x509/certificate.js";
 import { nameToString } from "../../x509/name.js";
@@ -49,7 +49,7 @@ export interface NewCaRecord {
   issuerId: string;
 }
 
-export async function recordCa(tx: TxOperations, ca: NewCaRecord, actor: string, now: Date): Promise<void> {
+export async function recordCa(tx: Operations, ca: NewCaRecord, actor: string, now: Date): Promise<void> {
   const cert = parseCertificate(ca.der);
   const pem = toPem("CERTIFICATE", ca.der);
   const row: CaTable = {
@@ -67,25 +67,21 @@ export async function recordCa(tx: TxOperations, ca: NewCaRecord, actor: string,
     status: "active",
     created_at: now.toISOString(),
   };
-  await tx.insertInto("cas").values(row).execute();
-  await tx
-    .insertInto("certificates")
-    .values({
-      serial: cert.serialHex,
-      issuer_ca: ca.issuerId,
-      kind: "ca",
-      subject_id: ca.id,
-      device_id: null,
-      not_before: row.not_before,
-      not_after: row.not_after,
-      fingerprint_sha256: row.fingerprint_sha256,
-      der: ca.der,
-      status: "valid",
-      revoked_at: null,
-      revocation_reason: null,
-      created_at: row.created_at,
-    })
-    .execute();
+  await tx.cas.create(row, {
+    serial: cert.serialHex,
+    issuer_ca: ca.issuerId,
+    kind: "ca",
+    subject_id: ca.id,
+    device_id: null,
+    not_before: row.not_before,
+    not_after: row.not_after,
+    fingerprint_sha256: row.fingerprint_sha256,
+    der: ca.der,
+    status: "valid",
+    revoked_at: null,
+    revocation_reason: null,
+    created_at: row.created_at,
+  });
   await tx.audit.append([
     {
       actor,
@@ -130,7 +126,7 @@ export interface CaSummary {
 
 export async function listCas(fleet: FleetServices): Promise<CaSummary[]> {
   const order = ["root", "devices", "services", "operators"];
-  const rows = await fleet.store.db.selectFrom("cas").selectAll().execute();
+  const rows = await fleet.store.ops.cas.list();
   rows.sort((a, b) => (order.indexOf(a.id) + 1 || 99) - (order.indexOf(b.id) + 1 || 99) || a.id.localeCompare(b.id));
   return rows.map((r) => ({
     id: r.id,
@@ -153,10 +149,9 @@ export async function createIntermediate(
   id: string,
   lifetime: string,
   actor: string,
-  now = new Date(),
+  now: Date,
 ): Promise<{ status: "created" } | { status: "pending"; requestFile: string }> {
-  const exists = await fleet.store.db.selectFrom("cas").select("id").where("id", "=", id).executeTakeFirst();
-  if (exists) throw new CaExists(id);
+  if (await fleet.store.ops.cas.get(id)) throw new CaExists(id);
   const role = roleOf(id) as IntermediateRole;
   const key = generateKey(fleet.config.keys.type as CaKeyType);
   const subject = caSubjectFor(fleet.config.fleet.name, id);
@@ -205,16 +200,13 @@ export async function createLocalCa(fleet: FleetServices, req: CreateLocalCaRequ
   } catch (e) {
     throw new InvalidArgument((e as Error).message);
   }
-  return createIntermediate(fleet, localCaId(req.name), validity, req.actor);
+  return createIntermediate(fleet, localCaId(req.name), validity, req.actor, fleet.clock.now());
 }
 
 /** PEMs of the root and the active CAs that issue device certificates (trust set for device clients). */
 export async function deviceClientCas(fleet: FleetServices): Promise<string[]> {
-  const cas = await fleet.store.db
-    .selectFrom("cas")
-    .select(["id", "certificate_pem"])
-    .where("status", "=", "active")
-    .orderBy("id")
-    .execute();
-  return cas.filter((c) => c.id === "root" || c.id === "devices" || c.id.startsWith("local-")).map((c) => c.certificate_pem);
+  const cas = (await fleet.store.ops.cas.list())
+    .filter((c) => c.status === "active" && (c.id === "root" || c.id === "devices" || c.id.startsWith("local-")))
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return cas.map((c) => c.certificate_pem);
 }

@@ -96,7 +96,8 @@ export interface RootInitOptions {
   keyType: CaKeyType;
   passphraseFile?: string;
   validity?: string;
-  now?: Date;
+  /** The offline machine's time: it signs with no fleet (and no FleetServices) around. */
+  now: Date;
 }
 
 export function initOfflineRoot(opts: RootInitOptions): { certificatePath: string; fingerprint: string; passphraseGenerated: boolean } {
@@ -109,7 +110,7 @@ export function initOfflineRoot(opts: RootInitOptions): { certificatePath: strin
   const pass = preparePassphrase(opts.dir, opts.passphraseFile);
   const key = generateKey(opts.keyType);
   const spki = publicSpki(key);
-  const now = opts.now ?? new Date();
+  const now = opts.now;
   const notBefore = new Date(Math.floor(now.getTime() / 1000) * 1000 - 60_000);
   const root = buildRootCertificate({
     subject: { organization: opts.name, commonName: `${opts.name} Root CA` },
@@ -179,7 +180,7 @@ export function openOfflineRoot(rootDir: string): OfflineRoot {
   return { config, certificate, key };
 }
 
-export function signCeremonyRequests(rootDir: string, files: readonly string[], outDir: string, now = new Date()): SignedIntermediate[] {
+export function signCeremonyRequests(rootDir: string, files: readonly string[], outDir: string, now: Date): SignedIntermediate[] {
   const { config, certificate: rootCert, key } = openOfflineRoot(rootDir);
   const maxLifetime = parseDuration(config.max_intermediate_lifetime);
   // Validate every request before signing any, so a bad batch signs nothing.

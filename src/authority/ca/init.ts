@@ -19,6 +19,7 @@ import { caSubjectFor, createIntermediate, recordCa, writeCaFiles } from "./cas.
 import { matchSignedIntermediates, pendingRequests, removeRequest } from "./ceremony.js";
 import { CeremonyError, FleetExists, InvalidArgument } from "../errors.js";
 import { FleetServices, databasePath } from "../services.js";
+import { systemClock, type Clock } from "../clock.js";
 import { sha256Fingerprint } from "../../x509/certificate.js";
 import { STANDARD_INTERMEDIATES, layout } from "../layout.js";
 import { preparePassphrase } from "./passphrase.js";
@@ -36,7 +37,8 @@ export interface InitOptions {
   publicUrl?: string;
   /** PEM of a root created offline (`ca root init`); the root key then never enters this directory. */
   rootCertFile?: string;
-  now?: Date;
+  /** Where "now" comes from (the fleet's FleetServices gets it too); the system clock by default. */
+  clock?: Clock;
 }
 
 export interface InitResult {
@@ -125,8 +127,9 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
     const pass = preparePassphrase(dir, opts.passphraseFile);
     const config = defaultConfig({ name, domain, keyType, passphraseFile: pass.configPath, serverNames, publicUrl });
     const store = await openStore(databasePath(dir, config), { create: true });
-    fleet = FleetServices.attach(dir, config, store, { passphrase: pass.passphrase });
-    const now = opts.now ?? new Date();
+    fleet = FleetServices.attach(dir, config, store, { passphrase: pass.passphrase, clock: opts.clock ?? systemClock });
+    // One time for the whole hierarchy: every record and event of init carries the same.
+    const now = fleet.clock.now();
     const actor = "cli:init";
 
     let rootDer: Buffer;
@@ -236,7 +239,7 @@ export async function issueOwnLeaf(
   const { chain } = await fleet.chainPem(leaf.caId);
   const passphrase = fleet.passphrase();
   await fleet.store.transaction(async (tx) => {
-    await tx.insertInto("certificates").values(certificateRow(record, now)).execute();
+    await tx.cas.recordOwnCertificate(certificateRow(record, now));
     await tx.audit.append([
       {
         actor,
@@ -256,16 +259,12 @@ export async function issueOwnLeaf(
 }
 
 /** Once the three standard intermediates exist: the server certificate and the admin operator certificate. */
-export async function completeFleet(fleet: FleetServices, actor: string, now = new Date()): Promise<boolean> {
-  const active = await fleet.store.db
-    .selectFrom("cas")
-    .select("id")
-    .where("id", "in", [...STANDARD_INTERMEDIATES])
-    .execute();
-  if (active.length < STANDARD_INTERMEDIATES.length) return false;
-  const have = await fleet.store.db.selectFrom("certificates").select("kind").where("kind", "in", ["server", "operator"]).execute();
+export async function completeFleet(fleet: FleetServices, actor: string, now: Date): Promise<boolean> {
+  const ids = new Set((await fleet.store.ops.cas.list()).map((c) => c.id));
+  if (!STANDARD_INTERMEDIATES.every((id) => ids.has(id))) return false;
+  const have = await fleet.store.ops.cas.kindsIssued(["server", "operator"]);
   const names = fleet.config.server.names;
-  if (!have.some((c) => c.kind === "server"))
+  if (!have.includes("server"))
     await issueOwnLeaf(
       fleet,
       {
@@ -279,7 +278,7 @@ export async function completeFleet(fleet: FleetServices, actor: string, now = n
       actor,
       now,
     );
-  if (!have.some((c) => c.kind === "operator"))
+  if (!have.includes("operator"))
     await issueOwnLeaf(
       fleet,
       {
@@ -308,7 +307,7 @@ export async function importIntermediates(
   const rootDer = fromPem((await fleet.caRecord("root")).certificate_pem, ["CERTIFICATE"]);
   const matched = matchSignedIntermediates(fleet, files, rootDer);
   const { root: rootPem } = await fleet.chainPem("root");
-  const now = new Date();
+  const now = fleet.clock.now();
   for (const m of matched) {
     if (!existsSync(fleet.path(layout.caKey(m.caId))))
       throw new CeremonyError(`${m.file}: the key for ${m.caId} is missing from ${dirname(layout.caKey(m.caId))}`);

@@ -34,20 +34,13 @@ export const ROOT_CRL_REQUEST = join(layout.ceremonyDir, "root-crl.request.json"
 /** Writes <fleet>/ceremony/root-crl.request.json listing what the root's CRL must revoke now. */
 export async function writeRootCrlRequest(fleet: FleetServices, validity = OFFLINE_ROOT_CRL_VALIDITY): Promise<string> {
   parseDuration(validity);
-  const now = new Date().toISOString();
-  const stored = await fleet.store.db.selectFrom("crls").select("crl_number").where("ca_id", "=", "root").executeTakeFirst();
-  const rows = await fleet.store.db
-    .selectFrom("certificates")
-    .select(["serial", "revoked_at", "revocation_reason"])
-    .where("issuer_ca", "=", "root")
-    .where("status", "in", ["revoked", "hold"])
-    .where("not_after", ">", now)
-    .orderBy("serial")
-    .execute();
+  const now = fleet.clock.now().toISOString();
+  const stored = await fleet.store.ops.cas.crlNumber("root");
+  const rows = await fleet.store.ops.cas.revokedIssuedBy("root", now);
   const request: RootCrlRequest = {
     fleetpki_crl_request: REQUEST_VERSION,
     domain: fleet.domain,
-    crl_number: (stored?.crl_number ?? 0) + 1,
+    crl_number: (stored ?? 0) + 1,
     validity,
     entries: rows.map((r) => ({ serial: r.serial, revoked_at: r.revoked_at ?? now, reason: r.revocation_reason })),
   };
@@ -61,7 +54,7 @@ export function signRootCrlRequest(
   rootDir: string,
   file: string,
   outDir: string,
-  now = new Date(),
+  now: Date,
 ): { file: string; crlNumber: bigint; entries: number; nextUpdate: Date } {
   let request: RootCrlRequest;
   try {
@@ -136,23 +129,22 @@ export async function importCrl(
   if (!crl.issuer.equals(root.subject) || !verifyCrlSignature(crl, root.spki))
     throw new InvalidArgument(`${file}: not a CRL signed by this fleet's root`);
   if (crl.crlNumber === undefined || !crl.nextUpdate) throw new InvalidArgument(`${file}: a CRL needs a CRL number and a nextUpdate`);
-  if (crl.nextUpdate.getTime() <= Date.now()) throw new InvalidArgument(`${file}: this CRL expired at ${crl.nextUpdate.toISOString()}`);
+  const now = fleet.clock.now();
+  if (crl.nextUpdate.getTime() <= now.getTime()) throw new InvalidArgument(`${file}: this CRL expired at ${crl.nextUpdate.toISOString()}`);
   const crlNumber = crl.crlNumber;
   const nextUpdate = crl.nextUpdate;
   await fleet.store.transaction(async (tx) => {
-    const stored = await tx.selectFrom("crls").select("crl_number").where("ca_id", "=", "root").executeTakeFirst();
-    if (stored && BigInt(stored.crl_number) >= crlNumber)
-      throw new InvalidArgument(`${file}: CRL number ${crlNumber} is not newer than the stored ${stored.crl_number}`);
-    const row = {
+    const stored = await tx.cas.crlNumber("root");
+    if (stored !== undefined && BigInt(stored) >= crlNumber)
+      throw new InvalidArgument(`${file}: CRL number ${crlNumber} is not newer than the stored ${stored}`);
+    await tx.cas.saveCrl({
       ca_id: "root",
       crl_number: Number(crlNumber),
       this_update: crl.thisUpdate.toISOString(),
       next_update: nextUpdate.toISOString(),
       entries: crl.entries.length,
       der,
-    };
-    if (stored) await tx.updateTable("crls").set(row).where("ca_id", "=", "root").execute();
-    else await tx.insertInto("crls").values(row).execute();
+    });
     // "cas" makes every running process serve it at once (change-feed.ts).
     await tx.audit.append([
       {
@@ -160,6 +152,7 @@ export async function importCrl(
         action: "crl.import",
         subject: "ca:root",
         details: { crl_number: crlNumber.toString(), entries: crl.entries.length, next_update: nextUpdate.toISOString(), cas: ["root"] },
+        at: now,
       },
     ]);
   });

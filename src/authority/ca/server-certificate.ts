@@ -76,11 +76,11 @@ export function checkServerCertificate(fleet: FleetServices): ServerCertificateC
 /** A new key and certificate from the services CA for server.names, recorded and audited before the files change. */
 export async function reissueServerCertificate(
   fleet: FleetServices,
-  req: { actor: string; reasons: string[]; previousSerial?: string; now?: Date },
+  req: { actor: string; reasons: string[]; previousSerial?: string },
 ): Promise<ServerReissue> {
   const names = fleet.config.server.names;
   configuredSans(fleet); // a bad name fails here, before anything is issued
-  const now = req.now ?? new Date();
+  const now = fleet.clock.now();
   const record = await issueOwnLeaf(
     fleet,
     {
@@ -108,10 +108,7 @@ export async function reissueServerCertificate(
 }
 
 /** At server start: reissues when the certificate no longer fits the configuration, else does nothing. */
-export async function ensureServerCertificate(
-  fleet: FleetServices,
-  req: { actor: string; now?: Date },
-): Promise<ServerReissue | undefined> {
+export async function ensureServerCertificate(fleet: FleetServices, req: { actor: string }): Promise<ServerReissue | undefined> {
   const check = checkServerCertificate(fleet);
   if (check.reasons.length === 0) return undefined;
   return reissueServerCertificate(fleet, { ...req, reasons: check.reasons, previousSerial: check.serial });

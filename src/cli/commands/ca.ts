@@ -5,6 +5,7 @@ import { createLocalCa, listCas } from "../../authority/ca/cas.js";
 import { initOfflineRoot, signCeremonyRequests } from "../../authority/ca/ceremony.js";
 import { InvalidArgument } from "../../authority/errors.js";
 import { importIntermediates } from "../../authority/ca/init.js";
+import { systemClock } from "../../authority/clock.js";
 import { CLI_ACTOR, dirOption, withFleet } from "../context.js";
 import { printJson, printTable, progressBar, say } from "../output.js";
 
@@ -100,6 +101,7 @@ export function registerCa(program: Command): void {
         keyType: opts.keyType,
         passphraseFile: opts.passphraseFile,
         validity: opts.validity,
+        now: systemClock.now(),
       });
       say(`root CA created in ${opts.dir}`);
       say(`fingerprint: sha256:${r.fingerprint}`);
@@ -112,7 +114,7 @@ export function registerCa(program: Command): void {
     .requiredOption("--dir <dir>", "offline root directory")
     .requiredOption("--out <dir>", "where to write the signed certificates")
     .action(async (requests: string[], opts) => {
-      for (const s of signCeremonyRequests(opts.dir, requests, opts.out))
+      for (const s of signCeremonyRequests(opts.dir, requests, opts.out, systemClock.now()))
         say(`signed ${s.caId}: ${s.subject}, serial ${s.serial}, until ${s.notAfter} -> ${s.file}`);
     });
 

@@ -7,6 +7,7 @@ import { crlPem, signCrl, storedCrl, type PublishedCrl } from "../../authority/s
 import { CaKeyOffline, InvalidArgument, UnknownCa } from "../../authority/errors.js";
 import { importCrl, signRootCrlRequest, writeRootCrlRequest, OFFLINE_ROOT_CRL_VALIDITY } from "../../authority/ca/root-crl.js";
 import type { FleetServices } from "../../authority/services.js";
+import { systemClock } from "../../authority/clock.js";
 import {
   REVOKE_REASONS,
   holdDevice,
@@ -204,7 +205,7 @@ function registerOfflineRootCrl(crl: Command, ca: Command): void {
     .requiredOption("--dir <dir>", "offline root directory")
     .requiredOption("--out <dir>", "where to write root.crl and root.crl.pem")
     .action(async (request: string, opts) => {
-      const r = signRootCrlRequest(opts.dir, request, opts.out);
+      const r = signRootCrlRequest(opts.dir, request, opts.out, systemClock.now());
       say(`signed the root CRL #${r.crlNumber} (${r.entries} entries, valid until ${r.nextUpdate.toISOString()}) -> ${r.file}`);
     });
 }

@@ -2,9 +2,13 @@
 import type { Operations } from "../operations.js";
 import type { Tx } from "../store.js";
 import { SqliteAuditOperations } from "./audit.js";
+import { SqliteCaOperations } from "./cas.js";
+import { SqliteCheckpointOperations } from "./checkpoints.js";
 
 export function sqliteOperations(db: Tx): Operations {
   return {
     audit: new SqliteAuditOperations(db),
+    cas: new SqliteCaOperations(db),
+    checkpoints: new SqliteCheckpointOperations(db),
   };
 }
