@@ -30,8 +30,7 @@ describe("CertificateStatus: answers from memory, kept current by the change fee
     return issueDeviceCertificate(f.fleet, { deviceId: id, csr: readFileSync(csr), actor: "test", ...(caId ? { caId } : {}) });
   };
   const status = () => server.certificateStatus;
-  const bySerial = (c: DeviceCertificate, issuerCa = "devices"): CertificateAnswer =>
-    status().certificate({ issuerCa, serial: c.serial });
+  const bySerial = (c: DeviceCertificate, issuerCa = "devices"): CertificateAnswer => status().certificate({ issuerCa, serial: c.serial });
 
   before(async () => {
     f = await tempFleet();
@@ -174,13 +173,10 @@ describe("CertificateStatus: answers from memory, kept current by the change fee
     const serials = [...Object.entries(certs)];
     for (const [name, c] of serials) {
       const issuerCa = name === "fab-1" ? "local-line1" : "devices";
-      assert.deepEqual(
-        fresh.certificate({ issuerCa, serial: c.serial }),
-        status().certificate({ issuerCa, serial: c.serial }),
-        name,
-      );
+      assert.deepEqual(fresh.certificate({ issuerCa, serial: c.serial }), status().certificate({ issuerCa, serial: c.serial }), name);
     }
-    for (const id of ["st-a", "st-b", "st-c", "st-d", "st-late", "never-added"]) assert.deepEqual(fresh.device(id), status().device(id), id);
+    for (const id of ["st-a", "st-b", "st-c", "st-d", "st-late", "never-added"])
+      assert.deepEqual(fresh.device(id), status().device(id), id);
     assert.equal(fresh.caActive("local-line1"), false);
   });
 });

@@ -34,7 +34,12 @@ function row(action: string, subject: string, details: unknown, seq = 7): AuditL
 describe("decodeAuditRow", () => {
   it("a crl.import row: CrlImported with a bigint CRL number and the CAs to re-sign", () => {
     const event = decodeAuditRow(
-      row("crl.import", "ca:root", { crl_number: "18446744073709551617", entries: 2, next_update: "2031-04-01T00:00:00.000Z", cas: ["root"] }),
+      row("crl.import", "ca:root", {
+        crl_number: "18446744073709551617",
+        entries: 2,
+        next_update: "2031-04-01T00:00:00.000Z",
+        cas: ["root"],
+      }),
     );
     assert.deepEqual(event, {
       seq: 7,

@@ -440,7 +440,7 @@ describe("fleetpki serve --only status", () => {
 });
 
 describe("OCSP responder rotation", () => {
-  it("a new delegated responder certificate at half of its lifetime (4 s, on the injected clock), each recorded; answers verify", async () => {
+  it("a new delegated responder at half of its lifetime (4 s, on the injected clock), each recorded; answers verify", async () => {
     const f = await tempFleet();
     const clock = new ManualClock();
     let server: FleetServer | undefined;
@@ -508,7 +508,10 @@ describe("CRL freshness with a short validity", () => {
       for (let step = 0; step <= 30; step++) {
         const crl = parseCrl(Buffer.from(await (await fetch(url)).arrayBuffer()));
         const now = clock.now();
-        assert.ok(crl.nextUpdate!.getTime() > now.getTime(), `at ${now.toISOString()}: served a CRL whose nextUpdate ${crl.nextUpdate!.toISOString()} has passed`);
+        assert.ok(
+          crl.nextUpdate!.getTime() > now.getTime(),
+          `at ${now.toISOString()}: served a CRL whose nextUpdate ${crl.nextUpdate!.toISOString()} has passed`,
+        );
         assert.ok(crl.thisUpdate.getTime() <= now.getTime(), "signed at the injected clock's time, not later");
         numbers.add(crl.crlNumber!);
         clock.advance(200);

@@ -105,7 +105,14 @@ export type FleetEventType = FleetEvent["type"];
 /** Events that change some certificate's status, each naming the CAs whose CRLs must be re-signed. */
 export type StatusChangeEvent = DeviceRevoked | DeviceHeld | DeviceUnheld | CertificateRevoked | CaRevoked | CrlImported;
 
-const STATUS_CHANGES = new Set<FleetEventType>(["DeviceRevoked", "DeviceHeld", "DeviceUnheld", "CertificateRevoked", "CaRevoked", "CrlImported"]);
+const STATUS_CHANGES = new Set<FleetEventType>([
+  "DeviceRevoked",
+  "DeviceHeld",
+  "DeviceUnheld",
+  "CertificateRevoked",
+  "CaRevoked",
+  "CrlImported",
+]);
 
 export function isStatusChange(event: FleetEvent): event is StatusChangeEvent {
   return STATUS_CHANGES.has(event.type);
@@ -185,7 +192,8 @@ export function decodeAuditRow(row: AuditLogTable): FleetEvent {
       case "certificate.issue": {
         const kind = text(d, "kind");
         if (!KINDS.has(kind)) throw new Malformed(`details.kind "${kind}" is not a certificate kind`);
-        const deviceId = (kind === "device" || kind === "factory") && row.subject.startsWith("device:") ? subjectId(row.subject, "device:") : null;
+        const deviceId =
+          (kind === "device" || kind === "factory") && row.subject.startsWith("device:") ? subjectId(row.subject, "device:") : null;
         return {
           ...base,
           type: "CertificateIssued",

@@ -166,7 +166,8 @@ export class CertificateStatus {
         throw new InvalidArgument(`not a DER certificate: ${(e as Error).message}`);
       }
       const entry = this.certificates.get(serial);
-      if (!entry || (entry.fingerprint !== null && entry.fingerprint !== sha256Fingerprint(query.der))) return { status: "unknown", serial };
+      if (!entry || (entry.fingerprint !== null && entry.fingerprint !== sha256Fingerprint(query.der)))
+        return { status: "unknown", serial };
       return this.answer(serial, entry);
     }
     const serial = normalizeSerial(query.serial);

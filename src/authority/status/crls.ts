@@ -118,7 +118,8 @@ export async function resignCrls(fleet: FleetServices, cas: readonly string[]): 
     try {
       outcomes.push({ caId, outcome: "signed", crl: await signCrl(fleet, caId) });
     } catch (e) {
-      if (e instanceof CaKeyOffline && caId === "root") outcomes.push({ caId, outcome: "root-request", request: await writeRootCrlRequest(fleet) });
+      if (e instanceof CaKeyOffline && caId === "root")
+        outcomes.push({ caId, outcome: "root-request", request: await writeRootCrlRequest(fleet) });
       else outcomes.push({ caId, outcome: "failed", reason: (e as Error).message });
     }
   }
@@ -174,7 +175,9 @@ export class CrlPublisher {
     const now = this.fleet.clock.now();
     const cas = await crlCaIds(this.fleet);
     await Promise.allSettled(
-      cas.filter((id) => this.changed.has(id) || !this.current.has(id) || crlIsDue(this.current.get(id)!, now)).map((id) => this.refresh(id)),
+      cas
+        .filter((id) => this.changed.has(id) || !this.current.has(id) || crlIsDue(this.current.get(id)!, now))
+        .map((id) => this.refresh(id)),
     );
   }
 

@@ -85,7 +85,12 @@ export class SqliteStatusOperations implements StatusOperations {
   }
 
   async closeEnrollment(deviceId: string, at: string, actor: string): Promise<void> {
-    await this.db.updateTable("enrollment_tokens").set({ used_at: at }).where("device_id", "=", deviceId).where("used_at", "is", null).execute();
+    await this.db
+      .updateTable("enrollment_tokens")
+      .set({ used_at: at })
+      .where("device_id", "=", deviceId)
+      .where("used_at", "is", null)
+      .execute();
     await this.db
       .updateTable("enrollment_requests")
       .set({ status: "denied", decided_at: at, decided_by: actor })
@@ -112,7 +117,11 @@ export class SqliteStatusOperations implements StatusOperations {
       for (const line of listed.split("\n")) {
         const a = line.indexOf(" ");
         const b = line.indexOf(" ", a + 1);
-        entries.push({ serialHex: line.slice(0, a), revokedAt: new Date(storedTimeSecondMs(line.slice(a + 1, b))), reason: line.slice(b + 1) });
+        entries.push({
+          serialHex: line.slice(0, a),
+          revokedAt: new Date(storedTimeSecondMs(line.slice(a + 1, b))),
+          reason: line.slice(b + 1),
+        });
       }
     return entries;
   }
