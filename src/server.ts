@@ -8,7 +8,8 @@ import { ChangeFeed } from "./authority/events/change-feed.js";
 import { CrlPublisher } from "./authority/status/crls.js";
 import { FleetServices } from "./authority/services.js";
 import { OcspService } from "./authority/status/ocsp-responder.js";
-import { STATUS_ACTIONS } from "./authority/status/revocation.js";
+import { CertificateStatus } from "./authority/status/certificate-status.js";
+import { followStatusChanges, type StatusFollowers } from "./authority/status/follow.js";
 import { layout } from "./authority/layout.js";
 import { ensureServerCertificate } from "./authority/ca/server-certificate.js";
 import type { Clock } from "./authority/clock.js";
@@ -41,6 +42,8 @@ export interface FleetServer {
   status?: AddressInfo;
   /** Reads the audit log now instead of waiting for the next poll (tests). */
   changes: ChangeFeed;
+  /** "Is this certificate / device good?", from memory kept current by `changes`. */
+  certificateStatus: CertificateStatus;
   close(): Promise<void>;
 }
 
@@ -86,16 +89,17 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
   };
   let registration: AddressInfo | undefined;
   let status: AddressInfo | undefined;
+  let certificateStatus: CertificateStatus;
   const changes = new ChangeFeed(fleet.store, undefined, (e) =>
     logger.warn({ err: (e as Error).message }, "following the audit log failed"),
   );
   try {
     await changes.start();
     closers.push(() => changes.stop());
-    // A CA revoked by the CLI must stop issuing here too (its key and status are cached).
-    changes.subscribe((events) => {
-      for (const event of events) if (event.action === "ca.revoke") fleet.forgetCa(event.subject.replace(/^ca:/, ""));
-    });
+    // Loaded after the feed started, so no event falls between the two; the status listener's parts join below.
+    certificateStatus = await CertificateStatus.load(fleet);
+    const followers: StatusFollowers = { status: certificateStatus };
+    followStatusChanges(fleet, changes, followers);
     // Signed checkpoints of the audit log: one now (an older fleet gets its audit key), then every interval, and at stop.
     const checkpoints = new CheckpointSchedule(fleet, parseDuration(fleet.config.audit.checkpoint_interval), (e) =>
       logger.warn({ err: (e as Error).message }, "writing an audit checkpoint failed"),
@@ -157,17 +161,11 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
       const crls = new CrlPublisher(fleet, (caId, e) => statusLogger.warn({ ca: caId, err: (e as Error).message }, "signing a CRL failed"));
       const ocsp = new OcspService(fleet, (e) => statusLogger.error({ err: (e as Error).message }, "answering an OCSP request failed"));
       // A revocation made anywhere (this process, the CLI, another server) reaches us through the audit log.
-      changes.subscribe((events) => {
-        const cas = new Set<string>();
-        for (const event of events) {
-          if (!STATUS_ACTIONS.has(event.action)) continue;
-          const details = JSON.parse(event.details) as { cas?: string[] };
-          for (const ca of details.cas ?? []) cas.add(ca);
-        }
-        if (cas.size === 0) return;
-        ocsp.invalidate();
-        void crls.markChanged([...cas]);
-        statusLogger.info({ cas: [...cas] }, "certificate status changed; CRLs re-signed, OCSP cache dropped");
+      Object.assign(followers, {
+        crls,
+        ocsp,
+        onCrlsChanged: (cas: readonly string[]) =>
+          statusLogger.info({ cas }, "certificate status changed; CRLs re-signed, OCSP cache dropped"),
       });
       await crls.start();
       closers.push(() => crls.stop());
@@ -180,5 +178,5 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
     await closeAll();
     throw e;
   }
-  return { fleet, registration, status, changes, close: closeAll };
+  return { fleet, registration, status, changes, certificateStatus, close: closeAll };
 }

@@ -4,10 +4,14 @@
 import type { AuditOperations } from "./operations/audit.js";
 import type { CaOperations } from "./operations/cas.js";
 import type { CheckpointOperations } from "./operations/checkpoints.js";
+import type { ChangeOperations } from "./operations/changes.js";
+import type { StatusOperations } from "./operations/status.js";
 
 /** Every area's operations, bound to one connection or to one open transaction. */
 export interface Operations {
   audit: AuditOperations;
   cas: CaOperations;
   checkpoints: CheckpointOperations;
+  status: StatusOperations;
+  changes: ChangeOperations;
 }

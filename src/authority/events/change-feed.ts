@@ -1,10 +1,11 @@
 // Following the audit log: every process (serve, serve --only status, several of them) learns of
 // changes made by any other process on the same database (e.g. `fleetpki device revoke` from a
-// shell) by polling the audit head, a one-row read, a few times a second.
-import type { AuditRecord } from "../../audit/log.js";
-import { preparedStatement, type Store } from "../../store/store.js";
+// shell) by polling the audit head, a one-row read, a few times a second. Rows are decoded once
+// (events.ts) and listeners get typed events.
+import type { Store } from "../../store/store.js";
+import { decodeAuditRow, type FleetEvent } from "./events.js";
 
-export type ChangeListener = (events: readonly AuditRecord[]) => void;
+export type ChangeListener = (events: readonly FleetEvent[]) => void;
 
 const DEFAULT_INTERVAL_MS = 200;
 const PAGE = 500;
@@ -23,9 +24,14 @@ export class ChangeFeed {
 
   /** Starts after the current head: only changes made from now on are reported. */
   async start(): Promise<void> {
-    this.lastSeq = await this.headSeq();
+    this.lastSeq = await this.store.ops.changes.headSeq();
     this.timer = setInterval(() => void this.poll(), this.intervalMs);
     this.timer.unref();
+  }
+
+  /** The sequence number of the last event delivered (or of the head at start). */
+  get position(): number {
+    return this.lastSeq;
   }
 
   subscribe(listener: ChangeListener): () => void {
@@ -45,28 +51,18 @@ export class ChangeFeed {
     await this.polling;
   }
 
-  private headSeq(): Promise<number> {
-    return this.store.withNative(
-      (native) => preparedStatement<[], { seq: number }>(native, "select seq from audit_head where id = 1").get()?.seq ?? 0,
-    );
-  }
-
   private async read(): Promise<void> {
     try {
       for (;;) {
-        const head = await this.headSeq();
+        const head = await this.store.ops.changes.headSeq();
         if (head <= this.lastSeq) return;
-        const rows = await this.store.withNative((native) =>
-          preparedStatement<[number, number], AuditRecord>(native, "select * from audit_log where seq > ? order by seq limit ?").all(
-            this.lastSeq,
-            PAGE,
-          ),
-        );
+        const rows = await this.store.ops.changes.rowsAfter(this.lastSeq, PAGE);
         if (rows.length === 0) return;
         this.lastSeq = rows[rows.length - 1]!.seq;
+        const events = rows.map(decodeAuditRow);
         for (const listener of this.listeners) {
           try {
-            listener(rows);
+            listener(events);
           } catch (e) {
             this.onError(e);
           }

@@ -3,10 +3,10 @@
 // after any status change of a certificate the CA issued (markChanged, fed by change-feed.ts).
 import { parseDuration } from "../../config/duration.js";
 import type { CrlTable } from "../../store/schema.js";
-import { preparedStatement } from "../../store/store.js";
 import { buildCrl, type RevocationReason, type RevokedEntry } from "../../x509/crl.js";
 import { toPem } from "../../x509/pem.js";
-import { AuthorityError, UnknownCa } from "../errors.js";
+import { writeRootCrlRequest } from "../ca/root-crl.js";
+import { AuthorityError, CaKeyOffline, InvalidArgument, UnknownCa } from "../errors.js";
 import type { FleetServices } from "../services.js";
 
 export interface PublishedCrl {
@@ -23,20 +23,6 @@ export function crlPem(crl: PublishedCrl): string {
   return toPem("X509 CRL", crl.der);
 }
 
-const twoDigits = (s: string, i: number): number => (s.charCodeAt(i) - 48) * 10 + s.charCodeAt(i + 1) - 48;
-
-/**
- * A stored timestamp ("2026-11-22T00:36:07.123Z", as toISOString writes them) to epoch
- * milliseconds, truncated to the second. Date.parse took ~100 ms of a 100,000-entry re-sign.
- */
-function storedTimeSecondMs(iso: string): number {
-  const year = twoDigits(iso, 0) * 100 + twoDigits(iso, 2);
-  // Anything unusual (and years below 100, which Date.UTC maps to 19xx) takes the slow path.
-  if (iso.length !== 24 || iso.charCodeAt(4) !== 45 || iso.charCodeAt(10) !== 84 || iso.charCodeAt(23) !== 90 || !(year >= 100))
-    return Math.floor(Date.parse(iso) / 1000) * 1000;
-  return Date.UTC(year, twoDigits(iso, 5) - 1, twoDigits(iso, 8), twoDigits(iso, 11), twoDigits(iso, 14), twoDigits(iso, 17));
-}
-
 function published(row: CrlTable): PublishedCrl {
   return {
     caId: row.ca_id,
@@ -48,80 +34,96 @@ function published(row: CrlTable): PublishedCrl {
   };
 }
 
+/** The freshness rule: a CRL is re-signed once half of its validity has passed. */
+export function crlIsDue(crl: PublishedCrl, now: Date): boolean {
+  const half = crl.thisUpdate.getTime() + (crl.nextUpdate.getTime() - crl.thisUpdate.getTime()) / 2;
+  return now.getTime() >= half;
+}
+
 /** The newest CRL stored for a CA, whoever signed (or imported) it. */
 export async function storedCrl(fleet: FleetServices, caId: string): Promise<PublishedCrl | undefined> {
-  const row = await fleet.store.db.selectFrom("crls").selectAll().where("ca_id", "=", caId).executeTakeFirst();
+  const row = await fleet.store.ops.status.storedCrl(caId);
   return row ? published(row) : undefined;
+}
+
+/** Every CA's id, in order (each has a CRL). */
+export function crlCaIds(fleet: FleetServices): Promise<string[]> {
+  return fleet.store.ops.status.caIds();
 }
 
 /**
  * Signs a new CRL for the CA and stores it, in one write transaction: the number is the stored
  * one plus one, and the entries are what is revoked or held at that moment. Times are whole
- * seconds. Synchronous SQLite work and signing: about 0.3-0.5 s of blocked event loop at 100,000 entries.
+ * seconds. About 0.3-0.5 s of blocked event loop at 100,000 entries (the query and signing).
  */
-export async function signCrl(fleet: FleetServices, caId: string, now = new Date()): Promise<PublishedCrl> {
+export async function signCrl(fleet: FleetServices, caId: string, now: Date = fleet.clock.now()): Promise<PublishedCrl> {
   const issuer = await fleet.issuingCa(caId, { forCrl: true });
   const validityMs = parseDuration(fleet.config.revocation.crl_validity);
   const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
   const nextUpdate = new Date(thisUpdate.getTime() + validityMs);
-  const row = await fleet.store.withNative((native) =>
-    native
-      .transaction((): CrlTable => {
-        const previous = preparedStatement<[string], { crl_number: number }>(native, "select crl_number from crls where ca_id = ?").get(
-          caId,
-        );
-        const crlNumber = (previous?.crl_number ?? 0) + 1;
-        // Entries stay until the certificate itself expires (RFC 5280 5.2.6 allows dropping them then).
-        // One string for all rows, split here: better-sqlite3 turning 100,000 rows of three
-        // columns into JS values cost more than encoding and signing the CRL. The statement is
-        // shared (preparedStatement's cache), so it goes back to row mode afterwards.
-        const select = preparedStatement<[string, string], string | null>(
-          native,
-          // (A NULL would drop its row from group_concat; revoked rows always carry a time.)
-          "select group_concat(serial || ' ' || coalesce(revoked_at, '1970-01-01T00:00:00.000Z') || ' ' || " +
-            "coalesce(revocation_reason, ''), char(10)) from certificates " +
-            "where issuer_ca = ? and status in ('revoked', 'hold') and not_after > ?",
-        );
-        let listed: string | null;
-        try {
-          listed = select.pluck(true).get(caId, thisUpdate.toISOString()) ?? null;
-        } finally {
-          select.pluck(false);
-        }
-        const entries: RevokedEntry[] = [];
-        if (listed)
-          for (const line of listed.split("\n")) {
-            const a = line.indexOf(" ");
-            const b = line.indexOf(" ", a + 1);
-            entries.push({
-              serialHex: line.slice(0, a),
-              revokedAt: new Date(storedTimeSecondMs(line.slice(a + 1, b))),
-              reason: (line.slice(b + 1) || "unspecified") as RevocationReason,
-            });
-          }
-        const der = buildCrl(issuer, { crlNumber: BigInt(crlNumber), thisUpdate, nextUpdate, entries });
-        const stored: CrlTable = {
-          ca_id: caId,
-          crl_number: crlNumber,
-          this_update: thisUpdate.toISOString(),
-          next_update: nextUpdate.toISOString(),
-          entries: entries.length,
-          der,
-        };
-        preparedStatement<[CrlTable]>(
-          native,
-          "insert into crls (ca_id, crl_number, this_update, next_update, entries, der) " +
-            "values (@ca_id, @crl_number, @this_update, @next_update, @entries, @der) " +
-            "on conflict (ca_id) do update set crl_number = excluded.crl_number, this_update = excluded.this_update, " +
-            "next_update = excluded.next_update, entries = excluded.entries, der = excluded.der",
-        ).run(stored);
-        return stored;
-      })
-      .immediate(),
-  );
-  // A CRL number must never be reused, so the new one is on disk before the CRL is served.
-  await fleet.store.durable();
+  // A CRL number must never be reused, so the new one is durable (transaction) before the CRL is served.
+  const row = await fleet.store.transaction(async (tx): Promise<CrlTable> => {
+    const previous = await tx.status.storedCrl(caId);
+    const crlNumber = (previous?.crl_number ?? 0) + 1;
+    // Entries stay until the certificate itself expires (RFC 5280 5.2.6 allows dropping them then).
+    const listed = await tx.status.listCrlEntries(caId, thisUpdate.toISOString());
+    const entries: RevokedEntry[] = listed.map((e) => ({
+      serialHex: e.serialHex,
+      revokedAt: e.revokedAt,
+      reason: (e.reason || "unspecified") as RevocationReason,
+    }));
+    const der = buildCrl(issuer, { crlNumber: BigInt(crlNumber), thisUpdate, nextUpdate, entries });
+    const stored: CrlTable = {
+      ca_id: caId,
+      crl_number: crlNumber,
+      this_update: thisUpdate.toISOString(),
+      next_update: nextUpdate.toISOString(),
+      entries: entries.length,
+      der,
+    };
+    await tx.status.storeCrl(stored);
+    return stored;
+  });
   return published(row);
+}
+
+/** The stored CRL if it is before its half-life, else a freshly signed one (or the stored one for an offline root). */
+export async function currentCrl(fleet: FleetServices, caId: string): Promise<PublishedCrl> {
+  const ca = await fleet.store.ops.status.ca(caId);
+  if (!ca) throw new UnknownCa(caId);
+  const stored = await storedCrl(fleet, caId);
+  const now = fleet.clock.now();
+  if (stored && !crlIsDue(stored, now)) return stored;
+  if (ca.key_file) return signCrl(fleet, caId, now);
+  if (stored) return stored;
+  throw new InvalidArgument(`no CRL for ${caId}: its key is not in this fleet directory and none was imported`);
+}
+
+/** What re-signing one CA's CRL after a change came to. */
+export type ResignOutcome =
+  | { caId: string; outcome: "signed"; crl: PublishedCrl }
+  /** The root key is offline: a signing request for the ceremony was written (path relative to the fleet directory). */
+  | { caId: string; outcome: "root-request"; request: string }
+  /** Not re-signed here; a running server re-signs it when it sees the change. */
+  | { caId: string; outcome: "failed"; reason: string };
+
+/**
+ * After a status change made outside a server (the CLI): the affected CRLs are re-signed at once,
+ * so they are current even when no server runs. A root held offline gets a signing request for
+ * the ceremony instead.
+ */
+export async function resignCrls(fleet: FleetServices, cas: readonly string[]): Promise<ResignOutcome[]> {
+  const outcomes: ResignOutcome[] = [];
+  for (const caId of cas) {
+    try {
+      outcomes.push({ caId, outcome: "signed", crl: await signCrl(fleet, caId) });
+    } catch (e) {
+      if (e instanceof CaKeyOffline && caId === "root")
+        outcomes.push({ caId, outcome: "root-request", request: await writeRootCrlRequest(fleet) });
+      else outcomes.push({ caId, outcome: "failed", reason: (e as Error).message });
+    }
+  }
+  return outcomes;
 }
 
 /**
@@ -159,7 +161,7 @@ export class CrlPublisher {
     const signing = this.inFlight.get(caId);
     if (signing) return signing;
     const crl = this.current.get(caId);
-    if (crl && !this.changed.has(caId) && !this.due(crl, new Date())) return crl;
+    if (crl && !this.changed.has(caId) && !crlIsDue(crl, this.fleet.clock.now())) return crl;
     return this.refresh(caId);
   }
 
@@ -169,18 +171,13 @@ export class CrlPublisher {
     return Promise.allSettled(caIds.map((id) => this.refresh(id)));
   }
 
-  private due(crl: PublishedCrl, now: Date): boolean {
-    const half = crl.thisUpdate.getTime() + (crl.nextUpdate.getTime() - crl.thisUpdate.getTime()) / 2;
-    return now.getTime() >= half;
-  }
-
   private async refreshDue(): Promise<void> {
-    const now = new Date();
-    const cas = await this.fleet.store.db.selectFrom("cas").select("id").execute();
+    const now = this.fleet.clock.now();
+    const cas = await crlCaIds(this.fleet);
     await Promise.allSettled(
       cas
-        .filter((ca) => this.changed.has(ca.id) || !this.current.has(ca.id) || this.due(this.current.get(ca.id)!, now))
-        .map((ca) => this.refresh(ca.id)),
+        .filter((id) => this.changed.has(id) || !this.current.has(id) || crlIsDue(this.current.get(id)!, now))
+        .map((id) => this.refresh(id)),
     );
   }
 
@@ -195,14 +192,14 @@ export class CrlPublisher {
 
   private async load(caId: string): Promise<PublishedCrl | undefined> {
     const wasChanged = this.changed.delete(caId);
-    const now = new Date();
+    const now = this.fleet.clock.now();
     try {
-      const ca = await this.fleet.store.db.selectFrom("cas").select(["key_file"]).where("id", "=", caId).executeTakeFirst();
+      const ca = await this.fleet.store.ops.status.ca(caId);
       if (!ca) throw new UnknownCa(caId);
       let crl: PublishedCrl | undefined;
       const stored = await storedCrl(this.fleet, caId);
       // Another process may have signed after the same change; reuse a fresh one unless we saw a change since.
-      if (stored && !wasChanged && !this.due(stored, now)) crl = stored;
+      if (stored && !wasChanged && !crlIsDue(stored, now)) crl = stored;
       else if (ca.key_file) crl = await signCrl(this.fleet, caId, now);
       else crl = stored;
       if (crl) this.current.set(caId, crl);

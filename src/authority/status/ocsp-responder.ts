@@ -5,9 +5,9 @@
 // lookup began before that change is looked up again rather than served or cached.
 import { generateKeyPairSync } from "node:crypto";
 import { parseDuration } from "../../config/duration.js";
-import type { CaTable, CertificateTable } from "../../store/schema.js";
-import { preparedStatement } from "../../store/store.js";
-import { parseCertificate, sha256Fingerprint, type ParsedCertificate } from "../../x509/certificate.js";
+import type { StoredStatus } from "../../store/operations/status.js";
+import type { CaTable } from "../../store/schema.js";
+import { parseCertificate, type ParsedCertificate } from "../../x509/certificate.js";
 import { signatureSchemeFor } from "../../x509/algorithms.js";
 import {
   OcspRequestError,
@@ -25,6 +25,7 @@ import {
 import { fromPem } from "../../x509/pem.js";
 import { buildOcspResponderCertificate } from "../../x509/profiles.js";
 import { AuthorityError } from "../errors.js";
+import { certificateRow, issueAuditDetails, issuedRecord } from "../issue/records.js";
 import type { FleetServices } from "../services.js";
 
 const HASHES: readonly OcspHash[] = ["sha1", "sha256", "sha384", "sha512"];
@@ -44,7 +45,7 @@ interface Responder {
   renewAt: Date;
 }
 
-export type StoredStatus = Pick<CertificateTable, "status" | "revoked_at" | "revocation_reason" | "kind">;
+export type { StoredStatus };
 
 export interface OcspOutcome {
   der: Buffer;
@@ -55,7 +56,7 @@ export interface OcspOutcome {
 }
 
 export interface OcspServiceOptions {
-  /** Milliseconds since the epoch; tests pass their own to expire cached answers without waiting. */
+  /** Milliseconds since the epoch; the fleet's clock by default. */
   now?: () => number;
 }
 
@@ -84,7 +85,7 @@ export class OcspService {
   ) {
     this.cacheMs = parseDuration(fleet.config.revocation.ocsp_cache);
     this.responderLifetimeMs = parseDuration(fleet.config.revocation.ocsp_responder_validity);
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? (() => fleet.clock.now().getTime());
   }
 
   /** A certificate's (or a CA's) status changed somewhere: no answer read before may be served again. */
@@ -189,20 +190,14 @@ export class OcspService {
 
   /** What the database says of each serial issued by the CA (undefined: not issued by it). A seam for tests. */
   protected readStatuses(caId: string, serials: readonly string[]): Promise<(StoredStatus | undefined)[]> {
-    return this.fleet.store.withNative((native) => {
-      const lookup = preparedStatement<[string, string], StoredStatus>(
-        native,
-        "select status, revoked_at, revocation_reason, kind from certificates where serial = ? and issuer_ca = ?",
-      );
-      return serials.map((serial) => lookup.get(serial, caId));
-    });
+    return this.fleet.store.ops.status.lookupStatuses(caId, serials);
   }
 
   /** The CAs we answer for, by every CertID hash they can be named with; reloaded at most once a second and after any change. */
   private async loadIssuers(now: number): Promise<void> {
     if (this.issuersGeneration === this.generation && now - this.issuersLoadedAt < 1000) return;
     const generation = this.generation; // a CA revoked while we read is read again next time
-    const rows = await this.fleet.store.db.selectFrom("cas").select(["id", "status", "certificate_pem"]).execute();
+    const rows = await this.fleet.store.ops.status.ocspIssuers();
     const next = new Map<string, ServedCa>();
     for (const row of rows) {
       const certificate = parseCertificate(fromPem(row.certificate_pem, ["CERTIFICATE"]));
@@ -237,30 +232,14 @@ export class OcspService {
     const subjectPublicKey = spki.subarray(spki.length - 65);
     const issued = buildOcspResponderCertificate(ca, { spki, subjectPublicKey, now, lifetimeMs: this.responderLifetimeMs });
     // Every certificate a fleet CA signs is recorded and audited; the responder key itself never leaves memory.
-    await this.fleet.recorder.record(
-      {
-        serial: issued.serialHex,
-        issuer_ca: caId,
-        kind: "ocsp-responder",
-        subject_id: `${caId}-ocsp`,
-        device_id: null,
-        not_before: issued.notBefore.toISOString(),
-        not_after: issued.notAfter.toISOString(),
-        fingerprint_sha256: sha256Fingerprint(issued.der),
-        der: issued.der,
-        status: "valid",
-        revoked_at: null,
-        revocation_reason: null,
-        created_at: now.toISOString(),
-      },
-      {
-        actor: "status-server",
-        action: "certificate.issue",
-        subject: `ocsp-responder:${caId}`,
-        details: { serial: issued.serialHex, issuer: caId, kind: "ocsp-responder", not_after: issued.notAfter.toISOString() },
-        at: now,
-      },
-    );
+    const record = issuedRecord(issued, { issuerCa: caId, kind: "ocsp-responder", subjectId: `${caId}-ocsp`, deviceId: null });
+    await this.fleet.recorder.record(certificateRow(record, now), {
+      actor: "status-server",
+      action: "certificate.issue",
+      subject: `ocsp-responder:${caId}`,
+      details: issueAuditDetails(record),
+      at: now,
+    });
     const certificate: ParsedCertificate = parseCertificate(issued.der);
     const signer = new OcspResponseSigner(ocspResponder(certificate, { key: privateKey, scheme: signatureSchemeFor(privateKey) }));
     // Half-way from now (notBefore is backdated for clock skew, so it would make short lifetimes renew at once).

@@ -1,8 +1,9 @@
 // Revoking, holding and releasing certificates. Every change is one transaction that updates the
 // certificate rows and appends one audit event naming the CAs whose CRLs change, so that every
 // running process (change-feed.ts) re-signs those CRLs and drops cached OCSP answers.
+import type { StatusCertificateRow } from "../../store/operations/status.js";
+import type { Operations } from "../../store/operations.js";
 import type { CertificateTable } from "../../store/schema.js";
-import type { Tx } from "../../store/store.js";
 import { checkpointAfter } from "../audit-checkpoints.js";
 import { InvalidArgument, UnknownCa, UnknownDevice } from "../errors.js";
 import type { FleetServices } from "../services.js";
@@ -20,9 +21,6 @@ export const REVOKE_REASONS = [
 export type RevokeReason = (typeof REVOKE_REASONS)[number];
 /** What the certificates table stores in revocation_reason. */
 export type StoredReason = RevokeReason | "certificateHold" | "cACompromise";
-
-/** Audit actions that change some certificate's status; details.cas lists the CAs whose CRL changes. */
-export const STATUS_ACTIONS = new Set(["device.revoke", "device.hold", "device.unhold", "certificate.revoke", "ca.revoke", "crl.import"]);
 
 export function parseRevokeReason(text: string | undefined): RevokeReason {
   if (text === undefined) return "unspecified";
@@ -55,47 +53,33 @@ export interface StatusChange {
   cas: string[];
 }
 
-type Row = Pick<CertificateTable, "serial" | "issuer_ca" | "status">;
-
-function change(rows: readonly Row[]): StatusChange {
+function change(rows: readonly StatusCertificateRow[]): StatusChange {
   return { serials: rows.map((r) => r.serial), cas: [...new Set(rows.map((r) => r.issuer_ca))].sort() };
 }
 
-async function deviceRow(tx: Tx, deviceId: string) {
+async function deviceRow(tx: Operations, deviceId: string) {
   assertDeviceId(deviceId);
-  const device = await tx.selectFrom("devices").select(["id", "status"]).where("id", "=", deviceId).executeTakeFirst();
+  const device = await tx.status.device(deviceId);
   if (!device) throw new UnknownDevice(deviceId);
   return device;
 }
 
 /** The device's certificates that still matter: not expired, in one of `statuses`. */
-async function liveCertificates(tx: Tx, deviceId: string, statuses: CertificateTable["status"][], now: Date): Promise<Row[]> {
-  return tx
-    .selectFrom("certificates")
-    .select(["serial", "issuer_ca", "status"])
-    .where("device_id", "=", deviceId)
-    .where("status", "in", statuses)
-    .where("not_after", ">", now.toISOString())
-    .execute();
+function liveCertificates(tx: Operations, deviceId: string, statuses: CertificateTable["status"][], now: Date) {
+  return tx.status.deviceCertificates(deviceId, { statuses, unexpiredAt: now.toISOString() });
 }
 
-async function setStatus(
-  tx: Tx,
-  rows: readonly Row[],
+function setStatus(
+  tx: Operations,
+  rows: readonly StatusCertificateRow[],
   status: CertificateTable["status"],
   reason: StoredReason | null,
   at: string | null,
 ): Promise<void> {
-  if (rows.length === 0) return;
-  await tx
-    .updateTable("certificates")
-    .set({ status, revocation_reason: reason, revoked_at: at })
-    .where(
-      "serial",
-      "in",
-      rows.map((r) => r.serial),
-    )
-    .execute();
+  return tx.status.setCertificateStatus(
+    rows.map((r) => r.serial),
+    { status, reason, at },
+  );
 }
 
 /** Hands back a committed status change's result once a checkpoint covers its event. */
@@ -110,7 +94,7 @@ export async function revokeDevice(
   fleet: FleetServices,
   req: { deviceId: string; reason?: RevokeReason; actor: string },
 ): Promise<StatusChange> {
-  const now = new Date();
+  const now = fleet.clock.now();
   const reason = req.reason ?? "unspecified";
   return checkpointed(
     fleet,
@@ -120,20 +104,9 @@ export async function revokeDevice(
       if (device.status === "revoked") throw new InvalidArgument(`device "${req.deviceId}" is already revoked`);
       const rows = await liveCertificates(tx, req.deviceId, ["valid", "hold"], now);
       await setStatus(tx, rows, "revoked", reason, now.toISOString());
-      await tx.updateTable("devices").set({ status: "revoked", updated_at: now.toISOString() }).where("id", "=", req.deviceId).execute();
+      await tx.status.setDeviceStatus(req.deviceId, "revoked", now.toISOString());
       // Unused tokens and waiting requests must not bring it back.
-      await tx
-        .updateTable("enrollment_tokens")
-        .set({ used_at: now.toISOString() })
-        .where("device_id", "=", req.deviceId)
-        .where("used_at", "is", null)
-        .execute();
-      await tx
-        .updateTable("enrollment_requests")
-        .set({ status: "denied", decided_at: now.toISOString(), decided_by: req.actor })
-        .where("device_id", "=", req.deviceId)
-        .where("status", "in", ["pending", "approved"])
-        .execute();
+      await tx.status.closeEnrollment(req.deviceId, now.toISOString(), req.actor);
       const c = change(rows);
       await tx.audit.append([
         {
@@ -151,7 +124,7 @@ export async function revokeDevice(
 
 /** Puts every unexpired certificate of the device on hold (certificateHold) until `unholdDevice`. */
 export async function holdDevice(fleet: FleetServices, req: { deviceId: string; actor: string }): Promise<StatusChange> {
-  const now = new Date();
+  const now = fleet.clock.now();
   return checkpointed(
     fleet,
     req.actor,
@@ -161,7 +134,7 @@ export async function holdDevice(fleet: FleetServices, req: { deviceId: string; 
         throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}; only an active device can be put on hold`);
       const rows = await liveCertificates(tx, req.deviceId, ["valid"], now);
       await setStatus(tx, rows, "hold", "certificateHold", now.toISOString());
-      await tx.updateTable("devices").set({ status: "held", updated_at: now.toISOString() }).where("id", "=", req.deviceId).execute();
+      await tx.status.setDeviceStatus(req.deviceId, "held", now.toISOString());
       const c = change(rows);
       await tx.audit.append([
         {
@@ -179,21 +152,16 @@ export async function holdDevice(fleet: FleetServices, req: { deviceId: string; 
 
 /** Releases a held device: its held certificates are valid again (they leave the CRLs). */
 export async function unholdDevice(fleet: FleetServices, req: { deviceId: string; actor: string }): Promise<StatusChange> {
-  const now = new Date();
+  const now = fleet.clock.now();
   return checkpointed(
     fleet,
     req.actor,
     fleet.store.transaction(async (tx) => {
       const device = await deviceRow(tx, req.deviceId);
       if (device.status !== "held") throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}, not on hold`);
-      const rows = await tx
-        .selectFrom("certificates")
-        .select(["serial", "issuer_ca", "status"])
-        .where("device_id", "=", req.deviceId)
-        .where("status", "=", "hold")
-        .execute();
+      const rows = await tx.status.deviceCertificates(req.deviceId, { statuses: ["hold"] });
       await setStatus(tx, rows, "valid", null, null);
-      await tx.updateTable("devices").set({ status: "active", updated_at: now.toISOString() }).where("id", "=", req.deviceId).execute();
+      await tx.status.setDeviceStatus(req.deviceId, "active", now.toISOString());
       const c = change(rows);
       await tx.audit.append([
         {
@@ -216,16 +184,12 @@ export async function revokeCertificate(
 ): Promise<StatusChange & { kind: CertificateTable["kind"]; subjectId: string }> {
   const serial = normalizeSerial(req.serial);
   const reason = req.reason ?? "unspecified";
-  const now = new Date();
+  const now = fleet.clock.now();
   return checkpointed(
     fleet,
     req.actor,
     fleet.store.transaction(async (tx) => {
-      const row = await tx
-        .selectFrom("certificates")
-        .select(["serial", "issuer_ca", "status", "kind", "subject_id"])
-        .where("serial", "=", serial)
-        .executeTakeFirst();
+      const row = await tx.status.certificate(serial);
       if (!row) throw new InvalidArgument(`no certificate with serial ${serial} was issued by this fleet`);
       if (row.status === "revoked") throw new InvalidArgument(`certificate ${serial} is already revoked`);
       if (row.kind === "ca")
@@ -252,20 +216,16 @@ export async function revokeCertificate(
  */
 export async function revokeLocalCa(fleet: FleetServices, req: { name: string; actor: string }): Promise<StatusChange & { caId: string }> {
   const caId = req.name.startsWith("local-") ? req.name : `local-${req.name}`;
-  const now = new Date();
+  const now = fleet.clock.now();
   const result = await fleet.store.transaction(async (tx) => {
-    const ca = await tx.selectFrom("cas").select(["id", "role", "status", "serial"]).where("id", "=", caId).executeTakeFirst();
+    const ca = await tx.status.ca(caId);
     if (!ca) throw new UnknownCa(caId);
     if (ca.role !== "local") throw new InvalidArgument(`only local (factory) CAs can be revoked this way; "${caId}" is the ${ca.role} CA`);
     if (ca.status === "revoked") throw new InvalidArgument(`CA "${caId}" is already revoked`);
-    const row = await tx
-      .selectFrom("certificates")
-      .select(["serial", "issuer_ca", "status"])
-      .where("serial", "=", ca.serial)
-      .executeTakeFirst();
+    const row = await tx.status.certificate(ca.serial);
     const rows = row ? [row] : [];
     await setStatus(tx, rows, "revoked", "cACompromise", now.toISOString());
-    await tx.updateTable("cas").set({ status: "revoked" }).where("id", "=", caId).execute();
+    await tx.status.setCaStatus(caId, "revoked");
     // Its own CRL changes meaning too (everything it issued is now untrusted): re-sign it as well.
     const c = { serials: rows.map((r) => r.serial), cas: [...new Set([...rows.map((r) => r.issuer_ca), caId])].sort() };
     await tx.audit.append([

@@ -3,8 +3,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
-import { crlPem, signCrl, storedCrl, type PublishedCrl } from "../../authority/status/crls.js";
-import { CaKeyOffline, InvalidArgument, UnknownCa } from "../../authority/errors.js";
+import { crlCaIds, crlPem, currentCrl, resignCrls } from "../../authority/status/crls.js";
 import { importCrl, signRootCrlRequest, writeRootCrlRequest, OFFLINE_ROOT_CRL_VALIDITY } from "../../authority/ca/root-crl.js";
 import type { FleetServices } from "../../authority/services.js";
 import { systemClock } from "../../authority/clock.js";
@@ -32,27 +31,16 @@ function described(c: StatusChange): string {
   );
 }
 
-/**
- * The CLI re-signs the affected CRLs itself, so they are current even when no server runs. A
- * root held offline gets a signing request for the ceremony instead.
- */
+/** Re-signs the affected CRLs (the domain decides how) and says what could not be done here. */
 async function resign(fleet: FleetServices, cas: readonly string[]): Promise<void> {
-  for (const caId of cas) {
-    try {
-      await signCrl(fleet, caId);
-    } catch (e) {
-      if (e instanceof CaKeyOffline && caId === "root") {
-        const request = await writeRootCrlRequest(fleet);
-        process.stderr.write(
-          `fleetpki: the root key is offline: sign ${join(fleet.dir, request)} with \`fleetpki ca root sign-crl\` ` +
-            `on the offline machine, then \`fleetpki crl import root.crl\`\n`,
-        );
-        continue;
-      }
+  for (const r of await resignCrls(fleet, cas)) {
+    if (r.outcome === "root-request")
       process.stderr.write(
-        `fleetpki: warning: the ${caId} CRL was not re-signed here (${(e as Error).message}); a running server re-signs it\n`,
+        `fleetpki: the root key is offline: sign ${join(fleet.dir, r.request)} with \`fleetpki ca root sign-crl\` ` +
+          `on the offline machine, then \`fleetpki crl import root.crl\`\n`,
       );
-    }
+    else if (r.outcome === "failed")
+      process.stderr.write(`fleetpki: warning: the ${r.caId} CRL was not re-signed here (${r.reason}); a running server re-signs it\n`);
   }
 }
 
@@ -145,9 +133,7 @@ export function registerRevocation(program: Command): void {
     .option("--json", "machine-readable output")
     .action(async (opts) => {
       await withFleet(opts.dir, async (fleet) => {
-        const ids = opts.ca
-          ? [opts.ca as string]
-          : (await fleet.store.db.selectFrom("cas").select("id").orderBy("id").execute()).map((c) => c.id);
+        const ids = opts.ca ? [opts.ca as string] : await crlCaIds(fleet);
         mkdirSync(opts.out, { recursive: true });
         const written: { ca: string; crl_number: string; entries: number; next_update: string; files: string[] }[] = [];
         for (const id of ids) {
@@ -208,17 +194,4 @@ function registerOfflineRootCrl(crl: Command, ca: Command): void {
       const r = signRootCrlRequest(opts.dir, request, opts.out, systemClock.now());
       say(`signed the root CRL #${r.crlNumber} (${r.entries} entries, valid until ${r.nextUpdate.toISOString()}) -> ${r.file}`);
     });
-}
-
-/** The stored CRL if it is before its half-life, else a freshly signed one (or the stored one for an offline root). */
-async function currentCrl(fleet: FleetServices, caId: string): Promise<PublishedCrl> {
-  const ca = await fleet.store.db.selectFrom("cas").select(["key_file"]).where("id", "=", caId).executeTakeFirst();
-  if (!ca) throw new UnknownCa(caId);
-  const stored = await storedCrl(fleet, caId);
-  const now = Date.now();
-  const fresh = stored && now < stored.thisUpdate.getTime() + (stored.nextUpdate.getTime() - stored.thisUpdate.getTime()) / 2;
-  if (fresh) return stored;
-  if (ca.key_file) return signCrl(fleet, caId);
-  if (stored) return stored;
-  throw new InvalidArgument(`no CRL for ${caId}: its key is not in this fleet directory and none was imported`);
 }

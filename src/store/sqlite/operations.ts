@@ -4,11 +4,15 @@ import type { Tx } from "../store.js";
 import { SqliteAuditOperations } from "./audit.js";
 import { SqliteCaOperations } from "./cas.js";
 import { SqliteCheckpointOperations } from "./checkpoints.js";
+import { SqliteChangeOperations } from "./changes.js";
+import { SqliteStatusOperations } from "./status.js";
 
 export function sqliteOperations(db: Tx): Operations {
   return {
     audit: new SqliteAuditOperations(db),
     cas: new SqliteCaOperations(db),
     checkpoints: new SqliteCheckpointOperations(db),
+    status: new SqliteStatusOperations(db),
+    changes: new SqliteChangeOperations(db),
   };
 }

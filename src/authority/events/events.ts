@@ -1,0 +1,263 @@
+// Domain events: each audit row decoded once, here, into a typed event. Listeners (the status
+// server, the CertificateStatus service, the coming gateway) switch on `type` and read typed
+// fields; none of them parses an audit row's JSON details again.
+import type { AuditLogTable, CertificateTable } from "../../store/schema.js";
+
+interface Base {
+  /** The audit row's sequence number: events arrive in this order. */
+  seq: number;
+  at: Date;
+  actor: string;
+}
+
+/** A certificate status change: the serials it touched and the CAs whose CRLs list them. */
+interface StatusChangeFields {
+  serials: string[];
+  cas: string[];
+}
+
+export interface DeviceAdded extends Base {
+  type: "DeviceAdded";
+  deviceId: string;
+  group: string | null;
+}
+export interface DeviceRevoked extends Base, StatusChangeFields {
+  type: "DeviceRevoked";
+  deviceId: string;
+  reason: string;
+}
+export interface DeviceHeld extends Base, StatusChangeFields {
+  type: "DeviceHeld";
+  deviceId: string;
+}
+export interface DeviceUnheld extends Base, StatusChangeFields {
+  type: "DeviceUnheld";
+  deviceId: string;
+}
+export interface CertificateIssued extends Base {
+  type: "CertificateIssued";
+  serial: string;
+  issuerCa: string;
+  kind: CertificateTable["kind"];
+  /** Set for device (and factory) certificates. */
+  deviceId: string | null;
+  notAfter: Date;
+  /** SHA-256 of the DER (hex), where the event recorded it. */
+  fingerprint: string | null;
+}
+export interface CertificateRevoked extends Base, StatusChangeFields {
+  type: "CertificateRevoked";
+  serial: string;
+  reason: string;
+}
+export interface CaCreated extends Base {
+  type: "CaCreated";
+  caId: string;
+  /** The CA certificate's serial (itself a certificate of kind "ca"). */
+  serial: string;
+  /** The CA that signed it ("root" for the root itself). */
+  issuerCa: string;
+  notAfter: Date;
+}
+export interface CaRevoked extends Base, StatusChangeFields {
+  type: "CaRevoked";
+  caId: string;
+  reason: string;
+}
+export interface CrlImported extends Base {
+  type: "CrlImported";
+  caId: string;
+  crlNumber: bigint;
+  entries: number;
+  nextUpdate: Date;
+  cas: string[];
+}
+/** Declared for the gateway, which will emit `policy.change` when a device's access policy changes. */
+export interface PolicyChanged extends Base {
+  type: "PolicyChanged";
+  /** What the policy applies to, e.g. `device:<id>` or `group:<name>`. */
+  subject: string;
+}
+/** An audit row with no domain event (enrollment steps, tokens, checkpoints, ...) or one that could not be decoded. */
+export interface Unrecognised extends Base {
+  type: "Unrecognised";
+  action: string;
+  subject: string;
+  /** Set when the action is known but its row lacks what every such event carries. */
+  problem?: string;
+}
+
+export type FleetEvent =
+  | DeviceAdded
+  | DeviceRevoked
+  | DeviceHeld
+  | DeviceUnheld
+  | CertificateIssued
+  | CertificateRevoked
+  | CaCreated
+  | CaRevoked
+  | CrlImported
+  | PolicyChanged
+  | Unrecognised;
+
+export type FleetEventType = FleetEvent["type"];
+
+/** Events that change some certificate's status, each naming the CAs whose CRLs must be re-signed. */
+export type StatusChangeEvent = DeviceRevoked | DeviceHeld | DeviceUnheld | CertificateRevoked | CaRevoked | CrlImported;
+
+const STATUS_CHANGES = new Set<FleetEventType>([
+  "DeviceRevoked",
+  "DeviceHeld",
+  "DeviceUnheld",
+  "CertificateRevoked",
+  "CaRevoked",
+  "CrlImported",
+]);
+
+export function isStatusChange(event: FleetEvent): event is StatusChangeEvent {
+  return STATUS_CHANGES.has(event.type);
+}
+
+const KINDS = new Set<string>(["device", "factory", "server", "operator", "ca", "ocsp-responder", "audit"]);
+
+class Malformed extends Error {}
+
+type Details = Record<string, unknown>;
+
+function text(d: Details, key: string): string {
+  const v = d[key];
+  if (typeof v !== "string" || v === "") throw new Malformed(`details.${key} is not a non-empty string`);
+  return v;
+}
+function optionalText(d: Details, key: string): string | null {
+  const v = d[key];
+  return typeof v === "string" && v !== "" ? v : null;
+}
+function texts(d: Details, key: string): string[] {
+  const v = d[key];
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || !v.every((x) => typeof x === "string")) throw new Malformed(`details.${key} is not a list of strings`);
+  return v as string[];
+}
+function time(d: Details, key: string): Date {
+  const at = new Date(text(d, key));
+  if (Number.isNaN(at.getTime())) throw new Malformed(`details.${key} is not a time`);
+  return at;
+}
+function subjectId(subject: string, prefix: string): string {
+  if (!subject.startsWith(prefix) || subject.length === prefix.length) throw new Malformed(`subject is not ${prefix}<id>`);
+  return subject.slice(prefix.length);
+}
+
+/** The domain event an audit row records; never throws (a row it cannot read is Unrecognised with a problem). */
+export function decodeAuditRow(row: AuditLogTable): FleetEvent {
+  const base: Base = { seq: row.seq, at: new Date(row.at), actor: row.actor };
+  const unrecognised = (problem?: string): Unrecognised => ({
+    ...base,
+    type: "Unrecognised",
+    action: row.action,
+    subject: row.subject,
+    ...(problem ? { problem } : {}),
+  });
+  let d: Details;
+  try {
+    const parsed: unknown = JSON.parse(row.details);
+    if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) return unrecognised("details are not a JSON object");
+    d = parsed as Details;
+  } catch {
+    return unrecognised("details are not JSON");
+  }
+  try {
+    switch (row.action) {
+      case "device.add":
+        return { ...base, type: "DeviceAdded", deviceId: subjectId(row.subject, "device:"), group: optionalText(d, "group") };
+      case "device.revoke":
+        return {
+          ...base,
+          type: "DeviceRevoked",
+          deviceId: subjectId(row.subject, "device:"),
+          reason: optionalText(d, "reason") ?? "unspecified",
+          serials: texts(d, "serials"),
+          cas: texts(d, "cas"),
+        };
+      case "device.hold":
+      case "device.unhold":
+        return {
+          ...base,
+          type: row.action === "device.hold" ? "DeviceHeld" : "DeviceUnheld",
+          deviceId: subjectId(row.subject, "device:"),
+          serials: texts(d, "serials"),
+          cas: texts(d, "cas"),
+        };
+      case "certificate.issue": {
+        const kind = text(d, "kind");
+        if (!KINDS.has(kind)) throw new Malformed(`details.kind "${kind}" is not a certificate kind`);
+        const deviceId =
+          (kind === "device" || kind === "factory") && row.subject.startsWith("device:") ? subjectId(row.subject, "device:") : null;
+        return {
+          ...base,
+          type: "CertificateIssued",
+          serial: text(d, "serial"),
+          issuerCa: text(d, "issuer"),
+          kind: kind as CertificateTable["kind"],
+          deviceId,
+          notAfter: time(d, "not_after"),
+          fingerprint: optionalText(d, "fingerprint_sha256"),
+        };
+      }
+      case "certificate.revoke": {
+        const serials = texts(d, "serials");
+        return {
+          ...base,
+          type: "CertificateRevoked",
+          serial: subjectId(row.subject, "certificate:"),
+          reason: optionalText(d, "reason") ?? "unspecified",
+          serials,
+          cas: texts(d, "cas"),
+        };
+      }
+      case "ca.create":
+        return {
+          ...base,
+          type: "CaCreated",
+          caId: subjectId(row.subject, "ca:"),
+          serial: text(d, "serial"),
+          // The root names no issuer CA of its own.
+          issuerCa: optionalText(d, "issuer") ?? subjectId(row.subject, "ca:"),
+          notAfter: time(d, "not_after"),
+        };
+      case "ca.revoke":
+        return {
+          ...base,
+          type: "CaRevoked",
+          caId: subjectId(row.subject, "ca:"),
+          reason: optionalText(d, "reason") ?? "cACompromise",
+          serials: texts(d, "serials"),
+          cas: texts(d, "cas"),
+        };
+      case "crl.import": {
+        const number = text(d, "crl_number");
+        if (!/^\d+$/.test(number)) throw new Malformed("details.crl_number is not a number");
+        const entries = d.entries;
+        if (typeof entries !== "number" || !Number.isSafeInteger(entries) || entries < 0)
+          throw new Malformed("details.entries is not a count");
+        return {
+          ...base,
+          type: "CrlImported",
+          caId: subjectId(row.subject, "ca:"),
+          crlNumber: BigInt(number),
+          entries,
+          nextUpdate: time(d, "next_update"),
+          cas: texts(d, "cas"),
+        };
+      }
+      case "policy.change":
+        return { ...base, type: "PolicyChanged", subject: row.subject };
+      default:
+        return unrecognised();
+    }
+  } catch (e) {
+    if (e instanceof Malformed) return unrecognised(`${row.action} ${row.subject}: ${e.message}`);
+    throw e;
+  }
+}

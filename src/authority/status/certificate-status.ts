@@ -1,0 +1,240 @@
+// "Is this certificate (or this device) good?", answered from memory: every certificate's status,
+// every device's and every CA's, loaded once and kept current by the change feed's events. The
+// questions are synchronous, so no answer can wait on (or load) the database: a listener such as
+// the gateway asks at every connection. A change made by any process (the CLI included) is
+// reflected once the feed has delivered its event (a poll, ~200 ms).
+//
+// Memory: one small entry per certificate ever recorded (no DER), about 200-300 bytes each.
+import { parseCertificate, sha256Fingerprint } from "../../x509/certificate.js";
+import type { CertificateTable, DeviceTable } from "../../store/schema.js";
+import { InvalidArgument } from "../errors.js";
+import type { FleetEvent } from "../events/events.js";
+import type { FleetServices } from "../services.js";
+import { normalizeSerial } from "./revocation.js";
+
+export type CertificateVerdict = "good" | "revoked" | "held" | "unknown";
+
+export interface CertificateAnswer {
+  status: CertificateVerdict;
+  /** The serial asked about, in the stored form (lower-case hex). */
+  serial: string;
+  /** What is known of it (absent for `unknown`). */
+  issuerCa?: string;
+  kind?: CertificateTable["kind"];
+  deviceId?: string | null;
+  notAfter?: Date;
+  /** revoked or held: the RFC 5280 reason (cACompromise when a CA on its chain was revoked). */
+  reason?: string;
+  /** revoked or held: since when, where known. */
+  since?: Date;
+}
+
+export interface DeviceAnswer {
+  deviceId: string;
+  status: DeviceTable["status"] | "unknown";
+  /** The device's unexpired certificates, newest expiry first, each with its own status. */
+  certificates: CertificateAnswer[];
+}
+
+/** A certificate by issuing CA and serial (as stored or as openssl prints it), or by its DER. */
+export type CertificateQuery = { issuerCa: string; serial: string } | { der: Uint8Array };
+
+interface Entry {
+  issuerCa: string;
+  kind: CertificateTable["kind"];
+  deviceId: string | null;
+  notAfterMs: number;
+  fingerprint: string | null;
+  status: CertificateTable["status"];
+  reason: string | null;
+  sinceMs: number | null;
+}
+
+interface CaEntry {
+  serial: string;
+  revoked: boolean;
+}
+
+const timeMs = (iso: string | null): number | null => {
+  if (iso === null) return null;
+  const ms = Date.parse(iso);
+  return Number.isNaN(ms) ? null : ms;
+};
+
+export class CertificateStatus {
+  private readonly certificates = new Map<string, Entry>();
+  private readonly byDevice = new Map<string, Set<string>>();
+  private readonly devices = new Map<string, DeviceTable["status"]>();
+  private readonly cas = new Map<string, CaEntry>();
+  /** Events up to here are already in the loaded snapshot. */
+  private loadedSeq = 0;
+
+  private constructor(private readonly fleet: FleetServices) {}
+
+  /**
+   * Loads every certificate, device and CA once. Start the change feed first and subscribe
+   * `apply` to it: events the snapshot already holds are skipped, later ones applied.
+   */
+  static async load(fleet: FleetServices): Promise<CertificateStatus> {
+    const status = new CertificateStatus(fleet);
+    const snapshot = await fleet.store.ops.status.statusSnapshot();
+    status.loadedSeq = snapshot.seq;
+    for (const ca of snapshot.cas) status.cas.set(ca.id, { serial: ca.serial, revoked: ca.status === "revoked" });
+    for (const d of snapshot.devices) status.devices.set(d.id, d.status);
+    for (const c of snapshot.certificates)
+      status.put(c.serial, {
+        issuerCa: c.issuer_ca,
+        kind: c.kind,
+        deviceId: c.device_id,
+        notAfterMs: Date.parse(c.not_after),
+        fingerprint: c.fingerprint_sha256 || null,
+        status: c.status,
+        reason: c.revocation_reason,
+        sinceMs: timeMs(c.revoked_at),
+      });
+    return status;
+  }
+
+  /** Follows the feed: a ChangeListener. */
+  apply(events: readonly FleetEvent[]): void {
+    for (const event of events) {
+      if (event.seq <= this.loadedSeq) continue;
+      const at = event.at.getTime();
+      switch (event.type) {
+        case "CertificateIssued":
+          this.put(event.serial, {
+            issuerCa: event.issuerCa,
+            kind: event.kind,
+            deviceId: event.deviceId,
+            notAfterMs: event.notAfter.getTime(),
+            fingerprint: event.fingerprint,
+            status: "valid",
+            reason: null,
+            sinceMs: null,
+          });
+          break;
+        case "CaCreated":
+          this.cas.set(event.caId, { serial: event.serial, revoked: false });
+          this.put(event.serial, {
+            issuerCa: event.issuerCa,
+            kind: "ca",
+            deviceId: null,
+            notAfterMs: event.notAfter.getTime(),
+            fingerprint: null,
+            status: "valid",
+            reason: null,
+            sinceMs: null,
+          });
+          break;
+        case "DeviceAdded":
+          this.devices.set(event.deviceId, "active");
+          break;
+        case "DeviceRevoked":
+          this.devices.set(event.deviceId, "revoked");
+          this.setStatus(event.serials, "revoked", event.reason, at);
+          break;
+        case "DeviceHeld":
+          this.devices.set(event.deviceId, "held");
+          this.setStatus(event.serials, "hold", "certificateHold", at);
+          break;
+        case "DeviceUnheld":
+          this.devices.set(event.deviceId, "active");
+          this.setStatus(event.serials, "valid", null, null);
+          break;
+        case "CertificateRevoked":
+          this.setStatus(event.serials, "revoked", event.reason, at);
+          break;
+        case "CaRevoked": {
+          const ca = this.cas.get(event.caId);
+          if (ca) ca.revoked = true;
+          this.setStatus(event.serials, "revoked", event.reason, at);
+          break;
+        }
+        default:
+          break;
+      }
+    }
+  }
+
+  /** The certificate's status: unknown for anything this fleet did not issue (a DER must be byte for byte the one issued). */
+  certificate(query: CertificateQuery): CertificateAnswer {
+    if ("der" in query) {
+      let serial: string;
+      try {
+        serial = normalizeSerial(parseCertificate(Buffer.from(query.der)).serialHex);
+      } catch (e) {
+        throw new InvalidArgument(`not a DER certificate: ${(e as Error).message}`);
+      }
+      const entry = this.certificates.get(serial);
+      if (!entry || (entry.fingerprint !== null && entry.fingerprint !== sha256Fingerprint(query.der)))
+        return { status: "unknown", serial };
+      return this.answer(serial, entry);
+    }
+    const serial = normalizeSerial(query.serial);
+    const entry = this.certificates.get(serial);
+    if (!entry || entry.issuerCa !== query.issuerCa) return { status: "unknown", serial };
+    return this.answer(serial, entry);
+  }
+
+  /** The device's status and its unexpired certificates' (at the fleet clock's now). */
+  device(deviceId: string): DeviceAnswer {
+    const status = this.devices.get(deviceId) ?? "unknown";
+    const now = this.fleet.clock.now().getTime();
+    const certificates: CertificateAnswer[] = [];
+    for (const serial of this.byDevice.get(deviceId) ?? []) {
+      const entry = this.certificates.get(serial)!;
+      if (entry.notAfterMs > now) certificates.push(this.answer(serial, entry));
+    }
+    certificates.sort((a, b) => b.notAfter!.getTime() - a.notAfter!.getTime());
+    return { deviceId, status, certificates };
+  }
+
+  /** Whether the CA is known and not revoked (nor any CA above it). */
+  caActive(caId: string): boolean {
+    return this.cas.has(caId) && this.revokedCaOnChain(caId) === undefined;
+  }
+
+  private answer(serial: string, entry: Entry): CertificateAnswer {
+    const known = { serial, issuerCa: entry.issuerCa, kind: entry.kind, deviceId: entry.deviceId, notAfter: new Date(entry.notAfterMs) };
+    const since = entry.sinceMs === null ? {} : { since: new Date(entry.sinceMs) };
+    if (entry.status === "revoked") return { status: "revoked", ...known, reason: entry.reason ?? "unspecified", ...since };
+    if (entry.status === "hold") return { status: "held", ...known, reason: entry.reason ?? "certificateHold", ...since };
+    // Everything a revoked CA issued is revoked with it (cACompromise).
+    const revokedCa = this.revokedCaOnChain(entry.issuerCa);
+    if (revokedCa !== undefined) {
+      const caEntry = this.certificates.get(revokedCa.serial);
+      const caSince = caEntry?.sinceMs == null ? {} : { since: new Date(caEntry.sinceMs) };
+      return { status: "revoked", ...known, reason: "cACompromise", ...caSince };
+    }
+    return { status: "good", ...known };
+  }
+
+  /** The first revoked CA from `caId` up to the root, if any. */
+  private revokedCaOnChain(caId: string): CaEntry | undefined {
+    let id: string | undefined = caId;
+    for (let depth = 0; id !== undefined && depth < 8; depth++) {
+      const ca = this.cas.get(id);
+      if (!ca) return undefined;
+      if (ca.revoked) return ca;
+      const issuer: string | undefined = this.certificates.get(ca.serial)?.issuerCa;
+      id = issuer === id ? undefined : issuer;
+    }
+    return undefined;
+  }
+
+  private put(serial: string, entry: Entry): void {
+    this.certificates.set(serial, entry);
+    if (entry.deviceId !== null) {
+      let serials = this.byDevice.get(entry.deviceId);
+      if (!serials) this.byDevice.set(entry.deviceId, (serials = new Set()));
+      serials.add(serial);
+    }
+  }
+
+  private setStatus(serials: readonly string[], status: CertificateTable["status"], reason: string | null, at: number | null): void {
+    for (const serial of serials) {
+      const entry = this.certificates.get(serial);
+      if (entry) Object.assign(entry, { status, reason, sinceMs: at });
+    }
+  }
+}
