@@ -20,6 +20,7 @@ import {
   bitString,
   boolean,
   generalizedTime,
+  headerLength,
   ia5String,
   namedBitString,
   nullValue,
@@ -30,6 +31,7 @@ import {
   smallInteger,
   time,
   unsignedInteger,
+  writeHeader,
 } from "../src/der/writer.js";
 import { OID } from "../src/der/oids.js";
 import { openssl } from "./helpers.js";
@@ -224,6 +226,25 @@ describe("DER lengths", () => {
     assert.match(out, new RegExp(`^\\s*0:d=0\\s+hl=5 l=${der.length - 5} cons: SEQUENCE`));
     assert.match(out, /d=1\s+hl=2 l=\s*2 prim: INTEGER\s+:012B\n/); // 299 needs two octets
     assert.match(out, /hl=5 l=65536 prim: OCTET STRING/);
+  });
+
+  it("writeHeader/headerLength (the one header writer, also behind tlv) at every length-form boundary", () => {
+    const boundaries: Array<[number, string]> = [
+      ...cases,
+      [0xffffff, "30 83ffffff"],
+      [0x1000000, "30 8401000000"],
+      [0xffffffff, "30 84ffffffff"],
+    ];
+    for (const [length, header] of boundaries) {
+      const expected = h(`30${header.slice(3)}`);
+      assert.equal(headerLength(length), expected.length, `headerLength(${length})`);
+      // Written mid-buffer, as the CRL and OCSP encoders do: returns the position after the header.
+      const out = Buffer.alloc(3 + expected.length + 2, 0xee);
+      assert.equal(writeHeader(out, 3, TAG.SEQUENCE, length), 3 + expected.length);
+      assert.equal(hex(out.subarray(3, 3 + expected.length)), hex(expected), `header for ${length}`);
+      assert.equal(hex(out.subarray(0, 3)) + hex(out.subarray(3 + expected.length)), "eeeeeeeeee"); // nothing else touched
+    }
+    assert.throws(() => writeHeader(Buffer.alloc(8), 0, TAG.SEQUENCE, 2 ** 32), RangeError);
   });
 
   it("the reader accepts 3- and 4-octet length forms", () => {

@@ -17,7 +17,7 @@ import {
   readUnsignedInteger,
   type Element,
 } from "../der/reader.js";
-import { TAG, bitString, explicit, sequence, time, tlv, unsignedInteger } from "../der/writer.js";
+import { TAG, bitString, explicit, headerLength, sequence, time, tlv, unsignedInteger, writeHeader } from "../der/writer.js";
 import { CSR_SIGNATURE_ALGORITHMS } from "./algorithms.js";
 import type { ParsedCertificate, ParsedExtension, Signer } from "./certificate.js";
 import { authorityKeyIdentifier, extension, keyIdentifier } from "./extensions.js";
@@ -91,35 +91,6 @@ for (let i = 0; i < 6; i++) HEX_VALUE[0x41 + i] = HEX_VALUE[0x61 + i] = 10 + i;
 function hexDigit(s: string, i: number): number {
   const c = s.charCodeAt(i);
   return c < 128 ? HEX_VALUE[c]! : -1;
-}
-
-const headerSize = (len: number): number => (len < 0x80 ? 2 : len < 0x100 ? 3 : len < 0x10000 ? 4 : len < 0x1000000 ? 5 : 6);
-
-/** Writes tag and definite DER length at pos; returns the position after them. */
-function writeHeader(buf: Buffer, pos: number, tag: number, len: number): number {
-  buf[pos++] = tag;
-  if (len < 0x80) {
-    buf[pos++] = len;
-  } else if (len < 0x100) {
-    buf[pos++] = 0x81;
-    buf[pos++] = len;
-  } else if (len < 0x10000) {
-    buf[pos++] = 0x82;
-    buf[pos++] = len >>> 8;
-    buf[pos++] = len & 0xff;
-  } else if (len < 0x1000000) {
-    buf[pos++] = 0x83;
-    buf[pos++] = len >>> 16;
-    buf[pos++] = (len >>> 8) & 0xff;
-    buf[pos++] = len & 0xff;
-  } else {
-    buf[pos++] = 0x84;
-    buf[pos++] = len >>> 24;
-    buf[pos++] = (len >>> 16) & 0xff;
-    buf[pos++] = (len >>> 8) & 0xff;
-    buf[pos++] = len & 0xff;
-  }
-  return pos;
 }
 
 // Epoch milliseconds bounding what X.509 times can say, and RFC 5280's UTCTime window.
@@ -248,9 +219,9 @@ export function buildCrl(issuer: CrlIssuer, options: CrlOptions): Buffer {
       code = c;
     }
     reasonCode[i] = code;
-    const len = headerSize(intLen) + intLen + timeSize(ms) + (code >= 0 ? REASON_EXTENSIONS[code]!.length : 0);
+    const len = headerLength(intLen) + intLen + timeSize(ms) + (code >= 0 ? REASON_EXTENSIONS[code]!.length : 0);
     entryLen[i] = len;
-    entriesLen += headerSize(len) + len;
+    entriesLen += headerLength(len) + len;
   }
 
   const keyId = issuerKeyId(issuer.certificate);
@@ -263,11 +234,11 @@ export function buildCrl(issuer: CrlIssuer, options: CrlOptions): Buffer {
   ]);
   const crlNumberExt = extension(OID.cRLNumber, false, unsignedInteger(bigintMagnitude(crlNumber)));
   const suffix = explicit(0, sequence(authorityKeyIdentifier(keyId), crlNumberExt));
-  const revokedLen = n === 0 ? 0 : headerSize(entriesLen) + entriesLen;
+  const revokedLen = n === 0 ? 0 : headerLength(entriesLen) + entriesLen;
   const tbsLen = prefix.length + revokedLen + suffix.length;
 
   // Pass 2: write the TBSCertList into one buffer of exactly the computed size.
-  const tbs = Buffer.allocUnsafe(headerSize(tbsLen) + tbsLen);
+  const tbs = Buffer.allocUnsafe(headerLength(tbsLen) + tbsLen);
   let pos = writeHeader(tbs, 0, SEQUENCE, tbsLen);
   pos += prefix.copy(tbs, pos);
   if (n > 0) {
@@ -304,7 +275,7 @@ export function buildCrl(issuer: CrlIssuer, options: CrlOptions): Buffer {
   const { scheme, key } = issuer.signer;
   const signatureBits = bitString(sign(scheme.hash, tbs, key));
   const bodyLen = tbs.length + scheme.algorithmIdentifier.length + signatureBits.length;
-  const out = Buffer.allocUnsafe(headerSize(bodyLen) + bodyLen);
+  const out = Buffer.allocUnsafe(headerLength(bodyLen) + bodyLen);
   pos = writeHeader(out, 0, SEQUENCE, bodyLen);
   pos += tbs.copy(out, pos);
   pos += scheme.algorithmIdentifier.copy(out, pos);
