@@ -40,7 +40,8 @@ export type RevocationReason = keyof typeof REVOCATION_REASONS;
 
 // A Map, not `REVOCATION_REASONS[x]`, so a stray "toString" from untyped callers is not a reason.
 const REASON_CODES = new Map<string, number>(Object.entries(REVOCATION_REASONS));
-const REASON_NAMES = new Map<number, RevocationReason>(
+/** CRLReason code -> name, for readers of CRL entries and of OCSP answers. */
+export const REVOCATION_REASON_NAMES: ReadonlyMap<number, RevocationReason> = new Map<number, RevocationReason>(
   Object.entries(REVOCATION_REASONS).map(([name, code]) => [code, name as RevocationReason]),
 );
 
@@ -80,7 +81,7 @@ const MAX_CRL_NUMBER = (1n << 159n) - 1n;
  * cRLReason, OCTET STRING { ENUMERATED code } } }. Fourteen constant bytes copied into an entry.
  */
 const REASON_EXTENSIONS: Buffer[] = [];
-for (const code of REASON_NAMES.keys())
+for (const code of REVOCATION_REASON_NAMES.keys())
   REASON_EXTENSIONS[code] = sequence(extension(OID.cRLReason, false, tlv(ENUMERATED, Buffer.from([code]))));
 
 /** ASCII hex digit -> value, -1 for anything else. */
@@ -448,7 +449,7 @@ function readEntry(el: Element, issuer: Buffer): ParsedCrlEntry {
 }
 
 function reasonName(code: number, serialHex: string): RevocationReason {
-  const reason = REASON_NAMES.get(code);
+  const reason = REVOCATION_REASON_NAMES.get(code);
   if (reason === undefined)
     throw new CrlError("invalid-reason", `CRL: entry ${serialHex} has reason code ${code}, which is not a CRLReason`);
   return reason;
