@@ -155,28 +155,25 @@ function pad2(n: number): string {
   return n < 10 ? `0${n}` : String(n);
 }
 
+/** "MMDDhhmmssZ" of a date in UTC: the part UTCTime and GeneralizedTime share (whole seconds). */
+function monthToSecond(date: Date): string {
+  return (
+    pad2(date.getUTCMonth() + 1) +
+    pad2(date.getUTCDate()) +
+    pad2(date.getUTCHours()) +
+    pad2(date.getUTCMinutes()) +
+    pad2(date.getUTCSeconds()) +
+    "Z"
+  );
+}
+
 /** RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050; whole seconds, Zulu. */
 export function time(date: Date): Buffer {
   const y = date.getUTCFullYear();
-  const rest =
-    pad2(date.getUTCMonth() + 1) +
-    pad2(date.getUTCDate()) +
-    pad2(date.getUTCHours()) +
-    pad2(date.getUTCMinutes()) +
-    pad2(date.getUTCSeconds()) +
-    "Z";
-  if (y >= 1950 && y < 2050) return tlv(TAG.UTC_TIME, Buffer.from(pad2(y % 100) + rest, "latin1"));
-  return tlv(TAG.GENERALIZED_TIME, Buffer.from(String(y).padStart(4, "0") + rest, "latin1"));
+  if (y >= 1950 && y < 2050) return tlv(TAG.UTC_TIME, Buffer.from(pad2(y % 100) + monthToSecond(date), "latin1"));
+  return generalizedTime(date);
 }
 
 export function generalizedTime(date: Date): Buffer {
-  const s =
-    String(date.getUTCFullYear()).padStart(4, "0") +
-    pad2(date.getUTCMonth() + 1) +
-    pad2(date.getUTCDate()) +
-    pad2(date.getUTCHours()) +
-    pad2(date.getUTCMinutes()) +
-    pad2(date.getUTCSeconds()) +
-    "Z";
-  return tlv(TAG.GENERALIZED_TIME, Buffer.from(s, "latin1"));
+  return tlv(TAG.GENERALIZED_TIME, Buffer.from(String(date.getUTCFullYear()).padStart(4, "0") + monthToSecond(date), "latin1"));
 }

@@ -20,7 +20,7 @@ import {
 import { TAG, bitString, explicit, headerLength, sequence, time, tlv, unsignedInteger, writeHeader } from "../der/writer.js";
 import { CSR_SIGNATURE_ALGORITHMS } from "./algorithms.js";
 import type { ParsedCertificate, ParsedExtension, Signer } from "./certificate.js";
-import { authorityKeyIdentifier, extension, keyIdentifier } from "./extensions.js";
+import { authorityKeyIdentifier, certificateKeyId, extension } from "./extensions.js";
 import { InvalidTime, readX509Time } from "./time.js";
 
 /** CRLReason (RFC 5280 5.3.1); 7 is unused. */
@@ -163,13 +163,6 @@ function bigintMagnitude(n: bigint): Buffer {
   return Buffer.from(hex.length % 2 ? `0${hex}` : hex, "hex");
 }
 
-/** The issuer's subjectKeyIdentifier, or RFC 5280 method 1 when the certificate has none. */
-function issuerKeyId(cert: ParsedCertificate): Buffer {
-  const ski = cert.extensions.get(OID.subjectKeyIdentifier);
-  if (!ski) return keyIdentifier(cert.subjectPublicKey);
-  return content(expectTag(readRoot(ski.value), OCTET_STRING, "SubjectKeyIdentifier"));
-}
-
 /**
  * An X.509 v2 CRL in DER, signed by the issuer: issuer = the issuer certificate's subject (exact
  * bytes), AKI = the issuer's SKI, a non-critical cRLNumber, signature algorithm = the signer's
@@ -225,7 +218,7 @@ export function buildCrl(issuer: CrlIssuer, options: CrlOptions): Buffer {
     entriesLen += headerLength(len) + len;
   }
 
-  const keyId = issuerKeyId(issuer.certificate);
+  const keyId = certificateKeyId(issuer.certificate);
   const prefix = Buffer.concat([
     VERSION_2,
     issuer.signer.scheme.algorithmIdentifier,

@@ -1,7 +1,9 @@
 // Encoders for the certificate extensions fleetpki writes (RFC 5280 4.2).
 import { createHash } from "node:crypto";
 import { OID } from "../der/oids.js";
+import { content, expectTag, readRoot } from "../der/reader.js";
 import {
+  TAG,
   boolean,
   explicit,
   implicitConstructed,
@@ -13,6 +15,7 @@ import {
   smallInteger,
 } from "../der/writer.js";
 import { isIP } from "node:net";
+import type { ParsedCertificate } from "./certificate.js";
 
 export function extension(extnId: string, critical: boolean, value: Buffer): Buffer {
   return critical ? sequence(oid(extnId), boolean(true), octetString(value)) : sequence(oid(extnId), octetString(value));
@@ -47,6 +50,17 @@ export function extendedKeyUsage(purposes: readonly string[]): Buffer {
 /** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING value. */
 export function keyIdentifier(subjectPublicKey: Buffer): Buffer {
   return createHash("sha1").update(subjectPublicKey).digest();
+}
+
+/**
+ * The key identifier an issuer's children name in their AKI (certificates and CRLs): the
+ * issuer's subjectKeyIdentifier as written (its OCTET STRING may be longer than one length octet
+ * allows, e.g. in a CA certificate made elsewhere), or method 1 when it has none.
+ */
+export function certificateKeyId(cert: ParsedCertificate): Buffer {
+  const ski = cert.extensions.get(OID.subjectKeyIdentifier);
+  if (!ski) return keyIdentifier(cert.subjectPublicKey);
+  return content(expectTag(readRoot(ski.value), TAG.OCTET_STRING, "SubjectKeyIdentifier"));
 }
 
 export function subjectKeyIdentifier(keyId: Buffer): Buffer {
