@@ -20,7 +20,7 @@ import {
 import { TAG, bitString, explicit, headerLength, sequence, time, tlv, unsignedInteger, writeHeader } from "../der/writer.js";
 import { CSR_SIGNATURE_ALGORITHMS } from "./algorithms.js";
 import type { ParsedCertificate, ParsedExtension, Signer } from "./certificate.js";
-import { authorityKeyIdentifier, certificateKeyId, extension } from "./extensions.js";
+import { DuplicateExtension, authorityKeyIdentifier, certificateKeyId, extension, readExtensionList } from "./extensions.js";
 import { InvalidTime, readX509Time } from "./time.js";
 
 /** CRLReason (RFC 5280 5.3.1); 7 is unused. */
@@ -70,7 +70,7 @@ export interface CrlIssuer {
 
 // Tag bytes as plain locals: under tsx (how fleetpki runs) every read of an imported TAG.* is a
 // getter call, which showed up in profiles of the 100k-entry loop.
-const { SEQUENCE, INTEGER, BOOLEAN, OCTET_STRING, ENUMERATED, UTC_TIME, GENERALIZED_TIME } = TAG;
+const { SEQUENCE, INTEGER, ENUMERATED, UTC_TIME, GENERALIZED_TIME } = TAG;
 
 const VERSION_2 = Buffer.from([INTEGER, 1, 1]);
 /** CRL numbers are at most 20 octets (RFC 5280 5.2.3), i.e. below 2^159 as a positive INTEGER. */
@@ -351,25 +351,13 @@ function readTime(e: Element | undefined, what: string): Date {
 }
 
 function readExtensions(list: Element, where: string): Map<string, ParsedExtension> {
-  const items = children(expectTag(list, SEQUENCE, `${where} extensions`));
-  if (items.length === 0) throw new CrlError("malformed", `CRL: empty ${where} extensions (SIZE (1..MAX))`);
   const out = new Map<string, ParsedExtension>();
-  for (const ext of items) {
-    const parts = children(expectTag(ext, SEQUENCE, "Extension"));
-    const id = readOid(expectTag(parts[0], 0x06, "extnID"));
-    let k = 1;
-    let critical = false;
-    if (parts[1]?.tag === BOOLEAN) {
-      const b = content(parts[1]);
-      if (b.length !== 1 || (b[0] !== 0 && b[0] !== 0xff))
-        throw new CrlError("malformed", `CRL: ${oidName(id)} has an invalid critical flag`);
-      critical = b[0] === 0xff;
-      k++;
-    }
-    const value = content(expectTag(parts[k], OCTET_STRING, "extnValue"));
-    if (parts.length !== k + 1) throw new CrlError("malformed", `CRL: ${oidName(id)} extension has trailing elements`);
-    if (out.has(id)) throw new CrlError("duplicate-extension", `CRL: ${where} extension ${oidName(id)} appears more than once`);
-    out.set(id, { critical, value });
+  try {
+    for (const ext of readExtensionList(list)) out.set(ext.id, { critical: ext.critical, value: content(ext.value) });
+  } catch (e) {
+    if (e instanceof DuplicateExtension) throw new CrlError("duplicate-extension", `CRL: ${where} ${e.message}`);
+    if (e instanceof DerError) throw new CrlError("malformed", `CRL: ${where} extensions: ${e.message}`);
+    throw e;
   }
   return out;
 }

@@ -30,6 +30,7 @@ import {
 } from "../der/reader.js";
 import { TAG, oid } from "../der/writer.js";
 import type { ParsedCertificate } from "./certificate.js";
+import { DuplicateExtension, readExtensionList, type ExtensionElement } from "./extensions.js";
 
 export type OcspHash = "sha1" | "sha256" | "sha384" | "sha512";
 
@@ -146,40 +147,14 @@ export function parseCertId(e: Element): OcspCertId {
   };
 }
 
-export interface RawExtension {
-  oid: Element;
-  critical: boolean;
-  value: Element;
-}
-
-/** Extensions ::= SEQUENCE SIZE (1..MAX) OF Extension, inside an EXPLICIT tag; duplicates are malformed. */
-export function parseOcspExtensions(wrapper: Element): RawExtension[] {
-  const list = expectTag(onlyChild(wrapper, "Extensions"), TAG.SEQUENCE, "Extensions");
-  if (list.end === list.contentStart) throw new DerError("empty Extensions (SIZE 1..MAX)", list.start);
-  const out: RawExtension[] = [];
-  const seen = new Set<string>();
-  for (let off = list.contentStart; off < list.end;) {
-    const ext = expectTag(childAt(list, off, "Extension"), TAG.SEQUENCE, "Extension");
-    off = ext.end;
-    const extOid = expectTag(childAt(ext, ext.contentStart, "extnID"), TAG.OID, "extnID");
-    let next = childAt(ext, extOid.end, "extnValue");
-    let critical = false;
-    if (next.tag === TAG.BOOLEAN) {
-      // DER omits a FALSE default; explicit FALSE is a common BER habit and harmless, so accepted.
-      const b = content(next);
-      if (b.length !== 1 || (b[0] !== 0 && b[0] !== 0xff)) throw new DerError("invalid BOOLEAN", next.start);
-      critical = b[0] === 0xff;
-      next = childAt(ext, next.end, "extnValue");
-    }
-    const value = expectTag(next, TAG.OCTET_STRING, "extnValue");
-    expectEnd(ext, value.end, "Extension");
-    const key = content(extOid).toString("latin1");
-    if (seen.has(key)) throw new OcspMalformed("duplicate-extension", `extension ${readOid(extOid)} appears twice`);
-    seen.add(key);
-    readOid(extOid);
-    out.push({ oid: extOid, critical, value });
+/** Extensions inside an EXPLICIT tag (requests and responses); a repeated extension is malformed. */
+export function parseOcspExtensions(wrapper: Element): ExtensionElement[] {
+  try {
+    return readExtensionList(onlyChild(wrapper, "Extensions"));
+  } catch (e) {
+    if (e instanceof DuplicateExtension) throw new OcspMalformed("duplicate-extension", e.message);
+    throw e;
   }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -248,7 +223,7 @@ function parseRequest(der: Buffer, maxCertIds: number): ParsedOcspRequest {
     expectEnd(tbs, wrapper.end, "TBSRequest");
     for (const ext of parseOcspExtensions(wrapper)) {
       if (contentEquals(ext.oid, NONCE_OID_CONTENT)) nonce = parseNonce(ext.value);
-      else if (ext.critical) throw new OcspRequestError("unsupported-critical-extension", `critical request extension ${readOid(ext.oid)}`);
+      else if (ext.critical) throw new OcspRequestError("unsupported-critical-extension", `critical request extension ${ext.id}`);
       // Other non-critical extensions (acceptable responses, preferred algorithms, ...) are ignored (RFC 6960 4.4).
     }
   }
@@ -265,8 +240,7 @@ function parseRequest(der: Buffer, maxCertIds: number): ParsedOcspRequest {
       const wrapper = expectTag(childAt(request, certId.end, "singleRequestExtensions"), 0xa0, "singleRequestExtensions [0]");
       expectEnd(request, wrapper.end, "Request");
       for (const ext of parseOcspExtensions(wrapper))
-        if (ext.critical)
-          throw new OcspRequestError("unsupported-critical-extension", `critical single request extension ${readOid(ext.oid)}`);
+        if (ext.critical) throw new OcspRequestError("unsupported-critical-extension", `critical single request extension ${ext.id}`);
     }
   }
   if (certIds.length === 0) throw new OcspRequestError("no-cert-ids", "the request list is empty");
