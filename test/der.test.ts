@@ -3,6 +3,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { readFileSync, readdirSync } from "node:fs";
 import {
   DerError,
   children,
@@ -388,5 +389,26 @@ describe("DER reader strictness", () => {
     assert.equal(readElement(buf, 0).end, 5);
     derError(() => readElement(buf, 0, 4), /truncated/);
     assert.equal(readElement(buf, 5).tag, 0x05);
+  });
+});
+
+describe("der/ and x509/ stay pure (ARCHITECTURE: bytes in, bytes out, no I/O, no clock)", () => {
+  it("import only node:crypto, isIP from node:net and each other, and never read the clock", () => {
+    const root = new URL("../src/", import.meta.url);
+    const problems: string[] = [];
+    for (const dir of ["der", "x509"])
+      for (const file of readdirSync(new URL(`${dir}/`, root)).filter((f) => f.endsWith(".ts"))) {
+        const text = readFileSync(new URL(`${dir}/${file}`, root), "utf8");
+        for (const [, spec] of text.matchAll(/^(?:import|export)\s[^;]*?from\s+"([^"]+)"/gm)) {
+          const allowed =
+            spec === "node:crypto" || spec === "node:net" || /^\.\/[\w-]+\.js$/.test(spec!) || /^\.\.\/(der|x509)\/[\w-]+\.js$/.test(spec!);
+          if (!allowed) problems.push(`${dir}/${file} imports ${spec}`);
+        }
+        if (/from "node:net"/.test(text) && !/import \{ isIP \} from "node:net"/.test(text))
+          problems.push(`${dir}/${file}: more than isIP from node:net`);
+        for (const clock of ["Date.now(", "new Date()", "performance.now(", "process."])
+          if (text.includes(clock)) problems.push(`${dir}/${file} uses ${clock}`);
+      }
+    assert.deepEqual(problems, []);
   });
 });
