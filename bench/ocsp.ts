@@ -35,7 +35,8 @@ import { preparedStatement } from "../src/store/store.js";
 import type { CertificateTable, CrlTable, DeviceTable } from "../src/store/schema.js";
 import { subjectPublicKeyOf, type ParsedCertificate } from "../src/x509/certificate.js";
 import { buildCrl, parseCrl, verifyCrlSignature, type RevocationReason, type RevokedEntry } from "../src/x509/crl.js";
-import { issuerHashes, parseOcspRequest, parseOcspResponse, type ParsedBasicOcspResponse } from "../src/x509/ocsp.js";
+import { issuerHashes, parseOcspRequest } from "../src/x509/ocsp-request.js";
+import { parseOcspResponse, type ParsedBasicOcspResponse } from "../test/support/ocsp-response.js";
 import { fromPem, toPem } from "../src/x509/pem.js";
 import { buildOcspResponderCertificate } from "../src/x509/profiles.js";
 import {

@@ -3,6 +3,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { readFileSync, readdirSync } from "node:fs";
 import {
   DerError,
   children,
@@ -20,6 +21,7 @@ import {
   bitString,
   boolean,
   generalizedTime,
+  headerLength,
   ia5String,
   namedBitString,
   nullValue,
@@ -30,6 +32,7 @@ import {
   smallInteger,
   time,
   unsignedInteger,
+  writeHeader,
 } from "../src/der/writer.js";
 import { OID } from "../src/der/oids.js";
 import { openssl } from "./helpers.js";
@@ -226,6 +229,25 @@ describe("DER lengths", () => {
     assert.match(out, /hl=5 l=65536 prim: OCTET STRING/);
   });
 
+  it("writeHeader/headerLength (the one header writer, also behind tlv) at every length-form boundary", () => {
+    const boundaries: Array<[number, string]> = [
+      ...cases,
+      [0xffffff, "30 83ffffff"],
+      [0x1000000, "30 8401000000"],
+      [0xffffffff, "30 84ffffffff"],
+    ];
+    for (const [length, header] of boundaries) {
+      const expected = h(`30${header.slice(3)}`);
+      assert.equal(headerLength(length), expected.length, `headerLength(${length})`);
+      // Written mid-buffer, as the CRL and OCSP encoders do: returns the position after the header.
+      const out = Buffer.alloc(3 + expected.length + 2, 0xee);
+      assert.equal(writeHeader(out, 3, TAG.SEQUENCE, length), 3 + expected.length);
+      assert.equal(hex(out.subarray(3, 3 + expected.length)), hex(expected), `header for ${length}`);
+      assert.equal(hex(out.subarray(0, 3)) + hex(out.subarray(3 + expected.length)), "eeeeeeeeee"); // nothing else touched
+    }
+    assert.throws(() => writeHeader(Buffer.alloc(8), 0, TAG.SEQUENCE, 2 ** 32), RangeError);
+  });
+
   it("the reader accepts 3- and 4-octet length forms", () => {
     const body = Buffer.alloc(65536); // 3 length octets
     assert.equal(readRoot(Buffer.concat([h("04 83010000"), body])).end, 5 + body.length);
@@ -367,5 +389,26 @@ describe("DER reader strictness", () => {
     assert.equal(readElement(buf, 0).end, 5);
     derError(() => readElement(buf, 0, 4), /truncated/);
     assert.equal(readElement(buf, 5).tag, 0x05);
+  });
+});
+
+describe("der/ and x509/ stay pure (ARCHITECTURE: bytes in, bytes out, no I/O, no clock)", () => {
+  it("import only node:crypto, isIP from node:net and each other, and never read the clock", () => {
+    const root = new URL("../src/", import.meta.url);
+    const problems: string[] = [];
+    for (const dir of ["der", "x509"])
+      for (const file of readdirSync(new URL(`${dir}/`, root)).filter((f) => f.endsWith(".ts"))) {
+        const text = readFileSync(new URL(`${dir}/${file}`, root), "utf8");
+        for (const [, spec] of text.matchAll(/^(?:import|export)\s[^;]*?from\s+"([^"]+)"/gm)) {
+          const allowed =
+            spec === "node:crypto" || spec === "node:net" || /^\.\/[\w-]+\.js$/.test(spec!) || /^\.\.\/(der|x509)\/[\w-]+\.js$/.test(spec!);
+          if (!allowed) problems.push(`${dir}/${file} imports ${spec}`);
+        }
+        if (/from "node:net"/.test(text) && !/import \{ isIP \} from "node:net"/.test(text))
+          problems.push(`${dir}/${file}: more than isIP from node:net`);
+        for (const clock of ["Date.now(", "new Date()", "performance.now(", "process."])
+          if (text.includes(clock)) problems.push(`${dir}/${file} uses ${clock}`);
+      }
+    assert.deepEqual(problems, []);
   });
 });

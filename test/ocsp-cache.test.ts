@@ -12,8 +12,8 @@ import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
 import { OcspService, type StoredStatus } from "../src/authority/status/ocsp-responder.js";
 import { revokeCertificate } from "../src/authority/status/revocation.js";
 import { parseDuration } from "../src/config/duration.js";
-import { parseOcspResponse, type ParsedSingleResponse } from "../src/x509/ocsp.js";
 import { assertOk, openssl, opensslCsr, tempDir, tempFleet } from "./helpers.js";
+import { parseOcspResponse, type ParsedSingleResponse } from "./support/ocsp-response.js";
 import { devicesCaPemPath } from "./server-helpers.js";
 
 /** An OcspService that runs `afterRead` (and waits for it) once each status lookup has read the database. */

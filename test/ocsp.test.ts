@@ -25,23 +25,17 @@ import { parseCertificate, subjectPublicKeyOf, type ParsedCertificate, type Sign
 import { keyIdentifier } from "../src/x509/extensions.js";
 import { toPem } from "../src/x509/pem.js";
 import { LeafTemplate, buildOcspResponderCertificate, buildRootCertificate, type IssuingCa } from "../src/x509/profiles.js";
+import { OcspRequestError, issuerHashes, parseOcspRequest, type OcspCertId, type ParsedOcspRequest } from "../src/x509/ocsp-request.js";
 import {
-  OcspRequestError,
-  OcspResponseError,
   OcspResponseSigner,
   buildOcspResponse,
-  issuerHashes,
   ocspErrorResponse,
   ocspResponder,
-  parseOcspRequest,
-  parseOcspResponse,
   type CertStatus,
-  type OcspCertId,
   type OcspErrorStatus,
   type OcspResponder,
-  type ParsedBasicOcspResponse,
-  type ParsedOcspRequest,
-} from "../src/x509/ocsp.js";
+} from "../src/x509/ocsp-response.js";
+import { OcspResponseError, parseOcspResponse, type ParsedBasicOcspResponse } from "./support/ocsp-response.js";
 import { vectorPath, openssl, tempDir, type RunResult } from "./helpers.js";
 
 const VECTORS = vectorPath("pyca", "x509", "ocsp");

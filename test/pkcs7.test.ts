@@ -7,7 +7,7 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Base64Error, certsOnly, fromBase64Body, parseCertsOnly, toBase64Body } from "../src/x509/pkcs7.js";
-import { fromPem, parsePemBlocks } from "../src/x509/pem.js";
+import { fromPem, parsePemBlocks, toPem } from "../src/x509/pem.js";
 import { implicitConstructed, octetString, oid, sequence, set, smallInteger } from "../src/der/writer.js";
 import { OID } from "../src/der/oids.js";
 import { vectorPath, openssl, tempDir, tempFleet, writeTemp } from "./helpers.js";
@@ -133,6 +133,17 @@ describe("certs-only PKCS#7", () => {
     // openssl's own base64 (its own line length) decodes with ours
     const theirs = openssl(["base64", "-e"], der);
     assert.deepEqual(fromBase64Body(theirs.stdout), der);
+  });
+
+  it("toPem is the same base64 body between armour lines; openssl pkcs7 reads it and writes the same text", () => {
+    const der = certsOnly([devices, root]);
+    const pem = toPem("PKCS7", der);
+    assert.equal(pem, `-----BEGIN PKCS7-----\n${toBase64Body(der)}-----END PKCS7-----\n`);
+    assert.deepEqual(fromPem(pem, ["PKCS7"]), der);
+    const r = openssl(["pkcs7"], pem);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, pem); // openssl's PEM writer: same 64-character lines and trailing newline
+    assert.equal(toPem("X509 CRL", Buffer.alloc(0)), "-----BEGIN X509 CRL-----\n-----END X509 CRL-----\n");
   });
 
   describe("libest vectors", () => {

@@ -11,10 +11,10 @@ import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
 import { silentLogger } from "../src/log.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
 import { parseCrl } from "../src/x509/crl.js";
-import { parseOcspResponse } from "../src/x509/ocsp.js";
 import { CLI, vectorPath, assertOk, assertOneLineError, cliAsync, openssl, opensslCsr, tempDir, tempFleet } from "./helpers.js";
 import { devicesCaPemPath, editConfig, rootPemPath, run, sleep } from "./server-helpers.js";
 import { ManualClock } from "./support/clock.js";
+import { parseOcspResponse } from "./support/ocsp-response.js";
 
 interface Leaf {
   id: string;

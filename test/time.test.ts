@@ -11,10 +11,11 @@ import { signatureSchemeFor } from "../src/x509/algorithms.js";
 import { buildCertificate, parseCertificate, randomSerial, type Signer } from "../src/x509/certificate.js";
 import { CrlError, buildCrl, parseCrl } from "../src/x509/crl.js";
 import { encodeName } from "../src/x509/name.js";
-import { OcspResponseError, buildOcspResponse, ocspResponder, parseOcspResponse } from "../src/x509/ocsp.js";
+import { buildOcspResponse, ocspResponder } from "../src/x509/ocsp-response.js";
 import { toPem } from "../src/x509/pem.js";
 import { GENERALIZED_TIME_TAG, InvalidTime, UTC_TIME_TAG, parseRfc3339, readX509Time, utcMs } from "../src/x509/time.js";
 import { assertOneLineError, cli, openssl, tempFleet } from "./helpers.js";
+import { OcspResponseError, parseOcspResponse } from "./support/ocsp-response.js";
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 

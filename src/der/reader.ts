@@ -127,3 +127,29 @@ export function readBitStringBytes(e: Element): Buffer {
   if (bytes[0] !== 0) throw new DerError("BIT STRING with unused bits where whole octets are required", e.start);
   return bytes.subarray(1);
 }
+
+// Offset-based navigation for parsers that walk a structure field by field without building
+// children() arrays (the OCSP request parser runs on every status request).
+
+/** The element at `offset` inside `parent`, or a DerError naming what is missing. */
+export function childAt(parent: Element, offset: number, what: string): Element {
+  if (offset >= parent.end) throw new DerError(`missing ${what}`, offset);
+  return readElement(parent.source, offset, parent.end);
+}
+
+/** The single element an EXPLICIT tag (or any one-element wrapper) holds. */
+export function onlyChild(wrapper: Element, what: string): Element {
+  const inner = childAt(wrapper, wrapper.contentStart, what);
+  if (inner.end !== wrapper.end) throw new DerError(`trailing data after ${what}`, inner.end);
+  return inner;
+}
+
+/** `offset` must be the end of `parent`: nothing may follow its last expected field. */
+export function expectEnd(parent: Element, offset: number, what: string): void {
+  if (offset !== parent.end) throw new DerError(`unexpected data at the end of ${what}`, offset);
+}
+
+/** Whether the element's content is exactly `expected` (e.g. an OID's content octets), without copying. */
+export function contentEquals(e: Element, expected: Buffer): boolean {
+  return e.end - e.contentStart === expected.length && e.source.compare(expected, 0, expected.length, e.contentStart, e.end) === 0;
+}

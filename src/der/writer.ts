@@ -18,43 +18,49 @@ export const TAG = {
   SET: 0x31,
 } as const;
 
-function encodeLength(length: number): Buffer {
-  if (length < 0x80) return Buffer.from([length]);
-  const bytes: number[] = [];
-  for (let n = length; n > 0; n = Math.floor(n / 256)) bytes.unshift(n & 0xff);
-  return Buffer.from([0x80 | bytes.length, ...bytes]);
+/** Octets of a one-byte tag plus the minimal definite length for `length` content octets. */
+export function headerLength(length: number): number {
+  return length < 0x80 ? 2 : length < 0x100 ? 3 : length < 0x10000 ? 4 : length < 0x1000000 ? 5 : 6;
+}
+
+/**
+ * Writes a one-byte tag and the minimal definite DER length at `pos` and returns the position
+ * after them. The one header writer: tlv() uses it, and the hot encoders (CRLs, OCSP responses)
+ * call it directly to write nested headers into one preallocated buffer (see headerLength).
+ */
+export function writeHeader(out: Buffer, pos: number, tag: number, length: number): number {
+  out[pos++] = tag;
+  if (length < 0x80) {
+    out[pos++] = length;
+  } else if (length < 0x100) {
+    out[pos++] = 0x81;
+    out[pos++] = length;
+  } else if (length < 0x10000) {
+    out[pos++] = 0x82;
+    out[pos++] = length >>> 8;
+    out[pos++] = length & 0xff;
+  } else if (length < 0x1000000) {
+    out[pos++] = 0x83;
+    out[pos++] = length >>> 16;
+    out[pos++] = (length >>> 8) & 0xff;
+    out[pos++] = length & 0xff;
+  } else {
+    if (!(length <= 0xffffffff)) throw new RangeError(`DER length ${length} does not fit in four octets`);
+    out[pos++] = 0x84;
+    out[pos++] = length >>> 24;
+    out[pos++] = (length >>> 16) & 0xff;
+    out[pos++] = (length >>> 8) & 0xff;
+    out[pos++] = length & 0xff;
+  }
+  return pos;
 }
 
 /** One TLV with the given tag byte around already-encoded content. */
 export function tlv(tag: number, content: Buffer | readonly Buffer[]): Buffer {
   const body = Buffer.isBuffer(content) ? content : Buffer.concat(content as Buffer[]);
-  const len = body.length;
-  // Short and one/two-byte lengths cover almost everything we build; avoid the generic path.
-  if (len < 0x80) {
-    const out = Buffer.allocUnsafe(2 + len);
-    out[0] = tag;
-    out[1] = len;
-    body.copy(out, 2);
-    return out;
-  }
-  if (len < 0x100) {
-    const out = Buffer.allocUnsafe(3 + len);
-    out[0] = tag;
-    out[1] = 0x81;
-    out[2] = len;
-    body.copy(out, 3);
-    return out;
-  }
-  if (len < 0x10000) {
-    const out = Buffer.allocUnsafe(4 + len);
-    out[0] = tag;
-    out[1] = 0x82;
-    out[2] = len >> 8;
-    out[3] = len & 0xff;
-    body.copy(out, 4);
-    return out;
-  }
-  return Buffer.concat([Buffer.from([tag]), encodeLength(len), body]);
+  const out = Buffer.allocUnsafe(headerLength(body.length) + body.length);
+  body.copy(out, writeHeader(out, 0, tag, body.length));
+  return out;
 }
 
 export const sequence = (...items: Buffer[]): Buffer => tlv(TAG.SEQUENCE, items);
@@ -149,28 +155,25 @@ function pad2(n: number): string {
   return n < 10 ? `0${n}` : String(n);
 }
 
+/** "MMDDhhmmssZ" of a date in UTC: the part UTCTime and GeneralizedTime share (whole seconds). */
+function monthToSecond(date: Date): string {
+  return (
+    pad2(date.getUTCMonth() + 1) +
+    pad2(date.getUTCDate()) +
+    pad2(date.getUTCHours()) +
+    pad2(date.getUTCMinutes()) +
+    pad2(date.getUTCSeconds()) +
+    "Z"
+  );
+}
+
 /** RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050; whole seconds, Zulu. */
 export function time(date: Date): Buffer {
   const y = date.getUTCFullYear();
-  const rest =
-    pad2(date.getUTCMonth() + 1) +
-    pad2(date.getUTCDate()) +
-    pad2(date.getUTCHours()) +
-    pad2(date.getUTCMinutes()) +
-    pad2(date.getUTCSeconds()) +
-    "Z";
-  if (y >= 1950 && y < 2050) return tlv(TAG.UTC_TIME, Buffer.from(pad2(y % 100) + rest, "latin1"));
-  return tlv(TAG.GENERALIZED_TIME, Buffer.from(String(y).padStart(4, "0") + rest, "latin1"));
+  if (y >= 1950 && y < 2050) return tlv(TAG.UTC_TIME, Buffer.from(pad2(y % 100) + monthToSecond(date), "latin1"));
+  return generalizedTime(date);
 }
 
 export function generalizedTime(date: Date): Buffer {
-  const s =
-    String(date.getUTCFullYear()).padStart(4, "0") +
-    pad2(date.getUTCMonth() + 1) +
-    pad2(date.getUTCDate()) +
-    pad2(date.getUTCHours()) +
-    pad2(date.getUTCMinutes()) +
-    pad2(date.getUTCSeconds()) +
-    "Z";
-  return tlv(TAG.GENERALIZED_TIME, Buffer.from(s, "latin1"));
+  return tlv(TAG.GENERALIZED_TIME, Buffer.from(String(date.getUTCFullYear()).padStart(4, "0") + monthToSecond(date), "latin1"));
 }

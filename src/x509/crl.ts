@@ -17,10 +17,10 @@ import {
   readUnsignedInteger,
   type Element,
 } from "../der/reader.js";
-import { TAG, bitString, explicit, sequence, time, tlv, unsignedInteger } from "../der/writer.js";
+import { TAG, bitString, explicit, headerLength, sequence, time, tlv, unsignedInteger, writeHeader } from "../der/writer.js";
 import { CSR_SIGNATURE_ALGORITHMS } from "./algorithms.js";
 import type { ParsedCertificate, ParsedExtension, Signer } from "./certificate.js";
-import { authorityKeyIdentifier, extension, keyIdentifier } from "./extensions.js";
+import { DuplicateExtension, authorityKeyIdentifier, certificateKeyId, extension, readExtensionList } from "./extensions.js";
 import { InvalidTime, readX509Time } from "./time.js";
 
 /** CRLReason (RFC 5280 5.3.1); 7 is unused. */
@@ -40,7 +40,8 @@ export type RevocationReason = keyof typeof REVOCATION_REASONS;
 
 // A Map, not `REVOCATION_REASONS[x]`, so a stray "toString" from untyped callers is not a reason.
 const REASON_CODES = new Map<string, number>(Object.entries(REVOCATION_REASONS));
-const REASON_NAMES = new Map<number, RevocationReason>(
+/** CRLReason code -> name, for readers of CRL entries and of OCSP answers. */
+export const REVOCATION_REASON_NAMES: ReadonlyMap<number, RevocationReason> = new Map<number, RevocationReason>(
   Object.entries(REVOCATION_REASONS).map(([name, code]) => [code, name as RevocationReason]),
 );
 
@@ -69,7 +70,7 @@ export interface CrlIssuer {
 
 // Tag bytes as plain locals: under tsx (how fleetpki runs) every read of an imported TAG.* is a
 // getter call, which showed up in profiles of the 100k-entry loop.
-const { SEQUENCE, INTEGER, BOOLEAN, OCTET_STRING, ENUMERATED, UTC_TIME, GENERALIZED_TIME } = TAG;
+const { SEQUENCE, INTEGER, ENUMERATED, UTC_TIME, GENERALIZED_TIME } = TAG;
 
 const VERSION_2 = Buffer.from([INTEGER, 1, 1]);
 /** CRL numbers are at most 20 octets (RFC 5280 5.2.3), i.e. below 2^159 as a positive INTEGER. */
@@ -80,7 +81,7 @@ const MAX_CRL_NUMBER = (1n << 159n) - 1n;
  * cRLReason, OCTET STRING { ENUMERATED code } } }. Fourteen constant bytes copied into an entry.
  */
 const REASON_EXTENSIONS: Buffer[] = [];
-for (const code of REASON_NAMES.keys())
+for (const code of REVOCATION_REASON_NAMES.keys())
   REASON_EXTENSIONS[code] = sequence(extension(OID.cRLReason, false, tlv(ENUMERATED, Buffer.from([code]))));
 
 /** ASCII hex digit -> value, -1 for anything else. */
@@ -91,35 +92,6 @@ for (let i = 0; i < 6; i++) HEX_VALUE[0x41 + i] = HEX_VALUE[0x61 + i] = 10 + i;
 function hexDigit(s: string, i: number): number {
   const c = s.charCodeAt(i);
   return c < 128 ? HEX_VALUE[c]! : -1;
-}
-
-const headerSize = (len: number): number => (len < 0x80 ? 2 : len < 0x100 ? 3 : len < 0x10000 ? 4 : len < 0x1000000 ? 5 : 6);
-
-/** Writes tag and definite DER length at pos; returns the position after them. */
-function writeHeader(buf: Buffer, pos: number, tag: number, len: number): number {
-  buf[pos++] = tag;
-  if (len < 0x80) {
-    buf[pos++] = len;
-  } else if (len < 0x100) {
-    buf[pos++] = 0x81;
-    buf[pos++] = len;
-  } else if (len < 0x10000) {
-    buf[pos++] = 0x82;
-    buf[pos++] = len >>> 8;
-    buf[pos++] = len & 0xff;
-  } else if (len < 0x1000000) {
-    buf[pos++] = 0x83;
-    buf[pos++] = len >>> 16;
-    buf[pos++] = (len >>> 8) & 0xff;
-    buf[pos++] = len & 0xff;
-  } else {
-    buf[pos++] = 0x84;
-    buf[pos++] = len >>> 24;
-    buf[pos++] = (len >>> 16) & 0xff;
-    buf[pos++] = (len >>> 8) & 0xff;
-    buf[pos++] = len & 0xff;
-  }
-  return pos;
 }
 
 // Epoch milliseconds bounding what X.509 times can say, and RFC 5280's UTCTime window.
@@ -191,13 +163,6 @@ function bigintMagnitude(n: bigint): Buffer {
   return Buffer.from(hex.length % 2 ? `0${hex}` : hex, "hex");
 }
 
-/** The issuer's subjectKeyIdentifier, or RFC 5280 method 1 when the certificate has none. */
-function issuerKeyId(cert: ParsedCertificate): Buffer {
-  const ski = cert.extensions.get(OID.subjectKeyIdentifier);
-  if (!ski) return keyIdentifier(cert.subjectPublicKey);
-  return content(expectTag(readRoot(ski.value), OCTET_STRING, "SubjectKeyIdentifier"));
-}
-
 /**
  * An X.509 v2 CRL in DER, signed by the issuer: issuer = the issuer certificate's subject (exact
  * bytes), AKI = the issuer's SKI, a non-critical cRLNumber, signature algorithm = the signer's
@@ -248,12 +213,12 @@ export function buildCrl(issuer: CrlIssuer, options: CrlOptions): Buffer {
       code = c;
     }
     reasonCode[i] = code;
-    const len = headerSize(intLen) + intLen + timeSize(ms) + (code >= 0 ? REASON_EXTENSIONS[code]!.length : 0);
+    const len = headerLength(intLen) + intLen + timeSize(ms) + (code >= 0 ? REASON_EXTENSIONS[code]!.length : 0);
     entryLen[i] = len;
-    entriesLen += headerSize(len) + len;
+    entriesLen += headerLength(len) + len;
   }
 
-  const keyId = issuerKeyId(issuer.certificate);
+  const keyId = certificateKeyId(issuer.certificate);
   const prefix = Buffer.concat([
     VERSION_2,
     issuer.signer.scheme.algorithmIdentifier,
@@ -263,11 +228,11 @@ export function buildCrl(issuer: CrlIssuer, options: CrlOptions): Buffer {
   ]);
   const crlNumberExt = extension(OID.cRLNumber, false, unsignedInteger(bigintMagnitude(crlNumber)));
   const suffix = explicit(0, sequence(authorityKeyIdentifier(keyId), crlNumberExt));
-  const revokedLen = n === 0 ? 0 : headerSize(entriesLen) + entriesLen;
+  const revokedLen = n === 0 ? 0 : headerLength(entriesLen) + entriesLen;
   const tbsLen = prefix.length + revokedLen + suffix.length;
 
   // Pass 2: write the TBSCertList into one buffer of exactly the computed size.
-  const tbs = Buffer.allocUnsafe(headerSize(tbsLen) + tbsLen);
+  const tbs = Buffer.allocUnsafe(headerLength(tbsLen) + tbsLen);
   let pos = writeHeader(tbs, 0, SEQUENCE, tbsLen);
   pos += prefix.copy(tbs, pos);
   if (n > 0) {
@@ -304,7 +269,7 @@ export function buildCrl(issuer: CrlIssuer, options: CrlOptions): Buffer {
   const { scheme, key } = issuer.signer;
   const signatureBits = bitString(sign(scheme.hash, tbs, key));
   const bodyLen = tbs.length + scheme.algorithmIdentifier.length + signatureBits.length;
-  const out = Buffer.allocUnsafe(headerSize(bodyLen) + bodyLen);
+  const out = Buffer.allocUnsafe(headerLength(bodyLen) + bodyLen);
   pos = writeHeader(out, 0, SEQUENCE, bodyLen);
   pos += tbs.copy(out, pos);
   pos += scheme.algorithmIdentifier.copy(out, pos);
@@ -386,25 +351,13 @@ function readTime(e: Element | undefined, what: string): Date {
 }
 
 function readExtensions(list: Element, where: string): Map<string, ParsedExtension> {
-  const items = children(expectTag(list, SEQUENCE, `${where} extensions`));
-  if (items.length === 0) throw new CrlError("malformed", `CRL: empty ${where} extensions (SIZE (1..MAX))`);
   const out = new Map<string, ParsedExtension>();
-  for (const ext of items) {
-    const parts = children(expectTag(ext, SEQUENCE, "Extension"));
-    const id = readOid(expectTag(parts[0], 0x06, "extnID"));
-    let k = 1;
-    let critical = false;
-    if (parts[1]?.tag === BOOLEAN) {
-      const b = content(parts[1]);
-      if (b.length !== 1 || (b[0] !== 0 && b[0] !== 0xff))
-        throw new CrlError("malformed", `CRL: ${oidName(id)} has an invalid critical flag`);
-      critical = b[0] === 0xff;
-      k++;
-    }
-    const value = content(expectTag(parts[k], OCTET_STRING, "extnValue"));
-    if (parts.length !== k + 1) throw new CrlError("malformed", `CRL: ${oidName(id)} extension has trailing elements`);
-    if (out.has(id)) throw new CrlError("duplicate-extension", `CRL: ${where} extension ${oidName(id)} appears more than once`);
-    out.set(id, { critical, value });
+  try {
+    for (const ext of readExtensionList(list)) out.set(ext.id, { critical: ext.critical, value: content(ext.value) });
+  } catch (e) {
+    if (e instanceof DuplicateExtension) throw new CrlError("duplicate-extension", `CRL: ${where} ${e.message}`);
+    if (e instanceof DerError) throw new CrlError("malformed", `CRL: ${where} extensions: ${e.message}`);
+    throw e;
   }
   return out;
 }
@@ -477,7 +430,7 @@ function readEntry(el: Element, issuer: Buffer): ParsedCrlEntry {
 }
 
 function reasonName(code: number, serialHex: string): RevocationReason {
-  const reason = REASON_NAMES.get(code);
+  const reason = REVOCATION_REASON_NAMES.get(code);
   if (reason === undefined)
     throw new CrlError("invalid-reason", `CRL: entry ${serialHex} has reason code ${code}, which is not a CRLReason`);
   return reason;

@@ -1,7 +1,9 @@
 // Encoders for the certificate extensions fleetpki writes (RFC 5280 4.2).
 import { createHash } from "node:crypto";
-import { OID } from "../der/oids.js";
+import { OID, oidName } from "../der/oids.js";
+import { DerError, childAt, content, expectEnd, expectTag, readOid, readRoot, type Element } from "../der/reader.js";
 import {
+  TAG,
   boolean,
   explicit,
   implicitConstructed,
@@ -13,6 +15,7 @@ import {
   smallInteger,
 } from "../der/writer.js";
 import { isIP } from "node:net";
+import type { ParsedCertificate } from "./certificate.js";
 
 export function extension(extnId: string, critical: boolean, value: Buffer): Buffer {
   return critical ? sequence(oid(extnId), boolean(true), octetString(value)) : sequence(oid(extnId), octetString(value));
@@ -47,6 +50,17 @@ export function extendedKeyUsage(purposes: readonly string[]): Buffer {
 /** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING value. */
 export function keyIdentifier(subjectPublicKey: Buffer): Buffer {
   return createHash("sha1").update(subjectPublicKey).digest();
+}
+
+/**
+ * The key identifier an issuer's children name in their AKI (certificates and CRLs): the
+ * issuer's subjectKeyIdentifier as written (its OCTET STRING may be longer than one length octet
+ * allows, e.g. in a CA certificate made elsewhere), or method 1 when it has none.
+ */
+export function certificateKeyId(cert: ParsedCertificate): Buffer {
+  const ski = cert.extensions.get(OID.subjectKeyIdentifier);
+  if (!ski) return keyIdentifier(cert.subjectPublicKey);
+  return content(expectTag(readRoot(ski.value), TAG.OCTET_STRING, "SubjectKeyIdentifier"));
 }
 
 export function subjectKeyIdentifier(keyId: Buffer): Buffer {
@@ -143,4 +157,54 @@ export function nameConstraints(permitted: readonly GeneralName[]): Buffer {
 /** A "permitted subtree" set for everything under a fleet domain: URIs and DNS names. */
 export function fleetDomainConstraints(domain: string): Buffer {
   return nameConstraints([{ uri: domain }, { uri: `.${domain}` }, { dns: domain }]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+/** One Extension as read: extnID (element and dotted text), critical flag, extnValue OCTET STRING element. */
+export interface ExtensionElement {
+  oid: Element;
+  id: string;
+  critical: boolean;
+  value: Element;
+}
+
+/** An extension that appears twice in one list (RFC 5280 4.2 forbids it); each parser maps it to its own error. */
+export class DuplicateExtension extends Error {
+  constructor(readonly id: string) {
+    super(`extension ${oidName(id)} appears more than once`);
+    this.name = "DuplicateExtension";
+  }
+}
+
+/**
+ * Extensions ::= SEQUENCE SIZE (1..MAX) OF Extension { extnID, critical BOOLEAN DEFAULT FALSE,
+ * extnValue OCTET STRING }, read strictly for CRLs and OCSP: a DerError for anything malformed
+ * (an empty list included), DuplicateExtension for a repeated extnID. Values are views into the input.
+ */
+export function readExtensionList(list: Element): ExtensionElement[] {
+  expectTag(list, TAG.SEQUENCE, "Extensions");
+  if (list.end === list.contentStart) throw new DerError("empty Extensions (SIZE 1..MAX)", list.start);
+  const out: ExtensionElement[] = [];
+  for (let off = list.contentStart; off < list.end;) {
+    const ext = expectTag(childAt(list, off, "Extension"), TAG.SEQUENCE, "Extension");
+    off = ext.end;
+    const extOid = expectTag(childAt(ext, ext.contentStart, "extnID"), TAG.OID, "extnID");
+    const id = readOid(extOid);
+    let next = childAt(ext, extOid.end, "extnValue");
+    let critical = false;
+    if (next.tag === TAG.BOOLEAN) {
+      // DER omits a FALSE default; explicit FALSE is a common BER habit and harmless, so accepted.
+      const b = content(next);
+      if (b.length !== 1 || (b[0] !== 0 && b[0] !== 0xff)) throw new DerError(`${oidName(id)} has an invalid critical flag`, next.start);
+      critical = b[0] === 0xff;
+      next = childAt(ext, next.end, "extnValue");
+    }
+    const value = expectTag(next, TAG.OCTET_STRING, "extnValue");
+    expectEnd(ext, value.end, `${oidName(id)} extension`);
+    if (out.some((e) => e.id === id)) throw new DuplicateExtension(id);
+    out.push({ oid: extOid, id, critical, value });
+  }
+  return out;
 }

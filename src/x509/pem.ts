@@ -1,4 +1,5 @@
 // PEM with OpenSSL's labels and a trailing newline.
+import { toBase64Body } from "./base64.js";
 
 export class PemError extends Error {
   constructor(message: string) {
@@ -7,11 +8,9 @@ export class PemError extends Error {
   }
 }
 
+/** A PEM block: the EST base64 body (64-character lines, each ending in a newline) between the armour lines. */
 export function toPem(label: string, der: Buffer): string {
-  const b64 = der.toString("base64");
-  let body = "";
-  for (let i = 0; i < b64.length; i += 64) body += b64.slice(i, i + 64) + "\n";
-  return `-----BEGIN ${label}-----\n${body}-----END ${label}-----\n`;
+  return `-----BEGIN ${label}-----\n${toBase64Body(der)}-----END ${label}-----\n`;
 }
 
 export interface PemBlock {

@@ -6,6 +6,7 @@ import {
   authorityInfoAccess,
   authorityKeyIdentifier,
   basicConstraints,
+  certificateKeyId,
   crlDistributionPoints,
   extendedKeyUsage,
   extension,
@@ -19,7 +20,6 @@ import {
 import { buildCertificate, randomSerial, type ParsedCertificate, type Signer } from "./certificate.js";
 import { commonNameOf, encodeName, nameToString } from "./name.js";
 import { nullValue } from "../der/writer.js";
-import { content, expectTag, readRoot } from "../der/reader.js";
 
 export const DEVICE_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
@@ -78,13 +78,6 @@ export interface IssuingCa {
   status: StatusUrls;
 }
 
-function keyId(ca: IssuingCa): Buffer {
-  const ski = ca.certificate.extensions.get(OID.subjectKeyIdentifier);
-  // The SKI extension value is an OCTET STRING (its length may take more than one byte, e.g. in
-  // a CA certificate made elsewhere); fall back to computing it.
-  return ski ? content(expectTag(readRoot(ski.value), 0x04, "SubjectKeyIdentifier")) : keyIdentifier(ca.certificate.subjectPublicKey);
-}
-
 /** Clamp a validity to the issuer's own lifetime: a child never outlives its CA. */
 export class IssuerExpired extends Error {
   constructor(subject: string, notAfter: Date) {
@@ -113,6 +106,17 @@ export interface LeafRequest {
   serial?: Buffer;
 }
 
+/** A certificate signed by `ca`: issuer = the CA's subject, validity clamped to the CA's, a random serial unless given. */
+function issueUnder(ca: IssuingCa, subject: Buffer, request: LeafRequest, extensions: readonly Buffer[]): IssuedCertificate {
+  const serial = request.serial ?? randomSerial();
+  const { notBefore, notAfter } = clampedValidity(ca, request.now, request.lifetimeMs);
+  const der = buildCertificate(
+    { serial, issuer: ca.certificate.subject, subject, notBefore, notAfter, spki: request.spki, extensions },
+    ca.signer,
+  );
+  return { der, serialHex: serial.toString("hex"), notBefore, notAfter };
+}
+
 /** device: operational (devices CA); factory: first-enrollment identity from a local CA; audit: signs audit checkpoints. */
 export type LeafKind = "device" | "factory" | "operator" | "server" | "audit";
 
@@ -121,43 +125,27 @@ export type LeafKind = "device" | "factory" | "operator" | "server" | "audit";
  */
 export class LeafTemplate {
   private readonly constant: Buffer[];
-  private readonly issuerName: Buffer;
 
   constructor(
     private readonly ca: IssuingCa,
     readonly kind: LeafKind,
   ) {
-    this.issuerName = ca.certificate.subject;
     const usage = keyUsage(["digitalSignature"]);
     // Devices are mTLS clients and serve TLS themselves (foxglove_bridge, a local web UI), as
     // SPIFFE X.509-SVIDs do. Factory certificates (a year in stock) and operators are clients only.
     // The audit key signs checkpoints only (RFC 9336 document signing), never TLS.
     const client = kind === "device" ? [OID.clientAuth, OID.serverAuth] : [OID.clientAuth];
     const eku = extendedKeyUsage(kind === "audit" ? [OID.documentSigning] : kind === "server" ? [OID.serverAuth] : client);
-    this.constant = [usage, eku, authorityKeyIdentifier(keyId(ca)), ...statusExtensions(ca.status)];
+    this.constant = [usage, eku, authorityKeyIdentifier(certificateKeyId(ca.certificate)), ...statusExtensions(ca.status)];
   }
 
   issue(commonName: string, sans: readonly GeneralName[], request: LeafRequest): IssuedCertificate {
-    const serial = request.serial ?? randomSerial();
-    const { notBefore, notAfter } = clampedValidity(this.ca, request.now, request.lifetimeMs);
-    const der = buildCertificate(
-      {
-        serial,
-        issuer: this.issuerName,
-        subject: encodeName([{ type: OID.commonName, value: commonName }]),
-        notBefore,
-        notAfter,
-        spki: request.spki,
-        extensions: [
-          ...this.constant.slice(0, 2),
-          subjectKeyIdentifier(keyIdentifier(request.subjectPublicKey)),
-          ...this.constant.slice(2),
-          subjectAltName(sans),
-        ],
-      },
-      this.ca.signer,
-    );
-    return { der, serialHex: serial.toString("hex"), notBefore, notAfter };
+    return issueUnder(this.ca, encodeName([{ type: OID.commonName, value: commonName }]), request, [
+      ...this.constant.slice(0, 2),
+      subjectKeyIdentifier(keyIdentifier(request.subjectPublicKey)),
+      ...this.constant.slice(2),
+      subjectAltName(sans),
+    ]);
   }
 }
 
@@ -214,33 +202,22 @@ export interface IntermediateRequest {
 
 /** An intermediate CA (pathLen 0) signed by the root. */
 export function buildIntermediateCertificate(root: IssuingCa, req: IntermediateRequest): IssuedCertificate {
-  const serial = randomSerial();
-  const { notBefore, notAfter } = clampedValidity(root, req.now, req.lifetimeMs);
   const extensions = [
     basicConstraints(true, 0),
     keyUsage(["keyCertSign", "cRLSign"]),
     subjectKeyIdentifier(keyIdentifier(req.subjectPublicKey)),
-    authorityKeyIdentifier(keyId(root)),
+    authorityKeyIdentifier(certificateKeyId(root.certificate)),
     ...statusExtensions(root.status),
   ];
   if (req.constrainToDomain) extensions.push(fleetDomainConstraints(req.constrainToDomain));
-  const der = buildCertificate(
-    { serial, issuer: root.certificate.subject, subject: req.subject, notBefore, notAfter, spki: req.spki, extensions },
-    root.signer,
-  );
-  return { der, serialHex: serial.toString("hex"), notBefore, notAfter };
+  return issueUnder(root, req.subject, req, extensions);
 }
 
-export interface OcspResponderRequest {
-  /** DER SubjectPublicKeyInfo of the responder key (never the CA's own key). */
-  spki: Buffer;
-  /** BIT STRING value of that key (input for the SKI and for the OCSP ResponderID byKey). */
-  subjectPublicKey: Buffer;
-  now: Date;
-  /** Keep it short (days): with ocsp-nocheck nobody checks whether this certificate is revoked. */
-  lifetimeMs: number;
-  serial?: Buffer;
-}
+/**
+ * The responder key (never the CA's own key; its subjectPublicKey also gives the OCSP ResponderID
+ * byKey). Keep lifetimeMs short (days): with ocsp-nocheck nobody checks whether this certificate is revoked.
+ */
+export type OcspResponderRequest = LeafRequest;
 
 /**
  * A delegated OCSP responder certificate (RFC 6960 4.2.2.2) for one CA: EKU id-kp-OCSPSigning
@@ -249,28 +226,15 @@ export interface OcspResponderRequest {
  * Validity is clamped to the CA's like every leaf.
  */
 export function buildOcspResponderCertificate(ca: IssuingCa, req: OcspResponderRequest): IssuedCertificate {
-  const serial = req.serial ?? randomSerial();
-  const { notBefore, notAfter } = clampedValidity(ca, req.now, req.lifetimeMs);
   const caCommonName = commonNameOf(ca.certificate.subject) ?? nameToString(ca.certificate.subject);
   const extensions = [
     basicConstraints(false),
     keyUsage(["digitalSignature"]),
     extendedKeyUsage([OID.ocspSigning]),
     subjectKeyIdentifier(keyIdentifier(req.subjectPublicKey)),
-    authorityKeyIdentifier(keyId(ca)),
+    authorityKeyIdentifier(certificateKeyId(ca.certificate)),
     extension(OID.ocspNoCheck, false, nullValue()),
   ];
-  const der = buildCertificate(
-    {
-      serial,
-      issuer: ca.certificate.subject,
-      subject: encodeName([{ type: OID.commonName, value: `${caCommonName} OCSP responder` }]),
-      notBefore,
-      notAfter,
-      spki: req.spki,
-      extensions,
-    },
-    ca.signer,
-  );
-  return { der, serialHex: serial.toString("hex"), notBefore, notAfter };
+  const subject = encodeName([{ type: OID.commonName, value: `${caCommonName} OCSP responder` }]);
+  return issueUnder(ca, subject, req, extensions);
 }
