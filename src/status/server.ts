@@ -20,7 +20,7 @@ import {
 } from "../http/http.js";
 import type { Logger } from "../log.js";
 import { Base64Error, fromBase64Body } from "../x509/base64.js";
-import { DEFAULT_MAX_REQUEST_BYTES } from "../x509/ocsp.js";
+import { DEFAULT_MAX_REQUEST_BYTES } from "../x509/ocsp-request.js";
 
 export interface StatusServerOptions {
   crls: CrlPublisher;

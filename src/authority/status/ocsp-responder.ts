@@ -9,19 +9,15 @@ import type { StoredStatus } from "../../store/operations/status.js";
 import type { CaTable } from "../../store/schema.js";
 import { parseCertificate, type ParsedCertificate } from "../../x509/certificate.js";
 import { signatureSchemeFor } from "../../x509/algorithms.js";
+import { OcspRequestError, issuerHashes, parseOcspRequest, type OcspHash, type ParsedOcspRequest } from "../../x509/ocsp-request.js";
 import {
-  OcspRequestError,
   OcspResponseSigner,
-  issuerHashes,
   ocspErrorResponse,
   ocspResponder,
-  parseOcspRequest,
   type CertStatus,
-  type OcspHash,
-  type ParsedOcspRequest,
   type RevocationReasonName,
   type SingleResponseInput,
-} from "../../x509/ocsp.js";
+} from "../../x509/ocsp-response.js";
 import { fromPem } from "../../x509/pem.js";
 import { buildOcspResponderCertificate } from "../../x509/profiles.js";
 import { AuthorityError } from "../errors.js";
