@@ -2,8 +2,10 @@
 // backend-neutral (nothing synchronous, no SQLite-only SQL); src/store/sqlite/ implements them
 // today, and a PostgreSQL implementation can follow without touching src/authority/.
 import type { AuditOperations } from "./operations/audit.js";
+import type { EnrollmentOperations } from "./operations/enrollment.js";
 
 /** Every area's operations, bound to one connection or to one open transaction. */
 export interface Operations {
   audit: AuditOperations;
+  enrollment: EnrollmentOperations;
 }
