@@ -17,7 +17,13 @@ import { assertProblem, editConfig, https, makeCsr, postJson, rootPemPath, type 
 type TempFleet = Awaited<ReturnType<typeof tempFleet>>;
 
 async function serve(dir: string, clock?: ManualClock) {
-  const server = await startFleetServer({ dir, registrationListen: "127.0.0.1:0", statusListen: "127.0.0.1:0", logger: silentLogger, clock });
+  const server = await startFleetServer({
+    dir,
+    registrationListen: "127.0.0.1:0",
+    statusListen: "127.0.0.1:0",
+    logger: silentLogger,
+    clock,
+  });
   return { url: `https://127.0.0.1:${server.registration!.port}`, close: () => server.close() };
 }
 
@@ -75,7 +81,11 @@ describe("provisioners", { concurrency: true }, () => {
         ["ttl-early"],
         "an expired token is not spent",
       );
-      const issued = await f.fleet.store.db.selectFrom("certificates").select("device_id").where("device_id", "in", ["ttl-late", "ttl-est"]).execute();
+      const issued = await f.fleet.store.db
+        .selectFrom("certificates")
+        .select("device_id")
+        .where("device_id", "in", ["ttl-late", "ttl-est"])
+        .execute();
       assert.deepEqual(issued, [], "nothing issued for an expired token");
     });
   });
@@ -100,7 +110,18 @@ describe("provisioners", { concurrency: true }, () => {
       for (const id of ["sw-token1", "sw-token2"]) tokens[id] = await deviceWithToken(f.fleet, id);
       const local = await cliAsync(["ca", "create-local", "--dir", f.dir, "--name", "line1"]);
       assert.equal(local.status, 0, local.stderr);
-      const batch = await cliAsync(["ca", "issue-batch", "--dir", f.dir, "--local", "line1", "--ids", "sw-robot1..sw-robot2", "--out", out.path]);
+      const batch = await cliAsync([
+        "ca",
+        "issue-batch",
+        "--dir",
+        f.dir,
+        "--local",
+        "line1",
+        "--ids",
+        "sw-robot1..sw-robot2",
+        "--out",
+        out.path,
+      ]);
       assert.equal(batch.status, 0, batch.stderr);
       for (const id of ["sw-robot1", "sw-robot2"])
         bundles[id] = {
@@ -118,7 +139,11 @@ describe("provisioners", { concurrency: true }, () => {
       const server = await serve(f.dir);
       try {
         const { csr } = await makeCsr("sw-token1");
-        const json = await postJson(`${server.url}/api/v1/enroll`, { device_id: "sw-token1", token: tokens["sw-token1"], csr: csr.pem }, { ca });
+        const json = await postJson(
+          `${server.url}/api/v1/enroll`,
+          { device_id: "sw-token1", token: tokens["sw-token1"], csr: csr.pem },
+          { ca },
+        );
         const p = assertProblem(json, 403, "provisioner-disabled");
         assert.match(p.detail, /enrollment\.token/);
         assertProblem(await estEnroll(server.url, ca, csr.b64, `sw-token1:${tokens["sw-token1"]}`), 403, "provisioner-disabled");
@@ -126,7 +151,11 @@ describe("provisioners", { concurrency: true }, () => {
         const fromFactory = await estEnroll(server.url, ca, (await makeCsr("sw-robot1")).csr.b64, undefined, bundles["sw-robot1"]);
         assert.equal(fromFactory.status, 200, fromFactory.text);
         // Approval: a request without credentials waits for an operator.
-        const asked = await postJson(`${server.url}/api/v1/enroll`, { device_id: "sw-new1", csr: (await makeCsr("sw-new1")).csr.pem }, { ca });
+        const asked = await postJson(
+          `${server.url}/api/v1/enroll`,
+          { device_id: "sw-new1", csr: (await makeCsr("sw-new1")).csr.pem },
+          { ca },
+        );
         assert.equal(asked.status, 202, asked.text);
         // The refused token was not spent: with the switch on again it enrolls (next test).
       } finally {
@@ -134,7 +163,7 @@ describe("provisioners", { concurrency: true }, () => {
       }
     });
 
-    it("factory off: a factory certificate -> 403 provisioner-disabled; a token still enrolls; approval off -> 401 credentials-required", async () => {
+    it("factory off: a factory certificate -> 403 provisioner-disabled; a token enrolls; approval off -> 401 credentials-required", async () => {
       setSwitches({ token: true, factory: false, approval: false });
       const server = await serve(f.dir);
       try {
@@ -151,7 +180,11 @@ describe("provisioners", { concurrency: true }, () => {
         });
         assertProblem(json, 403, "provisioner-disabled");
         const { key, csr } = await makeCsr("sw-token1");
-        const viaToken = await postJson(`${server.url}/api/v1/enroll`, { device_id: "sw-token1", token: tokens["sw-token1"], csr: csr.pem }, { ca });
+        const viaToken = await postJson(
+          `${server.url}/api/v1/enroll`,
+          { device_id: "sw-token1", token: tokens["sw-token1"], csr: csr.pem },
+          { ca },
+        );
         assert.equal(viaToken.status, 200, viaToken.text);
         const body = viaToken.json() as { certificate: string; chain: string };
         renewable = { cert: body.certificate + body.chain, key: key.keyPem };
@@ -160,7 +193,11 @@ describe("provisioners", { concurrency: true }, () => {
         const p = assertProblem(none, 401, "credentials-required");
         assert.match(String(none.headers["www-authenticate"]), /^Basic /);
         assert.doesNotMatch(p.detail, /factory/, "a switched-off method is not offered");
-        const noneJson = await postJson(`${server.url}/api/v1/enroll`, { device_id: "sw-new2", csr: (await makeCsr("sw-new2")).csr.pem }, { ca });
+        const noneJson = await postJson(
+          `${server.url}/api/v1/enroll`,
+          { device_id: "sw-new2", csr: (await makeCsr("sw-new2")).csr.pem },
+          { ca },
+        );
         assertProblem(noneJson, 401, "credentials-required");
       } finally {
         await server.close();
@@ -222,10 +259,13 @@ describe("provisioners", { concurrency: true }, () => {
           assert.equal((exported[0] as { name: string }).name, name);
         }
         // The default configuration: token and factory on, approval off; renewals have no switch.
-        assert.deepEqual(
-          Object.fromEntries(listed.map((p) => [p.name, p.enabled])),
-          { token: true, factory: true, approval: false, renewal: true, "expired-renewal": true },
-        );
+        assert.deepEqual(Object.fromEntries(listed.map((p) => [p.name, p.enabled])), {
+          token: true,
+          factory: true,
+          approval: false,
+          renewal: true,
+          "expired-renewal": true,
+        });
       } finally {
         await enrollment.close();
       }
@@ -238,8 +278,16 @@ describe("provisioners", { concurrency: true }, () => {
       const onlyTokens = new Enrollment(f.fleet, [tokenProvisioner]);
       try {
         const { csr } = await makeCsr("reg-1");
-        const factoryLike = { operation: "enroll" as const, csr: csr.der, source: { via: "test" }, clientCertificate: { der: Buffer.alloc(1) } };
-        await assert.rejects(onlyTokens.enroll(factoryLike), (e: unknown) => e instanceof AuthenticationFailed && e.reason === "credentials-required");
+        const factoryLike = {
+          operation: "enroll" as const,
+          csr: csr.der,
+          source: { via: "test" },
+          clientCertificate: { der: Buffer.alloc(1) },
+        };
+        await assert.rejects(
+          onlyTokens.enroll(factoryLike),
+          (e: unknown) => e instanceof AuthenticationFailed && e.reason === "credentials-required",
+        );
         await assert.rejects(
           onlyTokens.enroll({ operation: "renew", csr: csr.der, source: { via: "test" }, clientCertificate: { der: Buffer.alloc(1) } }),
           (e: unknown) => e instanceof AuthenticationFailed && e.reason === "certificate-required",

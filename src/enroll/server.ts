@@ -6,7 +6,13 @@ import { createServer, type Server } from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { TLSSocket } from "node:tls";
-import { Enrollment, type ClientCertificate, type EnrollmentOutcome, type EnrollmentRequest, type RequestSource } from "../authority/enroll/enrollment.js";
+import {
+  Enrollment,
+  type ClientCertificate,
+  type EnrollmentOutcome,
+  type EnrollmentRequest,
+  type RequestSource,
+} from "../authority/enroll/enrollment.js";
 import type { FleetServices } from "../authority/services.js";
 import type { DeviceCertificate } from "../authority/issue/issuance.js";
 import type { Logger } from "../log.js";

@@ -93,7 +93,9 @@ export async function fileApprovalRequest(
   await fleet.store.transaction(async (tx) => {
     const events: AuditEvent[] = [];
     for (const r of await tx.enrollment.purgeExpiredRequests(cutoff))
-      events.push(decisionEvent(r, "enrollment.expire", "fleetpki", { reason: "nobody decided it within enrollment.approval_request_ttl" }));
+      events.push(
+        decisionEvent(r, "enrollment.expire", "fleetpki", { reason: "nobody decided it within enrollment.approval_request_ttl" }),
+      );
     const { evict } = await planRequest(tx.enrollment, req.deviceId, source.group, cutoff);
     if (evict) {
       await tx.enrollment.deletePendingRequest(evict.row.id);
@@ -229,7 +231,9 @@ function chooseRequest(req: DecideRequest, fingerprint: string | undefined, pend
   if (req.requestId !== undefined) {
     const chosen = pending.find((r) => r.id === req.requestId);
     if (!chosen)
-      throw new InvalidArgument(`request ${req.requestId} is not a pending request of "${req.deviceId}"; pending: ${describePending(pending)}`);
+      throw new InvalidArgument(
+        `request ${req.requestId} is not a pending request of "${req.deviceId}"; pending: ${describePending(pending)}`,
+      );
     return chosen;
   }
   if (fingerprint !== undefined) {
@@ -270,7 +274,14 @@ export async function decideRequest(fleet: FleetServices, req: DecideRequest): P
       const device = await tx.enrollment.deviceStatus(req.deviceId);
       if (device && device !== "active") throw new DeviceNotActive(req.deviceId, device);
       if (!device) {
-        await tx.enrollment.addDevice({ id: req.deviceId, group_name: null, labels: "{}", status: "active", created_at: now, updated_at: now });
+        await tx.enrollment.addDevice({
+          id: req.deviceId,
+          group_name: null,
+          labels: "{}",
+          status: "active",
+          created_at: now,
+          updated_at: now,
+        });
         events.push({ actor: req.actor, action: "device.add", subject: `device:${req.deviceId}`, details: { via: "approval" } });
       }
       others = pending.filter((r) => r.id !== chosen.id);

@@ -10,7 +10,12 @@ import { AuthFailureLog } from "./auth-failures.js";
 import type { EnrollmentOperation, EnrollmentOutcome, EnrollmentRequest, Provisioner } from "./provisioner.js";
 import { PROVISIONERS } from "./provisioners/index.js";
 import { approvalProvisioner, enrollByApproval as approvalEnrollment, type ApprovalEnrollment } from "./provisioners/approval.js";
-import { expiredRenewalProvisioner, renewExpired as expiredRenewal, renewalChallenge, type ExpiredRenewal } from "./provisioners/expired-renewal.js";
+import {
+  expiredRenewalProvisioner,
+  renewExpired as expiredRenewal,
+  renewalChallenge,
+  type ExpiredRenewal,
+} from "./provisioners/expired-renewal.js";
 import { FactoryRefusal, enrollWithFactoryCertificate as factoryEnrollment, factoryProvisioner } from "./provisioners/factory.js";
 import type { FactoryEnrollment } from "./provisioners/factory.js";
 import { renewWithCertificate as mtlsRenewal, renewalProvisioner } from "./provisioners/renewal.js";
@@ -189,10 +194,7 @@ export async function enrollByApproval(fleet: FleetServices, req: ApprovalEnroll
   return approvalEnrollment(fleet, req);
 }
 
-export async function renewWithCertificate(
-  fleet: FleetServices,
-  req: Parameters<typeof mtlsRenewal>[1],
-): Promise<DeviceCertificate> {
+export async function renewWithCertificate(fleet: FleetServices, req: Parameters<typeof mtlsRenewal>[1]): Promise<DeviceCertificate> {
   assertEnabled(fleet, renewalProvisioner);
   return mtlsRenewal(fleet, req);
 }

@@ -105,7 +105,13 @@ export class SqliteEnrollmentOperations implements EnrollmentOperations {
   }
 
   async countPending(filter: PendingFilter): Promise<number> {
-    return Number((await this.pending(filter).select((eb) => eb.fn.countAll().as("n")).executeTakeFirstOrThrow()).n);
+    return Number(
+      (
+        await this.pending(filter)
+          .select((eb) => eb.fn.countAll().as("n"))
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
   }
 
   async biggestPendingGroup(since: string): Promise<{ sourceGroup: string | null; count: number } | undefined> {

@@ -3,7 +3,13 @@ import { NotPermitted } from "../../errors.js";
 import type { FleetServices } from "../../services.js";
 import { certificateKey, keyFromCsr, type DeviceCertificate } from "../../issue/issuance.js";
 import { issued, type Provisioner } from "../provisioner.js";
-import { assertIssuerActive, assertNotRevoked, assertVerified, lookupCertificate, type ClientCertificate } from "../presented-certificate.js";
+import {
+  assertIssuerActive,
+  assertNotRevoked,
+  assertVerified,
+  lookupCertificate,
+  type ClientCertificate,
+} from "../presented-certificate.js";
 import { renewOnce } from "../renew-once.js";
 import { sourceContext, type RequestSource } from "../request-source.js";
 
