@@ -17,41 +17,38 @@ export function sourceContext(source: RequestSource, extra: Record<string, unkno
 /** The peer address as shown and matched (IPv4-mapped IPv6 as IPv4), and the bucket it is counted in. */
 export function sourceOf(address: string | undefined): { address: string | null; group: string | null } {
   if (!address) return { address: null, group: null };
-  const v4 = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  if (v4) return { address: v4[1]!, group: v4[1]! };
+  const v4 = ipv4Mapped(address);
+  if (v4) return { address: v4, group: v4 };
   if (isIP(address) !== 6) return { address, group: address };
   // One IPv6 host usually holds a whole /64: counting addresses would not bound it.
-  return { address, group: `${expandIpv6(address).slice(0, 4).join(":")}::/64` };
-}
-
-function expandIpv6(address: string): string[] {
-  const [head, tail] = address.split("%")[0]!.toLowerCase().split("::") as [string, string | undefined];
-  const left = head ? head.split(":") : [];
-  const right = tail ? tail.split(":") : [];
-  const groups = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill("0"), ...right];
-  return groups.map((g) => g.padStart(4, "0"));
+  return { address, group: `${ipv6Groups(address).slice(0, 4).join(":")}::/64` };
 }
 
 /**
- * The key a source address is counted under by the failure limits. IPv4-mapped IPv6 addresses count
- * as their IPv4 address; other IPv6 addresses by their /64, since one host usually holds a whole /64
- * and could otherwise move to a fresh address for every request.
+ * The key a source address is counted under by the failure limits: as sourceOf's group, with the
+ * IPv6 /64 written compactly ("2001:db8:1:2::/64"), the form the limits widen to a /48.
  */
 export function sourceKey(address: string | undefined): string {
   if (!address) return "unknown";
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
-  if (mapped) return mapped[1]!;
+  const v4 = ipv4Mapped(address);
+  if (v4) return v4;
   if (!address.includes(":")) return address;
-  const bare = address.split("%")[0]!.toLowerCase();
-  const [head = "", tail] = bare.split("::");
+  const groups = ipv6Groups(address).slice(0, 4);
+  return `${groups.map((g) => (Number.parseInt(g, 16) || 0).toString(16)).join(":")}::/64`;
+}
+
+function ipv4Mapped(address: string): string | undefined {
+  return /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address)?.[1];
+}
+
+/** The eight groups of an IPv6 address, four hex digits each (a zone is dropped; an IPv4 tail counts as two groups). */
+function ipv6Groups(address: string): string[] {
+  const [head = "", tail] = address.split("%")[0]!.toLowerCase().split("::");
   const groups = (part: string) => (part === "" ? [] : part.split(":").flatMap((g) => (g.includes(".") ? ["0", "0"] : [g])));
   const front = groups(head);
   const back = tail === undefined ? [] : groups(tail);
   const all = [...front, ...Array<string>(Math.max(0, 8 - front.length - back.length)).fill("0"), ...back];
-  return `${all
-    .slice(0, 4)
-    .map((g) => (Number.parseInt(g, 16) || 0).toString(16))
-    .join(":")}::/64`;
+  return all.map((g) => g.padStart(4, "0"));
 }
 
 /** "ADDRESS" or "ADDRESS/LENGTH" (IPv4 or IPv6; an IPv4-mapped address as IPv4) as a matcher of source addresses. */
