@@ -14,7 +14,8 @@ import { enrollWithToken, renewExpired, renewalChallenge } from "../src/authorit
 import type { FleetServices } from "../src/authority/services.js";
 import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
 import { createToken } from "../src/authority/enroll/tokens.js";
-import { FailureLimiter, sourceKey } from "../src/enroll/rate-limit.js";
+import { FailureLimiter } from "../src/authority/enroll/rate-limit.js";
+import { sourceKey } from "../src/authority/enroll/request-source.js";
 import { tempFleet } from "./helpers.js";
 import { makeCsr, pool, postJson, rootPemPath, startTestServer, type ClientKey } from "./server-helpers.js";
 

@@ -80,7 +80,14 @@ export class AuthenticationFailed extends AuthorityError {
   readonly code = "authentication-failed";
   constructor(
     readonly reason:
-      "token-invalid" | "token-expired" | "token-used" | "certificate-required" | "certificate-unknown" | "proof-invalid" | "nonce-invalid",
+      | "token-invalid"
+      | "token-expired"
+      | "token-used"
+      | "credentials-required"
+      | "certificate-required"
+      | "certificate-unknown"
+      | "proof-invalid"
+      | "nonce-invalid",
     message: string,
   ) {
     super(message);

@@ -38,8 +38,3 @@ export function toProblem(e: unknown): HttpProblem {
   if (e instanceof AuthorityError) return new HttpProblem(400, e.code, e.message);
   return new HttpProblem(500, "internal-error", "internal error (see the server log)");
 }
-
-/** True for outcomes that count as failed authentication (rate limit + audit). */
-export function isAuthFailure(e: unknown): boolean {
-  return e instanceof AuthenticationFailed || e instanceof UnknownDevice;
-}

@@ -1,24 +1,18 @@
-// The registration server: EST (RFC 7030) and a JSON API over HTTPS. It decides nothing
-// itself: it authenticates the transport (Basic credentials, TLS client certificates), calls
-// the authority, and maps results to HTTP.
+// The registration server: EST (RFC 7030) and a JSON API over HTTPS. It decides nothing itself:
+// it reads what the request presents (Basic credentials, JSON fields, the TLS client certificate,
+// the CSR), hands it to the authority's Enrollment (which picks the provisioner, applies the
+// configuration and the failure limits), and maps the outcome or the typed error to HTTP.
 import { createServer, type Server } from "node:https";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { TLSSocket } from "node:tls";
-import { AuthFailureLog } from "../authority/enroll/auth-failures.js";
 import {
-  enrollByApproval,
-  enrollWithFactoryCertificate,
-  enrollWithToken,
-  renewExpired,
-  renewWithCertificate,
-  renewalChallenge,
-  requestedDeviceId,
-  FactoryRefusal,
+  Enrollment,
   type ClientCertificate,
+  type EnrollmentOutcome,
+  type EnrollmentRequest,
   type RequestSource,
 } from "../authority/enroll/enrollment.js";
-import { AuthenticationFailed } from "../authority/errors.js";
 import type { FleetServices } from "../authority/services.js";
 import type { DeviceCertificate } from "../authority/issue/issuance.js";
 import type { Logger } from "../log.js";
@@ -26,7 +20,7 @@ import { fromBase64Body, toBase64Body } from "../x509/base64.js";
 import { fleetCsrAttrs } from "../x509/csrattrs.js";
 import { fromPem } from "../x509/pem.js";
 import { certsOnly } from "../x509/pkcs7.js";
-import { BASIC_CHALLENGE, isAuthFailure, toProblem } from "./errors.js";
+import { BASIC_CHALLENGE, toProblem } from "./errors.js";
 import {
   HttpProblem,
   closeGracefully,
@@ -41,7 +35,6 @@ import {
   stringField,
 } from "../http/http.js";
 import { timeoutOptions, type ListenerTimeouts } from "../http/http.js";
-import { FailureLimiter, sourceKey } from "./rate-limit.js";
 
 export interface RegistrationTls {
   /** Unencrypted PEM, held in memory only. */
@@ -77,25 +70,14 @@ export interface RunningServer {
 const EST = "/.well-known/est/";
 const PKCS7_HEADERS = { "content-transfer-encoding": "base64" };
 const PKCS7_TYPE = "application/pkcs7-mime; smime-type=certs-only";
-/**
- * Renewal challenges per source address and minute. A challenge is unauthenticated and may cost a
- * write; a device needs one per renewal after expiry, so this leaves room for a fleet behind one NAT.
- */
-const CHALLENGES_PER_MINUTE = 60;
-
 class Handler {
-  private readonly limiter: FailureLimiter;
-  private readonly challenges = new FailureLimiter(CHALLENGES_PER_MINUTE);
-  readonly failures: AuthFailureLog;
   private cacertsBody: string | undefined;
 
   constructor(
     private readonly fleet: FleetServices,
+    readonly enrollment: Enrollment,
     private readonly logger: Logger,
-  ) {
-    this.limiter = new FailureLimiter(fleet.config.enrollment.failed_auth_per_minute);
-    this.failures = new AuthFailureLog(fleet);
-  }
+  ) {}
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
@@ -167,67 +149,6 @@ class Handler {
     return this.cacertsBody;
   }
 
-  /**
-   * Runs an operation that checks a presented credential (token, factory certificate, proof of
-   * possession), counting and auditing its failures per source address. A source over its limit is
-   * not locked out: a valid credential still succeeds (`limited` asks the authority to check it
-   * before costlier work), and only failures are answered 429 instead of 401.
-   */
-  private async authenticated<T>(
-    source: RequestSource,
-    deviceId: string | undefined,
-    reasonVia: string,
-    op: (limited: boolean) => Promise<T>,
-  ): Promise<T> {
-    const key = sourceKey(source.address);
-    const limited = this.limiter.blockedFor(key) > 0;
-    try {
-      return await op(limited);
-    } catch (e) {
-      // A refused second enrollment with a factory bundle is counted like a failed login: a copied
-      // bundle is a credential someone should not be using.
-      const refusal = e instanceof FactoryRefusal;
-      if (!isAuthFailure(e) && !refusal) throw e;
-      this.limiter.fail(key);
-      if (refusal) this.recordRefusal(source, reasonVia, e);
-      else this.recordFailure(source, deviceId, reasonVia, e);
-      const wait = this.limiter.blockedFor(key);
-      if (limited && wait > 0) throw tooManyRequests(`too many failed attempts from this address; retry in ${wait} s`, wait);
-      throw e;
-    }
-  }
-
-  /**
-   * Renewal over mTLS: the TLS handshake proved possession of the certificate's key, so failed
-   * logins from the same address (every robot behind one NAT) never refuse it, and its own
-   * failures are audited but not counted against the address.
-   */
-  private async mtlsRenewal<T>(source: RequestSource, reasonVia: string, op: () => Promise<T>): Promise<T> {
-    try {
-      return await op();
-    } catch (e) {
-      if (isAuthFailure(e)) this.recordFailure(source, undefined, reasonVia, e);
-      throw e;
-    }
-  }
-
-  private recordFailure(source: RequestSource, deviceId: string | undefined, via: string, e: unknown): void {
-    const reason = (e as AuthenticationFailed).reason ?? "unknown-device";
-    this.failures.record({ address: source.address ?? "unknown", source: sourceKey(source.address), deviceId, reason, via });
-  }
-
-  private recordRefusal(source: RequestSource, via: string, e: FactoryRefusal): void {
-    this.failures.record({
-      address: source.address ?? "unknown",
-      source: sourceKey(source.address),
-      deviceId: e.deviceId,
-      reason: e.reason,
-      via,
-      action: "enrollment.refuse",
-      details: { provisioner: "factory", ...e.details },
-    });
-  }
-
   private async estCsr(req: IncomingMessage): Promise<Buffer> {
     if (req.method !== "POST") throw methodNotAllowed(["POST"]);
     requireMediaType(req, "application/pkcs10");
@@ -238,56 +159,48 @@ class Handler {
     sendText(res, 200, PKCS7_TYPE, toBase64Body(certsOnly([cert.der])), PKCS7_HEADERS);
   }
 
+  /** Answers an enrollment: the certificate, or 202 with Retry-After while an operator decides. */
+  private async answer(
+    res: ServerResponse,
+    request: EnrollmentRequest,
+    send: (res: ServerResponse, outcome: EnrollmentOutcome) => void,
+  ): Promise<string> {
+    const outcome = await this.enrollment.enroll(request);
+    send(res, outcome);
+    return outcome.status === "issued" ? outcome.certificate.deviceId : outcome.deviceId;
+  }
+
+  private readonly sendEst = (res: ServerResponse, outcome: EnrollmentOutcome): void => {
+    if (outcome.status === "issued") return this.sendPkcs7(res, outcome.certificate);
+    res.writeHead(202, { "retry-after": String(outcome.retryAfterSeconds), "content-length": 0 });
+    res.end();
+  };
+
+  private readonly sendApi = (res: ServerResponse, outcome: EnrollmentOutcome): void => {
+    if (outcome.status === "issued") return sendJson(res, 200, certificateJson(outcome.certificate));
+    const retry = outcome.retryAfterSeconds;
+    sendJson(res, 202, { status: "pending", request_id: outcome.requestId, retry_after: retry }, { "retry-after": String(retry) });
+  };
+
   private async estEnroll(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
     const csr = await this.estCsr(req);
     const basic = basicCredentials(req);
-    const client = clientCertificate(req);
-    if (basic) {
-      const cert = await this.authenticated(source, basic.user, "est-basic", (limited) =>
-        enrollWithToken(this.fleet, { deviceId: basic.user, token: basic.password, csr, source, credentialFirst: limited }),
-      );
-      this.sendPkcs7(res, cert);
-      return cert.deviceId;
-    }
-    if (client) {
-      const cert = await this.authenticated(source, undefined, "est-factory", () =>
-        enrollWithFactoryCertificate(this.fleet, { clientCertificate: client, csr, source }),
-      );
-      this.sendPkcs7(res, cert);
-      return cert.deviceId;
-    }
-    if (this.fleet.config.enrollment.approval) {
-      const deviceId = requestedDeviceId(csr);
-      const outcome = await enrollByApproval(this.fleet, { deviceId, csr, source });
-      if (outcome.status === "pending") {
-        res.writeHead(202, { "retry-after": String(outcome.retryAfterSeconds), "content-length": 0 });
-        res.end();
-      } else this.sendPkcs7(res, outcome.certificate);
-      return deviceId;
-    }
-    throw new HttpProblem(
-      401,
-      "credentials-required",
-      "authenticate with HTTP Basic (device id and one-time token) or a factory client certificate",
-      BASIC_CHALLENGE,
-    );
+    const request: EnrollmentRequest = {
+      operation: "enroll",
+      csr,
+      source,
+      deviceId: basic?.user,
+      token: basic?.password,
+      clientCertificate: clientCertificate(req),
+      // EST has no field for the device id: a request without credentials names it in the CSR.
+      deviceIdInCsr: true,
+    };
+    return this.answer(res, request, this.sendEst);
   }
 
   private async estReenroll(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
     const csr = await this.estCsr(req);
-    const client = clientCertificate(req);
-    if (!client)
-      throw new HttpProblem(
-        401,
-        "certificate-required",
-        "simplereenroll needs the current device certificate as TLS client certificate",
-        BASIC_CHALLENGE,
-      );
-    const cert = await this.mtlsRenewal(source, "est-reenroll", () =>
-      renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }),
-    );
-    this.sendPkcs7(res, cert);
-    return cert.deviceId;
+    return this.answer(res, { operation: "renew", csr, source, clientCertificate: clientCertificate(req) }, this.sendEst);
   }
 
   private async apiEnroll(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
@@ -295,68 +208,22 @@ class Handler {
     const body = await readJson(req);
     const csr = stringField(body, "csr")!;
     const deviceId = stringField(body, "device_id", false);
-    const token = stringField(body, "token", false);
-    const client = clientCertificate(req);
-    if (token) {
-      if (!deviceId) throw new HttpProblem(400, "missing-field", 'field "device_id" is required with a token');
-      const cert = await this.authenticated(source, deviceId, "api-token", (limited) =>
-        enrollWithToken(this.fleet, { deviceId, token, csr, source, credentialFirst: limited }),
-      );
-      sendJson(res, 200, certificateJson(cert));
-      return cert.deviceId;
-    }
-    if (client) {
-      const cert = await this.authenticated(source, deviceId, "api-factory", () =>
-        enrollWithFactoryCertificate(this.fleet, { clientCertificate: client, deviceId, csr, source }),
-      );
-      sendJson(res, 200, certificateJson(cert));
-      return cert.deviceId;
-    }
-    if (this.fleet.config.enrollment.approval && deviceId) {
-      const outcome = await enrollByApproval(this.fleet, { deviceId, csr, source });
-      if (outcome.status === "pending")
-        sendJson(
-          res,
-          202,
-          { status: "pending", request_id: outcome.requestId, retry_after: outcome.retryAfterSeconds },
-          { "retry-after": String(outcome.retryAfterSeconds) },
-        );
-      else sendJson(res, 200, certificateJson(outcome.certificate));
-      return deviceId;
-    }
-    throw new HttpProblem(
-      401,
-      "credentials-required",
-      'give "device_id" and "token", or present a factory client certificate',
-      BASIC_CHALLENGE,
-    );
+    const token = stringField(body, "token", false) || undefined;
+    if (token && !deviceId) throw new HttpProblem(400, "missing-field", 'field "device_id" is required with a token');
+    const request: EnrollmentRequest = { operation: "enroll", csr, source, deviceId, token, clientCertificate: clientCertificate(req) };
+    return this.answer(res, request, this.sendApi);
   }
 
   private async apiRenew(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
     if (req.method !== "POST") throw methodNotAllowed(["POST"]);
-    const body = await readJson(req);
-    const csr = stringField(body, "csr")!;
-    const client = clientCertificate(req);
-    if (!client)
-      throw new HttpProblem(
-        401,
-        "certificate-required",
-        "renewal needs the current device certificate as TLS client certificate",
-        BASIC_CHALLENGE,
-      );
-    const cert = await this.mtlsRenewal(source, "api-renew", () =>
-      renewWithCertificate(this.fleet, { clientCertificate: client, csr, source }),
-    );
-    sendJson(res, 200, certificateJson(cert));
-    return cert.deviceId;
+    const csr = stringField(await readJson(req), "csr")!;
+    return this.answer(res, { operation: "renew", csr, source, clientCertificate: clientCertificate(req) }, this.sendApi);
   }
 
   private async apiChallenge(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
     if (req.method !== "POST") throw methodNotAllowed(["POST"]);
-    const wait = this.challenges.take(sourceKey(source.address));
-    if (wait > 0) throw tooManyRequests(`too many renewal challenges from this address; retry in ${wait} s`, wait);
     const deviceId = stringField(await readJson(req), "device_id")!;
-    const { nonce, expiresAt } = await renewalChallenge(this.fleet, deviceId);
+    const { nonce, expiresAt } = await this.enrollment.challenge(deviceId, source);
     sendJson(res, 200, { nonce, expires_at: expiresAt.toISOString() });
     return deviceId;
   }
@@ -364,20 +231,12 @@ class Handler {
   private async apiRenewExpired(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
     if (req.method !== "POST") throw methodNotAllowed(["POST"]);
     const body = await readJson(req);
-    const fields = {
-      certificate: stringField(body, "certificate")!,
-      csr: stringField(body, "csr")!,
-      nonce: stringField(body, "nonce")!,
-      signature: stringField(body, "signature")!,
-    };
-    const cert = await this.authenticated(source, undefined, "api-renew-expired", () => renewExpired(this.fleet, { ...fields, source }));
-    sendJson(res, 200, certificateJson(cert));
-    return cert.deviceId;
+    // Read in this order, so a request missing several fields is told the same first one as before.
+    const certificate = stringField(body, "certificate")!;
+    const csr = stringField(body, "csr")!;
+    const proof = { certificate, nonce: stringField(body, "nonce")!, signature: stringField(body, "signature")! };
+    return this.answer(res, { operation: "renew-expired", csr, source, proof }, this.sendApi);
   }
-}
-
-function tooManyRequests(detail: string, retryAfterSeconds: number): HttpProblem {
-  return new HttpProblem(429, "too-many-requests", detail, { "retry-after": String(retryAfterSeconds) });
 }
 
 function certificateJson(cert: DeviceCertificate): Record<string, string> {
@@ -409,7 +268,7 @@ function clientCertificate(req: IncomingMessage): ClientCertificate | undefined 
 }
 
 export async function startRegistrationServer(options: RegistrationServerOptions): Promise<RunningServer> {
-  const handler = new Handler(options.fleet, options.logger);
+  const handler = new Handler(options.fleet, new Enrollment(options.fleet), options.logger);
   // Requests still being handled when the server closes: they finish (their certificates are
   // recorded and answered, or refused) before the database may close.
   const inFlight = new Set<Promise<void>>();
@@ -464,7 +323,7 @@ export async function startRegistrationServer(options: RegistrationServerOptions
       await closeGracefully(server);
       // Bounded: a handler stuck on a dead socket must not hold the shutdown.
       await Promise.race([Promise.allSettled([...inFlight]), new Promise((resolve) => setTimeout(resolve, 10_000).unref())]);
-      await handler.failures.close();
+      await handler.enrollment.close();
     },
   };
 }

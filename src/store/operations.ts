@@ -6,6 +6,7 @@ import type { CaOperations } from "./operations/cas.js";
 import type { CheckpointOperations } from "./operations/checkpoints.js";
 import type { ChangeOperations } from "./operations/changes.js";
 import type { StatusOperations } from "./operations/status.js";
+import type { EnrollmentOperations } from "./operations/enrollment.js";
 
 /** Every area's operations, bound to one connection or to one open transaction. */
 export interface Operations {
@@ -14,4 +15,5 @@ export interface Operations {
   checkpoints: CheckpointOperations;
   status: StatusOperations;
   changes: ChangeOperations;
+  enrollment: EnrollmentOperations;
 }

@@ -52,7 +52,7 @@ export class AuthFailureLog {
   constructor(
     private readonly fleet: FleetServices,
     intervalMs = 60_000,
-    private readonly now: () => Date = () => new Date(),
+    private readonly now: () => Date = () => fleet.clock.now(),
   ) {
     this.timer = setInterval(() => void this.flush().catch(() => {}), intervalMs);
     this.timer.unref();

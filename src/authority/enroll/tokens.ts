@@ -4,7 +4,7 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import { parseDuration } from "../../config/duration.js";
 import type { EnrollmentTokenTable } from "../../store/schema.js";
-import { preparedStatement, type TxOperations } from "../../store/store.js";
+import type { Operations } from "../../store/operations.js";
 import { AuthenticationFailed, InvalidArgument, UnknownDevice } from "../errors.js";
 import type { FleetServices } from "../services.js";
 import { assertDeviceId } from "../issue/issuance.js";
@@ -41,7 +41,7 @@ export function prepareToken(fleet: FleetServices, req: { deviceId: string; ttl?
     throw new InvalidArgument(`--ttl: ${(e as Error).message}`);
   }
   const token = TOKEN_PREFIX + randomBytes(24).toString("base64url");
-  const now = new Date();
+  const now = fleet.clock.now();
   const row: EnrollmentTokenTable = {
     id: randomUUID(),
     device_id: req.deviceId,
@@ -56,14 +56,10 @@ export function prepareToken(fleet: FleetServices, req: { deviceId: string; ttl?
 }
 
 /** Stores a prepared token inside the caller's write transaction (e.g. with the device it is for). */
-export async function storeToken(tx: TxOperations, prepared: PreparedToken, actor: string): Promise<CreatedToken> {
+export async function storeToken(tx: Operations, prepared: PreparedToken, actor: string): Promise<CreatedToken> {
   const { row, at } = prepared;
-  const device = await tx.selectFrom("devices").select("id").where("id", "=", row.device_id).executeTakeFirst();
-  if (!device) throw new UnknownDevice(row.device_id);
-  await tx
-    .insertInto("enrollment_tokens")
-    .values({ ...row, created_by: actor })
-    .execute();
+  if ((await tx.enrollment.deviceStatus(row.device_id)) === undefined) throw new UnknownDevice(row.device_id);
+  await tx.enrollment.insertToken({ ...row, created_by: actor });
   // The hash (never the token) lets `audit verify` find a token hash planted or replaced behind the log.
   const details = { token_id: row.id, token_hash: row.token_hash, expires_at: row.expires_at };
   await tx.audit.append([{ actor, action: "token.create", subject: `device:${row.device_id}`, details, at }]);
@@ -98,15 +94,14 @@ export function assertUsableToken<T extends Pick<EnrollmentTokenTable, "used_at"
  * Read-only check before any expensive work, so wrong tokens cost no signature. Returns the condition
  * that consumes the token in the recording transaction (issue/conditions.ts), where a lost race is refused.
  */
-export async function checkToken(fleet: FleetServices, deviceId: string, token: string, now = new Date()): Promise<TokenCondition> {
+export async function checkToken(
+  fleet: FleetServices,
+  deviceId: string,
+  token: string,
+  now: Date = fleet.clock.now(),
+): Promise<TokenCondition> {
   const presented = hashToken(token);
-  // On the hot path of every token enrollment: one prepared statement rather than a Kysely query.
-  const rows = await fleet.store.withNative((native) =>
-    preparedStatement<[string], Pick<EnrollmentTokenTable, "id" | "token_hash" | "used_at" | "expires_at">>(
-      native,
-      "select id, token_hash, used_at, expires_at from enrollment_tokens where device_id = ?",
-    ).all(deviceId),
-  );
+  const rows = await fleet.store.ops.enrollment.tokensOf(deviceId);
   const at = now.toISOString();
   const row = matchToken(rows, presented);
   assertUsableToken(row, deviceId, at);
@@ -115,14 +110,9 @@ export async function checkToken(fleet: FleetServices, deviceId: string, token: 
 
 /**
  * The certificate a spent token paid for, or undefined (a wrong token, or one spent before
- * serials were recorded): a retry after a lost answer is answered with it (enrollment.ts).
+ * serials were recorded): a retry after a lost answer is answered with it (provisioners/token.ts).
  */
 export async function certificateOfSpentToken(fleet: FleetServices, deviceId: string, token: string): Promise<string | undefined> {
-  const rows = await fleet.store.db
-    .selectFrom("enrollment_tokens")
-    .select(["token_hash", "certificate_serial"])
-    .where("device_id", "=", deviceId)
-    .where("used_at", "is not", null)
-    .execute();
+  const rows = await fleet.store.ops.enrollment.spentTokensOf(deviceId);
   return matchToken(rows, hashToken(token))?.certificate_serial ?? undefined;
 }

@@ -6,13 +6,15 @@ import { SqliteCaOperations } from "./cas.js";
 import { SqliteCheckpointOperations } from "./checkpoints.js";
 import { SqliteChangeOperations } from "./changes.js";
 import { SqliteStatusOperations } from "./status.js";
+import { SqliteEnrollmentOperations, type WithNative } from "./enrollment.js";
 
-export function sqliteOperations(db: Tx): Operations {
+export function sqliteOperations(db: Tx, withNative: WithNative): Operations {
   return {
     audit: new SqliteAuditOperations(db),
     cas: new SqliteCaOperations(db),
     checkpoints: new SqliteCheckpointOperations(db),
     status: new SqliteStatusOperations(db),
     changes: new SqliteChangeOperations(db),
+    enrollment: new SqliteEnrollmentOperations(db, withNative),
   };
 }

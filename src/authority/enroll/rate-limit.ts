@@ -1,5 +1,6 @@
-// Fixed-window counters per key (a source address): failed authentications, and requests to
-// unauthenticated endpoints that cost the server a write (renewal challenges).
+// Fixed-window counters per key (a source address, see sourceKey): failed authentications, and
+// requests to unauthenticated endpoints that cost the server a write (renewal challenges).
+// `now` is in milliseconds, from the fleet's clock.
 //
 // Bounded: at most `maxKeys` windows. When full (after dropping ended windows), a source not yet
 // tracked is treated as over its limit until windows end: the alternative, not counting it, would
@@ -22,7 +23,7 @@ export class FailureLimiter {
   ) {}
 
   /** Seconds until the key may try again, or 0 when it may try now. */
-  blockedFor(key: string, now = Date.now()): number {
+  blockedFor(key: string, now: number): number {
     const k = this.counted(key, now);
     const w = this.windows.get(k);
     if (!w && this.isFull(now)) return Math.max(1, Math.ceil(this.windowMs / 1000));
@@ -30,7 +31,7 @@ export class FailureLimiter {
     return Math.max(1, Math.ceil((w.start + this.windowMs - now) / 1000));
   }
 
-  fail(key: string, now = Date.now()): void {
+  fail(key: string, now: number): void {
     this.noteSubnet(key, now);
     const k = this.counted(key, now);
     const w = this.windows.get(k);
@@ -42,7 +43,7 @@ export class FailureLimiter {
   }
 
   /** Counts one request unless the key is over its limit; returns the seconds to wait then, else 0. */
-  take(key: string, now = Date.now()): number {
+  take(key: string, now: number): number {
     const wait = this.blockedFor(key, now);
     if (wait === 0) this.fail(key, now);
     return wait;
@@ -86,26 +87,4 @@ export class FailureLimiter {
 function slash48(key: string): string | undefined {
   const m = /^([0-9a-f]{1,4}:[0-9a-f]{1,4}:[0-9a-f]{1,4}):[0-9a-f]{1,4}::\/64$/.exec(key);
   return m ? `${m[1]}::/48` : undefined;
-}
-
-/**
- * The key a source address is counted under. IPv4-mapped IPv6 addresses count as their IPv4
- * address; other IPv6 addresses by their /64, since one host usually holds a whole /64 and could
- * otherwise move to a fresh address for every request.
- */
-export function sourceKey(address: string | undefined): string {
-  if (!address) return "unknown";
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
-  if (mapped) return mapped[1]!;
-  if (!address.includes(":")) return address;
-  const bare = address.split("%")[0]!.toLowerCase();
-  const [head = "", tail] = bare.split("::");
-  const groups = (part: string) => (part === "" ? [] : part.split(":").flatMap((g) => (g.includes(".") ? ["0", "0"] : [g])));
-  const front = groups(head);
-  const back = tail === undefined ? [] : groups(tail);
-  const all = [...front, ...Array<string>(Math.max(0, 8 - front.length - back.length)).fill("0"), ...back];
-  return `${all
-    .slice(0, 4)
-    .map((g) => (Number.parseInt(g, 16) || 0).toString(16))
-    .join(":")}::/64`;
 }
