@@ -2,8 +2,12 @@
 // backend-neutral (nothing synchronous, no SQLite-only SQL); src/store/sqlite/ implements them
 // today, and a PostgreSQL implementation can follow without touching src/authority/.
 import type { AuditOperations } from "./operations/audit.js";
+import type { CertificateOperations } from "./operations/certificates.js";
+import type { DeviceOperations } from "./operations/devices.js";
 
 /** Every area's operations, bound to one connection or to one open transaction. */
 export interface Operations {
   audit: AuditOperations;
+  certificates: CertificateOperations;
+  devices: DeviceOperations;
 }
