@@ -116,7 +116,8 @@ export async function openStore(path: string, options: OpenStoreOptions = {}): P
         await sql`begin immediate`.execute(conn);
         try {
           // Inside the transaction the native handle is used directly: it is the transaction's connection.
-          const result = await fn(Object.assign(conn, sqliteOperations(conn, async (f) => f(native))));
+          const ops = sqliteOperations(conn, async (f) => f(native));
+          const result = await fn(Object.assign(conn, ops));
           await sql`commit`.execute(conn);
           return result;
         } catch (e) {

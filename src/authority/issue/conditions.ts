@@ -48,7 +48,8 @@ export function tokenRefusal(
 ): AuthenticationFailed | undefined {
   if (!row) return new AuthenticationFailed("token-invalid", `invalid token for device "${deviceId}"`);
   if (row.used_at) return tokenUsed(deviceId);
-  if (row.expires_at <= at) return new AuthenticationFailed("token-expired", `the token for device "${deviceId}" expired at ${row.expires_at}`);
+  if (row.expires_at <= at)
+    return new AuthenticationFailed("token-expired", `the token for device "${deviceId}" expired at ${row.expires_at}`);
   return undefined;
 }
 
