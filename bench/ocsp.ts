@@ -21,7 +21,7 @@ import { cpus, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
-import { appendAuditNative } from "../src/audit/log.js";
+import { appendAuditNative } from "../src/store/sqlite/recorder.js";
 import { signCrl, type PublishedCrl } from "../src/authority/status/crls.js";
 import { FleetServices } from "../src/authority/services.js";
 import { initFleet } from "../src/authority/ca/init.js";
@@ -200,7 +200,7 @@ interface Fixture {
 
 /**
  * `ids` devices as `fleetpki device add` (addDevice) leaves them: the same devices rows and
- * device.add audit events (chained by the audit module's appendAuditNative), written in one
+ * device.add audit events (chained by appendAuditNative, the recorder's native append), written in one
  * transaction instead of one fsync'd transaction per device.
  */
 async function addDevicesInBulk(fleet: FleetServices, ids: readonly string[]): Promise<void> {

@@ -7,14 +7,22 @@ import { fdatasync, fstatSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { verifyAudit } from "../src/audit/log.js";
-import { addDevice } from "../src/authority/devices.js";
-import { AuthenticationFailed, DeviceNotActive, UnknownDevice } from "../src/authority/errors.js";
-import type { FleetServices } from "../src/authority/services.js";
+import { addDevice, showDevice } from "../src/authority/devices.js";
+import {
+  ApprovalAlreadyIssued,
+  AuthenticationFailed,
+  CertificateAlreadyRenewed,
+  DeviceNotActive,
+  NotPermitted,
+  UnknownDevice,
+} from "../src/authority/errors.js";
+import { FleetServices } from "../src/authority/services.js";
 import { issueForKey, subjectKeyOf, type SubjectKey } from "../src/authority/issue/issuance.js";
 import { checkToken, createToken } from "../src/authority/enroll/tokens.js";
 import { StoreError } from "../src/store/errors.js";
 import type { SyncFunction } from "../src/store/wal-sync.js";
 import { tempFleet } from "./helpers.js";
+import { ManualClock } from "./support/clock.js";
 
 function p256Key(): SubjectKey {
   return subjectKeyOf(generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey);
@@ -265,3 +273,149 @@ for (const mode of ["synchronous commits", "group sync"] as const) {
     });
   });
 }
+
+describe("refusals at record time", () => {
+  let ctx: Awaited<ReturnType<typeof tempFleet>>;
+  let fleet: FleetServices;
+  before(async () => {
+    ctx = await tempFleet();
+    fleet = ctx.fleet;
+    for (const id of ["t1", "t2", "f1", "n1", "n2"]) await addDevice(fleet, { id, actor: "test" });
+  });
+  after(() => ctx.close());
+
+  const counts = async (): Promise<{ certificates: number; audit: number }> => ({
+    certificates: (await fleet.store.db.selectFrom("certificates").select("serial").execute()).length,
+    audit: (await fleet.store.db.selectFrom("audit_log").select("seq").execute()).length,
+  });
+  const issue = (deviceId: string, condition?: Parameters<typeof issueForKey>[1]["condition"]) =>
+    issueForKey(fleet, { deviceId, actor: "test", condition }, p256Key());
+  /** Asserts the refusal's class, reason and exact message, and that nothing was written for it. */
+  async function refused(p: Promise<unknown>, type: abstract new (...a: never[]) => Error, message: string, reason?: string) {
+    const before = await counts();
+    await assert.rejects(p, (e: Error & { reason?: string }) => {
+      assert.ok(e instanceof type, `${e.name}: ${e.message}`);
+      assert.equal(e.message, message);
+      if (reason !== undefined) assert.equal(e.reason, reason);
+      return true;
+    });
+    assert.deepEqual(await counts(), before, "a refused certificate leaves no row and no audit event");
+  }
+
+  it("a token: unknown, another device's, expired at the request time, and spent", async () => {
+    const { token } = await createToken(fleet, { deviceId: "t1", actor: "test" });
+    const condition = await checkToken(fleet, "t1", token);
+    await refused(
+      issue("t1", { ...condition, tokenId: "no-such-token" }),
+      AuthenticationFailed,
+      'invalid token for device "t1"',
+      "token-invalid",
+    );
+    await refused(issue("t2", { ...condition, deviceId: "t2" }), AuthenticationFailed, 'invalid token for device "t2"', "token-invalid");
+    const expiresAt = (
+      await fleet.store.db
+        .selectFrom("enrollment_tokens")
+        .select("expires_at")
+        .where("id", "=", condition.tokenId)
+        .executeTakeFirstOrThrow()
+    ).expires_at;
+    await refused(
+      issue("t1", { ...condition, at: expiresAt }),
+      AuthenticationFailed,
+      `the token for device "t1" expired at ${expiresAt}`,
+      "token-expired",
+    );
+    await issue("t1", condition);
+    await refused(issue("t1", condition), AuthenticationFailed, 'the token for device "t1" was already used', "token-used");
+  });
+
+  it("a renewal: of a certificate renewed already (its nonce stays unspent), and with a bad nonce", async () => {
+    const first = await issue("n1");
+    const at = fleet.clock.now().toISOString();
+    const renewal = await issue("n1", { kind: "renewal", deviceId: "n1", renews: first.serial, at });
+    const nonce = "nonce-for-n1";
+    const expires = new Date(Date.parse(at) + 60_000).toISOString();
+    await fleet.store.db.insertInto("renewal_nonces").values({ nonce, device_id: "n1", expires_at: expires, used_at: null }).execute();
+    await refused(
+      issue("n1", { kind: "renewal", deviceId: "n1", renews: first.serial, nonce, at }),
+      CertificateAlreadyRenewed,
+      new CertificateAlreadyRenewed(first.serial, renewal.serial).message,
+    );
+    const unspent = await fleet.store.db
+      .selectFrom("renewal_nonces")
+      .select("used_at")
+      .where("nonce", "=", nonce)
+      .executeTakeFirstOrThrow();
+    assert.equal(unspent.used_at, null, "the nonce of a refused renewal is not spent");
+
+    const second = await issue("n2");
+    const badNonce = "the renewal challenge is unknown, expired, already used or for another device";
+    for (const [what, c] of [
+      ["unknown", { nonce: "no-such-nonce", at }],
+      ["another device's", { nonce, at }],
+      ["expired", { nonce, at: expires, deviceId: "n1" }],
+    ] as const) {
+      const condition = { kind: "renewal" as const, deviceId: "n2", renews: second.serial, ...c };
+      const device = condition.deviceId;
+      await refused(issue(device, condition), AuthenticationFailed, badNonce, "nonce-invalid").catch((e: Error) => {
+        throw new Error(`${what} nonce: ${e.message}`);
+      });
+    }
+  });
+
+  it("an approval no longer approved, and a second factory enrollment", async () => {
+    await refused(issue("f1", { kind: "approval", requestId: "no-such-request" }), ApprovalAlreadyIssued, "the approval was already used");
+    const at = fleet.clock.now().toISOString();
+    await issue("f1", { kind: "factory", deviceId: "f1", factorySerial: "aa", at });
+    await refused(
+      issue("f1", { kind: "factory", deviceId: "f1", factorySerial: "aa", at }),
+      NotPermitted,
+      'device "f1" already enrolled with a factory certificate; an operator must run `fleetpki device reprovision f1` to allow another',
+      "factory-already-enrolled",
+    );
+  });
+
+  it("refusals among concurrent issuances leave the others recorded", async () => {
+    const before = await counts();
+    const results = await Promise.allSettled([
+      issue("t2"),
+      issue("nobody"),
+      issue("f1", { kind: "factory", deviceId: "f1", factorySerial: "aa", at: fleet.clock.now().toISOString() }),
+      issue("t2"),
+    ]);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ["fulfilled", "rejected", "rejected", "fulfilled"],
+    );
+    assert.ok((results[1] as PromiseRejectedResult).reason instanceof UnknownDevice);
+    assert.deepEqual(await counts(), { certificates: before.certificates + 2, audit: before.audit + 2 });
+    assert.equal((await verifyAudit(fleet.store.ops.audit)).ok, true);
+  });
+
+  it("takes the time from the fleet's clock", async () => {
+    // A day ahead of the system clock, on a whole second (certificate times have seconds).
+    const at = new Date(Math.floor(Date.now() / 1000) * 1000 + 86_400_000);
+    const clock = new ManualClock(at);
+    const clocked = await FleetServices.open(ctx.dir, { clock });
+    try {
+      const cert = await issueForKey(clocked, { deviceId: "t2", actor: "test" }, p256Key());
+      const row = await clocked.store.ops.certificates.bySerial(cert.serial);
+      assert.equal(row?.created_at, at.toISOString());
+      const backdated = at.getTime() - cert.notBefore.getTime();
+      assert.ok(backdated >= 0 && backdated <= 5 * 60_000, `notBefore ${cert.notBefore.toISOString()} is the clock's time (backdated)`);
+      await addDevice(clocked, { id: "clocked", actor: "test" });
+      const device = await clocked.store.ops.devices.get("clocked");
+      assert.equal(device?.created_at, at.toISOString());
+      const shown = await showDevice(clocked, "t2");
+      clock.advance(400 * 86_400_000);
+      assert.ok(shown.certificates.every((c) => c.status === "valid"));
+      const later = await showDevice(clocked, "t2");
+      assert.ok(
+        later.certificates.every((c) => c.status === "expired"),
+        "showDevice reads now from the clock",
+      );
+    } finally {
+      await clocked.close();
+    }
+  });
+});

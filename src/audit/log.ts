@@ -2,7 +2,6 @@
 //   hash = SHA-256(prev_hash || "\n" || JSON.stringify([seq, at, actor, action, subject, details]))
 // so editing, deleting or reordering rows is detectable by recomputing the chain.
 import { createHash } from "node:crypto";
-import { preparedStatement, type NativeDb } from "../store/store.js";
 import type { AuditLogTable } from "../store/schema.js";
 import type { AuditOperations } from "../store/operations/audit.js";
 
@@ -74,27 +73,6 @@ export function chainAudit(head: AuditHead | undefined, events: readonly AuditEv
     prev = hash;
   }
   return { rows, head: { seq, hash: prev } };
-}
-
-/**
- * Appending (AuditOperations.append) for synchronous work on a better-sqlite3 connection (Store.withNative), inside the
- * caller's native transaction.
- */
-export function appendAuditNative(native: NativeDb, events: readonly AuditEvent[]): AuditRecord[] {
-  if (events.length === 0) return [];
-  const head = preparedStatement<[], AuditHead>(native, "select seq, hash from audit_head where id = 1").get();
-  const chained = chainAudit(head, events);
-  const insertRow = preparedStatement<[AuditRecord]>(
-    native,
-    "insert into audit_log (seq, at, actor, action, subject, details, prev_hash, hash) " +
-      "values (@seq, @at, @actor, @action, @subject, @details, @prev_hash, @hash)",
-  );
-  for (const row of chained.rows) insertRow.run(row);
-  const writeHead = head
-    ? "update audit_head set seq = @seq, hash = @hash where id = 1"
-    : "insert into audit_head (id, seq, hash) values (1, @seq, @hash)";
-  preparedStatement<[AuditHead]>(native, writeHead).run(chained.head);
-  return chained.rows;
 }
 
 /** The log is not what fleetpki wrote (a broken chain, or tables that disagree with it). */

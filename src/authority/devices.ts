@@ -1,5 +1,4 @@
 // Device registry: add, list, show. Groups and labels live here, not in certificates.
-import { isUniqueViolation } from "../store/store.js";
 import type { DeviceTable } from "../store/schema.js";
 import { DEVICE_ID_PATTERN } from "../x509/profiles.js";
 import { DeviceExists, InvalidArgument, UnknownDevice } from "./errors.js";
@@ -66,7 +65,8 @@ export async function addDevice(fleet: FleetServices, req: AddDeviceRequest): Pr
     throw new InvalidArgument(`invalid group "${req.group}": 1-63 characters a-z 0-9 . _ - starting with a letter or digit`);
   const labels = validateLabels(req.labels ?? {});
   const token = req.token ? prepareToken(fleet, { deviceId: req.id, ttl: req.token.ttl }) : undefined;
-  const now = new Date().toISOString();
+  const at = fleet.clock.now();
+  const now = at.toISOString();
   const row: DeviceTable = {
     id: req.id,
     group_name: req.group ?? null,
@@ -75,19 +75,13 @@ export async function addDevice(fleet: FleetServices, req: AddDeviceRequest): Pr
     created_at: now,
     updated_at: now,
   };
-  let created: CreatedToken | undefined;
-  try {
-    await fleet.store.transaction(async (tx) => {
-      await tx.insertInto("devices").values(row).execute();
-      await tx.audit.append([
-        { actor: req.actor, action: "device.add", subject: `device:${req.id}`, details: { group: row.group_name, labels } },
-      ]);
-      if (token) created = await storeToken(tx, token, req.actor);
-    });
-  } catch (e) {
-    if (isUniqueViolation(e)) throw new DeviceExists(req.id);
-    throw e;
-  }
+  const created = await fleet.store.transaction(async (tx) => {
+    if ((await tx.devices.add([row])).length > 0) throw new DeviceExists(req.id);
+    await tx.audit.append([
+      { actor: req.actor, action: "device.add", subject: `device:${req.id}`, details: { group: row.group_name, labels }, at },
+    ]);
+    return token ? await storeToken(tx, token, req.actor) : undefined;
+  });
   return { ...toDevice(row), ...(created ? { token: created } : {}) };
 }
 
@@ -100,15 +94,14 @@ export async function reprovisionDevice(
   req: { deviceId: string; actor: string },
 ): Promise<{ factorySerial: string; certificateSerial: string }> {
   assertDeviceId(req.deviceId);
+  const at = fleet.clock.now();
   return fleet.store.transaction(async (tx) => {
-    const device = await tx.selectFrom("devices").select("id").where("id", "=", req.deviceId).executeTakeFirst();
-    if (!device) throw new UnknownDevice(req.deviceId);
-    const enrolled = await tx.selectFrom("factory_enrollments").selectAll().where("device_id", "=", req.deviceId).executeTakeFirst();
+    if (!(await tx.devices.get(req.deviceId))) throw new UnknownDevice(req.deviceId);
+    const enrolled = await tx.devices.takeFactoryEnrollment(req.deviceId);
     if (!enrolled)
       throw new InvalidArgument(
         `device "${req.deviceId}" has not enrolled with a factory certificate since it was last reprovisioned; nothing to do`,
       );
-    await tx.deleteFrom("factory_enrollments").where("device_id", "=", req.deviceId).execute();
     await tx.audit.append([
       {
         actor: req.actor,
@@ -119,6 +112,7 @@ export async function reprovisionDevice(
           certificate_serial: enrolled.certificate_serial,
           enrolled_at: enrolled.enrolled_at,
         },
+        at,
       },
     ]);
     return { factorySerial: enrolled.factory_serial, certificateSerial: enrolled.certificate_serial };
@@ -126,9 +120,7 @@ export async function reprovisionDevice(
 }
 
 export async function listDevices(fleet: FleetServices, filter: { group?: string } = {}): Promise<Device[]> {
-  let q = fleet.store.db.selectFrom("devices").selectAll().orderBy("id");
-  if (filter.group) q = q.where("group_name", "=", filter.group);
-  return (await q.execute()).map(toDevice);
+  return (await fleet.store.ops.devices.list(filter)).map(toDevice);
 }
 
 export interface DeviceCertificateSummary {
@@ -146,16 +138,12 @@ export interface DeviceDetails extends Device {
   certificates: DeviceCertificateSummary[];
 }
 
-export async function showDevice(fleet: FleetServices, id: string, now = new Date()): Promise<DeviceDetails> {
+export async function showDevice(fleet: FleetServices, id: string): Promise<DeviceDetails> {
   assertDeviceId(id);
-  const row = await fleet.store.db.selectFrom("devices").selectAll().where("id", "=", id).executeTakeFirst();
+  const now = fleet.clock.now();
+  const row = await fleet.store.ops.devices.get(id);
   if (!row) throw new UnknownDevice(id);
-  const certs = await fleet.store.db
-    .selectFrom("certificates")
-    .select(["serial", "issuer_ca", "kind", "not_before", "not_after", "status", "fingerprint_sha256"])
-    .where("device_id", "=", id)
-    .orderBy("not_before", "desc")
-    .execute();
+  const certs = await fleet.store.ops.certificates.ofDevice(id);
   return {
     ...toDevice(row),
     certificates: certs.map((c) => ({

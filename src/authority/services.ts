@@ -82,7 +82,7 @@ export class FleetServices {
   }
 
   async caRecord(id: string): Promise<CaTable> {
-    const row = await this.store.db.selectFrom("cas").selectAll().where("id", "=", id).executeTakeFirst();
+    const row = await this.store.ops.certificates.ca(id);
     if (!row) throw new UnknownCa(id);
     return row;
   }

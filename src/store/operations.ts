@@ -7,6 +7,8 @@ import type { CheckpointOperations } from "./operations/checkpoints.js";
 import type { ChangeOperations } from "./operations/changes.js";
 import type { StatusOperations } from "./operations/status.js";
 import type { EnrollmentOperations } from "./operations/enrollment.js";
+import type { CertificateOperations } from "./operations/certificates.js";
+import type { DeviceOperations } from "./operations/devices.js";
 
 /** Every area's operations, bound to one connection or to one open transaction. */
 export interface Operations {
@@ -16,4 +18,6 @@ export interface Operations {
   status: StatusOperations;
   changes: ChangeOperations;
   enrollment: EnrollmentOperations;
+  certificates: CertificateOperations;
+  devices: DeviceOperations;
 }

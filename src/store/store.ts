@@ -25,6 +25,9 @@ export { StoreError };
 
 export type NativeDb = SqliteDatabase.Database;
 
+/** Synchronous access to the connection an operation runs on, for hot paths (prepared statements). */
+export type NativeAccess = <T>(fn: (native: NativeDb) => T) => Promise<T>;
+
 /**
  * A write transaction: the named operations bound to it, plus (until every caller uses
  * operations) the Kysely transaction itself.

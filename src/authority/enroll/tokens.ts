@@ -5,10 +5,10 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypt
 import { parseDuration } from "../../config/duration.js";
 import type { EnrollmentTokenTable } from "../../store/schema.js";
 import type { Operations } from "../../store/operations.js";
-import { AuthenticationFailed, InvalidArgument, UnknownDevice } from "../errors.js";
+import { InvalidArgument, UnknownDevice } from "../errors.js";
 import type { FleetServices } from "../services.js";
 import { assertDeviceId } from "../issue/issuance.js";
-import type { IssueCondition } from "../issue/conditions.js";
+import { assertUsableToken, type IssueCondition } from "../issue/conditions.js";
 
 const TOKEN_PREFIX = "fpt_";
 type TokenCondition = Extract<IssueCondition, { kind: "token" }>;
@@ -76,18 +76,6 @@ export function matchToken<T extends Pick<EnrollmentTokenTable, "token_hash">>(r
   let found: T | undefined;
   for (const row of rows) if (timingSafeEqual(Buffer.from(row.token_hash, "hex"), presented)) found = row;
   return found;
-}
-
-/** `at`: the request time, ISO 8601. */
-export function assertUsableToken<T extends Pick<EnrollmentTokenTable, "used_at" | "expires_at">>(
-  row: T | undefined,
-  deviceId: string,
-  at: string,
-): asserts row is T {
-  if (!row) throw new AuthenticationFailed("token-invalid", `invalid token for device "${deviceId}"`);
-  if (row.used_at) throw new AuthenticationFailed("token-used", `the token for device "${deviceId}" was already used`);
-  if (row.expires_at <= at)
-    throw new AuthenticationFailed("token-expired", `the token for device "${deviceId}" expired at ${row.expires_at}`);
 }
 
 /**

@@ -7,7 +7,7 @@ import { parseDuration } from "../../config/duration.js";
 import { ensurePrivateDir, fsyncDir } from "../../keys/files.js";
 import { generateKey, privateKeyPem } from "../../keys/keys.js";
 import { checkpointAfter } from "../audit-checkpoints.js";
-import { InvalidArgument, UnknownCa } from "../errors.js";
+import { DeviceExists, InvalidArgument } from "../errors.js";
 import type { FleetServices } from "../services.js";
 import { assertDeviceId, issueForKey, subjectKeyOf } from "./issuance.js";
 import { localCaId } from "../layout.js";
@@ -81,9 +81,7 @@ export async function issueBatch(fleet: FleetServices, req: BatchRequest): Promi
   } catch (e) {
     throw new InvalidArgument(`--validity: ${(e as Error).message}`);
   }
-  const ca = await fleet.store.db.selectFrom("cas").select(["id", "status"]).where("id", "=", caId).executeTakeFirst();
-  if (!ca) throw new UnknownCa(caId);
-  await fleet.issuingCa(caId); // fail early if the key is offline or the CA inactive
+  await fleet.issuingCa(caId); // fail early if the CA is unknown, its key offline or the CA inactive
   ensurePrivateDir(req.outDir);
   // Partial bundles from an interrupted run are discarded; their certificates stay recorded.
   for (const entry of readdirSync(req.outDir))
@@ -96,35 +94,31 @@ export async function issueBatch(fleet: FleetServices, req: BatchRequest): Promi
   req.onProgress?.({ done, skipped, total });
 
   // Devices made in the factory are registered here so their certificates have an owner.
-  const known = new Set<string>();
-  for (let i = 0; i < todo.length; i += 500) {
-    const chunk = todo.slice(i, i + 500);
-    (await fleet.store.db.selectFrom("devices").select("id").where("id", "in", chunk).execute()).forEach((r) => known.add(r.id));
-  }
+  const known = new Set(await fleet.store.ops.devices.existing(todo));
   const missing = todo.filter((id) => !known.has(id));
-  const now = new Date().toISOString();
+  const at = fleet.clock.now();
+  const now = at.toISOString();
   for (let i = 0; i < missing.length; i += 200) {
     const chunk = missing.slice(i, i + 200);
     await fleet.store.transaction(async (tx) => {
-      await tx
-        .insertInto("devices")
-        .values(
-          chunk.map((id) => ({
-            id,
-            group_name: req.group ?? null,
-            labels: JSON.stringify({ factory: req.localName }),
-            status: "active" as const,
-            created_at: now,
-            updated_at: now,
-          })),
-        )
-        .execute();
+      const rows = chunk.map((id) => ({
+        id,
+        group_name: req.group ?? null,
+        labels: JSON.stringify({ factory: req.localName }),
+        status: "active" as const,
+        created_at: now,
+        updated_at: now,
+      }));
+      // Added meanwhile by someone else (another process): stop rather than audit an add that did not happen.
+      const taken = await tx.devices.add(rows);
+      if (taken.length > 0) throw new DeviceExists(taken[0]!);
       await tx.audit.append(
         chunk.map((id) => ({
           actor: req.actor,
           action: "device.add",
           subject: `device:${id}`,
           details: { group: req.group ?? null, labels: { factory: req.localName } },
+          at,
         })),
       );
     });

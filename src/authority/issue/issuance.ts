@@ -3,7 +3,7 @@
 import type { KeyObject } from "node:crypto";
 import { parseDuration } from "../../config/duration.js";
 import type { CertificateTable } from "../../store/schema.js";
-import { isUniqueViolation } from "../../store/store.js";
+import { SerialInUse } from "../../store/operations/certificates.js";
 import { CsrError, parseCsrAsync } from "../../x509/csr.js";
 import { KeyPolicyError, assertModulusNotPrimeAsync, checkKeyObject, checkPublicKey, importPolicyKey } from "../../x509/key-policy.js";
 import type { PolicyKey } from "../../x509/key-policy.js";
@@ -79,10 +79,11 @@ export interface DeviceIssueRequest {
   caId?: string;
   /** Overrides validity.device. */
   lifetimeMs?: number;
+  /** The request time, when the caller read it already (fleet.clock otherwise). */
   now?: Date;
   /** Free-form context for the audit event (e.g. { via: "est-simpleenroll" }). */
   context?: Record<string, unknown>;
-  /** Consumed in the recording transaction (token, nonce, approval); refuses the certificate if it throws. */
+  /** Consumed in the recording transaction (token, nonce, approval); refuses the certificate if it cannot be. */
   condition?: IssueCondition;
 }
 
@@ -165,7 +166,7 @@ export async function issueForKey(fleet: FleetServices, req: DeviceIssueRequest,
   const caId = req.caId ?? "devices";
   const kind = caId === "devices" ? "device" : "factory";
   const template = await fleet.leafTemplate(caId, kind);
-  const now = req.now ?? new Date();
+  const now = req.now ?? fleet.clock.now();
   const lifetimeMs = req.lifetimeMs ?? parseDuration(fleet.config.validity.device);
   // Only operational certificates name the robot as a host; a factory bundle only enrolls.
   const sans: GeneralName[] = [{ uri: deviceSpiffeId(fleet.domain, req.deviceId) }];
@@ -195,7 +196,7 @@ export async function issueForKey(fleet: FleetServices, req: DeviceIssueRequest,
       );
     } catch (e) {
       // A 128-bit serial collision is astronomically unlikely, but uniqueness is checked, not assumed.
-      if (isUniqueViolation(e) && attempt < MAX_SERIAL_ATTEMPTS) continue;
+      if (e instanceof SerialInUse && attempt < MAX_SERIAL_ATTEMPTS) continue;
       throw e;
     }
     const { chain, root } = await fleet.chainPem(caId);

@@ -10,17 +10,14 @@ import type {
   TokenCheckRow,
 } from "../operations/enrollment.js";
 import type { DeviceTable, EnrollmentRequestTable, EnrollmentTokenTable } from "../schema.js";
-import { preparedStatement, type NativeDb, type Tx } from "../store.js";
-
-/** Runs synchronous work on the connection's better-sqlite3 handle, never inside another caller's transaction. */
-export type WithNative = <T>(fn: (native: NativeDb) => T) => Promise<T>;
+import { preparedStatement, type NativeAccess, type NativeDb, type Tx } from "../store.js";
 
 const SUMMARY = ["id", "device_id", "source", "source_group", "source_address", "key_fingerprint", "created_at"] as const;
 
 export class SqliteEnrollmentOperations implements EnrollmentOperations {
   constructor(
     private readonly db: Tx,
-    private readonly withNative: WithNative,
+    private readonly withNative: NativeAccess,
   ) {}
 
   async deviceStatus(deviceId: string): Promise<DeviceTable["status"] | undefined> {

@@ -1,20 +1,24 @@
 // The SQLite implementation of every area's operations, over one Kysely connection or transaction.
 import type { Operations } from "../operations.js";
-import type { Tx } from "../store.js";
+import type { NativeAccess, Tx } from "../store.js";
 import { SqliteAuditOperations } from "./audit.js";
 import { SqliteCaOperations } from "./cas.js";
 import { SqliteCheckpointOperations } from "./checkpoints.js";
 import { SqliteChangeOperations } from "./changes.js";
 import { SqliteStatusOperations } from "./status.js";
-import { SqliteEnrollmentOperations, type WithNative } from "./enrollment.js";
+import { SqliteEnrollmentOperations } from "./enrollment.js";
+import { SqliteCertificateOperations } from "./certificates.js";
+import { SqliteDeviceOperations } from "./devices.js";
 
-export function sqliteOperations(db: Tx, withNative: WithNative): Operations {
+export function sqliteOperations(db: Tx, native: NativeAccess): Operations {
   return {
     audit: new SqliteAuditOperations(db),
     cas: new SqliteCaOperations(db),
     checkpoints: new SqliteCheckpointOperations(db),
     status: new SqliteStatusOperations(db),
     changes: new SqliteChangeOperations(db),
-    enrollment: new SqliteEnrollmentOperations(db, withNative),
+    enrollment: new SqliteEnrollmentOperations(db, native),
+    certificates: new SqliteCertificateOperations(db, native),
+    devices: new SqliteDeviceOperations(db),
   };
 }

@@ -1,0 +1,44 @@
+// CertificateOperations on SQLite: recording through the synchronous batch transaction
+// (recorder.ts, the issuance hot path), reads through Kysely.
+import type { CaTable, CertificateTable } from "../schema.js";
+import { SerialInUse, type CertificateOperations, type CertificateSummary, type RecordItem } from "../operations/certificates.js";
+import { isUniqueViolation, type NativeAccess, type Tx } from "../store.js";
+import { recordBatch } from "./recorder.js";
+
+export class SqliteCertificateOperations implements CertificateOperations {
+  constructor(
+    private readonly db: Tx,
+    private readonly native: NativeAccess,
+  ) {}
+
+  async record(batch: readonly RecordItem[]) {
+    try {
+      return await this.native((native) => recordBatch(native, batch));
+    } catch (e) {
+      // The only unique key a batch can hit: certificates.serial (conditions use "on conflict" or check first).
+      if (isUniqueViolation(e)) throw new SerialInUse(e);
+      throw e;
+    }
+  }
+
+  bySerial(serial: string): Promise<CertificateTable | undefined> {
+    return this.db.selectFrom("certificates").selectAll().where("serial", "=", serial).executeTakeFirst();
+  }
+
+  byFingerprint(fingerprintSha256: string): Promise<CertificateTable | undefined> {
+    return this.db.selectFrom("certificates").selectAll().where("fingerprint_sha256", "=", fingerprintSha256).executeTakeFirst();
+  }
+
+  ofDevice(deviceId: string): Promise<CertificateSummary[]> {
+    return this.db
+      .selectFrom("certificates")
+      .select(["serial", "issuer_ca", "kind", "not_before", "not_after", "status", "fingerprint_sha256"])
+      .where("device_id", "=", deviceId)
+      .orderBy("not_before", "desc")
+      .execute();
+  }
+
+  ca(id: string): Promise<CaTable | undefined> {
+    return this.db.selectFrom("cas").selectAll().where("id", "=", id).executeTakeFirst();
+  }
+}
