@@ -55,6 +55,7 @@ import {
   prepareP256Csrs,
 } from "./lib.js";
 import { LIVE, ServerProcess, killLive, serverNodeArgs } from "./server-process.js";
+import { sqliteStore } from "../test/support/sqlite.js";
 
 const CSR_COUNT = 500;
 /** From issue 3: keep-alive simpleenroll throughput (4 clients) fleetpki must reach on this machine class. */
@@ -487,7 +488,7 @@ async function verifyOutput(
   const passed: string[] = [];
   const fleet = await FleetServices.open(dir);
   try {
-    const db = fleet.store.db;
+    const db = sqliteStore(fleet).db;
     const count = async (q: Promise<{ n: number | string | bigint }>) => Number((await q).n);
     const rows = await count(
       db

@@ -41,6 +41,7 @@ import {
   prepareP256Csrs,
   type PreparedCsr,
 } from "./lib.js";
+import { sqliteStore } from "../test/support/sqlite.js";
 
 const DEVICE = "bench-robot";
 const CSR_COUNT = 500;
@@ -318,7 +319,7 @@ async function verifyOutput(
   issuedWithDb: number,
 ): Promise<string[]> {
   const passed: string[] = [];
-  const db = fleet.store.db;
+  const db = sqliteStore(fleet).db;
 
   const { n: rows } = await db
     .selectFrom("certificates")

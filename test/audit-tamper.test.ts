@@ -31,6 +31,7 @@ import { readPassphraseFile, readPrivateKey } from "../src/keys/keys.js";
 import { fromPem } from "../src/x509/pem.js";
 import { assertOneLineError, cliAsync, openssl, opensslCsr, tempDir } from "./helpers.js";
 import { editConfig } from "./server-helpers.js";
+import { sqliteStore } from "./support/sqlite.js";
 
 interface Row {
   seq: number;
@@ -378,7 +379,7 @@ describe("audit verify against a database rewritten by an attacker", () => {
       const factoryDer = fromPem(readFileSync(join(bundles, "robot-0006", "cert.pem"), "utf8"), ["CERTIFICATE"]);
       await enrollWithFactoryCertificate(fleet, { clientCertificate: { der: factoryDer }, csr: csr("robot-0006"), source });
       const cert1Der = (
-        await fleet.store.db.selectFrom("certificates").select("der").where("serial", "=", f.cert1).executeTakeFirstOrThrow()
+        await sqliteStore(fleet).db.selectFrom("certificates").select("der").where("serial", "=", f.cert1).executeTakeFirstOrThrow()
       ).der;
       f.renewal = (
         await renewWithCertificate(fleet, { clientCertificate: { der: Buffer.from(cert1Der) }, csr: csr("robot-0001b"), source })
@@ -545,22 +546,34 @@ describe("the audit key", () => {
     assert.match(readFileSync(join(dir, "audit", "key.pem"), "utf8"), /BEGIN ENCRYPTED PRIVATE KEY/);
     const fleet = await FleetServices.open(dir);
     try {
-      const first = await fleet.store.db.selectFrom("certificates").select(["serial", "issuer_ca"]).where("kind", "=", "audit").execute();
+      const first = await sqliteStore(fleet)
+        .db.selectFrom("certificates")
+        .select(["serial", "issuer_ca"])
+        .where("kind", "=", "audit")
+        .execute();
       assert.deepEqual(
         first.map((c) => c.issuer_ca),
         ["services"],
       );
       // What an older fleet (no audit key) or a revoked one goes through: the next checkpoint makes a new key.
       await revokeCertificate(fleet, { serial: first[0]!.serial, reason: "superseded", actor: "cli" });
-      const now = await fleet.store.db.selectFrom("certificates").select(["serial", "status"]).where("kind", "=", "audit").execute();
+      const now = await sqliteStore(fleet).db.selectFrom("certificates").select(["serial", "status"]).where("kind", "=", "audit").execute();
       assert.equal(now.length, 2);
       assert.equal(now.find((c) => c.serial !== first[0]!.serial)?.status, "valid");
-      const events = await fleet.store.db.selectFrom("audit_log").select("action").where("subject", "=", "audit:fleet.example").execute();
+      const events = await sqliteStore(fleet)
+        .db.selectFrom("audit_log")
+        .select("action")
+        .where("subject", "=", "audit:fleet.example")
+        .execute();
       assert.equal(events.length, 2, "both audit keys were issued with an audit event");
       const report = await verifyFleetAudit(fleet);
       assert.deepEqual(report.problems, []);
-      const head = await fleet.store.db.selectFrom("audit_head").select("seq").executeTakeFirstOrThrow();
-      const latest = await fleet.store.db.selectFrom("audit_checkpoints").select("seq").orderBy("seq", "desc").executeTakeFirstOrThrow();
+      const head = await sqliteStore(fleet).db.selectFrom("audit_head").select("seq").executeTakeFirstOrThrow();
+      const latest = await sqliteStore(fleet)
+        .db.selectFrom("audit_checkpoints")
+        .select("seq")
+        .orderBy("seq", "desc")
+        .executeTakeFirstOrThrow();
       assert.equal(latest.seq, head.seq, "the revocation and the new key are covered by a checkpoint");
     } finally {
       await fleet.close();
@@ -643,8 +656,8 @@ describe("the audit key", () => {
         assert.deepEqual((await verifyFleetAudit(fleet, { checkpointsDir: exportDir })).problems, [], "the real one passes");
 
         // The audit key revoked as compromised: nothing it signed is trusted any more.
-        const auditCert = await fleet.store.db
-          .selectFrom("certificates")
+        const auditCert = await sqliteStore(fleet)
+          .db.selectFrom("certificates")
           .select("serial")
           .where("kind", "=", "audit")
           .executeTakeFirstOrThrow();
@@ -664,7 +677,7 @@ describe("the audit key", () => {
     await initFleet({ dir, name: "Sched Robots", domain: "fleet.example" });
     const fleet = await FleetServices.open(dir);
     try {
-      const count = async () => (await fleet.store.db.selectFrom("audit_checkpoints").select("seq").execute()).length;
+      const count = async () => (await sqliteStore(fleet).db.selectFrom("audit_checkpoints").select("seq").execute()).length;
       const errors: unknown[] = [];
       const schedule = new CheckpointSchedule(fleet, 3_600_000, (e) => errors.push(e));
       await schedule.start();

@@ -22,6 +22,7 @@ import { toPem } from "../src/x509/pem.js";
 import { LeafTemplate } from "../src/x509/profiles.js";
 import type { GeneralName } from "../src/x509/extensions.js";
 import { openssl, opensslCsr, tempDir, tempFleet } from "./helpers.js";
+import { sqliteStore } from "./support/sqlite.js";
 
 /** @peculiar/x509 certificate from PEM text or DER bytes. */
 const peculiar = (cert: Buffer | string): x509.X509Certificate =>
@@ -278,7 +279,11 @@ describe("validity", () => {
     assert.ok(Math.abs(c.notAfter.getTime() - t0 - 30 * DAY) <= 60_000, `notAfter ${c.notAfter.toISOString()} is not now + 30d`);
     assert.ok(c.notBefore.getTime() <= t0 - 59_000 && c.notBefore.getTime() >= t0 - 62_000, `notBefore ${c.notBefore.toISOString()}`);
     // what the database says matches the certificate
-    const row = await fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", cert.serial).executeTakeFirstOrThrow();
+    const row = await sqliteStore(fleet)
+      .db.selectFrom("certificates")
+      .selectAll()
+      .where("serial", "=", cert.serial)
+      .executeTakeFirstOrThrow();
     assert.equal(row.not_after, c.notAfter.toISOString());
     assert.equal(row.not_before, c.notBefore.toISOString());
     const text = x509Text(cert.certificatePem);
@@ -393,7 +398,7 @@ describe("serial numbers", () => {
   });
 
   it("serials are unique across the whole fleet database", async () => {
-    const rows = await p256Fleet.fleet.store.db.selectFrom("certificates").select("serial").execute();
+    const rows = await sqliteStore(p256Fleet.fleet).db.selectFrom("certificates").select("serial").execute();
     assert.ok(rows.length >= 10);
     assert.equal(new Set(rows.map((r) => r.serial)).size, rows.length);
     for (const r of rows) assert.match(r.serial, /^01[0-9a-f]{32}$/);

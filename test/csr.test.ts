@@ -20,6 +20,7 @@ import { AuthorityError, CsrInvalid, InvalidDeviceId, KeyTypeNotAllowed, Unknown
 import type { FleetServices } from "../src/authority/services.js";
 import { verifyAudit } from "../src/audit/log.js";
 import { vectorPath, openssl, opensslCsr, tempDir, tempFleet } from "./helpers.js";
+import { sqliteStore } from "./support/sqlite.js";
 
 /** @peculiar/x509 certificate from PEM text or DER bytes. */
 const peculiar = (cert: Buffer | string): x509.X509Certificate =>
@@ -138,7 +139,9 @@ function opensslVerify(certPem: string, name: string): { ok: boolean; out: strin
 }
 
 async function certCount(where?: { deviceId: string }): Promise<number> {
-  let q = fleet.store.db.selectFrom("certificates").select(sql<number>`count(*)`.as("n"));
+  let q = sqliteStore(fleet)
+    .db.selectFrom("certificates")
+    .select(sql<number>`count(*)`.as("n"));
   if (where) q = q.where("device_id", "=", where.deviceId);
   return Number((await q.executeTakeFirstOrThrow()).n);
 }
@@ -740,8 +743,8 @@ describe("device ids and error paths", () => {
 
   it("unknown device -> UnknownDevice, and nothing is recorded", async () => {
     const before = await certCount();
-    const auditBefore = await fleet.store.db
-      .selectFrom("audit_log")
+    const auditBefore = await sqliteStore(fleet)
+      .db.selectFrom("audit_log")
       .select(sql<number>`count(*)`.as("n"))
       .executeTakeFirstOrThrow();
     const e = await authorityError(
@@ -752,10 +755,10 @@ describe("device ids and error paths", () => {
     assert.match(e.message, /unknown device "ghost"/);
     assert.equal(await certCount({ deviceId: "ghost" }), 0);
     assert.equal(await certCount(), before);
-    const rows = await fleet.store.db.selectFrom("certificates").select("serial").where("subject_id", "=", "ghost").execute();
+    const rows = await sqliteStore(fleet).db.selectFrom("certificates").select("serial").where("subject_id", "=", "ghost").execute();
     assert.deepEqual(rows, []);
-    const auditAfter = await fleet.store.db
-      .selectFrom("audit_log")
+    const auditAfter = await sqliteStore(fleet)
+      .db.selectFrom("audit_log")
       .select(sql<number>`count(*)`.as("n"))
       .executeTakeFirstOrThrow();
     assert.equal(Number(auditAfter.n), Number(auditBefore.n), "no audit event either");
@@ -799,12 +802,16 @@ describe("concurrent issuance", () => {
       assert.equal(peculiar(c.der).serialNumber.toLowerCase(), c.serial);
     }
     assert.equal(await certCount({ deviceId: "swarm" }), 200);
-    const rows = await fleet.store.db.selectFrom("certificates").select(["serial", "der"]).where("device_id", "=", "swarm").execute();
+    const rows = await sqliteStore(fleet)
+      .db.selectFrom("certificates")
+      .select(["serial", "der"])
+      .where("device_id", "=", "swarm")
+      .execute();
     assert.deepEqual(new Set(rows.map((r) => r.serial)), serials);
     const bySerial = new Map(certs.map((c) => [c.serial, c.der]));
     for (const r of rows) assert.ok(Buffer.from(r.der).equals(bySerial.get(r.serial)!), `stored DER for ${r.serial}`);
-    const events = await fleet.store.db
-      .selectFrom("audit_log")
+    const events = await sqliteStore(fleet)
+      .db.selectFrom("audit_log")
       .select("details")
       .where("action", "=", "certificate.issue")
       .where("subject", "=", "device:swarm")

@@ -34,6 +34,7 @@ import {
   type HttpResult,
   type TestServer,
 } from "./server-helpers.js";
+import { sqliteStore } from "./support/sqlite.js";
 
 type TempFleet = Awaited<ReturnType<typeof tempFleet>>;
 
@@ -119,13 +120,20 @@ async function deviceWithExpiredCertificate(
 }
 
 const countRows = async (fleet: FleetServices, table: "renewal_nonces" | "certificates", deviceId?: string): Promise<number> => {
-  let q = fleet.store.db.selectFrom(table).select((eb) => eb.fn.countAll().as("n"));
+  let q = sqliteStore(fleet)
+    .db.selectFrom(table)
+    .select((eb) => eb.fn.countAll().as("n"));
   if (deviceId) q = q.where("device_id", "=", deviceId);
   return Number((await q.executeTakeFirstOrThrow()).n);
 };
 
 const auditRows = (fleet: FleetServices, action: string, deviceId: string) =>
-  fleet.store.db.selectFrom("audit_log").selectAll().where("action", "=", action).where("subject", "=", `device:${deviceId}`).execute();
+  sqliteStore(fleet)
+    .db.selectFrom("audit_log")
+    .selectAll()
+    .where("action", "=", action)
+    .where("subject", "=", `device:${deviceId}`)
+    .execute();
 
 describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
   // ---- token, factory, renewal, errors ----------------------------------------------------
@@ -181,8 +189,8 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       const { key, csr } = await makeCsr("whatever-the-csr-says");
       const r = await postJson(api("/api/v1/enroll"), { device_id: "api-0001", token: tokens["api-0001"], csr: csr.pem }, { ca });
       const issued = assertIssued(r, f.dir, "api-0001", key);
-      const row = await f.fleet.store.db
-        .selectFrom("certificates")
+      const row = await sqliteStore(f.fleet)
+        .db.selectFrom("certificates")
         .selectAll()
         .where("serial", "=", issued.serial)
         .executeTakeFirstOrThrow();
@@ -254,8 +262,8 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
         assertProblem(mismatch, 403, "identity-mismatch");
         const r = await postJson(api("/api/v1/enroll"), { device_id: "robot-0001", csr: csr.pem }, { ca, cert, key });
         const issued = assertIssued(r, f.dir, "robot-0001", newKey);
-        const row = await f.fleet.store.db
-          .selectFrom("certificates")
+        const row = await sqliteStore(f.fleet)
+          .db.selectFrom("certificates")
           .select(["issuer_ca", "kind"])
           .where("serial", "=", issued.serial)
           .executeTakeFirstOrThrow();
@@ -285,8 +293,8 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
           assert.match(p.detail, /fleetpki device reprovision robot-0002/);
         }
         const deviceCerts = () =>
-          f.fleet.store.db
-            .selectFrom("certificates")
+          sqliteStore(f.fleet)
+            .db.selectFrom("certificates")
             .select("serial")
             .where("device_id", "=", "robot-0002")
             .where("kind", "=", "device")
@@ -309,8 +317,8 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
         assert.match(noFactory.stderr, /^fleetpki: device "api-0001" has not enrolled with a factory certificate/);
         const reprovisioned = await cliAsync(["device", "reprovision", "robot-0002", "--dir", f.dir]);
         assert.equal(reprovisioned.status, 0, reprovisioned.stderr);
-        const audit = await f.fleet.store.db
-          .selectFrom("audit_log")
+        const audit = await sqliteStore(f.fleet)
+          .db.selectFrom("audit_log")
           .selectAll()
           .where("action", "=", "device.reprovision")
           .where("subject", "=", "device:robot-0002")
@@ -378,8 +386,8 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
         "api-rev",
         key,
       );
-      await f.fleet.store.db
-        .updateTable("certificates")
+      await sqliteStore(f.fleet)
+        .db.updateTable("certificates")
         .set({ status: "revoked", revoked_at: new Date().toISOString(), revocation_reason: "keyCompromise" })
         .where("serial", "=", issued.serial)
         .execute();
@@ -454,8 +462,8 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       const repeat = assertIssued(await poll("robot-app1", a.csr.pem), f.dir, "robot-app1", a.key);
       assert.equal(repeat.serial, issued.serial);
       assertProblem(await poll("robot-den1", d.csr.pem), 403, "enrollment-denied");
-      const rows = await f.fleet.store.db
-        .selectFrom("certificates")
+      const rows = await sqliteStore(f.fleet)
+        .db.selectFrom("certificates")
         .select("serial")
         .where("device_id", "in", ["robot-app1", "robot-den1"])
         .execute();
@@ -474,7 +482,11 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       const both = await Promise.all(
         [0, 1, 2, 3].map(() => postJson(`${server.url}/api/v1/enroll`, { device_id: "robot-app2", csr: twin!.csr.pem }, { ca })),
       );
-      const rows = await f.fleet.store.db.selectFrom("certificates").select("serial").where("device_id", "=", "robot-app2").execute();
+      const rows = await sqliteStore(f.fleet)
+        .db.selectFrom("certificates")
+        .select("serial")
+        .where("device_id", "=", "robot-app2")
+        .execute();
       assert.equal(rows.length, 1, "one certificate for one approval");
       assert.deepEqual(
         both.map((r) => r.status),
@@ -517,8 +529,8 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
     };
     const auditOf = async (action: string, subject: string) =>
       (
-        await f.fleet.store.db
-          .selectFrom("audit_log")
+        await sqliteStore(f.fleet)
+          .db.selectFrom("audit_log")
           .selectAll()
           .where("action", "=", action)
           .where("subject", "=", subject)
@@ -677,8 +689,8 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
           after.some((p) => p.deviceId === "robot-h3"),
           "other sources' requests are untouched",
         );
-        const denials = await f.fleet.store.db
-          .selectFrom("audit_log")
+        const denials = await sqliteStore(f.fleet)
+          .db.selectFrom("audit_log")
           .select("details")
           .where("action", "=", "enrollment.deny")
           .where("details", "like", "%198.51.100.7%")
@@ -717,7 +729,11 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
           refused++;
         }
       }
-      const rows = await f.fleet.store.db.selectFrom("enrollment_requests").select("id").where("device_id", "=", "robot-churn").execute();
+      const rows = await sqliteStore(f.fleet)
+        .db.selectFrom("enrollment_requests")
+        .select("id")
+        .where("device_id", "=", "robot-churn")
+        .execute();
       assert.equal(rows.length, 2, "two waiting requests per id and source; later ones are refused, never swapped in");
       assert.equal(refused, 498);
       assert.equal((await auditOf("enrollment.request", "device:robot-churn")).length, 2);
@@ -812,7 +828,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
           "the oldest of 127.0.0.31 made room",
         );
         assert.equal(
-          (await f.fleet.store.db.selectFrom("enrollment_requests").select("id").where("id", "=", rids[0]!).execute()).length,
+          (await sqliteStore(f.fleet).db.selectFrom("enrollment_requests").select("id").where("id", "=", rids[0]!).execute()).length,
           0,
           "evicted rows are deleted",
         );
@@ -854,7 +870,11 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
         const fresh = await makeCsr("robot-e1");
         const r = await enrollByApproval(fleet, { deviceId: "robot-e1", csr: fresh.csr.der, source });
         assert.equal(r.status, "pending");
-        const rows = await f.fleet.store.db.selectFrom("enrollment_requests").select("id").where("device_id", "=", "robot-e1").execute();
+        const rows = await sqliteStore(f.fleet)
+          .db.selectFrom("enrollment_requests")
+          .select("id")
+          .where("device_id", "=", "robot-e1")
+          .execute();
         assert.deepEqual(
           rows.map((x) => x.id),
           [(r as { requestId: string }).requestId],
@@ -887,8 +907,8 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assert.match(four.stdout, /^2 requests denied$/m);
       const left = (await requests()).filter((p) => p.deviceId.startsWith("pfx-")).map((p) => p.deviceId);
       assert.deepEqual(left.sort(), ["pfx-3", "pfx-6"]);
-      const denials = await f.fleet.store.db
-        .selectFrom("audit_log")
+      const denials = await sqliteStore(f.fleet)
+        .db.selectFrom("audit_log")
         .select("details")
         .where("action", "=", "enrollment.deny")
         .where("details", "like", "%all from 2001:db8:7:7::/64%")
@@ -976,8 +996,8 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
         assert.ok(lifetime > 10_000 && lifetime <= 20_000, `validity.device 20s gives ~20 s (${lifetime} ms)`);
         devices[id] = { issued, key };
       }
-      await f.fleet.store.db
-        .updateTable("certificates")
+      await sqliteStore(f.fleet)
+        .db.updateTable("certificates")
         .set({ status: "revoked", revoked_at: new Date().toISOString(), revocation_reason: "superseded" })
         .where("serial", "=", devices["exp-revoked"]!.issued.serial)
         .execute();
@@ -1156,15 +1176,15 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
     it("expired challenges do not count: 25 left over from a flood neither block the device nor stay in the table", async () => {
       const dev = await deviceWithExpiredCertificate(f.fleet, "ch-flooded");
       const past = new Date(Date.now() - 60_000).toISOString();
-      await f.fleet.store.db
-        .insertInto("renewal_nonces")
+      await sqliteStore(f.fleet)
+        .db.insertInto("renewal_nonces")
         .values(Array.from({ length: 25 }, (_, i) => ({ nonce: `old-${i}`, device_id: "ch-flooded", expires_at: past, used_at: null })))
         .execute();
       const { nonce } = await challenge("ch-flooded");
       const { r, key } = await renewAfterExpiry("ch-flooded", dev, nonce);
       assertIssued(r, f.dir, "ch-flooded", key);
-      const left = await f.fleet.store.db
-        .selectFrom("renewal_nonces")
+      const left = await sqliteStore(f.fleet)
+        .db.selectFrom("renewal_nonces")
         .select("nonce")
         .where("expires_at", "<=", new Date().toISOString())
         .execute();
@@ -1208,7 +1228,11 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       const retry = Number(limited.headers["retry-after"]);
       assert.ok(Number.isInteger(retry) && retry >= 1 && retry <= 60, `Retry-After ${limited.headers["retry-after"]}`);
       assert.equal((await from("127.0.0.3", "ch-junk-61")).status, 200, "another address still gets challenges");
-      const stored = await f.fleet.store.db.selectFrom("renewal_nonces").select("nonce").where("device_id", "like", "ch-junk-%").execute();
+      const stored = await sqliteStore(f.fleet)
+        .db.selectFrom("renewal_nonces")
+        .select("nonce")
+        .where("device_id", "like", "ch-junk-%")
+        .execute();
       assert.deepEqual(stored, []);
     });
   });
@@ -1406,15 +1430,15 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       const issued = assertIssued(results[winner]!, f.dir, "race-0001", csrs[winner]!.key);
       for (const r of results.filter((x) => x.status === 401)) assertProblem(r, 401, "token-used");
 
-      const rows = await f.fleet.store.db
-        .selectFrom("certificates")
+      const rows = await sqliteStore(f.fleet)
+        .db.selectFrom("certificates")
         .select(["serial", "der"])
         .where("device_id", "=", "race-0001")
         .execute();
       assert.equal(rows.length, 1, "exactly one certificate row for the device");
       assert.equal(rows[0]!.serial, issued.serial);
-      const tokenRow = await f.fleet.store.db
-        .selectFrom("enrollment_tokens")
+      const tokenRow = await sqliteStore(f.fleet)
+        .db.selectFrom("enrollment_tokens")
         .select("used_at")
         .where("device_id", "=", "race-0001")
         .executeTakeFirstOrThrow();
@@ -1427,7 +1451,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assert.equal(results.length, 50, "needs the race");
       await server!.close(); // flushes the failure tallies
       server = undefined;
-      const rows = await f.fleet.store.db.selectFrom("audit_log").selectAll().where("action", "=", "auth.failure").execute();
+      const rows = await sqliteStore(f.fleet).db.selectFrom("audit_log").selectAll().where("action", "=", "auth.failure").execute();
       assert.ok(rows.length >= 1 && rows.length <= 2, `aggregated, not one row per failure (${rows.length} rows)`);
       let total = 0;
       for (const row of rows) {

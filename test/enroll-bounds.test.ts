@@ -18,14 +18,15 @@ import { FailureLimiter } from "../src/authority/enroll/rate-limit.js";
 import { sourceKey } from "../src/authority/enroll/request-source.js";
 import { tempFleet } from "./helpers.js";
 import { makeCsr, pool, postJson, rootPemPath, startTestServer, type ClientKey } from "./server-helpers.js";
+import { sqliteStore } from "./support/sqlite.js";
 
 type TempFleet = Awaited<ReturnType<typeof tempFleet>>;
 
 const auditCount = async (fleet: FleetServices, action: string): Promise<number> =>
   Number(
     (
-      await fleet.store.db
-        .selectFrom("audit_log")
+      await sqliteStore(fleet)
+        .db.selectFrom("audit_log")
         .select((eb) => eb.fn.countAll().as("n"))
         .where("action", "=", action)
         .executeTakeFirstOrThrow()
@@ -56,8 +57,8 @@ describe("bounded audit rows from unauthenticated clients", { concurrency: false
         via: "est-basic",
       });
     await log.close();
-    const rows = await f.fleet.store.db
-      .selectFrom("audit_log")
+    const rows = await sqliteStore(f.fleet)
+      .db.selectFrom("audit_log")
       .select(["subject", "details"])
       .where("action", "=", "auth.failure")
       .where("seq", ">", before)
@@ -113,8 +114,8 @@ describe("bounded audit rows from unauthenticated clients", { concurrency: false
       statuses.slice(-10).every((s) => s === 429),
       `the source is limited after repeated refusals: ${statuses.join(" ")}`,
     );
-    const rows = await f.fleet.store.db
-      .selectFrom("audit_log")
+    const rows = await sqliteStore(f.fleet)
+      .db.selectFrom("audit_log")
       .select("details")
       .where("action", "=", "enrollment.refuse")
       .where("subject", "=", "device:bot-1")
@@ -140,8 +141,8 @@ describe("bounded audit rows from unauthenticated clients", { concurrency: false
     assert.ok(parallel.every((c) => c.serial === first.serial));
     for (let i = 0; i < 15; i++)
       assert.equal((await enrollWithToken(f.fleet, { deviceId: "retry-loop", token, csr: csr.der, source })).serial, first.serial);
-    const rows = await f.fleet.store.db
-      .selectFrom("audit_log")
+    const rows = await sqliteStore(f.fleet)
+      .db.selectFrom("audit_log")
       .select("details")
       .where("action", "=", "certificate.redeliver")
       .where("subject", "=", "device:retry-loop")

@@ -24,6 +24,7 @@ import {
   type CurlResult,
   type TestServer,
 } from "./server-helpers.js";
+import { sqliteStore } from "./support/sqlite.js";
 
 const EST = "/.well-known/est";
 const LIBEST = vectorPath("libest");
@@ -337,9 +338,9 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
         writeFileSync(cert, (await pkcs7Certs(r.body))[0]!);
         issued[id] = { cert, key: req.key };
       }
-      await f.fleet.store.db.updateTable("devices").set({ status: "disabled" }).where("id", "=", "est-disabled").execute();
-      const rows = await f.fleet.store.db
-        .updateTable("certificates")
+      await sqliteStore(f.fleet).db.updateTable("devices").set({ status: "disabled" }).where("id", "=", "est-disabled").execute();
+      const rows = await sqliteStore(f.fleet)
+        .db.updateTable("certificates")
         .set({ status: "revoked", revoked_at: new Date().toISOString(), revocation_reason: "keyCompromise" })
         .where("device_id", "=", "est-revoked")
         .executeTakeFirst();
@@ -455,8 +456,8 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
         const retry = Number(blocked.headers["retry-after"]);
         assert.ok(Number.isInteger(retry) && retry >= 1 && retry <= 60, `Retry-After ${blocked.headers["retry-after"]}`);
         // The refused request did not consume the good token, which still works from that source.
-        const row = await f.fleet.store.db
-          .selectFrom("enrollment_tokens")
+        const row = await sqliteStore(f.fleet)
+          .db.selectFrom("enrollment_tokens")
           .select("used_at")
           .where("device_id", "=", "rl-good")
           .executeTakeFirstOrThrow();

@@ -25,6 +25,7 @@ import { fromPem, toPem } from "../src/x509/pem.js";
 import { tempFleet } from "./helpers.js";
 import { assertProblem, https, postJson, startTestServer, makeCsr, type TestServer } from "./server-helpers.js";
 import * as F from "./support/csr-fuzz.js";
+import { sqliteStore } from "./support/sqlite.js";
 
 function csrError(fn: () => unknown): CsrError {
   try {
@@ -73,8 +74,8 @@ after(async () => {
 async function certCount(): Promise<number> {
   return Number(
     (
-      await fleet.store.db
-        .selectFrom("certificates")
+      await sqliteStore(fleet)
+        .db.selectFrom("certificates")
         .select(sql<number>`count(*)`.as("n"))
         .executeTakeFirstOrThrow()
     ).n,

@@ -13,6 +13,7 @@ import { startFleetServer } from "../src/server.js";
 import { ManualClock } from "./support/clock.js";
 import { ROOT, cliAsync, tempDir, tempFleet } from "./helpers.js";
 import { assertProblem, editConfig, https, makeCsr, postJson, rootPemPath, type HttpResult } from "./server-helpers.js";
+import { sqliteStore } from "./support/sqlite.js";
 
 type TempFleet = Awaited<ReturnType<typeof tempFleet>>;
 
@@ -75,14 +76,14 @@ describe("provisioners", { concurrency: true }, () => {
       assert.match(p.detail, /expired at/);
       const est = await estEnroll(server.url, ca, (await makeCsr("ttl-est")).csr.b64, `ttl-est:${tokens["ttl-est"]}`);
       assertProblem(est, 401, "token-expired");
-      const rows = await f.fleet.store.db.selectFrom("enrollment_tokens").select(["device_id", "used_at"]).execute();
+      const rows = await sqliteStore(f.fleet).db.selectFrom("enrollment_tokens").select(["device_id", "used_at"]).execute();
       assert.deepEqual(
         rows.filter((r) => r.used_at !== null).map((r) => r.device_id),
         ["ttl-early"],
         "an expired token is not spent",
       );
-      const issued = await f.fleet.store.db
-        .selectFrom("certificates")
+      const issued = await sqliteStore(f.fleet)
+        .db.selectFrom("certificates")
         .select("device_id")
         .where("device_id", "in", ["ttl-late", "ttl-est"])
         .execute();
@@ -163,7 +164,7 @@ describe("provisioners", { concurrency: true }, () => {
       }
     });
 
-    it("factory off: a factory certificate -> 403 provisioner-disabled; a token enrolls; approval off -> 401 credentials-required", async () => {
+    it("factory off: a factory certificate -> 403 provisioner-disabled, a token enrolls; approval off -> 401", async () => {
       setSwitches({ token: true, factory: false, approval: false });
       const server = await serve(f.dir);
       try {

@@ -23,6 +23,7 @@ import { StoreError } from "../src/store/errors.js";
 import type { SyncFunction } from "../src/store/wal-sync.js";
 import { tempFleet } from "./helpers.js";
 import { ManualClock } from "./support/clock.js";
+import { sqliteStore } from "./support/sqlite.js";
 
 function p256Key(): SubjectKey {
   return subjectKeyOf(generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey);
@@ -99,10 +100,10 @@ async function until(cond: () => Promise<boolean>, what: string): Promise<void> 
 }
 
 const deviceExists = async (fleet: FleetServices, id: string): Promise<boolean> =>
-  (await fleet.store.db.selectFrom("devices").select("id").where("id", "=", id).executeTakeFirst()) !== undefined;
+  (await sqliteStore(fleet).db.selectFrom("devices").select("id").where("id", "=", id).executeTakeFirst()) !== undefined;
 
 async function certificateCount(fleet: FleetServices, deviceId: string): Promise<number> {
-  return (await fleet.store.db.selectFrom("certificates").select("serial").where("device_id", "=", deviceId).execute()).length;
+  return (await sqliteStore(fleet).db.selectFrom("certificates").select("serial").where("device_id", "=", deviceId).execute()).length;
 }
 
 describe("WAL group sync: commits during a sync, and a failed sync", () => {
@@ -114,7 +115,7 @@ describe("WAL group sync: commits during a sync, and a failed sync", () => {
       await addDevice(fleet, { id: "r1", actor: "test" });
       await addDevice(fleet, { id: "r2", actor: "test" });
       held = new HeldSync();
-      fleet.store.useGroupSync({ sync: held.sync });
+      sqliteStore(fleet).useGroupSync({ sync: held.sync });
       const wal = join(ctx.dir, "fleetpki.db-wal");
 
       // Issuance A commits its batch, then waits for sync 1, which the test holds in flight.
@@ -169,7 +170,7 @@ describe("WAL group sync: commits during a sync, and a failed sync", () => {
       await addDevice(fleet, { id: "r1", actor: "test" });
       await addDevice(fleet, { id: "r2", actor: "test" });
       held = new HeldSync();
-      fleet.store.useGroupSync({ sync: held.sync });
+      sqliteStore(fleet).useGroupSync({ sync: held.sync });
 
       const a = watch(issueForKey(fleet, { deviceId: "r1", actor: "test" }, p256Key()));
       await held.started(1);
@@ -203,7 +204,7 @@ describe("WAL group sync", () => {
   it("durable() calls made while a sync runs share the next sync (real fdatasync), and close waits for it", async () => {
     const ctx = await tempFleet();
     try {
-      const store = ctx.fleet.store;
+      const store = sqliteStore(ctx.fleet);
       store.useGroupSync();
       const native = (await store.withNative((n) => n)) as { pragma(s: string, o: { simple: true }): unknown };
       assert.equal(native.pragma("synchronous", { simple: true }), 1, "commits no longer sync themselves");
@@ -227,7 +228,7 @@ for (const mode of ["synchronous commits", "group sync"] as const) {
     before(async () => {
       ctx = await tempFleet();
       fleet = ctx.fleet;
-      if (mode === "group sync") fleet.store.useGroupSync();
+      if (mode === "group sync") sqliteStore(fleet).useGroupSync();
       await addDevice(fleet, { id: "r1", actor: "test" });
       await addDevice(fleet, { id: "r2", actor: "test" });
     });
@@ -251,8 +252,8 @@ for (const mode of ["synchronous commits", "group sync"] as const) {
       assert.equal(d!.status, "rejected");
       assert.ok((d as PromiseRejectedResult).reason instanceof UnknownDevice);
 
-      const rows = await fleet.store.db
-        .selectFrom("certificates")
+      const rows = await sqliteStore(fleet)
+        .db.selectFrom("certificates")
         .select(["serial", "device_id"])
         .where("device_id", "in", ["r1", "r2"])
         .execute();
@@ -265,10 +266,10 @@ for (const mode of ["synchronous commits", "group sync"] as const) {
     });
 
     it("refuses a device that is no longer active, leaving no row", async () => {
-      await fleet.store.db.updateTable("devices").set({ status: "disabled" }).where("id", "=", "r2").execute();
-      const before = await fleet.store.db.selectFrom("certificates").select("serial").where("device_id", "=", "r2").execute();
+      await sqliteStore(fleet).db.updateTable("devices").set({ status: "disabled" }).where("id", "=", "r2").execute();
+      const before = await sqliteStore(fleet).db.selectFrom("certificates").select("serial").where("device_id", "=", "r2").execute();
       await assert.rejects(issueForKey(fleet, { deviceId: "r2", actor: "test" }, p256Key()), DeviceNotActive);
-      const afterRows = await fleet.store.db.selectFrom("certificates").select("serial").where("device_id", "=", "r2").execute();
+      const afterRows = await sqliteStore(fleet).db.selectFrom("certificates").select("serial").where("device_id", "=", "r2").execute();
       assert.equal(afterRows.length, before.length);
     });
   });
@@ -285,8 +286,8 @@ describe("refusals at record time", () => {
   after(() => ctx.close());
 
   const counts = async (): Promise<{ certificates: number; audit: number }> => ({
-    certificates: (await fleet.store.db.selectFrom("certificates").select("serial").execute()).length,
-    audit: (await fleet.store.db.selectFrom("audit_log").select("seq").execute()).length,
+    certificates: (await sqliteStore(fleet).db.selectFrom("certificates").select("serial").execute()).length,
+    audit: (await sqliteStore(fleet).db.selectFrom("audit_log").select("seq").execute()).length,
   });
   const issue = (deviceId: string, condition?: Parameters<typeof issueForKey>[1]["condition"]) =>
     issueForKey(fleet, { deviceId, actor: "test", condition }, p256Key());
@@ -313,8 +314,8 @@ describe("refusals at record time", () => {
     );
     await refused(issue("t2", { ...condition, deviceId: "t2" }), AuthenticationFailed, 'invalid token for device "t2"', "token-invalid");
     const expiresAt = (
-      await fleet.store.db
-        .selectFrom("enrollment_tokens")
+      await sqliteStore(fleet)
+        .db.selectFrom("enrollment_tokens")
         .select("expires_at")
         .where("id", "=", condition.tokenId)
         .executeTakeFirstOrThrow()
@@ -335,14 +336,17 @@ describe("refusals at record time", () => {
     const renewal = await issue("n1", { kind: "renewal", deviceId: "n1", renews: first.serial, at });
     const nonce = "nonce-for-n1";
     const expires = new Date(Date.parse(at) + 60_000).toISOString();
-    await fleet.store.db.insertInto("renewal_nonces").values({ nonce, device_id: "n1", expires_at: expires, used_at: null }).execute();
+    await sqliteStore(fleet)
+      .db.insertInto("renewal_nonces")
+      .values({ nonce, device_id: "n1", expires_at: expires, used_at: null })
+      .execute();
     await refused(
       issue("n1", { kind: "renewal", deviceId: "n1", renews: first.serial, nonce, at }),
       CertificateAlreadyRenewed,
       new CertificateAlreadyRenewed(first.serial, renewal.serial).message,
     );
-    const unspent = await fleet.store.db
-      .selectFrom("renewal_nonces")
+    const unspent = await sqliteStore(fleet)
+      .db.selectFrom("renewal_nonces")
       .select("used_at")
       .where("nonce", "=", nonce)
       .executeTakeFirstOrThrow();

@@ -16,6 +16,7 @@ import {
 } from "../src/authority/status/revocation.js";
 import { ConfigError, DEFAULT_REVOCATION, defaultConfig, parseConfig, renderConfig } from "../src/config/config.js";
 import { assertOneLineError, cliAsync, tempFleet } from "./helpers.js";
+import { sqliteStore } from "./support/sqlite.js";
 
 const base = renderConfig(
   defaultConfig({ name: "t", domain: "fleet.example", keyType: "p256", passphraseFile: "secrets/passphrase", serverNames: ["localhost"] }),
@@ -76,8 +77,8 @@ describe("revocation refusals leave nothing behind", () => {
     const count = async () =>
       Number(
         (
-          await f.fleet.store.db
-            .selectFrom("audit_log")
+          await sqliteStore(f.fleet)
+            .db.selectFrom("audit_log")
             .select((eb) => eb.fn.countAll().as("n"))
             .executeTakeFirstOrThrow()
         ).n,

@@ -15,6 +15,7 @@ import { CLI, vectorPath, assertOk, assertOneLineError, cliAsync, openssl, opens
 import { devicesCaPemPath, editConfig, rootPemPath, run, sleep } from "./server-helpers.js";
 import { ManualClock } from "./support/clock.js";
 import { parseOcspResponse } from "./support/ocsp-response.js";
+import { sqliteStore } from "./support/sqlite.js";
 
 interface Leaf {
   id: string;
@@ -154,8 +155,8 @@ describe("revocation: CLI -> running server -> CRLs and OCSP -> openssl", { conc
     const parsed = parseOcspResponse(get.body);
     assert.ok("responses" in parsed, "successful");
     assert.equal(parsed.responses[0]!.status.status, "good");
-    const rows = await fleet.store.db
-      .selectFrom("certificates")
+    const rows = await sqliteStore(fleet)
+      .db.selectFrom("certificates")
       .select(["serial", "der"])
       .where("kind", "=", "ocsp-responder")
       .where("issuer_ca", "=", "devices")
@@ -375,8 +376,9 @@ describe("a revoked local (factory) CA", () => {
       assert.notEqual(after.status, 0);
       assert.match(after.stdout + after.stderr, /certificate revoked/);
       const rootCrl = parseCrl(Buffer.from(await (await fetch(`${status}/crl/root.crl`)).arrayBuffer()));
-      const caSerial = (await f.fleet.store.db.selectFrom("cas").select("serial").where("id", "=", "local-line1").executeTakeFirstOrThrow())
-        .serial;
+      const caSerial = (
+        await sqliteStore(f.fleet).db.selectFrom("cas").select("serial").where("id", "=", "local-line1").executeTakeFirstOrThrow()
+      ).serial;
       assert.deepEqual(rootCrl.entries.find((e) => e.serialHex === caSerial)?.reason, "cACompromise");
 
       // The factory certificate can no longer buy an operational certificate.
@@ -480,8 +482,8 @@ describe("OCSP responder rotation", () => {
       clock.advance(900);
       const second = await responderOf();
       assert.ok(first && second && first !== second, `rotated: ${first} -> ${second}`);
-      const recorded = await f.fleet.store.db
-        .selectFrom("certificates")
+      const recorded = await sqliteStore(f.fleet)
+        .db.selectFrom("certificates")
         .select("serial")
         .where("kind", "=", "ocsp-responder")
         .where("issuer_ca", "=", "devices")

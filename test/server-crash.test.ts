@@ -15,6 +15,7 @@ import { initFleet } from "../src/authority/ca/init.js";
 import { createToken } from "../src/authority/enroll/tokens.js";
 import { CLI, cliAsync, tempDir } from "./helpers.js";
 import { assertProblem, makeCsr, pool, postJson, rootPemPath, type ClientCsr, type HttpResult } from "./server-helpers.js";
+import { sqliteStore } from "./support/sqlite.js";
 
 const DEVICES = 300;
 const CONCURRENCY = 16;
@@ -172,16 +173,18 @@ describe("registration server killed in the middle of an enrollment burst", { co
     const fleet = await FleetServices.open(dir);
     try {
       for (const r of received) {
-        const row = await fleet.store.db.selectFrom("certificates").selectAll().where("serial", "=", r.serial).executeTakeFirst();
+        const row = await sqliteStore(fleet).db.selectFrom("certificates").selectAll().where("serial", "=", r.serial).executeTakeFirst();
         assert.ok(row, `certificate ${r.serial} of ${r.deviceId} was handed out but is not recorded`);
         assert.equal(row.device_id, r.deviceId);
         assert.ok(Buffer.from(row.der).equals(r.der), `certificate ${r.serial}: recorded DER differs from what the client received`);
       }
       // Token and certificate are committed together: a device has a certificate exactly when its token is spent.
-      const used = (await fleet.store.db.selectFrom("enrollment_tokens").select("device_id").where("used_at", "is not", null).execute())
+      const used = (
+        await sqliteStore(fleet).db.selectFrom("enrollment_tokens").select("device_id").where("used_at", "is not", null).execute()
+      )
         .map((r) => r.device_id)
         .sort();
-      const withCert = (await fleet.store.db.selectFrom("certificates").select("device_id").where("kind", "=", "device").execute())
+      const withCert = (await sqliteStore(fleet).db.selectFrom("certificates").select("device_id").where("kind", "=", "device").execute())
         .map((r) => r.device_id!)
         .sort();
       assert.deepEqual(withCert, used, "certificates recorded <=> tokens spent");
@@ -191,8 +194,8 @@ describe("registration server killed in the middle of an enrollment burst", { co
       const verdict = await verifyAudit(fleet.store.ops.audit);
       assert.ok(verdict.ok, JSON.stringify(verdict));
       // Every recorded issuance has its audit event.
-      const issued = await fleet.store.db
-        .selectFrom("audit_log")
+      const issued = await sqliteStore(fleet)
+        .db.selectFrom("audit_log")
         .select("subject")
         .where("action", "=", "certificate.issue")
         .where("subject", "like", "device:%")
@@ -238,11 +241,15 @@ describe("registration server killed in the middle of an enrollment burst", { co
       let unspent: string[];
       let lost: { deviceId: string; der: Buffer }[];
       try {
-        unspent = (await fleet.store.db.selectFrom("enrollment_tokens").select("device_id").where("used_at", "is", null).execute()).map(
-          (r) => r.device_id,
-        );
+        unspent = (
+          await sqliteStore(fleet).db.selectFrom("enrollment_tokens").select("device_id").where("used_at", "is", null).execute()
+        ).map((r) => r.device_id);
         // Requests that died with the server after their certificate was recorded: the robot never got the answer.
-        const rows = await fleet.store.db.selectFrom("certificates").select(["device_id", "der"]).where("kind", "=", "device").execute();
+        const rows = await sqliteStore(fleet)
+          .db.selectFrom("certificates")
+          .select(["device_id", "der"])
+          .where("kind", "=", "device")
+          .execute();
         lost = rows.filter((row) => failed.has(row.device_id!)).map((row) => ({ deviceId: row.device_id!, der: Buffer.from(row.der) }));
       } finally {
         await fleet.close();
@@ -327,8 +334,8 @@ describe("registration server stopped with SIGTERM in the middle of an enrollmen
     const fleet = await FleetServices.open(dir);
     try {
       for (const r of received) {
-        const row = await fleet.store.db
-          .selectFrom("certificates")
+        const row = await sqliteStore(fleet)
+          .db.selectFrom("certificates")
           .select(["der", "device_id"])
           .where("serial", "=", r.serial)
           .executeTakeFirst();

@@ -3,7 +3,8 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { CONFIG_FILE, ConfigError, loadConfig, resolveIn, type FleetConfig } from "../config/config.js";
 import { readPassphraseFile, readPrivateKey } from "../keys/keys.js";
-import { openStore, type Store } from "../store/store.js";
+import type { FleetStore } from "../store/operations.js";
+import { openStore } from "../store/store.js";
 import type { CaTable } from "../store/schema.js";
 import { signatureSchemeFor } from "../x509/algorithms.js";
 import { parseCertificate, type ParsedCertificate } from "../x509/certificate.js";
@@ -38,7 +39,7 @@ export class FleetServices {
   private constructor(
     readonly dir: string,
     readonly config: FleetConfig,
-    readonly store: Store,
+    readonly store: FleetStore,
     options: OpenFleetOptions,
   ) {
     this.passphraseValue = options.passphrase;
@@ -52,7 +53,7 @@ export class FleetServices {
   }
 
   /** For init, which creates the database itself. */
-  static attach(dir: string, config: FleetConfig, store: Store, options: OpenFleetOptions = {}): FleetServices {
+  static attach(dir: string, config: FleetConfig, store: FleetStore, options: OpenFleetOptions = {}): FleetServices {
     return new FleetServices(dir, config, store, options);
   }
 

@@ -21,3 +21,25 @@ export interface Operations {
   certificates: CertificateOperations;
   devices: DeviceOperations;
 }
+
+/** A fleet's database as the authority sees it, whatever the backend. */
+export interface FleetStore {
+  /** The named operations outside any transaction (reads, and writes that stand alone). */
+  ops: Operations;
+  /**
+   * Runs fn inside one write transaction; commits when it resolves, rolls back when it throws.
+   * Resolves once the commit is durable.
+   */
+  transaction<T>(fn: (tx: Operations) => Promise<T>): Promise<T>;
+  /**
+   * Resolves once every transaction committed so far is on disk (writes recorded outside
+   * transaction(), such as the issuance batches, wait for it before answering).
+   */
+  durable(): Promise<void>;
+  /**
+   * Group sync (for servers): commits stop syncing on their own and durable() syncs once for all
+   * the commits made while the previous sync ran. The event loop never waits for the disk.
+   */
+  useGroupSync(): void;
+  close(): Promise<void>;
+}

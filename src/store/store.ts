@@ -15,7 +15,7 @@ import { StoreError } from "./errors.js";
 import { migrations } from "./migrations.js";
 import { WalSync, type SyncFunction } from "./wal-sync.js";
 import type { Database } from "./schema.js";
-import type { Operations } from "./operations.js";
+import type { FleetStore, Operations } from "./operations.js";
 import { sqliteOperations } from "./sqlite/operations.js";
 
 export type Db = Kysely<Database>;
@@ -28,40 +28,23 @@ export type NativeDb = SqliteDatabase.Database;
 /** Synchronous access to the connection an operation runs on, for hot paths (prepared statements). */
 export type NativeAccess = <T>(fn: (native: NativeDb) => T) => Promise<T>;
 
-/**
- * A write transaction: the named operations bound to it, plus (until every caller uses
- * operations) the Kysely transaction itself.
- */
-export type TxOperations = Db & Operations;
+/** A write transaction: the named operations bound to it. */
+export type TxOperations = Operations;
 
-export interface Store {
+export type { FleetStore };
+
+/** The SQLite store: the backend-neutral FleetStore plus what only SQLite has (tests and benches inspect it). */
+export interface Store extends FleetStore {
+  /** Kysely over the connection; for src/store/ and for tests that inspect the tables. */
   db: Db;
-  /** The named operations outside any transaction (reads, and writes that stand alone). */
-  ops: Operations;
-  /**
-   * Runs fn inside one write transaction; commits when it resolves, rolls back when it throws.
-   * Resolves once the commit is durable.
-   */
-  transaction<T>(fn: (tx: TxOperations) => Promise<T>): Promise<T>;
   /**
    * Runs synchronous work on the underlying better-sqlite3 connection, never inside another
    * caller's open transaction (it waits for Kysely's connection then). For hot paths only
    * (issuance recording, token checks), where Kysely's per-statement cost dominates.
    */
   withNative<T>(fn: (native: NativeDb) => T): Promise<T>;
-  /**
-   * Resolves once every transaction committed on this connection so far is on disk. Needed after
-   * writes made through withNative; transaction() waits for it itself. Without group sync every
-   * commit is synced before it returns, and this resolves at once.
-   */
-  durable(): Promise<void>;
-  /**
-   * Group sync (for servers): commits stop syncing on their own (`synchronous = NORMAL`), and
-   * durable() syncs the write-ahead log on libuv's thread pool, once for all the commits made
-   * while the previous sync ran (wal-sync.ts). The event loop never waits for the disk.
-   */
+  /** Group sync with a replaceable sync (tests drive wal-sync.ts's failure paths through it). */
   useGroupSync(options?: { sync?: SyncFunction }): void;
-  close(): Promise<void>;
 }
 
 export interface OpenStoreOptions {
@@ -118,7 +101,7 @@ export async function openStore(path: string, options: OpenStoreOptions = {}): P
       const result = await db.connection().execute(async (conn) => {
         await sql`begin immediate`.execute(conn);
         try {
-          const result = await fn(Object.assign(conn, sqliteOperations(conn, inTransaction)));
+          const result = await fn(sqliteOperations(conn, inTransaction));
           await sql`commit`.execute(conn);
           return result;
         } catch (e) {

@@ -16,6 +16,7 @@ import { createToken } from "../../src/authority/enroll/tokens.js";
 import { parseCertificate } from "../../src/x509/certificate.js";
 import { https } from "../server-helpers.js";
 import { FUZZ_KEY_KINDS, Rng, makeKey, mutateCsr, validCsr, type FuzzKey } from "./csr-fuzz.js";
+import { sqliteStore } from "./sqlite.js";
 
 export type Outcome = { certificate: Buffer } | { rejected: string };
 
@@ -144,7 +145,7 @@ export function estSubmit(fleet: FleetServices, serverUrl: string, ca: string): 
     });
     if (r.status === 400) return { rejected: `est:${String(r.json().type).split("/").pop()}` };
     if (r.status !== 200) throw new Error(`EST answered ${r.status}: ${r.text}`);
-    const row = await fleet.store.db.selectFrom("certificates").select("der").where("device_id", "=", id).executeTakeFirstOrThrow();
+    const row = await sqliteStore(fleet).db.selectFrom("certificates").select("der").where("device_id", "=", id).executeTakeFirstOrThrow();
     return { certificate: Buffer.from(row.der) };
   };
 }

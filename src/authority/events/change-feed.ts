@@ -2,7 +2,7 @@
 // changes made by any other process on the same database (e.g. `fleetpki device revoke` from a
 // shell) by polling the audit head, a one-row read, a few times a second. Rows are decoded once
 // (events.ts) and listeners get typed events.
-import type { Store } from "../../store/store.js";
+import type { FleetStore } from "../../store/operations.js";
 import { decodeAuditRow, type FleetEvent } from "./events.js";
 
 export type ChangeListener = (events: readonly FleetEvent[]) => void;
@@ -17,7 +17,7 @@ export class ChangeFeed {
   private polling: Promise<void> | undefined;
 
   constructor(
-    private readonly store: Store,
+    private readonly store: FleetStore,
     private readonly intervalMs = DEFAULT_INTERVAL_MS,
     private readonly onError: (e: unknown) => void = () => {},
   ) {}
