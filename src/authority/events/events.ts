@@ -58,6 +58,8 @@ export interface CaCreated extends Base {
   /** The CA that signed it ("root" for the root itself). */
   issuerCa: string;
   notAfter: Date;
+  /** SHA-256 of the CA certificate's DER (hex); null for events written before it was recorded. */
+  fingerprint: string | null;
 }
 export interface CaRevoked extends Base, StatusChangeFields {
   type: "CaRevoked";
@@ -225,6 +227,7 @@ export function decodeAuditRow(row: AuditLogTable): FleetEvent {
           // The root names no issuer CA of its own.
           issuerCa: optionalText(d, "issuer") ?? subjectId(row.subject, "ca:"),
           notAfter: time(d, "not_after"),
+          fingerprint: optionalText(d, "fingerprint_sha256"),
         };
       case "ca.revoke":
         return {
