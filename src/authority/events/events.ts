@@ -157,8 +157,8 @@ export function decodeAuditRow(row: AuditLogTable): FleetEvent {
   const unrecognised = (problem?: string): Unrecognised => ({
     ...base,
     type: "Unrecognised",
-    action: row.action,
-    subject: row.subject,
+    action: String(row.action),
+    subject: String(row.subject),
     ...(problem ? { problem } : {}),
   });
   let d: Details;
@@ -261,6 +261,8 @@ export function decodeAuditRow(row: AuditLogTable): FleetEvent {
     }
   } catch (e) {
     if (e instanceof Malformed) return unrecognised(`${row.action} ${row.subject}: ${e.message}`);
-    throw e;
+    // Any other failure (a column that is not text, say) is this row's problem too: thrown, it
+    // would cost the feed every other row of its page, revocations included.
+    return unrecognised(`${String(row.action)}: unreadable row (${(e as Error)?.message ?? String(e)})`);
   }
 }
