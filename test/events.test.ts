@@ -179,6 +179,7 @@ describe("the change feed delivers typed events for what the authority does", ()
         serial: caSerial,
         issuerCa: "root",
         notAfter: (domain.find((e) => e.type === "CaCreated") as { notAfter: Date }).notAfter,
+        fingerprint: (await f.fleet.caRecord("local-line9")).fingerprint_sha256,
       },
       {
         type: "CertificateIssued",

@@ -92,6 +92,8 @@ export async function recordCa(tx: Operations, ca: NewCaRecord, actor: string, n
         subject: row.subject,
         issuer: ca.issuerId,
         not_after: row.not_after,
+        // Lets a listener of the feed (CertificateStatus) tell the CA's certificate from a forgery with its serial.
+        fingerprint_sha256: row.fingerprint_sha256,
         key_type: row.key_type,
         key_online: ca.keyFile !== null,
       },

@@ -214,6 +214,19 @@ export interface OwnLeaf {
   lifetime: string;
 }
 
+/** The registration server's certificate as fleetpki.yaml names it (server.names), from the services CA. */
+export function serverLeaf(fleet: FleetServices): OwnLeaf {
+  const names = fleet.config.server.names;
+  return {
+    caId: "services",
+    kind: "server",
+    commonName: names[0]!,
+    sans: names.map(serverGeneralName),
+    dirRel: layout.serverDir,
+    lifetime: fleet.config.validity.server,
+  };
+}
+
 /**
  * Issues a certificate for a key generated here (server, operator), records it, then writes
  * key, cert and chain (in that order: a crash in between leaves a key that does not match the
@@ -263,21 +276,7 @@ export async function completeFleet(fleet: FleetServices, actor: string, now: Da
   const ids = new Set((await fleet.store.ops.cas.list()).map((c) => c.id));
   if (!STANDARD_INTERMEDIATES.every((id) => ids.has(id))) return false;
   const have = await fleet.store.ops.cas.kindsIssued(["server", "operator"]);
-  const names = fleet.config.server.names;
-  if (!have.includes("server"))
-    await issueOwnLeaf(
-      fleet,
-      {
-        caId: "services",
-        kind: "server",
-        commonName: names[0]!,
-        sans: names.map(serverGeneralName),
-        dirRel: layout.serverDir,
-        lifetime: fleet.config.validity.server,
-      },
-      actor,
-      now,
-    );
+  if (!have.includes("server")) await issueOwnLeaf(fleet, serverLeaf(fleet), actor, now);
   if (!have.includes("operator"))
     await issueOwnLeaf(
       fleet,

@@ -10,7 +10,7 @@ import { authorityInfoAccess, crlDistributionPoints, extension, subjectAltName }
 import { fromPem } from "../../x509/pem.js";
 import { InvalidArgument } from "../errors.js";
 import type { FleetServices } from "../services.js";
-import { issueOwnLeaf, serverGeneralName } from "./init.js";
+import { issueOwnLeaf, serverGeneralName, serverLeaf } from "./init.js";
 import { layout } from "../layout.js";
 
 export interface ServerCertificateCheck {
@@ -81,20 +81,9 @@ export async function reissueServerCertificate(
   const names = fleet.config.server.names;
   configuredSans(fleet); // a bad name fails here, before anything is issued
   const now = fleet.clock.now();
-  const record = await issueOwnLeaf(
-    fleet,
-    {
-      caId: "services",
-      kind: "server",
-      commonName: names[0]!,
-      sans: names.map(serverGeneralName),
-      dirRel: layout.serverDir,
-      lifetime: fleet.config.validity.server,
-    },
-    req.actor,
-    now,
-    { reissue: { replaces: req.previousSerial ?? null, reasons: req.reasons } },
-  );
+  const record = await issueOwnLeaf(fleet, serverLeaf(fleet), req.actor, now, {
+    reissue: { replaces: req.previousSerial ?? null, reasons: req.reasons },
+  });
   const urls = fleet.statusUrlsFor("services");
   return {
     serial: record.issued.serialHex,

@@ -58,6 +58,8 @@ export interface CaCreated extends Base {
   /** The CA that signed it ("root" for the root itself). */
   issuerCa: string;
   notAfter: Date;
+  /** SHA-256 of the CA certificate's DER (hex); null for events written before it was recorded. */
+  fingerprint: string | null;
 }
 export interface CaRevoked extends Base, StatusChangeFields {
   type: "CaRevoked";
@@ -155,8 +157,8 @@ export function decodeAuditRow(row: AuditLogTable): FleetEvent {
   const unrecognised = (problem?: string): Unrecognised => ({
     ...base,
     type: "Unrecognised",
-    action: row.action,
-    subject: row.subject,
+    action: String(row.action),
+    subject: String(row.subject),
     ...(problem ? { problem } : {}),
   });
   let d: Details;
@@ -225,6 +227,7 @@ export function decodeAuditRow(row: AuditLogTable): FleetEvent {
           // The root names no issuer CA of its own.
           issuerCa: optionalText(d, "issuer") ?? subjectId(row.subject, "ca:"),
           notAfter: time(d, "not_after"),
+          fingerprint: optionalText(d, "fingerprint_sha256"),
         };
       case "ca.revoke":
         return {
@@ -258,6 +261,8 @@ export function decodeAuditRow(row: AuditLogTable): FleetEvent {
     }
   } catch (e) {
     if (e instanceof Malformed) return unrecognised(`${row.action} ${row.subject}: ${e.message}`);
-    throw e;
+    // Any other failure (a column that is not text, say) is this row's problem too: thrown, it
+    // would cost the feed every other row of its page, revocations included.
+    return unrecognised(`${String(row.action)}: unreadable row (${(e as Error)?.message ?? String(e)})`);
   }
 }

@@ -120,7 +120,7 @@ export class CertificateStatus {
             kind: "ca",
             deviceId: null,
             notAfterMs: event.notAfter.getTime(),
-            fingerprint: null,
+            fingerprint: event.fingerprint,
             status: "valid",
             reason: null,
             sinceMs: null,
@@ -166,7 +166,8 @@ export class CertificateStatus {
         throw new InvalidArgument(`not a DER certificate: ${(e as Error).message}`);
       }
       const entry = this.certificates.get(serial);
-      if (!entry || (entry.fingerprint !== null && entry.fingerprint !== sha256Fingerprint(query.der)))
+      // Without a recorded fingerprint nothing shows the DER is the one issued: unknown, never good.
+      if (!entry || entry.fingerprint === null || entry.fingerprint !== sha256Fingerprint(query.der))
         return { status: "unknown", serial };
       return this.answer(serial, entry);
     }

@@ -1,0 +1,85 @@
+// Regression tests for what the review of the issue 9 restructure (authority/ rooms, provisioners,
+// event feed, CertificateStatus, store operations) found. Each test sends the hostile input and
+// failed on the code before its fix.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { after, before, describe, it } from "node:test";
+import { createLocalCa } from "../src/authority/ca/cas.js";
+import { addDevice } from "../src/authority/devices.js";
+import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
+import { revokeDevice } from "../src/authority/status/revocation.js";
+import { silentLogger } from "../src/log.js";
+import { startFleetServer, type FleetServer } from "../src/server.js";
+import { fromPem } from "../src/x509/pem.js";
+import { opensslCsr, tempDir, tempFleet } from "./helpers.js";
+import { ManualClock } from "./support/clock.js";
+
+describe("CertificateStatus: a DER is good only if it is byte for byte the one issued", { concurrency: false }, () => {
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+  let server: FleetServer;
+
+  before(async () => {
+    f = await tempFleet();
+    server = await startFleetServer({ dir: f.dir, only: [], logger: silentLogger, clock: new ManualClock() });
+    await server.changes.stop();
+  });
+  after(async () => {
+    await server?.close();
+    await f?.close();
+  });
+
+  it("a forged certificate carrying the serial of a CA created while the server runs is unknown, not good", async () => {
+    // Created after the service loaded: it learns of the CA from the `ca.create` event alone.
+    await createLocalCa(f.fleet, { name: "late", actor: "test" });
+    await server.changes.poll();
+    const der = fromPem((await f.fleet.caRecord("local-late")).certificate_pem, ["CERTIFICATE"]);
+    assert.equal(server.certificateStatus.certificate({ der }).status, "good", "the CA's own certificate");
+    const forged = Buffer.from(der);
+    forged[forged.length - 1]! ^= 0x01; // same serial and issuer, another signature: not what the fleet issued
+    assert.equal(server.certificateStatus.certificate({ der: forged }).status, "unknown");
+  });
+});
+
+describe("the event feed: one unreadable audit row costs only itself", { concurrency: false }, () => {
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+  let work: { path: string; cleanup: () => void };
+  let server: FleetServer;
+
+  before(async () => {
+    f = await tempFleet();
+    work = tempDir("fleetpki-review-feed-");
+    server = await startFleetServer({ dir: f.dir, only: [], logger: silentLogger, clock: new ManualClock() });
+    await server.changes.stop();
+  });
+  after(async () => {
+    await server?.close();
+    await f?.close();
+    work?.cleanup();
+  });
+
+  it("a row whose subject is not text does not make the feed drop the revocation after it", async () => {
+    await addDevice(f.fleet, { id: "feed-1", actor: "test" });
+    const { csr } = opensslCsr(work.path, "feed-1");
+    const cert = await issueDeviceCertificate(f.fleet, { deviceId: "feed-1", csr: readFileSync(csr), actor: "test" });
+    await server.changes.poll();
+    assert.equal(server.certificateStatus.certificate({ issuerCa: "devices", serial: cert.serial }).status, "good");
+    // A row written behind fleetpki's back (or by a faulty writer): its subject is a BLOB, not text.
+    await f.fleet.store.withNative((db) => {
+      const head = db.prepare("select seq, hash from audit_head where id = 1").get() as { seq: number; hash: string };
+      db.prepare("insert into audit_log (seq, at, actor, action, subject, details, prev_hash, hash) values (?, ?, ?, ?, ?, ?, ?, ?)").run(
+        head.seq + 1,
+        new Date().toISOString(),
+        "intruder",
+        "device.add",
+        Buffer.from("device:x"),
+        "{}",
+        head.hash,
+        head.hash,
+      );
+      db.prepare("update audit_head set seq = ? where id = 1").run(head.seq + 1);
+    });
+    await revokeDevice(f.fleet, { deviceId: "feed-1", reason: "keyCompromise", actor: "test" });
+    await server.changes.poll();
+    assert.equal(server.certificateStatus.certificate({ issuerCa: "devices", serial: cert.serial }).status, "revoked");
+  });
+});
