@@ -13,6 +13,7 @@ import { startFleetServer, type FleetServer } from "../src/server.js";
 import { fromPem } from "../src/x509/pem.js";
 import { opensslCsr, tempDir, tempFleet } from "./helpers.js";
 import { ManualClock } from "./support/clock.js";
+import { sqliteStore } from "./support/sqlite.js";
 
 describe("CertificateStatus: a DER is good only if it is byte for byte the one issued", { concurrency: false }, () => {
   let f: Awaited<ReturnType<typeof tempFleet>>;
@@ -64,7 +65,7 @@ describe("the event feed: one unreadable audit row costs only itself", { concurr
     await server.changes.poll();
     assert.equal(server.certificateStatus.certificate({ issuerCa: "devices", serial: cert.serial }).status, "good");
     // A row written behind fleetpki's back (or by a faulty writer): its subject is a BLOB, not text.
-    await f.fleet.store.withNative((db) => {
+    await sqliteStore(f.fleet).withNative((db) => {
       const head = db.prepare("select seq, hash from audit_head where id = 1").get() as { seq: number; hash: string };
       db.prepare("insert into audit_log (seq, at, actor, action, subject, details, prev_hash, hash) values (?, ?, ?, ?, ?, ?, ?, ?)").run(
         head.seq + 1,
