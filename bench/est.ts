@@ -71,7 +71,7 @@ const REFERENCE_BOUND = 1 / (1 / 48000 + 1 / 15700);
  */
 const MIN_TOKENS = 30_000;
 const ACTOR = "bench";
-/** src/authority/tokens.ts's format: "fpt_" + 24 random bytes, base64url; only its SHA-256 (hex) is stored. */
+/** src/authority/enroll/tokens.ts's format: "fpt_" + 24 random bytes, base64url; only its SHA-256 (hex) is stored. */
 const TOKEN_PREFIX = "fpt_";
 const BARE_DEVICE = "est-bare-robot";
 const EST_ENROLL = "/.well-known/est/simpleenroll";

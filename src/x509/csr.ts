@@ -283,7 +283,7 @@ export function parseCsr(input: Buffer | string): ParsedCsr {
  * As parseCsr, but the signature check runs on libuv's thread pool, off the event loop, and the
  * primality test of an RSA modulus is left to the caller (`rsaModulus`): OpenSSL runs 64 to 128
  * Miller-Rabin rounds on a prime (0.1 s at 2048 bits, 13 s at 8192 here), a price that should be
- * paid only once the requester has authenticated (authority/issuance.ts issueForKey).
+ * paid only once the requester has authenticated (authority/issue/issuance.ts issueForKey).
  */
 export async function parseCsrAsync(input: Buffer | string): Promise<ParsedCsr & { rsaModulus?: Buffer }> {
   const csr = decodeCsr(input);
