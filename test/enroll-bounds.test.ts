@@ -75,6 +75,7 @@ describe("bounded audit rows from unauthenticated clients", { concurrency: false
     const before = await auditCount(f.fleet, "auth.failure");
     const { csr } = await makeCsr("junk");
     const statuses = new Map<number, number>();
+    const started = Date.now();
     try {
       await pool(
         Array.from({ length: 1500 }, (_, i) => i),
@@ -89,7 +90,12 @@ describe("bounded audit rows from unauthenticated clients", { concurrency: false
     }
     assert.deepEqual([...statuses.keys()].sort(), [401, 429]);
     const rows = (await auditCount(f.fleet, "auth.failure")) - before;
-    assert.ok(rows >= 1 && rows <= MAX_DETAILED_PER_SOURCE + 1, `${rows} auth.failure rows for one source`);
+    // The bound holds per flush interval (60 s): a loaded machine may stretch the run over several.
+    const intervals = Math.floor((Date.now() - started) / 60_000) + 1;
+    assert.ok(
+      rows >= 1 && rows <= intervals * (MAX_DETAILED_PER_SOURCE + 1),
+      `${rows} auth.failure rows for one source in ${intervals} interval(s)`,
+    );
   });
 
   it("a copied factory bundle: refusals are counted per source (429 past the limit) and tallied, not one row each", async () => {
