@@ -103,14 +103,20 @@ export async function openStore(path: string, options: OpenStoreOptions = {}): P
 
   let walSync: WalSync | undefined;
   const durable = (): Promise<void> => (walSync ? walSync.sync() : Promise.resolve());
+  const withNative = async <T>(fn: (native: NativeDb) => T): Promise<T> => {
+    // Kysely's statements run synchronously, so only an open transaction can be in the way.
+    if (!native.inTransaction) return fn(native);
+    return db.connection().execute(async () => fn(native));
+  };
   return {
     db,
-    ops: sqliteOperations(db),
+    ops: sqliteOperations(db, withNative),
     async transaction<T>(fn: (tx: TxOperations) => Promise<T>): Promise<T> {
       const result = await db.connection().execute(async (conn) => {
         await sql`begin immediate`.execute(conn);
         try {
-          const result = await fn(Object.assign(conn, sqliteOperations(conn)));
+          // Inside the transaction this caller holds the connection: native work runs on it directly.
+          const result = await fn(Object.assign(conn, sqliteOperations(conn, async (f) => f(native))));
           await sql`commit`.execute(conn);
           return result;
         } catch (e) {
@@ -121,11 +127,7 @@ export async function openStore(path: string, options: OpenStoreOptions = {}): P
       await durable();
       return result;
     },
-    async withNative<T>(fn: (native: NativeDb) => T): Promise<T> {
-      // Kysely's statements run synchronously, so only an open transaction can be in the way.
-      if (!native.inTransaction) return fn(native);
-      return db.connection().execute(async () => fn(native));
-    },
+    withNative,
     durable,
     useGroupSync(options = {}) {
       if (walSync) return;
