@@ -17,6 +17,7 @@ import { WalSync, type SyncFunction } from "./wal-sync.js";
 import type { Database } from "./schema.js";
 import type { Operations } from "./operations.js";
 import { sqliteOperations } from "./sqlite/operations.js";
+import type { NativeAccess } from "./sqlite/status.js";
 
 export type Db = Kysely<Database>;
 export type Tx = Kysely<Database> | Transaction<Database>;
@@ -116,7 +117,8 @@ export async function openStore(path: string, options: OpenStoreOptions = {}): P
         await sql`begin immediate`.execute(conn);
         try {
           // Inside the transaction this caller holds the connection: native work runs on it directly.
-          const result = await fn(Object.assign(conn, sqliteOperations(conn, async (f) => f(native))));
+          const onConnection: NativeAccess = async (f) => f(native);
+          const result = await fn(Object.assign(conn, sqliteOperations(conn, onConnection)));
           await sql`commit`.execute(conn);
           return result;
         } catch (e) {
