@@ -10,8 +10,9 @@
 // next to `openssl ca -gencrl` over the same 100,000 entries.
 //
 // `openssl ocsp -port` binds every interface, so everything runs in a network namespace of its
-// own: run() re-executes this module under `unshare -n` (NETNS_FLAG, see the end of this file),
-// and fleetpki, openssl and the load generator (that process) talk over the namespace's loopback.
+// own: benchmark.run re-executes this module under `unshare -n` (ocsp/namespace.ts; NETNS_FLAG, see
+// the end of this file), and fleetpki, openssl and the load generator (that process) talk over the
+// namespace's loopback.
 //
 // This file is the driver: the phases in order. The parts are in bench/ocsp/: settings.ts (sizes
 // and targets), namespace.ts, fleet.ts (set-up through the product's code), requests.ts,
