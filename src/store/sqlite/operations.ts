@@ -15,7 +15,7 @@ export function sqliteOperations(db: Tx, native: NativeAccess): Operations {
     audit: new SqliteAuditOperations(db),
     cas: new SqliteCaOperations(db),
     checkpoints: new SqliteCheckpointOperations(db),
-    status: new SqliteStatusOperations(db),
+    status: new SqliteStatusOperations(db, native),
     changes: new SqliteChangeOperations(db),
     enrollment: new SqliteEnrollmentOperations(db, native),
     certificates: new SqliteCertificateOperations(db, native),

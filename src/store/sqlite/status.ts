@@ -1,4 +1,4 @@
-// StatusOperations on SQLite (Kysely).
+// StatusOperations on SQLite: Kysely, except the OCSP lookup (a prepared statement on the native connection).
 import { sql } from "kysely";
 import type { CaTable, CertificateTable, CrlTable, DeviceTable } from "../schema.js";
 import type {
@@ -12,7 +12,9 @@ import type {
   StatusSnapshot,
   StoredStatus,
 } from "../operations/status.js";
-import type { Tx } from "../store.js";
+import { preparedStatement, type NativeAccess, type Tx } from "../store.js";
+
+const LOOKUP_STATUS = "select status, revoked_at, revocation_reason, kind from certificates where serial = ? and issuer_ca = ?";
 
 const twoDigits = (s: string, i: number): number => (s.charCodeAt(i) - 48) * 10 + s.charCodeAt(i + 1) - 48;
 
@@ -29,7 +31,10 @@ function storedTimeSecondMs(iso: string): number {
 }
 
 export class SqliteStatusOperations implements StatusOperations {
-  constructor(private readonly db: Tx) {}
+  constructor(
+    private readonly db: Tx,
+    private readonly native: NativeAccess,
+  ) {}
 
   device(deviceId: string): Promise<DeviceStatusRow | undefined> {
     return this.db.selectFrom("devices").select(["id", "status"]).where("id", "=", deviceId).executeTakeFirst();
@@ -142,18 +147,13 @@ export class SqliteStatusOperations implements StatusOperations {
       .execute();
   }
 
-  async lookupStatuses(caId: string, serials: readonly string[]): Promise<(StoredStatus | undefined)[]> {
-    // The OCSP hot path: one fixed SQL text (a prepared statement from the store's cache) per serial,
-    // ~5 us more than better-sqlite3 called directly, against ~200 us for a signed answer.
-    const out: (StoredStatus | undefined)[] = [];
-    for (const serial of serials) {
-      const { rows } = await sql<StoredStatus>`
-        select status, revoked_at, revocation_reason, kind from certificates where serial = ${serial} and issuer_ca = ${caId}`.execute(
-        this.db,
-      );
-      out.push(rows[0]);
-    }
-    return out;
+  lookupStatuses(caId: string, serials: readonly string[]): Promise<(StoredStatus | undefined)[]> {
+    // The OCSP hot path (every uncached answer): a prepared statement on the native connection.
+    // Through Kysely the same lookup cost ~14 us of CPU against ~9.5 us (50,000 lookups in a loop).
+    return this.native((native) => {
+      const lookup = preparedStatement<[string, string], StoredStatus>(native, LOOKUP_STATUS);
+      return serials.map((serial) => lookup.get(serial, caId));
+    });
   }
 
   ocspIssuers(): Promise<OcspIssuerRow[]> {
