@@ -1,0 +1,2 @@
+/** The path of cli/main.js compiled from the current src/ (see dev-build.mjs); throws when it cannot build. */
+export function devBuild(): string;
