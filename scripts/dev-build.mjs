@@ -5,8 +5,7 @@
 // impossible by construction, without timestamps. It is compiled the way tsx compiles for the
 // tests' in-process imports (esbuild, tsx's own dependency, one file at a time, no bundling) in
 // ~0.2 s, into the temp directory: `npm pack` empties dist/ while tests run, and a build here needs
-// no .gitignore entry. `node scripts/dev-build.mjs` builds ahead (the pretest hook) and prints
-// the entry point.
+// no .gitignore entry.
 import { createHash } from "node:crypto";
 import {
   lstatSync,
@@ -117,4 +116,11 @@ function removeOldBuilds(base, checkout, current) {
   }
 }
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) console.log(devBuild());
+// `node scripts/dev-build.mjs` (npm test's pretest): build once before the test processes start.
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  try {
+    console.error(`fleetpki: tests run the CLI from ${devBuild()}`);
+  } catch (e) {
+    console.error(`fleetpki: no build of src/ for the tests (${e.message}); they run the CLI through tsx (slower)`);
+  }
+}
