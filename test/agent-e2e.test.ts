@@ -1,4 +1,4 @@
-// Issue 3 acceptance, end to end: the REAL device agent (`node bin/fleetpki.js agent ...`)
+// Issue 3 acceptance, end to end: the REAL device agent (`fleetpki agent ...`, the CLI from src/)
 // against the REAL registration server (`fleetpki serve`), both as child processes, plus the
 // operator CLI (`device add/requests/approve/deny`, `ca create-local/issue-batch`) and openssl
 // and curl as independent clients of the files the agent writes.
