@@ -1,11 +1,13 @@
 // A build of src/ for the tests' CLI child processes, addressed by its content. A CLI start through
 // tsx's loader costs ~1.3 s of CPU, compiled JavaScript ~0.4 s; tests start the CLI hundreds of times.
 // The directory's name is a hash of every input (each file under src/, tsconfig.json, this script,
-// the compiler's version), so a build of other source can never be found: a stale build is
-// impossible by construction, without timestamps. It is compiled the way tsx compiles for the
-// tests' in-process imports (esbuild, tsx's own dependency, one file at a time, no bundling) in
-// ~0.2 s, into the temp directory: `npm pack` empties dist/ while tests run, and a build here needs
-// no .gitignore entry.
+// the compiler's and kysely's versions), so a build of other source can never be found: a stale
+// build is impossible by construction, without timestamps. src/ is compiled the way tsx compiles
+// for the tests' in-process imports (esbuild, tsx's own dependency, one file at a time, no
+// bundling) in ~0.2 s, into the temp directory: `npm pack` empties dist/ while tests run, and a
+// build here needs no .gitignore entry. Dependencies are the checkout's (symbolic links), except
+// kysely: its ~260 ESM files took ~40% of a CLI start, so it is bundled into one file, once per
+// kysely version (same code, one module).
 import { createHash } from "node:crypto";
 import {
   lstatSync,
@@ -26,6 +28,7 @@ import { fileURLToPath } from "node:url";
 
 const ROOT = join(import.meta.dirname, "..");
 const SRC = join(ROOT, "src");
+const NODE_MODULES = join(ROOT, "node_modules");
 /** Builds of this checkout other than the current one are removed once they are this old. */
 const KEEP_OLD_MS = 60 * 60_000;
 
@@ -69,6 +72,8 @@ export function devBuild() {
   }
   const checkout = createHash("sha256").update(ROOT).digest("hex").slice(0, 12);
   const base = baseDir();
+  const kysely = bundledKysely(esbuild, base);
+  hash.update(`\0${kysely}`);
   const out = join(base, `${checkout}-${hash.digest("hex").slice(0, 32)}`);
   const main = join(out, "cli", "main.js");
   if (statSync(main, { throwIfNoEntry: false })) return main;
@@ -93,7 +98,10 @@ export function devBuild() {
     }
     // ESM by package.json, and the checkout's dependencies found from here as from dist/.
     writeFileSync(join(tmp, "package.json"), '{ "type": "module", "private": true }\n');
-    symlinkSync(join(ROOT, "node_modules"), join(tmp, "node_modules"), "dir");
+    mkdirSync(join(tmp, "node_modules"));
+    for (const name of readdirSync(NODE_MODULES))
+      if (name !== "kysely") symlinkSync(join(NODE_MODULES, name), join(tmp, "node_modules", name));
+    symlinkSync(kysely, join(tmp, "node_modules", "kysely"), "dir");
     try {
       renameSync(tmp, out);
     } catch (e) {
@@ -104,6 +112,40 @@ export function devBuild() {
   }
   removeOldBuilds(base, checkout, out);
   return main;
+}
+
+/** kysely as one ESM file (built once per kysely version and this script); returns its package directory. */
+function bundledKysely(esbuild, base) {
+  const manifest = readFileSync(join(NODE_MODULES, "kysely", "package.json"));
+  const version = JSON.parse(manifest.toString("utf8")).version;
+  const key = createHash("sha256")
+    .update(manifest)
+    .update(readFileSync(fileURLToPath(import.meta.url)))
+    .digest("hex")
+    .slice(0, 16);
+  const dir = join(base, `kysely-${version}-${key}`);
+  if (statSync(join(dir, "index.js"), { throwIfNoEntry: false })) return dir;
+  const tmp = mkdtempSync(`${dir}.tmp-`);
+  try {
+    esbuild.buildSync({
+      stdin: { contents: 'export * from "kysely";', resolveDir: ROOT, sourcefile: "kysely-bundle.mjs" },
+      bundle: true,
+      format: "esm",
+      platform: "node",
+      target: "node20",
+      outfile: join(tmp, "index.js"),
+      logLevel: "error",
+    });
+    writeFileSync(join(tmp, "package.json"), JSON.stringify({ name: "kysely", version, type: "module", exports: { ".": "./index.js" } }));
+    try {
+      renameSync(tmp, dir);
+    } catch (e) {
+      if (!statSync(join(dir, "index.js"), { throwIfNoEntry: false })) throw e;
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  return dir;
 }
 
 function removeOldBuilds(base, checkout, current) {
