@@ -114,6 +114,11 @@ export function devBuild() {
   return main;
 }
 
+/** The package directory of kysely bundled into one ESM file (scripts/test-kysely.mjs imports it for the test processes). */
+export function kyselyBundle() {
+  return bundledKysely(loadEsbuild(), baseDir());
+}
+
 /** kysely as one ESM file (built once per kysely version and this script); returns its package directory. */
 function bundledKysely(esbuild, base) {
   const manifest = readFileSync(join(NODE_MODULES, "kysely", "package.json"));
