@@ -109,7 +109,7 @@ export async function run(
   }
 }
 
-/** `node bin/fleetpki.js ARGS` as a child process. */
+/** The fleetpki CLI (helpers.ts CLI: compiled from the current src/) as a child process. */
 export function spawnCli(name: string, args: readonly string[], options: SpawnOptions = {}): Proc {
   return spawnProc(name, process.execPath, [CLI, ...args], options);
 }

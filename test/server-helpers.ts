@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as x509 from "@peculiar/x509";
 import { parse, stringify } from "yaml";
+import type { Clock } from "../src/authority/clock.js";
 import { silentLogger } from "../src/log.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
 import type { RunResult } from "./helpers.js";
@@ -35,9 +36,18 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/** Starts the registration server on 127.0.0.1 with a free port; close() is idempotent. */
-export async function startTestServer(dir: string): Promise<TestServer> {
-  const server = await startFleetServer({ dir, registrationListen: "127.0.0.1:0", statusListen: "127.0.0.1:0", logger: silentLogger });
+/**
+ * Starts the registration server on 127.0.0.1 with a free port; close() is idempotent. `clock`
+ * (e.g. test/support/clock.ts ManualClock) is the authority's time: tests of expiry move it.
+ */
+export async function startTestServer(dir: string, options: { clock?: Clock } = {}): Promise<TestServer> {
+  const server = await startFleetServer({
+    dir,
+    registrationListen: "127.0.0.1:0",
+    statusListen: "127.0.0.1:0",
+    logger: silentLogger,
+    clock: options.clock,
+  });
   let closed: Promise<void> | undefined;
   return {
     server,
