@@ -114,7 +114,7 @@ export function devBuild() {
   return main;
 }
 
-/** The package directory of kysely bundled into one ESM file (scripts/test-kysely.mjs imports it for the test processes). */
+/** The package directory of kysely, bundled into one ESM file for the CLI the tests spawn. */
 export function kyselyBundle() {
   return bundledKysely(loadEsbuild(), baseDir());
 }
