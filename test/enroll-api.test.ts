@@ -28,12 +28,12 @@ import {
   pool,
   postJson,
   rootPemPath,
-  sleep,
   startTestServer,
   type ClientKey,
   type HttpResult,
   type TestServer,
 } from "./server-helpers.js";
+import { ManualClock } from "./support/clock.js";
 import { sqliteStore } from "./support/sqlite.js";
 
 type TempFleet = Awaited<ReturnType<typeof tempFleet>>;
@@ -952,6 +952,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
     let f: TempFleet;
     let server: TestServer | undefined;
     let ca: string;
+    const clock = new ManualClock();
     const devices: Record<string, { issued: Issued; key: ClientKey }> = {};
     const api = (path: string) => `${server!.url}${path}`;
 
@@ -968,7 +969,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       assert.equal(r.status, 200, r.text);
       const body = r.json();
       assert.equal(typeof body.nonce, "string");
-      const ttl = new Date(body.expires_at).getTime() - Date.now();
+      const ttl = new Date(body.expires_at).getTime() - clock.now().getTime();
       assert.ok(ttl > 4 * 60_000 && ttl <= 5 * 60_000 + 1000, `nonce valid for 5 minutes (${ttl} ms)`);
       return body.nonce;
     }
@@ -983,7 +984,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       const ids = ["exp-ok", "exp-revoked", "exp-late"];
       const tokens: Record<string, string> = {};
       for (const id of ids) tokens[id] = await deviceWithToken(f.fleet, id);
-      server = await startTestServer(f.dir);
+      server = await startTestServer(f.dir, { clock });
       for (const id of ids) {
         const { key, csr } = await makeCsr(id);
         const issued = assertIssued(
@@ -992,7 +993,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
           id,
           key,
         );
-        const lifetime = new Date(issued.not_after).getTime() - Date.now();
+        const lifetime = new Date(issued.not_after).getTime() - clock.now().getTime();
         assert.ok(lifetime > 10_000 && lifetime <= 20_000, `validity.device 20s gives ~20 s (${lifetime} ms)`);
         devices[id] = { issued, key };
       }
@@ -1001,9 +1002,10 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
         .set({ status: "revoked", revoked_at: new Date().toISOString(), revocation_reason: "superseded" })
         .where("serial", "=", devices["exp-revoked"]!.issued.serial)
         .execute();
-      // Wait until every certificate has expired (plus a margin for second-granular notAfter).
+      // Every certificate expires (plus a margin for second-granular notAfter): the server's clock
+      // moves on, nothing waits. TLS still sees them valid (real time); the server's own expiry check answers.
       const last = Math.max(...Object.values(devices).map((d) => new Date(d.issued.not_after).getTime()));
-      await sleep(last - Date.now() + 1_500);
+      clock.set(last + 1_500);
     });
     after(async () => {
       await server?.close();
@@ -1024,7 +1026,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       "challenge + signed proof within the grace -> 200; the same request again -> the same certificate; a " + "bad signature -> 401",
       async () => {
         const { issued, key: oldKey } = devices["exp-ok"]!;
-        assert.ok(Date.now() > new Date(issued.not_after).getTime(), "the certificate has expired");
+        assert.ok(clock.now().getTime() > new Date(issued.not_after).getTime(), "the certificate has expired");
 
         // A bad signature (made with a different key) -> 401, and the nonce is not spent by it.
         const nonce = await challenge("exp-ok");
@@ -1051,7 +1053,7 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
         const good = { certificate: issued.certificate, csr: csr.pem, nonce, signature: proof(oldKey, "exp-ok", nonce, csr.der) };
         const renewed = assertIssued(await postJson(api("/api/v1/renew/expired"), good, { ca }), f.dir, "exp-ok", newKey);
         assert.notEqual(renewed.serial, issued.serial);
-        assert.ok(new Date(renewed.not_after).getTime() > Date.now());
+        assert.ok(new Date(renewed.not_after).getTime() > clock.now().getTime());
 
         // Sent again (the answer was lost): the renewal already issued, not a second one.
         const again = assertIssued(await postJson(api("/api/v1/renew/expired"), good, { ca }), f.dir, "exp-ok", newKey);
@@ -1097,9 +1099,9 @@ describe("JSON enrollment API over HTTPS", { concurrency: true }, () => {
       editConfig(f.dir, (doc) => {
         doc.renewal.after_expiry_grace = "1s";
       });
-      server = await startTestServer(f.dir);
+      server = await startTestServer(f.dir, { clock });
       const { issued, key } = devices["exp-late"]!;
-      assert.ok(Date.now() > new Date(issued.not_after).getTime() + 1_000, "expired more than 1 s ago");
+      assert.ok(clock.now().getTime() > new Date(issued.not_after).getTime() + 1_000, "expired more than 1 s ago");
       const nonce = await challenge("exp-late");
       const { csr } = await makeCsr("exp-late");
       const r = await postJson(

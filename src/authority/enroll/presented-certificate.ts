@@ -50,11 +50,24 @@ export async function assertIssuerActive(fleet: FleetServices, caId: string): Pr
 }
 
 export function assertVerified(cert: ClientCertificate, what: string): void {
-  if (cert.verificationError === "CERT_HAS_EXPIRED")
-    throw new NotPermitted(
-      "certificate-expired",
-      `${what} has expired; renew with /api/v1/renew/expired within the grace period, or re-enroll`,
-    );
+  if (cert.verificationError === "CERT_HAS_EXPIRED") throw expired(what);
   if (cert.verificationError)
     throw new AuthenticationFailed("certificate-unknown", `${what} does not verify against the fleet root (${cert.verificationError})`);
+}
+
+/**
+ * The validity period by the fleet's clock. TLS checks it too, on the machine's time; the domain
+ * decides by its own clock, so both agree when the clock is the machine's and tests can move it.
+ */
+export function assertCurrent(known: KnownCertificate, now: Date, what: string): void {
+  if (now.getTime() > known.parsed.notAfter.getTime()) throw expired(what);
+  if (now.getTime() < known.parsed.notBefore.getTime())
+    throw new AuthenticationFailed("certificate-unknown", `${what} is not valid yet (from ${known.parsed.notBefore.toISOString()})`);
+}
+
+function expired(what: string): NotPermitted {
+  return new NotPermitted(
+    "certificate-expired",
+    `${what} has expired; renew with /api/v1/renew/expired within the grace period, or re-enroll`,
+  );
 }

@@ -15,6 +15,7 @@ import {
 import { factoryAlreadyEnrolled, type IssueCondition } from "../../issue/conditions.js";
 import { issued, type Provisioner } from "../provisioner.js";
 import {
+  assertCurrent,
   assertIssuerActive,
   assertNotRevoked,
   assertVerified,
@@ -41,6 +42,8 @@ export async function enrollWithFactoryCertificate(fleet: FleetServices, req: Fa
       "wrong-issuer",
       "only certificates from a local (factory) CA can enroll; operational certificates renew at /renew",
     );
+  const now = req.now ?? fleet.clock.now();
+  assertCurrent(known, now, "the factory certificate");
   assertNotRevoked(known);
   // As for renewal: a factory certificate for a key the policy refuses proves nothing over TLS.
   certificateKey(known.parsed.spki, known.row.serial);
@@ -48,7 +51,6 @@ export async function enrollWithFactoryCertificate(fleet: FleetServices, req: Fa
   if (req.deviceId !== undefined && req.deviceId !== known.deviceId)
     throw new NotPermitted("identity-mismatch", `the factory certificate belongs to "${known.deviceId}", not "${req.deviceId}"`);
   const key = await keyFromCsr(req.csr);
-  const now = req.now ?? fleet.clock.now();
   const attempt = async (): Promise<DeviceCertificate> => {
     // A factory certificate enrolls its device once: a copied bundle must not mint certificates
     // for its year of life. Checked before signing; the condition settles racing requests.

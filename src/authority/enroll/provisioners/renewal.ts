@@ -4,6 +4,7 @@ import type { FleetServices } from "../../services.js";
 import { certificateKey, keyFromCsr, type DeviceCertificate } from "../../issue/issuance.js";
 import { issued, type Provisioner } from "../provisioner.js";
 import {
+  assertCurrent,
   assertIssuerActive,
   assertNotRevoked,
   assertVerified,
@@ -21,12 +22,13 @@ export async function renewWithCertificate(
   const known = await lookupCertificate(fleet, req.clientCertificate.der);
   if (known.row.kind !== "device")
     throw new NotPermitted("wrong-issuer", "only operational device certificates renew; factory certificates enroll");
+  const now = req.now ?? fleet.clock.now();
+  assertCurrent(known, now, "the client certificate");
   assertNotRevoked(known);
   // A key issued before the key policy existed may be one whose TLS signature anyone can forge.
   certificateKey(known.parsed.spki, known.row.serial);
   await assertIssuerActive(fleet, known.row.issuer_ca);
   const key = await keyFromCsr(req.csr);
-  const now = req.now ?? fleet.clock.now();
   return renewOnce(fleet, known, key, { now, context: sourceContext(req.source, { renews: known.row.serial }) });
 }
 
