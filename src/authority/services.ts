@@ -83,7 +83,7 @@ export class FleetServices {
   }
 
   async caRecord(id: string): Promise<CaTable> {
-    const row = await this.store.ops.certificates.ca(id);
+    const row = await this.store.ops.cas.get(id);
     if (!row) throw new UnknownCa(id);
     return row;
   }

@@ -27,7 +27,7 @@ export async function lookupCertificate(fleet: FleetServices, der: Buffer): Prom
   } catch {
     throw new AuthenticationFailed("certificate-unknown", "the client certificate cannot be parsed");
   }
-  const row = await fleet.store.ops.enrollment.certificate(parsed.serialHex);
+  const row = await fleet.store.ops.certificates.bySerial(parsed.serialHex);
   if (!row || !Buffer.from(row.der).equals(der) || !row.device_id)
     throw new AuthenticationFailed("certificate-unknown", "the client certificate was not issued to a device of this fleet");
   const expected = deviceSpiffeId(fleet.domain, row.device_id);

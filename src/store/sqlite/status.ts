@@ -1,17 +1,7 @@
 // StatusOperations on SQLite (Kysely).
 import { sql } from "kysely";
-import type { CaTable, CertificateTable, CrlTable, DeviceTable } from "../schema.js";
-import type {
-  CrlEntryRow,
-  DeviceStatusRow,
-  OcspIssuerRow,
-  RevocableCertificateRow,
-  StatusCaRow,
-  StatusCertificateRow,
-  StatusOperations,
-  StatusSnapshot,
-  StoredStatus,
-} from "../operations/status.js";
+import type { CertificateTable, CrlTable, DeviceTable } from "../schema.js";
+import type { CrlEntryRow, StatusCertificateRow, StatusOperations, StatusSnapshot, StoredStatus } from "../operations/status.js";
 import type { Tx } from "../store.js";
 
 const twoDigits = (s: string, i: number): number => (s.charCodeAt(i) - 48) * 10 + s.charCodeAt(i + 1) - 48;
@@ -31,10 +21,6 @@ function storedTimeSecondMs(iso: string): number {
 export class SqliteStatusOperations implements StatusOperations {
   constructor(private readonly db: Tx) {}
 
-  device(deviceId: string): Promise<DeviceStatusRow | undefined> {
-    return this.db.selectFrom("devices").select(["id", "status"]).where("id", "=", deviceId).executeTakeFirst();
-  }
-
   deviceCertificates(
     deviceId: string,
     filter: { statuses: readonly CertificateTable["status"][]; unexpiredAt?: string },
@@ -46,22 +32,6 @@ export class SqliteStatusOperations implements StatusOperations {
       .where("status", "in", [...filter.statuses]);
     if (filter.unexpiredAt !== undefined) q = q.where("not_after", ">", filter.unexpiredAt);
     return q.execute();
-  }
-
-  certificate(serial: string): Promise<RevocableCertificateRow | undefined> {
-    return this.db
-      .selectFrom("certificates")
-      .select(["serial", "issuer_ca", "status", "kind", "subject_id"])
-      .where("serial", "=", serial)
-      .executeTakeFirst();
-  }
-
-  ca(caId: string): Promise<StatusCaRow | undefined> {
-    return this.db.selectFrom("cas").select(["id", "role", "status", "serial", "key_file"]).where("id", "=", caId).executeTakeFirst();
-  }
-
-  async caIds(): Promise<string[]> {
-    return (await this.db.selectFrom("cas").select("id").orderBy("id").execute()).map((c) => c.id);
   }
 
   async setCertificateStatus(
@@ -78,10 +48,6 @@ export class SqliteStatusOperations implements StatusOperations {
 
   async setDeviceStatus(deviceId: string, status: DeviceTable["status"], at: string): Promise<void> {
     await this.db.updateTable("devices").set({ status, updated_at: at }).where("id", "=", deviceId).execute();
-  }
-
-  async setCaStatus(caId: string, status: CaTable["status"]): Promise<void> {
-    await this.db.updateTable("cas").set({ status }).where("id", "=", caId).execute();
   }
 
   async closeEnrollment(deviceId: string, at: string, actor: string): Promise<void> {
@@ -154,10 +120,6 @@ export class SqliteStatusOperations implements StatusOperations {
       out.push(rows[0]);
     }
     return out;
-  }
-
-  ocspIssuers(): Promise<OcspIssuerRow[]> {
-    return this.db.selectFrom("cas").select(["id", "status", "certificate_pem"]).execute();
   }
 
   async statusSnapshot(): Promise<StatusSnapshot> {

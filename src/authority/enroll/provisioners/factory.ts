@@ -33,7 +33,8 @@ export interface FactoryEnrollment {
   now?: Date;
 }
 
-export async function enrollWithFactoryCertificate(fleet: FleetServices, req: FactoryEnrollment): Promise<DeviceCertificate> {
+/** Not exported: reached through factoryProvisioner, after the switch (enrollment.ts). */
+async function factoryEnrollment(fleet: FleetServices, req: FactoryEnrollment): Promise<DeviceCertificate> {
   assertVerified(req.clientCertificate, "the factory certificate");
   const known = await lookupCertificate(fleet, req.clientCertificate.der);
   if (known.row.kind !== "factory")
@@ -96,7 +97,7 @@ async function factoryRetryAnswer(
   now: Date,
 ): Promise<DeviceCertificate | undefined> {
   if (previous.factory_serial !== factorySerial) return undefined;
-  const row = await fleet.store.ops.enrollment.certificate(previous.certificate_serial);
+  const row = await fleet.store.ops.certificates.bySerial(previous.certificate_serial);
   if (!row || row.status !== "valid" || row.not_after <= now.toISOString()) return undefined;
   if (!parseCertificate(Buffer.from(row.der)).spki.equals(key.spki)) return undefined;
   return recordedDeviceCertificate(fleet, row, key.keyType);
@@ -121,6 +122,6 @@ export const factoryProvisioner: Provisioner = {
   failureVia: (transport) => `${transport}-factory`,
   async run(fleet, r, { now }) {
     const { clientCertificate, deviceId, csr, source } = r;
-    return issued(await enrollWithFactoryCertificate(fleet, { clientCertificate: clientCertificate!, deviceId, csr, source, now }));
+    return issued(await factoryEnrollment(fleet, { clientCertificate: clientCertificate!, deviceId, csr, source, now }));
   },
 };

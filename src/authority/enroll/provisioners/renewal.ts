@@ -13,10 +13,15 @@ import {
 import { renewOnce } from "../renew-once.js";
 import { sourceContext, type RequestSource } from "../request-source.js";
 
-export async function renewWithCertificate(
-  fleet: FleetServices,
-  req: { clientCertificate: ClientCertificate; csr: Buffer | string; source: RequestSource; now?: Date },
-): Promise<DeviceCertificate> {
+export interface MtlsRenewal {
+  clientCertificate: ClientCertificate;
+  csr: Buffer | string;
+  source: RequestSource;
+  now?: Date;
+}
+
+/** Not exported: reached through renewalProvisioner (enrollment.ts). */
+async function mtlsRenewal(fleet: FleetServices, req: MtlsRenewal): Promise<DeviceCertificate> {
   assertVerified(req.clientCertificate, "the client certificate");
   const known = await lookupCertificate(fleet, req.clientCertificate.der);
   if (known.row.kind !== "device")
@@ -39,6 +44,6 @@ export const renewalProvisioner: Provisioner = {
   presents: (r) => r.clientCertificate !== undefined,
   failureVia: (transport) => (transport === "est" ? "est-reenroll" : `${transport}-renew`),
   async run(fleet, r, { now }) {
-    return issued(await renewWithCertificate(fleet, { clientCertificate: r.clientCertificate!, csr: r.csr, source: r.source, now }));
+    return issued(await mtlsRenewal(fleet, { clientCertificate: r.clientCertificate!, csr: r.csr, source: r.source, now }));
   },
 };
