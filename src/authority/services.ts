@@ -153,6 +153,13 @@ export class FleetServices {
     for (const key of [...this.templates.keys()]) if (key.startsWith(`${id}/`)) this.templates.delete(key);
   }
 
+  /** Forgets every CA (see forgetCa): a CA may have been revoked, which one is unknown. */
+  forgetAllCas(): void {
+    this.issuers.clear();
+    this.chains.clear();
+    this.templates.clear();
+  }
+
   async close(): Promise<void> {
     await this.recorderInstance?.close();
     await this.store.close();

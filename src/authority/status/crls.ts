@@ -171,6 +171,13 @@ export class CrlPublisher {
     return Promise.allSettled(caIds.map((id) => this.refresh(id)));
   }
 
+  /** Something changed that cannot be attributed to a CA (an audit row that cannot be read): re-sign every CRL now. */
+  markAllChanged(): Promise<unknown> {
+    // The CRLs served so far are marked at once: no request after this call gets the old one.
+    for (const id of this.current.keys()) this.changed.add(id);
+    return crlCaIds(this.fleet).then((ids) => this.markChanged(ids));
+  }
+
   private async refreshDue(): Promise<void> {
     const now = this.fleet.clock.now();
     const cas = await crlCaIds(this.fleet);
