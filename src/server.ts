@@ -98,7 +98,11 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
     closers.push(() => changes.stop());
     // Loaded after the feed started, so no event falls between the two; the status listener's parts join below.
     certificateStatus = await CertificateStatus.load(fleet);
-    const followers: StatusFollowers = { status: certificateStatus };
+    const followers: StatusFollowers = {
+      status: certificateStatus,
+      onUnreadableChange: ({ seq, action, problem }) =>
+        logger.warn({ seq, action, problem }, "an audit row of a status change cannot be read; re-signing every CRL, OCSP cache dropped"),
+    };
     followStatusChanges(fleet, changes, followers);
     // Signed checkpoints of the audit log: one now (an older fleet gets its audit key), then every interval, and at stop.
     const checkpoints = new CheckpointSchedule(fleet, parseDuration(fleet.config.audit.checkpoint_interval), (e) =>

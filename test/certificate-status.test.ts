@@ -10,9 +10,10 @@ import { addDevice } from "../src/authority/devices.js";
 import { InvalidArgument } from "../src/authority/errors.js";
 import { issueDeviceCertificate, type DeviceCertificate } from "../src/authority/issue/issuance.js";
 import { CertificateStatus, type CertificateAnswer } from "../src/authority/status/certificate-status.js";
-import { revokeCertificate } from "../src/authority/status/revocation.js";
+import { revokeCertificate, revokeDevice } from "../src/authority/status/revocation.js";
 import { silentLogger } from "../src/log.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
+import { fromPem } from "../src/x509/pem.js";
 import { assertOk, cliAsync, opensslCsr, tempDir, tempFleet } from "./helpers.js";
 import { ManualClock } from "./support/clock.js";
 
@@ -165,6 +166,27 @@ describe("CertificateStatus: answers from memory, kept current by the change fee
       assert.equal(status().device("st-d").status, "active");
     } finally {
       clock.advance(-400 * DAY);
+    }
+  });
+
+  it("an expired certificate is expired at the injected clock's now, never good, a revoked device's included", async () => {
+    await addDevice(f.fleet, { id: "st-exp", actor: "test" });
+    const cert = await issue("st-exp");
+    await server.changes.poll();
+    const der = fromPem(cert.certificatePem, ["CERTIFICATE"]);
+    assert.equal(bySerial(cert).status, "good");
+    clock.advance(31 * DAY); // past the 30-day leaf
+    try {
+      assert.equal(bySerial(cert).status, "expired");
+      assert.equal(status().certificate({ der }).status, "expired");
+      // Revocation leaves an expired certificate's row alone: it must not read as good through the device's revocation.
+      await revokeDevice(server.fleet, { deviceId: "st-exp", reason: "keyCompromise", actor: "test" });
+      await server.changes.poll();
+      assert.equal(status().device("st-exp").status, "revoked");
+      assert.equal(bySerial(cert).status, "expired");
+      assert.equal(status().certificate({ der }).status, "expired");
+    } finally {
+      clock.advance(-31 * DAY);
     }
   });
 

@@ -209,26 +209,40 @@ describe("statusReaction: which CRLs to re-sign and which CAs to forget", () => 
       decode("certificate.revoke", "certificate:05", { reason: "superseded", serials: ["05"], cas: ["operators"] }, 5),
     ];
     assert.ok(events.every(isStatusChange));
-    assert.deepEqual(statusReaction(events), { crls: ["devices", "local-x", "operators", "root"], revokedCas: ["local-x"] });
+    assert.deepEqual(statusReaction(events), {
+      crls: ["devices", "local-x", "operators", "root"],
+      revokedCas: ["local-x"],
+      unreadable: [],
+    });
   });
 
-  it("events that change no certificate's status, and unreadable rows, re-sign nothing", () => {
+  it("events that change no certificate's status re-sign nothing; an unreadable status change is reported as one", () => {
     const events = [
       decode("device.add", "device:a", { group: null }, 1),
       decode("certificate.issue", "device:a", { serial: "01", issuer: "devices", kind: "device", not_after: AT }, 2),
       decode("ca.create", "ca:local-y", { serial: "02", issuer: "root", not_after: AT }, 3),
       decode("token.create", "device:a", { token_id: "t" }, 4),
-      // A status action whose details cannot be read names no CAs it could be trusted for.
+      // A status action whose details cannot be read names no CAs it could be trusted for: it is
+      // reported as unreadable (followStatusChanges then re-signs every CRL), never as these CAs.
       decode("device.revoke", "device:a", "{broken", 5),
+      decode("certificate.revoke", "certificate:06", { reason: "superseded", serials: "06", cas: ["operators"] }, 6),
     ];
     assert.ok(!events.some(isStatusChange));
-    assert.deepEqual(statusReaction(events), { crls: [], revokedCas: [] });
+    assert.deepEqual(statusReaction(events), {
+      crls: [],
+      revokedCas: [],
+      unreadable: [
+        { seq: 5, action: "device.revoke", problem: "details are not JSON" },
+        { seq: 6, action: "certificate.revoke", problem: "certificate.revoke certificate:06: details.serials is not a list of strings" },
+      ],
+    });
   });
 
   it("a device revoked with no unexpired certificates changes no CRL (an empty cas list)", () => {
     assert.deepEqual(statusReaction([decode("device.revoke", "device:a", { reason: "unspecified", serials: [], cas: [] }, 1)]), {
       crls: [],
       revokedCas: [],
+      unreadable: [],
     });
   });
 });

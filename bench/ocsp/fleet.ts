@@ -196,7 +196,10 @@ export async function makeCrlFleet(dir: string, sampleDer: Buffer, count: number
           created_at: notBefore,
         };
         const details = { serial, issuer: "devices", kind: "device", not_before: notBefore, not_after: row.not_after };
-        items.push({ row, audit: { actor: ACTOR, action: "certificate.issue", subject: `device:${row.subject_id}`, details } });
+        items.push({
+          row,
+          audit: { actor: ACTOR, action: "certificate.issue", subject: `device:${row.subject_id}`, details, at: new Date(notBefore) },
+        });
       }
       const refused = (await fleet.store.ops.certificates.record(items)).filter((r) => r !== undefined);
       check(refused.length === 0, `the recorder refused ${refused.length} CRL rows: ${refused[0]?.refused}`);

@@ -12,7 +12,8 @@ export interface AuditEvent {
   action: string;
   subject: string;
   details?: Record<string, unknown>;
-  at?: Date;
+  /** When it happened: the fleet clock's time (FleetServices.clock), never read here. */
+  at: Date;
 }
 
 export type AuditRecord = AuditLogTable;
@@ -62,7 +63,7 @@ export function chainAudit(head: AuditHead | undefined, events: readonly AuditEv
     seq += 1;
     const base = {
       seq,
-      at: (e.at ?? new Date()).toISOString(),
+      at: e.at.toISOString(),
       actor: e.actor,
       action: e.action,
       subject: e.subject,

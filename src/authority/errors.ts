@@ -8,14 +8,18 @@ export abstract class AuthorityError extends Error {
   }
 }
 
-export class CsrInvalid extends AuthorityError {
-  readonly code = "csr-invalid";
+/** An AuthorityError that also says why, as a short machine-readable reason. */
+export abstract class ReasonedError<Reason extends string = string> extends AuthorityError {
   constructor(
-    readonly reason: string,
+    readonly reason: Reason,
     message: string,
   ) {
     super(message);
   }
+}
+
+export class CsrInvalid extends ReasonedError {
+  readonly code = "csr-invalid";
 }
 export class KeyTypeNotAllowed extends AuthorityError {
   readonly code = "key-type-not-allowed";
@@ -76,40 +80,30 @@ export class CeremonyError extends AuthorityError {
 }
 
 /** Credentials missing or wrong (token, client certificate); transports answer 401. */
-export class AuthenticationFailed extends AuthorityError {
+export class AuthenticationFailed extends ReasonedError<
+  | "token-invalid"
+  | "token-expired"
+  | "token-used"
+  | "credentials-required"
+  | "certificate-required"
+  | "certificate-unknown"
+  | "proof-invalid"
+  | "nonce-invalid"
+> {
   readonly code = "authentication-failed";
-  constructor(
-    readonly reason:
-      | "token-invalid"
-      | "token-expired"
-      | "token-used"
-      | "credentials-required"
-      | "certificate-required"
-      | "certificate-unknown"
-      | "proof-invalid"
-      | "nonce-invalid",
-    message: string,
-  ) {
-    super(message);
-  }
 }
 /** A valid identity that may not do this; transports answer 403. */
-export class NotPermitted extends AuthorityError {
+export class NotPermitted extends ReasonedError<
+  | "certificate-revoked"
+  | "certificate-expired"
+  | "wrong-issuer"
+  | "provisioner-disabled"
+  | "enrollment-denied"
+  | "identity-mismatch"
+  | "key-mismatch"
+  | "factory-already-enrolled"
+> {
   readonly code = "not-permitted";
-  constructor(
-    readonly reason:
-      | "certificate-revoked"
-      | "certificate-expired"
-      | "wrong-issuer"
-      | "provisioner-disabled"
-      | "enrollment-denied"
-      | "identity-mismatch"
-      | "key-mismatch"
-      | "factory-already-enrolled",
-    message: string,
-  ) {
-    super(message);
-  }
 }
 export class ReEnrollRequired extends AuthorityError {
   readonly code = "re-enroll-required";

@@ -83,7 +83,7 @@ export class FleetServices {
   }
 
   async caRecord(id: string): Promise<CaTable> {
-    const row = await this.store.ops.certificates.ca(id);
+    const row = await this.store.ops.cas.get(id);
     if (!row) throw new UnknownCa(id);
     return row;
   }
@@ -151,6 +151,13 @@ export class FleetServices {
     this.issuers.delete(id);
     this.chains.delete(id);
     for (const key of [...this.templates.keys()]) if (key.startsWith(`${id}/`)) this.templates.delete(key);
+  }
+
+  /** Forgets every CA (see forgetCa): a CA may have been revoked, which one is unknown. */
+  forgetAllCas(): void {
+    this.issuers.clear();
+    this.chains.clear();
+    this.templates.clear();
   }
 
   async close(): Promise<void> {

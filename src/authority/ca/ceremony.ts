@@ -239,6 +239,15 @@ export interface ImportedIntermediate {
   file: string;
 }
 
+/** A PEM certificate file, read and parsed; `fail` turns what went wrong into the caller's error. */
+export function readCertificateFile(file: string, fail: (problem: string) => Error): ParsedCertificate {
+  try {
+    return parseCertificate(fromPem(readFileSync(file, "utf8"), ["CERTIFICATE"]));
+  } catch (e) {
+    throw fail(`not a readable certificate: ${(e as Error).message}`);
+  }
+}
+
 /** Matches each signed certificate to a pending request by public key and checks it chains to our root. */
 export function matchSignedIntermediates(
   fleet: FleetServices,
@@ -252,14 +261,8 @@ export function matchSignedIntermediates(
   const rootKey = createPublicKey({ key: parseCertificate(rootDer).spki, format: "der", type: "spki" });
   const rootCert = parseCertificate(rootDer);
   return files.map((file) => {
-    let der: Buffer;
-    let cert: ParsedCertificate;
-    try {
-      der = fromPem(readFileSync(file, "utf8"), ["CERTIFICATE"]);
-      cert = parseCertificate(der);
-    } catch (e) {
-      throw new CeremonyError(`${file}: not a readable certificate: ${(e as Error).message}`);
-    }
+    const cert = readCertificateFile(file, (problem) => new CeremonyError(`${file}: ${problem}`));
+    const der = cert.der;
     const match = pending.find((p) => p.spki.equals(cert.spki));
     if (!match) throw new CeremonyError(`${basename(file)}: no pending request in ${layout.ceremonyDir}/ has this public key`);
     if (!cert.issuer.equals(rootCert.subject)) throw new CeremonyError(`${basename(file)}: not issued by this fleet's root CA`);

@@ -1,6 +1,6 @@
 // `fleetpki init`: the CA hierarchy, server and admin certificates, configuration and database,
 // created together; on any failure nothing is left behind.
-import { chmodSync, existsSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { chmodSync, existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { hostname, networkInterfaces } from "node:os";
 import { dirname, join } from "node:path";
@@ -10,13 +10,13 @@ import { ensurePrivateDir, writeFileAtomic } from "../../keys/files.js";
 import { generateKey, publicSpki, writePrivateKey } from "../../keys/keys.js";
 import { openStore } from "../../store/store.js";
 import { CA_KEY_TYPES, signatureSchemeFor, type CaKeyType } from "../../x509/algorithms.js";
-import { parseCertificate, subjectPublicKeyOf, type ParsedCertificate } from "../../x509/certificate.js";
+import { subjectPublicKeyOf } from "../../x509/certificate.js";
 import { fromPem, toPem } from "../../x509/pem.js";
 import { buildRootCertificate, deviceDnsZone, inDeviceDnsZone, operatorSpiffeId } from "../../x509/profiles.js";
 import type { GeneralName } from "../../x509/extensions.js";
 import { checkpointAfter, ensureAuditKey } from "../audit-checkpoints.js";
 import { caSubjectFor, createIntermediate, recordCa, writeCaFiles } from "./cas.js";
-import { matchSignedIntermediates, pendingRequests, removeRequest } from "./ceremony.js";
+import { matchSignedIntermediates, pendingRequests, readCertificateFile, removeRequest } from "./ceremony.js";
 import { CeremonyError, FleetExists, InvalidArgument } from "../errors.js";
 import { FleetServices, databasePath } from "../services.js";
 import { systemClock, type Clock } from "../clock.js";
@@ -193,16 +193,9 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
 }
 
 function readRootCertificate(file: string): Buffer {
-  let der: Buffer;
-  let cert: ParsedCertificate;
-  try {
-    der = fromPem(readFileSync(file, "utf8"), ["CERTIFICATE"]);
-    cert = parseCertificate(der);
-  } catch (e) {
-    throw new InvalidArgument(`--root-cert ${file}: not a readable certificate: ${(e as Error).message}`);
-  }
+  const cert = readCertificateFile(file, (problem) => new InvalidArgument(`--root-cert ${file}: ${problem}`));
   if (!cert.issuer.equals(cert.subject)) throw new InvalidArgument(`--root-cert ${file}: not a self-signed root certificate`);
-  return der;
+  return cert.der;
 }
 
 export interface OwnLeaf {

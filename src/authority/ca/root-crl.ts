@@ -35,14 +35,16 @@ export const ROOT_CRL_REQUEST = join(layout.ceremonyDir, "root-crl.request.json"
 export async function writeRootCrlRequest(fleet: FleetServices, validity = OFFLINE_ROOT_CRL_VALIDITY): Promise<string> {
   parseDuration(validity);
   const now = fleet.clock.now().toISOString();
-  const stored = await fleet.store.ops.cas.crlNumber("root");
-  const rows = await fleet.store.ops.cas.revokedIssuedBy("root", now);
+  const stored = (await fleet.store.ops.status.storedCrl("root"))?.crl_number;
+  const listed = await fleet.store.ops.status.listCrlEntries("root", now);
   const request: RootCrlRequest = {
     fleetpki_crl_request: REQUEST_VERSION,
     domain: fleet.domain,
     crl_number: (stored ?? 0) + 1,
     validity,
-    entries: rows.map((r) => ({ serial: r.serial, revoked_at: r.revoked_at ?? now, reason: r.revocation_reason })),
+    entries: listed
+      .map((e) => ({ serial: e.serialHex, revoked_at: e.revokedAt.toISOString(), reason: e.reason || null }))
+      .sort((a, b) => (a.serial < b.serial ? -1 : a.serial > b.serial ? 1 : 0)),
   };
   ensurePrivateDir(fleet.path(layout.ceremonyDir));
   writeFileAtomic(fleet.path(ROOT_CRL_REQUEST), JSON.stringify(request, null, 2) + "\n");
@@ -134,10 +136,10 @@ export async function importCrl(
   const crlNumber = crl.crlNumber;
   const nextUpdate = crl.nextUpdate;
   await fleet.store.transaction(async (tx) => {
-    const stored = await tx.cas.crlNumber("root");
+    const stored = (await tx.status.storedCrl("root"))?.crl_number;
     if (stored !== undefined && BigInt(stored) >= crlNumber)
       throw new InvalidArgument(`${file}: CRL number ${crlNumber} is not newer than the stored ${stored}`);
-    await tx.cas.saveCrl({
+    await tx.status.storeCrl({
       ca_id: "root",
       crl_number: Number(crlNumber),
       this_update: crl.thisUpdate.toISOString(),

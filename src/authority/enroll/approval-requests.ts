@@ -21,7 +21,8 @@
 import { createHash, randomUUID } from "node:crypto";
 import type { AuditEvent } from "../../audit/log.js";
 import { parseDuration } from "../../config/duration.js";
-import type { EnrollmentOperations, RequestSummary } from "../../store/operations/enrollment.js";
+import type { RequestSummary } from "../../store/operations/enrollment.js";
+import type { Operations } from "../../store/operations.js";
 import type { EnrollmentRequestTable } from "../../store/schema.js";
 import { DeviceNotActive, InvalidArgument, TooManyRequests } from "../errors.js";
 import type { FleetServices } from "../services.js";
@@ -89,17 +90,19 @@ export async function fileApprovalRequest(
   };
   // Checked first without the write lock, so a flood of refused junk costs no write transaction;
   // checked again inside it, where the answer holds.
-  await planRequest(fleet.store.ops.enrollment, req.deviceId, source.group, cutoff);
+  await planRequest(fleet.store.ops, req.deviceId, source.group, cutoff);
   await fleet.store.transaction(async (tx) => {
     const events: AuditEvent[] = [];
     for (const r of await tx.enrollment.purgeExpiredRequests(cutoff))
       events.push(
-        decisionEvent(r, "enrollment.expire", "fleetpki", { reason: "nobody decided it within enrollment.approval_request_ttl" }),
+        decisionEvent(r, "enrollment.expire", "fleetpki", nowDate, { reason: "nobody decided it within enrollment.approval_request_ttl" }),
       );
-    const { evict } = await planRequest(tx.enrollment, req.deviceId, source.group, cutoff);
+    const { evict } = await planRequest(tx, req.deviceId, source.group, cutoff);
     if (evict) {
       await tx.enrollment.deletePendingRequest(evict.row.id);
-      events.push(decisionEvent(evict.row, "enrollment.evict", `approval:${req.deviceId}`, { reason: evict.reason, by_request: row.id }));
+      events.push(
+        decisionEvent(evict.row, "enrollment.evict", `approval:${req.deviceId}`, nowDate, { reason: evict.reason, by_request: row.id }),
+      );
     }
     await tx.enrollment.insertRequest(row);
     events.push({
@@ -107,6 +110,7 @@ export async function fileApprovalRequest(
       action: "enrollment.request",
       subject: `device:${req.deviceId}`,
       details: { request: row.id, source: row.source, key_type: key.keyType, key_fingerprint: fingerprint },
+      at: nowDate,
     });
     await tx.audit.append(events);
   });
@@ -131,16 +135,16 @@ function oldestOfBiggestGroup(rows: readonly RequestSummary[]): RequestSummary |
  * first); or says which waiting request it displaces (see the bounds above).
  */
 async function planRequest(
-  ops: EnrollmentOperations,
+  ops: Operations,
   deviceId: string,
   group: string | null,
   since: string,
 ): Promise<{ evict?: { row: RequestSummary; reason: string } }> {
-  const device = await ops.deviceStatus(deviceId);
+  const device = (await ops.devices.get(deviceId))?.status;
   if (device === "revoked") throw new DeviceNotActive(deviceId, device);
   const from = group ?? "an unknown source";
   const waiting = "already wait for an operator's decision";
-  const mine = await ops.pendingRequests({ since, deviceId });
+  const mine = await ops.enrollment.pendingRequests({ since, deviceId });
   const fromHere = mine.filter((r) => r.source_group === group).length;
   if (fromHere >= MAX_PENDING_PER_DEVICE_AND_SOURCE)
     throw new TooManyRequests(`${MAX_PENDING_PER_DEVICE_AND_SOURCE} enrollment requests for "${deviceId}" from ${from} ${waiting}`, 60);
@@ -157,13 +161,13 @@ async function planRequest(
   }
   // A registered device's first request from a full source still reaches the operator (see above).
   const exempt = fromHere === 0 && device === "active";
-  if (!exempt && (await ops.countPending({ since, sourceGroup: group })) >= MAX_PENDING_PER_SOURCE)
+  if (!exempt && (await ops.enrollment.countPending({ since, sourceGroup: group })) >= MAX_PENDING_PER_SOURCE)
     throw new TooManyRequests(`${MAX_PENDING_PER_SOURCE} enrollment requests from ${from} ${waiting}`, 60);
-  if (!evict && (await ops.countPending({ since })) >= MAX_PENDING) {
-    const biggest = await ops.biggestPendingGroup(since);
+  if (!evict && (await ops.enrollment.countPending({ since })) >= MAX_PENDING) {
+    const biggest = await ops.enrollment.biggestPendingGroup(since);
     if (!biggest || biggest.sourceGroup === group || biggest.count < 2)
       throw new TooManyRequests("too many enrollment requests are waiting for approval", 60);
-    const [oldest] = await ops.pendingRequests({ since, sourceGroup: biggest.sourceGroup });
+    const [oldest] = await ops.enrollment.pendingRequests({ since, sourceGroup: biggest.sourceGroup });
     evict = {
       row: oldest!,
       reason: `${MAX_PENDING} requests waited; a request from another source displaced the oldest of the source with the most`,
@@ -271,23 +275,31 @@ export async function decideRequest(fleet: FleetServices, req: DecideRequest): P
     const events: AuditEvent[] = [];
     let others: RequestSummary[] = [];
     if (req.approve) {
-      const device = await tx.enrollment.deviceStatus(req.deviceId);
+      const device = (await tx.devices.get(req.deviceId))?.status;
       if (device && device !== "active") throw new DeviceNotActive(req.deviceId, device);
       if (!device) {
-        await tx.enrollment.addDevice({
-          id: req.deviceId,
-          group_name: null,
-          labels: "{}",
-          status: "active",
-          created_at: now,
-          updated_at: now,
+        await tx.devices.add([
+          {
+            id: req.deviceId,
+            group_name: null,
+            labels: "{}",
+            status: "active",
+            created_at: now,
+            updated_at: now,
+          },
+        ]);
+        events.push({
+          actor: req.actor,
+          action: "device.add",
+          subject: `device:${req.deviceId}`,
+          details: { via: "approval" },
+          at: nowDate,
         });
-        events.push({ actor: req.actor, action: "device.add", subject: `device:${req.deviceId}`, details: { via: "approval" } });
       }
       others = pending.filter((r) => r.id !== chosen.id);
     }
     await tx.enrollment.decideRequests([chosen.id], { status: req.approve ? "approved" : "denied", at: now, by: req.actor });
-    events.push(decisionEvent(chosen, req.approve ? "enrollment.approve" : "enrollment.deny", req.actor));
+    events.push(decisionEvent(chosen, req.approve ? "enrollment.approve" : "enrollment.deny", req.actor, nowDate));
     if (others.length > 0) {
       await tx.enrollment.decideRequests(
         others.map((r) => r.id),
@@ -295,7 +307,7 @@ export async function decideRequest(fleet: FleetServices, req: DecideRequest): P
       );
       for (const other of others)
         events.push(
-          decisionEvent(other, "enrollment.deny", req.actor, {
+          decisionEvent(other, "enrollment.deny", req.actor, nowDate, {
             reason: "another request for the device was approved",
             approved_request: chosen.id,
           }),
@@ -306,12 +318,13 @@ export async function decideRequest(fleet: FleetServices, req: DecideRequest): P
   });
 }
 
-function decisionEvent(r: RequestSummary, action: string, actor: string, extra: Record<string, unknown> = {}): AuditEvent {
+function decisionEvent(r: RequestSummary, action: string, actor: string, at: Date, extra: Record<string, unknown> = {}): AuditEvent {
   return {
     actor,
     action,
     subject: `device:${r.device_id}`,
     details: { request: r.id, key_fingerprint: r.key_fingerprint, source: r.source, ...extra },
+    at,
   };
 }
 
@@ -339,7 +352,7 @@ export async function denyRequests(
       { status: "denied", at: now, by: req.actor },
     );
     const bulk = req.fromAddress !== undefined ? `all from ${req.fromAddress.trim()}` : "all of the device";
-    await tx.audit.append(rows.map((r) => decisionEvent(r, "enrollment.deny", req.actor, { bulk })));
+    await tx.audit.append(rows.map((r) => decisionEvent(r, "enrollment.deny", req.actor, nowDate, { bulk })));
     return rows.map((r) => toPending(fleet, r));
   });
 }

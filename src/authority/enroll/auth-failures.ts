@@ -91,6 +91,7 @@ export class AuthFailureLog {
     this.sources = new Map();
     this.overflow = undefined;
     if (tallies.length === 0) return;
+    const at = this.now();
     await this.fleet.store.transaction((tx) =>
       tx.audit.append(
         tallies.map((t) => ({
@@ -106,6 +107,7 @@ export class AuthFailureLog {
             first: t.first,
             last: t.last,
           },
+          at,
         })),
       ),
     );

@@ -9,17 +9,11 @@ import type { DeviceCertificate } from "../issue/issuance.js";
 import { AuthFailureLog } from "./auth-failures.js";
 import type { EnrollmentOperation, EnrollmentOutcome, EnrollmentRequest, Provisioner } from "./provisioner.js";
 import { PROVISIONERS } from "./provisioners/index.js";
-import { approvalProvisioner, enrollByApproval as approvalEnrollment, type ApprovalEnrollment } from "./provisioners/approval.js";
-import {
-  expiredRenewalProvisioner,
-  renewExpired as expiredRenewal,
-  renewalChallenge,
-  type ExpiredRenewal,
-} from "./provisioners/expired-renewal.js";
-import { FactoryRefusal, enrollWithFactoryCertificate as factoryEnrollment, factoryProvisioner } from "./provisioners/factory.js";
-import type { FactoryEnrollment } from "./provisioners/factory.js";
-import { renewWithCertificate as mtlsRenewal, renewalProvisioner } from "./provisioners/renewal.js";
-import { enrollWithToken as tokenEnrollment, tokenProvisioner, type TokenEnrollment } from "./provisioners/token.js";
+import { approvalProvisioner, type ApprovalEnrollment } from "./provisioners/approval.js";
+import { expiredRenewalProvisioner, renewalChallenge, type ExpiredRenewal } from "./provisioners/expired-renewal.js";
+import { FactoryRefusal, factoryProvisioner, type FactoryEnrollment } from "./provisioners/factory.js";
+import { renewalProvisioner, type MtlsRenewal } from "./provisioners/renewal.js";
+import { tokenProvisioner, type TokenEnrollment } from "./provisioners/token.js";
 import { FailureLimiter } from "./rate-limit.js";
 import { sourceKey, type RequestSource } from "./request-source.js";
 
@@ -28,7 +22,7 @@ export type { ClientCertificate } from "./presented-certificate.js";
 export type { RequestSource } from "./request-source.js";
 export { addressMatcher, sourceOf } from "./request-source.js";
 export { FactoryRefusal } from "./provisioners/factory.js";
-export { requestedDeviceId, type ApprovalOutcome } from "./provisioners/approval.js";
+export { requestedDeviceId } from "./provisioners/approval.js";
 export { EXPIRED_RENEWAL_LABEL, expiredRenewalMessage } from "./provisioners/expired-renewal.js";
 export {
   decideRequest,
@@ -178,30 +172,56 @@ export class Enrollment {
 }
 
 // ---- one method directly (the CLI, tests, benchmarks): the switch applies, the failure limits do not.
+// These are the only entries per method: provisioners/ export their Provisioner alone, so nothing
+// outside Enrollment and these functions can run a method without its fleetpki.yaml switch.
 
-export async function enrollWithToken(fleet: FleetServices, req: TokenEnrollment): Promise<DeviceCertificate> {
-  assertEnabled(fleet, tokenProvisioner);
-  return tokenEnrollment(fleet, req);
+/** Runs one provisioner for a request, after its switch. */
+async function runDirect(
+  fleet: FleetServices,
+  provisioner: Provisioner,
+  request: EnrollmentRequest,
+  credentialFirst = false,
+): Promise<EnrollmentOutcome> {
+  assertEnabled(fleet, provisioner);
+  return provisioner.run(fleet, request, { now: request.now ?? fleet.clock.now(), credentialFirst });
 }
 
-export async function enrollWithFactoryCertificate(fleet: FleetServices, req: FactoryEnrollment): Promise<DeviceCertificate> {
-  assertEnabled(fleet, factoryProvisioner);
-  return factoryEnrollment(fleet, req);
+/** As runDirect, for the provisioners that only ever issue. */
+async function issueDirect(
+  fleet: FleetServices,
+  provisioner: Provisioner,
+  request: EnrollmentRequest,
+  credentialFirst = false,
+): Promise<DeviceCertificate> {
+  const outcome = await runDirect(fleet, provisioner, request, credentialFirst);
+  if (outcome.status !== "issued") throw new Error(`the ${provisioner.name} provisioner answered "${outcome.status}"`);
+  return outcome.certificate;
 }
 
-export async function enrollByApproval(fleet: FleetServices, req: ApprovalEnrollment): Promise<EnrollmentOutcome> {
-  assertEnabled(fleet, approvalProvisioner);
-  return approvalEnrollment(fleet, req);
+export function enrollWithToken(fleet: FleetServices, req: TokenEnrollment): Promise<DeviceCertificate> {
+  const { credentialFirst, ...request } = req;
+  return issueDirect(fleet, tokenProvisioner, { operation: "enroll", ...request }, credentialFirst);
 }
 
-export async function renewWithCertificate(fleet: FleetServices, req: Parameters<typeof mtlsRenewal>[1]): Promise<DeviceCertificate> {
-  assertEnabled(fleet, renewalProvisioner);
-  return mtlsRenewal(fleet, req);
+export function enrollWithFactoryCertificate(fleet: FleetServices, req: FactoryEnrollment): Promise<DeviceCertificate> {
+  return issueDirect(fleet, factoryProvisioner, { operation: "enroll", ...req });
 }
 
-export async function renewExpired(fleet: FleetServices, req: ExpiredRenewal): Promise<DeviceCertificate> {
-  assertEnabled(fleet, expiredRenewalProvisioner);
-  return expiredRenewal(fleet, req);
+export function enrollByApproval(fleet: FleetServices, req: ApprovalEnrollment): Promise<EnrollmentOutcome> {
+  return runDirect(fleet, approvalProvisioner, { operation: "enroll", ...req });
+}
+
+export function renewWithCertificate(fleet: FleetServices, req: MtlsRenewal): Promise<DeviceCertificate> {
+  return issueDirect(fleet, renewalProvisioner, { operation: "renew", ...req });
+}
+
+export function renewExpired(fleet: FleetServices, req: ExpiredRenewal): Promise<DeviceCertificate> {
+  const { certificate, nonce, signature, ...request } = req;
+  return issueDirect(fleet, expiredRenewalProvisioner, {
+    operation: "renew-expired",
+    ...request,
+    proof: { certificate, nonce, signature },
+  });
 }
 
 export { renewalChallenge };

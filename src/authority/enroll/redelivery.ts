@@ -24,13 +24,12 @@ export interface Redelivery {
  * since, or a device no longer active, is refused as a new issuance would be. Audited.
  */
 export async function redeliver(fleet: FleetServices, req: Redelivery): Promise<DeviceCertificate> {
-  const ops = fleet.store.ops.enrollment;
-  const row = await ops.certificate(req.serial);
+  const row = await fleet.store.ops.certificates.bySerial(req.serial);
   if (!row || row.device_id !== req.deviceId || !parseCertificate(Buffer.from(row.der)).spki.equals(req.key.spki)) throw req.refusal();
   if (row.status !== "valid")
     throw new NotPermitted("certificate-revoked", `certificate ${row.serial} is ${row.status === "hold" ? "on hold" : "revoked"}`);
   await assertIssuerActive(fleet, row.issuer_ca);
-  assertActive(req.deviceId, await ops.deviceStatus(req.deviceId));
+  assertActive(req.deviceId, (await fleet.store.ops.devices.get(req.deviceId))?.status);
   const now = req.now.getTime();
   const seen = redeliveriesAudited(fleet);
   const key = `${row.serial}\u0000${createHash("sha256").update(req.key.spki).digest("hex")}`;
@@ -45,9 +44,11 @@ export async function redeliver(fleet: FleetServices, req: Redelivery): Promise<
     await fleet.store
       .transaction(async (tx) => {
         // Checked again under the write lock: a revocation or hold may have committed meanwhile.
-        assertActive(req.deviceId, await tx.enrollment.deviceStatus(req.deviceId));
+        assertActive(req.deviceId, (await tx.devices.get(req.deviceId))?.status);
         const details = { serial: row.serial, ...req.context };
-        await tx.audit.append([{ actor: req.actor, action: "certificate.redeliver", subject: `device:${req.deviceId}`, details }]);
+        await tx.audit.append([
+          { actor: req.actor, action: "certificate.redeliver", subject: `device:${req.deviceId}`, details, at: req.now },
+        ]);
       })
       .catch((e: unknown) => {
         if (seen.get(key) === now) seen.delete(key);

@@ -58,7 +58,7 @@ export function prepareToken(fleet: FleetServices, req: { deviceId: string; ttl?
 /** Stores a prepared token inside the caller's write transaction (e.g. with the device it is for). */
 export async function storeToken(tx: Operations, prepared: PreparedToken, actor: string): Promise<CreatedToken> {
   const { row, at } = prepared;
-  if ((await tx.enrollment.deviceStatus(row.device_id)) === undefined) throw new UnknownDevice(row.device_id);
+  if ((await tx.devices.get(row.device_id)) === undefined) throw new UnknownDevice(row.device_id);
   await tx.enrollment.insertToken({ ...row, created_by: actor });
   // The hash (never the token) lets `audit verify` find a token hash planted or replaced behind the log.
   const details = { token_id: row.id, token_hash: row.token_hash, expires_at: row.expires_at };

@@ -120,6 +120,17 @@ export function isStatusChange(event: FleetEvent): event is StatusChangeEvent {
   return STATUS_CHANGES.has(event.type);
 }
 
+/** The audit actions that record a StatusChangeEvent. */
+const STATUS_ACTIONS = new Set(["device.revoke", "device.hold", "device.unhold", "certificate.revoke", "ca.revoke", "crl.import"]);
+
+/**
+ * A status change whose row could not be decoded: some certificates' status changed, but which
+ * ones and on which CAs' CRLs is unknown.
+ */
+export function isUnreadableStatusChange(event: FleetEvent): event is Unrecognised & { problem: string } {
+  return event.type === "Unrecognised" && event.problem !== undefined && STATUS_ACTIONS.has(event.action);
+}
+
 const KINDS = new Set<string>(["device", "factory", "server", "operator", "ca", "ocsp-responder", "audit"]);
 
 class Malformed extends Error {}

@@ -12,7 +12,11 @@ import type { FleetEvent } from "../events/events.js";
 import type { FleetServices } from "../services.js";
 import { normalizeSerial } from "./revocation.js";
 
-export type CertificateVerdict = "good" | "revoked" | "held" | "unknown";
+/**
+ * expired: issued by this fleet, neither revoked nor held, but past its notAfter at the fleet clock's
+ * now (revocation leaves expired certificates alone, so a revoked device's expired one is not "revoked").
+ */
+export type CertificateVerdict = "good" | "expired" | "revoked" | "held" | "unknown";
 
 export interface CertificateAnswer {
   status: CertificateVerdict;
@@ -53,6 +57,25 @@ interface Entry {
 interface CaEntry {
   serial: string;
   revoked: boolean;
+}
+
+/** A certificate just issued (CertificateIssued, CaCreated): valid, never revoked. */
+function issuedEntry(
+  event: { issuerCa: string; notAfter: Date; fingerprint: string | null },
+  kind: CertificateTable["kind"],
+  deviceId: string | null,
+): Entry {
+  const notAfterMs = event.notAfter.getTime();
+  return {
+    issuerCa: event.issuerCa,
+    kind,
+    deviceId,
+    notAfterMs,
+    fingerprint: event.fingerprint,
+    status: "valid",
+    reason: null,
+    sinceMs: null,
+  };
 }
 
 const timeMs = (iso: string | null): number | null => {
@@ -102,29 +125,11 @@ export class CertificateStatus {
       const at = event.at.getTime();
       switch (event.type) {
         case "CertificateIssued":
-          this.put(event.serial, {
-            issuerCa: event.issuerCa,
-            kind: event.kind,
-            deviceId: event.deviceId,
-            notAfterMs: event.notAfter.getTime(),
-            fingerprint: event.fingerprint,
-            status: "valid",
-            reason: null,
-            sinceMs: null,
-          });
+          this.put(event.serial, issuedEntry(event, event.kind, event.deviceId));
           break;
         case "CaCreated":
           this.cas.set(event.caId, { serial: event.serial, revoked: false });
-          this.put(event.serial, {
-            issuerCa: event.issuerCa,
-            kind: "ca",
-            deviceId: null,
-            notAfterMs: event.notAfter.getTime(),
-            fingerprint: event.fingerprint,
-            status: "valid",
-            reason: null,
-            sinceMs: null,
-          });
+          this.put(event.serial, issuedEntry(event, "ca", null));
           break;
         case "DeviceAdded":
           this.devices.set(event.deviceId, "active");
@@ -156,8 +161,12 @@ export class CertificateStatus {
     }
   }
 
-  /** The certificate's status: unknown for anything this fleet did not issue (a DER must be byte for byte the one issued). */
+  /**
+   * The certificate's status at the fleet clock's now: unknown for anything this fleet did not issue
+   * (a DER must be byte for byte the one issued), expired past its notAfter.
+   */
   certificate(query: CertificateQuery): CertificateAnswer {
+    const now = this.fleet.clock.now().getTime();
     if ("der" in query) {
       let serial: string;
       try {
@@ -167,14 +176,13 @@ export class CertificateStatus {
       }
       const entry = this.certificates.get(serial);
       // Without a recorded fingerprint nothing shows the DER is the one issued: unknown, never good.
-      if (!entry || entry.fingerprint === null || entry.fingerprint !== sha256Fingerprint(query.der))
-        return { status: "unknown", serial };
-      return this.answer(serial, entry);
+      if (!entry || entry.fingerprint === null || entry.fingerprint !== sha256Fingerprint(query.der)) return { status: "unknown", serial };
+      return this.answer(serial, entry, now);
     }
     const serial = normalizeSerial(query.serial);
     const entry = this.certificates.get(serial);
     if (!entry || entry.issuerCa !== query.issuerCa) return { status: "unknown", serial };
-    return this.answer(serial, entry);
+    return this.answer(serial, entry, now);
   }
 
   /** The device's status and its unexpired certificates' (at the fleet clock's now). */
@@ -184,7 +192,7 @@ export class CertificateStatus {
     const certificates: CertificateAnswer[] = [];
     for (const serial of this.byDevice.get(deviceId) ?? []) {
       const entry = this.certificates.get(serial)!;
-      if (entry.notAfterMs > now) certificates.push(this.answer(serial, entry));
+      if (entry.notAfterMs > now) certificates.push(this.answer(serial, entry, now));
     }
     certificates.sort((a, b) => b.notAfter!.getTime() - a.notAfter!.getTime());
     return { deviceId, status, certificates };
@@ -195,7 +203,7 @@ export class CertificateStatus {
     return this.cas.has(caId) && this.revokedCaOnChain(caId) === undefined;
   }
 
-  private answer(serial: string, entry: Entry): CertificateAnswer {
+  private answer(serial: string, entry: Entry, now: number): CertificateAnswer {
     const known = { serial, issuerCa: entry.issuerCa, kind: entry.kind, deviceId: entry.deviceId, notAfter: new Date(entry.notAfterMs) };
     const since = entry.sinceMs === null ? {} : { since: new Date(entry.sinceMs) };
     if (entry.status === "revoked") return { status: "revoked", ...known, reason: entry.reason ?? "unspecified", ...since };
@@ -207,6 +215,8 @@ export class CertificateStatus {
       const caSince = caEntry?.sinceMs == null ? {} : { since: new Date(caEntry.sinceMs) };
       return { status: "revoked", ...known, reason: "cACompromise", ...caSince };
     }
+    // Not valid after notAfter (RFC 5280 4.1.2.5): never good, whatever the status.
+    if (entry.notAfterMs <= now) return { status: "expired", ...known };
     return { status: "good", ...known };
   }
 

@@ -47,8 +47,8 @@ export async function storedCrl(fleet: FleetServices, caId: string): Promise<Pub
 }
 
 /** Every CA's id, in order (each has a CRL). */
-export function crlCaIds(fleet: FleetServices): Promise<string[]> {
-  return fleet.store.ops.status.caIds();
+export async function crlCaIds(fleet: FleetServices): Promise<string[]> {
+  return (await fleet.store.ops.cas.list()).map((c) => c.id).sort();
 }
 
 /**
@@ -89,7 +89,7 @@ export async function signCrl(fleet: FleetServices, caId: string, now: Date = fl
 
 /** The stored CRL if it is before its half-life, else a freshly signed one (or the stored one for an offline root). */
 export async function currentCrl(fleet: FleetServices, caId: string): Promise<PublishedCrl> {
-  const ca = await fleet.store.ops.status.ca(caId);
+  const ca = await fleet.store.ops.cas.get(caId);
   if (!ca) throw new UnknownCa(caId);
   const stored = await storedCrl(fleet, caId);
   const now = fleet.clock.now();
@@ -171,6 +171,13 @@ export class CrlPublisher {
     return Promise.allSettled(caIds.map((id) => this.refresh(id)));
   }
 
+  /** Something changed that cannot be attributed to a CA (an audit row that cannot be read): re-sign every CRL now. */
+  markAllChanged(): Promise<unknown> {
+    // The CRLs served so far are marked at once: no request after this call gets the old one.
+    for (const id of this.current.keys()) this.changed.add(id);
+    return crlCaIds(this.fleet).then((ids) => this.markChanged(ids));
+  }
+
   private async refreshDue(): Promise<void> {
     const now = this.fleet.clock.now();
     const cas = await crlCaIds(this.fleet);
@@ -194,7 +201,7 @@ export class CrlPublisher {
     const wasChanged = this.changed.delete(caId);
     const now = this.fleet.clock.now();
     try {
-      const ca = await this.fleet.store.ops.status.ca(caId);
+      const ca = await this.fleet.store.ops.cas.get(caId);
       if (!ca) throw new UnknownCa(caId);
       let crl: PublishedCrl | undefined;
       const stored = await storedCrl(this.fleet, caId);

@@ -193,7 +193,7 @@ export class OcspService {
   private async loadIssuers(now: number): Promise<void> {
     if (this.issuersGeneration === this.generation && now - this.issuersLoadedAt < 1000) return;
     const generation = this.generation; // a CA revoked while we read is read again next time
-    const rows = await this.fleet.store.ops.status.ocspIssuers();
+    const rows = await this.fleet.store.ops.cas.list();
     const next = new Map<string, ServedCa>();
     for (const row of rows) {
       const certificate = parseCertificate(fromPem(row.certificate_pem, ["CERTIFICATE"]));

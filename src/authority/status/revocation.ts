@@ -3,7 +3,7 @@
 // running process (change-feed.ts) re-signs those CRLs and drops cached OCSP answers.
 import type { StatusCertificateRow } from "../../store/operations/status.js";
 import type { Operations } from "../../store/operations.js";
-import type { CertificateTable } from "../../store/schema.js";
+import type { CertificateTable, DeviceTable } from "../../store/schema.js";
 import { checkpointAfter } from "../audit-checkpoints.js";
 import { InvalidArgument, UnknownCa, UnknownDevice } from "../errors.js";
 import type { FleetServices } from "../services.js";
@@ -59,7 +59,7 @@ function change(rows: readonly StatusCertificateRow[]): StatusChange {
 
 async function deviceRow(tx: Operations, deviceId: string) {
   assertDeviceId(deviceId);
-  const device = await tx.status.device(deviceId);
+  const device = await tx.devices.get(deviceId);
   if (!device) throw new UnknownDevice(deviceId);
   return device;
 }
@@ -89,92 +89,69 @@ async function checkpointed<T>(fleet: FleetServices, actor: string, committed: P
   return result;
 }
 
-/** Revokes every unexpired certificate of the device and blocks its enrollment and renewal for good. */
-export async function revokeDevice(
+/**
+ * One device status change in one transaction: `apply` checks the device, changes its certificates
+ * and its row, and says which certificates changed; the change is audited as `action` with them.
+ */
+async function changeDevice(
   fleet: FleetServices,
-  req: { deviceId: string; reason?: RevokeReason; actor: string },
+  req: { deviceId: string; actor: string },
+  action: "device.revoke" | "device.hold" | "device.unhold",
+  apply: (
+    tx: Operations,
+    device: DeviceTable,
+    now: Date,
+  ) => Promise<{ rows: readonly StatusCertificateRow[]; details?: Record<string, unknown> }>,
 ): Promise<StatusChange> {
   const now = fleet.clock.now();
-  const reason = req.reason ?? "unspecified";
   return checkpointed(
     fleet,
     req.actor,
     fleet.store.transaction(async (tx) => {
-      const device = await deviceRow(tx, req.deviceId);
-      if (device.status === "revoked") throw new InvalidArgument(`device "${req.deviceId}" is already revoked`);
-      const rows = await liveCertificates(tx, req.deviceId, ["valid", "hold"], now);
-      await setStatus(tx, rows, "revoked", reason, now.toISOString());
-      await tx.status.setDeviceStatus(req.deviceId, "revoked", now.toISOString());
-      // Unused tokens and waiting requests must not bring it back.
-      await tx.status.closeEnrollment(req.deviceId, now.toISOString(), req.actor);
+      const { rows, details } = await apply(tx, await deviceRow(tx, req.deviceId), now);
       const c = change(rows);
-      await tx.audit.append([
-        {
-          actor: req.actor,
-          action: "device.revoke",
-          subject: `device:${req.deviceId}`,
-          details: { reason, serials: c.serials, cas: c.cas },
-          at: now,
-        },
-      ]);
+      const subject = `device:${req.deviceId}`;
+      await tx.audit.append([{ actor: req.actor, action, subject, details: { ...details, serials: c.serials, cas: c.cas }, at: now }]);
       return c;
     }),
   );
+}
+
+/** Revokes every unexpired certificate of the device and blocks its enrollment and renewal for good. */
+export function revokeDevice(fleet: FleetServices, req: { deviceId: string; reason?: RevokeReason; actor: string }): Promise<StatusChange> {
+  const reason = req.reason ?? "unspecified";
+  return changeDevice(fleet, req, "device.revoke", async (tx, device, now) => {
+    if (device.status === "revoked") throw new InvalidArgument(`device "${req.deviceId}" is already revoked`);
+    const rows = await liveCertificates(tx, req.deviceId, ["valid", "hold"], now);
+    await setStatus(tx, rows, "revoked", reason, now.toISOString());
+    await tx.status.setDeviceStatus(req.deviceId, "revoked", now.toISOString());
+    // Unused tokens and waiting requests must not bring it back.
+    await tx.status.closeEnrollment(req.deviceId, now.toISOString(), req.actor);
+    return { rows, details: { reason } };
+  });
 }
 
 /** Puts every unexpired certificate of the device on hold (certificateHold) until `unholdDevice`. */
-export async function holdDevice(fleet: FleetServices, req: { deviceId: string; actor: string }): Promise<StatusChange> {
-  const now = fleet.clock.now();
-  return checkpointed(
-    fleet,
-    req.actor,
-    fleet.store.transaction(async (tx) => {
-      const device = await deviceRow(tx, req.deviceId);
-      if (device.status !== "active")
-        throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}; only an active device can be put on hold`);
-      const rows = await liveCertificates(tx, req.deviceId, ["valid"], now);
-      await setStatus(tx, rows, "hold", "certificateHold", now.toISOString());
-      await tx.status.setDeviceStatus(req.deviceId, "held", now.toISOString());
-      const c = change(rows);
-      await tx.audit.append([
-        {
-          actor: req.actor,
-          action: "device.hold",
-          subject: `device:${req.deviceId}`,
-          details: { serials: c.serials, cas: c.cas },
-          at: now,
-        },
-      ]);
-      return c;
-    }),
-  );
+export function holdDevice(fleet: FleetServices, req: { deviceId: string; actor: string }): Promise<StatusChange> {
+  return changeDevice(fleet, req, "device.hold", async (tx, device, now) => {
+    if (device.status !== "active")
+      throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}; only an active device can be put on hold`);
+    const rows = await liveCertificates(tx, req.deviceId, ["valid"], now);
+    await setStatus(tx, rows, "hold", "certificateHold", now.toISOString());
+    await tx.status.setDeviceStatus(req.deviceId, "held", now.toISOString());
+    return { rows };
+  });
 }
 
 /** Releases a held device: its held certificates are valid again (they leave the CRLs). */
-export async function unholdDevice(fleet: FleetServices, req: { deviceId: string; actor: string }): Promise<StatusChange> {
-  const now = fleet.clock.now();
-  return checkpointed(
-    fleet,
-    req.actor,
-    fleet.store.transaction(async (tx) => {
-      const device = await deviceRow(tx, req.deviceId);
-      if (device.status !== "held") throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}, not on hold`);
-      const rows = await tx.status.deviceCertificates(req.deviceId, { statuses: ["hold"] });
-      await setStatus(tx, rows, "valid", null, null);
-      await tx.status.setDeviceStatus(req.deviceId, "active", now.toISOString());
-      const c = change(rows);
-      await tx.audit.append([
-        {
-          actor: req.actor,
-          action: "device.unhold",
-          subject: `device:${req.deviceId}`,
-          details: { serials: c.serials, cas: c.cas },
-          at: now,
-        },
-      ]);
-      return c;
-    }),
-  );
+export function unholdDevice(fleet: FleetServices, req: { deviceId: string; actor: string }): Promise<StatusChange> {
+  return changeDevice(fleet, req, "device.unhold", async (tx, device, now) => {
+    if (device.status !== "held") throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}, not on hold`);
+    const rows = await tx.status.deviceCertificates(req.deviceId, { statuses: ["hold"] });
+    await setStatus(tx, rows, "valid", null, null);
+    await tx.status.setDeviceStatus(req.deviceId, "active", now.toISOString());
+    return { rows };
+  });
 }
 
 /** Revokes one certificate by serial (any kind this fleet issued). */
@@ -189,7 +166,7 @@ export async function revokeCertificate(
     fleet,
     req.actor,
     fleet.store.transaction(async (tx) => {
-      const row = await tx.status.certificate(serial);
+      const row = await tx.certificates.bySerial(serial);
       if (!row) throw new InvalidArgument(`no certificate with serial ${serial} was issued by this fleet`);
       if (row.status === "revoked") throw new InvalidArgument(`certificate ${serial} is already revoked`);
       if (row.kind === "ca")
@@ -218,14 +195,14 @@ export async function revokeLocalCa(fleet: FleetServices, req: { name: string; a
   const caId = req.name.startsWith("local-") ? req.name : `local-${req.name}`;
   const now = fleet.clock.now();
   const result = await fleet.store.transaction(async (tx) => {
-    const ca = await tx.status.ca(caId);
+    const ca = await tx.cas.get(caId);
     if (!ca) throw new UnknownCa(caId);
     if (ca.role !== "local") throw new InvalidArgument(`only local (factory) CAs can be revoked this way; "${caId}" is the ${ca.role} CA`);
     if (ca.status === "revoked") throw new InvalidArgument(`CA "${caId}" is already revoked`);
-    const row = await tx.status.certificate(ca.serial);
+    const row = await tx.certificates.bySerial(ca.serial);
     const rows = row ? [row] : [];
     await setStatus(tx, rows, "revoked", "cACompromise", now.toISOString());
-    await tx.status.setCaStatus(caId, "revoked");
+    await tx.cas.setStatus(caId, "revoked");
     // Its own CRL changes meaning too (everything it issued is now untrusted): re-sign it as well.
     const c = { serials: rows.map((r) => r.serial), cas: [...new Set([...rows.map((r) => r.issuer_ca), caId])].sort() };
     await tx.audit.append([

@@ -4,7 +4,7 @@
 // as data (RecordRefusal); authority/issue/conditions.ts decides which error that is.
 import type { AuditEvent } from "../../audit/log.js";
 import { StoreError } from "../errors.js";
-import type { CaTable, CertificateTable, DeviceTable, EnrollmentTokenTable } from "../schema.js";
+import type { CertificateTable, DeviceTable, EnrollmentTokenTable } from "../schema.js";
 
 /**
  * What a certificate's recording spends, in the same transaction (plain data; `at` is the request
@@ -66,6 +66,4 @@ export interface CertificateOperations {
   byFingerprint(fingerprintSha256: string): Promise<CertificateTable | undefined>;
   /** A device's certificates, newest first. */
   ofDevice(deviceId: string): Promise<CertificateSummary[]>;
-  /** A CA's row (its certificate, key file and status). */
-  ca(id: string): Promise<CaTable | undefined>;
 }

@@ -1,14 +1,8 @@
 // What enrollment asks of its database: tokens, renewal challenges, enrollment requests waiting for
 // an operator, and the lookups that answer a retry with what a credential already obtained. Spending
-// a token, nonce or approval happens where the certificate is recorded (issue/), not here.
-import type {
-  CertificateTable,
-  DeviceTable,
-  EnrollmentRequestTable,
-  EnrollmentTokenTable,
-  FactoryEnrollmentTable,
-  RenewalNonceTable,
-} from "../schema.js";
+// a token, nonce or approval happens where the certificate is recorded (issue/), not here. Devices
+// and certificates are read through their own areas (devices, certificates).
+import type { EnrollmentRequestTable, EnrollmentTokenTable, FactoryEnrollmentTable, RenewalNonceTable } from "../schema.js";
 
 /** What bounds, audit and listings need of an enrollment request (not its CSR). */
 export type RequestSummary = Pick<
@@ -50,18 +44,12 @@ export interface RequestDecision {
 }
 
 export interface EnrollmentOperations {
-  /** A device's status, or undefined when it does not exist. */
-  deviceStatus(deviceId: string): Promise<DeviceTable["status"] | undefined>;
-  /** Registers a device (an operator approved a request for an unknown id). */
-  addDevice(row: DeviceTable): Promise<void>;
-
   insertToken(row: EnrollmentTokenTable): Promise<void>;
   /** Every token of a device (the caller matches the presented one in constant time). On the token hot path. */
   tokensOf(deviceId: string): Promise<TokenCheckRow[]>;
   /** The spent tokens of a device, with the certificate each paid for. */
   spentTokensOf(deviceId: string): Promise<Pick<EnrollmentTokenTable, "token_hash" | "certificate_serial">[]>;
 
-  certificate(serial: string): Promise<CertificateTable | undefined>;
   /** The serial of the certificate that renewed `renewedSerial`, if it was renewed. */
   renewalOf(renewedSerial: string): Promise<string | undefined>;
   /** The device's one factory enrollment, if it has used it. */

@@ -1,16 +1,14 @@
 // Certificate status, as the authority's status room needs it: revocation writes, CRL entries and
-// numbers, OCSP lookups, and the snapshot the CertificateStatus service starts from.
+// numbers (every CA's, the offline root's included), OCSP lookups, and the snapshot the
+// CertificateStatus service starts from. Single devices, certificates and CAs are read and CA
+// statuses set through their own areas (devices, certificates, cas).
 import type { CaTable, CertificateTable, CrlTable, DeviceTable } from "../schema.js";
 
 export type DeviceStatusRow = Pick<DeviceTable, "id" | "status">;
 /** What a status change needs of a certificate. */
 export type StatusCertificateRow = Pick<CertificateTable, "serial" | "issuer_ca" | "status">;
-export type RevocableCertificateRow = Pick<CertificateTable, "serial" | "issuer_ca" | "status" | "kind" | "subject_id">;
-export type StatusCaRow = Pick<CaTable, "id" | "role" | "status" | "serial" | "key_file">;
 /** What an OCSP answer says of a serial. */
 export type StoredStatus = Pick<CertificateTable, "status" | "revoked_at" | "revocation_reason" | "kind">;
-/** The CAs an OCSP responder answers for. */
-export type OcspIssuerRow = Pick<CaTable, "id" | "status" | "certificate_pem">;
 
 /** One revoked or held certificate on a CRL; revokedAt is truncated to the second, reason "" when none was stored. */
 export interface CrlEntryRow {
@@ -34,21 +32,16 @@ export interface StatusSnapshot {
 }
 
 export interface StatusOperations {
-  device(deviceId: string): Promise<DeviceStatusRow | undefined>;
   /** The device's certificates in one of `statuses`; with `unexpiredAt`, only those whose not_after is later. */
   deviceCertificates(
     deviceId: string,
     filter: { statuses: readonly CertificateTable["status"][]; unexpiredAt?: string },
   ): Promise<StatusCertificateRow[]>;
-  certificate(serial: string): Promise<RevocableCertificateRow | undefined>;
-  ca(caId: string): Promise<StatusCaRow | undefined>;
-  caIds(): Promise<string[]>;
   setCertificateStatus(
     serials: readonly string[],
     change: { status: CertificateTable["status"]; reason: string | null; at: string | null },
   ): Promise<void>;
   setDeviceStatus(deviceId: string, status: DeviceTable["status"], at: string): Promise<void>;
-  setCaStatus(caId: string, status: CaTable["status"]): Promise<void>;
   /** A revoked device: its unused tokens are spent and its waiting or approved requests denied. */
   closeEnrollment(deviceId: string, at: string, actor: string): Promise<void>;
 
@@ -61,7 +54,6 @@ export interface StatusOperations {
 
   /** What is stored of each serial issued by the CA (undefined: not issued by it). */
   lookupStatuses(caId: string, serials: readonly string[]): Promise<(StoredStatus | undefined)[]>;
-  ocspIssuers(): Promise<OcspIssuerRow[]>;
 
   statusSnapshot(): Promise<StatusSnapshot>;
 }

@@ -1,6 +1,6 @@
 // CaOperations on SQLite (Kysely).
-import type { CaOperations, RevokedEntry } from "../operations/cas.js";
-import type { CaTable, CertificateTable, CrlTable } from "../schema.js";
+import type { CaOperations } from "../operations/cas.js";
+import type { CaTable, CertificateTable } from "../schema.js";
 import type { Tx } from "../store.js";
 
 export class SqliteCaOperations implements CaOperations {
@@ -31,26 +31,5 @@ export class SqliteCaOperations implements CaOperations {
     if (kinds.length === 0) return [];
     const rows = await this.db.selectFrom("certificates").select("kind").distinct().where("kind", "in", kinds).execute();
     return rows.map((r) => r.kind);
-  }
-
-  revokedIssuedBy(caId: string, now: string): Promise<RevokedEntry[]> {
-    return this.db
-      .selectFrom("certificates")
-      .select(["serial", "revoked_at", "revocation_reason"])
-      .where("issuer_ca", "=", caId)
-      .where("status", "in", ["revoked", "hold"])
-      .where("not_after", ">", now)
-      .orderBy("serial")
-      .execute();
-  }
-
-  async crlNumber(caId: string): Promise<number | undefined> {
-    return (await this.db.selectFrom("crls").select("crl_number").where("ca_id", "=", caId).executeTakeFirst())?.crl_number;
-  }
-
-  async saveCrl(crl: CrlTable): Promise<void> {
-    const { ca_id, ...rest } = crl;
-    const updated = await this.db.updateTable("crls").set(rest).where("ca_id", "=", ca_id).executeTakeFirst();
-    if (Number(updated.numUpdatedRows) === 0) await this.db.insertInto("crls").values(crl).execute();
   }
 }

@@ -1,6 +1,6 @@
 // CertificateOperations on SQLite: recording through the synchronous batch transaction
 // (recorder.ts, the issuance hot path), reads through Kysely.
-import type { CaTable, CertificateTable } from "../schema.js";
+import type { CertificateTable } from "../schema.js";
 import { SerialInUse, type CertificateOperations, type CertificateSummary, type RecordItem } from "../operations/certificates.js";
 import { isUniqueViolation, type NativeAccess, type Tx } from "../store.js";
 import { recordBatch } from "./recorder.js";
@@ -36,9 +36,5 @@ export class SqliteCertificateOperations implements CertificateOperations {
       .where("device_id", "=", deviceId)
       .orderBy("not_before", "desc")
       .execute();
-  }
-
-  ca(id: string): Promise<CaTable | undefined> {
-    return this.db.selectFrom("cas").selectAll().where("id", "=", id).executeTakeFirst();
   }
 }

@@ -9,7 +9,7 @@ import type {
   RequestSummary,
   TokenCheckRow,
 } from "../operations/enrollment.js";
-import type { DeviceTable, EnrollmentRequestTable, EnrollmentTokenTable } from "../schema.js";
+import type { EnrollmentRequestTable, EnrollmentTokenTable } from "../schema.js";
 import { preparedStatement, type NativeAccess, type NativeDb, type Tx } from "../store.js";
 
 const SUMMARY = ["id", "device_id", "source", "source_group", "source_address", "key_fingerprint", "created_at"] as const;
@@ -19,14 +19,6 @@ export class SqliteEnrollmentOperations implements EnrollmentOperations {
     private readonly db: Tx,
     private readonly withNative: NativeAccess,
   ) {}
-
-  async deviceStatus(deviceId: string): Promise<DeviceTable["status"] | undefined> {
-    return (await this.db.selectFrom("devices").select("status").where("id", "=", deviceId).executeTakeFirst())?.status;
-  }
-
-  async addDevice(row: DeviceTable): Promise<void> {
-    await this.db.insertInto("devices").values(row).execute();
-  }
 
   async insertToken(row: EnrollmentTokenTable): Promise<void> {
     await this.db.insertInto("enrollment_tokens").values(row).execute();
@@ -49,10 +41,6 @@ export class SqliteEnrollmentOperations implements EnrollmentOperations {
       .where("device_id", "=", deviceId)
       .where("used_at", "is not", null)
       .execute();
-  }
-
-  certificate(serial: string) {
-    return this.db.selectFrom("certificates").selectAll().where("serial", "=", serial).executeTakeFirst();
   }
 
   async renewalOf(renewedSerial: string): Promise<string | undefined> {

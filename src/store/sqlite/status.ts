@@ -1,17 +1,7 @@
 // StatusOperations on SQLite: Kysely, except the OCSP lookup (a prepared statement on the native connection).
 import { sql } from "kysely";
-import type { CaTable, CertificateTable, CrlTable, DeviceTable } from "../schema.js";
-import type {
-  CrlEntryRow,
-  DeviceStatusRow,
-  OcspIssuerRow,
-  RevocableCertificateRow,
-  StatusCaRow,
-  StatusCertificateRow,
-  StatusOperations,
-  StatusSnapshot,
-  StoredStatus,
-} from "../operations/status.js";
+import type { CertificateTable, CrlTable, DeviceTable } from "../schema.js";
+import type { CrlEntryRow, StatusCertificateRow, StatusOperations, StatusSnapshot, StoredStatus } from "../operations/status.js";
 import { preparedStatement, type NativeAccess, type Tx } from "../store.js";
 
 const LOOKUP_STATUS = "select status, revoked_at, revocation_reason, kind from certificates where serial = ? and issuer_ca = ?";
@@ -36,10 +26,6 @@ export class SqliteStatusOperations implements StatusOperations {
     private readonly native: NativeAccess,
   ) {}
 
-  device(deviceId: string): Promise<DeviceStatusRow | undefined> {
-    return this.db.selectFrom("devices").select(["id", "status"]).where("id", "=", deviceId).executeTakeFirst();
-  }
-
   deviceCertificates(
     deviceId: string,
     filter: { statuses: readonly CertificateTable["status"][]; unexpiredAt?: string },
@@ -51,22 +37,6 @@ export class SqliteStatusOperations implements StatusOperations {
       .where("status", "in", [...filter.statuses]);
     if (filter.unexpiredAt !== undefined) q = q.where("not_after", ">", filter.unexpiredAt);
     return q.execute();
-  }
-
-  certificate(serial: string): Promise<RevocableCertificateRow | undefined> {
-    return this.db
-      .selectFrom("certificates")
-      .select(["serial", "issuer_ca", "status", "kind", "subject_id"])
-      .where("serial", "=", serial)
-      .executeTakeFirst();
-  }
-
-  ca(caId: string): Promise<StatusCaRow | undefined> {
-    return this.db.selectFrom("cas").select(["id", "role", "status", "serial", "key_file"]).where("id", "=", caId).executeTakeFirst();
-  }
-
-  async caIds(): Promise<string[]> {
-    return (await this.db.selectFrom("cas").select("id").orderBy("id").execute()).map((c) => c.id);
   }
 
   async setCertificateStatus(
@@ -83,10 +53,6 @@ export class SqliteStatusOperations implements StatusOperations {
 
   async setDeviceStatus(deviceId: string, status: DeviceTable["status"], at: string): Promise<void> {
     await this.db.updateTable("devices").set({ status, updated_at: at }).where("id", "=", deviceId).execute();
-  }
-
-  async setCaStatus(caId: string, status: CaTable["status"]): Promise<void> {
-    await this.db.updateTable("cas").set({ status }).where("id", "=", caId).execute();
   }
 
   async closeEnrollment(deviceId: string, at: string, actor: string): Promise<void> {
@@ -154,10 +120,6 @@ export class SqliteStatusOperations implements StatusOperations {
       const lookup = preparedStatement<[string, string], StoredStatus>(native, LOOKUP_STATUS);
       return serials.map((serial) => lookup.get(serial, caId));
     });
-  }
-
-  ocspIssuers(): Promise<OcspIssuerRow[]> {
-    return this.db.selectFrom("cas").select(["id", "status", "certificate_pem"]).execute();
   }
 
   async statusSnapshot(): Promise<StatusSnapshot> {

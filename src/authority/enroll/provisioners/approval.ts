@@ -12,25 +12,25 @@ import type { EnrollmentOutcome, Provisioner } from "../provisioner.js";
 import { redeliver } from "../redelivery.js";
 import { sourceContext, type RequestSource } from "../request-source.js";
 
-export type ApprovalOutcome = EnrollmentOutcome;
-
 export interface ApprovalEnrollment {
   deviceId: string;
   csr: Buffer | string;
   source: RequestSource;
   now?: Date;
-  /** Set on the one retry after a concurrent poll collected the approval first. */
-  retried?: boolean;
 }
 
-export async function enrollByApproval(fleet: FleetServices, req: ApprovalEnrollment): Promise<ApprovalOutcome> {
+/**
+ * Not exported: reached through approvalProvisioner, after the switch (enrollment.ts). `retried`:
+ * this is the one retry after a concurrent poll collected the approval first.
+ */
+async function approvalEnrollment(fleet: FleetServices, req: ApprovalEnrollment, retried = false): Promise<EnrollmentOutcome> {
   assertDeviceId(req.deviceId);
   const now = req.now ?? fleet.clock.now();
   // The CSR's signature proves the requester holds the key the operator will approve.
   const key = await keyFromCsr(req.csr);
   const fingerprint = keyFingerprint(key.spki);
   const latest = await fleet.store.ops.enrollment.latestRequest(req.deviceId, fingerprint);
-  const pending = (requestId: string): ApprovalOutcome => ({
+  const pending = (requestId: string): EnrollmentOutcome => ({
     status: "pending",
     deviceId: req.deviceId,
     requestId,
@@ -55,7 +55,7 @@ export async function enrollByApproval(fleet: FleetServices, req: ApprovalEnroll
       return { status: "issued", certificate };
     } catch (e) {
       // A concurrent poll collected the approval first: answer with the certificate it got.
-      if (e instanceof ApprovalAlreadyIssued && !req.retried) return enrollByApproval(fleet, { ...req, now, retried: true });
+      if (e instanceof ApprovalAlreadyIssued && !retried) return approvalEnrollment(fleet, { ...req, now }, true);
       throw e;
     }
   }
@@ -106,6 +106,6 @@ export const approvalProvisioner: Provisioner = {
   failureVia: (transport) => `${transport}-approval`,
   async run(fleet, r, { now }) {
     const deviceId = r.deviceId ?? requestedDeviceId(r.csr);
-    return enrollByApproval(fleet, { deviceId, csr: r.csr, source: r.source, now });
+    return approvalEnrollment(fleet, { deviceId, csr: r.csr, source: r.source, now });
   },
 };

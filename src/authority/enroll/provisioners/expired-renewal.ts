@@ -68,7 +68,8 @@ export interface ExpiredRenewal {
   now?: Date;
 }
 
-export async function renewExpired(fleet: FleetServices, req: ExpiredRenewal): Promise<DeviceCertificate> {
+/** Not exported: reached through expiredRenewalProvisioner (enrollment.ts). */
+async function expiredRenewal(fleet: FleetServices, req: ExpiredRenewal): Promise<DeviceCertificate> {
   let der: Buffer;
   try {
     der = typeof req.certificate === "string" ? fromPem(req.certificate, ["CERTIFICATE"]) : req.certificate;
@@ -121,6 +122,6 @@ export const expiredRenewalProvisioner: Provisioner = {
   presents: (r) => r.proof !== undefined,
   failureVia: (transport) => `${transport}-renew-expired`,
   async run(fleet, r, { now }) {
-    return issued(await renewExpired(fleet, { ...r.proof!, csr: r.csr, source: r.source, now }));
+    return issued(await expiredRenewal(fleet, { ...r.proof!, csr: r.csr, source: r.source, now }));
   },
 };

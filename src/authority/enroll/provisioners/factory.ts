@@ -4,50 +4,28 @@ import type { FactoryEnrollmentTable } from "../../../store/schema.js";
 import { parseCertificate } from "../../../x509/certificate.js";
 import { NotPermitted } from "../../errors.js";
 import type { FleetServices } from "../../services.js";
-import {
-  certificateKey,
-  issueForKey,
-  keyFromCsr,
-  recordedDeviceCertificate,
-  type DeviceCertificate,
-  type SubjectKey,
-} from "../../issue/issuance.js";
+import { issueForKey, keyFromCsr, recordedDeviceCertificate, type DeviceCertificate, type SubjectKey } from "../../issue/issuance.js";
 import { factoryAlreadyEnrolled, type IssueCondition } from "../../issue/conditions.js";
 import { issued, type Provisioner } from "../provisioner.js";
-import {
-  assertCurrent,
-  assertIssuerActive,
-  assertNotRevoked,
-  assertVerified,
-  lookupCertificate,
-  type ClientCertificate,
-  type KnownCertificate,
-} from "../presented-certificate.js";
-import { sourceContext, type RequestSource } from "../request-source.js";
+import { usablePresentedCertificate, type KnownCertificate, type PresentedCertificateRequest } from "../presented-certificate.js";
+import { sourceContext } from "../request-source.js";
 
-export interface FactoryEnrollment {
-  clientCertificate: ClientCertificate;
+export interface FactoryEnrollment extends PresentedCertificateRequest {
   /** The device id the requester names, if any: it must be the factory certificate's. */
   deviceId?: string;
-  csr: Buffer | string;
-  source: RequestSource;
-  now?: Date;
 }
 
-export async function enrollWithFactoryCertificate(fleet: FleetServices, req: FactoryEnrollment): Promise<DeviceCertificate> {
-  assertVerified(req.clientCertificate, "the factory certificate");
-  const known = await lookupCertificate(fleet, req.clientCertificate.der);
-  if (known.row.kind !== "factory")
-    throw new NotPermitted(
-      "wrong-issuer",
-      "only certificates from a local (factory) CA can enroll; operational certificates renew at /renew",
-    );
+/** Not exported: reached through factoryProvisioner, after the switch (enrollment.ts). */
+async function factoryEnrollment(fleet: FleetServices, req: FactoryEnrollment): Promise<DeviceCertificate> {
   const now = req.now ?? fleet.clock.now();
-  assertCurrent(known, now, "the factory certificate");
-  assertNotRevoked(known);
-  // As for renewal: a factory certificate for a key the policy refuses proves nothing over TLS.
-  certificateKey(known.parsed.spki, known.row.serial);
-  await assertIssuerActive(fleet, known.row.issuer_ca);
+  const known = await usablePresentedCertificate(
+    fleet,
+    req.clientCertificate,
+    "the factory certificate",
+    "factory",
+    "only certificates from a local (factory) CA can enroll; operational certificates renew at /renew",
+    now,
+  );
   if (req.deviceId !== undefined && req.deviceId !== known.deviceId)
     throw new NotPermitted("identity-mismatch", `the factory certificate belongs to "${known.deviceId}", not "${req.deviceId}"`);
   const key = await keyFromCsr(req.csr);
@@ -98,7 +76,7 @@ async function factoryRetryAnswer(
   now: Date,
 ): Promise<DeviceCertificate | undefined> {
   if (previous.factory_serial !== factorySerial) return undefined;
-  const row = await fleet.store.ops.enrollment.certificate(previous.certificate_serial);
+  const row = await fleet.store.ops.certificates.bySerial(previous.certificate_serial);
   if (!row || row.status !== "valid" || row.not_after <= now.toISOString()) return undefined;
   if (!parseCertificate(Buffer.from(row.der)).spki.equals(key.spki)) return undefined;
   return recordedDeviceCertificate(fleet, row, key.keyType);
@@ -123,6 +101,6 @@ export const factoryProvisioner: Provisioner = {
   failureVia: (transport) => `${transport}-factory`,
   async run(fleet, r, { now }) {
     const { clientCertificate, deviceId, csr, source } = r;
-    return issued(await enrollWithFactoryCertificate(fleet, { clientCertificate: clientCertificate!, deviceId, csr, source, now }));
+    return issued(await factoryEnrollment(fleet, { clientCertificate: clientCertificate!, deviceId, csr, source, now }));
   },
 };

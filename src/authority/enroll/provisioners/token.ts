@@ -17,7 +17,8 @@ export interface TokenEnrollment {
   now?: Date;
 }
 
-export async function enrollWithToken(fleet: FleetServices, req: TokenEnrollment): Promise<DeviceCertificate> {
+/** Not exported: Enrollment and enrollWithToken (enrollment.ts) reach it through tokenProvisioner, after the switch. */
+async function tokenEnrollment(fleet: FleetServices, req: TokenEnrollment): Promise<DeviceCertificate> {
   assertDeviceId(req.deviceId);
   const now = req.now ?? fleet.clock.now();
   // The token is read while the CSR signature is checked on the thread pool; a wrong token still
@@ -77,6 +78,6 @@ export const tokenProvisioner: Provisioner = {
   async run(fleet, r, { now, credentialFirst }) {
     // A transport that cannot carry a device id with the token asks for it before this point.
     const deviceId = r.deviceId ?? "";
-    return issued(await enrollWithToken(fleet, { deviceId, token: r.token!, csr: r.csr, source: r.source, credentialFirst, now }));
+    return issued(await tokenEnrollment(fleet, { deviceId, token: r.token!, csr: r.csr, source: r.source, credentialFirst, now }));
   },
 };
