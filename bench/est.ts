@@ -21,7 +21,8 @@ import { connect as tlsConnect, createSecureContext, type SecureContext, type TL
 import { fileURLToPath } from "node:url";
 import SqliteDatabase from "better-sqlite3";
 import { canonicalJson, rowHash, verifyAudit } from "../src/audit/log.js";
-import { FleetServices, databasePath } from "../src/authority/services.js";
+import { FleetServices } from "../src/authority/services.js";
+import { sqlitePath } from "../src/store/open.js";
 import { initFleet } from "../src/authority/ca/init.js";
 import { keyFromCsr } from "../src/authority/issue/issuance.js";
 import { layout } from "../src/authority/layout.js";
@@ -128,7 +129,7 @@ interface Credential {
  */
 async function createDevicesWithTokens(dir: string, count: number): Promise<Credential[]> {
   const fleet = await FleetServices.open(dir);
-  const dbPath = databasePath(dir, fleet.config);
+  const dbPath = sqlitePath(fleet.config.database.url, dir)!;
   const tokenTtlMs = parseDuration(fleet.config.enrollment.token_ttl);
   await fleet.close();
 

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { CONFIG_FILE, ConfigError, loadConfig, resolveIn, type FleetConfig } from "../config/config.js";
 import { readPassphraseFile, readPrivateKey } from "../keys/keys.js";
 import type { FleetStore } from "../store/operations.js";
-import { openStore } from "../store/store.js";
+import { openFleetStore, sqlitePath } from "../store/open.js";
 import type { CaTable } from "../store/schema.js";
 import { signatureSchemeFor } from "../x509/algorithms.js";
 import { parseCertificate, type ParsedCertificate } from "../x509/certificate.js";
@@ -14,11 +14,12 @@ import { systemClock, type Clock } from "./clock.js";
 import { CaKeyOffline, CaNotActive, UnknownCa } from "./errors.js";
 import { GroupCommitRecorder, type IssuanceRecorder } from "./issue/recorder.js";
 
-export function databasePath(dir: string, config: FleetConfig): string {
+/** Opens the database `database.url` names (with `create`, makes it: init). */
+export async function openDatabase(dir: string, config: FleetConfig, options: { create?: boolean } = {}): Promise<FleetStore> {
   const url = config.database.url;
-  if (!url.startsWith("sqlite:") || url.length === "sqlite:".length)
+  if (sqlitePath(url, dir) === undefined)
     throw new ConfigError(`${CONFIG_FILE}: database.url "${url}": only sqlite:<file> is supported so far`);
-  return resolveIn(dir, url.slice("sqlite:".length));
+  return openFleetStore(url, dir, options);
 }
 
 export interface OpenFleetOptions {
@@ -48,7 +49,7 @@ export class FleetServices {
 
   static async open(dir: string, options: OpenFleetOptions = {}): Promise<FleetServices> {
     const config = loadConfig(dir);
-    const store = await openStore(databasePath(dir, config));
+    const store = await openDatabase(dir, config);
     return new FleetServices(dir, config, store, options);
   }
 

@@ -8,7 +8,6 @@ import { CONFIG_FILE, ConfigError, defaultConfig, renderConfig, validateDomain, 
 import { parseDuration } from "../../config/duration.js";
 import { ensurePrivateDir, writeFileAtomic } from "../../keys/files.js";
 import { generateKey, publicSpki, writePrivateKey } from "../../keys/keys.js";
-import { openStore } from "../../store/store.js";
 import { CA_KEY_TYPES, signatureSchemeFor, type CaKeyType } from "../../x509/algorithms.js";
 import { subjectPublicKeyOf } from "../../x509/certificate.js";
 import { fromPem, toPem } from "../../x509/pem.js";
@@ -18,7 +17,7 @@ import { checkpointAfter, ensureAuditKey } from "../audit-checkpoints.js";
 import { caSubjectFor, createIntermediate, recordCa, writeCaFiles } from "./cas.js";
 import { matchSignedIntermediates, pendingRequests, readCertificateFile, removeRequest } from "./ceremony.js";
 import { CeremonyError, FleetExists, InvalidArgument } from "../errors.js";
-import { FleetServices, databasePath } from "../services.js";
+import { FleetServices, openDatabase } from "../services.js";
 import { systemClock, type Clock } from "../clock.js";
 import { sha256Fingerprint } from "../../x509/certificate.js";
 import { STANDARD_INTERMEDIATES, layout } from "../layout.js";
@@ -126,7 +125,7 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
   try {
     const pass = preparePassphrase(dir, opts.passphraseFile);
     const config = defaultConfig({ name, domain, keyType, passphraseFile: pass.configPath, serverNames, publicUrl });
-    const store = await openStore(databasePath(dir, config), { create: true });
+    const store = await openDatabase(dir, config, { create: true });
     fleet = FleetServices.attach(dir, config, store, { passphrase: pass.passphrase, clock: opts.clock ?? systemClock });
     // One time for the whole hierarchy: every record and event of init carries the same.
     const now = fleet.clock.now();
