@@ -19,9 +19,8 @@ port.on("message", (m: RecordRequest | "close") => {
   }
   let reply: RecordReply;
   try {
-    // Structured clone turns Buffers into Uint8Arrays; better-sqlite3 binds a BLOB only from a Buffer.
-    for (const item of m.batch) item.row.der = Buffer.from(item.row.der.buffer, item.row.der.byteOffset, item.row.der.byteLength);
-    reply = { id: m.id, outcomes: recordBatch(native, m.batch) };
+    const batch = m.batch.map((item) => ({ ...item, row: { ...item.row, der: Buffer.from(m.ders, item.row.der.offset, item.row.der.length) } }));
+    reply = { id: m.id, outcomes: recordBatch(native, batch) };
   } catch (e) {
     const err = e as { message?: string; code?: string; name?: string };
     reply = { id: m.id, error: { message: String(err?.message ?? e), code: err?.code, name: err?.name } };
