@@ -17,7 +17,6 @@ import { WalSync, type SyncFunction } from "./wal-sync.js";
 import type { Database } from "./schema.js";
 import type { FleetStore, Operations } from "./operations.js";
 import { sqliteOperations } from "./sqlite/operations.js";
-import { startRecordingThread, stopRecordingThread } from "./sqlite/recorder.js";
 
 export type Db = Kysely<Database>;
 export type Tx = Kysely<Database> | Transaction<Database>;
@@ -119,11 +118,8 @@ export async function openStore(path: string, options: OpenStoreOptions = {}): P
       if (walSync) return;
       walSync = new WalSync(`${path}-wal`, options.sync);
       native.pragma("synchronous = NORMAL");
-      // Servers record issuance batches off the event loop (sqlite/recorder.ts).
-      startRecordingThread(native);
     },
     async close() {
-      await stopRecordingThread(native);
       await walSync?.close();
       await db.destroy();
     },

@@ -1,9 +1,9 @@
-// CertificateOperations on SQLite: recording through the batch transaction (recorder.ts, the
-// issuance hot path; on the recording thread in a server), reads through Kysely.
+// CertificateOperations on SQLite: recording through the synchronous batch transaction
+// (recorder.ts, the issuance hot path), reads through Kysely.
 import type { CaTable, CertificateTable } from "../schema.js";
 import { SerialInUse, type CertificateOperations, type CertificateSummary, type RecordItem } from "../operations/certificates.js";
 import { isUniqueViolation, type NativeAccess, type Tx } from "../store.js";
-import { recordBatchOn } from "./recorder.js";
+import { recordBatch } from "./recorder.js";
 
 export class SqliteCertificateOperations implements CertificateOperations {
   constructor(
@@ -13,7 +13,7 @@ export class SqliteCertificateOperations implements CertificateOperations {
 
   async record(batch: readonly RecordItem[]) {
     try {
-      return await (await this.native((native) => recordBatchOn(native, batch)));
+      return await this.native((native) => recordBatch(native, batch));
     } catch (e) {
       // The only unique key a batch can hit: certificates.serial (conditions use "on conflict" or check first).
       if (isUniqueViolation(e)) throw new SerialInUse(e);

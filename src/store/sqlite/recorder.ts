@@ -1,24 +1,17 @@
 // The issuance group commit's transaction on SQLite: a batch of certificates recorded in one write
-// transaction (BEGIN IMMEDIATE) of synchronous prepared statements on a better-sqlite3
-// connection. With Kysely the same transaction cost 3-5x the CPU (measured with 1-4 certificates
-// per batch).
-//
-// Where it runs: the CLI runs it on its own connection, on the event loop. A server (group sync)
-// hands it to a recording thread (RecordingThread, record-worker.ts) with a connection of its own:
-// at 32 clients the transaction was the largest share of the event loop's time beyond the bare
-// server (~100 us of CPU per certificate: statements, index pages, WAL frames, checkpoints), and a
-// batch of ~15 certificates crosses threads for ~50-100 us. (An earlier recording thread, one
-// message per certificate, measured slower: its hops cost more than the statements.)
+// transaction (BEGIN IMMEDIATE) of synchronous prepared statements on the better-sqlite3
+// connection, a few tens of microseconds per certificate. With Kysely the same transaction cost
+// 3-5x the CPU (measured with 1-4 certificates per batch, the registration server's usual size).
+// A recording thread was tried and measured slower: each batch crossed threads twice, and the hops
+// cost more event-loop time than the statements themselves.
 //
 // Each item's device is checked and its condition spent before anything is written for it; a
 // refusal is returned as data and leaves no trace. Anything else (a database error, a serial
 // collision) rolls back the whole transaction and is thrown.
-import { Worker } from "node:worker_threads";
 import type { Transaction as SqliteTransaction } from "better-sqlite3";
 import { chainAudit, type AuditEvent, type AuditHead, type AuditRecord } from "../../audit/log.js";
 import type { RecordCondition, RecordItem, RecordRefusal } from "../operations/certificates.js";
 import type { CertificateTable, DeviceTable, EnrollmentTokenTable } from "../schema.js";
-import { StoreError } from "../errors.js";
 import { preparedStatement, type NativeDb } from "../store.js";
 
 type Outcome = RecordRefusal | undefined;
@@ -28,139 +21,6 @@ const INSERT_CERTIFICATE =
   "revoked_at, revocation_reason, created_at) " +
   "values (@serial, @issuer_ca, @kind, @subject_id, @device_id, @not_before, @not_after, @fingerprint_sha256, @der, @status, " +
   "@revoked_at, @revocation_reason, @created_at)";
-
-/**
- * A batch for the recording thread (record-worker.ts), and its answer. The certificates' DER
- * travel packed in one ArrayBuffer that is moved, not copied: a Buffer from Node's pool would
- * be cloned with its whole pool (8 KiB), which made posting a batch cost more than recording it.
- */
-export interface RecordRequest {
-  id: number;
-  batch: (Omit<RecordItem, "row"> & { row: Omit<CertificateTable, "der"> & { der: { offset: number; length: number } } })[];
-  ders: ArrayBuffer;
-}
-export type RecordReply =
-  | { id: number; outcomes: Outcome[]; error?: undefined }
-  | { id: number; error: { message: string; code?: string; name?: string } };
-
-/**
- * The recording thread of a server's connection: recordBatch on a connection of its own, in a
- * worker thread, so the event loop only sends each batch and reads the outcomes. Batches run in
- * the order sent. If the thread dies, what it had not answered is rejected and later batches
- * are recorded on the event loop again.
- */
-export class RecordingThread {
-  private readonly worker: Worker;
-  private readonly pending = new Map<number, { resolve: (o: Outcome[]) => void; reject: (e: unknown) => void }>();
-  private nextId = 0;
-  private dead: Error | undefined;
-  private readonly exited: Promise<void>;
-
-  /** `path`: the database file the caller's connection has open (WAL mode). */
-  constructor(path: string) {
-    this.worker = new Worker(workerEntry(), { workerData: { path } });
-    // Referenced only while a batch is out: an idle thread must not keep a process alive.
-    this.worker.unref();
-    this.worker.on("message", (reply: RecordReply) => {
-      const waiting = this.pending.get(reply.id);
-      if (!waiting) return;
-      this.forget(reply.id);
-      if (reply.error === undefined) waiting.resolve(reply.outcomes);
-      else waiting.reject(Object.assign(new StoreError(reply.error.message), { code: reply.error.code }));
-    });
-    this.worker.on("error", (e) => this.fail(e));
-    this.exited = new Promise((resolve) =>
-      this.worker.once("exit", (code) => {
-        this.fail(new StoreError(`the recording thread exited (code ${code})`));
-        resolve();
-      }),
-    );
-  }
-
-  /** False once the thread died: record on the event loop instead. */
-  get usable(): boolean {
-    return this.dead === undefined;
-  }
-
-  record(batch: readonly RecordItem[]): Promise<Outcome[]> {
-    if (this.dead) return Promise.reject(this.dead);
-    const id = ++this.nextId;
-    const ders = new Uint8Array(batch.reduce((n, item) => n + item.row.der.length, 0));
-    let offset = 0;
-    // Only the data crosses (a caller's item may carry its own callbacks).
-    const items: RecordRequest["batch"] = batch.map(({ row, audit, condition }) => {
-      ders.set(row.der, offset);
-      const der = { offset, length: row.der.length };
-      offset += der.length;
-      return { row: { ...row, der }, audit, ...(condition && { condition }) };
-    });
-    return new Promise((resolve, reject) => {
-      if (this.pending.size === 0) this.worker.ref();
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ id, batch: items, ders: ders.buffer } satisfies RecordRequest, [ders.buffer]);
-    });
-  }
-
-  /** After the batches sent so far are answered: closes the thread's connection and ends it. */
-  async close(): Promise<void> {
-    if (!this.dead) {
-      this.worker.ref();
-      this.worker.postMessage("close");
-    }
-    await this.exited;
-  }
-
-  private forget(id: number): void {
-    this.pending.delete(id);
-    if (this.pending.size === 0) this.worker.unref();
-  }
-
-  private fail(e: Error): void {
-    this.dead ??= e;
-    for (const [id, waiting] of this.pending) {
-      this.forget(id);
-      waiting.reject(e);
-    }
-  }
-}
-
-/**
- * The worker's module: the compiled record-worker.js next to this file, or, when this file runs
- * as TypeScript under tsx (tests, benchmarks), a bootstrap that registers tsx in the worker first
- * (a worker does not inherit the loader) and then imports record-worker.ts.
- */
-function workerEntry(): URL {
-  if (!import.meta.url.endsWith(".ts")) return new URL("./record-worker.js", import.meta.url);
-  const tsx = import.meta.resolve("tsx/esm/api");
-  const entry = new URL("./record-worker.ts", import.meta.url).href;
-  const code = `import { register } from ${JSON.stringify(tsx)}; register(); await import(${JSON.stringify(entry)});`;
-  return new URL(`data:text/javascript,${encodeURIComponent(code)}`);
-}
-
-/** The recording thread serving a connection (Store.useGroupSync starts it; Store.close ends it). */
-const recordingThreads = new WeakMap<NativeDb, RecordingThread>();
-
-export function startRecordingThread(native: NativeDb): RecordingThread {
-  let thread = recordingThreads.get(native);
-  if (!thread) recordingThreads.set(native, (thread = new RecordingThread(native.name)));
-  return thread;
-}
-
-export async function stopRecordingThread(native: NativeDb): Promise<void> {
-  const thread = recordingThreads.get(native);
-  recordingThreads.delete(native);
-  await thread?.close();
-}
-
-/**
- * Records a batch in one write transaction: on the connection's recording thread when it has one
- * (and is not inside a transaction of its own, whose uncommitted rows only it can see), otherwise
- * synchronously here.
- */
-export function recordBatchOn(native: NativeDb, batch: readonly RecordItem[]): Outcome[] | Promise<Outcome[]> {
-  const thread = native.inTransaction ? undefined : recordingThreads.get(native);
-  return thread?.usable ? thread.record(batch) : recordBatch(native, batch);
-}
 
 /** Records a batch synchronously in one write transaction; per item undefined (recorded) or its refusal. */
 export function recordBatch(native: NativeDb, batch: readonly RecordItem[]): Outcome[] {
