@@ -251,11 +251,22 @@ interface Mode {
   role: string;
 }
 
-const MODES: readonly Mode[] = [
+const ALL_MODES: readonly Mode[] = [
   { clients: 4, keepAlive: true, maxRate: 3000, role: "latency-bound: each answer waits for a durable commit" },
   { clients: 32, keepAlive: true, maxRate: 8000, role: "throughput: group sync amortizes the fsync" },
   { clients: 4, keepAlive: false, maxRate: 1500, role: "what a new connection adds (TLS handshake on both sides)" },
 ];
+/**
+ * BENCH_EST_MODES="32" (comma-separated client counts; "4full" for the full-handshake mode) measures
+ * only those modes: for profiling one load or iterating on it. The default measures all of them.
+ */
+const MODES: readonly Mode[] = (() => {
+  const wanted = (process.env.BENCH_EST_MODES ?? "").split(",").filter(Boolean);
+  if (wanted.length === 0) return ALL_MODES;
+  const modes = ALL_MODES.filter((m) => wanted.includes(`${m.clients}${m.keepAlive ? "" : "full"}`));
+  if (modes.length === 0) throw new BenchFailure(`BENCH_EST_MODES=${wanted.join(",")} names no mode; use 4, 32 or 4full`);
+  return modes;
+})();
 /** From issue 9: at 32 keep-alive clients fleetpki must reach this share of the bare server's rate. */
 const TARGET_RATIO_32 = 0.7;
 /** Above this share of wall time busy, the client's event loop may be what limits the rate. */
