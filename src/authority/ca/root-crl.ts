@@ -35,7 +35,7 @@ export const ROOT_CRL_REQUEST = join(layout.ceremonyDir, "root-crl.request.json"
 export async function writeRootCrlRequest(fleet: FleetServices, validity = OFFLINE_ROOT_CRL_VALIDITY): Promise<string> {
   parseDuration(validity);
   const now = fleet.clock.now().toISOString();
-  const stored = (await fleet.store.ops.status.storedCrl("root"))?.crl_number;
+  const stored = await fleet.store.ops.status.crlNumber("root");
   const listed = await fleet.store.ops.status.listCrlEntries("root", now);
   const request: RootCrlRequest = {
     fleetpki_crl_request: REQUEST_VERSION,
@@ -136,7 +136,7 @@ export async function importCrl(
   const crlNumber = crl.crlNumber;
   const nextUpdate = crl.nextUpdate;
   await fleet.store.transaction(async (tx) => {
-    const stored = (await tx.status.storedCrl("root"))?.crl_number;
+    const stored = await tx.status.crlNumber("root");
     if (stored !== undefined && BigInt(stored) >= crlNumber)
       throw new InvalidArgument(`${file}: CRL number ${crlNumber} is not newer than the stored ${stored}`);
     await tx.status.storeCrl({

@@ -14,6 +14,7 @@ export type StoredStatus = Pick<CertificateTable, "status" | "revoked_at" | "rev
 export interface CrlEntryRow {
   serialHex: string;
   revokedAt: Date;
+  /** The stored reason; "unspecified" where none was stored. */
   reason: string;
 }
 
@@ -47,6 +48,8 @@ export interface StatusOperations {
 
   /** The newest CRL stored for the CA, whoever signed (or imported) it. */
   storedCrl(caId: string): Promise<CrlTable | undefined>;
+  /** The number of the CA's stored CRL (without reading its DER, megabytes for a big fleet). */
+  crlNumber(caId: string): Promise<number | undefined>;
   /** Revoked and held certificates of the CA that expire after `unexpiredAt`. */
   listCrlEntries(caId: string, unexpiredAt: string): Promise<CrlEntryRow[]>;
   /** Replaces the CA's stored CRL; inside the write transaction that read its number. */

@@ -74,6 +74,11 @@ export class SqliteStatusOperations implements StatusOperations {
     return this.db.selectFrom("crls").selectAll().where("ca_id", "=", caId).executeTakeFirst();
   }
 
+  async crlNumber(caId: string): Promise<number | undefined> {
+    const row = await this.db.selectFrom("crls").select("crl_number").where("ca_id", "=", caId).executeTakeFirst();
+    return row?.crl_number;
+  }
+
   async listCrlEntries(caId: string, unexpiredAt: string): Promise<CrlEntryRow[]> {
     // One string for all rows, split here: better-sqlite3 turning 100,000 rows of three columns
     // into JS values cost more than encoding and signing the CRL. (A NULL would drop its row from
@@ -91,7 +96,7 @@ export class SqliteStatusOperations implements StatusOperations {
         entries.push({
           serialHex: line.slice(0, a),
           revokedAt: new Date(storedTimeSecondMs(line.slice(a + 1, b))),
-          reason: line.slice(b + 1),
+          reason: line.slice(b + 1) || "unspecified",
         });
       }
     return entries;
