@@ -2,31 +2,20 @@
 // front (BEGIN IMMEDIATE) so a CLI and a running server can share one file safely.
 import { chmodSync } from "node:fs";
 import SqliteDatabase from "better-sqlite3";
-import {
-  Kysely,
-  Migrator,
-  SqliteDialect,
-  sql,
-  type MigrationProvider,
-  type SqliteDatabase as KyselySqliteDatabase,
-  type Transaction,
-} from "kysely";
+import { Kysely, Migrator, SqliteDialect, sql, type MigrationProvider } from "kysely";
 import { StoreError } from "./errors.js";
 import { migrations } from "./migrations.js";
 import { WalSync, type SyncFunction } from "./wal-sync.js";
 import type { Database } from "./schema.js";
 import type { FleetStore, Operations } from "./operations.js";
 import { sqliteOperations } from "./sqlite/operations.js";
+import { withStatementCache, type Db, type NativeDb } from "./sqlite/connection.js";
 
-export type Db = Kysely<Database>;
-export type Tx = Kysely<Database> | Transaction<Database>;
+// What src/store/sqlite/ shares lives in sqlite/connection.ts (so the backend's files never import
+// this one back); re-exported for the store's users.
+export { isUniqueViolation, preparedStatement, type Db, type NativeAccess, type NativeDb, type Tx } from "./sqlite/connection.js";
 
 export { StoreError };
-
-export type NativeDb = SqliteDatabase.Database;
-
-/** Synchronous access to the connection an operation runs on, for hot paths (prepared statements). */
-export type NativeAccess = <T>(fn: (native: NativeDb) => T) => Promise<T>;
 
 /** A write transaction: the named operations bound to it. */
 export type TxOperations = Operations;
@@ -124,40 +113,4 @@ export async function openStore(path: string, options: OpenStoreOptions = {}): P
       await db.destroy();
     },
   };
-}
-
-const STATEMENT_CACHE_CAPACITY = 256;
-const statementCaches = new WeakMap<NativeDb, Map<string, SqliteDatabase.Statement>>();
-
-/**
- * The prepared statement for `sql` on this connection, prepared once. Kysely's SQLite driver
- * prepares every statement anew, which cost ~13% of the registration server's event loop; the
- * same few SQL texts repeat. Least recently used statements are dropped beyond the capacity
- * (Kysely's `in (?, ?, ...)` lists make many texts). Statements are only ever run to completion
- * (no streaming), so sharing them is safe.
- */
-export function preparedStatement<P extends unknown[] | {} = unknown[], R = unknown>(
-  native: NativeDb,
-  sql: string,
-): SqliteDatabase.Statement<P, R> {
-  let cache = statementCaches.get(native);
-  if (!cache) statementCaches.set(native, (cache = new Map()));
-  let statement = cache.get(sql);
-  if (statement) {
-    cache.delete(sql); // re-insert: most recently used last
-  } else {
-    statement = native.prepare(sql);
-    if (cache.size >= STATEMENT_CACHE_CAPACITY) cache.delete(cache.keys().next().value!);
-  }
-  cache.set(sql, statement);
-  return statement as SqliteDatabase.Statement<P, R>;
-}
-
-function withStatementCache(native: NativeDb): KyselySqliteDatabase {
-  return { close: () => native.close(), prepare: (sql: string) => preparedStatement(native, sql) };
-}
-
-export function isUniqueViolation(e: unknown): boolean {
-  const code = (e as { code?: string }).code;
-  return code === "SQLITE_CONSTRAINT_PRIMARYKEY" || code === "SQLITE_CONSTRAINT_UNIQUE" || code === "23505";
 }

@@ -2,7 +2,7 @@
 import { sql } from "kysely";
 import { chainAudit, type AuditEvent, type AuditRecord } from "../../audit/log.js";
 import type { AuditOperations, AuditStateSource } from "../operations/audit.js";
-import type { Tx } from "../store.js";
+import type { Tx } from "./connection.js";
 
 export class SqliteAuditOperations implements AuditOperations {
   constructor(private readonly db: Tx) {}

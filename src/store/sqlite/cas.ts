@@ -1,7 +1,7 @@
 // CaOperations on SQLite (Kysely).
 import type { CaOperations } from "../operations/cas.js";
 import type { CaTable, CertificateTable } from "../schema.js";
-import type { Tx } from "../store.js";
+import type { Tx } from "./connection.js";
 
 export class SqliteCaOperations implements CaOperations {
   constructor(private readonly db: Tx) {}

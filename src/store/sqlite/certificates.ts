@@ -2,7 +2,7 @@
 // (recorder.ts, the issuance hot path), reads through Kysely.
 import type { CertificateTable } from "../schema.js";
 import { SerialInUse, type CertificateOperations, type CertificateSummary, type RecordItem } from "../operations/certificates.js";
-import { isUniqueViolation, type NativeAccess, type Tx } from "../store.js";
+import { isUniqueViolation, type NativeAccess, type Tx } from "./connection.js";
 import { recordBatch } from "./recorder.js";
 
 export class SqliteCertificateOperations implements CertificateOperations {

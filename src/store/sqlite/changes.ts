@@ -1,7 +1,7 @@
 // ChangeOperations on SQLite (Kysely): a one-row read of the head a few times a second, then the new rows.
 import type { ChangeOperations } from "../operations/changes.js";
 import type { AuditLogTable } from "../schema.js";
-import type { Tx } from "../store.js";
+import type { Tx } from "./connection.js";
 
 export class SqliteChangeOperations implements ChangeOperations {
   constructor(private readonly db: Tx) {}

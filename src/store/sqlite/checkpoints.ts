@@ -1,7 +1,7 @@
 // CheckpointOperations on SQLite (Kysely).
 import type { CheckpointOperations, SignerRecord } from "../operations/checkpoints.js";
 import type { AuditCheckpointTable, CertificateTable } from "../schema.js";
-import type { Tx } from "../store.js";
+import type { Tx } from "./connection.js";
 
 export class SqliteCheckpointOperations implements CheckpointOperations {
   constructor(private readonly db: Tx) {}

@@ -1,7 +1,7 @@
 // DeviceOperations on SQLite (Kysely).
 import type { DeviceOperations } from "../operations/devices.js";
 import type { DeviceTable, FactoryEnrollmentTable } from "../schema.js";
-import type { Tx } from "../store.js";
+import type { Tx } from "./connection.js";
 
 /** Rows per statement: SQLite allows 32,766 bound parameters, a device row binds 6. */
 const CHUNK = 500;

@@ -10,7 +10,7 @@ import type {
   TokenCheckRow,
 } from "../operations/enrollment.js";
 import type { EnrollmentRequestTable, EnrollmentTokenTable } from "../schema.js";
-import { preparedStatement, type NativeAccess, type NativeDb, type Tx } from "../store.js";
+import { preparedStatement, type NativeAccess, type NativeDb, type Tx } from "./connection.js";
 
 const SUMMARY = ["id", "device_id", "source", "source_group", "source_address", "key_fingerprint", "created_at"] as const;
 

@@ -1,6 +1,6 @@
 // The SQLite implementation of every area's operations, over one Kysely connection or transaction.
 import type { Operations } from "../operations.js";
-import type { NativeAccess, Tx } from "../store.js";
+import type { NativeAccess, Tx } from "./connection.js";
 import { SqliteAuditOperations } from "./audit.js";
 import { SqliteCaOperations } from "./cas.js";
 import { SqliteCheckpointOperations } from "./checkpoints.js";

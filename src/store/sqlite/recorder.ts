@@ -12,7 +12,7 @@ import type { Transaction as SqliteTransaction } from "better-sqlite3";
 import { chainAudit, type AuditEvent, type AuditHead, type AuditRecord } from "../../audit/log.js";
 import type { RecordCondition, RecordItem, RecordRefusal } from "../operations/certificates.js";
 import type { CertificateTable, DeviceTable, EnrollmentTokenTable } from "../schema.js";
-import { preparedStatement, type NativeDb } from "../store.js";
+import { preparedStatement, type NativeDb } from "./connection.js";
 
 type Outcome = RecordRefusal | undefined;
 

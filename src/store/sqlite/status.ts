@@ -2,7 +2,7 @@
 import { sql } from "kysely";
 import type { CertificateTable, CrlTable, DeviceTable } from "../schema.js";
 import type { CrlEntryRow, StatusCertificateRow, StatusOperations, StatusSnapshot, StoredStatus } from "../operations/status.js";
-import { preparedStatement, type NativeAccess, type Tx } from "../store.js";
+import { preparedStatement, type NativeAccess, type Tx } from "./connection.js";
 
 const LOOKUP_STATUS = "select status, revoked_at, revocation_reason, kind from certificates where serial = ? and issuer_ca = ?";
 
