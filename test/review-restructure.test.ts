@@ -7,9 +7,11 @@ import { after, before, describe, it } from "node:test";
 import { createLocalCa } from "../src/authority/ca/cas.js";
 import { addDevice } from "../src/authority/devices.js";
 import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
+import { CrlPublisher } from "../src/authority/status/crls.js";
 import { revokeDevice } from "../src/authority/status/revocation.js";
 import { silentLogger } from "../src/log.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
+import { parseCrl } from "../src/x509/crl.js";
 import { fromPem } from "../src/x509/pem.js";
 import { opensslCsr, tempDir, tempFleet } from "./helpers.js";
 import { ManualClock } from "./support/clock.js";
@@ -82,5 +84,38 @@ describe("the event feed: one unreadable audit row costs only itself", { concurr
     await revokeDevice(f.fleet, { deviceId: "feed-1", reason: "keyCompromise", actor: "test" });
     await server.changes.poll();
     assert.equal(server.certificateStatus.certificate({ issuerCa: "devices", serial: cert.serial }).status, "revoked");
+  });
+});
+
+describe("CrlPublisher.markAllChanged: a failing CA listing is reported, never a rejection", { concurrency: false }, () => {
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+
+  before(async () => {
+    f = await tempFleet();
+  });
+  after(async () => {
+    await f?.close();
+  });
+
+  it("resolves when the CAs cannot be listed (follow.ts voids it: a rejection would end the server), and the served CRLs stay marked", async () => {
+    const errors: unknown[] = [];
+    const crls = new CrlPublisher(f.fleet, (_ca, e) => errors.push(e));
+    await crls.start();
+    try {
+      const before = parseCrl((await crls.crl("devices"))!.der).crlNumber!;
+      // The listing fails (a real SQLite error): the table is away for the length of one call.
+      const native = (sql: string) => sqliteStore(f.fleet).withNative((db) => db.exec(sql));
+      await native("alter table cas rename to cas_away");
+      try {
+        await assert.doesNotReject(crls.markAllChanged());
+      } finally {
+        await native("alter table cas_away rename to cas");
+      }
+      assert.ok(errors.length > 0, "the failure was reported through onError");
+      // The change is not lost: the next request re-signs the CRL it had served.
+      assert.ok(parseCrl((await crls.crl("devices"))!.der).crlNumber! > before, "the devices CRL was re-signed");
+    } finally {
+      await crls.stop();
+    }
   });
 });
