@@ -119,3 +119,57 @@ describe("CrlPublisher.markAllChanged: a failing CA listing is reported, never a
     }
   });
 });
+
+describe("CertificateStatus after a status change it cannot read", { concurrency: false }, () => {
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+  let work: { path: string; cleanup: () => void };
+  let server: FleetServer;
+
+  before(async () => {
+    f = await tempFleet();
+    work = tempDir("fleetpki-review-unreadable-");
+    server = await startFleetServer({ dir: f.dir, only: [], logger: silentLogger, clock: new ManualClock() });
+    await server.changes.stop();
+  });
+  after(async () => {
+    await server?.close();
+    await f?.close();
+    work?.cleanup();
+  });
+
+  it("a certificate revoked by a device.revoke row the feed cannot decode is not answered good", async () => {
+    await addDevice(f.fleet, { id: "unread-1", actor: "test" });
+    const { csr } = opensslCsr(work.path, "unread-1");
+    const cert = await issueDeviceCertificate(f.fleet, { deviceId: "unread-1", csr: readFileSync(csr), actor: "test" });
+    await server.changes.poll();
+    const query = { issuerCa: "devices", serial: cert.serial };
+    assert.equal(server.certificateStatus.certificate(query).status, "good");
+    // The revocation committed with an audit row this process cannot decode (serials not a list:
+    // a faulty or newer writer). CRLs and OCSP re-read the table; the in-memory status must too.
+    await sqliteStore(f.fleet).withNative((db) => {
+      const at = new Date().toISOString();
+      db.prepare("update certificates set status = 'revoked', revoked_at = ?, revocation_reason = 'keyCompromise' where serial = ?").run(
+        at,
+        cert.serial,
+      );
+      db.prepare("update devices set status = 'revoked' where id = ?").run("unread-1");
+      const head = db.prepare("select seq, hash from audit_head where id = 1").get() as { seq: number; hash: string };
+      const details = JSON.stringify({ reason: "keyCompromise", serials: cert.serial, cas: ["devices"] });
+      db.prepare("insert into audit_log (seq, at, actor, action, subject, details, prev_hash, hash) values (?, ?, ?, ?, ?, ?, ?, ?)").run(
+        head.seq + 1,
+        at,
+        "writer",
+        "device.revoke",
+        "device:unread-1",
+        details,
+        head.hash,
+        head.hash,
+      );
+      db.prepare("update audit_head set seq = ? where id = 1").run(head.seq + 1);
+    });
+    await server.changes.poll();
+    await server.certificateStatus.settled();
+    assert.equal(server.certificateStatus.certificate(query).status, "revoked");
+    assert.equal(server.certificateStatus.device("unread-1").status, "revoked");
+  });
+});
