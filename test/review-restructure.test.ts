@@ -7,9 +7,11 @@ import { after, before, describe, it } from "node:test";
 import { createLocalCa } from "../src/authority/ca/cas.js";
 import { addDevice } from "../src/authority/devices.js";
 import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
+import { CrlPublisher } from "../src/authority/status/crls.js";
 import { revokeDevice } from "../src/authority/status/revocation.js";
 import { silentLogger } from "../src/log.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
+import { parseCrl } from "../src/x509/crl.js";
 import { fromPem } from "../src/x509/pem.js";
 import { opensslCsr, tempDir, tempFleet } from "./helpers.js";
 import { ManualClock } from "./support/clock.js";
@@ -82,5 +84,92 @@ describe("the event feed: one unreadable audit row costs only itself", { concurr
     await revokeDevice(f.fleet, { deviceId: "feed-1", reason: "keyCompromise", actor: "test" });
     await server.changes.poll();
     assert.equal(server.certificateStatus.certificate({ issuerCa: "devices", serial: cert.serial }).status, "revoked");
+  });
+});
+
+describe("CrlPublisher.markAllChanged: a failing CA listing is reported, never a rejection", { concurrency: false }, () => {
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+
+  before(async () => {
+    f = await tempFleet();
+  });
+  after(async () => {
+    await f?.close();
+  });
+
+  it("resolves when the CAs cannot be listed (follow.ts voids it: a rejection would end the server), and the served CRLs stay marked", async () => {
+    const errors: unknown[] = [];
+    const crls = new CrlPublisher(f.fleet, (_ca, e) => errors.push(e));
+    await crls.start();
+    try {
+      const before = parseCrl((await crls.crl("devices"))!.der).crlNumber!;
+      // The listing fails (a real SQLite error): the table is away for the length of one call.
+      const native = (sql: string) => sqliteStore(f.fleet).withNative((db) => db.exec(sql));
+      await native("alter table cas rename to cas_away");
+      try {
+        await assert.doesNotReject(crls.markAllChanged());
+      } finally {
+        await native("alter table cas_away rename to cas");
+      }
+      assert.ok(errors.length > 0, "the failure was reported through onError");
+      // The change is not lost: the next request re-signs the CRL it had served.
+      assert.ok(parseCrl((await crls.crl("devices"))!.der).crlNumber! > before, "the devices CRL was re-signed");
+    } finally {
+      await crls.stop();
+    }
+  });
+});
+
+describe("CertificateStatus after a status change it cannot read", { concurrency: false }, () => {
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+  let work: { path: string; cleanup: () => void };
+  let server: FleetServer;
+
+  before(async () => {
+    f = await tempFleet();
+    work = tempDir("fleetpki-review-unreadable-");
+    server = await startFleetServer({ dir: f.dir, only: [], logger: silentLogger, clock: new ManualClock() });
+    await server.changes.stop();
+  });
+  after(async () => {
+    await server?.close();
+    await f?.close();
+    work?.cleanup();
+  });
+
+  it("a certificate revoked by a device.revoke row the feed cannot decode is not answered good", async () => {
+    await addDevice(f.fleet, { id: "unread-1", actor: "test" });
+    const { csr } = opensslCsr(work.path, "unread-1");
+    const cert = await issueDeviceCertificate(f.fleet, { deviceId: "unread-1", csr: readFileSync(csr), actor: "test" });
+    await server.changes.poll();
+    const query = { issuerCa: "devices", serial: cert.serial };
+    assert.equal(server.certificateStatus.certificate(query).status, "good");
+    // The revocation committed with an audit row this process cannot decode (serials not a list:
+    // a faulty or newer writer). CRLs and OCSP re-read the table; the in-memory status must too.
+    await sqliteStore(f.fleet).withNative((db) => {
+      const at = new Date().toISOString();
+      db.prepare("update certificates set status = 'revoked', revoked_at = ?, revocation_reason = 'keyCompromise' where serial = ?").run(
+        at,
+        cert.serial,
+      );
+      db.prepare("update devices set status = 'revoked' where id = ?").run("unread-1");
+      const head = db.prepare("select seq, hash from audit_head where id = 1").get() as { seq: number; hash: string };
+      const details = JSON.stringify({ reason: "keyCompromise", serials: cert.serial, cas: ["devices"] });
+      db.prepare("insert into audit_log (seq, at, actor, action, subject, details, prev_hash, hash) values (?, ?, ?, ?, ?, ?, ?, ?)").run(
+        head.seq + 1,
+        at,
+        "writer",
+        "device.revoke",
+        "device:unread-1",
+        details,
+        head.hash,
+        head.hash,
+      );
+      db.prepare("update audit_head set seq = ? where id = 1").run(head.seq + 1);
+    });
+    await server.changes.poll();
+    await server.certificateStatus.settled();
+    assert.equal(server.certificateStatus.certificate(query).status, "revoked");
+    assert.equal(server.certificateStatus.device("unread-1").status, "revoked");
   });
 });

@@ -6,9 +6,10 @@
 //
 // Memory: one small entry per certificate ever recorded (no DER), about 200-300 bytes each.
 import { parseCertificate, sha256Fingerprint } from "../../x509/certificate.js";
+import type { StatusSnapshot } from "../../store/operations/status.js";
 import type { CertificateTable, DeviceTable } from "../../store/schema.js";
 import { InvalidArgument } from "../errors.js";
-import type { FleetEvent } from "../events/events.js";
+import { isUnreadableStatusChange, type FleetEvent } from "../events/events.js";
 import type { FleetServices } from "../services.js";
 import { normalizeSerial } from "./revocation.js";
 
@@ -91,6 +92,11 @@ export class CertificateStatus {
   private readonly cas = new Map<string, CaEntry>();
   /** Events up to here are already in the loaded snapshot. */
   private loadedSeq = 0;
+  private reloading: Promise<void> | undefined;
+  /** Events delivered while a reload reads the snapshot: applied again on top of it. */
+  private duringReload: FleetEvent[] | undefined;
+  /** A reload failed: try again at the next events. */
+  private stale = false;
 
   private constructor(private readonly fleet: FleetServices) {}
 
@@ -100,12 +106,20 @@ export class CertificateStatus {
    */
   static async load(fleet: FleetServices): Promise<CertificateStatus> {
     const status = new CertificateStatus(fleet);
-    const snapshot = await fleet.store.ops.status.statusSnapshot();
-    status.loadedSeq = snapshot.seq;
-    for (const ca of snapshot.cas) status.cas.set(ca.id, { serial: ca.serial, revoked: ca.status === "revoked" });
-    for (const d of snapshot.devices) status.devices.set(d.id, d.status);
+    status.fill(await fleet.store.ops.status.statusSnapshot());
+    return status;
+  }
+
+  private fill(snapshot: StatusSnapshot): void {
+    this.certificates.clear();
+    this.byDevice.clear();
+    this.devices.clear();
+    this.cas.clear();
+    this.loadedSeq = snapshot.seq;
+    for (const ca of snapshot.cas) this.cas.set(ca.id, { serial: ca.serial, revoked: ca.status === "revoked" });
+    for (const d of snapshot.devices) this.devices.set(d.id, d.status);
     for (const c of snapshot.certificates)
-      status.put(c.serial, {
+      this.put(c.serial, {
         issuerCa: c.issuer_ca,
         kind: c.kind,
         deviceId: c.device_id,
@@ -115,13 +129,48 @@ export class CertificateStatus {
         reason: c.revocation_reason,
         sinceMs: timeMs(c.revoked_at),
       });
-    return status;
+  }
+
+  /**
+   * A status change whose audit row cannot be decoded changed something unknown: the snapshot is read
+   * again (the events delivered meanwhile are applied on top), else a revoked certificate stays good.
+   * Asked again while reading: once more after it. A failed read is tried again at the next events.
+   */
+  private reload(): void {
+    this.stale = true;
+    if (this.reloading) return;
+    this.stale = false;
+    const during: FleetEvent[] = [];
+    this.duringReload = during;
+    let failed = false;
+    this.reloading = (async () => {
+      try {
+        const snapshot = await this.fleet.store.ops.status.statusSnapshot();
+        this.fill(snapshot);
+        this.duringReload = undefined;
+        this.apply(during);
+      } catch {
+        failed = this.stale = true;
+      } finally {
+        this.duringReload = undefined;
+        this.reloading = undefined;
+      }
+      if (this.stale && !failed) this.reload();
+    })();
+  }
+
+  /** Resolves once the reloads under way (see reload) have finished. */
+  async settled(): Promise<void> {
+    while (this.reloading) await this.reloading;
   }
 
   /** Follows the feed: a ChangeListener. */
   apply(events: readonly FleetEvent[]): void {
+    this.duringReload?.push(...events);
+    if (this.stale) this.reload();
     for (const event of events) {
       if (event.seq <= this.loadedSeq) continue;
+      if (isUnreadableStatusChange(event)) this.reload();
       const at = event.at.getTime();
       switch (event.type) {
         case "CertificateIssued":

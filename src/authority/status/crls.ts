@@ -170,7 +170,12 @@ export class CrlPublisher {
   markAllChanged(): Promise<unknown> {
     // The CRLs served so far are marked at once: no request after this call gets the old one.
     for (const id of this.current.keys()) this.changed.add(id);
-    return crlCaIds(this.fleet).then((ids) => this.markChanged(ids));
+    // Never rejects (the feed voids it; an unhandled rejection ends the process): a failed listing is
+    // reported, and the marks above make the next request or tick re-sign.
+    return crlCaIds(this.fleet).then(
+      (ids) => this.markChanged(ids),
+      (e: unknown) => this.onError("(every CA)", e),
+    );
   }
 
   private async refreshDue(): Promise<void> {
