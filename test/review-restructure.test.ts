@@ -97,7 +97,7 @@ describe("CrlPublisher.markAllChanged: a failing CA listing is reported, never a
     await f?.close();
   });
 
-  it("resolves when the CAs cannot be listed (follow.ts voids it: a rejection would end the server), and the served CRLs stay marked", async () => {
+  it("markAllChanged resolves when the CAs cannot be listed (a rejection would end the server); served CRLs stay marked", async () => {
     const errors: unknown[] = [];
     const crls = new CrlPublisher(f.fleet, (_ca, e) => errors.push(e));
     await crls.start();

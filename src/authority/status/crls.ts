@@ -141,7 +141,9 @@ export class CrlPublisher {
   async start(): Promise<void> {
     await this.refreshDue();
     const validityMs = parseDuration(this.fleet.config.revocation.crl_validity);
-    this.timer = setInterval(() => void this.refreshDue(), Math.max(250, Math.min(10_000, validityMs / 16)));
+    // A tick whose CA listing fails is reported, never left to reject (that would end the process).
+    const tick = () => this.refreshDue().catch((e: unknown) => this.onError("(every CA)", e));
+    this.timer = setInterval(() => void tick(), Math.max(250, Math.min(10_000, validityMs / 16)));
     this.timer.unref();
   }
 
