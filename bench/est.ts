@@ -36,7 +36,7 @@ import { certsOnly, fromBase64Body, parseCertsOnly, toBase64Body } from "../src/
 import { deviceDnsName, deviceSpiffeId } from "../src/x509/profiles.js";
 import {
   BenchFailure,
-  CONTENDED_CORES,
+  contentionWarning,
   Http1Connection,
   WARMUP_SECONDS,
   check,
@@ -717,12 +717,8 @@ function printReport(
       `WARNING: the client's event loop was busy ${Math.round(100 * busyOf(s))}% in "${s.label}, ${modeName(s.mode)}": ` +
         "that figure may measure the client",
     );
-  const contention = Math.max(speed.otherCores ?? 0, ...scenarios.flatMap((s) => s.results.map((r) => r.others ?? 0)));
-  if (contention > CONTENDED_CORES)
-    out.push(
-      `WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; ` +
-        `these figures are pessimistic, rerun on an idle machine`,
-    );
+  const contended = contentionWarning([speed.otherCores, ...scenarios.flatMap((s) => s.results.map((r) => r.others))]);
+  if (contended) out.push(contended);
   out.push("");
   out.push(`Phases: ${timings.map(([w, s]) => `${w} ${s.toFixed(1)} s`).join(", ")}`);
   out.push("");

@@ -24,7 +24,7 @@ import type { GeneralName } from "../src/x509/extensions.js";
 import { toPem } from "../src/x509/pem.js";
 import { deviceDnsName, deviceSpiffeId } from "../src/x509/profiles.js";
 import {
-  CONTENDED_CORES,
+  contentionWarning,
   WARMUP_SECONDS,
   check,
   cleanUpOnInterrupt,
@@ -483,12 +483,8 @@ function printReport(
   out.push(formatTable(["in flight", "certs/commit", "ms/commit", "ms/cert", "of wall time"], commitRows));
   out.push("  Time inside write transactions (device check, inserts, audit chain, fsync'd commit); better-sqlite3 is");
   out.push("  synchronous, so the event loop does nothing else meanwhile.");
-  const contention = Math.max(speed.otherCores ?? 0, ...scenarios.flatMap((s) => s.results.map((r) => r.otherCores ?? 0)));
-  if (contention > CONTENDED_CORES)
-    out.push(
-      `WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; ` +
-        `these figures are pessimistic, rerun on an idle machine`,
-    );
+  const contended = contentionWarning([speed.otherCores, ...scenarios.flatMap((s) => s.results.map((r) => r.otherCores))]);
+  if (contended) out.push(contended);
   out.push("");
   out.push("Peer: @peculiar/x509 issuing the same certificate, measured in this run (medians)");
   const rateOf = (path: Path, concurrency: number) =>

@@ -220,6 +220,19 @@ export const WARMUP_SECONDS = 0.5;
 export const CONTENDED_CORES = 0.1;
 
 /**
+ * The report's warning when other processes took more than CONTENDED_CORES during measurement
+ * (the most of `others`, in cores), or undefined.
+ */
+export function contentionWarning(others: readonly (number | undefined)[]): string | undefined {
+  const contention = Math.max(0, ...others.map((o) => o ?? 0));
+  if (contention <= CONTENDED_CORES) return undefined;
+  return (
+    `WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; ` +
+    `these figures are pessimistic, rerun on an idle machine`
+  );
+}
+
+/**
  * Runs `cleanup` when this process is interrupted (SIGINT or SIGTERM, after which it dies of the
  * same signal) or exits early (run.ts's watchdog). Returns the function that uninstalls it.
  */

@@ -1,7 +1,7 @@
 // The bench's printed report: the setting, the OCSP throughput table, the figures against the
 // issue's targets, the CRL table, the phases and the checks that passed.
 import { cpus } from "node:os";
-import { CONTENDED_CORES, WARMUP_SECONDS, fmtMs, fmtRate, formatTable, median, opensslVersion, type BenchOptions } from "../lib.js";
+import { contentionWarning, WARMUP_SECONDS, fmtMs, fmtRate, formatTable, median, opensslVersion, type BenchOptions } from "../lib.js";
 import type { CrlFigures } from "./crl.js";
 import type { Fixture } from "./fleet.js";
 import { SIGN_COST_SECONDS, type Run, type Scenario, type SignCost } from "./scenarios.js";
@@ -195,12 +195,8 @@ export function printReport(r: Report): void {
         .map((s) => `${s.label}: ${s.stale}`)
         .join("; ")}`,
     );
-  const contention = Math.max(speed.otherCores ?? 0, ...scenarios.flatMap((s) => s.results.map((x) => x.others ?? 0)));
-  if (contention > CONTENDED_CORES)
-    out.push(
-      `WARNING: other processes used up to ${contention.toFixed(2)} cores during measurement; ` +
-        `these figures are pessimistic, rerun on an idle machine`,
-    );
+  const contended = contentionWarning([speed.otherCores, ...scenarios.flatMap((s) => s.results.map((r) => r.others))]);
+  if (contended) out.push(contended);
   out.push("");
 
   const reasons = crl.reasons.map(([reason, n]) => `${Math.round((n / CRL_ENTRIES) * 100)}% ${reason}`).join(", ");
