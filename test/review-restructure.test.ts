@@ -44,27 +44,11 @@ describe("CertificateStatus: a DER is good only if it is byte for byte the one i
 });
 
 describe("the event feed: one unreadable audit row costs only itself", { concurrency: false }, () => {
-  let f: Awaited<ReturnType<typeof tempFleet>>;
-  let work: { path: string; cleanup: () => void };
-  let server: FleetServer;
-
-  before(async () => {
-    f = await tempFleet();
-    work = tempDir("fleetpki-review-feed-");
-    server = await startFleetServer({ dir: f.dir, only: [], logger: silentLogger, clock: new ManualClock() });
-    await server.changes.stop();
-  });
-  after(async () => {
-    await server?.close();
-    await f?.close();
-    work?.cleanup();
-  });
+  const fx = feedFixture("feed");
 
   it("a row whose subject is not text does not make the feed drop the revocation after it", async () => {
-    await addDevice(f.fleet, { id: "feed-1", actor: "test" });
-    const { csr } = opensslCsr(work.path, "feed-1");
-    const cert = await issueDeviceCertificate(f.fleet, { deviceId: "feed-1", csr: readFileSync(csr), actor: "test" });
-    await server.changes.poll();
+    const { f, server } = fx;
+    const cert = await fx.issue("feed-1");
     assert.equal(server.certificateStatus.certificate({ issuerCa: "devices", serial: cert.serial }).status, "good");
     // A row written behind fleetpki's back (or by a faulty writer): its subject is a BLOB, not text.
     await sqliteStore(f.fleet).withNative((db) => {
@@ -121,27 +105,11 @@ describe("CrlPublisher.markAllChanged: a failing CA listing is reported, never a
 });
 
 describe("CertificateStatus after a status change it cannot read", { concurrency: false }, () => {
-  let f: Awaited<ReturnType<typeof tempFleet>>;
-  let work: { path: string; cleanup: () => void };
-  let server: FleetServer;
-
-  before(async () => {
-    f = await tempFleet();
-    work = tempDir("fleetpki-review-unreadable-");
-    server = await startFleetServer({ dir: f.dir, only: [], logger: silentLogger, clock: new ManualClock() });
-    await server.changes.stop();
-  });
-  after(async () => {
-    await server?.close();
-    await f?.close();
-    work?.cleanup();
-  });
+  const fx = feedFixture("unreadable");
 
   it("a certificate revoked by a device.revoke row the feed cannot decode is not answered good", async () => {
-    await addDevice(f.fleet, { id: "unread-1", actor: "test" });
-    const { csr } = opensslCsr(work.path, "unread-1");
-    const cert = await issueDeviceCertificate(f.fleet, { deviceId: "unread-1", csr: readFileSync(csr), actor: "test" });
-    await server.changes.poll();
+    const { f, server } = fx;
+    const cert = await fx.issue("unread-1");
     const query = { issuerCa: "devices", serial: cert.serial };
     assert.equal(server.certificateStatus.certificate(query).status, "good");
     // The revocation committed with an audit row this process cannot decode (serials not a list:
@@ -173,3 +141,37 @@ describe("CertificateStatus after a status change it cannot read", { concurrency
     assert.equal(server.certificateStatus.device("unread-1").status, "revoked");
   });
 });
+
+/**
+ * A fleet and a server that builds its status but follows the audit log only when a test polls
+ * (its feed's timer stopped), on a ManualClock; `issue` adds a device and certificate and polls.
+ */
+function feedFixture(name: string) {
+  const fx = {} as { f: Awaited<ReturnType<typeof tempFleet>>; work: { path: string; cleanup: () => void }; server: FleetServer };
+  before(async () => {
+    fx.f = await tempFleet();
+    fx.work = tempDir(`fleetpki-review-${name}-`);
+    fx.server = await startFleetServer({ dir: fx.f.dir, only: [], logger: silentLogger, clock: new ManualClock() });
+    await fx.server.changes.stop();
+  });
+  after(async () => {
+    await fx.server?.close();
+    await fx.f?.close();
+    fx.work?.cleanup();
+  });
+  return {
+    get f() {
+      return fx.f;
+    },
+    get server() {
+      return fx.server;
+    },
+    async issue(id: string) {
+      await addDevice(fx.f.fleet, { id, actor: "test" });
+      const { csr } = opensslCsr(fx.work.path, id);
+      const cert = await issueDeviceCertificate(fx.f.fleet, { deviceId: id, csr: readFileSync(csr), actor: "test" });
+      await fx.server.changes.poll();
+      return cert;
+    },
+  };
+}
