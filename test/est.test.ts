@@ -12,7 +12,7 @@ import { addDevice } from "../src/authority/devices.js";
 import { decideRequest, listPendingRequests } from "../src/authority/enroll/enrollment.js";
 import type { FleetServices } from "../src/authority/services.js";
 import { createToken } from "../src/authority/enroll/tokens.js";
-import { vectorPath, tempDir, tempFleet } from "./helpers.js";
+import { opensslCsr, vectorPath, tempDir, tempFleet } from "./helpers.js";
 import {
   assertProblem,
   curl,
@@ -505,22 +505,7 @@ describe("EST over HTTPS, client = curl + openssl", { concurrency: true }, () =>
       const renewed = join(work.path, "nat-next.cert.pem");
       writeFileSync(renewed, (await pkcs7Certs(re.body))[0]!);
       // The JSON renewal, with a PEM CSR.
-      const pemCsr = join(work.path, "nat-json.csr.pem");
-      await opensslOk([
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        join(work.path, "nat-json.key.pem"),
-        "-subj",
-        "/CN=rl-nat",
-        "-out",
-        pemCsr,
-      ]);
+      const { csr: pemCsr } = opensslCsr(work.path, "rl-nat");
       const body = JSON.stringify({ csr: readFileSync(pemCsr, "utf8") });
       const api = await curl([
         "--cacert",
