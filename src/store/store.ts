@@ -11,17 +11,6 @@ import type { FleetStore, Operations } from "./operations.js";
 import { sqliteOperations } from "./sqlite/operations.js";
 import { withStatementCache, type Db, type NativeDb } from "./sqlite/connection.js";
 
-// What src/store/sqlite/ shares lives in sqlite/connection.ts (so the backend's files never import
-// this one back); re-exported for the store's users.
-export { isUniqueViolation, preparedStatement, type Db, type NativeAccess, type NativeDb, type Tx } from "./sqlite/connection.js";
-
-export { StoreError };
-
-/** A write transaction: the named operations bound to it. */
-export type TxOperations = Operations;
-
-export type { FleetStore };
-
 /** The SQLite store: the backend-neutral FleetStore plus what only SQLite has (tests and benches inspect it). */
 export interface Store extends FleetStore {
   /** Kysely over the connection; for src/store/ and for tests that inspect the tables. */
@@ -86,7 +75,7 @@ export async function openStore(path: string, options: OpenStoreOptions = {}): P
   return {
     db,
     ops: sqliteOperations(db, withNative),
-    async transaction<T>(fn: (tx: TxOperations) => Promise<T>): Promise<T> {
+    async transaction<T>(fn: (tx: Operations) => Promise<T>): Promise<T> {
       const result = await db.connection().execute(async (conn) => {
         await sql`begin immediate`.execute(conn);
         try {
