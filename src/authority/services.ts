@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { CONFIG_FILE, ConfigError, loadConfig, resolveIn, type FleetConfig } from "../config/config.js";
 import { readPassphraseFile, readPrivateKey } from "../keys/keys.js";
 import type { FleetStore } from "../store/operations.js";
-import { openFleetStore, sqlitePath } from "../store/open.js";
+import { openFleetStore, sqlitePath, urlForDisplay } from "../store/open.js";
 import type { CaTable } from "../store/schema.js";
 import { signatureSchemeFor } from "../x509/algorithms.js";
 import { parseCertificate, type ParsedCertificate } from "../x509/certificate.js";
@@ -18,7 +18,7 @@ import { GroupCommitRecorder, type IssuanceRecorder } from "./issue/recorder.js"
 export async function openDatabase(dir: string, config: FleetConfig, options: { create?: boolean } = {}): Promise<FleetStore> {
   const url = config.database.url;
   if (sqlitePath(url, dir) === undefined)
-    throw new ConfigError(`${CONFIG_FILE}: database.url "${url}": only sqlite:<file> is supported so far`);
+    throw new ConfigError(`${CONFIG_FILE}: database.url "${urlForDisplay(url)}": only sqlite:<file> is supported so far`);
   return openFleetStore(url, dir, options);
 }
 

@@ -15,6 +15,11 @@ export function sqlitePath(url: string, baseDir: string): string | undefined {
 /** Opens (with `create`, makes) the database `url` names; relative file names are in `baseDir`. */
 export async function openFleetStore(url: string, baseDir: string, options: { create?: boolean } = {}): Promise<FleetStore> {
   const path = sqlitePath(url, baseDir);
-  if (path === undefined) throw new StoreError(`database.url "${url}": only sqlite:<file> is supported so far`);
+  if (path === undefined) throw new StoreError(`database.url "${urlForDisplay(url)}": only sqlite:<file> is supported so far`);
   return openStore(path, options);
+}
+
+/** A URL as it may be shown: a password in its user part (postgres://user:password@host) is masked. */
+export function urlForDisplay(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*):[^@/]*@/i, "$1:***@");
 }
