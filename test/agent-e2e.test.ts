@@ -578,24 +578,8 @@ describe("fleetpki agent against a running fleetpki serve", { concurrency: true,
 
     // curl with cert.pem/key.pem/ca.pem as they are: the server takes the certificate as the
     // device's identity and renews it (a CSR for a key made by openssl).
-    const csrKey = join(tmp, "curl-key.pem");
-    const csrFile = join(tmp, "curl-req.pem");
-    const req = await run("openssl", [
-      "req",
-      "-new",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      csrKey,
-      "-subj",
-      `/CN=${id}`,
-      "-out",
-      csrFile,
-    ]);
-    assert.equal(req.code, 0, req.stderr);
+    const curlDir = mkdtempSync(join(tmp, "curl-"));
+    const { key: csrKey, csr: csrFile } = opensslCsr(curlDir, id);
     const body = join(tmp, "curl-body.json");
     writeFileSync(body, JSON.stringify({ csr: readFileSync(csrFile, "utf8") }));
     const curl = (extra: string[], out: string) =>

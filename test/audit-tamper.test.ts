@@ -600,28 +600,13 @@ describe("the audit key", () => {
           `[x]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n` +
             `extendedKeyUsage=1.3.6.1.5.5.7.3.36\nsubjectAltName=URI:spiffe://fleet.example/service/audit\n`,
         );
-        const req = openssl([
-          "req",
-          "-new",
-          "-newkey",
-          "ec",
-          "-pkeyopt",
-          "ec_paramgen_curve:P-256",
-          "-nodes",
-          "-keyout",
-          p("key.pem"),
-          "-subj",
-          "/CN=audit",
-          "-out",
-          p("csr.pem"),
-        ]);
-        assert.equal(req.status, 0, req.stderr);
+        const req = opensslCsr(tmp.path, "pin-audit");
         const ca = (n: string) => join(dir, "ca", "devices", n);
         const x509 = openssl([
           "x509",
           "-req",
           "-in",
-          p("csr.pem"),
+          req.csr,
           "-CA",
           ca("cert.pem"),
           "-CAkey",
@@ -641,7 +626,7 @@ describe("the audit key", () => {
         assert.equal(x509.status, 0, x509.stderr);
         const forgedDir = join(tmp.path, "pin-forged");
         mkdirSync(forgedDir);
-        const key = readFileSync(p("key.pem"), "utf8");
+        const key = readFileSync(req.key, "utf8");
         writeFileSync(
           join(forgedDir, "cp.json"),
           JSON.stringify({
