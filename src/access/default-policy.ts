@@ -1,8 +1,12 @@
-// The policy `fleetpki init` writes to <dir>/policy.yaml: each device publishes under its own
-// prefix and reads its own commands, the `telemetry` service reads what devices send, nothing more.
-
-/** File name inside the fleet directory (layout.policy). */
-export const POLICY_FILE = "policy.yaml";
+// The policy `fleetpki init` (and `policy init`) writes to <dir>/policy.yaml (layout.policy): each
+// device publishes under its own prefix and reads its own commands, the `telemetry` service reads
+// what devices send, nothing more.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { InvalidArgument } from "../authority/errors.js";
+import { layout } from "../authority/layout.js";
+import { CONFIG_FILE } from "../config/config.js";
+import { writeFileAtomic } from "../keys/files.js";
 
 export const DEFAULT_POLICY = `# fleetpki access policy: who may publish and subscribe to what on the MQTT gateway.
 # Schema, semantics and examples: docs/policy.md. \`fleetpki serve\` reloads this file within a second
@@ -60,3 +64,15 @@ rules:
   #   devices: all
   #   publish: ["fleet/+/cmd/cmd_vel"]
 `;
+
+/**
+ * Writes the default policy into a fleet made before policies existed (`fleetpki policy init`);
+ * an existing policy is never overwritten. Returns the path written.
+ */
+export function writeDefaultPolicy(dir: string): string {
+  const path = join(dir, layout.policy);
+  if (!existsSync(join(dir, CONFIG_FILE))) throw new InvalidArgument(`no fleet at ${dir} (${CONFIG_FILE} not found)`);
+  if (existsSync(path)) throw new InvalidArgument(`${path} already exists; edit it, or delete it first to start from the default`);
+  writeFileAtomic(path, DEFAULT_POLICY); // 0644: no secret in it
+  return path;
+}

@@ -27,7 +27,7 @@ function readPolicy(path: string): { text: string; signature: string } {
       {
         line: 0,
         field: "",
-        message: code === "ENOENT" ? "not found (`fleetpki init` writes a default one; docs/policy.md)" : `cannot be read (${code})`,
+        message: code === "ENOENT" ? "not found (`fleetpki policy init` writes the default policy into a fleet directory; docs/policy.md)" : `cannot be read (${code})`,
       },
     ]);
   }
