@@ -10,7 +10,8 @@ export const POLICY_POLL_MS = 1000;
 /** fs.watch reports one save as several events: they are gathered for this long. */
 const SETTLE_MS = 25;
 
-export type ReloadResult = { outcome: "unchanged" } | { outcome: "reloaded"; policy: AccessPolicy } | { outcome: "invalid"; error: PolicyError };
+export type ReloadResult =
+  { outcome: "unchanged" } | { outcome: "reloaded"; policy: AccessPolicy } | { outcome: "invalid"; error: PolicyError };
 
 function readPolicy(path: string): { text: string; signature: string } {
   let size: number;
@@ -27,7 +28,10 @@ function readPolicy(path: string): { text: string; signature: string } {
       {
         line: 0,
         field: "",
-        message: code === "ENOENT" ? "not found (`fleetpki policy init` writes the default policy into a fleet directory; docs/policy.md)" : `cannot be read (${code})`,
+        message:
+          code === "ENOENT"
+            ? "not found (`fleetpki policy init` writes the default policy into a fleet directory; docs/policy.md)"
+            : `cannot be read (${code})`,
       },
     ]);
   }

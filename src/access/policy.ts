@@ -302,8 +302,8 @@ export class AccessPolicy {
         }
       // A placeholder that cannot be filled takes the whole rule out, not just that filter.
       if (!applies) continue;
-      if (rule.effect === "allow") lists.pubAllow.push(...pub), lists.subAllow.push(...sub);
-      else lists.pubDeny.push(...pub), lists.subDeny.push(...sub);
+      if (rule.effect === "allow") (lists.pubAllow.push(...pub), lists.subAllow.push(...sub));
+      else (lists.pubDeny.push(...pub), lists.subDeny.push(...sub));
     }
     return new CompiledGrants(describe(id), this.mode === "audit", lists.pubAllow, lists.pubDeny, lists.subAllow, lists.subDeny);
   }
@@ -337,7 +337,11 @@ class Parser {
     if (doc.errors.length > 0)
       throw new PolicyError(
         this.file,
-        doc.errors.map((e) => ({ line: this.lines.linePos(e.pos[0]).line, field: "", message: `not valid YAML: ${e.message.split("\n")[0]}` })),
+        doc.errors.map((e) => ({
+          line: this.lines.linePos(e.pos[0]).line,
+          field: "",
+          message: `not valid YAML: ${e.message.split("\n")[0]}`,
+        })),
       );
     const root = doc.contents;
     if (!isMap(root)) {
@@ -368,7 +372,11 @@ class Parser {
         this.problems.push({ line: r.line, field: `${r.label}.name`, message: `rule name "${r.label}" is already used on line ${seen}` });
       else names.set(r.label, r.line);
     }
-    if (this.problems.length > 0) throw new PolicyError(this.file, this.problems.sort((a, b) => a.line - b.line));
+    if (this.problems.length > 0)
+      throw new PolicyError(
+        this.file,
+        this.problems.sort((a, b) => a.line - b.line),
+      );
     return { mode, rules };
   }
 
@@ -382,8 +390,7 @@ class Parser {
       else if (!known.includes(key)) {
         this.problem(pair.key, field, `unknown key "${key}" (known: ${known.join(", ")})`);
         this.unknownKeys++;
-      }
-      else if (isAlias(pair.value)) this.problem(pair.value, field, "YAML aliases are not supported in a policy");
+      } else if (isAlias(pair.value)) this.problem(pair.value, field, "YAML aliases are not supported in a policy");
       else out.set(key, pair);
     }
     return out;
@@ -452,7 +459,11 @@ class Parser {
     const modePair = e.get("mode");
     const mode = this.mode(modePair, `${path}.mode`);
     if (mode === "audit" && effect === "allow")
-      this.problem(modePair!.value, `${path}.mode`, "audit applies to deny rules only (set mode: audit at the top of the file to audit the default deny)");
+      this.problem(
+        modePair!.value,
+        `${path}.mode`,
+        "audit applies to deny rules only (set mode: audit at the top of the file to audit the default deny)",
+      );
 
     const devicesPair = e.get("devices");
     const servicesPair = e.get("services");

@@ -15,8 +15,7 @@ const ROLES = ["viewer", "operator", "admin"];
 
 function exactlyOne(opts: Record<string, unknown>, names: readonly string[], what: string): string {
   const given = names.filter((n) => opts[n] !== undefined);
-  if (given.length !== 1)
-    throw new InvalidArgument(`give exactly one of ${names.map((n) => `--${n}`).join(", ")} (${what})`);
+  if (given.length !== 1) throw new InvalidArgument(`give exactly one of ${names.map((n) => `--${n}`).join(", ")} (${what})`);
   return given[0]!;
 }
 
@@ -70,17 +69,27 @@ export function registerPolicy(program: Command): void {
         identity = { kind: "operator", name: opts.operator, role: opts.role as OperatorRole };
       }
       const grants = p.grantsFor(identity);
-      const decision = action === "publish" ? grants.publish(topic) : action === "subscribe" ? grants.subscribe(topic) : grants.receive(topic);
+      const decision =
+        action === "publish" ? grants.publish(topic) : action === "subscribe" ? grants.subscribe(topic) : grants.receive(topic);
       if (opts.json)
-        return printJson({ policy: p.file, mode: p.mode, identity, ...(status ? { deviceStatus: status } : {}), action, topic, ...decision });
+        return printJson({
+          policy: p.file,
+          mode: p.mode,
+          identity,
+          ...(status ? { deviceStatus: status } : {}),
+          action,
+          topic,
+          ...decision,
+        });
       say(`${decision.outcome}  ${decision.rule ? `rule ${decision.rule}` : "(default deny: no rule allows it)"}`);
       say(`  ${decision.reason}`);
       if (status && status !== "active") say(`  note: the device is ${status}; the gateway refuses it at CONNECT whatever the policy says`);
     });
 
-  dirOption(policy.command("init").description("write the default policy into a fleet that has none (fleets made before policies)"))
-    .action((opts) => {
+  dirOption(policy.command("init").description("write the default policy into a fleet that has none (fleets made before policies)")).action(
+    (opts) => {
       const path = writeDefaultPolicy(opts.dir);
       say(`wrote the default policy to ${path}; check a change with \`fleetpki policy check\``);
-    });
+    },
+  );
 }
