@@ -326,6 +326,9 @@ rules:
     assert.match(g.publish("fleet/robot-2/x").reason, /would be denied.*audit mode/);
     const estop = g.publish("fleet/robot-1/estop");
     assert.deepEqual([estop.allowed, estop.outcome, estop.rule], [true, "audit-deny", "no-estop"]);
+    const otherEstop = g.publish("fleet/robot-2/estop");
+    assert.deepEqual([otherEstop.allowed, otherEstop.outcome, otherEstop.rule], [true, "audit-deny", "no-estop"]);
+    assert.match(otherEstop.reason, /would be denied \(audit mode\) by rule "no-estop" \(line 7\)$/);
     assert.equal(g.publish("fleet/robot-1/x").outcome, "allow");
     assert.equal(g.subscribe("#").outcome, "audit-deny");
   });

@@ -247,12 +247,14 @@ class CompiledGrants implements AccessGrants {
         allow = a.rule;
         break;
       }
+    // An audited deny rule names itself when it is what would refuse the request.
+    if (auditDeny && (allow || this.fileAudit))
+      return decision(true, "audit-deny", auditDeny, `${this.who}: ${action} "${topic}" would be denied (audit mode)`);
     if (!allow) {
       if (this.fileAudit)
-        return decision(true, "audit-deny", auditDeny, `${this.who}: ${action} "${topic}" would be denied (no rule allows it; audit mode)`);
+        return decision(true, "audit-deny", undefined, `${this.who}: ${action} "${topic}" would be denied: no rule allows it (audit mode)`);
       return { allowed: false, outcome: "deny", rule: undefined, reason: `${this.who}: ${action} "${topic}" denied: no rule allows it` };
     }
-    if (auditDeny) return decision(true, "audit-deny", auditDeny, `${this.who}: ${action} "${topic}" would be denied (audit mode)`);
     return decision(true, "allow", allow, `${this.who}: ${action} "${topic}" allowed`);
   }
 }
