@@ -147,6 +147,14 @@ describe("the default policy (written by init)", () => {
     assert.equal(telemetry.receive("fleet/robot-1/status").allowed, true);
   });
 
+  it("keeps a reason on one line whatever the topic holds (control characters are legal in MQTT topics)", () => {
+    for (const topic of ["fleet/robot-1/a\nforged log line", "fleet/robot-2/\r\u001b[2J", "x".repeat(70000)]) {
+      const reason = r1.publish(topic).reason;
+      assert.doesNotMatch(reason, /[\n\r\u001b]/, JSON.stringify(reason.slice(0, 80)));
+      assert.ok(reason.length < 400, "long topics are cut in the reason");
+    }
+  });
+
   it("refuses malformed topics even in audit mode", () => {
     const audit = policy("version: 1\nmode: audit\nrules: []\n").grantsFor(device("robot-1"));
     assert.equal(audit.publish("fleet/+/x").allowed, false);

@@ -238,7 +238,7 @@ class CompiledGrants implements AccessGrants {
     let auditDeny: Rule | undefined;
     for (const d of denies) {
       if (!hits(d.levels, levels)) continue;
-      if (!d.rule.audit && !this.fileAudit) return decision(false, "deny", d.rule, `${this.who}: ${action} "${topic}" denied`);
+      if (!d.rule.audit && !this.fileAudit) return decision(false, "deny", d.rule, `${this.who}: ${action} ${shown(topic)} denied`);
       auditDeny ??= d.rule;
     }
     let allow: Rule | undefined;
@@ -249,14 +249,29 @@ class CompiledGrants implements AccessGrants {
       }
     // An audited deny rule names itself when it is what would refuse the request.
     if (auditDeny && (allow || this.fileAudit))
-      return decision(true, "audit-deny", auditDeny, `${this.who}: ${action} "${topic}" would be denied (audit mode)`);
+      return decision(true, "audit-deny", auditDeny, `${this.who}: ${action} ${shown(topic)} would be denied (audit mode)`);
     if (!allow) {
       if (this.fileAudit)
-        return decision(true, "audit-deny", undefined, `${this.who}: ${action} "${topic}" would be denied: no rule allows it (audit mode)`);
-      return { allowed: false, outcome: "deny", rule: undefined, reason: `${this.who}: ${action} "${topic}" denied: no rule allows it` };
+        return decision(
+          true,
+          "audit-deny",
+          undefined,
+          `${this.who}: ${action} ${shown(topic)} would be denied: no rule allows it (audit mode)`,
+        );
+      return {
+        allowed: false,
+        outcome: "deny",
+        rule: undefined,
+        reason: `${this.who}: ${action} ${shown(topic)} denied: no rule allows it`,
+      };
     }
-    return decision(true, "allow", allow, `${this.who}: ${action} "${topic}" allowed`);
+    return decision(true, "allow", allow, `${this.who}: ${action} ${shown(topic)} allowed`);
   }
+}
+
+/** A topic as it appears in a reason: quoted and escaped (MQTT allows control characters; a log line must stay one line), cut at 200. */
+function shown(topic: string): string {
+  return JSON.stringify(topic.length > 200 ? `${topic.slice(0, 200)}...` : topic);
 }
 
 function decision(allowed: boolean, outcome: AccessDecision["outcome"], rule: Rule | undefined, text: string): AccessDecision {
@@ -265,7 +280,7 @@ function decision(allowed: boolean, outcome: AccessDecision["outcome"], rule: Ru
 
 /** Malformed requests are refused even in audit mode: the broker could not carry them out anyway. */
 function invalid(action: string, topic: string, problem: string): AccessDecision {
-  return { allowed: false, outcome: "deny", rule: undefined, reason: `${action} "${topic.slice(0, 200)}" refused: the topic ${problem}` };
+  return { allowed: false, outcome: "deny", rule: undefined, reason: `${action} ${shown(topic)} refused: the topic ${problem}` };
 }
 
 export class AccessPolicy {
