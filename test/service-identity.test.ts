@@ -177,7 +177,7 @@ describe("fleetpki service add|list|remove", { concurrency: false }, () => {
     assert.match(table.stdout, new RegExp(`^telemetry\\s+${newest.serial}\\s+${newest.not_after}\\s+valid$`, "m"));
   });
 
-  it("remove revokes every certificate (cessationOfOperation), a certificate.revoke each; the CRL and CertificateStatus follow", async () => {
+  it("remove revokes every certificate (cessationOfOperation), a certificate.revoke each; CRL and CertificateStatus follow", async () => {
     const serials = (await serviceRows("telemetry")).map((c) => c.serial).sort();
     const seq = await head();
     const heard: unknown[] = [];
