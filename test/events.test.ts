@@ -142,7 +142,7 @@ describe("decodeAuditRow: what the gateway needs (device updates and removals, s
     assert.equal((issued("ocsp-responder:devices", "ocsp-responder") as { subjectId: string }).subjectId, "devices-ocsp");
   });
 
-  it("malformed device.update / device.remove / device.add rows: Unrecognised with the problem; isUnreadableDeviceChange names them", () => {
+  it("malformed device.update / device.remove / device.add rows: Unrecognised with the problem; isUnreadableDeviceChange says so", () => {
     const cases: Array<[AuditLogTable, RegExp]> = [
       [row("device.update", "device:x", { labels: {} }), /details\.group is neither a group name nor null/],
       [row("device.update", "device:x", { group: "", labels: {} }), /details\.group/],
