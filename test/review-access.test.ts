@@ -4,6 +4,9 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { AccessIdentity } from "../src/access/identity.js";
 import { AccessPolicy } from "../src/access/policy.js";
+import { addDevice, updateDevice } from "../src/authority/devices.js";
+import { InvalidArgument } from "../src/authority/errors.js";
+import { tempFleet } from "./helpers.js";
 
 const policy = (text: string) => AccessPolicy.parse(text, "policy.yaml");
 const device = (id: string, group: string | null = null, labels: Record<string, string> = {}): AccessIdentity => ({
@@ -43,5 +46,50 @@ rules:
     const d = policy(text).grantsFor({ kind: "service", name: "control" }).publish("fleet/r2/cmd/cmd_vel");
     assert.equal(d.allowed, false, d.reason);
     assert.equal(d.rule, "no-commands");
+  });
+});
+
+describe("review: label keys that name Object.prototype members", () => {
+  const text = `version: 1
+rules:
+  - name: by-constructor
+    devices: all
+    publish: ["x/\${label:constructor}"]
+  - name: own
+    devices: all
+    publish: ["fleet/\${device}/#"]
+  - name: deny-constructor
+    effect: deny
+    devices: all
+    publish: ["y/\${label:constructor}"]
+`;
+
+  it("a device without the label gets a decision (the rule does not apply), not a TypeError", () => {
+    // Labels as the registry and CertificateStatus hand them over: a plain object from JSON.parse.
+    const labels = JSON.parse("{}") as Record<string, string>;
+    const grants = policy(text).grantsFor(device("r1", null, labels));
+    assert.equal(grants.publish("fleet/r1/telemetry").allowed, true);
+    assert.equal(grants.publish("x/y").allowed, false);
+  });
+
+  it("a device that has the label is substituted as usual", () => {
+    const grants = policy(text).grantsFor(device("r1", null, JSON.parse('{"constructor":"c1"}') as Record<string, string>));
+    assert.equal(grants.publish("x/c1").allowed, true);
+    assert.equal(grants.publish("x/c2").allowed, false);
+  });
+
+  it("device set can remove a label named constructor, and refuses to remove one the device lacks as missing", async () => {
+    const f = await tempFleet();
+    try {
+      await addDevice(f.fleet, { id: "r1", labels: { constructor: "c1", site: "x" }, actor: "test" });
+      const updated = await updateDevice(f.fleet, { id: "r1", unsetLabels: ["constructor"], actor: "test" });
+      assert.deepEqual(updated.labels, { site: "x" });
+      await assert.rejects(
+        updateDevice(f.fleet, { id: "r1", unsetLabels: ["constructor"], actor: "test" }),
+        (e: unknown) => e instanceof InvalidArgument && /has no label "constructor"/.test((e as Error).message),
+      );
+    } finally {
+      await f.close();
+    }
   });
 });

@@ -154,7 +154,9 @@ function instantiate(t: FilterTemplate, id: AccessIdentity, effect: Rule["effect
         continue;
       }
       if (id.kind !== "device") return undefined;
-      const v = safeValue(p.kind === "device" ? id.id : p.kind === "group" ? id.group : id.labels[p.key]);
+      // Own labels only: "constructor" would otherwise read Object.prototype's (a function).
+      const label = p.kind === "label" && Object.hasOwn(id.labels, p.key) ? id.labels[p.key] : undefined;
+      const v = safeValue(p.kind === "device" ? id.id : p.kind === "group" ? id.group : label);
       if (v === "missing") return undefined;
       if (v === "unsafe") {
         if (effect === "allow") return undefined;
