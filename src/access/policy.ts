@@ -71,7 +71,8 @@ interface Rule {
 
 // Device label keys, as the registry accepts them (authority/devices.ts).
 const LABEL_KEY = /^[a-z0-9]([a-z0-9._/-]{0,62})$/;
-const PLACEHOLDER = /\$\{([^}]*)\}/g;
+// No "$" or "{" inside: a run of unclosed "${" is scanned once, not once per "${" (quadratic).
+const PLACEHOLDER = /\$\{([^\${}]*)\}/g;
 const ROLES: readonly OperatorRole[] = ["viewer", "operator", "admin"];
 const RULE_KEYS = ["name", "description", "effect", "mode", "devices", "services", "operators", "publish", "subscribe"];
 const TOP_KEYS = ["version", "mode", "rules"];
