@@ -1,12 +1,16 @@
 // Review of the access policy and identities branches: hostile inputs that the merged code got wrong.
 // Each test sends the input that broke it (see the commit that fixed it).
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { describe, it } from "node:test";
+import Database from "better-sqlite3";
 import type { AccessIdentity } from "../src/access/identity.js";
 import { AccessPolicy, PolicyError } from "../src/access/policy.js";
 import { addDevice, updateDevice } from "../src/authority/devices.js";
+import { verifyFleetAudit } from "../src/authority/audit-checkpoints.js";
 import { InvalidArgument } from "../src/authority/errors.js";
-import { tempFleet } from "./helpers.js";
+import { addService, removeService } from "../src/authority/identities/services.js";
+import { tempDir, tempFleet } from "./helpers.js";
 
 const policy = (text: string) => AccessPolicy.parse(text, "policy.yaml");
 const device = (id: string, group: string | null = null, labels: Record<string, string> = {}): AccessIdentity => ({
@@ -105,5 +109,34 @@ describe("review: placeholder scanning is linear", () => {
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     // The quadratic scan took about 17 s here (68 s for 200,000); the linear one a few ms.
     assert.ok(ms < 4000, `took ${Math.round(ms)} ms`);
+  });
+});
+
+describe("review: audit verify sees a service certificate moved away from its service behind the log", () => {
+  it("a certificate whose subject_id or kind was changed in the table (so service remove skips it) is reported", async () => {
+    const f = await tempFleet();
+    const out = tempDir("fleetpki-review-service-");
+    try {
+      const first = await addService(f.fleet, { name: "telemetry", outDir: join(out.path, "a"), actor: "test" });
+      const second = await addService(f.fleet, { name: "telemetry", outDir: join(out.path, "b"), renew: true, actor: "test" });
+      const third = await addService(f.fleet, { name: "control", outDir: join(out.path, "c"), actor: "test" });
+      assert.deepEqual((await verifyFleetAudit(f.fleet)).problems, []);
+      // Someone who can write the database hides two certificates from `service remove`.
+      const db = new Database(join(f.dir, "fleetpki.db"));
+      try {
+        db.prepare("UPDATE certificates SET subject_id = 'telemetry-old' WHERE serial = ?").run(first.serial);
+        db.prepare("UPDATE certificates SET kind = 'server' WHERE serial = ?").run(third.serial);
+      } finally {
+        db.close();
+      }
+      const removed = await removeService(f.fleet, { name: "telemetry", actor: "test" });
+      assert.deepEqual(removed.serials, [second.serial], "the tampered certificate escaped the removal");
+      const problems = (await verifyFleetAudit(f.fleet)).problems.join("\n");
+      assert.match(problems, new RegExp(`certificate ${first.serial} .*telemetry`));
+      assert.match(problems, new RegExp(`certificate ${third.serial} .*service`));
+    } finally {
+      await f.close();
+      out.cleanup();
+    }
   });
 });
