@@ -1,6 +1,7 @@
 // Review of the access policy and identities branches: hostile inputs that the merged code got wrong.
 // Each test sends the input that broke it (see the commit that fixed it).
 import assert from "node:assert/strict";
+import { chmodSync, mkdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import Database from "better-sqlite3";
@@ -134,6 +135,27 @@ describe("review: audit verify sees a service certificate moved away from its se
       const problems = (await verifyFleetAudit(f.fleet)).problems.join("\n");
       assert.match(problems, new RegExp(`certificate ${first.serial} .*telemetry`));
       assert.match(problems, new RegExp(`certificate ${third.serial} .*service`));
+    } finally {
+      await f.close();
+      out.cleanup();
+    }
+  });
+});
+
+describe("review: service add --out into an existing directory", () => {
+  it("leaves the directory's mode alone (a new one is made 0700); the key is 0600", async () => {
+    const f = await tempFleet();
+    const out = tempDir("fleetpki-review-out-");
+    try {
+      const shared = join(out.path, "srv-telemetry");
+      mkdirSync(shared);
+      chmodSync(shared, 0o755); // e.g. the backend's own directory, which its user must still enter
+      const s = await addService(f.fleet, { name: "telemetry", outDir: shared, actor: "test" });
+      assert.equal(statSync(shared).mode & 0o777, 0o755);
+      assert.equal(statSync(s.files.key).mode & 0o777, 0o600);
+      const fresh = join(out.path, "new", "control");
+      await addService(f.fleet, { name: "control", outDir: fresh, actor: "test" });
+      assert.equal(statSync(fresh).mode & 0o777, 0o700);
     } finally {
       await f.close();
       out.cleanup();
