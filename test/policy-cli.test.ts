@@ -24,7 +24,9 @@ describe("fleetpki policy", () => {
     close = f.close;
     await addDevice(fleet, { id: "robot-1", actor: "test" });
     await addDevice(fleet, { id: "robot-2", group: "lab", labels: { site: "berlin" }, actor: "test" });
-    await addDevice(fleet, { id: "robot-3", labels: { site: "#" }, actor: "test" });
+    // The registry now refuses "#" as a label value; a row from before that check still carries one.
+    await addDevice(fleet, { id: "robot-3", labels: { site: "paris" }, actor: "test" });
+    await fleet.store.ops.devices.update("robot-3", { group_name: null, labels: '{"site":"#"}', updated_at: new Date().toISOString() });
   });
   after(async () => {
     await close();

@@ -16,8 +16,8 @@ export const DEFAULT_POLICY = `# fleetpki access policy: who may publish and sub
 #
 # Nothing is allowed unless a rule allows it, and a rule with "effect: deny" wins over every allow.
 # Subjects: devices (all, or by ids, groups, labels), services (by name) and operators (by roles).
-# Placeholders in topic filters: \${device} (the device's id), \${group}, \${label:KEY}; a rule whose
-# placeholder has no value for a device (no group, no such label) does not apply to that device.
+# Placeholders in topic filters: \${device} (the device's id), \${group}, \${label:KEY}. An allow rule whose
+# placeholder has no value for a device (no group, no such label) does not apply to it; in a deny rule, only that filter is left out.
 # Quote every topic filter: "#" would otherwise start a YAML comment.
 
 version: 1

@@ -71,7 +71,8 @@ interface Rule {
 
 // Device label keys, as the registry accepts them (authority/devices.ts).
 const LABEL_KEY = /^[a-z0-9]([a-z0-9._/-]{0,62})$/;
-const PLACEHOLDER = /\$\{([^}]*)\}/g;
+// No "$" or "{" inside: a run of unclosed "${" is scanned once, not once per "${" (quadratic).
+const PLACEHOLDER = /\$\{([^\${}]*)\}/g;
 const ROLES: readonly OperatorRole[] = ["viewer", "operator", "admin"];
 const RULE_KEYS = ["name", "description", "effect", "mode", "devices", "services", "operators", "publish", "subscribe"];
 const TOP_KEYS = ["version", "mode", "rules"];
@@ -138,8 +139,8 @@ function safeValue(v: string | null | undefined): "missing" | "unsafe" | string 
 }
 
 /**
- * The template's levels for this identity; undefined when the rule does not apply to it (a value
- * is missing, or unsafe in an allow rule). In a deny rule an unsafe value makes its level "+":
+ * The template's levels for this identity; undefined when it has none (a value is missing, or
+ * unsafe in an allow rule). In a deny rule an unsafe value makes its level "+":
  * a hostile label must not let a device slip past a deny written for it.
  */
 function instantiate(t: FilterTemplate, id: AccessIdentity, effect: Rule["effect"]): string[] | undefined {
@@ -154,7 +155,9 @@ function instantiate(t: FilterTemplate, id: AccessIdentity, effect: Rule["effect
         continue;
       }
       if (id.kind !== "device") return undefined;
-      const v = safeValue(p.kind === "device" ? id.id : p.kind === "group" ? id.group : id.labels[p.key]);
+      // Own labels only: "constructor" would otherwise read Object.prototype's (a function).
+      const label = p.kind === "label" && Object.hasOwn(id.labels, p.key) ? id.labels[p.key] : undefined;
+      const v = safeValue(p.kind === "device" ? id.id : p.kind === "group" ? id.group : label);
       if (v === "missing") return undefined;
       if (v === "unsafe") {
         if (effect === "allow") return undefined;
@@ -314,10 +317,11 @@ export class AccessPolicy {
       ] as const)
         for (const t of templates) {
           const levels = instantiate(t, id, rule.effect);
-          if (!levels) applies = false;
-          else into.push({ levels, rule });
+          if (levels) into.push({ levels, rule });
+          else if (rule.effect === "allow") applies = false;
         }
-      // A placeholder that cannot be filled takes the whole rule out, not just that filter.
+      // A placeholder that cannot be filled takes a whole allow rule out; in a deny rule only that
+      // filter, so that a missing label (or a service named beside devices) cannot switch off the rest.
       if (!applies) continue;
       if (rule.effect === "allow") (lists.pubAllow.push(...pub), lists.subAllow.push(...sub));
       else (lists.pubDeny.push(...pub), lists.subDeny.push(...sub));

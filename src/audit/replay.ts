@@ -22,6 +22,9 @@ interface CertState {
   seq: number;
   fingerprint?: string;
   notAfter?: string;
+  /** What the issue event says the row holds: a changed kind or subject hides it from `service remove` and the like. */
+  kind?: string;
+  subjectId?: string;
 }
 
 interface CaState {
@@ -128,7 +131,8 @@ export class StateReplay {
         const serial = str(d.serial);
         if (!serial) return this.malformed(row);
         const fingerprint = str(d.fingerprint_sha256);
-        this.certs.set(serial, { status: "valid", reason: null, seq: row.seq, fingerprint, notAfter: str(d.not_after) });
+        const claims = { kind: str(d.kind), subjectId: str(d.subject_id) };
+        this.certs.set(serial, { status: "valid", reason: null, seq: row.seq, fingerprint, notAfter: str(d.not_after), ...claims });
         if (d.provisioner === "token") {
           const deviceId = idOf(row.subject, "device:") ?? "";
           const tokenId = str(d.token_id);
@@ -310,6 +314,10 @@ export class StateReplay {
         }
         if (expected.fingerprint && expected.fingerprint !== fingerprint)
           problems.push(`${what} is not the certificate its issue event ${expected.seq} recorded (fingerprint differs)`);
+        if (expected.kind && expected.kind !== row.kind)
+          problems.push(`${what} is of kind ${row.kind} in the table, but its issue event ${expected.seq} says ${expected.kind}`);
+        if (expected.subjectId && expected.subjectId !== row.subject_id)
+          problems.push(`${what} is in the table, but its issue event ${expected.seq} issued it to ${expected.subjectId}`);
         if (expected.notAfter && expected.notAfter !== row.not_after)
           problems.push(`${what} expires ${row.not_after}, but its issue event says ${expected.notAfter}`);
         if (expected.status !== row.status || (expected.status !== "valid" && expected.reason !== row.revocation_reason))

@@ -158,7 +158,7 @@ export async function updateDevice(fleet: FleetServices, req: UpdateDeviceReques
   const unset = [...new Set(req.unsetLabels ?? [])];
   for (const k of unset) {
     if (!LABEL_KEY.test(k)) throw new InvalidArgument(`invalid label key ${JSON.stringify(k)}: 1-63 characters a-z 0-9 . _ / -`);
-    if (k in setLabels) throw new InvalidArgument(`label "${k}" is both set and removed; give one of --label and --unlabel`);
+    if (Object.hasOwn(setLabels, k)) throw new InvalidArgument(`label "${k}" is both set and removed; give one of --label and --unlabel`);
   }
   if (req.group === undefined && Object.keys(setLabels).length === 0 && unset.length === 0)
     throw new InvalidArgument("nothing to change: give --group, --no-group, --label or --unlabel");
@@ -169,7 +169,7 @@ export async function updateDevice(fleet: FleetServices, req: UpdateDeviceReques
     if (row.status === "removed") throw new InvalidArgument(`device "${req.id}" was removed; it cannot be changed`);
     const labels: Record<string, string> = { ...(JSON.parse(row.labels) as Record<string, string>), ...setLabels };
     for (const k of unset) {
-      if (!(k in labels)) throw new InvalidArgument(`device "${req.id}" has no label "${k}"`);
+      if (!Object.hasOwn(labels, k)) throw new InvalidArgument(`device "${req.id}" has no label "${k}"`);
       delete labels[k];
     }
     const sorted = Object.fromEntries(

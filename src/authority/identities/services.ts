@@ -36,7 +36,7 @@ export function assertServiceName(name: string): void {
 
 export interface AddServiceRequest {
   name: string;
-  /** Directory for key.pem (0600), cert.pem, chain.pem and ca.pem; created 0700. */
+  /** Directory for key.pem (0600), cert.pem, chain.pem and ca.pem; created 0700 when missing (an existing one keeps its mode). */
   outDir: string;
   /** Required when the service exists: a new key and certificate (the earlier ones stay valid until they expire). */
   renew?: boolean;
@@ -102,8 +102,9 @@ export async function addService(fleet: FleetServices, req: AddServiceRequest): 
   const now = fleet.clock.now();
   const issued = template.issue(req.name, [{ uri: identity }], { spki, subjectPublicKey: subjectPublicKeyOf(spki), now, lifetimeMs });
   const record = issuedRecord(issued, { issuerCa: "services", kind: "service", subjectId: req.name, deviceId: null });
-  // The directory first: a path that cannot be created fails here, before anything is recorded.
-  ensurePrivateDir(dir);
+  // The directory first: a path that cannot be created fails here, before anything is recorded. An
+  // existing one keeps its mode (it may be the backend's own, which its user must still enter): the key is 0600.
+  if (!existsSync(dir)) ensurePrivateDir(dir);
   await fleet.store.transaction(async (tx) => {
     const rows = await certificatesOf(tx, req.name);
     checkExistence(req.name, rows, renew); // another process may have added it meanwhile
