@@ -563,6 +563,44 @@ describe("PolicyFile", () => {
     }
   });
 
+  it("a listener that throws neither escapes a reload nor stops the next one (reloads run from timers)", async () => {
+    const path = join(tmp.path, "listener.yaml");
+    writeFileSync(path, NONE);
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on("warning", onWarning);
+    const file = await PolicyFile.open(
+      path,
+      () => {
+        throw new Error("invalid listener broke");
+      },
+      () => {
+        throw new Error("reload listener broke");
+      },
+    );
+    try {
+      writeFileSync(path, OWN);
+      assert.equal(file.reload().outcome, "reloaded");
+      writeFileSync(path, OWN.replace("subscribe:", "subscrbe:"));
+      assert.equal(file.reload().outcome, "invalid");
+      writeFileSync(path, NONE);
+      assert.equal(file.reload().outcome, "reloaded");
+      assert.equal(file.version, 3);
+      await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+      assert.deepEqual(
+        warnings.filter((w) => w.includes("listener")),
+        [
+          "policy reload listener failed: reload listener broke",
+          "policy reload listener failed: invalid listener broke",
+          "policy reload listener failed: reload listener broke",
+        ],
+      );
+    } finally {
+      process.off("warning", onWarning);
+      file.close();
+    }
+  });
+
   it("follows a file replaced by rename, without reload() being called", async () => {
     const path = join(tmp.path, "watched.yaml");
     writeFileSync(path, NONE);

@@ -118,14 +118,16 @@ export class PolicyFile {
     try {
       policy = AccessPolicy.parse(read.text, this.path);
     } catch (e) {
-      if (!(e instanceof PolicyError)) throw e;
-      return this.refuse(read.text, e);
+      // Anything the parser did not foresee still keeps the old policy: this runs from timers, where a throw ends the process.
+      const error =
+        e instanceof PolicyError ? e : new PolicyError(this.path, [{ line: 0, field: "", message: `cannot be read: ${String(e)}` }]);
+      return this.refuse(read.text, error);
     }
     this.policy = policy;
     this.text = read.text;
     this.refused = undefined;
     this.versionNumber++;
-    this.onReload?.(policy);
+    notify(this.onReload, policy);
     return { outcome: "reloaded", policy };
   }
 
@@ -139,7 +141,7 @@ export class PolicyFile {
   private refuse(content: string, error: PolicyError): ReloadResult {
     if (this.refused !== content) {
       this.refused = content;
-      this.onInvalid?.(error);
+      notify(this.onInvalid, error);
     }
     return { outcome: "invalid", error };
   }
@@ -162,5 +164,14 @@ export class PolicyFile {
       signature = "missing";
     }
     if (signature !== this.signature) this.reload();
+  }
+}
+
+/** Calls a listener from a reload (often a timer's): its own failure must not end the process or stop the watch. */
+function notify<T>(listener: ((value: T) => void) | undefined, value: T): void {
+  try {
+    listener?.(value);
+  } catch (e) {
+    process.emitWarning(`policy reload listener failed: ${(e as Error).message ?? String(e)}`);
   }
 }
