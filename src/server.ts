@@ -1,6 +1,7 @@
 // Composition root: configuration -> services -> listeners.
 import { X509Certificate, createPublicKey, type KeyObject } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { CheckpointSchedule } from "./authority/audit-checkpoints.js";
 import { deviceClientCas } from "./authority/ca/cas.js";
@@ -20,7 +21,7 @@ import { readPrivateKey } from "./keys/keys.js";
 import { createLogger, type Logger } from "./log.js";
 import { startStatusServer } from "./status/server.js";
 import { startGateway, type PolicySource, type RunningGateway } from "./gateway/server.js";
-import { openPolicySource } from "./gateway/policy-source.js";
+import { openPolicySource, POLICY_FILE } from "./gateway/policy-source.js";
 
 export const LISTENERS = ["registration", "status", "gateway"] as const;
 export type Listener = (typeof LISTENERS)[number];
@@ -188,7 +189,9 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
       logger.info({ address: status }, "status server listening");
     }
 
-    if (only.has("gateway")) {
+    // Without --only, a fleet without a policy file (made before the gateway) serves as before.
+    const wantGateway = options.only ? only.has("gateway") : options.policy !== undefined || existsSync(join(fleet.dir, POLICY_FILE));
+    if (wantGateway) {
       const gatewayLogger = logger.child({ listener: "gateway" });
       const listen = parseListen(options.gatewayListen ?? fleet.config.listen.gateway, "listen.gateway");
       let policy = options.policy;
