@@ -3,7 +3,7 @@
 // tls for what they cannot do) as the clients.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { connect as tlsConnect } from "node:tls";
@@ -199,6 +199,30 @@ describe("MQTT gateway", () => {
     await denied.exited;
     assert.match(denied.output(), /Subscribed \(mid: \d+\): 128/, denied.output());
     assert.match(denied.output(), /All subscription requests were denied/);
+  });
+
+  it("`fleetpki gateway sessions` lists who is connected now (from the sessions file, 0600)", async () => {
+    const sub = subscribe(port, devices["robot-1"]!, "fleet/robot-1/cmd/#");
+    await sub.subscribed;
+    try {
+      // The file is written at most once a second, when the sessions changed.
+      let listed: { id: string; kind: string; gatewayPid: number }[] = [];
+      for (let i = 0; i < 50 && !listed.some((s) => s.id === "robot-1"); i++) {
+        const r = await cliAsync(["gateway", "sessions", "--json", "--dir", f.dir]);
+        assert.equal(r.status, 0, r.stderr);
+        listed = JSON.parse(r.stdout);
+      }
+      const mine = listed.find((s) => s.id === "robot-1");
+      assert.ok(mine, JSON.stringify(listed));
+      assert.equal(mine.kind, "device");
+      assert.equal(mine.gatewayPid, process.pid);
+      assert.equal(statSync(join(f.dir, "run", `gateway-${process.pid}.json`)).mode & 0o777, 0o600);
+      const table = await cliAsync(["gateway", "sessions", "--dir", f.dir]);
+      assert.match(table.stdout, /^ID\s+KIND\s+ADDRESS/m);
+    } finally {
+      sub.child.kill("SIGTERM");
+      await sub.exited;
+    }
   });
 
   it("refuses a client id that is not the device id (CONNACK identifier rejected)", async () => {
