@@ -36,7 +36,10 @@ describe("admission", () => {
   after(() => tmp.cleanup());
 
   /** Facts: what the fleet knows of each certificate (by DER) and device. */
-  function facts(known: Map<Buffer, Partial<AdmissionCertificate>>, devices: Record<string, string> = { "robot-1": "active" }): AdmissionFacts {
+  function facts(
+    known: Map<Buffer, Partial<AdmissionCertificate>>,
+    devices: Record<string, string> = { "robot-1": "active" },
+  ): AdmissionFacts {
     return {
       certificate: ({ der }) => {
         const entry = [...known].find(([k]) => k.equals(Buffer.from(der)))?.[1];
@@ -74,18 +77,23 @@ describe("admission", () => {
   it("refuses a certificate the fleet did not issue, or issued by the wrong CA or to someone else", () => {
     assert.equal(refusal(ask(certs.device, "robot-1", facts(new Map()))), "bad-credentials/unknown-certificate");
     // A device SAN on a certificate of the services CA (say a server certificate): no device identity.
-    assert.equal(refusal(ask(certs.device, "robot-1", facts(good(certs.device!, { ...deviceEntry, issuerCa: "services" })))), "bad-credentials/wrong-ca");
-    assert.equal(refusal(ask(certs.device, "robot-1", facts(good(certs.device!, { ...deviceEntry, kind: "server" })))), "bad-credentials/wrong-ca");
-    assert.equal(refusal(ask(certs.device, "robot-1", facts(good(certs.device!, { ...deviceEntry, deviceId: "robot-2" })))), "bad-credentials/subject-mismatch");
+    const asDevice = (e: Partial<AdmissionCertificate>) =>
+      refusal(ask(certs.device, "robot-1", facts(good(certs.device!, { ...deviceEntry, ...e }))));
+    assert.equal(asDevice({ issuerCa: "services" }), "bad-credentials/wrong-ca");
+    assert.equal(asDevice({ kind: "server" }), "bad-credentials/wrong-ca");
+    assert.equal(asDevice({ deviceId: "robot-2" }), "bad-credentials/subject-mismatch");
     // Local CAs only when allowed.
     const local = facts(good(certs.device!, { ...deviceEntry, issuerCa: "local-line1", kind: "factory" }));
     assert.equal(refusal(ask(certs.device, "robot-1", local)), "bad-credentials/wrong-ca");
     assert.equal(refusal(ask(certs.device, "robot-1", local, true)), "admitted");
-  }); // prettier-ignore
+  });
 
   it("refuses revoked, held and expired certificates and devices that are not active (not authorized)", () => {
     for (const status of ["revoked", "held", "expired"] as const)
-      assert.equal(refusal(ask(certs.device, "robot-1", facts(good(certs.device!, { ...deviceEntry, status })))), `not-authorized/${status}`);
+      assert.equal(
+        refusal(ask(certs.device, "robot-1", facts(good(certs.device!, { ...deviceEntry, status })))),
+        `not-authorized/${status}`,
+      );
     for (const status of ["held", "revoked", "removed", "disabled", "unknown"])
       assert.equal(
         refusal(ask(certs.device, "robot-1", facts(good(certs.device!, deviceEntry), { "robot-1": status }))),
@@ -112,6 +120,7 @@ describe("admission", () => {
     const r = ask(certs.operator, "alice-console", operator);
     assert.ok(r.admitted);
     assert.deepEqual(r.identity, { kind: "operator", name: "alice", role: "viewer" });
-    assert.equal(refusal(ask(certs.operator, "alice", facts(good(certs.operator!, { issuerCa: "devices", kind: "operator", subjectId: "alice" })))), "bad-credentials/wrong-ca");
-  }); // prettier-ignore
+    const wrongCa = facts(good(certs.operator!, { issuerCa: "devices", kind: "operator", subjectId: "alice" }));
+    assert.equal(refusal(ask(certs.operator, "alice", wrongCa)), "bad-credentials/wrong-ca");
+  });
 });
