@@ -302,8 +302,10 @@ describe("MQTT gateway", () => {
     // Watch for the session's end while the CLI runs: its commit, not its exit, starts the clock.
     let disconnectedAt: number | undefined;
     const watching = (async () => {
-      while ((server.gateway!.counters.disconnected.revoked ?? 0) === before) await new Promise((r) => setTimeout(r, 2));
-      disconnectedAt = Date.now();
+      const deadline = Date.now() + 5000;
+      while ((server.gateway!.counters.disconnected.revoked ?? 0) === before && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 2));
+      if (Date.now() < deadline) disconnectedAt = Date.now();
     })();
     const revoke = await cliAsync(["device", "revoke", "robot-2", "--dir", f.dir]);
     assert.equal(revoke.status, 0, revoke.stderr);
