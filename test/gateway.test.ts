@@ -155,9 +155,15 @@ const messages = (out: string): string[] => out.split("\n").filter((l) => /^flee
 async function fleetWithDevices(
   ids: readonly string[],
   /** policy "file": the fleet's policy.yaml, as `serve` reads it; default: testPolicy. */
-  options: { policy?: PolicySource | "file"; clock?: Clock; config?: (doc: Record<string, any>) => void } = {},
+  options: {
+    policy?: PolicySource | "file";
+    clock?: Clock;
+    config?: (doc: Record<string, any>) => void;
+    editPolicy?: (text: string) => string;
+  } = {},
 ) {
   const f = await tempFleet();
+  if (options.editPolicy) writeFileSync(join(f.dir, "policy.yaml"), options.editPolicy(readFileSync(join(f.dir, "policy.yaml"), "utf8")));
   if (options.config) editConfig(f.dir, options.config);
   const server = await startFleetServer({
     dir: f.dir,
@@ -582,5 +588,42 @@ describe("MQTT gateway with the fleet's policy.yaml and a service identity", () 
     assert.notEqual(again.connack, 0);
     sub.child.kill("SIGTERM");
     await sub.exited;
+  });
+});
+
+describe("MQTT gateway in audit mode", () => {
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+  let server: FleetServer;
+  let port: number;
+  let devices: Record<string, Device> = {};
+  let closed: Promise<void> | undefined;
+
+  before(async () => {
+    const editPolicy = (text: string) => text.replace(/^mode: enforce/m, "mode: audit");
+    ({ f, server, port, devices } = await fleetWithDevices(["robot-1", "robot-2"], { policy: "file", editPolicy }));
+  });
+
+  after(async () => {
+    for (const c of children) c.kill("SIGKILL");
+    await (closed ??= server?.close());
+    await f?.close();
+  });
+
+  it("lets a would-deny through, counts it and audits it as audit-deny", async () => {
+    const sub = subscribe(port, devices["robot-2"]!, "fleet/robot-2/cmd/#", ["-C", "1"]);
+    await sub.subscribed;
+    assert.equal((await publish(port, devices["robot-1"]!, "fleet/robot-2/cmd/go", "through")).status, 0);
+    await sub.exited;
+    assert.deepEqual(messages(sub.output()), ["fleet/robot-2/cmd/go through"]);
+    assert.equal(server.gateway!.counters.denials["audit-publish"], 1);
+    assert.equal(server.gateway!.counters.denials.publish, undefined);
+    await (closed ??= server.close());
+    const listed = await cliAsync(["audit", "list", "--json", "--dir", f.dir]);
+    const rows = (JSON.parse(listed.stdout) as { action: string; subject: string; details: Record<string, unknown> }[]).filter(
+      (r) => r.action === "access.deny",
+    );
+    assert.equal(rows.length, 1);
+    assert.equal(rows[0]!.subject, "device:robot-1");
+    assert.deepEqual([rows[0]!.details.outcome, rows[0]!.details.topic, rows[0]!.details.count], ["audit-deny", "fleet/robot-2/cmd/go", 1]);
   });
 });
