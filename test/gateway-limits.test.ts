@@ -354,6 +354,10 @@ describe("gateway.limits configuration", () => {
       [{ groups: [] }, /groups must be a mapping/],
       ["fast", /gateway\.limits must be a mapping/],
     ];
-    for (const [value, message] of bad) assert.throws(() => parseGatewayLimits(value), (e: unknown) => e instanceof ConfigError && message.test(e.message));
+    for (const [value, message] of bad)
+      assert.throws(
+        () => parseGatewayLimits(value),
+        (e: unknown) => e instanceof ConfigError && message.test(e.message),
+      );
   });
 });

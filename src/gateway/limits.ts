@@ -113,7 +113,8 @@ export function parseGatewayLimits(value: unknown, where = "fleetpki.yaml: gatew
   if (value === undefined || value === null) return { ...DEFAULT_GATEWAY_LIMITS };
   if (!isRecord(value)) throw new ConfigError(`${where} must be a mapping`);
   unknownKeys(value, ["default", "groups", ...SCALAR_KEYS], where);
-  const base = value.default === undefined ? { ...DEFAULT_GATEWAY_LIMITS.default } : parseRate(value.default, `${where}.default`, undefined);
+  const base =
+    value.default === undefined ? { ...DEFAULT_GATEWAY_LIMITS.default } : parseRate(value.default, `${where}.default`, undefined);
   const groups: Record<string, RateLimit> = Object.create(null) as Record<string, RateLimit>;
   if (value.groups !== undefined && value.groups !== null) {
     if (!isRecord(value.groups)) throw new ConfigError(`${where}.groups must be a mapping of group name to limits`);
