@@ -30,7 +30,15 @@ import {
 import { LIVE, killLive } from "./server-process.js";
 import { deviceId, makeBenchFleet, type BenchDevice } from "./gateway/fixture.js";
 import { READER, revokeDevices, startFleetpkiGateway } from "./gateway/fleetpki.js";
-import { handshakes, idleMemory, revokeToDisconnect, throughput, type Target, type ThroughputRun, type ThroughputSpec } from "./gateway/load.js";
+import {
+  handshakes,
+  idleMemory,
+  revokeToDisconnect,
+  throughput,
+  type Target,
+  type ThroughputRun,
+  type ThroughputSpec,
+} from "./gateway/load.js";
 import { startMosquitto, startOpensslServer } from "./gateway/peers.js";
 
 export const benchmark: Benchmark = {
@@ -125,11 +133,18 @@ async function runBench(options: BenchOptions): Promise<void> {
   lap("(a) handshakes");
   const hsMed = (x: Target, f: (r: { perCpu: number; perSecond: number }) => number) => median(hsRuns.get(x)!.map(f));
   const hsRatio = hsMed(fleetpki, (r) => r.perCpu) / hsMed(openssl, (r) => r.perCpu);
-  out.push(`(a) Full TLS 1.3 mTLS handshakes (P-256 certificates, ${HANDSHAKE_CONCURRENCY} clients, no resumption), medians of ${options.runs} runs`);
+  out.push(
+    `(a) Full TLS 1.3 mTLS handshakes (P-256 certificates, ${HANDSHAKE_CONCURRENCY} clients, no resumption), medians of ${options.runs} runs`,
+  );
   out.push(
     formatTable(
       ["server", "handshakes/s", "per server CPU-s", "vs s_server"],
-      hsTargets.map((x) => [x.name, fmtRate(hsMed(x, (r) => r.perSecond)), fmtRate(hsMed(x, (r) => r.perCpu)), fmtX(hsMed(x, (r) => r.perCpu) / hsMed(openssl, (r) => r.perCpu))]),
+      hsTargets.map((x) => [
+        x.name,
+        fmtRate(hsMed(x, (r) => r.perSecond)),
+        fmtRate(hsMed(x, (r) => r.perCpu)),
+        fmtX(hsMed(x, (r) => r.perCpu) / hsMed(openssl, (r) => r.perCpu)),
+      ]),
     ),
   );
   out.push("  A handshake counts once the server answered on the connection: CONNACK (MQTT brokers) or the echoed line (s_server -rev),");
@@ -246,7 +261,9 @@ async function runBench(options: BenchOptions): Promise<void> {
       ]),
     ),
   );
-  out.push("  KiB per connection: the RSS growth over the second half, per connection (memory freed by earlier scenarios is reused first).");
+  out.push(
+    "  KiB per connection: the RSS growth over the second half, per connection (memory freed by earlier scenarios is reused first).",
+  );
   out.push(`  Target fleetpki <= ${TARGETS.idleKiB} KiB per connection: ${kib(fpMem)} KiB ${status(fpMem / 1024 <= TARGETS.idleKiB)}`);
   out.push("");
 
@@ -258,14 +275,13 @@ async function runBench(options: BenchOptions): Promise<void> {
   check(rev.readmitted === 0, `${rev.readmitted} revoked devices were admitted again`);
   const p50 = percentile(rev.latenciesMs, 50);
   const p99 = percentile(rev.latenciesMs, 99);
-  out.push(`(d) Revoke-to-disconnect: revokeDevice committed -> the gateway closed that device's session, ${rev.latenciesMs.length} revocations one by one`);
   out.push(
-    formatTable(
-      ["p50 ms", "p99 ms", "max ms"],
-      [[fmtMs(p50), fmtMs(p99), fmtMs(Math.max(...rev.latenciesMs))]],
-    ),
+    `(d) Revoke-to-disconnect: revokeDevice committed -> the gateway closed that device's session, ${rev.latenciesMs.length} revocations one by one`,
   );
-  out.push(`  Target p99 <= ${TARGETS.revokeP99Ms} ms: ${status(p99 <= TARGETS.revokeP99Ms)}. Reconnects of revoked devices refused: 5 of 5.`);
+  out.push(formatTable(["p50 ms", "p99 ms", "max ms"], [[fmtMs(p50), fmtMs(p99), fmtMs(Math.max(...rev.latenciesMs))]]));
+  out.push(
+    `  Target p99 <= ${TARGETS.revokeP99Ms} ms: ${status(p99 <= TARGETS.revokeP99Ms)}. Reconnects of revoked devices refused: 5 of 5.`,
+  );
   out.push("");
 
   const counters = await fp.counters();

@@ -150,7 +150,11 @@ describe("PublishGate", () => {
     time.advance(1000);
     assert.equal(passed.length, 20, "10 more after 1 s at 10/s");
     time.advance(1000);
-    assert.deepEqual(passed, Array.from({ length: 30 }, (_, i) => i), "all, in arrival order");
+    assert.deepEqual(
+      passed,
+      Array.from({ length: 30 }, (_, i) => i),
+      "all, in arrival order",
+    );
     assert.equal(gate.paused, false);
     assert.equal(time.pending, 0);
   });

@@ -60,10 +60,23 @@ export async function makeBenchFleet(tmp: string, count: number, extraIds: reado
       const chunk = ids.slice(i, i + 500);
       await fleet.store.transaction(async (tx) => {
         const iso = at.toISOString();
-        const rows = chunk.map((id) => ({ id, group_name: "bench", labels: "{}", status: "active" as const, created_at: iso, updated_at: iso }));
+        const rows = chunk.map((id) => ({
+          id,
+          group_name: "bench",
+          labels: "{}",
+          status: "active" as const,
+          created_at: iso,
+          updated_at: iso,
+        }));
         const taken = await tx.devices.add(rows);
         check(taken.length === 0, `devices already present: ${taken.join(", ")}`);
-        const events = chunk.map((id) => ({ actor: "bench", action: "device.add", subject: `device:${id}`, details: { group: "bench", labels: {} }, at }));
+        const events = chunk.map((id) => ({
+          actor: "bench",
+          action: "device.add",
+          subject: `device:${id}`,
+          details: { group: "bench", labels: {} },
+          at,
+        }));
         await tx.audit.append(events);
       });
     }

@@ -28,10 +28,17 @@ export const MOSQUITTO_READER = "telemetry";
  * mosquitto with fleetpki's default policy as a pattern ACL: a device (user = CN = id) publishes
  * under fleet/<id>/ and reads fleet/<id>/cmd/#; the reader reads fleet/#.
  */
-export async function startMosquitto(tmp: string, fleet: BenchFleet, readerCn = MOSQUITTO_READER): Promise<{ server: ServerProcess; port: number }> {
+export async function startMosquitto(
+  tmp: string,
+  fleet: BenchFleet,
+  readerCn = MOSQUITTO_READER,
+): Promise<{ server: ServerProcess; port: number }> {
   const port = await freePort();
   const acl = join(tmp, "peers", "mosquitto.acl");
-  writeFileSync(acl, [`user ${readerCn}`, "topic read fleet/#", "", "pattern write fleet/%u/#", "pattern read fleet/%u/cmd/#", ""].join("\n"));
+  writeFileSync(
+    acl,
+    [`user ${readerCn}`, "topic read fleet/#", "", "pattern write fleet/%u/#", "pattern read fleet/%u/cmd/#", ""].join("\n"),
+  );
   const conf = join(tmp, "peers", "mosquitto.conf");
   writeFileSync(
     conf,

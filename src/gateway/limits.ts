@@ -14,6 +14,7 @@
 // socket's readable buffer reaches its high-water mark, Node stops reading the TCP socket, the
 // kernel's receive window fills and the flooder's own writes block. (Every packet of one read
 // is handled at once, so the gate queues them all, in order, behind one timer.)
+import type { AccessIdentity } from "../access/identity.js";
 import { ConfigError } from "../config/config.js";
 
 // ---- configuration (gateway.limits in fleetpki.yaml) ----------------------------------------
@@ -554,4 +555,118 @@ export class FloodLimiter {
   sweep(now = this.now()): void {
     for (const [key, identity] of this.identities) if (identity.idle(now)) this.identities.delete(key);
   }
+}
+
+// ---- the gateway's seam ---------------------------------------------------------------------
+
+/** What the seam needs of a gateway session (src/gateway/server.ts's GatewaySession has it). */
+export interface FloodSession {
+  readonly identity: AccessIdentity;
+}
+
+/** The socket the broker reads from; only `read` and `destroy` are used. */
+export interface ReadableSocket {
+  read(size?: number): unknown;
+  destroy(error?: Error): unknown;
+}
+
+export type FloodVerdict = "allow" | "close";
+
+export interface FloodSeamOptions {
+  /** The gateway's counters (src/gateway/counters.ts): throttled, disconnected and refused by reason. */
+  counters?: { throttled: number; disconnected: Record<string, number>; refused: Record<string, number> };
+  /** One line per event worth an operator's attention (a flooder paused, disconnected, an oversized packet). */
+  log?: (message: string, fields: Record<string, unknown>) => void;
+}
+
+function identityKey(identity: AccessIdentity): { key: string; group: string | null } {
+  if (identity.kind === "device") return { key: `device:${identity.id}`, group: identity.group };
+  return { key: `${identity.kind}:${identity.name}`, group: null };
+}
+
+const bumpCounter = (counter: Record<string, number>, reason: string): void => {
+  counter[reason] = (counter[reason] ?? 0) + 1;
+};
+
+/**
+ * Flood protection as the gateway calls it (GatewayLimitsSeam in src/gateway/server.ts):
+ * per-address checks on every TCP connection, the frame-size check on every TLS socket's inbound
+ * bytes, the gate on every PUBLISH of a session (a promise while it is held), and the
+ * subscription count.
+ */
+export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: FloodSeamOptions = {}) {
+  const { counters, log } = options;
+  const gates = new WeakMap<S, { gate: PublishGate; disconnected: DisconnectReason | undefined }>();
+  const stateFor = (session: S) => {
+    let state = gates.get(session);
+    if (!state) {
+      const { key, group } = identityKey(session.identity);
+      const s: { gate: PublishGate; disconnected: DisconnectReason | undefined } = { gate: undefined as never, disconnected: undefined };
+      s.gate = flood.gate(key, group, (reason) => {
+        s.disconnected = reason;
+        if (counters) bumpCounter(counters.disconnected, `flood-${reason}`);
+        log?.("client disconnected by flood protection", { identity: key, reason });
+      });
+      gates.set(session, s);
+      state = s;
+    }
+    return state;
+  };
+  return {
+    connection(address: string): boolean {
+      const refusal = flood.addresses.opened(address);
+      if (refusal === undefined) return true;
+      flood.counters.refused[refusal]++;
+      if (counters) bumpCounter(counters.refused, `address-${refusal}`);
+      return false;
+    },
+    connectionClosed(address: string): void {
+      flood.addresses.closed(address);
+    },
+    /** Before the broker reads `socket`: a packet declaring more than the payload limit allows closes it at its header. */
+    socket(socket: ReadableSocket): void {
+      const scanner = flood.scanner();
+      const read = socket.read.bind(socket);
+      socket.read = (size?: number) => {
+        const chunk = read(size);
+        if (chunk instanceof Uint8Array) {
+          const bad = scanner.feed(chunk);
+          if (bad) {
+            flood.counters.oversized++;
+            if (counters) bumpCounter(counters.disconnected, bad.reason === "too-large" ? "flood-payload" : "malformed");
+            log?.("connection closed: packet over the size limit", { ...bad, max: maxRemainingLength(flood.limits.max_payload_bytes) });
+            socket.destroy();
+            return null;
+          }
+        }
+        return chunk;
+      };
+    },
+    publish(session: S, p: { topic: string; payloadBytes: number; qos: number }): FloodVerdict | Promise<FloodVerdict> {
+      const state = stateFor(session);
+      const wasPaused = state.gate.paused;
+      let passedNow = false;
+      let resolveLater: ((v: FloodVerdict) => void) | undefined;
+      state.gate.submit(Buffer.byteLength(p.topic), p.payloadBytes, p.qos, () => {
+        if (resolveLater) resolveLater("allow");
+        else passedNow = true;
+      });
+      if (state.disconnected) return "close";
+      if (passedNow) return "allow";
+      if (!wasPaused && counters) {
+        counters.throttled++;
+        log?.("client paused by flood protection", { identity: identityKey(session.identity).key });
+      }
+      return new Promise<FloodVerdict>((resolve) => (resolveLater = resolve));
+    },
+    /** May the session (holding `current` subscriptions; `has`: this filter among them) subscribe once more? */
+    subscribe(current: number, has: () => boolean): boolean {
+      if (current < flood.limits.max_subscriptions) return true;
+      return flood.subscriptionAllowed(current, has());
+    },
+    sessionClosed(session: S): void {
+      const state = gates.get(session);
+      if (state) flood.release(state.gate);
+    },
+  };
 }
