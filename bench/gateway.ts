@@ -134,7 +134,8 @@ async function runBench(options: BenchOptions): Promise<void> {
   const hsMed = (x: Target, f: (r: { perCpu: number; perSecond: number }) => number) => median(hsRuns.get(x)!.map(f));
   const hsRatio = hsMed(fleetpki, (r) => r.perCpu) / hsMed(openssl, (r) => r.perCpu);
   out.push(
-    `(a) Full TLS 1.3 mTLS handshakes (P-256 certificates, ${HANDSHAKE_CONCURRENCY} clients, no resumption), medians of ${options.runs} runs`,
+    `(a) Full TLS 1.3 mTLS handshakes (P-256 certificates, ${HANDSHAKE_CONCURRENCY} clients, no resumption), ` +
+      `medians of ${options.runs} runs`,
   );
   out.push(
     formatTable(
@@ -236,7 +237,8 @@ async function runBench(options: BenchOptions): Promise<void> {
   out.push(`  Target QoS 0 per CPU-s >= ${TARGETS.throughput}x mosquitto: ${fmtX(r0)} ${status(r0 >= TARGETS.throughput)}`);
   out.push(`  Target QoS 1 per CPU-s >= ${TARGETS.throughput}x mosquitto: ${fmtX(r1)} ${status(r1 >= TARGETS.throughput)}`);
   out.push(
-    `  Target at 2x overload delivered >= ${TARGETS.overload * 100} % of peak: ${(kept * 100).toFixed(0)} % ${status(kept >= TARGETS.overload)}` +
+    `  Target at 2x overload delivered >= ${TARGETS.overload * 100} % of peak: ` +
+      `${(kept * 100).toFixed(0)} % ${status(kept >= TARGETS.overload)}` +
       ` (mosquitto ${(keptMq * 100).toFixed(0)} %)`,
   );
   out.push("");
@@ -276,7 +278,8 @@ async function runBench(options: BenchOptions): Promise<void> {
   const p50 = percentile(rev.latenciesMs, 50);
   const p99 = percentile(rev.latenciesMs, 99);
   out.push(
-    `(d) Revoke-to-disconnect: revokeDevice committed -> the gateway closed that device's session, ${rev.latenciesMs.length} revocations one by one`,
+    `(d) Revoke-to-disconnect: revokeDevice committed -> the gateway closed that device's session, ` +
+      `${rev.latenciesMs.length} revocations one by one`,
   );
   out.push(formatTable(["p50 ms", "p99 ms", "max ms"], [[fmtMs(p50), fmtMs(p99), fmtMs(Math.max(...rev.latenciesMs))]]));
   out.push(
