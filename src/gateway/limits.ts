@@ -595,7 +595,9 @@ const bumpCounter = (counter: Record<string, number>, reason: string): void => {
  * subscription count.
  */
 export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: FloodSeamOptions = {}) {
-  const { counters, log } = options;
+  // Read at each event: the gateway's counters exist only once it has started, after this seam.
+  const counters = () => options.counters;
+  const log = (message: string, fields: Record<string, unknown>) => options.log?.(message, fields);
   const gates = new WeakMap<S, { gate: PublishGate; disconnected: DisconnectReason | undefined }>();
   const stateFor = (session: S) => {
     let state = gates.get(session);
@@ -604,8 +606,8 @@ export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: 
       const s: { gate: PublishGate; disconnected: DisconnectReason | undefined } = { gate: undefined as never, disconnected: undefined };
       s.gate = flood.gate(key, group, (reason) => {
         s.disconnected = reason;
-        if (counters) bumpCounter(counters.disconnected, `flood-${reason}`);
-        log?.("client disconnected by flood protection", { identity: key, reason });
+        bumpCounter(counters()?.disconnected ?? {}, `flood-${reason}`);
+        log("client disconnected by flood protection", { identity: key, reason });
       });
       gates.set(session, s);
       state = s;
@@ -617,7 +619,7 @@ export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: 
       const refusal = flood.addresses.opened(address);
       if (refusal === undefined) return true;
       flood.counters.refused[refusal]++;
-      if (counters) bumpCounter(counters.refused, `address-${refusal}`);
+      bumpCounter(counters()?.refused ?? {}, `address-${refusal}`);
       return false;
     },
     connectionClosed(address: string): void {
@@ -633,8 +635,8 @@ export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: 
           const bad = scanner.feed(chunk);
           if (bad) {
             flood.counters.oversized++;
-            if (counters) bumpCounter(counters.disconnected, bad.reason === "too-large" ? "flood-payload" : "malformed");
-            log?.("connection closed: packet over the size limit", { ...bad, max: maxRemainingLength(flood.limits.max_payload_bytes) });
+            bumpCounter(counters()?.disconnected ?? {}, bad.reason === "too-large" ? "flood-payload" : "malformed");
+            log("connection closed: packet over the size limit", { ...bad, max: maxRemainingLength(flood.limits.max_payload_bytes) });
             socket.destroy();
             return null;
           }
@@ -653,9 +655,10 @@ export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: 
       });
       if (state.disconnected) return "close";
       if (passedNow) return "allow";
-      if (!wasPaused && counters) {
-        counters.throttled++;
-        log?.("client paused by flood protection", { identity: identityKey(session.identity).key });
+      if (!wasPaused) {
+        const c = counters();
+        if (c) c.throttled++;
+        log("client paused by flood protection", { identity: identityKey(session.identity).key });
       }
       return new Promise<FloodVerdict>((resolve) => (resolveLater = resolve));
     },
