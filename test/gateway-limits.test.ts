@@ -12,6 +12,7 @@ import {
   IdentityLimiter,
   MqttFrameScanner,
   TokenBucket,
+  floodSeam,
   maxRemainingLength,
   parseGatewayLimits,
   type DisconnectReason,
@@ -363,5 +364,55 @@ describe("gateway.limits configuration", () => {
         () => parseGatewayLimits(value),
         (e: unknown) => e instanceof ConfigError && message.test(e.message),
       );
+  });
+});
+
+describe("floodSeam (the gateway's side)", () => {
+  const device = { identity: { kind: "device" as const, id: "robot-1", group: null, labels: {} } };
+
+  it("answers allow at once, a promise while paused (settled when released), close when disconnected", async () => {
+    const time = new FakeTime();
+    const counters = { throttled: 0, disconnected: {} as Record<string, number>, refused: {} as Record<string, number> };
+    const seam = floodSeam(new FloodLimiter(limits({ throttle_grace_seconds: 1 }), time.now, time.setTimer), { counters });
+    const p = { topic: "fleet/robot-1/t", payloadBytes: 10, qos: 0 };
+    for (let i = 0; i < 10; i++) assert.equal(seam.publish(device, p), "allow");
+    const held = seam.publish(device, p);
+    assert.ok(held instanceof Promise);
+    assert.equal(counters.throttled, 1);
+    time.advance(100);
+    assert.equal(await held, "allow");
+    // Still over the rate a second later: disconnected.
+    for (let i = 0; i < 20; i++) void seam.publish(device, p);
+    time.advance(1000);
+    assert.equal(seam.publish(device, p), "close");
+    assert.deepEqual(counters.disconnected, { "flood-throttled": 1 });
+  });
+
+  it("wraps a socket's read: an oversized packet header destroys the socket and nothing is handed on", () => {
+    const time = new FakeTime();
+    const counters = { throttled: 0, disconnected: {} as Record<string, number>, refused: {} as Record<string, number> };
+    const seam = floodSeam(new FloodLimiter(limits({ max_payload_bytes: 1024 }), time.now, time.setTimer), { counters });
+    const chunks = [
+      generate({ cmd: "pingreq" }),
+      generate({ cmd: "publish", topic: "t", payload: Buffer.alloc(100 * 1024), qos: 0, retain: false, dup: false }).subarray(0, 8),
+    ];
+    let destroyed = 0;
+    const socket = { read: (): Buffer | null => chunks.shift() ?? null, destroy: () => void destroyed++ };
+    seam.socket(socket);
+    assert.ok(socket.read() instanceof Buffer, "a small packet passes");
+    assert.equal(socket.read(), null, "the oversized header does not");
+    assert.equal(destroyed, 1);
+    assert.deepEqual(counters.disconnected, { "flood-payload": 1 });
+  });
+
+  it("refuses an address over its limits and counts why", () => {
+    const time = new FakeTime();
+    const counters = { throttled: 0, disconnected: {} as Record<string, number>, refused: {} as Record<string, number> };
+    const seam = floodSeam(new FloodLimiter(limits({ max_connections_per_address: 1 }), time.now, time.setTimer), { counters });
+    assert.equal(seam.connection("10.0.0.1"), true);
+    assert.equal(seam.connection("10.0.0.1"), false);
+    seam.connectionClosed("10.0.0.1");
+    assert.equal(seam.connection("10.0.0.1"), true);
+    assert.deepEqual(counters.refused, { "address-connections": 1 });
   });
 });
