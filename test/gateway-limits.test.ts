@@ -15,6 +15,7 @@ import {
   floodSeam,
   maxRemainingLength,
   parseGatewayLimits,
+  type Admission,
   type DisconnectReason,
   type GatewayLimits,
   type SetTimer,
@@ -88,7 +89,7 @@ describe("IdentityLimiter", () => {
       assert.deepEqual(id.admit(10, time.t), { kind: "admit" });
       time.t += 100;
     }
-    assert.equal(id.throttled, false);
+    assert.equal(id.throttled(time.t), false);
     // Now 20/s: the 10-token burst lasts about a second, then every message waits.
     const kinds: string[] = [];
     let disconnectedAt: number | undefined;
@@ -118,6 +119,25 @@ describe("IdentityLimiter", () => {
       time.t += 4000;
       assert.equal(id.admit(1, time.t).kind, "admit");
     }
+  });
+
+  it("a flooder paused behind backpressure stays in one episode even when its next read finds a token refilled", () => {
+    const time = new FakeTime();
+    const id = new IdentityLimiter("device:f", { messages_per_second: 10, bytes_per_second: 1e6, burst_seconds: 1 }, 2000, 60_000, time.t);
+    // Reads of 15 messages; the next read arrives 150 ms after the last held one was let through
+    // (a late timer): one or two tokens are back, so its first messages pass without waiting.
+    let disconnected: Admission | undefined;
+    for (let read = 0; read < 20 && !disconnected; read++) {
+      let lastRelease = time.t;
+      for (let i = 0; i < 15; i++) {
+        const a = id.admit(1, time.t);
+        if (a.kind === "disconnect") disconnected = a;
+        if (a.kind === "wait") lastRelease = Math.max(lastRelease, time.t + a.ms);
+      }
+      time.t = lastRelease + 150;
+    }
+    assert.deepEqual(disconnected, { kind: "disconnect", reason: "throttled" });
+    assert.ok(time.t - 1_000_000 < 6000, `disconnected after ${time.t - 1_000_000} ms of flooding`);
   });
 
   it("a debt beyond max_debt_seconds disconnects at once, and bytes/s counts as much as messages/s", () => {
@@ -186,6 +206,17 @@ describe("PublishGate", () => {
     const before = passed.length;
     gate.submit(5, 10, 0, () => passed.push(1));
     assert.equal(passed.length, before, "nothing passes a closed gate");
+  });
+
+  it("disconnects a flooder whose single read takes longer than the grace to let through", () => {
+    const { time, gate, disconnects, passed } = setup({ throttle_grace_seconds: 2 });
+    for (let i = 0; i < 100; i++) gate.submit(5, 10, 0, () => passed.push(i)); // 9 s of rate beyond the burst
+    time.advance(1900);
+    assert.deepEqual(disconnects, []);
+    time.advance(200);
+    assert.deepEqual(disconnects, ["throttled"]);
+    assert.ok(passed.length >= 29 && passed.length <= 31, `let through until then: ${passed.length}`);
+    assert.equal(time.pending, 0);
   });
 
   it("refuses a payload over max_payload_bytes with a disconnect", () => {

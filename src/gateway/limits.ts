@@ -169,6 +169,9 @@ export class TokenBucket {
 
 // ---- per identity ---------------------------------------------------------------------------
 
+/** A wait this long after the previous one went through starts a new throttling episode. */
+export const THROTTLE_GAP_MS = 1000;
+
 export type DisconnectReason = "throttled" | "debt" | "payload" | "inflight";
 
 export type Admission = { kind: "admit" } | { kind: "wait"; ms: number } | { kind: "disconnect"; reason: DisconnectReason };
@@ -183,6 +186,8 @@ export class IdentityLimiter {
   private readonly messages: TokenBucket;
   private readonly bytes: TokenBucket;
   private throttledSince: number | undefined;
+  /** When the latest message made to wait was let through. */
+  private waitedUntil = -Infinity;
 
   constructor(
     readonly key: string,
@@ -200,21 +205,31 @@ export class IdentityLimiter {
    * otherwise it waits until they have refilled (the connection is paused meanwhile). A client
    * that has been made to wait continuously for the grace period, or whose wait grows beyond
    * max_debt_seconds, is to be disconnected.
+   *
+   * "Continuously": each wait continues the episode when it comes less than THROTTLE_GAP_MS after
+   * the previous waiting message went through. A paused flooder's next read arrives right after
+   * its held messages are released, perhaps with a token or two refilled meanwhile (timers fire
+   * late on a busy machine), so one message admitted without waiting does not end the episode;
+   * a client that sent a burst and then kept below its rate for a second does.
    */
   admit(size: number, now: number): Admission {
     const wait = Math.max(this.messages.take(1, now), this.bytes.take(size, now));
-    if (wait === 0) {
-      this.throttledSince = undefined;
-      return { kind: "admit" };
-    }
-    this.throttledSince ??= now;
+    if (wait === 0) return { kind: "admit" };
+    if (this.throttledSince === undefined || now > this.waitedUntil + THROTTLE_GAP_MS) this.throttledSince = now;
+    this.waitedUntil = Math.max(this.waitedUntil, now + wait);
     if (wait > this.maxDebtMs) return { kind: "disconnect", reason: "debt" };
     if (now - this.throttledSince >= this.graceMs) return { kind: "disconnect", reason: "throttled" };
     return { kind: "wait", ms: wait };
   }
 
-  get throttled(): boolean {
-    return this.throttledSince !== undefined;
+  /** Throttled without a break for the grace period, and still paused at `now`. */
+  overGrace(now: number): boolean {
+    return this.throttledSince !== undefined && now - this.throttledSince >= this.graceMs && now < this.waitedUntil;
+  }
+
+  /** In a throttling episode at `now`. */
+  throttled(now: number): boolean {
+    return this.throttledSince !== undefined && now <= this.waitedUntil + THROTTLE_GAP_MS;
   }
 
   /** Nothing to remember: no connection and both buckets full again. */
@@ -318,6 +333,9 @@ export class PublishGate {
       h.go();
     }
     if (this.closed) return;
+    // Still paused after the grace: a whole read of a flooder can take longer to let through than
+    // the grace, and it sends nothing new meanwhile (it cannot: we are not reading it).
+    if (this.head < this.queue.length && this.identity.overGrace(now)) return this.disconnect("throttled");
     if (this.head === this.queue.length) {
       this.queue.length = 0;
       this.head = 0;
@@ -576,7 +594,7 @@ export interface FloodSeamOptions {
   /** The gateway's counters (src/gateway/counters.ts): throttled, disconnected and refused by reason. */
   counters?: { throttled: number; disconnected: Record<string, number>; refused: Record<string, number> };
   /** One line per event worth an operator's attention (a flooder paused, disconnected, an oversized packet). */
-  log?: (message: string, fields: Record<string, unknown>) => void;
+  log?: (level: "info" | "warn", message: string, fields: Record<string, unknown>) => void;
 }
 
 function identityKey(identity: AccessIdentity): { key: string; group: string | null } {
@@ -597,17 +615,26 @@ const bumpCounter = (counter: Record<string, number>, reason: string): void => {
 export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: FloodSeamOptions = {}) {
   // Read at each event: the gateway's counters exist only once it has started, after this seam.
   const counters = () => options.counters;
-  const log = (message: string, fields: Record<string, unknown>) => options.log?.(message, fields);
-  const gates = new WeakMap<S, { gate: PublishGate; disconnected: DisconnectReason | undefined }>();
+  const log = (level: "info" | "warn", message: string, fields: Record<string, unknown>) => options.log?.(level, message, fields);
+  interface State {
+    gate: PublishGate;
+    disconnected: DisconnectReason | undefined;
+    /** Held PUBLISHes' promises: "close" settles them all when the gate disconnects. */
+    held: Set<(v: FloodVerdict) => void>;
+  }
+  const gates = new WeakMap<S, State>();
   const stateFor = (session: S) => {
     let state = gates.get(session);
     if (!state) {
       const { key, group } = identityKey(session.identity);
-      const s: { gate: PublishGate; disconnected: DisconnectReason | undefined } = { gate: undefined as never, disconnected: undefined };
+      const s: State = { gate: undefined as never, disconnected: undefined, held: new Set() };
       s.gate = flood.gate(key, group, (reason) => {
         s.disconnected = reason;
+        // The broker closes the connection when a held PUBLISH is refused (no new one may ever come).
+        for (const settle of s.held) settle("close");
+        s.held.clear();
         bumpCounter(counters()?.disconnected ?? {}, `flood-${reason}`);
-        log("client disconnected by flood protection", { identity: key, reason });
+        log("warn", "client disconnected by flood protection", { identity: key, reason });
       });
       gates.set(session, s);
       state = s;
@@ -636,7 +663,10 @@ export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: 
           if (bad) {
             flood.counters.oversized++;
             bumpCounter(counters()?.disconnected ?? {}, bad.reason === "too-large" ? "flood-payload" : "malformed");
-            log("connection closed: packet over the size limit", { ...bad, max: maxRemainingLength(flood.limits.max_payload_bytes) });
+            log("warn", "connection closed: packet over the size limit", {
+              ...bad,
+              max: maxRemainingLength(flood.limits.max_payload_bytes),
+            });
             socket.destroy();
             return null;
           }
@@ -650,17 +680,23 @@ export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: 
       let passedNow = false;
       let resolveLater: ((v: FloodVerdict) => void) | undefined;
       state.gate.submit(Buffer.byteLength(p.topic), p.payloadBytes, p.qos, () => {
-        if (resolveLater) resolveLater("allow");
-        else passedNow = true;
+        if (!resolveLater) passedNow = true;
+        else {
+          state.held.delete(resolveLater);
+          resolveLater("allow");
+        }
       });
       if (state.disconnected) return "close";
       if (passedNow) return "allow";
       if (!wasPaused) {
         const c = counters();
         if (c) c.throttled++;
-        log("client paused by flood protection", { identity: identityKey(session.identity).key });
+        log("info", "client paused by flood protection", { identity: identityKey(session.identity).key });
       }
-      return new Promise<FloodVerdict>((resolve) => (resolveLater = resolve));
+      return new Promise<FloodVerdict>((resolve) => {
+        resolveLater = resolve;
+        state.held.add(resolve);
+      });
     },
     /** May the session (holding `current` subscriptions; `has`: this filter among them) subscribe once more? */
     subscribe(current: number, has: () => boolean): boolean {
