@@ -16,6 +16,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import {
+  BenchFailure,
   WARMUP_SECONDS,
   check,
   cleanUpOnInterrupt,
@@ -71,6 +72,11 @@ async function run(options: BenchOptions): Promise<void> {
   const uninstall = cleanUpOnInterrupt(emergencyCleanup);
   try {
     await runBench(options);
+  } catch (e) {
+    await new Promise((r) => setTimeout(r, 500)); // a crashed server's exit may be reported after its sockets' errors
+    const dead = [...LIVE].find((p) => p.exit);
+    if (dead) throw new BenchFailure(`${dead.name} exited (${dead.exitText}): ${(e as Error).message}; its output:\n${dead.log}`);
+    throw e;
   } finally {
     for (const s of [...LIVE]) await s.stop(5_000);
     for (const d of TEMP_DIRS) rmSync(d, { recursive: true, force: true });
@@ -152,6 +158,7 @@ async function runBench(options: BenchOptions): Promise<void> {
   out.push("  so the brokers' figures include an MQTT CONNECT (fleetpki: admission from the certificate, policy grants, session).");
   out.push(`  Target: fleetpki / s_server >= ${TARGETS.handshake}x: ${fmtX(hsRatio)} ${status(hsRatio >= TARGETS.handshake)}`);
   out.push("");
+  console.log(out.splice(0).join("\n"));
 
   // ---- (b) throughput ----
   const brokers = [fleetpki, mosquitto];
@@ -244,6 +251,7 @@ async function runBench(options: BenchOptions): Promise<void> {
       ` (mosquitto ${(keptMq * 100).toFixed(0)} %)`,
   );
   out.push("");
+  console.log(out.splice(0).join("\n"));
 
   // ---- (c) idle memory ----
   const idle = devices.slice(0, IDLE);
@@ -270,6 +278,7 @@ async function runBench(options: BenchOptions): Promise<void> {
   );
   out.push(`  Target fleetpki <= ${TARGETS.idleKiB} KiB per connection: ${kib(fpMem)} KiB ${status(fpMem / 1024 <= TARGETS.idleKiB)}`);
   out.push("");
+  console.log(out.splice(0).join("\n"));
 
   // ---- (d) revocation ----
   const victims = devices.slice(count - REVOCATIONS);
@@ -288,6 +297,7 @@ async function runBench(options: BenchOptions): Promise<void> {
     `  Target p99 <= ${TARGETS.revokeP99Ms} ms: ${status(p99 <= TARGETS.revokeP99Ms)}. Reconnects of revoked devices refused: 5 of 5.`,
   );
   out.push("");
+  console.log(out.splice(0).join("\n"));
 
   const stops = await Promise.all([fp.server, mq.server, ossl.server].map(async (s) => ({ name: s.name, ...(await s.stop()) })));
   for (const s of stops) check(!s.killed, `${s.name} did not stop on SIGTERM`);
