@@ -6,14 +6,16 @@ import assert from "node:assert/strict";
 import { generateKeyPairSync } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { connect as netConnect } from "node:net";
+import { connect as netConnect, createServer as createNetServer, type AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import mqtt, { type MqttClient } from "mqtt";
+import { generate } from "mqtt-packet";
 import type { AccessDecision, AccessGrants, AccessIdentity } from "../src/access/identity.js";
 import { addDevice } from "../src/authority/devices.js";
 import { addService } from "../src/authority/identities/services.js";
 import { issueForKey, subjectKeyOf } from "../src/authority/issue/issuance.js";
+import { createBroker } from "../src/gateway/broker.js";
 import { silentLogger } from "../src/log.js";
 import type { PolicySource } from "../src/gateway/server.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
@@ -209,6 +211,62 @@ describe("gateway flood protection", () => {
       assert.ok(refused() > before, `refused: ${JSON.stringify(server.gateway!.counters.refused)}`);
     } finally {
       for (const s of open) s.destroy();
+    }
+  });
+});
+
+describe("the broker's inbound window (aedes behind src/gateway/broker.ts)", () => {
+  it("survives thousands of queued messages whose subscriber leaves (aedes alone: Maximum call stack size exceeded)", async () => {
+    const broker = await createBroker<object>(
+      {
+        unsupportedProtocol: () => {},
+        connect: () => ({ session: {} }),
+        publish: () => "allow",
+        subscribe: () => true,
+        forward: () => true,
+        disconnected: () => {},
+      },
+      { connectTimeout: 10_000, maxInflightInbound: 1000 },
+    );
+    const server = createNetServer((s) => broker.handle(s));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as AddressInfo).port;
+    const open = async (clientId: string) => {
+      const s = netConnect(port, "127.0.0.1");
+      s.on("error", () => {});
+      await new Promise<void>((resolve) => s.once("connect", () => resolve()));
+      const connack = new Promise<void>((resolve) => s.once("data", () => resolve()));
+      s.write(generate({ cmd: "connect", protocolId: "MQTT", protocolVersion: 4, clientId, clean: true, keepalive: 0 }));
+      await connack;
+      return s;
+    };
+    try {
+      const sub = await open("sub");
+      let received = 0;
+      const subscribed = new Promise<void>((resolve) => sub.once("data", () => resolve()));
+      sub.write(generate({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "t/#", qos: 0 }] }));
+      await subscribed;
+      sub.on("data", () => received++);
+      const packet = generate({ cmd: "publish", topic: "t/x", payload: Buffer.alloc(4), qos: 0, retain: false, dup: false });
+      const burst = Buffer.concat(Array.from({ length: 4000 }, () => packet));
+      const pubs = await Promise.all(Array.from({ length: 20 }, (_, i) => open(`pub-${i}`)));
+      for (const p of pubs) p.write(burst);
+      // Once deliveries flow, the subscriber leaves: what is queued now completes synchronously, one inside another.
+      for (let i = 0; i < 200 && received === 0; i++) await sleep(10);
+      sub.destroy();
+      await sleep(1500);
+      // Still serving: a new subscriber gets a new message.
+      const again = await open("sub-2");
+      const suback = new Promise<void>((resolve) => again.once("data", () => resolve()));
+      again.write(generate({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "t/#", qos: 0 }] }));
+      await suback;
+      const got = new Promise<void>((resolve) => again.once("data", () => resolve()));
+      pubs[0]!.write(packet);
+      await got;
+      for (const p of [...pubs, again]) p.destroy();
+    } finally {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await broker.close();
     }
   });
 });

@@ -7,6 +7,7 @@ import { generate } from "mqtt-packet";
 import { ConfigError } from "../src/config/config.js";
 import {
   AddressLimiter,
+  BrokerWindow,
   DEFAULT_GATEWAY_LIMITS,
   FloodLimiter,
   IdentityLimiter,
@@ -445,5 +446,27 @@ describe("floodSeam (the gateway's side)", () => {
     seam.connectionClosed("10.0.0.1");
     assert.equal(seam.connection("10.0.0.1"), true);
     assert.deepEqual(counters.refused, { "address-connections": 1 });
+  });
+});
+
+describe("BrokerWindow", () => {
+  it("runs at most max at once, the rest in arrival order, each started from the deferred queue, never inside a release", () => {
+    const deferred: (() => void)[] = [];
+    const w = new BrokerWindow(2, (fn) => deferred.push(fn));
+    const started: number[] = [];
+    for (let i = 0; i < 5; i++) w.acquire(() => started.push(i));
+    assert.deepEqual(started, [0, 1]);
+    assert.deepEqual(w.load, { inflight: 2, waiting: 3 });
+    w.release();
+    assert.deepEqual(started, [0, 1], "not started inside release()");
+    deferred.shift()!();
+    assert.deepEqual(started, [0, 1, 2]);
+    // 100,000 messages that complete synchronously: no recursion through the window.
+    const big = new BrokerWindow(1, (fn) => deferred.push(fn));
+    let done = 0;
+    for (let i = 0; i < 100_000; i++) big.acquire(() => (done++, big.release()));
+    while (deferred.length > 0) deferred.shift()!();
+    assert.equal(done, 100_000);
+    assert.deepEqual(big.load, { inflight: 0, waiting: 0 });
   });
 });

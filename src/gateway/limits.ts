@@ -709,3 +709,53 @@ export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: 
     },
   };
 }
+
+// ---- the broker's own inbound window ----------------------------------------------------------
+
+/**
+ * How many PUBLISHes the broker may hold between reading them and having delivered them, over all
+ * clients. aedes 1.2 routes messages through mqemitter, which runs at most `concurrency` (100) at
+ * once and queues the rest; when a queued message's delivery finishes synchronously (no matching
+ * subscriber, e.g. after the subscriber left) the next one starts inside it, so a queue of a few
+ * thousand messages overflows the stack ("Maximum call stack size exceeded": the process dies;
+ * the gateway benchmark hit it at 2x overload). Waiting here keeps that queue short, and since
+ * aedes reads a client's socket only once its last PUBLISH is done, the publishers are paused by
+ * TCP backpressure instead. A PUBLISH that waits is started later through `defer` (setImmediate),
+ * never from inside the completion of another, so the chain cannot grow the stack either.
+ */
+export class BrokerWindow {
+  private inflight = 0;
+  private readonly waiting: (() => void)[] = [];
+  private head = 0;
+
+  constructor(
+    readonly max: number,
+    private readonly defer: (fn: () => void) => void,
+  ) {}
+
+  /** Messages held by the broker now, and waiting to enter. */
+  get load(): { inflight: number; waiting: number } {
+    return { inflight: this.inflight, waiting: this.waiting.length - this.head };
+  }
+
+  /** Runs `start` now if there is room, else once there is; `start` must lead to exactly one `release`. */
+  acquire(start: () => void): void {
+    if (this.inflight < this.max && this.head === this.waiting.length) {
+      this.inflight++;
+      start();
+    } else this.waiting.push(start);
+  }
+
+  release(): void {
+    this.inflight--;
+    if (this.head === this.waiting.length) return;
+    const next = this.waiting[this.head]!;
+    this.waiting[this.head++] = undefined as unknown as () => void;
+    if (this.head === this.waiting.length) {
+      this.waiting.length = 0;
+      this.head = 0;
+    }
+    this.inflight++;
+    this.defer(next);
+  }
+}
