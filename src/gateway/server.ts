@@ -43,8 +43,8 @@ export interface GatewayOptions {
   host: string;
   port: number;
   logger: Logger;
-  /** In-memory status kept current by `changes` (CertificateStatus). */
-  facts: AdmissionFacts & { settled?(): Promise<void> };
+  /** In-memory status kept current by `changes` (CertificateStatus); onChange tells what changed. */
+  facts: AdmissionFacts & { onChange(listener: () => void, onError?: (e: unknown) => void): () => void };
   changes: ChangeFeed;
   policy: PolicySource;
   /** The gateway's own key and certificate + chain (PEM), read again at every TLS refresh. */
@@ -83,14 +83,14 @@ export interface RunningGateway {
   policyChanged(): Promise<void>;
   /** Re-admits every session now (also done after every relevant change-feed event). */
   recheck(): Promise<void>;
+  /** Reads trusted CAs, their CRLs and the gateway's certificate again now (also done on a timer and after changes). */
+  refreshTls(): Promise<void>;
   close(): Promise<void>;
 }
 
 const CONNACK: Record<AdmissionRefusal["kind"], ConnackCode> = { "identifier-rejected": 2, "bad-credentials": 4, "not-authorized": 5 };
 
-/** Change-feed events after which every session is admitted again. */
-const RECHECK = new Set(["DeviceRevoked", "DeviceHeld", "DeviceRemoved", "DeviceUpdated", "CertificateRevoked", "CaRevoked"]);
-/** ... and after which the TLS trust and CRLs are rebuilt. */
+/** Change-feed events after which the TLS trust and CRLs are rebuilt. */
 const RETRUST = new Set(["CaCreated", "CaRevoked", "DeviceRevoked", "DeviceHeld", "DeviceUnheld", "DeviceRemoved", "CertificateRevoked"]);
 
 function sameIdentity(a: AccessIdentity, b: AccessIdentity): boolean {
@@ -122,18 +122,25 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const sessionsFile =
     options.sessionsFile === false
       ? undefined
-      : new SessionsFileWriter(fleet.dir, () => sessionList(), (e) => logger.warn({ err: (e as Error).message }, "writing the sessions file failed"));
+      : new SessionsFileWriter(
+          fleet.dir,
+          () => sessionList(),
+          (e) => logger.warn({ err: (e as Error).message }, "writing the sessions file failed"),
+        );
 
   const sessionList = (): SessionInfo[] =>
-    [...live].map((s) => ({
-      id: s.clientId,
-      kind: s.identity.kind,
-      name: s.identity.kind === "device" ? s.identity.id : s.identity.name,
-      address: s.address,
-      since: s.since.toISOString(),
-      messagesIn: s.messagesIn,
-      messagesOut: s.messagesOut,
-    }));
+    [...live]
+      .filter((s) => !s.closing)
+      .map((s) => ({
+        id: s.clientId,
+        kind: s.identity.kind,
+        name: s.identity.kind === "device" ? s.identity.id : s.identity.name,
+        address: s.address,
+        since: s.since.toISOString(),
+        messagesIn: s.messagesIn,
+        messagesOut: s.messagesOut,
+        subscriptions: broker.subscriptions(s).length,
+      }));
 
   const admission = (der: Uint8Array | undefined, clientId: string) =>
     admit({ certificateDer: der, clientId, domain: fleet.domain, allowLocalCas: options.allowLocalCas }, facts);
@@ -142,7 +149,10 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     if (session.closing) return;
     session.closing = true;
     bump(counters.disconnected, reason);
-    logger.info({ client: session.clientId, subject: session.subject, serial: session.serial, reason, ...detail }, "session closed by the gateway");
+    logger.info(
+      { client: session.clientId, subject: session.subject, serial: session.serial, reason, ...detail },
+      "session closed by the gateway",
+    );
     broker.closeSession(session);
   };
 
@@ -155,8 +165,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     if (audit) return;
     const minute = Math.floor(fleet.clock.now().getTime() / 60_000);
     if (session.denials.minute !== minute) session.denials = { minute, count: 0 };
-    if (++session.denials.count > options.denialsPerMinute)
-      end(session, "denials", { budget: options.denialsPerMinute });
+    if (++session.denials.count > options.denialsPerMinute) end(session, "denials", { budget: options.denialsPerMinute });
   };
 
   // Retained messages and wills are publishes like any other: the same grant decides.
@@ -176,12 +185,18 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
           "CONNECT refused: only MQTT 3.1.1 (and 3.1) is spoken here (CONNACK 1 unacceptable protocol version)",
         );
       },
-      connect(c) {
+      async connect(c) {
         const conn = c.conn as TLSSocket;
         const address = addressOf(conn);
         const peer = conn.getPeerCertificate?.();
         const der = peer && "raw" in peer ? peer.raw : undefined;
-        const result = admission(der, c.clientId);
+        let result = admission(der, c.clientId);
+        // A certificate issued a moment ago (an agent connecting right after enrolling) may not have
+        // reached us through the feed yet: read the audit log now, then decide.
+        if (!result.admitted && result.refusal.code === "unknown-certificate") {
+          await options.changes.poll();
+          result = admission(der, c.clientId);
+        }
         if (!result.admitted) {
           bump(counters.refused, result.refusal.code);
           logger.info({ client: c.clientId, address, code: result.refusal.code, reason: result.refusal.reason }, "CONNECT refused");
@@ -192,7 +207,10 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
           const d = grants.publish(c.will.topic);
           if (!d.allowed) {
             bump(counters.refused, "will");
-            logger.info({ client: c.clientId, address, subject: result.subject, topic: c.will.topic, rule: d.rule }, "CONNECT refused: will topic denied");
+            logger.info(
+              { client: c.clientId, address, subject: result.subject, topic: c.will.topic, rule: d.rule },
+              "CONNECT refused: will topic denied",
+            );
             return { refuse: 5, reason: `will topic ${c.will.topic} not allowed` };
           }
           if (d.outcome === "audit-deny") {
@@ -243,6 +261,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         if (d.outcome !== "allow") denied(session, "subscribe", filter, d);
         const has = () => broker.subscriptions(session).includes(filter);
         if (d.allowed && options.limits?.subscribe && !options.limits.subscribe(current, has)) return false;
+        sessionsFile?.markChanged();
         return d.allowed && !session.closing;
       },
       forward(session, topic, payloadBytes) {
@@ -294,7 +313,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   };
 
   let material = await gatewayTlsMaterial(fleet, options.identity(), options.allowLocalCas);
-  if (material.withoutCrls) logger.warn({ why: material.withoutCrls }, "gateway TLS handshakes check no CRLs (admission still checks every certificate)");
+  if (material.withoutCrls)
+    logger.warn({ why: material.withoutCrls }, "gateway TLS handshakes check no CRLs (admission still checks every certificate)");
   const server = createTlsServer({ ...material.options, requestCert: true, rejectUnauthorized: true });
   let refreshing: Promise<void> | undefined;
   const refreshTls = (): Promise<void> =>
@@ -310,7 +330,11 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       }
     })().finally(() => (refreshing = undefined)));
 
+  // Every connection, so close() ends those still in their handshake or before CONNECT too.
+  const sockets = new Set<import("node:net").Socket>();
   server.on("connection", (socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
     const address = socket.remoteAddress ?? "?";
     if (options.limits?.connection && !options.limits.connection(address)) {
       bump(counters.refused, "address-limit");
@@ -329,18 +353,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     logger.info({ address: socket.remoteAddress, reason }, "TLS handshake failed");
   });
 
+  // A device revoked, held, removed or regrouped, a certificate or CA revoked (by any process): every
+  // session is admitted again as soon as the in-memory status has applied it (after a reload too).
+  const stopFollowing = facts.onChange(
+    () => void recheck(),
+    (e) => logger.warn({ err: (e as Error).message }, "re-admitting sessions failed"),
+  );
   const unsubscribe = options.changes.subscribe((events: readonly FleetEvent[]) => {
-    let again = false;
     let retrust = false;
-    for (const e of events) {
-      if (RECHECK.has(e.type) || isUnreadableStatusChange(e)) again = true;
-      if (RETRUST.has(e.type)) retrust = true;
-    }
-    if (again) {
-      // CertificateStatus applied these events before us (subscribed first); after a reload, again.
-      void recheck();
-      void facts.settled?.().then(recheck);
-    }
+    for (const e of events) if (RETRUST.has(e.type) || isUnreadableStatusChange(e)) retrust = true;
     // The CLI re-signs the CRLs right after its change: read them now and once more shortly after.
     if (retrust) {
       void refreshTls();
@@ -375,14 +396,17 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       await Promise.all([...live].filter((s) => !s.closing).map((s) => regrant(s, s.identity)));
     },
     recheck,
+    refreshTls,
     close: () =>
       (closed ??= (async () => {
         unsubscribe();
+        stopFollowing();
         clearInterval(timer);
         clearInterval(tlsTimer);
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           for (const s of live) broker.closeSession(s);
+          for (const socket of sockets) socket.destroy();
         });
         await broker.close();
         await refreshing;
