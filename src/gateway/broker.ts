@@ -3,6 +3,7 @@
 // Swapping the library means rewriting this file only.
 import type { Duplex } from "node:stream";
 import { Aedes, type Client } from "aedes";
+import { BrokerWindow } from "./limits.js";
 
 export interface BrokerConnect {
   clientId: string;
@@ -47,6 +48,8 @@ export interface BrokerOptions {
   connectTimeout: number;
   /** Inbound QoS 2 messages awaiting PUBREL per client. */
   maxInflightInbound: number;
+  /** Messages between reading and delivery over all clients (BrokerWindow); default 200. */
+  maxInflightMessages?: number;
 }
 
 export interface Broker<S> {
@@ -138,12 +141,22 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
   await aedes.listen();
   // A denied PUBLISH reaches publish() after its acknowledgement: routing stops here.
   const publish = aedes.publish.bind(aedes) as (packet: object, client: unknown, done?: (e?: Error | null) => void) => void;
+  // Inbound flow control (src/gateway/limits.ts, BrokerWindow): at most this many messages between
+  // reading and delivery; the others wait, and so does the reading of their senders' sockets.
+  const window = new BrokerWindow(options.maxInflightMessages ?? 200, setImmediate);
   (aedes as unknown as { publish: typeof publish }).publish = (packet, client, done) => {
-    if (dropped.has(packet)) {
-      const cb = typeof client === "function" ? (client as (e?: Error | null) => void) : done;
-      return cb?.(null);
-    }
-    publish(packet, client, done);
+    const cb = typeof client === "function" ? (client as (e?: Error | null) => void) : done;
+    if (dropped.has(packet)) return cb?.(null);
+    window.acquire(() => {
+      let released = false;
+      publish(packet, typeof client === "function" ? null : client, (e?: Error | null) => {
+        if (!released) {
+          released = true;
+          window.release();
+        }
+        cb?.(e);
+      });
+    });
   };
   aedes.on("clientDisconnect", (client) => {
     const session = sessions.get(client);
