@@ -35,6 +35,7 @@ if (command !== "agent") {
   revoke.registerRevocation(program);
   audit.registerAudit(program);
   server.registerServer(program);
+  (await import("./commands/demo.js")).registerDemo(program);
   // Settings in fleetpki.yaml that have no effect are named before any fleet command runs.
   program.hook("preAction", (_program, action) => context.reportConfigNotes(action.opts().dir));
 }
@@ -51,6 +52,7 @@ const EXPECTED = new Set([
   "IssuerExpired",
   "AgentError",
   "CrlError",
+  "DemoStepFailed",
 ]);
 
 try {
