@@ -154,9 +154,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       if (!m) fail(`no telemetry from ${id} reached the service`);
       say(`telemetry <- ${id}: ${m!.payload.toString()}`);
     }
-    why(
-      "the gateway admitted each robot by the SAN URI in its certificate (client id = device id) and let it publish only under its own topic.",
-    );
+    why("the gateway admitted each robot by its certificate's SAN URI (client id = device id), publishing only under its own topic.");
 
     // ---- 6 ------------------------------------------------------------------------------
     heading("robot-1 tries to drive robot-2: PUBLISH fleet/robot-2/cmd/cmd_vel");
