@@ -175,6 +175,11 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     }
     // Denials are written aggregated; ask for them now rather than wait for the gateway's timer.
     await flushDenials(server.server);
+    // robot-2's own command channel still works after the attempt (it may publish under its own
+    // prefix): its ping arriving shows the gateway handled robot-1's message before it.
+    const ping = victim.nextMessage((m) => m.topic === "fleet/robot-2/cmd/ping", STEP_TIMEOUT_MS);
+    await victim.publish("fleet/robot-2/cmd/ping", "ping", 1);
+    await ping.catch(() => fail("robot-2's subscription to fleet/robot-2/cmd/# delivered nothing (not even its own ping)"));
     const rows = await eventually(async () => {
       const r = await denialRows(operator!, "device:robot-1", target);
       return r.length > 0 ? r : undefined;
@@ -182,7 +187,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     if (!rows) fail(`no ${target} denial for device:robot-1 in the audit log`);
     if (hijack.length > 0) fail(`robot-2 received the forbidden message on ${target}`);
     const row = rows![rows!.length - 1]!;
-    say(`robot-2 received nothing. Audit row #${row.seq}: ${row.at} ${row.actor} ${row.action} ${row.subject} ${row.details}`);
+    say("robot-2 received its own ping but not robot-1's cmd_vel.");
+    say(`Audit row #${row.seq}: ${row.at} ${row.actor} ${row.action} ${row.subject} ${row.details}`);
     why("a stranger (or a compromised robot) on the network cannot command another robot's cmd_vel; the attempt is on record.");
 
     // ---- 7 ------------------------------------------------------------------------------
