@@ -11,6 +11,8 @@ export const layout = {
   operatorDir: (name: string) => join("operators", name),
   ceremonyRequest: (id: string) => join("ceremony", `${id}.request.json`),
   ceremonyDir: "ceremony",
+  /** The gateway's access policy (src/access/, docs/policy.md); written by init. */
+  policy: "policy.yaml",
 } as const;
 
 export const STANDARD_INTERMEDIATES = ["devices", "services", "operators"] as const;

@@ -21,6 +21,7 @@ import { FleetServices, openDatabase } from "../services.js";
 import { systemClock, type Clock } from "../clock.js";
 import { sha256Fingerprint } from "../../x509/certificate.js";
 import { STANDARD_INTERMEDIATES, layout } from "../layout.js";
+import { DEFAULT_POLICY } from "../../access/default-policy.js";
 import { preparePassphrase } from "./passphrase.js";
 import { certificateRow, issueAuditDetails, issuedRecord, type IssuedRecord } from "../issue/records.js";
 
@@ -156,6 +157,7 @@ export async function initFleet(opts: InitOptions): Promise<InitResult> {
     for (const id of STANDARD_INTERMEDIATES) await createIntermediate(fleet, id, config.validity.intermediate, actor, now);
     await completeFleet(fleet, actor, now);
     writeFileAtomic(join(dir, CONFIG_FILE), renderConfig(config));
+    writeFileAtomic(join(dir, layout.policy), DEFAULT_POLICY); // 0644: no secret in it
     await store.transaction((tx) =>
       tx.audit.append([
         {
