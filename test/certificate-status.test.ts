@@ -80,7 +80,13 @@ describe("CertificateStatus: answers from memory, kept current by the change fee
     assert.equal(status().certificate({ der: forged }).status, "unknown");
     assert.throws(() => status().certificate({ der: Buffer.from("not a certificate") }), InvalidArgument);
     assert.throws(() => status().certificate({ issuerCa: "devices", serial: "xyz" }), InvalidArgument);
-    assert.deepEqual(status().device("never-added"), { deviceId: "never-added", status: "unknown", certificates: [] });
+    assert.deepEqual(status().device("never-added"), {
+      deviceId: "never-added",
+      status: "unknown",
+      group: null,
+      labels: {},
+      certificates: [],
+    });
   });
 
   it("a certificate issued by another connection: unknown until the feed delivers its event, then good", async () => {

@@ -149,26 +149,28 @@ describe("the change feed delivers typed events for what the authority does", ()
     const domain = seen.filter((e) => e.type !== "Unrecognised");
     const strip = ({ seq: _seq, at: _at, actor: _actor, ...rest }: FleetEvent) => rest;
     assert.deepEqual(domain.map(strip), [
-      { type: "DeviceAdded", deviceId: "ev-1", group: "arms" },
+      { type: "DeviceAdded", deviceId: "ev-1", group: "arms", labels: {} },
       {
         type: "CertificateIssued",
         serial: c1.serial,
         issuerCa: "devices",
         kind: "device",
         deviceId: "ev-1",
+        subjectId: "ev-1",
         notAfter: c1.notAfter,
         fingerprint: fingerprint(c1.der),
       },
       { type: "DeviceHeld", deviceId: "ev-1", serials: [c1.serial], cas: ["devices"] },
       { type: "DeviceUnheld", deviceId: "ev-1", serials: [c1.serial], cas: ["devices"] },
       { type: "DeviceRevoked", deviceId: "ev-1", reason: "keyCompromise", serials: [c1.serial], cas: ["devices"] },
-      { type: "DeviceAdded", deviceId: "ev-2", group: null },
+      { type: "DeviceAdded", deviceId: "ev-2", group: null, labels: {} },
       {
         type: "CertificateIssued",
         serial: c2.serial,
         issuerCa: "devices",
         kind: "device",
         deviceId: "ev-2",
+        subjectId: "ev-2",
         notAfter: c2.notAfter,
         fingerprint: fingerprint(c2.der),
       },
@@ -187,6 +189,7 @@ describe("the change feed delivers typed events for what the authority does", ()
         issuerCa: "local-line9",
         kind: "factory",
         deviceId: "ev-2",
+        subjectId: "ev-2",
         notAfter: factory.notAfter,
         fingerprint: fingerprint(factory.der),
       },

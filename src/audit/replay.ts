@@ -2,8 +2,8 @@
 // device or an enrollment token is appended to the log in the transaction that makes it, so the
 // tables must be exactly what the events say; a row changed, planted or deleted behind the log's
 // back shows up as a disagreement. Covered: certificates (issued, revoked, held, released), CAs
-// (created, revoked), devices (added, revoked, held, released; group and labels), tokens
-// (created, used, cancelled by a device revocation), approval requests (made, approved, denied,
+// (created, revoked), devices (added, revoked, held, released, removed, updated; group and labels),
+// tokens (created, used, cancelled by a device revocation or removal), approval requests (made, approved, denied,
 // issued; denied by a device revocation), factory enrollments (a device's one, until
 // reprovisioned) and renewals (which certificate renewed which: a certificate renews once).
 //
@@ -31,7 +31,7 @@ interface CaState {
 }
 
 interface DeviceState {
-  status: "active" | "held" | "revoked";
+  status: "active" | "held" | "revoked" | "removed";
   group: string | null;
   labels: string;
   seq: number;
@@ -181,23 +181,44 @@ export class StateReplay {
         this.devices.set(id, { status: "active", group: str(d.group) ?? null, labels: labelsKey(d.labels), seq: row.seq });
         return;
       }
+      case "device.update": {
+        const id = idOf(row.subject, "device:");
+        if (!id || (d.group !== null && typeof d.group !== "string")) return this.malformed(row);
+        const device = this.devices.get(id);
+        if (!device) return void this.problems.push(`event ${row.seq} (${row.action}) names device ${id}, which no event added`);
+        Object.assign(device, { group: str(d.group) ?? null, labels: labelsKey(d.labels), seq: row.seq });
+        return;
+      }
       case "device.revoke":
+      case "device.remove":
       case "device.hold":
       case "device.unhold": {
         const id = idOf(row.subject, "device:");
         if (!id) return this.malformed(row);
-        const status = row.action === "device.revoke" ? "revoked" : row.action === "device.hold" ? "hold" : "valid";
-        const reason =
-          row.action === "device.revoke" ? (str(d.reason) ?? "unspecified") : row.action === "device.hold" ? "certificateHold" : null;
+        const ends = row.action === "device.revoke" || row.action === "device.remove";
+        const status = ends ? "revoked" : row.action === "device.hold" ? "hold" : "valid";
+        const reason = ends
+          ? (str(d.reason) ?? (row.action === "device.remove" ? "cessationOfOperation" : "unspecified"))
+          : row.action === "device.hold"
+            ? "certificateHold"
+            : null;
         this.setStatus(row, strings(d.serials), status, reason);
         const device = this.devices.get(id);
         if (!device) this.problems.push(`event ${row.seq} (${row.action}) names device ${id}, which no event added`);
         else {
-          device.status = row.action === "device.revoke" ? "revoked" : row.action === "device.hold" ? "held" : "active";
+          device.status =
+            row.action === "device.revoke"
+              ? "revoked"
+              : row.action === "device.remove"
+                ? "removed"
+                : row.action === "device.hold"
+                  ? "held"
+                  : "active";
           device.seq = row.seq;
         }
-        // A revoked device's unused tokens are spent, and its waiting or approved requests denied, in the same transaction.
-        if (row.action === "device.revoke") {
+        // A revoked or removed device's unused tokens are spent, and its waiting or approved requests
+        // denied, in the same transaction.
+        if (ends) {
           for (const t of this.tokens.values()) if (t.deviceId === id) t.usedSeq ??= row.seq;
           for (const r of this.requests.values())
             if (r.deviceId === id && (r.status === "pending" || r.status === "approved"))

@@ -1,4 +1,6 @@
-// Device registry: add, list, show. Groups and labels live here, not in certificates.
+// Device registry: add, list, show, update (group and labels), remove. Groups and labels live here,
+// not in certificates: the access policy substitutes them into MQTT topic filters (${group},
+// ${label:KEY}), so they may not carry MQTT's separators or wildcards.
 import type { DeviceTable } from "../store/schema.js";
 import { DEVICE_ID_PATTERN } from "../x509/profiles.js";
 import { DeviceExists, InvalidArgument, UnknownDevice } from "./errors.js";
@@ -8,6 +10,9 @@ import { prepareToken, storeToken, type CreatedToken } from "./enroll/tokens.js"
 
 const LABEL_KEY = /^[a-z0-9]([a-z0-9._/-]{0,62})$/;
 const MAX_LABEL_VALUE = 256;
+/** Topic level separator, wildcards, the $SYS prefix, and control characters (NUL included). */
+const TOPIC_UNSAFE = /[/+#$\u0000-\u001f\u007f]/;
+const GROUP_HELP = "1-63 characters a-z 0-9 . _ - starting with a letter or digit";
 
 export interface Device {
   id: string;
@@ -40,11 +45,19 @@ export function parseLabels(pairs: readonly string[]): Record<string, string> {
 
 export function validateLabels(labels: Record<string, string>): Record<string, string> {
   for (const [k, v] of Object.entries(labels)) {
-    if (!LABEL_KEY.test(k)) throw new InvalidArgument(`invalid label key "${k}": 1-63 characters a-z 0-9 . _ / -`);
-    if (typeof v !== "string" || v.length > MAX_LABEL_VALUE)
-      throw new InvalidArgument(`label "${k}" value must be at most ${MAX_LABEL_VALUE} characters`);
+    if (!LABEL_KEY.test(k)) throw new InvalidArgument(`invalid label key ${JSON.stringify(k)}: 1-63 characters a-z 0-9 . _ / -`);
+    if (typeof v !== "string" || v.length === 0 || v.length > MAX_LABEL_VALUE)
+      throw new InvalidArgument(`label "${k}" value must be 1-${MAX_LABEL_VALUE} characters`);
+    // Substituted into topic filters: "a/#" would widen a rule to other topics.
+    if (TOPIC_UNSAFE.test(v) || Buffer.from(v, "utf8").toString("utf8") !== v)
+      throw new InvalidArgument(`invalid label "${k}" value ${JSON.stringify(v)}: no / + # $ or control characters (MQTT topic syntax)`);
   }
   return labels;
+}
+
+/** A group name: a device id's characters (no / + # $ or NUL, which would change a topic filter it is substituted into). */
+export function assertGroup(group: string): void {
+  if (!DEVICE_ID_PATTERN.test(group)) throw new InvalidArgument(`invalid group ${JSON.stringify(group)}: ${GROUP_HELP}`);
 }
 
 function toDevice(row: DeviceTable): Device {
@@ -61,8 +74,7 @@ function toDevice(row: DeviceTable): Device {
 /** Registers a device (and its first token): both or, on any error, neither. */
 export async function addDevice(fleet: FleetServices, req: AddDeviceRequest): Promise<Device & { token?: CreatedToken }> {
   assertDeviceId(req.id);
-  if (req.group !== undefined && !DEVICE_ID_PATTERN.test(req.group))
-    throw new InvalidArgument(`invalid group "${req.group}": 1-63 characters a-z 0-9 . _ - starting with a letter or digit`);
+  if (req.group !== undefined) assertGroup(req.group);
   const labels = validateLabels(req.labels ?? {});
   const token = req.token ? prepareToken(fleet, { deviceId: req.id, ttl: req.token.ttl }) : undefined;
   const at = fleet.clock.now();
@@ -119,8 +131,70 @@ export async function reprovisionDevice(
   });
 }
 
-export async function listDevices(fleet: FleetServices, filter: { group?: string } = {}): Promise<Device[]> {
-  return (await fleet.store.ops.devices.list(filter)).map(toDevice);
+/** Devices by id; removed ones only with `all`. */
+export async function listDevices(fleet: FleetServices, filter: { group?: string; all?: boolean } = {}): Promise<Device[]> {
+  return (await fleet.store.ops.devices.list({ group: filter.group, includeRemoved: filter.all === true })).map(toDevice);
+}
+
+export interface UpdateDeviceRequest {
+  id: string;
+  /** A new group; null: none. Undefined: unchanged. */
+  group?: string | null;
+  /** Labels to add or overwrite. */
+  setLabels?: Record<string, string>;
+  /** Label keys to remove (each must be present). */
+  unsetLabels?: readonly string[];
+  actor: string;
+}
+
+/**
+ * Changes a device's group and labels in one audited transaction (`device.update`, carrying the new
+ * group and every label, so the change feed gives listeners the complete new values).
+ */
+export async function updateDevice(fleet: FleetServices, req: UpdateDeviceRequest): Promise<Device> {
+  assertDeviceId(req.id);
+  if (req.group !== undefined && req.group !== null) assertGroup(req.group);
+  const setLabels = validateLabels({ ...req.setLabels });
+  const unset = [...new Set(req.unsetLabels ?? [])];
+  for (const k of unset) {
+    if (!LABEL_KEY.test(k)) throw new InvalidArgument(`invalid label key ${JSON.stringify(k)}: 1-63 characters a-z 0-9 . _ / -`);
+    if (k in setLabels) throw new InvalidArgument(`label "${k}" is both set and removed; give one of --label and --unlabel`);
+  }
+  if (req.group === undefined && Object.keys(setLabels).length === 0 && unset.length === 0)
+    throw new InvalidArgument("nothing to change: give --group, --no-group, --label or --unlabel");
+  const at = fleet.clock.now();
+  return fleet.store.transaction(async (tx) => {
+    const row = await tx.devices.get(req.id);
+    if (!row) throw new UnknownDevice(req.id);
+    if (row.status === "removed") throw new InvalidArgument(`device "${req.id}" was removed; it cannot be changed`);
+    const labels: Record<string, string> = { ...(JSON.parse(row.labels) as Record<string, string>), ...setLabels };
+    for (const k of unset) {
+      if (!(k in labels)) throw new InvalidArgument(`device "${req.id}" has no label "${k}"`);
+      delete labels[k];
+    }
+    const sorted = Object.fromEntries(
+      Object.keys(labels)
+        .sort()
+        .map((k) => [k, labels[k]!]),
+    );
+    const updated: DeviceTable = {
+      ...row,
+      group_name: req.group === undefined ? row.group_name : req.group,
+      labels: JSON.stringify(sorted),
+      updated_at: at.toISOString(),
+    };
+    await tx.devices.update(req.id, { group_name: updated.group_name, labels: updated.labels, updated_at: updated.updated_at });
+    await tx.audit.append([
+      {
+        actor: req.actor,
+        action: "device.update",
+        subject: `device:${req.id}`,
+        details: { group: updated.group_name, labels: sorted, previous: { group: row.group_name, labels: JSON.parse(row.labels) } },
+        at,
+      },
+    ]);
+    return toDevice(updated);
+  });
 }
 
 export interface DeviceCertificateSummary {

@@ -48,6 +48,18 @@ export class DeviceNotActive extends AuthorityError {
     super(`device "${id}" is ${status}; it cannot receive certificates`);
   }
 }
+export class UnknownService extends AuthorityError {
+  readonly code = "unknown-service";
+  constructor(name: string) {
+    super(`unknown service "${name}" (add it with \`fleetpki service add ${name} --out DIR\`)`);
+  }
+}
+export class ServiceExists extends AuthorityError {
+  readonly code = "service-exists";
+  constructor(name: string) {
+    super(`service "${name}" already exists; give --renew for a new key and certificate, or remove it first`);
+  }
+}
 export class FleetExists extends AuthorityError {
   readonly code = "fleet-exists";
   constructor(dir: string) {

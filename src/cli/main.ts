@@ -15,7 +15,7 @@ const program = new Command("fleetpki")
 // On a robot, `fleetpki agent ...` must not load server code (nor the native SQLite module).
 const command = process.argv.slice(2).find((a) => !a.startsWith("-"));
 if (command !== "agent") {
-  const [init, start, serve, ca, device, revoke, audit, server, policy, context] = await Promise.all([
+  const [init, start, serve, ca, device, revoke, audit, server, policy, service, context] = await Promise.all([
     import("./commands/init.js"),
     import("./commands/start.js"),
     import("./commands/serve.js"),
@@ -25,6 +25,7 @@ if (command !== "agent") {
     import("./commands/audit.js"),
     import("./commands/server.js"),
     import("./commands/policy.js"),
+    import("./commands/service.js"),
     import("./context.js"),
   ]);
   init.registerInit(program);
@@ -37,6 +38,7 @@ if (command !== "agent") {
   audit.registerAudit(program);
   server.registerServer(program);
   policy.registerPolicy(program);
+  service.registerService(program);
   (await import("./commands/demo.js")).registerDemo(program);
   // Settings in fleetpki.yaml that have no effect are named before any fleet command runs.
   program.hook("preAction", (_program, action) => context.reportConfigNotes(action.opts().dir));

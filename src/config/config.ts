@@ -11,7 +11,17 @@ export const CONFIG_FILE = "fleetpki.yaml";
 export interface FleetConfig {
   fleet: { name: string; domain: string };
   keys: { type: CaKeyType; passphrase_file: string };
-  validity: { root: string; intermediate: string; local_ca: string; device: string; factory: string; server: string; operator: string };
+  validity: {
+    root: string;
+    intermediate: string;
+    local_ca: string;
+    device: string;
+    factory: string;
+    server: string;
+    operator: string;
+    /** Service identities (`fleetpki service add`); files from before it existed get DEFAULT_SERVICE_VALIDITY. */
+    service: string;
+  };
   /** Derived from server.public_url (or, in files written before it existed, the urls section). */
   urls: { crl_base: string; ocsp: string };
   listen: { registration: string; status: string };
@@ -44,6 +54,8 @@ export interface RevocationConfig {
 
 /** Factory certificates outlive operational ones: a bundle may wait months between the line and first boot. */
 export const DEFAULT_FACTORY_VALIDITY = "1y";
+/** Service certificates: a backend renews them with `service add --renew`. */
+export const DEFAULT_SERVICE_VALIDITY = "90d";
 
 export const DEFAULT_REVOCATION: RevocationConfig = {
   crl_validity: "24h",
@@ -144,6 +156,7 @@ export function defaultConfig(input: ConfigDefaultsInput): FleetConfig {
       factory: DEFAULT_FACTORY_VALIDITY,
       server: "1y",
       operator: "1y",
+      service: DEFAULT_SERVICE_VALIDITY,
     },
     urls: statusUrls(publicUrl),
     listen: { registration: "0.0.0.0:8443", status: DEFAULT_STATUS_LISTEN },
@@ -179,6 +192,7 @@ validity:
   factory: ${c.validity.factory}                   # factory bundles (ca issue-batch): they wait in stock until first boot
   server: ${c.validity.server}                    # server certificates from the services CA
   operator: ${c.validity.operator}                  # operator certificates
+  service: ${c.validity.service}                  # service identities (fleetpki service add): backends' client certificates
 
 # Listen addresses of the servers started by \`fleetpki serve\`.
 listen:
@@ -247,7 +261,7 @@ export interface ConfigNote {
 const KNOWN_KEYS: Record<string, readonly string[]> = {
   fleet: ["name", "domain"],
   keys: ["type", "passphrase_file"],
-  validity: ["root", "intermediate", "local_ca", "device", "factory", "server", "operator"],
+  validity: ["root", "intermediate", "local_ca", "device", "factory", "server", "operator", "service"],
   listen: ["registration", "status", "gateway", "admin"],
   server: ["names", "public_url"],
   database: ["url"],
@@ -386,6 +400,7 @@ export function parseConfigWithNotes(text: string): { config: FleetConfig; notes
         factory: validity.factory === undefined ? DEFAULT_FACTORY_VALIDITY : duration("factory"),
         server: duration("server"),
         operator: duration("operator"),
+        service: validity.service === undefined ? DEFAULT_SERVICE_VALIDITY : duration("service"),
       },
       urls,
       listen: { registration: str(listen, "listen", "registration"), status: str(listen, "listen", "status") },

@@ -244,6 +244,15 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
           .execute();
       },
     },
+    "0007_certificates_by_subject": {
+      async up(db: Kysely<any>): Promise<void> {
+        // Service identities have no table of their own: a service is the certificates of kind
+        // "service" with its name as subject_id (`service list|remove`), found without a scan of
+        // every device certificate. Device status "removed" and kind "service" need no schema
+        // change: both columns are plain text.
+        await db.schema.createIndex("certificates_kind_subject").on("certificates").columns(["kind", "subject_id"]).execute();
+      },
+    },
   };
 }
 

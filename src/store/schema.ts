@@ -24,8 +24,12 @@ export interface DeviceTable {
   group_name: string | null;
   /** JSON object of string labels. */
   labels: string;
-  /** held: every certificate on hold (reversible); revoked: for good, no enrollment or renewal. */
-  status: "active" | "disabled" | "held" | "revoked";
+  /**
+   * held: every certificate on hold (reversible); revoked: for good, no enrollment or renewal;
+   * removed: decommissioned (its certificates revoked, cessationOfOperation), kept for the audit
+   * log and certificate history, never enrolls again and left out of `device list`.
+   */
+  status: "active" | "disabled" | "held" | "revoked" | "removed";
   created_at: string;
   updated_at: string;
 }
@@ -34,8 +38,9 @@ export interface CertificateTable {
   /** Lower-case hex of the serial number's magnitude. */
   serial: string;
   issuer_ca: string;
-  kind: "device" | "factory" | "server" | "operator" | "ca" | "ocsp-responder" | "audit";
-  /** Device id, operator name, server name or CA id this certificate identifies. */
+  /** service: a backend's TLS client identity (services CA, `fleetpki service add`), subject_id its name. */
+  kind: "device" | "factory" | "server" | "operator" | "ca" | "ocsp-responder" | "audit" | "service";
+  /** Device id, operator name, service name, server name or CA id this certificate identifies. */
   subject_id: string;
   device_id: string | null;
   not_before: string;

@@ -50,6 +50,10 @@ export function deviceDnsName(domain: string, deviceId: string): string | undefi
 export function operatorSpiffeId(domain: string, name: string): string {
   return `spiffe://${domain}/operator/${name}`;
 }
+/** A backend's identity (`fleetpki service add`): what the gateway reads from a service certificate. */
+export function serviceSpiffeId(domain: string, name: string): string {
+  return `spiffe://${domain}/service/${name}`;
+}
 
 /** Where relying parties find status for certificates of one issuer. */
 export interface StatusUrls {
@@ -117,8 +121,11 @@ function issueUnder(ca: IssuingCa, subject: Buffer, request: LeafRequest, extens
   return { der, serialHex: serial.toString("hex"), notBefore, notAfter };
 }
 
-/** device: operational (devices CA); factory: first-enrollment identity from a local CA; audit: signs audit checkpoints. */
-export type LeafKind = "device" | "factory" | "operator" | "server" | "audit";
+/**
+ * device: operational (devices CA); factory: first-enrollment identity from a local CA; audit: signs
+ * audit checkpoints; service: a backend's TLS client identity (services CA, like server certificates).
+ */
+export type LeafKind = "device" | "factory" | "operator" | "server" | "audit" | "service";
 
 /**
  * Precomputed per issuer and kind: issuer name, AKI, key usage, EKU, CDP and AIA bytes.
@@ -132,7 +139,9 @@ export class LeafTemplate {
   ) {
     const usage = keyUsage(["digitalSignature"]);
     // Devices are mTLS clients and serve TLS themselves (foxglove_bridge, a local web UI), as
-    // SPIFFE X.509-SVIDs do. Factory certificates (a year in stock) and operators are clients only.
+    // SPIFFE X.509-SVIDs do. Factory certificates (a year in stock), operators and services are
+    // clients only: the services CA also signs the servers' certificates, and a service's must never
+    // pass for one (no serverAuth).
     // The audit key signs checkpoints only (RFC 9336 document signing), never TLS.
     const client = kind === "device" ? [OID.clientAuth, OID.serverAuth] : [OID.clientAuth];
     const eku = extendedKeyUsage(kind === "audit" ? [OID.documentSigning] : kind === "server" ? [OID.serverAuth] : client);

@@ -131,7 +131,7 @@ function oldestOfBiggestGroup(rows: readonly RequestSummary[]): RequestSummary |
 }
 
 /**
- * Refuses a new request for a revoked device, or one over a bound (most specific bound named
+ * Refuses a new request for a revoked or removed device, or one over a bound (most specific bound named
  * first); or says which waiting request it displaces (see the bounds above).
  */
 async function planRequest(
@@ -141,7 +141,7 @@ async function planRequest(
   since: string,
 ): Promise<{ evict?: { row: RequestSummary; reason: string } }> {
   const device = (await ops.devices.get(deviceId))?.status;
-  if (device === "revoked") throw new DeviceNotActive(deviceId, device);
+  if (device === "revoked" || device === "removed") throw new DeviceNotActive(deviceId, device);
   const from = group ?? "an unknown source";
   const waiting = "already wait for an operator's decision";
   const mine = await ops.enrollment.pendingRequests({ since, deviceId });

@@ -5,7 +5,7 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypt
 import { parseDuration } from "../../config/duration.js";
 import type { EnrollmentTokenTable } from "../../store/schema.js";
 import type { Operations } from "../../store/operations.js";
-import { InvalidArgument, UnknownDevice } from "../errors.js";
+import { DeviceNotActive, InvalidArgument, UnknownDevice } from "../errors.js";
 import type { FleetServices } from "../services.js";
 import { assertDeviceId } from "../issue/issuance.js";
 import { assertUsableToken, type IssueCondition } from "../issue/conditions.js";
@@ -58,7 +58,10 @@ export function prepareToken(fleet: FleetServices, req: { deviceId: string; ttl?
 /** Stores a prepared token inside the caller's write transaction (e.g. with the device it is for). */
 export async function storeToken(tx: Operations, prepared: PreparedToken, actor: string): Promise<CreatedToken> {
   const { row, at } = prepared;
-  if ((await tx.devices.get(row.device_id)) === undefined) throw new UnknownDevice(row.device_id);
+  const device = await tx.devices.get(row.device_id);
+  if (device === undefined) throw new UnknownDevice(row.device_id);
+  // A removed device never enrolls again: a token for it could only mislead.
+  if (device.status === "removed") throw new DeviceNotActive(row.device_id, device.status);
   await tx.enrollment.insertToken({ ...row, created_by: actor });
   // The hash (never the token) lets `audit verify` find a token hash planted or replaced behind the log.
   const details = { token_id: row.id, token_hash: row.token_hash, expires_at: row.expires_at };

@@ -20,6 +20,20 @@ export interface DeviceAdded extends Base {
   type: "DeviceAdded";
   deviceId: string;
   group: string | null;
+  labels: Record<string, string>;
+}
+/** A device's group or labels changed (`device set`): the new values, complete. */
+export interface DeviceUpdated extends Base {
+  type: "DeviceUpdated";
+  deviceId: string;
+  group: string | null;
+  labels: Record<string, string>;
+}
+/** A device decommissioned (`device remove`): its certificates revoked, it never enrolls again. */
+export interface DeviceRemoved extends Base, StatusChangeFields {
+  type: "DeviceRemoved";
+  deviceId: string;
+  reason: string;
 }
 export interface DeviceRevoked extends Base, StatusChangeFields {
   type: "DeviceRevoked";
@@ -41,6 +55,12 @@ export interface CertificateIssued extends Base {
   kind: CertificateTable["kind"];
   /** Set for device (and factory) certificates. */
   deviceId: string | null;
+  /**
+   * Whom it identifies: details.subject_id where the row has it, else the audit subject after its
+   * "<kind>:" (the device id, operator, service or server name; what the table's subject_id holds
+   * for those kinds).
+   */
+  subjectId: string;
   notAfter: Date;
   /** SHA-256 of the DER (hex), where the event recorded it. */
   fingerprint: string | null;
@@ -91,6 +111,8 @@ export interface Unrecognised extends Base {
 
 export type FleetEvent =
   | DeviceAdded
+  | DeviceUpdated
+  | DeviceRemoved
   | DeviceRevoked
   | DeviceHeld
   | DeviceUnheld
@@ -105,10 +127,11 @@ export type FleetEvent =
 export type FleetEventType = FleetEvent["type"];
 
 /** Events that change some certificate's status, each naming the CAs whose CRLs must be re-signed. */
-export type StatusChangeEvent = DeviceRevoked | DeviceHeld | DeviceUnheld | CertificateRevoked | CaRevoked | CrlImported;
+export type StatusChangeEvent = DeviceRevoked | DeviceRemoved | DeviceHeld | DeviceUnheld | CertificateRevoked | CaRevoked | CrlImported;
 
 const STATUS_CHANGES = new Set<FleetEventType>([
   "DeviceRevoked",
+  "DeviceRemoved",
   "DeviceHeld",
   "DeviceUnheld",
   "CertificateRevoked",
@@ -121,7 +144,15 @@ export function isStatusChange(event: FleetEvent): event is StatusChangeEvent {
 }
 
 /** The audit actions that record a StatusChangeEvent. */
-const STATUS_ACTIONS = new Set(["device.revoke", "device.hold", "device.unhold", "certificate.revoke", "ca.revoke", "crl.import"]);
+const STATUS_ACTIONS = new Set([
+  "device.revoke",
+  "device.remove",
+  "device.hold",
+  "device.unhold",
+  "certificate.revoke",
+  "ca.revoke",
+  "crl.import",
+]);
 
 /**
  * A status change whose row could not be decoded: some certificates' status changed, but which
@@ -131,7 +162,16 @@ export function isUnreadableStatusChange(event: FleetEvent): event is Unrecognis
   return event.type === "Unrecognised" && event.problem !== undefined && STATUS_ACTIONS.has(event.action);
 }
 
-const KINDS = new Set<string>(["device", "factory", "server", "operator", "ca", "ocsp-responder", "audit"]);
+/**
+ * A change to what a device may do whose row could not be decoded: a status change, or a group or
+ * label change (which access decisions read). Whoever keeps devices in memory must read them again.
+ */
+export function isUnreadableDeviceChange(event: FleetEvent): event is Unrecognised & { problem: string } {
+  if (isUnreadableStatusChange(event)) return true;
+  return event.type === "Unrecognised" && event.problem !== undefined && event.action === "device.update";
+}
+
+const KINDS = new Set<string>(["device", "factory", "server", "operator", "ca", "ocsp-responder", "audit", "service"]);
 
 class Malformed extends Error {}
 
@@ -152,6 +192,21 @@ function texts(d: Details, key: string): string[] {
   if (!Array.isArray(v) || !v.every((x) => typeof x === "string")) throw new Malformed(`details.${key} is not a list of strings`);
   return v as string[];
 }
+/** A JSON object of string values (device labels); absent is none. */
+function labels(d: Details, key: string, required = false): Record<string, string> {
+  const v = d[key];
+  if (v === undefined && !required) return {};
+  if (!v || typeof v !== "object" || Array.isArray(v) || !Object.values(v).every((x) => typeof x === "string"))
+    throw new Malformed(`details.${key} is not an object of strings`);
+  return { ...(v as Record<string, string>) };
+}
+/** A group: a non-empty string or null, and present (an update names the new group, null for none). */
+function group(d: Details, key: string): string | null {
+  const v = d[key];
+  if (v === null) return null;
+  if (typeof v !== "string" || v === "") throw new Malformed(`details.${key} is neither a group name nor null`);
+  return v;
+}
 function time(d: Details, key: string): Date {
   const at = new Date(text(d, key));
   if (Number.isNaN(at.getTime())) throw new Malformed(`details.${key} is not a time`);
@@ -160,6 +215,17 @@ function time(d: Details, key: string): Date {
 function subjectId(subject: string, prefix: string): string {
   if (!subject.startsWith(prefix) || subject.length === prefix.length) throw new Malformed(`subject is not ${prefix}<id>`);
   return subject.slice(prefix.length);
+}
+
+/**
+ * The certificates table's subject_id for a certificate.issue row that does not carry it, from the
+ * subject's id: the same for devices, services, operators and servers; the audit key's row names
+ * the fleet domain and an OCSP responder's its CA (audit-checkpoints.ts, ocsp-responder.ts).
+ */
+function issuedSubjectId(kind: string, id: string): string {
+  if (kind === "audit") return "audit";
+  if (kind === "ocsp-responder") return `${id}-ocsp`;
+  return id;
 }
 
 /** The domain event an audit row records; never throws (a row it cannot read is Unrecognised with a problem). */
@@ -183,7 +249,30 @@ export function decodeAuditRow(row: AuditLogTable): FleetEvent {
   try {
     switch (row.action) {
       case "device.add":
-        return { ...base, type: "DeviceAdded", deviceId: subjectId(row.subject, "device:"), group: optionalText(d, "group") };
+        return {
+          ...base,
+          type: "DeviceAdded",
+          deviceId: subjectId(row.subject, "device:"),
+          group: optionalText(d, "group"),
+          labels: labels(d, "labels"),
+        };
+      case "device.update":
+        return {
+          ...base,
+          type: "DeviceUpdated",
+          deviceId: subjectId(row.subject, "device:"),
+          group: group(d, "group"),
+          labels: labels(d, "labels", true),
+        };
+      case "device.remove":
+        return {
+          ...base,
+          type: "DeviceRemoved",
+          deviceId: subjectId(row.subject, "device:"),
+          reason: optionalText(d, "reason") ?? "cessationOfOperation",
+          serials: texts(d, "serials"),
+          cas: texts(d, "cas"),
+        };
       case "device.revoke":
         return {
           ...base,
@@ -207,6 +296,8 @@ export function decodeAuditRow(row: AuditLogTable): FleetEvent {
         if (!KINDS.has(kind)) throw new Malformed(`details.kind "${kind}" is not a certificate kind`);
         const deviceId =
           (kind === "device" || kind === "factory") && row.subject.startsWith("device:") ? subjectId(row.subject, "device:") : null;
+        const colon = row.subject.indexOf(":");
+        const subjectPrefix = colon > 0 ? row.subject.slice(0, colon + 1) : "<kind>:";
         return {
           ...base,
           type: "CertificateIssued",
@@ -214,6 +305,7 @@ export function decodeAuditRow(row: AuditLogTable): FleetEvent {
           issuerCa: text(d, "issuer"),
           kind: kind as CertificateTable["kind"],
           deviceId,
+          subjectId: optionalText(d, "subject_id") ?? issuedSubjectId(kind, subjectId(row.subject, subjectPrefix)),
           notAfter: time(d, "not_after"),
           fingerprint: optionalText(d, "fingerprint_sha256"),
         };

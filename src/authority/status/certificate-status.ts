@@ -9,7 +9,7 @@ import { parseCertificate, sha256Fingerprint } from "../../x509/certificate.js";
 import type { StatusSnapshot } from "../../store/operations/status.js";
 import type { CertificateTable, DeviceTable } from "../../store/schema.js";
 import { InvalidArgument } from "../errors.js";
-import { isUnreadableStatusChange, type FleetEvent } from "../events/events.js";
+import { isUnreadableDeviceChange, type FleetEvent } from "../events/events.js";
 import type { FleetServices } from "../services.js";
 import { normalizeSerial } from "./revocation.js";
 
@@ -27,6 +27,8 @@ export interface CertificateAnswer {
   issuerCa?: string;
   kind?: CertificateTable["kind"];
   deviceId?: string | null;
+  /** Whom it identifies (device id, service or operator name, ...): a listener checks the SAN's name against it. */
+  subjectId?: string;
   notAfter?: Date;
   /** revoked or held: the RFC 5280 reason (cACompromise when a CA on its chain was revoked). */
   reason?: string;
@@ -37,9 +39,25 @@ export interface CertificateAnswer {
 export interface DeviceAnswer {
   deviceId: string;
   status: DeviceTable["status"] | "unknown";
+  /** The device's group and labels, as access decisions read them (null and {} when unknown). */
+  group: string | null;
+  labels: Readonly<Record<string, string>>;
   /** The device's unexpired certificates, newest expiry first, each with its own status. */
   certificates: CertificateAnswer[];
 }
+
+/**
+ * What a batch of events changed, told to `onChange` listeners once it is applied: the devices whose
+ * status, group or labels changed, the certificates whose status changed, the CAs revoked or whose
+ * CRL changed. `all`: the state was read afresh (a change could not be decoded): re-check everything.
+ */
+export interface StatusChangeNotice {
+  deviceIds: string[];
+  serials: string[];
+  cas: string[];
+  all: boolean;
+}
+export type StatusChangeListener = (change: StatusChangeNotice) => void;
 
 /** A certificate by issuing CA and serial (as stored or as openssl prints it), or by its DER. */
 export type CertificateQuery = { issuerCa: string; serial: string } | { der: Uint8Array };
@@ -48,11 +66,30 @@ interface Entry {
   issuerCa: string;
   kind: CertificateTable["kind"];
   deviceId: string | null;
+  subjectId: string;
   notAfterMs: number;
   fingerprint: string | null;
   status: CertificateTable["status"];
   reason: string | null;
   sinceMs: number | null;
+}
+
+interface DeviceEntry {
+  status: DeviceTable["status"];
+  group: string | null;
+  labels: Readonly<Record<string, string>>;
+}
+
+/** Stored labels (JSON text) as an object of strings; anything else reads as none (it cannot widen access). */
+function parseLabels(text: string): Record<string, string> {
+  try {
+    const v: unknown = JSON.parse(text);
+    if (v && typeof v === "object" && !Array.isArray(v) && Object.values(v).every((x) => typeof x === "string"))
+      return v as Record<string, string>;
+  } catch {
+    // fall through
+  }
+  return {};
 }
 
 interface CaEntry {
@@ -65,12 +102,14 @@ function issuedEntry(
   event: { issuerCa: string; notAfter: Date; fingerprint: string | null },
   kind: CertificateTable["kind"],
   deviceId: string | null,
+  subjectId: string,
 ): Entry {
   const notAfterMs = event.notAfter.getTime();
   return {
     issuerCa: event.issuerCa,
     kind,
     deviceId,
+    subjectId,
     notAfterMs,
     fingerprint: event.fingerprint,
     status: "valid",
@@ -88,7 +127,8 @@ const timeMs = (iso: string | null): number | null => {
 export class CertificateStatus {
   private readonly certificates = new Map<string, Entry>();
   private readonly byDevice = new Map<string, Set<string>>();
-  private readonly devices = new Map<string, DeviceTable["status"]>();
+  private readonly devices = new Map<string, DeviceEntry>();
+  private readonly listeners = new Set<{ listener: StatusChangeListener; onError: (e: unknown) => void }>();
   private readonly cas = new Map<string, CaEntry>();
   /** Events up to here are already in the loaded snapshot. */
   private loadedSeq = 0;
@@ -117,12 +157,13 @@ export class CertificateStatus {
     this.cas.clear();
     this.loadedSeq = snapshot.seq;
     for (const ca of snapshot.cas) this.cas.set(ca.id, { serial: ca.serial, revoked: ca.status === "revoked" });
-    for (const d of snapshot.devices) this.devices.set(d.id, d.status);
+    for (const d of snapshot.devices) this.devices.set(d.id, { status: d.status, group: d.group_name, labels: parseLabels(d.labels) });
     for (const c of snapshot.certificates)
       this.put(c.serial, {
         issuerCa: c.issuer_ca,
         kind: c.kind,
         deviceId: c.device_id,
+        subjectId: c.subject_id,
         notAfterMs: Date.parse(c.not_after),
         fingerprint: c.fingerprint_sha256 || null,
         status: c.status,
@@ -149,6 +190,7 @@ export class CertificateStatus {
         this.fill(snapshot);
         this.duringReload = undefined;
         this.apply(during);
+        this.notify({ deviceIds: [], serials: [], cas: [], all: true });
       } catch {
         failed = this.stale = true;
       } finally {
@@ -164,50 +206,113 @@ export class CertificateStatus {
     while (this.reloading) await this.reloading;
   }
 
+  /**
+   * Tells `listener` what changed after each batch of events is applied (the answers already say
+   * it), e.g. to close a revoked device's sessions. A listener that throws goes to `onError` and
+   * keeps neither the others nor the status room from the batch. Returns the unsubscribe function.
+   */
+  onChange(listener: StatusChangeListener, onError: (e: unknown) => void = () => {}): () => void {
+    const entry = { listener, onError };
+    this.listeners.add(entry);
+    return () => void this.listeners.delete(entry);
+  }
+
   /** Follows the feed: a ChangeListener. */
   apply(events: readonly FleetEvent[]): void {
     this.duringReload?.push(...events);
     if (this.stale) this.reload();
+    const deviceIds = new Set<string>();
+    const serials = new Set<string>();
+    const cas = new Set<string>();
+    const changed = (event: { serials: readonly string[]; cas: readonly string[] }, deviceId?: string): void => {
+      if (deviceId !== undefined) deviceIds.add(deviceId);
+      for (const serial of event.serials) {
+        serials.add(serial);
+        // A certificate revoked on its own still names its device, whose sessions use it.
+        const owner = this.certificates.get(serial)?.deviceId;
+        if (owner) deviceIds.add(owner);
+      }
+      for (const ca of event.cas) cas.add(ca);
+    };
     for (const event of events) {
       if (event.seq <= this.loadedSeq) continue;
-      if (isUnreadableStatusChange(event)) this.reload();
+      if (isUnreadableDeviceChange(event)) this.reload();
       const at = event.at.getTime();
       switch (event.type) {
         case "CertificateIssued":
-          this.put(event.serial, issuedEntry(event, event.kind, event.deviceId));
+          this.put(event.serial, issuedEntry(event, event.kind, event.deviceId, event.subjectId));
           break;
         case "CaCreated":
           this.cas.set(event.caId, { serial: event.serial, revoked: false });
-          this.put(event.serial, issuedEntry(event, "ca", null));
+          this.put(event.serial, issuedEntry(event, "ca", null, event.caId));
           break;
         case "DeviceAdded":
-          this.devices.set(event.deviceId, "active");
+          this.devices.set(event.deviceId, { status: "active", group: event.group, labels: { ...event.labels } });
+          break;
+        case "DeviceUpdated": {
+          const device = this.devices.get(event.deviceId);
+          if (device) Object.assign(device, { group: event.group, labels: { ...event.labels } });
+          deviceIds.add(event.deviceId);
+          break;
+        }
+        case "DeviceRemoved":
+          this.setDevice(event.deviceId, "removed");
+          this.setStatus(event.serials, "revoked", event.reason, at);
+          changed(event, event.deviceId);
           break;
         case "DeviceRevoked":
-          this.devices.set(event.deviceId, "revoked");
+          this.setDevice(event.deviceId, "revoked");
           this.setStatus(event.serials, "revoked", event.reason, at);
+          changed(event, event.deviceId);
           break;
         case "DeviceHeld":
-          this.devices.set(event.deviceId, "held");
+          this.setDevice(event.deviceId, "held");
           this.setStatus(event.serials, "hold", "certificateHold", at);
+          changed(event, event.deviceId);
           break;
         case "DeviceUnheld":
-          this.devices.set(event.deviceId, "active");
+          this.setDevice(event.deviceId, "active");
           this.setStatus(event.serials, "valid", null, null);
+          changed(event, event.deviceId);
           break;
         case "CertificateRevoked":
           this.setStatus(event.serials, "revoked", event.reason, at);
+          changed(event);
           break;
         case "CaRevoked": {
           const ca = this.cas.get(event.caId);
           if (ca) ca.revoked = true;
           this.setStatus(event.serials, "revoked", event.reason, at);
+          changed(event);
+          cas.add(event.caId);
           break;
         }
+        case "CrlImported":
+          // An imported (offline root's) CRL changes no status kept here, but relying parties reload it.
+          for (const ca of event.cas) cas.add(ca);
+          break;
         default:
           break;
       }
     }
+    if (deviceIds.size + serials.size + cas.size > 0)
+      this.notify({ deviceIds: [...deviceIds].sort(), serials: [...serials].sort(), cas: [...cas].sort(), all: false });
+  }
+
+  private notify(change: StatusChangeNotice): void {
+    for (const { listener, onError } of this.listeners) {
+      try {
+        listener(change);
+      } catch (e) {
+        onError(e);
+      }
+    }
+  }
+
+  private setDevice(deviceId: string, status: DeviceTable["status"]): void {
+    const device = this.devices.get(deviceId);
+    if (device) device.status = status;
+    else this.devices.set(deviceId, { status, group: null, labels: {} });
   }
 
   /**
@@ -236,7 +341,8 @@ export class CertificateStatus {
 
   /** The device's status and its unexpired certificates' (at the fleet clock's now). */
   device(deviceId: string): DeviceAnswer {
-    const status = this.devices.get(deviceId) ?? "unknown";
+    const device = this.devices.get(deviceId);
+    const status = device?.status ?? "unknown";
     const now = this.fleet.clock.now().getTime();
     const certificates: CertificateAnswer[] = [];
     for (const serial of this.byDevice.get(deviceId) ?? []) {
@@ -244,7 +350,7 @@ export class CertificateStatus {
       if (entry.notAfterMs > now) certificates.push(this.answer(serial, entry, now));
     }
     certificates.sort((a, b) => b.notAfter!.getTime() - a.notAfter!.getTime());
-    return { deviceId, status, certificates };
+    return { deviceId, status, group: device?.group ?? null, labels: { ...device?.labels }, certificates };
   }
 
   /** Whether the CA is known and not revoked (nor any CA above it). */
@@ -253,7 +359,14 @@ export class CertificateStatus {
   }
 
   private answer(serial: string, entry: Entry, now: number): CertificateAnswer {
-    const known = { serial, issuerCa: entry.issuerCa, kind: entry.kind, deviceId: entry.deviceId, notAfter: new Date(entry.notAfterMs) };
+    const known = {
+      serial,
+      issuerCa: entry.issuerCa,
+      kind: entry.kind,
+      deviceId: entry.deviceId,
+      subjectId: entry.subjectId,
+      notAfter: new Date(entry.notAfterMs),
+    };
     const since = entry.sinceMs === null ? {} : { since: new Date(entry.sinceMs) };
     if (entry.status === "revoked") return { status: "revoked", ...known, reason: entry.reason ?? "unspecified", ...since };
     if (entry.status === "hold") return { status: "held", ...known, reason: entry.reason ?? "certificateHold", ...since };

@@ -96,7 +96,7 @@ async function checkpointed<T>(fleet: FleetServices, actor: string, committed: P
 async function changeDevice(
   fleet: FleetServices,
   req: { deviceId: string; actor: string },
-  action: "device.revoke" | "device.hold" | "device.unhold",
+  action: "device.revoke" | "device.remove" | "device.hold" | "device.unhold",
   apply: (
     tx: Operations,
     device: DeviceTable,
@@ -122,12 +122,31 @@ export function revokeDevice(fleet: FleetServices, req: { deviceId: string; reas
   const reason = req.reason ?? "unspecified";
   return changeDevice(fleet, req, "device.revoke", async (tx, device, now) => {
     if (device.status === "revoked") throw new InvalidArgument(`device "${req.deviceId}" is already revoked`);
+    // Revoking would bring a removed device back into `device list` as merely revoked.
+    if (device.status === "removed") throw new InvalidArgument(`device "${req.deviceId}" was removed; its certificates are revoked`);
     const rows = await liveCertificates(tx, req.deviceId, ["valid", "hold"], now);
     await setStatus(tx, rows, "revoked", reason, now.toISOString());
     await tx.status.setDeviceStatus(req.deviceId, "revoked", now.toISOString());
     // Unused tokens and waiting requests must not bring it back.
     await tx.status.closeEnrollment(req.deviceId, now.toISOString(), req.actor);
     return { rows, details: { reason } };
+  });
+}
+
+/**
+ * Decommissions a device: every unexpired certificate revoked (cessationOfOperation, held ones
+ * included), its tokens spent and requests denied, and its row kept with status "removed" so the
+ * audit log and the certificate history still name it; it never enrolls or renews again.
+ */
+export function removeDevice(fleet: FleetServices, req: { deviceId: string; actor: string }): Promise<StatusChange> {
+  const reason: RevokeReason = "cessationOfOperation";
+  return changeDevice(fleet, req, "device.remove", async (tx, device, now) => {
+    if (device.status === "removed") throw new InvalidArgument(`device "${req.deviceId}" is already removed`);
+    const rows = await liveCertificates(tx, req.deviceId, ["valid", "hold"], now);
+    await setStatus(tx, rows, "revoked", reason, now.toISOString());
+    await tx.status.setDeviceStatus(req.deviceId, "removed", now.toISOString());
+    await tx.status.closeEnrollment(req.deviceId, now.toISOString(), req.actor);
+    return { rows, details: { reason, previous_status: device.status } };
   });
 }
 

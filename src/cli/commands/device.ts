@@ -1,13 +1,15 @@
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { addDevice, listDevices, parseLabels, reprovisionDevice, showDevice } from "../../authority/devices.js";
+import { addDevice, listDevices, parseLabels, reprovisionDevice, showDevice, updateDevice } from "../../authority/devices.js";
 import { InvalidArgument } from "../../authority/errors.js";
 import { issueDeviceCertificate } from "../../authority/issue/issuance.js";
 import { decideRequest, denyRequests, listPendingRequests, type PendingRequest } from "../../authority/enroll/enrollment.js";
 import { createToken } from "../../authority/enroll/tokens.js";
+import { removeDevice } from "../../authority/status/revocation.js";
 import { writeFileAtomic } from "../../keys/files.js";
 import { CLI_ACTOR, dirOption, withFleet } from "../context.js";
 import { printJson, printTable, say } from "../output.js";
+import { resign } from "./revoke.js";
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -131,12 +133,52 @@ export function registerDevice(program: Command): void {
     });
   });
 
-  dirOption(device.command("list").description("list devices"))
+  dirOption(
+    device
+      .command("remove <id>")
+      .description("decommission a device: revoke every unexpired certificate (cessationOfOperation); it never enrolls again"),
+  )
+    .option("--json", "machine-readable output")
+    .action(async (id: string, opts) => {
+      await withFleet(opts.dir, async (fleet) => {
+        const change = await removeDevice(fleet, { deviceId: id, actor: CLI_ACTOR });
+        await resign(fleet, change.cas);
+        if (opts.json) return printJson({ device: id, status: "removed", ...change });
+        const n = change.serials.length;
+        say(
+          `device ${id} removed: ` +
+            (n === 0
+              ? "no unexpired certificates to revoke"
+              : `${n} certificate${n === 1 ? "" : "s"} revoked (${change.serials.join(", ")}); CRLs re-signed: ${change.cas.join(", ")}`),
+        );
+      });
+    });
+
+  dirOption(device.command("set <id>").description("change a device's group and labels (the gateway's policy reads them at once)"))
+    .option("--group <group>", "move it to this group")
+    .option("--no-group", "take it out of its group")
+    .option("--label <key=value>", "add or change a label (repeatable)", collect)
+    .option("--unlabel <key>", "remove a label (repeatable)", collect)
+    .option("--json", "machine-readable output")
+    .action(async (id: string, opts) => {
+      const setLabels = parseLabels(opts.label ?? []);
+      // commander: --no-group sets group to false; neither option leaves it true (the --no- default).
+      const group: string | null | undefined = opts.group === false ? null : typeof opts.group === "string" ? opts.group : undefined;
+      await withFleet(opts.dir, async (fleet) => {
+        const d = await updateDevice(fleet, { id, group, setLabels, unsetLabels: opts.unlabel ?? [], actor: CLI_ACTOR });
+        if (opts.json) return printJson(d);
+        const labels = Object.entries(d.labels).map(([k, v]) => `${k}=${v}`);
+        say(`device ${d.id} updated: group ${d.group ?? "(none)"}, labels ${labels.length > 0 ? labels.join(", ") : "(none)"}`);
+      });
+    });
+
+  dirOption(device.command("list").description("list devices (removed ones with --all)"))
     .option("--group <group>", "only this group")
+    .option("--all", "also removed devices")
     .option("--json", "machine-readable output")
     .action(async (opts) => {
       await withFleet(opts.dir, async (fleet) => {
-        const devices = await listDevices(fleet, { group: opts.group });
+        const devices = await listDevices(fleet, { group: opts.group, all: opts.all === true });
         if (opts.json) return printJson(devices);
         printTable(
           devices.map((d) => ({

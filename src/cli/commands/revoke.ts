@@ -32,7 +32,7 @@ function described(c: StatusChange): string {
 }
 
 /** Re-signs the affected CRLs (the domain decides how) and says what could not be done here. */
-async function resign(fleet: FleetServices, cas: readonly string[]): Promise<void> {
+export async function resign(fleet: FleetServices, cas: readonly string[]): Promise<void> {
   for (const r of await resignCrls(fleet, cas)) {
     if (r.outcome === "root-request")
       process.stderr.write(

@@ -54,6 +54,9 @@ export type CertificateSummary = Pick<
   "serial" | "issuer_ca" | "kind" | "not_before" | "not_after" | "status" | "fingerprint_sha256"
 >;
 
+/** A certificate without its DER, with whom it identifies. */
+export type SubjectCertificateSummary = CertificateSummary & Pick<CertificateTable, "subject_id" | "revoked_at" | "revocation_reason">;
+
 export interface CertificateOperations {
   /**
    * Records the batch in one write transaction: per item undefined (recorded) or its refusal.
@@ -66,4 +69,6 @@ export interface CertificateOperations {
   byFingerprint(fingerprintSha256: string): Promise<CertificateTable | undefined>;
   /** A device's certificates, newest first. */
   ofDevice(deviceId: string): Promise<CertificateSummary[]>;
+  /** Certificates of one kind (e.g. "service"), optionally of one subject; by subject, newest first. */
+  ofKind(kind: CertificateTable["kind"], subjectId?: string): Promise<SubjectCertificateSummary[]>;
 }

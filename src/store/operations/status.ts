@@ -4,7 +4,8 @@
 // statuses set through their own areas (devices, certificates, cas).
 import type { CaTable, CertificateTable, CrlTable, DeviceTable } from "../schema.js";
 
-export type DeviceStatusRow = Pick<DeviceTable, "id" | "status">;
+/** A device as the CertificateStatus service keeps it: its status, and the group and labels access decisions read. */
+export type DeviceStatusRow = Pick<DeviceTable, "id" | "status" | "group_name" | "labels">;
 /** What a status change needs of a certificate. */
 export type StatusCertificateRow = Pick<CertificateTable, "serial" | "issuer_ca" | "status">;
 /** What an OCSP answer says of a serial. */
@@ -21,7 +22,16 @@ export interface CrlEntryRow {
 /** Every certificate's status without its DER (what the CertificateStatus service keeps in memory). */
 export type SnapshotCertificateRow = Pick<
   CertificateTable,
-  "serial" | "issuer_ca" | "kind" | "device_id" | "not_after" | "fingerprint_sha256" | "status" | "revoked_at" | "revocation_reason"
+  | "serial"
+  | "issuer_ca"
+  | "kind"
+  | "subject_id"
+  | "device_id"
+  | "not_after"
+  | "fingerprint_sha256"
+  | "status"
+  | "revoked_at"
+  | "revocation_reason"
 >;
 
 export interface StatusSnapshot {

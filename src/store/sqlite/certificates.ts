@@ -1,7 +1,13 @@
 // CertificateOperations on SQLite: recording through the synchronous batch transaction
 // (recorder.ts, the issuance hot path), reads through Kysely.
 import type { CertificateTable } from "../schema.js";
-import { SerialInUse, type CertificateOperations, type CertificateSummary, type RecordItem } from "../operations/certificates.js";
+import {
+  SerialInUse,
+  type CertificateOperations,
+  type CertificateSummary,
+  type RecordItem,
+  type SubjectCertificateSummary,
+} from "../operations/certificates.js";
 import { isUniqueViolation, type NativeAccess, type Tx } from "./connection.js";
 import { recordBatch } from "./recorder.js";
 
@@ -36,5 +42,25 @@ export class SqliteCertificateOperations implements CertificateOperations {
       .where("device_id", "=", deviceId)
       .orderBy("not_before", "desc")
       .execute();
+  }
+
+  ofKind(kind: CertificateTable["kind"], subjectId?: string): Promise<SubjectCertificateSummary[]> {
+    let q = this.db
+      .selectFrom("certificates")
+      .select([
+        "serial",
+        "issuer_ca",
+        "kind",
+        "subject_id",
+        "not_before",
+        "not_after",
+        "status",
+        "fingerprint_sha256",
+        "revoked_at",
+        "revocation_reason",
+      ])
+      .where("kind", "=", kind);
+    if (subjectId !== undefined) q = q.where("subject_id", "=", subjectId);
+    return q.orderBy("subject_id").orderBy("not_before", "desc").orderBy("serial").execute();
   }
 }

@@ -27,10 +27,16 @@ export class SqliteDeviceOperations implements DeviceOperations {
     return this.db.selectFrom("devices").selectAll().where("id", "=", id).executeTakeFirst();
   }
 
-  list(filter: { group?: string } = {}): Promise<DeviceTable[]> {
+  list(filter: { group?: string; includeRemoved?: boolean } = {}): Promise<DeviceTable[]> {
     let q = this.db.selectFrom("devices").selectAll().orderBy("id");
     if (filter.group) q = q.where("group_name", "=", filter.group);
+    if (!filter.includeRemoved) q = q.where("status", "!=", "removed");
     return q.execute();
+  }
+
+  async update(id: string, change: Pick<DeviceTable, "group_name" | "labels" | "updated_at">): Promise<boolean> {
+    const r = await this.db.updateTable("devices").set(change).where("id", "=", id).executeTakeFirst();
+    return r.numUpdatedRows > 0n;
   }
 
   async existing(ids: readonly string[]): Promise<string[]> {

@@ -130,10 +130,21 @@ export class SqliteStatusOperations implements StatusOperations {
   async statusSnapshot(): Promise<StatusSnapshot> {
     const head = await this.db.selectFrom("audit_head").select("seq").where("id", "=", 1).executeTakeFirst();
     const cas = await this.db.selectFrom("cas").select(["id", "serial", "status"]).execute();
-    const devices = await this.db.selectFrom("devices").select(["id", "status"]).execute();
+    const devices = await this.db.selectFrom("devices").select(["id", "status", "group_name", "labels"]).execute();
     const certificates = await this.db
       .selectFrom("certificates")
-      .select(["serial", "issuer_ca", "kind", "device_id", "not_after", "fingerprint_sha256", "status", "revoked_at", "revocation_reason"])
+      .select([
+        "serial",
+        "issuer_ca",
+        "kind",
+        "subject_id",
+        "device_id",
+        "not_after",
+        "fingerprint_sha256",
+        "status",
+        "revoked_at",
+        "revocation_reason",
+      ])
       .execute();
     return { seq: head?.seq ?? 0, cas, devices, certificates };
   }
