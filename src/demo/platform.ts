@@ -1,6 +1,7 @@
 // What the demo needs from the server side, in one place: the server with its gateway, service
 // identities, and the gateway's denial rows in the audit log.
 import { listAudit, type AuditRecord } from "../audit/log.js";
+import { addService } from "../authority/identities/services.js";
 import type { FleetServices } from "../authority/services.js";
 import { silentLogger } from "../log.js";
 import { startFleetServer, type FleetServer } from "../server.js";
@@ -31,8 +32,8 @@ export async function startDemoServer(dir: string): Promise<DemoServer> {
 }
 
 /** `fleetpki service add NAME --out DIR`: a services-CA client certificate in DIR (cert, key, chain, ca). */
-export async function addServiceIdentity(_fleet: FleetServices, _name: string, _outDir: string): Promise<{ serial: string }> {
-  throw new Error("this build has no service identities (fleetpki service add)");
+export async function addServiceIdentity(fleet: FleetServices, name: string, outDir: string): Promise<{ serial: string }> {
+  return addService(fleet, { name, outDir, actor: "demo" });
 }
 
 /** The gateway writes denied requests to the audit log aggregated per identity, topic and minute. */
