@@ -8,7 +8,13 @@ import { after, before, describe, it } from "node:test";
 import { createLocalCa } from "../src/authority/ca/cas.js";
 import { addDevice } from "../src/authority/devices.js";
 import { ChangeFeed } from "../src/authority/events/change-feed.js";
-import { decodeAuditRow, isStatusChange, type FleetEvent } from "../src/authority/events/events.js";
+import {
+  decodeAuditRow,
+  isStatusChange,
+  isUnreadableDeviceChange,
+  isUnreadableStatusChange,
+  type FleetEvent,
+} from "../src/authority/events/events.js";
 import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
 import { statusReaction } from "../src/authority/status/follow.js";
 import { holdDevice, revokeCertificate, revokeDevice, revokeLocalCa, unholdDevice } from "../src/authority/status/revocation.js";
@@ -87,6 +93,80 @@ describe("decodeAuditRow", () => {
       assert.equal(event.type, "Unrecognised", `${input.action} ${input.details}`);
       assert.match(event.type === "Unrecognised" ? (event.problem ?? "") : "", problem, `${input.action} ${input.details}`);
     }
+  });
+});
+
+describe("decodeAuditRow: what the gateway needs (device updates and removals, subjects, labels)", () => {
+  it("device.update: DeviceUpdated with the complete new group and labels; device.remove: DeviceRemoved, a status change", () => {
+    assert.deepEqual(decodeAuditRow(row("device.update", "device:arm-1", { group: "arms", labels: { site: "paris" }, previous: {} })), {
+      seq: 7,
+      at: new Date(AT),
+      actor: "test",
+      type: "DeviceUpdated",
+      deviceId: "arm-1",
+      group: "arms",
+      labels: { site: "paris" },
+    });
+    assert.equal((decodeAuditRow(row("device.update", "device:arm-1", { group: null, labels: {} })) as { group: unknown }).group, null);
+    const removed = decodeAuditRow(
+      row("device.remove", "device:arm-1", { reason: "cessationOfOperation", serials: ["0a"], cas: ["devices"], previous_status: "held" }),
+    );
+    assert.deepEqual(removed, {
+      seq: 7,
+      at: new Date(AT),
+      actor: "test",
+      type: "DeviceRemoved",
+      deviceId: "arm-1",
+      reason: "cessationOfOperation",
+      serials: ["0a"],
+      cas: ["devices"],
+    });
+    assert.ok(isStatusChange(removed));
+  });
+
+  it("device.add carries its labels; certificate.issue its subject (service and operator certificates included)", () => {
+    const added = decodeAuditRow(row("device.add", "device:arm-1", { group: "arms", labels: { site: "berlin" } }));
+    assert.deepEqual([added.type, (added as { labels: unknown }).labels], ["DeviceAdded", { site: "berlin" }]);
+    const issued = (subject: string, kind: string, extra: Record<string, unknown> = {}) =>
+      decodeAuditRow(row("certificate.issue", subject, { serial: "0b", issuer: "services", kind, not_after: AT, ...extra }));
+    const service = issued("service:telemetry", "service", { subject_id: "telemetry" });
+    assert.deepEqual(
+      [service.type, (service as { kind: string }).kind, (service as { subjectId: string }).subjectId],
+      ["CertificateIssued", "service", "telemetry"],
+    );
+    assert.equal((service as { deviceId: unknown }).deviceId, null);
+    // Rows without details.subject_id: the subject's id, as the certificates table records it.
+    assert.equal((issued("service:ingest", "service") as { subjectId: string }).subjectId, "ingest");
+    assert.equal((issued("operator:admin", "operator") as { subjectId: string }).subjectId, "admin");
+    assert.equal((issued("audit:fleet.example", "audit") as { subjectId: string }).subjectId, "audit");
+    assert.equal((issued("ocsp-responder:devices", "ocsp-responder") as { subjectId: string }).subjectId, "devices-ocsp");
+  });
+
+  it("malformed device.update / device.remove / device.add rows: Unrecognised with the problem; isUnreadableDeviceChange says so", () => {
+    const cases: Array<[AuditLogTable, RegExp]> = [
+      [row("device.update", "device:x", { labels: {} }), /details\.group is neither a group name nor null/],
+      [row("device.update", "device:x", { group: "", labels: {} }), /details\.group/],
+      [row("device.update", "device:x", { group: 5, labels: {} }), /details\.group/],
+      [row("device.update", "device:x", { group: null }), /details\.labels is not an object of strings/],
+      [row("device.update", "device:x", { group: null, labels: { site: 1 } }), /details\.labels/],
+      [row("device.update", "device:x", { group: null, labels: ["a"] }), /details\.labels/],
+      [row("device.update", "certificate:x", { group: null, labels: {} }), /subject is not device:<id>/],
+      [row("device.remove", "device:x", { serials: "0a", cas: [] }), /details\.serials is not a list of strings/],
+      [row("device.remove", "device:", { serials: [], cas: [] }), /subject is not device:<id>/],
+      [row("device.add", "device:x", { group: null, labels: "site=berlin" }), /details\.labels/],
+      [row("certificate.issue", "nocolon", { serial: "0c", issuer: "services", kind: "service", not_after: AT }), /subject is not <kind>:/],
+    ];
+    for (const [input, problem] of cases) {
+      const event = decodeAuditRow(input);
+      assert.equal(event.type, "Unrecognised", `${input.action} ${input.details}`);
+      assert.match(event.type === "Unrecognised" ? (event.problem ?? "") : "", problem, `${input.action} ${input.details}`);
+    }
+    // What CertificateStatus must read again: an unreadable device update or removal (not an unreadable add).
+    assert.ok(isUnreadableDeviceChange(decodeAuditRow(cases[0]![0])));
+    assert.ok(isUnreadableDeviceChange(decodeAuditRow(cases[7]![0])));
+    assert.ok(isUnreadableStatusChange(decodeAuditRow(cases[7]![0])), "a removal is a status change (every CRL re-signed)");
+    assert.ok(!isUnreadableStatusChange(decodeAuditRow(cases[0]![0])), "an update changes no CRL");
+    assert.ok(!isUnreadableDeviceChange(decodeAuditRow(row("device.update", "device:x", { group: null, labels: {} }))));
   });
 });
 
@@ -210,10 +290,12 @@ describe("statusReaction: which CRLs to re-sign and which CAs to forget", () => 
       decode("ca.revoke", "ca:local-x", { reason: "cACompromise", serials: ["03"], cas: ["local-x", "root"] }, 3),
       decode("crl.import", "ca:root", { crl_number: "4", entries: 1, next_update: AT, cas: ["root"] }, 4),
       decode("certificate.revoke", "certificate:05", { reason: "superseded", serials: ["05"], cas: ["operators"] }, 5),
+      // A removal re-signs CRLs like a revocation.
+      decode("device.remove", "device:c", { reason: "cessationOfOperation", serials: ["06"], cas: ["local-z"] }, 6),
     ];
     assert.ok(events.every(isStatusChange));
     assert.deepEqual(statusReaction(events), {
-      crls: ["devices", "local-x", "operators", "root"],
+      crls: ["devices", "local-x", "local-z", "operators", "root"],
       revokedCas: ["local-x"],
       unreadable: [],
     });
@@ -225,6 +307,7 @@ describe("statusReaction: which CRLs to re-sign and which CAs to forget", () => 
       decode("certificate.issue", "device:a", { serial: "01", issuer: "devices", kind: "device", not_after: AT }, 2),
       decode("ca.create", "ca:local-y", { serial: "02", issuer: "root", not_after: AT }, 3),
       decode("token.create", "device:a", { token_id: "t" }, 4),
+      decode("device.update", "device:a", { group: "g", labels: {} }, 4),
       // A status action whose details cannot be read names no CAs it could be trusted for: it is
       // reported as unreadable (followStatusChanges then re-signs every CRL), never as these CAs.
       decode("device.revoke", "device:a", "{broken", 5),

@@ -203,6 +203,7 @@ describe("init", { concurrency: true }, () => {
         factory: "1y",
         server: "1y",
         operator: "1y",
+        service: "90d",
       });
       // Only keys something reads: no gateway or admin ports, no urls section (server.public_url replaced it).
       assert.equal(config.urls, undefined);
