@@ -1,6 +1,7 @@
 // Composition root: configuration -> services -> listeners.
 import { X509Certificate, createPublicKey, type KeyObject } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { CheckpointSchedule } from "./authority/audit-checkpoints.js";
 import { deviceClientCas } from "./authority/ca/cas.js";
@@ -19,8 +20,10 @@ import { startRegistrationServer, type RegistrationTls } from "./enroll/server.j
 import { readPrivateKey } from "./keys/keys.js";
 import { createLogger, type Logger } from "./log.js";
 import { startStatusServer } from "./status/server.js";
+import { startGateway, type PolicySource, type RunningGateway } from "./gateway/server.js";
+import { openPolicySource, POLICY_FILE } from "./gateway/policy-source.js";
 
-export const LISTENERS = ["registration", "status"] as const;
+export const LISTENERS = ["registration", "status", "gateway"] as const;
 export type Listener = (typeof LISTENERS)[number];
 
 export interface ServeOptions {
@@ -29,6 +32,10 @@ export interface ServeOptions {
   registrationListen?: string;
   /** Overrides listen.status. */
   statusListen?: string;
+  /** Overrides listen.gateway. */
+  gatewayListen?: string;
+  /** The access policy (tests); default: <dir>/policy.yaml, reloaded when it changes. */
+  policy?: PolicySource;
   /** Run only these listeners (`serve --only status` for scale-out); default all. */
   only?: readonly Listener[];
   logger?: Logger;
@@ -40,6 +47,8 @@ export interface FleetServer {
   fleet: FleetServices;
   registration?: AddressInfo;
   status?: AddressInfo;
+  /** The MQTT gateway: its address, counters and sessions. */
+  gateway?: RunningGateway;
   /** Reads the audit log now instead of waiting for the next poll (tests). */
   changes: ChangeFeed;
   /** "Is this certificate / device good?", from memory kept current by `changes`. */
@@ -89,6 +98,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
   };
   let registration: AddressInfo | undefined;
   let status: AddressInfo | undefined;
+  let gateway: RunningGateway | undefined;
   let certificateStatus: CertificateStatus;
   const changes = new ChangeFeed(fleet.store, undefined, (e) =>
     logger.warn({ err: (e as Error).message }, "following the audit log failed"),
@@ -178,9 +188,38 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
       status = running.address;
       logger.info({ address: status }, "status server listening");
     }
+
+    // Without --only, a fleet without a policy file (made before the gateway) serves as before.
+    const wantGateway = options.only ? only.has("gateway") : options.policy !== undefined || existsSync(join(fleet.dir, POLICY_FILE));
+    if (wantGateway) {
+      const gatewayLogger = logger.child({ listener: "gateway" });
+      const listen = parseListen(options.gatewayListen ?? fleet.config.listen.gateway, "listen.gateway");
+      let policy = options.policy;
+      let onPolicyReload: () => void = () => {};
+      if (!policy) {
+        const opened = openPolicySource(fleet.dir, gatewayLogger, () => onPolicyReload());
+        closers.push(async () => opened.close());
+        policy = opened;
+      }
+      const running = await startGateway({
+        fleet,
+        logger: gatewayLogger,
+        facts: certificateStatus,
+        changes,
+        policy,
+        identity: () => serverIdentity(fleet),
+        allowLocalCas: fleet.config.gateway.allow_local_cas,
+        denialsPerMinute: fleet.config.gateway.denials_per_minute,
+        ...listen,
+      });
+      onPolicyReload = () => void running.policyChanged();
+      closers.push(() => running.close());
+      gateway = running;
+      logger.info({ address: running.address }, "gateway listening");
+    }
   } catch (e) {
     await closeAll();
     throw e;
   }
-  return { fleet, registration, status, changes, certificateStatus, close: closeAll };
+  return { fleet, registration, status, gateway, changes, certificateStatus, close: closeAll };
 }

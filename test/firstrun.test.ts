@@ -361,10 +361,10 @@ describe("fleetpki.yaml keys and the passphrase at CLI start", () => {
     const typo = await cliAsync(["ca", "list", "--dir", dir]);
     assert.equal(typo.status, 1);
     assert.match(typo.stderr, /^fleetpki: fleetpki\.yaml line \d+: unknown key "enrollment\.tokn" \(did you mean enrollment\.token\?\)/);
-    writeFileSync(join(dir, "fleetpki.yaml"), config.replace(/^(  status: .*)$/m, '$1\n  gateway: "0.0.0.0:8883"'));
+    writeFileSync(join(dir, "fleetpki.yaml"), config.replace(/^(  status: .*)$/m, '$1\n  admin: "127.0.0.1:9443"'));
     const unused = await cliAsync(["ca", "list", "--dir", dir]);
     assert.equal(unused.status, 0, unused.stderr);
-    assert.equal(unused.stderr.match(/warning: fleetpki\.yaml line \d+: listen\.gateway has no effect/g)?.length, 1, unused.stderr);
+    assert.equal(unused.stderr.match(/warning: fleetpki\.yaml line \d+: listen\.admin has no effect/g)?.length, 1, unused.stderr);
     writeFileSync(join(dir, "fleetpki.yaml"), config);
   });
 

@@ -205,9 +205,9 @@ describe("init", { concurrency: true }, () => {
         operator: "1y",
         service: "90d",
       });
-      // Only keys something reads: no gateway or admin ports, no urls section (server.public_url replaced it).
+      // Only keys something reads: no admin port, no urls section (server.public_url replaced it).
       assert.equal(config.urls, undefined);
-      assert.deepEqual(Object.keys(config.listen).sort(), ["registration", "status"]);
+      assert.deepEqual(Object.keys(config.listen).sort(), ["gateway", "registration", "status"]);
       // The machine's own names, so robots on the network can reach it (issue 9, section 3).
       const host = hostname().toLowerCase();
       assert.equal(config.server.names[0], host);
@@ -622,21 +622,19 @@ describe("fleetpki.yaml: unknown and unused keys, server.public_url", () => {
         e.message.includes(`line ${lineOf(typo, "  aproval:")}: unknown key "enrollment.aproval" (did you mean enrollment.approval?)`),
     );
     assert.throws(
-      () => parseConfig(base + "gateway:\n  port: 8883\n"),
-      (e: Error) => e instanceof ConfigError && /line \d+: unknown key "gateway"/.test(e.message),
+      () => parseConfig(base + "admin:\n  port: 9443\n"),
+      (e: Error) => e instanceof ConfigError && /line \d+: unknown key "admin"/.test(e.message),
     );
   });
 
-  it("reports keys nothing reads yet (gateway and admin ports, urls.est) without refusing the file", () => {
-    const old = base.replace(/^  status: (.*)$/m, '  status: $1\n  gateway: "0.0.0.0:8883"\n  admin: "127.0.0.1:9443"');
+  it("reports keys nothing reads yet (the admin port, urls.est) without refusing the file", () => {
+    const old = base.replace(/^  status: (.*)$/m, '  status: $1\n  admin: "127.0.0.1:9443"');
     const { config, notes } = parseConfigWithNotes(old);
     assert.equal(config.listen.status, "0.0.0.0:8080");
+    assert.equal(config.listen.gateway, "0.0.0.0:8883");
     assert.deepEqual(
       notes.map((n) => [n.key, n.line]),
-      [
-        ["listen.gateway", lineOf(old, "  gateway:")],
-        ["listen.admin", lineOf(old, "  admin:")],
-      ],
+      [["listen.admin", lineOf(old, "  admin:")]],
     );
     for (const n of notes) assert.match(n.message, /has no effect/);
   });

@@ -345,7 +345,13 @@ describe("a revoked local (factory) CA", () => {
         await cliAsync(["ca", "issue-batch", "--dir", f.dir, "--local", "line1", "--ids", "fab-0001..fab-0001", "--out", out.path]),
         "ca issue-batch",
       );
-      server = await startFleetServer({ dir: f.dir, registrationListen: "127.0.0.1:0", statusListen: "127.0.0.1:0", logger: silentLogger });
+      server = await startFleetServer({
+        dir: f.dir,
+        registrationListen: "127.0.0.1:0",
+        statusListen: "127.0.0.1:0",
+        gatewayListen: "127.0.0.1:0",
+        logger: silentLogger,
+      });
       const status = `http://127.0.0.1:${server.status!.port}`;
       const bundle = join(out.path, "fab-0001");
       const localCa = join(f.dir, "ca", "local-line1", "cert.pem");
@@ -437,7 +443,7 @@ describe("fleetpki serve --only status", () => {
       child.kill("SIGKILL");
       await f.close();
     }
-    assertOneLineError(await cliAsync(["serve", "--dir", "/nonexistent", "--only", "gateway,status"]), /--only takes registration, status/);
+    assertOneLineError(await cliAsync(["serve", "--dir", "/nonexistent", "--only", "admin,status"]), /--only takes registration, status, gateway/);
   });
 });
 

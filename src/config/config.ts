@@ -24,7 +24,7 @@ export interface FleetConfig {
   };
   /** Derived from server.public_url (or, in files written before it existed, the urls section). */
   urls: { crl_base: string; ocsp: string };
-  listen: { registration: string; status: string };
+  listen: { registration: string; status: string; gateway: string };
   /** public_url: base URL of the status listener as robots reach it; absent in files from before it existed. */
   server: { names: string[]; public_url?: string };
   database: { url: string };
@@ -32,7 +32,22 @@ export interface FleetConfig {
   enrollment: EnrollmentConfig;
   revocation: RevocationConfig;
   audit: AuditConfig;
+  gateway: GatewayConfig;
 }
+
+/** The MQTT gateway (listen.gateway); docs/gateway.md. */
+export interface GatewayConfig {
+  /** Devices may connect with certificates of (active) local CAs, not only the devices CA. */
+  allow_local_cas: boolean;
+  /** Denied requests per session and minute before the gateway closes the connection. */
+  denials_per_minute: number;
+  /** Flood protection (src/gateway/limits.ts reads it); absent: its defaults. */
+  limits?: Record<string, unknown>;
+}
+
+export const DEFAULT_GATEWAY: GatewayConfig = { allow_local_cas: false, denials_per_minute: 30 };
+
+export const DEFAULT_GATEWAY_LISTEN = "0.0.0.0:8883";
 
 export interface AuditConfig {
   /** How often `serve` signs a checkpoint of the audit log's head (when it moved); docs/audit.md. */
@@ -159,13 +174,14 @@ export function defaultConfig(input: ConfigDefaultsInput): FleetConfig {
       service: DEFAULT_SERVICE_VALIDITY,
     },
     urls: statusUrls(publicUrl),
-    listen: { registration: "0.0.0.0:8443", status: DEFAULT_STATUS_LISTEN },
+    listen: { registration: "0.0.0.0:8443", status: DEFAULT_STATUS_LISTEN, gateway: DEFAULT_GATEWAY_LISTEN },
     server: { names: input.serverNames, public_url: publicUrl },
     database: { url: "sqlite:fleetpki.db" },
     renewal: { after_expiry_grace: "7d" },
     enrollment: { ...DEFAULT_ENROLLMENT },
     revocation: { ...DEFAULT_REVOCATION },
     audit: { ...DEFAULT_AUDIT },
+    gateway: { ...DEFAULT_GATEWAY },
   };
 }
 
@@ -198,6 +214,7 @@ validity:
 listen:
   registration: ${q(c.listen.registration)}   # EST + JSON enrollment (HTTPS)
   status: ${q(c.listen.status)}         # CRLs and OCSP (plain HTTP)
+  gateway: ${q(c.listen.gateway)}        # MQTT 3.1.1 over mutual TLS (needs policy.yaml)
 
 # The registration server's certificate. \`fleetpki serve\` reissues it (services CA) at start when
 # these names or the URLs below differ from it; \`fleetpki server reissue\` does it on demand.
@@ -233,6 +250,11 @@ revocation:
 # Signed checkpoints of the audit log's head (docs/audit.md); also written after every CA operation.
 audit:
   checkpoint_interval: ${c.audit.checkpoint_interval}          # how often \`serve\` signs the head when it moved
+
+# The MQTT gateway (listen.gateway). Who may publish and subscribe to what: policy.yaml.
+gateway:
+  allow_local_cas: ${c.gateway.allow_local_cas}        # devices may connect with factory (local CA) certificates
+  denials_per_minute: ${c.gateway.denials_per_minute}        # denied requests per connection and minute, then it is closed
 `;
 }
 
@@ -269,13 +291,13 @@ const KNOWN_KEYS: Record<string, readonly string[]> = {
   enrollment: ["token", "factory", "approval", "token_ttl", "approval_request_ttl", "failed_auth_per_minute"],
   revocation: ["crl_validity", "ocsp_responder_validity", "ocsp_cache", "ocsp_max_certificates"],
   audit: ["checkpoint_interval"],
+  gateway: ["allow_local_cas", "denials_per_minute", "limits"],
   // Written by fleetpki before server.public_url replaced it; still read.
   urls: ["crl_base", "ocsp", "est"],
 };
 
 // Keys older files carry that nothing reads yet: reported, not refused, so such fleets keep working.
 const UNUSED_KEYS: Record<string, string> = {
-  "listen.gateway": "the MQTT gateway is not built yet",
   "listen.admin": "the admin API is not built yet",
   "urls.est": "devices are given the server URL directly",
 };
@@ -403,15 +425,44 @@ export function parseConfigWithNotes(text: string): { config: FleetConfig; notes
         service: validity.service === undefined ? DEFAULT_SERVICE_VALIDITY : duration("service"),
       },
       urls,
-      listen: { registration: str(listen, "listen", "registration"), status: str(listen, "listen", "status") },
+      listen: {
+        registration: str(listen, "listen", "registration"),
+        status: str(listen, "listen", "status"),
+        // Files written before the gateway existed have no listen.gateway (or one that was ignored).
+        gateway: listen.gateway === undefined ? DEFAULT_GATEWAY_LISTEN : str(listen, "listen", "gateway"),
+      },
       server: publicUrl === undefined ? { names: names as string[] } : { names: names as string[], public_url: publicUrl },
       database: { url: str(database, "database", "url") },
       renewal: { after_expiry_grace: grace },
       enrollment,
       revocation: parseRevocation((raw as Record<string, unknown>).revocation),
       audit: parseAudit((raw as Record<string, unknown>).audit),
+      gateway: parseGateway((raw as Record<string, unknown>).gateway),
     },
   };
+}
+
+/** Optional (fleets made before the gateway get the defaults). */
+function parseGateway(value: unknown): GatewayConfig {
+  if (value === undefined || value === null) return { ...DEFAULT_GATEWAY };
+  if (typeof value !== "object" || Array.isArray(value)) throw new ConfigError(`${CONFIG_FILE}: "gateway" must be a mapping`);
+  const g = value as Record<string, unknown>;
+  const out: GatewayConfig = { ...DEFAULT_GATEWAY };
+  if (g.allow_local_cas !== undefined) {
+    if (typeof g.allow_local_cas !== "boolean") throw new ConfigError(`${CONFIG_FILE}: gateway.allow_local_cas must be true or false`);
+    out.allow_local_cas = g.allow_local_cas;
+  }
+  if (g.denials_per_minute !== undefined) {
+    const n = g.denials_per_minute;
+    if (typeof n !== "number" || !Number.isInteger(n) || n < 1)
+      throw new ConfigError(`${CONFIG_FILE}: gateway.denials_per_minute must be a positive integer`);
+    out.denials_per_minute = n;
+  }
+  if (g.limits !== undefined && g.limits !== null) {
+    if (typeof g.limits !== "object" || Array.isArray(g.limits)) throw new ConfigError(`${CONFIG_FILE}: gateway.limits must be a mapping`);
+    out.limits = g.limits as Record<string, unknown>;
+  }
+  return out;
 }
 
 /** server.public_url, or the urls section of files written before it existed; never both. */

@@ -10,6 +10,7 @@ import { selfCommand, shellWord } from "../output.js";
 export interface ServeCliOptions {
   registrationListen?: string;
   statusListen?: string;
+  gatewayListen?: string;
   only?: Listener[];
 }
 
@@ -59,6 +60,10 @@ export async function serve(dir: string, options: ServeCliOptions = {}): Promise
     lines.push(
       `  status (CRLs, OCSP):       ${urlOf(server, "http", server.status)}  (listening on ${server.status.address}:${server.status.port})`,
     );
+  if (server.gateway) {
+    const g = server.gateway.address;
+    lines.push(`  gateway (MQTT over mTLS):  ${urlOf(server, "mqtts", g)}  (listening on ${g.address}:${g.port})`);
+  }
   lines.push(`  root fingerprint: sha256:${fp}`, "");
   const cli = selfCommand();
   if (url)
@@ -75,11 +80,21 @@ export async function serve(dir: string, options: ServeCliOptions = {}): Promise
 }
 
 export function registerServe(program: Command): void {
-  dirOption(program.command("serve").description("run the registration server (EST + JSON API) and the status server (CRLs, OCSP)"))
+  dirOption(
+    program
+      .command("serve")
+      .description("run the registration server (EST + JSON API), the status server (CRLs, OCSP) and the MQTT gateway (mTLS)"),
+  )
     .option("--listen <host:port>", "override listen.registration")
     .option("--status-listen <host:port>", "override listen.status")
+    .option("--gateway-listen <host:port>", "override listen.gateway")
     .option("--only <listeners>", `run only these listeners (${LISTENERS.join(", ")}), e.g. --only status to scale out CRL/OCSP`)
     .action(async (opts) =>
-      serve(opts.dir, { registrationListen: opts.listen, statusListen: opts.statusListen, only: parseOnly(opts.only) }),
+      serve(opts.dir, {
+        registrationListen: opts.listen,
+        statusListen: opts.statusListen,
+        gatewayListen: opts.gatewayListen,
+        only: parseOnly(opts.only),
+      }),
     );
 }

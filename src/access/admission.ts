@@ -1,0 +1,177 @@
+// Who may open a session: from the client certificate a TLS handshake already verified, its SAN
+// URI, the MQTT client id and the fleet's in-memory status (kept current by the change feed).
+// Pure decision, no MQTT types: the gateway maps a refusal to its CONNACK code. Asked again for
+// every live session whenever a certificate, device or CA changes, so a session lasts only as
+// long as its admission would still be granted.
+import { parseCertificate, subjectAltNameUris } from "../x509/certificate.js";
+import { DEVICE_ID_PATTERN } from "../x509/profiles.js";
+import type { AccessIdentity, OperatorRole } from "./identity.js";
+
+/** How a refusal is reported: MQTT 3.1.1 CONNACK 2, 4 and 5 respectively. */
+export type RefusalKind = "identifier-rejected" | "bad-credentials" | "not-authorized";
+
+export type RefusalCode =
+  | "no-certificate"
+  | "bad-certificate"
+  | "no-identity"
+  | "unknown-certificate"
+  | "wrong-ca"
+  | "wrong-kind"
+  | "subject-mismatch"
+  | "revoked"
+  | "held"
+  | "expired"
+  | "device-inactive"
+  | "client-id";
+
+export interface AdmissionRefusal {
+  kind: RefusalKind;
+  /** Short and stable, for counters. */
+  code: RefusalCode;
+  /** One line for the log (names the identity and serial, never key material). */
+  reason: string;
+}
+
+/** What admission needs to know of a certificate (CertificateStatus answers it). */
+export interface AdmissionCertificate {
+  status: "good" | "expired" | "revoked" | "held" | "unknown";
+  serial: string;
+  issuerCa?: string;
+  kind?: string;
+  deviceId?: string | null;
+  /** Device id, service or operator name the certificate was issued to (as recorded). */
+  subjectId?: string | null;
+  notAfter?: Date;
+  reason?: string;
+}
+
+export interface AdmissionDevice {
+  status: string;
+  group?: string | null;
+  labels?: Readonly<Record<string, string>>;
+}
+
+/** The in-memory status every decision reads (CertificateStatus fits). */
+export interface AdmissionFacts {
+  certificate(query: { der: Uint8Array }): AdmissionCertificate;
+  device(deviceId: string): AdmissionDevice;
+}
+
+export interface AdmissionRequest {
+  /** The peer certificate (DER) the TLS layer verified; undefined when the client sent none. */
+  certificateDer: Uint8Array | undefined;
+  clientId: string;
+  domain: string;
+  /** gateway.allow_local_cas: devices may use certificates of (active) local CAs. */
+  allowLocalCas: boolean;
+  /** Where an operator's role comes from; operators have no stored role yet (see operatorRole). */
+  operatorRole?: (name: string) => OperatorRole;
+}
+
+export interface Admitted {
+  admitted: true;
+  identity: AccessIdentity;
+  /** "device:<id>", "service:<name>" or "operator:<name>": the audit subject. */
+  subject: string;
+  serial: string;
+  issuerCa: string;
+  notAfter: Date | undefined;
+}
+
+export type AdmissionResult = Admitted | { admitted: false; refusal: AdmissionRefusal };
+
+const NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+/**
+ * The role of an operator until roles are stored: the `admin` operator `init` creates is an admin,
+ * every other operator a viewer (least privilege).
+ */
+export function defaultOperatorRole(name: string): OperatorRole {
+  return name === "admin" ? "admin" : "viewer";
+}
+
+const refuse = (kind: RefusalKind, code: RefusalCode, reason: string): AdmissionResult => ({
+  admitted: false,
+  refusal: { kind, code, reason },
+});
+
+type Kind = AccessIdentity["kind"];
+
+/** The one SAN URI of the fleet's form, or a refusal. */
+function identityUri(uris: readonly string[], domain: string): { kind: Kind; name: string } | string {
+  const prefix = `spiffe://${domain}/`;
+  const ours = uris.filter((u) => u.startsWith("spiffe://"));
+  if (ours.length !== 1) return `expected exactly one spiffe:// SAN URI, found ${ours.length}`;
+  const uri = ours[0]!;
+  if (!uri.startsWith(prefix)) return `SAN URI ${JSON.stringify(uri)} is not in the trust domain ${domain}`;
+  const m = /^(device|service|operator)\/([^/]+)$/.exec(uri.slice(prefix.length));
+  if (!m) return `SAN URI ${JSON.stringify(uri)} names no device, service or operator`;
+  const kind = m[1] as Kind;
+  const name = m[2]!;
+  if (!(kind === "device" ? DEVICE_ID_PATTERN : NAME).test(name)) return `SAN URI ${JSON.stringify(uri)}: invalid ${kind} name`;
+  return { kind, name };
+}
+
+/** Which CAs may issue which identity's certificates, and of what recorded kind. */
+function issuerAllowed(kind: Kind, issuerCa: string, certKind: string | undefined, allowLocalCas: boolean): string | undefined {
+  switch (kind) {
+    case "device":
+      if (issuerCa === "devices") return certKind === "device" ? undefined : `a ${certKind} certificate is no device identity`;
+      if (issuerCa.startsWith("local-")) {
+        if (!allowLocalCas) return `issued by local CA ${issuerCa} (gateway.allow_local_cas is off)`;
+        return certKind === "device" || certKind === "factory" ? undefined : `a ${certKind} certificate is no device identity`;
+      }
+      return `a device certificate must come from the devices CA, not ${issuerCa}`;
+    case "service":
+      if (issuerCa !== "services") return `a service certificate must come from the services CA, not ${issuerCa}`;
+      return certKind === "service" ? undefined : `a ${certKind} certificate is no service identity`;
+    case "operator":
+      if (issuerCa !== "operators") return `an operator certificate must come from the operators CA, not ${issuerCa}`;
+      return certKind === "operator" ? undefined : `a ${certKind} certificate is no operator identity`;
+  }
+}
+
+/** Decides a CONNECT (and, again, a live session after any status change). */
+export function admit(request: AdmissionRequest, facts: AdmissionFacts): AdmissionResult {
+  if (!request.certificateDer || request.certificateDer.length === 0) return refuse("bad-credentials", "no-certificate", "no client certificate");
+  let uris: string[];
+  try {
+    uris = subjectAltNameUris(parseCertificate(Buffer.from(request.certificateDer)));
+  } catch (e) {
+    return refuse("bad-credentials", "bad-certificate", `client certificate unreadable: ${(e as Error).message}`);
+  }
+  const id = identityUri(uris, request.domain);
+  if (typeof id === "string") return refuse("bad-credentials", "no-identity", id);
+  const subject = `${id.kind}:${id.name}`;
+  const cert = facts.certificate({ der: request.certificateDer });
+  const at = `${subject} (serial ${cert.serial})`;
+  if (cert.status === "unknown") return refuse("bad-credentials", "unknown-certificate", `${at}: certificate not issued by this fleet`);
+  const wrongIssuer = issuerAllowed(id.kind, cert.issuerCa ?? "?", cert.kind, request.allowLocalCas);
+  if (wrongIssuer) return refuse("bad-credentials", "wrong-ca", `${at}: ${wrongIssuer}`);
+  const recorded = id.kind === "device" ? cert.deviceId : cert.subjectId;
+  if (recorded !== id.name)
+    return refuse("bad-credentials", "subject-mismatch", `${at}: certificate was issued to ${JSON.stringify(recorded ?? null)}`);
+  if (cert.status === "revoked") return refuse("not-authorized", "revoked", `${at}: certificate revoked (${cert.reason ?? "unspecified"})`);
+  if (cert.status === "held") return refuse("not-authorized", "held", `${at}: certificate on hold`);
+  if (cert.status === "expired") return refuse("not-authorized", "expired", `${at}: certificate expired`);
+  let identity: AccessIdentity;
+  if (id.kind === "device") {
+    const device = facts.device(id.name);
+    if (device.status !== "active") return refuse("not-authorized", "device-inactive", `${at}: device is ${device.status}`);
+    identity = { kind: "device", id: id.name, group: device.group ?? null, labels: device.labels ?? {} };
+    if (request.clientId !== id.name)
+      return refuse("identifier-rejected", "client-id", `${at}: client id ${JSON.stringify(request.clientId)} is not the device id`);
+  } else {
+    if (request.clientId !== id.name && !request.clientId.startsWith(`${id.name}-`))
+      return refuse(
+        "identifier-rejected",
+        "client-id",
+        `${at}: client id ${JSON.stringify(request.clientId)} must be ${id.name} or begin with ${id.name}-`,
+      );
+    identity =
+      id.kind === "service"
+        ? { kind: "service", name: id.name }
+        : { kind: "operator", name: id.name, role: (request.operatorRole ?? defaultOperatorRole)(id.name) };
+  }
+  return { admitted: true, identity, subject, serial: cert.serial, issuerCa: cert.issuerCa!, notAfter: cert.notAfter };
+}

@@ -1,0 +1,69 @@
+// Denied requests go into the audit log aggregated per identity, action, topic and minute: a
+// device stuck in a loop publishing where it may not writes one row a minute per topic, with a
+// count, not one row per message. Rows are appended on a timer and at close.
+import type { AccessAction } from "./identity.js";
+
+export const DENY_ACTION = "access.deny";
+
+export interface DenialRow {
+  /** The audit subject: "device:<id>", "service:<name>" or "operator:<name>". */
+  subject: string;
+  action: AccessAction;
+  topic: string;
+  /** Start of the minute (UTC, ISO) the denials fell in. */
+  minute: string;
+  count: number;
+  /** "deny", or "audit-deny" for would-denies that audit mode let through. */
+  outcome: "deny" | "audit-deny";
+  rule: string | undefined;
+}
+
+/** Writes rows to the audit log (one transaction per flush). */
+export type DenialSink = (rows: readonly DenialRow[]) => Promise<void>;
+
+/** Distinct (identity, action, topic) keys kept per minute before older keys are flushed early. */
+const MAX_PENDING = 10_000;
+
+export class DenialLog {
+  private pending = new Map<string, DenialRow>();
+  private timer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly sink: DenialSink,
+    private readonly now: () => Date,
+    private readonly onError: (e: unknown) => void = () => {},
+  ) {}
+
+  /** Flushes every intervalMs (default 10 s). */
+  start(intervalMs = 10_000): void {
+    this.timer = setInterval(() => void this.flush(), intervalMs);
+    this.timer.unref();
+  }
+
+  record(denial: Omit<DenialRow, "minute" | "count">): void {
+    const t = this.now().getTime();
+    const minute = new Date(t - (t % 60_000)).toISOString();
+    const key = JSON.stringify([denial.subject, denial.action, denial.topic, minute, denial.outcome]);
+    const row = this.pending.get(key);
+    if (row) row.count++;
+    else {
+      this.pending.set(key, { ...denial, minute, count: 1 });
+      if (this.pending.size >= MAX_PENDING) void this.flush();
+    }
+  }
+
+  /** Appends what is pending; never rejects (errors go to onError, the rows are dropped with them). */
+  flush(): Promise<void> {
+    if (this.pending.size === 0) return this.flushing;
+    const rows = [...this.pending.values()];
+    this.pending = new Map();
+    this.flushing = this.flushing.then(() => this.sink(rows)).catch((e: unknown) => this.onError(e));
+    return this.flushing;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.flush();
+  }
+}

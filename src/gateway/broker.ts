@@ -1,0 +1,182 @@
+// Our small interface over the MQTT broker library (aedes 1.2, MQTT 3.1.1). The gateway decides;
+// this file only translates aedes' hooks into calls on a session object of the gateway's and back.
+// Swapping the library means rewriting this file only.
+import type { Duplex } from "node:stream";
+import { Aedes, type Client } from "aedes";
+
+export interface BrokerConnect {
+  clientId: string;
+  protocolVersion: number;
+  /** The CONNECT's will message, if any. */
+  will: { topic: string; retain: boolean; payloadBytes: number } | undefined;
+  conn: Duplex;
+}
+
+/** CONNACK return codes of MQTT 3.1.1 (1 unacceptable protocol version ... 5 not authorized). */
+export type ConnackCode = 1 | 2 | 3 | 4 | 5;
+
+export type ConnectVerdict<S> = { session: S } | { refuse: ConnackCode; reason: string };
+
+export interface BrokerPublish {
+  topic: string;
+  payloadBytes: number;
+  retain: boolean;
+  qos: number;
+  /** A will message published when its session ended without DISCONNECT. */
+  will: boolean;
+}
+
+/** allow: route it; drop: acknowledge and discard (the connection stays); close: end the connection. */
+export type PublishVerdict = "allow" | "drop" | "close";
+
+export interface BrokerHooks<S> {
+  /** A CONNECT with a protocol level the library cannot speak (it answers CONNACK 1 itself). */
+  unsupportedProtocol(c: BrokerConnect): void;
+  connect(c: BrokerConnect): ConnectVerdict<S>;
+  /** A promise holds the PUBLISH, and with it the reading of that client's socket, until it settles. */
+  publish(session: S, p: BrokerPublish): PublishVerdict | Promise<PublishVerdict>;
+  /** SUBSCRIBE of one filter; false: SUBACK 0x80 for it. `current`: the session's subscriptions now. */
+  subscribe(session: S, filter: string, current: number): boolean;
+  /** Delivery of a message (retained ones included) to the session; false: not sent to it. */
+  forward(session: S, topic: string, payloadBytes: number): boolean;
+  disconnected(session: S): void;
+}
+
+export interface BrokerOptions {
+  /** How long a connection may wait before its CONNECT (ms). */
+  connectTimeout: number;
+  /** Inbound QoS 2 messages awaiting PUBREL per client. */
+  maxInflightInbound: number;
+}
+
+export interface Broker<S> {
+  /** Serves one (already authenticated TLS) connection. */
+  handle(conn: Duplex): void;
+  /** Ends the session's connection (no will message is published for a session the gateway ends). */
+  closeSession(session: S): void;
+  /** Ends the connection of a client id; false if there is none. */
+  closeClient(clientId: string): boolean;
+  /** The topic filters the session is subscribed to now. */
+  subscriptions(session: S): string[];
+  /** Removes subscriptions of a live session (no UNSUBACK: the client did not ask). */
+  unsubscribe(session: S, filters: readonly string[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+const PROTOCOLS = new Set([3, 4]);
+
+export async function createBroker<S extends object>(hooks: BrokerHooks<S>, options: BrokerOptions): Promise<Broker<S>> {
+  const sessions = new WeakMap<Client, S>();
+  const clients = new Map<S, Client>();
+  const connects = new WeakMap<Client, BrokerConnect>();
+  // PUBLISH packets the gateway denied: acknowledged as the protocol requires, never routed.
+  const dropped = new WeakSet<object>();
+  // Sessions the gateway ended: their will is not published.
+  const ended = new WeakSet<object>();
+
+  const aedes = new Aedes({
+    connectTimeout: options.connectTimeout,
+    maxInflightInbound: options.maxInflightInbound,
+    preConnect(client, packet, callback) {
+      const c: BrokerConnect = {
+        clientId: packet.clientId,
+        protocolVersion: packet.protocolVersion ?? 4,
+        will: packet.will
+          ? { topic: packet.will.topic, retain: packet.will.retain === true, payloadBytes: packet.will.payload?.length ?? 0 }
+          : undefined,
+        conn: client.conn,
+      };
+      if (!PROTOCOLS.has(c.protocolVersion)) hooks.unsupportedProtocol(c);
+      connects.set(client, c);
+      callback(null, true);
+    },
+    authenticate(client, _username, _password, done) {
+      const c = connects.get(client);
+      connects.delete(client);
+      const verdict = c ? hooks.connect(c) : ({ refuse: 5, reason: "no CONNECT" } as const);
+      if ("session" in verdict) {
+        sessions.set(client, verdict.session);
+        clients.set(verdict.session, client);
+        return done(null, true);
+      }
+      done(Object.assign(new Error(verdict.reason), { returnCode: verdict.refuse as number }), false);
+    },
+    authorizePublish(client, packet, callback) {
+      const session = client ? sessions.get(client) : undefined;
+      const will = client !== null && (client as unknown as { will?: object }).will === packet;
+      // A will of a session that is gone (or that the gateway ended) is not published.
+      if (!session || (will && ended.has(session))) return callback(new Error("no session"));
+      const verdict = hooks.publish(session, {
+        topic: packet.topic,
+        payloadBytes: packet.payload?.length ?? 0,
+        retain: packet.retain === true,
+        qos: packet.qos,
+        will,
+      });
+      const apply = (v: PublishVerdict) => {
+        if (v === "close") return callback(new Error(`publish to ${packet.topic} refused`));
+        if (v === "drop") dropped.add(packet);
+        callback(null);
+      };
+      if (typeof verdict === "string") apply(verdict);
+      else verdict.then(apply, (e: Error) => callback(e));
+    },
+    authorizeSubscribe(client, sub, callback) {
+      const session = sessions.get(client);
+      const current = Object.keys((client as unknown as { subscriptions: object }).subscriptions).length;
+      callback(null, session && hooks.subscribe(session, sub.topic, current) ? sub : null);
+    },
+    authorizeForward(client, packet) {
+      const session = sessions.get(client);
+      return session && hooks.forward(session, packet.topic, packet.payload?.length ?? 0) ? packet : null;
+    },
+  });
+  await aedes.listen();
+  // A denied PUBLISH reaches publish() after its acknowledgement: routing stops here.
+  const publish = aedes.publish.bind(aedes) as (packet: object, client: unknown, done?: (e?: Error | null) => void) => void;
+  (aedes as unknown as { publish: typeof publish }).publish = (packet, client, done) => {
+    if (dropped.has(packet)) {
+      const cb = typeof client === "function" ? (client as (e?: Error | null) => void) : done;
+      return cb?.(null);
+    }
+    publish(packet, client, done);
+  };
+  aedes.on("clientDisconnect", (client) => {
+    const session = sessions.get(client);
+    if (session && clients.get(session) === client) {
+      clients.delete(session);
+      hooks.disconnected(session);
+    }
+  });
+  // A client closed before or during CONNECT never became a session: nothing to report.
+
+  const broker: Broker<S> = {
+    handle: (conn) => void aedes.handle(conn),
+    closeSession(session) {
+      ended.add(session);
+      const client = clients.get(session);
+      if (!client) return;
+      client.close();
+      client.conn.destroy();
+    },
+    closeClient(clientId) {
+      for (const [session, client] of clients)
+        if (client.id === clientId) {
+          broker.closeSession(session);
+          return true;
+        }
+      return false;
+    },
+    subscriptions(session) {
+      const client = clients.get(session);
+      return client ? Object.keys((client as unknown as { subscriptions: object }).subscriptions) : [];
+    },
+    unsubscribe(session, filters) {
+      const client = clients.get(session);
+      if (!client || filters.length === 0) return Promise.resolve();
+      return new Promise((resolve) => client.unsubscribe({ unsubscriptions: [...filters] } as never, () => resolve()));
+    },
+    close: () => new Promise((resolve) => aedes.close(() => resolve())),
+  };
+  return broker;
+}

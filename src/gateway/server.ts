@@ -1,0 +1,388 @@
+// The MQTT gateway: MQTT 3.1.1 over mutual TLS. The transport only: admission (src/access/
+// admission.ts) decides who may open a session, the access policy (AccessGrants) what a session
+// may publish, subscribe to and receive; this file asks them and enforces the answers. It follows
+// the change feed so a revoked, held or removed identity loses its sessions within the feed's poll.
+import type { AddressInfo } from "node:net";
+import { createServer as createTlsServer, type TLSSocket } from "node:tls";
+import { admit, type AdmissionFacts, type AdmissionRefusal, type Admitted } from "../access/admission.js";
+import { DENY_ACTION, DenialLog, type DenialRow } from "../access/denials.js";
+import type { AccessDecision, AccessGrants, AccessIdentity } from "../access/identity.js";
+import type { ChangeFeed } from "../authority/events/change-feed.js";
+import { isUnreadableStatusChange, type FleetEvent } from "../authority/events/events.js";
+import type { FleetServices } from "../authority/services.js";
+import { parseDuration } from "../config/duration.js";
+import type { Logger } from "../log.js";
+import { createBroker, type Broker, type BrokerConnect, type ConnackCode, type PublishVerdict } from "./broker.js";
+import { bump, newCounters, type GatewayCounters } from "./counters.js";
+import { SessionsFileWriter, type SessionInfo } from "./sessions.js";
+import { gatewayTlsMaterial } from "./tls.js";
+
+/** The policy in force (src/access/policy-file.ts keeps it current). */
+export interface PolicySource {
+  grantsFor(identity: AccessIdentity): AccessGrants;
+}
+
+/**
+ * Where flood protection plugs in (src/gateway/limits.ts). `connection` is asked for every TCP
+ * connection before TLS; `publish` for every PUBLISH of an admitted session, before the policy;
+ * a promise holds the PUBLISH (and so the reading of that socket) until it settles.
+ */
+export interface GatewayLimitsSeam {
+  connection?(address: string): boolean;
+  connectionClosed?(address: string): void;
+  publish?(session: GatewaySession, payloadBytes: number): PublishVerdict | Promise<PublishVerdict>;
+  sessionClosed?(session: GatewaySession): void;
+}
+
+export interface GatewayOptions {
+  fleet: FleetServices;
+  host: string;
+  port: number;
+  logger: Logger;
+  /** In-memory status kept current by `changes` (CertificateStatus). */
+  facts: AdmissionFacts & { settled?(): Promise<void> };
+  changes: ChangeFeed;
+  policy: PolicySource;
+  /** The gateway's own key and certificate + chain (PEM), read again at every TLS refresh. */
+  identity: () => { key: string; cert: string };
+  allowLocalCas: boolean;
+  /** Denied requests per session and minute before the connection is closed. */
+  denialsPerMinute: number;
+  limits?: GatewayLimitsSeam;
+  /** Write <dir>/run/gateway-<pid>.json (default true). */
+  sessionsFile?: boolean;
+  /** How often every session is admitted again (ms; certificates expire while connected). */
+  refreshMs?: number;
+}
+
+export interface GatewaySession {
+  readonly key: number;
+  readonly clientId: string;
+  identity: AccessIdentity;
+  readonly subject: string;
+  readonly serial: string;
+  readonly address: string;
+  readonly since: Date;
+  readonly certificateDer: Buffer;
+  grants: AccessGrants;
+  messagesIn: number;
+  messagesOut: number;
+  closing: boolean;
+  denials: { minute: number; count: number };
+}
+
+export interface RunningGateway {
+  address: AddressInfo;
+  counters: GatewayCounters;
+  sessions(): SessionInfo[];
+  /** The policy changed: grants recomputed, subscriptions it no longer allows removed. */
+  policyChanged(): Promise<void>;
+  /** Re-admits every session now (also done after every relevant change-feed event). */
+  recheck(): Promise<void>;
+  close(): Promise<void>;
+}
+
+const CONNACK: Record<AdmissionRefusal["kind"], ConnackCode> = { "identifier-rejected": 2, "bad-credentials": 4, "not-authorized": 5 };
+
+/** Change-feed events after which every session is admitted again. */
+const RECHECK = new Set(["DeviceRevoked", "DeviceHeld", "DeviceRemoved", "DeviceUpdated", "CertificateRevoked", "CaRevoked"]);
+/** ... and after which the TLS trust and CRLs are rebuilt. */
+const RETRUST = new Set(["CaCreated", "CaRevoked", "DeviceRevoked", "DeviceHeld", "DeviceUnheld", "DeviceRemoved", "CertificateRevoked"]);
+
+function sameIdentity(a: AccessIdentity, b: AccessIdentity): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
+  const { fleet, logger, facts, policy } = options;
+  const counters = newCounters();
+  const live = new Set<GatewaySession>();
+  let nextKey = 1;
+  const denialLog = new DenialLog(
+    (rows: readonly DenialRow[]) =>
+      fleet.store.transaction(async (tx) => {
+        await tx.audit.append(
+          rows.map((r) => ({
+            actor: "gateway",
+            action: DENY_ACTION,
+            subject: r.subject,
+            details: { action: r.action, topic: r.topic, minute: r.minute, count: r.count, outcome: r.outcome, rule: r.rule ?? null },
+            at: fleet.clock.now(),
+          })),
+        );
+      }),
+    () => fleet.clock.now(),
+    (e) => logger.warn({ err: (e as Error).message }, "writing denials to the audit log failed"),
+  );
+  denialLog.start();
+  const sessionsFile =
+    options.sessionsFile === false
+      ? undefined
+      : new SessionsFileWriter(fleet.dir, () => sessionList(), (e) => logger.warn({ err: (e as Error).message }, "writing the sessions file failed"));
+
+  const sessionList = (): SessionInfo[] =>
+    [...live].map((s) => ({
+      id: s.clientId,
+      kind: s.identity.kind,
+      name: s.identity.kind === "device" ? s.identity.id : s.identity.name,
+      address: s.address,
+      since: s.since.toISOString(),
+      messagesIn: s.messagesIn,
+      messagesOut: s.messagesOut,
+    }));
+
+  const admission = (der: Uint8Array | undefined, clientId: string) =>
+    admit({ certificateDer: der, clientId, domain: fleet.domain, allowLocalCas: options.allowLocalCas }, facts);
+
+  const end = (session: GatewaySession, reason: string, detail: Record<string, unknown> = {}) => {
+    if (session.closing) return;
+    session.closing = true;
+    bump(counters.disconnected, reason);
+    logger.info({ client: session.clientId, subject: session.subject, serial: session.serial, reason, ...detail }, "session closed by the gateway");
+    broker.closeSession(session);
+  };
+
+  /** One denial (or audit-mode would-deny): counted, logged, aggregated into the audit log. */
+  const denied = (session: GatewaySession, action: "publish" | "subscribe", topic: string, d: AccessDecision) => {
+    const audit = d.outcome === "audit-deny";
+    bump(counters.denials, audit ? `audit-${action}` : action);
+    denialLog.record({ subject: session.subject, action, topic, outcome: audit ? "audit-deny" : "deny", rule: d.rule });
+    logger.debug({ client: session.clientId, action, topic, outcome: d.outcome, rule: d.rule, reason: d.reason }, "access denied");
+    if (audit) return;
+    const minute = Math.floor(fleet.clock.now().getTime() / 60_000);
+    if (session.denials.minute !== minute) session.denials = { minute, count: 0 };
+    if (++session.denials.count > options.denialsPerMinute)
+      end(session, "denials", { budget: options.denialsPerMinute });
+  };
+
+  // Retained messages and wills are publishes like any other: the same grant decides.
+  const decidePublish = (session: GatewaySession, topic: string): PublishVerdict => {
+    const d = session.grants.publish(topic);
+    if (d.outcome !== "allow") denied(session, "publish", topic, d);
+    if (session.closing) return "close";
+    return d.allowed ? "allow" : "drop";
+  };
+
+  const broker: Broker<GatewaySession> = await createBroker<GatewaySession>(
+    {
+      unsupportedProtocol(c: BrokerConnect) {
+        bump(counters.refused, `protocol-${c.protocolVersion}`);
+        logger.warn(
+          { client: c.clientId, address: addressOf(c.conn as TLSSocket), protocolVersion: c.protocolVersion },
+          "CONNECT refused: only MQTT 3.1.1 (and 3.1) is spoken here (CONNACK 1 unacceptable protocol version)",
+        );
+      },
+      connect(c) {
+        const conn = c.conn as TLSSocket;
+        const address = addressOf(conn);
+        const peer = conn.getPeerCertificate?.();
+        const der = peer && "raw" in peer ? peer.raw : undefined;
+        const result = admission(der, c.clientId);
+        if (!result.admitted) {
+          bump(counters.refused, result.refusal.code);
+          logger.info({ client: c.clientId, address, code: result.refusal.code, reason: result.refusal.reason }, "CONNECT refused");
+          return { refuse: CONNACK[result.refusal.kind], reason: result.refusal.reason };
+        }
+        const grants = policy.grantsFor(result.identity);
+        if (c.will) {
+          const d = grants.publish(c.will.topic);
+          if (!d.allowed) {
+            bump(counters.refused, "will");
+            logger.info({ client: c.clientId, address, subject: result.subject, topic: c.will.topic, rule: d.rule }, "CONNECT refused: will topic denied");
+            return { refuse: 5, reason: `will topic ${c.will.topic} not allowed` };
+          }
+          if (d.outcome === "audit-deny") {
+            bump(counters.denials, "audit-will");
+            logger.warn({ client: c.clientId, topic: c.will.topic, rule: d.rule }, "audit mode: a will topic that would be denied");
+          }
+        }
+        const session: GatewaySession = {
+          key: nextKey++,
+          clientId: c.clientId,
+          identity: result.identity,
+          subject: result.subject,
+          serial: result.serial,
+          address,
+          since: fleet.clock.now(),
+          certificateDer: Buffer.from(der!),
+          grants,
+          messagesIn: 0,
+          messagesOut: 0,
+          closing: false,
+          denials: { minute: 0, count: 0 },
+        };
+        live.add(session);
+        counters.connections.current++;
+        counters.connections.total++;
+        sessionsFile?.markChanged();
+        logger.info({ client: c.clientId, address, subject: result.subject, serial: result.serial }, "session opened");
+        return { session };
+      },
+      publish(session, p) {
+        if (p.will) {
+          // Published when the session ends; the policy may have changed since CONNECT.
+          return session.closing ? "drop" : decidePublish(session, p.topic);
+        }
+        if (session.closing) return "close";
+        session.messagesIn++;
+        counters.messages.in++;
+        counters.bytes.in += p.payloadBytes;
+        sessionsFile?.markChanged();
+        const limited = options.limits?.publish?.(session, p.payloadBytes);
+        if (limited === undefined) return decidePublish(session, p.topic);
+        return Promise.resolve(limited).then((v) => (v === "allow" ? decidePublish(session, p.topic) : v));
+      },
+      subscribe(session, filter) {
+        if (session.closing) return false;
+        const d = session.grants.subscribe(filter);
+        if (d.outcome !== "allow") denied(session, "subscribe", filter, d);
+        return d.allowed && !session.closing;
+      },
+      forward(session, topic, payloadBytes) {
+        if (session.closing) return false;
+        const d = session.grants.receive(topic);
+        if (!d.allowed) {
+          bump(counters.denials, "receive");
+          return false;
+        }
+        if (d.outcome === "audit-deny") bump(counters.denials, "audit-receive");
+        session.messagesOut++;
+        counters.messages.out++;
+        counters.bytes.out += payloadBytes;
+        sessionsFile?.markChanged();
+        return true;
+      },
+      disconnected(session) {
+        if (!live.delete(session)) return;
+        counters.connections.current--;
+        sessionsFile?.markChanged();
+        options.limits?.sessionClosed?.(session);
+        logger.info({ client: session.clientId, subject: session.subject }, "session ended");
+      },
+    },
+    { connectTimeout: 10_000, maxInflightInbound: 1000 },
+  );
+
+  /** Grants again for a session whose identity or policy changed; subscriptions no longer allowed go. */
+  const regrant = async (session: GatewaySession, identity: AccessIdentity): Promise<void> => {
+    session.identity = identity;
+    session.grants = policy.grantsFor(identity);
+    const gone = broker.subscriptions(session).filter((f) => !session.grants.subscribe(f).allowed);
+    if (gone.length > 0) {
+      logger.info({ client: session.clientId, filters: gone }, "subscriptions no longer allowed removed");
+      await broker.unsubscribe(session, gone);
+    }
+  };
+
+  /** Admission again for every live session: whoever would be refused now is disconnected. */
+  const recheck = async (): Promise<void> => {
+    const pending: Promise<void>[] = [];
+    for (const session of live) {
+      if (session.closing) continue;
+      const result = admission(session.certificateDer, session.clientId);
+      if (!result.admitted) end(session, result.refusal.code, { why: result.refusal.reason });
+      else if (!sameIdentity(session.identity, (result as Admitted).identity)) pending.push(regrant(session, result.identity));
+    }
+    await Promise.all(pending);
+  };
+
+  let material = await gatewayTlsMaterial(fleet, options.identity(), options.allowLocalCas);
+  if (material.withoutCrls) logger.warn({ why: material.withoutCrls }, "gateway TLS handshakes check no CRLs (admission still checks every certificate)");
+  const server = createTlsServer({ ...material.options, requestCert: true, rejectUnauthorized: true });
+  let refreshing: Promise<void> | undefined;
+  const refreshTls = (): Promise<void> =>
+    (refreshing ??= (async () => {
+      try {
+        const next = await gatewayTlsMaterial(fleet, options.identity(), options.allowLocalCas);
+        if (next.withoutCrls && !material.withoutCrls)
+          logger.warn({ why: next.withoutCrls }, "gateway TLS handshakes check no CRLs (admission still checks every certificate)");
+        material = next;
+        server.setSecureContext({ ...next.options });
+      } catch (e) {
+        logger.warn({ err: (e as Error).message }, "refreshing the gateway's TLS material failed; the previous one stays");
+      }
+    })().finally(() => (refreshing = undefined)));
+
+  server.on("connection", (socket) => {
+    const address = socket.remoteAddress ?? "?";
+    if (options.limits?.connection && !options.limits.connection(address)) {
+      bump(counters.refused, "address-limit");
+      socket.destroy();
+      return;
+    }
+    if (options.limits?.connectionClosed) socket.once("close", () => options.limits!.connectionClosed!(address));
+  });
+  server.on("secureConnection", (socket: TLSSocket) => broker.handle(socket));
+  server.on("tlsClientError", (err: Error & { code?: string; reason?: string }, socket) => {
+    const reason = err.reason ?? err.code ?? err.message;
+    bump(counters.handshakeFailures, reason);
+    logger.info({ address: socket.remoteAddress, reason }, "TLS handshake failed");
+  });
+
+  const unsubscribe = options.changes.subscribe((events: readonly FleetEvent[]) => {
+    let again = false;
+    let retrust = false;
+    for (const e of events) {
+      if (RECHECK.has(e.type) || isUnreadableStatusChange(e)) again = true;
+      if (RETRUST.has(e.type)) retrust = true;
+    }
+    if (again) {
+      // CertificateStatus applied these events before us (subscribed first); after a reload, again.
+      void recheck();
+      void facts.settled?.().then(recheck);
+    }
+    // The CLI re-signs the CRLs right after its change: read them now and once more shortly after.
+    if (retrust) {
+      void refreshTls();
+      setTimeout(() => void refreshTls(), 2000).unref();
+    }
+  });
+  // Certificates expire while connected: admission again every refreshMs.
+  const timer = setInterval(() => void recheck(), options.refreshMs ?? 30_000);
+  timer.unref();
+  // CRLs are re-signed at half of their validity (currentCrl); reading them 8 times per validity
+  // keeps the handshake's copy well before its nextUpdate.
+  const crlValidity = parseDuration(fleet.config.revocation.crl_validity);
+  const tlsTimer = setInterval(() => void refreshTls(), Math.max(1000, Math.min(5 * 60_000, crlValidity / 8)));
+  tlsTimer.unref();
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  sessionsFile?.start();
+  logger.info({ address: server.address(), cas: material.cas }, "gateway listening");
+
+  let closed: Promise<void> | undefined;
+  return {
+    address: server.address() as AddressInfo,
+    counters,
+    sessions: sessionList,
+    async policyChanged() {
+      await Promise.all([...live].filter((s) => !s.closing).map((s) => regrant(s, s.identity)));
+    },
+    recheck,
+    close: () =>
+      (closed ??= (async () => {
+        unsubscribe();
+        clearInterval(timer);
+        clearInterval(tlsTimer);
+        await new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          for (const s of live) broker.closeSession(s);
+        });
+        await broker.close();
+        await refreshing;
+        await denialLog.close();
+        sessionsFile?.close();
+      })()),
+  };
+}
+
+function addressOf(conn: TLSSocket): string {
+  const host = conn.remoteAddress ?? "?";
+  return `${host.includes(":") ? `[${host}]` : host}:${conn.remotePort ?? 0}`;
+}

@@ -1,0 +1,181 @@
+// The MQTT gateway end to end: a fleet with its registration server and gateway on 127.0.0.1:0,
+// devices enrolled by the agent library, and Debian's mosquitto_pub / mosquitto_sub (and Node's
+// tls for what they cannot do) as the clients.
+import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { enroll } from "../src/agent/enroll.js";
+import { addDevice } from "../src/authority/devices.js";
+import type { AccessDecision, AccessGrants, AccessIdentity } from "../src/access/identity.js";
+import { sha256Fingerprint } from "../src/x509/certificate.js";
+import { fromPem } from "../src/x509/pem.js";
+import { silentLogger } from "../src/log.js";
+import { startFleetServer, type FleetServer } from "../src/server.js";
+import type { PolicySource } from "../src/gateway/server.js";
+import { tempFleet } from "./helpers.js";
+import { run } from "./server-helpers.js";
+
+const allow: AccessDecision = { allowed: true, outcome: "allow", rule: "test", reason: "allowed" };
+const deny: AccessDecision = { allowed: false, outcome: "deny", rule: undefined, reason: "default deny" };
+const decide = (ok: boolean): AccessDecision => (ok ? allow : deny);
+
+/**
+ * A stand-in for the default policy (a device publishes under fleet/<id>/, reads fleet/<id>/cmd/#),
+ * plus: "ctl-*" devices may command any robot (fleet/+/cmd/...).
+ */
+const testPolicy: PolicySource = {
+  grantsFor(id: AccessIdentity): AccessGrants {
+    if (id.kind !== "device") return { publish: () => deny, subscribe: () => deny, receive: () => deny };
+    const own = `fleet/${id.id}/`;
+    const cmd = `${own}cmd/`;
+    const controller = id.id.startsWith("ctl-");
+    return {
+      publish: (t) => decide(t.startsWith(own) || (controller && /^fleet\/[^/]+\/cmd\//.test(t))),
+      subscribe: (f) => decide(f === `${own}cmd/#` || (f.startsWith(cmd) && !/[+#]/.test(f))),
+      receive: (t) => decide(t.startsWith(cmd)),
+    };
+  },
+};
+
+interface Device {
+  id: string;
+  dir: string;
+}
+
+const children = new Set<ChildProcess>();
+
+/** mosquitto_* arguments for a device's agent files. */
+function tlsArgs(port: number, d: Device, clientId = d.id): string[] {
+  return [
+    "-h", "127.0.0.1", "-p", String(port), "--cafile", join(d.dir, "ca.pem"),
+    "--cert", join(d.dir, "cert.pem"), "--key", join(d.dir, "key.pem"), "-i", clientId,
+  ]; // prettier-ignore
+}
+
+interface Subscriber {
+  child: ChildProcess;
+  /** Resolves when the SUBACK arrived (mosquitto_sub -d says so). */
+  subscribed: Promise<string>;
+  output(): string;
+  exited: Promise<number | null>;
+}
+
+function subscribe(port: number, d: Device, topic: string, extra: string[] = []): Subscriber {
+  // Line-buffered, so the SUBACK line arrives when it is printed (a pipe is block-buffered).
+  const args = ["-oL", "mosquitto_sub", ...tlsArgs(port, d), "-t", topic, "-v", "-d", "-W", "60", ...extra];
+  const child = spawn("stdbuf", args, { stdio: ["ignore", "pipe", "pipe"] });
+  children.add(child);
+  let out = "";
+  let onSuback: (s: string) => void;
+  const subscribed = new Promise<string>((resolve) => (onSuback = resolve));
+  child.stdout!.setEncoding("utf8").on("data", (c: string) => {
+    out += c;
+    if (/received SUBACK/.test(out)) onSuback(out);
+  });
+  child.stderr!.setEncoding("utf8").on("data", (c: string) => (out += c));
+  const exited = new Promise<number | null>((resolve) =>
+    child.on("close", (code) => {
+      children.delete(child);
+      onSuback(out);
+      resolve(code);
+    }),
+  );
+  return { child, subscribed, output: () => out, exited };
+}
+
+function publish(port: number, d: Device, topic: string, message: string, extra: string[] = [], clientId = d.id) {
+  return run("mosquitto_pub", [...tlsArgs(port, d, clientId), "-t", topic, "-m", message, "-d", ...extra], undefined, 30_000);
+}
+
+/** Payload lines ("topic payload") mosquitto_sub -v printed, without its -d debug lines. */
+const messages = (out: string): string[] => out.split("\n").filter((l) => /^fleet\//.test(l));
+
+describe("MQTT gateway", () => {
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+  let server: FleetServer;
+  let port: number;
+  const devices: Record<string, Device> = {};
+
+  before(async () => {
+    f = await tempFleet();
+    server = await startFleetServer({
+      dir: f.dir,
+      registrationListen: "127.0.0.1:0",
+      statusListen: "127.0.0.1:0",
+      gatewayListen: "127.0.0.1:0",
+      policy: testPolicy,
+      logger: silentLogger,
+    });
+    port = server.gateway!.address.port;
+    const rootFp = `sha256:${sha256Fingerprint(fromPem(readFileSync(join(f.dir, "ca", "root", "cert.pem"), "utf8"), ["CERTIFICATE"]))}`;
+    for (const id of ["robot-1", "robot-2", "ctl-1"]) {
+      const added = await addDevice(f.fleet, { id, actor: "test", token: {} });
+      const dir = join(f.dir, "..", `agent-${id}`);
+      await enroll({
+        server: `https://127.0.0.1:${server.registration!.port}`,
+        rootFingerprint: rootFp,
+        deviceId: id,
+        mode: { kind: "token", token: added.token!.token },
+        dir,
+      });
+      devices[id] = { id, dir };
+    }
+  });
+
+  after(async () => {
+    for (const c of children) c.kill("SIGKILL");
+    await server?.close();
+    await f?.close();
+  });
+
+  it("delivers where the policy allows, drops a forbidden publish, refuses a forbidden subscription", async () => {
+    const sub = subscribe(port, devices["robot-1"]!, "fleet/robot-1/cmd/#", ["-C", "1"]);
+    await sub.subscribed;
+    assert.match(sub.output(), /received SUBACK/);
+    // robot-2 may not command robot-1: acknowledged, dropped, never delivered.
+    const forbidden = await publish(port, devices["robot-2"]!, "fleet/robot-1/cmd/stop", "from robot-2");
+    assert.equal(forbidden.status, 0, forbidden.stderr);
+    const allowed = await publish(port, devices["ctl-1"]!, "fleet/robot-1/cmd/go", "from ctl-1");
+    assert.equal(allowed.status, 0, allowed.stderr + allowed.stdout);
+    assert.equal(await sub.exited, 0, sub.output());
+    assert.deepEqual(messages(sub.output()), ["fleet/robot-1/cmd/go from ctl-1"]);
+    assert.ok((server.gateway!.counters.denials.publish ?? 0) >= 1);
+
+    // A subscription to another robot's commands: SUBACK 0x80, which mosquitto_sub reports.
+    const denied = subscribe(port, devices["robot-2"]!, "fleet/robot-1/cmd/#");
+    await denied.exited;
+    assert.match(denied.output(), /Subscribed \(mid: \d+\): 128/, denied.output());
+    assert.match(denied.output(), /All subscription requests were denied/);
+  });
+
+  it("refuses a client id that is not the device id (CONNACK identifier rejected)", async () => {
+    const r = await publish(port, devices["robot-1"]!, "fleet/robot-1/x", "hi", [], "robot-2");
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr + r.stdout, /identifier rejected/i);
+  });
+
+  it("refuses MQTT 5 with CONNACK 1 (unacceptable protocol version)", async () => {
+    const r = await publish(port, devices["robot-1"]!, "fleet/robot-1/x", "hi", ["-V", "mqttv5"]);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr + r.stdout, /protocol/i);
+    assert.ok((server.gateway!.counters.refused["protocol-5"] ?? 0) >= 1);
+  });
+
+  it("refuses a client without a certificate at the TLS handshake", async () => {
+    const r = await run(
+      "mosquitto_pub",
+      ["-h", "127.0.0.1", "-p", String(port), "--cafile", join(devices["robot-1"]!.dir, "ca.pem"), "-i", "robot-1", "-t", "fleet/robot-1/x", "-m", "x"],
+      undefined,
+      30_000,
+    );
+    assert.notEqual(r.status, 0);
+  });
+
+  it("refuses a will aimed at another device's cmd topic (CONNACK not authorized)", async () => {
+    const r = await publish(port, devices["robot-2"]!, "fleet/robot-2/x", "hi", ["--will-topic", "fleet/robot-1/cmd/stop", "--will-payload", "x"]);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr + r.stdout, /not authori[sz]ed/i);
+  });
+});
