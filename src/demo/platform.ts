@@ -1,5 +1,8 @@
 // What the demo needs from the server side, in one place: the server with its gateway, service
 // identities, and the gateway's denial rows in the audit log.
+import { join } from "node:path";
+import { layout } from "../authority/layout.js";
+import { loadPolicyFile } from "../access/policy-file.js";
 import { listAudit, type AuditRecord } from "../audit/log.js";
 import { addService } from "../authority/identities/services.js";
 import type { FleetServices } from "../authority/services.js";
@@ -16,17 +19,26 @@ export interface DemoServer {
 
 /** registration + status + gateway on 127.0.0.1, ports chosen by the system. */
 export async function startDemoServer(dir: string): Promise<DemoServer> {
-  const server = await startFleetServer({ dir, registrationListen: "127.0.0.1:0", statusListen: "127.0.0.1:0", logger: silentLogger });
-  const gateway = (server as FleetServer & { gateway?: { port: number } }).gateway;
+  // TEMPORARY until the gateway branch wires <dir>/policy.yaml itself: the file, loaded once.
+  const file = loadPolicyFile(join(dir, layout.policy));
+  const server = await startFleetServer({
+    dir,
+    registrationListen: "127.0.0.1:0",
+    statusListen: "127.0.0.1:0",
+    gatewayListen: "127.0.0.1:0",
+    policy: { grantsFor: (id) => file.grantsFor(id) },
+    logger: silentLogger,
+  });
+  const gateway = server.gateway;
   if (!gateway) {
     await server.close();
-    throw new Error("this build has no MQTT gateway listener (fleetpki serve --only gateway)");
+    throw new Error("the server started without its MQTT gateway");
   }
   return {
     server,
     registrationUrl: `https://127.0.0.1:${server.registration!.port}`,
     statusUrl: `http://127.0.0.1:${server.status!.port}`,
-    gatewayUrl: `mqtts://127.0.0.1:${gateway.port}`,
+    gatewayUrl: `mqtts://127.0.0.1:${gateway.address.port}`,
     close: () => server.close(),
   };
 }
