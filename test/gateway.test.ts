@@ -3,9 +3,10 @@
 // tls for what they cannot do) as the clients.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { connect as tlsConnect } from "node:tls";
 import { enroll } from "../src/agent/enroll.js";
 import { addDevice } from "../src/authority/devices.js";
 import type { AccessDecision, AccessGrants, AccessIdentity } from "../src/access/identity.js";
@@ -14,7 +15,7 @@ import { fromPem } from "../src/x509/pem.js";
 import { silentLogger } from "../src/log.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
 import type { PolicySource } from "../src/gateway/server.js";
-import { tempFleet } from "./helpers.js";
+import { cliAsync, tempFleet } from "./helpers.js";
 import { run } from "./server-helpers.js";
 
 const allow: AccessDecision = { allowed: true, outcome: "allow", rule: "test", reason: "allowed" };
@@ -89,6 +90,56 @@ function publish(port: number, d: Device, topic: string, message: string, extra:
   return run("mosquitto_pub", [...tlsArgs(port, d, clientId), "-t", topic, "-m", message, "-d", ...extra], undefined, 30_000);
 }
 
+/** A bare MQTT 3.1.1 CONNECT (clean session, keepalive 60 s). */
+function connectPacket(clientId: string): Buffer {
+  const id = Buffer.from(clientId);
+  const body = Buffer.concat([Buffer.from([0, 4]), Buffer.from("MQTT"), Buffer.from([4, 2, 0, 60, 0, id.length]), id]);
+  return Buffer.concat([Buffer.from([0x10, body.length]), body]);
+}
+
+interface RawAttempt {
+  /** The CONNACK return code, or undefined when the TLS handshake or connection failed first. */
+  connack: number | undefined;
+  reused: boolean;
+  session: Buffer | undefined;
+  error?: string;
+}
+
+/** TLS with Node (optionally resuming a saved session), then CONNECT; reports the CONNACK code. */
+function rawConnect(port: number, d: Device, session?: Buffer): Promise<RawAttempt> {
+  return new Promise((resolve) => {
+    let saved: Buffer | undefined;
+    let reused = false;
+    const socket = tlsConnect({
+      host: "127.0.0.1",
+      port,
+      servername: "localhost",
+      ca: readFileSync(join(d.dir, "ca.pem")),
+      cert: readFileSync(join(d.dir, "cert.pem")),
+      key: readFileSync(join(d.dir, "key.pem")),
+      ...(session ? { session } : {}),
+    });
+    const done = (r: Omit<RawAttempt, "session" | "reused">) => {
+      socket.destroy();
+      resolve({ ...r, reused, session: saved });
+    };
+    socket.on("session", (s: Buffer) => (saved = s));
+    socket.on("secureConnect", () => {
+      reused = socket.isSessionReused();
+      socket.write(connectPacket(d.id));
+    });
+    let got = Buffer.alloc(0);
+    socket.on("data", (c: Buffer) => {
+      got = Buffer.concat([got, c]);
+      // Wait a moment for the TLS 1.3 session ticket, which may follow the CONNACK.
+      if (got.length >= 4 && got[0] === 0x20) setTimeout(() => done({ connack: got[3] }), 100);
+    });
+    socket.on("error", (e) => done({ connack: undefined, error: e.message }));
+    socket.on("close", () => done({ connack: undefined, error: "closed" }));
+    socket.setTimeout(20_000, () => done({ connack: undefined, error: "timeout" }));
+  });
+}
+
 /** Payload lines ("topic payload") mosquitto_sub -v printed, without its -d debug lines. */
 const messages = (out: string): string[] => out.split("\n").filter((l) => /^fleet\//.test(l));
 
@@ -150,6 +201,30 @@ describe("MQTT gateway", () => {
     assert.match(denied.output(), /All subscription requests were denied/);
   });
 
+  it("`fleetpki gateway sessions` lists who is connected now (from the sessions file, 0600)", async () => {
+    const sub = subscribe(port, devices["robot-1"]!, "fleet/robot-1/cmd/#");
+    await sub.subscribed;
+    try {
+      // The file is written at most once a second, when the sessions changed.
+      let listed: { id: string; kind: string; gatewayPid: number }[] = [];
+      for (let i = 0; i < 50 && !listed.some((s) => s.id === "robot-1"); i++) {
+        const r = await cliAsync(["gateway", "sessions", "--json", "--dir", f.dir]);
+        assert.equal(r.status, 0, r.stderr);
+        listed = JSON.parse(r.stdout);
+      }
+      const mine = listed.find((s) => s.id === "robot-1");
+      assert.ok(mine, JSON.stringify(listed));
+      assert.equal(mine.kind, "device");
+      assert.equal(mine.gatewayPid, process.pid);
+      assert.equal(statSync(join(f.dir, "run", `gateway-${process.pid}.json`)).mode & 0o777, 0o600);
+      const table = await cliAsync(["gateway", "sessions", "--dir", f.dir]);
+      assert.match(table.stdout, /^ID\s+KIND\s+ADDRESS/m);
+    } finally {
+      sub.child.kill("SIGTERM");
+      await sub.exited;
+    }
+  });
+
   it("refuses a client id that is not the device id (CONNACK identifier rejected)", async () => {
     const r = await publish(port, devices["robot-1"]!, "fleet/robot-1/x", "hi", [], "robot-2");
     assert.notEqual(r.status, 0);
@@ -177,5 +252,38 @@ describe("MQTT gateway", () => {
     const r = await publish(port, devices["robot-2"]!, "fleet/robot-2/x", "hi", ["--will-topic", "fleet/robot-1/cmd/stop", "--will-payload", "x"]);
     assert.notEqual(r.status, 0);
     assert.match(r.stderr + r.stdout, /not authori[sz]ed/i);
+  });
+
+  it("cuts a subscriber off within 1 s of `fleetpki device revoke` (another process); a saved TLS session readmits no one", async () => {
+    const robot = devices["robot-2"]!;
+    const first = await rawConnect(port, robot);
+    assert.equal(first.connack, 0, first.error);
+    const sub = subscribe(port, robot, "fleet/robot-2/cmd/#");
+    await sub.subscribed;
+    assert.match(sub.output(), /received SUBACK/);
+    const before = server.gateway!.counters.disconnected.revoked ?? 0;
+    // Watch for the session's end while the CLI runs: its commit, not its exit, starts the clock.
+    let disconnectedAt: number | undefined;
+    const watching = (async () => {
+      while ((server.gateway!.counters.disconnected.revoked ?? 0) === before) await new Promise((r) => setTimeout(r, 2));
+      disconnectedAt = Date.now();
+    })();
+    const revoke = await cliAsync(["device", "revoke", "robot-2", "--dir", f.dir]);
+    assert.equal(revoke.status, 0, revoke.stderr);
+    await Promise.race([watching, new Promise((r) => setTimeout(r, 3000))]);
+    const revokedAt = server.certificateStatus.device("robot-2").certificates[0]?.since;
+    assert.ok(revokedAt && disconnectedAt, "the session was closed");
+    const cutOff = disconnectedAt - revokedAt.getTime();
+    console.log(`revoke-to-disconnect: ${cutOff} ms (from the revocation's commit in the CLI process)`);
+    assert.ok(cutOff < 1000, `disconnected ${cutOff} ms after the revocation`);
+    assert.ok(!server.gateway!.sessions().some((s) => s.id === "robot-2"));
+
+    // Reconnecting, with the saved TLS session or without, fails: at the handshake (CRL) or at CONNECT.
+    const resumed = await rawConnect(port, robot, first.session);
+    assert.notEqual(resumed.connack, 0, "a saved session must not readmit a revoked certificate");
+    const fresh = await rawConnect(port, robot);
+    assert.notEqual(fresh.connack, 0);
+    sub.child.kill("SIGTERM");
+    await sub.exited;
   });
 });

@@ -15,7 +15,7 @@ const program = new Command("fleetpki")
 // On a robot, `fleetpki agent ...` must not load server code (nor the native SQLite module).
 const command = process.argv.slice(2).find((a) => !a.startsWith("-"));
 if (command !== "agent") {
-  const [init, start, serve, ca, device, revoke, audit, server, policy, service, context] = await Promise.all([
+  const [init, start, serve, ca, device, revoke, audit, server, policy, service, gateway, context] = await Promise.all([
     import("./commands/init.js"),
     import("./commands/start.js"),
     import("./commands/serve.js"),
@@ -26,6 +26,7 @@ if (command !== "agent") {
     import("./commands/server.js"),
     import("./commands/policy.js"),
     import("./commands/service.js"),
+    import("./commands/gateway.js"),
     import("./context.js"),
   ]);
   init.registerInit(program);
@@ -39,6 +40,7 @@ if (command !== "agent") {
   server.registerServer(program);
   policy.registerPolicy(program);
   service.registerService(program);
+  gateway.registerGateway(program);
   (await import("./commands/demo.js")).registerDemo(program);
   // Settings in fleetpki.yaml that have no effect are named before any fleet command runs.
   program.hook("preAction", (_program, action) => context.reportConfigNotes(action.opts().dir));

@@ -121,7 +121,9 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       : new SessionsFileWriter(fleet.dir, () => sessionList(), (e) => logger.warn({ err: (e as Error).message }, "writing the sessions file failed"));
 
   const sessionList = (): SessionInfo[] =>
-    [...live].map((s) => ({
+    [...live]
+      .filter((s) => !s.closing)
+      .map((s) => ({
       id: s.clientId,
       kind: s.identity.kind,
       name: s.identity.kind === "device" ? s.identity.id : s.identity.name,
@@ -303,7 +305,11 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       }
     })().finally(() => (refreshing = undefined)));
 
+  // Every connection, so close() ends those still in their handshake or before CONNECT too.
+  const sockets = new Set<import("node:net").Socket>();
   server.on("connection", (socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
     const address = socket.remoteAddress ?? "?";
     if (options.limits?.connection && !options.limits.connection(address)) {
       bump(counters.refused, "address-limit");
@@ -373,6 +379,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         await new Promise<void>((resolve) => {
           server.close(() => resolve());
           for (const s of live) broker.closeSession(s);
+          for (const socket of sockets) socket.destroy();
         });
         await broker.close();
         await refreshing;
