@@ -20,7 +20,8 @@ import { startRegistrationServer, type RegistrationTls } from "./enroll/server.j
 import { readPrivateKey } from "./keys/keys.js";
 import { createLogger, type Logger } from "./log.js";
 import { startStatusServer } from "./status/server.js";
-import { startGateway, type PolicySource, type RunningGateway } from "./gateway/server.js";
+import { FloodLimiter, floodSeam, parseGatewayLimits, type FloodSeamOptions } from "./gateway/limits.js";
+import { startGateway, type GatewaySession, type PolicySource, type RunningGateway } from "./gateway/server.js";
 import { openPolicySource, POLICY_FILE } from "./gateway/policy-source.js";
 
 export const LISTENERS = ["registration", "status", "gateway"] as const;
@@ -201,7 +202,14 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         closers.push(async () => opened.close());
         policy = opened;
       }
+      // Flood protection (src/gateway/limits.ts): its counters are the gateway's, known once it runs.
+      const floodOptions: FloodSeamOptions = { log: (level, message, fields) => gatewayLogger[level](fields, message) };
+      const flood = new FloodLimiter(parseGatewayLimits(fleet.config.gateway.limits), Date.now, (fn, ms) => {
+        const timer = setTimeout(fn, ms);
+        return () => clearTimeout(timer);
+      });
       const running = await startGateway({
+        limits: floodSeam<GatewaySession>(flood, floodOptions),
         fleet,
         logger: gatewayLogger,
         facts: certificateStatus,
@@ -212,6 +220,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         denialsPerMinute: fleet.config.gateway.denials_per_minute,
         ...listen,
       });
+      floodOptions.counters = running.counters;
       onPolicyReload = () => void running.policyChanged();
       closers.push(() => running.close());
       gateway = running;

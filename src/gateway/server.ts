@@ -30,7 +30,11 @@ export interface PolicySource {
 export interface GatewayLimitsSeam {
   connection?(address: string): boolean;
   connectionClosed?(address: string): void;
-  publish?(session: GatewaySession, payloadBytes: number): PublishVerdict | Promise<PublishVerdict>;
+  /** Every TLS connection before the broker reads from it (the packet-size check wraps its reads). */
+  socket?(socket: TLSSocket): void;
+  publish?(session: GatewaySession, p: { topic: string; payloadBytes: number; qos: number }): PublishVerdict | Promise<PublishVerdict>;
+  /** A SUBSCRIBE the policy allows, by a session holding `current` subscriptions (`has`: this filter among them). */
+  subscribe?(current: number, has: () => boolean): boolean;
   sessionClosed?(session: GatewaySession): void;
 }
 
@@ -230,14 +234,17 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         counters.messages.in++;
         counters.bytes.in += p.payloadBytes;
         sessionsFile?.markChanged();
-        const limited = options.limits?.publish?.(session, p.payloadBytes);
-        if (limited === undefined) return decidePublish(session, p.topic);
-        return Promise.resolve(limited).then((v) => (v === "allow" ? decidePublish(session, p.topic) : v));
+        const limited = options.limits?.publish?.(session, p);
+        if (limited === undefined || limited === "allow") return decidePublish(session, p.topic);
+        if (typeof limited === "string") return limited;
+        return limited.then((v) => (v === "allow" ? decidePublish(session, p.topic) : v));
       },
-      subscribe(session, filter) {
+      subscribe(session, filter, current) {
         if (session.closing) return false;
         const d = session.grants.subscribe(filter);
         if (d.outcome !== "allow") denied(session, "subscribe", filter, d);
+        const has = () => broker.subscriptions(session).includes(filter);
+        if (d.allowed && options.limits?.subscribe && !options.limits.subscribe(current, has)) return false;
         return d.allowed && !session.closing;
       },
       forward(session, topic, payloadBytes) {
@@ -318,7 +325,10 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     }
     if (options.limits?.connectionClosed) socket.once("close", () => options.limits!.connectionClosed!(address));
   });
-  server.on("secureConnection", (socket: TLSSocket) => broker.handle(socket));
+  server.on("secureConnection", (socket: TLSSocket) => {
+    options.limits?.socket?.(socket);
+    broker.handle(socket);
+  });
   server.on("tlsClientError", (err: Error & { code?: string; reason?: string }, socket) => {
     const reason = err.reason ?? err.code ?? err.message;
     bump(counters.handshakeFailures, reason);
