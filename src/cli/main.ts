@@ -7,7 +7,7 @@ endQuietlyOnClosedOutput();
 
 const debug = process.argv.includes("--debug");
 const program = new Command("fleetpki")
-  .description("PKI and enrollment for robot fleets (the mTLS gateway is still to come)")
+  .description("PKI, enrollment and an mTLS MQTT gateway for robot fleets")
   .option("--debug", "print stack traces on errors")
   .showHelpAfterError()
   .exitOverride();
