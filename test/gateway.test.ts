@@ -3,7 +3,7 @@
 // tls for what they cannot do) as the clients.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { connect as tlsConnect } from "node:tls";
@@ -17,6 +17,10 @@ import { startFleetServer, type FleetServer } from "../src/server.js";
 import type { PolicySource } from "../src/gateway/server.js";
 import { cliAsync, tempFleet } from "./helpers.js";
 import { run } from "./server-helpers.js";
+import { ManualClock } from "./support/clock.js";
+import type { Clock } from "../src/authority/clock.js";
+import { holdDevice, unholdDevice } from "../src/authority/status/revocation.js";
+import { resignCrls } from "../src/authority/status/crls.js";
 
 const allow: AccessDecision = { allowed: true, outcome: "allow", rule: "test", reason: "allowed" };
 const deny: AccessDecision = { allowed: false, outcome: "deny", rule: undefined, reason: "default deny" };
@@ -119,60 +123,71 @@ function rawConnect(port: number, d: Device, session?: Buffer): Promise<RawAttem
       key: readFileSync(join(d.dir, "key.pem")),
       ...(session ? { session } : {}),
     });
-    const done = (r: Omit<RawAttempt, "session" | "reused">) => {
+    let got = Buffer.alloc(0);
+    let finished = false;
+    const done = (error?: string) => {
+      if (finished) return;
+      finished = true;
       socket.destroy();
-      resolve({ ...r, reused, session: saved });
+      const connack = got.length >= 4 && got[0] === 0x20 ? got[3] : undefined;
+      resolve({ connack, reused, session: saved, ...(connack === undefined && error ? { error } : {}) });
     };
     socket.on("session", (s: Buffer) => (saved = s));
     socket.on("secureConnect", () => {
       reused = socket.isSessionReused();
       socket.write(connectPacket(d.id));
     });
-    let got = Buffer.alloc(0);
     socket.on("data", (c: Buffer) => {
       got = Buffer.concat([got, c]);
       // Wait a moment for the TLS 1.3 session ticket, which may follow the CONNACK.
-      if (got.length >= 4 && got[0] === 0x20) setTimeout(() => done({ connack: got[3] }), 100);
+      if (got.length >= 4 && got[0] === 0x20) setTimeout(() => done(), 100);
     });
-    socket.on("error", (e) => done({ connack: undefined, error: e.message }));
-    socket.on("close", () => done({ connack: undefined, error: "closed" }));
-    socket.setTimeout(20_000, () => done({ connack: undefined, error: "timeout" }));
+    socket.on("error", (e) => done(e.message));
+    socket.on("close", () => done("closed"));
+    socket.setTimeout(20_000, () => done("timeout"));
   });
 }
 
 /** Payload lines ("topic payload") mosquitto_sub -v printed, without its -d debug lines. */
 const messages = (out: string): string[] => out.split("\n").filter((l) => /^fleet\//.test(l));
 
+/** A fleet, its server with the gateway on 127.0.0.1:0, and devices enrolled by the agent. */
+async function fleetWithDevices(ids: readonly string[], options: { policy?: PolicySource; clock?: Clock } = {}) {
+  const f = await tempFleet();
+  const server = await startFleetServer({
+    dir: f.dir,
+    registrationListen: "127.0.0.1:0",
+    statusListen: "127.0.0.1:0",
+    gatewayListen: "127.0.0.1:0",
+    policy: options.policy ?? testPolicy,
+    logger: silentLogger,
+    clock: options.clock,
+  });
+  const devices: Record<string, Device> = {};
+  const rootFp = `sha256:${sha256Fingerprint(fromPem(readFileSync(join(f.dir, "ca", "root", "cert.pem"), "utf8"), ["CERTIFICATE"]))}`;
+  for (const id of ids) {
+    const added = await addDevice(server.fleet, { id, actor: "test", token: {} });
+    const dir = join(f.dir, "..", `agent-${id}`);
+    await enroll({
+      server: `https://127.0.0.1:${server.registration!.port}`,
+      rootFingerprint: rootFp,
+      deviceId: id,
+      mode: { kind: "token", token: added.token!.token },
+      dir,
+    });
+    devices[id] = { id, dir };
+  }
+  return { f, server, port: server.gateway!.address.port, devices };
+}
+
 describe("MQTT gateway", () => {
   let f: Awaited<ReturnType<typeof tempFleet>>;
   let server: FleetServer;
   let port: number;
-  const devices: Record<string, Device> = {};
+  let devices: Record<string, Device> = {};
 
   before(async () => {
-    f = await tempFleet();
-    server = await startFleetServer({
-      dir: f.dir,
-      registrationListen: "127.0.0.1:0",
-      statusListen: "127.0.0.1:0",
-      gatewayListen: "127.0.0.1:0",
-      policy: testPolicy,
-      logger: silentLogger,
-    });
-    port = server.gateway!.address.port;
-    const rootFp = `sha256:${sha256Fingerprint(fromPem(readFileSync(join(f.dir, "ca", "root", "cert.pem"), "utf8"), ["CERTIFICATE"]))}`;
-    for (const id of ["robot-1", "robot-2", "ctl-1"]) {
-      const added = await addDevice(f.fleet, { id, actor: "test", token: {} });
-      const dir = join(f.dir, "..", `agent-${id}`);
-      await enroll({
-        server: `https://127.0.0.1:${server.registration!.port}`,
-        rootFingerprint: rootFp,
-        deviceId: id,
-        mode: { kind: "token", token: added.token!.token },
-        dir,
-      });
-      devices[id] = { id, dir };
-    }
+    ({ f, server, port, devices } = await fleetWithDevices(["robot-1", "robot-2", "ctl-1"]));
   });
 
   after(async () => {
@@ -285,5 +300,131 @@ describe("MQTT gateway", () => {
     assert.notEqual(fresh.connack, 0);
     sub.child.kill("SIGTERM");
     await sub.exited;
+  });
+});
+
+describe("MQTT gateway admission and authorization", () => {
+  const clock = new ManualClock();
+  let mutable = true;
+  // robot-1 may read its commands only while `mutable` holds (a policy reload takes it away).
+  const policy: PolicySource = {
+    grantsFor(id) {
+      const g = testPolicy.grantsFor(id);
+      if (id.kind !== "device" || id.id !== "robot-1" || mutable) return g;
+      return { publish: g.publish, subscribe: () => deny, receive: () => deny };
+    },
+  };
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+  let server: FleetServer;
+  let port: number;
+  let devices: Record<string, Device> = {};
+  let tmp: string;
+
+  before(async () => {
+    ({ f, server, port, devices } = await fleetWithDevices(["robot-1", "robot-2", "ctl-1"], { policy, clock }));
+    tmp = join(f.dir, "..");
+  });
+
+  after(async () => {
+    for (const c of children) c.kill("SIGKILL");
+    await server?.close();
+    await f?.close();
+  });
+
+  it("refuses certificates of another CA, or self-signed, that claim a device's SAN URI (TLS handshake)", async () => {
+    const san = "subjectAltName=URI:spiffe://fleet.example/device/robot-1";
+    const ca = join(tmp, "evil-ca");
+    assert.equal((await run("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+      `${ca}.key`, "-out", `${ca}.pem`, "-subj", "/CN=Evil CA", "-days", "1", "-addext", "basicConstraints=critical,CA:TRUE"])).status, 0); // prettier-ignore
+    const leaf = join(tmp, "evil-leaf");
+    assert.equal((await run("openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+      `${leaf}.key`, "-out", `${leaf}.csr`, "-subj", "/CN=robot-1"])).status, 0); // prettier-ignore
+    const ext = join(tmp, "evil.ext");
+    writeFileSync(ext, `${san}\nextendedKeyUsage=clientAuth\n`);
+    assert.equal((await run("openssl", ["x509", "-req", "-in", `${leaf}.csr`, "-CA", `${ca}.pem`, "-CAkey", `${ca}.key`,
+      "-out", `${leaf}.pem`, "-days", "1", "-extfile", ext])).status, 0); // prettier-ignore
+    const self = join(tmp, "self");
+    assert.equal((await run("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
+      `${self}.key`, "-out", `${self}.pem`, "-subj", "/CN=robot-1", "-days", "1", "-addext", san])).status, 0); // prettier-ignore
+    const failuresBefore = Object.values(server.gateway!.counters.handshakeFailures).reduce((a, b) => a + b, 0);
+    for (const [cert, key] of [[`${leaf}.pem`, `${leaf}.key`], [`${self}.pem`, `${self}.key`]] as const) {
+      const r = await run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "--cafile", join(devices["robot-1"]!.dir, "ca.pem"),
+        "--cert", cert, "--key", key, "-i", "robot-1", "-t", "fleet/robot-1/x", "-m", "x"], undefined, 30_000); // prettier-ignore
+      assert.notEqual(r.status, 0, `${cert} was accepted`);
+    }
+    const failures = Object.values(server.gateway!.counters.handshakeFailures).reduce((a, b) => a + b, 0);
+    assert.ok(failures >= failuresBefore + 2, JSON.stringify(server.gateway!.counters.handshakeFailures));
+    assert.equal(server.gateway!.sessions().length, 0);
+  });
+
+  it("authorizes retained messages like publishes and delivers them only where receive() allows", async () => {
+    // A retained message robot-2 may not publish is never stored; ctl-1's is.
+    assert.equal((await publish(port, devices["robot-2"]!, "fleet/robot-1/cmd/evil", "evil", ["-r"])).status, 0);
+    assert.equal((await publish(port, devices["ctl-1"]!, "fleet/robot-1/cmd/keep", "kept", ["-r"])).status, 0);
+    // --retained-only: print retained messages, stop at the first live one (the marker below).
+    const sub = subscribe(port, devices["robot-1"]!, "fleet/robot-1/cmd/#", ["--retained-only"]);
+    await sub.subscribed;
+    assert.equal((await publish(port, devices["ctl-1"]!, "fleet/robot-1/cmd/marker", "live")).status, 0);
+    await sub.exited;
+    assert.deepEqual(messages(sub.output()), ["fleet/robot-1/cmd/keep kept"]);
+    // robot-2 subscribing to its own commands does not get robot-1's retained ones.
+    const other = subscribe(port, devices["robot-2"]!, "fleet/robot-2/cmd/#", ["--retained-only"]);
+    await other.subscribed;
+    assert.equal((await publish(port, devices["ctl-1"]!, "fleet/robot-2/cmd/marker", "live")).status, 0);
+    await other.exited;
+    assert.deepEqual(messages(other.output()), []);
+  });
+
+  it("a policy reload removes a subscription it no longer allows", async () => {
+    const sub = subscribe(port, devices["robot-1"]!, "fleet/robot-1/cmd/#");
+    await sub.subscribed;
+    try {
+      const session = () => server.gateway!.sessions().find((s) => s.id === "robot-1");
+      assert.equal(session()?.subscriptions, 1);
+      mutable = false;
+      await server.gateway!.policyChanged();
+      assert.equal(session()?.subscriptions, 0);
+      const out = session()!.messagesOut;
+      assert.equal((await publish(port, devices["ctl-1"]!, "fleet/robot-1/cmd/after", "x", ["-q", "1"])).status, 0);
+      assert.equal(session()!.messagesOut, out);
+      assert.ok(!messages(sub.output()).some((m) => m.startsWith("fleet/robot-1/cmd/after")), sub.output());
+    } finally {
+      mutable = true;
+      sub.child.kill("SIGTERM");
+      await sub.exited;
+    }
+  });
+
+  it("a held device is refused (TLS handshake with the re-signed CRL, else CONNACK 5) until unheld", async () => {
+    const first = await rawConnect(port, devices["robot-1"]!);
+    assert.equal(first.connack, 0, first.error);
+    const hold = await holdDevice(server.fleet, { deviceId: "robot-1", actor: "test" });
+    await server.changes.poll();
+    // Admission refuses from the in-memory status (CONNACK 5), or the handshake already has a CRL listing it.
+    const held = await rawConnect(port, devices["robot-1"]!);
+    assert.ok(held.connack === 5 || held.connack === undefined, `CONNACK ${held.connack}`);
+    // Once the CRL lists it (as the CLI re-signs after a change): OpenSSL refuses the handshake.
+    await resignCrls(server.fleet, hold.cas);
+    await server.gateway!.refreshTls();
+    const heldTls = await rawConnect(port, devices["robot-1"]!);
+    assert.equal(heldTls.connack, undefined, "refused at the handshake");
+    const unhold = await unholdDevice(server.fleet, { deviceId: "robot-1", actor: "test" });
+    await server.changes.poll();
+    await resignCrls(server.fleet, unhold.cas);
+    await server.gateway!.refreshTls();
+    const back = await rawConnect(port, devices["robot-1"]!);
+    assert.equal(back.connack, 0, back.error);
+  });
+
+  it("an expired certificate is refused at CONNECT (the fleet clock decides), CONNACK 5", async () => {
+    clock.advance(31 * 24 * 3600 * 1000);
+    try {
+      const before = server.gateway!.counters.refused.expired ?? 0;
+      const r = await rawConnect(port, devices["robot-2"]!);
+      assert.equal(r.connack, 5, r.error);
+      assert.equal(server.gateway!.counters.refused.expired, before + 1);
+    } finally {
+      clock.advance(-31 * 24 * 3600 * 1000);
+    }
   });
 });

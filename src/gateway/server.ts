@@ -83,6 +83,8 @@ export interface RunningGateway {
   policyChanged(): Promise<void>;
   /** Re-admits every session now (also done after every relevant change-feed event). */
   recheck(): Promise<void>;
+  /** Reads trusted CAs, their CRLs and the gateway's certificate again now (also done on a timer and after changes). */
+  refreshTls(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -128,14 +130,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     [...live]
       .filter((s) => !s.closing)
       .map((s) => ({
-      id: s.clientId,
-      kind: s.identity.kind,
-      name: s.identity.kind === "device" ? s.identity.id : s.identity.name,
-      address: s.address,
-      since: s.since.toISOString(),
-      messagesIn: s.messagesIn,
-      messagesOut: s.messagesOut,
-    }));
+        id: s.clientId,
+        kind: s.identity.kind,
+        name: s.identity.kind === "device" ? s.identity.id : s.identity.name,
+        address: s.address,
+        since: s.since.toISOString(),
+        messagesIn: s.messagesIn,
+        messagesOut: s.messagesOut,
+        subscriptions: broker.subscriptions(s).length,
+      }));
 
   const admission = (der: Uint8Array | undefined, clientId: string) =>
     admit({ certificateDer: der, clientId, domain: fleet.domain, allowLocalCas: options.allowLocalCas }, facts);
@@ -245,6 +248,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         if (d.outcome !== "allow") denied(session, "subscribe", filter, d);
         const has = () => broker.subscriptions(session).includes(filter);
         if (d.allowed && options.limits?.subscribe && !options.limits.subscribe(current, has)) return false;
+        sessionsFile?.markChanged();
         return d.allowed && !session.closing;
       },
       forward(session, topic, payloadBytes) {
@@ -381,6 +385,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       await Promise.all([...live].filter((s) => !s.closing).map((s) => regrant(s, s.identity)));
     },
     recheck,
+    refreshTls,
     close: () =>
       (closed ??= (async () => {
         unsubscribe();

@@ -16,6 +16,8 @@ export interface SessionInfo {
   since: string;
   messagesIn: number;
   messagesOut: number;
+  /** Topic filters subscribed to now. */
+  subscriptions: number;
 }
 
 export interface GatewaySessionsFile {
