@@ -16,7 +16,9 @@ import { MqttConnectRefused, MqttError, MqttSubscribeDenied, connectTelemetry, i
 import { addDevice } from "../src/authority/devices.js";
 import { readPrivateKey } from "../src/keys/keys.js";
 import { tempFleet } from "./helpers.js";
-import { rootPemPath, startTestServer, type TestServer } from "./server-helpers.js";
+import { silentLogger } from "../src/log.js";
+import { startFleetServer, type FleetServer } from "../src/server.js";
+import { rootPemPath } from "./server-helpers.js";
 import { fingerprintOfPemFile } from "./agent-e2e-helpers.js";
 
 interface StandIn {
@@ -69,7 +71,7 @@ async function startStandIn(serverDir: string, passphrase: string, clientCas: st
 describe("agent MQTT client (connectTelemetry)", () => {
   let fleetA: Awaited<ReturnType<typeof tempFleet>>;
   let fleetB: Awaited<ReturnType<typeof tempFleet>>;
-  let registration: TestServer;
+  let registration: FleetServer;
   let gateway: StandIn;
   let otherFleetGateway: StandIn;
   const refused = new Set<string>();
@@ -78,14 +80,21 @@ describe("agent MQTT client (connectTelemetry)", () => {
   before(async () => {
     fleetA = await tempFleet();
     fleetB = await tempFleet({ name: "Other Robots", domain: "other.example" });
-    registration = await startTestServer(fleetA.dir);
+    // Only the registration listener: the gateway under test here is the stand-in.
+    registration = await startFleetServer({
+      dir: fleetA.dir,
+      registrationListen: "127.0.0.1:0",
+      only: ["registration"],
+      logger: silentLogger,
+    });
+    const registrationUrl = `https://127.0.0.1:${registration.registration!.port}`;
     const fingerprint = fingerprintOfPemFile(rootPemPath(fleetA.dir));
     const base = join(fleetA.dir, "..", "agents");
     agentDir = (id) => join(base, id);
     for (const id of ["robot-1", "robot-2", "robot-9"]) {
       const { token } = await addDevice(fleetA.fleet, { id, actor: "test", token: {} });
       await enroll({
-        server: registration.url,
+        server: registrationUrl,
         rootFingerprint: fingerprint,
         deviceId: id,
         mode: { kind: "token", token: token!.token },
