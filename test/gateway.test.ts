@@ -16,7 +16,7 @@ import { silentLogger } from "../src/log.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
 import type { PolicySource } from "../src/gateway/server.js";
 import { cliAsync, tempFleet } from "./helpers.js";
-import { run } from "./server-helpers.js";
+import { editConfig, run } from "./server-helpers.js";
 import { ManualClock } from "./support/clock.js";
 import type { Clock } from "../src/authority/clock.js";
 import { holdDevice, unholdDevice } from "../src/authority/status/revocation.js";
@@ -152,8 +152,12 @@ function rawConnect(port: number, d: Device, session?: Buffer): Promise<RawAttem
 const messages = (out: string): string[] => out.split("\n").filter((l) => /^fleet\//.test(l));
 
 /** A fleet, its server with the gateway on 127.0.0.1:0, and devices enrolled by the agent. */
-async function fleetWithDevices(ids: readonly string[], options: { policy?: PolicySource; clock?: Clock } = {}) {
+async function fleetWithDevices(
+  ids: readonly string[],
+  options: { policy?: PolicySource; clock?: Clock; config?: (doc: Record<string, any>) => void } = {},
+) {
   const f = await tempFleet();
+  if (options.config) editConfig(f.dir, options.config);
   const server = await startFleetServer({
     dir: f.dir,
     registrationListen: "127.0.0.1:0",
@@ -426,5 +430,52 @@ describe("MQTT gateway admission and authorization", () => {
     } finally {
       clock.advance(-31 * 24 * 3600 * 1000);
     }
+  });
+});
+
+describe("MQTT gateway denials", () => {
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+  let server: FleetServer;
+  let port: number;
+  let devices: Record<string, Device> = {};
+  let closed: Promise<void> | undefined;
+
+  before(async () => {
+    ({ f, server, port, devices } = await fleetWithDevices(["robot-1"], { config: (doc) => (doc.gateway = { denials_per_minute: 5 }) }));
+  });
+
+  after(async () => {
+    for (const c of children) c.kill("SIGKILL");
+    await (closed ??= server?.close());
+    await f?.close();
+  });
+
+  it("drops denied publishes, closes the connection past the denial budget, audits them aggregated per topic and minute", async () => {
+    // One connection publishing 50 lines (mosquitto_pub -l) where it may not.
+    const lines = Array.from({ length: 50 }, (_, i) => `m${i}`).join("\n") + "\n";
+    await run("mosquitto_pub", [...tlsArgs(port, devices["robot-1"]!), "-t", "fleet/robot-2/cmd/stop", "-l", "-q", "1"], lines, 30_000);
+    const counters = server.gateway!.counters;
+    // mosquitto_pub -l connects again after a close: each connection is closed at its 6th denial.
+    const closes = counters.disconnected.denials ?? 0;
+    assert.ok(closes >= 1, JSON.stringify(counters));
+    const denied = counters.denials.publish ?? 0;
+    assert.equal(denied, 6 * closes, JSON.stringify(counters));
+    assert.equal(counters.messages.out, 0);
+    await (closed ??= server.close()); // flushes the aggregated denials
+    const listed = await cliAsync(["audit", "list", "--json", "--dir", f.dir]);
+    assert.equal(listed.status, 0, listed.stderr);
+    const rows = (JSON.parse(listed.stdout) as { action: string; subject: string; details: Record<string, unknown> }[]).filter(
+      (r) => r.action === "access.deny",
+    );
+    assert.equal(rows.length, rows.length > 1 ? 2 : 1, "one row per minute (two if the minute turned)");
+    assert.equal(rows[0]!.subject, "device:robot-1");
+    assert.equal(rows[0]!.details.topic, "fleet/robot-2/cmd/stop");
+    assert.equal(rows[0]!.details.action, "publish");
+    assert.equal(
+      rows.reduce((n, r) => n + Number(r.details.count), 0),
+      denied,
+    );
+    const verify = await cliAsync(["audit", "verify", "--dir", f.dir]);
+    assert.equal(verify.status, 0, verify.stdout + verify.stderr);
   });
 });

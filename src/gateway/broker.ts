@@ -32,7 +32,7 @@ export type PublishVerdict = "allow" | "drop" | "close";
 export interface BrokerHooks<S> {
   /** A CONNECT with a protocol level the library cannot speak (it answers CONNACK 1 itself). */
   unsupportedProtocol(c: BrokerConnect): void;
-  connect(c: BrokerConnect): ConnectVerdict<S>;
+  connect(c: BrokerConnect): ConnectVerdict<S> | Promise<ConnectVerdict<S>>;
   /** A promise holds the PUBLISH, and with it the reading of that client's socket, until it settles. */
   publish(session: S, p: BrokerPublish): PublishVerdict | Promise<PublishVerdict>;
   /** SUBSCRIBE of one filter; false: SUBACK 0x80 for it. `current`: the session's subscriptions now. */
@@ -93,13 +93,17 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
     authenticate(client, _username, _password, done) {
       const c = connects.get(client);
       connects.delete(client);
+      const apply = (verdict: ConnectVerdict<S>) => {
+        if ("session" in verdict) {
+          sessions.set(client, verdict.session);
+          clients.set(verdict.session, client);
+          return done(null, true);
+        }
+        done(Object.assign(new Error(verdict.reason), { returnCode: verdict.refuse as number }), false);
+      };
       const verdict = c ? hooks.connect(c) : ({ refuse: 5, reason: "no CONNECT" } as const);
-      if ("session" in verdict) {
-        sessions.set(client, verdict.session);
-        clients.set(verdict.session, client);
-        return done(null, true);
-      }
-      done(Object.assign(new Error(verdict.reason), { returnCode: verdict.refuse as number }), false);
+      if ("then" in verdict) verdict.then(apply, (e: Error) => apply({ refuse: 3, reason: e.message }));
+      else apply(verdict);
     },
     authorizePublish(client, packet, callback) {
       const session = client ? sessions.get(client) : undefined;

@@ -181,12 +181,18 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
           "CONNECT refused: only MQTT 3.1.1 (and 3.1) is spoken here (CONNACK 1 unacceptable protocol version)",
         );
       },
-      connect(c) {
+      async connect(c) {
         const conn = c.conn as TLSSocket;
         const address = addressOf(conn);
         const peer = conn.getPeerCertificate?.();
         const der = peer && "raw" in peer ? peer.raw : undefined;
-        const result = admission(der, c.clientId);
+        let result = admission(der, c.clientId);
+        // A certificate issued a moment ago (an agent connecting right after enrolling) may not have
+        // reached us through the feed yet: read the audit log now, then decide.
+        if (!result.admitted && result.refusal.code === "unknown-certificate") {
+          await options.changes.poll();
+          result = admission(der, c.clientId);
+        }
         if (!result.admitted) {
           bump(counters.refused, result.refusal.code);
           logger.info({ client: c.clientId, address, code: result.refusal.code, reason: result.refusal.reason }, "CONNECT refused");
