@@ -8,6 +8,7 @@ const BENCHMARKS: readonly { name: string; load: () => Promise<Benchmark> }[] = 
   { name: "issuance", load: async () => (await import("./issuance.js")).benchmark },
   { name: "est", load: async () => (await import("./est.js")).benchmark },
   { name: "ocsp", load: async () => (await import("./ocsp.js")).benchmark },
+  { name: "gateway", load: async () => (await import("./gateway.js")).benchmark },
 ];
 
 /**

@@ -7,6 +7,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createSecureContext, type SecureContext } from "node:tls";
 import { initFleet } from "../../src/authority/ca/init.js";
+import { addService } from "../../src/authority/identities/services.js";
 import { issueForKey, subjectKeyOf } from "../../src/authority/issue/issuance.js";
 import { layout } from "../../src/authority/layout.js";
 import { FleetServices } from "../../src/authority/services.js";
@@ -32,6 +33,8 @@ export interface BenchFleet {
   serverCertFile: string;
   serverKeyFile: string;
   devices: BenchDevice[];
+  /** The subscriber of the throughput runs: a service identity (services CA, CN = its name). */
+  reader: BenchDevice;
 }
 
 /** TLS 1.3 only: the handshake scenario measures TLS 1.3 full handshakes, and every scenario uses these. */
@@ -44,17 +47,18 @@ export function deviceId(i: number): string {
 }
 
 /**
- * Creates the fleet in `dir` with `count` devices (ids deviceId(0..count-1), group "bench"), then
- * `extraIds`, in that order.
+ * Creates the fleet in `dir` with `count` devices (ids deviceId(0..count-1), group "bench") and
+ * the service `readerName` (`fleetpki service add`).
  * Issuance is concurrent so the recorder commits in groups; a few thousand take seconds.
  */
-export async function makeBenchFleet(tmp: string, count: number, extraIds: readonly string[] = []): Promise<BenchFleet> {
+export async function makeBenchFleet(tmp: string, count: number, readerName: string): Promise<BenchFleet> {
   const dir = join(tmp, "fleet");
   await initFleet({ dir, name: "Bench Robots", domain: DOMAIN, serverNames: ["localhost", "127.0.0.1"] });
   const fleet = await FleetServices.open(dir);
   const devices: BenchDevice[] = [];
+  let reader: BenchDevice;
   try {
-    const ids = [...Array.from({ length: count }, (_, i) => deviceId(i)), ...extraIds];
+    const ids = Array.from({ length: count }, (_, i) => deviceId(i));
     const at = fleet.clock.now();
     for (let i = 0; i < ids.length; i += 500) {
       const chunk = ids.slice(i, i + 500);
@@ -94,6 +98,11 @@ export async function makeBenchFleet(tmp: string, count: number, extraIds: reado
       );
       devices.push(...issued);
     }
+    const svc = await addService(fleet, { name: readerName, outDir: join(tmp, "service"), actor: "bench" });
+    const read = (p: string) => readFileSync(p, "utf8");
+    const certChainPem = read(svc.files.cert) + read(svc.files.chain);
+    const keyPem = read(svc.files.key);
+    reader = { id: readerName, keyPem, certChainPem, context: clientContext(keyPem, certChainPem, read(svc.files.ca)) };
   } finally {
     await fleet.close();
   }
@@ -101,7 +110,11 @@ export async function makeBenchFleet(tmp: string, count: number, extraIds: reado
   const peers = join(tmp, "peers");
   mkdirSync(peers, { mode: 0o700 });
   const clientCaFile = join(peers, "client-ca.pem");
-  writeFileSync(clientCaFile, rootPem + readFileSync(join(dir, layout.caCert("devices")), "utf8"));
+  // mosquitto trusts what fleetpki's gateway trusts for clients: devices and services under the root.
+  writeFileSync(
+    clientCaFile,
+    [rootPem, ...["devices", "services"].map((ca) => readFileSync(join(dir, layout.caCert(ca)), "utf8"))].join(""),
+  );
   const serverCertFile = join(peers, "server.pem");
   writeFileSync(
     serverCertFile,
@@ -110,5 +123,5 @@ export async function makeBenchFleet(tmp: string, count: number, extraIds: reado
   const passphrase = readPassphraseFile(join(dir, layout.passphrase));
   const serverKeyFile = join(peers, "server.key");
   writeFileSync(serverKeyFile, privateKeyPem(readPrivateKey(join(dir, layout.serverDir, "key.pem"), passphrase)), { mode: 0o600 });
-  return { dir, rootPem, clientCaFile, serverCertFile, serverKeyFile, devices };
+  return { dir, rootPem, clientCaFile, serverCertFile, serverKeyFile, devices, reader: reader! };
 }

@@ -6,20 +6,21 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { revokeDevice } from "../../src/authority/status/revocation.js";
 import { FleetServices } from "../../src/authority/services.js";
+import { check } from "../lib.js";
 import { ServerProcess, serverNodeArgs } from "../server-process.js";
 import type { BenchFleet } from "./fixture.js";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 
-/** The subscriber of (b): a certificate with this CN (mosquitto's ACL user) and, for fleetpki, read access to fleet/+/#. */
+/** The subscriber of (b): the service "telemetry", which fleetpki's default policy lets read fleet/+/#; mosquitto's ACL user. */
 export const READER = "telemetry";
 
-/** What fleetpki's banner says once the gateway listens. */
-const LISTENING = /gateway[^\n]*?listening on [^\s]*?:(\d+)/i;
+/** What the gateway process prints once it listens (fleetpki-server.ts). */
+const LISTENING = /gateway listening on [^\s]*?:(\d+)\s/;
 
 /**
- * Limits for the benchmark: 200 publishers at up to 1,600 msgs/s each, 5,000 connections and
- * thousands of handshakes a second, all from 127.0.0.1.
+ * Limits for the benchmark, evaluated on every message but never binding: 200 publishers at up to
+ * 1,600 msgs/s each, 5,000 connections and thousands of handshakes a second, all from 127.0.0.1.
  */
 const BENCH_LIMITS = [
   "  limits:",
@@ -29,23 +30,25 @@ const BENCH_LIMITS = [
   "",
 ].join("\n");
 
-export async function startFleetpkiGateway(
-  tmp: string,
-  fleet: BenchFleet,
-): Promise<{ server: ServerProcess; port: number; counters: () => Promise<string | undefined> }> {
+export interface FleetpkiGateway {
+  server: ServerProcess;
+  port: number;
+  /** The gateway's counters, printed when it stopped (after stop()). */
+  counters(): string | undefined;
+}
+
+export async function startFleetpkiGateway(tmp: string, fleet: BenchFleet): Promise<FleetpkiGateway> {
   const config = join(fleet.dir, "fleetpki.yaml");
-  let text = readFileSync(config, "utf8");
-  text = text.replace(/^(\s*gateway:\s*).*$/m, `$1"127.0.0.1:0"`);
-  if (!/^gateway:/m.test(text)) text += `\ngateway:\n${BENCH_LIMITS}`;
-  writeFileSync(config, text);
-  // The reader may subscribe to every device's telemetry (fleetpki's default policy grants it to the service "telemetry").
+  const text = readFileSync(config, "utf8");
+  check(/^gateway:\n/m.test(text), "fleetpki.yaml has no gateway section");
+  writeFileSync(config, text.replace(/^gateway:\n/m, `gateway:\n${BENCH_LIMITS}`));
   const { server, port } = await ServerProcess.start(
     "fleetpki gateway",
     process.execPath,
-    [...serverNodeArgs(), join(REPO, "bin", "fleetpki.js"), "serve", "--dir", fleet.dir, "--only", "gateway"],
+    [...serverNodeArgs(), "--import", "tsx", join(REPO, "bench", "gateway", "fleetpki-server.ts"), fleet.dir],
     { env: { FLEETPKI_LOG_LEVEL: "warn" }, logFile: join(tmp, "fleetpki-gateway.log"), port: LISTENING },
   );
-  return { server, port, counters: async () => undefined };
+  return { server, port, counters: () => /^counters (.*)$/m.exec(server.log)?.[1] };
 }
 
 /** `fleetpki device revoke` for each id, through the library; resolves once committed. */
