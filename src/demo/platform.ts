@@ -58,6 +58,3 @@ export async function denialRows(fleet: FleetServices, subject: string, topic: s
     (r) => r.action === DENIAL_ACTION && r.subject === subject && (JSON.parse(r.details) as { topic?: string }).topic === topic,
   );
 }
-
-/** Writes pending denials now when the gateway offers it (it also flushes on a timer). */
-export async function flushDenials(_server: FleetServer): Promise<void> {}
