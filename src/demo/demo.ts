@@ -4,7 +4,7 @@
 // audited), a revocation that cuts a robot off, and the audit log verified. Every step checks
 // that what it narrates really happened; the first one that does not ends the demo with
 // DemoStepFailed (non-zero exit), so the demo is also a smoke test.
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { enroll } from "../agent/enroll.js";
@@ -12,12 +12,15 @@ import { MqttError, connectTelemetry, identityFilesIn, type TelemetryClient, typ
 import { verifyFleetAudit } from "../authority/audit-checkpoints.js";
 import { initFleet } from "../authority/ca/init.js";
 import { addDevice } from "../authority/devices.js";
+import { layout } from "../authority/layout.js";
 import { FleetServices } from "../authority/services.js";
 import { revokeDevice } from "../authority/status/revocation.js";
 import { addServiceIdentity, denialRows, startDemoServer, type DemoServer } from "./platform.js";
 
 export const DEMO_DOMAIN = "demo.fleet.invalid";
 const ACTOR = "demo";
+/** robot-1 .. robot-5: steps 6 and 7 use robot-1, robot-2 and robot-3. */
+const ROBOTS = 5;
 /** How long any one expected event may take before the step counts as failed. */
 const STEP_TIMEOUT_MS = 15_000;
 
@@ -34,7 +37,6 @@ export class DemoStepFailed extends Error {
 export interface DemoOptions {
   /** Keep the temporary directory (its path is printed). */
   keep?: boolean;
-  robots?: number;
   /** Where the narrative goes (stdout by default). */
   write?: (line: string) => void;
 }
@@ -64,7 +66,7 @@ function within<T>(p: Promise<T>, ms: number): Promise<T | "timeout"> {
 
 export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const write = options.write ?? ((line: string) => void process.stdout.write(line + "\n"));
-  const robotCount = options.robots ?? 5;
+  const robotCount = ROBOTS;
   const started = Date.now();
   const tmp = mkdtempSync(join(tmpdir(), "fleetpki-demo-"));
   const fleetDir = join(tmp, "fleet");
@@ -98,6 +100,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       serverNames: ["localhost", "127.0.0.1"],
     });
     say(`Root CA (self-signed) with the devices, services and operators CAs under it; fingerprint sha256:${init.rootFingerprint}.`);
+    if (!existsSync(join(fleetDir, layout.policy))) fail(`init wrote no ${layout.policy}`);
     say("init also wrote the default access policy (policy.yaml): a robot publishes under fleet/<its id>/ and reads");
     say("fleet/<its id>/cmd/#; the service `telemetry` reads fleet/+/#. Everything else is denied.");
     why("every identity below is a certificate from this hierarchy, and the policy is default-deny.");
@@ -210,7 +213,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       refusal = e.message;
     }
     if (refusal === undefined) fail("robot-3 reconnected after its revocation");
-    say(`robot-3 reconnects: refused (${refusal})`);
+    say(`robot-3 reconnects: refused. ${refusal}`);
     const others = robots.filter((id) => id !== "robot-3" && !byId.get(id)!.connected);
     if (others.length > 0) fail(`the revocation also disconnected ${others.join(", ")}`);
     why("brokers that check revocation only at the handshake keep a revoked robot connected; here it is cut off at once and stays out.");
