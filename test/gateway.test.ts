@@ -260,7 +260,20 @@ describe("MQTT gateway", () => {
   it("refuses a client without a certificate at the TLS handshake", async () => {
     const r = await run(
       "mosquitto_pub",
-      ["-h", "127.0.0.1", "-p", String(port), "--cafile", join(devices["robot-1"]!.dir, "ca.pem"), "-i", "robot-1", "-t", "fleet/robot-1/x", "-m", "x"],
+      [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "--cafile",
+        join(devices["robot-1"]!.dir, "ca.pem"),
+        "-i",
+        "robot-1",
+        "-t",
+        "fleet/robot-1/x",
+        "-m",
+        "x",
+      ],
       undefined,
       30_000,
     );
@@ -268,7 +281,12 @@ describe("MQTT gateway", () => {
   });
 
   it("refuses a will aimed at another device's cmd topic (CONNACK not authorized)", async () => {
-    const r = await publish(port, devices["robot-2"]!, "fleet/robot-2/x", "hi", ["--will-topic", "fleet/robot-1/cmd/stop", "--will-payload", "x"]);
+    const r = await publish(port, devices["robot-2"]!, "fleet/robot-2/x", "hi", [
+      "--will-topic",
+      "fleet/robot-1/cmd/stop",
+      "--will-payload",
+      "x",
+    ]);
     assert.notEqual(r.status, 0);
     assert.match(r.stderr + r.stdout, /not authori[sz]ed/i);
   });
@@ -339,7 +357,8 @@ describe("MQTT gateway admission and authorization", () => {
     const san = "subjectAltName=URI:spiffe://fleet.example/device/robot-1";
     const ca = join(tmp, "evil-ca");
     assert.equal((await run("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
-      `${ca}.key`, "-out", `${ca}.pem`, "-subj", "/CN=Evil CA", "-days", "1", "-addext", "basicConstraints=critical,CA:TRUE"])).status, 0); // prettier-ignore
+      `${ca}.key`, "-out", `${ca}.pem`, "-subj", "/CN=Evil CA", "-days", "1",
+      "-addext", "basicConstraints=critical,CA:TRUE"])).status, 0); // prettier-ignore
     const leaf = join(tmp, "evil-leaf");
     assert.equal((await run("openssl", ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
       `${leaf}.key`, "-out", `${leaf}.csr`, "-subj", "/CN=robot-1"])).status, 0); // prettier-ignore
@@ -351,7 +370,10 @@ describe("MQTT gateway admission and authorization", () => {
     assert.equal((await run("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
       `${self}.key`, "-out", `${self}.pem`, "-subj", "/CN=robot-1", "-days", "1", "-addext", san])).status, 0); // prettier-ignore
     const failuresBefore = Object.values(server.gateway!.counters.handshakeFailures).reduce((a, b) => a + b, 0);
-    for (const [cert, key] of [[`${leaf}.pem`, `${leaf}.key`], [`${self}.pem`, `${self}.key`]] as const) {
+    for (const [cert, key] of [
+      [`${leaf}.pem`, `${leaf}.key`],
+      [`${self}.pem`, `${self}.key`],
+    ] as const) {
       const r = await run("mosquitto_pub", ["-h", "127.0.0.1", "-p", String(port), "--cafile", join(devices["robot-1"]!.dir, "ca.pem"),
         "--cert", cert, "--key", key, "-i", "robot-1", "-t", "fleet/robot-1/x", "-m", "x"], undefined, 30_000); // prettier-ignore
       assert.notEqual(r.status, 0, `${cert} was accepted`);

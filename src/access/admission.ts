@@ -133,7 +133,8 @@ function issuerAllowed(kind: Kind, issuerCa: string, certKind: string | undefine
 
 /** Decides a CONNECT (and, again, a live session after any status change). */
 export function admit(request: AdmissionRequest, facts: AdmissionFacts): AdmissionResult {
-  if (!request.certificateDer || request.certificateDer.length === 0) return refuse("bad-credentials", "no-certificate", "no client certificate");
+  if (!request.certificateDer || request.certificateDer.length === 0)
+    return refuse("bad-credentials", "no-certificate", "no client certificate");
   let uris: string[];
   try {
     uris = subjectAltNameUris(parseCertificate(Buffer.from(request.certificateDer)));

@@ -124,7 +124,11 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const sessionsFile =
     options.sessionsFile === false
       ? undefined
-      : new SessionsFileWriter(fleet.dir, () => sessionList(), (e) => logger.warn({ err: (e as Error).message }, "writing the sessions file failed"));
+      : new SessionsFileWriter(
+          fleet.dir,
+          () => sessionList(),
+          (e) => logger.warn({ err: (e as Error).message }, "writing the sessions file failed"),
+        );
 
   const sessionList = (): SessionInfo[] =>
     [...live]
@@ -147,7 +151,10 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     if (session.closing) return;
     session.closing = true;
     bump(counters.disconnected, reason);
-    logger.info({ client: session.clientId, subject: session.subject, serial: session.serial, reason, ...detail }, "session closed by the gateway");
+    logger.info(
+      { client: session.clientId, subject: session.subject, serial: session.serial, reason, ...detail },
+      "session closed by the gateway",
+    );
     broker.closeSession(session);
   };
 
@@ -160,8 +167,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     if (audit) return;
     const minute = Math.floor(fleet.clock.now().getTime() / 60_000);
     if (session.denials.minute !== minute) session.denials = { minute, count: 0 };
-    if (++session.denials.count > options.denialsPerMinute)
-      end(session, "denials", { budget: options.denialsPerMinute });
+    if (++session.denials.count > options.denialsPerMinute) end(session, "denials", { budget: options.denialsPerMinute });
   };
 
   // Retained messages and wills are publishes like any other: the same grant decides.
@@ -203,7 +209,10 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
           const d = grants.publish(c.will.topic);
           if (!d.allowed) {
             bump(counters.refused, "will");
-            logger.info({ client: c.clientId, address, subject: result.subject, topic: c.will.topic, rule: d.rule }, "CONNECT refused: will topic denied");
+            logger.info(
+              { client: c.clientId, address, subject: result.subject, topic: c.will.topic, rule: d.rule },
+              "CONNECT refused: will topic denied",
+            );
             return { refuse: 5, reason: `will topic ${c.will.topic} not allowed` };
           }
           if (d.outcome === "audit-deny") {
@@ -306,7 +315,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   };
 
   let material = await gatewayTlsMaterial(fleet, options.identity(), options.allowLocalCas);
-  if (material.withoutCrls) logger.warn({ why: material.withoutCrls }, "gateway TLS handshakes check no CRLs (admission still checks every certificate)");
+  if (material.withoutCrls)
+    logger.warn({ why: material.withoutCrls }, "gateway TLS handshakes check no CRLs (admission still checks every certificate)");
   const server = createTlsServer({ ...material.options, requestCert: true, rejectUnauthorized: true });
   let refreshing: Promise<void> | undefined;
   const refreshTls = (): Promise<void> =>
