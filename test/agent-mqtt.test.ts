@@ -6,8 +6,10 @@
 // test/demo.test.ts and the gateway's own tests.)
 import assert from "node:assert/strict";
 import { cpSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, relative, resolve } from "node:path";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import { ROOT } from "./helpers.js";
 import tls from "node:tls";
 import { after, before, describe, it } from "node:test";
 import { Aedes, type AuthenticateError, type Client } from "aedes";
@@ -223,5 +225,29 @@ describe("agent MQTT client (connectTelemetry)", () => {
     cpSync(join(agentDir("robot-2"), "key.pem"), join(dir, "key.pem"));
     writeFileSync(join(dir, "ca.pem"), readFileSync(rootPemPath(fleetA.dir)));
     await assert.rejects(connectTelemetry({ files: identityFilesIn(dir), url: gateway.url }), /key\.pem does not match .*cert\.pem/);
+  });
+});
+
+describe("the agent runs on robots", () => {
+  // What src/agent/index.ts reaches through relative imports, transitively: the MQTT client must
+  // not have pulled server code (authority, store, gateway, the native SQLite module) onto robots.
+  it("src/agent (the MQTT client included) imports only agent, x509, der and keys code", () => {
+    const seen = new Set<string>();
+    const packages = new Set<string>();
+    const visit = (file: string) => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      const source = readFileSync(file, "utf8");
+      for (const m of source.matchAll(/^\s*(?:import\s+"([^"]+)"|(?:import|export)\b[^'";]*?\bfrom\s+"([^"]+)")/gm)) {
+        const spec = (m[1] ?? m[2])!;
+        if (spec.startsWith(".")) visit(resolve(dirname(file), spec.replace(/\.js$/, ".ts")));
+        else if (!spec.startsWith("node:")) packages.add(spec);
+      }
+    };
+    visit(join(ROOT, "src", "agent", "index.ts"));
+    assert.ok(seen.has(join(ROOT, "src", "agent", "mqtt.ts")), "the MQTT client is part of the agent library");
+    const outside = [...seen].map((f) => relative(join(ROOT, "src"), f)).filter((f) => !/^(agent|x509|der|keys)\//.test(f));
+    assert.deepEqual(outside, []);
+    assert.deepEqual([...packages].sort(), ["mqtt"]);
   });
 });
