@@ -198,7 +198,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
       let policy = options.policy;
       let onPolicyReload: () => void = () => {};
       if (!policy) {
-        const opened = openPolicySource(fleet.dir, gatewayLogger, () => onPolicyReload());
+        const opened = await openPolicySource(fleet.dir, gatewayLogger, () => onPolicyReload());
         closers.push(async () => opened.close());
         policy = opened;
       }

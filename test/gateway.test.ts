@@ -67,9 +67,9 @@ interface Subscriber {
   exited: Promise<number | null>;
 }
 
-function subscribe(port: number, d: Device, topic: string, extra: string[] = []): Subscriber {
+function subscribe(port: number, d: Device, topic: string, extra: string[] = [], clientId = d.id): Subscriber {
   // Line-buffered, so the SUBACK line arrives when it is printed (a pipe is block-buffered).
-  const args = ["-oL", "mosquitto_sub", ...tlsArgs(port, d), "-t", topic, "-v", "-d", "-W", "60", ...extra];
+  const args = ["-oL", "mosquitto_sub", ...tlsArgs(port, d, clientId), "-t", topic, "-v", "-d", "-W", "60", ...extra];
   const child = spawn("stdbuf", args, { stdio: ["ignore", "pipe", "pipe"] });
   children.add(child);
   let out = "";
@@ -154,7 +154,8 @@ const messages = (out: string): string[] => out.split("\n").filter((l) => /^flee
 /** A fleet, its server with the gateway on 127.0.0.1:0, and devices enrolled by the agent. */
 async function fleetWithDevices(
   ids: readonly string[],
-  options: { policy?: PolicySource; clock?: Clock; config?: (doc: Record<string, any>) => void } = {},
+  /** policy "file": the fleet's policy.yaml, as `serve` reads it; default: testPolicy. */
+  options: { policy?: PolicySource | "file"; clock?: Clock; config?: (doc: Record<string, any>) => void } = {},
 ) {
   const f = await tempFleet();
   if (options.config) editConfig(f.dir, options.config);
@@ -163,7 +164,7 @@ async function fleetWithDevices(
     registrationListen: "127.0.0.1:0",
     statusListen: "127.0.0.1:0",
     gatewayListen: "127.0.0.1:0",
-    policy: options.policy ?? testPolicy,
+    ...(options.policy === "file" ? {} : { policy: options.policy ?? testPolicy }),
     logger: silentLogger,
     clock: options.clock,
   });
@@ -302,8 +303,10 @@ describe("MQTT gateway", () => {
     // Watch for the session's end while the CLI runs: its commit, not its exit, starts the clock.
     let disconnectedAt: number | undefined;
     const watching = (async () => {
-      while ((server.gateway!.counters.disconnected.revoked ?? 0) === before) await new Promise((r) => setTimeout(r, 2));
-      disconnectedAt = Date.now();
+      const deadline = Date.now() + 5000;
+      while ((server.gateway!.counters.disconnected.revoked ?? 0) === before && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 2));
+      if (Date.now() < deadline) disconnectedAt = Date.now();
     })();
     const revoke = await cliAsync(["device", "revoke", "robot-2", "--dir", f.dir]);
     assert.equal(revoke.status, 0, revoke.stderr);
@@ -499,5 +502,85 @@ describe("MQTT gateway denials", () => {
     );
     const verify = await cliAsync(["audit", "verify", "--dir", f.dir]);
     assert.equal(verify.status, 0, verify.stdout + verify.stderr);
+  });
+});
+
+describe("MQTT gateway with the fleet's policy.yaml and a service identity", () => {
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+  let server: FleetServer;
+  let port: number;
+  let devices: Record<string, Device> = {};
+  let telemetry: Device;
+
+  before(async () => {
+    ({ f, server, port, devices } = await fleetWithDevices(["robot-1", "robot-2"], { policy: "file" }));
+    const dir = join(f.dir, "..", "svc-telemetry");
+    const added = await cliAsync(["service", "add", "telemetry", "--out", dir, "--dir", f.dir]);
+    assert.equal(added.status, 0, added.stderr);
+    telemetry = { id: "telemetry", dir };
+  });
+
+  after(async () => {
+    for (const c of children) c.kill("SIGKILL");
+    await server?.close();
+    await f?.close();
+  });
+
+  it("the telemetry service reads every device's messages and cannot publish to a cmd topic", async () => {
+    const sub = subscribe(port, telemetry, "fleet/+/#", ["-C", "3"], "telemetry-1");
+    await sub.subscribed;
+    assert.match(sub.output(), /received SUBACK/);
+    assert.equal((await publish(port, devices["robot-1"]!, "fleet/robot-1/telemetry", "r1")).status, 0);
+    assert.equal((await publish(port, devices["robot-2"]!, "fleet/robot-2/telemetry", "r2")).status, 0);
+    const before = server.gateway!.counters.denials.publish ?? 0;
+    const cmd = await publish(port, telemetry, "fleet/robot-1/cmd/stop", "halt", [], "telemetry-2");
+    assert.equal(cmd.status, 0, cmd.stderr);
+    assert.equal(server.gateway!.counters.denials.publish, before + 1);
+    assert.equal((await publish(port, devices["robot-1"]!, "fleet/robot-1/last", "end")).status, 0);
+    await sub.exited;
+    assert.deepEqual(messages(sub.output()), ["fleet/robot-1/telemetry r1", "fleet/robot-2/telemetry r2", "fleet/robot-1/last end"]);
+    // A device may not read the whole fleet: `#` and `fleet/+/cmd/#` are refused.
+    for (const filter of ["#", "fleet/+/cmd/#"]) {
+      const wide = subscribe(port, devices["robot-1"]!, filter);
+      await wide.exited;
+      assert.match(wide.output(), /All subscription requests were denied/, filter);
+    }
+  });
+
+  it("an edit of policy.yaml that drops the service's rule removes its live subscription (hot reload)", async () => {
+    const sub = subscribe(port, telemetry, "fleet/+/#", [], "telemetry-1");
+    await sub.subscribed;
+    try {
+      const session = () => server.gateway!.sessions().find((s) => s.id === "telemetry-1");
+      assert.equal(session()?.subscriptions, 1);
+      const path = join(f.dir, "policy.yaml");
+      const text = readFileSync(path, "utf8");
+      writeFileSync(path, text.replace(/  - name: telemetry-reads-fleet[\s\S]*?"fleet\/\+\/#"\n/, ""));
+      // The policy file follows fs.watch and a 1 s poll.
+      const deadline = Date.now() + 10_000;
+      while (session()?.subscriptions !== 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(session()?.subscriptions, 0, "subscription removed after the reload");
+      assert.equal((await publish(port, devices["robot-1"]!, "fleet/robot-1/telemetry", "after")).status, 0);
+      assert.deepEqual(messages(sub.output()), []);
+    } finally {
+      sub.child.kill("SIGTERM");
+      await sub.exited;
+    }
+  });
+
+  it("`fleetpki device remove` cuts the device off; it cannot come back", async () => {
+    const first = await rawConnect(port, devices["robot-2"]!);
+    assert.equal(first.connack, 0, first.error);
+    const sub = subscribe(port, devices["robot-2"]!, "fleet/robot-2/cmd/#");
+    await sub.subscribed;
+    const removed = await cliAsync(["device", "remove", "robot-2", "--dir", f.dir]);
+    assert.equal(removed.status, 0, removed.stderr);
+    const deadline = Date.now() + 5000;
+    while (server.gateway!.sessions().some((s) => s.id === "robot-2") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(!server.gateway!.sessions().some((s) => s.id === "robot-2"), "session closed");
+    const again = await rawConnect(port, devices["robot-2"]!);
+    assert.notEqual(again.connack, 0);
+    sub.child.kill("SIGTERM");
+    await sub.exited;
   });
 });

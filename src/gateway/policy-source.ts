@@ -1,22 +1,35 @@
-// The access policy the gateway enforces: <dir>/policy.yaml, reloaded when it changes.
+// The access policy the gateway enforces: <dir>/policy.yaml (src/access/policy-file.ts), reloaded
+// when it changes; an invalid edit keeps the policy in force and is logged.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { PolicyFile } from "../access/policy-file.js";
+import { layout } from "../authority/layout.js";
 import { ConfigError } from "../config/config.js";
 import type { Logger } from "../log.js";
 import type { PolicySource } from "./server.js";
 
-export const POLICY_FILE = "policy.yaml";
+export const POLICY_FILE = layout.policy;
 
 export interface OpenedPolicy extends PolicySource {
   close(): void;
 }
 
-/** Without a policy file the gateway does not start: default deny would refuse every message silently. */
-export function openPolicySource(dir: string, _logger: Logger, _onReload: () => void): OpenedPolicy {
+/** Without a policy file the gateway does not start: default deny would drop every message without a word. */
+export async function openPolicySource(dir: string, logger: Logger, onReload: () => void): Promise<OpenedPolicy> {
   const path = join(dir, POLICY_FILE);
   if (!existsSync(path))
     throw new ConfigError(
-      `the gateway needs an access policy: ${path} not found (fleetpki init writes a default one; check it with \`fleetpki policy check\`)`,
+      `the gateway needs an access policy: ${path} not found (\`fleetpki policy init\` writes the default one; ` +
+        "`fleetpki policy check` validates it; docs/policy.md)",
     );
-  throw new ConfigError(`${path}: policy loading is not wired yet`);
+  const file = await PolicyFile.open(
+    path,
+    (e) => logger.error({ file: path, problems: e.message }, "policy file invalid; the policy in force stays"),
+    (p) => {
+      logger.info({ file: path, rules: p.ruleCount }, "policy reloaded");
+      onReload();
+    },
+  );
+  logger.info({ file: path, rules: file.current.ruleCount }, "policy loaded");
+  return { grantsFor: (identity) => file.current.grantsFor(identity), close: () => file.close() };
 }

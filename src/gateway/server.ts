@@ -43,8 +43,8 @@ export interface GatewayOptions {
   host: string;
   port: number;
   logger: Logger;
-  /** In-memory status kept current by `changes` (CertificateStatus). */
-  facts: AdmissionFacts & { settled?(): Promise<void> };
+  /** In-memory status kept current by `changes` (CertificateStatus); onChange tells what changed. */
+  facts: AdmissionFacts & { onChange(listener: () => void, onError?: (e: unknown) => void): () => void };
   changes: ChangeFeed;
   policy: PolicySource;
   /** The gateway's own key and certificate + chain (PEM), read again at every TLS refresh. */
@@ -90,9 +90,7 @@ export interface RunningGateway {
 
 const CONNACK: Record<AdmissionRefusal["kind"], ConnackCode> = { "identifier-rejected": 2, "bad-credentials": 4, "not-authorized": 5 };
 
-/** Change-feed events after which every session is admitted again. */
-const RECHECK = new Set(["DeviceRevoked", "DeviceHeld", "DeviceRemoved", "DeviceUpdated", "CertificateRevoked", "CaRevoked"]);
-/** ... and after which the TLS trust and CRLs are rebuilt. */
+/** Change-feed events after which the TLS trust and CRLs are rebuilt. */
 const RETRUST = new Set(["CaCreated", "CaRevoked", "DeviceRevoked", "DeviceHeld", "DeviceUnheld", "DeviceRemoved", "CertificateRevoked"]);
 
 function sameIdentity(a: AccessIdentity, b: AccessIdentity): boolean {
@@ -355,18 +353,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     logger.info({ address: socket.remoteAddress, reason }, "TLS handshake failed");
   });
 
+  // A device revoked, held, removed or regrouped, a certificate or CA revoked (by any process): every
+  // session is admitted again as soon as the in-memory status has applied it (after a reload too).
+  const stopFollowing = facts.onChange(
+    () => void recheck(),
+    (e) => logger.warn({ err: (e as Error).message }, "re-admitting sessions failed"),
+  );
   const unsubscribe = options.changes.subscribe((events: readonly FleetEvent[]) => {
-    let again = false;
     let retrust = false;
-    for (const e of events) {
-      if (RECHECK.has(e.type) || isUnreadableStatusChange(e)) again = true;
-      if (RETRUST.has(e.type)) retrust = true;
-    }
-    if (again) {
-      // CertificateStatus applied these events before us (subscribed first); after a reload, again.
-      void recheck();
-      void facts.settled?.().then(recheck);
-    }
+    for (const e of events) if (RETRUST.has(e.type) || isUnreadableStatusChange(e)) retrust = true;
     // The CLI re-signs the CRLs right after its change: read them now and once more shortly after.
     if (retrust) {
       void refreshTls();
@@ -405,6 +400,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     close: () =>
       (closed ??= (async () => {
         unsubscribe();
+        stopFollowing();
         clearInterval(timer);
         clearInterval(tlsTimer);
         await new Promise<void>((resolve) => {
