@@ -63,7 +63,7 @@ describe("fleetpki demo", () => {
     assert.match(out, /robot-2 received its own ping but not robot-1's cmd_vel\./);
     assert.match(out, /Audit row #\d+: \S+ gateway access\.deny device:robot-1 .*fleet\/robot-2\/cmd\/cmd_vel/);
     assert.match(out, /robot-3's live MQTT session was closed by the gateway \d+ ms after the revocation/);
-    assert.match(out, /robot-3 reconnects: refused\. .+/);
+    assert.match(out, /robot-3 reconnects and is refused: .+/);
     assert.match(out, /intact: \d+ hash-chained rows/);
     assert.match(out, /Demo complete in [\d.]+ s: every step behaved as narrated\./);
     assert.equal(r.stderr, "", "nothing on stderr");

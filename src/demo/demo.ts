@@ -213,7 +213,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       refusal = e.message;
     }
     if (refusal === undefined) fail("robot-3 reconnected after its revocation");
-    say(`robot-3 reconnects: refused. ${refusal}`);
+    say(`robot-3 reconnects and is refused: ${refusal}`);
     const others = robots.filter((id) => id !== "robot-3" && !byId.get(id)!.connected);
     if (others.length > 0) fail(`the revocation also disconnected ${others.join(", ")}`);
     why("brokers that check revocation only at the handshake keep a revoked robot connected; here it is cut off at once and stays out.");

@@ -1,8 +1,5 @@
 // What the demo needs from the server side, in one place: the server with its gateway, service
 // identities, and the gateway's denial rows in the audit log.
-import { join } from "node:path";
-import { layout } from "../authority/layout.js";
-import { loadPolicyFile } from "../access/policy-file.js";
 import { listAudit, type AuditRecord } from "../audit/log.js";
 import { addService } from "../authority/identities/services.js";
 import type { FleetServices } from "../authority/services.js";
@@ -19,14 +16,11 @@ export interface DemoServer {
 
 /** registration + status + gateway on 127.0.0.1, ports chosen by the system. */
 export async function startDemoServer(dir: string): Promise<DemoServer> {
-  // TEMPORARY until the gateway branch wires <dir>/policy.yaml itself: the file, loaded once.
-  const file = loadPolicyFile(join(dir, layout.policy));
   const server = await startFleetServer({
     dir,
     registrationListen: "127.0.0.1:0",
     statusListen: "127.0.0.1:0",
     gatewayListen: "127.0.0.1:0",
-    policy: { grantsFor: (id) => file.grantsFor(id) },
     logger: silentLogger,
   });
   const gateway = server.gateway;
