@@ -12,3 +12,16 @@ export { systemClock, type Clock } from "./clock.js";
 export { backoffDelay, parseDuration, renewalTime, renewalWindow } from "./schedule.js";
 export { AGENT_FILES, commitState, loadState, recoverState, type AgentState } from "./state.js";
 export { AGENT_KEY_TYPES, expiredRenewalMessage, signExpiredRenewal, type AgentKeyType } from "./request.js";
+export {
+  connectTelemetry,
+  fleetIdentityOf,
+  identityFilesIn,
+  MqttConnectRefused,
+  MqttError,
+  MqttSubscribeDenied,
+  type FleetIdentity,
+  type TelemetryClient,
+  type TelemetryFiles,
+  type TelemetryMessage,
+  type TelemetryOptions,
+} from "./mqtt.js";

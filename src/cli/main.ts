@@ -41,6 +41,7 @@ if (command !== "agent") {
   policy.registerPolicy(program);
   service.registerService(program);
   gateway.registerGateway(program);
+  (await import("./commands/demo.js")).registerDemo(program);
   // Settings in fleetpki.yaml that have no effect are named before any fleet command runs.
   program.hook("preAction", (_program, action) => context.reportConfigNotes(action.opts().dir));
 }
@@ -58,6 +59,7 @@ const EXPECTED = new Set([
   "AgentError",
   "CrlError",
   "PolicyError",
+  "DemoStepFailed",
 ]);
 
 try {
