@@ -443,7 +443,10 @@ describe("fleetpki serve --only status", () => {
       child.kill("SIGKILL");
       await f.close();
     }
-    assertOneLineError(await cliAsync(["serve", "--dir", "/nonexistent", "--only", "admin,status"]), /--only takes registration, status, gateway/);
+    assertOneLineError(
+      await cliAsync(["serve", "--dir", "/nonexistent", "--only", "admin,status"]),
+      /--only takes registration, status, gateway/,
+    );
   });
 });
 

@@ -30,11 +30,15 @@ interface Child {
 
 /** `fleetpki serve --listen 127.0.0.1:0` as a child; resolves once it prints its address. */
 function startServe(dir: string): Promise<Child> {
-  const child = spawn(process.execPath, [CLI, "serve", "--dir", dir, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"], {
-    // Request logs go to stdout; nobody reads them here, so they must not fill a pipe.
-    stdio: ["ignore", "ignore", "pipe"],
-    env: { ...process.env, FLEETPKI_LOG_LEVEL: "warn" },
-  });
+  const child = spawn(
+    process.execPath,
+    [CLI, "serve", "--dir", dir, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"],
+    {
+      // Request logs go to stdout; nobody reads them here, so they must not fill a pipe.
+      stdio: ["ignore", "ignore", "pipe"],
+      env: { ...process.env, FLEETPKI_LOG_LEVEL: "warn" },
+    },
+  );
   let stderr = "";
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.on("exit", (code, signal) => resolve({ code, signal })),
