@@ -9,7 +9,7 @@ import { after, before, describe, it } from "node:test";
 import { connect as tlsConnect } from "node:tls";
 import { enroll } from "../src/agent/enroll.js";
 import { addDevice } from "../src/authority/devices.js";
-import type { AccessDecision, AccessGrants, AccessIdentity } from "../src/access/identity.js";
+import { AccessPolicy } from "../src/access/policy.js";
 import { sha256Fingerprint } from "../src/x509/certificate.js";
 import { fromPem } from "../src/x509/pem.js";
 import { silentLogger } from "../src/log.js";
@@ -22,27 +22,35 @@ import type { Clock } from "../src/authority/clock.js";
 import { holdDevice, unholdDevice } from "../src/authority/status/revocation.js";
 import { resignCrls } from "../src/authority/status/crls.js";
 
-const allow: AccessDecision = { allowed: true, outcome: "allow", rule: "test", reason: "allowed" };
-const deny: AccessDecision = { allowed: false, outcome: "deny", rule: undefined, reason: "default deny" };
-const decide = (ok: boolean): AccessDecision => (ok ? allow : deny);
-
 /**
- * A stand-in for the default policy (a device publishes under fleet/<id>/, reads fleet/<id>/cmd/#),
- * plus: "ctl-*" devices may command any robot (fleet/+/cmd/...).
+ * The default policy (a device publishes under fleet/<id>/, reads fleet/<id>/cmd/#), plus: the
+ * controller ctl-1 may command any robot, and a device labelled zone=a reads zones/a/#.
  */
-const testPolicy: PolicySource = {
-  grantsFor(id: AccessIdentity): AccessGrants {
-    if (id.kind !== "device") return { publish: () => deny, subscribe: () => deny, receive: () => deny };
-    const own = `fleet/${id.id}/`;
-    const cmd = `${own}cmd/`;
-    const controller = id.id.startsWith("ctl-");
-    return {
-      publish: (t) => decide(t.startsWith(own) || (controller && /^fleet\/[^/]+\/cmd\//.test(t))),
-      subscribe: (f) => decide(f === `${own}cmd/#` || (f.startsWith(cmd) && !/[+#]/.test(f))),
-      receive: (t) => decide(t.startsWith(cmd)),
-    };
-  },
-};
+const TEST_POLICY = `version: 1
+rules:
+  - name: devices-publish-own
+    devices: all
+    publish: ["fleet/\${device}/#"]
+  - name: devices-read-own-commands
+    devices: all
+    subscribe: ["fleet/\${device}/cmd/#"]
+  - name: controllers
+    devices: { ids: [ctl-1] }
+    publish: ["fleet/+/cmd/#", "zones/#"]
+  - name: zone-a-readers
+    devices: { labels: { zone: a } }
+    subscribe: ["zones/a/#"]
+`;
+const testPolicy: PolicySource = AccessPolicy.parse(TEST_POLICY, "test-policy.yaml");
+/** The same, after an edit that takes robot-1's commands away (deny wins). */
+const withoutRobot1Commands: PolicySource = AccessPolicy.parse(
+  `${TEST_POLICY}  - name: robot-1-cut-off
+    effect: deny
+    devices: { ids: [robot-1] }
+    subscribe: ["#"]
+`,
+  "test-policy.yaml",
+);
 
 interface Device {
   id: string;
@@ -338,13 +346,7 @@ describe("MQTT gateway admission and authorization", () => {
   const clock = new ManualClock();
   let mutable = true;
   // robot-1 may read its commands only while `mutable` holds (a policy reload takes it away).
-  const policy: PolicySource = {
-    grantsFor(id) {
-      const g = testPolicy.grantsFor(id);
-      if (id.kind !== "device" || id.id !== "robot-1" || mutable) return g;
-      return { publish: g.publish, subscribe: () => deny, receive: () => deny };
-    },
-  };
+  const policy: PolicySource = { grantsFor: (id) => (mutable ? testPolicy : withoutRobot1Commands).grantsFor(id) };
   let f: Awaited<ReturnType<typeof tempFleet>>;
   let server: FleetServer;
   let port: number;
@@ -425,6 +427,38 @@ describe("MQTT gateway admission and authorization", () => {
       assert.ok(!messages(sub.output()).some((m) => m.startsWith("fleet/robot-1/cmd/after")), sub.output());
     } finally {
       mutable = true;
+      sub.child.kill("SIGTERM");
+      await sub.exited;
+    }
+  });
+
+  it("a label change (`fleetpki device set`, another process) removes a subscription the new labels do not allow", async () => {
+    assert.equal((await cliAsync(["device", "set", "robot-2", "--label", "zone=a", "--dir", f.dir])).status, 0);
+    await server.changes.poll();
+    const sub = subscribe(port, devices["robot-2"]!, "zones/a/#");
+    await sub.subscribed;
+    try {
+      const session = () => server.gateway!.sessions().find((s) => s.id === "robot-2");
+      assert.equal(session()?.subscriptions, 1, sub.output());
+      assert.equal((await publish(port, devices["ctl-1"]!, "zones/a/before", "1", ["-q", "1"])).status, 0);
+      const zoneLines = () =>
+        sub
+          .output()
+          .split("\n")
+          .filter((l) => /^zones\//.test(l));
+      for (let i = 0; i < 100 && zoneLines().length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(zoneLines(), ["zones/a/before 1"], "delivered while the label allowed it");
+      const label = await cliAsync(["device", "set", "robot-2", "--label", "zone=b", "--dir", f.dir]);
+      assert.equal(label.status, 0, label.stderr);
+      await server.changes.poll();
+      // The sessions are re-admitted and re-granted right after the poll applied the change, asynchronously.
+      for (let i = 0; i < 100 && session()?.subscriptions !== 0; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(session()?.subscriptions, 0);
+      const out = session()!.messagesOut;
+      assert.equal((await publish(port, devices["ctl-1"]!, "zones/a/after", "2", ["-q", "1"])).status, 0);
+      assert.equal(session()!.messagesOut, out, "nothing delivered after the label change");
+      assert.deepEqual(zoneLines(), ["zones/a/before 1"]);
+    } finally {
       sub.child.kill("SIGTERM");
       await sub.exited;
     }
