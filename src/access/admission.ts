@@ -169,6 +169,11 @@ export function admit(request: AdmissionRequest, facts: AdmissionFacts): Admissi
         "client-id",
         `${at}: client id ${JSON.stringify(request.clientId)} must be ${id.name} or begin with ${id.name}-`,
       );
+    // Devices, services and operators share one client-id space, and MQTT hands a client id's session
+    // (and its queued messages) to whoever connects with it: service "robot" may not be "robot-1" (a
+    // device's). The gateway also refuses a client id another identity holds (src/gateway/server.ts).
+    if (facts.device(request.clientId).status !== "unknown")
+      return refuse("identifier-rejected", "client-id", `${at}: client id ${JSON.stringify(request.clientId)} is a registered device's id`);
     identity =
       id.kind === "service"
         ? { kind: "service", name: id.name }

@@ -7,6 +7,8 @@ import { Aedes, type Client } from "aedes";
 export interface BrokerConnect {
   clientId: string;
   protocolVersion: number;
+  /** Clean session (false: the client asks for the stored session of its client id). */
+  clean: boolean;
   /** The CONNECT's will message, if any. */
   will: { topic: string; retain: boolean; payloadBytes: number } | undefined;
   conn: Duplex;
@@ -15,7 +17,8 @@ export interface BrokerConnect {
 /** CONNACK return codes of MQTT 3.1.1 (1 unacceptable protocol version ... 5 not authorized). */
 export type ConnackCode = 1 | 2 | 3 | 4 | 5;
 
-export type ConnectVerdict<S> = { session: S } | { refuse: ConnackCode; reason: string };
+/** fresh: start the session clean whatever the CONNECT asked (no stored state of the client id is handed over). */
+export type ConnectVerdict<S> = { session: S; fresh?: boolean } | { refuse: ConnackCode; reason: string };
 
 export interface BrokerPublish {
   topic: string;
@@ -68,7 +71,7 @@ const PROTOCOLS = new Set([3, 4]);
 export async function createBroker<S extends object>(hooks: BrokerHooks<S>, options: BrokerOptions): Promise<Broker<S>> {
   const sessions = new WeakMap<Client, S>();
   const clients = new Map<S, Client>();
-  const connects = new WeakMap<Client, BrokerConnect>();
+  const connects = new WeakMap<Client, BrokerConnect & { packet: { clean?: boolean } }>();
   // PUBLISH packets the gateway denied: acknowledged as the protocol requires, never routed.
   const dropped = new WeakSet<object>();
   // Sessions the gateway ended: their will is not published.
@@ -78,9 +81,11 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
     connectTimeout: options.connectTimeout,
     maxInflightInbound: options.maxInflightInbound,
     preConnect(client, packet, callback) {
-      const c: BrokerConnect = {
+      const c = {
         clientId: packet.clientId,
         protocolVersion: packet.protocolVersion ?? 4,
+        clean: packet.clean !== false,
+        packet,
         will: packet.will
           ? { topic: packet.will.topic, retain: packet.will.retain === true, payloadBytes: packet.will.payload?.length ?? 0 }
           : undefined,
@@ -95,6 +100,8 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
       connects.delete(client);
       const apply = (verdict: ConnectVerdict<S>) => {
         if ("session" in verdict) {
+          // aedes reads the flag after authenticate (fetchSubs, emptyQueue, cleanIncoming).
+          if (verdict.fresh && c) c.packet.clean = (client as unknown as { clean: boolean }).clean = true;
           sessions.set(client, verdict.session);
           clients.set(verdict.session, client);
           return done(null, true);

@@ -1,0 +1,222 @@
+// Review of the MQTT gateway as an attacker: each test sends the hostile input with real clients
+// (MQTT.js and Debian's mosquitto_*, over real mTLS) against a real fleet and gateway.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { enroll } from "../src/agent/enroll.js";
+import { addDevice } from "../src/authority/devices.js";
+import { addService } from "../src/authority/identities/services.js";
+import type { AccessDecision, AccessGrants, AccessIdentity } from "../src/access/identity.js";
+import type { PolicySource } from "../src/gateway/server.js";
+import { silentLogger } from "../src/log.js";
+import { startFleetServer, type FleetServer } from "../src/server.js";
+import { sha256Fingerprint } from "../src/x509/certificate.js";
+import { fromPem } from "../src/x509/pem.js";
+import { tempFleet } from "./helpers.js";
+
+const allow: AccessDecision = { allowed: true, outcome: "allow", rule: "test", reason: "allowed" };
+const deny: AccessDecision = { allowed: false, outcome: "deny", rule: undefined, reason: "default deny" };
+const decide = (ok: boolean): AccessDecision => (ok ? allow : deny);
+
+/** Devices publish and read under fleet/<id>/; every service reads and writes fleet/#. */
+const testPolicy: PolicySource = {
+  grantsFor(id: AccessIdentity): AccessGrants {
+    if (id.kind === "device") {
+      const own = `fleet/${id.id}/`;
+      return {
+        publish: (t) => decide(t.startsWith(own)),
+        subscribe: (f) => decide(f.startsWith(own)),
+        receive: (t) => decide(t.startsWith(own)),
+      };
+    }
+    if (id.kind === "service") {
+      const fleet = (t: string) => decide(t === "fleet/#" || t.startsWith("fleet/"));
+      return { publish: fleet, subscribe: fleet, receive: fleet };
+    }
+    return { publish: () => deny, subscribe: () => deny, receive: () => deny };
+  },
+};
+
+interface Files {
+  dir: string;
+}
+
+const clients = new Set<MqttClient>();
+
+/** MQTT.js over mTLS with the identity's files; resolves with the CONNACK's return code (0 connected). */
+function connect(
+  port: number,
+  who: Files,
+  clientId: string,
+  options: IClientOptions = {},
+): Promise<{ client: MqttClient; code: number; sessionPresent?: boolean }> {
+  return new Promise((resolve) => {
+    const client = mqtt.connect(`mqtts://127.0.0.1:${port}`, {
+      ca: readFileSync(join(who.dir, "ca.pem")),
+      cert: readFileSync(join(who.dir, "cert.pem")),
+      key: readFileSync(join(who.dir, "key.pem")),
+      servername: "localhost",
+      rejectUnauthorized: true,
+      protocolVersion: 4,
+      clientId,
+      reconnectPeriod: 0,
+      connectTimeout: 20_000,
+      ...options,
+    });
+    clients.add(client);
+    let settled = false;
+    const settle = (code: number, sessionPresent?: boolean) => {
+      if (settled) return;
+      settled = true;
+      resolve({ client, code, ...(sessionPresent === undefined ? {} : { sessionPresent }) });
+    };
+    client.once("connect", (connack) => settle(0, connack.sessionPresent));
+    client.once("error", (e: Error & { code?: number }) => settle(typeof e.code === "number" ? e.code : -1));
+    client.once("close", () => settle(-1));
+  });
+}
+
+/** Resolves when the client's connection has closed, or with false after `ms`. */
+function closedWithin(client: MqttClient, ms: number): Promise<boolean> {
+  if (!client.connected) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(false), ms);
+    client.once("close", () => {
+      clearTimeout(t);
+      resolve(true);
+    });
+  });
+}
+
+async function enrollDevice(fleetDir: string, server: FleetServer, rootFp: string, id: string): Promise<Files> {
+  const added = await addDevice(server.fleet, { id, actor: "test", token: {} });
+  const dir = join(fleetDir, "..", `agent-${id}`);
+  await enroll({
+    server: `https://127.0.0.1:${server.registration!.port}`,
+    rootFingerprint: rootFp,
+    deviceId: id,
+    mode: { kind: "token", token: added.token!.token },
+    dir,
+  });
+  await server.changes.poll();
+  return { dir };
+}
+
+async function fleetWith(deviceIds: readonly string[], serviceNames: readonly string[], policy: PolicySource = testPolicy) {
+  const f = await tempFleet();
+  const server = await startFleetServer({
+    dir: f.dir,
+    registrationListen: "127.0.0.1:0",
+    statusListen: "127.0.0.1:0",
+    gatewayListen: "127.0.0.1:0",
+    policy,
+    logger: silentLogger,
+  });
+  const rootFp = `sha256:${sha256Fingerprint(fromPem(readFileSync(join(f.dir, "ca", "root", "cert.pem"), "utf8"), ["CERTIFICATE"]))}`;
+  const files: Record<string, Files> = {};
+  for (const id of deviceIds) files[`device:${id}`] = await enrollDevice(f.dir, server, rootFp, id);
+  for (const name of serviceNames) {
+    const dir = join(f.dir, "..", `service-${name}`);
+    await addService(server.fleet, { name, outDir: dir, actor: "test" });
+    files[`service:${name}`] = { dir };
+  }
+  await server.changes.poll();
+  return { f, server, port: server.gateway!.address.port, files, rootFp };
+}
+
+async function endAll(): Promise<void> {
+  await Promise.all([...clients].map((c) => c.endAsync(true).catch(() => {})));
+  clients.clear();
+}
+
+describe("review: client ids across identities", () => {
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+  let server: FleetServer;
+  let port: number;
+  let files: Record<string, Files>;
+  let rootFp: string;
+
+  before(async () => {
+    ({ f, server, port, files, rootFp } = await fleetWith(["robot-1", "robot"], ["robot", "robot-x"]));
+  });
+
+  after(async () => {
+    await endAll();
+    await server?.close();
+    await f?.close();
+  });
+
+  it("a service cannot take over a connected device's client id (service robot as robot-1)", async () => {
+    const device = await connect(port, files["device:robot-1"]!, "robot-1");
+    assert.equal(device.code, 0);
+    const thief = await connect(port, files["service:robot"]!, "robot-1");
+    assert.equal(thief.code, 2, "CONNACK 2 identifier rejected");
+    assert.equal(await closedWithin(device.client, 300), false, "the device stays connected");
+    assert.ok(server.gateway!.sessions().some((s) => s.id === "robot-1" && s.kind === "device"));
+    await endAll();
+  });
+
+  it("a service may not use a registered device's id as its client id, even while the device is offline", async () => {
+    // Device robot exists: service robot's client id "robot" (its bare name) would be the device's.
+    for (const [service, id] of [
+      ["service:robot", "robot-1"],
+      ["service:robot", "robot"],
+    ] as const) {
+      const r = await connect(port, files[service]!, id);
+      assert.equal(r.code, 2, `${service} as ${id}`);
+    }
+    // Its own ids that no device has stay usable.
+    const ok = await connect(port, files["service:robot"]!, "robot-ingest");
+    assert.equal(ok.code, 0);
+    await endAll();
+  });
+
+  it("a service cannot take over another service's client id (service robot as robot-x, held by service robot-x)", async () => {
+    const owner = await connect(port, files["service:robot-x"]!, "robot-x");
+    assert.equal(owner.code, 0);
+    const thief = await connect(port, files["service:robot"]!, "robot-x");
+    assert.equal(thief.code, 2);
+    assert.equal(await closedWithin(owner.client, 300), false, "the owner stays connected");
+    await endAll();
+  });
+
+  it("a persistent session (clean=false) of one identity is never resumed by another", async () => {
+    // robot-x's backend keeps a session with a QoS 1 subscription, then goes away.
+    const owner = await connect(port, files["service:robot-x"]!, "robot-x-1", { clean: false });
+    assert.equal(owner.code, 0);
+    await owner.client.subscribeAsync("fleet/robot-1/#", { qos: 1 });
+    await owner.client.endAsync();
+    // Queued for it while it is away.
+    const device = await connect(port, files["device:robot-1"]!, "robot-1");
+    await device.client.publishAsync("fleet/robot-1/t", "queued", { qos: 1 });
+    // Service robot asks for the session of client id robot-x-1 (its prefix robot- allows the id).
+    const thief = await connect(port, files["service:robot"]!, "robot-x-1", { clean: false });
+    assert.equal(thief.code, 2, "identifier rejected: the session belongs to service robot-x");
+    // The owner still finds its session and the queued message.
+    const got: string[] = [];
+    const back = await connect(port, files["service:robot-x"]!, "robot-x-1", { clean: false });
+    assert.equal(back.code, 0);
+    back.client.on("message", (_t, m) => got.push(m.toString()));
+    const deadline = Date.now() + 5000;
+    while (got.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(got, ["queued"]);
+    await endAll();
+  });
+
+  it("a device registered after a service stored a session under its id gets its id, but not that session", async () => {
+    const early = await connect(port, files["service:robot"]!, "robot-9", { clean: false });
+    assert.equal(early.code, 0);
+    await early.client.subscribeAsync("fleet/robot-9/#", { qos: 1 });
+    await early.client.endAsync();
+    const robot9 = await enrollDevice(f.dir, server, rootFp, "robot-9");
+    const device = await connect(port, robot9, "robot-9", { clean: false });
+    assert.equal(device.code, 0, "the device is not locked out of its own id");
+    assert.equal(device.sessionPresent, false, "no session stored by service robot is handed to the device");
+    assert.equal(server.gateway!.sessions().find((s) => s.id === "robot-9")?.subscriptions, 0);
+    // And the service may no longer use it.
+    assert.equal((await connect(port, files["service:robot"]!, "robot-9")).code, 2);
+    await endAll();
+  });
+});
