@@ -8,6 +8,8 @@ import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { enroll } from "../src/agent/enroll.js";
 import { addDevice } from "../src/authority/devices.js";
 import { addService } from "../src/authority/identities/services.js";
+import { AccessPolicy } from "../src/access/policy.js";
+import { readPrivateKey } from "../src/keys/keys.js";
 import type { AccessDecision, AccessGrants, AccessIdentity } from "../src/access/identity.js";
 import type { PolicySource } from "../src/gateway/server.js";
 import { silentLogger } from "../src/log.js";
@@ -41,6 +43,8 @@ const testPolicy: PolicySource = {
 
 interface Files {
   dir: string;
+  /** PEMs to use instead of dir's ca.pem, cert.pem and key.pem. */
+  pems?: { ca: string; cert: string; key: string };
 }
 
 const clients = new Set<MqttClient>();
@@ -54,9 +58,9 @@ function connect(
 ): Promise<{ client: MqttClient; code: number; sessionPresent?: boolean }> {
   return new Promise((resolve) => {
     const client = mqtt.connect(`mqtts://127.0.0.1:${port}`, {
-      ca: readFileSync(join(who.dir, "ca.pem")),
-      cert: readFileSync(join(who.dir, "cert.pem")),
-      key: readFileSync(join(who.dir, "key.pem")),
+      ca: who.pems?.ca ?? readFileSync(join(who.dir, "ca.pem")),
+      cert: who.pems?.cert ?? readFileSync(join(who.dir, "cert.pem")),
+      key: who.pems?.key ?? readFileSync(join(who.dir, "key.pem")),
       servername: "localhost",
       rejectUnauthorized: true,
       protocolVersion: 4,
@@ -217,6 +221,63 @@ describe("review: client ids across identities", () => {
     assert.equal(server.gateway!.sessions().find((s) => s.id === "robot-9")?.subscriptions, 0);
     // And the service may no longer use it.
     assert.equal((await connect(port, files["service:robot"]!, "robot-9")).code, 2);
+    await endAll();
+  });
+});
+
+describe("review: operator roles", () => {
+  // The policy a fleet would write from docs/policy.md: admins read the broker's own topics.
+  const text = `version: 1
+mode: enforce
+rules:
+  - name: admins-sys
+    operators: { roles: [admin] }
+    subscribe: ["$SYS/#"]
+  - name: viewers-read
+    operators: { roles: [viewer] }
+    subscribe: ["fleet/#"]
+  - name: alice-by-name
+    operators: { names: [admin] }
+    subscribe: ["ops/#"]
+`;
+  const policy = AccessPolicy.parse(text, "policy.yaml");
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+  let server: FleetServer;
+  let port: number;
+  let admin: Files;
+
+  before(async () => {
+    ({ f, server, port } = await fleetWith([], [], { grantsFor: (id) => policy.grantsFor(id) }));
+    const dir = join(f.dir, "operators", "admin");
+    const pem = (p: string) => readFileSync(join(dir, p), "utf8");
+    admin = {
+      dir,
+      pems: {
+        ca: readFileSync(join(f.dir, "ca", "root", "cert.pem"), "utf8"),
+        cert: pem("cert.pem") + pem("chain.pem"),
+        key: readPrivateKey(join(dir, "key.pem"), server.fleet.passphrase()).export({ type: "pkcs8", format: "pem" }).toString(),
+      },
+    };
+  });
+
+  after(async () => {
+    await endAll();
+    await server?.close();
+    await f?.close();
+  });
+
+  it("an operator gets no role from its name: role rules match no operator until roles are stored", async () => {
+    const c = await connect(port, admin, "admin-1");
+    assert.equal(c.code, 0);
+    // MQTT.js rejects a SUBACK 0x80 (v3.1.1's failure code).
+    const granted = (filter: string) =>
+      c.client.subscribeAsync(filter).then(
+        (g) => g[0]!.qos,
+        () => 128,
+      );
+    assert.equal(await granted("$SYS/#"), 128, "the operator named admin is not an admin by its name");
+    assert.equal(await granted("fleet/#"), 128, "nor a viewer by default");
+    assert.equal(await granted("ops/#"), 0, "rules naming the operator apply");
     await endAll();
   });
 });
