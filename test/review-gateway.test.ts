@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { enroll } from "../src/agent/enroll.js";
 import { addDevice } from "../src/authority/devices.js";
@@ -279,5 +280,91 @@ rules:
     assert.equal(await granted("fleet/#"), 128, "nor a viewer by default");
     assert.equal(await granted("ops/#"), 0, "rules naming the operator apply");
     await endAll();
+  });
+});
+
+/** An MQTT fixed header: packet type byte and the remaining length (variable byte integer). */
+function fixedHeader(type: number, length: number): Buffer {
+  const bytes = [type];
+  do {
+    let b = length % 128;
+    length = Math.floor(length / 128);
+    if (length > 0) b |= 0x80;
+    bytes.push(b);
+  } while (length > 0);
+  return Buffer.from(bytes);
+}
+
+/** A bare MQTT 3.1.1 CONNECT (clean session, keepalive 60 s). */
+function connectPacket(clientId: string): Buffer {
+  const id = Buffer.from(clientId);
+  const body = Buffer.concat([Buffer.from([0, 4]), Buffer.from("MQTT"), Buffer.from([4, 2, 0, 60, id.length >> 8, id.length & 0xff]), id]);
+  return Buffer.concat([fixedHeader(0x10, body.length), body]);
+}
+
+/** Mutual TLS with the identity's files, raw. */
+function tlsTo(port: number, who: Files): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({
+      host: "127.0.0.1",
+      port,
+      servername: "localhost",
+      ca: readFileSync(join(who.dir, "ca.pem")),
+      cert: readFileSync(join(who.dir, "cert.pem")),
+      key: readFileSync(join(who.dir, "key.pem")),
+    });
+    socket.once("secureConnect", () => resolve(socket));
+    socket.once("error", reject);
+  });
+}
+
+/** Writes `total` bytes in 64 KiB chunks, honouring backpressure; how many were written before the peer closed. */
+async function pour(socket: TLSSocket, total: number): Promise<number> {
+  let closed = false;
+  socket.on("close", () => (closed = true));
+  socket.on("error", () => (closed = true));
+  const chunk = Buffer.alloc(64 * 1024, 0x61);
+  let written = 0;
+  while (written < total && !closed) {
+    if (!socket.write(chunk)) await new Promise<void>((r) => (socket.once("drain", r), socket.once("close", r)));
+    written += chunk.length;
+  }
+  return closed ? written : total;
+}
+
+describe("review: packet sizes", () => {
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+  let server: FleetServer;
+  let port: number;
+  let files: Record<string, Files>;
+
+  before(async () => {
+    ({ f, server, port, files } = await fleetWith(["robot-1"], []));
+  });
+
+  after(async () => {
+    await endAll();
+    await server?.close();
+    await f?.close();
+  });
+
+  const MiB = 1024 * 1024;
+
+  it("a CONNECT announcing 200 MiB is cut off at its fixed header, not buffered", async () => {
+    const socket = await tlsTo(port, files["device:robot-1"]!);
+    socket.write(fixedHeader(0x10, 200 * MiB));
+    const written = await pour(socket, 32 * MiB);
+    socket.destroy();
+    assert.ok(written < 32 * MiB, "the gateway read 32 MiB of one CONNECT without closing the connection");
+  });
+
+  it("an admitted session's PUBLISH announcing 200 MiB is cut off too", async () => {
+    const socket = await tlsTo(port, files["device:robot-1"]!);
+    socket.write(connectPacket("robot-1"));
+    await new Promise<void>((resolve) => socket.once("data", () => resolve()));
+    socket.write(fixedHeader(0x30, 200 * MiB));
+    const written = await pour(socket, 32 * MiB);
+    socket.destroy();
+    assert.ok(written < 32 * MiB, "the gateway read 32 MiB of one PUBLISH without closing the connection");
   });
 });

@@ -50,6 +50,12 @@ export interface BrokerOptions {
   connectTimeout: number;
   /** Inbound QoS 2 messages awaiting PUBREL per client. */
   maxInflightInbound: number;
+  /**
+   * Largest remaining length of any packet (CONNECT included) a client may announce: past it the
+   * connection closes at the fixed header. aedes buffers a whole packet before any hook sees it, and
+   * MQTT allows 256 MiB, so without this one client (before admission, even) holds that much memory.
+   */
+  maxPacketBytes: number;
 }
 
 export interface Broker<S> {
@@ -162,7 +168,10 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
   // A client closed before or during CONNECT never became a session: nothing to report.
 
   const broker: Broker<S> = {
-    handle: (conn) => void aedes.handle(conn),
+    handle(conn) {
+      const client = aedes.handle(conn) as unknown as { _parser?: Partial<PacketParser> };
+      if (!limitPacketSize(client._parser, options.maxPacketBytes)) conn.destroy(new Error("packet size limit unavailable"));
+    },
     closeSession(session) {
       ended.add(session);
       const client = clients.get(session);
@@ -190,4 +199,25 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
     close: () => new Promise((resolve) => aedes.close(() => resolve())),
   };
   return broker;
+}
+
+/** What limitPacketSize uses of mqtt-packet's parser (aedes 1.2 pins mqtt-packet 9: its state methods). */
+interface PacketParser {
+  _parseLength(): boolean;
+  _emitError(e: Error): void;
+  packet: { cmd?: string; length: number };
+}
+
+/** Makes the parser fail a packet whose announced length exceeds max; false (fail closed) if it is not the parser we know. */
+function limitPacketSize(parser: Partial<PacketParser> | undefined, max: number): boolean {
+  if (!parser || typeof parser._parseLength !== "function" || typeof parser._emitError !== "function") return false;
+  const p = parser as PacketParser;
+  const parseLength = p._parseLength.bind(p);
+  p._parseLength = () => {
+    if (!parseLength()) return false;
+    if (p.packet.length <= max) return true;
+    p._emitError(new Error(`${p.packet.cmd ?? "packet"} of ${p.packet.length} bytes exceeds ${max}`));
+    return false;
+  };
+  return true;
 }

@@ -84,6 +84,9 @@ export interface RunningGateway {
   close(): Promise<void>;
 }
 
+/** Any packet's remaining length: the default max payload (256 KiB) plus a topic of up to 64 KiB and more. */
+const MAX_PACKET_BYTES = 512 * 1024;
+
 const CONNACK: Record<AdmissionRefusal["kind"], ConnackCode> = { "identifier-rejected": 2, "bad-credentials": 4, "not-authorized": 5 };
 
 /** Change-feed events after which the TLS trust and CRLs are rebuilt. */
@@ -299,7 +302,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         logger.info({ client: session.clientId, subject: session.subject }, "session ended");
       },
     },
-    { connectTimeout: 10_000, maxInflightInbound: 1000 },
+    { connectTimeout: 10_000, maxInflightInbound: 1000, maxPacketBytes: MAX_PACKET_BYTES },
   );
 
   /** Grants again for a session whose identity or policy changed; subscriptions no longer allowed go. */
