@@ -10,6 +10,7 @@ import { enroll } from "../src/agent/enroll.js";
 import { addDevice } from "../src/authority/devices.js";
 import { addService } from "../src/authority/identities/services.js";
 import { AccessPolicy } from "../src/access/policy.js";
+import { DenialLog, type DenialRow } from "../src/access/denials.js";
 import { readPrivateKey } from "../src/keys/keys.js";
 import type { AccessDecision, AccessGrants, AccessIdentity } from "../src/access/identity.js";
 import type { PolicySource } from "../src/gateway/server.js";
@@ -366,5 +367,37 @@ describe("review: packet sizes", () => {
     const written = await pour(socket, 32 * MiB);
     socket.destroy();
     assert.ok(written < 32 * MiB, "the gateway read 32 MiB of one PUBLISH without closing the connection");
+  });
+});
+
+describe("review: denial audit rows", () => {
+  it("a device cycling through distinct denied topics writes a bounded number of rows per minute", async () => {
+    // What a device reconnecting in a loop does: each connection is closed at its denials budget,
+    // but every connection may deny new topics. 20,000 distinct topics within one minute.
+    const written: DenialRow[] = [];
+    const at = new Date("2030-01-01T00:00:05Z");
+    const log = new DenialLog(
+      async (rows) => void written.push(...rows),
+      () => at,
+    );
+    for (let i = 0; i < 20_000; i++) {
+      log.record({ subject: "device:robot-1", action: "publish", topic: `fleet/robot-2/cmd/${i}`, outcome: "deny", rule: undefined });
+      if (i % 1000 === 0) await log.flush(); // the 10 s timer
+    }
+    log.record({ subject: "device:robot-3", action: "publish", topic: "fleet/robot-2/cmd/x", outcome: "deny", rule: undefined });
+    await log.close();
+    const mine = written.filter((r) => r.subject === "device:robot-1");
+    // 100 distinct topics, then one "(other topics)" row per flush (21 flushes here; the timer's 6 a minute).
+    assert.ok(mine.length <= 100 + 21, `${mine.length} audit rows for one device in one minute`);
+    assert.ok(mine.some((r) => r.topic === "(other topics)"));
+    assert.equal(
+      mine.reduce((n, r) => n + r.count, 0),
+      20_000,
+      "every denial is still counted",
+    );
+    assert.ok(
+      written.some((r) => r.subject === "device:robot-3"),
+      "another device's denial is not swallowed",
+    );
   });
 });
