@@ -401,3 +401,69 @@ describe("review: denial audit rows", () => {
     );
   });
 });
+
+function publishPacket(topic: string, payload = "x"): Buffer {
+  const t = Buffer.from(topic);
+  const body = Buffer.concat([Buffer.from([t.length >> 8, t.length & 0xff]), t, Buffer.from(payload)]);
+  return Buffer.concat([fixedHeader(0x30, body.length), body]);
+}
+
+function subscribePacket(filter: string): Buffer {
+  const t = Buffer.from(filter);
+  const body = Buffer.concat([Buffer.from([0, 1, t.length >> 8, t.length & 0xff]), t, Buffer.from([0])]);
+  return Buffer.concat([fixedHeader(0x82, body.length), body]);
+}
+
+describe("review: topic names with NUL", () => {
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+  let server: FleetServer;
+  let port: number;
+  let files: Record<string, Files>;
+
+  before(async () => {
+    ({ f, server, port, files } = await fleetWith(["robot-1"], ["svc"]));
+  });
+
+  after(async () => {
+    await endAll();
+    await server?.close();
+    await f?.close();
+  });
+
+  /** An admitted raw session of robot-1. */
+  async function session(): Promise<TLSSocket> {
+    const s = await tlsTo(port, files["device:robot-1"]!);
+    s.write(connectPacket("robot-1"));
+    await new Promise<void>((r) => s.once("data", () => r()));
+    return s;
+  }
+
+  it("a PUBLISH whose topic contains U+0000 is never delivered and ends the connection (MQTT-4.7.3-2)", async () => {
+    const sub = await connect(port, files["service:svc"]!, "svc-1");
+    const got: string[] = [];
+    sub.client.on("message", (t) => got.push(t));
+    await sub.client.subscribeAsync("fleet/#");
+    const s = await session();
+    const closed = new Promise<boolean>((r) => (s.once("close", () => r(true)), setTimeout(() => r(false), 3000)));
+    s.write(publishPacket("fleet/robot-1/a\u0000b"));
+    const ended = await closed;
+    s.destroy();
+    // A marker published after it: once it arrives, the NUL one would have too.
+    const marker = await connect(port, files["device:robot-1"]!, "robot-1");
+    await marker.client.publishAsync("fleet/robot-1/marker", "m", { qos: 1 });
+    const deadline = Date.now() + 5000;
+    while (!got.includes("fleet/robot-1/marker") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(got, ["fleet/robot-1/marker"]);
+    assert.ok(ended, "the connection was closed");
+    await endAll();
+  });
+
+  it("a SUBSCRIBE to a filter containing U+0000 gets SUBACK 0x80", async () => {
+    const s = await session();
+    s.write(subscribePacket("fleet/robot-1/\u0000"));
+    const suback = await new Promise<Buffer>((r) => s.once("data", r));
+    s.destroy();
+    assert.equal(suback[0], 0x90);
+    assert.equal(suback[4], 0x80, `SUBACK ${suback.toString("hex")}`);
+  });
+});

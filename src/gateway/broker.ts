@@ -123,6 +123,8 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
       const will = client !== null && (client as unknown as { will?: object }).will === packet;
       // A will of a session that is gone (or that the gateway ended) is not published.
       if (!session || (will && ended.has(session))) return callback(new Error("no session"));
+      // MQTT-4.7.3-2: no U+0000 in a topic name (consumers in C would read a shorter one); the connection closes.
+      if (packet.topic.includes("\u0000")) return callback(new Error("topic name contains U+0000"));
       const verdict = hooks.publish(session, {
         topic: packet.topic,
         payloadBytes: packet.payload?.length ?? 0,
@@ -140,6 +142,7 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
     },
     authorizeSubscribe(client, sub, callback) {
       const session = sessions.get(client);
+      if (sub.topic.includes("\u0000")) return callback(null, null);
       const current = Object.keys((client as unknown as { subscriptions: object }).subscriptions).length;
       callback(null, session && hooks.subscribe(session, sub.topic, current) ? sub : null);
     },
