@@ -64,8 +64,8 @@ export interface AdmissionRequest {
   domain: string;
   /** gateway.allow_local_cas: devices may use certificates of (active) local CAs. */
   allowLocalCas: boolean;
-  /** Where an operator's role comes from; operators have no stored role yet (see operatorRole). */
-  operatorRole?: (name: string) => OperatorRole;
+  /** An operator's stored role; without it (no roles are stored yet, issue 11) an operator has none. */
+  operatorRole?: (name: string) => OperatorRole | null;
 }
 
 export interface Admitted {
@@ -81,14 +81,6 @@ export interface Admitted {
 export type AdmissionResult = Admitted | { admitted: false; refusal: AdmissionRefusal };
 
 const NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-
-/**
- * The role of an operator until roles are stored: the `admin` operator `init` creates is an admin,
- * every other operator a viewer (least privilege).
- */
-export function defaultOperatorRole(name: string): OperatorRole {
-  return name === "admin" ? "admin" : "viewer";
-}
 
 const refuse = (kind: RefusalKind, code: RefusalCode, reason: string): AdmissionResult => ({
   admitted: false,
@@ -169,10 +161,15 @@ export function admit(request: AdmissionRequest, facts: AdmissionFacts): Admissi
         "client-id",
         `${at}: client id ${JSON.stringify(request.clientId)} must be ${id.name} or begin with ${id.name}-`,
       );
+    // Devices, services and operators share one client-id space, and MQTT hands a client id's session
+    // (and its queued messages) to whoever connects with it: service "robot" may not be "robot-1" (a
+    // device's). The gateway also refuses a client id another identity holds (src/gateway/server.ts).
+    if (facts.device(request.clientId).status !== "unknown")
+      return refuse("identifier-rejected", "client-id", `${at}: client id ${JSON.stringify(request.clientId)} is a registered device's id`);
     identity =
       id.kind === "service"
         ? { kind: "service", name: id.name }
-        : { kind: "operator", name: id.name, role: (request.operatorRole ?? defaultOperatorRole)(id.name) };
+        : { kind: "operator", name: id.name, role: request.operatorRole?.(id.name) ?? null };
   }
   return { admitted: true, identity, subject, serial: cert.serial, issuerCa: cert.issuerCa!, notAfter: cert.notAfter };
 }

@@ -24,8 +24,18 @@ export type DenialSink = (rows: readonly DenialRow[]) => Promise<void>;
 /** Distinct (identity, action, topic) keys kept per minute before older keys are flushed early. */
 const MAX_PENDING = 10_000;
 
+/**
+ * Distinct topics audited per identity and minute. The denials budget closes a connection, not an
+ * identity: one reconnecting in a loop with a new topic each time would write a row per topic. Past
+ * this, its denials of that minute share one row whose topic is OTHER_TOPICS (the counts still add up).
+ */
+export const MAX_TOPICS_PER_IDENTITY = 100;
+export const OTHER_TOPICS = "(other topics)";
+
 export class DenialLog {
   private pending = new Map<string, DenialRow>();
+  /** Distinct keys recorded per subject in the current minute (across flushes). */
+  private topics = new Map<string, { minute: string; keys: number }>();
   private timer: NodeJS.Timeout | undefined;
   private flushing: Promise<void> = Promise.resolve();
 
@@ -44,8 +54,17 @@ export class DenialLog {
   record(denial: Omit<DenialRow, "minute" | "count">): void {
     const t = this.now().getTime();
     const minute = new Date(t - (t % 60_000)).toISOString();
-    const key = JSON.stringify([denial.subject, denial.action, denial.topic, minute, denial.outcome]);
-    const row = this.pending.get(key);
+    let key = JSON.stringify([denial.subject, denial.action, denial.topic, minute, denial.outcome]);
+    let row = this.pending.get(key);
+    if (!row) {
+      let seen = this.topics.get(denial.subject);
+      if (seen?.minute !== minute) this.topics.set(denial.subject, (seen = { minute, keys: 0 }));
+      if (seen.keys >= MAX_TOPICS_PER_IDENTITY) {
+        denial = { ...denial, topic: OTHER_TOPICS };
+        key = JSON.stringify([denial.subject, denial.action, denial.topic, minute, denial.outcome]);
+        row = this.pending.get(key);
+      } else seen.keys++;
+    }
     if (row) row.count++;
     else {
       this.pending.set(key, { ...denial, minute, count: 1 });
@@ -58,6 +77,9 @@ export class DenialLog {
     if (this.pending.size === 0) return this.flushing;
     const rows = [...this.pending.values()];
     this.pending = new Map();
+    const t = this.now().getTime();
+    const minute = new Date(t - (t % 60_000)).toISOString();
+    for (const [subject, seen] of this.topics) if (seen.minute !== minute) this.topics.delete(subject);
     this.flushing = this.flushing.then(() => this.sink(rows)).catch((e: unknown) => this.onError(e));
     return this.flushing;
   }

@@ -187,7 +187,7 @@ function selects(rule: Rule, id: AccessIdentity): boolean {
       const o = rule.operators;
       if (!o) return false;
       if (o === "all") return true;
-      return (!o.roles || o.roles.has(id.role)) && (!o.names || o.names.has(id.name));
+      return (!o.roles || (id.role !== null && o.roles.has(id.role))) && (!o.names || o.names.has(id.name));
     }
   }
 }
@@ -198,7 +198,11 @@ interface Compiled {
 }
 
 function describe(id: AccessIdentity): string {
-  return id.kind === "device" ? `device ${id.id}` : id.kind === "service" ? `service ${id.name}` : `operator ${id.name} (${id.role})`;
+  return id.kind === "device"
+    ? `device ${id.id}`
+    : id.kind === "service"
+      ? `service ${id.name}`
+      : `operator ${id.name} (${id.role ?? "no role"})`;
 }
 
 class CompiledGrants implements AccessGrants {

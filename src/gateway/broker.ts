@@ -8,6 +8,8 @@ import { BrokerWindow } from "./limits.js";
 export interface BrokerConnect {
   clientId: string;
   protocolVersion: number;
+  /** Clean session (false: the client asks for the stored session of its client id). */
+  clean: boolean;
   /** The CONNECT's will message, if any. */
   will: { topic: string; retain: boolean; payloadBytes: number } | undefined;
   conn: Duplex;
@@ -16,7 +18,8 @@ export interface BrokerConnect {
 /** CONNACK return codes of MQTT 3.1.1 (1 unacceptable protocol version ... 5 not authorized). */
 export type ConnackCode = 1 | 2 | 3 | 4 | 5;
 
-export type ConnectVerdict<S> = { session: S } | { refuse: ConnackCode; reason: string };
+/** fresh: start the session clean whatever the CONNECT asked (no stored state of the client id is handed over). */
+export type ConnectVerdict<S> = { session: S; fresh?: boolean } | { refuse: ConnackCode; reason: string };
 
 export interface BrokerPublish {
   topic: string;
@@ -71,7 +74,7 @@ const PROTOCOLS = new Set([3, 4]);
 export async function createBroker<S extends object>(hooks: BrokerHooks<S>, options: BrokerOptions): Promise<Broker<S>> {
   const sessions = new WeakMap<Client, S>();
   const clients = new Map<S, Client>();
-  const connects = new WeakMap<Client, BrokerConnect>();
+  const connects = new WeakMap<Client, BrokerConnect & { packet: { clean?: boolean } }>();
   // PUBLISH packets the gateway denied: acknowledged as the protocol requires, never routed.
   const dropped = new WeakSet<object>();
   // Sessions the gateway ended: their will is not published.
@@ -81,9 +84,11 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
     connectTimeout: options.connectTimeout,
     maxInflightInbound: options.maxInflightInbound,
     preConnect(client, packet, callback) {
-      const c: BrokerConnect = {
+      const c = {
         clientId: packet.clientId,
         protocolVersion: packet.protocolVersion ?? 4,
+        clean: packet.clean !== false,
+        packet,
         will: packet.will
           ? { topic: packet.will.topic, retain: packet.will.retain === true, payloadBytes: packet.will.payload?.length ?? 0 }
           : undefined,
@@ -98,6 +103,8 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
       connects.delete(client);
       const apply = (verdict: ConnectVerdict<S>) => {
         if ("session" in verdict) {
+          // aedes reads the flag after authenticate (fetchSubs, emptyQueue, cleanIncoming).
+          if (verdict.fresh && c) c.packet.clean = (client as unknown as { clean: boolean }).clean = true;
           sessions.set(client, verdict.session);
           clients.set(verdict.session, client);
           return done(null, true);
@@ -113,6 +120,8 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
       const will = client !== null && (client as unknown as { will?: object }).will === packet;
       // A will of a session that is gone (or that the gateway ended) is not published.
       if (!session || (will && ended.has(session))) return callback(new Error("no session"));
+      // MQTT-4.7.3-2: no U+0000 in a topic name (consumers in C would read a shorter one); the connection closes.
+      if (packet.topic.includes("\u0000")) return callback(new Error("topic name contains U+0000"));
       const verdict = hooks.publish(session, {
         topic: packet.topic,
         payloadBytes: packet.payload?.length ?? 0,
@@ -130,6 +139,7 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
     },
     authorizeSubscribe(client, sub, callback) {
       const session = sessions.get(client);
+      if (sub.topic.includes("\u0000")) return callback(null, null);
       const current = Object.keys((client as unknown as { subscriptions: object }).subscriptions).length;
       callback(null, session && hooks.subscribe(session, sub.topic, current) ? sub : null);
     },
@@ -168,7 +178,9 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
   // A client closed before or during CONNECT never became a session: nothing to report.
 
   const broker: Broker<S> = {
-    handle: (conn) => void aedes.handle(conn),
+    handle(conn) {
+      aedes.handle(conn);
+    },
     closeSession(session) {
       ended.add(session);
       const client = clients.get(session);

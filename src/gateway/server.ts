@@ -102,6 +102,10 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const counters = newCounters();
   const live = new Set<GatewaySession>();
   let nextKey = 1;
+  // Who holds each client id: MQTT gives a client id's live connection and stored session (clean=false:
+  // subscriptions, queued QoS 1 messages) to the next CONNECT with it, so another identity never gets it.
+  // Kept while a session with it is live or stored (the broker keeps stored sessions in memory too).
+  const holders = new Map<string, { subject: string; stored: boolean }>();
   const denialLog = new DenialLog(
     (rows: readonly DenialRow[]) =>
       fleet.store.transaction(async (tx) => {
@@ -218,6 +222,20 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
             logger.warn({ client: c.clientId, topic: c.will.topic, rule: d.rule }, "audit mode: a will topic that would be denied");
           }
         }
+        const holder = holders.get(c.clientId);
+        // A device always gets its own id (admission refuses it to everyone else now), but never the
+        // state another identity stored under it before the device was registered: it starts clean.
+        const reclaim =
+          holder !== undefined &&
+          holder.subject !== result.subject &&
+          result.identity.kind === "device" &&
+          ![...live].some((s) => s.clientId === c.clientId && !s.closing);
+        if (holder && holder.subject !== result.subject && !reclaim) {
+          bump(counters.refused, "client-id-held");
+          logger.info({ client: c.clientId, address, subject: result.subject, holder: holder.subject }, "CONNECT refused: client id held");
+          return { refuse: 2, reason: `client id ${c.clientId} is held by ${holder.subject}` };
+        }
+        holders.set(c.clientId, { subject: result.subject, stored: !c.clean && !reclaim });
         const session: GatewaySession = {
           key: nextKey++,
           clientId: c.clientId,
@@ -238,7 +256,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         counters.connections.total++;
         sessionsFile?.markChanged();
         logger.info({ client: c.clientId, address, subject: result.subject, serial: result.serial }, "session opened");
-        return { session };
+        return { session, fresh: reclaim };
       },
       publish(session, p) {
         if (p.will) {
@@ -280,6 +298,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       },
       disconnected(session) {
         if (!live.delete(session)) return;
+        const holder = holders.get(session.clientId);
+        if (holder && !holder.stored && ![...live].some((s) => s.clientId === session.clientId)) holders.delete(session.clientId);
         counters.connections.current--;
         sessionsFile?.markChanged();
         options.limits?.sessionClosed?.(session);
