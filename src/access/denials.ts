@@ -1,6 +1,8 @@
 // Denied requests go into the audit log aggregated per identity, action, topic and minute: a
-// device stuck in a loop publishing where it may not writes one row a minute per topic, with a
-// count, not one row per message. Rows are appended on a timer and at close.
+// device stuck in a loop publishing where it may not writes a few rows a minute per topic, with
+// counts, not one row per message. A denial of a new kind is appended within about a second (an
+// operator watching the log sees an attack start); repeats are added up and appended on a timer
+// and at close.
 import type { AccessAction } from "./identity.js";
 
 export const DENY_ACTION = "access.deny";
@@ -37,6 +39,9 @@ export class DenialLog {
   /** Distinct keys recorded per subject in the current minute (across flushes). */
   private topics = new Map<string, { minute: string; keys: number }>();
   private timer: NodeJS.Timeout | undefined;
+  /** Set while a flush for a new row is due (only once start() ran). */
+  private soon: NodeJS.Timeout | undefined;
+  private soonMs = 0;
   private flushing: Promise<void> = Promise.resolve();
 
   constructor(
@@ -45,10 +50,11 @@ export class DenialLog {
     private readonly onError: (e: unknown) => void = () => {},
   ) {}
 
-  /** Flushes every intervalMs (default 10 s). */
-  start(intervalMs = 10_000): void {
+  /** Flushes every intervalMs (default 10 s), and newMs (default 1 s) after a denial of a new kind. */
+  start(intervalMs = 10_000, newMs = 1_000): void {
     this.timer = setInterval(() => void this.flush(), intervalMs);
     this.timer.unref();
+    this.soonMs = newMs;
   }
 
   record(denial: Omit<DenialRow, "minute" | "count">): void {
@@ -69,11 +75,17 @@ export class DenialLog {
     else {
       this.pending.set(key, { ...denial, minute, count: 1 });
       if (this.pending.size >= MAX_PENDING) void this.flush();
+      else if (this.timer && !this.soon) {
+        this.soon = setTimeout(() => void this.flush(), this.soonMs);
+        this.soon.unref();
+      }
     }
   }
 
   /** Appends what is pending; never rejects (errors go to onError, the rows are dropped with them). */
   flush(): Promise<void> {
+    clearTimeout(this.soon);
+    this.soon = undefined;
     if (this.pending.size === 0) return this.flushing;
     const rows = [...this.pending.values()];
     this.pending = new Map();
@@ -86,6 +98,7 @@ export class DenialLog {
 
   async close(): Promise<void> {
     clearInterval(this.timer);
+    this.timer = undefined;
     await this.flush();
   }
 }

@@ -97,6 +97,9 @@ function sameIdentity(a: AccessIdentity, b: AccessIdentity): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
+/** How long a connection may take for its TLS handshake, and then for its CONNECT. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
 export async function startGateway(options: GatewayOptions): Promise<RunningGateway> {
   const { fleet, logger, facts, policy } = options;
   const counters = newCounters();
@@ -306,7 +309,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         logger.info({ client: session.clientId, subject: session.subject }, "session ended");
       },
     },
-    { connectTimeout: 10_000, maxInflightInbound: 1000 },
+    { connectTimeout: HANDSHAKE_TIMEOUT_MS, maxInflightInbound: 1000 },
   );
 
   /** Grants again for a session whose identity or policy changed; subscriptions no longer allowed go. */
@@ -335,7 +338,14 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   let material = await gatewayTlsMaterial(fleet, options.identity(), options.allowLocalCas);
   if (material.withoutCrls)
     logger.warn({ why: material.withoutCrls }, "gateway TLS handshakes check no CRLs (admission still checks every certificate)");
-  const server = createTlsServer({ ...material.options, requestCert: true, rejectUnauthorized: true });
+  // A client that never finishes its handshake is dropped after 10 s, not Node's default 120 s (aedes
+  // gives CONNECT the same 10 s once the handshake is done).
+  const server = createTlsServer({
+    ...material.options,
+    requestCert: true,
+    rejectUnauthorized: true,
+    handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+  });
   let refreshing: Promise<void> | undefined;
   const refreshTls = (): Promise<void> =>
     (refreshing ??= (async () => {
@@ -375,10 +385,8 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
 
   // A device revoked, held, removed or regrouped, a certificate or CA revoked (by any process): every
   // session is admitted again as soon as the in-memory status has applied it (after a reload too).
-  const stopFollowing = facts.onChange(
-    () => void recheck(),
-    (e) => logger.warn({ err: (e as Error).message }, "re-admitting sessions failed"),
-  );
+  const recheckFailed = (e: unknown) => logger.warn({ err: (e as Error).message }, "re-admitting sessions failed");
+  const stopFollowing = facts.onChange(() => void recheck().catch(recheckFailed), recheckFailed);
   const unsubscribe = options.changes.subscribe((events: readonly FleetEvent[]) => {
     let retrust = false;
     for (const e of events) if (RETRUST.has(e.type) || isUnreadableStatusChange(e)) retrust = true;
@@ -389,7 +397,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     }
   });
   // Certificates expire while connected: admission again every refreshMs.
-  const timer = setInterval(() => void recheck(), options.refreshMs ?? 30_000);
+  const timer = setInterval(() => void recheck().catch(recheckFailed), options.refreshMs ?? 30_000);
   timer.unref();
   // CRLs are re-signed at half of their validity (currentCrl); reading them 8 times per validity
   // keeps the handshake's copy well before its nextUpdate.
