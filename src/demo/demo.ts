@@ -177,7 +177,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
       if (!(e instanceof MqttError)) throw e;
       say(`robot-1's PUBLISH failed: ${e.message}`);
     }
-    say("Waiting for the audit row: the gateway writes denials aggregated per identity, topic and minute, every few seconds.");
+    say("Waiting for the audit row: a new kind of denial is written within a second; repeats are added up per minute.");
     // robot-2's own command channel still works after the attempt (it may publish under its own
     // prefix): its ping arriving shows the gateway handled robot-1's message before it.
     const ping = victim.nextMessage((m) => m.topic === "fleet/robot-2/cmd/ping", STEP_TIMEOUT_MS);
