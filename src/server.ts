@@ -192,6 +192,11 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
 
     // Without --only, a fleet without a policy file (made before the gateway) serves as before.
     const wantGateway = options.only ? only.has("gateway") : options.policy !== undefined || existsSync(join(fleet.dir, POLICY_FILE));
+    if (!wantGateway && !options.only)
+      logger.warn(
+        { policy: join(fleet.dir, POLICY_FILE) },
+        "the MQTT gateway is not started: this fleet has no access policy (`fleetpki policy init` writes the default one)",
+      );
     if (wantGateway) {
       const gatewayLogger = logger.child({ listener: "gateway" });
       const listen = parseListen(options.gatewayListen ?? fleet.config.listen.gateway, "listen.gateway");
