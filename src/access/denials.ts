@@ -36,12 +36,17 @@ export const OTHER_TOPICS = "(other topics)";
 
 export class DenialLog {
   private pending = new Map<string, DenialRow>();
-  /** Distinct keys recorded per subject in the current minute (across flushes). */
-  private topics = new Map<string, { minute: string; keys: number }>();
   private timer: NodeJS.Timeout | undefined;
   /** Set while a flush for a new row is due (only once start() ran). */
   private soon: NodeJS.Timeout | undefined;
   private soonMs = 0;
+  /**
+   * What was recorded in `seenMinute` (across flushes): the first denial of a key asks for a prompt
+   * flush, and an identity's distinct topics are counted against MAX_TOPICS_PER_IDENTITY.
+   */
+  private seen = new Set<string>();
+  private topicsPerSubject = new Map<string, number>();
+  private seenMinute = "";
   private flushing: Promise<void> = Promise.resolve();
 
   constructor(
@@ -60,25 +65,31 @@ export class DenialLog {
   record(denial: Omit<DenialRow, "minute" | "count">): void {
     const t = this.now().getTime();
     const minute = new Date(t - (t % 60_000)).toISOString();
-    let key = JSON.stringify([denial.subject, denial.action, denial.topic, minute, denial.outcome]);
-    let row = this.pending.get(key);
-    if (!row) {
-      let seen = this.topics.get(denial.subject);
-      if (seen?.minute !== minute) this.topics.set(denial.subject, (seen = { minute, keys: 0 }));
-      if (seen.keys >= MAX_TOPICS_PER_IDENTITY) {
-        denial = { ...denial, topic: OTHER_TOPICS };
-        key = JSON.stringify([denial.subject, denial.action, denial.topic, minute, denial.outcome]);
-        row = this.pending.get(key);
-      } else seen.keys++;
+    if (minute !== this.seenMinute) {
+      this.seen.clear();
+      this.topicsPerSubject.clear();
+      this.seenMinute = minute;
     }
-    if (row) row.count++;
-    else {
-      this.pending.set(key, { ...denial, minute, count: 1 });
-      if (this.pending.size >= MAX_PENDING) void this.flush();
-      else if (this.timer && !this.soon) {
-        this.soon = setTimeout(() => void this.flush(), this.soonMs);
-        this.soon.unref();
-      }
+    let key = denialKey(denial, minute);
+    if (!this.seen.has(key)) {
+      const topics = this.topicsPerSubject.get(denial.subject) ?? 0;
+      if (topics >= MAX_TOPICS_PER_IDENTITY) {
+        denial = { ...denial, topic: OTHER_TOPICS };
+        key = denialKey(denial, minute);
+      } else this.topicsPerSubject.set(denial.subject, topics + 1);
+    }
+    const first = !this.seen.has(key);
+    this.seen.add(key);
+    const row = this.pending.get(key);
+    if (row) {
+      row.count++;
+      return;
+    }
+    this.pending.set(key, { ...denial, minute, count: 1 });
+    if (this.pending.size >= MAX_PENDING) void this.flush();
+    else if (first && this.timer && !this.soon) {
+      this.soon = setTimeout(() => void this.flush(), this.soonMs);
+      this.soon.unref();
     }
   }
 
@@ -89,9 +100,6 @@ export class DenialLog {
     if (this.pending.size === 0) return this.flushing;
     const rows = [...this.pending.values()];
     this.pending = new Map();
-    const t = this.now().getTime();
-    const minute = new Date(t - (t % 60_000)).toISOString();
-    for (const [subject, seen] of this.topics) if (seen.minute !== minute) this.topics.delete(subject);
     this.flushing = this.flushing.then(() => this.sink(rows)).catch((e: unknown) => this.onError(e));
     return this.flushing;
   }
@@ -101,4 +109,8 @@ export class DenialLog {
     this.timer = undefined;
     await this.flush();
   }
+}
+
+function denialKey(d: Omit<DenialRow, "minute" | "count">, minute: string): string {
+  return JSON.stringify([d.subject, d.action, d.topic, minute, d.outcome]);
 }
