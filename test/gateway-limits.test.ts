@@ -379,6 +379,14 @@ describe("gateway.limits configuration", () => {
     assert.equal(l.max_subscriptions, DEFAULT_GATEWAY_LIMITS.max_subscriptions);
   });
 
+  it("drain_timeout_seconds: 5 by default, may be fractional, reaches the gateway in ms", () => {
+    assert.equal(DEFAULT_GATEWAY_LIMITS.drain_timeout_seconds, 5);
+    const l = parseGatewayLimits({ drain_timeout_seconds: 0.5 });
+    assert.equal(l.drain_timeout_seconds, 0.5);
+    const time = new FakeTime();
+    assert.equal(floodSeam(new FloodLimiter(l, time.now, time.setTimer)).drainTimeoutMs, 500);
+  });
+
   it("refuses unknown keys, non-positive and non-integer values, with the setting's name", () => {
     const bad: [unknown, RegExp][] = [
       [{ max_payload: 1 }, /gateway\.limits: unknown key "max_payload"/],
@@ -387,6 +395,9 @@ describe("gateway.limits configuration", () => {
       [{ groups: { lab: { burst: 1 } } }, /gateway\.limits\.groups\.lab: unknown key "burst"/],
       [{ max_subscriptions: 1.5 }, /max_subscriptions must be a positive integer/],
       [{ max_inflight: "10" }, /max_inflight must be a positive integer/],
+      // 0 would switch aedes' drain timeout off: one subscriber that stops reading stalls every delivery.
+      [{ drain_timeout_seconds: 0 }, /gateway\.limits\.drain_timeout_seconds must be a positive number/],
+      [{ drain_timeout_seconds: "5" }, /gateway\.limits\.drain_timeout_seconds must be a positive number/],
       [{ max_payload_bytes: 300 * 1024 * 1024 }, /max_payload_bytes must be at most/],
       [{ groups: [] }, /groups must be a mapping/],
       ["fast", /gateway\.limits must be a mapping/],

@@ -43,6 +43,8 @@ export interface BrokerHooks<S> {
   subscribe(session: S, filter: string, current: number): boolean;
   /** Delivery of a message (retained ones included) to the session; false: not sent to it. */
   forward(session: S, topic: string, payloadBytes: number): boolean;
+  /** The session's connection was closed because its socket stayed full for drainTimeout (before disconnected). */
+  slowSubscriber?(session: S): void;
   disconnected(session: S): void;
 }
 
@@ -53,6 +55,12 @@ export interface BrokerOptions {
   maxInflightInbound: number;
   /** Messages between reading and delivery over all clients (BrokerWindow); default 200. */
   maxInflightMessages?: number;
+  /**
+   * How long a delivery may wait for a subscriber's full socket to drain before that connection is
+   * closed (ms); default 5000. aedes holds the delivery (and its mqemitter slot) meanwhile, so one
+   * subscriber that stops reading stalls delivery to every client (aedes' own default is 60 s).
+   */
+  drainTimeout?: number;
 }
 
 export interface Broker<S> {
@@ -70,6 +78,7 @@ export interface Broker<S> {
 }
 
 const PROTOCOLS = new Set([3, 4]);
+const DEFAULT_DRAIN_TIMEOUT_MS = 5000;
 
 export async function createBroker<S extends object>(hooks: BrokerHooks<S>, options: BrokerOptions): Promise<Broker<S>> {
   const sessions = new WeakMap<Client, S>();
@@ -83,6 +92,7 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
   const aedes = new Aedes({
     connectTimeout: options.connectTimeout,
     maxInflightInbound: options.maxInflightInbound,
+    drainTimeout: options.drainTimeout ?? DEFAULT_DRAIN_TIMEOUT_MS,
     preConnect(client, packet, callback) {
       const c = {
         clientId: packet.clientId,
@@ -168,6 +178,11 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
       });
     });
   };
+  // aedes destroys the connection with this error when a subscriber's socket did not drain in time.
+  aedes.on("clientError", (client, err) => {
+    const session = sessions.get(client);
+    if (session && clients.get(session) === client && err.message === "drain timeout") hooks.slowSubscriber?.(session);
+  });
   aedes.on("clientDisconnect", (client) => {
     const session = sessions.get(client);
     if (session && clients.get(session) === client) {

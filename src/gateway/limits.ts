@@ -44,6 +44,8 @@ export interface GatewayLimits {
   throttle_grace_seconds: number;
   /** ... and at once when what it sent beyond its bucket would take longer than this to pay off. */
   max_debt_seconds: number;
+  /** A subscriber whose socket stays full (it stopped reading) this long is disconnected (aedes' drainTimeout). */
+  drain_timeout_seconds: number;
 }
 
 export const DEFAULT_MAX_PAYLOAD = 256 * 1024;
@@ -58,6 +60,7 @@ export const DEFAULT_GATEWAY_LIMITS: GatewayLimits = {
   connection_attempts_per_minute: 600,
   throttle_grace_seconds: 5,
   max_debt_seconds: 30,
+  drain_timeout_seconds: 5,
 };
 
 const RATE_KEYS = ["messages_per_second", "bytes_per_second", "burst_seconds"] as const;
@@ -69,6 +72,7 @@ const SCALAR_KEYS = [
   "connection_attempts_per_minute",
   "throttle_grace_seconds",
   "max_debt_seconds",
+  "drain_timeout_seconds",
 ] as const;
 /** Integer settings; the others may be fractional (a rate of 0.5 messages/s is meaningful). */
 const INTEGER_KEYS: ReadonlySet<string> = new Set([
@@ -642,6 +646,8 @@ export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: 
     return state;
   };
   return {
+    /** How long the broker waits for a full subscriber socket to drain before it disconnects it. */
+    drainTimeoutMs: flood.limits.drain_timeout_seconds * 1000,
     connection(address: string): boolean {
       const refusal = flood.addresses.opened(address);
       if (refusal === undefined) return true;

@@ -36,6 +36,8 @@ export interface GatewayLimitsSeam {
   /** A SUBSCRIBE the policy allows, by a session holding `current` subscriptions (`has`: this filter among them). */
   subscribe?(current: number, has: () => boolean): boolean;
   sessionClosed?(session: GatewaySession): void;
+  /** How long a subscriber's full socket may stay full before it is disconnected (ms). */
+  drainTimeoutMs?: number;
 }
 
 export interface GatewayOptions {
@@ -299,6 +301,11 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         sessionsFile?.markChanged();
         return true;
       },
+      slowSubscriber(session) {
+        // Counted, not end(): the client did not misbehave by protocol, so its will is still published.
+        bump(counters.disconnected, "slow-subscriber");
+        logger.warn({ client: session.clientId, subject: session.subject }, "subscriber disconnected: it stopped reading");
+      },
       disconnected(session) {
         if (!live.delete(session)) return;
         const holder = holders.get(session.clientId);
@@ -309,7 +316,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         logger.info({ client: session.clientId, subject: session.subject }, "session ended");
       },
     },
-    { connectTimeout: HANDSHAKE_TIMEOUT_MS, maxInflightInbound: 1000 },
+    { connectTimeout: HANDSHAKE_TIMEOUT_MS, maxInflightInbound: 1000, drainTimeout: options.limits?.drainTimeoutMs },
   );
 
   /** Grants again for a session whose identity or policy changed; subscriptions no longer allowed go. */
