@@ -82,6 +82,9 @@ const INTEGER_KEYS: ReadonlySet<string> = new Set([
   "max_connections_per_address",
   "connection_attempts_per_minute",
 ]);
+/** Settings that become a timer's delay: Node fires a setTimeout longer than 2^31-1 ms after 1 ms. */
+const TIMER_SECONDS_KEYS: ReadonlySet<string> = new Set(["max_debt_seconds", "drain_timeout_seconds"]);
+const MAX_TIMER_SECONDS = Math.floor(0x7fffffff / 1000);
 /** MQTT's remaining length cannot exceed 268,435,455 bytes; a payload limit near it means none. */
 const MAX_PAYLOAD_CEILING = 256 * 1024 * 1024 - 1024;
 
@@ -127,6 +130,9 @@ export function parseGatewayLimits(value: unknown, where = "fleetpki.yaml: gatew
   }
   const out: GatewayLimits = { ...DEFAULT_GATEWAY_LIMITS, default: base, groups };
   for (const key of SCALAR_KEYS) if (value[key] !== undefined) out[key] = positive(value[key], `${where}.${key}`);
+  for (const key of TIMER_SECONDS_KEYS)
+    if (out[key as "max_debt_seconds"] > MAX_TIMER_SECONDS)
+      throw new ConfigError(`${where}.${key} must be at most ${MAX_TIMER_SECONDS} (about 24 days: a timer's longest delay)`);
   if (out.max_payload_bytes > MAX_PAYLOAD_CEILING)
     throw new ConfigError(`${where}.max_payload_bytes must be at most ${MAX_PAYLOAD_CEILING} (MQTT's packet size limit)`);
   return out;
@@ -147,6 +153,8 @@ export class TokenBucket {
     readonly rate: number,
     readonly capacity: number,
     now: number,
+    /** The lowest the balance may fall: a bounded debt (default none). */
+    private readonly floor = -Infinity,
   ) {
     this.tokens = capacity;
     this.last = now;
@@ -162,7 +170,7 @@ export class TokenBucket {
 
   /** Takes `cost` tokens; returns the ms until the balance is >= 0 again (0: it still is). */
   take(cost: number, now: number): number {
-    this.tokens = this.level(now) - cost;
+    this.tokens = Math.max(this.floor, this.level(now) - cost);
     return this.tokens >= 0 ? 0 : (-this.tokens / this.rate) * 1000;
   }
 
@@ -379,7 +387,10 @@ export class AddressLimiter {
     if (now - this.lastSweep > 60_000) this.sweep(now);
     let state = this.addresses.get(address);
     if (!state) {
-      state = { open: 0, attempts: new TokenBucket(this.attemptsPerMinute / 60, this.attemptsPerMinute, now) };
+      // Debt bounded at one minute's worth: a burst of attempts (one host behind a shared NAT) keeps
+      // the address out while it lasts and for at most a minute after, not for hours.
+      const attempts = new TokenBucket(this.attemptsPerMinute / 60, this.attemptsPerMinute, now, -this.attemptsPerMinute);
+      state = { open: 0, attempts };
       this.addresses.set(address, state);
     }
     // A refused attempt costs a token too: hammering keeps the address out.
