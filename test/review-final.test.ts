@@ -8,7 +8,16 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { ConfigError } from "../src/config/config.js";
 import { AddressLimiter, parseGatewayLimits } from "../src/gateway/limits.js";
-import { CLI } from "./helpers.js";
+import { generateKeyPairSync } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
+import mqtt from "mqtt";
+import type { AccessDecision, AccessGrants, AccessIdentity } from "../src/access/identity.js";
+import { addDevice } from "../src/authority/devices.js";
+import { issueForKey, subjectKeyOf } from "../src/authority/issue/issuance.js";
+import type { PolicySource } from "../src/gateway/server.js";
+import { silentLogger } from "../src/log.js";
+import { startFleetServer } from "../src/server.js";
+import { CLI, tempFleet } from "./helpers.js";
 
 describe("review-final: flood limits", () => {
   it("a burst of refused attempts from one address (a shared NAT) locks it out for at most a minute after it stops", () => {
@@ -53,6 +62,47 @@ describe("review-final: fleetpki demo", () => {
       assert.deepEqual(readdirSync(tmp), [], "nothing left in TMPDIR after Ctrl-C");
     } finally {
       rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("review-final: max_subscriptions over a real gateway", () => {
+  it("one SUBSCRIBE with many filters from a persistent (clean: false) session gets no more than max_subscriptions", async () => {
+    const f = await tempFleet();
+    const config = join(f.dir, "fleetpki.yaml");
+    writeFileSync(config, readFileSync(config, "utf8").replace(/^gateway:\n/m, "gateway:\n  limits:\n    max_subscriptions: 5\n"));
+    const allow: AccessDecision = { allowed: true, outcome: "allow", rule: "test", reason: "allowed" };
+    const policy: PolicySource = {
+      grantsFor: (_id: AccessIdentity): AccessGrants => ({ publish: () => allow, subscribe: () => allow, receive: () => allow }),
+    };
+    await addDevice(f.fleet, { id: "robot-1", actor: "test" });
+    const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const cert = await issueForKey(f.fleet, { deviceId: "robot-1", actor: "test" }, subjectKeyOf(privateKey));
+    const server = await startFleetServer({ dir: f.dir, only: ["gateway"], gatewayListen: "127.0.0.1:0", policy, logger: silentLogger });
+    const client = await mqtt.connectAsync(`mqtts://127.0.0.1:${server.gateway!.address.port}`, {
+      clientId: "robot-1",
+      key: privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
+      cert: cert.certificatePem + cert.chainPem,
+      ca: readFileSync(join(f.dir, "ca", "root", "cert.pem"), "utf8"),
+      servername: "localhost",
+      protocolVersion: 4,
+      clean: false,
+      reconnectPeriod: 0,
+    });
+    try {
+      const filters = Array.from({ length: 40 }, (_, i) => `fleet/robot-1/cmd/${i}`);
+      // mqtt.js rejects when any filter is refused; the SUBACK's codes are on the error.
+      const codes = await client.subscribeAsync(filters, { qos: 0 }).then(
+        (granted) => granted.map((g) => g.qos),
+        (e: { packet?: { granted?: number[] } }) => e.packet?.granted ?? assert.fail(String(e)),
+      );
+      assert.equal(codes.length, 40);
+      const accepted = codes.filter((q) => q !== 128).length;
+      assert.equal(accepted, 5, `${accepted} of 40 filters granted with max_subscriptions 5`);
+    } finally {
+      client.end(true);
+      await server.close();
+      await f.close();
     }
   });
 });
