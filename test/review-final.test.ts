@@ -10,6 +10,7 @@ import { ConfigError } from "../src/config/config.js";
 import { AddressLimiter, parseGatewayLimits } from "../src/gateway/limits.js";
 import { generateKeyPairSync } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
+import { connect as netConnect } from "node:net";
 import mqtt from "mqtt";
 import type { AccessDecision, AccessGrants, AccessIdentity } from "../src/access/identity.js";
 import { addDevice } from "../src/authority/devices.js";
@@ -101,6 +102,31 @@ describe("review-final: max_subscriptions over a real gateway", () => {
       assert.equal(accepted, 5, `${accepted} of 40 filters granted with max_subscriptions 5`);
     } finally {
       client.end(true);
+      await server.close();
+      await f.close();
+    }
+  });
+});
+
+describe("review-final: gateway counters", () => {
+  it("a connection refused by the per-address limit is counted once in refused", async () => {
+    const f = await tempFleet();
+    const config = join(f.dir, "fleetpki.yaml");
+    writeFileSync(config, readFileSync(config, "utf8").replace(/^gateway:\n/m, "gateway:\n  limits:\n    max_connections_per_address: 1\n"));
+    const server = await startFleetServer({ dir: f.dir, only: ["gateway"], gatewayListen: "127.0.0.1:0", logger: silentLogger });
+    const port = server.gateway!.address.port;
+    const first = netConnect(port, "127.0.0.1");
+    try {
+      await new Promise((r) => first.once("connect", r));
+      const second = netConnect(port, "127.0.0.1");
+      second.on("error", () => {});
+      await new Promise((r) => second.once("close", r));
+      const refused = server.gateway!.counters.refused;
+      const total = Object.values(refused).reduce((a, b) => a + b, 0);
+      assert.equal(total, 1, `refused: ${JSON.stringify(refused)}`);
+      assert.equal(refused["address-connections"], 1);
+    } finally {
+      first.destroy();
       await server.close();
       await f.close();
     }
