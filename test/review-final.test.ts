@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { ConfigError } from "../src/config/config.js";
-import { AddressLimiter, parseGatewayLimits } from "../src/gateway/limits.js";
+import { AddressLimiter, DEFAULT_GATEWAY_LIMITS, FloodLimiter, floodSeam, parseGatewayLimits } from "../src/gateway/limits.js";
 import { generateKeyPairSync } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { connect as netConnect } from "node:net";
@@ -130,5 +130,20 @@ describe("review-final: gateway counters", () => {
       await server.close();
       await f.close();
     }
+  });
+});
+
+describe("review-final: flood seam after a session closed", () => {
+  it("a PUBLISH handled after its session closed is refused and leaves no limiter state behind", () => {
+    let t = 0;
+    const flood = new FloodLimiter(DEFAULT_GATEWAY_LIMITS, () => t, () => () => {});
+    const seam = floodSeam(flood);
+    const session = { identity: { kind: "device", id: "robot-1", group: null, labels: {} } as unknown as AccessIdentity };
+    // aedes may still hand over packets of the batch it was parsing when the connection closed.
+    seam.sessionClosed(session);
+    assert.equal(seam.publish(session, { topic: "fleet/robot-1/t", payloadBytes: 10, qos: 0 }), "close");
+    t += 3_600_000;
+    flood.sweep();
+    assert.equal(flood.size, 0, "the identity is forgotten once idle");
   });
 });

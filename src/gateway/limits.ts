@@ -638,6 +638,9 @@ export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: 
     held: Set<(v: FloodVerdict) => void>;
   }
   const gates = new WeakMap<S, State>();
+  // Sessions already closed: a PUBLISH aedes still hands over from the batch it was parsing must not
+  // open a gate that no sessionClosed would ever release (the identity would never be forgotten).
+  const ended = new WeakSet<S>();
   const stateFor = (session: S) => {
     let state = gates.get(session);
     if (!state) {
@@ -692,6 +695,7 @@ export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: 
       };
     },
     publish(session: S, p: { topic: string; payloadBytes: number; qos: number }): FloodVerdict | Promise<FloodVerdict> {
+      if (ended.has(session)) return "close";
       const state = stateFor(session);
       const wasPaused = state.gate.paused;
       let passedNow = false;
@@ -721,6 +725,7 @@ export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: 
       return flood.subscriptionAllowed(current, has());
     },
     sessionClosed(session: S): void {
+      ended.add(session);
       const state = gates.get(session);
       if (state) flood.release(state.gate);
     },
