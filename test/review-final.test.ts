@@ -34,6 +34,18 @@ describe("review-final: flood limits", () => {
     assert.equal(a.opened("203.0.113.7"), undefined);
   });
 
+  it("refuses rates whose bucket cannot hold one message of the largest allowed size", () => {
+    const refused = (value: unknown, re: RegExp) =>
+      assert.throws(() => parseGatewayLimits(value), (e: unknown) => e instanceof ConfigError && re.test(e.message));
+    refused(
+      { default: { bytes_per_second: 5000, burst_seconds: 2 } },
+      /default: bytes_per_second x burst_seconds .* max_payload_bytes \(262144\)/,
+    );
+    refused({ groups: { cams: { messages_per_second: 100, burst_seconds: 0.005 } } }, /groups\.cams: messages_per_second x burst_seconds/);
+    const ok = parseGatewayLimits({ default: { bytes_per_second: 5000, burst_seconds: 2 }, max_payload_bytes: 10_000 });
+    assert.equal(ok.max_payload_bytes, 10_000);
+  });
+
   it("refuses timer settings longer than a timer can wait (Node would fire them after 1 ms)", () => {
     for (const key of ["drain_timeout_seconds", "max_debt_seconds"])
       assert.throws(() => parseGatewayLimits({ [key]: 10_000_000 }), (e: unknown) => e instanceof ConfigError && e.message.includes(key));
@@ -112,7 +124,8 @@ describe("review-final: gateway counters", () => {
   it("a connection refused by the per-address limit is counted once in refused", async () => {
     const f = await tempFleet();
     const config = join(f.dir, "fleetpki.yaml");
-    writeFileSync(config, readFileSync(config, "utf8").replace(/^gateway:\n/m, "gateway:\n  limits:\n    max_connections_per_address: 1\n"));
+    const limits = "gateway:\n  limits:\n    max_connections_per_address: 1\n";
+    writeFileSync(config, readFileSync(config, "utf8").replace(/^gateway:\n/m, limits));
     const server = await startFleetServer({ dir: f.dir, only: ["gateway"], gatewayListen: "127.0.0.1:0", logger: silentLogger });
     const port = server.gateway!.address.port;
     const first = netConnect(port, "127.0.0.1");

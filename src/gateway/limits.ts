@@ -135,6 +135,19 @@ export function parseGatewayLimits(value: unknown, where = "fleetpki.yaml: gatew
       throw new ConfigError(`${where}.${key} must be at most ${MAX_TIMER_SECONDS} (about 24 days: a timer's longest delay)`);
   if (out.max_payload_bytes > MAX_PAYLOAD_CEILING)
     throw new ConfigError(`${where}.max_payload_bytes must be at most ${MAX_PAYLOAD_CEILING} (MQTT's packet size limit)`);
+  // A bucket must hold at least one message of the largest size allowed, or an honest client sending
+  // such messages below its rate waits on every one and is disconnected as a flooder.
+  const rates: [string, RateLimit][] = [[`${where}.default`, base]];
+  for (const [group, rate] of Object.entries(groups)) rates.push([`${where}.groups.${group}`, rate]);
+  for (const [path, rate] of rates) {
+    if (rate.messages_per_second * rate.burst_seconds < 1)
+      throw new ConfigError(`${path}: messages_per_second x burst_seconds must be at least 1 (one message)`);
+    if (rate.bytes_per_second * rate.burst_seconds < out.max_payload_bytes)
+      throw new ConfigError(
+        `${path}: bytes_per_second x burst_seconds must be at least max_payload_bytes (${out.max_payload_bytes}), ` +
+          "or a message of the largest allowed size disconnects its sender",
+      );
+  }
   return out;
 }
 
