@@ -88,6 +88,14 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   const robots = Array.from({ length: robotCount }, (_, i) => `robot-${i + 1}`);
   const robotDir = (id: string) => join(tmp, "robots", id);
 
+  // Ctrl-C (or a kill) mid-demo would skip `finally` and leave a fleet, CA keys included, in the
+  // temporary directory: remove it before going down the way the signal would have taken us.
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (!options.keep) rmSync(tmp, { recursive: true, force: true });
+    process.exit(signal === "SIGINT" ? 130 : 143);
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
   write(`fleetpki demo: a throwaway DEMO fleet (trust domain ${DEMO_DOMAIN}) in ${tmp}`);
   write(options.keep ? "The directory is kept at the end (--keep)." : "The directory is deleted at the end (--keep keeps it).");
   try {
@@ -234,6 +242,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     if (e instanceof DemoStepFailed) throw e;
     throw new DemoStepFailed(step, (e as Error)?.message ?? String(e));
   } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
     for (const c of clients) await c.close().catch(() => {});
     await server?.close().catch(() => {});
     await operator?.close().catch(() => {});

@@ -88,6 +88,8 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
   const dropped = new WeakSet<object>();
   // Sessions the gateway ended: their will is not published.
   const ended = new WeakSet<object>();
+  // Filters granted to a client whose SUBSCRIBE is still being stored (see authorizeSubscribe).
+  const granting = new WeakMap<Client, Set<string>>();
 
   const aedes = new Aedes({
     connectTimeout: options.connectTimeout,
@@ -150,8 +152,19 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
     authorizeSubscribe(client, sub, callback) {
       const session = sessions.get(client);
       if (sub.topic.includes("\u0000")) return callback(null, null);
-      const current = Object.keys((client as unknown as { subscriptions: object }).subscriptions).length;
-      callback(null, session && hooks.subscribe(session, sub.topic, current) ? sub : null);
+      // A persistent session's filters are added only after the store resolves, and aedes authorizes
+      // every filter of a SUBSCRIBE before that: count the ones granted but not added yet, or one
+      // packet of thousands of filters would pass max_subscriptions.
+      const held = (client as unknown as { subscriptions: Record<string, unknown> }).subscriptions;
+      let pending = granting.get(client);
+      if (pending) for (const f of pending) if (f in held) pending.delete(f);
+      const current = Object.keys(held).length + (pending && !pending.has(sub.topic) ? pending.size : 0);
+      const ok = session !== undefined && hooks.subscribe(session, sub.topic, current);
+      if (ok && !(sub.topic in held)) {
+        if (!pending) granting.set(client, (pending = new Set()));
+        pending.add(sub.topic);
+      }
+      callback(null, ok ? sub : null);
     },
     authorizeForward(client, packet) {
       const session = sessions.get(client);
@@ -178,6 +191,8 @@ export async function createBroker<S extends object>(hooks: BrokerHooks<S>, opti
       });
     });
   };
+  // A SUBSCRIBE is complete (SUBACK sent): its granted filters are in client.subscriptions now.
+  aedes.on("subscribe", (_subs, client) => granting.delete(client));
   // aedes destroys the connection with this error when a subscriber's socket did not drain in time.
   aedes.on("clientError", (client, err) => {
     const session = sessions.get(client);

@@ -82,6 +82,9 @@ const INTEGER_KEYS: ReadonlySet<string> = new Set([
   "max_connections_per_address",
   "connection_attempts_per_minute",
 ]);
+/** Settings that become a timer's delay: Node fires a setTimeout longer than 2^31-1 ms after 1 ms. */
+const TIMER_SECONDS_KEYS: ReadonlySet<string> = new Set(["max_debt_seconds", "drain_timeout_seconds"]);
+const MAX_TIMER_SECONDS = Math.floor(0x7fffffff / 1000);
 /** MQTT's remaining length cannot exceed 268,435,455 bytes; a payload limit near it means none. */
 const MAX_PAYLOAD_CEILING = 256 * 1024 * 1024 - 1024;
 
@@ -127,8 +130,24 @@ export function parseGatewayLimits(value: unknown, where = "fleetpki.yaml: gatew
   }
   const out: GatewayLimits = { ...DEFAULT_GATEWAY_LIMITS, default: base, groups };
   for (const key of SCALAR_KEYS) if (value[key] !== undefined) out[key] = positive(value[key], `${where}.${key}`);
+  for (const key of TIMER_SECONDS_KEYS)
+    if (out[key as "max_debt_seconds"] > MAX_TIMER_SECONDS)
+      throw new ConfigError(`${where}.${key} must be at most ${MAX_TIMER_SECONDS} (about 24 days: a timer's longest delay)`);
   if (out.max_payload_bytes > MAX_PAYLOAD_CEILING)
     throw new ConfigError(`${where}.max_payload_bytes must be at most ${MAX_PAYLOAD_CEILING} (MQTT's packet size limit)`);
+  // A bucket must hold at least one message of the largest size allowed, or an honest client sending
+  // such messages below its rate waits on every one and is disconnected as a flooder.
+  const rates: [string, RateLimit][] = [[`${where}.default`, base]];
+  for (const [group, rate] of Object.entries(groups)) rates.push([`${where}.groups.${group}`, rate]);
+  for (const [path, rate] of rates) {
+    if (rate.messages_per_second * rate.burst_seconds < 1)
+      throw new ConfigError(`${path}: messages_per_second x burst_seconds must be at least 1 (one message)`);
+    if (rate.bytes_per_second * rate.burst_seconds < out.max_payload_bytes)
+      throw new ConfigError(
+        `${path}: bytes_per_second x burst_seconds must be at least max_payload_bytes (${out.max_payload_bytes}), ` +
+          "or a message of the largest allowed size disconnects its sender",
+      );
+  }
   return out;
 }
 
@@ -147,6 +166,8 @@ export class TokenBucket {
     readonly rate: number,
     readonly capacity: number,
     now: number,
+    /** The lowest the balance may fall: a bounded debt (default none). */
+    private readonly floor = -Infinity,
   ) {
     this.tokens = capacity;
     this.last = now;
@@ -162,7 +183,7 @@ export class TokenBucket {
 
   /** Takes `cost` tokens; returns the ms until the balance is >= 0 again (0: it still is). */
   take(cost: number, now: number): number {
-    this.tokens = this.level(now) - cost;
+    this.tokens = Math.max(this.floor, this.level(now) - cost);
     return this.tokens >= 0 ? 0 : (-this.tokens / this.rate) * 1000;
   }
 
@@ -379,7 +400,10 @@ export class AddressLimiter {
     if (now - this.lastSweep > 60_000) this.sweep(now);
     let state = this.addresses.get(address);
     if (!state) {
-      state = { open: 0, attempts: new TokenBucket(this.attemptsPerMinute / 60, this.attemptsPerMinute, now) };
+      // Debt bounded at one minute's worth: a burst of attempts (one host behind a shared NAT) keeps
+      // the address out while it lasts and for at most a minute after, not for hours.
+      const attempts = new TokenBucket(this.attemptsPerMinute / 60, this.attemptsPerMinute, now, -this.attemptsPerMinute);
+      state = { open: 0, attempts };
       this.addresses.set(address, state);
     }
     // A refused attempt costs a token too: hammering keeps the address out.
@@ -627,6 +651,9 @@ export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: 
     held: Set<(v: FloodVerdict) => void>;
   }
   const gates = new WeakMap<S, State>();
+  // Sessions already closed: a PUBLISH aedes still hands over from the batch it was parsing must not
+  // open a gate that no sessionClosed would ever release (the identity would never be forgotten).
+  const ended = new WeakSet<S>();
   const stateFor = (session: S) => {
     let state = gates.get(session);
     if (!state) {
@@ -681,6 +708,7 @@ export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: 
       };
     },
     publish(session: S, p: { topic: string; payloadBytes: number; qos: number }): FloodVerdict | Promise<FloodVerdict> {
+      if (ended.has(session)) return "close";
       const state = stateFor(session);
       const wasPaused = state.gate.paused;
       let passedNow = false;
@@ -710,6 +738,7 @@ export function floodSeam<S extends FloodSession>(flood: FloodLimiter, options: 
       return flood.subscriptionAllowed(current, has());
     },
     sessionClosed(session: S): void {
+      ended.add(session);
       const state = gates.get(session);
       if (state) flood.release(state.gate);
     },

@@ -374,7 +374,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     socket.once("close", () => sockets.delete(socket));
     const address = socket.remoteAddress ?? "?";
     if (options.limits?.connection && !options.limits.connection(address)) {
-      bump(counters.refused, "address-limit");
+      // Counted by the seam, by reason (refused["address-connections" | "address-attempts"]).
       socket.destroy();
       return;
     }
