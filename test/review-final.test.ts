@@ -36,7 +36,10 @@ describe("review-final: flood limits", () => {
 
   it("refuses rates whose bucket cannot hold one message of the largest allowed size", () => {
     const refused = (value: unknown, re: RegExp) =>
-      assert.throws(() => parseGatewayLimits(value), (e: unknown) => e instanceof ConfigError && re.test(e.message));
+      assert.throws(
+        () => parseGatewayLimits(value),
+        (e: unknown) => e instanceof ConfigError && re.test(e.message),
+      );
     refused(
       { default: { bytes_per_second: 5000, burst_seconds: 2 } },
       /default: bytes_per_second x burst_seconds .* max_payload_bytes \(262144\)/,
@@ -48,7 +51,10 @@ describe("review-final: flood limits", () => {
 
   it("refuses timer settings longer than a timer can wait (Node would fire them after 1 ms)", () => {
     for (const key of ["drain_timeout_seconds", "max_debt_seconds"])
-      assert.throws(() => parseGatewayLimits({ [key]: 10_000_000 }), (e: unknown) => e instanceof ConfigError && e.message.includes(key));
+      assert.throws(
+        () => parseGatewayLimits({ [key]: 10_000_000 }),
+        (e: unknown) => e instanceof ConfigError && e.message.includes(key),
+      );
     assert.equal(parseGatewayLimits({ drain_timeout_seconds: 2_147_483 }).drain_timeout_seconds, 2_147_483);
   });
 });
@@ -68,7 +74,10 @@ describe("review-final: fleetpki demo", () => {
         });
         void exited.then(() => reject(new Error(`demo exited before step 2:\n${out}`)));
       });
-      assert.ok(readdirSync(tmp).some((n) => n.startsWith("fleetpki-demo-")), "the demo made its directory");
+      assert.ok(
+        readdirSync(tmp).some((n) => n.startsWith("fleetpki-demo-")),
+        "the demo made its directory",
+      );
       child.kill("SIGINT");
       const code = await exited;
       assert.notEqual(code, 0);
@@ -149,7 +158,11 @@ describe("review-final: gateway counters", () => {
 describe("review-final: flood seam after a session closed", () => {
   it("a PUBLISH handled after its session closed is refused and leaves no limiter state behind", () => {
     let t = 0;
-    const flood = new FloodLimiter(DEFAULT_GATEWAY_LIMITS, () => t, () => () => {});
+    const flood = new FloodLimiter(
+      DEFAULT_GATEWAY_LIMITS,
+      () => t,
+      () => () => {},
+    );
     const seam = floodSeam(flood);
     const session = { identity: { kind: "device", id: "robot-1", group: null, labels: {} } as unknown as AccessIdentity };
     // aedes may still hand over packets of the batch it was parsing when the connection closed.
