@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { admit, type AdmissionCertificate, type AdmissionFacts } from "../src/access/admission.js";
+import { admit, PeerCertificates, type AdmissionCertificate, type AdmissionFacts } from "../src/access/admission.js";
 import { fromPem } from "../src/x509/pem.js";
 import { openssl, tempDir } from "./helpers.js";
 
@@ -41,8 +41,12 @@ describe("admission", () => {
     devices: Record<string, string> = { "robot-1": "active" },
   ): AdmissionFacts {
     return {
-      certificate: ({ der }) => {
-        const entry = [...known].find(([k]) => k.equals(Buffer.from(der)))?.[1];
+      certificate: (query) => {
+        if (!("der" in query)) {
+          const byId = [...known.values()].find((e) => (e.serial ?? "01") === query.serial && e.issuerCa === query.issuerCa);
+          return byId ? { status: "good", serial: "01", ...byId } : { status: "unknown", serial: query.serial };
+        }
+        const entry = [...known].find(([k]) => k.equals(Buffer.from(query.der)))?.[1];
         return entry ? { status: "good", serial: "01", ...entry } : { status: "unknown", serial: "01" };
       },
       device: (id) => ({ status: devices[id] ?? "unknown", group: "lab", labels: { site: "berlin" } }),
@@ -99,6 +103,33 @@ describe("admission", () => {
         refusal(ask(certs.device, "robot-1", facts(good(certs.device!, deviceEntry), { "robot-1": status }))),
         "not-authorized/device-inactive",
       );
+  });
+
+  it("a certificate read once (PeerCertificates) still gets its status from the facts at every decision", () => {
+    const peers = new PeerCertificates(DOMAIN);
+    const entry: Partial<AdmissionCertificate> = { ...deviceEntry, serial: "0a" };
+    const known = good(certs.device!, entry);
+    const devices: Record<string, string> = { "robot-1": "active" };
+    const f = facts(known, devices);
+    const askCached = (der: Buffer) => admit({ certificate: peers.get(der), clientId: "robot-1", domain: DOMAIN, allowLocalCas: false }, f);
+    assert.equal(refusal(askCached(certs.device!)), "admitted");
+    // The same bytes again: the same reading, now asked by serial.
+    assert.equal(peers.get(Buffer.from(certs.device!)), peers.get(certs.device!));
+    assert.deepEqual(peers.get(certs.device!).issued, { serial: "0a", issuerCa: "devices" });
+    for (const status of ["revoked", "held", "expired"] as const) {
+      entry.status = status;
+      assert.equal(refusal(askCached(certs.device!)), `not-authorized/${status}`);
+    }
+    entry.status = "good";
+    devices["robot-1"] = "removed";
+    assert.equal(refusal(askCached(certs.device!)), "not-authorized/device-inactive");
+    devices["robot-1"] = "active";
+    // Forgotten by the fleet (entry gone): unknown, whatever was read before.
+    known.clear();
+    assert.equal(refusal(askCached(certs.device!)), "bad-credentials/unknown-certificate");
+    // Other bytes never share a reading: a different certificate claiming the same SAN is asked by its DER.
+    assert.notEqual(peers.get(certs.two!), peers.get(certs.device!));
+    assert.equal(refusal(askCached(certs.two!)), "bad-credentials/no-identity");
   });
 
   it("services and operators: their CA and recorded name, client id NAME or NAME-...", () => {

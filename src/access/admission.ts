@@ -3,6 +3,7 @@
 // Pure decision, no MQTT types: the gateway maps a refusal to its CONNACK code. Asked again for
 // every live session whenever a certificate, device or CA changes, so a session lasts only as
 // long as its admission would still be granted.
+import { createHash } from "node:crypto";
 import { parseCertificate, subjectAltNameUris } from "../x509/certificate.js";
 import { DEVICE_ID_PATTERN } from "../x509/profiles.js";
 import type { AccessIdentity, OperatorRole } from "./identity.js";
@@ -53,13 +54,16 @@ export interface AdmissionDevice {
 
 /** The in-memory status every decision reads (CertificateStatus fits). */
 export interface AdmissionFacts {
-  certificate(query: { der: Uint8Array }): AdmissionCertificate;
+  /** By DER (matched byte for byte with the one issued), or by serial once a DER was so matched. */
+  certificate(query: { der: Uint8Array } | { serial: string; issuerCa: string }): AdmissionCertificate;
   device(deviceId: string): AdmissionDevice;
 }
 
 export interface AdmissionRequest {
   /** The peer certificate (DER) the TLS layer verified; undefined when the client sent none. */
-  certificateDer: Uint8Array | undefined;
+  certificateDer?: Uint8Array | undefined;
+  /** The same, already read (PeerCertificates); takes the place of certificateDer. */
+  certificate?: PeerCertificate | undefined;
   clientId: string;
   domain: string;
   /** gateway.allow_local_cas: devices may use certificates of (active) local CAs. */
@@ -82,7 +86,9 @@ export type AdmissionResult = Admitted | { admitted: false; refusal: AdmissionRe
 
 const NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 
-const refuse = (kind: RefusalKind, code: RefusalCode, reason: string): AdmissionResult => ({
+type Refused = { admitted: false; refusal: AdmissionRefusal };
+
+const refuse = (kind: RefusalKind, code: RefusalCode, reason: string): Refused => ({
   admitted: false,
   refusal: { kind, code, reason },
 });
@@ -123,20 +129,70 @@ function issuerAllowed(kind: Kind, issuerCa: string, certKind: string | undefine
   }
 }
 
-/** Decides a CONNECT (and, again, a live session after any status change). */
-export function admit(request: AdmissionRequest, facts: AdmissionFacts): AdmissionResult {
-  if (!request.certificateDer || request.certificateDer.length === 0)
-    return refuse("bad-credentials", "no-certificate", "no client certificate");
+/**
+ * A client certificate as admission reads it. What its bytes say (the SAN URI identity, or why it
+ * has none) never changes, so it is parsed once; its status is asked of the facts at every decision.
+ */
+export interface PeerCertificate {
+  readonly der: Uint8Array;
+  /** The SAN URI identity, or the refusal the bytes alone earn. */
+  readonly read: { kind: Kind; name: string } | Refused;
+  /**
+   * Set once the facts matched these bytes with a certificate the fleet issued: later questions go
+   * by serial and issuing CA (the status, revocation included, is still the facts' answer now).
+   */
+  issued?: { serial: string; issuerCa: string };
+}
+
+/** Parses a client certificate for admission (no status: that is asked at every decision). */
+export function readPeerCertificate(der: Uint8Array, domain: string): PeerCertificate {
   let uris: string[];
   try {
-    uris = subjectAltNameUris(parseCertificate(Buffer.from(request.certificateDer)));
+    uris = subjectAltNameUris(parseCertificate(Buffer.from(der.buffer, der.byteOffset, der.byteLength)));
   } catch (e) {
-    return refuse("bad-credentials", "bad-certificate", `client certificate unreadable: ${(e as Error).message}`);
+    return { der, read: refuse("bad-credentials", "bad-certificate", `client certificate unreadable: ${(e as Error).message}`) };
   }
-  const id = identityUri(uris, request.domain);
-  if (typeof id === "string") return refuse("bad-credentials", "no-identity", id);
+  const id = identityUri(uris, domain);
+  return { der, read: typeof id === "string" ? refuse("bad-credentials", "no-identity", id) : id };
+}
+
+/**
+ * Client certificates read once and kept by their SHA-256 (the same bytes, so the same reading),
+ * for a gateway whose devices reconnect with the same certificate: a CONNECT then costs a hash and
+ * the status lookups, not a DER parse and a fingerprint match. At most `max`, oldest dropped first.
+ */
+export class PeerCertificates {
+  private readonly byDigest = new Map<string, PeerCertificate>();
+
+  constructor(
+    private readonly domain: string,
+    private readonly max = 20_000,
+  ) {}
+
+  get(der: Uint8Array): PeerCertificate {
+    const digest = createHash("sha256").update(der).digest("base64");
+    let cert = this.byDigest.get(digest);
+    if (!cert) {
+      if (this.byDigest.size >= this.max) this.byDigest.delete(this.byDigest.keys().next().value!);
+      cert = readPeerCertificate(Buffer.from(der), this.domain);
+      this.byDigest.set(digest, cert);
+    }
+    return cert;
+  }
+}
+
+/** Decides a CONNECT (and, again, a live session after any status change). */
+export function admit(request: AdmissionRequest, facts: AdmissionFacts): AdmissionResult {
+  const peer =
+    request.certificate ??
+    (request.certificateDer && request.certificateDer.length > 0 ? readPeerCertificate(request.certificateDer, request.domain) : undefined);
+  if (!peer || peer.der.length === 0) return refuse("bad-credentials", "no-certificate", "no client certificate");
+  if ("admitted" in peer.read) return peer.read;
+  const id = peer.read;
   const subject = `${id.kind}:${id.name}`;
-  const cert = facts.certificate({ der: request.certificateDer });
+  const cert = facts.certificate(peer.issued ?? { der: peer.der });
+  if (!peer.issued && cert.status !== "unknown" && cert.issuerCa !== undefined)
+    peer.issued = { serial: cert.serial, issuerCa: cert.issuerCa };
   const at = `${subject} (serial ${cert.serial})`;
   if (cert.status === "unknown") return refuse("bad-credentials", "unknown-certificate", `${at}: certificate not issued by this fleet`);
   const wrongIssuer = issuerAllowed(id.kind, cert.issuerCa ?? "?", cert.kind, request.allowLocalCas);

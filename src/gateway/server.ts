@@ -4,7 +4,14 @@
 // the change feed so a revoked, held or removed identity loses its sessions within the feed's poll.
 import type { AddressInfo } from "node:net";
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
-import { admit, type AdmissionFacts, type AdmissionRefusal, type Admitted } from "../access/admission.js";
+import {
+  admit,
+  PeerCertificates,
+  type AdmissionFacts,
+  type AdmissionRefusal,
+  type Admitted,
+  type PeerCertificate,
+} from "../access/admission.js";
 import { DENY_ACTION, DenialLog, type DenialRow } from "../access/denials.js";
 import type { AccessDecision, AccessGrants, AccessIdentity } from "../access/identity.js";
 import type { ChangeFeed } from "../authority/events/change-feed.js";
@@ -69,7 +76,8 @@ export interface GatewaySession {
   readonly serial: string;
   readonly address: string;
   readonly since: Date;
-  readonly certificateDer: Buffer;
+  /** Its client certificate as admission read it (shared by the sessions of the same certificate). */
+  readonly certificate: PeerCertificate;
   grants: AccessGrants;
   messagesIn: number;
   messagesOut: number;
@@ -151,8 +159,10 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         subscriptions: broker.subscriptions(s).length,
       }));
 
-  const admission = (der: Uint8Array | undefined, clientId: string) =>
-    admit({ certificateDer: der, clientId, domain: fleet.domain, allowLocalCas: options.allowLocalCas }, facts);
+  // Devices reconnect with the same certificate: it is parsed once; its status is asked every time.
+  const peers = new PeerCertificates(fleet.domain);
+  const admission = (certificate: PeerCertificate | undefined, clientId: string) =>
+    admit({ certificate, clientId, domain: fleet.domain, allowLocalCas: options.allowLocalCas }, facts);
 
   const end = (session: GatewaySession, reason: string, detail: Record<string, unknown> = {}) => {
     if (session.closing) return;
@@ -197,14 +207,15 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
       async connect(c) {
         const conn = c.conn as TLSSocket;
         const address = addressOf(conn);
-        const peer = conn.getPeerCertificate?.();
-        const der = peer && "raw" in peer ? peer.raw : undefined;
-        let result = admission(der, c.clientId);
+        // Only the DER: getPeerCertificate() would build a JS object of the whole certificate.
+        const der = conn.getPeerX509Certificate?.()?.raw;
+        const certificate = der && der.length > 0 ? peers.get(der) : undefined;
+        let result = admission(certificate, c.clientId);
         // A certificate issued a moment ago (an agent connecting right after enrolling) may not have
         // reached us through the feed yet: read the audit log now, then decide.
         if (!result.admitted && result.refusal.code === "unknown-certificate") {
           await options.changes.poll();
-          result = admission(der, c.clientId);
+          result = admission(certificate, c.clientId);
         }
         if (!result.admitted) {
           bump(counters.refused, result.refusal.code);
@@ -249,7 +260,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
           serial: result.serial,
           address,
           since: fleet.clock.now(),
-          certificateDer: Buffer.from(der!),
+          certificate: certificate!,
           grants,
           messagesIn: 0,
           messagesOut: 0,
@@ -335,7 +346,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     const pending: Promise<void>[] = [];
     for (const session of live) {
       if (session.closing) continue;
-      const result = admission(session.certificateDer, session.clientId);
+      const result = admission(session.certificate, session.clientId);
       if (!result.admitted) end(session, result.refusal.code, { why: result.refusal.reason });
       else if (!sameIdentity(session.identity, (result as Admitted).identity)) pending.push(regrant(session, result.identity));
     }

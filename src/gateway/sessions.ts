@@ -1,9 +1,10 @@
 // Who is connected now. Each running gateway keeps its sessions in memory and writes them, at most
 // once a second and only when they changed, to <dir>/run/gateway-<pid>.json (0600, removed at
 // close), so `fleetpki gateway sessions` can list every gateway's sessions on this fleet directory.
-import { readdirSync, readFileSync, rmSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { closeSync, openSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { ensurePrivateDir, writeFileAtomic } from "../keys/files.js";
+import { ensurePrivateDir } from "../keys/files.js";
 
 export interface SessionInfo {
   /** The MQTT client id. */
@@ -60,7 +61,7 @@ export class SessionsFileWriter {
     try {
       ensurePrivateDir(join(this.dir, RUN_DIR));
       const file: GatewaySessionsFile = { pid: process.pid, at: this.now().toISOString(), sessions: this.list() };
-      writeFileAtomic(sessionsFile(this.dir), JSON.stringify(file) + "\n", 0o600);
+      replaceFile(sessionsFile(this.dir), JSON.stringify(file) + "\n");
     } catch (e) {
       this.changed = true;
       this.onError(e);
@@ -71,6 +72,25 @@ export class SessionsFileWriter {
     clearInterval(this.timer);
     rmSync(sessionsFile(this.dir), { force: true });
   }
+}
+
+/**
+ * Replaces `path` (0600) by a rename, so a reader sees the old or the new list, never half of one.
+ * No fsync (writeFileAtomic's two would block the event loop every second): the file describes
+ * this running process only and is removed when it stops, so losing it in a crash loses nothing.
+ */
+function replaceFile(path: string, data: string): void {
+  const tmp = `${path}.${randomBytes(6).toString("hex")}.tmp`;
+  const fd = openSync(tmp, "wx", 0o600);
+  try {
+    writeSync(fd, data);
+  } catch (e) {
+    closeSync(fd);
+    unlinkSync(tmp);
+    throw e;
+  }
+  closeSync(fd);
+  renameSync(tmp, path);
 }
 
 function alive(pid: number): boolean {
