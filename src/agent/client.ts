@@ -47,7 +47,8 @@ export function endpoint(server: URL, path: string): URL {
   return url;
 }
 
-const TLS_CODES = new Set([
+/** Certificate checks of the server that failed on our side: the server is not who it should be (also the MQTT client's). */
+export const SERVER_TLS_CODES: ReadonlySet<string> = new Set([
   "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
   "UNABLE_TO_GET_ISSUER_CERT",
   "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
@@ -66,7 +67,7 @@ function transportError(url: URL, e: unknown): TransportError {
   const err = e as NodeJS.ErrnoException;
   const code = typeof err?.code === "string" ? err.code : undefined;
   const where = `${url.origin}`;
-  if (code && TLS_CODES.has(code))
+  if (code && SERVER_TLS_CODES.has(code))
     return new TransportError(
       `TLS verification of ${where} failed (${code}): ${err.message}; ` +
         `the server's certificate must chain to the pinned fleet root and name this host`,

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { parseCertificate } from "../x509/certificate.js";
 import { PemError, parsePemBlocks, toPem } from "../x509/pem.js";
+import { SERVER_TLS_CODES } from "./client.js";
 import { AgentError } from "./errors.js";
 import { AGENT_FILES, loadState } from "./state.js";
 import { chainToRoot, sameKey, uriSans } from "./verify.js";
@@ -233,22 +234,6 @@ function loadAgentDir(dir: string): LoadedIdentity {
     rootPem: toPem("CERTIFICATE", Buffer.from(state.root.certificate.raw)),
   };
 }
-
-// Server certificate checks that failed on our side: the gateway is not who it should be.
-const SERVER_TLS_CODES = new Set([
-  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
-  "UNABLE_TO_GET_ISSUER_CERT",
-  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
-  "SELF_SIGNED_CERT_IN_CHAIN",
-  "DEPTH_ZERO_SELF_SIGNED_CERT",
-  "CERT_SIGNATURE_FAILURE",
-  "CERT_HAS_EXPIRED",
-  "CERT_NOT_YET_VALID",
-  "CERT_UNTRUSTED",
-  "CERT_REJECTED",
-  "ERR_TLS_CERT_ALTNAME_INVALID",
-  "HOSTNAME_MISMATCH",
-]);
 
 /** A socket/TLS error, in words that say which side refused what. */
 export function describeConnectionError(url: string, servername: string, e: unknown): MqttError {
