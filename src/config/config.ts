@@ -1,5 +1,6 @@
 // fleetpki.yaml: one commented file holding every default, validated on load.
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { isAbsolute, join, resolve } from "node:path";
 import { isMap, isScalar, LineCounter, parseDocument, type Pair } from "yaml";
 import { CA_KEY_TYPES, type CaKeyType } from "../x509/algorithms.js";
@@ -24,7 +25,7 @@ export interface FleetConfig {
   };
   /** Derived from server.public_url (or, in files written before it existed, the urls section). */
   urls: { crl_base: string; ocsp: string };
-  listen: { registration: string; status: string; gateway: string };
+  listen: { registration: string; status: string; gateway: string; admin: string };
   /** public_url: base URL of the status listener as robots reach it; absent in files from before it existed. */
   server: { names: string[]; public_url?: string };
   database: { url: string };
@@ -33,7 +34,22 @@ export interface FleetConfig {
   revocation: RevocationConfig;
   audit: AuditConfig;
   gateway: GatewayConfig;
+  admin: AdminConfig;
 }
+
+/** The admin API and dashboard (listen.admin); docs/admin.md. */
+export interface AdminConfig {
+  /** The base URL operators' browsers and `--server` reach the admin listener at (login links use it). */
+  public_url?: string;
+  /** Addresses (IPs or CIDRs) that may scrape /metrics without a certificate. */
+  metrics_allow: string[];
+  /** How long a browser session lasts. */
+  session_lifetime: string;
+}
+
+export const DEFAULT_ADMIN: AdminConfig = { metrics_allow: ["127.0.0.1/32", "::1/128"], session_lifetime: "12h" };
+
+export const DEFAULT_ADMIN_LISTEN = "0.0.0.0:9443";
 
 /** The MQTT gateway (listen.gateway); docs/gateway.md. */
 export interface GatewayConfig {
@@ -174,7 +190,7 @@ export function defaultConfig(input: ConfigDefaultsInput): FleetConfig {
       service: DEFAULT_SERVICE_VALIDITY,
     },
     urls: statusUrls(publicUrl),
-    listen: { registration: "0.0.0.0:8443", status: DEFAULT_STATUS_LISTEN, gateway: DEFAULT_GATEWAY_LISTEN },
+    listen: { registration: "0.0.0.0:8443", status: DEFAULT_STATUS_LISTEN, gateway: DEFAULT_GATEWAY_LISTEN, admin: DEFAULT_ADMIN_LISTEN },
     server: { names: input.serverNames, public_url: publicUrl },
     database: { url: "sqlite:fleetpki.db" },
     renewal: { after_expiry_grace: "7d" },
@@ -182,6 +198,7 @@ export function defaultConfig(input: ConfigDefaultsInput): FleetConfig {
     revocation: { ...DEFAULT_REVOCATION },
     audit: { ...DEFAULT_AUDIT },
     gateway: { ...DEFAULT_GATEWAY },
+    admin: { ...DEFAULT_ADMIN, metrics_allow: [...DEFAULT_ADMIN.metrics_allow] },
   };
 }
 
@@ -215,6 +232,7 @@ listen:
   registration: ${q(c.listen.registration)}   # EST + JSON enrollment (HTTPS)
   status: ${q(c.listen.status)}         # CRLs and OCSP (plain HTTP)
   gateway: ${q(c.listen.gateway)}        # MQTT 3.1.1 over mutual TLS (needs policy.yaml)
+  admin: ${q(c.listen.admin)}          # admin API, dashboard and /metrics (HTTPS; operator certificate or login)
 
 # The registration server's certificate. \`fleetpki serve\` reissues it (services CA) at start when
 # these names or the URLs below differ from it; \`fleetpki server reissue\` does it on demand.
@@ -255,6 +273,12 @@ audit:
 gateway:
   allow_local_cas: ${c.gateway.allow_local_cas}        # devices may connect with factory (local CA) certificates
   denials_per_minute: ${c.gateway.denials_per_minute}        # denied requests per connection and minute, then it is closed
+
+# The admin API and dashboard (listen.admin); docs/admin.md.
+admin:
+  ${c.admin.public_url ? `public_url: ${q(c.admin.public_url)}` : "# public_url: https://fleet.example.com:9443   # where browsers reach it (default: first server name)"}
+  metrics_allow: [${c.admin.metrics_allow.map(q).join(", ")}]   # may scrape /metrics without a certificate
+  session_lifetime: ${c.admin.session_lifetime}              # browser sessions (\`fleetpki operator login\`)
 `;
 }
 
@@ -292,13 +316,13 @@ const KNOWN_KEYS: Record<string, readonly string[]> = {
   revocation: ["crl_validity", "ocsp_responder_validity", "ocsp_cache", "ocsp_max_certificates"],
   audit: ["checkpoint_interval"],
   gateway: ["allow_local_cas", "denials_per_minute", "limits"],
+  admin: ["public_url", "metrics_allow", "session_lifetime"],
   // Written by fleetpki before server.public_url replaced it; still read.
   urls: ["crl_base", "ocsp", "est"],
 };
 
 // Keys older files carry that nothing reads yet: reported, not refused, so such fleets keep working.
 const UNUSED_KEYS: Record<string, string> = {
-  "listen.admin": "the admin API is not built yet",
   "urls.est": "devices are given the server URL directly",
 };
 
@@ -430,6 +454,7 @@ export function parseConfigWithNotes(text: string): { config: FleetConfig; notes
         status: str(listen, "listen", "status"),
         // Files written before the gateway existed have no listen.gateway (or one that was ignored).
         gateway: listen.gateway === undefined ? DEFAULT_GATEWAY_LISTEN : str(listen, "listen", "gateway"),
+        admin: listen.admin === undefined ? DEFAULT_ADMIN_LISTEN : str(listen, "listen", "admin"),
       },
       server: publicUrl === undefined ? { names: names as string[] } : { names: names as string[], public_url: publicUrl },
       database: { url: str(database, "database", "url") },
@@ -438,8 +463,56 @@ export function parseConfigWithNotes(text: string): { config: FleetConfig; notes
       revocation: parseRevocation((raw as Record<string, unknown>).revocation),
       audit: parseAudit((raw as Record<string, unknown>).audit),
       gateway: parseGateway((raw as Record<string, unknown>).gateway),
+      admin: parseAdmin((raw as Record<string, unknown>).admin),
     },
   };
+}
+
+/** Optional (fleets made before the admin API get the defaults). */
+function parseAdmin(value: unknown): AdminConfig {
+  const out: AdminConfig = { ...DEFAULT_ADMIN, metrics_allow: [...DEFAULT_ADMIN.metrics_allow] };
+  if (value === undefined || value === null) return out;
+  if (typeof value !== "object" || Array.isArray(value)) throw new ConfigError(`${CONFIG_FILE}: "admin" must be a mapping`);
+  const a = value as Record<string, unknown>;
+  if (a.public_url !== undefined) {
+    const url = str(a, "admin", "public_url");
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new ConfigError(`${CONFIG_FILE}: admin.public_url "${url}" is not a URL`);
+    }
+    if (parsed.protocol !== "https:" || parsed.username || parsed.password || parsed.search || parsed.hash)
+      throw new ConfigError(`${CONFIG_FILE}: admin.public_url must be an https:// URL without credentials, query or fragment`);
+    out.public_url = url.replace(/\/+$/, "");
+  }
+  if (a.metrics_allow !== undefined) {
+    const list = a.metrics_allow;
+    if (!Array.isArray(list) || list.some((x) => typeof x !== "string" || !isAddressOrCidr(x)))
+      throw new ConfigError(`${CONFIG_FILE}: admin.metrics_allow must be a list of IP addresses or CIDRs (e.g. 10.0.0.0/8)`);
+    out.metrics_allow = list as string[];
+  }
+  if (a.session_lifetime !== undefined) {
+    const v = str(a, "admin", "session_lifetime");
+    try {
+      parseDuration(v);
+    } catch (e) {
+      throw new ConfigError(`${CONFIG_FILE}: admin.session_lifetime: ${(e as Error).message}`);
+    }
+    out.session_lifetime = v;
+  }
+  return out;
+}
+
+/** "10.0.0.1", "10.0.0.0/8", "::1", "fd00::/8". */
+export function isAddressOrCidr(text: string): boolean {
+  const [address, bits, extra] = text.split("/");
+  if (extra !== undefined || address === undefined) return false;
+  const family = isIP(address);
+  if (family === 0) return false;
+  if (bits === undefined) return true;
+  if (!/^\d{1,3}$/.test(bits)) return false;
+  return Number(bits) <= (family === 4 ? 32 : 128);
 }
 
 /** Optional (fleets made before the gateway get the defaults). */
