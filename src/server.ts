@@ -23,8 +23,10 @@ import { startStatusServer } from "./status/server.js";
 import { FloodLimiter, floodSeam, parseGatewayLimits, type FloodSeamOptions } from "./gateway/limits.js";
 import { startGateway, type GatewaySession, type PolicySource, type RunningGateway } from "./gateway/server.js";
 import { openPolicySource, POLICY_FILE } from "./gateway/policy-source.js";
+import type { OperatorRoles } from "./admin/context.js";
+import { startAdminServer, type AdminTls, type RunningAdmin } from "./admin/server.js";
 
-export const LISTENERS = ["registration", "status", "gateway"] as const;
+export const LISTENERS = ["registration", "status", "gateway", "admin"] as const;
 export type Listener = (typeof LISTENERS)[number];
 
 export interface ServeOptions {
@@ -35,6 +37,10 @@ export interface ServeOptions {
   statusListen?: string;
   /** Overrides listen.gateway. */
   gatewayListen?: string;
+  /** Overrides listen.admin. */
+  adminListen?: string;
+  /** Operators' roles (tests); default: the fleet's operators table. */
+  operators?: OperatorRoles;
   /** The access policy (tests); default: <dir>/policy.yaml, reloaded when it changes. */
   policy?: PolicySource;
   /** Run only these listeners (`serve --only status` for scale-out); default all. */
@@ -50,6 +56,8 @@ export interface FleetServer {
   status?: AddressInfo;
   /** The MQTT gateway: its address, counters and sessions. */
   gateway?: RunningGateway;
+  /** The admin API and dashboard. */
+  admin?: RunningAdmin;
   /** Reads the audit log now instead of waiting for the next poll (tests). */
   changes: ChangeFeed;
   /** "Is this certificate / device good?", from memory kept current by `changes`. */
@@ -77,6 +85,12 @@ async function registrationTls(fleet: FleetServices): Promise<RegistrationTls> {
   return { ...serverIdentity(fleet), ca: await deviceClientCas(fleet) };
 }
 
+/** The server identity, and whose certificates may authenticate: operators (their CA and the root). */
+async function adminTls(fleet: FleetServices): Promise<AdminTls> {
+  const { chain, root } = await fleet.chainPem("operators");
+  return { ...serverIdentity(fleet), ca: [root, chain] };
+}
+
 function certificateMatchesKey(certPem: string, keyPem: string): boolean {
   const spki = (k: KeyObject) => k.export({ type: "spki", format: "der" });
   try {
@@ -100,6 +114,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
   let registration: AddressInfo | undefined;
   let status: AddressInfo | undefined;
   let gateway: RunningGateway | undefined;
+  let admin: RunningAdmin | undefined;
   let certificateStatus: CertificateStatus;
   const changes = new ChangeFeed(fleet.store, undefined, (e) =>
     logger.warn({ err: (e as Error).message }, "following the audit log failed"),
@@ -231,9 +246,26 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
       gateway = running;
       logger.info({ address: running.address }, "gateway listening");
     }
+
+    if (only.has("admin")) {
+      const listen = parseListen(options.adminListen ?? fleet.config.listen.admin, "listen.admin");
+      const running = await startAdminServer({
+        fleet,
+        logger: logger.child({ listener: "admin" }),
+        certificateStatus,
+        changes,
+        operators: options.operators ?? { role: () => null },
+        gateway,
+        tls: await adminTls(fleet),
+        ...listen,
+      });
+      closers.push(() => running.close());
+      admin = running;
+      logger.info({ address: running.address }, "admin listening");
+    }
   } catch (e) {
     await closeAll();
     throw e;
   }
-  return { fleet, registration, status, gateway, changes, certificateStatus, close: closeAll };
+  return { fleet, registration, status, gateway, admin, changes, certificateStatus, close: closeAll };
 }

@@ -33,7 +33,16 @@ interface Running {
 /** Starts a long-running CLI command (start/serve) on 127.0.0.1:0 and waits for its banner. */
 function startCli(args: readonly string[]): Promise<Running> {
   return new Promise((resolve, reject) => {
-    const listen = ["--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"];
+    const listen = [
+      "--listen",
+      "127.0.0.1:0",
+      "--status-listen",
+      "127.0.0.1:0",
+      "--gateway-listen",
+      "127.0.0.1:0",
+      "--admin-listen",
+      "127.0.0.1:0",
+    ];
     const child = spawn(process.execPath, [CLI, ...args, ...listen], {
       stdio: ["ignore", "pipe", "pipe"],
     });
