@@ -253,6 +253,18 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
         await db.schema.createIndex("certificates_kind_subject").on("certificates").columns(["kind", "subject_id"]).execute();
       },
     },
+    "0008_expiry_index": {
+      async up(db: Kysely<any>): Promise<void> {
+        // `cert expiring` and the expiry metrics read the certificates ending in a window (a range of
+        // not_after), and for each whether its subject has a later-ending one (kind, subject_id, not_after).
+        await db.schema.createIndex("certificates_not_after").on("certificates").column("not_after").execute();
+        await db.schema
+          .createIndex("certificates_subject_not_after")
+          .on("certificates")
+          .columns(["kind", "subject_id", "not_after", "status"])
+          .execute();
+      },
+    },
   };
 }
 

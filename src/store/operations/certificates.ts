@@ -71,4 +71,13 @@ export interface CertificateOperations {
   ofDevice(deviceId: string): Promise<CertificateSummary[]>;
   /** Certificates of one kind (e.g. "service"), optionally of one subject; by subject, newest first. */
   ofKind(kind: CertificateTable["kind"], subjectId?: string): Promise<SubjectCertificateSummary[]>;
+  /**
+   * Unrevoked certificates (valid or on hold) whose not_after is after `after` and at most `until`
+   * (ISO 8601), by not_after then serial; each with the latest not_after among the unrevoked
+   * certificates of the same kind and subject (itself included).
+   */
+  endingBetween(after: string, until: string): Promise<EndingCertificate[]>;
 }
+
+/** A certificate ending in a window (endingBetween), with the latest end of its subject's unrevoked certificates. */
+export type EndingCertificate = SubjectCertificateSummary & { subject_latest_not_after: string };

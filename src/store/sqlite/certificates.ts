@@ -5,6 +5,7 @@ import {
   SerialInUse,
   type CertificateOperations,
   type CertificateSummary,
+  type EndingCertificate,
   type RecordItem,
   type SubjectCertificateSummary,
 } from "../operations/certificates.js";
@@ -62,5 +63,38 @@ export class SqliteCertificateOperations implements CertificateOperations {
       .where("kind", "=", kind);
     if (subjectId !== undefined) q = q.where("subject_id", "=", subjectId);
     return q.orderBy("subject_id").orderBy("not_before", "desc").orderBy("serial").execute();
+  }
+
+  endingBetween(after: string, until: string): Promise<EndingCertificate[]> {
+    return this.db
+      .selectFrom("certificates as c")
+      .select([
+        "c.serial",
+        "c.issuer_ca",
+        "c.kind",
+        "c.subject_id",
+        "c.not_before",
+        "c.not_after",
+        "c.status",
+        "c.fingerprint_sha256",
+        "c.revoked_at",
+        "c.revocation_reason",
+      ])
+      .select((eb) =>
+        eb
+          .selectFrom("certificates as s")
+          .select((s) => s.fn.max("s.not_after").as("latest"))
+          .whereRef("s.kind", "=", "c.kind")
+          .whereRef("s.subject_id", "=", "c.subject_id")
+          .where("s.status", "!=", "revoked")
+          .as("subject_latest_not_after"),
+      )
+      .where("c.not_after", ">", after)
+      .where("c.not_after", "<=", until)
+      .where("c.status", "!=", "revoked")
+      .orderBy("c.not_after")
+      .orderBy("c.serial")
+      .$narrowType<{ subject_latest_not_after: string }>()
+      .execute();
   }
 }
