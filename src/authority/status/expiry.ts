@@ -5,7 +5,6 @@
 import { InvalidArgument } from "../errors.js";
 import type { FleetServices } from "../services.js";
 import type { CertificateTable } from "../../store/schema.js";
-import type { EndingCertificate } from "../../store/operations/certificates.js";
 import { parseDuration } from "../../config/duration.js";
 
 export interface ExpiringCertificate {
@@ -65,8 +64,9 @@ export async function expiringCertificates(fleet: FleetServices, query: Expiring
   if (rows.some((r) => r.kind === "server"))
     for (const s of await fleet.store.ops.certificates.ofKind("server"))
       if (s.status !== "revoked" && (latestServer === undefined || s.not_after > latestServer)) latestServer = s.not_after;
-  const superseded = (r: EndingCertificate): boolean =>
-    r.subject_latest_not_after > r.not_after || (r.kind === "server" && latestServer !== undefined && latestServer > r.not_after);
+  // The store left out those outlasted by their own subject's; a server certificate also by one under another name.
+  const superseded = (r: { kind: string; not_after: string }): boolean =>
+    r.kind === "server" && latestServer !== undefined && latestServer > r.not_after;
   return rows
     .filter((r) => !revokedCas.has(r.issuer_ca) && !superseded(r))
     .map((r) => ({

@@ -73,11 +73,8 @@ export interface CertificateOperations {
   ofKind(kind: CertificateTable["kind"], subjectId?: string): Promise<SubjectCertificateSummary[]>;
   /**
    * Unrevoked certificates (valid or on hold) whose not_after is after `after` and at most `until`
-   * (ISO 8601), by not_after then serial; each with the latest not_after among the unrevoked
-   * certificates of the same kind and subject (itself included).
+   * (ISO 8601), by not_after then serial, without those outlasted by an unrevoked certificate of
+   * the same kind and subject (a renewal).
    */
-  endingBetween(after: string, until: string): Promise<EndingCertificate[]>;
+  endingBetween(after: string, until: string): Promise<SubjectCertificateSummary[]>;
 }
-
-/** A certificate ending in a window (endingBetween), with the latest end of its subject's unrevoked certificates. */
-export type EndingCertificate = SubjectCertificateSummary & { subject_latest_not_after: string };

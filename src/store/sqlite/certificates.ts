@@ -1,11 +1,11 @@
 // CertificateOperations on SQLite: recording through the synchronous batch transaction
 // (recorder.ts, the issuance hot path), reads through Kysely.
+import { sql } from "kysely";
 import type { CertificateTable } from "../schema.js";
 import {
   SerialInUse,
   type CertificateOperations,
   type CertificateSummary,
-  type EndingCertificate,
   type RecordItem,
   type SubjectCertificateSummary,
 } from "../operations/certificates.js";
@@ -65,7 +65,7 @@ export class SqliteCertificateOperations implements CertificateOperations {
     return q.orderBy("subject_id").orderBy("not_before", "desc").orderBy("serial").execute();
   }
 
-  endingBetween(after: string, until: string): Promise<EndingCertificate[]> {
+  endingBetween(after: string, until: string): Promise<SubjectCertificateSummary[]> {
     return this.db
       .selectFrom("certificates as c")
       .select([
@@ -80,21 +80,23 @@ export class SqliteCertificateOperations implements CertificateOperations {
         "c.revoked_at",
         "c.revocation_reason",
       ])
-      .select((eb) =>
-        eb
-          .selectFrom("certificates as s")
-          .select((s) => s.fn.max("s.not_after").as("latest"))
-          .whereRef("s.kind", "=", "c.kind")
-          .whereRef("s.subject_id", "=", "c.subject_id")
-          .where("s.status", "!=", "revoked")
-          .as("subject_latest_not_after"),
-      )
       .where("c.not_after", ">", after)
       .where("c.not_after", "<=", until)
       .where("c.status", "!=", "revoked")
+      .where(({ not, exists, selectFrom }) =>
+        not(
+          exists(
+            selectFrom("certificates as s")
+              .select(sql<number>`1`.as("one"))
+              .whereRef("s.kind", "=", "c.kind")
+              .whereRef("s.subject_id", "=", "c.subject_id")
+              .whereRef("s.not_after", ">", "c.not_after")
+              .where("s.status", "!=", "revoked"),
+          ),
+        ),
+      )
       .orderBy("c.not_after")
       .orderBy("c.serial")
-      .$narrowType<{ subject_latest_not_after: string }>()
       .execute();
   }
 }
