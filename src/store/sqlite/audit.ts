@@ -1,7 +1,7 @@
 // AuditOperations on SQLite (Kysely).
 import { sql } from "kysely";
 import { chainAudit, type AuditEvent, type AuditRecord } from "../../audit/log.js";
-import type { AuditOperations, AuditStateSource } from "../operations/audit.js";
+import type { AuditOperations, AuditPageQuery, AuditStateSource } from "../operations/audit.js";
 import type { Tx } from "./connection.js";
 
 export class SqliteAuditOperations implements AuditOperations {
@@ -53,6 +53,19 @@ export class SqliteAuditOperations implements AuditOperations {
     if (query.since !== undefined) q = q.where("at", ">=", query.since);
     if (query.limit !== undefined) q = q.limit(query.limit);
     return q.execute();
+  }
+
+  page(query: AuditPageQuery): Promise<AuditRecord[]> {
+    let q = this.db.selectFrom("audit_log").selectAll().where("seq", ">", 0);
+    if (query.beforeSeq !== undefined) q = q.where("seq", "<", query.beforeSeq);
+    if (query.actor !== undefined) q = q.where("actor", "=", query.actor);
+    if (query.action !== undefined) q = q.where("action", "=", query.action);
+    if (query.subject !== undefined) q = q.where("subject", "=", query.subject);
+    // The time bounds filter while the rows come in seq order: `+at` keeps SQLite off the at index,
+    // which would read every row of the range and sort them to give the newest 50.
+    if (query.from !== undefined) q = q.where(sql<string>`+at`, ">=", query.from);
+    if (query.to !== undefined) q = q.where(sql<string>`+at`, "<", query.to);
+    return q.orderBy("seq", "desc").limit(query.limit).execute();
   }
 
   get state(): AuditStateSource {

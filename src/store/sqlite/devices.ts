@@ -1,5 +1,6 @@
 // DeviceOperations on SQLite (Kysely).
-import type { DeviceOperations } from "../operations/devices.js";
+import { sql } from "kysely";
+import type { DeviceOperations, DevicePageQuery } from "../operations/devices.js";
 import type { DeviceTable, FactoryEnrollmentTable } from "../schema.js";
 import type { Tx } from "./connection.js";
 
@@ -50,6 +51,27 @@ export class SqliteDeviceOperations implements DeviceOperations {
       for (const r of rows) found.push(r.id);
     }
     return found;
+  }
+
+  page(query: DevicePageQuery): Promise<DeviceTable[]> {
+    let q = this.db.selectFrom("devices").selectAll();
+    if (query.afterId !== undefined) q = q.where("id", ">", query.afterId);
+    if (query.group !== undefined) q = q.where("group_name", "=", query.group);
+    q = query.status !== undefined ? q.where("status", "=", query.status) : q.where("status", "!=", "removed");
+    // instr, not LIKE: the search text may hold % and _ (ids do), which LIKE would treat as wildcards.
+    if (query.search) q = q.where(sql<number>`instr(id, ${query.search})`, ">", 0);
+    if (query.label) q = q.where(sql<string>`json_extract(labels, ${"$." + JSON.stringify(query.label.key)})`, "=", query.label.value);
+    return q.orderBy("id").limit(query.limit).execute();
+  }
+
+  async recordLastSeen(seen: readonly { id: string; at: string }[]): Promise<void> {
+    for (const s of seen)
+      await this.db
+        .updateTable("devices")
+        .set({ last_seen_at: s.at })
+        .where("id", "=", s.id)
+        .where((eb) => eb.or([eb("last_seen_at", "is", null), eb("last_seen_at", "<", s.at)]))
+        .execute();
   }
 
   takeFactoryEnrollment(deviceId: string): Promise<FactoryEnrollmentTable | undefined> {
