@@ -69,30 +69,7 @@ export class SqliteCertificateOperations implements CertificateOperations {
   }
 
   page(query: CertificatePageQuery): Promise<CertificateListRow[]> {
-    let q = this.db
-      .selectFrom("certificates")
-      .select([
-        "serial",
-        "issuer_ca",
-        "kind",
-        "subject_id",
-        "device_id",
-        "not_before",
-        "not_after",
-        "fingerprint_sha256",
-        "status",
-        "revoked_at",
-        "revocation_reason",
-        "created_at",
-      ]);
-    if (query.afterSerial !== undefined) q = q.where("serial", ">", query.afterSerial);
-    if (query.kind !== undefined) q = q.where("kind", "=", query.kind);
-    if (query.subject !== undefined) q = q.where("subject_id", "=", query.subject);
-    if (query.issuer !== undefined) q = q.where("issuer_ca", "=", query.issuer);
-    if (query.status === "expired") q = q.where("status", "=", "valid").where("not_after", "<", query.now);
-    else if (query.status === "valid") q = q.where("status", "=", "valid").where("not_after", ">=", query.now);
-    else if (query.status !== undefined) q = q.where("status", "=", query.status);
-    return q.orderBy("serial").limit(query.limit).execute();
+    return certificatePageQuery(this.db, query).execute();
   }
 
   async deviceFacts(deviceIds: readonly string[]): Promise<Map<string, DeviceCertificateFacts>> {
@@ -150,4 +127,32 @@ export class SqliteCertificateOperations implements CertificateOperations {
       .orderBy("c.serial")
       .execute();
   }
+}
+
+/** The page query, unexecuted: tests and the admin bench check its plan (EXPLAIN QUERY PLAN). */
+export function certificatePageQuery(db: Tx, query: CertificatePageQuery) {
+  let q = db
+    .selectFrom("certificates")
+    .select([
+      "serial",
+      "issuer_ca",
+      "kind",
+      "subject_id",
+      "device_id",
+      "not_before",
+      "not_after",
+      "fingerprint_sha256",
+      "status",
+      "revoked_at",
+      "revocation_reason",
+      "created_at",
+    ]);
+  if (query.afterSerial !== undefined) q = q.where("serial", ">", query.afterSerial);
+  if (query.kind !== undefined) q = q.where("kind", "=", query.kind);
+  if (query.subject !== undefined) q = q.where("subject_id", "=", query.subject);
+  if (query.issuer !== undefined) q = q.where("issuer_ca", "=", query.issuer);
+  if (query.status === "expired") q = q.where("status", "=", "valid").where("not_after", "<", query.now);
+  else if (query.status === "valid") q = q.where("status", "=", "valid").where("not_after", ">=", query.now);
+  else if (query.status !== undefined) q = q.where("status", "=", query.status);
+  return q.orderBy("serial").limit(query.limit);
 }
