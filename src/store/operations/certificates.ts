@@ -75,7 +75,7 @@ export interface CertificatePageQuery {
 
 /** A device's newest device certificate and when its last one was issued. */
 export interface DeviceCertificateFacts {
-  newest: Pick<CertificateTable, "serial" | "not_after" | "status">;
+  newest: Pick<CertificateTable, "serial" | "not_after" | "status" | "created_at">;
   lastIssuedAt: string;
 }
 

@@ -136,17 +136,18 @@ export const TIME_INDEX_ROWS = 5_000;
 
 /**
  * The page query, unexecuted: tests and the admin bench check its plan (EXPLAIN QUERY PLAN).
- * byTime: through the at index (`+seq` keeps the planner off the seq order), else in seq order
+ * byTime: through the at index (`+seq` keeps the planner off the seq order and range), else in seq order
  * with `+at` keeping it off the at index (SQLite's estimate of a range's size is a guess).
  */
 export function auditPageQuery(db: Tx, query: AuditPageQuery, byTime = false) {
-  let q = db.selectFrom("audit_log").selectAll().where("seq", ">", 0);
-  if (query.beforeSeq !== undefined) q = q.where("seq", "<", query.beforeSeq);
+  const seq = byTime ? sql<number>`+seq` : sql<number>`seq`;
+  let q = db.selectFrom("audit_log").selectAll().where(seq, ">", 0);
+  if (query.beforeSeq !== undefined) q = q.where(seq, "<", query.beforeSeq);
   if (query.actor !== undefined) q = q.where("actor", "=", query.actor);
   if (query.action !== undefined) q = q.where("action", "=", query.action);
   if (query.subject !== undefined) q = q.where("subject", "=", query.subject);
   const at = byTime ? sql<string>`at` : sql<string>`+at`;
   if (query.from !== undefined) q = q.where(at, ">=", query.from);
   if (query.to !== undefined) q = q.where(at, "<", query.to);
-  return q.orderBy(byTime ? sql`+seq` : sql`seq`, "desc").limit(query.limit);
+  return q.orderBy(seq, "desc").limit(query.limit);
 }

@@ -86,7 +86,8 @@ export class SqliteCertificateOperations implements CertificateOperations {
       const f = facts.get(r.device_id!);
       if (!f) facts.set(r.device_id!, { newest: r, lastIssuedAt: r.created_at });
       else {
-        if (r.not_after > f.newest.not_after) f.newest = r;
+        // Issued in the same second, two certificates end together: the later issued is newer.
+        if (r.not_after > f.newest.not_after || (r.not_after === f.newest.not_after && r.created_at > f.newest.created_at)) f.newest = r;
         if (r.created_at > f.lastIssuedAt) f.lastIssuedAt = r.created_at;
       }
     }
