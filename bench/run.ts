@@ -9,6 +9,7 @@ const BENCHMARKS: readonly { name: string; load: () => Promise<Benchmark> }[] = 
   { name: "est", load: async () => (await import("./est.js")).benchmark },
   { name: "ocsp", load: async () => (await import("./ocsp.js")).benchmark },
   { name: "gateway", load: async () => (await import("./gateway.js")).benchmark },
+  { name: "admin", load: async () => (await import("./admin.js")).benchmark },
 ];
 
 /**
