@@ -171,6 +171,13 @@ describe("admin API lists", () => {
     assert.deepEqual(await ids("label=zone%3Da&group=east"), expected((_, d) => d.zone === "a" && d.group === "east" && d.status !== "removed"));
     assert.deepEqual(await ids("q=12"), ["dev-012", "dev-112", "dev-120", "dev-121", "dev-122", "dev-123", "dev-124", "dev-125", "dev-126", "dev-127", "dev-128", "dev-129"]);
     assert.deepEqual(await ids("q=dev-00&state=removed"), ["dev-003"]);
+    // Three characters or more: candidates from the trigram index (which folds case), decided by instr.
+    const twelves = Array.from({ length: 10 }, (_, k) => `dev-12${k}`);
+    assert.deepEqual(await ids("q=v-12", 4), twelves);
+    assert.deepEqual(await ids("q=DEV-12"), []);
+    assert.deepEqual(await ids(`q=${encodeURIComponent('v-1" OR "dev')}`), []);
+    assert.deepEqual(await ids(`q=${encodeURIComponent("dev*")}`), []);
+    assert.deepEqual(await ids("q=-12&group=north", 2), ["dev-120", "dev-123", "dev-126", "dev-129"]);
     // A search text is a substring, never a pattern.
     assert.deepEqual(await ids("q=dev_0"), []);
     assert.deepEqual(await ids("q=%25"), []);
@@ -337,6 +344,7 @@ describe("admin API lists", () => {
       [await plan(devicePageQuery(store.db, { limit: 51, group: "north", status: "active", afterId: "dev-050" })), "devices: group+state"],
       [await plan(devicePageQuery(store.db, { limit: 51, group: "north" })), "devices: group"],
       [await plan(devicePageQuery(store.db, { limit: 51, status: "held" })), "devices: state"],
+      [await plan(devicePageQuery(store.db, { limit: 51, search: "v-12" }, true)), "devices: search by trigrams"],
       [await plan(certificatePageQuery(store.db, { limit: 51, now })), "certificates: first page"],
       [await plan(certificatePageQuery(store.db, { limit: 51, now, kind: "device", afterSerial: "80" })), "certificates: kind"],
       [await plan(certificatePageQuery(store.db, { limit: 51, now, subject: "dev-010" })), "certificates: subject"],
@@ -353,8 +361,9 @@ describe("admin API lists", () => {
     // or a temporary b-tree would read every row.
     for (const [p, what] of cases) {
       assert.doesNotMatch(p, /\bSCAN (devices|certificates|audit_log)(;|$)/, `${what}: ${p}`);
-      if (!what.includes("time window")) assert.doesNotMatch(p, /TEMP B-TREE/, `${what}: ${p}`);
+      if (!what.includes("time window") && !what.includes("trigram")) assert.doesNotMatch(p, /TEMP B-TREE/, `${what}: ${p}`);
     }
+    assert.match(cases.find(([, w]) => w.includes("trigram"))![0], /devices_trigram VIRTUAL TABLE/);
     assert.match(cases[cases.length - 1]![0], /USING INDEX audit_log_at/);
   });
 });

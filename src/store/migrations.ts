@@ -290,6 +290,18 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
         await db.schema.createIndex("audit_log_actor").on("audit_log").columns(["actor", "seq"]).execute();
         await db.schema.createIndex("audit_log_action").on("audit_log").columns(["action", "seq"]).execute();
         await db.schema.createIndex("audit_log_subject").on("audit_log").columns(["subject", "seq"]).execute();
+        if (binaryType === "blob") {
+          // Searching ids by substring: a B-tree cannot, a trigram index can (SQLite's FTS5; pg_trgm
+          // would be PostgreSQL's). It keeps its own copy of the ids, matched back by id, not rowid
+          // (VACUUM may renumber the rowids of a table with a text primary key). Devices are never
+          // deleted today (removal is a status); the delete trigger keeps the index right if they are.
+          await sql`create virtual table devices_trigram using fts5(id, tokenize = 'trigram')`.execute(db);
+          await sql`insert into devices_trigram (id) select id from devices`.execute(db);
+          await sql`create trigger devices_trigram_insert after insert on devices begin
+            insert into devices_trigram (id) values (new.id); end`.execute(db);
+          await sql`create trigger devices_trigram_delete after delete on devices begin
+            delete from devices_trigram where id = old.id; end`.execute(db);
+        }
       },
     },
   };
