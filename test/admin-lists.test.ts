@@ -42,7 +42,14 @@ async function operatorBundle(f: Fleet, name: string): Promise<Operator> {
   if (name !== "admin")
     await issueOwnLeaf(
       f.fleet,
-      { caId: "operators", kind: "operator", commonName: name, sans: [{ uri: operatorSpiffeId(f.fleet.domain, name) }], dirRel, lifetime: "30d" },
+      {
+        caId: "operators",
+        kind: "operator",
+        commonName: name,
+        sans: [{ uri: operatorSpiffeId(f.fleet.domain, name) }],
+        dirRel,
+        lifetime: "30d",
+      },
       "test",
       new Date(),
     );
@@ -115,7 +122,12 @@ describe("admin API lists", () => {
     });
     // dev-010 renewed: its first certificate began (and ends) a minute before its second.
     const minuteAgo = new Date(now.getTime() - 60_000);
-    for (const [d, at] of [["dev-010", minuteAgo], ["dev-010", now], ["dev-011", now], ["dev-012", now]] as const) {
+    for (const [d, at] of [
+      ["dev-010", minuteAgo],
+      ["dev-010", now],
+      ["dev-011", now],
+      ["dev-012", now],
+    ] as const) {
       const { csr } = await makeCsr(d);
       const issued = await issueDeviceCertificate(f.fleet, { deviceId: d, csr: csr.der, actor: "test", now: at });
       (serials[d] ??= []).push(issued.serial);
@@ -147,7 +159,10 @@ describe("admin API lists", () => {
   test("pagination visits every device exactly once, by id; removed devices only when asked for", async () => {
     const { items, pages } = await all("/api/devices", 7);
     const ids = items.map((d) => d.id);
-    assert.deepEqual(ids, expected((_, d) => d.status !== "removed"));
+    assert.deepEqual(
+      ids,
+      expected((_, d) => d.status !== "removed"),
+    );
     assert.equal(new Set(ids).size, ids.length);
     assert.equal(pages, Math.ceil((N - 1) / 7));
     const removed = await all("/api/devices?state=removed", 50);
@@ -163,13 +178,38 @@ describe("admin API lists", () => {
 
   test("filters: group, state, label, id search, and together", async () => {
     const ids = async (q: string, limit = 9) => (await all(`/api/devices?${q}`, limit)).items.map((d) => d.id);
-    assert.deepEqual(await ids("group=south"), expected((_, d) => d.group === "south" && d.status !== "removed"));
+    assert.deepEqual(
+      await ids("group=south"),
+      expected((_, d) => d.group === "south" && d.status !== "removed"),
+    );
     assert.deepEqual(await ids("state=held"), ["dev-001"]);
     assert.deepEqual(await ids("state=revoked"), ["dev-012"]);
-    assert.deepEqual(await ids("group=north&state=active", 4), expected((_, d) => d.group === "north" && d.status === "active"));
-    assert.deepEqual(await ids("label=zone%3Da"), expected((_, d) => d.zone === "a" && d.status !== "removed"));
-    assert.deepEqual(await ids("label=zone%3Da&group=east"), expected((_, d) => d.zone === "a" && d.group === "east" && d.status !== "removed"));
-    assert.deepEqual(await ids("q=12"), ["dev-012", "dev-112", "dev-120", "dev-121", "dev-122", "dev-123", "dev-124", "dev-125", "dev-126", "dev-127", "dev-128", "dev-129"]);
+    assert.deepEqual(
+      await ids("group=north&state=active", 4),
+      expected((_, d) => d.group === "north" && d.status === "active"),
+    );
+    assert.deepEqual(
+      await ids("label=zone%3Da"),
+      expected((_, d) => d.zone === "a" && d.status !== "removed"),
+    );
+    assert.deepEqual(
+      await ids("label=zone%3Da&group=east"),
+      expected((_, d) => d.zone === "a" && d.group === "east" && d.status !== "removed"),
+    );
+    assert.deepEqual(await ids("q=12"), [
+      "dev-012",
+      "dev-112",
+      "dev-120",
+      "dev-121",
+      "dev-122",
+      "dev-123",
+      "dev-124",
+      "dev-125",
+      "dev-126",
+      "dev-127",
+      "dev-128",
+      "dev-129",
+    ]);
     assert.deepEqual(await ids("q=dev-00&state=removed"), ["dev-003"]);
     // Three characters or more: candidates from the trigram index (which folds case), decided by instr.
     const twelves = Array.from({ length: 10 }, (_, k) => `dev-12${k}`);
@@ -266,8 +306,8 @@ describe("admin API lists", () => {
     const serialsServed = items.map((c) => c.serial);
     assert.deepEqual(serialsServed, [...serialsServed].sort());
     assert.equal(new Set(serialsServed).size, serialsServed.length);
-    const { n } = await sqliteStore(f.fleet).db
-      .selectFrom("certificates")
+    const { n } = await sqliteStore(f.fleet)
+      .db.selectFrom("certificates")
       .select((eb) => eb.fn.countAll<number>().as("n"))
       .executeTakeFirstOrThrow();
     assert.equal(items.length, Number(n));
@@ -301,7 +341,10 @@ describe("admin API lists", () => {
     const adds = (await all("/api/audit?action=device.add", 17)).items;
     assert.equal(adds.length, N);
     const seqs = adds.map((r) => r.seq);
-    assert.deepEqual(seqs, [...seqs].sort((a, b) => b - a));
+    assert.deepEqual(
+      seqs,
+      [...seqs].sort((a, b) => b - a),
+    );
     assert.equal(new Set(seqs).size, N);
     const all1 = (await all("/api/audit", 40)).items;
     const head = await f.fleet.store.ops.audit.head();
@@ -334,7 +377,9 @@ describe("admin API lists", () => {
     const plan = async (q: { compile(): { sql: string; parameters: readonly unknown[] } }) => {
       const c = q.compile();
       return store.withNative((db) =>
-        (db.prepare(`explain query plan ${c.sql}`).all(...(c.parameters as unknown[])) as { detail: string }[]).map((r) => r.detail).join("; "),
+        (db.prepare(`explain query plan ${c.sql}`).all(...(c.parameters as unknown[])) as { detail: string }[])
+          .map((r) => r.detail)
+          .join("; "),
       );
     };
     const now = new Date().toISOString();
@@ -369,7 +414,11 @@ describe("admin API lists", () => {
 });
 
 /** A TLS connection and MQTT CONNECT held open; resolves with the CONNACK return code. */
-function mqttConnect(port: number, tls: { ca: string; cert: string; key: string }, clientId: string): Promise<{ code: number; socket: TLSSocket }> {
+function mqttConnect(
+  port: number,
+  tls: { ca: string; cert: string; key: string },
+  clientId: string,
+): Promise<{ code: number; socket: TLSSocket }> {
   return new Promise((resolve, reject) => {
     const socket = tlsConnect({ host: "127.0.0.1", port, servername: "localhost", ...tls });
     const idBytes = Buffer.from(clientId);
@@ -407,10 +456,18 @@ describe("devices' last seen and connected now", () => {
         operators: { role: (n) => (n === "admin" ? "admin" : null) },
       });
       await server.changes.poll();
-      const connected = await mqttConnect(server.gateway!.address.port, { ca, cert: issued.certificatePem + issued.chainPem, key: key.keyPem }, "robot-gw");
+      const connected = await mqttConnect(
+        server.gateway!.address.port,
+        { ca, cert: issued.certificatePem + issued.chainPem, key: key.keyPem },
+        "robot-gw",
+      );
       socket = connected.socket;
       assert.equal(connected.code, 0);
-      const res = await https(`https://127.0.0.1:${server.admin!.address.port}/api/devices?q=robot`, { ca, cert: admin.cert, key: admin.key });
+      const res = await https(`https://127.0.0.1:${server.admin!.address.port}/api/devices?q=robot`, {
+        ca,
+        cert: admin.cert,
+        key: admin.key,
+      });
       assert.equal(res.status, 200, res.text);
       const byId = Object.fromEntries(res.json().items.map((d: any) => [d.id, d]));
       assert.equal(byId["robot-gw"].connected, true);
@@ -438,7 +495,10 @@ describe("devices' last seen and connected now", () => {
       for (const d of ids) await addDevice(f.fleet, { id: d, actor: "test" });
       const clock = new ManualClock(Date.parse("2030-01-01T00:00:00Z"));
       let transactions = 0;
-      const store = { ...f.fleet.store, transaction: <T,>(fn: Parameters<typeof f.fleet.store.transaction<T>>[0]) => (transactions++, f.fleet.store.transaction(fn)) };
+      const store = {
+        ...f.fleet.store,
+        transaction: <T>(fn: Parameters<typeof f.fleet.store.transaction<T>>[0]) => (transactions++, f.fleet.store.transaction(fn)),
+      };
       const recorder = new LastSeenRecorder({ store, clock }, silentLogger, 3_600_000);
       const seenAt = async (d: string) => (await f.fleet.store.ops.devices.get(d))!.last_seen_at;
       for (const d of ids) recorder.seen(d);

@@ -27,7 +27,12 @@ const MAC_BYTES = 16;
 type ListName = "devices" | "certificates" | "audit";
 
 function filterDigest(list: ListName, filters: object): string {
-  const canonical = JSON.stringify([list, Object.entries(filters).filter(([, v]) => v !== undefined).sort()]);
+  const canonical = JSON.stringify([
+    list,
+    Object.entries(filters)
+      .filter(([, v]) => v !== undefined)
+      .sort(),
+  ]);
   return createHash("sha256").update(canonical).digest("base64url").slice(0, 16);
 }
 
@@ -267,7 +272,8 @@ export interface AuditListItem {
 function instant(name: string, text: string | undefined): string | undefined {
   if (text === undefined) return undefined;
   const t = Date.parse(text);
-  if (!/^\d{4}-\d{2}-\d{2}/.test(text) || Number.isNaN(t)) throw new InvalidArgument(`${name} must be an ISO 8601 date or time, not "${text}"`);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(text) || Number.isNaN(t))
+    throw new InvalidArgument(`${name} must be an ISO 8601 date or time, not "${text}"`);
   return new Date(t).toISOString();
 }
 

@@ -23,7 +23,11 @@ const Limit = Type.String({ pattern: "^([1-9][0-9]?|[1-4][0-9]{2}|500)$", descri
 // Any text up to 1 KiB: whether it is a cursor is for the query to say (400 invalid-cursor).
 const Cursor = Type.String({ minLength: 1, maxLength: 1024, description: "nextCursor of the previous page (opaque)" });
 const Name = (description: string) => Type.String({ minLength: 1, maxLength: 256, description });
-const OneOf = (values: readonly string[], description: string) => Type.Union(values.map((v) => Type.Literal(v)), { description });
+const OneOf = (values: readonly string[], description: string) =>
+  Type.Union(
+    values.map((v) => Type.Literal(v)),
+    { description },
+  );
 const Instant = (description: string) =>
   Type.String({ pattern: "^\\d{4}-\\d{2}-\\d{2}(T\\d{2}:\\d{2}(:\\d{2}(\\.\\d{1,9})?)?(Z|[+-]\\d{2}:\\d{2}))?$", description });
 
@@ -48,7 +52,11 @@ const DeviceItem = Type.Object({
   labels: Labels,
   status: Type.String({ description: DEVICE_STATES.join(" | ") }),
   certificate: Type.Union([
-    Type.Object({ serial: Type.String(), notAfter: Type.String(), status: Type.String({ description: "valid | revoked | hold | expired" }) }),
+    Type.Object({
+      serial: Type.String(),
+      notAfter: Type.String(),
+      status: Type.String({ description: "valid | revoked | hold | expired" }),
+    }),
     Type.Null(),
   ]),
   lastSeen: Type.Union([Type.String({ description: "last enrollment, renewal or gateway admission" }), Type.Null()]),
