@@ -25,6 +25,7 @@ import { startGateway, type GatewaySession, type PolicySource, type RunningGatew
 import { openPolicySource, POLICY_FILE } from "./gateway/policy-source.js";
 import type { OperatorRoles } from "./admin/context.js";
 import { startAdminServer, type AdminTls, type RunningAdmin } from "./admin/server.js";
+import { FleetMetrics } from "./metrics/metrics.js";
 
 export const LISTENERS = ["registration", "status", "gateway", "admin"] as const;
 export type Listener = (typeof LISTENERS)[number];
@@ -48,6 +49,8 @@ export interface ServeOptions {
   logger?: Logger;
   /** Where "now" comes from (tests move time instead of waiting); the system clock by default. */
   clock?: Clock;
+  /** How long /metrics reuses its count of devices and expiring certificates (tests: 0); default 5 s. */
+  metricsCacheMs?: number;
 }
 
 export interface FleetServer {
@@ -58,6 +61,8 @@ export interface FleetServer {
   gateway?: RunningGateway;
   /** The admin API and dashboard. */
   admin?: RunningAdmin;
+  /** What /metrics serves (with the admin listener). */
+  metrics?: FleetMetrics;
   /** Reads the audit log now instead of waiting for the next poll (tests). */
   changes: ChangeFeed;
   /** "Is this certificate / device good?", from memory kept current by `changes`. */
@@ -115,6 +120,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
   let status: AddressInfo | undefined;
   let gateway: RunningGateway | undefined;
   let admin: RunningAdmin | undefined;
+  let metrics: FleetMetrics | undefined;
   let certificateStatus: CertificateStatus;
   const changes = new ChangeFeed(fleet.store, undefined, (e) =>
     logger.warn({ err: (e as Error).message }, "following the audit log failed"),
@@ -136,6 +142,12 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
     );
     await checkpoints.start();
     closers.push(() => checkpoints.stop());
+    // Served by the admin listener; the other listeners of this process report to it.
+    if (only.has("admin")) {
+      const m = (metrics = new FleetMetrics({ fleet, changes, certificateStatus, censusTtlMs: options.metricsCacheMs }));
+      await m.start();
+      closers.push(async () => m.stop());
+    }
 
     if (only.has("registration")) {
       const listen = parseListen(options.registrationListen ?? fleet.config.listen.registration, "listen.registration");
@@ -178,6 +190,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         logger: logger.child({ listener: "registration" }),
         tls,
         refreshTls,
+        onFailure: metrics?.enrollmentFailed,
         ...listen,
       });
       closers.push(() => running.close());
@@ -199,7 +212,8 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
       });
       await crls.start();
       closers.push(() => crls.stop());
-      const running = await startStatusServer({ crls, ocsp, logger: statusLogger, ...listen });
+      metrics?.attachCrls(crls);
+      const running = await startStatusServer({ crls, ocsp, logger: statusLogger, onOcsp: metrics?.ocspAnswered, ...listen });
       closers.push(() => running.close());
       status = running.address;
       logger.info({ address: status }, "status server listening");
@@ -241,6 +255,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         ...listen,
       });
       floodOptions.counters = running.counters;
+      metrics?.attachGateway(running.counters);
       onPolicyReload = () => void running.policyChanged();
       closers.push(() => running.close());
       gateway = running;
@@ -256,6 +271,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         changes,
         operators: options.operators ?? { role: () => null },
         gateway,
+        metrics,
         tls: await adminTls(fleet),
         ...listen,
       });
@@ -267,5 +283,5 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
     await closeAll();
     throw e;
   }
-  return { fleet, registration, status, gateway, admin, changes, certificateStatus, close: closeAll };
+  return { fleet, registration, status, gateway, admin, metrics, changes, certificateStatus, close: closeAll };
 }
