@@ -48,7 +48,7 @@ export class FleetMetrics {
   private readonly ocspRequests: Counter<"outcome">;
   private gateway: GatewayCounters | undefined;
   private crls: CrlSource | undefined;
-  private census: { atMs: number; value: StatusCensus } | undefined;
+  private census: { atMs: number; value: Promise<StatusCensus> } | undefined;
   /** Events delivered before the start totals were read (counted afterwards, those after the totals' head only). */
   private pending: FleetEvent[] | undefined = [];
   private totalsSeq = 0;
@@ -80,8 +80,8 @@ export class FleetMetrics {
       help: "Devices by state",
       labelNames: ["state"],
       registers,
-      collect() {
-        const { devices } = metrics.currentCensus();
+      async collect() {
+        const { devices } = await metrics.currentCensus();
         for (const state of new Set([...DEVICE_STATES, ...Object.keys(devices)])) this.set({ state }, devices[state] ?? 0);
       },
     });
@@ -90,8 +90,8 @@ export class FleetMetrics {
       help: "Certificates in force ending within the window (renewed ones left out), by kind",
       labelNames: ["window", "kind"],
       registers,
-      collect() {
-        const { expiring } = metrics.currentCensus();
+      async collect() {
+        const { expiring } = await metrics.currentCensus();
         EXPIRY_WINDOWS.forEach(([window], i) => {
           const counts = expiring[i] ?? {};
           for (const kind of new Set([...CERTIFICATE_KINDS, ...Object.keys(counts)])) this.set({ window, kind }, counts[kind] ?? 0);
@@ -242,10 +242,16 @@ export class FleetMetrics {
     }
   }
 
-  private currentCensus(): StatusCensus {
+  /** One census per TTL, shared by the gauges of a scrape and by concurrent scrapes; a failed one is not kept. */
+  private currentCensus(): Promise<StatusCensus> {
     const now = Date.now();
-    if (!this.census || now - this.census.atMs >= this.censusTtlMs || now < this.census.atMs)
-      this.census = { atMs: now, value: this.options.certificateStatus.census(EXPIRY_WINDOWS.map(([, ms]) => ms)) };
+    if (!this.census || now - this.census.atMs >= this.censusTtlMs || now < this.census.atMs) {
+      const value = this.options.certificateStatus.census(EXPIRY_WINDOWS.map(([, ms]) => ms));
+      const census = (this.census = { atMs: now, value });
+      value.catch(() => {
+        if (this.census === census) this.census = undefined;
+      });
+    }
     return this.census.value;
   }
 }
