@@ -15,10 +15,13 @@ import type { OperatorRole } from "../src/access/identity.js";
 import { metricsAllowList } from "../src/admin/auth.js";
 import { issueOwnLeaf } from "../src/authority/ca/init.js";
 import { addDevice } from "../src/authority/devices.js";
+import { ChangeFeed } from "../src/authority/events/change-feed.js";
+import { CertificateStatus } from "../src/authority/status/certificate-status.js";
 import { layout } from "../src/authority/layout.js";
 import { revokeCertificate } from "../src/authority/status/revocation.js";
 import { readPrivateKey } from "../src/keys/keys.js";
 import { silentLogger } from "../src/log.js";
+import { FleetMetrics } from "../src/metrics/metrics.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
 import { sha256Fingerprint } from "../src/x509/certificate.js";
 import { fromPem } from "../src/x509/pem.js";
@@ -343,5 +346,47 @@ describe("GET /metrics", () => {
     clock.advance(6 * DAY + DAY / 2);
     const expired = await scrape();
     assert.equal(expiring(expired, "30d", "device"), 0, "expired certificates no longer count");
+  });
+});
+
+describe("FleetMetrics start totals", () => {
+  test("events the feed delivers late but the totals already hold are not counted twice", async () => {
+    const f = await tempFleet();
+    const changes = new ChangeFeed(f.fleet.store, 3_600_000);
+    try {
+      await changes.start();
+      const status = await CertificateStatus.load(f.fleet);
+      changes.subscribe((events) => status.apply(events));
+      // Written after the feed's position and before the metrics read their totals: in both.
+      const record = await issueOwnLeaf(
+        f.fleet,
+        {
+          caId: "operators",
+          kind: "operator",
+          commonName: "late",
+          sans: [{ uri: operatorSpiffeId(f.fleet.domain, "late") }],
+          dirRel: layout.operatorDir("late"),
+          lifetime: "30d",
+        },
+        "test",
+        new Date(),
+      );
+      await revokeCertificate(f.fleet, { serial: record.issued.serialHex, actor: "test" });
+      const metrics = new FleetMetrics({ fleet: f.fleet, changes, certificateStatus: status, processMetrics: false });
+      await metrics.start();
+      await changes.poll();
+      // And one after the totals: counted once, from the feed.
+      await addDevice(f.fleet, { id: "late-robot", actor: "test" });
+      await changes.poll();
+      const e = parseExposition((await metrics.scrape()).body);
+      assert.equal(sample(e, "fleetpki_certificates_issued_total", { kind: "operator" }), 2, "admin and late");
+      assert.equal(sample(e, "fleetpki_certificates_revoked_total", { kind: "operator" }), 1);
+      assert.equal(sample(e, "fleetpki_devices", { state: "active" }), 1);
+      assert.equal(e.types.get("fleetpki_process_cpu_seconds_total"), undefined, "process metrics off");
+      metrics.stop();
+    } finally {
+      await changes.stop();
+      await f.close();
+    }
   });
 });
