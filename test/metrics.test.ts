@@ -235,6 +235,14 @@ describe("GET /metrics", () => {
     for (const caId of ["devices", "services", "operators"])
       assert.ok(e.samples.has(`fleetpki_crl_age_seconds{ca="${caId}"}`), `the ${caId} CA's CRL age`);
     assert.ok(e.samples.has('fleetpki_devices{state="active"}'));
+    // The sample Grafana dashboard asks only for series that exist.
+    const dashboard = JSON.parse(readFileSync(join(import.meta.dirname, "..", "docs", "grafana-dashboard.json"), "utf8"));
+    assert.ok(dashboard.templating.list.some((v: { type: string }) => v.type === "datasource"), "a data source variable");
+    const asked = new Set<string>();
+    for (const panel of dashboard.panels)
+      for (const target of panel.targets ?? []) for (const m of String(target.expr).matchAll(/fleetpki_[a-z0-9_]+/g)) asked.add(m[0]);
+    assert.ok(asked.size >= 15);
+    for (const name of asked) assert.ok(e.types.has(name), `${name} (in docs/grafana-dashboard.json) is exposed`);
     assert.ok(e.samples.has('fleetpki_certificates_expiring{kind="device",window="7d"}'));
   });
 
