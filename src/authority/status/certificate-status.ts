@@ -407,7 +407,10 @@ export class CertificateStatus {
         let revoked = caRevoked.get(entry.issuerCa);
         if (revoked === undefined) caRevoked.set(entry.issuerCa, (revoked = this.revokedCaOnChain(entry.issuerCa) !== undefined));
         if (revoked) continue;
-        for (let i = 0; i < windowsMs.length; i++) if (left <= windowsMs[i]!) expiring[i]![entry.kind] = (expiring[i]![entry.kind] ?? 0) + 1;
+        for (let i = 0; i < windowsMs.length; i++) {
+          const counts = expiring[i]!;
+          if (left <= windowsMs[i]!) counts[entry.kind] = (counts[entry.kind] ?? 0) + 1;
+        }
       }
     return { devices, expiring };
   }
