@@ -156,3 +156,20 @@ export async function endOperatorSession(fleet: FleetServices, secret: unknown, 
     return true;
   });
 }
+
+/**
+ * Where the dashboard redeems a login token: admin.public_url, else https://<first server name>:<admin
+ * port>, then /login#<token>. The token rides in the fragment, which browsers never send: it stays
+ * out of server logs and Referer headers (the page POSTs it to the API).
+ */
+export function loginUrl(fleet: FleetServices, token: string): string {
+  const configured = fleet.config.admin.public_url;
+  let base: string;
+  if (configured) base = configured.replace(/\/+$/, "");
+  else {
+    const host = fleet.config.server.names[0] ?? "localhost";
+    const port = /:(\d{1,5})$/.exec(fleet.config.listen.admin.trim())?.[1] ?? "9443";
+    base = `https://${host.includes(":") ? `[${host}]` : host}${port === "443" ? "" : `:${port}`}`;
+  }
+  return `${base}/login#${token}`;
+}

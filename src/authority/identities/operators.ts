@@ -268,7 +268,13 @@ export async function setOperatorRole(fleet: FleetServices, req: { name: string;
     await keepAnAdmin(tx, row, `making it ${req.role}`);
     await tx.operators.update(req.name, { role: req.role, updated_at: now.toISOString() });
     await tx.audit.append([
-      { actor: req.actor, action: "operator.role", subject: `operator:${req.name}`, details: { role: req.role, previous: row.role }, at: now },
+      {
+        actor: req.actor,
+        action: "operator.role",
+        subject: `operator:${req.name}`,
+        details: { role: req.role, previous: row.role },
+        at: now,
+      },
     ]);
     return true;
   });
