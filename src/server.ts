@@ -11,6 +11,7 @@ import { FleetServices } from "./authority/services.js";
 import { OcspService } from "./authority/status/ocsp-responder.js";
 import { CertificateStatus } from "./authority/status/certificate-status.js";
 import { OperatorDirectory } from "./authority/identities/operators.js";
+import { operatorSession } from "./authority/identities/operator-sessions.js";
 import { followStatusChanges, type StatusFollowers } from "./authority/status/follow.js";
 import { layout } from "./authority/layout.js";
 import { ensureServerCertificate } from "./authority/ca/server-certificate.js";
@@ -24,8 +25,10 @@ import { startStatusServer } from "./status/server.js";
 import { FloodLimiter, floodSeam, parseGatewayLimits, type FloodSeamOptions } from "./gateway/limits.js";
 import { startGateway, type GatewaySession, type PolicySource, type RunningGateway } from "./gateway/server.js";
 import { openPolicySource, POLICY_FILE } from "./gateway/policy-source.js";
+import type { OperatorRoles } from "./admin/context.js";
+import { startAdminServer, type AdminTls, type RunningAdmin } from "./admin/server.js";
 
-export const LISTENERS = ["registration", "status", "gateway"] as const;
+export const LISTENERS = ["registration", "status", "gateway", "admin"] as const;
 export type Listener = (typeof LISTENERS)[number];
 
 export interface ServeOptions {
@@ -36,6 +39,10 @@ export interface ServeOptions {
   statusListen?: string;
   /** Overrides listen.gateway. */
   gatewayListen?: string;
+  /** Overrides listen.admin. */
+  adminListen?: string;
+  /** Operators' roles (tests); default: the fleet's operators table (OperatorDirectory). */
+  operators?: OperatorRoles;
   /** The access policy (tests); default: <dir>/policy.yaml, reloaded when it changes. */
   policy?: PolicySource;
   /** Run only these listeners (`serve --only status` for scale-out); default all. */
@@ -51,6 +58,8 @@ export interface FleetServer {
   status?: AddressInfo;
   /** The MQTT gateway: its address, counters and sessions. */
   gateway?: RunningGateway;
+  /** The admin API and dashboard. */
+  admin?: RunningAdmin;
   /** Reads the audit log now instead of waiting for the next poll (tests). */
   changes: ChangeFeed;
   /** "Is this certificate / device good?", from memory kept current by `changes`. */
@@ -80,6 +89,12 @@ async function registrationTls(fleet: FleetServices): Promise<RegistrationTls> {
   return { ...serverIdentity(fleet), ca: await deviceClientCas(fleet) };
 }
 
+/** The server identity, and whose certificates may authenticate: operators (their CA and the root). */
+async function adminTls(fleet: FleetServices): Promise<AdminTls> {
+  const { chain, root } = await fleet.chainPem("operators");
+  return { ...serverIdentity(fleet), ca: [root, chain] };
+}
+
 function certificateMatchesKey(certPem: string, keyPem: string): boolean {
   const spki = (k: KeyObject) => k.export({ type: "spki", format: "der" });
   try {
@@ -103,6 +118,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
   let registration: AddressInfo | undefined;
   let status: AddressInfo | undefined;
   let gateway: RunningGateway | undefined;
+  let admin: RunningAdmin | undefined;
   let certificateStatus: CertificateStatus;
   let operators: OperatorDirectory;
   const changes = new ChangeFeed(fleet.store, undefined, (e) =>
@@ -122,6 +138,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
     // Also after the feed started; subscribed before the gateway, so a role is current when its sessions are re-admitted.
     operators = await OperatorDirectory.load(fleet);
     operators.follow(changes);
+    const roles: OperatorRoles = options.operators ?? operators;
     // Signed checkpoints of the audit log: one now (an older fleet gets its audit key), then every interval, and at stop.
     const checkpoints = new CheckpointSchedule(fleet, parseDuration(fleet.config.audit.checkpoint_interval), (e) =>
       logger.warn({ err: (e as Error).message }, "writing an audit checkpoint failed"),
@@ -225,7 +242,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         fleet,
         logger: gatewayLogger,
         facts: certificateStatus,
-        operatorRole: (name) => operators.role(name),
+        operatorRole: (name) => roles.role(name),
         changes,
         policy,
         identity: () => serverIdentity(fleet),
@@ -244,9 +261,27 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
       gateway = running;
       logger.info({ address: running.address }, "gateway listening");
     }
+
+    if (only.has("admin")) {
+      const listen = parseListen(options.adminListen ?? fleet.config.listen.admin, "listen.admin");
+      const running = await startAdminServer({
+        fleet,
+        logger: logger.child({ listener: "admin" }),
+        certificateStatus,
+        changes,
+        operators: roles,
+        sessions: { lookup: (secret) => operatorSession(fleet, secret) },
+        gateway,
+        tls: await adminTls(fleet),
+        ...listen,
+      });
+      closers.push(() => running.close());
+      admin = running;
+      logger.info({ address: running.address }, "admin listening");
+    }
   } catch (e) {
     await closeAll();
     throw e;
   }
-  return { fleet, registration, status, gateway, changes, certificateStatus, operators, close: closeAll };
+  return { fleet, registration, status, gateway, admin, changes, certificateStatus, operators, close: closeAll };
 }

@@ -9,6 +9,8 @@ import { after, before, describe, it } from "node:test";
 import Database from "better-sqlite3";
 import mqtt, { type MqttClient } from "mqtt";
 import { AccessPolicy } from "../src/access/policy.js";
+import { CSRF_HEADER, SESSION_COOKIE } from "../src/admin/auth.js";
+import { addDevice } from "../src/authority/devices.js";
 import { AuthenticationFailed, InvalidArgument, OperatorExists, UnknownOperator } from "../src/authority/errors.js";
 import { ChangeFeed } from "../src/authority/events/change-feed.js";
 import {
@@ -31,6 +33,7 @@ import { silentLogger } from "../src/log.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
 import { sqlitePath } from "../src/store/open.js";
 import { assertOk, assertOneLineError, cliAsync, openssl, tempDir, tempFleet } from "./helpers.js";
+import { assertProblem, https, postJson } from "./server-helpers.js";
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -508,5 +511,58 @@ rules:
     const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error("still connected after 10 s")), 10_000).unref());
     await Promise.race([closed, timeout]);
     assert.equal(server.operators.role("vic"), null);
+  });
+});
+
+describe("operators: the admin listener reads stored roles and browser sessions", { concurrency: false }, () => {
+  let f: Awaited<ReturnType<typeof tempFleet>>;
+  let server: FleetServer;
+  let work: { path: string; cleanup: () => void };
+  let base: string;
+  let ca: string;
+  let vera: { cert: string; key: string };
+
+  before(async () => {
+    f = await tempFleet();
+    work = tempDir("fleetpki-operators-admin-");
+    const out = join(work.path, "vera");
+    await addOperator(f.fleet, { name: "vera", role: "viewer", outDir: out, actor: "test" });
+    const pem = (name: string) => readFileSync(join(out, name), "utf8");
+    vera = { cert: pem("cert.pem") + pem("chain.pem"), key: pem("key.pem") };
+    ca = readFileSync(join(out, "ca.pem"), "utf8");
+    await addDevice(f.fleet, { id: "robot-1", actor: "test" });
+    server = await startFleetServer({ dir: f.dir, only: ["admin"], adminListen: "127.0.0.1:0", logger: silentLogger });
+    base = `https://127.0.0.1:${server.admin!.address.port}`;
+  });
+  after(async () => {
+    await server?.close();
+    await f?.close();
+    work?.cleanup();
+  });
+
+  it("certificate and session: the stored role decides, a role change applies, removal ends both", async () => {
+    const withCert = { ca, ...vera };
+    assert.equal((await https(`${base}/api/devices/robot-1`, withCert)).status, 200);
+    assertProblem(await postJson(`${base}/api/devices/robot-1/hold`, {}, withCert), 403, "role-too-weak");
+
+    const link = await createLoginLink(server.fleet, { name: "vera", actor: "test" });
+    const session = await redeemLoginLink(server.fleet, { token: link.token });
+    const cookie = { ca, headers: { cookie: `${SESSION_COOKIE}=${session.secret}` } };
+    assert.equal((await https(`${base}/api/devices/robot-1`, cookie)).status, 200);
+
+    await setOperatorRole(server.fleet, { name: "vera", role: "operator", actor: "test" });
+    await server.changes.poll();
+    const hold = await postJson(`${base}/api/devices/robot-1/hold`, {}, withCert);
+    assert.equal(hold.status, 200, hold.text);
+    assertProblem(await postJson(`${base}/api/devices/robot-1/unhold`, {}, cookie), 403, "csrf-missing");
+    const csrf = { ...cookie, headers: { ...cookie.headers, [CSRF_HEADER]: session.csrf } };
+    const unhold = await postJson(`${base}/api/devices/robot-1/unhold`, {}, csrf);
+    assert.equal(unhold.status, 200, unhold.text);
+
+    // Another admin exists (init's), so vera may go.
+    await removeOperator(server.fleet, { name: "vera", actor: "test" });
+    await server.changes.poll();
+    assertProblem(await https(`${base}/api/devices/robot-1`, cookie), 401, "unauthenticated");
+    assertProblem(await https(`${base}/api/devices/robot-1`, withCert), 401, "unauthenticated");
   });
 });

@@ -118,6 +118,7 @@ async function fleetWith(deviceIds: readonly string[], serviceNames: readonly st
     registrationListen: "127.0.0.1:0",
     statusListen: "127.0.0.1:0",
     gatewayListen: "127.0.0.1:0",
+    adminListen: "127.0.0.1:0",
     policy,
     logger: silentLogger,
   });
