@@ -12,9 +12,10 @@ import { renew } from "../src/agent/renew.js";
 import { loadState } from "../src/agent/state.js";
 import { AccessPolicy } from "../src/access/policy.js";
 import type { OperatorRole } from "../src/access/identity.js";
-import { metricsAllowList } from "../src/admin/auth.js";
+import { metricsAllowList, SESSION_COOKIE } from "../src/admin/auth.js";
 import { issueOwnLeaf } from "../src/authority/ca/init.js";
 import { addDevice } from "../src/authority/devices.js";
+import { createLoginLink, redeemLoginLink } from "../src/authority/identities/operator-sessions.js";
 import { ChangeFeed } from "../src/authority/events/change-feed.js";
 import { CertificateStatus } from "../src/authority/status/certificate-status.js";
 import { layout } from "../src/authority/layout.js";
@@ -253,9 +254,13 @@ describe("GET /metrics", () => {
     const res = await https(url, as(ops.alice, "127.0.0.2"));
     assert.equal(res.status, 200, res.text);
     assert.ok(parseExposition(res.text).types.has("fleetpki_devices"));
-    // A session cookie is no scraping credential (the cookie check comes first: an unknown session is 401).
-    const cookie = { ...as(undefined, "127.0.0.2"), headers: { cookie: "__Host-fleetpki-session=abcdefghijklmnopqrstu" } };
-    assertProblem(await https(url, cookie), 401, "unauthenticated");
+    // A browser session is no scraping credential: an unknown one is 401, a live one 403.
+    const withCookie = (secret: string) => ({ ...as(undefined, "127.0.0.2"), headers: { cookie: `${SESSION_COOKIE}=${secret}` } });
+    assertProblem(await https(url, withCookie("abcdefghijklmnopqrstu")), 401, "unauthenticated");
+    const link = await createLoginLink(f.fleet, { name: "admin", actor: "test" });
+    const session = await redeemLoginLink(f.fleet, { token: link.token });
+    assert.equal((await https(`${base}/api/devices/nobody-here`, withCookie(session.secret))).status, 404, "the session works for the API");
+    assertProblem(await https(url, withCookie(session.secret)), 403, "certificate-required");
     // The skeleton's strict schemas hold here too.
     assertProblem(await https(`${url}?debug=1`, as(undefined)), 400, "invalid-request");
   });
