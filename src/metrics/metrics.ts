@@ -39,6 +39,19 @@ export interface FleetMetricsOptions {
 
 const PREFIX = "fleetpki_";
 
+let processRegistry: Registry | undefined;
+/**
+ * prom-client's process metrics, once per process (they describe the process, and each collector
+ * starts an event-loop delay monitor that is never stopped: one per server would pile up in tests).
+ */
+function processMetricsRegistry(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry, prefix: PREFIX });
+  }
+  return processRegistry;
+}
+
 export class FleetMetrics {
   readonly registry = new Registry();
   private readonly issued: Counter<"kind">;
@@ -54,11 +67,12 @@ export class FleetMetrics {
   private totalsSeq = 0;
   private unsubscribe: (() => void) | undefined;
   private readonly censusTtlMs: number;
+  private readonly process: Registry | undefined;
 
   constructor(private readonly options: FleetMetricsOptions) {
     this.censusTtlMs = options.censusTtlMs ?? 5_000;
     const registers = [this.registry];
-    if (options.processMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
+    this.process = options.processMetrics === false ? undefined : processMetricsRegistry();
     const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]) =>
       new Counter<L>({ name: PREFIX + name, help, labelNames, registers });
     this.issued = counter("certificates_issued_total", "Certificates issued (CA certificates included), by kind", ["kind"]);
@@ -214,7 +228,8 @@ export class FleetMetrics {
 
   /** The text exposition (format 0.0.4) and its content type. */
   async scrape(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    const own = await this.registry.metrics();
+    return { contentType: this.registry.contentType, body: this.process ? own + (await this.process.metrics()) : own };
   }
 
   private count(events: readonly FleetEvent[]): void {
