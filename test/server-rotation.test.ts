@@ -187,9 +187,7 @@ describe("server certificate rotation", () => {
 
     // New connections get the new certificate: Node's tls (verifying it against the root) and openssl.
     const fresh = await new Promise<TLSSocket>((resolve, reject) => {
-      const s = tlsConnect({ host: "127.0.0.1", port: server.registration!.port, servername: "localhost", ca: rootPem }, () =>
-        resolve(s),
-      );
+      const s = tlsConnect({ host: "127.0.0.1", port: server.registration!.port, servername: "localhost", ca: rootPem }, () => resolve(s));
       s.on("error", reject);
     });
     assert.equal(fresh.authorized, true, String(fresh.authorizationError));

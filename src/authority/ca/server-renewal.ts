@@ -124,9 +124,7 @@ export class ServerCertificateRenewer {
     }
     const reissue = await reissueServerCertificate(this.fleet, {
       actor: this.options.actor ?? "serve",
-      reasons: [
-        `renewal: 2/3 of its lifetime had passed (due ${current.renewAt.toISOString()}, ends ${current.notAfter.toISOString()})`,
-      ],
+      reasons: [`renewal: 2/3 of its lifetime had passed (due ${current.renewAt.toISOString()}, ends ${current.notAfter.toISOString()})`],
       previousSerial: current.serial,
     });
     this.served = reissue.serial;
