@@ -10,6 +10,8 @@ import { CrlPublisher } from "./authority/status/crls.js";
 import { FleetServices } from "./authority/services.js";
 import { OcspService } from "./authority/status/ocsp-responder.js";
 import { CertificateStatus } from "./authority/status/certificate-status.js";
+import { OperatorDirectory } from "./authority/identities/operators.js";
+import { operatorSession } from "./authority/identities/operator-sessions.js";
 import { followStatusChanges, type StatusFollowers } from "./authority/status/follow.js";
 import { layout } from "./authority/layout.js";
 import { ensureServerCertificate } from "./authority/ca/server-certificate.js";
@@ -24,8 +26,10 @@ import { startStatusServer } from "./status/server.js";
 import { FloodLimiter, floodSeam, parseGatewayLimits, type FloodSeamOptions } from "./gateway/limits.js";
 import { startGateway, type GatewaySession, type PolicySource, type RunningGateway } from "./gateway/server.js";
 import { openPolicySource, POLICY_FILE } from "./gateway/policy-source.js";
+import type { OperatorRoles } from "./admin/context.js";
+import { startAdminServer, type AdminTls, type RunningAdmin } from "./admin/server.js";
 
-export const LISTENERS = ["registration", "status", "gateway"] as const;
+export const LISTENERS = ["registration", "status", "gateway", "admin"] as const;
 export type Listener = (typeof LISTENERS)[number];
 
 export interface ServeOptions {
@@ -36,6 +40,10 @@ export interface ServeOptions {
   statusListen?: string;
   /** Overrides listen.gateway. */
   gatewayListen?: string;
+  /** Overrides listen.admin. */
+  adminListen?: string;
+  /** Operators' roles (tests); default: the fleet's operators table (OperatorDirectory). */
+  operators?: OperatorRoles;
   /** The access policy (tests); default: <dir>/policy.yaml, reloaded when it changes. */
   policy?: PolicySource;
   /** Run only these listeners (`serve --only status` for scale-out); default all. */
@@ -51,10 +59,14 @@ export interface FleetServer {
   status?: AddressInfo;
   /** The MQTT gateway: its address, counters and sessions. */
   gateway?: RunningGateway;
+  /** The admin API and dashboard. */
+  admin?: RunningAdmin;
   /** Reads the audit log now instead of waiting for the next poll (tests). */
   changes: ChangeFeed;
   /** "Is this certificate / device good?", from memory kept current by `changes`. */
   certificateStatus: CertificateStatus;
+  /** Operators' roles, from memory kept current by `changes`. */
+  operators: OperatorDirectory;
   /**
    * Renews server/cert.pem at 2/3 of its lifetime (checked every minute; renewNow() after moving a
    * test clock). Every listener serving it registers its refresh with addListener. Absent when no
@@ -84,6 +96,12 @@ async function registrationTls(fleet: FleetServices): Promise<RegistrationTls> {
   return { ...serverIdentity(fleet), ca: await deviceClientCas(fleet) };
 }
 
+/** The server identity, and whose certificates may authenticate: operators (their CA and the root). */
+async function adminTls(fleet: FleetServices): Promise<AdminTls> {
+  const { chain, root } = await fleet.chainPem("operators");
+  return { ...serverIdentity(fleet), ca: [root, chain] };
+}
+
 function certificateMatchesKey(certPem: string, keyPem: string): boolean {
   const spki = (k: KeyObject) => k.export({ type: "spki", format: "der" });
   try {
@@ -107,7 +125,9 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
   let registration: AddressInfo | undefined;
   let status: AddressInfo | undefined;
   let gateway: RunningGateway | undefined;
+  let admin: RunningAdmin | undefined;
   let certificateStatus: CertificateStatus;
+  let operators: OperatorDirectory;
   let serverCertificate: ServerCertificateRenewer | undefined;
   const changes = new ChangeFeed(fleet.store, undefined, (e) =>
     logger.warn({ err: (e as Error).message }, "following the audit log failed"),
@@ -123,6 +143,10 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         logger.warn({ seq, action, problem }, "an audit row of a status change cannot be read; re-signing every CRL, OCSP cache dropped"),
     };
     followStatusChanges(fleet, changes, followers);
+    // Also after the feed started; subscribed before the gateway, so a role is current when its sessions are re-admitted.
+    operators = await OperatorDirectory.load(fleet);
+    operators.follow(changes);
+    const roles: OperatorRoles = options.operators ?? operators;
     // Signed checkpoints of the audit log: one now (an older fleet gets its audit key), then every interval, and at stop.
     const checkpoints = new CheckpointSchedule(fleet, parseDuration(fleet.config.audit.checkpoint_interval), (e) =>
       logger.warn({ err: (e as Error).message }, "writing an audit checkpoint failed"),
@@ -147,7 +171,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
           "server certificate reissued from the services CA",
         );
     }
-    if (only.has("registration") || wantGateway) {
+    if (only.has("registration") || wantGateway || only.has("admin")) {
       // Before the listeners read it: a certificate already past 2/3 of its lifetime is renewed now.
       const renewer = new ServerCertificateRenewer(fleet, {
         renewed: (r) =>
@@ -250,6 +274,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         fleet,
         logger: gatewayLogger,
         facts: certificateStatus,
+        operatorRole: (name) => roles.role(name),
         changes,
         policy,
         identity: () => serverIdentity(fleet),
@@ -258,15 +283,45 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         ...listen,
       });
       floodOptions.counters = running.counters;
+      // A role changed or an operator removed: its sessions are admitted again (grants follow the role).
+      const stopOperators = operators.onChange(() =>
+        void running.recheck().catch((e) => gatewayLogger.warn({ err: (e as Error).message }, "re-admitting sessions failed")),
+      );
+      closers.push(async () => stopOperators());
       onPolicyReload = () => void running.policyChanged();
       closers.push(() => running.close());
       serverCertificate?.addListener(() => running.refreshTls());
       gateway = running;
       logger.info({ address: running.address }, "gateway listening");
     }
+
+    if (only.has("admin")) {
+      const listen = parseListen(options.adminListen ?? fleet.config.listen.admin, "listen.admin");
+      const running = await startAdminServer({
+        fleet,
+        logger: logger.child({ listener: "admin" }),
+        certificateStatus,
+        changes,
+        operators: roles,
+        sessions: { lookup: (secret) => operatorSession(fleet, secret) },
+        gateway,
+        tls: await adminTls(fleet),
+        ...listen,
+      });
+      closers.push(() => running.close());
+      serverCertificate?.addListener(async () => {
+        try {
+          running.setTls(await adminTls(fleet));
+        } catch (e) {
+          logger.warn({ listener: "admin", err: (e as Error).message }, "serving the new server certificate failed; the previous one stays");
+        }
+      });
+      admin = running;
+      logger.info({ address: running.address }, "admin listening");
+    }
   } catch (e) {
     await closeAll();
     throw e;
   }
-  return { fleet, registration, status, gateway, changes, certificateStatus, serverCertificate, close: closeAll };
+  return { fleet, registration, status, gateway, admin, changes, certificateStatus, operators, serverCertificate, close: closeAll };
 }

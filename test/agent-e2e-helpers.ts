@@ -186,6 +186,8 @@ export async function startServer(fleetDir: string, port = 0, timeoutMs = 30_000
     "127.0.0.1:0",
     "--gateway-listen",
     "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
   ]);
   const listening = await Promise.race([
     waitFor(`"listening on" from fleetpki serve`, () => /\(listening on 127\.0\.0\.1:(\d+)\)/.exec(proc.stderr())?.[1], timeoutMs, 50),

@@ -116,12 +116,12 @@ describe("fleetpki CLI", () => {
     const d = ["--dir", dir];
     const startChain = (async () => {
       startFirst = await run({
-        args: ["start", "--dir", started, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"],
+        args: ["start", "--dir", started, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
         stopWhen: /root fingerprint: sha256:[0-9a-f]{64}/,
       });
       rootBeforeSecondStart = existsSync(join(started, "ca/root/cert.pem")) ? readFileSync(join(started, "ca/root/cert.pem")) : undefined;
       startSecond = await run({
-        args: ["start", "--dir", started, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0"],
+        args: ["start", "--dir", started, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
         stopWhen: /root fingerprint: sha256:[0-9a-f]{64}/,
       });
     })();

@@ -178,6 +178,7 @@ async function fleetWithDevices(
     registrationListen: "127.0.0.1:0",
     statusListen: "127.0.0.1:0",
     gatewayListen: "127.0.0.1:0",
+    adminListen: "127.0.0.1:0",
     ...(options.policy === "file" ? {} : { policy: options.policy ?? testPolicy }),
     logger: silentLogger,
     clock: options.clock,

@@ -134,7 +134,19 @@ describe("the package: npm pack, a global install, npm start", { concurrency: fa
       "init",
     );
 
-    const serve = ["serve", "--dir", fleet, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"];
+    const serve = [
+      "serve",
+      "--dir",
+      fleet,
+      "--listen",
+      "127.0.0.1:0",
+      "--status-listen",
+      "127.0.0.1:0",
+      "--gateway-listen",
+      "127.0.0.1:0",
+      "--admin-listen",
+      "127.0.0.1:0",
+    ];
     const server = spawnProc("installed fleetpki serve", fleetpki, serve, { cwd, env });
     const port = await listeningPort(server);
     const added = ok(await run(fleetpki, ["device", "add", "robot-0001", "--dir", fleet, "--json"], { cwd, env }), "device add");

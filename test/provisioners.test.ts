@@ -23,6 +23,7 @@ async function serve(dir: string, clock?: ManualClock) {
     registrationListen: "127.0.0.1:0",
     statusListen: "127.0.0.1:0",
     gatewayListen: "127.0.0.1:0",
+    adminListen: "127.0.0.1:0",
     logger: silentLogger,
     clock,
   });

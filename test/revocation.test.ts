@@ -350,6 +350,7 @@ describe("a revoked local (factory) CA", () => {
         registrationListen: "127.0.0.1:0",
         statusListen: "127.0.0.1:0",
         gatewayListen: "127.0.0.1:0",
+        adminListen: "127.0.0.1:0",
         logger: silentLogger,
       });
       const status = `http://127.0.0.1:${server.status!.port}`;

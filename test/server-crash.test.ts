@@ -32,7 +32,20 @@ interface Child {
 function startServe(dir: string): Promise<Child> {
   const child = spawn(
     process.execPath,
-    [CLI, "serve", "--dir", dir, "--listen", "127.0.0.1:0", "--status-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"],
+    [
+      CLI,
+      "serve",
+      "--dir",
+      dir,
+      "--listen",
+      "127.0.0.1:0",
+      "--status-listen",
+      "127.0.0.1:0",
+      "--gateway-listen",
+      "127.0.0.1:0",
+      "--admin-listen",
+      "127.0.0.1:0",
+    ],
     {
       // Request logs go to stdout; nobody reads them here, so they must not fill a pipe.
       stdio: ["ignore", "ignore", "pipe"],

@@ -46,6 +46,7 @@ export async function startTestServer(dir: string, options: { clock?: Clock } = 
     registrationListen: "127.0.0.1:0",
     statusListen: "127.0.0.1:0",
     gatewayListen: "127.0.0.1:0",
+    adminListen: "127.0.0.1:0",
     logger: silentLogger,
     clock: options.clock,
   });

@@ -89,6 +89,7 @@ describe("server certificate rotation", () => {
       registrationListen: "127.0.0.1:0",
       statusListen: "127.0.0.1:0",
       gatewayListen: "127.0.0.1:0",
+      adminListen: "127.0.0.1:0",
       policy,
       logger: silentLogger,
       clock,
@@ -194,6 +195,7 @@ describe("server certificate rotation", () => {
     assert.equal(peerSerial(fresh), bare(reissue.serial));
     fresh.destroy();
     assert.equal(await sClientSerial(server.registration!.port), bare(reissue.serial));
+    assert.equal(await sClientSerial(server.admin!.address.port), bare(reissue.serial));
     const deviceFiles = ["-cert", join(deviceDir, "cert.pem"), "-key", join(deviceDir, "key.pem")];
     assert.equal(await sClientSerial(server.gateway!.address.port, deviceFiles), bare(reissue.serial));
 
@@ -208,7 +210,7 @@ describe("server certificate rotation", () => {
     assert.match(details.reissue.reasons[0]!, /2\/3 of its lifetime/);
   });
 
-  it("at start, a certificate already past 2/3 of its lifetime is renewed before the listeners read it", async () => {
+  it("a renewer started past the due time renews at once; a running server passes a certificate changed on disk on", async () => {
     // Opened on the same directory, its clock 2/3 of a lifetime after the current certificate began.
     const current = readServerCertificate(server.fleet);
     const later = await FleetServices.open(f.dir, { clock: new ManualClock(current.renewAt.getTime() + 1000) });
@@ -227,11 +229,32 @@ describe("server certificate rotation", () => {
     // The running server notices the change on disk at its next check and its listeners serve it.
     const onDisk = readServerCertificate(server.fleet).serial;
     await server.serverCertificate!.renewNow();
-    await new Promise<void>((resolve) => setImmediate(resolve));
     assert.equal(await sClientSerial(server.registration!.port), bare(onDisk));
+    assert.equal(await sClientSerial(server.admin!.address.port), bare(onDisk));
     assert.equal(
       await sClientSerial(server.gateway!.address.port, ["-cert", join(deviceDir, "cert.pem"), "-key", join(deviceDir, "key.pem")]),
       bare(onDisk),
     );
+  });
+
+  it("serve started after the due time renews before it listens: the first client gets the new certificate", async () => {
+    const current = readServerCertificate(server.fleet);
+    const second = await startFleetServer({
+      dir: f.dir,
+      only: ["registration"],
+      registrationListen: "127.0.0.1:0",
+      logger: silentLogger,
+      clock: new ManualClock(current.renewAt.getTime() + 1000),
+    });
+    try {
+      const renewed = readServerCertificate(second.fleet);
+      assert.notEqual(renewed.serial, current.serial);
+      assert.equal(await sClientSerial(second.registration!.port), bare(renewed.serial));
+      const rows = await second.fleet.store.ops.audit.list({});
+      const row = rows.find((r) => r.action === "certificate.issue" && JSON.parse(r.details).serial === renewed.serial);
+      assert.equal(JSON.parse(row!.details).reissue.replaces, current.serial);
+    } finally {
+      await second.close();
+    }
   });
 });

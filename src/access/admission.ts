@@ -68,7 +68,7 @@ export interface AdmissionRequest {
   domain: string;
   /** gateway.allow_local_cas: devices may use certificates of (active) local CAs. */
   allowLocalCas: boolean;
-  /** An operator's stored role; without it (no roles are stored yet, issue 11) an operator has none. */
+  /** An operator's stored role (OperatorDirectory); without it, or null (unknown or removed), an operator has none. */
   operatorRole?: (name: string) => OperatorRole | null;
 }
 
@@ -181,12 +181,21 @@ export class PeerCertificates {
   }
 }
 
-/** Decides a CONNECT (and, again, a live session after any status change). */
-export function admit(request: AdmissionRequest, facts: AdmissionFacts): AdmissionResult {
-  const peer =
-    request.certificate ??
-    (request.certificateDer && request.certificateDer.length > 0 ? readPeerCertificate(request.certificateDer, request.domain) : undefined);
-  if (!peer || peer.der.length === 0) return refuse("bad-credentials", "no-certificate", "no client certificate");
+/** A certificate the fleet issued to the identity its SAN URI names, good now (not revoked, held or expired). */
+export interface CertifiedIdentity {
+  kind: Kind;
+  name: string;
+  /** "device:<id>", "service:<name>" or "operator:<name>". */
+  subject: string;
+  certificate: AdmissionCertificate;
+}
+
+/**
+ * Who a verified client certificate identifies, if the fleet vouches for it now: its one SAN URI,
+ * the certificate known (byte for byte), from the CA that issues that kind, recorded for that
+ * name, and good. The gateway's admission and the admin listener both start here.
+ */
+export function certifiedIdentity(peer: PeerCertificate, facts: AdmissionFacts, allowLocalCas: boolean): CertifiedIdentity | Refused {
   if ("admitted" in peer.read) return peer.read;
   const id = peer.read;
   const subject = `${id.kind}:${id.name}`;
@@ -195,7 +204,7 @@ export function admit(request: AdmissionRequest, facts: AdmissionFacts): Admissi
     peer.issued = { serial: cert.serial, issuerCa: cert.issuerCa };
   const at = `${subject} (serial ${cert.serial})`;
   if (cert.status === "unknown") return refuse("bad-credentials", "unknown-certificate", `${at}: certificate not issued by this fleet`);
-  const wrongIssuer = issuerAllowed(id.kind, cert.issuerCa ?? "?", cert.kind, request.allowLocalCas);
+  const wrongIssuer = issuerAllowed(id.kind, cert.issuerCa ?? "?", cert.kind, allowLocalCas);
   if (wrongIssuer) return refuse("bad-credentials", "wrong-ca", `${at}: ${wrongIssuer}`);
   const recorded = id.kind === "device" ? cert.deviceId : cert.subjectId;
   if (recorded !== id.name)
@@ -203,6 +212,20 @@ export function admit(request: AdmissionRequest, facts: AdmissionFacts): Admissi
   if (cert.status === "revoked") return refuse("not-authorized", "revoked", `${at}: certificate revoked (${cert.reason ?? "unspecified"})`);
   if (cert.status === "held") return refuse("not-authorized", "held", `${at}: certificate on hold`);
   if (cert.status === "expired") return refuse("not-authorized", "expired", `${at}: certificate expired`);
+  return { kind: id.kind, name: id.name, subject, certificate: cert };
+}
+
+/** Decides a CONNECT (and, again, a live session after any status change). */
+export function admit(request: AdmissionRequest, facts: AdmissionFacts): AdmissionResult {
+  const peer =
+    request.certificate ??
+    (request.certificateDer && request.certificateDer.length > 0 ? readPeerCertificate(request.certificateDer, request.domain) : undefined);
+  if (!peer || peer.der.length === 0) return refuse("bad-credentials", "no-certificate", "no client certificate");
+  const certified = certifiedIdentity(peer, facts, request.allowLocalCas);
+  if ("admitted" in certified) return certified;
+  const id = certified;
+  const { subject, certificate: cert } = certified;
+  const at = `${subject} (serial ${cert.serial})`;
   let identity: AccessIdentity;
   if (id.kind === "device") {
     const device = facts.device(id.name);

@@ -204,6 +204,8 @@ export function defaultConfig(input: ConfigDefaultsInput): FleetConfig {
 
 const q = (s: string): string => JSON.stringify(s);
 
+const UNSET_ADMIN_URL = "# public_url: https://fleet.example.com:9443   # where browsers reach it (default: first server name)";
+
 /** The commented YAML written by `fleetpki init`. */
 export function renderConfig(c: FleetConfig): string {
   return `# fleetpki configuration. Written by \`fleetpki init\`; every value shown is in effect.
@@ -276,7 +278,7 @@ gateway:
 
 # The admin API and dashboard (listen.admin); docs/admin.md.
 admin:
-  ${c.admin.public_url ? `public_url: ${q(c.admin.public_url)}` : "# public_url: https://fleet.example.com:9443   # where browsers reach it (default: first server name)"}
+  ${c.admin.public_url ? `public_url: ${q(c.admin.public_url)}` : UNSET_ADMIN_URL}
   metrics_allow: [${c.admin.metrics_allow.map(q).join(", ")}]   # may scrape /metrics without a certificate
   session_lifetime: ${c.admin.session_lifetime}              # browser sessions (\`fleetpki operator login\`)
 `;

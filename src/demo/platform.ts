@@ -21,6 +21,7 @@ export async function startDemoServer(dir: string): Promise<DemoServer> {
     registrationListen: "127.0.0.1:0",
     statusListen: "127.0.0.1:0",
     gatewayListen: "127.0.0.1:0",
+    adminListen: "127.0.0.1:0",
     logger: silentLogger,
   });
   const gateway = server.gateway;

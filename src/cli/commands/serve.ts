@@ -11,6 +11,7 @@ export interface ServeCliOptions {
   registrationListen?: string;
   statusListen?: string;
   gatewayListen?: string;
+  adminListen?: string;
   only?: Listener[];
 }
 
@@ -64,6 +65,10 @@ export async function serve(dir: string, options: ServeCliOptions = {}): Promise
     const g = server.gateway.address;
     lines.push(`  gateway (MQTT over mTLS):  ${urlOf(server, "mqtts", g)}  (listening on ${g.address}:${g.port})`);
   }
+  if (server.admin) {
+    const a = server.admin.address;
+    lines.push(`  admin API and dashboard:   ${urlOf(server, "https", a)}  (listening on ${a.address}:${a.port})`);
+  }
   lines.push(`  root fingerprint: sha256:${fp}`, "");
   const cli = selfCommand();
   if (url)
@@ -83,17 +88,21 @@ export function registerServe(program: Command): void {
   dirOption(
     program
       .command("serve")
-      .description("run the registration server (EST + JSON API), the status server (CRLs, OCSP) and the MQTT gateway (mTLS)"),
+      .description(
+        "run the registration server (EST + JSON API), the status server (CRLs, OCSP), the MQTT gateway (mTLS) and the admin API",
+      ),
   )
     .option("--listen <host:port>", "override listen.registration")
     .option("--status-listen <host:port>", "override listen.status")
     .option("--gateway-listen <host:port>", "override listen.gateway")
+    .option("--admin-listen <host:port>", "override listen.admin")
     .option("--only <listeners>", `run only these listeners (${LISTENERS.join(", ")}), e.g. --only status to scale out CRL/OCSP`)
     .action(async (opts) =>
       serve(opts.dir, {
         registrationListen: opts.listen,
         statusListen: opts.statusListen,
         gatewayListen: opts.gatewayListen,
+        adminListen: opts.adminListen,
         only: parseOnly(opts.only),
       }),
     );

@@ -16,6 +16,7 @@ export function registerStart(program: Command): void {
     .option("--listen <host:port>", "override listen.registration")
     .option("--status-listen <host:port>", "override listen.status")
     .option("--gateway-listen <host:port>", "override listen.gateway")
+    .option("--admin-listen <host:port>", "override listen.admin")
     .option("--public-url <url>", "for a new fleet: where robots reach the status server (default http://<host name>:8080)")
     .action(async (opts) => {
       if (!existsSync(join(opts.dir, CONFIG_FILE))) {
@@ -38,6 +39,11 @@ export function registerStart(program: Command): void {
         }
         say("");
       });
-      await serve(opts.dir, { registrationListen: opts.listen, statusListen: opts.statusListen, gatewayListen: opts.gatewayListen });
+      await serve(opts.dir, {
+        registrationListen: opts.listen,
+        statusListen: opts.statusListen,
+        gatewayListen: opts.gatewayListen,
+        adminListen: opts.adminListen,
+      });
     });
 }
