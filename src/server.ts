@@ -313,7 +313,10 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         try {
           running.setTls(await adminTls(fleet));
         } catch (e) {
-          logger.warn({ listener: "admin", err: (e as Error).message }, "serving the new server certificate failed; the previous one stays");
+          logger.warn(
+            { listener: "admin", err: (e as Error).message },
+            "serving the new server certificate failed; the previous one stays",
+          );
         }
       });
       admin = running;
