@@ -15,6 +15,7 @@ import { operatorSession } from "./authority/identities/operator-sessions.js";
 import { followStatusChanges, type StatusFollowers } from "./authority/status/follow.js";
 import { layout } from "./authority/layout.js";
 import { ensureServerCertificate } from "./authority/ca/server-certificate.js";
+import { ServerCertificateRenewer } from "./authority/ca/server-renewal.js";
 import type { Clock } from "./authority/clock.js";
 import { ConfigError } from "./config/config.js";
 import { parseDuration } from "./config/duration.js";
@@ -71,6 +72,12 @@ export interface FleetServer {
   certificateStatus: CertificateStatus;
   /** Operators' roles, from memory kept current by `changes`. */
   operators: OperatorDirectory;
+  /**
+   * Renews server/cert.pem at 2/3 of its lifetime (checked every minute; renewNow() after moving a
+   * test clock). Every listener serving it registers its refresh with addListener. Absent when no
+   * listener serves it (`serve --only status`).
+   */
+  serverCertificate?: ServerCertificateRenewer;
   close(): Promise<void>;
 }
 
@@ -127,6 +134,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
   let metrics: FleetMetrics | undefined;
   let certificateStatus: CertificateStatus;
   let operators: OperatorDirectory;
+  let serverCertificate: ServerCertificateRenewer | undefined;
   const changes = new ChangeFeed(fleet.store, undefined, (e) =>
     logger.warn({ err: (e as Error).message }, "following the audit log failed"),
   );
@@ -158,8 +166,9 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
       closers.push(async () => m.stop());
     }
 
+    // Without --only, a fleet without a policy file (made before the gateway) serves as before.
+    const wantGateway = options.only ? only.has("gateway") : options.policy !== undefined || existsSync(join(fleet.dir, POLICY_FILE));
     if (only.has("registration")) {
-      const listen = parseListen(options.registrationListen ?? fleet.config.listen.registration, "listen.registration");
       // server.names or server.public_url edited since the certificate was made: a new one, audited.
       const reissued = await ensureServerCertificate(fleet, { actor: "serve" });
       if (reissued)
@@ -173,6 +182,30 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
           },
           "server certificate reissued from the services CA",
         );
+    }
+    if (only.has("registration") || wantGateway || only.has("admin")) {
+      // Before the listeners read it: a certificate already past 2/3 of its lifetime is renewed now.
+      const renewer = new ServerCertificateRenewer(fleet, {
+        renewed: (r) =>
+          logger.info(
+            { serial: r.serial, replaces: r.previousSerial, not_after: r.notAfter.toISOString() },
+            "server certificate renewed from the services CA; listeners serve the new one",
+          ),
+        changed: (serial) => logger.info({ serial }, "server certificate changed on disk; listeners serve the new one"),
+        blocked: (b) =>
+          logger.warn(
+            { serial: b.serial, not_after: b.notAfter.toISOString(), services_ca_not_after: b.servicesCaNotAfter.toISOString() },
+            "the server certificate is due for renewal but the services CA ends first: renew the services CA",
+          ),
+        failed: (e) => logger.warn({ err: (e as Error).message }, "renewing the server certificate failed; retrying in a minute"),
+      });
+      closers.push(() => renewer.stop());
+      await renewer.start();
+      serverCertificate = renewer;
+    }
+
+    if (only.has("registration")) {
+      const listen = parseListen(options.registrationListen ?? fleet.config.listen.registration, "listen.registration");
       let tls = await registrationTls(fleet);
       let current = tls.ca.join("");
       let currentCert = readFileSync(serverFile(fleet, "cert.pem"), "utf8");
@@ -203,6 +236,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         ...listen,
       });
       closers.push(() => running.close());
+      serverCertificate?.addListener(() => running.refreshTls());
       registration = running.address;
       logger.info({ address: registration }, "registration server listening");
     }
@@ -228,8 +262,6 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
       logger.info({ address: status }, "status server listening");
     }
 
-    // Without --only, a fleet without a policy file (made before the gateway) serves as before.
-    const wantGateway = options.only ? only.has("gateway") : options.policy !== undefined || existsSync(join(fleet.dir, POLICY_FILE));
     if (!wantGateway && !options.only)
       logger.warn(
         { policy: join(fleet.dir, POLICY_FILE) },
@@ -273,6 +305,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
       metrics?.attachGateway(running.counters);
       onPolicyReload = () => void running.policyChanged();
       closers.push(() => running.close());
+      serverCertificate?.addListener(() => running.refreshTls());
       gateway = running;
       logger.info({ address: running.address }, "gateway listening");
     }
@@ -292,6 +325,16 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         ...listen,
       });
       closers.push(() => running.close());
+      serverCertificate?.addListener(async () => {
+        try {
+          running.setTls(await adminTls(fleet));
+        } catch (e) {
+          logger.warn(
+            { listener: "admin", err: (e as Error).message },
+            "serving the new server certificate failed; the previous one stays",
+          );
+        }
+      });
       admin = running;
       logger.info({ address: running.address }, "admin listening");
     }
@@ -299,5 +342,17 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
     await closeAll();
     throw e;
   }
-  return { fleet, registration, status, gateway, admin, metrics, changes, certificateStatus, operators, close: closeAll };
+  return {
+    fleet,
+    registration,
+    status,
+    gateway,
+    admin,
+    metrics,
+    changes,
+    certificateStatus,
+    operators,
+    serverCertificate,
+    close: closeAll,
+  };
 }

@@ -19,6 +19,7 @@ import { createLoginLink, redeemLoginLink } from "../src/authority/identities/op
 import { ChangeFeed } from "../src/authority/events/change-feed.js";
 import { CertificateStatus } from "../src/authority/status/certificate-status.js";
 import { layout } from "../src/authority/layout.js";
+import { expiringCertificates } from "../src/authority/status/expiry.js";
 import { revokeCertificate } from "../src/authority/status/revocation.js";
 import { readPrivateKey } from "../src/keys/keys.js";
 import { silentLogger } from "../src/log.js";
@@ -354,6 +355,11 @@ describe("GET /metrics", () => {
     assert.equal(expiring(later, "7d", "device"), 1, "robot-1's renewed certificate, not its old one too");
     assert.equal(expiring(later, "1d", "device"), 0);
     assert.equal(expiring(later, "7d", "operator"), 1, "nobody's; alice's is revoked, admin's lasts longer");
+    // The same count as `fleetpki cert expiring --within 7d` lists. Not for devices here: robot-1 renewed
+    // within the second it enrolled, and expiry.ts only lets a later notBefore (whole seconds) replace a certificate.
+    const listed = await expiringCertificates(f.fleet, { within: 7 * DAY, now: clock.now() });
+    for (const kind of ["operator", "service", "factory"])
+      assert.equal(expiring(later, "7d", kind), listed.filter((c) => c.kind === kind).length, kind);
     clock.advance(6 * DAY + DAY / 2);
     const expired = await scrape();
     assert.equal(expiring(expired, "30d", "device"), 0, "expired certificates no longer count");

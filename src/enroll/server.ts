@@ -66,6 +66,11 @@ export interface RegistrationServerOptions {
 export interface RunningServer {
   server: Server;
   address: AddressInfo;
+  /**
+   * Runs options.refreshTls now instead of at the next tick (e.g. right after the server
+   * certificate was renewed); new handshakes get what it returns, open connections keep theirs.
+   */
+  refreshTls(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -300,30 +305,43 @@ export async function startRegistrationServer(options: RegistrationServerOptions
     options.logger.debug({ err: err.message, address: socket.remoteAddress }, "TLS handshake failed"),
   );
   let refreshTimer: NodeJS.Timeout | undefined;
+  // One refresh at a time; a call during one waits for it and runs once more (it may have read the files too early).
+  let refreshing: Promise<void> = Promise.resolve();
+  let queued: Promise<void> | undefined;
+  let busy = false;
+  const refreshOnce = async (): Promise<void> => {
+    if (!options.refreshTls) return;
+    busy = true;
+    try {
+      const tls = await options.refreshTls();
+      if (!tls) return;
+      // New handshakes use the new trust set and certificate; established connections keep theirs.
+      server.setSecureContext({ key: tls.key, cert: tls.cert, ca: tls.ca, minVersion: "TLSv1.2" });
+      options.logger.info({ cas: tls.ca.length }, "TLS context refreshed (client CA set or server certificate changed)");
+    } catch (e) {
+      options.logger.warn({ err: (e as Error).message }, "refreshing the TLS context failed");
+    } finally {
+      busy = false;
+    }
+  };
+  const refreshTls = (): Promise<void> =>
+    (queued ??= refreshing.then(() => {
+      queued = undefined;
+      refreshing = refreshOnce();
+      return refreshing;
+    }));
   if (options.refreshTls) {
-    const refresh = options.refreshTls;
-    let running = false;
-    refreshTimer = setInterval(() => {
-      if (running) return;
-      running = true;
-      refresh()
-        .then((tls) => {
-          if (!tls) return;
-          // New handshakes use the new trust set; established connections keep theirs.
-          server.setSecureContext({ key: tls.key, cert: tls.cert, ca: tls.ca, minVersion: "TLSv1.2" });
-          options.logger.info({ cas: tls.ca.length }, "client CA set changed; TLS context refreshed");
-        })
-        .catch((e) => options.logger.warn({ err: (e as Error).message }, "refreshing the TLS context failed"))
-        .finally(() => (running = false));
-    }, options.refreshIntervalMs ?? 1_000);
+    refreshTimer = setInterval(() => void (busy || queued || refreshTls()), options.refreshIntervalMs ?? 1_000);
     refreshTimer.unref();
   }
   await listen(server, options.port, options.host);
   return {
     server,
     address: server.address() as AddressInfo,
+    refreshTls,
     async close() {
       clearInterval(refreshTimer);
+      await queued;
       await closeGracefully(server);
       // Bounded: a handler stuck on a dead socket must not hold the shutdown.
       await Promise.race([Promise.allSettled([...inFlight]), new Promise((resolve) => setTimeout(resolve, 10_000).unref())]);

@@ -306,6 +306,23 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
             .execute();
       },
     },
+    "0009_expiry_index": {
+      async up(db: Kysely<any>): Promise<void> {
+        // `cert expiring` and the expiry metrics read the certificates ending in a window (a range of
+        // not_after) and keep those whose subject has no newer, later-ending one: both answered from
+        // these two indexes, so only the certificates kept are read from the table.
+        await db.schema
+          .createIndex("certificates_not_after")
+          .on("certificates")
+          .columns(["not_after", "status", "kind", "subject_id"])
+          .execute();
+        await db.schema
+          .createIndex("certificates_subject_not_after")
+          .on("certificates")
+          .columns(["kind", "subject_id", "not_after", "not_before", "status"])
+          .execute();
+      },
+    },
   };
 }
 

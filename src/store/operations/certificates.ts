@@ -71,4 +71,10 @@ export interface CertificateOperations {
   ofDevice(deviceId: string): Promise<CertificateSummary[]>;
   /** Certificates of one kind (e.g. "service"), optionally of one subject; by subject, newest first. */
   ofKind(kind: CertificateTable["kind"], subjectId?: string): Promise<SubjectCertificateSummary[]>;
+  /**
+   * Unrevoked certificates (valid or on hold) whose not_after is after `after` and at most `until`
+   * (ISO 8601), by not_after then serial, without those replaced by a newer (later not_before) and
+   * later-ending unrevoked certificate of the same kind and subject (a renewal).
+   */
+  endingBetween(after: string, until: string): Promise<SubjectCertificateSummary[]>;
 }

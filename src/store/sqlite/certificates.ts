@@ -1,5 +1,6 @@
 // CertificateOperations on SQLite: recording through the synchronous batch transaction
 // (recorder.ts, the issuance hot path), reads through Kysely.
+import { sql } from "kysely";
 import type { CertificateTable } from "../schema.js";
 import {
   SerialInUse,
@@ -62,5 +63,41 @@ export class SqliteCertificateOperations implements CertificateOperations {
       .where("kind", "=", kind);
     if (subjectId !== undefined) q = q.where("subject_id", "=", subjectId);
     return q.orderBy("subject_id").orderBy("not_before", "desc").orderBy("serial").execute();
+  }
+
+  endingBetween(after: string, until: string): Promise<SubjectCertificateSummary[]> {
+    return this.db
+      .selectFrom("certificates as c")
+      .select([
+        "c.serial",
+        "c.issuer_ca",
+        "c.kind",
+        "c.subject_id",
+        "c.not_before",
+        "c.not_after",
+        "c.status",
+        "c.fingerprint_sha256",
+        "c.revoked_at",
+        "c.revocation_reason",
+      ])
+      .where("c.not_after", ">", after)
+      .where("c.not_after", "<=", until)
+      .where("c.status", "!=", "revoked")
+      .where(({ not, exists, selectFrom }) =>
+        not(
+          exists(
+            selectFrom("certificates as s")
+              .select(sql<number>`1`.as("one"))
+              .whereRef("s.kind", "=", "c.kind")
+              .whereRef("s.subject_id", "=", "c.subject_id")
+              .whereRef("s.not_after", ">", "c.not_after")
+              .whereRef("s.not_before", ">", "c.not_before")
+              .where("s.status", "!=", "revoked"),
+          ),
+        ),
+      )
+      .orderBy("c.not_after")
+      .orderBy("c.serial")
+      .execute();
   }
 }
