@@ -28,6 +28,7 @@ import { startGateway, type GatewaySession, type PolicySource, type RunningGatew
 import { openPolicySource, POLICY_FILE } from "./gateway/policy-source.js";
 import type { OperatorRoles } from "./admin/context.js";
 import { startAdminServer, type AdminTls, type RunningAdmin } from "./admin/server.js";
+import { FleetMetrics } from "./metrics/metrics.js";
 
 export const LISTENERS = ["registration", "status", "gateway", "admin"] as const;
 export type Listener = (typeof LISTENERS)[number];
@@ -51,6 +52,8 @@ export interface ServeOptions {
   logger?: Logger;
   /** Where "now" comes from (tests move time instead of waiting); the system clock by default. */
   clock?: Clock;
+  /** How long /metrics reuses its count of devices and expiring certificates (tests: 0); default 5 s. */
+  metricsCacheMs?: number;
 }
 
 export interface FleetServer {
@@ -61,6 +64,8 @@ export interface FleetServer {
   gateway?: RunningGateway;
   /** The admin API and dashboard. */
   admin?: RunningAdmin;
+  /** What /metrics serves (with the admin listener). */
+  metrics?: FleetMetrics;
   /** Reads the audit log now instead of waiting for the next poll (tests). */
   changes: ChangeFeed;
   /** "Is this certificate / device good?", from memory kept current by `changes`. */
@@ -126,6 +131,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
   let status: AddressInfo | undefined;
   let gateway: RunningGateway | undefined;
   let admin: RunningAdmin | undefined;
+  let metrics: FleetMetrics | undefined;
   let certificateStatus: CertificateStatus;
   let operators: OperatorDirectory;
   let serverCertificate: ServerCertificateRenewer | undefined;
@@ -153,6 +159,12 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
     );
     await checkpoints.start();
     closers.push(() => checkpoints.stop());
+    // Served by the admin listener; the other listeners of this process report to it.
+    if (only.has("admin")) {
+      const m = (metrics = new FleetMetrics({ fleet, changes, certificateStatus, censusTtlMs: options.metricsCacheMs }));
+      await m.start();
+      closers.push(async () => m.stop());
+    }
 
     // Without --only, a fleet without a policy file (made before the gateway) serves as before.
     const wantGateway = options.only ? only.has("gateway") : options.policy !== undefined || existsSync(join(fleet.dir, POLICY_FILE));
@@ -220,6 +232,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         logger: logger.child({ listener: "registration" }),
         tls,
         refreshTls,
+        onFailure: metrics?.enrollmentFailed,
         ...listen,
       });
       closers.push(() => running.close());
@@ -242,7 +255,8 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
       });
       await crls.start();
       closers.push(() => crls.stop());
-      const running = await startStatusServer({ crls, ocsp, logger: statusLogger, ...listen });
+      metrics?.attachCrls(crls);
+      const running = await startStatusServer({ crls, ocsp, logger: statusLogger, onOcsp: metrics?.ocspAnswered, ...listen });
       closers.push(() => running.close());
       status = running.address;
       logger.info({ address: status }, "status server listening");
@@ -288,6 +302,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         void running.recheck().catch((e) => gatewayLogger.warn({ err: (e as Error).message }, "re-admitting sessions failed")),
       );
       closers.push(async () => stopOperators());
+      metrics?.attachGateway(running.counters);
       onPolicyReload = () => void running.policyChanged();
       closers.push(() => running.close());
       serverCertificate?.addListener(() => running.refreshTls());
@@ -305,6 +320,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         operators: roles,
         sessions: { lookup: (secret) => operatorSession(fleet, secret) },
         gateway,
+        metrics,
         tls: await adminTls(fleet),
         ...listen,
       });
@@ -326,5 +342,17 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
     await closeAll();
     throw e;
   }
-  return { fleet, registration, status, gateway, admin, changes, certificateStatus, operators, serverCertificate, close: closeAll };
+  return {
+    fleet,
+    registration,
+    status,
+    gateway,
+    admin,
+    metrics,
+    changes,
+    certificateStatus,
+    operators,
+    serverCertificate,
+    close: closeAll,
+  };
 }

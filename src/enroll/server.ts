@@ -59,6 +59,8 @@ export interface RegistrationServerOptions {
   refreshIntervalMs?: number;
   /** Defaults: headers 10 s, request 30 s, keep-alive 5 s. */
   timeouts?: Partial<ListenerTimeouts>;
+  /** Told of every refused or failed request, with its problem type (the metrics count them). */
+  onFailure?: (reason: string) => void;
 }
 
 export interface RunningServer {
@@ -82,6 +84,7 @@ class Handler {
     private readonly fleet: FleetServices,
     readonly enrollment: Enrollment,
     private readonly logger: Logger,
+    private readonly onFailure: (reason: string) => void = () => {},
   ) {}
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -93,6 +96,7 @@ class Handler {
       device = await this.route(req, res, path, source);
     } catch (e) {
       const problem = toProblem(e);
+      this.onFailure(problem.type);
       if (problem.status >= 500)
         this.logger.error(
           { err: { name: (e as Error)?.name, message: (e as Error)?.message, stack: (e as Error)?.stack }, path },
@@ -273,7 +277,7 @@ function clientCertificate(req: IncomingMessage): ClientCertificate | undefined 
 }
 
 export async function startRegistrationServer(options: RegistrationServerOptions): Promise<RunningServer> {
-  const handler = new Handler(options.fleet, new Enrollment(options.fleet), options.logger);
+  const handler = new Handler(options.fleet, new Enrollment(options.fleet), options.logger, options.onFailure);
   // Requests still being handled when the server closes: they finish (their certificates are
   // recorded and answered, or refused) before the database may close.
   const inFlight = new Set<Promise<void>>();

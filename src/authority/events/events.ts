@@ -65,6 +65,8 @@ export interface CertificateIssued extends Base {
   notAfter: Date;
   /** SHA-256 of the DER (hex), where the event recorded it. */
   fingerprint: string | null;
+  /** Set for a renewal: the serial of the certificate it renews (details.renews). */
+  renews?: string;
 }
 export interface CertificateRevoked extends Base, StatusChangeFields {
   type: "CertificateRevoked";
@@ -344,6 +346,7 @@ export function decodeAuditRow(row: AuditLogTable): FleetEvent {
           subjectId: optionalText(d, "subject_id") ?? issuedSubjectId(kind, subjectId(row.subject, subjectPrefix)),
           notAfter: time(d, "not_after"),
           fingerprint: optionalText(d, "fingerprint_sha256"),
+          ...(typeof d.renews === "string" && d.renews !== "" ? { renews: d.renews } : {}),
         };
       }
       case "certificate.revoke": {

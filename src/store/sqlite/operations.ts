@@ -10,6 +10,7 @@ import { SqliteEnrollmentOperations } from "./enrollment.js";
 import { SqliteCertificateOperations } from "./certificates.js";
 import { SqliteDeviceOperations } from "./devices.js";
 import { SqliteOperatorOperations } from "./operators.js";
+import { SqliteMetricOperations } from "./metrics.js";
 
 export function sqliteOperations(db: Tx, native: NativeAccess): Operations {
   return {
@@ -22,5 +23,6 @@ export function sqliteOperations(db: Tx, native: NativeAccess): Operations {
     certificates: new SqliteCertificateOperations(db, native),
     devices: new SqliteDeviceOperations(db),
     operators: new SqliteOperatorOperations(db),
+    metrics: new SqliteMetricOperations(db),
   };
 }
