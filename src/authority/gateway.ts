@@ -20,7 +20,9 @@ export async function kickGatewaySession(fleet: FleetServices, req: KickRequest)
   if (!req.open) throw new UnknownGatewaySession(req.clientId);
   const at = fleet.clock.now();
   const [row] = await fleet.store.transaction((tx) =>
-    tx.audit.append([{ actor: req.actor, action: "gateway.kick", subject: `session:${req.clientId}`, details: { client_id: req.clientId }, at }]),
+    tx.audit.append([
+      { actor: req.actor, action: "gateway.kick", subject: `session:${req.clientId}`, details: { client_id: req.clientId }, at },
+    ]),
   );
   return { clientId: req.clientId, seq: row!.seq };
 }

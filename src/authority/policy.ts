@@ -38,7 +38,8 @@ function readCurrent(fleet: FleetServices): string | undefined {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw new PolicyError(layout.policy, [{ line: 0, field: "", message: `cannot be read (${(e as NodeJS.ErrnoException).code})` }]);
   }
-  if (size > MAX_POLICY_BYTES) throw new PolicyError(layout.policy, [{ line: 0, field: "", message: `larger than ${MAX_POLICY_BYTES} bytes` }]);
+  if (size > MAX_POLICY_BYTES)
+    throw new PolicyError(layout.policy, [{ line: 0, field: "", message: `larger than ${MAX_POLICY_BYTES} bytes` }]);
   return readFileSync(path, "utf8");
 }
 
@@ -98,7 +99,8 @@ export interface PolicyReplacement {
   changes: DecisionChange[];
 }
 
-const brief = (d: AccessDecision | undefined) => (d ? { outcome: d.outcome, rule: d.rule ?? null } : { outcome: "deny" as const, rule: null });
+const brief = (d: AccessDecision | undefined) =>
+  d ? { outcome: d.outcome, rule: d.rule ?? null } : { outcome: "deny" as const, rule: null };
 
 /**
  * For every active device, the topics either policy's rules name for it (placeholders filled), asked
@@ -120,7 +122,9 @@ async function decisionChanges(fleet: FleetServices, before: AccessPolicy | unde
     const named = after.namedFilters(id);
     const was = before?.namedFilters(id) ?? { publish: [], subscribe: [] };
     const asks: [AccessAction, string][] = [
-      ...[...new Set([...was.publish, ...named.publish])].filter((t) => !/[+#]/.test(t)).map((t) => ["publish", t] as [AccessAction, string]),
+      ...[...new Set([...was.publish, ...named.publish])]
+        .filter((t) => !/[+#]/.test(t))
+        .map((t) => ["publish", t] as [AccessAction, string]),
       ...[...new Set([...was.subscribe, ...named.subscribe])].map((t) => ["subscribe", t] as [AccessAction, string]),
     ];
     for (const [action, topic] of asks) {
@@ -140,8 +144,12 @@ async function decisionChanges(fleet: FleetServices, before: AccessPolicy | unde
  * the audit row is appended in the transaction that then replaces the file, so a failed write rolls
  * the row back, and a failed commit puts the old text back.
  */
-export async function replacePolicy(fleet: FleetServices, req: { yaml: string; dryRun?: boolean; actor: string }): Promise<PolicyReplacement> {
-  if (Buffer.byteLength(req.yaml, "utf8") > MAX_POLICY_BYTES) throw new InvalidArgument(`the policy is larger than ${MAX_POLICY_BYTES} bytes`);
+export async function replacePolicy(
+  fleet: FleetServices,
+  req: { yaml: string; dryRun?: boolean; actor: string },
+): Promise<PolicyReplacement> {
+  if (Buffer.byteLength(req.yaml, "utf8") > MAX_POLICY_BYTES)
+    throw new InvalidArgument(`the policy is larger than ${MAX_POLICY_BYTES} bytes`);
   const next = AccessPolicy.parse(req.yaml, layout.policy);
   let previousText: string | undefined;
   try {

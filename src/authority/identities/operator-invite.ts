@@ -21,7 +21,10 @@ export interface InvitedOperator {
  * Registers an operator (`operator.add`, serial null) or makes a removed one active again with
  * `role`, then makes its first login link. An active operator is OperatorExists.
  */
-export async function inviteOperator(fleet: FleetServices, req: { name: string; role: OperatorRole; actor: string }): Promise<InvitedOperator> {
+export async function inviteOperator(
+  fleet: FleetServices,
+  req: { name: string; role: OperatorRole; actor: string },
+): Promise<InvitedOperator> {
   assertOperatorName(req.name);
   assertOperatorRole(req.role);
   const now = fleet.clock.now();
@@ -46,7 +49,10 @@ export async function inviteOperator(fleet: FleetServices, req: { name: string; 
 }
 
 /** A new one-time login link for an active operator. */
-export async function operatorLoginLink(fleet: FleetServices, req: { name: string; actor: string }): Promise<{ loginUrl: string; expiresAt: Date }> {
+export async function operatorLoginLink(
+  fleet: FleetServices,
+  req: { name: string; actor: string },
+): Promise<{ loginUrl: string; expiresAt: Date }> {
   assertOperatorName(req.name);
   const link = await createLoginLink(fleet, req);
   return { loginUrl: loginUrl(fleet, link.token), expiresAt: link.expiresAt };
