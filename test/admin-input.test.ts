@@ -3,10 +3,13 @@
 // status and an RFC 9457 problem body, and nothing changes: no audit row, the device and the policy
 // file as they were. Then the routes doing their job, with the operator named in the audit log.
 import assert from "node:assert/strict";
+import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { layout } from "../src/authority/layout.js";
+import { silentLogger } from "../src/log.js";
+import { startFleetServer, type FleetServer } from "../src/server.js";
 import { openssl, opensslCsr, tempDir } from "./helpers.js";
 import { assertProblem, https, postJson, type HttpResult } from "./server-helpers.js";
 import { startAdminFleet, type AdminFleet, type Who } from "./support/admin-fleet.js";
@@ -277,10 +280,11 @@ describe("admin API input", () => {
     assert.equal(current.json().yaml, before);
     const allowed = await postJson(
       `${a.base}/api/policy/test`,
-      { device: "robot-1", action: "publish", topic: "devices/robot-1/telemetry" },
+      { device: "robot-1", action: "publish", topic: "fleet/robot-1/telemetry" },
       a.as("viewer"),
     );
     assert.equal(allowed.status, 200, allowed.text);
+    assert.deepEqual([allowed.json().outcome, allowed.json().rule], ["allow", "devices-publish-own"]);
     // Nothing allowed: every decision the old policy allowed for robot-1 changes.
     const yaml = "version: 1\nmode: enforce\nrules: []\n";
     const seq = await head();
@@ -308,7 +312,7 @@ describe("admin API input", () => {
     assert.equal(details.previous_sha256, current.json().sha256);
     const denied = await postJson(
       `${a.base}/api/policy/test`,
-      { device: "robot-1", action: "publish", topic: "devices/robot-1/telemetry" },
+      { device: "robot-1", action: "publish", topic: "fleet/robot-1/telemetry" },
       a.as("viewer"),
     );
     assert.equal(denied.json().outcome, "deny");
@@ -379,5 +383,58 @@ describe("admin API input", () => {
     assert.equal(cert.status, 200, cert.text);
     assert.equal(cert.json().serial, serial);
     assert.match(cert.json().pem, /^-----BEGIN CERTIFICATE-----/);
+  });
+});
+
+describe("admin API: kicking a gateway session held by another server on the fleet", () => {
+  let a: AdminFleet;
+  let gateway: FleetServer;
+  let tmp: ReturnType<typeof tempDir>;
+  let sub: ChildProcess | undefined;
+
+  before(async () => {
+    a = await startAdminFleet();
+    // The gateway runs apart from the admin listener: it learns of the kick only through the audit log.
+    gateway = await startFleetServer({ dir: a.f.dir, only: ["gateway"], gatewayListen: "127.0.0.1:0", logger: silentLogger });
+    tmp = tempDir();
+  });
+  after(async () => {
+    sub?.kill();
+    await gateway?.close();
+    await a?.close();
+    tmp?.cleanup();
+  });
+
+  /** Polls `check` until it holds (a deadline, not a sleep that stands for the event). */
+  async function eventually(what: string, check: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+    const end = Date.now() + ms;
+    while (!(await check())) {
+      if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  test("DELETE /api/gateway/sessions/:clientId is audited and the other server's gateway closes the session", async () => {
+    writeFileSync(join(tmp.path, "cert.pem"), a.creds.device.cert);
+    writeFileSync(join(tmp.path, "key.pem"), a.creds.device.key, { mode: 0o600 });
+    writeFileSync(join(tmp.path, "ca.pem"), a.ca);
+    const port = String(gateway.gateway!.address.port);
+    const args = ["-h", "127.0.0.1", "-p", port, "--cafile", join(tmp.path, "ca.pem"), "--cert", join(tmp.path, "cert.pem")];
+    args.push("--key", join(tmp.path, "key.pem"), "-i", "robot-1", "-t", "fleet/robot-1/cmd/#", "-W", "60");
+    sub = spawn("mosquitto_sub", args, { stdio: "ignore" });
+    // Listed by the admin server from the gateway's sessions file.
+    await eventually("the session in GET /api/gateway/sessions", async () => {
+      const res = await https(`${a.base}/api/gateway/sessions`, a.as("viewer"));
+      return res.status === 200 && res.json().some((s: { id: string; kind: string }) => s.id === "robot-1" && s.kind === "device");
+    });
+    const shown = await https(`${a.base}/api/devices/robot-1`, a.as("viewer"));
+    assert.equal(shown.json().connected, true);
+    assertProblem(await https(`${a.base}/api/gateway/sessions/robot-1`, { ...a.as("viewer"), method: "DELETE" }), 403, "role-too-weak");
+    assert.equal(gateway.gateway!.counters.disconnected.kicked ?? 0, 0);
+    const kicked = await https(`${a.base}/api/gateway/sessions/robot-1`, { ...a.as("operator"), method: "DELETE" });
+    assert.equal(kicked.status, 202, kicked.text);
+    const row = await a.f.fleet.store.ops.audit.row(kicked.json().seq);
+    assert.deepEqual([row?.action, row?.actor, row?.subject], ["gateway.kick", "operator:bob", "session:robot-1"]);
+    await eventually("the gateway to close the session", () => (gateway.gateway!.counters.disconnected.kicked ?? 0) === 1, 5_000);
   });
 });
