@@ -436,5 +436,7 @@ describe("admin API: kicking a gateway session held by another server on the fle
     const row = await a.f.fleet.store.ops.audit.row(kicked.json().seq);
     assert.deepEqual([row?.action, row?.actor, row?.subject], ["gateway.kick", "operator:bob", "session:robot-1"]);
     await eventually("the gateway to close the session", () => (gateway.gateway!.counters.disconnected.kicked ?? 0) === 1, 5_000);
+    const verified = await https(`${a.base}/api/audit/verify`, a.as("viewer"));
+    assert.equal(verified.json().ok, true, verified.text);
   });
 });
