@@ -298,8 +298,8 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
       });
       floodOptions.counters = running.counters;
       // A role changed or an operator removed: its sessions are admitted again (grants follow the role).
-      const stopOperators = operators.onChange(() =>
-        void running.recheck().catch((e) => gatewayLogger.warn({ err: (e as Error).message }, "re-admitting sessions failed")),
+      const stopOperators = operators.onChange(
+        () => void running.recheck().catch((e) => gatewayLogger.warn({ err: (e as Error).message }, "re-admitting sessions failed")),
       );
       closers.push(async () => stopOperators());
       metrics?.attachGateway(running.counters);

@@ -26,6 +26,8 @@ export interface AuditOperations {
   countBefore(seq: number): Promise<number>;
   /** Rows of the chain (sequence numbers from 1), at or after `since` (ISO 8601) when given, in order. */
   list(query: { since?: string; limit?: number }): Promise<AuditRecord[]>;
+  /** The newest `limit` rows whose subject is `subject`, newest first. */
+  ofSubject(subject: string, limit: number): Promise<AuditRecord[]>;
   /** The state tables that `audit verify` replays from the log. */
   readonly state: AuditStateSource;
 }

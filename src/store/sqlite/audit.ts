@@ -55,6 +55,17 @@ export class SqliteAuditOperations implements AuditOperations {
     return q.execute();
   }
 
+  ofSubject(subject: string, limit: number): Promise<AuditRecord[]> {
+    return this.db
+      .selectFrom("audit_log")
+      .selectAll()
+      .where("subject", "=", subject)
+      .where("seq", ">", 0)
+      .orderBy("seq", "desc")
+      .limit(limit)
+      .execute();
+  }
+
   get state(): AuditStateSource {
     return new SqliteAuditState(this.db);
   }
