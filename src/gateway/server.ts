@@ -22,7 +22,7 @@ import type { Logger } from "../log.js";
 import { createBroker, type Broker, type BrokerConnect, type ConnackCode, type PublishVerdict } from "./broker.js";
 import { bump, newCounters, type GatewayCounters } from "./counters.js";
 import { SessionsFileWriter, type SessionInfo } from "./sessions.js";
-import { gatewayTlsMaterial } from "./tls.js";
+import { applySecureContext, gatewayTlsMaterial } from "./tls.js";
 
 /** The policy in force (src/access/policy-file.ts keeps it current). */
 export interface PolicySource {
@@ -364,6 +364,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     rejectUnauthorized: true,
     handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
   });
+  applySecureContext(server, material.options);
   let refreshing: Promise<void> | undefined;
   const refreshTls = (): Promise<void> =>
     (refreshing ??= (async () => {
@@ -372,7 +373,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         if (next.withoutCrls && !material.withoutCrls)
           logger.warn({ why: next.withoutCrls }, "gateway TLS handshakes check no CRLs (admission still checks every certificate)");
         material = next;
-        server.setSecureContext({ ...next.options });
+        applySecureContext(server, next.options);
       } catch (e) {
         logger.warn({ err: (e as Error).message }, "refreshing the gateway's TLS material failed; the previous one stays");
       }
@@ -380,16 +381,21 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
 
   // Every connection, so close() ends those still in their handshake or before CONNECT too.
   const sockets = new Set<import("node:net").Socket>();
+  // One "close" listener per connection (not two once() wrappers): idle connections are many.
   server.on("connection", (socket) => {
     sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
     const address = socket.remoteAddress ?? "?";
     if (options.limits?.connection && !options.limits.connection(address)) {
+      socket.on("close", () => sockets.delete(socket));
       // Counted by the seam, by reason (refused["address-connections" | "address-attempts"]).
       socket.destroy();
       return;
     }
-    if (options.limits?.connectionClosed) socket.once("close", () => options.limits!.connectionClosed!(address));
+    const closed = options.limits?.connectionClosed;
+    socket.on("close", () => {
+      sockets.delete(socket);
+      closed?.(address);
+    });
   });
   server.on("secureConnection", (socket: TLSSocket) => {
     options.limits?.socket?.(socket);
