@@ -22,7 +22,7 @@ import type { Logger } from "../log.js";
 import { createBroker, type Broker, type BrokerConnect, type ConnackCode, type PublishVerdict } from "./broker.js";
 import { bump, newCounters, type GatewayCounters } from "./counters.js";
 import { SessionsFileWriter, type SessionInfo } from "./sessions.js";
-import { applySecureContext, gatewayTlsMaterial } from "./tls.js";
+import { gatewayTlsMaterial } from "./tls.js";
 
 /** The policy in force (src/access/policy-file.ts keeps it current). */
 export interface PolicySource {
@@ -364,7 +364,6 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
     rejectUnauthorized: true,
     handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
   });
-  applySecureContext(server, material.options);
   let refreshing: Promise<void> | undefined;
   const refreshTls = (): Promise<void> =>
     (refreshing ??= (async () => {
@@ -373,7 +372,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         if (next.withoutCrls && !material.withoutCrls)
           logger.warn({ why: next.withoutCrls }, "gateway TLS handshakes check no CRLs (admission still checks every certificate)");
         material = next;
-        applySecureContext(server, next.options);
+        server.setSecureContext({ ...next.options });
       } catch (e) {
         logger.warn({ err: (e as Error).message }, "refreshing the gateway's TLS material failed; the previous one stays");
       }

@@ -5,7 +5,7 @@
 // offline root without an imported CRL, a clock moved in a test), the handshake goes without CRLs
 // rather than refusing every client once a nextUpdate passes (mosquitto#1826).
 import { constants } from "node:crypto";
-import type { SecureContextOptions, Server } from "node:tls";
+import type { SecureContextOptions } from "node:tls";
 import type { FleetServices } from "../authority/services.js";
 import { crlPem, currentCrl, type PublishedCrl } from "../authority/status/crls.js";
 
@@ -28,8 +28,7 @@ export async function gatewayCaIds(fleet: FleetServices, allowLocalCas: boolean)
 
 /**
  * TLS 1.2+, client certificate required, no session tickets (a resumed session skips the
- * certificate check; every CONNECT is admitted again anyway). SSL_OP_NO_TICKET is the fallback;
- * applySecureContext replaces it by refusing every ticket (see there).
+ * certificate check; every CONNECT is admitted again anyway).
  */
 export async function gatewayTlsMaterial(
   fleet: FleetServices,
@@ -66,39 +65,4 @@ export async function gatewayTlsMaterial(
     cas: cas.map((c) => c.id),
     ...(withoutCrls ? { withoutCrls } : {}),
   };
-}
-
-/** Node's native SecureContext, as far as it is used here (an internal: checked before use). */
-interface NativeSecureContext {
-  enableTicketKeyCallback?: () => void;
-  onticketkeycallback?: (name: Buffer, iv: Buffer, encrypt: boolean) => unknown[];
-}
-
-const NO_KEY = Buffer.alloc(16);
-/** Answer 0 ("no key") to OpenSSL's ticket-key callback; Node wants 16-byte buffers beside it. */
-const refuseTicket = (): unknown[] => [0, NO_KEY, NO_KEY, NO_KEY, NO_KEY];
-
-/**
- * Puts `options` in force on the server (at start and at every TLS refresh) without any session
- * ticket. With SSL_OP_NO_TICKET alone, OpenSSL's TLS 1.3 server still sends two (stateful) tickets
- * after every handshake, which no client can use (Node keeps no server-side session cache without a
- * `newSession` listener), and Node has no `num_tickets` option: per handshake that is two sessions
- * serialized and sent for nothing. Instead the ticket-key callback answers "no key": OpenSSL then
- * sends no ticket in TLS 1.3 (an empty one in TLS 1.2) and resumes no presented ticket, so every
- * handshake is a full one with the certificate checked. The hook belongs to Node's native context
- * (`enableTicketKeyCallback`, kept for Node's own tests): where a Node lacks it, SSL_OP_NO_TICKET
- * is kept. Returns whether the hook is in place.
- */
-export function applySecureContext(server: Server, options: SecureContextOptions): boolean {
-  const NO_TICKET = constants.SSL_OP_NO_TICKET;
-  const secureOptions = options.secureOptions ?? 0;
-  server.setSecureContext({ ...options, secureOptions: secureOptions & ~NO_TICKET });
-  const native = (server as unknown as { _sharedCreds?: { context?: NativeSecureContext } })._sharedCreds?.context;
-  if (native && typeof native.enableTicketKeyCallback === "function") {
-    native.onticketkeycallback = refuseTicket;
-    native.enableTicketKeyCallback();
-    return true;
-  }
-  server.setSecureContext({ ...options, secureOptions: secureOptions | NO_TICKET });
-  return false;
 }
