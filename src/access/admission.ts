@@ -174,7 +174,8 @@ export class PeerCertificates {
     let cert = this.byDigest.get(digest);
     if (!cert) {
       if (this.byDigest.size >= this.max) this.byDigest.delete(this.byDigest.keys().next().value!);
-      cert = readPeerCertificate(Buffer.from(der), this.domain);
+      // A copy of its own size: Buffer.from would take a slice of an 8 KiB pool, which one kept slice keeps whole.
+      cert = readPeerCertificate(new Uint8Array(der), this.domain);
       this.byDigest.set(digest, cert);
     }
     return cert;

@@ -382,16 +382,21 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
 
   // Every connection, so close() ends those still in their handshake or before CONNECT too.
   const sockets = new Set<import("node:net").Socket>();
+  // One "close" listener per connection (not two once() wrappers): idle connections are many.
   server.on("connection", (socket) => {
     sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
     const address = socket.remoteAddress ?? "?";
     if (options.limits?.connection && !options.limits.connection(address)) {
+      socket.on("close", () => sockets.delete(socket));
       // Counted by the seam, by reason (refused["address-connections" | "address-attempts"]).
       socket.destroy();
       return;
     }
-    if (options.limits?.connectionClosed) socket.once("close", () => options.limits!.connectionClosed!(address));
+    const closed = options.limits?.connectionClosed;
+    socket.on("close", () => {
+      sockets.delete(socket);
+      closed?.(address);
+    });
   });
   server.on("secureConnection", (socket: TLSSocket) => {
     options.limits?.socket?.(socket);
