@@ -10,9 +10,12 @@ import { CrlPublisher } from "./authority/status/crls.js";
 import { FleetServices } from "./authority/services.js";
 import { OcspService } from "./authority/status/ocsp-responder.js";
 import { CertificateStatus } from "./authority/status/certificate-status.js";
+import { OperatorDirectory } from "./authority/identities/operators.js";
+import { operatorSession } from "./authority/identities/operator-sessions.js";
 import { followStatusChanges, type StatusFollowers } from "./authority/status/follow.js";
 import { layout } from "./authority/layout.js";
 import { ensureServerCertificate } from "./authority/ca/server-certificate.js";
+import { ServerCertificateRenewer } from "./authority/ca/server-renewal.js";
 import type { Clock } from "./authority/clock.js";
 import { ConfigError } from "./config/config.js";
 import { parseDuration } from "./config/duration.js";
@@ -26,6 +29,7 @@ import { startGateway, type GatewaySession, type PolicySource, type RunningGatew
 import { openPolicySource, POLICY_FILE } from "./gateway/policy-source.js";
 import type { OperatorRoles } from "./admin/context.js";
 import { startAdminServer, type AdminTls, type RunningAdmin } from "./admin/server.js";
+import { FleetMetrics } from "./metrics/metrics.js";
 
 export const LISTENERS = ["registration", "status", "gateway", "admin"] as const;
 export type Listener = (typeof LISTENERS)[number];
@@ -40,7 +44,7 @@ export interface ServeOptions {
   gatewayListen?: string;
   /** Overrides listen.admin. */
   adminListen?: string;
-  /** Operators' roles (tests); default: the fleet's operators table. */
+  /** Operators' roles (tests); default: the fleet's operators table (OperatorDirectory). */
   operators?: OperatorRoles;
   /** The access policy (tests); default: <dir>/policy.yaml, reloaded when it changes. */
   policy?: PolicySource;
@@ -49,6 +53,8 @@ export interface ServeOptions {
   logger?: Logger;
   /** Where "now" comes from (tests move time instead of waiting); the system clock by default. */
   clock?: Clock;
+  /** How long /metrics reuses its count of devices and expiring certificates (tests: 0); default 5 s. */
+  metricsCacheMs?: number;
 }
 
 export interface FleetServer {
@@ -59,10 +65,20 @@ export interface FleetServer {
   gateway?: RunningGateway;
   /** The admin API and dashboard. */
   admin?: RunningAdmin;
+  /** What /metrics serves (with the admin listener). */
+  metrics?: FleetMetrics;
   /** Reads the audit log now instead of waiting for the next poll (tests). */
   changes: ChangeFeed;
   /** "Is this certificate / device good?", from memory kept current by `changes`. */
   certificateStatus: CertificateStatus;
+  /** Operators' roles, from memory kept current by `changes`. */
+  operators: OperatorDirectory;
+  /**
+   * Renews server/cert.pem at 2/3 of its lifetime (checked every minute; renewNow() after moving a
+   * test clock). Every listener serving it registers its refresh with addListener. Absent when no
+   * listener serves it (`serve --only status`).
+   */
+  serverCertificate?: ServerCertificateRenewer;
   close(): Promise<void>;
 }
 
@@ -116,7 +132,10 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
   let status: AddressInfo | undefined;
   let gateway: RunningGateway | undefined;
   let admin: RunningAdmin | undefined;
+  let metrics: FleetMetrics | undefined;
   let certificateStatus: CertificateStatus;
+  let operators: OperatorDirectory;
+  let serverCertificate: ServerCertificateRenewer | undefined;
   const changes = new ChangeFeed(fleet.store, undefined, (e) =>
     logger.warn({ err: (e as Error).message }, "following the audit log failed"),
   );
@@ -131,15 +150,26 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         logger.warn({ seq, action, problem }, "an audit row of a status change cannot be read; re-signing every CRL, OCSP cache dropped"),
     };
     followStatusChanges(fleet, changes, followers);
+    // Also after the feed started; subscribed before the gateway, so a role is current when its sessions are re-admitted.
+    operators = await OperatorDirectory.load(fleet);
+    operators.follow(changes);
+    const roles: OperatorRoles = options.operators ?? operators;
     // Signed checkpoints of the audit log: one now (an older fleet gets its audit key), then every interval, and at stop.
     const checkpoints = new CheckpointSchedule(fleet, parseDuration(fleet.config.audit.checkpoint_interval), (e) =>
       logger.warn({ err: (e as Error).message }, "writing an audit checkpoint failed"),
     );
     await checkpoints.start();
     closers.push(() => checkpoints.stop());
+    // Served by the admin listener; the other listeners of this process report to it.
+    if (only.has("admin")) {
+      const m = (metrics = new FleetMetrics({ fleet, changes, certificateStatus, censusTtlMs: options.metricsCacheMs }));
+      await m.start();
+      closers.push(async () => m.stop());
+    }
 
+    // Without --only, a fleet without a policy file (made before the gateway) serves as before.
+    const wantGateway = options.only ? only.has("gateway") : options.policy !== undefined || existsSync(join(fleet.dir, POLICY_FILE));
     if (only.has("registration")) {
-      const listen = parseListen(options.registrationListen ?? fleet.config.listen.registration, "listen.registration");
       // server.names or server.public_url edited since the certificate was made: a new one, audited.
       const reissued = await ensureServerCertificate(fleet, { actor: "serve" });
       if (reissued)
@@ -153,6 +183,30 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
           },
           "server certificate reissued from the services CA",
         );
+    }
+    if (only.has("registration") || wantGateway || only.has("admin")) {
+      // Before the listeners read it: a certificate already past 2/3 of its lifetime is renewed now.
+      const renewer = new ServerCertificateRenewer(fleet, {
+        renewed: (r) =>
+          logger.info(
+            { serial: r.serial, replaces: r.previousSerial, not_after: r.notAfter.toISOString() },
+            "server certificate renewed from the services CA; listeners serve the new one",
+          ),
+        changed: (serial) => logger.info({ serial }, "server certificate changed on disk; listeners serve the new one"),
+        blocked: (b) =>
+          logger.warn(
+            { serial: b.serial, not_after: b.notAfter.toISOString(), services_ca_not_after: b.servicesCaNotAfter.toISOString() },
+            "the server certificate is due for renewal but the services CA ends first: renew the services CA",
+          ),
+        failed: (e) => logger.warn({ err: (e as Error).message }, "renewing the server certificate failed; retrying in a minute"),
+      });
+      closers.push(() => renewer.stop());
+      await renewer.start();
+      serverCertificate = renewer;
+    }
+
+    if (only.has("registration")) {
+      const listen = parseListen(options.registrationListen ?? fleet.config.listen.registration, "listen.registration");
       let tls = await registrationTls(fleet);
       let current = tls.ca.join("");
       let currentCert = readFileSync(serverFile(fleet, "cert.pem"), "utf8");
@@ -179,9 +233,11 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         logger: logger.child({ listener: "registration" }),
         tls,
         refreshTls,
+        onFailure: metrics?.enrollmentFailed,
         ...listen,
       });
       closers.push(() => running.close());
+      serverCertificate?.addListener(() => running.refreshTls());
       registration = running.address;
       logger.info({ address: registration }, "registration server listening");
     }
@@ -200,14 +256,13 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
       });
       await crls.start();
       closers.push(() => crls.stop());
-      const running = await startStatusServer({ crls, ocsp, logger: statusLogger, ...listen });
+      metrics?.attachCrls(crls);
+      const running = await startStatusServer({ crls, ocsp, logger: statusLogger, onOcsp: metrics?.ocspAnswered, ...listen });
       closers.push(() => running.close());
       status = running.address;
       logger.info({ address: status }, "status server listening");
     }
 
-    // Without --only, a fleet without a policy file (made before the gateway) serves as before.
-    const wantGateway = options.only ? only.has("gateway") : options.policy !== undefined || existsSync(join(fleet.dir, POLICY_FILE));
     if (!wantGateway && !options.only)
       logger.warn(
         { policy: join(fleet.dir, POLICY_FILE) },
@@ -238,6 +293,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         fleet,
         logger: gatewayLogger,
         facts: certificateStatus,
+        operatorRole: (name) => roles.role(name),
         changes,
         policy,
         identity: () => serverIdentity(fleet),
@@ -246,8 +302,15 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         ...listen,
       });
       floodOptions.counters = running.counters;
+      // A role changed or an operator removed: its sessions are admitted again (grants follow the role).
+      const stopOperators = operators.onChange(
+        () => void running.recheck().catch((e) => gatewayLogger.warn({ err: (e as Error).message }, "re-admitting sessions failed")),
+      );
+      closers.push(async () => stopOperators());
+      metrics?.attachGateway(running.counters);
       onPolicyReload = () => void running.policyChanged();
       closers.push(() => running.close());
+      serverCertificate?.addListener(() => running.refreshTls());
       gateway = running;
       logger.info({ address: running.address }, "gateway listening");
     }
@@ -259,12 +322,24 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         logger: logger.child({ listener: "admin" }),
         certificateStatus,
         changes,
-        operators: options.operators ?? { role: () => null },
+        operators: roles,
+        sessions: { lookup: (secret) => operatorSession(fleet, secret) },
         gateway,
+        metrics,
         tls: await adminTls(fleet),
         ...listen,
       });
       closers.push(() => running.close());
+      serverCertificate?.addListener(async () => {
+        try {
+          running.setTls(await adminTls(fleet));
+        } catch (e) {
+          logger.warn(
+            { listener: "admin", err: (e as Error).message },
+            "serving the new server certificate failed; the previous one stays",
+          );
+        }
+      });
       admin = running;
       logger.info({ address: running.address }, "admin listening");
     }
@@ -272,5 +347,17 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
     await closeAll();
     throw e;
   }
-  return { fleet, registration, status, gateway, admin, changes, certificateStatus, close: closeAll };
+  return {
+    fleet,
+    registration,
+    status,
+    gateway,
+    admin,
+    metrics,
+    changes,
+    certificateStatus,
+    operators,
+    serverCertificate,
+    close: closeAll,
+  };
 }

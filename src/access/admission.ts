@@ -68,7 +68,7 @@ export interface AdmissionRequest {
   domain: string;
   /** gateway.allow_local_cas: devices may use certificates of (active) local CAs. */
   allowLocalCas: boolean;
-  /** An operator's stored role; without it (no roles are stored yet, issue 11) an operator has none. */
+  /** An operator's stored role (OperatorDirectory); without it, or null (unknown or removed), an operator has none. */
   operatorRole?: (name: string) => OperatorRole | null;
 }
 
@@ -174,7 +174,8 @@ export class PeerCertificates {
     let cert = this.byDigest.get(digest);
     if (!cert) {
       if (this.byDigest.size >= this.max) this.byDigest.delete(this.byDigest.keys().next().value!);
-      cert = readPeerCertificate(Buffer.from(der), this.domain);
+      // A copy of its own size: Buffer.from would take a slice of an 8 KiB pool, which one kept slice keeps whole.
+      cert = readPeerCertificate(new Uint8Array(der), this.domain);
       this.byDigest.set(digest, cert);
     }
     return cert;

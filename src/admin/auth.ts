@@ -2,15 +2,20 @@
 // verified by OpenSSL against the root and operators CA, then vouched for by the fleet's status in
 // memory) or a browser session cookie (then unsafe methods must echo the session's CSRF token).
 // Role checks compare with the route's declared `config.role`: 401 without a credential, 403 below.
+// `metrics` (GET /metrics): scrapers at admin.metrics_allow addresses need no credential; anyone
+// else needs an operator certificate (any role).
 import { timingSafeEqual } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { certifiedIdentity, PeerCertificates } from "../access/admission.js";
 import type { OperatorRole } from "../access/identity.js";
+import { roleAtLeast } from "../authority/identities/operators.js";
+import { addressMatcher, sourceOf } from "../authority/enroll/request-source.js";
+import { ConfigError } from "../config/config.js";
 import { HttpProblem } from "../http/http.js";
 import type { AdminContext } from "./context.js";
 
-export type RouteRole = "public" | OperatorRole;
+export type RouteRole = "public" | "metrics" | OperatorRole;
 
 export interface Principal {
   name: string;
@@ -20,7 +25,7 @@ export interface Principal {
 
 declare module "fastify" {
   interface FastifyContextConfig {
-    /** Who may call the route: "public" (no credential), or the least operator role. */
+    /** Who may call the route: "public" (no credential), "metrics" (see above), or the least operator role. */
     role?: RouteRole;
   }
   interface FastifyRequest {
@@ -30,12 +35,6 @@ declare module "fastify" {
 
 export const SESSION_COOKIE = "__Host-fleetpki-session";
 export const CSRF_HEADER = "x-csrf-token";
-
-const RANK: Record<OperatorRole, number> = { viewer: 0, operator: 1, admin: 2 };
-
-export function roleAtLeast(have: OperatorRole, need: OperatorRole): boolean {
-  return RANK[have] >= RANK[need];
-}
 
 /** The audit actor for what the request does. */
 export function actorOf(request: FastifyRequest): string {
@@ -93,17 +92,43 @@ async function authenticate(request: FastifyRequest, ctx: AdminContext, peers: P
   return { name: session.operator, role: session.role, via: "session" };
 }
 
+/** Whether a TCP peer address is in admin.metrics_allow (an IPv4-mapped IPv6 address matches as IPv4). */
+export function metricsAllowList(entries: readonly string[]): (peer: string | undefined) => boolean {
+  const matchers = entries.map((entry) => {
+    try {
+      return addressMatcher(entry);
+    } catch {
+      throw new ConfigError(`admin.metrics_allow: "${entry}" is not an IP address or CIDR this server can match`);
+    }
+  });
+  return (peer) => {
+    const address = sourceOf(peer).address;
+    return address !== null && matchers.some((matches) => matches(address));
+  };
+}
+
 /** Every route must declare its role; a route without one is refused at start, not left open. */
 export function installAuth(app: FastifyInstance, ctx: AdminContext): void {
   const peers = new PeerCertificates(ctx.fleet.domain, 1_000);
+  const metricsAllowed = metricsAllowList(ctx.fleet.config.admin.metrics_allow);
   app.addHook("onRoute", (route) => {
     if (route.config?.role === undefined && !route.url.startsWith("/documentation"))
       throw new Error(`admin route ${route.method} ${route.url} declares no config.role`);
+    // Published in the OpenAPI document, so clients (and the RBAC test) know who may call what.
+    if (route.config?.role !== undefined && route.schema)
+      route.schema = { ...route.schema, ["x-fleetpki-role" as string]: route.config.role };
   });
   app.addHook("onRequest", async (request) => {
     const need = request.routeOptions.config?.role;
     if (need === "public" || need === undefined) return; // undefined: the not-found handler
+    if (need === "metrics" && metricsAllowed(request.raw.socket.remoteAddress)) return;
     const principal = await authenticate(request, ctx, peers);
+    if (need === "metrics") {
+      if (principal.via !== "certificate")
+        throw new HttpProblem(403, "certificate-required", "/metrics needs an address in admin.metrics_allow or an operator certificate");
+      request.principal = principal;
+      return;
+    }
     if (!roleAtLeast(principal.role, need))
       throw new HttpProblem(
         403,

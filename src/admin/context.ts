@@ -5,6 +5,7 @@ import type { FleetServices } from "../authority/services.js";
 import type { CertificateStatus } from "../authority/status/certificate-status.js";
 import type { RunningGateway } from "../gateway/server.js";
 import type { Logger } from "../log.js";
+import type { FleetMetrics } from "../metrics/metrics.js";
 
 /** An operator's role as the fleet stores it now (null: no such active operator). */
 export interface OperatorRoles {
@@ -35,4 +36,6 @@ export interface AdminContext {
   sessions?: BrowserSessions;
   /** The gateway of this process, when it runs one (its live sessions; kicking them). */
   gateway?: RunningGateway;
+  /** The process's Prometheus registry (GET /metrics); absent: /metrics answers 404. */
+  metrics?: FleetMetrics;
 }

@@ -60,6 +60,31 @@ export class ServiceExists extends AuthorityError {
     super(`service "${name}" already exists; give --renew for a new key and certificate, or remove it first`);
   }
 }
+export class UnknownOperator extends AuthorityError {
+  readonly code = "unknown-operator";
+  constructor(name: string) {
+    super(`unknown operator "${name}" (add it with \`fleetpki operator add ${name} --role ROLE --out DIR\`)`);
+  }
+}
+export class OperatorExists extends AuthorityError {
+  readonly code = "operator-exists";
+  constructor(name: string) {
+    super(`operator "${name}" already exists; give --renew for a new key and certificate, or remove it first`);
+  }
+}
+export class UnknownCertificate extends AuthorityError {
+  readonly code = "unknown-certificate";
+  constructor(serial: string) {
+    super(`no certificate with serial ${serial} was issued by this fleet`);
+  }
+}
+/** No gateway session with this MQTT client id is open (on any gateway of this fleet directory). */
+export class UnknownGatewaySession extends AuthorityError {
+  readonly code = "unknown-session";
+  constructor(clientId: string) {
+    super(`no gateway session with client id ${JSON.stringify(clientId)} is open`);
+  }
+}
 export class FleetExists extends AuthorityError {
   readonly code = "fleet-exists";
   constructor(dir: string) {
@@ -105,6 +130,7 @@ export class AuthenticationFailed extends ReasonedError<
   | "certificate-unknown"
   | "proof-invalid"
   | "nonce-invalid"
+  | "login-invalid"
 > {
   readonly code = "authentication-failed";
 }

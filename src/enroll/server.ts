@@ -59,11 +59,18 @@ export interface RegistrationServerOptions {
   refreshIntervalMs?: number;
   /** Defaults: headers 10 s, request 30 s, keep-alive 5 s. */
   timeouts?: Partial<ListenerTimeouts>;
+  /** Told of every refused or failed request, with its problem type (the metrics count them). */
+  onFailure?: (reason: string) => void;
 }
 
 export interface RunningServer {
   server: Server;
   address: AddressInfo;
+  /**
+   * Runs options.refreshTls now instead of at the next tick (e.g. right after the server
+   * certificate was renewed); new handshakes get what it returns, open connections keep theirs.
+   */
+  refreshTls(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -77,6 +84,7 @@ class Handler {
     private readonly fleet: FleetServices,
     readonly enrollment: Enrollment,
     private readonly logger: Logger,
+    private readonly onFailure: (reason: string) => void = () => {},
   ) {}
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -88,6 +96,7 @@ class Handler {
       device = await this.route(req, res, path, source);
     } catch (e) {
       const problem = toProblem(e);
+      this.onFailure(problem.type);
       if (problem.status >= 500)
         this.logger.error(
           { err: { name: (e as Error)?.name, message: (e as Error)?.message, stack: (e as Error)?.stack }, path },
@@ -268,7 +277,7 @@ function clientCertificate(req: IncomingMessage): ClientCertificate | undefined 
 }
 
 export async function startRegistrationServer(options: RegistrationServerOptions): Promise<RunningServer> {
-  const handler = new Handler(options.fleet, new Enrollment(options.fleet), options.logger);
+  const handler = new Handler(options.fleet, new Enrollment(options.fleet), options.logger, options.onFailure);
   // Requests still being handled when the server closes: they finish (their certificates are
   // recorded and answered, or refused) before the database may close.
   const inFlight = new Set<Promise<void>>();
@@ -296,30 +305,43 @@ export async function startRegistrationServer(options: RegistrationServerOptions
     options.logger.debug({ err: err.message, address: socket.remoteAddress }, "TLS handshake failed"),
   );
   let refreshTimer: NodeJS.Timeout | undefined;
+  // One refresh at a time; a call during one waits for it and runs once more (it may have read the files too early).
+  let refreshing: Promise<void> = Promise.resolve();
+  let queued: Promise<void> | undefined;
+  let busy = false;
+  const refreshOnce = async (): Promise<void> => {
+    if (!options.refreshTls) return;
+    busy = true;
+    try {
+      const tls = await options.refreshTls();
+      if (!tls) return;
+      // New handshakes use the new trust set and certificate; established connections keep theirs.
+      server.setSecureContext({ key: tls.key, cert: tls.cert, ca: tls.ca, minVersion: "TLSv1.2" });
+      options.logger.info({ cas: tls.ca.length }, "TLS context refreshed (client CA set or server certificate changed)");
+    } catch (e) {
+      options.logger.warn({ err: (e as Error).message }, "refreshing the TLS context failed");
+    } finally {
+      busy = false;
+    }
+  };
+  const refreshTls = (): Promise<void> =>
+    (queued ??= refreshing.then(() => {
+      queued = undefined;
+      refreshing = refreshOnce();
+      return refreshing;
+    }));
   if (options.refreshTls) {
-    const refresh = options.refreshTls;
-    let running = false;
-    refreshTimer = setInterval(() => {
-      if (running) return;
-      running = true;
-      refresh()
-        .then((tls) => {
-          if (!tls) return;
-          // New handshakes use the new trust set; established connections keep theirs.
-          server.setSecureContext({ key: tls.key, cert: tls.cert, ca: tls.ca, minVersion: "TLSv1.2" });
-          options.logger.info({ cas: tls.ca.length }, "client CA set changed; TLS context refreshed");
-        })
-        .catch((e) => options.logger.warn({ err: (e as Error).message }, "refreshing the TLS context failed"))
-        .finally(() => (running = false));
-    }, options.refreshIntervalMs ?? 1_000);
+    refreshTimer = setInterval(() => void (busy || queued || refreshTls()), options.refreshIntervalMs ?? 1_000);
     refreshTimer.unref();
   }
   await listen(server, options.port, options.host);
   return {
     server,
     address: server.address() as AddressInfo,
+    refreshTls,
     async close() {
       clearInterval(refreshTimer);
+      await queued;
       await closeGracefully(server);
       // Bounded: a handler stuck on a dead socket must not hold the shutdown.
       await Promise.race([Promise.allSettled([...inFlight]), new Promise((resolve) => setTimeout(resolve, 10_000).unref())]);

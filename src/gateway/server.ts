@@ -13,7 +13,7 @@ import {
   type PeerCertificate,
 } from "../access/admission.js";
 import { DENY_ACTION, DenialLog, type DenialRow } from "../access/denials.js";
-import type { AccessDecision, AccessGrants, AccessIdentity } from "../access/identity.js";
+import type { AccessDecision, AccessGrants, AccessIdentity, OperatorRole } from "../access/identity.js";
 import type { ChangeFeed } from "../authority/events/change-feed.js";
 import { isUnreadableStatusChange, type FleetEvent } from "../authority/events/events.js";
 import type { LastSeenSink } from "../authority/last-seen.js";
@@ -56,6 +56,8 @@ export interface GatewayOptions {
   /** In-memory status kept current by `changes` (CertificateStatus); onChange tells what changed. */
   facts: AdmissionFacts & { onChange(listener: () => void, onError?: (e: unknown) => void): () => void };
   changes: ChangeFeed;
+  /** An operator's stored role (OperatorDirectory), for policy rules by role; null: unknown or removed. */
+  operatorRole?: (name: string) => OperatorRole | null;
   policy: PolicySource;
   /** The gateway's own key and certificate + chain (PEM), read again at every TLS refresh. */
   identity: () => { key: string; cert: string };
@@ -165,7 +167,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   // Devices reconnect with the same certificate: it is parsed once; its status is asked every time.
   const peers = new PeerCertificates(fleet.domain);
   const admission = (certificate: PeerCertificate | undefined, clientId: string) =>
-    admit({ certificate, clientId, domain: fleet.domain, allowLocalCas: options.allowLocalCas }, facts);
+    admit({ certificate, clientId, domain: fleet.domain, allowLocalCas: options.allowLocalCas, operatorRole: options.operatorRole }, facts);
 
   const end = (session: GatewaySession, reason: string, detail: Record<string, unknown> = {}) => {
     if (session.closing) return;
@@ -384,16 +386,21 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
 
   // Every connection, so close() ends those still in their handshake or before CONNECT too.
   const sockets = new Set<import("node:net").Socket>();
+  // One "close" listener per connection (not two once() wrappers): idle connections are many.
   server.on("connection", (socket) => {
     sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
     const address = socket.remoteAddress ?? "?";
     if (options.limits?.connection && !options.limits.connection(address)) {
+      socket.on("close", () => sockets.delete(socket));
       // Counted by the seam, by reason (refused["address-connections" | "address-attempts"]).
       socket.destroy();
       return;
     }
-    if (options.limits?.connectionClosed) socket.once("close", () => options.limits!.connectionClosed!(address));
+    const closed = options.limits?.connectionClosed;
+    socket.on("close", () => {
+      sockets.delete(socket);
+      closed?.(address);
+    });
   });
   server.on("secureConnection", (socket: TLSSocket) => {
     options.limits?.socket?.(socket);
@@ -411,7 +418,12 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const stopFollowing = facts.onChange(() => void recheck().catch(recheckFailed), recheckFailed);
   const unsubscribe = options.changes.subscribe((events: readonly FleetEvent[]) => {
     let retrust = false;
-    for (const e of events) if (RETRUST.has(e.type) || isUnreadableStatusChange(e)) retrust = true;
+    for (const e of events) {
+      if (RETRUST.has(e.type) || isUnreadableStatusChange(e)) retrust = true;
+      // An operator's kick (admin API, any process): sessions of that client id opened before it.
+      if (e.type === "GatewaySessionKicked")
+        for (const s of live) if (s.clientId === e.clientId && s.since <= e.at) end(s, "kicked", { by: e.actor });
+    }
     // The CLI re-signs the CRLs right after its change: read them now and once more shortly after.
     if (retrust) {
       void refreshTls();

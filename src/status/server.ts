@@ -30,6 +30,8 @@ export interface StatusServerOptions {
   port: number;
   /** Defaults: STATUS_TIMEOUTS. */
   timeouts?: Partial<ListenerTimeouts>;
+  /** Told of every OCSP request: its response status, or "http-<problem>" when refused before one (metrics). */
+  onOcsp?: (outcome: string) => void;
 }
 
 /** Answers are small and quick: a client that has not sent its request by now never will. */
@@ -62,6 +64,7 @@ class StatusHandler {
         this.options.logger.info({ method: req.method, path, address: req.socket.remoteAddress, reason: e.type }, e.message);
         return;
       }
+      if (e instanceof HttpProblem && /^\/ocsp(\/|$)/.test(path)) this.options.onOcsp?.(`http-${e.type}`);
       if (e instanceof HttpProblem) return sendProblem(res, e);
       this.options.logger.error({ err: (e as Error).message }, "status request failed");
       sendProblem(res, new HttpProblem(500, "internal-error", "internal error"));
@@ -104,6 +107,7 @@ class StatusHandler {
       request = ocspGetRequest(encoded);
     } else throw methodNotAllowed(path === "/ocsp" ? ["POST"] : ["GET"]);
     const outcome = await this.options.ocsp.respond(request);
+    this.options.onOcsp?.(outcome.status);
     res.writeHead(200, { "content-type": "application/ocsp-response", "content-length": outcome.der.length, "cache-control": "no-cache" });
     res.end(outcome.der);
   }

@@ -253,11 +253,64 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
         await db.schema.createIndex("certificates_kind_subject").on("certificates").columns(["kind", "subject_id"]).execute();
       },
     },
-    "0008_expiry_index": {
+    "0008_operators": {
+      async up(db: Kysely<any>): Promise<void> {
+        // Operators and their roles (issue 11); an operator's certificates stay the certificates of kind "operator".
+        await db.schema
+          .createTable("operators")
+          .addColumn("name", "text", (c) => c.primaryKey())
+          .addColumn("role", "text", (c) => c.notNull())
+          .addColumn("status", "text", (c) => c.notNull().defaultTo("active"))
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .addColumn("updated_at", "text", (c) => c.notNull())
+          .execute();
+        // Login links and browser sessions: secrets only as SHA-256 (hex), so a copy of the database logs no one in.
+        await db.schema
+          .createTable("operator_logins")
+          .addColumn("token_hash", "text", (c) => c.primaryKey())
+          .addColumn("operator", "text", (c) => c.notNull())
+          .addColumn("expires_at", "text", (c) => c.notNull())
+          .addColumn("used_at", "text")
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex("operator_logins_expiry").on("operator_logins").column("expires_at").execute();
+        await db.schema
+          .createTable("operator_sessions")
+          .addColumn("secret_hash", "text", (c) => c.primaryKey())
+          .addColumn("operator", "text", (c) => c.notNull())
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .addColumn("expires_at", "text", (c) => c.notNull())
+          .addColumn("ended_at", "text")
+          .execute();
+        await db.schema.createIndex("operator_sessions_operator").on("operator_sessions").columns(["operator", "ended_at"]).execute();
+        await db.schema.createIndex("operator_sessions_expiry").on("operator_sessions").column("expires_at").execute();
+        // Fleets made before roles: every operator with a certificate (init made "admin") is an admin,
+        // active while one of its certificates is not revoked.
+        const rows = await db
+          .selectFrom("certificates")
+          .select(["subject_id", "status", "created_at"])
+          .where("kind", "=", "operator")
+          .orderBy("created_at")
+          .execute();
+        const found = new Map<string, { active: boolean; created: string }>();
+        for (const r of rows as { subject_id: string; status: string; created_at: string }[]) {
+          const o = found.get(r.subject_id) ?? { active: false, created: r.created_at };
+          o.active ||= r.status !== "revoked";
+          found.set(r.subject_id, o);
+        }
+        const now = new Date().toISOString();
+        for (const [name, o] of found)
+          await db
+            .insertInto("operators")
+            .values({ name, role: "admin", status: o.active ? "active" : "removed", created_at: o.created, updated_at: now })
+            .execute();
+      },
+    },
+    "0009_expiry_index": {
       async up(db: Kysely<any>): Promise<void> {
         // `cert expiring` and the expiry metrics read the certificates ending in a window (a range of
-        // not_after) and keep those whose subject has no later-ending one: both answered from these
-        // two indexes, so only the certificates kept are read from the table.
+        // not_after) and keep those whose subject has no newer, later-ending one: both answered from
+        // these two indexes, so only the certificates kept are read from the table.
         await db.schema
           .createIndex("certificates_not_after")
           .on("certificates")
@@ -266,11 +319,17 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
         await db.schema
           .createIndex("certificates_subject_not_after")
           .on("certificates")
-          .columns(["kind", "subject_id", "not_after", "status"])
+          .columns(["kind", "subject_id", "not_after", "not_before", "status"])
           .execute();
       },
     },
-    "0008_admin_indexes": {
+    "0010_audit_by_subject": {
+      async up(db: Kysely<any>): Promise<void> {
+        // A device's recent events (GET /api/devices/:id) without a scan of the whole log.
+        await db.schema.createIndex("audit_log_subject_seq").on("audit_log").columns(["subject", "seq"]).execute();
+      },
+    },
+    "0011_admin_indexes": {
       async up(db: Kysely<any>): Promise<void> {
         // The admin API's lists page by key (never OFFSET): devices by id, certificates by serial,
         // audit rows by seq, newest first. Each filter the API offers has an index that yields its
@@ -289,7 +348,7 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
         await db.schema.createIndex("certificates_subject_serial").on("certificates").columns(["subject_id", "serial"]).execute();
         await db.schema.createIndex("audit_log_actor").on("audit_log").columns(["actor", "seq"]).execute();
         await db.schema.createIndex("audit_log_action").on("audit_log").columns(["action", "seq"]).execute();
-        await db.schema.createIndex("audit_log_subject").on("audit_log").columns(["subject", "seq"]).execute();
+        // (subject, seq) is 0010_audit_by_subject's audit_log_subject_seq.
         if (binaryType === "blob") {
           // Searching ids by substring: a B-tree cannot, a trigram index can (SQLite's FTS5; pg_trgm
           // would be PostgreSQL's). It keeps its own copy of the ids, matched back by id, not rowid

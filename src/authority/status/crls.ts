@@ -162,6 +162,11 @@ export class CrlPublisher {
     return this.refresh(caId);
   }
 
+  /** The CRL served now for each CA that has one (for metrics: no signing, no database read). */
+  published(): ReadonlyMap<string, PublishedCrl> {
+    return this.current;
+  }
+
   /** Certificates of these CAs changed status: re-sign their CRLs now. */
   markChanged(caIds: readonly string[]): Promise<unknown> {
     for (const id of caIds) this.changed.add(id);

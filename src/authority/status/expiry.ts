@@ -1,7 +1,7 @@
 // Which certificates end soon: for `fleetpki cert expiring` (cron, alerting), the admin API and the
 // expiry metrics. A certificate counts while it is in force (not revoked, not yet expired, on hold
 // included with its status) and nothing replaces it: a subject whose newer certificate ends later
-// (a renewed device, a reissued server certificate, an OCSP signer renewed at half-life) is fine.
+// (a renewed device, a renewed server certificate, an OCSP signer renewed at half-life) is fine.
 import { InvalidArgument } from "../errors.js";
 import type { FleetServices } from "../services.js";
 import type { CertificateTable } from "../../store/schema.js";
@@ -46,9 +46,9 @@ export function parseExpiryWindow(text: string): number {
 
 /**
  * Every certificate in force whose notAfter is within `within` of now, soonest first. Left out:
- * revoked ones, expired ones, those issued by a revoked CA (no longer trusted anyway), and those of
- * a subject with a later-ending certificate in force. The server certificate is one identity
- * whatever its name (server.names may change between reissues).
+ * revoked ones, expired ones, those issued by a revoked CA (no longer trusted anyway), and those
+ * replaced by a newer, later-ending certificate in force of the same subject. The server
+ * certificate is one identity whatever its name (server.names may change between reissues).
  */
 export async function expiringCertificates(fleet: FleetServices, query: ExpiringQuery): Promise<ExpiringCertificate[]> {
   if (!Number.isFinite(query.within) || query.within < 0 || query.within > MAX_WINDOW_MS)
@@ -60,13 +60,12 @@ export async function expiringCertificates(fleet: FleetServices, query: Expiring
     fleet.store.ops.cas.list(),
   ]);
   const revokedCas = new Set(cas.filter((c) => c.status !== "active").map((c) => c.id));
-  let latestServer: string | undefined;
-  if (rows.some((r) => r.kind === "server"))
-    for (const s of await fleet.store.ops.certificates.ofKind("server"))
-      if (s.status !== "revoked" && (latestServer === undefined || s.not_after > latestServer)) latestServer = s.not_after;
-  // The store left out those outlasted by their own subject's; a server certificate also by one under another name.
-  const superseded = (r: { kind: string; not_after: string }): boolean =>
-    r.kind === "server" && latestServer !== undefined && latestServer > r.not_after;
+  // The store left out those replaced under their own subject; a server certificate also by one under another name.
+  const servers = rows.some((r) => r.kind === "server")
+    ? (await fleet.store.ops.certificates.ofKind("server")).filter((s) => s.status !== "revoked")
+    : [];
+  const superseded = (r: { kind: string; not_before: string; not_after: string }): boolean =>
+    r.kind === "server" && servers.some((s) => s.not_before > r.not_before && s.not_after > r.not_after);
   return rows
     .filter((r) => !revokedCas.has(r.issuer_ca) && !superseded(r))
     .map((r) => ({

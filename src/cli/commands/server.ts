@@ -30,7 +30,7 @@ export function registerServer(program: Command): void {
           say(`  replaces ${r.previousSerial}, which stays valid until it expires; if its key may have leaked:`);
           say(`    ${selfCommand()} cert revoke ${r.previousSerial} --dir ${shellWord(opts.dir)}`);
         }
-        say("A running `serve` switches to it within a second.");
+        say("A running `serve` serves it to new connections within a minute (open connections keep theirs).");
       });
     });
 }

@@ -99,8 +99,8 @@ export interface CertificateOperations {
   ofKind(kind: CertificateTable["kind"], subjectId?: string): Promise<SubjectCertificateSummary[]>;
   /**
    * Unrevoked certificates (valid or on hold) whose not_after is after `after` and at most `until`
-   * (ISO 8601), by not_after then serial, without those outlasted by an unrevoked certificate of
-   * the same kind and subject (a renewal).
+   * (ISO 8601), by not_after then serial, without those replaced by a newer (later not_before) and
+   * later-ending unrevoked certificate of the same kind and subject (a renewal).
    */
   endingBetween(after: string, until: string): Promise<SubjectCertificateSummary[]>;
 }

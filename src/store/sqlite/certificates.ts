@@ -120,6 +120,7 @@ export class SqliteCertificateOperations implements CertificateOperations {
               .whereRef("s.kind", "=", "c.kind")
               .whereRef("s.subject_id", "=", "c.subject_id")
               .whereRef("s.not_after", ">", "c.not_after")
+              .whereRef("s.not_before", ">", "c.not_before")
               .where("s.status", "!=", "revoked"),
           ),
         ),
