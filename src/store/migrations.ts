@@ -329,6 +329,40 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
         await db.schema.createIndex("audit_log_subject_seq").on("audit_log").columns(["subject", "seq"]).execute();
       },
     },
+    "0011_admin_indexes": {
+      async up(db: Kysely<any>): Promise<void> {
+        // The admin API's lists page by key (never OFFSET): devices by id, certificates by serial,
+        // audit rows by seq, newest first. Each filter the API offers has an index that yields its
+        // rows already in key order, so a page reads about `limit` rows whatever the fleet's size
+        // and however deep the cursor. (An index on X of a rowid table ends in the rowid, which for
+        // audit_log is seq; devices and certificates have text keys, named explicitly.)
+        await db.schema.alterTable("devices").addColumn("last_seen_at", "text").execute();
+        // (group_name, id) replaces (group_name), whose entries end in the rowid, not the id.
+        await db.schema.dropIndex("devices_group").execute();
+        await db.schema.createIndex("devices_group_id").on("devices").columns(["group_name", "id"]).execute();
+        await db.schema.createIndex("devices_status_id").on("devices").columns(["status", "id"]).execute();
+        await db.schema.createIndex("devices_group_status_id").on("devices").columns(["group_name", "status", "id"]).execute();
+        await db.schema.createIndex("certificates_kind_serial").on("certificates").columns(["kind", "serial"]).execute();
+        await db.schema.createIndex("certificates_status_serial").on("certificates").columns(["status", "serial"]).execute();
+        await db.schema.createIndex("certificates_issuer_serial").on("certificates").columns(["issuer_ca", "serial"]).execute();
+        await db.schema.createIndex("certificates_subject_serial").on("certificates").columns(["subject_id", "serial"]).execute();
+        await db.schema.createIndex("audit_log_actor").on("audit_log").columns(["actor", "seq"]).execute();
+        await db.schema.createIndex("audit_log_action").on("audit_log").columns(["action", "seq"]).execute();
+        // (subject, seq) is 0010_audit_by_subject's audit_log_subject_seq.
+        if (binaryType === "blob") {
+          // Searching ids by substring: a B-tree cannot, a trigram index can (SQLite's FTS5; pg_trgm
+          // would be PostgreSQL's). It keeps its own copy of the ids, matched back by id, not rowid
+          // (VACUUM may renumber the rowids of a table with a text primary key). Devices are never
+          // deleted today (removal is a status); the delete trigger keeps the index right if they are.
+          await sql`create virtual table devices_trigram using fts5(id, tokenize = 'trigram')`.execute(db);
+          await sql`insert into devices_trigram (id) select id from devices`.execute(db);
+          await sql`create trigger devices_trigram_insert after insert on devices begin
+            insert into devices_trigram (id) values (new.id); end`.execute(db);
+          await sql`create trigger devices_trigram_delete after delete on devices begin
+            delete from devices_trigram where id = old.id; end`.execute(db);
+        }
+      },
+    },
   };
 }
 

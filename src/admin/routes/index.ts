@@ -8,6 +8,7 @@ import { registerCaRoutes } from "./cas.js";
 import { registerCertificateRoutes } from "./certificates.js";
 import { registerDeviceRoutes } from "./devices.js";
 import { registerGatewayRoutes } from "./gateway.js";
+import { registerListRoutes } from "./lists.js";
 import { registerMetricsRoutes } from "./metrics.js";
 import { registerOperatorRoutes } from "./operators.js";
 import { registerPolicyRoutes } from "./policy.js";
@@ -17,6 +18,7 @@ export type AdminRoutes = (app: FastifyInstance, ctx: AdminContext) => void | Pr
 
 export const ADMIN_ROUTES: readonly AdminRoutes[] = [
   registerDeviceRoutes,
+  registerListRoutes,
   registerApprovalRoutes,
   registerCertificateRoutes,
   registerCaRoutes,
