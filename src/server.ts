@@ -11,6 +11,7 @@ import { FleetServices } from "./authority/services.js";
 import { OcspService } from "./authority/status/ocsp-responder.js";
 import { CertificateStatus } from "./authority/status/certificate-status.js";
 import { OperatorDirectory } from "./authority/identities/operators.js";
+import { operatorSession } from "./authority/identities/operator-sessions.js";
 import { followStatusChanges, type StatusFollowers } from "./authority/status/follow.js";
 import { layout } from "./authority/layout.js";
 import { ensureServerCertificate } from "./authority/ca/server-certificate.js";
@@ -268,6 +269,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         certificateStatus,
         changes,
         operators: options.operators ?? operators,
+        sessions: { lookup: (secret) => operatorSession(fleet, secret) },
         gateway,
         tls: await adminTls(fleet),
         ...listen,

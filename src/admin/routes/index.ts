@@ -2,8 +2,10 @@
 // request/response schemas (the OpenAPI document is generated from them).
 import type { FastifyInstance } from "fastify";
 import type { AdminContext } from "../context.js";
+import { registerDashboardRoutes } from "./dashboard.js";
 import { registerDeviceRoutes } from "./devices.js";
+import { registerSessionRoutes } from "./session.js";
 
 export type AdminRoutes = (app: FastifyInstance, ctx: AdminContext) => void | Promise<void>;
 
-export const ADMIN_ROUTES: readonly AdminRoutes[] = [registerDeviceRoutes];
+export const ADMIN_ROUTES: readonly AdminRoutes[] = [registerDeviceRoutes, registerSessionRoutes, registerDashboardRoutes];
