@@ -24,7 +24,12 @@ async function loginPage() {
     await navigate("/", { replace: true });
   } catch (e) {
     const why = e instanceof ApiError && e.status === 401 ? "The login link is invalid, expired or already used." : e.message;
-    replace(main, h("h1", {}, "Log in"), notice(why, "error"), h("p", {}, "Ask for a new link: ", h("code", {}, "fleetpki operator login NAME")));
+    replace(
+      main,
+      h("h1", {}, "Log in"),
+      notice(why, "error"),
+      h("p", {}, "Ask for a new link: ", h("code", {}, "fleetpki operator login NAME")),
+    );
   }
 }
 
@@ -41,9 +46,7 @@ function header() {
   replace(
     who,
     h("span", { id: "operator", "data-role": me.role }, `${me.operator} (${me.role})`),
-    me.via === "session"
-      ? h("button", { id: "logout", on: { click: async () => (await logout(), navigate("/login")) } }, "Log out")
-      : null,
+    me.via === "session" ? h("button", { id: "logout", on: { click: async () => (await logout(), navigate("/login")) } }, "Log out") : null,
   );
 }
 

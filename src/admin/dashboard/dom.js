@@ -52,8 +52,26 @@ export function table(columns, rows, empty = "Nothing here.") {
   return h(
     "table",
     {},
-    h("thead", {}, h("tr", {}, columns.map((c) => h("th", {}, c.title)))),
-    h("tbody", {}, rows.map((r) => h("tr", {}, columns.map((c) => h("td", { class: c.class }, c.cell(r)))))),
+    h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        columns.map((c) => h("th", {}, c.title)),
+      ),
+    ),
+    h(
+      "tbody",
+      {},
+      rows.map((r) =>
+        h(
+          "tr",
+          {},
+          columns.map((c) => h("td", { class: c.class }, c.cell(r))),
+        ),
+      ),
+    ),
   );
 }
 

@@ -52,11 +52,7 @@ async function overview() {
       failed
         ? failure(failed.error, "Device counts")
         : [
-            h(
-              "p",
-              { class: "big", id: "devices-total" },
-              `${counts.reduce((a, c) => a + c.n, 0)}${counts.some((c) => c.more) ? "+" : ""}`,
-            ),
+            h("p", { class: "big", id: "devices-total" }, `${counts.reduce((a, c) => a + c.n, 0)}${counts.some((c) => c.more) ? "+" : ""}`),
             barChart(
               "Devices by state",
               counts.map((c) => c.state),
@@ -66,7 +62,9 @@ async function overview() {
     ),
   );
 
-  const expiring = await Promise.all(["7d", "30d"].map((w) => attempt("GET", `/api/certificates/expiring?within=${w}`, "Expiring certificates")));
+  const expiring = await Promise.all(
+    ["7d", "30d"].map((w) => attempt("GET", `/api/certificates/expiring?within=${w}`, "Expiring certificates")),
+  );
   const soon = expiring[1].data ? items(expiring[1].data) : [];
   sections.push(
     card(
@@ -75,7 +73,12 @@ async function overview() {
         h(
           "div",
           { class: "cards" },
-          h("div", {}, h("p", { class: "big", id: "expiring-7d" }, items(expiring[0].data).length), h("p", { class: "muted" }, "within 7 days")),
+          h(
+            "div",
+            {},
+            h("p", { class: "big", id: "expiring-7d" }, items(expiring[0].data).length),
+            h("p", { class: "muted" }, "within 7 days"),
+          ),
           h("div", {}, h("p", { class: "big", id: "expiring-30d" }, soon.length), h("p", { class: "muted" }, "within 30 days")),
         ),
     ),
@@ -157,7 +160,12 @@ async function devices() {
       "label",
       {},
       "State",
-      h("select", { name: "state" }, h("option", { value: "" }, "any"), DEVICE_STATES.map((s) => h("option", { value: s, selected: s === filters.state }, s))),
+      h(
+        "select",
+        { name: "state" },
+        h("option", { value: "" }, "any"),
+        DEVICE_STATES.map((s) => h("option", { value: s, selected: s === filters.state }, s)),
+      ),
     ),
     h("button", { class: "primary", type: "submit" }, "Search"),
   );
@@ -166,7 +174,13 @@ async function devices() {
     { title: "Device", cell: (d) => deviceLink(d.id) },
     { title: "Group", cell: (d) => d.group ?? "—" },
     { title: "State", cell: (d) => badge(d.status) },
-    { title: "Certificate ends", cell: (d) => { const c = d.certificate ?? d.newestCertificate; return c ? fmtDate(c.notAfter) : "—"; } },
+    {
+      title: "Certificate ends",
+      cell: (d) => {
+        const c = d.certificate ?? d.newestCertificate;
+        return c ? fmtDate(c.notAfter) : "—";
+      },
+    },
     { title: "Last seen", cell: (d) => fmtAgo(d.lastSeen) },
     { title: "Connected", cell: (d) => yesNo(d.connected) },
   ];
@@ -191,7 +205,8 @@ async function devices() {
 const DEVICE_ACTIONS = [
   { verb: "revoke", label: "Revoke", when: (d) => d.status !== "revoked" && d.status !== "removed",
     ask: (id) => `Revoke ${id}? Every certificate of the device is revoked and it can never enroll again.` },
-  { verb: "hold", label: "Hold", when: (d) => d.status === "active", ask: (id) => `Put ${id} on hold? Its certificates stop working until released.` },
+  { verb: "hold", label: "Hold", when: (d) => d.status === "active",
+    ask: (id) => `Put ${id} on hold? Its certificates stop working until released.` },
   { verb: "unhold", label: "Release hold", when: (d) => d.status === "held", ask: (id) => `Release ${id} from hold?` },
 ]; // prettier-ignore
 
@@ -369,11 +384,19 @@ async function audit() {
       ok ? badge("ok") : badge("bad"),
       " ",
       ok ? `chain intact (${verify.data.rows ?? verify.data.length ?? "all"} rows checked)` : "the audit log does not verify",
-      problems.length ? h("ul", {}, problems.slice(0, 20).map((p) => h("li", {}, typeof p === "string" ? p : JSON.stringify(p)))) : null,
+      problems.length
+        ? h(
+            "ul",
+            {},
+            problems.slice(0, 20).map((p) => h("li", {}, typeof p === "string" ? p : JSON.stringify(p))),
+          )
+        : null,
     );
   }
   return [h("h1", {}, "Audit log"), integrity, form, rows.error ?? auditTable(items(rows.data))];
 }
+
+const policyError = (e) => (typeof e === "string" ? e : `line ${e.line ?? "?"}: ${e.message ?? JSON.stringify(e)}`);
 
 async function policy() {
   const r = await attempt("GET", "/api/policy", "The policy");
@@ -403,17 +426,44 @@ async function policy() {
         },
       },
     },
-    h("label", {}, "Identity", h("select", { name: "kind" }, ["device", "service", "operator"].map((k) => h("option", { value: k }, k)))),
+    h(
+      "label",
+      {},
+      "Identity",
+      h(
+        "select",
+        { name: "kind" },
+        ["device", "service", "operator"].map((k) => h("option", { value: k }, k)),
+      ),
+    ),
     h("label", {}, "Name", h("input", { name: "name", required: true })),
-    h("label", {}, "Role (operator)", h("select", { name: "role" }, ["viewer", "operator", "admin"].map((k) => h("option", { value: k }, k)))),
-    h("label", {}, "Action", h("select", { name: "action" }, ["publish", "subscribe"].map((k) => h("option", { value: k }, k)))),
+    h(
+      "label",
+      {},
+      "Role (operator)",
+      h(
+        "select",
+        { name: "role" },
+        ["viewer", "operator", "admin"].map((k) => h("option", { value: k }, k)),
+      ),
+    ),
+    h(
+      "label",
+      {},
+      "Action",
+      h(
+        "select",
+        { name: "action" },
+        ["publish", "subscribe"].map((k) => h("option", { value: k }, k)),
+      ),
+    ),
     h("label", {}, "Topic", h("input", { name: "topic", required: true, placeholder: "fleet/robot-1/telemetry" })),
     h("button", { class: "primary", type: "submit" }, "Test"),
   );
   const view = r.error ?? [
     r.data.valid === false
       ? h("div", { class: "notice error" }, "The policy file does not validate:",
-          h("ul", {}, (r.data.errors ?? []).map((e) => h("li", {}, typeof e === "string" ? e : `line ${e.line ?? "?"}: ${e.message ?? JSON.stringify(e)}`))))
+          h("ul", {}, (r.data.errors ?? []).map((e) => h("li", {}, policyError(e)))))
       : h("div", { class: "notice" }, badge("ok"), " valid"),
     h("pre", { class: "yaml" }, r.data.yaml ?? ""),
   ]; // prettier-ignore

@@ -50,8 +50,7 @@ export function registerDashboardRoutes(app: FastifyInstance, _ctx: AdminContext
   const sendShell = async (_req: unknown, reply: import("fastify").FastifyReply) =>
     reply.type(shell.type).header("cache-control", "no-cache").send(shell.body);
 
-  for (const path of DASHBOARD_PAGES)
-    app.get(path, { config: { role: "public" }, schema: { hide: true, response: html } }, sendShell);
+  for (const path of DASHBOARD_PAGES) app.get(path, { config: { role: "public" }, schema: { hide: true, response: html } }, sendShell);
   app.get("/devices/:id", { config: { role: "public" }, schema: { hide: true, params: DeviceIdParams, response: html } }, sendShell);
 
   app.get<{ Params: { name: string } }>(

@@ -12,7 +12,9 @@ const SessionAnswer = Type.Object({
   operator: Type.String(),
   role: Type.String({ description: "viewer | operator | admin" }),
   via: Type.String({ description: "session | certificate" }),
-  csrf: Type.Union([Type.String(), Type.Null()], { description: "send as x-csrf-token with POST/PUT/PATCH/DELETE; null with a certificate" }),
+  csrf: Type.Union([Type.String(), Type.Null()], {
+    description: "send as x-csrf-token with POST/PUT/PATCH/DELETE; null with a certificate",
+  }),
   expiresAt: Type.Union([Type.String(), Type.Null()]),
 });
 
@@ -56,7 +58,11 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: AdminContext): 
     "/api/session",
     {
       config: { role: "viewer" },
-      schema: { summary: "Who this session or certificate is, and its CSRF token", tags: ["session"], response: { 200: SessionAnswer, ...PROBLEMS } },
+      schema: {
+        summary: "Who this session or certificate is, and its CSRF token",
+        tags: ["session"],
+        response: { 200: SessionAnswer, ...PROBLEMS },
+      },
     },
     async (request) => {
       const principal = request.principal!;
