@@ -72,7 +72,7 @@ async function overview() {
       expiring[0].error ??
         h(
           "div",
-          { class: "cards" },
+          { class: "pair" },
           h(
             "div",
             {},
