@@ -7,7 +7,8 @@ const main = document.getElementById("main");
 
 /** The token from `fleetpki operator login` arrives in the fragment: never sent to the server, removed at once. */
 async function loginPage() {
-  const token = decodeURIComponent(location.hash.slice(1));
+  // The token is base64url: nothing to decode; anything else is refused by the server like a wrong token.
+  const token = location.hash.slice(1);
   history.replaceState(null, "", "/login");
   if (!token) {
     replace(
