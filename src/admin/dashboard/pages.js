@@ -5,7 +5,7 @@ import { navigate } from "./app.js";
 import { barChart, timeline } from "./charts.js";
 import { badge, confirmDialog, daysLeft, fmtAgo, fmtDate, h, notice, table } from "./dom.js";
 
-const DEVICE_STATES = ["active", "held", "revoked", "removed", "pending"];
+const DEVICE_STATES = ["active", "held", "disabled", "revoked", "removed"];
 const DEVICE_ID = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const DAY = 86400000;
 
