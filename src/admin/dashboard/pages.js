@@ -417,8 +417,10 @@ async function policy() {
             const d = await api("POST", "/api/policy/test", body);
             const allowed = d.allowed ?? d.decision === "allow";
             result.replaceChildren(
-              h("div", { class: "notice" }, badge(allowed ? "yes" : "denied"), " ", allowed ? "allowed" : "denied",
-                d.rule ? ` by rule "${d.rule}"` : " (no rule matches: default deny)", d.mode ? ` (${d.mode})` : ""),
+              h("div", { class: "notice", id: "policy-decision", "data-allowed": String(allowed) },
+                badge(allowed ? "yes" : "denied"), " ", allowed ? "allowed" : "denied",
+                d.rule ? ` by rule "${d.rule}"` : " (no rule matches: default deny)", d.mode ? ` (mode ${d.mode})` : "",
+                d.reason ? h("div", { class: "muted" }, d.reason) : null),
             ); // prettier-ignore
           } catch (err) {
             result.replaceChildren(failure(err, "Test"));
