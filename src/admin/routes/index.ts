@@ -4,8 +4,9 @@ import type { FastifyInstance } from "fastify";
 import type { AdminContext } from "../context.js";
 import { registerDashboardRoutes } from "./dashboard.js";
 import { registerDeviceRoutes } from "./devices.js";
+import { registerListRoutes } from "./lists.js";
 import { registerSessionRoutes } from "./session.js";
 
 export type AdminRoutes = (app: FastifyInstance, ctx: AdminContext) => void | Promise<void>;
 
-export const ADMIN_ROUTES: readonly AdminRoutes[] = [registerDeviceRoutes, registerSessionRoutes, registerDashboardRoutes];
+export const ADMIN_ROUTES: readonly AdminRoutes[] = [registerDeviceRoutes, registerListRoutes, registerSessionRoutes, registerDashboardRoutes];
