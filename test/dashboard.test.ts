@@ -133,6 +133,10 @@ describe("dashboard in a real browser", { skip, timeout: 120_000 }, () => {
     await page.click('nav a[href="/devices"]');
     await page.fill('#device-search input[name="q"]', "robot-7");
     await page.press('#device-search input[name="q"]', "Enter");
+    // The search answers from GET /api/devices: robot-7 alone, connected to the gateway now.
+    await page.locator("#device-results tbody tr").first().waitFor();
+    assert.equal(await page.locator("#device-results tbody tr").count(), 1);
+    assert.match((await page.locator("#device-results tbody tr").textContent()) ?? "", /robot-7.*active.*yes/);
     await page.click('#device-results a[href="/devices/robot-7"]');
     await page.locator("#device-status").waitFor();
     assert.equal(await page.locator("#device-status").textContent(), "active");
