@@ -306,27 +306,39 @@ async function approvals() {
   const r = await attempt("GET", "/api/approvals", "Pending approvals");
   if (r.error) return [h("h1", {}, "Pending approvals"), r.error];
   const out = h("div");
+  // Approval names the device and the key's fingerprint the robot printed; deny refuses the device's waiting requests.
   const decide = (req, verb) => async () => {
-    if (!(await confirmDialog(`${verb === "approve" ? "Approve" : "Deny"} the enrollment of ${req.deviceId ?? req.id}?`))) return;
+    const what =
+      verb === "approve" ? `Approve the key ${req.keyFingerprint} of ${req.deviceId}?` : `Deny the enrollment of ${req.deviceId}?`;
+    if (!(await confirmDialog(what))) return;
     try {
-      await api("POST", `/api/approvals/${encodeURIComponent(req.id)}/${verb}`, verb === "approve" ? { fingerprint: req.fingerprint } : {});
+      const body = verb === "approve" ? { fingerprint: req.keyFingerprint } : {};
+      await api("POST", `/api/approvals/${encodeURIComponent(req.deviceId)}/${verb}`, body);
       await navigate("/approvals", { replace: true });
     } catch (e) {
       out.replaceChildren(failure(e, verb));
     }
   };
+  const buttons = (q) =>
+    can("operator")
+      ? [
+          q.keyFingerprint ? h("button", { on: { click: decide(q, "approve") } }, "Approve") : null,
+          " ",
+          h("button", { on: { click: decide(q, "deny") } }, "Deny"),
+        ]
+      : "";
   return [
     h("h1", {}, "Pending approvals"),
     out,
     table(
       [
-        { title: "Request", class: "mono", cell: (q) => q.id },
-        { title: "Device", cell: (q) => q.deviceId ?? q.device ?? "—" },
-        { title: "Key fingerprint", class: "mono", cell: (q) => q.fingerprint ?? "—" },
-        { title: "Asked", cell: (q) => fmtDate(q.createdAt ?? q.at) },
-        { title: "", cell: (q) => (can("operator") ? [h("button", { on: { click: decide(q, "approve") } }, "Approve"), " ",
-            h("button", { on: { click: decide(q, "deny") } }, "Deny")] : "") },
-      ], // prettier-ignore
+        { title: "Device", cell: (q) => deviceLink(q.deviceId) },
+        { title: "Key fingerprint", class: "mono", cell: (q) => q.keyFingerprint ?? "—" },
+        { title: "Source", cell: (q) => `${q.source ?? ""}${q.address ? ` (${q.address})` : ""}` },
+        { title: "Asked", cell: (q) => fmtDate(q.createdAt) },
+        { title: "Expires", cell: (q) => fmtDate(q.expiresAt) },
+        { title: "", cell: buttons },
+      ],
       items(r.data),
       "No enrollment waits for approval.",
     ),

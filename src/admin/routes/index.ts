@@ -9,4 +9,9 @@ import { registerSessionRoutes } from "./session.js";
 
 export type AdminRoutes = (app: FastifyInstance, ctx: AdminContext) => void | Promise<void>;
 
-export const ADMIN_ROUTES: readonly AdminRoutes[] = [registerDeviceRoutes, registerListRoutes, registerSessionRoutes, registerDashboardRoutes];
+export const ADMIN_ROUTES: readonly AdminRoutes[] = [
+  registerDeviceRoutes,
+  registerListRoutes,
+  registerSessionRoutes,
+  registerDashboardRoutes,
+];
