@@ -6,6 +6,14 @@ import { registerDashboardRoutes } from "./dashboard.js";
 import { registerDeviceRoutes } from "./devices.js";
 import { registerListRoutes } from "./lists.js";
 import { registerSessionRoutes } from "./session.js";
+import { registerApprovalRoutes } from "./approvals.js";
+import { registerAuditRoutes } from "./audit.js";
+import { registerCaRoutes } from "./cas.js";
+import { registerCertificateRoutes } from "./certificates.js";
+import { registerGatewayRoutes } from "./gateway.js";
+import { registerOperatorRoutes } from "./operators.js";
+import { registerPolicyRoutes } from "./policy.js";
+import { registerServiceRoutes } from "./services.js";
 
 export type AdminRoutes = (app: FastifyInstance, ctx: AdminContext) => void | Promise<void>;
 
@@ -14,4 +22,12 @@ export const ADMIN_ROUTES: readonly AdminRoutes[] = [
   registerListRoutes,
   registerSessionRoutes,
   registerDashboardRoutes,
+  registerApprovalRoutes,
+  registerCertificateRoutes,
+  registerCaRoutes,
+  registerAuditRoutes,
+  registerPolicyRoutes,
+  registerGatewayRoutes,
+  registerOperatorRoutes,
+  registerServiceRoutes,
 ];
