@@ -105,8 +105,15 @@ async function main(): Promise<void> {
         await page.goto(`${base}${path}`);
         await page.locator("main h1").first().waitFor();
         await page.waitForLoadState("networkidle");
+        if (name === "policy") {
+          // Show a decision: robot-01 may not command robot-02.
+          await page.fill('#policy-test input[name="name"]', "robot-01");
+          await page.fill('#policy-test input[name="topic"]', "fleet/robot-02/cmd/stop");
+          await page.click('#policy-test button[type="submit"]');
+          await page.locator("#policy-decision").waitFor();
+        }
         const file = join(OUT, `${name}.png`);
-        await page.screenshot({ path: file, fullPage: true });
+        await page.screenshot({ path: file });
         console.log(`wrote ${file}`);
       }
     } finally {

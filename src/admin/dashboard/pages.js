@@ -264,7 +264,7 @@ export async function devicePage(id) {
       h("dt", {}, "Group"), h("dd", {}, device.group ?? "—"),
       h("dt", {}, "Labels"), h("dd", {}, Object.entries(device.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(", ") || "—"),
       h("dt", {}, "Connected now"), h("dd", { id: "device-connected", "data-connected": String(connected ?? "unknown") }, yesNo(connected)),
-      h("dt", {}, "Last seen"), h("dd", {}, fmtAgo(device.lastSeen)),
+      device.lastSeen !== undefined ? [h("dt", {}, "Last seen"), h("dd", {}, fmtAgo(device.lastSeen))] : null,
       h("dt", {}, "Added"), h("dd", {}, fmtDate(device.createdAt)),
     ), // prettier-ignore
     actions.length ? h("div", { class: "actions", id: "device-actions" }, actions) : null,
@@ -286,19 +286,23 @@ export async function devicePage(id) {
   ];
 }
 
+/** Details as key=value pairs: readable, and long values (hashes) wrap instead of widening the table. */
+const details = (d) =>
+  Object.entries(d ?? {})
+    .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+    .join("  ");
+
 function auditTable(rows) {
-  return table(
-    [
-      { title: "#", cell: (r) => r.seq ?? "" },
-      { title: "When", cell: (r) => fmtDate(r.at) },
-      { title: "Actor", cell: (r) => r.actor },
-      { title: "Action", cell: (r) => r.action },
-      { title: "Subject", cell: (r) => r.subject },
-      { title: "Details", class: "mono", cell: (r) => (r.details ? JSON.stringify(r.details) : "") },
-    ],
-    rows,
-    "No events.",
-  );
+  const columns = [
+    { title: "#", cell: (r) => r.seq ?? "" },
+    { title: "When", cell: (r) => fmtDate(r.at) },
+    { title: "Actor", cell: (r) => r.actor },
+    { title: "Action", cell: (r) => r.action },
+    { title: "Subject", cell: (r) => r.subject ?? "" },
+    { title: "Details", class: "mono details", cell: (r) => details(r.details) },
+  ];
+  // A device's own events all name it: no subject column there.
+  return table(rows.some((r) => r.subject) ? columns : columns.filter((c) => c.title !== "Subject"), rows, "No events.");
 }
 
 // ---------------------------------------------------------------------------------------------
