@@ -6,7 +6,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Type } from "@sinclair/typebox";
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyReply } from "fastify";
 import { HttpProblem } from "../../http/http.js";
 import type { AdminContext } from "../context.js";
 import { DeviceIdParams, Strict } from "./schemas.js";
@@ -47,7 +47,7 @@ export function registerDashboardRoutes(app: FastifyInstance, _ctx: AdminContext
   if (!shell) throw new Error(`the dashboard's index.html is missing from ${DASHBOARD_DIR}`);
   const html = { 200: Type.String({ description: "the dashboard's HTML shell" }) };
   // A fresh shell every time (it names the modules); the modules themselves may be cached briefly.
-  const sendShell = async (_req: unknown, reply: import("fastify").FastifyReply) =>
+  const sendShell = async (_req: unknown, reply: FastifyReply) =>
     reply.type(shell.type).header("cache-control", "no-cache").send(shell.body);
 
   for (const path of DASHBOARD_PAGES) app.get(path, { config: { role: "public" }, schema: { hide: true, response: html } }, sendShell);
