@@ -2,13 +2,15 @@
 // request/response schemas (the OpenAPI document is generated from them).
 import type { FastifyInstance } from "fastify";
 import type { AdminContext } from "../context.js";
+import { registerDashboardRoutes } from "./dashboard.js";
+import { registerDeviceRoutes } from "./devices.js";
+import { registerListRoutes } from "./lists.js";
+import { registerSessionRoutes } from "./session.js";
 import { registerApprovalRoutes } from "./approvals.js";
 import { registerAuditRoutes } from "./audit.js";
 import { registerCaRoutes } from "./cas.js";
 import { registerCertificateRoutes } from "./certificates.js";
-import { registerDeviceRoutes } from "./devices.js";
 import { registerGatewayRoutes } from "./gateway.js";
-import { registerListRoutes } from "./lists.js";
 import { registerMetricsRoutes } from "./metrics.js";
 import { registerOperatorRoutes } from "./operators.js";
 import { registerPolicyRoutes } from "./policy.js";
@@ -19,6 +21,8 @@ export type AdminRoutes = (app: FastifyInstance, ctx: AdminContext) => void | Pr
 export const ADMIN_ROUTES: readonly AdminRoutes[] = [
   registerDeviceRoutes,
   registerListRoutes,
+  registerSessionRoutes,
+  registerDashboardRoutes,
   registerApprovalRoutes,
   registerCertificateRoutes,
   registerCaRoutes,
