@@ -12,7 +12,7 @@ type Role = "viewer" | "operator" | "admin";
 const RANK: Record<Role, number> = { viewer: 0, operator: 1, admin: 2 };
 
 /** The roles the operator plane's design gives each operation (issue 11); the document must agree. */
-const EXPECTED: Record<string, Role> = {
+const EXPECTED: Record<string, Role | "public" | "metrics"> = {
   "POST /api/devices": "operator",
   "GET /api/devices/{id}": "viewer",
   "PATCH /api/devices/{id}": "operator",
@@ -40,6 +40,15 @@ const EXPECTED: Record<string, Role> = {
   "GET /api/services": "viewer",
   "POST /api/services": "admin",
   "DELETE /api/services/{name}": "admin",
+  "GET /api/devices": "viewer",
+  "GET /api/certificates": "viewer",
+  "GET /api/certificates/expiring": "viewer",
+  "GET /api/audit": "viewer",
+  "POST /api/session": "public",
+  "GET /api/session": "viewer",
+  "DELETE /api/session": "viewer",
+  // Its own rule (test/metrics.test.ts): allow-listed addresses, else an operator certificate.
+  "GET /metrics": "metrics",
 };
 
 /**
@@ -51,7 +60,7 @@ const PARAMS: Record<string, string> = { id: "robot-404", serial: "0a0b0c", name
 interface Operation {
   method: string;
   path: string;
-  role: Role | "public";
+  role: Role | "public" | "metrics";
 }
 
 describe("admin API RBAC matrix", () => {
@@ -66,7 +75,7 @@ describe("admin API RBAC matrix", () => {
     for (const [path, item] of Object.entries(doc.json().paths as Record<string, Record<string, Record<string, unknown>>>))
       for (const [method, op] of Object.entries(item)) {
         if (!["get", "post", "put", "patch", "delete"].includes(method)) continue;
-        operations.push({ method: method.toUpperCase(), path, role: op["x-fleetpki-role"] as Role | "public" });
+        operations.push({ method: method.toUpperCase(), path, role: op["x-fleetpki-role"] as Operation["role"] });
       }
   });
   after(async () => {
@@ -82,7 +91,7 @@ describe("admin API RBAC matrix", () => {
   test("every operation declares its role in the document, and the operator plane's operations have theirs", () => {
     const documented = new Map(operations.map((o) => [`${o.method} ${o.path}`, o.role]));
     for (const o of operations)
-      assert.ok(["public", "viewer", "operator", "admin"].includes(o.role), `${o.method} ${o.path}: role ${o.role}`);
+      assert.ok(["public", "viewer", "operator", "admin", "metrics"].includes(o.role), `${o.method} ${o.path}: role ${o.role}`);
     for (const [op, role] of Object.entries(EXPECTED))
       assert.equal(documented.get(op), role, `${op} should be documented with role ${role}`);
   });
@@ -90,6 +99,8 @@ describe("admin API RBAC matrix", () => {
   test("no credential -> 401; below the role -> 403 role-too-weak; at or above it -> neither", async () => {
     const failures: string[] = [];
     for (const op of operations) {
+      // /metrics answers this loopback client without a credential (admin.metrics_allow): test/metrics.test.ts.
+      if (op.role === "metrics") continue;
       const none = await call(op, undefined);
       if (op.role === "public") {
         if (none.status === 401 || none.status === 403) failures.push(`${op.method} ${op.path} public: ${none.status}`);
@@ -104,7 +115,7 @@ describe("admin API RBAC matrix", () => {
           failures.push(`${op.method} ${op.path} as ${who} (needs ${op.role}): expected 403 role-too-weak, got ${res.status} ${res.text}`);
         if (allowed && (res.status === 401 || res.status === 403 || res.status >= 500))
           failures.push(`${op.method} ${op.path} as ${who} (needs ${op.role}): got ${res.status} ${res.text}`);
-        if (!String(res.headers["content-type"]).match(/^application\/(problem\+)?json/))
+        if (res.status !== 204 && !String(res.headers["content-type"]).match(/^application\/(problem\+)?json/))
           failures.push(`${op.method} ${op.path} as ${who}: content type ${String(res.headers["content-type"])}`);
       }
     }
@@ -114,7 +125,7 @@ describe("admin API RBAC matrix", () => {
   test("a device's or a service's certificate, and a revoked operator's, authenticate no one: 401 everywhere", async () => {
     const failures: string[] = [];
     for (const op of operations) {
-      if (op.role === "public") continue;
+      if (op.role === "public" || op.role === "metrics") continue;
       for (const who of ["device", "service", "revoked"] as const) {
         const res = await call(op, who);
         if (res.status !== 401) failures.push(`${op.method} ${op.path} with the ${who} certificate: ${res.status} ${res.text}`);

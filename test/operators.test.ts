@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "no
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import Database from "better-sqlite3";
+import { Kysely, SqliteDialect } from "kysely";
 import mqtt, { type MqttClient } from "mqtt";
 import { AccessPolicy } from "../src/access/policy.js";
 import { CSRF_HEADER, SESSION_COOKIE } from "../src/admin/auth.js";
@@ -31,6 +32,7 @@ import {
 import { FleetServices } from "../src/authority/services.js";
 import { silentLogger } from "../src/log.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
+import { migrations } from "../src/store/migrations.js";
 import { sqlitePath } from "../src/store/open.js";
 import { assertOk, assertOneLineError, cliAsync, openssl, tempDir, tempFleet } from "./helpers.js";
 import { assertProblem, https, postJson } from "./server-helpers.js";
@@ -418,8 +420,11 @@ describe("operators: migration of a fleet made before roles", () => {
       const db = new Database(file);
       db.prepare("update certificates set status = 'revoked' where serial = ?").run(gone.serial);
       db.exec("drop table operators; drop table operator_logins; drop table operator_sessions");
-      db.prepare("delete from kysely_migration where name = ?").run("0008_operators");
-      db.close();
+      // The migration itself, on the tables as a fleet from before it had them (later migrations
+      // touch other tables, so they need not be undone).
+      const kysely = new Kysely<any>({ dialect: new SqliteDialect({ database: db }) });
+      await migrations("blob")["0008_operators"]!.up(kysely);
+      await kysely.destroy();
       const reopened = await FleetServices.open(f.dir);
       try {
         assert.deepEqual(
