@@ -60,6 +60,7 @@ const EXPECTED = new Set([
   "CrlError",
   "PolicyError",
   "DemoStepFailed",
+  "RemoteError",
 ]);
 
 try {
