@@ -23,11 +23,19 @@ export class RemoteError extends Error {
 const MAX_RESPONSE_BYTES = 32 * 1024 * 1024;
 const TIMEOUT_MS = 30_000;
 
-/** Adds --server, --operator and --operator-passphrase-file to a command. */
-export function remoteOptions(cmd: Command): Command {
+/** The option naming the operator directory, per command: `policy test` has its own --operator (the identity tested). */
+const OPERATOR_FLAG = new WeakMap<Command, "operator" | "operatorDir">();
+
+/**
+ * Adds --server, --operator DIR and --operator-passphrase-file to a command; `operatorDir` names
+ * the directory option --operator-dir instead, for a command whose --operator means something else.
+ */
+export function remoteOptions(cmd: Command, opts: { operatorDir?: boolean } = {}): Command {
+  const flag = opts.operatorDir ? "--operator-dir" : "--operator";
+  OPERATOR_FLAG.set(cmd, opts.operatorDir ? "operatorDir" : "operator");
   return cmd
-    .option("--server <url>", "act through the admin API at this URL (https://host:9443) instead of --dir; needs --operator")
-    .option("--operator <dir>", "operator bundle for --server: key.pem, cert.pem, chain.pem, ca.pem (fleetpki operator add --out)")
+    .option("--server <url>", `act through the admin API at this URL (https://host:9443) instead of --dir; needs ${flag}`)
+    .option(`${flag} <dir>`, "operator bundle for --server: key.pem, cert.pem, chain.pem, ca.pem (fleetpki operator add --out)")
     .option("--operator-passphrase-file <file>", "passphrase of an encrypted operator key.pem (e.g. the fleet's, for <fleet>/operators/admin)");
 }
 
@@ -122,7 +130,9 @@ function tlsFailure(base: string, caFile: string, e: NodeJS.ErrnoException): str
     )
   )
     return `cannot verify ${base}: its certificate does not chain to ${caFile} (${code})`;
-  if (/^CERT_(HAS_EXPIRED|NOT_YET_VALID|REVOKED)$/.test(code)) return `cannot verify ${base}: ${code}`;
+  // The rest of OpenSSL's verification failures (a certificate not for servers, expired, malformed).
+  if (/^(CERT_[A-Z_]+|INVALID_(PURPOSE|CA)|PATH_LENGTH_EXCEEDED|HOSTNAME_MISMATCH|UNABLE_TO_[A-Z_]+)$/.test(code))
+    return `cannot verify ${base}: its certificate is not valid for a server here (${code})`;
   if (code.startsWith("ERR_SSL_") || code.startsWith("ERR_TLS_")) return `TLS with ${base} failed: ${oneLine(e.message)}`;
   return undefined;
 }
@@ -259,25 +269,23 @@ export class RemoteProblem extends RemoteError {
   }
 }
 
-interface RemoteOpts {
-  server?: string;
-  operator?: string;
-  operatorPassphraseFile?: string;
-}
-
 /** The admin client the command's options ask for, or undefined to act on the fleet directory. */
 export function remoteTarget(cmd: Command): AdminClient | undefined {
-  const opts = cmd.opts() as RemoteOpts;
-  if (opts.server === undefined && opts.operator === undefined) {
-    if (opts.operatorPassphraseFile !== undefined) throw new RemoteError("--operator-passphrase-file goes with --server and --operator");
+  const opts = cmd.opts() as Record<string, string | undefined>;
+  const key = OPERATOR_FLAG.get(cmd) ?? "operator";
+  const flag = key === "operator" ? "--operator" : "--operator-dir";
+  const server = opts.server;
+  const dir = opts[key];
+  if (server === undefined && dir === undefined) {
+    if (opts.operatorPassphraseFile !== undefined) throw new RemoteError(`--operator-passphrase-file goes with --server and ${flag}`);
     return undefined;
   }
-  if (opts.server === undefined) throw new RemoteError("--operator needs --server URL (the admin API to act through)");
-  if (opts.operator === undefined) throw new RemoteError("--server needs --operator DIR (the operator certificate to act as)");
+  if (server === undefined) throw new RemoteError(`${flag} needs --server URL (the admin API to act through)`);
+  if (dir === undefined) throw new RemoteError(`--server needs ${flag} DIR (the operator certificate to act as)`);
   if (cmd.getOptionValueSource("dir") === "cli")
     throw new RemoteError("--dir acts on a local fleet; --server acts through the admin API: give one or the other");
-  const bundle = readOperatorBundle(opts.operator, opts.operatorPassphraseFile);
-  return new AdminClient(opts.server, bundle, join(opts.operator, "ca.pem"));
+  const bundle = readOperatorBundle(dir, opts.operatorPassphraseFile);
+  return new AdminClient(server, bundle, join(dir, "ca.pem"));
 }
 
 /**

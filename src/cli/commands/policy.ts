@@ -81,10 +81,14 @@ export function registerPolicy(program: Command): void {
       }
     });
 
-  fleetOption(
-    policy
-      .command("test")
-      .description("print what the policy decides for one identity and topic (allow, deny or audit-deny) and the rule that decided"),
+  remoteOptions(
+    dirOption(
+      policy
+        .command("test")
+        .description("print what the policy decides for one identity and topic (allow, deny or audit-deny) and the rule that decided"),
+    ),
+    // --operator NAME is the identity tested here; the operator bundle for --server is --operator-dir.
+    { operatorDir: true },
   )
     .option("--device <id>", "a registered device (its group and labels come from the registry)")
     .option("--service <name>", "a service identity")
