@@ -10,6 +10,8 @@ import { CrlPublisher } from "./authority/status/crls.js";
 import { FleetServices } from "./authority/services.js";
 import { OcspService } from "./authority/status/ocsp-responder.js";
 import { CertificateStatus } from "./authority/status/certificate-status.js";
+import { OperatorDirectory } from "./authority/identities/operators.js";
+import { operatorSession } from "./authority/identities/operator-sessions.js";
 import { followStatusChanges, type StatusFollowers } from "./authority/status/follow.js";
 import { layout } from "./authority/layout.js";
 import { ensureServerCertificate } from "./authority/ca/server-certificate.js";
@@ -39,7 +41,7 @@ export interface ServeOptions {
   gatewayListen?: string;
   /** Overrides listen.admin. */
   adminListen?: string;
-  /** Operators' roles (tests); default: the fleet's operators table. */
+  /** Operators' roles (tests); default: the fleet's operators table (OperatorDirectory). */
   operators?: OperatorRoles;
   /** The access policy (tests); default: <dir>/policy.yaml, reloaded when it changes. */
   policy?: PolicySource;
@@ -62,6 +64,8 @@ export interface FleetServer {
   changes: ChangeFeed;
   /** "Is this certificate / device good?", from memory kept current by `changes`. */
   certificateStatus: CertificateStatus;
+  /** Operators' roles, from memory kept current by `changes`. */
+  operators: OperatorDirectory;
   close(): Promise<void>;
 }
 
@@ -116,6 +120,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
   let gateway: RunningGateway | undefined;
   let admin: RunningAdmin | undefined;
   let certificateStatus: CertificateStatus;
+  let operators: OperatorDirectory;
   const changes = new ChangeFeed(fleet.store, undefined, (e) =>
     logger.warn({ err: (e as Error).message }, "following the audit log failed"),
   );
@@ -130,6 +135,10 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         logger.warn({ seq, action, problem }, "an audit row of a status change cannot be read; re-signing every CRL, OCSP cache dropped"),
     };
     followStatusChanges(fleet, changes, followers);
+    // Also after the feed started; subscribed before the gateway, so a role is current when its sessions are re-admitted.
+    operators = await OperatorDirectory.load(fleet);
+    operators.follow(changes);
+    const roles: OperatorRoles = options.operators ?? operators;
     // Signed checkpoints of the audit log: one now (an older fleet gets its audit key), then every interval, and at stop.
     const checkpoints = new CheckpointSchedule(fleet, parseDuration(fleet.config.audit.checkpoint_interval), (e) =>
       logger.warn({ err: (e as Error).message }, "writing an audit checkpoint failed"),
@@ -233,6 +242,7 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         fleet,
         logger: gatewayLogger,
         facts: certificateStatus,
+        operatorRole: (name) => roles.role(name),
         changes,
         policy,
         identity: () => serverIdentity(fleet),
@@ -241,6 +251,11 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         ...listen,
       });
       floodOptions.counters = running.counters;
+      // A role changed or an operator removed: its sessions are admitted again (grants follow the role).
+      const stopOperators = operators.onChange(() =>
+        void running.recheck().catch((e) => gatewayLogger.warn({ err: (e as Error).message }, "re-admitting sessions failed")),
+      );
+      closers.push(async () => stopOperators());
       onPolicyReload = () => void running.policyChanged();
       closers.push(() => running.close());
       gateway = running;
@@ -254,7 +269,8 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         logger: logger.child({ listener: "admin" }),
         certificateStatus,
         changes,
-        operators: options.operators ?? { role: () => null },
+        operators: roles,
+        sessions: { lookup: (secret) => operatorSession(fleet, secret) },
         gateway,
         tls: await adminTls(fleet),
         ...listen,
@@ -267,5 +283,5 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
     await closeAll();
     throw e;
   }
-  return { fleet, registration, status, gateway, admin, changes, certificateStatus, close: closeAll };
+  return { fleet, registration, status, gateway, admin, changes, certificateStatus, operators, close: closeAll };
 }

@@ -371,10 +371,14 @@ describe("fleetpki.yaml keys and the passphrase at CLI start", () => {
     const typo = await cliAsync(["ca", "list", "--dir", dir]);
     assert.equal(typo.status, 1);
     assert.match(typo.stderr, /^fleetpki: fleetpki\.yaml line \d+: unknown key "enrollment\.tokn" \(did you mean enrollment\.token\?\)/);
-    writeFileSync(join(dir, "fleetpki.yaml"), config.replace(/^(  status: .*)$/m, '$1\n  admin: "127.0.0.1:9443"'));
+    // A file from before server.public_url: its urls section still works, and urls.est (read by nothing) is a warning.
+    const legacy =
+      config.replace(/^  public_url: .*\n/m, "") +
+      'urls:\n  crl_base: "http://localhost:8080/crl"\n  ocsp: "http://localhost:8080/ocsp"\n  est: "https://localhost:8443"\n';
+    writeFileSync(join(dir, "fleetpki.yaml"), legacy);
     const unused = await cliAsync(["ca", "list", "--dir", dir]);
     assert.equal(unused.status, 0, unused.stderr);
-    assert.equal(unused.stderr.match(/warning: fleetpki\.yaml line \d+: listen\.admin has no effect/g)?.length, 1, unused.stderr);
+    assert.equal(unused.stderr.match(/warning: fleetpki\.yaml line \d+: urls\.est has no effect/g)?.length, 1, unused.stderr);
     writeFileSync(join(dir, "fleetpki.yaml"), config);
   });
 

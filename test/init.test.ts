@@ -205,9 +205,10 @@ describe("init", { concurrency: true }, () => {
         operator: "1y",
         service: "90d",
       });
-      // Only keys something reads: no admin port, no urls section (server.public_url replaced it).
+      // Only keys something reads: no urls section (server.public_url replaced it).
       assert.equal(config.urls, undefined);
-      assert.deepEqual(Object.keys(config.listen).sort(), ["gateway", "registration", "status"]);
+      assert.deepEqual(Object.keys(config.listen).sort(), ["admin", "gateway", "registration", "status"]);
+      assert.deepEqual(config.admin, { metrics_allow: ["127.0.0.1/32", "::1/128"], session_lifetime: "12h" });
       // The machine's own names, so robots on the network can reach it (issue 9, section 3).
       const host = hostname().toLowerCase();
       assert.equal(config.server.names[0], host);
@@ -621,22 +622,30 @@ describe("fleetpki.yaml: unknown and unused keys, server.public_url", () => {
         e instanceof ConfigError &&
         e.message.includes(`line ${lineOf(typo, "  aproval:")}: unknown key "enrollment.aproval" (did you mean enrollment.approval?)`),
     );
+    const port = base.replace(/^  session_lifetime: .*$/m, "  port: 9443");
     assert.throws(
-      () => parseConfig(base + "admin:\n  port: 9443\n"),
-      (e: Error) => e instanceof ConfigError && /line \d+: unknown key "admin"/.test(e.message),
+      () => parseConfig(port),
+      (e: Error) => e instanceof ConfigError && /line \d+: unknown key "admin\.port"/.test(e.message),
     );
   });
 
-  it("reports keys nothing reads yet (the admin port, urls.est) without refusing the file", () => {
-    const old = base.replace(/^  status: (.*)$/m, '  status: $1\n  admin: "127.0.0.1:9443"');
-    const { config, notes } = parseConfigWithNotes(old);
-    assert.equal(config.listen.status, "0.0.0.0:8080");
-    assert.equal(config.listen.gateway, "0.0.0.0:8883");
-    assert.deepEqual(
-      notes.map((n) => [n.key, n.line]),
-      [["listen.admin", lineOf(old, "  admin:")]],
-    );
-    for (const n of notes) assert.match(n.message, /has no effect/);
+  it("reads the admin section; refuses a bad public_url, metrics address or session lifetime", () => {
+    const old = base.replace(/^admin:\n(  .*\n)+/m, "").replace(/^  admin: .*\n/m, "");
+    assert.deepEqual(parseConfig(old).listen.admin, "0.0.0.0:9443", "files from before the admin API get its default");
+    assert.deepEqual(parseConfig(old).admin.metrics_allow, ["127.0.0.1/32", "::1/128"]);
+    const set = (line: string) => base.replace(/^  metrics_allow: .*$/m, line);
+    assert.deepEqual(parseConfig(set('  metrics_allow: ["10.0.0.0/8", "fd00::/8", "192.0.2.7"]')).admin.metrics_allow, [
+      "10.0.0.0/8",
+      "fd00::/8",
+      "192.0.2.7",
+    ]);
+    for (const bad of ['["10.0.0.0/33"]', '["example.com"]', '"10.0.0.1"', '["10.0.0.1/8/1"]', "[7]"])
+      assert.throws(() => parseConfig(set(`  metrics_allow: ${bad}`)), /admin\.metrics_allow/, bad);
+    const url = (u: string) => base.replace(/^  # public_url: .*$/m, `  public_url: ${JSON.stringify(u)}`);
+    assert.equal(parseConfig(url("https://pki.example:9443/")).admin.public_url, "https://pki.example:9443");
+    for (const bad of ["http://pki.example:9443", "https://u:p@pki.example", "https://pki.example/?x=1", "nope"])
+      assert.throws(() => parseConfig(url(bad)), /admin\.public_url/, bad);
+    assert.throws(() => parseConfig(base.replace(/^  session_lifetime: .*$/m, "  session_lifetime: forever")), /session_lifetime/);
   });
 
   it("reads the urls section of older files; refuses it beside server.public_url", () => {

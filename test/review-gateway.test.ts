@@ -9,6 +9,7 @@ import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { enroll } from "../src/agent/enroll.js";
 import { addDevice } from "../src/authority/devices.js";
 import { addService } from "../src/authority/identities/services.js";
+import { addOperator, setOperatorRole } from "../src/authority/identities/operators.js";
 import { AccessPolicy } from "../src/access/policy.js";
 import { DenialLog, type DenialRow } from "../src/access/denials.js";
 import { readPrivateKey } from "../src/keys/keys.js";
@@ -269,7 +270,7 @@ rules:
     await f?.close();
   });
 
-  it("an operator gets no role from its name: role rules match no operator until roles are stored", async () => {
+  it("an operator's role is its stored role, never its name (init's admin is an admin until demoted)", async () => {
     const c = await connect(port, admin, "admin-1");
     assert.equal(c.code, 0);
     // MQTT.js rejects a SUBACK 0x80 (v3.1.1's failure code).
@@ -278,9 +279,17 @@ rules:
         (g) => g[0]!.qos,
         () => 128,
       );
-    assert.equal(await granted("$SYS/#"), 128, "the operator named admin is not an admin by its name");
-    assert.equal(await granted("fleet/#"), 128, "nor a viewer by default");
+    assert.equal(await granted("$SYS/#"), 0, "init stored role admin for it");
+    assert.equal(await granted("fleet/#"), 128, "not a viewer");
     assert.equal(await granted("ops/#"), 0, "rules naming the operator apply");
+    // Demoted (another admin first: the last one cannot be), the operator named admin is no admin.
+    const other = join(f.dir, "..", "operator-second");
+    await addOperator(server.fleet, { name: "second", role: "admin", outDir: other, actor: "test" });
+    await setOperatorRole(server.fleet, { name: "admin", role: "viewer", actor: "test" });
+    await server.changes.poll();
+    await server.gateway!.recheck();
+    assert.equal(await granted("$SYS/#"), 128, "the operator named admin is not an admin by its name");
+    assert.equal(await granted("fleet/#"), 0, "a viewer now");
     await endAll();
   });
 });

@@ -68,7 +68,7 @@ export interface AdmissionRequest {
   domain: string;
   /** gateway.allow_local_cas: devices may use certificates of (active) local CAs. */
   allowLocalCas: boolean;
-  /** An operator's stored role; without it (no roles are stored yet, issue 11) an operator has none. */
+  /** An operator's stored role (OperatorDirectory); without it, or null (unknown or removed), an operator has none. */
   operatorRole?: (name: string) => OperatorRole | null;
 }
 

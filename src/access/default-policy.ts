@@ -55,7 +55,7 @@ rules:
   #   subscribe: ["lab/\${group}/chat"]
   #
   # - name: admins-read-broker-state
-  #   operators: { names: [admin] }   # by name: operator roles are not stored yet
+  #   operators: { roles: [admin] }   # or by name: { names: [admin] }
   #   subscribe: ["$SYS/#"]
   #
   # - name: no-motion-commands-from-devices

@@ -13,7 +13,7 @@ export type AccessIdentity =
       labels: Readonly<Record<string, string>>;
     }
   | { kind: "service"; name: string }
-  /** role null: none known (the gateway's case until operator roles are stored, issue 11); `roles` rules match no such operator. */
+  /** role null: none stored (unknown or removed operator, or no role source given); `roles` rules match no such operator. */
   | { kind: "operator"; name: string; role: OperatorRole | null };
 
 export type AccessAction = "publish" | "subscribe";

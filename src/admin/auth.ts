@@ -7,6 +7,7 @@ import type { TLSSocket } from "node:tls";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { certifiedIdentity, PeerCertificates } from "../access/admission.js";
 import type { OperatorRole } from "../access/identity.js";
+import { roleAtLeast } from "../authority/identities/operators.js";
 import { HttpProblem } from "../http/http.js";
 import type { AdminContext } from "./context.js";
 
@@ -30,12 +31,6 @@ declare module "fastify" {
 
 export const SESSION_COOKIE = "__Host-fleetpki-session";
 export const CSRF_HEADER = "x-csrf-token";
-
-const RANK: Record<OperatorRole, number> = { viewer: 0, operator: 1, admin: 2 };
-
-export function roleAtLeast(have: OperatorRole, need: OperatorRole): boolean {
-  return RANK[have] >= RANK[need];
-}
 
 /** The audit actor for what the request does. */
 export function actorOf(request: FastifyRequest): string {

@@ -60,6 +60,18 @@ export class ServiceExists extends AuthorityError {
     super(`service "${name}" already exists; give --renew for a new key and certificate, or remove it first`);
   }
 }
+export class UnknownOperator extends AuthorityError {
+  readonly code = "unknown-operator";
+  constructor(name: string) {
+    super(`unknown operator "${name}" (add it with \`fleetpki operator add ${name} --role ROLE --out DIR\`)`);
+  }
+}
+export class OperatorExists extends AuthorityError {
+  readonly code = "operator-exists";
+  constructor(name: string) {
+    super(`operator "${name}" already exists; give --renew for a new key and certificate, or remove it first`);
+  }
+}
 export class FleetExists extends AuthorityError {
   readonly code = "fleet-exists";
   constructor(dir: string) {
@@ -101,6 +113,7 @@ export class AuthenticationFailed extends ReasonedError<
   | "certificate-unknown"
   | "proof-invalid"
   | "nonce-invalid"
+  | "login-invalid"
 > {
   readonly code = "authentication-failed";
 }

@@ -15,7 +15,7 @@ const program = new Command("fleetpki")
 // On a robot, `fleetpki agent ...` must not load server code (nor the native SQLite module).
 const command = process.argv.slice(2).find((a) => !a.startsWith("-"));
 if (command !== "agent") {
-  const [init, start, serve, ca, device, revoke, audit, server, policy, service, gateway, context] = await Promise.all([
+  const [init, start, serve, ca, device, revoke, audit, server, policy, service, gateway, context, operator] = await Promise.all([
     import("./commands/init.js"),
     import("./commands/start.js"),
     import("./commands/serve.js"),
@@ -28,6 +28,7 @@ if (command !== "agent") {
     import("./commands/service.js"),
     import("./commands/gateway.js"),
     import("./context.js"),
+    import("./commands/operator.js"),
   ]);
   init.registerInit(program);
   start.registerStart(program);
@@ -41,6 +42,7 @@ if (command !== "agent") {
   policy.registerPolicy(program);
   service.registerService(program);
   gateway.registerGateway(program);
+  operator.registerOperator(program);
   (await import("./commands/demo.js")).registerDemo(program);
   // Settings in fleetpki.yaml that have no effect are named before any fleet command runs.
   program.hook("preAction", (_program, action) => context.reportConfigNotes(action.opts().dir));

@@ -13,7 +13,7 @@ import {
   type PeerCertificate,
 } from "../access/admission.js";
 import { DENY_ACTION, DenialLog, type DenialRow } from "../access/denials.js";
-import type { AccessDecision, AccessGrants, AccessIdentity } from "../access/identity.js";
+import type { AccessDecision, AccessGrants, AccessIdentity, OperatorRole } from "../access/identity.js";
 import type { ChangeFeed } from "../authority/events/change-feed.js";
 import { isUnreadableStatusChange, type FleetEvent } from "../authority/events/events.js";
 import type { FleetServices } from "../authority/services.js";
@@ -55,6 +55,8 @@ export interface GatewayOptions {
   /** In-memory status kept current by `changes` (CertificateStatus); onChange tells what changed. */
   facts: AdmissionFacts & { onChange(listener: () => void, onError?: (e: unknown) => void): () => void };
   changes: ChangeFeed;
+  /** An operator's stored role (OperatorDirectory), for policy rules by role; null: unknown or removed. */
+  operatorRole?: (name: string) => OperatorRole | null;
   policy: PolicySource;
   /** The gateway's own key and certificate + chain (PEM), read again at every TLS refresh. */
   identity: () => { key: string; cert: string };
@@ -162,7 +164,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   // Devices reconnect with the same certificate: it is parsed once; its status is asked every time.
   const peers = new PeerCertificates(fleet.domain);
   const admission = (certificate: PeerCertificate | undefined, clientId: string) =>
-    admit({ certificate, clientId, domain: fleet.domain, allowLocalCas: options.allowLocalCas }, facts);
+    admit({ certificate, clientId, domain: fleet.domain, allowLocalCas: options.allowLocalCas, operatorRole: options.operatorRole }, facts);
 
   const end = (session: GatewaySession, reason: string, detail: Record<string, unknown> = {}) => {
     if (session.closing) return;

@@ -253,6 +253,59 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
         await db.schema.createIndex("certificates_kind_subject").on("certificates").columns(["kind", "subject_id"]).execute();
       },
     },
+    "0008_operators": {
+      async up(db: Kysely<any>): Promise<void> {
+        // Operators and their roles (issue 11); an operator's certificates stay the certificates of kind "operator".
+        await db.schema
+          .createTable("operators")
+          .addColumn("name", "text", (c) => c.primaryKey())
+          .addColumn("role", "text", (c) => c.notNull())
+          .addColumn("status", "text", (c) => c.notNull().defaultTo("active"))
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .addColumn("updated_at", "text", (c) => c.notNull())
+          .execute();
+        // Login links and browser sessions: secrets only as SHA-256 (hex), so a copy of the database logs no one in.
+        await db.schema
+          .createTable("operator_logins")
+          .addColumn("token_hash", "text", (c) => c.primaryKey())
+          .addColumn("operator", "text", (c) => c.notNull())
+          .addColumn("expires_at", "text", (c) => c.notNull())
+          .addColumn("used_at", "text")
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex("operator_logins_expiry").on("operator_logins").column("expires_at").execute();
+        await db.schema
+          .createTable("operator_sessions")
+          .addColumn("secret_hash", "text", (c) => c.primaryKey())
+          .addColumn("operator", "text", (c) => c.notNull())
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .addColumn("expires_at", "text", (c) => c.notNull())
+          .addColumn("ended_at", "text")
+          .execute();
+        await db.schema.createIndex("operator_sessions_operator").on("operator_sessions").columns(["operator", "ended_at"]).execute();
+        await db.schema.createIndex("operator_sessions_expiry").on("operator_sessions").column("expires_at").execute();
+        // Fleets made before roles: every operator with a certificate (init made "admin") is an admin,
+        // active while one of its certificates is not revoked.
+        const rows = await db
+          .selectFrom("certificates")
+          .select(["subject_id", "status", "created_at"])
+          .where("kind", "=", "operator")
+          .orderBy("created_at")
+          .execute();
+        const found = new Map<string, { active: boolean; created: string }>();
+        for (const r of rows as { subject_id: string; status: string; created_at: string }[]) {
+          const o = found.get(r.subject_id) ?? { active: false, created: r.created_at };
+          o.active ||= r.status !== "revoked";
+          found.set(r.subject_id, o);
+        }
+        const now = new Date().toISOString();
+        for (const [name, o] of found)
+          await db
+            .insertInto("operators")
+            .values({ name, role: "admin", status: o.active ? "active" : "removed", created_at: o.created, updated_at: now })
+            .execute();
+      },
+    },
   };
 }
 

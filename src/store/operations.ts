@@ -9,6 +9,7 @@ import type { StatusOperations } from "./operations/status.js";
 import type { EnrollmentOperations } from "./operations/enrollment.js";
 import type { CertificateOperations } from "./operations/certificates.js";
 import type { DeviceOperations } from "./operations/devices.js";
+import type { OperatorOperations } from "./operations/operators.js";
 
 /** Every area's operations, bound to one connection or to one open transaction. */
 export interface Operations {
@@ -20,6 +21,7 @@ export interface Operations {
   enrollment: EnrollmentOperations;
   certificates: CertificateOperations;
   devices: DeviceOperations;
+  operators: OperatorOperations;
 }
 
 /** A fleet's database as the authority sees it, whatever the backend. */

@@ -153,6 +153,34 @@ export interface AuditCheckpointTable {
   document: string;
 }
 
+/** Operators (people): their role; their certificates are the certificates of kind "operator" with their name. */
+export interface OperatorTable {
+  name: string;
+  role: "viewer" | "operator" | "admin";
+  /** removed: every certificate revoked, sessions ended; the name may be added again. */
+  status: "active" | "removed";
+  created_at: string;
+  updated_at: string;
+}
+
+/** One-time login links (`fleetpki operator login`): only a SHA-256 of the token is kept. */
+export interface OperatorLoginTable {
+  token_hash: string;
+  operator: string;
+  expires_at: string;
+  used_at: string | null;
+  created_at: string;
+}
+
+/** Browser sessions started from a login link: only a SHA-256 of the session secret is kept. */
+export interface OperatorSessionTable {
+  secret_hash: string;
+  operator: string;
+  created_at: string;
+  expires_at: string;
+  ended_at: string | null;
+}
+
 export interface Database {
   cas: CaTable;
   devices: DeviceTable;
@@ -166,4 +194,7 @@ export interface Database {
   renewal_nonces: RenewalNonceTable;
   renewals: RenewalTable;
   crls: CrlTable;
+  operators: OperatorTable;
+  operator_logins: OperatorLoginTable;
+  operator_sessions: OperatorSessionTable;
 }

@@ -11,6 +11,7 @@ import { generateKey, publicSpki, writePrivateKey } from "../../keys/keys.js";
 import { CA_KEY_TYPES, signatureSchemeFor, type CaKeyType } from "../../x509/algorithms.js";
 import { subjectPublicKeyOf } from "../../x509/certificate.js";
 import { fromPem, toPem } from "../../x509/pem.js";
+import { recordOperator } from "../identities/operators.js";
 import { buildRootCertificate, deviceDnsZone, inDeviceDnsZone, operatorSpiffeId } from "../../x509/profiles.js";
 import type { GeneralName } from "../../x509/extensions.js";
 import { checkpointAfter, ensureAuditKey } from "../audit-checkpoints.js";
@@ -271,20 +272,26 @@ export async function completeFleet(fleet: FleetServices, actor: string, now: Da
   if (!STANDARD_INTERMEDIATES.every((id) => ids.has(id))) return false;
   const have = await fleet.store.ops.cas.kindsIssued(["server", "operator"]);
   if (!have.includes("server")) await issueOwnLeaf(fleet, serverLeaf(fleet), actor, now);
-  if (!have.includes("operator"))
-    await issueOwnLeaf(
+  if (!have.includes("operator")) {
+    const identity = operatorSpiffeId(fleet.domain, "admin");
+    const admin = await issueOwnLeaf(
       fleet,
       {
         caId: "operators",
         kind: "operator",
         commonName: "admin",
-        sans: [{ uri: operatorSpiffeId(fleet.domain, "admin") }],
+        sans: [{ uri: identity }],
         dirRel: layout.operatorDir("admin"),
         lifetime: fleet.config.validity.operator,
       },
       actor,
       now,
     );
+    // The first operator is the fleet's admin (role admin in the admin API and the policy).
+    await fleet.store.transaction((tx) =>
+      recordOperator(tx, { name: "admin", role: "admin", serial: admin.issued.serialHex, actor, now, identity }),
+    );
+  }
   // The audit key signs checkpoints of the audit log (audit-checkpoints.ts).
   await ensureAuditKey(fleet, actor, now);
   return true;

@@ -1,6 +1,7 @@
 // Domain events: each audit row decoded once, here, into a typed event. Listeners (the status
 // server, the CertificateStatus service, the coming gateway) switch on `type` and read typed
 // fields; none of them parses an audit row's JSON details again.
+import type { OperatorRole } from "../../access/identity.js";
 import type { AuditLogTable, CertificateTable } from "../../store/schema.js";
 
 interface Base {
@@ -100,6 +101,22 @@ export interface PolicyChanged extends Base {
   /** What the policy applies to, e.g. `device:<id>` or `group:<name>`. */
   subject: string;
 }
+/** An operator added (or added again after removal, or renewed) with this role (`operator add`). */
+export interface OperatorAdded extends Base {
+  type: "OperatorAdded";
+  name: string;
+  role: OperatorRole;
+}
+/** An operator removed: its certificates revoked (their own CertificateRevoked events), its sessions ended. */
+export interface OperatorRemoved extends Base {
+  type: "OperatorRemoved";
+  name: string;
+}
+export interface OperatorRoleChanged extends Base {
+  type: "OperatorRoleChanged";
+  name: string;
+  role: OperatorRole;
+}
 /** An audit row with no domain event (enrollment steps, tokens, checkpoints, ...) or one that could not be decoded. */
 export interface Unrecognised extends Base {
   type: "Unrecognised";
@@ -122,6 +139,9 @@ export type FleetEvent =
   | CaRevoked
   | CrlImported
   | PolicyChanged
+  | OperatorAdded
+  | OperatorRemoved
+  | OperatorRoleChanged
   | Unrecognised;
 
 export type FleetEventType = FleetEvent["type"];
@@ -171,6 +191,17 @@ export function isUnreadableDeviceChange(event: FleetEvent): event is Unrecognis
   return event.type === "Unrecognised" && event.problem !== undefined && event.action === "device.update";
 }
 
+const ROLES = new Set<string>(["viewer", "operator", "admin"]);
+
+/**
+ * An operator change whose audit row could not be decoded: whoever keeps operators' roles in memory
+ * must read them again.
+ */
+export function isUnreadableOperatorChange(event: FleetEvent): event is Unrecognised & { problem: string } {
+  return event.type === "Unrecognised" && event.problem !== undefined && OPERATOR_ACTIONS.has(event.action);
+}
+const OPERATOR_ACTIONS = new Set(["operator.add", "operator.remove", "operator.role"]);
+
 const KINDS = new Set<string>(["device", "factory", "server", "operator", "ca", "ocsp-responder", "audit", "service"]);
 
 class Malformed extends Error {}
@@ -206,6 +237,11 @@ function group(d: Details, key: string): string | null {
   if (v === null) return null;
   if (typeof v !== "string" || v === "") throw new Malformed(`details.${key} is neither a group name nor null`);
   return v;
+}
+function role(d: Details, key: string): OperatorRole {
+  const v = text(d, key);
+  if (!ROLES.has(v)) throw new Malformed(`details.${key} "${v}" is not an operator role`);
+  return v as OperatorRole;
 }
 function time(d: Details, key: string): Date {
   const at = new Date(text(d, key));
@@ -359,6 +395,12 @@ export function decodeAuditRow(row: AuditLogTable): FleetEvent {
       }
       case "policy.change":
         return { ...base, type: "PolicyChanged", subject: row.subject };
+      case "operator.add":
+        return { ...base, type: "OperatorAdded", name: subjectId(row.subject, "operator:"), role: role(d, "role") };
+      case "operator.role":
+        return { ...base, type: "OperatorRoleChanged", name: subjectId(row.subject, "operator:"), role: role(d, "role") };
+      case "operator.remove":
+        return { ...base, type: "OperatorRemoved", name: subjectId(row.subject, "operator:") };
       default:
         return unrecognised();
     }

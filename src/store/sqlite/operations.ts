@@ -9,6 +9,7 @@ import { SqliteStatusOperations } from "./status.js";
 import { SqliteEnrollmentOperations } from "./enrollment.js";
 import { SqliteCertificateOperations } from "./certificates.js";
 import { SqliteDeviceOperations } from "./devices.js";
+import { SqliteOperatorOperations } from "./operators.js";
 
 export function sqliteOperations(db: Tx, native: NativeAccess): Operations {
   return {
@@ -20,5 +21,6 @@ export function sqliteOperations(db: Tx, native: NativeAccess): Operations {
     enrollment: new SqliteEnrollmentOperations(db, native),
     certificates: new SqliteCertificateOperations(db, native),
     devices: new SqliteDeviceOperations(db),
+    operators: new SqliteOperatorOperations(db),
   };
 }
