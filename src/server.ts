@@ -23,6 +23,7 @@ import { readPrivateKey } from "./keys/keys.js";
 import { createLogger, type Logger } from "./log.js";
 import { startStatusServer } from "./status/server.js";
 import { FloodLimiter, floodSeam, parseGatewayLimits, type FloodSeamOptions } from "./gateway/limits.js";
+import { LastSeenRecorder } from "./authority/last-seen.js";
 import { startGateway, type GatewaySession, type PolicySource, type RunningGateway } from "./gateway/server.js";
 import { openPolicySource, POLICY_FILE } from "./gateway/policy-source.js";
 import type { OperatorRoles } from "./admin/context.js";
@@ -237,7 +238,11 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
         const timer = setTimeout(fn, ms);
         return () => clearTimeout(timer);
       });
+      // Admissions become devices' "last seen" (batched writes; flushed after the gateway closed).
+      const lastSeen = new LastSeenRecorder(fleet, gatewayLogger);
+      closers.push(() => lastSeen.close());
       const running = await startGateway({
+        lastSeen,
         limits: floodSeam<GatewaySession>(flood, floodOptions),
         fleet,
         logger: gatewayLogger,

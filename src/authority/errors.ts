@@ -99,6 +99,10 @@ export class CaNotActive extends AuthorityError {
 export class InvalidArgument extends AuthorityError {
   readonly code = "invalid-argument";
 }
+/** A list cursor that this server did not issue for this query (malformed, altered, from another query or an earlier run). */
+export class InvalidCursor extends AuthorityError {
+  readonly code = "invalid-cursor";
+}
 export class CeremonyError extends AuthorityError {
   readonly code = "ceremony-error";
 }

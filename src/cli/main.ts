@@ -37,6 +37,7 @@ if (command !== "agent") {
   device.registerDevice(program);
   device.registerToken(program);
   revoke.registerRevocation(program);
+  (await import("./commands/cert.js")).registerCert(program);
   audit.registerAudit(program);
   server.registerServer(program);
   policy.registerPolicy(program);

@@ -16,6 +16,7 @@ import { DENY_ACTION, DenialLog, type DenialRow } from "../access/denials.js";
 import type { AccessDecision, AccessGrants, AccessIdentity, OperatorRole } from "../access/identity.js";
 import type { ChangeFeed } from "../authority/events/change-feed.js";
 import { isUnreadableStatusChange, type FleetEvent } from "../authority/events/events.js";
+import type { LastSeenSink } from "../authority/last-seen.js";
 import type { FleetServices } from "../authority/services.js";
 import { parseDuration } from "../config/duration.js";
 import type { Logger } from "../log.js";
@@ -68,6 +69,8 @@ export interface GatewayOptions {
   sessionsFile?: boolean;
   /** How often every session is admitted again (ms; certificates expire while connected). */
   refreshMs?: number;
+  /** Told of every device admitted (its "last seen"). */
+  lastSeen?: LastSeenSink;
 }
 
 export interface GatewaySession {
@@ -274,6 +277,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
         counters.connections.total++;
         sessionsFile?.markChanged();
         logger.info({ client: c.clientId, address, subject: result.subject, serial: result.serial }, "session opened");
+        if (result.identity.kind === "device") options.lastSeen?.seen(result.identity.id);
         return { session, fresh: reclaim };
       },
       publish(session, p) {

@@ -306,6 +306,45 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
             .execute();
       },
     },
+    "0008_expiry_index": {
+      async up(db: Kysely<any>): Promise<void> {
+        // `cert expiring` and the expiry metrics read the certificates ending in a window (a range of
+        // not_after) and keep those whose subject has no later-ending one: both answered from these
+        // two indexes, so only the certificates kept are read from the table.
+        await db.schema
+          .createIndex("certificates_not_after")
+          .on("certificates")
+          .columns(["not_after", "status", "kind", "subject_id"])
+          .execute();
+        await db.schema
+          .createIndex("certificates_subject_not_after")
+          .on("certificates")
+          .columns(["kind", "subject_id", "not_after", "status"])
+          .execute();
+      },
+    },
+    "0008_admin_indexes": {
+      async up(db: Kysely<any>): Promise<void> {
+        // The admin API's lists page by key (never OFFSET): devices by id, certificates by serial,
+        // audit rows by seq, newest first. Each filter the API offers has an index that yields its
+        // rows already in key order, so a page reads about `limit` rows whatever the fleet's size
+        // and however deep the cursor. (An index on X of a rowid table ends in the rowid, which for
+        // audit_log is seq; devices and certificates have text keys, named explicitly.)
+        await db.schema.alterTable("devices").addColumn("last_seen_at", "text").execute();
+        // (group_name, id) replaces (group_name), whose entries end in the rowid, not the id.
+        await db.schema.dropIndex("devices_group").execute();
+        await db.schema.createIndex("devices_group_id").on("devices").columns(["group_name", "id"]).execute();
+        await db.schema.createIndex("devices_status_id").on("devices").columns(["status", "id"]).execute();
+        await db.schema.createIndex("devices_group_status_id").on("devices").columns(["group_name", "status", "id"]).execute();
+        await db.schema.createIndex("certificates_kind_serial").on("certificates").columns(["kind", "serial"]).execute();
+        await db.schema.createIndex("certificates_status_serial").on("certificates").columns(["status", "serial"]).execute();
+        await db.schema.createIndex("certificates_issuer_serial").on("certificates").columns(["issuer_ca", "serial"]).execute();
+        await db.schema.createIndex("certificates_subject_serial").on("certificates").columns(["subject_id", "serial"]).execute();
+        await db.schema.createIndex("audit_log_actor").on("audit_log").columns(["actor", "seq"]).execute();
+        await db.schema.createIndex("audit_log_action").on("audit_log").columns(["action", "seq"]).execute();
+        await db.schema.createIndex("audit_log_subject").on("audit_log").columns(["subject", "seq"]).execute();
+      },
+    },
   };
 }
 

@@ -32,6 +32,11 @@ export interface DeviceTable {
   status: "active" | "disabled" | "held" | "revoked" | "removed";
   created_at: string;
   updated_at: string;
+  /**
+   * When the gateway last admitted it (ISO 8601; written at most once a minute per device, not
+   * audited: it is an observation, not a state change). Null or absent: never since it was added.
+   */
+  last_seen_at?: string | null;
 }
 
 export interface CertificateTable {

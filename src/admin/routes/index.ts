@@ -3,7 +3,8 @@
 import type { FastifyInstance } from "fastify";
 import type { AdminContext } from "../context.js";
 import { registerDeviceRoutes } from "./devices.js";
+import { registerListRoutes } from "./lists.js";
 
 export type AdminRoutes = (app: FastifyInstance, ctx: AdminContext) => void | Promise<void>;
 
-export const ADMIN_ROUTES: readonly AdminRoutes[] = [registerDeviceRoutes];
+export const ADMIN_ROUTES: readonly AdminRoutes[] = [registerDeviceRoutes, registerListRoutes];

@@ -11,6 +11,20 @@ import type {
   RenewalTable,
 } from "../schema.js";
 
+/** One page of the audit log, newest first (keyset by seq; every filter optional). */
+export interface AuditPageQuery {
+  /** ISO 8601, inclusive. */
+  from?: string;
+  /** ISO 8601, exclusive. */
+  to?: string;
+  actor?: string;
+  action?: string;
+  subject?: string;
+  /** Rows below this sequence number. */
+  beforeSeq?: number;
+  limit: number;
+}
+
 export interface AuditOperations {
   /** Chains `events` on after the current head and writes them with the new head; inside a write transaction. */
   append(events: readonly AuditEvent[]): Promise<AuditRecord[]>;
@@ -26,6 +40,8 @@ export interface AuditOperations {
   countBefore(seq: number): Promise<number>;
   /** Rows of the chain (sequence numbers from 1), at or after `since` (ISO 8601) when given, in order. */
   list(query: { since?: string; limit?: number }): Promise<AuditRecord[]>;
+  /** Up to `limit` rows matching the query, newest (highest seq) first. */
+  page(query: AuditPageQuery): Promise<AuditRecord[]>;
   /** The state tables that `audit verify` replays from the log. */
   readonly state: AuditStateSource;
 }

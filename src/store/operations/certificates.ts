@@ -57,6 +57,28 @@ export type CertificateSummary = Pick<
 /** A certificate without its DER, with whom it identifies. */
 export type SubjectCertificateSummary = CertificateSummary & Pick<CertificateTable, "subject_id" | "revoked_at" | "revocation_reason">;
 
+/** A certificate without its DER, as the admin lists show it. */
+export type CertificateListRow = Omit<CertificateTable, "der">;
+
+/** One page of the certificate list (keyset by serial; every filter optional). */
+export interface CertificatePageQuery {
+  kind?: CertificateTable["kind"];
+  /** Stored status; "expired" and "valid" also compare not_after with `now`. */
+  status?: CertificateTable["status"] | "expired";
+  /** ISO 8601; needed for status "valid" and "expired". */
+  now: string;
+  subject?: string;
+  issuer?: string;
+  afterSerial?: string;
+  limit: number;
+}
+
+/** A device's newest device certificate and when its last one was issued. */
+export interface DeviceCertificateFacts {
+  newest: Pick<CertificateTable, "serial" | "not_after" | "status" | "created_at">;
+  lastIssuedAt: string;
+}
+
 export interface CertificateOperations {
   /**
    * Records the batch in one write transaction: per item undefined (recorded) or its refusal.
@@ -69,6 +91,16 @@ export interface CertificateOperations {
   byFingerprint(fingerprintSha256: string): Promise<CertificateTable | undefined>;
   /** A device's certificates, newest first. */
   ofDevice(deviceId: string): Promise<CertificateSummary[]>;
+  /** Up to `limit` certificates matching the query, by serial. */
+  page(query: CertificatePageQuery): Promise<CertificateListRow[]>;
+  /** For each of `deviceIds` with a device certificate: its newest (by notAfter) and the latest issuance time. */
+  deviceFacts(deviceIds: readonly string[]): Promise<Map<string, DeviceCertificateFacts>>;
   /** Certificates of one kind (e.g. "service"), optionally of one subject; by subject, newest first. */
   ofKind(kind: CertificateTable["kind"], subjectId?: string): Promise<SubjectCertificateSummary[]>;
+  /**
+   * Unrevoked certificates (valid or on hold) whose not_after is after `after` and at most `until`
+   * (ISO 8601), by not_after then serial, without those outlasted by an unrevoked certificate of
+   * the same kind and subject (a renewal).
+   */
+  endingBetween(after: string, until: string): Promise<SubjectCertificateSummary[]>;
 }

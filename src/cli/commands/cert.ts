@@ -1,0 +1,56 @@
+// `fleetpki cert expiring`: certificates in force that end within a window, for cron and alerting.
+// Exit status 1 when there are any, 0 when none, 2 for a bad --within (commander's usage errors).
+import { InvalidArgumentError, type Command } from "commander";
+import { expiringCertificates, parseExpiryWindow, type ExpiringCertificate } from "../../authority/status/expiry.js";
+import { dirOption, withFleet } from "../context.js";
+import { printJson, printTable, say } from "../output.js";
+
+function left(seconds: number): string {
+  if (seconds >= 86_400) return `${Math.floor(seconds / 86_400)}d ${Math.floor((seconds % 86_400) / 3600)}h`;
+  if (seconds >= 3600) return `${Math.floor(seconds / 3600)}h ${Math.floor((seconds % 3600) / 60)}m`;
+  return `${Math.floor(seconds / 60)}m ${seconds % 60}s`;
+}
+
+function window(text: string): number {
+  try {
+    return parseExpiryWindow(text);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message.replace(/^--within: /, ""));
+  }
+}
+
+/** Adds `expiring` to the `cert` command (made by the revocation commands), or makes `cert`. */
+export function registerCert(program: Command): void {
+  const cert = program.commands.find((c) => c.name() === "cert") ?? program.command("cert").description("certificates by serial");
+  dirOption(
+    cert
+      .command("expiring")
+      .description(
+        "list certificates in force that end within the window (devices, services, operators, server, OCSP signers, audit key, CAs); " +
+          "exit 1 when there are any",
+      ),
+  )
+    .option("--within <duration>", "window from now: 30m, 12h, 14d, 2w ... (default 14d)", window)
+    .option("--json", "machine-readable output (a JSON array)")
+    .action(async (opts: { dir: string; within?: number; json?: boolean }) => {
+      const within = opts.within ?? window("14d");
+      const found: ExpiringCertificate[] = await withFleet(opts.dir, (fleet) => expiringCertificates(fleet, { within }));
+      if (opts.json) printJson(found);
+      else if (found.length === 0) say("no certificate in force ends within the window");
+      else
+        printTable(
+          found.map((c) => ({
+            kind: c.kind,
+            subject: c.subject,
+            serial: c.serial,
+            issuer: c.issuer,
+            "not after": c.notAfter,
+            left: left(c.secondsLeft),
+            status: c.status,
+          })),
+          ["kind", "subject", "serial", "issuer", "not after", "left", "status"],
+        );
+      // For cron and alerting: non-zero while something needs attention.
+      if (found.length > 0) process.exitCode = 1;
+    });
+}
