@@ -3,20 +3,19 @@
 // one-line errors for a wrong CA, a missing operator directory, an encrypted key, a role too weak,
 // an endpoint the server does not have, and a hostile answer.
 import assert from "node:assert/strict";
-import { chmodSync, copyFileSync, cpSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, cpSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { OperatorRole } from "../src/access/identity.js";
-import { issueOwnLeaf } from "../src/authority/ca/init.js";
 import { addDevice } from "../src/authority/devices.js";
 import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
+import { addOperator } from "../src/authority/identities/operators.js";
 import { layout } from "../src/authority/layout.js";
 import { readPrivateKey } from "../src/keys/keys.js";
 import { silentLogger } from "../src/log.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
-import { operatorSpiffeId } from "../src/x509/profiles.js";
 import { assertOneLineError, cliAsync, openssl, tempDir, tempFleet, type RunResult } from "./helpers.js";
 import { https, makeCsr, rootPemPath } from "./server-helpers.js";
 
@@ -26,27 +25,13 @@ describe("CLI through the admin API (--server --operator)", () => {
   let server: FleetServer;
   let base: string;
   let passphraseFile: string;
-  const roles = new Map<string, OperatorRole>([["admin", "admin"]]);
   const dirs: Record<string, string> = {};
-  let paths: Record<string, { get?: unknown; post?: unknown }> = {};
+  let paths: Record<string, { get?: unknown; post?: unknown; delete?: unknown }> = {};
 
-  /** An operator bundle as `fleetpki operator add --out` writes it: plain key.pem (0600), cert, chain, ca.pem. */
+  /** An operator bundle written by the operators domain, as `fleetpki operator add --out` does: key.pem, cert, chain, ca.pem. */
   async function operatorDir(name: string, role: OperatorRole): Promise<string> {
-    const dirRel = layout.operatorDir(name);
-    await issueOwnLeaf(
-      f.fleet,
-      { caId: "operators", kind: "operator", commonName: name, sans: [{ uri: operatorSpiffeId(f.fleet.domain, name) }], dirRel, lifetime: "30d" },
-      "test",
-      new Date(),
-    );
-    roles.set(name, role);
-    const from = f.fleet.path(dirRel);
     const out = join(tmp.path, name);
-    mkdirSync(out, { mode: 0o700 });
-    const key = readPrivateKey(join(from, "key.pem"), f.fleet.passphrase());
-    writeFileSync(join(out, "key.pem"), key.export({ type: "pkcs8", format: "pem" }).toString(), { mode: 0o600 });
-    for (const file of ["cert.pem", "chain.pem"]) copyFileSync(join(from, file), join(out, file));
-    copyFileSync(rootPemPath(f.dir), join(out, "ca.pem"));
+    await addOperator(f.fleet, { name, role, outDir: out, actor: "test" });
     return out;
   }
 
@@ -74,7 +59,7 @@ describe("CLI through the admin API (--server --operator)", () => {
   }
 
   const auditHead = async () => (await f.fleet.store.ops.audit.list({})).length;
-  const hasRoute = (method: "get" | "post", path: string) => paths[path]?.[method] !== undefined;
+  const hasRoute = (method: "get" | "post" | "delete", path: string) => paths[path]?.[method] !== undefined;
 
   before(async () => {
     f = await tempFleet();
@@ -88,7 +73,6 @@ describe("CLI through the admin API (--server --operator)", () => {
       only: ["admin"],
       adminListen: "127.0.0.1:0",
       logger: silentLogger,
-      operators: { role: (n) => roles.get(n) ?? null },
     });
     await server.changes.poll();
     base = `https://127.0.0.1:${server.admin!.address.port}`;
@@ -192,12 +176,23 @@ describe("CLI through the admin API (--server --operator)", () => {
     assert.equal(await auditHead(), head);
   });
 
+  test("audit list --since a time inside the log: the same rows, prev_hash included", async () => {
+    if (!hasRoute("get", "/api/audit")) return;
+    const rows = await f.fleet.store.ops.audit.list({});
+    const since = rows[Math.floor(rows.length / 2)]!.at;
+    const args = ["audit", "list", "--since", since, "--limit", "3", "--json"];
+    const there = ok(await remote("alice", args), "remote audit list --since");
+    assert.equal(there, ok(await local(args), "local audit list --since"));
+    assert.equal(JSON.parse(there).length, 3);
+  });
+
   // The list and query endpoints come from other branches: while the server lacks one, the command
   // names it and fails; once it is there, the output must equal the local command's.
   const compared: [string, "get" | "post", string, string[]][] = [
     ["device list", "get", "/api/devices", ["device", "list", "--json"]],
     ["device list (text)", "get", "/api/devices", ["device", "list", "--all"]],
     ["audit list", "get", "/api/audit", ["audit", "list", "--json", "--limit", "5"]],
+    ["audit list (text, since)", "get", "/api/audit", ["audit", "list", "--since", "2000-01-01T00:00:00Z"]],
     ["audit verify", "get", "/api/audit/verify", ["audit", "verify", "--json"]],
     ["policy test", "post", "/api/policy/test", ["policy", "test", "--device", "robot-1", "--publish", "devices/robot-1/telemetry", "--json"]],
   ];
@@ -210,6 +205,29 @@ describe("CLI through the admin API (--server --operator)", () => {
       }
       assert.equal(ok(there, `remote ${name}`), ok(await local(args), `local ${name}`));
     });
+
+  test("cert expiring: the same table and exit status 1 as locally; --json the same but for seconds left", async () => {
+    if (!hasRoute("get", "/api/certificates/expiring")) {
+      assertOneLineError(await remote("alice", ["cert", "expiring"]), /has no endpoint GET \/api\/certificates\/expiring /);
+      return;
+    }
+    const none = [await local(["cert", "expiring", "--within", "1h"]), await remote("alice", ["cert", "expiring", "--within", "1h"])];
+    for (const r of none) assert.equal(r.status, 0, r.stderr);
+    assert.equal(none[1]!.stdout, none[0]!.stdout);
+    // Device and operator certificates end in 30 days: inside a 5-week window (given in weeks, sent as days).
+    const here = await local(["cert", "expiring", "--within", "5w"]);
+    const there = await remote("alice", ["cert", "expiring", "--within", "5w"]);
+    assert.equal(here.status, 1, here.stderr);
+    assert.equal(there.status, 1, there.stderr);
+    assert.equal(there.stdout, here.stdout);
+    assert.match(there.stdout, /device\s+robot-1\s/);
+    const [a, b] = [await local(["cert", "expiring", "--within", "5w", "--json"]), await remote("alice", ["cert", "expiring", "--within", "5w", "--json"])];
+    const [ja, jb] = [JSON.parse(a.stdout), JSON.parse(b.stdout)] as { secondsLeft: number }[][];
+    assert.equal(jb!.length, ja!.length);
+    jb!.forEach((c, i) => assert.ok(Math.abs(c.secondsLeft - ja![i]!.secondsLeft) < 120, "seconds left, counted by each side's clock"));
+    const blank = (list: { secondsLeft: number }[]) => list.map((c) => ({ ...c, secondsLeft: 0 }));
+    assert.deepEqual(blank(jb!), blank(ja!));
+  });
 
   test("token create: a token for the device, or the missing endpoint named", async () => {
     const r = await remote("bob", ["token", "create", "robot-1", "--json"]);

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { AuditBroken, canonicalJson, type AuditRecord } from "../../audit/log.js";
+import { AuditBroken, GENESIS_HASH, canonicalJson, type AuditRecord } from "../../audit/log.js";
 import {
   auditListFilter,
   exportCheckpoint,
@@ -17,7 +17,7 @@ import { allPages, localOnly, remoteOptions, via, type AdminClient } from "../re
 const fleetOption = (cmd: Command): Command => remoteOptions(dirOption(cmd));
 
 /** An audit row as printed, from the store or the admin API (details as the stored canonical JSON text). */
-type ApiAuditRow = Omit<AuditRecord, "details"> & { details: unknown; prevHash?: string };
+type ApiAuditRow = Omit<AuditRecord, "details" | "prev_hash"> & { details: unknown; prev_hash?: string; prevHash?: string };
 const auditRowOf = (r: ApiAuditRow): AuditRecord => ({
   seq: r.seq,
   at: r.at,
@@ -35,9 +35,21 @@ const auditRowOf = (r: ApiAuditRow): AuditRecord => ({
  */
 async function remoteAudit(api: AdminClient, req: { since?: string; limit?: string }): Promise<AuditRecord[]> {
   const { since, limit } = auditListFilter(req, systemClock.now());
-  const rows = await allPages<ApiAuditRow>(api, "GET /api/audit", { from: since?.toISOString() });
-  const oldestFirst = rows.map(auditRowOf).sort((a, b) => a.seq - b.seq);
-  return limit === undefined ? oldestFirst : oldestFirst.slice(0, limit);
+  const from = since?.toISOString();
+  const rows = (await allPages<ApiAuditRow>(api, "GET /api/audit", { from })).filter((r) => r.seq > 0).sort((a, b) => a.seq - b.seq);
+  const kept = limit === undefined ? rows : rows.slice(0, limit);
+  // The API's rows carry no prev_hash, which the local list prints: it is the hash of the row
+  // before (the row just before --since for the first one; the genesis hash before row 1).
+  let prev = GENESIS_HASH;
+  if (kept.length > 0 && kept[0]!.seq > 1 && from !== undefined) {
+    const before = await api.call<{ items: ApiAuditRow[] }>("GET /api/audit", {}, undefined, { to: from, limit: "1" });
+    prev = before.items[0]?.hash ?? "";
+  }
+  return kept.map((r) => {
+    const row = auditRowOf({ prev_hash: prev, ...r });
+    prev = r.hash;
+    return row;
+  });
 }
 
 export { AuditBroken };

@@ -59,10 +59,19 @@ const tokenOf = (t: { token: string; expiresAt: Date | string }): IssuedToken =>
   expiresAt: typeof t.expiresAt === "string" ? t.expiresAt : t.expiresAt.toISOString(),
 });
 
-/** Every device through the admin API's paginated list, in the local command's shape. */
+/**
+ * Every device through the admin API's paginated list, in the local command's shape and order (by
+ * id). The list leaves removed devices out unless asked by state; its items carry no createdAt or
+ * updatedAt, which the local list prints, so those devices are read one by one.
+ */
 async function remoteDevices(api: AdminClient, filter: { group?: string; all: boolean }): Promise<Device[]> {
-  const items = await allPages<Device>(api, "GET /api/devices", { group: filter.group });
-  return items.filter((d) => filter.all || d.status !== "removed").map(deviceOf);
+  const listed = await allPages<Device>(api, "GET /api/devices", { group: filter.group });
+  if (filter.all) listed.push(...(await allPages<Device>(api, "GET /api/devices", { group: filter.group, state: "removed" })));
+  listed.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const devices: Device[] = [];
+  for (const d of listed)
+    devices.push(deviceOf(d.createdAt !== undefined ? d : await api.call<Device>("GET /api/devices/:id", { id: d.id })));
+  return devices;
 }
 
 export function registerDevice(program: Command): void {
