@@ -332,6 +332,27 @@ export class AccessPolicy {
     }
     return new CompiledGrants(describe(id), this.mode === "audit", lists.pubAllow, lists.pubDeny, lists.subAllow, lists.subDeny);
   }
+
+  /**
+   * The topic filters this policy's rules name for the identity, placeholders filled (for a dry run
+   * of a replacement: what to ask both policies). Filters a placeholder cannot fill are left out.
+   */
+  namedFilters(id: AccessIdentity): { publish: string[]; subscribe: string[] } {
+    const publish = new Set<string>();
+    const subscribe = new Set<string>();
+    for (const rule of this.rules) {
+      if (!selects(rule, id)) continue;
+      for (const [templates, into] of [
+        [rule.publish, publish],
+        [rule.subscribe, subscribe],
+      ] as const)
+        for (const t of templates) {
+          const levels = instantiate(t, id, "allow");
+          if (levels) into.add(levels.join("/"));
+        }
+    }
+    return { publish: [...publish], subscribe: [...subscribe] };
+  }
 }
 
 /** Walks the YAML tree (not its JS value) so that every problem can name its line. */

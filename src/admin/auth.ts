@@ -94,6 +94,9 @@ export function installAuth(app: FastifyInstance, ctx: AdminContext): void {
   app.addHook("onRoute", (route) => {
     if (route.config?.role === undefined && !route.url.startsWith("/documentation"))
       throw new Error(`admin route ${route.method} ${route.url} declares no config.role`);
+    // Published in the OpenAPI document, so clients (and the RBAC test) know who may call what.
+    if (route.config?.role !== undefined && route.schema)
+      route.schema = { ...route.schema, ["x-fleetpki-role" as string]: route.config.role };
   });
   app.addHook("onRequest", async (request) => {
     const need = request.routeOptions.config?.role;

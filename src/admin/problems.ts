@@ -11,10 +11,14 @@ import {
   DeviceExists,
   DeviceNotActive,
   NotPermitted,
+  OperatorExists,
   ServiceExists,
   TooManyRequests,
   UnknownCa,
+  UnknownCertificate,
   UnknownDevice,
+  UnknownGatewaySession,
+  UnknownOperator,
   UnknownService,
 } from "../authority/errors.js";
 import { HttpProblem, PROBLEM_BASE } from "../http/http.js";
@@ -69,8 +73,17 @@ function fromFastify(e: FastifyError): HttpProblem | undefined {
 export function adminProblem(e: unknown): HttpProblem {
   if (e instanceof HttpProblem) return e;
   if (e instanceof PolicyError) return new AdminProblem(400, "policy-invalid", e.message, { errors: e.problems.map((p) => ({ ...p })) });
-  if (e instanceof UnknownDevice || e instanceof UnknownService || e instanceof UnknownCa) return new HttpProblem(404, e.code, e.message);
-  if (e instanceof DeviceExists || e instanceof ServiceExists || e instanceof CaExists) return new HttpProblem(409, e.code, e.message);
+  if (
+    e instanceof UnknownDevice ||
+    e instanceof UnknownService ||
+    e instanceof UnknownCa ||
+    e instanceof UnknownCertificate ||
+    e instanceof UnknownOperator ||
+    e instanceof UnknownGatewaySession
+  )
+    return new HttpProblem(404, e.code, e.message);
+  if (e instanceof DeviceExists || e instanceof ServiceExists || e instanceof CaExists || e instanceof OperatorExists)
+    return new HttpProblem(409, e.code, e.message);
   if (e instanceof DeviceNotActive) return new HttpProblem(409, e.code, e.message);
   if (e instanceof AuthenticationFailed) return new HttpProblem(401, e.reason, e.message);
   if (e instanceof NotPermitted) return new HttpProblem(403, e.reason, e.message);

@@ -231,3 +231,18 @@ export async function showDevice(fleet: FleetServices, id: string): Promise<Devi
     })),
   };
 }
+
+export interface DeviceEvent {
+  seq: number;
+  at: string;
+  actor: string;
+  action: string;
+  details: unknown;
+}
+
+/** The newest audit events about the device (subject `device:<id>`), newest first. */
+export async function recentDeviceEvents(fleet: FleetServices, id: string, limit = 20): Promise<DeviceEvent[]> {
+  assertDeviceId(id);
+  const rows = await fleet.store.ops.audit.ofSubject(`device:${id}`, limit);
+  return rows.map((r) => ({ seq: r.seq, at: r.at, actor: r.actor, action: r.action, details: JSON.parse(r.details) as unknown }));
+}

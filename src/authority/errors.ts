@@ -72,6 +72,19 @@ export class OperatorExists extends AuthorityError {
     super(`operator "${name}" already exists; give --renew for a new key and certificate, or remove it first`);
   }
 }
+export class UnknownCertificate extends AuthorityError {
+  readonly code = "unknown-certificate";
+  constructor(serial: string) {
+    super(`no certificate with serial ${serial} was issued by this fleet`);
+  }
+}
+/** No gateway session with this MQTT client id is open (on any gateway of this fleet directory). */
+export class UnknownGatewaySession extends AuthorityError {
+  readonly code = "unknown-session";
+  constructor(clientId: string) {
+    super(`no gateway session with client id ${JSON.stringify(clientId)} is open`);
+  }
+}
 export class FleetExists extends AuthorityError {
   readonly code = "fleet-exists";
   constructor(dir: string) {

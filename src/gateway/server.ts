@@ -413,7 +413,12 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   const stopFollowing = facts.onChange(() => void recheck().catch(recheckFailed), recheckFailed);
   const unsubscribe = options.changes.subscribe((events: readonly FleetEvent[]) => {
     let retrust = false;
-    for (const e of events) if (RETRUST.has(e.type) || isUnreadableStatusChange(e)) retrust = true;
+    for (const e of events) {
+      if (RETRUST.has(e.type) || isUnreadableStatusChange(e)) retrust = true;
+      // An operator's kick (admin API, any process): sessions of that client id opened before it.
+      if (e.type === "GatewaySessionKicked")
+        for (const s of live) if (s.clientId === e.clientId && s.since <= e.at) end(s, "kicked", { by: e.actor });
+    }
     // The CLI re-signs the CRLs right after its change: read them now and once more shortly after.
     if (retrust) {
       void refreshTls();

@@ -345,6 +345,12 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
         await db.schema.createIndex("audit_log_subject").on("audit_log").columns(["subject", "seq"]).execute();
       },
     },
+    "0008_adminapi_audit_by_subject": {
+      async up(db: Kysely<any>): Promise<void> {
+        // A device's recent events (GET /api/devices/:id) without a scan of the whole log.
+        await db.schema.createIndex("audit_log_subject_seq").on("audit_log").columns(["subject", "seq"]).execute();
+      },
+    },
   };
 }
 

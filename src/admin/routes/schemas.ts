@@ -44,3 +44,33 @@ export const CertificateSummary = Type.Object({
 });
 
 export const StatusChange = Type.Object({ serials: Type.Array(Type.String()), cas: Type.Array(Type.String()) });
+
+/** A duration as the configuration writes it: 15m, 24h, 7d, 90s. */
+export const Duration = Type.String({ pattern: "^[1-9][0-9]{0,5}[smhdwy]$", description: "a duration such as 24h or 7d" });
+
+export const CreatedToken = Type.Object({
+  token: Type.String({ description: "shown once: give it to the device (fleetpki agent --token)" }),
+  deviceId: Type.String(),
+  expiresAt: Type.String(),
+});
+
+export const AuditEvent = Type.Object({
+  seq: Type.Integer(),
+  at: Type.String(),
+  actor: Type.String(),
+  action: Type.String(),
+  details: Type.Unknown(),
+});
+
+/** A certificate serial as operators paste it: hexadecimal, optionally with colons. */
+export const Serial = Type.String({ pattern: "^(0[xX])?[0-9A-Fa-f:]{1,64}$", description: "serial number (hex)" });
+export const SerialParams = Strict({ serial: Serial });
+
+/** Operator and service names: a SPIFFE path segment. */
+export const Name = Type.String({ pattern: "^[a-z0-9][a-z0-9_-]{0,62}$" });
+export const NameParams = Strict({ name: Name });
+
+export const OperatorRole = Type.Union([Type.Literal("viewer"), Type.Literal("operator"), Type.Literal("admin")]);
+
+/** A PEM text (a CSR); bounded well below the body limit. */
+export const Pem = Type.String({ minLength: 1, maxLength: 65536 });

@@ -334,7 +334,7 @@ function decisionEvent(r: RequestSummary, action: string, actor: string, at: Dat
  */
 export async function denyRequests(
   fleet: FleetServices,
-  req: { deviceId?: string; fromAddress?: string; actor: string; now?: Date },
+  req: { deviceId?: string; fromAddress?: string; actor: string; now?: Date; reason?: string },
 ): Promise<PendingRequest[]> {
   if (req.deviceId === undefined && req.fromAddress === undefined)
     throw new InvalidArgument("say whose requests to deny: a device id, or --all-from ADDRESS[/PREFIX]");
@@ -352,7 +352,8 @@ export async function denyRequests(
       { status: "denied", at: now, by: req.actor },
     );
     const bulk = req.fromAddress !== undefined ? `all from ${req.fromAddress.trim()}` : "all of the device";
-    await tx.audit.append(rows.map((r) => decisionEvent(r, "enrollment.deny", req.actor, nowDate, { bulk })));
+    const reason = req.reason === undefined ? {} : { reason: req.reason };
+    await tx.audit.append(rows.map((r) => decisionEvent(r, "enrollment.deny", req.actor, nowDate, { bulk, ...reason })));
     return rows.map((r) => toPending(fleet, r));
   });
 }

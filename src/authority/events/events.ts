@@ -117,6 +117,11 @@ export interface OperatorRoleChanged extends Base {
   name: string;
   role: OperatorRole;
 }
+/** An operator closed a gateway session (`gateway.kick`): every gateway closes that client id's sessions opened before `at`. */
+export interface GatewaySessionKicked extends Base {
+  type: "GatewaySessionKicked";
+  clientId: string;
+}
 /** An audit row with no domain event (enrollment steps, tokens, checkpoints, ...) or one that could not be decoded. */
 export interface Unrecognised extends Base {
   type: "Unrecognised";
@@ -142,6 +147,7 @@ export type FleetEvent =
   | OperatorAdded
   | OperatorRemoved
   | OperatorRoleChanged
+  | GatewaySessionKicked
   | Unrecognised;
 
 export type FleetEventType = FleetEvent["type"];
@@ -401,6 +407,8 @@ export function decodeAuditRow(row: AuditLogTable): FleetEvent {
         return { ...base, type: "OperatorRoleChanged", name: subjectId(row.subject, "operator:"), role: role(d, "role") };
       case "operator.remove":
         return { ...base, type: "OperatorRemoved", name: subjectId(row.subject, "operator:") };
+      case "gateway.kick":
+        return { ...base, type: "GatewaySessionKicked", clientId: text(d, "client_id") };
       default:
         return unrecognised();
     }

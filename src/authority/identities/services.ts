@@ -15,6 +15,7 @@ import { toPem } from "../../x509/pem.js";
 import { serviceSpiffeId } from "../../x509/profiles.js";
 import { checkpointAfter } from "../audit-checkpoints.js";
 import { InvalidArgument, ServiceExists, UnknownService } from "../errors.js";
+import { assertModulusNotPrime, keyFromCsr } from "../issue/issuance.js";
 import { certificateRow, issueAuditDetails, issuedRecord } from "../issue/records.js";
 import type { FleetServices } from "../services.js";
 import type { StatusChange } from "../status/revocation.js";
@@ -93,39 +94,13 @@ export async function addService(fleet: FleetServices, req: AddServiceRequest): 
     throw new InvalidArgument(`${files.key} already exists; choose another --out directory (or give --renew to replace it)`);
   checkExistence(req.name, await certificatesOf(fleet.store.ops, req.name), renew);
 
-  const template = await fleet.leafTemplate("services", "service");
-  const { chain, root } = await fleet.chainPem("services");
-  const lifetimeMs = parseDuration(fleet.config.validity.service);
-  const identity = serviceSpiffeId(fleet.domain, req.name);
   const key = generateKey("p256");
   const spki = publicSpki(key);
-  const now = fleet.clock.now();
-  const issued = template.issue(req.name, [{ uri: identity }], { spki, subjectPublicKey: subjectPublicKeyOf(spki), now, lifetimeMs });
-  const record = issuedRecord(issued, { issuerCa: "services", kind: "service", subjectId: req.name, deviceId: null });
-  // The directory first: a path that cannot be created fails here, before anything is recorded. An
-  // existing one keeps its mode (it may be the backend's own, which its user must still enter): the key is 0600.
-  if (!existsSync(dir)) ensurePrivateDir(dir);
-  await fleet.store.transaction(async (tx) => {
-    const rows = await certificatesOf(tx, req.name);
-    checkExistence(req.name, rows, renew); // another process may have added it meanwhile
-    await tx.cas.recordOwnCertificate(certificateRow(record, now));
-    const subject = `service:${req.name}`;
-    await tx.audit.append([
-      {
-        actor: req.actor,
-        action: "certificate.issue",
-        subject,
-        details: issueAuditDetails(record, { subject_id: req.name }),
-        at: now,
-      },
-      {
-        actor: req.actor,
-        action: "service.add",
-        subject,
-        details: { serial: record.issued.serialHex, identity, renew, previous: live(rows).map((r) => r.serial) },
-        at: now,
-      },
-    ]);
+  const subjectKey = { spki, subjectPublicKey: subjectPublicKeyOf(spki) };
+  const { issued, identity, chain, root } = await issueAndRecord(fleet, req.name, renew, subjectKey, req.actor, () => {
+    // The directory first: a path that cannot be created fails here, before anything is recorded. An
+    // existing one keeps its mode (it may be the backend's own, which its user must still enter): the key is 0600.
+    if (!existsSync(dir)) ensurePrivateDir(dir);
   });
   // The key before the certificate: a reader never pairs the new certificate with the old key.
   writeFileAtomic(files.key, privateKeyPem(key), 0o600);
@@ -134,6 +109,83 @@ export async function addService(fleet: FleetServices, req: AddServiceRequest): 
   writeFileAtomic(files.ca, root);
   await checkpointAfter(fleet, req.actor);
   return { name: req.name, identity, serial: issued.serialHex, notAfter: issued.notAfter, dir, files, renewed: renew };
+}
+
+/**
+ * Signs a service certificate for `key` and records it with its audit events (`certificate.issue`
+ * of kind "service", then `service.add`) in one transaction, the existence check repeated inside it.
+ * `beforeRecord` runs after signing, before anything is recorded (a failure there records nothing).
+ */
+async function issueAndRecord(
+  fleet: FleetServices,
+  name: string,
+  renew: boolean,
+  key: { spki: Buffer; subjectPublicKey: Buffer },
+  actor: string,
+  beforeRecord: () => void = () => {},
+) {
+  const template = await fleet.leafTemplate("services", "service");
+  const { chain, root } = await fleet.chainPem("services");
+  const lifetimeMs = parseDuration(fleet.config.validity.service);
+  const identity = serviceSpiffeId(fleet.domain, name);
+  const now = fleet.clock.now();
+  const issued = template.issue(name, [{ uri: identity }], { ...key, now, lifetimeMs });
+  const record = issuedRecord(issued, { issuerCa: "services", kind: "service", subjectId: name, deviceId: null });
+  beforeRecord();
+  await fleet.store.transaction(async (tx) => {
+    const rows = await certificatesOf(tx, name);
+    checkExistence(name, rows, renew); // another process may have added it meanwhile
+    await tx.cas.recordOwnCertificate(certificateRow(record, now));
+    const subject = `service:${name}`;
+    await tx.audit.append([
+      { actor, action: "certificate.issue", subject, details: issueAuditDetails(record, { subject_id: name }), at: now },
+      {
+        actor,
+        action: "service.add",
+        subject,
+        details: { serial: record.issued.serialHex, identity, renew, previous: live(rows).map((r) => r.serial) },
+        at: now,
+      },
+    ]);
+  });
+  return { issued, identity, chain, root };
+}
+
+export interface ServiceCertificate {
+  name: string;
+  identity: string;
+  serial: string;
+  notAfter: Date;
+  certificatePem: string;
+  /** The services CA (without the root). */
+  chainPem: string;
+  caPem: string;
+}
+
+/**
+ * A service certificate for the key of a CSR made elsewhere (the admin API: no private key travels).
+ * The CSR is verified and its key passes the key policy, as in enrollment; only its key is used.
+ */
+export async function addServiceFromCsr(
+  fleet: FleetServices,
+  req: { name: string; csr: string; renew?: boolean; actor: string },
+): Promise<ServiceCertificate> {
+  assertServiceName(req.name);
+  const renew = req.renew === true;
+  const key = await keyFromCsr(req.csr);
+  await assertModulusNotPrime(key);
+  checkExistence(req.name, await certificatesOf(fleet.store.ops, req.name), renew);
+  const { issued, identity, chain, root } = await issueAndRecord(fleet, req.name, renew, key, req.actor);
+  await checkpointAfter(fleet, req.actor);
+  return {
+    name: req.name,
+    identity,
+    serial: issued.serialHex,
+    notAfter: issued.notAfter,
+    certificatePem: toPem("CERTIFICATE", issued.der),
+    chainPem: chain,
+    caPem: root,
+  };
 }
 
 /**

@@ -35,7 +35,7 @@ const subjectKey = (k: { spki: Buffer; subjectPublicKey: Buffer; keyType: string
 };
 
 /** The primality test of the key policy, where it is due; CSR keys it refuses are CsrInvalid. */
-async function assertModulusNotPrime(key: SubjectKey): Promise<void> {
+export async function assertModulusNotPrime(key: SubjectKey): Promise<void> {
   try {
     await assertModulusNotPrimeAsync({ modulus: key.rsaModulus });
   } catch (e) {

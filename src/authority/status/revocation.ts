@@ -5,7 +5,7 @@ import type { StatusCertificateRow } from "../../store/operations/status.js";
 import type { Operations } from "../../store/operations.js";
 import type { CertificateTable, DeviceTable } from "../../store/schema.js";
 import { checkpointAfter } from "../audit-checkpoints.js";
-import { InvalidArgument, UnknownCa, UnknownDevice } from "../errors.js";
+import { InvalidArgument, UnknownCa, UnknownCertificate, UnknownDevice } from "../errors.js";
 import type { FleetServices } from "../services.js";
 import { assertDeviceId } from "../issue/issuance.js";
 
@@ -186,7 +186,7 @@ export async function revokeCertificate(
     req.actor,
     fleet.store.transaction(async (tx) => {
       const row = await tx.certificates.bySerial(serial);
-      if (!row) throw new InvalidArgument(`no certificate with serial ${serial} was issued by this fleet`);
+      if (!row) throw new UnknownCertificate(serial);
       if (row.status === "revoked") throw new InvalidArgument(`certificate ${serial} is already revoked`);
       if (row.kind === "ca")
         throw new InvalidArgument(`certificate ${serial} is the ${row.subject_id} CA's; use \`fleetpki ca revoke-local\` for a local CA`);

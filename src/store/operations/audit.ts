@@ -42,6 +42,8 @@ export interface AuditOperations {
   list(query: { since?: string; limit?: number }): Promise<AuditRecord[]>;
   /** Up to `limit` rows matching the query, newest (highest seq) first. */
   page(query: AuditPageQuery): Promise<AuditRecord[]>;
+  /** The newest `limit` rows whose subject is `subject`, newest first. */
+  ofSubject(subject: string, limit: number): Promise<AuditRecord[]>;
   /** The state tables that `audit verify` replays from the log. */
   readonly state: AuditStateSource;
 }

@@ -69,6 +69,17 @@ export class SqliteAuditOperations implements AuditOperations {
     return auditPageQuery(this.db, query, byTime).execute();
   }
 
+  ofSubject(subject: string, limit: number): Promise<AuditRecord[]> {
+    return this.db
+      .selectFrom("audit_log")
+      .selectAll()
+      .where("subject", "=", subject)
+      .where("seq", ">", 0)
+      .orderBy("seq", "desc")
+      .limit(limit)
+      .execute();
+  }
+
   get state(): AuditStateSource {
     return new SqliteAuditState(this.db);
   }
