@@ -112,7 +112,7 @@ describe("CLI through the admin API (--server --operator)", () => {
     assert.equal(rows.find((r) => r.action === "device.revoke" && r.subject.includes("hold-remote"))?.actor, "operator:bob");
   });
 
-  test("device add, token create, cert revoke, device remove: the same output as locally", async () => {
+  test("device add, set, token create, cert revoke, device remove: the same output as locally", async () => {
     // Tokens and their expiry differ by nature; serials and ids are blanked as above.
     const noToken = (out: string) => out.replace(/"token": "[^"]+"/g, '"token": "<t>"').replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/g, "<time>");
     for (const json of [[], ["--json"]]) {
@@ -121,6 +121,10 @@ describe("CLI through the admin API (--server --operator)", () => {
       const b = ok(await remote("bob", ["device", "add", there, "--group", "lab", "--label", "site=lab", ...json]), "remote add");
       if (json.length) assert.equal(noToken(await blanked(b, there)), noToken(await blanked(a, here)));
       else assert.equal(noToken(b.split(there).join("<d>")).replace(/\n\S+\n$/, "\n<t>\n"), noToken(a.split(here).join("<d>")).replace(/\n\S+\n$/, "\n<t>\n"));
+      const set = ["--group", "yard", "--label", "color=red", "--unlabel", "site", ...json];
+      const sa = ok(await local(["device", "set", here, ...set]), "local set");
+      const sb = ok(await remote("bob", ["device", "set", there, ...set]), "remote set");
+      assert.equal(noToken(await blanked(sb, there)), noToken(await blanked(sa, here)));
       const ta = JSON.parse(ok(await local(["token", "create", here, "--ttl", "1h", "--json"]), "local token"));
       const tb = JSON.parse(ok(await remote("bob", ["token", "create", there, "--ttl", "1h", "--json"]), "remote token"));
       assert.deepEqual(Object.keys(tb), Object.keys(ta));

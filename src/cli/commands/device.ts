@@ -236,12 +236,22 @@ export function registerDevice(program: Command): void {
       const setLabels = parseLabels(opts.label ?? []);
       // commander: --no-group sets group to false; neither option leaves it true (the --no- default).
       const group: string | null | undefined = opts.group === false ? null : typeof opts.group === "string" ? opts.group : undefined;
-      await via(cmd, async (fleet) => {
-        const d = await updateDevice(fleet, { id, group, setLabels, unsetLabels: opts.unlabel ?? [], actor: CLI_ACTOR });
-        if (opts.json) return printJson(d);
-        const labels = Object.entries(d.labels).map(([k, v]) => `${k}=${v}`);
-        say(`device ${d.id} updated: group ${d.group ?? "(none)"}, labels ${labels.length > 0 ? labels.join(", ") : "(none)"}`);
-      }, NOT_YET("device set", "PATCH /api/devices/:id"));
+      const unsetLabels: string[] = opts.unlabel ?? [];
+      const d = await via(
+        cmd,
+        async (fleet) => deviceOf(await updateDevice(fleet, { id, group, setLabels, unsetLabels, actor: CLI_ACTOR })),
+        async (api) => {
+          // PATCH labels: a value sets, null removes; one key cannot be both.
+          const both = unsetLabels.find((k) => Object.hasOwn(setLabels, k));
+          if (both !== undefined) throw new InvalidArgument(`label "${both}" is both set and removed; give one of --label and --unlabel`);
+          const labels = { ...Object.fromEntries(unsetLabels.map((k) => [k, null])), ...setLabels };
+          const body = { ...(group !== undefined ? { group } : {}), ...(Object.keys(labels).length > 0 ? { labels } : {}) };
+          return deviceOf(await api.call<Device>("PATCH /api/devices/:id", { id }, body));
+        },
+      );
+      if (opts.json) return printJson(d);
+      const labels = Object.entries(d.labels).map(([k, v]) => `${k}=${v}`);
+      say(`device ${d.id} updated: group ${d.group ?? "(none)"}, labels ${labels.length > 0 ? labels.join(", ") : "(none)"}`);
     });
 
   fleetOption(device.command("list").description("list devices (removed ones with --all)"))
