@@ -120,7 +120,10 @@ describe("CLI through the admin API (--server --operator)", () => {
       const a = ok(await local(["device", "add", here, "--group", "lab", "--label", "site=lab", ...json]), "local add");
       const b = ok(await remote("bob", ["device", "add", there, "--group", "lab", "--label", "site=lab", ...json]), "remote add");
       if (json.length) assert.equal(noToken(await blanked(b, there)), noToken(await blanked(a, here)));
-      else assert.equal(noToken(b.split(there).join("<d>")).replace(/\n\S+\n$/, "\n<t>\n"), noToken(a.split(here).join("<d>")).replace(/\n\S+\n$/, "\n<t>\n"));
+      else {
+        const text = (out: string, id: string) => noToken(out.split(id).join("<d>")).replace(/\n\S+\n$/, "\n<t>\n");
+        assert.equal(text(b, there), text(a, here));
+      }
       const set = ["--group", "yard", "--label", "color=red", "--unlabel", "site", ...json];
       const sa = ok(await local(["device", "set", here, ...set]), "local set");
       const sb = ok(await remote("bob", ["device", "set", there, ...set]), "remote set");
@@ -147,7 +150,8 @@ describe("CLI through the admin API (--server --operator)", () => {
     }
     assert.equal((await f.fleet.store.ops.devices.get("cert-remote0"))!.status, "removed");
     // Removed devices are listed with --all, as locally.
-    assert.equal(ok(await remote("alice", ["device", "list", "--all"]), "remote list --all"), ok(await local(["device", "list", "--all"]), "list"));
+    const all = ["device", "list", "--all"];
+    assert.equal(ok(await remote("alice", all), "remote list --all"), ok(await local(all), "local list --all"));
   });
 
   test("policy check: the server's policy, ok with its rule count", async () => {
@@ -276,7 +280,8 @@ describe("CLI through the admin API (--server --operator)", () => {
     assert.equal(there.status, 1, there.stderr);
     assert.equal(there.stdout, here.stdout);
     assert.match(there.stdout, /device\s+robot-1\s/);
-    const [a, b] = [await local(["cert", "expiring", "--within", "5w", "--json"]), await remote("alice", ["cert", "expiring", "--within", "5w", "--json"])];
+    const expiring = ["cert", "expiring", "--within", "5w", "--json"];
+    const [a, b] = [await local(expiring), await remote("alice", expiring)];
     const [ja, jb] = [JSON.parse(a.stdout), JSON.parse(b.stdout)] as { secondsLeft: number }[][];
     assert.equal(jb!.length, ja!.length);
     jb!.forEach((c, i) => assert.ok(Math.abs(c.secondsLeft - ja![i]!.secondsLeft) < 120, "seconds left, counted by each side's clock"));
@@ -355,7 +360,8 @@ describe("CLI through the admin API: a hostile or wrong server", () => {
     const deviceCert = issued.certificatePem + (await f.fleet.chainPem("devices")).chain;
     try {
       fake.setSecureContext({ key, cert });
-      assertOneLineError(await run(), /cannot verify https:\/\/127\.0\.0\.1:\d+: its certificate is not valid for a server here \(INVALID_PURPOSE\)/);
+      const notForServers = /cannot verify https:\/\/127\.0\.0\.1:\d+: its certificate is not valid for a server here \(INVALID_PURPOSE\)/;
+      assertOneLineError(await run(), notForServers);
       fake.setSecureContext({ key: deviceKey.keyPem, cert: deviceCert });
       assertOneLineError(await run(), /the certificate of https:\/\/127\.0\.0\.1:\d+ does not name that host/);
     } finally {

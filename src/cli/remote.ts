@@ -36,7 +36,10 @@ export function remoteOptions(cmd: Command, opts: { operatorDir?: boolean } = {}
   return cmd
     .option("--server <url>", `act through the admin API at this URL (https://host:9443) instead of --dir; needs ${flag}`)
     .option(`${flag} <dir>`, "operator bundle for --server: key.pem, cert.pem, chain.pem, ca.pem (fleetpki operator add --out)")
-    .option("--operator-passphrase-file <file>", "passphrase of an encrypted operator key.pem (e.g. the fleet's, for <fleet>/operators/admin)");
+    .option(
+      "--operator-passphrase-file <file>",
+      "passphrase of an encrypted operator key.pem (e.g. the fleet's, for <fleet>/operators/admin)",
+    );
 }
 
 /** One line of text from a server: no control characters (terminal escapes), bounded. */
@@ -60,7 +63,8 @@ function readBundleFile(dir: string, file: string): string {
   if (!existsSync(path))
     throw new RemoteError(
       file === "ca.pem"
-        ? `${path} is missing: put the fleet's root certificate there (ca/root/cert.pem on the CA machine); the server is verified against it`
+        ? `${path} is missing: put the fleet's root certificate there (ca/root/cert.pem on the CA machine); ` +
+            "the server is verified against it"
         : `${path} is missing: --operator takes a directory written by \`fleetpki operator add --out\``,
     );
   try {
@@ -124,11 +128,11 @@ function tlsFailure(base: string, caFile: string, e: NodeJS.ErrnoException): str
   const code = e.code ?? "";
   if (code === "ERR_TLS_CERT_ALTNAME_INVALID")
     return `the certificate of ${base} does not name that host (${oneLine(e.message)}); use a name from the fleet's server.names`;
-  if (
-    /^(UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_UNTRUSTED)$/.test(
-      code,
-    )
-  )
+  const untrusted = new RegExp(
+    "^(UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|SELF_SIGNED_CERT_IN_CHAIN|" +
+      "DEPTH_ZERO_SELF_SIGNED_CERT|CERT_UNTRUSTED)$",
+  );
+  if (untrusted.test(code))
     return `cannot verify ${base}: its certificate does not chain to ${caFile} (${code})`;
   // The rest of OpenSSL's verification failures (a certificate not for servers, expired, malformed).
   if (/^(CERT_[A-Z_]+|INVALID_(PURPOSE|CA)|PATH_LENGTH_EXCEEDED|HOSTNAME_MISMATCH|UNABLE_TO_[A-Z_]+)$/.test(code))
@@ -250,7 +254,8 @@ export class AdminClient {
     const detail = typeof problem.detail === "string" ? oneLine(problem.detail) : `HTTP ${res.status}`;
     if (res.status === 404 && type === "not-found")
       throw new RemoteError(
-        `the admin API at ${base} has no endpoint ${route} (this command needs it): run it on the CA machine with --dir, or update the server`,
+        `the admin API at ${base} has no endpoint ${route} (this command needs it): ` +
+          "run it on the CA machine with --dir, or update the server",
       );
     if (res.status === 401) throw new RemoteError(`the admin API at ${base} refused the operator certificate: ${detail} (401 ${type})`);
     throw new RemoteProblem(`${detail} (${res.status}${type ? ` ${type}` : ""} from ${base})`, res.status, type, problem);
@@ -313,7 +318,8 @@ export async function viaHere<T>(cmd: Command, local: () => Promise<T>, remote: 
 
 /** For commands that only run on the CA machine: --server is refused by name, never silently run locally. */
 export function localOnly(what: string, why: string): () => Promise<never> {
-  return () => Promise.reject(new RemoteError(`\`fleetpki ${what}\` has no admin API endpoint (${why}): run it on the CA machine with --dir`));
+  return () =>
+    Promise.reject(new RemoteError(`\`fleetpki ${what}\` has no admin API endpoint (${why}): run it on the CA machine with --dir`));
 }
 
 /** Every page of a cursor-paginated list endpoint ({items, nextCursor}). */

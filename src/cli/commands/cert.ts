@@ -58,9 +58,10 @@ export function registerCert(program: Command): void {
         await viaHere(
           cmd,
           () => withFleet(opts.dir, (fleet) => expiringCertificates(fleet, { within })),
-          async (api) =>
-            (await api.call<{ items: ExpiringCertificate[] }>("GET /api/certificates/expiring", {}, undefined, { within: windowText(within) }))
-              .items,
+          async (api) => {
+            const query = { within: windowText(within) };
+            return (await api.call<{ items: ExpiringCertificate[] }>("GET /api/certificates/expiring", {}, undefined, query)).items;
+          },
         )
       ).map(expiringOf);
       if (opts.json) printJson(found);

@@ -155,11 +155,11 @@ export function registerPolicy(program: Command): void {
       if (status && status !== "active") say(`  note: the device is ${status}; the gateway refuses it at CONNECT whatever the policy says`);
     });
 
-  fleetOption(policy.command("init").description("write the default policy into a fleet that has none (fleets made before policies)")).action(
-    async (opts, cmd: Command) => {
-      if (remoteTarget(cmd)) await localOnly("policy init", "it writes a file in the fleet directory")();
-      const path = writeDefaultPolicy(opts.dir);
-      say(`wrote the default policy to ${path}; check a change with \`fleetpki policy check\``);
-    },
-  );
+  fleetOption(
+    policy.command("init").description("write the default policy into a fleet that has none (fleets made before policies)"),
+  ).action(async (opts, cmd: Command) => {
+    if (remoteTarget(cmd)) await localOnly("policy init", "it writes a file in the fleet directory")();
+    const path = writeDefaultPolicy(opts.dir);
+    say(`wrote the default policy to ${path}; check a change with \`fleetpki policy check\``);
+  });
 }
