@@ -322,18 +322,23 @@ export interface AuditListRequest {
   limit?: string | number;
 }
 
-/** `audit list`: the log's events, filtered as the operator asked. */
-export async function listAuditEvents(fleet: FleetServices, req: AuditListRequest = {}): Promise<AuditRecord[]> {
+/** `audit list`'s --since and --limit, checked (also for the CLI acting through the admin API). */
+export function auditListFilter(req: AuditListRequest, now: Date): { since?: Date; limit?: number } {
   let since: Date | undefined;
   if (req.since !== undefined && req.since !== "") {
     // Absolute times through the one strict parser: `new Date()` took "2026-02-30" as March 1 and "1" as 2001.
     try {
-      since = /^\d+[smhdwy]$/.test(req.since) ? new Date(fleet.clock.now().getTime() - parseDuration(req.since)) : parseRfc3339(req.since);
+      since = /^\d+[smhdwy]$/.test(req.since) ? new Date(now.getTime() - parseDuration(req.since)) : parseRfc3339(req.since);
     } catch (e) {
       throw new InvalidArgument(`--since ${(e as Error).message}; use a time like 2026-05-01T12:00:00Z, a date, or a duration like 1h`);
     }
   }
   const limit = req.limit === undefined || req.limit === "" ? undefined : Number(req.limit);
   if (limit !== undefined && (!Number.isInteger(limit) || limit <= 0)) throw new InvalidArgument("--limit must be a positive integer");
-  return listAudit(fleet.store.ops.audit, { since, limit });
+  return { since, limit };
+}
+
+/** `audit list`: the log's events, filtered as the operator asked. */
+export async function listAuditEvents(fleet: FleetServices, req: AuditListRequest = {}): Promise<AuditRecord[]> {
+  return listAudit(fleet.store.ops.audit, auditListFilter(req, fleet.clock.now()));
 }

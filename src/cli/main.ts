@@ -63,6 +63,7 @@ const EXPECTED = new Set([
   "CrlError",
   "PolicyError",
   "DemoStepFailed",
+  "RemoteError",
 ]);
 
 try {

@@ -1,51 +1,118 @@
 import { readFileSync } from "node:fs";
 import type { Command } from "commander";
-import { addDevice, listDevices, parseLabels, reprovisionDevice, showDevice, updateDevice } from "../../authority/devices.js";
+import {
+  addDevice,
+  listDevices,
+  parseLabels,
+  reprovisionDevice,
+  showDevice,
+  updateDevice,
+  type Device,
+  type DeviceDetails,
+} from "../../authority/devices.js";
 import { InvalidArgument } from "../../authority/errors.js";
 import { issueDeviceCertificate } from "../../authority/issue/issuance.js";
 import { decideRequest, denyRequests, listPendingRequests, type PendingRequest } from "../../authority/enroll/enrollment.js";
 import { createToken } from "../../authority/enroll/tokens.js";
-import { removeDevice } from "../../authority/status/revocation.js";
+import { removeDevice, type StatusChange } from "../../authority/status/revocation.js";
 import { writeFileAtomic } from "../../keys/files.js";
-import { CLI_ACTOR, dirOption, withFleet } from "../context.js";
+import { CLI_ACTOR, dirOption } from "../context.js";
 import { printJson, printTable, say } from "../output.js";
-import { resign } from "./revoke.js";
+import { allPages, localOnly, remoteOptions, via, type AdminClient } from "../remote.js";
+import { resign, statusChangeOf } from "./revoke.js";
+
+/** A command whose endpoint the admin API has, but that this CLI does not map onto it yet: refused by name. */
+const NOT_YET = (what: string, endpoint: string) => localOnly(what, `${endpoint} is not wired to this command yet`);
+
+/** --dir, or --server and --operator. */
+const fleetOption = (cmd: Command): Command => remoteOptions(dirOption(cmd));
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+/** A device as the commands print it, whether it came from the domain or from the admin API (same fields, same order). */
+export function deviceOf(d: Device): Device {
+  return { id: d.id, group: d.group ?? null, labels: d.labels ?? {}, status: d.status, createdAt: d.createdAt, updatedAt: d.updatedAt };
+}
+
+function deviceDetailsOf(d: DeviceDetails): DeviceDetails {
+  return {
+    ...deviceOf(d),
+    certificates: (d.certificates ?? []).map((c) => ({
+      serial: c.serial,
+      issuer: c.issuer,
+      kind: c.kind,
+      notBefore: c.notBefore,
+      notAfter: c.notAfter,
+      status: c.status,
+      fingerprintSha256: c.fingerprintSha256,
+    })),
+  };
+}
+
+/** A one-time token as printed: ISO expiry either way. */
+interface IssuedToken {
+  token: string;
+  expiresAt: string;
+}
+const tokenOf = (t: { token: string; expiresAt: Date | string }): IssuedToken => ({
+  token: t.token,
+  expiresAt: typeof t.expiresAt === "string" ? t.expiresAt : t.expiresAt.toISOString(),
+});
+
+/**
+ * Every device through the admin API's paginated list, in the local command's shape and order (by
+ * id). The list leaves removed devices out unless asked by state; its items carry no createdAt or
+ * updatedAt, which the local list prints, so those devices are read one by one.
+ */
+async function remoteDevices(api: AdminClient, filter: { group?: string; all: boolean }): Promise<Device[]> {
+  const listed = await allPages<Device>(api, "GET /api/devices", { group: filter.group });
+  if (filter.all) listed.push(...(await allPages<Device>(api, "GET /api/devices", { group: filter.group, state: "removed" })));
+  listed.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const devices: Device[] = [];
+  for (const d of listed)
+    devices.push(deviceOf(d.createdAt !== undefined ? d : await api.call<Device>("GET /api/devices/:id", { id: d.id })));
+  return devices;
+}
 
 export function registerDevice(program: Command): void {
   const device = program.command("device").description("register devices and issue their certificates");
 
-  dirOption(device.command("add <id>").description("register a device"))
+  const add = fleetOption(device.command("add <id>").description("register a device"))
     .option("--group <group>", "group name")
     .option("--label <key=value>", "label (repeatable)", collect)
     .option("--no-token", "do not create a one-time enrollment token")
     .option("--ttl <duration>", "token lifetime (default: enrollment.token_ttl)")
-    .option("--json", "machine-readable output")
-    .action(async (id: string, opts) => {
-      const labels = parseLabels(opts.label ?? []);
-      await withFleet(opts.dir, async (fleet) => {
-        const withToken = opts.token !== false && fleet.config.enrollment.token;
+    .option("--json", "machine-readable output");
+  add.action(async (id: string, opts, cmd: Command) => {
+    const labels = parseLabels(opts.label ?? []);
+    const request = { id, group: opts.group as string | undefined, labels, token: opts.token !== false ? { ttl: opts.ttl } : undefined };
+    const added = await via(
+      cmd,
+      async (fleet) => {
         // One transaction: a bad --ttl leaves no device behind.
-        const d = await addDevice(fleet, {
-          id,
-          group: opts.group,
-          labels,
+        const { token, ...d } = await addDevice(fleet, {
+          ...request,
           actor: CLI_ACTOR,
-          token: withToken ? { ttl: opts.ttl } : undefined,
+          token: fleet.config.enrollment.token ? request.token : undefined,
         });
-        const { token, ...device } = d;
-        if (opts.json)
-          return printJson({ ...device, token: token?.token ?? null, token_expires_at: token?.expiresAt.toISOString() ?? null });
-        say(`device ${d.id} added${d.group ? ` to group ${d.group}` : ""}`);
-        if (token) say(`one-time enrollment token (valid until ${token.expiresAt.toISOString()}):\n${token.token}`);
-      });
-    });
+        return { device: deviceOf(d), token: token ? tokenOf(token) : undefined };
+      },
+      async (api) => {
+        const body = { id, ...(request.group ? { group: request.group } : {}), labels, ...(request.token ? { token: request.token } : {}) };
+        const { token, ...d } = await api.call<Device & { token?: IssuedToken | null }>("POST /api/devices", {}, body);
+        return { device: deviceOf(d), token: token ? tokenOf(token) : undefined };
+      },
+    );
+    const { device: d, token } = added;
+    if (opts.json) return printJson({ ...d, token: token?.token ?? null, token_expires_at: token?.expiresAt ?? null });
+    say(`device ${d.id} added${d.group ? ` to group ${d.group}` : ""}`);
+    if (token) say(`one-time enrollment token (valid until ${token.expiresAt}):\n${token.token}`);
+  });
 
-  dirOption(device.command("requests").description("enrollment requests waiting for approval, with each key's fingerprint and source"))
+  fleetOption(device.command("requests").description("enrollment requests waiting for approval, with each key's fingerprint and source"))
     .option("--json", "machine-readable output")
-    .action(async (opts) => {
-      await withFleet(opts.dir, async (fleet) => {
+    .action(async (opts, cmd: Command) => {
+      await via(cmd, async (fleet) => {
         const pending = await listPendingRequests(fleet);
         if (opts.json) return printJson(pending);
         printTable(
@@ -59,11 +126,11 @@ export function registerDevice(program: Command): void {
           })),
           ["device", "request", "key fingerprint", "from", "requested", "expires"],
         );
-      });
+      }, NOT_YET("device requests", "GET /api/approvals"));
     });
 
   const describe = (p: PendingRequest) => `request ${p.id} (key ${p.keyFingerprint ?? "?"}, from ${p.address ?? p.source})`;
-  dirOption(
+  fleetOption(
     device
       .command("approve <id>")
       .description(
@@ -71,8 +138,8 @@ export function registerDevice(program: Command): void {
       )
       .option("--request <rid>", "the request to approve (`fleetpki device requests`)")
       .option("--fingerprint <sha256:hex>", "the key to approve, as the robot prints it"),
-  ).action(async (id: string, opts) => {
-    await withFleet(opts.dir, async (fleet) => {
+  ).action(async (id: string, opts, cmd: Command) => {
+    await via(cmd, async (fleet) => {
       const d = await decideRequest(fleet, {
         deviceId: id,
         requestId: opts.request,
@@ -82,10 +149,10 @@ export function registerDevice(program: Command): void {
       });
       say(`enrollment of ${id} approved: ${describe(d.request)}; its next poll gets a certificate`);
       for (const other of d.alsoDenied) say(`denied ${describe(other)}: another request for ${id} was approved`);
-    });
+    }, NOT_YET("device approve", "POST /api/approvals/:id/approve"));
   });
 
-  dirOption(
+  fleetOption(
     device
       .command("deny [id]")
       .description("deny a pending enrollment request; --all denies every request of the device, --all-from every request from an address")
@@ -96,8 +163,8 @@ export function registerDevice(program: Command): void {
         "--all-from <address[/prefix]>",
         "every pending request from this IP address or prefix (e.g. an IPv6 /64), whatever the device id",
       ),
-  ).action(async (id: string | undefined, opts) => {
-    await withFleet(opts.dir, async (fleet) => {
+  ).action(async (id: string | undefined, opts, cmd: Command) => {
+    await via(cmd, async (fleet) => {
       if (opts.all || opts.allFrom !== undefined) {
         if (opts.request !== undefined || opts.fingerprint !== undefined)
           throw new InvalidArgument("--all and --all-from deny every matching request; leave out --request and --fingerprint");
@@ -116,122 +183,142 @@ export function registerDevice(program: Command): void {
         actor: CLI_ACTOR,
       });
       say(`enrollment of ${id} denied: ${describe(d.request)}; a request with another key can still be approved`);
-    });
+    }, NOT_YET("device deny", "POST /api/approvals/:id/deny"));
   });
 
-  dirOption(
+  fleetOption(
     device
       .command("reprovision <id>")
       .description("allow one more enrollment with a factory certificate (a factory certificate enrolls once)"),
-  ).action(async (id: string, opts) => {
-    await withFleet(opts.dir, async (fleet) => {
+  ).action(async (id: string, opts, cmd: Command) => {
+    await via(cmd, async (fleet) => {
       const r = await reprovisionDevice(fleet, { deviceId: id, actor: CLI_ACTOR });
       say(
         `${id} may enroll once more with a factory certificate ` +
           `(it last enrolled with factory certificate ${r.factorySerial}, getting ${r.certificateSerial})`,
       );
-    });
+    }, localOnly("device reprovision", "the admin API has no reprovision endpoint"));
   });
 
-  dirOption(
+  fleetOption(
     device
       .command("remove <id>")
       .description("decommission a device: revoke every unexpired certificate (cessationOfOperation); it never enrolls again"),
   )
     .option("--json", "machine-readable output")
-    .action(async (id: string, opts) => {
-      await withFleet(opts.dir, async (fleet) => {
-        const change = await removeDevice(fleet, { deviceId: id, actor: CLI_ACTOR });
-        await resign(fleet, change.cas);
-        if (opts.json) return printJson({ device: id, status: "removed", ...change });
-        const n = change.serials.length;
-        say(
-          `device ${id} removed: ` +
-            (n === 0
-              ? "no unexpired certificates to revoke"
-              : `${n} certificate${n === 1 ? "" : "s"} revoked (${change.serials.join(", ")}); CRLs re-signed: ${change.cas.join(", ")}`),
-        );
-      });
+    .action(async (id: string, opts, cmd: Command) => {
+      const change = await via(
+        cmd,
+        async (fleet) => {
+          const c = await removeDevice(fleet, { deviceId: id, actor: CLI_ACTOR });
+          await resign(fleet, c.cas);
+          return c;
+        },
+        async (api) => statusChangeOf(await api.call<StatusChange>("DELETE /api/devices/:id", { id })),
+      );
+      if (opts.json) return printJson({ device: id, status: "removed", ...change });
+      const n = change.serials.length;
+      say(
+        `device ${id} removed: ` +
+          (n === 0
+            ? "no unexpired certificates to revoke"
+            : `${n} certificate${n === 1 ? "" : "s"} revoked (${change.serials.join(", ")}); CRLs re-signed: ${change.cas.join(", ")}`),
+      );
     });
 
-  dirOption(device.command("set <id>").description("change a device's group and labels (the gateway's policy reads them at once)"))
+  fleetOption(device.command("set <id>").description("change a device's group and labels (the gateway's policy reads them at once)"))
     .option("--group <group>", "move it to this group")
     .option("--no-group", "take it out of its group")
     .option("--label <key=value>", "add or change a label (repeatable)", collect)
     .option("--unlabel <key>", "remove a label (repeatable)", collect)
     .option("--json", "machine-readable output")
-    .action(async (id: string, opts) => {
+    .action(async (id: string, opts, cmd: Command) => {
       const setLabels = parseLabels(opts.label ?? []);
       // commander: --no-group sets group to false; neither option leaves it true (the --no- default).
       const group: string | null | undefined = opts.group === false ? null : typeof opts.group === "string" ? opts.group : undefined;
-      await withFleet(opts.dir, async (fleet) => {
-        const d = await updateDevice(fleet, { id, group, setLabels, unsetLabels: opts.unlabel ?? [], actor: CLI_ACTOR });
-        if (opts.json) return printJson(d);
-        const labels = Object.entries(d.labels).map(([k, v]) => `${k}=${v}`);
-        say(`device ${d.id} updated: group ${d.group ?? "(none)"}, labels ${labels.length > 0 ? labels.join(", ") : "(none)"}`);
-      });
+      const unsetLabels: string[] = opts.unlabel ?? [];
+      const d = await via(
+        cmd,
+        async (fleet) => deviceOf(await updateDevice(fleet, { id, group, setLabels, unsetLabels, actor: CLI_ACTOR })),
+        async (api) => {
+          // PATCH labels: a value sets, null removes; one key cannot be both.
+          const both = unsetLabels.find((k) => Object.hasOwn(setLabels, k));
+          if (both !== undefined) throw new InvalidArgument(`label "${both}" is both set and removed; give one of --label and --unlabel`);
+          const labels = { ...Object.fromEntries(unsetLabels.map((k) => [k, null])), ...setLabels };
+          const body = { ...(group !== undefined ? { group } : {}), ...(Object.keys(labels).length > 0 ? { labels } : {}) };
+          return deviceOf(await api.call<Device>("PATCH /api/devices/:id", { id }, body));
+        },
+      );
+      if (opts.json) return printJson(d);
+      const labels = Object.entries(d.labels).map(([k, v]) => `${k}=${v}`);
+      say(`device ${d.id} updated: group ${d.group ?? "(none)"}, labels ${labels.length > 0 ? labels.join(", ") : "(none)"}`);
     });
 
-  dirOption(device.command("list").description("list devices (removed ones with --all)"))
+  fleetOption(device.command("list").description("list devices (removed ones with --all)"))
     .option("--group <group>", "only this group")
     .option("--all", "also removed devices")
     .option("--json", "machine-readable output")
-    .action(async (opts) => {
-      await withFleet(opts.dir, async (fleet) => {
-        const devices = await listDevices(fleet, { group: opts.group, all: opts.all === true });
-        if (opts.json) return printJson(devices);
-        printTable(
-          devices.map((d) => ({
-            id: d.id,
-            status: d.status,
-            group: d.group ?? "",
-            labels: Object.entries(d.labels)
-              .map(([k, v]) => `${k}=${v}`)
-              .join(","),
-            created: d.createdAt,
-          })),
-          ["id", "status", "group", "labels", "created"],
-        );
-      });
+    .action(async (opts, cmd: Command) => {
+      const filter = { group: opts.group as string | undefined, all: opts.all === true };
+      const devices = await via(
+        cmd,
+        async (fleet) => (await listDevices(fleet, filter)).map(deviceOf),
+        (api) => remoteDevices(api, filter),
+      );
+      if (opts.json) return printJson(devices);
+      printTable(
+        devices.map((d) => ({
+          id: d.id,
+          status: d.status,
+          group: d.group ?? "",
+          labels: Object.entries(d.labels)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(","),
+          created: d.createdAt,
+        })),
+        ["id", "status", "group", "labels", "created"],
+      );
     });
 
-  dirOption(device.command("show <id>").description("a device and its certificates"))
+  fleetOption(device.command("show <id>").description("a device and its certificates"))
     .option("--json", "machine-readable output")
-    .action(async (id: string, opts) => {
-      await withFleet(opts.dir, async (fleet) => {
-        const d = await showDevice(fleet, id);
-        if (opts.json) return printJson(d);
-        say(`id:      ${d.id}`);
-        say(`status:  ${d.status}`);
-        say(`group:   ${d.group ?? "-"}`);
-        say(
-          `labels:  ${
-            Object.entries(d.labels)
-              .map(([k, v]) => `${k}=${v}`)
-              .join(", ") || "-"
-          }`,
-        );
-        say(`identity: spiffe://${fleet.domain}/device/${d.id}`);
-        say("");
-        if (d.certificates.length === 0) return say("no certificates");
-        printTable(
-          d.certificates.map((c) => ({ serial: c.serial, status: c.status, issuer: c.issuer, "not after": c.notAfter, kind: c.kind })),
-          ["serial", "status", "issuer", "not after", "kind"],
-        );
-      });
+    .action(async (id: string, opts, cmd: Command) => {
+      const { d, domain } = await via(
+        cmd,
+        async (fleet) => ({ d: deviceDetailsOf(await showDevice(fleet, id)), domain: fleet.domain }),
+        async (api) => ({ d: deviceDetailsOf(await api.call<DeviceDetails>("GET /api/devices/:id", { id })), domain: api.domain }),
+      );
+      if (opts.json) return printJson(d);
+      say(`id:      ${d.id}`);
+      say(`status:  ${d.status}`);
+      say(`group:   ${d.group ?? "-"}`);
+      say(
+        `labels:  ${
+          Object.entries(d.labels)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(", ") || "-"
+        }`,
+      );
+      say(`identity: spiffe://${domain}/device/${d.id}`);
+      say("");
+      if (d.certificates.length === 0) return say("no certificates");
+      printTable(
+        d.certificates.map((c) => ({ serial: c.serial, status: c.status, issuer: c.issuer, "not after": c.notAfter, kind: c.kind })),
+        ["serial", "status", "issuer", "not after", "kind"],
+      );
     });
 
-  dirOption(device.command("issue <id>").description("sign a CSR for a device by hand (device profile)"))
+  fleetOption(device.command("issue <id>").description("sign a CSR for a device by hand (device profile)"))
     .requiredOption("--csr <file>", "PKCS#10 request, PEM or DER")
     .option("--out <file>", "write the certificate here instead of stdout")
-    .action(async (id: string, opts) => {
+    .action(async (id: string, opts, cmd: Command) => {
       let csr: Buffer;
       try {
         csr = readFileSync(opts.csr);
       } catch {
         throw new InvalidArgument(`cannot read CSR file ${opts.csr}`);
       }
-      await withFleet(opts.dir, async (fleet) => {
+      await via(cmd, async (fleet) => {
         const cert = await issueDeviceCertificate(fleet, { deviceId: id, csr, actor: CLI_ACTOR, context: { via: "cli" } });
         if (opts.out) {
           writeFileAtomic(opts.out, cert.certificatePem);
@@ -239,21 +326,24 @@ export function registerDevice(program: Command): void {
             `certificate ${cert.serial} for ${id} written to ${opts.out} (valid until ${cert.notAfter.toISOString()})\n`,
           );
         } else process.stdout.write(cert.certificatePem);
-      });
+      }, localOnly("device issue", "signing a CSR by hand is a CA-machine task"));
     });
 }
 
 export function registerToken(program: Command): void {
   const token = program.command("token").description("one-time enrollment tokens");
-  dirOption(token.command("create <id>").description("create a one-time enrollment token for a device"))
+  fleetOption(token.command("create <id>").description("create a one-time enrollment token for a device"))
     .option("--ttl <duration>", "lifetime (default: enrollment.token_ttl)")
     .option("--json", "machine-readable output")
-    .action(async (id: string, opts) => {
-      await withFleet(opts.dir, async (fleet) => {
-        const t = await createToken(fleet, { deviceId: id, ttl: opts.ttl, actor: CLI_ACTOR });
-        if (opts.json) return printJson({ device_id: id, token: t.token, expires_at: t.expiresAt.toISOString() });
-        say(t.token);
-        process.stderr.write(`single use, bound to ${id}, valid until ${t.expiresAt.toISOString()}\n`);
-      });
+    .action(async (id: string, opts, cmd: Command) => {
+      const ttl = opts.ttl as string | undefined;
+      const t = await via(
+        cmd,
+        async (fleet) => tokenOf(await createToken(fleet, { deviceId: id, ttl, actor: CLI_ACTOR })),
+        async (api) => tokenOf(await api.call<IssuedToken>("POST /api/devices/:id/tokens", { id }, ttl === undefined ? {} : { ttl })),
+      );
+      if (opts.json) return printJson({ device_id: id, token: t.token, expires_at: t.expiresAt });
+      say(t.token);
+      process.stderr.write(`single use, bound to ${id}, valid until ${t.expiresAt}\n`);
     });
 }

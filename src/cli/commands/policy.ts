@@ -2,14 +2,43 @@
 import { join } from "node:path";
 import type { Command } from "commander";
 import { writeDefaultPolicy } from "../../access/default-policy.js";
-import type { AccessAction, AccessIdentity, OperatorRole } from "../../access/identity.js";
+import type { AccessAction, AccessDecision, AccessIdentity, OperatorRole } from "../../access/identity.js";
 import { loadPolicyFile } from "../../access/policy-file.js";
-import { formatProblem, PolicyError } from "../../access/policy.js";
-import { deviceAccessIdentity } from "../../access/registry.js";
+import { formatProblem, PolicyError, type PolicyProblem } from "../../access/policy.js";
+import { deviceAccessIdentity, deviceIdentityOf } from "../../access/registry.js";
+import type { Device } from "../../authority/devices.js";
 import { InvalidArgument } from "../../authority/errors.js";
 import { layout } from "../../authority/layout.js";
 import { dirOption, withFleet } from "../context.js";
 import { printJson, say } from "../output.js";
+import { localOnly, remoteOptions, remoteTarget, viaHere } from "../remote.js";
+
+/** What `policy test` prints (--json), whether decided here or by the admin API's POST /api/policy/test. */
+interface PolicyTestAnswer extends AccessDecision {
+  policy: string;
+  mode: string;
+  identity: AccessIdentity;
+  deviceStatus?: string;
+  action: AccessAction | "receive";
+  topic: string;
+}
+
+const testAnswerOf = (a: PolicyTestAnswer): PolicyTestAnswer => ({
+  policy: a.policy,
+  mode: a.mode,
+  identity: a.identity,
+  ...(a.deviceStatus ? { deviceStatus: a.deviceStatus } : {}),
+  action: a.action,
+  topic: a.topic,
+  allowed: a.allowed,
+  outcome: a.outcome,
+  // The API sends null for the default deny; the local decision leaves the rule out.
+  rule: a.rule ?? undefined,
+  reason: a.reason,
+});
+
+/** --dir, or --server and --operator. */
+const fleetOption = (cmd: Command): Command => remoteOptions(dirOption(cmd));
 
 const ROLES = ["viewer", "operator", "admin"];
 
@@ -22,12 +51,28 @@ function exactlyOne(opts: Record<string, unknown>, names: readonly string[], wha
 export function registerPolicy(program: Command): void {
   const policy = program.command("policy").description("the MQTT gateway's access policy (<dir>/policy.yaml, docs/policy.md)");
 
-  dirOption(policy.command("check").description("validate a policy file (default: <dir>/policy.yaml); exit 1 on errors"))
+  fleetOption(policy.command("check").description("validate a policy file (default: <dir>/policy.yaml, or the server's); exit 1 on errors"))
     .argument("[file]", "policy file to check instead of the fleet's")
-    .action((file: string | undefined, opts) => {
-      const path = file ?? join(opts.dir, layout.policy);
+    .action(async (file: string | undefined, opts, cmd: Command) => {
+      const api = remoteTarget(cmd);
+      if (api && file !== undefined) {
+        api.close();
+        throw new InvalidArgument("with --server, policy check checks the server's policy: check a file here without --server");
+      }
+      let path = file ?? join(opts.dir, layout.policy);
       try {
-        const p = loadPolicyFile(path);
+        let p: { ruleCount: number; mode: string };
+        if (api) {
+          path = `${api.base.origin}/api/policy`;
+          let answer: { valid: boolean; errors?: PolicyProblem[]; rules: number | null; mode: string | null };
+          try {
+            answer = await api.call("GET /api/policy");
+          } finally {
+            api.close();
+          }
+          if (!answer.valid) throw new PolicyError(path, answer.errors ?? []);
+          p = { ruleCount: answer.rules ?? 0, mode: answer.mode ?? "" };
+        } else p = loadPolicyFile(path);
         say(`ok: ${path}: ${p.ruleCount} rule${p.ruleCount === 1 ? "" : "s"}, mode ${p.mode}`);
       } catch (e) {
         if (!(e instanceof PolicyError)) throw e;
@@ -37,10 +82,14 @@ export function registerPolicy(program: Command): void {
       }
     });
 
-  dirOption(
-    policy
-      .command("test")
-      .description("print what the policy decides for one identity and topic (allow, deny or audit-deny) and the rule that decided"),
+  remoteOptions(
+    dirOption(
+      policy
+        .command("test")
+        .description("print what the policy decides for one identity and topic (allow, deny or audit-deny) and the rule that decided"),
+    ),
+    // --operator NAME is the identity tested here; the operator bundle for --server is --operator-dir.
+    { operatorDir: true },
   )
     .option("--device <id>", "a registered device (its group and labels come from the registry)")
     .option("--service <name>", "a service identity")
@@ -51,45 +100,66 @@ export function registerPolicy(program: Command): void {
     .option("--receive <topic>", "delivery of a message on this topic to the identity")
     .option("--file <file>", "policy file to use instead of <dir>/policy.yaml")
     .option("--json", "machine-readable output")
-    .action(async (opts) => {
+    .action(async (opts, cmd: Command) => {
       const kind = exactlyOne(opts, ["device", "service", "operator"], "who asks");
       const action = exactlyOne(opts, ["publish", "subscribe", "receive"], "what is asked") as AccessAction | "receive";
       const topic: string = opts[action];
       if (kind !== "operator" && opts.role !== undefined) throw new InvalidArgument("--role goes with --operator");
-      const p = loadPolicyFile(opts.file ?? join(opts.dir, layout.policy));
-      let identity: AccessIdentity;
-      let status: string | undefined;
-      if (kind === "device") {
-        const found = await withFleet(opts.dir, (fleet) => deviceAccessIdentity(fleet, opts.device));
-        identity = found.identity;
-        status = found.status;
-      } else if (kind === "service") identity = { kind: "service", name: opts.service };
-      else {
-        if (!ROLES.includes(opts.role)) throw new InvalidArgument(`--operator needs --role ${ROLES.join(" | ")}`);
-        identity = { kind: "operator", name: opts.operator, role: opts.role as OperatorRole };
-      }
-      const grants = p.grantsFor(identity);
-      const decision =
-        action === "publish" ? grants.publish(topic) : action === "subscribe" ? grants.subscribe(topic) : grants.receive(topic);
-      if (opts.json)
-        return printJson({
-          policy: p.file,
-          mode: p.mode,
-          identity,
-          ...(status ? { deviceStatus: status } : {}),
-          action,
-          topic,
-          ...decision,
-        });
-      say(`${decision.outcome}  ${decision.rule ? `rule ${decision.rule}` : "(default deny: no rule allows it)"}`);
-      say(`  ${decision.reason}`);
+      if (kind === "operator" && !ROLES.includes(opts.role)) throw new InvalidArgument(`--operator needs --role ${ROLES.join(" | ")}`);
+      const who: { device: string } | { service: string } | { operator: string; role: OperatorRole } =
+        kind === "device"
+          ? { device: opts.device as string }
+          : kind === "service"
+            ? { service: opts.service as string }
+            : { operator: opts.operator as string, role: opts.role as OperatorRole };
+      const answer = testAnswerOf(
+        await viaHere(
+          cmd,
+          async () => {
+            const p = loadPolicyFile(opts.file ?? join(opts.dir, layout.policy));
+            let identity: AccessIdentity;
+            let deviceStatus: string | undefined;
+            if ("device" in who) {
+              const found = await withFleet(opts.dir, (fleet) => deviceAccessIdentity(fleet, who.device));
+              identity = found.identity;
+              deviceStatus = found.status;
+            } else if ("service" in who) identity = { kind: "service", name: who.service };
+            else identity = { kind: "operator", name: who.operator, role: who.role };
+            const grants = p.grantsFor(identity);
+            const decision =
+              action === "publish" ? grants.publish(topic) : action === "subscribe" ? grants.subscribe(topic) : grants.receive(topic);
+            return { policy: p.file, mode: p.mode, identity, deviceStatus, action, topic, ...decision };
+          },
+          async (api) => {
+            if (opts.file !== undefined) throw new InvalidArgument("--file tests a policy file here: leave out --server");
+            const decided = await api.call<Omit<PolicyTestAnswer, "policy" | "identity" | "action" | "topic">>(
+              "POST /api/policy/test",
+              {},
+              { ...who, action, topic },
+            );
+            // The answer names no identity: a device's is its registry entry, as the server read it.
+            let identity: AccessIdentity;
+            if ("device" in who) {
+              const d = await api.call<Device>("GET /api/devices/:id", { id: who.device });
+              identity = deviceIdentityOf({ id: d.id, group_name: d.group, labels: JSON.stringify(d.labels) });
+            } else if ("service" in who) identity = { kind: "service", name: who.service };
+            else identity = { kind: "operator", name: who.operator, role: who.role };
+            return { ...decided, policy: `${api.base.origin}/api/policy`, identity, action, topic };
+          },
+        ),
+      );
+      const status = answer.deviceStatus;
+      if (opts.json) return printJson(answer);
+      say(`${answer.outcome}  ${answer.rule ? `rule ${answer.rule}` : "(default deny: no rule allows it)"}`);
+      say(`  ${answer.reason}`);
       if (status && status !== "active") say(`  note: the device is ${status}; the gateway refuses it at CONNECT whatever the policy says`);
     });
 
-  dirOption(policy.command("init").description("write the default policy into a fleet that has none (fleets made before policies)")).action(
-    (opts) => {
-      const path = writeDefaultPolicy(opts.dir);
-      say(`wrote the default policy to ${path}; check a change with \`fleetpki policy check\``);
-    },
-  );
+  fleetOption(
+    policy.command("init").description("write the default policy into a fleet that has none (fleets made before policies)"),
+  ).action(async (opts, cmd: Command) => {
+    if (remoteTarget(cmd)) await localOnly("policy init", "it writes a file in the fleet directory")();
+    const path = writeDefaultPolicy(opts.dir);
+    say(`wrote the default policy to ${path}; check a change with \`fleetpki policy check\``);
+  });
 }

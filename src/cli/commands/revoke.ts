@@ -20,6 +20,7 @@ import {
 import { writeFileAtomic } from "../../keys/files.js";
 import { CLI_ACTOR, dirOption, withFleet } from "../context.js";
 import { printJson, say } from "../output.js";
+import { remoteOptions, via, type AdminClient } from "../remote.js";
 
 const REASON_HELP = `reason: ${REVOKE_REASONS.join(" | ")} (default unspecified)`;
 
@@ -28,6 +29,29 @@ function described(c: StatusChange): string {
   return (
     `${c.serials.length} certificate${c.serials.length === 1 ? "" : "s"} (${c.serials.join(", ")}); ` +
     `CRLs re-signed: ${c.cas.join(", ")}`
+  );
+}
+
+/** A status change as printed, from the domain or the admin API (same fields, same order). */
+export const statusChangeOf = (c: StatusChange): StatusChange => ({ serials: c.serials, cas: c.cas });
+
+/** --dir, or --server and --operator. */
+const fleetOption = (cmd: Command): Command => remoteOptions(dirOption(cmd));
+
+/** Changes a device's status here (then re-signs the CRLs) or through the admin API (whose server re-signs them). */
+function deviceChange(
+  cmd: Command,
+  local: (fleet: FleetServices) => Promise<StatusChange>,
+  remote: (api: AdminClient) => Promise<StatusChange>,
+): Promise<StatusChange> {
+  return via(
+    cmd,
+    async (fleet) => {
+      const change = await local(fleet);
+      await resign(fleet, change.cas);
+      return statusChangeOf(change);
+    },
+    async (api) => statusChangeOf(await remote(api)),
   );
 }
 
@@ -53,60 +77,70 @@ function subcommand(program: Command, name: string): Command {
 export function registerRevocation(program: Command): void {
   const device = subcommand(program, "device");
   const ca = subcommand(program, "ca");
-  dirOption(
+  fleetOption(
     device.command("revoke <id>").description("revoke every unexpired certificate of a device and block its enrollment and renewal"),
   )
     .option("--reason <reason>", REASON_HELP)
     .option("--json", "machine-readable output")
-    .action(async (id: string, opts) => {
+    .action(async (id: string, opts, cmd: Command) => {
       const reason = parseRevokeReason(opts.reason);
-      await withFleet(opts.dir, async (fleet) => {
-        const change = await revokeDevice(fleet, { deviceId: id, reason, actor: CLI_ACTOR });
-        await resign(fleet, change.cas);
-        if (opts.json) return printJson({ device: id, reason, ...change });
-        say(`device ${id} revoked (${reason}): ${described(change)}`);
-      });
+      const change = await deviceChange(
+        cmd,
+        (fleet) => revokeDevice(fleet, { deviceId: id, reason, actor: CLI_ACTOR }),
+        (api) => api.call("POST /api/devices/:id/revoke", { id }, { reason }),
+      );
+      if (opts.json) return printJson({ device: id, reason, ...change });
+      say(`device ${id} revoked (${reason}): ${described(change)}`);
     });
 
-  dirOption(device.command("hold <id>").description("put a device's certificates on hold (certificateHold; undo with unhold)"))
+  fleetOption(device.command("hold <id>").description("put a device's certificates on hold (certificateHold; undo with unhold)"))
     .option("--json", "machine-readable output")
-    .action(async (id: string, opts) => {
-      await withFleet(opts.dir, async (fleet) => {
-        const change = await holdDevice(fleet, { deviceId: id, actor: CLI_ACTOR });
-        await resign(fleet, change.cas);
-        if (opts.json) return printJson({ device: id, ...change });
-        say(`device ${id} on hold: ${described(change)}`);
-      });
+    .action(async (id: string, opts, cmd: Command) => {
+      const change = await deviceChange(
+        cmd,
+        (fleet) => holdDevice(fleet, { deviceId: id, actor: CLI_ACTOR }),
+        (api) => api.call("POST /api/devices/:id/hold", { id }, {}),
+      );
+      if (opts.json) return printJson({ device: id, ...change });
+      say(`device ${id} on hold: ${described(change)}`);
     });
 
-  dirOption(device.command("unhold <id>").description("release a held device: its certificates are valid again"))
+  fleetOption(device.command("unhold <id>").description("release a held device: its certificates are valid again"))
     .option("--json", "machine-readable output")
-    .action(async (id: string, opts) => {
-      await withFleet(opts.dir, async (fleet) => {
-        const change = await unholdDevice(fleet, { deviceId: id, actor: CLI_ACTOR });
-        await resign(fleet, change.cas);
-        if (opts.json) return printJson({ device: id, ...change });
-        say(`device ${id} released: ${described(change)}`);
-      });
+    .action(async (id: string, opts, cmd: Command) => {
+      const change = await deviceChange(
+        cmd,
+        (fleet) => unholdDevice(fleet, { deviceId: id, actor: CLI_ACTOR }),
+        (api) => api.call("POST /api/devices/:id/unhold", { id }, {}),
+      );
+      if (opts.json) return printJson({ device: id, ...change });
+      say(`device ${id} released: ${described(change)}`);
     });
 
   const cert = program.command("cert").description("certificates by serial");
-  dirOption(
+  fleetOption(
     cert.command("revoke <serial>").description("revoke one certificate (hex serial, as `device show` or `openssl x509 -serial` print it)"),
   )
     .option("--reason <reason>", REASON_HELP)
     .option("--json", "machine-readable output")
-    .action(async (serial: string, opts) => {
+    .action(async (serial: string, opts, cmd: Command) => {
       const reason = parseRevokeReason(opts.reason);
-      await withFleet(opts.dir, async (fleet) => {
-        const change = await revokeCertificate(fleet, { serial, reason, actor: CLI_ACTOR });
-        await resign(fleet, change.cas);
-        if (opts.json) return printJson({ reason, ...change });
-        say(
-          `certificate ${change.serials[0]} (${change.kind} ${change.subjectId}) revoked (${reason}); ` +
-            `CRL re-signed: ${change.cas.join(", ")}`,
-        );
-      });
+      type Revoked = StatusChange & { kind: string; subjectId: string };
+      const revoked = (c: Revoked): Revoked => ({ ...statusChangeOf(c), kind: c.kind, subjectId: c.subjectId });
+      const change = await via(
+        cmd,
+        async (fleet) => {
+          const c = await revokeCertificate(fleet, { serial, reason, actor: CLI_ACTOR });
+          await resign(fleet, c.cas);
+          return revoked(c);
+        },
+        async (api) => revoked(await api.call<Revoked>("POST /api/certificates/:serial/revoke", { serial }, { reason })),
+      );
+      if (opts.json) return printJson({ reason, ...change });
+      say(
+        `certificate ${change.serials[0]} (${change.kind} ${change.subjectId}) revoked (${reason}); ` +
+          `CRL re-signed: ${change.cas.join(", ")}`,
+      );
     });
 
   dirOption(
