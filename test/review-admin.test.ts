@@ -122,6 +122,54 @@ describe("admin listener under attack", () => {
       assert.equal(ok.status, 201, ok.text);
     });
 
+    test("removing an operator voids its unused login links: re-added (even as admin), an old link opens nothing", async () => {
+      const invited = await https(`${a.base}/api/operators`, {
+        ...a.as("admin"),
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ name: "frank", role: "viewer" }),
+      });
+      assert.equal(invited.status, 201, invited.text);
+      const leaked: string = invited.json().loginUrl.split("#")[1];
+      const removed = await https(`${a.base}/api/operators/frank`, { ...a.as("admin"), method: "DELETE" });
+      assert.equal(removed.status, 200, removed.text);
+      const again = await https(`${a.base}/api/operators`, {
+        ...a.as("admin"),
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ name: "frank", role: "admin" }),
+      });
+      assert.equal(again.status, 201, again.text);
+      const res = await https(`${a.base}/api/session`, {
+        ca: a.ca,
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ token: leaked }),
+      });
+      assertProblem(res, 401, "login-invalid");
+      // The link given with the new invitation works.
+      const fresh = await https(`${a.base}/api/session`, {
+        ca: a.ca,
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ token: again.json().loginUrl.split("#")[1] }),
+      });
+      assert.equal(fresh.status, 200, fresh.text);
+      assert.equal(fresh.json().role, "admin");
+    });
+
+    test("login CSRF: a cross-origin form cannot post a token (only application/json is parsed)", async () => {
+      const { token } = await createLoginLink(a.f.fleet, { name: "alice", actor: "test" });
+      for (const [type, body] of [
+        ["text/plain", JSON.stringify({ token })],
+        ["application/x-www-form-urlencoded", `token=${token}`],
+      ] as const) {
+        const res = await https(`${a.base}/api/session`, { ca: a.ca, method: "POST", headers: { "content-type": type }, body });
+        assertProblem(res, 415, "unsupported-media-type");
+        assert.equal(res.headers["set-cookie"], undefined);
+      }
+    });
+
     test("session fixation: a cookie the client picks is no session, and a login never adopts it", async () => {
       const planted = randomBytes(32).toString("base64url");
       const cookie = `${SESSION_COOKIE}=${planted}`;
@@ -225,7 +273,11 @@ describe("admin listener under attack", () => {
     });
 
     test("/metrics ignores X-Forwarded-For and Forwarded from an address outside the allow-list", async () => {
-      const spoofs: Record<string, string>[] = [{ "x-forwarded-for": "127.0.0.1" }, { forwarded: "for=127.0.0.1" }, { "x-real-ip": "127.0.0.1" }];
+      const spoofs: Record<string, string>[] = [
+        { "x-forwarded-for": "127.0.0.1" },
+        { forwarded: "for=127.0.0.1" },
+        { "x-real-ip": "127.0.0.1" },
+      ];
       for (const headers of spoofs)
         assertProblem(await https(`${a.base}/metrics`, { ca: a.ca, localAddress: "127.0.0.2", headers }), 401, "unauthenticated");
       assert.equal((await https(`${a.base}/metrics`, { ca: a.ca })).status, 200, "127.0.0.1 itself is allowed");

@@ -19,6 +19,9 @@ export interface OperatorOperations {
    */
   spendLogin(tokenHash: string, now: string): Promise<OperatorLoginTable | undefined>;
 
+  /** Spends every unused login link of the operator (it was removed); how many. */
+  spendLoginsOf(operator: string, now: string): Promise<number>;
+
   addSession(row: OperatorSessionTable): Promise<void>;
   getSession(secretHash: string): Promise<OperatorSessionTable | undefined>;
   /** Ends the session if it is not ended yet; false when unknown or already ended. */

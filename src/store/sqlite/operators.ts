@@ -52,6 +52,16 @@ export class SqliteOperatorOperations implements OperatorOperations {
       .executeTakeFirst();
   }
 
+  async spendLoginsOf(operator: string, now: string): Promise<number> {
+    const r = await this.db
+      .updateTable("operator_logins")
+      .set({ used_at: now })
+      .where("operator", "=", operator)
+      .where("used_at", "is", null)
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows);
+  }
+
   async addSession(row: OperatorSessionTable): Promise<void> {
     await this.db.insertInto("operator_sessions").values(row).execute();
   }
