@@ -158,6 +158,40 @@ describe("admin listener under attack", () => {
       assert.equal(fresh.json().role, "admin");
     });
 
+    test("a guessed login token is refused without taking the database's write lock (no rate limit: it must stay cheap)", async () => {
+      const store = a.server.fleet.store;
+      const original = store.transaction.bind(store);
+      let writes = 0;
+      store.transaction = ((fn: Parameters<typeof original>[0]) => (writes++, original(fn))) as typeof store.transaction;
+      try {
+        for (let i = 0; i < 5; i++) {
+          const res = await https(`${a.base}/api/session`, {
+            ca: a.ca,
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ token: randomBytes(32).toString("base64url") }),
+          });
+          assertProblem(res, 401, "login-invalid");
+        }
+        assert.equal(writes, 0, "no write transaction for a token that matches no link");
+        // A spent link is refused the same way and as cheaply.
+        const { token } = await createLoginLink(a.f.fleet, { name: "alice", actor: "test" });
+        const redeem = () =>
+          https(`${a.base}/api/session`, {
+            ca: a.ca,
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ token }),
+          });
+        assert.equal((await redeem()).status, 200);
+        assert.equal(writes, 1, "the real redeem writes");
+        assertProblem(await redeem(), 401, "login-invalid");
+        assert.equal(writes, 1);
+      } finally {
+        store.transaction = original;
+      }
+    });
+
     test("login CSRF: a cross-origin form cannot post a token (only application/json is parsed)", async () => {
       const { token } = await createLoginLink(a.f.fleet, { name: "alice", actor: "test" });
       for (const [type, body] of [

@@ -13,6 +13,8 @@ export interface OperatorOperations {
   activeAdmins(): Promise<number>;
 
   addLogin(row: OperatorLoginTable): Promise<void>;
+  /** The login link with this token hash (spent and expired ones included). */
+  getLogin(tokenHash: string): Promise<OperatorLoginTable | undefined>;
   /**
    * Spends the login link: marks it used if it is unused and unexpired at `now`, in one statement,
    * so that of two racing redeems only one gets it. Undefined: unknown, spent or expired.

@@ -41,6 +41,10 @@ export class SqliteOperatorOperations implements OperatorOperations {
     await this.db.insertInto("operator_logins").values(row).execute();
   }
 
+  getLogin(tokenHash: string): Promise<OperatorLoginTable | undefined> {
+    return this.db.selectFrom("operator_logins").selectAll().where("token_hash", "=", tokenHash).executeTakeFirst();
+  }
+
   spendLogin(tokenHash: string, now: string): Promise<OperatorLoginTable | undefined> {
     return this.db
       .updateTable("operator_logins")
