@@ -192,6 +192,16 @@ describe("admin listener under attack", () => {
       }
     });
 
+    test("POST /api/session (public) reads at most a few KiB: a large unauthenticated body is 413 before parsing", async () => {
+      const res = await https(`${a.base}/api/session`, {
+        ca: a.ca,
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ token: "x".repeat(64 * 1024) }),
+      });
+      assertProblem(res, 413, "body-too-large");
+    });
+
     test("login CSRF: a cross-origin form cannot post a token (only application/json is parsed)", async () => {
       const { token } = await createLoginLink(a.f.fleet, { name: "alice", actor: "test" });
       for (const [type, body] of [
@@ -249,7 +259,14 @@ describe("admin listener under attack", () => {
         .filter(([p, ops]) => "get" in ops && !p.includes("{"))
         .map(([p]) => p);
       assert.ok(paths.length >= 8, paths.join(" "));
-      const secrets = [token, viewer.secret, a.f.fleet.passphrase()];
+      const created = await https(`${a.base}/api/devices/robot-1/tokens`, {
+        ...a.as("operator"),
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: "{}",
+      });
+      assert.equal(created.status, 201, created.text);
+      const secrets = [token, viewer.secret, a.f.fleet.passphrase(), created.json().token as string];
       for (const path of [...paths, "/api/devices/robot-1", "/api/operators"]) {
         for (const who of ["viewer", "admin"] as const) {
           const res: HttpResult = await https(
