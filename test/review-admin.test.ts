@@ -335,6 +335,27 @@ describe("admin listener under attack", () => {
     });
   });
 
+  test("/metrics on a dual-stack listener: IPv4 peers arrive IPv4-mapped and match the allow-list as IPv4", async (t) => {
+    const { startFleetServer } = await import("../src/server.js");
+    const { silentLogger } = await import("../src/log.js");
+    let dual: Awaited<ReturnType<typeof startFleetServer>>;
+    try {
+      dual = await startFleetServer({ dir: a.f.dir, only: ["admin"], adminListen: "[::]:0", logger: silentLogger });
+    } catch (e) {
+      t.skip(`no IPv6 listener here: ${(e as Error).message}`);
+      return;
+    }
+    try {
+      const url = `https://127.0.0.1:${dual.admin!.address.port}/metrics`;
+      assert.equal((await https(url, { ca: a.ca })).status, 200, "::ffff:127.0.0.1 is 127.0.0.1");
+      assertProblem(await https(url, { ca: a.ca, localAddress: "127.0.0.2" }), 401, "unauthenticated");
+      const spoofed = { ca: a.ca, localAddress: "127.0.0.2", headers: { "x-forwarded-for": "::1, 127.0.0.1" } };
+      assertProblem(await https(url, spoofed), 401, "unauthenticated");
+    } finally {
+      await dual.close();
+    }
+  });
+
   describe("a revoked operator certificate", () => {
     /** A new viewer operator with its credential and serial (each test revokes its own). */
     async function newViewer(name: string): Promise<{ cred: Credential; serial: string }> {
