@@ -281,6 +281,23 @@ describe("admin listener under attack", () => {
   });
 
   describe("hostile requests", () => {
+    test("other spellings of a route and other methods get no way around its role", async () => {
+      const viewer = a.as("viewer");
+      assert.equal((await https(`${a.base}/api/operators`, { ...viewer, method: "HEAD" })).status, 403, "HEAD of an admin route");
+      assert.equal((await https(`${a.base}/api/operators`, { ca: a.ca, method: "HEAD" })).status, 401);
+      const seq = await head();
+      const override = { "x-http-method-override": "DELETE", "x-method-override": "DELETE", "content-type": "application/json" };
+      const res = await https(`${a.base}/api/operators/bob`, { ...viewer, method: "GET", headers: override });
+      assert.ok(res.status === 404 || res.status === 405, `GET with a method override: ${res.status}`);
+      assert.equal(await head(), seq, "nothing removed");
+      for (const path of ["//api/operators", "/API/operators", "/api/operators/", "/api/./operators", "/api/%6fperators"]) {
+        const r = await https(`${a.base}${path}`, viewer);
+        assert.ok(r.status === 403 || r.status === 404, `${path}: ${r.status} ${r.text.slice(0, 80)}`);
+      }
+      for (const path of ["/documentation", "/documentation/json", "/documentation/static/index.html"])
+        assert.equal((await https(`${a.base}${path}`, { ca: a.ca })).status, 404, path);
+    });
+
     test("path traversal in /assets: never a file outside the dashboard, never index.html by name", async () => {
       for (const path of [
         "/assets/..%2F..%2F..%2Fpackage.json",
