@@ -373,6 +373,20 @@ describe("admin listener under attack", () => {
     }
   });
 
+  // After the tests that need other admins: it removes every admin but "admin".
+  test("the last active admin cannot remove itself through the API (nothing changes)", async () => {
+    const list = (await https(`${a.base}/api/operators`, a.as("admin"))).json() as { name: string; role: string; status: string }[];
+    for (const o of list.filter((x) => x.role === "admin" && x.status === "active" && x.name !== "admin")) {
+      const gone = await https(`${a.base}/api/operators/${o.name}`, { ...a.as("admin"), method: "DELETE" });
+      assert.equal(gone.status, 200, gone.text);
+    }
+    const seq = await head();
+    const res = await https(`${a.base}/api/operators/admin`, { ...a.as("admin"), method: "DELETE" });
+    assert.match(assertProblem(res, 400, "invalid-argument").detail, /last active admin/);
+    assert.equal(await head(), seq, "nothing audited");
+    assert.equal((await https(`${a.base}/api/operators`, a.as("admin"))).status, 200, "the admin still works");
+  });
+
   describe("a revoked operator certificate", () => {
     /** A new viewer operator with its credential and serial (each test revokes its own). */
     async function newViewer(name: string): Promise<{ cred: Credential; serial: string }> {
