@@ -214,6 +214,32 @@ describe("admin listener under attack", () => {
       }
     });
 
+    test("with an operator certificate in a browser (no CSRF header), no cross-site simple request reaches a POST", async () => {
+      // Certificates are ambient like cookies but SameSite does not apply to them: the guard is that
+      // every POST wants a JSON body (a cross-site page can send only none, text/plain, a form or
+      // multipart without a preflight), and other unsafe methods always need a preflight.
+      const doc = (await https(`${a.base}/api/openapi.json`, { ca: a.ca })).json();
+      const params: Record<string, string> = { id: "robot-1", serial: "0a0b0c", name: "alice", clientId: "robot-1" };
+      const posts = Object.entries(doc.paths as Record<string, Record<string, unknown>>)
+        .filter(([, ops]) => "post" in ops)
+        .map(([p]) => p.replace(/\{(\w+)\}/g, (_m, k: string) => params[k]!));
+      assert.ok(posts.length >= 10);
+      const seq = await head();
+      for (const path of posts)
+        for (const [type, body] of [
+          [undefined, undefined],
+          ["text/plain", '{"id":"xsite"}'],
+          ["application/x-www-form-urlencoded", "id=xsite"],
+          ["multipart/form-data; boundary=b", '--b\r\ncontent-disposition: form-data; name="id"\r\n\r\nxsite\r\n--b--\r\n'],
+        ] as const) {
+          const headers: Record<string, string> = { origin: "https://evil.example", "sec-fetch-site": "cross-site" };
+          if (type) headers["content-type"] = type;
+          const res = await https(`${a.base}${path}`, { ...a.as("admin"), method: "POST", headers, ...(body ? { body } : {}) });
+          assert.ok(res.status === 400 || res.status === 415, `${path} (${type ?? "no body"}): ${res.status} ${res.text.slice(0, 100)}`);
+        }
+      assert.equal(await head(), seq, "nothing changed");
+    });
+
     test("session fixation: a cookie the client picks is no session, and a login never adopts it", async () => {
       const planted = randomBytes(32).toString("base64url");
       const cookie = `${SESSION_COOKIE}=${planted}`;
