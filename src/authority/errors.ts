@@ -144,6 +144,7 @@ export class NotPermitted extends ReasonedError<
   | "identity-mismatch"
   | "key-mismatch"
   | "factory-already-enrolled"
+  | "role-too-weak"
 > {
   readonly code = "not-permitted";
 }

@@ -45,6 +45,7 @@ export function registerCertificateRoutes(app: FastifyInstance, ctx: AdminContex
       config: { role: "operator" },
       schema: {
         summary: "Revoke one certificate (CRLs, OCSP and the gateway follow within a second)",
+        description: "Role operator may revoke devices' certificates; operators', services' and servers' need role admin.",
         tags: ["certificates"],
         params: SerialParams,
         body: Strict({ reason: Type.Optional(Type.Union(REVOKE_REASONS.map((r) => Type.Literal(r)))) }),
@@ -55,6 +56,11 @@ export function registerCertificateRoutes(app: FastifyInstance, ctx: AdminContex
       },
     },
     async (request) =>
-      revokeCertificate(ctx.fleet, { serial: request.params.serial, reason: request.body.reason, actor: actorOf(request) }),
+      revokeCertificate(ctx.fleet, {
+        serial: request.params.serial,
+        reason: request.body.reason,
+        actor: actorOf(request),
+        role: request.principal!.role,
+      }),
   );
 }

@@ -32,6 +32,8 @@ export function registerSessionRoutes(app: FastifyInstance, ctx: AdminContext): 
     "/api/session",
     {
       config: { role: "public" },
+      // The one POST anyone may send: a token is 43 characters, so no 1 MiB body is parsed for a stranger.
+      bodyLimit: 4096,
       schema: {
         summary: "Start a browser session with a one-time login token (fleetpki operator login)",
         tags: ["session"],

@@ -86,6 +86,11 @@ export async function redeemLoginLink(fleet: FleetServices, req: { token: unknow
   const now = fleet.clock.now();
   const at = now.toISOString();
   const expiresAt = new Date(now.getTime() + parseDuration(fleet.config.admin.session_lifetime));
+  // POST /api/session is public and has no rate limit (a 256-bit token is not guessed): a token that
+  // opens nothing is refused after one read, without taking the database's write lock. The
+  // transaction below decides again, so of two racing redeems still only one wins.
+  const known = await fleet.store.ops.operators.getLogin(hash);
+  if (!known || known.used_at !== null || known.expires_at <= at) throw loginInvalid();
   const secret = newSecret();
   const secretHash = sha256(secret);
   const started = await fleet.store.transaction(async (tx) => {

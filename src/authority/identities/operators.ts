@@ -215,8 +215,8 @@ export async function addOperator(fleet: FleetServices, req: AddOperatorRequest)
 
 /**
  * Revokes every certificate of the operator not revoked yet (cessationOfOperation), each its own
- * `certificate.revoke` event (so CRLs, OCSP and the gateway follow), marks it removed and ends its
- * browser sessions, then `operator.remove`; one transaction. The last active admin stays.
+ * `certificate.revoke` event (so CRLs, OCSP and the gateway follow), marks it removed, ends its
+ * browser sessions and spends its unused login links, then `operator.remove`; one transaction. The last active admin stays.
  */
 export async function removeOperator(fleet: FleetServices, req: { name: string; actor: string }): Promise<StatusChange> {
   assertOperatorName(req.name);
@@ -233,6 +233,8 @@ export async function removeOperator(fleet: FleetServices, req: { name: string; 
     if (serials.length > 0) await tx.status.setCertificateStatus(serials, { status: "revoked", reason: REMOVE_REASON, at });
     await tx.operators.update(req.name, { status: "removed", updated_at: at });
     const sessions = await tx.operators.endSessionsOf(req.name, at);
+    // A link given out before the removal must not open a session if the name is added again later.
+    await tx.operators.spendLoginsOf(req.name, at);
     await tx.audit.append([
       ...revoking.map((r) => ({
         actor: req.actor,

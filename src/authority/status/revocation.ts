@@ -1,11 +1,12 @@
 // Revoking, holding and releasing certificates. Every change is one transaction that updates the
 // certificate rows and appends one audit event naming the CAs whose CRLs change, so that every
 // running process (change-feed.ts) re-signs those CRLs and drops cached OCSP answers.
+import type { OperatorRole } from "../../access/identity.js";
 import type { StatusCertificateRow } from "../../store/operations/status.js";
 import type { Operations } from "../../store/operations.js";
 import type { CertificateTable, DeviceTable } from "../../store/schema.js";
 import { checkpointAfter } from "../audit-checkpoints.js";
-import { InvalidArgument, UnknownCa, UnknownCertificate, UnknownDevice } from "../errors.js";
+import { InvalidArgument, NotPermitted, UnknownCa, UnknownCertificate, UnknownDevice } from "../errors.js";
 import type { FleetServices } from "../services.js";
 import { assertDeviceId } from "../issue/issuance.js";
 
@@ -173,10 +174,21 @@ export function unholdDevice(fleet: FleetServices, req: { deviceId: string; acto
   });
 }
 
-/** Revokes one certificate by serial (any kind this fleet issued). */
+/**
+ * The certificate kinds an operator of `role` may revoke through the admin API: role "operator"
+ * steers devices only; an operator's, a service's or a server's certificate is as much the admin's
+ * as adding or removing them (revoking the last admin's certificate would otherwise lock admins out).
+ */
+function mayRevoke(role: OperatorRole, kind: CertificateTable["kind"]): boolean {
+  if (role === "admin") return true;
+  return role === "operator" && (kind === "device" || kind === "factory");
+}
+
+/** Revokes one certificate by serial (any kind this fleet issued but a CA's; with a role, the kinds it may). */
 export async function revokeCertificate(
   fleet: FleetServices,
-  req: { serial: string; reason?: RevokeReason; actor: string },
+  /** role: the admin API caller's (absent: the CA machine's own CLI, which may revoke any kind). */
+  req: { serial: string; reason?: RevokeReason; actor: string; role?: OperatorRole },
 ): Promise<StatusChange & { kind: CertificateTable["kind"]; subjectId: string }> {
   const serial = normalizeSerial(req.serial);
   const reason = req.reason ?? "unspecified";
@@ -190,6 +202,8 @@ export async function revokeCertificate(
       if (row.status === "revoked") throw new InvalidArgument(`certificate ${serial} is already revoked`);
       if (row.kind === "ca")
         throw new InvalidArgument(`certificate ${serial} is the ${row.subject_id} CA's; use \`fleetpki ca revoke-local\` for a local CA`);
+      if (req.role !== undefined && !mayRevoke(req.role, row.kind))
+        throw new NotPermitted("role-too-weak", `revoking a certificate of kind ${row.kind} needs role admin; the caller is ${req.role}`);
       await setStatus(tx, [row], "revoked", reason, now.toISOString());
       const c = change([row]);
       await tx.audit.append([

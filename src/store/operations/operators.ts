@@ -13,11 +13,16 @@ export interface OperatorOperations {
   activeAdmins(): Promise<number>;
 
   addLogin(row: OperatorLoginTable): Promise<void>;
+  /** The login link with this token hash (spent and expired ones included). */
+  getLogin(tokenHash: string): Promise<OperatorLoginTable | undefined>;
   /**
    * Spends the login link: marks it used if it is unused and unexpired at `now`, in one statement,
    * so that of two racing redeems only one gets it. Undefined: unknown, spent or expired.
    */
   spendLogin(tokenHash: string, now: string): Promise<OperatorLoginTable | undefined>;
+
+  /** Spends every unused login link of the operator (it was removed); how many. */
+  spendLoginsOf(operator: string, now: string): Promise<number>;
 
   addSession(row: OperatorSessionTable): Promise<void>;
   getSession(secretHash: string): Promise<OperatorSessionTable | undefined>;

@@ -41,6 +41,10 @@ export class SqliteOperatorOperations implements OperatorOperations {
     await this.db.insertInto("operator_logins").values(row).execute();
   }
 
+  getLogin(tokenHash: string): Promise<OperatorLoginTable | undefined> {
+    return this.db.selectFrom("operator_logins").selectAll().where("token_hash", "=", tokenHash).executeTakeFirst();
+  }
+
   spendLogin(tokenHash: string, now: string): Promise<OperatorLoginTable | undefined> {
     return this.db
       .updateTable("operator_logins")
@@ -50,6 +54,16 @@ export class SqliteOperatorOperations implements OperatorOperations {
       .where("expires_at", ">", now)
       .returningAll()
       .executeTakeFirst();
+  }
+
+  async spendLoginsOf(operator: string, now: string): Promise<number> {
+    const r = await this.db
+      .updateTable("operator_logins")
+      .set({ used_at: now })
+      .where("operator", "=", operator)
+      .where("used_at", "is", null)
+      .executeTakeFirst();
+    return Number(r.numUpdatedRows);
   }
 
   async addSession(row: OperatorSessionTable): Promise<void> {
