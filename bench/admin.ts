@@ -237,7 +237,8 @@ async function run(options: BenchOptions): Promise<void> {
       readFileSync(fleet.path(join(layout.serverDir, "chain.pem")), "utf8");
     await fleet.close();
     console.log(
-      `admin: seeded ${DEVICES.toLocaleString("en-US")} devices, ${(DEVICES * CERTS_PER_DEVICE).toLocaleString("en-US")} certificates in ${seedSeconds.toFixed(1)} s`,
+      `admin: seeded ${DEVICES.toLocaleString("en-US")} devices, ` +
+        `${(DEVICES * CERTS_PER_DEVICE).toLocaleString("en-US")} certificates in ${seedSeconds.toFixed(1)} s`,
     );
 
     const child = (flag: string, ...args: string[]) =>
@@ -285,7 +286,8 @@ async function run(options: BenchOptions): Promise<void> {
     expected += 1; // the template device
     check(seen.size === expected, `paging served ${seen.size} devices, expected ${expected}`);
     passed.push(
-      `paging the whole list (limit 500, ${pages} pages, ${pagingSeconds.toFixed(1)} s) served each of the ${expected.toLocaleString("en-US")} ` +
+      `paging the whole list (limit 500, ${pages} pages, ${pagingSeconds.toFixed(1)} s) ` +
+        `served each of the ${expected.toLocaleString("en-US")} ` +
         "devices not removed exactly once",
     );
     scenarios[2]!.path = `/api/devices?limit=50&cursor=${encodeURIComponent(deepCursor!)}`;
@@ -390,7 +392,8 @@ async function run(options: BenchOptions): Promise<void> {
     await fleet2.close();
 
     console.log(
-      `\nadmin API: device list, ${DEVICES.toLocaleString("en-US")} devices / ${(DEVICES * CERTS_PER_DEVICE).toLocaleString("en-US")} certificates; ` +
+      `\nadmin API: device list, ${DEVICES.toLocaleString("en-US")} devices / ` +
+        `${(DEVICES * CERTS_PER_DEVICE).toLocaleString("en-US")} certificates; ` +
         `${options.runs} runs x ${options.seconds} s per cell (median of runs), target p95 <= ${TARGET_P95_MS} ms`,
     );
     const rows: string[][] = [];
