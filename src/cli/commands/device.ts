@@ -23,6 +23,7 @@ import {
 import { createToken } from "../../authority/enroll/tokens.js";
 import { removeDevice, type StatusChange } from "../../authority/status/revocation.js";
 import { writeFileAtomic } from "../../keys/files.js";
+import { looksLikePem, toPem } from "../../x509/pem.js";
 import { CLI_ACTOR, dirOption } from "../context.js";
 import { printJson, printTable, say } from "../output.js";
 import { allPages, localOnly, remoteOptions, via, type AdminClient } from "../remote.js";
@@ -333,15 +334,21 @@ export function registerDevice(program: Command): void {
       } catch {
         throw new InvalidArgument(`cannot read CSR file ${opts.csr}`);
       }
-      await via(cmd, async (fleet) => {
-        const cert = await issueDeviceCertificate(fleet, { deviceId: id, csr, actor: CLI_ACTOR, context: { via: "cli" } });
-        if (opts.out) {
-          writeFileAtomic(opts.out, cert.certificatePem);
-          process.stderr.write(
-            `certificate ${cert.serial} for ${id} written to ${opts.out} (valid until ${cert.notAfter.toISOString()})\n`,
-          );
-        } else process.stdout.write(cert.certificatePem);
-      }, localOnly("device issue", "signing a CSR by hand is a CA-machine task"));
+      const cert = await via(
+        cmd,
+        async (fleet) => {
+          const c = await issueDeviceCertificate(fleet, { deviceId: id, csr, actor: CLI_ACTOR, context: { via: "cli" } });
+          return { serial: c.serial, certificate: c.certificatePem, notAfter: c.notAfter.toISOString() };
+        },
+        // The API takes PEM; a DER file is wrapped as is (the server's CSR checks are the local command's).
+        (api) => api.call<{ serial: string; certificate: string; notAfter: string }>("POST /api/devices/:id/certificates", { id }, {
+          csr: looksLikePem(csr) ? csr.toString("utf8") : toPem("CERTIFICATE REQUEST", csr),
+        }),
+      );
+      if (opts.out) {
+        writeFileAtomic(opts.out, cert.certificate);
+        process.stderr.write(`certificate ${cert.serial} for ${id} written to ${opts.out} (valid until ${cert.notAfter})\n`);
+      } else process.stdout.write(cert.certificate);
     });
 }
 
