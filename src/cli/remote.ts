@@ -63,8 +63,8 @@ function readBundleFile(dir: string, file: string): string {
   if (!existsSync(path))
     throw new RemoteError(
       file === "ca.pem"
-        ? `${path} is missing: put the fleet's root certificate there (ca/root/cert.pem on the CA machine); ` +
-            "the server is verified against it"
+        ? `${path} is missing: the server is verified against the fleet's root certificate there ` +
+            "(`fleetpki operator add --out` and `fleetpki init` write it; ca/root/cert.pem on the CA machine)"
         : `${path} is missing: --operator takes a directory written by \`fleetpki operator add --out\``,
     );
   try {
