@@ -18,6 +18,7 @@ const EXPECTED: Record<string, Role | "public" | "metrics"> = {
   "PATCH /api/devices/{id}": "operator",
   "DELETE /api/devices/{id}": "operator",
   "POST /api/devices/{id}/tokens": "operator",
+  "POST /api/devices/{id}/certificates": "operator",
   "POST /api/devices/{id}/revoke": "operator",
   "POST /api/devices/{id}/hold": "operator",
   "POST /api/devices/{id}/unhold": "operator",

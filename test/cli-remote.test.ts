@@ -3,20 +3,22 @@
 // one-line errors for a wrong CA, a missing operator directory, an encrypted key, a role too weak,
 // an endpoint the server does not have, and a hostile answer.
 import assert from "node:assert/strict";
-import { chmodSync, copyFileSync, cpSync, readFileSync, writeFileSync } from "node:fs";
+import { X509Certificate } from "node:crypto";
+import { cpSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { OperatorRole } from "../src/access/identity.js";
 import { addDevice } from "../src/authority/devices.js";
-import { issueDeviceCertificate } from "../src/authority/issue/issuance.js";
+import { fileApprovalRequest, keyFingerprint } from "../src/authority/enroll/approval-requests.js";
+import { issueDeviceCertificate, keyFromCsr } from "../src/authority/issue/issuance.js";
 import { addOperator } from "../src/authority/identities/operators.js";
 import { layout } from "../src/authority/layout.js";
 import { readPrivateKey } from "../src/keys/keys.js";
 import { silentLogger } from "../src/log.js";
 import { startFleetServer, type FleetServer } from "../src/server.js";
-import { assertOneLineError, cliAsync, openssl, tempDir, tempFleet, type RunResult } from "./helpers.js";
+import { assertOneLineError, cliAsync, openssl, opensslCsr, tempDir, tempFleet, type RunResult } from "./helpers.js";
 import { https, makeCsr, rootPemPath } from "./server-helpers.js";
 
 describe("CLI through the admin API (--server --operator)", () => {
@@ -154,6 +156,145 @@ describe("CLI through the admin API (--server --operator)", () => {
     assert.equal(ok(await remote("alice", all), "remote list --all"), ok(await local(all), "local list --all"));
   });
 
+  /** Request ids, key fingerprints and filing times differ between the local and the remote device; the rest must not. */
+  const blankRequests = (out: string, id: string) =>
+    out
+      .split(id)
+      .join("<device>")
+      .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, "<request>")
+      .replace(/sha256:[0-9a-f]{64}/g, "<key>")
+      .replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/g, "<time>");
+  /** The local error line, and the remote one without the server's " (status type from URL)" suffix. */
+  const remoteLine = (line: string) => line.replace(/ \(\d{3} [a-z-]+ from https:\/\/127\.0\.0\.1:\d+\)$/, "");
+
+  /** Files a waiting enrollment request for a fresh key, as the enrollment endpoints do; returns its id and fingerprint. */
+  async function fileRequest(id: string, address: string): Promise<{ id: string; fingerprint: string }> {
+    const { csr } = await makeCsr(id);
+    const key = await keyFromCsr(csr.der);
+    const fingerprint = keyFingerprint(key.spki);
+    const source = { via: "api", address };
+    const { requestId } = await fileApprovalRequest(f.fleet, { deviceId: id, csr: csr.der, source }, key, fingerprint, new Date());
+    return { id: requestId, fingerprint };
+  }
+
+  test("device requests, approve, deny: the same output as locally, audited as the operator", async () => {
+    const sides = { l: "local", r: "remote" } as const;
+    const filed: Record<string, { id: string; fingerprint: string }[]> = {};
+    for (const side of Object.keys(sides)) {
+      filed[`fp-${side}`] = [await fileRequest(`fp-${side}`, "10.0.1.1"), await fileRequest(`fp-${side}`, "10.0.1.2")];
+      filed[`rq-${side}`] = [await fileRequest(`rq-${side}`, "10.0.1.3")];
+      filed[`dn-${side}`] = [await fileRequest(`dn-${side}`, "10.0.2.1"), await fileRequest(`dn-${side}`, "10.0.2.2")];
+      filed[`dn-${side}`]!.push(await fileRequest(`dn-${side}`, "10.0.2.3"));
+      filed[`one-${side}`] = [await fileRequest(`one-${side}`, "10.0.3.1")];
+    }
+    for (const json of [[], ["--json"]]) {
+      const here = ok(await local(["device", "requests", ...json]), "local requests");
+      assert.equal(ok(await remote("alice", ["device", "requests", ...json]), "remote requests"), here);
+      assert.match(here, new RegExp(filed["dn-r"]![2]!.fingerprint));
+    }
+    const both = async (args: (side: "l" | "r") => string[], id: string) => {
+      const a = await local(args("l"));
+      const b = await remote("bob", args("r"));
+      return { a, b, here: blankRequests(a.stdout, `${id}-l`), there: blankRequests(b.stdout, `${id}-r`) };
+    };
+    // Approve by the key's fingerprint: the device's other request is denied.
+    let r = await both((s) => ["device", "approve", `fp-${s}`, "--fingerprint", filed[`fp-${s}`]![1]!.fingerprint], "fp");
+    ok(r.a, "local approve");
+    ok(r.b, "remote approve");
+    assert.equal(r.there, r.here);
+    assert.match(r.here, /approved: request <request> \(key <key>, from 10\.0\.1\.2\).*\ndenied request <request> .*10\.0\.1\.1/);
+    // Approve by request id.
+    r = await both((s) => ["device", "approve", `rq-${s}`, "--request", filed[`rq-${s}`]![0]!.id], "rq");
+    assert.equal(blankRequests(ok(r.b, "remote approve --request"), "rq-r"), blankRequests(ok(r.a, "local approve --request"), "rq-l"));
+    // A denial naming nothing while three wait: the same refusal, listing them, nothing decided.
+    const head = await auditHead();
+    r = await both((s) => ["device", "deny", `dn-${s}`], "dn");
+    const refusal = [assertOneLineError(r.a, /3 enrollment requests for "dn-l" are waiting/), assertOneLineError(r.b)];
+    assert.equal(blankRequests(remoteLine(refusal[1]!), "dn-r"), blankRequests(refusal[0]!, "dn-l"));
+    assert.equal(await auditHead(), head);
+    // By fingerprint, then all the rest.
+    r = await both((s) => ["device", "deny", `dn-${s}`, "--fingerprint", filed[`dn-${s}`]![0]!.fingerprint], "dn");
+    assert.equal(blankRequests(ok(r.b, "remote deny --fingerprint"), "dn-r"), blankRequests(ok(r.a, "local deny --fingerprint"), "dn-l"));
+    r = await both((s) => ["device", "deny", `dn-${s}`, "--all"], "dn");
+    assert.equal(blankRequests(ok(r.b, "remote deny --all"), "dn-r"), blankRequests(ok(r.a, "local deny --all"), "dn-l"));
+    assert.match(r.here, /\n2 requests denied\n$/);
+    // Naming nothing when exactly one waits denies that one (not "all", the API's default without a request).
+    r = await both((s) => ["device", "deny", `one-${s}`], "one");
+    assert.equal(blankRequests(ok(r.b, "remote deny"), "one-r"), blankRequests(ok(r.a, "local deny"), "one-l"));
+    assert.match(r.here, /^enrollment of <device> denied: request <request>/);
+    const allFrom = await remote("bob", ["device", "deny", "--all-from", "10.0.9.0/24"]);
+    assertOneLineError(allFrom, /`fleetpki device deny --all-from` has no admin API endpoint/);
+    const rows = await f.fleet.store.ops.audit.list({});
+    const decided = rows.filter((row) => row.subject === "device:fp-r" && row.action.startsWith("enrollment."));
+    assert.deepEqual(
+      decided.map((row) => [row.action, row.actor]),
+      [["enrollment.request", "approval:fp-r"], ["enrollment.request", "approval:fp-r"],
+        ["enrollment.approve", "operator:bob"], ["enrollment.deny", "operator:bob"]],
+    );
+    assert.equal(ok(await remote("alice", ["device", "requests", "--json"]), "requests at the end"), "[]\n");
+  });
+
+  test("device issue: the same certificate and message as locally, audited as the operator; a DER CSR too", async () => {
+    for (const id of ["issue-l", "issue-r", "issue-d"]) await addDevice(f.fleet, { id, actor: "test" });
+    const csrL = opensslCsr(tmp.path, "issue-l").csr;
+    const csrR = opensslCsr(tmp.path, "issue-r").csr;
+    const [outL, outR] = [join(tmp.path, "issue-l.pem"), join(tmp.path, "issue-r.pem")];
+    const a = await local(["device", "issue", "issue-l", "--csr", csrL, "--out", outL]);
+    const b = await remote("bob", ["device", "issue", "issue-r", "--csr", csrR, "--out", outR]);
+    ok(a, "local issue");
+    ok(b, "remote issue");
+    const blank = (text: string, id: string, out: string) =>
+      text.split(out).join("<out>").split(id).join("<device>").replace(/certificate [0-9a-f]+/, "certificate <serial>")
+        .replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/, "<time>");
+    assert.equal(blank(b.stderr, "issue-r", outR), blank(a.stderr, "issue-l", outL));
+    assert.equal(b.stdout, "");
+    const cert = new X509Certificate(readFileSync(outR));
+    assert.match(cert.subjectAltName ?? "", /URI:spiffe:\/\/fleet\.example\/device\/issue-r/);
+    assert.equal((await f.fleet.store.ops.certificates.ofDevice("issue-r")).length, 1);
+    const issued = (await f.fleet.store.ops.audit.list({})).find((e) => e.action === "certificate.issue" && e.subject.includes("issue-r"));
+    assert.equal(issued?.actor, "operator:bob");
+    // A DER CSR file is sent as PEM; the certificate goes to stdout, as locally without --out.
+    const der = join(tmp.path, "issue-d.der");
+    const conv = openssl(["req", "-in", opensslCsr(tmp.path, "issue-d").csr, "-outform", "DER", "-out", der]);
+    assert.equal(conv.status, 0, conv.stderr);
+    const d = ok(await remote("bob", ["device", "issue", "issue-d", "--csr", der]), "remote issue (DER)");
+    assert.match(new X509Certificate(d).subjectAltName ?? "", /device\/issue-d/);
+  });
+
+  test("device issue with a hostile CSR (a key the policy refuses, a forged signature): the local error, nothing recorded", async () => {
+    await addDevice(f.fleet, { id: "issue-h", actor: "test" });
+    const weak = opensslCsr(tmp.path, "weak", ["-newkey", "rsa:1024"]).csr;
+    const good = readFileSync(opensslCsr(tmp.path, "forged").csr, "utf8");
+    const der = Buffer.from(good.replace(/-----[^-]+-----/g, "").replace(/\s+/g, ""), "base64");
+    der.writeUInt8(der.readUInt8(der.length - 5) ^ 0x01, der.length - 5);
+    const forged = join(tmp.path, "forged.der");
+    writeFileSync(forged, der);
+    const head = await auditHead();
+    for (const [csr, pattern] of [
+      [weak, /key type not allowed/i],
+      [forged, /signature does not verify/],
+    ] as const) {
+      const args = ["device", "issue", "issue-h", "--csr", csr];
+      const here = assertOneLineError(await local(args), pattern);
+      const there = assertOneLineError(await remote("bob", args), / \(400 (key-type-not-allowed|csr-invalid) from https:/);
+      assert.equal(remoteLine(there), here);
+    }
+    assert.deepEqual(await f.fleet.store.ops.certificates.ofDevice("issue-h"), []);
+    assert.equal(await auditHead(), head);
+  });
+
+  test("GET /api/devices items carry createdAt and updatedAt (the remote list reads no device one by one)", async () => {
+    const page = await https(`${base}/api/devices?q=robot-1`, {
+      ca: readFileSync(rootPemPath(f.dir), "utf8"),
+      key: readFileSync(join(dirs.alice!, "key.pem"), "utf8"),
+      cert: readFileSync(join(dirs.alice!, "cert.pem"), "utf8") + readFileSync(join(dirs.alice!, "chain.pem"), "utf8"),
+    });
+    assert.equal(page.status, 200, page.text);
+    const item = page.json().items.find((d: { id: string }) => d.id === "robot-1");
+    const stored = (await f.fleet.store.ops.devices.get("robot-1"))!;
+    assert.deepEqual([item.createdAt, item.updatedAt], [stored.created_at, stored.updated_at]);
+  });
+
   test("policy check: the server's policy, ok with its rule count", async () => {
     const r = await remote("alice", ["policy", "check"]);
     assert.match(ok(r, "remote policy check"), /^ok: https:\/\/127\.0\.0\.1:\d+\/api\/policy: \d+ rules?, mode \S+\n$/);
@@ -194,11 +335,15 @@ describe("CLI through the admin API (--server --operator)", () => {
   test("operator directory problems: missing, no ca.pem, encrypted key without its passphrase, wrong passphrase", async () => {
     const missing = await cliAsync(["device", "show", "robot-1", "--server", base, "--operator", join(tmp.path, "nope")]);
     assertOneLineError(missing, /operator directory .*nope does not exist/);
-    // The init-made admin: encrypted key.pem and no ca.pem.
+    const noCa = join(tmp.path, "no-ca");
+    cpSync(dirs.bob!, noCa, { recursive: true });
+    rmSync(join(noCa, "ca.pem"));
+    const withoutCa = await cliAsync(["device", "show", "robot-1", "--server", base, "--operator", noCa]);
+    assertOneLineError(withoutCa, /no-ca\/ca\.pem is missing: the server is verified against the fleet's root certificate there/);
+    // The init-made admin is a whole bundle (init writes its ca.pem), with a key encrypted under the fleet passphrase.
     const admin = f.fleet.path(layout.operatorDir("admin"));
+    assert.equal(readFileSync(join(admin, "ca.pem"), "utf8"), readFileSync(rootPemPath(f.dir), "utf8"));
     const args = ["device", "show", "robot-1", "--server", base, "--operator", admin];
-    assertOneLineError(await cliAsync(args), /admin\/ca\.pem is missing: put the fleet's root certificate there/);
-    copyFileSync(rootPemPath(f.dir), join(admin, "ca.pem"));
     assertOneLineError(await cliAsync(args), /admin\/key\.pem is encrypted: give its passphrase with --operator-passphrase-file FILE/);
     const wrongPass = join(tmp.path, "wrong-pass");
     writeFileSync(wrongPass, "not the passphrase\n", { mode: 0o600 });
@@ -322,9 +467,8 @@ describe("CLI through the admin API: a hostile or wrong server", () => {
     });
     await new Promise<void>((r) => fake.listen(0, "127.0.0.1", r));
     base = `https://127.0.0.1:${(fake.address() as AddressInfo).port}`;
+    // As init wrote it: key (encrypted), cert, chain and ca.pem.
     operator = f.fleet.path(layout.operatorDir("admin"));
-    copyFileSync(rootPemPath(f.dir), join(operator, "ca.pem"));
-    chmodSync(join(operator, "ca.pem"), 0o644);
   });
   after(async () => {
     await new Promise((r) => fake?.close(r));

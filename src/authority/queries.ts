@@ -96,7 +96,7 @@ export interface DeviceListQuery {
   limit?: number;
 }
 
-export interface DeviceListItem extends Omit<Device, "createdAt" | "updatedAt"> {
+export interface DeviceListItem extends Device {
   /** The newest device certificate (by notAfter); null before the device's first enrollment. */
   certificate: { serial: string; notAfter: string; status: "valid" | "revoked" | "hold" | "expired" } | null;
   /** When it last enrolled, renewed or was admitted by a gateway (ISO 8601); null: never. */
@@ -153,6 +153,8 @@ export async function listDevicePage(
         group: r.group_name,
         labels: JSON.parse(r.labels) as Record<string, string>,
         status: r.status,
+        createdAt: r.created_at,
+        updatedAt: r.updated_at,
         certificate: f
           ? {
               serial: f.newest.serial,

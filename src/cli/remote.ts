@@ -63,8 +63,8 @@ function readBundleFile(dir: string, file: string): string {
   if (!existsSync(path))
     throw new RemoteError(
       file === "ca.pem"
-        ? `${path} is missing: put the fleet's root certificate there (ca/root/cert.pem on the CA machine); ` +
-            "the server is verified against it"
+        ? `${path} is missing: the server is verified against the fleet's root certificate there ` +
+            "(`fleetpki operator add --out` and `fleetpki init` write it; ca/root/cert.pem on the CA machine)"
         : `${path} is missing: --operator takes a directory written by \`fleetpki operator add --out\``,
     );
   try {
@@ -251,7 +251,8 @@ export class AdminClient {
     }
     const problem = (isJson && json && typeof json === "object" ? json : {}) as { type?: unknown; detail?: unknown; errors?: unknown };
     const type = typeof problem.type === "string" ? (problem.type.split("/").pop() ?? "") : "";
-    const detail = typeof problem.detail === "string" ? oneLine(problem.detail) : `HTTP ${res.status}`;
+    // Bounded, but long enough for the domain's longest messages (e.g. the waiting requests listed), as locally.
+    const detail = typeof problem.detail === "string" ? oneLine(problem.detail, 2000) : `HTTP ${res.status}`;
     if (res.status === 404 && type === "not-found")
       throw new RemoteError(
         `the admin API at ${base} has no endpoint ${route} (this command needs it): ` +

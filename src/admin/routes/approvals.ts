@@ -2,7 +2,7 @@
 // compared out of band with the one the robot prints), deny.
 import { Type } from "@sinclair/typebox";
 import type { FastifyInstance } from "fastify";
-import { decideRequest, denyRequests, listPendingRequests } from "../../authority/enroll/approval-requests.js";
+import { decideRequest, denyEnrollment, listPendingRequests } from "../../authority/enroll/approval-requests.js";
 import { actorOf } from "../auth.js";
 import type { AdminContext } from "../context.js";
 import { DeviceIdParams, PROBLEMS, Strict } from "./schemas.js";
@@ -33,15 +33,17 @@ export function registerApprovalRoutes(app: FastifyInstance, ctx: AdminContext):
     async () => listPendingRequests(ctx.fleet),
   );
 
-  app.post<{ Params: { id: string }; Body: { fingerprint: string } }>(
+  app.post<{ Params: { id: string }; Body: { fingerprint?: string; request?: string } }>(
     "/api/approvals/:id/approve",
     {
       config: { role: "operator" },
       schema: {
-        summary: "Approve the device's waiting request for the key with this fingerprint (its other requests are denied)",
+        summary:
+          "Approve the device's waiting request named by `request` or by its key's `fingerprint` (one of them); " +
+          "its other requests are denied",
         tags: ["approvals"],
         params: DeviceIdParams,
-        body: Strict({ fingerprint: Fingerprint }),
+        body: Strict({ fingerprint: Type.Optional(Fingerprint), request: Type.Optional(RequestId) }),
         response: { 200: Type.Object({ request: Pending, alsoDenied: Type.Array(Pending) }), ...PROBLEMS },
       },
     },
@@ -49,32 +51,42 @@ export function registerApprovalRoutes(app: FastifyInstance, ctx: AdminContext):
       decideRequest(ctx.fleet, {
         deviceId: request.params.id,
         fingerprint: request.body.fingerprint,
+        requestId: request.body.request,
         approve: true,
         actor: actorOf(request),
       }),
   );
 
-  app.post<{ Params: { id: string }; Body: { reason?: string; request?: string } }>(
+  app.post<{ Params: { id: string }; Body: { reason?: string; request?: string; fingerprint?: string; all?: boolean } }>(
     "/api/approvals/:id/deny",
     {
       config: { role: "operator" },
       schema: {
-        summary: "Deny the device's waiting requests (all of them, or the one named by `request`)",
+        summary:
+          "Deny the device's waiting requests: the one named by `request` or `fingerprint`; with neither, all of them, " +
+          "or with `all: false` the only one waiting",
         tags: ["approvals"],
         params: DeviceIdParams,
-        body: Strict({ reason: Type.Optional(Type.String({ maxLength: 500 })), request: Type.Optional(RequestId) }),
-        response: { 200: Type.Object({ denied: Type.Array(Pending) }), ...PROBLEMS },
+        body: Strict({
+          reason: Type.Optional(Type.String({ maxLength: 500 })),
+          request: Type.Optional(RequestId),
+          fingerprint: Type.Optional(Fingerprint),
+          all: Type.Optional(Type.Boolean()),
+        }),
+        response: { 200: Type.Object({ denied: Type.Array(Pending), bulk: Type.Boolean() }), ...PROBLEMS },
       },
     },
     async (request) => {
-      const actor = actorOf(request);
-      const { reason, request: requestId } = request.body;
-      if (requestId !== undefined) {
-        const d = await decideRequest(ctx.fleet, { deviceId: request.params.id, requestId, approve: false, actor });
-        return { denied: [d.request] };
-      }
-      const denied = await denyRequests(ctx.fleet, { deviceId: request.params.id, reason, actor });
-      return { denied };
+      const { reason, request: requestId, fingerprint, all } = request.body;
+      // Without a request named, the default stays "all of the device's requests" (what the dashboard asks).
+      return denyEnrollment(ctx.fleet, {
+        deviceId: request.params.id,
+        requestId,
+        fingerprint,
+        all: all ?? (requestId === undefined && fingerprint === undefined),
+        reason,
+        actor: actorOf(request),
+      });
     },
   );
 }

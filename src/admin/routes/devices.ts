@@ -4,6 +4,7 @@ import { Type } from "@sinclair/typebox";
 import type { FastifyInstance } from "fastify";
 import { addDevice, recentDeviceEvents, showDevice, updateDevice } from "../../authority/devices.js";
 import { createToken } from "../../authority/enroll/tokens.js";
+import { issueDeviceCertificate } from "../../authority/issue/issuance.js";
 import { listGatewaySessions } from "../../gateway/sessions.js";
 import { holdDevice, removeDevice, REVOKE_REASONS, revokeDevice, unholdDevice } from "../../authority/status/revocation.js";
 import { actorOf } from "../auth.js";
@@ -16,6 +17,7 @@ import {
   DeviceId,
   DeviceIdParams,
   Duration,
+  Pem,
   PROBLEMS,
   StatusChange,
   Strict,
@@ -140,6 +142,44 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: AdminContext): v
     async (request, reply) => {
       const token = await createToken(ctx.fleet, { deviceId: request.params.id, ttl: request.body?.ttl, actor: actorOf(request) });
       return reply.code(201).send(token);
+    },
+  );
+
+  app.post<{ Params: { id: string }; Body: { csr: string } }>(
+    "/api/devices/:id/certificates",
+    {
+      config: { role: "operator" },
+      schema: {
+        summary: "Sign a CSR for the device by hand (device profile; the key policy and CSR checks are `fleetpki device issue`'s)",
+        tags: ["devices"],
+        params: DeviceIdParams,
+        body: Strict({ csr: Pem }),
+        response: {
+          201: Type.Object({
+            serial: Type.String(),
+            notBefore: Type.String(),
+            notAfter: Type.String(),
+            certificate: Type.String({ description: "PEM" }),
+            chain: Type.String({ description: "PEM of the issuing CA(s), without the root" }),
+          }),
+          ...PROBLEMS,
+        },
+      },
+    },
+    async (request, reply) => {
+      const cert = await issueDeviceCertificate(ctx.fleet, {
+        deviceId: request.params.id,
+        csr: request.body.csr,
+        actor: actorOf(request),
+        context: { via: "admin-api" },
+      });
+      return reply.code(201).send({
+        serial: cert.serial,
+        notBefore: cert.notBefore.toISOString(),
+        notAfter: cert.notAfter.toISOString(),
+        certificate: cert.certificatePem,
+        chain: cert.chainPem,
+      });
     },
   );
 

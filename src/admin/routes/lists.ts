@@ -51,6 +51,8 @@ const DeviceItem = Type.Object({
   group: Type.Union([Type.String(), Type.Null()]),
   labels: Labels,
   status: Type.String({ description: DEVICE_STATES.join(" | ") }),
+  createdAt: Type.String(),
+  updatedAt: Type.String(),
   certificate: Type.Union([
     Type.Object({
       serial: Type.String(),

@@ -11,7 +11,7 @@ import { generateKey, publicSpki, writePrivateKey } from "../../keys/keys.js";
 import { CA_KEY_TYPES, signatureSchemeFor, type CaKeyType } from "../../x509/algorithms.js";
 import { subjectPublicKeyOf } from "../../x509/certificate.js";
 import { fromPem, toPem } from "../../x509/pem.js";
-import { recordOperator } from "../identities/operators.js";
+import { OPERATOR_FILES, recordOperator } from "../identities/operators.js";
 import { buildRootCertificate, deviceDnsZone, inDeviceDnsZone, operatorSpiffeId } from "../../x509/profiles.js";
 import type { GeneralName } from "../../x509/extensions.js";
 import { checkpointAfter, ensureAuditKey } from "../audit-checkpoints.js";
@@ -287,6 +287,10 @@ export async function completeFleet(fleet: FleetServices, actor: string, now: Da
       actor,
       now,
     );
+    // The root beside it, so the directory is a whole operator bundle (`--server URL --operator DIR`
+    // verifies the server against DIR/ca.pem), as `operator add --out` writes one.
+    const { root } = await fleet.chainPem("operators");
+    writeFileAtomic(join(fleet.path(layout.operatorDir("admin")), OPERATOR_FILES.ca), root);
     // The first operator is the fleet's admin (role admin in the admin API and the policy).
     await fleet.store.transaction((tx) =>
       recordOperator(tx, { name: "admin", role: "admin", serial: admin.issued.serialHex, actor, now, identity }),

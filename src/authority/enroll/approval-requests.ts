@@ -357,3 +357,42 @@ export async function denyRequests(
     return rows.map((r) => toPending(fleet, r));
   });
 }
+
+export interface DenyEnrollment {
+  /** The device whose requests are denied; optional only with `fromAddress`. */
+  deviceId?: string;
+  /** One request, named by id or by its key's fingerprint (or neither: the only one waiting). */
+  requestId?: string;
+  fingerprint?: string;
+  /** Every waiting request of the device (and/or from `fromAddress`). */
+  all?: boolean;
+  /** Every waiting request from this address or prefix (with `deviceId`: of that device only). */
+  fromAddress?: string;
+  reason?: string;
+  actor: string;
+  now?: Date;
+}
+
+/** Refuses a denial that names both one request and all of them, or no device (before anything is sent or written). */
+export function checkDenial(req: Omit<DenyEnrollment, "actor" | "now">): void {
+  if (req.all || req.fromAddress !== undefined) {
+    if (req.requestId !== undefined || req.fingerprint !== undefined)
+      throw new InvalidArgument("--all and --all-from deny every matching request; leave out --request and --fingerprint");
+    if (req.all && req.deviceId === undefined) throw new InvalidArgument("--all needs the device id: fleetpki device deny ID --all");
+  } else if (req.deviceId === undefined) throw new InvalidArgument("give the device id (or --all-from ADDRESS[/PREFIX])");
+}
+
+/**
+ * A denial as `fleetpki device deny` and POST /api/approvals/:id/deny name it: one request (by id,
+ * by key fingerprint, or the only one waiting), or all of them (`all`, `fromAddress`). `bulk` says
+ * which, so the caller can report it.
+ */
+export async function denyEnrollment(fleet: FleetServices, req: DenyEnrollment): Promise<{ bulk: boolean; denied: PendingRequest[] }> {
+  const { deviceId, requestId, fingerprint, actor, now, reason } = req;
+  checkDenial(req);
+  if (req.all || req.fromAddress !== undefined)
+    return { bulk: true, denied: await denyRequests(fleet, { deviceId, fromAddress: req.fromAddress, actor, now, reason }) };
+  // checkDenial: a single denial names its device.
+  const d = await decideRequest(fleet, { deviceId: deviceId!, requestId, fingerprint, approve: false, actor, now });
+  return { bulk: false, denied: [d.request] };
+}

@@ -25,7 +25,9 @@ export { FactoryRefusal } from "./provisioners/factory.js";
 export { requestedDeviceId } from "./provisioners/approval.js";
 export { EXPIRED_RENEWAL_LABEL, expiredRenewalMessage } from "./provisioners/expired-renewal.js";
 export {
+  checkDenial,
   decideRequest,
+  denyEnrollment,
   denyRequests,
   keyFingerprint,
   listPendingRequests,

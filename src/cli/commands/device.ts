@@ -12,17 +12,22 @@ import {
 } from "../../authority/devices.js";
 import { InvalidArgument } from "../../authority/errors.js";
 import { issueDeviceCertificate } from "../../authority/issue/issuance.js";
-import { decideRequest, denyRequests, listPendingRequests, type PendingRequest } from "../../authority/enroll/enrollment.js";
+import {
+  checkDenial,
+  decideRequest,
+  denyEnrollment,
+  listPendingRequests,
+  type Decision,
+  type PendingRequest,
+} from "../../authority/enroll/enrollment.js";
 import { createToken } from "../../authority/enroll/tokens.js";
 import { removeDevice, type StatusChange } from "../../authority/status/revocation.js";
 import { writeFileAtomic } from "../../keys/files.js";
+import { looksLikePem, toPem } from "../../x509/pem.js";
 import { CLI_ACTOR, dirOption } from "../context.js";
 import { printJson, printTable, say } from "../output.js";
 import { allPages, localOnly, remoteOptions, via, type AdminClient } from "../remote.js";
 import { resign, statusChangeOf } from "./revoke.js";
-
-/** A command whose endpoint the admin API has, but that this CLI does not map onto it yet: refused by name. */
-const NOT_YET = (what: string, endpoint: string) => localOnly(what, `${endpoint} is not wired to this command yet`);
 
 /** --dir, or --server and --operator. */
 const fleetOption = (cmd: Command): Command => remoteOptions(dirOption(cmd));
@@ -49,6 +54,17 @@ function deviceDetailsOf(d: DeviceDetails): DeviceDetails {
   };
 }
 
+/** A waiting request as printed (same fields, same order either way). */
+const pendingOf = (p: PendingRequest): PendingRequest => ({
+  id: p.id,
+  deviceId: p.deviceId,
+  keyFingerprint: p.keyFingerprint,
+  source: p.source,
+  address: p.address,
+  createdAt: p.createdAt,
+  expiresAt: p.expiresAt,
+});
+
 /** A one-time token as printed: ISO expiry either way. */
 interface IssuedToken {
   token: string;
@@ -61,17 +77,13 @@ const tokenOf = (t: { token: string; expiresAt: Date | string }): IssuedToken =>
 
 /**
  * Every device through the admin API's paginated list, in the local command's shape and order (by
- * id). The list leaves removed devices out unless asked by state; its items carry no createdAt or
- * updatedAt, which the local list prints, so those devices are read one by one.
+ * id). The list leaves removed devices out unless asked by state.
  */
 async function remoteDevices(api: AdminClient, filter: { group?: string; all: boolean }): Promise<Device[]> {
   const listed = await allPages<Device>(api, "GET /api/devices", { group: filter.group });
   if (filter.all) listed.push(...(await allPages<Device>(api, "GET /api/devices", { group: filter.group, state: "removed" })));
   listed.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  const devices: Device[] = [];
-  for (const d of listed)
-    devices.push(deviceOf(d.createdAt !== undefined ? d : await api.call<Device>("GET /api/devices/:id", { id: d.id })));
-  return devices;
+  return listed.map(deviceOf);
 }
 
 export function registerDevice(program: Command): void {
@@ -112,21 +124,23 @@ export function registerDevice(program: Command): void {
   fleetOption(device.command("requests").description("enrollment requests waiting for approval, with each key's fingerprint and source"))
     .option("--json", "machine-readable output")
     .action(async (opts, cmd: Command) => {
-      await via(cmd, async (fleet) => {
-        const pending = await listPendingRequests(fleet);
-        if (opts.json) return printJson(pending);
-        printTable(
-          pending.map((p) => ({
-            device: p.deviceId,
-            request: p.id,
-            "key fingerprint": p.keyFingerprint ?? "?",
-            from: p.address ?? p.source,
-            requested: p.createdAt,
-            expires: p.expiresAt,
-          })),
-          ["device", "request", "key fingerprint", "from", "requested", "expires"],
-        );
-      }, NOT_YET("device requests", "GET /api/approvals"));
+      const pending = await via(
+        cmd,
+        (fleet) => listPendingRequests(fleet),
+        (api) => api.call<PendingRequest[]>("GET /api/approvals"),
+      );
+      if (opts.json) return printJson(pending.map(pendingOf));
+      printTable(
+        pending.map((p) => ({
+          device: p.deviceId,
+          request: p.id,
+          "key fingerprint": p.keyFingerprint ?? "?",
+          from: p.address ?? p.source,
+          requested: p.createdAt,
+          expires: p.expiresAt,
+        })),
+        ["device", "request", "key fingerprint", "from", "requested", "expires"],
+      );
     });
 
   const describe = (p: PendingRequest) => `request ${p.id} (key ${p.keyFingerprint ?? "?"}, from ${p.address ?? p.source})`;
@@ -139,17 +153,15 @@ export function registerDevice(program: Command): void {
       .option("--request <rid>", "the request to approve (`fleetpki device requests`)")
       .option("--fingerprint <sha256:hex>", "the key to approve, as the robot prints it"),
   ).action(async (id: string, opts, cmd: Command) => {
-    await via(cmd, async (fleet) => {
-      const d = await decideRequest(fleet, {
-        deviceId: id,
-        requestId: opts.request,
-        fingerprint: opts.fingerprint,
-        approve: true,
-        actor: CLI_ACTOR,
-      });
-      say(`enrollment of ${id} approved: ${describe(d.request)}; its next poll gets a certificate`);
-      for (const other of d.alsoDenied) say(`denied ${describe(other)}: another request for ${id} was approved`);
-    }, NOT_YET("device approve", "POST /api/approvals/:id/approve"));
+    const chosen = { requestId: opts.request as string | undefined, fingerprint: opts.fingerprint as string | undefined };
+    const d = await via(
+      cmd,
+      (fleet) => decideRequest(fleet, { deviceId: id, ...chosen, approve: true, actor: CLI_ACTOR }),
+      (api) =>
+        api.call<Decision>("POST /api/approvals/:id/approve", { id }, { request: chosen.requestId, fingerprint: chosen.fingerprint }),
+    );
+    say(`enrollment of ${id} approved: ${describe(d.request)}; its next poll gets a certificate`);
+    for (const other of d.alsoDenied) say(`denied ${describe(other)}: another request for ${id} was approved`);
   });
 
   fleetOption(
@@ -164,26 +176,30 @@ export function registerDevice(program: Command): void {
         "every pending request from this IP address or prefix (e.g. an IPv6 /64), whatever the device id",
       ),
   ).action(async (id: string | undefined, opts, cmd: Command) => {
-    await via(cmd, async (fleet) => {
-      if (opts.all || opts.allFrom !== undefined) {
-        if (opts.request !== undefined || opts.fingerprint !== undefined)
-          throw new InvalidArgument("--all and --all-from deny every matching request; leave out --request and --fingerprint");
-        if (opts.all && id === undefined) throw new InvalidArgument("--all needs the device id: fleetpki device deny ID --all");
-        const denied = await denyRequests(fleet, { deviceId: id, fromAddress: opts.allFrom, actor: CLI_ACTOR });
-        for (const p of denied) say(`denied ${p.deviceId}: ${describe(p)}`);
-        say(`${denied.length} request${denied.length === 1 ? "" : "s"} denied`);
-        return;
-      }
-      if (id === undefined) throw new InvalidArgument("give the device id (or --all-from ADDRESS[/PREFIX])");
-      const d = await decideRequest(fleet, {
-        deviceId: id,
-        requestId: opts.request,
-        fingerprint: opts.fingerprint,
-        approve: false,
-        actor: CLI_ACTOR,
-      });
-      say(`enrollment of ${id} denied: ${describe(d.request)}; a request with another key can still be approved`);
-    }, NOT_YET("device deny", "POST /api/approvals/:id/deny"));
+    const denial = {
+      deviceId: id,
+      requestId: opts.request as string | undefined,
+      fingerprint: opts.fingerprint as string | undefined,
+      all: opts.all === true,
+      fromAddress: opts.allFrom as string | undefined,
+    };
+    const { bulk, denied } = await via(
+      cmd,
+      (fleet) => denyEnrollment(fleet, { ...denial, actor: CLI_ACTOR }),
+      async (api) => {
+        checkDenial(denial);
+        if (denial.fromAddress !== undefined)
+          return localOnly("device deny --all-from", "the admin API denies one device's requests, not an address's")();
+        const body = { request: denial.requestId, fingerprint: denial.fingerprint, all: denial.all };
+        return api.call<{ bulk: boolean; denied: PendingRequest[] }>("POST /api/approvals/:id/deny", { id: id! }, body);
+      },
+    );
+    if (bulk) {
+      for (const p of denied) say(`denied ${p.deviceId}: ${describe(p)}`);
+      say(`${denied.length} request${denied.length === 1 ? "" : "s"} denied`);
+      return;
+    }
+    say(`enrollment of ${id} denied: ${describe(denied[0]!)}; a request with another key can still be approved`);
   });
 
   fleetOption(
@@ -318,15 +334,21 @@ export function registerDevice(program: Command): void {
       } catch {
         throw new InvalidArgument(`cannot read CSR file ${opts.csr}`);
       }
-      await via(cmd, async (fleet) => {
-        const cert = await issueDeviceCertificate(fleet, { deviceId: id, csr, actor: CLI_ACTOR, context: { via: "cli" } });
-        if (opts.out) {
-          writeFileAtomic(opts.out, cert.certificatePem);
-          process.stderr.write(
-            `certificate ${cert.serial} for ${id} written to ${opts.out} (valid until ${cert.notAfter.toISOString()})\n`,
-          );
-        } else process.stdout.write(cert.certificatePem);
-      }, localOnly("device issue", "signing a CSR by hand is a CA-machine task"));
+      const cert = await via(
+        cmd,
+        async (fleet) => {
+          const c = await issueDeviceCertificate(fleet, { deviceId: id, csr, actor: CLI_ACTOR, context: { via: "cli" } });
+          return { serial: c.serial, certificate: c.certificatePem, notAfter: c.notAfter.toISOString() };
+        },
+        // The API takes PEM; a DER file is wrapped as is (the server's CSR checks are the local command's).
+        (api) => api.call<{ serial: string; certificate: string; notAfter: string }>("POST /api/devices/:id/certificates", { id }, {
+          csr: looksLikePem(csr) ? csr.toString("utf8") : toPem("CERTIFICATE REQUEST", csr),
+        }),
+      );
+      if (opts.out) {
+        writeFileAtomic(opts.out, cert.certificate);
+        process.stderr.write(`certificate ${cert.serial} for ${id} written to ${opts.out} (valid until ${cert.notAfter})\n`);
+      } else process.stdout.write(cert.certificate);
     });
 }
 
