@@ -63,7 +63,11 @@ describe("admin listener under attack", () => {
       });
 
     test("role operator cannot revoke an admin's, a service's or a server's certificate (admin-only identities)", async () => {
-      for (const [kind, subject] of [["operator", "admin"], ["service", "telemetry"], ["server", undefined]] as const) {
+      for (const [kind, subject] of [
+        ["operator", "admin"],
+        ["service", "telemetry"],
+        ["server", undefined],
+      ] as const) {
         const serial = await serialOf(kind, subject);
         const seq = await head();
         assertProblem(await revoke(serial, "operator"), 403, "role-too-weak");
@@ -99,6 +103,23 @@ describe("admin listener under attack", () => {
       assertProblem(await as("DELETE", "/api/operators/admin", undefined), 403, "role-too-weak");
       assertProblem(await as("POST", "/api/operators/alice/login-link", {}), 403, "role-too-weak");
       assert.equal(await head(), seq, "nothing audited");
+    });
+
+    test("an admin cannot mint a login link for another admin (it would act, and be audited, as them)", async () => {
+      const post = (path: string, body: unknown) =>
+        https(`${a.base}${path}`, {
+          ...a.as("admin"),
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+        });
+      const invited = await post("/api/operators", { name: "dora", role: "admin" });
+      assert.equal(invited.status, 201, invited.text);
+      const seq = await head();
+      assertProblem(await post("/api/operators/dora/login-link", {}), 403, "other-admin");
+      assert.equal(await head(), seq, "nothing audited");
+      assert.equal((await post("/api/operators/alice/login-link", {})).status, 201, "a viewer's link: allowed");
+      assert.equal((await post("/api/operators/admin/login-link", {})).status, 201, "one's own link: allowed");
     });
   });
 

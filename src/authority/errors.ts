@@ -145,6 +145,7 @@ export class NotPermitted extends ReasonedError<
   | "key-mismatch"
   | "factory-already-enrolled"
   | "role-too-weak"
+  | "other-admin"
 > {
   readonly code = "not-permitted";
 }

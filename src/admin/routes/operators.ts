@@ -92,7 +92,11 @@ export function registerOperatorRoutes(app: FastifyInstance, ctx: AdminContext):
       },
     },
     async (request, reply) => {
-      const link = await operatorLoginLink(ctx.fleet, { name: request.params.name, actor: actorOf(request) });
+      const link = await operatorLoginLink(ctx.fleet, {
+        name: request.params.name,
+        actor: actorOf(request),
+        by: request.principal!.name,
+      });
       return reply.code(201).send({ loginUrl: link.loginUrl, expiresAt: link.expiresAt.toISOString() });
     },
   );

@@ -3,7 +3,7 @@
 // createLoginLink. A certificate bundle (PEM + PKCS#12) is `fleetpki operator add` on the CA machine.
 import type { OperatorRole } from "../../access/identity.js";
 import { operatorSpiffeId } from "../../x509/profiles.js";
-import { OperatorExists } from "../errors.js";
+import { NotPermitted, OperatorExists } from "../errors.js";
 import type { FleetServices } from "../services.js";
 import { createLoginLink, loginUrl } from "./operator-sessions.js";
 import { assertOperatorName, assertOperatorRole } from "./operators.js";
@@ -51,9 +51,17 @@ export async function inviteOperator(
 /** A new one-time login link for an active operator. */
 export async function operatorLoginLink(
   fleet: FleetServices,
-  req: { name: string; actor: string },
+  req: { name: string; actor: string; /** The operator asking through the admin API. */ by?: string },
 ): Promise<{ loginUrl: string; expiresAt: Date }> {
   assertOperatorName(req.name);
-  const link = await createLoginLink(fleet, req);
+  // A link is a session as its operator: one admin minting one for another admin could act, and be
+  // audited, as that admin. Another admin's link comes from the CA machine (`fleetpki operator login`).
+  const target = await fleet.store.ops.operators.get(req.name);
+  if (req.by !== undefined && target?.role === "admin" && target.status === "active" && req.name !== req.by)
+    throw new NotPermitted(
+      "other-admin",
+      `a login link for another admin ("${req.name}") is made on the CA machine (fleetpki operator login), not through the API`,
+    );
+  const link = await createLoginLink(fleet, { name: req.name, actor: req.actor });
   return { loginUrl: loginUrl(fleet, link.token), expiresAt: link.expiresAt };
 }
