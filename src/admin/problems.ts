@@ -21,22 +21,8 @@ import {
   UnknownOperator,
   UnknownService,
 } from "../authority/errors.js";
-import { HttpProblem, PROBLEM_BASE } from "../http/http.js";
+import { HttpProblem, PROBLEM_BASE, TITLES } from "../http/http.js";
 import type { Logger } from "../log.js";
-
-const TITLES: Record<number, string> = {
-  400: "Bad Request",
-  401: "Unauthorized",
-  403: "Forbidden",
-  404: "Not Found",
-  405: "Method Not Allowed",
-  409: "Conflict",
-  413: "Content Too Large",
-  415: "Unsupported Media Type",
-  429: "Too Many Requests",
-  500: "Internal Server Error",
-  503: "Service Unavailable",
-};
 
 /** Extra members of a problem body (e.g. the list of policy errors). */
 export class AdminProblem extends HttpProblem {

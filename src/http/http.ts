@@ -36,13 +36,15 @@ export class ClientAborted extends HttpProblem {
 
 export const PROBLEM_BASE = "https://fleetpki.dev/problems/";
 
-const TITLES: Record<number, string> = {
+/** RFC 9110's reason phrases, the `title` of a problem body. */
+export const TITLES: Record<number, string> = {
   400: "Bad Request",
   401: "Unauthorized",
   403: "Forbidden",
   404: "Not Found",
   405: "Method Not Allowed",
   408: "Request Timeout",
+  409: "Conflict",
   413: "Content Too Large",
   414: "URI Too Long",
   415: "Unsupported Media Type",
