@@ -228,8 +228,12 @@ describe("CLI through the admin API (--server --operator)", () => {
     const decided = rows.filter((row) => row.subject === "device:fp-r" && row.action.startsWith("enrollment."));
     assert.deepEqual(
       decided.map((row) => [row.action, row.actor]),
-      [["enrollment.request", "approval:fp-r"], ["enrollment.request", "approval:fp-r"],
-        ["enrollment.approve", "operator:bob"], ["enrollment.deny", "operator:bob"]],
+      [
+        ["enrollment.request", "approval:fp-r"],
+        ["enrollment.request", "approval:fp-r"],
+        ["enrollment.approve", "operator:bob"],
+        ["enrollment.deny", "operator:bob"],
+      ],
     );
     assert.equal(ok(await remote("alice", ["device", "requests", "--json"]), "requests at the end"), "[]\n");
   });
@@ -244,7 +248,12 @@ describe("CLI through the admin API (--server --operator)", () => {
     ok(a, "local issue");
     ok(b, "remote issue");
     const blank = (text: string, id: string, out: string) =>
-      text.split(out).join("<out>").split(id).join("<device>").replace(/certificate [0-9a-f]+/, "certificate <serial>")
+      text
+        .split(out)
+        .join("<out>")
+        .split(id)
+        .join("<device>")
+        .replace(/certificate [0-9a-f]+/, "certificate <serial>")
         .replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/, "<time>");
     assert.equal(blank(b.stderr, "issue-r", outR), blank(a.stderr, "issue-l", outL));
     assert.equal(b.stdout, "");
@@ -321,8 +330,21 @@ describe("CLI through the admin API (--server --operator)", () => {
     const wrong = join(tmp.path, "wrong-ca");
     cpSync(dirs.bob!, wrong, { recursive: true });
     const made = openssl([
-      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=Other Root", "-days", "1",
-      "-keyout", join(tmp.path, "other.key"), "-out", join(wrong, "ca.pem"),
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-subj",
+      "/CN=Other Root",
+      "-days",
+      "1",
+      "-keyout",
+      join(tmp.path, "other.key"),
+      "-out",
+      join(wrong, "ca.pem"),
     ]);
     assert.equal(made.status, 0, made.stderr);
     const head = await auditHead();
@@ -477,8 +499,15 @@ describe("CLI through the admin API: a hostile or wrong server", () => {
 
   const run = () =>
     cliAsync([
-      "device", "show", "robot-1", "--server", base, "--operator", operator,
-      "--operator-passphrase-file", resolve(f.dir, f.fleet.config.keys.passphrase_file),
+      "device",
+      "show",
+      "robot-1",
+      "--server",
+      base,
+      "--operator",
+      operator,
+      "--operator-passphrase-file",
+      resolve(f.dir, f.fleet.config.keys.passphrase_file),
     ]);
 
   test("a problem detail with terminal escapes and newlines is printed as one clean line", async () => {

@@ -60,15 +60,18 @@ function parseExposition(text: string): Exposition {
     const labels: string[] = [];
     const labelText = m[2] ?? "";
     const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)/y;
-    for (let at = 0; at < labelText.length; ) {
+    for (let at = 0; at < labelText.length;) {
       re.lastIndex = at;
       const l = re.exec(labelText);
       assert.ok(l, `malformed labels in: ${line}`);
       labels.push(`${l[1]}="${l[2]}"`);
       at = re.lastIndex;
     }
-    const value = m[3] === "+Inf" ? Infinity : m[3] === "-Inf" ? -Infinity : Number(m[3]);
-    assert.ok(!Number.isNaN(value) || m[3] === "NaN", `bad value in: ${line}`);
+    // Prometheus reads values as Go's ParseFloat does: NaN and Inf in any case (prom-client writes
+    // "Nan" for an event-loop lag not sampled yet).
+    const word = m[3]!.toLowerCase();
+    const value = word === "+inf" || word === "inf" ? Infinity : word === "-inf" ? -Infinity : Number(m[3]);
+    assert.ok(!Number.isNaN(value) || word === "nan", `bad value in: ${line}`);
     const key = labels.length ? `${m[1]}{${labels.sort().join(",")}}` : m[1]!;
     assert.ok(!samples.has(key), `duplicate sample ${key}`);
     samples.set(key, value);
@@ -239,7 +242,10 @@ describe("GET /metrics", () => {
     assert.ok(e.samples.has('fleetpki_devices{state="active"}'));
     // The sample Grafana dashboard asks only for series that exist.
     const dashboard = JSON.parse(readFileSync(join(import.meta.dirname, "..", "docs", "grafana-dashboard.json"), "utf8"));
-    assert.ok(dashboard.templating.list.some((v: { type: string }) => v.type === "datasource"), "a data source variable");
+    assert.ok(
+      dashboard.templating.list.some((v: { type: string }) => v.type === "datasource"),
+      "a data source variable",
+    );
     const asked = new Set<string>();
     for (const panel of dashboard.panels)
       for (const target of panel.targets ?? []) for (const m of String(target.expr).matchAll(/fleetpki_[a-z0-9_]+/g)) asked.add(m[0]);

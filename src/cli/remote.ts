@@ -132,8 +132,7 @@ function tlsFailure(base: string, caFile: string, e: NodeJS.ErrnoException): str
     "^(UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|SELF_SIGNED_CERT_IN_CHAIN|" +
       "DEPTH_ZERO_SELF_SIGNED_CERT|CERT_UNTRUSTED)$",
   );
-  if (untrusted.test(code))
-    return `cannot verify ${base}: its certificate does not chain to ${caFile} (${code})`;
+  if (untrusted.test(code)) return `cannot verify ${base}: its certificate does not chain to ${caFile} (${code})`;
   // The rest of OpenSSL's verification failures (a certificate not for servers, expired, malformed).
   if (/^(CERT_[A-Z_]+|INVALID_(PURPOSE|CA)|PATH_LENGTH_EXCEEDED|HOSTNAME_MISMATCH|UNABLE_TO_[A-Z_]+)$/.test(code))
     return `cannot verify ${base}: its certificate is not valid for a server here (${code})`;

@@ -50,16 +50,11 @@ export function buildPkcs12(input: Pkcs12Input): Buffer {
   const localKeyId = binary(createHash("sha1").update(input.certificates[0]!).digest());
   const attributes = [seq([oid("localKeyId"), set([octets(localKeyId)])])];
   if (input.friendlyName)
-    attributes.push(
-      seq([oid("friendlyName"), set([asn1.create(asn1.Class.UNIVERSAL, asn1.Type.BMPSTRING, false, input.friendlyName)])]),
-    );
+    attributes.push(seq([oid("friendlyName"), set([asn1.create(asn1.Class.UNIVERSAL, asn1.Type.BMPSTRING, false, input.friendlyName)])]));
   const bagAttributes = () => set(attributes.map((a) => asn1.fromDer(der(a))));
 
   const certBags = input.certificates.map((cert, i) => {
-    const bag = [
-      oid("certBag"),
-      explicit0(seq([oid("x509Certificate"), explicit0(octets(binary(cert)))])),
-    ];
+    const bag = [oid("certBag"), explicit0(seq([oid("x509Certificate"), explicit0(octets(binary(cert)))]))];
     if (i === 0) bag.push(bagAttributes());
     return seq(bag);
   });

@@ -84,9 +84,7 @@ export class FleetMetrics {
       "Registration listener requests refused or failed (this process), by problem type",
       ["reason"],
     );
-    this.ocspRequests = counter("ocsp_requests_total", "OCSP requests answered by this process, by OCSP response status", [
-      "outcome",
-    ]);
+    this.ocspRequests = counter("ocsp_requests_total", "OCSP requests answered by this process, by OCSP response status", ["outcome"]);
 
     const metrics = this;
     new Gauge({

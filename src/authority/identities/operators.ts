@@ -299,8 +299,7 @@ export async function listOperators(fleet: FleetServices): Promise<OperatorSumma
   const now = fleet.clock.now().toISOString();
   const newest = new Map<string, SubjectCertificateSummary>();
   // Ordered by subject, newest first: the first row of each name is its newest.
-  for (const row of await fleet.store.ops.certificates.ofKind("operator"))
-    if (!newest.has(row.subject_id)) newest.set(row.subject_id, row);
+  for (const row of await fleet.store.ops.certificates.ofKind("operator")) if (!newest.has(row.subject_id)) newest.set(row.subject_id, row);
   return (await fleet.store.ops.operators.list()).map((o) => {
     const c = newest.get(o.name);
     const certificateStatus = !c

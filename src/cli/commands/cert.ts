@@ -22,7 +22,11 @@ function window(text: string): number {
 
 /** A window as the admin API's `within` takes it (digits and one unit), exactly the same length of time. */
 function windowText(ms: number): string {
-  for (const [unit, size] of [["d", 86_400_000], ["h", 3_600_000], ["m", 60_000]] as const)
+  for (const [unit, size] of [
+    ["d", 86_400_000],
+    ["h", 3_600_000],
+    ["m", 60_000],
+  ] as const)
     if (ms % size === 0) return `${ms / size}${unit}`;
   return `${Math.ceil(ms / 1000)}s`;
 }
@@ -44,8 +48,8 @@ export function registerCert(program: Command): void {
     dirOption(
       cert
         .command("expiring")
-      .description(
-        "list certificates in force that end within the window (devices, services, operators, server, OCSP signers, audit key, CAs); " +
+        .description(
+          "list certificates in force that end within the window (devices, services, operators, server, OCSP signers, audit key, CAs); " +
             "exit 1 when there are any",
         ),
     ),

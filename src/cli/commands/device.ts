@@ -207,13 +207,17 @@ export function registerDevice(program: Command): void {
       .command("reprovision <id>")
       .description("allow one more enrollment with a factory certificate (a factory certificate enrolls once)"),
   ).action(async (id: string, opts, cmd: Command) => {
-    await via(cmd, async (fleet) => {
-      const r = await reprovisionDevice(fleet, { deviceId: id, actor: CLI_ACTOR });
-      say(
-        `${id} may enroll once more with a factory certificate ` +
-          `(it last enrolled with factory certificate ${r.factorySerial}, getting ${r.certificateSerial})`,
-      );
-    }, localOnly("device reprovision", "the admin API has no reprovision endpoint"));
+    await via(
+      cmd,
+      async (fleet) => {
+        const r = await reprovisionDevice(fleet, { deviceId: id, actor: CLI_ACTOR });
+        say(
+          `${id} may enroll once more with a factory certificate ` +
+            `(it last enrolled with factory certificate ${r.factorySerial}, getting ${r.certificateSerial})`,
+        );
+      },
+      localOnly("device reprovision", "the admin API has no reprovision endpoint"),
+    );
   });
 
   fleetOption(
@@ -341,9 +345,14 @@ export function registerDevice(program: Command): void {
           return { serial: c.serial, certificate: c.certificatePem, notAfter: c.notAfter.toISOString() };
         },
         // The API takes PEM; a DER file is wrapped as is (the server's CSR checks are the local command's).
-        (api) => api.call<{ serial: string; certificate: string; notAfter: string }>("POST /api/devices/:id/certificates", { id }, {
-          csr: looksLikePem(csr) ? csr.toString("utf8") : toPem("CERTIFICATE REQUEST", csr),
-        }),
+        (api) =>
+          api.call<{ serial: string; certificate: string; notAfter: string }>(
+            "POST /api/devices/:id/certificates",
+            { id },
+            {
+              csr: looksLikePem(csr) ? csr.toString("utf8") : toPem("CERTIFICATE REQUEST", csr),
+            },
+          ),
       );
       if (opts.out) {
         writeFileAtomic(opts.out, cert.certificate);

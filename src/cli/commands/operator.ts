@@ -89,9 +89,7 @@ export function registerOperator(program: Command): void {
     },
   );
 
-  dirOption(
-    operator.command("login <name>").description("print a one-time dashboard login link for an operator (valid 10 minutes)"),
-  )
+  dirOption(operator.command("login <name>").description("print a one-time dashboard login link for an operator (valid 10 minutes)"))
     .option("--json", "machine-readable output")
     .action(async (name: string, opts) => {
       await withFleet(opts.dir, async (fleet) => {
