@@ -2,6 +2,7 @@
 import { X509Certificate, createPublicKey, type KeyObject } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { LISTENERS, type Listener } from "./listeners.js";
 import type { AddressInfo } from "node:net";
 import { CheckpointSchedule } from "./authority/audit-checkpoints.js";
 import { deviceClientCas } from "./authority/ca/cas.js";
@@ -31,8 +32,7 @@ import type { OperatorRoles } from "./admin/context.js";
 import { startAdminServer, type AdminTls, type RunningAdmin } from "./admin/server.js";
 import { FleetMetrics } from "./metrics/metrics.js";
 
-export const LISTENERS = ["registration", "status", "gateway", "admin"] as const;
-export type Listener = (typeof LISTENERS)[number];
+export { LISTENERS, type Listener };
 
 export interface ServeOptions {
   dir: string;

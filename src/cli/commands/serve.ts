@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { InvalidArgument } from "../../authority/errors.js";
 import { sha256Fingerprint } from "../../x509/certificate.js";
-import { LISTENERS, startFleetServer, type Listener } from "../../server.js";
+import { LISTENERS, type Listener } from "../../listeners.js";
 import { fromPem } from "../../x509/pem.js";
 import { dirOption } from "../context.js";
 import { selfCommand, shellWord } from "../output.js";
@@ -37,6 +37,8 @@ export function parseOnly(text: string | undefined): Listener[] | undefined {
 }
 
 export async function serve(dir: string, options: ServeCliOptions = {}): Promise<void> {
+  // Loaded here: the servers' libraries would slow every other command's start.
+  const { startFleetServer } = await import("../../server.js");
   const server = await startFleetServer({ dir, ...options });
   // Handlers first: anything that reads the banner below may signal us right away.
   const stopped = new Promise<void>((resolve) => {
