@@ -12,7 +12,8 @@ import {
   type Admitted,
   type PeerCertificate,
 } from "../access/admission.js";
-import { DENY_ACTION, DenialLog, type DenialRow } from "../access/denials.js";
+import { DenialLog, type DenialRow } from "../access/denials.js";
+import { recordAccessDenials } from "../authority/access-denials.js";
 import type { AccessDecision, AccessGrants, AccessIdentity, OperatorRole } from "../access/identity.js";
 import type { ChangeFeed } from "../authority/events/change-feed.js";
 import { isUnreadableStatusChange, type FleetEvent } from "../authority/events/events.js";
@@ -125,18 +126,7 @@ export async function startGateway(options: GatewayOptions): Promise<RunningGate
   // Kept while a session with it is live or stored (the broker keeps stored sessions in memory too).
   const holders = new Map<string, { subject: string; stored: boolean }>();
   const denialLog = new DenialLog(
-    (rows: readonly DenialRow[]) =>
-      fleet.store.transaction(async (tx) => {
-        await tx.audit.append(
-          rows.map((r) => ({
-            actor: "gateway",
-            action: DENY_ACTION,
-            subject: r.subject,
-            details: { action: r.action, topic: r.topic, minute: r.minute, count: r.count, outcome: r.outcome, rule: r.rule ?? null },
-            at: fleet.clock.now(),
-          })),
-        );
-      }),
+    (rows: readonly DenialRow[]) => recordAccessDenials(fleet, rows),
     () => fleet.clock.now(),
     (e) => logger.warn({ err: (e as Error).message }, "writing denials to the audit log failed"),
   );

@@ -6,6 +6,7 @@
 // rather than refusing every client once a nextUpdate passes (mosquitto#1826).
 import { constants } from "node:crypto";
 import type { SecureContextOptions } from "node:tls";
+import { gatewayClientCas } from "../authority/ca/cas.js";
 import type { FleetServices } from "../authority/services.js";
 import { crlPem, currentCrl, type PublishedCrl } from "../authority/status/crls.js";
 
@@ -15,15 +16,6 @@ export interface GatewayTlsMaterial {
   cas: string[];
   /** Why the handshake checks no CRLs, when it does not. */
   withoutCrls?: string;
-}
-
-/** Ids of the CAs whose certificates may open a session. */
-export async function gatewayCaIds(fleet: FleetServices, allowLocalCas: boolean): Promise<{ id: string; pem: string }[]> {
-  const standard = new Set(["root", "devices", "services", "operators"]);
-  return (await fleet.store.ops.cas.list())
-    .filter((c) => c.status === "active" && (standard.has(c.id) || (allowLocalCas && c.id.startsWith("local-"))))
-    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
-    .map((c) => ({ id: c.id, pem: c.certificate_pem }));
 }
 
 /**
@@ -36,7 +28,7 @@ export async function gatewayTlsMaterial(
   allowLocalCas: boolean,
   realNow: Date = new Date(),
 ): Promise<GatewayTlsMaterial> {
-  const cas = await gatewayCaIds(fleet, allowLocalCas);
+  const cas = await gatewayClientCas(fleet, allowLocalCas);
   const crls: PublishedCrl[] = [];
   let withoutCrls: string | undefined;
   for (const ca of cas) {

@@ -205,10 +205,24 @@ export async function createLocalCa(fleet: FleetServices, req: CreateLocalCaRequ
   return createIntermediate(fleet, localCaId(req.name), validity, req.actor, fleet.clock.now());
 }
 
+/** Active CAs by id, each with its PEM, that `include` admits. */
+async function activeCas(fleet: FleetServices, include: (id: string) => boolean): Promise<{ id: string; pem: string }[]> {
+  return (await fleet.store.ops.cas.list())
+    .filter((c) => c.status === "active" && include(c.id))
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    .map((c) => ({ id: c.id, pem: c.certificate_pem }));
+}
+
 /** PEMs of the root and the active CAs that issue device certificates (trust set for device clients). */
 export async function deviceClientCas(fleet: FleetServices): Promise<string[]> {
-  const cas = (await fleet.store.ops.cas.list())
-    .filter((c) => c.status === "active" && (c.id === "root" || c.id === "devices" || c.id.startsWith("local-")))
-    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  return cas.map((c) => c.certificate_pem);
+  return (await activeCas(fleet, (id) => id === "root" || id === "devices" || id.startsWith("local-"))).map((c) => c.pem);
+}
+
+/**
+ * The CAs whose certificates may open a gateway session: the root and the standard intermediates
+ * (devices, services, operators), and local (factory) CAs only when `allowLocalCas`.
+ */
+export async function gatewayClientCas(fleet: FleetServices, allowLocalCas: boolean): Promise<{ id: string; pem: string }[]> {
+  const standard = new Set(["root", "devices", "services", "operators"]);
+  return activeCas(fleet, (id) => standard.has(id) || (allowLocalCas && id.startsWith("local-")));
 }

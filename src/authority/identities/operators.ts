@@ -23,7 +23,7 @@ import type { ChangeFeed } from "../events/change-feed.js";
 import { isUnreadableOperatorChange, type FleetEvent } from "../events/events.js";
 import { certificateRow, issueAuditDetails, issuedRecord } from "../issue/records.js";
 import type { FleetServices } from "../services.js";
-import type { StatusChange } from "../status/revocation.js";
+import { revokeIdentityCertificates, type StatusChange } from "../status/revocation.js";
 
 export const OPERATOR_ROLES = ["viewer", "operator", "admin"] as const satisfies readonly OperatorRole[];
 
@@ -228,22 +228,18 @@ export async function removeOperator(fleet: FleetServices, req: { name: string; 
     if (!row) throw new UnknownOperator(req.name);
     if (row.status !== "active") throw new InvalidArgument(`operator "${req.name}" is already removed`);
     await keepAnAdmin(tx, row, "removing it");
-    const revoking = liveCertificates(await tx.certificates.ofKind("operator", req.name));
-    const serials = revoking.map((r) => r.serial);
-    const cas = [...new Set(revoking.map((r) => r.issuer_ca))].sort();
-    if (serials.length > 0) await tx.status.setCertificateStatus(serials, { status: "revoked", reason: REMOVE_REASON, at });
+    const { serials, cas, events } = await revokeIdentityCertificates(tx, await tx.certificates.ofKind("operator", req.name), {
+      name: req.name,
+      reason: REMOVE_REASON,
+      actor: req.actor,
+      now,
+    });
     await tx.operators.update(req.name, { status: "removed", updated_at: at });
     const sessions = await tx.operators.endSessionsOf(req.name, at);
     // A link given out before the removal must not open a session if the name is added again later.
     await tx.operators.spendLoginsOf(req.name, at);
     await tx.audit.append([
-      ...revoking.map((r) => ({
-        actor: req.actor,
-        action: "certificate.revoke",
-        subject: `certificate:${r.serial}`,
-        details: { reason: REMOVE_REASON, serials: [r.serial], cas: [r.issuer_ca], subject: req.name },
-        at: now,
-      })),
+      ...events,
       {
         actor: req.actor,
         action: "operator.remove",

@@ -18,7 +18,7 @@ import { InvalidArgument, ServiceExists, UnknownService } from "../errors.js";
 import { assertModulusNotPrime, keyFromCsr } from "../issue/issuance.js";
 import { certificateRow, issueAuditDetails, issuedRecord } from "../issue/records.js";
 import type { FleetServices } from "../services.js";
-import type { StatusChange } from "../status/revocation.js";
+import { revokeIdentityCertificates, type StatusChange } from "../status/revocation.js";
 
 /** As device ids: the name is a SPIFFE path segment, the certificate's CN and a prefix of MQTT client ids. */
 export const SERVICE_NAME_PATTERN = /^[a-z0-9][a-z0-9_-]{0,62}$/;
@@ -196,23 +196,18 @@ export async function addServiceFromCsr(
 export async function removeService(fleet: FleetServices, req: { name: string; actor: string }): Promise<StatusChange> {
   assertServiceName(req.name);
   const now = fleet.clock.now();
-  const at = now.toISOString();
   const change = await fleet.store.transaction(async (tx) => {
     const rows = await certificatesOf(tx, req.name);
     if (rows.length === 0) throw new UnknownService(req.name);
-    const revoking = live(rows);
-    if (revoking.length === 0) throw new InvalidArgument(`service "${req.name}" is already removed (every certificate of it is revoked)`);
-    const serials = revoking.map((r) => r.serial);
-    const cas = [...new Set(revoking.map((r) => r.issuer_ca))].sort();
-    await tx.status.setCertificateStatus(serials, { status: "revoked", reason: REMOVE_REASON, at });
+    if (live(rows).length === 0) throw new InvalidArgument(`service "${req.name}" is already removed (every certificate of it is revoked)`);
+    const { serials, cas, events } = await revokeIdentityCertificates(tx, rows, {
+      name: req.name,
+      reason: REMOVE_REASON,
+      actor: req.actor,
+      now,
+    });
     await tx.audit.append([
-      ...revoking.map((r) => ({
-        actor: req.actor,
-        action: "certificate.revoke",
-        subject: `certificate:${r.serial}`,
-        details: { reason: REMOVE_REASON, serials: [r.serial], cas: [r.issuer_ca], subject: req.name },
-        at: now,
-      })),
+      ...events,
       {
         actor: req.actor,
         action: "service.remove",

@@ -2,6 +2,7 @@
 // certificate rows and appends one audit event naming the CAs whose CRLs change, so that every
 // running process (change-feed.ts) re-signs those CRLs and drops cached OCSP answers.
 import type { OperatorRole } from "../../access/identity.js";
+import type { AuditEvent } from "../../audit/log.js";
 import type { StatusCertificateRow } from "../../store/operations/status.js";
 import type { Operations } from "../../store/operations.js";
 import type { CertificateTable, DeviceTable } from "../../store/schema.js";
@@ -252,4 +253,30 @@ export async function revokeLocalCa(fleet: FleetServices, req: { name: string; a
   fleet.forgetCa(caId);
   await checkpointAfter(fleet, req.actor);
   return result;
+}
+
+/**
+ * Revokes, inside `tx`, every certificate of an identity (service, operator) that is not revoked
+ * yet, with `reason`; answers what changed and one `certificate.revoke` event per certificate
+ * (so CRLs, OCSP and the gateway follow as for any revocation) for the caller to append with its
+ * own event.
+ */
+export async function revokeIdentityCertificates(
+  tx: Operations,
+  rows: readonly Pick<CertificateTable, "serial" | "issuer_ca" | "status">[],
+  req: { name: string; reason: StoredReason; actor: string; now: Date },
+): Promise<StatusChange & { events: AuditEvent[] }> {
+  const revoking = rows.filter((r) => r.status !== "revoked");
+  const serials = revoking.map((r) => r.serial);
+  const cas = [...new Set(revoking.map((r) => r.issuer_ca))].sort();
+  if (serials.length > 0)
+    await tx.status.setCertificateStatus(serials, { status: "revoked", reason: req.reason, at: req.now.toISOString() });
+  const events = revoking.map((r) => ({
+    actor: req.actor,
+    action: "certificate.revoke",
+    subject: `certificate:${r.serial}`,
+    details: { reason: req.reason, serials: [r.serial], cas: [r.issuer_ca], subject: req.name },
+    at: req.now,
+  }));
+  return { serials, cas, events };
 }
