@@ -53,7 +53,14 @@ function tree(dir: string): string[] {
 async function rows(fleet: FleetServices): Promise<Record<string, number>> {
   const db = sqliteStore(fleet).db;
   const count = async (t: "certificates" | "ros2_enclaves" | "audit_log" | "cas" | "ros2_keystores") =>
-    Number((await db.selectFrom(t).select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow()).n);
+    Number(
+      (
+        await db
+          .selectFrom(t)
+          .select((eb) => eb.fn.countAll<number>().as("n"))
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
   return {
     certificates: await count("certificates"),
     enclaves: await count("ros2_enclaves"),
@@ -123,7 +130,15 @@ describe("ros2 enclaves", () => {
     assert.equal(mode(join(dir, "key.pem")), 0o600);
     assert.equal(mode(dir), 0o700);
     assert.equal(mode(join(ksDir, "enclaves", "talker_listener")), 0o755);
-    for (const file of ["cert.pem", "identity_ca.cert.pem", "permissions_ca.cert.pem", "governance.p7s", "permissions.xml", "permissions.p7s", "crl.pem"])
+    for (const file of [
+      "cert.pem",
+      "identity_ca.cert.pem",
+      "permissions_ca.cert.pem",
+      "governance.p7s",
+      "permissions.xml",
+      "permissions.p7s",
+      "crl.pem",
+    ])
       assert.equal(mode(join(dir, file)), 0o644, file);
     // Copies are regular files equal to the keystore's.
     for (const [copy, original] of [
@@ -170,7 +185,16 @@ describe("ros2 enclaves", () => {
     assert.match(xml, new RegExp(`<not_before>${iso(r.notBefore)}</not_before>`));
     assert.match(xml, new RegExp(`<not_after>${iso(r.notAfter)}</not_after>`));
     assert.ok(Math.abs(r.notAfter.getTime() - clock.now().getTime() - 5 * DAY) < 120_000);
-    const ok = openssl(["smime", "-verify", "-in", join(dir, "permissions.p7s"), "-CAfile", join(dir, "permissions_ca.cert.pem"), "-partial_chain", "-text"]);
+    const ok = openssl([
+      "smime",
+      "-verify",
+      "-in",
+      join(dir, "permissions.p7s"),
+      "-CAfile",
+      join(dir, "permissions_ca.cert.pem"),
+      "-partial_chain",
+      "-text",
+    ]);
     assert.equal(ok.status, 0, ok.stderr);
     assert.equal(ok.stdout.replace(/\r\n/g, "\n"), xml);
     // openssl judges at the injected clock's time (-attime), which the test moved ahead.
@@ -181,7 +205,10 @@ describe("ros2 enclaves", () => {
     assert.equal(old.length, 2);
     assert.ok(old.every((c) => c.status === "valid"));
     // No temporary directory is left in enclaves/.
-    assert.deepEqual(readdirSync(join(ksDir, "enclaves")).filter((n) => n.startsWith(".")), []);
+    assert.deepEqual(
+      readdirSync(join(ksDir, "enclaves")).filter((n) => n.startsWith(".")),
+      [],
+    );
   });
 
   it("renewEnclave issues for a robot's CSR only to the device that owns the enclave", async () => {
@@ -216,7 +243,17 @@ describe("ros2 enclaves", () => {
     for (const e of r.updated) {
       const dir = enclave(e);
       assert.equal(readFileSync(join(dir, "crl.pem"), "utf8"), publicCrl);
-      const args = ["verify", "-attime", at(), "-crl_check", "-partial_chain", "-CAfile", join(dir, "identity_ca.cert.pem"), "-CRLfile", join(dir, "crl.pem")];
+      const args = [
+        "verify",
+        "-attime",
+        at(),
+        "-crl_check",
+        "-partial_chain",
+        "-CAfile",
+        join(dir, "identity_ca.cert.pem"),
+        "-CRLfile",
+        join(dir, "crl.pem"),
+      ];
       const v = openssl([...args, revoked]);
       assert.notEqual(v.status, 0, `${e}: the revoked certificate must fail`);
       assert.match(v.stdout + v.stderr, /certificate revoked/);
@@ -246,16 +283,24 @@ describe("ros2 enclaves", () => {
       ["/../x", /letters, digits/],
       ["/", /root/],
     ] as const)
-      await assert.rejects(createEnclave(fleet, { ...base, path }), (e: unknown) => e instanceof InvalidEnclavePath && pattern.test((e as Error).message));
+      await assert.rejects(
+        createEnclave(fleet, { ...base, path }),
+        (e: unknown) => e instanceof InvalidEnclavePath && pattern.test((e as Error).message),
+      );
     await assert.rejects(createEnclave(fleet, { ...base, path: "/x/y", deviceId: "ghost" }), UnknownDevice);
     await assert.rejects(createEnclave(fleet, { ...base, path: "/talker_listener/talker" }), EnclaveExists);
     await assert.rejects(createEnclave(fleet, { dir: ksDir, path: "/x/y", actor: "test" }), (e: unknown) => {
-      return e instanceof PermissionsSourceRequired && /--policy FILE/.test((e as Error).message) && /--allow-all/.test((e as Error).message);
+      return (
+        e instanceof PermissionsSourceRequired && /--policy FILE/.test((e as Error).message) && /--allow-all/.test((e as Error).message)
+      );
     });
     await assert.rejects(createEnclave(fleet, { ...base, path: "/x/y", policyFile: "p.xml" }), PermissionsSourceRequired);
     await assert.rejects(createEnclave(fleet, { ...base, path: "/x/y", validity: "soon" }), /--validity/);
     await assert.rejects(revokeEnclave(fleet, { dir: ksDir, path: "/x/y", actor: "test" }), UnknownKeystoreEnclave);
-    await assert.rejects(revokeEnclave(fleet, { dir: ksDir, path: "/talker_listener/talker", reason: "because", actor: "test" }), /--reason/);
+    await assert.rejects(
+      revokeEnclave(fleet, { dir: ksDir, path: "/talker_listener/talker", reason: "because", actor: "test" }),
+      /--reason/,
+    );
     // Not a keystore: an empty directory, and one whose marker was damaged.
     const empty = join(tmp.path, "empty");
     writeFileSync(join(tmp.path, "plain"), "x");

@@ -63,11 +63,23 @@ describe("ros2 keystore init", () => {
     assert.equal(mode(join(dir, "private")), 0o700);
     assert.deepEqual(readdirSync(join(dir, "private")), [], "the CA keys stay in the fleet directory");
     assert.equal(mode(join(dir, "enclaves")), 0o755);
-    for (const file of ["public/identity_ca.cert.pem", "public/permissions_ca.cert.pem", "public/identity_ca.crl.pem", "enclaves/governance.xml", "enclaves/governance.p7s", ".fleetpki-keystore.json"])
+    for (const file of [
+      "public/identity_ca.cert.pem",
+      "public/permissions_ca.cert.pem",
+      "public/identity_ca.crl.pem",
+      "enclaves/governance.xml",
+      "enclaves/governance.p7s",
+      ".fleetpki-keystore.json",
+    ])
       assert.equal(mode(join(dir, file)), 0o644, file);
     const marker = JSON.parse(readFileSync(join(dir, ".fleetpki-keystore.json"), "utf8"));
     const rootFp = openssl(["x509", "-in", join(f.dir, "ca", "root", "cert.pem"), "-noout", "-fingerprint", "-sha256"]).stdout;
-    assert.deepEqual(marker, { version: 1, keystore: r.keystoreId, fleet: rootFp.split("=")[1]!.trim().replace(/:/g, "").toLowerCase(), domain_id: 17 });
+    assert.deepEqual(marker, {
+      version: 1,
+      keystore: r.keystoreId,
+      fleet: rootFp.split("=")[1]!.trim().replace(/:/g, "").toLowerCase(),
+      domain_id: 17,
+    });
 
     const ica = join(dir, "public", "identity_ca.cert.pem");
     const pca = join(dir, "public", "permissions_ca.cert.pem");
@@ -126,9 +138,15 @@ describe("ros2 keystore init", () => {
     for (const bad of ["233", "-1", "x", "1.5", "1e2"]) assert.throws(() => parseDomainId(bad), InvalidDomainId);
     await assert.rejects(initKeystore(f.fleet, { dir: join(tmp.path, "d"), domainId: 500, actor: "test" }), InvalidDomainId);
     assert.equal(existsSync(join(tmp.path, "d")), false);
-    await assert.rejects(initKeystore(f.fleet, { dir: join(tmp.path, "g"), governanceFile: join(tmp.path, "none.xml"), actor: "test" }), /--governance/);
+    await assert.rejects(
+      initKeystore(f.fleet, { dir: join(tmp.path, "g"), governanceFile: join(tmp.path, "none.xml"), actor: "test" }),
+      /--governance/,
+    );
     writeFileSync(join(tmp.path, "gov.xml"), "<html/>");
-    await assert.rejects(initKeystore(f.fleet, { dir: join(tmp.path, "g"), governanceFile: join(tmp.path, "gov.xml"), actor: "test" }), /not a DDS governance/);
+    await assert.rejects(
+      initKeystore(f.fleet, { dir: join(tmp.path, "g"), governanceFile: join(tmp.path, "gov.xml"), actor: "test" }),
+      /not a DDS governance/,
+    );
     assert.equal(existsSync(join(tmp.path, "g")), false);
     assert.deepEqual(
       readdirSync(tmp.path).filter((n) => n.startsWith(".")),
@@ -149,7 +167,10 @@ describe("ros2 keystore init", () => {
     }
     // A directory with the tree but no marker is not a keystore.
     mkdirSync(join(tmp.path, "sros2", "enclaves"), { recursive: true });
-    await assert.rejects(createEnclave(f.fleet, { dir: join(tmp.path, "sros2"), path: "/a/b", allowAll: true, actor: "test" }), NotAKeystore);
+    await assert.rejects(
+      createEnclave(f.fleet, { dir: join(tmp.path, "sros2"), path: "/a/b", allowAll: true, actor: "test" }),
+      NotAKeystore,
+    );
   });
 
   it("the CLI refuses a bad domain id and a non-empty directory in one line", () => {
@@ -181,7 +202,14 @@ describe("ros2 keystore init", () => {
         scheme: signatureSchemeFor(privateKey),
       });
       const body = JSON.stringify({ csr: toPem("CERTIFICATE REQUEST", csr) });
-      const renew = await https(`${server.url}/api/v1/renew`, { method: "POST", ca, cert, key, body, headers: { "content-type": "application/json" } });
+      const renew = await https(`${server.url}/api/v1/renew`, {
+        method: "POST",
+        ca,
+        cert,
+        key,
+        body,
+        headers: { "content-type": "application/json" },
+      });
       assert.ok(renew.status === 401 || renew.status === 403, `registration: ${renew.status} ${renew.text}`);
       const admin = await https(`https://127.0.0.1:${server.server.admin!.address.port}/api/devices`, { ca, cert, key });
       assert.equal(admin.status, 401, `admin: ${admin.text}`);
@@ -225,11 +253,17 @@ describe("ros2 keystore init with an offline root", () => {
       const signed = join(tmp.path, "signed");
       const first = readdirSync(join(f.dir, "ceremony")).map((n) => join(f.dir, "ceremony", n));
       signCeremonyRequests(rootDir, first, signed, new Date());
-      await importIntermediates(f.fleet, readdirSync(signed).map((n) => join(signed, n)), "test");
+      await importIntermediates(
+        f.fleet,
+        readdirSync(signed).map((n) => join(signed, n)),
+        "test",
+      );
 
       const dir = join(tmp.path, "ks");
       await assert.rejects(initKeystore(f.fleet, { dir, actor: "test" }), (e: unknown) => {
-        return e instanceof Ros2CasPending && /ca root sign/.test((e as Error).message) && /ca intermediate import/.test((e as Error).message);
+        return (
+          e instanceof Ros2CasPending && /ca root sign/.test((e as Error).message) && /ca intermediate import/.test((e as Error).message)
+        );
       });
       assert.equal(existsSync(dir), false);
       const requests = readdirSync(join(f.dir, "ceremony")).sort();
@@ -240,8 +274,17 @@ describe("ros2 keystore init with an offline root", () => {
       assert.equal(readFileSync(join(f.dir, "ca", "ros2-identity", "key.pem"), "utf8"), keyBefore);
 
       const out = join(tmp.path, "signed-ros2");
-      signCeremonyRequests(rootDir, requests.map((n) => join(f.dir, "ceremony", n)), out, new Date());
-      await importIntermediates(f.fleet, readdirSync(out).map((n) => join(out, n)), "test");
+      signCeremonyRequests(
+        rootDir,
+        requests.map((n) => join(f.dir, "ceremony", n)),
+        out,
+        new Date(),
+      );
+      await importIntermediates(
+        f.fleet,
+        readdirSync(out).map((n) => join(out, n)),
+        "test",
+      );
       await initKeystore(f.fleet, { dir, actor: "test" });
       const pca = join(dir, "public", "permissions_ca.cert.pem");
       assert.match(openssl(["x509", "-in", pca, "-noout", "-ext", "keyUsage"]).stdout, /Digital Signature/);

@@ -36,7 +36,9 @@ export function registerRos2(program: Command): Ros2Commands {
       });
     });
 
-  dirOption(enclave.command("create <keystore> <path>").description("create an enclave: P-256 key, identity certificate, signed permissions"))
+  dirOption(
+    enclave.command("create <keystore> <path>").description("create an enclave: P-256 key, identity certificate, signed permissions"),
+  )
     .option("--device <id>", "the robot that runs it (its agent keeps it renewed)")
     .option("--policy <file>", "an SROS2 policy file naming the enclave: its permissions")
     .option("--allow-all", "sros2's default permissions: every topic, service and action")
@@ -71,7 +73,9 @@ export function registerRos2(program: Command): Ros2Commands {
       });
     });
 
-  dirOption(enclave.command("revoke <keystore> <path>").description("revoke an enclave; the new CRL goes into every enclave of the keystore"))
+  dirOption(
+    enclave.command("revoke <keystore> <path>").description("revoke an enclave; the new CRL goes into every enclave of the keystore"),
+  )
     .option("--reason <reason>", "keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn, unspecified")
     .option("--json", "machine-readable output")
     .action(async (dir: string, path: string, opts) => {

@@ -63,7 +63,10 @@ function policyXml(policy: Sros2Policy): string {
   };
   const sets = (e: Enclave) =>
     e.profileSets
-      .map((ps) => `<profiles>${ps.map((p) => `<profile ns="${esc(p.ns)}" node="${esc(p.node)}">${p.rules.map(rule).join("")}</profile>`).join("")}</profiles>`)
+      .map(
+        (ps) =>
+          `<profiles>${ps.map((p) => `<profile ns="${esc(p.ns)}" node="${esc(p.node)}">${p.rules.map(rule).join("")}</profile>`).join("")}</profiles>`,
+      )
       .join("");
   return `<?xml version="1.0"?><policy version="0.2.0"><enclaves>${policy.enclaves
     .map((e) => `<enclave path="${esc(e.path)}">${sets(e)}</enclave>`)

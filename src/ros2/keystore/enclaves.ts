@@ -46,8 +46,7 @@ export function enclavePathProblem(path: string): string | undefined {
   if (path.endsWith("/")) return 'it must not end with "/"';
   for (const token of path.slice(1).split("/")) {
     if (token === "") return 'it must not contain "//"';
-    if (!NAMESPACE_TOKEN.test(token))
-      return `segment ${JSON.stringify(token)} must be letters, digits and "_", not starting with a digit`;
+    if (!NAMESPACE_TOKEN.test(token)) return `segment ${JSON.stringify(token)} must be letters, digits and "_", not starting with a digit`;
   }
   return undefined;
 }
@@ -68,7 +67,10 @@ export const enclaveSubjectId = (keystoreId: string, path: string): string => `$
 export type PermissionsSource = { kind: "policy"; policy: Sros2Policy } | { kind: "allow-all" } | { kind: "fleet-policy" };
 
 /** The policy an enclave's permissions are rendered from, by its stored source. */
-export async function enclavePolicy(_fleet: FleetServices, row: Pick<Ros2EnclaveTable, "path" | "permissions_source" | "permissions_policy">) {
+export async function enclavePolicy(
+  _fleet: FleetServices,
+  row: Pick<Ros2EnclaveTable, "path" | "permissions_source" | "permissions_policy">,
+) {
   if (row.permissions_source === "allow-all") return allowAllPolicy(row.path);
   if (row.permissions_source === "policy" && row.permissions_policy) return JSON.parse(row.permissions_policy) as Sros2Policy;
   throw new InvalidArgument(`enclave ${row.path}: permissions source "${row.permissions_source}" is not available in this build`);
@@ -107,7 +109,11 @@ async function issueEnclaveDocuments(
   return { record, certificatePem: toPem("CERTIFICATE", issued.der), permissionsXml, permissionsP7s };
 }
 
-async function certificateEvents(tx: Operations, docs: EnclaveDocuments, req: { actor: string; now: Date; extra: Record<string, unknown> }) {
+async function certificateEvents(
+  tx: Operations,
+  docs: EnclaveDocuments,
+  req: { actor: string; now: Date; extra: Record<string, unknown> },
+) {
   await tx.cas.recordOwnCertificate(certificateRow(docs.record, req.now));
   await tx.audit.append([
     {

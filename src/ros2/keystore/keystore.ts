@@ -218,7 +218,13 @@ export async function initKeystore(fleet: FleetServices, req: InitKeystoreReques
     writeFileAtomic(join(tmp, KEYSTORE_MARKER), JSON.stringify(marker, null, 2) + "\n");
     const now = fleet.clock.now();
     await fleet.store.transaction(async (tx) => {
-      await tx.ros2.createKeystore({ id: keystoreId, dir, domain_id: domainId, governance_p7s: governanceP7s, created_at: now.toISOString() });
+      await tx.ros2.createKeystore({
+        id: keystoreId,
+        dir,
+        domain_id: domainId,
+        governance_p7s: governanceP7s,
+        created_at: now.toISOString(),
+      });
       await tx.audit.append([
         {
           actor: req.actor,
