@@ -87,6 +87,7 @@ export function decodePolicyBytes(bytes: Uint8Array, file: string, limits: Polic
 
 /** Parses one file's text into a tree (XInclude elements are left in place for the caller). */
 export function parsePolicyText(text: string, file: string, countElement: () => void): XElement {
+  refuseDoctype(text, file);
   const problems: string[] = [];
   let doc: Document;
   try {
@@ -120,6 +121,28 @@ function checkDecoded(value: string, file: string, line: number | undefined): vo
     throw new Sros2PolicyError(`character reference to U+${code.toString(16).toUpperCase().padStart(4, "0")} is not allowed in XML`,
       file, line);
   }
+}
+
+/**
+ * A DOCTYPE can only stand in the prolog: look there before parsing, so that it is refused as such
+ * (and before the parser sees any entity), not reported as an undefined entity further down.
+ */
+function refuseDoctype(text: string, file: string): void {
+  let i = text.charCodeAt(0) === 0xfeff ? 1 : 0;
+  for (;;) {
+    while (i < text.length && /[ \t\r\n]/.test(text[i]!)) i++;
+    if (text.startsWith("<?", i)) {
+      const end = text.indexOf("?>", i);
+      if (end === -1) return;
+      i = end + 2;
+    } else if (text.startsWith("<!--", i)) {
+      const end = text.indexOf("-->", i);
+      if (end === -1) return;
+      i = end + 3;
+    } else break;
+  }
+  if (text.startsWith("<!DOCTYPE", i))
+    throw new Sros2PolicyError("DOCTYPE declarations are not allowed in a policy file (no DTDs, no entities)", file, lineOf(text, i));
 }
 
 function firstLine(s: string): string {
