@@ -12,7 +12,7 @@ function describeBadCharacter(s: string, notAllowed = /[^A-Za-z0-9_/~*?]/): stri
   const c = bad[0];
   const code = c.codePointAt(0)!;
   const shown = code < 0x20 || code === 0x7f ? `control character U+${code.toString(16).toUpperCase().padStart(4, "0")}`
-    : /\s/.test(c) ? "whitespace" : `"${c}"`;
+    : /\s/.test(c) ? "whitespace" : JSON.stringify(c);
   return `contains ${shown} at position ${bad.index + 1}; ROS 2 names use only A-Z a-z 0-9 _ and /`;
 }
 
