@@ -76,6 +76,11 @@ const SAME: Fixture[] = [
     'ns="/" node="n" xml:base="a/b.xml"') } },
   { name: "xsi:noNamespaceSchemaLocation hint", files: { "policy.xml": '<policy version="0.2.0" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" ' +
     'xsi:noNamespaceSchemaLocation="policy.xsd"><enclaves><enclave path="/a"><profiles><profile ns="/" node="n"/></profiles></enclave></enclaves></policy>' } },
+  { name: "same-directory includes through ./ and sub/../ (no xml:base)", files: { "sub/x.txt": "", "t2.xml": "<topics><topic>x</topic><topic>y</topic></topics>",
+    "policy.xml": profile('<topics publish="ALLOW"><xi:include href="./t2.xml" xpointer="xpointer(/topics/*)"/>' +
+      '<xi:include href="sub/../t2.xml" xpointer="xpointer(/topics/topic)"/></topics>') } },
+  { name: "the same file included twice (not a cycle)", files: { "policy.xml": profile('<xi:include href="common/node.xml" xpointer="xpointer(/profile/*)"/>' +
+    '<xi:include href="common/node.xml" xpointer="xpointer(/profile/*)"/>') } },
   // refused by both
   { name: "no version", files: { "policy.xml": wrap("<profiles><profile ns='/' node='n'/></profiles>").replace(' version="0.2.0"', "") },
     message: /<policy> needs the attribute version/ },
