@@ -45,6 +45,7 @@ if (command !== "agent") {
   gateway.registerGateway(program);
   operator.registerOperator(program);
   (await import("./commands/demo.js")).registerDemo(program);
+  (await import("./commands/ros2.js")).registerRos2(program);
   // Settings in fleetpki.yaml that have no effect are named before any fleet command runs.
   program.hook("preAction", (_program, action) => context.reportConfigNotes(action.opts().dir));
 }
