@@ -28,6 +28,7 @@ import {
 } from "../src/ros2/keystore/index.js";
 import { UnknownDevice } from "../src/authority/errors.js";
 import { Sros2PolicyError } from "../src/ros2/errors.js";
+import { decodeAuditRow } from "../src/authority/events/events.js";
 import { spawnSync } from "node:child_process";
 import { assertOneLineError, cli, openssl, tempDir, tempFleet, vectorPath } from "./helpers.js";
 import { ManualClock } from "./support/clock.js";
@@ -353,6 +354,17 @@ describe("ros2 enclaves", () => {
     assertOneLineError(r, /--policy FILE .*--allow-all/);
     const bad = cli(["ros2", "enclave", "create", ksDir, "x/y", "--allow-all", "--dir", f.dir]);
     assertOneLineError(bad, /invalid enclave path "x\/y"/);
+  });
+
+  it("the change feed reads every ROS 2 row: enclave certificates are CertificateIssued events (OCSP and CRLs learn of them)", async () => {
+    const audit = await sqliteStore(fleet).db.selectFrom("audit_log").selectAll().orderBy("seq").execute();
+    const events = audit.map(decodeAuditRow);
+    const issued = events.filter((e) => e.type === "CertificateIssued" && e.kind === "ros2-enclave");
+    assert.ok(issued.length >= 5, `${issued.length} enclave certificates`);
+    assert.deepEqual(
+      events.filter((e) => e.type === "Unrecognised" && "problem" in e && e.problem),
+      [],
+    );
   });
 
   it("audit verify replays the enclaves' certificates and events", () => {
