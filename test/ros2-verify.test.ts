@@ -364,8 +364,12 @@ describe("ros2 keystore verify", () => {
     );
   });
 
-  it("key.pem that does not match cert.pem, and one that is encrypted", () => {
+  it("key.pem that does not match cert.pem, one that is encrypted, one of a type DDS does not take", () => {
     const k = buildKeystore(["/a"]);
+    const p384 = generateKey("p384");
+    writeFileSync(join(k.dir, "enclaves/a/key.pem"), privateKeyPem(p384));
+    writeFileSync(join(k.dir, "enclaves/a/cert.pem"), toPem("CERTIFICATE", leaf(k.identity, "/a", p384)));
+    assert.ok(problemsOf(k).includes("enclaves/a/key.pem: is a p384 key; DDS Security (PKI-DH) takes only P-256 or RSA-2048"));
     writeFileSync(join(k.dir, "enclaves/a/key.pem"), privateKeyPem(generateKey("p256")));
     assert.deepEqual(problemsOf(k), ["enclaves/a/key.pem: does not match cert.pem (another key pair)"]);
     writeFileSync(join(k.dir, "enclaves/a/key.pem"), privateKeyPem(generateKey("p256"), "secret"));
