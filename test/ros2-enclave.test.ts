@@ -92,6 +92,7 @@ describe("ros2 enclaves", () => {
   const tmp = tempDir("fleetpki-ros2-enclave-");
   const enclave = (p: string) => join(ksDir, "enclaves", ...p.slice(1).split("/"));
   const rootPem = () => join(f.dir, "ca", "root", "cert.pem");
+  const fleetCa = (id: string) => join(f.dir, "ca", id, "cert.pem");
   const at = () => String(Math.floor(clock.now().getTime() / 1000));
 
   before(async () => {
@@ -117,10 +118,17 @@ describe("ros2 enclaves", () => {
     assert.equal(r.dir, dir);
     const cert = join(dir, "cert.pem");
     const ica = join(ksDir, "public", "identity_ca.cert.pem");
-    let v = openssl(["verify", "-CAfile", rootPem(), "-untrusted", ica, cert]);
+    // The keystore's CA file is a self-signed anchor (no -partial_chain: DDS takes none), and the same key's
+    // root-signed certificate in the fleet directory chains the enclave to the fleet root.
+    let v = openssl(["verify", "-CAfile", rootPem(), "-untrusted", fleetCa("ros2-identity"), cert]);
     assert.equal(v.status, 0, v.stderr);
-    v = openssl(["verify", "-partial_chain", "-CAfile", join(dir, "identity_ca.cert.pem"), cert]);
+    v = openssl(["verify", "-CAfile", join(dir, "identity_ca.cert.pem"), cert]);
     assert.equal(v.status, 0, v.stderr);
+    v = openssl(["verify", "-CAfile", ica, ica]);
+    assert.equal(v.status, 0, v.stderr);
+    assert.equal(readFileSync(ica, "utf8"), readFileSync(join(f.dir, "ca", "ros2-identity", "anchor.pem"), "utf8"));
+    // Trusting only the root, the anchor is no intermediate: the chain goes through the fleet's certificate.
+    assert.notEqual(openssl(["verify", "-CAfile", rootPem(), "-untrusted", ica, cert]).status, 0);
     // The subject is exactly what permissions.xml names; no SAN, KU digitalSignature.
     const text = openssl(["x509", "-in", cert, "-noout", "-subject", "-ext", "keyUsage,subjectAltName,extendedKeyUsage"]).stdout;
     assert.match(text, /^subject=CN ?= ?\/talker_listener\/talker$/m);
@@ -159,16 +167,18 @@ describe("ros2 enclaves", () => {
     assert.match(xml, /<id>42<\/id>/);
     const dates = openssl(["x509", "-in", cert, "-noout", "-startdate", "-enddate", "-dateopt", "iso_8601"]).stdout;
     const [nb, na] = [/notBefore=(\S+ \S+)Z/.exec(dates)![1]!, /notAfter=(\S+ \S+)Z/.exec(dates)![1]!];
-    assert.match(xml, new RegExp(`<not_before>${nb.replace(" ", "T")}</not_before>`));
+    // not_before 14 h before the certificate's (Fast DDS reads it in the robot's local time), not_after the certificate's.
+    const early = new Date(Date.parse(`${nb.replace(" ", "T")}Z`) - 14 * 3600_000).toISOString().slice(0, 19);
+    assert.match(xml, new RegExp(`<not_before>${early}</not_before>`));
     assert.match(xml, new RegExp(`<not_after>${na.replace(" ", "T")}</not_after>`));
     // Default validity 30 days (validity.ros2_enclave), not sros2's 10 years.
     assert.ok(Math.abs(r.notAfter.getTime() - clock.now().getTime() - 30 * DAY) < 120_000);
     // Signed by the permissions CA, not the identity CA; the signed content is permissions.xml.
     const p7s = join(dir, "permissions.p7s");
-    const ok = openssl(["smime", "-verify", "-in", p7s, "-CAfile", join(dir, "permissions_ca.cert.pem"), "-partial_chain", "-text"]);
+    const ok = openssl(["smime", "-verify", "-in", p7s, "-CAfile", join(dir, "permissions_ca.cert.pem"), "-text"]);
     assert.equal(ok.status, 0, ok.stderr);
     assert.equal(ok.stdout.replace(/\r\n/g, "\n"), xml);
-    const wrong = openssl(["smime", "-verify", "-in", p7s, "-CAfile", join(dir, "identity_ca.cert.pem"), "-partial_chain"]);
+    const wrong = openssl(["smime", "-verify", "-in", p7s, "-CAfile", join(dir, "identity_ca.cert.pem")]);
     assert.notEqual(wrong.status, 0);
   });
 
@@ -185,7 +195,7 @@ describe("ros2 enclaves", () => {
     const xml = readFileSync(join(dir, "permissions.xml"), "utf8");
     assert.notEqual(xml, oldXml);
     const iso = (d: Date) => d.toISOString().slice(0, 19);
-    assert.match(xml, new RegExp(`<not_before>${iso(r.notBefore)}</not_before>`));
+    assert.match(xml, new RegExp(`<not_before>${iso(new Date(r.notBefore.getTime() - 14 * 3600_000))}</not_before>`));
     assert.match(xml, new RegExp(`<not_after>${iso(r.notAfter)}</not_after>`));
     assert.ok(Math.abs(r.notAfter.getTime() - clock.now().getTime() - 5 * DAY) < 120_000);
     const ok = openssl([
@@ -195,13 +205,12 @@ describe("ros2 enclaves", () => {
       join(dir, "permissions.p7s"),
       "-CAfile",
       join(dir, "permissions_ca.cert.pem"),
-      "-partial_chain",
       "-text",
     ]);
     assert.equal(ok.status, 0, ok.stderr);
     assert.equal(ok.stdout.replace(/\r\n/g, "\n"), xml);
     // openssl judges at the injected clock's time (-attime), which the test moved ahead.
-    const v = openssl(["verify", "-attime", at(), "-partial_chain", "-CAfile", join(dir, "identity_ca.cert.pem"), join(dir, "cert.pem")]);
+    const v = openssl(["verify", "-attime", at(), "-CAfile", join(dir, "identity_ca.cert.pem"), join(dir, "cert.pem")]);
     assert.equal(v.status, 0, v.stdout + v.stderr);
     // The old certificate is superseded, not revoked.
     const old = await fleet.store.ops.certificates.ofKind("ros2-enclave", `${keystoreId}:/talker_listener/listener`);
@@ -251,7 +260,6 @@ describe("ros2 enclaves", () => {
         "-attime",
         at(),
         "-crl_check",
-        "-partial_chain",
         "-CAfile",
         join(dir, "identity_ca.cert.pem"),
         "-CRLfile",
