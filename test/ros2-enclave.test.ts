@@ -21,6 +21,7 @@ import {
   EnclaveExists,
   EnclaveNotOwned,
   EnclaveRevoked,
+  EnclaveSubjectTaken,
   InvalidEnclavePath,
   NotAKeystore,
   PermissionsSourceRequired,
@@ -315,6 +316,49 @@ describe("ros2 enclaves", () => {
     assert.equal(renewed.replace(/<not_(before|after)>[^<]*</g, ""), xml.replace(/<not_(before|after)>[^<]*</g, ""));
     // A policy that fails the schema: the reader's specific error.
     await assert.rejects(createEnclave(fleet, { dir: ksDir, path: "/p/q", policyFile: own, actor: "test" }), Sros2PolicyError);
+  });
+
+  it("an enclave path is one live subject in the fleet: another keystore may not reuse it until it is revoked or expired", async () => {
+    const ks2 = join(tmp.path, "ks2");
+    const other = (await initKeystore(fleet, { dir: ks2, domainId: 42, actor: "test" })).keystoreId;
+    const snapshot = tree(ks2);
+    const counts = await rows(fleet);
+    // Live in ks (device amr-1): refused by name, with the other keystore, its device and a namespace to use.
+    const taken = await createEnclave(fleet, { dir: ks2, path: "/talker_listener/talker", allowAll: true, deviceId: "amr-2", actor: "test" })
+      .then(() => undefined, (e: unknown) => e as Error);
+    assert.ok(taken instanceof EnclaveSubjectTaken, String(taken));
+    assert.ok(taken.message.includes(`already live in keystore ${keystoreId} (${ksDir}, device "amr-1")`), taken.message);
+    assert.match(taken.message, /CN=\/talker_listener\/talker/);
+    assert.ok(taken.message.includes("e.g. /amr_2/talker_listener/talker"), taken.message);
+    assert.deepEqual(tree(ks2), snapshot);
+    assert.deepEqual(await rows(fleet), counts);
+    // The suggested namespace is free.
+    await createEnclave(fleet, { dir: ks2, path: "/amr_2/talker_listener/talker", allowAll: true, deviceId: "amr-2", actor: "test" });
+    // A revoked enclave frees its path (/amr_2/base was revoked above).
+    await createEnclave(fleet, { dir: ks2, path: "/amr_2/base", allowAll: true, deviceId: "amr-2", actor: "test" });
+    // An expired one too: it cannot authenticate any more. Renewing it afterwards would make a second live subject.
+    await createEnclave(fleet, { dir: ksDir, path: "/short/lived", allowAll: true, validity: "1d", actor: "test" });
+    await assert.rejects(createEnclave(fleet, { dir: ks2, path: "/short/lived", allowAll: true, actor: "test" }), EnclaveSubjectTaken);
+    clock.advance(2 * DAY);
+    await createEnclave(fleet, { dir: ks2, path: "/short/lived", allowAll: true, actor: "test" });
+    await assert.rejects(renewEnclaveInKeystore(fleet, { dir: ksDir, path: "/short/lived", actor: "test" }), EnclaveSubjectTaken);
+    // Its own renewal is no conflict with itself.
+    await renewEnclaveInKeystore(fleet, { dir: ks2, path: "/short/lived", actor: "test" });
+    assert.ok((await fleet.store.ops.ros2.getEnclave(other, "/short/lived"))?.renewed_at);
+    // Through the CLI: one line, non-zero.
+    assertOneLineError(cli(["ros2", "enclave", "create", ks2, "/talker_listener/listener", "--allow-all", "--dir", f.dir]), /already live/);
+  });
+
+  it("the keystore's domain id is in governance and in every rule of permissions, both signed", () => {
+    const governance = readFileSync(join(ksDir, "enclaves", "governance.xml"), "utf8");
+    const ids = (xml: string) => [...xml.matchAll(/<id>([^<]*)<\/id>/g)].map((m) => m[1]);
+    assert.deepEqual(ids(governance), ["42"]);
+    const signed = openssl(["smime", "-verify", "-in", join(ksDir, "enclaves", "governance.p7s"), "-CAfile", join(ksDir, "public", "permissions_ca.cert.pem"), "-text"]);
+    assert.equal(signed.status, 0, signed.stderr);
+    assert.equal(signed.stdout.replace(/\r\n/g, "\n"), governance);
+    const xml = readFileSync(join(enclave("/talker_listener/talker"), "permissions.xml"), "utf8");
+    assert.equal((xml.match(/<allow_rule>/g) ?? []).length, 2, "the policy's rule and ros_discovery_info");
+    assert.deepEqual(ids(xml), ["42", "42"]);
   });
 
   it("refuses bad input with a specific error and leaves neither files nor rows behind", async () => {

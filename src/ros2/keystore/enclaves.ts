@@ -144,8 +144,11 @@ async function checkDevice(tx: Operations, deviceId: string): Promise<void> {
  */
 async function assertSubjectFree(tx: Operations, path: string, now: Date, self?: { keystoreId: string; deviceId?: string }) {
   const other = (await tx.ros2.liveEnclavesWithPath(path, now.toISOString())).find((e) => e.keystore_id !== self?.keystoreId);
-  if (other)
-    throw new EnclaveSubjectTaken(path, { keystoreId: other.keystore_id, dir: other.keystore_dir, deviceId: other.device_id }, self?.deviceId);
+  if (!other) return;
+  // "/<device>/<path>" when the device id makes a ROS 2 namespace token ("amr-1" gives "amr_1").
+  const token = self?.deviceId?.replace(/[^A-Za-z0-9_]/g, "_");
+  const suggestion = token && !keystoreEnclavePathProblem(`/${token}${path}`) ? `/${token}${path}` : `/<robot>${path}`;
+  throw new EnclaveSubjectTaken(path, { keystoreId: other.keystore_id, dir: other.keystore_dir, deviceId: other.device_id }, suggestion);
 }
 
 /** The public files every enclave carries a copy of (regular files: tar, rsync and the agent copy them as they are). */

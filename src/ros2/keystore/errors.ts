@@ -65,12 +65,12 @@ export class PermissionsSourceRequired extends InvalidArgument {}
  */
 export class EnclaveSubjectTaken extends AuthorityError {
   readonly code = "enclave-subject-taken";
-  constructor(path: string, other: { keystoreId: string; dir: string; deviceId: string | null }, deviceId?: string) {
+  constructor(path: string, other: { keystoreId: string; dir: string; deviceId: string | null }, suggestion: string) {
     const owner = other.deviceId ? `, device "${other.deviceId}"` : "";
     super(
       `enclave ${path} is already live in keystore ${other.keystoreId} (${other.dir}${owner}); its certificate subject "CN=${path}" ` +
         "must be unique in the fleet (DDS matches permissions by subject name). Give each robot its own namespace, " +
-        `e.g. /${deviceId ?? "${device}"}${path}, or revoke the other enclave first`,
+        `e.g. ${suggestion}, or revoke the other enclave first`,
     );
   }
 }
