@@ -24,13 +24,21 @@ interface Budget {
 
 export interface LoadContext {
   limits: PolicyLimits;
+  /**
+   * Files already loaded (with their includes done), by real path: a policy that includes
+   * common/node.xml in each of 1,000 profiles parses it once, as libxml2 does. Safe for cycles: a
+   * file that loaded without a cycle cannot close one later (its includes are the same each time).
+   */
+  loaded: Map<string, XElement>;
+  /** realpath of each include target seen (one syscall per distinct href, not one lstat per path component each time). */
+  realpaths: Map<string, string>;
   /** Real path of the directory no include may leave. */
   rootDir: string;
   budget: Budget;
 }
 
 export function newContext(rootDir: string, limits: PolicyLimits): LoadContext {
-  return { limits, rootDir, budget: { bytes: 0, elements: 0, includes: 0 } };
+  return { limits, rootDir, budget: { bytes: 0, elements: 0, includes: 0 }, loaded: new Map(), realpaths: new Map() };
 }
 
 function countElement(ctx: LoadContext, file: string): () => void {
@@ -73,6 +81,29 @@ function loadText(ctx: LoadContext, text: string, realPath: string, shown: strin
   if (out.length !== 1 || out[0]!.kind !== "element")
     throw new Sros2PolicyError("the root element cannot be an xi:include", shown, root.line);
   return out[0] as XElement;
+}
+
+const sizes = new WeakMap<XElement, number>();
+
+/** Elements in the tree with its includes done; included subtrees are shared, so this is memoized. */
+function treeSize(el: XElement): number {
+  let n = sizes.get(el);
+  if (n === undefined) {
+    n = 1;
+    for (const c of el.children) if (c.kind === "element") n += treeSize(c);
+    sizes.set(el, n);
+  }
+  return n;
+}
+
+/**
+ * The included trees are shared, not copied, so a file that includes another twice, which includes
+ * another twice... costs no memory; but validating and rendering would walk every copy. Refuse here.
+ */
+export function checkExpandedSize(ctx: LoadContext, root: XElement, shown: string): void {
+  const n = treeSize(root);
+  if (n > ctx.limits.maxElements)
+    throw new Sros2PolicyError(`the policy has more than ${ctx.limits.maxElements} elements with its includes done (${n})`, shown);
 }
 
 function isInclude(el: XElement): boolean {
@@ -136,7 +167,8 @@ function include(ctx: LoadContext, el: XElement, realPath: string, shown: string
   const targetShown = join(dirname(shown), h);
   let targetReal: string;
   try {
-    targetReal = realpathSync(target);
+    targetReal = ctx.realpaths.get(target) ?? realpathSync.native(target);
+    ctx.realpaths.set(target, targetReal);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     return fail(`xi:include of "${h}": ${code === "ENOENT" ? "no such file" : `cannot read it (${code})`} (${targetShown})`);
@@ -148,7 +180,11 @@ function include(ctx: LoadContext, el: XElement, realPath: string, shown: string
     const chain = [...stack, targetReal].map((p) => relative(ctx.rootDir, p) || p).join(" -> ");
     fail(`xi:include cycle: ${chain}`);
   }
-  const doc = loadFile(ctx, targetReal, targetShown, stack);
+  let doc = ctx.loaded.get(targetReal);
+  if (!doc) {
+    doc = loadFile(ctx, targetReal, targetShown, stack);
+    ctx.loaded.set(targetReal, doc);
+  }
 
   let selected: XElement[];
   if (xpointer === undefined) selected = [doc];
