@@ -287,6 +287,20 @@ test("limits: file size, total elements, include depth", (t) => {
   assert.doesNotThrow(() => readSros2PolicyFile(join(chain, "policy.xml"), { ...DEFAULT_LIMITS, maxIncludeDepth: 25 }));
 });
 
+test("an include fan-out (XInclude's billion laughs) is refused before it is walked", (t) => {
+  const dir = tempDir();
+  t.after(dir.cleanup);
+  // Each level includes the next one 10 times: 10^12 <topic> elements at the bottom from 13 small files.
+  const inc = (i: number) => `<xi:include href="l${i}.xml" xpointer="xpointer(/topics/*)"/>`;
+  for (let i = 0; i < 12; i++)
+    writeFileSync(join(dir.path, `l${i}.xml`), `<topics xmlns:xi="http://www.w3.org/2001/XInclude">${inc(i + 1).repeat(10)}</topics>`);
+  writeFileSync(join(dir.path, "l12.xml"), "<topics><topic>a</topic></topics>");
+  writeFileSync(join(dir.path, "policy.xml"), profile(`<topics publish="ALLOW">${inc(0)}</topics>`));
+  const t0 = Date.now();
+  assert.throws(() => readSros2PolicyFile(join(dir.path, "policy.xml")), /l\d+\.xml:1: the policy has more than 500000 elements with its includes done/);
+  assert.ok(Date.now() - t0 < 20_000, "refused without building the expansion");
+});
+
 test("parseSros2Policy resolves includes against the base directory and reports errors against (policy)", () => {
   const p = parseSros2Policy(profile('<xi:include href="common/node/time.xml" xpointer="xpointer(/profile/*)"/>'), POLICIES);
   assert.deepEqual(p.enclaves[0]!.profileSets[0]![0]!.rules, [{ kind: "topics", subscribe: "ALLOW", names: ["/clock"] }]);

@@ -115,12 +115,25 @@ function expand(ctx: LoadContext, el: XElement, realPath: string, shown: string,
   if (isInclude(el)) return include(ctx, el, realPath, shown, stack);
   if (el.ns !== null && XINCLUDE_NAMESPACES.includes(el.ns) && el.local === "fallback")
     throw new Sros2PolicyError("xi:fallback is not supported (outside xi:include it is not allowed either)", shown, el.line);
+  // The size with includes done is tracked as the children come in, so a fan-out of includes is
+  // refused before its arrays grow (subtrees are shared, so their sizes are memoized).
   const children: XChild[] = [];
+  let size = 1;
   for (const c of el.children) {
-    if (c.kind === "text") children.push(c);
-    else children.push(...expand(ctx, c, realPath, shown, stack));
+    if (c.kind === "text") {
+      children.push(c);
+      continue;
+    }
+    for (const x of expand(ctx, c, realPath, shown, stack)) {
+      children.push(x);
+      if (x.kind === "element") size += treeSize(x);
+    }
+    if (size > ctx.limits.maxElements)
+      throw new Sros2PolicyError(`the policy has more than ${ctx.limits.maxElements} elements with its includes done (${size})`, shown, el.line);
   }
-  return [{ ...el, children }];
+  const out: XElement = { ...el, children };
+  sizes.set(out, size);
+  return [out];
 }
 
 const XPOINTER = /^xpointer\(((?:\/[A-Za-z_][A-Za-z0-9_.-]*)+)(\/\*)?\)$/;
