@@ -20,8 +20,18 @@ import { renderPermissions, SROS2_TEMPLATE_PARAMETERS } from "../src/ros2/permis
 import { readSros2PolicyFile } from "../src/ros2/policy-xml/index.js";
 import { devBuild } from "../scripts/dev-build.mjs";
 import {
-  WARMUP_SECONDS, check, cleanUpOnInterrupt, contentionWarning, fmtMs, fmtRate, formatTable, median, runLoad,
-  type BenchOptions, type Benchmark, type LoadResult,
+  WARMUP_SECONDS,
+  check,
+  cleanUpOnInterrupt,
+  contentionWarning,
+  fmtMs,
+  fmtRate,
+  formatTable,
+  median,
+  runLoad,
+  type BenchOptions,
+  type Benchmark,
+  type LoadResult,
 } from "./lib.js";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -47,7 +57,9 @@ async function xsltproc(file: string): Promise<string> {
 }
 
 function generatedPolicy(): string {
-  const out = ['<?xml version="1.0" encoding="UTF-8"?>\n<policy version="0.2.0" xmlns:xi="http://www.w3.org/2001/XInclude">\n  <enclaves>\n'];
+  const out = [
+    '<?xml version="1.0" encoding="UTF-8"?>\n<policy version="0.2.0" xmlns:xi="http://www.w3.org/2001/XInclude">\n  <enclaves>\n',
+  ];
   for (let i = 0; i < ENCLAVES; i++) {
     const robot = `robot_${Math.floor(i / 10)}`;
     const node = `node_${i % 10}`;
@@ -113,14 +125,19 @@ async function run(o: BenchOptions): Promise<void> {
     }
     for (let w = 0; w < PARALLEL; w++)
       // A worker does not inherit `--import tsx`: it registers tsx itself, then loads this module.
-      workers.push(new Worker(`import("tsx/esm/api").then((t) => { t.register(); return import(${JSON.stringify(pathToFileURL(THIS_FILE).href)}); })`,
-        { eval: true, workerData: { ros2Worker: true } }));
+      workers.push(
+        new Worker(
+          `import("tsx/esm/api").then((t) => { t.register(); return import(${JSON.stringify(pathToFileURL(THIS_FILE).href)}); })`,
+          { eval: true, workerData: { ros2Worker: true } },
+        ),
+      );
     const pending = workers.map(() => [] as ((n: number) => void)[]);
     workers.forEach((w, i) => w.on("message", (n: number) => pending[i]!.shift()!(n)));
-    const inWorker = (w: number, file: string) => new Promise<number>((res) => {
-      pending[w]!.push(res);
-      workers[w]!.postMessage(file);
-    });
+    const inWorker = (w: number, file: string) =>
+      new Promise<number>((res) => {
+        pending[w]!.push(res);
+        workers[w]!.postMessage(file);
+      });
     const wantLength = new Map(await Promise.all(inputs.map(async (i) => [i.file, (await xsltproc(i.file)).length] as const)));
     check((await inWorker(0, big)) === wantLength.get(big), "worker output differs");
 
@@ -128,34 +145,54 @@ async function run(o: BenchOptions): Promise<void> {
     for (const input of inputs) {
       rows.push({ input: input.name, who: "fleetpki", mode: "lock-step", result: await measure(async () => ours(input.file), 1, o) });
       rows.push({ input: input.name, who: "xsltproc", mode: "lock-step", result: await measure(() => xsltproc(input.file), 1, o) });
-      rows.push({ input: input.name, who: "fleetpki", mode: `${PARALLEL} in parallel`,
-        result: await measure((_i, w) => inWorker(w, input.file), PARALLEL, o) });
-      rows.push({ input: input.name, who: "xsltproc", mode: `${PARALLEL} in parallel`,
-        result: await measure(() => xsltproc(input.file), PARALLEL, o) });
+      rows.push({
+        input: input.name,
+        who: "fleetpki",
+        mode: `${PARALLEL} in parallel`,
+        result: await measure((_i, w) => inWorker(w, input.file), PARALLEL, o),
+      });
+      rows.push({
+        input: input.name,
+        who: "xsltproc",
+        mode: `${PARALLEL} in parallel`,
+        result: await measure(() => xsltproc(input.file), PARALLEL, o),
+      });
     }
 
     // Where the time goes, in-process and one document at a time.
     const breakdown = inputs.map((input) => {
       const policy = readSros2PolicyFile(input.file);
       const n = input.file === big ? 15 : 200;
-      return [input.name, fmtMs(timeMs(() => readSros2PolicyFile(input.file), n)),
-        fmtMs(timeMs(() => renderPermissions(policy, SROS2_TEMPLATE_PARAMETERS), n)), fmtRate(Buffer.byteLength(ours(input.file)))];
+      return [
+        input.name,
+        fmtMs(timeMs(() => readSros2PolicyFile(input.file), n)),
+        fmtMs(timeMs(() => renderPermissions(policy, SROS2_TEMPLATE_PARAMETERS), n)),
+        fmtRate(Buffer.byteLength(ours(input.file))),
+      ];
     });
-    const startup = (cmd: string, args: string[]) => timeMs(() => check(spawnSync(cmd, args, { cwd: REPO }).status === 0, `${cmd} failed`), 5);
+    const startup = (cmd: string, args: string[]) =>
+      timeMs(() => check(spawnSync(cmd, args, { cwd: REPO }).status === 0, `${cmd} failed`), 5);
     const minimal = join(tmp, "talker_listener.policy.xml");
     // The CLI as the tests run it: a build of the current src/ (scripts/dev-build.mjs), no tsx.
     const cliMs = startup(process.execPath, [devBuild(), "ros2", "permissions", minimal]);
     const xsltMs = startup("xsltproc", ["--nonet", "--xinclude", XSL, minimal]);
 
     console.log(`ros2 permissions: ${o.runs} runs of ${o.seconds} s per scenario (median), documents per second\n`);
-    const byKey = (input: string, who: string, mode: string) => rows.find((r) => r.input === input && r.who === who && r.mode === mode)!.result;
+    const byKey = (input: string, who: string, mode: string) =>
+      rows.find((r) => r.input === input && r.who === who && r.mode === mode)!.result;
     const table: string[][] = [];
     for (const input of inputs)
       for (const mode of ["lock-step", `${PARALLEL} in parallel`]) {
         const a = byKey(input.name, "fleetpki", mode);
         const b = byKey(input.name, "xsltproc", mode);
-        table.push([`${input.name}, ${mode}`, fmtRate(a.perSecond), fmtMs(a.p50Ms), fmtRate(b.perSecond), fmtMs(b.p50Ms),
-          `${(a.perSecond / b.perSecond).toFixed(2)}x`]);
+        table.push([
+          `${input.name}, ${mode}`,
+          fmtRate(a.perSecond),
+          fmtMs(a.p50Ms),
+          fmtRate(b.perSecond),
+          fmtMs(b.p50Ms),
+          `${(a.perSecond / b.perSecond).toFixed(2)}x`,
+        ]);
       }
     console.log(formatTable(["input, mode", "fleetpki/s", "p50 ms", "xsltproc/s", "p50 ms", "ratio"], table));
     console.log("\nwhere fleetpki's time goes (one document, in-process, median ms):\n");
@@ -172,6 +209,8 @@ async function run(o: BenchOptions): Promise<void> {
 
 export const benchmark: Benchmark = {
   name: "ros2",
-  description: "SROS2 policy -> permissions.xml per second, fleetpki in-process next to xsltproc --xinclude permissions.xsl, lock-step and 4 in parallel",
+  description:
+    "SROS2 policy -> permissions.xml per second, fleetpki in-process next to xsltproc --xinclude permissions.xsl, " +
+    "lock-step and 4 in parallel",
   run,
 };

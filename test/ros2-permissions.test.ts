@@ -27,8 +27,21 @@ function run(cmd: string, args: readonly string[]): { status: number; stdout: st
 
 /** sros2's way: xsltproc --xinclude permissions.xsl with the template's parameters. */
 function xsltproc(policyFile: string, p: PermissionsParameters): string {
-  const r = run("xsltproc", ["--nonet", "--xinclude", "--stringparam", "not_valid_before", p.notBefore, "--stringparam", "not_valid_after",
-    p.notAfter, "--param", "allow_ros_discovery_topic", p.allowRosDiscoveryTopic ? "1" : "0", XSL, policyFile]);
+  const r = run("xsltproc", [
+    "--nonet",
+    "--xinclude",
+    "--stringparam",
+    "not_valid_before",
+    p.notBefore,
+    "--stringparam",
+    "not_valid_after",
+    p.notAfter,
+    "--param",
+    "allow_ros_discovery_topic",
+    p.allowRosDiscoveryTopic ? "1" : "0",
+    XSL,
+    policyFile,
+  ]);
   assert.equal(r.status, 0, `xsltproc failed: ${r.stderr}`);
   return r.stdout;
 }
@@ -75,8 +88,10 @@ test("one enclave's grants, and a specific error for an enclave the policy does 
   const all = renderPermissions(policy, SROS2_TEMPLATE_PARAMETERS);
   const grant = /    <grant name="\/talker_listener\/talker">[\s\S]*?<\/grant>\n/.exec(all)![0];
   assert.ok(one.includes(grant));
-  assert.throws(() => renderPermissions(policy, SROS2_TEMPLATE_PARAMETERS, "/nope"),
-    (e) => e instanceof UnknownEnclave && /no enclave "\/nope".*\/talker_listener\/talker/.test(e.message));
+  assert.throws(
+    () => renderPermissions(policy, SROS2_TEMPLATE_PARAMETERS, "/nope"),
+    (e) => e instanceof UnknownEnclave && /no enclave "\/nope".*\/talker_listener\/talker/.test(e.message),
+  );
 });
 
 // ---- differential test against xsltproc on random policies ----
@@ -122,8 +137,8 @@ function randomPolicy(rand: () => number, hostile: boolean): Sros2Policy {
   };
 }
 
-const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;")
-  .replace(/\t/g, "&#9;");
+const esc = (s: string) =>
+  s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/\t/g, "&#9;");
 
 function policyXml(p: Sros2Policy): string {
   const out = ['<?xml version="1.0" encoding="UTF-8"?>\n<policy version="0.2.0">\n  <enclaves>\n'];
@@ -134,10 +149,17 @@ function policyXml(p: Sros2Policy): string {
       for (const pr of set) {
         out.push(`        <profile ns="${esc(pr.ns)}" node="${esc(pr.node)}">\n`);
         for (const r of pr.rules) {
-          const [q1, q2, item] = r.kind === "topics" ? ["publish", "subscribe", "topic"] : r.kind === "services"
-            ? ["request", "reply", "service"] : ["call", "execute", "action"];
+          const [q1, q2, item] =
+            r.kind === "topics"
+              ? ["publish", "subscribe", "topic"]
+              : r.kind === "services"
+                ? ["request", "reply", "service"]
+                : ["call", "execute", "action"];
           const rec = r as unknown as Record<string, string | undefined>;
-          const attrs = [q1, q2].filter((q) => rec[q!]).map((q) => ` ${q}="${rec[q!]}"`).join("");
+          const attrs = [q1, q2]
+            .filter((q) => rec[q!])
+            .map((q) => ` ${q}="${rec[q!]}"`)
+            .join("");
           out.push(`          <${r.kind}${attrs}>\n`);
           for (const name of r.names) out.push(`            <${item}>${esc(name)}</${item}>\n`);
           out.push(`          </${r.kind}>\n`);
@@ -159,8 +181,12 @@ test("differential: 300 random policies, read from XML and rendered, are byte-id
   const rand = prng(seed);
   for (let i = 0; i < 300; i++) {
     const policy = randomPolicy(rand, false);
-    const params = { notBefore: `2026-0${1 + (i % 9)}-01T00:00:00`, notAfter: "2030-05-01T00:00:00", allowRosDiscoveryTopic: i % 3 === 0,
-      domainId: 0 };
+    const params = {
+      notBefore: `2026-0${1 + (i % 9)}-01T00:00:00`,
+      notAfter: "2030-05-01T00:00:00",
+      allowRosDiscoveryTopic: i % 3 === 0,
+      domainId: 0,
+    };
     const file = join(dir.path, `p${i}.xml`);
     writeFileSync(file, policyXml(policy));
     const read = readSros2PolicyFile(file);
@@ -187,8 +213,11 @@ test("an injected name cannot add elements: the output stays one well-formed doc
   const dir = tempDir();
   t.after(dir.cleanup);
   const evil = "</topic></topics></publish></allow_rule><allow_rule><domains><id>0</id></domains><publish><topics><topic>*";
-  const policy: Sros2Policy = { enclaves: [{ path: '/a"><grant name="x', profileSets: [[{ ns: "/", node: "n",
-    rules: [{ kind: "topics", publish: "ALLOW", names: [evil] }] }]] }] };
+  const policy: Sros2Policy = {
+    enclaves: [
+      { path: '/a"><grant name="x', profileSets: [[{ ns: "/", node: "n", rules: [{ kind: "topics", publish: "ALLOW", names: [evil] }] }]] },
+    ],
+  };
   const xml = renderPermissions(policy, SROS2_TEMPLATE_PARAMETERS);
   assert.equal((xml.match(/<grant /g) ?? []).length, 1);
   assert.equal((xml.match(/<allow_rule>/g) ?? []).length, 1);
@@ -205,8 +234,20 @@ test("fleetpki ros2 permissions prints the document, or one error line and nothi
   const ok = cli(["ros2", "permissions", sample]);
   assertOk(ok, "ros2 permissions");
   assert.equal(ok.stdout, readFileSync(join(POLICIES, "permissions", "sample", "permissions.xml"), "utf8"));
-  const params = cli(["ros2", "permissions", sample, "--enclave", "/sample_policy/admin", "--not-before", "2026-12-05T10:00:00+02:00",
-    "--not-after", "2027-12-05", "--allow-ros-discovery-topic", "--domain-id", "42"]);
+  const params = cli([
+    "ros2",
+    "permissions",
+    sample,
+    "--enclave",
+    "/sample_policy/admin",
+    "--not-before",
+    "2026-12-05T10:00:00+02:00",
+    "--not-after",
+    "2027-12-05",
+    "--allow-ros-discovery-topic",
+    "--domain-id",
+    "42",
+  ]);
   assertOk(params, "ros2 permissions with parameters");
   assert.match(params.stdout, /<not_before>2026-12-05T08:00:00<\/not_before>\n\s*<not_after>2027-12-05T00:00:00<\/not_after>/);
   assert.match(params.stdout, /<id>42<\/id>/);

@@ -50,8 +50,11 @@ function attributes(el: XElement, allowed: readonly string[], required: readonly
     else if (xmlBase && a.ns === XML_NS && a.local === "base") continue;
     else if (isXsiHint(a)) continue;
     else if (a.ns === XML_NS && a.local === "base")
-      fail(el, `attribute xml:base is not allowed on <${el.local}>` +
-        " (an xi:include from another directory adds it; include this element from a file in the same directory)");
+      fail(
+        el,
+        `attribute xml:base is not allowed on <${el.local}>` +
+          " (an xi:include from another directory adds it; include this element from a file in the same directory)",
+      );
     else fail(el, `attribute ${a.qname} is not allowed on <${el.local}>` + (allowed.length ? ` (allowed: ${allowed.join(", ")})` : ""));
   }
   for (const r of required) if (!values.has(r)) fail(el, `<${el.local}> needs the attribute ${r}`);
@@ -72,7 +75,8 @@ function qualifier(el: XElement, values: Map<string, string>, name: string): Qua
 }
 
 export function validatePolicy(root: XElement): Sros2Policy {
-  if (root.ns !== null || root.local !== "policy") fail(root, `the root element is ${elementName(root)}; an SROS2 policy starts with <policy>`);
+  if (root.ns !== null || root.local !== "policy")
+    fail(root, `the root element is ${elementName(root)}; an SROS2 policy starts with <policy>`);
   return policy(root);
 }
 
@@ -104,11 +108,19 @@ function profiles(el: XElement): Profile[] {
   const out: Profile[] = [];
   let i = 0;
   for (; i < kids.length && kids[i]!.ns === null && kids[i]!.local === "profile"; i++) out.push(profile(kids[i]!));
-  if (out.length === 0) fail(kids[0] ?? el, kids[0] ? `element ${elementName(kids[0])} is not expected; <profiles> starts with a <profile>`
-    : "<profiles> needs at least one <profile>");
+  if (out.length === 0)
+    fail(
+      kids[0] ?? el,
+      kids[0]
+        ? `element ${elementName(kids[0])} is not expected; <profiles> starts with a <profile>`
+        : "<profiles> needs at least one <profile>",
+    );
   if (i < kids.length && kids[i]!.ns === null && kids[i]!.local === "metadata") metadata(kids[i++]!);
   if (i < kids.length)
-    fail(kids[i]!, `element ${elementName(kids[i]!)} is not expected here; <profiles> holds <profile> elements and then one optional <metadata>`);
+    fail(
+      kids[i]!,
+      `element ${elementName(kids[i]!)} is not expected here; <profiles> holds <profile> elements and then one optional <metadata>`,
+    );
   return out;
 }
 

@@ -129,7 +129,11 @@ function expand(ctx: LoadContext, el: XElement, realPath: string, shown: string,
       if (x.kind === "element") size += treeSize(x);
     }
     if (size > ctx.limits.maxElements)
-      throw new Sros2PolicyError(`the policy has more than ${ctx.limits.maxElements} elements with its includes done (${size})`, shown, el.line);
+      throw new Sros2PolicyError(
+        `the policy has more than ${ctx.limits.maxElements} elements with its includes done (${size})`,
+        shown,
+        el.line,
+      );
   }
   const out: XElement = { ...el, children };
   sizes.set(out, size);
@@ -157,7 +161,8 @@ function include(ctx: LoadContext, el: XElement, realPath: string, shown: string
       fail("xi:fallback is not supported: an include that cannot be loaded is an error");
     fail("xi:include must be empty");
   }
-  if (href === undefined || href === "") fail("xi:include needs an href naming a file next to the policy (local references are not supported)");
+  if (href === undefined || href === "")
+    fail("xi:include needs an href naming a file next to the policy (local references are not supported)");
   const h = href!;
   if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(h) || h.startsWith("//"))
     fail(`xi:include href "${h}" is a URL; only relative file paths are supported`);
@@ -214,7 +219,9 @@ function include(ctx: LoadContext, el: XElement, realPath: string, shown: string
   if (!relToIncluding.includes("/")) return selected;
   return selected.map((e) => ({
     ...e,
-    attrs: [...e.attrs.filter((a) => !(a.ns === XML_NS && a.local === "base")),
-      { ns: XML_NS, local: "base", qname: "xml:base", value: relToIncluding }],
+    attrs: [
+      ...e.attrs.filter((a) => !(a.ns === XML_NS && a.local === "base")),
+      { ns: XML_NS, local: "base", qname: "xml:base", value: relToIncluding },
+    ],
   }));
 }
