@@ -545,6 +545,11 @@ const HOSTILE: Fixture[] = [
       }) as Fixture,
   ),
   {
+    name: 'xml:base="DENY" on a rule (permissions.xsl would take it for a qualifier)',
+    files: { "policy.xml": profile('<topics xml:base="DENY" publish="ALLOW"><topic>x</topic></topics>') },
+    message: /<topics xml:base="DENY"> is refused/,
+  },
+  {
     name: "profile namespace that is relative",
     files: { "policy.xml": profile(TALK, 'ns="rel" node="n"') },
     message: /<profile ns="rel">: the namespace must start/,
@@ -630,7 +635,7 @@ test("parseSros2Policy resolves includes against the base directory and reports 
   assert.deepEqual(p.enclaves[0]!.profileSets[0]![0]!.rules, [{ kind: "topics", subscribe: "ALLOW", names: ["/clock"] }]);
   assert.throws(
     () => parseSros2Policy(profile('<topics publish="ALLOW"/>'), POLICIES),
-    /^Error|\(policy\):\d+: <topics> needs at least one <topic>/,
+    /: \(policy\):\d+: <topics> needs at least one <topic>/,
   );
 });
 

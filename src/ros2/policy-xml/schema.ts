@@ -8,7 +8,8 @@
 //   (ALLOW|DENY) and 1..n topic|service|action of type xs:string (text only, no attributes).
 // Elements are in no namespace (no targetNamespace); whitespace between elements is ignorable,
 // other text is not. xsi:schemaLocation hints are ignored as libxml2 does; xsi:type and xsi:nil
-// are refused (nothing in an SROS2 policy needs them).
+// are refused (nothing in an SROS2 policy needs them). Stricter than the schema on purpose: names
+// (src/ros2/names.ts) and an xml:base of "ALLOW"/"DENY" on a rule (see rule()).
 import type { Enclave, Profile, ProfileRule, Qualifier, Sros2Policy } from "../policy-model.js";
 import { Sros2PolicyError } from "../errors.js";
 import { enclavePathProblem, nodeNameProblem, profileNamespaceProblem, topicNameProblem } from "../names.js";
@@ -148,6 +149,11 @@ const RULES = {
 function rule(el: XElement): ProfileRule {
   const spec = RULES[el.local as keyof typeof RULES];
   const attrs = attributes(el, spec.qualifiers, [], true);
+  // permissions.xsl tests `@* = 'DENY'` (any attribute): an xml:base of "DENY" or "ALLOW" would make
+  // sros2 write an empty rule. The schema allows it; we refuse it rather than copy that.
+  const base = el.attrs.find((a) => a.ns === XML_NS && a.local === "base");
+  if (base && (base.value === "ALLOW" || base.value === "DENY"))
+    fail(el, `<${el.local} xml:base="${base.value}"> is refused: sros2's permissions.xsl would read it as a qualifier`);
   const kids = elementChildren(el);
   if (kids.length === 0) fail(el, `<${el.local}> needs at least one <${spec.item}>`);
   const names = kids.map((k) => expression(expect(k, el, spec.item)));
