@@ -3,7 +3,7 @@
 // undefined when it is fine, so callers can wrap the reason in their own error.
 
 const TOKEN = /^[A-Za-z_][A-Za-z0-9_]*$/;
-/** Longest name we take: rmw's namespace limit is 255 - len("/_ros2cli_..."); a DDS topic name is far longer. */
+/** Longest name we take: RTPS caps a DDS topic name at 256 characters, and "rt"/"rq"/"rr" prefixes come on top. */
 export const MAX_ROS2_NAME_LENGTH = 255;
 
 function describeBadCharacter(s: string, notAllowed = /[^A-Za-z0-9_/~*?]/): string | undefined {
