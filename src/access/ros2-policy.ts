@@ -8,14 +8,7 @@ import { isMap, isScalar, isSeq, type Node, type Pair } from "yaml";
 import { InvalidArgument } from "../authority/errors.js";
 import type { Profile, ProfileRule, Qualifier, Sros2Policy } from "../ros2/policy-model.js";
 import type { AccessDecision, AccessIdentity } from "./identity.js";
-import {
-  selectsDevice,
-  splitPlaceholders,
-  type AccessPolicy,
-  type DeviceSelector,
-  type Part,
-  type PolicyParseContext,
-} from "./policy.js";
+import { selectsDevice, splitPlaceholders, type AccessPolicy, type DeviceSelector, type Part, type PolicyParseContext } from "./policy.js";
 
 type DeviceIdentity = AccessIdentity & { kind: "device" };
 
@@ -175,7 +168,8 @@ export function ddsTopics(kind: Kind, verb: Ros2Action, fqn: string): { publish:
   }
 }
 
-const kindOf = (verb: Ros2Action): Kind => (verb === "publish" || verb === "subscribe" ? "topics" : verb === "request" || verb === "reply" ? "services" : "actions");
+const kindOf = (verb: Ros2Action): Kind =>
+  verb === "publish" || verb === "subscribe" ? "topics" : verb === "request" || verb === "reply" ? "services" : "actions";
 
 // ---------------------------------------------------------------------------------------------
 // Parsing (called by the policy file's parser: problems go into the same list, with line and field).
@@ -203,7 +197,8 @@ function template(
 }
 
 function noPlaceholders(ctx: PolicyParseContext, node: unknown, field: string, text: string | undefined): void {
-  if (text?.includes("${")) ctx.problem(node, field, "placeholders are only filled in enclave paths, node namespaces and names, and rule names");
+  if (text?.includes("${"))
+    ctx.problem(node, field, "placeholders are only filled in enclave paths, node namespaces and names, and rule names");
 }
 
 /** `devices` as in MQTT rules, plus: no "${" where nothing is substituted (it would be taken literally). */
@@ -391,7 +386,11 @@ function rule(ctx: PolicyParseContext, node: unknown, index: number, templates: 
     if (!texts) ok = false;
     for (const t of texts ?? [])
       if (!templates.has(t)) {
-        ctx.problem(enclavesPair.value, `${path}.enclaves`, `"${t}" is not the path of an enclave in ros2.enclaves (give it as written there)`);
+        ctx.problem(
+          enclavesPair.value,
+          `${path}.enclaves`,
+          `"${t}" is not the path of an enclave in ros2.enclaves (give it as written there)`,
+        );
         ok = false;
       }
     enclaves = new Set(texts ?? []);
@@ -612,7 +611,13 @@ class CompiledEnclave implements EnclaveGrant {
   decide(action: Ros2Action, name: string): AccessDecision {
     const who = `device ${this.device} enclave ${this.enclave}`;
     const problem = ros2FullNameProblem(name);
-    if (problem) return { allowed: false, outcome: "deny", rule: undefined, reason: `ros2 ${action} ${JSON.stringify(name)} refused: the name ${problem}` };
+    if (problem)
+      return {
+        allowed: false,
+        outcome: "deny",
+        rule: undefined,
+        reason: `ros2 ${action} ${JSON.stringify(name)} refused: the name ${problem}`,
+      };
     const ops = ddsTopics(kindOf(action), action, name);
     let defaulted: string | undefined;
     let allowedBy: Origin | undefined;
@@ -638,7 +643,12 @@ class CompiledEnclave implements EnclaveGrant {
         reason: `${who}: ros2 ${action} ${name} denied: no rule allows DDS ${defaulted}${this.note}`,
       };
     const line = allowedBy.line > 0 ? ` (line ${allowedBy.line})` : "";
-    return { allowed: true, outcome: "allow", rule: allowedBy.label, reason: `${who}: ros2 ${action} ${name} allowed by rule "${allowedBy.label}"${line}${this.note}` };
+    return {
+      allowed: true,
+      outcome: "allow",
+      rule: allowedBy.label,
+      reason: `${who}: ros2 ${action} ${name} allowed by rule "${allowedBy.label}"${line}${this.note}`,
+    };
   }
 }
 
@@ -716,7 +726,8 @@ export function compileEnclave(policy: AccessPolicy, id: DeviceIdentity, enclave
         }
       }
     }
-  for (const lists of [deny, allow]) for (const dir of ["publish", "subscribe"] as const) lists[dir].sort((a, b) => a.origin.order - b.origin.order);
+  for (const lists of [deny, allow])
+    for (const dir of ["publish", "subscribe"] as const) lists[dir].sort((a, b) => a.origin.order - b.origin.order);
   const note = policy.mode === "audit" ? " (enforced: DDS has no audit mode)" : "";
   return new CompiledEnclave(id.id, enclave.path, sros2, deny, allow, note);
 }
