@@ -6,6 +6,8 @@
 // with * and ?, else <default>DENY</default>. `policy test` answers from the same derived model.
 import { isMap, isScalar, isSeq, type Node, type Pair } from "yaml";
 import { InvalidArgument } from "../authority/errors.js";
+import { enclavePathProblem, nodeNameProblem, profileNamespaceProblem, topicNameProblem } from "../ros2/names.js";
+import { resolveName } from "../ros2/permissions.js";
 import type { Profile, ProfileRule, Qualifier, Sros2Policy } from "../ros2/policy-model.js";
 import type { AccessDecision, AccessIdentity } from "./identity.js";
 import { selectsDevice, splitPlaceholders, type AccessPolicy, type DeviceSelector, type Part, type PolicyParseContext } from "./policy.js";
@@ -19,9 +21,6 @@ export const MAX_ROS2_RULES = 1000;
 export const MAX_ROS2_NAMES = 1000;
 /** DDS topics one grant may list (an upper bound computed when the file loads: over it, the file is refused). */
 export const MAX_GRANT_TOPICS = 20_000;
-/** rmw's limit on a fully qualified topic name (RMW_TOPIC_MAX_NAME_LENGTH: 255 less the DDS prefix and suffix room). */
-export const MAX_ROS2_NAME = 247;
-const MAX_NODE_NAME = 255;
 
 export type Ros2Action = "publish" | "subscribe" | "request" | "reply" | "call" | "execute";
 export const ROS2_ACTIONS: readonly Ros2Action[] = ["publish", "subscribe", "request", "reply", "call", "execute"];
@@ -76,71 +75,16 @@ const NODE_KEYS = ["ns", "node"];
 const RULE_KEYS = ["name", "description", "effect", "mode", "devices", "enclaves", "topics", "services", "actions"];
 
 // ---------------------------------------------------------------------------------------------
-// ROS 2 names. Checked as rcl checks them, with DDS's * and ? allowed inside rule names.
-
-const TOKEN = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const WILD_TOKEN = /^[A-Za-z_*?][A-Za-z0-9_*?]*$/;
-
-function tokensProblem(tokens: string[], wildcards: boolean): string | undefined {
-  for (const t of tokens) {
-    if (t === "") return 'contains an empty level ("//", or a trailing "/")';
-    if (!(wildcards ? WILD_TOKEN : TOKEN).test(t))
-      return /^[0-9]/.test(t)
-        ? `level "${t}" starts with a digit`
-        : `level "${t}" may contain only A-Z a-z 0-9 _${wildcards ? " and the DDS wildcards * ?" : ""}`;
-  }
-  return undefined;
-}
-
-/**
- * Why `name` is not a ROS 2 topic, service or action name as a policy writes it (absolute "/a/b",
- * relative "a/b", private "~" or "~/a"), or undefined. `wildcards`: DDS's * and ? allowed.
- */
-export function ros2NameProblem(name: string, wildcards = true): string | undefined {
-  if (name === "") return "is empty";
-  if (name.length > MAX_ROS2_NAME) return `is longer than ${MAX_ROS2_NAME} characters`;
-  if (name === "~") return undefined;
-  let rest = name;
-  if (name.startsWith("~")) {
-    if (!name.startsWith("~/")) return 'uses "~" other than as "~" or "~/..." (the node\'s private namespace)';
-    rest = name.slice(2);
-  } else if (name.startsWith("/")) rest = name.slice(1);
-  if (rest.includes("~")) return '"~" may only start a name';
-  return tokensProblem(rest.split("/"), wildcards);
-}
+// ROS 2 names: src/ros2/names.ts checks them (as the SROS2 policy reader does); here only what
+// `policy test` asks about, a concrete fully qualified name.
 
 /** A fully qualified name without wildcards, as `policy test` asks about it. */
 export function ros2FullNameProblem(name: string): string | undefined {
+  const problem = topicNameProblem(name);
+  if (problem) return problem;
   if (!name.startsWith("/")) return 'must be fully qualified (start with "/")';
-  return ros2NameProblem(name, false);
-}
-
-/** Why `ns` is not a node namespace ("/" or an absolute name without wildcards). */
-export function ros2NamespaceProblem(ns: string): string | undefined {
-  if (ns === "/") return undefined;
-  if (!ns.startsWith("/")) return 'must be absolute (start with "/")';
-  if (ns.length > MAX_ROS2_NAME) return `is longer than ${MAX_ROS2_NAME} characters`;
-  return tokensProblem(ns.slice(1).split("/"), false);
-}
-
-function nodeNameProblem(node: string): string | undefined {
-  if (node.length > MAX_NODE_NAME) return `is longer than ${MAX_NODE_NAME} characters`;
-  if (!TOKEN.test(node)) return /^[0-9]/.test(node) ? "starts with a digit" : "may contain only A-Z a-z 0-9 _";
+  if (/[*?]/.test(name)) return "contains a wildcard: ask about a name a node would use";
   return undefined;
-}
-
-/** An enclave path: an absolute namespace other than "/" (it becomes the identity certificate's CN). */
-export function enclavePathProblem(path: string): string | undefined {
-  if (path === "/") return 'is "/": an enclave needs at least one level';
-  return ros2NamespaceProblem(path);
-}
-
-/** sros2's permissions.xsl: an absolute name as it is, "~" after the node's namespace and name, others after the namespace. */
-export function resolveRos2Name(ns: string, node: string, name: string): string {
-  const delimited = ns.endsWith("/") ? ns : `${ns}/`;
-  if (name.startsWith("/")) return name;
-  if (name.startsWith("~")) return `${delimited}${node}${name.slice(1)}`;
-  return `${delimited}${name}`;
 }
 
 /** The DDS topics one verb on one fully qualified name touches, as sros2's permissions.xsl writes them. */
@@ -325,7 +269,7 @@ function enclave(ctx: PolicyParseContext, node: unknown, index: number): Enclave
       const namePair = n.get("node");
       if (!nsPair) ctx.problem(item, `${field}.ns`, 'missing (the node\'s namespace, e.g. "/" or "/${device}")');
       if (!namePair) ctx.problem(item, `${field}.node`, "missing (the node's name)");
-      const ns = nsPair && template(ctx, nsPair.value, `${field}.ns`, "namespace", ros2NamespaceProblem);
+      const ns = nsPair && template(ctx, nsPair.value, `${field}.ns`, "namespace", profileNamespaceProblem);
       const name = namePair && template(ctx, namePair.value, `${field}.node`, "node name", nodeNameProblem);
       if (ns && name && n.size === item.items.length) nodes.push({ ns, node: name });
       else ok = false;
@@ -428,7 +372,7 @@ function rule(ctx: PolicyParseContext, node: unknown, index: number, templates: 
       const ts: NameTemplate[] = [];
       items.forEach((item, i) => {
         const f = isSeq(vp.value) ? `${field}.${verb}[${i}]` : `${field}.${verb}`;
-        const t = template(ctx, item, f, kind.slice(0, -1), (s) => ros2NameProblem(s));
+        const t = template(ctx, item, f, kind.slice(0, -1), topicNameProblem);
         if (t) ts.push(t);
         else ok = false;
       });
@@ -506,7 +450,7 @@ export function deviceEnclaves(policy: AccessPolicy, id: DeviceIdentity): { encl
       return undefined;
     };
     const path = get(decl.path, enclavePathProblem);
-    const nodes = decl.nodes.map((n) => ({ ns: get(n.ns, ros2NamespaceProblem), node: get(n.node, nodeNameProblem) }));
+    const nodes = decl.nodes.map((n) => ({ ns: get(n.ns, profileNamespaceProblem), node: get(n.node, nodeNameProblem) }));
     if (path === undefined || reasons.length > 0) {
       skipped.push({ template: decl.path.text, reason: reasons[0]! });
       continue;
@@ -681,7 +625,7 @@ export function compileEnclave(policy: AccessPolicy, id: DeviceIdentity, enclave
     for (const n of rule.names) {
       const filled: string[] = [];
       for (const t of n.templates) {
-        const f = fill(t, id, (s) => ros2NameProblem(s), deny);
+        const f = fill(t, id, topicNameProblem, deny);
         // Allow: an unfillable name takes the whole rule out. Deny: a missing value leaves only that name out.
         if (f?.ok) filled.push(f.text);
         else if (!deny) return;
@@ -720,7 +664,7 @@ export function compileEnclave(policy: AccessPolicy, id: DeviceIdentity, enclave
         if (!q) continue;
         const into = q === "DENY" ? deny : allow;
         for (const name of r.names) {
-          const topics = ddsTopics(r.kind, verb, resolveRos2Name(profile.ns, profile.node, name));
+          const topics = ddsTopics(r.kind, verb, resolveName(profile, name));
           for (const dir of ["publish", "subscribe"] as const)
             for (const topic of topics[dir]) into[dir].push({ topic, pattern: ddsPattern(topic), origin });
         }
