@@ -112,6 +112,16 @@ export function parsePolicyText(text: string, file: string, countElement: () => 
   return convert(root, file, countElement);
 }
 
+/** A character reference (&#1;) can name a character XML forbids; libxml2 refuses it, xmldom decodes it. */
+function checkDecoded(value: string, file: string, line: number | undefined): void {
+  const bad = NOT_XML_CHAR.exec(value);
+  if (bad) {
+    const code = bad[0].codePointAt(0)!;
+    throw new Sros2PolicyError(`character reference to U+${code.toString(16).toUpperCase().padStart(4, "0")} is not allowed in XML`,
+      file, line);
+  }
+}
+
 function firstLine(s: string): string {
   return s.split("\n")[0]!.slice(0, 300);
 }
@@ -122,13 +132,17 @@ function convert(el: Element, file: string, countElement: () => void): XElement 
   for (let i = 0; i < el.attributes.length; i++) {
     const a = el.attributes.item(i)!;
     if (a.name === "xmlns" || a.prefix === "xmlns") continue;
+    checkDecoded(a.value, file, (el as unknown as { lineNumber?: number }).lineNumber);
     attrs.push({ ns: a.namespaceURI || null, local: a.localName ?? a.name, qname: a.name, value: a.value });
   }
   const children: XChild[] = [];
   for (let n = el.firstChild; n; n = n.nextSibling) {
     const line = (n as unknown as { lineNumber?: number }).lineNumber;
     if (n.nodeType === 1) children.push(convert(n as Element, file, countElement));
-    else if (n.nodeType === 3 || n.nodeType === 4) children.push({ kind: "text", text: n.nodeValue ?? "", file, line });
+    else if (n.nodeType === 3 || n.nodeType === 4) {
+      checkDecoded(n.nodeValue ?? "", file, line);
+      children.push({ kind: "text", text: n.nodeValue ?? "", file, line });
+    }
     else if (n.nodeType === 7)
       throw new Sros2PolicyError(`processing instruction <?${n.nodeName}?> is not allowed (only the XML declaration)`, file, line);
     else if (n.nodeType === 5) throw new Sros2PolicyError("entity references are not allowed in a policy file", file, line);
