@@ -680,3 +680,26 @@ export function compileEnclave(policy: AccessPolicy, id: DeviceIdentity, enclave
 export function deriveEnclavePolicy(policy: AccessPolicy, id: DeviceIdentity, enclavePath: string): Sros2Policy {
   return compileEnclave(policy, id, enclavePath).policy;
 }
+
+/**
+ * The SROS2 policy of every (device, enclave) pair of these devices, or of the one chosen, in device
+ * order (`ros2 permissions --from-fleet-policy`): one document, one grant per pair. `skipped` lists
+ * enclaves a device is selected for but cannot be given (a value that is missing or not a ROS 2 name).
+ */
+export function fleetSros2Policy(
+  policy: AccessPolicy,
+  ids: readonly DeviceIdentity[],
+  enclave?: string,
+): { policy: Sros2Policy; skipped: (SkippedEnclave & { device: string })[] } {
+  const { pairs, skipped } = fleetEnclaves(policy, ids);
+  const chosen = enclave === undefined ? pairs : pairs.filter((p) => p.enclave.path === enclave);
+  if (chosen.length === 0) {
+    const who = ids.length === 1 ? `device ${ids[0]!.id}` : `the ${ids.length} active devices`;
+    const why = skipped.length > 0 ? ` (skipped: ${skipped.map((s) => `${s.device} ${s.template}: ${s.reason}`).join("; ")})` : "";
+    throw new InvalidArgument(`the policy gives ${who} ${enclave === undefined ? "no enclave" : `no enclave ${enclave}`}${why}`);
+  }
+  return {
+    policy: { enclaves: chosen.flatMap((p) => deriveEnclavePolicy(policy, p.device, p.enclave.path).enclaves) },
+    skipped,
+  };
+}
