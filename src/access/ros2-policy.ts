@@ -134,7 +134,7 @@ function template(
   if (!parts) return undefined;
   const problem = check(sample(parts, "x"));
   if (problem) {
-    ctx.problem(node, field, `${what} "${text}" ${problem}`);
+    ctx.problem(node, field, `${what} "${text}": ${problem}`);
     return undefined;
   }
   return { text, parts, literal: parts.every((p) => typeof p === "string") };
@@ -179,6 +179,8 @@ export function parseRos2Section(node: unknown, ctx: PolicyParseContext): Ros2Se
   const top = ctx.entries(node.items, "ros2", ["enclaves", "rules"]);
   const enclaves: EnclaveDecl[] = [];
   const rules: Ros2Rule[] = [];
+  // Every enclave path as written, also of enclaves with other problems: rules name them by it.
+  const templates = new Map<string, number>();
   let ok = true;
   const enclavesPair = top.get("enclaves");
   if (!enclavesPair) {
@@ -188,18 +190,10 @@ export function parseRos2Section(node: unknown, ctx: PolicyParseContext): Ros2Se
     const items = list(ctx, enclavesPair.value, "ros2.enclaves", MAX_ROS2_ENCLAVES, "enclaves");
     if (!items) ok = false;
     items?.forEach((item, i) => {
-      const e = enclave(ctx, item, i);
+      const e = enclave(ctx, item, i, templates);
       if (e) enclaves.push(e);
       else ok = false;
     });
-  }
-  const templates = new Map<string, number>();
-  for (const e of enclaves) {
-    const seen = templates.get(e.path.text);
-    if (seen !== undefined) {
-      ctx.problem(undefined, `${e.label}.path`, `enclave path "${e.path.text}" is already declared on line ${seen}`);
-      ok = false;
-    } else templates.set(e.path.text, e.line);
   }
   const rulesPair = top.get("rules");
   if (rulesPair && !(isScalar(rulesPair.value) && rulesPair.value.value === null)) {
@@ -234,7 +228,7 @@ export function parseRos2Section(node: unknown, ctx: PolicyParseContext): Ros2Se
   return { enclaves, rules };
 }
 
-function enclave(ctx: PolicyParseContext, node: unknown, index: number): EnclaveDecl | undefined {
+function enclave(ctx: PolicyParseContext, node: unknown, index: number, templates: Map<string, number>): EnclaveDecl | undefined {
   const label = `ros2.enclaves[${index}]`;
   if (!isMap(node)) {
     ctx.problem(node, label, "must be a mapping (path, devices, nodes, node_defaults)");
@@ -246,6 +240,14 @@ function enclave(ctx: PolicyParseContext, node: unknown, index: number): Enclave
   let path: NameTemplate | undefined;
   if (!pathPair) ctx.problem(node, `${label}.path`, 'missing (the enclave path, e.g. "/${device}/base")');
   else path = template(ctx, pathPair.value, `${label}.path`, "enclave path", enclavePathProblem);
+  if (path) {
+    const seen = templates.get(path.text);
+    if (seen !== undefined) {
+      ctx.problem(pathPair!.value, `${label}.path`, `enclave path "${path.text}" is already declared on line ${seen}`);
+      return undefined;
+    }
+    templates.set(path.text, ctx.lineOf(pathPair!.value));
+  }
   const description = e.get("description");
   if (description) ctx.string(description.value, `${label}.description`);
   const sel = devices(ctx, e.get("devices"), label, node);
