@@ -6,16 +6,18 @@
 // default and other devices' namespaces. Hostile input: every problem with its line and field.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { DOMParser, type Element } from "@xmldom/xmldom";
 import { PolicyFile } from "../src/access/policy-file.js";
 import { AccessPolicy, PolicyError } from "../src/access/policy.js";
-import { fleetSros2Policy, MAX_ROS2_NAMES, type Ros2Action } from "../src/access/ros2-policy.js";
+import { deriveEnclavePolicy, fleetSros2Policy, MAX_ROS2_NAMES, type Ros2Action } from "../src/access/ros2-policy.js";
 import { addDevice } from "../src/authority/devices.js";
 import { testRos2Policy } from "../src/authority/policy.js";
 import type { FleetServices } from "../src/authority/services.js";
+import { createEnclave, initKeystore, PermissionsSourceRequired, renewEnclaveInKeystore } from "../src/ros2/keystore/index.js";
+import { renderPermissions } from "../src/ros2/permissions.js";
 import { assertOk, assertOneLineError, cli, tempDir, tempFleet, vectorPath } from "./helpers.js";
 
 const PERMISSIONS_XSD = vectorPath("sros2", "sros2", "sros2", "policy", "schemas", "dds", "permissions.xsd");
@@ -375,6 +377,45 @@ describe("the ros2 section of policy.yaml", () => {
     const unknown = cli(["ros2", "permissions", "--from-fleet-policy", "--dir", dir, "--device", "r9"]);
     assert.equal(unknown.stdout, "");
     assertOneLineError(unknown, /unknown device "r9"/);
+  });
+
+  it("`ros2 enclave create --from-fleet-policy`: the device's derived permissions, re-derived from policy.yaml at renewal", async () => {
+    const ks = join(tmp.path, "keystore");
+    await initKeystore(fleet, { dir: ks, actor: "test" });
+    const r = await createEnclave(fleet, { dir: ks, path: "/r2/base", deviceId: "r2", fromFleetPolicy: true, actor: "test" });
+    assert.equal(r.source, "fleet-policy");
+    const file = join(ks, "enclaves", "r2", "base", "permissions.xml");
+    const at = (d: Date) => d.toISOString().slice(0, 19);
+    const denied = (xml: string) => /<deny_rule>[\s\S]*?<\/deny_rule>/.exec(xml)?.[0] ?? "";
+    // The keystore allows ros_discovery_info (rmw_fastrtps needs it), as its own enclaves do.
+    const params = { notBefore: at(r.notBefore), notAfter: at(r.notAfter), allowRosDiscoveryTopic: true, domainId: 0 };
+    const policy = AccessPolicy.parse(POLICY, "policy.yaml");
+    const r2 = { kind: "device" as const, id: "r2", group: "amr", labels: { site: "paris" } };
+    assert.equal(readFileSync(file, "utf8"), renderPermissions(deriveEnclavePolicy(policy, r2, "/r2/base"), params));
+    assert.match(denied(readFileSync(file, "utf8")), /<topic>rt\/r2\/cmd_vel<\/topic>/);
+    // The policy changes (paris-no-teleop goes); the renewal carries the change to the enclave.
+    const changed = POLICY.replace("labels: { site: paris } }", "labels: { site: nowhere } }");
+    writeFileSync(join(dir, "policy.yaml"), changed);
+    try {
+      const renewed = await renewEnclaveInKeystore(fleet, { dir: ks, path: "/r2/base", actor: "test" });
+      const p2 = { ...params, notBefore: at(renewed.notBefore), notAfter: at(renewed.notAfter) };
+      const expected = renderPermissions(deriveEnclavePolicy(AccessPolicy.parse(changed, "p"), r2, "/r2/base"), p2);
+      assert.equal(readFileSync(file, "utf8"), expected);
+      assert.doesNotMatch(denied(expected), /<topic>rt\/r2\/cmd_vel<\/topic>/);
+    } finally {
+      writeFileSync(join(dir, "policy.yaml"), POLICY);
+    }
+    // No device, or an enclave the policy does not give the device: refused, nothing written.
+    await assert.rejects(
+      createEnclave(fleet, { dir: ks, path: "/r1/base", fromFleetPolicy: true, actor: "test" }),
+      PermissionsSourceRequired,
+    );
+    await assert.rejects(
+      createEnclave(fleet, { dir: ks, path: "/r2/base2", deviceId: "r1", fromFleetPolicy: true, actor: "test" }),
+      /the policy gives device r1 no enclave \/r2\/base2 \(its enclaves: \/r1\/base/,
+    );
+    assert.equal(existsSync(join(ks, "enclaves", "r1")), false);
+    assert.equal(existsSync(join(ks, "enclaves", "r2", "base2")), false);
   });
 
   it("two devices given one enclave path are refused: a path names one identity", () => {
