@@ -10,6 +10,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { DOMParser, type Element } from "@xmldom/xmldom";
+import { DEFAULT_POLICY } from "../src/access/default-policy.js";
 import { PolicyFile } from "../src/access/policy-file.js";
 import { AccessPolicy, PolicyError } from "../src/access/policy.js";
 import { deriveEnclavePolicy, fleetSros2Policy, MAX_ROS2_NAMES, type Ros2Action } from "../src/access/ros2-policy.js";
@@ -416,6 +417,15 @@ describe("the ros2 section of policy.yaml", () => {
     );
     assert.equal(existsSync(join(ks, "enclaves", "r1")), false);
     assert.equal(existsSync(join(ks, "enclaves", "r2", "base2")), false);
+  });
+
+  it("the default policy's commented ros2 example is a valid section once uncommented", () => {
+    const lines = DEFAULT_POLICY.split("\n");
+    const start = lines.indexOf("# ros2:");
+    assert.ok(start > 0);
+    const text = [...lines.slice(0, start), ...lines.slice(start).map((l) => l.replace(/^# ?/, ""))].join("\n");
+    const p = AccessPolicy.parse(text, "policy.yaml");
+    assert.deepEqual([p.ros2?.enclaves.length, p.ros2?.rules.map((r) => r.label)], [1, ["amr-drive", "no-map-writes"]]);
   });
 
   it("two devices given one enclave path are refused: a path names one identity", () => {
