@@ -20,6 +20,8 @@ import type { FleetServices } from "../src/authority/services.js";
 import { createEnclave, initKeystore, PermissionsSourceRequired, renewEnclaveInKeystore } from "../src/ros2/keystore/index.js";
 import { renderPermissions } from "../src/ros2/permissions.js";
 import { assertOk, assertOneLineError, cli, tempDir, tempFleet, vectorPath } from "./helpers.js";
+import { https } from "./server-helpers.js";
+import { startAdminFleet } from "./support/admin-fleet.js";
 
 const PERMISSIONS_XSD = vectorPath("sros2", "sros2", "sros2", "policy", "schemas", "dds", "permissions.xsd");
 
@@ -555,6 +557,41 @@ describe("the ros2 section of policy.yaml", () => {
       assert.equal(pf.current.ros2?.enclaves.length, 3);
     } finally {
       pf.close();
+    }
+  });
+
+  it("POST /api/policy/test answers ROS 2 questions as testRos2Policy does (what `policy test --server` asks)", async () => {
+    const a = await startAdminFleet();
+    try {
+      writeFileSync(a.f.fleet.path("policy.yaml"), POLICY);
+      await addDevice(a.f.fleet, { id: "r2", group: "amr", labels: { site: "paris" }, actor: "test" });
+      const ask = (body: unknown) =>
+        https(`${a.base}/api/policy/test`, {
+          ...a.as("viewer"),
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+        });
+      for (const [action, name] of [["publish", "/r2/cmd_vel"], ["request", "/map_server/load_map"], ["subscribe", "/r1/scan"]] as const) {
+        const res = await ask({ device: "r2", enclave: "/r2/base", action: `ros2-${action}`, name });
+        assert.equal(res.status, 200, res.body.toString());
+        const d = await testRos2Policy(a.f.fleet, { device: "r2", enclave: "/r2/base", action, name });
+        assert.deepEqual(JSON.parse(res.body.toString()), {
+          allowed: d.allowed,
+          outcome: d.outcome,
+          rule: d.rule ?? null,
+          reason: d.reason,
+          mode: "audit",
+          deviceStatus: "active",
+        });
+      }
+      assert.equal((await ask({ device: "r2", enclave: "/r2/base", action: "ros2-fly", name: "/x" })).status, 400);
+      assert.equal((await ask({ device: "r2", enclave: "/r2/base", action: "ros2-publish", topic: "/x" })).status, 400);
+      const missing = await ask({ device: "r2", enclave: "/r9/base", action: "ros2-publish", name: "/x" });
+      assert.equal(missing.status, 400, missing.body.toString());
+      assert.match(JSON.parse(missing.body.toString()).detail, /the policy gives device r2 no enclave \/r9\/base/);
+    } finally {
+      await a.close();
     }
   });
 });
