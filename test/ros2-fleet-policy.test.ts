@@ -13,7 +13,7 @@ import { DOMParser, type Element } from "@xmldom/xmldom";
 import { DEFAULT_POLICY } from "../src/access/default-policy.js";
 import { PolicyFile } from "../src/access/policy-file.js";
 import { AccessPolicy, PolicyError } from "../src/access/policy.js";
-import { deriveEnclavePolicy, fleetSros2Policy, MAX_ROS2_NAMES, type Ros2Action } from "../src/access/ros2-policy.js";
+import { compileEnclave, deriveEnclavePolicy, fleetSros2Policy, MAX_ROS2_NAMES, type Ros2Action } from "../src/access/ros2-policy.js";
 import { addDevice } from "../src/authority/devices.js";
 import { testRos2Policy } from "../src/authority/policy.js";
 import type { FleetServices } from "../src/authority/services.js";
@@ -430,6 +430,37 @@ describe("the ros2 section of policy.yaml", () => {
     assert.deepEqual([p.ros2?.enclaves.length, p.ros2?.rules.map((r) => r.label)], [1, ["amr-drive", "no-map-writes"]]);
   });
 
+  it("a label holding a DDS wildcard cannot widen an allow rule, and widens a deny rule", () => {
+    const p = AccessPolicy.parse(
+      withRos2(
+        [
+          "  enclaves:",
+          '    - { path: "/${device}", devices: all, nodes: [{ ns: "/${device}", node: n }], node_defaults: false }',
+          "  rules:",
+          '    - { name: own-site, devices: all, topics: { publish: ["/sites/${label:site}/chat"] } }',
+          '    - { name: any-estop, devices: all, topics: { publish: ["/sites/*/estop"] } }',
+          '    - { name: not-own-estop, effect: deny, devices: all, topics: { publish: ["/sites/${label:site}/estop"] } }',
+          "",
+        ].join("\n"),
+      ),
+      "p",
+    );
+    // The registry takes "*" and "?" in label values (they mean nothing to MQTT).
+    for (const site of ["*", "?erlin", "a/b"]) {
+      const id = { kind: "device" as const, id: "d1", group: null, labels: { site } };
+      const g = compileEnclave(p, id, "/d1");
+      assert.equal(g.decide("publish", "/sites/berlin/chat").allowed, false, site);
+      assert.doesNotMatch(
+        renderPermissions(g.policy, { notBefore: "a", notAfter: "b", allowRosDiscoveryTopic: false, domainId: 0 }),
+        /chat/,
+      );
+      assert.deepEqual(g.decide("publish", "/sites/paris/estop").rule, "not-own-estop", site);
+    }
+    const berlin = compileEnclave(p, { kind: "device", id: "d1", group: null, labels: { site: "berlin" } }, "/d1");
+    assert.equal(berlin.decide("publish", "/sites/berlin/chat").rule, "own-site");
+    assert.equal(berlin.decide("publish", "/sites/paris/estop").rule, "any-estop");
+  });
+
   it("two devices given one enclave path are refused: a path names one identity", () => {
     const p = AccessPolicy.parse(withRos2(`  enclaves:\n    - { path: /shared, devices: all, nodes: [{ ns: /, node: n }] }\n`), "p");
     const id = (x: string) => ({ kind: "device" as const, id: x, group: null, labels: {} });
@@ -572,7 +603,11 @@ describe("the ros2 section of policy.yaml", () => {
           headers: { "content-type": "application/json" },
           body: JSON.stringify(body),
         });
-      for (const [action, name] of [["publish", "/r2/cmd_vel"], ["request", "/map_server/load_map"], ["subscribe", "/r1/scan"]] as const) {
+      for (const [action, name] of [
+        ["publish", "/r2/cmd_vel"],
+        ["request", "/map_server/load_map"],
+        ["subscribe", "/r1/scan"],
+      ] as const) {
         const res = await ask({ device: "r2", enclave: "/r2/base", action: `ros2-${action}`, name });
         assert.equal(res.status, 200, res.body.toString());
         const d = await testRos2Policy(a.f.fleet, { device: "r2", enclave: "/r2/base", action, name });
