@@ -357,6 +357,9 @@ describe("the ros2 section of policy.yaml", () => {
   });
 
   it("--from-fleet-policy for one device or enclave; nothing on stdout when it fails", () => {
+    const check = cli(["policy", "check", "--dir", dir]);
+    assertOk(check, "policy check");
+    assert.equal(check.stdout, `ok: ${join(dir, "policy.yaml")}: 1 rule, mode audit; ros2: 3 enclaves, 8 rules\n`);
     const one = cli(["ros2", "permissions", "--from-fleet-policy", "--dir", dir, "--device", "r1"]);
     assertOk(one, "--device r1");
     assert.deepEqual(

@@ -68,7 +68,7 @@ export function registerPolicy(program: Command): void {
       }
       let path = file ?? join(opts.dir, layout.policy);
       try {
-        let p: { ruleCount: number; mode: string };
+        let p: { ruleCount: number; mode: string; ros2?: { enclaves: readonly unknown[]; rules: readonly unknown[] } | undefined };
         if (api) {
           path = `${api.base.origin}/api/policy`;
           let answer: { valid: boolean; errors?: PolicyProblem[]; rules: number | null; mode: string | null };
@@ -80,7 +80,10 @@ export function registerPolicy(program: Command): void {
           if (!answer.valid) throw new PolicyError(path, answer.errors ?? []);
           p = { ruleCount: answer.rules ?? 0, mode: answer.mode ?? "" };
         } else p = loadPolicyFile(path);
-        say(`ok: ${path}: ${p.ruleCount} rule${p.ruleCount === 1 ? "" : "s"}, mode ${p.mode}`);
+        const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
+        // A local file also says what its ros2 section holds (the API's answer has no such count).
+        const ros2 = p.ros2 ? `; ros2: ${plural(p.ros2.enclaves.length, "enclave")}, ${plural(p.ros2.rules.length, "rule")}` : "";
+        say(`ok: ${path}: ${plural(p.ruleCount, "rule")}, mode ${p.mode}${ros2}`);
       } catch (e) {
         if (!(e instanceof PolicyError)) throw e;
         // Every problem, one line each, so that one run shows all that needs fixing.
