@@ -214,7 +214,8 @@ export function parseRos2Section(node: unknown, ctx: PolicyParseContext): Ros2Se
   if (!ok) return undefined;
   // An upper bound of each grant's size, whatever devices the registry holds: refused now, not when deriving.
   for (const e of enclaves) {
-    let bound = e.nodeDefaults ? 4 + 12 * e.nodes.length : 0;
+    // node_defaults: 4 absolute topics, and 6 private services each requested and replied (4 topics) per node.
+    let bound = e.nodeDefaults ? 4 + 24 * e.nodes.length : 0;
     for (const r of rules) {
       if (r.enclaves && !r.enclaves.has(e.path.text)) continue;
       for (const n of r.names)
