@@ -79,14 +79,18 @@ export function decodePolicyBytes(bytes: Uint8Array, file: string, limits: Polic
   const bad = NOT_XML_CHAR.exec(text);
   if (bad) {
     const code = bad[0].codePointAt(0)!;
-    throw new Sros2PolicyError(`character U+${code.toString(16).toUpperCase().padStart(4, "0")} is not allowed in XML`, file,
-      lineOf(text, bad.index));
+    throw new Sros2PolicyError(
+      `character U+${code.toString(16).toUpperCase().padStart(4, "0")} is not allowed in XML`,
+      file,
+      lineOf(text, bad.index),
+    );
   }
   return text;
 }
 
 /** Parses one file's text into a tree (XInclude elements are left in place for the caller). */
 export function parsePolicyText(text: string, file: string, countElement: () => void): XElement {
+  refuseDoctype(text, file);
   const problems: string[] = [];
   let doc: Document;
   try {
@@ -103,7 +107,8 @@ export function parsePolicyText(text: string, file: string, countElement: () => 
   let index = 0;
   for (let n = doc.firstChild; n; n = n.nextSibling, index++) {
     const line = (n as unknown as { lineNumber?: number }).lineNumber;
-    if (n.nodeType === 10) throw new Sros2PolicyError("DOCTYPE declarations are not allowed in a policy file (no DTDs, no entities)", file, line);
+    if (n.nodeType === 10)
+      throw new Sros2PolicyError("DOCTYPE declarations are not allowed in a policy file (no DTDs, no entities)", file, line);
     if (n.nodeType === 7 && !(index === 0 && n.nodeName === "xml"))
       throw new Sros2PolicyError(`processing instruction <?${n.nodeName}?> is not allowed (only the XML declaration)`, file, line);
     if (n.nodeType === 1) root = n as Element;
@@ -117,9 +122,34 @@ function checkDecoded(value: string, file: string, line: number | undefined): vo
   const bad = NOT_XML_CHAR.exec(value);
   if (bad) {
     const code = bad[0].codePointAt(0)!;
-    throw new Sros2PolicyError(`character reference to U+${code.toString(16).toUpperCase().padStart(4, "0")} is not allowed in XML`,
-      file, line);
+    throw new Sros2PolicyError(
+      `character reference to U+${code.toString(16).toUpperCase().padStart(4, "0")} is not allowed in XML`,
+      file,
+      line,
+    );
   }
+}
+
+/**
+ * A DOCTYPE can only stand in the prolog: look there before parsing, so that it is refused as such
+ * (and before the parser sees any entity), not reported as an undefined entity further down.
+ */
+function refuseDoctype(text: string, file: string): void {
+  let i = text.charCodeAt(0) === 0xfeff ? 1 : 0;
+  for (;;) {
+    while (i < text.length && /[ \t\r\n]/.test(text[i]!)) i++;
+    if (text.startsWith("<?", i)) {
+      const end = text.indexOf("?>", i);
+      if (end === -1) return;
+      i = end + 2;
+    } else if (text.startsWith("<!--", i)) {
+      const end = text.indexOf("-->", i);
+      if (end === -1) return;
+      i = end + 3;
+    } else break;
+  }
+  if (text.startsWith("<!DOCTYPE", i))
+    throw new Sros2PolicyError("DOCTYPE declarations are not allowed in a policy file (no DTDs, no entities)", file, lineOf(text, i));
 }
 
 function firstLine(s: string): string {
@@ -142,8 +172,7 @@ function convert(el: Element, file: string, countElement: () => void): XElement 
     else if (n.nodeType === 3 || n.nodeType === 4) {
       checkDecoded(n.nodeValue ?? "", file, line);
       children.push({ kind: "text", text: n.nodeValue ?? "", file, line });
-    }
-    else if (n.nodeType === 7)
+    } else if (n.nodeType === 7)
       throw new Sros2PolicyError(`processing instruction <?${n.nodeName}?> is not allowed (only the XML declaration)`, file, line);
     else if (n.nodeType === 5) throw new Sros2PolicyError("entity references are not allowed in a policy file", file, line);
   }
