@@ -2,7 +2,7 @@
 // checked with openssl; renewEnclave for a CSR (the agent's path); bad inputs leave nothing behind.
 import assert from "node:assert/strict";
 import { generateKeyPairSync } from "node:crypto";
-import { readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { cpSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { FleetServices } from "../src/authority/services.js";
@@ -27,7 +27,10 @@ import {
   UnknownKeystoreEnclave,
 } from "../src/ros2/keystore/index.js";
 import { UnknownDevice } from "../src/authority/errors.js";
-import { assertOneLineError, cli, openssl, tempDir, tempFleet } from "./helpers.js";
+import { Sros2PolicyError } from "../src/ros2/errors.js";
+import { decodeAuditRow } from "../src/authority/events/events.js";
+import { spawnSync } from "node:child_process";
+import { assertOneLineError, cli, openssl, tempDir, tempFleet, vectorPath } from "./helpers.js";
 import { ManualClock } from "./support/clock.js";
 import { sqliteStore } from "./support/sqlite.js";
 
@@ -270,6 +273,42 @@ describe("ros2 enclaves", () => {
     assert.equal(BigInt(stored!.crl_number), r.crlNumber);
   });
 
+  it("takes permissions from an SROS2 policy file, valid against permissions.xsd, and keeps that source for renewal", async () => {
+    const policies = vectorPath("sros2", "sros2", "test", "policies");
+    const policyFile = join(policies, "talker_listener.policy.xml");
+    const r = await createEnclave(fleet, { dir: ksDir, path: "/talker_listener/policy_talker", policyFile, actor: "test" }).catch(
+      (e: unknown) => e as Error,
+    );
+    // The policy names other enclaves only: refused by name, nothing written.
+    assert.ok(r instanceof Error && /has no enclave \/talker_listener\/policy_talker/.test(r.message), String(r));
+    const path = "/talker_listener/talker_p";
+    const own = join(tmp.path, "own.policy.xml");
+    writeFileSync(own, readFileSync(policyFile, "utf8").replace('path="/talker_listener/talker"', `path="${path}"`));
+    cpSync(join(policies, "common"), join(tmp.path, "common"), { recursive: true });
+    await createEnclave(fleet, { dir: ksDir, path, policyFile: own, actor: "test" });
+    const xmlFile = join(enclave(path), "permissions.xml");
+    const xml = readFileSync(xmlFile, "utf8");
+    assert.match(xml, /<topic>rt\/chatter<\/topic>/);
+    assert.doesNotMatch(xml, /<topic>rt\/\*<\/topic>/, "not the allow-all policy");
+    const xsd = vectorPath("sros2", "sros2", "sros2", "policy", "schemas", "dds", "permissions.xsd");
+    const v = spawnSync("xmllint", ["--nonet", "--noout", "--schema", xsd, xmlFile], { encoding: "utf8" });
+    assert.equal(v.status, 0, v.stderr);
+    const gxsd = vectorPath("sros2", "sros2", "sros2", "policy", "schemas", "dds", "governance.xsd");
+    const g = spawnSync("xmllint", ["--nonet", "--noout", "--schema", gxsd, join(ksDir, "enclaves", "governance.xml")], {
+      encoding: "utf8",
+    });
+    assert.equal(g.status, 0, g.stderr);
+    // Renewal re-renders from the stored source, not from the file (gone now).
+    writeFileSync(own, "not xml");
+    clock.advance(DAY);
+    await renewEnclaveInKeystore(fleet, { dir: ksDir, path, actor: "test" });
+    const renewed = readFileSync(xmlFile, "utf8");
+    assert.notEqual(renewed, xml);
+    assert.equal(renewed.replace(/<not_(before|after)>[^<]*</g, ""), xml.replace(/<not_(before|after)>[^<]*</g, ""));
+    // A policy that fails the schema: the reader's specific error.
+    await assert.rejects(createEnclave(fleet, { dir: ksDir, path: "/p/q", policyFile: own, actor: "test" }), Sros2PolicyError);
+  });
+
   it("refuses bad input with a specific error and leaves neither files nor rows behind", async () => {
     const snapshot = tree(ksDir);
     const counts = await rows(fleet);
@@ -278,9 +317,9 @@ describe("ros2 enclaves", () => {
       ["relative/node", /absolute/],
       ["/a//b", /"\/\/"/],
       ["/a/", /end with/],
-      ["/1abc", /not starting with a digit/],
-      ["/a b", /letters, digits/],
-      ["/../x", /letters, digits/],
+      ["/1abc", /starts with a digit/],
+      ["/a b", /whitespace/],
+      ["/../x", /contains "\."/],
       ["/", /root/],
     ] as const)
       await assert.rejects(
@@ -315,6 +354,17 @@ describe("ros2 enclaves", () => {
     assertOneLineError(r, /--policy FILE .*--allow-all/);
     const bad = cli(["ros2", "enclave", "create", ksDir, "x/y", "--allow-all", "--dir", f.dir]);
     assertOneLineError(bad, /invalid enclave path "x\/y"/);
+  });
+
+  it("the change feed reads every ROS 2 row: enclave certificates are CertificateIssued events (OCSP and CRLs learn of them)", async () => {
+    const audit = await sqliteStore(fleet).db.selectFrom("audit_log").selectAll().orderBy("seq").execute();
+    const events = audit.map(decodeAuditRow);
+    const issued = events.filter((e) => e.type === "CertificateIssued" && e.kind === "ros2-enclave");
+    assert.ok(issued.length >= 5, `${issued.length} enclave certificates`);
+    assert.deepEqual(
+      events.filter((e) => e.type === "Unrecognised" && "problem" in e && e.problem),
+      [],
+    );
   });
 
   it("audit verify replays the enclaves' certificates and events", () => {

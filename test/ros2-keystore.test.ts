@@ -234,6 +234,10 @@ describe("ros2 keystore init", () => {
         socket.setTimeout(20_000, done);
       });
       assert.notEqual(connack, 0, "the gateway must not accept an enclave certificate");
+      // The identity CA's CRL is served like every CA's.
+      const crl = await fetch(`http://127.0.0.1:${server.server.status!.port}/crl/ros2-identity.pem`);
+      assert.equal(crl.status, 200);
+      assert.match(await crl.text(), /^-----BEGIN X509 CRL-----/);
     } finally {
       await server.close();
     }

@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { createEnclave, initKeystore, parseDomainId, renewEnclaveInKeystore, revokeEnclave } from "../../ros2/keystore/index.js";
 import { CLI_ACTOR, dirOption, withFleet } from "../context.js";
 import { printJson, say } from "../output.js";
+import { registerRos2VerifyCommand } from "./ros2-verify.js";
 
 export interface Ros2Commands {
   ros2: Command;
@@ -88,5 +89,6 @@ export function registerRos2(program: Command): Ros2Commands {
       });
     });
 
+  registerRos2VerifyCommand(keystore);
   return { ros2, keystore, enclave };
 }

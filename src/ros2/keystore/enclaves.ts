@@ -22,6 +22,7 @@ import type { Operations } from "../../store/operations.js";
 import type { Ros2EnclaveTable } from "../../store/schema.js";
 import { subjectPublicKeyOf } from "../../x509/certificate.js";
 import { toPem } from "../../x509/pem.js";
+import { enclavePathProblem } from "../names.js";
 import type { Sros2Policy } from "../policy-model.js";
 import { allowAllPolicy, enclaveOf, readPolicyFile, renderEnclavePermissions, signDocument } from "./documents.js";
 import {
@@ -34,28 +35,21 @@ import {
 } from "./errors.js";
 import { ENCLAVE_FILES, ks, openKeystore } from "./keystore.js";
 
-const NAMESPACE_TOKEN = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
 /**
- * What is wrong with an enclave path, by rcl's namespace rules (absolute, tokens of [A-Za-z0-9_] not
- * starting with a digit, no empty token, at most 255 characters); "/" itself is refused too: its
- * directory would be enclaves/ itself.
+ * What is wrong with an enclave path: rcl's namespace rules (src/ros2/names.ts), and "/" itself,
+ * which sros2 allows but whose directory would be enclaves/ itself, beside governance.xml.
  */
-export function enclavePathProblem(path: string): string | undefined {
-  if (typeof path !== "string" || path.length === 0) return "empty";
-  if (path.length > 255) return "longer than 255 characters";
-  if (!path.startsWith("/")) return 'it must be absolute (start with "/")';
-  if (path === "/") return 'the root "/" cannot be an enclave of a keystore; name one, e.g. /robot/node';
-  if (path.endsWith("/")) return 'it must not end with "/"';
-  for (const token of path.slice(1).split("/")) {
-    if (token === "") return 'it must not contain "//"';
-    if (!NAMESPACE_TOKEN.test(token)) return `segment ${JSON.stringify(token)} must be letters, digits and "_", not starting with a digit`;
-  }
+export function keystoreEnclavePathProblem(path: string): string | undefined {
+  if (typeof path !== "string") return "is not a string";
+  const problem = enclavePathProblem(path);
+  if (problem) return problem;
+  if (path === "/")
+    return 'is the root "/", which cannot be an enclave of a keystore (its directory would be enclaves/); name one, e.g. /robot/node';
   return undefined;
 }
 
 function assertEnclavePath(path: string): void {
-  const problem = enclavePathProblem(path);
+  const problem = keystoreEnclavePathProblem(path);
   if (problem) throw new InvalidEnclavePath(path, problem);
 }
 
@@ -118,7 +112,7 @@ async function issueEnclaveDocuments(
     domainId: ctx.domainId,
   });
   const permissionsCa = await fleet.issuingCa(ROS2_CAS.permissions);
-  const permissionsP7s = signDocument(Buffer.from(permissionsXml), permissionsCa.certificate.der, permissionsCa.signer);
+  const permissionsP7s = signDocument(Buffer.from(permissionsXml), permissionsCa.certificate.der, permissionsCa.signer, ctx.now);
   return { record, certificatePem: toPem("CERTIFICATE", issued.der), permissionsXml, permissionsP7s };
 }
 

@@ -25,7 +25,7 @@ export class Ros2CasPending extends AuthorityError {
 }
 export class InvalidEnclavePath extends InvalidArgument {
   constructor(path: string, why: string) {
-    super(`invalid enclave path ${JSON.stringify(path)}: ${why}`);
+    super(`invalid enclave path ${JSON.stringify(path)}: it ${why}`);
   }
 }
 export class InvalidDomainId extends InvalidArgument {

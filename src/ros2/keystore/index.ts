@@ -4,7 +4,7 @@ export { KEYSTORE_MARKER, ENCLAVE_FILES, ks, ensureRos2Cas, initKeystore, openKe
 export type { InitKeystoreResult, KeystoreMarker } from "./keystore.js";
 export {
   createEnclave,
-  enclavePathProblem,
+  keystoreEnclavePathProblem,
   enclavesOnDisk,
   grantTime,
   renewEnclave,

@@ -201,7 +201,7 @@ export async function initKeystore(fleet: FleetServices, req: InitKeystoreReques
   const permissionsCa = await fleet.issuingCa(ROS2_CAS.permissions);
   const crl = crlPem(await currentCrl(fleet, ROS2_CAS.identity));
   const keystoreId = randomUUID();
-  const governanceP7s = signDocument(Buffer.from(governanceXml), permissionsCa.certificate.der, permissionsCa.signer);
+  const governanceP7s = signDocument(Buffer.from(governanceXml), permissionsCa.certificate.der, permissionsCa.signer, fleet.clock.now());
   const marker: KeystoreMarker = { version: 1, keystore: keystoreId, fleet: await rootFingerprint(fleet), domain_id: domainId };
 
   const tmp = join(dirname(dir), `.${basename(dir)}.${keystoreId.slice(0, 8)}.tmp`);
