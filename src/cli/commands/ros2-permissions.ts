@@ -89,11 +89,14 @@ export function registerRos2PermissionsCommand(ros2: Command): void {
       if (file !== undefined) throw new InvalidArgument("give either an SROS2 policy file or --from-fleet-policy, not both");
       const policy = loadPolicyFile(join(opts.dir, layout.policy));
       const device = opts.device;
-      const ids = await withFleet(opts.dir, async (fleet) =>
-        device !== undefined
-          ? [(await deviceAccessIdentity(fleet, device)).identity]
-          : (await fleet.store.ops.devices.list({})).filter((row) => row.status === "active").map(deviceIdentityOf),
-      );
+      const ids = await withFleet(opts.dir, async (fleet) => {
+        if (device === undefined)
+          return (await fleet.store.ops.devices.list({})).filter((row) => row.status === "active").map(deviceIdentityOf);
+        const found = await deviceAccessIdentity(fleet, device);
+        // Asked for by name, so printed; but no enclave of it is renewed while it is not active.
+        if (found.status !== "active") process.stderr.write(`fleetpki: note: device ${device} is ${found.status}\n`);
+        return [found.identity];
+      });
       const derived = fleetSros2Policy(policy, ids, opts.enclave);
       // Rendered in full before anything is written: a failure prints nothing on stdout.
       const xml = renderPermissions(derived.policy, params);
