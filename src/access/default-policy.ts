@@ -63,6 +63,27 @@ rules:
   #   mode: audit          # log what this deny would refuse before enforcing it
   #   devices: all
   #   publish: ["fleet/+/cmd/cmd_vel"]
+
+# ROS 2 (DDS) permissions from the same policy: \`fleetpki ros2 permissions --from-fleet-policy\` and
+# \`ros2 enclave create KEYSTORE PATH --device ID --from-fleet-policy\` derive each enclave's permissions.xml
+# from this section (docs/policy.md, "ROS 2"). Names are ROS 2 names (relative ones resolve in each
+# node's namespace); DDS wildcards * and ? only. DDS has no audit mode: these rules are always enforced.
+#
+# ros2:
+#   enclaves:
+#     - path: "/\${device}/base"          # one enclave per device (ids with "-" are not ROS 2 names:
+#       devices: { groups: [amr] }       #   use a label, e.g. "/\${label:ros_ns}/base")
+#       nodes:
+#         - { ns: "/\${device}", node: base_controller }
+#   rules:
+#     - name: amr-drive
+#       devices: { groups: [amr] }
+#       topics: { publish: [cmd_vel], subscribe: [odom] }
+#       services: { reply: ["~/reset"] }
+#     - name: no-map-writes
+#       effect: deny
+#       devices: all
+#       services: { request: ["/map_server/save*"] }
 `;
 
 /**

@@ -4,6 +4,7 @@
 // logged allows, for rolling a policy out.
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type Pair } from "yaml";
 import type { AccessDecision, AccessGrants, AccessIdentity, OperatorRole } from "./identity.js";
+import { parseRos2Section, type Ros2Section } from "./ros2-policy.js";
 import { filterCovers, filterMatches, filtersIntersect, MAX_TOPIC_BYTES, topicFilterProblem, topicNameProblem } from "./topics.js";
 
 export const POLICY_VERSION = 1;
@@ -39,8 +40,8 @@ export function formatProblem(file: string, p: PolicyProblem): string {
   return `${file}${p.line > 0 ? ` line ${p.line}` : ""}: ${p.field ? `${p.field}: ` : ""}${p.message}`;
 }
 
-type Placeholder = { kind: "device" } | { kind: "group" } | { kind: "label"; key: string };
-type Part = string | Placeholder;
+export type Placeholder = { kind: "device" } | { kind: "group" } | { kind: "label"; key: string };
+export type Part = string | Placeholder;
 
 interface FilterTemplate {
   text: string;
@@ -49,7 +50,7 @@ interface FilterTemplate {
   literal: readonly string[] | undefined;
 }
 
-interface DeviceSelector {
+export interface DeviceSelector {
   ids?: ReadonlySet<string>;
   groups?: ReadonlySet<string>;
   labels?: ReadonlyArray<readonly [string, readonly string[]]>;
@@ -75,15 +76,16 @@ const LABEL_KEY = /^[a-z0-9]([a-z0-9._/-]{0,62})$/;
 const PLACEHOLDER = /\$\{([^\${}]*)\}/g;
 const ROLES: readonly OperatorRole[] = ["viewer", "operator", "admin"];
 const RULE_KEYS = ["name", "description", "effect", "mode", "devices", "services", "operators", "publish", "subscribe"];
-const TOP_KEYS = ["version", "mode", "rules"];
+const TOP_KEYS = ["version", "mode", "rules", "ros2"];
 /** A policy larger than this is refused before parsing (a runaway generator, not a policy). */
 export const MAX_POLICY_BYTES = 1 << 20;
 
-/** Parses a filter template: MQTT syntax checked with each placeholder standing for a plain value. */
-function parseTemplate(text: string, problem: (m: string) => void): FilterTemplate | undefined {
-  const levels: Part[][] = [];
+/**
+ * Splits a template into literal text and placeholders (a label key may itself contain "/");
+ * undefined (after reporting) when a "${" is not a known placeholder. Shared with the ros2 section.
+ */
+export function splitPlaceholders(text: string, problem: (m: string) => void): Part[] | undefined {
   let ok = true;
-  // Split into literal text and placeholders first: a label key may itself contain "/".
   const parts: Part[] = [];
   let last = 0;
   for (const m of text.matchAll(PLACEHOLDER)) {
@@ -105,6 +107,14 @@ function parseTemplate(text: string, problem: (m: string) => void): FilterTempla
     problem(`"\${" that does not start a placeholder (use \${device}, \${group} or \${label:KEY})`);
     return undefined;
   }
+  return parts;
+}
+
+/** Parses a filter template: MQTT syntax checked with each placeholder standing for a plain value. */
+function parseTemplate(text: string, problem: (m: string) => void): FilterTemplate | undefined {
+  const levels: Part[][] = [];
+  const parts = splitPlaceholders(text, problem);
+  if (!parts) return undefined;
   const sample = parts.map((p) => (typeof p === "string" ? p : "x")).join("");
   const syntax = topicFilterProblem(sample);
   if (syntax) {
@@ -170,17 +180,20 @@ function instantiate(t: FilterTemplate, id: AccessIdentity, effect: Rule["effect
   return out;
 }
 
+/** Does a rule's `devices` selector take this device? (Shared with the ros2 section.) */
+export function selectsDevice(d: DeviceSelector | "all" | undefined, id: AccessIdentity & { kind: "device" }): boolean {
+  if (!d) return false;
+  if (d === "all") return true;
+  if (d.ids && !d.ids.has(id.id)) return false;
+  if (d.groups && (id.group === null || !d.groups.has(id.group))) return false;
+  if (d.labels && !d.labels.every(([k, values]) => Object.hasOwn(id.labels, k) && values.includes(id.labels[k]!))) return false;
+  return true;
+}
+
 function selects(rule: Rule, id: AccessIdentity): boolean {
   switch (id.kind) {
-    case "device": {
-      const d = rule.devices;
-      if (!d) return false;
-      if (d === "all") return true;
-      if (d.ids && !d.ids.has(id.id)) return false;
-      if (d.groups && (id.group === null || !d.groups.has(id.group))) return false;
-      if (d.labels && !d.labels.every(([k, values]) => Object.hasOwn(id.labels, k) && values.includes(id.labels[k]!))) return false;
-      return true;
-    }
+    case "device":
+      return selectsDevice(rule.devices, id);
     case "service":
       return rule.services === "all" || (rule.services?.has(id.name) ?? false);
     case "operator": {
@@ -295,6 +308,8 @@ export class AccessPolicy {
     readonly file: string,
     readonly mode: PolicyMode,
     private readonly rules: readonly Rule[],
+    /** The `ros2` section (src/access/ros2-policy.ts), when the file has one. */
+    readonly ros2: Ros2Section | undefined,
   ) {}
 
   get ruleCount(): number {
@@ -303,8 +318,8 @@ export class AccessPolicy {
 
   /** Validates the whole file; throws a PolicyError listing every problem, each with its line and field. */
   static parse(text: string, file: string): AccessPolicy {
-    const { mode, rules } = new Parser(text, file).run();
-    return new AccessPolicy(file, mode, rules);
+    const { mode, rules, ros2 } = new Parser(text, file).run();
+    return new AccessPolicy(file, mode, rules, ros2);
   }
 
   /** This identity's grants, substitutions done: compile once per identity and policy, check per message. */
@@ -355,6 +370,15 @@ export class AccessPolicy {
   }
 }
 
+export interface PolicyParseContext {
+  problem(node: unknown, field: string, message: string): void;
+  lineOf(node: unknown): number;
+  entries(items: readonly Pair[], path: string, known: readonly string[]): Map<string, Pair<unknown, Node | null>>;
+  string(node: unknown, field: string, what?: string): string | undefined;
+  strings(node: unknown, field: string): string[] | undefined;
+  devices(node: unknown, path: string): DeviceSelector | "all" | undefined;
+}
+
 /** Walks the YAML tree (not its JS value) so that every problem can name its line. */
 class Parser {
   private readonly lines = new LineCounter();
@@ -376,7 +400,19 @@ class Parser {
     this.problems.push({ line: this.lineOf(node), field, message });
   }
 
-  run(): { mode: PolicyMode; rules: Rule[] } {
+  /** The helpers the ros2 section's parser shares, so that its problems read and sort like these. */
+  private context(): PolicyParseContext {
+    return {
+      problem: (node, field, message) => this.problem(node, field, message),
+      lineOf: (node) => this.lineOf(node),
+      entries: (items, path, known) => this.entries(items, path, known),
+      string: (node, field, what) => this.string(node, field, what),
+      strings: (node, field) => this.strings(node, field),
+      devices: (node, path) => this.devices(node, path),
+    };
+  }
+
+  run(): { mode: PolicyMode; rules: Rule[]; ros2: Ros2Section | undefined } {
     if (Buffer.byteLength(this.text, "utf8") > MAX_POLICY_BYTES)
       throw new PolicyError(this.file, [{ line: 0, field: "", message: `larger than ${MAX_POLICY_BYTES} bytes` }]);
     const doc = parseDocument(this.text, { lineCounter: this.lines, prettyErrors: false, uniqueKeys: true });
@@ -411,8 +447,11 @@ class Parser {
         const rule = this.rule(item, i);
         if (rule) rules.push(rule);
       });
+    const ros2Pair = top.get("ros2");
+    const ros2 = ros2Pair ? parseRos2Section(ros2Pair.value, this.context()) : undefined;
     const names = new Map<string, number>();
-    for (const r of rules) {
+    // One name space for MQTT and ros2 rules: a decision's rule name must say which rule it was.
+    for (const r of [...rules, ...(ros2?.rules ?? [])]) {
       const seen = names.get(r.label);
       if (seen !== undefined)
         this.problems.push({ line: r.line, field: `${r.label}.name`, message: `rule name "${r.label}" is already used on line ${seen}` });
@@ -423,7 +462,7 @@ class Parser {
         this.file,
         this.problems.sort((a, b) => a.line - b.line),
       );
-    return { mode, rules };
+    return { mode, rules, ros2 };
   }
 
   /** The pairs of a mapping by key; unknown or non-string keys are problems. */

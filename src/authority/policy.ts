@@ -7,6 +7,7 @@ import { readFileSync, statSync } from "node:fs";
 import { AccessPolicy, MAX_POLICY_BYTES, PolicyError, type PolicyProblem } from "../access/policy.js";
 import type { AccessAction, AccessDecision, AccessIdentity, OperatorRole } from "../access/identity.js";
 import { deviceAccessIdentity, deviceIdentityOf } from "../access/registry.js";
+import { compileEnclave, type Ros2Action } from "../access/ros2-policy.js";
 import { writeFileAtomic } from "../keys/files.js";
 import { InvalidArgument } from "./errors.js";
 import { layout } from "./layout.js";
@@ -200,6 +201,14 @@ export async function replacePolicy(
 
 export type PolicySubject = { device: string } | { service: string } | { operator: string; role: OperatorRole };
 
+/** A ROS 2 request: what a participant of the device's enclave would do on DDS, as `policy test --ros2-*`. */
+export interface Ros2Question {
+  enclave: string;
+  action: Ros2Action;
+  /** A fully qualified topic, service or action name. */
+  name: string;
+}
+
 /** What the policy in force decides for one identity and topic, as `fleetpki policy test`. */
 export async function testPolicy(
   fleet: FleetServices,
@@ -219,4 +228,20 @@ export async function testPolicy(
   const grants = policy.grantsFor(identity);
   const decision = grants[req.action](req.topic);
   return { ...decision, identity, ...(deviceStatus ? { deviceStatus } : {}), mode: policy.mode };
+}
+
+/**
+ * What the permissions derived from the policy in force let one enclave of one device do on DDS
+ * (`policy test --ros2-*`). Never "audit-deny": DDS has no audit mode, whatever `mode` says.
+ */
+export async function testRos2Policy(
+  fleet: FleetServices,
+  req: { device: string } & Ros2Question,
+): Promise<AccessDecision & { identity: AccessIdentity; deviceStatus: string; mode: string }> {
+  const text = readCurrent(fleet);
+  if (text === undefined) throw new InvalidArgument("this fleet has no access policy (`fleetpki policy init` writes the default one)");
+  const policy = AccessPolicy.parse(text, layout.policy);
+  const found = await deviceAccessIdentity(fleet, req.device);
+  const decision = compileEnclave(policy, found.identity, req.enclave).decide(req.action, req.name);
+  return { ...decision, identity: found.identity, deviceStatus: found.status, mode: policy.mode };
 }

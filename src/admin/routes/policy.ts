@@ -3,7 +3,8 @@ import { Type } from "@sinclair/typebox";
 import type { FastifyInstance } from "fastify";
 import type { AccessAction } from "../../access/identity.js";
 import { MAX_POLICY_BYTES } from "../../access/policy.js";
-import { replacePolicy, showPolicy, testPolicy, type PolicySubject } from "../../authority/policy.js";
+import type { Ros2Action } from "../../access/ros2-policy.js";
+import { replacePolicy, showPolicy, testPolicy, testRos2Policy, type PolicySubject } from "../../authority/policy.js";
 import { actorOf } from "../auth.js";
 import type { AdminContext } from "../context.js";
 import { DeviceId, Name, OperatorRole, PROBLEMS, Strict } from "./schemas.js";
@@ -29,12 +30,24 @@ const TestBody = Type.Union(
       action: Type.Union([Type.Literal("publish"), Type.Literal("subscribe"), Type.Literal("receive")]),
       topic: Type.String({ minLength: 1, maxLength: 65535 }),
     }),
+    // ROS 2: a device's enclave and a fully qualified name (as `policy test --ros2-*`).
+    Strict({
+      device: DeviceId,
+      enclave: Type.String({ minLength: 1, maxLength: 255 }),
+      action: Type.Union(["publish", "subscribe", "request", "reply", "call", "execute"].map((a) => Type.Literal(`ros2-${a}`))),
+      name: Type.String({ minLength: 1, maxLength: 255 }),
+    }),
   ],
-  { description: "who asks (exactly one of device, service, operator with role), what, and the topic" },
+  {
+    description:
+      "who asks (exactly one of device, service, operator with role), what, and the topic (or a device's ROS 2 enclave and name)",
+  },
 );
-type TestRequest = { action: AccessAction | "receive"; topic: string } & (
-  { device: string } | { service: string } | { operator: string; role: "viewer" | "operator" | "admin" }
-);
+type TestRequest =
+  | ({ action: AccessAction | "receive"; topic: string } & (
+      { device: string } | { service: string } | { operator: string; role: "viewer" | "operator" | "admin" }
+    ))
+  | { device: string; enclave: string; action: `ros2-${Ros2Action}`; name: string };
 
 export function registerPolicyRoutes(app: FastifyInstance, ctx: AdminContext): void {
   app.get(
@@ -112,6 +125,12 @@ export function registerPolicyRoutes(app: FastifyInstance, ctx: AdminContext): v
     },
     async (request) => {
       const b = request.body;
+      if ("enclave" in b) {
+        const action = b.action.slice("ros2-".length) as Ros2Action;
+        const d = await testRos2Policy(ctx.fleet, { device: b.device, enclave: b.enclave, action, name: b.name });
+        const { allowed, outcome, reason, mode, deviceStatus } = d;
+        return { allowed, outcome, rule: d.rule ?? null, reason, mode, deviceStatus };
+      }
       const who: PolicySubject =
         "device" in b ? { device: b.device } : "service" in b ? { service: b.service } : { operator: b.operator, role: b.role };
       const d = await testPolicy(ctx.fleet, { who, action: b.action, topic: b.topic });

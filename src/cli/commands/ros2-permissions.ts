@@ -3,7 +3,14 @@
 // The validity defaults are sros2's template parameters (2020-05-01T00:00:00 .. 2030-05-01T00:00:00),
 // kept on purpose so that the output can be compared with sros2's; a permissions.xml that goes into
 // an enclave gets its certificate's validity from `ros2 enclave create` instead.
+import { join } from "node:path";
 import { InvalidArgumentError, type Command } from "commander";
+import { loadPolicyFile } from "../../access/policy-file.js";
+import { deviceAccessIdentity, deviceIdentityOf } from "../../access/registry.js";
+import { fleetSros2Policy } from "../../access/ros2-policy.js";
+import { InvalidArgument } from "../../authority/errors.js";
+import { layout } from "../../authority/layout.js";
+import { dirOption, withFleet } from "../context.js";
 import { readSros2PolicyFile } from "../../ros2/policy-xml/index.js";
 import { renderPermissions, SROS2_TEMPLATE_PARAMETERS } from "../../ros2/permissions.js";
 import { enclavePathProblem } from "../../ros2/names.js";
@@ -35,18 +42,35 @@ function enclavePath(text: string): string {
   return text;
 }
 
+interface PermissionsOptions {
+  enclave?: string;
+  notBefore?: string;
+  notAfter?: string;
+  allowRosDiscoveryTopic: boolean;
+  domainId?: number;
+  fromFleetPolicy?: boolean;
+  device?: string;
+  dir: string;
+}
+
 export function registerRos2PermissionsCommand(ros2: Command): void {
-  ros2
-    .command("permissions")
-    .description("print the DDS permissions.xml of an SROS2 policy file (sros2's policy.xsd, with XInclude)")
-    .argument("<policy>", "SROS2 policy file (includes must stay inside its directory)")
+  dirOption(
+    ros2
+      .command("permissions")
+      .description(
+        "print the DDS permissions.xml of an SROS2 policy file (sros2's policy.xsd, with XInclude), or with --from-fleet-policy " +
+          "of the enclaves the fleet's policy.yaml gives its devices (docs/policy.md, ROS 2)",
+      ),
+  )
+    .argument("[policy]", "SROS2 policy file (includes must stay inside its directory)")
+    .option("--from-fleet-policy", "derive the permissions from the ros2 section of <dir>/policy.yaml, for every active device")
+    .option("--device <id>", "with --from-fleet-policy: only this registered device's enclaves")
     .option("--enclave <path>", "only this enclave's grants (an absolute ROS 2 namespace such as /ns/node)", enclavePath)
     .option("--not-before <iso>", `validity start, UTC (default sros2's ${SROS2_TEMPLATE_PARAMETERS.notBefore})`, permissionsTime)
     .option("--not-after <iso>", `validity end, UTC (default sros2's ${SROS2_TEMPLATE_PARAMETERS.notAfter})`, permissionsTime)
     .option("--allow-ros-discovery-topic", "also allow ros_discovery_info (sros2's allow_ros_discovery_topic)", false)
     .option("--domain-id <n>", "DDS domain id of the rules (default 0, as sros2)", domainId)
-    .action((file: string, opts: { enclave?: string; notBefore?: string; notAfter?: string; allowRosDiscoveryTopic: boolean;
-      domainId?: number }, cmd: Command) => {
+    .action(async (file: string | undefined, opts: PermissionsOptions, cmd: Command) => {
       const params = {
         notBefore: opts.notBefore ?? SROS2_TEMPLATE_PARAMETERS.notBefore,
         notAfter: opts.notAfter ?? SROS2_TEMPLATE_PARAMETERS.notAfter,
@@ -56,7 +80,28 @@ export function registerRos2PermissionsCommand(ros2: Command): void {
       // The strings are UTC and fixed-width, so they compare as times.
       if (params.notBefore >= params.notAfter)
         cmd.error(`error: --not-before (${params.notBefore}) must be before --not-after (${params.notAfter})`, { exitCode: 2 });
-      const xml = renderPermissions(readSros2PolicyFile(file), params, opts.enclave);
+      if (!opts.fromFleetPolicy) {
+        if (file === undefined) throw new InvalidArgument("give an SROS2 policy file, or --from-fleet-policy");
+        if (opts.device !== undefined) throw new InvalidArgument("--device goes with --from-fleet-policy");
+        process.stdout.write(renderPermissions(readSros2PolicyFile(file), params, opts.enclave));
+        return;
+      }
+      if (file !== undefined) throw new InvalidArgument("give either an SROS2 policy file or --from-fleet-policy, not both");
+      const policy = loadPolicyFile(join(opts.dir, layout.policy));
+      const device = opts.device;
+      const ids = await withFleet(opts.dir, async (fleet) => {
+        if (device === undefined)
+          return (await fleet.store.ops.devices.list({})).filter((row) => row.status === "active").map(deviceIdentityOf);
+        const found = await deviceAccessIdentity(fleet, device);
+        // Asked for by name, so printed; but no enclave of it is renewed while it is not active.
+        if (found.status !== "active") process.stderr.write(`fleetpki: note: device ${device} is ${found.status}\n`);
+        return [found.identity];
+      });
+      const derived = fleetSros2Policy(policy, ids, opts.enclave);
+      // Rendered in full before anything is written: a failure prints nothing on stdout.
+      const xml = renderPermissions(derived.policy, params);
+      for (const s of derived.skipped)
+        process.stderr.write(`fleetpki: note: device ${s.device}: enclave ${s.template} skipped: ${s.reason}\n`);
       process.stdout.write(xml);
     });
 }

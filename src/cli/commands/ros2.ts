@@ -43,6 +43,7 @@ export function registerRos2(program: Command): Ros2Commands {
     .option("--device <id>", "the robot that runs it (its agent keeps it renewed)")
     .option("--policy <file>", "an SROS2 policy file naming the enclave: its permissions")
     .option("--allow-all", "sros2's default permissions: every topic, service and action")
+    .option("--from-fleet-policy", "permissions from the ros2 section of <dir>/policy.yaml for --device (re-derived at each renewal)")
     .option("--validity <duration>", "certificate and permissions validity (default validity.ros2_enclave)")
     .option("--json", "machine-readable output")
     .action(async (dir: string, path: string, opts) => {
@@ -53,6 +54,7 @@ export function registerRos2(program: Command): Ros2Commands {
           deviceId: opts.device,
           policyFile: opts.policy,
           allowAll: opts.allowAll === true,
+          fromFleetPolicy: opts.fromFleetPolicy === true,
           validity: opts.validity,
           actor: CLI_ACTOR,
         });

@@ -4,11 +4,14 @@
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import { loadPolicyFile } from "../../access/policy-file.js";
+import { deviceAccessIdentity } from "../../access/registry.js";
+import { deriveEnclavePolicy } from "../../access/ros2-policy.js";
 import { checkpointAfter } from "../../authority/audit-checkpoints.js";
 import { DeviceNotActive, InvalidArgument, UnknownDevice } from "../../authority/errors.js";
 import { assertDeviceId, keyFromCsr } from "../../authority/issue/issuance.js";
 import { certificateRow, issueAuditDetails, issuedRecord, type IssuedRecord } from "../../authority/issue/records.js";
-import { ROS2_CAS } from "../../authority/layout.js";
+import { layout, ROS2_CAS } from "../../authority/layout.js";
 import type { FleetServices } from "../../authority/services.js";
 import { crlPem, resignCrls, currentCrl } from "../../authority/status/crls.js";
 import { parseRevokeReason, revokeIdentityCertificates } from "../../authority/status/revocation.js";
@@ -61,13 +64,23 @@ export const enclaveSubjectId = (keystoreId: string, path: string): string => `$
 
 export type PermissionsSource = { kind: "policy"; policy: Sros2Policy } | { kind: "allow-all" } | { kind: "fleet-policy" };
 
-/** The policy an enclave's permissions are rendered from, by its stored source. */
+/**
+ * The policy an enclave's permissions are rendered from, by its stored source. "fleet-policy" is
+ * derived from <dir>/policy.yaml as it is now (src/access/ros2-policy.ts), so a renewal carries
+ * the policy's changes to the robot.
+ */
 export async function enclavePolicy(
-  _fleet: FleetServices,
-  row: Pick<Ros2EnclaveTable, "path" | "permissions_source" | "permissions_policy">,
+  fleet: FleetServices,
+  row: Pick<Ros2EnclaveTable, "path" | "permissions_source" | "permissions_policy" | "device_id">,
 ) {
   if (row.permissions_source === "allow-all") return allowAllPolicy(row.path);
   if (row.permissions_source === "policy" && row.permissions_policy) return JSON.parse(row.permissions_policy) as Sros2Policy;
+  if (row.permissions_source === "fleet-policy") {
+    if (row.device_id === null)
+      throw new PermissionsSourceRequired(`enclave ${row.path}: permissions from the fleet policy need the device that runs it (--device)`);
+    const { identity } = await deviceAccessIdentity(fleet, row.device_id);
+    return deriveEnclavePolicy(loadPolicyFile(fleet.path(layout.policy)), identity, row.path);
+  }
   throw new InvalidArgument(`enclave ${row.path}: permissions source "${row.permissions_source}" is not available in this build`);
 }
 
@@ -211,6 +224,8 @@ export interface CreateEnclaveRequest {
   deviceId?: string;
   policyFile?: string;
   allowAll?: boolean;
+  /** Permissions derived from the ros2 section of <dir>/policy.yaml for deviceId (re-derived at each renewal). */
+  fromFleetPolicy?: boolean;
   validity?: string;
   actor: string;
 }
@@ -228,13 +243,14 @@ export interface EnclaveResult {
 
 /** The source given on the command line, checked; `policy` holds just this enclave's part. */
 function permissionsSourceOf(req: CreateEnclaveRequest): PermissionsSource {
-  if (req.policyFile !== undefined && req.allowAll)
-    throw new PermissionsSourceRequired("give either --policy FILE or --allow-all, not both");
+  if ([req.policyFile !== undefined, req.allowAll === true, req.fromFleetPolicy === true].filter(Boolean).length > 1)
+    throw new PermissionsSourceRequired("give one of --policy FILE, --allow-all and --from-fleet-policy");
   if (req.allowAll) return { kind: "allow-all" };
+  if (req.fromFleetPolicy) return { kind: "fleet-policy" };
   if (req.policyFile === undefined)
     throw new PermissionsSourceRequired(
-      `enclave ${req.path} needs permissions: --policy FILE (an SROS2 policy naming the enclave) or --allow-all ` +
-        "(sros2's default policy: every topic, service and action)",
+      `enclave ${req.path} needs permissions: --policy FILE (an SROS2 policy naming the enclave), --allow-all ` +
+        "(sros2's default policy: every topic, service and action) or --from-fleet-policy --device ID",
     );
   const policy = enclaveOf(readPolicyFile(req.policyFile), req.path);
   if (!policy) throw new InvalidArgument(`--policy ${req.policyFile}: the policy has no enclave ${req.path}`);
@@ -254,7 +270,14 @@ export async function createEnclave(fleet: FleetServices, req: CreateEnclaveRequ
   const self = { keystoreId: keystore.keystore, ...(req.deviceId !== undefined ? { deviceId: req.deviceId } : {}) };
   await assertSubjectFree(fleet.store.ops, req.path, fleet.clock.now(), self);
   const source = permissionsSourceOf(req);
-  const policy = source.kind === "policy" ? source.policy : allowAllPolicy(req.path);
+  const deviceId = req.deviceId ?? null;
+  const fleetRow = { path: req.path, permissions_source: "fleet-policy" as const, permissions_policy: null, device_id: deviceId };
+  const policy =
+    source.kind === "policy"
+      ? source.policy
+      : source.kind === "fleet-policy"
+        ? await enclavePolicy(fleet, fleetRow)
+        : allowAllPolicy(req.path);
 
   const key = generateKey("p256");
   const spki = publicSpki(key);
