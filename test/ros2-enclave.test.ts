@@ -199,15 +199,7 @@ describe("ros2 enclaves", () => {
     assert.match(xml, new RegExp(`<not_before>${iso(new Date(r.notBefore.getTime() - 14 * 3600_000))}</not_before>`));
     assert.match(xml, new RegExp(`<not_after>${iso(r.notAfter)}</not_after>`));
     assert.ok(Math.abs(r.notAfter.getTime() - clock.now().getTime() - 5 * DAY) < 120_000);
-    const ok = openssl([
-      "smime",
-      "-verify",
-      "-in",
-      join(dir, "permissions.p7s"),
-      "-CAfile",
-      join(dir, "permissions_ca.cert.pem"),
-      "-text",
-    ]);
+    const ok = openssl(["smime", "-verify", "-in", join(dir, "permissions.p7s"), "-CAfile", join(dir, "permissions_ca.cert.pem"), "-text"]);
     assert.equal(ok.status, 0, ok.stderr);
     assert.equal(ok.stdout.replace(/\r\n/g, "\n"), xml);
     // openssl judges at the injected clock's time (-attime), which the test moved ahead.
@@ -324,8 +316,11 @@ describe("ros2 enclaves", () => {
     const snapshot = tree(ks2);
     const counts = await rows(fleet);
     // Live in ks (device amr-1): refused by name, with the other keystore, its device and a namespace to use.
-    const taken = await createEnclave(fleet, { dir: ks2, path: "/talker_listener/talker", allowAll: true, deviceId: "amr-2", actor: "test" })
-      .then(() => undefined, (e: unknown) => e as Error);
+    const req = { dir: ks2, path: "/talker_listener/talker", allowAll: true, deviceId: "amr-2", actor: "test" };
+    const taken = await createEnclave(fleet, req).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
     assert.ok(taken instanceof EnclaveSubjectTaken, String(taken));
     assert.ok(taken.message.includes(`already live in keystore ${keystoreId} (${ksDir}, device "amr-1")`), taken.message);
     assert.match(taken.message, /CN=\/talker_listener\/talker/);
@@ -353,7 +348,8 @@ describe("ros2 enclaves", () => {
     const governance = readFileSync(join(ksDir, "enclaves", "governance.xml"), "utf8");
     const ids = (xml: string) => [...xml.matchAll(/<id>([^<]*)<\/id>/g)].map((m) => m[1]);
     assert.deepEqual(ids(governance), ["42"]);
-    const signed = openssl(["smime", "-verify", "-in", join(ksDir, "enclaves", "governance.p7s"), "-CAfile", join(ksDir, "public", "permissions_ca.cert.pem"), "-text"]);
+    const pca = join(ksDir, "public", "permissions_ca.cert.pem");
+    const signed = openssl(["smime", "-verify", "-in", join(ksDir, "enclaves", "governance.p7s"), "-CAfile", pca, "-text"]);
     assert.equal(signed.status, 0, signed.stderr);
     assert.equal(signed.stdout.replace(/\r\n/g, "\n"), governance);
     const xml = readFileSync(join(enclave("/talker_listener/talker"), "permissions.xml"), "utf8");

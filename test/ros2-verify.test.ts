@@ -301,6 +301,19 @@ describe("ros2 keystore verify", () => {
     ]);
   });
 
+  it("permissions signed by a certificate the permissions CA issued, not by the CA itself (DDS verifies with NOINTERN)", () => {
+    const k = buildKeystore(["/a"]);
+    const key = generateKey("p256");
+    const signer = { der: leaf(k.permissions, "document signer", key), signer: { key, scheme: signatureSchemeFor(key) }, key };
+    const xml = readFileSync(join(k.dir, "enclaves/a/permissions.xml"), "utf8");
+    writeFileSync(join(k.dir, "enclaves/a/permissions.p7s"), k.sign(xml, signer));
+    const serial = parseCertificate(signer.der).serialHex;
+    assert.deepEqual(problemsOf(k), [
+      `enclaves/a/permissions.p7s: names its signer CN=document signer (serial ${serial}), not the permissions CA certificate ` +
+        "itself: DDS implementations (PKCS7_NOINTERN) will refuse it",
+    ]);
+  });
+
   it("a grant whose subject_name is not the certificate's, properly signed", () => {
     const k = buildKeystore(["/a"]);
     const xml = permissionsFor("/a", k.certDer("/a"), "/b");
@@ -426,14 +439,20 @@ describe("ros2 keystore verify", () => {
       writeFileSync(join(k.dir, dir, "permissions_ca.cert.pem"), permissions);
     }
     const why = "is not a self-signed trust anchor: DDS implementations will refuse it";
+    // The documents name the self-signed certificate as signer: with this CA file, DDS finds no signer either.
+    const signer = `names its signer CN=ros2-permissions (serial ${parseCertificate(k.permissions.der).serialHex}), not the permissions CA`;
     assert.deepEqual(problemsOf(k), [
       `public/identity_ca.cert.pem: ${why} (issuer CN=Test Robots root, subject CN=ros2-identity)`,
       `public/permissions_ca.cert.pem: ${why} (issuer CN=Test Robots root, subject CN=ros2-permissions)`,
+      `enclaves/governance.p7s: ${signer} certificate itself: DDS implementations (PKCS7_NOINTERN) will refuse it`,
+      `enclaves/a/permissions.p7s: ${signer} certificate itself: DDS implementations (PKCS7_NOINTERN) will refuse it`,
     ]);
     // openssl agrees: without -partial_chain, the intermediate alone is no trust anchor.
-    const v = openssl(["verify", "-attime", String(NOW.getTime() / 1000), "-CAfile", join(k.dir, "public/identity_ca.cert.pem")].concat([
-      join(k.dir, "enclaves/a/cert.pem"),
-    ]));
+    const v = openssl(
+      ["verify", "-attime", String(NOW.getTime() / 1000), "-CAfile", join(k.dir, "public/identity_ca.cert.pem")].concat([
+        join(k.dir, "enclaves/a/cert.pem"),
+      ]),
+    );
     assert.notEqual(v.status, 0);
     // Self-issued but signed by another key is no anchor either.
     const forged = buildCertificate(
@@ -470,7 +489,9 @@ describe("ros2 keystore verify", () => {
     const [nb, na] = [cert.notBefore.getTime(), cert.notAfter.getTime()];
     assert.deepEqual(write(new Date(nb - 14 * H), cert.notAfter), []);
     assert.deepEqual(write(new Date(nb + H), new Date(na - H)), []);
-    const window = `not within the certificate's ${grantTime(cert.notBefore)} (less up to 14 h for local time zones) to ${grantTime(cert.notAfter)}`;
+    const window =
+      `not within the certificate's ${grantTime(cert.notBefore)} (less up to 14 h for local time zones) ` +
+      `to ${grantTime(cert.notAfter)}`;
     assert.deepEqual(write(new Date(nb - 14 * H - 1000), cert.notAfter), [
       `enclaves/a/permissions.xml: grant /a is valid ${grantTime(new Date(nb - 14 * H - 1000))} to ${grantTime(cert.notAfter)}, ${window}`,
     ]);

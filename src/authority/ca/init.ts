@@ -321,9 +321,8 @@ export async function importIntermediates(
       ? ros2TrustAnchor(m.caId, m.der, readPrivateKey(fleet.path(layout.caKey(m.caId)), fleet.passphrase()))
       : undefined;
     if (anchorDer) writeCaAnchor(fleet.dir, m.caId, anchorDer);
-    await fleet.store.transaction((tx) =>
-      recordCa(tx, { id: m.caId, der: m.der, keyFile: layout.caKey(m.caId), issuerId: "root", ...(anchorDer ? { anchorDer } : {}) }, actor, now),
-    );
+    const record = { id: m.caId, der: m.der, keyFile: layout.caKey(m.caId), issuerId: "root", ...(anchorDer ? { anchorDer } : {}) };
+    await fleet.store.transaction((tx) => recordCa(tx, record, actor, now));
     removeRequest(fleet, m.requestFile);
   }
   const ready = await completeFleet(fleet, actor, now);

@@ -189,7 +189,19 @@ class Checker {
   smime(rel: string, bytes: Buffer | undefined, permissionsCa: Cert | undefined): Buffer | undefined {
     if (!bytes || !permissionsCa) return undefined;
     try {
-      return verifySmime(bytes, permissionsCa.parsed.der).content;
+      const verified = verifySmime(bytes, permissionsCa.parsed.der);
+      // Fast DDS and Cyclone DDS 11 verify with PKCS7_NOINTERN: the signer (issuer and serial) must be the CA file's
+      // certificate itself, not one it issued nor a twin with the same key.
+      if (!verified.signerCertDer.equals(permissionsCa.parsed.der)) {
+        const signer = parseCertificate(verified.signerCertDer);
+        this.report(
+          rel,
+          `names its signer ${nameToString(signer.subject)} (serial ${signer.serialHex}), not the permissions CA certificate ` +
+            "itself: DDS implementations (PKCS7_NOINTERN) will refuse it",
+        );
+        return undefined;
+      }
+      return verified.content;
     } catch (e) {
       if (!(e instanceof SmimeError)) throw e;
       const what =
