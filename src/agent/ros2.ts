@@ -117,7 +117,9 @@ export function openKeystore(dirPath: string, root: PinnedRoot): Keystore {
   const dir = resolve(dirPath);
   const markerPath = join(dir, KEYSTORE_MARKER);
   if (!existsSync(markerPath) || !existsSync(join(dir, "enclaves")) || !existsSync(join(dir, "public")))
-    throw new AgentError(`${dir} is not a fleetpki keystore (no ${KEYSTORE_MARKER}, public/ and enclaves/; see \`fleetpki ros2 keystore init\`)`);
+    throw new AgentError(
+      `${dir} is not a fleetpki keystore (no ${KEYSTORE_MARKER}, public/ and enclaves/; see \`fleetpki ros2 keystore init\`)`,
+    );
   const marker = readJsonFile(markerPath);
   if (marker.version !== 1 || typeof marker.keystore !== "string" || typeof marker.fleet !== "string")
     throw new AgentError(`${markerPath} is not a fleetpki keystore marker (version 1 with "keystore" and "fleet")`);
@@ -301,7 +303,10 @@ export function syncCrls(ks: Keystore, enclaves: readonly Enclave[], candidate: 
   let best = current;
   if (candidate && (!current || newer(candidate, current))) best = candidate;
   else if (candidate && current && !candidate.der.equals(current.der) && newer(current, candidate))
-    log.warn("ignored a CRL older than the one in place", { crl_number: candidate.crlNumber?.toString(), in_place: current.crlNumber?.toString() });
+    log.warn("ignored a CRL older than the one in place", {
+      crl_number: candidate.crlNumber?.toString(),
+      in_place: current.crlNumber?.toString(),
+    });
   if (!best) return [];
   const pem = toPem("X509 CRL", best.der);
   if (best !== current) writeFileAtomic(publicPath, pem, 0o644);
@@ -354,7 +359,7 @@ export function crlDistributionUri(parsed: ParsedCertificate): string | undefine
   const ext = parsed.extensions.get(OID.crlDistributionPoints);
   if (!ext) return undefined;
   const find = (der: Buffer, start: number, end: number, depth: number): string | undefined => {
-    for (let at = start; at < end && depth < 8; ) {
+    for (let at = start; at < end && depth < 8;) {
       const el = readElement(der, at, end);
       if (el.tag === 0x86) return content(el).toString("latin1");
       if (el.tag & 0x20) {
@@ -378,8 +383,7 @@ export function crlDistributionUri(parsed: ParsedCertificate): string | undefine
 export function defaultCrlUrl(state: AgentState): URL {
   const uri = crlDistributionUri(state.parsed);
   const m = uri ? /^(https?:\/\/.+\/)[^/]+\.crl$/.exec(uri) : null;
-  if (!m)
-    throw new AgentError("the device certificate names no CRL distribution point to find the status server; give --ros2-crl-url");
+  if (!m) throw new AgentError("the device certificate names no CRL distribution point to find the status server; give --ros2-crl-url");
   return new URL(`${m[1]}${ROS2_IDENTITY_CA}.pem`);
 }
 
@@ -453,7 +457,8 @@ export function enclaveFilesFrom(
   } catch (e) {
     throw e instanceof AgentError ? e : new AgentError("certificate: the certificate cannot be parsed");
   }
-  if (!sameKey(cert.publicKey, expected.key)) throw new AgentError("the issued enclave certificate does not carry the key this robot generated");
+  if (!sameKey(cert.publicKey, expected.key))
+    throw new AgentError("the issued enclave certificate does not carry the key this robot generated");
   if (cert.ca) throw new AgentError("the issued enclave certificate is a CA certificate");
   if (!cert.checkIssued(identityCa) || !cert.verify(identityCa.publicKey))
     throw new AgentError("the issued enclave certificate is not issued by the identity CA");
@@ -509,7 +514,14 @@ export async function renewEnclave(
   }
   const { files, parsed, crl } = enclaveFilesFrom(body, { path: enclave.path, key: fresh.key, root: state.root, ks });
   commitEnclave(enclave.dir, files, options.commit);
-  return { path: enclave.path, serial: parsed.serialHex, previousSerial: enclave.serial, notBefore: parsed.notBefore, notAfter: parsed.notAfter, crl };
+  return {
+    path: enclave.path,
+    serial: parsed.serialHex,
+    previousSerial: enclave.serial,
+    notBefore: parsed.notBefore,
+    notAfter: parsed.notAfter,
+    crl,
+  };
 }
 
 // ---- the loop ---------------------------------------------------------------------------------
@@ -575,7 +587,9 @@ export class Ros2Keeper {
     const ks = openKeystore(this.options.keystoreDir, state.root);
     const scan = scanEnclaves(ks, this.log);
     for (const u of scan.unusable)
-      this.once(`unusable ${u.path} ${u.reason}`, () => this.log.warn("enclave left alone: cannot use its files", { enclave: u.path, reason: u.reason }));
+      this.once(`unusable ${u.path} ${u.reason}`, () =>
+        this.log.warn("enclave left alone: cannot use its files", { enclave: u.path, reason: u.reason }),
+      );
     const now = this.clock.now();
     let crl: ParsedCrl | undefined;
     if (now >= this.nextCrlAt) crl = await this.fetchCrl(ks, state);
@@ -584,14 +598,23 @@ export class Ros2Keeper {
       let t = this.tracked.get(enclave.path);
       // New, or renewed by someone else (`ros2 enclave renew` on the CA machine, copied here); a revoked one stays parked.
       if (!t || (t.serial !== enclave.serial && t.parked !== "revoked")) {
-        t = { serial: enclave.serial, attempt: 0, renewAt: renewalTime(enclave.notBefore.getTime(), enclave.notAfter.getTime(), this.random) };
+        t = {
+          serial: enclave.serial,
+          attempt: 0,
+          renewAt: renewalTime(enclave.notBefore.getTime(), enclave.notAfter.getTime(), this.random),
+        };
         this.tracked.set(enclave.path, t);
-        this.log.info("enclave renewal scheduled", { enclave: enclave.path, serial: enclave.serial, not_after: enclave.notAfter, renew_at: new Date(t.renewAt) });
+        this.log.info("enclave renewal scheduled", {
+          enclave: enclave.path,
+          serial: enclave.serial,
+          not_after: enclave.notAfter,
+          renew_at: new Date(t.renewAt),
+        });
       }
       if (t.parked) continue;
       const due = Math.max(t.renewAt, t.retryAt ?? 0);
       if (this.clock.now() < due || this.options.signal?.aborted) continue;
-      const renewed = await this.renewOne(state, ks, enclave, t);
+      const renewed = await this.renewOne(ks, enclave, t);
       if (renewed && (!crl || newer(renewed.crl, crl))) crl = renewed.crl;
     }
     const changed = syncCrls(ks, scanEnclaves(ks).enclaves, crl, this.log);
@@ -619,7 +642,10 @@ export class Ros2Keeper {
       this.nextCrlAt = this.clock.now() + interval;
       return crl;
     } catch (e) {
-      const delay = Math.min(interval, Math.round(backoffDelay(this.crlAttempt++, interval * 10, this.random, undefined, this.options.backoff)));
+      const delay = Math.min(
+        interval,
+        Math.round(backoffDelay(this.crlAttempt++, interval * 10, this.random, undefined, this.options.backoff)),
+      );
       const fields = { ...describeError(e), url: url.href, retry_in_ms: delay };
       if (e instanceof TransportError || (e instanceof ServerError && e.transient)) this.log.warn("CRL refresh failed; retrying", fields);
       else this.log.error("CRL refused; keeping the one in place", fields);
@@ -628,21 +654,37 @@ export class Ros2Keeper {
     }
   }
 
-  private async renewOne(state: AgentState, ks: Keystore, enclave: Enclave, t: Tracked): Promise<(EnclaveRenewal & { crl: ParsedCrl }) | undefined> {
+  private async renewOne(ks: Keystore, enclave: Enclave, t: Tracked): Promise<(EnclaveRenewal & { crl: ParsedCrl }) | undefined> {
     const fields = { enclave: enclave.path, serial: enclave.serial, attempt: t.attempt + 1 };
     this.log.info("renewing enclave", fields);
     try {
-      const run = () => renewEnclave(state, ks, enclave, { log: this.log, timeoutMs: this.options.timeoutMs, signal: this.options.signal, commit: this.options.commit });
+      // The state is read again in turn: a device renewal may just have replaced the certificate to present.
+      const run = () =>
+        renewEnclave(this.options.loadState(), ks, enclave, {
+          log: this.log,
+          timeoutMs: this.options.timeoutMs,
+          signal: this.options.signal,
+          commit: this.options.commit,
+        });
       const r = await (this.options.exclusive ? this.options.exclusive(run) : run());
       this.log.info("enclave renewed", { enclave: r.path, serial: r.serial, previous_serial: r.previousSerial, not_after: r.notAfter });
-      this.tracked.set(enclave.path, { serial: r.serial, attempt: 0, renewAt: renewalTime(r.notBefore.getTime(), r.notAfter.getTime(), this.random) });
+      this.tracked.set(enclave.path, {
+        serial: r.serial,
+        attempt: 0,
+        renewAt: renewalTime(r.notBefore.getTime(), r.notAfter.getTime(), this.random),
+      });
       await this.options.onRenewed?.(r, enclave.dir);
       return r;
     } catch (e) {
       if (e instanceof ServerError && (e.status === 403 || e.status === 404 || e.status === 409)) {
         t.parked = e.status === 409 ? "revoked" : e.status === 404 ? "unknown" : "not-this-device";
-        if (t.parked === "revoked") this.log.error("enclave revoked; it is not renewed any more (create a new enclave)", { ...fields, ...describeError(e) });
-        else this.log.warn(t.parked === "unknown" ? "enclave unknown to the server; left alone" : "enclave not renewed by this device; left alone", { ...fields, ...describeError(e) });
+        if (t.parked === "revoked")
+          this.log.error("enclave revoked; it is not renewed any more (create a new enclave)", { ...fields, ...describeError(e) });
+        else
+          this.log.warn(
+            t.parked === "unknown" ? "enclave unknown to the server; left alone" : "enclave not renewed by this device; left alone",
+            { ...fields, ...describeError(e) },
+          );
         return undefined;
       }
       const lifetime = enclave.notAfter.getTime() - enclave.notBefore.getTime();

@@ -104,7 +104,11 @@ export async function runAgent(options: RunOptions): Promise<void> {
         exclusive,
         onRenewed: async (r, enclaveDir) => {
           if (options.onRenew) {
-            const extra = { FLEETPKI_ROS2_ENCLAVE: r.path, FLEETPKI_ROS2_ENCLAVE_DIR: enclaveDir, FLEETPKI_ROS2_KEYSTORE: options.ros2Keystore! };
+            const extra = {
+              FLEETPKI_ROS2_ENCLAVE: r.path,
+              FLEETPKI_ROS2_ENCLAVE_DIR: enclaveDir,
+              FLEETPKI_ROS2_KEYSTORE: options.ros2Keystore!,
+            };
             await runHook(options.onRenew, state.dir, state.deviceId, log, options.hookTimeoutMs, extra);
           }
           await options.onEnclaveRenewed?.(r);
