@@ -526,6 +526,9 @@ export async function renewEnclave(
 
 // ---- the loop ---------------------------------------------------------------------------------
 
+/** The problem type (suffix) of a 403 for an enclave that is not this device's. */
+export const NOT_OWNED_SUFFIX = "/enclave-not-owned";
+
 /** Why an enclave is no longer asked for (until the agent restarts). */
 type Parked = "not-this-device" | "unknown" | "revoked" | "unusable";
 
@@ -676,8 +679,18 @@ export class Ros2Keeper {
       await this.options.onRenewed?.(r, enclave.dir);
       return r;
     } catch (e) {
-      if (e instanceof ServerError && (e.status === 403 || e.status === 404 || e.status === 409)) {
-        t.parked = e.status === 409 ? "revoked" : e.status === 404 ? "unknown" : "not-this-device";
+      // Only the enclave's own refusals park it; a 403 about the device (not active, certificate revoked) backs off as any refusal.
+      const parked: Parked | undefined = !(e instanceof ServerError)
+        ? undefined
+        : e.status === 409
+          ? "revoked"
+          : e.status === 404
+            ? "unknown"
+            : e.status === 403 && e.type?.endsWith(NOT_OWNED_SUFFIX)
+              ? "not-this-device"
+              : undefined;
+      if (parked) {
+        t.parked = parked;
         if (t.parked === "revoked")
           this.log.error("enclave revoked; it is not renewed any more (create a new enclave)", { ...fields, ...describeError(e) });
         else
