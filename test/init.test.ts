@@ -204,6 +204,7 @@ describe("init", { concurrency: true }, () => {
         server: "1y",
         operator: "1y",
         service: "90d",
+        ros2_enclave: "30d",
       });
       // Only keys something reads: no urls section (server.public_url replaced it).
       assert.equal(config.urls, undefined);

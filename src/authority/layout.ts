@@ -16,7 +16,14 @@ export const layout = {
 } as const;
 
 export const STANDARD_INTERMEDIATES = ["devices", "services", "operators"] as const;
-export type IntermediateRole = (typeof STANDARD_INTERMEDIATES)[number] | "local";
+/**
+ * The SROS2 CAs (src/ros2/keystore/): DDS identities and the signer of governance/permissions
+ * documents. Made by the first `ros2 keystore init`; trusted by no listener of fleetpki.
+ */
+export const ROS2_CAS = { identity: "ros2-identity", permissions: "ros2-permissions" } as const;
+export type Ros2CaRole = (typeof ROS2_CAS)[keyof typeof ROS2_CAS];
+export const isRos2Ca = (id: string): id is Ros2CaRole => id === ROS2_CAS.identity || id === ROS2_CAS.permissions;
+export type IntermediateRole = (typeof STANDARD_INTERMEDIATES)[number] | "local" | Ros2CaRole;
 
 export const LOCAL_CA_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
 export const localCaId = (name: string): string => `local-${name}`;

@@ -182,6 +182,7 @@ export const CERTIFICATE_KINDS = [
   "ocsp-responder",
   "audit",
   "service",
+  "ros2-enclave",
 ] as const satisfies readonly CertificateTable["kind"][];
 export const CERTIFICATE_STATES = ["valid", "revoked", "hold", "expired"] as const;
 

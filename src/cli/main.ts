@@ -45,6 +45,8 @@ if (command !== "agent") {
   gateway.registerGateway(program);
   operator.registerOperator(program);
   (await import("./commands/demo.js")).registerDemo(program);
+  const ros2 = (await import("./commands/ros2.js")).registerRos2(program);
+  (await import("./commands/ros2-permissions.js")).registerRos2PermissionsCommand(ros2.ros2);
   // Settings in fleetpki.yaml that have no effect are named before any fleet command runs.
   program.hook("preAction", (_program, action) => context.reportConfigNotes(action.opts().dir));
 }

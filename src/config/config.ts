@@ -22,6 +22,8 @@ export interface FleetConfig {
     operator: string;
     /** Service identities (`fleetpki service add`); files from before it existed get DEFAULT_SERVICE_VALIDITY. */
     service: string;
+    /** SROS2 enclave identity certificates (`fleetpki ros2 enclave create|renew`); absent in older files: DEFAULT_ROS2_ENCLAVE_VALIDITY. */
+    ros2_enclave: string;
   };
   /** Derived from server.public_url (or, in files written before it existed, the urls section). */
   urls: { crl_base: string; ocsp: string };
@@ -87,6 +89,8 @@ export interface RevocationConfig {
 export const DEFAULT_FACTORY_VALIDITY = "1y";
 /** Service certificates: a backend renews them with `service add --renew`. */
 export const DEFAULT_SERVICE_VALIDITY = "90d";
+/** Short, like a device's: renewal (by the agent or `ros2 enclave renew`) and the CRL do the rest, not sros2's 10 years. */
+export const DEFAULT_ROS2_ENCLAVE_VALIDITY = "30d";
 
 export const DEFAULT_REVOCATION: RevocationConfig = {
   crl_validity: "24h",
@@ -188,6 +192,7 @@ export function defaultConfig(input: ConfigDefaultsInput): FleetConfig {
       server: "1y",
       operator: "1y",
       service: DEFAULT_SERVICE_VALIDITY,
+      ros2_enclave: DEFAULT_ROS2_ENCLAVE_VALIDITY,
     },
     urls: statusUrls(publicUrl),
     listen: { registration: "0.0.0.0:8443", status: DEFAULT_STATUS_LISTEN, gateway: DEFAULT_GATEWAY_LISTEN, admin: DEFAULT_ADMIN_LISTEN },
@@ -228,6 +233,7 @@ validity:
   server: ${c.validity.server}                    # server certificates from the services CA
   operator: ${c.validity.operator}                  # operator certificates
   service: ${c.validity.service}                  # service identities (fleetpki service add): backends' client certificates
+  ros2_enclave: ${c.validity.ros2_enclave}             # SROS2 enclave identities (fleetpki ros2 enclave create|renew)
 
 # Listen addresses of the servers started by \`fleetpki serve\`.
 listen:
@@ -309,7 +315,7 @@ export interface ConfigNote {
 const KNOWN_KEYS: Record<string, readonly string[]> = {
   fleet: ["name", "domain"],
   keys: ["type", "passphrase_file"],
-  validity: ["root", "intermediate", "local_ca", "device", "factory", "server", "operator", "service"],
+  validity: ["root", "intermediate", "local_ca", "device", "factory", "server", "operator", "service", "ros2_enclave"],
   listen: ["registration", "status", "gateway", "admin"],
   server: ["names", "public_url"],
   database: ["url"],
@@ -449,6 +455,7 @@ export function parseConfigWithNotes(text: string): { config: FleetConfig; notes
         server: duration("server"),
         operator: duration("operator"),
         service: validity.service === undefined ? DEFAULT_SERVICE_VALIDITY : duration("service"),
+        ros2_enclave: validity.ros2_enclave === undefined ? DEFAULT_ROS2_ENCLAVE_VALIDITY : duration("ros2_enclave"),
       },
       urls,
       listen: {

@@ -74,6 +74,15 @@ export const OID = {
   idEncryptedData: "1.2.840.113549.1.7.6",
   idAuthEnvelopedData: "1.2.840.113549.1.9.16.1.23",
   challengePassword: "1.2.840.113549.1.9.7",
+  // CMS signed attributes (RFC 5652 11, RFC 8551 2.5.2) and what S/MIME signers put in them
+  contentType: "1.2.840.113549.1.9.3",
+  messageDigest: "1.2.840.113549.1.9.4",
+  signingTime: "1.2.840.113549.1.9.5",
+  smimeCapabilities: "1.2.840.113549.1.9.15",
+  aes128Cbc: "2.16.840.1.101.3.4.1.2",
+  aes192Cbc: "2.16.840.1.101.3.4.1.22",
+  aes256Cbc: "2.16.840.1.101.3.4.1.42",
+  md5: "1.2.840.113549.2.5",
   macAddress: "1.3.6.1.1.1.1.22",
 } as const;
 

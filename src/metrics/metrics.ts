@@ -12,7 +12,17 @@ import type { CertificateStatus, StatusCensus } from "../authority/status/certif
 import type { GatewayCounters } from "../gateway/counters.js";
 
 /** Every certificate kind (CertificateTable["kind"]): each gets a series, zero until something happens. */
-export const CERTIFICATE_KINDS = ["device", "factory", "server", "operator", "ca", "ocsp-responder", "audit", "service"] as const;
+export const CERTIFICATE_KINDS = [
+  "device",
+  "factory",
+  "server",
+  "operator",
+  "ca",
+  "ocsp-responder",
+  "audit",
+  "service",
+  "ros2-enclave",
+] as const;
 /** Every device status (DeviceTable["status"]). */
 export const DEVICE_STATES = ["active", "disabled", "held", "revoked", "removed"] as const;
 /** The expiry gauge's windows: label and length. */

@@ -363,6 +363,34 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
         }
       },
     },
+    "0012_ros2_enclaves": {
+      async up(db: Kysely<any>): Promise<void> {
+        // SROS2 keystores and enclaves (src/ros2/keystore/): the certificates are in `certificates` (kind ros2-enclave).
+        await db.schema
+          .createTable("ros2_keystores")
+          .addColumn("id", "text", (c) => c.primaryKey())
+          .addColumn("dir", "text", (c) => c.notNull())
+          .addColumn("domain_id", "integer", (c) => c.notNull())
+          .addColumn("governance_p7s", "text", (c) => c.notNull())
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable("ros2_enclaves")
+          .addColumn("keystore_id", "text", (c) => c.notNull().references("ros2_keystores.id"))
+          .addColumn("path", "text", (c) => c.notNull())
+          .addColumn("device_id", "text", (c) => c.references("devices.id"))
+          .addColumn("serial", "text", (c) => c.notNull().references("certificates.serial"))
+          .addColumn("permissions_source", "text", (c) => c.notNull())
+          .addColumn("permissions_policy", "text")
+          .addColumn("status", "text", (c) => c.notNull().defaultTo("active"))
+          .addColumn("created_at", "text", (c) => c.notNull())
+          .addColumn("renewed_at", "text")
+          .addColumn("revoked_at", "text")
+          .addPrimaryKeyConstraint("ros2_enclaves_pk", ["keystore_id", "path"])
+          .execute();
+        await db.schema.createIndex("ros2_enclaves_device").on("ros2_enclaves").columns(["device_id", "keystore_id"]).execute();
+      },
+    },
   };
 }
 

@@ -11,6 +11,7 @@ import type { CertificateOperations } from "./operations/certificates.js";
 import type { DeviceOperations } from "./operations/devices.js";
 import type { OperatorOperations } from "./operations/operators.js";
 import type { MetricOperations } from "./operations/metrics.js";
+import type { Ros2Operations } from "./operations/ros2.js";
 
 /** Every area's operations, bound to one connection or to one open transaction. */
 export interface Operations {
@@ -24,6 +25,7 @@ export interface Operations {
   devices: DeviceOperations;
   operators: OperatorOperations;
   metrics: MetricOperations;
+  ros2: Ros2Operations;
 }
 
 /** A fleet's database as the authority sees it, whatever the backend. */

@@ -2,9 +2,9 @@
 // PostgreSQL); binary columns are Uint8Array (blob / bytea).
 
 export interface CaTable {
-  /** "root", "devices", "services", "operators" or "local-<name>". */
+  /** "root", "devices", "services", "operators", "local-<name>", "ros2-identity" or "ros2-permissions". */
   id: string;
-  role: "root" | "devices" | "services" | "operators" | "local";
+  role: "root" | "devices" | "services" | "operators" | "local" | "ros2-identity" | "ros2-permissions";
   subject: string;
   issuer: string;
   serial: string;
@@ -44,7 +44,8 @@ export interface CertificateTable {
   serial: string;
   issuer_ca: string;
   /** service: a backend's TLS client identity (services CA, `fleetpki service add`), subject_id its name. */
-  kind: "device" | "factory" | "server" | "operator" | "ca" | "ocsp-responder" | "audit" | "service";
+  /** ros2-enclave: an SROS2 enclave's DDS identity (ros2-identity CA), subject_id its enclave path. */
+  kind: "device" | "factory" | "server" | "operator" | "ca" | "ocsp-responder" | "audit" | "service" | "ros2-enclave";
   /** Device id, operator name, service name, server name or CA id this certificate identifies. */
   subject_id: string;
   device_id: string | null;
@@ -186,6 +187,41 @@ export interface OperatorSessionTable {
   ended_at: string | null;
 }
 
+/** SROS2 keystores made by `fleetpki ros2 keystore init`: what renewing an enclave needs without the directory. */
+export interface Ros2KeystoreTable {
+  /** The uuid in the keystore's .fleetpki-keystore.json. */
+  id: string;
+  /** Absolute path where it was made (informational: keystores are copied to robots). */
+  dir: string;
+  domain_id: number;
+  /** enclaves/governance.p7s as written (every enclave carries a copy). */
+  governance_p7s: string;
+  created_at: string;
+}
+
+/**
+ * SROS2 enclaves made by `fleetpki ros2 enclave create` (src/ros2/keystore/): one row per keystore
+ * and enclave path. The certificate itself is a row of `certificates` (kind "ros2-enclave").
+ */
+export interface Ros2EnclaveTable {
+  /** The keystore's uuid (its .fleetpki-keystore.json). */
+  keystore_id: string;
+  /** The enclave path, e.g. "/talker_listener/talker". */
+  path: string;
+  /** The robot that runs it (the agent renews it), or null. */
+  device_id: string | null;
+  /** Serial of the current identity certificate. */
+  serial: string;
+  /** "policy" (permissions_policy holds the enclave's part of an SROS2 policy as JSON), "fleet-policy" or "allow-all". */
+  permissions_source: "policy" | "fleet-policy" | "allow-all";
+  /** JSON of the src/ros2/policy-model.ts Sros2Policy for source "policy"; null otherwise. */
+  permissions_policy: string | null;
+  status: "active" | "revoked";
+  created_at: string;
+  renewed_at: string | null;
+  revoked_at: string | null;
+}
+
 export interface Database {
   cas: CaTable;
   devices: DeviceTable;
@@ -202,4 +238,6 @@ export interface Database {
   operators: OperatorTable;
   operator_logins: OperatorLoginTable;
   operator_sessions: OperatorSessionTable;
+  ros2_keystores: Ros2KeystoreTable;
+  ros2_enclaves: Ros2EnclaveTable;
 }

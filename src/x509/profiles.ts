@@ -123,9 +123,10 @@ function issueUnder(ca: IssuingCa, subject: Buffer, request: LeafRequest, extens
 
 /**
  * device: operational (devices CA); factory: first-enrollment identity from a local CA; audit: signs
- * audit checkpoints; service: a backend's TLS client identity (services CA, like server certificates).
+ * audit checkpoints; service: a backend's TLS client identity (services CA, like server certificates);
+ * ros2-enclave: an SROS2 enclave's DDS identity (ros2-identity CA).
  */
-export type LeafKind = "device" | "factory" | "operator" | "server" | "audit" | "service";
+export type LeafKind = "device" | "factory" | "operator" | "server" | "audit" | "service" | "ros2-enclave";
 
 /**
  * Precomputed per issuer and kind: issuer name, AKI, key usage, EKU, CDP and AIA bytes.
@@ -138,6 +139,15 @@ export class LeafTemplate {
     readonly kind: LeafKind,
   ) {
     const usage = keyUsage(["digitalSignature"]);
+    if (kind === "ros2-enclave") {
+      // DDS Security PKI-DH: the key signs the authentication handshake, nothing else. No EKU, as
+      // sros2 writes none and no DDS implementation asks for one (Fast DDS and Cyclone DDS verify the
+      // chain with no purpose); no SAN, since the identity is the subject "CN=<enclave path>" that
+      // permissions.xml names, and without a SPIFFE URI no fleetpki listener sees an identity in it.
+      this.constant = [basicConstraints(false), usage, authorityKeyIdentifier(certificateKeyId(ca.certificate))];
+      this.constant.push(...statusExtensions(ca.status));
+      return;
+    }
     // Devices are mTLS clients and serve TLS themselves (foxglove_bridge, a local web UI), as
     // SPIFFE X.509-SVIDs do. Factory certificates (a year in stock), operators and services are
     // clients only: the services CA also signs the servers' certificates, and a service's must never
@@ -149,6 +159,14 @@ export class LeafTemplate {
   }
 
   issue(commonName: string, sans: readonly GeneralName[], request: LeafRequest): IssuedCertificate {
+    if (this.kind === "ros2-enclave") {
+      if (sans.length > 0) throw new Error("an SROS2 enclave certificate carries no subjectAltName");
+      return issueUnder(this.ca, encodeName([{ type: OID.commonName, value: commonName }]), request, [
+        ...this.constant.slice(0, 2),
+        subjectKeyIdentifier(keyIdentifier(request.subjectPublicKey)),
+        ...this.constant.slice(2),
+      ]);
+    }
     return issueUnder(this.ca, encodeName([{ type: OID.commonName, value: commonName }]), request, [
       ...this.constant.slice(0, 2),
       subjectKeyIdentifier(keyIdentifier(request.subjectPublicKey)),
@@ -207,13 +225,18 @@ export interface IntermediateRequest {
   lifetimeMs: number;
   /** Fleet domain to constrain names to, or undefined for an unconstrained CA. */
   constrainToDomain?: string;
+  /**
+   * Also digitalSignature (besides keyCertSign, cRLSign): for a CA that signs documents with its own
+   * key, as the SROS2 permissions CA signs governance and permissions (S/MIME signers need it).
+   */
+  signsDocuments?: boolean;
 }
 
 /** An intermediate CA (pathLen 0) signed by the root. */
 export function buildIntermediateCertificate(root: IssuingCa, req: IntermediateRequest): IssuedCertificate {
   const extensions = [
     basicConstraints(true, 0),
-    keyUsage(["keyCertSign", "cRLSign"]),
+    keyUsage(req.signsDocuments ? ["digitalSignature", "keyCertSign", "cRLSign"] : ["keyCertSign", "cRLSign"]),
     subjectKeyIdentifier(keyIdentifier(req.subjectPublicKey)),
     authorityKeyIdentifier(certificateKeyId(root.certificate)),
     ...statusExtensions(root.status),

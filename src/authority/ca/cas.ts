@@ -15,7 +15,7 @@ import { buildIntermediateCertificate, caName, type CaSubject } from "../../x509
 import { CaExists, CaKeyOffline, InvalidArgument } from "../errors.js";
 import type { FleetServices } from "../services.js";
 import { sha256Fingerprint } from "../../x509/certificate.js";
-import { LOCAL_CA_NAME, layout, localCaId, type IntermediateRole } from "../layout.js";
+import { LOCAL_CA_NAME, ROS2_CAS, isRos2Ca, layout, localCaId, type IntermediateRole } from "../layout.js";
 import { writeCeremonyRequest } from "./ceremony.js";
 import { checkpointAfter } from "../audit-checkpoints.js";
 
@@ -24,6 +24,8 @@ const ROLE_TITLES: Record<string, string> = {
   devices: "Devices CA",
   services: "Services CA",
   operators: "Operators CA",
+  "ros2-identity": "ROS 2 Identity CA",
+  "ros2-permissions": "ROS 2 Permissions CA",
 };
 
 export function caSubjectFor(organization: string, id: string): CaSubject {
@@ -34,12 +36,29 @@ export function caSubjectFor(organization: string, id: string): CaSubject {
 export function roleOf(id: string): CaTable["role"] {
   if (id === "root" || id === "devices" || id === "services" || id === "operators") return id;
   if (id.startsWith("local-")) return "local";
+  if (isRos2Ca(id)) return id;
   throw new InvalidArgument(`unknown CA role for "${id}"`);
 }
 
-/** Devices, operators and local CAs may only issue names under the fleet domain. */
+/**
+ * Devices, operators and local CAs may only issue names under the fleet domain. The ROS 2 CAs are
+ * not constrained: their certificates name enclave paths ("CN=/ns/node"), and no fleetpki listener trusts them.
+ */
 export function isDomainConstrained(role: IntermediateRole | "root"): boolean {
   return role === "devices" || role === "operators" || role === "local";
+}
+
+/**
+ * The key type of a new intermediate: the fleet's, except for the ROS 2 CAs, which are P-256
+ * whatever the fleet uses (DDS Security's PKI-DH knows only RSA-2048 and P-256).
+ */
+export function intermediateKeyType(fleetKeyType: CaKeyType, role: IntermediateRole): CaKeyType {
+  return isRos2Ca(role) ? "p256" : fleetKeyType;
+}
+
+/** The SROS2 permissions CA signs governance and permissions documents with its own key (S/MIME). */
+export function signsDocuments(role: IntermediateRole): boolean {
+  return role === ROS2_CAS.permissions;
 }
 
 export interface NewCaRecord {
@@ -127,7 +146,7 @@ export interface CaSummary {
 }
 
 export async function listCas(fleet: FleetServices): Promise<CaSummary[]> {
-  const order = ["root", "devices", "services", "operators"];
+  const order = ["root", "devices", "services", "operators", ROS2_CAS.identity, ROS2_CAS.permissions];
   const rows = await fleet.store.ops.cas.list();
   rows.sort((a, b) => (order.indexOf(a.id) + 1 || 99) - (order.indexOf(b.id) + 1 || 99) || a.id.localeCompare(b.id));
   return rows.map((r) => ({
@@ -155,7 +174,7 @@ export async function createIntermediate(
 ): Promise<{ status: "created" } | { status: "pending"; requestFile: string }> {
   if (await fleet.store.ops.cas.get(id)) throw new CaExists(id);
   const role = roleOf(id) as IntermediateRole;
-  const key = generateKey(fleet.config.keys.type as CaKeyType);
+  const key = generateKey(intermediateKeyType(fleet.config.keys.type as CaKeyType, role));
   const subject = caSubjectFor(fleet.config.fleet.name, id);
   let root;
   try {
@@ -179,6 +198,7 @@ export async function createIntermediate(
     now,
     lifetimeMs: parseDuration(lifetime),
     constrainToDomain: isDomainConstrained(role) ? fleet.domain : undefined,
+    signsDocuments: signsDocuments(role),
   });
   const { root: rootPem } = await fleet.chainPem("root");
   writeCaFiles(fleet.dir, id, issued.der, rootPem, key, fleet.passphrase());

@@ -22,7 +22,7 @@ import { buildIntermediateCertificate, buildRootCertificate, caName, type CaSubj
 import { CeremonyError, FleetExists, InvalidArgument } from "../errors.js";
 import type { FleetServices } from "../services.js";
 import { sha256Fingerprint } from "../../x509/certificate.js";
-import { layout, type IntermediateRole } from "../layout.js";
+import { ROS2_CAS, isRos2Ca, layout, type IntermediateRole } from "../layout.js";
 import { preparePassphrase } from "./passphrase.js";
 
 const REQUEST_VERSION = 1;
@@ -156,7 +156,7 @@ function readRequest(file: string): CeremonyRequest {
       throw new CeremonyError(`${file}: field "${field}" missing or not a string`);
   if (typeof request.subject?.commonName !== "string")
     throw new CeremonyError(`${file}: field "subject.commonName" missing or not a string`);
-  if (!["devices", "services", "operators", "local"].includes(request.role))
+  if (!["devices", "services", "operators", "local", "ros2-identity", "ros2-permissions"].includes(request.role))
     throw new CeremonyError(`${file}: unknown role "${request.role}"`);
   return request;
 }
@@ -214,7 +214,9 @@ export function signCeremonyRequests(rootDir: string, files: readonly string[], 
         subjectPublicKey: csr.subjectPublicKey,
         now,
         lifetimeMs,
-        constrainToDomain: request.role === "services" ? undefined : config.domain,
+        // The ROS 2 CAs name enclave paths, not fleet names; the permissions CA signs documents itself.
+        constrainToDomain: request.role === "services" || isRos2Ca(request.role) ? undefined : config.domain,
+        signsDocuments: request.role === ROS2_CAS.permissions,
       },
     );
     const pem = toPem("CERTIFICATE", issued.der);

@@ -210,7 +210,7 @@ export function isUnreadableOperatorChange(event: FleetEvent): event is Unrecogn
 }
 const OPERATOR_ACTIONS = new Set(["operator.add", "operator.remove", "operator.role"]);
 
-const KINDS = new Set<string>(["device", "factory", "server", "operator", "ca", "ocsp-responder", "audit", "service"]);
+const KINDS = new Set<string>(["device", "factory", "server", "operator", "ca", "ocsp-responder", "audit", "service", "ros2-enclave"]);
 
 class Malformed extends Error {}
 

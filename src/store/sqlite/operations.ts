@@ -11,6 +11,7 @@ import { SqliteCertificateOperations } from "./certificates.js";
 import { SqliteDeviceOperations } from "./devices.js";
 import { SqliteOperatorOperations } from "./operators.js";
 import { SqliteMetricOperations } from "./metrics.js";
+import { SqliteRos2Operations } from "./ros2.js";
 
 export function sqliteOperations(db: Tx, native: NativeAccess): Operations {
   return {
@@ -24,5 +25,6 @@ export function sqliteOperations(db: Tx, native: NativeAccess): Operations {
     devices: new SqliteDeviceOperations(db),
     operators: new SqliteOperatorOperations(db),
     metrics: new SqliteMetricOperations(db),
+    ros2: new SqliteRos2Operations(db),
   };
 }

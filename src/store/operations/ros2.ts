@@ -1,0 +1,20 @@
+// SROS2 enclaves (src/ros2/keystore/) as the authority reads and writes them.
+import type { Ros2EnclaveTable, Ros2KeystoreTable } from "../schema.js";
+
+export interface Ros2Operations {
+  getKeystore(id: string): Promise<Ros2KeystoreTable | undefined>;
+  /** Records a new keystore; inside a write transaction. */
+  createKeystore(row: Ros2KeystoreTable): Promise<void>;
+  /** One enclave of one keystore, or undefined. */
+  getEnclave(keystoreId: string, path: string): Promise<Ros2EnclaveTable | undefined>;
+  /** Every enclave of a keystore, by path. */
+  listEnclaves(keystoreId: string): Promise<Ros2EnclaveTable[]>;
+  /** Records a new enclave; inside a write transaction (after its certificate). */
+  createEnclave(row: Ros2EnclaveTable): Promise<void>;
+  /** Changes an enclave's current certificate, status or times; false when there is no such enclave. */
+  updateEnclave(
+    keystoreId: string,
+    path: string,
+    change: Partial<Pick<Ros2EnclaveTable, "serial" | "status" | "renewed_at" | "revoked_at" | "device_id">>,
+  ): Promise<boolean>;
+}

@@ -1,0 +1,47 @@
+// Ros2Operations on SQLite (Kysely).
+import type { Ros2Operations } from "../operations/ros2.js";
+import type { Ros2EnclaveTable, Ros2KeystoreTable } from "../schema.js";
+import type { Tx } from "./connection.js";
+
+export class SqliteRos2Operations implements Ros2Operations {
+  constructor(private readonly db: Tx) {}
+
+  getKeystore(id: string): Promise<Ros2KeystoreTable | undefined> {
+    return this.db.selectFrom("ros2_keystores").selectAll().where("id", "=", id).executeTakeFirst();
+  }
+
+  async createKeystore(row: Ros2KeystoreTable): Promise<void> {
+    await this.db.insertInto("ros2_keystores").values(row).execute();
+  }
+
+  getEnclave(keystoreId: string, path: string): Promise<Ros2EnclaveTable | undefined> {
+    return this.db
+      .selectFrom("ros2_enclaves")
+      .selectAll()
+      .where("keystore_id", "=", keystoreId)
+      .where("path", "=", path)
+      .executeTakeFirst();
+  }
+
+  listEnclaves(keystoreId: string): Promise<Ros2EnclaveTable[]> {
+    return this.db.selectFrom("ros2_enclaves").selectAll().where("keystore_id", "=", keystoreId).orderBy("path").execute();
+  }
+
+  async createEnclave(row: Ros2EnclaveTable): Promise<void> {
+    await this.db.insertInto("ros2_enclaves").values(row).execute();
+  }
+
+  async updateEnclave(
+    keystoreId: string,
+    path: string,
+    change: Partial<Pick<Ros2EnclaveTable, "serial" | "status" | "renewed_at" | "revoked_at" | "device_id">>,
+  ): Promise<boolean> {
+    const r = await this.db
+      .updateTable("ros2_enclaves")
+      .set(change)
+      .where("keystore_id", "=", keystoreId)
+      .where("path", "=", path)
+      .executeTakeFirst();
+    return r.numUpdatedRows > 0n;
+  }
+}
