@@ -417,6 +417,15 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
     });
   });
 
+  it("runAgent refuses at start a directory that is not a keystore, or another fleet's keystore", async () => {
+    await assert.rejects(runAgent({ dir: A1, clock: agentClock, ros2Keystore: join(tmp.path, "fleet") }), /is not a fleetpki keystore/);
+    const foreign = join(tmp.path, "ks-foreign");
+    cpSync(KS_R, foreign, { recursive: true });
+    const marker = JSON.parse(readFileSync(join(foreign, ".fleetpki-keystore.json"), "utf8"));
+    writeFileSync(join(foreign, ".fleetpki-keystore.json"), JSON.stringify({ ...marker, fleet: "ab".repeat(32) }));
+    await assert.rejects(runAgent({ dir: A1, clock: agentClock, ros2Keystore: foreign }), /is a keystore of another fleet/);
+  });
+
   it("runAgent --ros2-keystore renews in its loop, runs the hook with the enclave, and stops with the signal", async () => {
     const controller = new AbortController();
     const hookOut = join(tmp.path, "hook.out");

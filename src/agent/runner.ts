@@ -7,7 +7,7 @@ import { AgentError, ReEnrollRequired, ServerError, TransportError } from "./err
 import { runHook } from "./hook.js";
 import { silentLogger, type Logger } from "./log.js";
 import { dropStaleRenewalKeys, renew, type RenewOptions, type RenewResult } from "./renew.js";
-import { Ros2Keeper, type EnclaveRenewal } from "./ros2.js";
+import { Ros2Keeper, openKeystore, type EnclaveRenewal } from "./ros2.js";
 import { backoffDelay, renewalTime, type BackoffOptions } from "./schedule.js";
 import { isEnrolled, loadState, lockAgentDir, recoverState, type AgentState } from "./state.js";
 
@@ -90,6 +90,8 @@ export async function runAgent(options: RunOptions): Promise<void> {
     });
 
     if (options.ros2Keystore !== undefined) {
+      // A wrong directory or another fleet's keystore is a configuration error: say so now, not every cycle.
+      openKeystore(options.ros2Keystore, state.root);
       const keeper = new Ros2Keeper({
         keystoreDir: options.ros2Keystore,
         crlUrl: options.ros2CrlUrl,
