@@ -11,6 +11,7 @@ const BENCHMARKS: readonly { name: string; load: () => Promise<Benchmark>; setup
   { name: "gateway", load: async () => (await import("./gateway.js")).benchmark },
   // Seeding 100,000 devices and 300,000 certificates took 82-181 s on the shared 2-core VM.
   { name: "admin", load: async () => (await import("./admin.js")).benchmark, setupSeconds: 600 },
+  { name: "ros2", load: async () => (await import("./ros2.js")).benchmark },
 ];
 
 /**

@@ -18,7 +18,9 @@ import { basicConstraints, keyUsage } from "../src/x509/extensions.js";
 import { encodeName } from "../src/x509/name.js";
 import { toPem } from "../src/x509/pem.js";
 import { signSmime } from "../src/x509/smime.js";
-import { openssl, tempDir } from "./helpers.js";
+import { cli, openssl, tempDir, tempFleet } from "./helpers.js";
+import { FleetServices } from "../src/authority/services.js";
+import { fleetRos2Trust } from "../src/ros2/keystore/verify.js";
 
 const NOW = new Date("2026-06-01T12:00:00Z");
 const DAY = 86_400_000;
@@ -362,8 +364,12 @@ describe("ros2 keystore verify", () => {
     );
   });
 
-  it("key.pem that does not match cert.pem, and one that is encrypted", () => {
+  it("key.pem that does not match cert.pem, one that is encrypted, one of a type DDS does not take", () => {
     const k = buildKeystore(["/a"]);
+    const p384 = generateKey("p384");
+    writeFileSync(join(k.dir, "enclaves/a/key.pem"), privateKeyPem(p384));
+    writeFileSync(join(k.dir, "enclaves/a/cert.pem"), toPem("CERTIFICATE", leaf(k.identity, "/a", p384)));
+    assert.ok(problemsOf(k).includes("enclaves/a/key.pem: is a p384 key; DDS Security (PKI-DH) takes only P-256 or RSA-2048"));
     writeFileSync(join(k.dir, "enclaves/a/key.pem"), privateKeyPem(generateKey("p256")));
     assert.deepEqual(problemsOf(k), ["enclaves/a/key.pem: does not match cert.pem (another key pair)"]);
     writeFileSync(join(k.dir, "enclaves/a/key.pem"), privateKeyPem(generateKey("p256"), "secret"));
@@ -408,5 +414,73 @@ describe("ros2 keystore verify", () => {
       () => verifyKeystore(join(tmp.path, "nowhere"), undefined, NOW),
       (e: unknown) => e instanceof NotAKeystore && /no such directory/.test(e.message),
     );
+  });
+});
+
+describe("fleetpki ros2 keystore verify (a keystore made by `ros2 keystore init` and `ros2 enclave create`)", () => {
+  it("exit 0 when sound, 1 with each problem on its own line, 2 for a directory that is not a keystore", async () => {
+    const { dir: fleetDir, close } = await tempFleet();
+    try {
+      const ks = join(tmp.path, "cli-keystore");
+      const run = (args: string[]) => cli(["ros2", ...args, "--dir", fleetDir]);
+      assert.equal(run(["keystore", "init", ks, "--domain-id", "7"]).status, 0);
+      for (const path of ["/talker_listener/talker", "/talker_listener/listener"])
+        assert.equal(run(["enclave", "create", ks, path, "--allow-all"]).status, 0);
+
+      const sound = run(["keystore", "verify", ks]);
+      assert.equal(sound.status, 0, sound.stdout + sound.stderr);
+      assert.equal(sound.stdout, `keystore ${ks} is sound (2 enclaves, CAs checked against the fleet)\n`);
+      const alone = cli(["ros2", "keystore", "verify", ks]);
+      assert.equal(alone.status, 0, alone.stdout + alone.stderr);
+
+      chmodSync(join(ks, TALKER_DIR, "key.pem"), 0o640);
+      const xml = join(ks, "enclaves/talker_listener/listener/permissions.xml");
+      writeFileSync(xml, readFileSync(xml, "utf8").replace("<default>DENY</default>", "<default>ALLOW</default>"));
+      const bad = run(["keystore", "verify", ks]);
+      assert.equal(bad.status, 1);
+      assert.equal(
+        bad.stdout,
+        "enclaves/talker_listener/listener/permissions.xml: differs from what permissions.p7s signs " +
+          "(tampered, or re-rendered without re-signing)\n" +
+          `${TALKER_DIR}/key.pem: mode 0640, expected 0600 (a private key readable by others)\n`,
+      );
+      assert.equal(bad.stderr, `fleetpki: keystore ${ks}: 2 problem(s) in 2 enclaves\n`);
+
+      // The fleet's own clock decides expiry: the domain function with a later now, on the same real keystore.
+      const fleet = await FleetServices.open(fleetDir);
+      try {
+        const trust = await fleetRos2Trust(fleet);
+        const later = new Date(Date.now() + 400 * DAY);
+        const problems = fmt(verifyKeystore(ks, trust, later).problems);
+        assert.ok(
+          problems.some((p) => /^enclaves\/talker_listener\/listener\/cert\.pem: expired on /.test(p)),
+          problems.join("\n"),
+        );
+        // Another fleet's view of this keystore: foreign.
+        const other = { ...trust, rootFingerprint: "00".repeat(32) };
+        assert.ok(fmt(verifyKeystore(ks, other, new Date()).problems)[0]!.startsWith(".fleetpki-keystore.json: belongs to another fleet"));
+      } finally {
+        await fleet.close();
+      }
+
+      // An enclave revoked with `ros2 enclave revoke`: its certificate is listed in every crl.pem.
+      assert.equal(run(["enclave", "revoke", ks, "/talker_listener/talker"]).status, 0);
+      const revoked = run(["keystore", "verify", ks]);
+      assert.equal(revoked.status, 1);
+      assert.match(
+        revoked.stdout,
+        new RegExp(
+          `^${TALKER_DIR}/cert\\.pem: is revoked \\(serial [0-9a-f]+, [0-9T:-]+Z(, [A-Za-z]+)?; ` +
+            "listed in public/identity_ca\\.crl\\.pem\\)$",
+          "m",
+        ),
+      );
+
+      const notKeystore = cli(["ros2", "keystore", "verify", fleetDir]);
+      assert.equal(notKeystore.status, 2);
+      assert.equal(notKeystore.stderr, `fleetpki: ${fleetDir} is not a fleetpki keystore: .fleetpki-keystore.json is missing\n`);
+    } finally {
+      await close();
+    }
   });
 });

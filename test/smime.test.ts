@@ -321,6 +321,17 @@ describe("S/MIME against openssl smime", () => {
       "malformed-mime",
       /protocol is application\/pgp-signature/,
     );
+    const binary = sh(
+      ["smime", "-sign", "-md", "sha256", "-signer", permissionsCa, "-inkey", join(tmp.path, "permissions.key")].concat([
+        "-in",
+        vectorPath("smime", "content.xml"),
+      ]),
+    );
+    assertSmimeError(
+      () => verifySmime(binary.stdout, permissionsDer),
+      "malformed-mime",
+      /no Content-Type: text\/plain header \(signed in binary mode/,
+    );
     assertSmimeError(() => verifySmime(Buffer.alloc(9 * 1024 * 1024, 0x41)), "too-large", /over 8388608 bytes/);
     assertSmimeError(
       () => verifySmime("MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhello\r\n"),

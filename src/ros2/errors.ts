@@ -16,7 +16,10 @@ export class Sros2PolicyError extends InvalidArgument {
 /** permissions.xml asked for an enclave the policy does not have. */
 export class UnknownEnclave extends InvalidArgument {
   constructor(path: string, known: readonly string[]) {
-    super(`the policy has no enclave "${path}"${known.length > 0 ? ` (it has ${known.slice(0, 5).join(", ")}` +
-      `${known.length > 5 ? `, ... ${known.length} in all` : ""})` : ""}`);
+    super(
+      `the policy has no enclave "${path}"${
+        known.length > 0 ? ` (it has ${known.slice(0, 5).join(", ")}` + `${known.length > 5 ? `, ... ${known.length} in all` : ""})` : ""
+      }`,
+    );
   }
 }

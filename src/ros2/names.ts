@@ -3,7 +3,7 @@
 // undefined when it is fine, so callers can wrap the reason in their own error.
 
 const TOKEN = /^[A-Za-z_][A-Za-z0-9_]*$/;
-/** Longest name we take: rmw's namespace limit is 255 - len("/_ros2cli_..."); a DDS topic name is far longer. */
+/** Longest name we take: RTPS caps a DDS topic name at 256 characters, and "rt"/"rq"/"rr" prefixes come on top. */
 export const MAX_ROS2_NAME_LENGTH = 255;
 
 function describeBadCharacter(s: string, notAllowed = /[^A-Za-z0-9_/~*?]/): string | undefined {
@@ -11,8 +11,12 @@ function describeBadCharacter(s: string, notAllowed = /[^A-Za-z0-9_/~*?]/): stri
   if (!bad) return undefined;
   const c = bad[0];
   const code = c.codePointAt(0)!;
-  const shown = code < 0x20 || code === 0x7f ? `control character U+${code.toString(16).toUpperCase().padStart(4, "0")}`
-    : /\s/.test(c) ? "whitespace" : JSON.stringify(c);
+  const shown =
+    code < 0x20 || code === 0x7f
+      ? `control character U+${code.toString(16).toUpperCase().padStart(4, "0")}`
+      : /\s/.test(c)
+        ? "whitespace"
+        : JSON.stringify(c);
   return `contains ${shown} at position ${bad.index + 1}; ROS 2 names use only A-Z a-z 0-9 _ and /`;
 }
 
@@ -30,8 +34,7 @@ export function enclavePathProblem(path: string): string | undefined {
   if (path === "/") return undefined;
   if (path.endsWith("/")) return 'must not end with "/"';
   if (path.includes("//")) return 'contains an empty token ("//")';
-  for (const token of path.slice(1).split("/"))
-    if (!TOKEN.test(token)) return `has the token "${token}" that starts with a digit`;
+  for (const token of path.slice(1).split("/")) if (!TOKEN.test(token)) return `has the token "${token}" that starts with a digit`;
   return undefined;
 }
 

@@ -44,9 +44,18 @@ function translate(profile: Profile, rule: ProfileRule, q: Qualifier): Block[] {
   const fqns = rule.names.map((n) => resolveName(profile, n));
   const blocks: Block[] = [];
   const each = (f: (fqn: string) => string[]) => fqns.flatMap(f);
-  const call = (fqn: string) => [`rq${fqn}/_action/cancel_goalRequest`, `rq${fqn}/_action/get_resultRequest`, `rq${fqn}/_action/send_goalRequest`];
-  const exec = (fqn: string) => [`rr${fqn}/_action/cancel_goalReply`, `rr${fqn}/_action/get_resultReply`, `rr${fqn}/_action/send_goalReply`,
-    `rt${fqn}/_action/feedback`, `rt${fqn}/_action/status`];
+  const call = (fqn: string) => [
+    `rq${fqn}/_action/cancel_goalRequest`,
+    `rq${fqn}/_action/get_resultRequest`,
+    `rq${fqn}/_action/send_goalRequest`,
+  ];
+  const exec = (fqn: string) => [
+    `rr${fqn}/_action/cancel_goalReply`,
+    `rr${fqn}/_action/get_resultReply`,
+    `rr${fqn}/_action/send_goalReply`,
+    `rt${fqn}/_action/feedback`,
+    `rt${fqn}/_action/status`,
+  ];
   if (rule.kind === "topics") {
     if (rule.publish === q) blocks.push({ mode: "publish", topics: each((f) => [`rt${f}`]) });
     if (rule.subscribe === q) blocks.push({ mode: "subscribe", topics: each((f) => [`rt${f}`]) });
@@ -112,18 +121,29 @@ function ruleElement(name: "allow_rule" | "deny_rule", domainId: number, blocks:
 function grant(path: string, profiles: Profile[], p: PermissionsParameters): Out {
   const children: Out[] = [
     { name: "subject_name", text: `CN=${path}` },
-    { name: "validity", children: [{ name: "not_before", text: p.notBefore }, { name: "not_after", text: p.notAfter }] },
+    {
+      name: "validity",
+      children: [
+        { name: "not_before", text: p.notBefore },
+        { name: "not_after", text: p.notAfter },
+      ],
+    },
   ];
-  for (const [q, name] of [["DENY", "deny_rule"], ["ALLOW", "allow_rule"]] as const) {
+  for (const [q, name] of [
+    ["DENY", "deny_rule"],
+    ["ALLOW", "allow_rule"],
+  ] as const) {
     if (!profiles.some((pr) => pr.rules.some((r) => hasQualifier(r, q)))) continue;
     const blocks = profiles.flatMap((pr) => pr.rules.flatMap((r) => translate(pr, r, q)));
     children.push(ruleElement(name, p.domainId, blocks));
   }
   if (p.allowRosDiscoveryTopic)
-    children.push(ruleElement("allow_rule", p.domainId, [
-      { mode: "publish", topics: ["ros_discovery_info"] },
-      { mode: "subscribe", topics: ["ros_discovery_info"] },
-    ]));
+    children.push(
+      ruleElement("allow_rule", p.domainId, [
+        { mode: "publish", topics: ["ros_discovery_info"] },
+        { mode: "subscribe", topics: ["ros_discovery_info"] },
+      ]),
+    );
   children.push({ name: "default", text: "DENY" });
   return { name: "grant", attrs: ` name="${escapeAttribute(path)}"`, children };
 }
@@ -158,14 +178,19 @@ export function renderPermissions(policy: Sros2Policy, params: PermissionsParame
   let enclaves: Enclave[] = policy.enclaves;
   if (enclave !== undefined) {
     enclaves = enclaves.filter((e) => e.path === enclave);
-    if (enclaves.length === 0) throw new UnknownEnclave(enclave, policy.enclaves.map((e) => e.path));
+    if (enclaves.length === 0)
+      throw new UnknownEnclave(
+        enclave,
+        policy.enclaves.map((e) => e.path),
+      );
   }
   if (!Number.isSafeInteger(params.domainId) || params.domainId < 0 || params.domainId > 232)
     throw new InvalidArgument(`DDS domain id ${params.domainId} is outside 0..232`);
   const grants = enclaves.flatMap((e) => e.profileSets.map((ps) => grant(e.path, ps, params)));
   const dds: Out = {
     name: "dds",
-    attrs: ' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"' +
+    attrs:
+      ' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"' +
       ' xsi:noNamespaceSchemaLocation="http://www.omg.org/spec/DDS-SECURITY/20170901/omg_shared_ca_permissions.xsd"',
     children: [{ name: "permissions", children: grants }],
   };

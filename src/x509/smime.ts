@@ -482,6 +482,9 @@ export function verifySmime(smime: string | Buffer, trustedCaDer?: Buffer): Veri
     throw new SmimeError("too-large", `S/MIME message is over ${SMIME_LIMITS.messageBytes} bytes`);
   const { signedPart, signature } = splitMultipartSigned(message);
   const canonical = canonicalizeForDigest(signedPart);
+  // Text mode (sros2, openssl -text) puts a "Content-Type: text/plain" header before the document.
+  if (!/^[!-9;-~]+:/.test(canonical.subarray(0, 200).toString("latin1")))
+    throw new SmimeError("malformed-mime", "S/MIME signed part: no Content-Type: text/plain header (signed in binary mode, not as text)");
   const partHeaders = readHeaders(canonical.toString("latin1"), 0, "S/MIME signed part");
   const partType = parseMediaType(partHeaders.headers.get("content-type"), "S/MIME signed part");
   if (partType.type !== "text/plain")

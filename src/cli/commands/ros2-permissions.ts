@@ -45,18 +45,23 @@ export function registerRos2PermissionsCommand(ros2: Command): void {
     .option("--not-after <iso>", `validity end, UTC (default sros2's ${SROS2_TEMPLATE_PARAMETERS.notAfter})`, permissionsTime)
     .option("--allow-ros-discovery-topic", "also allow ros_discovery_info (sros2's allow_ros_discovery_topic)", false)
     .option("--domain-id <n>", "DDS domain id of the rules (default 0, as sros2)", domainId)
-    .action((file: string, opts: { enclave?: string; notBefore?: string; notAfter?: string; allowRosDiscoveryTopic: boolean;
-      domainId?: number }, cmd: Command) => {
-      const params = {
-        notBefore: opts.notBefore ?? SROS2_TEMPLATE_PARAMETERS.notBefore,
-        notAfter: opts.notAfter ?? SROS2_TEMPLATE_PARAMETERS.notAfter,
-        allowRosDiscoveryTopic: opts.allowRosDiscoveryTopic,
-        domainId: opts.domainId ?? 0,
-      };
-      // The strings are UTC and fixed-width, so they compare as times.
-      if (params.notBefore >= params.notAfter)
-        cmd.error(`error: --not-before (${params.notBefore}) must be before --not-after (${params.notAfter})`, { exitCode: 2 });
-      const xml = renderPermissions(readSros2PolicyFile(file), params, opts.enclave);
-      process.stdout.write(xml);
-    });
+    .action(
+      (
+        file: string,
+        opts: { enclave?: string; notBefore?: string; notAfter?: string; allowRosDiscoveryTopic: boolean; domainId?: number },
+        cmd: Command,
+      ) => {
+        const params = {
+          notBefore: opts.notBefore ?? SROS2_TEMPLATE_PARAMETERS.notBefore,
+          notAfter: opts.notAfter ?? SROS2_TEMPLATE_PARAMETERS.notAfter,
+          allowRosDiscoveryTopic: opts.allowRosDiscoveryTopic,
+          domainId: opts.domainId ?? 0,
+        };
+        // The strings are UTC and fixed-width, so they compare as times.
+        if (params.notBefore >= params.notAfter)
+          cmd.error(`error: --not-before (${params.notBefore}) must be before --not-after (${params.notAfter})`, { exitCode: 2 });
+        const xml = renderPermissions(readSros2PolicyFile(file), params, opts.enclave);
+        process.stdout.write(xml);
+      },
+    );
 }

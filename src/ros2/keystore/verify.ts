@@ -6,6 +6,7 @@ import { X509Certificate, createPrivateKey, createPublicKey, type KeyObject } fr
 import { existsSync, lstatSync, readFileSync, readdirSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import type { FleetServices } from "../../authority/services.js";
+import { describeKey } from "../../x509/algorithms.js";
 import { parseCertificate, sha256Fingerprint, type ParsedCertificate } from "../../x509/certificate.js";
 import { parseCrl, verifyCrlSignature, type ParsedCrl } from "../../x509/crl.js";
 import { nameToString } from "../../x509/name.js";
@@ -305,6 +306,8 @@ function checkEnclave(c: Checker, rel: string, path: string, shared: Shared): vo
       try {
         const key = createPrivateKey(text);
         if (cert && !publicKeyOf(key).equals(cert.parsed.spki)) c.report(keyRel, "does not match cert.pem (another key pair)");
+        const type = describeKey(key);
+        if (type !== "p256" && type !== "rsa2048") c.report(keyRel, `is a ${type} key; DDS Security (PKI-DH) takes only P-256 or RSA-2048`);
       } catch (e) {
         c.report(keyRel, `is not a private key: ${(e as Error).message}`);
       }

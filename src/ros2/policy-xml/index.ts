@@ -8,7 +8,7 @@ import type { Sros2Policy } from "../policy-model.js";
 import { Sros2PolicyError } from "../errors.js";
 import { validatePolicy } from "./schema.js";
 import { DEFAULT_LIMITS, type PolicyLimits } from "./tree.js";
-import { loadBytes, loadFile, newContext } from "./xinclude.js";
+import { checkExpandedSize, loadBytes, loadFile, newContext } from "./xinclude.js";
 
 export { DEFAULT_LIMITS, type PolicyLimits } from "./tree.js";
 
@@ -22,7 +22,9 @@ export function readSros2PolicyFile(path: string, limits: PolicyLimits = DEFAULT
     throw new Sros2PolicyError(code === "ENOENT" ? "no such file" : `cannot read the file (${code})`, path);
   }
   const ctx = newContext(dirname(real), limits);
-  return validatePolicy(loadFile(ctx, real, path, []));
+  const root = loadFile(ctx, real, path, []);
+  checkExpandedSize(ctx, root, path);
+  return validatePolicy(root);
 }
 
 /** Parses policy text; its includes are resolved against (and must stay inside) `baseDir`. */
@@ -36,5 +38,7 @@ export function parseSros2Policy(xml: string, baseDir: string, limits: PolicyLim
   const ctx = newContext(root, limits);
   // A name no file has, so a policy including "itself" is not mistaken for a cycle; it reads a file.
   const pseudo = join(resolve(root), "\u0000policy");
-  return validatePolicy(loadBytes(ctx, Buffer.from(xml, "utf8"), pseudo, "(policy)"));
+  const tree = loadBytes(ctx, Buffer.from(xml, "utf8"), pseudo, "(policy)");
+  checkExpandedSize(ctx, tree, "(policy)");
+  return validatePolicy(tree);
 }

@@ -8,7 +8,8 @@
 //   (ALLOW|DENY) and 1..n topic|service|action of type xs:string (text only, no attributes).
 // Elements are in no namespace (no targetNamespace); whitespace between elements is ignorable,
 // other text is not. xsi:schemaLocation hints are ignored as libxml2 does; xsi:type and xsi:nil
-// are refused (nothing in an SROS2 policy needs them).
+// are refused (nothing in an SROS2 policy needs them). Stricter than the schema on purpose: names
+// (src/ros2/names.ts) and an xml:base of "ALLOW"/"DENY" on a rule (see rule()).
 import type { Enclave, Profile, ProfileRule, Qualifier, Sros2Policy } from "../policy-model.js";
 import { Sros2PolicyError } from "../errors.js";
 import { enclavePathProblem, nodeNameProblem, profileNamespaceProblem, topicNameProblem } from "../names.js";
@@ -50,8 +51,11 @@ function attributes(el: XElement, allowed: readonly string[], required: readonly
     else if (xmlBase && a.ns === XML_NS && a.local === "base") continue;
     else if (isXsiHint(a)) continue;
     else if (a.ns === XML_NS && a.local === "base")
-      fail(el, `attribute xml:base is not allowed on <${el.local}>` +
-        " (an xi:include from another directory adds it; include this element from a file in the same directory)");
+      fail(
+        el,
+        `attribute xml:base is not allowed on <${el.local}>` +
+          " (an xi:include from another directory adds it; include this element from a file in the same directory)",
+      );
     else fail(el, `attribute ${a.qname} is not allowed on <${el.local}>` + (allowed.length ? ` (allowed: ${allowed.join(", ")})` : ""));
   }
   for (const r of required) if (!values.has(r)) fail(el, `<${el.local}> needs the attribute ${r}`);
@@ -72,7 +76,8 @@ function qualifier(el: XElement, values: Map<string, string>, name: string): Qua
 }
 
 export function validatePolicy(root: XElement): Sros2Policy {
-  if (root.ns !== null || root.local !== "policy") fail(root, `the root element is ${elementName(root)}; an SROS2 policy starts with <policy>`);
+  if (root.ns !== null || root.local !== "policy")
+    fail(root, `the root element is ${elementName(root)}; an SROS2 policy starts with <policy>`);
   return policy(root);
 }
 
@@ -104,11 +109,19 @@ function profiles(el: XElement): Profile[] {
   const out: Profile[] = [];
   let i = 0;
   for (; i < kids.length && kids[i]!.ns === null && kids[i]!.local === "profile"; i++) out.push(profile(kids[i]!));
-  if (out.length === 0) fail(kids[0] ?? el, kids[0] ? `element ${elementName(kids[0])} is not expected; <profiles> starts with a <profile>`
-    : "<profiles> needs at least one <profile>");
+  if (out.length === 0)
+    fail(
+      kids[0] ?? el,
+      kids[0]
+        ? `element ${elementName(kids[0])} is not expected; <profiles> starts with a <profile>`
+        : "<profiles> needs at least one <profile>",
+    );
   if (i < kids.length && kids[i]!.ns === null && kids[i]!.local === "metadata") metadata(kids[i++]!);
   if (i < kids.length)
-    fail(kids[i]!, `element ${elementName(kids[i]!)} is not expected here; <profiles> holds <profile> elements and then one optional <metadata>`);
+    fail(
+      kids[i]!,
+      `element ${elementName(kids[i]!)} is not expected here; <profiles> holds <profile> elements and then one optional <metadata>`,
+    );
   return out;
 }
 
@@ -136,6 +149,11 @@ const RULES = {
 function rule(el: XElement): ProfileRule {
   const spec = RULES[el.local as keyof typeof RULES];
   const attrs = attributes(el, spec.qualifiers, [], true);
+  // permissions.xsl tests `@* = 'DENY'` (any attribute): an xml:base of "DENY" or "ALLOW" would make
+  // sros2 write an empty rule. The schema allows it; we refuse it rather than copy that.
+  const base = el.attrs.find((a) => a.ns === XML_NS && a.local === "base");
+  if (base && (base.value === "ALLOW" || base.value === "DENY"))
+    fail(el, `<${el.local} xml:base="${base.value}"> is refused: sros2's permissions.xsl would read it as a qualifier`);
   const kids = elementChildren(el);
   if (kids.length === 0) fail(el, `<${el.local}> needs at least one <${spec.item}>`);
   const names = kids.map((k) => expression(expect(k, el, spec.item)));

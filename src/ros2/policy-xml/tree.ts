@@ -79,8 +79,11 @@ export function decodePolicyBytes(bytes: Uint8Array, file: string, limits: Polic
   const bad = NOT_XML_CHAR.exec(text);
   if (bad) {
     const code = bad[0].codePointAt(0)!;
-    throw new Sros2PolicyError(`character U+${code.toString(16).toUpperCase().padStart(4, "0")} is not allowed in XML`, file,
-      lineOf(text, bad.index));
+    throw new Sros2PolicyError(
+      `character U+${code.toString(16).toUpperCase().padStart(4, "0")} is not allowed in XML`,
+      file,
+      lineOf(text, bad.index),
+    );
   }
   return text;
 }
@@ -104,7 +107,8 @@ export function parsePolicyText(text: string, file: string, countElement: () => 
   let index = 0;
   for (let n = doc.firstChild; n; n = n.nextSibling, index++) {
     const line = (n as unknown as { lineNumber?: number }).lineNumber;
-    if (n.nodeType === 10) throw new Sros2PolicyError("DOCTYPE declarations are not allowed in a policy file (no DTDs, no entities)", file, line);
+    if (n.nodeType === 10)
+      throw new Sros2PolicyError("DOCTYPE declarations are not allowed in a policy file (no DTDs, no entities)", file, line);
     if (n.nodeType === 7 && !(index === 0 && n.nodeName === "xml"))
       throw new Sros2PolicyError(`processing instruction <?${n.nodeName}?> is not allowed (only the XML declaration)`, file, line);
     if (n.nodeType === 1) root = n as Element;
@@ -118,8 +122,11 @@ function checkDecoded(value: string, file: string, line: number | undefined): vo
   const bad = NOT_XML_CHAR.exec(value);
   if (bad) {
     const code = bad[0].codePointAt(0)!;
-    throw new Sros2PolicyError(`character reference to U+${code.toString(16).toUpperCase().padStart(4, "0")} is not allowed in XML`,
-      file, line);
+    throw new Sros2PolicyError(
+      `character reference to U+${code.toString(16).toUpperCase().padStart(4, "0")} is not allowed in XML`,
+      file,
+      line,
+    );
   }
 }
 
@@ -165,8 +172,7 @@ function convert(el: Element, file: string, countElement: () => void): XElement 
     else if (n.nodeType === 3 || n.nodeType === 4) {
       checkDecoded(n.nodeValue ?? "", file, line);
       children.push({ kind: "text", text: n.nodeValue ?? "", file, line });
-    }
-    else if (n.nodeType === 7)
+    } else if (n.nodeType === 7)
       throw new Sros2PolicyError(`processing instruction <?${n.nodeName}?> is not allowed (only the XML declaration)`, file, line);
     else if (n.nodeType === 5) throw new Sros2PolicyError("entity references are not allowed in a policy file", file, line);
   }

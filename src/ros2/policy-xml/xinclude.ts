@@ -24,13 +24,21 @@ interface Budget {
 
 export interface LoadContext {
   limits: PolicyLimits;
+  /**
+   * Files already loaded (with their includes done), by real path: a policy that includes
+   * common/node.xml in each of 1,000 profiles parses it once, as libxml2 does. Safe for cycles: a
+   * file that loaded without a cycle cannot close one later (its includes are the same each time).
+   */
+  loaded: Map<string, XElement>;
+  /** realpath of each include target seen (one syscall per distinct href, not one lstat per path component each time). */
+  realpaths: Map<string, string>;
   /** Real path of the directory no include may leave. */
   rootDir: string;
   budget: Budget;
 }
 
 export function newContext(rootDir: string, limits: PolicyLimits): LoadContext {
-  return { limits, rootDir, budget: { bytes: 0, elements: 0, includes: 0 } };
+  return { limits, rootDir, budget: { bytes: 0, elements: 0, includes: 0 }, loaded: new Map(), realpaths: new Map() };
 }
 
 function countElement(ctx: LoadContext, file: string): () => void {
@@ -75,6 +83,29 @@ function loadText(ctx: LoadContext, text: string, realPath: string, shown: strin
   return out[0] as XElement;
 }
 
+const sizes = new WeakMap<XElement, number>();
+
+/** Elements in the tree with its includes done; included subtrees are shared, so this is memoized. */
+function treeSize(el: XElement): number {
+  let n = sizes.get(el);
+  if (n === undefined) {
+    n = 1;
+    for (const c of el.children) if (c.kind === "element") n += treeSize(c);
+    sizes.set(el, n);
+  }
+  return n;
+}
+
+/**
+ * The included trees are shared, not copied, so a file that includes another twice, which includes
+ * another twice... costs no memory; but validating and rendering would walk every copy. Refuse here.
+ */
+export function checkExpandedSize(ctx: LoadContext, root: XElement, shown: string): void {
+  const n = treeSize(root);
+  if (n > ctx.limits.maxElements)
+    throw new Sros2PolicyError(`the policy has more than ${ctx.limits.maxElements} elements with its includes done (${n})`, shown);
+}
+
 function isInclude(el: XElement): boolean {
   return el.ns !== null && XINCLUDE_NAMESPACES.includes(el.ns) && el.local === "include";
 }
@@ -84,12 +115,29 @@ function expand(ctx: LoadContext, el: XElement, realPath: string, shown: string,
   if (isInclude(el)) return include(ctx, el, realPath, shown, stack);
   if (el.ns !== null && XINCLUDE_NAMESPACES.includes(el.ns) && el.local === "fallback")
     throw new Sros2PolicyError("xi:fallback is not supported (outside xi:include it is not allowed either)", shown, el.line);
+  // The size with includes done is tracked as the children come in, so a fan-out of includes is
+  // refused before its arrays grow (subtrees are shared, so their sizes are memoized).
   const children: XChild[] = [];
+  let size = 1;
   for (const c of el.children) {
-    if (c.kind === "text") children.push(c);
-    else children.push(...expand(ctx, c, realPath, shown, stack));
+    if (c.kind === "text") {
+      children.push(c);
+      continue;
+    }
+    for (const x of expand(ctx, c, realPath, shown, stack)) {
+      children.push(x);
+      if (x.kind === "element") size += treeSize(x);
+    }
+    if (size > ctx.limits.maxElements)
+      throw new Sros2PolicyError(
+        `the policy has more than ${ctx.limits.maxElements} elements with its includes done (${size})`,
+        shown,
+        el.line,
+      );
   }
-  return [{ ...el, children }];
+  const out: XElement = { ...el, children };
+  sizes.set(out, size);
+  return [out];
 }
 
 const XPOINTER = /^xpointer\(((?:\/[A-Za-z_][A-Za-z0-9_.-]*)+)(\/\*)?\)$/;
@@ -113,7 +161,8 @@ function include(ctx: LoadContext, el: XElement, realPath: string, shown: string
       fail("xi:fallback is not supported: an include that cannot be loaded is an error");
     fail("xi:include must be empty");
   }
-  if (href === undefined || href === "") fail("xi:include needs an href naming a file next to the policy (local references are not supported)");
+  if (href === undefined || href === "")
+    fail("xi:include needs an href naming a file next to the policy (local references are not supported)");
   const h = href!;
   if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(h) || h.startsWith("//"))
     fail(`xi:include href "${h}" is a URL; only relative file paths are supported`);
@@ -136,7 +185,8 @@ function include(ctx: LoadContext, el: XElement, realPath: string, shown: string
   const targetShown = join(dirname(shown), h);
   let targetReal: string;
   try {
-    targetReal = realpathSync(target);
+    targetReal = ctx.realpaths.get(target) ?? realpathSync.native(target);
+    ctx.realpaths.set(target, targetReal);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     return fail(`xi:include of "${h}": ${code === "ENOENT" ? "no such file" : `cannot read it (${code})`} (${targetShown})`);
@@ -148,7 +198,11 @@ function include(ctx: LoadContext, el: XElement, realPath: string, shown: string
     const chain = [...stack, targetReal].map((p) => relative(ctx.rootDir, p) || p).join(" -> ");
     fail(`xi:include cycle: ${chain}`);
   }
-  const doc = loadFile(ctx, targetReal, targetShown, stack);
+  let doc = ctx.loaded.get(targetReal);
+  if (!doc) {
+    doc = loadFile(ctx, targetReal, targetShown, stack);
+    ctx.loaded.set(targetReal, doc);
+  }
 
   let selected: XElement[];
   if (xpointer === undefined) selected = [doc];
@@ -165,7 +219,9 @@ function include(ctx: LoadContext, el: XElement, realPath: string, shown: string
   if (!relToIncluding.includes("/")) return selected;
   return selected.map((e) => ({
     ...e,
-    attrs: [...e.attrs.filter((a) => !(a.ns === XML_NS && a.local === "base")),
-      { ns: XML_NS, local: "base", qname: "xml:base", value: relToIncluding }],
+    attrs: [
+      ...e.attrs.filter((a) => !(a.ns === XML_NS && a.local === "base")),
+      { ns: XML_NS, local: "base", qname: "xml:base", value: relToIncluding },
+    ],
   }));
 }
