@@ -458,4 +458,31 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
     assert.deepEqual(renewed.map((r) => r.path).sort(), ["/nav", "/nav/planner", "/tl/talker"]);
     assert.deepEqual(readFileSync(hookOut, "utf8").trim().split("\n").sort(), ["/nav", "/nav/planner", "/tl/talker"]);
   });
+  it("backs off on network errors like the device renewal, and leaves the enclave as it is", async () => {
+    // The same device, its agent.json pointing at a port where nothing listens.
+    const offline = join(tmp.path, "agent-offline");
+    cpSync(A1, offline, { recursive: true });
+    const config = JSON.parse(readFileSync(join(offline, "agent.json"), "utf8"));
+    writeFileSync(join(offline, "agent.json"), JSON.stringify({ ...config, server: "https://127.0.0.1:1" }));
+    agentClock.advance(2.2 * DAY);
+    const talker = enclave(KS_R, "/tl/talker");
+    const before = snapshot(talker);
+    const { log, lines } = memoryLogger();
+    const k = keeper(log, offline);
+    const start = agentClock.now();
+    const next = await k.cycle();
+    const failures = lines.filter((l) => l.msg === "enclave renewal failed; retrying" && l.enclave === "/tl/talker");
+    assert.equal(failures.length, 1, JSON.stringify(lines));
+    assert.equal(failures[0]!.kind, "network");
+    // First retry after 0.5-1 s (base 1 s, equal jitter), and the loop wakes up for it.
+    assert.ok(failures[0]!.retry_in_ms >= 500 && failures[0]!.retry_in_ms <= 1000, String(failures[0]!.retry_in_ms));
+    assert.ok(next <= start + 1000, "the next cycle is the retry");
+    assert.deepEqual(without(snapshot(talker), "crl.pem"), without(before, "crl.pem"));
+    // The second failure waits longer (doubling).
+    agentClock.advance(1000);
+    await k.cycle();
+    const again = lines.filter((l) => l.msg === "enclave renewal failed; retrying" && l.enclave === "/tl/talker");
+    assert.equal(again.length, 2);
+    assert.ok(again[1]!.retry_in_ms >= 1000 && again[1]!.retry_in_ms <= 2000, String(again[1]!.retry_in_ms));
+  });
 });
