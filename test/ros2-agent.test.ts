@@ -16,12 +16,14 @@ import { createLogger, type Logger } from "../src/agent/log.js";
 import type { Clock as AgentClock } from "../src/agent/clock.js";
 import {
   Ros2Keeper,
+  checkIdentityCrl,
   commitEnclave,
   crlDistributionUri,
   enclaveKeyMatches,
   openKeystore,
   recoverEnclave,
   scanEnclaves,
+  syncCrls,
   type EnclaveRenewal,
 } from "../src/agent/ros2.js";
 import { runAgent } from "../src/agent/runner.js";
@@ -125,6 +127,8 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
   let crlUrl: URL;
   let keystoreId: string;
   let rootPem: string;
+  /** The identity CA's CRL before any revocation: a replay of it must never replace a newer one. */
+  let initialCrl: string;
   const enclave = (ks: string, path: string) => join(ks, "enclaves", ...path.slice(1).split("/"));
 
   before(async () => {
@@ -153,6 +157,7 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
     await create("/other/node", "robot2");
     await create("/shared/nobody"); // no --device: no agent may renew it
     cpSync(KS_CA, KS_R, { recursive: true, preserveTimestamps: true });
+    initialCrl = readFileSync(join(KS_R, "public", "identity_ca.crl.pem"), "utf8");
   });
 
   after(async () => {
@@ -325,12 +330,20 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
     assert.equal(readFileSync(talkerCrl, "utf8"), current);
     assert.ok(
       lines.some((l) => l.msg === "CRL refused; keeping the one in place" && /not signed by the keystore's identity CA/.test(l.error)),
+      `the foreign CRL is refused: ${JSON.stringify(lines.filter((l) => /CRL/.test(l.msg)))}`,
     );
     // An older CRL of the identity CA (the one from before the revocation) in an enclave is replaced, never the reverse.
-    const older = readFileSync(join(enclave(KS_CA, "/shared/nobody"), "crl.pem"), "utf8");
+    const older = initialCrl;
+    assert.notEqual(older, current);
     writeFileSync(talkerCrl, older);
     await keeper(log).cycle();
     assert.equal(readFileSync(talkerCrl, "utf8"), current, "the stale enclave CRL is brought up to date");
+    // Offered the older CRL (a replay would un-revoke /tl/listener), nothing changes.
+    const ks = openKeystore(KS_R, loadState(A1).root);
+    const scan = scanEnclaves(ks);
+    assert.deepEqual(syncCrls(ks, scan.enclaves, checkIdentityCrl(ks, older, "older"), log), []);
+    assert.equal(readFileSync(publicPath, "utf8"), current, "public/ keeps the newer CRL");
+    for (const e of scan.enclaves) assert.equal(readFileSync(join(e.dir, "crl.pem"), "utf8"), current, `${e.path} keeps the newer CRL`);
   });
 
   it("a crash while replacing an enclave leaves the old set or the new one, never a mix", () => {
