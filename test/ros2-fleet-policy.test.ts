@@ -16,6 +16,7 @@ import { AccessPolicy, PolicyError } from "../src/access/policy.js";
 import { compileEnclave, deriveEnclavePolicy, fleetSros2Policy, MAX_ROS2_NAMES, type Ros2Action } from "../src/access/ros2-policy.js";
 import { addDevice } from "../src/authority/devices.js";
 import { testRos2Policy } from "../src/authority/policy.js";
+import { removeDevice, revokeDevice } from "../src/authority/status/revocation.js";
 import type { FleetServices } from "../src/authority/services.js";
 import { createEnclave, initKeystore, PermissionsSourceRequired, renewEnclaveInKeystore } from "../src/ros2/keystore/index.js";
 import { enclaveGrantValidity } from "../src/ros2/keystore/documents.js";
@@ -180,8 +181,10 @@ describe("the ros2 section of policy.yaml", () => {
     writeFileSync(join(dir, "policy.yaml"), POLICY);
     await addDevice(fleet, { id: "r1", group: "amr", labels: { site: "berlin" }, actor: "test" });
     await addDevice(fleet, { id: "r2", group: "amr", labels: { site: "paris" }, actor: "test" });
-    // Not a ROS 2 name ("-"): its /${device}/base cannot exist; its arm enclave comes from a label.
-    await addDevice(fleet, { id: "robot-4", group: "amr", labels: { ros_ns: "robot_4" }, actor: "test" });
+    // "-" is written "_" in ROS 2 names: /${device}/base is /robot_0001/base; its arm enclave comes from a label.
+    await addDevice(fleet, { id: "robot-0001", group: "amr", labels: { ros_ns: "robot_0001" }, actor: "test" });
+    // Starts with a digit, which no ROS 2 name token may: no /${device}/base (and no label for an arm).
+    await addDevice(fleet, { id: "0042", group: "amr", actor: "test" });
     // A site that is not a ROS 2 name: allow rules using it do not apply, deny rules widen to "*".
     await addDevice(fleet, { id: "lab1", group: "lab", labels: { site: "x-y" }, actor: "test" });
   });
@@ -203,7 +206,7 @@ describe("the ros2 section of policy.yaml", () => {
       "2026-02-01T00:00:00Z",
     ]);
     assertOk(out, "ros2 permissions --from-fleet-policy");
-    // robot-4 has no /robot-4/base; r1, r2 and lab1 have no ros_ns label, so no arm enclave.
+    // 0042 has no /${device}/base; r1, r2, lab1 and 0042 have no ros_ns label, so no arm enclave.
     assert.deepEqual(
       out.stderr
         .trimEnd()
@@ -211,29 +214,35 @@ describe("the ros2 section of policy.yaml", () => {
         .map((l) => l.replace(/ skipped: .*/, ""))
         .sort(),
       [
+        "fleetpki: note: device 0042: enclave /${device}/base",
+        "fleetpki: note: device 0042: enclave /${label:ros_ns}/arm",
         "fleetpki: note: device lab1: enclave /${label:ros_ns}/arm",
         "fleetpki: note: device r1: enclave /${label:ros_ns}/arm",
         "fleetpki: note: device r2: enclave /${label:ros_ns}/arm",
-        "fleetpki: note: device robot-4: enclave /${device}/base",
       ],
     );
-    assert.match(out.stderr, /device robot-4: enclave \/\$\{device\}\/base skipped: its id "robot-4" is not a ROS 2 name/);
+    assert.match(
+      out.stderr,
+      /device 0042: enclave \/\$\{device\}\/base skipped: its id "0042" starts with a digit, .*write \$\{label:ros_ns\}\n/,
+    );
     const file = join(tmp.path, "permissions.xml");
     writeFileSync(file, out.stdout);
     const lint = spawnSync("xmllint", ["--noout", "--nonet", "--schema", PERMISSIONS_XSD, file], { encoding: "utf8" });
     assert.equal(lint.status, 0, lint.stderr);
     const doc = new DOMParser().parseFromString(out.stdout, "text/xml").documentElement!;
     const subjects = elements(elements(doc, "permissions")[0]!, "grant").map((g) => g.getAttribute("name"));
-    assert.deepEqual(subjects, ["/lab/lab1", "/r1/base", "/r2/base", "/robot_4/arm"]); // registry order: by id
+    // Registry order (by id), then the enclaves' order in the file.
+    assert.deepEqual(subjects, ["/lab/lab1", "/r1/base", "/r2/base", "/robot_0001/base", "/robot_0001/arm"]);
     assert.match(out.stdout, /<not_before>2026-01-01T00:00:00<\/not_before>\n\s*<not_after>2026-02-01T00:00:00<\/not_after>/);
 
     const pairs: [string, string][] = [
       ["r1", "/r1/base"],
       ["r2", "/r2/base"],
-      ["robot-4", "/robot_4/arm"],
+      ["robot-0001", "/robot_0001/base"],
+      ["robot-0001", "/robot_0001/arm"],
       ["lab1", "/lab/lab1"],
     ];
-    const tokens = ["r1", "r2", "robot_4", "lab1"];
+    const tokens = ["r1", "r2", "robot_0001", "robot-0001", "lab1"];
     const names = [
       ...tokens.flatMap((t) => [
         `/${t}/cmd_vel`,
@@ -273,36 +282,44 @@ describe("the ros2 section of policy.yaml", () => {
           // Audit mode is for MQTT: DDS enforces, and policy test says so.
           assert.notEqual(t.outcome, "audit-deny", what);
           seen[dds]++;
-          decided.set(`${device} ${action} ${name}`, { allowed: t.allowed, ...(t.rule ? { rule: t.rule } : {}) });
+          decided.set(`${enclave} ${action} ${name}`, { allowed: t.allowed, ...(t.rule ? { rule: t.rule } : {}) });
         }
     for (const [k, n] of Object.entries(seen)) assert.ok(n >= 8, `${k}: only ${n} cases`);
     // The cases the issue names, spelt out (the loop above only compares the two sides).
     const expect = (key: string, allowed: boolean, rule?: string) =>
       assert.deepEqual(decided.get(key), { allowed, ...(rule ? { rule } : {}) }, key);
-    expect("r1 publish /r1/cmd_vel", true, "drive"); // relative name in the device's namespace
-    expect("r1 publish /r2/cmd_vel", false); // another device's namespace: default deny
-    expect("r1 subscribe /r2/scan", false);
-    expect("r2 publish /r2/cmd_vel", false, "paris-no-teleop"); // deny wins over drive
-    expect("r2 subscribe /r2/odom", true, "drive");
-    expect("r1 reply /r1/base_controller/reset", true, "drive"); // ~/reset of each node
-    expect("r1 reply /r1/teleop/reset", true, "drive");
-    expect("r1 execute /r1/navigate_to_pose", true, "drive");
-    expect("r1 call /r1/navigate_to_pose", false);
-    expect("r1 request /map_server/load_map", true, "maps");
-    expect("r1 request /map_server/save_map", false, "no-map-writes");
-    expect("r1 reply /map_server/load_map", false);
-    expect("r1 publish /sites/berlin/chat", true, "site-chat");
-    expect("r1 publish /sites/paris/chat", false);
-    expect("r1 publish /sites/berlin/estop", false, "no-own-site-estop");
-    expect("r1 publish /sites/paris/estop", true, "estop-anywhere");
+    expect("/r1/base publish /r1/cmd_vel", true, "drive"); // relative name in the device's namespace
+    expect("/r1/base publish /r2/cmd_vel", false); // another device's namespace: default deny
+    expect("/r1/base subscribe /r2/scan", false);
+    expect("/r2/base publish /r2/cmd_vel", false, "paris-no-teleop"); // deny wins over drive
+    expect("/r2/base subscribe /r2/odom", true, "drive");
+    expect("/r1/base reply /r1/base_controller/reset", true, "drive"); // ~/reset of each node
+    expect("/r1/base reply /r1/teleop/reset", true, "drive");
+    expect("/r1/base execute /r1/navigate_to_pose", true, "drive");
+    expect("/r1/base call /r1/navigate_to_pose", false);
+    expect("/r1/base request /map_server/load_map", true, "maps");
+    expect("/r1/base request /map_server/save_map", false, "no-map-writes");
+    expect("/r1/base reply /map_server/load_map", false);
+    expect("/r1/base publish /sites/berlin/chat", true, "site-chat");
+    expect("/r1/base publish /sites/paris/chat", false);
+    expect("/r1/base publish /sites/berlin/estop", false, "no-own-site-estop");
+    expect("/r1/base publish /sites/paris/estop", true, "estop-anywhere");
     // lab1's site "x-y" is no ROS 2 name: its deny covers every site, its site-chat allow is gone.
-    expect("lab1 publish /sites/paris/estop", false, "no-own-site-estop");
-    expect("robot-4 call /robot_4/follow_joint_trajectory", true, "arm");
-    expect("robot-4 subscribe /robot_4/joint_states", true, "arm");
-    expect("robot-4 publish /rosout", false); // node_defaults: false
-    expect("r1 publish /rosout", true, "ros2.enclaves[0].node_defaults");
-    expect("r1 reply /r1/base_controller/get_parameters", true, "ros2.enclaves[0].node_defaults");
-    expect("robot-4 reply /robot_4/base_controller/get_parameters", false);
+    expect("/lab/lab1 publish /sites/paris/estop", false, "no-own-site-estop");
+    expect("/robot_0001/arm call /robot_0001/follow_joint_trajectory", true, "arm");
+    expect("/robot_0001/arm subscribe /robot_0001/joint_states", true, "arm");
+    expect("/robot_0001/arm publish /rosout", false); // node_defaults: false
+    expect("/r1/base publish /rosout", true, "ros2.enclaves[0].node_defaults");
+    expect("/r1/base reply /r1/base_controller/get_parameters", true, "ros2.enclaves[0].node_defaults");
+    expect("/robot_0001/arm reply /robot_0001/base_controller/get_parameters", false);
+    // robot-0001 is robot_0001 in ROS 2 names: its base enclave grants under /robot_0001/, not another device's.
+    expect("/robot_0001/base publish /robot_0001/cmd_vel", true, "drive");
+    expect("/robot_0001/base subscribe /robot_0001/scan", true, "drive");
+    expect("/robot_0001/base execute /robot_0001/navigate_to_pose", true, "drive");
+    expect("/robot_0001/base reply /robot_0001/teleop/reset", true, "drive");
+    expect("/robot_0001/base reply /robot_0001/base_controller/get_parameters", true, "ros2.enclaves[0].node_defaults");
+    expect("/robot_0001/base publish /r1/cmd_vel", false);
+    expect("/r1/base subscribe /robot_0001/scan", false);
   });
 
   it("`policy test --ros2-*` through the CLI: the same answer, allow and deny with the rule, never audit-deny", async () => {
@@ -375,11 +392,17 @@ describe("the ros2 section of policy.yaml", () => {
       [...enclave.stdout.matchAll(/<grant name="([^"]+)">/g)].map((m) => m[1]),
       ["/lab/lab1"],
     );
-    const none = cli(["ros2", "permissions", "--from-fleet-policy", "--dir", dir, "--device", "robot-4", "--enclave", "/robot_4/base"]);
+    const dashed = cli(["ros2", "permissions", "--from-fleet-policy", "--dir", dir, "--device", "robot-0001"]);
+    assertOk(dashed, "--device robot-0001");
+    assert.deepEqual(
+      [...dashed.stdout.matchAll(/<grant name="([^"]+)">/g)].map((m) => m[1]),
+      ["/robot_0001/base", "/robot_0001/arm"],
+    );
+    const none = cli(["ros2", "permissions", "--from-fleet-policy", "--dir", dir, "--device", "0042"]);
     assert.equal(none.stdout, "");
     assertOneLineError(
       none,
-      /the policy gives device robot-4 no enclave \/robot_4\/base \(skipped: robot-4 \/\$\{device\}\/base: its id "robot-4"/,
+      /the policy gives device 0042 no enclave \(skipped: 0042 \/\$\{device\}\/base: its id "0042" starts with a digit, which a ROS 2 name/,
     );
     const unknown = cli(["ros2", "permissions", "--from-fleet-policy", "--dir", dir, "--device", "r9"]);
     assert.equal(unknown.stdout, "");
@@ -398,7 +421,8 @@ describe("the ros2 section of policy.yaml", () => {
     const params = { ...enclaveGrantValidity(r.notBefore, r.notAfter), allowRosDiscoveryTopic: true, domainId: 0 };
     const policy = AccessPolicy.parse(POLICY, "policy.yaml");
     const r2 = { kind: "device" as const, id: "r2", group: "amr", labels: { site: "paris" } };
-    assert.equal(readFileSync(file, "utf8"), renderPermissions(deriveEnclavePolicy(policy, r2, "/r2/base"), params));
+    const registered = ["0042", "lab1", "r1", "r2", "robot-0001"];
+    assert.equal(readFileSync(file, "utf8"), renderPermissions(deriveEnclavePolicy(policy, r2, "/r2/base", registered), params));
     assert.match(denied(readFileSync(file, "utf8")), /<topic>rt\/r2\/cmd_vel<\/topic>/);
     // The policy changes (paris-no-teleop goes); the renewal carries the change to the enclave.
     const changed = POLICY.replace("labels: { site: paris } }", "labels: { site: nowhere } }");
@@ -406,7 +430,7 @@ describe("the ros2 section of policy.yaml", () => {
     try {
       const renewed = await renewEnclaveInKeystore(fleet, { dir: ks, path: "/r2/base", actor: "test" });
       const p2 = { ...params, ...enclaveGrantValidity(renewed.notBefore, renewed.notAfter) };
-      const expected = renderPermissions(deriveEnclavePolicy(AccessPolicy.parse(changed, "p"), r2, "/r2/base"), p2);
+      const expected = renderPermissions(deriveEnclavePolicy(AccessPolicy.parse(changed, "p"), r2, "/r2/base", registered), p2);
       assert.equal(readFileSync(file, "utf8"), expected);
       assert.doesNotMatch(denied(expected), /<topic>rt\/r2\/cmd_vel<\/topic>/);
     } finally {
@@ -452,7 +476,7 @@ describe("the ros2 section of policy.yaml", () => {
     // The registry takes "*" and "?" in label values (they mean nothing to MQTT).
     for (const site of ["*", "?erlin", "a/b"]) {
       const id = { kind: "device" as const, id: "d1", group: null, labels: { site } };
-      const g = compileEnclave(p, id, "/d1");
+      const g = compileEnclave(p, id, "/d1", ["d1"]);
       assert.equal(g.decide("publish", "/sites/berlin/chat").allowed, false, site);
       assert.doesNotMatch(
         renderPermissions(g.policy, { notBefore: "a", notAfter: "b", allowRosDiscoveryTopic: false, domainId: 0 }),
@@ -460,7 +484,7 @@ describe("the ros2 section of policy.yaml", () => {
       );
       assert.deepEqual(g.decide("publish", "/sites/paris/estop").rule, "not-own-estop", site);
     }
-    const berlin = compileEnclave(p, { kind: "device", id: "d1", group: null, labels: { site: "berlin" } }, "/d1");
+    const berlin = compileEnclave(p, { kind: "device", id: "d1", group: null, labels: { site: "berlin" } }, "/d1", ["d1"]);
     assert.equal(berlin.decide("publish", "/sites/berlin/chat").rule, "own-site");
     assert.equal(berlin.decide("publish", "/sites/paris/estop").rule, "any-estop");
   });
@@ -468,8 +492,102 @@ describe("the ros2 section of policy.yaml", () => {
   it("two devices given one enclave path are refused: a path names one identity", () => {
     const p = AccessPolicy.parse(withRos2(`  enclaves:\n    - { path: /shared, devices: all, nodes: [{ ns: /, node: n }] }\n`), "p");
     const id = (x: string) => ({ kind: "device" as const, id: x, group: null, labels: {} });
-    assert.equal(fleetSros2Policy(p, [id("a")]).policy.enclaves.length, 1);
-    assert.throws(() => fleetSros2Policy(p, [id("a"), id("b")]), /devices a and b are both given enclave \/shared/);
+    assert.equal(fleetSros2Policy(p, [id("a")], ["a", "b"]).policy.enclaves.length, 1);
+    assert.throws(() => fleetSros2Policy(p, [id("a"), id("b")], ["a", "b"]), /devices a and b are both given enclave \/shared/);
+  });
+
+  it("device ids written alike in ROS 2 names (robot-1, robot_1) never share names: refused for both", async () => {
+    const f = await tempFleet();
+    try {
+      writeFileSync(
+        join(f.dir, "policy.yaml"),
+        withRos2(
+          [
+            "  enclaves:",
+            '    - { path: "/${device}/base", devices: all, nodes: [{ ns: "/${device}", node: drive }] }',
+            '    - { path: "/${label:arm}/arm", devices: all, nodes: [{ ns: "/${label:arm}", node: arm }], node_defaults: false }',
+            "  rules:",
+            "    - { name: drive, devices: all, enclaves: [\"/${device}/base\"], topics: { publish: [cmd_vel] } }",
+            '    - { name: arm, devices: all, enclaves: ["/${label:arm}/arm"], topics: { subscribe: [joint_states] } }',
+            "",
+          ].join("\n"),
+        ),
+      );
+      const arms: [string, string][] = [
+        ["robot-1", "arm_a"],
+        ["robot_1", "arm_b"],
+        ["robot-2", "arm_c"],
+        ["robot-3", "arm_d"],
+        ["robot_3", "arm_e"],
+      ];
+      for (const [id, arm] of arms) await addDevice(f.fleet, { id, labels: { arm }, actor: "test" });
+      // A revoked device can come back, so it still holds its name; a removed one never enrolls again.
+      await revokeDevice(f.fleet, { deviceId: "robot_3", actor: "test" });
+      await addDevice(f.fleet, { id: "robot-4", labels: { arm: "arm_f" }, actor: "test" });
+      await addDevice(f.fleet, { id: "robot_4", actor: "test" });
+      await removeDevice(f.fleet, { deviceId: "robot_4", actor: "test" });
+      const esc = (t: string) => t.replace(/[.$\\{}()/]/g, "\\$&");
+      const twins = (a: string, b: string, token: string) =>
+        `device ${a} and registered device ${b} are both written ${token} in ROS 2 names, so neither is given an enclave whose names use`;
+
+      const all = cli(["ros2", "permissions", "--from-fleet-policy", "--dir", f.dir]);
+      assertOk(all, "ros2 permissions --from-fleet-policy");
+      // Active devices by id: the enclaves whose names do not use the id are still given; robot-4's twin is removed.
+      assert.deepEqual(
+        [...all.stdout.matchAll(/<grant name="([^"]+)">/g)].map((m) => m[1]),
+        ["/arm_a/arm", "/robot_2/base", "/arm_c/arm", "/arm_d/arm", "/robot_4/base", "/arm_f/arm", "/arm_b/arm"],
+      );
+      assert.doesNotMatch(all.stdout, /robot_[13]\/cmd_vel/);
+      const notes = all.stderr.trimEnd().split("\n");
+      assert.equal(notes.length, 3, all.stderr);
+      const pairs: [string, string, string][] = [
+        ["robot-1", "robot_1", "robot_1"],
+        ["robot_1", "robot-1", "robot_1"],
+        ["robot-3", "robot_3", "robot_3"],
+      ];
+      for (const [a, b, token] of pairs)
+        assert.ok(
+          notes.some((n) => n.startsWith(`fleetpki: note: device ${a}: enclave /\${device}/base skipped: ${twins(a, b, token)}`)),
+          `${a}\n${all.stderr}`,
+        );
+
+      for (const [a, b] of [
+        ["robot-1", "robot_1"],
+        ["robot_1", "robot-1"],
+      ] as const) {
+        const why = esc(twins(a, b, "robot_1"));
+        const one = cli(["ros2", "permissions", "--from-fleet-policy", "--dir", f.dir, "--device", a, "--enclave", "/robot_1/base"]);
+        assert.equal(one.stdout, "");
+        assertOneLineError(one, new RegExp(`no enclave /robot_1/base \\(skipped: ${a} .*${why}`));
+        const ask = ["policy", "test", "--dir", f.dir, "--device", a, "--ros2-enclave", "/robot_1/base", "--ros2-publish", "/robot_1/x"];
+        const asked = cli(ask);
+        assertOneLineError(asked, new RegExp(`device ${a} no enclave /robot_1/base \\(its enclaves: /arm_\\w/arm; skipped: .*${why}`));
+        await assert.rejects(
+          testRos2Policy(f.fleet, { device: a, enclave: "/robot_1/base", action: "publish", name: "/robot_1/cmd_vel" }),
+          new RegExp(why),
+        );
+      }
+      // enclave create|renew --from-fleet-policy for one device: refused, nothing written.
+      const ks = join(f.dir, "keystore");
+      await initKeystore(f.fleet, { dir: ks, actor: "test" });
+      await assert.rejects(
+        createEnclave(f.fleet, { dir: ks, path: "/robot_1/base", deviceId: "robot_1", fromFleetPolicy: true, actor: "test" }),
+        new RegExp(esc(twins("robot_1", "robot-1", "robot_1"))),
+      );
+      assert.equal(existsSync(join(ks, "enclaves", "robot_1")), false);
+      const req = { dir: ks, path: "/robot_2/base", deviceId: "robot-2", fromFleetPolicy: true, actor: "test" };
+      const ok = await createEnclave(f.fleet, req);
+      assert.equal(ok.source, "fleet-policy");
+      assert.match(readFileSync(join(ks, "enclaves", "robot_2", "base", "permissions.xml"), "utf8"), /rt\/robot_2\/cmd_vel/);
+      // A twin registered later takes the enclave's names away at the next renewal.
+      await addDevice(f.fleet, { id: "robot_2", actor: "test" });
+      await assert.rejects(
+        renewEnclaveInKeystore(f.fleet, { dir: ks, path: "/robot_2/base", actor: "test" }),
+        new RegExp(esc(twins("robot-2", "robot_2", "robot_2"))),
+      );
+    } finally {
+      await f.close();
+    }
   });
 
   it("refuses bad paths, names, keys and placeholders, each with its line and field, and the whole file with them", () => {

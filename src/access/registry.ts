@@ -26,3 +26,11 @@ export async function deviceAccessIdentity(
   if (!row) throw new UnknownDevice(id);
   return { identity: deviceIdentityOf(row), status: row.status };
 }
+
+/**
+ * The ids of every registered device but removed ones (a disabled or revoked device can come back):
+ * those whose ids `${device}` in ROS 2 names must keep apart (src/access/ros2-policy.ts).
+ */
+export async function registeredDeviceIds(fleet: FleetServices): Promise<string[]> {
+  return (await fleet.store.ops.devices.list({})).map((row) => row.id);
+}

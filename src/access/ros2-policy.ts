@@ -398,10 +398,25 @@ type Filled = { ok: true; text: string } | { ok: false; why: string };
 /** A value that may stand in a ROS 2 name: it must stay inside one level and add no wildcard. */
 const ROS_VALUE = /^[A-Za-z0-9_]+$/;
 
+/**
+ * `${device}` in a ROS 2 name: the id with "-" and "." written as "_" (robot-0001 -> robot_0001), the
+ * only characters of a device id ([a-z0-9][a-z0-9._-]*) that ROS 2 names do not take.
+ */
+export function ros2DeviceToken(id: string): string {
+  return id.replace(/[-.]/g, "_");
+}
+
+/** The other registered devices whose ids are written like `id` in ROS 2 names (robot-1, robot_1, robot.1). */
+export function ros2NameTwins(id: string, registered: readonly string[]): string[] {
+  const token = ros2DeviceToken(id);
+  return [...new Set(registered)].filter((other) => other !== id && ros2DeviceToken(other) === token).sort();
+}
+
 function fill(t: NameTemplate, id: DeviceIdentity, check: (s: string) => string | undefined, widen: boolean): Filled | undefined {
   if (t.literal) return { ok: true, text: t.text };
   let text = "";
   let unsafe: string | undefined;
+  let device: string | undefined;
   for (const p of t.parts) {
     if (typeof p === "string") {
       text += p;
@@ -409,7 +424,7 @@ function fill(t: NameTemplate, id: DeviceIdentity, check: (s: string) => string 
     }
     // Own labels only: "constructor" would otherwise read Object.prototype's (a function).
     const label = p.kind === "label" && Object.hasOwn(id.labels, p.key) ? id.labels[p.key] : undefined;
-    const v = p.kind === "device" ? id.id : p.kind === "group" ? id.group : label;
+    const v = p.kind === "device" ? (device = ros2DeviceToken(id.id)) : p.kind === "group" ? id.group : label;
     const what = p.kind === "device" ? "its id" : p.kind === "group" ? "its group" : `its label ${p.key}`;
     if (v === undefined || v === null) return undefined;
     if (!ROS_VALUE.test(v)) unsafe ??= `${what} ${JSON.stringify(v)} is not a ROS 2 name (A-Z a-z 0-9 _ only)`;
@@ -419,7 +434,16 @@ function fill(t: NameTemplate, id: DeviceIdentity, check: (s: string) => string 
   if (!problem) return { ok: true, text };
   // A deny rule must not be switched off by a hostile value: every placeholder of the name becomes "*".
   if (widen) return { ok: true, text: sample(t.parts, "*") };
-  return { ok: false, why: unsafe ?? `${t.text} becomes "${text}", which ${problem}` };
+  if (unsafe) return { ok: false, why: unsafe };
+  // Only the id can start a token with a digit here (labels and groups are checked as they are).
+  if (device !== undefined && /^[0-9]/.test(device))
+    return {
+      ok: false,
+      why:
+        `its id "${id.id}" starts with a digit, which a ROS 2 name token may not (${t.text} becomes "${text}"): ` +
+        `give the device a label (fleetpki device set ${id.id} --label ros_ns=r_${device}) and write \${label:ros_ns}`,
+    };
+  return { ok: false, why: `${t.text} becomes "${text}", which ${problem}` };
 }
 
 export interface DeviceEnclave {
@@ -439,12 +463,44 @@ function section(policy: AccessPolicy): Ros2Section {
   return policy.ros2;
 }
 
-/** The enclaves the policy gives this device, and those it selects but cannot fill (a missing or unusable value). */
-export function deviceEnclaves(policy: AccessPolicy, id: DeviceIdentity): { enclaves: DeviceEnclave[]; skipped: SkippedEnclave[] } {
+const hasDevice = (t: NameTemplate) => t.parts.some((p) => typeof p !== "string" && p.kind === "device");
+
+/** Whether the id goes into any name of this enclave: its path, its nodes, or a rule that may apply to it. */
+function namesUseDevice(ros2: Ros2Section, decl: EnclaveDecl): boolean {
+  if (hasDevice(decl.path) || decl.nodes.some((n) => hasDevice(n.ns) || hasDevice(n.node))) return true;
+  return ros2.rules.some(
+    (r) => (!r.enclaves || r.enclaves.has(decl.path.text)) && r.names.some((n) => n.templates.some(hasDevice)),
+  );
+}
+
+/**
+ * The enclaves the policy gives this device, and those it selects but cannot fill (a missing or
+ * unusable value). `registered`: the ids of every registered device (the registry's list, which
+ * leaves out removed devices only: a disabled or revoked one can come back). An enclave whose names
+ * use the id is not given to a device whose id is written in ROS 2 names like another's (robot-1,
+ * robot_1): neither may get names the other's permissions also grant.
+ */
+export function deviceEnclaves(
+  policy: AccessPolicy,
+  id: DeviceIdentity,
+  registered: readonly string[],
+): { enclaves: DeviceEnclave[]; skipped: SkippedEnclave[] } {
+  const ros2 = section(policy);
   const enclaves: DeviceEnclave[] = [];
   const skipped: SkippedEnclave[] = [];
-  for (const decl of section(policy).enclaves) {
+  const twins = ros2NameTwins(id.id, registered);
+  for (const decl of ros2.enclaves) {
     if (!selectsDevice(decl.devices, id)) continue;
+    if (twins.length > 0 && namesUseDevice(ros2, decl)) {
+      skipped.push({
+        template: decl.path.text,
+        reason:
+          `device ${id.id} and registered device${twins.length > 1 ? "s" : ""} ${twins.join(", ")} are both written ` +
+          `${ros2DeviceToken(id.id)} in ROS 2 names, ` +
+          "so neither is given an enclave whose names use ${device}; write ${label:KEY} with a distinct label in the enclave and its rules",
+      });
+      continue;
+    }
     const reasons: string[] = [];
     const get = (t: NameTemplate, check: (s: string) => string | undefined): string | undefined => {
       const f = fill(t, id, check, false);
@@ -472,12 +528,13 @@ export function deviceEnclaves(policy: AccessPolicy, id: DeviceIdentity): { encl
 export function fleetEnclaves(
   policy: AccessPolicy,
   ids: readonly DeviceIdentity[],
+  registered: readonly string[],
 ): { pairs: { device: DeviceIdentity; enclave: DeviceEnclave }[]; skipped: (SkippedEnclave & { device: string })[] } {
   const pairs: { device: DeviceIdentity; enclave: DeviceEnclave }[] = [];
   const skipped: (SkippedEnclave & { device: string })[] = [];
   const owner = new Map<string, string>();
   for (const id of ids) {
-    const d = deviceEnclaves(policy, id);
+    const d = deviceEnclaves(policy, id, registered);
     for (const s of d.skipped) skipped.push({ ...s, device: id.id });
     for (const e of d.enclaves) {
       const other = owner.get(e.path);
@@ -609,9 +666,14 @@ function first(entries: Entry[], topic: string): Origin | undefined {
  * ALLOW rules; renderPermissions puts them in one deny_rule before one allow_rule) and the DDS
  * evaluation of the document rendered from it. InvalidArgument when the device has no such enclave.
  */
-export function compileEnclave(policy: AccessPolicy, id: DeviceIdentity, enclavePath: string): EnclaveGrant {
+export function compileEnclave(
+  policy: AccessPolicy,
+  id: DeviceIdentity,
+  enclavePath: string,
+  registered: readonly string[],
+): EnclaveGrant {
   const ros2 = section(policy);
-  const { enclaves, skipped } = deviceEnclaves(policy, id);
+  const { enclaves, skipped } = deviceEnclaves(policy, id, registered);
   const enclave = enclaves.find((e) => e.path === enclavePath);
   if (!enclave) {
     const why = skipped.length > 0 ? `; skipped: ${skipped.map((s) => `${s.template} (${s.reason})`).join("; ")}` : "";
@@ -680,21 +742,28 @@ export function compileEnclave(policy: AccessPolicy, id: DeviceIdentity, enclave
 }
 
 /** The SROS2 policy of one enclave of one device (see compileEnclave). */
-export function deriveEnclavePolicy(policy: AccessPolicy, id: DeviceIdentity, enclavePath: string): Sros2Policy {
-  return compileEnclave(policy, id, enclavePath).policy;
+export function deriveEnclavePolicy(
+  policy: AccessPolicy,
+  id: DeviceIdentity,
+  enclavePath: string,
+  registered: readonly string[],
+): Sros2Policy {
+  return compileEnclave(policy, id, enclavePath, registered).policy;
 }
 
 /**
  * The SROS2 policy of every (device, enclave) pair of these devices, or of the one chosen, in device
  * order (`ros2 permissions --from-fleet-policy`): one document, one grant per pair. `skipped` lists
- * enclaves a device is selected for but cannot be given (a value that is missing or not a ROS 2 name).
+ * enclaves a device is selected for but cannot be given (a value that is missing or not a ROS 2 name,
+ * an id written like another registered device's; `registered` as for deviceEnclaves).
  */
 export function fleetSros2Policy(
   policy: AccessPolicy,
   ids: readonly DeviceIdentity[],
+  registered: readonly string[],
   enclave?: string,
 ): { policy: Sros2Policy; skipped: (SkippedEnclave & { device: string })[] } {
-  const { pairs, skipped } = fleetEnclaves(policy, ids);
+  const { pairs, skipped } = fleetEnclaves(policy, ids, registered);
   const chosen = enclave === undefined ? pairs : pairs.filter((p) => p.enclave.path === enclave);
   if (chosen.length === 0) {
     const who = ids.length === 1 ? `device ${ids[0]!.id}` : `the ${ids.length} active devices`;
@@ -702,7 +771,7 @@ export function fleetSros2Policy(
     throw new InvalidArgument(`the policy gives ${who} ${enclave === undefined ? "no enclave" : `no enclave ${enclave}`}${why}`);
   }
   return {
-    policy: { enclaves: chosen.flatMap((p) => deriveEnclavePolicy(policy, p.device, p.enclave.path).enclaves) },
+    policy: { enclaves: chosen.flatMap((p) => deriveEnclavePolicy(policy, p.device, p.enclave.path, registered).enclaves) },
     skipped,
   };
 }

@@ -27,11 +27,19 @@ export function hookEnv(dir: string, deviceId: string): Record<string, string> {
   };
 }
 
-export function runHook(command: string, dir: string, deviceId: string, log: Logger, timeoutMs = HOOK_TIMEOUT_MS): Promise<HookOutcome> {
+export function runHook(
+  command: string,
+  dir: string,
+  deviceId: string,
+  log: Logger,
+  timeoutMs = HOOK_TIMEOUT_MS,
+  /** Told on top of hookEnv (e.g. FLEETPKI_ROS2_ENCLAVE after an enclave renewal). */
+  extraEnv: Record<string, string> = {},
+): Promise<HookOutcome> {
   const started = Date.now();
   return new Promise((resolve) => {
     const child = spawn("/bin/sh", ["-c", command], {
-      env: { ...process.env, ...hookEnv(dir, deviceId) },
+      env: { ...process.env, ...hookEnv(dir, deviceId), ...extraEnv },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let tail = "";

@@ -7,6 +7,7 @@ import { AgentError, ReEnrollRequired, ServerError, TransportError } from "./err
 import { runHook } from "./hook.js";
 import { silentLogger, type Logger } from "./log.js";
 import { dropStaleRenewalKeys, renew, type RenewOptions, type RenewResult } from "./renew.js";
+import { Ros2Keeper, openKeystore, type EnclaveRenewal } from "./ros2.js";
 import { backoffDelay, renewalTime, type BackoffOptions } from "./schedule.js";
 import { isEnrolled, loadState, lockAgentDir, recoverState, type AgentState } from "./state.js";
 
@@ -30,6 +31,13 @@ export interface RunOptions {
   onRenewed?: (result: RenewResult) => void | Promise<void>;
   /** Replaces renew() (tests). */
   renewFn?: (state: AgentState, options: RenewOptions) => Promise<RenewResult>;
+  /** An SROS2 keystore whose enclaves (those of this device) are kept renewed, with their CRLs (ros2.ts). */
+  ros2Keystore?: string;
+  /** Where the ros2-identity CRL is fetched; default next to the device certificate's CRL. */
+  ros2CrlUrl?: URL;
+  ros2CrlIntervalMs?: number;
+  /** Called after each enclave renewal and hook (tests). */
+  onEnclaveRenewed?: (renewal: EnclaveRenewal) => void | Promise<void>;
 }
 
 const DEFAULT_MAX_SLEEP_MS = 10 * 60_000;
@@ -56,6 +64,18 @@ export async function runAgent(options: RunOptions): Promise<void> {
   if (!isEnrolled(options.dir)) loadState(options.dir); // throws the "not enrolled" error; never creates the dir
 
   const release = lockAgentDir(options.dir);
+  // The enclave loop runs beside the device renewal; it stops with it (also when re-enrollment is required).
+  const ros2Stop = new AbortController();
+  const stopRos2 = () => ros2Stop.abort();
+  signal?.addEventListener("abort", stopRos2, { once: true });
+  let ros2: Promise<void> | undefined;
+  // One writer at a time: an enclave renewal presents the device certificate that a device renewal replaces.
+  let turn: Promise<unknown> = Promise.resolve();
+  const exclusive = <T>(fn: () => Promise<T>): Promise<T> => {
+    const mine = turn.then(fn, fn);
+    turn = mine.catch(() => {});
+    return mine;
+  };
   try {
     const recovery = recoverState(options.dir);
     if (recovery !== "clean") log.warn("finished an interrupted certificate update", { recovery });
@@ -68,6 +88,36 @@ export async function runAgent(options: RunOptions): Promise<void> {
       not_after: state.notAfter,
       server: state.config.server,
     });
+
+    if (options.ros2Keystore !== undefined) {
+      // A wrong directory or another fleet's keystore is a configuration error: say so now, not every cycle.
+      openKeystore(options.ros2Keystore, state.root);
+      const keeper = new Ros2Keeper({
+        keystoreDir: options.ros2Keystore,
+        crlUrl: options.ros2CrlUrl,
+        crlIntervalMs: options.ros2CrlIntervalMs,
+        log,
+        clock,
+        random,
+        backoff: options.backoff,
+        timeoutMs: options.timeoutMs,
+        signal: ros2Stop.signal,
+        loadState: () => loadState(options.dir),
+        exclusive,
+        onRenewed: async (r, enclaveDir) => {
+          if (options.onRenew) {
+            const extra = {
+              FLEETPKI_ROS2_ENCLAVE: r.path,
+              FLEETPKI_ROS2_ENCLAVE_DIR: enclaveDir,
+              FLEETPKI_ROS2_KEYSTORE: options.ros2Keystore!,
+            };
+            await runHook(options.onRenew, state.dir, state.deviceId, log, options.hookTimeoutMs, extra);
+          }
+          await options.onEnclaveRenewed?.(r);
+        },
+      });
+      ros2 = keeper.run(maxSleep);
+    }
 
     const sleepUntil = async (at: number) => {
       for (let left = at - clock.now(); left > 0 && !signal?.aborted; left = at - clock.now())
@@ -91,7 +141,8 @@ export async function runAgent(options: RunOptions): Promise<void> {
           state = loadState(options.dir);
           const afterExpiry = clock.now() >= state.notAfter.getTime();
           log.info("renewing", { serial: state.serial, attempt: attempt + 1, after_expiry: afterExpiry });
-          const result = await renewFn(state, { log, clock, timeoutMs: options.timeoutMs, signal });
+          const current = state;
+          const result = await exclusive(() => renewFn(current, { log, clock, timeoutMs: options.timeoutMs, signal }));
           log.info("renewed", {
             serial: result.serial,
             previous_serial: result.previousSerial,
@@ -122,6 +173,9 @@ export async function runAgent(options: RunOptions): Promise<void> {
     }
     log.info("agent stopped", { serial: state.serial });
   } finally {
+    ros2Stop.abort();
+    signal?.removeEventListener("abort", stopRos2);
+    await ros2;
     release();
   }
 }

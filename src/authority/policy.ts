@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { AccessPolicy, MAX_POLICY_BYTES, PolicyError, type PolicyProblem } from "../access/policy.js";
 import type { AccessAction, AccessDecision, AccessIdentity, OperatorRole } from "../access/identity.js";
-import { deviceAccessIdentity, deviceIdentityOf } from "../access/registry.js";
+import { deviceAccessIdentity, deviceIdentityOf, registeredDeviceIds } from "../access/registry.js";
 import { compileEnclave, type Ros2Action } from "../access/ros2-policy.js";
 import { writeFileAtomic } from "../keys/files.js";
 import { InvalidArgument } from "./errors.js";
@@ -242,6 +242,6 @@ export async function testRos2Policy(
   if (text === undefined) throw new InvalidArgument("this fleet has no access policy (`fleetpki policy init` writes the default one)");
   const policy = AccessPolicy.parse(text, layout.policy);
   const found = await deviceAccessIdentity(fleet, req.device);
-  const decision = compileEnclave(policy, found.identity, req.enclave).decide(req.action, req.name);
+  const decision = compileEnclave(policy, found.identity, req.enclave, await registeredDeviceIds(fleet)).decide(req.action, req.name);
   return { ...decision, identity: found.identity, deviceStatus: found.status, mode: policy.mode };
 }

@@ -14,6 +14,7 @@ import {
   type RequestSource,
 } from "../authority/enroll/enrollment.js";
 import type { FleetServices } from "../authority/services.js";
+import { renewDeviceEnclave, renewEnclaveForCsr } from "../authority/enroll/ros2-renewal.js";
 import type { DeviceCertificate } from "../authority/issue/issuance.js";
 import type { Logger } from "../log.js";
 import { fromBase64Body, toBase64Body } from "../x509/base64.js";
@@ -75,6 +76,8 @@ export interface RunningServer {
 }
 
 const EST = "/.well-known/est/";
+/** The agent's renewal of a device's SROS2 enclave (src/agent/ros2.ts). */
+const ROS2_RENEW_PATH = "/api/v1/ros2/enclaves/renew";
 const PKCS7_HEADERS = { "content-transfer-encoding": "base64" };
 const PKCS7_TYPE = "application/pkcs7-mime; smime-type=certs-only";
 class Handler {
@@ -145,6 +148,8 @@ class Handler {
         return this.apiChallenge(req, res, source);
       case "/api/v1/renew/expired":
         return this.apiRenewExpired(req, res, source);
+      case ROS2_RENEW_PATH:
+        return this.apiRos2Renew(req, res, source);
       default:
         throw new HttpProblem(404, "not-found", `no such resource: ${path}`);
     }
@@ -229,6 +234,23 @@ class Handler {
     return this.answer(res, { operation: "renew", csr, source, clientCertificate: clientCertificate(req) }, this.sendApi);
   }
 
+  private async apiRos2Renew(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
+    if (req.method !== "POST") throw methodNotAllowed(["POST"]);
+    const body = ros2RenewBody(await readJson(req));
+    const request = { clientCertificate: clientCertificate(req), keystoreId: body.keystore, enclave: body.enclave, csr: body.csr, source };
+    const a = await renewDeviceEnclave(this.fleet, request, renewEnclaveForCsr);
+    sendJson(res, 200, {
+      certificate: a.certificatePem,
+      permissions_xml: a.permissionsXml,
+      permissions_p7s: a.permissionsP7s,
+      governance_p7s: a.governanceP7s,
+      identity_ca: a.identityCaPem,
+      permissions_ca: a.permissionsCaPem,
+      crl: a.crlPem,
+    });
+    return a.deviceId;
+  }
+
   private async apiChallenge(req: IncomingMessage, res: ServerResponse, source: RequestSource): Promise<string | undefined> {
     if (req.method !== "POST") throw methodNotAllowed(["POST"]);
     const deviceId = stringField(await readJson(req), "device_id")!;
@@ -246,6 +268,27 @@ class Handler {
     const proof = { certificate, nonce: stringField(body, "nonce")!, signature: stringField(body, "signature")! };
     return this.answer(res, { operation: "renew-expired", csr, source, proof }, this.sendApi);
   }
+}
+
+/** Body of POST /api/v1/ros2/enclaves/renew: exactly these fields, strings of bounded size. */
+const ROS2_RENEW_FIELDS: Record<string, number> = { keystore: 36, enclave: 256, csr: 4096 };
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+function ros2RenewBody(body: Record<string, unknown>): { keystore: string; enclave: string; csr: Buffer } {
+  for (const name of Object.keys(body))
+    // Own keys only: "constructor" or "__proto__" must not pass for a known field.
+    if (!Object.hasOwn(ROS2_RENEW_FIELDS, name))
+      throw new HttpProblem(400, "unknown-field", `unknown field "${name.slice(0, 64)}" (expected keystore, enclave, csr)`);
+  for (const [name, max] of Object.entries(ROS2_RENEW_FIELDS)) {
+    const v = stringField(body, name)!;
+    if (v.length > max) throw new HttpProblem(400, "invalid-field", `field "${name}" is longer than ${max} characters`);
+  }
+  const keystore = body.keystore as string;
+  if (!UUID.test(keystore)) throw new HttpProblem(400, "invalid-field", 'field "keystore" must be the keystore\'s UUID (lower-case)');
+  if (!BASE64.test(body.csr as string))
+    throw new HttpProblem(400, "invalid-base64", 'field "csr" must be base64 (DER PKCS#10, no PEM armour)');
+  return { keystore, enclave: body.enclave as string, csr: Buffer.from(body.csr as string, "base64") };
 }
 
 function certificateJson(cert: DeviceCertificate): Record<string, string> {

@@ -6,6 +6,7 @@ import { AgentError } from "../../agent/errors.js";
 import { createLogger, type LogLevel } from "../../agent/log.js";
 import { AGENT_KEY_TYPES, parseKeyType } from "../../agent/request.js";
 import { runAgent } from "../../agent/runner.js";
+import { parseCrlUrl } from "../../agent/ros2.js";
 import { parseDuration } from "../../agent/schedule.js";
 import { agentStatus } from "../../agent/status.js";
 import { printJson, say, selfCommand, shellWord } from "../output.js";
@@ -68,10 +69,22 @@ export function registerAgent(program: Command): void {
     .command("run")
     .description("renew the certificate at 2/3 of its lifetime, until SIGTERM/SIGINT (JSON logs on stderr)")
     .requiredOption("--dir <dir>", "agent directory")
-    .option("--on-renew <cmd>", "run `/bin/sh -c CMD` after each renewal (env FLEETPKI_CERT, FLEETPKI_KEY, FLEETPKI_CHAIN, FLEETPKI_CA)")
+    .option(
+      "--on-renew <cmd>",
+      "run `/bin/sh -c CMD` after each renewal (env FLEETPKI_CERT, FLEETPKI_KEY, FLEETPKI_CHAIN, FLEETPKI_CA; " +
+        "after an enclave renewal also FLEETPKI_ROS2_ENCLAVE, FLEETPKI_ROS2_ENCLAVE_DIR: restart the nodes of that enclave)",
+    )
+    .option("--ros2-keystore <dir>", "also keep this device's SROS2 enclaves in this fleetpki keystore renewed, and their CRLs fresh")
+    .option("--ros2-crl-url <url>", "where the ros2-identity CRL is (default: beside the device certificate's CRL, /crl/ros2-identity.pem)")
+    .option("--ros2-crl-interval <duration>", "how often the CRL is fetched, e.g. 10m", "10m")
     .option("--log-level <level>", `log level: ${LEVELS.join(", ")}`, "info")
     .action(async (opts) => {
       const log = createLogger({ level: logLevel(opts.logLevel) });
+      const ros2CrlIntervalMs = parseDuration(opts.ros2CrlInterval);
+      if (ros2CrlIntervalMs === undefined || ros2CrlIntervalMs < 1000)
+        throw new AgentError(`invalid --ros2-crl-interval "${opts.ros2CrlInterval}" (at least 1s, e.g. 10m)`);
+      if (opts.ros2CrlUrl !== undefined && opts.ros2Keystore === undefined) throw new AgentError("--ros2-crl-url needs --ros2-keystore");
+      const ros2CrlUrl = opts.ros2CrlUrl === undefined ? undefined : parseCrlUrl(opts.ros2CrlUrl);
       const controller = new AbortController();
       const stop = (signal: NodeJS.Signals) => {
         if (controller.signal.aborted) process.exit(130); // a second signal: give up waiting
@@ -81,7 +94,15 @@ export function registerAgent(program: Command): void {
       process.on("SIGTERM", stop);
       process.on("SIGINT", stop);
       try {
-        await runAgent({ dir: opts.dir, onRenew: opts.onRenew, log, signal: controller.signal });
+        await runAgent({
+          dir: opts.dir,
+          onRenew: opts.onRenew,
+          log,
+          signal: controller.signal,
+          ros2Keystore: opts.ros2Keystore,
+          ros2CrlUrl,
+          ros2CrlIntervalMs,
+        });
       } finally {
         process.off("SIGTERM", stop);
         process.off("SIGINT", stop);

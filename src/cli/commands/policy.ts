@@ -5,7 +5,7 @@ import { writeDefaultPolicy } from "../../access/default-policy.js";
 import type { AccessAction, AccessDecision, AccessIdentity, OperatorRole } from "../../access/identity.js";
 import { loadPolicyFile } from "../../access/policy-file.js";
 import { formatProblem, PolicyError, type PolicyProblem } from "../../access/policy.js";
-import { deviceAccessIdentity, deviceIdentityOf } from "../../access/registry.js";
+import { deviceAccessIdentity, deviceIdentityOf, registeredDeviceIds } from "../../access/registry.js";
 import { compileEnclave, ROS2_ACTIONS, type Ros2Action } from "../../access/ros2-policy.js";
 import type { Device } from "../../authority/devices.js";
 import { InvalidArgument } from "../../authority/errors.js";
@@ -193,8 +193,10 @@ export function registerPolicy(program: Command): void {
         cmd,
         async (): Promise<PolicyTestAnswer> => {
           const p = loadPolicyFile(typeof opts.file === "string" ? opts.file : join(opts.dir, layout.policy));
-          const found = await withFleet(opts.dir, (fleet) => deviceAccessIdentity(fleet, device));
-          const decision = compileEnclave(p, found.identity, enclave).decide(action, name);
+          const [found, registered] = await withFleet(opts.dir, (fleet) =>
+            Promise.all([deviceAccessIdentity(fleet, device), registeredDeviceIds(fleet)]),
+          );
+          const decision = compileEnclave(p, found.identity, enclave, registered).decide(action, name);
           return {
             policy: p.file,
             mode: p.mode,

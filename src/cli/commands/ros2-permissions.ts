@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import { InvalidArgumentError, type Command } from "commander";
 import { loadPolicyFile } from "../../access/policy-file.js";
-import { deviceAccessIdentity, deviceIdentityOf } from "../../access/registry.js";
+import { deviceAccessIdentity, deviceIdentityOf, registeredDeviceIds } from "../../access/registry.js";
 import { fleetSros2Policy } from "../../access/ros2-policy.js";
 import { InvalidArgument } from "../../authority/errors.js";
 import { layout } from "../../authority/layout.js";
@@ -89,15 +89,18 @@ export function registerRos2PermissionsCommand(ros2: Command): void {
       if (file !== undefined) throw new InvalidArgument("give either an SROS2 policy file or --from-fleet-policy, not both");
       const policy = loadPolicyFile(join(opts.dir, layout.policy));
       const device = opts.device;
-      const ids = await withFleet(opts.dir, async (fleet) => {
-        if (device === undefined)
-          return (await fleet.store.ops.devices.list({})).filter((row) => row.status === "active").map(deviceIdentityOf);
+      const { ids, registered } = await withFleet(opts.dir, async (fleet) => {
+        const registered = await registeredDeviceIds(fleet);
+        if (device === undefined) {
+          const active = (await fleet.store.ops.devices.list({})).filter((row) => row.status === "active");
+          return { ids: active.map(deviceIdentityOf), registered };
+        }
         const found = await deviceAccessIdentity(fleet, device);
         // Asked for by name, so printed; but no enclave of it is renewed while it is not active.
         if (found.status !== "active") process.stderr.write(`fleetpki: note: device ${device} is ${found.status}\n`);
-        return [found.identity];
+        return { ids: [found.identity], registered };
       });
-      const derived = fleetSros2Policy(policy, ids, opts.enclave);
+      const derived = fleetSros2Policy(policy, ids, registered, opts.enclave);
       // Rendered in full before anything is written: a failure prints nothing on stdout.
       const xml = renderPermissions(derived.policy, params);
       for (const s of derived.skipped)

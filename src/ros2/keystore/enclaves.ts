@@ -5,7 +5,7 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { loadPolicyFile } from "../../access/policy-file.js";
-import { deviceAccessIdentity } from "../../access/registry.js";
+import { deviceAccessIdentity, registeredDeviceIds } from "../../access/registry.js";
 import { deriveEnclavePolicy } from "../../access/ros2-policy.js";
 import { checkpointAfter } from "../../authority/audit-checkpoints.js";
 import { DeviceNotActive, InvalidArgument, UnknownDevice } from "../../authority/errors.js";
@@ -79,7 +79,7 @@ export async function enclavePolicy(
     if (row.device_id === null)
       throw new PermissionsSourceRequired(`enclave ${row.path}: permissions from the fleet policy need the device that runs it (--device)`);
     const { identity } = await deviceAccessIdentity(fleet, row.device_id);
-    return deriveEnclavePolicy(loadPolicyFile(fleet.path(layout.policy)), identity, row.path);
+    return deriveEnclavePolicy(loadPolicyFile(fleet.path(layout.policy)), identity, row.path, await registeredDeviceIds(fleet));
   }
   throw new InvalidArgument(`enclave ${row.path}: permissions source "${row.permissions_source}" is not available in this build`);
 }
