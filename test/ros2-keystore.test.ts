@@ -25,6 +25,7 @@ import {
   KeystoreDirNotEmpty,
   NotAKeystore,
   parseDomainId,
+  Ros2AnchorMissing,
   Ros2CasPending,
 } from "../src/ros2/keystore/index.js";
 import { assertOneLineError, cli, openssl, tempDir, tempFleet } from "./helpers.js";
@@ -205,6 +206,22 @@ describe("ros2 keystore init", () => {
       createEnclave(f.fleet, { dir: join(tmp.path, "sros2"), path: "/a/b", allowAll: true, actor: "test" }),
       NotAKeystore,
     );
+  });
+
+  it("a ROS 2 CA recorded without its self-signed anchor (an older fleet) makes no keystore: a specific error, nothing written", async () => {
+    const db = sqliteStore(f.fleet).db;
+    const kept = (await f.fleet.store.ops.cas.get("ros2-permissions"))!.anchor_pem!;
+    await db.updateTable("cas").set({ anchor_pem: null }).where("id", "=", "ros2-permissions").execute();
+    try {
+      const dir = join(tmp.path, "no-anchor");
+      await assert.rejects(
+        initKeystore(f.fleet, { dir, actor: "test" }),
+        (e: unknown) => e instanceof Ros2AnchorMissing && /ros2-permissions CA has no self-signed trust anchor/.test((e as Error).message),
+      );
+      assert.equal(existsSync(dir), false);
+    } finally {
+      await db.updateTable("cas").set({ anchor_pem: kept }).where("id", "=", "ros2-permissions").execute();
+    }
   });
 
   it("the CLI refuses a bad domain id and a non-empty directory in one line", () => {
