@@ -208,7 +208,7 @@ describe("ros2 keystore init", () => {
     );
   });
 
-  it("a ROS 2 CA recorded without its self-signed anchor (an older fleet) makes no keystore: a specific error, nothing written", async () => {
+  it("a ROS 2 CA recorded without its self-signed anchor (older fleet) makes no keystore: specific error, nothing written", async () => {
     const db = sqliteStore(f.fleet).db;
     const kept = (await f.fleet.store.ops.cas.get("ros2-permissions"))!.anchor_pem!;
     await db.updateTable("cas").set({ anchor_pem: null }).where("id", "=", "ros2-permissions").execute();
