@@ -9,6 +9,8 @@ export interface Ros2Operations {
   getEnclave(keystoreId: string, path: string): Promise<Ros2EnclaveTable | undefined>;
   /** Every enclave of a keystore, by path. */
   listEnclaves(keystoreId: string): Promise<Ros2EnclaveTable[]>;
+  /** Every enclave of a device (ros2_enclaves.device_id), of any keystore, by keystore and path. */
+  deviceEnclaves(deviceId: string): Promise<Ros2EnclaveTable[]>;
   /** Records a new enclave; inside a write transaction (after its certificate). */
   createEnclave(row: Ros2EnclaveTable): Promise<void>;
   /** Changes an enclave's current certificate, status or times; false when there is no such enclave. */
