@@ -25,7 +25,12 @@ import {
 import { signatureSchemeFor } from "../src/x509/algorithms.js";
 import { buildCsr } from "../src/x509/csr.js";
 import { encodeName } from "../src/x509/name.js";
+import { layout } from "../src/authority/layout.js";
+import { readPrivateKey } from "../src/keys/keys.js";
+import { silentLogger } from "../src/log.js";
+import { startFleetServer } from "../src/server.js";
 import { cli, openssl, tempDir, tempFleet } from "./helpers.js";
+import { postJson, rootPemPath } from "./server-helpers.js";
 import { sqliteStore } from "./support/sqlite.js";
 
 function p256Csr(): Buffer {
@@ -227,6 +232,45 @@ describe("ros2 cascade: a robot's status reaches its enclaves", () => {
     const r = cli(["audit", "verify", "--dir", f.dir]);
     assert.equal(r.status, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /audit log intact/);
+  });
+});
+
+describe("ros2 cascade through the admin API", () => {
+  it("POST /api/devices/:id/revoke answers the enclaves it revoked (the response schema carries them)", async () => {
+    const f = await tempFleet();
+    const tmp = tempDir("fleetpki-ros2-cascade-api-");
+    const server = await startFleetServer({
+      dir: f.dir,
+      only: ["admin"],
+      adminListen: "127.0.0.1:0",
+      logger: silentLogger,
+      operators: { role: (n) => (n === "admin" ? "admin" : null) },
+    });
+    try {
+      await addDevice(f.fleet, { id: "robot-0009", actor: "test" });
+      const ksDir = join(tmp.path, "ks");
+      const keystoreId = (await initKeystore(f.fleet, { dir: ksDir, actor: "test" })).keystoreId;
+      await createEnclave(f.fleet, { dir: ksDir, path: "/robot_0009/base", allowAll: true, deviceId: "robot-0009", actor: "test" });
+      const dir = f.fleet.path(layout.operatorDir("admin"));
+      const admin = {
+        ca: readFileSync(rootPemPath(f.dir), "utf8"),
+        cert: readFileSync(join(dir, "cert.pem"), "utf8") + readFileSync(join(dir, "chain.pem"), "utf8"),
+        key: readPrivateKey(join(dir, "key.pem"), f.fleet.passphrase()).export({ type: "pkcs8", format: "pem" }).toString(),
+      };
+      const base = `https://127.0.0.1:${server.admin!.address.port}`;
+      const res = await postJson(`${base}/api/devices/robot-0009/revoke`, { reason: "keyCompromise" }, admin);
+      assert.equal(res.status, 200, res.text);
+      const body = res.json() as { serials: string[]; cas: string[]; enclaves: { keystore: string; path: string }[] };
+      assert.deepEqual(body.enclaves, [{ keystore: keystoreId, path: "/robot_0009/base" }]);
+      assert.ok(body.cas.includes("ros2-identity"));
+      const enclave = (await f.fleet.store.ops.ros2.getEnclave(keystoreId, "/robot_0009/base"))!;
+      assert.equal(enclave.status, "revoked");
+      assert.ok(body.serials.includes(enclave.serial));
+    } finally {
+      await server.close();
+      await f.close();
+      tmp.cleanup();
+    }
   });
 });
 
