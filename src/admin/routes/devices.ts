@@ -206,7 +206,13 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: AdminContext): v
       `/api/devices/:id/${verb}`,
       {
         config: { role: "operator" },
-        schema: { summary, tags: ["devices"], params: DeviceIdParams, body: Strict({}), response: { 200: DeviceStatusChange, ...PROBLEMS } },
+        schema: {
+          summary,
+          tags: ["devices"],
+          params: DeviceIdParams,
+          body: Strict({}),
+          response: { 200: DeviceStatusChange, ...PROBLEMS },
+        },
       },
       async (request) => change(ctx.fleet, { deviceId: request.params.id, actor: actorOf(request) }),
     );
