@@ -72,7 +72,7 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
 
   // ---- the renew endpoint -------------------------------------------------------------------
 
-  it("renew: a CSR naming another enclave, asking for CA:TRUE, keyCertSign and a device SAN gets only its own enclave's profile", async () => {
+  it("renew: a CSR naming another enclave, asking for CA:TRUE, keyCertSign and a SAN gets only its enclave's profile", async () => {
     // openssl makes the CSR (an independent implementation), with everything an attacker would ask for.
     const key = join(tmp.path, "hostile.key");
     const csrFile = join(tmp.path, "hostile.csr");
@@ -84,7 +84,8 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
       "-addext", "extendedKeyUsage=serverAuth,clientAuth,codeSigning", "-outform", "DER", "-out", csrFile,
     ]);
     assert.equal(r.status, 0, r.stderr);
-    const res = await postJson(url(), { keystore: keystoreId, enclave: "/r1/base", csr: readFileSync(csrFile).toString("base64") }, tls(A1));
+    const csr = readFileSync(csrFile).toString("base64");
+    const res = await postJson(url(), { keystore: keystoreId, enclave: "/r1/base", csr }, tls(A1));
     assert.equal(res.status, 200, res.text);
     const cert = new X509Certificate(res.json().certificate);
     assert.equal(cert.subject, "CN=/r1/base", "the subject is the enclave's path, not the CSR's");
@@ -157,7 +158,8 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
     });
 
     it("permissions.xml that is not what permissions.p7s signs: refused", () => {
-      const tampered = { ...genuine, permissions_xml: String(genuine.permissions_xml).replace("<default>DENY</default>", "<default>ALLOW</default>") };
+      const xml = String(genuine.permissions_xml).replace("<default>DENY</default>", "<default>ALLOW</default>");
+      const tampered = { ...genuine, permissions_xml: xml };
       assert.notEqual(tampered.permissions_xml, genuine.permissions_xml);
       assert.throws(() => enclaveFilesFrom(tampered, expected()), /permissions/);
     });
@@ -214,11 +216,31 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
     assert.doesNotMatch(r.stderr, /call stack/);
   });
 
+  it("a chain of includes, each file shallow, cannot nest deeper together; nor a file read once shallow and included again deep", () => {
+    const xi = 'xmlns:xi="http://www.w3.org/2001/XInclude"';
+    const chain = join(tmp.path, "chain");
+    mkdirSync(chain);
+    for (let i = 0; i <= 16; i++) {
+      const body = `${"<a>".repeat(200)}${i < 16 ? `<xi:include href="f${i + 1}.xml"/>` : ""}${"</a>".repeat(200)}`;
+      const text = i === 0 ? `<policy version="0.2.0" ${xi}><enclaves>${body}</enclaves></policy>` : `<b ${xi}>${body}</b>`;
+      writeFileSync(join(chain, `f${i}.xml`), text);
+    }
+    const refusedForDepth = (e: unknown) => e instanceof Sros2PolicyError && /nest deeper than 256/.test((e as Error).message);
+    assert.throws(() => readSros2PolicyFile(join(chain, "f0.xml")), refusedForDepth);
+    // x.xml (150 deep) is included at the top, then again under 150 levels: the second copy comes from the cache.
+    const cached = join(tmp.path, "cached");
+    mkdirSync(cached);
+    writeFileSync(join(cached, "x.xml"), `<b>${"<a>".repeat(150)}${"</a>".repeat(150)}</b>`);
+    const twice = `<xi:include href="x.xml"/>${"<a>".repeat(150)}<xi:include href="x.xml"/>${"</a>".repeat(150)}`;
+    writeFileSync(join(cached, "p.xml"), `<policy version="0.2.0" ${xi}><enclaves>${twice}</enclaves></policy>`);
+    assert.throws(() => readSros2PolicyFile(join(cached, "p.xml")), refusedForDepth);
+  });
+
   // ---- keystore directories and governance -----------------------------------------------------
 
   it(
     "keystore init --governance with a DOCTYPE (XXE, entity expansion) is refused: the permissions CA must not sign it for every robot",
-    { todo: "ros2-keystore/ros2-anchors: readGovernance (src/ros2/keystore/keystore.ts) signs any text with <dds> and <domain_access_rules>" },
+    { todo: "ros2-anchors: readGovernance (src/ros2/keystore/keystore.ts) signs any text holding <dds> and <domain_access_rules>" },
     async () => {
       const gov = join(tmp.path, "xxe-governance.xml");
       writeFileSync(
