@@ -3,7 +3,7 @@
 // The keystore is made on "the CA machine" (KS_CA) and copied to "the robot" (KS_R), as an operator
 // would; only the robot's copy is the agent's. openssl checks the result independently.
 import assert from "node:assert/strict";
-import { X509Certificate, createPublicKey } from "node:crypto";
+import { X509Certificate, createPublicKey, generateKeyPairSync } from "node:crypto";
 import { cpSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -19,6 +19,7 @@ import {
   checkIdentityCrl,
   commitEnclave,
   crlDistributionUri,
+  enclaveFilesFrom,
   enclaveKeyMatches,
   openKeystore,
   recoverEnclave,
@@ -215,13 +216,12 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
       for (const f of ENCLAVE_FILE_NAMES.filter((n) => n !== "key.pem")) assert.equal(now[f]?.mode, 0o644, `${p}: ${f} 0644`);
       assert.deepEqual(Object.keys(now).sort(), [".", ...ENCLAVE_FILE_NAMES].sort(), `${p}: no leftovers`);
       // openssl: the certificate chains to the identity CA alone (as DDS loads it).
-      const v = openssl(["verify", "-partial_chain", "-attime", at, "-CAfile", join(d, "identity_ca.cert.pem"), join(d, "cert.pem")]);
+      const v = openssl(["verify", "-attime", at, "-CAfile", join(d, "identity_ca.cert.pem"), join(d, "cert.pem")]);
       assert.equal(v.status, 0, `${p}: openssl verify: ${v.stderr}`);
       // permissions.p7s is signed by the permissions CA, over the new permissions.xml, whose grant has the new validity.
       const s = openssl([
         "smime",
         "-verify",
-        "-partial_chain",
         "-text",
         "-attime",
         at,
@@ -234,8 +234,10 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
       const xml = readFileSync(join(d, "permissions.xml"), "utf8");
       assert.equal(s.stdout.replace(/\r\n/g, "\n"), xml.replace(/\r\n/g, "\n"), `${p}: p7s signs permissions.xml`);
       const cert = certOf(d);
-      const grant = (iso: string) => new Date(iso).toISOString().slice(0, 19);
-      assert.ok(xml.includes(`<not_before>${grant(cert.validFrom)}</not_before>`), `${p}: not_before is the new certificate's`);
+      // The grant starts 14 h before the certificate (Fast DDS reads it in local time).
+      const grant = (iso: string, shift = 0) => new Date(Date.parse(iso) - shift).toISOString().slice(0, 19);
+      const notBefore = `<not_before>${grant(cert.validFrom, 14 * 3600_000)}</not_before>`;
+      assert.ok(xml.includes(notBefore), `${p}: not_before is 14 h before the new certificate's`);
       assert.ok(xml.includes(`<not_after>${grant(cert.validTo)}</not_after>`), `${p}: not_after is the new certificate's`);
       assert.notEqual(xml, old[p]!["permissions.xml"]!.bytes, `${p}: permissions re-rendered`);
     }
@@ -289,7 +291,6 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
       const v = openssl([
         "verify",
         "-crl_check",
-        "-partial_chain",
         "-attime",
         at,
         "-CAfile",
@@ -306,7 +307,6 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
     const ok = openssl([
       "verify",
       "-crl_check",
-      "-partial_chain",
       "-attime",
       at,
       "-CAfile",
@@ -344,6 +344,32 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
     assert.deepEqual(syncCrls(ks, scan.enclaves, checkIdentityCrl(ks, older, "older"), log), []);
     assert.equal(readFileSync(publicPath, "utf8"), current, "public/ keeps the newer CRL");
     for (const e of scan.enclaves) assert.equal(readFileSync(join(e.dir, "crl.pem"), "utf8"), current, `${e.path} keeps the newer CRL`);
+  });
+
+  it("takes from an answer only CAs chained to the pinned root or exactly the keystore's own self-signed anchors", () => {
+    const ks = openKeystore(KS_R, loadState(A1).root);
+    const anchor = (name: string) => readFileSync(join(KS_R, "public", `${name}_ca.cert.pem`), "utf8");
+    // The keystore ships self-signed anchors (no partial chain in DDS), which the agent opens without the root.
+    assert.ok(ks.identityCa.checkIssued(ks.identityCa), "public/identity_ca.cert.pem is self-signed");
+    assert.ok(ks.permissionsAnchor, "public/permissions_ca.cert.pem is kept as the permissions anchor");
+    const foreignPem = join(tmp.path, "foreign-ca.pem");
+    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", join(tmp.path, "foreign-ca.key")];
+    const made = openssl(["req", "-x509", ...ec, "-out", foreignPem, "-subj", "/CN=ROS Robots ROS 2 Identity CA", "-days", "30"]);
+    assert.equal(made.status, 0, made.stderr);
+    const foreign = readFileSync(foreignPem, "utf8");
+    const { privateKey: key } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+    const attempt =
+      (body: Record<string, string>, keystore = ks) =>
+      () =>
+        enclaveFilesFrom({ certificate: foreign, ...body }, { path: "/tl/talker", key, root: loadState(A1).root, ks: keystore });
+    const refused = (what: string) => new RegExp(`: ${what} is not issued by the pinned fleet root, nor the keystore's own trust anchor$`);
+    assert.throws(attempt({ identity_ca: foreign, permissions_ca: anchor("permissions") }), refused("identity_ca"));
+    assert.throws(attempt({ identity_ca: anchor("identity"), permissions_ca: foreign }), refused("permissions_ca"));
+    // A keystore whose anchor was swapped on the robot: the fleet's real anchor in the answer is refused.
+    const swapped = { ...ks, identityCa: new X509Certificate(foreign) };
+    assert.throws(attempt({ identity_ca: anchor("identity"), permissions_ca: anchor("permissions") }, swapped), refused("identity_ca"));
+    // The keystore's own anchors pass the CA checks (the forged certificate is then refused for its key).
+    assert.throws(attempt({ identity_ca: anchor("identity"), permissions_ca: anchor("permissions") }), /does not carry the key/);
   });
 
   it("a crash while replacing an enclave leaves the old set or the new one, never a mix", () => {

@@ -21,6 +21,7 @@ import {
   EnclaveExists,
   EnclaveNotOwned,
   EnclaveRevoked,
+  EnclaveSubjectTaken,
   InvalidEnclavePath,
   NotAKeystore,
   PermissionsSourceRequired,
@@ -92,6 +93,7 @@ describe("ros2 enclaves", () => {
   const tmp = tempDir("fleetpki-ros2-enclave-");
   const enclave = (p: string) => join(ksDir, "enclaves", ...p.slice(1).split("/"));
   const rootPem = () => join(f.dir, "ca", "root", "cert.pem");
+  const fleetCa = (id: string) => join(f.dir, "ca", id, "cert.pem");
   const at = () => String(Math.floor(clock.now().getTime() / 1000));
 
   before(async () => {
@@ -117,10 +119,17 @@ describe("ros2 enclaves", () => {
     assert.equal(r.dir, dir);
     const cert = join(dir, "cert.pem");
     const ica = join(ksDir, "public", "identity_ca.cert.pem");
-    let v = openssl(["verify", "-CAfile", rootPem(), "-untrusted", ica, cert]);
+    // The keystore's CA file is a self-signed anchor (no -partial_chain: DDS takes none), and the same key's
+    // root-signed certificate in the fleet directory chains the enclave to the fleet root.
+    let v = openssl(["verify", "-CAfile", rootPem(), "-untrusted", fleetCa("ros2-identity"), cert]);
     assert.equal(v.status, 0, v.stderr);
-    v = openssl(["verify", "-partial_chain", "-CAfile", join(dir, "identity_ca.cert.pem"), cert]);
+    v = openssl(["verify", "-CAfile", join(dir, "identity_ca.cert.pem"), cert]);
     assert.equal(v.status, 0, v.stderr);
+    v = openssl(["verify", "-CAfile", ica, ica]);
+    assert.equal(v.status, 0, v.stderr);
+    assert.equal(readFileSync(ica, "utf8"), readFileSync(join(f.dir, "ca", "ros2-identity", "anchor.pem"), "utf8"));
+    // Trusting only the root, the anchor is no intermediate: the chain goes through the fleet's certificate.
+    assert.notEqual(openssl(["verify", "-CAfile", rootPem(), "-untrusted", ica, cert]).status, 0);
     // The subject is exactly what permissions.xml names; no SAN, KU digitalSignature.
     const text = openssl(["x509", "-in", cert, "-noout", "-subject", "-ext", "keyUsage,subjectAltName,extendedKeyUsage"]).stdout;
     assert.match(text, /^subject=CN ?= ?\/talker_listener\/talker$/m);
@@ -159,16 +168,18 @@ describe("ros2 enclaves", () => {
     assert.match(xml, /<id>42<\/id>/);
     const dates = openssl(["x509", "-in", cert, "-noout", "-startdate", "-enddate", "-dateopt", "iso_8601"]).stdout;
     const [nb, na] = [/notBefore=(\S+ \S+)Z/.exec(dates)![1]!, /notAfter=(\S+ \S+)Z/.exec(dates)![1]!];
-    assert.match(xml, new RegExp(`<not_before>${nb.replace(" ", "T")}</not_before>`));
+    // not_before 14 h before the certificate's (Fast DDS reads it in the robot's local time), not_after the certificate's.
+    const early = new Date(Date.parse(`${nb.replace(" ", "T")}Z`) - 14 * 3600_000).toISOString().slice(0, 19);
+    assert.match(xml, new RegExp(`<not_before>${early}</not_before>`));
     assert.match(xml, new RegExp(`<not_after>${na.replace(" ", "T")}</not_after>`));
     // Default validity 30 days (validity.ros2_enclave), not sros2's 10 years.
     assert.ok(Math.abs(r.notAfter.getTime() - clock.now().getTime() - 30 * DAY) < 120_000);
     // Signed by the permissions CA, not the identity CA; the signed content is permissions.xml.
     const p7s = join(dir, "permissions.p7s");
-    const ok = openssl(["smime", "-verify", "-in", p7s, "-CAfile", join(dir, "permissions_ca.cert.pem"), "-partial_chain", "-text"]);
+    const ok = openssl(["smime", "-verify", "-in", p7s, "-CAfile", join(dir, "permissions_ca.cert.pem"), "-text"]);
     assert.equal(ok.status, 0, ok.stderr);
     assert.equal(ok.stdout.replace(/\r\n/g, "\n"), xml);
-    const wrong = openssl(["smime", "-verify", "-in", p7s, "-CAfile", join(dir, "identity_ca.cert.pem"), "-partial_chain"]);
+    const wrong = openssl(["smime", "-verify", "-in", p7s, "-CAfile", join(dir, "identity_ca.cert.pem")]);
     assert.notEqual(wrong.status, 0);
   });
 
@@ -185,23 +196,14 @@ describe("ros2 enclaves", () => {
     const xml = readFileSync(join(dir, "permissions.xml"), "utf8");
     assert.notEqual(xml, oldXml);
     const iso = (d: Date) => d.toISOString().slice(0, 19);
-    assert.match(xml, new RegExp(`<not_before>${iso(r.notBefore)}</not_before>`));
+    assert.match(xml, new RegExp(`<not_before>${iso(new Date(r.notBefore.getTime() - 14 * 3600_000))}</not_before>`));
     assert.match(xml, new RegExp(`<not_after>${iso(r.notAfter)}</not_after>`));
     assert.ok(Math.abs(r.notAfter.getTime() - clock.now().getTime() - 5 * DAY) < 120_000);
-    const ok = openssl([
-      "smime",
-      "-verify",
-      "-in",
-      join(dir, "permissions.p7s"),
-      "-CAfile",
-      join(dir, "permissions_ca.cert.pem"),
-      "-partial_chain",
-      "-text",
-    ]);
+    const ok = openssl(["smime", "-verify", "-in", join(dir, "permissions.p7s"), "-CAfile", join(dir, "permissions_ca.cert.pem"), "-text"]);
     assert.equal(ok.status, 0, ok.stderr);
     assert.equal(ok.stdout.replace(/\r\n/g, "\n"), xml);
     // openssl judges at the injected clock's time (-attime), which the test moved ahead.
-    const v = openssl(["verify", "-attime", at(), "-partial_chain", "-CAfile", join(dir, "identity_ca.cert.pem"), join(dir, "cert.pem")]);
+    const v = openssl(["verify", "-attime", at(), "-CAfile", join(dir, "identity_ca.cert.pem"), join(dir, "cert.pem")]);
     assert.equal(v.status, 0, v.stdout + v.stderr);
     // The old certificate is superseded, not revoked.
     const old = await fleet.store.ops.certificates.ofKind("ros2-enclave", `${keystoreId}:/talker_listener/listener`);
@@ -251,7 +253,6 @@ describe("ros2 enclaves", () => {
         "-attime",
         at(),
         "-crl_check",
-        "-partial_chain",
         "-CAfile",
         join(dir, "identity_ca.cert.pem"),
         "-CRLfile",
@@ -307,6 +308,53 @@ describe("ros2 enclaves", () => {
     assert.equal(renewed.replace(/<not_(before|after)>[^<]*</g, ""), xml.replace(/<not_(before|after)>[^<]*</g, ""));
     // A policy that fails the schema: the reader's specific error.
     await assert.rejects(createEnclave(fleet, { dir: ksDir, path: "/p/q", policyFile: own, actor: "test" }), Sros2PolicyError);
+  });
+
+  it("an enclave path is one live subject in the fleet: another keystore may not reuse it until it is revoked or expired", async () => {
+    const ks2 = join(tmp.path, "ks2");
+    const other = (await initKeystore(fleet, { dir: ks2, domainId: 42, actor: "test" })).keystoreId;
+    const snapshot = tree(ks2);
+    const counts = await rows(fleet);
+    // Live in ks (device amr-1): refused by name, with the other keystore, its device and a namespace to use.
+    const req = { dir: ks2, path: "/talker_listener/talker", allowAll: true, deviceId: "amr-2", actor: "test" };
+    const taken = await createEnclave(fleet, req).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    assert.ok(taken instanceof EnclaveSubjectTaken, String(taken));
+    assert.ok(taken.message.includes(`already live in keystore ${keystoreId} (${ksDir}, device "amr-1")`), taken.message);
+    assert.match(taken.message, /CN=\/talker_listener\/talker/);
+    assert.ok(taken.message.includes("e.g. /amr_2/talker_listener/talker"), taken.message);
+    assert.deepEqual(tree(ks2), snapshot);
+    assert.deepEqual(await rows(fleet), counts);
+    // The suggested namespace is free.
+    await createEnclave(fleet, { dir: ks2, path: "/amr_2/talker_listener/talker", allowAll: true, deviceId: "amr-2", actor: "test" });
+    // A revoked enclave frees its path (/amr_2/base was revoked above).
+    await createEnclave(fleet, { dir: ks2, path: "/amr_2/base", allowAll: true, deviceId: "amr-2", actor: "test" });
+    // An expired one too: it cannot authenticate any more. Renewing it afterwards would make a second live subject.
+    await createEnclave(fleet, { dir: ksDir, path: "/short/lived", allowAll: true, validity: "1d", actor: "test" });
+    await assert.rejects(createEnclave(fleet, { dir: ks2, path: "/short/lived", allowAll: true, actor: "test" }), EnclaveSubjectTaken);
+    clock.advance(2 * DAY);
+    await createEnclave(fleet, { dir: ks2, path: "/short/lived", allowAll: true, actor: "test" });
+    await assert.rejects(renewEnclaveInKeystore(fleet, { dir: ksDir, path: "/short/lived", actor: "test" }), EnclaveSubjectTaken);
+    // Its own renewal is no conflict with itself.
+    await renewEnclaveInKeystore(fleet, { dir: ks2, path: "/short/lived", actor: "test" });
+    assert.ok((await fleet.store.ops.ros2.getEnclave(other, "/short/lived"))?.renewed_at);
+    // Through the CLI: one line, non-zero.
+    assertOneLineError(cli(["ros2", "enclave", "create", ks2, "/talker_listener/listener", "--allow-all", "--dir", f.dir]), /already live/);
+  });
+
+  it("the keystore's domain id is in governance and in every rule of permissions, both signed", () => {
+    const governance = readFileSync(join(ksDir, "enclaves", "governance.xml"), "utf8");
+    const ids = (xml: string) => [...xml.matchAll(/<id>([^<]*)<\/id>/g)].map((m) => m[1]);
+    assert.deepEqual(ids(governance), ["42"]);
+    const pca = join(ksDir, "public", "permissions_ca.cert.pem");
+    const signed = openssl(["smime", "-verify", "-in", join(ksDir, "enclaves", "governance.p7s"), "-CAfile", pca, "-text"]);
+    assert.equal(signed.status, 0, signed.stderr);
+    assert.equal(signed.stdout.replace(/\r\n/g, "\n"), governance);
+    const xml = readFileSync(join(enclave("/talker_listener/talker"), "permissions.xml"), "utf8");
+    assert.equal((xml.match(/<allow_rule>/g) ?? []).length, 2, "the policy's rule and ros_discovery_info");
+    assert.deepEqual(ids(xml), ["42", "42"]);
   });
 
   it("refuses bad input with a specific error and leaves neither files nor rows behind", async () => {

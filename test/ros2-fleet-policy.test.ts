@@ -19,6 +19,7 @@ import { testRos2Policy } from "../src/authority/policy.js";
 import { removeDevice, revokeDevice } from "../src/authority/status/revocation.js";
 import type { FleetServices } from "../src/authority/services.js";
 import { createEnclave, initKeystore, PermissionsSourceRequired, renewEnclaveInKeystore } from "../src/ros2/keystore/index.js";
+import { enclaveGrantValidity } from "../src/ros2/keystore/documents.js";
 import { renderPermissions } from "../src/ros2/permissions.js";
 import { assertOk, assertOneLineError, cli, tempDir, tempFleet, vectorPath } from "./helpers.js";
 import { https } from "./server-helpers.js";
@@ -414,10 +415,10 @@ describe("the ros2 section of policy.yaml", () => {
     const r = await createEnclave(fleet, { dir: ks, path: "/r2/base", deviceId: "r2", fromFleetPolicy: true, actor: "test" });
     assert.equal(r.source, "fleet-policy");
     const file = join(ks, "enclaves", "r2", "base", "permissions.xml");
-    const at = (d: Date) => d.toISOString().slice(0, 19);
     const denied = (xml: string) => /<deny_rule>[\s\S]*?<\/deny_rule>/.exec(xml)?.[0] ?? "";
     // The keystore allows ros_discovery_info (rmw_fastrtps needs it), as its own enclaves do.
-    const params = { notBefore: at(r.notBefore), notAfter: at(r.notAfter), allowRosDiscoveryTopic: true, domainId: 0 };
+    // Grants start 14 h before the certificate (Fast DDS reads them in local time: enclaveGrantValidity).
+    const params = { ...enclaveGrantValidity(r.notBefore, r.notAfter), allowRosDiscoveryTopic: true, domainId: 0 };
     const policy = AccessPolicy.parse(POLICY, "policy.yaml");
     const r2 = { kind: "device" as const, id: "r2", group: "amr", labels: { site: "paris" } };
     const registered = ["0042", "lab1", "r1", "r2", "robot-0001"];
@@ -428,7 +429,7 @@ describe("the ros2 section of policy.yaml", () => {
     writeFileSync(join(dir, "policy.yaml"), changed);
     try {
       const renewed = await renewEnclaveInKeystore(fleet, { dir: ks, path: "/r2/base", actor: "test" });
-      const p2 = { ...params, notBefore: at(renewed.notBefore), notAfter: at(renewed.notAfter) };
+      const p2 = { ...params, ...enclaveGrantValidity(renewed.notBefore, renewed.notAfter) };
       const expected = renderPermissions(deriveEnclavePolicy(AccessPolicy.parse(changed, "p"), r2, "/r2/base", registered), p2);
       assert.equal(readFileSync(file, "utf8"), expected);
       assert.doesNotMatch(denied(expected), /<topic>rt\/r2\/cmd_vel<\/topic>/);

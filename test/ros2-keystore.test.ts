@@ -25,6 +25,7 @@ import {
   KeystoreDirNotEmpty,
   NotAKeystore,
   parseDomainId,
+  Ros2AnchorMissing,
   Ros2CasPending,
 } from "../src/ros2/keystore/index.js";
 import { assertOneLineError, cli, openssl, tempDir, tempFleet } from "./helpers.js";
@@ -83,10 +84,41 @@ describe("ros2 keystore init", () => {
 
     const ica = join(dir, "public", "identity_ca.cert.pem");
     const pca = join(dir, "public", "permissions_ca.cert.pem");
-    // Two intermediates under the fleet root, different keys, both P-256.
-    for (const ca of [ica, pca]) {
-      assert.equal(openssl(["verify", "-CAfile", join(f.dir, "ca", "root", "cert.pem"), ca]).status, 0);
-      assert.match(openssl(["x509", "-in", ca, "-noout", "-text"]).stdout, /NIST CURVE: P-256|prime256v1/);
+    // Two CAs, different keys, both P-256, each with two certificates: the fleet's record, an intermediate
+    // under the fleet root (ca/<id>/cert.pem), and what the keystore ships, its self-signed twin (same
+    // subject, key and SKI): Fast DDS and Cyclone DDS take no partial chain, so only a self-signed CA loads.
+    const root = join(f.dir, "ca", "root", "cert.pem");
+    for (const [ca, id] of [
+      [ica, "ros2-identity"],
+      [pca, "ros2-permissions"],
+    ] as const) {
+      const fleetCert = join(f.dir, "ca", id, "cert.pem");
+      assert.equal(openssl(["verify", "-CAfile", root, fleetCert]).status, 0);
+      const v = openssl(["verify", "-x509_strict", "-CAfile", ca, ca]);
+      assert.equal(v.status, 0, v.stdout + v.stderr);
+      assert.equal(readFileSync(ca, "utf8"), readFileSync(join(f.dir, "ca", id, "anchor.pem"), "utf8"));
+      const field = (file: string, opt: string) => openssl(["x509", "-in", file, "-noout", opt]).stdout.replace(/^[^=]*=/, "");
+      assert.equal(field(ca, "-issuer"), field(ca, "-subject"));
+      for (const opt of ["-subject", "-startdate", "-enddate", "-pubkey"]) assert.equal(field(ca, opt), field(fleetCert, opt), opt);
+      const text = openssl(["x509", "-in", ca, "-noout", "-text"]).stdout;
+      assert.match(text, /NIST CURVE: P-256|prime256v1/);
+      assert.match(text, /Signature Algorithm: ecdsa-with-SHA256/);
+      assert.match(text, /Version: 3/);
+      assert.match(text, /X509v3 Basic Constraints: critical\s+CA:TRUE/);
+      assert.doesNotMatch(text, /Extended Key Usage|CRL Distribution|Authority Information/);
+      const ski = /Subject Key Identifier:\s+(\S+)/.exec(text)?.[1];
+      assert.ok(ski);
+      assert.equal(/Authority Key Identifier:\s+(?:keyid:)?(\S+)/.exec(text)?.[1], ski, "AKI = SKI");
+      const fleetText = openssl(["x509", "-in", fleetCert, "-noout", "-text"]).stdout;
+      assert.equal(/Subject Key Identifier:\s+(\S+)/.exec(fleetText)?.[1], ski, "the same SKI as the fleet's certificate");
+      // Recorded with the CA and audited with its creation.
+      const row = (await f.fleet.store.ops.cas.get(id))!;
+      assert.equal(row.anchor_pem, readFileSync(ca, "utf8"));
+      const created = (await sqliteStore(f.fleet).db.selectFrom("audit_log").selectAll().where("action", "=", "ca.create").execute())
+        .map((a) => JSON.parse(a.details) as { anchor?: { fingerprint_sha256: string } } & { subject?: string })
+        .find((d) => d.anchor !== undefined && d.subject === row.subject);
+      const fp = openssl(["x509", "-in", ca, "-noout", "-fingerprint", "-sha256"]).stdout.split("=")[1]!.trim().replace(/:/g, "");
+      assert.equal(created?.anchor?.fingerprint_sha256, fp.toLowerCase());
     }
     assert.notEqual(spki(ica), spki(pca));
     // Key usage: the permissions CA signs documents itself (openssl smime needs digitalSignature).
@@ -112,10 +144,13 @@ describe("ros2 keystore init", () => {
     const xml = readFileSync(join(dir, "enclaves", "governance.xml"), "utf8");
     assert.match(xml, /<id>17<\/id>/);
     const p7s = join(dir, "enclaves", "governance.p7s");
-    const ok = openssl(["smime", "-verify", "-in", p7s, "-CAfile", pca, "-partial_chain", "-text"]);
+    const signer = join(tmp.path, "governance-signer.pem");
+    const ok = openssl(["smime", "-verify", "-in", p7s, "-CAfile", pca, "-text", "-signer", signer]);
     assert.equal(ok.status, 0, ok.stderr);
     assert.equal(ok.stdout.replace(/\r\n/g, "\n"), xml);
-    assert.notEqual(openssl(["smime", "-verify", "-in", p7s, "-CAfile", ica, "-partial_chain"]).status, 0);
+    // The embedded signer is the anchor itself (Cyclone DDS 0.10 chain-verifies the signer it finds in the .p7s).
+    assert.equal(readFileSync(signer, "utf8"), readFileSync(pca, "utf8"));
+    assert.notEqual(openssl(["smime", "-verify", "-in", p7s, "-CAfile", ica]).status, 0);
     // The CRL is the identity CA's.
     const crl = openssl(["crl", "-in", join(dir, "public", "identity_ca.crl.pem"), "-noout", "-verify", "-CAfile", ica]);
     assert.match(crl.stdout + crl.stderr, /verify OK/);
@@ -171,6 +206,22 @@ describe("ros2 keystore init", () => {
       createEnclave(f.fleet, { dir: join(tmp.path, "sros2"), path: "/a/b", allowAll: true, actor: "test" }),
       NotAKeystore,
     );
+  });
+
+  it("a ROS 2 CA recorded without its self-signed anchor (older fleet) makes no keystore: specific error, nothing written", async () => {
+    const db = sqliteStore(f.fleet).db;
+    const kept = (await f.fleet.store.ops.cas.get("ros2-permissions"))!.anchor_pem!;
+    await db.updateTable("cas").set({ anchor_pem: null }).where("id", "=", "ros2-permissions").execute();
+    try {
+      const dir = join(tmp.path, "no-anchor");
+      await assert.rejects(
+        initKeystore(f.fleet, { dir, actor: "test" }),
+        (e: unknown) => e instanceof Ros2AnchorMissing && /ros2-permissions CA has no self-signed trust anchor/.test((e as Error).message),
+      );
+      assert.equal(existsSync(dir), false);
+    } finally {
+      await db.updateTable("cas").set({ anchor_pem: kept }).where("id", "=", "ros2-permissions").execute();
+    }
   });
 
   it("the CLI refuses a bad domain id and a non-empty directory in one line", () => {
@@ -294,8 +345,17 @@ describe("ros2 keystore init with an offline root", () => {
       assert.match(openssl(["x509", "-in", pca, "-noout", "-ext", "keyUsage"]).stdout, /Digital Signature/);
       assert.doesNotMatch(openssl(["x509", "-in", pca, "-noout", "-text"]).stdout, /Name Constraints/);
       assert.match(openssl(["x509", "-in", pca, "-noout", "-text"]).stdout, /P-256|prime256v1/);
-      const ok = openssl(["smime", "-verify", "-in", join(dir, "enclaves", "governance.p7s"), "-CAfile", pca, "-partial_chain"]);
+      const ok = openssl(["smime", "-verify", "-in", join(dir, "enclaves", "governance.p7s"), "-CAfile", pca]);
       assert.equal(ok.status, 0, ok.stderr);
+      // The CA keys waited here for the root: they self-signed their anchors at import.
+      for (const [file, id] of [
+        [pca, "ros2-permissions"],
+        [join(dir, "public", "identity_ca.cert.pem"), "ros2-identity"],
+      ] as const) {
+        assert.equal(openssl(["verify", "-x509_strict", "-CAfile", file, file]).status, 0, file);
+        const chain = openssl(["verify", "-CAfile", join(f.dir, "ca", "root", "cert.pem"), join(f.dir, "ca", id, "cert.pem")]);
+        assert.equal(chain.status, 0, chain.stderr);
+      }
     } finally {
       await f.close();
     }

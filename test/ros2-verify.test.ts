@@ -53,6 +53,23 @@ function makeCa(cn: string, issuer?: Ca): Ca {
   return { der, signer, key };
 }
 
+/** The same subject and key as `ca`, certified by `issuer`: the fleet's record of a ROS 2 CA, not a DDS trust anchor. */
+function twinUnder(ca: Ca, issuer: Ca): Buffer {
+  const cert = parseCertificate(ca.der);
+  return buildCertificate(
+    {
+      serial: randomSerial(),
+      issuer: parseCertificate(issuer.der).subject,
+      subject: cert.subject,
+      notBefore: cert.notBefore,
+      notAfter: cert.notAfter,
+      spki: cert.spki,
+      extensions: [basicConstraints(true, 0), keyUsage(["digitalSignature", "keyCertSign", "cRLSign"])],
+    },
+    issuer.signer,
+  );
+}
+
 function leaf(ca: Ca, cn: string, key: KeyObject, days = 30, notBefore = new Date(NOW.getTime() - DAY)): Buffer {
   return buildCertificate(
     {
@@ -118,8 +135,9 @@ const GOVERNANCE =
 function buildKeystore(enclaves: string[] = ["/talker_listener/talker", "/talker_listener/listener"]): Keystore {
   const dir = join(tmp.path, randomUUID());
   const root = makeCa("Test Robots root");
-  const identity = makeCa("ros2-identity", root);
-  const permissions = makeCa("ros2-permissions", root);
+  // Self-signed, as DDS needs its trust anchors (fleetpki also has the root certify the same keys: twinUnder).
+  const identity = makeCa("ros2-identity");
+  const permissions = makeCa("ros2-permissions");
   const sign = (content: string | Buffer, by = permissions): string =>
     signSmime(Buffer.from(content), by.der, by.signer, { signingTime: NOW });
   const write = (rel: string, content: string | Buffer, mode = 0o644): void => {
@@ -187,7 +205,7 @@ describe("ros2 keystore verify", () => {
     assert.equal(report.domainId, 7);
     const p = (rel: string): string => join(k.dir, rel);
     const smime = openssl(
-      ["smime", "-verify", "-CAfile", p("public/permissions_ca.cert.pem"), "-partial_chain", "-purpose", "any"].concat([
+      ["smime", "-verify", "-CAfile", p("public/permissions_ca.cert.pem")].concat([
         "-in",
         p(`${TALKER_DIR}/permissions.p7s`),
         "-out",
@@ -196,7 +214,7 @@ describe("ros2 keystore verify", () => {
     );
     assert.equal(smime.status, 0, smime.stderr);
     const chain = openssl(
-      ["verify", "-partial_chain", "-CAfile", p("public/identity_ca.cert.pem"), "-attime", String(NOW.getTime() / 1000)].concat([
+      ["verify", "-CAfile", p("public/identity_ca.cert.pem"), "-attime", String(NOW.getTime() / 1000)].concat([
         p(`${TALKER_DIR}/cert.pem`),
       ]),
     );
@@ -283,6 +301,19 @@ describe("ros2 keystore verify", () => {
     ]);
   });
 
+  it("permissions signed by a certificate the permissions CA issued, not by the CA itself (DDS verifies with NOINTERN)", () => {
+    const k = buildKeystore(["/a"]);
+    const key = generateKey("p256");
+    const signer = { der: leaf(k.permissions, "document signer", key), signer: { key, scheme: signatureSchemeFor(key) }, key };
+    const xml = readFileSync(join(k.dir, "enclaves/a/permissions.xml"), "utf8");
+    writeFileSync(join(k.dir, "enclaves/a/permissions.p7s"), k.sign(xml, signer));
+    const serial = parseCertificate(signer.der).serialHex;
+    assert.deepEqual(problemsOf(k), [
+      `enclaves/a/permissions.p7s: names its signer CN=document signer (serial ${serial}), not the permissions CA certificate ` +
+        "itself: DDS implementations (PKCS7_NOINTERN) will refuse it",
+    ]);
+  });
+
   it("a grant whose subject_name is not the certificate's, properly signed", () => {
     const k = buildKeystore(["/a"]);
     const xml = permissionsFor("/a", k.certDer("/a"), "/b");
@@ -349,7 +380,7 @@ describe("ros2 keystore verify", () => {
     ]);
     const p = (rel: string): string => join(k.dir, rel);
     const r = openssl(
-      ["verify", "-crl_check", "-partial_chain", "-CAfile", p("public/identity_ca.cert.pem"), "-CRLfile", p("enclaves/b/crl.pem")].concat([
+      ["verify", "-crl_check", "-CAfile", p("public/identity_ca.cert.pem"), "-CRLfile", p("enclaves/b/crl.pem")].concat([
         "-attime",
         String(NOW.getTime() / 1000 + 60),
         p("enclaves/b/cert.pem"),
@@ -396,6 +427,77 @@ describe("ros2 keystore verify", () => {
       }),
       [],
     );
+  });
+
+  it("CA files that are not self-signed trust anchors (the root-signed intermediates): DDS would refuse them", () => {
+    const k = buildKeystore(["/a"]);
+    // The same subject and key under the root: every signature still verifies, only the anchor is wrong.
+    const identity = toPem("CERTIFICATE", twinUnder(k.identity, k.root));
+    const permissions = toPem("CERTIFICATE", twinUnder(k.permissions, k.root));
+    for (const dir of ["public", "enclaves/a"]) {
+      writeFileSync(join(k.dir, dir, "identity_ca.cert.pem"), identity);
+      writeFileSync(join(k.dir, dir, "permissions_ca.cert.pem"), permissions);
+    }
+    const why = "is not a self-signed trust anchor: DDS implementations will refuse it";
+    // The documents name the self-signed certificate as signer: with this CA file, DDS finds no signer either.
+    const signer = `names its signer CN=ros2-permissions (serial ${parseCertificate(k.permissions.der).serialHex}), not the permissions CA`;
+    assert.deepEqual(problemsOf(k), [
+      `public/identity_ca.cert.pem: ${why} (issuer CN=Test Robots root, subject CN=ros2-identity)`,
+      `public/permissions_ca.cert.pem: ${why} (issuer CN=Test Robots root, subject CN=ros2-permissions)`,
+      `enclaves/governance.p7s: ${signer} certificate itself: DDS implementations (PKCS7_NOINTERN) will refuse it`,
+      `enclaves/a/permissions.p7s: ${signer} certificate itself: DDS implementations (PKCS7_NOINTERN) will refuse it`,
+    ]);
+    // openssl agrees: without -partial_chain, the intermediate alone is no trust anchor.
+    const v = openssl(
+      ["verify", "-attime", String(NOW.getTime() / 1000), "-CAfile", join(k.dir, "public/identity_ca.cert.pem")].concat([
+        join(k.dir, "enclaves/a/cert.pem"),
+      ]),
+    );
+    assert.notEqual(v.status, 0);
+    // Self-issued but signed by another key is no anchor either.
+    const forged = buildCertificate(
+      {
+        serial: randomSerial(),
+        issuer: parseCertificate(k.identity.der).subject,
+        subject: parseCertificate(k.identity.der).subject,
+        notBefore: new Date(NOW.getTime() - DAY),
+        notAfter: new Date(NOW.getTime() + DAY),
+        spki: publicSpki(k.identity.key),
+        extensions: [basicConstraints(true)],
+      },
+      k.root.signer,
+    );
+    writeFileSync(join(k.dir, "public/identity_ca.cert.pem"), toPem("CERTIFICATE", forged));
+    assert.ok(problemsOf(k).includes(`public/identity_ca.cert.pem: ${why} (issuer CN=ros2-identity, subject CN=ros2-identity)`));
+  });
+
+  it("grant validity: up to 14 h before the certificate (Fast DDS reads local time), never after it", () => {
+    const k = buildKeystore(["/a"]);
+    const cert = parseCertificate(k.certDer("/a"));
+    const write = (notBefore: Date, notAfter: Date) => {
+      const xml = renderPermissions(allowAll("/a"), {
+        notBefore: grantTime(notBefore),
+        notAfter: grantTime(notAfter),
+        allowRosDiscoveryTopic: false,
+        domainId: 7,
+      });
+      writeFileSync(join(k.dir, "enclaves/a/permissions.xml"), xml);
+      writeFileSync(join(k.dir, "enclaves/a/permissions.p7s"), k.sign(xml));
+      return problemsOf(k);
+    };
+    const H = 3600_000;
+    const [nb, na] = [cert.notBefore.getTime(), cert.notAfter.getTime()];
+    assert.deepEqual(write(new Date(nb - 14 * H), cert.notAfter), []);
+    assert.deepEqual(write(new Date(nb + H), new Date(na - H)), []);
+    const window =
+      `not within the certificate's ${grantTime(cert.notBefore)} (less up to 14 h for local time zones) ` +
+      `to ${grantTime(cert.notAfter)}`;
+    assert.deepEqual(write(new Date(nb - 14 * H - 1000), cert.notAfter), [
+      `enclaves/a/permissions.xml: grant /a is valid ${grantTime(new Date(nb - 14 * H - 1000))} to ${grantTime(cert.notAfter)}, ${window}`,
+    ]);
+    assert.deepEqual(write(cert.notBefore, new Date(na + 1000)), [
+      `enclaves/a/permissions.xml: grant /a is valid ${grantTime(cert.notBefore)} to ${grantTime(new Date(na + 1000))}, ${window}`,
+    ]);
   });
 
   it("a directory that is not a keystore: NotAKeystore", () => {

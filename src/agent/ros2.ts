@@ -68,10 +68,20 @@ export interface Keystore {
   dir: string;
   id: string;
   domainId: number;
-  /** The fleet's ros2-identity CA, checked to chain to the pinned root. */
+  /**
+   * The fleet's ros2-identity CA: chained to the pinned root, or (what keystores ship, since DDS takes no
+   * partial chain) its self-signed twin, which every renewal answer from the fleet must name exactly.
+   */
   identityCa: X509Certificate;
-  /** public/permissions_ca.cert.pem: the only signer of governance and permissions this keystore's DDS trusts. */
-  permissionsCa: X509Certificate;
+  /** public/permissions_ca.cert.pem when it is a self-signed anchor: the answer's permissions_ca must equal it. */
+  permissionsAnchor?: X509Certificate;
+  /** public/permissions_ca.cert.pem (anchor or root-signed): the only signer of governance and permissions this DDS trusts. */
+  permissionsCa?: X509Certificate;
+}
+
+/** Subject = issuer and its own key verifies it: a trust anchor (the ROS 2 CAs' DDS form). */
+function selfSigned(ca: X509Certificate): boolean {
+  return ca.checkIssued(ca) && ca.verify(ca.publicKey);
 }
 
 export interface Enclave {
@@ -132,14 +142,19 @@ export function openKeystore(dirPath: string, root: PinnedRoot): Keystore {
   const caPath = join(dir, "public", "identity_ca.cert.pem");
   const identityCa = certificateFile(caPath);
   if (!identityCa.ca) throw new AgentError(`${caPath} is not a CA certificate`);
-  try {
-    chainToRoot(identityCa, [], root.certificate);
-  } catch {
-    throw new AgentError(`${caPath} is not issued by the pinned fleet root`);
-  }
-  const permissionsCa = certificateFile(join(dir, "public", "permissions_ca.cert.pem"));
+  // A self-signed anchor cannot be checked against the root here; renewal answers (over TLS to the pinned
+  // root) must name exactly it, so a swapped anchor is refused at the first renewal.
+  if (!selfSigned(identityCa))
+    try {
+      chainToRoot(identityCa, [], root.certificate);
+    } catch {
+      throw new AgentError(`${caPath} is not issued by the pinned fleet root`);
+    }
   const domainId = typeof marker.domain_id === "number" ? marker.domain_id : 0;
-  return { dir, id: marker.keystore, domainId, identityCa, permissionsCa };
+  const permissionsPath = join(dir, "public", "permissions_ca.cert.pem");
+  const permissionsCa = existsSync(permissionsPath) ? certificateFile(permissionsPath) : undefined;
+  const permissionsAnchor = permissionsCa && selfSigned(permissionsCa) ? { permissionsAnchor: permissionsCa } : {};
+  return { dir, id: marker.keystore, domainId, identityCa, ...permissionsAnchor, ...(permissionsCa ? { permissionsCa } : {}) };
 }
 
 // ---- crash-safe replacement of an enclave's files ---------------------------------------------
@@ -431,7 +446,8 @@ function onePem(text: string, label: string, what: string): Buffer {
   return blocks[0]!.der;
 }
 
-function caFromAnswer(text: string, what: string, root: PinnedRoot): X509Certificate {
+/** A CA certificate of the answer: chained to the pinned root, or the keystore's own self-signed `anchor` exactly. */
+function caFromAnswer(text: string, what: string, root: PinnedRoot, anchor: X509Certificate | undefined): X509Certificate {
   let cert: X509Certificate;
   try {
     cert = new X509Certificate(onePem(text, "CERTIFICATE", what));
@@ -439,10 +455,11 @@ function caFromAnswer(text: string, what: string, root: PinnedRoot): X509Certifi
     throw e instanceof AgentError ? e : new AgentError(`${what}: the certificate cannot be parsed`);
   }
   if (!cert.ca) throw new AgentError(`${what} is not a CA certificate`);
+  if (anchor && cert.raw.equals(anchor.raw)) return cert;
   try {
     chainToRoot(cert, [], root.certificate);
   } catch {
-    throw new AgentError(`${what} is not issued by the pinned fleet root`);
+    throw new AgentError(`${what} is not issued by the pinned fleet root, nor the keystore's own trust anchor`);
   }
   return cert;
 }
@@ -462,12 +479,14 @@ export function enclaveFilesFrom(
   body: Record<string, unknown>,
   expected: { path: string; key: KeyObject; root: PinnedRoot; ks: Keystore },
 ): { files: Record<EnclaveFile, string>; parsed: ParsedCertificate; crl: ParsedCrl } {
-  const identityCa = caFromAnswer(textField(body, "identity_ca"), "identity_ca", expected.root);
-  const permissionsCa = caFromAnswer(textField(body, "permissions_ca"), "permissions_ca", expected.root);
+  const ks = expected.ks;
+  const identityAnchor = selfSigned(ks.identityCa) ? ks.identityCa : undefined;
+  const identityCa = caFromAnswer(textField(body, "identity_ca"), "identity_ca", expected.root, identityAnchor);
+  const permissionsCa = caFromAnswer(textField(body, "permissions_ca"), "permissions_ca", expected.root, ks.permissionsAnchor);
   if (!identityCa.raw.equals(expected.ks.identityCa.raw))
     throw new AgentError("the answer's identity_ca is not the keystore's public/identity_ca.cert.pem");
   // Any CA under the root chains; only the keystore's permissions CA may sign what this robot's DDS obeys.
-  if (!permissionsCa.raw.equals(expected.ks.permissionsCa.raw))
+  if (!ks.permissionsCa || !permissionsCa.raw.equals(ks.permissionsCa.raw))
     throw new AgentError("the answer's permissions_ca is not the keystore's public/permissions_ca.cert.pem");
   let cert: X509Certificate;
   try {

@@ -7,6 +7,8 @@ export const layout = {
   caKey: (id: string) => join("ca", id, "key.pem"),
   /** The CA's certificate followed by the root: what a relying party needs besides the root. */
   caChain: (id: string) => join("ca", id, "chain.pem"),
+  /** A ROS 2 CA's self-signed twin (same key and subject): the trust anchor DDS loads (src/ros2/keystore/). */
+  caAnchor: (id: string) => join("ca", id, "anchor.pem"),
   serverDir: "server",
   operatorDir: (name: string) => join("operators", name),
   ceremonyRequest: (id: string) => join("ceremony", `${id}.request.json`),

@@ -40,6 +40,9 @@ export function toProblem(e: unknown): HttpProblem {
   // SROS2 enclaves (src/ros2/keystore/errors.ts, ros2-renewal.ts): unknown 404, revoked 409.
   if (e instanceof AuthorityError && e.code === "unknown-enclave") return new HttpProblem(404, e.code, e.message);
   if (e instanceof AuthorityError && e.code === "enclave-revoked") return new HttpProblem(409, e.code, e.message);
+  // The CA-side message names the other keystore's directory and device: a robot is told only that the subject is taken.
+  if (e instanceof AuthorityError && e.code === "enclave-subject-taken")
+    return new HttpProblem(409, e.code, "this enclave's subject is live in another keystore of the fleet; an operator must resolve it");
   if (e instanceof AuthorityError) return new HttpProblem(400, e.code, e.message);
   return new HttpProblem(500, "internal-error", "internal error (see the server log)");
 }

@@ -391,6 +391,14 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
         await db.schema.createIndex("ros2_enclaves_device").on("ros2_enclaves").columns(["device_id", "keystore_id"]).execute();
       },
     },
+    "0013_ros2_anchors": {
+      async up(db: Kysely<any>): Promise<void> {
+        // The ROS 2 CAs' self-signed trust anchors (src/authority/ca/cas.ts ros2TrustAnchor).
+        await db.schema.alterTable("cas").addColumn("anchor_pem", "text").execute();
+        // Enclave subjects ("CN=<path>") are unique among live enclaves across keystores: looked up by path.
+        await db.schema.createIndex("ros2_enclaves_path").on("ros2_enclaves").columns(["path", "keystore_id"]).execute();
+      },
+    },
   };
 }
 

@@ -13,6 +13,11 @@ export interface CaTable {
   not_after: string;
   key_type: string;
   certificate_pem: string;
+  /**
+   * ROS 2 CAs only: the self-signed twin of certificate_pem (same subject and key) that SROS2
+   * keystores ship as DDS trust anchor; null/absent for every other CA.
+   */
+  anchor_pem?: string | null;
   /** Key file relative to the fleet directory; null when the key is held offline. */
   key_file: string | null;
   status: "active" | "revoked";

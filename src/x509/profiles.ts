@@ -245,6 +245,47 @@ export function buildIntermediateCertificate(root: IssuingCa, req: IntermediateR
   return issueUnder(root, req.subject, req, extensions);
 }
 
+export interface TrustAnchorRequest {
+  /** DER Name: the same subject as the CA's fleet (root-signed) certificate. */
+  subject: Buffer;
+  spki: Buffer;
+  subjectPublicKey: Buffer;
+  /** The CA's own key: the anchor is self-signed. */
+  signer: Signer;
+  notBefore: Date;
+  notAfter: Date;
+  /** digitalSignature too, for a CA that signs S/MIME documents with its own key (IntermediateRequest.signsDocuments). */
+  signsDocuments?: boolean;
+}
+
+/**
+ * A self-signed twin of an intermediate (same subject, key and SKI; AKI = SKI; no EKU, no CDP/AIA):
+ * the trust anchor DDS implementations need, since neither Fast DDS nor Cyclone DDS accepts a
+ * non-self-signed CA file (no partial chains). Whatever the intermediate signs verifies against it too.
+ */
+export function buildTrustAnchorCertificate(req: TrustAnchorRequest): IssuedCertificate {
+  const serial = randomSerial();
+  const ski = keyIdentifier(req.subjectPublicKey);
+  const der = buildCertificate(
+    {
+      serial,
+      issuer: req.subject,
+      subject: req.subject,
+      notBefore: req.notBefore,
+      notAfter: req.notAfter,
+      spki: req.spki,
+      extensions: [
+        basicConstraints(true, 0),
+        keyUsage(req.signsDocuments ? ["digitalSignature", "keyCertSign", "cRLSign"] : ["keyCertSign", "cRLSign"]),
+        subjectKeyIdentifier(ski),
+        authorityKeyIdentifier(ski),
+      ],
+    },
+    req.signer,
+  );
+  return { der, serialHex: serial.toString("hex"), notBefore: req.notBefore, notAfter: req.notAfter };
+}
+
 /**
  * The responder key (never the CA's own key; its subjectPublicKey also gives the OCSP ResponderID
  * byKey). Keep lifetimeMs short (days): with ocsp-nocheck nobody checks whether this certificate is revoked.

@@ -7,11 +7,11 @@ import { ensurePrivateDir, writeFileAtomic } from "../../keys/files.js";
 import { generateKey, publicSpki, writePrivateKey } from "../../keys/keys.js";
 import type { CaTable } from "../../store/schema.js";
 import type { Operations } from "../../store/operations.js";
-import { describeKey, type CaKeyType } from "../../x509/algorithms.js";
+import { describeKey, signatureSchemeFor, type CaKeyType } from "../../x509/algorithms.js";
 import { parseCertificate, subjectPublicKeyOf } from "../../x509/certificate.js";
 import { nameToString } from "../../x509/name.js";
 import { toPem } from "../../x509/pem.js";
-import { buildIntermediateCertificate, caName, type CaSubject } from "../../x509/profiles.js";
+import { buildIntermediateCertificate, buildTrustAnchorCertificate, caName, type CaSubject } from "../../x509/profiles.js";
 import { CaExists, CaKeyOffline, InvalidArgument } from "../errors.js";
 import type { FleetServices } from "../services.js";
 import { sha256Fingerprint } from "../../x509/certificate.js";
@@ -66,6 +66,32 @@ export interface NewCaRecord {
   der: Buffer;
   keyFile: string | null;
   issuerId: string;
+  /** A ROS 2 CA's self-signed trust anchor (ros2TrustAnchor), recorded and audited with the CA. */
+  anchorDer?: Buffer;
+}
+
+/**
+ * The self-signed twin of a ROS 2 CA's fleet certificate `der` (same subject, key, SKI and validity),
+ * signed with the CA's own `key`. DDS implementations accept only a self-signed identity or
+ * permissions CA as trust anchor (no partial chains); the root-signed certificate stays the
+ * fleet's record (cas, `ca list`, revocation).
+ */
+export function ros2TrustAnchor(id: string, der: Buffer, key: KeyObject): Buffer {
+  const cert = parseCertificate(der);
+  return buildTrustAnchorCertificate({
+    subject: cert.subject,
+    spki: cert.spki,
+    subjectPublicKey: subjectPublicKeyOf(cert.spki),
+    signer: { key, scheme: signatureSchemeFor(key) },
+    notBefore: cert.notBefore,
+    notAfter: cert.notAfter,
+    signsDocuments: signsDocuments(roleOf(id) as IntermediateRole),
+  }).der;
+}
+
+/** Writes a ROS 2 CA's anchor beside its certificate (ca/<id>/anchor.pem). */
+export function writeCaAnchor(dir: string, id: string, anchorDer: Buffer): void {
+  writeFileAtomic(join(dir, layout.caAnchor(id)), toPem("CERTIFICATE", anchorDer));
 }
 
 export async function recordCa(tx: Operations, ca: NewCaRecord, actor: string, now: Date): Promise<void> {
@@ -82,6 +108,7 @@ export async function recordCa(tx: Operations, ca: NewCaRecord, actor: string, n
     not_after: cert.notAfter.toISOString(),
     key_type: describeKey(createPublicKey({ key: cert.spki, format: "der", type: "spki" })),
     certificate_pem: pem,
+    ...(ca.anchorDer ? { anchor_pem: toPem("CERTIFICATE", ca.anchorDer) } : {}),
     key_file: ca.keyFile,
     status: "active",
     created_at: now.toISOString(),
@@ -115,6 +142,9 @@ export async function recordCa(tx: Operations, ca: NewCaRecord, actor: string, n
         fingerprint_sha256: row.fingerprint_sha256,
         key_type: row.key_type,
         key_online: ca.keyFile !== null,
+        ...(ca.anchorDer
+          ? { anchor: { serial: parseCertificate(ca.anchorDer).serialHex, fingerprint_sha256: sha256Fingerprint(ca.anchorDer) } }
+          : {}),
       },
       at: now,
     },
@@ -202,7 +232,11 @@ export async function createIntermediate(
   });
   const { root: rootPem } = await fleet.chainPem("root");
   writeCaFiles(fleet.dir, id, issued.der, rootPem, key, fleet.passphrase());
-  await fleet.store.transaction((tx) => recordCa(tx, { id, der: issued.der, keyFile: layout.caKey(id), issuerId: "root" }, actor, now));
+  const anchorDer = isRos2Ca(id) ? ros2TrustAnchor(id, issued.der, key) : undefined;
+  if (anchorDer) writeCaAnchor(fleet.dir, id, anchorDer);
+  await fleet.store.transaction((tx) =>
+    recordCa(tx, { id, der: issued.der, keyFile: layout.caKey(id), issuerId: "root", ...(anchorDer ? { anchorDer } : {}) }, actor, now),
+  );
   await checkpointAfter(fleet, actor);
   return { status: "created" };
 }

@@ -7,7 +7,7 @@ import { dirname, join } from "node:path";
 import { CONFIG_FILE, ConfigError, defaultConfig, renderConfig, validateDomain, validatePublicUrl } from "../../config/config.js";
 import { parseDuration } from "../../config/duration.js";
 import { ensurePrivateDir, writeFileAtomic } from "../../keys/files.js";
-import { generateKey, publicSpki, writePrivateKey } from "../../keys/keys.js";
+import { generateKey, publicSpki, readPrivateKey, writePrivateKey } from "../../keys/keys.js";
 import { CA_KEY_TYPES, signatureSchemeFor, type CaKeyType } from "../../x509/algorithms.js";
 import { subjectPublicKeyOf } from "../../x509/certificate.js";
 import { fromPem, toPem } from "../../x509/pem.js";
@@ -15,13 +15,13 @@ import { OPERATOR_FILES, recordOperator } from "../identities/operators.js";
 import { buildRootCertificate, deviceDnsZone, inDeviceDnsZone, operatorSpiffeId } from "../../x509/profiles.js";
 import type { GeneralName } from "../../x509/extensions.js";
 import { checkpointAfter, ensureAuditKey } from "../audit-checkpoints.js";
-import { caSubjectFor, createIntermediate, recordCa, writeCaFiles } from "./cas.js";
+import { caSubjectFor, createIntermediate, recordCa, ros2TrustAnchor, writeCaAnchor, writeCaFiles } from "./cas.js";
 import { matchSignedIntermediates, pendingRequests, readCertificateFile, removeRequest } from "./ceremony.js";
 import { CeremonyError, FleetExists, InvalidArgument } from "../errors.js";
 import { FleetServices, openDatabase } from "../services.js";
 import { systemClock, type Clock } from "../clock.js";
 import { sha256Fingerprint } from "../../x509/certificate.js";
-import { STANDARD_INTERMEDIATES, layout } from "../layout.js";
+import { STANDARD_INTERMEDIATES, isRos2Ca, layout } from "../layout.js";
 import { DEFAULT_POLICY } from "../../access/default-policy.js";
 import { preparePassphrase } from "./passphrase.js";
 import { certificateRow, issueAuditDetails, issuedRecord, type IssuedRecord } from "../issue/records.js";
@@ -316,9 +316,13 @@ export async function importIntermediates(
     if (!existsSync(fleet.path(layout.caKey(m.caId))))
       throw new CeremonyError(`${m.file}: the key for ${m.caId} is missing from ${dirname(layout.caKey(m.caId))}`);
     writeCaFiles(fleet.dir, m.caId, m.der, rootPem);
-    await fleet.store.transaction((tx) =>
-      recordCa(tx, { id: m.caId, der: m.der, keyFile: layout.caKey(m.caId), issuerId: "root" }, actor, now),
-    );
+    // A ROS 2 CA's key waited here for the root's signature: it self-signs its DDS trust anchor now.
+    const anchorDer = isRos2Ca(m.caId)
+      ? ros2TrustAnchor(m.caId, m.der, readPrivateKey(fleet.path(layout.caKey(m.caId)), fleet.passphrase()))
+      : undefined;
+    if (anchorDer) writeCaAnchor(fleet.dir, m.caId, anchorDer);
+    const record = { id: m.caId, der: m.der, keyFile: layout.caKey(m.caId), issuerId: "root", ...(anchorDer ? { anchorDer } : {}) };
+    await fleet.store.transaction((tx) => recordCa(tx, record, actor, now));
     removeRequest(fleet, m.requestFile);
   }
   const ready = await completeFleet(fleet, actor, now);

@@ -46,6 +46,23 @@ export function renderEnclavePermissions(policy: Sros2Policy, params: Permission
   return renderPermissions(policy, params);
 }
 
+/** The largest UTC offset in use (UTC+14, Line Islands). */
+export const GRANT_LEAD_MS = 14 * 3600_000;
+
+/** "YYYY-MM-DDTHH:MM:SS" of `d` in UTC, without zone (what sros2 writes). */
+export const grantTimeText = (d: Date): string => d.toISOString().slice(0, 19);
+
+/**
+ * An enclave grant's <not_before>/<not_after> for a certificate valid notBefore..notAfter. Fast DDS reads
+ * these zone-less times in the robot's LOCAL time zone (std::get_time + mktime), Cyclone DDS as UTC. Starting
+ * the grant 14 h before the certificate makes it valid from the first second on every robot, whatever its
+ * zone; ending at the certificate's notAfter (UTC) means it never outlasts the certificate where read as UTC,
+ * and ends at most 12 h later in a zone west of UTC, where the certificate's own expiry still ends the session.
+ */
+export function enclaveGrantValidity(notBefore: Date, notAfter: Date): { notBefore: string; notAfter: string } {
+  return { notBefore: grantTimeText(new Date(notBefore.getTime() - GRANT_LEAD_MS)), notAfter: grantTimeText(notAfter) };
+}
+
 /** S/MIME (PKCS#7 detached, text) signature of `content` by the CA, as sros2 writes its .p7s files. */
 export function signDocument(content: Buffer, signerCertDer: Buffer, signer: Signer, now: Date): string {
   return signSmime(content, signerCertDer, signer, { signingTime: now });

@@ -24,16 +24,17 @@ import { subjectPublicKeyOf } from "../../x509/certificate.js";
 import { toPem } from "../../x509/pem.js";
 import { enclavePathProblem } from "../names.js";
 import type { Sros2Policy } from "../policy-model.js";
-import { allowAllPolicy, enclaveOf, readPolicyFile, renderEnclavePermissions, signDocument } from "./documents.js";
+import { allowAllPolicy, enclaveGrantValidity, enclaveOf, readPolicyFile, renderEnclavePermissions, signDocument } from "./documents.js";
 import {
   EnclaveExists,
   EnclaveNotOwned,
   EnclaveRevoked,
+  EnclaveSubjectTaken,
   InvalidEnclavePath,
   PermissionsSourceRequired,
   UnknownKeystoreEnclave,
 } from "./errors.js";
-import { ENCLAVE_FILES, ks, openKeystore } from "./keystore.js";
+import { ENCLAVE_FILES, ks, openKeystore, ros2Anchor } from "./keystore.js";
 
 /**
  * What is wrong with an enclave path: rcl's namespace rules (src/ros2/names.ts), and "/" itself,
@@ -104,15 +105,17 @@ async function issueEnclaveDocuments(
     subjectId: enclaveSubjectId(ctx.keystoreId, ctx.path),
     deviceId: null,
   });
+  const validity = enclaveGrantValidity(issued.notBefore, issued.notAfter);
   const permissionsXml = renderEnclavePermissions(ctx.policy, {
-    notBefore: grantTime(issued.notBefore),
-    notAfter: grantTime(issued.notAfter),
+    notBefore: validity.notBefore,
+    notAfter: validity.notAfter,
     // sros2 sets it for every rmw that publishes ros_discovery_info (Connext, Cyclone DDS, Fast DDS).
     allowRosDiscoveryTopic: true,
     domainId: ctx.domainId,
   });
   const permissionsCa = await fleet.issuingCa(ROS2_CAS.permissions);
-  const permissionsP7s = signDocument(Buffer.from(permissionsXml), permissionsCa.certificate.der, permissionsCa.signer, ctx.now);
+  const anchor = await ros2Anchor(fleet, ROS2_CAS.permissions);
+  const permissionsP7s = signDocument(Buffer.from(permissionsXml), anchor.der, permissionsCa.signer, ctx.now);
   return { record, certificatePem: toPem("CERTIFICATE", issued.der), permissionsXml, permissionsP7s };
 }
 
@@ -146,6 +149,19 @@ async function checkDevice(tx: Operations, deviceId: string): Promise<void> {
   const device = await tx.devices.get(deviceId);
   if (!device) throw new UnknownDevice(deviceId);
   if (device.status !== "active") throw new DeviceNotActive(deviceId, device.status);
+}
+
+/**
+ * Refuses `path` while another live enclave (not revoked, certificate not expired) of any keystore has it:
+ * its subject "CN=<path>" is what DDS matches grants by. `self` (a renewal) is not "another".
+ */
+async function assertSubjectFree(tx: Operations, path: string, now: Date, self?: { keystoreId: string; deviceId?: string }) {
+  const other = (await tx.ros2.liveEnclavesWithPath(path, now.toISOString())).find((e) => e.keystore_id !== self?.keystoreId);
+  if (!other) return;
+  // "/<device>/<path>" when the device id makes a ROS 2 namespace token ("amr-1" gives "amr_1").
+  const token = self?.deviceId?.replace(/[^A-Za-z0-9_]/g, "_");
+  const suggestion = token && !keystoreEnclavePathProblem(`/${token}${path}`) ? `/${token}${path}` : `/<robot>${path}`;
+  throw new EnclaveSubjectTaken(path, { keystoreId: other.keystore_id, dir: other.keystore_dir, deviceId: other.device_id }, suggestion);
 }
 
 /** The public files every enclave carries a copy of (regular files: tar, rsync and the agent copy them as they are). */
@@ -251,6 +267,8 @@ export async function createEnclave(fleet: FleetServices, req: CreateEnclaveRequ
   if (await fleet.store.ops.ros2.getEnclave(keystore.keystore, req.path)) throw new EnclaveExists(req.path);
   const target = enclaveDir(dir, req.path);
   if (existsSync(target)) throw new EnclaveExists(req.path);
+  const self = { keystoreId: keystore.keystore, ...(req.deviceId !== undefined ? { deviceId: req.deviceId } : {}) };
+  await assertSubjectFree(fleet.store.ops, req.path, fleet.clock.now(), self);
   const source = permissionsSourceOf(req);
   const deviceId = req.deviceId ?? null;
   const fleetRow = { path: req.path, permissions_source: "fleet-policy" as const, permissions_policy: null, device_id: deviceId };
@@ -286,6 +304,7 @@ export async function createEnclave(fleet: FleetServices, req: CreateEnclaveRequ
       // Checked again inside the write transaction: two racing creates record one enclave.
       if (await tx.ros2.getEnclave(keystore.keystore, req.path)) throw new EnclaveExists(req.path);
       if (req.deviceId !== undefined) await checkDevice(tx, req.deviceId);
+      await assertSubjectFree(tx, req.path, now, self);
       const extra = { keystore: keystore.keystore, enclave: req.path };
       await certificateEvents(tx, docs, { actor: req.actor, now, extra });
       await tx.ros2.createEnclave({
@@ -384,6 +403,8 @@ export async function renewEnclave(
       await checkDevice(tx, req.deviceId);
     }
     if (row.status === "revoked") throw new EnclaveRevoked(req.path);
+    // An expired enclave freed its subject; another keystore may have taken it since.
+    await assertSubjectFree(tx, req.path, fleet.clock.now(), { keystoreId: req.keystoreId });
     return row;
   };
   const row = await check(fleet.store.ops);
@@ -417,7 +438,7 @@ export async function renewEnclave(
     ]);
   });
   await checkpointAfter(fleet, req.actor);
-  const [identity, permissions] = [await fleet.caRecord(ROS2_CAS.identity), await fleet.caRecord(ROS2_CAS.permissions)];
+  const [identity, permissions] = [await ros2Anchor(fleet, ROS2_CAS.identity), await ros2Anchor(fleet, ROS2_CAS.permissions)];
   const issued = docs.record.issued;
   return {
     serial: issued.serialHex,
@@ -427,8 +448,8 @@ export async function renewEnclave(
     permissionsXml: docs.permissionsXml,
     permissionsP7s: docs.permissionsP7s,
     governanceP7s: keystore.governance_p7s,
-    identityCaPem: identity.certificate_pem,
-    permissionsCaPem: permissions.certificate_pem,
+    identityCaPem: identity.pem,
+    permissionsCaPem: permissions.pem,
     crlPem: crlPem(await currentCrl(fleet, ROS2_CAS.identity)),
   };
 }

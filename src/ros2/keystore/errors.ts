@@ -59,3 +59,28 @@ export class EnclaveNotOwned extends NotPermitted {
 }
 /** Neither --policy nor --allow-all (or both). */
 export class PermissionsSourceRequired extends InvalidArgument {}
+/**
+ * Another live enclave (any keystore of the fleet) has this path, hence this subject: DDS matches a grant by
+ * subject name and permissions travel in the clear in the handshake, so one robot could present the other's.
+ */
+export class EnclaveSubjectTaken extends AuthorityError {
+  readonly code = "enclave-subject-taken";
+  constructor(path: string, other: { keystoreId: string; dir: string; deviceId: string | null }, suggestion: string) {
+    const owner = other.deviceId ? `, device "${other.deviceId}"` : "";
+    super(
+      `enclave ${path} is already live in keystore ${other.keystoreId} (${other.dir}${owner}); its certificate subject "CN=${path}" ` +
+        "must be unique in the fleet (DDS matches permissions by subject name). Give each robot its own namespace, " +
+        `e.g. ${suggestion}, or revoke the other enclave first`,
+    );
+  }
+}
+/** A ROS 2 CA recorded without its self-signed DDS trust anchor (made before fleetpki kept one). */
+export class Ros2AnchorMissing extends AuthorityError {
+  readonly code = "ca-anchor-missing";
+  constructor(id: string) {
+    super(
+      `the ${id} CA has no self-signed trust anchor (ca/${id}/anchor.pem, made with the CA since this version); ` +
+        "DDS implementations refuse a keystore whose CA files are intermediates",
+    );
+  }
+}

@@ -16,7 +16,7 @@ import { sha256Fingerprint } from "../../x509/certificate.js";
 import { fromPem } from "../../x509/pem.js";
 import { defaultGovernance } from "../default-governance.js";
 import { signDocument } from "./documents.js";
-import { ForeignKeystore, InvalidDomainId, KeystoreDirNotEmpty, NotAKeystore, Ros2CasPending } from "./errors.js";
+import { ForeignKeystore, InvalidDomainId, KeystoreDirNotEmpty, NotAKeystore, Ros2AnchorMissing, Ros2CasPending } from "./errors.js";
 
 export const KEYSTORE_MARKER = ".fleetpki-keystore.json";
 
@@ -137,6 +137,17 @@ export async function ensureRos2Cas(fleet: FleetServices, actor: string): Promis
     );
 }
 
+/**
+ * A ROS 2 CA's self-signed trust anchor (src/authority/ca/cas.ts ros2TrustAnchor): what public/*.pem and
+ * every enclave's copies hold, and the signer certificate embedded in every .p7s. Fast DDS and Cyclone DDS
+ * take no partial chain, so the root-signed certificate in `cas` would not load.
+ */
+export async function ros2Anchor(fleet: FleetServices, id: Ros2CaRole): Promise<{ pem: string; der: Buffer }> {
+  const row = await fleet.caRecord(id);
+  if (!row.anchor_pem) throw new Ros2AnchorMissing(id);
+  return { pem: row.anchor_pem, der: fromPem(row.anchor_pem, ["CERTIFICATE"]) };
+}
+
 export interface InitKeystoreRequest {
   dir: string;
   domainId?: number;
@@ -196,12 +207,13 @@ export async function initKeystore(fleet: FleetServices, req: InitKeystoreReques
   const governanceXml = req.governanceFile ? readGovernance(req.governanceFile) : defaultGovernance(domainId);
 
   await ensureRos2Cas(fleet, req.actor);
-  const identity = await fleet.caRecord(ROS2_CAS.identity);
-  const permissions = await fleet.caRecord(ROS2_CAS.permissions);
+  const identity = await ros2Anchor(fleet, ROS2_CAS.identity);
+  const permissions = await ros2Anchor(fleet, ROS2_CAS.permissions);
   const permissionsCa = await fleet.issuingCa(ROS2_CAS.permissions);
   const crl = crlPem(await currentCrl(fleet, ROS2_CAS.identity));
   const keystoreId = randomUUID();
-  const governanceP7s = signDocument(Buffer.from(governanceXml), permissionsCa.certificate.der, permissionsCa.signer, fleet.clock.now());
+  // The anchor is the embedded signer: Cyclone DDS 0.10 chain-verifies the signer it finds in the .p7s.
+  const governanceP7s = signDocument(Buffer.from(governanceXml), permissions.der, permissionsCa.signer, fleet.clock.now());
   const marker: KeystoreMarker = { version: 1, keystore: keystoreId, fleet: await rootFingerprint(fleet), domain_id: domainId };
 
   const tmp = join(dirname(dir), `.${basename(dir)}.${keystoreId.slice(0, 8)}.tmp`);
@@ -210,8 +222,8 @@ export async function initKeystore(fleet: FleetServices, req: InitKeystoreReques
     mkdirMode(join(tmp, ks.public), 0o755);
     mkdirMode(join(tmp, ks.private), 0o700);
     mkdirMode(join(tmp, ks.enclaves), 0o755);
-    writeFileAtomic(join(tmp, ks.identityCa), identity.certificate_pem);
-    writeFileAtomic(join(tmp, ks.permissionsCa), permissions.certificate_pem);
+    writeFileAtomic(join(tmp, ks.identityCa), identity.pem);
+    writeFileAtomic(join(tmp, ks.permissionsCa), permissions.pem);
     writeFileAtomic(join(tmp, ks.identityCrl), crl);
     writeFileAtomic(join(tmp, ks.governanceXml), governanceXml);
     writeFileAtomic(join(tmp, ks.governanceP7s), governanceP7s);
@@ -247,7 +259,7 @@ export async function initKeystore(fleet: FleetServices, req: InitKeystoreReques
     dir,
     keystoreId,
     domainId,
-    identityCaFingerprint: identity.fingerprint_sha256,
-    permissionsCaFingerprint: permissions.fingerprint_sha256,
+    identityCaFingerprint: sha256Fingerprint(identity.der),
+    permissionsCaFingerprint: sha256Fingerprint(permissions.der),
   };
 }

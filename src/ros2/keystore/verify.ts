@@ -12,6 +12,7 @@ import { parseCrl, verifyCrlSignature, type ParsedCrl } from "../../x509/crl.js"
 import { nameToString } from "../../x509/name.js";
 import { fromPem, parsePemBlocks } from "../../x509/pem.js";
 import { SmimeError, verifySmime } from "../../x509/smime.js";
+import { GRANT_LEAD_MS, grantTimeText } from "./documents.js";
 import { NotAKeystore } from "./errors.js";
 import { ENCLAVE_FILES, KEYSTORE_MARKER, ks } from "./keystore.js";
 
@@ -40,9 +41,10 @@ export interface FleetRos2Trust {
 
 /** The fleet's root fingerprint and its ROS 2 CAs (those it has: a fleet without them yet has no keystore of its own). */
 export async function fleetRos2Trust(fleet: FleetServices): Promise<FleetRos2Trust> {
+  // A ROS 2 CA's keystore form is its self-signed anchor (a CA recorded without one: its fleet certificate).
   const der = async (id: string): Promise<Buffer | undefined> => {
     const row = await fleet.store.ops.cas.get(id);
-    return row ? fromPem(row.certificate_pem, ["CERTIFICATE"]) : undefined;
+    return row ? fromPem(row.anchor_pem ?? row.certificate_pem, ["CERTIFICATE"]) : undefined;
   };
   const root = await der("root");
   if (!root) throw new Error("the fleet has no root CA record");
@@ -63,8 +65,12 @@ const MAX_DIRECTORIES = 10_000;
 const mode = (st: Stats): string => (st.mode & 0o777).toString(8).padStart(4, "0");
 const iso = (d: Date): string => d.toISOString().replace(/\.000Z$/, "Z");
 
-/** "YYYY-MM-DDTHH:MM:SS" in UTC: how permissions.xml states a certificate's validity (layout contract). */
-const grantTime = (d: Date): string => d.toISOString().slice(0, 19);
+/** A grant time "YYYY-MM-DDTHH:MM:SS" (UTC, as fleetpki and sros2 write it), or undefined. */
+function parseGrantTime(text: string | undefined): Date | undefined {
+  if (text === undefined || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$/.test(text)) return undefined;
+  const d = new Date(`${text}Z`);
+  return Number.isNaN(d.getTime()) || grantTimeText(d) !== text ? undefined : d;
+}
 
 interface Cert {
   parsed: ParsedCertificate;
@@ -183,7 +189,19 @@ class Checker {
   smime(rel: string, bytes: Buffer | undefined, permissionsCa: Cert | undefined): Buffer | undefined {
     if (!bytes || !permissionsCa) return undefined;
     try {
-      return verifySmime(bytes, permissionsCa.parsed.der).content;
+      const verified = verifySmime(bytes, permissionsCa.parsed.der);
+      // Fast DDS and Cyclone DDS 11 verify with PKCS7_NOINTERN: the signer (issuer and serial) must be the CA file's
+      // certificate itself, not one it issued nor a twin with the same key.
+      if (!verified.signerCertDer.equals(permissionsCa.parsed.der)) {
+        const signer = parseCertificate(verified.signerCertDer);
+        this.report(
+          rel,
+          `names its signer ${nameToString(signer.subject)} (serial ${signer.serialHex}), not the permissions CA certificate ` +
+            "itself: DDS implementations (PKCS7_NOINTERN) will refuse it",
+        );
+        return undefined;
+      }
+      return verified.content;
     } catch (e) {
       if (!(e instanceof SmimeError)) throw e;
       const what =
@@ -256,11 +274,16 @@ function checkGrants(c: Checker, rel: string, xml: string, cert: Cert | undefine
       c.report(rel, `grant ${name} has subject_name "${xmlText(subjectName[1]!)}", but cert.pem's subject is "${subject}"`);
     const notBefore = /<not_before>([^<]*)<\/not_before>/.exec(body!)?.[1];
     const notAfter = /<not_after>([^<]*)<\/not_after>/.exec(body!)?.[1];
-    if (notBefore !== grantTime(cert.parsed.notBefore) || notAfter !== grantTime(cert.parsed.notAfter))
+    // Enclaves start their grant up to 14 h early (documents.ts enclaveGrantValidity: Fast DDS reads it in local
+    // time); it never ends after the certificate.
+    const from = parseGrantTime(notBefore);
+    const until = parseGrantTime(notAfter);
+    const earliest = cert.parsed.notBefore.getTime() - GRANT_LEAD_MS;
+    if (!from || !until || from.getTime() < earliest || until.getTime() > cert.parsed.notAfter.getTime() || from > until)
       c.report(
         rel,
-        `grant ${name} is valid ${notBefore} to ${notAfter}, not the certificate's ` +
-          `${grantTime(cert.parsed.notBefore)} to ${grantTime(cert.parsed.notAfter)}`,
+        `grant ${name} is valid ${notBefore} to ${notAfter}, not within the certificate's ` +
+          `${grantTimeText(cert.parsed.notBefore)} (less up to 14 h for local time zones) to ${grantTimeText(cert.parsed.notAfter)}`,
       );
   }
 }
@@ -409,6 +432,13 @@ export function verifyKeystore(dir: string, fleet: FleetRos2Trust | undefined, n
     if (!ca) continue;
     c.validity(rel, ca);
     if (!ca.x509.ca) c.report(rel, "is not a CA certificate (basicConstraints CA:FALSE)");
+    // Neither Fast DDS nor Cyclone DDS verifies to a CA that is not self-signed (no partial chains).
+    if (!ca.parsed.issuer.equals(ca.parsed.subject) || !ca.x509.verify(ca.x509.publicKey))
+      c.report(
+        rel,
+        `is not a self-signed trust anchor: DDS implementations will refuse it (issuer ${nameToString(ca.parsed.issuer)}, ` +
+          `subject ${nameToString(ca.parsed.subject)})`,
+      );
     if (fleet && fleetDer && !ca.parsed.der.equals(fleetDer))
       c.report(rel, `is not this fleet's ${role} CA (fingerprint ${sha256Fingerprint(ca.parsed.der).slice(0, 16)}...)`);
     if (fleet && !fleetDer) c.report(rel, `this fleet has no ${role} CA yet`);

@@ -9,6 +9,11 @@ export interface Ros2Operations {
   getEnclave(keystoreId: string, path: string): Promise<Ros2EnclaveTable | undefined>;
   /** Every enclave of a keystore, by path. */
   listEnclaves(keystoreId: string): Promise<Ros2EnclaveTable[]>;
+  /**
+   * Enclaves of every keystore with this path that are live at `nowIso`: not revoked and their current
+   * certificate not expired, each with its keystore's directory.
+   */
+  liveEnclavesWithPath(path: string, nowIso: string): Promise<Array<Ros2EnclaveTable & { keystore_dir: string }>>;
   /** Records a new enclave; inside a write transaction (after its certificate). */
   createEnclave(row: Ros2EnclaveTable): Promise<void>;
   /** Changes an enclave's current certificate, status or times; false when there is no such enclave. */

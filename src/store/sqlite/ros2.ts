@@ -27,6 +27,20 @@ export class SqliteRos2Operations implements Ros2Operations {
     return this.db.selectFrom("ros2_enclaves").selectAll().where("keystore_id", "=", keystoreId).orderBy("path").execute();
   }
 
+  liveEnclavesWithPath(path: string, nowIso: string): Promise<Array<Ros2EnclaveTable & { keystore_dir: string }>> {
+    return this.db
+      .selectFrom("ros2_enclaves as e")
+      .innerJoin("certificates as c", "c.serial", "e.serial")
+      .innerJoin("ros2_keystores as k", "k.id", "e.keystore_id")
+      .selectAll("e")
+      .select("k.dir as keystore_dir")
+      .where("e.path", "=", path)
+      .where("e.status", "!=", "revoked")
+      .where("c.not_after", ">", nowIso)
+      .orderBy("e.keystore_id")
+      .execute();
+  }
+
   async createEnclave(row: Ros2EnclaveTable): Promise<void> {
     await this.db.insertInto("ros2_enclaves").values(row).execute();
   }
