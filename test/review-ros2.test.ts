@@ -3,7 +3,7 @@
 // a server answer) and states what must hold. Tests marked `todo` are open problems whose fix belongs
 // to a branch still landing (named in the todo); they fail today and are reported, not hidden.
 import assert from "node:assert/strict";
-import { X509Certificate } from "node:crypto";
+import { X509Certificate, createPrivateKey } from "node:crypto";
 import { cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -199,6 +199,25 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
     });
   });
 
+  // ---- keystore verify -------------------------------------------------------------------------
+
+  it("held: keystore verify and openssl refuse permissions widened and re-signed with an enclave's own key (a robot holds one)", () => {
+    const ks = join(tmp.path, "ks-resigned");
+    cpSync(KS, ks, { recursive: true });
+    const d = enclaveDir(ks, "/r2/base");
+    const widened = readFileSync(join(d, "permissions.xml"), "utf8").replace("<default>DENY</default>", "<default>ALLOW</default>");
+    const certDer = new X509Certificate(readFileSync(join(d, "cert.pem"))).raw;
+    const key = createPrivateKey(readFileSync(join(d, "key.pem")));
+    writeFileSync(join(d, "permissions.xml"), widened);
+    writeFileSync(join(d, "permissions.p7s"), signSmime(Buffer.from(widened), Buffer.from(certDer), key, { signingTime: clock.now() }));
+    const r = cli(["ros2", "keystore", "verify", ks]);
+    assert.equal(r.status, 1, r.stdout + r.stderr);
+    assert.match(r.stdout + r.stderr, /r2\/base\/permissions\.p7s/);
+    const p7s = join(d, "permissions.p7s");
+    const o = openssl(["smime", "-verify", "-in", p7s, "-CAfile", join(d, "permissions_ca.cert.pem"), "-out", "/dev/null"]);
+    assert.notEqual(o.status, 0, "openssl refuses it too");
+  });
+
   // ---- policy files --------------------------------------------------------------------------
 
   it("a policy nested 100,000 elements deep is refused with a specific error (not a stack overflow)", () => {
@@ -275,5 +294,16 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
     const r = cli(["ros2", "enclave", "create", ks2, "/r1/base", "--allow-all", "--dir", dir]);
     assert.notEqual(r.status, 0, `a second CN=/r1/base was issued: ${r.stdout}`);
     assert.ok(!existsSync(join(ks2, "enclaves", "r1", "base")), "nothing written");
+  });
+  // Last: it puts robot2 on hold for good.
+  it("held: a device whose certificates are on hold renews no enclave, and nothing is issued", async () => {
+    const renewals = async () =>
+      (await server.server.fleet.store.ops.audit.list({ limit: 100_000 })).filter((e) => e.action === "ros2.enclave.renew").length;
+    const before = await renewals();
+    const r = cli(["device", "hold", "robot2", "--dir", dir]);
+    assert.equal(r.status, 0, r.stderr);
+    const res = await postJson(url(), { keystore: keystoreId, enclave: "/r2/base", csr: (await makeCsr("/r2/base")).csr.b64 }, tls(A2));
+    assertProblem(res, 403);
+    assert.equal(await renewals(), before, "no renewal recorded");
   });
 });
