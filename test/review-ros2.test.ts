@@ -24,7 +24,7 @@ import { parseCertificate } from "../src/x509/certificate.js";
 import { OID } from "../src/der/oids.js";
 import { toPem } from "../src/x509/pem.js";
 import { ManualClock } from "./support/clock.js";
-import { cli, openssl, tempDir } from "./helpers.js";
+import { ROOT, cli, openssl, tempDir } from "./helpers.js";
 import { assertProblem, makeCsr, postJson, startTestServer, type TestServer } from "./server-helpers.js";
 
 describe("review: ROS 2 attacks against the CA, the registration server and the agent", { timeout: 300_000 }, () => {
@@ -257,27 +257,38 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
 
   // ---- keystore directories and governance -----------------------------------------------------
 
-  it(
-    "keystore init --governance with a DOCTYPE (XXE, entity expansion) is refused: the permissions CA must not sign it for every robot",
-    { todo: "ros2-anchors: readGovernance (src/ros2/keystore/keystore.ts) signs any text holding <dds> and <domain_access_rules>" },
-    async () => {
-      const gov = join(tmp.path, "xxe-governance.xml");
-      writeFileSync(
-        gov,
+  it("keystore init --governance with a DOCTYPE (XXE, entities), not well-formed, is refused: the permissions CA signs it", () => {
+    const target = join(tmp.path, "ks-governance");
+    const cases: [string, RegExp][] = [
+      [
         '<?xml version="1.0"?>\n<!DOCTYPE dds [ <!ENTITY xxe SYSTEM "file:///etc/passwd"> <!ENTITY a "aaaaaaaaaa"> ]>\n' +
           "<dds><domain_access_rules><domain_rule><domains><id>0</id></domains>&xxe;&a;</domain_rule></domain_access_rules></dds>\n",
-      );
-      const target = join(tmp.path, "ks-xxe");
+        /DOCTYPE/,
+      ],
+      ["<dds><domain_access_rules><domain_rule></domain_access_rules></dds>\n", /well-formed/],
+      ["<dds><domain_access_rules/>&lol;</dds>\n", /well-formed|entit/],
+      ['<?xml-stylesheet href="x"?><dds><domain_access_rules/></dds>\n', /processing instruction/],
+      ["<x><dds><domain_access_rules/></dds></x>\n", /not a DDS governance document/],
+    ];
+    for (const [i, [text, why]] of cases.entries()) {
+      const gov = join(tmp.path, `governance-${i}.xml`);
+      writeFileSync(gov, text);
       const r = cli(["ros2", "keystore", "init", target, "--dir", dir, "--governance", gov]);
-      assert.notEqual(r.status, 0, "refused");
-      assert.match(r.stderr, /DOCTYPE/);
+      assert.notEqual(r.status, 0, `case ${i} refused`);
+      assert.match(r.stderr, why, `case ${i}: ${r.stderr}`);
+      assert.match(r.stderr, /--governance/);
       assert.ok(!existsSync(target), "nothing written");
-    },
-  );
+    }
+    // sros2's own default governance is still taken as it is.
+    const sros2 = join(ROOT, "test", "vectors", "sros2", "sros2", "sros2", "policy", "defaults", "dds", "governance.xml");
+    const ok = cli(["ros2", "keystore", "init", target, "--dir", dir, "--governance", sros2]);
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.equal(readFileSync(join(target, "enclaves", "governance.xml"), "utf8"), readFileSync(sros2, "utf8"));
+  });
 
   it(
     "enclave create through a namespace directory that is a symlink out of the keystore writes nothing outside it",
-    { todo: "ros2-anchors (src/ros2/keystore/enclaves.ts makeParents/createEnclave follow symlinks under enclaves/)" },
+    { todo: "ros2-cascade edits src/ros2/keystore/enclaves.ts: makeParents/createEnclave follow symlinks under enclaves/" },
     () => {
       const outside = join(tmp.path, "outside");
       mkdirSync(outside);
@@ -302,8 +313,8 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
     const before = await renewals();
     const r = cli(["device", "hold", "robot2", "--dir", dir]);
     assert.equal(r.status, 0, r.stderr);
-    const res = await postJson(url(), { keystore: keystoreId, enclave: "/r2/base", csr: (await makeCsr("/r2/base")).csr.b64 }, tls(A2));
-    assertProblem(res, 403);
+    const csr = (await makeCsr("/r2/base")).csr.b64;
+    assertProblem(await postJson(url(), { keystore: keystoreId, enclave: "/r2/base", csr }, tls(A2)), 403);
     assert.equal(await renewals(), before, "no renewal recorded");
   });
 });
