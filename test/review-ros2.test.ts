@@ -23,6 +23,12 @@ import { signSmime } from "../src/x509/smime.js";
 import { parseCertificate } from "../src/x509/certificate.js";
 import { OID } from "../src/der/oids.js";
 import { toPem } from "../src/x509/pem.js";
+import { LeafTemplate } from "../src/x509/profiles.js";
+import { subjectPublicKeyOf } from "../src/x509/certificate.js";
+import { generateKey, privateKeyPem, publicSpki } from "../src/keys/keys.js";
+import { RegistrationClient } from "../src/agent/client.js";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
 import { ManualClock } from "./support/clock.js";
 import { ROOT, cli, openssl, tempDir } from "./helpers.js";
 import { assertProblem, makeCsr, postJson, startTestServer, type TestServer } from "./server-helpers.js";
@@ -198,6 +204,41 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
       assert.ok(before.length > 0);
     });
   });
+
+  // ---- trust boundaries ---------------------------------------------------------------------------
+
+  for (const caId of ["ros2-permissions", "ros2-identity"]) {
+    it(
+      `a TLS server certificate signed with the ${caId} CA key is not accepted by the robots' agents as the registration server`,
+      { todo: "src/x509/profiles.ts / src/authority/ca/cas.ts: the root-signed ROS 2 CAs carry no EKU or name constraints" },
+      async () => {
+        // The ROS 2 CA keys sign at every enclave renewal, online; they must not also be able to mint a
+        // server identity every agent (which trusts the pinned root) accepts. Here the CA key signs one.
+        const ca = await server.server.fleet.issuingCa(caId);
+        const key = generateKey("p256");
+        const spki = publicSpki(key);
+        const leaf = new LeafTemplate(ca, "server").issue("localhost", [{ dns: "localhost" }, { ip: "127.0.0.1" }], {
+          spki,
+          subjectPublicKey: subjectPublicKeyOf(spki),
+          now: clock.now(),
+          lifetimeMs: 86_400_000,
+        });
+        const chain = toPem("CERTIFICATE", leaf.der) + toPem("CERTIFICATE", ca.certificate.der);
+        const fake = createHttpsServer({ key: privateKeyPem(key), cert: chain }, (_req, res) => {
+          res.writeHead(200, { "content-type": "application/json" }).end("{}");
+        });
+        await new Promise<void>((r) => fake.listen(0, "127.0.0.1", r));
+        const port = (fake.address() as AddressInfo).port;
+        const client = new RegistrationClient(`https://127.0.0.1:${port}`, { rootPem });
+        try {
+          await assert.rejects(client.postJson("/api/v1/ros2/enclaves/renew", {}), "the agent must refuse this server");
+        } finally {
+          client.close();
+          await new Promise<void>((r) => fake.close(() => r()));
+        }
+      },
+    );
+  }
 
   // ---- keystore verify -------------------------------------------------------------------------
 
