@@ -30,7 +30,8 @@ import { RegistrationClient } from "../src/agent/client.js";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { ManualClock } from "./support/clock.js";
-import { ROOT, cli, openssl, tempDir } from "./helpers.js";
+import { CLI, ROOT, cli, openssl, tempDir } from "./helpers.js";
+import { spawnSync } from "node:child_process";
 import { assertProblem, makeCsr, postJson, startTestServer, type TestServer } from "./server-helpers.js";
 
 describe("review: ROS 2 attacks against the CA, the registration server and the agent", { timeout: 300_000 }, () => {
@@ -294,6 +295,19 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
     const twice = `<xi:include href="x.xml"/>${"<a>".repeat(150)}<xi:include href="x.xml"/>${"</a>".repeat(150)}`;
     writeFileSync(join(cached, "p.xml"), `<policy version="0.2.0" ${xi}><enclaves>${twice}</enclaves></policy>`);
     assert.throws(() => readSros2PolicyFile(join(cached, "p.xml")), refusedForDepth);
+  });
+
+  it("an include of a FIFO inside the policy's directory is refused at once (the reader does not block on it)", () => {
+    const d = join(tmp.path, "fifo");
+    mkdirSync(d);
+    assert.equal(spawnSync("mkfifo", [join(d, "common.xml")]).status, 0);
+    const xi = 'xmlns:xi="http://www.w3.org/2001/XInclude"';
+    writeFileSync(join(d, "p.xml"), `<policy version="0.2.0" ${xi}><enclaves><xi:include href="common.xml"/></enclaves></policy>`);
+    // In a child process with a deadline: the old reader blocked in read(2) forever.
+    const r = spawnSync(process.execPath, [CLI, "ros2", "permissions", join(d, "p.xml")], { encoding: "utf8", timeout: 30_000 });
+    assert.equal(r.signal, null, "finished without being killed");
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /common\.xml.*not a regular file/);
   });
 
   // ---- keystore directories and governance -----------------------------------------------------

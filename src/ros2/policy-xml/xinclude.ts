@@ -52,7 +52,10 @@ function countElement(ctx: LoadContext, file: string): () => void {
 export function loadFile(ctx: LoadContext, realPath: string, shown: string, stack: readonly string[], depth = 0): XElement {
   let bytes: Buffer;
   try {
-    const size = statSync(realPath).size;
+    const st = statSync(realPath);
+    // A FIFO or device would block the read (or never end): only regular files are policies.
+    if (!st.isFile()) throw new Sros2PolicyError("is not a regular file", shown);
+    const size = st.size;
     if (size > ctx.limits.maxFileBytes)
       throw new Sros2PolicyError(`the file is ${size} bytes; the limit for a policy file is ${ctx.limits.maxFileBytes}`, shown);
     bytes = readFileSync(realPath);
