@@ -345,14 +345,29 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
     "enclave create through a namespace directory that is a symlink out of the keystore writes nothing outside it",
     { todo: "ros2-cascade edits src/ros2/keystore/enclaves.ts: makeParents/createEnclave follow symlinks under enclaves/" },
     () => {
-      const outside = join(tmp.path, "outside");
+      const ks = join(tmp.path, "ks-symlink-create");
+      cpSync(KS, ks, { recursive: true });
+      const outside = join(tmp.path, "outside-create");
       mkdirSync(outside);
-      symlinkSync(outside, join(KS, "enclaves", "evil"));
-      const r = cli(["ros2", "enclave", "create", KS, "/evil/node", "--allow-all", "--dir", dir]);
+      symlinkSync(outside, join(ks, "enclaves", "evil"));
+      const r = cli(["ros2", "enclave", "create", ks, "/evil/node", "--allow-all", "--dir", dir]);
       assert.deepEqual(readdirSync(outside), [], "no enclave (with its private key) outside the keystore");
       assert.notEqual(r.status, 0, r.stdout);
     },
   );
+
+  it("keystore verify reports a namespace directory that is a symlink out of the keystore (its enclaves get no CRL)", () => {
+    const ks = join(tmp.path, "ks-symlink-verify");
+    cpSync(KS, ks, { recursive: true });
+    const outside = join(tmp.path, "outside-verify");
+    mkdirSync(outside);
+    // An enclave as `enclave create` leaves it there today (see the todo above), its key outside the keystore.
+    cpSync(enclaveDir(KS, "/r2/base"), join(outside, "base"), { recursive: true });
+    symlinkSync(outside, join(ks, "enclaves", "evil"));
+    const r = cli(["ros2", "keystore", "verify", ks]);
+    assert.equal(r.status, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /enclaves\/evil: is a symbolic link/);
+  });
 
   it("held (since ros2-anchors): one enclave path in two keystores, a second live certificate with the same subject CN is refused", () => {
     const ks2 = join(tmp.path, "ks2");
