@@ -19,7 +19,7 @@ import {
   Duration,
   Pem,
   PROBLEMS,
-  StatusChange,
+  DeviceStatusChange,
   Strict,
 } from "./schemas.js";
 
@@ -121,7 +121,7 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: AdminContext): v
         summary: "Remove (decommission) a device: its certificates revoked, its tokens and requests closed; it never enrolls again",
         tags: ["devices"],
         params: DeviceIdParams,
-        response: { 200: StatusChange, ...PROBLEMS },
+        response: { 200: DeviceStatusChange, ...PROBLEMS },
       },
     },
     async (request) => removeDevice(ctx.fleet, { deviceId: request.params.id, actor: actorOf(request) }),
@@ -192,7 +192,7 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: AdminContext): v
         tags: ["devices"],
         params: DeviceIdParams,
         body: RevokeBody,
-        response: { 200: StatusChange, ...PROBLEMS },
+        response: { 200: DeviceStatusChange, ...PROBLEMS },
       },
     },
     async (request) => revokeDevice(ctx.fleet, { deviceId: request.params.id, reason: request.body.reason, actor: actorOf(request) }),
@@ -206,7 +206,13 @@ export function registerDeviceRoutes(app: FastifyInstance, ctx: AdminContext): v
       `/api/devices/:id/${verb}`,
       {
         config: { role: "operator" },
-        schema: { summary, tags: ["devices"], params: DeviceIdParams, body: Strict({}), response: { 200: StatusChange, ...PROBLEMS } },
+        schema: {
+          summary,
+          tags: ["devices"],
+          params: DeviceIdParams,
+          body: Strict({}),
+          response: { 200: DeviceStatusChange, ...PROBLEMS },
+        },
       },
       async (request) => change(ctx.fleet, { deviceId: request.params.id, actor: actorOf(request) }),
     );

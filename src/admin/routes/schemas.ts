@@ -45,6 +45,13 @@ export const CertificateSummary = Type.Object({
 
 export const StatusChange = Type.Object({ serials: Type.Array(Type.String()), cas: Type.Array(Type.String()) });
 
+/** A device's status change: also the ROS 2 enclaves of the device it revoked, held or released (their serials are in serials). */
+export const DeviceStatusChange = Type.Object({
+  serials: Type.Array(Type.String()),
+  cas: Type.Array(Type.String()),
+  enclaves: Type.Array(Type.Object({ keystore: Type.String(), path: Type.String() }), { description: "ROS 2 enclaves of the device" }),
+});
+
 /** A duration as the configuration writes it: 15m, 24h, 7d, 90s. */
 export const Duration = Type.String({ pattern: "^[1-9][0-9]{0,5}[smhdwy]$", description: "a duration such as 24h or 7d" });
 

@@ -10,6 +10,13 @@ import { checkpointAfter } from "../audit-checkpoints.js";
 import { InvalidArgument, NotPermitted, UnknownCa, UnknownCertificate, UnknownDevice } from "../errors.js";
 import type { FleetServices } from "../services.js";
 import { assertDeviceId } from "../issue/issuance.js";
+import {
+  holdDeviceEnclaves,
+  revokeDeviceEnclaves,
+  unholdDeviceEnclaves,
+  type DeviceEnclave,
+  type DeviceEnclavesChange,
+} from "../../ros2/keystore/device-enclaves.js";
 
 /** Reasons an operator may give (RFC 5280 5.3.1); certificateHold comes from `hold`, cACompromise from `ca revoke-local`. */
 export const REVOKE_REASONS = [
@@ -53,6 +60,11 @@ export interface StatusChange {
   serials: string[];
   /** CAs whose CRL must be re-signed. */
   cas: string[];
+}
+
+/** A device status change: also the ROS 2 enclaves of the device it revoked, held or released. */
+export interface DeviceStatusChange extends StatusChange {
+  enclaves: DeviceEnclave[];
 }
 
 function change(rows: readonly StatusCertificateRow[]): StatusChange {
@@ -103,24 +115,31 @@ async function changeDevice(
     tx: Operations,
     device: DeviceTable,
     now: Date,
-  ) => Promise<{ rows: readonly StatusCertificateRow[]; details?: Record<string, unknown> }>,
-): Promise<StatusChange> {
+  ) => Promise<{ rows: readonly StatusCertificateRow[]; enclaves: DeviceEnclavesChange; details?: Record<string, unknown> }>,
+): Promise<DeviceStatusChange> {
   const now = fleet.clock.now();
   return checkpointed(
     fleet,
     req.actor,
     fleet.store.transaction(async (tx) => {
-      const { rows, details } = await apply(tx, await deviceRow(tx, req.deviceId), now);
-      const c = change(rows);
+      const { rows, enclaves, details } = await apply(tx, await deviceRow(tx, req.deviceId), now);
+      // One event for the device and its enclaves: its serials and CAs drive CRLs, OCSP and replay alike.
+      const c = change([...rows, ...enclaves.rows]);
       const subject = `device:${req.deviceId}`;
-      await tx.audit.append([{ actor: req.actor, action, subject, details: { ...details, serials: c.serials, cas: c.cas }, at: now }]);
-      return c;
+      const enclaveDetails = enclaves.enclaves.length > 0 ? { ros2_enclaves: enclaves.enclaves } : {};
+      await tx.audit.append([
+        { actor: req.actor, action, subject, details: { ...details, ...enclaveDetails, serials: c.serials, cas: c.cas }, at: now },
+      ]);
+      return { ...c, enclaves: enclaves.enclaves };
     }),
   );
 }
 
 /** Revokes every unexpired certificate of the device and blocks its enrollment and renewal for good. */
-export function revokeDevice(fleet: FleetServices, req: { deviceId: string; reason?: RevokeReason; actor: string }): Promise<StatusChange> {
+export function revokeDevice(
+  fleet: FleetServices,
+  req: { deviceId: string; reason?: RevokeReason; actor: string },
+): Promise<DeviceStatusChange> {
   const reason = req.reason ?? "unspecified";
   return changeDevice(fleet, req, "device.revoke", async (tx, device, now) => {
     if (device.status === "revoked") throw new InvalidArgument(`device "${req.deviceId}" is already revoked`);
@@ -128,10 +147,12 @@ export function revokeDevice(fleet: FleetServices, req: { deviceId: string; reas
     if (device.status === "removed") throw new InvalidArgument(`device "${req.deviceId}" was removed; its certificates are revoked`);
     const rows = await liveCertificates(tx, req.deviceId, ["valid", "hold"], now);
     await setStatus(tx, rows, "revoked", reason, now.toISOString());
+    // A stolen robot's DDS identities go with it.
+    const enclaves = await revokeDeviceEnclaves(tx, req.deviceId, { reason, actor: req.actor, now });
     await tx.status.setDeviceStatus(req.deviceId, "revoked", now.toISOString());
     // Unused tokens and waiting requests must not bring it back.
     await tx.status.closeEnrollment(req.deviceId, now.toISOString(), req.actor);
-    return { rows, details: { reason } };
+    return { rows, enclaves, details: { reason } };
   });
 }
 
@@ -140,38 +161,41 @@ export function revokeDevice(fleet: FleetServices, req: { deviceId: string; reas
  * included), its tokens spent and requests denied, and its row kept with status "removed" so the
  * audit log and the certificate history still name it; it never enrolls or renews again.
  */
-export function removeDevice(fleet: FleetServices, req: { deviceId: string; actor: string }): Promise<StatusChange> {
+export function removeDevice(fleet: FleetServices, req: { deviceId: string; actor: string }): Promise<DeviceStatusChange> {
   const reason: RevokeReason = "cessationOfOperation";
   return changeDevice(fleet, req, "device.remove", async (tx, device, now) => {
     if (device.status === "removed") throw new InvalidArgument(`device "${req.deviceId}" is already removed`);
     const rows = await liveCertificates(tx, req.deviceId, ["valid", "hold"], now);
     await setStatus(tx, rows, "revoked", reason, now.toISOString());
+    const enclaves = await revokeDeviceEnclaves(tx, req.deviceId, { reason, actor: req.actor, now });
     await tx.status.setDeviceStatus(req.deviceId, "removed", now.toISOString());
     await tx.status.closeEnrollment(req.deviceId, now.toISOString(), req.actor);
-    return { rows, details: { reason, previous_status: device.status } };
+    return { rows, enclaves, details: { reason, previous_status: device.status } };
   });
 }
 
-/** Puts every unexpired certificate of the device on hold (certificateHold) until `unholdDevice`. */
-export function holdDevice(fleet: FleetServices, req: { deviceId: string; actor: string }): Promise<StatusChange> {
+/** Puts every unexpired certificate of the device and of its ROS 2 enclaves on hold (certificateHold) until `unholdDevice`. */
+export function holdDevice(fleet: FleetServices, req: { deviceId: string; actor: string }): Promise<DeviceStatusChange> {
   return changeDevice(fleet, req, "device.hold", async (tx, device, now) => {
     if (device.status !== "active")
       throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}; only an active device can be put on hold`);
     const rows = await liveCertificates(tx, req.deviceId, ["valid"], now);
     await setStatus(tx, rows, "hold", "certificateHold", now.toISOString());
+    const enclaves = await holdDeviceEnclaves(tx, req.deviceId, now);
     await tx.status.setDeviceStatus(req.deviceId, "held", now.toISOString());
-    return { rows };
+    return { rows, enclaves };
   });
 }
 
-/** Releases a held device: its held certificates are valid again (they leave the CRLs). */
-export function unholdDevice(fleet: FleetServices, req: { deviceId: string; actor: string }): Promise<StatusChange> {
+/** Releases a held device: its held certificates, and its enclaves', are valid again (they leave the CRLs). */
+export function unholdDevice(fleet: FleetServices, req: { deviceId: string; actor: string }): Promise<DeviceStatusChange> {
   return changeDevice(fleet, req, "device.unhold", async (tx, device, now) => {
     if (device.status !== "held") throw new InvalidArgument(`device "${req.deviceId}" is ${device.status}, not on hold`);
     const rows = await tx.status.deviceCertificates(req.deviceId, { statuses: ["hold"] });
     await setStatus(tx, rows, "valid", null, null);
+    const enclaves = await unholdDeviceEnclaves(tx, req.deviceId);
     await tx.status.setDeviceStatus(req.deviceId, "active", now.toISOString());
-    return { rows };
+    return { rows, enclaves };
   });
 }
 

@@ -21,13 +21,13 @@ import {
   type PendingRequest,
 } from "../../authority/enroll/enrollment.js";
 import { createToken } from "../../authority/enroll/tokens.js";
-import { removeDevice, type StatusChange } from "../../authority/status/revocation.js";
+import { removeDevice, type DeviceStatusChange } from "../../authority/status/revocation.js";
 import { writeFileAtomic } from "../../keys/files.js";
 import { looksLikePem, toPem } from "../../x509/pem.js";
 import { CLI_ACTOR, dirOption } from "../context.js";
 import { printJson, printTable, say } from "../output.js";
 import { allPages, localOnly, remoteOptions, via, type AdminClient } from "../remote.js";
-import { resign, statusChangeOf } from "./revoke.js";
+import { deviceChangeOf, enclavesDescribed, keystoreHint, resign } from "./revoke.js";
 
 /** --dir, or --server and --operator. */
 const fleetOption = (cmd: Command): Command => remoteOptions(dirOption(cmd));
@@ -232,9 +232,9 @@ export function registerDevice(program: Command): void {
         async (fleet) => {
           const c = await removeDevice(fleet, { deviceId: id, actor: CLI_ACTOR });
           await resign(fleet, c.cas);
-          return c;
+          return deviceChangeOf(c);
         },
-        async (api) => statusChangeOf(await api.call<StatusChange>("DELETE /api/devices/:id", { id })),
+        async (api) => deviceChangeOf(await api.call<DeviceStatusChange>("DELETE /api/devices/:id", { id })),
       );
       if (opts.json) return printJson({ device: id, status: "removed", ...change });
       const n = change.serials.length;
@@ -242,8 +242,10 @@ export function registerDevice(program: Command): void {
         `device ${id} removed: ` +
           (n === 0
             ? "no unexpired certificates to revoke"
-            : `${n} certificate${n === 1 ? "" : "s"} revoked (${change.serials.join(", ")}); CRLs re-signed: ${change.cas.join(", ")}`),
+            : `${n} certificate${n === 1 ? "" : "s"} revoked (${change.serials.join(", ")}); CRLs re-signed: ${change.cas.join(", ")}`) +
+          enclavesDescribed(change),
       );
+      keystoreHint(change);
     });
 
   fleetOption(device.command("set <id>").description("change a device's group and labels (the gateway's policy reads them at once)"))

@@ -15,6 +15,7 @@ import {
   revokeDevice,
   revokeLocalCa,
   unholdDevice,
+  type DeviceStatusChange,
   type StatusChange,
 } from "../../authority/status/revocation.js";
 import { writeFileAtomic } from "../../keys/files.js";
@@ -35,23 +36,46 @@ function described(c: StatusChange): string {
 /** A status change as printed, from the domain or the admin API (same fields, same order). */
 export const statusChangeOf = (c: StatusChange): StatusChange => ({ serials: c.serials, cas: c.cas });
 
+/** A device's status change as printed: also its ROS 2 enclaves (an older server answers without them). */
+export const deviceChangeOf = (c: DeviceStatusChange): DeviceStatusChange => ({ ...statusChangeOf(c), enclaves: c.enclaves ?? [] });
+
+/** "; and 2 ROS 2 enclaves: /robot_0001/base, /robot_0001/arm" (their serials are among the certificates). */
+export function enclavesDescribed(c: DeviceStatusChange): string {
+  if (c.enclaves.length === 0) return "";
+  const n = c.enclaves.length;
+  return `; and ${n} ROS 2 enclave${n === 1 ? "" : "s"}: ${c.enclaves.map((e) => e.path).join(", ")}`;
+}
+
+/**
+ * What reaches the robots' keystores: `revoke device` does not know where they are (a keystore is a
+ * directory the user gave), so it says how their crl.pem copies are brought up to date.
+ */
+export function keystoreHint(c: DeviceStatusChange): void {
+  if (c.enclaves.length === 0) return;
+  const keystores = [...new Set(c.enclaves.map((e) => e.keystore))].join(", ");
+  say(
+    `the enclaves' crl.pem copies update when each robot's agent fetches /crl/ros2-identity.pem; on this machine run ` +
+      `\`fleetpki ros2 keystore refresh-crl DIR\` for each keystore directory (keystore ${keystores})`,
+  );
+}
+
 /** --dir, or --server and --operator. */
 const fleetOption = (cmd: Command): Command => remoteOptions(dirOption(cmd));
 
 /** Changes a device's status here (then re-signs the CRLs) or through the admin API (whose server re-signs them). */
 function deviceChange(
   cmd: Command,
-  local: (fleet: FleetServices) => Promise<StatusChange>,
-  remote: (api: AdminClient) => Promise<StatusChange>,
-): Promise<StatusChange> {
+  local: (fleet: FleetServices) => Promise<DeviceStatusChange>,
+  remote: (api: AdminClient) => Promise<DeviceStatusChange>,
+): Promise<DeviceStatusChange> {
   return via(
     cmd,
     async (fleet) => {
       const change = await local(fleet);
       await resign(fleet, change.cas);
-      return statusChangeOf(change);
+      return deviceChangeOf(change);
     },
-    async (api) => statusChangeOf(await remote(api)),
+    async (api) => deviceChangeOf(await remote(api)),
   );
 }
 
@@ -87,10 +111,11 @@ export function registerRevocation(program: Command): void {
       const change = await deviceChange(
         cmd,
         (fleet) => revokeDevice(fleet, { deviceId: id, reason, actor: CLI_ACTOR }),
-        (api) => api.call("POST /api/devices/:id/revoke", { id }, { reason }),
+        (api) => api.call<DeviceStatusChange>("POST /api/devices/:id/revoke", { id }, { reason }),
       );
       if (opts.json) return printJson({ device: id, reason, ...change });
-      say(`device ${id} revoked (${reason}): ${described(change)}`);
+      say(`device ${id} revoked (${reason}): ${described(change)}${enclavesDescribed(change)}`);
+      keystoreHint(change);
     });
 
   fleetOption(device.command("hold <id>").description("put a device's certificates on hold (certificateHold; undo with unhold)"))
@@ -99,10 +124,11 @@ export function registerRevocation(program: Command): void {
       const change = await deviceChange(
         cmd,
         (fleet) => holdDevice(fleet, { deviceId: id, actor: CLI_ACTOR }),
-        (api) => api.call("POST /api/devices/:id/hold", { id }, {}),
+        (api) => api.call<DeviceStatusChange>("POST /api/devices/:id/hold", { id }, {}),
       );
       if (opts.json) return printJson({ device: id, ...change });
-      say(`device ${id} on hold: ${described(change)}`);
+      say(`device ${id} on hold: ${described(change)}${enclavesDescribed(change)}`);
+      keystoreHint(change);
     });
 
   fleetOption(device.command("unhold <id>").description("release a held device: its certificates are valid again"))
@@ -111,10 +137,11 @@ export function registerRevocation(program: Command): void {
       const change = await deviceChange(
         cmd,
         (fleet) => unholdDevice(fleet, { deviceId: id, actor: CLI_ACTOR }),
-        (api) => api.call("POST /api/devices/:id/unhold", { id }, {}),
+        (api) => api.call<DeviceStatusChange>("POST /api/devices/:id/unhold", { id }, {}),
       );
       if (opts.json) return printJson({ device: id, ...change });
-      say(`device ${id} released: ${described(change)}`);
+      say(`device ${id} released: ${described(change)}${enclavesDescribed(change)}`);
+      keystoreHint(change);
     });
 
   const cert = program.command("cert").description("certificates by serial");

@@ -3,6 +3,7 @@ import type { Command } from "commander";
 import { createEnclave, initKeystore, parseDomainId, renewEnclaveInKeystore, revokeEnclave } from "../../ros2/keystore/index.js";
 import { CLI_ACTOR, dirOption, withFleet } from "../context.js";
 import { printJson, say } from "../output.js";
+import { registerRos2RefreshCrlCommand } from "./ros2-refresh-crl.js";
 import { registerRos2VerifyCommand } from "./ros2-verify.js";
 
 export interface Ros2Commands {
@@ -90,5 +91,6 @@ export function registerRos2(program: Command): Ros2Commands {
     });
 
   registerRos2VerifyCommand(keystore);
+  registerRos2RefreshCrlCommand(keystore);
   return { ros2, keystore, enclave };
 }

@@ -398,11 +398,10 @@ export async function renewEnclave(
   const check = async (tx: Operations): Promise<Ros2EnclaveTable> => {
     const row = await tx.ros2.getEnclave(req.keystoreId, req.path);
     if (!row) throw new UnknownKeystoreEnclave(req.path);
-    if (req.deviceId !== undefined) {
-      if (row.device_id !== req.deviceId) throw new EnclaveNotOwned(req.path, req.deviceId);
-      await checkDevice(tx, req.deviceId);
-    }
+    if (req.deviceId !== undefined && row.device_id !== req.deviceId) throw new EnclaveNotOwned(req.path, req.deviceId);
     if (row.status === "revoked") throw new EnclaveRevoked(req.path);
+    // A held robot's enclaves are not renewed either, by its agent or by the CLI (a new certificate would escape the hold).
+    if (row.device_id !== null) await checkDevice(tx, row.device_id);
     // An expired enclave freed its subject; another keystore may have taken it since.
     await assertSubjectFree(tx, req.path, fleet.clock.now(), { keystoreId: req.keystoreId });
     return row;

@@ -14,3 +14,5 @@ export {
   writeRenewedEnclave,
 } from "./enclaves.js";
 export type { EnclaveResult, RenewEnclaveRequest, RenewedEnclave } from "./enclaves.js";
+export { holdDeviceEnclaves, refreshKeystoreCrl, revokeDeviceEnclaves, unholdDeviceEnclaves } from "./device-enclaves.js";
+export type { DeviceEnclave, DeviceEnclavesChange } from "./device-enclaves.js";

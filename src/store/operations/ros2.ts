@@ -9,6 +9,8 @@ export interface Ros2Operations {
   getEnclave(keystoreId: string, path: string): Promise<Ros2EnclaveTable | undefined>;
   /** Every enclave of a keystore, by path. */
   listEnclaves(keystoreId: string): Promise<Ros2EnclaveTable[]>;
+  /** Every enclave of a device (ros2_enclaves.device_id), of any keystore, by keystore and path. */
+  deviceEnclaves(deviceId: string): Promise<Ros2EnclaveTable[]>;
   /**
    * Enclaves of every keystore with this path that are live at `nowIso`: not revoked and their current
    * certificate not expired, each with its keystore's directory.

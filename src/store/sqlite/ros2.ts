@@ -27,6 +27,16 @@ export class SqliteRos2Operations implements Ros2Operations {
     return this.db.selectFrom("ros2_enclaves").selectAll().where("keystore_id", "=", keystoreId).orderBy("path").execute();
   }
 
+  deviceEnclaves(deviceId: string): Promise<Ros2EnclaveTable[]> {
+    return this.db
+      .selectFrom("ros2_enclaves")
+      .selectAll()
+      .where("device_id", "=", deviceId)
+      .orderBy("keystore_id")
+      .orderBy("path")
+      .execute();
+  }
+
   liveEnclavesWithPath(path: string, nowIso: string): Promise<Array<Ros2EnclaveTable & { keystore_dir: string }>> {
     return this.db
       .selectFrom("ros2_enclaves as e")
