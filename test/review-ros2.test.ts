@@ -341,27 +341,27 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
     assert.equal(readFileSync(join(target, "enclaves", "governance.xml"), "utf8"), readFileSync(sros2, "utf8"));
   });
 
-  it(
-    "enclave create through a namespace directory that is a symlink out of the keystore writes nothing outside it",
-    { todo: "ros2-cascade edits src/ros2/keystore/enclaves.ts: makeParents/createEnclave follow symlinks under enclaves/" },
-    () => {
-      const ks = join(tmp.path, "ks-symlink-create");
-      cpSync(KS, ks, { recursive: true });
-      const outside = join(tmp.path, "outside-create");
-      mkdirSync(outside);
-      symlinkSync(outside, join(ks, "enclaves", "evil"));
-      const r = cli(["ros2", "enclave", "create", ks, "/evil/node", "--allow-all", "--dir", dir]);
-      assert.deepEqual(readdirSync(outside), [], "no enclave (with its private key) outside the keystore");
+  it("enclave create through a namespace directory (or an enclave) that is a symlink out of the keystore: refused, nothing outside", () => {
+    const ks = join(tmp.path, "ks-symlink-create");
+    cpSync(KS, ks, { recursive: true });
+    const outside = join(tmp.path, "outside-create");
+    mkdirSync(outside);
+    symlinkSync(outside, join(ks, "enclaves", "evil"));
+    symlinkSync(join(outside, "dangling"), join(ks, "enclaves", "r2", "dangling"));
+    for (const path of ["/evil/node", "/r2/dangling"]) {
+      const r = cli(["ros2", "enclave", "create", ks, path, "--allow-all", "--dir", dir]);
       assert.notEqual(r.status, 0, r.stdout);
-    },
-  );
+      assert.match(r.stderr, /symbolic link/, r.stderr);
+      assert.deepEqual(readdirSync(outside), [], "no enclave (with its private key) outside the keystore");
+    }
+  });
 
   it("keystore verify reports a namespace directory that is a symlink out of the keystore (its enclaves get no CRL)", () => {
     const ks = join(tmp.path, "ks-symlink-verify");
     cpSync(KS, ks, { recursive: true });
     const outside = join(tmp.path, "outside-verify");
     mkdirSync(outside);
-    // An enclave as `enclave create` leaves it there today (see the todo above), its key outside the keystore.
+    // An enclave as `enclave create` left it there before it refused links, its key outside the keystore.
     cpSync(enclaveDir(KS, "/r2/base"), join(outside, "base"), { recursive: true });
     symlinkSync(outside, join(ks, "enclaves", "evil"));
     const r = cli(["ros2", "keystore", "verify", ks]);
