@@ -130,6 +130,14 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
     assert.ok(serials.includes(row!.serial), `row serial ${row!.serial} is one of ${serials.join(", ")}`);
   });
 
+  it("held: renew bodies over 64 KiB get 413, an enclave path with '..', '.', a look-alike or a NUL gets 400", async () => {
+    const csr = (await makeCsr("/r1/base")).csr.b64;
+    const big = await postJson(url(), { keystore: keystoreId, enclave: "/r1/base", csr, pad: "x".repeat(70_000) }, tls(A1));
+    assert.equal(big.status, 413, big.text);
+    const paths = ["/r1/../r2/base", "/r1/./base", "/r1/base/", "/\uff521/base", "/r1/base\u0000", "/r1//base", "r1/base"];
+    for (const enclave of paths) assertProblem(await postJson(url(), { keystore: keystoreId, enclave, csr }, tls(A1)), 400);
+  });
+
   // ---- the agent against a hostile answer -----------------------------------------------------
 
   describe("agent: a server answer is checked before anything is written", () => {
