@@ -69,12 +69,15 @@ export async function rootFingerprint(fleet: FleetServices): Promise<string> {
   return sha256Fingerprint(fromPem((await fleet.caRecord("root")).certificate_pem, ["CERTIFICATE"]));
 }
 
-function readMarker(dir: string): KeystoreMarker {
+/** The keystore marker of `dir`, checked field by field (also read by `keystore verify`, without a fleet). */
+export function readKeystoreMarker(dir: string): KeystoreMarker {
   const file = join(dir, KEYSTORE_MARKER);
   if (!existsSync(file)) throw new NotAKeystore(dir, `${KEYSTORE_MARKER} is missing`);
-  let m: KeystoreMarker;
+  let m: Partial<Record<keyof KeystoreMarker, unknown>>;
   try {
-    m = JSON.parse(readFileSync(file, "utf8")) as KeystoreMarker;
+    const text = readFileSync(file, "utf8");
+    if (text.length > 64 * 1024) throw new Error("too large");
+    m = JSON.parse(text) as typeof m;
   } catch {
     throw new NotAKeystore(dir, `${KEYSTORE_MARKER} is not JSON`);
   }
@@ -85,12 +88,13 @@ function readMarker(dir: string): KeystoreMarker {
     !/^[0-9a-f-]{36}$/.test(m.keystore) ||
     typeof m.fleet !== "string" ||
     !/^[0-9a-f]{64}$/.test(m.fleet) ||
+    typeof m.domain_id !== "number" ||
     !Number.isInteger(m.domain_id) ||
     m.domain_id < 0 ||
     m.domain_id > 232
   )
     throw new NotAKeystore(dir, `${KEYSTORE_MARKER} lacks version 1, keystore, fleet or domain_id`);
-  return m;
+  return m as KeystoreMarker;
 }
 
 /**
@@ -98,7 +102,7 @@ function readMarker(dir: string): KeystoreMarker {
  * and recorded in the database).
  */
 export async function openKeystore(fleet: FleetServices, dir: string): Promise<KeystoreMarker> {
-  const m = readMarker(dir);
+  const m = readKeystoreMarker(dir);
   for (const d of [ks.public, ks.private, ks.enclaves])
     if (!existsSync(join(dir, d)) || !statSync(join(dir, d)).isDirectory()) throw new NotAKeystore(dir, `${d}/ is missing`);
   for (const f of [ks.identityCa, ks.permissionsCa, ks.identityCrl, ks.governanceP7s])
@@ -208,7 +212,7 @@ export async function initKeystore(fleet: FleetServices, req: InitKeystoreReques
   if (existsSync(dir)) {
     if (!statSync(dir).isDirectory()) throw new KeystoreDirNotEmpty(`${dir} exists and is not a directory`);
     if (existsSync(join(dir, KEYSTORE_MARKER))) {
-      const m = readMarker(dir);
+      const m = readKeystoreMarker(dir);
       if (m.fleet !== (await rootFingerprint(fleet))) throw new ForeignKeystore(dir, m.fleet);
       throw new KeystoreDirNotEmpty(`${dir} is already this fleet's keystore ${m.keystore} (domain ${m.domain_id}); nothing to do`);
     }

@@ -14,7 +14,7 @@ import { fromPem, parsePemBlocks } from "../../x509/pem.js";
 import { SmimeError, verifySmime } from "../../x509/smime.js";
 import { GRANT_LEAD_MS, grantTimeText } from "./documents.js";
 import { NotAKeystore } from "./errors.js";
-import { ENCLAVE_FILES, KEYSTORE_MARKER, ks } from "./keystore.js";
+import { ENCLAVE_FILES, KEYSTORE_MARKER, ks, readKeystoreMarker } from "./keystore.js";
 
 export interface KeystoreProblem {
   /** Path relative to the keystore directory ("." for the directory itself). */
@@ -229,29 +229,7 @@ function readMarker(dir: string): { keystore: string; fleet: string; domainId: n
     throw new NotAKeystore(dir, "no such directory");
   }
   if (!st.isDirectory()) throw new NotAKeystore(dir, "not a directory");
-  const file = join(dir, KEYSTORE_MARKER);
-  if (!existsSync(file)) throw new NotAKeystore(dir, `${KEYSTORE_MARKER} is missing`);
-  let m: { version?: unknown; keystore?: unknown; fleet?: unknown; domain_id?: unknown };
-  try {
-    const text = readFileSync(file, "utf8");
-    if (text.length > 64 * 1024) throw new Error("too large");
-    m = JSON.parse(text) as typeof m;
-  } catch {
-    throw new NotAKeystore(dir, `${KEYSTORE_MARKER} is not JSON`);
-  }
-  if (
-    !m ||
-    m.version !== 1 ||
-    typeof m.keystore !== "string" ||
-    !/^[0-9a-f-]{36}$/.test(m.keystore) ||
-    typeof m.fleet !== "string" ||
-    !/^[0-9a-f]{64}$/.test(m.fleet) ||
-    typeof m.domain_id !== "number" ||
-    !Number.isInteger(m.domain_id) ||
-    m.domain_id < 0 ||
-    m.domain_id > 232
-  )
-    throw new NotAKeystore(dir, `${KEYSTORE_MARKER} lacks version 1, keystore, fleet or domain_id`);
+  const m = readKeystoreMarker(dir);
   return { keystore: m.keystore, fleet: m.fleet, domainId: m.domain_id };
 }
 
