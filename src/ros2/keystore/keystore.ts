@@ -15,6 +15,8 @@ import { fsyncDir, writeFileAtomic } from "../../keys/files.js";
 import { sha256Fingerprint } from "../../x509/certificate.js";
 import { fromPem } from "../../x509/pem.js";
 import { defaultGovernance } from "../default-governance.js";
+import { Sros2PolicyError } from "../errors.js";
+import { DEFAULT_LIMITS, decodePolicyBytes, parsePolicyText, type XElement } from "../policy-xml/tree.js";
 import { signDocument } from "./documents.js";
 import { ForeignKeystore, InvalidDomainId, KeystoreDirNotEmpty, NotAKeystore, Ros2AnchorMissing, Ros2CasPending } from "./errors.js";
 
@@ -177,9 +179,18 @@ function readGovernance(file: string): string {
     if (e instanceof InvalidArgument) throw e;
     throw new InvalidArgument(`--governance ${file}: cannot be read`);
   }
-  const text = new TextDecoder("utf-8", { fatal: false }).decode(data);
-  if (Buffer.from(text, "utf8").compare(data) !== 0) throw new InvalidArgument(`--governance ${file}: not UTF-8 text`);
-  if (!/<dds[\s>]/.test(text) || !/<domain_access_rules[\s>]/.test(text))
+  // The permissions CA signs it for every robot, whose DDS parses it: read it as strictly as a policy
+  // (UTF-8, well-formed, no DOCTYPE, entities or processing instructions; src/ros2/policy-xml/tree.ts).
+  let root: XElement;
+  let text: string;
+  try {
+    text = decodePolicyBytes(data, `--governance ${file}`, DEFAULT_LIMITS);
+    root = parsePolicyText(text, `--governance ${file}`, () => {});
+  } catch (e) {
+    if (e instanceof Sros2PolicyError) throw new InvalidArgument(e.message.replace("a policy file", "a governance file"));
+    throw e;
+  }
+  if (root.ns !== null || root.local !== "dds" || !root.children.some((c) => c.kind === "element" && c.local === "domain_access_rules"))
     throw new InvalidArgument(`--governance ${file}: not a DDS governance document (no <dds> with <domain_access_rules>)`);
   return text;
 }

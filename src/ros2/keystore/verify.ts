@@ -3,7 +3,7 @@
 // operator can fix a keystore before a robot refuses to start (or, worse, starts with something it should not).
 // Reads files only; the time is the caller's (`now`); the fleet, when given, says which CAs are this fleet's.
 import { X509Certificate, createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
-import { existsSync, lstatSync, readFileSync, readdirSync, type Stats } from "node:fs";
+import { existsSync, lstatSync, readFileSync, readdirSync, statSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import type { FleetServices } from "../../authority/services.js";
 import { describeKey } from "../../x509/algorithms.js";
@@ -354,6 +354,14 @@ function checkEnclave(c: Checker, rel: string, path: string, shared: Shared): vo
 const ENCLAVE_FILE_NAMES = new Set<string>(Object.values(ENCLAVE_FILES));
 
 /** Enclave directories under enclaves/ (those holding any enclave file), as [relative dir, enclave path]. */
+function statOrUndefined(path: string): Stats | undefined {
+  try {
+    return statSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
 function findEnclaves(c: Checker): Array<[string, string]> {
   const found: Array<[string, string]> = [];
   let visited = 0;
@@ -366,7 +374,12 @@ function findEnclaves(c: Checker): Array<[string, string]> {
       const st = lstatSync(join(c.dir, rel));
       c.checkMode(rel, st);
     }
-    for (const e of entries) if (e.isDirectory()) walk(join(rel, e.name), [...segments, e.name]);
+    for (const e of entries) {
+      if (e.isDirectory()) walk(join(rel, e.name), [...segments, e.name]);
+      // fleetpki writes through such a link (and never updates a crl.pem behind it): an enclave, its key, outside the keystore.
+      else if (e.isSymbolicLink() && statOrUndefined(join(c.dir, rel, e.name))?.isDirectory())
+        c.report(join(rel, e.name), "is a symbolic link to a directory; enclaves and their namespaces are directories inside the keystore");
+    }
   };
   walk(ks.enclaves, []);
   return found.sort((a, b) => (a[1] < b[1] ? -1 : 1));
