@@ -84,11 +84,29 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
     const key = join(tmp.path, "hostile.key");
     const csrFile = join(tmp.path, "hostile.csr");
     const r = openssl([
-      "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
-      "-subj", "/CN=\\/r2\\/base/O=evil", "-addext", "basicConstraints=critical,CA:TRUE",
-      "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-      "-addext", "subjectAltName=URI:spiffe://fleet.example/device/robot2,DNS:localhost",
-      "-addext", "extendedKeyUsage=serverAuth,clientAuth,codeSigning", "-outform", "DER", "-out", csrFile,
+      "req",
+      "-new",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      key,
+      "-subj",
+      "/CN=\\/r2\\/base/O=evil",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign",
+      "-addext",
+      "subjectAltName=URI:spiffe://fleet.example/device/robot2,DNS:localhost",
+      "-addext",
+      "extendedKeyUsage=serverAuth,clientAuth,codeSigning",
+      "-outform",
+      "DER",
+      "-out",
+      csrFile,
     ]);
     assert.equal(r.status, 0, r.stderr);
     const csr = readFileSync(csrFile).toString("base64");
@@ -181,7 +199,8 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
 
     it("governance.p7s not signed by the permissions CA (a weaker governance): refused", async () => {
       const other = await server.server.fleet.issuingCa("devices");
-      const weak = "<dds><domain_access_rules><domain_rule><allow_unauthenticated_participants>true</allow_unauthenticated_participants>" +
+      const weak =
+        "<dds><domain_access_rules><domain_rule><allow_unauthenticated_participants>true</allow_unauthenticated_participants>" +
         "</domain_rule></domain_access_rules></dds>\n";
       const forged = { ...genuine, governance_p7s: signSmime(Buffer.from(weak), other.certificate.der, other.signer, {}) };
       assert.throws(() => enclaveFilesFrom(forged, expected()), /governance/);
