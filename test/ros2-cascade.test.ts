@@ -221,7 +221,10 @@ describe("ros2 cascade: a robot's status reaches its enclaves", () => {
     assert.equal(row.status, "revoked");
     assert.equal(row.revocation_reason, "cessationOfOperation");
     // As the CLI and a server do after every change: the CRLs it names are re-signed.
-    const [signed] = await resignCrls(fleet, removed.cas.filter((c) => c === "ros2-identity"));
+    const [signed] = await resignCrls(
+      fleet,
+      removed.cas.filter((c) => c === "ros2-identity"),
+    );
     assert.equal(signed?.outcome, "signed");
     writeCrlEverywhere(ksDir, crlPem(await currentCrl(fleet, "ros2-identity")));
     assertRefused(cert("/robot_0004/base"), "/robot_0004/base");

@@ -507,7 +507,7 @@ describe("the ros2 section of policy.yaml", () => {
             '    - { path: "/${device}/base", devices: all, nodes: [{ ns: "/${device}", node: drive }] }',
             '    - { path: "/${label:arm}/arm", devices: all, nodes: [{ ns: "/${label:arm}", node: arm }], node_defaults: false }',
             "  rules:",
-            "    - { name: drive, devices: all, enclaves: [\"/${device}/base\"], topics: { publish: [cmd_vel] } }",
+            '    - { name: drive, devices: all, enclaves: ["/${device}/base"], topics: { publish: [cmd_vel] } }',
             '    - { name: arm, devices: all, enclaves: ["/${label:arm}/arm"], topics: { subscribe: [joint_states] } }',
             "",
           ].join("\n"),

@@ -468,9 +468,7 @@ const hasDevice = (t: NameTemplate) => t.parts.some((p) => typeof p !== "string"
 /** Whether the id goes into any name of this enclave: its path, its nodes, or a rule that may apply to it. */
 function namesUseDevice(ros2: Ros2Section, decl: EnclaveDecl): boolean {
   if (hasDevice(decl.path) || decl.nodes.some((n) => hasDevice(n.ns) || hasDevice(n.node))) return true;
-  return ros2.rules.some(
-    (r) => (!r.enclaves || r.enclaves.has(decl.path.text)) && r.names.some((n) => n.templates.some(hasDevice)),
-  );
+  return ros2.rules.some((r) => (!r.enclaves || r.enclaves.has(decl.path.text)) && r.names.some((n) => n.templates.some(hasDevice)));
 }
 
 /**
@@ -666,12 +664,7 @@ function first(entries: Entry[], topic: string): Origin | undefined {
  * ALLOW rules; renderPermissions puts them in one deny_rule before one allow_rule) and the DDS
  * evaluation of the document rendered from it. InvalidArgument when the device has no such enclave.
  */
-export function compileEnclave(
-  policy: AccessPolicy,
-  id: DeviceIdentity,
-  enclavePath: string,
-  registered: readonly string[],
-): EnclaveGrant {
+export function compileEnclave(policy: AccessPolicy, id: DeviceIdentity, enclavePath: string, registered: readonly string[]): EnclaveGrant {
   const ros2 = section(policy);
   const { enclaves, skipped } = deviceEnclaves(policy, id, registered);
   const enclave = enclaves.find((e) => e.path === enclavePath);

@@ -28,6 +28,7 @@ import { generateKey } from "../keys/keys.js";
 import { parseCertificate, type ParsedCertificate } from "../x509/certificate.js";
 import { CrlError, parseCrl, verifyCrlSignature, type ParsedCrl } from "../x509/crl.js";
 import { PemError, parsePemBlocks, toPem } from "../x509/pem.js";
+import { SmimeError, verifySmime } from "../x509/smime.js";
 import { systemClock, type Clock } from "./clock.js";
 import { DEFAULT_TIMEOUT_MS, RegistrationClient, parseServerUrl, type PinnedRoot } from "./client.js";
 import { AgentError, ServerError, TransportError } from "./errors.js";
@@ -74,6 +75,8 @@ export interface Keystore {
   identityCa: X509Certificate;
   /** public/permissions_ca.cert.pem when it is a self-signed anchor: the answer's permissions_ca must equal it. */
   permissionsAnchor?: X509Certificate;
+  /** public/permissions_ca.cert.pem (anchor or root-signed): the only signer of governance and permissions this DDS trusts. */
+  permissionsCa?: X509Certificate;
 }
 
 /** Subject = issuer and its own key verifies it: a trust anchor (the ROS 2 CAs' DDS form). */
@@ -151,7 +154,7 @@ export function openKeystore(dirPath: string, root: PinnedRoot): Keystore {
   const permissionsPath = join(dir, "public", "permissions_ca.cert.pem");
   const permissionsCa = existsSync(permissionsPath) ? certificateFile(permissionsPath) : undefined;
   const permissionsAnchor = permissionsCa && selfSigned(permissionsCa) ? { permissionsAnchor: permissionsCa } : {};
-  return { dir, id: marker.keystore, domainId, identityCa, ...permissionsAnchor };
+  return { dir, id: marker.keystore, domainId, identityCa, ...permissionsAnchor, ...(permissionsCa ? { permissionsCa } : {}) };
 }
 
 // ---- crash-safe replacement of an enclave's files ---------------------------------------------
@@ -461,6 +464,16 @@ function caFromAnswer(text: string, what: string, root: PinnedRoot, anchor: X509
   return cert;
 }
 
+/** The content an S/MIME document of the answer signs, checked to be signed by the keystore's permissions CA. */
+function signedByPermissionsCa(p7s: string, what: string, permissionsCa: X509Certificate): Buffer {
+  try {
+    return verifySmime(p7s, Buffer.from(permissionsCa.raw)).content;
+  } catch (e) {
+    if (e instanceof SmimeError) throw new AgentError(`the answer's ${what} is not signed by the keystore's permissions CA: ${e.message}`);
+    throw e;
+  }
+}
+
 /** The files of the renewed enclave from the server's answer, each checked before anything is written. */
 export function enclaveFilesFrom(
   body: Record<string, unknown>,
@@ -472,6 +485,9 @@ export function enclaveFilesFrom(
   const permissionsCa = caFromAnswer(textField(body, "permissions_ca"), "permissions_ca", expected.root, ks.permissionsAnchor);
   if (!identityCa.raw.equals(expected.ks.identityCa.raw))
     throw new AgentError("the answer's identity_ca is not the keystore's public/identity_ca.cert.pem");
+  // Any CA under the root chains; only the keystore's permissions CA may sign what this robot's DDS obeys.
+  if (!ks.permissionsCa || !permissionsCa.raw.equals(ks.permissionsCa.raw))
+    throw new AgentError("the answer's permissions_ca is not the keystore's public/permissions_ca.cert.pem");
   let cert: X509Certificate;
   try {
     cert = new X509Certificate(onePem(textField(body, "certificate"), "CERTIFICATE", "certificate"));
@@ -489,6 +505,13 @@ export function enclaveFilesFrom(
   if (parsed.notAfter.getTime() <= parsed.notBefore.getTime()) throw new AgentError("the issued enclave certificate has an empty validity");
   const crlText = textField(body, "crl", MAX_CRL_BYTES);
   const crl = checkIdentityCrl(expected.ks, crlText, "crl");
+  const permissionsXml = textField(body, "permissions_xml");
+  const governanceP7s = textField(body, "governance_p7s");
+  const permissionsP7s = textField(body, "permissions_p7s");
+  signedByPermissionsCa(governanceP7s, "governance_p7s", permissionsCa);
+  const signed = signedByPermissionsCa(permissionsP7s, "permissions_p7s", permissionsCa);
+  if (!signed.equals(Buffer.from(permissionsXml.replace(/\r\n/g, "\n"))))
+    throw new AgentError("the answer's permissions_xml is not what permissions_p7s signs");
   return {
     parsed,
     crl,
@@ -497,9 +520,9 @@ export function enclaveFilesFrom(
       "cert.pem": toPem("CERTIFICATE", Buffer.from(cert.raw)),
       "identity_ca.cert.pem": toPem("CERTIFICATE", Buffer.from(identityCa.raw)),
       "permissions_ca.cert.pem": toPem("CERTIFICATE", Buffer.from(permissionsCa.raw)),
-      "governance.p7s": textField(body, "governance_p7s"),
-      "permissions.xml": textField(body, "permissions_xml"),
-      "permissions.p7s": textField(body, "permissions_p7s"),
+      "governance.p7s": governanceP7s,
+      "permissions.xml": permissionsXml,
+      "permissions.p7s": permissionsP7s,
       "crl.pem": toPem("X509 CRL", crl.der),
     },
   };

@@ -1,5 +1,6 @@
 // Where things live inside a fleet directory (all paths relative to it).
 import { join } from "node:path";
+import { OID } from "../der/oids.js";
 
 export const layout = {
   passphrase: join("secrets", "passphrase"),
@@ -29,3 +30,14 @@ export type IntermediateRole = (typeof STANDARD_INTERMEDIATES)[number] | "local"
 
 export const LOCAL_CA_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/;
 export const localCaId = (name: string): string => `local-${name}`;
+
+/**
+ * The ROS 2 CAs' fleet (root-signed) certificates are limited to non-TLS purposes: their keys sign at
+ * every enclave renewal, online, and agents trust the root for the registration server. DDS loads the
+ * self-signed anchors (no EKU), never these; S/MIME verification through the root still works.
+ */
+export function intermediateKeyPurposes(role: IntermediateRole): string[] | undefined {
+  if (role === ROS2_CAS.permissions) return [OID.emailProtection];
+  if (role === ROS2_CAS.identity) return [OID.documentSigning];
+  return undefined;
+}

@@ -55,6 +55,8 @@ export const OID = {
   caIssuers: "1.3.6.1.5.5.7.48.2",
   serverAuth: "1.3.6.1.5.5.7.3.1",
   clientAuth: "1.3.6.1.5.5.7.3.2",
+  /** S/MIME; what the SROS2 permissions CA's fleet certificate is limited to (it signs governance and permissions). */
+  emailProtection: "1.3.6.1.5.5.7.3.4",
   ocspSigning: "1.3.6.1.5.5.7.3.9",
   /** RFC 9336; the audit key's only purpose (signing audit checkpoints), never TLS. */
   documentSigning: "1.3.6.1.5.5.7.3.36",

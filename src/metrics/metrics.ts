@@ -7,22 +7,11 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
 import type { ChangeFeed } from "../authority/events/change-feed.js";
 import type { FleetEvent } from "../authority/events/events.js";
+import { CERTIFICATE_KINDS } from "../authority/queries.js";
 import type { FleetServices } from "../authority/services.js";
 import type { CertificateStatus, StatusCensus } from "../authority/status/certificate-status.js";
 import type { GatewayCounters } from "../gateway/counters.js";
 
-/** Every certificate kind (CertificateTable["kind"]): each gets a series, zero until something happens. */
-export const CERTIFICATE_KINDS = [
-  "device",
-  "factory",
-  "server",
-  "operator",
-  "ca",
-  "ocsp-responder",
-  "audit",
-  "service",
-  "ros2-enclave",
-] as const;
 /** Every device status (DeviceTable["status"]). */
 export const DEVICE_STATES = ["active", "disabled", "held", "revoked", "removed"] as const;
 /** The expiry gauge's windows: label and length. */

@@ -230,6 +230,11 @@ export interface IntermediateRequest {
    * key, as the SROS2 permissions CA signs governance and permissions (S/MIME signers need it).
    */
   signsDocuments?: boolean;
+  /**
+   * Key purposes the CA certificate carries. OpenSSL applies a CA's EKU to every chain through it, so
+   * one without serverAuth and clientAuth keeps the CA's key from minting a TLS identity under the root.
+   */
+  keyPurposes?: readonly string[];
 }
 
 /** An intermediate CA (pathLen 0) signed by the root. */
@@ -242,6 +247,7 @@ export function buildIntermediateCertificate(root: IssuingCa, req: IntermediateR
     ...statusExtensions(root.status),
   ];
   if (req.constrainToDomain) extensions.push(fleetDomainConstraints(req.constrainToDomain));
+  if (req.keyPurposes) extensions.push(extendedKeyUsage(req.keyPurposes));
   return issueUnder(root, req.subject, req, extensions);
 }
 

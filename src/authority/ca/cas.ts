@@ -15,7 +15,7 @@ import { buildIntermediateCertificate, buildTrustAnchorCertificate, caName, type
 import { CaExists, CaKeyOffline, InvalidArgument } from "../errors.js";
 import type { FleetServices } from "../services.js";
 import { sha256Fingerprint } from "../../x509/certificate.js";
-import { LOCAL_CA_NAME, ROS2_CAS, isRos2Ca, layout, localCaId, type IntermediateRole } from "../layout.js";
+import { LOCAL_CA_NAME, ROS2_CAS, intermediateKeyPurposes, isRos2Ca, layout, localCaId, type IntermediateRole } from "../layout.js";
 import { writeCeremonyRequest } from "./ceremony.js";
 import { checkpointAfter } from "../audit-checkpoints.js";
 
@@ -229,6 +229,7 @@ export async function createIntermediate(
     lifetimeMs: parseDuration(lifetime),
     constrainToDomain: isDomainConstrained(role) ? fleet.domain : undefined,
     signsDocuments: signsDocuments(role),
+    keyPurposes: intermediateKeyPurposes(role),
   });
   const { root: rootPem } = await fleet.chainPem("root");
   writeCaFiles(fleet.dir, id, issued.der, rootPem, key, fleet.passphrase());

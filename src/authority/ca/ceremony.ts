@@ -22,7 +22,7 @@ import { buildIntermediateCertificate, buildRootCertificate, caName, type CaSubj
 import { CeremonyError, FleetExists, InvalidArgument } from "../errors.js";
 import type { FleetServices } from "../services.js";
 import { sha256Fingerprint } from "../../x509/certificate.js";
-import { ROS2_CAS, isRos2Ca, layout, type IntermediateRole } from "../layout.js";
+import { ROS2_CAS, intermediateKeyPurposes, isRos2Ca, layout, type IntermediateRole } from "../layout.js";
 import { preparePassphrase } from "./passphrase.js";
 
 const REQUEST_VERSION = 1;
@@ -217,6 +217,7 @@ export function signCeremonyRequests(rootDir: string, files: readonly string[], 
         // The ROS 2 CAs name enclave paths, not fleet names; the permissions CA signs documents itself.
         constrainToDomain: request.role === "services" || isRos2Ca(request.role) ? undefined : config.domain,
         signsDocuments: request.role === ROS2_CAS.permissions,
+        keyPurposes: isRos2Ca(request.role) ? intermediateKeyPurposes(request.role) : undefined,
       },
     );
     const pem = toPem("CERTIFICATE", issued.der);

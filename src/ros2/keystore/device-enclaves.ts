@@ -88,7 +88,11 @@ async function setEnclaveCertificates(
 ): Promise<DeviceEnclavesChange> {
   const withCerts = found.filter((f) => f.certs.length > 0);
   const rows = withCerts.flatMap((f) => f.certs);
-  if (rows.length > 0) await tx.status.setCertificateStatus(rows.map((r) => r.serial), { status, reason, at: at?.toISOString() ?? null });
+  if (rows.length > 0)
+    await tx.status.setCertificateStatus(
+      rows.map((r) => r.serial),
+      { status, reason, at: at?.toISOString() ?? null },
+    );
   return { enclaves: withCerts.map((f) => ({ keystore: f.enclave.keystore_id, path: f.enclave.path })), rows };
 }
 

@@ -2,7 +2,7 @@
 // enclave's identity certificate comes from the ros2-identity CA (subject "CN=<enclave path>", what
 // permissions.xml names), its permissions.xml from a stored source, signed by the ros2-permissions CA.
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, type Stats } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { loadPolicyFile } from "../../access/policy-file.js";
 import { deviceAccessIdentity, registeredDeviceIds } from "../../access/registry.js";
@@ -195,15 +195,41 @@ function stageEnclave(keystoreDir: string, files: Record<string, string>, keyPem
   return tmp;
 }
 
+function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw e;
+  }
+}
+
+/**
+ * enclaves/ and every existing directory on the way to an enclave must be real directories: a link
+ * would put the enclave and its private key outside the keystore, where no revocation's crl.pem reaches it.
+ */
+function assertNoLinks(keystoreDir: string, path: string): void {
+  let at = join(keystoreDir, ks.enclaves);
+  for (const s of ["", ...path.slice(1).split("/")]) {
+    at = s === "" ? at : join(at, s);
+    const st = lstatOrUndefined(at);
+    if (!st) return;
+    if (st.isSymbolicLink())
+      throw new InvalidEnclavePath(path, `goes through ${at}, a symbolic link; enclaves are directories inside the keystore`);
+  }
+}
+
 /** Creates the missing parents of an enclave directory (0755); returns those it made, deepest last. */
 function makeParents(keystoreDir: string, path: string): string[] {
+  assertNoLinks(keystoreDir, path);
   const made: string[] = [];
   const segments = path.slice(1).split("/").slice(0, -1);
   let at = join(keystoreDir, ks.enclaves);
   for (const s of segments) {
     at = join(at, s);
-    if (existsSync(at)) {
-      if (!statSync(at).isDirectory()) throw new InvalidArgument(`${at} exists and is not a directory`);
+    const st = lstatOrUndefined(at);
+    if (st) {
+      if (!st.isDirectory()) throw new InvalidArgument(`${at} exists and is not a directory`);
       continue;
     }
     mkdirSync(at, { mode: 0o755 });
@@ -266,6 +292,7 @@ export async function createEnclave(fleet: FleetServices, req: CreateEnclaveRequ
   if (req.deviceId !== undefined) await checkDevice(fleet.store.ops, req.deviceId);
   if (await fleet.store.ops.ros2.getEnclave(keystore.keystore, req.path)) throw new EnclaveExists(req.path);
   const target = enclaveDir(dir, req.path);
+  assertNoLinks(dir, req.path);
   if (existsSync(target)) throw new EnclaveExists(req.path);
   const self = { keystoreId: keystore.keystore, ...(req.deviceId !== undefined ? { deviceId: req.deviceId } : {}) };
   await assertSubjectFree(fleet.store.ops, req.path, fleet.clock.now(), self);

@@ -15,6 +15,8 @@ import { fsyncDir, writeFileAtomic } from "../../keys/files.js";
 import { sha256Fingerprint } from "../../x509/certificate.js";
 import { fromPem } from "../../x509/pem.js";
 import { defaultGovernance } from "../default-governance.js";
+import { Sros2PolicyError } from "../errors.js";
+import { DEFAULT_LIMITS, decodePolicyBytes, parsePolicyText, type XElement } from "../policy-xml/tree.js";
 import { signDocument } from "./documents.js";
 import { ForeignKeystore, InvalidDomainId, KeystoreDirNotEmpty, NotAKeystore, Ros2AnchorMissing, Ros2CasPending } from "./errors.js";
 
@@ -67,12 +69,15 @@ export async function rootFingerprint(fleet: FleetServices): Promise<string> {
   return sha256Fingerprint(fromPem((await fleet.caRecord("root")).certificate_pem, ["CERTIFICATE"]));
 }
 
-function readMarker(dir: string): KeystoreMarker {
+/** The keystore marker of `dir`, checked field by field (also read by `keystore verify`, without a fleet). */
+export function readKeystoreMarker(dir: string): KeystoreMarker {
   const file = join(dir, KEYSTORE_MARKER);
   if (!existsSync(file)) throw new NotAKeystore(dir, `${KEYSTORE_MARKER} is missing`);
-  let m: KeystoreMarker;
+  let m: Partial<Record<keyof KeystoreMarker, unknown>>;
   try {
-    m = JSON.parse(readFileSync(file, "utf8")) as KeystoreMarker;
+    const text = readFileSync(file, "utf8");
+    if (text.length > 64 * 1024) throw new Error("too large");
+    m = JSON.parse(text) as typeof m;
   } catch {
     throw new NotAKeystore(dir, `${KEYSTORE_MARKER} is not JSON`);
   }
@@ -83,12 +88,13 @@ function readMarker(dir: string): KeystoreMarker {
     !/^[0-9a-f-]{36}$/.test(m.keystore) ||
     typeof m.fleet !== "string" ||
     !/^[0-9a-f]{64}$/.test(m.fleet) ||
+    typeof m.domain_id !== "number" ||
     !Number.isInteger(m.domain_id) ||
     m.domain_id < 0 ||
     m.domain_id > 232
   )
     throw new NotAKeystore(dir, `${KEYSTORE_MARKER} lacks version 1, keystore, fleet or domain_id`);
-  return m;
+  return m as KeystoreMarker;
 }
 
 /**
@@ -96,7 +102,7 @@ function readMarker(dir: string): KeystoreMarker {
  * and recorded in the database).
  */
 export async function openKeystore(fleet: FleetServices, dir: string): Promise<KeystoreMarker> {
-  const m = readMarker(dir);
+  const m = readKeystoreMarker(dir);
   for (const d of [ks.public, ks.private, ks.enclaves])
     if (!existsSync(join(dir, d)) || !statSync(join(dir, d)).isDirectory()) throw new NotAKeystore(dir, `${d}/ is missing`);
   for (const f of [ks.identityCa, ks.permissionsCa, ks.identityCrl, ks.governanceP7s])
@@ -173,9 +179,18 @@ function readGovernance(file: string): string {
     if (e instanceof InvalidArgument) throw e;
     throw new InvalidArgument(`--governance ${file}: cannot be read`);
   }
-  const text = new TextDecoder("utf-8", { fatal: false }).decode(data);
-  if (Buffer.from(text, "utf8").compare(data) !== 0) throw new InvalidArgument(`--governance ${file}: not UTF-8 text`);
-  if (!/<dds[\s>]/.test(text) || !/<domain_access_rules[\s>]/.test(text))
+  // The permissions CA signs it for every robot, whose DDS parses it: read it as strictly as a policy
+  // (UTF-8, well-formed, no DOCTYPE, entities or processing instructions; src/ros2/policy-xml/tree.ts).
+  let root: XElement;
+  let text: string;
+  try {
+    text = decodePolicyBytes(data, `--governance ${file}`, DEFAULT_LIMITS);
+    root = parsePolicyText(text, `--governance ${file}`, () => {});
+  } catch (e) {
+    if (e instanceof Sros2PolicyError) throw new InvalidArgument(e.message.replace("a policy file", "a governance file"));
+    throw e;
+  }
+  if (root.ns !== null || root.local !== "dds" || !root.children.some((c) => c.kind === "element" && c.local === "domain_access_rules"))
     throw new InvalidArgument(`--governance ${file}: not a DDS governance document (no <dds> with <domain_access_rules>)`);
   return text;
 }
@@ -197,7 +212,7 @@ export async function initKeystore(fleet: FleetServices, req: InitKeystoreReques
   if (existsSync(dir)) {
     if (!statSync(dir).isDirectory()) throw new KeystoreDirNotEmpty(`${dir} exists and is not a directory`);
     if (existsSync(join(dir, KEYSTORE_MARKER))) {
-      const m = readMarker(dir);
+      const m = readKeystoreMarker(dir);
       if (m.fleet !== (await rootFingerprint(fleet))) throw new ForeignKeystore(dir, m.fleet);
       throw new KeystoreDirNotEmpty(`${dir} is already this fleet's keystore ${m.keystore} (domain ${m.domain_id}); nothing to do`);
     }

@@ -3,7 +3,7 @@
 // operator can fix a keystore before a robot refuses to start (or, worse, starts with something it should not).
 // Reads files only; the time is the caller's (`now`); the fleet, when given, says which CAs are this fleet's.
 import { X509Certificate, createPrivateKey, createPublicKey, type KeyObject } from "node:crypto";
-import { existsSync, lstatSync, readFileSync, readdirSync, type Stats } from "node:fs";
+import { existsSync, lstatSync, readFileSync, readdirSync, statSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import type { FleetServices } from "../../authority/services.js";
 import { describeKey } from "../../x509/algorithms.js";
@@ -14,7 +14,7 @@ import { fromPem, parsePemBlocks } from "../../x509/pem.js";
 import { SmimeError, verifySmime } from "../../x509/smime.js";
 import { GRANT_LEAD_MS, grantTimeText } from "./documents.js";
 import { NotAKeystore } from "./errors.js";
-import { ENCLAVE_FILES, KEYSTORE_MARKER, ks } from "./keystore.js";
+import { ENCLAVE_FILES, KEYSTORE_MARKER, ks, readKeystoreMarker } from "./keystore.js";
 
 export interface KeystoreProblem {
   /** Path relative to the keystore directory ("." for the directory itself). */
@@ -229,29 +229,7 @@ function readMarker(dir: string): { keystore: string; fleet: string; domainId: n
     throw new NotAKeystore(dir, "no such directory");
   }
   if (!st.isDirectory()) throw new NotAKeystore(dir, "not a directory");
-  const file = join(dir, KEYSTORE_MARKER);
-  if (!existsSync(file)) throw new NotAKeystore(dir, `${KEYSTORE_MARKER} is missing`);
-  let m: { version?: unknown; keystore?: unknown; fleet?: unknown; domain_id?: unknown };
-  try {
-    const text = readFileSync(file, "utf8");
-    if (text.length > 64 * 1024) throw new Error("too large");
-    m = JSON.parse(text) as typeof m;
-  } catch {
-    throw new NotAKeystore(dir, `${KEYSTORE_MARKER} is not JSON`);
-  }
-  if (
-    !m ||
-    m.version !== 1 ||
-    typeof m.keystore !== "string" ||
-    !/^[0-9a-f-]{36}$/.test(m.keystore) ||
-    typeof m.fleet !== "string" ||
-    !/^[0-9a-f]{64}$/.test(m.fleet) ||
-    typeof m.domain_id !== "number" ||
-    !Number.isInteger(m.domain_id) ||
-    m.domain_id < 0 ||
-    m.domain_id > 232
-  )
-    throw new NotAKeystore(dir, `${KEYSTORE_MARKER} lacks version 1, keystore, fleet or domain_id`);
+  const m = readKeystoreMarker(dir);
   return { keystore: m.keystore, fleet: m.fleet, domainId: m.domain_id };
 }
 
@@ -376,6 +354,14 @@ function checkEnclave(c: Checker, rel: string, path: string, shared: Shared): vo
 const ENCLAVE_FILE_NAMES = new Set<string>(Object.values(ENCLAVE_FILES));
 
 /** Enclave directories under enclaves/ (those holding any enclave file), as [relative dir, enclave path]. */
+function statOrUndefined(path: string): Stats | undefined {
+  try {
+    return statSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
 function findEnclaves(c: Checker): Array<[string, string]> {
   const found: Array<[string, string]> = [];
   let visited = 0;
@@ -388,7 +374,12 @@ function findEnclaves(c: Checker): Array<[string, string]> {
       const st = lstatSync(join(c.dir, rel));
       c.checkMode(rel, st);
     }
-    for (const e of entries) if (e.isDirectory()) walk(join(rel, e.name), [...segments, e.name]);
+    for (const e of entries) {
+      if (e.isDirectory()) walk(join(rel, e.name), [...segments, e.name]);
+      // fleetpki writes through such a link (and never updates a crl.pem behind it): an enclave, its key, outside the keystore.
+      else if (e.isSymbolicLink() && statOrUndefined(join(c.dir, rel, e.name))?.isDirectory())
+        c.report(join(rel, e.name), "is a symbolic link to a directory; enclaves and their namespaces are directories inside the keystore");
+    }
   };
   walk(ks.enclaves, []);
   return found.sort((a, b) => (a[1] < b[1] ? -1 : 1));

@@ -88,8 +88,17 @@ export function decodePolicyBytes(bytes: Uint8Array, file: string, limits: Polic
   return text;
 }
 
-/** Parses one file's text into a tree (XInclude elements are left in place for the caller). */
-export function parsePolicyText(text: string, file: string, countElement: () => void): XElement {
+/**
+ * Deepest element nesting in one file: libxml2's own limit without XML_PARSE_HUGE (xmllint refuses
+ * deeper documents too), far above any policy, and well inside the stack the recursive walks below need.
+ */
+export const MAX_ELEMENT_DEPTH = 256;
+
+/**
+ * Parses one file's text into a tree (XInclude elements are left in place for the caller). `baseDepth`:
+ * where an included file's root will stand, so that a chain of includes cannot nest deeper than the limit either.
+ */
+export function parsePolicyText(text: string, file: string, countElement: () => void, baseDepth = 0): XElement {
   refuseDoctype(text, file);
   const problems: string[] = [];
   let doc: Document;
@@ -114,7 +123,7 @@ export function parsePolicyText(text: string, file: string, countElement: () => 
     if (n.nodeType === 1) root = n as Element;
   }
   if (!root) throw new Sros2PolicyError("the file has no root element", file);
-  return convert(root, file, countElement);
+  return convert(root, file, countElement, baseDepth + 1);
 }
 
 /** A character reference (&#1;) can name a character XML forbids; libxml2 refuses it, xmldom decodes it. */
@@ -156,7 +165,13 @@ function firstLine(s: string): string {
   return s.split("\n")[0]!.slice(0, 300);
 }
 
-function convert(el: Element, file: string, countElement: () => void): XElement {
+function convert(el: Element, file: string, countElement: () => void, depth: number): XElement {
+  if (depth > MAX_ELEMENT_DEPTH)
+    throw new Sros2PolicyError(
+      `elements nest deeper than ${MAX_ELEMENT_DEPTH} levels (with the includes that lead here)`,
+      file,
+      (el as unknown as { lineNumber?: number }).lineNumber,
+    );
   countElement();
   const attrs: XAttr[] = [];
   for (let i = 0; i < el.attributes.length; i++) {
@@ -168,7 +183,7 @@ function convert(el: Element, file: string, countElement: () => void): XElement 
   const children: XChild[] = [];
   for (let n = el.firstChild; n; n = n.nextSibling) {
     const line = (n as unknown as { lineNumber?: number }).lineNumber;
-    if (n.nodeType === 1) children.push(convert(n as Element, file, countElement));
+    if (n.nodeType === 1) children.push(convert(n as Element, file, countElement, depth + 1));
     else if (n.nodeType === 3 || n.nodeType === 4) {
       checkDecoded(n.nodeValue ?? "", file, line);
       children.push({ kind: "text", text: n.nodeValue ?? "", file, line });

@@ -12,7 +12,7 @@
 import { readFileSync, realpathSync, statSync } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { Sros2PolicyError } from "../errors.js";
-import { decodePolicyBytes, parsePolicyText, XML_NS, type PolicyLimits, type XChild, type XElement } from "./tree.js";
+import { decodePolicyBytes, MAX_ELEMENT_DEPTH, parsePolicyText, XML_NS, type PolicyLimits, type XChild, type XElement } from "./tree.js";
 
 export const XINCLUDE_NAMESPACES = ["http://www.w3.org/2001/XInclude", "http://www.w3.org/2003/XInclude"];
 
@@ -49,10 +49,13 @@ function countElement(ctx: LoadContext, file: string): () => void {
 }
 
 /** Reads, parses and includes one file. `stack` holds the real paths of the files including it. */
-export function loadFile(ctx: LoadContext, realPath: string, shown: string, stack: readonly string[]): XElement {
+export function loadFile(ctx: LoadContext, realPath: string, shown: string, stack: readonly string[], depth = 0): XElement {
   let bytes: Buffer;
   try {
-    const size = statSync(realPath).size;
+    const st = statSync(realPath);
+    // A FIFO or device would block the read (or never end): only regular files are policies.
+    if (!st.isFile()) throw new Sros2PolicyError("is not a regular file", shown);
+    const size = st.size;
     if (size > ctx.limits.maxFileBytes)
       throw new Sros2PolicyError(`the file is ${size} bytes; the limit for a policy file is ${ctx.limits.maxFileBytes}`, shown);
     bytes = readFileSync(realPath);
@@ -60,7 +63,7 @@ export function loadFile(ctx: LoadContext, realPath: string, shown: string, stac
     if (e instanceof Sros2PolicyError) throw e;
     throw new Sros2PolicyError(`cannot read the file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, shown);
   }
-  return loadText(ctx, decodeCounted(ctx, bytes, shown), realPath, shown, stack);
+  return loadText(ctx, decodeCounted(ctx, bytes, shown), realPath, shown, stack, depth);
 }
 
 function decodeCounted(ctx: LoadContext, bytes: Uint8Array, shown: string): string {
@@ -74,10 +77,11 @@ export function loadBytes(ctx: LoadContext, bytes: Uint8Array, pseudoPath: strin
   return loadText(ctx, decodeCounted(ctx, bytes, shown), pseudoPath, shown, []);
 }
 
-function loadText(ctx: LoadContext, text: string, realPath: string, shown: string, stack: readonly string[]): XElement {
-  const root = parsePolicyText(text, shown, countElement(ctx, shown));
+/** `depth`: how deep the including element stands (0 for the top file); the file's root comes in at depth + 1. */
+function loadText(ctx: LoadContext, text: string, realPath: string, shown: string, stack: readonly string[], depth = 0): XElement {
+  const root = parsePolicyText(text, shown, countElement(ctx, shown), depth);
   const here = [...stack, realPath];
-  const out = expand(ctx, root, realPath, shown, here);
+  const out = expand(ctx, root, realPath, shown, here, depth + 1);
   if (out.length !== 1 || out[0]!.kind !== "element")
     throw new Sros2PolicyError("the root element cannot be an xi:include", shown, root.line);
   return out[0] as XElement;
@@ -92,6 +96,19 @@ function treeSize(el: XElement): number {
     n = 1;
     for (const c of el.children) if (c.kind === "element") n += treeSize(c);
     sizes.set(el, n);
+  }
+  return n;
+}
+
+const depths = new WeakMap<XElement, number>();
+
+/** Levels of elements in the tree (1 for a leaf); memoized like treeSize, and bounded by the parse-time limit. */
+function treeDepth(el: XElement): number {
+  let n = depths.get(el);
+  if (n === undefined) {
+    n = 1;
+    for (const c of el.children) if (c.kind === "element") n = Math.max(n, 1 + treeDepth(c));
+    depths.set(el, n);
   }
   return n;
 }
@@ -111,8 +128,8 @@ function isInclude(el: XElement): boolean {
 }
 
 /** The element with its includes replaced, as a list (an include at the top yields several nodes). */
-function expand(ctx: LoadContext, el: XElement, realPath: string, shown: string, stack: readonly string[]): XChild[] {
-  if (isInclude(el)) return include(ctx, el, realPath, shown, stack);
+function expand(ctx: LoadContext, el: XElement, realPath: string, shown: string, stack: readonly string[], depth: number): XChild[] {
+  if (isInclude(el)) return include(ctx, el, realPath, shown, stack, depth);
   if (el.ns !== null && XINCLUDE_NAMESPACES.includes(el.ns) && el.local === "fallback")
     throw new Sros2PolicyError("xi:fallback is not supported (outside xi:include it is not allowed either)", shown, el.line);
   // The size with includes done is tracked as the children come in, so a fan-out of includes is
@@ -124,9 +141,13 @@ function expand(ctx: LoadContext, el: XElement, realPath: string, shown: string,
       children.push(c);
       continue;
     }
-    for (const x of expand(ctx, c, realPath, shown, stack)) {
+    for (const x of expand(ctx, c, realPath, shown, stack, depth + 1)) {
       children.push(x);
-      if (x.kind === "element") size += treeSize(x);
+      if (x.kind !== "element") continue;
+      size += treeSize(x);
+      // A file loaded once (shallow) and included again deeper comes from ctx.loaded, unparsed: its depth counts here.
+      if (depth + treeDepth(x) > MAX_ELEMENT_DEPTH)
+        throw new Sros2PolicyError(`elements nest deeper than ${MAX_ELEMENT_DEPTH} levels with the includes done`, shown, c.line);
     }
     if (size > ctx.limits.maxElements)
       throw new Sros2PolicyError(
@@ -142,7 +163,7 @@ function expand(ctx: LoadContext, el: XElement, realPath: string, shown: string,
 
 const XPOINTER = /^xpointer\(((?:\/[A-Za-z_][A-Za-z0-9_.-]*)+)(\/\*)?\)$/;
 
-function include(ctx: LoadContext, el: XElement, realPath: string, shown: string, stack: readonly string[]): XChild[] {
+function include(ctx: LoadContext, el: XElement, realPath: string, shown: string, stack: readonly string[], depth: number): XChild[] {
   const fail = (why: string): never => {
     throw new Sros2PolicyError(why, shown, el.line);
   };
@@ -200,7 +221,7 @@ function include(ctx: LoadContext, el: XElement, realPath: string, shown: string
   }
   let doc = ctx.loaded.get(targetReal);
   if (!doc) {
-    doc = loadFile(ctx, targetReal, targetShown, stack);
+    doc = loadFile(ctx, targetReal, targetShown, stack, depth - 1);
     ctx.loaded.set(targetReal, doc);
   }
 
