@@ -230,6 +230,14 @@ describe("ros2 keystore init", () => {
     assert.equal(existsSync(join(tmp.path, "c")), false);
   });
 
+  it("init on this fleet's keystore again is 'nothing to do' (exit 0); with another domain id it is refused", () => {
+    const ks = join(tmp.path, "ks");
+    const again = cli(["ros2", "keystore", "init", ks, "--dir", f.dir]);
+    assert.equal(again.status, 0, again.stderr);
+    assert.match(again.stdout, /already this fleet's keystore .*nothing to do/);
+    assertOneLineError(cli(["ros2", "keystore", "init", ks, "--domain-id", "7", "--dir", f.dir]), /another domain than 7/);
+  });
+
   it("no fleetpki listener trusts the ROS 2 CAs or an enclave certificate", async () => {
     const trusted = [...(await gatewayClientCas(f.fleet, true)).map((c) => c.id)];
     assert.ok(!trusted.some((id) => id.startsWith("ros2-")), `gateway trusts ${trusted.join(", ")}`);

@@ -19,6 +19,15 @@ export class ForeignKeystore extends AuthorityError {
 export class KeystoreDirNotEmpty extends AuthorityError {
   readonly code = "keystore-exists";
 }
+/** `keystore init` on this fleet's keystore with the same domain: nothing to do (the CLI exits 0). */
+export class KeystoreAlreadyInitialised extends KeystoreDirNotEmpty {
+  constructor(
+    message: string,
+    readonly keystoreId: string,
+  ) {
+    super(message);
+  }
+}
 /** The ROS 2 CAs await the offline root (ceremony). */
 export class Ros2CasPending extends AuthorityError {
   readonly code = "ca-pending";

@@ -18,7 +18,15 @@ import { defaultGovernance } from "../default-governance.js";
 import { Sros2PolicyError } from "../errors.js";
 import { DEFAULT_LIMITS, decodePolicyBytes, parsePolicyText, type XElement } from "../policy-xml/tree.js";
 import { signDocument } from "./documents.js";
-import { ForeignKeystore, InvalidDomainId, KeystoreDirNotEmpty, NotAKeystore, Ros2AnchorMissing, Ros2CasPending } from "./errors.js";
+import {
+  ForeignKeystore,
+  InvalidDomainId,
+  KeystoreAlreadyInitialised,
+  KeystoreDirNotEmpty,
+  NotAKeystore,
+  Ros2AnchorMissing,
+  Ros2CasPending,
+} from "./errors.js";
 
 export const KEYSTORE_MARKER = ".fleetpki-keystore.json";
 
@@ -214,7 +222,17 @@ export async function initKeystore(fleet: FleetServices, req: InitKeystoreReques
     if (existsSync(join(dir, KEYSTORE_MARKER))) {
       const m = readKeystoreMarker(dir);
       if (m.fleet !== (await rootFingerprint(fleet))) throw new ForeignKeystore(dir, m.fleet);
-      throw new KeystoreDirNotEmpty(`${dir} is already this fleet's keystore ${m.keystore} (domain ${m.domain_id}); nothing to do`);
+      // Asking again for what exists is not an error; asking for another domain or governance is.
+      const sameGovernance =
+        req.governanceFile === undefined || readGovernance(req.governanceFile) === readFileSync(join(dir, ks.governanceXml), "utf8");
+      const otherDomain = req.domainId !== undefined && m.domain_id !== domainId;
+      if (otherDomain || !sameGovernance)
+        throw new KeystoreDirNotEmpty(
+          `${dir} is already this fleet's keystore ${m.keystore} (domain ${m.domain_id}) with ` +
+            `${otherDomain ? `another domain than ${domainId}` : "another governance.xml"}; give a new or empty directory`,
+        );
+      const message = `${dir} is already this fleet's keystore ${m.keystore} (domain ${m.domain_id}); nothing to do`;
+      throw new KeystoreAlreadyInitialised(message, m.keystore);
     }
     if (readdirSync(dir).length > 0) throw new KeystoreDirNotEmpty(`${dir} exists and is not empty; give a new or empty directory`);
   }
