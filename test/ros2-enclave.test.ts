@@ -1,7 +1,7 @@
 // ROS 2 enclaves (src/ros2/keystore/enclaves.ts): what `ros2 enclave create|renew|revoke` write,
 // checked with openssl; renewEnclave for a CSR (the agent's path); bad inputs leave nothing behind.
 import assert from "node:assert/strict";
-import { generateKeyPairSync } from "node:crypto";
+import { generateKeyPairSync, X509Certificate } from "node:crypto";
 import { cpSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -168,10 +168,11 @@ describe("ros2 enclaves", () => {
     assert.match(xml, /<id>42<\/id>/);
     const dates = openssl(["x509", "-in", cert, "-noout", "-startdate", "-enddate", "-dateopt", "iso_8601"]).stdout;
     const [nb, na] = [/notBefore=(\S+ \S+)Z/.exec(dates)![1]!, /notAfter=(\S+ \S+)Z/.exec(dates)![1]!];
-    // not_before 14 h before the certificate's (Fast DDS reads it in the robot's local time), not_after the certificate's.
+    // The grant is the certificate's validity widened by 14 h on both sides (Fast DDS reads it in the robot's local time).
     const early = new Date(Date.parse(`${nb.replace(" ", "T")}Z`) - 14 * 3600_000).toISOString().slice(0, 19);
+    const late = new Date(Date.parse(`${na.replace(" ", "T")}Z`) + 14 * 3600_000).toISOString().slice(0, 19);
     assert.match(xml, new RegExp(`<not_before>${early}</not_before>`));
-    assert.match(xml, new RegExp(`<not_after>${na.replace(" ", "T")}</not_after>`));
+    assert.match(xml, new RegExp(`<not_after>${late}</not_after>`));
     // Default validity 30 days (validity.ros2_enclave), not sros2's 10 years.
     assert.ok(Math.abs(r.notAfter.getTime() - clock.now().getTime() - 30 * DAY) < 120_000);
     // Signed by the permissions CA, not the identity CA; the signed content is permissions.xml.
@@ -197,7 +198,7 @@ describe("ros2 enclaves", () => {
     assert.notEqual(xml, oldXml);
     const iso = (d: Date) => d.toISOString().slice(0, 19);
     assert.match(xml, new RegExp(`<not_before>${iso(new Date(r.notBefore.getTime() - 14 * 3600_000))}</not_before>`));
-    assert.match(xml, new RegExp(`<not_after>${iso(r.notAfter)}</not_after>`));
+    assert.match(xml, new RegExp(`<not_after>${iso(new Date(r.notAfter.getTime() + 14 * 3600_000))}</not_after>`));
     assert.ok(Math.abs(r.notAfter.getTime() - clock.now().getTime() - 5 * DAY) < 120_000);
     const ok = openssl(["smime", "-verify", "-in", join(dir, "permissions.p7s"), "-CAfile", join(dir, "permissions_ca.cert.pem"), "-text"]);
     assert.equal(ok.status, 0, ok.stderr);
@@ -238,6 +239,28 @@ describe("ros2 enclaves", () => {
       scheme: signatureSchemeFor(privateKey),
     });
     await assert.rejects(renewEnclave(fleet, { ...base, csrDer: p384, deviceId: "amr-1" }), /must be P-256/);
+  });
+
+  it("renewals (CLI and agent) keep the --validity given at creation, unless renew gets its own", async () => {
+    // /amr_2/base was created with --validity 20d; validity.ros2_enclave is 30 days.
+    const stored = await fleet.store.ops.ros2.getEnclave(keystoreId, "/amr_2/base");
+    assert.equal(stored?.validity, "20d");
+    const days = (r: { notAfter: Date }) => Math.round((r.notAfter.getTime() - clock.now().getTime()) / DAY);
+    assert.equal(days(await renewEnclaveInKeystore(fleet, { dir: ksDir, path: "/amr_2/base", actor: "test" })), 20);
+    const agent = await renewEnclave(fleet, {
+      keystoreId,
+      path: "/amr_2/base",
+      csrDer: p256Csr(),
+      deviceId: "amr-2",
+      actor: "device:amr-2",
+    });
+    const agentCert = new X509Certificate(agent.certificatePem);
+    assert.equal(Math.round((Date.parse(agentCert.validTo) - clock.now().getTime()) / DAY), 20);
+    // A renewal's own --validity is for that certificate; the stored one stays.
+    assert.equal(days(await renewEnclaveInKeystore(fleet, { dir: ksDir, path: "/amr_2/base", validity: "3d", actor: "test" })), 3);
+    assert.equal((await fleet.store.ops.ros2.getEnclave(keystoreId, "/amr_2/base"))?.validity, "20d");
+    // Without --validity at creation, renewals use validity.ros2_enclave.
+    assert.equal((await fleet.store.ops.ros2.getEnclave(keystoreId, "/talker_listener/listener"))?.validity, null);
   });
 
   it("revocation reaches every enclave's crl.pem: openssl -crl_check refuses the revoked one in each, accepts the others", async () => {

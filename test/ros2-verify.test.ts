@@ -471,7 +471,7 @@ describe("ros2 keystore verify", () => {
     assert.ok(problemsOf(k).includes(`public/identity_ca.cert.pem: ${why} (issuer CN=ros2-identity, subject CN=ros2-identity)`));
   });
 
-  it("grant validity: up to 14 h before the certificate (Fast DDS reads local time), never after it", () => {
+  it("grant validity: up to 14 h before and after the certificate (Fast DDS reads local time), no wider", () => {
     const k = buildKeystore(["/a"]);
     const cert = parseCertificate(k.certDer("/a"));
     const write = (notBefore: Date, notAfter: Date) => {
@@ -487,16 +487,17 @@ describe("ros2 keystore verify", () => {
     };
     const H = 3600_000;
     const [nb, na] = [cert.notBefore.getTime(), cert.notAfter.getTime()];
-    assert.deepEqual(write(new Date(nb - 14 * H), cert.notAfter), []);
+    assert.deepEqual(write(new Date(nb - 14 * H), new Date(na + 14 * H)), []);
     assert.deepEqual(write(new Date(nb + H), new Date(na - H)), []);
     const window =
-      `not within the certificate's ${grantTime(cert.notBefore)} (less up to 14 h for local time zones) ` +
-      `to ${grantTime(cert.notAfter)}`;
+      `not within the certificate's ${grantTime(cert.notBefore)} to ${grantTime(cert.notAfter)} ` +
+      "widened by up to 14 h for local time zones";
     assert.deepEqual(write(new Date(nb - 14 * H - 1000), cert.notAfter), [
       `enclaves/a/permissions.xml: grant /a is valid ${grantTime(new Date(nb - 14 * H - 1000))} to ${grantTime(cert.notAfter)}, ${window}`,
     ]);
-    assert.deepEqual(write(cert.notBefore, new Date(na + 1000)), [
-      `enclaves/a/permissions.xml: grant /a is valid ${grantTime(cert.notBefore)} to ${grantTime(new Date(na + 1000))}, ${window}`,
+    const late = new Date(na + 14 * H + 1000);
+    assert.deepEqual(write(cert.notBefore, late), [
+      `enclaves/a/permissions.xml: grant /a is valid ${grantTime(cert.notBefore)} to ${grantTime(late)}, ${window}`,
     ]);
   });
 

@@ -59,7 +59,7 @@ export function registerRos2(program: Command): Ros2Commands {
     .option("--policy <file>", "an SROS2 policy file naming the enclave: its permissions")
     .option("--allow-all", "sros2's default permissions: every topic, service and action")
     .option("--from-fleet-policy", "permissions from the ros2 section of <dir>/policy.yaml for --device (re-derived at each renewal)")
-    .option("--validity <duration>", "certificate and permissions validity (default validity.ros2_enclave)")
+    .option("--validity <duration>", "certificate and permissions validity, kept for renewals (default validity.ros2_enclave)")
     .option("--json", "machine-readable output")
     .action(async (dir: string, path: string, opts) => {
       await withFleet(opts.dir, async (fleet) => {
@@ -80,7 +80,7 @@ export function registerRos2(program: Command): Ros2Commands {
     });
 
   dirOption(enclave.command("renew <keystore> <path>").description("a new key and certificate; permissions re-rendered and re-signed"))
-    .option("--validity <duration>", "certificate and permissions validity (default validity.ros2_enclave)")
+    .option("--validity <duration>", "this certificate's validity (default: the enclave's own, else validity.ros2_enclave)")
     .option("--json", "machine-readable output")
     .action(async (dir: string, path: string, opts) => {
       await withFleet(opts.dir, async (fleet) => {

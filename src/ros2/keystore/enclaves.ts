@@ -345,6 +345,7 @@ export async function createEnclave(fleet: FleetServices, req: CreateEnclaveRequ
         created_at: now.toISOString(),
         renewed_at: null,
         revoked_at: null,
+        validity: req.validity ?? null,
       });
       await tx.audit.append([
         {
@@ -419,7 +420,7 @@ export async function renewEnclave(
   generated?: { spki: Buffer; subjectPublicKey: Buffer },
 ): Promise<RenewedEnclave> {
   assertEnclavePath(req.path);
-  const lifetimeMs = lifetimeOf(fleet, req.validity);
+  lifetimeOf(fleet, req.validity);
   const keystore = await fleet.store.ops.ros2.getKeystore(req.keystoreId);
   if (!keystore) throw new InvalidArgument(`unknown keystore ${req.keystoreId}`);
   const check = async (tx: Operations): Promise<Ros2EnclaveTable> => {
@@ -434,6 +435,8 @@ export async function renewEnclave(
     return row;
   };
   const row = await check(fleet.store.ops);
+  // The renewal's own --validity, else the one the enclave was created with, else validity.ros2_enclave.
+  const lifetimeMs = lifetimeOf(fleet, req.validity ?? row.validity ?? undefined);
   let key = generated;
   if (req.csrDer) {
     const k = await keyFromCsr(req.csrDer);

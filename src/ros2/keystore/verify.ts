@@ -252,16 +252,17 @@ function checkGrants(c: Checker, rel: string, xml: string, cert: Cert | undefine
       c.report(rel, `grant ${name} has subject_name "${xmlText(subjectName[1]!)}", but cert.pem's subject is "${subject}"`);
     const notBefore = /<not_before>([^<]*)<\/not_before>/.exec(body!)?.[1];
     const notAfter = /<not_after>([^<]*)<\/not_after>/.exec(body!)?.[1];
-    // Enclaves start their grant up to 14 h early (documents.ts enclaveGrantValidity: Fast DDS reads it in local
-    // time); it never ends after the certificate.
+    // Enclaves' grants start up to 14 h before the certificate and end up to 14 h after it (documents.ts
+    // enclaveGrantValidity: Fast DDS reads them in local time); no wider.
     const from = parseGrantTime(notBefore);
     const until = parseGrantTime(notAfter);
     const earliest = cert.parsed.notBefore.getTime() - GRANT_LEAD_MS;
-    if (!from || !until || from.getTime() < earliest || until.getTime() > cert.parsed.notAfter.getTime() || from > until)
+    const latest = cert.parsed.notAfter.getTime() + GRANT_LEAD_MS;
+    if (!from || !until || from.getTime() < earliest || until.getTime() > latest || from > until)
       c.report(
         rel,
         `grant ${name} is valid ${notBefore} to ${notAfter}, not within the certificate's ` +
-          `${grantTimeText(cert.parsed.notBefore)} (less up to 14 h for local time zones) to ${grantTimeText(cert.parsed.notAfter)}`,
+          `${grantTimeText(cert.parsed.notBefore)} to ${grantTimeText(cert.parsed.notAfter)} widened by up to 14 h for local time zones`,
       );
   }
 }
