@@ -57,7 +57,7 @@ export class UnknownKeystoreEnclave extends AuthorityError {
 export class EnclaveRevoked extends AuthorityError {
   readonly code = "enclave-revoked";
   constructor(path: string) {
-    super(`enclave ${path} is revoked; it cannot be renewed (create a new keystore enclave path, or a new keystore)`);
+    super(`enclave ${path} is revoked and cannot be renewed; create it again with \`fleetpki ros2 enclave create\``);
   }
 }
 /** A device asked to renew an enclave that is not linked to it. */
