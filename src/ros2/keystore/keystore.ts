@@ -236,8 +236,8 @@ export async function initKeystore(fleet: FleetServices, req: InitKeystoreReques
       const m = readKeystoreMarker(dir);
       if (m.fleet !== (await rootFingerprint(fleet))) throw new ForeignKeystore(dir, m.fleet);
       // Asking again for what exists is not an error; asking for another domain or governance is.
-      const sameGovernance =
-        req.governanceFile === undefined || readGovernance(req.governanceFile, m.domain_id) === readFileSync(join(dir, ks.governanceXml), "utf8");
+      const given = req.governanceFile === undefined ? undefined : readGovernance(req.governanceFile, m.domain_id);
+      const sameGovernance = given === undefined || given === readFileSync(join(dir, ks.governanceXml), "utf8");
       const otherDomain = req.domainId !== undefined && m.domain_id !== domainId;
       if (otherDomain || !sameGovernance)
         throw new KeystoreDirNotEmpty(
