@@ -1,12 +1,14 @@
 // CRLs, one per CA: signed from the certificates table, numbered from the crls table (the number
 // only grows, across restarts and processes), re-signed at half of their validity and at once
 // after any status change of a certificate the CA issued (markChanged, fed by change-feed.ts).
+import type { FleetConfig } from "../../config/config.js";
 import { parseDuration } from "../../config/duration.js";
 import type { CrlTable } from "../../store/schema.js";
 import { buildCrl, type RevokedEntry } from "../../x509/crl.js";
 import { toPem } from "../../x509/pem.js";
 import { writeRootCrlRequest } from "../ca/root-crl.js";
 import { AuthorityError, CaKeyOffline, InvalidArgument, UnknownCa } from "../errors.js";
+import { ROS2_CAS } from "../layout.js";
 import type { FleetServices } from "../services.js";
 
 export interface PublishedCrl {
@@ -34,6 +36,15 @@ function published(row: CrlTable): PublishedCrl {
   };
 }
 
+/**
+ * nextUpdate - thisUpdate for a CA's CRL. The ros2-identity CA's has its own: DDS reads an enclave's
+ * crl.pem only when a node starts, so that copy must outlive the node (revocation.ros2_crl_validity).
+ */
+export function crlValidityMs(config: FleetConfig, caId: string): number {
+  const r = config.revocation;
+  return parseDuration(caId === ROS2_CAS.identity ? r.ros2_crl_validity : r.crl_validity);
+}
+
 /** The freshness rule: a CRL is re-signed once half of its validity has passed. */
 export function crlIsDue(crl: PublishedCrl, now: Date): boolean {
   const half = crl.thisUpdate.getTime() + (crl.nextUpdate.getTime() - crl.thisUpdate.getTime()) / 2;
@@ -58,7 +69,7 @@ export async function crlCaIds(fleet: FleetServices): Promise<string[]> {
  */
 export async function signCrl(fleet: FleetServices, caId: string, now: Date = fleet.clock.now()): Promise<PublishedCrl> {
   const issuer = await fleet.issuingCa(caId, { forCrl: true });
-  const validityMs = parseDuration(fleet.config.revocation.crl_validity);
+  const validityMs = crlValidityMs(fleet.config, caId);
   const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
   const nextUpdate = new Date(thisUpdate.getTime() + validityMs);
   // A CRL number must never be reused, so the new one is durable (transaction) before the CRL is served.
