@@ -42,12 +42,28 @@ describe("revocation settings", () => {
     [{ ocsp_max_certificates: 0 }, /ocsp_max_certificates must be an integer from 1 to 1000/],
     [{ ocsp_max_certificates: "16" }, /ocsp_max_certificates must be an integer/],
     ["yes", /"revocation" must be a mapping/],
+    [{ ros2_crl_validity: "1s" }, /revocation\.ros2_crl_validity: must be at least 2s/],
+    [{ ros2_crl_validity: "29d" }, /revocation\.ros2_crl_validity \(29d\) is shorter than validity\.ros2_enclave \(30d\)/],
   ] as const)
     it(`refuses ${JSON.stringify(value)}`, () =>
       assert.throws(
         () => parseConfig(withRevocation(value)),
         (e: Error) => e instanceof ConfigError && pattern.test(e.message),
       ));
+  it("ros2_crl_validity: 45d by default (written by init), never below validity.ros2_enclave, unset follows it", () => {
+    assert.equal(DEFAULT_REVOCATION.ros2_crl_validity, "45d");
+    assert.match(base, /^  ros2_crl_validity: 45d$/m);
+    assert.equal(parseConfig(withRevocation({ ros2_crl_validity: "30d" })).revocation.ros2_crl_validity, "30d");
+    const doc = parse(base) as Record<string, any>;
+    doc.validity.ros2_enclave = "60d";
+    doc.revocation.ros2_crl_validity = "45d";
+    assert.throws(() => parseConfig(stringify(doc)), /ros2_crl_validity \(45d\) is shorter than validity\.ros2_enclave \(60d\)/);
+    // A file written before the key existed: 3/2 of a longer enclave lifetime, not a CRL that expires inside running nodes.
+    delete doc.revocation.ros2_crl_validity;
+    assert.equal(parseConfig(stringify(doc)).revocation.ros2_crl_validity, "90d");
+    delete doc.revocation;
+    assert.equal(parseConfig(stringify(doc)).revocation.ros2_crl_validity, "90d");
+  });
 });
 
 describe("serials and reasons", () => {
