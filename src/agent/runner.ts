@@ -38,8 +38,6 @@ export interface RunOptions {
   ros2CrlIntervalMs?: number;
   /** Called after each enclave renewal and hook (tests). */
   onEnclaveRenewed?: (renewal: EnclaveRenewal) => void | Promise<void>;
-  /** Called after a new CRL was written into these enclaves, and the hook (tests). */
-  onCrlWritten?: (enclaves: string[]) => void | Promise<void>;
 }
 
 const DEFAULT_MAX_SLEEP_MS = 10 * 60_000;
@@ -130,7 +128,6 @@ export async function runAgent(options: RunOptions): Promise<void> {
             };
             await runHook(options.onRenew, state.dir, state.deviceId, log, options.hookTimeoutMs, extra);
           }
-          await options.onCrlWritten?.(w.enclaves);
         },
       });
       ros2 = keeper.run(maxSleep);
