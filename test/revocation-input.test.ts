@@ -14,6 +14,7 @@ import {
   revokeLocalCa,
   unholdDevice,
 } from "../src/authority/status/revocation.js";
+import { ros2CrlValidityWarning } from "../src/authority/status/crls.js";
 import { ConfigError, DEFAULT_REVOCATION, defaultConfig, parseConfig, renderConfig } from "../src/config/config.js";
 import { assertOneLineError, cliAsync, tempFleet } from "./helpers.js";
 import { sqliteStore } from "./support/sqlite.js";
@@ -63,6 +64,12 @@ describe("revocation settings", () => {
     assert.equal(parseConfig(stringify(doc)).revocation.ros2_crl_validity, "90d");
     delete doc.revocation;
     assert.equal(parseConfig(stringify(doc)).revocation.ros2_crl_validity, "90d");
+  });
+  it("serve warns below 4/3 of validity.ros2_enclave (a node may outlive a CRL re-signed at half-life)", () => {
+    assert.equal(ros2CrlValidityWarning(parseConfig(base)), undefined);
+    assert.equal(ros2CrlValidityWarning(parseConfig(withRevocation({ ros2_crl_validity: "40d" }))), undefined);
+    const warning = ros2CrlValidityWarning(parseConfig(withRevocation({ ros2_crl_validity: "39d" })));
+    assert.match(warning ?? "", /revocation\.ros2_crl_validity \(39d\) is less than 4\/3 of validity\.ros2_enclave \(30d\)/);
   });
 });
 

@@ -45,6 +45,23 @@ export function crlValidityMs(config: FleetConfig, caId: string): number {
   return parseDuration(caId === ROS2_CAS.identity ? r.ros2_crl_validity : r.crl_validity);
 }
 
+/**
+ * Why `serve` should warn about revocation.ros2_crl_validity, if it should. Load refuses anything below
+ * validity.ros2_enclave; below 4/3 of it a node may still outlive its copy: the copy can be half a
+ * validity old when the node starts (re-signed at half-life), and the node runs until its enclave
+ * renews (2/3 of the lifetime).
+ */
+export function ros2CrlValidityWarning(config: FleetConfig): string | undefined {
+  const crl = crlValidityMs(config, ROS2_CAS.identity);
+  const enclave = parseDuration(config.validity.ros2_enclave);
+  if (3 * crl >= 4 * enclave) return undefined;
+  return (
+    `revocation.ros2_crl_validity (${config.revocation.ros2_crl_validity}) is less than 4/3 of validity.ros2_enclave ` +
+    `(${config.validity.ros2_enclave}): a SROS2 node started with a CRL re-signed at half-life may see it expire before its ` +
+    `enclave renews, and then refuses every peer`
+  );
+}
+
 /** The freshness rule: a CRL is re-signed once half of its validity has passed. */
 export function crlIsDue(crl: PublishedCrl, now: Date): boolean {
   const half = crl.thisUpdate.getTime() + (crl.nextUpdate.getTime() - crl.thisUpdate.getTime()) / 2;
