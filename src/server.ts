@@ -7,14 +7,14 @@ import type { AddressInfo } from "node:net";
 import { CheckpointSchedule } from "./authority/audit-checkpoints.js";
 import { deviceClientCas } from "./authority/ca/cas.js";
 import { ChangeFeed } from "./authority/events/change-feed.js";
-import { CrlPublisher } from "./authority/status/crls.js";
+import { CrlPublisher, ros2CrlValidityWarning } from "./authority/status/crls.js";
 import { FleetServices } from "./authority/services.js";
 import { OcspService } from "./authority/status/ocsp-responder.js";
 import { CertificateStatus } from "./authority/status/certificate-status.js";
 import { OperatorDirectory } from "./authority/identities/operators.js";
 import { operatorSession } from "./authority/identities/operator-sessions.js";
 import { followStatusChanges, type StatusFollowers } from "./authority/status/follow.js";
-import { layout } from "./authority/layout.js";
+import { layout, ROS2_CAS } from "./authority/layout.js";
 import { ensureServerCertificate } from "./authority/ca/server-certificate.js";
 import { ServerCertificateRenewer } from "./authority/ca/server-renewal.js";
 import type { Clock } from "./authority/clock.js";
@@ -246,6 +246,8 @@ export async function startFleetServer(options: ServeOptions): Promise<FleetServ
       const statusLogger = logger.child({ listener: "status" });
       const listen = parseListen(options.statusListen ?? fleet.config.listen.status, "listen.status");
       const crls = new CrlPublisher(fleet, (caId, e) => statusLogger.warn({ ca: caId, err: (e as Error).message }, "signing a CRL failed"));
+      const ros2CrlWarning = ros2CrlValidityWarning(fleet.config);
+      if (ros2CrlWarning) statusLogger.warn({ ca: ROS2_CAS.identity }, ros2CrlWarning);
       const ocsp = new OcspService(fleet, (e) => statusLogger.error({ err: (e as Error).message }, "answering an OCSP request failed"));
       // A revocation made anywhere (this process, the CLI, another server) reaches us through the audit log.
       Object.assign(followers, {

@@ -218,6 +218,9 @@ describe("init", { concurrency: true }, () => {
       assert.equal(config.server.public_url, `http://${host}:8080`);
       assert.deepEqual(config.database, { url: "sqlite:fleetpki.db" });
       assert.deepEqual(config.renewal, { after_expiry_grace: "7d" });
+      // The enclaves' CRL outlives the enclaves: DDS reads crl.pem only when a node starts.
+      assert.equal(config.revocation.crl_validity, "24h");
+      assert.equal(config.revocation.ros2_crl_validity, "45d");
     });
 
     it("refuses to overwrite an existing fleet and leaves it untouched", async () => {

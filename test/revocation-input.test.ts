@@ -14,6 +14,7 @@ import {
   revokeLocalCa,
   unholdDevice,
 } from "../src/authority/status/revocation.js";
+import { ros2CrlValidityWarning } from "../src/authority/status/crls.js";
 import { ConfigError, DEFAULT_REVOCATION, defaultConfig, parseConfig, renderConfig } from "../src/config/config.js";
 import { assertOneLineError, cliAsync, tempFleet } from "./helpers.js";
 import { sqliteStore } from "./support/sqlite.js";
@@ -42,12 +43,34 @@ describe("revocation settings", () => {
     [{ ocsp_max_certificates: 0 }, /ocsp_max_certificates must be an integer from 1 to 1000/],
     [{ ocsp_max_certificates: "16" }, /ocsp_max_certificates must be an integer/],
     ["yes", /"revocation" must be a mapping/],
+    [{ ros2_crl_validity: "1s" }, /revocation\.ros2_crl_validity: must be at least 2s/],
+    [{ ros2_crl_validity: "29d" }, /revocation\.ros2_crl_validity \(29d\) is shorter than validity\.ros2_enclave \(30d\)/],
   ] as const)
     it(`refuses ${JSON.stringify(value)}`, () =>
       assert.throws(
         () => parseConfig(withRevocation(value)),
         (e: Error) => e instanceof ConfigError && pattern.test(e.message),
       ));
+  it("ros2_crl_validity: 45d by default (written by init), never below validity.ros2_enclave, unset follows it", () => {
+    assert.equal(DEFAULT_REVOCATION.ros2_crl_validity, "45d");
+    assert.match(base, /^  ros2_crl_validity: 45d$/m);
+    assert.equal(parseConfig(withRevocation({ ros2_crl_validity: "30d" })).revocation.ros2_crl_validity, "30d");
+    const doc = parse(base) as Record<string, any>;
+    doc.validity.ros2_enclave = "60d";
+    doc.revocation.ros2_crl_validity = "45d";
+    assert.throws(() => parseConfig(stringify(doc)), /ros2_crl_validity \(45d\) is shorter than validity\.ros2_enclave \(60d\)/);
+    // A file written before the key existed: 3/2 of a longer enclave lifetime, not a CRL that expires inside running nodes.
+    delete doc.revocation.ros2_crl_validity;
+    assert.equal(parseConfig(stringify(doc)).revocation.ros2_crl_validity, "90d");
+    delete doc.revocation;
+    assert.equal(parseConfig(stringify(doc)).revocation.ros2_crl_validity, "90d");
+  });
+  it("serve warns below 4/3 of validity.ros2_enclave (a node may outlive a CRL re-signed at half-life)", () => {
+    assert.equal(ros2CrlValidityWarning(parseConfig(base)), undefined);
+    assert.equal(ros2CrlValidityWarning(parseConfig(withRevocation({ ros2_crl_validity: "40d" }))), undefined);
+    const warning = ros2CrlValidityWarning(parseConfig(withRevocation({ ros2_crl_validity: "39d" })));
+    assert.match(warning ?? "", /revocation\.ros2_crl_validity \(39d\) is less than 4\/3 of validity\.ros2_enclave \(30d\)/);
+  });
 });
 
 describe("serials and reasons", () => {

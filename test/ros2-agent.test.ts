@@ -31,6 +31,9 @@ import { runAgent } from "../src/agent/runner.js";
 import { loadState } from "../src/agent/state.js";
 import { createEnclave, revokeEnclave } from "../src/ros2/keystore/enclaves.js";
 import { initKeystore } from "../src/ros2/keystore/keystore.js";
+import { signCrl, storedCrl } from "../src/authority/status/crls.js";
+import { parseCrl } from "../src/x509/crl.js";
+import { fromPem } from "../src/x509/pem.js";
 import { ManualClock } from "./support/clock.js";
 import { openssl, opensslCsr, tempDir } from "./helpers.js";
 import { assertProblem, editConfig, makeCsr, postJson, startTestServer, type TestServer } from "./server-helpers.js";
@@ -479,7 +482,7 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
       random: () => 0.5,
       log,
       signal: controller.signal,
-      onRenew: `printf '%s\\n' "$FLEETPKI_ROS2_ENCLAVE" >> ${JSON.stringify(hookOut)}`,
+      onRenew: `printf '%s %s\\n' "$FLEETPKI_ROS2_EVENT" "$FLEETPKI_ROS2_ENCLAVE" >> ${JSON.stringify(hookOut)}`,
       ros2Keystore: KS_R,
       ros2CrlUrl: crlUrl,
       onEnclaveRenewed: (r) => {
@@ -496,7 +499,7 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
     controller.abort();
     await running;
     assert.deepEqual(renewed.map((r) => r.path).sort(), ["/nav", "/nav/planner", "/tl/talker"]);
-    assert.deepEqual(readFileSync(hookOut, "utf8").trim().split("\n").sort(), ["/nav", "/nav/planner", "/tl/talker"]);
+    assert.deepEqual(readFileSync(hookOut, "utf8").trim().split("\n").sort(), ["renew /nav", "renew /nav/planner", "renew /tl/talker"]);
   });
   it("backs off on network errors like the device renewal, and leaves the enclave as it is", async () => {
     // The same device, its agent.json pointing at a port where nothing listens.
@@ -524,5 +527,84 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
     const again = lines.filter((l) => l.msg === "enclave renewal failed; retrying" && l.enclave === "/tl/talker");
     assert.equal(again.length, 2);
     assert.ok(again[1]!.retry_in_ms >= 1000 && again[1]!.retry_in_ms <= 2000, String(again[1]!.retry_in_ms));
+  });
+
+  it("the ros2-identity CRL lives revocation.ros2_crl_validity, the devices CA's crl_validity", async () => {
+    const fleet = server.server.fleet;
+    const now = clock.now();
+    const ros2 = await signCrl(fleet, "ros2-identity", now);
+    const devices = await signCrl(fleet, "devices", now);
+    const thisUpdate = Math.floor(now.getTime() / 1000) * 1000;
+    assert.equal(ros2.thisUpdate.getTime(), thisUpdate);
+    assert.equal(ros2.nextUpdate.getTime() - ros2.thisUpdate.getTime(), 45 * DAY);
+    assert.equal(devices.nextUpdate.getTime() - devices.thisUpdate.getTime(), DAY);
+    // What robots fetch (the status listener's publisher) says the same, read by openssl.
+    writeFileSync(join(tmp.path, "served.crl.pem"), await (await fetch(crlUrl)).text());
+    const text = openssl(["crl", "-noout", "-nextupdate", "-lastupdate", "-in", join(tmp.path, "served.crl.pem")]).stdout;
+    const next = Date.parse(/nextUpdate=(.+)/.exec(text)![1]!);
+    const last = Date.parse(/lastUpdate=(.+)/.exec(text)![1]!);
+    assert.equal(next - last, 45 * DAY, text);
+  });
+
+  it("runs the --on-renew hook once with FLEETPKI_ROS2_EVENT=crl after a revocation, not again for the same CRL", async () => {
+    const fleet = server.server.fleet;
+    const controller = new AbortController();
+    const hookOut = join(tmp.path, "hook-crl.out");
+    const hook =
+      `printf '%s|%s|%s|%s\\n' "$FLEETPKI_ROS2_EVENT" "$FLEETPKI_ROS2_ENCLAVES" "$FLEETPKI_ROS2_CRL_NUMBER" "$FLEETPKI_ROS2_CRL" ` +
+      `>> ${JSON.stringify(hookOut)}`;
+    const { log, lines } = memoryLogger();
+    const running = runAgent({
+      dir: A1,
+      clock: agentClock,
+      random: () => 0.5,
+      log,
+      signal: controller.signal,
+      onRenew: hook,
+      ros2Keystore: KS_R,
+      ros2CrlUrl: crlUrl,
+      ros2CrlIntervalMs: 60_000,
+    });
+    // Both loops asleep means a keeper cycle (and its hook) is over; poll the clock's state, no timing.
+    const idle = async () => {
+      for (let i = 0; i < 4000 && agentClock.waiting < 2; i++) await new Promise((r) => setTimeout(r, 5));
+      assert.equal(agentClock.waiting, 2, JSON.stringify(lines.filter((l) => l.level !== "debug")));
+    };
+    const hookLines = () => (existsSync(hookOut) ? readFileSync(hookOut, "utf8").trim().split("\n") : []);
+    try {
+      await idle();
+      const before = hookLines().length; // the first cycle may install a CRL re-signed meanwhile
+      // A revocation on the CA machine: a new CRL, fetched on the next cycle.
+      await createEnclave(fleet, { dir: KS_CA, path: "/gone/node", allowAll: true, actor: "test" });
+      const gone = serialOf(enclave(KS_CA, "/gone/node"));
+      const publicCrl = join(KS_R, "public", "identity_ca.crl.pem");
+      const readCrl = () => parseCrl(fromPem(readFileSync(publicCrl, "utf8"), ["X509 CRL"]));
+      const old = readCrl();
+      await revokeEnclave(fleet, { dir: KS_CA, path: "/gone/node", actor: "test" });
+      // The status listener learns of the change through the audit feed: wait until it serves the new CRL.
+      const signed = (await storedCrl(fleet, "ros2-identity"))!.crlNumber;
+      const servedNumber = async () => parseCrl(fromPem(await (await fetch(crlUrl)).text(), ["X509 CRL"])).crlNumber!;
+      for (let i = 0; i < 1000 && (await servedNumber()) < signed; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.ok((await servedNumber()) >= signed, "the server serves the CRL signed by the revocation");
+      agentClock.advance(60_000);
+      await idle();
+      const after = hookLines().slice(before);
+      // The CRL the hook was told about is the one now in place, newer, and it lists the revoked enclave.
+      const installed = readCrl();
+      assert.ok(installed.crlNumber! > old.crlNumber!);
+      assert.ok(installed.entries.some((e) => e.serialHex === gone));
+      const number = installed.crlNumber!.toString();
+      const enclaves = scanEnclaves(openKeystore(KS_R, loadState(A1).root)).enclaves.map((e) => e.path).join(" ");
+      assert.deepEqual(after, [`crl|${enclaves}|${number}|${publicCrl}`], JSON.stringify(lines.filter((l) => /CRL|hook/.test(l.msg))));
+      // The same CRL on the next cycles: nothing written, no hook.
+      agentClock.advance(60_000);
+      await idle();
+      agentClock.advance(60_000);
+      await idle();
+      assert.equal(hookLines().length, before + 1);
+    } finally {
+      controller.abort();
+      await running;
+    }
   });
 });

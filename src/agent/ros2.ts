@@ -16,6 +16,8 @@
 // The CRL of the identity CA is fetched from the status server on every cycle, accepted only when
 // signed by the keystore's identity CA (itself checked against the pinned fleet root) and not older
 // than the one in place, and written to public/identity_ca.crl.pem and every enclave's crl.pem.
+// DDS reads crl.pem only when a node starts, so a newly written CRL is announced (onCrlWritten, the
+// --on-renew hook with FLEETPKI_ROS2_EVENT=crl): the operator decides whether nodes restart now.
 import { X509Certificate, createPublicKey, type KeyObject } from "node:crypto";
 import http from "node:http";
 import https from "node:https";
@@ -603,6 +605,8 @@ export interface Ros2Options {
   exclusive?: <T>(fn: () => Promise<T>) => Promise<T>;
   /** After each enclave renewal (the --on-renew hook). */
   onRenewed?: (renewal: EnclaveRenewal, enclaveDir: string) => void | Promise<void>;
+  /** After a CRL was written into enclaves' crl.pem (never for one already in place): their paths and the CRL. */
+  onCrlWritten?: (written: { enclaves: string[]; crl: ParsedCrl; publicPath: string }) => void | Promise<void>;
   commit?: EnclaveCommitOptions;
 }
 
@@ -665,7 +669,14 @@ export class Ros2Keeper {
       if (renewed && (!crl || newer(renewed.crl, crl))) crl = renewed.crl;
     }
     const changed = syncCrls(ks, scanEnclaves(ks).enclaves, crl, this.log);
-    if (changed.length > 0) this.log.info("CRL written", { enclaves: changed, crl_number: crl?.crlNumber?.toString() });
+    if (changed.length > 0) {
+      // What was written is public/'s CRL (the newest), which may be newer than this cycle's candidate.
+      const publicPath = join(ks.dir, "public", "identity_ca.crl.pem");
+      const written = readCrlIfValid(ks, publicPath);
+      this.log.info("CRL written", { enclaves: changed, crl_number: written?.crlNumber?.toString() });
+      // A failing hook is the runner's to log; the files are in place either way.
+      if (written) await this.options.onCrlWritten?.({ enclaves: changed, crl: written, publicPath });
+    }
 
     let next = this.nextCrlAt;
     for (const t of this.tracked.values()) if (!t.parked) next = Math.min(next, Math.max(t.renewAt, t.retryAt ?? 0));

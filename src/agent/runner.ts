@@ -107,6 +107,7 @@ export async function runAgent(options: RunOptions): Promise<void> {
         onRenewed: async (r, enclaveDir) => {
           if (options.onRenew) {
             const extra = {
+              FLEETPKI_ROS2_EVENT: "renew",
               FLEETPKI_ROS2_ENCLAVE: r.path,
               FLEETPKI_ROS2_ENCLAVE_DIR: enclaveDir,
               FLEETPKI_ROS2_KEYSTORE: options.ros2Keystore!,
@@ -114,6 +115,19 @@ export async function runAgent(options: RunOptions): Promise<void> {
             await runHook(options.onRenew, state.dir, state.deviceId, log, options.hookTimeoutMs, extra);
           }
           await options.onEnclaveRenewed?.(r);
+        },
+        // DDS reads crl.pem only at node start: the hook may restart the nodes of these enclaves so a revocation bites now.
+        onCrlWritten: async (w) => {
+          if (options.onRenew) {
+            const extra = {
+              FLEETPKI_ROS2_EVENT: "crl",
+              FLEETPKI_ROS2_ENCLAVES: w.enclaves.join(" "),
+              FLEETPKI_ROS2_CRL: w.publicPath,
+              FLEETPKI_ROS2_CRL_NUMBER: w.crl.crlNumber?.toString() ?? "",
+              FLEETPKI_ROS2_KEYSTORE: options.ros2Keystore!,
+            };
+            await runHook(options.onRenew, state.dir, state.deviceId, log, options.hookTimeoutMs, extra);
+          }
         },
       });
       ros2 = keeper.run(maxSleep);

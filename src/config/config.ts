@@ -5,7 +5,7 @@ import { isAbsolute, join, resolve } from "node:path";
 import { isMap, isScalar, LineCounter, parseDocument, type Pair } from "yaml";
 import { CA_KEY_TYPES, type CaKeyType } from "../x509/algorithms.js";
 import { deviceDnsZone, inDeviceDnsZone } from "../x509/profiles.js";
-import { parseDuration } from "./duration.js";
+import { formatDuration, parseDuration } from "./duration.js";
 
 export const CONFIG_FILE = "fleetpki.yaml";
 
@@ -77,6 +77,12 @@ export const DEFAULT_AUDIT: AuditConfig = { checkpoint_interval: "5m" };
 export interface RevocationConfig {
   /** A CRL's nextUpdate - thisUpdate; re-signed at half of it and at once after any change. */
   crl_validity: string;
+  /**
+   * The same for the ros2-identity CA's CRL (the enclaves' crl.pem). DDS reads crl.pem once, when a
+   * node starts, and refuses every handshake once that copy's nextUpdate passes; nodes restart when
+   * their enclave is renewed, so this must outlast validity.ros2_enclave (checked at load).
+   */
+  ros2_crl_validity: string;
   /** Lifetime of the delegated OCSP responder certificates (one per CA, renewed at half-life). */
   ocsp_responder_validity: string;
   /** How long a signed `good` OCSP answer is reused (dropped at once on any status change). */
@@ -92,8 +98,15 @@ export const DEFAULT_SERVICE_VALIDITY = "90d";
 /** Short, like a device's: renewal (by the agent or `ros2 enclave renew`) and the CRL do the rest, not sros2's 10 years. */
 export const DEFAULT_ROS2_ENCLAVE_VALIDITY = "30d";
 
+/**
+ * 3/2 of the default enclave lifetime: a node starts with a copy at most half a validity old (re-signed
+ * at half-life) and restarts when its enclave renews (2/3 of the lifetime), so V/2 + 2/3 L < V.
+ */
+export const DEFAULT_ROS2_CRL_VALIDITY = "45d";
+
 export const DEFAULT_REVOCATION: RevocationConfig = {
   crl_validity: "24h",
+  ros2_crl_validity: DEFAULT_ROS2_CRL_VALIDITY,
   ocsp_responder_validity: "24h",
   ocsp_cache: "60s",
   ocsp_max_certificates: 16,
@@ -269,6 +282,10 @@ enrollment:
 # CRLs and OCSP, served by the status listener (listen.status).
 revocation:
   crl_validity: ${c.revocation.crl_validity}               # nextUpdate - thisUpdate; re-signed at half-life and after every change
+  # The ros2-identity CA's CRL (crl.pem in every SROS2 enclave). A node keeps the CRL it started with
+  # until it restarts, which happens at least once per enclave lifetime (renewal at 2/3 of it), and
+  # refuses every peer once that copy expires: keep it over 4/3 of validity.ros2_enclave (never below it).
+  ros2_crl_validity: ${c.revocation.ros2_crl_validity}
   ocsp_responder_validity: ${c.revocation.ocsp_responder_validity}    # delegated OCSP signing certificates, renewed at half-life
   ocsp_cache: ${c.revocation.ocsp_cache}                 # reuse of signed "good" answers; dropped on any status change
   ocsp_max_certificates: ${c.revocation.ocsp_max_certificates}        # certificates per OCSP request
@@ -321,7 +338,7 @@ const KNOWN_KEYS: Record<string, readonly string[]> = {
   database: ["url"],
   renewal: ["after_expiry_grace"],
   enrollment: ["token", "factory", "approval", "token_ttl", "approval_request_ttl", "failed_auth_per_minute"],
-  revocation: ["crl_validity", "ocsp_responder_validity", "ocsp_cache", "ocsp_max_certificates"],
+  revocation: ["crl_validity", "ros2_crl_validity", "ocsp_responder_validity", "ocsp_cache", "ocsp_max_certificates"],
   audit: ["checkpoint_interval"],
   gateway: ["allow_local_cas", "denials_per_minute", "limits"],
   admin: ["public_url", "metrics_allow", "session_lifetime"],
@@ -439,6 +456,8 @@ export function parseConfigWithNotes(text: string): { config: FleetConfig; notes
     throw new ConfigError(`${CONFIG_FILE}: renewal.after_expiry_grace: ${(e as Error).message}`);
   }
   const enrollment = parseEnrollment((raw as Record<string, unknown>).enrollment);
+  const ros2Enclave = validity.ros2_enclave === undefined ? DEFAULT_ROS2_ENCLAVE_VALIDITY : duration("ros2_enclave");
+  const revocation = parseRevocation((raw as Record<string, unknown>).revocation, ros2Enclave);
   const { urls, publicUrl } = parseUrls(server, (raw as Record<string, unknown>).urls);
   return {
     notes,
@@ -455,7 +474,7 @@ export function parseConfigWithNotes(text: string): { config: FleetConfig; notes
         server: duration("server"),
         operator: duration("operator"),
         service: validity.service === undefined ? DEFAULT_SERVICE_VALIDITY : duration("service"),
-        ros2_enclave: validity.ros2_enclave === undefined ? DEFAULT_ROS2_ENCLAVE_VALIDITY : duration("ros2_enclave"),
+        ros2_enclave: ros2Enclave,
       },
       urls,
       listen: {
@@ -469,7 +488,7 @@ export function parseConfigWithNotes(text: string): { config: FleetConfig; notes
       database: { url: str(database, "database", "url") },
       renewal: { after_expiry_grace: grace },
       enrollment,
-      revocation: parseRevocation((raw as Record<string, unknown>).revocation),
+      revocation,
       audit: parseAudit((raw as Record<string, unknown>).audit),
       gateway: parseGateway((raw as Record<string, unknown>).gateway),
       admin: parseAdmin((raw as Record<string, unknown>).admin),
@@ -597,12 +616,15 @@ function parseEnrollment(value: unknown): EnrollmentConfig {
 }
 
 /** Optional too (fleets made before it existed get the defaults). */
-function parseRevocation(value: unknown): RevocationConfig {
-  if (value === undefined || value === null) return { ...DEFAULT_REVOCATION };
+function parseRevocation(value: unknown, ros2Enclave: string): RevocationConfig {
+  const enclaveMs = parseDuration(ros2Enclave);
+  // Unset (older files): 3/2 of the enclave lifetime, never less than the default.
+  const ros2Default = formatDuration(Math.max(parseDuration(DEFAULT_ROS2_CRL_VALIDITY), Math.ceil((enclaveMs * 1.5) / 1000) * 1000));
+  if (value === undefined || value === null) return { ...DEFAULT_REVOCATION, ros2_crl_validity: ros2Default };
   if (typeof value !== "object") throw new ConfigError(`${CONFIG_FILE}: "revocation" must be a mapping`);
   const r = value as Record<string, unknown>;
-  const out = { ...DEFAULT_REVOCATION };
-  for (const key of ["crl_validity", "ocsp_responder_validity", "ocsp_cache"] as const) {
+  const out = { ...DEFAULT_REVOCATION, ros2_crl_validity: ros2Default };
+  for (const key of ["crl_validity", "ros2_crl_validity", "ocsp_responder_validity", "ocsp_cache"] as const) {
     if (r[key] === undefined) continue;
     try {
       // Signing cannot keep up with shorter lifetimes; the cache may be as short as 1s.
@@ -613,6 +635,12 @@ function parseRevocation(value: unknown): RevocationConfig {
     }
     out[key] = String(r[key]);
   }
+  // A shorter CRL expires inside nodes that have no reason to restart yet: every handshake then fails.
+  if (r.ros2_crl_validity !== undefined && parseDuration(out.ros2_crl_validity) < enclaveMs)
+    throw new ConfigError(
+      `${CONFIG_FILE}: revocation.ros2_crl_validity (${out.ros2_crl_validity}) is shorter than validity.ros2_enclave (${ros2Enclave}): ` +
+        `SROS2 nodes keep the CRL they started with until their enclave is renewed, and refuse every peer once it expires`,
+    );
   if (r.ocsp_max_certificates !== undefined) {
     const n = r.ocsp_max_certificates;
     if (typeof n !== "number" || !Number.isInteger(n) || n < 1 || n > 1000)

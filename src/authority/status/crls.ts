@@ -1,12 +1,14 @@
 // CRLs, one per CA: signed from the certificates table, numbered from the crls table (the number
 // only grows, across restarts and processes), re-signed at half of their validity and at once
 // after any status change of a certificate the CA issued (markChanged, fed by change-feed.ts).
+import type { FleetConfig } from "../../config/config.js";
 import { parseDuration } from "../../config/duration.js";
 import type { CrlTable } from "../../store/schema.js";
 import { buildCrl, type RevokedEntry } from "../../x509/crl.js";
 import { toPem } from "../../x509/pem.js";
 import { writeRootCrlRequest } from "../ca/root-crl.js";
 import { AuthorityError, CaKeyOffline, InvalidArgument, UnknownCa } from "../errors.js";
+import { ROS2_CAS } from "../layout.js";
 import type { FleetServices } from "../services.js";
 
 export interface PublishedCrl {
@@ -34,6 +36,32 @@ function published(row: CrlTable): PublishedCrl {
   };
 }
 
+/**
+ * nextUpdate - thisUpdate for a CA's CRL. The ros2-identity CA's has its own: DDS reads an enclave's
+ * crl.pem only when a node starts, so that copy must outlive the node (revocation.ros2_crl_validity).
+ */
+export function crlValidityMs(config: FleetConfig, caId: string): number {
+  const r = config.revocation;
+  return parseDuration(caId === ROS2_CAS.identity ? r.ros2_crl_validity : r.crl_validity);
+}
+
+/**
+ * Why `serve` should warn about revocation.ros2_crl_validity, if it should. Load refuses anything below
+ * validity.ros2_enclave; below 4/3 of it a node may still outlive its copy: the copy can be half a
+ * validity old when the node starts (re-signed at half-life), and the node runs until its enclave
+ * renews (2/3 of the lifetime).
+ */
+export function ros2CrlValidityWarning(config: FleetConfig): string | undefined {
+  const crl = crlValidityMs(config, ROS2_CAS.identity);
+  const enclave = parseDuration(config.validity.ros2_enclave);
+  if (3 * crl >= 4 * enclave) return undefined;
+  return (
+    `revocation.ros2_crl_validity (${config.revocation.ros2_crl_validity}) is less than 4/3 of validity.ros2_enclave ` +
+    `(${config.validity.ros2_enclave}): a SROS2 node started with a CRL re-signed at half-life may see it expire before its ` +
+    `enclave renews, and then refuses every peer`
+  );
+}
+
 /** The freshness rule: a CRL is re-signed once half of its validity has passed. */
 export function crlIsDue(crl: PublishedCrl, now: Date): boolean {
   const half = crl.thisUpdate.getTime() + (crl.nextUpdate.getTime() - crl.thisUpdate.getTime()) / 2;
@@ -58,7 +86,7 @@ export async function crlCaIds(fleet: FleetServices): Promise<string[]> {
  */
 export async function signCrl(fleet: FleetServices, caId: string, now: Date = fleet.clock.now()): Promise<PublishedCrl> {
   const issuer = await fleet.issuingCa(caId, { forCrl: true });
-  const validityMs = parseDuration(fleet.config.revocation.crl_validity);
+  const validityMs = crlValidityMs(fleet.config, caId);
   const thisUpdate = new Date(Math.floor(now.getTime() / 1000) * 1000);
   const nextUpdate = new Date(thisUpdate.getTime() + validityMs);
   // A CRL number must never be reused, so the new one is durable (transaction) before the CRL is served.

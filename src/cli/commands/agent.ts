@@ -72,7 +72,8 @@ export function registerAgent(program: Command): void {
     .option(
       "--on-renew <cmd>",
       "run `/bin/sh -c CMD` after each renewal (env FLEETPKI_CERT, FLEETPKI_KEY, FLEETPKI_CHAIN, FLEETPKI_CA; " +
-        "after an enclave renewal also FLEETPKI_ROS2_ENCLAVE, FLEETPKI_ROS2_ENCLAVE_DIR: restart the nodes of that enclave)",
+        "after an enclave renewal also FLEETPKI_ROS2_EVENT=renew, FLEETPKI_ROS2_ENCLAVE, FLEETPKI_ROS2_ENCLAVE_DIR: restart the nodes " +
+        "of that enclave; after a new CRL in the enclaves FLEETPKI_ROS2_EVENT=crl, FLEETPKI_ROS2_ENCLAVES (space-separated))",
     )
     .option("--ros2-keystore <dir>", "also keep this device's SROS2 enclaves in this fleetpki keystore renewed, and their CRLs fresh")
     .option("--ros2-crl-url <url>", "where the ros2-identity CRL is (default: beside the device certificate's CRL, /crl/ros2-identity.pem)")
