@@ -237,11 +237,12 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
       const xml = readFileSync(join(d, "permissions.xml"), "utf8");
       assert.equal(s.stdout.replace(/\r\n/g, "\n"), xml.replace(/\r\n/g, "\n"), `${p}: p7s signs permissions.xml`);
       const cert = certOf(d);
-      // The grant starts 14 h before the certificate (Fast DDS reads it in local time).
+      // The grant starts 14 h before the certificate and ends 14 h after it (Fast DDS reads it in local time).
       const grant = (iso: string, shift = 0) => new Date(Date.parse(iso) - shift).toISOString().slice(0, 19);
       const notBefore = `<not_before>${grant(cert.validFrom, 14 * 3600_000)}</not_before>`;
       assert.ok(xml.includes(notBefore), `${p}: not_before is 14 h before the new certificate's`);
-      assert.ok(xml.includes(`<not_after>${grant(cert.validTo)}</not_after>`), `${p}: not_after is the new certificate's`);
+      const notAfter = `<not_after>${grant(cert.validTo, -14 * 3600_000)}</not_after>`;
+      assert.ok(xml.includes(notAfter), `${p}: not_after is 14 h after the new certificate's`);
       assert.notEqual(xml, old[p]!["permissions.xml"]!.bytes, `${p}: permissions re-rendered`);
     }
     // Nested /nav/planner survived the renewal of /nav (and was renewed itself).

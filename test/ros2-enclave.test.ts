@@ -1,8 +1,8 @@
 // ROS 2 enclaves (src/ros2/keystore/enclaves.ts): what `ros2 enclave create|renew|revoke` write,
 // checked with openssl; renewEnclave for a CSR (the agent's path); bad inputs leave nothing behind.
 import assert from "node:assert/strict";
-import { generateKeyPairSync } from "node:crypto";
-import { cpSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { generateKeyPairSync, X509Certificate } from "node:crypto";
+import { cpSync, existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { FleetServices } from "../src/authority/services.js";
@@ -27,6 +27,7 @@ import {
   PermissionsSourceRequired,
   UnknownKeystoreEnclave,
 } from "../src/ros2/keystore/index.js";
+import { fleetRos2Trust, verifyKeystore } from "../src/ros2/keystore/verify.js";
 import { UnknownDevice } from "../src/authority/errors.js";
 import { Sros2PolicyError } from "../src/ros2/errors.js";
 import { decodeAuditRow } from "../src/authority/events/events.js";
@@ -168,10 +169,11 @@ describe("ros2 enclaves", () => {
     assert.match(xml, /<id>42<\/id>/);
     const dates = openssl(["x509", "-in", cert, "-noout", "-startdate", "-enddate", "-dateopt", "iso_8601"]).stdout;
     const [nb, na] = [/notBefore=(\S+ \S+)Z/.exec(dates)![1]!, /notAfter=(\S+ \S+)Z/.exec(dates)![1]!];
-    // not_before 14 h before the certificate's (Fast DDS reads it in the robot's local time), not_after the certificate's.
+    // The grant is the certificate's validity widened by 14 h on both sides (Fast DDS reads it in the robot's local time).
     const early = new Date(Date.parse(`${nb.replace(" ", "T")}Z`) - 14 * 3600_000).toISOString().slice(0, 19);
+    const late = new Date(Date.parse(`${na.replace(" ", "T")}Z`) + 14 * 3600_000).toISOString().slice(0, 19);
     assert.match(xml, new RegExp(`<not_before>${early}</not_before>`));
-    assert.match(xml, new RegExp(`<not_after>${na.replace(" ", "T")}</not_after>`));
+    assert.match(xml, new RegExp(`<not_after>${late}</not_after>`));
     // Default validity 30 days (validity.ros2_enclave), not sros2's 10 years.
     assert.ok(Math.abs(r.notAfter.getTime() - clock.now().getTime() - 30 * DAY) < 120_000);
     // Signed by the permissions CA, not the identity CA; the signed content is permissions.xml.
@@ -197,7 +199,7 @@ describe("ros2 enclaves", () => {
     assert.notEqual(xml, oldXml);
     const iso = (d: Date) => d.toISOString().slice(0, 19);
     assert.match(xml, new RegExp(`<not_before>${iso(new Date(r.notBefore.getTime() - 14 * 3600_000))}</not_before>`));
-    assert.match(xml, new RegExp(`<not_after>${iso(r.notAfter)}</not_after>`));
+    assert.match(xml, new RegExp(`<not_after>${iso(new Date(r.notAfter.getTime() + 14 * 3600_000))}</not_after>`));
     assert.ok(Math.abs(r.notAfter.getTime() - clock.now().getTime() - 5 * DAY) < 120_000);
     const ok = openssl(["smime", "-verify", "-in", join(dir, "permissions.p7s"), "-CAfile", join(dir, "permissions_ca.cert.pem"), "-text"]);
     assert.equal(ok.status, 0, ok.stderr);
@@ -238,6 +240,28 @@ describe("ros2 enclaves", () => {
       scheme: signatureSchemeFor(privateKey),
     });
     await assert.rejects(renewEnclave(fleet, { ...base, csrDer: p384, deviceId: "amr-1" }), /must be P-256/);
+  });
+
+  it("renewals (CLI and agent) keep the --validity given at creation, unless renew gets its own", async () => {
+    // /amr_2/base was created with --validity 20d; validity.ros2_enclave is 30 days.
+    const stored = await fleet.store.ops.ros2.getEnclave(keystoreId, "/amr_2/base");
+    assert.equal(stored?.validity, "20d");
+    const days = (r: { notAfter: Date }) => Math.round((r.notAfter.getTime() - clock.now().getTime()) / DAY);
+    assert.equal(days(await renewEnclaveInKeystore(fleet, { dir: ksDir, path: "/amr_2/base", actor: "test" })), 20);
+    const agent = await renewEnclave(fleet, {
+      keystoreId,
+      path: "/amr_2/base",
+      csrDer: p256Csr(),
+      deviceId: "amr-2",
+      actor: "device:amr-2",
+    });
+    const agentCert = new X509Certificate(agent.certificatePem);
+    assert.equal(Math.round((Date.parse(agentCert.validTo) - clock.now().getTime()) / DAY), 20);
+    // A renewal's own --validity is for that certificate; the stored one stays.
+    assert.equal(days(await renewEnclaveInKeystore(fleet, { dir: ksDir, path: "/amr_2/base", validity: "3d", actor: "test" })), 3);
+    assert.equal((await fleet.store.ops.ros2.getEnclave(keystoreId, "/amr_2/base"))?.validity, "20d");
+    // Without --validity at creation, renewals use validity.ros2_enclave.
+    assert.equal((await fleet.store.ops.ros2.getEnclave(keystoreId, "/talker_listener/listener"))?.validity, null);
   });
 
   it("revocation reaches every enclave's crl.pem: openssl -crl_check refuses the revoked one in each, accepts the others", async () => {
@@ -342,6 +366,64 @@ describe("ros2 enclaves", () => {
     assert.ok((await fleet.store.ops.ros2.getEnclave(other, "/short/lived"))?.renewed_at);
     // Through the CLI: one line, non-zero.
     assertOneLineError(cli(["ros2", "enclave", "create", ks2, "/talker_listener/listener", "--allow-all", "--dir", f.dir]), /already live/);
+  });
+
+  it("a revoked enclave's path can be created again in the same keystore: the new enclave replaces its row and directory", async () => {
+    const path = "/again/node";
+    const first = await createEnclave(fleet, { dir: ksDir, path, allowAll: true, deviceId: "amr-1", actor: "test" });
+    // A nested enclave inside its directory must survive the replacement.
+    await createEnclave(fleet, { dir: ksDir, path: "/again/node/inner", allowAll: true, actor: "test" });
+    const oldCert = join(tmp.path, "again-old-cert.pem");
+    cpSync(join(enclave(path), "cert.pem"), oldCert);
+    const oldKey = readFileSync(join(enclave(path), "key.pem"), "utf8");
+    await revokeEnclave(fleet, { dir: ksDir, path, actor: "test" });
+    await assert.rejects(
+      renewEnclaveInKeystore(fleet, { dir: ksDir, path, actor: "test" }),
+      (e: unknown) =>
+        e instanceof EnclaveRevoked &&
+        (e as Error).message === `enclave ${path} is revoked and cannot be renewed; create it again with \`fleetpki ros2 enclave create\``,
+    );
+
+    // With the revoked enclave's directory still there.
+    const second = await createEnclave(fleet, { dir: ksDir, path, allowAll: true, validity: "7d", actor: "test" });
+    assert.notEqual(second.serial, first.serial);
+    assert.notEqual(readFileSync(join(enclave(path), "key.pem"), "utf8"), oldKey);
+    assert.equal(mode(enclave(path)), 0o700);
+    assert.equal(mode(join(enclave(path), "key.pem")), 0o600);
+    const row = await fleet.store.ops.ros2.getEnclave(keystoreId, path);
+    assert.deepEqual(
+      { status: row?.status, serial: row?.serial, device: row?.device_id, validity: row?.validity, revokedAt: row?.revoked_at },
+      { status: "active", serial: second.serial, device: null, validity: "7d", revokedAt: null },
+    );
+    assert.ok(existsSync(join(enclave("/again/node/inner"), "cert.pem")), "the nested enclave stays");
+    assert.deepEqual(
+      readdirSync(join(ksDir, "enclaves")).filter((n) => n.startsWith(".")),
+      [],
+      "no staged or old directory left",
+    );
+    // The new certificate verifies with the CRL it carries; the revoked one still does not.
+    const args = ["verify", "-attime", at(), "-crl_check", "-CAfile", join(enclave(path), "identity_ca.cert.pem")];
+    const crl = ["-CRLfile", join(enclave(path), "crl.pem")];
+    assert.equal(openssl([...args, ...crl, join(enclave(path), "cert.pem")]).status, 0);
+    assert.match(openssl([...args, ...crl, oldCert]).stdout + openssl([...args, ...crl, oldCert]).stderr, /certificate revoked/);
+    const sound = async () =>
+      verifyKeystore(ksDir, await fleetRos2Trust(fleet), clock.now()).problems.filter((p) => p.path.startsWith("enclaves/again/"));
+    assert.deepEqual(await sound(), []);
+    const audit = await sqliteStore(fleet).db.selectFrom("audit_log").selectAll().orderBy("seq", "desc").execute();
+    const create = audit.find((a) => a.action === "ros2.enclave.create");
+    assert.deepEqual(JSON.parse(create!.details).replaces?.serial, first.serial);
+    // Live again: a second create is refused.
+    await assert.rejects(createEnclave(fleet, { dir: ksDir, path, allowAll: true, actor: "test" }), EnclaveExists);
+
+    // Without the revoked enclave's directory (removed by hand).
+    const solo = "/again/solo";
+    await createEnclave(fleet, { dir: ksDir, path: solo, allowAll: true, actor: "test" });
+    await revokeEnclave(fleet, { dir: ksDir, path: solo, actor: "test" });
+    rmSync(enclave(solo), { recursive: true });
+    const again = await createEnclave(fleet, { dir: ksDir, path: solo, allowAll: true, actor: "test" });
+    assert.equal((await fleet.store.ops.ros2.getEnclave(keystoreId, solo))?.serial, again.serial);
+    assert.equal(openssl([...args, "-CRLfile", join(enclave(solo), "crl.pem"), join(enclave(solo), "cert.pem")]).status, 0);
+    assert.deepEqual(await sound(), []);
   });
 
   it("the keystore's domain id is in governance and in every rule of permissions, both signed", () => {

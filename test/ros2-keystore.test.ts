@@ -17,6 +17,8 @@ import { deviceClientCas, gatewayClientCas } from "../src/authority/ca/cas.js";
 import { signCeremonyRequests, initOfflineRoot } from "../src/authority/ca/ceremony.js";
 import { importIntermediates } from "../src/authority/ca/init.js";
 import { FleetServices } from "../src/authority/services.js";
+import { InvalidArgument } from "../src/authority/errors.js";
+import { defaultGovernance } from "../src/ros2/default-governance.js";
 import {
   createEnclave,
   ForeignKeystore,
@@ -183,6 +185,32 @@ describe("ros2 keystore init", () => {
       /not a DDS governance/,
     );
     assert.equal(existsSync(join(tmp.path, "g")), false);
+    // A governance whose domain rules do not cover --domain-id: DDS would refuse every node of the keystore.
+    const gov = (domains: string) => {
+      const file = join(tmp.path, "gov-domains.xml");
+      writeFileSync(file, defaultGovernance(0).replace("<id>0</id>", domains));
+      return file;
+    };
+    await assert.rejects(
+      initKeystore(f.fleet, { dir: join(tmp.path, "g"), domainId: 5, governanceFile: gov("<id>0</id>"), actor: "test" }),
+      (e: unknown) =>
+        e instanceof InvalidArgument &&
+        /its domain rules cover 0, not the keystore's domain 5 \(--domain-id\)/.test((e as Error).message),
+    );
+    await assert.rejects(
+      initKeystore(f.fleet, {
+        dir: join(tmp.path, "g"),
+        domainId: 30,
+        governanceFile: gov("<id_range><min>1</min><max>20</max></id_range><id_range><min>40</min></id_range>"),
+        actor: "test",
+      }),
+      /cover 1-20, 40 and above, not the keystore's domain 30/,
+    );
+    await assert.rejects(
+      initKeystore(f.fleet, { dir: join(tmp.path, "g"), domainId: 5, governanceFile: gov("<id>five</id>"), actor: "test" }),
+      /--governance .*: <id> "five" is not a domain id/,
+    );
+    assert.equal(existsSync(join(tmp.path, "g")), false);
     assert.deepEqual(
       readdirSync(tmp.path).filter((n) => n.startsWith(".")),
       [],
@@ -228,6 +256,27 @@ describe("ros2 keystore init", () => {
     assertOneLineError(cli(["ros2", "keystore", "init", join(tmp.path, "c"), "--domain-id", "300", "--dir", f.dir]), /domain id "300"/);
     assertOneLineError(cli(["ros2", "keystore", "init", join(tmp.path, "busy"), "--dir", f.dir]), /not empty/);
     assert.equal(existsSync(join(tmp.path, "c")), false);
+  });
+
+  it("init --governance accepts a governance whose <id> or <id_range> covers --domain-id", async () => {
+    const file = join(tmp.path, "gov-range.xml");
+    writeFileSync(file, defaultGovernance(0).replace("<id>0</id>", "<id>3</id><id_range><min>10</min><max>20</max></id_range>"));
+    for (const domainId of [3, 10, 15, 20]) {
+      const dir = join(tmp.path, `ranged-${domainId}`);
+      const r = await initKeystore(f.fleet, { dir, domainId, governanceFile: file, actor: "test" });
+      assert.equal(r.domainId, domainId);
+      assert.equal(readFileSync(join(dir, "enclaves", "governance.xml"), "utf8"), readFileSync(file, "utf8"));
+    }
+    const v = cli(["ros2", "keystore", "verify", join(tmp.path, "ranged-15"), "--dir", f.dir]);
+    assert.equal(v.status, 0, v.stdout + v.stderr);
+  });
+
+  it("init on this fleet's keystore again is 'nothing to do' (exit 0); with another domain id it is refused", () => {
+    const ks = join(tmp.path, "ks");
+    const again = cli(["ros2", "keystore", "init", ks, "--dir", f.dir]);
+    assert.equal(again.status, 0, again.stderr);
+    assert.match(again.stdout, /already this fleet's keystore .*nothing to do/);
+    assertOneLineError(cli(["ros2", "keystore", "init", ks, "--domain-id", "7", "--dir", f.dir]), /another domain than 7/);
   });
 
   it("no fleetpki listener trusts the ROS 2 CAs or an enclave certificate", async () => {

@@ -129,7 +129,8 @@ interface Keystore {
 }
 
 const GOVERNANCE =
-  '<?xml version="1.0" encoding="UTF-8"?>\n<dds><domain_access_rules><domain_id>7</domain_id></domain_access_rules></dds>\n';
+  '<?xml version="1.0" encoding="UTF-8"?>\n<dds><domain_access_rules><domain_rule><domains><id>7</id></domains></domain_rule>' +
+  "</domain_access_rules></dds>\n";
 
 /** A keystore as the layout contract describes it, with the given enclaves. */
 function buildKeystore(enclaves: string[] = ["/talker_listener/talker", "/talker_listener/listener"]): Keystore {
@@ -324,7 +325,7 @@ describe("ros2 keystore verify", () => {
 
   it("governance: tampered governance.xml, a stale copy in an enclave, a signature by another CA", () => {
     const k = buildKeystore(["/a"]);
-    writeFileSync(join(k.dir, "enclaves/governance.xml"), GOVERNANCE.replace("<domain_id>7", "<domain_id>8"));
+    writeFileSync(join(k.dir, "enclaves/governance.xml"), GOVERNANCE.replace("<id>7</id>", "<id>7</id><id>8</id>"));
     writeFileSync(join(k.dir, "enclaves/a/governance.p7s"), k.sign(GOVERNANCE));
     assert.deepEqual(problemsOf(k), [
       "enclaves/governance.xml: differs from what governance.p7s signs (tampered, or edited without re-signing)",
@@ -338,6 +339,28 @@ describe("ros2 keystore verify", () => {
           "CN=ros2-permissions nor issued by it",
       ),
     );
+  });
+
+  it("governance whose domain rules do not cover the keystore's domain id (7)", () => {
+    const k = buildKeystore(["/a"]);
+    const withDomains = (domains: string) => {
+      const xml = GOVERNANCE.replace("<domains><id>7</id></domains>", `<domains>${domains}</domains>`);
+      writeFileSync(join(k.dir, "enclaves/governance.xml"), xml);
+      const p7s = k.sign(xml);
+      writeFileSync(join(k.dir, "enclaves/governance.p7s"), p7s);
+      writeFileSync(join(k.dir, "enclaves/a/governance.p7s"), p7s);
+      return problemsOf(k);
+    };
+    const not7 = (covered: string) =>
+      `enclaves/governance.xml: its domain rules cover ${covered}, not the keystore's domain 7: DDS refuses every participant`;
+    assert.deepEqual(withDomains("<id>8</id>"), [not7("8")]);
+    assert.deepEqual(withDomains("<id>0</id><id_range><min>8</min><max>20</max></id_range>"), [not7("0, 8-20")]);
+    assert.deepEqual(withDomains("<id_range><min>10</min></id_range>"), [not7("10 and above")]);
+    assert.deepEqual(withDomains("<id_range><min>5</min><max>9</max></id_range>"), []);
+    assert.deepEqual(withDomains("<id_range><min>0</min></id_range>"), []);
+    assert.deepEqual(withDomains("<id>seven</id>"), [
+      'enclaves/governance.xml: cannot be read for its domain rules: <id> "seven" is not a domain id',
+    ]);
   });
 
   it("CA copies that differ from public/, and identity and permissions CAs that share a key", () => {
@@ -471,7 +494,7 @@ describe("ros2 keystore verify", () => {
     assert.ok(problemsOf(k).includes(`public/identity_ca.cert.pem: ${why} (issuer CN=ros2-identity, subject CN=ros2-identity)`));
   });
 
-  it("grant validity: up to 14 h before the certificate (Fast DDS reads local time), never after it", () => {
+  it("grant validity: up to 14 h before and after the certificate (Fast DDS reads local time), no wider", () => {
     const k = buildKeystore(["/a"]);
     const cert = parseCertificate(k.certDer("/a"));
     const write = (notBefore: Date, notAfter: Date) => {
@@ -487,16 +510,17 @@ describe("ros2 keystore verify", () => {
     };
     const H = 3600_000;
     const [nb, na] = [cert.notBefore.getTime(), cert.notAfter.getTime()];
-    assert.deepEqual(write(new Date(nb - 14 * H), cert.notAfter), []);
+    assert.deepEqual(write(new Date(nb - 14 * H), new Date(na + 14 * H)), []);
     assert.deepEqual(write(new Date(nb + H), new Date(na - H)), []);
     const window =
-      `not within the certificate's ${grantTime(cert.notBefore)} (less up to 14 h for local time zones) ` +
-      `to ${grantTime(cert.notAfter)}`;
+      `not within the certificate's ${grantTime(cert.notBefore)} to ${grantTime(cert.notAfter)} ` +
+      "widened by up to 14 h for local time zones";
     assert.deepEqual(write(new Date(nb - 14 * H - 1000), cert.notAfter), [
       `enclaves/a/permissions.xml: grant /a is valid ${grantTime(new Date(nb - 14 * H - 1000))} to ${grantTime(cert.notAfter)}, ${window}`,
     ]);
-    assert.deepEqual(write(cert.notBefore, new Date(na + 1000)), [
-      `enclaves/a/permissions.xml: grant /a is valid ${grantTime(cert.notBefore)} to ${grantTime(new Date(na + 1000))}, ${window}`,
+    const late = new Date(na + 14 * H + 1000);
+    assert.deepEqual(write(cert.notBefore, late), [
+      `enclaves/a/permissions.xml: grant /a is valid ${grantTime(cert.notBefore)} to ${grantTime(late)}, ${window}`,
     ]);
   });
 

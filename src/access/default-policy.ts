@@ -71,8 +71,8 @@ rules:
 #
 # ros2:
 #   enclaves:
-#     - path: "/\${device}/base"          # one enclave per device (ids with "-" are not ROS 2 names:
-#       devices: { groups: [amr] }       #   use a label, e.g. "/\${label:ros_ns}/base")
+#     - path: "/\${device}/base"          # one enclave per device (\${device} writes "-" and "." as "_":
+#       devices: { groups: [amr] }       #   robot-0001 gives /robot_0001/base; or a label, "/\${label:ros_ns}/base")
 #       nodes:
 #         - { ns: "/\${device}", node: base_controller }
 #   rules:

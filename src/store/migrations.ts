@@ -399,6 +399,12 @@ export function migrations(binaryType: "blob" | "bytea"): Record<string, Migrati
         await db.schema.createIndex("ros2_enclaves_path").on("ros2_enclaves").columns(["path", "keystore_id"]).execute();
       },
     },
+    "0014_ros2_enclave_validity": {
+      async up(db: Kysely<any>): Promise<void> {
+        // An enclave's own `--validity` (create), kept for its renewals (CLI and agent); null: validity.ros2_enclave.
+        await db.schema.alterTable("ros2_enclaves").addColumn("validity", "text").execute();
+      },
+    },
   };
 }
 

@@ -225,6 +225,8 @@ export interface Ros2EnclaveTable {
   created_at: string;
   renewed_at: string | null;
   revoked_at: string | null;
+  /** The `--validity` given at creation (a duration, e.g. "7d"), which its renewals keep; null: validity.ros2_enclave. */
+  validity: string | null;
 }
 
 export interface Database {

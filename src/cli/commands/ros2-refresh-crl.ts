@@ -17,7 +17,8 @@ export function registerRos2RefreshCrlCommand(keystore: Command): void {
         const r = await refreshKeystoreCrl(fleet, { dir });
         if (opts.json) return printJson({ ...r, crlNumber: r.crlNumber.toString() });
         say(
-          `CRL ${r.crlNumber} of ros2-identity (${r.entries} entries) written to public/ and ${r.updated.length} ` +
+          `CRL ${r.crlNumber} of ros2-identity (${r.entries} entr${r.entries === 1 ? "y" : "ies"}) written to public/ and ` +
+            `${r.updated.length} ` +
             `enclave${r.updated.length === 1 ? "" : "s"} of keystore ${r.keystoreId}; ROS nodes read crl.pem at start: restart them`,
         );
       });

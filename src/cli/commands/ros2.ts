@@ -1,6 +1,13 @@
 // ROS 2 security: `ros2 keystore init`, `ros2 enclave create|renew|revoke`. The domain is src/ros2/keystore/.
 import type { Command } from "commander";
-import { createEnclave, initKeystore, parseDomainId, renewEnclaveInKeystore, revokeEnclave } from "../../ros2/keystore/index.js";
+import {
+  createEnclave,
+  initKeystore,
+  KeystoreAlreadyInitialised,
+  parseDomainId,
+  renewEnclaveInKeystore,
+  revokeEnclave,
+} from "../../ros2/keystore/index.js";
 import { CLI_ACTOR, dirOption, withFleet } from "../context.js";
 import { printJson, say } from "../output.js";
 import { registerRos2RefreshCrlCommand } from "./ros2-refresh-crl.js";
@@ -23,13 +30,20 @@ export function registerRos2(program: Command): Ros2Commands {
       .command("init <keystore>")
       .description("create an SROS2 keystore: the fleet's ROS 2 CAs (made on first use), signed governance, the identity CA's CRL"),
   )
-    .option("--domain-id <n>", "DDS domain id written into the default governance (0-232)", "0")
+    .option("--domain-id <n>", "DDS domain id written into the default governance (0-232; default 0)")
     .option("--governance <file>", "sign this governance.xml instead of sros2's default")
     .option("--json", "machine-readable output")
     .action(async (dir: string, opts) => {
-      const domainId = parseDomainId(opts.domainId);
+      const domainId = opts.domainId === undefined ? undefined : parseDomainId(opts.domainId);
       await withFleet(opts.dir, async (fleet) => {
-        const r = await initKeystore(fleet, { dir, domainId, governanceFile: opts.governance, actor: CLI_ACTOR });
+        let r;
+        try {
+          r = await initKeystore(fleet, { dir, domainId, governanceFile: opts.governance, actor: CLI_ACTOR });
+        } catch (e) {
+          if (!(e instanceof KeystoreAlreadyInitialised)) throw e;
+          if (opts.json) return printJson({ dir, keystoreId: e.keystoreId, created: false });
+          return say(e.message);
+        }
         if (opts.json) return printJson(r);
         say(`keystore ${r.keystoreId} created in ${r.dir} (DDS domain ${r.domainId})`);
         say(`identity CA ${r.identityCaFingerprint}`);
@@ -45,7 +59,7 @@ export function registerRos2(program: Command): Ros2Commands {
     .option("--policy <file>", "an SROS2 policy file naming the enclave: its permissions")
     .option("--allow-all", "sros2's default permissions: every topic, service and action")
     .option("--from-fleet-policy", "permissions from the ros2 section of <dir>/policy.yaml for --device (re-derived at each renewal)")
-    .option("--validity <duration>", "certificate and permissions validity (default validity.ros2_enclave)")
+    .option("--validity <duration>", "certificate and permissions validity, kept for renewals (default validity.ros2_enclave)")
     .option("--json", "machine-readable output")
     .action(async (dir: string, path: string, opts) => {
       await withFleet(opts.dir, async (fleet) => {
@@ -66,7 +80,7 @@ export function registerRos2(program: Command): Ros2Commands {
     });
 
   dirOption(enclave.command("renew <keystore> <path>").description("a new key and certificate; permissions re-rendered and re-signed"))
-    .option("--validity <duration>", "certificate and permissions validity (default validity.ros2_enclave)")
+    .option("--validity <duration>", "this certificate's validity (default: the enclave's own, else validity.ros2_enclave)")
     .option("--json", "machine-readable output")
     .action(async (dir: string, path: string, opts) => {
       await withFleet(opts.dir, async (fleet) => {
@@ -86,7 +100,10 @@ export function registerRos2(program: Command): Ros2Commands {
       await withFleet(opts.dir, async (fleet) => {
         const r = await revokeEnclave(fleet, { dir, path, reason: opts.reason, actor: CLI_ACTOR });
         if (opts.json) return printJson({ ...r, crlNumber: r.crlNumber.toString() });
-        say(`enclave ${path} revoked (certificate ${r.serial}); CRL ${r.crlNumber} written to public/ and ${r.updated.length} enclaves`);
+        say(
+          `enclave ${path} revoked (certificate ${r.serial}); CRL ${r.crlNumber} written to public/ and ${r.updated.length} ` +
+            `enclave${r.updated.length === 1 ? "" : "s"}`,
+        );
       });
     });
 

@@ -54,13 +54,16 @@ export const grantTimeText = (d: Date): string => d.toISOString().slice(0, 19);
 
 /**
  * An enclave grant's <not_before>/<not_after> for a certificate valid notBefore..notAfter. Fast DDS reads
- * these zone-less times in the robot's LOCAL time zone (std::get_time + mktime), Cyclone DDS as UTC. Starting
- * the grant 14 h before the certificate makes it valid from the first second on every robot, whatever its
- * zone; ending at the certificate's notAfter (UTC) means it never outlasts the certificate where read as UTC,
- * and ends at most 12 h later in a zone west of UTC, where the certificate's own expiry still ends the session.
+ * these zone-less times in the robot's LOCAL time zone (std::get_time + mktime), Cyclone DDS as UTC. The grant
+ * spans the certificate widened by 14 h on both sides, so that it is valid from the certificate's first second
+ * to its last on every robot, whatever its zone (east of UTC an unwidened end would come up to 14 h early). The
+ * certificate's own expiry still ends the identity, and so every session, where the grant is read as UTC.
  */
 export function enclaveGrantValidity(notBefore: Date, notAfter: Date): { notBefore: string; notAfter: string } {
-  return { notBefore: grantTimeText(new Date(notBefore.getTime() - GRANT_LEAD_MS)), notAfter: grantTimeText(notAfter) };
+  return {
+    notBefore: grantTimeText(new Date(notBefore.getTime() - GRANT_LEAD_MS)),
+    notAfter: grantTimeText(new Date(notAfter.getTime() + GRANT_LEAD_MS)),
+  };
 }
 
 /** S/MIME (PKCS#7 detached, text) signature of `content` by the CA, as sros2 writes its .p7s files. */

@@ -239,6 +239,48 @@ function makeParents(keystoreDir: string, path: string): string[] {
   return made;
 }
 
+/** The enclave's row when it is revoked, undefined when there is none; EnclaveExists when it is live. */
+async function revokedOrAbsent(tx: Operations, keystoreId: string, path: string): Promise<Ros2EnclaveTable | undefined> {
+  const row = await tx.ros2.getEnclave(keystoreId, path);
+  if (row && row.status !== "revoked") throw new EnclaveExists(path);
+  return row;
+}
+
+interface EnclaveSwap {
+  /** Puts the old directory back (the staged one is removed). */
+  undo(): void;
+  /** Removes the old directory. */
+  finish(): void;
+}
+
+/**
+ * Replaces the enclave directory `target` with `staged` by two renames, after moving target's subdirectories
+ * (nested enclaves and namespaces, e.g. enclaves/a/b of /a/b inside /a) into `staged` so that they stay.
+ * Enclave file names have a ".", which no ROS 2 name token has: they never collide with a subdirectory.
+ */
+function swapEnclaveDir(keystoreDir: string, target: string, staged: string): EnclaveSwap {
+  const old = join(keystoreDir, ks.enclaves, `.enclave.${randomBytes(6).toString("hex")}.old`);
+  const nested = readdirSync(target, { withFileTypes: true })
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name);
+  for (const n of nested) renameSync(join(target, n), join(staged, n));
+  renameSync(target, old);
+  renameSync(staged, target);
+  fsyncDir(dirname(target));
+  return {
+    undo() {
+      renameSync(target, staged);
+      renameSync(old, target);
+      for (const n of nested) renameSync(join(staged, n), join(target, n));
+      fsyncDir(dirname(target));
+      rmSync(staged, { recursive: true, force: true });
+    },
+    finish() {
+      rmSync(old, { recursive: true, force: true });
+    },
+  };
+}
+
 function enclaveDir(keystoreDir: string, path: string): string {
   return join(keystoreDir, ks.enclaves, ...path.slice(1).split("/"));
 }
@@ -290,10 +332,13 @@ export async function createEnclave(fleet: FleetServices, req: CreateEnclaveRequ
   const keystore = await openKeystore(fleet, dir);
   const lifetimeMs = lifetimeOf(fleet, req.validity);
   if (req.deviceId !== undefined) await checkDevice(fleet.store.ops, req.deviceId);
-  if (await fleet.store.ops.ros2.getEnclave(keystore.keystore, req.path)) throw new EnclaveExists(req.path);
+  // A revoked enclave's path may be created again: the new enclave replaces its row and its leftover directory.
+  const revoked = await revokedOrAbsent(fleet.store.ops, keystore.keystore, req.path);
   const target = enclaveDir(dir, req.path);
   assertNoLinks(dir, req.path);
-  if (existsSync(target)) throw new EnclaveExists(req.path);
+  const leftover = lstatOrUndefined(target);
+  if (leftover && !revoked) throw new EnclaveExists(req.path);
+  if (leftover && !leftover.isDirectory()) throw new InvalidArgument(`${target} exists and is not a directory`);
   const self = { keystoreId: keystore.keystore, ...(req.deviceId !== undefined ? { deviceId: req.deviceId } : {}) };
   await assertSubjectFree(fleet.store.ops, req.path, fleet.clock.now(), self);
   const source = permissionsSourceOf(req);
@@ -326,15 +371,17 @@ export async function createEnclave(fleet: FleetServices, req: CreateEnclaveRequ
   );
   let parents: string[] = [];
   let placed = false;
+  let swap: EnclaveSwap | undefined;
   try {
     await fleet.store.transaction(async (tx) => {
       // Checked again inside the write transaction: two racing creates record one enclave.
-      if (await tx.ros2.getEnclave(keystore.keystore, req.path)) throw new EnclaveExists(req.path);
+      const replaced = await revokedOrAbsent(tx, keystore.keystore, req.path);
+      if (replaced?.serial !== revoked?.serial) throw new EnclaveExists(req.path);
       if (req.deviceId !== undefined) await checkDevice(tx, req.deviceId);
       await assertSubjectFree(tx, req.path, now, self);
       const extra = { keystore: keystore.keystore, enclave: req.path };
       await certificateEvents(tx, docs, { actor: req.actor, now, extra });
-      await tx.ros2.createEnclave({
+      const row: Ros2EnclaveTable = {
         keystore_id: keystore.keystore,
         path: req.path,
         device_id: req.deviceId ?? null,
@@ -345,28 +392,38 @@ export async function createEnclave(fleet: FleetServices, req: CreateEnclaveRequ
         created_at: now.toISOString(),
         renewed_at: null,
         revoked_at: null,
-      });
+        validity: req.validity ?? null,
+      };
+      // The revoked enclave's row is superseded (its certificates stay in `certificates`, revoked).
+      if (replaced) await tx.ros2.updateEnclave(keystore.keystore, req.path, row);
+      else await tx.ros2.createEnclave(row);
+      const replaces = replaced ? { replaces: { serial: replaced.serial, revoked_at: replaced.revoked_at } } : {};
       await tx.audit.append([
         {
           actor: req.actor,
           action: "ros2.enclave.create",
           subject: `ros2-enclave:${enclaveSubjectId(keystore.keystore, req.path)}`,
-          details: { ...extra, device: req.deviceId ?? null, serial: docs.record.issued.serialHex, source: source.kind },
+          details: { ...extra, device: req.deviceId ?? null, serial: docs.record.issued.serialHex, source: source.kind, ...replaces },
           at: now,
         },
       ]);
       // Put in place last, inside the transaction: a file system error rolls the rows back, and a
       // failed commit takes the directory out again (below).
       parents = makeParents(dir, req.path);
-      renameSync(staged, target);
-      placed = true;
-      fsyncDir(dirname(target));
+      if (lstatOrUndefined(target)) swap = swapEnclaveDir(dir, target, staged);
+      else {
+        renameSync(staged, target);
+        placed = true;
+        fsyncDir(dirname(target));
+      }
     });
   } catch (e) {
-    rmSync(placed ? target : staged, { recursive: true, force: true });
+    if (swap) swap.undo();
+    else rmSync(placed ? target : staged, { recursive: true, force: true });
     for (const p of parents.reverse()) if (readdirSync(p).length === 0) rmSync(p, { recursive: true, force: true });
     throw e;
   }
+  swap?.finish();
   await checkpointAfter(fleet, req.actor);
   return resultOf(keystore.keystore, req.path, target, docs, req.deviceId ?? null, source.kind);
 }
@@ -419,7 +476,7 @@ export async function renewEnclave(
   generated?: { spki: Buffer; subjectPublicKey: Buffer },
 ): Promise<RenewedEnclave> {
   assertEnclavePath(req.path);
-  const lifetimeMs = lifetimeOf(fleet, req.validity);
+  lifetimeOf(fleet, req.validity);
   const keystore = await fleet.store.ops.ros2.getKeystore(req.keystoreId);
   if (!keystore) throw new InvalidArgument(`unknown keystore ${req.keystoreId}`);
   const check = async (tx: Operations): Promise<Ros2EnclaveTable> => {
@@ -434,6 +491,8 @@ export async function renewEnclave(
     return row;
   };
   const row = await check(fleet.store.ops);
+  // The renewal's own --validity, else the one the enclave was created with, else validity.ros2_enclave.
+  const lifetimeMs = lifetimeOf(fleet, req.validity ?? row.validity ?? undefined);
   let key = generated;
   if (req.csrDer) {
     const k = await keyFromCsr(req.csrDer);
@@ -533,13 +592,12 @@ export function writeRenewedEnclave(keystoreDir: string, path: string, renewed: 
     },
     keyPem,
   );
-  const old = join(keystoreDir, ks.enclaves, `.enclave.${randomBytes(6).toString("hex")}.old`);
   makeParents(keystoreDir, path);
-  const hadOld = existsSync(target);
-  if (hadOld) renameSync(target, old);
-  renameSync(staged, target);
-  fsyncDir(dirname(target));
-  if (hadOld) rmSync(old, { recursive: true, force: true });
+  if (existsSync(target)) swapEnclaveDir(keystoreDir, target, staged).finish();
+  else {
+    renameSync(staged, target);
+    fsyncDir(dirname(target));
+  }
 }
 
 /** Enclave directories under DIR/enclaves (those holding a cert.pem), as paths "/a/b". */

@@ -19,6 +19,15 @@ export class ForeignKeystore extends AuthorityError {
 export class KeystoreDirNotEmpty extends AuthorityError {
   readonly code = "keystore-exists";
 }
+/** `keystore init` on this fleet's keystore with the same domain: nothing to do (the CLI exits 0). */
+export class KeystoreAlreadyInitialised extends KeystoreDirNotEmpty {
+  constructor(
+    message: string,
+    readonly keystoreId: string,
+  ) {
+    super(message);
+  }
+}
 /** The ROS 2 CAs await the offline root (ceremony). */
 export class Ros2CasPending extends AuthorityError {
   readonly code = "ca-pending";
@@ -48,7 +57,7 @@ export class UnknownKeystoreEnclave extends AuthorityError {
 export class EnclaveRevoked extends AuthorityError {
   readonly code = "enclave-revoked";
   constructor(path: string) {
-    super(`enclave ${path} is revoked; it cannot be renewed (create a new keystore enclave path, or a new keystore)`);
+    super(`enclave ${path} is revoked and cannot be renewed; create it again with \`fleetpki ros2 enclave create\``);
   }
 }
 /** A device asked to renew an enclave that is not linked to it. */

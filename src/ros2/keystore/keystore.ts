@@ -18,7 +18,16 @@ import { defaultGovernance } from "../default-governance.js";
 import { Sros2PolicyError } from "../errors.js";
 import { DEFAULT_LIMITS, decodePolicyBytes, parsePolicyText, type XElement } from "../policy-xml/tree.js";
 import { signDocument } from "./documents.js";
-import { ForeignKeystore, InvalidDomainId, KeystoreDirNotEmpty, NotAKeystore, Ros2AnchorMissing, Ros2CasPending } from "./errors.js";
+import { coversDomain, describeDomains, governanceDomains, type DomainRange } from "./governance.js";
+import {
+  ForeignKeystore,
+  InvalidDomainId,
+  KeystoreAlreadyInitialised,
+  KeystoreDirNotEmpty,
+  NotAKeystore,
+  Ros2AnchorMissing,
+  Ros2CasPending,
+} from "./errors.js";
 
 export const KEYSTORE_MARKER = ".fleetpki-keystore.json";
 
@@ -170,7 +179,7 @@ export interface InitKeystoreResult {
   permissionsCaFingerprint: string;
 }
 
-function readGovernance(file: string): string {
+function readGovernance(file: string, domainId: number): string {
   let data: Buffer;
   try {
     if (statSync(file).size > MAX_GOVERNANCE_BYTES) throw new InvalidArgument(`--governance ${file}: larger than 1 MiB`);
@@ -192,6 +201,18 @@ function readGovernance(file: string): string {
   }
   if (root.ns !== null || root.local !== "dds" || !root.children.some((c) => c.kind === "element" && c.local === "domain_access_rules"))
     throw new InvalidArgument(`--governance ${file}: not a DDS governance document (no <dds> with <domain_access_rules>)`);
+  let domains: DomainRange[];
+  try {
+    domains = governanceDomains(root);
+  } catch (e) {
+    throw new InvalidArgument(`--governance ${file}: ${(e as Error).message}`);
+  }
+  // DDS refuses a participant on a domain no rule covers: every node of the keystore would fail to start.
+  if (!coversDomain(domains, domainId))
+    throw new InvalidArgument(
+      `--governance ${file}: its domain rules cover ${describeDomains(domains)}, not the keystore's domain ${domainId} ` +
+        "(--domain-id); add it to a <domain_rule>'s <domains>, or give the domain id the governance is for",
+    );
   return text;
 }
 
@@ -214,12 +235,22 @@ export async function initKeystore(fleet: FleetServices, req: InitKeystoreReques
     if (existsSync(join(dir, KEYSTORE_MARKER))) {
       const m = readKeystoreMarker(dir);
       if (m.fleet !== (await rootFingerprint(fleet))) throw new ForeignKeystore(dir, m.fleet);
-      throw new KeystoreDirNotEmpty(`${dir} is already this fleet's keystore ${m.keystore} (domain ${m.domain_id}); nothing to do`);
+      // Asking again for what exists is not an error; asking for another domain or governance is.
+      const given = req.governanceFile === undefined ? undefined : readGovernance(req.governanceFile, m.domain_id);
+      const sameGovernance = given === undefined || given === readFileSync(join(dir, ks.governanceXml), "utf8");
+      const otherDomain = req.domainId !== undefined && m.domain_id !== domainId;
+      if (otherDomain || !sameGovernance)
+        throw new KeystoreDirNotEmpty(
+          `${dir} is already this fleet's keystore ${m.keystore} (domain ${m.domain_id}) with ` +
+            `${otherDomain ? `another domain than ${domainId}` : "another governance.xml"}; give a new or empty directory`,
+        );
+      const message = `${dir} is already this fleet's keystore ${m.keystore} (domain ${m.domain_id}); nothing to do`;
+      throw new KeystoreAlreadyInitialised(message, m.keystore);
     }
     if (readdirSync(dir).length > 0) throw new KeystoreDirNotEmpty(`${dir} exists and is not empty; give a new or empty directory`);
   }
   if (!existsSync(dirname(dir))) throw new InvalidArgument(`${dirname(dir)} does not exist`);
-  const governanceXml = req.governanceFile ? readGovernance(req.governanceFile) : defaultGovernance(domainId);
+  const governanceXml = req.governanceFile ? readGovernance(req.governanceFile, domainId) : defaultGovernance(domainId);
 
   await ensureRos2Cas(fleet, req.actor);
   const identity = await ros2Anchor(fleet, ROS2_CAS.identity);

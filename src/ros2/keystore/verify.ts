@@ -13,6 +13,8 @@ import { nameToString } from "../../x509/name.js";
 import { fromPem, parsePemBlocks } from "../../x509/pem.js";
 import { SmimeError, verifySmime } from "../../x509/smime.js";
 import { GRANT_LEAD_MS, grantTimeText } from "./documents.js";
+import { coversDomain, describeDomains, governanceDomains, type DomainRange } from "./governance.js";
+import { DEFAULT_LIMITS, decodePolicyBytes, parsePolicyText } from "../policy-xml/tree.js";
 import { NotAKeystore } from "./errors.js";
 import { ENCLAVE_FILES, KEYSTORE_MARKER, ks, readKeystoreMarker } from "./keystore.js";
 
@@ -252,16 +254,17 @@ function checkGrants(c: Checker, rel: string, xml: string, cert: Cert | undefine
       c.report(rel, `grant ${name} has subject_name "${xmlText(subjectName[1]!)}", but cert.pem's subject is "${subject}"`);
     const notBefore = /<not_before>([^<]*)<\/not_before>/.exec(body!)?.[1];
     const notAfter = /<not_after>([^<]*)<\/not_after>/.exec(body!)?.[1];
-    // Enclaves start their grant up to 14 h early (documents.ts enclaveGrantValidity: Fast DDS reads it in local
-    // time); it never ends after the certificate.
+    // Enclaves' grants start up to 14 h before the certificate and end up to 14 h after it (documents.ts
+    // enclaveGrantValidity: Fast DDS reads them in local time); no wider.
     const from = parseGrantTime(notBefore);
     const until = parseGrantTime(notAfter);
     const earliest = cert.parsed.notBefore.getTime() - GRANT_LEAD_MS;
-    if (!from || !until || from.getTime() < earliest || until.getTime() > cert.parsed.notAfter.getTime() || from > until)
+    const latest = cert.parsed.notAfter.getTime() + GRANT_LEAD_MS;
+    if (!from || !until || from.getTime() < earliest || until.getTime() > latest || from > until)
       c.report(
         rel,
         `grant ${name} is valid ${notBefore} to ${notAfter}, not within the certificate's ` +
-          `${grantTimeText(cert.parsed.notBefore)} (less up to 14 h for local time zones) to ${grantTimeText(cert.parsed.notAfter)}`,
+          `${grantTimeText(cert.parsed.notBefore)} to ${grantTimeText(cert.parsed.notAfter)} widened by up to 14 h for local time zones`,
       );
   }
 }
@@ -385,6 +388,23 @@ function findEnclaves(c: Checker): Array<[string, string]> {
   return found.sort((a, b) => (a[1] < b[1] ? -1 : 1));
 }
 
+/** DDS refuses a participant on a domain that no <domain_rule> of the governance covers. */
+function checkGovernanceDomain(c: Checker, xml: Buffer, domainId: number): void {
+  let domains: DomainRange[];
+  try {
+    const root = parsePolicyText(decodePolicyBytes(xml, ks.governanceXml, DEFAULT_LIMITS), ks.governanceXml, () => {});
+    domains = governanceDomains(root);
+  } catch (e) {
+    c.report(ks.governanceXml, `cannot be read for its domain rules: ${(e as Error).message}`);
+    return;
+  }
+  if (!coversDomain(domains, domainId))
+    c.report(
+      ks.governanceXml,
+      `its domain rules cover ${describeDomains(domains)}, not the keystore's domain ${domainId}: DDS refuses every participant`,
+    );
+}
+
 /**
  * Checks the keystore at `dir` and returns every problem found (an empty list: all is well). Throws
  * NotAKeystore when `dir` is not a fleetpki keystore at all (no readable marker). With `fleet`, the
@@ -450,6 +470,7 @@ export function verifyKeystore(dir: string, fleet: FleetRos2Trust | undefined, n
   const governance = c.smime(ks.governanceP7s, shared.governanceP7s, permissionsCa);
   if (governanceXml && governance && !governance.equals(Buffer.from(governanceXml.toString("latin1").replace(/\r\n/g, "\n"), "latin1")))
     c.report(ks.governanceXml, "differs from what governance.p7s signs (tampered, or edited without re-signing)");
+  if (governanceXml) checkGovernanceDomain(c, governanceXml, marker.domainId);
 
   let enclaves: Array<[string, string]> = [];
   if (existsSync(join(dir, ks.enclaves)) && lstatSync(join(dir, ks.enclaves)).isDirectory()) enclaves = findEnclaves(c);

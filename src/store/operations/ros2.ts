@@ -18,10 +18,10 @@ export interface Ros2Operations {
   liveEnclavesWithPath(path: string, nowIso: string): Promise<Array<Ros2EnclaveTable & { keystore_dir: string }>>;
   /** Records a new enclave; inside a write transaction (after its certificate). */
   createEnclave(row: Ros2EnclaveTable): Promise<void>;
-  /** Changes an enclave's current certificate, status or times; false when there is no such enclave. */
+  /** Changes an enclave's current certificate, status, times or (re-created after revocation) source; false when there is none. */
   updateEnclave(
     keystoreId: string,
     path: string,
-    change: Partial<Pick<Ros2EnclaveTable, "serial" | "status" | "renewed_at" | "revoked_at" | "device_id">>,
+    change: Partial<Omit<Ros2EnclaveTable, "keystore_id" | "path">>,
   ): Promise<boolean>;
 }

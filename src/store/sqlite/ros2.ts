@@ -58,7 +58,7 @@ export class SqliteRos2Operations implements Ros2Operations {
   async updateEnclave(
     keystoreId: string,
     path: string,
-    change: Partial<Pick<Ros2EnclaveTable, "serial" | "status" | "renewed_at" | "revoked_at" | "device_id">>,
+    change: Partial<Omit<Ros2EnclaveTable, "keystore_id" | "path">>,
   ): Promise<boolean> {
     const r = await this.db
       .updateTable("ros2_enclaves")
