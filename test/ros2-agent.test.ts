@@ -31,7 +31,7 @@ import { runAgent } from "../src/agent/runner.js";
 import { loadState } from "../src/agent/state.js";
 import { createEnclave, revokeEnclave } from "../src/ros2/keystore/enclaves.js";
 import { initKeystore } from "../src/ros2/keystore/keystore.js";
-import { signCrl, storedCrl } from "../src/authority/status/crls.js";
+import { signCrl } from "../src/authority/status/crls.js";
 import { parseCrl } from "../src/x509/crl.js";
 import { fromPem } from "../src/x509/pem.js";
 import { ManualClock } from "./support/clock.js";
@@ -581,11 +581,13 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
       const readCrl = () => parseCrl(fromPem(readFileSync(publicCrl, "utf8"), ["X509 CRL"]));
       const old = readCrl();
       await revokeEnclave(fleet, { dir: KS_CA, path: "/gone/node", actor: "test" });
-      // The status listener learns of the change through the audit feed: wait until it serves the new CRL.
-      const signed = (await storedCrl(fleet, "ros2-identity"))!.crlNumber;
-      const servedNumber = async () => parseCrl(fromPem(await (await fetch(crlUrl)).text(), ["X509 CRL"])).crlNumber!;
-      for (let i = 0; i < 1000 && (await servedNumber()) < signed; i++) await new Promise((r) => setTimeout(r, 10));
-      assert.ok((await servedNumber()) >= signed, "the server serves the CRL signed by the revocation");
+      // The status listener learns of the change through the audit feed and re-signs: wait until the CRL it
+      // serves lists the revoked certificate. (Not "the number revokeEnclave signed": the listener may re-sign
+      // before revokeEnclave does, and then serves an equally good CRL with a lower number.)
+      const served = async () => parseCrl(fromPem(await (await fetch(crlUrl)).text(), ["X509 CRL"]));
+      const lists = async () => (await served()).entries.some((e) => e.serialHex === gone);
+      for (let i = 0; i < 3000 && !(await lists()); i++) await new Promise((r) => setTimeout(r, 10));
+      assert.ok(await lists(), "the server serves a CRL that lists the revoked enclave");
       agentClock.advance(60_000);
       await idle();
       const after = hookLines().slice(before);
@@ -594,7 +596,9 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
       assert.ok(installed.crlNumber! > old.crlNumber!);
       assert.ok(installed.entries.some((e) => e.serialHex === gone));
       const number = installed.crlNumber!.toString();
-      const enclaves = scanEnclaves(openKeystore(KS_R, loadState(A1).root)).enclaves.map((e) => e.path).join(" ");
+      const enclaves = scanEnclaves(openKeystore(KS_R, loadState(A1).root))
+        .enclaves.map((e) => e.path)
+        .join(" ");
       assert.deepEqual(after, [`crl|${enclaves}|${number}|${publicCrl}`], JSON.stringify(lines.filter((l) => /CRL|hook/.test(l.msg))));
       // The same CRL on the next cycles: nothing written, no hook.
       agentClock.advance(60_000);
@@ -606,5 +610,33 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
       controller.abort();
       await running;
     }
+  });
+
+  it("an enclave parked as revoked is renewed again once it is created again and copied to the robot", async () => {
+    // Last in this suite: it moves the clock and renews what is due. Its own enclave, so earlier state does not matter.
+    const fleet = server.server.fleet;
+    const path = "/again/node";
+    const onRobot = enclave(KS_R, path);
+    const copy = () => cpSync(enclave(KS_CA, path), onRobot, { recursive: true, preserveTimestamps: true });
+    await createEnclave(fleet, { dir: KS_CA, path, deviceId: "robot1", allowAll: true, actor: "test" });
+    copy();
+    await revokeEnclave(fleet, { dir: KS_CA, path, actor: "test" });
+    agentClock.advance(2.5 * DAY);
+    const { log, lines } = memoryLogger();
+    const k = keeper(log);
+    await k.cycle();
+    assert.ok(
+      lines.some((l) => l.enclave === path && l.status === 409),
+      JSON.stringify(lines.filter((l) => l.level !== "info")),
+    );
+    // On the CA machine: the revoked path is created again for the same robot, then copied to it.
+    await createEnclave(fleet, { dir: KS_CA, path, deviceId: "robot1", allowAll: true, actor: "test" });
+    const fresh = serialOf(enclave(KS_CA, path));
+    copy();
+    await k.cycle();
+    assert.equal(serialOf(onRobot), fresh, "not due yet: the copied enclave is left as it is");
+    agentClock.advance(2.5 * DAY);
+    await k.cycle();
+    assert.notEqual(serialOf(onRobot), fresh, JSON.stringify(lines.filter((l) => l.enclave === path)));
   });
 });

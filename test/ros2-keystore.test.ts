@@ -194,8 +194,7 @@ describe("ros2 keystore init", () => {
     await assert.rejects(
       initKeystore(f.fleet, { dir: join(tmp.path, "g"), domainId: 5, governanceFile: gov("<id>0</id>"), actor: "test" }),
       (e: unknown) =>
-        e instanceof InvalidArgument &&
-        /its domain rules cover 0, not the keystore's domain 5 \(--domain-id\)/.test((e as Error).message),
+        e instanceof InvalidArgument && /its domain rules cover 0, not the keystore's domain 5 \(--domain-id\)/.test((e as Error).message),
     );
     await assert.rejects(
       initKeystore(f.fleet, {

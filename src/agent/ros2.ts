@@ -4,7 +4,8 @@
 // with cert.pem, key.pem, ... . Which enclave belongs to which device is the server's knowledge (enclave
 // create --device): the agent asks to renew every enclave it finds when it is due, and an enclave the
 // server says is not this device's (403) or unknown (404) is left alone and logged once; a revoked one
-// (409) is never asked for again. Each renewal uses a NEW P-256 key made here (it never leaves the robot).
+// (409) is not asked for again until its certificate changes (the enclave created again and copied
+// here). Each renewal uses a NEW P-256 key made here (it never leaves the robot).
 //
 // Crash safety: an enclave's files are replaced as one unit with a redo log in the enclave directory,
 // as state.ts does for the agent's own files (a directory swap would move nested enclaves such as
@@ -647,8 +648,9 @@ export class Ros2Keeper {
 
     for (const enclave of scan.enclaves) {
       let t = this.tracked.get(enclave.path);
-      // New, or renewed by someone else (`ros2 enclave renew` on the CA machine, copied here); a revoked one stays parked.
-      if (!t || (t.serial !== enclave.serial && t.parked !== "revoked")) {
+      // New, or renewed or created again by someone else (`ros2 enclave renew|create` on the CA machine, copied here):
+      // a new certificate is a new start, even for an enclave parked as revoked (its path was created again).
+      if (!t || t.serial !== enclave.serial) {
         t = {
           serial: enclave.serial,
           attempt: 0,
@@ -747,7 +749,10 @@ export class Ros2Keeper {
       if (parked) {
         t.parked = parked;
         if (t.parked === "revoked")
-          this.log.error("enclave revoked; it is not renewed any more (create a new enclave)", { ...fields, ...describeError(e) });
+          this.log.error("enclave revoked; it is not renewed until it is created again (fleetpki ros2 enclave create on the CA machine)", {
+            ...fields,
+            ...describeError(e),
+          });
         else
           this.log.warn(
             t.parked === "unknown" ? "enclave unknown to the server; left alone" : "enclave not renewed by this device; left alone",

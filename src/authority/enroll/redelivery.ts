@@ -34,7 +34,9 @@ export async function redeliver(fleet: FleetServices, req: Redelivery): Promise<
   const seen = redeliveriesAudited(fleet);
   const key = `${row.serial}\u0000${createHash("sha256").update(req.key.spki).digest("hex")}`;
   const last = seen.get(key);
-  if (last === undefined || now - last >= REDELIVERY_AUDIT_WINDOW_MS || now < last) {
+  // |now - last|: concurrent retries carry request times a little out of order, which is no reason to audit
+  // again; a clock set back by a whole window is.
+  if (last === undefined || Math.abs(now - last) >= REDELIVERY_AUDIT_WINDOW_MS) {
     if (seen.size >= MAX_REDELIVERIES_REMEMBERED) {
       for (const [k, at] of seen) if (now - at >= REDELIVERY_AUDIT_WINDOW_MS) seen.delete(k);
       if (seen.size >= MAX_REDELIVERIES_REMEMBERED) seen.clear();

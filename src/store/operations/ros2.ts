@@ -19,9 +19,5 @@ export interface Ros2Operations {
   /** Records a new enclave; inside a write transaction (after its certificate). */
   createEnclave(row: Ros2EnclaveTable): Promise<void>;
   /** Changes an enclave's current certificate, status, times or (re-created after revocation) source; false when there is none. */
-  updateEnclave(
-    keystoreId: string,
-    path: string,
-    change: Partial<Omit<Ros2EnclaveTable, "keystore_id" | "path">>,
-  ): Promise<boolean>;
+  updateEnclave(keystoreId: string, path: string, change: Partial<Omit<Ros2EnclaveTable, "keystore_id" | "path">>): Promise<boolean>;
 }

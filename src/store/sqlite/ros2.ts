@@ -55,11 +55,7 @@ export class SqliteRos2Operations implements Ros2Operations {
     await this.db.insertInto("ros2_enclaves").values(row).execute();
   }
 
-  async updateEnclave(
-    keystoreId: string,
-    path: string,
-    change: Partial<Omit<Ros2EnclaveTable, "keystore_id" | "path">>,
-  ): Promise<boolean> {
+  async updateEnclave(keystoreId: string, path: string, change: Partial<Omit<Ros2EnclaveTable, "keystore_id" | "path">>): Promise<boolean> {
     const r = await this.db
       .updateTable("ros2_enclaves")
       .set(change)
