@@ -7,11 +7,7 @@ import { X509Certificate, createPrivateKey } from "node:crypto";
 import { cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { addDevice } from "../src/authority/devices.js";
-import { createToken } from "../src/authority/enroll/tokens.js";
 import { initFleet } from "../src/authority/ca/init.js";
-import { enroll } from "../src/agent/enroll.js";
-import { fingerprintOf } from "../src/agent/fingerprint.js";
 import { enclaveFilesFrom, openKeystore as agentOpenKeystore, syncCrls, scanEnclaves, checkIdentityCrl } from "../src/agent/ros2.js";
 import { loadState } from "../src/agent/state.js";
 import { silentLogger } from "../src/agent/log.js";
@@ -30,6 +26,7 @@ import { RegistrationClient } from "../src/agent/client.js";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { ManualClock } from "./support/clock.js";
+import { enrollRobots } from "./support/robots.js";
 import { CLI, ROOT, cli, openssl, tempDir } from "./helpers.js";
 import { spawnSync } from "node:child_process";
 import { assertProblem, makeCsr, postJson, startTestServer, type TestServer } from "./server-helpers.js";
@@ -56,16 +53,10 @@ describe("review: ROS 2 attacks against the CA, the registration server and the 
     await initFleet({ dir, name: "Review Robots", domain: "fleet.example", serverNames: ["localhost", "127.0.0.1"], clock });
     server = await startTestServer(dir, { clock });
     const fleet = server.server.fleet;
-    rootPem = readFileSync(join(dir, "ca", "root", "cert.pem"), "utf8");
-    const fingerprint = fingerprintOf(new X509Certificate(rootPem).raw);
-    for (const [id, agentDir] of [
+    rootPem = await enrollRobots(fleet, server.url, dir, [
       ["robot1", A1],
       ["robot2", A2],
-    ] as const) {
-      await addDevice(fleet, { id, actor: "test" });
-      const token = (await createToken(fleet, { deviceId: id, actor: "test" })).token;
-      await enroll({ server: server.url, rootFingerprint: fingerprint, deviceId: id, mode: { kind: "token", token }, dir: agentDir });
-    }
+    ]);
     keystoreId = (await initKeystore(fleet, { dir: KS, actor: "test" })).keystoreId;
     await createEnclave(fleet, { dir: KS, path: "/r1/base", deviceId: "robot1", allowAll: true, actor: "test" });
     await createEnclave(fleet, { dir: KS, path: "/r2/base", deviceId: "robot2", allowAll: true, actor: "test" });

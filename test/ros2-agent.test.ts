@@ -7,11 +7,7 @@ import { X509Certificate, createPublicKey, generateKeyPairSync } from "node:cryp
 import { cpSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { addDevice } from "../src/authority/devices.js";
-import { createToken } from "../src/authority/enroll/tokens.js";
 import { initFleet } from "../src/authority/ca/init.js";
-import { enroll } from "../src/agent/enroll.js";
-import { fingerprintOf } from "../src/agent/fingerprint.js";
 import { createLogger, type Logger } from "../src/agent/log.js";
 import type { Clock as AgentClock } from "../src/agent/clock.js";
 import {
@@ -35,6 +31,7 @@ import { signCrl } from "../src/authority/status/crls.js";
 import { parseCrl } from "../src/x509/crl.js";
 import { fromPem } from "../src/x509/pem.js";
 import { ManualClock } from "./support/clock.js";
+import { enrollRobots } from "./support/robots.js";
 import { openssl, opensslCsr, tempDir } from "./helpers.js";
 import { assertProblem, editConfig, makeCsr, postJson, startTestServer, type TestServer } from "./server-helpers.js";
 
@@ -142,16 +139,10 @@ describe("agent run --ros2-keystore against a running server", { timeout: 300_00
     server = await startTestServer(dir, { clock });
     const fleet = server.server.fleet;
     crlUrl = new URL(`http://127.0.0.1:${server.server.status!.port}/crl/ros2-identity.pem`);
-    rootPem = readFileSync(join(dir, "ca", "root", "cert.pem"), "utf8");
-    const fingerprint = fingerprintOf(new X509Certificate(rootPem).raw);
-    for (const [id, agentDir] of [
+    rootPem = await enrollRobots(fleet, server.url, dir, [
       ["robot1", A1],
       ["robot2", A2],
-    ] as const) {
-      await addDevice(fleet, { id, actor: "test" });
-      const token = (await createToken(fleet, { deviceId: id, actor: "test" })).token;
-      await enroll({ server: server.url, rootFingerprint: fingerprint, deviceId: id, mode: { kind: "token", token }, dir: agentDir });
-    }
+    ]);
     keystoreId = (await initKeystore(fleet, { dir: KS_CA, domainId: 7, actor: "test" })).keystoreId;
     const create = (path: string, deviceId?: string) => createEnclave(fleet, { dir: KS_CA, path, deviceId, allowAll: true, actor: "test" });
     await create("/tl/talker", "robot1");

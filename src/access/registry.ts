@@ -34,3 +34,11 @@ export async function deviceAccessIdentity(
 export async function registeredDeviceIds(fleet: FleetServices): Promise<string[]> {
   return (await fleet.store.ops.devices.list({})).map((row) => row.id);
 }
+
+/** The identities of the active devices, and the ids of every registered one, from one listing of the registry. */
+export async function activeDeviceIdentities(
+  fleet: FleetServices,
+): Promise<{ identities: (AccessIdentity & { kind: "device" })[]; registered: string[] }> {
+  const rows = await fleet.store.ops.devices.list({});
+  return { identities: rows.filter((row) => row.status === "active").map(deviceIdentityOf), registered: rows.map((row) => row.id) };
+}

@@ -4,7 +4,7 @@
 // (renewEnclave decides that, and records `ros2.enclave.renew` with the device as actor). The key is
 // the robot's, from the CSR: only P-256, the one curve DDS Security's PKI-DH and fleetpki share.
 import { AuthenticationFailed, AuthorityError, DeviceNotActive, KeyTypeNotAllowed, UnknownDevice } from "../errors.js";
-import { renewEnclave } from "../../ros2/keystore/enclaves.js";
+import { renewEnclave, type RenewedEnclave } from "../../ros2/keystore/enclaves.js";
 import type { FleetServices } from "../services.js";
 import { keyFromCsr } from "../issue/issuance.js";
 import { usablePresentedCertificate, type ClientCertificate } from "./presented-certificate.js";
@@ -21,16 +21,8 @@ export interface EnclaveRenewalRequest {
   now?: Date;
 }
 
-export interface EnclaveRenewalAnswer {
-  deviceId: string;
-  certificatePem: string;
-  permissionsXml: string;
-  permissionsP7s: string;
-  governanceP7s: string;
-  identityCaPem: string;
-  permissionsCaPem: string;
-  crlPem: string;
-}
+/** What the device gets: the renewed enclave's files (the domain's RenewedEnclave without its bookkeeping). */
+export type EnclaveRenewalAnswer = Omit<RenewedEnclave, "serial" | "notBefore" | "notAfter"> & { deviceId: string };
 
 /** A keystore id no keystore of this fleet has: to the device, an unknown enclave (404) like any other. */
 export class UnknownEnclaveKeystore extends AuthorityError {

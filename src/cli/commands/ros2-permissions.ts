@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import { InvalidArgumentError, type Command } from "commander";
 import { loadPolicyFile } from "../../access/policy-file.js";
-import { deviceAccessIdentity, deviceIdentityOf, registeredDeviceIds } from "../../access/registry.js";
+import { activeDeviceIdentities, deviceAccessIdentity, registeredDeviceIds } from "../../access/registry.js";
 import { fleetSros2Policy } from "../../access/ros2-policy.js";
 import { InvalidArgument } from "../../authority/errors.js";
 import { layout } from "../../authority/layout.js";
@@ -90,11 +90,11 @@ export function registerRos2PermissionsCommand(ros2: Command): void {
       const policy = loadPolicyFile(join(opts.dir, layout.policy));
       const device = opts.device;
       const { ids, registered } = await withFleet(opts.dir, async (fleet) => {
-        const registered = await registeredDeviceIds(fleet);
         if (device === undefined) {
-          const active = (await fleet.store.ops.devices.list({})).filter((row) => row.status === "active");
-          return { ids: active.map(deviceIdentityOf), registered };
+          const { identities, registered } = await activeDeviceIdentities(fleet);
+          return { ids: identities, registered };
         }
+        const registered = await registeredDeviceIds(fleet);
         const found = await deviceAccessIdentity(fleet, device);
         // Asked for by name, so printed; but no enclave of it is renewed while it is not active.
         if (found.status !== "active") process.stderr.write(`fleetpki: note: device ${device} is ${found.status}\n`);
